@@ -1,0 +1,190 @@
+"""Exact line dedup across all inputs, first occurrence kept, in bounded memory.
+
+The key of a line is `text.dedup_key` (case and whitespace folded). Each key is hashed to
+128 bits (BLAKE2b): with n distinct lines the chance of any collision is about
+n^2 / 2^129, i.e. 1e-21 for a billion lines, so the dedup is exact in practice.
+
+Phases, with files between them (datatrove-style), so memory never holds the corpus:
+1. hash (parallel, per block): write (hash, line index) records for every keyed line;
+2. partition: when the records outgrow `memory_mb`, scatter them by hash into P runs
+   on disk, each small enough to sort within the budget;
+3. decide (per run): sort by (hash, index); every record after the first of its hash is
+   a duplicate, and its line index is marked in an on-disk drop map (1 byte a line);
+4. write (parallel, per block): copy the lines whose mark is not set.
+
+Blank lines are never dropped; nor are lines whose key is shorter than `min_chars`
+(speaker names and "Exit." recur legitimately; boilerplate is longer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from mypt.io import atomic_file, concat_files
+from mypt.parallel import parallel_map
+from mypt.text import dedup_key, read_lines, split_blocks
+
+REC = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])
+BYTES_PER_RECORD_SORTED = 64  # record + lexsort indices + sorted copy + masks
+MAX_RUNS = 512
+
+
+@dataclass(frozen=True)
+class DedupSettings:
+    min_chars: int = 24
+    memory_mb: int = 256
+
+    def __post_init__(self):
+        if self.min_chars < 0:
+            raise ValueError(f"dedup min_chars must be >= 0, got {self.min_chars}")
+        if self.memory_mb < 1:
+            raise ValueError(f"dedup memory budget must be >= 1 MB, got {self.memory_mb}")
+
+
+def block_docs(path: Path, start: int, end: int, jsonl: bool) -> Iterator[list[str]]:
+    """The lines of each document (or, for .txt, of the block) of a cleaned file."""
+    if not jsonl:
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read(end - start).decode("utf-8")
+        if text:
+            yield text[:-1].split("\n")
+        return
+    for raw in read_lines(path, start, end):
+        yield json.loads(raw)["text"][:-1].split("\n")
+
+
+def doc_text(lines: list[str], jsonl: bool) -> str:
+    """The inverse of block_docs for one document: each line ends with a newline."""
+    if not lines:
+        return ""
+    text = "\n".join(lines) + "\n"
+    return json.dumps({"text": text}, ensure_ascii=False) + "\n" if jsonl else text
+
+
+def _hash_block(task) -> tuple[int, Counter]:
+    path, start, end, jsonl, min_chars, out = task
+    digests, where, stats, n = [], [], Counter(), 0
+    for lines in block_docs(path, start, end, jsonl):
+        for line in lines:
+            key = dedup_key(line)
+            if not key:
+                stats["blank_lines"] += 1
+            elif len(key) < min_chars:
+                stats["short_lines_kept"] += 1
+            else:
+                digests.append(hashlib.blake2b(key.encode(), digest_size=16).digest())
+                where.append(n)
+            n += 1
+    rec = np.empty(len(digests), dtype=REC)
+    if digests:
+        h = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
+        rec["a"], rec["b"], rec["idx"] = h[:, 0], h[:, 1], where
+    rec.tofile(out)
+    stats["lines"] += n
+    stats["keyed_lines"] += len(digests)
+    return n, stats
+
+
+def _write_block(task) -> Counter:
+    path, start, end, jsonl, drop_path, first_line, n_lines, out = task
+    drop = np.fromfile(drop_path, dtype=np.uint8, count=n_lines, offset=first_line) if n_lines else np.zeros(0, np.uint8)
+    stats, i = Counter(), 0
+    with open(out, "wb") as f:
+        for lines in block_docs(path, start, end, jsonl):
+            kept = [line for j, line in enumerate(lines) if not drop[i + j]]
+            i += len(lines)
+            if jsonl and all(not line.strip() for line in kept):
+                stats["documents_emptied"] += 1
+                continue
+            f.write(doc_text(kept, jsonl).encode("utf-8"))
+    assert i == n_lines, "the write pass must see the lines the hash pass saw"
+    stats["duplicate_lines_dropped"] += int(drop.sum())
+    return stats
+
+
+def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings: DedupSettings,
+                workers: int, work_dir: Path) -> dict:
+    """Dedup the cleaned files `sources` ((path, is_jsonl) in corpus order) into `outputs`."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    blocks = [(src, jsonl, start, end) for src, jsonl in sources for start, end in split_blocks(src)]
+
+    # 1. hash
+    hash_files = [work_dir / f"hash_{i:06d}.rec" for i in range(len(blocks))]
+    results = parallel_map(_hash_block, [(src, s, e, jsonl, settings.min_chars, out)
+                                         for (src, jsonl, s, e), out in zip(blocks, hash_files)],
+                           workers, "dedup: hash")
+    counts = [n for n, _ in results]
+    stats = sum((c for _, c in results), Counter())
+    offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+    total_lines, total_records = int(offsets[-1]), int(stats["keyed_lines"])
+
+    # 2. partition into runs that each fit the budget
+    per_run = max(1, settings.memory_mb * 2**20 // BYTES_PER_RECORD_SORTED)
+    n_runs = max(1, math.ceil(total_records / per_run))
+    if n_runs > MAX_RUNS:
+        raise ValueError(f"dedup needs {n_runs} runs at --dedup_memory_mb {settings.memory_mb}; "
+                         f"raise it to at least {math.ceil(settings.memory_mb * n_runs / MAX_RUNS)}")
+    run_files = [work_dir / f"run_{r:04d}.rec" for r in range(n_runs)]
+    handles = [open(p, "wb") for p in run_files]
+    try:
+        for path, first in zip(hash_files, offsets[:-1]):
+            rec = np.fromfile(path, dtype=REC)
+            path.unlink()
+            rec["idx"] += np.uint64(first)
+            if n_runs == 1:
+                rec.tofile(handles[0])
+                continue
+            run = rec["a"] % np.uint64(n_runs)
+            order = np.argsort(run, kind="stable")
+            rec, bounds = rec[order], np.searchsorted(run[order], np.arange(n_runs + 1))
+            for r in range(n_runs):
+                if bounds[r + 1] > bounds[r]:
+                    rec[bounds[r]:bounds[r + 1]].tofile(handles[r])
+    finally:
+        for h in handles:
+            h.close()
+
+    # 3. decide: within each run, all but the lowest line index of every hash are duplicates
+    drop_path = work_dir / "drop.u8"
+    with open(drop_path, "wb") as f:
+        f.truncate(total_lines)
+    drop = np.memmap(drop_path, dtype=np.uint8, mode="r+", shape=(total_lines,)) if total_lines else None
+    unique = 0
+    for path in run_files:
+        rec = np.fromfile(path, dtype=REC)
+        path.unlink()
+        if rec.size == 0:
+            continue
+        rec = rec[np.lexsort((rec["idx"], rec["b"], rec["a"]))]
+        same = (rec["a"][1:] == rec["a"][:-1]) & (rec["b"][1:] == rec["b"][:-1])
+        unique += rec.size - int(same.sum())
+        drop[rec["idx"][1:][same]] = 1
+        del rec, same
+    if drop is not None:
+        drop.flush()
+        del drop
+
+    # 4. write
+    parts = [work_dir / f"out_{i:06d}.part" for i in range(len(blocks))]
+    tasks = [(src, s, e, jsonl, drop_path, int(offsets[i]), counts[i], parts[i])
+             for i, (src, jsonl, s, e) in enumerate(blocks)]
+    stats += sum(parallel_map(_write_block, tasks, workers, "dedup: write"), Counter())
+    drop_path.unlink()
+    by_source: dict[Path, list[Path]] = {}
+    for (src, *_), part in zip(blocks, parts):
+        by_source.setdefault(src, []).append(part)
+    for (src, _), out in zip(sources, outputs):
+        with atomic_file(out) as f:
+            concat_files(by_source.get(src, []), f)
+    stats["unique_keys"] = unique
+    stats["runs"] = n_runs
+    return dict(sorted(stats.items()))

@@ -1,0 +1,96 @@
+"""Crash-safe file output: a file appears under its final name only when complete.
+
+Files are written under a temporary name in the same directory and renamed (atomic on
+POSIX); directories are built under `.NAME.partial` beside their final place and renamed
+at the end, so a killed run leaves nothing that passes for a finished output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+
+def tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = tmp_name(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: object) -> None:
+    """Deterministic JSON (sorted keys would reorder sources; we keep insertion order)."""
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator:
+    """Open `path` for writing under a temporary name; renamed into place on success,
+    removed on error."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    f = open(tmp, mode)
+    try:
+        yield f
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def partial_dir(final: Path) -> Path:
+    final = Path(final)
+    return final.parent / f".{final.name}.partial"
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Build a directory beside `final` and move it into place when the block succeeds.
+
+    A stale `.NAME.partial` left by a killed run is removed first. On error the partial
+    directory is removed and `final` is left as it was.
+    """
+    final = Path(final)
+    staging = partial_dir(final)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final) if final.is_dir() else final.unlink()
+    os.replace(staging, final)
+
+
+def concat_files(parts: list[Path], dest) -> int:
+    """Append the parts to the open binary file `dest` and delete them; returns bytes copied."""
+    total = 0
+    for part in parts:
+        with open(part, "rb") as src:
+            total += os.fstat(src.fileno()).st_size
+            shutil.copyfileobj(src, dest, 1 << 20)
+        part.unlink()
+    return total

@@ -1,0 +1,39 @@
+"""Ordered parallel map over worker processes, with a progress bar.
+
+Results come back in task order, and every task writes its own output, so the bytes
+produced never depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from typing import Callable, Iterable, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def progress(total: int | None, desc: str, unit: str = "block") -> tqdm:
+    # Shown on a terminal, silent in logs and tests (tqdm's disable=None).
+    return tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, leave=False)
+
+
+def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], workers: int, desc: str) -> list[R]:
+    tasks = list(tasks)
+    results: list[R] = []
+    with progress(len(tasks), desc) as bar:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                results.append(fn(task))
+                bar.update()
+            return results
+        # spawn, not fork: a forked tiktoken/torch runtime can deadlock in the child.
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(workers, len(tasks))) as pool:
+            for result in pool.imap(fn, tasks):
+                results.append(result)
+                bar.update()
+    return results

@@ -1,0 +1,126 @@
+"""Token shards and the dataset directory.
+
+A shard is `shard_NNNNN.bin`: raw little-endian uint32 token ids, no header, so
+`np.memmap(path, dtype=np.uint32, mode="r")` reads it. A dataset directory holds
+`train/` and `val/` shards (numbered through train and then val), `tokenizer_state.json`
+and `dataset_metadata.json`, which says what the shards are (format version, dtype,
+tokenizer, counts, sources, settings, stats). The metadata is written last: a directory
+without it is not a finished dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mypt.io import read_json, tmp_name
+
+DTYPE = np.dtype("<u4")
+TOKEN_BYTES = DTYPE.itemsize
+METADATA_FILE = "dataset_metadata.json"
+FORMAT_VERSION = 1
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.bin"
+
+
+class ShardWriter:
+    """Writes a token stream as consecutive shards of `tokens_per_shard` tokens.
+
+    Each shard is written under a temporary name and renamed when full (or at close),
+    so a shard file under its final name is always complete.
+    """
+
+    def __init__(self, directory: Path, tokens_per_shard: int, first_index: int = 0):
+        if tokens_per_shard < 1:
+            raise ValueError(f"tokens_per_shard must be >= 1, got {tokens_per_shard}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.tokens_per_shard = tokens_per_shard
+        self.index = first_index
+        self.shards: list[tuple[str, int]] = []  # (file name, tokens)
+        self._file = None
+        self._in_shard = 0
+
+    def write(self, tokens: np.ndarray) -> None:
+        tokens = np.ascontiguousarray(tokens, dtype=DTYPE)
+        pos = 0
+        while pos < tokens.size:
+            if self._file is None:
+                self._file = open(tmp_name(self.directory / shard_name(self.index)), "wb")
+            take = min(tokens.size - pos, self.tokens_per_shard - self._in_shard)
+            self._file.write(tokens[pos:pos + take].tobytes())
+            pos += take
+            self._in_shard += take
+            if self._in_shard == self.tokens_per_shard:
+                self._finish()
+
+    def _finish(self) -> None:
+        name = shard_name(self.index)
+        self._file.close()
+        os.replace(tmp_name(self.directory / name), self.directory / name)
+        self.shards.append((name, self._in_shard))
+        self._file, self._in_shard = None, 0
+        self.index += 1
+
+    def close(self) -> list[tuple[str, int]]:
+        if self._file is not None:
+            self._finish()
+        return self.shards
+
+    @property
+    def tokens(self) -> int:
+        return sum(n for _, n in self.shards) + self._in_shard
+
+
+def shard_tokens(path: Path) -> int:
+    size = path.stat().st_size
+    if size % TOKEN_BYTES:
+        raise ValueError(f"{path}: {size} bytes is not a whole number of uint32 tokens; "
+                         "the shard is damaged: prepare the dataset again")
+    return size // TOKEN_BYTES
+
+
+def list_shards(directory: Path) -> list[Path]:
+    return sorted(Path(directory).glob("shard_*.bin"))
+
+
+class TokenStream:
+    """The concatenation of shards, read by global token offset without loading them."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = list(paths)
+        sizes = [shard_tokens(p) for p in self.paths]
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self._maps: dict[int, np.memmap] = {}
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        out, pos = [], start
+        while pos < end:
+            i = int(np.searchsorted(self.starts, pos, side="right")) - 1
+            stop = min(end, int(self.starts[i + 1]))
+            mm = self._maps.get(i)
+            if mm is None:
+                # One open map at a time: pages of long-lived maps count as resident memory.
+                self._maps = {i: np.memmap(self.paths[i], dtype=DTYPE, mode="r")}
+                mm = self._maps[i]
+            out.append(np.array(mm[pos - self.starts[i]:stop - self.starts[i]]))
+            pos = stop
+        return np.concatenate(out) if out else np.zeros(0, DTYPE)
+
+
+def read_metadata(dataset_dir: Path) -> dict:
+    path = Path(dataset_dir) / METADATA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{dataset_dir} is not a prepared dataset (no {METADATA_FILE}); "
+                                "HINT: run `mypt prepare-dataset --input_files ... --out_dir DIR`")
+    meta = read_json(path)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, this mypt reads {FORMAT_VERSION}")
+    return meta
