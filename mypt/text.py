@@ -24,8 +24,9 @@ TEXT_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
 BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small enough to bound memory
 _SNIFF_BYTES = 8192
 
-# Control characters other than \n and \t (C0, DEL, C1). \r is handled first as a newline.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Control characters other than \n and \t (C0, DEL, C1), and U+FEFF (a byte-order mark
+# left in the text by some editors). \r is handled first as a newline.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]")
 _TRAILING_WS = re.compile(r"[^\S\n]+$", re.MULTILINE)
 _LETTER = re.compile(r"[^\W\d_]")  # any Unicode letter
 

