@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from mypt.io import atomic_file, concat_files
-from mypt.parallel import parallel_map
+from mypt.parallel import merge_counts, parallel_map
 from mypt.text import dedup_key, read_lines, split_blocks
 
 REC = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])
@@ -97,7 +97,7 @@ def _hash_block(task) -> tuple[int, Counter]:
 def _write_block(task) -> Counter:
     path, start, end, jsonl, drop_path, first_line, n_lines, out = task
     drop = np.fromfile(drop_path, dtype=np.uint8, count=n_lines, offset=first_line) if n_lines else np.zeros(0, np.uint8)
-    stats, i = Counter(), 0
+    stats, i = Counter(documents_emptied=0), 0
     with open(out, "wb") as f:
         for lines in block_docs(path, start, end, jsonl):
             kept = [line for j, line in enumerate(lines) if not drop[i + j]]
@@ -123,7 +123,7 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
                                          for (src, jsonl, s, e), out in zip(blocks, hash_files)],
                            workers, "dedup: hash")
     counts = [n for n, _ in results]
-    stats = sum((c for _, c in results), Counter())
+    stats = merge_counts(c for _, c in results)
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
     total_lines, total_records = int(offsets[-1]), int(stats["keyed_lines"])
 
@@ -177,7 +177,7 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     parts = [work_dir / f"out_{i:06d}.part" for i in range(len(blocks))]
     tasks = [(src, s, e, jsonl, drop_path, int(offsets[i]), counts[i], parts[i])
              for i, (src, jsonl, s, e) in enumerate(blocks)]
-    stats += sum(parallel_map(_write_block, tasks, workers, "dedup: write"), Counter())
+    stats.update(merge_counts(parallel_map(_write_block, tasks, workers, "dedup: write")))
     drop_path.unlink()
     by_source: dict[Path, list[Path]] = {}
     for (src, *_), part in zip(blocks, parts):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+from collections import Counter
 from typing import Callable, Iterable, TypeVar
 
 from tqdm import tqdm
@@ -37,3 +38,12 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], workers: int, desc: s
                 results.append(result)
                 bar.update()
     return results
+
+
+def merge_counts(counters: Iterable[Counter]) -> Counter:
+    """Sum of counters that keeps zero counts (Counter's + drops them, and metrics files
+    should have the same keys whatever the data)."""
+    total = Counter()
+    for c in counters:
+        total.update(c)
+    return total

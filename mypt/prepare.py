@@ -21,7 +21,7 @@ import numpy as np
 
 from mypt.dedup import DedupSettings, block_docs, dedup_files
 from mypt.io import atomic_file, concat_files, read_json, staged_dir, write_json
-from mypt.parallel import parallel_map
+from mypt.parallel import merge_counts, parallel_map
 from mypt.shards import DTYPE, FORMAT_VERSION, METADATA_FILE, ShardWriter, TokenStream, list_shards, read_metadata
 from mypt.text import (BLOCK_BYTES, DecodeCounter, InputError, LineFilter, clean_lines, display_name, is_jsonl,
                        looks_binary, open_binary, resolve_inputs, split_blocks)
@@ -29,7 +29,7 @@ from mypt.tokenizer import Tokenizer, TokenizerError, gpt2_safe_boundary
 
 MANIFEST = "manifest.json"
 SPLIT_MODES = ("random", "tail")
-# A small source is cut finer than chunk_tokens so that it still has this many units:
+# A source with fewer units than this is cut finer than chunk_tokens, to about this many:
 # drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
 MIN_UNITS_PER_SOURCE = 100
 
@@ -96,7 +96,9 @@ def _read_chunks(path: Path, start: int, end: int):
 def _clean_block(task) -> Counter:
     path, jsonl, start, end, normalize, max_line_chars, out = task
     line_filter = LineFilter(max_line_chars) if max_line_chars else None
-    stats, drops, decoder = Counter(), Counter(), DecodeCounter()
+    stats = Counter(lines_out=0, documents_in=0, documents_out=0, documents_emptied=0, bad_json_lines=0)
+    drops = Counter({f"{r}": 0 for r in LineFilter.REASONS}) if line_filter else Counter()
+    decoder = DecodeCounter()
     with open(out, "wb") as f:
         for chunk in _read_chunks(path, start, end):
             if not jsonl:
@@ -153,7 +155,7 @@ def clean(input_files: list[str], out_dir: Path, *, normalize: bool = True, filt
                       for (s, e), part in zip(blocks, source["_parts"])]
         if not sources:
             raise InputError(f"--input_files: no text to read; binary files skipped: {', '.join(skipped)}")
-        stats = sum(parallel_map(_clean_block, tasks, workers, "clean"), Counter())
+        stats = merge_counts(parallel_map(_clean_block, tasks, workers, "clean"))
         for source in sources:
             with atomic_file(stage / source["file"]) as f:
                 size = concat_files(source.pop("_parts"), f)
@@ -239,10 +241,10 @@ def _tokenizer_in_worker(state: dict) -> Tokenizer:
     return _TOKENIZERS[key]
 
 
-def _tokenize_block(task) -> tuple[Counter, dict]:
+def _tokenize_block(task) -> tuple[int, dict]:
     path, jsonl, start, end, state, replacement, tokens_out, docs_out = task
     tok = _tokenizer_in_worker(state)
-    stats, replaced, ends, pieces, n = Counter(), Counter(), [], [], 0
+    replaced, ends, pieces, n = Counter(), [], [], 0
 
     def encode(text: str) -> np.ndarray:
         if tok.kind == "char":
@@ -261,8 +263,7 @@ def _tokenize_block(task) -> tuple[Counter, dict]:
             ends.append(n)
     np.concatenate(pieces or [np.zeros(0, DTYPE)]).astype(DTYPE).tofile(tokens_out)
     np.array(ends, dtype=np.uint64).tofile(docs_out)
-    stats["tokens"] += n
-    return stats, dict(replaced)
+    return n, dict(replaced)
 
 
 def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, *, workers: int = 1) -> dict:
@@ -283,10 +284,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, *, workers: int 
                 tasks.append((path, s["jsonl"], a, b, state, replacement, tok_part, doc_part))
                 parts.append((i, tok_part, doc_part))
         results = parallel_map(_tokenize_block, tasks, workers, "tokenize")
-        stats, replaced = Counter(), Counter()
-        for block_stats, block_replaced in results:
-            stats += block_stats
-            replaced.update(block_replaced)
+        replaced = merge_counts(Counter(r) for _, r in results)
         if replaced and replacement is None:
             raise TokenizerError(f"characters outside the reused char vocabulary ({sorted(replaced)[:20]}) "
                                  "and neither '?' nor ' ' in it to replace them with")
@@ -384,20 +382,21 @@ def split(in_dir: Path, out_dir: Path, *, val_fraction: float = 0.1, chunk_token
     runs, sources, n_units, n_val_units, t0, d0 = [], [], 0, 0, 0, 0
     for i, s in enumerate(manifest["sources"]):
         ends = doc_ends[d0:d0 + s["documents"]]
-        starts = np.concatenate([[t0], ends[:-1]]).astype(np.int64)
+        starts = np.concatenate([[t0], ends[:-1]]).astype(np.int64)[:ends.size]
         t1, d0 = t0 + s["tokens"], d0 + s["documents"]
         if split_mode == "tail":
             cut = t1 - (max(1, round(val_fraction * s["tokens"])) if val_fraction > 0 and s["tokens"] > 1 else 0)
             u_start, u_end, val = np.array([t0, cut]), np.array([cut, t1]), np.array([False, True])
         else:
-            chunk = min(chunk_tokens, max(1, math.ceil(s["tokens"] / MIN_UNITS_PER_SOURCE)))
-            u_start, u_end = _units(starts, ends, chunk)
+            u_start, u_end = _units(starts, ends, chunk_tokens)
+            if u_start.size < MIN_UNITS_PER_SOURCE:
+                u_start, u_end = _units(starts, ends, max(1, math.ceil(s["tokens"] / MIN_UNITS_PER_SOURCE)))
             val = _val_mask(u_start.size, val_fraction, np.random.default_rng([seed, i]))
         n_units += u_start.size
         n_val_units += int(val.sum())
         change = np.flatnonzero(val[1:] != val[:-1]) + 1
         for a, b in zip(np.concatenate([[0], change]), np.concatenate([change, [val.size]])):
-            if u_end[b - 1] > u_start[a]:
+            if b > a and u_end[b - 1] > u_start[a]:  # runs of units on the same side
                 runs.append((int(u_start[a]), int(u_end[b - 1]), bool(val[a])))
         val_tokens = int((u_end - u_start)[val].sum())
         sources.append({"name": s["name"], "bytes": s["bytes"], "documents": s["documents"], "tokens": s["tokens"],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import os
 import re
 import unicodedata
 from collections import Counter
@@ -88,7 +87,7 @@ def open_binary(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
 
 
-def split_blocks(path: Path, block_bytes: int = BLOCK_BYTES, safe=None) -> list[tuple[int, int]]:
+def split_blocks(path: Path, block_bytes: int | None = None, safe=None) -> list[tuple[int, int]]:
     """Byte ranges [start, end) covering a file, each ending just after a newline.
 
     `safe(prev_byte, next_byte)` may narrow which newlines may end a block (the gpt2
@@ -97,6 +96,7 @@ def split_blocks(path: Path, block_bytes: int = BLOCK_BYTES, safe=None) -> list[
     """
     if is_gzip(path):
         return [(0, -1)]
+    block_bytes = block_bytes or BLOCK_BYTES
     size = path.stat().st_size
     blocks, start = [], 0
     with open(path, "rb") as f:
@@ -176,6 +176,7 @@ class LineFilter:
     """
 
     max_line_chars: int = 100_000
+    REASONS = ("too_long", "no_letters")
 
     def reason(self, line: str) -> str | None:
         if len(line) > self.max_line_chars:
@@ -211,8 +212,10 @@ def dedup_key(line: str) -> str:
 
 
 def display_name(path: Path) -> str:
-    """How a source is named in metadata: relative to the working directory when inside it."""
+    """How a source is named in metadata: relative to the working directory when inside it
+    (so a dataset's metadata does not depend on where the project is checked out)."""
+    path = Path(path).absolute()
     try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
         return str(path)

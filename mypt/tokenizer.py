@@ -56,10 +56,18 @@ def _gpt2_encoding():
     path = r50k_cache_path()
     if not path.is_file():
         raise TokenizerError(f"the GPT-2 vocabulary is not installed (looked for {path}).\n{INSTALL_HINT}")
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(path.parent))
     import tiktoken
 
-    return tiktoken.get_encoding("r50k_base")
+    # Point tiktoken at the file for this call only: it keeps the loaded encoding itself.
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(path.parent)
+    try:
+        return tiktoken.get_encoding("r50k_base")
+    finally:
+        if saved is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
 class Tokenizer:

@@ -1,0 +1,72 @@
+"""Hermetic test environment: no network, no home-directory state.
+
+The set-up (scripts/test.sh) installs the GPT-2 vocabulary and caches the demo archive in
+$MYPT_CACHE_DIR once. The session copies both into a temporary cache and points HOME,
+MYPT_CACHE_DIR and git's identity at temporary values, so nothing outside tmp is read or
+written afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_env(tmp_path_factory):
+    from mypt.fetch import DEMO_SDIST
+    from mypt.tokenizer import cache_dir, r50k_cache_path
+
+    vocab, demo = r50k_cache_path(), cache_dir() / "sdists" / f"{DEMO_SDIST.replace('==', '-')}.tar.gz"
+    missing = [str(p) for p in (vocab, demo) if not p.is_file()]
+    if missing:
+        pytest.exit(f"set-up not done, missing {missing}: run `bash scripts/test.sh` (it installs them once)", 2)
+    cache = tmp_path_factory.mktemp("mypt-cache")
+    (cache / "tiktoken").mkdir()
+    (cache / "sdists").mkdir()
+    shutil.copy(vocab, cache / "tiktoken" / vocab.name)
+    shutil.copy(demo, cache / "sdists" / demo.name)
+    home = tmp_path_factory.mktemp("home")
+    saved = dict(os.environ)
+    os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+    os.environ.update({
+        "MYPT_CACHE_DIR": str(cache), "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_CONFIG_HOME": str(home / ".config"), "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "mypt tests", "GIT_AUTHOR_EMAIL": "tests@mypt.invalid",
+        "GIT_COMMITTER_NAME": "mypt tests", "GIT_COMMITTER_EMAIL": "tests@mypt.invalid",
+        # Stage commands say `python`: make it this interpreter.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    yield cache
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def mypt_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "mypt.cli", *args], cwd=cwd, check=check)
+
+
+def read_tokens(directory: Path):
+    import numpy as np
+
+    files = sorted(Path(directory).glob("shard_*.bin"))
+    return np.concatenate([np.memmap(f, dtype=np.uint32, mode="r") for f in files]) if files \
+        else np.zeros(0, np.uint32)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
