@@ -1,0 +1,71 @@
+"""A run killed mid-way (SIGKILL) leaves nothing that passes for a finished shard or
+metadata, and a rerun gives the bytes of an uninterrupted run."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import mypt_cli, tree_bytes
+
+TOKENS_PER_SHARD = 2000
+
+
+def write_corpus(root: Path) -> None:
+    rng = random.Random(3)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
+    root.mkdir()
+    for name in ("a", "b", "c"):
+        lines = (" ".join(rng.choice(words) for _ in range(rng.randint(3, 16))) for _ in range(60_000))
+        (root / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def args(corpus: Path, out: Path) -> list[str]:
+    return ["prepare-dataset", "--input_files", str(corpus), "--out_dir", str(out), "--workers", "1",
+            "--tokens_per_shard", str(TOKENS_PER_SHARD)]
+
+
+def kill_when(cmd: list[str], cwd: Path, ready) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "mypt.cli", *cmd], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.fail("the run finished before the kill point: make the corpus bigger")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def assert_nothing_looks_complete(root: Path, out: Path) -> None:
+    assert not out.exists()
+    assert not list(root.rglob("dataset_metadata.json"))
+    # In the dataset being built, only shards that were filled are under their final name
+    # (the intermediate .ds.work directory is removed by the next run, never read as a dataset).
+    for shard in (root / ".ds.partial").rglob("shard_*.bin"):
+        assert shard.stat().st_size == 4 * TOKENS_PER_SHARD, shard
+
+
+@pytest.mark.parametrize("kill_point", ["tokenize", "split"])
+def test_killed_run_leaves_no_complete_looking_output_and_rerun_matches(tmp_path, kill_point):
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    out = runs / "ds"
+    if kill_point == "tokenize":
+        ready = lambda: any((runs / ".ds.work").glob(".tokens.partial/.t_*"))  # noqa: E731
+    else:
+        ready = lambda: len(list((runs / ".ds.partial" / "train").glob("shard_*.bin"))) > 5  # noqa: E731
+    kill_when(args(corpus, out), tmp_path, ready)
+    assert_nothing_looks_complete(runs, out)
+
+    mypt_cli(*args(corpus, out), cwd=tmp_path)
+    mypt_cli(*args(corpus, tmp_path / "clean_run" / "ds"), cwd=tmp_path)
+    assert tree_bytes(out) == tree_bytes(tmp_path / "clean_run" / "ds")
+    assert sorted(p.name for p in runs.iterdir()) == ["ds"]  # the partial and work directories are gone

@@ -1,0 +1,66 @@
+"""Dedup stays exact (first occurrence kept, across files) when its keys exceed the budget."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from mypt.prepare import clean, dedup
+from mypt.text import dedup_key
+
+
+def reference_dedup(lines: list[str], min_chars: int) -> list[str]:
+    seen, kept = set(), []
+    for line in lines:
+        key = dedup_key(line)
+        if len(key) < min_chars or not key:
+            kept.append(line)
+        elif key not in seen:
+            seen.add(key)
+            kept.append(line)
+    return kept
+
+
+def test_dedup_exact_across_files_far_beyond_memory_budget(tmp_path):
+    rng = random.Random(7)
+    pool = [f"line number {i} of a corpus with {rng.randint(0, 10**9)} words" for i in range(60_000)]
+    files = []
+    for f in range(3):
+        lines = []
+        for _ in range(70_000):
+            r = rng.random()
+            if r < 0.05:
+                lines.append("")
+            elif r < 0.1:
+                lines.append("Exit.")  # short: never dropped
+            else:
+                line = rng.choice(pool)
+                # Variants of one key: case and whitespace differ, the key does not.
+                lines.append(line.upper() if r < 0.2 else line.replace(" ", "  ") if r < 0.3 else line)
+        (tmp_path / f"part{f}.txt").write_text("\n".join(lines) + "\n")
+        files.append(lines)
+    with open(tmp_path / "part3.jsonl", "w") as f:  # documents too: lines inside records are deduped
+        docs = [[rng.choice(pool) for _ in range(3)] for _ in range(2000)]
+        for d in docs:
+            f.write(json.dumps({"text": "\n".join(d) + "\n"}) + "\n")
+    clean([str(tmp_path / "part*")], tmp_path / "clean", filter=False)
+    small = dedup(tmp_path / "clean", tmp_path / "small", memory_mb=1, workers=2)  # ~16k keys a run
+    big = dedup(tmp_path / "clean", tmp_path / "big", memory_mb=512)
+
+    assert small["stats"]["dedup"]["runs"] >= 8 and big["stats"]["dedup"]["runs"] == 1
+    expected = reference_dedup([line for lines in files for line in lines] + [line for d in docs for line in d], 24)
+    got = []
+    for s in small["sources"]:
+        text = (tmp_path / "small" / s["file"]).read_text()
+        if s["jsonl"]:
+            got += [line for rec in text.splitlines() for line in json.loads(rec)["text"][:-1].split("\n")]
+        else:
+            got += text[:-1].split("\n")
+        assert (tmp_path / "small" / s["file"]).read_bytes() == (tmp_path / "big" / s["file"]).read_bytes()
+    assert got == expected
+    stats = small["stats"]["dedup"]
+    assert stats["duplicate_lines_dropped"] == 3 * 70_000 + 6000 - len(expected)
+    assert stats["unique_keys"] == len({dedup_key(x) for x in expected if len(dedup_key(x)) >= 24})
+    # Documents whose every line was a duplicate are dropped, and counted.
+    n_docs = len((tmp_path / "small" / small["sources"][-1]["file"]).read_text().splitlines())
+    assert n_docs == 2000 - stats["documents_emptied"] and stats["documents_emptied"] > 0

