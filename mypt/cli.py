@@ -130,6 +130,145 @@ def print_summary(meta: dict, out_dir: Path) -> None:
         click.echo(f"Invalid UTF-8 bytes replaced: {clean['invalid_utf8_bytes_replaced']:,}")
 
 
+def training_options(f):
+    """The training flags shared by `mypt train` and the train stage (None = the config's value)."""
+    opts = [
+        option("--max_iters", type=click.IntRange(min=0), default=None, help="Training steps."),
+        option("--learning_rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate."),
+        option("--batch_size", type=click.IntRange(min=1), default=None, help="Sequences per micro-step, per process."),
+        option("--block_size", type=click.IntRange(min=1), default=None, help="Context length (new models only)."),
+        option("--gradient_accumulation_steps", type=click.IntRange(min=1), default=None),
+        option("--warmup_iters", type=click.IntRange(min=0), default=None),
+        option("--min_lr", type=float, default=None, help="End of the cosine decay (default learning_rate/10)."),
+        option("--weight_decay", type=float, default=None),
+        option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="(new models only)"),
+        option("--grad_clip", type=float, default=None, help="Clip the gradient norm to this (0: off)."),
+        option("--eval_interval", type=click.IntRange(min=1), default=None,
+               help="Evaluate and checkpoint every this many steps."),
+        option("--eval_iters", type=click.IntRange(min=1), default=None, help="Batches per evaluation."),
+        option("--log_interval", type=click.IntRange(min=1), default=None),
+        option("--device", default=None, help="auto (cuda if available), cpu, cuda, cuda:1 ..."),
+        option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default=None,
+               help="Autocast dtype on GPU (auto: bfloat16)."),
+        option("--compile/--no_compile", default=None, help="torch.compile the model."),
+        option("--seed", type=int, default=None),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+TRAINING_KEYS = ("max_iters", "learning_rate", "batch_size", "block_size", "gradient_accumulation_steps",
+                 "warmup_iters", "min_lr", "weight_decay", "dropout", "grad_clip", "eval_interval", "eval_iters",
+                 "log_interval", "device", "dtype", "compile", "seed")
+
+
+def train_request(model_name, dataset_dir, input_file, config_file, tokenization, init_from_model,
+                  eval_dataset_dir, resume, checkpoints_dir, flags: dict):
+    from mypt.train import TrainRequest
+
+    return TrainRequest(model_name=model_name, dataset_dir=dataset_dir, input_file=input_file,
+                        config_file=config_file, tokenization=tokenization, init_from_model=init_from_model,
+                        eval_dataset_dir=eval_dataset_dir, resume=resume, checkpoints_dir=checkpoints_dir,
+                        overrides={k: flags[k] for k in TRAINING_KEYS if flags.get(k) is not None})
+
+
+def run_training_or_fail(request) -> dict:
+    from mypt.checkpoint import CheckpointError
+    from mypt.data import DataError
+    from mypt.model import ConfigError
+    from mypt.shards import ShardError
+    from mypt.tokenizer import TokenizerError
+    from mypt.train import TrainingDiverged, run_training
+
+    try:
+        return run_training(request, log=lambda line: click.echo(line))
+    except (ConfigError, DataError, CheckpointError, ShardError, TokenizerError, TrainingDiverged,
+            FileNotFoundError) as e:
+        fail(str(e))
+
+
+def model_options(f):
+    opts = [
+        option("--model_name", required=True, help="Checkpoints go to CHECKPOINTS_DIR/MODEL_NAME/."),
+        option("--dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+               help="A prepared dataset (mypt prepare-dataset)."),
+        option("--input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+               help="Or one text file, tokenized in memory (last 10% is val)."),
+        option("--config_file", default=None,
+               help="Preset name (150M, 150M_1024, small_char, pretrain/750M_1024_domain_adapt, tiny) or JSON path. "
+                    "Default: small_char for char, 150M for gpt2; with --init_from_model or --resume, the "
+                    "checkpoint's own."),
+        option("--tokenization", type=click.Choice(["gpt2", "char"]), default=None,
+               help="Must match the dataset (default: the dataset's)."),
+        option("--init_from_model", default=None,
+               help="Start from this model's weights (a name under CHECKPOINTS_DIR or a path), fresh optimizer."),
+        option("--eval_dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+               help="Also evaluate on this dataset's val split, logged as eval_general."),
+        option("--resume", is_flag=True, help="Continue MODEL_NAME's run from its checkpoint."),
+        option("--checkpoints_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints"),
+               show_default=True),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@main.command("train")
+@model_options
+@training_options
+def train_cmd(model_name, dataset_dir, input_file, config_file, tokenization, init_from_model, eval_dataset_dir,
+              resume, checkpoints_dir, **flags):
+    """Train a GPT model on a prepared dataset (or one text file).
+
+    Evaluates every eval_interval steps on the val split (and --eval_dataset_dir's, as
+    eval_general) and checkpoints to CHECKPOINTS_DIR/MODEL_NAME. Under torchrun the same
+    command trains with DDP.
+
+    \b
+    Example:
+      mypt train --dataset_dir data/my_dataset --model_name my_model --config_file 150M --max_iters 50000
+    """
+    run_training_or_fail(train_request(model_name, dataset_dir, input_file, config_file, tokenization,
+                                       init_from_model, eval_dataset_dir, resume, checkpoints_dir, flags))
+
+
+@main.command("generate")
+@option("--model_name", required=True, help="A name under --checkpoints_dir, or a checkpoint directory.")
+@option("--prompt", default="", help="Text to continue (default: start of a document).")
+@option("--max_new_tokens", type=click.IntRange(min=1), default=200, show_default=True)
+@option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True, help="0 = greedy.")
+@option("--top_k", type=click.IntRange(min=0), default=200, show_default=True, help="0 = off.")
+@option("--top_p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Nucleus sampling.")
+@option("--seed", type=int, default=1337, show_default=True)
+@option("--num_samples", type=click.IntRange(min=1), default=1, show_default=True)
+@option("--device", default="auto", show_default=True)
+@option("--checkpoints_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints"),
+        show_default=True)
+def generate_cmd(model_name, prompt, max_new_tokens, temperature, top_k, top_p, seed, num_samples, device,
+                 checkpoints_dir):
+    """Sample text from a trained model, streamed to the terminal."""
+    from mypt import checkpoint
+    from mypt.generate import generate
+    from mypt.train import resolve_device
+
+    try:
+        path = checkpoint.resolve(model_name, checkpoints_dir)
+        model, tokenizer, _ = checkpoint.load_model(path, resolve_device(device))
+    except checkpoint.CheckpointError as e:
+        fail(str(e))
+    current = [-1]
+
+    def show(sample: int, piece: str) -> None:
+        if sample != current[0]:
+            click.echo(("\n" if sample else "") + f"--- sample {sample + 1} ---\n{prompt}", nl=False)
+            current[0] = sample
+        click.echo(piece, nl=False)
+
+    generate(model, tokenizer, prompt, max_new_tokens, temperature, top_k or None, top_p, seed, num_samples, show)
+    click.echo()
+
+
 @main.command("install-gpt2-vocab")
 @option("--sdist", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
         help="An already downloaded openai-whisper==20250625 source archive (otherwise pip downloads it).")

@@ -23,6 +23,10 @@ METADATA_FILE = "dataset_metadata.json"
 FORMAT_VERSION = 1
 
 
+class ShardError(ValueError):
+    """A damaged or foreign shard or dataset directory."""
+
+
 def shard_name(index: int) -> str:
     return f"shard_{index:05d}.bin"
 
@@ -79,7 +83,7 @@ class ShardWriter:
 def shard_tokens(path: Path) -> int:
     size = path.stat().st_size
     if size % TOKEN_BYTES:
-        raise ValueError(f"{path}: {size} bytes is not a whole number of uint32 tokens; "
+        raise ShardError(f"{path}: {size} bytes is not a whole number of uint32 tokens; "
                          "the shard is damaged: prepare the dataset again")
     return size // TOKEN_BYTES
 
@@ -122,5 +126,5 @@ def read_metadata(dataset_dir: Path) -> dict:
                                 "HINT: run `mypt prepare-dataset --input_files ... --out_dir DIR`")
     meta = read_json(path)
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r}, this mypt reads {FORMAT_VERSION}")
+        raise ShardError(f"{path}: format_version {meta.get('format_version')!r}, this mypt reads {FORMAT_VERSION}")
     return meta

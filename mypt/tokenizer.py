@@ -52,10 +52,15 @@ def r50k_cache_path() -> Path:
     return tiktoken_cache_dir() / hashlib.sha1(R50K_URL.encode()).hexdigest()
 
 
-def _gpt2_encoding():
+def require_gpt2_vocab() -> Path:
     path = r50k_cache_path()
     if not path.is_file():
         raise TokenizerError(f"the GPT-2 vocabulary is not installed (looked for {path}).\n{INSTALL_HINT}")
+    return path
+
+
+def _gpt2_encoding():
+    path = require_gpt2_vocab()
     import tiktoken
 
     # Point tiktoken at the file for this call only: it keeps the loaded encoding itself.
@@ -80,7 +85,8 @@ class Tokenizer:
             raise TokenizerError(f"unknown tokenization {kind!r}: choose one of {', '.join(KINDS)}")
         self.kind = kind
         if kind == "gpt2":
-            self._enc = _gpt2_encoding()
+            require_gpt2_vocab()
+            self._encoding = None  # loaded on first use: a process that only passes the tokenizer on stays small
             self.chars: list[str] = []
         else:
             if not chars:
@@ -89,6 +95,12 @@ class Tokenizer:
             if any(len(c) != 1 for c in self.chars):
                 raise TokenizerError("a char vocabulary holds single characters only")
             self._codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+
+    @property
+    def _enc(self):
+        if self._encoding is None:
+            self._encoding = _gpt2_encoding()
+        return self._encoding
 
     @classmethod
     def gpt2(cls) -> "Tokenizer":
@@ -115,7 +127,8 @@ class Tokenizer:
     def encode_array(self, text: str) -> np.ndarray:
         """Ids of `text` as a uint32 array (the fast path used for preparation)."""
         if self.kind == "gpt2":
-            return np.array(self._enc.encode_ordinary(text), dtype=np.uint32)
+            # encode_to_numpy with no special tokens allowed = encode_ordinary, minus the Python list.
+            return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
         ids, unknown = self._char_ids(text)
         if unknown.any():
             bad = sorted({text[i] for i in np.flatnonzero(unknown)[:20]})

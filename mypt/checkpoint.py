@@ -1,0 +1,154 @@
+"""Checkpoints: `checkpoints/<model_name>/` holding
+
+    model.safetensors          weights (the tied embedding stored once, as lm_head.weight)
+    config.json                model and training configs
+    tokenizer_state.json       the tokenizer, so generation needs nothing else
+    training_state.safetensors optimizer moments and RNG states (tensors)
+    training_state.json        step, sampler state, history, optimizer hyper-parameters
+
+Only safetensors and JSON are ever read: loading never unpickles anything. A checkpoint is
+built in `.NAME.partial/` and swapped in with renames, so a kill at any moment leaves
+either the previous checkpoint or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mypt.io import atomic_write_text, partial_dir
+from mypt.model import GPT, GPTConfig
+from mypt.tokenizer import Tokenizer
+
+FORMAT_VERSION = 1
+TIED = "transformer.wte.weight"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def _old_dir(path: Path) -> Path:
+    return path.parent / f".{path.name}.old"
+
+
+def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "checkpoints") -> Path:
+    """A checkpoint directory given as a path or as a model name under `checkpoints_dir`."""
+    path = Path(model)
+    if not path.is_dir() and (Path(checkpoints_dir) / path).is_dir():
+        path = Path(checkpoints_dir) / path
+    if not path.is_dir() and _old_dir(path).is_dir():  # killed between the two renames of a save
+        os.replace(_old_dir(path), path)
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint {str(model)!r} (looked in {path}); train one with "
+                              f"`mypt train --model_name {Path(model).name} ...`")
+    return path
+
+
+def save(path: Path, model: GPT, tokenizer: Tokenizer, config_extra: dict, optimizer=None,
+         state: dict | None = None) -> None:
+    path = Path(path)
+    staging = partial_dir(path)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    raw = model.module if hasattr(model, "module") else model
+    raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
+    weights = {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k != TIED}
+    # One metadata key only: safetensors writes its metadata map in hash order, and a fixed
+    # file (same weights, same bytes) is worth more than a version tag (config.json has one).
+    save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
+    config = {"format_version": FORMAT_VERSION, "model": raw.config.to_dict(), **config_extra}
+    atomic_write_text(staging / "config.json", json.dumps(config, indent=2) + "\n")
+    tokenizer.save(staging)
+    if optimizer is not None and state is not None:
+        tensors, opt_json = _flatten_optimizer(optimizer.state_dict())
+        tensors["rng/torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors["rng/cuda"] = torch.cuda.get_rng_state()
+        save_file(tensors, staging / "training_state.safetensors")
+        atomic_write_text(staging / "training_state.json",
+                          json.dumps({**state, "optimizer": opt_json}, indent=1) + "\n")
+    old = _old_dir(path)
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(staging, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"opt/{pid}/{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}/{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_safetensors(path: Path) -> dict:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a safetensors file ({e}); mypt never unpickles "
+                              "checkpoints (a pickle can run code): refused") from None
+
+
+def read_config(path: Path) -> dict:
+    """config.json of a checkpoint: {"format_version", "model": {...}, "training": {...}, ...}."""
+    path = Path(path) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} is not a mypt checkpoint (no config.json)")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}, this mypt reads {FORMAT_VERSION}")
+    return config
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer, dict]:
+    """The model (on `device`), its tokenizer and config.json of a checkpoint directory."""
+    path = Path(path)
+    pickles = [p.name for p in path.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt")]
+    if not (path / "model.safetensors").is_file():
+        hint = f" (found {pickles}: pickles are refused, they can run code)" if pickles else ""
+        raise CheckpointError(f"{path} holds no model.safetensors{hint}")
+    config = read_config(path)
+    model = GPT(GPTConfig.from_dict(config["model"], f"{path}/config.json"))
+    weights = _load_safetensors(path / "model.safetensors")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if set(missing) - {TIED} or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    return model.to(device), Tokenizer.load(path), config
+
+
+def load_training_state(path: Path, optimizer) -> dict:
+    """Restore optimizer and RNG states; returns training_state.json (step, sampler, history)."""
+    path = Path(path)
+    if not (path / "training_state.json").is_file():
+        raise CheckpointError(f"{path} has no training state to resume from (training_state.json); "
+                              "start a new run, or use --init_from_model to start from its weights")
+    with open(path / "training_state.json", encoding="utf-8") as f:
+        state = json.load(f)
+    tensors = _load_safetensors(path / "training_state.safetensors")
+    opt = state.pop("optimizer")
+    per_param: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt/"):
+            _, pid, name = key.split("/", 2)
+            per_param.setdefault(int(pid), {})[name] = value
+    for key, value in opt["scalars"].items():
+        pid, name = key.split("/", 1)
+        per_param.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": opt["param_groups"]})
+    torch.set_rng_state(tensors["rng/torch"])
+    if "rng/cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
+    return state

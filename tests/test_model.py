@@ -1,0 +1,103 @@
+"""Model, configs, LR schedule, checkpoints and generation."""
+
+from __future__ import annotations
+
+import pickle
+import string
+
+import pytest
+import torch
+
+from mypt import checkpoint
+from mypt.generate import generate, sample_tokens
+from mypt.model import GPT, ConfigError, GPTConfig
+from mypt.tokenizer import Tokenizer
+from mypt.train import TrainConfig, get_lr, list_presets, load_config_file
+
+CHARS = sorted(set(string.ascii_letters + string.digits + " .,;!?'\n-"))  # 72 characters
+TINY = dict(vocab_size=len(CHARS), block_size=16, n_layer=2, n_head=2, n_embd=16)
+
+
+def test_config_validation_and_unknown_keys():
+    with pytest.raises(ConfigError, match=r"n_embd \(30\) must be divisible by n_head \(4\)"):
+        GPTConfig(n_embd=30, n_head=4)
+    with pytest.raises(ConfigError, match=r"unknown model key\(s\) \['n_layers'\]"):
+        GPTConfig.from_dict({"n_layers": 2})
+    with pytest.raises(ConfigError, match=r"unknown training key\(s\) \['lr'\]"):
+        TrainConfig.from_dict({"lr": 1e-3})
+    assert GPTConfig(vocab_size=50257).padded_vocab_size == 50304
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_preset_loads_and_sized_presets_hold_their_size(preset):
+    model_d, train_d, _ = load_config_file(preset)
+    TrainConfig.from_dict(train_d)
+    cfg = GPTConfig.from_dict({**model_d, "vocab_size": 50257})
+    with torch.device("meta"):
+        n = GPT(cfg).num_params()
+    size = {"150M": 150e6, "150M_1024": 150e6, "pretrain/750M_1024_domain_adapt": 750e6}.get(preset)
+    if size is not None:
+        assert abs(n - size) / size < 0.10, f"{preset}: {n / 1e6:.1f}M parameters"
+
+
+def test_lr_schedule_exact_values():
+    cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110, max_iters=200)
+    assert get_lr(0, cfg) == pytest.approx(1 / 11)
+    assert get_lr(9, cfg) == pytest.approx(10 / 11)
+    assert get_lr(10, cfg) == pytest.approx(1.0)
+    assert get_lr(60, cfg) == pytest.approx(0.55)  # half way down the cosine
+    assert get_lr(110, cfg) == pytest.approx(0.1) and get_lr(150, cfg) == pytest.approx(0.1)
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY))
+    tok = Tokenizer.char(CHARS)
+    checkpoint.save(tmp_path / "m", model, tok, {"training": {}})
+    loaded, loaded_tok, _ = checkpoint.load_model(tmp_path / "m")
+    x = torch.randint(0, len(CHARS), (3, 16))
+    assert torch.equal(model(x, x)[0], loaded(x, x)[0])
+    assert loaded_tok.state() == tok.state()
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still tied
+
+
+def test_pickled_checkpoints_are_refused_without_running_them(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path / "m", GPT(GPTConfig(**TINY)), Tokenizer.char("abc"), {})
+    (tmp_path / "m" / "model.safetensors").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(checkpoint.CheckpointError, match="never unpickles"):
+        checkpoint.load_model(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    (tmp_path / "m" / "ckpt.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(checkpoint.CheckpointError, match="pickles are refused"):
+        checkpoint.load_model(tmp_path / "m")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_kv_cache_matches_full_recompute_and_seeded_generation_repeats():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    idx = torch.randint(0, len(CHARS), (2, 5))
+    for temperature in (0.0, 1.0):
+        runs = []
+        for use_cache in (True, False):
+            g = torch.Generator().manual_seed(3)
+            runs.append(torch.stack(list(sample_tokens(model, idx, 30, temperature, None, None, g, use_cache))))
+        assert torch.equal(runs[0], runs[1])  # 5 + 30 tokens: past block_size 16, the window slides
+    tok = Tokenizer.char(CHARS)
+    a = generate(model, tok, "hello", 40, top_k=10, top_p=0.9, seed=7, num_samples=2)
+    assert a == generate(model, tok, "hello", 40, top_k=10, top_p=0.9, seed=7, num_samples=2)
+    assert a[0] != a[1] and all(t.startswith("hello") and len(t) == 45 for t in a)
+
+
+def test_padded_vocabulary_ids_are_never_sampled():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    with torch.no_grad():
+        model.lm_head.weight[len(CHARS):] = 10.0  # padded rows would win every argmax if they were allowed
+    out = torch.stack(list(sample_tokens(model, torch.zeros(1, 1, dtype=torch.long), 20, temperature=0.0)))
+    assert model.config.padded_vocab_size > len(CHARS) and int(out.max()) < len(CHARS)

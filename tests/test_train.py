@@ -1,0 +1,194 @@
+"""mypt train / generate through the CLI on slices of the demo corpus."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import mypt_cli, run
+
+from mypt.fetch import extract_demo
+
+TINY = ["--config_file", "tiny", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """Char datasets of a slice of the demo corpus: general (Shakespeare) and domain (Milton),
+    the domain one with the general vocabulary."""
+    root = tmp_path_factory.mktemp("demo")
+    extract_demo(root / "raw", {"general": "shksprdata/texts/[hm]*_gut.txt", "domain": "miltondata/texts/comus*.txt"})
+    mypt_cli("prepare-dataset", "--input_files", str(root / "raw/general"), "--out_dir", str(root / "general"),
+             "--tokenization", "char", "--tokens_per_shard", "200000", cwd=root)
+    mypt_cli("prepare-dataset", "--input_files", str(root / "raw/domain"), "--out_dir", str(root / "domain"),
+             "--tokenization", "char", "--tokenizer_from", str(root / "general"), cwd=root)
+    return root
+
+
+def evals(log: str) -> list[tuple[int, dict]]:
+    out = []
+    for m in re.finditer(r"^step (\d+): (.*)$", log, re.M):
+        out.append((int(m.group(1)), {k: float(v) for k, v in (p.split() for p in m.group(2).split(" | "))}))
+    return out
+
+
+def test_tiny_model_learns_and_adapts_with_dual_evaluation(demo, tmp_path):
+    base = mypt_cli("train", "--dataset_dir", str(demo / "general"), "--model_name", "base", *TINY,
+                    "--max_iters", "150", "--eval_interval", "50", "--learning_rate", "3e-3", cwd=tmp_path)
+    history = evals(base.stdout)
+    assert [s for s, _ in history] == [0, 50, 100, 150]
+    assert history[-1][1]["val"] < history[0][1]["val"] - 0.8  # from ~ln(vocab) to well below
+    adapted = mypt_cli("train", "--dataset_dir", str(demo / "domain"), "--model_name", "adapted",
+                       "--init_from_model", "base", "--eval_dataset_dir", str(demo / "general"), "--max_iters", "20",
+                       "--eval_interval", "10", "--device", "cpu", cwd=tmp_path)
+    assert re.search(r"^step 10: val \d+\.\d+ \| eval_general \d+\.\d+$", adapted.stdout, re.M), adapted.stdout
+    first = evals(adapted.stdout)[0][1]
+    assert first["eval_general"] == pytest.approx(history[-1][1]["val"], abs=1e-4)  # starts from base's weights
+    sample = mypt_cli("generate", "--model_name", "adapted", "--prompt", "The ", "--max_new_tokens", "50",
+                      "--seed", "1", cwd=tmp_path).stdout
+    assert sample == mypt_cli("generate", "--model_name", "adapted", "--prompt", "The ", "--max_new_tokens", "50",
+                              "--seed", "1", cwd=tmp_path).stdout
+    assert "The " in sample and len(sample.split("---")[-1]) > 40
+
+
+def test_killed_run_resumes_to_exactly_the_uninterrupted_result(demo, tmp_path):
+    args = ["train", "--dataset_dir", str(demo / "general"), *TINY, "--max_iters", "400", "--eval_interval", "10",
+            "--dropout", "0.1", "--log_interval", "1000"]
+    mypt_cli(*args, "--model_name", "straight", cwd=tmp_path)
+
+    proc = subprocess.Popen([sys.executable, "-m", "mypt.cli", *args, "--model_name", "killed"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "checkpoints" / "killed" / "training_state.json"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if state.is_file() and json.loads(state.read_text())["step"] >= 20:
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["step"]
+    assert 20 <= killed_at < 400
+    resumed = mypt_cli(*args, "--model_name", "killed", "--resume", cwd=tmp_path)
+    assert f"resuming killed from step {killed_at}" in resumed.stdout
+    a, b = (json.loads((tmp_path / "checkpoints" / n / "training_state.json").read_text()) for n in ("straight", "killed"))
+    assert a["history"] == b["history"] and a["step"] == b["step"] == 400
+    assert (tmp_path / "checkpoints/straight/model.safetensors").read_bytes() == \
+        (tmp_path / "checkpoints/killed/model.safetensors").read_bytes()
+
+
+def test_torchrun_two_processes_sample_different_windows_and_stay_in_sync(demo, tmp_path):
+    script = tmp_path / "ddp_check.py"
+    script.write_text(f'''
+import os, torch, torch.distributed as dist
+from types import SimpleNamespace
+from mypt.data import GPTDataLoader
+from mypt.tokenizer import Tokenizer
+from mypt.train import TrainRequest, run_training
+tok = Tokenizer.load({str(demo / "general")!r})
+loader = GPTDataLoader(SimpleNamespace(batch_size=4, block_size=32, rank=int(os.environ["RANK"])), tok,
+                       dataset_dir={str(demo / "general")!r})
+x, _ = loader.get_batch("train")
+result = run_training(TrainRequest(model_name="ddp", dataset_dir={str(demo / "general")!r}, config_file="tiny",
+                                   overrides=dict(max_iters=6, eval_interval=3, device="cpu")))
+torch.save({{"first_batch": x}}, f"rank{{os.environ['RANK']}}.pt")
+''')
+    done = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                str(script)], tmp_path)
+    import torch
+
+    b0, b1 = (torch.load(tmp_path / f"rank{r}.pt")["first_batch"] for r in (0, 1))
+    assert not torch.equal(b0, b1)
+    assert done.stdout.count("step 6: val") == 1  # only rank 0 logs
+    assert "2 process(es)" in done.stdout
+    assert (tmp_path / "checkpoints" / "ddp" / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+def fails(*args: str, cwd: Path) -> str:
+    done = mypt_cli(*args, cwd=cwd, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    return done.stderr
+
+
+def test_dataset_and_config_errors(demo, tmp_path):
+    ds = demo / "general"
+    assert "--tokenization char" in fails("train", "--dataset_dir", str(ds), "--model_name", "m", "--tokenization",
+                                          "gpt2", *TINY, cwd=tmp_path)
+    assert "no shard holds block_size+1 = 300001" in fails("train", "--dataset_dir", str(ds), "--model_name", "m",
+                                                           *TINY, "--block_size", "300000", cwd=tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": {"n_layer": 2, "n_head": 3, "n_embd": 32, "block_size": 16}}))
+    assert "must be divisible by n_head" in fails("train", "--dataset_dir", str(ds), "--model_name", "m",
+                                                  "--config_file", str(bad), cwd=tmp_path)
+    bad.write_text(json.dumps({"model": {"n_layers": 2}}))
+    assert "unknown model key(s) ['n_layers']" in fails("train", "--dataset_dir", str(ds), "--model_name", "m",
+                                                        "--config_file", str(bad), cwd=tmp_path)
+    assert "no checkpoint" in fails("train", "--dataset_dir", str(ds), "--model_name", "never", "--resume", *TINY,
+                                    cwd=tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert "No training shards found in" in fails("train", "--dataset_dir", str(tmp_path / "empty"),
+                                                  "--model_name", "m", *TINY, cwd=tmp_path)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ds, broken)
+    first = sorted((broken / "train").glob("shard_*.bin"))[0]
+    first.write_bytes(first.read_bytes()[:-2])
+    assert "not a whole number of uint32 tokens" in fails("train", "--dataset_dir", str(broken), "--model_name", "m",
+                                                          *TINY, cwd=tmp_path)
+    np.full(1000, 999, dtype=np.uint32).tofile(first)
+    assert "outside the char vocabulary" in fails("train", "--dataset_dir", str(broken), "--model_name", "m",
+                                                  *TINY, cwd=tmp_path)
+
+
+def test_init_from_model_must_match_architecture_and_vocabulary(demo, tmp_path, monkeypatch):
+    mypt_cli("train", "--dataset_dir", str(demo / "general"), "--model_name", "base", *TINY, "--max_iters", "2",
+             cwd=tmp_path)
+    assert "another architecture" in fails("train", "--dataset_dir", str(demo / "domain"), "--model_name", "a",
+                                           "--init_from_model", "base", "--config_file", "small_char", cwd=tmp_path)
+    (tmp_path / "other.txt").write_text("entirely different characters: 0123456789 xyz\n" * 50)
+    mypt_cli("prepare-dataset", "--input_files", str(tmp_path / "other.txt"), "--out_dir", str(tmp_path / "other"),
+             "--tokenization", "char", "--val_fraction", "0", "--no_dedup", cwd=tmp_path)
+    assert "another vocabulary" in fails("train", "--dataset_dir", str(tmp_path / "other"), "--model_name", "a",
+                                         "--init_from_model", "base", "--max_iters", "1", cwd=tmp_path)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo, tmp_path):
+    err = fails("train", "--dataset_dir", str(demo / "general"), "--model_name", "boom", *TINY, "--max_iters", "50",
+                "--learning_rate", "1e12", "--warmup_iters", "0", "--grad_clip", "0", "--eval_interval", "5",
+                "--log_interval", "1", cwd=tmp_path)
+    assert "training stopped" in err and "last good checkpoint (step" in err
+    state = json.loads((tmp_path / "checkpoints" / "boom" / "training_state.json").read_text())
+    assert all(np.isfinite(h.get("train_loss", 0)) for h in state["history"])
+
+
+def test_shards_moved_in_by_hand_are_used_and_input_file_mode(demo, tmp_path):
+    from types import SimpleNamespace
+
+    from mypt.data import GPTDataLoader
+    from mypt.tokenizer import Tokenizer
+
+    ds = tmp_path / "ds"
+    shutil.copytree(demo / "general", ds)
+    tok = Tokenizer.load(ds)
+    cfg = SimpleNamespace(batch_size=4, block_size=32)
+    before = GPTDataLoader(cfg, tok, dataset_dir=ds).tokens_in("train")
+    extra = sorted((ds / "val").glob("*.bin"))[0]
+    shutil.copy(extra, ds / "train" / "shard_99999.bin")
+    assert GPTDataLoader(cfg, tok, dataset_dir=ds).tokens_in("train") == before + len(np.fromfile(extra, np.uint32))
+
+    text = tmp_path / "input.txt"
+    text.write_text((demo / "raw/general/hamlet_gut.txt").read_text()[:100_000])
+    done = mypt_cli("train", "--input_file", str(text), "--tokenization", "char", "--model_name", "mem", *TINY,
+                    "--max_iters", "5", "--eval_interval", "5", cwd=tmp_path)
+    assert "step 5: val" in done.stdout
