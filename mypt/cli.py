@@ -137,6 +137,9 @@ def training_options(f):
         option("--learning_rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate."),
         option("--batch_size", type=click.IntRange(min=1), default=None, help="Sequences per micro-step, per process."),
         option("--block_size", type=click.IntRange(min=1), default=None, help="Context length (new models only)."),
+        option("--n_layer", type=click.IntRange(min=1), default=None, help="(new models only)"),
+        option("--n_head", type=click.IntRange(min=1), default=None, help="(new models only)"),
+        option("--n_embd", type=click.IntRange(min=1), default=None, help="(new models only)"),
         option("--gradient_accumulation_steps", type=click.IntRange(min=1), default=None),
         option("--warmup_iters", type=click.IntRange(min=0), default=None),
         option("--min_lr", type=float, default=None, help="End of the cosine decay (default learning_rate/10)."),
@@ -158,7 +161,8 @@ def training_options(f):
     return f
 
 
-TRAINING_KEYS = ("max_iters", "learning_rate", "batch_size", "block_size", "gradient_accumulation_steps",
+TRAINING_KEYS = ("max_iters", "learning_rate", "batch_size", "block_size", "n_layer", "n_head", "n_embd",
+                 "gradient_accumulation_steps",
                  "warmup_iters", "min_lr", "weight_decay", "dropout", "grad_clip", "eval_interval", "eval_iters",
                  "log_interval", "device", "dtype", "compile", "seed")
 

@@ -169,8 +169,29 @@ class GPTDataLoader:
         does not move the training sampler."""
         rng = np.random.default_rng([seed, 99, SPLITS.index(split)])
         for _ in range(n_batches):
-            w = torch.from_numpy(self._windows(split, rng, self.batch_size).astype(np.int64))
-            yield w[:, :-1].to(self.device), w[:, 1:].to(self.device)
+            yield self._to_device(self._windows(split, rng, self.batch_size))
+
+    def sequential_batches(self, split: str, max_tokens: int | None = None):
+        """Consecutive non-overlapping windows covering the split in shard order (up to
+        max_tokens targets): the deterministic pass of the eval stage."""
+        s = self.splits[split]
+        budget = max_tokens if max_tokens is not None else int(s.sizes.sum())
+        batch: list[np.ndarray] = []
+        for i, size in enumerate(s.sizes):
+            for start in range(0, int(size) - self.block_size, self.block_size):
+                if budget <= 0:
+                    break
+                batch.append(self._read(s, i, start, self.block_size + 1))
+                budget -= self.block_size
+                if len(batch) == self.batch_size:
+                    yield self._to_device(np.stack(batch))
+                    batch = []
+        if batch:
+            yield self._to_device(np.stack(batch))
+
+    def _to_device(self, windows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        w = torch.from_numpy(windows.astype(np.int64))
+        return w[:, :-1].to(self.device), w[:, 1:].to(self.device)
 
     def tokens_in(self, split: str) -> int:
         return int(self.splits[split].sizes.sum()) if split in self.splits else 0

@@ -22,6 +22,7 @@ import torch
 from mypt.model import GPT, ConfigError, GPTConfig
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
+MODEL_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")  # flags that shape a new model
 
 
 @dataclass
@@ -175,6 +176,29 @@ def evaluate(model: GPT, loader, split: str, n_batches: int, amp: torch.dtype | 
             losses.append(model(x, y)[1].float())
     model.train(was_training)
     return torch.stack(losses).mean().item()
+
+
+@torch.no_grad()
+def evaluate_dataset(model: GPT, dataset_dir: Path, batch_size: int = 32, max_tokens: int | None = None,
+                     split: str = "val") -> dict:
+    """Loss and perplexity of `model` over a dataset split, every window once, in order:
+    the same numbers every run. Returns {"loss", "perplexity", "tokens"}."""
+    from mypt.data import GPTDataLoader
+    from mypt.tokenizer import Tokenizer
+
+    device = next(model.parameters()).device
+    loader = GPTDataLoader(_LoaderConfig(batch_size, model.config.block_size, str(device), 0, 0),
+                           Tokenizer.load(dataset_dir), dataset_dir=dataset_dir, eval_only=True)
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in loader.sequential_batches(split, max_tokens):
+        _, loss = model(x, y)
+        total += loss.item() * y.numel()
+        count += y.numel()
+    loader.close()
+    if count == 0:
+        raise ConfigError(f"{dataset_dir}/{split} has no window of block_size+1 = {model.config.block_size + 1} tokens")
+    return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
 
 
 def _autocast(device: torch.device, amp: torch.dtype | None):
@@ -353,7 +377,7 @@ def run_training(req: TrainRequest, log: Callable[[str], None] = print) -> dict:
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
         model_d, train_d, source = load_config_file(preset)
     overrides = dict(req.overrides or {})
-    model_d.update({k: overrides.pop(k) for k in ("block_size", "dropout") if k in overrides})
+    model_d.update({k: overrides.pop(k) for k in MODEL_KEYS if k in overrides})
     model_d["vocab_size"] = tokenizer.vocab_size
     train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source)
     model_cfg = GPTConfig.from_dict(model_d, source)
@@ -373,7 +397,7 @@ def run_training(req: TrainRequest, log: Callable[[str], None] = print) -> dict:
                               f"prepare the data with --tokenizer_from {init}")
         if model.config != model_cfg:
             raise ConfigError(f"{init} has another architecture than {source}: {model.config} vs {model_cfg}; "
-                              "leave --config_file (and --block_size, --dropout) out to keep the checkpoint's")
+                              "leave --config_file and the model flags out to keep the checkpoint's")
     else:
         model = GPT(model_cfg).to(device)
 

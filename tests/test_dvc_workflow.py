@@ -1,0 +1,135 @@
+"""The DVC workflows as users drive them, on the whole default pipeline (a slice of the demo
+corpus, a tiny model), offline in temporary git repositories."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run, tree_bytes
+from test_dvc_pipeline import SMALL, dvc, make_project, ran
+
+TINY_PIPELINE = {
+    **SMALL,
+    "train.n_layer": 1, "train.n_head": 2, "train.n_embd": 16, "train.block_size": 32, "train.batch_size": 8,
+    "train.max_iters": 20, "train.eval_interval": 10, "train.eval_iters": 2, "train.device": "cpu",
+    "adapt.max_iters": 10, "adapt.eval_interval": 5, "eval.max_tokens": 4000,
+}
+DATA = {f"{s}@{c}" for s in ("clean", "dedup", "tokenize", "shard", "split") for c in ("general", "domain")}
+ALL = DATA | {"fetch", "vocab", "train", "adapt", "eval@base", "eval@adapted"}
+
+
+def set_param(project: Path, key: str, value) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    section, name = key.split(".")
+    params[section][name] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit(project: Path, message: str) -> None:
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", message], project)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The whole pipeline reproduced once and committed, with a local remote holding its outputs."""
+    root = tmp_path_factory.mktemp("workflow")
+    project = make_project(root / "project", **TINY_PIPELINE)
+    first = dvc("repro", cwd=project)
+    assert ran(first) == ALL
+    dvc("remote", "add", "-d", "local", str(root / "remote"), cwd=project)
+    commit(project, "pipeline run")
+    dvc("push", cwd=project)
+    return project
+
+
+def test_second_repro_runs_nothing_and_metrics_are_reported(built):
+    assert ran(dvc("repro", cwd=built)) == set()
+    assert "Data and pipelines are up to date" in dvc("status", cwd=built)
+    shown = dvc("metrics", "show", "--json", cwd=built)
+    metrics = json.loads(shown)
+    files = next(iter(metrics.values()))["data"]
+    ev = files["metrics/eval_adapted.json"]["data"]
+    assert set(ev) == {"general", "domain"} and ev["domain"]["perplexity"] > 1
+    assert "eval_general" in files["metrics/train_adapted.json"]["data"]
+    assert (built / "plots" / "base" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "train_loss" in (built / "plots" / "base" / "train_loss.csv").read_text().splitlines()[0]
+
+
+def test_param_edits_rerun_exactly_what_depends_on_them(built, tmp_path):
+    project = tmp_path / "p"
+    run(["git", "clone", "-q", str(built), str(project)], tmp_path)
+    dvc("pull", cwd=project)
+    set_param(project, "train.learning_rate", 0.01)
+    assert "train.learning_rate" in dvc("params", "diff", cwd=project)
+    assert ran(dvc("repro", cwd=project)) == {"train", "adapt", "eval@base", "eval@adapted"}
+    set_param(project, "shard.tokens_per_shard", 7000)
+    assert ran(dvc("repro", cwd=project)) == ALL - DATA - {"fetch", "vocab"} | {
+        "shard@general", "shard@domain", "split@general", "split@domain"}
+
+
+def test_experiment_run_reports_metrics(built, tmp_path):
+    project = tmp_path / "p"
+    run(["git", "clone", "-q", str(built), str(project)], tmp_path)
+    dvc("pull", cwd=project)
+    out = dvc("exp", "run", "-S", "train.max_iters=30", cwd=project)
+    assert "Running stage 'train'" in out
+    table = dvc("exp", "show", "--no-pager", "--md", cwd=project)
+    assert "train.max_iters" in table.replace(" ", "") or "max_iters" in table
+    diff = dvc("metrics", "diff", cwd=project)
+    assert "metrics/train_base.json" in diff and "steps" in diff and "30" in diff
+
+
+def test_push_clone_pull_dataset_and_train_without_preparing(built, tmp_path):
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(built), str(clone)], tmp_path)
+    dvc("pull", "split@general", "split@domain", cwd=clone)
+    for corpus in ("general", "domain"):
+        assert tree_bytes(clone / "data/datasets" / corpus) == tree_bytes(built / "data/datasets" / corpus)
+    assert not (clone / "data" / "raw").exists()
+    out = dvc("repro", "--single-item", "train", cwd=clone)
+    assert ran(out) == {"train"}
+
+
+def test_stage_by_hand_then_commit_leaves_status_clean(built, tmp_path):
+    project = tmp_path / "p"
+    run(["git", "clone", "-q", str(built), str(project)], tmp_path)
+    dvc("pull", cwd=project)
+    set_param(project, "eval.batch_size", 16)
+    for model in ("base", "adapted"):
+        run([sys.executable, "stages/eval.py", "--model_dir", f"checkpoints/{model}", "--dataset",
+             "general=data/datasets/general", "--dataset", "domain=data/datasets/domain", "--metrics",
+             f"metrics/eval_{model}.json", "--batch_size", "16", "--max_tokens", "4000", "--device", "cpu"], project)
+    assert "eval@base" in dvc("status", cwd=project)
+    dvc("commit", "--force", cwd=project)
+    assert "Data and pipelines are up to date" in dvc("status", cwd=project)
+
+
+def test_repro_recovers_after_a_stage_is_killed(built, tmp_path):
+    project = tmp_path / "p"
+    run(["git", "clone", "-q", str(built), str(project)], tmp_path)
+    dvc("pull", cwd=project)
+    set_param(project, "train.max_iters", 4000)  # long enough to be killed mid-way
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train"], cwd=project,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = project / "checkpoints" / "base" / "training_state.json"
+    deadline = time.monotonic() + 120
+    while not state.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None
+    import os
+
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage it runs
+    proc.wait()
+    assert "train" in dvc("status", cwd=project)  # the half-trained checkpoint is not taken for the output
+    set_param(project, "train.max_iters", 20)
+    out = dvc("repro", cwd=project)
+    assert "train" in ran(out)
+    assert "Data and pipelines are up to date" in dvc("status", cwd=project)
