@@ -23,6 +23,15 @@ class ConfigError(ValueError):
     pass
 
 
+def dataclass_from_dict(cls, d: dict, source: str, what: str):
+    """cls(**d), refusing keys cls does not have (a typo must not be silently ignored)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown {what} key(s) {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+
 @dataclass
 class GPTConfig:
     """The model's shape. Fields are validated on creation."""
@@ -51,11 +60,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "model config") -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown model key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, source, "model")
 
     def to_dict(self) -> dict:
         return asdict(self)

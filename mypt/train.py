@@ -12,14 +12,14 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from mypt.model import GPT, ConfigError, GPTConfig
+from mypt.model import GPT, ConfigError, GPTConfig, dataclass_from_dict
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
 MODEL_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")  # flags that shape a new model
@@ -61,11 +61,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "training config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown training key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, source, "training")
 
 
 def load_config_file(name_or_path: str) -> tuple[dict, dict, str]:

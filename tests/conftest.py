@@ -35,9 +35,8 @@ def hermetic_env(tmp_path_factory):
     shutil.copy(demo, cache / "sdists" / demo.name)
     home = tmp_path_factory.mktemp("home")
     saved = dict(os.environ)
-    os.environ.pop("TIKTOKEN_CACHE_DIR", None)
     os.environ.update({
-        "MYPT_CACHE_DIR": str(cache), "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
+        "MYPT_CACHE_DIR": str(cache), "TIKTOKEN_CACHE_DIR": str(cache / "tiktoken"),  # tests call tiktoken too "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
         "XDG_CONFIG_HOME": str(home / ".config"), "DVC_NO_ANALYTICS": "1",
         "GIT_AUTHOR_NAME": "mypt tests", "GIT_AUTHOR_EMAIL": "tests@mypt.invalid",
         "GIT_COMMITTER_NAME": "mypt tests", "GIT_COMMITTER_EMAIL": "tests@mypt.invalid",

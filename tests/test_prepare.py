@@ -249,6 +249,7 @@ def test_reused_char_vocabulary_replaces_and_names_unknown_characters(tmp_path):
 
 def test_missing_gpt2_vocabulary_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("MYPT_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
     (tmp_path / "a.txt").write_text("Some text.\n")
     result = prepare("--input_files", str(tmp_path / "a.txt"), "--out_dir", str(tmp_path / "ds"), expect_ok=False)
     assert result.exit_code == 1 and "mypt install-gpt2-vocab" in result.output

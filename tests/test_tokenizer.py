@@ -44,6 +44,7 @@ def fake_sdist(path, payload: bytes):
 def test_install_gpt2_vocab_checks_sha256(tmp_path, monkeypatch):
     vocab = r50k_cache_path().read_bytes()
     monkeypatch.setenv("MYPT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
     fake_sdist(tmp_path / "bad.tar.gz", vocab[:-10] + b"tampered!\n")
     result = CliRunner().invoke(main, ["install-gpt2-vocab", "--sdist", str(tmp_path / "bad.tar.gz")])
     assert result.exit_code == 1 and "refusing to install" in result.output

@@ -101,7 +101,7 @@ result = run_training(TrainRequest(model_name="ddp", dataset_dir={str(demo / "ge
                                    overrides=dict(max_iters=6, eval_interval=3, device="cpu")))
 torch.save({{"first_batch": x}}, f"rank{{os.environ['RANK']}}.pt")
 ''')
-    done = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 str(script)], tmp_path)
     import torch
 
