@@ -51,7 +51,7 @@ def bare_loop(iters: int) -> float:
         opt.zero_grad()
     t0 = time.perf_counter()
     for i in range(5, iters + 5):
-        _, loss = model(data[i, :, :-1], data[i, :, 1:])
+        _, loss = model(data[i, :, :-1].contiguous(), data[i, :, 1:].contiguous())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -247,7 +247,7 @@ def _tokenize_block(task) -> tuple[int, dict]:
     replaced, ends, pieces, n = Counter(), [], [], 0
 
     def encode(text: str) -> np.ndarray:
-        if tok.kind == "char":
+        if tok.kind == "char" and replacement is not None:
             ids, unknown = tok.encode_with_replacement(text, replacement)
             replaced.update(unknown)
             return ids
@@ -285,9 +285,6 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, *, workers: int 
                 parts.append((i, tok_part, doc_part))
         results = parallel_map(_tokenize_block, tasks, workers, "tokenize")
         replaced = merge_counts(Counter(r) for _, r in results)
-        if replaced and replacement is None:
-            raise TokenizerError(f"characters outside the reused char vocabulary ({sorted(replaced)[:20]}) "
-                                 "and neither '?' nor ' ' in it to replace them with")
         sources = []
         for i, s in enumerate(manifest["sources"]):
             mine = [(t, d) for j, t, d in parts if j == i]

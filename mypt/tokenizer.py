@@ -132,7 +132,8 @@ class Tokenizer:
         ids, unknown = self._char_ids(text)
         if unknown.any():
             bad = sorted({text[i] for i in np.flatnonzero(unknown)[:20]})
-            raise TokenizerError(f"characters outside the char vocabulary: {bad!r}")
+            raise TokenizerError(f"characters outside the char vocabulary: {bad!r} (and neither '?' nor ' ' "
+                                 "in it to stand for them): build the vocabulary from this corpus instead")
         return ids
 
     def _char_ids(self, text: str) -> tuple[np.ndarray, np.ndarray]:
