@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+MANIFEST = "manifest.json"  # what a pipeline step's directory holds: sources, settings, stats
+
 
 def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
@@ -39,6 +41,15 @@ def write_json(path: Path, obj: object) -> None:
 def read_json(path: Path) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_manifest(directory: Path, step: str) -> dict:
+    from mypt.text import InputError
+
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{directory} has no {MANIFEST}: run the {step} step (or stage) first")
+    return read_json(path)
 
 
 @contextlib.contextmanager

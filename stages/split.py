@@ -6,7 +6,7 @@ import click
 
 from mypt.cli import fail, option, print_summary
 from mypt.io import write_json
-from mypt.prepare import split
+from mypt.split import split
 from mypt.text import InputError
 
 

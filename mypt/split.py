@@ -1,0 +1,115 @@
+"""The split: a sharded corpus becomes the guide's dataset directory (train/, val/,
+tokenizer_state.json, dataset_metadata.json).
+
+Each source is cut into units: a document, or a chunk of `chunk_tokens` tokens of a longer
+one (a source with fewer than MIN_UNITS_PER_SOURCE units is cut finer). A seeded draw sends
+round(val_fraction x units) units of every source to val, so val represents every source and
+no unit is on both sides; train and val keep the corpus order. `split_mode="tail"` instead
+puts the last val_fraction of each source in val (nanoGPT's convention for one file).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mypt.io import read_manifest, staged_dir, write_json
+from mypt.shards import FORMAT_VERSION, METADATA_FILE, ShardWriter, TokenStream, list_shards
+from mypt.text import InputError
+
+SPLIT_MODES = ("random", "tail")
+# A source with fewer units than this is cut finer than chunk_tokens, to about this many:
+# drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
+MIN_UNITS_PER_SOURCE = 100
+
+
+
+def _units(starts: np.ndarray, ends: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut documents [starts, ends) longer than `chunk` tokens into chunks of `chunk`."""
+    n = np.maximum(1, -(-(ends - starts) // chunk))
+    doc = np.repeat(np.arange(starts.size), n)
+    k = np.arange(doc.size) - np.repeat(np.cumsum(n) - n, n)
+    u_start = starts[doc] + k * chunk
+    return u_start, np.minimum(u_start + chunk, ends[doc])
+
+
+def _val_mask(n_units: int, val_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    mask = np.zeros(n_units, dtype=bool)
+    if val_fraction <= 0 or n_units < 2:
+        return mask
+    k = min(max(1, round(val_fraction * n_units)), n_units - 1)  # each side gets at least one unit
+    mask[rng.choice(n_units, size=k, replace=False)] = True
+    return mask
+
+
+def split(in_dir: Path, out_dir: Path, *, val_fraction: float = 0.1, chunk_tokens: int = 16384,
+          split_mode: str = "random", seed: int = 1337) -> dict:
+    """Write `out_dir` as the guide's dataset: train/ and val/ shards, tokenizer_state.json
+    and dataset_metadata.json."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"--val_fraction {val_fraction}: must be in [0, 1)")
+    if chunk_tokens < 1 or split_mode not in SPLIT_MODES:
+        raise InputError(f"--chunk_tokens {chunk_tokens} must be >= 1 and --split_mode one of {SPLIT_MODES}")
+    manifest = read_manifest(in_dir, "shard")
+    tps = manifest["settings"]["tokens_per_shard"]
+    stream = TokenStream(list_shards(in_dir))
+    doc_ends = np.fromfile(Path(in_dir) / "documents.bin", dtype=np.uint64).astype(np.int64)
+    runs, sources, n_units, n_val_units, t0, d0 = [], [], 0, 0, 0, 0
+    for i, s in enumerate(manifest["sources"]):
+        ends = doc_ends[d0:d0 + s["documents"]]
+        starts = np.concatenate([[t0], ends[:-1]]).astype(np.int64)[:ends.size]
+        t1, d0 = t0 + s["tokens"], d0 + s["documents"]
+        if split_mode == "tail":
+            cut = t1 - (max(1, round(val_fraction * s["tokens"])) if val_fraction > 0 and s["tokens"] > 1 else 0)
+            u_start, u_end, val = np.array([t0, cut]), np.array([cut, t1]), np.array([False, True])
+        else:
+            u_start, u_end = _units(starts, ends, chunk_tokens)
+            if u_start.size < MIN_UNITS_PER_SOURCE:
+                u_start, u_end = _units(starts, ends, max(1, math.ceil(s["tokens"] / MIN_UNITS_PER_SOURCE)))
+            val = _val_mask(u_start.size, val_fraction, np.random.default_rng([seed, i]))
+        n_units += u_start.size
+        n_val_units += int(val.sum())
+        change = np.flatnonzero(val[1:] != val[:-1]) + 1
+        for a, b in zip(np.concatenate([[0], change]), np.concatenate([change, [val.size]])):
+            if b > a and u_end[b - 1] > u_start[a]:  # runs of units on the same side
+                runs.append((int(u_start[a]), int(u_end[b - 1]), bool(val[a])))
+        val_tokens = int((u_end - u_start)[val].sum())
+        sources.append({"name": s["name"], "bytes": s["bytes"], "documents": s["documents"], "tokens": s["tokens"],
+                        "train_tokens": s["tokens"] - val_tokens, "val_tokens": val_tokens})
+        t0 = t1
+    train_tokens = sum(s["train_tokens"] for s in sources)
+    val_tokens = sum(s["val_tokens"] for s in sources)
+    if val_fraction > 0 and val_tokens == 0:
+        raise InputError(f"the corpus is too small to split: {n_units} unit(s) of up to {chunk_tokens} tokens; "
+                         "lower --chunk_tokens, add text, or pass --val_fraction 0")
+    with staged_dir(out_dir) as stage:
+        train = ShardWriter(stage / "train", tps)
+        val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps))
+        for start, end, is_val in runs:
+            for pos in range(start, end, 1 << 24):
+                (val if is_val else train).write(stream.read(pos, min(end, pos + (1 << 24))))
+        train_shards, val_shards = train.close(), val.close()
+        (stage / "tokenizer_state.json").write_bytes((Path(in_dir) / "tokenizer_state.json").read_bytes())
+        tok = manifest["tokenizer"]
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "dtype": "uint32",
+            "byte_order": "little",
+            "tokenizer": {"kind": tok["kind"], "vocab_size": tok["vocab_size"], "eot_id": tok["eot_id"]},
+            "tokens_per_shard": tps,
+            "total_tokens": train_tokens + val_tokens,
+            "val_fraction": val_fraction,
+            "train": {"tokens": train_tokens, "shards": [{"file": f"train/{n}", "tokens": c} for n, c in train_shards]},
+            "val": {"tokens": val_tokens, "shards": [{"file": f"val/{n}", "tokens": c} for n, c in val_shards]},
+            "sources": sources,
+            "settings": {**manifest["settings"], "val_fraction": val_fraction, "chunk_tokens": chunk_tokens,
+                         "split_mode": split_mode, "seed": seed},
+            "stats": {**manifest["stats"], "split": {"units": n_units, "val_units": n_val_units,
+                                                     "train_tokens": train_tokens, "val_tokens": val_tokens}},
+        }
+        if manifest.get("skipped_binary_files"):
+            meta["skipped_binary_files"] = manifest["skipped_binary_files"]
+        write_json(stage / METADATA_FILE, meta)
+    return meta
