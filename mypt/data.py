@@ -59,7 +59,10 @@ class GPTDataLoader:
                  eval_only: bool = False, tokens: np.ndarray | None = None):
         self.batch_size = int(config.batch_size)
         self.block_size = int(config.block_size)
-        self.device = torch.device(getattr(config, "device", "cpu") or "cpu")
+        device = getattr(config, "device", None) or "cpu"
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.seed = int(getattr(config, "seed", 1337))
         self.rank = int(getattr(config, "rank", 0))
         self.tokenizer = tokenizer

@@ -192,3 +192,29 @@ def test_shards_moved_in_by_hand_are_used_and_input_file_mode(demo, tmp_path):
     done = mypt_cli("train", "--input_file", str(text), "--tokenization", "char", "--model_name", "mem", *TINY,
                     "--max_iters", "5", "--eval_interval", "5", cwd=tmp_path)
     assert "step 5: val" in done.stdout
+
+
+def test_python_api_fit_with_eval_data_loaders(demo):
+    """The README's programmatic API: GPTDataLoader, GPT.fit(..., eval_data_loaders=...)."""
+    import torch
+
+    from mypt.data import GPTDataLoader
+    from mypt.model import GPT, GPTConfig
+    from mypt.tokenizer import Tokenizer
+    from mypt.train import TrainConfig
+
+    tokenizer = Tokenizer.load(demo / "general")
+    config = TrainConfig(batch_size=4, max_iters=6, eval_interval=3, eval_iters=2, device="cpu")
+    config.block_size = 32
+    loader = GPTDataLoader(config, tokenizer, dataset_dir=demo / "domain")
+    general = GPTDataLoader(config, tokenizer, dataset_dir=demo / "general", eval_only=True)
+    x, y = loader.get_batch("train")
+    assert x.shape == y.shape == (4, 32) and x.dtype == torch.long and torch.equal(x[:, 1:], y[:, :-1])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    lines = []
+    result = model.fit(data_loader=loader, optimizer=None, eval_data_loaders={"general": general}, config=config,
+                       log=lines.append)
+    evals = [h for h in result["history"] if "train_loss" not in h]
+    assert [h["step"] for h in evals] == [0, 3, 6] and all({"val", "eval_general"} <= set(h) for h in evals)
+    assert any(line.startswith("step 6: val ") and "| eval_general " in line for line in lines)
