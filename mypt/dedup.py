@@ -19,18 +19,16 @@ Blank lines are never dropped; nor are lines whose key is shorter than `min_char
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from mypt.io import atomic_file, concat_files
 from mypt.parallel import merge_counts, parallel_map
-from mypt.text import dedup_key, read_lines, split_blocks
+from mypt.text import block_docs, dedup_key, doc_text, split_blocks
 
 REC = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])
 BYTES_PER_RECORD_SORTED = 64  # record + lexsort indices + sorted copy + masks
@@ -47,27 +45,6 @@ class DedupSettings:
             raise ValueError(f"dedup min_chars must be >= 0, got {self.min_chars}")
         if self.memory_mb < 1:
             raise ValueError(f"dedup memory budget must be >= 1 MB, got {self.memory_mb}")
-
-
-def block_docs(path: Path, start: int, end: int, jsonl: bool) -> Iterator[list[str]]:
-    """The lines of each document (or, for .txt, of the block) of a cleaned file."""
-    if not jsonl:
-        with open(path, "rb") as f:
-            f.seek(start)
-            text = f.read(end - start).decode("utf-8")
-        if text:
-            yield text[:-1].split("\n")
-        return
-    for raw in read_lines(path, start, end):
-        yield json.loads(raw)["text"][:-1].split("\n")
-
-
-def doc_text(lines: list[str], jsonl: bool) -> str:
-    """The inverse of block_docs for one document: each line ends with a newline."""
-    if not lines:
-        return ""
-    text = "\n".join(lines) + "\n"
-    return json.dumps({"text": text}, ensure_ascii=False) + "\n" if jsonl else text
 
 
 def _hash_block(task) -> tuple[int, Counter]:

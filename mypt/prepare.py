@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mypt.dedup import DedupSettings, block_docs, dedup_files
+from mypt.dedup import DedupSettings, dedup_files
 from mypt.io import MANIFEST, atomic_file, concat_files, read_manifest, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
 from mypt.shards import DTYPE, METADATA_FILE, ShardWriter, read_metadata
 from mypt.split import SPLIT_MODES, split
-from mypt.text import (BLOCK_BYTES, DecodeCounter, InputError, LineFilter, clean_lines, display_name, is_jsonl,
-                       looks_binary, open_binary, resolve_inputs, split_blocks)
+from mypt.text import (BLOCK_BYTES, DecodeCounter, InputError, LineFilter, block_docs, clean_lines, display_name,
+                       doc_text, is_jsonl, looks_binary, open_binary, resolve_inputs, split_blocks)
 from mypt.tokenizer import Tokenizer, gpt2_safe_boundary
 
 
@@ -112,15 +112,11 @@ def _clean_block(task) -> Counter:
                     continue
                 stats["lines_out"] += len(lines)
                 stats["documents_out"] += 1
-                f.write(doc_record(lines))
+                f.write(doc_text(lines, jsonl=True).encode("utf-8"))
     stats["invalid_utf8_bytes_replaced"] += decoder.replaced
     for reason, n in drops.items():
         stats[f"dropped_{reason}"] += n
     return stats
-
-
-def doc_record(lines: list[str]) -> bytes:
-    return (json.dumps({"text": "\n".join(lines) + "\n"}, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def clean(input_files: list[str], out_dir: Path, *, normalize: bool = True, filter: bool = True,

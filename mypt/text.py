@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import json
 import re
 import unicodedata
 from collections import Counter
@@ -209,6 +210,28 @@ def dedup_key(line: str) -> str:
     """The dedup key: case folded and runs of whitespace collapsed, so that
     "The  King" and "the king " are one line. Separate from the output text."""
     return " ".join(line.casefold().split())
+
+
+def block_docs(path: Path, start: int, end: int, jsonl: bool) -> Iterator[list[str]]:
+    """The lines of each document (or, for .txt, of the block) of a file mypt wrote (every
+    line ends with a newline)."""
+    if not jsonl:
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read(end - start).decode("utf-8")
+        if text:
+            yield text[:-1].split("\n")
+        return
+    for raw in read_lines(path, start, end):
+        yield json.loads(raw)["text"][:-1].split("\n")
+
+
+def doc_text(lines: list[str], jsonl: bool) -> str:
+    """The inverse of block_docs for one document: each line ends with a newline."""
+    if not lines:
+        return ""
+    text = "\n".join(lines) + "\n"
+    return json.dumps({"text": text}, ensure_ascii=False) + "\n" if jsonl else text
 
 
 def display_name(path: Path) -> str:
