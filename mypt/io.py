@@ -23,6 +23,7 @@ def tmp_name(path: Path) -> Path:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     with open(tmp, "wb") as f:
         f.write(data)

@@ -36,8 +36,6 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 
 
 def write_training_report(history: list[dict], metrics_path: Path, plots_dir: Path, title: str) -> None:
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(metrics_path, training_metrics(history))
     train = [h for h in history if "train_loss" in h]
     evals = [h for h in history if "train_loss" not in h]

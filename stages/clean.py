@@ -25,7 +25,6 @@ def main(input_files, out_dir, stats, normalize, filter_, max_line_chars, worker
                          max_line_chars=max_line_chars, workers=workers)
     except InputError as e:
         fail(str(e))
-    stats.parent.mkdir(parents=True, exist_ok=True)
     write_json(stats, manifest["stats"]["clean"])
 
 

@@ -26,7 +26,6 @@ def main(in_dir, out_dir, stats, enabled, min_chars, memory_mb, workers) -> None
         manifest = dedup(in_dir, out_dir, enabled=enabled, min_chars=min_chars, memory_mb=memory_mb, workers=workers)
     except (InputError, ValueError) as e:
         fail(str(e))
-    stats.parent.mkdir(parents=True, exist_ok=True)
     write_json(stats, manifest["stats"]["dedup"])
 
 

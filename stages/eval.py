@@ -35,7 +35,6 @@ def main(model_dir, datasets, metrics, batch_size, max_tokens, device):
                        f"over {results[name]['tokens']:,} tokens")
     except (CheckpointError, DataError, ConfigError, FileNotFoundError) as e:
         fail(str(e))
-    metrics.parent.mkdir(parents=True, exist_ok=True)
     write_json(metrics, results)
 
 

@@ -25,7 +25,6 @@ def main(in_dir, out_dir, stats, val_fraction, chunk_tokens, split_mode, seed) -
                      split_mode=split_mode, seed=seed)
     except InputError as e:
         fail(str(e))
-    stats.parent.mkdir(parents=True, exist_ok=True)
     write_json(stats, {**meta["stats"]["split"], "train_shards": len(meta["train"]["shards"]),
                        "val_shards": len(meta["val"]["shards"])})
     print_summary(meta, out_dir)

@@ -28,7 +28,6 @@ def main(in_dir, tokenizer_dir, out_dir, stats, workers) -> None:
         manifest = tokenize(in_dir, out_dir, Tokenizer.load(tokenizer_dir), workers=workers)
     except (InputError, TokenizerError) as e:
         fail(str(e))
-    stats.parent.mkdir(parents=True, exist_ok=True)
     # Which characters were replaced stays in the dataset metadata; metrics keep numbers.
     write_json(stats, {k: v for k, v in manifest["stats"]["tokenize"].items() if k != "replaced_char_counts"})
 
