@@ -33,8 +33,11 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], workers: int, desc: s
             return results
         # spawn, not fork: a forked tiktoken/torch runtime can deadlock in the child.
         ctx = multiprocessing.get_context("spawn")
+        # Thousands of small files make thousands of tiny tasks: send them in chunks to cut
+        # the per-task round trips, while keeping enough chunks to balance the workers.
+        chunksize = max(1, len(tasks) // (workers * 32))
         with ctx.Pool(min(workers, len(tasks))) as pool:
-            for result in pool.imap(fn, tasks):
+            for result in pool.imap(fn, tasks, chunksize=chunksize):
                 results.append(result)
                 bar.update()
     return results

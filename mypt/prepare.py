@@ -25,7 +25,7 @@ from mypt.shards import DTYPE, METADATA_FILE, ShardWriter, read_metadata
 from mypt.split import SPLIT_MODES, split
 from mypt.text import (BLOCK_BYTES, DecodeCounter, InputError, LineFilter, block_docs, clean_lines, display_name,
                        doc_text, is_jsonl, looks_binary, open_binary, resolve_inputs, split_blocks)
-from mypt.tokenizer import Tokenizer, gpt2_safe_boundary
+from mypt.tokenizer import STATE_FILE, Tokenizer, gpt2_safe_boundary
 
 
 
@@ -85,7 +85,7 @@ def _clean_block(task) -> Counter:
     path, jsonl, start, end, normalize, max_line_chars, out = task
     line_filter = LineFilter(max_line_chars) if max_line_chars else None
     stats = Counter(lines_out=0, documents_in=0, documents_out=0, documents_emptied=0, bad_json_lines=0)
-    drops = Counter({f"{r}": 0 for r in LineFilter.REASONS}) if line_filter else Counter()
+    drops = Counter(dict.fromkeys(LineFilter.REASONS, 0)) if line_filter else Counter()
     decoder = DecodeCounter()
     with open(out, "wb") as f:
         for chunk in _read_chunks(path, start, end):
@@ -101,9 +101,10 @@ def _clean_block(task) -> Counter:
                 stats["documents_in"] += 1
                 try:
                     record = json.loads(decoder.decode(raw))
-                    text = record["text"]
-                    assert isinstance(text, str)
-                except (ValueError, KeyError, TypeError, AssertionError):
+                except ValueError:
+                    record = None
+                text = record.get("text") if isinstance(record, dict) else None
+                if not isinstance(text, str):
                     stats["bad_json_lines"] += 1
                     continue
                 lines = clean_lines(text, normalize, line_filter, drops)
@@ -259,25 +260,25 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, *, workers: int 
     if tokenizer.kind == "char":
         replacement = next((c for c in "? " if c in tokenizer.chars), None)
     with staged_dir(out_dir) as stage:
-        state, tasks, parts = tokenizer.state(), [], []
-        for i, s in enumerate(manifest["sources"]):
+        state, tasks, parts = tokenizer.state(), [], []  # parts[i]: (tokens, docs) part files of source i
+        for s in manifest["sources"]:
             path = Path(in_dir) / s["file"]
             safe = gpt2_safe_boundary if tokenizer.kind == "gpt2" and not s["jsonl"] else None
+            parts.append([])
             for a, b in split_blocks(path, safe=safe):
                 tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"
                 tasks.append((path, s["jsonl"], a, b, state, replacement, tok_part, doc_part))
-                parts.append((i, tok_part, doc_part))
+                parts[-1].append((tok_part, doc_part))
         results = parallel_map(_tokenize_block, tasks, workers, "tokenize")
         replaced = merge_counts(Counter(r) for _, r in results)
         sources = []
         for i, s in enumerate(manifest["sources"]):
-            mine = [(t, d) for j, t, d in parts if j == i]
             n_tokens, ends = 0, []
             with atomic_file(stage / f"{i:05d}.tokens") as f:
-                for tok_part, doc_part in mine:
+                for tok_part, doc_part in parts[i]:
                     ends.append(np.fromfile(doc_part, dtype=np.uint64) + np.uint64(n_tokens))
                     doc_part.unlink()
-                    n_tokens += concat_files([tok_part], f)  // DTYPE.itemsize
+                    n_tokens += concat_files([tok_part], f) // DTYPE.itemsize
                 if not s["jsonl"] and n_tokens:  # a .txt file is one document
                     if tokenizer.eot_id is not None:
                         f.write(np.array([tokenizer.eot_id], dtype=DTYPE).tobytes())
@@ -322,7 +323,7 @@ def shard(in_dir: Path, out_dir: Path, *, tokens_per_shard: int) -> dict:
         writer.close()
         with atomic_file(stage / "documents.bin") as f:
             f.write(np.concatenate(ends).tobytes())
-        (stage / "tokenizer_state.json").write_bytes((Path(in_dir) / "tokenizer_state.json").read_bytes())
+        shutil.copyfile(Path(in_dir) / STATE_FILE, stage / STATE_FILE)
         manifest = {**manifest, "step": "shard",
                     "settings": {**manifest["settings"], "tokens_per_shard": tokens_per_shard}}
         write_json(stage / MANIFEST, manifest)
@@ -341,7 +342,7 @@ def check_out_dir(out_dir: Path, settings: PrepareSettings, input_files: list[st
         raise InputError(f"--out_dir {out_dir} already holds files that are not a mypt dataset; "
                          "choose another directory or pass --overwrite")
     old = read_metadata(out_dir)
-    new_sources = [(display_name(p), p.stat().st_size) for p in resolve_inputs(input_files)]
+    new_sources = {(display_name(p), p.stat().st_size) for p in resolve_inputs(input_files)}
     old_sources = [(s["name"], s["bytes"]) for s in old["sources"]] + \
         [(n, None) for n in old.get("skipped_binary_files", [])]
     same_settings = all(old["settings"].get(k, v) == v for k, v in asdict(settings).items())

@@ -48,6 +48,7 @@ class ShardWriter:
         self.shards: list[tuple[str, int]] = []  # (file name, tokens)
         self._file = None
         self._in_shard = 0
+        self.tokens = 0  # written so far, all shards
 
     def write(self, tokens: np.ndarray) -> None:
         tokens = np.ascontiguousarray(tokens, dtype=DTYPE)
@@ -59,6 +60,7 @@ class ShardWriter:
             self._file.write(tokens[pos:pos + take].tobytes())
             pos += take
             self._in_shard += take
+            self.tokens += take
             if self._in_shard == self.tokens_per_shard:
                 self._finish()
 
@@ -74,10 +76,6 @@ class ShardWriter:
         if self._file is not None:
             self._finish()
         return self.shards
-
-    @property
-    def tokens(self) -> int:
-        return sum(n for _, n in self.shards) + self._in_shard
 
 
 def shard_tokens(path: Path) -> int:

@@ -11,6 +11,7 @@ puts the last val_fraction of each source in val (nanoGPT's convention for one f
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from mypt.io import read_manifest, staged_dir, write_json
 from mypt.shards import FORMAT_VERSION, METADATA_FILE, ShardWriter, TokenStream, list_shards
 from mypt.text import InputError
+from mypt.tokenizer import STATE_FILE
 
 SPLIT_MODES = ("random", "tail")
 # A source with fewer units than this is cut finer than chunk_tokens, to about this many:
@@ -91,7 +93,7 @@ def split(in_dir: Path, out_dir: Path, *, val_fraction: float = 0.1, chunk_token
             for pos in range(start, end, 1 << 24):
                 (val if is_val else train).write(stream.read(pos, min(end, pos + (1 << 24))))
         train_shards, val_shards = train.close(), val.close()
-        (stage / "tokenizer_state.json").write_bytes((Path(in_dir) / "tokenizer_state.json").read_bytes())
+        shutil.copyfile(Path(in_dir) / STATE_FILE, stage / STATE_FILE)
         tok = manifest["tokenizer"]
         meta = {
             "format_version": FORMAT_VERSION,
