@@ -254,7 +254,7 @@ def generate_cmd(model_name, prompt, max_new_tokens, temperature, top_k, top_p, 
     """Sample text from a trained model, streamed to the terminal."""
     from mypt import checkpoint
     from mypt.generate import generate
-    from mypt.train import resolve_device
+    from mypt.data import resolve_device
 
     try:
         path = checkpoint.resolve(model_name, checkpoints_dir)

@@ -29,6 +29,13 @@ SPLITS = ("train", "val")
 MAX_OPEN_FILES = 64
 
 
+def resolve_device(name: str | None) -> torch.device:
+    """The torch device for a name; "auto" (or nothing) is cuda when a GPU is there, else cpu."""
+    if not name or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 class DataError(ValueError):
     pass
 
@@ -59,10 +66,7 @@ class GPTDataLoader:
                  eval_only: bool = False, tokens: np.ndarray | None = None):
         self.batch_size = int(config.batch_size)
         self.block_size = int(config.block_size)
-        device = getattr(config, "device", None) or "cpu"
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(getattr(config, "device", None) or "cpu")
         self.seed = int(getattr(config, "seed", 1337))
         self.rank = int(getattr(config, "rank", 0))
         self.tokenizer = tokenizer

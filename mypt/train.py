@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from mypt.data import resolve_device
 from mypt.model import GPT, ConfigError, GPTConfig, dataclass_from_dict
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
@@ -109,12 +110,6 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
         return min_lr
     ratio = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - min_lr)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

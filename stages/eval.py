@@ -6,10 +6,10 @@ import click
 
 from mypt.checkpoint import CheckpointError, load_model
 from mypt.cli import fail, option
-from mypt.data import DataError
+from mypt.data import DataError, resolve_device
 from mypt.io import write_json
 from mypt.model import ConfigError
-from mypt.train import evaluate_dataset, resolve_device
+from mypt.train import evaluate_dataset
 
 
 @click.command()
