@@ -1,15 +1,18 @@
 """mypt: train GPT models on corpora far larger than RAM.
 
-Public API: `Tokenizer` (mypt.tokenizer). Importing mypt does no work: submodules load
-on use.
+Public API, as the MyPT guide imports it: `from mypt import GPT, GPTConfig, GPTDataLoader,
+Tokenizer, TrainConfig`. Importing mypt does no work: these load on first use.
 """
 
 __version__ = "0.1.0"
 
+_PUBLIC = {"GPT": "mypt.model", "GPTConfig": "mypt.config", "TrainConfig": "mypt.config",
+           "GPTDataLoader": "mypt.data", "Tokenizer": "mypt.tokenizers"}
+
 
 def __getattr__(name):
-    if name == "Tokenizer":
-        from mypt.tokenizer import Tokenizer
+    if name in _PUBLIC:
+        import importlib
 
-        return Tokenizer
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(name)

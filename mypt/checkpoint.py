@@ -22,16 +22,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mypt.errors import CheckpointError
 from mypt.io import atomic_write_text, partial_dir
-from mypt.model import GPT, GPTConfig
-from mypt.tokenizer import Tokenizer
+from mypt.tokenizers import Tokenizer
 
 FORMAT_VERSION = 1
-TIED = "transformer.wte.weight"
-
-
-class CheckpointError(ValueError):
-    pass
+TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: stored once
 
 
 def _old_dir(path: Path) -> Path:
@@ -51,7 +47,7 @@ def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "chec
     return path
 
 
-def save(path: Path, model: GPT, tokenizer: Tokenizer, config_extra: dict, optimizer=None,
+def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=None,
          state: dict | None = None) -> None:
     path = Path(path)
     staging = partial_dir(path)
@@ -113,20 +109,15 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer, dict]:
-    """The model (on `device`), its tokenizer and config.json of a checkpoint directory."""
+def read_weights(path: Path) -> tuple[dict, dict]:
+    """(config.json, weights) of a checkpoint directory; the model is built by
+    mypt.model.load_model, so this module needs no model code (imports flow one way)."""
     path = Path(path)
     pickles = [p.name for p in path.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt")]
     if not (path / "model.safetensors").is_file():
         hint = f" (found {pickles}: pickles are refused, they can run code)" if pickles else ""
         raise CheckpointError(f"{path} holds no model.safetensors{hint}")
-    config = read_config(path)
-    model = GPT(GPTConfig.from_dict(config["model"], f"{path}/config.json"))
-    weights = _load_safetensors(path / "model.safetensors")
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if set(missing) - {TIED} or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the config (missing {missing}, unexpected {unexpected})")
-    return model.to(device), Tokenizer.load(path), config
+    return read_config(path), _load_safetensors(path / "model.safetensors")
 
 
 def load_training_state(path: Path, optimizer) -> dict:

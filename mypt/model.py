@@ -1,69 +1,24 @@
 """GPT-2-style language model: pre-LayerNorm blocks, learned positions, tied embeddings,
 attention through F.scaled_dot_product_attention (flash kernels on GPU).
 
-`GPT.fit(...)` is the programmatic training API (see mypt.train); generation with a KV
-cache is in mypt.generate.
+`GPT.fit(...)` is the programmatic training API (it calls mypt.train.fit, which never
+imports this module: imports flow one way); generation with a KV cache is in mypt.generate.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VOCAB_MULTIPLE = 64  # padding the vocabulary (50257 -> 50304) makes the head matmul ~25% faster on GPU
+from mypt import checkpoint
+from mypt.config import GPTConfig
+from mypt.errors import CheckpointError
+from mypt.tokenizers import Tokenizer
 
-
-class ConfigError(ValueError):
-    pass
-
-
-def dataclass_from_dict(cls, d: dict, source: str, what: str):
-    """cls(**d), refusing keys cls does not have (a typo must not be silently ignored)."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"{source}: unknown {what} key(s) {unknown}; known: {sorted(known)}")
-    return cls(**d)
-
-
-@dataclass
-class GPTConfig:
-    """The model's shape. Fields are validated on creation."""
-
-    vocab_size: int = 50257  # the tokenizer's; the embedding is padded to a multiple of 64
-    block_size: int = 256  # context length in tokens
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = False  # biases in Linear and LayerNorm layers (GPT-2 had them; without is a bit better and faster)
-
-    def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model config: {name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"model config: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model config: dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def padded_vocab_size(self) -> int:
-        return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "model config") -> "GPTConfig":
-        return dataclass_from_dict(cls, d, source, "model")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class CausalSelfAttention(nn.Module):
@@ -145,7 +100,9 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied embeddings
         self.apply(self._init_weights)
-        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) so the residual stream's variance stays put.
+        # GPT-2: the projections that write into the residual stream (the attention's and the
+        # MLP's, both named c_proj: a new layer that adds to the residual stream must use that
+        # name to get this) are scaled by 1/sqrt(2 * n_layer) so the stream's variance stays put.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
@@ -195,7 +152,11 @@ class GPT(nn.Module):
         return fit(self, data_loader, optimizer=optimizer, eval_data_loaders=eval_data_loaders, **kwargs)
 
 
-def save_config(path: Path, cfg: GPTConfig, extra: dict | None = None) -> None:
-    from mypt.io import atomic_write_text
-
-    atomic_write_text(path, json.dumps({"model": cfg.to_dict(), **(extra or {})}, indent=2) + "\n")
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer, dict]:
+    """The model (on `device`), its tokenizer and config.json of a checkpoint directory."""
+    config, weights = checkpoint.read_weights(path)
+    model = GPT(GPTConfig.from_dict(config.get("model"), f"{path}/config.json"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if set(missing) - {checkpoint.TIED} or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    return model.to(device), Tokenizer.load(path), config

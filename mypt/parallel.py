@@ -7,6 +7,7 @@ produced never depend on the number of workers.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections import Counter
 from typing import Callable, Iterable, TypeVar
@@ -22,8 +23,10 @@ def progress(total: int | None, desc: str, unit: str = "block") -> tqdm:
     return tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, leave=False)
 
 
-def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], workers: int, desc: str) -> list[R]:
+def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], workers: int | None, desc: str) -> list[R]:
+    """fn over tasks in `workers` processes (None: all cores), results in task order."""
     tasks = list(tasks)
+    workers = workers or os.cpu_count() or 1
     results: list[R] = []
     with progress(len(tasks), desc) as bar:
         if workers <= 1 or len(tasks) <= 1:

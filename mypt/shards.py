@@ -15,16 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mypt.errors import ShardError
 from mypt.io import read_json, tmp_name
 
 DTYPE = np.dtype("<u4")
 TOKEN_BYTES = DTYPE.itemsize
 METADATA_FILE = "dataset_metadata.json"
 FORMAT_VERSION = 1
-
-
-class ShardError(ValueError):
-    """A damaged or foreign shard or dataset directory."""
 
 
 def shard_name(index: int) -> str:
@@ -120,7 +117,7 @@ class TokenStream:
 def read_metadata(dataset_dir: Path) -> dict:
     path = Path(dataset_dir) / METADATA_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{dataset_dir} is not a prepared dataset (no {METADATA_FILE}); "
+        raise ShardError(f"{dataset_dir} is not a prepared dataset (no {METADATA_FILE}); "
                                 "HINT: run `mypt prepare-dataset --input_files ... --out_dir DIR`")
     meta = read_json(path)
     if meta.get("format_version") != FORMAT_VERSION:

@@ -1,28 +1,22 @@
-"""Streaming text input: finding files, reading them in blocks, normalization, line filters.
+"""Text: blocks of files, decoding, normalization, line filters, dedup keys, and the
+intermediate text format the data steps pass along.
 
-A `.txt` file is one document; each line of a `.jsonl` file is one document (its `text`
-field); `.gz` of either is read the same way. Nothing here holds more than one block of
-one file in memory: a block is a byte range of a plain file that starts and ends at a
-line boundary (gzip files cannot be seeked, so each is a single block).
-
+Input formats are read by mypt.readers. Nothing here holds more than one block of one file
+in memory: a block is a byte range of a plain file that starts and ends at a line boundary.
 Every line mypt writes ends with a newline, so every document ends with one too.
 """
 
 from __future__ import annotations
 
-import glob
-import gzip
 import json
 import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Iterator
 
-TEXT_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
 BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small enough to bound memory
-_SNIFF_BYTES = 8192
 
 # Control characters other than \n and \t (C0, DEL, C1), and U+FEFF (a byte-order mark
 # left in the text by some editors). \r is handled first as a newline.
@@ -31,72 +25,13 @@ _TRAILING_WS = re.compile(r"[^\S\n]+$", re.MULTILINE)
 _LETTER = re.compile(r"[^\W\d_]")  # any Unicode letter
 
 
-class InputError(ValueError):
-    """Bad input named for the user: the message says what was seen and what fixes it."""
-
-
-def is_jsonl(path: Path) -> bool:
-    return path.name.endswith((".jsonl", ".jsonl.gz"))
-
-
-def is_gzip(path: Path) -> bool:
-    return path.name.endswith(".gz")
-
-
-def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
-    """Expand files, directories (searched recursively for text files) and globs.
-
-    Returns the sorted, de-duplicated list of files; the sort order is the corpus order.
-    """
-    if not patterns:
-        raise InputError("no input given: pass --input_files FILE_OR_DIR_OR_GLOB (several allowed)")
-    found: set[Path] = set()
-    for pattern in patterns:
-        if glob.has_magic(pattern):
-            matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
-            if not matches:
-                raise InputError(f"--input_files: the glob {pattern!r} matches nothing")
-        else:
-            matches = [Path(pattern)]
-            if not matches[0].exists():
-                raise InputError(f"--input_files: {pattern!r} does not exist")
-        for path in matches:
-            if path.is_dir():
-                inside = [p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES)]
-                if not inside:
-                    raise InputError(
-                        f"--input_files: the directory {str(path)!r} holds no text files "
-                        f"(looked for {', '.join(TEXT_SUFFIXES)})"
-                    )
-                found.update(inside)
-            elif path.is_file():
-                found.add(path)
-    return sorted(found, key=lambda p: str(p))
-
-
-def looks_binary(path: Path) -> bool:
-    """A NUL byte in the first 8 KiB (after decompression) marks a binary file."""
-    try:
-        with open_binary(path) as f:
-            head = f.read(_SNIFF_BYTES)
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return True
-    return b"\x00" in head
-
-
-def open_binary(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
-
-
 def split_blocks(path: Path, block_bytes: int | None = None, safe=None) -> list[tuple[int, int]]:
     """Byte ranges [start, end) covering a file, each ending just after a newline.
 
     `safe(prev_byte, next_byte)` may narrow which newlines may end a block (the gpt2
-    tokenizer needs boundaries where its pre-tokenizer splits anyway). A gzip file is
-    one block (-1 means "to the end").
+    tokenizer needs boundaries where its pre-tokenizer splits anyway). Plain files only:
+    a compressed input is one block (mypt.readers).
     """
-    if is_gzip(path):
-        return [(0, -1)]
     block_bytes = block_bytes or BLOCK_BYTES
     size = path.stat().st_size
     blocks, start = [], 0
@@ -125,7 +60,7 @@ def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
 
 def read_lines(path: Path, start: int = 0, end: int = -1) -> Iterator[bytes]:
     """Raw lines (with their b"\\n" when present) of the byte range [start, end)."""
-    with open_binary(path) as f:
+    with open(path, "rb") as f:
         if start:
             f.seek(start)
         remaining = None if end < 0 else end - start

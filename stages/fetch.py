@@ -4,24 +4,18 @@ from pathlib import Path
 
 import click
 
-from mypt.cli import fail, option
-from mypt.fetch import DEMO_CORPORA, FetchError, extract_demo
+from mypt.fetch import FetchSettings, extract_demo
 from mypt.io import staged_dir
+from mypt.options import MyptCommand, option, settings_options
 
 
-@click.command()
+@click.command(cls=MyptCommand)
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@option("--general", default=DEMO_CORPORA["general"], show_default=True,
-        help="Glob, inside the archive, of the general corpus' files.")
-@option("--domain", default=DEMO_CORPORA["domain"], show_default=True,
-        help="Glob, inside the archive, of the domain corpus' files.")
-def main(out_dir: Path, general: str, domain: str) -> None:
+@settings_options(FetchSettings)
+def main(out_dir: Path, **flags) -> None:
     """Download (once, cached, sha256-checked) and extract the demo corpus."""
-    try:
-        with staged_dir(out_dir) as stage:
-            counts = extract_demo(stage, {"general": general, "domain": domain})
-    except FetchError as e:
-        fail(str(e))
+    with staged_dir(out_dir) as stage:
+        counts = extract_demo(stage, FetchSettings.from_flags(flags).to_dict())
     click.echo(f"fetch: {counts} files in {out_dir}")
 
 

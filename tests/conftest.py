@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_env(tmp_path_factory):
     from mypt.fetch import DEMO_SDIST
-    from mypt.tokenizer import cache_dir, r50k_cache_path
+    from mypt.io import cache_dir
+    from mypt.tokenizers.gpt2 import r50k_cache_path
 
     vocab, demo = r50k_cache_path(), cache_dir() / "sdists" / f"{DEMO_SDIST.replace('==', '-')}.tar.gz"
     missing = [str(p) for p in (vocab, demo) if not p.is_file()]
@@ -36,7 +37,9 @@ def hermetic_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     saved = dict(os.environ)
     os.environ.update({
-        "MYPT_CACHE_DIR": str(cache), "TIKTOKEN_CACHE_DIR": str(cache / "tiktoken"),  # tests call tiktoken too "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
+        # TIKTOKEN_CACHE_DIR: tests call tiktoken directly too.
+        "MYPT_CACHE_DIR": str(cache), "TIKTOKEN_CACHE_DIR": str(cache / "tiktoken"),
+        "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
         "XDG_CONFIG_HOME": str(home / ".config"), "DVC_NO_ANALYTICS": "1",
         "GIT_AUTHOR_NAME": "mypt tests", "GIT_AUTHOR_EMAIL": "tests@mypt.invalid",
         "GIT_COMMITTER_NAME": "mypt tests", "GIT_COMMITTER_EMAIL": "tests@mypt.invalid",

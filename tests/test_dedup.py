@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import random
 
-from mypt.prepare import clean, dedup
+from mypt.steps.clean import CleanSettings, clean
+from mypt.steps.dedup import DedupSettings, dedup
 from mypt.text import dedup_key
 
 
@@ -43,9 +44,9 @@ def test_dedup_exact_across_files_far_beyond_memory_budget(tmp_path):
         docs = [[rng.choice(pool) for _ in range(3)] for _ in range(2000)]
         for d in docs:
             f.write(json.dumps({"text": "\n".join(d) + "\n"}) + "\n")
-    clean([str(tmp_path / "part*")], tmp_path / "clean", filter=False)
-    small = dedup(tmp_path / "clean", tmp_path / "small", memory_mb=1, workers=2)  # ~16k keys a run
-    big = dedup(tmp_path / "clean", tmp_path / "big", memory_mb=512)
+    clean([str(tmp_path / "part*")], tmp_path / "clean", CleanSettings(filter=False))
+    small = dedup(tmp_path / "clean", tmp_path / "small", DedupSettings(memory_mb=1, workers=2))  # ~16k keys a run
+    big = dedup(tmp_path / "clean", tmp_path / "big", DedupSettings(memory_mb=512))
 
     assert small["stats"]["dedup"]["runs"] >= 8 and big["stats"]["dedup"]["runs"] == 1
     expected = reference_dedup([line for lines in files for line in lines] + [line for d in docs for line in d], 24)

@@ -10,9 +10,11 @@ import torch
 
 from mypt import checkpoint
 from mypt.generate import generate, sample_tokens
-from mypt.model import GPT, ConfigError, GPTConfig
-from mypt.tokenizer import Tokenizer
-from mypt.train import TrainConfig, get_lr, list_presets, load_config_file
+from mypt.config import TrainConfig, list_presets, load_config_file
+from mypt.errors import CheckpointError, ConfigError
+from mypt.model import GPT, GPTConfig, load_model
+from mypt.tokenizers.char import CharTokenizer
+from mypt.train import get_lr
 
 CHARS = sorted(set(string.ascii_letters + string.digits + " .,;!?'\n-"))  # 72 characters
 TINY = dict(vocab_size=len(CHARS), block_size=16, n_layer=2, n_head=2, n_embd=16)
@@ -52,9 +54,9 @@ def test_lr_schedule_exact_values():
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     torch.manual_seed(0)
     model = GPT(GPTConfig(**TINY))
-    tok = Tokenizer.char(CHARS)
+    tok = CharTokenizer(chars=CHARS)
     checkpoint.save(tmp_path / "m", model, tok, {"training": {}})
-    loaded, loaded_tok, _ = checkpoint.load_model(tmp_path / "m")
+    loaded, loaded_tok, _ = load_model(tmp_path / "m")
     x = torch.randint(0, len(CHARS), (3, 16))
     assert torch.equal(model(x, x)[0], loaded(x, x)[0])
     assert loaded_tok.state() == tok.state()
@@ -67,14 +69,14 @@ def test_pickled_checkpoints_are_refused_without_running_them(tmp_path):
             return (open, (str(tmp_path / "pwned"), "w"))
 
     torch.manual_seed(0)
-    checkpoint.save(tmp_path / "m", GPT(GPTConfig(**TINY)), Tokenizer.char("abc"), {})
+    checkpoint.save(tmp_path / "m", GPT(GPTConfig(**TINY)), CharTokenizer(chars="abc"), {})
     (tmp_path / "m" / "model.safetensors").write_bytes(pickle.dumps(Payload()))
-    with pytest.raises(checkpoint.CheckpointError, match="never unpickles"):
-        checkpoint.load_model(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        load_model(tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").unlink()
     (tmp_path / "m" / "ckpt.pt").write_bytes(pickle.dumps(Payload()))
-    with pytest.raises(checkpoint.CheckpointError, match="pickles are refused"):
-        checkpoint.load_model(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="pickles are refused"):
+        load_model(tmp_path / "m")
     assert not (tmp_path / "pwned").exists()
 
 
@@ -88,7 +90,7 @@ def test_kv_cache_matches_full_recompute_and_seeded_generation_repeats():
             g = torch.Generator().manual_seed(3)
             runs.append(torch.stack(list(sample_tokens(model, idx, 30, temperature, None, None, g, use_cache))))
         assert torch.equal(runs[0], runs[1])  # 5 + 30 tokens: past block_size 16, the window slides
-    tok = Tokenizer.char(CHARS)
+    tok = CharTokenizer(chars=CHARS)
     a = generate(model, tok, "hello", 40, top_k=10, top_p=0.9, seed=7, num_samples=2)
     assert a == generate(model, tok, "hello", 40, top_k=10, top_p=0.9, seed=7, num_samples=2)
     assert a[0] != a[1] and all(t.startswith("hello") and len(t) == 45 for t in a)

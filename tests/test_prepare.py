@@ -14,8 +14,9 @@ from conftest import read_tokens, tree_bytes
 
 import mypt.text
 from mypt.cli import main
-from mypt.prepare import clean, dedup
-from mypt.tokenizer import Tokenizer
+from mypt.steps.clean import clean
+from mypt.steps.dedup import dedup
+from mypt.tokenizers import Tokenizer
 
 WORDS = ("the king queen lord sword night crown blood love death heaven earth fire water stone "
          "walk speak hear see think know come go make take give").split()

@@ -2,7 +2,9 @@ from collections import Counter
 
 import pytest
 
-from mypt.text import InputError, LineFilter, clean_lines, dedup_key, normalize, resolve_inputs
+from mypt.errors import InputError
+from mypt.readers import resolve_inputs
+from mypt.text import LineFilter, clean_lines, dedup_key, normalize
 
 
 def test_normalize_nfc_newlines_controls_trailing_space():

@@ -8,12 +8,15 @@ import pytest
 from click.testing import CliRunner
 
 from mypt.cli import main
-from mypt.tokenizer import Tokenizer, TokenizerError, r50k_cache_path
+from mypt.errors import TokenizerError
+from mypt.tokenizers import Tokenizer
+from mypt.tokenizers.char import CharTokenizer
+from mypt.tokenizers.gpt2 import GPT2Tokenizer, r50k_cache_path
 
 
 def test_gpt2_and_char_round_trip_through_state(tmp_path):
     text = "Hello, world! <|endoftext|> caf\u00e9\n"
-    for tok in (Tokenizer.gpt2(), Tokenizer.char(sorted(set(text))), Tokenizer(None, "gpt2")):
+    for tok in (GPT2Tokenizer(), CharTokenizer(chars=sorted(set(text))), Tokenizer(None, "gpt2")):
         d = tmp_path / tok.kind
         d.mkdir(exist_ok=True)
         tok.save(d)
@@ -22,12 +25,12 @@ def test_gpt2_and_char_round_trip_through_state(tmp_path):
         loaded = Tokenizer.load(d)
         assert loaded.encode(text) == tok.encode(text) and loaded.decode(tok.encode(text)) == text
         assert (loaded.vocab_size, loaded.eot_id) == ((50257, 50256) if tok.kind == "gpt2" else (len(set(text)), None))
-    assert 50256 not in Tokenizer.gpt2().encode(text)  # the literal is ordinary text
+    assert 50256 not in GPT2Tokenizer().encode(text)  # the literal is ordinary text
 
 
 def test_char_errors(tmp_path):
     with pytest.raises(TokenizerError, match="outside the char vocabulary"):
-        Tokenizer.char("abc").encode("abd")
+        CharTokenizer(chars="abc").encode("abd")
     with pytest.raises(TokenizerError, match="unknown tokenization 'bpe'"):
         Tokenizer(None, "bpe")
     with pytest.raises(TokenizerError, match="no tokenizer_state.json"):

@@ -91,14 +91,15 @@ def test_torchrun_two_processes_sample_different_windows_and_stay_in_sync(demo, 
 import os, torch, torch.distributed as dist
 from types import SimpleNamespace
 from mypt.data import GPTDataLoader
-from mypt.tokenizer import Tokenizer
-from mypt.train import TrainRequest, run_training
+from mypt.tokenizers import Tokenizer
+from mypt.config import TrainRequest
+from mypt.train_command import run_training
 tok = Tokenizer.load({str(demo / "general")!r})
 loader = GPTDataLoader(SimpleNamespace(batch_size=4, block_size=32, rank=int(os.environ["RANK"])), tok,
                        dataset_dir={str(demo / "general")!r})
 x, _ = loader.get_batch("train")
-result = run_training(TrainRequest(model_name="ddp", dataset_dir={str(demo / "general")!r}, config_file="tiny",
-                                   overrides=dict(max_iters=6, eval_interval=3, device="cpu")))
+result = run_training(TrainRequest(model_name="ddp", dataset_dir={str(demo / "general")!r}, config_file="tiny"),
+                      dict(max_iters=6, eval_interval=3, device="cpu"))
 torch.save({{"first_batch": x}}, f"rank{{os.environ['RANK']}}.pt")
 ''')
     done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -176,7 +177,7 @@ def test_shards_moved_in_by_hand_are_used_and_input_file_mode(demo, tmp_path):
     from types import SimpleNamespace
 
     from mypt.data import GPTDataLoader
-    from mypt.tokenizer import Tokenizer
+    from mypt.tokenizers import Tokenizer
 
     ds = tmp_path / "ds"
     shutil.copytree(demo / "general", ds)
@@ -200,8 +201,8 @@ def test_python_api_fit_with_eval_data_loaders(demo):
 
     from mypt.data import GPTDataLoader
     from mypt.model import GPT, GPTConfig
-    from mypt.tokenizer import Tokenizer
-    from mypt.train import TrainConfig
+    from mypt.tokenizers import Tokenizer
+    from mypt.config import TrainConfig
 
     tokenizer = Tokenizer.load(demo / "general")
     config = TrainConfig(batch_size=4, max_iters=6, eval_interval=3, eval_iters=2, device="cpu")

@@ -1,4 +1,4 @@
-"""The split: a sharded corpus becomes the guide's dataset directory (train/, val/,
+"""Step split: a sharded corpus becomes the guide's dataset directory (train/, val/,
 tokenizer_state.json, dataset_metadata.json).
 
 Each source is cut into units: a document, or a chunk of `chunk_tokens` tokens of a longer
@@ -12,20 +12,36 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mypt.io import read_manifest, staged_dir, write_json
+from mypt.errors import InputError
+from mypt.io import staged_dir, write_json
+from mypt.settings import Settings, setting
 from mypt.shards import FORMAT_VERSION, METADATA_FILE, ShardWriter, TokenStream, list_shards
-from mypt.text import InputError
-from mypt.tokenizer import STATE_FILE
+from mypt.steps import Step, read_input
+from mypt.tokenizers import STATE_FILE
 
-SPLIT_MODES = ("random", "tail")
+STEP = Step("split", reads=("shard",))
 # A source with fewer units than this is cut finer than chunk_tokens, to about this many:
 # drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
 MIN_UNITS_PER_SOURCE = 100
 
+
+@dataclass(frozen=True)
+class SplitSettings(Settings):
+    LABEL = "split setting"
+
+    val_fraction: float = setting(0.1, "Share of tokens drawn into val, from every source.", min=0.0, max=1.0,
+                                  max_open=True)
+    chunk_tokens: int = setting(16384, "Split unit: a document, or a chunk of this many tokens of a longer one.",
+                                min=1)
+    split_mode: str = setting("random", "random: a seeded draw of units from every source; tail: the last "
+                                        "val_fraction of each source (nanoGPT's convention for a single file).",
+                              choices=("random", "tail"))
+    seed: int = setting(1337, "Seed of the val draw.")
 
 
 def _units(starts: np.ndarray, ends: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,15 +62,12 @@ def _val_mask(n_units: int, val_fraction: float, rng: np.random.Generator) -> np
     return mask
 
 
-def split(in_dir: Path, out_dir: Path, *, val_fraction: float = 0.1, chunk_tokens: int = 16384,
-          split_mode: str = "random", seed: int = 1337) -> dict:
+def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()) -> dict:
     """Write `out_dir` as the guide's dataset: train/ and val/ shards, tokenizer_state.json
     and dataset_metadata.json."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"--val_fraction {val_fraction}: must be in [0, 1)")
-    if chunk_tokens < 1 or split_mode not in SPLIT_MODES:
-        raise InputError(f"--chunk_tokens {chunk_tokens} must be >= 1 and --split_mode one of {SPLIT_MODES}")
-    manifest = read_manifest(in_dir, "shard")
+    val_fraction, chunk_tokens, split_mode, seed = (settings.val_fraction, settings.chunk_tokens,
+                                                    settings.split_mode, settings.seed)
+    manifest = read_input(STEP, in_dir)
     tps = manifest["settings"]["tokens_per_shard"]
     stream = TokenStream(list_shards(in_dir))
     doc_ends = np.fromfile(Path(in_dir) / "documents.bin", dtype=np.uint64).astype(np.int64)
@@ -106,8 +119,7 @@ def split(in_dir: Path, out_dir: Path, *, val_fraction: float = 0.1, chunk_token
             "train": {"tokens": train_tokens, "shards": [{"file": f"train/{n}", "tokens": c} for n, c in train_shards]},
             "val": {"tokens": val_tokens, "shards": [{"file": f"val/{n}", "tokens": c} for n, c in val_shards]},
             "sources": sources,
-            "settings": {**manifest["settings"], "val_fraction": val_fraction, "chunk_tokens": chunk_tokens,
-                         "split_mode": split_mode, "seed": seed},
+            "settings": {**manifest["settings"], **settings.recorded()},
             "stats": {**manifest["stats"], "split": {"units": n_units, "val_units": n_val_units,
                                                      "train_tokens": train_tokens, "val_tokens": val_tokens}},
         }

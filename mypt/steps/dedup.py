@@ -1,4 +1,4 @@
-"""Exact line dedup across all inputs, first occurrence kept, in bounded memory.
+"""Step dedup: exact line dedup across all inputs, first occurrence kept, in bounded memory.
 
 The key of a line is `text.dedup_key` (case and whitespace folded). Each key is hashed to
 128 bits (BLAKE2b): with n distinct lines the chance of any collision is about
@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mypt.io import atomic_file, concat_files
+from mypt.errors import InputError
+from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
+from mypt.settings import Settings, setting, workers_setting
+from mypt.steps import MANIFEST, Step, read_input
 from mypt.text import block_docs, dedup_key, doc_text, split_blocks
 
 REC = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])
@@ -35,16 +39,20 @@ BYTES_PER_RECORD_SORTED = 64  # record + lexsort indices + sorted copy + masks
 MAX_RUNS = 512
 
 
-@dataclass(frozen=True)
-class DedupSettings:
-    min_chars: int = 24
-    memory_mb: int = 256
+STEP = Step("dedup", reads=("clean",))
 
-    def __post_init__(self):
-        if self.min_chars < 0:
-            raise ValueError(f"dedup min_chars must be >= 0, got {self.min_chars}")
-        if self.memory_mb < 1:
-            raise ValueError(f"dedup memory budget must be >= 1 MB, got {self.memory_mb}")
+
+@dataclass(frozen=True)
+class DedupSettings(Settings):
+    LABEL = "dedup setting"
+
+    enabled: bool = setting(True, "Exact line dedup across all inputs, first occurrence kept (off: files pass "
+                                  "through unchanged).", flag="dedup")
+    min_chars: int = setting(24, "Lines whose dedup key is shorter are never dropped as duplicates.", min=0,
+                             flag="dedup_min_chars")
+    memory_mb: int = setting(256, "Memory budget for dedup keys; beyond it dedup spills to disk and stays exact.",
+                             min=1, flag="dedup_memory_mb", output=False)
+    workers: int | None = workers_setting()
 
 
 def _hash_block(task) -> tuple[int, Counter]:
@@ -89,7 +97,7 @@ def _write_block(task) -> Counter:
 
 
 def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings: DedupSettings,
-                workers: int, work_dir: Path) -> dict:
+                work_dir: Path) -> dict:
     """Dedup the cleaned files `sources` ((path, is_jsonl) in corpus order) into `outputs`."""
     work_dir.mkdir(parents=True, exist_ok=True)
     blocks = [(src, jsonl, start, end) for src, jsonl in sources for start, end in split_blocks(src)]
@@ -98,7 +106,7 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     hash_files = [work_dir / f"hash_{i:06d}.rec" for i in range(len(blocks))]
     results = parallel_map(_hash_block, [(src, s, e, jsonl, settings.min_chars, out)
                                          for (src, jsonl, s, e), out in zip(blocks, hash_files)],
-                           workers, "dedup: hash")
+                           settings.workers, "dedup: hash")
     counts = [n for n, _ in results]
     stats = merge_counts(c for _, c in results)
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
@@ -108,7 +116,7 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     per_run = max(1, settings.memory_mb * 2**20 // BYTES_PER_RECORD_SORTED)
     n_runs = max(1, math.ceil(total_records / per_run))
     if n_runs > MAX_RUNS:
-        raise ValueError(f"dedup needs {n_runs} runs at --dedup_memory_mb {settings.memory_mb}; "
+        raise InputError(f"dedup needs {n_runs} runs at --dedup_memory_mb {settings.memory_mb}; "
                          f"raise it to at least {math.ceil(settings.memory_mb * n_runs / MAX_RUNS)}")
     run_files = [work_dir / f"run_{r:04d}.rec" for r in range(n_runs)]
     handles = [open(p, "wb") for p in run_files]
@@ -154,7 +162,7 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     parts = [work_dir / f"out_{i:06d}.part" for i in range(len(blocks))]
     tasks = [(src, s, e, jsonl, drop_path, int(offsets[i]), counts[i], parts[i])
              for i, (src, jsonl, s, e) in enumerate(blocks)]
-    stats.update(merge_counts(parallel_map(_write_block, tasks, workers, "dedup: write")))
+    stats.update(merge_counts(parallel_map(_write_block, tasks, settings.workers, "dedup: write")))
     drop_path.unlink()
     by_source: dict[Path, list[Path]] = {}
     for (src, *_), part in zip(blocks, parts):
@@ -165,3 +173,23 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     stats["unique_keys"] = unique
     stats["runs"] = n_runs
     return dict(sorted(stats.items()))
+
+
+def dedup(in_dir: Path, out_dir: Path, settings: DedupSettings = DedupSettings()) -> dict:
+    """Exact line dedup across all sources of `in_dir`; with enabled=False the files pass
+    through unchanged (the pipeline's dedup.enabled)."""
+    manifest = read_input(STEP, in_dir)
+    with staged_dir(out_dir) as stage:
+        sources = [(Path(in_dir) / s["file"], s["jsonl"]) for s in manifest["sources"]]
+        outputs = [stage / s["file"] for s in manifest["sources"]]
+        if settings.enabled:
+            stats = dedup_files(sources, outputs, settings, stage / ".work")
+            shutil.rmtree(stage / ".work")
+        else:
+            stats = {}
+            for (src, _), out in zip(sources, outputs):
+                shutil.copyfile(src, out)
+        manifest = {**manifest, "step": STEP.name, "settings": {**manifest["settings"], **settings.recorded()},
+                    "stats": {**manifest["stats"], "dedup": stats}}
+        write_json(stage / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,46 @@
+"""Every error a user can cause derives from MyptError.
+
+Commands and stage scripts catch MyptError once (mypt.options.MyptCommand) and print its
+message on one line, exit status 1: no traceback for a mistake the user can fix. A message
+names what was seen (path, flag, value) and what fixes it, often as a `HINT:` line.
+"""
+
+from __future__ import annotations
+
+
+class MyptError(Exception):
+    """Base of every error a user can cause and fix."""
+
+
+# ValueError stays a base of the input-side errors: library callers that caught
+# ValueError before the common base existed keep working.
+class InputError(MyptError, ValueError):
+    """Bad input files or data-preparation settings."""
+
+
+class ConfigError(MyptError, ValueError):
+    """A setting of the wrong type or out of range, or settings that contradict each other."""
+
+
+class TokenizerError(MyptError, ValueError):
+    """A tokenizer that cannot be built or loaded, or text it cannot encode."""
+
+
+class ShardError(MyptError, ValueError):
+    """A damaged or foreign shard or dataset directory."""
+
+
+class DataError(MyptError, ValueError):
+    """A dataset that cannot feed training (missing split, windows too long, wrong tokenizer)."""
+
+
+class CheckpointError(MyptError, ValueError):
+    """A missing or unreadable checkpoint."""
+
+
+class FetchError(MyptError):
+    """A download from the package index failed or did not verify."""
+
+
+class TrainingDiverged(MyptError, RuntimeError):
+    """The loss became NaN or infinite."""

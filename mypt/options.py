@@ -1,0 +1,126 @@
+"""Click helpers shared by the `mypt` commands and the stage scripts.
+
+- `option`: click.option that also accepts the kebab-case spelling of a snake_case flag.
+- `settings_options`: the options of settings dataclasses (mypt.settings), generated from
+  their fields, so a default, a range or a help text is written once.
+- `MyptCommand`: catches mypt's errors once and prints them on one line (exit 1).
+- `GreedyCommand`: lets `--input_files a b c` take several values after one flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from mypt.errors import MyptError
+from mypt.settings import _base_type, choices_of, flag_name
+
+
+def option(*decls: str, **kwargs):
+    """click.option that also accepts the kebab-case spelling of every snake_case flag."""
+    names = list(decls)
+    for decl in decls:
+        parts = [p.strip() for p in decl.split("/")]
+        for i, part in enumerate(parts):
+            if part.startswith("--") and "_" in part:
+                kebab = part.replace("_", "-")
+                names.append(f" /{kebab}" if i == 1 else kebab)
+    return click.option(*names, **kwargs)
+
+
+class MyptCommand(click.Command):
+    """A command whose user-caused errors (MyptError) print as one line, exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MyptError as e:
+            raise click.ClickException(str(e)) from None
+
+
+class GreedyCommand(MyptCommand):
+    """Lets `multiple=True` options take several values after one flag (`--x a b c`)."""
+
+    greedy = ("--input_files", "--input-files")
+
+    def parse_args(self, ctx, args):
+        out, current = [], None
+        for arg in args:
+            if arg.startswith("-"):
+                current = arg if arg in self.greedy else None
+                out.append(arg)
+            elif current and out[-1] != current:
+                out += [current, arg]
+            else:
+                out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+class MyptGroup(click.Group):
+    command_class = MyptCommand
+
+
+def _click_type(f: dataclasses.Field, base: type) -> Any:
+    m = f.metadata
+    if choices_of(f) is not None:
+        return click.Choice(choices_of(f))
+    bounds = {k: m.get(k) for k in ("min", "max")}
+    if base is int:
+        return click.IntRange(**bounds, min_open=m["min_open"], max_open=m["max_open"]) \
+            if any(v is not None for v in bounds.values()) else int
+    if base is float:
+        return click.FloatRange(**bounds, min_open=m["min_open"], max_open=m["max_open"]) \
+            if any(v is not None for v in bounds.values()) else float
+    if base is Path:
+        exists = m.get("exists")
+        return click.Path(exists=exists is not None, file_okay=exists != "dir", dir_okay=exists != "file",
+                          path_type=Path)
+    return base
+
+
+def settings_options(*classes: type, bools: str = "flag", use_flag_names: bool = False,
+                     defaults: bool = True, skip: tuple[str, ...] = ()) -> Callable:
+    """A decorator adding one click option per field of `classes` (a name shared by several
+    classes, like `workers`, becomes one option).
+
+    bools="flag": `--x/--no_x`; bools="value": `--x true|false` (what DVC's `${...}` passes).
+    use_flag_names: name options by the fields' `flag` metadata (prepare-dataset's spelling).
+    defaults=False: every option defaults to None, meaning "the value from elsewhere"
+    (mypt train: the config file's); the field's own default is shown in the help.
+    """
+    opts, seen = [], set()
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            name = flag_name(f) if use_flag_names else f.name
+            if name in seen or f.name in skip or name in skip:
+                continue
+            seen.add(name)
+            m = f.metadata
+            base, _ = _base_type(hints[f.name])
+            default = f.default if f.default is not dataclasses.MISSING else None
+            help_text = m.get("help", "")
+            kwargs: dict = {"help": help_text, "required": m.get("required", False)}
+            if defaults:
+                kwargs.update(default=default, show_default=m.get("show_default", True))
+            else:
+                kwargs["default"] = None
+                if default is not None:
+                    kwargs["help"] = f"{help_text} [default: the config file's, else {default}]"
+            if base is bool and bools == "flag":
+                opts.append(option(f"--{name}/--no_{name}", **kwargs))
+                continue
+            kwargs["type"] = bool if base is bool else _click_type(f, base)
+            opts.append(option(f"--{name}", **kwargs))
+
+    def decorate(func: Callable) -> Callable:
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return decorate
+

@@ -1,0 +1,162 @@
+"""One definition per setting: a dataclass field made with `setting()` carries the default,
+the check and the help text.
+
+The click options of `mypt` commands and of the stage scripts are generated from these
+fields (mypt.options), params.yaml sections mirror them, and `Settings.__post_init__` checks
+every value the same way whether it came from a flag, params.yaml or a JSON config file:
+types are strict (`"dropout": "0.1"` is an error, not a string dropout), ranges and choices
+come from the field's metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mypt.errors import ConfigError
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            min_open: bool = False, max_open: bool = False,
+            choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+            flag: str | None = None, output: bool = True, required: bool = False,
+            exists: str | None = None, show_default: Any = True) -> Any:
+    """A settings field.
+
+    min/max (open or closed) and choices are checked on creation and become click's
+    IntRange/FloatRange/Choice. `flag` is the field's name in `mypt prepare-dataset` and in
+    a dataset's recorded settings when it differs from the field (= params.yaml key, stage
+    flag). `output=False` marks a setting that changes speed, never the bytes produced.
+    `choices` may be a callable (a registry's names, read when needed). exists="dir" or
+    "file": a path flag must name an existing directory or file.
+    """
+    meta = {"help": help, "min": min, "max": max, "min_open": min_open, "max_open": max_open,
+            "choices": choices, "flag": flag, "output": output, "required": required,
+            "exists": exists, "show_default": show_default}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def choices_of(f: dataclasses.Field) -> list[str] | None:
+    c = f.metadata.get("choices")
+    return list(c() if callable(c) else c) if c is not None else None
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or f.name
+
+
+def _base_type(hint: Any) -> tuple[type, bool]:
+    """(the type, whether None is allowed) of an annotation like `int | None`."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], True
+    return hint, False
+
+
+def _coerce(value: Any, hint: Any, name: str, label: str) -> Any:
+    base, optional = _base_type(hint)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{label} {name}: a value is required, got None")
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(base, str(base))
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base is str:
+        ok = isinstance(value, str)
+    elif base is Path:
+        ok = isinstance(value, (str, os.PathLike))
+        value = Path(value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{label} {name}: must be {kind}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_field(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
+    """The value of field `f` checked (and int -> float, str -> Path converted)."""
+    value = _coerce(value, hint, f.name, label)
+    if value is None:
+        return None
+    m = f.metadata
+    allowed = choices_of(f)
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{label} {f.name}: {value!r} is not one of {', '.join(allowed)}")
+    if isinstance(value, float) and not math.isfinite(value) and (m.get("min") is not None or m.get("max") is not None):
+        raise ConfigError(f"{label} {f.name}: must be a finite number, got {value!r}")
+    lo, hi = m.get("min"), m.get("max")
+    if lo is not None and (value < lo or (m.get("min_open") and value == lo)):
+        raise ConfigError(f"{label} {f.name}: must be {'>' if m.get('min_open') else '>='} {lo}, got {value!r}")
+    if hi is not None and (value > hi or (m.get("max_open") and value == hi)):
+        raise ConfigError(f"{label} {f.name}: must be {'<' if m.get('max_open') else '<='} {hi}, got {value!r}")
+    return value
+
+
+class Settings:
+    """Base of the settings dataclasses: checks every field on creation."""
+
+    LABEL = "setting"  # how messages name this class's fields ("training setting max_iters: ...")
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, check_field(f, getattr(self, f.name), hints[f.name], self.LABEL))
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | None = None):
+        """cls(**d), refusing keys the class does not have (a typo must not be silently ignored)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source or cls.LABEL}: expected a mapping of settings, got {d!r}")
+        known = cls.field_names()
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"{source or cls.LABEL}: unknown {cls.LABEL.split()[0]} key(s) {unknown}; "
+                              f"known: {sorted(known)}")
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}" if source else str(e)) from None
+
+    @classmethod
+    def from_flags(cls, flags: dict, **fixed):
+        """An instance from parsed command-line flags (keyed by flag name); flags left at
+        None keep the field's default."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            value = flags.get(flag_name(f), flags.get(f.name))
+            if value is not None:
+                values[f.name] = value
+        return cls(**{**values, **fixed})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def recorded(self) -> dict:
+        """The settings that decide the output bytes, under their recorded (flag) names."""
+        return {flag_name(f): getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("output", True)}
+
+
+def device_setting() -> Any:
+    """The `device` field of training, evaluation and generation."""
+    return setting("auto", "auto (cuda when available, else cpu), cpu, cuda, cuda:1 ...")
+
+
+def workers_setting() -> Any:
+    """The `workers` field of the parallel steps: speed only, never the bytes."""
+    return setting(None, "Worker processes (default: all cores). The output is the same whatever the number.",
+                   min=1, output=False, show_default="all cores")

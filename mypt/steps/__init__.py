@@ -1,0 +1,39 @@
+"""The data steps: clean -> dedup -> vocab -> tokenize -> shard -> split.
+
+Each step is a module here that owns its settings class, its function and its `STEP`
+definition. A step reads the directory the previous step wrote (its `manifest.json` names
+the sources in corpus order and carries settings and stats forward) and builds its own
+output directory crash-safely (`io.staged_dir`). The DVC stages call one step each;
+`mypt.prepare` composes them. No step's output depends on the number of workers: work is
+cut into blocks whose boundaries depend only on the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mypt.errors import InputError
+from mypt.io import read_json
+
+MANIFEST = "manifest.json"  # what a step's output directory holds: sources, settings, stats
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    reads: tuple[str, ...] = ()  # the steps whose output directory this step takes as input
+
+
+def read_input(step: Step, in_dir: Path) -> dict:
+    """The manifest of `in_dir`, checked to be the output of a step that `step` reads."""
+    path = Path(in_dir) / MANIFEST
+    wanted = " or ".join(step.reads)
+    if not path.is_file():
+        raise InputError(f"{in_dir} has no {MANIFEST}: run the {wanted} step (or stage) first; "
+                         f"the {step.name} step reads its output")
+    manifest = read_json(path)
+    if manifest.get("step") not in step.reads:
+        raise InputError(f"{in_dir} is the output of the {manifest.get('step')!r} step, but the {step.name} "
+                         f"step reads the output of {wanted}")
+    return manifest

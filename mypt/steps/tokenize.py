@@ -1,0 +1,112 @@
+"""Step tokenize: every document of a cleaned (or deduped) corpus to token ids.
+
+Writes NNNNN.tokens (uint32 ids) and NNNNN.docs (uint64 offsets where each document ends)
+per source. A kind with an end-of-text id appends it after every document.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mypt.errors import InputError
+from mypt.io import atomic_file, concat_files, staged_dir, write_json
+from mypt.parallel import merge_counts, parallel_map
+from mypt.settings import Settings, setting, workers_setting
+from mypt.shards import DTYPE
+from mypt.steps import MANIFEST, Step, read_input
+from mypt.text import block_docs, split_blocks
+from mypt.tokenizers import Tokenizer, kinds
+
+STEP = Step("tokenize", reads=("clean", "dedup"))
+
+
+@dataclass(frozen=True)
+class TokenizeSettings(Settings):
+    LABEL = "tokenize setting"
+
+    tokenization: str = setting("gpt2", "gpt2 (tiktoken r50k_base, end-of-text after every document) or char "
+                                        "(the corpus' own characters).", choices=kinds)
+    workers: int | None = workers_setting()
+
+
+_TOKENIZERS: dict[str, Tokenizer] = {}
+
+
+def _tokenizer_in_worker(state: dict) -> Tokenizer:
+    key = repr(sorted(state.items()))
+    if key not in _TOKENIZERS:
+        _TOKENIZERS.clear()
+        _TOKENIZERS[key] = Tokenizer.from_state(state)
+    return _TOKENIZERS[key]
+
+
+def _tokenize_block(task) -> tuple[int, dict]:
+    path, jsonl, start, end, state, tokens_out, docs_out = task
+    tok = _tokenizer_in_worker(state)
+    replaced, ends, pieces, n = Counter(), [], [], 0
+    for lines in block_docs(path, start, end, jsonl):
+        ids, unknown = tok.encode_lossy("\n".join(lines) + "\n")
+        replaced.update(unknown)
+        if jsonl and tok.eot_id is not None:
+            ids = np.append(ids, np.uint32(tok.eot_id))
+        pieces.append(ids)
+        n += ids.size
+        if jsonl:
+            ends.append(n)
+    np.concatenate(pieces or [np.zeros(0, DTYPE)]).astype(DTYPE).tofile(tokens_out)
+    np.array(ends, dtype=np.uint64).tofile(docs_out)
+    return n, dict(replaced)
+
+
+def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: TokenizeSettings = TokenizeSettings()) -> dict:
+    """Encode every document of `in_dir` into `out_dir` with `tokenizer` (settings.tokenization
+    is the vocab step's; here only the worker count matters)."""
+    manifest = read_input(STEP, in_dir)
+    with staged_dir(out_dir) as stage:
+        state, tasks, parts = tokenizer.state(), [], []  # parts[i]: (tokens, docs) part files of source i
+        for s in manifest["sources"]:
+            path = Path(in_dir) / s["file"]
+            # A .txt source is one document that blocks cut: only where the encoding allows.
+            safe = tokenizer.block_boundary if not s["jsonl"] else None
+            parts.append([])
+            for a, b in split_blocks(path, safe=safe):
+                tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"
+                tasks.append((path, s["jsonl"], a, b, state, tok_part, doc_part))
+                parts[-1].append((tok_part, doc_part))
+        results = parallel_map(_tokenize_block, tasks, settings.workers, "tokenize")
+        replaced = merge_counts(Counter(r) for _, r in results)
+        sources = []
+        for i, s in enumerate(manifest["sources"]):
+            n_tokens, ends = 0, []
+            with atomic_file(stage / f"{i:05d}.tokens") as f:
+                for tok_part, doc_part in parts[i]:
+                    ends.append(np.fromfile(doc_part, dtype=np.uint64) + np.uint64(n_tokens))
+                    doc_part.unlink()
+                    n_tokens += concat_files([tok_part], f) // DTYPE.itemsize
+                if not s["jsonl"] and n_tokens:  # a .txt file is one document
+                    if tokenizer.eot_id is not None:
+                        f.write(np.array([tokenizer.eot_id], dtype=DTYPE).tobytes())
+                        n_tokens += 1
+                    ends.append(np.array([n_tokens], dtype=np.uint64))
+            ends_arr = np.concatenate(ends) if ends else np.zeros(0, np.uint64)
+            with atomic_file(stage / f"{i:05d}.docs") as f:
+                f.write(ends_arr.tobytes())
+            sources.append({**s, "documents": int(ends_arr.size), "tokens": n_tokens})
+        total = sum(s["tokens"] for s in sources)
+        if total == 0:
+            raise InputError("no tokens: every document is empty after cleaning and dedup")
+        tokenizer.save(stage)
+        tok_stats = {"tokens": total, "documents": sum(s["documents"] for s in sources)}
+        if tokenizer.learns_vocabulary:  # a learned vocabulary may miss characters of this corpus
+            tok_stats["replaced_chars"] = sum(replaced.values())
+            tok_stats["replaced_char_counts"] = dict(replaced.most_common(100))
+        manifest = {**manifest, "step": STEP.name, "sources": sources, "tokenizer": state,
+                    "settings": {**manifest["settings"], "tokenization": tokenizer.kind},
+                    "stats": {**manifest["stats"], "tokenize": tok_stats}}
+        manifest["settings"].setdefault("dedup", False)
+        write_json(stage / MANIFEST, manifest)
+    return manifest

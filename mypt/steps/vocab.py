@@ -1,0 +1,35 @@
+"""Step vocab: the tokenizer a corpus is encoded with. A kind with a fixed vocabulary
+(gpt2) needs no corpus; a kind that learns it (char) scans the corpus' characters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mypt.parallel import parallel_map
+from mypt.steps import Step, read_input
+from mypt.steps.tokenize import TokenizeSettings
+from mypt.text import block_docs, split_blocks
+from mypt.tokenizers import Tokenizer, tokenizer_class
+
+STEP = Step("vocab", reads=("clean", "dedup"))
+
+
+def _block_chars(task) -> str:
+    path, jsonl, start, end = task
+    chars: set[str] = set()
+    for lines in block_docs(path, start, end, jsonl):
+        for line in lines:
+            chars.update(line)
+    return "".join(sorted(chars))
+
+
+def build_vocab(in_dir: Path, settings: TokenizeSettings = TokenizeSettings()) -> Tokenizer:
+    """The `settings.tokenization` tokenizer, learned from `in_dir`'s text when its kind
+    learns a vocabulary."""
+    cls = tokenizer_class(settings.tokenization)
+    if not cls.learns_vocabulary:
+        return cls()
+    manifest = read_input(STEP, in_dir)
+    tasks = [(Path(in_dir) / s["file"], s["jsonl"], a, b) for s in manifest["sources"]
+             for a, b in split_blocks(Path(in_dir) / s["file"])]
+    return cls.from_corpus(parallel_map(_block_chars, tasks, settings.workers, "vocab"))

@@ -1,0 +1,116 @@
+"""The train command: `mypt train` and the train stage build a run from flags here (config
+file or preset, tokenizer, model, loaders, resume), then call mypt.train.fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mypt import checkpoint
+from mypt.data import GPTDataLoader, LoaderConfig, load_text_tokens, no_training_shards, resolve_device
+from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
+from mypt.errors import ConfigError
+from mypt.model import GPT, load_model
+from mypt.shards import METADATA_FILE, read_metadata
+from mypt.tokenizers import Tokenizer, tokenizer_class
+from mypt.train import configure_optimizer, fit, setup_distributed
+
+
+def _tokenizer_for(req: TrainRequest):
+    if req.dataset_dir is not None:
+        if not (Path(req.dataset_dir) / METADATA_FILE).is_file():
+            raise no_training_shards(req.dataset_dir)
+        meta = read_metadata(req.dataset_dir)
+        kind = meta["tokenizer"]["kind"]
+        if req.tokenization and req.tokenization != kind:
+            raise ConfigError(f"--tokenization {req.tokenization} does not match the dataset {req.dataset_dir}, "
+                              f"which was prepared with {kind} tokenization: pass --tokenization {kind}, "
+                              f"or prepare the dataset again with --tokenization {req.tokenization}")
+        return Tokenizer.load(req.dataset_dir)
+    cls = tokenizer_class(req.tokenization or "gpt2")
+    if not cls.learns_vocabulary:
+        return cls()
+    return cls.from_corpus([Path(req.input_file).read_text(encoding="utf-8", errors="replace")])
+
+
+def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable[[str], None] = print) -> dict:
+    """Build everything `mypt train` needs from `req`, then fit. `overrides`: model and
+    training settings from flags (they win over the config file's). Returns fit's result."""
+    if (req.dataset_dir is None) == (req.input_file is None):
+        raise ConfigError("give exactly one of --dataset_dir (a prepared dataset) or --input_file (one text file)")
+    tokenizer = _tokenizer_for(req)
+    ckpt_dir = Path(req.checkpoints_dir) / req.model_name
+    init = checkpoint.resolve(req.init_from_model, req.checkpoints_dir) if req.init_from_model else None
+    if req.resume and init:
+        raise ConfigError("--resume continues this model's own run; --init_from_model starts a new one: pick one")
+
+    if req.resume:
+        init = checkpoint.resolve(ckpt_dir)
+    if init is not None and not req.config_file:  # continue with the checkpoint's own settings
+        saved = checkpoint.read_config(init)
+        model_d, train_d, source = dict(saved["model"]), saved.get("training", {}), f"{init}/config.json"
+    else:
+        preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
+        model_d, train_d, source = load_config_file(preset)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    model_d.update({k: overrides.pop(k) for k in GPTConfig.field_names() if k in overrides})
+    model_d["vocab_size"] = tokenizer.vocab_size
+    train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source)
+    model_cfg = GPTConfig.from_dict(model_d, source)
+    device = resolve_device(train_cfg.device)
+    dist = setup_distributed(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~free speed on Ampere and later
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(train_cfg.seed + dist.rank)
+
+    if init is not None:
+        model, init_tok, _ = load_model(init, device)
+        if init_tok.state() != tokenizer.state():
+            raise ConfigError(f"{init} was trained with another vocabulary ({init_tok}) than this data ({tokenizer}): "
+                              f"prepare the data with --tokenizer_from {init}")
+        if model.config != model_cfg:
+            raise ConfigError(f"{init} has another architecture than {source}: {model.config} vs {model_cfg}; "
+                              "leave --config_file and the model flags out to keep the checkpoint's")
+    else:
+        model = GPT(model_cfg).to(device)
+
+    loader_cfg = LoaderConfig(train_cfg.batch_size, model_cfg.block_size, str(device), train_cfg.seed, dist.rank)
+    if req.dataset_dir is not None:
+        loader = GPTDataLoader(loader_cfg, tokenizer, dataset_dir=req.dataset_dir)
+    else:
+        loader = GPTDataLoader(loader_cfg, tokenizer, tokens=load_text_tokens(req.input_file, tokenizer))
+    eval_loaders = {}
+    if req.eval_dataset_dir is not None:
+        eval_loaders["general"] = GPTDataLoader(loader_cfg, tokenizer, dataset_dir=req.eval_dataset_dir, eval_only=True)
+
+    optimizer = configure_optimizer(model, train_cfg, device)
+    resume_state = checkpoint.load_training_state(ckpt_dir, optimizer) if req.resume else None
+    if resume_state and dist.is_main:
+        log(f"resuming {req.model_name} from step {resume_state['step']}")
+    train_model = torch.compile(model) if train_cfg.compile else model
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_model = DDP(train_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    extra = {"training": train_cfg.to_dict(), "config_source": source,
+             "init_from_model": str(init) if init is not None and not req.resume else None,
+             "dataset_dir": str(req.dataset_dir) if req.dataset_dir else None}
+    try:
+        return fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,
+                   extra, dist, log)
+    finally:
+        if dist.world_size > 1:
+            torch.distributed.destroy_process_group()
+
+
+def run_from_flags(flags: dict, log: Callable[[str], None] = print) -> dict:
+    """`mypt train` and the train stage: parsed flags -> the request and the setting
+    overrides -> run_training."""
+    request = TrainRequest.from_flags(flags)
+    overrides = {k: v for k, v in flags.items() if k not in TrainRequest.field_names()}
+    return run_training(request, overrides, log)

@@ -1,0 +1,134 @@
+"""Keep each dvc.yaml stage's deps equal to the mypt modules its script imports.
+
+DVC does not follow imports, so a stage must list every module its script imports, directly
+or not (function-level imports included): edit one and `dvc repro` reruns the stage. This
+reads the import graph with `ast` (nothing is imported) and rewrites the `- mypt/...py`
+lines of each stage's deps, right after the stage script's own line.
+
+    python scripts/dvc_deps.py --check   # exit 1 and list the differences when out of date
+    python scripts/dvc_deps.py --write   # rewrite dvc.yaml's mypt deps
+
+Also `import_graph()` for tests (the graph must have no cycle).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def module_file(name: str, root: Path = REPO) -> Path | None:
+    """mypt.a.b -> mypt/a/b.py or mypt/a/b/__init__.py (None when not a mypt module)."""
+    base = root / Path(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def direct_imports(path: Path, root: Path = REPO) -> set[str]:
+    """The mypt modules a file imports anywhere in it, and their parent packages."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from mypt import checkpoint` imports a submodule; `from mypt.x import f`, a name.
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            if name.split(".")[0] != "mypt" or module_file(name, root) is None:
+                continue
+            parts = name.split(".")
+            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return found
+
+
+def import_graph(root: Path = REPO) -> dict[str, set[str]]:
+    """mypt module -> the mypt modules it imports (parents of a module count: Python runs them)."""
+    graph = {}
+    for path in sorted((root / "mypt").rglob("*.py")):
+        name = _module_name(path, root)
+        graph[name] = direct_imports(path, root) - {name}
+    return graph
+
+
+def closure(script: Path, root: Path = REPO) -> list[str]:
+    """Files of every mypt module `script` imports, directly or not, sorted."""
+    graph = import_graph(root)
+    todo, seen = list(direct_imports(script, root)), set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += graph.get(name, ())
+    return sorted(str(module_file(n, root).relative_to(root)) for n in seen)
+
+
+def stage_scripts(dvc_yaml: Path) -> dict[str, str]:
+    """Stage name -> the stages/*.py script its cmd runs."""
+    stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
+    out = {}
+    for name, stage in stages.items():
+        cmd = (stage.get("do") or stage)["cmd"]
+        match = re.search(r"python (stages/\S+\.py)", cmd)
+        if match:
+            out[name] = match.group(1)
+    return out
+
+
+def expected_text(root: Path = REPO) -> str:
+    """dvc.yaml with each stage's mypt deps set to its script's import closure."""
+    dvc_yaml = root / "dvc.yaml"
+    text = dvc_yaml.read_text(encoding="utf-8")
+    scripts = stage_scripts(dvc_yaml)
+    out, stage = [], None
+    for line in text.splitlines(keepends=True):
+        top = re.match(r"^  ([\w-]+):\s*$", line)
+        if top:
+            stage = top.group(1)
+        if re.match(r"^\s*- mypt/\S+\.py\s*$", line):
+            continue  # rewritten below, after the script's line
+        out.append(line)
+        script = scripts.get(stage)
+        item = re.match(r"^(\s*)- (\S+)\s*$", line)
+        if script and item and item.group(2) == script:
+            out += [f"{item.group(1)}- {dep}\n" for dep in closure(root / script, root)]
+    return "".join(out)
+
+
+def main(argv: list[str]) -> int:
+    if argv not in (["--check"], ["--write"]):
+        print(__doc__)
+        return 2
+    current = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    wanted = expected_text()
+    if argv == ["--write"]:
+        if wanted != current:
+            (REPO / "dvc.yaml").write_text(wanted, encoding="utf-8")
+        print("dvc.yaml deps are up to date" if wanted == current else "dvc.yaml deps rewritten")
+        return 0
+    if wanted == current:
+        print("dvc.yaml deps are up to date")
+        return 0
+    import difflib
+
+    sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), wanted.splitlines(True),
+                                               "dvc.yaml", "dvc.yaml (from the import graph)"))
+    print("\ndvc.yaml deps are out of date: run `python scripts/dvc_deps.py --write`")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
