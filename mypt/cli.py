@@ -69,12 +69,8 @@ def train_cmd(**flags):
 
 
 @main.command("generate")
-@option("--model_name", required=True, help="A name under --checkpoints_dir, or a checkpoint directory.")
-@option("--prompt", default="", help="Text to continue (default: start of a document).")
 @settings_options(GenerateSettings)
-@option("--checkpoints_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("checkpoints"),
-        show_default=True)
-def generate_cmd(model_name, prompt, checkpoints_dir, **flags):
+def generate_cmd(**flags):
     """Sample text from a trained model, streamed to the terminal."""
     from mypt import checkpoint
     from mypt.data import resolve_device
@@ -82,17 +78,17 @@ def generate_cmd(model_name, prompt, checkpoints_dir, **flags):
     from mypt.model import load_model
 
     s = GenerateSettings.from_flags(flags)
-    path = checkpoint.resolve(model_name, checkpoints_dir)
+    path = checkpoint.resolve(s.model_name, s.checkpoints_dir)
     model, tokenizer, _ = load_model(path, resolve_device(s.device))
     current = [-1]
 
     def show(sample: int, piece: str) -> None:
         if sample != current[0]:
-            click.echo(("\n" if sample else "") + f"--- sample {sample + 1} ---\n{prompt}", nl=False)
+            click.echo(("\n" if sample else "") + f"--- sample {sample + 1} ---\n{s.prompt}", nl=False)
             current[0] = sample
         click.echo(piece, nl=False)
 
-    generate(model, tokenizer, prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
+    generate(model, tokenizer, s.prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
              s.num_samples, show)
     click.echo()
 

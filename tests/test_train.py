@@ -40,6 +40,7 @@ def evals(log: str) -> list[tuple[int, dict]]:
     return out
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_and_adapts_with_dual_evaluation(demo, tmp_path):
     base = mypt_cli("train", "--dataset_dir", str(demo / "general"), "--model_name", "base", *TINY,
                     "--max_iters", "150", "--eval_interval", "50", "--learning_rate", "3e-3", cwd=tmp_path)
@@ -59,6 +60,7 @@ def test_tiny_model_learns_and_adapts_with_dual_evaluation(demo, tmp_path):
     assert "The " in sample and len(sample.split("---")[-1]) > 40
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_exactly_the_uninterrupted_result(demo, tmp_path):
     args = ["train", "--dataset_dir", str(demo / "general"), *TINY, "--max_iters", "400", "--eval_interval", "10",
             "--dropout", "0.1", "--log_interval", "1000"]
@@ -85,6 +87,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(demo, tmp_path):
         (tmp_path / "checkpoints/killed/model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_sample_different_windows_and_stay_in_sync(demo, tmp_path):
     script = tmp_path / "ddp_check.py"
     script.write_text(f'''
@@ -122,6 +125,7 @@ def fails(*args: str, cwd: Path) -> str:
     return done.stderr
 
 
+@pytest.mark.slow
 def test_dataset_and_config_errors(demo, tmp_path):
     ds = demo / "general"
     assert "--tokenization char" in fails("train", "--dataset_dir", str(ds), "--model_name", "m", "--tokenization",
@@ -152,6 +156,7 @@ def test_dataset_and_config_errors(demo, tmp_path):
                                                   *TINY, cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_init_from_model_must_match_architecture_and_vocabulary(demo, tmp_path, monkeypatch):
     mypt_cli("train", "--dataset_dir", str(demo / "general"), "--model_name", "base", *TINY, "--max_iters", "2",
              cwd=tmp_path)
@@ -164,6 +169,7 @@ def test_init_from_model_must_match_architecture_and_vocabulary(demo, tmp_path, 
                                          "--init_from_model", "base", "--max_iters", "1", cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo, tmp_path):
     err = fails("train", "--dataset_dir", str(demo / "general"), "--model_name", "boom", *TINY, "--max_iters", "50",
                 "--learning_rate", "1e12", "--warmup_iters", "0", "--grad_clip", "0", "--eval_interval", "5",
@@ -173,6 +179,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo, tmp_path):
     assert all(np.isfinite(h.get("train_loss", 0)) for h in state["history"])
 
 
+@pytest.mark.slow
 def test_shards_moved_in_by_hand_are_used_and_input_file_mode(demo, tmp_path):
     from types import SimpleNamespace
 

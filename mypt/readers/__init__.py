@@ -5,8 +5,8 @@ document (`one_document = True`, e.g. .txt) or whole documents (e.g. one per JSO
 Compression is a layer under any format (`X.gz` is read as X through gzip); a compressed
 file cannot be seeked, so it is one block of work.
 
-To add a format: a new module here with a `Reader` subclass decorated `@register`, and
-its import in the registration line at the bottom of this file.
+To add a format: a new module here with a `mypt.readers.base.Reader` subclass decorated
+`@register`, and its import in the registration line at the bottom of this file.
 """
 
 from __future__ import annotations
@@ -14,49 +14,10 @@ from __future__ import annotations
 import glob
 import gzip
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Sequence
+from typing import Sequence
 
 from mypt.errors import InputError
-from mypt.text import BLOCK_BYTES, DecodeCounter, split_blocks
-
-READERS: dict[str, type["Reader"]] = {}  # format suffix -> reader class
-COMPRESSIONS: dict[str, Callable[[Path], BinaryIO]] = {".gz": lambda p: gzip.open(p, "rb")}
-_SNIFF_BYTES = 8192
-
-
-class Reader:
-    suffix = ""  # ".txt"
-    one_document = True  # the whole file is one document (True) or it holds many (False)
-
-    def __init__(self, path: Path, compression: str | None = None):
-        self.path, self.compression = Path(path), compression
-
-    def open(self) -> BinaryIO:
-        return COMPRESSIONS[self.compression](self.path) if self.compression else open(self.path, "rb")
-
-    def blocks(self) -> list[tuple[int, int]]:
-        """Byte ranges that can be read independently; (0, -1) is the whole file."""
-        return [(0, -1)] if self.compression else split_blocks(self.path)
-
-    def chunks(self, start: int, end: int) -> Iterator[bytes]:
-        """The raw bytes of [start, end) in pieces that end at line boundaries."""
-        with self.open() as f:
-            if end >= 0:
-                f.seek(start)
-                yield f.read(end - start)
-                return
-            while lines := f.readlines(BLOCK_BYTES):  # a stream: line-aligned pieces
-                yield b"".join(lines)
-
-    def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
-        """Texts of the block; `stats` (a Counter) receives what the reader counts."""
-        raise NotImplementedError
-
-
-def register(cls: type[Reader]) -> type[Reader]:
-    READERS[cls.suffix] = cls
-    return cls
-
+from mypt.readers.base import COMPRESSIONS, READERS, Reader
 
 def suffixes() -> list[str]:
     """Every input suffix mypt reads, compressed forms included."""
@@ -99,6 +60,9 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
             elif path.is_file():
                 found.add(path)
     return sorted(found, key=lambda p: str(p))
+
+
+_SNIFF_BYTES = 8192
 
 
 def looks_binary(path: Path) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from mypt.readers import Reader, register
+from mypt.readers.base import Reader, register
 from mypt.text import DecodeCounter
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from mypt.readers import Reader, register
+from mypt.readers.base import Reader, register
 from mypt.text import DecodeCounter
 
 

@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from mypt.errors import TokenizerError
-from mypt.tokenizers import Tokenizer, register
+from mypt.tokenizers.base import Tokenizer, register
 
 
 @register

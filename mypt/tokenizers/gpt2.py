@@ -16,7 +16,7 @@ import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.io import cache_dir
-from mypt.tokenizers import Tokenizer, register
+from mypt.tokenizers.base import Tokenizer, register
 
 GPT2_EOT = 50256
 GPT2_VOCAB_SIZE = 50257

@@ -1,0 +1,135 @@
+"""The tokenizer interface and the registry (kind -> class)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from mypt.errors import TokenizerError
+from mypt.io import atomic_write_text
+
+STATE_FILE = "tokenizer_state.json"
+STATE_VERSION = 1
+TOKENIZERS: dict[str, type["Tokenizer"]] = {}  # kind -> class
+
+
+def register(cls: type["Tokenizer"]) -> type["Tokenizer"]:
+    TOKENIZERS[cls.kind] = cls
+    return cls
+
+
+def kinds() -> list[str]:
+    return list(TOKENIZERS)
+
+
+def tokenizer_class(kind: str) -> type["Tokenizer"]:
+    if kind not in TOKENIZERS:
+        raise TokenizerError(f"unknown tokenization {kind!r}: choose one of {', '.join(TOKENIZERS)}")
+    return TOKENIZERS[kind]
+
+
+class Tokenizer:
+    """Text <-> token ids.
+
+    Build one with `Tokenizer.load(dir)`, `tokenizer_class(kind).from_corpus(texts)`, or the
+    guide's form `Tokenizer(config, "gpt2")` (config is accepted for compatibility and unused;
+    a corpus-built kind also needs `chars=`).
+    """
+
+    kind = ""
+    # Whether the vocabulary is learned from the corpus (char) or fixed (gpt2): the vocab
+    # step scans the corpus only for the former.
+    learns_vocabulary = False
+    # safe(prev_byte, next_byte): where a text may be cut into blocks without changing its
+    # encoding (None: after any newline).
+    block_boundary: Callable[[int, int], bool] | None = None
+
+    def __new__(cls, config: object = None, kind: str | None = None, **kwargs):
+        if cls is Tokenizer:  # the guide's Tokenizer(config, kind): dispatch to the kind's class
+            cls = tokenizer_class(kind or "gpt2")
+        return super().__new__(cls)
+
+    def __init__(self, config: object = None, kind: str | None = None, **kwargs):
+        if kind is not None and kind != self.kind:
+            raise TokenizerError(f"{type(self).__name__} is the {self.kind} tokenizer, not {kind!r}")
+
+    @classmethod
+    def from_corpus(cls, char_sets: Iterable[str]) -> "Tokenizer":
+        """The tokenizer for a corpus, given the characters of its parts (kinds with a fixed
+        vocabulary ignore them)."""
+        return cls()
+
+    @classmethod
+    def from_state(cls, state: dict, source: str = "tokenizer state") -> "Tokenizer":
+        if not isinstance(state, dict) or state.get("format_version") != STATE_VERSION or \
+                state.get("kind") not in TOKENIZERS:
+            raise TokenizerError(f"{source}: not a mypt tokenizer state (format_version {STATE_VERSION}, "
+                                 f"kind one of {', '.join(TOKENIZERS)})")
+        return TOKENIZERS[state["kind"]]._from_state(state)
+
+    @classmethod
+    def _from_state(cls, state: dict) -> "Tokenizer":
+        return cls()
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Tokenizer":
+        """Load from a directory holding tokenizer_state.json (a dataset or a checkpoint)."""
+        path = Path(directory)
+        if path.is_dir():
+            path = path / STATE_FILE
+        if not path.is_file():
+            raise TokenizerError(f"no {STATE_FILE} in {directory}: prepare the dataset first (mypt prepare-dataset)")
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise TokenizerError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_state(state, str(path))
+
+    # -- the interface ---------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def eot_id(self) -> int | None:
+        """The end-of-text id appended after every document; None when the kind has none."""
+        return None
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Ids of `text` as a uint32 array (the fast path used for preparation)."""
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_array(text).tolist()
+
+    def encode_lossy(self, text: str) -> tuple[np.ndarray, dict[str, int]]:
+        """Ids of `text`, with what the vocabulary cannot hold replaced; returns the ids and
+        the count of each replaced character (empty for kinds that encode any text)."""
+        return self.encode_array(text), {}
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        raise NotImplementedError
+
+    def check_ids(self, ids: np.ndarray) -> None:
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise TokenizerError(f"token id out of range for a vocabulary of {self.vocab_size}")
+
+    def _state(self) -> dict:
+        return {}
+
+    def state(self) -> dict:
+        return {"format_version": STATE_VERSION, "kind": self.kind, "vocab_size": self.vocab_size,
+                "eot_id": self.eot_id, **self._state()}
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / STATE_FILE
+        atomic_write_text(path, json.dumps(self.state(), ensure_ascii=False, indent=1) + "\n")
+        return path
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"

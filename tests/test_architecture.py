@@ -1,0 +1,175 @@
+"""The layout's promises: DVC deps right by construction, imports one way, every setting
+defined once and reachable from params.yaml."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import REPO
+
+from mypt.config import EvalSettings, GenerateSettings, GPTConfig, TrainConfig, TrainRequest
+from mypt.fetch import FetchSettings
+from mypt.prepare import PrepareSettings
+
+SETTINGS = [*PrepareSettings.STEPS, GPTConfig, TrainConfig, TrainRequest, EvalSettings, GenerateSettings,
+            FetchSettings]
+
+
+def load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+dvc_deps = load_script(REPO / "scripts" / "dvc_deps.py")
+
+
+def test_dvc_yaml_deps_cover_every_module_each_stage_imports():
+    current = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    assert dvc_deps.expected_text(REPO) == current, "run `python scripts/dvc_deps.py --write`"
+    stages = yaml.safe_load(current)["stages"]
+    for name, script in dvc_deps.stage_scripts(REPO / "dvc.yaml").items():
+        deps = set((stages[name].get("do") or stages[name])["deps"])
+        assert set(dvc_deps.closure(REPO / script, REPO)) <= deps, name
+
+
+def test_deps_check_names_a_missing_module(tmp_path):
+    # A dvc.yaml whose clean stage forgot mypt/text.py fails the check, naming the module.
+    root = tmp_path / "project"
+    for name in ("mypt", "stages"):
+        import shutil
+
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    broken = text.replace("        - mypt/text.py\n", "", 1)
+    (root / "dvc.yaml").write_text(broken, encoding="utf-8")
+    assert "- mypt/text.py" in dvc_deps.expected_text(root)
+    assert dvc_deps.expected_text(root) != broken
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_imports_flow_one_way():
+    # Explicit imports only: a parent package runs before its submodules, which is no cycle.
+    graph = {m: {d for d in deps if not m.startswith(d + ".") and d != "mypt"}
+             for m, deps in dvc_deps.import_graph(REPO).items()}
+    assert _cycles(graph) == []
+    assert "mypt.model" not in graph["mypt.train"] and "mypt.model" not in graph["mypt.checkpoint"]
+    # The library never imports the commands; stages never import each other or the CLI.
+    assert not any("mypt.cli" in deps for m, deps in graph.items() if m != "mypt.cli")
+    for script in (REPO / "stages").glob("*.py"):
+        assert "mypt.cli" not in dvc_deps.direct_imports(script, REPO), script.name
+        assert "stages" not in script.read_text(encoding="utf-8").split("import", 1)[-1].split("\n")[0]
+
+
+def _command_options(script: Path) -> set[str]:
+    command = load_script(script).main
+    return {opt.lstrip("-") for p in command.params for opt in p.opts + p.secondary_opts}
+
+
+def test_every_params_key_is_a_setting_that_its_stage_takes():
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    fields = {f.name for cls in SETTINGS for f in dataclasses.fields(cls)}
+    used = set()
+    for name, script in dvc_deps.stage_scripts(REPO / "dvc.yaml").items():
+        cmd = (stages[name].get("do") or stages[name])["cmd"]
+        options = _command_options(REPO / script)
+        for flag, section, key in re.findall(r"--(\w+) \"?\$\{(\w+)\.(\w+)\}", cmd):
+            assert flag in options, f"{name}: {script} has no --{flag}"
+            assert flag == key, f"{name}: --{flag} takes ${{{section}.{key}}}: a params key is its flag's name"
+            used.add((section, key))
+    for section, values in params.items():
+        if section == "corpora":  # the pipeline's inputs (foreach), not settings
+            continue
+        for key in values:
+            assert key in fields, f"params.yaml {section}.{key} is not a settings field"
+            assert (section, key) in used, f"params.yaml {section}.{key} is passed to no stage"
+
+
+def _option_flags(tree: ast.AST) -> list[tuple[str, int]]:
+    """(flag, line) of every hand-written option(...)/click.option(...) with a default=."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "option":
+            if node.args and isinstance(node.args[0], ast.Constant) and any(k.arg == "default" for k in node.keywords):
+                found.append((node.args[0].value.split("/")[0].strip().lstrip("-"), node.lineno))
+    return found
+
+
+def test_no_setting_default_is_written_outside_its_field():
+    fields = {f.name for cls in SETTINGS for f in dataclasses.fields(cls)} | \
+        {f.metadata["flag"] for cls in SETTINGS for f in dataclasses.fields(cls) if f.metadata.get("flag")}
+    for path in [REPO / "mypt" / "cli.py", *sorted((REPO / "stages").glob("*.py"))]:
+        for flag, line in _option_flags(ast.parse(path.read_text(encoding="utf-8"))):
+            assert flag not in fields, f"{path.name}:{line}: --{flag} is a setting: generate it (settings_options)"
+
+
+def test_guide_flags_and_kebab_aliases_exist():
+    from mypt.cli import main
+
+    expected = {
+        "prepare-dataset": ["input_files", "out_dir", "tokenization", "tokens_per_shard", "val_fraction",
+                            "no_normalize", "no_filter", "no_dedup"],
+        "train": ["dataset_dir", "input_file", "model_name", "config_file", "max_iters", "learning_rate",
+                  "tokenization", "init_from_model", "eval_dataset_dir", "lr_decay_iters", "beta2", "resume"],
+        "generate": ["model_name", "prompt"],
+    }
+    for command, flags in expected.items():
+        params = main.commands[command].params
+        opts = {o for p in params for o in p.opts + p.secondary_opts}
+        for flag in flags:
+            assert f"--{flag}" in opts and f"--{flag.replace('_', '-')}" in opts, (command, flag)
+    # Every training setting is a flag.
+    train_opts = {o for p in main.commands["train"].params for o in p.opts}
+    assert {f"--{f.name}" for f in dataclasses.fields(TrainConfig)} <= train_opts
+
+
+@pytest.mark.parametrize("cls, bad, message", [
+    (GPTConfig, {"dropout": "0.1"}, "dropout: must be a number"),
+    (GPTConfig, {"bias": "no"}, "bias: must be true or false"),
+    (TrainConfig, {"batch_size": True}, "batch_size: must be an integer"),
+    (TrainConfig, {"beta2": 1.0}, "beta2: must be < 1.0"),
+    (TrainConfig, {"min_lr": -1.0}, "min_lr: must be >= 0.0"),
+    (TrainConfig, {"dtype": "fp8"}, "dtype: 'fp8' is not one of"),
+    (GenerateSettings, {"model_name": "m", "temperature": float("nan")}, "temperature: must be a finite number"),
+])
+def test_settings_check_types_and_ranges(cls, bad, message):
+    from mypt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cls.from_dict(bad, "config.json")
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    from mypt.cli import main
+
+    result = CliRunner().invoke(main, ["generate", "--model_name", str(tmp_path / "nope"), "--device", "cpu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "nope" in result.output
+    result = CliRunner().invoke(main, ["generate", "--model_name", "x", "--temperature", "nan"])
+    assert result.exit_code == 1 and "temperature" in result.output
