@@ -31,7 +31,9 @@ def main() -> None:
 @settings_options(*PrepareSettings.STEPS, use_flag_names=True)
 @option("--tokenizer_from", type=click.Path(exists=True, path_type=Path), default=None,
         help="Reuse the tokenizer of this dataset or checkpoint directory (domain adaptation with char).")
-@option("--overwrite", is_flag=True, help="Replace a different dataset already in --out_dir.")
+@option("--overwrite", is_flag=True,
+        help="Replace a different mypt dataset already in --out_dir (never other files, an input, or the "
+             "current or home directory).")
 def prepare_dataset_cmd(input_files, out_dir, tokenizer_from, overwrite, **flags):
     """Turn text files into a sharded dataset: clean, dedup, tokenize, shard, split.
 

@@ -107,6 +107,8 @@ class TrainRequest(Settings):
     eval_dataset_dir: Path | None = setting(None, "Also evaluate on this dataset's val split, logged as "
                                                   "eval_general.", exists="dir")
     resume: bool = setting(False, "Continue MODEL_NAME's run from its checkpoint.")
+    overwrite: bool = setting(False, "Replace MODEL_NAME's trained model (without it, an existing model is "
+                                     "refused: --resume continues it).")
     checkpoints_dir: Path = checkpoints_setting()
 
 

@@ -44,3 +44,7 @@ class FetchError(MyptError):
 
 class TrainingDiverged(MyptError, RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class BusyError(MyptError):
+    """An output (a dataset directory, a checkpoint) that another mypt process is writing."""

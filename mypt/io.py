@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from mypt.errors import InputError
 
 def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
@@ -73,14 +75,50 @@ def partial_dir(final: Path) -> Path:
     return final.parent / f".{final.name}.partial"
 
 
+def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
+                      marker: str | None = None, kind: str = "mypt output") -> None:
+    """The one rule of what mypt may delete to put an output in place. Writing an output
+    replaces the whole directory (staged_dir; prepare-dataset --overwrite), so a mistyped
+    --out_dir would cost the user their files: refuse, before anything is touched, a
+    directory that is (or holds) the current, home or root directory, one that is (or
+    holds) an input, and a file. With `marker`, also a non-empty directory without that
+    file (not mypt's own `kind`). mypt's own work directories (`.NAME.work`,
+    `.NAME.partial`) are not outputs and stay removable.
+    """
+    target = Path(out_dir).resolve()
+    places = {"the current directory": Path.cwd().resolve(), "the home directory": Path.home().resolve(),
+              "the root directory": Path("/")}
+    for what, place in places.items():
+        if place == target:
+            raise InputError(f"{flag} {out_dir} is {what}: refused, mypt replaces the whole {flag}; "
+                             "choose a new directory for the output")
+    for what, place in places.items():
+        if target in place.parents:
+            raise InputError(f"{flag} {out_dir} holds {what} ({place}): refused, mypt replaces the whole {flag}; "
+                             "choose a new directory for the output")
+    for given in inputs:
+        path = Path(given).resolve()
+        if path == target or target in path.parents:
+            raise InputError(f"{flag} {out_dir} {'is' if path == target else 'holds'} the input {given}: refused, "
+                             f"mypt replaces the whole {flag}; choose a directory apart from the inputs")
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{flag} {out_dir} is a file, not a directory: choose another {flag}")
+    if marker and target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
+        raise InputError(f"{flag} {out_dir} already holds files that are not a {kind} (no {marker}); "
+                         f"mypt replaces only its own {kind} or an empty directory: choose another {flag}")
+
+
 @contextlib.contextmanager
-def staged_dir(final: Path) -> Iterator[Path]:
+def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = ()) -> Iterator[Path]:
     """Build a directory beside `final` and move it into place when the block succeeds.
 
     A stale `.NAME.partial` left by a killed run is removed first. On error the partial
-    directory is removed and `final` is left as it was.
+    directory is removed and `final` is left as it was. `final` is replaced whole, so it
+    must pass check_replaceable (`inputs`: what the block reads) before anything is built.
+    The DVC stages' outputs pass: DVC removes them before running a stage.
     """
     final = Path(final)
+    check_replaceable(final, inputs)
     staging = partial_dir(final)
     if staging.exists():
         shutil.rmtree(staging)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
+from mypt.io import check_replaceable
+from mypt.lock import output_lock
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.steps.clean import CleanSettings, clean
@@ -71,13 +73,12 @@ def summary_lines(meta: dict, out_dir: Path) -> list[str]:
 
 
 def check_out_dir(out_dir: Path, settings: PrepareSettings, input_files: list[str], overwrite: bool) -> None:
-    """Refuse to replace a different dataset (or foreign files) unless told to overwrite."""
+    """Refuse to replace a different dataset unless told to overwrite. Where an output may go
+    at all (never over the inputs, the current or home directory, or foreign files, even
+    with --overwrite) is io.check_replaceable's rule, checked before this."""
     out_dir = Path(out_dir)
-    if overwrite or not out_dir.exists() or not any(out_dir.iterdir()):
+    if overwrite or not (out_dir / METADATA_FILE).is_file():
         return
-    if not (out_dir / METADATA_FILE).is_file():
-        raise InputError(f"--out_dir {out_dir} already holds files that are not a mypt dataset; "
-                         "choose another directory or pass --overwrite")
     old = read_metadata(out_dir)
     new_sources = {(display_name(p), p.stat().st_size) for p in resolve_inputs(input_files)}
     old_sources = [(s["name"], s["bytes"]) for s in old["sources"]] + \
@@ -96,9 +97,17 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
 
     Intermediate files live in `.OUT.work` beside `out_dir` and are removed at the end.
     `tokenizer_from` reuses the vocabulary of another dataset or checkpoint (domain adaptation).
+    One run at a time per `out_dir` (mypt.lock): a second would delete this one's work directory.
     """
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, settings, input_files, overwrite)
+    inputs = resolve_inputs(input_files) + ([tokenizer_from] if tokenizer_from is not None else [])
+    check_replaceable(out_dir, inputs, "--out_dir", marker=METADATA_FILE, kind="mypt dataset")
+    with output_lock(out_dir, "--out_dir"):
+        check_out_dir(out_dir, settings, input_files, overwrite)
+        return _prepare(input_files, out_dir, settings, tokenizer_from)
+
+
+def _prepare(input_files: list[str], out_dir: Path, settings: PrepareSettings, tokenizer_from: Path | None) -> dict:
     kind = settings.tokenize.tokenization
     tokenizer = None
     if tokenizer_from is not None:

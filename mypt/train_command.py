@@ -3,6 +3,8 @@ file or preset, tokenizer, model, loaders, resume), then call mypt.train.fit."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +14,7 @@ from mypt import checkpoint
 from mypt.data import GPTDataLoader, LoaderConfig, load_text_tokens, no_training_shards, resolve_device
 from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
 from mypt.errors import ConfigError
+from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.tokenizers import Tokenizer, tokenizer_class
@@ -40,8 +43,23 @@ def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable
     training settings from flags (they win over the config file's). Returns fit's result."""
     if (req.dataset_dir is None) == (req.input_file is None):
         raise ConfigError("give exactly one of --dataset_dir (a prepared dataset) or --input_file (one text file)")
-    tokenizer = _tokenizer_for(req)
+    if req.resume and req.overwrite:
+        raise ConfigError("--resume continues this model's run; --overwrite replaces it: pick one")
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
+    # One run per checkpoint: a second would delete this one's `.NAME.partial`. Under DDP only
+    # rank 0 saves, so only rank 0 takes the lock.
+    rank0 = os.environ.get("WORLD_SIZE", "1") == "1" or os.environ.get("RANK", "0") == "0"
+    with output_lock(ckpt_dir, "--model_name") if rank0 else contextlib.nullcontext():
+        return _run_training(req, ckpt_dir, overrides, log)
+
+
+def _run_training(req: TrainRequest, ckpt_dir: Path, overrides: dict | None, log: Callable[[str], None]) -> dict:
+    # A trained model is the user's work: replaced only when asked. Every rank checks before
+    # setup_distributed, so none can have saved yet.
+    if not req.resume and not req.overwrite and (ckpt_dir / "model.safetensors").is_file():
+        raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
+                          f"to continue it, --overwrite to replace it, or choose a new --model_name")
+    tokenizer = _tokenizer_for(req)
     init = checkpoint.resolve(req.init_from_model, req.checkpoints_dir) if req.init_from_model else None
     if req.resume and init:
         raise ConfigError("--resume continues this model's own run; --init_from_model starts a new one: pick one")

@@ -19,7 +19,7 @@ from mypt.steps.vocab import build_vocab
 def main(in_dir, out_dir, **flags) -> None:
     """Write --out_dir/tokenizer_state.json."""
     tokenizer = build_vocab(in_dir, TokenizeSettings.from_flags(flags))
-    with staged_dir(out_dir) as stage:
+    with staged_dir(out_dir, [in_dir]) as stage:
         tokenizer.save(stage)
     click.echo(f"vocab: {tokenizer}")
 

@@ -64,7 +64,7 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
     a one-document source, .jsonl for a source of many documents)."""
     paths = resolve_inputs(input_files)
     max_line_chars = settings.max_line_chars if settings.filter else 0
-    with staged_dir(out_dir) as stage:
+    with staged_dir(out_dir, paths) as stage:
         sources, skipped, tasks = [], [], []
         for path in paths:
             if looks_binary(path):

@@ -99,7 +99,7 @@ def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()
     if val_fraction > 0 and val_tokens == 0:
         raise InputError(f"the corpus is too small to split: {n_units} unit(s) of up to {chunk_tokens} tokens; "
                          "lower --chunk_tokens, add text, or pass --val_fraction 0")
-    with staged_dir(out_dir) as stage:
+    with staged_dir(out_dir, [in_dir]) as stage:
         train = ShardWriter(stage / "train", tps)
         val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps))
         for start, end, is_val in runs:

@@ -1,0 +1,178 @@
+"""Nothing a user owns is ever lost: --out_dir never replaces inputs or foreign files, a
+trained model is replaced only when asked, and two runs never write the same output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, mypt_cli, run, tree_bytes
+
+from mypt.lock import lock_path, output_lock
+
+TINY = ["--config_file", "tiny", "--device", "cpu", "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1"]
+
+
+def corpus(root: Path, name: str = "corpus.txt") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / name
+    path.write_text("".join(f"Line {i} of the king's speech, and the queen's reply {i * 7}.\n" for i in range(300)))
+    return path
+
+
+def refused(*args: str, cwd: Path) -> str:
+    """Run the CLI expecting a one-line refusal: exit 1, no traceback; returns stderr."""
+    done = mypt_cli(*args, cwd=cwd, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done.stderr
+
+
+def prepare_args(inp: Path | str, out: Path | str, *extra: str) -> list[str]:
+    return ["prepare-dataset", "--input_files", str(inp), "--out_dir", str(out), "--tokenization", "char",
+            "--val_fraction", "0", *extra]
+
+
+# ---------------------------------------------------------------------------------------------
+# --out_dir
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_out_dir_holding_an_input_is_refused(tmp_path, overwrite):
+    inp = corpus(tmp_path / "dir")
+    (tmp_path / "dir" / "notes.md").write_text("mine")
+    before = tree_bytes(tmp_path)
+    err = refused(*prepare_args(inp, tmp_path / "dir", *overwrite), cwd=tmp_path)
+    assert "--out_dir" in err and str(tmp_path / "dir") in err and "input" in err and str(inp) in err
+    assert tree_bytes(tmp_path) == before
+    # the input directory itself as --out_dir
+    err = refused(*prepare_args(tmp_path / "dir", tmp_path / "dir", *overwrite), cwd=tmp_path)
+    assert "--out_dir" in err and "input" in err
+    assert tree_bytes(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["cwd", "parent_of_cwd", "home", "root"])
+def test_out_dir_is_never_the_current_home_or_root_directory(tmp_path, where):
+    cwd = tmp_path / "a" / "b"
+    inp = corpus(tmp_path / "in")
+    cwd.mkdir(parents=True)
+    (cwd / "work.txt").write_text("my work")
+    home = Path(os.environ["HOME"])  # conftest's temporary home
+    (home / "diary.md").write_text("mine")
+    out = {"cwd": ".", "parent_of_cwd": str(tmp_path / "a"), "home": str(home), "root": "/"}[where]
+    before, home_before = tree_bytes(tmp_path), tree_bytes(home)
+    err = refused(*prepare_args(inp, out, "--overwrite"), cwd=cwd)
+    what = {"cwd": "the current directory", "parent_of_cwd": "holds the current directory",
+            "home": "the home directory", "root": "the root directory"}[where]
+    assert f"--out_dir {out} " in err and what in err, err
+    assert tree_bytes(tmp_path) == before and tree_bytes(home) == home_before
+
+
+def test_overwrite_replaces_only_a_mypt_dataset_or_an_empty_directory(tmp_path):
+    inp = corpus(tmp_path / "in")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.md").write_text("mine")
+    before = tree_bytes(tmp_path)
+    err = refused(*prepare_args(inp, foreign, "--overwrite"), cwd=tmp_path)
+    assert "--out_dir" in err and str(foreign) in err and "not a mypt dataset" in err
+    assert tree_bytes(tmp_path) == before
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mypt_cli(*prepare_args(inp, empty, "--overwrite"), cwd=tmp_path)
+    assert (empty / "dataset_metadata.json").is_file()
+    # mypt's own leftovers of a killed run stay removable
+    for leftover in (".empty.work", ".empty.partial"):
+        (tmp_path / leftover).mkdir()
+        (tmp_path / leftover / "junk").write_text("x")
+    other = corpus(tmp_path / "in2", "other.txt")
+    mypt_cli(*prepare_args(other, empty, "--overwrite", "--no_dedup"), cwd=tmp_path)
+    meta = json.loads((empty / "dataset_metadata.json").read_text())
+    assert [s["name"].rsplit("/", 1)[-1] for s in meta["sources"]] == ["other.txt"]
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_stage_script_refuses_to_replace_its_input(tmp_path):
+    """io.staged_dir applies the same rule: a stage run by hand cannot delete its input."""
+    inp = corpus(tmp_path / "dir")
+    before = tree_bytes(tmp_path)
+    done = run([sys.executable, str(REPO / "stages" / "clean.py"), "--input_files", str(inp), "--out_dir",
+                str(tmp_path / "dir"), "--stats", str(tmp_path / "stats.json")], tmp_path, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "--out_dir" in done.stderr and "input" in done.stderr
+    assert tree_bytes(tmp_path) == before
+    # a fresh output (what DVC leaves after emptying a stage's outs) still works
+    run([sys.executable, str(REPO / "stages" / "clean.py"), "--input_files", str(inp), "--out_dir",
+         str(tmp_path / "clean"), "--stats", str(tmp_path / "stats.json")], tmp_path)
+    assert (tmp_path / "clean" / "manifest.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# a trained model
+
+def test_training_over_a_trained_model_needs_resume_or_overwrite(tmp_path):
+    mypt_cli(*prepare_args(corpus(tmp_path / "in"), tmp_path / "ds"), cwd=tmp_path)
+    args = ["train", "--dataset_dir", str(tmp_path / "ds"), "--model_name", "m", *TINY]
+    mypt_cli(*args, cwd=tmp_path)
+    before = tree_bytes(tmp_path)
+    err = refused(*args, cwd=tmp_path)
+    assert "--model_name m" in err and str(Path("checkpoints") / "m") in err and "already holds a trained model" in err
+    assert "--resume" in err and "--overwrite" in err and "new --model_name" in err
+    assert tree_bytes(tmp_path) == before
+    assert "pick one" in refused(*args, "--resume", "--overwrite", cwd=tmp_path)
+    assert tree_bytes(tmp_path) == before
+    mypt_cli(*args, "--overwrite", "--seed", "7", cwd=tmp_path)
+    assert (tmp_path / "checkpoints/m/model.safetensors").read_bytes() != before["checkpoints/m/model.safetensors"]
+
+
+# ---------------------------------------------------------------------------------------------
+# one writer per output
+
+def test_second_prepare_on_the_same_out_dir_fails_at_once(tmp_path):
+    inp = corpus(tmp_path / "in")
+    out = tmp_path / "ds"
+    with output_lock(out, "--out_dir"):  # this process plays the first run
+        assert lock_path(out).read_text().strip() == str(os.getpid())
+        before = tree_bytes(tmp_path)
+        start = time.monotonic()
+        err = refused(*prepare_args(inp, out), cwd=tmp_path)
+        assert time.monotonic() - start < 60
+        assert f"{out} is in use by process {os.getpid()}" in err and "--out_dir" in err
+        assert tree_bytes(tmp_path) == before and not out.exists()
+    assert not lock_path(out).exists()  # released and removed
+    mypt_cli(*prepare_args(inp, out), cwd=tmp_path)
+
+
+def test_second_training_of_the_same_model_fails_at_once(tmp_path):
+    mypt_cli(*prepare_args(corpus(tmp_path / "in"), tmp_path / "ds"), cwd=tmp_path)
+    ckpt = tmp_path / "checkpoints" / "m"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom mypt.lock import output_lock\n"
+                               f"with output_lock({str(ckpt)!r}, '--model_name'):\n"
+                               "    print('held', flush=True)\n    time.sleep(120)\n"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        err = refused("train", "--dataset_dir", str(tmp_path / "ds"), "--model_name", "m", *TINY, cwd=tmp_path)
+        assert f"{Path('checkpoints', 'm')} is in use by process {holder.pid}" in err and "--model_name" in err
+        assert not ckpt.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel released the dead holder's lock: its leftover file does not block
+    assert lock_path(ckpt).exists()
+    mypt_cli("train", "--dataset_dir", str(tmp_path / "ds"), "--model_name", "m", *TINY, cwd=tmp_path)
+    assert (ckpt / "model.safetensors").is_file() and not lock_path(ckpt).exists()
+
+
+def test_lock_file_of_a_dead_process_does_not_block(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "ds"
+    lock_path(out).write_text(f"{dead.pid}\n")
+    mypt_cli(*prepare_args(corpus(tmp_path / "in"), out), cwd=tmp_path)
+    assert (out / "dataset_metadata.json").is_file() and not lock_path(out).exists()
