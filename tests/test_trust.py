@@ -97,6 +97,7 @@ def test_overwrite_replaces_only_a_mypt_dataset_or_an_empty_directory(tmp_path):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_stage_script_refuses_to_replace_its_input(tmp_path):
     """io.staged_dir applies the same rule: a stage run by hand cannot delete its input."""
     inp = corpus(tmp_path / "dir")
@@ -115,6 +116,7 @@ def test_stage_script_refuses_to_replace_its_input(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # a trained model
 
+@pytest.mark.slow
 def test_training_over_a_trained_model_needs_resume_or_overwrite(tmp_path):
     mypt_cli(*prepare_args(corpus(tmp_path / "in"), tmp_path / "ds"), cwd=tmp_path)
     args = ["train", "--dataset_dir", str(tmp_path / "ds"), "--model_name", "m", *TINY]
@@ -148,6 +150,7 @@ def test_second_prepare_on_the_same_out_dir_fails_at_once(tmp_path):
     mypt_cli(*prepare_args(inp, out), cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_second_training_of_the_same_model_fails_at_once(tmp_path):
     mypt_cli(*prepare_args(corpus(tmp_path / "in"), tmp_path / "ds"), cwd=tmp_path)
     ckpt = tmp_path / "checkpoints" / "m"
