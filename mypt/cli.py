@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from mypt.config import GenerateSettings, train_options
+from mypt.config import EvalSettings, ExportSettings, GenerateSettings, train_options
 from mypt.options import GreedyCommand, MyptGroup, option, settings_options
 from mypt.prepare import PrepareSettings, summary_lines
 
@@ -93,6 +93,45 @@ def generate_cmd(**flags):
     generate(model, tokenizer, s.prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
              s.num_samples, show)
     click.echo()
+
+
+@main.command("eval")
+@settings_options(EvalSettings)
+@option("--dataset", "datasets", multiple=True, required=True, metavar="NAME=DIR",
+        help="A prepared dataset whose val split to evaluate, under a name (several allowed).")
+@option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of lines.")
+def eval_cmd(datasets, as_json, **flags):
+    """Loss and perplexity of a model over whole val splits (every window once, in order).
+
+    \b
+    Example:
+      mypt eval --model_name base --dataset general=data/datasets/general --dataset domain=data/datasets/domain
+    """
+    import json
+
+    from mypt.eval_command import evaluate_model, parse_datasets
+
+    results = evaluate_model(EvalSettings.from_flags(flags), parse_datasets(list(datasets)),
+                             log=(lambda line: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+
+
+@main.command("export-hf")
+@settings_options(ExportSettings)
+def export_hf_cmd(**flags):
+    """Export a model for Hugging Face transformers (GPT2LMHeadModel + its tokenizer).
+
+    The directory loads with AutoModelForCausalLM.from_pretrained and
+    AutoTokenizer.from_pretrained, no custom code. Needs `pip install 'mypt[hf]'`.
+    """
+    from mypt import checkpoint
+    from mypt.hf import export_hf
+
+    s = ExportSettings.from_flags(flags)
+    out = export_hf(checkpoint.resolve(s.model_name, s.checkpoints_dir), s.out_dir)
+    click.echo(f"Exported {s.model_name} to {out}: load it with "
+               f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
 
 
 @main.command("install-gpt2-vocab")

@@ -3,7 +3,8 @@
 - `GPTConfig`: the model's shape (a model option is a field here plus the model code);
 - `TrainConfig`: the training settings;
 - `TrainRequest`: the run's other flags (data, checkpoints, resume);
-- `EvalSettings`, `GenerateSettings`: the eval stage's and `mypt generate`'s settings.
+- `EvalSettings`, `GenerateSettings`, `ExportSettings`: `mypt eval` (and the eval stage),
+  `mypt generate`, `mypt export-hf`.
 
 Each field is one `setting()` (default, check, help); `mypt train`'s flags, the train
 stage's, params.yaml's train/adapt keys and config files all follow from the fields. A
@@ -23,6 +24,11 @@ from mypt.settings import Settings, device_setting, setting
 from mypt.tokenizers import kinds
 
 VOCAB_MULTIPLE = 64  # padding the vocabulary (50257 -> 50304) makes the head matmul ~25% faster on GPU
+
+
+def model_setting():
+    """The `model_name` field of the commands that read a trained model."""
+    return setting(None, "A name under --checkpoints_dir, or a checkpoint directory.", required=True)
 
 
 def checkpoints_setting():
@@ -118,9 +124,23 @@ class EvalSettings(Settings):
 
     LABEL = "eval setting"
 
+    model_name: str = model_setting()
     batch_size: int = setting(32, "Windows per batch.", min=1)
     max_tokens: int | None = setting(None, "Evaluate at most this many tokens per split.", min=1)
     device: str = device_setting()
+    checkpoints_dir: Path = checkpoints_setting()
+
+
+@dataclass(frozen=True)
+class ExportSettings(Settings):
+    """`mypt export-hf`: a checkpoint as a transformers directory."""
+
+    LABEL = "export setting"
+
+    model_name: str = model_setting()
+    out_dir: Path = setting(None, "Directory to write: config.json, model.safetensors, tokenizer files.",
+                            required=True)
+    checkpoints_dir: Path = checkpoints_setting()
 
 
 @dataclass(frozen=True)
@@ -129,7 +149,7 @@ class GenerateSettings(Settings):
 
     LABEL = "generate setting"
 
-    model_name: str = setting(None, "A name under --checkpoints_dir, or a checkpoint directory.", required=True)
+    model_name: str = model_setting()
     prompt: str = setting("", "Text to continue (default: the start of a document).", show_default=False)
     max_new_tokens: int = setting(200, "Tokens to generate per sample.", min=1)
     temperature: float = setting(0.8, "Softmax temperature; 0 = greedy.", min=0.0)

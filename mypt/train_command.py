@@ -14,6 +14,7 @@ from mypt import checkpoint
 from mypt.data import GPTDataLoader, LoaderConfig, load_text_tokens, no_training_shards, resolve_device
 from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
 from mypt.errors import ConfigError
+from mypt.hf import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.shards import METADATA_FILE, read_metadata
@@ -60,14 +61,15 @@ def _run_training(req: TrainRequest, ckpt_dir: Path, overrides: dict | None, log
         raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")
     tokenizer = _tokenizer_for(req)
-    init = checkpoint.resolve(req.init_from_model, req.checkpoints_dir) if req.init_from_model else None
+    hf_init = hf_dir(req.init_from_model)  # hf:DIR, a transformers GPT-2 directory
+    init = hf_init or (checkpoint.resolve(req.init_from_model, req.checkpoints_dir) if req.init_from_model else None)
     if req.resume and init:
         raise ConfigError("--resume continues this model's own run; --init_from_model starts a new one: pick one")
 
     if req.resume:
         init = checkpoint.resolve(ckpt_dir)
     if init is not None and not req.config_file:  # continue with the checkpoint's own settings
-        saved = checkpoint.read_config(init)
+        saved = read_hf_config(init) if hf_init else checkpoint.read_config(init)
         model_d, train_d, source = dict(saved["model"]), saved.get("training", {}), f"{init}/config.json"
     else:
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
@@ -87,7 +89,7 @@ def _run_training(req: TrainRequest, ckpt_dir: Path, overrides: dict | None, log
     torch.manual_seed(train_cfg.seed + dist.rank)
 
     if init is not None:
-        model, init_tok, _ = load_model(init, device)
+        model, init_tok, _ = import_hf(init, device) if hf_init else load_model(init, device)
         if init_tok.state() != tokenizer.state():
             raise ConfigError(f"{init} was trained with another vocabulary ({init_tok}) than this data ({tokenizer}): "
                               f"prepare the data with --tokenizer_from {init}")

@@ -1,0 +1,250 @@
+"""Hugging Face transformers export: a mypt checkpoint as a GPT2LMHeadModel directory that
+`AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` load with no
+custom code.
+
+- Weights: mypt's GPT is GPT-2's architecture (pre-LN, learned positions, tied embeddings,
+  tanh GELU = "gelu_new"). transformers' GPT-2 uses Conv1D layers whose weights are the
+  transpose of nn.Linear's; biases a model trained without them are exported as zeros; the
+  vocabulary padding rows are trimmed; the embedding stays tied to the output head.
+- Tokenizer: gpt2 becomes GPT-2's byte-level BPE (vocab + merges derived offline from the
+  r50k_base ranks mypt installs: a token's merge is the split BPE reaches with the ranks below
+  its own); char becomes a WordLevel model over single characters with a decoder that fuses
+  them, so both encode and decode exactly as mypt does.
+
+transformers and tokenizers are optional: `pip install 'mypt[hf]'`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from mypt.errors import ConfigError
+from mypt.io import check_replaceable, staged_dir
+from mypt.model import load_model
+from mypt.tokenizers import Tokenizer
+
+_LINEAR = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # Conv1D in transformers' GPT-2
+
+
+def _require_hf():
+    try:
+        import tokenizers  # noqa: F401
+        import transformers
+    except ImportError:
+        raise ConfigError("exporting to Hugging Face needs transformers and tokenizers: "
+                          "pip install 'mypt[hf]'") from None
+    return transformers
+
+
+def hf_config(cfg, tokenizer: Tokenizer):
+    """transformers' GPT2Config for a mypt GPTConfig (the real vocabulary, not the padded one)."""
+    transformers = _require_hf()
+    eot = tokenizer.eot_id
+    return transformers.GPT2Config(
+        vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function="gelu_new",
+        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5,
+        bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True,
+        architectures=["GPT2LMHeadModel"])
+
+
+def hf_state_dict(model) -> dict[str, torch.Tensor]:
+    """mypt GPT weights under transformers' GPT-2 names and layouts."""
+    cfg, out = model.config, {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to transformer.wte.weight
+        t = tensor.detach().float().cpu()
+        if name in ("transformer.wte.weight",):
+            t = t[:cfg.vocab_size]  # drop the padding rows
+        if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in _LINEAR):
+            t = t.t()  # nn.Linear (out, in) -> Conv1D (in, out)
+        out[name] = t.contiguous()
+    # A model without biases exports zero biases (transformers' GPT-2 always has them).
+    for key, shape in _bias_shapes(cfg).items():
+        out.setdefault(key, torch.zeros(shape))
+    return out
+
+
+def _bias_shapes(cfg) -> dict[str, int]:
+    c, shapes = cfg.n_embd, {"transformer.ln_f.bias": cfg.n_embd}
+    for i in range(cfg.n_layer):
+        p = f"transformer.h.{i}."
+        shapes.update({p + "ln_1.bias": c, p + "ln_2.bias": c, p + "attn.c_attn.bias": 3 * c,
+                       p + "attn.c_proj.bias": c, p + "mlp.c_fc.bias": 4 * c, p + "mlp.c_proj.bias": c})
+    return shapes
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in character for each byte (byte-level BPE's alphabet)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    mapping, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + n)
+            n += 1
+    return mapping
+
+
+def _bpe_split(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
+    parts = [bytes([b]) for b in token]
+    while True:
+        best = None
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < max_rank and (best is None or rank < best[0]):
+                best = (rank, i)
+        if best is None:
+            return parts
+        i = best[1]
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+
+
+def gpt2_hf_tokenizer(tokenizer: Tokenizer):
+    """GPT-2's byte-level BPE as a `tokenizers.Tokenizer`, from the r50k_base ranks."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from mypt.tokenizers.gpt2 import require_gpt2_vocab
+
+    ranks = {}
+    for line in require_gpt2_vocab().read_text(encoding="ascii").splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    byte_char = _bytes_to_unicode()
+    show = lambda b: "".join(byte_char[x] for x in b)  # noqa: E731
+    vocab = {show(token): rank for token, rank in ranks.items()}
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) > 1:
+            left, right = _bpe_split(ranks, token, rank)
+            merges.append((show(left), show(right)))
+    hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.add_special_tokens([AddedToken("<|endoftext|>", special=True)])
+    return hf
+
+
+def char_hf_tokenizer(tokenizer: Tokenizer):
+    """mypt's char vocabulary as a `tokenizers.Tokenizer`: every character is a word of a
+    WordLevel model, and the decoder fuses them back without separators."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    vocab = {c: i for i, c in enumerate(tokenizer.chars)}
+    unk = next((c for c in "? " if c in vocab), tokenizer.chars[0])
+    hf = HFTokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+    hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one piece per character
+    hf.decoder = decoders.Fuse()
+    return hf
+
+
+def export_hf(model_dir: Path, out_dir: Path) -> Path:
+    """Write `out_dir` (config.json, model.safetensors, tokenizer files) from the checkpoint
+    directory `model_dir`."""
+    transformers = _require_hf()
+    check_replaceable(out_dir, [model_dir], flag="--out_dir", marker="config.json", kind="exported model")
+    model, tokenizer, _ = load_model(model_dir, "cpu")
+    hf_model = transformers.GPT2LMHeadModel(hf_config(model.config, tokenizer))
+    missing, unexpected = hf_model.load_state_dict(hf_state_dict(model), strict=False)
+    missing = [k for k in missing if not k.endswith(("attn.bias", "attn.masked_bias", "lm_head.weight"))]
+    if missing or unexpected:  # a mypt model option transformers' GPT-2 cannot express
+        raise ConfigError(f"{model_dir}: no GPT-2 equivalent for weights (missing {missing}, "
+                          f"unexpected {unexpected})")
+    build = {"gpt2": gpt2_hf_tokenizer, "char": char_hf_tokenizer}.get(tokenizer.kind)
+    if build is None:
+        raise ConfigError(f"{model_dir}: no Hugging Face export for {tokenizer.kind} tokenizers yet")
+    eot = "<|endoftext|>" if tokenizer.eot_id is not None else None
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=build(tokenizer), eos_token=eot,
+                                                  bos_token=eot, model_max_length=model.config.block_size)
+    with staged_dir(out_dir, inputs=[model_dir]) as stage:
+        hf_model.save_pretrained(stage, safe_serialization=True)
+        hf_tok.save_pretrained(stage)
+        # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
+        tokenizer.save(stage)
+    return Path(out_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# import: `mypt train --init_from_model hf:DIR` (needs only safetensors, not transformers)
+
+HF_PREFIX = "hf:"
+
+
+def hf_dir(spec: str | None) -> Path | None:
+    """The directory of an `hf:DIR` model spec, else None."""
+    return Path(spec[len(HF_PREFIX):]) if isinstance(spec, str) and spec.startswith(HF_PREFIX) else None
+
+
+def read_hf_config(path: Path) -> dict:
+    """A GPT-2-format transformers directory's config as mypt's {"model": ..., "training": {}}."""
+    path = Path(path)
+    try:
+        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--init_from_model hf:{path}: no readable config.json ({e})") from None
+    if hf.get("model_type") != "gpt2" or hf.get("activation_function", "gelu_new") != "gelu_new" or \
+            hf.get("n_inner") not in (None, 4 * hf.get("n_embd", 0)):
+        raise ConfigError(f"--init_from_model hf:{path}: mypt imports GPT-2-architecture models (model_type gpt2, "
+                          f"gelu_new, n_inner 4 x n_embd); this is {hf.get('model_type')!r}")
+    model = {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
+             "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True}
+    return {"model": model, "training": {}}
+
+
+def import_hf(path: Path, device: str | torch.device = "cpu"):
+    """(mypt GPT, tokenizer, config) of a GPT-2-format transformers directory (what
+    `save_pretrained` writes, or a local copy of the gpt2 weights)."""
+    from safetensors.torch import load_file
+
+    from mypt.config import GPTConfig
+    from mypt.errors import CheckpointError
+    from mypt.model import GPT
+    from mypt.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
+
+    path = Path(path)
+    config = read_hf_config(path)
+    cfg = GPTConfig.from_dict(config["model"], f"{path}/config.json")
+    if not (path / "model.safetensors").is_file():
+        raise CheckpointError(f"--init_from_model hf:{path}: no model.safetensors (save it with "
+                              "save_pretrained(..., safe_serialization=True); pickles are refused)")
+    weights = {k.removeprefix("transformer."): v for k, v in load_file(path / "model.safetensors").items()}
+    model = GPT(cfg)
+    state = {}
+    for name, param in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        key = name.removeprefix("transformer.")
+        if key not in weights:
+            raise CheckpointError(f"--init_from_model hf:{path}: model.safetensors has no {key}")
+        t = weights[key].float()
+        if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in _LINEAR):
+            t = t.t()
+        if name == "transformer.wte.weight":  # pad to mypt's multiple-of-64 vocabulary; padded ids never sampled
+            t = torch.cat([t, torch.zeros(param.shape[0] - t.shape[0], t.shape[1])])
+        if t.shape != param.shape:
+            raise CheckpointError(f"--init_from_model hf:{path}: {key} has shape {tuple(t.shape)}, the config "
+                                  f"says {tuple(param.shape)}")
+        state[name] = t.contiguous()
+    model.load_state_dict(state, strict=False)
+    if (path / "tokenizer_state.json").is_file():  # a mypt export
+        tokenizer = Tokenizer.load(path)
+    elif cfg.vocab_size == GPT2_VOCAB_SIZE:
+        tokenizer = GPT2Tokenizer()
+    else:
+        raise ConfigError(f"--init_from_model hf:{path}: vocabulary of {cfg.vocab_size} with no tokenizer_state.json; "
+                          "mypt imports GPT-2-vocabulary models or its own exports")
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise ConfigError(f"--init_from_model hf:{path}: the tokenizer has {tokenizer.vocab_size} ids, the model "
+                          f"{cfg.vocab_size}")
+    return model.to(device), tokenizer, config

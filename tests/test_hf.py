@@ -1,0 +1,139 @@
+"""Hugging Face in and out: export to transformers (logits and tokenizer equal mypt's),
+import of GPT-2-format weights (round trip, training continues), and `mypt eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mypt import checkpoint
+from mypt.cli import main
+from mypt.config import GPTConfig, TrainConfig
+from mypt.data import GPTDataLoader, LoaderConfig
+from mypt.hf import import_hf
+from mypt.model import GPT
+from mypt.tokenizers.char import CharTokenizer
+from mypt.tokenizers.gpt2 import GPT2Tokenizer
+
+transformers = pytest.importorskip("transformers")
+
+MULTILINGUAL = ("Hello wörld! Ελληνικά, русский, עברית, العربية, 日本語のテキスト 😀\n\n"
+                "  indented\tcode(x): return x**2  # we'll see, I'M sure\r\n")
+
+
+def trained_checkpoint(path: Path, tokenizer, bias: bool) -> GPT:
+    """A tiny model trained a few steps (so no weight is at its initial value)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=bias))
+    tokens = np.random.default_rng(0).integers(0, tokenizer.vocab_size, 4000).astype(np.uint32)
+    loader = GPTDataLoader(LoaderConfig(batch_size=4, block_size=16), tokenizer, tokens=tokens)
+    model.fit(loader, config=TrainConfig(max_iters=3, eval_interval=3, eval_iters=1, warmup_iters=0),
+              log=lambda line: None)
+    checkpoint.save(path, model, tokenizer, {})
+    return model
+
+
+def export(tmp_path: Path, name: str) -> Path:
+    out = tmp_path / f"hf-{name}"
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / name), "--out_dir", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("kind, bias", [("gpt2", False), ("char", True)])
+def test_export_loads_in_transformers_with_equal_logits_and_tokens(tmp_path, kind, bias):
+    tokenizer = GPT2Tokenizer() if kind == "gpt2" else CharTokenizer(chars=sorted(set(MULTILINGUAL)))
+    model = trained_checkpoint(tmp_path / "m", tokenizer, bias).eval()
+    out = export(tmp_path, "m")
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert type(hf_model).__name__ == "GPT2LMHeadModel"
+    assert hf_model.get_output_embeddings().weight.data_ptr() == hf_model.get_input_embeddings().weight.data_ptr()
+
+    ids = tokenizer.encode(MULTILINGUAL)
+    assert hf_tok(MULTILINGUAL)["input_ids"] == ids
+    assert hf_tok.decode(ids) == tokenizer.decode(ids) == MULTILINGUAL
+    x = torch.tensor([ids[:16]])
+    with torch.no_grad():
+        ours = model(x, x)[0][..., :tokenizer.vocab_size]  # all positions; padded ids trimmed
+        theirs = hf_model(x).logits
+    assert theirs.shape == ours.shape
+    assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_export_refuses_a_directory_of_other_files(tmp_path):
+    trained_checkpoint(tmp_path / "m", CharTokenizer(chars="abc\n"), bias=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / "m"),
+                                       "--out_dir", str(tmp_path / "mine")])
+    assert result.exit_code == 1 and "--out_dir" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def hf_gpt2(path: Path) -> dict:
+    """A small random GPT-2 made by transformers, saved as save_pretrained writes it."""
+    torch.manual_seed(1)
+    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(cfg)
+    model.save_pretrained(path, safe_serialization=True)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_import_then_export_round_trips_to_identical_tensors(tmp_path):
+    original = hf_gpt2(tmp_path / "gpt2-small")
+    model, tokenizer, _ = import_hf(tmp_path / "gpt2-small")
+    assert tokenizer.kind == "gpt2" and model.config.bias
+    checkpoint.save(tmp_path / "imported", model, tokenizer, {})
+    again = transformers.AutoModelForCausalLM.from_pretrained(export(tmp_path, "imported")).state_dict()
+    for key, value in original.items():
+        if key.endswith(("attn.bias", "attn.masked_bias")):
+            continue
+        assert torch.equal(again[key], value), key
+
+
+@pytest.mark.slow
+def test_training_continues_from_hf_weights_and_refuses_another_tokenizer(tmp_path):
+    hf_gpt2(tmp_path / "gpt2-small")
+    (tmp_path / "corpus.txt").write_text("The quick brown fox jumps over the lazy dog.\n" * 400)
+    runner = CliRunner()
+    for kind in ("gpt2", "char"):
+        result = runner.invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "corpus.txt"), "--out_dir",
+                                      str(tmp_path / kind), "--tokenization", kind, "--no_dedup",
+                                      "--tokens_per_shard", "1000", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+    args = ["train", "--init_from_model", f"hf:{tmp_path / 'gpt2-small'}", "--checkpoints_dir",
+            str(tmp_path / "ckpt"), "--max_iters", "4", "--eval_interval", "2", "--eval_iters", "1",
+            "--batch_size", "2", "--device", "cpu"]
+    result = runner.invoke(main, [*args, "--dataset_dir", str(tmp_path / "gpt2"), "--model_name", "tuned"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "ckpt" / "tuned" / "config.json").read_text())
+    assert saved["model"]["n_layer"] == 2 and saved["init_from_model"].endswith("gpt2-small")
+    result = runner.invoke(main, [*args, "--dataset_dir", str(tmp_path / "char"), "--model_name", "bad"])
+    assert result.exit_code == 1 and "vocabulary" in result.output and "Traceback" not in result.output
+
+
+def test_mypt_eval_prints_json_and_refuses_another_tokenizer(tmp_path):
+    text = "to be or not to be, that is the question\n" * 300
+    (tmp_path / "a.txt").write_text(text)
+    (tmp_path / "b.txt").write_text(text.upper())
+    runner = CliRunner()
+    for name in ("a", "b"):
+        result = runner.invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / f"{name}.txt"), "--out_dir",
+                                      str(tmp_path / f"ds-{name}"), "--tokenization", "char", "--no_dedup",
+                                      "--workers", "1"])
+        assert result.exit_code == 0, result.output
+    trained_checkpoint(tmp_path / "m", CharTokenizer.load(tmp_path / "ds-a"), bias=False)
+    result = runner.invoke(main, ["eval", "--model_name", str(tmp_path / "m"), "--dataset", f"a={tmp_path / 'ds-a'}",
+                                  "--json", "--batch_size", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output)["a"]
+    assert got["tokens"] > 0 and got["perplexity"] == pytest.approx(np.exp(got["loss"]))
+    result = runner.invoke(main, ["eval", "--model_name", str(tmp_path / "m"), "--dataset", f"b={tmp_path / 'ds-b'}",
+                                  "--device", "cpu"])
+    assert result.exit_code == 1 and "another tokenizer" in result.output
