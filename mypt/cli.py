@@ -91,7 +91,7 @@ def generate_cmd(**flags):
         click.echo(piece, nl=False)
 
     generate(model, tokenizer, s.prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
-             s.num_samples, show)
+             s.num_samples, show, stop=s.stop)
     click.echo()
 
 

@@ -158,6 +158,8 @@ class GenerateSettings(Settings):
                                         "reaches p.", min=0.0, max=1.0, min_open=True)
     seed: int = setting(1337, "Sampling seed.")
     num_samples: int = setting(1, "Samples to draw.", min=1)
+    stop: tuple[str, ...] = setting((), "End a sample at this text (not printed); give it several times for "
+                                        "several stop strings.")
     device: str = device_setting()
     checkpoints_dir: Path = checkpoints_setting()
 

@@ -1,14 +1,17 @@
-"""Sampling: temperature, top-k and top-p, with a KV cache.
+"""Sampling: temperature, top-k and top-p, with a KV cache, streamed as text.
 
-While the sequence fits in block_size each step feeds one token and reuses the cached keys
-and values of the others. Beyond block_size the model can only see the last block_size
-tokens, with positions counted from the window's start, so the cache cannot be reused: the
-window is recomputed each step (as nanoGPT does every step).
+While the sequence fits in block_size, each step feeds one token and reuses the cached keys
+and values of the others. Positions are absolute (learned), so when the window must slide
+the cache cannot simply be shifted: the last half-window is prefilled again, once every
+half-window of new tokens. Each token then sees between block_size/2 and block_size tokens of
+context, and a step costs the same at token 100 as at token 100,000 (recomputing the whole
+window at every step, as nanoGPT does and `use_cache=False` does, costs block_size tokens of
+compute per step).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -34,59 +37,96 @@ def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperatur
                   use_cache: bool = True) -> Iterator[torch.Tensor]:
     """Yield (B,) next-token tensors, one step at a time. idx: (B, T) prompt ids."""
     model.eval()
-    cfg = model.config
+    block = model.config.block_size
+    window = idx[:, -block:]  # only the last block_size tokens can matter: memory stays flat
     cache = None
     for _ in range(max_new_tokens):
-        if use_cache and idx.size(1) <= cfg.block_size:
-            if cache is None:
-                cache = KVCache(cfg, idx.size(0), idx.device, next(model.parameters()).dtype)
-                logits, _ = model(idx, cache=cache)  # prefill
-            else:
-                logits, _ = model(idx[:, -1:], cache=cache)
+        if not use_cache:
+            logits, _ = model(window)
+        elif cache is None:  # prefill the prompt
+            cache = KVCache(model.config, window.size(0), window.device, next(model.parameters()).dtype)
+            logits, _ = model(window, cache=cache)
+        elif cache.pos >= block:  # full: keep the last half-window, positions from 0 again
+            cache.pos = 0
+            logits, _ = model(window[:, -(block // 2):], cache=cache)
         else:
-            logits, _ = model(idx[:, -cfg.block_size:])
-        logits = logits[:, -1, :cfg.vocab_size].float()  # padded ids are never sampled
+            logits, _ = model(window[:, -1:], cache=cache)
+        logits = logits[:, -1, :model.config.vocab_size].float()  # padded ids are never sampled
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
             probs = torch.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        idx = torch.cat([idx, nxt[:, None]], dim=1)
-        if cache is not None and idx.size(1) > cfg.block_size:
-            cache = None  # the window now slides: recompute from here on
-            use_cache = False
+        window = torch.cat([window[:, -(block - 1):], nxt[:, None]], dim=1)
         yield nxt
+
+
+class TextStream:
+    """Token ids in, text pieces out, in O(1) per token: ids are decoded as they come, except
+    that a multi-byte character split across tokens waits until it decodes cleanly, and text
+    that could be the start of a stop string waits until it cannot."""
+
+    def __init__(self, tokenizer, stop: Sequence[str] = ()):
+        self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.pending: list[int] = []  # ids not yet decodable on their own
+        self.text = ""  # decoded, not yet shown
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        """The text that can be shown after `token` ("" while held back)."""
+        self.pending.append(token)
+        piece = self.tokenizer.decode(self.pending)
+        if piece.endswith("\ufffd") and len(self.pending) < 8:  # a character split across tokens
+            return ""
+        self.pending = []
+        self.text += piece
+        for s in self.stop:
+            at = self.text.find(s)
+            if at != -1:
+                self.stopped = True
+                shown, self.text = self.text[:at], ""
+                return shown
+        cut = max(0, len(self.text) - self.hold)
+        shown, self.text = self.text[:cut], self.text[cut:]
+        return shown
+
+    def flush(self) -> str:
+        rest = self.text + (self.tokenizer.decode(self.pending) if self.pending and not self.stopped else "")
+        self.text, self.pending = "", []
+        return "" if self.stopped else rest
 
 
 def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
              top_k: int | None = 200, top_p: float | None = None, seed: int | None = 1337, num_samples: int = 1,
-             on_text: Callable[[int, str], None] | None = None, use_cache: bool = True) -> list[str]:
-    """Sample `num_samples` continuations of `prompt`; `on_text(sample, piece)` receives
-    text as it is produced (streaming). Returns the full texts, prompt included."""
+             on_text: Callable[[int, str], None] | None = None, use_cache: bool = True,
+             stop: Sequence[str] = ()) -> list[str]:
+    """Sample `num_samples` continuations of `prompt`; `on_text(sample, piece)` receives text
+    as it is produced (streaming). A sample ends at the end-of-text token, at the first of the
+    `stop` strings (not included) or after max_new_tokens. Returns the full texts, prompt
+    included."""
     device = next(model.parameters()).device
     ids = tokenizer.encode(prompt) if prompt else []
     if not ids:
-        if tokenizer.eot_id is None:
-            ids = tokenizer.encode("\n")
-        else:
-            ids = [tokenizer.eot_id]
+        ids = tokenizer.encode("\n") if tokenizer.eot_id is None else [tokenizer.eot_id]
     generator = torch.Generator(device=device)
     if seed is not None:
         generator.manual_seed(seed)
     texts = []
     for i in range(num_samples):
         idx = torch.tensor([ids], dtype=torch.long, device=device)
-        out: list[int] = []
-        shown = ""
+        stream, pieces = TextStream(tokenizer, stop), []
         for nxt in sample_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache):
             token = int(nxt[0])
             if tokenizer.eot_id is not None and token == tokenizer.eot_id:
                 break
-            out.append(token)
-            text = tokenizer.decode(out)
-            # A multi-byte character may span tokens: only print once it decodes cleanly.
-            if on_text is not None and not text.endswith("\ufffd"):
-                on_text(i, text[len(shown):])
-                shown = text
-        texts.append(prompt + tokenizer.decode(out))
+            pieces.append(stream.push(token))
+            if on_text is not None and pieces[-1]:
+                on_text(i, pieces[-1])
+            if stream.stopped:
+                break
+        pieces.append(stream.flush())
+        if on_text is not None and pieces[-1]:
+            on_text(i, pieces[-1])
+        texts.append(prompt + "".join(pieces))
     return texts

@@ -114,6 +114,10 @@ def settings_options(*classes: type, bools: str = "flag", use_flag_names: bool =
             if base is bool and bools == "flag":
                 opts.append(option(f"--{name}/--no_{name}", **kwargs))
                 continue
+            if typing.get_origin(base) is tuple:  # given several times: --stop a --stop b
+                kwargs.update(multiple=True, type=str, show_default=False)
+                opts.append(option(f"--{name}", **kwargs))
+                continue
             kwargs["type"] = bool if base is bool else _click_type(f, base)
             opts.append(option(f"--{name}", **kwargs))
 

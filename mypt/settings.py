@@ -77,6 +77,10 @@ def _coerce(value: Any, hint: Any, name: str, label: str) -> Any:
     elif base is Path:
         ok = isinstance(value, (str, os.PathLike))
         value = Path(value) if ok else value
+    elif typing.get_origin(base) is tuple:  # tuple[str, ...]: a flag given several times
+        kind = "a list of strings"
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
     else:
         ok = True
     if not ok:

@@ -80,20 +80,56 @@ def test_pickled_checkpoints_are_refused_without_running_them(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def _reference_tokens(model, idx, n):
+    """Greedy tokens under the cache's context rule, computed without a cache: each token sees
+    the tokens since the last re-prefill start (the window slides by half a block at a time)."""
+    block, seq, start = model.config.block_size, idx[0].tolist(), max(0, idx.size(1) - model.config.block_size)
+    out = []
+    for _ in range(n):
+        if len(seq) - start > block:
+            start = len(seq) - block // 2
+        logits, _ = model(torch.tensor([seq[start:]]))
+        out.append(int(logits[0, -1, :model.config.vocab_size].argmax()))
+        seq.append(out[-1])
+    return out
+
+
 def test_kv_cache_matches_full_recompute_and_seeded_generation_repeats():
     torch.manual_seed(0)
     model = GPT(GPTConfig(**TINY)).eval()
     idx = torch.randint(0, len(CHARS), (2, 5))
-    for temperature in (0.0, 1.0):
+    for temperature in (0.0, 1.0):  # inside block_size (16): the cache changes nothing
         runs = []
         for use_cache in (True, False):
             g = torch.Generator().manual_seed(3)
-            runs.append(torch.stack(list(sample_tokens(model, idx, 30, temperature, None, None, g, use_cache))))
-        assert torch.equal(runs[0], runs[1])  # 5 + 30 tokens: past block_size 16, the window slides
+            runs.append(torch.stack(list(sample_tokens(model, idx, 11, temperature, None, None, g, use_cache))))
+        assert torch.equal(runs[0], runs[1])
+    # Past block_size the cache re-prefills half a window at a time: same tokens as that rule
+    # computed without a cache, for 5 windows' worth of tokens.
+    greedy = [int(t[0]) for t in sample_tokens(model, idx[:1], 80, temperature=0.0)]
+    assert greedy == _reference_tokens(model, idx[:1], 80)
     tok = CharTokenizer(chars=CHARS)
     a = generate(model, tok, "hello", 40, top_k=10, top_p=0.9, seed=7, num_samples=2)
     assert a == generate(model, tok, "hello", 40, top_k=10, top_p=0.9, seed=7, num_samples=2)
     assert a[0] != a[1] and all(t.startswith("hello") and len(t) == 45 for t in a)
+
+
+def test_streamed_pieces_are_the_text_and_stop_strings_end_a_sample():
+    from mypt.tokenizers.gpt2 import GPT2Tokenizer
+
+    tok = GPT2Tokenizer()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "vocab_size": tok.vocab_size})).eval()
+    pieces = []
+    texts = generate(model, tok, "Zoë 😀", 60, temperature=1.0, top_k=None, seed=1,
+                     on_text=lambda i, p: pieces.append(p))
+    assert texts[0] == "Zoë 😀" + "".join(pieces) and "\ufffd" not in "".join(pieces[:-1])
+    full = texts[0][len("Zoë 😀"):]
+    stop = full[20:23]  # a string the unstopped sample contains
+    pieces = []
+    stopped = generate(model, tok, "Zoë 😀", 60, temperature=1.0, top_k=None, seed=1, stop=[stop],
+                       on_text=lambda i, p: pieces.append(p))[0]
+    assert stopped == "Zoë 😀" + full[:full.index(stop)] == "Zoë 😀" + "".join(pieces)
 
 
 def test_padded_vocabulary_ids_are_never_sampled():
