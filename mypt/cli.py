@@ -52,6 +52,32 @@ def prepare_dataset_cmd(input_files, out_dir, tokenizer_from, overwrite, **flags
         click.echo(line)
 
 
+@main.command("verify-dataset")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@option("--strict", is_flag=True,
+        help="Also fail on shards in train/ or val/ that dataset_metadata.json does not list (by default a "
+             "warning: the loader reads shards moved in by hand).")
+def verify_dataset_cmd(dataset_dir: Path, strict: bool) -> None:
+    """Check a prepared dataset against its dataset_metadata.json.
+
+    Every shard: whole uint32 tokens, the listed token count, the recorded sha256, every id
+    below the tokenizer's vocab_size (read in bounded-memory chunks). Also: listed shards
+    exist, totals add up, tokenizer_state.json matches. One line per problem, then
+    `OK: ...` or `FAILED: N problems`; exit status 1 on any problem.
+
+    \b
+    Example:
+      mypt verify-dataset data/my_dataset
+    """
+    from mypt.verify import verify_dataset
+
+    report = verify_dataset(dataset_dir, strict=strict)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        raise SystemExit(1)
+
+
 @main.command("train")
 @train_options
 def train_cmd(**flags):
