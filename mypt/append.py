@@ -8,10 +8,10 @@ under their new numbers, the new shards moved in, metadata last. Numbering runs 
 train, old then new, and then val, old then new, so val keeps the highest numbers; the old
 train shards keep their names and bytes, and no shard is ever rewritten.
 
-The swap is two renames: the dataset to `.NAME.old`, the partial directory to NAME. Until
-the first, the old dataset is untouched; after the second, the new one is in place. An
-append killed between them leaves the dataset in `.NAME.old`, and the next append (under
-the same lock) puts it back first.
+The swap is two renames: the dataset to `.NAME.append/old`, the partial directory to NAME.
+Until the first, the old dataset is untouched; after the second, the new one is in place.
+An append killed between them leaves the dataset in `.NAME.append/old`, and the next append
+(under the same lock) puts it back before anything else.
 """
 
 from __future__ import annotations
@@ -36,19 +36,16 @@ SPLITS = ("train", "val")
 INHERITED = ("tokenization", "tokens_per_shard")
 
 
-def old_dir(dataset_dir: Path) -> Path:
-    return dataset_dir.parent / f".{dataset_dir.name}.old"
+def work_dir(dataset_dir: Path) -> Path:
+    """mypt's own work directory of an append (removed at the end, and by the next append)."""
+    return dataset_dir.parent / f".{dataset_dir.name}.append"
 
 
 def _restore(dataset_dir: Path) -> None:
     """Undo an append killed between its two renames (see the module docstring)."""
-    old = old_dir(dataset_dir)
-    if not old.exists():
-        return
+    old = work_dir(dataset_dir) / "old"
     if not dataset_dir.exists() and (old / METADATA_FILE).is_file():
         os.replace(old, dataset_dir)
-    else:  # the swap finished: what is left are links to shards the dataset holds
-        shutil.rmtree(old)
 
 
 def _inherit(settings: PrepareSettings, meta: dict, inherit: Iterable[str], flag: str) -> PrepareSettings:
@@ -170,8 +167,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             if (display_name(path), path.stat().st_size) in known:
                 raise InputError(f"--input_files {path} is already in {flag} {dataset_dir} (same name and size): "
                                  "appending it again would repeat its text; leave it out")
-        work = dataset_dir.parent / f".{dataset_dir.name}.append"
-        stage = partial_dir(dataset_dir)
+        work, stage = work_dir(dataset_dir), partial_dir(dataset_dir)
         for leftover in (work, stage):  # of a killed run; we hold the lock
             shutil.rmtree(leftover, ignore_errors=True)
         work.mkdir(parents=True)
@@ -179,14 +175,14 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             new = prepare_steps(input_files, work / "new", settings, tokenizer_from=dataset_dir)
             stage.mkdir()
             meta = _build(dataset_dir, old, work / "new", new, stage)
-            os.replace(dataset_dir, old_dir(dataset_dir))
+            os.replace(dataset_dir, work / "old")
             try:
                 os.replace(stage, dataset_dir)
             except BaseException:
-                os.replace(old_dir(dataset_dir), dataset_dir)
+                os.replace(work / "old", dataset_dir)
                 raise
-            shutil.rmtree(old_dir(dataset_dir))
-        finally:
+        finally:  # after the swap, work/old holds only old names of shards the dataset holds (or, without
+            # hard links, the originals it holds copies of)
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(stage, ignore_errors=True)
         return meta

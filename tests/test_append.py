@@ -58,6 +58,7 @@ def test_append_numbers_after_the_old_shards_and_keeps_val_last(dataset, tmp_pat
     old = tree_bytes(dataset)
     old_meta = json.loads((dataset / "dataset_metadata.json").read_text())
     old_train, old_val = read_tokens(dataset / "train"), read_tokens(dataset / "val")
+    inode = (dataset / "train" / "shard_00000.bin").stat().st_ino
     second = corpus(tmp_path / "in" / "second.txt", 1)
     # What the second corpus alone gives with the same tokenizer and settings.
     cli("prepare-dataset", "--input_files", str(second), "--out_dir", str(tmp_path / "alone"),
@@ -87,6 +88,7 @@ def test_append_numbers_after_the_old_shards_and_keeps_val_last(dataset, tmp_pat
     assert [s["name"] for s in meta["sources"]] == [s["name"] for s in old_meta["sources"]] + [str(second)]
     assert meta["stats"]["split"]["val_tokens"] == old_val.size + new_val.size
     assert meta["appended"][0]["sources"] == [str(second)]
+    assert (dataset / "train" / "shard_00000.bin").stat().st_ino == inode  # hard-linked, not copied
     assert leftovers(dataset) == []
     assert cli("verify-dataset", str(dataset)).output.startswith("OK: ")
 
@@ -139,8 +141,9 @@ def test_hand_moved_shard_is_refused_and_a_half_swapped_dataset_is_restored(data
     assert str(extra) in out.output and "verify-dataset" in out.output
     extra.unlink()
     before = tree_bytes(dataset)
-    # An append killed between its two renames leaves the dataset in .ds.old: the next one restores it.
-    os.replace(dataset, tmp_path / ".ds.old")
+    # An append killed between its two renames leaves the dataset in .ds.append/old: the next one restores it.
+    (tmp_path / ".ds.append").mkdir()
+    os.replace(dataset, tmp_path / ".ds.append" / "old")
     cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset))
     assert leftovers(dataset) == []
     assert all((dataset / name).read_bytes() == data for name, data in before.items() if name.startswith("train/"))
@@ -151,3 +154,15 @@ def test_user_files_in_the_dataset_directory_come_along(dataset, tmp_path):
     (dataset / "NOTES.md").write_text("where this came from")
     cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "b.txt", 1)), "--append_to", str(dataset))
     assert (dataset / "NOTES.md").read_text() == "where this came from"
+
+
+def test_without_hard_links_the_old_shards_are_copied(dataset, tmp_path, monkeypatch):
+    before = tree_bytes(dataset)
+
+    def no_links(src, dst, **kwargs):
+        raise OSError(1, "Operation not permitted")  # as on filesystems without hard links
+
+    monkeypatch.setattr(os, "link", no_links)
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "b.txt", 1)), "--append_to", str(dataset))
+    assert all((dataset / name).read_bytes() == data for name, data in before.items() if name.startswith("train/"))
+    assert leftovers(dataset) == [] and cli("verify-dataset", str(dataset)).output.startswith("OK: ")
