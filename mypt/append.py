@@ -29,7 +29,6 @@ from mypt.prepare import PrepareSettings, prepare_steps
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, list_shards, read_metadata, shard_name, shard_tokens
 from mypt.text import display_name
-from mypt.tokenizers import STATE_FILE
 
 SPLITS = ("train", "val")
 # Settings the grown dataset must share with the old one (metadata records one of each).
