@@ -26,15 +26,20 @@ def main() -> None:
 @option("--input_files", multiple=True, required=True, metavar="PATH...",
         help="Text files (.txt = one document, .jsonl = one document per line in its `text` field, "
              ".gz of either), directories (searched recursively) or globs. Several allowed.")
-@option("--out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-        help="Dataset directory to write: train/, val/, dataset_metadata.json, tokenizer_state.json.")
+@option("--out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Dataset directory to write: train/, val/, dataset_metadata.json, tokenizer_state.json. "
+             "Give it or --append_to.")
+@option("--append_to", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Instead of --out_dir: add the input to this existing dataset, with its tokenizer and "
+             "tokens_per_shard; new shards are numbered after the old ones and val keeps the highest numbers.")
 @settings_options(*PrepareSettings.STEPS, use_flag_names=True)
 @option("--tokenizer_from", type=click.Path(exists=True, path_type=Path), default=None,
         help="Reuse the tokenizer of this dataset or checkpoint directory (domain adaptation with char).")
 @option("--overwrite", is_flag=True,
         help="Replace a different mypt dataset already in --out_dir (never other files, an input, or the "
              "current or home directory).")
-def prepare_dataset_cmd(input_files, out_dir, tokenizer_from, overwrite, **flags):
+@click.pass_context
+def prepare_dataset_cmd(ctx, input_files, out_dir, append_to, tokenizer_from, overwrite, **flags):
     """Turn text files into a sharded dataset: clean, dedup, tokenize, shard, split.
 
     Streams: memory stays bounded whatever the corpus size.
@@ -43,13 +48,62 @@ def prepare_dataset_cmd(input_files, out_dir, tokenizer_from, overwrite, **flags
     Example:
       mypt prepare-dataset --input_files wiki.txt books.txt news.txt \\
           --out_dir data/my_dataset --tokenization gpt2 --tokens_per_shard 10000000
+      mypt prepare-dataset --input_files more_news.txt --append_to data/my_dataset
     """
-    from mypt.prepare import prepare_dataset
+    if (out_dir is None) == (append_to is None):
+        raise click.UsageError("pass --out_dir DIR to write a new dataset, or --append_to DIR to add to an "
+                               "existing one (one of them)")
+    if append_to is None:
+        from mypt.prepare import prepare_dataset
 
-    meta = prepare_dataset(list(input_files), out_dir, PrepareSettings.from_flags(flags),
-                           tokenizer_from=tokenizer_from, overwrite=overwrite)
+        meta = prepare_dataset(list(input_files), out_dir, PrepareSettings.from_flags(flags),
+                               tokenizer_from=tokenizer_from, overwrite=overwrite)
+    else:
+        from click.core import ParameterSource
+
+        from mypt.append import INHERITED, append_dataset
+
+        for flag in ("tokenizer_from", "overwrite"):
+            if ctx.get_parameter_source(flag) is not ParameterSource.DEFAULT:
+                raise click.UsageError(f"--{flag} does not go with --append_to: the dataset keeps its own "
+                                       "tokenizer, and appending never replaces a dataset")
+        out_dir = append_to
+        meta = append_dataset(list(input_files), append_to, PrepareSettings.from_flags(flags),
+                              inherit=[k for k in INHERITED if ctx.get_parameter_source(k) is ParameterSource.DEFAULT])
     for line in summary_lines(meta, out_dir):
         click.echo(line)
+    if append_to is not None:
+        added = meta["appended"][-1]
+        replaced = added["stats"]["tokenize"].get("replaced_chars", 0)
+        click.echo(f"Appended: {added['stats']['split']['train_tokens'] + added['stats']['split']['val_tokens']:,} "
+                   f"tokens from {len(added['sources'])} source(s)"
+                   + (f"; {replaced:,} characters outside the dataset's vocabulary replaced" if replaced else ""))
+
+
+@main.command("verify-dataset")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@option("--strict", is_flag=True,
+        help="Also fail on shards in train/ or val/ that dataset_metadata.json does not list (by default a "
+             "warning: the loader reads shards moved in by hand).")
+def verify_dataset_cmd(dataset_dir: Path, strict: bool) -> None:
+    """Check a prepared dataset against its dataset_metadata.json.
+
+    Every shard: whole uint32 tokens, the listed token count, the recorded sha256, every id
+    below the tokenizer's vocab_size (read in bounded-memory chunks). Also: listed shards
+    exist, totals add up, tokenizer_state.json matches. One line per problem, then
+    `OK: ...` or `FAILED: N problems`; exit status 1 on any problem.
+
+    \b
+    Example:
+      mypt verify-dataset data/my_dataset
+    """
+    from mypt.verify import verify_dataset
+
+    report = verify_dataset(dataset_dir, strict=strict)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @main.command("train")

@@ -104,10 +104,12 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
     check_replaceable(out_dir, inputs, "--out_dir", marker=METADATA_FILE, kind="mypt dataset")
     with output_lock(out_dir, "--out_dir"):
         check_out_dir(out_dir, settings, input_files, overwrite)
-        return _prepare(input_files, out_dir, settings, tokenizer_from)
+        return prepare_steps(input_files, out_dir, settings, tokenizer_from)
 
 
-def _prepare(input_files: list[str], out_dir: Path, settings: PrepareSettings, tokenizer_from: Path | None) -> dict:
+def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettings,
+                  tokenizer_from: Path | None = None) -> dict:
+    """The steps of prepare_dataset, without its checks and lock (the caller holds them)."""
     kind = settings.tokenize.tokenization
     tokenizer = None
     if tokenizer_from is not None:

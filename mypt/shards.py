@@ -10,6 +10,7 @@ without it is not a finished dataset.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -32,10 +33,12 @@ class ShardWriter:
     """Writes a token stream as consecutive shards of `tokens_per_shard` tokens.
 
     Each shard is written under a temporary name and renamed when full (or at close),
-    so a shard file under its final name is always complete.
+    so a shard file under its final name is always complete. With `checksums`, the sha256 of
+    each shard is computed from the bytes as they are written (no second read) into
+    `sha256[name]`.
     """
 
-    def __init__(self, directory: Path, tokens_per_shard: int, first_index: int = 0):
+    def __init__(self, directory: Path, tokens_per_shard: int, first_index: int = 0, checksums: bool = False):
         if tokens_per_shard < 1:
             raise ValueError(f"tokens_per_shard must be >= 1, got {tokens_per_shard}")
         self.directory = Path(directory)
@@ -43,6 +46,9 @@ class ShardWriter:
         self.tokens_per_shard = tokens_per_shard
         self.index = first_index
         self.shards: list[tuple[str, int]] = []  # (file name, tokens)
+        self.sha256: dict[str, str] = {}  # file name -> hex digest (with checksums=True)
+        self._checksums = checksums
+        self._hash = None
         self._file = None
         self._in_shard = 0
         self.tokens = 0  # written so far, all shards
@@ -53,8 +59,12 @@ class ShardWriter:
         while pos < tokens.size:
             if self._file is None:
                 self._file = open(tmp_name(self.directory / shard_name(self.index)), "wb")
+                self._hash = hashlib.sha256() if self._checksums else None
             take = min(tokens.size - pos, self.tokens_per_shard - self._in_shard)
-            self._file.write(tokens[pos:pos + take].tobytes())
+            data = tokens[pos:pos + take].tobytes()
+            self._file.write(data)
+            if self._hash is not None:
+                self._hash.update(data)
             pos += take
             self._in_shard += take
             self.tokens += take
@@ -66,6 +76,8 @@ class ShardWriter:
         self._file.close()
         os.replace(tmp_name(self.directory / name), self.directory / name)
         self.shards.append((name, self._in_shard))
+        if self._hash is not None:
+            self.sha256[name] = self._hash.hexdigest()
         self._file, self._in_shard = None, 0
         self.index += 1
 

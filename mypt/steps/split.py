@@ -100,8 +100,9 @@ def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()
         raise InputError(f"the corpus is too small to split: {n_units} unit(s) of up to {chunk_tokens} tokens; "
                          "lower --chunk_tokens, add text, or pass --val_fraction 0")
     with staged_dir(out_dir, [in_dir]) as stage:
-        train = ShardWriter(stage / "train", tps)
-        val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps))
+        # Checksums of the final shards only (verify-dataset checks them); hashed as written.
+        train = ShardWriter(stage / "train", tps, checksums=True)
+        val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps), checksums=True)
         for start, end, is_val in runs:
             for pos in range(start, end, 1 << 24):
                 (val if is_val else train).write(stream.read(pos, min(end, pos + (1 << 24))))
@@ -116,8 +117,10 @@ def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()
             "tokens_per_shard": tps,
             "total_tokens": train_tokens + val_tokens,
             "val_fraction": val_fraction,
-            "train": {"tokens": train_tokens, "shards": [{"file": f"train/{n}", "tokens": c} for n, c in train_shards]},
-            "val": {"tokens": val_tokens, "shards": [{"file": f"val/{n}", "tokens": c} for n, c in val_shards]},
+            "train": {"tokens": train_tokens, "shards": [{"file": f"train/{n}", "tokens": c, "sha256": train.sha256[n]}
+                                                         for n, c in train_shards]},
+            "val": {"tokens": val_tokens, "shards": [{"file": f"val/{n}", "tokens": c, "sha256": val.sha256[n]}
+                                                     for n, c in val_shards]},
             "sources": sources,
             "settings": {**manifest["settings"], **settings.recorded()},
             "stats": {**manifest["stats"], "split": {"units": n_units, "val_units": n_val_units,

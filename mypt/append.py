@@ -1,0 +1,187 @@
+"""prepare-dataset --append_to: grow a dataset without losing or overwriting a shard.
+
+The guide's recipe (prepare into data/new_shards, then `mv` its shards in) overwrites
+shards, because every dataset numbers from shard_00000. Here the new input is prepared with
+the dataset's own tokenizer and tokens_per_shard, and the grown dataset is built beside the
+old one as `.NAME.partial`: the old shards hard-linked (copied where links are unavailable)
+under their new numbers, the new shards moved in, metadata last. Numbering runs through
+train, old then new, and then val, old then new, so val keeps the highest numbers; the old
+train shards keep their names and bytes, and no shard is ever rewritten.
+
+The swap is two renames: the dataset to `.NAME.append/old`, the partial directory to NAME.
+Until the first, the old dataset is untouched; after the second, the new one is in place.
+An append killed between them leaves the dataset in `.NAME.append/old`, and the next append
+(under the same lock) puts it back before anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+from mypt.errors import InputError
+from mypt.io import check_replaceable, partial_dir, write_json
+from mypt.lock import output_lock
+from mypt.prepare import PrepareSettings, prepare_steps
+from mypt.readers import resolve_inputs
+from mypt.shards import METADATA_FILE, list_shards, read_metadata, shard_name, shard_tokens
+from mypt.text import display_name
+
+SPLITS = ("train", "val")
+# Settings the grown dataset must share with the old one (metadata records one of each).
+INHERITED = ("tokenization", "tokens_per_shard")
+
+
+def work_dir(dataset_dir: Path) -> Path:
+    """mypt's own work directory of an append (removed at the end, and by the next append)."""
+    return dataset_dir.parent / f".{dataset_dir.name}.append"
+
+
+def _restore(dataset_dir: Path) -> None:
+    """Undo an append killed between its two renames (see the module docstring)."""
+    old = work_dir(dataset_dir) / "old"
+    if not dataset_dir.exists() and (old / METADATA_FILE).is_file():
+        os.replace(old, dataset_dir)
+
+
+def _inherit(settings: PrepareSettings, meta: dict, inherit: Iterable[str], flag: str) -> PrepareSettings:
+    have = {"tokenization": meta["tokenizer"]["kind"], "tokens_per_shard": meta["tokens_per_shard"]}
+    inherit = set(inherit)
+    tokenize = dataclasses.replace(settings.tokenize, tokenization=have["tokenization"]) \
+        if "tokenization" in inherit else settings.tokenize
+    shard = dataclasses.replace(settings.shard, tokens_per_shard=have["tokens_per_shard"]) \
+        if "tokens_per_shard" in inherit else settings.shard
+    settings = dataclasses.replace(settings, tokenize=tokenize, shard=shard)
+    given = {"tokenization": settings.tokenize.tokenization, "tokens_per_shard": settings.shard.tokens_per_shard}
+    for key in INHERITED:
+        if given[key] != have[key]:
+            raise InputError(f"{flag} holds a dataset with {key} {have[key]!r} but --{key} is {given[key]!r}: "
+                             f"drop --{key} (the dataset's is used), or prepare a new dataset with --out_dir")
+    return settings
+
+
+def _check_consistent(dataset_dir: Path, meta: dict, flag: str) -> None:
+    """The shards on disk are exactly the listed ones, with the listed sizes (a cheap check;
+    verify-dataset reads them all)."""
+    hint = f"run `mypt verify-dataset {dataset_dir}` and repair the dataset before appending to it"
+    for split in SPLITS:
+        listed = {e["file"]: e["tokens"] for e in meta[split]["shards"]}
+        on_disk = {f"{split}/{p.name}": p for p in list_shards(dataset_dir / split)}
+        for file, tokens in listed.items():
+            if file not in on_disk:
+                raise InputError(f"{flag}: {dataset_dir / file} is listed in {METADATA_FILE} but missing; {hint}")
+            if shard_tokens(on_disk[file]) != tokens:
+                raise InputError(f"{flag}: {dataset_dir / file} does not hold the {tokens:,} tokens "
+                                 f"{METADATA_FILE} lists; {hint}")
+        extra = sorted(on_disk.keys() - listed.keys())
+        if extra:
+            raise InputError(f"{flag}: {dataset_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?); "
+                             f"appending renumbers shards and would lose track of it: move it out, or {hint}")
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)  # no bytes copied, and the old dataset's file is left as it is
+    except OSError:  # a filesystem without hard links
+        shutil.copyfile(src, dest)
+
+
+def _add_counts(a: dict, b: dict) -> dict:
+    """a + b for nested dicts of counts (stats); other values keep a's."""
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = _add_counts(out[k], v)
+        elif k not in out:
+            out[k] = v
+        elif type(out[k]) in (int, float) and type(v) in (int, float):
+            out[k] += v
+    return out
+
+
+def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) -> dict:
+    """Fill `stage` with the grown dataset; returns its metadata (written last)."""
+    order = [(split, root, entry) for split in SPLITS
+             for root, meta in ((dataset_dir, old), (new_dir, new)) for entry in meta[split]["shards"]]
+    shards: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for index, (split, root, entry) in enumerate(order):
+        file = f"{split}/{shard_name(index)}"
+        if root == dataset_dir:
+            _link_or_copy(root / entry["file"], stage / file)
+        else:
+            (stage / split).mkdir(parents=True, exist_ok=True)
+            os.replace(root / entry["file"], stage / file)  # new_dir is beside the dataset: same filesystem
+        shards[split].append({**entry, "file": file})
+    # Whatever else the user keeps in the dataset directory comes along unchanged.
+    managed = {METADATA_FILE} | {e["file"] for split in SPLITS for e in old[split]["shards"]}
+    for path in sorted(dataset_dir.rglob("*")):
+        rel = path.relative_to(dataset_dir).as_posix()
+        if path.is_symlink():
+            os.symlink(os.readlink(path), stage / rel)
+        elif path.is_dir():
+            (stage / rel).mkdir(parents=True, exist_ok=True)
+        elif rel not in managed:
+            _link_or_copy(path, stage / rel)
+    tokens = {split: sum(e["tokens"] for e in shards[split]) for split in SPLITS}
+    meta = {**old,  # the old keys, in their order: readers of the format see what they know
+            "total_tokens": tokens["train"] + tokens["val"],
+            "train": {"tokens": tokens["train"], "shards": shards["train"]},
+            "val": {"tokens": tokens["val"], "shards": shards["val"]},
+            "sources": old["sources"] + new["sources"],
+            "stats": _add_counts(old["stats"], new["stats"])}
+    if new.get("skipped_binary_files"):
+        meta["skipped_binary_files"] = old.get("skipped_binary_files", []) + new["skipped_binary_files"]
+    # `settings` stay those of the first preparation; each append records its own.
+    meta["appended"] = old.get("appended", []) + [{"sources": [s["name"] for s in new["sources"]],
+                                                   "settings": new["settings"], "stats": new["stats"]}]
+    write_json(stage / METADATA_FILE, meta)
+    return meta
+
+
+def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareSettings = PrepareSettings(), *,
+                   inherit: Iterable[str] = INHERITED, flag: str = "--append_to") -> dict:
+    """Prepare `input_files` and add them to the dataset `dataset_dir` (see the module docstring).
+
+    The settings named in `inherit` (by default tokenization and tokens_per_shard) take the
+    dataset's values; a given value that differs from the dataset's is refused. Returns the
+    grown dataset's metadata. One writer at a time (mypt.lock), as for --out_dir.
+    """
+    dataset_dir = Path(dataset_dir)
+    inputs = resolve_inputs(input_files)
+    check_replaceable(dataset_dir, inputs, flag, marker=METADATA_FILE, kind="mypt dataset")
+    with output_lock(dataset_dir, flag):
+        _restore(dataset_dir)
+        if not (dataset_dir / METADATA_FILE).is_file():
+            raise InputError(f"{flag} {dataset_dir} is not a mypt dataset (no {METADATA_FILE}): prepare it first "
+                             f"with --out_dir {dataset_dir}")
+        old = read_metadata(dataset_dir)
+        settings = _inherit(settings, old, inherit, f"{flag} {dataset_dir}")
+        _check_consistent(dataset_dir, old, flag)
+        known = {(s["name"], s["bytes"]) for s in old["sources"]}
+        for path in inputs:
+            if (display_name(path), path.stat().st_size) in known:
+                raise InputError(f"--input_files {path} is already in {flag} {dataset_dir} (same name and size): "
+                                 "appending it again would repeat its text; leave it out")
+        work, stage = work_dir(dataset_dir), partial_dir(dataset_dir)
+        for leftover in (work, stage):  # of a killed run; we hold the lock
+            shutil.rmtree(leftover, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            new = prepare_steps(input_files, work / "new", settings, tokenizer_from=dataset_dir)
+            stage.mkdir()
+            meta = _build(dataset_dir, old, work / "new", new, stage)
+            os.replace(dataset_dir, work / "old")
+            try:
+                os.replace(stage, dataset_dir)
+            except BaseException:
+                os.replace(work / "old", dataset_dir)
+                raise
+        finally:  # after the swap, work/old holds only old names of shards the dataset holds (or, without
+            # hard links, the originals it holds copies of)
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(stage, ignore_errors=True)
+        return meta

@@ -1,0 +1,168 @@
+"""prepare-dataset --append_to: a dataset grows without losing, overwriting or reordering a shard."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import read_tokens, tree_bytes
+
+import mypt.append
+from mypt.cli import main
+
+# Both corpora use the same characters, so the char vocabulary of the first holds the second.
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def corpus(path: Path, seed: int, lines: int = 300) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(" ".join("".join(rng.choice(list(LETTERS), rng.integers(2, 8)))
+                                     for _ in range(rng.integers(4, 12))) + ".\n" for _ in range(lines)))
+    return path
+
+
+def cli(*args: str, ok: bool = True):
+    result = CliRunner().invoke(main, list(args))
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    else:
+        assert result.exit_code != 0 and (result.exception is None or isinstance(result.exception, SystemExit)), \
+            result.output + repr(result.exception)  # a one-line error, no traceback
+    return result
+
+
+SETTINGS = ["--tokenization", "char", "--tokens_per_shard", "1500", "--val_fraction", "0.2"]
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "first.txt", 0)),
+        "--out_dir", str(tmp_path / "ds"), *SETTINGS)
+    return tmp_path / "ds"
+
+
+def numbers(directory: Path) -> list[int]:
+    return [int(p.stem.split("_")[1]) for p in sorted(directory.glob("shard_*.bin"))]
+
+
+def leftovers(ds: Path) -> list[str]:
+    return sorted(p.name for p in ds.parent.iterdir() if p.name.startswith(f".{ds.name}."))
+
+
+def test_append_numbers_after_the_old_shards_and_keeps_val_last(dataset, tmp_path):
+    old = tree_bytes(dataset)
+    old_meta = json.loads((dataset / "dataset_metadata.json").read_text())
+    old_train, old_val = read_tokens(dataset / "train"), read_tokens(dataset / "val")
+    inode = (dataset / "train" / "shard_00000.bin").stat().st_ino
+    second = corpus(tmp_path / "in" / "second.txt", 1)
+    # What the second corpus alone gives with the same tokenizer and settings.
+    cli("prepare-dataset", "--input_files", str(second), "--out_dir", str(tmp_path / "alone"),
+        "--tokenizer_from", str(dataset), *SETTINGS)
+    new_train, new_val = read_tokens(tmp_path / "alone" / "train"), read_tokens(tmp_path / "alone" / "val")
+
+    out = cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset), "--val_fraction", "0.2")
+    assert f"Appended: {new_train.size + new_val.size:,} tokens from 1 source(s)" in out.output
+
+    # Old train shards keep their names and bytes, first; the new train tokens follow.
+    for name in (n for n in old if n.startswith("train/")):
+        assert (dataset / name).read_bytes() == old[name]
+    assert read_tokens(dataset / "train").tolist() == old_train.tolist() + new_train.tolist()
+    # Val: the highest numbers, old val then new val; numbering is contiguous.
+    assert read_tokens(dataset / "val").tolist() == old_val.tolist() + new_val.tolist()
+    train_n, val_n = numbers(dataset / "train"), numbers(dataset / "val")
+    assert train_n + val_n == list(range(len(train_n) + len(val_n))) and len(val_n) > len(old_meta["val"]["shards"])
+
+    meta = json.loads((dataset / "dataset_metadata.json").read_text())
+    assert list(meta)[:len(old_meta)] == list(old_meta)  # old keys, old order
+    for split in ("train", "val"):
+        files = sorted((dataset / split).glob("shard_*.bin"))
+        assert [e["file"] for e in meta[split]["shards"]] == [f"{split}/{p.name}" for p in files]
+        assert [e["tokens"] for e in meta[split]["shards"]] == [p.stat().st_size // 4 for p in files]
+        assert meta[split]["tokens"] == read_tokens(dataset / split).size
+    assert meta["total_tokens"] == old_meta["total_tokens"] + new_train.size + new_val.size
+    assert [s["name"] for s in meta["sources"]] == [s["name"] for s in old_meta["sources"]] + [str(second)]
+    assert meta["stats"]["split"]["val_tokens"] == old_val.size + new_val.size
+    assert meta["appended"][0]["sources"] == [str(second)]
+    assert (dataset / "train" / "shard_00000.bin").stat().st_ino == inode  # hard-linked, not copied
+    assert leftovers(dataset) == []
+    assert cli("verify-dataset", str(dataset)).output.startswith("OK: ")
+
+
+def test_append_with_another_tokenizer_or_shard_size_is_refused(dataset, tmp_path):
+    before = tree_bytes(dataset)
+    second = corpus(tmp_path / "in" / "second.txt", 1)
+    out = cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset),
+              "--tokenization", "gpt2", ok=False)
+    assert "tokenization 'char'" in out.output and "--tokenization is 'gpt2'" in out.output
+    out = cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset),
+              "--tokens_per_shard", "99", ok=False)
+    assert "--tokens_per_shard is 99" in out.output
+    out = cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset),
+              "--out_dir", str(tmp_path / "x"), ok=False)
+    assert "--out_dir" in out.output and "--append_to" in out.output
+    assert tree_bytes(dataset) == before and leftovers(dataset) == []
+
+
+def test_appending_the_same_input_twice_is_refused(dataset, tmp_path):
+    before = tree_bytes(dataset)
+    out = cli("prepare-dataset", "--input_files", str(tmp_path / "in" / "first.txt"), "--append_to", str(dataset),
+              ok=False)
+    assert "already in --append_to" in out.output
+    assert tree_bytes(dataset) == before
+
+
+def test_failed_append_leaves_the_dataset_untouched(dataset, tmp_path, monkeypatch):
+    before = tree_bytes(dataset)
+    (tmp_path / "nums.txt").write_text("1 2 3\n----\n42\n")  # bad input: everything is filtered away
+    out = cli("prepare-dataset", "--input_files", str(tmp_path / "nums.txt"), "--append_to", str(dataset), ok=False)
+    assert "everything was filtered away" in out.output
+    assert tree_bytes(dataset) == before and leftovers(dataset) == []
+
+    def disk_full(*args, **kwargs):  # fails after every shard is linked into .ds.partial
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mypt.append, "write_json", disk_full)
+    out = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(corpus(tmp_path / "b.txt", 1)),
+                                    "--append_to", str(dataset)])
+    assert isinstance(out.exception, OSError)
+    assert tree_bytes(dataset) == before and leftovers(dataset) == []
+
+
+def test_hand_moved_shard_is_refused_and_a_half_swapped_dataset_is_restored(dataset, tmp_path):
+    second = corpus(tmp_path / "in" / "second.txt", 1)
+    extra = dataset / "train" / "shard_00077.bin"
+    extra.write_bytes(np.arange(10, dtype="<u4").tobytes())
+    out = cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset), ok=False)
+    assert str(extra) in out.output and "verify-dataset" in out.output
+    extra.unlink()
+    before = tree_bytes(dataset)
+    # An append killed between its two renames leaves the dataset in .ds.append/old: the next one restores it.
+    (tmp_path / ".ds.append").mkdir()
+    os.replace(dataset, tmp_path / ".ds.append" / "old")
+    cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset))
+    assert leftovers(dataset) == []
+    assert all((dataset / name).read_bytes() == data for name, data in before.items() if name.startswith("train/"))
+    assert cli("verify-dataset", str(dataset)).output.startswith("OK: ")
+
+
+def test_user_files_in_the_dataset_directory_come_along(dataset, tmp_path):
+    (dataset / "NOTES.md").write_text("where this came from")
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "b.txt", 1)), "--append_to", str(dataset))
+    assert (dataset / "NOTES.md").read_text() == "where this came from"
+
+
+def test_without_hard_links_the_old_shards_are_copied(dataset, tmp_path, monkeypatch):
+    before = tree_bytes(dataset)
+
+    def no_links(src, dst, **kwargs):
+        raise OSError(1, "Operation not permitted")  # as on filesystems without hard links
+
+    monkeypatch.setattr(os, "link", no_links)
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "b.txt", 1)), "--append_to", str(dataset))
+    assert all((dataset / name).read_bytes() == data for name, data in before.items() if name.startswith("train/"))
+    assert leftovers(dataset) == [] and cli("verify-dataset", str(dataset)).output.startswith("OK: ")

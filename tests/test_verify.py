@@ -1,0 +1,136 @@
+"""mypt verify-dataset: a good dataset passes; each kind of damage fails naming the shard."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mypt.cli import main
+
+
+def text(root: Path, name: str = "a.txt", lines: int = 200, word: str = "king") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / name
+    path.write_text("".join(f"Line {i} of the {word}'s speech, and the reply {i * 7}.\n" for i in range(lines)))
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(text(tmp_path / "in")), "--out_dir",
+                                       str(out), "--tokenization", "char", "--tokens_per_shard", "2000"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def verify(path: Path, *extra: str, ok: bool):
+    result = CliRunner().invoke(main, ["verify-dataset", str(path), *extra])
+    assert result.exit_code == (0 if ok else 1), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)  # no traceback
+    return result.output.splitlines()
+
+
+def shards(ds: Path) -> list[Path]:
+    return sorted(ds.glob("*/shard_*.bin"))
+
+
+def test_metadata_records_the_sha256_of_every_shard(dataset):
+    meta = json.loads((dataset / "dataset_metadata.json").read_text())
+    entries = meta["train"]["shards"] + meta["val"]["shards"]
+    assert len(entries) == len(shards(dataset)) > 2
+    for e in entries:
+        assert list(e) == ["file", "tokens", "sha256"]  # old keys first, in their order
+        assert e["sha256"] == hashlib.sha256((dataset / e["file"]).read_bytes()).hexdigest()
+
+
+def test_good_dataset_passes(dataset):
+    meta = json.loads((dataset / "dataset_metadata.json").read_text())
+    lines = verify(dataset, ok=True)
+    assert lines == [f"OK: {len(shards(dataset))} shards, {meta['total_tokens']:,} tokens verified in {dataset}"]
+
+
+def test_flipped_byte_fails_naming_the_shard(dataset):
+    shard = shards(dataset)[1]
+    data = bytearray(shard.read_bytes())
+    data[8] = data[8] - 1 if data[8] else 1  # token 2's low byte: the id stays in range, only the checksum sees it
+    shard.write_bytes(bytes(data))
+    lines = verify(dataset, ok=False)
+    assert lines[-1].startswith("FAILED: 1 problem in")
+    assert lines[0].startswith(f"{shard}: sha256") and "differs" in lines[0]
+
+
+def test_truncated_shard_fails(dataset):
+    shard = shards(dataset)[0]
+    shard.write_bytes(shard.read_bytes()[:-6])  # one and a half tokens short
+    lines = verify(dataset, ok=False)
+    assert any(line.startswith(f"{shard}:") and "not a whole number of uint32 tokens" in line for line in lines)
+    assert any(line.startswith(f"{shard}:") and "tokens on disk" in line for line in lines)
+
+
+def test_out_of_range_id_fails(dataset):
+    # A shard written by hand with a listed size and checksum, so only the id check can see it.
+    meta_path = dataset / "dataset_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    vocab = meta["tokenizer"]["vocab_size"]
+    entry = meta["train"]["shards"][0]
+    ids = np.fromfile(dataset / entry["file"], dtype=np.uint32)
+    ids[5] = vocab + 3
+    (dataset / entry["file"]).write_bytes(ids.astype("<u4").tobytes())
+    entry["sha256"] = hashlib.sha256(ids.astype("<u4").tobytes()).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+    lines = verify(dataset, ok=False)
+    assert lines[:-1] == [f"{dataset / entry['file']}: 1 token id(s) >= vocab_size {vocab} (first: id {vocab + 3} "
+                          "at token 5)"]
+
+
+def test_missing_shard_fails_and_extra_shard_warns_unless_strict(dataset):
+    first, last = shards(dataset)[0], shards(dataset)[-1]
+    moved = dataset / "train" / "shard_00099.bin"
+    last.rename(moved)  # a val shard gone, and a shard the metadata does not list
+    lines = verify(dataset, ok=False)
+    assert any(line.startswith(f"{last}: listed in dataset_metadata.json") and "missing" in line for line in lines)
+    assert f"warning: {moved}: not listed in dataset_metadata.json (moved in by hand?): training reads it, but it " \
+           "cannot be verified against a checksum" in lines
+    moved.rename(last)
+    extra = dataset / "train" / "shard_00099.bin"
+    extra.write_bytes(first.read_bytes())
+    lines = verify(dataset, ok=True)
+    assert lines[0].startswith(f"warning: {extra}:") and lines[-1].endswith("(1 warning)")
+    lines = verify(dataset, "--strict", ok=False)
+    assert lines[0].startswith(f"{extra}: not listed") and lines[-1].startswith("FAILED: 1 problem")
+
+
+def test_bad_metadata_json_fails(dataset):
+    (dataset / "dataset_metadata.json").write_text('{"format_version": 1, "train": ')
+    lines = verify(dataset, ok=False)
+    assert lines[0].startswith(f"{dataset / 'dataset_metadata.json'}: not valid JSON")
+    # the shards are still read: every one is reported unlisted, none crashes the check
+    assert sum(line.startswith("warning:") for line in lines) == len(shards(dataset))
+
+
+def test_metadata_totals_and_tokenizer_must_agree(dataset):
+    meta_path = dataset / "dataset_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["train"]["tokens"] += 1
+    meta["tokenizer"]["vocab_size"] += 1
+    meta_path.write_text(json.dumps(meta))
+    lines = verify(dataset, ok=False)
+    assert any("train.tokens" in line for line in lines)
+    assert any(line.startswith(f"{dataset / 'tokenizer_state.json'}: vocab_size") for line in lines)
+
+
+def test_metadata_without_checksums_still_verifies(dataset):
+    meta_path = dataset / "dataset_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    for split in ("train", "val"):
+        for e in meta[split]["shards"]:
+            del e["sha256"]  # as an older mypt wrote it
+    meta_path.write_text(json.dumps(meta))
+    lines = verify(dataset, ok=True)
+    assert lines[0].startswith("note: dataset_metadata.json records no checksums") and lines[-1].startswith("OK:")
