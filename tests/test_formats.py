@@ -206,3 +206,11 @@ def test_bad_line_reasons_and_the_clean_stage_says_so(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"body": "Fine words here."}\n')
     refused(prepare("--input_files", str(tmp_path / "d.jsonl"), "--out_dir", str(tmp_path / "ds"), "--strict"),
             f"{tmp_path / 'd.jsonl'}:1: no string field 'text'", "--text_key")
+
+
+def test_a_file_no_reader_takes_is_refused(tmp_path):
+    (tmp_path / "notes.md").write_text("Some words of text.\n")
+    (tmp_path / "c.parquet.gz").write_bytes(b"PAR1")  # parquet needs seeking: never read through gzip
+    for name in ("notes.md", "c.parquet.gz"):
+        refused(prepare("--input_files", str(tmp_path / name), "--out_dir", str(tmp_path / "ds")),
+                name, "not a format mypt reads", ".parquet", ".jsonl.zst")
