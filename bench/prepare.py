@@ -9,7 +9,14 @@ prints, for each size:
   - peak RSS of the whole process tree (parent + workers, sampled every 50 ms) and of the
     largest single process.
 
+With --formats, the same text is also written as documents of DOC_LINES lines in .jsonl.zst
+(one zstd frame per file) and .parquet (snappy, row groups of about 4 MiB of text, as mypt's
+.txt blocks), and prepare-dataset's throughput on each is printed next to the .txt figure.
+A compressed stream is one block of work per file (it cannot be seeked), so its clean step
+runs on one worker per file; parquet is split by row group.
+
     python bench/prepare.py --sizes_mb 250,1000 --workers 2
+    python bench/prepare.py --sizes_mb 50 --workers 2 --formats
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import numpy as np
 import psutil
 
 FILE_MB = 64  # the corpus is .txt files of this size (each one document)
+DOC_LINES = 20  # --formats: lines per JSONL / parquet document (~1.6 KB, a short web page)
+ROW_GROUP_BYTES = 4 << 20  # --formats: text per parquet row group
 
 
 def word_model() -> tuple[list[str], np.ndarray]:
@@ -67,10 +76,57 @@ def generate(root: Path, size_mb: int, words: list[str], p: np.ndarray, seed: in
         i += 1
 
 
-def ceiling(root: Path, threads: int) -> tuple[int, float]:
-    from mypt.tokenizer import Tokenizer
+def documents(path: Path):
+    """The lines of a generated .txt file grouped into documents of DOC_LINES lines."""
+    with open(path, encoding="utf-8") as f:
+        doc = []
+        for line in f:
+            doc.append(line)
+            if len(doc) == DOC_LINES:
+                yield "".join(doc)
+                doc = []
+        if doc:
+            yield "".join(doc)
 
-    enc = Tokenizer.gpt2()._enc
+
+def write_formats(root: Path, out: Path) -> dict[str, Path]:
+    """The .txt corpus `root` rewritten as .jsonl.zst and .parquet files (one per .txt file)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    dirs = {"jsonl.zst": out / "jsonl_zst", "parquet": out / "parquet"}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    for path in sorted(root.glob("*.txt")):
+        with open(dirs["jsonl.zst"] / f"{path.stem}.jsonl.zst", "wb") as raw, \
+                zstandard.ZstdCompressor(level=3).stream_writer(raw) as f:
+            for doc in documents(path):
+                f.write((json.dumps({"text": doc}) + "\n").encode())
+        rows = max(1, ROW_GROUP_BYTES // (DOC_LINES * 80))  # lines average ~80 bytes
+        schema = pa.schema([("text", pa.string())])
+        with pq.ParquetWriter(dirs["parquet"] / f"{path.stem}.parquet", schema) as w:
+            batch = []
+            for doc in documents(path):
+                batch.append(doc)
+                if len(batch) == rows:
+                    w.write_table(pa.table({"text": batch}, schema=schema), row_group_size=rows)
+                    batch = []
+            if batch:
+                w.write_table(pa.table({"text": batch}, schema=schema), row_group_size=rows)
+    return dirs
+
+
+def dir_mb(d: Path) -> float:
+    return sum(p.stat().st_size for p in d.iterdir()) / 2**20
+
+
+def ceiling(root: Path, threads: int) -> tuple[int, float]:
+    from mypt.tokenizers.gpt2 import _r50k_encoding
+
+    enc = _r50k_encoding()
     tokens, elapsed = 0, 0.0
     for path in sorted(root.glob("*.txt")):
         lines = path.read_text().splitlines(keepends=True)
@@ -110,6 +166,8 @@ def main() -> None:
     ap.add_argument("--sizes_mb", default="250,1000")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work_dir", default=None, help="where to build corpora (default: a temp dir)")
+    ap.add_argument("--formats", action="store_true",
+                    help="also time the same text as .jsonl.zst and .parquet (needs mypt[formats])")
     args = ap.parse_args()
     words, p = word_model()
     print(f"machine: {os.cpu_count()} cores; workers: {args.workers}; tiktoken threads: {args.workers}")
@@ -128,11 +186,23 @@ def main() -> None:
             print(f"  mypt prepare-dataset (dedup on):     {total:,} tokens in {wall:.1f} s = "
                   f"{total / wall / 1e6:.2f} M tok/s = {share:.0%} of the ceiling")
             print(f"  peak RSS: process tree {tree / 2**20:.0f} MB, largest process {one / 2**20:.0f} MB")
-            rows.append((size, total / wall / 1e6, share, tree / 2**20))
-            subprocess.run(["rm", "-rf", str(root), str(Path(tmp) / f"ds_{size}")], check=True)
-    print("\nsize_mb  M_tok/s  of_ceiling  peak_tree_rss_mb")
-    for size, rate, share, rss in rows:
-        print(f"{size:7d}  {rate:7.2f}  {share:10.0%}  {rss:16.0f}")
+            rows.append((size, "txt", size, total / wall / 1e6, size / wall, share, tree / 2**20))
+            if args.formats:
+                t0 = time.perf_counter()
+                dirs = write_formats(root, Path(tmp) / f"formats_{size}")
+                print(f"  formats written in {time.perf_counter() - t0:.0f} s (documents of {DOC_LINES} lines)")
+                for fmt, d in dirs.items():
+                    wall, tree, one, meta = run_prepare(d, Path(tmp) / f"ds_{size}_{fmt}", args.workers)
+                    total = meta["total_tokens"]
+                    share = (total / wall) / (tok / sec)
+                    print(f"  .{fmt:<9} ({dir_mb(d):.0f} MB on disk): {total:,} tokens in {wall:.1f} s = "
+                          f"{total / wall / 1e6:.2f} M tok/s = {size / wall:.1f} MB text/s = {share:.0%} of the "
+                          f"ceiling; peak RSS tree {tree / 2**20:.0f} MB")
+                    rows.append((size, fmt, dir_mb(d), total / wall / 1e6, size / wall, share, tree / 2**20))
+            subprocess.run(["rm", "-rf", str(root), *map(str, Path(tmp).glob(f"*_{size}*"))], check=True)
+    print("\nsize_mb  format     disk_mb  M_tok/s  text_MB/s  of_ceiling  peak_tree_rss_mb")
+    for size, fmt, disk, rate, mbs, share, rss in rows:
+        print(f"{size:7d}  {fmt:<9}  {disk:7.0f}  {rate:7.2f}  {mbs:9.1f}  {share:10.0%}  {rss:16.0f}")
 
 
 if __name__ == "__main__":

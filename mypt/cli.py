@@ -25,7 +25,8 @@ def main() -> None:
 @main.command("prepare-dataset", cls=GreedyCommand)
 @option("--input_files", multiple=True, required=True, metavar="PATH...",
         help="Text files (.txt = one document, .jsonl = one document per line in its `text` field, "
-             ".gz of either), directories (searched recursively) or globs. Several allowed.")
+             ".parquet = one document per row in its `text` column, .gz or .zst of .txt and .jsonl), "
+             "directories (searched recursively) or globs. Several allowed.")
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
         help="Dataset directory to write: train/, val/, dataset_metadata.json, tokenizer_state.json. "
              "Give it or --append_to.")

@@ -17,7 +17,7 @@ from mypt.io import check_replaceable
 from mypt.lock import output_lock
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
-from mypt.steps.clean import CleanSettings, clean
+from mypt.steps.clean import CleanSettings, bad_lines_note, clean
 from mypt.steps.dedup import DedupSettings, dedup
 from mypt.steps.shard import ShardSettings, shard
 from mypt.steps.split import SplitSettings, split
@@ -69,6 +69,8 @@ def summary_lines(meta: dict, out_dir: Path) -> list[str]:
         lines.append(f"Binary files skipped: {', '.join(meta['skipped_binary_files'])}")
     if clean_stats.get("invalid_utf8_bytes_replaced"):
         lines.append(f"Invalid UTF-8 bytes replaced: {clean_stats['invalid_utf8_bytes_replaced']:,}")
+    if note := bad_lines_note(meta):
+        lines.append(note)
     return lines
 
 

@@ -6,7 +6,7 @@ import click
 
 from mypt.io import write_json
 from mypt.options import GreedyCommand, option, settings_options
-from mypt.steps.clean import CleanSettings, clean
+from mypt.steps.clean import CleanSettings, bad_lines_note, clean
 
 
 @click.command(cls=GreedyCommand)
@@ -18,6 +18,8 @@ def main(input_files, out_dir, stats, **flags) -> None:
     """Clean --input_files into --out_dir (one file per source, plus manifest.json)."""
     manifest = clean(list(input_files), out_dir, CleanSettings.from_flags(flags))
     write_json(stats, manifest["stats"]["clean"])
+    if note := bad_lines_note(manifest):
+        click.echo(note)
 
 
 if __name__ == "__main__":

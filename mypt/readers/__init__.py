@@ -1,9 +1,12 @@
 """Input formats: one reader class per format, registered by file suffix.
 
-A reader turns a byte range of an input file into texts: pieces of the file's single
-document (`one_document = True`, e.g. .txt) or whole documents (e.g. one per JSONL line).
-Compression is a layer under any format (`X.gz` is read as X through gzip); a compressed
-file cannot be seeked, so it is one block of work.
+A reader turns a block of an input file (a byte range; for parquet, row groups) into texts:
+pieces of the file's single document (`one_document = True`, e.g. .txt) or whole documents
+(e.g. one per JSONL line or parquet row). A damaged file is an InputError naming it
+(`Reader.checked_blocks`, `Reader.checked_texts`).
+Compression is a layer under any format that allows it (`X.gz`, `X.zst` are read as X
+through gzip, zstandard); a compressed file cannot be seeked, so it is one block of work.
+Parquet is compressed inside and needs seeking: its blocks are row groups.
 
 To add a format: a new module here with a `mypt.readers.base.Reader` subclass decorated
 `@register`, and its import in the registration line at the bottom of this file.
@@ -12,7 +15,6 @@ To add a format: a new module here with a `mypt.readers.base.Reader` subclass de
 from __future__ import annotations
 
 import glob
-import gzip
 from pathlib import Path
 from typing import Sequence
 
@@ -21,15 +23,19 @@ from mypt.readers.base import COMPRESSIONS, READERS, Reader
 
 def suffixes() -> list[str]:
     """Every input suffix mypt reads, compressed forms included."""
-    return [s + c for s in READERS for c in ["", *COMPRESSIONS]]
+    return [s + c for s, cls in READERS.items() for c in ["", *(COMPRESSIONS if cls.compressible else ())]]
 
 
-def reader_for(path: Path) -> Reader | None:
+def reader_for(path: Path, *, text_key: str = "text", strict: bool = False) -> Reader | None:
+    """The reader of `path` by its suffix (None: not a format mypt reads). `text_key` names
+    the field of a document's text (JSONL, parquet); `strict` makes a bad record an error."""
     name = Path(path).name
     compression = next((c for c in COMPRESSIONS if name.endswith(c)), None)
     inner = name[:-len(compression)] if compression else name
     cls = next((READERS[s] for s in READERS if inner.endswith(s)), None)
-    return cls(path, compression) if cls else None
+    if cls is None or (compression and not cls.compressible):
+        return None
+    return cls(path, compression, text_key=text_key, strict=strict)
 
 
 def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
@@ -62,18 +68,11 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
     return sorted(found, key=lambda p: str(p))
 
 
-_SNIFF_BYTES = 8192
-
-
 def looks_binary(path: Path) -> bool:
-    """A NUL byte in the first 8 KiB (after decompression) marks a binary file."""
-    reader = reader_for(path) or Reader(path)
-    try:
-        with reader.open() as f:
-            head = f.read(_SNIFF_BYTES)
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return True
-    return b"\x00" in head
+    """A binary file where text was expected (a NUL byte in the first 8 KiB of a text
+    format, after decompression): skipped and counted. A compressed file that does not
+    decompress is an InputError naming it, not a skip."""
+    return (reader_for(path) or Reader(path)).looks_binary()
 
 
-from mypt.readers import jsonl, txt  # noqa: E402,F401  (registration: one line per format)
+from mypt.readers import jsonl, parquet, txt  # noqa: E402,F401  (registration: one line per format)

@@ -5,28 +5,120 @@ importing the package that imports them."""
 from __future__ import annotations
 
 import gzip
+import io
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from mypt.text import BLOCK_BYTES, DecodeCounter, split_blocks
+from mypt.errors import InputError
+from mypt.text import BLOCK_BYTES, DecodeCounter, display_name, split_blocks
+
+FORMATS_HINT = "pip install 'mypt[formats]'"
+
+
+def missing_package(path: Path, package: str) -> InputError:
+    return InputError(f"{display_name(path)}: reading it needs the {package} package: {FORMATS_HINT}")
+
+
+class _ZstdStream(io.RawIOBase):
+    """Every frame of a .zst file, decompressed as one stream.
+
+    zstandard's own stream_reader returns a short read, not an error, when the file is
+    truncated mid-frame; here a last frame without its end is an EOFError (as gzip's is).
+    Reads of 64 KiB of compressed input bound the memory of one step (text compresses
+    about 4x).
+    """
+
+    def __init__(self, path: Path):
+        try:
+            import zstandard
+        except ImportError:
+            raise missing_package(path, "zstandard") from None
+        self._zstd = zstandard
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._file = open(path, "rb")
+        self._frame = None  # the decompressobj of the current frame
+        self._out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._out:
+            raw = self._file.read(1 << 16)
+            if not raw:
+                if self._frame is not None and not self._frame.eof:
+                    raise EOFError("the zstd stream ends inside a frame (truncated file)")
+                return 0
+            try:
+                self._out = self._feed(raw)
+            except self._zstd.ZstdError as e:
+                raise OSError(f"not valid zstd data ({e})") from None
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _feed(self, raw: bytes) -> bytes:
+        out = []
+        while raw:
+            if self._frame is None or self._frame.eof:  # a .zst file may hold several frames
+                self._frame = self._decompressor.decompressobj()
+            out.append(self._frame.decompress(raw))
+            raw = self._frame.unused_data if self._frame.eof else b""
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
 
 READERS: dict[str, type["Reader"]] = {}  # format suffix -> reader class
-COMPRESSIONS: dict[str, Callable[[Path], BinaryIO]] = {".gz": lambda p: gzip.open(p, "rb")}
+COMPRESSIONS: dict[str, Callable[[Path], BinaryIO]] = {
+    ".gz": lambda p: gzip.open(p, "rb"),
+    ".zst": lambda p: io.BufferedReader(_ZstdStream(p)),
+}
+# What reading a damaged file raises: a bad header or data (gzip's BadGzipFile is an OSError,
+# the zstd stream's too), a truncated stream (EOFError), corrupt deflate data (zlib.error).
+READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
 _SNIFF_BYTES = 8192
 
 
 class Reader:
     suffix = ""  # ".txt"
     one_document = True  # the whole file is one document (True) or it holds many (False)
+    compressible = True  # False: the format needs seeking (parquet), so X.gz is not read as X
 
-    def __init__(self, path: Path, compression: str | None = None):
+    def __init__(self, path: Path, compression: str | None = None, *, text_key: str = "text",
+                 strict: bool = False):
         self.path, self.compression = Path(path), compression
+        self.text_key = text_key  # the field (column) of a document's text, for formats that have fields
+        self.strict = strict  # a bad record is an error, not a counted skip
+        self.first_bad: tuple[int, str] | None = None  # (line in the block, why) of the first bad record
 
     def open(self) -> BinaryIO:
         return COMPRESSIONS[self.compression](self.path) if self.compression else open(self.path, "rb")
 
+    def read_errors(self) -> tuple[type[BaseException], ...]:
+        """The exceptions that mean the file is damaged (see `damaged`)."""
+        return READ_ERRORS
+
+    def damaged(self, error: BaseException) -> InputError:
+        detail = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the library said
+        kind = self.suffix + (self.compression or "")
+        return InputError(f"{display_name(self.path)}: cannot be read as {kind} ({detail}); the file is damaged "
+                          "or truncated: replace it, or leave it out of --input_files")
+
+    def looks_binary(self) -> bool:
+        """A NUL byte in the first 8 KiB (after decompression) marks a binary file, skipped."""
+        try:
+            with self.open() as f:
+                return b"\x00" in f.read(_SNIFF_BYTES)
+        except self.read_errors() as e:
+            raise self.damaged(e) from None
+
     def blocks(self) -> list[tuple[int, int]]:
-        """Byte ranges that can be read independently; (0, -1) is the whole file."""
+        """Ranges of the file that can be read independently; (0, -1) is the whole file."""
         return [(0, -1)] if self.compression else split_blocks(self.path)
 
     def chunks(self, start: int, end: int) -> Iterator[bytes]:
@@ -42,6 +134,41 @@ class Reader:
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
         """Texts of the block; `stats` (a Counter) receives what the reader counts."""
         raise NotImplementedError
+
+    def checked_blocks(self) -> list[tuple[int, int]]:
+        """blocks(), with a damaged file reported as an InputError naming it."""
+        try:
+            return self.blocks()
+        except self.read_errors() as e:
+            raise self.damaged(e) from None
+
+    def checked_texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
+        """texts(), with a damaged file reported as an InputError naming it. (Errors of the
+        caller's loop body are not caught: they are not raised inside this generator.)"""
+        try:
+            yield from self.texts(start, end, decoder, stats)
+        except self.read_errors() as e:
+            raise self.damaged(e) from None
+
+    def bad_record(self, line: int, why: str, start: int) -> None:
+        """Note a skipped record (line `line` of the block that starts at byte `start`): the
+        first one is remembered; with `strict` it is an error naming file:line."""
+        if self.first_bad is None:
+            self.first_bad = (line, why)
+        if self.strict:
+            raise InputError(f"{self.location(start, line)}: {why} (--strict stops at the first bad record; "
+                             "without it such records are skipped and counted)")
+
+    def location(self, start: int, line: int) -> str:
+        """`file:line` of line `line` (1-based) of the block that starts at byte `start`."""
+        before = 0
+        if start > 0:  # count the lines of the file before the block (only when reporting)
+            with open(self.path, "rb") as f:
+                remaining = start
+                while remaining > 0 and (piece := f.read(min(remaining, 1 << 20))):
+                    before += piece.count(b"\n")
+                    remaining -= len(piece)
+        return f"{display_name(self.path)}:{before + line}"
 
 
 def register(cls: type[Reader]) -> type[Reader]:

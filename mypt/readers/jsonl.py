@@ -1,7 +1,8 @@
-"""`.jsonl`: one document per line, its text in the `text` field.
+"""`.jsonl`: one document per line, its text in the `text` field (`--text_key` names another).
 
-Lines that are not JSON objects with a string `text` are skipped and counted as
-bad_json_lines; blank lines are ignored.
+A line that is not JSON, not an object, or has no string text field is a bad record: skipped
+and counted as bad_json_lines, the first one reported as file:line (with `--strict`, an error
+there). Blank lines are ignored. Lines end at b"\\n" only, as editors number them.
 """
 
 from __future__ import annotations
@@ -17,20 +18,25 @@ from mypt.text import DecodeCounter
 class JsonlReader(Reader):
     suffix = ".jsonl"
     one_document = False
-    text_key = "text"
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
+        line = 0  # lines of the block before the current chunk
         for chunk in self.chunks(start, end):
-            for raw in chunk.splitlines():
+            for i, raw in enumerate(chunk.split(b"\n")):
                 if not raw.strip():
                     continue
                 stats["documents_in"] += 1
                 try:
                     record = json.loads(decoder.decode(raw))
                 except ValueError:
-                    record = None
+                    record, why = None, "not valid JSON"
+                else:
+                    why = "not a JSON object" if not isinstance(record, dict) else \
+                        f"no string field {self.text_key!r} (--text_key names the field of the text)"
                 text = record.get(self.text_key) if isinstance(record, dict) else None
                 if not isinstance(text, str):
                     stats["bad_json_lines"] += 1
+                    self.bad_record(line + i + 1, why, start)
                     continue
                 yield text
+            line += chunk.count(b"\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
-from mypt.readers import looks_binary, reader_for, resolve_inputs
+from mypt.readers import looks_binary, reader_for, resolve_inputs, suffixes
 from mypt.settings import Settings, setting, workers_setting
 from mypt.steps import MANIFEST, Step
 from mypt.text import DecodeCounter, LineFilter, clean_lines, display_name, doc_text
@@ -24,6 +24,10 @@ class CleanSettings(Settings):
     normalize: bool = setting(True, "NFC, \\r\\n -> \\n, control characters and trailing whitespace removed.")
     filter: bool = setting(True, "Drop lines with no letters, or longer than max_line_chars.")
     max_line_chars: int = setting(100_000, "Line filter: longer lines are dropped (counted as too_long).", min=1)
+    text_key: str = setting("text", "JSONL and parquet: the field (column) that holds each document's text.")
+    strict: bool = setting(False, "Stop at the first bad JSONL line (not JSON, not an object, no string text "
+                                  "field) with an error naming file:line; without it such lines are skipped "
+                                  "and counted.", output=False)
     workers: int | None = workers_setting()
 
 
@@ -32,15 +36,16 @@ def _source_file(index: int, path: Path, jsonl: bool) -> str:
     return f"{index:05d}-{stem}.{'jsonl' if jsonl else 'txt'}"
 
 
-def _clean_block(task) -> Counter:
-    path, start, end, normalize, max_line_chars, out = task
-    reader = reader_for(path)
+def _clean_block(task) -> tuple[Counter, tuple[int, str] | None]:
+    """Clean one block into `out`; returns the counts and the block's first bad record."""
+    path, start, end, normalize, max_line_chars, text_key, strict, out = task
+    reader = reader_for(path, text_key=text_key, strict=strict)
     line_filter = LineFilter(max_line_chars) if max_line_chars else None
     stats = Counter(lines_out=0, documents_in=0, documents_out=0, documents_emptied=0, bad_json_lines=0)
     drops = Counter(dict.fromkeys(LineFilter.REASONS, 0)) if line_filter else Counter()
     decoder = DecodeCounter()
     with open(out, "wb") as f:
-        for text in reader.texts(start, end, decoder, stats):
+        for text in reader.checked_texts(start, end, decoder, stats):
             lines = clean_lines(text, normalize, line_filter, drops)
             if reader.one_document:  # a piece of the file's one document
                 stats["lines_out"] += len(lines)
@@ -56,7 +61,16 @@ def _clean_block(task) -> Counter:
     stats["invalid_utf8_bytes_replaced"] += decoder.replaced
     for reason, n in drops.items():
         stats[f"dropped_{reason}"] += n
-    return stats
+    return stats, reader.first_bad
+
+
+def bad_lines_note(manifest: dict) -> str | None:
+    """What the console says about skipped JSONL lines (the clean stage, prepare-dataset)."""
+    n = manifest["stats"].get("clean", {}).get("bad_json_lines", 0)
+    if not n:
+        return None
+    return (f"Bad JSONL lines skipped: {n:,} (first: {manifest['first_bad_json_line']}); "
+            "--strict makes them an error")
 
 
 def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = CleanSettings()) -> dict:
@@ -70,18 +84,26 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
             if looks_binary(path):
                 skipped.append(display_name(path))
                 continue
-            reader = reader_for(path)
+            reader = reader_for(path, text_key=settings.text_key)
+            if reader is None:
+                raise InputError(f"--input_files: {display_name(path)} is not a format mypt reads "
+                                 f"(suffixes: {', '.join(suffixes())})")
             jsonl = not reader.one_document
             source = {"name": display_name(path), "file": _source_file(len(sources), path, jsonl),
                       "jsonl": jsonl, "bytes": path.stat().st_size}
             sources.append(source)
-            blocks = reader.blocks()
+            blocks = reader.checked_blocks()
             source["_parts"] = [stage / f".part_{len(tasks) + i:06d}" for i in range(len(blocks))]
-            tasks += [(path, s, e, settings.normalize, max_line_chars, part)
+            tasks += [(path, s, e, settings.normalize, max_line_chars, settings.text_key, settings.strict, part)
                       for (s, e), part in zip(blocks, source["_parts"])]
         if not sources:
             raise InputError(f"--input_files: no text to read; binary files skipped: {', '.join(skipped)}")
-        stats = merge_counts(parallel_map(_clean_block, tasks, settings.workers, "clean"))
+        results = parallel_map(_clean_block, tasks, settings.workers, "clean")
+        stats = merge_counts(counts for counts, _ in results)
+        # The first bad record in corpus order: blocks come back in task order, so whatever
+        # the worker count the earliest block that saw one names it.
+        first_bad = next((reader_for(task[0]).location(task[1], bad[0]) + f": {bad[1]}"
+                          for task, (_, bad) in zip(tasks, results) if bad), None)
         for source in sources:
             with atomic_file(stage / source["file"]) as f:
                 size = concat_files(source.pop("_parts"), f)
@@ -93,9 +115,11 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
         if stats["lines_out"] == 0:
             dropped = {k: v for k, v in stats.items() if k.startswith("dropped_")}
             raise InputError(f"everything was filtered away (drops: {dropped or 'none'}, "
-                             f"bad JSON lines: {stats['bad_json_lines']}): check --input_files, "
-                             "or pass --no_filter")
+                             f"bad JSON lines: {stats['bad_json_lines']}{f', first {first_bad}' if first_bad else ''}): "
+                             f"check --input_files{' and --text_key' if first_bad else ''}, or pass --no_filter")
         manifest = {"step": STEP.name, "sources": sources, "skipped_binary_files": skipped,
                     "settings": settings.recorded(), "stats": {"clean": dict(sorted(stats.items()))}}
+        if first_bad:  # only then: the metadata of a corpus without bad lines is unchanged
+            manifest["first_bad_json_line"] = first_bad
         write_json(stage / MANIFEST, manifest)
     return manifest

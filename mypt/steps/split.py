@@ -128,5 +128,7 @@ def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()
         }
         if manifest.get("skipped_binary_files"):
             meta["skipped_binary_files"] = manifest["skipped_binary_files"]
+        if manifest.get("first_bad_json_line"):
+            meta["first_bad_json_line"] = manifest["first_bad_json_line"]
         write_json(stage / METADATA_FILE, meta)
     return meta
