@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from mypt.errors import TokenizerError
 from mypt.model import GPT, KVCache
 
 
@@ -26,6 +27,24 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
         drop = probs.cumsum(-1) - probs > top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits
+
+
+def _encode_prompt(tokenizer, prompt: str) -> list[int]:
+    try:
+        return tokenizer.encode(prompt)
+    except TokenizerError:
+        bad = [c for c in sorted(set(prompt)) if not _encodes(tokenizer, c)]
+        raise TokenizerError(f"--prompt: the characters {bad} are not in the model's {tokenizer.kind} vocabulary "
+                             f"of {tokenizer.vocab_size} characters; leave them out of --prompt (the model "
+                             "knows only the characters of the corpus it was trained on)") from None
+
+
+def _encodes(tokenizer, char: str) -> bool:
+    try:
+        tokenizer.encode(char)
+    except TokenizerError:
+        return False
+    return True
 
 
 @torch.no_grad()
@@ -64,7 +83,7 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     """Sample `num_samples` continuations of `prompt`; `on_text(sample, piece)` receives
     text as it is produced (streaming). Returns the full texts, prompt included."""
     device = next(model.parameters()).device
-    ids = tokenizer.encode(prompt) if prompt else []
+    ids = _encode_prompt(tokenizer, prompt) if prompt else []
     if not ids:
         if tokenizer.eot_id is None:
             ids = tokenizer.encode("\n")

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from mypt.config import EvalSettings
-from mypt.data import resolve_device
+from mypt.data import check_same_tokenizer, resolve_device
 from mypt.io import write_json
 from mypt.model import load_model
 from mypt.options import MyptCommand, option, settings_options
@@ -26,7 +26,10 @@ def main(model_dir, datasets, metrics, **flags):
     for spec, (_, sep, _) in zip(datasets, specs):
         if not sep:
             raise click.BadParameter(f"{spec!r}: expected NAME=DIR", param_hint="--dataset")
-    model, _, _ = load_model(model_dir, resolve_device(s.device))
+    model, tokenizer, _ = load_model(model_dir, resolve_device(s.device))
+    for name, _, directory in specs:
+        check_same_tokenizer(tokenizer, Path(directory), f"the model {model_dir}",
+                             f"--dataset {name}={directory}")
     results = {}
     for name, _, directory in specs:
         results[name] = evaluate_dataset(model, Path(directory), s.batch_size, s.max_tokens)
