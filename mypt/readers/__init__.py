@@ -12,12 +12,11 @@ To add a format: a new module here with a `mypt.readers.base.Reader` subclass de
 from __future__ import annotations
 
 import glob
-import gzip
 from pathlib import Path
 from typing import Sequence
 
 from mypt.errors import InputError
-from mypt.readers.base import COMPRESSIONS, READERS, Reader
+from mypt.readers.base import COMPRESSIONS, DAMAGED, READERS, Reader, damaged
 
 def suffixes() -> list[str]:
     """Every input suffix mypt reads, compressed forms included."""
@@ -71,8 +70,8 @@ def looks_binary(path: Path) -> bool:
     try:
         with reader.open() as f:
             head = f.read(_SNIFF_BYTES)
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return True
+    except DAMAGED as e:  # not binary: a broken file, which the user should hear about
+        raise damaged(path, e) from None
     return b"\x00" in head
 
 
