@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -53,12 +54,44 @@ def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=
     staging = partial_dir(path)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    try:
+        _write(staging, model, tokenizer, config_extra, optimizer, state)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a full disk leaves no half checkpoint behind
+        raise
+    old = _old_dir(path)
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        if old.is_dir():
+            os.replace(old, path)  # the previous checkpoint stays in place
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_file(tensors: dict, path: Path, **kwargs) -> None:
+    """safetensors' save_file; its I/O failures (a full disk) become the OSError they are."""
+    try:
+        save_file(tensors, path, **kwargs)
+    except SafetensorError as e:
+        # The Rust error carries the OS error code: "IoError(Os { code: 28, ... })".
+        code = re.search(r"code: (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+
+def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None) -> None:
     raw = model.module if hasattr(model, "module") else model
     raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
     weights = {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k != TIED}
     # One metadata key only: safetensors writes its metadata map in hash order, and a fixed
     # file (same weights, same bytes) is worth more than a version tag (config.json has one).
-    save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
+    _save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
     config = {"format_version": FORMAT_VERSION, "model": raw.config.to_dict(), **config_extra}
     atomic_write_text(staging / "config.json", json.dumps(config, indent=2) + "\n")
     tokenizer.save(staging)
@@ -67,15 +100,9 @@ def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=
         tensors["rng/torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
             tensors["rng/cuda"] = torch.cuda.get_rng_state()
-        save_file(tensors, staging / "training_state.safetensors")
+        _save_file(tensors, staging / "training_state.safetensors")
         atomic_write_text(staging / "training_state.json",
                           json.dumps({**state, "optimizer": opt_json}, indent=1) + "\n")
-    old = _old_dir(path)
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(staging, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
@@ -102,11 +129,26 @@ def read_config(path: Path) -> dict:
     path = Path(path) / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{path.parent} is not a mypt checkpoint (no config.json)")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
+    config = _read_json_object(path)
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}, this mypt reads {FORMAT_VERSION}")
+    for key in ("model", "training"):
+        if not isinstance(config.get(key, {}), dict):
+            raise CheckpointError(f"{path}: {key!r} must be an object of settings, got {config[key]!r}; "
+                                  "the checkpoint was edited or damaged: save it again by training")
     return config
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); the checkpoint was edited or damaged") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}; "
+                              "the checkpoint was edited or damaged")
+    return data
 
 
 def read_weights(path: Path) -> tuple[dict, dict]:
@@ -126,9 +168,12 @@ def load_training_state(path: Path, optimizer) -> dict:
     if not (path / "training_state.json").is_file():
         raise CheckpointError(f"{path} has no training state to resume from (training_state.json); "
                               "start a new run, or use --init_from_model to start from its weights")
-    with open(path / "training_state.json", encoding="utf-8") as f:
-        state = json.load(f)
+    state = _read_json_object(path / "training_state.json")
     tensors = _load_safetensors(path / "training_state.safetensors")
+    where = path / "training_state.json"
+    if not isinstance(state.get("step"), int) or not isinstance(state.get("optimizer"), dict):
+        raise CheckpointError(f"{where}: no integer 'step' and 'optimizer' object; the checkpoint was edited "
+                              "or damaged: start a new run, or --init_from_model to keep its weights")
     opt = state.pop("optimizer")
     per_param: dict[int, dict] = {}
     for key, value in tensors.items():

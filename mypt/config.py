@@ -180,7 +180,10 @@ def load_config_file(name_or_path: str) -> tuple[dict, dict, str]:
     """
     path = Path(name_or_path)
     if path.is_file():
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"--config_file {path}: not UTF-8 text ({e.reason}); a config file is JSON") from None
     else:
         preset = resources.files("mypt") / "configs" / f"{name_or_path.removesuffix('.json')}.json"
         if not preset.is_file():
@@ -190,11 +193,18 @@ def load_config_file(name_or_path: str) -> tuple[dict, dict, str]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{source}: not valid JSON ({e})") from None
+        raise ConfigError(f"--config_file {source}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config_file {source}: expected a JSON object {{\"model\": {{...}}, \"training\": {{...}}}}, "
+                          f"got {type(data).__name__}")
     unknown = sorted(set(data) - {"model", "training", "description"})
     if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {unknown}; a config has 'model' and 'training'")
-    return data.get("model", {}), data.get("training", {}), source
+        raise ConfigError(f"--config_file {source}: unknown section(s) {unknown}; a config has 'model' and 'training'")
+    for section in ("model", "training"):
+        if not isinstance(data.get(section, {}), dict):
+            raise ConfigError(f"--config_file {source}: {section!r} must be an object of settings, "
+                              f"got {data[section]!r}")
+    return dict(data.get("model", {})), dict(data.get("training", {})), source
 
 
 def list_presets() -> list[str]:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mypt.errors import DataError
+from mypt.errors import ConfigError, DataError
+from mypt.readers import looks_binary
 from mypt.shards import METADATA_FILE, TOKEN_BYTES, list_shards, read_metadata, shard_tokens
 from mypt.tokenizers import Tokenizer
 
@@ -34,7 +35,33 @@ def resolve_device(name: str | None) -> torch.device:
     """The torch device for a name; "auto" (or nothing) is cuda when a GPU is there, else cpu."""
     if not name or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {name!r} is not a device mypt runs on: use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__}); "
+                              "use --device cpu, or auto")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: Apple's MPS is not available here; use --device cpu, or auto")
+    return device
+
+
+def check_same_tokenizer(tokenizer: Tokenizer, dataset_dir: Path, what: str, given: str) -> None:
+    """Refuse a dataset tokenized with another vocabulary than `tokenizer` (`what`'s): its ids
+    would mean other characters, and a loss over them means nothing. `given`: the flag and
+    value that named the dataset."""
+    theirs = Tokenizer.load(dataset_dir)
+    if theirs.state() != tokenizer.state():
+        raise DataError(f"{given} was tokenized with another vocabulary ({theirs.kind}, "
+                        f"{theirs.vocab_size} tokens) than {what} ({tokenizer.kind}, {tokenizer.vocab_size} "
+                        f"tokens): prepare it again with that tokenizer (prepare-dataset --tokenizer_from)")
 
 
 def no_training_shards(dataset_dir: Path) -> DataError:
@@ -233,5 +260,15 @@ class GPTDataLoader:
 
 def load_text_tokens(path: Path, tokenizer: Tokenizer) -> np.ndarray:
     """The in-memory mode (--input_file): one text file's tokens as a uint32 array."""
+    return tokenizer.encode_array(read_input_text(path)).astype(np.uint32)
+
+
+def read_input_text(path: Path) -> str:
+    """The text of --input_file, refused when binary or without text (what prepare-dataset
+    would skip or reject)."""
+    if looks_binary(Path(path)):
+        raise DataError(f"--input_file {path} looks binary (a NUL byte near its start): pass a text file")
     text = Path(path).read_text(encoding="utf-8", errors="replace")
-    return tokenizer.encode_array(text).astype(np.uint32)
+    if not text.strip():
+        raise DataError(f"--input_file {path}: no text in the file (empty or whitespace only)")
+    return text

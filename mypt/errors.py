@@ -7,6 +7,9 @@ names what was seen (path, flag, value) and what fixes it, often as a `HINT:` li
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class MyptError(Exception):
     """Base of every error a user can cause and fix."""
@@ -48,3 +51,27 @@ class TrainingDiverged(MyptError, RuntimeError):
 
 class BusyError(MyptError):
     """An output (a dataset directory, a checkpoint) that another mypt process is writing."""
+
+
+# What fixes an environment error while mypt writes or reads its files.
+_OS_HINTS = {
+    errno.ENOSPC: "free some space, or choose an output on another disk",
+    errno.EDQUOT: "free some space, or choose an output on another disk",
+    errno.EROFS: "choose an output on a writable file system",
+    errno.EACCES: "check its permissions, or choose another path",
+    errno.EPERM: "check its permissions, or choose another path",
+    errno.EBUSY: "close what holds it open, or choose another path",
+}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an OSError that reached a command: the path, what went wrong (the
+    errno's meaning), what fixes it. Disk full, read-only file systems and permissions are
+    the environment's, not bugs: no traceback."""
+    reason = e.strerror or (os.strerror(e.errno) if e.errno else str(e))
+    path = e.filename if e.filename is not None else "a file"
+    verb = "cannot write" if e.errno in _WRITE_ERRNOS else "cannot use"
+    paths = f"{path} -> {e.filename2}" if e.filename2 is not None else str(path)
+    hint = _OS_HINTS.get(e.errno)
+    return f"{verb} {paths}: {reason}" + (f"; {hint}" if hint else "")

@@ -8,10 +8,9 @@ from typing import Callable
 
 from mypt import checkpoint
 from mypt.config import EvalSettings
-from mypt.data import resolve_device
-from mypt.errors import ConfigError, DataError
+from mypt.data import check_same_tokenizer, resolve_device
+from mypt.errors import ConfigError
 from mypt.model import load_model
-from mypt.tokenizers import Tokenizer
 from mypt.train import evaluate_dataset
 
 
@@ -33,10 +32,7 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     model, tokenizer, _ = load_model(path, resolve_device(settings.device))
     results = {}
     for name, directory in datasets.items():
-        if Tokenizer.load(directory).state() != tokenizer.state():
-            raise DataError(f"--dataset {name}={directory}: prepared with another tokenizer than the model "
-                            f"{path} ({tokenizer}); its loss would mean nothing: prepare it with "
-                            f"--tokenizer_from {path}")
+        check_same_tokenizer(tokenizer, directory, f"the model {path}", f"--dataset {name}={directory}")
         results[name] = r = evaluate_dataset(model, directory, settings.batch_size, settings.max_tokens)
         log(f"{name}: loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f} over {r['tokens']:,} tokens")
     return results

@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from mypt.errors import TokenizerError
 from mypt.model import GPT, KVCache
 
 
@@ -29,6 +30,24 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
         drop = probs.cumsum(-1) - probs > top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits
+
+
+def _encode_prompt(tokenizer, prompt: str) -> list[int]:
+    try:
+        return tokenizer.encode(prompt)
+    except TokenizerError:
+        bad = [c for c in sorted(set(prompt)) if not _encodes(tokenizer, c)]
+        raise TokenizerError(f"--prompt: the characters {bad} are not in the model's {tokenizer.kind} vocabulary "
+                             f"of {tokenizer.vocab_size} characters; leave them out of --prompt (the model "
+                             "knows only the characters of the corpus it was trained on)") from None
+
+
+def _encodes(tokenizer, char: str) -> bool:
+    try:
+        tokenizer.encode(char)
+    except TokenizerError:
+        return False
+    return True
 
 
 @torch.no_grad()
@@ -106,7 +125,7 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     `stop` strings (not included) or after max_new_tokens. Returns the full texts, prompt
     included."""
     device = next(model.parameters()).device
-    ids = tokenizer.encode(prompt) if prompt else []
+    ids = _encode_prompt(tokenizer, prompt) if prompt else []
     if not ids:
         ids = tokenizer.encode("\n") if tokenizer.eot_id is None else [tokenizer.eot_id]
     generator = torch.Generator(device=device)

@@ -23,10 +23,8 @@ def tmp_name(path: Path) -> Path:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         f.write(data)
-    os.replace(tmp, path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -62,10 +60,11 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
     f = open(tmp, mode)
     try:
         yield f
-        f.close()
+        f.close()  # a full disk may only show here, when the last buffer is written
         os.replace(tmp, path)
     except BaseException:
-        f.close()
+        with contextlib.suppress(OSError):
+            f.close()
         tmp.unlink(missing_ok=True)
         raise
 
@@ -123,14 +122,24 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = ()) -> Iterato
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    old = final.parent / f".{final.name}.old"
     try:
         yield staging
+        # The previous output is moved aside, not deleted, until the new one is in place:
+        # a rename refused (read-only, busy) leaves it as it was.
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        try:
+            os.replace(staging, final)
+        except BaseException:
+            if old.exists():
+                os.replace(old, final)
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if final.exists():
-        shutil.rmtree(final) if final.is_dir() else final.unlink()
-    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def concat_files(parts: list[Path], dest) -> int:

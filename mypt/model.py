@@ -155,8 +155,22 @@ class GPT(nn.Module):
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer, dict]:
     """The model (on `device`), its tokenizer and config.json of a checkpoint directory."""
     config, weights = checkpoint.read_weights(path)
-    model = GPT(GPTConfig.from_dict(config.get("model"), f"{path}/config.json"))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if set(missing) - {checkpoint.TIED} or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the config (missing {missing}, unexpected {unexpected})")
-    return model.to(device), Tokenizer.load(path), config
+    source = f"{Path(path) / 'config.json'}"
+    model = GPT(GPTConfig.from_dict(config.get("model"), source))
+    tokenizer = Tokenizer.load(path)
+    # The padded embedding hides a small vocab_size edit from the weights' shapes: compare
+    # with the tokenizer too, or generation would sample ids the tokenizer cannot decode.
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise CheckpointError(f"{source}: vocab_size {model.config.vocab_size} does not match the checkpoint's "
+                              f"tokenizer ({tokenizer.vocab_size}); the checkpoint was edited or damaged")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wrong = [f"{k} {tuple(v.shape)} (config: {expected[k]})" for k, v in weights.items()
+             if k in expected and tuple(v.shape) != expected[k]]
+    missing = sorted(set(expected) - set(weights) - {checkpoint.TIED})
+    unexpected = sorted(set(weights) - set(expected))
+    if wrong or missing or unexpected:
+        raise CheckpointError(f"{source} does not match the weights in model.safetensors (shapes {wrong[:3]}, "
+                              f"missing {missing[:3]}, unexpected {unexpected[:3]}); the checkpoint was edited "
+                              "or damaged")
+    model.load_state_dict(weights, strict=False)
+    return model.to(device), tokenizer, config

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from mypt.errors import MyptError
+from mypt.errors import MyptError, os_error_message
 from mypt.settings import _base_type, choices_of, flag_name
 
 
@@ -33,13 +33,16 @@ def option(*decls: str, **kwargs):
 
 
 class MyptCommand(click.Command):
-    """A command whose user-caused errors (MyptError) print as one line, exit status 1."""
+    """A command whose user-caused errors (MyptError) and environment errors (OSError: disk
+    full, read-only, permissions) print as one line, exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MyptError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            raise click.ClickException(os_error_message(e)) from None
 
 
 class GreedyCommand(MyptCommand):

@@ -3,7 +3,9 @@ intermediate text format the data steps pass along.
 
 Input formats are read by mypt.readers. Nothing here holds more than one block of one file
 in memory: a block is a byte range of a plain file that starts and ends at a line boundary.
-Every line mypt writes ends with a newline, so every document ends with one too.
+Every line mypt writes ends with a newline, so every document ends with one too, except
+the last line of a .txt document cleaned with normalize and filter off, which passes
+unchanged (block_text reads it back exactly).
 """
 
 from __future__ import annotations
@@ -151,14 +153,19 @@ def block_docs(path: Path, start: int, end: int, jsonl: bool) -> Iterator[list[s
     """The lines of each document (or, for .txt, of the block) of a file mypt wrote (every
     line ends with a newline)."""
     if not jsonl:
-        with open(path, "rb") as f:
-            f.seek(start)
-            text = f.read(end - start).decode("utf-8")
+        text = block_text(path, start, end)
         if text:
-            yield text[:-1].split("\n")
+            yield text.removesuffix("\n").split("\n")
         return
     for raw in read_lines(path, start, end):
         yield json.loads(raw)["text"][:-1].split("\n")
+
+
+def block_text(path: Path, start: int, end: int) -> str:
+    """The text of [start, end) of a .txt file mypt wrote, exactly."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(end - start).decode("utf-8")
 
 
 def doc_text(lines: list[str], jsonl: bool) -> str:

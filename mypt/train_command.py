@@ -11,9 +11,10 @@ from typing import Callable
 import torch
 
 from mypt import checkpoint
-from mypt.data import GPTDataLoader, LoaderConfig, load_text_tokens, no_training_shards, resolve_device
+from mypt.data import (GPTDataLoader, LoaderConfig, check_same_tokenizer, load_text_tokens,
+                       read_input_text, resolve_device)
 from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
-from mypt.errors import ConfigError
+from mypt.errors import ConfigError, DataError
 from mypt.hf import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
@@ -25,7 +26,9 @@ from mypt.train import configure_optimizer, fit, setup_distributed
 def _tokenizer_for(req: TrainRequest):
     if req.dataset_dir is not None:
         if not (Path(req.dataset_dir) / METADATA_FILE).is_file():
-            raise no_training_shards(req.dataset_dir)
+            raise DataError(f"--dataset_dir {req.dataset_dir} has no {METADATA_FILE}: not a prepared dataset; "
+                            f"HINT: prepare it with `mypt prepare-dataset --input_files ... --out_dir "
+                            f"{req.dataset_dir}`")
         meta = read_metadata(req.dataset_dir)
         kind = meta["tokenizer"]["kind"]
         if req.tokenization and req.tokenization != kind:
@@ -36,7 +39,7 @@ def _tokenizer_for(req: TrainRequest):
     cls = tokenizer_class(req.tokenization or "gpt2")
     if not cls.learns_vocabulary:
         return cls()
-    return cls.from_corpus([Path(req.input_file).read_text(encoding="utf-8", errors="replace")])
+    return cls.from_corpus([read_input_text(req.input_file)])
 
 
 def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable[[str], None] = print) -> dict:
@@ -106,6 +109,8 @@ def _run_training(req: TrainRequest, ckpt_dir: Path, overrides: dict | None, log
         loader = GPTDataLoader(loader_cfg, tokenizer, tokens=load_text_tokens(req.input_file, tokenizer))
     eval_loaders = {}
     if req.eval_dataset_dir is not None:
+        check_same_tokenizer(tokenizer, req.eval_dataset_dir, "the training data",
+                             f"--eval_dataset_dir {req.eval_dataset_dir}")
         eval_loaders["general"] = GPTDataLoader(loader_cfg, tokenizer, dataset_dir=req.eval_dataset_dir, eval_only=True)
 
     optimizer = configure_optimizer(model, train_cfg, device)

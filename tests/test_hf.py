@@ -136,4 +136,4 @@ def test_mypt_eval_prints_json_and_refuses_another_tokenizer(tmp_path):
     assert got["tokens"] > 0 and got["perplexity"] == pytest.approx(np.exp(got["loss"]))
     result = runner.invoke(main, ["eval", "--model_name", str(tmp_path / "m"), "--dataset", f"b={tmp_path / 'ds-b'}",
                                   "--device", "cpu"])
-    assert result.exit_code == 1 and "another tokenizer" in result.output
+    assert result.exit_code == 1 and "another vocabulary" in result.output

@@ -82,8 +82,6 @@ COMPRESSIONS: dict[str, Callable[[Path], BinaryIO]] = {
 # the zstd stream's too), a truncated stream (EOFError), corrupt deflate data (zlib.error).
 READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
 _SNIFF_BYTES = 8192
-
-
 class Reader:
     suffix = ""  # ".txt"
     one_document = True  # the whole file is one document (True) or it holds many (False)
@@ -123,13 +121,16 @@ class Reader:
 
     def chunks(self, start: int, end: int) -> Iterator[bytes]:
         """The raw bytes of [start, end) in pieces that end at line boundaries."""
-        with self.open() as f:
-            if end >= 0:
-                f.seek(start)
-                yield f.read(end - start)
-                return
-            while lines := f.readlines(BLOCK_BYTES):  # a stream: line-aligned pieces
-                yield b"".join(lines)
+        try:
+            with self.open() as f:
+                if end >= 0:
+                    f.seek(start)
+                    yield f.read(end - start)
+                    return
+                while lines := f.readlines(BLOCK_BYTES):  # a stream: line-aligned pieces
+                    yield b"".join(lines)
+        except self.read_errors() as e:
+            raise self.damaged(e) from None
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
         """Texts of the block; `stats` (a Counter) receives what the reader counts."""

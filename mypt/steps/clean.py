@@ -50,7 +50,10 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None]:
             if reader.one_document:  # a piece of the file's one document
                 stats["lines_out"] += len(lines)
                 if lines:
-                    f.write(("\n".join(lines) + "\n").encode("utf-8"))
+                    # With normalize and filter off the text passes unchanged: no newline
+                    # added after a document's last line.
+                    exact = not normalize and line_filter is None
+                    f.write((text if exact else "\n".join(lines) + "\n").encode("utf-8"))
                 continue
             if all(not line.strip() for line in lines):
                 stats["documents_emptied"] += 1

@@ -18,7 +18,7 @@ from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, setting, workers_setting
 from mypt.shards import DTYPE
 from mypt.steps import MANIFEST, Step, read_input
-from mypt.text import block_docs, split_blocks
+from mypt.text import block_docs, block_text, split_blocks
 from mypt.tokenizers import Tokenizer, kinds
 
 STEP = Step("tokenize", reads=("clean", "dedup"))
@@ -48,8 +48,11 @@ def _tokenize_block(task) -> tuple[int, dict]:
     path, jsonl, start, end, state, tokens_out, docs_out = task
     tok = _tokenizer_in_worker(state)
     replaced, ends, pieces, n = Counter(), [], [], 0
-    for lines in block_docs(path, start, end, jsonl):
-        ids, unknown = tok.encode_lossy("\n".join(lines) + "\n")
+    # A .txt block is encoded as it is: its last line may lack a newline (cleaned unchanged).
+    texts = ("\n".join(lines) + "\n" for lines in block_docs(path, start, end, jsonl)) if jsonl \
+        else [block_text(path, start, end)]
+    for text in texts:
+        ids, unknown = tok.encode_lossy(text)
         replaced.update(unknown)
         if jsonl and tok.eot_id is not None:
             ids = np.append(ids, np.uint32(tok.eot_id))
@@ -60,6 +63,12 @@ def _tokenize_block(task) -> tuple[int, dict]:
     np.concatenate(pieces or [np.zeros(0, DTYPE)]).astype(DTYPE).tofile(tokens_out)
     np.array(ends, dtype=np.uint64).tofile(docs_out)
     return n, dict(replaced)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
 
 
 def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: TokenizeSettings = TokenizeSettings()) -> dict:
@@ -88,6 +97,11 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
                     doc_part.unlink()
                     n_tokens += concat_files([tok_part], f) // DTYPE.itemsize
                 if not s["jsonl"] and n_tokens:  # a .txt file is one document
+                    if tokenizer.eot_id is None and not _ends_with_newline(path):
+                        # Without an end-of-text id the newline separates documents.
+                        newline = tokenizer.encode_array("\n").astype(DTYPE)
+                        f.write(newline.tobytes())
+                        n_tokens += newline.size
                     if tokenizer.eot_id is not None:
                         f.write(np.array([tokenizer.eot_id], dtype=DTYPE).tobytes())
                         n_tokens += 1

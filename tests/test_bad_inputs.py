@@ -1,0 +1,391 @@
+"""Every user or environment error is one line, no traceback.
+
+A table of bad inputs to `mypt prepare-dataset`, `mypt train`, `mypt generate` and the stage
+scripts. Each case must: exit 1 (a mypt error) or 2 (a click usage error), print no
+`Traceback`, name the offending path, flag or value, and change nothing outside its output
+(no `.partial`, `.tmp`, `.work` or `.old` left anywhere; with a fault injected — disk full,
+read-only, busy — not even the output: the previous dataset or checkpoint stays intact).
+
+The `mypt` cases run in-process with CliRunner (fast); the stage scripts run as the
+subprocesses DVC runs (slow).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import REPO, run, tree_bytes
+
+from mypt.cli import main
+from mypt.steps.clean import CleanSettings, clean
+
+TINY = ["--config_file", "tiny", "--device", "cpu", "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1"]
+LEFTOVERS = (".partial", ".tmp", ".work", ".old")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """What the cases start from (copied for each): a corpus, two char datasets with
+    different vocabularies, a tiny trained model, and broken inputs."""
+    w = tmp_path_factory.mktemp("world")
+    cwd = Path.cwd()
+    os.chdir(w)
+    try:
+        Path("corpus.txt").write_text("".join(f"Line {i} of the king's speech, and the queen's reply {i * 7}.\n"
+                                              for i in range(300)))
+        Path("other.txt").write_text("xyz XYZ qwerty\n" * 200)
+        for inp, out in (("corpus.txt", "ds"), ("other.txt", "other")):
+            r = invoke("prepare-dataset", "--input_files", inp, "--out_dir", out, "--tokenization", "char",
+                       "--val_fraction", "0.1", "--tokens_per_shard", "2000", "--workers", "1")
+            assert r.exit_code == 0, r.output
+        r = invoke("train", "--dataset_dir", "ds", "--model_name", "m", "--checkpoints_dir", "ck", *TINY)
+        assert r.exit_code == 0, r.output
+        data = gzip.compress(Path("corpus.txt").read_bytes() * 4)  # > 8 KiB of text: the sniff reads fine
+        Path("truncated.txt.gz").write_bytes(data[: len(data) // 2])
+        broken = bytearray(data)
+        broken[len(data) // 2: len(data) // 2 + 16] = b"\xff" * 16
+        Path("corrupt.txt.gz").write_bytes(bytes(broken))
+        Path("fake.txt.gz").write_text("not gzip at all\n")
+        Path("binary.txt").write_bytes(bytes(range(256)) * 20)
+        Path("empty.txt").write_bytes(b"")
+        Path("blank.txt").write_text("  \n\t\n\n")
+        Path("nometa").mkdir()
+        Path("nometa/notes.txt").write_text("mine")
+        configs = {
+            "dropout_str": {"model": {"dropout": "0.1"}}, "bias_str": {"model": {"bias": "no"}},
+            "batch_bool": {"training": {"batch_size": True}}, "beta1_one": {"training": {"beta1": 1.0}},
+            "beta2_neg": {"training": {"beta2": -0.1}}, "min_lr_neg": {"training": {"min_lr": -1e-4}},
+            "wd_neg": {"training": {"weight_decay": -0.1}}, "clip_neg": {"training": {"grad_clip": -1}},
+            "unknown_key": {"training": {"learning_rat": 1e-3}}, "unknown_section": {"optim": {}},
+            "list": [1, 2], "model_list": {"model": [1]},
+        }
+        for name, obj in configs.items():
+            Path(f"{name}.json").write_text(json.dumps(obj))
+        Path("notjson.json").write_text("{model: tiny}")
+        clean(["corpus.txt"], Path("cleaned"), CleanSettings(workers=1))  # a step's output, for the stages
+    finally:
+        os.chdir(cwd)
+    return w
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]
+    expect: list[str]  # substrings of the message (the path, flag or value, what fixes it)
+    code: int = 1
+    out: str | None = None  # the command's output: the one path that may change
+    setup: Callable[[Path], None] | None = None  # breaks something in the case's copy of the world
+    fault: Callable[[pytest.MonkeyPatch, Path], None] | None = None  # an environment failure, injected
+    skip: str | None = None
+
+
+def prep(inp: str, out: str = "new_ds", *extra: str) -> list[str]:
+    return ["prepare-dataset", "--input_files", inp, "--out_dir", out, "--tokenization", "char",
+            "--val_fraction", "0", "--workers", "1", *extra]
+
+
+def train(*extra: str, model: str = "n") -> list[str]:
+    return ["train", "--model_name", model, "--checkpoints_dir", "ck", *TINY, *extra]
+
+
+def gen(*extra: str, model: str = "m") -> list[str]:
+    return ["generate", "--model_name", model, "--checkpoints_dir", "ck", "--max_new_tokens", "3",
+            "--device", "cpu", *extra]
+
+
+def edit_json(path: str, change: Callable[[dict], object]) -> Callable[[Path], None]:
+    def setup(w: Path) -> None:
+        p = w / path
+        obj = json.loads(p.read_text())
+        new = change(obj)
+        p.write_text(json.dumps(obj if new is None else new))
+    return setup
+
+
+def write(path: str, text: str) -> Callable[[Path], None]:
+    return lambda w: (w / path).write_text(text)
+
+
+def remove_train_shards(w: Path) -> None:
+    for p in (w / "ds" / "train").glob("*"):
+        p.unlink()
+
+
+def fail_writes(err: int, under: str) -> Callable:
+    """open(..., "w"/"a"/"x") of a path in the tmp tree whose name holds `under` raises `err`."""
+    def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
+        real_open = open
+
+        def fake_open(file, mode="r", *args, **kwargs):
+            if isinstance(file, (str, Path)) and any(c in mode for c in "wax") and under in str(file):
+                raise OSError(err, os.strerror(err), str(file))
+            return real_open(file, mode, *args, **kwargs)
+        monkeypatch.setattr("builtins.open", fake_open)
+    return fault
+
+
+def fail_renames(err: int, src_has: str) -> Callable:
+    """os.replace of a source whose name holds `src_has` raises `err`."""
+    def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
+        real = os.replace
+
+        def fake(src, dst, *args, **kwargs):
+            if src_has in str(src):
+                raise OSError(err, os.strerror(err), str(src), None, str(dst))
+            return real(src, dst, *args, **kwargs)
+        monkeypatch.setattr(os, "replace", fake)
+    return fault
+
+
+def disk_full_in_safetensors(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
+    from safetensors import SafetensorError
+
+    def fake(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+    monkeypatch.setattr("mypt.checkpoint.save_file", fake)
+
+
+NO_GPU = None if not torch.cuda.is_available() else "a GPU is present"
+FEW_GPUS = None if torch.cuda.device_count() < 8 else "cuda:7 exists here"
+
+CASES = [
+    # -- prepare-dataset: inputs ------------------------------------------------------------
+    Case("gz_corrupt", prep("corrupt.txt.gz"), ["corrupt.txt.gz", "damaged"], out="new_ds"),
+    Case("gz_truncated", prep("truncated.txt.gz"), ["truncated.txt.gz", "truncated"], out="new_ds"),
+    Case("gz_not_gzip", prep("fake.txt.gz"), ["fake.txt.gz", "damaged"], out="new_ds"),
+    Case("input_missing", prep("nothere.txt"), ["--input_files", "nothere.txt"], out="new_ds"),
+    Case("input_glob_empty", prep("*.nothing"), ["--input_files", "*.nothing"], out="new_ds"),
+    Case("input_binary_only", prep("binary.txt"), ["binary.txt", "binary"], out="new_ds"),
+    Case("input_empty", prep("empty.txt"), ["--input_files"], out="new_ds"),
+    Case("out_dir_is_file", prep("corpus.txt", "other.txt"), ["--out_dir", "'other.txt' is a file"], code=2),
+    Case("out_dir_foreign", prep("corpus.txt", "nometa"), ["--out_dir nometa", "not a mypt dataset"]),
+    Case("val_fraction_2", prep("corpus.txt", "new_ds", "--val_fraction", "2"), ["--val_fraction"], code=2),
+    Case("tokenization_bogus", ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "x",
+                                "--tokenization", "bpe"], ["--tokenization", "bpe"], code=2),
+    Case("tokens_per_shard_0", prep("corpus.txt", "new_ds", "--tokens_per_shard", "0"), ["--tokens_per_shard"],
+         code=2),
+    Case("tokenizer_from_other_kind", ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "new_ds",
+                                       "--tokenization", "gpt2", "--tokenizer_from", "ds"],
+         ["--tokenizer_from ds", "char", "gpt2"], out="new_ds"),
+    # -- prepare-dataset: the environment fails while writing -------------------------------
+    Case("prepare_disk_full", prep("corpus.txt"), ["cannot write", "new_ds", "No space left on device"],
+         fault=fail_writes(errno.ENOSPC, "new_ds")),
+    Case("prepare_read_only", prep("corpus.txt"), ["cannot write", "new_ds", "Read-only file system"],
+         fault=fail_renames(errno.EROFS, "new_ds")),
+    Case("prepare_overwrite_busy", prep("other.txt", "ds", "--overwrite"), ["ds", "Device or resource busy"],
+         fault=fail_renames(errno.EBUSY, ".ds.partial")),
+    Case("prepare_overwrite_denied", prep("other.txt", "ds", "--overwrite"), ["ds", "Permission denied"],
+         fault=fail_writes(errno.EACCES, ".ds.")),
+    # -- train: config files ----------------------------------------------------------------
+    *[Case(f"config_{name}", train("--dataset_dir", "ds", "--config_file", f"{name}.json"),
+           [f"{name}.json", *words], out="ck")
+      for name, words in {"dropout_str": ["dropout", "'0.1'"], "bias_str": ["bias", "'no'"],
+                          "batch_bool": ["batch_size", "True"], "beta1_one": ["beta1", "1.0"],
+                          "beta2_neg": ["beta2", "-0.1"], "min_lr_neg": ["min_lr", "-0.0001"],
+                          "wd_neg": ["weight_decay", "-0.1"], "clip_neg": ["grad_clip", "-1"],
+                          "unknown_key": ["learning_rat"], "unknown_section": ["optim"],
+                          "list": ["JSON object", "list"], "model_list": ["'model'", "[1]"],
+                          "notjson": ["not valid JSON"]}.items()],
+    Case("config_missing", train("--dataset_dir", "ds", "--config_file", "nothere.json"),
+         ["--config_file", "nothere.json"], out="ck"),
+    Case("flag_beta1_1", train("--dataset_dir", "ds", "--beta1", "1"), ["--beta1"], code=2),
+    Case("flag_min_lr_neg", train("--dataset_dir", "ds", "--min_lr", "-1"), ["--min_lr"], code=2),
+    Case("flag_max_iters_str", train("--dataset_dir", "ds", "--max_iters", "many"), ["--max_iters", "many"], code=2),
+    # -- train: devices ---------------------------------------------------------------------
+    Case("train_device_tpu", train("--dataset_dir", "ds", "--device", "tpu"), ["--device", "tpu"], out="ck"),
+    Case("train_device_cuda", train("--dataset_dir", "ds", "--device", "cuda"), ["--device cuda", "cpu"],
+         out="ck", skip=NO_GPU),
+    Case("train_device_cuda7", train("--dataset_dir", "ds", "--device", "cuda:7"), ["--device cuda:7"], out="ck",
+         skip=FEW_GPUS),
+    # -- train: data ------------------------------------------------------------------------
+    Case("input_file_binary", train("--input_file", "binary.txt", "--tokenization", "char"),
+         ["--input_file binary.txt", "binary"], out="ck"),
+    Case("input_file_binary_gpt2", train("--input_file", "binary.txt"), ["--input_file binary.txt", "binary"],
+         out="ck"),
+    Case("input_file_empty", train("--input_file", "empty.txt", "--tokenization", "char"),
+         ["--input_file empty.txt", "no text"], out="ck"),
+    Case("input_file_blank", train("--input_file", "blank.txt", "--tokenization", "char"),
+         ["--input_file blank.txt", "no text"], out="ck"),
+    Case("input_file_missing", train("--input_file", "nothere.txt"), ["--input_file", "nothere.txt"], code=2),
+    Case("dataset_dir_no_metadata", train("--dataset_dir", "nometa"), ["--dataset_dir nometa", "dataset_metadata.json"],
+         out="ck"),
+    Case("dataset_dir_no_train_shards", train("--dataset_dir", "ds"), ["ds", "train", "No training shards"],
+         out="ck", setup=remove_train_shards),
+    Case("dataset_and_input_file", train("--dataset_dir", "ds", "--input_file", "corpus.txt"),
+         ["--dataset_dir", "--input_file"], out="ck"),
+    Case("neither_dataset_nor_input", train(), ["--dataset_dir", "--input_file"], out="ck"),
+    Case("tokenization_mismatch", train("--dataset_dir", "ds", "--tokenization", "gpt2"),
+         ["--tokenization gpt2", "char"], out="ck"),
+    Case("eval_dataset_other_vocab", train("--dataset_dir", "ds", "--eval_dataset_dir", "other"),
+         ["--eval_dataset_dir other", "vocabulary"], out="ck"),
+    Case("eval_dataset_not_a_dataset", train("--dataset_dir", "ds", "--eval_dataset_dir", "nometa"),
+         ["nometa", "tokenizer_state.json"], out="ck"),
+    Case("init_from_missing", train("--dataset_dir", "ds", "--init_from_model", "ghost"), ["ghost"], out="ck"),
+    Case("resume_state_not_json", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
+         ["training_state.json", "not valid JSON"], out="ck", setup=write("ck/m/training_state.json", "{step")),
+    Case("resume_state_wrong_types", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
+         ["training_state.json", "step"], out="ck",
+         setup=edit_json("ck/m/training_state.json", lambda s: s.update(step="two"))),
+    # -- train: the environment fails while saving the checkpoint ---------------------------
+    Case("checkpoint_disk_full", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
+         ["cannot write", "model.safetensors", "No space left on device"], fault=disk_full_in_safetensors),
+    Case("checkpoint_json_disk_full", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
+         ["cannot write", "config.json", "No space left on device"], fault=fail_writes(errno.ENOSPC, "config.json")),
+    Case("checkpoint_busy", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
+         ["m.partial", "Device or resource busy"], fault=fail_renames(errno.EBUSY, ".m.partial")),
+    # -- generate ---------------------------------------------------------------------------
+    Case("prompt_outside_vocab", gen("--prompt", "Zé€"), ["--prompt", "'Z'", "'é'", "'€'", "vocabulary"]),
+    Case("temperature_nan", gen("--temperature", "nan"), ["temperature", "nan"]),
+    Case("top_p_nan", gen("--top_p", "nan"), ["top_p", "nan"]),
+    Case("temperature_negative", gen("--temperature", "-1"), ["--temperature", "-1"], code=2),
+    Case("top_k_negative", gen("--top_k", "-1"), ["--top_k", "-1"], code=2),
+    Case("top_p_zero", gen("--top_p", "0"), ["--top_p", "0"], code=2),
+    Case("generate_device_tpu", gen("--device", "tpu"), ["--device", "tpu"]),
+    Case("generate_device_cuda", gen("--device", "cuda"), ["--device cuda"], skip=NO_GPU),
+    Case("generate_device_cuda7", gen("--device", "cuda:7"), ["--device cuda:7"], skip=FEW_GPUS),
+    Case("generate_no_model", gen(model="ghost"), ["ghost"]),
+    Case("generate_not_a_checkpoint", gen(model="nometa"), ["nometa", "config.json"],
+         setup=lambda w: shutil.copy(w / "ck/m/model.safetensors", w / "nometa")),
+    Case("ckpt_config_not_json", gen(), ["ck/m/config.json", "not valid JSON"], setup=write("ck/m/config.json", "{")),
+    Case("ckpt_config_wrong_type", gen(), ["ck/m/config.json", "dropout", "'high'"],
+         setup=edit_json("ck/m/config.json", lambda c: c["model"].update(dropout="high"))),
+    Case("ckpt_config_model_not_object", gen(), ["ck/m/config.json", "'model'"],
+         setup=edit_json("ck/m/config.json", lambda c: c.update(model=[1]))),
+    Case("ckpt_vocab_size_edited", gen(), ["ck/m/config.json", "vocab_size"],
+         setup=edit_json("ck/m/config.json", lambda c: c["model"].update(vocab_size=c["model"]["vocab_size"] + 1))),
+    Case("ckpt_shapes_differ", gen(), ["ck/m/config.json", "model.safetensors"],
+         setup=edit_json("ck/m/config.json", lambda c: c["model"].update(n_embd=64))),
+    Case("ckpt_tokenizer_not_json", gen(), ["tokenizer_state.json", "not valid JSON"],
+         setup=write("ck/m/tokenizer_state.json", "[")),
+]
+
+
+def check_refusal(w: Path, before: dict[str, bytes], out: str | None, output: str, code: int, got: int,
+                  expect: list[str]) -> None:
+    assert got == code, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, output
+    for word in expect:
+        assert word in output, f"{word!r} not in {output!r}"
+    after = tree_bytes(w)
+    leftovers = [p for p in after if any(m in p for m in LEFTOVERS)]
+    assert not leftovers, leftovers
+    if out is not None:
+        before = {p: b for p, b in before.items() if not p.startswith(out)}
+        after = {p: b for p, b in after.items() if not p.startswith(out)}
+    assert after == before
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line(case: Case, world, tmp_path, monkeypatch):
+    if case.skip:
+        pytest.skip(case.skip)
+    w = tmp_path / "w"
+    shutil.copytree(world, w)
+    monkeypatch.chdir(w)
+    if case.setup:
+        case.setup(w)
+    before = tree_bytes(w)
+    if case.fault:
+        case.fault(monkeypatch, w)
+    result = CliRunner().invoke(main, case.args, catch_exceptions=True)
+    monkeypatch.undo()  # the fault off before the tree is read back
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    check_refusal(w, before, case.out, result.output, case.code, result.exit_code, case.expect)
+
+
+def test_table_is_large_enough():
+    assert len(CASES) >= 40
+
+
+# -- stage scripts, as DVC runs them ----------------------------------------------------------
+
+def stage(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(REPO / "stages" / f"{name}.py"), *args]
+
+
+STAGE_CASES = [
+    Case("clean_input_missing", stage("clean", "--input_files", "nothere.txt", "--out_dir", "c", "--stats", "s.json"),
+         ["--input_files", "nothere.txt"], out="c"),
+    Case("clean_gz_corrupt", stage("clean", "--input_files", "corrupt.txt.gz", "--out_dir", "c", "--stats", "s.json",
+                                   "--workers", "1"), ["corrupt.txt.gz", "damaged"], out="c"),
+    Case("dedup_in_dir_missing", stage("dedup", "--in_dir", "nothere", "--out_dir", "d", "--stats", "s.json"),
+         ["--in_dir", "nothere"], code=2),
+    Case("vocab_in_dir_not_a_step", stage("vocab", "--in_dir", "ds", "--out_dir", "v", "--tokenization", "char"),
+         ["ds", "manifest.json"], out="v"),
+    Case("shard_in_dir_wrong_step", stage("shard", "--in_dir", "cleaned", "--out_dir", "sh"),
+         ["cleaned", "'clean' step", "tokenize"], out="sh"),
+    Case("split_val_fraction_2", stage("split", "--in_dir", "ds", "--out_dir", "x", "--stats", "s.json",
+                                       "--val_fraction", "2"), ["--val_fraction"], code=2),
+    Case("eval_other_vocab", stage("eval", "--model_dir", "ck/m", "--dataset", "o=other", "--metrics", "e.json",
+                                   "--device", "cpu"), ["--dataset o=other", "vocabulary"], out="e.json"),
+    Case("eval_device_tpu", stage("eval", "--model_dir", "ck/m", "--dataset", "g=ds", "--metrics", "e.json",
+                                  "--device", "tpu"), ["--device", "tpu"], out="e.json"),
+    Case("train_stage_bad_config", stage("train", "--dataset_dir", "ds", "--model_name", "n", "--checkpoints_dir",
+                                         "ck", "--config_file", "dropout_str.json", "--metrics", "t.json",
+                                         "--plots_dir", "p"), ["dropout_str.json", "dropout"], out="ck"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", STAGE_CASES, ids=[c.id for c in STAGE_CASES])
+def test_stage_bad_input_is_one_line(case: Case, world, tmp_path):
+    w = tmp_path / "w"
+    shutil.copytree(world, w)
+    before = tree_bytes(w)
+    done = run(case.args, cwd=w, check=False)
+    check_refusal(w, before, case.out, done.stdout + done.stderr, case.code, done.returncode, case.expect)
+
+
+# -- property: with every cleaning step off, a .txt document passes unchanged -----------------
+
+def test_txt_document_round_trips_exactly_with_cleaning_off(monkeypatch):
+    """Any text (no NUL: it marks a binary file) through clean with normalize, filter and
+    dedup off and gpt2 tokenization is tiktoken's encode_ordinary of the text followed by
+    end-of-text, whatever the block size."""
+    import tempfile
+
+    import tiktoken
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from conftest import read_tokens
+
+    import mypt.text
+    from mypt.prepare import PrepareSettings, prepare_dataset
+
+    enc = tiktoken.get_encoding("r50k_base")
+    alphabet = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+    texts = st.text(alphabet=st.one_of(alphabet, st.sampled_from("\n\r\t  ab.")), min_size=1, max_size=200)
+    flags = {"normalize": False, "filter": False, "dedup": False, "val_fraction": 0.0, "workers": 1,
+             "tokenization": "gpt2"}
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(text=texts, block=st.integers(1, 64))
+    def check(text: str, block: int) -> None:
+        monkeypatch.setattr(mypt.text, "BLOCK_BYTES", block)
+        with tempfile.TemporaryDirectory() as d:
+            src = Path(d) / "doc.txt"
+            src.write_bytes(text.encode("utf-8"))
+            prepare_dataset([str(src)], Path(d) / "ds", PrepareSettings.from_flags(flags))
+            got = read_tokens(Path(d) / "ds" / "train").tolist()
+        assert got == enc.encode_ordinary(text) + [enc.eot_token]
+
+    check()
