@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import random
 
@@ -22,6 +24,7 @@ def reference_dedup(lines: list[str], min_chars: int) -> list[str]:
     return kept
 
 
+@pytest.mark.slow
 def test_dedup_exact_across_files_far_beyond_memory_budget(tmp_path):
     rng = random.Random(7)
     pool = [f"line number {i} of a corpus with {rng.randint(0, 10**9)} words" for i in range(60_000)]

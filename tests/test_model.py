@@ -94,6 +94,7 @@ def _reference_tokens(model, idx, n):
     return out
 
 
+@pytest.mark.slow
 def test_kv_cache_matches_full_recompute_and_seeded_generation_repeats():
     torch.manual_seed(0)
     model = GPT(GPTConfig(**TINY)).eval()

@@ -202,6 +202,7 @@ def test_shards_moved_in_by_hand_are_used_and_input_file_mode(demo, tmp_path):
     assert "step 5: val" in done.stdout
 
 
+@pytest.mark.slow
 def test_python_api_fit_with_eval_data_loaders(demo):
     """The README's programmatic API: GPTDataLoader, GPT.fit(..., eval_data_loaders=...)."""
     import torch
