@@ -156,9 +156,9 @@ class StopSignals:
         self._previous = {}
 
 
-def _stop_group(dist: Dist):
-    """The process group that agrees on stopping: gloo, so that the flag is a CPU tensor and
-    agreeing on it every step never waits for the GPU."""
+def _cpu_group(dist: Dist):
+    """The process group that agrees on stopping and saving: gloo, so that the flags are CPU
+    tensors and agreeing on them every step never waits for the GPU."""
     if dist.world_size == 1:
         return None
     import torch.distributed as tdist
@@ -166,15 +166,26 @@ def _stop_group(dist: Dist):
     return tdist.group.WORLD if tdist.get_backend() == "gloo" else tdist.new_group(backend="gloo")
 
 
-def _any_rank(flag: bool, group) -> bool:
-    """True when `flag` is set on any rank: all ranks stop at the same step."""
+def _any_rank(flags: list[bool], group) -> list[bool]:
+    """Each flag, set when it is set on any rank: all ranks stop (and save) at the same step."""
     if group is None:
-        return flag
+        return flags
     import torch.distributed as tdist
 
-    t = torch.tensor([int(flag)])
+    t = torch.tensor([int(f) for f in flags])
     tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=group)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
+
+
+def _all_ranks(obj, group) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    if group is None:
+        return [obj]
+    import torch.distributed as tdist
+
+    out = [None] * tdist.get_world_size(group)
+    tdist.all_gather_object(out, obj, group=group)
+    return out
 
 
 def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: dict | None = None,
@@ -204,7 +215,11 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     step = state.get("step", 0)
     history: list[dict] = state.get("history", [])
     best_val = state.get("best_val")
-    if "sampler" in state:
+    # Under DDP each rank continues its own stream of windows (an older checkpoint without
+    # them: rank 0 takes the saved one, the others start afresh rather than duplicate it).
+    if len(state.get("sampler_ranks", [])) == dist.world_size:
+        data_loader.load_state_dict(state["sampler_ranks"][dist.rank])
+    elif "sampler" in state and dist.is_main:
         data_loader.load_state_dict(state["sampler"])
     if "scaler" in state and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
@@ -215,17 +230,21 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             f"{data_loader.batch_size} x {data_loader.block_size}) | device: {device} | "
             f"autocast: {amp or 'off'}{' with GradScaler' if scaler.is_enabled() else ''}")
 
+    cpu_group = _cpu_group(dist)
     saved_at, t_saved, last_good = (step if resume_state else None), time.monotonic(), None
 
     def save(at_step: int) -> None:
         nonlocal saved_at, t_saved, last_good
         flush()  # a non-finite loss raises here, and the last good checkpoint stays
         saved_at, t_saved = at_step, time.monotonic()
+        samplers = _all_ranks(sampler_before_batch, cpu_group)  # every rank calls save together
         if checkpoint_dir is not None and dist.is_main:
-            scaler_state = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
+            extra = {"sampler_ranks": samplers} if dist.world_size > 1 else {}
+            if scaler.is_enabled():
+                extra["scaler"] = scaler.state_dict()
             checkpoint.save(checkpoint_dir, raw, tokenizer, checkpoint_extra or {}, optimizer,
                             {"step": at_step, "sampler": sampler_before_batch, "history": history,
-                             "best_val": best_val, **scaler_state})
+                             "best_val": best_val, **extra})
         last_good = at_step
 
     sampler_before_batch = data_loader.state_dict()  # what a resumed run must restore to draw this batch
@@ -248,7 +267,6 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
         pending = []
 
     start = step
-    stop_group = _stop_group(dist)
     with StopSignals() as signals:
         while True:
             if step % cfg.eval_interval == 0 or step == cfg.max_iters:
@@ -268,15 +286,17 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                 break
             # Here, between steps, the state is whole: stop or save here (after the evaluation
             # of this step, so a resumed run does not evaluate it twice).
-            if _any_rank(signals.received is not None, stop_group):
+            due = bool(cfg.checkpoint_minutes) and time.monotonic() - t_saved >= 60 * cfg.checkpoint_minutes
+            stop, due = _any_rank([signals.received is not None, due], cpu_group)
+            if stop:
                 if saved_at != step:
                     save(step)
                 where = f"the checkpoint is in {checkpoint_dir}" if checkpoint_dir is not None \
                     else "no checkpoint_dir was given, nothing was saved"
                 raise TrainingStopped(f"{signals.received or 'a signal on another rank'}: stopped at step {step}; "
                                       f"continue with --resume ({where})")
-            if cfg.checkpoint_minutes and time.monotonic() - t_saved >= 60 * cfg.checkpoint_minutes:
-                save(step)  # only rank 0 writes: no rank waits for another here
+            if due:
+                save(step)
             lr = get_lr(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -228,7 +228,13 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
         outcome = "finished"
     except TrainingStopped as e:
         outcome = str(e)
-    torch.save({"outcome": outcome, "history": result["history"], "weights": weights}, f"{out}/rank{rank}.pt")
+    # A resumed rank continues its own stream of windows, not rank 0's.
+    torch.distributed.barrier()  # rank 0 has written the checkpoint
+    state = json.loads((Path(out) / "ckpt" / "training_state.json").read_text())
+    resumed = loader(tok, rank)
+    fit(ddp, resumed, config=config(max_iters=state["step"]), resume_state=state, dist=dist, log=lambda line: None)
+    torch.save({"outcome": outcome, "history": result["history"], "weights": weights,
+                "resumed_sampler": resumed.state_dict()}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -245,4 +251,11 @@ def test_ddp_with_compile_learns_in_sync_and_stops_every_rank_at_one_step(tmp_pa
     assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])  # DDP kept them equal
     assert r1["outcome"].startswith("SIGTERM: stopped at step 5; continue with --resume")
     assert r0["outcome"].startswith("a signal on another rank: stopped at step 5;")
-    assert json.loads((tmp_path / "ckpt/training_state.json").read_text())["step"] == 5
+    state = json.loads((tmp_path / "ckpt/training_state.json").read_text())
+    assert state["step"] == 5
+    assert state["sampler_ranks"][0] != state["sampler_ranks"][1]
+    for rank, result in enumerate((r0, r1)):  # each resumed rank drew its first batch from its own saved state
+        expected = loader(tokenizer(), rank)
+        expected.load_state_dict(state["sampler_ranks"][rank])
+        expected.get_batch("train")
+        assert result["resumed_sampler"] == expected.state_dict()
