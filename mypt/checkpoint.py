@@ -4,7 +4,8 @@
     config.json                model and training configs
     tokenizer_state.json       the tokenizer, so generation needs nothing else
     training_state.safetensors optimizer moments and RNG states (tensors)
-    training_state.json        step, sampler state, history, optimizer hyper-parameters
+    training_state.json        step, sampler state (per rank under DDP), GradScaler state
+                               (float16), history, optimizer hyper-parameters
 
 Only safetensors and JSON are ever read: loading never unpickles anything. A checkpoint is
 built in `.NAME.partial/` and swapped in with renames, so a kill at any moment leaves

@@ -113,8 +113,9 @@ def train_cmd(**flags):
     """Train a GPT model on a prepared dataset (or one text file).
 
     Evaluates every eval_interval steps on the val split (and --eval_dataset_dir's, as
-    eval_general) and checkpoints to CHECKPOINTS_DIR/MODEL_NAME. Under torchrun the same
-    command trains with DDP.
+    eval_general) and checkpoints to CHECKPOINTS_DIR/MODEL_NAME. SIGTERM or Ctrl-C stops
+    after the current step with a checkpoint (exit status 1): --resume continues. Under
+    torchrun the same command trains with DDP.
 
     \b
     Example:

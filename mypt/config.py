@@ -83,10 +83,13 @@ class TrainConfig(Settings):
     beta2: float = setting(0.95, "AdamW beta2.", min=0.0, max=1.0, max_open=True)
     grad_clip: float = setting(1.0, "Clip the gradient norm to this (0: off).", min=0.0)
     eval_interval: int = setting(250, "Evaluate and checkpoint every this many steps.", min=1)
+    checkpoint_minutes: float = setting(30.0, "Also checkpoint every this many minutes (0: off): a killed run "
+                                              "loses at most that much.", min=0.0)
     eval_iters: int = setting(20, "Batches per evaluation.", min=1)
     log_interval: int = setting(10, "Log the training loss every this many steps.", min=1)
     device: str = device_setting()
-    dtype: str = setting("auto", "Autocast dtype on a GPU (auto: bfloat16 where supported, else float16).",
+    dtype: str = setting("auto", "Autocast dtype (auto: bfloat16 on GPUs of compute capability 8.0 and later, "
+                                 "float16 with a GradScaler on older ones, float32 on the CPU).",
                          choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = setting(False, "torch.compile the model (GPU: faster after a warm-up).")
     seed: int = setting(1337, "Seed of initialization and of the batch sampler.")

@@ -49,6 +49,10 @@ class TrainingDiverged(MyptError, RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class TrainingStopped(MyptError):
+    """SIGTERM or SIGINT stopped training after a step; a checkpoint was written to resume from."""
+
+
 class BusyError(MyptError):
     """An output (a dataset directory, a checkpoint) that another mypt process is writing."""
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch
 
 from mypt import checkpoint
 from mypt.config import TrainConfig
-from mypt.errors import ConfigError, TrainingDiverged
+from mypt.errors import ConfigError, TrainingDiverged, TrainingStopped
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
 
@@ -37,10 +39,16 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg.dtype == "float32":
+    """The autocast dtype, or None for float32. auto: bfloat16 on GPUs that run it natively
+    (compute capability 8.0, Ampere, and later), float16 (with a GradScaler) on older ones
+    (is_bf16_supported() says True on a T4, which only emulates bf16), float32 elsewhere.
+    On the CPU autocast runs only when asked for by name (--dtype bfloat16 or float16)."""
+    if cfg.dtype == "float32" or device.type not in ("cuda", "cpu"):
         return None
     if cfg.dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     return getattr(torch, cfg.dtype)
 
 
@@ -49,8 +57,9 @@ def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    # Fused: one kernel for all parameters; torch >= 2.4 has it on the CPU too.
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                             fused=device.type == "cuda")
+                             fused=device.type in ("cuda", "cpu"))
 
 
 @dataclass
@@ -116,6 +125,69 @@ def _autocast(device: torch.device, amp: torch.dtype | None):
     return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
 
+class StopSignals:
+    """While training runs, SIGTERM and SIGINT only ask it to stop: the step in flight ends,
+    a checkpoint is written and fit raises TrainingStopped. A second signal acts at once (the
+    handler that was there before). Handlers can only be set in the main thread; elsewhere
+    signals keep theirs. The previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+            return
+        self.__exit__()  # a second signal: the user will not wait
+        signal.raise_signal(signum)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+
+def _cpu_group(dist: Dist):
+    """The process group that agrees on stopping and saving: gloo, so that the flags are CPU
+    tensors and agreeing on them every step never waits for the GPU."""
+    if dist.world_size == 1:
+        return None
+    import torch.distributed as tdist
+
+    return tdist.group.WORLD if tdist.get_backend() == "gloo" else tdist.new_group(backend="gloo")
+
+
+def _any_rank(flags: list[bool], group) -> list[bool]:
+    """Each flag, set when it is set on any rank: all ranks stop (and save) at the same step."""
+    if group is None:
+        return flags
+    import torch.distributed as tdist
+
+    t = torch.tensor([int(f) for f in flags])
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=group)
+    return [bool(v) for v in t.tolist()]
+
+
+def _all_ranks(obj, group) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    if group is None:
+        return [obj]
+    import torch.distributed as tdist
+
+    out = [None] * tdist.get_world_size(group)
+    tdist.all_gather_object(out, obj, group=group)
+    return out
+
+
 def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: dict | None = None,
         config: TrainConfig | None = None, checkpoint_dir: Path | None = None, tokenizer=None,
         resume_state: dict | None = None, checkpoint_extra: dict | None = None, dist: Dist | None = None,
@@ -123,8 +195,10 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     """Train `model` (already on its device; wrapped in DDP when dist.world_size > 1).
 
     Every `eval_interval` steps: loss on the loader's val split and on each eval loader,
-    logged as `step 100: val 2.15 | eval_general 2.89`, then a checkpoint (rank 0). A
-    non-finite loss stops training and keeps the last good checkpoint.
+    logged as `step 100: val 2.15 | eval_general 2.89`, then a checkpoint (rank 0); also a
+    checkpoint every `checkpoint_minutes`. A non-finite loss stops training and keeps the last
+    good checkpoint. SIGTERM or SIGINT finishes the step in flight, writes a checkpoint and
+    raises TrainingStopped (see StopSignals).
     Returns {"history": [...], "step": final step, "best_val": ...}.
     """
     cfg = config or TrainConfig()
@@ -134,31 +208,49 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     device = next(raw.parameters()).device
     amp = autocast_dtype(cfg, device)
     optimizer = optimizer or configure_optimizer(raw, cfg, device)
+    # float16 needs loss scaling (its range underflows small gradients); bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     eval_data_loaders = eval_data_loaders or {}
     state = resume_state or {}
     step = state.get("step", 0)
     history: list[dict] = state.get("history", [])
     best_val = state.get("best_val")
-    if "sampler" in state:
+    # Under DDP each rank continues its own stream of windows (an older checkpoint without
+    # them: rank 0 takes the saved one, the others start afresh rather than duplicate it).
+    if len(state.get("sampler_ranks", [])) == dist.world_size:
+        data_loader.load_state_dict(state["sampler_ranks"][dist.rank])
+    elif "sampler" in state and dist.is_main:
         data_loader.load_state_dict(state["sampler"])
+    if "scaler" in state and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
     tokens_per_iter = data_loader.batch_size * data_loader.block_size * cfg.gradient_accumulation_steps * dist.world_size
     if dist.is_main and not resume_state:
         log(f"parameters: {raw.num_params() / 1e6:.2f}M | tokens per iteration: {tokens_per_iter:,} "
             f"({dist.world_size} process(es) x {cfg.gradient_accumulation_steps} accumulation x "
             f"{data_loader.batch_size} x {data_loader.block_size}) | device: {device} | "
-            f"autocast: {amp or 'off'}")
+            f"autocast: {amp or 'off'}{' with GradScaler' if scaler.is_enabled() else ''}")
+
+    cpu_group = _cpu_group(dist)
+    saved_at, t_saved, last_good = (step if resume_state else None), time.monotonic(), None
 
     def save(at_step: int) -> None:
-        if checkpoint_dir is None or not dist.is_main:
-            return
-        checkpoint.save(checkpoint_dir, raw, tokenizer, checkpoint_extra or {}, optimizer,
-                        {"step": at_step, "sampler": sampler_before_batch, "history": history,
-                         "best_val": best_val})
+        nonlocal saved_at, t_saved, last_good
+        flush()  # a non-finite loss raises here, and the last good checkpoint stays
+        saved_at, t_saved = at_step, time.monotonic()
+        samplers = _all_ranks(sampler_before_batch, cpu_group)  # every rank calls save together
+        if checkpoint_dir is not None and dist.is_main:
+            extra = {"sampler_ranks": samplers} if dist.world_size > 1 else {}
+            if scaler.is_enabled():
+                extra["scaler"] = scaler.state_dict()
+            checkpoint.save(checkpoint_dir, raw, tokenizer, checkpoint_extra or {}, optimizer,
+                            {"step": at_step, "sampler": sampler_before_batch, "history": history,
+                             "best_val": best_val, **extra})
+        last_good = at_step
 
     sampler_before_batch = data_loader.state_dict()  # what a resumed run must restore to draw this batch
     x, y = data_loader.get_batch("train")
     pending: list[tuple[int, torch.Tensor]] = []  # losses not yet synced to the host
-    t_log, last_good = time.perf_counter(), None
+    t_log = time.perf_counter()
 
     def flush() -> None:
         nonlocal pending
@@ -175,49 +267,65 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
         pending = []
 
     start = step
-    while True:
-        if step % cfg.eval_interval == 0 or step == cfg.max_iters:
-            if step != start or not resume_state:
-                flush()
-                losses = {"val": evaluate(raw, data_loader, "val", cfg.eval_iters, amp)} if "val" in data_loader.splits else {}
-                for name, loader in eval_data_loaders.items():
-                    losses[f"eval_{name}"] = evaluate(raw, loader, "val", cfg.eval_iters, amp)
-                history.append({"step": step, **losses})
-                if "val" in losses:
-                    best_val = losses["val"] if best_val is None else min(best_val, losses["val"])
-                if dist.is_main and losses:
-                    log(f"step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+    with StopSignals() as signals:
+        while True:
+            if step % cfg.eval_interval == 0 or step == cfg.max_iters:
+                if step != start or not resume_state:
+                    flush()
+                    losses = {"val": evaluate(raw, data_loader, "val", cfg.eval_iters, amp)} \
+                        if "val" in data_loader.splits else {}
+                    for name, loader in eval_data_loaders.items():
+                        losses[f"eval_{name}"] = evaluate(raw, loader, "val", cfg.eval_iters, amp)
+                    history.append({"step": step, **losses})
+                    if "val" in losses:
+                        best_val = losses["val"] if best_val is None else min(best_val, losses["val"])
+                    if dist.is_main and losses:
+                        log(f"step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+                    save(step)
+            if step >= cfg.max_iters:
+                break
+            # Here, between steps, the state is whole: stop or save here (after the evaluation
+            # of this step, so a resumed run does not evaluate it twice).
+            due = bool(cfg.checkpoint_minutes) and time.monotonic() - t_saved >= 60 * cfg.checkpoint_minutes
+            stop, due = _any_rank([signals.received is not None, due], cpu_group)
+            if stop:
+                if saved_at != step:
+                    save(step)
+                where = f"the checkpoint is in {checkpoint_dir}" if checkpoint_dir is not None \
+                    else "no checkpoint_dir was given, nothing was saved"
+                raise TrainingStopped(f"{signals.received or 'a signal on another rank'}: stopped at step {step}; "
+                                      f"continue with --resume ({where})")
+            if due:
                 save(step)
-                last_good = step
-        if step >= cfg.max_iters:
-            break
-        lr = get_lr(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        for micro in range(cfg.gradient_accumulation_steps):
-            if dist.world_size > 1:  # sync gradients only on the last micro-step
-                model.require_backward_grad_sync = micro == cfg.gradient_accumulation_steps - 1
-            with _autocast(device, amp):
-                _, loss = model(x, y)
-                loss = loss / cfg.gradient_accumulation_steps
-            sampler_before_batch = data_loader.state_dict()
-            x, y = data_loader.get_batch("train")  # prefetch while the GPU works
-            loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        pending.append((step, loss.detach() * cfg.gradient_accumulation_steps))
-        step += 1
-        if step % cfg.log_interval == 0:
-            loss_now = pending[-1][1].item()
-            flush()
-            dt = (time.perf_counter() - t_log) / cfg.log_interval
-            t_log = time.perf_counter()
-            tok_s = tokens_per_iter / dt
-            mfu = f", MFU {raw.flops_per_token() * tok_s / PEAK_FLOPS:.1%}" if device.type == "cuda" else ""
-            if dist.is_main:
-                log(f"iter {step}: loss {loss_now:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
-                    f"{tok_s:,.0f} tok/s{mfu}")
+            lr = get_lr(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for micro in range(cfg.gradient_accumulation_steps):
+                if dist.world_size > 1:  # sync gradients only on the last micro-step
+                    model.require_backward_grad_sync = micro == cfg.gradient_accumulation_steps - 1
+                with _autocast(device, amp):
+                    _, loss = model(x, y)
+                    loss = loss / cfg.gradient_accumulation_steps
+                sampler_before_batch = data_loader.state_dict()
+                x, y = data_loader.get_batch("train")  # prefetch while the GPU works
+                scaler.scale(loss).backward()  # (scale, unscale_, step, update: no-ops unless float16)
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            pending.append((step, loss.detach() * cfg.gradient_accumulation_steps))
+            step += 1
+            if step % cfg.log_interval == 0:
+                loss_now = pending[-1][1].item()
+                flush()
+                dt = (time.perf_counter() - t_log) / cfg.log_interval
+                t_log = time.perf_counter()
+                tok_s = tokens_per_iter / dt
+                mfu = f", MFU {raw.flops_per_token() * tok_s / PEAK_FLOPS:.1%}" if device.type == "cuda" else ""
+                if dist.is_main:
+                    log(f"iter {step}: loss {loss_now:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
+                        f"{tok_s:,.0f} tok/s{mfu}")
     flush()
     return {"history": history, "step": step, "best_val": best_val}

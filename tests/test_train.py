@@ -88,6 +88,33 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(demo, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_stops_after_a_step_with_a_checkpoint_and_resume_finishes_exactly(demo, tmp_path):
+    args = ["train", "--dataset_dir", str(demo / "general"), *TINY, "--max_iters", "60", "--eval_interval", "50",
+            "--dropout", "0.1", "--log_interval", "1"]
+    mypt_cli(*args, "--model_name", "straight", cwd=tmp_path)
+
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "mypt.cli", *args, "--model_name", "stopped"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("iter 10:"):  # inside the loop: the stop handlers are in place
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    m = re.search(r"SIGTERM: stopped at step (\d+); continue with --resume", err)
+    assert m and len(err.strip().splitlines()) == 1, err
+    stopped_at = int(m.group(1))
+    assert 10 <= stopped_at < 50  # between evaluations: the stop wrote its own checkpoint
+    state = tmp_path / "checkpoints" / "stopped" / "training_state.json"
+    assert json.loads(state.read_text())["step"] == stopped_at
+    resumed = mypt_cli(*args, "--model_name", "stopped", "--resume", cwd=tmp_path)
+    assert f"resuming stopped from step {stopped_at}" in resumed.stdout
+    for name in ("model.safetensors", "training_state.json"):
+        assert (tmp_path / "checkpoints/straight" / name).read_bytes() == \
+            (tmp_path / "checkpoints/stopped" / name).read_bytes(), name
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes_sample_different_windows_and_stay_in_sync(demo, tmp_path):
     script = tmp_path / "ddp_check.py"
     script.write_text(f'''

@@ -1,0 +1,261 @@
+"""The GPU code paths of mypt.train.fit, run on the CPU: autocast (bf16, and float16 with a
+GradScaler), fused AdamW, torch.compile, DDP, and stopping on a signal. Each trains a tiny
+model a few steps in-process; where cheap, a stopped run resumes to exactly the weights of an
+uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mypt import checkpoint
+from mypt.config import TrainConfig
+from mypt.data import GPTDataLoader, LoaderConfig
+from mypt.errors import TrainingStopped
+from mypt.model import GPT, GPTConfig, load_model
+from mypt.tokenizers import tokenizer_class
+from mypt.train import StopSignals, autocast_dtype, configure_optimizer, fit
+
+# A text a tiny model learns in a few dozen steps: short words over a small alphabet.
+TEXT = " ".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea"] * 300)
+BLOCK = 16
+
+
+def tokenizer():
+    return tokenizer_class("char").from_corpus([TEXT])
+
+
+def loader(tok, rank: int = 0) -> GPTDataLoader:
+    return GPTDataLoader(LoaderConfig(8, BLOCK, "cpu", 1, rank), tok, tokens=tok.encode_array(TEXT))
+
+
+def tiny_model(tok) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=32))
+
+
+def config(**kw) -> TrainConfig:
+    defaults = dict(max_iters=30, eval_interval=10, eval_iters=2, log_interval=1, learning_rate=1e-2,
+                    warmup_iters=2, device="cpu")
+    return TrainConfig(**{**defaults, **kw})
+
+
+def train(cfg: TrainConfig, ckpt: Path | None = None, stop_at: int | None = None, compile: bool = False,
+          on_log=None):
+    """fit a fresh tiny model; `stop_at`: SIGTERM this process when step `stop_at` is logged."""
+    tok = tokenizer()
+    model = tiny_model(tok)
+    lines = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if on_log is not None:
+            on_log(line)
+        if stop_at is not None and line.startswith(f"iter {stop_at}:"):
+            signal.raise_signal(signal.SIGTERM)
+
+    run_model = torch.compile(model) if compile else model
+    result = fit(run_model, loader(tok), config=cfg, checkpoint_dir=ckpt, tokenizer=tok,
+                 checkpoint_extra={"training": cfg.to_dict()}, log=log)
+    return result, lines
+
+
+def resume(cfg: TrainConfig, ckpt: Path, compile: bool = False) -> dict:
+    """What `mypt train --resume` does: weights, optimizer, RNG and sampler from the checkpoint."""
+    model, tok, _ = load_model(ckpt)
+    optimizer = configure_optimizer(model, cfg, torch.device("cpu"))
+    state = checkpoint.load_training_state(ckpt, optimizer)
+    return fit(torch.compile(model) if compile else model, loader(tok), optimizer, config=cfg, checkpoint_dir=ckpt, tokenizer=tok,
+               resume_state=state, checkpoint_extra={"training": cfg.to_dict()}, log=lambda line: None)
+
+
+def train_losses(history: list[dict]) -> list[float]:
+    return [h["train_loss"] for h in history if "train_loss" in h]
+
+
+def assert_learns(history: list[dict]) -> None:
+    losses = train_losses(history)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+
+
+def stopped_then_resumed_equals_straight(cfg: TrainConfig, tmp_path: Path, stop_at: int) -> dict:
+    straight, _ = train(cfg, tmp_path / "straight")
+    with pytest.raises(TrainingStopped, match=f"SIGTERM: stopped at step {stop_at}; continue with --resume"):
+        train(cfg, tmp_path / "stopped", stop_at=stop_at)
+    state = json.loads((tmp_path / "stopped" / "training_state.json").read_text())
+    assert state["step"] == stop_at
+    resume(cfg, tmp_path / "stopped")
+    for name in ("model.safetensors", "training_state.safetensors", "training_state.json"):  # (GradScaler too)
+        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "stopped" / name).read_bytes(), name
+    assert_learns(straight["history"])
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# stopping
+
+def test_sigterm_stops_after_the_step_and_resumes_exactly(tmp_path):
+    # Stops at step 13, between the evaluations at 10 and 20: the stop writes its own checkpoint.
+    stopped_then_resumed_equals_straight(config(), tmp_path, stop_at=13)
+
+
+def test_signal_handlers_are_restored_after_fit(tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    train(config(max_iters=2))
+    with pytest.raises(TrainingStopped):
+        train(config(max_iters=5), stop_at=1)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_a_second_signal_acts_at_once():
+    with pytest.raises(KeyboardInterrupt):  # the previous SIGINT handler: Python's default
+        with StopSignals() as signals:
+            signal.raise_signal(signal.SIGINT)
+            assert signals.received == "SIGINT"
+            signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.parametrize("minutes, saved", [(1e-9, [0, 1, 2, 3, 4, 5]), (0, [0, 0, 0, 0, 0, 0])])
+def test_checkpoint_minutes_saves_between_evaluations(tmp_path, minutes, saved):
+    # The checkpoint's step when each step is logged (eval_interval 10: evaluations at 0 and 6
+    # only). checkpoint_minutes tiny: one after every step; 0: none between evaluations.
+    seen = []
+    state = tmp_path / "m" / "training_state.json"
+    train(config(max_iters=6, checkpoint_minutes=minutes), tmp_path / "m",
+          on_log=lambda line: seen.append(json.loads(state.read_text())["step"]) if line.startswith("iter") else None)
+    assert seen == saved
+
+
+# ---------------------------------------------------------------------------------------------
+# autocast, GradScaler, fused AdamW
+
+def test_dtype_auto_is_float32_on_cpu_and_named_dtypes_autocast():
+    cpu = torch.device("cpu")
+    assert autocast_dtype(config(dtype="auto"), cpu) is None
+    assert autocast_dtype(config(dtype="float32"), cpu) is None
+    assert autocast_dtype(config(dtype="bfloat16"), cpu) is torch.bfloat16
+    assert autocast_dtype(config(dtype="float16"), cpu) is torch.float16
+
+
+def test_dtype_auto_picks_bf16_only_where_the_gpu_runs_it_natively(monkeypatch):
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **kw: True)  # what a T4 says
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))  # T4
+    assert autocast_dtype(config(dtype="auto"), gpu) is torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))  # A100
+    assert autocast_dtype(config(dtype="auto"), gpu) is torch.bfloat16
+    assert autocast_dtype(config(dtype="float16"), gpu) is torch.float16
+
+
+def test_bf16_autocast_on_cpu_learns_and_resumes_exactly(tmp_path):
+    _, lines = train(config(dtype="bfloat16", max_iters=2))
+    assert lines[0].endswith("autocast: torch.bfloat16")
+    stopped_then_resumed_equals_straight(config(dtype="bfloat16"), tmp_path, stop_at=13)
+
+
+def test_float16_uses_a_grad_scaler_saved_in_the_checkpoint(tmp_path):
+    _, lines = train(config(dtype="float16", max_iters=2))
+    assert lines[0].endswith("autocast: torch.float16 with GradScaler")
+    state = stopped_then_resumed_equals_straight(config(dtype="float16"), tmp_path, stop_at=13)
+    assert state["scaler"]["scale"] > 0 and state["scaler"]["growth_interval"] == 2000
+
+
+def test_no_grad_scaler_state_without_float16(tmp_path):
+    train(config(max_iters=2, eval_interval=2), tmp_path / "m")
+    assert "scaler" not in json.loads((tmp_path / "m/training_state.json").read_text())
+
+
+def test_adamw_is_fused_on_cpu():
+    tok = tokenizer()
+    optimizer = configure_optimizer(tiny_model(tok), config(), torch.device("cpu"))
+    assert optimizer.defaults["fused"] is True
+    result, _ = train(config())  # fit builds it the same way
+    assert_learns(result["history"])
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.compile and DDP
+
+@pytest.mark.slow
+def test_compiled_model_learns_and_resumes(tmp_path):
+    cfg = config(max_iters=20)
+    result, _ = train(cfg, tmp_path / "straight", compile=True)
+    assert_learns(result["history"])
+    with pytest.raises(TrainingStopped, match="stopped at step 7;"):
+        train(cfg, tmp_path / "stopped", stop_at=7, compile=True)
+    resume(cfg, tmp_path / "stopped", compile=True)
+    # Close, not bit-exact: a fresh compile of the resumed model may pick other kernels.
+    a, b = (json.loads((tmp_path / n / "training_state.json").read_text()) for n in ("straight", "stopped"))
+    assert [h["step"] for h in a["history"]] == [h["step"] for h in b["history"]]
+    assert train_losses(b["history"]) == pytest.approx(train_losses(a["history"]), abs=1e-4)
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from mypt.train import setup_distributed
+
+    dist = setup_distributed(torch.device("cpu"))
+    tok = tokenizer()
+    model = tiny_model(tok)
+    data = loader(tok, rank)
+    ddp = DDP(torch.compile(model))
+    result = fit(ddp, data, config=config(), dist=dist, log=lambda line: None)
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    if rank == 1:  # only rank 1 gets a signal, during its 5th step: both ranks must stop after it
+        get_batch, calls = data.get_batch, []
+
+        def get_batch_then_signal(split="train"):
+            calls.append(split)
+            if len(calls) == 6:  # the first prefetch, then one per step
+                signal.raise_signal(signal.SIGTERM)
+            return get_batch(split)
+
+        data.get_batch = get_batch_then_signal
+    try:
+        fit(ddp, data, config=config(), checkpoint_dir=Path(out) / "ckpt", tokenizer=tok, dist=dist,
+            log=lambda line: None)
+        outcome = "finished"
+    except TrainingStopped as e:
+        outcome = str(e)
+    # A resumed rank continues its own stream of windows, not rank 0's.
+    torch.distributed.barrier()  # rank 0 has written the checkpoint
+    state = json.loads((Path(out) / "ckpt" / "training_state.json").read_text())
+    resumed = loader(tok, rank)
+    fit(ddp, resumed, config=config(max_iters=state["step"]), resume_state=state, dist=dist, log=lambda line: None)
+    torch.save({"outcome": outcome, "history": result["history"], "weights": weights,
+                "resumed_sampler": resumed.state_dict()}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_with_compile_learns_in_sync_and_stops_every_rank_at_one_step(tmp_path):
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert_learns(r0["history"])
+    assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])  # DDP kept them equal
+    assert r1["outcome"].startswith("SIGTERM: stopped at step 5; continue with --resume")
+    assert r0["outcome"].startswith("a signal on another rank: stopped at step 5;")
+    state = json.loads((tmp_path / "ckpt/training_state.json").read_text())
+    assert state["step"] == 5
+    assert state["sampler_ranks"][0] != state["sampler_ranks"][1]
+    for rank, result in enumerate((r0, r1)):  # each resumed rank drew its first batch from its own saved state
+        expected = loader(tokenizer(), rank)
+        expected.load_state_dict(state["sampler_ranks"][rank])
+        expected.get_batch("train")
+        assert result["resumed_sampler"] == expected.state_dict()
