@@ -18,8 +18,8 @@ Sections (in this order, the most important first):
   3. Generation at 124M (mypt.generate.sample_tokens, batch 1, temperature 0.8, top-k 200,
      fp32 weights as `mypt generate` runs them, plus bf16 weights): a 1000-token prompt and
      500 new tokens with the KV cache and without (full recompute). With block 1024 the
-     window fills after 24 new tokens and sample_tokens drops the cache from then on, so a
-     500 + 500 case (which fits in the window) is measured too.
+     window fills after 24 new tokens; from then on the cache re-prefills the last half block
+     once every half block. A 500 + 500 case (which fits in the window) is measured too.
   4. The 150M_1024 preset at its default batch (12 x 8 accumulation) and default settings
      (eager, as `mypt train` runs it without --compile): peak GPU memory.
   5. The pretrain/750M_1024_domain_adapt preset (its batch 8 x 16 accumulation) and a
@@ -542,7 +542,7 @@ def section_gen(suite: Suite, raw: GPT | None) -> None:
                 cached = run_generate(model, prompt, new, use_cache=True)
                 full = run_generate(model, prompt, new, use_cache=False)
                 slides = prompt + new > block
-                note = (f"cache only for the first {block - prompt} tokens: the window then slides and is recomputed"
+                note = ("past the window: the cache re-prefills half a block once every half block"
                         if slides else "all in the window: cache used throughout")
                 suite.figure(Row(f"generate {plan.label124} {dtype_name} prompt {prompt} + {new} new, KV cache",
                                  cached, versus=f"no cache {full:,.1f} tok/s", ratio=cached / full, note=note))
