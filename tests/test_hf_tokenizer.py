@@ -16,6 +16,7 @@ from conftest import mypt_cli, read_tokens, tree_bytes
 import mypt.text
 from mypt.cli import main
 from mypt.tokenizers import Tokenizer, make_tokenizer
+from mypt.tokenizers.hf import HFTokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -191,3 +192,25 @@ def test_train_tokenizer_prepare_train_generate(trained, tmp_path):
     refused = mypt_cli("train", "--dataset_dir", str(tmp_path / "ds"), "--model_name", "x", "--tokenization",
                        f"hf:{other}", *tiny, cwd=tmp_path, check=False)
     assert refused.returncode == 1 and "another hf tokenizer" in refused.stderr
+
+
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+@pytest.mark.parametrize("name, safe", [("gpt2_regex", True), ("llama3_regex", True), ("prefix_space", False),
+                                        ("no_pre_tokenizer", False), ("prepend_normalizer", False)])
+def test_cut_safety_follows_the_pipeline(name, safe):
+    pt, norm = tokenizers.pre_tokenizers, tokenizers.normalizers
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
+    hf.pre_tokenizer = {
+        "gpt2_regex": pt.ByteLevel(add_prefix_space=False),
+        "llama3_regex": pt.Sequence([pt.Split(tokenizers.Regex(LLAMA3_REGEX), behavior="isolated"),
+                                     pt.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        "prefix_space": pt.ByteLevel(add_prefix_space=True),
+        "no_pre_tokenizer": None,
+        "prepend_normalizer": pt.ByteLevel(add_prefix_space=False),
+    }[name]
+    if name == "prepend_normalizer":  # Llama 2 style: a mark at the start of every text
+        hf.normalizer = norm.Sequence([norm.Prepend("\u2581"), norm.Replace(" ", "\u2581")])
+    assert HFTokenizer(tokenizer_json=hf.to_str()).cut_safe() is safe
