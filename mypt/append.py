@@ -29,6 +29,7 @@ from mypt.prepare import PrepareSettings, prepare_steps
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, list_shards, read_metadata, shard_name, shard_tokens
 from mypt.text import display_name
+from mypt.tokenizers import spec_kind
 
 SPLITS = ("train", "val")
 # Settings the grown dataset must share with the old one (metadata records one of each).
@@ -55,7 +56,10 @@ def _inherit(settings: PrepareSettings, meta: dict, inherit: Iterable[str], flag
     shard = dataclasses.replace(settings.shard, tokens_per_shard=have["tokens_per_shard"]) \
         if "tokens_per_shard" in inherit else settings.shard
     settings = dataclasses.replace(settings, tokenize=tokenize, shard=shard)
-    given = {"tokenization": settings.tokenize.tokenization, "tokens_per_shard": settings.shard.tokens_per_shard}
+    # The dataset records the kind (hf); --tokenization may name its file (hf:tok.json), which
+    # prepare_steps then checks against the dataset's tokenizer.
+    given = {"tokenization": spec_kind(settings.tokenize.tokenization),
+             "tokens_per_shard": settings.shard.tokens_per_shard}
     for key in INHERITED:
         if given[key] != have[key]:
             raise InputError(f"{flag} holds a dataset with {key} {have[key]!r} but --{key} is {given[key]!r}: "

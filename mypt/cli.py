@@ -15,6 +15,7 @@ import click
 from mypt.config import EvalSettings, ExportSettings, GenerateSettings, train_options
 from mypt.options import GreedyCommand, MyptGroup, option, settings_options
 from mypt.prepare import PrepareSettings, summary_lines
+from mypt.train_tokenizer import TokenizerTrainSettings
 
 
 @click.group(cls=MyptGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,6 +80,31 @@ def prepare_dataset_cmd(ctx, input_files, out_dir, append_to, tokenizer_from, ov
         click.echo(f"Appended: {added['stats']['split']['train_tokens'] + added['stats']['split']['val_tokens']:,} "
                    f"tokens from {len(added['sources'])} source(s)"
                    + (f"; {replaced:,} characters outside the dataset's vocabulary replaced" if replaced else ""))
+
+
+@main.command("train-tokenizer", cls=GreedyCommand)
+@option("--input_files", multiple=True, required=True, metavar="PATH...",
+        help="Text files, directories or globs, read as prepare-dataset reads them. Several allowed.")
+@option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+        help="The tokenizer.json to write (use it with --tokenization hf:OUT).")
+@settings_options(TokenizerTrainSettings)
+@option("--overwrite", is_flag=True, help="Replace an existing --out tokenizer.json (never another file).")
+def train_tokenizer_cmd(input_files, out, overwrite, **flags):
+    """Learn a byte-level BPE tokenizer (GPT-2's recipe, <|endoftext|> = id 0) from a corpus.
+
+    Streams the corpus: memory holds the trainer's counts, not the text. Needs
+    `pip install 'mypt[hf]'`.
+
+    \b
+    Example:
+      mypt train-tokenizer --input_files corpus/ --vocab_size 32000 --out tok.json
+      mypt prepare-dataset --input_files corpus/ --out_dir data/ds --tokenization hf:tok.json
+    """
+    from mypt.train_tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(list(input_files), out, TokenizerTrainSettings.from_flags(flags), overwrite)
+    click.echo(f"Wrote {out}: byte-level BPE of {tokenizer.vocab_size:,} tokens, end of text "
+               f"<|endoftext|> = {tokenizer.eot_id}; use it with --tokenization hf:{out}")
 
 
 @main.command("verify-dataset")

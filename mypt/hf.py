@@ -9,7 +9,7 @@ custom code.
 - Tokenizer: gpt2 becomes GPT-2's byte-level BPE (vocab + merges derived offline from the
   r50k_base ranks mypt installs: a token's merge is the split BPE reaches with the ranks below
   its own); char becomes a WordLevel model over single characters with a decoder that fuses
-  them, so both encode and decode exactly as mypt does.
+  them, so both encode and decode exactly as mypt does; hf is its own tokenizer.json.
 
 transformers and tokenizers are optional: `pip install 'mypt[hf]'`.
 """
@@ -149,6 +149,13 @@ def char_hf_tokenizer(tokenizer: Tokenizer):
     return hf
 
 
+def file_hf_tokenizer(tokenizer: Tokenizer):
+    """An hf tokenizer's own tokenizer.json, as the user gave it."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    return HFTokenizer.from_str(tokenizer.tokenizer_json)
+
+
 def export_hf(model_dir: Path, out_dir: Path) -> Path:
     """Write `out_dir` (config.json, model.safetensors, tokenizer files) from the checkpoint
     directory `model_dir`."""
@@ -161,10 +168,10 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     if missing or unexpected:  # a mypt model option transformers' GPT-2 cannot express
         raise ConfigError(f"{model_dir}: no GPT-2 equivalent for weights (missing {missing}, "
                           f"unexpected {unexpected})")
-    build = {"gpt2": gpt2_hf_tokenizer, "char": char_hf_tokenizer}.get(tokenizer.kind)
+    build = {"gpt2": gpt2_hf_tokenizer, "char": char_hf_tokenizer, "hf": file_hf_tokenizer}.get(tokenizer.kind)
     if build is None:
         raise ConfigError(f"{model_dir}: no Hugging Face export for {tokenizer.kind} tokenizers yet")
-    eot = "<|endoftext|>" if tokenizer.eot_id is not None else None
+    eot = tokenizer.decode([tokenizer.eot_id]) if tokenizer.eot_id is not None else None  # <|endoftext|>, </s>...
     hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=build(tokenizer), eos_token=eot,
                                                   bos_token=eot, model_max_length=model.config.block_size)
     with staged_dir(out_dir, inputs=[model_dir]) as stage:

@@ -67,8 +67,27 @@ class MyptGroup(click.Group):
     command_class = MyptCommand
 
 
+class CheckedType(click.ParamType):
+    """A flag checked by its setting's `check` (a user error becomes click's usage error,
+    exit status 2, like a bad choice)."""
+
+    def __init__(self, check: Callable[[Any], Any], metavar: str | None):
+        self.check, self.name = check, metavar or "TEXT"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return self.name
+
+    def convert(self, value, param, ctx):
+        try:
+            return self.check(value)
+        except MyptError as e:
+            self.fail(str(e), param, ctx)
+
+
 def _click_type(f: dataclasses.Field, base: type) -> Any:
     m = f.metadata
+    if m.get("check") is not None:
+        return CheckedType(m["check"], m.get("metavar"))
     if choices_of(f) is not None:
         return click.Choice(choices_of(f))
     bounds = {k: m.get(k) for k in ("min", "max")}

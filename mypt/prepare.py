@@ -24,7 +24,7 @@ from mypt.steps.split import SplitSettings, split
 from mypt.steps.tokenize import TokenizeSettings, tokenize
 from mypt.steps.vocab import build_vocab
 from mypt.text import display_name
-from mypt.tokenizers import Tokenizer, tokenizer_class
+from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,10 @@ def check_out_dir(out_dir: Path, settings: PrepareSettings, input_files: list[st
     new_sources = {(display_name(p), p.stat().st_size) for p in resolve_inputs(input_files)}
     old_sources = [(s["name"], s["bytes"]) for s in old["sources"]] + \
         [(n, None) for n in old.get("skipped_binary_files", [])]
-    same_settings = all(old["settings"].get(k, v) == v for k, v in settings.recorded().items())
+    new_settings = settings.recorded()
+    # A dataset records the kind (hf), the flag may name its file (hf:tok.json).
+    new_settings["tokenization"] = spec_kind(new_settings["tokenization"])
+    same_settings = all(old["settings"].get(k, v) == v for k, v in new_settings.items())
     if not same_settings or sorted(n for n, _ in old_sources) != sorted(n for n, _ in new_sources) \
             or any(b is not None and (n, b) not in new_sources for n, b in old_sources):
         raise InputError(f"--out_dir {out_dir} already holds a different dataset "
@@ -112,15 +115,18 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
 def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettings,
                   tokenizer_from: Path | None = None) -> dict:
     """The steps of prepare_dataset, without its checks and lock (the caller holds them)."""
-    kind = settings.tokenize.tokenization
+    spec = settings.tokenize.tokenization
     tokenizer = None
     if tokenizer_from is not None:
         tokenizer = Tokenizer.load(tokenizer_from)
-        if tokenizer.kind != kind:
+        if tokenizer.kind != spec_kind(spec):
             raise InputError(f"--tokenizer_from {tokenizer_from} holds a {tokenizer.kind} tokenizer but "
-                             f"--tokenization is {kind}")
-    elif not tokenizer_class(kind).learns_vocabulary:
-        tokenizer = tokenizer_class(kind)()  # fail now, not after cleaning, when a vocabulary file is missing
+                             f"--tokenization is {spec}")
+        if parse_spec(spec)[1] is not None and make_tokenizer(spec).state() != tokenizer.state():
+            raise InputError(f"--tokenizer_from {tokenizer_from} holds another {tokenizer.kind} tokenizer than "
+                             f"--tokenization {spec}: drop one of the two flags")
+    elif not tokenizer_class(spec).learns_vocabulary:
+        tokenizer = make_tokenizer(spec)  # fail now, not after cleaning, when a vocabulary file is missing
     work = out_dir.parent / f".{out_dir.name}.work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -18,14 +18,15 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mypt.errors import ConfigError
+from mypt.errors import ConfigError, MyptError
 
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
             min_open: bool = False, max_open: bool = False,
             choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
             flag: str | None = None, output: bool = True, required: bool = False,
-            exists: str | None = None, show_default: Any = True) -> Any:
+            exists: str | None = None, show_default: Any = True,
+            check: Callable[[Any], Any] | None = None, metavar: str | None = None) -> Any:
     """A settings field.
 
     min/max (open or closed) and choices are checked on creation and become click's
@@ -33,11 +34,13 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
     a dataset's recorded settings when it differs from the field (= params.yaml key, stage
     flag). `output=False` marks a setting that changes speed, never the bytes produced.
     `choices` may be a callable (a registry's names, read when needed). exists="dir" or
-    "file": a path flag must name an existing directory or file.
+    "file": a path flag must name an existing directory or file. `check(value)` validates
+    what a fixed list cannot (`--tokenization hf:PATH`): it returns the value or raises a
+    MyptError whose message says what is wrong; `metavar` is then the flag's help form.
     """
     meta = {"help": help, "min": min, "max": max, "min_open": min_open, "max_open": max_open,
             "choices": choices, "flag": flag, "output": output, "required": required,
-            "exists": exists, "show_default": show_default}
+            "exists": exists, "show_default": show_default, "check": check, "metavar": metavar}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -97,6 +100,11 @@ def check_field(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
     allowed = choices_of(f)
     if allowed is not None and value not in allowed:
         raise ConfigError(f"{label} {f.name}: {value!r} is not one of {', '.join(allowed)}")
+    if m.get("check") is not None:
+        try:
+            value = m["check"](value)
+        except MyptError as e:
+            raise ConfigError(f"{label} {f.name}: {e}") from None
     if isinstance(value, float) and not math.isfinite(value) and (m.get("min") is not None or m.get("max") is not None):
         raise ConfigError(f"{label} {f.name}: must be a finite number, got {value!r}")
     lo, hi = m.get("min"), m.get("max")

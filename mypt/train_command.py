@@ -19,7 +19,7 @@ from mypt.hf import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.shards import METADATA_FILE, read_metadata
-from mypt.tokenizers import Tokenizer, tokenizer_class
+from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
 from mypt.train import configure_optimizer, fit, setup_distributed
 
 
@@ -31,15 +31,21 @@ def _tokenizer_for(req: TrainRequest):
                             f"{req.dataset_dir}`")
         meta = read_metadata(req.dataset_dir)
         kind = meta["tokenizer"]["kind"]
-        if req.tokenization and req.tokenization != kind:
+        if req.tokenization and spec_kind(req.tokenization) != kind:
             raise ConfigError(f"--tokenization {req.tokenization} does not match the dataset {req.dataset_dir}, "
                               f"which was prepared with {kind} tokenization: pass --tokenization {kind}, "
                               f"or prepare the dataset again with --tokenization {req.tokenization}")
-        return Tokenizer.load(req.dataset_dir)
-    cls = tokenizer_class(req.tokenization or "gpt2")
-    if not cls.learns_vocabulary:
-        return cls()
-    return cls.from_corpus([read_input_text(req.input_file)])
+        tokenizer = Tokenizer.load(req.dataset_dir)
+        if req.tokenization and parse_spec(req.tokenization)[1] is not None and \
+                make_tokenizer(req.tokenization).state() != tokenizer.state():
+            raise ConfigError(f"--tokenization {req.tokenization} is another {kind} tokenizer than the one the "
+                              f"dataset {req.dataset_dir} was prepared with: drop --tokenization (the dataset's "
+                              "is used), or prepare the dataset again with it")
+        return tokenizer
+    spec = req.tokenization or "gpt2"
+    if not tokenizer_class(spec).learns_vocabulary:
+        return make_tokenizer(spec)
+    return make_tokenizer(spec, [read_input_text(req.input_file)])
 
 
 def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable[[str], None] = print) -> dict:

@@ -18,9 +18,10 @@ from conftest import REPO
 from mypt.config import EvalSettings, GenerateSettings, GPTConfig, TrainConfig, TrainRequest
 from mypt.fetch import FetchSettings
 from mypt.prepare import PrepareSettings
+from mypt.train_tokenizer import TokenizerTrainSettings
 
 SETTINGS = [*PrepareSettings.STEPS, GPTConfig, TrainConfig, TrainRequest, EvalSettings, GenerateSettings,
-            FetchSettings]
+            FetchSettings, TokenizerTrainSettings]
 
 
 def load_script(path: Path):

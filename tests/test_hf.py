@@ -17,6 +17,7 @@ from mypt.config import GPTConfig, TrainConfig
 from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.hf import import_hf
 from mypt.model import GPT
+from mypt.tokenizers import make_tokenizer
 from mypt.tokenizers.char import CharTokenizer
 from mypt.tokenizers.gpt2 import GPT2Tokenizer
 
@@ -45,9 +46,19 @@ def export(tmp_path: Path, name: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind, bias", [("gpt2", False), ("char", True)])
+def bpe_tokenizer(tmp_path: Path):
+    """A byte-level BPE trained by `mypt train-tokenizer` (--tokenization hf:PATH)."""
+    (tmp_path / "corpus.txt").write_text(MULTILINGUAL * 20, encoding="utf-8")
+    result = CliRunner().invoke(main, ["train-tokenizer", "--input_files", str(tmp_path / "corpus.txt"),
+                                       "--vocab_size", "300", "--out", str(tmp_path / "tok.json")])
+    assert result.exit_code == 0, result.output
+    return make_tokenizer(f"hf:{tmp_path / 'tok.json'}")
+
+
+@pytest.mark.parametrize("kind, bias", [("gpt2", False), ("char", True), ("hf", False)])
 def test_export_loads_in_transformers_with_equal_logits_and_tokens(tmp_path, kind, bias):
-    tokenizer = GPT2Tokenizer() if kind == "gpt2" else CharTokenizer(chars=sorted(set(MULTILINGUAL)))
+    tokenizer = GPT2Tokenizer() if kind == "gpt2" else bpe_tokenizer(tmp_path) if kind == "hf" else \
+        CharTokenizer(chars=sorted(set(MULTILINGUAL)))
     model = trained_checkpoint(tmp_path / "m", tokenizer, bias).eval()
     out = export(tmp_path, "m")
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
@@ -57,6 +68,7 @@ def test_export_loads_in_transformers_with_equal_logits_and_tokens(tmp_path, kin
 
     ids = tokenizer.encode(MULTILINGUAL)
     assert hf_tok(MULTILINGUAL)["input_ids"] == ids
+    assert hf_tok.eos_token_id == tokenizer.eot_id  # <|endoftext|> for gpt2 and hf, none for char
     assert hf_tok.decode(ids) == tokenizer.decode(ids) == MULTILINGUAL
     x = torch.tensor([ids[:16]])
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """Step vocab: the tokenizer a corpus is encoded with. A kind with a fixed vocabulary
-(gpt2) needs no corpus; a kind that learns it (char) scans the corpus' characters."""
+(gpt2) or read from a file (hf:PATH) needs no corpus; a kind that learns it (char) scans the
+corpus' characters."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from mypt.parallel import parallel_map
 from mypt.steps import Step, read_input
 from mypt.steps.tokenize import TokenizeSettings
 from mypt.text import block_docs, split_blocks
-from mypt.tokenizers import Tokenizer, tokenizer_class
+from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 
 STEP = Step("vocab", reads=("clean", "dedup"))
 
@@ -26,10 +27,9 @@ def _block_chars(task) -> str:
 def build_vocab(in_dir: Path, settings: TokenizeSettings = TokenizeSettings()) -> Tokenizer:
     """The `settings.tokenization` tokenizer, learned from `in_dir`'s text when its kind
     learns a vocabulary."""
-    cls = tokenizer_class(settings.tokenization)
-    if not cls.learns_vocabulary:
-        return cls()
+    if not tokenizer_class(settings.tokenization).learns_vocabulary:
+        return make_tokenizer(settings.tokenization)
     manifest = read_input(STEP, in_dir)
     tasks = [(Path(in_dir) / s["file"], s["jsonl"], a, b) for s in manifest["sources"]
              for a, b in split_blocks(Path(in_dir) / s["file"])]
-    return cls.from_corpus(parallel_map(_block_chars, tasks, settings.workers, "vocab"))
+    return make_tokenizer(settings.tokenization, parallel_map(_block_chars, tasks, settings.workers, "vocab"))

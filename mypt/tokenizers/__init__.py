@@ -1,6 +1,9 @@
 """Tokenizers: one class per kind, registered by name (`--tokenization` choices come from
 here).
 
+`--tokenization` takes a kind (`gpt2`, `char`) or `KIND:ARG` for a kind built from a file
+(`hf:path/tokenizer.json`): `make_tokenizer(spec)` builds it, `check_spec` checks it.
+
 Callers use the `Tokenizer` interface only: `encode`, `encode_array`, `encode_lossy`,
 `decode`, `vocab_size`, `eot_id`, `state()`, `save(dir)`, `Tokenizer.load(dir)`. State is
 `tokenizer_state.json`, versioned JSON, never a pickle.
@@ -10,6 +13,7 @@ To add a kind: a new module here with a `mypt.tokenizers.base.Tokenizer` subclas
 registration line below.
 """
 
-from mypt.tokenizers.base import STATE_FILE, TOKENIZERS, Tokenizer, kinds, register, tokenizer_class  # noqa: F401
+from mypt.tokenizers.base import (STATE_FILE, TOKENIZERS, Tokenizer, check_spec, kinds, make_tokenizer,  # noqa: F401
+                                  parse_spec, register, spec_forms, spec_kind, tokenizer_class)
 
-from mypt.tokenizers import gpt2, char  # noqa: E402,F401,I001  (registration, gpt2 first: the default)
+from mypt.tokenizers import gpt2, char, hf  # noqa: E402,F401,I001  (registration, gpt2 first: the default)

@@ -26,10 +26,51 @@ def kinds() -> list[str]:
     return list(TOKENIZERS)
 
 
-def tokenizer_class(kind: str) -> type["Tokenizer"]:
+def spec_forms() -> list[str]:
+    """How `--tokenization` is spelled for each kind: `gpt2`, `char`, `hf:PATH`."""
+    return [f"{k}:{c.argument}" if c.argument else k for k, c in TOKENIZERS.items()]
+
+
+def parse_spec(spec: str) -> tuple[type["Tokenizer"], str | None]:
+    """`KIND` or `KIND:ARG` (`hf:path/tokenizer.json`) -> (the kind's class, ARG or None).
+    A kind that takes an argument may be named bare (`hf`) where the tokenizer comes from
+    elsewhere (an existing dataset); building one then asks for the argument."""
+    kind, sep, arg = str(spec).partition(":")
     if kind not in TOKENIZERS:
-        raise TokenizerError(f"unknown tokenization {kind!r}: choose one of {', '.join(TOKENIZERS)}")
-    return TOKENIZERS[kind]
+        raise TokenizerError(f"unknown tokenization {spec!r}: choose one of {', '.join(spec_forms())}")
+    cls = TOKENIZERS[kind]
+    if sep and not cls.argument:
+        raise TokenizerError(f"tokenization {spec!r}: {kind} takes no argument, write --tokenization {kind}")
+    if sep and not arg:
+        raise TokenizerError(f"tokenization {spec!r}: give the {cls.argument}, as in --tokenization {kind}:{cls.argument}")
+    return cls, (arg if sep else None)
+
+
+def check_spec(spec: str) -> str:
+    """A `--tokenization` value, checked (the settings' and the flags' check)."""
+    parse_spec(spec)
+    return spec
+
+
+def spec_kind(spec: str) -> str:
+    """The kind a `--tokenization` value names (`hf:tok.json` -> `hf`)."""
+    return str(spec).partition(":")[0]
+
+
+def tokenizer_class(spec: str) -> type["Tokenizer"]:
+    return parse_spec(spec)[0]
+
+
+def make_tokenizer(spec: str, char_sets: Iterable[str] | None = None) -> "Tokenizer":
+    """The tokenizer a `--tokenization` value names. A kind that learns its vocabulary
+    (char) needs the corpus' characters (`char_sets`)."""
+    cls, arg = parse_spec(spec)
+    if cls.learns_vocabulary:
+        return cls.from_corpus(char_sets if char_sets is not None else ())
+    if cls.argument and arg is None:
+        raise TokenizerError(f"--tokenization {spec}: give the {cls.argument}, as in --tokenization "
+                             f"{cls.kind}:{cls.argument}")
+    return cls.from_argument(arg)
 
 
 class Tokenizer:
@@ -41,6 +82,8 @@ class Tokenizer:
     """
 
     kind = ""
+    # What follows `KIND:` in `--tokenization` (hf:PATH); "" for kinds that take nothing.
+    argument = ""
     # Whether the vocabulary is learned from the corpus (char) or fixed (gpt2): the vocab
     # step scans the corpus only for the former.
     learns_vocabulary = False
@@ -61,6 +104,11 @@ class Tokenizer:
     def from_corpus(cls, char_sets: Iterable[str]) -> "Tokenizer":
         """The tokenizer for a corpus, given the characters of its parts (kinds with a fixed
         vocabulary ignore them)."""
+        return cls()
+
+    @classmethod
+    def from_argument(cls, arg: str | None) -> "Tokenizer":
+        """The tokenizer `--tokenization KIND:ARG` names (kinds without an argument: cls())."""
         return cls()
 
     @classmethod

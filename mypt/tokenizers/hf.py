@@ -1,0 +1,172 @@
+"""hf: any `tokenizer.json` of the Hugging Face `tokenizers` library (`--tokenization
+hf:PATH`), e.g. a GPT-NeoX or Llama-3 style byte-level BPE, or one `mypt train-tokenizer`
+wrote.
+
+- The whole file is kept in tokenizer_state.json (`tokenizer_json`, the file's text), so
+  training and generation load it from the dataset or checkpoint, like char's vocabulary.
+- Text is encoded with `add_special_tokens=False` and `encode_special_tokens = True`: no
+  BOS/EOS template is added, and a literal special token inside a document (`</s>`) is
+  ordinary text, as gpt2's encode_ordinary makes `<|endoftext|>`.
+- End of text: the first of EOT_NAMES that the file declares as a special added token;
+  None when it has none (then documents end with a newline, as with char).
+- Blocks: see `cut_safe`.
+
+tokenizers is optional: `pip install 'mypt[hf]'`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mypt.errors import TokenizerError
+from mypt.tokenizers.base import Tokenizer, register
+from mypt.tokenizers.gpt2 import gpt2_safe_boundary
+
+# The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
+# Llama 3, Gemma.
+EOT_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
+INSTALL_HINT = "pip install 'mypt[hf]'"
+# Normalizers that act on each character alone (newline included), so cutting text after
+# a newline cannot change what they produce.
+LOCAL_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "BertNormalizer", "ByteLevel",
+                     "Nmt"}
+# The probe characters of cut_safe: the bytes gpt2_safe_boundary lets a cut lie between.
+_PRINTABLE = [chr(c) for c in range(0x21, 0x7F)]
+
+
+def require_tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        raise TokenizerError(f"hf tokenization needs the tokenizers package: {INSTALL_HINT}") from None
+    return tokenizers
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _never(prev_byte: int, next_byte: int) -> bool:
+    return False
+
+
+@register
+class HFTokenizer(Tokenizer):
+    kind = "hf"
+    argument = "PATH"
+
+    def __init__(self, config: object = None, kind: str | None = None, tokenizer_json: str | None = None,
+                 source: str = "tokenizer.json"):
+        super().__init__(config, kind)
+        if tokenizer_json is None:
+            raise TokenizerError("an hf tokenizer needs its tokenizer.json: --tokenization hf:PATH")
+        try:
+            config_dict = json.loads(tokenizer_json)
+        except ValueError as e:
+            raise TokenizerError(f"{source}: not valid JSON ({_one_line(e)}); give a tokenizer.json of the "
+                                 "tokenizers library") from None
+        tokenizers = require_tokenizers()
+        try:
+            hf = tokenizers.Tokenizer.from_str(tokenizer_json)
+        except Exception as e:  # the Rust side raises a bare Exception for a file it cannot parse
+            raise TokenizerError(f"{source}: not a tokenizers tokenizer.json ({_one_line(e)})") from None
+        hf.encode_special_tokens = True  # a literal special token in a document is ordinary text
+        self.tokenizer_json, self._hf, self._config = tokenizer_json, hf, config_dict
+        ids = list(hf.get_vocab(with_added_tokens=True).values())
+        if not ids:
+            raise TokenizerError(f"{source}: the tokenizer has an empty vocabulary")
+        self._vocab_size = max(ids) + 1  # ids may have gaps: the model needs one row per id up to the largest
+        special = {t.content: i for i, t in hf.get_added_tokens_decoder().items() if t.special}
+        self._eot = next((special[name] for name in EOT_NAMES if name in special), None)
+        self._boundary = None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "HFTokenizer":
+        path = Path(path)
+        where = f"--tokenization hf:{path}"
+        if not path.is_file():
+            raise TokenizerError(f"{where}: no such file; give the path of a tokenizer.json (train one with "
+                                 "`mypt train-tokenizer`)")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise TokenizerError(f"{where}: not UTF-8 text ({_one_line(e)}); give a tokenizer.json") from None
+        return cls(tokenizer_json=text, source=where)
+
+    @classmethod
+    def from_argument(cls, arg: str | None) -> "HFTokenizer":
+        return cls.from_file(arg)
+
+    @classmethod
+    def _from_state(cls, state: dict) -> "HFTokenizer":
+        return cls(tokenizer_json=state.get("tokenizer_json"), source="tokenizer_state.json")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def eot_id(self) -> int | None:
+        return self._eot
+
+    @property
+    def hf_tokenizer(self):
+        """The `tokenizers.Tokenizer` (for the Hugging Face export)."""
+        return self._hf
+
+    @property
+    def block_boundary(self):
+        if self._boundary is None:  # probed once, when a .txt file is cut into blocks
+            self._boundary = gpt2_safe_boundary if self.cut_safe() else _never
+        return self._boundary
+
+    def cut_safe(self) -> bool:
+        """Whether a .txt document may be cut into blocks at gpt2's boundaries (a newline
+        between two printable non-space ASCII bytes) without changing its ids. Yes only when:
+
+        - the normalizer acts on each character alone (LOCAL_NORMALIZERS, or none);
+        - no added token could span or absorb the cut (none with `lstrip`, no ordinary
+          added token holding a newline; special ones are not matched at all);
+        - the pre-tokenizer splits there: for every pair of printable characters c, d,
+          `x c\\n d y` pre-tokenizes to the pieces of `x c\\n` followed by those of `d y`
+          (GPT-2's and Llama 3's regexes do; Metaspace, which marks the start of a text, and
+          no pre-tokenizer at all, which makes the text one word, do not).
+
+        The model (BPE, Unigram, WordPiece, WordLevel) encodes each piece alone, so equal
+        pieces give equal ids. Otherwise each .txt file is encoded whole: no parallel work
+        inside one file, and memory of its size (corpora of many documents belong in JSONL).
+        """
+        cfg = self._config
+        normalizer = cfg.get("normalizer")
+        members = (normalizer.get("normalizers") or []) if normalizer and normalizer.get("type") == "Sequence" \
+            else [normalizer] if normalizer else []
+        if any(n.get("type") not in LOCAL_NORMALIZERS for n in members):
+            return False
+        for t in cfg.get("added_tokens") or []:
+            if t.get("lstrip") or (not t.get("special") and "\n" in t.get("content", "")):
+                return False
+        pre = self._hf.pre_tokenizer
+        if pre is None:
+            return False
+        pieces = lambda text: [p for p, _ in pre.pre_tokenize_str(text)]  # noqa: E731
+        for c in _PRINTABLE:
+            for d in _PRINTABLE:
+                left, right = f"x {c}\n", f"{d} y"
+                if pieces(left + right) != pieces(left) + pieces(right):
+                    return False
+        return True
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return np.asarray(self._hf.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        ids = np.asarray(ids, dtype=np.int64)
+        self.check_ids(ids)
+        return self._hf.decode(ids.tolist(), skip_special_tokens=False)
+
+    def _state(self) -> dict:
+        return {"tokenizer_json": self.tokenizer_json}

@@ -1,0 +1,94 @@
+"""train-tokenizer: a byte-level BPE `tokenizer.json` learned from a corpus, for
+`--tokenization hf:PATH`.
+
+GPT-2's recipe with the `tokenizers` library: the ByteLevel pre-tokenizer (GPT-2's regex, no
+prefix space), all 256 bytes in the alphabet (any text encodes, nothing is unknown), merges
+learned by BpeTrainer, `<|endoftext|>` as the one special token (id 0, mypt's end of text).
+The corpus streams through mypt's readers (any input prepare-dataset takes) one block at a
+time into `train_from_iterator`, so memory holds the trainer's word counts, never the corpus.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from mypt.errors import InputError, TokenizerError
+from mypt.io import atomic_write_text
+from mypt.readers import looks_binary, reader_for, resolve_inputs, suffixes
+from mypt.settings import Settings, setting
+from mypt.text import DecodeCounter, display_name, normalize
+from mypt.tokenizers.hf import EOT_NAMES, HFTokenizer, require_tokenizers
+
+EOT = EOT_NAMES[0]  # <|endoftext|>
+
+
+@dataclass(frozen=True)
+class TokenizerTrainSettings(Settings):
+    LABEL = "train-tokenizer setting"
+
+    vocab_size: int = setting(32000, "Tokens in the vocabulary: the 256 bytes, <|endoftext|> and the learned "
+                                     "merges (fewer when the corpus has fewer pairs to merge).", min=258,
+                              max=2**32 - 1)
+    min_frequency: int = setting(2, "A pair of tokens is merged only when it occurs at least this often.", min=1)
+    normalize: bool = setting(True, "Learn from text normalized as prepare-dataset normalizes it by default "
+                                    "(NFC, \\r\\n -> \\n, control characters and trailing whitespace removed).")
+    text_key: str = setting("text", "JSONL and parquet: the field (column) that holds each document's text.")
+
+
+def corpus_texts(input_files: list[str], settings: TokenizerTrainSettings) -> Iterator[str]:
+    """The texts of the inputs, one reader block at a time (binary files skipped, as
+    prepare-dataset skips them)."""
+    decoder = DecodeCounter()
+    for path in resolve_inputs(input_files):
+        if looks_binary(path):
+            continue
+        reader = reader_for(path, text_key=settings.text_key)
+        if reader is None:
+            raise InputError(f"--input_files: {display_name(path)} is not a format mypt reads "
+                             f"(suffixes: {', '.join(suffixes())})")
+        for start, end in reader.checked_blocks():
+            for text in reader.checked_texts(start, end, decoder, stats=Counter()):
+                yield normalize(text) if settings.normalize else text
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """An existing --out is replaced only with --overwrite, and only when it is a
+    tokenizer.json (never another file)."""
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory: give a file path such as {out / 'tokenizer.json'}")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise InputError(f"--out {out} already exists: pass --overwrite to replace it, or choose another --out")
+    try:
+        HFTokenizer.from_file(out)
+    except TokenizerError:
+        raise InputError(f"--out {out} is not a tokenizer.json: refused even with --overwrite (mypt replaces only "
+                         "a tokenizer file); choose another --out") from None
+
+
+def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainSettings = TokenizerTrainSettings(),
+                    overwrite: bool = False) -> HFTokenizer:
+    """Learn a byte-level BPE from `input_files` and write it to `out` (atomically)."""
+    out = Path(out)
+    check_out(out, overwrite)
+    inputs = resolve_inputs(input_files)
+    if any(out.resolve() == p.resolve() for p in inputs):
+        raise InputError(f"--out {out} is one of the --input_files: choose another --out")
+    tk = require_tokenizers()
+    hf = tk.Tokenizer(tk.models.BPE())
+    hf.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(vocab_size=settings.vocab_size, min_frequency=settings.min_frequency,
+                                     special_tokens=[EOT], initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+                                     show_progress=False)
+    hf.train_from_iterator(corpus_texts(input_files, settings), trainer=trainer)
+    text = hf.to_str(pretty=True)
+    tokenizer = HFTokenizer(tokenizer_json=text, source=str(out))  # what --tokenization hf:OUT will read
+    assert tokenizer.eot_id == 0, "BpeTrainer puts the special tokens first"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text + "\n")
+    return tokenizer

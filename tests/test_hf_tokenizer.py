@@ -1,0 +1,216 @@
+"""--tokenization hf:PATH (a tokenizers tokenizer.json) and `mypt train-tokenizer`, through the
+CLI: ids equal tokenizers' own, literal special tokens stay text, ids above 65,535 survive the
+uint32 shards, blocks never change ids, and bad files are one-line errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import mypt_cli, read_tokens, tree_bytes
+
+import mypt.text
+from mypt.cli import main
+from mypt.tokenizers import Tokenizer, make_tokenizer
+from mypt.tokenizers.hf import HFTokenizer
+
+tokenizers = pytest.importorskip("tokenizers")
+
+WORDS = ("the king queen lord sword night crown blood love death heaven earth fire water stone "
+         "walk speak hear see think know come go make take give").split()
+
+
+def invoke(*args: str, ok: bool = True):
+    result = CliRunner().invoke(main, list(args))
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def write_corpus(root: Path, seed: int = 0, lines: int = 600) -> Path:
+    """A .txt document of sentences (punctuation at line ends, indentation, blank lines) and a
+    .jsonl of short documents, one of which holds a literal <|endoftext|>."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    sentence = lambda: " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))).capitalize() \
+        + rng.choice(".!?;,:")  # noqa: E731
+    text = [("    " if rng.random() < 0.2 else "") + sentence() if rng.random() > 0.1 else "" for _ in range(lines)]
+    (root / "book.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
+    docs = [sentence() for _ in range(150)] + ["The end <|endoftext|> is only text here."]
+    (root / "forum.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(corpus directory, tokenizer.json) of a ~300-token BPE trained by `mypt train-tokenizer`."""
+    root = tmp_path_factory.mktemp("hf")
+    corpus = write_corpus(root / "corpus")
+    done = invoke("train-tokenizer", "--input_files", str(corpus), "--vocab_size", "300", "--out",
+                  str(root / "tok.json"))
+    assert "300 tokens" in done.output and "hf:" in done.output
+    return corpus, root / "tok.json"
+
+
+def test_ids_equal_tokenizers_own_and_state_round_trips(trained, tmp_path):
+    corpus, tok_json = trained
+    own = tokenizers.Tokenizer.from_file(str(tok_json))
+    tok = make_tokenizer(f"hf:{tok_json}")
+    text = "Walk, speak!\n    The queen's crown 123 caf\u00e9 \u3000wide\n"
+    assert tok.encode(text) == own.encode(text, add_special_tokens=False).ids
+    assert tok.decode(tok.encode(text)) == text
+    assert (tok.kind, tok.vocab_size, tok.eot_id) == ("hf", 300, 0)
+    assert tok.cut_safe()  # GPT-2's ByteLevel regex: .txt documents are cut into blocks at gpt2's boundaries
+    tok.save(tmp_path)
+    state = json.loads((tmp_path / "tokenizer_state.json").read_text(encoding="utf-8"))
+    assert state["tokenizer_json"].strip() == tok_json.read_text(encoding="utf-8").strip()  # the whole file
+    loaded = Tokenizer.load(tmp_path)
+    assert loaded.state() == tok.state() and loaded.encode(text) == tok.encode(text)
+    # A literal special token inside a document is ordinary text, as gpt2's encode_ordinary makes it.
+    literal = "a <|endoftext|> b"
+    assert 0 not in tok.encode(literal) and tok.decode(tok.encode(literal)) == literal
+
+
+def test_prepare_gives_the_tokenizers_ids_whatever_the_blocks_and_workers(trained, tmp_path, monkeypatch):
+    corpus, tok_json = trained
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 512)  # many blocks in book.txt
+    common = ["--tokenization", f"hf:{tok_json}", "--no_normalize", "--no_filter", "--no_dedup",
+              "--val_fraction", "0", "--tokens_per_shard", "1000"]
+    for name, workers in (("one", "1"), ("two", "2")):
+        invoke("prepare-dataset", "--input_files", str(corpus), "--out_dir", str(tmp_path / name), "--workers",
+               workers, *common)
+    assert tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")
+    book = corpus / "book.txt"
+    assert len(mypt.text.split_blocks(book, safe=make_tokenizer(f"hf:{tok_json}").block_boundary)) > 5
+    own = tokenizers.Tokenizer.from_file(str(tok_json))
+    own.encode_special_tokens = True  # the literal <|endoftext|> of forum.jsonl stays text
+    enc = lambda t: own.encode(t, add_special_tokens=False).ids  # noqa: E731
+    expected = enc((corpus / "book.txt").read_text(encoding="utf-8")) + [0]
+    for line in (corpus / "forum.jsonl").read_text(encoding="utf-8").splitlines():
+        expected += enc(json.loads(line)["text"] + "\n") + [0]
+    assert read_tokens(tmp_path / "one" / "train").tolist() == expected
+    meta = json.loads((tmp_path / "one" / "dataset_metadata.json").read_text())
+    assert meta["tokenizer"] == {"kind": "hf", "vocab_size": 300, "eot_id": 0}
+    # The same flags again: the same dataset, replaced without --overwrite.
+    invoke("prepare-dataset", "--input_files", str(corpus), "--out_dir", str(tmp_path / "one"), *common)
+
+
+def test_a_tokenizer_that_marks_the_start_of_a_text_is_never_cut(tmp_path, monkeypatch):
+    """Metaspace (sentencepiece style) prepends ▁ to a text: a cut would add one at every block."""
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(prepend_scheme="first")
+    hf.decoder = tokenizers.decoders.Metaspace(prepend_scheme="first")
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "</s>"], show_progress=False)
+    text = "\n".join(" ".join(random.Random(i).choice(WORDS) for _ in range(8)) + "." for i in range(300)) + "\n"
+    hf.train_from_iterator([text], trainer)
+    hf.save(str(tmp_path / "sp.json"))
+    (tmp_path / "doc.txt").write_text(text, encoding="utf-8")
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 256)
+    invoke("prepare-dataset", "--input_files", str(tmp_path / "doc.txt"), "--out_dir", str(tmp_path / "ds"),
+           "--tokenization", f"hf:{tmp_path / 'sp.json'}", "--no_dedup", "--val_fraction", "0")
+    tok = Tokenizer.load(tmp_path / "ds")
+    assert tok.eot_id == hf.token_to_id("</s>") and not tok.cut_safe()
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == hf.encode(text, add_special_tokens=False).ids + [1]
+
+
+def test_ids_above_65535_are_kept_exactly(tmp_path):
+    words = [f"w{i}" for i in range(70_000)]
+    vocab = {w: i for i, w in enumerate(words)} | {" ": 70_000, "\n": 70_001, "<unk>": 70_002}
+    hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.Split(tokenizers.Regex(r"\s|\S+"), behavior="isolated")
+    hf.decoder = tokenizers.decoders.Fuse()
+    hf.save(str(tmp_path / "big.json"))
+    rng = random.Random(3)
+    docs = [" ".join(f"w{rng.choice([5, 65_535, 65_536, 69_999, rng.randrange(70_000)])}" for _ in range(20))
+            for _ in range(50)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    invoke("prepare-dataset", "--input_files", str(tmp_path / "docs.jsonl"), "--out_dir", str(tmp_path / "ds"),
+           "--tokenization", f"hf:{tmp_path / 'big.json'}", "--no_dedup", "--no_filter", "--val_fraction", "0")
+    ids = read_tokens(tmp_path / "ds" / "train")
+    expected = [i for d in docs for i in hf.encode(d + "\n").ids]  # no end-of-text token in this file
+    assert ids.dtype == np.uint32 and ids.tolist() == expected and ids.max() >= 65_536
+    tok = Tokenizer.load(tmp_path / "ds")
+    assert tok.eot_id is None and tok.vocab_size == 70_003
+    assert tok.decode(ids) == "".join(d + "\n" for d in docs)
+    assert "OK" in invoke("verify-dataset", str(tmp_path / "ds")).output
+
+
+def test_bad_tokenizer_files_are_one_line_errors(trained, tmp_path):
+    corpus, tok_json = trained
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "other.json").write_text('{"model": 3}', encoding="utf-8")
+    for spec, words, code in [(f"hf:{tmp_path / 'missing.json'}", ["missing.json", "no such file"], 1),
+                              (f"hf:{tmp_path / 'bad.json'}", ["bad.json", "not valid JSON"], 1),
+                              (f"hf:{tmp_path / 'other.json'}", ["other.json", "not a tokenizers tokenizer.json"], 1),
+                              ("hf:", ["hf:PATH"], 2), ("gpt2:x", ["takes no argument"], 2)]:
+        result = invoke("prepare-dataset", "--input_files", str(corpus), "--out_dir", str(tmp_path / "ds"),
+                        "--tokenization", spec, ok=False)
+        assert result.exit_code == code, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert len(errors) == 1 and all(w in errors[0] for w in words), result.output
+        assert not (tmp_path / "ds").exists()
+    help_text = invoke("prepare-dataset", "--help").output
+    assert "[gpt2|char|hf:PATH]" in help_text
+
+
+def test_train_tokenizer_never_replaces_another_file(trained, tmp_path):
+    corpus, _ = trained
+    out = tmp_path / "notes.json"
+    out.write_text('{"mine": true}', encoding="utf-8")
+    args = ["train-tokenizer", "--input_files", str(corpus), "--vocab_size", "280", "--out", str(out)]
+    assert "already exists" in invoke(*args, ok=False).output
+    assert "refused even with --overwrite" in invoke(*args, "--overwrite", ok=False).output
+    assert out.read_text(encoding="utf-8") == '{"mine": true}'
+    out.unlink()
+    invoke(*args)
+    invoke(*args, "--overwrite")  # its own tokenizer.json is replaced when asked
+
+
+@pytest.mark.slow
+def test_train_tokenizer_prepare_train_generate(trained, tmp_path):
+    corpus, tok_json = trained
+    mypt_cli("prepare-dataset", "--input_files", str(corpus), "--out_dir", str(tmp_path / "ds"),
+             "--tokenization", f"hf:{tok_json}", "--tokens_per_shard", "2000", cwd=tmp_path)
+    tiny = ["--config_file", "tiny", "--max_iters", "4", "--device", "cpu", "--eval_interval", "2"]
+    mypt_cli("train", "--dataset_dir", str(tmp_path / "ds"), "--model_name", "m", *tiny, cwd=tmp_path)
+    ckpt = Tokenizer.load(tmp_path / "checkpoints" / "m")
+    assert ckpt.kind == "hf" and ckpt.state() == Tokenizer.load(tmp_path / "ds").state()
+    sample = mypt_cli("generate", "--model_name", "m", "--prompt", "The king", "--max_new_tokens", "20",
+                      "--seed", "1", "--device", "cpu", cwd=tmp_path).stdout
+    assert "The king" in sample
+    # In memory too, and a different file than the dataset's is refused.
+    mypt_cli("train", "--input_file", str(corpus / "book.txt"), "--tokenization", f"hf:{tok_json}",
+             "--model_name", "mem", *tiny, cwd=tmp_path)
+    assert Tokenizer.load(tmp_path / "checkpoints" / "mem").state() == ckpt.state()
+    other = tmp_path / "other.json"
+    invoke("train-tokenizer", "--input_files", str(corpus), "--vocab_size", "270", "--out", str(other))
+    refused = mypt_cli("train", "--dataset_dir", str(tmp_path / "ds"), "--model_name", "x", "--tokenization",
+                       f"hf:{other}", *tiny, cwd=tmp_path, check=False)
+    assert refused.returncode == 1 and "another hf tokenizer" in refused.stderr
+
+
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+@pytest.mark.parametrize("name, safe", [("gpt2_regex", True), ("llama3_regex", True), ("prefix_space", False),
+                                        ("no_pre_tokenizer", False), ("prepend_normalizer", False)])
+def test_cut_safety_follows_the_pipeline(name, safe):
+    pt, norm = tokenizers.pre_tokenizers, tokenizers.normalizers
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
+    hf.pre_tokenizer = {
+        "gpt2_regex": pt.ByteLevel(add_prefix_space=False),
+        "llama3_regex": pt.Sequence([pt.Split(tokenizers.Regex(LLAMA3_REGEX), behavior="isolated"),
+                                     pt.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        "prefix_space": pt.ByteLevel(add_prefix_space=True),
+        "no_pre_tokenizer": None,
+        "prepend_normalizer": pt.ByteLevel(add_prefix_space=False),
+    }[name]
+    if name == "prepend_normalizer":  # Llama 2 style: a mark at the start of every text
+        hf.normalizer = norm.Sequence([norm.Prepend("\u2581"), norm.Replace(" ", "\u2581")])
+    assert HFTokenizer(tokenizer_json=hf.to_str()).cut_safe() is safe
