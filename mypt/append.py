@@ -184,8 +184,12 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             except BaseException:
                 os.replace(work / "old", dataset_dir)
                 raise
-        finally:  # after the swap, work/old holds only old names of shards the dataset holds (or, without
-            # hard links, the originals it holds copies of)
-            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            # Interrupted between the two renames (Ctrl-C, SIGTERM, a failed restore): put the old
+            # dataset back before anything is removed. After the swap, work/old holds only old
+            # names of shards the dataset holds (or, without hard links, originals it copied).
+            _restore(dataset_dir)
+            if (dataset_dir / METADATA_FILE).is_file():
+                shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(stage, ignore_errors=True)
         return meta

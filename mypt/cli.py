@@ -14,7 +14,8 @@ import click
 
 from mypt.config import EvalSettings, ExportSettings, GenerateSettings, train_options
 from mypt.options import GreedyCommand, MyptGroup, option, settings_options
-from mypt.prepare import PrepareSettings, summary_lines
+from mypt.prepare import PrepareSettings
+from mypt.steps.split import summary_lines
 from mypt.train_tokenizer import TokenizerTrainSettings
 
 

@@ -26,6 +26,16 @@ from mypt.tokenizers import check_spec, spec_forms
 VOCAB_MULTIPLE = 64  # padding the vocabulary (50257 -> 50304) makes the head matmul ~25% faster on GPU
 
 
+def plain_name(name: str) -> str:
+    """A --model_name that training writes to: one path component, so CHECKPOINTS_DIR/NAME can
+    never be the checkpoints directory itself, a parent, or a path elsewhere (a checkpoint save
+    replaces that directory whole)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise ConfigError(f"--model_name {name!r}: must be a plain name like base or my_model (no path, not "
+                          "starting with '.'); use --checkpoints_dir to choose where checkpoints go")
+    return name
+
+
 def model_setting():
     """The `model_name` field of the commands that read a trained model."""
     return setting(None, "A name under --checkpoints_dir, or a checkpoint directory.", required=True)
@@ -102,7 +112,8 @@ class TrainRequest(Settings):
 
     LABEL = "train flag"
 
-    model_name: str = setting(None, "Checkpoints go to CHECKPOINTS_DIR/MODEL_NAME/.", required=True)
+    model_name: str = setting(None, "Checkpoints go to CHECKPOINTS_DIR/MODEL_NAME/ (a plain name).", required=True,
+                              check=plain_name)
     dataset_dir: Path | None = setting(None, "A prepared dataset (mypt prepare-dataset).", exists="dir")
     input_file: Path | None = setting(None, "Or one text file, tokenized in memory (last 10% is val).",
                                       exists="file")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mypt.errors import ConfigError, DataError
-from mypt.readers import looks_binary
+from mypt.readers import looks_binary, reader_for
 from mypt.shards import METADATA_FILE, TOKEN_BYTES, list_shards, read_metadata, shard_tokens
 from mypt.tokenizers import Tokenizer
 
@@ -266,6 +266,10 @@ def load_text_tokens(path: Path, tokenizer: Tokenizer) -> np.ndarray:
 def read_input_text(path: Path) -> str:
     """The text of --input_file, refused when binary or without text (what prepare-dataset
     would skip or reject)."""
+    if not str(path).endswith(".txt") and reader_for(Path(path)) is not None:
+        # .gz/.zst/.jsonl/.parquet would be read as raw bytes here: those go through prepare-dataset.
+        raise DataError(f"--input_file {path}: only a plain text file is tokenized in memory; prepare "
+                        f"{Path(path).name} with `mypt prepare-dataset` and train with --dataset_dir")
     if looks_binary(Path(path)):
         raise DataError(f"--input_file {path} looks binary (a NUL byte near its start): pass a text file")
     text = Path(path).read_text(encoding="utf-8", errors="replace")

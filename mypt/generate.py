@@ -100,12 +100,11 @@ class TextStream:
             return ""
         self.pending = []
         self.text += piece
-        for s in self.stop:
-            at = self.text.find(s)
-            if at != -1:
-                self.stopped = True
-                shown, self.text = self.text[:at], ""
-                return shown
+        hits = [at for at in (self.text.find(s) for s in self.stop) if at != -1]
+        if hits:  # the earliest stop string in the text wins, whatever their order
+            self.stopped = True
+            shown, self.text = self.text[:min(hits)], ""
+            return shown
         cut = max(0, len(self.text) - self.hold)
         shown, self.text = self.text[:cut], self.text[cut:]
         return shown

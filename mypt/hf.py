@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -160,7 +159,12 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     """Write `out_dir` (config.json, model.safetensors, tokenizer files) from the checkpoint
     directory `model_dir`."""
     transformers = _require_hf()
-    check_replaceable(out_dir, [model_dir], flag="--out_dir", marker="config.json", kind="exported model")
+    # A previous export holds tokenizer_config.json (a mypt checkpoint does not); never replace a
+    # directory with training state: that is a checkpoint someone trained.
+    if (Path(out_dir) / "training_state.json").exists():
+        raise ConfigError(f"--out_dir {out_dir} holds a mypt checkpoint (training_state.json): refused; "
+                          "choose a new directory for the export")
+    check_replaceable(out_dir, [model_dir], flag="--out_dir", marker="tokenizer_config.json", kind="exported model")
     model, tokenizer, _ = load_model(model_dir, "cpu")
     hf_model = transformers.GPT2LMHeadModel(hf_config(model.config, tokenizer))
     missing, unexpected = hf_model.load_state_dict(hf_state_dict(model), strict=False)
@@ -174,7 +178,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     eot = tokenizer.decode([tokenizer.eot_id]) if tokenizer.eot_id is not None else None  # <|endoftext|>, </s>...
     hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=build(tokenizer), eos_token=eot,
                                                   bos_token=eot, model_max_length=model.config.block_size)
-    with staged_dir(out_dir, inputs=[model_dir]) as stage:
+    with staged_dir(out_dir, inputs=[model_dir], marker="tokenizer_config.json") as stage:
         hf_model.save_pretrained(stage, safe_serialization=True)
         hf_tok.save_pretrained(stage)
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.

@@ -37,8 +37,17 @@ def write_json(path: Path, obj: object) -> None:
 
 
 def read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON object mypt wrote; a damaged or foreign file is an InputError naming it."""
+    from mypt.errors import InputError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise InputError(f"{path}: not valid JSON ({e}); the file is damaged: prepare that directory again") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a JSON object; the file is damaged: prepare that directory again")
+    return data
 
 
 def cache_dir() -> Path:
@@ -108,16 +117,17 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
 
 
 @contextlib.contextmanager
-def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = ()) -> Iterator[Path]:
+def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None) -> Iterator[Path]:
     """Build a directory beside `final` and move it into place when the block succeeds.
 
     A stale `.NAME.partial` left by a killed run is removed first. On error the partial
     directory is removed and `final` is left as it was. `final` is replaced whole, so it
-    must pass check_replaceable (`inputs`: what the block reads) before anything is built.
-    The DVC stages' outputs pass: DVC removes them before running a stage.
+    must pass check_replaceable (`inputs`: what the block reads; `marker`: the file that
+    marks a previous output of the same kind, so a directory of other files is refused)
+    before anything is built. The DVC stages' outputs pass: DVC removes them first.
     """
     final = Path(final)
-    check_replaceable(final, inputs)
+    check_replaceable(final, inputs, marker=marker)
     staging = partial_dir(final)
     if staging.exists():
         shutil.rmtree(staging)

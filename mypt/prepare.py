@@ -17,7 +17,7 @@ from mypt.io import check_replaceable
 from mypt.lock import output_lock
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
-from mypt.steps.clean import CleanSettings, bad_lines_note, clean
+from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, dedup
 from mypt.steps.shard import ShardSettings, shard
 from mypt.steps.split import SplitSettings, split
@@ -50,28 +50,6 @@ class PrepareSettings:
         for f in dataclasses.fields(self):
             out.update(getattr(self, f.name).recorded())
         return out
-
-
-def summary_lines(meta: dict, out_dir: Path) -> list[str]:
-    """What prepare-dataset (and the split stage) print about a finished dataset."""
-    n_train, n_val = len(meta["train"]["shards"]), len(meta["val"]["shards"])
-    clean_stats = meta["stats"].get("clean", {})
-    dropped = {k[len("dropped_"):]: v for k, v in clean_stats.items() if k.startswith("dropped_") and v}
-    lines = [f"Total tokens: {meta['total_tokens']:,}",
-             f"Total shards: {n_train + n_val}",
-             f"Train shards: {n_train} ({meta['train']['tokens']:,} tokens) in {Path(out_dir) / 'train'}",
-             f"Val shards:   {n_val} ({meta['val']['tokens']:,} tokens) in {Path(out_dir) / 'val'}"]
-    if dropped:
-        lines.append(f"Lines dropped by the filter: {dropped}")
-    if "dedup" in meta["stats"] and meta["stats"]["dedup"]:
-        lines.append(f"Duplicate lines dropped: {meta['stats']['dedup']['duplicate_lines_dropped']:,}")
-    if meta.get("skipped_binary_files"):
-        lines.append(f"Binary files skipped: {', '.join(meta['skipped_binary_files'])}")
-    if clean_stats.get("invalid_utf8_bytes_replaced"):
-        lines.append(f"Invalid UTF-8 bytes replaced: {clean_stats['invalid_utf8_bytes_replaced']:,}")
-    if note := bad_lines_note(meta):
-        lines.append(note)
-    return lines
 
 
 def check_out_dir(out_dir: Path, settings: PrepareSettings, input_files: list[str], overwrite: bool) -> None:

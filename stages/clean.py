@@ -6,7 +6,8 @@ import click
 
 from mypt.io import write_json
 from mypt.options import GreedyCommand, option, settings_options
-from mypt.steps.clean import CleanSettings, bad_lines_note, clean
+from mypt.steps import bad_lines_note
+from mypt.steps.clean import CleanSettings, clean
 
 
 @click.command(cls=GreedyCommand)

@@ -6,8 +6,7 @@ import click
 
 from mypt.io import write_json
 from mypt.options import MyptCommand, option, settings_options
-from mypt.prepare import summary_lines
-from mypt.steps.split import SplitSettings, split
+from mypt.steps.split import SplitSettings, split, summary_lines
 
 
 @click.command(cls=MyptCommand)

@@ -9,6 +9,7 @@ from mypt.io import staged_dir
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import TokenizeSettings
 from mypt.steps.vocab import build_vocab
+from mypt.tokenizers import STATE_FILE
 
 
 @click.command(cls=MyptCommand)
@@ -19,7 +20,7 @@ from mypt.steps.vocab import build_vocab
 def main(in_dir, out_dir, **flags) -> None:
     """Write --out_dir/tokenizer_state.json."""
     tokenizer = build_vocab(in_dir, TokenizeSettings.from_flags(flags))
-    with staged_dir(out_dir, [in_dir]) as stage:
+    with staged_dir(out_dir, [in_dir], marker=STATE_FILE) as stage:
         tokenizer.save(stage)
     click.echo(f"vocab: {tokenizer}")
 

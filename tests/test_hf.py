@@ -88,6 +88,17 @@ def test_export_refuses_a_directory_of_other_files(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def test_export_never_replaces_a_checkpoint(tmp_path):
+    trained_checkpoint(tmp_path / "a", CharTokenizer(chars="abc\n"), bias=False)
+    model = trained_checkpoint(tmp_path / "b", CharTokenizer(chars="abc\n"), bias=False)
+    checkpoint.save(tmp_path / "b", model, CharTokenizer(chars="abc\n"), {}, torch.optim.AdamW(model.parameters()),
+                    {"step": 1})
+    before = (tmp_path / "b" / "model.safetensors").read_bytes()
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / "a"), "--out_dir", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "checkpoint" in result.output
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == before
+
+
 def hf_gpt2(path: Path) -> dict:
     """A small random GPT-2 made by transformers, saved as save_pretrained writes it."""
     torch.manual_seed(1)

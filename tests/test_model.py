@@ -131,6 +131,9 @@ def test_streamed_pieces_are_the_text_and_stop_strings_end_a_sample():
     stopped = generate(model, tok, "Zoë 😀", 60, temperature=1.0, top_k=None, seed=1, stop=[stop],
                        on_text=lambda i, p: pieces.append(p))[0]
     assert stopped == "Zoë 😀" + full[:full.index(stop)] == "Zoë 😀" + "".join(pieces)
+    later = full[30:33]  # listed first, found later: the earliest stop in the text wins
+    first = generate(model, tok, "Zoë 😀", 60, temperature=1.0, top_k=None, seed=1, stop=[later, stop])[0]
+    assert first == "Zoë 😀" + full[:min(full.index(stop), full.index(later))]
 
 
 def test_padded_vocabulary_ids_are_never_sampled():

@@ -179,3 +179,31 @@ def test_lock_file_of_a_dead_process_does_not_block(tmp_path):
     lock_path(out).write_text(f"{dead.pid}\n")
     mypt_cli(*prepare_args(corpus(tmp_path / "in"), out), cwd=tmp_path)
     assert (out / "dataset_metadata.json").is_file() and not lock_path(out).exists()
+
+
+@pytest.mark.parametrize("name", [".", "..", "", "../elsewhere", "a/b", ".hidden"])
+def test_model_name_is_a_plain_name_so_a_save_never_replaces_another_directory(tmp_path, name):
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    (tmp_path / "checkpoints" / "other").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "other" / "model.safetensors").write_bytes(b"trained")
+    before = tree_bytes(tmp_path)
+    result = CliRunner().invoke(main, ["train", "--input_file", __file__, "--model_name", name,
+                                       "--checkpoints_dir", str(tmp_path / "checkpoints")])
+    assert result.exit_code == 2 and "--model_name" in result.output and "Traceback" not in result.output
+    assert tree_bytes(tmp_path) == before
+
+
+def test_a_step_run_by_hand_never_replaces_a_directory_of_other_files(tmp_path):
+    from mypt.steps.clean import clean
+
+    (tmp_path / "a.txt").write_text("some text here\n")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.md").write_text("mine")
+    with pytest.raises(Exception, match="--out_dir"):
+        clean([str(tmp_path / "a.txt")], tmp_path / "notes")
+    assert (tmp_path / "notes" / "todo.md").read_text() == "mine"
+    clean([str(tmp_path / "a.txt")], tmp_path / "cleaned")
+    clean([str(tmp_path / "a.txt")], tmp_path / "cleaned")  # its own previous output is replaced

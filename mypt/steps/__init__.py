@@ -37,3 +37,12 @@ def read_input(step: Step, in_dir: Path) -> dict:
         raise InputError(f"{in_dir} is the output of the {manifest.get('step')!r} step, but the {step.name} "
                          f"step reads the output of {wanted}")
     return manifest
+
+
+def bad_lines_note(manifest: dict) -> str | None:
+    """What the console says about skipped JSONL lines (the clean stage, prepare-dataset)."""
+    n = manifest["stats"].get("clean", {}).get("bad_json_lines", 0)
+    if not n:
+        return None
+    return (f"Bad JSONL lines skipped: {n:,} (first: {manifest['first_bad_json_line']}); "
+            "--strict makes them an error")

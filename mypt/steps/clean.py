@@ -67,21 +67,12 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None]:
     return stats, reader.first_bad
 
 
-def bad_lines_note(manifest: dict) -> str | None:
-    """What the console says about skipped JSONL lines (the clean stage, prepare-dataset)."""
-    n = manifest["stats"].get("clean", {}).get("bad_json_lines", 0)
-    if not n:
-        return None
-    return (f"Bad JSONL lines skipped: {n:,} (first: {manifest['first_bad_json_line']}); "
-            "--strict makes them an error")
-
-
 def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = CleanSettings()) -> dict:
     """Decode, normalize and filter the inputs into `out_dir` (one file per source: .txt for
     a one-document source, .jsonl for a source of many documents)."""
     paths = resolve_inputs(input_files)
     max_line_chars = settings.max_line_chars if settings.filter else 0
-    with staged_dir(out_dir, paths) as stage:
+    with staged_dir(out_dir, paths, marker=MANIFEST) as stage:
         sources, skipped, tasks = [], [], []
         for path in paths:
             if looks_binary(path):

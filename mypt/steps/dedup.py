@@ -179,7 +179,7 @@ def dedup(in_dir: Path, out_dir: Path, settings: DedupSettings = DedupSettings()
     """Exact line dedup across all sources of `in_dir`; with enabled=False the files pass
     through unchanged (the pipeline's dedup.enabled)."""
     manifest = read_input(STEP, in_dir)
-    with staged_dir(out_dir, [in_dir]) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST) as stage:
         sources = [(Path(in_dir) / s["file"], s["jsonl"]) for s in manifest["sources"]]
         outputs = [stage / s["file"] for s in manifest["sources"]]
         if settings.enabled:

@@ -28,7 +28,7 @@ class ShardSettings(Settings):
 def shard(in_dir: Path, out_dir: Path, settings: ShardSettings = ShardSettings()) -> dict:
     """Write `out_dir`/shard_NNNNN.bin, documents.bin (where each document ends) and manifest.json."""
     manifest = read_input(STEP, in_dir)
-    with staged_dir(out_dir, [in_dir]) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST) as stage:
         writer, ends = ShardWriter(stage, settings.tokens_per_shard), []
         for i, _ in enumerate(manifest["sources"]):
             ends.append(np.fromfile(Path(in_dir) / f"{i:05d}.docs", dtype=np.uint64) + np.uint64(writer.tokens))

@@ -21,7 +21,7 @@ from mypt.errors import InputError
 from mypt.io import staged_dir, write_json
 from mypt.settings import Settings, setting
 from mypt.shards import FORMAT_VERSION, METADATA_FILE, ShardWriter, TokenStream, list_shards
-from mypt.steps import Step, read_input
+from mypt.steps import Step, bad_lines_note, read_input
 from mypt.tokenizers import STATE_FILE
 
 STEP = Step("split", reads=("shard",))
@@ -99,7 +99,7 @@ def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()
     if val_fraction > 0 and val_tokens == 0:
         raise InputError(f"the corpus is too small to split: {n_units} unit(s) of up to {chunk_tokens} tokens; "
                          "lower --chunk_tokens, add text, or pass --val_fraction 0")
-    with staged_dir(out_dir, [in_dir]) as stage:
+    with staged_dir(out_dir, [in_dir], marker=METADATA_FILE) as stage:
         # Checksums of the final shards only (verify-dataset checks them); hashed as written.
         train = ShardWriter(stage / "train", tps, checksums=True)
         val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps), checksums=True)
@@ -132,3 +132,25 @@ def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()
             meta["first_bad_json_line"] = manifest["first_bad_json_line"]
         write_json(stage / METADATA_FILE, meta)
     return meta
+
+
+def summary_lines(meta: dict, out_dir: Path) -> list[str]:
+    """What prepare-dataset (and the split stage) print about a finished dataset."""
+    n_train, n_val = len(meta["train"]["shards"]), len(meta["val"]["shards"])
+    clean_stats = meta["stats"].get("clean", {})
+    dropped = {k[len("dropped_"):]: v for k, v in clean_stats.items() if k.startswith("dropped_") and v}
+    lines = [f"Total tokens: {meta['total_tokens']:,}",
+             f"Total shards: {n_train + n_val}",
+             f"Train shards: {n_train} ({meta['train']['tokens']:,} tokens) in {Path(out_dir) / 'train'}",
+             f"Val shards:   {n_val} ({meta['val']['tokens']:,} tokens) in {Path(out_dir) / 'val'}"]
+    if dropped:
+        lines.append(f"Lines dropped by the filter: {dropped}")
+    if "dedup" in meta["stats"] and meta["stats"]["dedup"]:
+        lines.append(f"Duplicate lines dropped: {meta['stats']['dedup']['duplicate_lines_dropped']:,}")
+    if meta.get("skipped_binary_files"):
+        lines.append(f"Binary files skipped: {', '.join(meta['skipped_binary_files'])}")
+    if clean_stats.get("invalid_utf8_bytes_replaced"):
+        lines.append(f"Invalid UTF-8 bytes replaced: {clean_stats['invalid_utf8_bytes_replaced']:,}")
+    if note := bad_lines_note(meta):
+        lines.append(note)
+    return lines
