@@ -271,3 +271,27 @@ def test_mixture_of_two_datasets_reports_each_val_loss(demo, tmp_path):
     last = [h for h in state["history"] if "val" in h][-1]
     assert last["val"] == pytest.approx(0.7 * last["val_general"] + 0.3 * last["val_domain"])
     assert set(state["sampler"]["datasets"]) == {"general", "domain"}
+
+
+@pytest.mark.slow
+def test_mixture_run_resumes_exactly(demo, tmp_path, monkeypatch):
+    """A mixture run resumed from its step-3 checkpoint ends with the uninterrupted run's
+    weights and history: the dataset draw is part of the saved sampler state."""
+    from mypt.train_command import run_from_flags
+
+    monkeypatch.chdir(tmp_path)
+    flags = {"dataset_dir": (f"general={demo / 'general'}:0.6", f"domain={demo / 'domain'}:0.4"),
+             "config_file": "tiny", "device": "cpu", "max_iters": 6, "eval_interval": 3, "eval_iters": 2,
+             "log_interval": 1, "dropout": 0.1}
+
+    def copy_at_step_3(line: str) -> None:  # at iter 4 the checkpoint on disk is step 3's: the "kill"
+        if line.startswith("iter 4:"):
+            shutil.copytree(tmp_path / "checkpoints/straight", tmp_path / "checkpoints/resumed")
+
+    run_from_flags({**flags, "model_name": "straight"}, log=copy_at_step_3)
+    assert json.loads((tmp_path / "checkpoints/resumed/training_state.json").read_text())["step"] == 3
+    run_from_flags({**flags, "model_name": "resumed", "resume": True}, log=lambda line: None)
+    a, b = (json.loads((tmp_path / "checkpoints" / n / "training_state.json").read_text()) for n in ("straight", "resumed"))
+    assert a["history"] == b["history"] and a["step"] == b["step"] == 6
+    assert (tmp_path / "checkpoints/straight/model.safetensors").read_bytes() == \
+        (tmp_path / "checkpoints/resumed/model.safetensors").read_bytes()
