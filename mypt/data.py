@@ -374,9 +374,9 @@ class MixtureLoader:
         if len(self.specs) < 2:
             raise ConfigError("MixtureLoader needs two datasets or more; use GPTDataLoader for one")
         first = self.specs[0]
+        first_tokenizer = Tokenizer.load(first.path)
         for spec in self.specs[1:]:  # one vocabulary: the same id must mean the same text in each
-            check_same_tokenizer(Tokenizer.load(first.path), spec.path, f"--dataset_dir {first.text}",
-                                 f"--dataset_dir {spec.text}")
+            check_same_tokenizer(first_tokenizer, spec.path, f"--dataset_dir {first.text}", f"--dataset_dir {spec.text}")
         self.loaders = [GPTDataLoader(config, tokenizer, dataset_dir=s.path, block_size=block_size) for s in self.specs]
         for k, loader in enumerate(self.loaders):
             loader._seed_rngs(k + 1)  # each dataset its own window stream
@@ -385,7 +385,8 @@ class MixtureLoader:
         self.batch_size, self.block_size, self.seed, self.rank = lead.batch_size, lead.block_size, lead.seed, lead.rank
         self.weights = np.array([s.weight for s in self.specs])
         # A split is there when every dataset has it (a dataset without val/ cannot be drawn from).
-        self.splits = {s: [l.splits[s] for l in self.loaders] for s in SPLITS if all(s in l.splits for l in self.loaders)}
+        self.splits = {s: [loader.splits[s] for loader in self.loaders] for s in SPLITS
+                       if all(s in loader.splits for loader in self.loaders)}
         self._rng = {s: np.random.default_rng([self.seed, self.rank, i, MIX_STREAM]) for i, s in enumerate(SPLITS)}
 
     def _draw(self, split: str, rng: np.random.Generator, window_rngs: list[np.random.Generator], n: int) -> np.ndarray:
@@ -400,9 +401,9 @@ class MixtureLoader:
     def get_batch(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) of shape (batch_size, block_size); each row from a dataset drawn by weight."""
         if split not in self.splits:
-            missing = [s.text for s, l in zip(self.specs, self.loaders) if split not in l.splits]
+            missing = [s.text for s, loader in zip(self.specs, self.loaders) if split not in loader.splits]
             raise DataError(f"no {split} split in --dataset_dir {', '.join(missing)}")
-        windows = self._draw(split, self._rng[split], [l._rng[split] for l in self.loaders], self.batch_size)
+        windows = self._draw(split, self._rng[split], [loader._rng[split] for loader in self.loaders], self.batch_size)
         return to_device(windows, self.device, pin=True)
 
     def eval_batches(self, split: str, n_batches: int, seed: int = 0):
@@ -412,22 +413,24 @@ class MixtureLoader:
             yield to_device(self._draw(split, rng, [rng] * len(self.loaders), self.batch_size), self.device)
 
     def tokens_in(self, split: str) -> int:
-        return sum(l.tokens_in(split) for l in self.loaders)
+        return sum(loader.tokens_in(split) for loader in self.loaders)
 
     def val_parts(self) -> list[tuple[str, float, GPTDataLoader]]:
         """Each dataset's val split, evaluated as val_NAME and weighted by its share."""
-        return [(f"val_{s.name}", s.weight, l) for s, l in zip(self.specs, self.loaders) if "val" in l.splits]
+        return [(f"val_{s.name}", s.weight, loader) for s, loader in zip(self.specs, self.loaders)
+                if "val" in loader.splits]
 
     def state_dict(self) -> dict:
         return {"mixture": {s: rng.bit_generator.state for s, rng in self._rng.items()},
-                "datasets": {s.name: l.state_dict() for s, l in zip(self.specs, self.loaders)}}
+                "datasets": {s.name: loader.state_dict() for s, loader in zip(self.specs, self.loaders)}}
 
     def load_state_dict(self, state: dict) -> None:
         names = [s.name for s in self.specs]
         saved = sorted(state.get("datasets", {})) if isinstance(state, dict) else []
         if saved != sorted(names):
             raise DataError(f"the saved sampler state is for dataset(s) {saved or 'of a single-dataset run'}, "
-                            f"this run mixes {names}: resume with the same --dataset_dir flags as the run that saved it")
+                            f"this run mixes {names}: resume with the same --dataset_dir flags as the run "
+                            "that saved it")
         for s, st in state["mixture"].items():
             self._rng[s].bit_generator.state = st
         for spec, loader in zip(self.specs, self.loaders):

@@ -30,8 +30,11 @@ def test_guide_config_paths_name_the_presets(guide, preset, tmp_path, monkeypatc
 
 
 def test_public_imports():
-    from mypt import GPT, GPTDataLoader, Tokenizer  # noqa: F401 (the guide's import line)
-    from mypt import GPTConfig, MixtureLoader, TrainConfig  # noqa: F401
+    from mypt import GPT, GPTDataLoader, Tokenizer  # the guide's import line
+    from mypt import GPTConfig, MixtureLoader, TrainConfig
+
+    assert {c.__module__ for c in (GPT, GPTDataLoader, Tokenizer, GPTConfig, MixtureLoader, TrainConfig)} == \
+        {"mypt.model", "mypt.data", "mypt.tokenizers.base", "mypt.config"}
 
 
 def test_fit_without_config_trains_with_the_loaders_config_and_the_optimizers_lr():

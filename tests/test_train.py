@@ -291,7 +291,8 @@ def test_mixture_run_resumes_exactly(demo, tmp_path, monkeypatch):
     run_from_flags({**flags, "model_name": "straight"}, log=copy_at_step_3)
     assert json.loads((tmp_path / "checkpoints/resumed/training_state.json").read_text())["step"] == 3
     run_from_flags({**flags, "model_name": "resumed", "resume": True}, log=lambda line: None)
-    a, b = (json.loads((tmp_path / "checkpoints" / n / "training_state.json").read_text()) for n in ("straight", "resumed"))
+    a, b = (json.loads((tmp_path / "checkpoints" / n / "training_state.json").read_text())
+            for n in ("straight", "resumed"))
     assert a["history"] == b["history"] and a["step"] == b["step"] == 6
     assert (tmp_path / "checkpoints/straight/model.safetensors").read_bytes() == \
         (tmp_path / "checkpoints/resumed/model.safetensors").read_bytes()
