@@ -15,6 +15,7 @@ This module imports no torch, so commands build their options without it.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -114,7 +115,10 @@ class TrainRequest(Settings):
 
     model_name: str = setting(None, "Checkpoints go to CHECKPOINTS_DIR/MODEL_NAME/ (a plain name).", required=True,
                               check=plain_name)
-    dataset_dir: Path | None = setting(None, "A prepared dataset (mypt prepare-dataset).", exists="dir")
+    dataset_dir: tuple[str, ...] = setting((), "A prepared dataset (mypt prepare-dataset). Give it several times "
+                                                "for a weighted mixture: NAME=PATH:WEIGHT each (NAME= and :WEIGHT "
+                                                "optional; no weights: equal shares), e.g. --dataset_dir "
+                                                "web=data/web:0.7 --dataset_dir books=data/books:0.3.")
     input_file: Path | None = setting(None, "Or one text file, tokenized in memory (last 10% is val).",
                                       exists="file")
     config_file: str | None = setting(None, "Preset name (150M, 150M_1024, small_char, "
@@ -132,6 +136,14 @@ class TrainRequest(Settings):
     overwrite: bool = setting(False, "Replace MODEL_NAME's trained model (without it, an existing model is "
                                      "refused: --resume continues it).")
     checkpoints_dir: Path = checkpoints_setting()
+
+    def __post_init__(self):
+        # TrainRequest(dataset_dir="data/x"): one dataset, the Python API's spelling of one flag.
+        if isinstance(self.dataset_dir, (str, os.PathLike)):
+            self.dataset_dir = (self.dataset_dir,)
+        if isinstance(self.dataset_dir, (list, tuple)):
+            self.dataset_dir = tuple(os.fspath(d) if isinstance(d, os.PathLike) else d for d in self.dataset_dir)
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -189,9 +201,21 @@ def train_options(func):
     return settings_options(TrainRequest)(func)
 
 
-def load_config_file(name_or_path: str) -> tuple[dict, dict, str]:
-    """(model dict, training dict, where it came from) of a preset name or a JSON path.
+def preset_name(name_or_path: str) -> str:
+    """The preset a --config_file names when no such file exists: `150M`, `150M.json`, or the
+    guide's `configs/150M.json` (also `.../configs/pretrain/750M_1024_domain_adapt.json`):
+    what follows the last `configs/` directory, without `.json`."""
+    parts = Path(name_or_path).parts
+    if "configs" in parts[:-1]:
+        last = len(parts) - 1 - parts[::-1].index("configs")
+        parts = parts[last + 1:]
+    return "/".join(parts).removesuffix(".json")
 
+
+def load_config_file(name_or_path: str) -> tuple[dict, dict, str]:
+    """(model dict, training dict, where it came from) of a JSON path or a preset name.
+
+    A file wins; otherwise the name (or the guide's `configs/NAME.json`) names a preset.
     Layout: {"model": {GPTConfig fields}, "training": {TrainConfig fields}}; both optional.
     """
     path = Path(name_or_path)
@@ -201,11 +225,12 @@ def load_config_file(name_or_path: str) -> tuple[dict, dict, str]:
         except UnicodeDecodeError as e:
             raise ConfigError(f"--config_file {path}: not UTF-8 text ({e.reason}); a config file is JSON") from None
     else:
-        preset = resources.files("mypt") / "configs" / f"{name_or_path.removesuffix('.json')}.json"
-        if not preset.is_file():
+        name = preset_name(name_or_path)
+        preset = resources.files("mypt") / "configs" / f"{name}.json"
+        if not name or not preset.is_file():
             raise ConfigError(f"--config_file {name_or_path!r} is neither a file nor a preset; presets: "
-                              f"{', '.join(list_presets())}")
-        text, source = preset.read_text(encoding="utf-8"), f"preset {name_or_path}"
+                              f"{', '.join(list_presets())} (also as configs/NAME.json)")
+        text, source = preset.read_text(encoding="utf-8"), f"preset {name}"
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

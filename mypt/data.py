@@ -10,11 +10,16 @@ A shard is drawn with probability proportional to the windows it holds, then an 
 uniformly: every window of the split is equally likely. The sampler is a seeded numpy
 Generator per split and per rank; its state is plain JSON, saved in checkpoints, so a
 resumed run sees exactly the batches an uninterrupted run would.
+
+MixtureLoader trains on several datasets at once: each sequence's dataset is drawn by
+weight (a seeded draw, part of the sampler state), then a window of it as above.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +74,12 @@ def no_training_shards(dataset_dir: Path) -> DataError:
                      f"`mypt prepare-dataset --input_files ... --out_dir {dataset_dir}`")
 
 
+def no_val_shards(dataset_dir: Path) -> DataError:
+    return DataError(f"No val shards found in {Path(dataset_dir) / 'val'} (evaluation reads only the val split); "
+                     f"HINT: prepare the dataset with --val_fraction > 0, e.g. `mypt prepare-dataset --input_files ... "
+                     f"--out_dir {dataset_dir} --val_fraction 0.1`")
+
+
 @dataclass
 class LoaderConfig:
     """What GPTDataLoader reads from its config (any object with these attributes works)."""
@@ -91,16 +102,24 @@ class _Split:
 class GPTDataLoader:
     """Batches of (x, y) windows for training and evaluation.
 
-    config: any object with `batch_size` and `block_size` (and optionally `device`, `seed`,
-    `rank`), e.g. mypt.train.TrainConfig merged with the model's block size.
+    config: any object with `batch_size` (and optionally `block_size`, `device`, `seed`,
+    `rank`), e.g. a mypt TrainConfig; it is kept as `loader.config`, and GPT.fit without a
+    config trains with it. `block_size=` (the model's context length) wins over
+    `config.block_size`; one of them is needed (TrainConfig has no block_size field: the
+    model's is GPTConfig.block_size).
     Either `dataset_dir` (a prepared dataset) or `tokens` (a uint32 array, split 90/10 like
     nanoGPT) must be given. `eval_only=True` needs only the val split.
     """
 
     def __init__(self, config, tokenizer: Tokenizer, dataset_dir: str | os.PathLike | None = None,
-                 eval_only: bool = False, tokens: np.ndarray | None = None):
+                 eval_only: bool = False, tokens: np.ndarray | None = None, block_size: int | None = None):
+        self.config = config
         self.batch_size = int(config.batch_size)
-        self.block_size = int(config.block_size)
+        block_size = block_size if block_size is not None else getattr(config, "block_size", None)
+        if block_size is None:
+            raise ConfigError("GPTDataLoader: no block_size; pass block_size=N (the model's context length) "
+                              "or set config.block_size = N")
+        self.block_size = int(block_size)
         self.device = resolve_device(getattr(config, "device", None) or "cpu")
         self.seed = int(getattr(config, "seed", 1337))
         self.rank = int(getattr(config, "rank", 0))
@@ -115,13 +134,21 @@ class GPTDataLoader:
             self._from_tokens(np.asarray(tokens, dtype=np.uint32))
         else:
             raise DataError("GPTDataLoader needs dataset_dir= or tokens=")
-        self._rng = {s: np.random.default_rng([self.seed, self.rank, i]) for i, s in enumerate(SPLITS)}
+        self._seed_rngs()
+
+    def _seed_rngs(self, *stream: int) -> None:
+        """One sampler per split, seeded by (seed, rank, split[, stream]): a mixture gives each
+        dataset its own stream."""
+        self._rng = {s: np.random.default_rng([self.seed, self.rank, i, *stream]) for i, s in enumerate(SPLITS)}
 
     # -- set-up ------------------------------------------------------------------------------
     def _open_dataset(self) -> None:
         d = self.dataset_dir
-        if not (d / METADATA_FILE).is_file() and not (d / "train").is_dir():
-            raise no_training_shards(d)
+        if not d.is_dir():
+            raise DataError(f"dataset directory {d} does not exist; HINT: prepare it with "
+                            f"`mypt prepare-dataset --input_files ... --out_dir {d}`")
+        if not (d / METADATA_FILE).is_file() and not (d / ("val" if self.eval_only else "train")).is_dir():
+            raise no_val_shards(d) if self.eval_only else no_training_shards(d)
         meta = read_metadata(d) if (d / METADATA_FILE).is_file() else None
         if meta is not None and meta["tokenizer"]["kind"] != self.tokenizer.kind:
             raise DataError(f"{d} was prepared with {meta['tokenizer']['kind']} tokenization, "
@@ -140,7 +167,7 @@ class GPTDataLoader:
             self.splits[split] = self._make_split(split, paths, sizes)
             self._spot_check(split)
         if self.eval_only and "val" not in self.splits:
-            raise DataError(f"no val shards in {d / 'val'}: prepare it with --val_fraction > 0")
+            raise no_val_shards(d)
 
     def _from_tokens(self, tokens: np.ndarray) -> None:
         n = int(0.9 * tokens.size)  # nanoGPT's convention: the last 10% is val
@@ -199,12 +226,7 @@ class GPTDataLoader:
         """(x, y) of shape (batch_size, block_size) on the loader's device; y is x shifted by one."""
         if split not in self.splits:
             raise DataError(f"no {split} split in {self.dataset_dir}")
-        w = torch.from_numpy(self._windows(split, self._rng[split], self.batch_size).astype(np.int64))
-        x, y = w[:, :-1], w[:, 1:]
-        if self.device.type == "cuda":
-            return (x.pin_memory().to(self.device, non_blocking=True),
-                    y.pin_memory().to(self.device, non_blocking=True))
-        return x.contiguous().to(self.device), y.contiguous().to(self.device)
+        return to_device(self._windows(split, self._rng[split], self.batch_size), self.device, pin=True)
 
     def eval_batches(self, split: str, n_batches: int, seed: int = 0):
         """A fixed sequence of batches (the same every call): evaluation is deterministic and
@@ -232,17 +254,24 @@ class GPTDataLoader:
             yield self._to_device(np.stack(batch))
 
     def _to_device(self, windows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        w = torch.from_numpy(windows.astype(np.int64))
-        return w[:, :-1].to(self.device), w[:, 1:].to(self.device)
+        return to_device(windows, self.device)
 
     def tokens_in(self, split: str) -> int:
         return int(self.splits[split].sizes.sum()) if split in self.splits else 0
+
+    def val_parts(self) -> list[tuple[str, float, GPTDataLoader]]:
+        """What training evaluates as val: (name in the eval line, weight, loader)."""
+        return [("val", 1.0, self)] if "val" in self.splits else []
 
     # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {s: rng.bit_generator.state for s, rng in self._rng.items()}
 
     def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or not set(state) <= set(self._rng):
+            raise DataError(f"the saved sampler state (keys {sorted(state) if isinstance(state, dict) else state!r}) "
+                            "is not a single dataset's: resume with the same --dataset_dir flags as the run "
+                            "that saved it")
         for s, st in state.items():
             self._rng[s].bit_generator.state = st
 
@@ -256,6 +285,160 @@ class GPTDataLoader:
             self.close()
         except (OSError, AttributeError, TypeError):  # half-built loader, or interpreter shutdown
             pass
+
+
+def to_device(windows: np.ndarray, device: torch.device, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of windows of block_size+1 tokens; pin=True: pinned, non-blocking copies on CUDA
+    (the training batch, read while the GPU works)."""
+    w = torch.from_numpy(windows.astype(np.int64))
+    x, y = w[:, :-1], w[:, 1:]
+    if pin and device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.contiguous().to(device), y.contiguous().to(device)
+
+
+# -- mixtures ------------------------------------------------------------------------------
+MIX_STREAM = 7_654_321  # the seed stream of the dataset draw (the datasets' own streams are 1, 2, ...)
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One --dataset_dir: NAME=PATH:WEIGHT, where NAME= and :WEIGHT are optional (NAME
+    defaults to the directory's name, WEIGHT to None = an equal share)."""
+
+    name: str
+    path: Path
+    weight: float | None = None
+    text: str = ""  # as the user wrote it, for messages
+
+    @classmethod
+    def parse(cls, spec: str | os.PathLike) -> DatasetSpec:
+        text = os.fspath(spec)
+        if Path(text).is_dir():  # an existing directory is a path, whatever ':' or '=' it holds
+            return cls(Path(text).resolve().name or text, Path(text), None, text)
+        name, sep, rest = text.partition("=")
+        if not sep or not _NAME.fullmatch(name):
+            name, rest = "", text
+        path, colon, weight = rest.rpartition(":")
+        value = None
+        if colon:
+            try:
+                value = float(weight)
+            except ValueError:  # a ':' inside the path, not a weight
+                path = rest
+            else:
+                if not math.isfinite(value) or value <= 0:
+                    raise ConfigError(f"--dataset_dir {text}: weight {weight} must be a positive number "
+                                      "(e.g. web=data/web:0.7); leave a dataset out rather than weigh it 0")
+        else:
+            path = rest
+        if not path:
+            raise ConfigError(f"--dataset_dir {text!r}: no path; expected NAME=PATH:WEIGHT, PATH:WEIGHT or PATH")
+        name = name or Path(path).resolve().name
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"--dataset_dir {text}: {name!r} cannot name a dataset in the eval line; "
+                              "give a name of letters, digits, '_', '-' or '.': NAME=PATH")
+        return cls(name, Path(path), value, text)
+
+
+def parse_dataset_specs(specs) -> list[DatasetSpec]:
+    """The --dataset_dir flags as DatasetSpecs, with their weights normalized to sum to 1:
+    every dataset weighted, or none (equal shares)."""
+    out = [s if isinstance(s, DatasetSpec) else DatasetSpec.parse(s) for s in specs]
+    weighted = [s.weight is not None for s in out]
+    if len(out) > 1 and any(weighted) and not all(weighted):
+        raise ConfigError("--dataset_dir: give every dataset of a mixture a weight (NAME=PATH:WEIGHT) or none "
+                          f"(equal shares); got {', '.join(s.text for s in out)}")
+    names = [s.name for s in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"--dataset_dir: two datasets named {twice[0]}; name them apart: "
+                          f"NAME1=PATH1 NAME2=PATH2")
+    total = sum(s.weight or 1.0 for s in out)
+    return [DatasetSpec(s.name, s.path, (s.weight or 1.0) / total, s.text) for s in out]
+
+
+class MixtureLoader:
+    """Batches drawn from several prepared datasets: each sequence's dataset by weight, then
+    a window of it the way GPTDataLoader draws one. The same API as GPTDataLoader
+    (get_batch, eval_batches, state_dict, splits, batch_size, block_size); training
+    evaluates each dataset's val split by name (val_NAME) and `val` as their weighted mean.
+
+    datasets: DatasetSpecs or --dataset_dir strings ("web=data/web:0.7"). The datasets must
+    share one tokenizer.
+    """
+
+    def __init__(self, config, tokenizer: Tokenizer, datasets, block_size: int | None = None):
+        self.specs = parse_dataset_specs(datasets)
+        if len(self.specs) < 2:
+            raise ConfigError("MixtureLoader needs two datasets or more; use GPTDataLoader for one")
+        first = self.specs[0]
+        first_tokenizer = Tokenizer.load(first.path)
+        for spec in self.specs[1:]:  # one vocabulary: the same id must mean the same text in each
+            check_same_tokenizer(first_tokenizer, spec.path, f"--dataset_dir {first.text}", f"--dataset_dir {spec.text}")
+        self.loaders = [GPTDataLoader(config, tokenizer, dataset_dir=s.path, block_size=block_size) for s in self.specs]
+        for k, loader in enumerate(self.loaders):
+            loader._seed_rngs(k + 1)  # each dataset its own window stream
+        lead = self.loaders[0]
+        self.config, self.tokenizer, self.device = config, tokenizer, lead.device
+        self.batch_size, self.block_size, self.seed, self.rank = lead.batch_size, lead.block_size, lead.seed, lead.rank
+        self.weights = np.array([s.weight for s in self.specs])
+        # A split is there when every dataset has it (a dataset without val/ cannot be drawn from).
+        self.splits = {s: [loader.splits[s] for loader in self.loaders] for s in SPLITS
+                       if all(s in loader.splits for loader in self.loaders)}
+        self._rng = {s: np.random.default_rng([self.seed, self.rank, i, MIX_STREAM]) for i, s in enumerate(SPLITS)}
+
+    def _draw(self, split: str, rng: np.random.Generator, window_rngs: list[np.random.Generator], n: int) -> np.ndarray:
+        which = rng.choice(len(self.loaders), size=n, p=self.weights)  # each sequence's dataset
+        out = np.empty((n, self.block_size + 1), dtype=np.uint32)
+        for k, loader in enumerate(self.loaders):
+            rows = np.flatnonzero(which == k)
+            if rows.size:
+                out[rows] = loader._windows(split, window_rngs[k], rows.size)
+        return out
+
+    def get_batch(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of shape (batch_size, block_size); each row from a dataset drawn by weight."""
+        if split not in self.splits:
+            missing = [s.text for s, loader in zip(self.specs, self.loaders) if split not in loader.splits]
+            raise DataError(f"no {split} split in --dataset_dir {', '.join(missing)}")
+        windows = self._draw(split, self._rng[split], [loader._rng[split] for loader in self.loaders], self.batch_size)
+        return to_device(windows, self.device, pin=True)
+
+    def eval_batches(self, split: str, n_batches: int, seed: int = 0):
+        """A fixed sequence of mixed batches (the same every call)."""
+        rng = np.random.default_rng([seed, 99, SPLITS.index(split), MIX_STREAM])
+        for _ in range(n_batches):
+            yield to_device(self._draw(split, rng, [rng] * len(self.loaders), self.batch_size), self.device)
+
+    def tokens_in(self, split: str) -> int:
+        return sum(loader.tokens_in(split) for loader in self.loaders)
+
+    def val_parts(self) -> list[tuple[str, float, GPTDataLoader]]:
+        """Each dataset's val split, evaluated as val_NAME and weighted by its share."""
+        return [(f"val_{s.name}", s.weight, loader) for s, loader in zip(self.specs, self.loaders)
+                if "val" in loader.splits]
+
+    def state_dict(self) -> dict:
+        return {"mixture": {s: rng.bit_generator.state for s, rng in self._rng.items()},
+                "datasets": {s.name: loader.state_dict() for s, loader in zip(self.specs, self.loaders)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        names = [s.name for s in self.specs]
+        saved = sorted(state.get("datasets", {})) if isinstance(state, dict) else []
+        if saved != sorted(names):
+            raise DataError(f"the saved sampler state is for dataset(s) {saved or 'of a single-dataset run'}, "
+                            f"this run mixes {names}: resume with the same --dataset_dir flags as the run "
+                            "that saved it")
+        for s, st in state["mixture"].items():
+            self._rng[s].bit_generator.state = st
+        for spec, loader in zip(self.specs, self.loaders):
+            loader.load_state_dict(state["datasets"][spec.name])
+
+    def close(self) -> None:
+        for loader in self.loaders:
+            loader.close()
 
 
 def load_text_tokens(path: Path, tokenizer: Tokenizer) -> np.ndarray:

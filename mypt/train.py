@@ -8,6 +8,7 @@ gloo on CPU): every rank samples its own windows, and only rank 0 logs and write
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -96,6 +97,33 @@ def evaluate(model: torch.nn.Module, loader, split: str, n_batches: int, amp: to
             losses.append(model(x, y)[1].float())
     model.train(was_training)
     return torch.stack(losses).mean().item()
+
+
+def evaluate_val(model: torch.nn.Module, loader, n_batches: int, amp: torch.dtype | None) -> dict[str, float]:
+    """The training loader's val losses: {"val": ...}; for a MixtureLoader also "val_NAME" of
+    each dataset, and "val" is their mean weighted by the mixture's weights."""
+    parts = loader.val_parts() if hasattr(loader, "val_parts") else [("val", 1.0, loader)] * ("val" in loader.splits)
+    losses = {key: evaluate(model, part, "val", n_batches, amp) for key, _, part in parts}
+    if parts and "val" not in losses:
+        total = sum(weight for _, weight, _ in parts)
+        losses = {"val": sum(weight * losses[key] for key, weight, _ in parts) / total, **losses}
+    return losses
+
+
+def fit_config(config: TrainConfig | None, data_loader, optimizer) -> TrainConfig:
+    """The settings fit trains with: `config` when given; else the TrainConfig the loader was
+    built with (`GPTDataLoader(config, ...)`, the guide's `model.fit(data_loader=loader,
+    optimizer=optimizer)`), else the defaults. Without `config`, a given optimizer's
+    learning rate is the schedule's peak (learning_rate), so the optimizer you built is the
+    one that trains."""
+    if config is not None:
+        return config
+    cfg = getattr(data_loader, "config", None)
+    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig()
+    if optimizer is not None:
+        group = optimizer.param_groups[0]
+        cfg = dataclasses.replace(cfg, learning_rate=float(group.get("initial_lr", group["lr"])))
+    return cfg
 
 
 @torch.no_grad()
@@ -198,10 +226,11 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     logged as `step 100: val 2.15 | eval_general 2.89`, then a checkpoint (rank 0); also a
     checkpoint every `checkpoint_minutes`. A non-finite loss stops training and keeps the last
     good checkpoint. SIGTERM or SIGINT finishes the step in flight, writes a checkpoint and
-    raises TrainingStopped (see StopSignals).
+    raises TrainingStopped (see StopSignals). Without `config`, the settings are the
+    loader's TrainConfig (see fit_config).
     Returns {"history": [...], "step": final step, "best_val": ...}.
     """
-    cfg = config or TrainConfig()
+    cfg = fit_config(config, data_loader, optimizer)
     dist = dist or Dist()
     raw = model.module if hasattr(model, "module") else model
     raw = getattr(raw, "_orig_mod", raw)
@@ -272,8 +301,7 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             if step % cfg.eval_interval == 0 or step == cfg.max_iters:
                 if step != start or not resume_state:
                     flush()
-                    losses = {"val": evaluate(raw, data_loader, "val", cfg.eval_iters, amp)} \
-                        if "val" in data_loader.splits else {}
+                    losses = evaluate_val(raw, data_loader, cfg.eval_iters, amp)
                     for name, loader in eval_data_loaders.items():
                         losses[f"eval_{name}"] = evaluate(raw, loader, "val", cfg.eval_iters, amp)
                     history.append({"step": step, **losses})

@@ -11,8 +11,8 @@ from typing import Callable
 import torch
 
 from mypt import checkpoint
-from mypt.data import (GPTDataLoader, LoaderConfig, check_same_tokenizer, load_text_tokens,
-                       read_input_text, resolve_device)
+from mypt.data import (DatasetSpec, GPTDataLoader, LoaderConfig, MixtureLoader, check_same_tokenizer,
+                       load_text_tokens, parse_dataset_specs, read_input_text, resolve_device)
 from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
 from mypt.errors import ConfigError, DataError
 from mypt.hf import hf_dir, import_hf, read_hf_config
@@ -23,53 +23,70 @@ from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, to
 from mypt.train import configure_optimizer, fit, setup_distributed
 
 
-def _tokenizer_for(req: TrainRequest):
-    if req.dataset_dir is not None:
-        if not (Path(req.dataset_dir) / METADATA_FILE).is_file():
-            raise DataError(f"--dataset_dir {req.dataset_dir} has no {METADATA_FILE}: not a prepared dataset; "
+def _tokenizer_for(req: TrainRequest, specs: list[DatasetSpec], log: Callable[[str], None]):
+    """The run's tokenizer: the (first) dataset's, or one for --input_file. Logs the guide's
+    start-up check (where the tokenizer comes from, the vocabulary size)."""
+    for spec in specs:
+        if not spec.path.is_dir():
+            raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}; HINT: prepare it with "
+                            f"`mypt prepare-dataset --input_files ... --out_dir {spec.path}`")
+        if not (spec.path / METADATA_FILE).is_file():
+            raise DataError(f"--dataset_dir {spec.text} has no {METADATA_FILE}: not a prepared dataset; "
                             f"HINT: prepare it with `mypt prepare-dataset --input_files ... --out_dir "
-                            f"{req.dataset_dir}`")
-        meta = read_metadata(req.dataset_dir)
-        kind = meta["tokenizer"]["kind"]
+                            f"{spec.path}`")
+        kind = read_metadata(spec.path)["tokenizer"]["kind"]
         if req.tokenization and spec_kind(req.tokenization) != kind:
-            raise ConfigError(f"--tokenization {req.tokenization} does not match the dataset {req.dataset_dir}, "
+            raise ConfigError(f"--tokenization {req.tokenization} does not match the dataset {spec.text}, "
                               f"which was prepared with {kind} tokenization: pass --tokenization {kind}, "
                               f"or prepare the dataset again with --tokenization {req.tokenization}")
-        tokenizer = Tokenizer.load(req.dataset_dir)
+    if specs:
+        log(f"Loading tokenizer state from {specs[0].path}...")
+        tokenizer = Tokenizer.load(specs[0].path)
         if req.tokenization and parse_spec(req.tokenization)[1] is not None and \
                 make_tokenizer(req.tokenization).state() != tokenizer.state():
-            raise ConfigError(f"--tokenization {req.tokenization} is another {kind} tokenizer than the one the "
-                              f"dataset {req.dataset_dir} was prepared with: drop --tokenization (the dataset's "
+            raise ConfigError(f"--tokenization {req.tokenization} is another {tokenizer.kind} tokenizer than the one "
+                              f"the dataset {specs[0].text} was prepared with: drop --tokenization (the dataset's "
                               "is used), or prepare the dataset again with it")
-        return tokenizer
-    spec = req.tokenization or "gpt2"
-    if not tokenizer_class(spec).learns_vocabulary:
-        return make_tokenizer(spec)
-    return make_tokenizer(spec, [read_input_text(req.input_file)])
+    else:
+        spec = req.tokenization or "gpt2"
+        cls = tokenizer_class(spec)
+        log(f"Building the {cls.kind} tokenizer for {req.input_file}..." if cls.learns_vocabulary
+            else f"Using the {cls.kind} tokenizer...")
+        tokenizer = make_tokenizer(spec, [read_input_text(req.input_file)]) if cls.learns_vocabulary \
+            else make_tokenizer(spec)
+    log(f"Vocabulary size: {tokenizer.vocab_size}")
+    return tokenizer
 
 
 def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable[[str], None] = print) -> dict:
     """Build everything `mypt train` needs from `req`, then fit. `overrides`: model and
     training settings from flags (they win over the config file's). Returns fit's result."""
-    if (req.dataset_dir is None) == (req.input_file is None):
-        raise ConfigError("give exactly one of --dataset_dir (a prepared dataset) or --input_file (one text file)")
+    if bool(req.dataset_dir) == (req.input_file is not None):
+        raise ConfigError("give exactly one of --dataset_dir (a prepared dataset, or several for a mixture) or "
+                          "--input_file (one text file)")
     if req.resume and req.overwrite:
         raise ConfigError("--resume continues this model's run; --overwrite replaces it: pick one")
+    specs = parse_dataset_specs(req.dataset_dir)
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
     # One run per checkpoint: a second would delete this one's `.NAME.partial`. Under DDP only
     # rank 0 saves, so only rank 0 takes the lock.
-    rank0 = os.environ.get("WORLD_SIZE", "1") == "1" or os.environ.get("RANK", "0") == "0"
-    with output_lock(ckpt_dir, "--model_name") if rank0 else contextlib.nullcontext():
-        return _run_training(req, ckpt_dir, overrides, log)
+    with output_lock(ckpt_dir, "--model_name") if _rank0() else contextlib.nullcontext():
+        return _run_training(req, specs, ckpt_dir, overrides, log)
 
 
-def _run_training(req: TrainRequest, ckpt_dir: Path, overrides: dict | None, log: Callable[[str], None]) -> dict:
+def _rank0() -> bool:
+    """Whether this process is rank 0 (or alone), before the process group exists."""
+    return os.environ.get("WORLD_SIZE", "1") == "1" or os.environ.get("RANK", "0") == "0"
+
+
+def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, overrides: dict | None,
+                  log: Callable[[str], None]) -> dict:
     # A trained model is the user's work: replaced only when asked. Every rank checks before
     # setup_distributed, so none can have saved yet.
     if not req.resume and not req.overwrite and (ckpt_dir / "model.safetensors").is_file():
         raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")
-    tokenizer = _tokenizer_for(req)
+    tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None))
     hf_init = hf_dir(req.init_from_model)  # hf:DIR, a transformers GPT-2 directory
     init = hf_init or (checkpoint.resolve(req.init_from_model, req.checkpoints_dir) if req.init_from_model else None)
     if req.resume and init:
@@ -109,8 +126,10 @@ def _run_training(req: TrainRequest, ckpt_dir: Path, overrides: dict | None, log
         model = GPT(model_cfg).to(device)
 
     loader_cfg = LoaderConfig(train_cfg.batch_size, model_cfg.block_size, str(device), train_cfg.seed, dist.rank)
-    if req.dataset_dir is not None:
-        loader = GPTDataLoader(loader_cfg, tokenizer, dataset_dir=req.dataset_dir)
+    if len(specs) > 1:
+        loader = MixtureLoader(loader_cfg, tokenizer, specs)
+    elif specs:
+        loader = GPTDataLoader(loader_cfg, tokenizer, dataset_dir=specs[0].path)
     else:
         loader = GPTDataLoader(loader_cfg, tokenizer, tokens=load_text_tokens(req.input_file, tokenizer))
     eval_loaders = {}
@@ -130,7 +149,8 @@ def _run_training(req: TrainRequest, ckpt_dir: Path, overrides: dict | None, log
         train_model = DDP(train_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     extra = {"training": train_cfg.to_dict(), "config_source": source,
              "init_from_model": str(init) if init is not None and not req.resume else None,
-             "dataset_dir": str(req.dataset_dir) if req.dataset_dir else None}
+             "dataset_dir": (str(specs[0].path) if len(specs) == 1 else
+                             [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None)}
     try:
         return fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,
                    extra, dist, log)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import mypt_cli, run
+from conftest import REPO, mypt_cli, run
 
 from mypt.fetch import extract_demo
 
@@ -169,8 +169,8 @@ def test_dataset_and_config_errors(demo, tmp_path):
     assert "no checkpoint" in fails("train", "--dataset_dir", str(ds), "--model_name", "never", "--resume", *TINY,
                                     cwd=tmp_path)
     (tmp_path / "empty").mkdir()
-    assert "No training shards found in" in fails("train", "--dataset_dir", str(tmp_path / "empty"),
-                                                  "--model_name", "m", *TINY, cwd=tmp_path)
+    assert "has no dataset_metadata.json" in fails("train", "--dataset_dir", str(tmp_path / "empty"),
+                                                   "--model_name", "m", *TINY, cwd=tmp_path)
 
     broken = tmp_path / "broken"
     shutil.copytree(ds, broken)
@@ -254,3 +254,72 @@ def test_python_api_fit_with_eval_data_loaders(demo):
     evals = [h for h in result["history"] if "train_loss" not in h]
     assert [h["step"] for h in evals] == [0, 3, 6] and all({"val", "eval_general"} <= set(h) for h in evals)
     assert any(line.startswith("step 6: val ") and "| eval_general " in line for line in lines)
+
+
+@pytest.mark.slow
+def test_readme_python_api_example_runs_as_written(demo, monkeypatch):
+    """The README's "GPTDataLoader and the Python API" block, with paths and sizes for a test:
+    fit without config= trains with the loader's config and the optimizer's learning rate."""
+    from mypt.config import TrainConfig
+    from mypt.train import get_lr
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("### GPTDataLoader and the Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    for old, new in {'"data/my_dataset"': repr(str(demo / "domain")), '"data/general"': repr(str(demo / "general")),
+                     'device="cuda"': 'device="cpu"', "batch_size=12": "batch_size=4",
+                     "max_iters=1000, eval_interval=250": "max_iters=4, eval_interval=2",
+                     "config.block_size = 256": "config.block_size = 32",
+                     "block_size=256, n_layer=6, n_head=6, n_embd=384": "block_size=32, n_layer=1, n_head=2, n_embd=16"
+                     }.items():
+        assert old in block, f"the README's example changed: {old} is gone"
+        block = block.replace(old, new)
+    monkeypatch.setattr("builtins.print", lambda *a, **k: None)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    result = scope["result"]
+    evals = [h for h in result["history"] if "train_loss" not in h]
+    assert result["step"] == 4 and [h["step"] for h in evals] == [0, 2, 4]
+    assert all({"val", "eval_general"} <= set(h) for h in evals)
+    # the schedule peaks at the optimizer's lr=3e-4 (not TrainConfig's 6e-4): the last step's lr
+    last = get_lr(3, TrainConfig(max_iters=4, learning_rate=3e-4))
+    assert scope["optimizer"].param_groups[0]["lr"] == pytest.approx(last)
+    assert scope["x"].shape == (4, 32)
+
+
+@pytest.mark.slow
+def test_mixture_of_two_datasets_reports_each_val_loss(demo, tmp_path):
+    general, domain = demo / "general", demo / "domain"
+    done = mypt_cli("train", "--dataset_dir", f"general={general}:0.7", "--dataset_dir", f"domain={domain}:0.3",
+                    "--model_name", "mixed", *TINY, "--max_iters", "4", "--eval_interval", "2", cwd=tmp_path)
+    vocab = json.loads((general / "tokenizer_state.json").read_text())["vocab_size"]
+    assert done.stdout.startswith(f"Loading tokenizer state from {general}...\nVocabulary size: {vocab}\n")
+    assert re.search(r"^step 4: val [\d.]+ \| val_general [\d.]+ \| val_domain [\d.]+$", done.stdout, re.M), done.stdout
+    state = json.loads((tmp_path / "checkpoints/mixed/training_state.json").read_text())
+    last = [h for h in state["history"] if "val" in h][-1]
+    assert last["val"] == pytest.approx(0.7 * last["val_general"] + 0.3 * last["val_domain"])
+    assert set(state["sampler"]["datasets"]) == {"general", "domain"}
+
+
+@pytest.mark.slow
+def test_mixture_run_resumes_exactly(demo, tmp_path, monkeypatch):
+    """A mixture run resumed from its step-3 checkpoint ends with the uninterrupted run's
+    weights and history: the dataset draw is part of the saved sampler state."""
+    from mypt.train_command import run_from_flags
+
+    monkeypatch.chdir(tmp_path)
+    flags = {"dataset_dir": (f"general={demo / 'general'}:0.6", f"domain={demo / 'domain'}:0.4"),
+             "config_file": "tiny", "device": "cpu", "max_iters": 6, "eval_interval": 3, "eval_iters": 2,
+             "log_interval": 1, "dropout": 0.1}
+
+    def copy_at_step_3(line: str) -> None:  # at iter 4 the checkpoint on disk is step 3's: the "kill"
+        if line.startswith("iter 4:"):
+            shutil.copytree(tmp_path / "checkpoints/straight", tmp_path / "checkpoints/resumed")
+
+    run_from_flags({**flags, "model_name": "straight"}, log=copy_at_step_3)
+    assert json.loads((tmp_path / "checkpoints/resumed/training_state.json").read_text())["step"] == 3
+    run_from_flags({**flags, "model_name": "resumed", "resume": True}, log=lambda line: None)
+    a, b = (json.loads((tmp_path / "checkpoints" / n / "training_state.json").read_text())
+            for n in ("straight", "resumed"))
+    assert a["history"] == b["history"] and a["step"] == b["step"] == 6
+    assert (tmp_path / "checkpoints/straight/model.safetensors").read_bytes() == \
+        (tmp_path / "checkpoints/resumed/model.safetensors").read_bytes()

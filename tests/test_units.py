@@ -1,11 +1,14 @@
-"""Fast unit tests of the sampler and the split arithmetic."""
+"""Fast unit tests of the sampler (one dataset and mixtures) and the split arithmetic."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
-from mypt.data import GPTDataLoader, LoaderConfig
+from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader, parse_dataset_specs
+from mypt.errors import ConfigError, DataError
 from mypt.shards import ShardWriter
 from mypt.steps.split import _units, _val_mask
 from mypt.tokenizers.char import CharTokenizer
@@ -13,12 +16,16 @@ from mypt.tokenizers.char import CharTokenizer
 TOK = CharTokenizer(chars=[chr(c) for c in range(32, 32 + 100)])  # ids 0..99
 
 
-def make_dataset(root, sizes):
-    """train/ shards holding consecutive ids; shard i starts at id 50 * i (mod 100)."""
-    for i, n in enumerate(sizes):
-        w = ShardWriter(root / "train", n, first_index=i)
-        w.write((np.arange(n) + 50 * i) % 100)
-        w.close()
+def make_dataset(root, sizes, val=(), start=0, tokenizer=None):
+    """train/ shards holding consecutive ids; shard i starts at id start + 50 * i (mod 100);
+    val/ shards of the sizes in `val`; tokenizer_state.json of `tokenizer` when given."""
+    for split, split_sizes in (("train", sizes), ("val", val)):
+        for i, n in enumerate(split_sizes):
+            w = ShardWriter(root / split, n, first_index=i)
+            w.write((np.arange(n) + start + 50 * i) % 100)
+            w.close()
+    if tokenizer is not None:
+        tokenizer.save(root)
     return root
 
 
@@ -58,3 +65,95 @@ def test_units_cut_long_documents_into_chunks():
 def test_val_draw_takes_round_fraction_of_units_and_leaves_train_non_empty(n, fraction, expected):
     mask = _val_mask(n, fraction, np.random.default_rng(0))
     assert mask.sum() == expected and (n == 0 or (~mask).sum() >= 1)
+
+
+# -- mixtures ------------------------------------------------------------------------------
+def two_datasets(tmp_path, tokenizer_b=TOK):
+    """Dataset a holds ids 0..39, dataset b ids 60..99 (train and val): a window's first id
+    says where it came from."""
+    a = make_dataset(tmp_path / "a", [40], val=[40], start=0, tokenizer=TOK)
+    b = make_dataset(tmp_path / "b", [40], val=[40], start=60, tokenizer=tokenizer_b)
+    return a, b
+
+
+def test_mixture_draws_each_dataset_at_its_weight(tmp_path):
+    a, b = two_datasets(tmp_path)
+    loader = MixtureLoader(LoaderConfig(batch_size=50, block_size=8), TOK, [f"web={a}:0.7", f"books={b}:0.3"])
+    firsts = np.concatenate([loader.get_batch("train")[0][:, 0].numpy() for _ in range(100)])  # 5,000 sequences
+    assert abs((firsts < 50).mean() - 0.7) < 0.03
+    x, y = loader.get_batch("train")
+    assert x.shape == y.shape == (50, 8)
+    rows = np.concatenate([x.numpy(), y[:, -1:].numpy()], axis=1)
+    assert (np.diff(rows, axis=1) == 1).all()  # each row one window of one dataset, never spliced
+    assert [(key, w) for key, w, _ in loader.val_parts()] == [("val_web", 0.7), ("val_books", 0.3)]
+
+
+def test_mixture_sampler_state_round_trips_to_the_same_batches(tmp_path):
+    a, b = two_datasets(tmp_path)
+    cfg = LoaderConfig(batch_size=6, block_size=8, seed=3)
+    loader = MixtureLoader(cfg, TOK, [f"{a}:2", f"{b}:1"])  # names from the directories, weights 2/3 and 1/3
+    loader.get_batch("train")
+    state = loader.state_dict()
+    expected = [loader.get_batch("train")[0] for _ in range(5)]
+    fresh = MixtureLoader(cfg, TOK, [f"{a}:2", f"{b}:1"])  # a resumed run: a new loader, the saved state
+    fresh.load_state_dict(json.loads(json.dumps(state)))  # the state is JSON in training_state.json
+    assert all((fresh.get_batch("train")[0] == e).all() for e in expected)
+    with pytest.raises(DataError, match="same --dataset_dir flags"):
+        GPTDataLoader(cfg, TOK, dataset_dir=a).load_state_dict(state)
+    with pytest.raises(DataError, match="same --dataset_dir flags"):
+        fresh.load_state_dict(GPTDataLoader(cfg, TOK, dataset_dir=a).state_dict())
+
+
+def test_mixture_refuses_datasets_with_different_tokenizers(tmp_path):
+    other = CharTokenizer(chars=[chr(c) for c in range(40, 40 + 100)])
+    a, b = two_datasets(tmp_path, tokenizer_b=other)
+    with pytest.raises(DataError) as e:
+        MixtureLoader(LoaderConfig(batch_size=2, block_size=8), TOK, [f"web={a}", f"books={b}"])
+    assert f"--dataset_dir books={b}" in str(e.value) and f"--dataset_dir web={a}" in str(e.value)
+    assert "another vocabulary" in str(e.value)
+
+
+@pytest.mark.parametrize("specs, expected", [
+    (["data/x"], [("x", "data/x", 1.0)]),
+    (["web=data/web:0.7", "books=data/books:0.3"], [("web", "data/web", 0.7), ("books", "data/books", 0.3)]),
+    (["data/web:3", "data/books:1"], [("web", "data/web", 0.75), ("books", "data/books", 0.25)]),
+    (["a=data/web", "b=data/books"], [("a", "data/web", 0.5), ("b", "data/books", 0.5)]),
+    (["/mnt/x:y/web"], [("web", "/mnt/x:y/web", 1.0)]),  # a ':' that is no weight belongs to the path
+])
+def test_dataset_specs(specs, expected):
+    got = [(s.name, str(s.path), pytest.approx(s.weight)) for s in parse_dataset_specs(specs)]
+    assert got == expected
+
+
+@pytest.mark.parametrize("specs, message", [
+    (["web=data/web:0"], "weight 0 must be a positive number"),
+    (["web=data/web:-1"], "must be a positive number"),
+    (["web=data/web:0.7", "data/books"], "give every dataset of a mixture a weight"),
+    (["data/web", "other/web"], "two datasets named web"),
+])
+def test_bad_dataset_specs_name_the_flag(specs, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        parse_dataset_specs(specs)
+    assert "--dataset_dir" in str(e.value)
+
+
+# -- eval_only, block_size -----------------------------------------------------------------
+def test_eval_only_needs_only_val_and_a_missing_val_is_named(tmp_path):
+    only_val = make_dataset(tmp_path / "v", [], val=[40])
+    loader = GPTDataLoader(LoaderConfig(batch_size=2, block_size=8), TOK, dataset_dir=only_val, eval_only=True)
+    assert list(loader.splits) == ["val"] and loader.tokens_in("val") == 40
+    only_train = make_dataset(tmp_path / "t", [40])
+    with pytest.raises(DataError, match=r"No val shards found in .*t/val.*--val_fraction"):
+        GPTDataLoader(LoaderConfig(batch_size=2, block_size=8), TOK, dataset_dir=only_train, eval_only=True)
+    with pytest.raises(DataError, match="No training shards found"):
+        GPTDataLoader(LoaderConfig(batch_size=2, block_size=8), TOK, dataset_dir=only_val)
+
+
+def test_block_size_comes_from_the_keyword_or_the_config(tmp_path):
+    from types import SimpleNamespace
+
+    ds = make_dataset(tmp_path, [40])
+    assert GPTDataLoader(SimpleNamespace(batch_size=2), TOK, dataset_dir=ds, block_size=8).block_size == 8
+    assert GPTDataLoader(LoaderConfig(2, 16), TOK, dataset_dir=ds, block_size=8).block_size == 8
+    with pytest.raises(ConfigError, match="block_size=N"):
+        GPTDataLoader(SimpleNamespace(batch_size=2), TOK, dataset_dir=ds)
