@@ -119,12 +119,14 @@ def _autocast(device: torch.device, amp: torch.dtype | None):
 def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: dict | None = None,
         config: TrainConfig | None = None, checkpoint_dir: Path | None = None, tokenizer=None,
         resume_state: dict | None = None, checkpoint_extra: dict | None = None, dist: Dist | None = None,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = print, on_metrics: Callable[[int, dict], None] | None = None) -> dict:
     """Train `model` (already on its device; wrapped in DDP when dist.world_size > 1).
 
     Every `eval_interval` steps: loss on the loader's val split and on each eval loader,
     logged as `step 100: val 2.15 | eval_general 2.89`, then a checkpoint (rank 0). A
-    non-finite loss stops training and keeps the last good checkpoint.
+    non-finite loss stops training and keeps the last good checkpoint. `on_metrics(step,
+    values)` (rank 0) gets each evaluation's losses and each logged train_loss, lr and
+    tokens_per_s as they happen (mypt.tracking writes them for DVC).
     Returns {"history": [...], "step": final step, "best_val": ...}.
     """
     cfg = config or TrainConfig()
@@ -186,6 +188,8 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                 if "val" in losses:
                     best_val = losses["val"] if best_val is None else min(best_val, losses["val"])
                 if dist.is_main and losses:
+                    if on_metrics:
+                        on_metrics(step, losses)
                     log(f"step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
                 save(step)
                 last_good = step
@@ -217,6 +221,8 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             tok_s = tokens_per_iter / dt
             mfu = f", MFU {raw.flops_per_token() * tok_s / PEAK_FLOPS:.1%}" if device.type == "cuda" else ""
             if dist.is_main:
+                if on_metrics:
+                    on_metrics(step, {"train_loss": loss_now, "lr": lr, "tokens_per_s": tok_s})
                 log(f"iter {step}: loss {loss_now:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
                     f"{tok_s:,.0f} tok/s{mfu}")
     flush()

@@ -20,6 +20,7 @@ from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.tokenizers import Tokenizer, tokenizer_class
+from mypt.tracking import LiveMetrics, check_metrics_dir
 from mypt.train import configure_optimizer, fit, setup_distributed
 
 
@@ -49,6 +50,8 @@ def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable
         raise ConfigError("give exactly one of --dataset_dir (a prepared dataset) or --input_file (one text file)")
     if req.resume and req.overwrite:
         raise ConfigError("--resume continues this model's run; --overwrite replaces it: pick one")
+    if req.metrics_dir is not None:
+        check_metrics_dir(req.metrics_dir)
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
     # One run per checkpoint: a second would delete this one's `.NAME.partial`. Under DDP only
     # rank 0 saves, so only rank 0 takes the lock.
@@ -125,10 +128,15 @@ def _run_training(req: TrainRequest, ckpt_dir: Path, overrides: dict | None, log
     extra = {"training": train_cfg.to_dict(), "config_source": source,
              "init_from_model": str(init) if init is not None and not req.resume else None,
              "dataset_dir": str(req.dataset_dir) if req.dataset_dir else None}
+    tracker = None
+    if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
+        tracker = LiveMetrics(req.metrics_dir, f"{req.model_name}: loss", resume=req.resume)
     try:
         return fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,
-                   extra, dist, log)
+                   extra, dist, log, on_metrics=tracker)
     finally:
+        if tracker is not None:
+            tracker.close()
         if dist.world_size > 1:
             torch.distributed.destroy_process_group()
 
