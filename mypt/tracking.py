@@ -20,6 +20,7 @@ import math
 import os
 from pathlib import Path
 
+from mypt.errors import InputError
 from mypt.io import check_replaceable
 from mypt.report import write_loss_png
 
@@ -42,9 +43,15 @@ def _live(directory: Path, resume: bool):
 
 
 def check_metrics_dir(directory: Path) -> None:
-    """dvclive clears its directory's metrics.json, params.yaml, dvc.yaml and plots/
-    subfolders on start: only a new or empty directory, or a previous run's, may be used."""
-    check_replaceable(directory, flag="--metrics_dir", marker="metrics.json", kind="metrics directory")
+    """dvclive deletes its directory's metrics.json, params.yaml, dvc.yaml, report and
+    plots/ subfolders on start: refuse the current, home or root directory and one holding a
+    project's dvc.yaml or params.yaml. (A directory left by a previous run, or by DVC, which
+    removes the declared files but not the emptied plots/, is fine.)"""
+    check_replaceable(directory, flag="--metrics_dir")
+    for name in ("dvc.yaml", "params.yaml"):
+        if (Path(directory) / name).is_file():
+            raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
+                             "choose a directory of its own for the run's metrics")
 
 
 class LiveMetrics:

@@ -208,8 +208,8 @@ CASES = [
     Case("flag_beta1_1", train("--dataset_dir", "ds", "--beta1", "1"), ["--beta1"], code=2),
     Case("flag_min_lr_neg", train("--dataset_dir", "ds", "--min_lr", "-1"), ["--min_lr"], code=2),
     Case("flag_max_iters_str", train("--dataset_dir", "ds", "--max_iters", "many"), ["--max_iters", "many"], code=2),
-    Case("metrics_dir_not_metrics", train("--dataset_dir", "ds", "--metrics_dir", "nometa"),
-         ["--metrics_dir nometa", "not a metrics directory"]),
+    Case("metrics_dir_holds_params", train("--dataset_dir", "ds", "--metrics_dir", "nometa"),
+         ["--metrics_dir nometa", "params.yaml"], setup=write("nometa/params.yaml", "train: {}\n")),
     Case("metrics_dir_cwd", train("--dataset_dir", "ds", "--metrics_dir", "."), ["--metrics_dir .", "current"]),
     # -- train: devices ---------------------------------------------------------------------
     Case("train_device_tpu", train("--dataset_dir", "ds", "--device", "tpu"), ["--device", "tpu"], out="ck"),
