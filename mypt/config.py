@@ -136,6 +136,10 @@ class TrainRequest(Settings):
     overwrite: bool = setting(False, "Replace MODEL_NAME's trained model (without it, an existing model is "
                                      "refused: --resume continues it).")
     checkpoints_dir: Path = checkpoints_setting()
+    metrics_dir: Path | None = setting(None, "Write the run's metrics here while it trains, with dvclive "
+                                             "(metrics.json, plots/metrics/*.tsv, plots/images/loss.png): "
+                                             "`dvc exp show`, `dvc plots show` and DVC's VS Code extension "
+                                             "follow the run. Default: no metrics files.")
 
     def __post_init__(self):
         # TrainRequest(dataset_dir="data/x"): one dataset, the Python API's spelling of one flag.

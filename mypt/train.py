@@ -219,7 +219,7 @@ def _all_ranks(obj, group) -> list:
 def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: dict | None = None,
         config: TrainConfig | None = None, checkpoint_dir: Path | None = None, tokenizer=None,
         resume_state: dict | None = None, checkpoint_extra: dict | None = None, dist: Dist | None = None,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = print, on_metrics: Callable[[int, dict], None] | None = None) -> dict:
     """Train `model` (already on its device; wrapped in DDP when dist.world_size > 1).
 
     Every `eval_interval` steps: loss on the loader's val split and on each eval loader,
@@ -227,7 +227,9 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     checkpoint every `checkpoint_minutes`. A non-finite loss stops training and keeps the last
     good checkpoint. SIGTERM or SIGINT finishes the step in flight, writes a checkpoint and
     raises TrainingStopped (see StopSignals). Without `config`, the settings are the
-    loader's TrainConfig (see fit_config).
+    loader's TrainConfig (see fit_config). `on_metrics(step, values)` (rank 0) gets each
+    evaluation's losses and each logged train_loss, lr and tokens_per_s as they happen
+    (mypt.tracking writes them for DVC).
     Returns {"history": [...], "step": final step, "best_val": ...}.
     """
     cfg = fit_config(config, data_loader, optimizer)
@@ -308,6 +310,8 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                     if "val" in losses:
                         best_val = losses["val"] if best_val is None else min(best_val, losses["val"])
                     if dist.is_main and losses:
+                        if on_metrics:
+                            on_metrics(step, losses)
                         log(f"step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
                     save(step)
             if step >= cfg.max_iters:
@@ -353,6 +357,8 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                 tok_s = tokens_per_iter / dt
                 mfu = f", MFU {raw.flops_per_token() * tok_s / PEAK_FLOPS:.1%}" if device.type == "cuda" else ""
                 if dist.is_main:
+                    if on_metrics:
+                        on_metrics(step, {"train_loss": loss_now, "lr": lr, "tokens_per_s": tok_s})
                     log(f"iter {step}: loss {loss_now:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
                         f"{tok_s:,.0f} tok/s{mfu}")
     flush()

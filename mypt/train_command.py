@@ -20,6 +20,7 @@ from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
+from mypt.tracking import LiveMetrics, check_metrics_dir
 from mypt.train import configure_optimizer, fit, setup_distributed
 
 
@@ -67,6 +68,8 @@ def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable
     if req.resume and req.overwrite:
         raise ConfigError("--resume continues this model's run; --overwrite replaces it: pick one")
     specs = parse_dataset_specs(req.dataset_dir)
+    if req.metrics_dir is not None:
+        check_metrics_dir(req.metrics_dir)
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
     # One run per checkpoint: a second would delete this one's `.NAME.partial`. Under DDP only
     # rank 0 saves, so only rank 0 takes the lock.
@@ -151,10 +154,15 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
              "init_from_model": str(init) if init is not None and not req.resume else None,
              "dataset_dir": (str(specs[0].path) if len(specs) == 1 else
                              [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None)}
+    tracker = None
+    if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
+        tracker = LiveMetrics(req.metrics_dir, f"{req.model_name}: loss", resume=req.resume)
     try:
         return fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,
-                   extra, dist, log)
+                   extra, dist, log, on_metrics=tracker)
     finally:
+        if tracker is not None:
+            tracker.close()
         if dist.world_size > 1:
             torch.distributed.destroy_process_group()
 

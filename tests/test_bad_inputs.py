@@ -208,6 +208,9 @@ CASES = [
     Case("flag_beta1_1", train("--dataset_dir", "ds", "--beta1", "1"), ["--beta1"], code=2),
     Case("flag_min_lr_neg", train("--dataset_dir", "ds", "--min_lr", "-1"), ["--min_lr"], code=2),
     Case("flag_max_iters_str", train("--dataset_dir", "ds", "--max_iters", "many"), ["--max_iters", "many"], code=2),
+    Case("metrics_dir_holds_params", train("--dataset_dir", "ds", "--metrics_dir", "nometa"),
+         ["--metrics_dir nometa", "params.yaml"], setup=write("nometa/params.yaml", "train: {}\n")),
+    Case("metrics_dir_cwd", train("--dataset_dir", "ds", "--metrics_dir", "."), ["--metrics_dir .", "current"]),
     # -- train: devices ---------------------------------------------------------------------
     Case("train_device_tpu", train("--dataset_dir", "ds", "--device", "tpu"), ["--device", "tpu"], out="ck"),
     Case("train_device_cuda", train("--dataset_dir", "ds", "--device", "cuda"), ["--device cuda", "cpu"],
@@ -348,8 +351,8 @@ STAGE_CASES = [
     Case("eval_device_tpu", stage("eval", "--model_name", "ck/m", "--dataset", "g=ds", "--metrics", "e.json",
                                   "--device", "tpu"), ["--device", "tpu"], out="e.json"),
     Case("train_stage_bad_config", stage("train", "--dataset_dir", "ds", "--model_name", "n", "--checkpoints_dir",
-                                         "ck", "--config_file", "dropout_str.json", "--metrics", "t.json",
-                                         "--plots_dir", "p"), ["dropout_str.json", "dropout"], out="ck"),
+                                         "ck", "--config_file", "dropout_str.json", "--metrics_dir", "p"),
+         ["dropout_str.json", "dropout"], out="ck"),
 ]
 
 

@@ -55,7 +55,7 @@ def built(tmp_path_factory):
     return project
 
 
-def test_second_repro_runs_nothing_and_metrics_are_reported(built):
+def test_second_repro_runs_nothing_and_metrics_are_reported(built, tmp_path):
     assert ran(dvc("repro", cwd=built)) == set()
     assert "Data and pipelines are up to date" in dvc("status", cwd=built)
     shown = dvc("metrics", "show", "--json", cwd=built)
@@ -63,9 +63,13 @@ def test_second_repro_runs_nothing_and_metrics_are_reported(built):
     files = next(iter(metrics.values()))["data"]
     ev = files["metrics/eval_adapted.json"]["data"]
     assert set(ev) == {"general", "domain"} and ev["domain"]["perplexity"] > 1
-    assert "eval_general" in files["metrics/train_adapted.json"]["data"]
-    assert (built / "plots" / "base" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "train_loss" in (built / "plots" / "base" / "train_loss.csv").read_text().splitlines()[0]
+    adapted = files["dvclive/adapted/metrics.json"]["data"]
+    assert adapted["step"] == 10 and {"val", "eval_general", "best_val", "train_loss"} <= set(adapted)
+    live = built / "dvclive" / "base" / "plots"
+    assert (live / "images" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (live / "metrics" / "train_loss.tsv").read_text().splitlines()[0] == "step\ttrain_loss"
+    plots = dvc("plots", "show", "--json", "-o", str(tmp_path / "plots"), cwd=built)  # -o: not into the project
+    assert "dvclive/base/plots/metrics/val.tsv" in plots
 
 
 def test_param_edits_rerun_exactly_what_depends_on_them(built, tmp_path):
@@ -88,9 +92,9 @@ def test_experiment_run_reports_metrics(built, tmp_path):
     assert "Running stage 'train'" in out
     rows = list(csv.DictReader(io.StringIO(dvc("exp", "show", "--csv", cwd=project))))
     param = next(c for c in rows[0] if c.endswith("train.max_iters"))
-    assert {(r[param], r["metrics/train_base.json:steps"]) for r in rows} >= {("20", "20"), ("30", "30")}
+    assert {(r[param], r["dvclive/base/metrics.json:step"]) for r in rows} >= {("20", "20"), ("30", "30")}
     diff = dvc("metrics", "diff", cwd=project).splitlines()
-    assert any(line.split()[:4] == ["metrics/train_base.json", "steps", "20", "30"] for line in diff), diff
+    assert any(line.split()[:4] == ["dvclive/base/metrics.json", "step", "20", "30"] for line in diff), diff
 
 
 def test_push_clone_pull_dataset_and_train_without_preparing(built, tmp_path):
@@ -110,7 +114,7 @@ def test_stage_by_hand_then_commit_leaves_status_clean(built, tmp_path):
     dvc("pull", cwd=project)
     set_param(project, "eval.batch_size", 16)
     for model in ("base", "adapted"):
-        run([sys.executable, "stages/eval.py", "--model_dir", f"checkpoints/{model}", "--dataset",
+        run([sys.executable, "stages/eval.py", "--model_name", f"checkpoints/{model}", "--dataset",
              "general=data/datasets/general", "--dataset", "domain=data/datasets/domain", "--metrics",
              f"metrics/eval_{model}.json", "--batch_size", "16", "--max_tokens", "4000", "--device", "cpu"], project)
     assert "eval@base" in dvc("status", cwd=project)
@@ -141,6 +145,8 @@ def test_repro_recovers_after_a_stage_is_killed(built, tmp_path):
     assert proc.poll() is None, "the stage ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage it runs
     proc.wait()
+    # The run's metrics were on disk while it trained (what `dvc exp show` and VS Code read).
+    assert json.loads((project / "dvclive" / "base" / "metrics.json").read_text())["step"] >= 20
     status = dvc("status", cwd=project)
     assert "train:" in status  # the half-trained checkpoint is not taken for the stage's output
     out = dvc("repro", cwd=project)  # no stale-lock error: DVC's lock is released with the dead process

@@ -1,0 +1,94 @@
+"""Live tracking: a running fit's metrics written through dvclive as they come, so `dvc exp
+show`, `dvc plots show` and DVC's VS Code extension follow a run while it trains.
+
+`LiveMetrics(DIR)` is fit's `on_metrics` callback (`mypt train --metrics_dir DIR`; the train
+and adapt stages use dvclive/base and dvclive/adapted). DIR gets dvclive's layout:
+
+    metrics.json                 the latest value of each metric, best_val and step
+    plots/metrics/NAME.tsv       step and value: train_loss, lr, tokens_per_s (every
+                                 log_interval), val and eval_* (every eval_interval)
+    plots/images/loss.png        the loss curves, drawn from the .tsv files when the run ends
+
+dvclive only writes these files: it saves no DVC experiment and writes no dvc.yaml (the
+pipeline declares the files in its own dvc.yaml).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+from mypt.errors import InputError
+from mypt.io import check_replaceable
+from mypt.report import write_loss_png
+
+
+def _live(directory: Path, resume: bool):
+    from dvclive import Live
+    from dvclive.dvc import _find_dvc_root
+
+    class QuietLive(Live):
+        def _init_dvc(self):
+            # Outside a DVC repository, dvclive (3.49) runs `dvc init` in the enclosing git
+            # repository: a training run must not change the user's repository. Inside one
+            # (and under `dvc repro`/`dvc exp run`) it keeps its DVC integration.
+            if os.environ.get("DVC_ROOT") or _find_dvc_root():
+                super()._init_dvc()
+
+    # save_dvc_exp=False: `dvc exp run` saves experiments, a run by hand is not one.
+    # dvcyaml=None: dvc.yaml is the project's, never rewritten by a training run.
+    return QuietLive(str(directory), resume=resume, save_dvc_exp=False, dvcyaml=None)
+
+
+def check_metrics_dir(directory: Path) -> None:
+    """dvclive deletes its directory's metrics.json, params.yaml, dvc.yaml, report and
+    plots/ subfolders on start: refuse the current, home or root directory and one holding a
+    project's dvc.yaml or params.yaml. (A directory left by a previous run, or by DVC, which
+    removes the declared files but not the emptied plots/, is fine.)"""
+    check_replaceable(directory, flag="--metrics_dir")
+    for name in ("dvc.yaml", "params.yaml"):
+        if (Path(directory) / name).is_file():
+            raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
+                             "choose a directory of its own for the run's metrics")
+
+
+class LiveMetrics:
+    """fit's `on_metrics(step, values)`: each call is one dvclive step, on disk when it
+    returns. `close()` draws the PNG and ends dvclive's run. `resume=True` continues the
+    directory's curves (`mypt train --resume`)."""
+
+    def __init__(self, directory: Path, title: str = "loss", resume: bool = False):
+        check_metrics_dir(directory)
+        self.directory, self.title = Path(directory), title
+        self.live = _live(self.directory, resume)
+
+    def __call__(self, step: int, values: dict) -> None:
+        self.live.step = step
+        for name, value in values.items():
+            self.live.log_metric(name, value)
+        if "val" in values:  # summary only: the column `dvc exp show` compares runs by
+            best = min(values["val"], self.live.summary.get("best_val", math.inf))
+            self.live.log_metric("best_val", best, plot=False)
+        self.live.next_step()  # writes metrics.json (its step += 1 is overwritten by the next call)
+
+    def close(self) -> None:
+        curves = {name: self.curve(name) for name in self._loss_names()}
+        write_loss_png({k: v for k, v in curves.items() if v}, self.directory / "plots" / "images" / "loss.png",
+                       self.title)
+        self.live.end()
+
+    def curve(self, name: str) -> list[tuple[int, float]]:
+        """(step, value) of a logged metric, by step; a resumed run's repeated steps keep
+        their last value."""
+        path = Path(self.live.plots_dir) / "metrics" / f"{name}.tsv"
+        if not path.is_file():
+            return []
+        with open(path, encoding="utf-8", newline="") as f:
+            points = {int(row["step"]): float(row[name]) for row in csv.DictReader(f, delimiter="\t")}
+        return sorted(points.items())
+
+    def _loss_names(self) -> list[str]:
+        found = sorted(p.stem for p in (Path(self.live.plots_dir) / "metrics").glob("eval_*.tsv"))
+        return ["train_loss", "val", *found]

@@ -1,0 +1,86 @@
+"""Live tracking: `mypt train --metrics_dir` writes dvclive's metrics while the run trains."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import run
+
+from mypt.cli import main
+from mypt.config import TrainRequest
+from mypt.train_command import run_training
+
+SETTINGS = {"device": "cpu", "max_iters": 30, "eval_interval": 10, "eval_iters": 2, "log_interval": 5}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(f"Line {i} of the king's speech, and the queen's reply {i * 7}.\n" for i in range(300)))
+    return path
+
+
+def tsv(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def test_metrics_are_on_disk_after_each_evaluation_while_the_run_goes_on(corpus, tmp_path):
+    live = tmp_path / "live"
+    seen = {}
+
+    def log(line: str) -> None:  # fit logs an evaluation after handing it to the tracker
+        if line.startswith("step 10:"):
+            seen["metrics"] = json.loads((live / "metrics.json").read_text())
+            seen["val"] = tsv(live / "plots" / "metrics" / "val.tsv")
+            seen["png"] = (live / "plots" / "images" / "loss.png").exists()
+
+    req = TrainRequest(model_name="m", input_file=corpus, tokenization="char", config_file="tiny",
+                       checkpoints_dir=tmp_path / "ck", metrics_dir=live)
+    run_training(req, SETTINGS, log=log)
+    assert seen["metrics"]["step"] == 10 and seen["metrics"]["best_val"] == seen["metrics"]["val"]
+    assert {"train_loss", "lr", "tokens_per_s"} <= set(seen["metrics"])
+    assert [r["step"] for r in seen["val"]] == ["0", "10"]
+    assert not seen["png"]  # drawn when the run ends
+
+    final = json.loads((live / "metrics.json").read_text())
+    vals = [float(r["val"]) for r in tsv(live / "plots" / "metrics" / "val.tsv")]
+    assert final["step"] == 30 and final["best_val"] == min(vals) and len(vals) == 4
+    assert [r["step"] for r in tsv(live / "plots" / "metrics" / "train_loss.tsv")] == [str(s) for s in range(5, 31, 5)]
+    assert (live / "plots" / "images" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mypt_train_metrics_dir_writes_the_files_and_leaves_the_git_repo_alone(corpus, tmp_path, monkeypatch):
+    # dvclive alone would `dvc init` a git repository without DVC: mypt train must not.
+    run(["git", "init", "-q"], tmp_path)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "start"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--input_file", "corpus.txt", "--tokenization", "char", "--model_name", "m", "--config_file",
+            "tiny", *(f"--{k}={v}" for k, v in SETTINGS.items()), "--metrics_dir", "runs/m"]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0, done.output
+    assert "Initialized DVC" not in done.output and not (tmp_path / ".dvc").exists()
+    live = tmp_path / "runs" / "m"
+    assert {p.name for p in (live / "plots" / "metrics").iterdir()} == {
+        "train_loss.tsv", "val.tsv", "lr.tsv", "tokens_per_s.tsv"}
+    assert json.loads((live / "metrics.json").read_text())["step"] == 30
+    assert not (live / "dvc.yaml").exists() and not (tmp_path / "dvc.yaml").exists()
+
+    # --resume continues the curves instead of starting them again.
+    done = CliRunner().invoke(main, [*args, "--resume", "--max_iters=40"])
+    assert done.exit_code == 0, done.output
+    assert [r["step"] for r in tsv(live / "plots" / "metrics" / "val.tsv")] == ["0", "10", "20", "30", "40"]
+    assert json.loads((live / "metrics.json").read_text())["step"] == 40
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], tmp_path).stdout == ""
+
+
+def test_without_metrics_dir_no_tracking_files(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    req = TrainRequest(model_name="m", input_file=corpus, tokenization="char", config_file="tiny",
+                       checkpoints_dir=tmp_path / "ck")
+    run_training(req, {**SETTINGS, "max_iters": 5}, log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "corpus.txt"]
