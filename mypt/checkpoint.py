@@ -79,8 +79,9 @@ def _save_file(tensors: dict, path: Path, **kwargs) -> None:
     try:
         save_file(tensors, path, **kwargs)
     except SafetensorError as e:
-        # The Rust error carries the OS error code: "IoError(Os { code: 28, ... })".
-        code = re.search(r"code: (\d+)", str(e))
+        # The Rust error carries the OS error code, as "IoError(Os { code: 28, ... })" or as
+        # "I/O error: No space left on device (os error 28)" depending on where it failed.
+        code = re.search(r"(?:code: |os error )(\d+)", str(e))
         if code is None:
             raise
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None

@@ -162,6 +162,15 @@ def disk_full_in_safetensors(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
     monkeypatch.setattr("mypt.checkpoint.save_file", fake)
 
 
+def disk_full_in_safetensors_os_error(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
+    """The other form of safetensors' I/O error (seen on a full tmpfs by bench/faults.py)."""
+    from safetensors import SafetensorError
+
+    def fake(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    monkeypatch.setattr("mypt.checkpoint.save_file", fake)
+
+
 NO_GPU = None if not torch.cuda.is_available() else "a GPU is present"
 FEW_GPUS = None if torch.cuda.device_count() < 8 else "cuda:7 exists here"
 
@@ -257,6 +266,8 @@ CASES = [
     # -- train: the environment fails while saving the checkpoint ---------------------------
     Case("checkpoint_disk_full", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
          ["cannot write", "model.safetensors", "No space left on device"], fault=disk_full_in_safetensors),
+    Case("checkpoint_disk_full_os_error", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
+         ["cannot write", "model.safetensors", "No space left on device"], fault=disk_full_in_safetensors_os_error),
     Case("checkpoint_json_disk_full", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
          ["cannot write", "config.json", "No space left on device"], fault=fail_writes(errno.ENOSPC, "config.json")),
     Case("checkpoint_busy", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
@@ -269,6 +280,9 @@ CASES = [
     Case("top_k_negative", gen("--top_k", "-1"), ["--top_k", "-1"], code=2),
     Case("top_p_zero", gen("--top_p", "0"), ["--top_p", "0"], code=2),
     Case("generate_device_tpu", gen("--device", "tpu"), ["--device", "tpu"]),
+    # -- verify-dataset -----------------------------------------------------------------------
+    Case("verify_missing_dir", ["verify-dataset", "nothere"], ["nothere"], code=2),
+    # (a damaged dataset: tests/test_verify.py; verify reports one line per problem, then a summary)
     Case("generate_device_cuda", gen("--device", "cuda"), ["--device cuda"], skip=NO_GPU),
     Case("generate_device_cuda7", gen("--device", "cuda:7"), ["--device cuda:7"], skip=FEW_GPUS),
     Case("generate_no_model", gen(model="ghost"), ["ghost"]),

@@ -1,0 +1,248 @@
+"""Fault injection: kill, stop, race and starve mypt, then check that nothing was lost.
+
+    python bench/faults.py                 # 20 random kill points each (about 10 minutes on 2 cores)
+    python bench/faults.py --kills 5       # a quicker pass
+
+Cases (each prints tried / survived / lost):
+- SIGKILL of prepare-dataset at random moments: nothing left looks complete, and a rerun gives
+  the bytes of an uninterrupted run, with no work directories left behind.
+- SIGKILL of training at random moments: `--resume` (a fresh run when no checkpoint was written
+  yet) ends on the uninterrupted run's model.safetensors, byte for byte.
+- SIGTERM of training: exit status 1 with "stopped at step N", progress kept (the checkpoint is
+  at step N), and `--resume` ends on the uninterrupted run's bytes.
+- Two concurrent runs on one output (prepare-dataset, and training): the second fails at once
+  naming the first's process; the first's output is the uninterrupted one.
+- Disk full (a small tmpfs mounted for the purpose; skipped where the machine refuses to mount):
+  prepare-dataset --overwrite and a checkpoint save fail with one line, no traceback, no
+  leftovers, and the previous dataset or checkpoint intact.
+"Lost" counts runs after which the user's previous output or a finished output differs from
+what it should be; "survived" needs every check of the case to hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MYPT = [sys.executable, "-m", "mypt.cli"]
+TPS = 2000  # tokens per shard: many shards, so kills land between shard writes
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([*MYPT, *args], cwd=cwd, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise SystemExit(f"setup failed: mypt {' '.join(args)}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def timed(args: list[str], cwd: Path) -> float:
+    t = time.perf_counter()
+    run(args, cwd)
+    return time.perf_counter() - t
+
+
+def kill_after(args: list[str], cwd: Path, delay: float, sig: int) -> tuple[int, str]:
+    proc = subprocess.Popen([*MYPT, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=delay)
+        return proc.returncode, out  # finished first: its output must still be right
+    except subprocess.TimeoutExpired:
+        proc.send_signal(sig)
+        out, _ = proc.communicate()
+        return proc.returncode, out
+
+
+class Tally:
+    def __init__(self, name: str):
+        self.name, self.tried, self.survived, self.lost, self.notes = name, 0, 0, 0, []
+
+    def case(self, ok: bool, lost: bool = False, note: str = "") -> None:
+        self.tried += 1
+        self.survived += ok
+        self.lost += lost
+        if not ok and note:
+            self.notes.append(note)
+
+    def line(self) -> str:
+        extra = f"  ({'; '.join(self.notes[:3])})" if self.notes else ""
+        return f"{self.name}: {self.tried} tried, {self.survived} survived, {self.lost} lost{extra}"
+
+
+def one_line_error(out: str) -> bool:
+    return "Traceback" not in out and sum(line.startswith("Error") for line in out.splitlines()) == 1
+
+
+def write_corpus(root: Path, lines: int) -> None:
+    rng = random.Random(3)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
+    root.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        text = "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(3, 16))) for _ in range(lines))
+        (root / f"{name}.txt").write_text(text + "\n")
+
+
+def prepare_args(corpus: str, out: str, *extra: str) -> list[str]:
+    return ["prepare-dataset", "--input_files", corpus, "--out_dir", out, "--workers", "1", "--tokenization", "char",
+            "--tokens_per_shard", str(TPS), *extra]
+
+
+def train_args(name: str, *extra: str) -> list[str]:
+    return ["train", "--dataset_dir", "ref", "--model_name", name, "--checkpoints_dir", "ck", "--config_file", "tiny",
+            "--max_iters", "60", "--eval_interval", "10", "--eval_iters", "2", "--log_interval", "5",
+            "--device", "cpu", *extra]
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(".") and p.name != ".git")
+
+
+def prepare_kills(work: Path, n: int, t_ref: float, ref: dict, rng: random.Random) -> Tally:
+    tally = Tally("prepare-dataset SIGKILL")
+    for i in range(n):
+        runs = work / f"pk{i}"
+        runs.mkdir()
+        out = runs / "ds"
+        rc, _ = kill_after(prepare_args("corpus", str(out.relative_to(work))), work, rng.uniform(0.2, t_ref), signal.SIGKILL)
+        finished_looking = [p for p in runs.rglob("dataset_metadata.json") if p.parent == out]
+        premature = bool(finished_looking) and rc != 0  # killed, yet looks complete
+        run(prepare_args("corpus", str(out.relative_to(work))), work)
+        same = tree(out) == ref
+        clean = leftovers(runs) == []
+        tally.case(same and clean and not premature, lost=not same,
+                   note=f"run {i}: same={same} clean={clean} premature={premature}")
+    return tally
+
+
+def train_kills(work: Path, n: int, t_ref: float, ref: bytes, rng: random.Random, sig: int) -> Tally:
+    tally = Tally(f"train {signal.Signals(sig).name}")
+    for i in range(n):
+        name = f"{signal.Signals(sig).name.lower()}{i}"
+        rc, out = kill_after(train_args(name), work, rng.uniform(0.3, t_ref), sig)
+        ckpt = work / "ck" / name
+        ok = True
+        if sig == signal.SIGTERM and rc != 0:
+            # progress kept: one line, and the checkpoint holds the step it stopped at
+            stopped = [int(w) for line in out.splitlines() if "stopped at step" in line
+                       for w in [line.split("stopped at step ")[1].split(";")[0]]]
+            import json
+
+            state = json.loads((ckpt / "training_state.json").read_text()) if (ckpt / "training_state.json").exists() \
+                else {}
+            ok = rc == 1 and one_line_error(out) and stopped and state.get("step") == stopped[0]
+        resume = ["--resume"] if (ckpt / "training_state.json").exists() else (["--overwrite"] if ckpt.exists() else [])
+        if rc != 0:
+            run(train_args(name, *resume), work)
+        same = (ckpt / "model.safetensors").read_bytes() == ref
+        tally.case(bool(ok) and same, lost=not same, note=f"run {i}: rc={rc} resumed={bool(resume)} same={same}")
+    return tally
+
+
+def concurrent(work: Path, ref_ds: dict, ref_model: bytes) -> Tally:
+    tally = Tally("two runs on one output")
+    for kind in ("prepare", "train"):
+        if kind == "prepare":
+            args, lock, result = prepare_args("corpus", "race/ds"), work / "race" / ".ds.lock", lambda: tree(work / "race" / "ds") == ref_ds
+            (work / "race").mkdir()
+        else:
+            args, lock = train_args("race"), work / "ck" / ".race.lock"
+            result = lambda: (work / "ck" / "race" / "model.safetensors").read_bytes() == ref_model  # noqa: E731
+        first = subprocess.Popen([*MYPT, *args], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not lock.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = subprocess.run([*MYPT, *args], cwd=work, capture_output=True, text=True)
+        first.wait()
+        refused = second.returncode == 1 and "in use by process" in second.stdout + second.stderr
+        same = first.returncode == 0 and result()
+        tally.case(refused and same, lost=not same, note=f"{kind}: refused={refused} same={same}")
+    return tally
+
+
+def mount_tmpfs(path: Path, size: int) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def disk_full(work: Path) -> Tally:
+    tally = Tally("disk full (tmpfs)")
+    full = work / "full"
+    small = work / "small"
+    write_corpus(small, 300)
+    if not mount_tmpfs(full, 600 * 1024):
+        tally.notes.append("skipped: this machine refuses to mount a tmpfs")
+        return tally
+    try:
+        # A dataset that fits, then a bigger one with --overwrite that cannot: the first must stay.
+        run(prepare_args("small", "full/ds"), work)
+        before = tree(full / "ds")
+        done = run(prepare_args("corpus", "full/ds", "--overwrite"), work, check=False)
+        ok = done.returncode == 1 and one_line_error(done.stdout + done.stderr) and "No space left" in done.stdout + done.stderr
+        intact = tree(full / "ds") == before
+        tally.case(ok and intact and leftovers(full) == [], lost=not intact,
+                   note=f"prepare: rc={done.returncode} intact={intact} leftovers={leftovers(full)}")
+        # A checkpoint that fits once but not twice (a save stages the new one beside the old).
+        subprocess.run(["umount", str(full)], check=True)
+        run(["train", "--dataset_dir", "ref", "--model_name", "m", "--checkpoints_dir", "ck_full_probe", "--config_file",
+             "tiny", "--max_iters", "10", "--eval_interval", "10", "--eval_iters", "1", "--device", "cpu"], work)
+        size = sum(p.stat().st_size for p in (work / "ck_full_probe" / "m").iterdir())
+        mount_tmpfs(full, int(size * 1.5) + 64 * 1024)
+        os.system(f"cp -r {work / 'ck_full_probe' / 'm'} {full / 'm'}")
+        before = tree(full / "m")
+        done = run(["train", "--dataset_dir", "ref", "--model_name", "m", "--checkpoints_dir", "full", "--config_file",
+                    "tiny", "--max_iters", "20", "--eval_interval", "10", "--eval_iters", "1", "--device", "cpu",
+                    "--resume", "--n_embd", "32"], work, check=False)
+        out = done.stdout + done.stderr
+        if done.returncode == 0:  # it fitted after all: nothing to judge
+            tally.notes.append("train: the second checkpoint fitted; size the tmpfs smaller")
+        else:
+            intact = tree(full / "m") == before
+            ok = done.returncode == 1 and one_line_error(out)
+            tally.case(ok and intact and leftovers(full) == [], lost=not intact,
+                       note=f"train: rc={done.returncode} intact={intact} leftovers={leftovers(full)} "
+                            f"said: {out.strip().splitlines()[-1][:200] if out.strip() else ''}")
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
+    return tally
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kills", type=int, default=20, help="random kill points per case")
+    ap.add_argument("--sigterms", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="mypt-faults-"))
+    write_corpus(work / "corpus", 40_000)
+    t_prep = timed(prepare_args("corpus", "ref"), work)
+    ref_ds = tree(work / "ref")
+    t_train = timed(train_args("ref"), work)
+    ref_model = (work / "ck" / "ref" / "model.safetensors").read_bytes()
+    print(f"work dir {work}: reference prepare-dataset {t_prep:.1f} s ({len(ref_ds)} files), "
+          f"reference training {t_train:.1f} s", flush=True)
+    tallies = []
+    for fn in (lambda: prepare_kills(work, args.kills, t_prep, ref_ds, rng),
+               lambda: train_kills(work, args.kills, t_train, ref_model, rng, signal.SIGKILL),
+               lambda: train_kills(work, args.sigterms, t_train, ref_model, rng, signal.SIGTERM),
+               lambda: concurrent(work, ref_ds, ref_model),
+               lambda: disk_full(work)):
+        tallies.append(fn())
+        print(tallies[-1].line(), flush=True)
+    tried, survived, lost = (sum(getattr(t, k) for t in tallies) for k in ("tried", "survived", "lost"))
+    print(f"TOTAL: {tried} cases tried, {survived} survived, {lost} lost anything")
+
+
+if __name__ == "__main__":
+    main()
