@@ -8,8 +8,8 @@ Cases (each prints tried / survived / lost):
   the bytes of an uninterrupted run, with no work directories left behind.
 - SIGKILL of training at random moments: `--resume` (a fresh run when no checkpoint was written
   yet) ends on the uninterrupted run's model.safetensors, byte for byte.
-- SIGTERM of training: exit status 1 with "stopped at step N", progress kept (the checkpoint is
-  at step N), and `--resume` ends on the uninterrupted run's bytes.
+- SIGTERM of training once it takes steps: exit status 1 with "stopped at step N", progress kept
+  (the checkpoint is at step N), and `--resume` ends on the uninterrupted run's bytes.
 - Two concurrent runs on one output (prepare-dataset, and training): the second fails at once
   naming the first's process; the first's output is the uninterrupted one.
 - Disk full (a small tmpfs mounted for the purpose; skipped where the machine refuses to mount):
@@ -61,6 +61,22 @@ def kill_after(args: list[str], cwd: Path, delay: float, sig: int) -> tuple[int,
         proc.send_signal(sig)
         out, _ = proc.communicate()
         return proc.returncode, out
+
+
+def signal_after_line(args: list[str], cwd: Path, marker: str, delay: float, sig: int) -> tuple[int, str]:
+    """Send `sig` `delay` seconds after the run prints a line starting with `marker` (training
+    under way, so there is progress to keep)."""
+    proc = subprocess.Popen([*MYPT, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(marker):
+            break
+    time.sleep(delay)
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    rest, _ = proc.communicate()
+    return proc.returncode, "".join(lines) + rest
 
 
 class Tally:
@@ -128,7 +144,10 @@ def train_kills(work: Path, n: int, t_ref: float, ref: bytes, rng: random.Random
     tally = Tally(f"train {signal.Signals(sig).name}")
     for i in range(n):
         name = f"{signal.Signals(sig).name.lower()}{i}"
-        rc, out = kill_after(train_args(name), work, rng.uniform(0.3, t_ref), sig)
+        if sig == signal.SIGTERM:  # once steps are being taken: the progress must be kept
+            rc, out = signal_after_line(train_args(name), work, "iter ", rng.uniform(0.0, 0.5), sig)
+        else:
+            rc, out = kill_after(train_args(name), work, rng.uniform(0.3, t_ref), sig)
         ckpt = work / "ck" / name
         ok = True
         if sig == signal.SIGTERM and rc != 0:
