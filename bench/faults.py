@@ -130,8 +130,10 @@ def prepare_kills(work: Path, n: int, t_ref: float, ref: dict, rng: random.Rando
         runs.mkdir()
         out = runs / "ds"
         rc, _ = kill_after(prepare_args("corpus", str(out.relative_to(work))), work, rng.uniform(0.2, t_ref), signal.SIGKILL)
-        finished_looking = [p for p in runs.rglob("dataset_metadata.json") if p.parent == out]
-        premature = bool(finished_looking) and rc != 0  # killed, yet looks complete
+        # Killed after the dataset was renamed into place (during clean-up) is fine; anything
+        # that looks complete must be complete.
+        looks_complete = [p for p in runs.rglob("dataset_metadata.json")]
+        premature = bool(looks_complete) and (looks_complete != [out / "dataset_metadata.json"] or tree(out) != ref)
         run(prepare_args("corpus", str(out.relative_to(work))), work)
         same = tree(out) == ref
         clean = leftovers(runs) == []
