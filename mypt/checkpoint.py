@@ -36,13 +36,19 @@ def _old_dir(path: Path) -> Path:
     return path.parent / f".{path.name}.old"
 
 
+def recover(path: Path) -> None:
+    """Put back a checkpoint that a save killed between its two renames left as `.NAME.old`."""
+    path = Path(path)
+    if not path.is_dir() and _old_dir(path).is_dir():
+        os.replace(_old_dir(path), path)
+
+
 def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "checkpoints") -> Path:
     """A checkpoint directory given as a path or as a model name under `checkpoints_dir`."""
     path = Path(model)
     if not path.is_dir() and (Path(checkpoints_dir) / path).is_dir():
         path = Path(checkpoints_dir) / path
-    if not path.is_dir() and _old_dir(path).is_dir():  # killed between the two renames of a save
-        os.replace(_old_dir(path), path)
+    recover(path)
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint {str(model)!r} (looked in {path}); train one with "
                               f"`mypt train --model_name {Path(model).name} ...`")

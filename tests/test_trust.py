@@ -207,3 +207,26 @@ def test_a_step_run_by_hand_never_replaces_a_directory_of_other_files(tmp_path):
     assert (tmp_path / "notes" / "todo.md").read_text() == "mine"
     clean([str(tmp_path / "a.txt")], tmp_path / "cleaned")
     clean([str(tmp_path / "a.txt")], tmp_path / "cleaned")  # its own previous output is replaced
+
+
+def test_a_checkpoint_left_by_a_killed_save_is_put_back_not_replaced(tmp_path):
+    """A save killed between its two renames leaves the previous checkpoint as .NAME.old: a new
+    run must put it back and refuse to replace it, not delete it with its first save."""
+    from click.testing import CliRunner
+
+    from mypt import checkpoint
+    from mypt.config import GPTConfig
+    from mypt.cli import main
+    from mypt.model import GPT
+    from mypt.tokenizers.char import CharTokenizer
+
+    ck = tmp_path / "checkpoints"
+    checkpoint.save(ck / "m", GPT(GPTConfig(vocab_size=4, block_size=8, n_layer=1, n_head=1, n_embd=8)),
+                    CharTokenizer(chars="abc\n"), {})
+    (ck / "m").rename(ck / ".m.old")
+    before = tree_bytes(ck / ".m.old")
+    (tmp_path / "t.txt").write_text("abc\n" * 100)
+    result = CliRunner().invoke(main, ["train", "--input_file", str(tmp_path / "t.txt"), "--model_name", "m",
+                                       "--checkpoints_dir", str(ck), "--tokenization", "char"])
+    assert result.exit_code == 1 and "already holds a trained model" in result.output
+    assert tree_bytes(ck / "m") == before and not (ck / ".m.old").exists()

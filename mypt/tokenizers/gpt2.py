@@ -39,7 +39,7 @@ def r50k_cache_path() -> Path:
 def require_gpt2_vocab() -> Path:
     path = r50k_cache_path()
     if not path.is_file():
-        raise TokenizerError(f"the GPT-2 vocabulary is not installed (looked for {path}).\n{INSTALL_HINT}")
+        raise TokenizerError(f"the GPT-2 vocabulary is not installed (looked for {path}); {INSTALL_HINT}")
     return path
 
 
