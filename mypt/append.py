@@ -29,6 +29,7 @@ from mypt.prepare import PrepareSettings, prepare_steps
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, list_shards, read_metadata, shard_name, shard_tokens
 from mypt.text import display_name
+from mypt.settings import flag_name
 from mypt.tokenizers import spec_kind
 
 SPLITS = ("train", "val")
@@ -48,7 +49,21 @@ def _restore(dataset_dir: Path) -> None:
         os.replace(old, dataset_dir)
 
 
+def _recorded(settings: PrepareSettings, meta: dict, inherit: Iterable[str]) -> PrepareSettings:
+    """The settings named in `inherit` (flags left at their defaults) take the values the
+    dataset was prepared with, so appended text is cleaned, deduped and split the same way."""
+    recorded, inherit = meta.get("settings", {}), set(inherit) - set(INHERITED)
+    steps = {}
+    for f in dataclasses.fields(settings):
+        step = getattr(settings, f.name)
+        changes = {sf.name: recorded[flag_name(sf)] for sf in dataclasses.fields(step)
+                   if sf.metadata.get("output", True) and flag_name(sf) in inherit and flag_name(sf) in recorded}
+        steps[f.name] = dataclasses.replace(step, **changes) if changes else step
+    return dataclasses.replace(settings, **steps)
+
+
 def _inherit(settings: PrepareSettings, meta: dict, inherit: Iterable[str], flag: str) -> PrepareSettings:
+    settings = _recorded(settings, meta, inherit)
     have = {"tokenization": meta["tokenizer"]["kind"], "tokens_per_shard": meta["tokens_per_shard"]}
     inherit = set(inherit)
     tokenize = dataclasses.replace(settings.tokenize, tokenization=have["tokenization"]) \
@@ -150,8 +165,9 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
                    inherit: Iterable[str] = INHERITED, flag: str = "--append_to") -> dict:
     """Prepare `input_files` and add them to the dataset `dataset_dir` (see the module docstring).
 
-    The settings named in `inherit` (by default tokenization and tokens_per_shard) take the
-    dataset's values; a given value that differs from the dataset's is refused. Returns the
+    The settings named in `inherit` (by default tokenization and tokens_per_shard; the CLI
+    passes every flag left at its default) take the dataset's recorded values; a tokenization
+    or tokens_per_shard given that differs from the dataset's is refused. Returns the
     grown dataset's metadata. One writer at a time (mypt.lock), as for --out_dir.
     """
     dataset_dir = Path(dataset_dir)

@@ -64,7 +64,7 @@ def prepare_dataset_cmd(ctx, input_files, out_dir, append_to, tokenizer_from, ov
     else:
         from click.core import ParameterSource
 
-        from mypt.append import INHERITED, append_dataset
+        from mypt.append import append_dataset
 
         for flag in ("tokenizer_from", "overwrite"):
             if ctx.get_parameter_source(flag) is not ParameterSource.DEFAULT:
@@ -72,7 +72,8 @@ def prepare_dataset_cmd(ctx, input_files, out_dir, append_to, tokenizer_from, ov
                                        "tokenizer, and appending never replaces a dataset")
         out_dir = append_to
         meta = append_dataset(list(input_files), append_to, PrepareSettings.from_flags(flags),
-                              inherit=[k for k in INHERITED if ctx.get_parameter_source(k) is ParameterSource.DEFAULT])
+                              # every setting left at its default takes the dataset's recorded value
+                              inherit=[k for k in ctx.params if ctx.get_parameter_source(k) is ParameterSource.DEFAULT])
     for line in summary_lines(meta, out_dir):
         click.echo(line)
     if append_to is not None:

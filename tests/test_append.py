@@ -166,3 +166,17 @@ def test_without_hard_links_the_old_shards_are_copied(dataset, tmp_path, monkeyp
     cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "b.txt", 1)), "--append_to", str(dataset))
     assert all((dataset / name).read_bytes() == data for name, data in before.items() if name.startswith("train/"))
     assert leftovers(dataset) == [] and cli("verify-dataset", str(dataset)).output.startswith("OK: ")
+
+
+def test_flags_left_at_their_defaults_take_the_dataset_settings(tmp_path):
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "first.txt", 0)), "--out_dir",
+        str(tmp_path / "ds"), *SETTINGS, "--no_filter", "--val_fraction", "0.25", "--dedup_min_chars", "7")
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "second.txt", 1)),
+        "--append_to", str(tmp_path / "ds"))
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    added = meta["appended"][-1]["settings"]
+    assert added["filter"] is False and added["val_fraction"] == 0.25 and added["dedup_min_chars"] == 7
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "third.txt", 2)),
+        "--append_to", str(tmp_path / "ds"), "--val_fraction", "0.5")  # a flag given wins
+    assert json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())["appended"][-1]["settings"][
+        "val_fraction"] == 0.5
