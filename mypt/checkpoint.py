@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import torch
@@ -25,22 +24,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.errors import CheckpointError
-from mypt.io import atomic_write_text, partial_dir
+from mypt.io import atomic_write_text, old_dir, staged_dir
 from mypt.tokenizers import Tokenizer
 
 FORMAT_VERSION = 1
 TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: stored once
 
 
-def _old_dir(path: Path) -> Path:
-    return path.parent / f".{path.name}.old"
-
-
 def recover(path: Path) -> None:
     """Put back a checkpoint that a save killed between its two renames left as `.NAME.old`."""
     path = Path(path)
-    if not path.is_dir() and _old_dir(path).is_dir():
-        os.replace(_old_dir(path), path)
+    if not path.is_dir() and old_dir(path).is_dir():
+        os.replace(old_dir(path), path)
 
 
 def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "checkpoints") -> Path:
@@ -57,27 +52,11 @@ def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "chec
 
 def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=None,
          state: dict | None = None) -> None:
-    path = Path(path)
-    staging = partial_dir(path)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    # Built in .NAME.partial and swapped in by io.staged_dir (the previous checkpoint is moved
+    # to .NAME.old until the new one is in place: see recover); only a directory that holds a
+    # checkpoint (config.json) or nothing is ever replaced.
+    with staged_dir(Path(path), marker="config.json") as staging:
         _write(staging, model, tokenizer, config_extra, optimizer, state)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # a full disk leaves no half checkpoint behind
-        raise
-    old = _old_dir(path)
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    try:
-        os.replace(staging, path)
-    except BaseException:
-        if old.is_dir():
-            os.replace(old, path)  # the previous checkpoint stays in place
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_file(tensors: dict, path: Path, **kwargs) -> None:

@@ -116,6 +116,11 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
                          f"mypt replaces only its own {kind} or an empty directory: choose another {flag}")
 
 
+def old_dir(final: Path) -> Path:
+    """Where staged_dir keeps the previous output while the new one is renamed into place."""
+    return Path(final).parent / f".{Path(final).name}.old"
+
+
 @contextlib.contextmanager
 def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None) -> Iterator[Path]:
     """Build a directory beside `final` and move it into place when the block succeeds.
@@ -127,12 +132,14 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     before anything is built. The DVC stages' outputs pass: DVC removes them first.
     """
     final = Path(final)
+    old = old_dir(final)
+    if not final.exists() and old.is_dir():  # a run killed between the two renames below
+        os.replace(old, final)
     check_replaceable(final, inputs, marker=marker)
     staging = partial_dir(final)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    old = final.parent / f".{final.name}.old"
     try:
         yield staging
         # The previous output is moved aside, not deleted, until the new one is in place:
