@@ -52,7 +52,7 @@ class PrepareSettings:
         return out
 
 
-def check_out_dir(out_dir: Path, settings: PrepareSettings, input_files: list[str], overwrite: bool) -> None:
+def check_out_dir(out_dir: Path, settings: PrepareSettings, paths: list[Path], overwrite: bool) -> None:
     """Refuse to replace a different dataset unless told to overwrite. Where an output may go
     at all (never over the inputs, the current or home directory, or foreign files, even
     with --overwrite) is io.check_replaceable's rule, checked before this."""
@@ -60,7 +60,7 @@ def check_out_dir(out_dir: Path, settings: PrepareSettings, input_files: list[st
     if overwrite or not (out_dir / METADATA_FILE).is_file():
         return
     old = read_metadata(out_dir)
-    new_sources = {(display_name(p), p.stat().st_size) for p in resolve_inputs(input_files)}
+    new_sources = {(display_name(p), p.stat().st_size) for p in paths}
     old_sources = [(s["name"], s["bytes"]) for s in old["sources"]] + \
         [(n, None) for n in old.get("skipped_binary_files", [])]
     new_settings = settings.recorded()
@@ -83,10 +83,11 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
     One run at a time per `out_dir` (mypt.lock): a second would delete this one's work directory.
     """
     out_dir = Path(out_dir)
-    inputs = resolve_inputs(input_files) + ([tokenizer_from] if tokenizer_from is not None else [])
+    paths = resolve_inputs(input_files)  # once here for both checks (the clean step resolves its own)
+    inputs = paths + ([tokenizer_from] if tokenizer_from is not None else [])
     check_replaceable(out_dir, inputs, "--out_dir", marker=METADATA_FILE, kind="mypt dataset")
     with output_lock(out_dir, "--out_dir"):
-        check_out_dir(out_dir, settings, input_files, overwrite)
+        check_out_dir(out_dir, settings, paths, overwrite)
         return prepare_steps(input_files, out_dir, settings, tokenizer_from)
 
 
