@@ -141,7 +141,7 @@ def char_hf_tokenizer(tokenizer: Tokenizer):
     from tokenizers import Tokenizer as HFTokenizer
 
     vocab = {c: i for i, c in enumerate(tokenizer.chars)}
-    unk = next((c for c in "? " if c in vocab), tokenizer.chars[0])
+    unk = next((c for c in tokenizer.REPLACEMENTS if c in vocab), tokenizer.chars[0])
     hf = HFTokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
     hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one piece per character
     hf.decoder = decoders.Fuse()
