@@ -5,6 +5,14 @@ on random tokens with the same batch and optimizer; the bare loop has no data lo
 checkpoints or evaluation, so the gap is mypt's overhead.
 
     python bench/train_cpu.py --iters 60
+
+With --levers, the bare loop alone under each CPU lever the issue of CPU speed asked about,
+each next to the default (eager, float32, torch's thread count) in the same run: torch.compile
+(inductor's CPU backend; its compile time printed apart), bfloat16 autocast, one thread
+instead of all; and what evaluation costs at the demo's settings (eval_iters forward batches
+every eval_interval steps) as a share of training time.
+
+    python bench/train_cpu.py --levers --iters 40
 """
 
 from __future__ import annotations
@@ -38,25 +46,79 @@ def make_dataset(root: Path, tokens: int = 2_000_000) -> None:
     (root / "dataset_metadata.json").write_text(json.dumps(meta))
 
 
-def bare_loop(iters: int) -> float:
+def bare_loop(iters: int, compile: bool = False, bf16: bool = False, threads: int | None = None,
+              stats: dict | None = None) -> float:
+    """Tokens/s of a plain training loop (fused AdamW, as mypt uses on the CPU). `stats` gets
+    the warm-up time (compile time, when compiling) and the forward-only time of a batch."""
+    from contextlib import nullcontext
+
     from mypt.model import GPT, GPTConfig
 
+    default_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=VOCAB, **MODEL))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    run = torch.compile(model) if compile else model
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
     data = torch.randint(0, VOCAB, (iters + 5, BATCH, MODEL["block_size"] + 1))
-    for i in range(5):  # warm-up
-        model(data[i, :, :-1], data[i, :, 1:])[1].backward()
-        opt.step()
-        opt.zero_grad()
-    t0 = time.perf_counter()
-    for i in range(5, iters + 5):
-        _, loss = model(data[i, :, :-1].contiguous(), data[i, :, 1:].contiguous())
+
+    def step(i: int) -> None:
+        with amp():
+            _, loss = run(data[i, :, :-1].contiguous(), data[i, :, 1:].contiguous())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return iters * BATCH * MODEL["block_size"] / (time.perf_counter() - t0)
+
+    try:
+        t0 = time.perf_counter()
+        for i in range(5):  # warm-up (and compilation)
+            step(i)
+        warmup = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(5, iters + 5):
+            step(i)
+        rate = iters * BATCH * MODEL["block_size"] / (time.perf_counter() - t0)
+        if stats is not None:
+            stats["warmup_s"] = warmup
+            with torch.no_grad(), amp():
+                t0 = time.perf_counter()
+                for i in range(iters // 2):
+                    run(data[i, :, :-1].contiguous(), data[i, :, 1:].contiguous())
+                stats["forward_s"] = (time.perf_counter() - t0) / (iters // 2)
+        return rate
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def levers(iters: int, repeats: int) -> None:
+    """Each lever next to the default, alternating runs and keeping each one's best."""
+    variants = {"default (eager, float32, %d threads)" % torch.get_num_threads(): {},
+                "torch.compile (inductor CPU)": {"compile": True},
+                "bfloat16 autocast": {"bf16": True},
+                "1 thread": {"threads": 1}}
+    best: dict[str, float] = {}
+    stats: dict[str, dict] = {name: {} for name in variants}
+    for _ in range(repeats):
+        for name, kw in variants.items():
+            s: dict = {}
+            rate = bare_loop(iters, stats=s, **kw)
+            if rate > best.get(name, 0):
+                best[name], stats[name] = rate, s
+    base_name = next(iter(variants))
+    base = best[base_name]
+    for name in variants:
+        extra = f", warm-up incl. compile {stats[name]['warmup_s']:.1f} s" if variants[name].get("compile") else ""
+        print(f"{name:40s} {best[name]:10,.0f} tok/s = {best[name] / base:.2f}x{extra}")
+    # Evaluation at the demo's settings (params.yaml train: eval_iters 20 every 250 steps).
+    step_s = BATCH * MODEL["block_size"] / base
+    fwd_s = stats[base_name]["forward_s"]
+    for eval_iters, interval in ((20, 250), (200, 250), (20, 100)):
+        share = eval_iters * fwd_s / (interval * step_s + eval_iters * fwd_s)
+        print(f"evaluation, {eval_iters} batches every {interval} steps: {share:.1%} of training time "
+              f"(forward {fwd_s * 1000:.0f} ms, step {step_s * 1000:.0f} ms)")
 
 
 def mypt_train(root: Path, iters: int) -> float:
@@ -75,7 +137,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--levers", action="store_true", help="the bare loop under each CPU lever (see above)")
     args = ap.parse_args()
+    if args.levers:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {MODEL}, batch {BATCH}")
+        levers(args.iters, args.repeats)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {MODEL}, batch {BATCH}")
     # Alternate the two and keep each one's best: a shared CPU's noise only ever slows a run down.
     ours, bare = [], []
