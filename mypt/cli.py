@@ -149,9 +149,12 @@ def train_cmd(**flags):
     Example:
       mypt train --dataset_dir data/my_dataset --model_name my_model --config_file 150M --max_iters 50000
     """
-    from mypt.train_command import run_from_flags
+    from mypt.startup import gc_paused
 
-    run_from_flags(flags, log=click.echo)
+    with gc_paused():  # until the run is built (torch's imports): see mypt.startup
+        from mypt.train_command import run_from_flags
+
+        run_from_flags(flags, log=click.echo)
 
 
 @main.command("generate")
