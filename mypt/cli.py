@@ -76,7 +76,8 @@ def build_prepare_dataset() -> click.Command:
             out_dir = append_to
             meta = append_dataset(list(input_files), append_to, PrepareSettings.from_flags(flags),
                                   # every setting left at its default takes the dataset's recorded value
-                                  inherit=[k for k in ctx.params if ctx.get_parameter_source(k) is ParameterSource.DEFAULT])
+                                  inherit=[k for k in ctx.params
+                                           if ctx.get_parameter_source(k) is ParameterSource.DEFAULT])
         from mypt.steps.split import summary_lines
 
         for line in summary_lines(meta, out_dir):
