@@ -14,9 +14,6 @@ import click
 
 from mypt.config import EvalSettings, ExportSettings, GenerateSettings, train_options
 from mypt.options import GreedyCommand, MyptGroup, option, settings_options
-from mypt.prepare import PrepareSettings
-from mypt.steps.split import summary_lines
-from mypt.train_tokenizer import TokenizerTrainSettings
 
 
 @click.group(cls=MyptGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,89 +21,106 @@ def main() -> None:
     """mypt: train GPT models on corpora far larger than RAM."""
 
 
-@main.command("prepare-dataset", cls=GreedyCommand)
-@option("--input_files", multiple=True, required=True, metavar="PATH...",
-        help="Text files (.txt = one document, .jsonl = one document per line in its `text` field, "
-             ".parquet = one document per row in its `text` column, .gz or .zst of .txt and .jsonl), "
-             "directories (searched recursively) or globs. Several allowed.")
-@option("--out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-        help="Dataset directory to write: train/, val/, dataset_metadata.json, tokenizer_state.json. "
-             "Give it or --append_to.")
-@option("--append_to", type=click.Path(file_okay=False, path_type=Path), default=None,
-        help="Instead of --out_dir: add the input to this existing dataset, with its tokenizer and "
-             "tokens_per_shard; new shards are numbered after the old ones and val keeps the highest numbers.")
-@settings_options(*PrepareSettings.STEPS, use_flag_names=True)
-@option("--tokenizer_from", type=click.Path(exists=True, path_type=Path), default=None,
-        help="Reuse the tokenizer of this dataset or checkpoint directory (domain adaptation with char).")
-@option("--overwrite", is_flag=True,
-        help="Replace a different mypt dataset already in --out_dir (never other files, an input, or the "
-             "current or home directory).")
-@click.pass_context
-def prepare_dataset_cmd(ctx, input_files, out_dir, append_to, tokenizer_from, overwrite, **flags):
-    """Turn text files into a sharded dataset: clean, dedup, tokenize, shard, split.
+@main.lazy_command("prepare-dataset")
+def build_prepare_dataset() -> click.Command:
+    """prepare-dataset's options come from the data steps' settings (mypt.steps): imported
+    only when it runs or its help is shown."""
+    from mypt.prepare import PrepareSettings
 
-    Streams: memory stays bounded whatever the corpus size.
+    @click.command("prepare-dataset", cls=GreedyCommand)
+    @option("--input_files", multiple=True, required=True, metavar="PATH...",
+            help="Text files (.txt = one document, .jsonl = one document per line in its `text` field, "
+                 ".parquet = one document per row in its `text` column, .gz or .zst of .txt and .jsonl), "
+                 "directories (searched recursively) or globs. Several allowed.")
+    @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+            help="Dataset directory to write: train/, val/, dataset_metadata.json, tokenizer_state.json. "
+                 "Give it or --append_to.")
+    @option("--append_to", type=click.Path(file_okay=False, path_type=Path), default=None,
+            help="Instead of --out_dir: add the input to this existing dataset, with its tokenizer and "
+                 "tokens_per_shard; new shards are numbered after the old ones and val keeps the highest numbers.")
+    @settings_options(*PrepareSettings.STEPS, use_flag_names=True)
+    @option("--tokenizer_from", type=click.Path(exists=True, path_type=Path), default=None,
+            help="Reuse the tokenizer of this dataset or checkpoint directory (domain adaptation with char).")
+    @option("--overwrite", is_flag=True,
+            help="Replace a different mypt dataset already in --out_dir (never other files, an input, or the "
+                 "current or home directory).")
+    @click.pass_context
+    def prepare_dataset_cmd(ctx, input_files, out_dir, append_to, tokenizer_from, overwrite, **flags):
+        """Turn text files into a sharded dataset: clean, dedup, tokenize, shard, split.
 
-    \b
-    Example:
-      mypt prepare-dataset --input_files wiki.txt books.txt news.txt \\
-          --out_dir data/my_dataset --tokenization gpt2 --tokens_per_shard 10000000
-      mypt prepare-dataset --input_files more_news.txt --append_to data/my_dataset
-    """
-    if (out_dir is None) == (append_to is None):
-        raise click.UsageError("pass --out_dir DIR to write a new dataset, or --append_to DIR to add to an "
-                               "existing one (one of them)")
-    if append_to is None:
-        from mypt.prepare import prepare_dataset
+        Streams: memory stays bounded whatever the corpus size.
 
-        meta = prepare_dataset(list(input_files), out_dir, PrepareSettings.from_flags(flags),
-                               tokenizer_from=tokenizer_from, overwrite=overwrite)
-    else:
-        from click.core import ParameterSource
+        \b
+        Example:
+          mypt prepare-dataset --input_files wiki.txt books.txt news.txt \\
+              --out_dir data/my_dataset --tokenization gpt2 --tokens_per_shard 10000000
+          mypt prepare-dataset --input_files more_news.txt --append_to data/my_dataset
+        """
+        if (out_dir is None) == (append_to is None):
+            raise click.UsageError("pass --out_dir DIR to write a new dataset, or --append_to DIR to add to an "
+                                   "existing one (one of them)")
+        if append_to is None:
+            from mypt.prepare import prepare_dataset
 
-        from mypt.append import append_dataset
+            meta = prepare_dataset(list(input_files), out_dir, PrepareSettings.from_flags(flags),
+                                   tokenizer_from=tokenizer_from, overwrite=overwrite)
+        else:
+            from click.core import ParameterSource
 
-        for flag in ("tokenizer_from", "overwrite"):
-            if ctx.get_parameter_source(flag) is not ParameterSource.DEFAULT:
-                raise click.UsageError(f"--{flag} does not go with --append_to: the dataset keeps its own "
-                                       "tokenizer, and appending never replaces a dataset")
-        out_dir = append_to
-        meta = append_dataset(list(input_files), append_to, PrepareSettings.from_flags(flags),
-                              # every setting left at its default takes the dataset's recorded value
-                              inherit=[k for k in ctx.params if ctx.get_parameter_source(k) is ParameterSource.DEFAULT])
-    for line in summary_lines(meta, out_dir):
-        click.echo(line)
-    if append_to is not None:
-        added = meta["appended"][-1]
-        replaced = added["stats"]["tokenize"].get("replaced_chars", 0)
-        click.echo(f"Appended: {added['stats']['split']['train_tokens'] + added['stats']['split']['val_tokens']:,} "
-                   f"tokens from {len(added['sources'])} source(s)"
-                   + (f"; {replaced:,} characters outside the dataset's vocabulary replaced" if replaced else ""))
+            from mypt.append import append_dataset
+
+            for flag in ("tokenizer_from", "overwrite"):
+                if ctx.get_parameter_source(flag) is not ParameterSource.DEFAULT:
+                    raise click.UsageError(f"--{flag} does not go with --append_to: the dataset keeps its own "
+                                           "tokenizer, and appending never replaces a dataset")
+            out_dir = append_to
+            meta = append_dataset(list(input_files), append_to, PrepareSettings.from_flags(flags),
+                                  # every setting left at its default takes the dataset's recorded value
+                                  inherit=[k for k in ctx.params
+                                           if ctx.get_parameter_source(k) is ParameterSource.DEFAULT])
+        from mypt.steps.split import summary_lines
+
+        for line in summary_lines(meta, out_dir):
+            click.echo(line)
+        if append_to is not None:
+            added = meta["appended"][-1]
+            replaced = added["stats"]["tokenize"].get("replaced_chars", 0)
+            click.echo(f"Appended: {added['stats']['split']['train_tokens'] + added['stats']['split']['val_tokens']:,} "
+                       f"tokens from {len(added['sources'])} source(s)"
+                       + (f"; {replaced:,} characters outside the dataset's vocabulary replaced" if replaced else ""))
+
+    return prepare_dataset_cmd
 
 
-@main.command("train-tokenizer", cls=GreedyCommand)
-@option("--input_files", multiple=True, required=True, metavar="PATH...",
-        help="Text files, directories or globs, read as prepare-dataset reads them. Several allowed.")
-@option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-        help="The tokenizer.json to write (use it with --tokenization hf:OUT).")
-@settings_options(TokenizerTrainSettings)
-@option("--overwrite", is_flag=True, help="Replace an existing --out tokenizer.json (never another file).")
-def train_tokenizer_cmd(input_files, out, overwrite, **flags):
-    """Learn a byte-level BPE tokenizer (GPT-2's recipe, <|endoftext|> = id 0) from a corpus.
+@main.lazy_command("train-tokenizer")
+def build_train_tokenizer() -> click.Command:
+    from mypt.train_tokenizer import TokenizerTrainSettings
 
-    Streams the corpus: memory holds the trainer's counts, not the text. Needs
-    `pip install 'mypt[hf]'`.
+    @click.command("train-tokenizer", cls=GreedyCommand)
+    @option("--input_files", multiple=True, required=True, metavar="PATH...",
+            help="Text files, directories or globs, read as prepare-dataset reads them. Several allowed.")
+    @option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+            help="The tokenizer.json to write (use it with --tokenization hf:OUT).")
+    @settings_options(TokenizerTrainSettings)
+    @option("--overwrite", is_flag=True, help="Replace an existing --out tokenizer.json (never another file).")
+    def train_tokenizer_cmd(input_files, out, overwrite, **flags):
+        """Learn a byte-level BPE tokenizer (GPT-2's recipe, <|endoftext|> = id 0) from a corpus.
 
-    \b
-    Example:
-      mypt train-tokenizer --input_files corpus/ --vocab_size 32000 --out tok.json
-      mypt prepare-dataset --input_files corpus/ --out_dir data/ds --tokenization hf:tok.json
-    """
-    from mypt.train_tokenizer import train_tokenizer
+        Streams the corpus: memory holds the trainer's counts, not the text. Needs
+        `pip install 'mypt[hf]'`.
 
-    tokenizer = train_tokenizer(list(input_files), out, TokenizerTrainSettings.from_flags(flags), overwrite)
-    click.echo(f"Wrote {out}: byte-level BPE of {tokenizer.vocab_size:,} tokens, end of text "
-               f"<|endoftext|> = {tokenizer.eot_id}; use it with --tokenization hf:{out}")
+        \b
+        Example:
+          mypt train-tokenizer --input_files corpus/ --vocab_size 32000 --out tok.json
+          mypt prepare-dataset --input_files corpus/ --out_dir data/ds --tokenization hf:tok.json
+        """
+        from mypt.train_tokenizer import train_tokenizer
+
+        tokenizer = train_tokenizer(list(input_files), out, TokenizerTrainSettings.from_flags(flags), overwrite)
+        click.echo(f"Wrote {out}: byte-level BPE of {tokenizer.vocab_size:,} tokens, end of text "
+                   f"<|endoftext|> = {tokenizer.eot_id}; use it with --tokenization hf:{out}")
+
+    return train_tokenizer_cmd
 
 
 @main.command("verify-dataset")
@@ -149,9 +163,12 @@ def train_cmd(**flags):
     Example:
       mypt train --dataset_dir data/my_dataset --model_name my_model --config_file 150M --max_iters 50000
     """
-    from mypt.train_command import run_from_flags
+    from mypt.startup import gc_paused
 
-    run_from_flags(flags, log=click.echo)
+    with gc_paused():  # until the run is built (torch's imports): see mypt.startup
+        from mypt.train_command import run_from_flags
+
+        run_from_flags(flags, log=click.echo)
 
 
 @main.command("generate")

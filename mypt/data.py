@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from mypt.errors import ConfigError, DataError
-from mypt.readers import looks_binary, reader_for
 from mypt.shards import METADATA_FILE, TOKEN_BYTES, list_shards, read_metadata, shard_tokens
 from mypt.tokenizers import Tokenizer
 
@@ -449,6 +448,8 @@ def load_text_tokens(path: Path, tokenizer: Tokenizer) -> np.ndarray:
 def read_input_text(path: Path) -> str:
     """The text of --input_file, refused when binary or without text (what prepare-dataset
     would skip or reject)."""
+    from mypt.readers import looks_binary, reader_for  # the input formats: only this mode reads text
+
     if not str(path).endswith(".txt") and reader_for(Path(path)) is not None:
         # .gz/.zst/.jsonl/.parquet would be read as raw bytes here: those go through prepare-dataset.
         raise DataError(f"--input_file {path}: only a plain text file is tokenized in memory; prepare "

@@ -64,7 +64,31 @@ class GreedyCommand(MyptCommand):
 
 
 class MyptGroup(click.Group):
+    """The `mypt` group. `@group.lazy_command(name)` registers a function that builds a
+    subcommand when it is first asked for (run, or shown by --help): a command whose options
+    need heavy modules (prepare-dataset's come from every data step's settings) costs the
+    other commands nothing."""
+
     command_class = MyptCommand
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.builders: dict[str, Callable[[], click.Command]] = {}
+
+    def lazy_command(self, name: str) -> Callable:
+        def register(build: Callable[[], click.Command]) -> Callable[[], click.Command]:
+            self.builders[name] = build
+            return build
+
+        return register
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.builders})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.builders:
+            self.add_command(self.builders[name](), name)
+        return super().get_command(ctx, name)
 
 
 class CheckedType(click.ParamType):

@@ -19,6 +19,7 @@ from mypt.hf import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.shards import METADATA_FILE, read_metadata
+from mypt.startup import resume_gc
 from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
 from mypt.tracking import LiveMetrics, check_metrics_dir
 from mypt.train import configure_optimizer, fit, setup_distributed
@@ -163,6 +164,7 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
         tracker = LiveMetrics(req.metrics_dir, f"{req.model_name}: loss", resume=req.resume)
+    resume_gc()  # the run is built: the collector walks only what training allocates (mypt.startup)
     try:
         return fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,
                    extra, dist, log, on_metrics=tracker)

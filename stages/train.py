@@ -5,14 +5,17 @@ import click
 
 from mypt.config import train_options
 from mypt.options import MyptCommand
-from mypt.train_command import run_from_flags
+from mypt.startup import gc_paused
 
 
 @click.command(cls=MyptCommand)
 @train_options
 def main(**flags):
     """Train MODEL_NAME with all of `mypt train`'s flags."""
-    run_from_flags(flags, log=click.echo)
+    with gc_paused():  # until the run is built (torch's imports): see mypt.startup
+        from mypt.train_command import run_from_flags
+
+        run_from_flags(flags, log=click.echo)
 
 
 if __name__ == "__main__":

@@ -142,12 +142,12 @@ def test_guide_flags_and_kebab_aliases_exist():
         "generate": ["model_name", "prompt"],
     }
     for command, flags in expected.items():
-        params = main.commands[command].params
+        params = main.get_command(None, command).params
         opts = {o for p in params for o in p.opts + p.secondary_opts}
         for flag in flags:
             assert f"--{flag}" in opts and f"--{flag.replace('_', '-')}" in opts, (command, flag)
     # Every training setting is a flag.
-    train_opts = {o for p in main.commands["train"].params for o in p.opts}
+    train_opts = {o for p in main.get_command(None, "train").params for o in p.opts}
     assert {f"--{f.name}" for f in dataclasses.fields(TrainConfig)} <= train_opts
 
 
