@@ -18,11 +18,14 @@ Blank lines are never dropped; nor are lines whose key is shorter than `min_char
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import operator
 import shutil
 from collections import Counter
 from dataclasses import dataclass
+from itertools import chain, compress
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, setting, workers_setting
 from mypt.steps import MANIFEST, Step, read_input
-from mypt.text import block_docs, dedup_key, doc_text, split_blocks
+from mypt.text import block_docs, dedup_keys, doc_text, split_blocks
 
 REC = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])
 BYTES_PER_RECORD_SORTED = 64  # record + lexsort indices + sorted copy + masks
@@ -55,37 +58,44 @@ class DedupSettings(Settings):
     workers: int | None = workers_setting()
 
 
+_HASH = functools.partial(hashlib.blake2b, digest_size=16)
+_DIGEST = operator.methodcaller("digest")
+
+
+def hash_records(lines: list[str], min_chars: int) -> tuple[np.ndarray, Counter]:
+    """The (hash, index) record of every keyed line of `lines` (a block, in order), and
+    the counts of blank, short and keyed lines. C-level passes over the block's lines (keys,
+    lengths, hashes through map), no Python call per line."""
+    keys = dedup_keys(lines)
+    lens = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    keyed = lens >= max(1, min_chars)
+    digests = b"".join(map(_DIGEST, map(_HASH, map(str.encode, compress(keys, keyed.tolist())))))
+    rec = np.empty(int(keyed.sum()), dtype=REC)
+    if rec.size:
+        h = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+        rec["a"], rec["b"], rec["idx"] = h[:, 0], h[:, 1], np.flatnonzero(keyed)
+    blank = int((lens == 0).sum())
+    stats = Counter(lines=len(lines), keyed_lines=rec.size)
+    # Counted only when seen, as the stats of datasets prepared so far were.
+    stats.update(+Counter(blank_lines=blank, short_lines_kept=len(lines) - blank - rec.size))
+    return rec, stats
+
+
 def _hash_block(task) -> tuple[int, Counter]:
     path, start, end, jsonl, min_chars, out = task
-    digests, where, stats, n = [], [], Counter(), 0
-    for lines in block_docs(path, start, end, jsonl):
-        for line in lines:
-            key = dedup_key(line)
-            if not key:
-                stats["blank_lines"] += 1
-            elif len(key) < min_chars:
-                stats["short_lines_kept"] += 1
-            else:
-                digests.append(hashlib.blake2b(key.encode(), digest_size=16).digest())
-                where.append(n)
-            n += 1
-    rec = np.empty(len(digests), dtype=REC)
-    if digests:
-        h = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
-        rec["a"], rec["b"], rec["idx"] = h[:, 0], h[:, 1], where
+    rec, stats = hash_records(list(chain.from_iterable(block_docs(path, start, end, jsonl))), min_chars)
     rec.tofile(out)
-    stats["lines"] += n
-    stats["keyed_lines"] += len(digests)
-    return n, stats
+    return stats["lines"], stats
 
 
 def _write_block(task) -> Counter:
     path, start, end, jsonl, drop_path, first_line, n_lines, out = task
     drop = np.fromfile(drop_path, dtype=np.uint8, count=n_lines, offset=first_line) if n_lines else np.zeros(0, np.uint8)
+    keep = (drop ^ 1).tobytes()  # compress() takes a line where its byte is 1
     stats, i = Counter(documents_emptied=0), 0
     with open(out, "wb") as f:
         for lines in block_docs(path, start, end, jsonl):
-            kept = [line for j, line in enumerate(lines) if not drop[i + j]]
+            kept = list(compress(lines, keep[i:i + len(lines)]))
             i += len(lines)
             if jsonl and all(not line.strip() for line in kept):
                 stats["documents_emptied"] += 1
