@@ -15,6 +15,7 @@ from pathlib import Path
 from mypt.errors import InputError
 from mypt.io import check_replaceable
 from mypt.lock import output_lock
+from mypt.parallel import shared_pool
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.steps.clean import CleanSettings, clean
@@ -110,14 +111,17 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        clean(input_files, work / "clean", settings.clean)
-        text_dir = work / "clean"
-        if settings.dedup.enabled:
-            dedup(work / "clean", work / "dedup", settings.dedup)
-            shutil.rmtree(work / "clean")
-            text_dir = work / "dedup"
-        tokenizer = tokenizer or build_vocab(text_dir, settings.tokenize)
-        tokenize(text_dir, work / "tokens", tokenizer, settings.tokenize)
+        # One pool of workers for the steps that map (the pool is gone before shard and split:
+        # its workers hold the tokenizer, and the process tree's peak memory is split's).
+        with shared_pool(settings.clean.workers):
+            clean(input_files, work / "clean", settings.clean)
+            text_dir = work / "clean"
+            if settings.dedup.enabled:
+                dedup(work / "clean", work / "dedup", settings.dedup)
+                shutil.rmtree(work / "clean")
+                text_dir = work / "dedup"
+            tokenizer = tokenizer or build_vocab(text_dir, settings.tokenize)
+            tokenize(text_dir, work / "tokens", tokenizer, settings.tokenize)
         shutil.rmtree(text_dir)
         shard(work / "tokens", work / "shards", settings.shard)
         shutil.rmtree(work / "tokens")
