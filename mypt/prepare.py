@@ -2,7 +2,10 @@
 split) in a work directory that is removed afterwards, so only the dataset remains.
 
 The DVC stages call the same step functions one at a time (mypt.steps), and both give
-byte-identical shards from the same input and settings.
+byte-identical shards from the same input and settings. Where one step would only read back
+what the previous one wrote, prepare-dataset streams instead, through the same functions:
+clean hashes the lines it writes for dedup (dedup's first phase), and one pool of workers
+serves every step.
 """
 
 from __future__ import annotations
@@ -114,11 +117,15 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
         # One pool of workers for the steps that map (the pool is gone before shard and split:
         # its workers hold the tokenizer, and the process tree's peak memory is split's).
         with shared_pool(settings.clean.workers):
-            clean(input_files, work / "clean", settings.clean)
+            # The clean step also hashes the lines it writes for dedup (dedup's first phase),
+            # so they are not read back.
+            hashed = work / "hashed" if settings.dedup.enabled else None
+            clean(input_files, work / "clean", settings.clean, hash_dir=hashed, dedup_min_chars=settings.dedup.min_chars)
             text_dir = work / "clean"
             if settings.dedup.enabled:
-                dedup(work / "clean", work / "dedup", settings.dedup)
+                dedup(work / "clean", work / "dedup", settings.dedup, hashed=hashed)
                 shutil.rmtree(work / "clean")
+                shutil.rmtree(hashed)
                 text_dir = work / "dedup"
             tokenizer = tokenizer or build_vocab(text_dir, settings.tokenize)
             tokenize(text_dir, work / "tokens", tokenizer, settings.tokenize)

@@ -10,6 +10,8 @@ unchanged (block_text reads it back exactly).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import operator
 import re
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from itertools import compress, count
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+import numpy as np
 
 BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small enough to bound memory
 
@@ -187,6 +191,31 @@ def dedup_keys(lines: list[str]) -> list[str]:
 def dedup_key(line: str) -> str:
     """The dedup key of one line (see dedup_keys)."""
     return dedup_keys([line])[0]
+
+
+DEDUP_RECORD = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])  # a key's 128-bit hash, its line
+_HASH = functools.partial(hashlib.blake2b, digest_size=16)
+_DIGEST = operator.methodcaller("digest")
+
+
+def hash_records(lines: list[str], min_chars: int) -> tuple[np.ndarray, Counter]:
+    """The dedup record (BLAKE2b-128 of the key, index in `lines`) of every line whose key has
+    at least `min_chars` characters (and one), and the counts of lines, keyed lines and, when
+    seen, blank and short lines. C-level passes over the lines (keys, lengths, hashes through
+    map): no Python call per line."""
+    keys = dedup_keys(lines)
+    lens = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    keyed = lens >= max(1, min_chars)
+    digests = b"".join(map(_DIGEST, map(_HASH, map(str.encode, compress(keys, keyed.tolist())))))
+    rec = np.empty(int(keyed.sum()), dtype=DEDUP_RECORD)
+    if rec.size:
+        h = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+        rec["a"], rec["b"], rec["idx"] = h[:, 0], h[:, 1], np.flatnonzero(keyed)
+    blank = int((lens == 0).sum())
+    stats = Counter(lines=len(lines), keyed_lines=rec.size)
+    # Counted only when seen, as the stats of datasets prepared so far were.
+    stats.update(+Counter(blank_lines=blank, short_lines_kept=len(lines) - blank - rec.size))
+    return rec, stats
 
 
 def block_docs(path: Path, start: int, end: int, jsonl: bool) -> Iterator[list[str]]:
