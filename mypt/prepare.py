@@ -4,8 +4,8 @@ split) in a work directory that is removed afterwards, so only the dataset remai
 The DVC stages call the same step functions one at a time (mypt.steps), and both give
 byte-identical shards from the same input and settings. Where one step would only read back
 what the previous one wrote, prepare-dataset streams instead, through the same functions:
-clean hashes the lines it writes for dedup (dedup's first phase), and one pool of workers
-serves every step.
+clean hashes the lines it writes for dedup (dedup's first phase), split reads the token
+files in place of the shards (shard.sharded_view), and one pool of workers serves every step.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, dedup
-from mypt.steps.shard import ShardSettings, shard
-from mypt.steps.split import SplitSettings, split
+from mypt.steps.shard import ShardSettings, sharded_view
+from mypt.steps.split import SplitSettings, split_tokens
 from mypt.steps.tokenize import TokenizeSettings, tokenize
 from mypt.steps.vocab import build_vocab
 from mypt.text import display_name
@@ -130,8 +130,8 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
             tokenizer = tokenizer or build_vocab(text_dir, settings.tokenize)
             tokenize(text_dir, work / "tokens", tokenizer, settings.tokenize)
         shutil.rmtree(text_dir)
-        shard(work / "tokens", work / "shards", settings.shard)
-        shutil.rmtree(work / "tokens")
-        return split(work / "shards", out_dir, settings.split)
+        # split reads the token files as the shards would hold them: writing the shards would
+        # only copy them once more.
+        return split_tokens(*sharded_view(work / "tokens", settings.shard), work / "tokens", out_dir, settings.split)
     finally:
         shutil.rmtree(work, ignore_errors=True)
