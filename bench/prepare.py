@@ -8,6 +8,9 @@ Builds corpora of each size given, then prints, for each size:
     input. The two agree when dedup drops nothing (generated text); on real text dedup drops
     the corpus' own duplicates (a quarter of the demo: the plays' two editions, Milton's
     copies), which prepare-dataset reads and cleans but does not tokenize or count;
+  - the CPU time (user + sys) of prepare-dataset's whole process tree next to the ceiling's
+    (all its threads), as tokens per CPU second: on a shared machine, where the wall-clock
+    shares move with the neighbours' load, this one does not;
   - peak RSS of the whole process tree (parent + workers, sampled every 50 ms) and of the
     largest single process.
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tarfile
@@ -155,22 +159,26 @@ def dir_mb(d: Path) -> float:
     return sum(p.stat().st_size for p in d.iterdir()) / 2**20
 
 
-def ceiling(root: Path, threads: int) -> tuple[int, float]:
+def ceiling(root: Path, threads: int) -> tuple[int, float, float]:
+    """Tokens, wall seconds and CPU seconds (all threads) of encode_ordinary_batch on the corpus."""
     from mypt.tokenizers.gpt2 import _r50k_encoding
 
     enc = _r50k_encoding()
-    tokens, elapsed = 0, 0.0
+    tokens, elapsed, cpu = 0, 0.0, 0.0
     for path in sorted(root.glob("*.txt")):
         lines = path.read_text().splitlines(keepends=True)
         batches = ["".join(lines[j:j + 2000]) for j in range(0, len(lines), 2000)]
         del lines
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tokens += sum(len(x) for x in enc.encode_ordinary_batch(batches, num_threads=threads))
-        elapsed += time.perf_counter() - t0
-    return tokens, elapsed
+        elapsed, cpu = elapsed + time.perf_counter() - t0, cpu + time.process_time() - c0
+    return tokens, elapsed, cpu
 
 
-def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, dict]:
+def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, dict, float]:
+    """Wall seconds, peak RSS of the tree and of one process, the metadata, and the CPU
+    seconds of the whole tree (the workers are reaped by the command, which we reap)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", str(root), "--out_dir", str(out),
            "--workers", str(workers), "--tokenization", "gpt2"]
     t0 = time.perf_counter()
@@ -185,12 +193,14 @@ def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, d
         peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss))
         time.sleep(0.05)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     output = proc.stdout.read()
     if proc.returncode:
         raise SystemExit(f"prepare-dataset failed:\n{output}")
     from mypt.shards import read_metadata
 
-    return wall, peak_tree, peak_one, read_metadata(out)
+    return wall, peak_tree, peak_one, read_metadata(out), cpu
 
 
 def main() -> None:
@@ -217,33 +227,38 @@ def main() -> None:
             else:
                 generate(root, size, words, p)
             print(f"\n[{size} MB, {text} text] corpus written in {time.perf_counter() - t0:.0f} s")
-            tok, sec = ceiling(root, args.workers)
-            print(f"  ceiling  tiktoken encode_ordinary_batch: {tok:,} tokens in {sec:.1f} s = {tok / sec / 1e6:.2f} M tok/s")
-            wall, tree, one, meta = run_prepare(root, Path(tmp) / f"ds_{size}", args.workers)
+            tok, sec, ceiling_cpu = ceiling(root, args.workers)
+            print(f"  ceiling  tiktoken encode_ordinary_batch: {tok:,} tokens in {sec:.1f} s = {tok / sec / 1e6:.2f} M tok/s "
+                  f"(CPU {ceiling_cpu:.1f} s)")
+            wall, tree, one, meta, cpu = run_prepare(root, Path(tmp) / f"ds_{size}", args.workers)
             total = meta["total_tokens"]
             share = (total / wall) / (tok / sec)
             print(f"  mypt prepare-dataset (dedup on):     {total:,} tokens in {wall:.1f} s = "
                   f"{total / wall / 1e6:.2f} M tok/s = {share:.0%} of the ceiling "
                   f"(time: {sec / wall:.0%} of the ceiling's for the same input)")
+            print(f"  CPU (user+sys, whole tree): {cpu:.1f} s = the ceiling's CPU x {cpu / ceiling_cpu:.2f}; "
+                  f"tokens per CPU second {(total / cpu) / (tok / ceiling_cpu):.0%} of the ceiling's")
             print(f"  peak RSS: process tree {tree / 2**20:.0f} MB, largest process {one / 2**20:.0f} MB")
-            rows.append((size, f"txt {text}", size, total / wall / 1e6, size / wall, share, sec / wall, tree / 2**20))
+            rows.append((size, f"txt {text}", size, total / wall / 1e6, size / wall, share, sec / wall,
+                         (total / cpu) / (tok / ceiling_cpu), tree / 2**20))
             if args.formats:
                 t0 = time.perf_counter()
                 dirs = write_formats(root, Path(tmp) / f"formats_{size}")
                 print(f"  formats written in {time.perf_counter() - t0:.0f} s (documents of {DOC_LINES} lines)")
                 for fmt, d in dirs.items():
-                    wall, tree, one, meta = run_prepare(d, Path(tmp) / f"ds_{size}_{fmt}", args.workers)
+                    wall, tree, one, meta, cpu = run_prepare(d, Path(tmp) / f"ds_{size}_{fmt}", args.workers)
                     total = meta["total_tokens"]
                     share = (total / wall) / (tok / sec)
                     print(f"  .{fmt:<9} ({dir_mb(d):.0f} MB on disk): {total:,} tokens in {wall:.1f} s = "
                           f"{total / wall / 1e6:.2f} M tok/s = {size / wall:.1f} MB text/s = {share:.0%} of the "
                           f"ceiling; peak RSS tree {tree / 2**20:.0f} MB")
                     rows.append((size, f"{fmt} {text}", dir_mb(d), total / wall / 1e6, size / wall, share, sec / wall,
-                                 tree / 2**20))
+                                 (total / cpu) / (tok / ceiling_cpu), tree / 2**20))
             subprocess.run(["rm", "-rf", str(root), *map(str, Path(tmp).glob(f"*_{size}*"))], check=True)
-    print("\nsize_mb  format, text        disk_mb  M_tok/s  text_MB/s  of_ceiling  time_share  peak_tree_rss_mb")
-    for size, fmt, disk, rate, mbs, share, time_share, rss in rows:
-        print(f"{size:7d}  {fmt:<18}  {disk:7.0f}  {rate:7.2f}  {mbs:9.1f}  {share:10.0%}  {time_share:10.0%}  {rss:16.0f}")
+    print("\nsize_mb  format, text        disk_mb  M_tok/s  text_MB/s  of_ceiling  time_share  cpu_share  peak_tree_rss_mb")
+    for size, fmt, disk, rate, mbs, share, time_share, cpu_share, rss in rows:
+        print(f"{size:7d}  {fmt:<18}  {disk:7.0f}  {rate:7.2f}  {mbs:9.1f}  {share:10.0%}  {time_share:10.0%}  "
+              f"{cpu_share:9.0%}  {rss:16.0f}")
 
 
 if __name__ == "__main__":
