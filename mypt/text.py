@@ -1,5 +1,9 @@
-"""Text: blocks of files, decoding, normalization, line filters, dedup keys, and the
-intermediate text format the data steps pass along.
+"""Text: blocks of files, decoding, normalization, line filters, dedup keys and their hash
+records, and the intermediate text format the data steps pass along.
+
+The per-line rules (normalize, LineFilter.reason, the dedup key) are applied to whole blocks
+by C-level passes (str and bytes methods, map over lists of lines): a Python call per line
+cost more than tokenizing the line. Tests hold each block function to its per-line rule.
 
 Input formats are read by mypt.readers. Nothing here holds more than one block of one file
 in memory: a block is a byte range of a plain file that starts and ends at a line boundary.
