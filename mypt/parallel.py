@@ -31,7 +31,7 @@ _SHARED: dict[int, multiprocessing.pool.Pool] = {}  # workers -> the pool of an 
 @contextlib.contextmanager
 def shared_pool(workers: int | None) -> Iterator[None]:
     """Inside the block, every parallel_map with this worker count runs in one pool, started
-    on first use: prepare-dataset maps five times, and each fresh pool of spawned workers
+    on first use: prepare-dataset maps four times, and each fresh pool of spawned workers
     re-imports numpy and re-loads the tokenizer (about 0.5 s of CPU a worker)."""
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or workers in _SHARED:

@@ -114,14 +114,16 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        # One pool of workers for the steps that map (the pool is gone before shard and split:
-        # its workers hold the tokenizer, and the process tree's peak memory is split's).
+        # A pool of workers serves the steps that map, started on first use. Two in turn: one
+        # for clean, one from dedup's write phase to tokenize, so that no idle worker adds to
+        # the memory of dedup's decide phase in the parent (and none to split's).
         with shared_pool(settings.clean.workers):
             # The clean step also hashes the lines it writes for dedup (dedup's first phase),
             # so they are not read back.
             hashed = work / "hashed" if settings.dedup.enabled else None
             clean(input_files, work / "clean", settings.clean, hash_dir=hashed, dedup_min_chars=settings.dedup.min_chars)
-            text_dir = work / "clean"
+        text_dir = work / "clean"
+        with shared_pool(settings.clean.workers):
             if settings.dedup.enabled:
                 dedup(work / "clean", work / "dedup", settings.dedup, hashed=hashed)
                 shutil.rmtree(work / "clean")
