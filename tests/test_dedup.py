@@ -7,8 +7,10 @@ import pytest
 import json
 import random
 
+import numpy as np
+
 from mypt.steps.clean import CleanSettings, clean
-from mypt.steps.dedup import DedupSettings, dedup
+from mypt.steps.dedup import REC, DedupSettings, _duplicate_lines, dedup
 from mypt.text import dedup_key
 
 
@@ -68,3 +70,21 @@ def test_dedup_exact_across_files_far_beyond_memory_budget(tmp_path):
     # Documents whose every line was a duplicate are dropped, and counted.
     n_docs = len((tmp_path / "small" / small["sources"][-1]["file"]).read_text().splitlines())
     assert n_docs == 2000 - stats["documents_emptied"] and stats["documents_emptied"] > 0
+
+
+def test_duplicates_found_by_full_hash_even_when_first_halves_collide():
+    # Two keys share their first 64 bits (b = 1 and 2 under a = 5): duplicates are records
+    # whose full 128-bit hash a lower line has, whatever order the records come in.
+    rec = np.zeros(7, dtype=REC)
+    rec["a"] = [5, 7, 5, 5, 7, 5, 9]
+    rec["b"] = [1, 3, 2, 1, 3, 2, 1]
+    for idx in ([0, 1, 2, 3, 4, 5, 6], [5, 1, 4, 0, 3, 2, 6]):
+        rec["idx"] = idx
+        first: dict = {}
+        for a, b, i in sorted(zip(rec["a"], rec["b"], rec["idx"]), key=lambda r: r[2]):
+            first.setdefault((a, b), i)
+        expected = sorted(i for a, b, i in zip(rec["a"], rec["b"], rec["idx"]) if first[(a, b)] != i)
+        assert sorted(_duplicate_lines(rec).tolist()) == expected
+    rec["a"] = [5, 7, 6, 5, 7, 6, 9]  # no collision of first halves: the stable-sort path
+    rec["idx"] = range(7)
+    assert sorted(_duplicate_lines(rec).tolist()) == [3, 4, 5]

@@ -1,10 +1,13 @@
+import random
+import re
+import unicodedata
 from collections import Counter
 
 import pytest
 
 from mypt.errors import InputError
 from mypt.readers import resolve_inputs
-from mypt.text import LineFilter, clean_lines, dedup_key, normalize
+from mypt.text import LineFilter, clean_lines, dedup_key, dedup_keys, normalize
 
 
 def test_normalize_nfc_newlines_controls_trailing_space():
@@ -27,6 +30,58 @@ def test_line_filter_reasons_and_blank_lines_kept():
 
 def test_dedup_key_folds_case_and_whitespace():
     assert dedup_key("  The   KING\tis dead ") == dedup_key("the king is dead") == "the king is dead"
+
+
+# Pieces of lines that make the block-level passes take every branch: non-ASCII letters only,
+# digits and punctuation only, whitespace of every kind, case folds that change length.
+PIECES = ["The", "king", "STRASSE", "\u00df", "\u0130", "caf\u00e9", "\u4e2d\u6587", "\u03a3\u03c3",
+          "12", "--", "!?", "_", " ", "  ", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u00a0", "\u2028",
+          "\u3000", "\ud800", ""]
+
+
+def random_block(rng: random.Random, n_lines: int, pieces: list[str] = PIECES) -> str:
+    return "\n".join("".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(n_lines))
+
+
+def reference_normalize(text: str) -> str:
+    """normalize as one regular expression a rule (its first version)."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = re.sub("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]", "", text)
+    return re.sub(r"[^\S\n]+$", "", text, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_normalize_equals_its_reference(seed):
+    rng = random.Random(seed)
+    ascii_pieces = [p for p in PIECES if p.isascii()] + ["\x01", "\x7f", "\t\n", " \n", "\n"]
+    for pieces in (PIECES, ascii_pieces, ["a", "b c", "\n", " "], ["word", " ", "\n"]):
+        text = random_block(rng, rng.choice([1, 5, 200]), pieces)
+        assert normalize(text) == reference_normalize(text)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_block_level_filter_and_keys_equal_the_per_line_rules(seed):
+    # clean_lines and dedup_keys work over whole blocks; they must give what the rule of
+    # each line gives (LineFilter.reason, casefold + split + join).
+    rng = random.Random(seed)
+    text = random_block(rng, rng.choice([1, 5, 200]))
+    line_filter = LineFilter(max_line_chars=rng.choice([3, 10, 100]))
+    for normalize_text in (False, True):
+        drops, expected_drops = Counter(), Counter()
+        lines = clean_lines(text, normalize_text, line_filter, drops)
+        base = normalize(text) if normalize_text else text
+        expected = []
+        for line in base.removesuffix("\n").split("\n"):
+            why = line_filter.reason(line)
+            if why:
+                expected_drops[why] += 1
+            else:
+                expected.append(line)
+        assert lines == expected and drops == expected_drops
+    lines = text.split("\n")
+    assert dedup_keys(lines) == [" ".join(line.casefold().split()) for line in lines]
+    regular = ["the king is dead", "long live the king", "x"]
+    assert dedup_keys(regular) == regular and dedup_keys([]) == []
 
 
 def test_resolve_inputs_sorted_dirs_globs(tmp_path):

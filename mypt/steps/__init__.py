@@ -17,6 +17,9 @@ from mypt.errors import InputError
 from mypt.io import read_json
 
 MANIFEST = "manifest.json"  # what a step's output directory holds: sources, settings, stats
+# prepare-dataset's clean step hashes lines for dedup as it writes them; this file (beside the
+# records) lists the record files, their line counts and the pieces of the clean output.
+HASHED_FILE = "hashed.json"
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
 from mypt.readers import looks_binary, reader_for, resolve_inputs, suffixes
 from mypt.settings import Settings, setting, workers_setting
-from mypt.steps import MANIFEST, Step
-from mypt.text import DecodeCounter, LineFilter, clean_lines, display_name, doc_text
+from mypt.steps import HASHED_FILE, MANIFEST, Step
+from mypt.text import BLOCK_BYTES, DecodeCounter, LineFilter, clean_lines, display_name, doc_text, hash_records
 
 STEP = Step("clean")
 
@@ -36,14 +36,58 @@ def _source_file(index: int, path: Path, jsonl: bool) -> str:
     return f"{index:05d}-{stem}.{'jsonl' if jsonl else 'txt'}"
 
 
-def _clean_block(task) -> tuple[Counter, tuple[int, str] | None]:
-    """Clean one block into `out`; returns the counts and the block's first bad record."""
-    path, start, end, normalize, max_line_chars, text_key, strict, out = task
+HASH_FLUSH_LINES = 1 << 16  # lines hashed at a time when the clean step hashes for dedup
+
+
+class _Hasher:
+    """The dedup step's first phase done while cleaning (prepare-dataset): the (hash, line)
+    records of the lines a block writes, and where each piece of its output ends (bytes,
+    lines) so that dedup's write phase reads it in pieces of about a block."""
+
+    def __init__(self, out: Path | None, min_chars: int):
+        self.file = open(out, "wb") if out is not None else None
+        self.min_chars, self.lines, self.n, self.stats = min_chars, [], 0, Counter()
+        self.pieces: list[tuple[int, int]] = []  # (bytes, lines) of each piece of the output
+        self.piece_start, self._piece_lines = 0, 0  # where the current piece starts (byte, line)
+
+    def add(self, lines: list[str]) -> None:
+        if self.file is not None:
+            self.lines += lines
+            if len(self.lines) >= HASH_FLUSH_LINES:
+                self.flush()
+
+    def flush(self) -> None:
+        rec, stats = hash_records(self.lines, self.min_chars)
+        rec["idx"] += self.n
+        rec.tofile(self.file)
+        self.n += len(self.lines)
+        self.stats.update(stats)
+        self.lines = []
+
+    def end_piece(self, pos: int) -> None:
+        """End the current piece of the output at byte `pos` (all written so far)."""
+        if self.file is not None and pos > self.piece_start:
+            lines = self.n + len(self.lines)
+            self.pieces.append((pos - self.piece_start, lines - self._piece_lines))
+            self.piece_start, self._piece_lines = pos, lines
+
+    def close(self) -> None:
+        if self.file is not None:
+            if self.lines:
+                self.flush()
+            self.file.close()
+
+
+def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, dict | None]:
+    """Clean one block into `out`; returns the counts, the block's first bad record, and with
+    `hash_out` the dedup hashing of what it wrote (_Hasher)."""
+    path, start, end, normalize, max_line_chars, text_key, strict, out, hash_out, min_chars = task
     reader = reader_for(path, text_key=text_key, strict=strict)
     line_filter = LineFilter(max_line_chars) if max_line_chars else None
     stats = Counter(lines_out=0, documents_in=0, documents_out=0, documents_emptied=0, bad_json_lines=0)
     drops = Counter(dict.fromkeys(LineFilter.REASONS, 0)) if line_filter else Counter()
     decoder = DecodeCounter()
+    hasher = _Hasher(hash_out, min_chars)
     with open(out, "wb") as f:
         for text in reader.checked_texts(start, end, decoder, stats):
             lines = clean_lines(text, normalize, line_filter, drops)
@@ -54,6 +98,8 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None]:
                     # added after a document's last line.
                     exact = not normalize and line_filter is None
                     f.write((text if exact else "\n".join(lines) + "\n").encode("utf-8"))
+                    hasher.add(lines)
+                    hasher.end_piece(f.tell())
                 continue
             if all(not line.strip() for line in lines):
                 stats["documents_emptied"] += 1
@@ -61,15 +107,26 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None]:
             stats["lines_out"] += len(lines)
             stats["documents_out"] += 1
             f.write(doc_text(lines, jsonl=True).encode("utf-8"))
+            hasher.add(lines)
+            if f.tell() - hasher.piece_start >= BLOCK_BYTES:
+                hasher.end_piece(f.tell())
+        hasher.end_piece(f.tell())
+    hasher.close()
     stats["invalid_utf8_bytes_replaced"] += decoder.replaced
     for reason, n in drops.items():
         stats[f"dropped_{reason}"] += n
-    return stats, reader.first_bad
+    hashed = None if hash_out is None else {"lines": hasher.n, "pieces": hasher.pieces, "stats": dict(hasher.stats)}
+    return stats, reader.first_bad, hashed
 
 
-def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = CleanSettings()) -> dict:
+def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = CleanSettings(),
+          hash_dir: Path | None = None, dedup_min_chars: int = 0) -> dict:
     """Decode, normalize and filter the inputs into `out_dir` (one file per source: .txt for
-    a one-document source, .jsonl for a source of many documents)."""
+    a one-document source, .jsonl for a source of many documents).
+
+    With `hash_dir` (prepare-dataset), also do the dedup step's first phase on the lines as
+    they are written, instead of dedup reading them back: `hash_dir` receives the (hash,
+    line) records and HASHED_FILE, which `dedup(..., hashed=hash_dir)` takes."""
     paths = resolve_inputs(input_files)
     max_line_chars = settings.max_line_chars if settings.filter else 0
     with staged_dir(out_dir, paths, marker=MANIFEST) as stage:
@@ -88,17 +145,31 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
             sources.append(source)
             blocks = reader.checked_blocks()
             source["_parts"] = [stage / f".part_{len(tasks) + i:06d}" for i in range(len(blocks))]
-            tasks += [(path, s, e, settings.normalize, max_line_chars, settings.text_key, settings.strict, part)
-                      for (s, e), part in zip(blocks, source["_parts"])]
+            tasks += [(path, s, e, settings.normalize, max_line_chars, settings.text_key, settings.strict, part,
+                       hash_dir / f"{len(tasks) + i:06d}.rec" if hash_dir is not None else None, dedup_min_chars)
+                      for i, ((s, e), part) in enumerate(zip(blocks, source["_parts"]))]
         if not sources:
             raise InputError(f"--input_files: no text to read; binary files skipped: {', '.join(skipped)}")
+        if hash_dir is not None:
+            hash_dir.mkdir(parents=True, exist_ok=True)
         results = parallel_map(_clean_block, tasks, settings.workers, "clean")
-        stats = merge_counts(counts for counts, _ in results)
+        stats = merge_counts(counts for counts, _, _ in results)
         # The first bad record in corpus order: blocks come back in task order, so whatever
         # the worker count the earliest block that saw one names it.
         first_bad = next((reader_for(task[0]).location(task[1], bad[0]) + f": {bad[1]}"
-                          for task, (_, bad) in zip(tasks, results) if bad), None)
+                          for task, (_, bad, _) in zip(tasks, results) if bad), None)
+        hashed = iter(hashed for _, _, hashed in results)
+        hash_files, hash_lines, pieces = [], [], []  # dedup's phase 1, done: see HASHED_FILE
         for source in sources:
+            offset = 0
+            for part in source["_parts"]:
+                if hash_dir is not None:
+                    h = next(hashed)
+                    hash_files.append(f"{len(hash_files):06d}.rec")
+                    hash_lines.append(h["lines"])
+                    for size, lines in h["pieces"]:
+                        pieces.append([source["file"], source["jsonl"], offset, offset + size, lines])
+                        offset += size
             with atomic_file(stage / source["file"]) as f:
                 size = concat_files(source.pop("_parts"), f)
             if not source["jsonl"]:
@@ -116,4 +187,7 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
         if first_bad:  # only then: the metadata of a corpus without bad lines is unchanged
             manifest["first_bad_json_line"] = first_bad
         write_json(stage / MANIFEST, manifest)
+    if hash_dir is not None:
+        write_json(hash_dir / HASHED_FILE, {"files": hash_files, "lines": hash_lines, "pieces": pieces,
+                                            "stats": dict(merge_counts(Counter(h["stats"]) for _, _, h in results))})
     return manifest

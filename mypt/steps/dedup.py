@@ -5,7 +5,8 @@ The key of a line is `text.dedup_key` (case and whitespace folded). Each key is 
 n^2 / 2^129, i.e. 1e-21 for a billion lines, so the dedup is exact in practice.
 
 Phases, with files between them (datatrove-style), so memory never holds the corpus:
-1. hash (parallel, per block): write (hash, line index) records for every keyed line;
+1. hash (parallel, per block): write (hash, line index) records for every keyed line
+   (text.hash_records; prepare-dataset's clean step does it as it writes the lines);
 2. partition: when the records outgrow `memory_mb`, scatter them by hash into P runs
    on disk, each small enough to sort within the budget;
 3. decide (per run): sort by (hash, index); every record after the first of its hash is
@@ -18,24 +19,24 @@ Blank lines are never dropped; nor are lines whose key is shorter than `min_char
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
 from collections import Counter
 from dataclasses import dataclass
+from itertools import chain, compress
 from pathlib import Path
 
 import numpy as np
 
 from mypt.errors import InputError
-from mypt.io import atomic_file, concat_files, staged_dir, write_json
+from mypt.io import atomic_file, concat_files, read_json, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, setting, workers_setting
-from mypt.steps import MANIFEST, Step, read_input
-from mypt.text import block_docs, dedup_key, doc_text, split_blocks
+from mypt.steps import HASHED_FILE, MANIFEST, Step, read_input
+from mypt.text import DEDUP_RECORD, block_docs, doc_text, hash_records, split_blocks
 
-REC = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])
-BYTES_PER_RECORD_SORTED = 64  # record + lexsort indices + sorted copy + masks
+REC = DEDUP_RECORD
+BYTES_PER_RECORD_SORTED = 64  # record + sort indices + one sorted column + masks (_duplicate_lines; a lexsort more)
 MAX_RUNS = 512
 
 
@@ -57,35 +58,19 @@ class DedupSettings(Settings):
 
 def _hash_block(task) -> tuple[int, Counter]:
     path, start, end, jsonl, min_chars, out = task
-    digests, where, stats, n = [], [], Counter(), 0
-    for lines in block_docs(path, start, end, jsonl):
-        for line in lines:
-            key = dedup_key(line)
-            if not key:
-                stats["blank_lines"] += 1
-            elif len(key) < min_chars:
-                stats["short_lines_kept"] += 1
-            else:
-                digests.append(hashlib.blake2b(key.encode(), digest_size=16).digest())
-                where.append(n)
-            n += 1
-    rec = np.empty(len(digests), dtype=REC)
-    if digests:
-        h = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
-        rec["a"], rec["b"], rec["idx"] = h[:, 0], h[:, 1], where
+    rec, stats = hash_records(list(chain.from_iterable(block_docs(path, start, end, jsonl))), min_chars)
     rec.tofile(out)
-    stats["lines"] += n
-    stats["keyed_lines"] += len(digests)
-    return n, stats
+    return stats["lines"], stats
 
 
 def _write_block(task) -> Counter:
     path, start, end, jsonl, drop_path, first_line, n_lines, out = task
     drop = np.fromfile(drop_path, dtype=np.uint8, count=n_lines, offset=first_line) if n_lines else np.zeros(0, np.uint8)
+    keep = (drop ^ 1).tobytes()  # compress() takes a line where its byte is 1
     stats, i = Counter(documents_emptied=0), 0
     with open(out, "wb") as f:
         for lines in block_docs(path, start, end, jsonl):
-            kept = [line for j, line in enumerate(lines) if not drop[i + j]]
+            kept = list(compress(lines, keep[i:i + len(lines)]))
             i += len(lines)
             if jsonl and all(not line.strip() for line in kept):
                 stats["documents_emptied"] += 1
@@ -96,21 +81,57 @@ def _write_block(task) -> Counter:
     return stats
 
 
-def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings: DedupSettings,
-                work_dir: Path) -> dict:
-    """Dedup the cleaned files `sources` ((path, is_jsonl) in corpus order) into `outputs`."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    blocks = [(src, jsonl, start, end) for src, jsonl in sources for start, end in split_blocks(src)]
+def _duplicate_lines(rec: np.ndarray) -> np.ndarray:
+    """The line indices of the records whose hash a lower line of the run already has.
 
-    # 1. hash
-    hash_files = [work_dir / f"hash_{i:06d}.rec" for i in range(len(blocks))]
-    results = parallel_map(_hash_block, [(src, s, e, jsonl, settings.min_chars, out)
-                                         for (src, jsonl, s, e), out in zip(blocks, hash_files)],
-                           settings.workers, "dedup: hash")
-    counts = [n for n, _ in results]
-    stats = merge_counts(c for _, c in results)
+    A run's records come in line order (files in corpus order, each in line order; the
+    partition is a stable sort), so a stable sort on the first 64 bits alone orders them by
+    hash and then line, with one column in memory at a time beside the records: about half
+    the memory of a lexsort of all three, which leaves room in memory_mb for the worker
+    processes beside. Two distinct keys with equal first halves fall back to that lexsort."""
+    idx = rec["idx"]
+    if idx.size > 1 and (idx[1:] > idx[:-1]).all():
+        order = np.argsort(rec["a"], kind="stable")
+        a = rec["a"][order]
+        same = a[1:] == a[:-1]
+        del a
+        b = rec["b"][order]
+        same_b = b[1:] == b[:-1]
+        del b
+        if not (same & ~same_b).any():
+            return idx[order][1:][same & same_b]
+    # Records out of line order, or two keys with equal first halves: sort by all three columns.
+    order = np.lexsort((idx, rec["b"], rec["a"]))
+    a, b = rec["a"][order], rec["b"][order]
+    return idx[order][1:][(a[1:] == a[:-1]) & (b[1:] == b[:-1])]
+
+
+def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings: DedupSettings,
+                work_dir: Path, hashed: Path | None = None) -> dict:
+    """Dedup the cleaned files `sources` ((path, is_jsonl) in corpus order) into `outputs`.
+    `hashed`: phase 1 was done by the clean step (clean(hash_dir=...)), which left there the
+    records, their line counts and the pieces of its output to write (clean.HASHED_FILE)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if hashed is None:
+        blocks = [(src, jsonl, start, end) for src, jsonl in sources for start, end in split_blocks(src)]
+        # 1. hash
+        hash_files = [work_dir / f"hash_{i:06d}.rec" for i in range(len(blocks))]
+        results = parallel_map(_hash_block, [(src, s, e, jsonl, settings.min_chars, out)
+                                             for (src, jsonl, s, e), out in zip(blocks, hash_files)],
+                               settings.workers, "dedup: hash")
+        hash_counts = counts = [n for n, _ in results]
+        stats = merge_counts(c for _, c in results)
+    else:
+        done = read_json(Path(hashed) / HASHED_FILE)
+        hash_files, hash_counts = [Path(hashed) / name for name in done["files"]], done["lines"]
+        folder = {src.name: src.parent for src, _ in sources}
+        blocks = [(folder[name] / name, jsonl, start, end) for name, jsonl, start, end, _ in done["pieces"]]
+        counts = [n for *_, n in done["pieces"]]
+        stats = Counter(done["stats"])
+    hash_offsets = np.concatenate([[0], np.cumsum(hash_counts, dtype=np.int64)]).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
     total_lines, total_records = int(offsets[-1]), int(stats["keyed_lines"])
+    assert total_lines == int(hash_offsets[-1]), "the write pass must see the lines the hash pass saw"
 
     # 2. partition into runs that each fit the budget
     per_run = max(1, settings.memory_mb * 2**20 // BYTES_PER_RECORD_SORTED)
@@ -121,7 +142,7 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     run_files = [work_dir / f"run_{r:04d}.rec" for r in range(n_runs)]
     handles = [open(p, "wb") for p in run_files]
     try:
-        for path, first in zip(hash_files, offsets[:-1]):
+        for path, first in zip(hash_files, hash_offsets[:-1]):
             rec = np.fromfile(path, dtype=REC)
             path.unlink()
             rec["idx"] += np.uint64(first)
@@ -149,11 +170,10 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
         path.unlink()
         if rec.size == 0:
             continue
-        rec = rec[np.lexsort((rec["idx"], rec["b"], rec["a"]))]
-        same = (rec["a"][1:] == rec["a"][:-1]) & (rec["b"][1:] == rec["b"][:-1])
-        unique += rec.size - int(same.sum())
-        drop[rec["idx"][1:][same]] = 1
-        del rec, same
+        duplicates = _duplicate_lines(rec)
+        unique += rec.size - duplicates.size
+        drop[duplicates] = 1
+        del rec, duplicates
     if drop is not None:
         drop.flush()
         del drop
@@ -175,15 +195,15 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     return dict(sorted(stats.items()))
 
 
-def dedup(in_dir: Path, out_dir: Path, settings: DedupSettings = DedupSettings()) -> dict:
+def dedup(in_dir: Path, out_dir: Path, settings: DedupSettings = DedupSettings(), hashed: Path | None = None) -> dict:
     """Exact line dedup across all sources of `in_dir`; with enabled=False the files pass
-    through unchanged (the pipeline's dedup.enabled)."""
+    through unchanged (the pipeline's dedup.enabled). `hashed`: see dedup_files."""
     manifest = read_input(STEP, in_dir)
     with staged_dir(out_dir, [in_dir], marker=MANIFEST) as stage:
         sources = [(Path(in_dir) / s["file"], s["jsonl"]) for s in manifest["sources"]]
         outputs = [stage / s["file"] for s in manifest["sources"]]
         if settings.enabled:
-            stats = dedup_files(sources, outputs, settings, stage / ".work")
+            stats = dedup_files(sources, outputs, settings, stage / ".work", hashed)
             shutil.rmtree(stage / ".work")
         else:
             stats = {}

@@ -10,7 +10,7 @@ import numpy as np
 
 from mypt.io import atomic_file, staged_dir, write_json
 from mypt.settings import Settings, setting
-from mypt.shards import DTYPE, ShardWriter
+from mypt.shards import ShardWriter, TokenStream
 from mypt.steps import MANIFEST, Step, read_input
 from mypt.tokenizers import STATE_FILE
 
@@ -25,22 +25,29 @@ class ShardSettings(Settings):
                                                 "shorter).", min=1)
 
 
+def sharded_view(in_dir: Path, settings: ShardSettings = ShardSettings()) -> tuple[dict, TokenStream, np.ndarray]:
+    """What shard() writes, read in place: the shard step's manifest, the corpus' tokens in
+    corpus order (the tokenize step's files) and where each document ends. prepare-dataset
+    hands these to split, which would only read back a copy of them."""
+    manifest = read_input(STEP, in_dir)
+    paths = [Path(in_dir) / f"{i:05d}.tokens" for i in range(len(manifest["sources"]))]
+    stream, ends = TokenStream(paths), []
+    for i, start in enumerate(stream.starts[:-1]):
+        ends.append(np.fromfile(Path(in_dir) / f"{i:05d}.docs", dtype=np.uint64) + np.uint64(start))
+    manifest = {**manifest, "step": STEP.name, "settings": {**manifest["settings"], **settings.recorded()}}
+    return manifest, stream, np.concatenate(ends)
+
+
 def shard(in_dir: Path, out_dir: Path, settings: ShardSettings = ShardSettings()) -> dict:
     """Write `out_dir`/shard_NNNNN.bin, documents.bin (where each document ends) and manifest.json."""
-    manifest = read_input(STEP, in_dir)
+    manifest, stream, ends = sharded_view(in_dir, settings)
     with staged_dir(out_dir, [in_dir], marker=MANIFEST) as stage:
-        writer, ends = ShardWriter(stage, settings.tokens_per_shard), []
-        for i, _ in enumerate(manifest["sources"]):
-            ends.append(np.fromfile(Path(in_dir) / f"{i:05d}.docs", dtype=np.uint64) + np.uint64(writer.tokens))
-            tokens = np.memmap(Path(in_dir) / f"{i:05d}.tokens", dtype=DTYPE, mode="r") \
-                if (Path(in_dir) / f"{i:05d}.tokens").stat().st_size else np.zeros(0, DTYPE)
-            for pos in range(0, tokens.size, 1 << 24):
-                writer.write(tokens[pos:pos + (1 << 24)])
-            del tokens
+        writer = ShardWriter(stage, settings.tokens_per_shard)
+        for pos in range(0, len(stream), 1 << 24):
+            writer.write(stream.read(pos, min(len(stream), pos + (1 << 24))))
         writer.close()
         with atomic_file(stage / "documents.bin") as f:
-            f.write(np.concatenate(ends).tobytes())
+            f.write(ends.tobytes())
         shutil.copyfile(Path(in_dir) / STATE_FILE, stage / STATE_FILE)
-        manifest = {**manifest, "step": STEP.name, "settings": {**manifest["settings"], **settings.recorded()}}
         write_json(stage / MANIFEST, manifest)
     return manifest

@@ -65,12 +65,20 @@ def _val_mask(n_units: int, val_fraction: float, rng: np.random.Generator) -> np
 def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()) -> dict:
     """Write `out_dir` as the guide's dataset: train/ and val/ shards, tokenizer_state.json
     and dataset_metadata.json."""
+    manifest = read_input(STEP, in_dir)
+    doc_ends = np.fromfile(Path(in_dir) / "documents.bin", dtype=np.uint64)
+    return split_tokens(manifest, TokenStream(list_shards(in_dir)), doc_ends, Path(in_dir), out_dir, settings)
+
+
+def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_dir: Path, out_dir: Path,
+                 settings: SplitSettings = SplitSettings()) -> dict:
+    """split() of a sharded corpus given as the shard step's manifest, its token stream and
+    document ends (shard.sharded_view gives them without the shards); `in_dir` holds the
+    tokenizer state."""
     val_fraction, chunk_tokens, split_mode, seed = (settings.val_fraction, settings.chunk_tokens,
                                                     settings.split_mode, settings.seed)
-    manifest = read_input(STEP, in_dir)
     tps = manifest["settings"]["tokens_per_shard"]
-    stream = TokenStream(list_shards(in_dir))
-    doc_ends = np.fromfile(Path(in_dir) / "documents.bin", dtype=np.uint64).astype(np.int64)
+    doc_ends = doc_ends.astype(np.int64)
     runs, sources, n_units, n_val_units, t0, d0 = [], [], 0, 0, 0, 0
     for i, s in enumerate(manifest["sources"]):
         ends = doc_ends[d0:d0 + s["documents"]]
