@@ -182,7 +182,10 @@ def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, d
     cmd = [sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", str(root), "--out_dir", str(out),
            "--workers", str(workers), "--tokenization", "gpt2"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # cwd outside any checkout: `python -m` puts the working directory first on sys.path, so a
+    # `mypt/` there would win over the mypt this script imported (PYTHONPATH), and a before/after
+    # comparison between two checkouts would time one of them twice.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=out.parent)
     ps = psutil.Process(proc.pid)
     peak_tree = peak_one = 0
     while proc.poll() is None:
@@ -216,7 +219,10 @@ def main() -> None:
     demo = demo_texts()
     words, p = word_model(demo)
     texts = ("generated", "real") if args.text == "both" else (args.text,)
-    print(f"machine: {os.cpu_count()} cores; workers: {args.workers}; tiktoken threads: {args.workers}")
+    import mypt
+
+    print(f"machine: {os.cpu_count()} cores; workers: {args.workers}; tiktoken threads: {args.workers}; "
+          f"mypt: {Path(mypt.__file__).parent}")
     rows = []
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         for size, text in ((int(s), t) for s in args.sizes_mb.split(",") for t in texts):

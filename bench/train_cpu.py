@@ -128,7 +128,8 @@ def mypt_train(root: Path, iters: int) -> float:
            "--eval_interval", str(iters + 10), "--eval_iters", "1"]
     for k, v in MODEL.items():
         cmd += [f"--{k}", str(v)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    # cwd: see bench/prepare.py (a `mypt/` in the working directory would shadow this one)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root).stdout
     rates = [float(r.replace(",", "")) for r in re.findall(r"([\d,]+) tok/s", out)]
     return float(np.mean(rates[1:]))  # the first interval includes warm-up
 
