@@ -42,6 +42,16 @@ def test_every_preset_loads_and_sized_presets_hold_their_size(preset):
         assert abs(n - size) / size < 0.10, f"{preset}: {n / 1e6:.1f}M parameters"
 
 
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_presets_decay_follows_max_iters(preset):
+    # A preset that pinned lr_decay_iters would, under --max_iters 3000, stop training part way
+    # down its cosine (small_char did: 5000, so the demo ended at 0.36 of its peak lr).
+    _, train_d, _ = load_config_file(preset)
+    cfg = TrainConfig.from_dict({**train_d, "max_iters": 3000, "warmup_iters": 100})
+    min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.learning_rate / 10
+    assert get_lr(2999, cfg) == pytest.approx(min_lr, rel=1e-3) and get_lr(3000, cfg) == pytest.approx(min_lr)
+
+
 def test_lr_schedule_exact_values():
     cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110, max_iters=200)
     assert get_lr(0, cfg) == pytest.approx(1 / 11)
