@@ -223,7 +223,8 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     """Train `model` (already on its device; wrapped in DDP when dist.world_size > 1).
 
     Every `eval_interval` steps: loss on the loader's val split and on each eval loader,
-    logged as `step 100: val 2.15 | eval_general 2.89`, then a checkpoint (rank 0); also a
+    logged as `step 100: val 2.15 | eval_general 2.89`, then a checkpoint (rank 0; none at the
+    start of a fresh run, before anything is trained); also a
     checkpoint every `checkpoint_minutes`. A non-finite loss stops training and keeps the last
     good checkpoint. SIGTERM or SIGINT finishes the step in flight, writes a checkpoint and
     raises TrainingStopped (see StopSignals). Without `config`, the settings are the
@@ -313,7 +314,10 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                         if on_metrics:
                             on_metrics(step, losses)
                         log(f"step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-                    save(step)
+                    # Not before the first step of a fresh run: nothing is trained yet, and for a
+                    # large model the write (weights and all) would only delay the first step.
+                    if step > 0 or resume_state or step >= cfg.max_iters:
+                        save(step)
             if step >= cfg.max_iters:
                 break
             # Here, between steps, the state is whole: stop or save here (after the evaluation

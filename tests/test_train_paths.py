@@ -18,7 +18,7 @@ import torch
 from mypt import checkpoint
 from mypt.config import TrainConfig
 from mypt.data import GPTDataLoader, LoaderConfig
-from mypt.errors import TrainingStopped
+from mypt.errors import TrainingDiverged, TrainingStopped
 from mypt.model import GPT, GPTConfig, load_model
 from mypt.tokenizers import tokenizer_class
 from mypt.train import StopSignals, autocast_dtype, configure_optimizer, fit
@@ -101,6 +101,40 @@ def stopped_then_resumed_equals_straight(cfg: TrainConfig, tmp_path: Path, stop_
 # ---------------------------------------------------------------------------------------------
 # stopping
 
+def test_no_checkpoint_is_written_before_the_first_step(tmp_path):
+    # The step-0 evaluation is logged, but its checkpoint (a copy of the initial weights, a slow
+    # write for a large model) is skipped; the first one comes at the next evaluation.
+    ckpt, seen = tmp_path / "m", {}
+
+    def on_log(line: str) -> None:
+        if line.startswith(("step 0:", "iter 1:", "step 10:", "iter 11:")):
+            seen[line.split(":")[0]] = (ckpt / "model.safetensors").exists()
+
+    train(config(), ckpt, on_log=on_log)
+    assert seen == {"step 0": False, "iter 1": False, "step 10": False, "iter 11": True}
+    assert json.loads((ckpt / "training_state.json").read_text())["step"] == 30
+
+
+def test_a_loss_gone_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    class Diverging(GPT):  # its training loss turns nan at the 13th step (step 12)
+        calls = 0
+
+        def forward(self, idx, targets=None, cache=None):
+            logits, loss = super().forward(idx, targets, cache)
+            if self.training:
+                self.calls += 1
+                loss = loss * float("nan") if self.calls > 12 else loss
+            return logits, loss
+
+    tok = tokenizer()
+    model = Diverging(tiny_model(tok).config)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 12: training stopped; the last good "
+                                               r"checkpoint \(step 10\) is kept"):
+        fit(model, loader(tok), config=config(), checkpoint_dir=tmp_path / "m", tokenizer=tok, log=lambda line: None)
+    state = json.loads((tmp_path / "m" / "training_state.json").read_text())
+    assert state["step"] == 10 and all(np.isfinite(h.get("train_loss", 0)) for h in state["history"])
+
+
 def test_sigterm_stops_after_the_step_and_resumes_exactly(tmp_path):
     # Stops at step 13, between the evaluations at 10 and 20: the stop writes its own checkpoint.
     stopped_then_resumed_equals_straight(config(), tmp_path, stop_at=13)
@@ -122,15 +156,21 @@ def test_a_second_signal_acts_at_once():
             signal.raise_signal(signal.SIGINT)
 
 
-@pytest.mark.parametrize("minutes, saved", [(1e-9, [0, 1, 2, 3, 4, 5]), (0, [0, 0, 0, 0, 0, 0])])
+@pytest.mark.parametrize("minutes, saved", [(1e-9, [0, 1, 2, 3, 4, 5]), (0, [None] * 6)])
 def test_checkpoint_minutes_saves_between_evaluations(tmp_path, minutes, saved):
     # The checkpoint's step when each step is logged (eval_interval 10: evaluations at 0 and 6
-    # only). checkpoint_minutes tiny: one after every step; 0: none between evaluations.
+    # only, and none saved at 0). checkpoint_minutes tiny: one before every step; 0: none
+    # between evaluations.
     seen = []
     state = tmp_path / "m" / "training_state.json"
-    train(config(max_iters=6, checkpoint_minutes=minutes), tmp_path / "m",
-          on_log=lambda line: seen.append(json.loads(state.read_text())["step"]) if line.startswith("iter") else None)
+
+    def on_log(line: str) -> None:
+        if line.startswith("iter"):
+            seen.append(json.loads(state.read_text())["step"] if state.exists() else None)
+
+    train(config(max_iters=6, checkpoint_minutes=minutes), tmp_path / "m", on_log=on_log)
     assert seen == saved
+    assert json.loads(state.read_text())["step"] == 6
 
 
 # ---------------------------------------------------------------------------------------------
