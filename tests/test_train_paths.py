@@ -149,11 +149,17 @@ def test_signal_handlers_are_restored_after_fit(tmp_path):
 
 
 def test_a_second_signal_acts_at_once():
-    with pytest.raises(KeyboardInterrupt):  # the previous SIGINT handler: Python's default
-        with StopSignals() as signals:
-            signal.raise_signal(signal.SIGINT)
-            assert signals.received == "SIGINT"
-            signal.raise_signal(signal.SIGINT)
+    # The previous SIGINT handler: Python's default, set here since a process may start with
+    # SIGINT ignored (a non-interactive shell's `&` does that) and then Python installs none.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with StopSignals() as signals:
+                signal.raise_signal(signal.SIGINT)
+                assert signals.received == "SIGINT"
+                signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("minutes, saved", [(1e-9, [0, 1, 2, 3, 4, 5]), (0, [None] * 6)])
