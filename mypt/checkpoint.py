@@ -51,12 +51,22 @@ def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "chec
 
 
 def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=None,
-         state: dict | None = None) -> None:
+         state: dict | None = None, rng_ranks: list[dict] | None = None) -> None:
+    """`rng_ranks`: under DDP, every rank's rng_state() (gathered by the caller), so that each
+    rank resumes its own random streams (dropout masks differ between ranks)."""
     # Built in .NAME.partial and swapped in by io.staged_dir (the previous checkpoint is moved
     # to .NAME.old until the new one is in place: see recover); only a directory that holds a
     # checkpoint (config.json) or nothing is ever replaced.
     with staged_dir(Path(path), marker="config.json") as staging:
-        _write(staging, model, tokenizer, config_extra, optimizer, state)
+        _write(staging, model, tokenizer, config_extra, optimizer, state, rng_ranks)
+
+
+def rng_state() -> dict:
+    """This process's torch RNG states: {"torch": ..., "cuda": ... (with a GPU)}."""
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state()
+    return out
 
 
 def _save_file(tensors: dict, path: Path, **kwargs) -> None:
@@ -72,7 +82,8 @@ def _save_file(tensors: dict, path: Path, **kwargs) -> None:
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
-def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None) -> None:
+def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,
+           rng_ranks: list[dict] | None = None) -> None:
     raw = model.module if hasattr(model, "module") else model
     raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
     weights = {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k != TIED}
@@ -84,9 +95,9 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
     tokenizer.save(staging)
     if optimizer is not None and state is not None:
         tensors, opt_json = _flatten_optimizer(optimizer.state_dict())
-        tensors["rng/torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            tensors["rng/cuda"] = torch.cuda.get_rng_state()
+        tensors.update({f"rng/{kind}": value for kind, value in rng_state().items()})
+        for rank, states in enumerate(rng_ranks or []):  # rng/torch/1: rank 1's
+            tensors.update({f"rng/{kind}/{rank}": value for kind, value in states.items()})
         _save_file(tensors, staging / "training_state.safetensors")
         atomic_write_text(staging / "training_state.json",
                           json.dumps({**state, "optimizer": opt_json}, indent=1) + "\n")
@@ -149,8 +160,9 @@ def read_weights(path: Path) -> tuple[dict, dict]:
     return read_config(path), _load_safetensors(path / "model.safetensors")
 
 
-def load_training_state(path: Path, optimizer) -> dict:
-    """Restore optimizer and RNG states; returns training_state.json (step, sampler, history)."""
+def load_training_state(path: Path, optimizer, rank: int = 0) -> dict:
+    """Restore optimizer and RNG states (under DDP, `rank`'s own when the checkpoint holds
+    every rank's); returns training_state.json (step, sampler, history)."""
     path = Path(path)
     if not (path / "training_state.json").is_file():
         raise CheckpointError(f"{path} has no training state to resume from (training_state.json); "
@@ -171,7 +183,8 @@ def load_training_state(path: Path, optimizer) -> dict:
         pid, name = key.split("/", 1)
         per_param.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": opt["param_groups"]})
-    torch.set_rng_state(tensors["rng/torch"])
-    if "rng/cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng/cuda"])
+    torch.set_rng_state(tensors.get(f"rng/torch/{rank}", tensors["rng/torch"]))
+    cuda = tensors.get(f"rng/cuda/{rank}", tensors.get("rng/cuda"))
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
     return state

@@ -270,13 +270,14 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
         flush()  # a non-finite loss raises here, and the last good checkpoint stays
         saved_at, t_saved = at_step, time.monotonic()
         samplers = _all_ranks(sampler_before_batch, cpu_group)  # every rank calls save together
+        rngs = _all_ranks(checkpoint.rng_state(), cpu_group) if dist.world_size > 1 else None
         if checkpoint_dir is not None and dist.is_main:
             extra = {"sampler_ranks": samplers} if dist.world_size > 1 else {}
             if scaler.is_enabled():
                 extra["scaler"] = scaler.state_dict()
             checkpoint.save(checkpoint_dir, raw, tokenizer, checkpoint_extra or {}, optimizer,
                             {"step": at_step, "sampler": sampler_before_batch, "history": history,
-                             "best_val": best_val, **extra})
+                             "best_val": best_val, **extra}, rng_ranks=rngs)
         last_good = at_step
 
     sampler_before_batch = data_loader.state_dict()  # what a resumed run must restore to draw this batch

@@ -148,7 +148,7 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
         eval_loaders["general"] = GPTDataLoader(loader_cfg, tokenizer, dataset_dir=req.eval_dataset_dir, eval_only=True)
 
     optimizer = configure_optimizer(model, train_cfg, device)
-    resume_state = checkpoint.load_training_state(ckpt_dir, optimizer) if req.resume else None
+    resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank) if req.resume else None
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}")
     train_model = torch.compile(model) if train_cfg.compile else model

@@ -284,6 +284,63 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+def _ddp_dropout_worker(rank: int, port: int, out: str) -> None:
+    """Straight to step 10, then stopped at 5 (a signal on rank 1) and resumed as `mypt train
+    --resume` does, with dropout: each rank's masks come from its own RNG stream."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from mypt.train import setup_distributed
+
+    dist = setup_distributed(torch.device("cpu"))
+    tok, cfg, ckpt = tokenizer(), config(max_iters=10, eval_interval=5), Path(out) / "ckpt"
+
+    def fresh() -> GPT:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=32, dropout=0.2))
+        torch.manual_seed(100 + rank)  # as train_command seeds: seed + rank
+        return model
+
+    straight = fresh()
+    fit(DDP(straight), loader(tok, rank), config=cfg, dist=dist, log=lambda line: None)
+
+    data = loader(tok, rank)
+    if rank == 1:
+        get_batch, calls = data.get_batch, []
+
+        def get_batch_then_signal(split="train"):
+            calls.append(split)
+            if len(calls) == 6:
+                signal.raise_signal(signal.SIGTERM)
+            return get_batch(split)
+
+        data.get_batch = get_batch_then_signal
+    with pytest.raises(TrainingStopped, match="stopped at step 5"):
+        fit(DDP(fresh()), data, config=cfg, checkpoint_dir=ckpt, tokenizer=tok, dist=dist, log=lambda line: None)
+    torch.distributed.barrier()  # rank 0 has written the checkpoint
+    resumed, _, _ = load_model(ckpt)
+    optimizer = configure_optimizer(resumed, cfg, torch.device("cpu"))
+    state = checkpoint.load_training_state(ckpt, optimizer, rank)
+    fit(DDP(resumed), loader(tok, rank), optimizer, config=cfg, resume_state=state, dist=dist, log=lambda line: None)
+    same = all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+    torch.save({"same": same}, f"{out}/dropout_rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_with_dropout_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    # Each rank's RNG is saved and restored: with rank 0's on every rank (as before), rank 1's
+    # dropout masks after the resume are rank 0's and the weights part from the straight run.
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_dropout_worker, args=(port, str(tmp_path)), nprocs=2)
+    assert [torch.load(tmp_path / f"dropout_rank{r}.pt")["same"] for r in (0, 1)] == [True, True]
+
+
 @pytest.mark.slow
 def test_ddp_with_compile_learns_in_sync_and_stops_every_rank_at_one_step(tmp_path):
     import torch.multiprocessing as mp
