@@ -315,9 +315,10 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                         if on_metrics:
                             on_metrics(step, losses)
                         log(f"step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-                    # Not before the first step of a fresh run: nothing is trained yet, and for a
-                    # large model the write (weights and all) would only delay the first step.
-                    if step > 0 or resume_state or step >= cfg.max_iters:
+                    # Not before the first step (a resumed run does not evaluate where it starts):
+                    # nothing is trained yet, and for a large model the write would only delay
+                    # the first step. A run of max_iters 0 still leaves its model.
+                    if step > 0 or step >= cfg.max_iters:
                         save(step)
             if step >= cfg.max_iters:
                 break

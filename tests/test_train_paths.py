@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from mypt import checkpoint
 from mypt.config import TrainConfig
@@ -36,9 +37,9 @@ def loader(tok, rank: int = 0) -> GPTDataLoader:
     return GPTDataLoader(LoaderConfig(8, BLOCK, "cpu", 1, rank), tok, tokens=tok.encode_array(TEXT))
 
 
-def tiny_model(tok) -> GPT:
+def tiny_model(tok, dropout: float = 0.0) -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=32))
+    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=32, dropout=dropout))
 
 
 def config(**kw) -> TrainConfig:
@@ -243,14 +244,42 @@ def test_compiled_model_learns_and_resumes(tmp_path):
     assert train_losses(b["history"]) == pytest.approx(train_losses(a["history"]), abs=1e-4)
 
 
-def _ddp_worker(rank: int, port: int, out: str) -> None:
+def _spawn_two_ranks(worker, tmp_path: Path) -> None:
+    """worker(rank, port, out) in two processes that form a gloo group on a free port."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(port, str(tmp_path)), nprocs=2)
+
+
+def _join(rank: int, port: int):
+    """In a spawned worker: join the 2-rank group as torchrun's environment would."""
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     from mypt.train import setup_distributed
 
-    dist = setup_distributed(torch.device("cpu"))
+    return setup_distributed(torch.device("cpu"))
+
+
+def _signal_rank1_in_step5(data: GPTDataLoader, rank: int) -> None:
+    """Only rank 1 gets a SIGTERM, during its 5th step: both ranks must stop after it."""
+    if rank != 1:
+        return
+    get_batch, calls = data.get_batch, []
+
+    def get_batch_then_signal(split="train"):
+        calls.append(split)
+        if len(calls) == 6:  # the first prefetch, then one per step
+            signal.raise_signal(signal.SIGTERM)
+        return get_batch(split)
+
+    data.get_batch = get_batch_then_signal
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    dist = _join(rank, port)
     tok = tokenizer()
     model = tiny_model(tok)
     data = loader(tok, rank)
@@ -258,16 +287,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
     result = fit(ddp, data, config=config(), dist=dist, log=lambda line: None)
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    if rank == 1:  # only rank 1 gets a signal, during its 5th step: both ranks must stop after it
-        get_batch, calls = data.get_batch, []
-
-        def get_batch_then_signal(split="train"):
-            calls.append(split)
-            if len(calls) == 6:  # the first prefetch, then one per step
-                signal.raise_signal(signal.SIGTERM)
-            return get_batch(split)
-
-        data.get_batch = get_batch_then_signal
+    _signal_rank1_in_step5(data, rank)
     try:
         fit(ddp, data, config=config(), checkpoint_dir=Path(out) / "ckpt", tokenizer=tok, dist=dist,
             log=lambda line: None)
@@ -287,18 +307,11 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
 def _ddp_dropout_worker(rank: int, port: int, out: str) -> None:
     """Straight to step 10, then stopped at 5 (a signal on rank 1) and resumed as `mypt train
     --resume` does, with dropout: each rank's masks come from its own RNG stream."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    from mypt.train import setup_distributed
-
-    dist = setup_distributed(torch.device("cpu"))
+    dist = _join(rank, port)
     tok, cfg, ckpt = tokenizer(), config(max_iters=10, eval_interval=5), Path(out) / "ckpt"
 
     def fresh() -> GPT:
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=32, dropout=0.2))
+        model = tiny_model(tok, dropout=0.2)
         torch.manual_seed(100 + rank)  # as train_command seeds: seed + rank
         return model
 
@@ -306,16 +319,7 @@ def _ddp_dropout_worker(rank: int, port: int, out: str) -> None:
     fit(DDP(straight), loader(tok, rank), config=cfg, dist=dist, log=lambda line: None)
 
     data = loader(tok, rank)
-    if rank == 1:
-        get_batch, calls = data.get_batch, []
-
-        def get_batch_then_signal(split="train"):
-            calls.append(split)
-            if len(calls) == 6:
-                signal.raise_signal(signal.SIGTERM)
-            return get_batch(split)
-
-        data.get_batch = get_batch_then_signal
+    _signal_rank1_in_step5(data, rank)
     with pytest.raises(TrainingStopped, match="stopped at step 5"):
         fit(DDP(fresh()), data, config=cfg, checkpoint_dir=ckpt, tokenizer=tok, dist=dist, log=lambda line: None)
     torch.distributed.barrier()  # rank 0 has written the checkpoint
@@ -332,23 +336,13 @@ def _ddp_dropout_worker(rank: int, port: int, out: str) -> None:
 def test_ddp_with_dropout_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     # Each rank's RNG is saved and restored: with rank 0's on every rank (as before), rank 1's
     # dropout masks after the resume are rank 0's and the weights part from the straight run.
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_dropout_worker, args=(port, str(tmp_path)), nprocs=2)
+    _spawn_two_ranks(_ddp_dropout_worker, tmp_path)
     assert [torch.load(tmp_path / f"dropout_rank{r}.pt")["same"] for r in (0, 1)] == [True, True]
 
 
 @pytest.mark.slow
 def test_ddp_with_compile_learns_in_sync_and_stops_every_rank_at_one_step(tmp_path):
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2)
+    _spawn_two_ranks(_ddp_worker, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert_learns(r0["history"])
     assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])  # DDP kept them equal
