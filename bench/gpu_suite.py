@@ -25,6 +25,14 @@ Sections (in this order, the most important first):
   5. The pretrain/750M_1024_domain_adapt preset (its batch 8 x 16 accumulation) and a
      350M-class model (24 x 1024, 16 heads, batch 16): MFU, compiled unless the time budget
      (--budget_s) is too short for the compilation, in which case they run eager and say so.
+  6. --levers only (about 4 more minutes): the 124M fit, one setting changed at a time, each
+     its own compilation: micro-batch 32 and 64 with the default compile; then, at the faster
+     of the two, flash attention (FA2) in place of cuDNN's, compile mode reduce-overhead (CUDA
+     graphs) and inductor's coordinate-descent tuning (a compile of ~3 minutes). Each against
+     the default compile at the same batch. H200 figures: bench/gpu_suite_results.txt.
+  7. --only autotune: compile modes max-autotune-no-cudagraphs and max-autotune. Not in
+     --levers: on an H200 its GEMM autotuning ran over 3 minutes, and cuBLAS beat every Triton
+     configuration on all eight GEMM shapes of the 124M step, so it has nothing to gain there.
 
 Timing: fit is timed from its own progress lines (each follows a loss.item(), i.e. a GPU
 sync; the suite synchronizes again): the first log interval is the warm-up (compilation),
@@ -34,6 +42,7 @@ torch.cuda.max_memory_allocated() over one measurement, in GB (1e9 bytes).
 
     bash bench/gpu_suite.sh                          # CUDA GPU: 193 s on an H200 (torch 2.11), budget 400 s
     bash bench/gpu_suite.sh --profile                # also the profiler summary
+    bash bench/gpu_suite.sh --levers                 # also what batch, attention, compile modes do
     python bench/gpu_suite.py --only fit124,gen      # some sections only (profile runs the 124M fits too)
     python bench/gpu_suite.py --smoke                # tiny shapes on the CPU, checks every code path
 """
@@ -66,7 +75,7 @@ from mypt.shards import ShardWriter  # noqa: E402
 from mypt.train import TrainConfig, configure_optimizer, fit  # noqa: E402
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16
-SECTIONS = ("fit124", "profile", "gen", "mem150", "preset750", "m350")
+SECTIONS = ("fit124", "profile", "gen", "mem150", "preset750", "m350", "levers", "autotune")
 T_START = time.perf_counter()
 
 
@@ -351,7 +360,11 @@ class Suite:
     def wanted(self, name: str) -> bool:
         if self.args.only:
             return name in self.args.only
-        return name != "profile" or self.args.profile
+        if name == "profile":
+            return self.args.profile
+        if name == "levers":
+            return self.args.levers
+        return name != "autotune"  # only when named in --only
 
     def section(self, name: str, fn, *a, **kw):
         t0 = time.perf_counter()
@@ -444,10 +457,10 @@ def load_preset(name: str) -> tuple[dict, dict]:
     return dict(model_d), dict(train_d)
 
 
-def build(plan: Plan, model_kw: dict, compiled: bool):
+def build(plan: Plan, model_kw: dict, compiled: bool, mode: str | None = None):
     torch.manual_seed(0)
     raw = GPT(GPTConfig(**model_kw)).to(plan.device)
-    return raw, (torch.compile(raw, dynamic=False) if compiled else raw)
+    return raw, (torch.compile(raw, dynamic=False, mode=mode) if compiled else raw)
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -599,6 +612,78 @@ def section_preset(suite: Suite, preset: str, label: str, compiled: bool | None,
             torch._dynamo.reset()
 
 
+# -- levers: what moves the 124M MFU ------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Lever:
+    """One setting of the 124M fit, changed alone against the default compile at the same batch."""
+    name: str
+    batch: int | None = None  # None: the faster of the two default batches
+    mode: str | None = None  # torch.compile mode
+    cudnn_attention: bool = True  # False: SDPA picks flash attention (FA2) instead of cuDNN's
+    coordinate_descent: bool = False  # inductor tunes its own kernels' launch configurations
+
+
+# Each one compilation, about 20 s on an H200, except coordinate-descent tuning (~3 min), last.
+LEVERS = (Lever("default compile", batch=32), Lever("default compile", batch=64),
+          Lever("flash attention instead of cuDNN", cudnn_attention=False),
+          Lever("mode reduce-overhead (CUDA graphs)", mode="reduce-overhead"),
+          Lever("inductor coordinate-descent tuning", coordinate_descent=True))
+AUTOTUNE = (Lever("mode max-autotune-no-cudagraphs", mode="max-autotune-no-cudagraphs"),
+            Lever("mode max-autotune (autotune + CUDA graphs)", mode="max-autotune"))
+
+
+@dataclasses.dataclass
+class LeverState:
+    tokens: np.ndarray
+    default: dict = dataclasses.field(default_factory=dict)  # batch -> Measure of the default compile
+
+    @property
+    def best_batch(self) -> int:
+        return max(self.default, key=lambda b: self.default[b].tok_s) if self.default else 32
+
+
+def run_lever(suite: Suite, lever: Lever, st: LeverState) -> Measure:
+    plan = suite.plan
+    smoke = plan.device.type != "cuda"
+    batch = lever.batch or st.best_batch
+    if smoke:
+        batch = {32: plan.batches[0], 64: plan.batches[-1]}.get(batch, batch)
+    import torch._inductor.config as inductor_config
+
+    cudnn_before = torch.backends.cuda.cudnn_sdp_enabled()
+    coordinate_before = inductor_config.coordinate_descent_tuning
+    torch._dynamo.reset()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(lever.cudnn_attention and cudnn_before)
+        inductor_config.coordinate_descent_tuning = lever.coordinate_descent
+        raw, cm = build(plan, plan.m124, plan.compile, lever.mode)
+        timed = 4 if batch <= 32 else 3
+        tcfg = train_config(batch, 1, plan.log_interval * (1 + timed), plan.log_interval, plan.device, plan.compile)
+        loader = loader_for(plan, batch, plan.m124["block_size"], tokens=st.tokens)
+        m = run_fit(cm, raw, loader, tcfg, 1, timed)
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(cudnn_before)
+        inductor_config.coordinate_descent_tuning = coordinate_before
+        torch._dynamo.reset()
+    base_b = batch
+    if lever.mode is None and lever.cudnn_attention and not lever.coordinate_descent:  # a default compile
+        st.default[batch] = m
+        base_b = min(st.default)  # the larger batch against the smaller
+    base = st.default.get(base_b) if base_b != batch or st.default.get(batch) is not m else None
+    versus = f"default b{base_b} {base.tok_s:,.0f} tok/s" if base else ""
+    suite.figure(Row(f"lever {plan.label124} b{batch}, {lever.name}", m.tok_s, m.mfu, m.peak_gb, versus,
+                     m.tok_s / base.tok_s if base else None,
+                     f"{'compile+' if plan.compile else ''}warm-up {m.warm_s:.0f} s, {m.ms_step:.1f} ms/step"
+                     + ("; eager (smoke)" if smoke else "")))
+    return m
+
+
+def section_levers(suite: Suite, st: LeverState, levers: tuple[Lever, ...]) -> None:
+    for lever in levers:
+        suite.section(f"lever {lever.name}" + (f" b{lever.batch}" if lever.batch else ""), run_lever, suite, lever, st)
+
+
 def print_summary(suite: Suite) -> None:
     say()
     say("=" * 30 + " summary " + "=" * 30)
@@ -617,6 +702,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, no compile: checks every code path")
     ap.add_argument("--profile", action="store_true", help="also profile the 124M fit step (top CUDA kernels)")
+    ap.add_argument("--levers", action="store_true",
+                    help="also the 124M fit at batch 64, with flash attention, CUDA graphs and inductor tuning "
+                         "(about 4 more minutes on an H200): what each does to tokens/s")
     ap.add_argument("--only", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=None,
                     help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
     ap.add_argument("--no-compile", action="store_true", help="eager everywhere (GPU)")
@@ -658,6 +746,13 @@ def main() -> int:
         if suite.wanted("m350"):
             suite.section("350M", section_preset, suite, "", plan.label350, True, 5, 1, 3,
                           plan.m350, plan.b350)
+        # After the presets: their compile-or-eager choice reads the time budget, which the
+        # levers' compilations would use up.
+        lever_state = LeverState(np.random.default_rng(1).integers(0, plan.vocab, plan.synthetic_tokens, dtype=np.uint32))
+        if suite.wanted("levers"):
+            section_levers(suite, lever_state, LEVERS)
+        if suite.wanted("autotune"):
+            section_levers(suite, lever_state, AUTOTUNE)
     print_summary(suite)
     return 1 if suite.failed else 0
 
