@@ -52,6 +52,25 @@ def test_every_presets_decay_follows_max_iters(preset):
     assert get_lr(2999, cfg) == pytest.approx(min_lr, rel=1e-3) and get_lr(3000, cfg) == pytest.approx(min_lr)
 
 
+def test_training_forward_returns_detached_logits_and_trains_through_the_loss():
+    """With targets the logits come back detached (a compiled step would otherwise build a zero
+    gradient of their size every step); the loss is theirs and carries the gradient."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, dropout=0.0))
+    x = torch.randint(0, TINY["vocab_size"], (3, 16))
+    y = torch.randint(0, TINY["vocab_size"], (3, 16))
+    y[0, :4] = -1  # ignored positions
+    logits, loss = model(x, y)
+    assert not logits.requires_grad and loss.requires_grad
+    assert logits.shape == (3, 16, model.config.padded_vocab_size)
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    last, none = model(x)  # generation's forward: the last position, as before
+    assert none is None and torch.allclose(last[:, 0], logits[:, -1], atol=1e-6)
+
+
 def test_lr_schedule_exact_values():
     cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110, max_iters=200)
     assert get_lr(0, cfg) == pytest.approx(1 / 11)
