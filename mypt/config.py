@@ -129,7 +129,9 @@ class TrainRequest(Settings):
                                              "dataset's).", check=check_spec,
                                        metavar="[" + "|".join(spec_forms()) + "]")
     init_from_model: str | None = setting(None, "Start from this model's weights (a name under CHECKPOINTS_DIR "
-                                                "or a path), fresh optimizer.")
+                                                "or a path), fresh optimizer; with --max_iters or --learning_rate "
+                                                "the decay follows the new run, not the base's lr_decay_iters or "
+                                                "min_lr.")
     eval_dataset_dir: Path | None = setting(None, "Also evaluate on this dataset's val split, logged as "
                                                   "eval_general.", exists="dir")
     resume: bool = setting(False, "Continue MODEL_NAME's run from its checkpoint.")

@@ -78,6 +78,20 @@ def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable
         return _run_training(req, specs, ckpt_dir, overrides, log)
 
 
+# Settings whose default is derived from another one: in a new run, a flag that sets the
+# second also resets the first, or the base's own schedule would outlive it.
+DERIVED_FROM = {"lr_decay_iters": "max_iters", "min_lr": "learning_rate"}
+
+
+def new_run_schedule(train_d: dict, overrides: dict) -> dict:
+    """The base model's training settings for a new run from its weights (--init_from_model):
+    with --max_iters, its lr_decay_iters is dropped, with --learning_rate its min_lr, unless
+    given again, so that the cosine decays over the new run to a tenth of the new rate (a base
+    trained with lr_decay_iters 5000 would otherwise hold a 600-step adaptation near its peak)."""
+    return {k: v for k, v in train_d.items()
+            if not (k in DERIVED_FROM and DERIVED_FROM[k] in overrides and k not in overrides)}
+
+
 def _rank0() -> bool:
     """Whether this process is rank 0 (or alone), before the process group exists."""
     return os.environ.get("WORLD_SIZE", "1") == "1" or os.environ.get("RANK", "0") == "0"
@@ -110,6 +124,8 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
         model_d, train_d, source = load_config_file(preset)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if init is not None and not req.resume:
+        train_d = new_run_schedule(train_d, overrides)
     model_d.update({k: overrides.pop(k) for k in GPTConfig.field_names() if k in overrides})
     model_d["vocab_size"] = tokenizer.vocab_size
     train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source)

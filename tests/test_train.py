@@ -197,6 +197,26 @@ def test_init_from_model_must_match_architecture_and_vocabulary(demo, tmp_path, 
 
 
 @pytest.mark.slow
+def test_a_new_run_from_a_model_decays_over_its_own_length_and_rate(demo, tmp_path):
+    """--init_from_model keeps the base's settings, but --max_iters / --learning_rate also drop
+    the base's lr_decay_iters / min_lr (derived from them), unless those are given again."""
+    mypt_cli("train", "--dataset_dir", str(demo / "general"), "--model_name", "base", *TINY, "--max_iters", "2",
+             "--lr_decay_iters", "5000", "--min_lr", "1e-4", "--warmup_iters", "0", cwd=tmp_path)
+
+    def adapt(name: str, *flags: str) -> dict:
+        mypt_cli("train", "--dataset_dir", str(demo / "domain"), "--model_name", name, "--init_from_model", "base",
+                 "--device", "cpu", *flags, cwd=tmp_path)
+        return json.loads((tmp_path / "checkpoints" / name / "config.json").read_text())["training"]
+
+    new = adapt("new", "--max_iters", "3", "--learning_rate", "2e-3")
+    assert (new["max_iters"], new["lr_decay_iters"], new["learning_rate"], new["min_lr"]) == (3, None, 2e-3, None)
+    kept = adapt("kept")  # no schedule flags: the base's schedule, as before
+    assert (kept["max_iters"], kept["lr_decay_iters"], kept["min_lr"]) == (2, 5000, 1e-4)
+    given = adapt("given", "--max_iters", "3", "--lr_decay_iters", "7", "--learning_rate", "2e-3", "--min_lr", "1e-5")
+    assert (given["lr_decay_iters"], given["min_lr"]) == (7, 1e-5)
+
+
+@pytest.mark.slow
 def test_nan_loss_at_the_first_step_stops_and_leaves_no_checkpoint(demo, tmp_path):
     err = fails("train", "--dataset_dir", str(demo / "general"), "--model_name", "boom", *TINY, "--max_iters", "50",
                 "--learning_rate", "1e12", "--warmup_iters", "0", "--grad_clip", "0", "--eval_interval", "5",
