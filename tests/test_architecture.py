@@ -105,8 +105,13 @@ def test_every_params_key_is_a_setting_that_its_stage_takes():
             assert flag in options, f"{name}: {script} has no --{flag}"
             assert flag == key, f"{name}: --{flag} takes ${{{section}.{key}}}: a params key is its flag's name"
             used.add((section, key))
+    adapt_cmd = stages["adapt"]["cmd"]
     for section, values in params.items():
         if section == "corpora":  # the pipeline's inputs (foreach), not settings
+            continue
+        if section == "adapt_mixture":  # --dataset_dir NAME=PATH:WEIGHT, a weight per dataset
+            for key in values:
+                assert f"--dataset_dir {key}=data/datasets/{key}:${{adapt_mixture.{key}}}" in adapt_cmd, key
             continue
         for key in values:
             assert key in fields, f"params.yaml {section}.{key} is not a settings field"

@@ -79,6 +79,9 @@ def test_param_edits_rerun_exactly_what_depends_on_them(built, tmp_path):
     set_param(project, "train.learning_rate", 0.01)
     assert "train.learning_rate" in dvc("params", "diff", cwd=project)
     assert ran(dvc("repro", cwd=project)) == {"train", "adapt", "eval@base", "eval@adapted"}
+    set_param(project, "adapt_mixture.general", 0.3)  # the adaptation's replay share
+    assert "adapt_mixture.general" in dvc("params", "diff", cwd=project)
+    assert ran(dvc("repro", cwd=project)) == {"adapt", "eval@adapted"}
     set_param(project, "shard.tokens_per_shard", 7000)
     assert ran(dvc("repro", cwd=project)) == ALL - DATA - {"fetch", "vocab"} | {
         "shard@general", "shard@domain", "split@general", "split@domain"}
