@@ -50,6 +50,7 @@ torch.cuda.max_memory_allocated() over one measurement, in GB (1e9 bytes).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -465,11 +466,15 @@ def build(plan: Plan, model_kw: dict, compiled: bool, mode: str | None = None):
 
 # -- sections -----------------------------------------------------------------------------------
 
-def sections_124(suite: Suite, tmp: Path) -> None:
+def synthetic_tokens(plan: Plan) -> np.ndarray:
+    """The in-memory training tokens of the 124M fits (sections 1 and 6)."""
+    return np.random.default_rng(1).integers(0, plan.vocab, plan.synthetic_tokens, dtype=np.uint32)
+
+
+def sections_124(suite: Suite, tmp: Path, tokens: np.ndarray) -> None:
     plan = suite.plan
     lab, mode = plan.label124, ("compiled" if plan.compile else "eager")
     st = SimpleNamespace(fit={}, bare={}, shards={})
-    tokens = np.random.default_rng(1).integers(0, plan.vocab, plan.synthetic_tokens, dtype=np.uint32)
     shard_dir = suite.section("data: shards", write_shards, plan, tmp / "ds")
     built = suite.section(f"build {lab}", build, plan, plan.m124, plan.compile)
     if built is None:
@@ -618,14 +623,23 @@ def section_preset(suite: Suite, preset: str, label: str, compiled: bool | None,
 class Lever:
     """One setting of the 124M fit, changed alone against the default compile at the same batch."""
     name: str
-    batch: int | None = None  # None: the faster of the two default batches
+    batch: int | None = None  # None: the faster of the default batches measured
     mode: str | None = None  # torch.compile mode
     cudnn_attention: bool = True  # False: SDPA picks flash attention (FA2) instead of cuDNN's
     coordinate_descent: bool = False  # inductor tunes its own kernels' launch configurations
 
+    @property
+    def is_default(self) -> bool:
+        return self.mode is None and self.cudnn_attention and not self.coordinate_descent
+
+    @property
+    def needs_compile(self) -> bool:
+        return self.mode is not None or self.coordinate_descent
+
 
 # Each one compilation, about 20 s on an H200, except coordinate-descent tuning (~3 min), last.
-LEVERS = (Lever("default compile", batch=32), Lever("default compile", batch=64),
+DEFAULT_LEVER = Lever("default compile", batch=32)
+LEVERS = (DEFAULT_LEVER, Lever("default compile", batch=64),
           Lever("flash attention instead of cuDNN", cudnn_attention=False),
           Lever("mode reduce-overhead (CUDA graphs)", mode="reduce-overhead"),
           Lever("inductor coordinate-descent tuning", coordinate_descent=True))
@@ -638,39 +652,56 @@ class LeverState:
     tokens: np.ndarray
     default: dict = dataclasses.field(default_factory=dict)  # batch -> Measure of the default compile
 
-    @property
-    def best_batch(self) -> int:
+    def best_batch(self, plan: Plan) -> int:
+        if plan.device.type != "cuda":  # --smoke: the larger one, not the luck of two tiny timings
+            return plan.batches[-1]
         return max(self.default, key=lambda b: self.default[b].tok_s) if self.default else 32
 
 
-def run_lever(suite: Suite, lever: Lever, st: LeverState) -> Measure:
+def no_compile_caches():
+    """Inductor's and AOTAutograd's on-disk caches off: their keys leave out settings such as the
+    SDPA backends, so a lever could run the graph another lever compiled (seen: the flash lever
+    reran the cuDNN graph, its compile 3 s against 20). Each lever compiles afresh."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    stack = contextlib.ExitStack()
+    for config, key in ((functorch_config, "enable_autograd_cache"), (inductor_config, "fx_graph_cache")):
+        if hasattr(config, key):
+            stack.enter_context(config.patch(**{key: False}))
+    return stack
+
+
+def run_lever(suite: Suite, lever: Lever, st: LeverState) -> Measure | None:
     plan = suite.plan
     smoke = plan.device.type != "cuda"
-    batch = lever.batch or st.best_batch
+    if lever.needs_compile and not plan.compile and not smoke:
+        say(f"   {lever.name}: skipped, --no-compile")
+        return None
+    batch = lever.batch or st.best_batch(plan)
     if smoke:
         batch = {32: plan.batches[0], 64: plan.batches[-1]}.get(batch, batch)
     import torch._inductor.config as inductor_config
 
     cudnn_before = torch.backends.cuda.cudnn_sdp_enabled()
-    coordinate_before = inductor_config.coordinate_descent_tuning
     torch._dynamo.reset()
     try:
-        torch.backends.cuda.enable_cudnn_sdp(lever.cudnn_attention and cudnn_before)
-        inductor_config.coordinate_descent_tuning = lever.coordinate_descent
-        raw, cm = build(plan, plan.m124, plan.compile, lever.mode)
-        timed = 4 if batch <= 32 else 3
-        tcfg = train_config(batch, 1, plan.log_interval * (1 + timed), plan.log_interval, plan.device, plan.compile)
-        loader = loader_for(plan, batch, plan.m124["block_size"], tokens=st.tokens)
-        m = run_fit(cm, raw, loader, tcfg, 1, timed)
+        with no_compile_caches(), inductor_config.patch(coordinate_descent_tuning=lever.coordinate_descent):
+            torch.backends.cuda.enable_cudnn_sdp(lever.cudnn_attention and cudnn_before)
+            raw, cm = build(plan, plan.m124, plan.compile, lever.mode)
+            timed = 4 if batch <= 32 else 3
+            tcfg = train_config(batch, 1, plan.log_interval * (1 + timed), plan.log_interval, plan.device, plan.compile)
+            loader = loader_for(plan, batch, plan.m124["block_size"], tokens=st.tokens)
+            m = run_fit(cm, raw, loader, tcfg, 1, timed)
     finally:
         torch.backends.cuda.enable_cudnn_sdp(cudnn_before)
-        inductor_config.coordinate_descent_tuning = coordinate_before
         torch._dynamo.reset()
-    base_b = batch
-    if lever.mode is None and lever.cudnn_attention and not lever.coordinate_descent:  # a default compile
+    if lever.is_default:  # compared with the default at the smallest batch measured before it
+        base_b = min(st.default, default=batch)
         st.default[batch] = m
-        base_b = min(st.default)  # the larger batch against the smaller
-    base = st.default.get(base_b) if base_b != batch or st.default.get(batch) is not m else None
+    else:  # compared with the default at its own batch
+        base_b = batch
+    base = st.default.get(base_b) if st.default.get(base_b) is not m else None
     versus = f"default b{base_b} {base.tok_s:,.0f} tok/s" if base else ""
     suite.figure(Row(f"lever {plan.label124} b{batch}, {lever.name}", m.tok_s, m.mfu, m.peak_gb, versus,
                      m.tok_s / base.tok_s if base else None,
@@ -680,6 +711,8 @@ def run_lever(suite: Suite, lever: Lever, st: LeverState) -> Measure:
 
 
 def section_levers(suite: Suite, st: LeverState, levers: tuple[Lever, ...]) -> None:
+    if not st.default and not any(lever.is_default for lever in levers):
+        levers = (DEFAULT_LEVER, *levers)  # --only autotune: something to compare with
     for lever in levers:
         suite.section(f"lever {lever.name}" + (f" b{lever.batch}" if lever.batch else ""), run_lever, suite, lever, st)
 
@@ -729,10 +762,11 @@ def main() -> int:
     say(f"mypt: {Path(mypt.__file__).parent} | python {sys.version.split()[0]} | MFU against {PEAK_FLOPS / 1e12:.0f} "
         f"TFLOP/s | budget {args.budget_s:.0f} s")
     suite = Suite(plan, args)
+    tokens = synthetic_tokens(plan)
     with tempfile.TemporaryDirectory(prefix="gpu_suite_") as tmp:
         raw = None
         if suite.wanted("fit124") or suite.wanted("profile"):
-            raw = sections_124(suite, Path(tmp))
+            raw = sections_124(suite, Path(tmp), tokens)
         if suite.wanted("gen"):
             suite.section("generation", section_gen, suite, raw)
         del raw
@@ -748,7 +782,7 @@ def main() -> int:
                           plan.m350, plan.b350)
         # After the presets: their compile-or-eager choice reads the time budget, which the
         # levers' compilations would use up.
-        lever_state = LeverState(np.random.default_rng(1).integers(0, plan.vocab, plan.synthetic_tokens, dtype=np.uint32))
+        lever_state = LeverState(tokens)
         if suite.wanted("levers"):
             section_levers(suite, lever_state, LEVERS)
         if suite.wanted("autotune"):

@@ -124,7 +124,7 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
         model_d, train_d, source = load_config_file(preset)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if init is not None and not req.resume:
+    if init is not None and not req.resume and not req.config_file:  # the base's settings, a new run
         train_d = new_run_schedule(train_d, overrides)
     model_d.update({k: overrides.pop(k) for k in GPTConfig.field_names() if k in overrides})
     model_d["vocab_size"] = tokenizer.vocab_size

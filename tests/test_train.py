@@ -214,6 +214,13 @@ def test_a_new_run_from_a_model_decays_over_its_own_length_and_rate(demo, tmp_pa
     assert (kept["max_iters"], kept["lr_decay_iters"], kept["min_lr"]) == (2, 5000, 1e-4)
     given = adapt("given", "--max_iters", "3", "--lr_decay_iters", "7", "--learning_rate", "2e-3", "--min_lr", "1e-5")
     assert (given["lr_decay_iters"], given["min_lr"]) == (7, 1e-5)
+    # With --config_file the settings are that file's, kept as without --init_from_model.
+    tiny = json.loads((REPO / "mypt" / "configs" / "tiny.json").read_text())
+    tiny["training"].update(lr_decay_iters=50, min_lr=2e-4)
+    (tmp_path / "pinned.json").write_text(json.dumps(tiny))
+    pinned = adapt("pinned", "--config_file", str(tmp_path / "pinned.json"), "--max_iters", "3",
+                   "--learning_rate", "2e-3")
+    assert (pinned["max_iters"], pinned["lr_decay_iters"], pinned["min_lr"]) == (3, 50, 2e-4)
 
 
 @pytest.mark.slow
