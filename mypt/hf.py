@@ -3,7 +3,7 @@
 custom code.
 
 - Weights: mypt's GPT is GPT-2's architecture (pre-LN, learned positions, tied embeddings,
-  tanh GELU = "gelu_new"). transformers' GPT-2 uses Conv1D layers whose weights are the
+  tanh GELU = "gelu_new", or the exact one = "gelu" with `gelu: exact`). transformers' GPT-2 uses Conv1D layers whose weights are the
   transpose of nn.Linear's; biases a model trained without them are exported as zeros; the
   vocabulary padding rows are trimmed; the embedding stays tied to the output head.
 - Tokenizer: gpt2 becomes GPT-2's byte-level BPE (vocab + merges derived offline from the
@@ -28,6 +28,9 @@ from mypt.model import load_model
 from mypt.tokenizers import Tokenizer
 
 _LINEAR = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # Conv1D in transformers' GPT-2
+# mypt's gelu setting -> transformers' activation_function, and the names read back.
+HF_GELU = {"tanh": "gelu_new", "exact": "gelu"}
+GELU_FROM_HF = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "exact"}
 
 
 def _require_hf():
@@ -46,7 +49,7 @@ def hf_config(cfg, tokenizer: Tokenizer):
     eot = tokenizer.eot_id
     return transformers.GPT2Config(
         vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function="gelu_new",
+        n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function=HF_GELU[cfg.gelu],
         resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5,
         bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True,
         architectures=["GPT2LMHeadModel"])
@@ -204,12 +207,15 @@ def read_hf_config(path: Path) -> dict:
         hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ConfigError(f"--init_from_model hf:{path}: no readable config.json ({e})") from None
-    if hf.get("model_type") != "gpt2" or hf.get("activation_function", "gelu_new") != "gelu_new" or \
+    activation = hf.get("activation_function", "gelu_new")
+    if hf.get("model_type") != "gpt2" or activation not in GELU_FROM_HF or \
             hf.get("n_inner") not in (None, 4 * hf.get("n_embd", 0)):
         raise ConfigError(f"--init_from_model hf:{path}: mypt imports GPT-2-architecture models (model_type gpt2, "
-                          f"gelu_new, n_inner 4 x n_embd); this is {hf.get('model_type')!r}")
+                          f"activation_function {' or '.join(GELU_FROM_HF)}, n_inner 4 x n_embd); this is "
+                          f"{hf.get('model_type')!r} with {activation!r}")
     model = {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
-             "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True}
+             "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True,
+             "gelu": GELU_FROM_HF[activation]}
     return {"model": model, "training": {}}
 
 

@@ -27,10 +27,11 @@ MULTILINGUAL = ("Hello wörld! Ελληνικά, русский, עברית, ا�
                 "  indented\tcode(x): return x**2  # we'll see, I'M sure\r\n")
 
 
-def trained_checkpoint(path: Path, tokenizer, bias: bool) -> GPT:
+def trained_checkpoint(path: Path, tokenizer, bias: bool, gelu: str = "tanh") -> GPT:
     """A tiny model trained a few steps (so no weight is at its initial value)."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=bias))
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=bias,
+                          gelu=gelu))
     tokens = np.random.default_rng(0).integers(0, tokenizer.vocab_size, 4000).astype(np.uint32)
     loader = GPTDataLoader(LoaderConfig(batch_size=4, block_size=16), tokenizer, tokens=tokens)
     model.fit(loader, config=TrainConfig(max_iters=3, eval_interval=3, eval_iters=1, warmup_iters=0),
@@ -55,15 +56,17 @@ def bpe_tokenizer(tmp_path: Path):
     return make_tokenizer(f"hf:{tmp_path / 'tok.json'}")
 
 
-@pytest.mark.parametrize("kind, bias", [("gpt2", False), ("char", True), ("hf", False)])
-def test_export_loads_in_transformers_with_equal_logits_and_tokens(tmp_path, kind, bias):
+@pytest.mark.parametrize("kind, bias, gelu", [("gpt2", False, "tanh"), ("char", True, "tanh"), ("hf", False, "tanh"),
+                                             ("char", False, "exact")])
+def test_export_loads_in_transformers_with_equal_logits_and_tokens(tmp_path, kind, bias, gelu):
     tokenizer = GPT2Tokenizer() if kind == "gpt2" else bpe_tokenizer(tmp_path) if kind == "hf" else \
         CharTokenizer(chars=sorted(set(MULTILINGUAL)))
-    model = trained_checkpoint(tmp_path / "m", tokenizer, bias).eval()
+    model = trained_checkpoint(tmp_path / "m", tokenizer, bias, gelu).eval()
     out = export(tmp_path, "m")
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     assert type(hf_model).__name__ == "GPT2LMHeadModel"
+    assert hf_model.config.activation_function == {"tanh": "gelu_new", "exact": "gelu"}[gelu]
     assert hf_model.get_output_embeddings().weight.data_ptr() == hf_model.get_input_embeddings().weight.data_ptr()
 
     ids = tokenizer.encode(MULTILINGUAL)
@@ -99,21 +102,25 @@ def test_export_never_replaces_a_checkpoint(tmp_path):
     assert (tmp_path / "b" / "model.safetensors").read_bytes() == before
 
 
-def hf_gpt2(path: Path) -> dict:
+def hf_gpt2(path: Path, activation: str = "gelu_new") -> dict:
     """A small random GPT-2 made by transformers, saved as save_pretrained writes it."""
     torch.manual_seed(1)
-    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=32, n_embd=32, n_layer=2, n_head=2,
+                                  activation_function=activation)
     model = transformers.GPT2LMHeadModel(cfg)
     model.save_pretrained(path, safe_serialization=True)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_import_then_export_round_trips_to_identical_tensors(tmp_path):
-    original = hf_gpt2(tmp_path / "gpt2-small")
+@pytest.mark.parametrize("activation, gelu", [("gelu_new", "tanh"), ("gelu", "exact")])
+def test_import_then_export_round_trips_to_identical_tensors(tmp_path, activation, gelu):
+    original = hf_gpt2(tmp_path / "gpt2-small", activation)
     model, tokenizer, _ = import_hf(tmp_path / "gpt2-small")
-    assert tokenizer.kind == "gpt2" and model.config.bias
+    assert tokenizer.kind == "gpt2" and model.config.bias and model.config.gelu == gelu
     checkpoint.save(tmp_path / "imported", model, tokenizer, {})
-    again = transformers.AutoModelForCausalLM.from_pretrained(export(tmp_path, "imported")).state_dict()
+    back = transformers.AutoModelForCausalLM.from_pretrained(export(tmp_path, "imported"))
+    assert back.config.activation_function == activation
+    again = back.state_dict()
     for key, value in original.items():
         if key.endswith(("attn.bias", "attn.masked_bias")):
             continue
