@@ -92,6 +92,28 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still tied
 
 
+def test_gelu_setting_round_trips_and_older_checkpoints_keep_the_tanh_form(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    exact = GPT(GPTConfig(**TINY, gelu="exact"))
+    tanh = GPT(GPTConfig(**TINY))
+    tanh.load_state_dict(exact.state_dict())
+    x = torch.randint(0, len(CHARS), (2, 16))
+    assert not torch.allclose(exact(x, x)[0], tanh(x, x)[0], atol=1e-7)  # the setting reaches the MLP
+    tok = CharTokenizer(chars=CHARS)
+    checkpoint.save(tmp_path / "exact", exact, tok, {"training": {}})
+    loaded, _, _ = load_model(tmp_path / "exact")
+    assert loaded.config.gelu == "exact" and torch.equal(loaded(x, x)[0], exact(x, x)[0])
+    # A checkpoint written before the setting existed has no "gelu": it was the tanh form.
+    checkpoint.save(tmp_path / "old", tanh, tok, {"training": {}})
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["model"]["gelu"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    old, _, _ = load_model(tmp_path / "old")
+    assert old.config.gelu == "tanh" and torch.equal(old(x, x)[0], tanh(x, x)[0])
+
+
 def test_pickled_checkpoints_are_refused_without_running_them(tmp_path):
     class Payload:
         def __reduce__(self):
