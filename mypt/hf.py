@@ -3,7 +3,7 @@
 custom code.
 
 - Weights: mypt's GPT is GPT-2's architecture (pre-LN, learned positions, tied embeddings,
-  tanh GELU = "gelu_new", or the exact one = "gelu" with `gelu: exact`). transformers' GPT-2 uses Conv1D layers whose weights are the
+  tanh GELU = "gelu_new"; a model with `gelu: exact` exports "gelu"). transformers' GPT-2 uses Conv1D layers whose weights are the
   transpose of nn.Linear's; biases a model trained without them are exported as zeros; the
   vocabulary padding rows are trimmed; the embedding stays tied to the output head.
 - Tokenizer: gpt2 becomes GPT-2's byte-level BPE (vocab + merges derived offline from the
@@ -208,11 +208,13 @@ def read_hf_config(path: Path) -> dict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"--init_from_model hf:{path}: no readable config.json ({e})") from None
     activation = hf.get("activation_function", "gelu_new")
-    if hf.get("model_type") != "gpt2" or activation not in GELU_FROM_HF or \
-            hf.get("n_inner") not in (None, 4 * hf.get("n_embd", 0)):
+    wrong = [f"{key} {hf.get(key)!r}" for key, ok in (
+        ("model_type", hf.get("model_type") == "gpt2"), ("activation_function", activation in GELU_FROM_HF),
+        ("n_inner", hf.get("n_inner") in (None, 4 * hf.get("n_embd", 0)))) if not ok]
+    if wrong:
         raise ConfigError(f"--init_from_model hf:{path}: mypt imports GPT-2-architecture models (model_type gpt2, "
-                          f"activation_function {' or '.join(GELU_FROM_HF)}, n_inner 4 x n_embd); this is "
-                          f"{hf.get('model_type')!r} with {activation!r}")
+                          f"activation_function gelu_new, gelu_pytorch_tanh or gelu, n_inner 4 x n_embd); this "
+                          f"one has {', '.join(wrong)}")
     model = {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
              "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True,
              "gelu": GELU_FROM_HF[activation]}

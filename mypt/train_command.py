@@ -145,8 +145,12 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
             raise ConfigError(f"{init} was trained with another vocabulary ({init_tok}) than this data ({tokenizer}): "
                               f"prepare the data with --tokenizer_from {init}")
         if model.config != model_cfg:
-            raise ConfigError(f"{init} has another architecture than {source}: {model.config} vs {model_cfg}; "
-                              "leave --config_file and the model flags out to keep the checkpoint's")
+            theirs = model.config.to_dict()
+            differ = {k: (v, theirs[k]) for k, v in model_cfg.to_dict().items() if theirs.get(k) != v}
+            raise ConfigError(f"{init} has another architecture than {source}: "
+                              + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
+                              + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
+                              + " ".join(f"--{k} {ckpt}" for k, (_, ckpt) in differ.items()))
     else:
         model = GPT(model_cfg).to(device)
 

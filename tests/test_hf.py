@@ -127,6 +127,14 @@ def test_import_then_export_round_trips_to_identical_tensors(tmp_path, activatio
         assert torch.equal(again[key], value), key
 
 
+def test_import_names_what_is_not_gpt2(tmp_path):
+    hf_gpt2(tmp_path / "relu", "relu")
+    from mypt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"this one has activation_function 'relu'$"):
+        import_hf(tmp_path / "relu")
+
+
 @pytest.mark.slow
 def test_training_continues_from_hf_weights_and_refuses_another_tokenizer(tmp_path):
     hf_gpt2(tmp_path / "gpt2-small")
