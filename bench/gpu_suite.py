@@ -658,14 +658,16 @@ class LeverState:
         return max(self.default, key=lambda b: self.default[b].tok_s) if self.default else 32
 
 
-def no_compile_caches():
-    """Inductor's and AOTAutograd's on-disk caches off: their keys leave out settings such as the
-    SDPA backends, so a lever could run the graph another lever compiled (seen: the flash lever
-    reran the cuDNN graph, its compile 3 s against 20). Each lever compiles afresh."""
+def lever_compile_config(lever: Lever) -> contextlib.ExitStack:
+    """The lever's inductor tuning, with inductor's and AOTAutograd's on-disk caches off: their
+    keys leave out settings such as the SDPA backends, so a lever could run the graph another
+    lever compiled (seen: the flash lever reran the cuDNN graph, its compile 3 s against 20).
+    Each lever compiles afresh."""
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
     stack = contextlib.ExitStack()
+    stack.enter_context(inductor_config.patch(coordinate_descent_tuning=lever.coordinate_descent))
     for config, key in ((functorch_config, "enable_autograd_cache"), (inductor_config, "fx_graph_cache")):
         if hasattr(config, key):
             stack.enter_context(config.patch(**{key: False}))
@@ -681,12 +683,10 @@ def run_lever(suite: Suite, lever: Lever, st: LeverState) -> Measure | None:
     batch = lever.batch or st.best_batch(plan)
     if smoke:
         batch = {32: plan.batches[0], 64: plan.batches[-1]}.get(batch, batch)
-    import torch._inductor.config as inductor_config
-
     cudnn_before = torch.backends.cuda.cudnn_sdp_enabled()
     torch._dynamo.reset()
     try:
-        with no_compile_caches(), inductor_config.patch(coordinate_descent_tuning=lever.coordinate_descent):
+        with lever_compile_config(lever):
             torch.backends.cuda.enable_cudnn_sdp(lever.cudnn_attention and cudnn_before)
             raw, cm = build(plan, plan.m124, plan.compile, lever.mode)
             timed = 4 if batch <= 32 else 3

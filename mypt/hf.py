@@ -3,9 +3,10 @@
 custom code.
 
 - Weights: mypt's GPT is GPT-2's architecture (pre-LN, learned positions, tied embeddings,
-  tanh GELU = "gelu_new"; a model with `gelu: exact` exports "gelu"). transformers' GPT-2 uses Conv1D layers whose weights are the
-  transpose of nn.Linear's; biases a model trained without them are exported as zeros; the
-  vocabulary padding rows are trimmed; the embedding stays tied to the output head.
+  tanh GELU = "gelu_new"; a model with `gelu: exact` exports "gelu"). transformers' GPT-2
+  uses Conv1D layers whose weights are the transpose of nn.Linear's; biases a model trained
+  without them are exported as zeros; the vocabulary padding rows are trimmed; the embedding
+  stays tied to the output head.
 - Tokenizer: gpt2 becomes GPT-2's byte-level BPE (vocab + merges derived offline from the
   r50k_base ranks mypt installs: a token's merge is the split BPE reaches with the ranks below
   its own); char becomes a WordLevel model over single characters with a decoder that fuses

@@ -92,6 +92,13 @@ def new_run_schedule(train_d: dict, overrides: dict) -> dict:
             if not (k in DERIVED_FROM and DERIVED_FROM[k] in overrides and k not in overrides)}
 
 
+def _as_flag(name: str, value) -> str:
+    """A model setting as `mypt train` takes it (booleans are --x / --no_x)."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no_{name}"
+    return f"--{name} {value}"
+
+
 def _rank0() -> bool:
     """Whether this process is rank 0 (or alone), before the process group exists."""
     return os.environ.get("WORLD_SIZE", "1") == "1" or os.environ.get("RANK", "0") == "0"
@@ -150,7 +157,7 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
             raise ConfigError(f"{init} has another architecture than {source}: "
                               + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
                               + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
-                              + " ".join(f"--{k} {ckpt}" for k, (_, ckpt) in differ.items()))
+                              + " ".join(_as_flag(k, ckpt) for k, (_, ckpt) in differ.items()))
     else:
         model = GPT(model_cfg).to(device)
 

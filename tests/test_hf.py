@@ -15,6 +15,7 @@ from mypt import checkpoint
 from mypt.cli import main
 from mypt.config import GPTConfig, TrainConfig
 from mypt.data import GPTDataLoader, LoaderConfig
+from mypt.errors import ConfigError
 from mypt.hf import import_hf
 from mypt.model import GPT
 from mypt.tokenizers import make_tokenizer
@@ -129,8 +130,6 @@ def test_import_then_export_round_trips_to_identical_tensors(tmp_path, activatio
 
 def test_import_names_what_is_not_gpt2(tmp_path):
     hf_gpt2(tmp_path / "relu", "relu")
-    from mypt.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"this one has activation_function 'relu'$"):
         import_hf(tmp_path / "relu")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import string
 
@@ -93,8 +94,6 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
 
 
 def test_gelu_setting_round_trips_and_older_checkpoints_keep_the_tanh_form(tmp_path):
-    import json
-
     torch.manual_seed(0)
     exact = GPT(GPTConfig(**TINY, gelu="exact"))
     tanh = GPT(GPTConfig(**TINY))
