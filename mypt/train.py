@@ -99,14 +99,25 @@ def evaluate(model: torch.nn.Module, loader, split: str, n_batches: int, amp: to
     return torch.stack(losses).mean().item()
 
 
-def evaluate_val(model: torch.nn.Module, loader, n_batches: int, amp: torch.dtype | None) -> dict[str, float]:
-    """The training loader's val losses: {"val": ...}; for a MixtureLoader also "val_NAME" of
-    each dataset, and "val" is their mean weighted by the mixture's weights."""
+def evaluate_all(model: torch.nn.Module, loader, eval_loaders: dict, n_batches: int,
+                 amp: torch.dtype | None) -> dict[str, float]:
+    """The training loader's val losses, {"val": ...} (for a MixtureLoader also "val_NAME" of
+    each dataset, and "val" their mean weighted by the mixture's weights), then "eval_NAME" of
+    each eval loader. A loader met twice (an eval dataset that is also trained on, passed as the
+    same loader object) is evaluated once: the same fixed batches give the same loss."""
     parts = loader.val_parts() if hasattr(loader, "val_parts") else [("val", 1.0, loader)] * ("val" in loader.splits)
-    losses = {key: evaluate(model, part, "val", n_batches, amp) for key, _, part in parts}
+    done: dict[int, float] = {}
+
+    def loss_of(part) -> float:
+        if id(part) not in done:
+            done[id(part)] = evaluate(model, part, "val", n_batches, amp)
+        return done[id(part)]
+
+    losses = {key: loss_of(part) for key, _, part in parts}
     if parts and "val" not in losses:
         total = sum(weight for _, weight, _ in parts)
         losses = {"val": sum(weight * losses[key] for key, weight, _ in parts) / total, **losses}
+    losses.update({f"eval_{name}": loss_of(part) for name, part in eval_loaders.items()})
     return losses
 
 
@@ -305,9 +316,7 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             if step % cfg.eval_interval == 0 or step == cfg.max_iters:
                 if step != start or not resume_state:
                     flush()
-                    losses = evaluate_val(raw, data_loader, cfg.eval_iters, amp)
-                    for name, loader in eval_data_loaders.items():
-                        losses[f"eval_{name}"] = evaluate(raw, loader, "val", cfg.eval_iters, amp)
+                    losses = evaluate_all(raw, data_loader, eval_data_loaders, cfg.eval_iters, amp)
                     history.append({"step": step, **losses})
                     if "val" in losses:
                         best_val = losses["val"] if best_val is None else min(best_val, losses["val"])

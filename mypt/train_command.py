@@ -172,7 +172,13 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
     if req.eval_dataset_dir is not None:
         check_same_tokenizer(tokenizer, req.eval_dataset_dir, "the training data",
                              f"--eval_dataset_dir {req.eval_dataset_dir}")
-        eval_loaders["general"] = GPTDataLoader(loader_cfg, tokenizer, dataset_dir=req.eval_dataset_dir, eval_only=True)
+        # A dataset also trained on (the adapt stage's replay of general text) keeps its own
+        # loader: fit evaluates a loader once, and eval_general is then val_general's value.
+        trained = {Path(part.dataset_dir).resolve(): part for _, _, part in loader.val_parts()
+                   if part.dataset_dir is not None}
+        eval_loaders["general"] = (trained.get(Path(req.eval_dataset_dir).resolve())
+                                   or GPTDataLoader(loader_cfg, tokenizer, dataset_dir=req.eval_dataset_dir,
+                                                    eval_only=True))
 
     optimizer = configure_optimizer(model, train_cfg, device)
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank) if req.resume else None

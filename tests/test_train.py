@@ -334,6 +334,30 @@ def test_mixture_of_two_datasets_reports_each_val_loss(demo, tmp_path):
 
 
 @pytest.mark.slow
+def test_eval_dataset_also_trained_on_is_evaluated_once(demo, tmp_path, monkeypatch):
+    """The adapt stage's shape: general text replayed in the mixture and given again as
+    --eval_dataset_dir. eval_general is val_general's loss, computed once per evaluation."""
+    import mypt.train
+    from mypt.train_command import run_from_flags
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    evaluate = mypt.train.evaluate
+    monkeypatch.setattr(mypt.train, "evaluate", lambda *a: calls.append(a[1]) or evaluate(*a))
+    flags = {"dataset_dir": (f"domain={demo / 'domain'}:0.9", f"general={demo / 'general'}:0.1"),
+             "eval_dataset_dir": demo / "general", "config_file": "tiny", "device": "cpu", "max_iters": 2,
+             "eval_interval": 2, "eval_iters": 1, "model_name": "adapted"}
+    lines = []
+    run_from_flags(flags, log=lines.append)
+    evals = [h for h in json.loads((tmp_path / "checkpoints/adapted/training_state.json").read_text())["history"]
+             if "val" in h]
+    assert [h["step"] for h in evals] == [0, 2]
+    assert all(h["eval_general"] == h["val_general"] and h["val_domain"] != h["val_general"] for h in evals)
+    assert len(calls) == 2 * len(evals) and len({id(c) for c in calls}) == 2  # domain and general, once each
+    assert any(line.startswith("step 2: val ") and "| eval_general " in line for line in lines)
+
+
+@pytest.mark.slow
 def test_mixture_run_resumes_exactly(demo, tmp_path, monkeypatch):
     """A mixture run resumed from its step-3 checkpoint ends with the uninterrupted run's
     weights and history: the dataset draw is part of the saved sampler state."""
