@@ -167,8 +167,9 @@ def _autocast(device: torch.device, amp: torch.dtype | None):
 class StopSignals:
     """While training runs, SIGTERM and SIGINT only ask it to stop: the step in flight ends,
     a checkpoint is written and fit raises TrainingStopped. A second signal acts at once (the
-    handler that was there before). Handlers can only be set in the main thread; elsewhere
-    signals keep theirs. The previous handlers come back on exit."""
+    handler that was there before). A signal the process ignores stays ignored. Handlers can
+    only be set in the main thread; elsewhere signals keep theirs. The previous handlers come
+    back on exit."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -179,7 +180,11 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                # An ignored signal stays ignored: a job started in the background by a script
+                # (`mypt train ... &`) ignores SIGINT, so a Ctrl-C meant for the shell's
+                # foreground must not stop it.
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame) -> None:

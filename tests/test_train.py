@@ -113,6 +113,20 @@ def test_sigterm_stops_after_a_step_with_a_checkpoint_and_resume_finishes_exactl
         assert (tmp_path / "checkpoints/straight" / name).read_bytes() == \
             (tmp_path / "checkpoints/stopped" / name).read_bytes(), name
 
+    # Started with SIGINT ignored (how a script's `mypt train ... &` starts): a Ctrl-C meant for
+    # the foreground does not stop it, and it finishes as the uninterrupted run did.
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "mypt.cli", *args, "--model_name", "background"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    for line in proc.stdout:
+        if line.startswith("iter 10:"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped" not in err, err
+    assert (tmp_path / "checkpoints/straight/model.safetensors").read_bytes() == \
+        (tmp_path / "checkpoints/background/model.safetensors").read_bytes()
+
 
 @pytest.mark.slow
 def test_torchrun_two_processes_sample_different_windows_and_stay_in_sync(demo, tmp_path):
