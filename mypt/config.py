@@ -88,10 +88,11 @@ class TrainConfig(Settings):
     gradient_accumulation_steps: int = setting(1, "Micro-steps per optimizer step.", min=1)
     max_iters: int = setting(5000, "Training steps (optimizer steps).", min=0)
     learning_rate: float = setting(6e-4, "Peak learning rate.", min=0.0, min_open=True)
-    min_lr: float | None = setting(None, "End of the cosine decay (default learning_rate/10).", min=0.0)
+    min_lr: float | None = setting(None, "End of the cosine decay (default learning_rate/10).", min=0.0,
+                                   derived_from="learning_rate")
     warmup_iters: int = setting(100, "Steps of linear warmup.", min=0)
     lr_decay_iters: int | None = setting(None, "Step where the cosine decay reaches min_lr (default max_iters).",
-                                         min=0)
+                                         min=0, derived_from="max_iters")
     weight_decay: float = setting(0.1, "AdamW weight decay (matrices and embeddings only).", min=0.0)
     beta1: float = setting(0.9, "AdamW beta1.", min=0.0, max=1.0, max_open=True)
     beta2: float = setting(0.95, "AdamW beta2.", min=0.0, max=1.0, max_open=True)
@@ -107,6 +108,16 @@ class TrainConfig(Settings):
                          choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = setting(False, "torch.compile the model (GPU: faster after a warm-up).")
     seed: int = setting(1337, "Seed of initialization and of the batch sampler.")
+
+    @property
+    def decay_iters(self) -> int:
+        """Where the cosine ends: lr_decay_iters, or max_iters when left out."""
+        return self.lr_decay_iters if self.lr_decay_iters is not None else self.max_iters
+
+    @property
+    def final_lr(self) -> float:
+        """Where the cosine ends up: min_lr, or a tenth of learning_rate when left out."""
+        return self.min_lr if self.min_lr is not None else self.learning_rate / 10
 
 
 @dataclass

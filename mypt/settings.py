@@ -26,7 +26,8 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
             choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
             flag: str | None = None, output: bool = True, required: bool = False,
             exists: str | None = None, show_default: Any = True,
-            check: Callable[[Any], Any] | None = None, metavar: str | None = None) -> Any:
+            check: Callable[[Any], Any] | None = None, metavar: str | None = None,
+            derived_from: str | None = None) -> Any:
     """A settings field.
 
     min/max (open or closed) and choices are checked on creation and become click's
@@ -37,10 +38,13 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
     "file": a path flag must name an existing directory or file. `check(value)` validates
     what a fixed list cannot (`--tokenization hf:PATH`): it returns the value or raises a
     MyptError whose message says what is wrong; `metavar` is then the flag's help form.
+    `derived_from`: left at None, the setting follows that other field (min_lr follows
+    learning_rate), so a new run that sets that field drops a saved value of this one.
     """
     meta = {"help": help, "min": min, "max": max, "min_open": min_open, "max_open": max_open,
             "choices": choices, "flag": flag, "output": output, "required": required,
-            "exists": exists, "show_default": show_default, "check": check, "metavar": metavar}
+            "exists": exists, "show_default": show_default, "check": check, "metavar": metavar,
+            "derived_from": derived_from}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -124,6 +128,12 @@ class Settings:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, check_field(f, getattr(self, f.name), hints[f.name], self.LABEL))
+
+    @classmethod
+    def derived(cls) -> dict[str, str]:
+        """{setting: the field it follows when left at None} (see setting(derived_from=))."""
+        return {f.name: f.metadata["derived_from"] for f in dataclasses.fields(cls)
+                if f.metadata.get("derived_from")}
 
     @classmethod
     def field_names(cls) -> list[str]:

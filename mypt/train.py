@@ -29,8 +29,7 @@ PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then flat."""
-    min_lr = cfg.min_lr if cfg.min_lr is not None else cfg.learning_rate / 10
-    decay_iters = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
+    min_lr, decay_iters = cfg.final_lr, cfg.decay_iters
     if step < cfg.warmup_iters:
         return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
     if step >= decay_iters:
@@ -277,6 +276,10 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             f"({dist.world_size} process(es) x {cfg.gradient_accumulation_steps} accumulation x "
             f"{data_loader.batch_size} x {data_loader.block_size}) | device: {device} | "
             f"autocast: {amp or 'off'}{' with GradScaler' if scaler.is_enabled() else ''}")
+        if 0 < cfg.max_iters <= cfg.warmup_iters:  # a preset's or a base model's warmup in a short run
+            log(f"warning: warmup_iters {cfg.warmup_iters} >= max_iters {cfg.max_iters}: the learning rate never "
+                f"reaches its peak {cfg.learning_rate:g} (it ends at {get_lr(cfg.max_iters - 1, cfg):.3g}); "
+                "pass a smaller --warmup_iters")
 
     cpu_group = _cpu_group(dist)
     saved_at, t_saved, last_good = (step if resume_state else None), time.monotonic(), None

@@ -80,16 +80,14 @@ def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable
 
 # Settings whose default is derived from another one: in a new run, a flag that sets the
 # second also resets the first, or the base's own schedule would outlive it.
-DERIVED_FROM = {"lr_decay_iters": "max_iters", "min_lr": "learning_rate"}
-
-
 def new_run_schedule(train_d: dict, overrides: dict) -> dict:
     """The base model's training settings for a new run from its weights (--init_from_model):
-    with --max_iters, its lr_decay_iters is dropped, with --learning_rate its min_lr, unless
-    given again, so that the cosine decays over the new run to a tenth of the new rate (a base
-    trained with lr_decay_iters 5000 would otherwise hold a 600-step adaptation near its peak)."""
-    return {k: v for k, v in train_d.items()
-            if not (k in DERIVED_FROM and DERIVED_FROM[k] in overrides and k not in overrides)}
+    a setting derived from one the new run sets (TrainConfig.derived(): lr_decay_iters from
+    max_iters, min_lr from learning_rate) is dropped unless given again, so that the cosine
+    decays over the new run to a tenth of the new rate (a base trained with lr_decay_iters
+    5000 would otherwise hold a 600-step adaptation near its peak)."""
+    derived = TrainConfig.derived()
+    return {k: v for k, v in train_d.items() if not (derived.get(k) in overrides and k not in overrides)}
 
 
 def _as_flag(name: str, value) -> str:

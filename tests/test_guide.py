@@ -71,7 +71,10 @@ def test_train_prints_the_guides_start_up_check(tmp_path, monkeypatch):
     assert done.exit_code == 0, done.output
     vocab = CharTokenizer.load(tmp_path / "data/my_char_dataset").vocab_size
     assert done.output.startswith(f"Loading tokenizer state from data/my_char_dataset...\nVocabulary size: {vocab}\n")
+    # the tiny preset warms up over 5 steps: a 1-step run never reaches the peak, and says so
+    assert "\nwarning: warmup_iters 5 >= max_iters 1: the learning rate never reaches its peak 0.003 " in done.output
     done = runner.invoke(main, ["train", "--input_file", "input.txt", "--tokenization", "char", "--model_name", "n",
-                                *tiny])
+                                *tiny, "--warmup_iters", "0"])
     assert done.exit_code == 0, done.output
     assert done.output.startswith(f"Building the char tokenizer for input.txt...\nVocabulary size: {vocab}\n")
+    assert "warning" not in done.output
