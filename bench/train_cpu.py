@@ -6,11 +6,14 @@ checkpoints or evaluation, so the gap is mypt's overhead.
 
     python bench/train_cpu.py --iters 60
 
+Both run in the dtype `mypt train --dtype auto` picks here: bfloat16 autocast of the linear
+layers on a CPU with AMX (attention stays float32), float32 elsewhere.
+
 With --levers, the bare loop alone under each CPU lever the issue of CPU speed asked about,
-each next to the default (eager, float32, torch's thread count) in the same run: torch.compile
-(inductor's CPU backend; its compile time printed apart), bfloat16 autocast, one thread
-instead of all; and what evaluation costs at the demo's settings (eval_iters forward batches
-every eval_interval steps) as a share of training time.
+each next to float32 eager on torch's thread count in the same run: bfloat16 autocast,
+torch.compile (inductor's CPU backend; its compile time printed apart), one thread instead of
+all; and what evaluation costs at the demo's settings (eval_iters forward batches every
+eval_interval steps) as a share of training time.
 
     python bench/train_cpu.py --levers --iters 40
 """
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 
 MODEL = dict(n_layer=4, n_head=4, n_embd=128, block_size=128, dropout=0.0, gelu="exact")  # the demo's model
-BATCH, VOCAB = 32, 65
+BATCH, VOCAB = 16, 65  # the demo's batch
 
 
 def make_dataset(root: Path, tokens: int = 2_000_000) -> None:
@@ -46,13 +49,23 @@ def make_dataset(root: Path, tokens: int = 2_000_000) -> None:
     (root / "dataset_metadata.json").write_text(json.dumps(meta))
 
 
-def bare_loop(iters: int, compile: bool = False, bf16: bool = False, threads: int | None = None,
+def auto_is_bf16() -> bool:
+    from mypt.train import cpu_has_amx
+
+    return cpu_has_amx()
+
+
+def bare_loop(iters: int, compile: bool = False, bf16: bool | None = None, threads: int | None = None,
               stats: dict | None = None) -> float:
-    """Tokens/s of a plain training loop (fused AdamW, as mypt uses on the CPU). `stats` gets
-    the warm-up time (compile time, when compiling) and the forward-only time of a batch."""
+    """Tokens/s of a plain training loop (fused AdamW, as mypt uses on the CPU); bf16=None:
+    the dtype mypt's auto picks here. `stats` gets the warm-up time (compile time, when
+    compiling) and the forward-only time of a batch."""
     from contextlib import nullcontext
 
     from mypt.model import GPT, GPTConfig
+
+    if bf16 is None:
+        bf16 = auto_is_bf16()
 
     default_threads = torch.get_num_threads()
     if threads:
@@ -95,10 +108,12 @@ def bare_loop(iters: int, compile: bool = False, bf16: bool = False, threads: in
 
 def levers(iters: int, repeats: int) -> None:
     """Each lever next to the default, alternating runs and keeping each one's best."""
-    variants = {"default (eager, float32, %d threads)" % torch.get_num_threads(): {},
-                "torch.compile (inductor CPU)": {"compile": True},
-                "bfloat16 autocast": {"bf16": True},
-                "1 thread": {"threads": 1}}
+    variants = {"eager, float32, %d threads" % torch.get_num_threads(): {"bf16": False},
+                "bfloat16 autocast (attention float32)": {"bf16": True},
+                "torch.compile (inductor CPU), float32": {"compile": True, "bf16": False},
+                "torch.compile, bfloat16 autocast": {"compile": True, "bf16": True},
+                "1 thread, float32": {"threads": 1, "bf16": False}}
+    print(f"mypt's --dtype auto here: {'bfloat16 (AMX)' if auto_is_bf16() else 'float32 (no AMX)'}")
     best: dict[str, float] = {}
     stats: dict[str, dict] = {name: {} for name in variants}
     for _ in range(repeats):
@@ -112,10 +127,12 @@ def levers(iters: int, repeats: int) -> None:
     for name in variants:
         extra = f", warm-up incl. compile {stats[name]['warmup_s']:.1f} s" if variants[name].get("compile") else ""
         print(f"{name:40s} {best[name]:10,.0f} tok/s = {best[name] / base:.2f}x{extra}")
-    # Evaluation at the demo's settings (params.yaml train: eval_iters 20 every 250 steps).
-    step_s = BATCH * MODEL["block_size"] / base
-    fwd_s = stats[base_name]["forward_s"]
-    for eval_iters, interval in ((20, 250), (200, 250), (20, 100)):
+    # Evaluation at the demo's settings (params.yaml train: eval_iters 20 every 500 steps), in
+    # the dtype mypt's auto picks here.
+    auto_name = list(variants)[1] if auto_is_bf16() else base_name
+    step_s = BATCH * MODEL["block_size"] / best[auto_name]
+    fwd_s = stats[auto_name]["forward_s"]
+    for eval_iters, interval in ((20, 500), (200, 250), (20, 100)):
         share = eval_iters * fwd_s / (interval * step_s + eval_iters * fwd_s)
         print(f"evaluation, {eval_iters} batches every {interval} steps: {share:.1%} of training time "
               f"(forward {fwd_s * 1000:.0f} ms, step {step_s * 1000:.0f} ms)")

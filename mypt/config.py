@@ -104,7 +104,8 @@ class TrainConfig(Settings):
     log_interval: int = setting(10, "Log the training loss every this many steps.", min=1)
     device: str = device_setting()
     dtype: str = setting("auto", "Autocast dtype (auto: bfloat16 on GPUs of compute capability 8.0 and later, "
-                                 "float16 with a GradScaler on older ones, float32 on the CPU).",
+                                 "float16 with a GradScaler on older ones; on the CPU bfloat16 linear layers "
+                                 "where it has AMX matrix units, else float32).",
                          choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = setting(False, "torch.compile the model (GPU: faster after a warm-up).")
     seed: int = setting(1337, "Seed of initialization and of the batch sampler.")

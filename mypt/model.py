@@ -39,7 +39,14 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if cache is None:
+        if cache is None and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # Under CPU autocast only the linear layers run in bfloat16: torch's CPU flash
+            # attention is slower in bfloat16 than in float32, enough to make the whole step
+            # slower than float32's (bench/train_cpu.py --levers).
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True,
+                                                   dropout_p=self.dropout if self.training else 0.0)
+        elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                dropout_p=self.dropout if self.training else 0.0)
         else:

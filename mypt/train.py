@@ -38,16 +38,26 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - min_lr)
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX: Xeon Sapphire
+    Rapids and later). torch says so only through a private function, hence the fallback."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check is not None and check())
+
+
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for float32. auto: bfloat16 on GPUs that run it natively
     (compute capability 8.0, Ampere, and later), float16 (with a GradScaler) on older ones
-    (is_bf16_supported() says True on a T4, which only emulates bf16), float32 elsewhere.
-    On the CPU autocast runs only when asked for by name (--dtype bfloat16 or float16)."""
+    (is_bf16_supported() says True on a T4, which only emulates bf16). On the CPU, bfloat16
+    where AMX runs its matrix products: the linear layers' matmuls are 3-4x faster than in
+    float32 at the demo model's shapes and a training step about a third shorter (attention
+    stays float32 there, see CausalSelfAttention); without AMX, bfloat16 is emulated, slower
+    than float32, and auto is float32."""
     if cfg.dtype == "float32" or device.type not in ("cuda", "cpu"):
         return None
     if cfg.dtype == "auto":
-        if device.type != "cuda":
-            return None
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_amx() else None
         return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
     return getattr(torch, cfg.dtype)
 

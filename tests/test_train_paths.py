@@ -183,8 +183,13 @@ def test_checkpoint_minutes_saves_between_evaluations(tmp_path, minutes, saved):
 # ---------------------------------------------------------------------------------------------
 # autocast, GradScaler, fused AdamW
 
-def test_dtype_auto_is_float32_on_cpu_and_named_dtypes_autocast():
+def test_dtype_auto_on_cpu_is_bf16_only_with_amx_and_named_dtypes_autocast(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert autocast_dtype(config(dtype="auto"), cpu) is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert autocast_dtype(config(dtype="auto"), cpu) is torch.bfloat16
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the private check
     assert autocast_dtype(config(dtype="auto"), cpu) is None
     assert autocast_dtype(config(dtype="float32"), cpu) is None
     assert autocast_dtype(config(dtype="bfloat16"), cpu) is torch.bfloat16
@@ -199,6 +204,24 @@ def test_dtype_auto_picks_bf16_only_where_the_gpu_runs_it_natively(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))  # A100
     assert autocast_dtype(config(dtype="auto"), gpu) is torch.bfloat16
     assert autocast_dtype(config(dtype="float16"), gpu) is torch.float16
+
+
+def test_cpu_autocast_keeps_attention_in_float32(monkeypatch):
+    """Under CPU autocast the linear layers run in bfloat16 and attention in float32 (torch's
+    CPU flash attention is slower in bfloat16); on the GPU attention runs in bfloat16."""
+    import mypt.model
+
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(mypt.model.F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append((q.dtype, torch.is_autocast_enabled("cpu"))) or sdpa(q, k, v, **kw))
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    x = torch.randint(0, 32, (2, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(x, x)
+    assert seen == [(torch.float32, False)] and logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
 
 
 def test_bf16_autocast_on_cpu_learns_and_resumes_exactly(tmp_path):
@@ -232,7 +255,9 @@ def test_adamw_is_fused_on_cpu():
 
 @pytest.mark.slow
 def test_compiled_model_learns_and_resumes(tmp_path):
-    cfg = config(max_iters=20)
+    # float32 (auto is bfloat16 on a CPU with AMX): a fresh compile may pick other kernels, and
+    # their rounding differences stay under 1e-4 only in float32.
+    cfg = config(max_iters=20, dtype="float32")
     result, _ = train(cfg, tmp_path / "straight", compile=True)
     assert_learns(result["history"])
     with pytest.raises(TrainingStopped, match="stopped at step 7;"):
