@@ -31,7 +31,7 @@ def rss_mb() -> float:
 
 def make_dataset(root: Path, shards: int, tokens_per_shard: int) -> None:
     """A gpt2 dataset of random ids, and the same tokens as one file for the baseline."""
-    from mypt.tokenizer import Tokenizer
+    from mypt.tokenizers.gpt2 import GPT2Tokenizer
 
     rng = np.random.default_rng(0)
     (root / "train").mkdir(parents=True)
@@ -40,7 +40,7 @@ def make_dataset(root: Path, shards: int, tokens_per_shard: int) -> None:
             tokens = rng.integers(0, 50257, tokens_per_shard, dtype=np.uint32)
             tokens.tofile(root / "train" / f"shard_{i:05d}.bin")
             tokens.tofile(whole)
-    Tokenizer.gpt2().save(root)
+    GPT2Tokenizer().save(root)
     meta = {"format_version": 1, "dtype": "uint32", "tokenizer": {"kind": "gpt2", "vocab_size": 50257, "eot_id": 50256},
             "tokens_per_shard": tokens_per_shard, "total_tokens": shards * tokens_per_shard}
     (root / "dataset_metadata.json").write_text(json.dumps(meta))
@@ -48,7 +48,7 @@ def make_dataset(root: Path, shards: int, tokens_per_shard: int) -> None:
 
 def measure_loader(root: str, batches: int, out) -> None:
     from mypt.data import GPTDataLoader
-    from mypt.tokenizer import Tokenizer
+    from mypt.tokenizers import Tokenizer
 
     base = rss_mb()
     t0 = time.perf_counter()

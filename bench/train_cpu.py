@@ -37,14 +37,14 @@ BATCH, VOCAB = 16, 65  # the demo's batch
 
 
 def make_dataset(root: Path, tokens: int = 2_000_000) -> None:
-    from mypt.tokenizer import Tokenizer
+    from mypt.tokenizers.char import CharTokenizer
 
     (root / "train").mkdir(parents=True)
     (root / "val").mkdir()
     rng = np.random.default_rng(0)
     rng.integers(0, VOCAB, tokens, dtype=np.uint32).tofile(root / "train" / "shard_00000.bin")
     rng.integers(0, VOCAB, tokens // 10, dtype=np.uint32).tofile(root / "val" / "shard_00001.bin")
-    Tokenizer.char([chr(32 + i) for i in range(VOCAB - 1)] + ["\n"]).save(root)
+    CharTokenizer(chars=[chr(32 + i) for i in range(VOCAB - 1)] + ["\n"]).save(root)
     meta = {"format_version": 1, "tokenizer": {"kind": "char", "vocab_size": VOCAB, "eot_id": None}}
     (root / "dataset_metadata.json").write_text(json.dumps(meta))
 
@@ -142,11 +142,14 @@ def mypt_train(root: Path, iters: int) -> float:
     cmd = [sys.executable, "-m", "mypt.cli", "train", "--dataset_dir", str(root), "--model_name", "bench",
            "--checkpoints_dir", str(root / "ckpt"), "--config_file", "small_char", "--device", "cpu",
            "--batch_size", str(BATCH), "--max_iters", str(iters + 10), "--log_interval", "10",
-           "--eval_interval", str(iters + 10), "--eval_iters", "1"]
+           "--eval_interval", str(iters + 10), "--eval_iters", "1", "--overwrite"]
     for k, v in MODEL.items():
         cmd += [f"--{k}", str(v)]
     # cwd: see bench/prepare.py (a `mypt/` in the working directory would shadow this one)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root).stdout
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+    if done.returncode != 0:
+        raise SystemExit(f"mypt train failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    out = done.stdout
     rates = [float(r.replace(",", "")) for r in re.findall(r"([\d,]+) tok/s", out)]
     return float(np.mean(rates[1:]))  # the first interval includes warm-up
 

@@ -31,7 +31,7 @@ GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=
 def write_shards(root: Path, tokens: int, per_shard: int, vocab: int) -> None:
     import json
 
-    from mypt.tokenizer import Tokenizer
+    from mypt.tokenizers.gpt2 import GPT2Tokenizer
 
     (root / "train").mkdir(parents=True)
     (root / "val").mkdir()
@@ -39,13 +39,13 @@ def write_shards(root: Path, tokens: int, per_shard: int, vocab: int) -> None:
     for i in range(tokens // per_shard):
         rng.integers(0, vocab, per_shard, dtype=np.uint32).tofile(root / "train" / f"shard_{i:05d}.bin")
     rng.integers(0, vocab, per_shard, dtype=np.uint32).tofile(root / "val" / f"shard_{i + 1:05d}.bin")
-    Tokenizer.gpt2().save(root)
+    GPT2Tokenizer().save(root)
     (root / "dataset_metadata.json").write_text(json.dumps(
         {"format_version": 1, "tokenizer": {"kind": "gpt2", "vocab_size": 50257, "eot_id": 50256}}))
 
 
 def run(model_kw: dict, batch: int, iters: int, device: str, compile_: bool, dataset: Path | None) -> tuple[float, float]:
-    from mypt.tokenizer import Tokenizer
+    from mypt.tokenizers.gpt2 import GPT2Tokenizer
 
     torch.manual_seed(0)
     cfg = GPTConfig(**model_kw)
@@ -53,7 +53,7 @@ def run(model_kw: dict, batch: int, iters: int, device: str, compile_: bool, dat
     tcfg = TrainConfig(batch_size=batch, max_iters=iters, eval_interval=10**9, eval_iters=1, log_interval=10,
                        warmup_iters=10, compile=compile_, device=device)
     loader_cfg = SimpleNamespace(batch_size=batch, block_size=cfg.block_size, device=device)
-    tok = Tokenizer.gpt2()
+    tok = GPT2Tokenizer()
     if dataset is None:
         tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 50_000_000 if device == "cuda" else 200_000,
                                                    dtype=np.uint32)

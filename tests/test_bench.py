@@ -23,3 +23,15 @@ def test_gpu_suite_smoke_runs_every_section(tmp_path):
         assert figure in summary, f"{figure!r} missing from the summary:\n{summary}"
     # max-autotune only when named: it is minutes of autotuning on a GPU.
     assert "max-autotune" not in out
+
+
+@pytest.mark.slow
+def test_cpu_benches_run(tmp_path):
+    """bench/train_cpu.py and bench/loader.py at tiny sizes: the scripts whose figures the
+    README quotes keep running as the library changes (both had broken on renamed imports)."""
+    out = run([sys.executable, str(REPO / "bench" / "train_cpu.py"), "--iters", "2", "--repeats", "1"],
+              cwd=tmp_path).stdout
+    assert "bare PyTorch loop:" in out and "% of the bare loop" in out, out
+    out = run([sys.executable, str(REPO / "bench" / "loader.py"), "--shards", "2,4", "--tokens_per_shard", "5000",
+               "--batches", "10"], cwd=tmp_path).stdout
+    assert out.count("memmap") >= 1 and "     4       20,000 |" in out, out
