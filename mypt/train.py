@@ -169,6 +169,11 @@ def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int 
     return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
 
 
+def _dtype_name(amp: torch.dtype | None) -> str:
+    """The autocast dtype as --dtype spells it: float32 for none."""
+    return str(amp).removeprefix("torch.") if amp is not None else "float32"
+
+
 def _autocast(device: torch.device, amp: torch.dtype | None):
     return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
@@ -264,6 +269,17 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     raw = getattr(raw, "_orig_mod", raw)
     device = next(raw.parameters()).device
     amp = autocast_dtype(cfg, device)
+    if resume_state is not None and cfg.dtype == "auto":
+        # auto resolves on the machine it runs on (AMX or not, GPU generation): a resumed run
+        # keeps the precision it started in, so it ends as the uninterrupted run would. A
+        # checkpoint from before this was recorded started on the CPU in float32 (auto's rule
+        # then) or on a GPU by the same rule as now.
+        started = resume_state.get("autocast", "float32" if device.type == "cpu" else None)
+        if started is not None and started != _dtype_name(amp):
+            if dist.is_main:
+                log(f"autocast: {started}, as the run started (--dtype auto would pick {_dtype_name(amp)} "
+                    "on this machine; pass --dtype to change it)")
+            amp = None if started == "float32" else getattr(torch, started)
     optimizer = optimizer or configure_optimizer(raw, cfg, device)
     # float16 needs loss scaling (its range underflows small gradients); bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
@@ -289,7 +305,7 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
         if 0 < cfg.max_iters <= cfg.warmup_iters:  # a preset's or a base model's warmup in a short run
             log(f"warning: warmup_iters {cfg.warmup_iters} >= max_iters {cfg.max_iters}: the learning rate never "
                 f"reaches its peak {cfg.learning_rate:g} (it ends at {get_lr(cfg.max_iters - 1, cfg):.3g}); "
-                "pass a smaller --warmup_iters")
+                "lower warmup_iters (--warmup_iters)")
 
     cpu_group = _cpu_group(dist)
     saved_at, t_saved, last_good = (step if resume_state else None), time.monotonic(), None
@@ -306,7 +322,7 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                 extra["scaler"] = scaler.state_dict()
             checkpoint.save(checkpoint_dir, raw, tokenizer, checkpoint_extra or {}, optimizer,
                             {"step": at_step, "sampler": sampler_before_batch, "history": history,
-                             "best_val": best_val, **extra}, rng_ranks=rngs)
+                             "best_val": best_val, "autocast": _dtype_name(amp), **extra}, rng_ranks=rngs)
         last_good = at_step
 
     sampler_before_batch = data_loader.state_dict()  # what a resumed run must restore to draw this batch

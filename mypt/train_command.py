@@ -78,8 +78,6 @@ def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable
         return _run_training(req, specs, ckpt_dir, overrides, log)
 
 
-# Settings whose default is derived from another one: in a new run, a flag that sets the
-# second also resets the first, or the base's own schedule would outlive it.
 def new_run_schedule(train_d: dict, overrides: dict) -> dict:
     """The base model's training settings for a new run from its weights (--init_from_model):
     a setting derived from one the new run sets (TrainConfig.derived(): lr_decay_iters from

@@ -230,6 +230,31 @@ def test_bf16_autocast_on_cpu_learns_and_resumes_exactly(tmp_path):
     stopped_then_resumed_equals_straight(config(dtype="bfloat16"), tmp_path, stop_at=13)
 
 
+def test_resume_keeps_the_precision_the_run_started_in(tmp_path, monkeypatch):
+    """--dtype auto started in bfloat16 on a CPU with AMX; resumed where auto would pick
+    float32 (no AMX, or an older mypt's checkpoint moved here), it stays in bfloat16, says so,
+    and ends as the uninterrupted run did."""
+    import mypt.train
+
+    monkeypatch.setattr(mypt.train, "cpu_has_amx", lambda: True)
+    cfg = config(dtype="auto")
+    train(cfg, tmp_path / "straight")
+    with pytest.raises(TrainingStopped):
+        train(cfg, tmp_path / "stopped", stop_at=13)
+    assert json.loads((tmp_path / "stopped/training_state.json").read_text())["autocast"] == "bfloat16"
+    monkeypatch.setattr(mypt.train, "cpu_has_amx", lambda: False)
+    model, tok, _ = load_model(tmp_path / "stopped")
+    optimizer = configure_optimizer(model, cfg, torch.device("cpu"))
+    lines = []
+    fit(model, loader(tok), optimizer, config=cfg, checkpoint_dir=tmp_path / "stopped", tokenizer=tok,
+        resume_state=checkpoint.load_training_state(tmp_path / "stopped", optimizer),
+        checkpoint_extra={"training": cfg.to_dict()}, log=lines.append)
+    assert lines[0] == ("autocast: bfloat16, as the run started (--dtype auto would pick float32 on this machine; "
+                        "pass --dtype to change it)")
+    for name in ("model.safetensors", "training_state.json"):
+        assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "stopped" / name).read_bytes(), name
+
+
 def test_float16_uses_a_grad_scaler_saved_in_the_checkpoint(tmp_path):
     _, lines = train(config(dtype="float16", max_iters=2))
     assert lines[0].endswith("autocast: torch.float16 with GradScaler")
