@@ -13,9 +13,29 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 VPY=.venv/bin/python
-if ! "$VPY" -c "import torch" 2>/dev/null; then
+installed() {  # whether the named distributions are installed (metadata only: no slow imports)
+  "$VPY" -c 'import sys
+from importlib import metadata
+try:
+    [metadata.version(name) for name in sys.argv[1:]]
+except metadata.PackageNotFoundError:
+    sys.exit(1)' "$@"
+}
+if ! installed torch; then
   # The CPU build 2.13.0 first (small, and on this project's build machines already on disk);
   # a plain `torch` would pull a several-GB CUDA build. GPU users: install your torch first.
   "$VPY" -m pip install --quiet "torch==2.13.0" || "$VPY" -m pip install --quiet "torch>=2.4"
 fi
-"$VPY" -m pip install --quiet -e ".[dev]"
+# pip resolves every requirement on each call (about 10 s): skip it while pyproject.toml is the
+# one last installed and every requirement of it, [dev] included, is still there (Python 3.10,
+# without tomllib, always runs pip).
+STAMP=.venv/.mypt-installed
+WANT=$("$VPY" -c 'import hashlib; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest())')
+REQS=$("$VPY" -c 'import re, tomllib
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print(" ".join(re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in p["dependencies"] + p["optional-dependencies"]["dev"]))' \
+  2>/dev/null) || REQS=""
+if [ -z "$REQS" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! installed mypt $REQS; then
+  "$VPY" -m pip install --quiet -e ".[dev]"
+  echo "$WANT" > "$STAMP"
+fi
