@@ -14,6 +14,7 @@ Also `import_graph()` for tests (the graph must have no cycle).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -39,6 +40,15 @@ def _module_name(path: Path, root: Path) -> str:
 
 def direct_imports(path: Path, root: Path = REPO) -> set[str]:
     """The mypt modules a file imports anywhere in it, and their parent packages."""
+    stat = path.stat()
+    return set(_direct_imports(str(path), stat.st_mtime_ns, stat.st_size, str(root)))
+
+
+@functools.lru_cache(maxsize=None)
+def _direct_imports(path: str, mtime_ns: int, size: int, root: str) -> frozenset[str]:
+    # Cached by the file's version: every stage's closure reads the same modules (the check
+    # took 4 s of parsing them again and again).
+    path, root = Path(path), Path(root)
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
@@ -52,7 +62,7 @@ def direct_imports(path: Path, root: Path = REPO) -> set[str]:
                 continue
             parts = name.split(".")
             found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return found
+    return frozenset(found)
 
 
 def import_graph(root: Path = REPO) -> dict[str, set[str]]:
