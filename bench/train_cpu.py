@@ -50,9 +50,11 @@ def make_dataset(root: Path, tokens: int = 2_000_000) -> None:
 
 
 def auto_is_bf16() -> bool:
-    from mypt.train import cpu_has_amx
+    """Whether `mypt train --dtype auto` autocasts on this CPU."""
+    from mypt.config import TrainConfig
+    from mypt.train import autocast_dtype
 
-    return cpu_has_amx()
+    return autocast_dtype(TrainConfig(), torch.device("cpu")) is not None
 
 
 def bare_loop(iters: int, compile: bool = False, bf16: bool | None = None, threads: int | None = None,

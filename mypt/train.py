@@ -279,7 +279,7 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             if dist.is_main:
                 log(f"autocast: {started}, as the run started (--dtype auto would pick {_dtype_name(amp)} "
                     "on this machine; pass --dtype to change it)")
-            amp = None if started == "float32" else getattr(torch, started)
+            amp = autocast_dtype(dataclasses.replace(cfg, dtype=started), device)
     optimizer = optimizer or configure_optimizer(raw, cfg, device)
     # float16 needs loss scaling (its range underflows small gradients); bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
