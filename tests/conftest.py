@@ -72,3 +72,11 @@ def read_tokens(directory: Path):
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> Path:
+    """The bad-input tables' world (tests/bad_inputs.py), built once per session."""
+    from bad_inputs import build_world
+
+    return build_world(tmp_path_factory.mktemp("world"))

@@ -13,144 +13,15 @@ subprocesses DVC runs (slow).
 from __future__ import annotations
 
 import errno
-import gzip
-import json
-import os
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
-from click.testing import CliRunner
+from bad_inputs import (Case, check_refusal, edit_json, fail_renames, fail_writes, gen, prep,
+                        remove_train_shards, run_case, train, write)
 from conftest import REPO, run, tree_bytes
-
-from mypt.cli import main
-from mypt.steps.clean import CleanSettings, clean
-
-TINY = ["--config_file", "tiny", "--device", "cpu", "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1"]
-LEFTOVERS = (".partial", ".tmp", ".work", ".old")
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    """What the cases start from (copied for each): a corpus, two char datasets with
-    different vocabularies, a tiny trained model, and broken inputs."""
-    w = tmp_path_factory.mktemp("world")
-    cwd = Path.cwd()
-    os.chdir(w)
-    try:
-        Path("corpus.txt").write_text("".join(f"Line {i} of the king's speech, and the queen's reply {i * 7}.\n"
-                                              for i in range(300)))
-        Path("other.txt").write_text("xyz XYZ qwerty\n" * 200)
-        for inp, out in (("corpus.txt", "ds"), ("other.txt", "other")):
-            r = invoke("prepare-dataset", "--input_files", inp, "--out_dir", out, "--tokenization", "char",
-                       "--val_fraction", "0.1", "--tokens_per_shard", "2000", "--workers", "1")
-            assert r.exit_code == 0, r.output
-        r = invoke("train", "--dataset_dir", "ds", "--model_name", "m", "--checkpoints_dir", "ck", *TINY)
-        assert r.exit_code == 0, r.output
-        data = gzip.compress(Path("corpus.txt").read_bytes() * 4)  # > 8 KiB of text: the sniff reads fine
-        Path("truncated.txt.gz").write_bytes(data[: len(data) // 2])
-        broken = bytearray(data)
-        broken[len(data) // 2: len(data) // 2 + 16] = b"\xff" * 16
-        Path("corrupt.txt.gz").write_bytes(bytes(broken))
-        Path("fake.txt.gz").write_text("not gzip at all\n")
-        Path("binary.txt").write_bytes(bytes(range(256)) * 20)
-        Path("empty.txt").write_bytes(b"")
-        Path("blank.txt").write_text("  \n\t\n\n")
-        Path("nometa").mkdir()
-        Path("nometa/notes.txt").write_text("mine")
-        configs = {
-            "dropout_str": {"model": {"dropout": "0.1"}}, "bias_str": {"model": {"bias": "no"}},
-            "batch_bool": {"training": {"batch_size": True}}, "beta1_one": {"training": {"beta1": 1.0}},
-            "beta2_neg": {"training": {"beta2": -0.1}}, "min_lr_neg": {"training": {"min_lr": -1e-4}},
-            "wd_neg": {"training": {"weight_decay": -0.1}}, "clip_neg": {"training": {"grad_clip": -1}},
-            "unknown_key": {"training": {"learning_rat": 1e-3}}, "unknown_section": {"optim": {}},
-            "list": [1, 2], "model_list": {"model": [1]},
-        }
-        for name, obj in configs.items():
-            Path(f"{name}.json").write_text(json.dumps(obj))
-        Path("notjson.json").write_text("{model: tiny}")
-        clean(["corpus.txt"], Path("cleaned"), CleanSettings(workers=1))  # a step's output, for the stages
-    finally:
-        os.chdir(cwd)
-    return w
-
-
-@dataclass
-class Case:
-    id: str
-    args: list[str]
-    expect: list[str]  # substrings of the message (the path, flag or value, what fixes it)
-    code: int = 1
-    out: str | None = None  # the command's output: the one path that may change
-    setup: Callable[[Path], None] | None = None  # breaks something in the case's copy of the world
-    fault: Callable[[pytest.MonkeyPatch, Path], None] | None = None  # an environment failure, injected
-    skip: str | None = None
-
-
-def prep(inp: str, out: str = "new_ds", *extra: str) -> list[str]:
-    return ["prepare-dataset", "--input_files", inp, "--out_dir", out, "--tokenization", "char",
-            "--val_fraction", "0", "--workers", "1", *extra]
-
-
-def train(*extra: str, model: str = "n") -> list[str]:
-    return ["train", "--model_name", model, "--checkpoints_dir", "ck", *TINY, *extra]
-
-
-def gen(*extra: str, model: str = "m") -> list[str]:
-    return ["generate", "--model_name", model, "--checkpoints_dir", "ck", "--max_new_tokens", "3",
-            "--device", "cpu", *extra]
-
-
-def edit_json(path: str, change: Callable[[dict], object]) -> Callable[[Path], None]:
-    def setup(w: Path) -> None:
-        p = w / path
-        obj = json.loads(p.read_text())
-        new = change(obj)
-        p.write_text(json.dumps(obj if new is None else new))
-    return setup
-
-
-def write(path: str, text: str) -> Callable[[Path], None]:
-    return lambda w: (w / path).write_text(text)
-
-
-def remove_train_shards(w: Path) -> None:
-    for p in (w / "ds" / "train").glob("*"):
-        p.unlink()
-
-
-def fail_writes(err: int, under: str) -> Callable:
-    """open(..., "w"/"a"/"x") of a path in the tmp tree whose name holds `under` raises `err`."""
-    def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
-        real_open = open
-
-        def fake_open(file, mode="r", *args, **kwargs):
-            if isinstance(file, (str, Path)) and any(c in mode for c in "wax") and under in str(file):
-                raise OSError(err, os.strerror(err), str(file))
-            return real_open(file, mode, *args, **kwargs)
-        monkeypatch.setattr("builtins.open", fake_open)
-    return fault
-
-
-def fail_renames(err: int, src_has: str) -> Callable:
-    """os.replace of a source whose name holds `src_has` raises `err`."""
-    def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
-        real = os.replace
-
-        def fake(src, dst, *args, **kwargs):
-            if src_has in str(src):
-                raise OSError(err, os.strerror(err), str(src), None, str(dst))
-            return real(src, dst, *args, **kwargs)
-        monkeypatch.setattr(os, "replace", fake)
-    return fault
 
 
 def disk_full_in_safetensors(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
@@ -302,39 +173,9 @@ CASES = [
 ]
 
 
-def check_refusal(w: Path, before: dict[str, bytes], out: str | None, output: str, code: int, got: int,
-                  expect: list[str]) -> None:
-    assert got == code, output
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1, output
-    for word in expect:
-        assert word in output, f"{word!r} not in {output!r}"
-    after = tree_bytes(w)
-    leftovers = [p for p in after if any(m in p for m in LEFTOVERS)]
-    assert not leftovers, leftovers
-    if out is not None:
-        before = {p: b for p, b in before.items() if not p.startswith(out)}
-        after = {p: b for p, b in after.items() if not p.startswith(out)}
-    assert after == before
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line(case: Case, world, tmp_path, monkeypatch):
-    if case.skip:
-        pytest.skip(case.skip)
-    w = tmp_path / "w"
-    shutil.copytree(world, w)
-    monkeypatch.chdir(w)
-    if case.setup:
-        case.setup(w)
-    before = tree_bytes(w)
-    if case.fault:
-        case.fault(monkeypatch, w)
-    result = CliRunner().invoke(main, case.args, catch_exceptions=True)
-    monkeypatch.undo()  # the fault off before the tree is read back
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    check_refusal(w, before, case.out, result.output, case.code, result.exit_code, case.expect)
+    run_case(case, world, tmp_path, monkeypatch)
 
 
 def test_table_is_large_enough():
