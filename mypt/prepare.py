@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import check_replaceable
+from mypt.io import check_replaceable, sibling
 from mypt.lock import output_lock
 from mypt.parallel import shared_pool
 from mypt.readers import resolve_inputs
@@ -110,7 +110,7 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
                              f"--tokenization {spec}: drop one of the two flags")
     elif not tokenizer_class(spec).learns_vocabulary:
         tokenizer = make_tokenizer(spec)  # fail now, not after cleaning, when a vocabulary file is missing
-    work = out_dir.parent / f".{out_dir.name}.work"
+    work = sibling(out_dir, "work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:

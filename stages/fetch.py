@@ -4,8 +4,7 @@ from pathlib import Path
 
 import click
 
-from mypt.fetch import FetchSettings, extract_demo
-from mypt.io import staged_dir
+from mypt.fetch import FetchSettings, extract_demo_dir
 from mypt.options import MyptCommand, option, settings_options
 
 
@@ -14,8 +13,7 @@ from mypt.options import MyptCommand, option, settings_options
 @settings_options(FetchSettings)
 def main(out_dir: Path, **flags) -> None:
     """Download (once, cached, sha256-checked) and extract the demo corpus."""
-    with staged_dir(out_dir) as stage:
-        counts = extract_demo(stage, FetchSettings.from_flags(flags).to_dict())
+    counts = extract_demo_dir(out_dir, FetchSettings.from_flags(flags).to_dict())
     click.echo(f"fetch: {counts} files in {out_dir}")
 
 

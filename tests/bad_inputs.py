@@ -117,6 +117,20 @@ def write(path: str, text: str) -> Callable[[Path], None]:
     return lambda w: (w / path).write_text(text)
 
 
+def resealed(setup: Callable[[Path], None], checkpoint: str = "ck/m") -> Callable[[Path], None]:
+    """`setup`, then the checkpoint's recorded sha256 made to match its files again: a case that
+    tests what a load checks beyond the checksum (a hand-edited file whose sum was edited too)."""
+    def run(w: Path) -> None:
+        from mypt.checkpoint import CONFIG_FILE, sha256_file
+
+        setup(w)
+        path = w / checkpoint / CONFIG_FILE
+        config = json.loads(path.read_text())
+        config["sha256"] = {name: sha256_file(w / checkpoint / name) for name in config.get("sha256", {})}
+        path.write_text(json.dumps(config))
+    return run
+
+
 def remove_train_shards(w: Path) -> None:
     for p in (w / "ds" / "train").glob("*"):
         p.unlink()

@@ -41,7 +41,7 @@ def sharded_view(in_dir: Path, settings: ShardSettings = ShardSettings()) -> tup
 def shard(in_dir: Path, out_dir: Path, settings: ShardSettings = ShardSettings()) -> dict:
     """Write `out_dir`/shard_NNNNN.bin, documents.bin (where each document ends) and manifest.json."""
     manifest, stream, ends = sharded_view(in_dir, settings)
-    with staged_dir(out_dir, [in_dir], marker=MANIFEST) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=("shard_*.bin", "documents.bin", STATE_FILE)) as stage:
         writer = ShardWriter(stage, settings.tokens_per_shard)
         for pos in range(0, len(stream), 1 << 24):
             writer.write(stream.read(pos, min(len(stream), pos + (1 << 24))))

@@ -24,6 +24,10 @@ from mypt.shards import FORMAT_VERSION, METADATA_FILE, ShardWriter, TokenStream,
 from mypt.steps import Step, bad_lines_note, read_input
 from mypt.tokenizers import STATE_FILE
 
+# What a dataset directory holds; a replace (--overwrite, the split stage by hand) carries over
+# anything else a user put there (io.staged_dir).
+DATASET_FILES = (METADATA_FILE, STATE_FILE, "train/shard_*.bin", "val/shard_*.bin")
+
 STEP = Step("split", reads=("shard",))
 # A source with fewer units than this is cut finer than chunk_tokens, to about this many:
 # drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
@@ -107,7 +111,7 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
     if val_fraction > 0 and val_tokens == 0:
         raise InputError(f"the corpus is too small to split: {n_units} unit(s) of up to {chunk_tokens} tokens; "
                          "lower --chunk_tokens, add text, or pass --val_fraction 0")
-    with staged_dir(out_dir, [in_dir], marker=METADATA_FILE) as stage:
+    with staged_dir(out_dir, [in_dir], marker=METADATA_FILE, owned=DATASET_FILES) as stage:
         # Checksums of the final shards only (verify-dataset checks them); hashed as written.
         train = ShardWriter(stage / "train", tps, checksums=True)
         val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps), checksums=True)

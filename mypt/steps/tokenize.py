@@ -77,7 +77,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
     """Encode every document of `in_dir` into `out_dir` with `tokenizer` (settings.tokenization
     is the vocab step's; here only the worker count matters)."""
     manifest = read_input(STEP, in_dir)
-    with staged_dir(out_dir, [in_dir], marker=MANIFEST) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=("[0-9]*.tokens", "[0-9]*.docs")) as stage:
         state, tasks, parts = tokenizer.state(), [], []  # parts[i]: (tokens, docs) part files of source i
         for s in manifest["sources"]:
             path = Path(in_dir) / s["file"]

@@ -1,0 +1,204 @@
+"""What a user adds to an output is never deleted: every replace (a checkpoint save, `--resume`,
+`prepare-dataset --overwrite`, a re-export, a stage run by hand) carries over each file and
+folder mypt did not write; a symlinked output is replaced at its target; a reader of a
+checkpoint never renames what a writer holds; checkpoints carry a sha256 per file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import tree_bytes
+
+from mypt import checkpoint
+from mypt.cli import main
+from mypt.errors import CheckpointError, InputError
+from mypt.io import old_dir, partial_dir, recover_staged, staged_dir, user_entries
+
+TINY = ["--config_file", "tiny", "--device", "cpu", "--eval_iters", "1"]
+
+
+def invoke(*args: str) -> str:
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def user_files(root: Path) -> dict[str, bytes]:
+    """A user's notes at the top and inside mypt's own folders, and a folder of their own."""
+    files = {"NOTES.md": b"my notes\n", "samples/a.txt": b"a sample\n", "samples/deep/b.txt": b"b\n"}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def assert_kept(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        assert (root / rel).read_bytes() == data, rel
+    leftovers = [p.name for p in root.parent.iterdir() if p.name.endswith((".old", ".partial"))]
+    assert not leftovers, leftovers
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    Path("corpus.txt").write_text("".join(f"Line {i} of the text, said the king {i * 3}.\n" for i in range(300)))
+    return tmp_path
+
+
+def prepare(out: str, *extra: str) -> str:
+    return invoke("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", out, "--tokenization", "char",
+                  "--tokens_per_shard", "2000", "--workers", "1", *extra)
+
+
+@pytest.mark.slow
+def test_checkpoint_saves_and_resume_keep_what_the_user_added(corpus):
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--eval_interval", "1")
+    mine = user_files(Path("checkpoints/m"))
+    # Two more saves (every eval interval) by --resume, then a fresh run over it with --overwrite.
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "4", "--eval_interval", "1",
+           "--resume")
+    assert_kept(Path("checkpoints/m"), mine)
+    assert checkpoint.read_config(Path("checkpoints/m"))["sha256"]["model.safetensors"]
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1", "--overwrite")
+    assert_kept(Path("checkpoints/m"), mine)
+    assert set(user_entries(Path("checkpoints/m"), checkpoint.CHECKPOINT_FILES)) == {"NOTES.md", "samples"}
+
+
+def test_prepare_overwrite_keeps_what_the_user_added(corpus):
+    prepare("ds")
+    mine = user_files(Path("ds"))
+    (Path("ds/train/README")).write_text("about these shards\n")
+    mine["train/README"] = b"about these shards\n"
+    Path("corpus.txt").write_text(Path("corpus.txt").read_text() * 2)
+    prepare("ds", "--overwrite")
+    assert_kept(Path("ds"), mine)
+    invoke("verify-dataset", "ds")  # the new dataset is whole, the user's files beside its shards
+
+
+def test_a_symlinked_output_is_replaced_at_its_target(corpus):
+    prepare("real_ds")
+    os.symlink("real_ds", "link")
+    before = tree_bytes(Path("real_ds"))
+    Path("corpus.txt").write_text(Path("corpus.txt").read_text() + "A new last line, never seen before.\n")
+    prepare("link", "--overwrite")
+    assert Path("link").is_symlink() and os.readlink("link") == "real_ds"
+    assert tree_bytes(Path("real_ds")) != before
+    assert not [p for p in Path(".").iterdir() if p.name.endswith((".old", ".partial"))]
+
+
+def test_a_user_file_the_new_output_would_replace_is_refused_before_anything_changes(tmp_path):
+    out = tmp_path / "out"
+    with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+        (stage / "m.json").write_text("{}")
+        (stage / "data.bin").write_bytes(b"1")
+    (out / "report.txt").write_text("mine")
+    before = tree_bytes(out)
+    with pytest.raises(InputError, match="report.txt"):
+        with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+            (stage / "m.json").write_text("{}")
+            (stage / "report.txt").write_text("new")  # a name this kind of output does not own
+    assert tree_bytes(out) == before
+    assert not partial_dir(out).exists() and not old_dir(out).exists()
+
+
+def test_a_swap_killed_before_the_user_files_moved_is_finished_by_the_next_writer(tmp_path):
+    """The state a kill leaves between the swap and the carry-over: the new output in place,
+    the user's files still in `.NAME.old`."""
+    out, old = tmp_path / "out", old_dir(tmp_path / "out")
+    for d, data in ((out, b"new"), (old, b"old")):
+        (d / "sub").mkdir(parents=True)
+        (d / "data.bin").write_bytes(data)
+        (d / "sub" / "x.bin").write_bytes(data)
+    (old / "NOTES.md").write_text("mine")
+    (old / "sub" / "keep.txt").write_text("mine too")
+    recover_staged(out, owned=("data.bin", "sub/*.bin"))
+    assert not old.exists()
+    assert tree_bytes(out) == {"NOTES.md": b"mine", "data.bin": b"new", "sub/keep.txt": b"mine too",
+                               "sub/x.bin": b"new"}
+
+
+@pytest.mark.slow
+def test_a_reader_never_renames_while_a_writer_holds_the_checkpoint(corpus):
+    """A writer (here a process holding the lock, as a training run does) is mid-swap: the
+    checkpoint is at `.m.old`. The reader waits, then says there is no checkpoint, and leaves
+    `.m.old` alone; with the writer gone, the reader finishes the recovery itself."""
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    ck = Path("checkpoints/m")
+    os.replace(ck, old_dir(ck))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom mypt.lock import output_lock\n"
+                               "with output_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(30)",
+                               str(ck)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointError, match="no checkpoint"):
+            checkpoint.resolve("m")
+        assert old_dir(ck).is_dir() and not ck.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert checkpoint.resolve("m") == ck and not old_dir(ck).exists()
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "tokenizer_state.json"])
+def test_a_flipped_byte_in_a_checkpoint_is_named_on_load(corpus, name):
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    path = Path("checkpoints/m") / name
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01  # a safetensors tensor byte / a JSON byte that still parses as JSON
+    path.write_bytes(bytes(data))
+    r = CliRunner().invoke(main, ["generate", "--model_name", "m", "--max_new_tokens", "2", "--device", "cpu"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"{path}" in r.output and "sha256" in r.output
+
+
+def test_training_state_is_checked_on_resume(corpus):
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    path = Path("checkpoints/m/training_state.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2",
+                                  "--resume"])
+    assert r.exit_code == 1 and "training_state.safetensors" in r.output and "sha256" in r.output
+
+
+def test_names_up_to_the_limit_work_though_mypt_adds_hidden_names_beside_them(corpus):
+    name = "d" * 250  # legal; `.NAME.partial` and `.NAME.lock` beside it would not be
+    prepare(name)
+    prepare(name, "--overwrite")
+    invoke("train", "--dataset_dir", name, "--model_name", "m" * 255, *TINY, "--max_iters", "1")
+    assert (Path("checkpoints") / ("m" * 255) / "model.safetensors").is_file()
+    assert [p.name for p in Path(".").iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_a_checkpoint_read_while_a_run_saves_every_step(corpus):
+    """generate in a loop against a run that saves at every step: every read is a whole
+    checkpoint (never an error from a half-swapped directory), and the run ends intact."""
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    run = subprocess.Popen([sys.executable, "-m", "mypt.cli", "train", "--dataset_dir", "ds", "--model_name", "m",
+                            *TINY, "--max_iters", "40", "--eval_interval", "1", "--resume"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reads = 0
+    try:
+        while run.poll() is None and reads < 200:
+            model, _, config = __import__("mypt.model", fromlist=["load_model"]).load_model(checkpoint.resolve("m"))
+            reads += 1
+            time.sleep(0.005)
+    finally:
+        out = run.communicate(timeout=120)[0]
+    assert run.returncode == 0, out
+    assert reads >= 5, reads  # the reads overlapped the run's saves
+    assert checkpoint.read_config(Path("checkpoints/m"))["sha256"]
