@@ -27,12 +27,10 @@ from mypt.io import check_replaceable, partial_dir, write_json
 from mypt.lock import output_lock
 from mypt.prepare import PrepareSettings, prepare_steps
 from mypt.readers import resolve_inputs
-from mypt.shards import METADATA_FILE, list_shards, read_metadata, shard_name, shard_tokens
+from mypt.shards import METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens
 from mypt.text import display_name
 from mypt.settings import flag_name
 from mypt.tokenizers import spec_kind
-
-SPLITS = ("train", "val")
 # Settings the grown dataset must share with the old one (metadata records one of each).
 INHERITED = ("tokenization", "tokens_per_shard")
 
@@ -85,17 +83,11 @@ def _inherit(settings: PrepareSettings, meta: dict, inherit: Iterable[str], flag
 def _check_consistent(dataset_dir: Path, meta: dict, flag: str) -> None:
     """The shards on disk are exactly the listed ones, with the listed sizes (a cheap check;
     verify-dataset reads them all)."""
-    hint = f"run `mypt verify-dataset {dataset_dir}` and repair the dataset before appending to it"
+    hint = f"run `mypt verify-dataset {dataset_dir}` and repair the dataset before appending to it ({flag})"
     for split in SPLITS:
-        listed = {e["file"]: e["tokens"] for e in meta[split]["shards"]}
-        on_disk = {f"{split}/{p.name}": p for p in list_shards(dataset_dir / split)}
-        for file, tokens in listed.items():
-            if file not in on_disk:
-                raise InputError(f"{flag}: {dataset_dir / file} is listed in {METADATA_FILE} but missing; {hint}")
-            if shard_tokens(on_disk[file]) != tokens:
-                raise InputError(f"{flag}: {dataset_dir / file} does not hold the {tokens:,} tokens "
-                                 f"{METADATA_FILE} lists; {hint}")
-        extra = sorted(on_disk.keys() - listed.keys())
+        on_disk = {f"{split}/{p.name}": shard_tokens(p) for p in list_shards(dataset_dir / split)}
+        check_listed(dataset_dir, meta, split, on_disk, hint)
+        extra = sorted(on_disk.keys() - {e["file"] for e in meta[split]["shards"]})
         if extra:
             raise InputError(f"{flag}: {dataset_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?); "
                              f"appending renumbers shards and would lose track of it: move it out, or {hint}")
@@ -171,14 +163,15 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
     grown dataset's metadata. One writer at a time (mypt.lock), as for --out_dir.
     """
     dataset_dir = Path(dataset_dir)
+    if dataset_dir.is_symlink():
+        # Grow the dataset the link points to: swapping the link itself for a directory would
+        # leave the target as it was, with the link's old name beside it.
+        dataset_dir = Path(os.path.realpath(dataset_dir))
     inputs = resolve_inputs(input_files)
     check_replaceable(dataset_dir, inputs, flag, marker=METADATA_FILE, kind="mypt dataset")
     with output_lock(dataset_dir, flag):
         _restore(dataset_dir)
-        if not (dataset_dir / METADATA_FILE).is_file():
-            raise InputError(f"{flag} {dataset_dir} is not a mypt dataset (no {METADATA_FILE}): prepare it first "
-                             f"with --out_dir {dataset_dir}")
-        old = read_metadata(dataset_dir)
+        old = read_metadata(dataset_dir, flag)
         settings = _inherit(settings, old, inherit, f"{flag} {dataset_dir}")
         _check_consistent(dataset_dir, old, flag)
         known = {(s["name"], s["bytes"]) for s in old["sources"]}

@@ -1,10 +1,12 @@
 """GPTDataLoader: random training windows from a sharded dataset, or from one text file.
 
-Sharded mode never maps or loads whole shards: start-up reads file sizes only, and each
-window of block_size+1 tokens is read with one `os.pread` from a small pool of open files.
-Nothing is memory-mapped for the run's lifetime (pages of a long-lived memmap count as
-resident memory and grow with the dataset, nanoGPT's memmap note), so memory stays flat
-however long the run and however large the dataset.
+Sharded mode never maps or loads whole shards: start-up opens every shard (a regular file,
+of the size the metadata lists) and keeps it open (shards.ShardFiles: a shard renamed under
+a running loader, as --append_to renames val, is still read from the file it opened), and
+each window of block_size+1 tokens is read with one `os.pread`. Nothing is memory-mapped
+for the run's lifetime (pages of a long-lived memmap count as resident memory and grow with
+the dataset, nanoGPT's memmap note), so memory stays flat however long the run and however
+large the dataset.
 
 A shard is drawn with probability proportional to the windows it holds, then an offset
 uniformly: every window of the split is equally likely. The sampler is a seeded numpy
@@ -20,19 +22,16 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from mypt.errors import ConfigError, DataError
-from mypt.shards import METADATA_FILE, TOKEN_BYTES, list_shards, read_metadata, shard_tokens
+from mypt.shards import METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, read_metadata
 from mypt.tokenizers import Tokenizer
-
-SPLITS = ("train", "val")
-MAX_OPEN_FILES = 64
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -126,7 +125,7 @@ class GPTDataLoader:
         self.dataset_dir = Path(dataset_dir) if dataset_dir is not None else None
         self.eval_only = eval_only
         self.splits: dict[str, _Split] = {}
-        self._files: OrderedDict[Path, int] = OrderedDict()  # open shard files, least recently used first
+        self._files = ShardFiles()
         if self.dataset_dir is not None:
             self._open_dataset()
         elif tokens is not None:
@@ -153,17 +152,25 @@ class GPTDataLoader:
             raise DataError(f"{d} was prepared with {meta['tokenizer']['kind']} tokenization, "
                             f"but training asks for {self.tokenizer.kind}: pass --tokenization "
                             f"{meta['tokenizer']['kind']} or prepare the dataset again")
-        for split in SPLITS:
+        opened = {}
+        # val first: where not every shard can stay open, val's are held (an append renames them).
+        for split in reversed(SPLITS):
             if split == "train" and self.eval_only:
                 continue
-            # File sizes, not the metadata's list: shards moved in by hand count too.
+            # The files on disk, not the metadata's list: shards moved in by hand count too.
             paths = list_shards(d / split)
-            if not paths:
+            if not paths and (split == "train" or meta is None or not meta[split]["shards"]):
                 if split == "val":
                     continue
                 raise no_training_shards(d)
-            sizes = np.array([shard_tokens(p) for p in paths], dtype=np.int64)
-            self.splits[split] = self._make_split(split, paths, sizes)
+            sizes = self._files.open(paths)
+            if meta is not None:  # but a listed shard must be there, at the size listed
+                check_listed(d, meta, split, {f"{split}/{p.name}": int(n) for p, n in zip(paths, sizes)},
+                             f"HINT: run `mypt verify-dataset {d}`; add data with `mypt prepare-dataset "
+                             f"--input_files ... --append_to {d}`, never by moving shards in")
+            opened[split] = self._make_split(split, paths, sizes)
+        self.splits = {split: opened[split] for split in SPLITS if split in opened}
+        for split in self.splits:
             self._spot_check(split)
         if self.eval_only and "val" not in self.splits:
             raise no_val_shards(d)
@@ -202,13 +209,7 @@ class GPTDataLoader:
         if s.tokens is not None:
             return s.tokens[start:start + n]
         path = s.paths[shard]
-        fd = self._files.pop(path, None)
-        if fd is None:
-            fd = os.open(path, os.O_RDONLY)
-            if len(self._files) >= MAX_OPEN_FILES:
-                os.close(self._files.popitem(last=False)[1])
-        self._files[path] = fd
-        data = os.pread(fd, n * TOKEN_BYTES, start * TOKEN_BYTES)
+        data = self._files.pread(path, n * TOKEN_BYTES, start * TOKEN_BYTES)
         if len(data) != n * TOKEN_BYTES:
             raise DataError(f"{path}: short read; was the shard changed while training?")
         return np.frombuffer(data, dtype=np.uint32)
@@ -275,9 +276,7 @@ class GPTDataLoader:
             self._rng[s].bit_generator.state = st
 
     def close(self) -> None:
-        for fd in self._files.values():
-            os.close(fd)
-        self._files.clear()
+        self._files.close()
 
     def __del__(self):
         try:
@@ -365,10 +364,12 @@ class MixtureLoader:
     evaluates each dataset's val split by name (val_NAME) and `val` as their weighted mean.
 
     datasets: DatasetSpecs or --dataset_dir strings ("web=data/web:0.7"). The datasets must
-    share one tokenizer.
+    share one tokenizer. `log` gets a warning line for each dataset without a val split
+    (left out of `val`).
     """
 
-    def __init__(self, config, tokenizer: Tokenizer, datasets, block_size: int | None = None):
+    def __init__(self, config, tokenizer: Tokenizer, datasets, block_size: int | None = None,
+                 log: Callable[[str], None] = print):
         self.specs = parse_dataset_specs(datasets)
         if len(self.specs) < 2:
             raise ConfigError("MixtureLoader needs two datasets or more; use GPTDataLoader for one")
@@ -387,6 +388,19 @@ class MixtureLoader:
         self.splits = {s: [loader.splits[s] for loader in self.loaders] for s in SPLITS
                        if all(s in loader.splits for loader in self.loaders)}
         self._rng = {s: np.random.default_rng([self.seed, self.rank, i, MIX_STREAM]) for i, s in enumerate(SPLITS)}
+        if self.rank == 0:
+            for line in self._val_warnings():
+                log(line)
+
+    def _val_warnings(self) -> list[str]:
+        """A line for each dataset left out of `val` (no val split), or one saying there is no val."""
+        without = [s.text for s, loader in zip(self.specs, self.loaders) if "val" not in loader.splits]
+        if len(without) == len(self.specs):
+            return ["warning: no --dataset_dir of the mixture has a val split: training reports no val loss "
+                    "(prepare them with --val_fraction > 0, or add --eval_dataset_dir)"]
+        kept = ", ".join(f"val_{s.name}" for s, loader in zip(self.specs, self.loaders) if "val" in loader.splits)
+        return [f"warning: --dataset_dir {text} has no val split (prepared with --val_fraction 0?): val is the "
+                f"weighted mean of {kept} only" for text in without]
 
     def _draw(self, split: str, rng: np.random.Generator, window_rngs: list[np.random.Generator], n: int) -> np.ndarray:
         which = rng.choice(len(self.loaders), size=n, p=self.weights)  # each sequence's dataset

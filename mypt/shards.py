@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,10 @@ DTYPE = np.dtype("<u4")
 TOKEN_BYTES = DTYPE.itemsize
 METADATA_FILE = "dataset_metadata.json"
 FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+# What a dataset's metadata must say of its shards: the only format this mypt reads and writes.
+RECORDED_FORMAT = {"dtype": "uint32", "byte_order": "little"}
+_SHARD_FILE = re.compile(r"shard_[^/\\]*\.bin")
 
 
 def shard_name(index: int) -> str:
@@ -87,12 +93,53 @@ class ShardWriter:
         return self.shards
 
 
-def shard_tokens(path: Path) -> int:
-    size = path.stat().st_size
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    """Refuse a shard that is not a regular file: a FIFO blocks its reader forever, a link to
+    /dev/zero never ends, a directory fails at its first read (mid-run)."""
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    target = os.path.realpath(path)
+    via = f" (a link to {target})" if target != os.path.abspath(path) else ""
+    raise ShardError(f"{path}: a shard must be a regular file, this is {kind}{via}; move it out of "
+                     f"{Path(path).parent}, then run `mypt verify-dataset {Path(path).parent.parent}`")
+
+
+def _tokens_of(path: Path, size: int) -> int:
     if size % TOKEN_BYTES:
         raise ShardError(f"{path}: {size} bytes is not a whole number of uint32 tokens; "
                          "the shard is damaged: prepare the dataset again")
     return size // TOKEN_BYTES
+
+
+def shard_stat(path: Path) -> os.stat_result:
+    """os.stat of a shard (links followed), refused unless a regular file."""
+    st = os.stat(path)
+    _check_regular(path, st.st_mode)
+    return st
+
+
+def shard_tokens(path: Path) -> int:
+    return _tokens_of(path, shard_stat(path).st_size)
+
+
+def open_shard(path: Path) -> tuple[int, os.stat_result]:
+    """A file descriptor open for reading on the shard at `path`, and its stat; refused
+    unless a regular file. Opened non-blocking, so that a FIFO is refused instead of waiting
+    for a writer (the flag changes nothing for a regular file); the fstat is of the file
+    opened, so nothing can swap it in between."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        _check_regular(path, st.st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
 
 
 def list_shards(directory: Path) -> list[Path]:
@@ -133,12 +180,191 @@ class TokenStream:
         return np.concatenate(out) if out else np.zeros(0, DTYPE)
 
 
-def read_metadata(dataset_dir: Path) -> dict:
+def not_a_dataset(dataset_dir: Path, flag: str | None = None) -> ShardError:
+    """The one message for a directory without dataset metadata (`flag`: the flag that named it)."""
+    named = f"{flag} {dataset_dir}" if flag else str(dataset_dir)
+    return ShardError(f"{named} is not a prepared dataset (no {METADATA_FILE}); HINT: prepare it with "
+                      f"`mypt prepare-dataset --input_files ... --out_dir {dataset_dir}`")
+
+
+def read_metadata(dataset_dir: Path, flag: str | None = None) -> dict:
+    """The dataset's metadata, refused unless check_metadata passes it."""
     path = Path(dataset_dir) / METADATA_FILE
     if not path.is_file():
-        raise ShardError(f"{dataset_dir} is not a prepared dataset (no {METADATA_FILE}); "
-                                "HINT: run `mypt prepare-dataset --input_files ... --out_dir DIR`")
+        raise not_a_dataset(dataset_dir, flag)
     meta = read_json(path)
+    check_metadata(meta, path)
+    return meta
+
+
+def _is_count(value, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_metadata(meta: dict, path: Path) -> None:
+    """Refuse metadata (read from `path`) that readers cannot trust, naming the field: another
+    format, dtype or byte order than this mypt writes (the shards would be read as other
+    ids), a tokenizer without kind or vocabulary size, and shard lists whose entries are
+    not `SPLIT/shard_*.bin` of their own split with a token count, or list a file twice.
+    Totals are verify-dataset's to check: no reader relies on them."""
+    def bad(field: str, why: str) -> ShardError:
+        return ShardError(f"{path}: {field} {why}; HINT: restore the file (from a backup or `dvc pull`) or "
+                          "prepare the dataset again")
+
     if meta.get("format_version") != FORMAT_VERSION:
         raise ShardError(f"{path}: format_version {meta.get('format_version')!r}, this mypt reads {FORMAT_VERSION}")
-    return meta
+    for key, want in RECORDED_FORMAT.items():
+        if key in meta and meta[key] != want:
+            raise bad(key, f"is {meta[key]!r}: mypt shards hold {RECORDED_FORMAT['byte_order']}-endian "
+                           f"{RECORDED_FORMAT['dtype']} token ids, and are read as such")
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict) or not isinstance(tok.get("kind"), str) or not _is_count(tok.get("vocab_size"), 1):
+        raise bad("tokenizer", f"is {tok!r}: expected kind and vocab_size")
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        entries = meta[split].get("shards") if isinstance(meta.get(split), dict) else None
+        if not isinstance(entries, list):
+            raise bad(f"{split}.shards", f"is {entries!r}, not a list of shards")
+        for i, entry in enumerate(entries):
+            field = f"{split}.shards[{i}]"
+            if not isinstance(entry, dict):
+                raise bad(field, f"is {entry!r}, not a shard ({{\"file\": ..., \"tokens\": ...}})")
+            _check_entry(entry, split, field, bad)
+            if entry["file"] in seen:
+                raise bad(f"{field}.file", f"lists {entry['file']!r} a second time (first as {seen[entry['file']]})")
+            seen[entry["file"]] = field
+
+
+def _check_entry(entry: dict, split: str, field: str, bad) -> None:
+    file, tokens, sha = entry.get("file"), entry.get("tokens"), entry.get("sha256")
+    folder, _, name = file.partition("/") if isinstance(file, str) else ("", "", "")
+    if folder != split or not _SHARD_FILE.fullmatch(name):
+        raise bad(f"{field}.file", f"is {file!r}: a {split} shard is a file {split}/shard_NNNNN.bin")
+    if not _is_count(tokens):
+        raise bad(f"{field}.tokens", f"is {tokens!r}, not a number of tokens")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set("0123456789abcdef")):
+        raise bad(f"{field}.sha256", f"is {sha!r}, not a sha256 hex digest")
+
+
+def listed_shards(meta: dict, split: str) -> dict[str, int]:
+    """{SPLIT/shard_NNNNN.bin: tokens} of a checked metadata's split."""
+    return {e["file"]: e["tokens"] for e in meta[split]["shards"]}
+
+
+def check_listed(dataset_dir: Path, meta: dict, split: str, on_disk: dict[str, int], hint: str) -> None:
+    """Refuse a split whose shards on disk ({SPLIT/NAME: tokens}) lack a listed shard or
+    hold another size than the metadata lists (shards moved in by the guide's `mv` overwrite
+    listed ones). Shards the metadata does not list are the caller's to judge. No reading."""
+    for file, tokens in listed_shards(meta, split).items():
+        if file not in on_disk:
+            raise ShardError(f"{Path(dataset_dir) / file}: listed in {METADATA_FILE} ({tokens:,} tokens) but "
+                             f"missing; {hint}")
+        if on_disk[file] != tokens:
+            raise ShardError(f"{Path(dataset_dir) / file}: {on_disk[file]:,} tokens on disk, {tokens:,} in "
+                             f"{METADATA_FILE} (replaced by hand?); {hint}")
+
+
+RESERVED_FDS = 256  # files left to the rest of the process (checkpoints, sockets, libraries)
+POOL_SIZE = 64  # shards opened by path at a time, where not every shard can stay open
+
+
+def _open_fd_count() -> int:
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(listing))
+        except OSError:
+            continue
+    return 64  # no listing: a guess at what a Python process with torch holds
+
+
+def fd_budget(wanted: int) -> int:
+    """How many of `wanted` more files this process may keep open: the soft RLIMIT_NOFILE is
+    raised toward the hard one as far as `wanted` needs, then the files already open and
+    RESERVED_FDS are left out."""
+    try:
+        import resource
+    except ImportError:  # not Unix: no limit to ask for
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = _open_fd_count()
+    need = in_use + wanted + RESERVED_FDS
+    if soft != resource.RLIM_INFINITY and need > soft:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # macOS refuses soft limits above OPEN_MAX: keep what we have
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(0, min(wanted, soft - in_use - RESERVED_FDS))
+
+
+class ShardFiles:
+    """The open files of a reader's shards, taken at start-up and kept for its lifetime.
+
+    A shard renamed or replaced under a running reader (an --append_to renumbers the val
+    shards; the guide's `mv` overwrites) is still read from the file opened at start-up:
+    never re-opened by path, so a run keeps sampling exactly the tokens it started with.
+    Where the process may not hold one file per shard (RLIMIT_NOFILE, even raised to its hard
+    limit), the shards beyond that are opened by path when read, POOL_SIZE at a time, and
+    must still be the file (device, inode) seen at start-up: a replaced one is an error
+    naming it, never other tokens. Callers open the shards they most need held first.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Path, int] = {}
+        self._ids: dict[Path, tuple[int, int]] = {}
+        self._pool: dict[Path, int] = {}  # by path, least recently used first (dicts keep order)
+
+    def open(self, paths: list[Path]) -> np.ndarray:
+        """Open each shard (refused unless a regular file of whole tokens): their sizes in tokens."""
+        budget = fd_budget(len(paths))
+        sizes = np.empty(len(paths), np.int64)
+        try:
+            for i, path in enumerate(paths):
+                fd, st = open_shard(path)
+                self._held[path] = fd  # closed below (or by close() if the size is refused)
+                sizes[i] = _tokens_of(path, st.st_size)
+                self._ids[path] = (st.st_dev, st.st_ino)
+                if i >= budget:
+                    os.close(self._held.pop(path))
+        except BaseException:
+            self.close()
+            raise
+        return sizes
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def pread(self, path: Path, n_bytes: int, offset: int) -> bytes:
+        fd = self._held.get(path)
+        return os.pread(fd if fd is not None else self._pooled(path), n_bytes, offset)
+
+    def _pooled(self, path: Path) -> int:
+        fd = self._pool.pop(path, None)
+        if fd is None:
+            try:
+                fd, st = open_shard(path)
+            except FileNotFoundError:
+                raise self._replaced(path) from None
+            if (st.st_dev, st.st_ino) != self._ids[path]:
+                os.close(fd)
+                raise self._replaced(path)
+            if len(self._pool) >= POOL_SIZE:
+                os.close(self._pool.pop(next(iter(self._pool))))
+        self._pool[path] = fd
+        return fd
+
+    def _replaced(self, path: Path) -> ShardError:
+        return ShardError(f"{path} is no longer the shard this process opened at start-up (renamed or replaced "
+                          f"since, e.g. by prepare-dataset --append_to), and only {self.held} shard files could "
+                          "be kept open (RLIMIT_NOFILE): raise the limit (`ulimit -n`), change a dataset only "
+                          "between runs, and continue with --resume")
+
+    def close(self) -> None:
+        for fds in (self._held, self._pool):
+            for fd in fds.values():
+                os.close(fd)
+            fds.clear()

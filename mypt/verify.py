@@ -1,9 +1,11 @@
 """verify-dataset: does a dataset directory hold what its dataset_metadata.json says?
 
-Checked for every shard: a whole number of uint32 tokens, the token count the metadata
-lists, the recorded sha256 (datasets prepared before checksums were recorded have none:
-sizes, counts and ids are still checked), and every token id below the tokenizer's
-vocab_size. Also: the metadata parses and its totals add up, every listed shard exists,
+Checked for every shard: a regular file (a FIFO, a device or a directory is named, never
+read), a whole number of uint32 tokens, the token count the metadata lists, the recorded
+sha256 (datasets prepared before checksums were recorded have none: sizes, counts and ids
+are still checked), and every token id below the tokenizer's vocab_size. Also: the metadata
+parses and passes shards.check_metadata (the format mypt writes, each split's shards in its
+own directory, none listed twice), its totals add up, every listed shard exists, and
 tokenizer_state.json agrees with the metadata's tokenizer.
 
 A shard on disk that the metadata does not list is a warning, not a problem: the loader
@@ -17,17 +19,16 @@ so memory stays bounded whatever the shard size.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mypt.errors import MyptError
+from mypt.errors import MyptError, ShardError
 from mypt.parallel import progress
-from mypt.shards import DTYPE, METADATA_FILE, TOKEN_BYTES, list_shards, read_metadata
+from mypt.shards import DTYPE, METADATA_FILE, SPLITS, TOKEN_BYTES, list_shards, open_shard, read_metadata, shard_stat
 from mypt.tokenizers import STATE_FILE, Tokenizer
-
-SPLITS = ("train", "val")
 CHUNK_TOKENS = 1 << 22  # 16 MiB per read
 
 
@@ -58,21 +59,13 @@ class Report:
         return out
 
 
-def _listed(meta: dict) -> dict[str, list[tuple[str, int, str | None]]]:
-    """split -> [(file, tokens, sha256 or None)] from the metadata; KeyError/TypeError when malformed."""
-    out = {}
-    for split in SPLITS:
-        out[split] = [(str(e["file"]), int(e["tokens"]), e.get("sha256")) for e in meta[split]["shards"]]
-    return out
-
-
 def _scan(path: Path, vocab_size: int | None, want_hash: bool, bar) -> tuple[str | None, int, int | None, int]:
     """Read `path` once: (sha256 or None, ids >= vocab_size, the first such id, its token offset)."""
     digest = hashlib.sha256() if want_hash else None
     buf = np.empty(CHUNK_TOKENS, DTYPE)
     view = memoryview(buf).cast("B")
     bad, first_id, first_at, done = 0, None, -1, 0
-    with open(path, "rb") as f:
+    with os.fdopen(open_shard(path)[0], "rb") as f:  # refused unless a regular file: a FIFO would block
         while n := f.readinto(view):  # a buffered file fills the view until end of file
             if digest is not None:
                 digest.update(view[:n])
@@ -91,67 +84,87 @@ def verify_dataset(dataset_dir: Path, strict: bool = False) -> Report:
     """Check the dataset `dataset_dir` against its metadata (see the module docstring)."""
     d = Path(dataset_dir)
     report = Report(d)
-    meta, listed = None, None
+    meta = None
     try:
-        meta = read_metadata(d)
-        listed = _listed(meta)
-    except MyptError as e:  # damaged JSON included (io.read_json)
+        meta = read_metadata(d)  # refuses a damaged JSON, another dtype or byte order, bad shard lists
+    except MyptError as e:
         report.problems.append(str(e))
-    except (KeyError, TypeError, AttributeError) as e:
-        report.problems.append(f"{d / METADATA_FILE}: malformed shard lists ({type(e).__name__}: {e}); "
-                               "prepare the dataset again")
+    vocab_size = _check_tokenizer(d, meta, report)
+    expected = _expected(d, meta, report)
+    if not any(p.parent.name == "train" for p in expected):
+        report.problems.append(f"{d / 'train'}: no train shards; training needs at least one")
+    _check_files(expected, vocab_size, strict, report)
+    return report
 
+
+def _check_tokenizer(d: Path, meta: dict | None, report: Report) -> int | None:
+    """tokenizer_state.json loads and agrees with the metadata; the vocab_size ids are checked against."""
     tokenizer = None
     try:
         tokenizer = Tokenizer.load(d)
     except MyptError as e:
         report.problems.append(str(e))
-    vocab_size = tokenizer.vocab_size if tokenizer else None
-    if meta is not None:
-        tok = meta.get("tokenizer") if isinstance(meta.get("tokenizer"), dict) else {}
-        if tokenizer is not None:
-            for key, have in (("kind", tokenizer.kind), ("vocab_size", tokenizer.vocab_size),
-                              ("eot_id", tokenizer.eot_id)):
-                if tok.get(key) != have:
-                    report.problems.append(f"{d / STATE_FILE}: {key} {have!r}, but {METADATA_FILE} says "
-                                           f"{tok.get(key)!r}: the tokenizer is not the one the shards were made with")
-        elif isinstance(tok.get("vocab_size"), int):
-            vocab_size = tok["vocab_size"]  # still check ids against the metadata's vocabulary
+    if meta is None:
+        return tokenizer.vocab_size if tokenizer else None
+    tok = meta["tokenizer"]
+    if tokenizer is None:
+        return tok["vocab_size"]  # still check ids against the metadata's vocabulary
+    for key, have in (("kind", tokenizer.kind), ("vocab_size", tokenizer.vocab_size), ("eot_id", tokenizer.eot_id)):
+        if tok.get(key) != have:
+            report.problems.append(f"{d / STATE_FILE}: {key} {have!r}, but {METADATA_FILE} says "
+                                   f"{tok.get(key)!r}: the tokenizer is not the one the shards were made with")
+    return tokenizer.vocab_size
 
-    # Which files to read, and what each should be (None: a shard the metadata does not list).
+
+def _expected(d: Path, meta: dict | None, report: Report) -> dict[Path, tuple[int, str | None] | None]:
+    """Which files to read, and what each should be: (tokens, sha256 or None), or None for a
+    shard the metadata does not list. Listed shards that are missing and totals that do not
+    add up are reported here."""
     expected: dict[Path, tuple[int, str | None] | None] = {}
     for split in SPLITS:
         for path in list_shards(d / split):
             expected[path] = None
-    if listed is not None:
-        for split, entries in listed.items():
-            for file, tokens, sha in entries:
-                path = d / file
-                if not path.is_file():
-                    report.problems.append(f"{path}: listed in {METADATA_FILE} ({tokens:,} tokens) but missing")
-                    expected.pop(path, None)
-                else:
-                    expected[path] = (tokens, sha)
-            if meta[split].get("tokens") != sum(t for _, t, _ in entries):
-                report.problems.append(f"{d / METADATA_FILE}: {split}.tokens is {meta[split].get('tokens')!r} but its "
-                                       f"shards list {sum(t for _, t, _ in entries):,}")
-        total = sum(t for entries in listed.values() for _, t, _ in entries)
-        if meta.get("total_tokens") != total:
-            report.problems.append(f"{d / METADATA_FILE}: total_tokens is {meta.get('total_tokens')!r} but the "
-                                   f"shards list {total:,}")
-        if not any(sha for entries in listed.values() for _, _, sha in entries):
-            report.notes.append(f"{METADATA_FILE} records no checksums (prepared by an older mypt): "
-                                "sizes, counts and token ids checked")
-    if not any(p.parent.name == "train" for p in expected):
-        report.problems.append(f"{d / 'train'}: no train shards; training needs at least one")
+    if meta is None:
+        return expected
+    for split in SPLITS:
+        entries = meta[split]["shards"]
+        for e in entries:
+            path = d / e["file"]
+            if not path.exists():
+                report.problems.append(f"{path}: listed in {METADATA_FILE} ({e['tokens']:,} tokens) but missing")
+                expected.pop(path, None)
+            else:
+                expected[path] = (e["tokens"], e.get("sha256"))
+        listed = sum(e["tokens"] for e in entries)
+        if meta[split].get("tokens") != listed:
+            report.problems.append(f"{d / METADATA_FILE}: {split}.tokens is {meta[split].get('tokens')!r} but its "
+                                   f"shards list {listed:,}")
+    total = sum(e["tokens"] for split in SPLITS for e in meta[split]["shards"])
+    if meta.get("total_tokens") != total:
+        report.problems.append(f"{d / METADATA_FILE}: total_tokens is {meta.get('total_tokens')!r} but the "
+                               f"shards list {total:,}")
+    if not any(e.get("sha256") for split in SPLITS for e in meta[split]["shards"]):
+        report.notes.append(f"{METADATA_FILE} records no checksums (prepared by an older mypt): "
+                            "sizes, counts and token ids checked")
+    return expected
 
-    with progress(sum(p.stat().st_size // TOKEN_BYTES for p in expected), "verify", unit="tok") as bar:
-        for path, want in sorted(expected.items()):
+
+def _check_files(expected: dict[Path, tuple[int, str | None] | None], vocab_size: int | None, strict: bool,
+                 report: Report) -> None:
+    """Each regular file read once; a FIFO, a device or a directory is a problem, never read."""
+    sizes = {}
+    for path in sorted(expected):
+        try:
+            sizes[path] = shard_stat(path).st_size
+        except ShardError as e:
+            report.problems.append(str(e))
+    with progress(sum(sizes.values()) // TOKEN_BYTES, "verify", unit="tok") as bar:
+        for path, size in sizes.items():
+            want = expected[path]
             if want is None:
                 (report.problems if strict else report.warnings).append(
                     f"{path}: not listed in {METADATA_FILE} (moved in by hand?): training reads it, but it "
                     "cannot be verified against a checksum")
-            size = path.stat().st_size
             sha, bad, first_id, first_at = _scan(path, vocab_size, want is not None and want[1] is not None, bar)
             tokens = size // TOKEN_BYTES
             if size % TOKEN_BYTES:
@@ -166,5 +179,3 @@ def verify_dataset(dataset_dir: Path, strict: bool = False) -> Report:
                                        f"{first_id} at token {first_at:,})")
             report.shards += 1
             report.tokens += tokens
-    return report
-

@@ -180,3 +180,16 @@ def test_flags_left_at_their_defaults_take_the_dataset_settings(tmp_path):
         "--append_to", str(tmp_path / "ds"), "--val_fraction", "0.5")  # a flag given wins
     assert json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())["appended"][-1]["settings"][
         "val_fraction"] == 0.5
+
+
+def test_append_to_a_symlink_grows_its_target(dataset, tmp_path):
+    """--append_to LINK acts on the dataset the link points to: the link stays a link, nothing
+    is left beside either."""
+    link = tmp_path / "link"
+    link.symlink_to(dataset)
+    old_tokens = json.loads((dataset / "dataset_metadata.json").read_text())["total_tokens"]
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "b.txt", 1)), "--append_to", str(link))
+    assert link.is_symlink() and link.resolve() == dataset.resolve()
+    assert json.loads((dataset / "dataset_metadata.json").read_text())["total_tokens"] > old_tokens
+    assert leftovers(dataset) == [] and leftovers(link) == []
+    assert cli("verify-dataset", str(link)).output.startswith("OK: ")

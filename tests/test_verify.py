@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,53 @@ def test_metadata_without_checksums_still_verifies(dataset):
     meta_path.write_text(json.dumps(meta))
     lines = verify(dataset, ok=True)
     assert lines[0].startswith("note: dataset_metadata.json records no checksums") and lines[-1].startswith("OK:")
+
+
+@pytest.mark.parametrize("kind,make,words", [
+    ("fifo", os.mkfifo, "a FIFO (named pipe)"),
+    ("dev_zero", lambda p: os.symlink("/dev/zero", p), "a character device (a link to /dev/zero)"),
+    ("directory", os.mkdir, "a directory"),
+])
+def test_a_shard_that_is_not_a_regular_file_is_named_not_read(dataset, kind, make, words):
+    """A FIFO would block the check forever, /dev/zero never ends: each is refused by its stat."""
+    for split in ("train", "val"):
+        odd = dataset / split / "shard_00099.bin"
+        make(odd)
+        lines = verify(dataset, ok=False)
+        assert lines[0] == (f"{odd}: a shard must be a regular file, this is {words}; move it out of "
+                            f"{dataset / split}, then run `mypt verify-dataset {dataset}`")
+        assert lines[-1].startswith("FAILED: 1 problem in")
+        os.rmdir(odd) if odd.is_dir() and not odd.is_symlink() else odd.unlink()
+
+
+def test_a_listed_shard_replaced_by_a_fifo_is_named(dataset):
+    shard = shards(dataset)[0]
+    shard.unlink()
+    os.mkfifo(shard)
+    lines = verify(dataset, ok=False)
+    assert lines[0].startswith(f"{shard}: a shard must be a regular file, this is a FIFO")
+
+
+def edit_meta(ds: Path, change) -> None:
+    path = ds / "dataset_metadata.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("change,field", [
+    (lambda m: m.update(dtype="uint16"), "dtype is 'uint16'"),
+    (lambda m: m.update(byte_order="big"), "byte_order is 'big'"),
+    (lambda m: m["train"]["shards"].insert(1, dict(m["train"]["shards"][0])),
+     "train.shards[1].file lists 'train/shard_00000.bin' a second time (first as train.shards[0])"),
+    (lambda m: m["val"]["shards"].append(dict(m["train"]["shards"][0])),
+     "val.shards[1].file is 'train/shard_00000.bin': a val shard is a file val/shard_NNNNN.bin"),
+    (lambda m: m["val"]["shards"][0].update(file="train/" + m["val"]["shards"][0]["file"].split("/")[1]),
+     "val.shards[0].file is 'train/shard_"),
+    (lambda m: m["train"]["shards"][0].update(sha256="xyz"), "train.shards[0].sha256 is 'xyz'"),
+])
+def test_hand_edited_metadata_fails_naming_the_field(dataset, change, field):
+    """Metadata that verify would otherwise pass (totals still add up, every file exists)."""
+    edit_meta(dataset, change)
+    lines = verify(dataset, ok=False)
+    assert lines[0].startswith(f"{dataset / 'dataset_metadata.json'}: {field}"), lines[0]
