@@ -134,3 +134,16 @@ def test_a_mixture_member_without_val_is_named(tmp_path):
     MixtureLoader(config, tok, [f"b={tmp_path / 'b'}", f"c={tmp_path / 'b'}"], log=lines.append)
     assert lines == ["warning: no --dataset_dir of the mixture has a val split: training reports no val loss "
                      "(prepare them with --val_fraction > 0, or add --eval_dataset_dir)"]
+
+
+@pytest.mark.slow
+def test_train_on_a_mixture_says_which_member_has_no_val(tmp_path):
+    """Through `mypt train`: the warning line is printed, and the eval line has no val_b."""
+    cli("prepare-dataset", "--input_files", corpus(tmp_path / "a.txt", 0), "--out_dir", tmp_path / "a", *SETTINGS)
+    cli("prepare-dataset", "--input_files", corpus(tmp_path / "b.txt", 500), "--out_dir", tmp_path / "b",
+        "--tokenizer_from", tmp_path / "a", *SETTINGS[:4], "--val_fraction", "0", "--workers", "1")
+    out = cli("train", "--dataset_dir", f"a={tmp_path / 'a'}", "--dataset_dir", f"b={tmp_path / 'b'}",
+              "--model_name", "m", "--checkpoints_dir", tmp_path / "ck", "--config_file", "tiny", "--device", "cpu",
+              "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1")
+    assert f"warning: --dataset_dir b={tmp_path / 'b'} has no val split" in out
+    assert "val_a" in out and "val_b" not in out
