@@ -99,7 +99,8 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
                     doc_part.unlink()
                     n_tokens += concat_files([tok_part], f) // DTYPE.itemsize
                 if not s["jsonl"] and n_tokens:  # a .txt file is one document
-                    if tokenizer.eot_id is None and not _ends_with_newline(path):
+                    # (This source's file: `path` of the loop above is the last source's.)
+                    if tokenizer.eot_id is None and not _ends_with_newline(Path(in_dir) / s["file"]):
                         # Without an end-of-text id the newline separates documents.
                         newline = tokenizer.encode_array("\n").astype(DTYPE)
                         f.write(newline.tobytes())
