@@ -13,16 +13,19 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from mypt.errors import InputError, TokenizerError
 from mypt.io import atomic_write_text
-from mypt.readers import looks_binary, reader_for, resolve_inputs, suffixes
+from mypt.readers import Reader, no_text_error, text_sources
 from mypt.settings import Settings, setting
-from mypt.text import DecodeCounter, display_name, normalize
+from mypt.text import DecodeCounter, normalize
 from mypt.tokenizers.hf import EOT_NAMES, HFTokenizer, require_tokenizers
 
 EOT = EOT_NAMES[0]  # <|endoftext|>
+# The tokenizers library allocates by vocab_size up front (1e8 takes 175 MB, 2**31 aborts the
+# process in Rust); 2**20 is four times the largest vocabulary in use (Gemma's 262,144).
+MAX_VOCAB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -31,27 +34,28 @@ class TokenizerTrainSettings(Settings):
 
     vocab_size: int = setting(32000, "Tokens in the vocabulary: the 256 bytes, <|endoftext|> and the learned "
                                      "merges (fewer when the corpus has fewer pairs to merge).", min=258,
-                              max=2**32 - 1)
+                              max=MAX_VOCAB)
     min_frequency: int = setting(2, "A pair of tokens is merged only when it occurs at least this often.", min=1)
     normalize: bool = setting(True, "Learn from text normalized as prepare-dataset normalizes it by default "
                                     "(NFC, \\r\\n -> \\n, control characters and trailing whitespace removed).")
     text_key: str = setting("text", "JSONL and parquet: the field (column) that holds each document's text.")
 
 
-def corpus_texts(input_files: list[str], settings: TokenizerTrainSettings) -> Iterator[str]:
-    """The texts of the inputs, one reader block at a time (binary files skipped, as
-    prepare-dataset skips them)."""
-    decoder = DecodeCounter()
-    for path in resolve_inputs(input_files):
-        if looks_binary(path):
-            continue
-        reader = reader_for(path, text_key=settings.text_key)
-        if reader is None:
-            raise InputError(f"--input_files: {display_name(path)} is not a format mypt reads "
-                             f"(suffixes: {', '.join(suffixes())})")
-        for start, end in reader.checked_blocks():
-            for text in reader.checked_texts(start, end, decoder, stats=Counter()):
-                yield normalize(text) if settings.normalize else text
+class CorpusTexts:
+    """The texts of the inputs (mypt.readers.text_sources: the readers prepare-dataset's clean
+    step uses), one reader block at a time; `had_text` tells afterwards whether any of them
+    was more than blank, since the trainer learns 257 tokens from nothing without a word."""
+
+    def __init__(self, readers: Sequence[Reader], settings: TokenizerTrainSettings):
+        self.readers, self.settings, self.had_text = readers, settings, False
+
+    def __iter__(self) -> Iterator[str]:
+        decoder = DecodeCounter()
+        for reader in self.readers:
+            for start, end in reader.checked_blocks():
+                for text in reader.checked_texts(start, end, decoder, stats=Counter()):
+                    self.had_text = self.had_text or (text != "" and not text.isspace())
+                    yield normalize(text) if self.settings.normalize else text
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -75,8 +79,8 @@ def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainS
     """Learn a byte-level BPE from `input_files` and write it to `out` (atomically)."""
     out = Path(out)
     check_out(out, overwrite)
-    inputs = resolve_inputs(input_files)
-    if any(out.resolve() == p.resolve() for p in inputs):
+    readers, binary = text_sources(input_files, text_key=settings.text_key)
+    if any(out.resolve() == p.resolve() for p in [r.path for r in readers] + binary):
         raise InputError(f"--out {out} is one of the --input_files: choose another --out")
     tk = require_tokenizers()
     hf = tk.Tokenizer(tk.models.BPE())
@@ -85,7 +89,10 @@ def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainS
     trainer = tk.trainers.BpeTrainer(vocab_size=settings.vocab_size, min_frequency=settings.min_frequency,
                                      special_tokens=[EOT], initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
                                      show_progress=False)
-    hf.train_from_iterator(corpus_texts(input_files, settings), trainer=trainer)
+    texts = CorpusTexts(readers, settings)
+    hf.train_from_iterator(texts, trainer=trainer)
+    if not texts.had_text:
+        raise no_text_error(readers)
     text = hf.to_str(pretty=True)
     tokenizer = HFTokenizer(tokenizer_json=text, source=str(out))  # what --tokenization hf:OUT will read
     assert tokenizer.eot_id == 0, "BpeTrainer puts the special tokens first"

@@ -15,11 +15,14 @@ To add a format: a new module here with a `mypt.readers.base.Reader` subclass de
 from __future__ import annotations
 
 import glob
+import stat
 from pathlib import Path
 from typing import Sequence
 
 from mypt.errors import InputError
-from mypt.readers.base import COMPRESSIONS, READERS, Reader
+from mypt.readers.base import COMPRESSIONS, READERS, Reader, file_stamp
+from mypt.text import display_name
+
 
 def suffixes() -> list[str]:
     """Every input suffix mypt reads, compressed forms included."""
@@ -48,6 +51,8 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
     known = tuple(suffixes())
     found: set[Path] = set()
     for pattern in patterns:
+        if not pattern:
+            raise InputError("--input_files: an empty path was given")
         if glob.has_magic(pattern):
             matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
             if not matches:
@@ -58,14 +63,73 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
                 raise InputError(f"--input_files: {pattern!r} does not exist")
         for path in matches:
             if path.is_dir():
-                inside = [p for p in path.rglob("*") if p.is_file() and p.name.endswith(known)]
+                inside = [_regular(p) for p in path.rglob("*") if p.name.endswith(known) and not p.is_dir()]
                 if not inside:
                     raise InputError(f"--input_files: the directory {str(path)!r} holds no text files "
                                      f"(looked for {', '.join(known)})")
                 found.update(inside)
-            elif path.is_file():
-                found.add(path)
+            else:
+                found.add(_regular(path))
     return sorted(found, key=lambda p: str(p))
+
+
+def _regular(path: Path) -> Path:
+    """`path` when it is a regular file (links followed), else an InputError naming it. A
+    FIFO, /dev/stdin or a device is refused, not read: mypt reads an input more than once (a
+    sniff for binary data, then blocks in parallel, then a check that it did not change), and
+    /dev/zero would never end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:  # a dangling link, a permission denied on the way
+        raise InputError(f"--input_files: {str(path)!r} cannot be read ({e.strerror})") from None
+    if stat.S_ISREG(mode):
+        return path
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+    raise InputError(f"--input_files: {str(path)!r} is {kind}: mypt reads only regular files (it reads "
+                     "each input more than once); save the stream to a file and pass that file")
+
+
+def text_sources(patterns: Sequence[str], *, text_key: str = "text",
+                 strict: bool = False) -> tuple[list[Reader], list[Path]]:
+    """The readers of the inputs and the binary files skipped: the one input rule of
+    prepare-dataset (its clean step) and train-tokenizer.
+
+    Patterns resolve as `resolve_inputs` says; a binary file is skipped (returned second);
+    a format mypt does not read, or inputs that are all binary, is an InputError. Each reader
+    carries its file's size and mtime as resolved (`Reader.stamp`), so a file that changes
+    while it is read is an error naming it (`Reader.check_unchanged`)."""
+    readers, skipped = [], []
+    for path in resolve_inputs(patterns):
+        stamp = file_stamp(path)  # before the first read
+        if looks_binary(path):
+            skipped.append(path)
+            continue
+        reader = reader_for(path, text_key=text_key, strict=strict)
+        if reader is None:
+            raise InputError(f"--input_files: {display_name(path)} is not a format mypt reads "
+                             f"(suffixes: {', '.join(suffixes())})")
+        reader.stamp = stamp
+        readers.append(reader)
+    if not readers:
+        raise InputError("--input_files: no text to read; binary files skipped: "
+                         + ", ".join(map(display_name, skipped)))
+    return readers, skipped
+
+
+def named(readers: Sequence[Reader], most: int = 5) -> str:
+    """The inputs' names for a message, the first `most` of them and a count of the rest."""
+    names = [display_name(r.path) for r in readers[:most]]
+    return ", ".join(names) + (f" and {len(readers) - most} more" if len(readers) > most else "")
+
+
+def no_text_error(readers: Sequence[Reader]) -> InputError:
+    """The inputs gave no text at all: empty files (an empty .gz or .zst too), blank lines
+    only, or JSONL/parquet documents with empty text. Nothing was filtered, so the message
+    does not suggest --no_filter."""
+    return InputError(f"--input_files: no text in {named(readers)} (empty, or only blank lines or empty "
+                      "documents): check --input_files")
 
 
 def looks_binary(path: Path) -> bool:

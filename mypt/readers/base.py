@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -14,6 +15,12 @@ from mypt.errors import InputError
 from mypt.text import BLOCK_BYTES, DecodeCounter, display_name, split_blocks
 
 FORMATS_HINT = "pip install 'mypt[formats]'"
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, mtime_ns) of a file: what `Reader.check_unchanged` compares."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 
 def missing_package(path: Path, package: str) -> InputError:
@@ -93,6 +100,8 @@ class Reader:
         self.text_key = text_key  # the field (column) of a document's text, for formats that have fields
         self.strict = strict  # a bad record is an error, not a counted skip
         self.first_bad: tuple[int, str] | None = None  # (line in the block, why) of the first bad record
+        # (size, mtime_ns) when the input was resolved (mypt.readers.text_sources); None: not checked
+        self.stamp: tuple[int, int] | None = None
 
     def open(self) -> BinaryIO:
         return COMPRESSIONS[self.compression](self.path) if self.compression else open(self.path, "rb")
@@ -139,17 +148,39 @@ class Reader:
     def checked_blocks(self) -> list[tuple[int, int]]:
         """blocks(), with a damaged file reported as an InputError naming it."""
         try:
-            return self.blocks()
+            blocks = self.blocks()
         except self.read_errors() as e:
             raise self.damaged(e) from None
+        self.check_unchanged()  # the blocks cover the file as it is now
+        return blocks
 
     def checked_texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
-        """texts(), with a damaged file reported as an InputError naming it. (Errors of the
-        caller's loop body are not caught: they are not raised inside this generator.)"""
+        """texts(), with a damaged file reported as an InputError naming it, and a file that
+        changed since it was resolved as another. (Errors of the caller's loop body are not
+        caught: they are not raised inside this generator.)"""
         try:
             yield from self.texts(start, end, decoder, stats)
         except self.read_errors() as e:
             raise self.damaged(e) from None
+        self.check_unchanged()
+
+    def check_unchanged(self) -> None:
+        """An InputError naming the file when its size or mtime differs from `stamp`: a file
+        truncated, grown or rewritten while it is read would give texts that match neither
+        version, and metadata recording the old size. Checked after each block is read."""
+        if self.stamp is None:
+            return
+        try:
+            now = file_stamp(self.path)
+        except FileNotFoundError:
+            now = None
+        if now == self.stamp:
+            return
+        was = f"{self.stamp[0]:,} bytes when the run started"
+        how = "was removed" if now is None else \
+            f"changed ({was}, {now[0]:,} now)" if now[0] != self.stamp[0] else f"was rewritten ({was}, a new mtime)"
+        raise InputError(f"{display_name(self.path)} {how} while mypt read it: the output would match neither "
+                         "version; run again once nothing writes to the file")
 
     def bad_record(self, line: int, why: str, start: int) -> None:
         """Note a skipped record (line `line` of the block that starts at byte `start`): the

@@ -2,7 +2,9 @@
 
 A line that is not JSON, not an object, or has no string text field is a bad record: skipped
 and counted as bad_json_lines, the first one reported as file:line (with `--strict`, an error
-there). Blank lines are ignored. Lines end at b"\\n" only, as editors number them.
+there). Blank lines are ignored. Lines end at b"\\n" only, as editors number them. A UTF-8
+byte-order mark at the start of the file (some Windows editors write one) is not part of the
+first line: json.loads would refuse it and lose the first document.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Iterator
 from mypt.readers.base import Reader, register
 from mypt.text import DecodeCounter
 
+BOM = b"\xef\xbb\xbf"
+
 
 @register
 class JsonlReader(Reader):
@@ -21,7 +25,9 @@ class JsonlReader(Reader):
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
         line = 0  # lines of the block before the current chunk
-        for chunk in self.chunks(start, end):
+        for n, chunk in enumerate(self.chunks(start, end)):
+            if n == 0 and start == 0:  # the file's first bytes
+                chunk = chunk.removeprefix(BOM)
             for i, raw in enumerate(chunk.split(b"\n")):
                 if not raw.strip():
                     continue

@@ -9,9 +9,9 @@ from pathlib import Path
 from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
-from mypt.readers import looks_binary, reader_for, resolve_inputs, suffixes
+from mypt.readers import Reader, named, no_text_error, text_sources
 from mypt.settings import Settings, setting, workers_setting
-from mypt.steps import HASHED_FILE, MANIFEST, Step
+from mypt.steps import HASHED_FILE, MANIFEST, SOURCE_FILES, Step
 from mypt.text import BLOCK_BYTES, DecodeCounter, LineFilter, clean_lines, display_name, doc_text, hash_records
 
 STEP = Step("clean")
@@ -78,11 +78,13 @@ class _Hasher:
             self.file.close()
 
 
-def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, dict | None]:
-    """Clean one block into `out`; returns the counts, the block's first bad record, and with
-    `hash_out` the dedup hashing of what it wrote (_Hasher)."""
-    path, start, end, normalize, max_line_chars, text_key, strict, out, hash_out, min_chars = task
-    reader = reader_for(path, text_key=text_key, strict=strict)
+def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, dict | None, tuple[bool, bool]]:
+    """Clean one block into `out`; returns the counts, the block's first bad record, with
+    `hash_out` the dedup hashing of what it wrote (_Hasher), and whether the reader gave text
+    that is not blank and whether some of it was kept (an empty input is told apart from a
+    filtered one, and a corpus of blank lines from one with text)."""
+    reader, start, end, normalize, max_line_chars, out, hash_out, min_chars = task
+    had_text = kept_text = False
     line_filter = LineFilter(max_line_chars) if max_line_chars else None
     stats = Counter(lines_out=0, documents_in=0, documents_out=0, documents_emptied=0, bad_json_lines=0)
     drops = Counter(dict.fromkeys(LineFilter.REASONS, 0)) if line_filter else Counter()
@@ -90,7 +92,9 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, dict | None]:
     hasher = _Hasher(hash_out, min_chars)
     with open(out, "wb") as f:
         for text in reader.checked_texts(start, end, decoder, stats):
+            had_text = had_text or (text != "" and not text.isspace())
             lines = clean_lines(text, normalize, line_filter, drops)
+            kept_text = kept_text or any(map(str.strip, lines))
             if reader.one_document:  # a piece of the file's one document
                 stats["lines_out"] += len(lines)
                 if lines:
@@ -116,7 +120,23 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, dict | None]:
     for reason, n in drops.items():
         stats[f"dropped_{reason}"] += n
     hashed = None if hash_out is None else {"lines": hasher.n, "pieces": hasher.pieces, "stats": dict(hasher.stats)}
-    return stats, reader.first_bad, hashed
+    return stats, reader.first_bad, hashed, (had_text, kept_text)
+
+
+def _nothing_left(stats: Counter, first_bad: str | None, readers: list[Reader], empty: list[Reader]) -> InputError:
+    """The error of a clean that wrote no line of text, naming the cause: inputs with no text
+    at all (`empty`: nothing to filter, so --no_filter would not help), or lines all dropped
+    by the filter or documents all bad JSON lines (then the inputs with no text are named)."""
+    dropped = {k: v for k, v in stats.items() if k.startswith("dropped_") and v}
+    if not dropped and not stats["bad_json_lines"]:
+        return no_text_error(empty or readers)
+    first = f", first {first_bad}" if first_bad else ""
+    names = f"; no text at all in {named(empty)}" if empty else ""
+    fixes = ["check --input_files" + (" and --text_key" if first_bad else "")]
+    if dropped:  # only then can --no_filter help
+        fixes.append("pass --no_filter")
+    return InputError(f"everything was filtered away (drops: {dropped or 'none'}, bad JSON lines: "
+                      f"{stats['bad_json_lines']}{first}{names}): " + ", or ".join(fixes))
 
 
 def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = CleanSettings(),
@@ -127,38 +147,31 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
     With `hash_dir` (prepare-dataset), also do the dedup step's first phase on the lines as
     they are written, instead of dedup reading them back: `hash_dir` receives the (hash,
     line) records and HASHED_FILE, which `dedup(..., hashed=hash_dir)` takes."""
-    paths = resolve_inputs(input_files)
+    readers, binary = text_sources(input_files, text_key=settings.text_key, strict=settings.strict)
+    paths = [r.path for r in readers] + binary
+    skipped = [display_name(p) for p in binary]
     max_line_chars = settings.max_line_chars if settings.filter else 0
-    with staged_dir(out_dir, paths, marker=MANIFEST) as stage:
-        sources, skipped, tasks = [], [], []
-        for path in paths:
-            if looks_binary(path):
-                skipped.append(display_name(path))
-                continue
-            reader = reader_for(path, text_key=settings.text_key)
-            if reader is None:
-                raise InputError(f"--input_files: {display_name(path)} is not a format mypt reads "
-                                 f"(suffixes: {', '.join(suffixes())})")
+    with staged_dir(out_dir, paths, marker=MANIFEST, owned=SOURCE_FILES) as stage:
+        sources, tasks = [], []
+        for reader in readers:
             jsonl = not reader.one_document
-            source = {"name": display_name(path), "file": _source_file(len(sources), path, jsonl),
-                      "jsonl": jsonl, "bytes": path.stat().st_size}
+            source = {"name": display_name(reader.path), "file": _source_file(len(sources), reader.path, jsonl),
+                      "jsonl": jsonl, "bytes": reader.stamp[0]}  # the size checked after every block
             sources.append(source)
             blocks = reader.checked_blocks()
             source["_parts"] = [stage / f".part_{len(tasks) + i:06d}" for i in range(len(blocks))]
-            tasks += [(path, s, e, settings.normalize, max_line_chars, settings.text_key, settings.strict, part,
+            tasks += [(reader, s, e, settings.normalize, max_line_chars, part,
                        hash_dir / f"{len(tasks) + i:06d}.rec" if hash_dir is not None else None, dedup_min_chars)
                       for i, ((s, e), part) in enumerate(zip(blocks, source["_parts"]))]
-        if not sources:
-            raise InputError(f"--input_files: no text to read; binary files skipped: {', '.join(skipped)}")
         if hash_dir is not None:
             hash_dir.mkdir(parents=True, exist_ok=True)
         results = parallel_map(_clean_block, tasks, settings.workers, "clean")
-        stats = merge_counts(counts for counts, _, _ in results)
+        stats = merge_counts(counts for counts, _, _, _ in results)
         # The first bad record in corpus order: blocks come back in task order, so whatever
         # the worker count the earliest block that saw one names it.
-        first_bad = next((reader_for(task[0]).location(task[1], bad[0]) + f": {bad[1]}"
-                          for task, (_, bad, _) in zip(tasks, results) if bad), None)
-        hashed = iter(hashed for _, _, hashed in results)
+        first_bad = next((task[0].location(task[1], bad[0]) + f": {bad[1]}"
+                          for task, (_, bad, _, _) in zip(tasks, results) if bad), None)
+        hashed = iter(hashed for _, _, hashed, _ in results)
         hash_files, hash_lines, pieces = [], [], []  # dedup's phase 1, done: see HASHED_FILE
         for source in sources:
             offset = 0
@@ -177,11 +190,9 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
                 stats["documents_out" if size else "documents_emptied"] += 1
         stats["files"] = len(sources)
         stats["skipped_binary_files"] = len(skipped)
-        if stats["lines_out"] == 0:
-            dropped = {k: v for k, v in stats.items() if k.startswith("dropped_")}
-            raise InputError(f"everything was filtered away (drops: {dropped or 'none'}, "
-                             f"bad JSON lines: {stats['bad_json_lines']}{f', first {first_bad}' if first_bad else ''}): "
-                             f"check --input_files{' and --text_key' if first_bad else ''}, or pass --no_filter")
+        if not any(kept for _, _, _, (_, kept) in results):  # no line with text written: no corpus
+            with_text = {task[0].path for task, (_, _, _, (had, _)) in zip(tasks, results) if had}
+            raise _nothing_left(stats, first_bad, readers, [r for r in readers if r.path not in with_text])
         manifest = {"step": STEP.name, "sources": sources, "skipped_binary_files": skipped,
                     "settings": settings.recorded(), "stats": {"clean": dict(sorted(stats.items()))}}
         if first_bad:  # only then: the metadata of a corpus without bad lines is unchanged
@@ -189,5 +200,5 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
         write_json(stage / MANIFEST, manifest)
     if hash_dir is not None:
         write_json(hash_dir / HASHED_FILE, {"files": hash_files, "lines": hash_lines, "pieces": pieces,
-                                            "stats": dict(merge_counts(Counter(h["stats"]) for _, _, h in results))})
+                                            "stats": dict(merge_counts(Counter(h["stats"]) for _, _, h, _ in results))})
     return manifest

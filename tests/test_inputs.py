@@ -1,0 +1,186 @@
+"""Reading the corpus: what prepare-dataset and train-tokenizer accept and refuse, through the
+`mypt` CLI. The one-line refusals are in tests/test_bad_inputs_inputs.py; here the cases that
+need more than a message: a file truncated or grown while it is read, a JSONL file with a
+byte-order mark, both commands giving the same refusal, and /dev/stdin fed by a pipe."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import read_tokens
+
+import mypt.readers.jsonl
+import mypt.readers.txt
+from mypt.cli import main
+from mypt.tokenizers import Tokenizer
+
+CHAR = ["--tokenization", "char", "--val_fraction", "0", "--workers", "1"]
+
+
+def invoke(*args) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+
+
+def prepare(inp, out, *extra):
+    return invoke("prepare-dataset", "--input_files", inp, "--out_dir", out, *CHAR, *extra)
+
+
+def error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def change_after_first_text(monkeypatch, reader_cls, change) -> None:
+    """`change(path)` runs once, after the reader's first text of the file is read."""
+    real = reader_cls.texts
+
+    def texts(self, *args, **kwargs):
+        for i, text in enumerate(real(self, *args, **kwargs)):
+            if i == 0:
+                change(self.path)
+            yield text
+    monkeypatch.setattr(reader_cls, "texts", texts)
+
+
+def truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def grow(path: Path) -> None:
+    with open(path, "ab") as f:
+        f.write(b'{"text": "one more document, written while mypt read the file"}\n')
+
+
+@pytest.mark.parametrize("name, reader_cls, change, words", [
+    ("a.txt", mypt.readers.txt.TxtReader, truncate, "changed (3,120 bytes when the run started, 1,560 now)"),
+    ("a.jsonl", mypt.readers.jsonl.JsonlReader, grow, "changed ("),
+])
+def test_an_input_that_changes_while_read_is_an_error_naming_it(tmp_path, monkeypatch, name, reader_cls, change,
+                                                               words):
+    """A short (or long) dataset whose metadata records the file's old size is worse than
+    no dataset: the file is named, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    text = "".join(f"Line {i:03d} of a corpus that is read while it changes.\n" for i in range(60))  # 3,120 bytes
+    Path(name).write_text(text if name.endswith(".txt") else
+                          "".join(json.dumps({"text": line}) + "\n" for line in text.splitlines()))
+    change_after_first_text(monkeypatch, reader_cls, change)
+    line = error_line(prepare(name, "ds"))
+    assert name in line and words in line and "while mypt read it" in line, line
+    assert not Path("ds").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no work directory left either
+
+
+def test_train_tokenizer_refuses_an_input_truncated_while_read(tmp_path, monkeypatch):
+    pytest.importorskip("tokenizers")
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt").write_text("the king and the queen\n" * 200)
+    change_after_first_text(monkeypatch, mypt.readers.txt.TxtReader, truncate)
+    line = error_line(invoke("train-tokenizer", "--input_files", "a.txt", "--out", "tok.json", "--vocab_size", "300"))
+    assert "a.txt changed (4,600 bytes when the run started, 2,300 now)" in line, line
+    assert not Path("tok.json").exists()
+
+
+def test_an_unchanged_corpus_records_the_size_it_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt").write_text("The king spoke to the queen.\n" * 50)
+    assert prepare("a.txt", "ds").exit_code == 0
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert meta["sources"][0]["bytes"] == Path("a.txt").stat().st_size
+
+
+@pytest.mark.parametrize("compress", [None, "gz"])
+def test_jsonl_with_a_byte_order_mark_keeps_its_first_document(tmp_path, monkeypatch, compress):
+    monkeypatch.chdir(tmp_path)
+    data = b"\xef\xbb\xbf" + b"".join(json.dumps({"text": t}).encode() + b"\n"
+                                      for t in ("The first document.", "The second one."))
+    name = "bom.jsonl" + (".gz" if compress else "")
+    Path(name).write_bytes(gzip.compress(data) if compress else data)
+    result = prepare(name, "ds", "--strict")  # --strict: a lost first line would be an error
+    assert result.exit_code == 0, result.output
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert meta["sources"][0]["documents"] == 2
+    assert meta["stats"]["clean"]["bad_json_lines"] == 0
+    assert "\ufeff" not in json.dumps(meta["tokenizer"]) and "Bad JSONL" not in result.output
+
+
+def test_a_bom_inside_a_jsonl_file_is_still_a_bad_line(tmp_path, monkeypatch):
+    """Only the file's first bytes may be a byte-order mark: one elsewhere is not JSON."""
+    monkeypatch.chdir(tmp_path)
+    Path("a.jsonl").write_bytes(b'{"text": "The first document."}\n\xef\xbb\xbf{"text": "A second one."}\n')
+    line = error_line(prepare("a.jsonl", "ds", "--strict"))
+    assert "a.jsonl:2" in line and "not valid JSON" in line, line
+
+
+def test_empty_inputs_are_named_and_no_filter_is_not_suggested(tmp_path, monkeypatch):
+    zstandard = pytest.importorskip("zstandard")
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt.gz").write_bytes(gzip.compress(b""))
+    Path("b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b"\n\n"))
+    line = error_line(prepare("a.txt.gz", "ds", "--input_files", "b.jsonl.zst"))
+    assert "no text in a.txt.gz, b.jsonl.zst" in line and "no_filter" not in line, line
+
+
+def test_filtered_inputs_suggest_no_filter_and_name_the_empty_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("digits.txt").write_text("123\n456\n")
+    Path("empty.txt").write_text("")
+    line = error_line(prepare("digits.txt", "ds", "--input_files", "empty.txt"))
+    assert "dropped_no_letters" in line and "--no_filter" in line and "no text at all in empty.txt" in line, line
+
+
+def test_an_empty_file_beside_text_is_no_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt").write_text("The king spoke to the queen.\n" * 50)
+    Path("b.txt").write_text("")
+    assert prepare("a.txt", "ds", "--input_files", "b.txt").exit_code == 0
+
+
+def test_prepare_dataset_and_train_tokenizer_refuse_inputs_alike(tmp_path, monkeypatch):
+    """One input rule for both commands: the same message for each input refused."""
+    pytest.importorskip("tokenizers")
+    monkeypatch.chdir(tmp_path)
+    Path("empty.txt").write_text("")
+    Path("blank.txt").write_text(" \n\t\n")
+    Path("binary.txt").write_bytes(bytes(range(256)) * 8)
+    Path("notes.doc").write_text("text in a format mypt does not read")
+    os.mkfifo("pipe.txt")
+    Path("corp").mkdir()
+    for inp in ("empty.txt", "blank.txt", "binary.txt", "notes.doc", "pipe.txt", "/dev/zero", "corp", "*.none"):
+        a = error_line(prepare(inp, "ds"))
+        b = error_line(invoke("train-tokenizer", "--input_files", inp, "--out", "tok.json", "--vocab_size", "300"))
+        assert a == b, (inp, a, b)
+    assert sorted(os.listdir()) == ["binary.txt", "blank.txt", "corp", "empty.txt", "notes.doc", "pipe.txt"]
+
+
+def test_dev_stdin_from_a_pipe_is_refused_naming_it(tmp_path):
+    """`--input_files /dev/stdin` with text piped in: refused as a FIFO, not read as nothing."""
+    done = subprocess.run([sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", "/dev/stdin",
+                           "--out_dir", "ds", *CHAR], cwd=tmp_path, input="The king spoke.\n" * 10,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Error: --input_files: '/dev/stdin' is a FIFO (named pipe)" in done.stderr, done.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+def test_each_txt_document_ends_with_a_newline_whatever_the_last_file(tmp_path, monkeypatch):
+    """char (no end-of-text id): a newline ends each .txt document that lacks one, decided by
+    that document's own file. It was decided by the last file's: an empty last file failed
+    with 'cannot use a file: Invalid argument', and a first file without a final newline ran
+    into the next document when the last file had one."""
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt").write_text("The first document, no final newline")
+    Path("b.txt").write_text("The second document.\n")
+    Path("c.txt").write_text("")
+    result = prepare("a.txt", "ds", "--input_files", "b.txt", "c.txt", "--no_normalize", "--no_filter", "--no_dedup")
+    assert result.exit_code == 0, result.output
+    text = Tokenizer.load(Path("ds")).decode(read_tokens(Path("ds/train")).tolist())
+    assert text == "The first document, no final newline\nThe second document.\n"
