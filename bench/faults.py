@@ -2,6 +2,7 @@
 
     python bench/faults.py                 # 20 random kill points each (about 10 minutes on 2 cores)
     python bench/faults.py --kills 5       # a quicker pass
+    python bench/faults.py --only readers,dvc-kill
 
 Cases (each prints tried / survived / lost):
 - SIGKILL of prepare-dataset at random moments: nothing left looks complete, and a rerun gives
@@ -15,6 +16,16 @@ Cases (each prints tried / survived / lost):
 - Disk full (a small tmpfs mounted for the purpose; skipped where the machine refuses to mount):
   prepare-dataset --overwrite and a checkpoint save fail with one line, no traceback, no
   leftovers, and the previous dataset or checkpoint intact.
+- SIGKILL of a resumed training whose checkpoint directory holds the user's notes and samples/:
+  after `--resume`, the user's files are all there and the model is the uninterrupted one.
+- A reader loading the checkpoint in a loop while the run saves at every step: every read is a
+  whole checkpoint, and the run ends on the bytes it has without readers.
+- `prepare-dataset --append_to` on the dataset (thousands of shards) a run is training on: the
+  run ends normally, or stops with a checkpoint that `--resume` continues; never a lost run.
+- SIGKILL of the `dvc` process alone (not its stage) during `dvc repro`, then the README's
+  recovery (`rm dvc.lock && dvc repro` when dvc.lock is left empty or cut short): the pipeline
+  ends up to date with the outputs of an uninterrupted run; plus the empty dvc.lock such a kill
+  can leave, made on purpose since a random kill rarely lands in DVC's write.
 "Lost" counts runs after which the user's previous output or a finished output differs from
 what it should be; "survived" needs every check of the case to hold.
 """
@@ -190,6 +201,175 @@ def concurrent(work: Path, ref_ds: dict, ref_model: bytes) -> Tally:
     return tally
 
 
+def user_files(ckpt: Path) -> dict[str, bytes]:
+    files = {"NOTES.md": b"what I tried\n", "samples/s1.txt": b"a sample\n"}
+    for rel, data in files.items():
+        (ckpt / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ckpt / rel).write_bytes(data)
+    return files
+
+
+def kept(ckpt: Path, files: dict[str, bytes]) -> bool:
+    return all((ckpt / rel).is_file() and (ckpt / rel).read_bytes() == data for rel, data in files.items())
+
+
+def resume_kills_keep_user_files(work: Path, n: int, t_ref: float, ref: bytes, rng: random.Random) -> Tally:
+    tally = Tally("train SIGKILL, user files in the checkpoint")
+    for i in range(n):
+        name = f"notes{i}"
+        ckpt = work / "ck" / name
+        proc = subprocess.Popen([*MYPT, *train_args(name)], cwd=work, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not (ckpt / "config.json").exists() and time.monotonic() < deadline:  # the first checkpoint
+            time.sleep(0.01)
+        mine = user_files(ckpt)
+        time.sleep(rng.uniform(0.0, t_ref / 2))
+        proc.kill()
+        rc = proc.wait()
+        if rc != 0:
+            run(train_args(name, "--resume"), work)
+        same = (ckpt / "model.safetensors").read_bytes() == ref
+        ok = kept(ckpt, mine)
+        tally.case(same and ok and leftovers(work / "ck") == [], lost=not (same and ok),
+                   note=f"run {i}: same={same} user files kept={ok} leftovers={leftovers(work / 'ck')}")
+    return tally
+
+
+READER = """
+import sys, time
+from mypt import checkpoint
+from mypt.model import load_model
+reads = errors = 0
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        load_model(checkpoint.resolve(sys.argv[1], "ck"))
+        reads += 1
+    except Exception as e:  # counted: any failure of a read is what this case looks for
+        errors += 1
+        print(f"read failed: {e}", file=sys.stderr)
+print(reads, errors)
+"""
+
+
+def readers_during_saves(work: Path, t_ref: float) -> Tally:
+    tally = Tally("reader during saves at every step")
+    args = lambda name: train_args(name, "--eval_interval", "1", "--eval_iters", "1")  # noqa: E731
+    run(args("every_step_ref"), work)
+    ref = (work / "ck" / "every_step_ref" / "model.safetensors").read_bytes()
+    for i in range(2):
+        name = f"every_step{i}"
+        trainer = subprocess.Popen([*MYPT, *args(name)], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)
+        deadline = time.monotonic() + 60
+        while not (work / "ck" / name / "config.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mine = user_files(work / "ck" / name)
+        reader = subprocess.run([sys.executable, "-c", READER, name, str(max(3.0, t_ref))], cwd=work,
+                                capture_output=True, text=True)
+        out, _ = trainer.communicate()
+        reads, errors = (int(x) for x in reader.stdout.split()) if reader.returncode == 0 else (0, -1)
+        same = trainer.returncode == 0 and (work / "ck" / name / "model.safetensors").read_bytes() == ref
+        ok = kept(work / "ck" / name, mine)
+        tally.case(same and ok and reads > 0 and errors == 0, lost=not (same and ok),
+                   note=f"run {i}: reads={reads} failed reads={errors} same={same} user files kept={ok} "
+                        f"{reader.stderr.strip().splitlines()[-1][:160] if reader.stderr.strip() else ''}")
+    return tally
+
+
+def append_under_training(work: Path) -> Tally:
+    """The dataset has thousands of shards (TPS tokens each): far more than a reader keeps open."""
+    tally = Tally("append under a running training")
+    for i in range(2):
+        ds = work / f"grow{i}"
+        subprocess.run(["cp", "-r", str(work / "ref"), str(ds)], check=True)
+        name = f"grow{i}"
+        args = ["train", "--dataset_dir", ds.name, "--model_name", name, "--checkpoints_dir", "ck",
+                "--config_file", "tiny", "--max_iters", "120", "--eval_interval", "20", "--eval_iters", "2",
+                "--log_interval", "5", "--device", "cpu"]
+        trainer = subprocess.Popen([*MYPT, *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in trainer.stdout:
+            if line.startswith("iter "):
+                break
+        (work / f"more{i}").mkdir(exist_ok=True)
+        (work / f"more{i}" / "new.txt").write_text("".join(f"new line {j} of more text\n" for j in range(3000)))
+        appended = run(["prepare-dataset", "--input_files", f"more{i}", "--append_to", ds.name, "--workers", "1"],
+                       work, check=False)
+        out = trainer.communicate()[0]
+        rc = trainer.returncode
+        state = work / "ck" / name / "training_state.json"
+        if rc != 0 and state.exists():  # stopped with its checkpoint: --resume must continue it
+            resumed = run([*args, "--resume"], work, check=False)
+            rc = resumed.returncode
+        ok = rc == 0 and appended.returncode == 0
+        tally.case(ok, lost=rc != 0, note=f"run {i}: append rc={appended.returncode} training rc={rc} "
+                                          f"{out.strip().splitlines()[-1][:160] if out.strip() else ''}")
+    return tally
+
+
+DVC_YAML = """stages:
+  prepare:
+    cmd: {python} -m mypt.cli prepare-dataset --input_files corpus --out_dir ds --workers 1 --tokenization char
+    deps: [corpus]
+    outs: [ds]
+  train:
+    cmd: {python} -m mypt.cli train --dataset_dir ds --model_name m --config_file tiny --max_iters 30
+      --eval_interval 10 --eval_iters 2 --device cpu
+    deps: [ds]
+    outs: [checkpoints/m]
+"""
+
+
+def dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+
+
+def dvc_kills(work: Path, n: int, rng: random.Random) -> Tally:
+    """SIGKILL of the dvc process alone: its stage's process lives on (as after a crash of the
+    shell's dvc), and dvc.lock may be left half-written. The README's recovery must hold."""
+    tally = Tally("dvc repro, dvc killed alone")
+    proj = work / "dvcproj"
+    proj.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    dvc(["init", "-q"], proj)
+    write_corpus(proj / "corpus", 3000)
+    (proj / "dvc.yaml").write_text(DVC_YAML.format(python=sys.executable))
+    t = time.perf_counter()
+    done = dvc(["repro"], proj)
+    t_ref = time.perf_counter() - t
+    if done.returncode != 0:
+        tally.notes.append(f"reference dvc repro failed: {done.stdout[-300:]} {done.stderr[-300:]}")
+        return tally
+    ref = (proj / "checkpoints" / "m" / "model.safetensors").read_bytes()
+    for i in range(n + 1):
+        for out in ("ds", "checkpoints", "dvc.lock"):
+            subprocess.run(["rm", "-rf", str(proj / out)])
+        if i < n:
+            proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=proj, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+            time.sleep(rng.uniform(0.5, t_ref))
+            proc.kill()  # dvc alone; the stage it started finishes or dies on its own
+            proc.wait()
+            time.sleep(1.0)
+        else:  # what a kill inside DVC's write of dvc.lock leaves
+            dvc(["repro"], proj)
+            (proj / "dvc.lock").write_text("")
+        first = dvc(["repro"], proj)
+        # The README's recovery, when dvc.lock is damaged (DVC says "dvc.lock' validation failed"
+        # or cannot parse it): remove it and repro; the run cache restores unchanged stages.
+        if first.returncode != 0 and "dvc.lock" in first.stdout + first.stderr:
+            (proj / "dvc.lock").unlink()
+            first = dvc(["repro"], proj)
+        status = dvc(["status"], proj)
+        same = (proj / "checkpoints" / "m").is_dir() and (proj / "checkpoints" / "m" / "model.safetensors").read_bytes() == ref
+        ok = first.returncode == 0 and "up to date" in status.stdout and same
+        tally.case(ok, lost=not same, note=f"kill {i}: repro rc={first.returncode} same={same} "
+                                         f"status={status.stdout.strip()[:80]!r}")
+    return tally
+
+
 def mount_tmpfs(path: Path, size: int) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
@@ -243,6 +423,8 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=20, help="random kill points per case")
     ap.add_argument("--sigterms", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default="", help="comma-separated cases to run (prepare-kill, train-kill, train-term, "
+                                               "concurrent, disk-full, user-files, readers, append, dvc-kill)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="mypt-faults-"))
@@ -253,12 +435,21 @@ def main() -> None:
     ref_model = (work / "ck" / "ref" / "model.safetensors").read_bytes()
     print(f"work dir {work}: reference prepare-dataset {t_prep:.1f} s ({len(ref_ds)} files), "
           f"reference training {t_train:.1f} s", flush=True)
+    cases = {
+        "prepare-kill": lambda: prepare_kills(work, args.kills, t_prep, ref_ds, rng),
+        "train-kill": lambda: train_kills(work, args.kills, t_train, ref_model, rng, signal.SIGKILL),
+        "train-term": lambda: train_kills(work, args.sigterms, t_train, ref_model, rng, signal.SIGTERM),
+        "concurrent": lambda: concurrent(work, ref_ds, ref_model),
+        "disk-full": lambda: disk_full(work),
+        "user-files": lambda: resume_kills_keep_user_files(work, max(1, args.kills // 4), t_train, ref_model, rng),
+        "readers": lambda: readers_during_saves(work, t_train),
+        "append": lambda: append_under_training(work),
+        "dvc-kill": lambda: dvc_kills(work, max(1, args.kills // 4), rng),
+    }
     tallies = []
-    for fn in (lambda: prepare_kills(work, args.kills, t_prep, ref_ds, rng),
-               lambda: train_kills(work, args.kills, t_train, ref_model, rng, signal.SIGKILL),
-               lambda: train_kills(work, args.sigterms, t_train, ref_model, rng, signal.SIGTERM),
-               lambda: concurrent(work, ref_ds, ref_model),
-               lambda: disk_full(work)):
+    for name, fn in cases.items():
+        if args.only and name not in args.only.split(","):
+            continue
         tallies.append(fn())
         print(tallies[-1].line(), flush=True)
     tried, survived, lost = (sum(getattr(t, k) for t in tallies) for k in ("tried", "survived", "lost"))

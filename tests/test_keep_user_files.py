@@ -202,3 +202,18 @@ def test_a_checkpoint_read_while_a_run_saves_every_step(corpus):
     assert run.returncode == 0, out
     assert reads >= 5, reads  # the reads overlapped the run's saves
     assert checkpoint.read_config(Path("checkpoints/m"))["sha256"]
+
+
+@pytest.mark.slow
+def test_a_re_export_keeps_the_model_card_and_eval_results(corpus):
+    pytest.importorskip("transformers")
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    invoke("export-hf", "--model_name", "m", "--out_dir", "hf/m")
+    mine = {"README.md": b"---\nlicense: mit\n---\n# my model\n", "eval_results/hellaswag.json": b"{}\n"}
+    for rel, data in mine.items():
+        (Path("hf/m") / rel).parent.mkdir(parents=True, exist_ok=True)
+        (Path("hf/m") / rel).write_bytes(data)
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--resume")
+    invoke("export-hf", "--model_name", "m", "--out_dir", "hf/m")
+    assert_kept(Path("hf/m"), mine)
