@@ -80,6 +80,17 @@ def _inherit(settings: PrepareSettings, meta: dict, inherit: Iterable[str], flag
     return settings
 
 
+# What an append rebuilds the metadata from (shards.check_metadata allows hand-written metadata without them).
+APPEND_NEEDS = ("train", "val", "tokens_per_shard", "sources", "stats")
+
+
+def _check_appendable(dataset_dir: Path, meta: dict, flag: str) -> None:
+    missing = [key for key in APPEND_NEEDS if key not in meta]
+    if missing:
+        raise InputError(f"{flag} {dataset_dir}: {METADATA_FILE} has no {missing[0]!r} (written by hand?); an append "
+                         "extends the metadata prepare-dataset writes: prepare the dataset again with --out_dir")
+
+
 def _check_consistent(dataset_dir: Path, meta: dict, flag: str) -> None:
     """The shards on disk are exactly the listed ones, with the listed sizes (a cheap check;
     verify-dataset reads them all)."""
@@ -172,6 +183,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
     with output_lock(dataset_dir, flag):
         _restore(dataset_dir)
         old = read_metadata(dataset_dir, flag)
+        _check_appendable(dataset_dir, old, flag)
         settings = _inherit(settings, old, inherit, f"{flag} {dataset_dir}")
         _check_consistent(dataset_dir, old, flag)
         known = {(s["name"], s["bytes"]) for s in old["sources"]}

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from mypt.errors import ConfigError, DataError
-from mypt.shards import METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, read_metadata
+from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, listed_entries,
+                         read_metadata)
 from mypt.tokenizers import Tokenizer
 
 
@@ -159,7 +160,7 @@ class GPTDataLoader:
                 continue
             # The files on disk, not the metadata's list: shards moved in by hand count too.
             paths = list_shards(d / split)
-            if not paths and (split == "train" or meta is None or not meta[split]["shards"]):
+            if not paths and (split == "train" or meta is None or not listed_entries(meta, split)):
                 if split == "val":
                     continue
                 raise no_training_shards(d)

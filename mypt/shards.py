@@ -206,7 +206,9 @@ def check_metadata(meta: dict, path: Path) -> None:
     format, dtype or byte order than this mypt writes (the shards would be read as other
     ids), a tokenizer without kind or vocabulary size, and shard lists whose entries are
     not `SPLIT/shard_*.bin` of their own split with a token count, or list a file twice.
-    Totals are verify-dataset's to check: no reader relies on them."""
+    A split without a section lists nothing (metadata written by hand, as the benches do: the
+    loader reads the files on disk). Totals are verify-dataset's to check: no reader relies on
+    them."""
     def bad(field: str, why: str) -> ShardError:
         return ShardError(f"{path}: {field} {why}; HINT: restore the file (from a backup or `dvc pull`) or "
                           "prepare the dataset again")
@@ -221,8 +223,8 @@ def check_metadata(meta: dict, path: Path) -> None:
     if not isinstance(tok, dict) or not isinstance(tok.get("kind"), str) or not _is_count(tok.get("vocab_size"), 1):
         raise bad("tokenizer", f"is {tok!r}: expected kind and vocab_size")
     seen: dict[str, str] = {}
-    for split in SPLITS:
-        entries = meta[split].get("shards") if isinstance(meta.get(split), dict) else None
+    for split in (s for s in SPLITS if s in meta):
+        entries = meta[split].get("shards") if isinstance(meta[split], dict) else None
         if not isinstance(entries, list):
             raise bad(f"{split}.shards", f"is {entries!r}, not a list of shards")
         for i, entry in enumerate(entries):
@@ -246,9 +248,14 @@ def _check_entry(entry: dict, split: str, field: str, bad) -> None:
         raise bad(f"{field}.sha256", f"is {sha!r}, not a sha256 hex digest")
 
 
+def listed_entries(meta: dict, split: str) -> list[dict]:
+    """The shard entries ({"file", "tokens"[, "sha256"]}) a checked metadata lists for a split."""
+    return meta[split]["shards"] if split in meta else []
+
+
 def listed_shards(meta: dict, split: str) -> dict[str, int]:
     """{SPLIT/shard_NNNNN.bin: tokens} of a checked metadata's split."""
-    return {e["file"]: e["tokens"] for e in meta[split]["shards"]}
+    return {e["file"]: e["tokens"] for e in listed_entries(meta, split)}
 
 
 def check_listed(dataset_dir: Path, meta: dict, split: str, on_disk: dict[str, int], hint: str) -> None:

@@ -27,7 +27,8 @@ import numpy as np
 
 from mypt.errors import MyptError, ShardError
 from mypt.parallel import progress
-from mypt.shards import DTYPE, METADATA_FILE, SPLITS, TOKEN_BYTES, list_shards, open_shard, read_metadata, shard_stat
+from mypt.shards import (DTYPE, METADATA_FILE, SPLITS, TOKEN_BYTES, list_shards, listed_entries, open_shard,
+                         read_metadata, shard_stat)
 from mypt.tokenizers import STATE_FILE, Tokenizer
 CHUNK_TOKENS = 1 << 22  # 16 MiB per read
 
@@ -127,6 +128,9 @@ def _expected(d: Path, meta: dict | None, report: Report) -> dict[Path, tuple[in
     if meta is None:
         return expected
     for split in SPLITS:
+        if split not in meta:  # the loader reads such a split's files as they are; nothing to verify them by
+            report.problems.append(f"{d / METADATA_FILE}: no {split} section: its shards cannot be verified")
+            continue
         entries = meta[split]["shards"]
         for e in entries:
             path = d / e["file"]
@@ -139,11 +143,11 @@ def _expected(d: Path, meta: dict | None, report: Report) -> dict[Path, tuple[in
         if meta[split].get("tokens") != listed:
             report.problems.append(f"{d / METADATA_FILE}: {split}.tokens is {meta[split].get('tokens')!r} but its "
                                    f"shards list {listed:,}")
-    total = sum(e["tokens"] for split in SPLITS for e in meta[split]["shards"])
+    total = sum(e["tokens"] for split in SPLITS for e in listed_entries(meta, split))
     if meta.get("total_tokens") != total:
         report.problems.append(f"{d / METADATA_FILE}: total_tokens is {meta.get('total_tokens')!r} but the "
                                f"shards list {total:,}")
-    if not any(e.get("sha256") for split in SPLITS for e in meta[split]["shards"]):
+    if not any(e.get("sha256") for split in SPLITS for e in listed_entries(meta, split)):
         report.notes.append(f"{METADATA_FILE} records no checksums (prepared by an older mypt): "
                             "sizes, counts and token ids checked")
     return expected

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -117,3 +118,31 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_dataset_is_one_line(case: Case, world, tmp_path, monkeypatch):
     run_case(case, world, tmp_path, monkeypatch)
+
+
+def minimal_metadata(w: Path) -> None:
+    """Metadata written by hand, as the benches write it: no shard lists (the loader reads the files)."""
+    meta = json.loads((w / META).read_text())
+    (w / META).write_text(json.dumps({k: meta[k] for k in ("format_version", "dtype", "tokenizer")}))
+
+
+CASES_MINIMAL = [
+    Case("append_meta_without_shard_lists", append(), ["--append_to ds", "'train'", "--out_dir"], out="ds",
+         setup=both(new_text, minimal_metadata)),
+]
+
+
+@pytest.mark.parametrize("case", CASES_MINIMAL, ids=[c.id for c in CASES_MINIMAL])
+def test_metadata_without_shard_lists_is_refused_by_append(case: Case, world, tmp_path, monkeypatch):
+    run_case(case, world, tmp_path, monkeypatch)
+
+
+def test_metadata_without_shard_lists_still_trains(world, tmp_path, monkeypatch):
+    """The loader trusts the files on disk where the metadata lists none (hand-made datasets)."""
+    from bad_inputs import invoke
+
+    shutil.copytree(world, tmp_path / "w", symlinks=True)
+    monkeypatch.chdir(tmp_path / "w")
+    minimal_metadata(tmp_path / "w")
+    result = invoke(*train("--dataset_dir", "ds"))
+    assert result.exit_code == 0 and "step 2: val" in result.output, result.output

@@ -185,3 +185,11 @@ def test_hand_edited_metadata_fails_naming_the_field(dataset, change, field):
     edit_meta(dataset, change)
     lines = verify(dataset, ok=False)
     assert lines[0].startswith(f"{dataset / 'dataset_metadata.json'}: {field}"), lines[0]
+
+
+def test_metadata_without_shard_lists_cannot_be_verified(dataset):
+    """Metadata written by hand (the loader then reads the files as they are): verify says so."""
+    edit_meta(dataset, lambda m: [m.pop(k) for k in ("train", "val")])
+    lines = verify(dataset, ok=False)
+    assert f"{dataset / 'dataset_metadata.json'}: no train section: its shards cannot be verified" in lines
+    assert f"{dataset / 'dataset_metadata.json'}: no val section: its shards cannot be verified" in lines
