@@ -19,7 +19,6 @@ that reads across a save reads again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.errors import BusyError, CheckpointError
-from mypt.io import atomic_write_text, old_dir, output_target, recover_staged, staged_dir
+from mypt.io import atomic_write_text, old_dir, output_target, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
 from mypt.tokenizers import STATE_FILE, Tokenizer
 
@@ -135,14 +134,6 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
     sums = {f: sha256_file(staging / f) for f in CHECKPOINT_FILES if f != CONFIG_FILE and (staging / f).is_file()}
     config = {"format_version": FORMAT_VERSION, "model": raw.config.to_dict(), **config_extra, "sha256": sums}
     atomic_write_text(staging / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(path: Path, config: dict, names: tuple[str, ...]) -> None:

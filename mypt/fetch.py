@@ -18,7 +18,7 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from mypt.errors import FetchError
-from mypt.io import atomic_write_bytes, cache_dir, staged_dir, write_json
+from mypt.io import atomic_write_bytes, cache_dir, sha256_file, staged_dir, write_json
 from mypt.settings import Settings, setting
 from mypt.tokenizers.gpt2 import R50K_SHA256, r50k_cache_path
 
@@ -39,19 +39,11 @@ class FetchSettings(Settings):
     domain: str = setting("miltondata/texts/*.txt", "Glob, inside the archive, of the domain corpus' files.")
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_sdist(requirement: str, sha256: str | None = None) -> Path:
     """The source archive of `requirement` (`name==version`), from mypt's cache or, once,
     from the package index with `pip download`. Checked against `sha256` when given."""
     cached = cache_dir() / "sdists" / f"{requirement.replace('==', '-')}.tar.gz"
-    if cached.is_file() and (sha256 is None or sha256_of(cached) == sha256):
+    if cached.is_file() and (sha256 is None or sha256_file(cached) == sha256):
         return cached
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
@@ -61,7 +53,7 @@ def fetch_sdist(requirement: str, sha256: str | None = None) -> Path:
         if done.returncode != 0 or not archives:
             raise FetchError(f"pip could not download {requirement} from the package index:\n"
                              f"{done.stderr.strip()[-2000:]}")
-        digest = sha256_of(archives[0])
+        digest = sha256_file(archives[0])
         if sha256 is not None and digest != sha256:
             raise FetchError(f"{archives[0].name} has sha256 {digest}, expected {sha256}: not using it")
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +66,7 @@ def install_gpt2_vocab(sdist: Path | None = None) -> tuple[Path, bool]:
 
     Returns (path, whether anything was installed)."""
     target = r50k_cache_path()
-    if target.is_file() and sha256_of(target) == R50K_SHA256:
+    if target.is_file() and sha256_file(target) == R50K_SHA256:
         return target, False
     sdist = sdist or fetch_sdist(WHISPER_SDIST)
     with tarfile.open(sdist, "r:gz") as tar:

@@ -67,6 +67,15 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of a file, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
 def cache_dir() -> Path:
     """Where mypt keeps what it fetches (the gpt2 vocabulary, the demo archive):
     $MYPT_CACHE_DIR, else $XDG_CACHE_HOME/mypt, else ~/.cache/mypt. (tiktoken's own default

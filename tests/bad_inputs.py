@@ -121,7 +121,8 @@ def resealed(setup: Callable[[Path], None], checkpoint: str = "ck/m") -> Callabl
     """`setup`, then the checkpoint's recorded sha256 made to match its files again: a case that
     tests what a load checks beyond the checksum (a hand-edited file whose sum was edited too)."""
     def run(w: Path) -> None:
-        from mypt.checkpoint import CONFIG_FILE, sha256_file
+        from mypt.checkpoint import CONFIG_FILE
+        from mypt.io import sha256_file
 
         setup(w)
         path = w / checkpoint / CONFIG_FILE
