@@ -103,8 +103,7 @@ def _check_regular(path: Path, mode: int) -> None:
     if stat.S_ISREG(mode):
         return
     kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
-    target = os.path.realpath(path)
-    via = f" (a link to {target})" if target != os.path.abspath(path) else ""
+    via = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
     raise ShardError(f"{path}: a shard must be a regular file, this is {kind}{via}; move it out of "
                      f"{Path(path).parent}, then run `mypt verify-dataset {Path(path).parent.parent}`")
 
