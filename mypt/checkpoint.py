@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.errors import BusyError, CheckpointError
-from mypt.io import atomic_write_text, old_dir, output_target, recover_staged, sha256_file, staged_dir
+from mypt.io import atomic_write_text, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
 from mypt.tokenizers import STATE_FILE, Tokenizer
 
@@ -185,15 +185,7 @@ def read_config(path: Path) -> dict:
 
 
 def _read_json_object(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e}); the checkpoint was edited or damaged") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}; "
-                              "the checkpoint was edited or damaged")
-    return data
+    return read_json(path, CheckpointError, "the checkpoint was edited or damaged")
 
 
 def read_weights(path: Path) -> tuple[dict, dict]:

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from mypt.errors import InputError
+from mypt.errors import InputError, MyptError
 
 # A file name may have at most 255 bytes (NAME_MAX on Linux and macOS).
 NAME_MAX = 255
@@ -55,15 +55,17 @@ def write_json(path: Path, obj: object) -> None:
     atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object mypt wrote; a damaged or foreign file is an InputError naming it."""
+def read_json(path: Path, error: type[MyptError] = InputError,
+              hint: str = "the file is damaged: prepare that directory again") -> dict:
+    """A JSON object mypt wrote; a damaged or foreign file is an `error` naming it, then `hint`
+    (what the user does about it)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise InputError(f"{path}: not valid JSON ({e}); the file is damaged: prepare that directory again") from None
+        raise error(f"{path}: not valid JSON ({e}); {hint}") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: not a JSON object; the file is damaged: prepare that directory again")
+        raise error(f"{path}: expected a JSON object, got {type(data).__name__}; {hint}")
     return data
 
 
