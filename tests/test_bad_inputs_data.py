@@ -14,8 +14,8 @@ from typing import Callable
 import pytest
 from bad_inputs import Case, edit_json, run_case, train
 
-FIFO = "ds/train/shard_00099.bin"  # a name the loader lists, in each split
-ZERO = "ds/val/shard_00099.bin"
+ODD_TRAIN = "ds/train/shard_00099.bin"  # a name the loader lists, in each split, for an odd file
+ODD_VAL = "ds/val/shard_00099.bin"
 META = "ds/dataset_metadata.json"
 
 
@@ -31,13 +31,10 @@ def directory(path: str) -> Callable[[Path], None]:
     return lambda w: (w / path).mkdir()
 
 
-def first_listed(split: str) -> Callable[[Path], str]:
-    return lambda w: json.loads((w / META).read_text())[split]["shards"][0]["file"]
-
-
 def overwrite_first_train_shard(w: Path) -> None:
     """The guide's `mv new_shards/* train/`: a listed shard replaced by another of 7 tokens."""
-    (w / "ds" / first_listed("train")(w)).write_bytes(b"\x01\x00\x00\x00" * 7)
+    first = json.loads((w / META).read_text())["train"]["shards"][0]["file"]
+    (w / "ds" / first).write_bytes(b"\x01\x00\x00\x00" * 7)
 
 
 def remove_val_shards(w: Path) -> None:
@@ -82,9 +79,9 @@ CASES = [
     # -- a shard that is not a regular file: refused at start-up, never read --------------------
     *[Case(f"train_{kind}_{split}_shard", TRAIN, [path, "must be a regular file", *words], out="ck",
            setup=make(path))
-      for kind, (make, words) in NOT_REGULAR.items() for split, path in (("train", FIFO), ("val", ZERO))],
-    Case("eval_fifo_val_shard", evaluate(), [ZERO, "FIFO", "must be a regular file"], setup=fifo(ZERO)),
-    Case("append_fifo_shard", append(), [FIFO, "FIFO"], out="ds", setup=both(new_text, fifo(FIFO))),
+      for kind, (make, words) in NOT_REGULAR.items() for split, path in (("train", ODD_TRAIN), ("val", ODD_VAL))],
+    Case("eval_fifo_val_shard", evaluate(), [ODD_VAL, "FIFO", "must be a regular file"], setup=fifo(ODD_VAL)),
+    Case("append_fifo_shard", append(), [ODD_TRAIN, "FIFO"], out="ds", setup=both(new_text, fifo(ODD_TRAIN))),
     # -- shards that are not what the metadata lists -------------------------------------------
     Case("train_listed_shard_resized", TRAIN, ["ds/train/shard_00000.bin", "7 tokens on disk", "verify-dataset",
                                                "--append_to"], out="ck", setup=overwrite_first_train_shard),
