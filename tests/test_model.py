@@ -63,13 +63,35 @@ def test_training_forward_returns_detached_logits_and_trains_through_the_loss():
     y[0, :4] = -1  # ignored positions
     logits, loss = model(x, y)
     assert not logits.requires_grad and loss.requires_grad
-    assert logits.shape == (3, 16, model.config.padded_vocab_size)
     expected = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
     assert torch.allclose(loss, expected)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     last, none = model(x)  # generation's forward: the last position, as before
     assert none is None and torch.allclose(last[:, 0], logits[:, -1], atol=1e-6)
+
+
+def test_loss_and_logits_cover_the_real_vocabulary_only():
+    """The embedding is padded to a multiple of 64 rows; those ids are in no tokenizer. An
+    imported model's padded rows are zeros (logit 0): counted in the softmax, they took a share
+    of every prediction (an export re-imported evaluated at 4.14 where its source was at 3.86)."""
+    torch.manual_seed(0)
+    vocab = TINY["vocab_size"]
+    model = GPT(GPTConfig(**TINY, dropout=0.0))
+    with torch.no_grad():
+        model.lm_head.weight[vocab:] = 0.0  # what --init_from_model hf:DIR pads with
+    padded = []
+    model.lm_head.register_forward_hook(lambda m, i, out: padded.append(out.detach()))
+    x, y = torch.randint(0, vocab, (2, 16)), torch.randint(0, vocab, (2, 16))
+    logits, loss = model(x, y)
+    full = padded[-1]  # the head's own output: padded_vocab_size columns
+    assert full.size(-1) == model.config.padded_vocab_size > vocab == logits.size(-1)
+    real = torch.nn.functional.cross_entropy(full[..., :vocab].reshape(-1, vocab), y.view(-1))
+    counted = torch.nn.functional.cross_entropy(full.reshape(-1, full.size(-1)), y.view(-1))
+    assert torch.allclose(loss, real) and not torch.allclose(loss, counted, atol=0.1)
+    assert torch.equal(logits, full[..., :vocab])
+    last, _ = model(x)
+    assert last.shape == (2, 1, vocab)
 
 
 def test_lr_schedule_exact_values():
@@ -191,5 +213,7 @@ def test_padded_vocabulary_ids_are_never_sampled():
     model = GPT(GPTConfig(**TINY)).eval()
     with torch.no_grad():
         model.lm_head.weight[len(CHARS):] = 10.0  # padded rows would win every argmax if they were allowed
-    out = torch.stack(list(sample_tokens(model, torch.zeros(1, 1, dtype=torch.long), 20, temperature=0.0)))
-    assert model.config.padded_vocab_size > len(CHARS) and int(out.max()) < len(CHARS)
+    start = torch.zeros(4, 1, dtype=torch.long)
+    for temperature in (0.0, 1.0):
+        out = torch.stack(list(sample_tokens(model, start, 20, temperature, generator=torch.Generator().manual_seed(0))))
+        assert model.config.padded_vocab_size > len(CHARS) and int(out.max()) < len(CHARS)
