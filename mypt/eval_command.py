@@ -1,28 +1,56 @@
 """`mypt eval` and the eval stage: loss and perplexity of a model over whole val splits,
-every window once, in order, so the numbers are the same every run."""
+every window once, in order, so the numbers are the same every run.
+
+A model whose loss is not finite (NaN or inf: a run that diverged) is an error, not a
+number: `--json` and the stage's metrics file would otherwise hold `NaN`, which is not JSON,
+and the command would succeed."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
 from mypt import checkpoint
 from mypt.config import EvalSettings
 from mypt.data import check_same_tokenizer, resolve_device
-from mypt.errors import ConfigError
+from mypt.errors import ConfigError, TrainingDiverged
 from mypt.model import load_model
 from mypt.train import evaluate_dataset
 
 
 def parse_datasets(specs: list[str]) -> dict[str, Path]:
-    """NAME=DIR pairs (--dataset) as {name: dir}."""
-    out = {}
+    """NAME=DIR pairs (--dataset) as {name: dir}; a name given twice is refused (the second
+    would silently replace the first's results)."""
+    out: dict[str, Path] = {}
     for spec in specs:
         name, sep, directory = spec.partition("=")
         if not sep or not name or not directory:
             raise ConfigError(f"--dataset {spec!r}: expected NAME=DIR, e.g. general=data/datasets/general")
+        if name in out:
+            raise ConfigError(f"--dataset {spec!r}: the name {name!r} is already given to --dataset "
+                              f"{name}={out[name]}; give each dataset a name of its own")
         out[name] = Path(directory)
     return out
+
+
+def whole_windows(max_tokens: int | None, block_size: int) -> int | None:
+    """--max_tokens as the evaluation can hold it: eval scores whole windows of block_size
+    targets, so "at most N tokens" is N rounded down to whole windows; less than one window
+    is refused."""
+    if max_tokens is None:
+        return None
+    if max_tokens < block_size:
+        raise ConfigError(f"--max_tokens {max_tokens}: eval scores whole windows of the model's block_size "
+                          f"({block_size}) tokens, so at most {max_tokens} tokens is none; give --max_tokens "
+                          f"{block_size} or more, or leave it out for the whole split")
+    return max_tokens // block_size * block_size
+
+
+def _diverged(path: Path, name: str, directory: Path, loss: str) -> TrainingDiverged:
+    return TrainingDiverged(f"the model {path} has a loss of {loss} on --dataset {name}={directory}, and no "
+                            "finite perplexity: its output overflows (a run that diverged?); evaluate an earlier "
+                            "checkpoint of the model, or on another --device")
 
 
 def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
@@ -30,9 +58,15 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     """{name: {loss, perplexity, tokens}} of settings.model_name on each dataset's val split."""
     path = checkpoint.resolve(settings.model_name, settings.checkpoints_dir)
     model, tokenizer, _ = load_model(path, resolve_device(settings.device))
+    max_tokens = whole_windows(settings.max_tokens, model.config.block_size)
     results = {}
     for name, directory in datasets.items():
         check_same_tokenizer(tokenizer, directory, f"the model {path}", f"--dataset {name}={directory}")
-        results[name] = r = evaluate_dataset(model, directory, settings.batch_size, settings.max_tokens)
+        try:
+            results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens)
+        except OverflowError:  # math.exp of a loss above ~709.8 nats (the perplexity's)
+            raise _diverged(path, name, directory, "above 709 nats") from None
+        if not math.isfinite(r["loss"]) or not math.isfinite(r["perplexity"]):
+            raise _diverged(path, name, directory, str(r["loss"]))
         log(f"{name}: loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f} over {r['tokens']:,} tokens")
     return results

@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from mypt.errors import TokenizerError
+from mypt.errors import CheckpointError, TokenizerError
 from mypt.model import GPT, KVCache
 
 
@@ -32,7 +32,22 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
     return logits
 
 
+def check_text(value: str, flag: str) -> str:
+    """`value` of `flag`, refused when it is not valid UTF-8. Python decodes such bytes of the
+    command line to lone surrogates (surrogateescape), which no tokenizer can encode and each
+    kind fails on differently; the message shows the bytes as given."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raw = value.encode("utf-8", "surrogateescape")
+        bad = value[e.start:e.end].encode("utf-8", "surrogateescape")
+        raise TokenizerError(f"{flag} {raw!r}: not valid UTF-8 (byte {bad[:1]!r} at character {e.start}); give "
+                             f"{flag} as UTF-8 text (check the terminal's or the script's encoding)") from None
+    return value
+
+
 def _encode_prompt(tokenizer, prompt: str) -> list[int]:
+    check_text(prompt, "--prompt")
     try:
         return tokenizer.encode(prompt)
     except TokenizerError:
@@ -59,7 +74,7 @@ def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperatur
     block = model.config.block_size
     window = idx[:, -block:]  # only the last block_size tokens can matter: memory stays flat
     cache = None
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         if not use_cache:
             logits, _ = model(window)
         elif cache is None:  # prefill the prompt
@@ -70,7 +85,8 @@ def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperatur
             logits, _ = model(window[:, -(block // 2):], cache=cache)
         else:
             logits, _ = model(window[:, -1:], cache=cache)
-        logits = logits[:, -1, :model.config.vocab_size].float()  # padded ids are never sampled
+        logits = logits[:, -1].float()  # (B, vocab_size): the model leaves the padded ids out
+        _check_logits(logits, step)
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
@@ -78,6 +94,15 @@ def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperatur
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         window = torch.cat([window[:, -(block - 1):], nxt[:, None]], dim=1)
         yield nxt
+
+
+def _check_logits(logits: torch.Tensor, step: int) -> None:
+    """NaN or inf logits (weights that load finite but overflow in the forward) would fail in
+    torch.multinomial with a traceback, or make argmax pick an arbitrary id."""
+    if not bool(torch.isfinite(logits).all()):
+        raise CheckpointError(f"the model's output is not finite (NaN or inf) at new token {step + 1}: its weights "
+                              "overflow (a run that diverged?); sample from an earlier checkpoint of the model, "
+                              "or on another --device")
 
 
 class TextStream:
@@ -122,8 +147,12 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     """Sample `num_samples` continuations of `prompt`; `on_text(sample, piece)` receives text
     as it is produced (streaming). A sample ends at the end-of-text token, at the first of the
     `stop` strings (not included) or after max_new_tokens. Returns the full texts, prompt
-    included."""
+    included. `on_text` gets an empty piece when each sample has its first token, so a caller
+    that prints a header per sample prints it even when the sample stops at once (a stop
+    string or the end-of-text token first), and not when the model fails before that."""
     device = next(model.parameters()).device
+    for s in stop:
+        check_text(s, "--stop")
     ids = _encode_prompt(tokenizer, prompt) if prompt else []
     if not ids:
         ids = tokenizer.encode("\n") if tokenizer.eot_id is None else [tokenizer.eot_id]
@@ -136,6 +165,8 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
         stream, pieces = TextStream(tokenizer, stop), []
         for nxt in sample_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache):
             token = int(nxt[0])
+            if on_text is not None and not pieces:  # the sample has its first token: announce it
+                on_text(i, "")
             if tokenizer.eot_id is not None and token == tokenizer.eot_id:
                 break
             pieces.append(stream.push(token))

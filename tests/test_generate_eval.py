@@ -1,0 +1,59 @@
+"""What generate and eval print (issue 18): a sample that stops at once still shows its header
+and prompt; eval's --max_tokens is at most; a prompt of bytes that are not UTF-8, as a shell
+passes them, is one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from bad_inputs import gen, invoke
+from conftest import run
+
+
+@pytest.fixture
+def w(world, tmp_path, monkeypatch) -> Path:
+    """A copy of the bad-input world (a char dataset `ds`, a tiny model `ck/m`), as cwd."""
+    w = tmp_path / "w"
+    shutil.copytree(world, w, symlinks=True)
+    monkeypatch.chdir(w)
+    return w
+
+
+def test_a_sample_stopped_at_its_first_piece_still_prints_header_and_prompt(w):
+    greedy = ["--prompt", "Line", "--temperature", "0", "--num_samples", "2"]
+    result = invoke(*gen(*greedy))
+    assert result.exit_code == 0, result.output
+    first = result.output.split("--- sample 1 ---\nLine", 1)[1][0]  # the first character generated
+    result = invoke(*gen(*greedy, "--stop", first))
+    assert result.exit_code == 0, result.output
+    assert result.output == "--- sample 1 ---\nLine\n--- sample 2 ---\nLine\n"
+
+
+def _eval_tokens(*extra: str) -> int:
+    result = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "val=ds", "--device", "cpu",
+                    "--json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)["val"]["tokens"]
+
+
+def test_eval_max_tokens_is_at_most(w):
+    whole = _eval_tokens()  # the world's model has block_size 32
+    assert whole > 64
+    assert _eval_tokens("--max_tokens", "32") == 32
+    assert _eval_tokens("--max_tokens", "63") == 32  # whole windows only: rounded down, never up
+    assert _eval_tokens("--max_tokens", "64") == 64
+    assert _eval_tokens("--max_tokens", str(10 * whole)) == whole
+
+
+@pytest.mark.slow
+def test_a_prompt_of_bytes_that_are_not_utf8_is_one_line(w):
+    """As a shell passes `--prompt $'Line \\xff'`: bytes, decoded by Python with surrogateescape."""
+    done = run([sys.executable, "-m", "mypt.cli", *gen(), "--prompt", b"Line \xff"], cwd=w, check=False)
+    errors = [line for line in done.stderr.splitlines() + done.stdout.splitlines() if line.startswith("Error")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert errors == ["Error: --prompt b'Line \\xff': not valid UTF-8 (byte b'\\xff' at character 5); give --prompt "
+                      "as UTF-8 text (check the terminal's or the script's encoding)"]
