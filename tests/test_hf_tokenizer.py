@@ -139,6 +139,25 @@ def test_ids_above_65535_are_kept_exactly(tmp_path):
     assert "OK" in invoke("verify-dataset", str(tmp_path / "ds")).output
 
 
+def test_a_tokenizer_without_end_of_text_warns_once_and_ends_documents_with_a_newline(tmp_path):
+    """No end-of-text token: documents are separated by a newline only (as with char), which
+    the user is told, once, naming the file. (One that cannot encode a newline either is
+    refused: tests/test_bad_inputs_generate.py.)"""
+    vocab = {w: i for i, w in enumerate(WORDS)} | {" ": len(WORDS), "\n": len(WORDS) + 1, "<unk>": len(WORDS) + 2}
+    hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.Split(tokenizers.Regex(r"\s|\S+"), behavior="isolated")
+    hf.decoder = tokenizers.decoders.Fuse()
+    hf.save(str(tmp_path / "plain.json"))
+    docs = ["the king", "the queen"]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    result = invoke("prepare-dataset", "--input_files", str(tmp_path / "docs.jsonl"), "--out_dir", str(tmp_path / "ds"),
+                    "--tokenization", f"hf:{tmp_path / 'plain.json'}", "--no_dedup", "--no_filter", "--val_fraction",
+                    "0", "--workers", "1")
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1 and "plain.json" in warnings[0] and "no end-of-text token" in warnings[0], result.output
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == [i for d in docs for i in hf.encode(d + "\n").ids]
+
+
 def test_bad_tokenizer_files_are_one_line_errors(trained, tmp_path):
     corpus, tok_json = trained
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")

@@ -22,10 +22,6 @@ def register(cls: type["Tokenizer"]) -> type["Tokenizer"]:
     return cls
 
 
-def kinds() -> list[str]:
-    return list(TOKENIZERS)
-
-
 def spec_forms() -> list[str]:
     """How `--tokenization` is spelled for each kind: `gpt2`, `char`, `hf:PATH`."""
     return [f"{k}:{c.argument}" if c.argument else k for k, c in TOKENIZERS.items()]
@@ -76,7 +72,7 @@ def make_tokenizer(spec: str, char_sets: Iterable[str] | None = None) -> "Tokeni
 class Tokenizer:
     """Text <-> token ids.
 
-    Build one with `Tokenizer.load(dir)`, `tokenizer_class(kind).from_corpus(texts)`, or the
+    Build one with `Tokenizer.load(dir)`, `tokenizer_class(kind).from_corpus(char_sets)`, or the
     guide's form `Tokenizer(config, "gpt2")` (config is accepted for compatibility and unused;
     a corpus-built kind also needs `chars=`).
     """

@@ -8,7 +8,9 @@ wrote.
   BOS/EOS template is added, and a literal special token inside a document (`</s>`) is
   ordinary text, as gpt2's encode_ordinary makes `<|endoftext|>`.
 - End of text: the first of EOT_NAMES that the file declares as a special added token;
-  None when it has none (then documents end with a newline, as with char).
+  None when it has none (then documents end with a newline, as with char: a warning says so
+  when `--tokenization hf:PATH` names such a file, and one that cannot encode a newline
+  either is refused, since its documents would have no boundary at all).
 - Blocks: see `cut_safe`.
 
 tokenizers is optional: `pip install 'mypt[hf]'`.
@@ -17,6 +19,7 @@ tokenizers is optional: `pip install 'mypt[hf]'`.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -52,6 +55,17 @@ def _one_line(e: BaseException) -> str:
 
 def _never(prev_byte: int, next_byte: int) -> bool:
     return False
+
+
+_WARNED: set[str] = set()  # tokenizer files already warned about in this process
+
+
+def _warn_once(key: str, line: str) -> None:
+    # stderr, one line, once per file: prepare-dataset builds the tokenizer more than once, and
+    # the library has no logger of its own (the commands' output is their stdout).
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"warning: {line}", file=sys.stderr)
 
 
 @register
@@ -95,7 +109,26 @@ class HFTokenizer(Tokenizer):
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise TokenizerError(f"{where}: not UTF-8 text ({_one_line(e)}); give a tokenizer.json") from None
-        return cls(tokenizer_json=text, source=where)
+        tokenizer = cls(tokenizer_json=text, source=where)
+        tokenizer.check_document_end(where)
+        return tokenizer
+
+    def check_document_end(self, where: str) -> None:
+        """What ends a document: the end-of-text token; without one a newline (as with char),
+        with a warning; without either, documents would run into each other unmarked: refused."""
+        if self._eot is not None:
+            return
+        ids = self._hf.encode("\n", add_special_tokens=False).ids
+        back = self._hf.decode(ids, skip_special_tokens=False) if ids else ""
+        names = ", ".join(EOT_NAMES)
+        fix = ("add <|endoftext|> to it as a special token (tokenizers: tokenizer.add_special_tokens"
+               "([\"<|endoftext|>\"]); tokenizer.save(PATH)), or train one with `mypt train-tokenizer`")
+        if back != "\n":
+            raise TokenizerError(f"{where}: the tokenizer has no end-of-text token (none of {names} is a special "
+                                 f"token) and cannot encode a newline (ids {ids} decode as {back!r}): documents "
+                                 f"would run into each other with no boundary; {fix}")
+        _warn_once(where, f"{where}: the tokenizer has no end-of-text token (none of {names} is a special "
+                          f"token): documents are separated by a newline only, as with char; {fix}")
 
     @classmethod
     def from_argument(cls, arg: str | None) -> "HFTokenizer":
@@ -112,11 +145,6 @@ class HFTokenizer(Tokenizer):
     @property
     def eot_id(self) -> int | None:
         return self._eot
-
-    @property
-    def hf_tokenizer(self):
-        """The `tokenizers.Tokenizer` (for the Hugging Face export)."""
-        return self._hf
 
     @property
     def block_boundary(self):

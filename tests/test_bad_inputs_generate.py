@@ -1,0 +1,125 @@
+"""Bad inputs to what reads a model (issue 18): generate, eval, export-hf and --init_from_model
+on a model whose weights hold NaN or overflow, prompts and stop strings that are not UTF-8
+(each tokenizer kind failed its own way), eval's duplicate names and a --max_tokens below one
+window, an hf tokenizer that marks no document end. Each one line, exit 1 or 2, nothing
+changed outside the output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from bad_inputs import Case, gen, run_case, train
+
+from mypt import checkpoint
+from mypt.config import GPTConfig
+from mypt.model import GPT, load_model
+from mypt.tokenizers import Tokenizer
+from mypt.tokenizers.gpt2 import GPT2Tokenizer
+
+NOT_UTF8 = "Line \udcff"  # what Python makes of the argv bytes b"Line \xff" (surrogateescape)
+
+
+def edit_weights(change: Callable[[GPT], None], model: str = "ck/m") -> Callable[[Path], None]:
+    """Rewrite a checkpoint's weights through mypt's own writer (so its checksums agree: the
+    damage is in the numbers, not in the file)."""
+    def setup(w: Path) -> None:
+        net, tokenizer, config = load_model(w / model)
+        with torch.no_grad():
+            change(net)
+        keep = {k: v for k, v in config.items() if k not in ("format_version", "model", "sha256")}
+        checkpoint.save(w / model, net, tokenizer, keep)
+    return setup
+
+
+def nan_weight(net: GPT) -> None:
+    net.transformer.h[0].mlp.c_fc.weight[3, 5] = float("nan")  # a diverged run's
+
+
+def overflowing(net: GPT) -> None:
+    net.transformer.ln_f.weight.fill_(3e38)  # finite, but the head's output overflows to inf, then NaN
+
+
+def model_of(tokenizer: Callable[[Path], Tokenizer], name: str) -> Callable[[Path], None]:
+    """A tiny untrained model with another tokenizer kind, saved as ck/NAME."""
+    def setup(w: Path) -> None:
+        tok = tokenizer(w)
+        torch.manual_seed(0)
+        net = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
+        checkpoint.save(w / "ck" / name, net, tok, {})
+    return setup
+
+
+def hf_bpe(w: Path) -> Tokenizer:
+    from mypt.tokenizers.hf import HFTokenizer
+
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE())
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    hf.train_from_iterator([(w / "corpus.txt").read_text()], trainer)
+    return HFTokenizer(tokenizer_json=hf.to_str())
+
+
+def words_only_tokenizer(w: Path) -> None:
+    """A tokenizer.json with no end-of-text token whose pre-tokenizer drops whitespace: a
+    newline encodes as nothing, so documents would have no boundary."""
+    tokenizers = pytest.importorskip("tokenizers")
+    words = sorted(set((w / "corpus.txt").read_text().split()))
+    hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab={"[UNK]": 0, **{t: i + 1 for i, t in enumerate(words)}},
+                                                          unk_token="[UNK]"))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    hf.save(str(w / "words.json"))
+
+
+def ev(*extra: str, model: str = "m") -> list[str]:
+    return ["eval", "--model_name", model, "--checkpoints_dir", "ck", "--device", "cpu", "--dataset", "val=ds",
+            *extra]
+
+
+CASES = [
+    # -- prompts and stop strings that are not UTF-8, for each tokenizer kind ----------------
+    Case("prompt_not_utf8_char", gen("--prompt", NOT_UTF8), ["--prompt", r"b'Line \xff'", "not valid UTF-8"]),
+    Case("prompt_not_utf8_gpt2", gen("--prompt", NOT_UTF8, model="g"), ["--prompt", r"b'Line \xff'", "not valid UTF-8"],
+         setup=model_of(lambda w: GPT2Tokenizer(), "g")),
+    Case("prompt_not_utf8_hf", gen("--prompt", NOT_UTF8, model="h"), ["--prompt", r"b'Line \xff'", "not valid UTF-8"],
+         setup=model_of(hf_bpe, "h")),
+    Case("stop_not_utf8", gen("--stop", "\udcfe"), ["--stop", r"b'\xfe'", "not valid UTF-8"]),
+    # -- a diverged model: NaN weights, named where they are --------------------------------
+    Case("generate_nan_weights", gen(), ["ck/m/model.safetensors", "transformer.h.0.mlp.c_fc.weight", "NaN",
+                                         "earlier checkpoint"], setup=edit_weights(nan_weight)),
+    Case("eval_nan_weights", ev(), ["ck/m/model.safetensors", "NaN"], setup=edit_weights(nan_weight)),
+    Case("eval_json_nan_weights", ev("--json"), ["ck/m/model.safetensors", "NaN"], setup=edit_weights(nan_weight)),
+    Case("export_nan_weights", ["export-hf", "--model_name", "ck/m", "--out_dir", "exp"],
+         ["ck/m/model.safetensors", "NaN"], out="exp", setup=edit_weights(nan_weight)),
+    Case("init_from_nan_weights", train("--dataset_dir", "ds", "--init_from_model", "ck/m"),
+         ["ck/m/model.safetensors", "NaN"], out="ck/n", setup=edit_weights(nan_weight)),
+    # -- finite weights whose output overflows ----------------------------------------------
+    Case("generate_output_overflows", gen(), ["not finite", "new token 1", "earlier checkpoint"],
+         setup=edit_weights(overflowing)),
+    Case("generate_greedy_output_overflows", gen("--temperature", "0"), ["not finite", "new token 1"],
+         setup=edit_weights(overflowing)),
+    Case("eval_json_loss_nan", ev("--json"), ["ck/m", "loss of nan", "--dataset val=ds", "earlier checkpoint"],
+         setup=edit_weights(overflowing)),
+    # -- eval's flags -------------------------------------------------------------------------
+    Case("eval_dataset_name_twice", ev("--dataset", "val=other"), ["--dataset 'val=other'", "'val'", "val=ds",
+                                                                   "name of its own"]),
+    Case("eval_max_tokens_below_a_window", ev("--max_tokens", "1"), ["--max_tokens 1", "block_size (32)",
+                                                                     "--max_tokens 32"]),
+    Case("eval_max_tokens_zero", ev("--max_tokens", "0"), ["--max_tokens", "0"], code=2),
+    # -- an hf tokenizer that marks no document end ------------------------------------------
+    Case("hf_tokenizer_without_document_end", ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "new_ds",
+                                               "--tokenization", "hf:words.json", "--workers", "1"],
+         ["hf:words.json", "no end-of-text token", "cannot encode a newline", "<|endoftext|>"], out="new_ds",
+         setup=words_only_tokenizer),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line(case: Case, world, tmp_path, monkeypatch):
+    run_case(case, world, tmp_path, monkeypatch)
+
