@@ -22,9 +22,12 @@ import torch
 
 from mypt import checkpoint
 from mypt.config import TrainConfig
-from mypt.errors import ConfigError, TrainingDiverged, TrainingStopped
+from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, os_error_message
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
+# What a run meets from its data mid-run (a shard that cannot be read, a damaged one): it then
+# stops with a checkpoint of its last sound state (see fit).
+DATA_ERRORS = (OSError, MyptError)
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
@@ -178,6 +181,34 @@ def _autocast(device: torch.device, amp: torch.dtype | None):
     return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
 
+def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
+    """The names of the parameters holding a NaN or an infinity (one sync for all of them)."""
+    named = list(model.named_parameters())
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).tolist()
+    return [name for (name, _), ok in zip(named, finite) if not ok]
+
+
+def _reason(e: Exception) -> str:
+    """An error as one line: an OSError as the CLI prints it (the path, what failed)."""
+    return os_error_message(e) if isinstance(e, OSError) else str(e)
+
+
+def _rng_state(device: torch.device) -> dict:
+    """The RNG states a step draws from (dropout): the CPU's, and the GPU's when training on one."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
 class StopSignals:
     """While training runs, SIGTERM and SIGINT only ask it to stop: the step in flight ends,
     a checkpoint is written and fit raises TrainingStopped. A second signal acts at once (the
@@ -255,10 +286,13 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     Every `eval_interval` steps: loss on the loader's val split and on each eval loader,
     logged as `step 100: val 2.15 | eval_general 2.89`, then a checkpoint (rank 0; none at the
     start of a fresh run, before anything is trained); also a
-    checkpoint every `checkpoint_minutes`. A non-finite loss stops training and keeps the last
-    good checkpoint. SIGTERM or SIGINT finishes the step in flight, writes a checkpoint and
-    raises TrainingStopped (see StopSignals). Without `config`, the settings are the
-    loader's TrainConfig (see fit_config). `on_metrics(step, values)` (rank 0) gets each
+    checkpoint every `checkpoint_minutes`. SIGTERM or SIGINT finishes the step in flight,
+    writes a checkpoint and raises TrainingStopped (see StopSignals). A non-finite loss or
+    gradient norm (checked before the optimizer step, so the weights are still the last good
+    step's) raises TrainingDiverged, and a data error mid-run (an OSError or a MyptError of a
+    loader) TrainingStopped, each after saving the state of the step it met (when every
+    parameter is finite) and naming where it is; under DDP every rank stops at that step.
+    Without `config`, the settings are the loader's TrainConfig (see fit_config). `on_metrics(step, values)` (rank 0) gets each
     evaluation's losses and each logged train_loss, lr and tokens_per_s as they happen
     (mypt.tracking writes them for DVC).
     Returns {"history": [...], "step": final step, "best_val": ...}.
@@ -308,11 +342,10 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                 "lower warmup_iters (--warmup_iters)")
 
     cpu_group = _cpu_group(dist)
-    saved_at, t_saved, last_good = (step if resume_state else None), time.monotonic(), None
+    saved_at, t_saved = (step if resume_state else None), time.monotonic()
 
     def save(at_step: int) -> None:
-        nonlocal saved_at, t_saved, last_good
-        flush()  # a non-finite loss raises here, and the last good checkpoint stays
+        nonlocal saved_at, t_saved
         saved_at, t_saved = at_step, time.monotonic()
         samplers = _all_ranks(sampler_before_batch, cpu_group)  # every rank calls save together
         rngs = _all_ranks(checkpoint.rng_state(), cpu_group) if dist.world_size > 1 else None
@@ -323,34 +356,65 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             checkpoint.save(checkpoint_dir, raw, tokenizer, checkpoint_extra or {}, optimizer,
                             {"step": at_step, "sampler": sampler_before_batch, "history": history,
                              "best_val": best_val, "autocast": _dtype_name(amp), **extra}, rng_ranks=rngs)
-        last_good = at_step
+
+    def fail(at_step: int) -> MyptError:
+        """The error a rank met (`failed`), for every rank, after saving the state of `at_step`
+        (the weights, sampler and RNG from before that step) when it is sound: all parameters
+        finite. Every rank calls it at the same point, so its collectives meet."""
+        reasons = _all_ranks(None if failed is None else (_reason(failed), isinstance(failed, TrainingDiverged)),
+                             cpu_group)
+        rank, (reason, diverged) = next((r, x) for r, x in enumerate(reasons) if x is not None)
+        reason = f"rank {rank}: {reason}" if dist.world_size > 1 else reason
+        kept = kept_state(at_step)
+        if diverged and resume_state and at_step == start:  # no step of this run changed the weights
+            hint = ("the checkpoint's own weights give it, which no learning rate fixes: start from an earlier "
+                    "copy of the checkpoint, or a new run from a sound model with --init_from_model")
+        elif diverged:
+            hint = "lower --learning_rate or raise --warmup_iters, then continue with --resume"
+        else:
+            hint = "once it is fixed, continue with --resume"
+        where = "" if diverged else f" (at step {at_step})"  # (a divergence names its step)
+        return (TrainingDiverged if diverged else TrainingStopped)(f"{reason}{where}: training stopped; {kept}; {hint}")
+
+    def kept_state(at_step: int) -> str:
+        """Save the state of `at_step` if it is sound and not saved yet; say where the run's last
+        sound checkpoint is."""
+        last = (f"the last checkpoint (step {saved_at}) is in {checkpoint_dir}"
+                if saved_at is not None and checkpoint_dir is not None else "no checkpoint was written")
+        bad = nonfinite_parameters(raw)
+        if bad:
+            return f"the weights are not finite ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}), " \
+                   f"no sound state to save: {last}"
+        if checkpoint_dir is None:
+            return "no checkpoint_dir was given, nothing was saved"
+        if saved_at == at_step:
+            return f"the checkpoint of step {at_step} is in {checkpoint_dir}"
+        if at_step == 0 and saved_at is None:  # nothing trained yet
+            return last
+        try:
+            save(at_step)
+        except OSError as e:
+            return f"the checkpoint of step {at_step} could not be saved ({os_error_message(e)}); {last}"
+        return f"the checkpoint of step {at_step} is saved in {checkpoint_dir}"
 
     sampler_before_batch = data_loader.state_dict()  # what a resumed run must restore to draw this batch
     x, y = data_loader.get_batch("train")
-    pending: list[tuple[int, torch.Tensor]] = []  # losses not yet synced to the host
     t_log = time.perf_counter()
-
-    def flush() -> None:
-        nonlocal pending
-        if not pending:
-            return
-        values = torch.stack([loss for _, loss in pending]).tolist()
-        for (s, _), v in zip(pending, values):
-            if not math.isfinite(v):
-                kept = f"the last good checkpoint (step {last_good}) is kept in {checkpoint_dir}" \
-                    if last_good is not None else "no checkpoint was written"
-                raise TrainingDiverged(f"loss is {v} at step {s}: training stopped; {kept}. "
-                                       "HINT: lower --learning_rate or raise warmup_iters")
-            history.append({"step": s, "train_loss": v})
-        pending = []
-
     start = step
+    # A data error (a shard that cannot be read) met by this rank. It is acted on where every
+    # rank agrees on it (a DDP backward that one rank skipped would hang the others): at the
+    # top of a step, or before the optimizer step, whose state is then discarded.
+    failed: Exception | None = None
     with StopSignals() as signals:
         while True:
-            if step % cfg.eval_interval == 0 or step == cfg.max_iters:
-                if step != start or not resume_state:
-                    flush()
+            evaluated = False
+            if (step % cfg.eval_interval == 0 or step == cfg.max_iters) and (step != start or not resume_state):
+                try:
                     losses = evaluate_all(raw, data_loader, eval_data_loaders, cfg.eval_iters, amp)
+                except DATA_ERRORS as e:
+                    failed = e
+                else:
+                    evaluated = True
                     history.append({"step": step, **losses})
                     if "val" in losses:
                         best_val = losses["val"] if best_val is None else min(best_val, losses["val"])
@@ -358,17 +422,19 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                         if on_metrics:
                             on_metrics(step, losses)
                         log(f"step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-                    # Not before the first step (a resumed run does not evaluate where it starts):
-                    # nothing is trained yet, and for a large model the write would only delay
-                    # the first step. A run of max_iters 0 still leaves its model.
-                    if step > 0 or step >= cfg.max_iters:
-                        save(step)
-            if step >= cfg.max_iters:
-                break
             # Here, between steps, the state is whole: stop or save here (after the evaluation
             # of this step, so a resumed run does not evaluate it twice).
             due = bool(cfg.checkpoint_minutes) and time.monotonic() - t_saved >= 60 * cfg.checkpoint_minutes
-            stop, due = _any_rank([signals.received is not None, due], cpu_group)
+            stop, due, broken = _any_rank([signals.received is not None, due, failed is not None], cpu_group)
+            if broken:
+                raise fail(step)
+            # Not before the first step (a resumed run does not evaluate where it starts): nothing
+            # is trained yet, and for a large model the write would only delay the first step. A
+            # run of max_iters 0 still leaves its model.
+            if evaluated and (step > 0 or step >= cfg.max_iters):
+                save(step)
+            if step >= cfg.max_iters:
+                break
             if stop:
                 if saved_at != step:
                     save(step)
@@ -376,31 +442,53 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                     else "no checkpoint_dir was given, nothing was saved"
                 raise TrainingStopped(f"{signals.received or 'a signal on another rank'}: stopped at step {step}; "
                                       f"continue with --resume ({where})")
-            if due:
+            if due and saved_at != step:
                 save(step)
+            # The step's starting state, put back if the step is dropped (a non-finite loss, a data error).
+            sampler_at_start, rng_at_start = sampler_before_batch, _rng_state(device)
             lr = get_lr(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            total = torch.zeros((), device=device)
             for micro in range(cfg.gradient_accumulation_steps):
                 if dist.world_size > 1:  # sync gradients only on the last micro-step
                     model.require_backward_grad_sync = micro == cfg.gradient_accumulation_steps - 1
                 with _autocast(device, amp):
                     _, loss = model(x, y)
                     loss = loss / cfg.gradient_accumulation_steps
-                sampler_before_batch = data_loader.state_dict()
-                x, y = data_loader.get_batch("train")  # prefetch while the GPU works
+                if failed is None:
+                    sampler_before_batch = data_loader.state_dict()
+                    try:
+                        x, y = data_loader.get_batch("train")  # prefetch while the GPU works
+                    except DATA_ERRORS as e:
+                        failed = e  # the step runs on (every rank's backward must meet) and is dropped
                 scaler.scale(loss).backward()  # (scale, unscale_, step, update: no-ops unless float16)
+                total += loss.detach().float()
+            checked = [loss.detach().float() * cfg.gradient_accumulation_steps, total]
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if not scaler.is_enabled():  # (under float16 the scaler skips an overflowed step)
+                    checked.append(norm.float())
+            # One sync per step, before the optimizer step: a non-finite loss (or gradient) never
+            # reaches the weights, so they stay those of the last good step.
+            values = torch.stack(checked).tolist()
+            loss_now = values[0]
+            if failed is None and not all(map(math.isfinite, values)):
+                what, value = next((("loss" if i < 2 else "the gradient norm", v) for i, v in enumerate(values)
+                                    if not math.isfinite(v)))
+                failed = TrainingDiverged(f"{what} is {value} at step {step}")
+            if _any_rank([failed is not None], cpu_group)[0]:
+                optimizer.zero_grad(set_to_none=True)
+                sampler_before_batch = sampler_at_start
+                _set_rng_state(rng_at_start)
+                raise fail(step)
             scaler.step(optimizer)  # skipped when the scaled gradients overflowed
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            pending.append((step, loss.detach() * cfg.gradient_accumulation_steps))
+            history.append({"step": step, "train_loss": loss_now})
             step += 1
             if step % cfg.log_interval == 0:
-                loss_now = pending[-1][1].item()
-                flush()
                 dt = (time.perf_counter() - t_log) / cfg.log_interval
                 t_log = time.perf_counter()
                 tok_s = tokens_per_iter / dt
@@ -410,5 +498,4 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                         on_metrics(step, {"train_loss": loss_now, "lr": lr, "tokens_per_s": tok_s})
                     log(f"iter {step}: loss {loss_now:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
                         f"{tok_s:,.0f} tok/s{mfu}")
-    flush()
     return {"history": history, "step": step, "best_val": best_val}

@@ -244,15 +244,19 @@ def test_a_new_run_from_a_model_decays_over_its_own_length_and_rate(demo, tmp_pa
 
 
 @pytest.mark.slow
-def test_nan_loss_at_the_first_step_stops_and_leaves_no_checkpoint(demo, tmp_path):
-    err = fails("train", "--dataset_dir", str(demo / "general"), "--model_name", "boom", *TINY, "--max_iters", "50",
-                "--learning_rate", "1e12", "--warmup_iters", "0", "--grad_clip", "0", "--eval_interval", "5",
-                "--log_interval", "1", cwd=tmp_path)
-    # It diverges at step 1, before any checkpoint (none is written before the first step):
-    # nothing that looks like a trained model is left. (test_train_paths: a later divergence
-    # keeps the last good one.)
-    assert "loss is nan at step 1: training stopped; no checkpoint was written" in err
-    assert not (tmp_path / "checkpoints" / "boom" / "model.safetensors").exists()
+def test_nan_loss_at_the_first_step_saves_the_finite_state_and_a_resume_of_it_is_told_why(demo, tmp_path):
+    args = ["train", "--dataset_dir", str(demo / "general"), "--model_name", "boom", *TINY, "--max_iters", "50",
+            "--learning_rate", "1e12", "--warmup_iters", "0", "--grad_clip", "0", "--eval_interval", "5",
+            "--log_interval", "1"]
+    err = fails(*args, cwd=tmp_path)
+    # Step 0's update (at a rate of 1e12) leaves finite weights whose loss is NaN: checked before
+    # the optimizer step, step 1's state is saved (its weights are finite: sound by that rule).
+    assert "loss is nan at step 1: training stopped; the checkpoint of step 1 is saved in checkpoints/boom" in err
+    assert json.loads((tmp_path / "checkpoints" / "boom" / "training_state.json").read_text())["step"] == 1
+    # Resumed, the first step meets the same NaN: the weights, not the learning rate, are at fault.
+    err = fails(*args, "--resume", "--learning_rate", "1e-4", cwd=tmp_path)
+    assert "loss is nan at step 1" in err and "the checkpoint's own weights give it" in err, err
+    assert "--init_from_model" in err and "lower --learning_rate" not in err
 
 
 @pytest.mark.slow

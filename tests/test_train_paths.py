@@ -5,6 +5,7 @@ uninterrupted one."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -116,24 +117,111 @@ def test_no_checkpoint_is_written_before_the_first_step(tmp_path):
     assert json.loads((ckpt / "training_state.json").read_text())["step"] == 30
 
 
-def test_a_loss_gone_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    class Diverging(GPT):  # its training loss turns nan at the 13th step (step 12)
-        calls = 0
+class Diverging(GPT):
+    """Its training loss turns nan at the 13th step (step 12); with `poison`, a weight turns
+    nan first (weights already broken when the loss shows it)."""
+    calls = 0
+    poison = False
 
-        def forward(self, idx, targets=None, cache=None):
-            logits, loss = super().forward(idx, targets, cache)
-            if self.training:
-                self.calls += 1
-                loss = loss * float("nan") if self.calls > 12 else loss
-            return logits, loss
+    def forward(self, idx, targets=None, cache=None):
+        if self.training:
+            self.calls += 1
+            if self.poison and self.calls > 12:
+                with torch.no_grad():
+                    self.lm_head.weight[0, 0] = float("nan")
+        logits, loss = super().forward(idx, targets, cache)
+        if self.training and self.calls > 12:
+            loss = loss * float("nan")
+        return logits, loss
 
+
+def fit_tiny(model: GPT, tok, ckpt: Path, data=None) -> dict:
+    return fit(model, data or loader(tok), config=config(), checkpoint_dir=ckpt, tokenizer=tok,
+               checkpoint_extra={"training": config().to_dict()}, log=lambda line: None)
+
+
+def assert_resumes_to_the_straight_run(tmp_path: Path, ckpt: Path) -> None:
+    """--resume from what a failure saved ends where an uninterrupted run does, byte for byte."""
+    train(config(), tmp_path / "straight")
+    resume(config(), ckpt)
+    for name in ("model.safetensors", "training_state.safetensors"):
+        assert (tmp_path / "straight" / name).read_bytes() == (ckpt / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_a_loss_gone_nan_saves_the_step_it_met_and_resume_continues_exactly(tmp_path):
+    # Checked before the optimizer step: the weights are still those of step 12, and so are the
+    # saved sampler and RNG (the batch of step 12 is drawn again on resume).
     tok = tokenizer()
     model = Diverging(tiny_model(tok).config)
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 12: training stopped; the last good "
-                                               r"checkpoint \(step 10\) is kept"):
-        fit(model, loader(tok), config=config(), checkpoint_dir=tmp_path / "m", tokenizer=tok, log=lambda line: None)
+    model.load_state_dict(tiny_model(tok).state_dict())
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 12: training stopped; the checkpoint of step "
+                                               r"12 is saved in .*m; lower --learning_rate .* --resume"):
+        fit_tiny(model, tok, tmp_path / "m")
     state = json.loads((tmp_path / "m" / "training_state.json").read_text())
-    assert state["step"] == 10 and all(np.isfinite(h.get("train_loss", 0)) for h in state["history"])
+    assert state["step"] == 12 and all(np.isfinite(h.get("train_loss", 0)) for h in state["history"])
+    assert_resumes_to_the_straight_run(tmp_path, tmp_path / "m")
+
+
+def test_weights_already_not_finite_are_not_saved_and_the_last_checkpoint_is_named(tmp_path):
+    tok = tokenizer()
+    model = Diverging(tiny_model(tok).config)
+    model.poison = True
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 12: training stopped; the weights are not "
+                                               r"finite \(transformer.wte.weight\), no sound state to save: the last "
+                                               r"checkpoint \(step 10\) is in .*m;"):
+        fit_tiny(model, tok, tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "training_state.json").read_text())["step"] == 10
+
+
+class FailingLoader(GPTDataLoader):
+    """get_batch(split) raises EIO at its `fail_at`-th call (the first is the batch of step 0;
+    call n is drawn during step n - 2, for step n - 1); eval_batches at `fail_eval_at`."""
+
+    def __init__(self, *args, fail_at: int | None = None, fail_eval_at: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fail_at, self.fail_eval_at, self.calls, self.evals = fail_at, fail_eval_at, 0, 0
+
+    def get_batch(self, split="train"):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), "shard_00003.bin")
+        return super().get_batch(split)
+
+    def eval_batches(self, split, n):
+        self.evals += 1
+        if self.evals == self.fail_eval_at:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), "shard_00009.bin")
+        return super().eval_batches(split, n)
+
+
+def failing_loader(tok, **kwargs) -> FailingLoader:
+    return FailingLoader(LoaderConfig(8, BLOCK, "cpu", 1, 0), tok, tokens=tok.encode_array(TEXT), **kwargs)
+
+
+@pytest.mark.slow
+def test_a_shard_unreadable_mid_step_saves_that_step_and_resume_continues_exactly(tmp_path):
+    tok = tokenizer()
+    with pytest.raises(TrainingStopped, match=r"cannot use shard_00003.bin: Input/output error \(at step 13\): "
+                                              r"training stopped; the checkpoint of step 13 is saved in .*m; once "
+                                              r"it is fixed, continue with --resume"):
+        fit_tiny(tiny_model(tok), tok, tmp_path / "m", failing_loader(tok, fail_at=15))
+    assert json.loads((tmp_path / "m" / "training_state.json").read_text())["step"] == 13
+    assert_resumes_to_the_straight_run(tmp_path, tmp_path / "m")
+
+
+def test_a_val_shard_unreadable_at_an_evaluation_saves_that_step(tmp_path):
+    tok = tokenizer()
+    with pytest.raises(TrainingStopped, match=r"shard_00009.bin.*\(at step 20\).*checkpoint of step 20 is saved"):
+        fit_tiny(tiny_model(tok), tok, tmp_path / "m", failing_loader(tok, fail_eval_at=3))  # evals at 0, 10, 20
+    assert json.loads((tmp_path / "m" / "training_state.json").read_text())["step"] == 20
+
+
+def test_a_failure_before_anything_is_trained_writes_no_checkpoint(tmp_path):
+    tok = tokenizer()
+    with pytest.raises(TrainingStopped, match=r"\(at step 0\): training stopped; no checkpoint was written"):
+        fit_tiny(tiny_model(tok), tok, tmp_path / "m", failing_loader(tok, fail_at=2))
+    assert not (tmp_path / "m").exists()
 
 
 def test_sigterm_stops_after_the_step_and_resumes_exactly(tmp_path):
