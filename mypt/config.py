@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from mypt.errors import ConfigError
-from mypt.settings import Settings, device_setting, setting
+from mypt.settings import Settings, SettingError, device_setting, seed_setting, setting
 from mypt.tokenizers import check_spec, spec_forms
 
 VOCAB_MULTIPLE = 64  # padding the vocabulary (50257 -> 50304) makes the head matmul ~25% faster on GPU
@@ -35,6 +35,23 @@ def plain_name(name: str) -> str:
         raise ConfigError(f"--model_name {name!r}: must be a plain name like base or my_model (no path, not "
                           "starting with '.'); use --checkpoints_dir to choose where checkpoints go")
     return name
+
+
+MIN_TEMPERATURE = 1e-6
+
+
+def check_temperature(value) -> float:
+    """A sampling temperature: 0 (greedy) or at least MIN_TEMPERATURE. Sampling divides the
+    float32 logits by it: below float32's range (1e-39) every logit overflows to inf and the
+    softmax gives NaN; from 1e-6 on a logit up to 1e32 still fits, and so cold a softmax
+    already picks the most likely token. (NaN is left to the finite-number rule.)"""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{value!r} is not a number") from None
+    if t < 0 or 0 < t < MIN_TEMPERATURE:
+        raise ConfigError(f"{value} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}")
+    return t
 
 
 def model_setting():
@@ -70,7 +87,8 @@ class GPTConfig(Settings):
     def __post_init__(self):
         super().__post_init__()
         if self.n_embd % self.n_head:
-            raise ConfigError(f"model setting n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+            raise SettingError(f"model setting n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})",
+                               ("n_embd", "n_head"))
 
     @property
     def padded_vocab_size(self) -> int:
@@ -108,7 +126,7 @@ class TrainConfig(Settings):
                                  "where it has AMX matrix units, else float32).",
                          choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = setting(False, "torch.compile the model (GPU: faster after a warm-up).")
-    seed: int = setting(1337, "Seed of initialization and of the batch sampler.")
+    seed: int = seed_setting("Seed of initialization and of the batch sampler.")
 
     @property
     def decay_iters(self) -> int:
@@ -201,11 +219,12 @@ class GenerateSettings(Settings):
     model_name: str = model_setting()
     prompt: str = setting("", "Text to continue (default: the start of a document).", show_default=False)
     max_new_tokens: int = setting(200, "Tokens to generate per sample.", min=1)
-    temperature: float = setting(0.8, "Softmax temperature; 0 = greedy.", min=0.0)
+    temperature: float = setting(0.8, f"Softmax temperature; 0 = greedy, else at least {MIN_TEMPERATURE:g}.",
+                                 min=0.0, check=check_temperature, metavar="FLOAT")
     top_k: int = setting(200, "Sample among the k most likely tokens; 0 = off.", min=0)
     top_p: float | None = setting(None, "Nucleus sampling: the smallest set of tokens whose probability "
                                         "reaches p.", min=0.0, max=1.0, min_open=True)
-    seed: int = setting(1337, "Sampling seed.")
+    seed: int = seed_setting("Sampling seed.")
     num_samples: int = setting(1, "Samples to draw.", min=1)
     stop: tuple[str, ...] = setting((), "End a sample at this text (not printed); give it several times for "
                                         "several stop strings.")

@@ -16,9 +16,18 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from mypt.errors import ConfigError, MyptError
+
+
+class SettingError(ConfigError):
+    """A bad value of settings `fields` (a range, or a rule between fields): Settings.from_dict
+    says where those values came from (a flag, a config file)."""
+
+    def __init__(self, message: str, fields: tuple[str, ...]):
+        super().__init__(message)
+        self.fields = fields
 
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -96,7 +105,15 @@ def _coerce(value: Any, hint: Any, name: str, label: str) -> Any:
 
 
 def check_field(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
-    """The value of field `f` checked (and int -> float, str -> Path converted)."""
+    """The value of field `f` checked (and int -> float, str -> Path converted); a SettingError
+    of that field if it is bad."""
+    try:
+        return _checked(f, value, hint, label)
+    except ConfigError as e:
+        raise SettingError(str(e), (f.name,)) from None
+
+
+def _checked(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
     value = _coerce(value, hint, f.name, label)
     if value is None:
         return None
@@ -140,8 +157,10 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, d: dict, source: str | None = None):
-        """cls(**d), refusing keys the class does not have (a typo must not be silently ignored)."""
+    def from_dict(cls, d: dict, source: str | None = None, flags: Collection[str] = ()):
+        """cls(**d), refusing keys the class does not have (a typo must not be silently ignored).
+        `flags`: the keys of `d` given as command-line flags; an error names where the values
+        it is about came from: the flags (`--n_embd 33`), else `source` (`preset tiny`)."""
         if not isinstance(d, dict):
             raise ConfigError(f"{source or cls.LABEL}: expected a mapping of settings, got {d!r}")
         known = cls.field_names()
@@ -151,8 +170,24 @@ class Settings:
                               f"known: {sorted(known)}")
         try:
             return cls(**d)
+        except SettingError as e:
+            where = cls._origin(e.fields, d, source, flags)
+            raise ConfigError(f"{where}: {e}" if where else str(e)) from None
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}" if source else str(e)) from None
+
+    @classmethod
+    def _origin(cls, fields: tuple[str, ...], d: dict, source: str | None, flags: Collection[str]) -> str | None:
+        """Where the values of `fields` came from: `--n_embd 33 --n_head 2`, `preset tiny`, or
+        `--n_embd 33 with n_head 2 from preset tiny`."""
+        by_name = {f.name: f for f in dataclasses.fields(cls)}
+        given = [as_flag(flag_name(by_name[k]), d[k]) for k in fields if k in flags and k in d]
+        if not given:
+            return source
+        rest = [f"{k} {d[k]!r}" for k in fields if k not in flags and k in d]
+        others = ([f"{' and '.join(rest)} from {source or 'the settings'}"] if rest else []) + \
+                 [f"the default {k}" for k in fields if k not in d]
+        return " ".join(given) + (f" with {' and '.join(others)}" if others else "")
 
     @classmethod
     def from_flags(cls, flags: dict, **fixed):
@@ -173,9 +208,25 @@ class Settings:
         return {flag_name(f): getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("output", True)}
 
 
+def as_flag(name: str, value: Any) -> str:
+    """A setting as a command line gives it (booleans are --x / --no_x)."""
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no_{name}"
+    return f"--{name} {value}"
+
+
 def device_setting() -> Any:
     """The `device` field of training, evaluation and generation."""
     return setting("auto", "auto (cuda when available, else cpu), cpu, cuda, cuda:1 ...")
+
+
+SEED_MAX = 2**63 - 1  # what every seeded generator takes: torch.manual_seed (< 2**64), numpy's (>= 0)
+
+
+def seed_setting(help: str) -> Any:
+    """A `seed` field (training, the val split, generation): one type and range for every
+    command, so a seed that one of torch's or numpy's generators refuses is a flag error."""
+    return setting(1337, help, min=0, max=SEED_MAX)
 
 
 def workers_setting() -> Any:

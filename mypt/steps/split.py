@@ -19,7 +19,7 @@ import numpy as np
 
 from mypt.errors import InputError
 from mypt.io import staged_dir, write_json
-from mypt.settings import Settings, setting
+from mypt.settings import Settings, seed_setting, setting
 from mypt.shards import FORMAT_VERSION, METADATA_FILE, ShardWriter, TokenStream, list_shards
 from mypt.steps import Step, bad_lines_note, read_input
 from mypt.tokenizers import STATE_FILE
@@ -45,7 +45,7 @@ class SplitSettings(Settings):
     split_mode: str = setting("random", "random: a seeded draw of units from every source; tail: the last "
                                         "val_fraction of each source (nanoGPT's convention for a single file).",
                               choices=("random", "tail"))
-    seed: int = setting(1337, "Seed of the val draw.")
+    seed: int = seed_setting("Seed of the val draw.")
 
 
 def _units(starts: np.ndarray, ends: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
