@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import check_replaceable
+from mypt.io import atomic_write_text, check_replaceable
 from mypt.report import write_loss_png
 
 
@@ -42,11 +42,18 @@ def _live(directory: Path, resume: bool):
     return QuietLive(str(directory), resume=resume, save_dvc_exp=False, dvcyaml=None)
 
 
-def check_metrics_dir(directory: Path) -> None:
+def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None) -> None:
     """dvclive deletes its directory's metrics.json, params.yaml, dvc.yaml, report and
     plots/ subfolders on start: refuse the current, home or root directory and one holding a
     project's dvc.yaml or params.yaml. (A directory left by a previous run, or by DVC, which
-    removes the declared files but not the emptied plots/, is fine.)"""
+    removes the declared files but not the emptied plots/, is fine.) Also refuse one in the
+    run's `checkpoint_dir`: every checkpoint save replaces that directory."""
+    if checkpoint_dir is not None:
+        inside, ckpt = Path(directory).resolve(), Path(checkpoint_dir).resolve()
+        if inside == ckpt or ckpt in inside.parents:
+            raise InputError(f"--metrics_dir {directory} is inside the checkpoint directory {checkpoint_dir}, which "
+                             "every checkpoint save replaces: choose a --metrics_dir outside it (the train stage "
+                             "uses dvclive/MODEL_NAME)")
     check_replaceable(directory, flag="--metrics_dir")
     for name in ("dvc.yaml", "params.yaml"):
         if (Path(directory) / name).is_file():
@@ -54,15 +61,51 @@ def check_metrics_dir(directory: Path) -> None:
                              "choose a directory of its own for the run's metrics")
 
 
+def _row_step(line: str, column: int) -> float:
+    """The step of a .tsv row (a damaged row counts as past every step: dropped)."""
+    try:
+        return int(line.split("\t")[column])
+    except (IndexError, ValueError):
+        return math.inf
+
+
 class LiveMetrics:
     """fit's `on_metrics(step, values)`: each call is one dvclive step, on disk when it
     returns. `close()` draws the PNG and ends dvclive's run. `resume=True` continues the
-    directory's curves (`mypt train --resume`)."""
+    directory's curves (`mypt train --resume`); `resume_step`, the checkpoint's step, first
+    drops the rows a killed run logged after it, which the resumed run logs again."""
 
-    def __init__(self, directory: Path, title: str = "loss", resume: bool = False):
+    def __init__(self, directory: Path, title: str = "loss", resume: bool = False, resume_step: int | None = None):
         check_metrics_dir(directory)
         self.directory, self.title = Path(directory), title
+        if resume and resume_step is not None:
+            self._drop_rows_after(resume_step)
         self.live = _live(self.directory, resume)
+        if resume and resume_step is not None:
+            self._best_val_from_rows()
+
+    def _drop_rows_after(self, step: int) -> None:
+        """Keep the rows of steps up to `step`: a checkpoint of step S is saved after S's
+        evaluation and train loss are logged, and a resumed run logs from S + 1 on."""
+        for path in sorted((self.directory / "plots" / "metrics").rglob("*.tsv")):
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if not lines:
+                continue
+            header = lines[0].rstrip("\r\n").split("\t")
+            if "step" not in header:
+                continue  # not a dvclive metric file: left alone
+            column = header.index("step")
+            kept = [lines[0]] + [line for line in lines[1:] if _row_step(line, column) <= step]
+            if len(kept) != len(lines):
+                atomic_write_text(path, "".join(kept))
+
+    def _best_val_from_rows(self) -> None:
+        """best_val of the summary as the kept val rows say (a dropped row may have held it)."""
+        vals = [value for _, value in self.curve("val")]
+        if vals:
+            self.live.summary["best_val"] = min(vals)
+        else:
+            self.live.summary.pop("best_val", None)
 
     def __call__(self, step: int, values: dict) -> None:
         self.live.step = step

@@ -14,10 +14,11 @@ from mypt import checkpoint
 from mypt.data import (DatasetSpec, GPTDataLoader, LoaderConfig, MixtureLoader, check_same_tokenizer,
                        load_text_tokens, parse_dataset_specs, read_input_text, resolve_device)
 from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
-from mypt.errors import ConfigError, DataError
+from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.hf import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
+from mypt.settings import as_flag
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.startup import resume_gc
 from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
@@ -69,9 +70,9 @@ def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable
     if req.resume and req.overwrite:
         raise ConfigError("--resume continues this model's run; --overwrite replaces it: pick one")
     specs = parse_dataset_specs(req.dataset_dir)
-    if req.metrics_dir is not None:
-        check_metrics_dir(req.metrics_dir)
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
+    if req.metrics_dir is not None:
+        check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir)
     # One run per checkpoint: a second would delete this one's `.NAME.partial`. Under DDP only
     # rank 0 saves, so only rank 0 takes the lock.
     with output_lock(ckpt_dir, "--model_name") if _rank0() else contextlib.nullcontext():
@@ -88,11 +89,29 @@ def new_run_schedule(train_d: dict, overrides: dict) -> dict:
     return {k: v for k, v in train_d.items() if not (derived.get(k) in overrides and k not in overrides)}
 
 
-def _as_flag(name: str, value) -> str:
-    """A model setting as `mypt train` takes it (booleans are --x / --no_x)."""
-    if isinstance(value, bool):
-        return f"--{name}" if value else f"--no_{name}"
-    return f"--{name} {value}"
+def _load_start(init: Path, hf: bool, device: torch.device, req: TrainRequest) -> tuple[GPT, Tokenizer]:
+    """The model a run starts from (--resume, --init_from_model); a checkpoint that cannot be
+    used (damaged, weights not finite: load_model's checks) is named with the flag that chose
+    it, not blamed on the first step's loss."""
+    try:
+        model, tokenizer, _ = import_hf(init, device) if hf else load_model(init, device)
+    except CheckpointError as e:
+        if req.resume:
+            raise CheckpointError(f"--resume: {e} (or start a new run from a sound model's weights with "
+                                  "--init_from_model)") from None
+        raise CheckpointError(f"--init_from_model {req.init_from_model}: {e}") from None
+    return model, tokenizer
+
+
+def _check_steps_left(saved_step: int, max_iters: int, ckpt_dir: Path) -> None:
+    """--resume trains from the checkpoint's step to --max_iters: at or past it, nothing is left."""
+    if max_iters == saved_step:
+        raise ConfigError(f"--resume: {ckpt_dir} is already trained to step {saved_step} = --max_iters {max_iters}: "
+                          "the run is complete; pass a larger --max_iters to train it further")
+    if max_iters < saved_step:
+        raise ConfigError(f"--resume: --max_iters {max_iters} is below step {saved_step} of {ckpt_dir}, which is "
+                          f"trained past it: pass --max_iters above {saved_step} to train further (or --overwrite "
+                          "to start a new run)")
 
 
 def _rank0() -> bool:
@@ -129,10 +148,12 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if init is not None and not req.resume and not req.config_file:  # the base's settings, a new run
         train_d = new_run_schedule(train_d, overrides)
-    model_d.update({k: overrides.pop(k) for k in GPTConfig.field_names() if k in overrides})
+    model_flags = {k: overrides.pop(k) for k in GPTConfig.field_names() if k in overrides}
+    model_d.update(model_flags)
     model_d["vocab_size"] = tokenizer.vocab_size
-    train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source)
-    model_cfg = GPTConfig.from_dict(model_d, source)
+    # An error names the flags when the values came from them, the file or preset otherwise.
+    train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source, flags=overrides)
+    model_cfg = GPTConfig.from_dict(model_d, source, flags=model_flags)
     device = resolve_device(train_cfg.device)
     dist = setup_distributed(device)
     if device.type == "cuda":
@@ -143,7 +164,7 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
     torch.manual_seed(train_cfg.seed + dist.rank)
 
     if init is not None:
-        model, init_tok, _ = import_hf(init, device) if hf_init else load_model(init, device)
+        model, init_tok = _load_start(init, hf_init is not None, device, req)
         if init_tok.state() != tokenizer.state():
             raise ConfigError(f"{init} was trained with another vocabulary ({init_tok}) than this data ({tokenizer}): "
                               f"prepare the data with --tokenizer_from {init}")
@@ -153,7 +174,7 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
             raise ConfigError(f"{init} has another architecture than {source}: "
                               + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
                               + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
-                              + " ".join(_as_flag(k, ckpt) for k, (_, ckpt) in differ.items()))
+                              + " ".join(as_flag(k, ckpt) for k, (_, ckpt) in differ.items()))
     else:
         model = GPT(model_cfg).to(device)
 
@@ -178,6 +199,8 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
 
     optimizer = configure_optimizer(model, train_cfg, device)
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank) if req.resume else None
+    if resume_state:
+        _check_steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}")
     train_model = torch.compile(model) if train_cfg.compile else model
@@ -192,7 +215,8 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
                              [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None)}
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
-        tracker = LiveMetrics(req.metrics_dir, f"{req.model_name}: loss", resume=req.resume)
+        tracker = LiveMetrics(req.metrics_dir, f"{req.model_name}: loss", resume=req.resume,
+                              resume_step=resume_state["step"] if resume_state else None)
     resume_gc()  # the run is built: the collector walks only what training allocates (mypt.startup)
     try:
         return fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,

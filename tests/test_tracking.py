@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,41 @@ def test_without_metrics_dir_no_tracking_files(corpus, tmp_path, monkeypatch):
                        checkpoints_dir=tmp_path / "ck")
     run_training(req, {**SETTINGS, "max_iters": 5}, log=lambda line: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "corpus.txt"]
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_drops_the_rows_past_the_checkpoint(corpus, tmp_path, monkeypatch):
+    # A run killed after its checkpoint of step 4 had logged up to step 6: simulated by putting
+    # the step-4 checkpoint back after a run to 6. The resumed run logs 5 and 6 again; the
+    # curves hold each step once, in order, and best_val is that of the rows kept.
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--input_file", "corpus.txt", "--tokenization", "char", "--model_name", "m", "--config_file",
+            "tiny", "--device", "cpu", "--eval_interval", "2", "--eval_iters", "1", "--log_interval", "1",
+            "--checkpoints_dir", "ck", "--metrics_dir", "live"]
+    assert CliRunner().invoke(main, [*args, "--max_iters", "4"]).exit_code == 0
+    shutil.copytree(tmp_path / "ck" / "m", tmp_path / "at_4")
+    done = CliRunner().invoke(main, [*args, "--max_iters", "6", "--resume"])
+    assert done.exit_code == 0, done.output
+    live = tmp_path / "live" / "plots" / "metrics"
+    assert [r["step"] for r in tsv(live / "val.tsv")] == ["0", "2", "4", "6"]
+    # A best val at step 6 that the run after the kill never reaches: it goes with its row.
+    rows = tsv(live / "val.tsv")
+    with open(live / "val.tsv", "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t")
+        writer.writeheader()
+        writer.writerows([*rows[:-1], {**rows[-1], "val": "0.001"}])
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    (tmp_path / "live" / "metrics.json").write_text(json.dumps({**summary, "best_val": 0.001}))
+    shutil.rmtree(tmp_path / "ck" / "m")
+    shutil.copytree(tmp_path / "at_4", tmp_path / "ck" / "m")
+
+    done = CliRunner().invoke(main, [*args, "--max_iters", "8", "--resume"])
+    assert done.exit_code == 0, done.output
+    for name in ("val", "train_loss", "lr"):
+        steps = [int(r["step"]) for r in tsv(live / f"{name}.tsv")]
+        assert steps == sorted(set(steps)), (name, steps)  # strictly increasing: no step twice
+    assert [r["step"] for r in tsv(live / "val.tsv")] == ["0", "2", "4", "6", "8"]
+    assert [int(r["step"]) for r in tsv(live / "train_loss.tsv")] == list(range(1, 9))
+    vals = [float(r["val"]) for r in tsv(live / "val.tsv")]
+    final = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert final["step"] == 8 and final["best_val"] == min(vals) > 0.001

@@ -1,0 +1,146 @@
+"""Bad inputs to a training run (issue 18): a resume that has nothing left to train or starts
+from broken weights, a --metrics_dir that a checkpoint save would delete, seeds and
+temperatures that a generator refuses, a flag error blamed on the preset, and a run whose data
+fails (or whose loss turns NaN) in the middle: each one line, exit 1 or 2. A run that fails
+mid-way leaves the checkpoint of the step it met (tests/test_train_failures.py resumes it)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from bad_inputs import Case, gen, prep, run_case, train
+from safetensors.torch import load_file, save_file
+
+from mypt.io import sha256_file
+
+SEED_HUGE = "99999999999999999999999"
+
+
+def nan_weights(model: str) -> Callable[[Path], None]:
+    """A checkpoint whose weights hold a NaN (as a run that diverged could save them)."""
+    def setup(w: Path) -> None:
+        path = w / "ck" / model / "model.safetensors"
+        weights = load_file(path)
+        name = sorted(weights)[0]
+        weights[name].view(-1)[0] = float("nan")
+        save_file(weights, path, metadata={"format": "pt"})
+        config = json.loads((path.parent / "config.json").read_text())
+        config["sha256"]["model.safetensors"] = sha256_file(path)  # saved so by a run, not damaged since
+        (path.parent / "config.json").write_text(json.dumps(config))
+    return setup
+
+
+def unreadable_batch(at_call: int):
+    """The data loader's `at_call`-th training batch cannot be read (EIO on its shard). Call 1
+    is step 0's batch; call n is drawn during step n - 2."""
+    def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
+        from mypt.data import GPTDataLoader
+
+        real, calls = GPTDataLoader.get_batch, []
+
+        def get_batch(self, split="train"):
+            calls.append(split)
+            if len(calls) == at_call:
+                raise OSError(errno.EIO, os.strerror(errno.EIO), str(w / "ds" / "train" / "shard_00000.bin"))
+            return real(self, split)
+        monkeypatch.setattr(GPTDataLoader, "get_batch", get_batch)
+    return fault
+
+
+def nan_loss_from(training_call: int):
+    """The model's training loss is NaN from its `training_call`-th forward on (call 1: step 0)."""
+    def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
+        from mypt.model import GPT
+
+        real, calls = GPT.forward, []
+
+        def forward(self, idx, targets=None, cache=None):
+            logits, loss = real(self, idx, targets, cache)
+            if self.training and targets is not None:
+                calls.append(1)
+                if len(calls) >= training_call:
+                    loss = loss * float("nan")
+            return logits, loss
+        monkeypatch.setattr(GPT, "forward", forward)
+    return fault
+
+
+RUN4 = ("--dataset_dir", "ds", "--max_iters", "4", "--log_interval", "1")
+
+CASES = [
+    # -- --resume with nothing left to train (ck/m is trained to step 2) ----------------------
+    Case("resume_max_iters_below_step", train("--dataset_dir", "ds", "--resume", "--max_iters", "1", model="m"),
+         ["--max_iters 1", "step 2", "ck/m", "above 2"], out="ck"),
+    Case("resume_already_complete", train("--dataset_dir", "ds", "--resume", model="m"),
+         ["already trained to step 2", "--max_iters 2", "complete", "larger --max_iters"], out="ck"),
+    # -- a checkpoint whose weights are not finite -------------------------------------------
+    Case("resume_nan_checkpoint", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
+         ["--resume: ck/m/model.safetensors", "NaN", "earlier checkpoint", "--init_from_model"], out="ck",
+         setup=nan_weights("m")),
+    Case("init_from_nan_model", train("--dataset_dir", "ds", "--init_from_model", "m"),
+         ["--init_from_model m: ck/m/model.safetensors", "NaN"], out="ck", setup=nan_weights("m")),
+    # -- --metrics_dir where a checkpoint save would replace it ------------------------------
+    Case("metrics_dir_in_checkpoint", train("--dataset_dir", "ds", "--metrics_dir", "ck/n/metrics"),
+         ["--metrics_dir ck/n/metrics", "checkpoint directory ck/n"]),
+    Case("metrics_dir_is_checkpoint", train("--dataset_dir", "ds", "--metrics_dir", "ck/n"),
+         ["--metrics_dir ck/n", "checkpoint directory ck/n"]),
+    Case("metrics_dir_in_resumed_checkpoint", train("--dataset_dir", "ds", "--resume", "--max_iters", "4",
+                                                    "--metrics_dir", "ck/m/live", model="m"),
+         ["--metrics_dir ck/m/live", "checkpoint directory ck/m"]),
+    # -- seeds: one range for every command (torch and numpy take 0 .. 2**63-1) --------------
+    Case("train_seed_negative", train("--dataset_dir", "ds", "--seed", "-1"), ["--seed", "-1"], code=2),
+    Case("train_seed_huge", train("--dataset_dir", "ds", "--seed", SEED_HUGE), ["--seed", SEED_HUGE], code=2),
+    Case("prepare_seed_negative", prep("corpus.txt", "new_ds", "--seed", "-1"), ["--seed", "-1"], code=2),
+    Case("prepare_seed_huge", prep("corpus.txt", "new_ds", "--seed", SEED_HUGE), ["--seed", SEED_HUGE], code=2),
+    Case("generate_seed_negative", gen("--seed", "-1"), ["--seed", "-1"], code=2),
+    Case("generate_seed_huge", gen("--seed", SEED_HUGE), ["--seed", SEED_HUGE], code=2),
+    Case("config_seed_huge", train("--dataset_dir", "ds", "--config_file", "seed.json"),
+         ["seed.json", "seed", SEED_HUGE], out="ck",
+         setup=lambda w: (w / "seed.json").write_text(json.dumps({"training": {"seed": int(SEED_HUGE)}}))),
+    # -- temperatures: 0 (greedy) or at least 1e-6 -------------------------------------------
+    Case("temperature_below_float_range", gen("--temperature", "1e-39"), ["--temperature", "1e-39", "1e-06"],
+         code=2),
+    Case("temperature_tiny", gen("--temperature", "1e-7"), ["--temperature", "1e-7", "greedy"], code=2),
+    # -- a rule between settings names where the values came from ----------------------------
+    Case("heads_from_flags", train("--dataset_dir", "ds", "--n_embd", "33", "--n_head", "2"),
+         ["--n_embd 33 --n_head 2: ", "divisible"], out="ck"),
+    Case("heads_flag_and_preset", train("--dataset_dir", "ds", "--n_embd", "33"),
+         ["--n_embd 33 with n_head 2 from preset tiny", "divisible"], out="ck"),
+    Case("heads_from_file", train("--dataset_dir", "ds", "--config_file", "heads.json"),
+         ["heads.json: model setting n_embd (33)"], out="ck",
+         setup=lambda w: (w / "heads.json").write_text(json.dumps({"model": {"n_embd": 33, "n_head": 2}}))),
+    Case("learning_rate_nan_flag", train("--dataset_dir", "ds", "--learning_rate", "nan"),
+         ["--learning_rate nan", "finite"], out="ck"),
+    # -- the run fails in the middle: the checkpoint of that step first ------------------------
+    Case("shard_unreadable_mid_run", train(*RUN4), ["ds/train/shard_00000.bin", "Input/output error",
+                                                    "(at step 1)", "checkpoint of step 1 is saved in ck/n",
+                                                    "--resume"],
+         out="ck", fault=unreadable_batch(3)),
+    Case("shard_unreadable_at_the_first_step", train(*RUN4), ["shard_00000.bin", "(at step 0)",
+                                                              "no checkpoint was written"],
+         out="ck", fault=unreadable_batch(2)),
+    Case("loss_nan_mid_run", train(*RUN4), ["loss is nan at step 3", "checkpoint of step 3 is saved in ck/n",
+                                            "--learning_rate", "--resume"],
+         out="ck", fault=nan_loss_from(4)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_train_input_is_one_line(case: Case, world, tmp_path, monkeypatch):
+    run_case(case, world, tmp_path, monkeypatch)
+
+
+def test_a_nan_checkpoint_is_refused_before_any_step(world, tmp_path, monkeypatch):
+    """The refusal of a NaN checkpoint comes from its weights, not from a first NaN loss."""
+    from mypt.model import GPT
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a step ran")
+    monkeypatch.setattr(GPT, "forward", no_forward)
+    case = next(c for c in CASES if c.id == "resume_nan_checkpoint")
+    run_case(case, world, tmp_path, monkeypatch)  # (a step would raise, not exit)
