@@ -159,6 +159,15 @@ def file_hf_tokenizer(tokenizer: Tokenizer):
     return HFTokenizer.from_str(tokenizer.tokenizer_json)
 
 
+# What an export holds (transformers' save_pretrained, 4.x and 5.x, and mypt's tokenizer state):
+# a later export replaces these and carries over everything else a user added (a README.md model
+# card, eval_results/).
+EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+                "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+                "chat_template.jinja", "tokenizer_state.json")
+
+
 def export_hf(model_dir: Path, out_dir: Path) -> Path:
     """Write `out_dir` (config.json, model.safetensors, tokenizer files) from the checkpoint
     directory `model_dir`."""
@@ -182,7 +191,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     eot = tokenizer.decode([tokenizer.eot_id]) if tokenizer.eot_id is not None else None  # <|endoftext|>, </s>...
     hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=build(tokenizer), eos_token=eot,
                                                   bos_token=eot, model_max_length=model.config.block_size)
-    with staged_dir(out_dir, inputs=[model_dir], marker="tokenizer_config.json") as stage:
+    with staged_dir(out_dir, inputs=[model_dir], marker="tokenizer_config.json", owned=EXPORT_FILES) as stage:
         hf_model.save_pretrained(stage, safe_serialization=True)
         hf_tok.save_pretrained(stage)
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
@@ -229,7 +238,7 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
 
     from mypt.config import GPTConfig
     from mypt.errors import CheckpointError
-    from mypt.model import GPT
+    from mypt.model import GPT, check_finite
     from mypt.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
 
     path = Path(path)
@@ -239,6 +248,7 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"--init_from_model hf:{path}: no model.safetensors (save it with "
                               "save_pretrained(..., safe_serialization=True); pickles are refused)")
     weights = {k.removeprefix("transformer."): v for k, v in load_file(path / "model.safetensors").items()}
+    check_finite(weights, f"--init_from_model hf:{path}: model.safetensors")
     model = GPT(cfg)
     state = {}
     for name, param in model.state_dict().items():
@@ -250,7 +260,7 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
         t = weights[key].float()
         if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in _LINEAR):
             t = t.t()
-        if name == "transformer.wte.weight":  # pad to mypt's multiple-of-64 vocabulary; padded ids never sampled
+        if name == "transformer.wte.weight":  # pad to mypt's multiple-of-64 vocabulary (no logits for those ids)
             t = torch.cat([t, torch.zeros(param.shape[0] - t.shape[0], t.shape[1])])
         if t.shape != param.shape:
             raise CheckpointError(f"--init_from_model hf:{path}: {key} has shape {tuple(t.shape)}, the config "

@@ -15,7 +15,7 @@ from mypt import checkpoint
 from mypt.cli import main
 from mypt.config import GPTConfig, TrainConfig
 from mypt.data import GPTDataLoader, LoaderConfig
-from mypt.errors import ConfigError
+from mypt.errors import CheckpointError, ConfigError
 from mypt.hf import import_hf
 from mypt.model import GPT
 from mypt.tokenizers import make_tokenizer
@@ -132,6 +132,17 @@ def test_import_names_what_is_not_gpt2(tmp_path):
     hf_gpt2(tmp_path / "relu", "relu")
     with pytest.raises(ConfigError, match=r"this one has activation_function 'relu'$"):
         import_hf(tmp_path / "relu")
+
+
+def test_import_refuses_nan_weights_naming_the_tensor(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    hf_gpt2(tmp_path / "gpt2-small")
+    weights = load_file(tmp_path / "gpt2-small" / "model.safetensors")
+    weights["transformer.h.1.mlp.c_fc.weight"][0, 0] = float("inf")  # a diverged run's
+    save_file(weights, tmp_path / "gpt2-small" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"gpt2-small: model.safetensors: h.1.mlp.c_fc.weight holds 1 NaN or "):
+        import_hf(tmp_path / "gpt2-small")
 
 
 @pytest.mark.slow

@@ -215,5 +215,6 @@ def test_padded_vocabulary_ids_are_never_sampled():
         model.lm_head.weight[len(CHARS):] = 10.0  # padded rows would win every argmax if they were allowed
     start = torch.zeros(4, 1, dtype=torch.long)
     for temperature in (0.0, 1.0):
-        out = torch.stack(list(sample_tokens(model, start, 20, temperature, generator=torch.Generator().manual_seed(0))))
+        generator = torch.Generator().manual_seed(0)
+        out = torch.stack(list(sample_tokens(model, start, 20, temperature, generator=generator)))
         assert model.config.padded_vocab_size > len(CHARS) and int(out.max()) < len(CHARS)
