@@ -156,6 +156,10 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     ids = _encode_prompt(tokenizer, prompt) if prompt else []
     if not ids:
         ids = tokenizer.encode("\n") if tokenizer.eot_id is None else [tokenizer.eot_id]
+    if not ids:  # an hf tokenizer with no end-of-text that encodes a newline as nothing
+        raise TokenizerError(f"--prompt {prompt!r}: the model's {tokenizer.kind} tokenizer encodes it as no tokens "
+                             "and has no start of a document to begin from (no end-of-text token, no newline); "
+                             "give a --prompt of words it knows")
     generator = torch.Generator(device=device)
     if seed is not None:
         generator.manual_seed(seed)

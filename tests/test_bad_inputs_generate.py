@@ -65,15 +65,18 @@ def hf_bpe(w: Path) -> Tokenizer:
     return HFTokenizer(tokenizer_json=hf.to_str())
 
 
-def words_only_tokenizer(w: Path) -> None:
+def words_only_tokenizer(w: Path) -> Tokenizer:
     """A tokenizer.json with no end-of-text token whose pre-tokenizer drops whitespace: a
-    newline encodes as nothing, so documents would have no boundary."""
+    newline encodes as nothing, so documents would have no boundary. Saved as words.json."""
+    from mypt.tokenizers.hf import HFTokenizer
+
     tokenizers = pytest.importorskip("tokenizers")
     words = sorted(set((w / "corpus.txt").read_text().split()))
     hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab={"[UNK]": 0, **{t: i + 1 for i, t in enumerate(words)}},
                                                           unk_token="[UNK]"))
     hf.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
     hf.save(str(w / "words.json"))
+    return HFTokenizer(tokenizer_json=hf.to_str())  # (built from its text: as a checkpoint made before the refusal)
 
 
 def ev(*extra: str, model: str = "m") -> list[str]:
@@ -116,6 +119,8 @@ CASES = [
                                                "--tokenization", "hf:words.json", "--workers", "1"],
          ["hf:words.json", "no end-of-text token", "cannot encode a newline", "<|endoftext|>"], out="new_ds",
          setup=words_only_tokenizer),
+    Case("generate_no_start_of_document", gen("--prompt", " \n ", model="words"), ["--prompt", "no tokens"],
+         setup=model_of(words_only_tokenizer, "words")),
 ]
 
 
