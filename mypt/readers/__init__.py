@@ -63,31 +63,32 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
                 raise InputError(f"--input_files: {pattern!r} does not exist")
         for path in matches:
             if path.is_dir():
-                inside = [_regular(p) for p in path.rglob("*") if p.name.endswith(known) and not p.is_dir()]
+                inside = [regular_file(p) for p in path.rglob("*") if p.name.endswith(known) and not p.is_dir()]
                 if not inside:
                     raise InputError(f"--input_files: the directory {str(path)!r} holds no text files "
                                      f"(looked for {', '.join(known)})")
                 found.update(inside)
             else:
-                found.add(_regular(path))
+                found.add(regular_file(path))
     return sorted(found, key=lambda p: str(p))
 
 
-def _regular(path: Path) -> Path:
-    """`path` when it is a regular file (links followed), else an InputError naming it. A
+def regular_file(path: Path, flag: str = "--input_files") -> Path:
+    """`path` when it is a regular file (links followed), else an InputError naming it and
+    `flag`. A
     FIFO, /dev/stdin or a device is refused, not read: mypt reads an input more than once (a
     sniff for binary data, then blocks in parallel, then a check that it did not change), and
     /dev/zero would never end."""
     try:
         mode = path.stat().st_mode
     except OSError as e:  # a dangling link, a permission denied on the way
-        raise InputError(f"--input_files: {str(path)!r} cannot be read ({e.strerror})") from None
+        raise InputError(f"{flag}: {str(path)!r} cannot be read ({e.strerror})") from None
     if stat.S_ISREG(mode):
         return path
     kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
             else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "not a regular file")
-    raise InputError(f"--input_files: {str(path)!r} is {kind}: mypt reads only regular files (it reads "
+    raise InputError(f"{flag}: {str(path)!r} is {kind}: mypt reads only regular files (it reads "
                      "each input more than once); save the stream to a file and pass that file")
 
 
