@@ -14,7 +14,7 @@ from mypt.steps.clean import CleanSettings, clean
 @option("--input_files", multiple=True, required=True, help="Files, directories or globs (several allowed).")
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @option("--stats", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Metrics JSON to write.")
-@settings_options(CleanSettings, bools="value")
+@settings_options(CleanSettings)
 def main(input_files, out_dir, stats, **flags) -> None:
     """Clean --input_files into --out_dir (one file per source, plus manifest.json)."""
     manifest = clean(list(input_files), out_dir, CleanSettings.from_flags(flags))

@@ -13,7 +13,7 @@ from mypt.steps.dedup import DedupSettings, dedup
 @option("--in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @option("--stats", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Metrics JSON to write.")
-@settings_options(DedupSettings, bools="value")
+@settings_options(DedupSettings)
 def main(in_dir, out_dir, stats, **flags) -> None:
     """Dedup the cleaned corpus --in_dir into --out_dir."""
     manifest = dedup(in_dir, out_dir, DedupSettings.from_flags(flags))

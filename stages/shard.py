@@ -11,7 +11,7 @@ from mypt.steps.shard import ShardSettings, shard
 @click.command(cls=MyptCommand)
 @option("--in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@settings_options(ShardSettings, bools="value")
+@settings_options(ShardSettings)
 def main(in_dir, out_dir, **flags) -> None:
     """Write --out_dir/shard_NNNNN.bin, documents.bin and manifest.json."""
     shard(in_dir, out_dir, ShardSettings.from_flags(flags))

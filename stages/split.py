@@ -13,7 +13,7 @@ from mypt.steps.split import SplitSettings, split, summary_lines
 @option("--in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @option("--stats", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Metrics JSON to write.")
-@settings_options(SplitSettings, bools="value")
+@settings_options(SplitSettings)
 def main(in_dir, out_dir, stats, **flags) -> None:
     """Split the sharded corpus --in_dir into the dataset --out_dir."""
     meta = split(in_dir, out_dir, SplitSettings.from_flags(flags))

@@ -20,7 +20,7 @@ from mypt.tokenizers import Tokenizer
         help="Directory holding tokenizer_state.json (the vocab stage's output).")
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @option("--stats", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Metrics JSON to write.")
-@settings_options(TokenizeSettings, bools="value", skip=("tokenization",))  # the vocab stage's choice
+@settings_options(TokenizeSettings, skip=("tokenization",))  # the vocab stage's choice
 def main(in_dir, tokenizer_dir, out_dir, stats, **flags) -> None:
     """Tokenize --in_dir into --out_dir (NNNNN.tokens, NNNNN.docs, tokenizer_state.json)."""
     manifest = tokenize(in_dir, out_dir, Tokenizer.load(tokenizer_dir), TokenizeSettings.from_flags(flags))

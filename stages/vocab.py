@@ -16,7 +16,7 @@ from mypt.tokenizers import STATE_FILE
 @option("--in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
         help="Cleaned (or deduped) corpus whose characters make the char vocabulary.")
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
-@settings_options(TokenizeSettings, bools="value")
+@settings_options(TokenizeSettings)
 def main(in_dir, out_dir, **flags) -> None:
     """Write --out_dir/tokenizer_state.json."""
     tokenizer = build_vocab(in_dir, TokenizeSettings.from_flags(flags))

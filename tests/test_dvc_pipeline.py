@@ -86,3 +86,14 @@ def test_editing_a_module_a_stage_imports_marks_the_stage_changed(tmp_path):
         f.write("# an edit\n")
     status = dvc("status", "clean@general", cwd=project)
     assert "clean@general" in status and "modified:" in status and "mypt/errors.py" in status
+
+
+@pytest.mark.slow
+def test_a_params_typo_fails_the_stage_that_reads_its_section(tmp_path):
+    """Each stage gets its params.yaml section whole (`${clean}`): a key it does not know is its
+    error, naming the key, not a setting silently left at its default."""
+    project = make_project(tmp_path / "project", **{**SMALL, "clean.max_line_char": 500})
+    done = run([sys.executable, "-m", "dvc", "repro", "clean@general"], project, check=False)
+    assert done.returncode != 0
+    assert "No such option '--max_line_char'" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert not (project / "data" / "clean" / "general").exists()
