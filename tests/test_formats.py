@@ -201,7 +201,7 @@ def test_bad_line_reasons_and_the_clean_stage_says_so(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["bad_json_lines"] == 2
     result = CliRunner().invoke(stage.main, ["--input_files", str(tmp_path / "c.jsonl"), "--out_dir",
                                              str(tmp_path / "clean2"), "--stats", str(tmp_path / "s2.json"),
-                                             "--strict", "true"])
+                                             "--strict"])
     refused(result, f"{tmp_path / 'c.jsonl'}:3: not a JSON object")
     (tmp_path / "d.jsonl").write_text('{"body": "Fine words here."}\n')
     refused(prepare("--input_files", str(tmp_path / "d.jsonl"), "--out_dir", str(tmp_path / "ds"), "--strict"),
