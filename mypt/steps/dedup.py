@@ -32,7 +32,7 @@ from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, read_json, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, setting, workers_setting
-from mypt.steps import HASHED_FILE, MANIFEST, Step, read_input
+from mypt.steps import HASHED_FILE, MANIFEST, SOURCE_FILES, Step, read_input
 from mypt.text import DEDUP_RECORD, block_docs, doc_text, hash_records, split_blocks
 
 REC = DEDUP_RECORD
@@ -199,7 +199,7 @@ def dedup(in_dir: Path, out_dir: Path, settings: DedupSettings = DedupSettings()
     """Exact line dedup across all sources of `in_dir`; with enabled=False the files pass
     through unchanged (the pipeline's dedup.enabled). `hashed`: see dedup_files."""
     manifest = read_input(STEP, in_dir)
-    with staged_dir(out_dir, [in_dir], marker=MANIFEST) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=SOURCE_FILES) as stage:
         sources = [(Path(in_dir) / s["file"], s["jsonl"]) for s in manifest["sources"]]
         outputs = [stage / s["file"] for s in manifest["sources"]]
         if settings.enabled:
