@@ -181,6 +181,11 @@ def _autocast(device: torch.device, amp: torch.dtype | None):
     return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
 
+class _NormDiverged(TrainingDiverged):
+    """A non-finite gradient norm with a finite loss (under DDP, often another rank's NaN loss,
+    all-reduced into every rank's gradients)."""
+
+
 def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
     """The names of the parameters holding a NaN or an infinity (one sync for all of them)."""
     named = list(model.named_parameters())
@@ -361,9 +366,10 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
         """The error a rank met (`failed`), for every rank, after saving the state of `at_step`
         (the weights, sampler and RNG from before that step) when it is sound: all parameters
         finite. Every rank calls it at the same point, so its collectives meet."""
-        reasons = _all_ranks(None if failed is None else (_reason(failed), isinstance(failed, TrainingDiverged)),
-                             cpu_group)
-        rank, (reason, diverged) = next((r, x) for r, x in enumerate(reasons) if x is not None)
+        mine = None if failed is None else (isinstance(failed, _NormDiverged), _reason(failed),
+                                            isinstance(failed, TrainingDiverged))
+        # The cause first: a rank's NaN loss before the NaN gradient norm it gave every rank.
+        (_, reason, diverged), rank = min((x, r) for r, x in enumerate(_all_ranks(mine, cpu_group)) if x is not None)
         reason = f"rank {rank}: {reason}" if dist.world_size > 1 else reason
         kept = kept_state(at_step)
         if diverged and resume_state and at_step == start:  # no step of this run changed the weights
@@ -475,9 +481,9 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             values = torch.stack(checked).tolist()
             loss_now = values[0]
             if failed is None and not all(map(math.isfinite, values)):
-                what, value = next((("loss" if i < 2 else "the gradient norm", v) for i, v in enumerate(values)
-                                    if not math.isfinite(v)))
-                failed = TrainingDiverged(f"{what} is {value} at step {step}")
+                i, value = next((i, v) for i, v in enumerate(values) if not math.isfinite(v))
+                failed = TrainingDiverged(f"loss is {value} at step {step}") if i < 2 else \
+                    _NormDiverged(f"the gradient norm is {value} at step {step}")
             if _any_rank([failed is not None], cpu_group)[0]:
                 optimizer.zero_grad(set_to_none=True)
                 sampler_before_batch = sampler_at_start

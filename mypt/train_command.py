@@ -23,7 +23,7 @@ from mypt.shards import METADATA_FILE, read_metadata
 from mypt.startup import resume_gc
 from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
 from mypt.tracking import LiveMetrics, check_metrics_dir
-from mypt.train import configure_optimizer, fit, setup_distributed
+from mypt.train import Dist, configure_optimizer, fit, setup_distributed
 
 
 def _tokenizer_for(req: TrainRequest, specs: list[DatasetSpec], log: Callable[[str], None]):
@@ -103,15 +103,26 @@ def _load_start(init: Path, hf: bool, device: torch.device, req: TrainRequest) -
     return model, tokenizer
 
 
-def _check_steps_left(saved_step: int, max_iters: int, ckpt_dir: Path) -> None:
-    """--resume trains from the checkpoint's step to --max_iters: at or past it, nothing is left."""
-    if max_iters == saved_step:
-        raise ConfigError(f"--resume: {ckpt_dir} is already trained to step {saved_step} = --max_iters {max_iters}: "
-                          "the run is complete; pass a larger --max_iters to train it further")
+def _steps_left(saved_step: int, max_iters: int, ckpt_dir: Path) -> bool:
+    """Whether --resume has steps to train from the checkpoint's step to --max_iters. One below
+    that step is an error: it would train nothing, and say nothing, while the user expects more."""
     if max_iters < saved_step:
         raise ConfigError(f"--resume: --max_iters {max_iters} is below step {saved_step} of {ckpt_dir}, which is "
                           f"trained past it: pass --max_iters above {saved_step} to train further (or --overwrite "
                           "to start a new run)")
+    return max_iters > saved_step
+
+
+def _complete(req: TrainRequest, resume_state: dict, dist: Dist, log: Callable[[str], None]) -> dict:
+    """--resume of a run already at --max_iters: said, exit 0 (a job that resumes until it
+    succeeds, killed after its last save, ends), the checkpoint as it is."""
+    if dist.is_main:
+        log(f"{req.model_name} is already trained to --max_iters {resume_state['step']} (its checkpoint's step): "
+            "the run is complete, nothing to do; pass a larger --max_iters to train it further")
+    if dist.world_size > 1:
+        torch.distributed.destroy_process_group()
+    return {"history": resume_state.get("history", []), "step": resume_state["step"],
+            "best_val": resume_state.get("best_val")}
 
 
 def _rank0() -> bool:
@@ -199,8 +210,8 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
 
     optimizer = configure_optimizer(model, train_cfg, device)
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank) if req.resume else None
-    if resume_state:
-        _check_steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir)
+    if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir):
+        return _complete(req, resume_state, dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}")
     train_model = torch.compile(model) if train_cfg.compile else model

@@ -1,6 +1,7 @@
 """A run that fails in the middle (a shard it cannot read, a NaN loss) leaves the checkpoint of
-the step it met, and `mypt train --resume` continues from it to the end. (The messages: the
-table in tests/test_bad_inputs_train.py; exact resumption: tests/test_train_paths.py.)"""
+the step it met, and `mypt train --resume` continues from it to the end; a resume of a complete
+run says so and changes nothing. (The messages: the table in tests/test_bad_inputs_train.py;
+exact resumption: tests/test_train_paths.py.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from bad_inputs import invoke, train
+from conftest import tree_bytes
 from test_bad_inputs_train import RUN4, nan_loss_from, unreadable_batch
 
 
@@ -32,3 +34,16 @@ def test_a_run_that_fails_mid_way_resumes_from_the_step_it_met(fault, step, worl
     done = invoke(*train(*RUN4, "--resume"))
     assert done.exit_code == 0, done.output
     assert f"resuming n from step {step}" in done.output and step_of(w) == 4
+
+
+def test_resume_of_a_complete_run_says_so_and_changes_nothing(world, tmp_path, monkeypatch):
+    # ck/m is trained to step 2 = --max_iters 2: a job that resumes until it succeeds (killed
+    # after its last save) ends with exit 0; the checkpoint stays byte for byte.
+    w = tmp_path / "w"
+    shutil.copytree(world, w)
+    monkeypatch.chdir(w)
+    before = tree_bytes(w)
+    done = invoke(*train("--dataset_dir", "ds", "--resume", model="m"))
+    assert done.exit_code == 0, done.output
+    assert "m is already trained to --max_iters 2" in done.output and "the run is complete" in done.output
+    assert tree_bytes(w) == before

@@ -23,7 +23,7 @@ from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.errors import TrainingDiverged, TrainingStopped
 from mypt.model import GPT, GPTConfig, load_model
 from mypt.tokenizers import tokenizer_class
-from mypt.train import StopSignals, autocast_dtype, configure_optimizer, fit
+from mypt.train import StopSignals, autocast_dtype, configure_optimizer, fit, nonfinite_parameters
 
 # A text a tiny model learns in a few dozen steps: short words over a small alphabet.
 TEXT = " ".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea"] * 300)
@@ -174,6 +174,25 @@ def test_weights_already_not_finite_are_not_saved_and_the_last_checkpoint_is_nam
     assert json.loads((tmp_path / "m" / "training_state.json").read_text())["step"] == 10
 
 
+def test_a_gradient_gone_nan_with_a_finite_loss_is_caught_before_the_step(tmp_path):
+    class NanGradient(GPT):  # from step 12, a term of value 0 whose gradient is NaN (sqrt at 0, times 0)
+        calls = 0
+
+        def forward(self, idx, targets=None, cache=None):
+            logits, loss = super().forward(idx, targets, cache)
+            if self.training:
+                self.calls += 1
+                if self.calls > 12:
+                    loss = loss + (self.lm_head.weight.sum() * 0).sqrt()
+            return logits, loss
+
+    tok = tokenizer()
+    with pytest.raises(TrainingDiverged, match=r"the gradient norm is nan at step 12: training stopped; the "
+                                               r"checkpoint of step 12 is saved"):
+        fit_tiny(NanGradient(tiny_model(tok).config), tok, tmp_path / "m")
+    assert not nonfinite_parameters(load_model(tmp_path / "m")[0])
+
+
 class FailingLoader(GPTDataLoader):
     """get_batch(split) raises EIO at its `fail_at`-th call (the first is the batch of step 0;
     call n is drawn during step n - 2, for step n - 1); eval_batches at `fail_eval_at`."""
@@ -195,8 +214,8 @@ class FailingLoader(GPTDataLoader):
         return super().eval_batches(split, n)
 
 
-def failing_loader(tok, **kwargs) -> FailingLoader:
-    return FailingLoader(LoaderConfig(8, BLOCK, "cpu", 1, 0), tok, tokens=tok.encode_array(TEXT), **kwargs)
+def failing_loader(tok, rank: int = 0, **kwargs) -> FailingLoader:
+    return FailingLoader(LoaderConfig(8, BLOCK, "cpu", 1, rank), tok, tokens=tok.encode_array(TEXT), **kwargs)
 
 
 @pytest.mark.slow
@@ -494,3 +513,35 @@ def test_ddp_with_compile_learns_in_sync_and_stops_every_rank_at_one_step(tmp_pa
         expected.load_state_dict(state["sampler_ranks"][rank])
         expected.get_batch("train")
         assert result["resumed_sampler"] == expected.state_dict()
+
+
+def _ddp_failure_worker(rank: int, port: int, out: str) -> None:
+    """Rank 1 alone cannot read its batch for step 6 (drawn in step 5), then, in a second run,
+    alone has a NaN loss at step 12: every rank stops at that step, none hangs, rank 0 saves."""
+    dist = _join(rank, port)
+    tok, outcomes = tokenizer(), []
+    eio = failing_loader(tok, rank, fail_at=7 if rank == 1 else None)
+    nan = Diverging(tiny_model(tok).config) if rank == 1 else tiny_model(tok)
+    nan.load_state_dict(tiny_model(tok).state_dict())
+    for name, model, data in (("eio", tiny_model(tok), eio), ("nan", nan, loader(tok, rank))):
+        try:
+            fit(DDP(model), data, config=config(), checkpoint_dir=Path(out) / name, tokenizer=tok, dist=dist,
+                log=lambda line: None)
+            outcomes.append("finished")
+        except (TrainingStopped, TrainingDiverged) as e:
+            outcomes.append(f"{type(e).__name__}: {e}")
+    torch.save({"outcomes": outcomes}, f"{out}/failure_rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_a_failure_on_one_rank_stops_every_rank_at_its_step_with_a_checkpoint(tmp_path):
+    _spawn_two_ranks(_ddp_failure_worker, tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"failure_rank{r}.pt")["outcomes"] for r in (0, 1))
+    assert r0 == r1  # the same error, the same step, on every rank
+    assert r0[0].startswith("TrainingStopped: rank 1: cannot use shard_00003.bin: Input/output error (at step 5): "
+                            "training stopped; the checkpoint of step 5 is saved in"), r0
+    assert r0[1].startswith("TrainingDiverged: rank 1: loss is nan at step 12: training stopped; the checkpoint "
+                            "of step 12 is saved in"), r0
+    assert json.loads((tmp_path / "eio" / "training_state.json").read_text())["step"] == 5
+    assert json.loads((tmp_path / "nan" / "training_state.json").read_text())["step"] == 12
