@@ -403,14 +403,17 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             return f"the checkpoint of step {at_step} could not be saved ({os_error_message(e)}); {last}"
         return f"the checkpoint of step {at_step} is saved in {checkpoint_dir}"
 
-    sampler_before_batch = data_loader.state_dict()  # what a resumed run must restore to draw this batch
-    x, y = data_loader.get_batch("train")
-    t_log = time.perf_counter()
-    start = step
     # A data error (a shard that cannot be read) met by this rank. It is acted on where every
     # rank agrees on it (a DDP backward that one rank skipped would hang the others): at the
     # top of a step, or before the optimizer step, whose state is then discarded.
     failed: Exception | None = None
+    sampler_before_batch = data_loader.state_dict()  # what a resumed run must restore to draw this batch
+    try:
+        x, y = data_loader.get_batch("train")
+    except DATA_ERRORS as e:
+        failed = e  # (acted on at the top of the first step, before x is used)
+    t_log = time.perf_counter()
+    start = step
     with StopSignals() as signals:
         while True:
             evaluated = False

@@ -545,3 +545,15 @@ def test_ddp_a_failure_on_one_rank_stops_every_rank_at_its_step_with_a_checkpoin
                             "of step 12 is saved in"), r0
     assert json.loads((tmp_path / "eio" / "training_state.json").read_text())["step"] == 5
     assert json.loads((tmp_path / "nan" / "training_state.json").read_text())["step"] == 12
+
+
+def test_a_failure_at_the_first_batch_of_a_resumed_run_names_its_checkpoint(tmp_path):
+    tok = tokenizer()
+    train(config(max_iters=10), tmp_path / "m")
+    model, tok, _ = load_model(tmp_path / "m")
+    optimizer = configure_optimizer(model, config(), torch.device("cpu"))
+    state = checkpoint.load_training_state(tmp_path / "m", optimizer)
+    with pytest.raises(TrainingStopped, match=r"shard_00003.bin: Input/output error \(at step 10\): training "
+                                              r"stopped; the checkpoint of step 10 is in .*m; once it is fixed"):
+        fit(model, failing_loader(tok, fail_at=1), optimizer, config=config(), checkpoint_dir=tmp_path / "m",
+            tokenizer=tok, resume_state=state, log=lambda line: None)
