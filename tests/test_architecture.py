@@ -15,13 +15,27 @@ import yaml
 from click.testing import CliRunner
 from conftest import REPO
 
-from mypt.config import EvalSettings, GenerateSettings, GPTConfig, TrainConfig, TrainRequest
-from mypt.fetch import FetchSettings
-from mypt.prepare import PrepareSettings
-from mypt.train_tokenizer import TokenizerTrainSettings
+from mypt.config import GenerateSettings, GPTConfig, TrainConfig
+from mypt.settings import Settings
 
-SETTINGS = [*PrepareSettings.STEPS, GPTConfig, TrainConfig, TrainRequest, EvalSettings, GenerateSettings,
-            FetchSettings, TokenizerTrainSettings]
+
+def _subclasses(cls: type) -> list[type]:
+    return [c for s in cls.__subclasses__() for c in (s, *_subclasses(s))]
+
+
+def settings_classes() -> list[type]:
+    """Every settings dataclass of mypt: the subclasses of `Settings`, after importing each
+    module that defines one (found in the source, not listed here: a new step's settings
+    are checked without touching this file)."""
+    for path in sorted((REPO / "mypt").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(isinstance(node, ast.ClassDef) and any(getattr(b, "id", None) == "Settings" for b in node.bases)
+               for node in tree.body):
+            importlib.import_module(".".join(path.relative_to(REPO).with_suffix("").parts))
+    return sorted(set(_subclasses(Settings)), key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+SETTINGS = settings_classes()
 
 
 def load_script(path: Path):
@@ -101,10 +115,14 @@ def test_every_params_key_is_a_setting_that_its_stage_takes():
     for name, script in dvc_deps.stage_scripts(REPO / "dvc.yaml").items():
         cmd = (stages[name].get("do") or stages[name])["cmd"]
         options = _command_options(REPO / script)
-        for flag, section, key in re.findall(r"--(\w+) \"?\$\{(\w+)\.(\w+)\}", cmd):
+        for flag, section, key in re.findall(r"--(\w+) \"?\$\{(\w+)\.(\w+)\}", cmd):  # --flag ${section.key}
             assert flag in options, f"{name}: {script} has no --{flag}"
             assert flag == key, f"{name}: --{flag} takes ${{{section}.{key}}}: a params key is its flag's name"
             used.add((section, key))
+        for section in set(re.findall(r"\$\{(\w+)\}", cmd)) - {"item", "key"}:  # ${section}: every key a flag
+            for key in params[section]:
+                assert key in options, f"{name}: {script} has no --{key} (params.yaml {section}.{key}, ${{{section}}})"
+                used.add((section, key))
     adapt_cmd = stages["adapt"]["cmd"]
     for section, values in params.items():
         if section == "corpora":  # the pipeline's inputs (foreach), not settings
@@ -119,11 +137,14 @@ def test_every_params_key_is_a_setting_that_its_stage_takes():
 
 
 def _option_flags(tree: ast.AST) -> list[tuple[str, int]]:
-    """(flag, line) of every hand-written option(...)/click.option(...) with a default=."""
+    """(flag, line) of every hand-written option(...)/click.option(...) with a default= other
+    than None (None repeats no value: fetch-demo's optional --out_dir is not export-hf's)."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "option":
-            if node.args and isinstance(node.args[0], ast.Constant) and any(k.arg == "default" for k in node.keywords):
+            default = next((k.value for k in node.keywords if k.arg == "default"), None)
+            written = default is not None and not (isinstance(default, ast.Constant) and default.value is None)
+            if node.args and isinstance(node.args[0], ast.Constant) and written:
                 found.append((node.args[0].value.split("/")[0].strip().lstrip("-"), node.lineno))
     return found
 
