@@ -218,3 +218,23 @@ def test_dvc_deps_follow_the_new_modules(project):
         for module, registry in NEW_MODULES.items():
             assert (module in now) == (registry in deps[name]), (name, module)
         assert now - set(NEW_MODULES) == deps[name], name  # nothing else moved
+
+
+@pytest.mark.slow
+def test_train_and_generate_follow_the_kind_and_the_format(project, tmp_path):
+    lines = "".join(f"line {i}: héllo wörld, the quick brown fox\n" for i in range(300))
+    (tmp_path / "a.lines").write_text(lines, encoding="utf-8")
+    run_in(project, "-m", "mypt.cli", "prepare-dataset", "--input_files", str(tmp_path / "a.lines"), "--out_dir",
+           str(tmp_path / "ds"), "--tokenization", "bytes", "--val_fraction", "0.2", "--workers", "1")
+    flags = ["--checkpoints_dir", str(tmp_path / "ck"), "--config_file", "tiny", "--max_iters", "4",
+             "--eval_interval", "2", "--eval_iters", "1", "--device", "cpu"]
+    trained = run_in(project, "-m", "mypt.cli", "train", "--dataset_dir", str(tmp_path / "ds"), "--model_name", "m",
+                     *flags)
+    assert "Vocabulary size: 256" in trained.stdout, trained.stdout
+    out = run_in(project, "-m", "mypt.cli", "generate", "--model_name", "m", "--checkpoints_dir", str(tmp_path / "ck"),
+                 "--prompt", "hé", "--max_new_tokens", "8", "--temperature", "0", "--device", "cpu").stdout
+    assert "hé" in out, out
+    # --input_file tokenizes plain text in memory: the new format is sent to prepare-dataset.
+    refused = run_in(project, "-m", "mypt.cli", "train", "--input_file", str(tmp_path / "a.lines"), "--model_name",
+                     "n", "--tokenization", "bytes", *flags, check=False)
+    assert refused.returncode == 1 and "prepare-dataset" in refused.stdout + refused.stderr, refused.stdout
