@@ -19,6 +19,9 @@ from mypt.errors import CheckpointError, TokenizerError
 from mypt.model import GPT, KVCache
 
 
+NOT_FINITE = -1  # the id sample_tokens yields where the model's logits are NaN or inf
+
+
 def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[..., -1, None]
@@ -69,12 +72,13 @@ def _encodes(tokenizer, char: str) -> bool:
 def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                   top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
                   use_cache: bool = True) -> Iterator[torch.Tensor]:
-    """Yield (B,) next-token tensors, one step at a time. idx: (B, T) prompt ids."""
+    """Yield (B,) next-token tensors, one step at a time. idx: (B, T) prompt ids. A row whose
+    logits are not finite yields NOT_FINITE (-1) for that step."""
     model.eval()
     block = model.config.block_size
     window = idx[:, -block:]  # only the last block_size tokens can matter: memory stays flat
     cache = None
-    for step in range(max_new_tokens):
+    for _ in range(max_new_tokens):
         if not use_cache:
             logits, _ = model(window)
         elif cache is None:  # prefill the prompt
@@ -86,23 +90,25 @@ def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperatur
         else:
             logits, _ = model(window[:, -1:], cache=cache)
         logits = logits[:, -1].float()  # (B, vocab_size): the model leaves the padded ids out
-        _check_logits(logits, step)
+        # Rows whose logits are NaN or inf (weights that load finite but overflow) yield
+        # NOT_FINITE, checked by the caller when it reads the id anyway: a check here would wait
+        # for the GPU at every token. Their logits are zeroed first: NaN in torch.multinomial is
+        # a traceback on the CPU and a device-side assert on CUDA.
+        broken = ~torch.isfinite(logits).all(-1, keepdim=True)
+        logits = logits.masked_fill(broken, 0.0)
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
             probs = torch.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         window = torch.cat([window[:, -(block - 1):], nxt[:, None]], dim=1)
-        yield nxt
+        yield nxt.masked_fill(broken[:, 0], NOT_FINITE)
 
 
-def _check_logits(logits: torch.Tensor, step: int) -> None:
-    """NaN or inf logits (weights that load finite but overflow in the forward) would fail in
-    torch.multinomial with a traceback, or make argmax pick an arbitrary id."""
-    if not bool(torch.isfinite(logits).all()):
-        raise CheckpointError(f"the model's output is not finite (NaN or inf) at new token {step + 1}: its weights "
-                              "overflow (a run that diverged?); sample from an earlier checkpoint of the model, "
-                              "or on another --device")
+def _not_finite(step: int) -> CheckpointError:
+    return CheckpointError(f"the model's output is not finite (NaN or inf) at new token {step + 1}: its weights "
+                           "overflow (a run that diverged?); sample from an earlier checkpoint of the model, "
+                           "or on another --device")
 
 
 class TextStream:
@@ -167,8 +173,11 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     for i in range(num_samples):
         idx = torch.tensor([ids], dtype=torch.long, device=device)
         stream, pieces = TextStream(tokenizer, stop), []
-        for nxt in sample_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache):
+        tokens = sample_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+        for step, nxt in enumerate(tokens):
             token = int(nxt[0])
+            if token == NOT_FINITE:
+                raise _not_finite(step)
             if on_text is not None and not pieces:  # the sample has its first token: announce it
                 on_text(i, "")
             if tokenizer.eot_id is not None and token == tokenizer.eot_id:

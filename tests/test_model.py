@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mypt import checkpoint
-from mypt.generate import generate, sample_tokens
+from mypt.generate import NOT_FINITE, generate, sample_tokens
 from mypt.config import TrainConfig, list_presets, load_config_file
 from mypt.errors import CheckpointError, ConfigError
 from mypt.model import GPT, GPTConfig, load_model
@@ -218,3 +218,16 @@ def test_padded_vocabulary_ids_are_never_sampled():
         generator = torch.Generator().manual_seed(0)
         out = torch.stack(list(sample_tokens(model, start, 20, temperature, generator=generator)))
         assert model.config.padded_vocab_size > len(CHARS) and int(out.max()) < len(CHARS)
+
+
+def test_logits_that_are_not_finite_yield_not_finite_and_sampling_goes_on():
+    """sample_tokens never hands NaN to torch.multinomial (a traceback on the CPU, a device-side
+    assert on CUDA) and never waits for the GPU to check: the row yields NOT_FINITE, which
+    generate() turns into one error line (tests/test_bad_inputs_generate.py)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY)).eval()
+    with torch.no_grad():
+        model.transformer.ln_f.weight.fill_(3e38)  # finite weights whose output overflows
+    for temperature in (0.0, 1.0):
+        out = torch.stack(list(sample_tokens(model, torch.zeros(2, 3, dtype=torch.long), 4, temperature)))
+        assert out.shape == (4, 2) and bool((out == NOT_FINITE).all())
