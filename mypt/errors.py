@@ -50,7 +50,8 @@ class TrainingDiverged(MyptError, RuntimeError):
 
 
 class TrainingStopped(MyptError):
-    """SIGTERM or SIGINT stopped training after a step; a checkpoint was written to resume from."""
+    """Training stopped between steps (SIGTERM or SIGINT, a data error, a non-finite loss) after
+    saving a checkpoint to resume from."""
 
 
 class BusyError(MyptError):

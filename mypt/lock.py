@@ -39,6 +39,9 @@ def output_lock(output: Path, flag: str) -> Iterator[None]:
         finally:
             _held[lock] -= 1
         return
+    # The folders made for the lock go again with it when nothing else came to be in them: a run
+    # refused after taking the lock leaves no empty `checkpoints/` behind.
+    made = [p for p in (lock.parent, *lock.parent.parents) if not p.exists()]
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -67,3 +70,8 @@ def output_lock(output: Path, flag: str) -> Iterator[None]:
         _held.pop(lock, None)
         lock.unlink(missing_ok=True)  # while still held: see the check above
         os.close(fd)
+        for folder in made:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (the output is there), or gone: keep it
+                break
