@@ -11,7 +11,7 @@ from typing import Callable
 
 import pytest
 import torch
-from bad_inputs import Case, gen, run_case, train
+from bad_inputs import Case, edit_json, gen, invoke, run_case, train
 
 from mypt import checkpoint
 from mypt.config import GPTConfig
@@ -79,6 +79,20 @@ def words_only_tokenizer(w: Path) -> Tokenizer:
     return HFTokenizer(tokenizer_json=hf.to_str())  # (built from its text: as a checkpoint made before the refusal)
 
 
+def hf_export(change: Callable[[Path], None]) -> Callable[[Path], None]:
+    """The world's model exported to `exp` (a transformers directory), then damaged."""
+    def setup(w: Path) -> None:
+        pytest.importorskip("transformers")
+        result = invoke("export-hf", "--model_name", str(w / "ck/m"), "--out_dir", str(w / "exp"))
+        assert result.exit_code == 0, result.output
+        change(w / "exp")
+    return setup
+
+
+def edit_hf_config(change: Callable[[dict], object]) -> Callable[[Path], None]:
+    return hf_export(lambda d: edit_json("config.json", change)(d))
+
+
 def ev(*extra: str, model: str = "m") -> list[str]:
     return ["eval", "--model_name", model, "--checkpoints_dir", "ck", "--device", "cpu", "--dataset", "val=ds",
             *extra]
@@ -108,6 +122,22 @@ CASES = [
          setup=edit_weights(overflowing)),
     Case("eval_json_loss_nan", ev("--json"), ["ck/m", "loss of nan", "--dataset val=ds", "earlier checkpoint"],
          setup=edit_weights(overflowing)),
+    # -- --init_from_model hf:DIR of a damaged transformers directory ----------------------
+    Case("hf_config_not_an_object", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
+         ["hf:exp", "config.json", "not a JSON object"], out="ck/n", setup=edit_hf_config(lambda c: [1, 2])),
+    Case("hf_config_without_n_positions", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
+         ["hf:exp", "config.json has no n_positions"], out="ck/n", setup=edit_hf_config(lambda c: c.__delitem__("n_positions"))),
+    Case("hf_config_n_embd_null", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
+         ["hf:exp", "n_embd None", "whole number"], out="ck/n",
+         setup=edit_hf_config(lambda c: c.update(n_embd=None))),
+    Case("hf_config_activation_a_list", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
+         ["hf:exp", "activation_function ['gelu']"], out="ck/n",
+         setup=edit_hf_config(lambda c: c.update(activation_function=["gelu"]))),
+    Case("hf_weights_not_safetensors", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
+         ["hf:exp", "model.safetensors", "not a readable safetensors file"], out="ck/n",
+         setup=hf_export(lambda d: (d / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad}"))),
+    Case("hf_vocab_size_edited", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
+         ["hf:exp", "wte.weight"], out="ck/n", setup=edit_hf_config(lambda c: c.update(vocab_size=c["vocab_size"] + 1))),
     # -- eval's flags -------------------------------------------------------------------------
     Case("eval_dataset_name_twice", ev("--dataset", "val=other"), ["--dataset 'val=other'", "'val'", "val=ds",
                                                                    "name of its own"]),

@@ -141,7 +141,7 @@ def test_import_refuses_nan_weights_naming_the_tensor(tmp_path):
     weights = load_file(tmp_path / "gpt2-small" / "model.safetensors")
     weights["transformer.h.1.mlp.c_fc.weight"][0, 0] = float("inf")  # a diverged run's
     save_file(weights, tmp_path / "gpt2-small" / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=r"gpt2-small: model.safetensors: h.1.mlp.c_fc.weight holds 1 NaN or "):
+    with pytest.raises(CheckpointError, match=r"gpt2-small/model.safetensors: h.1.mlp.c_fc.weight holds 1 NaN or "):
         import_hf(tmp_path / "gpt2-small")
 
 
