@@ -138,6 +138,14 @@ CASES = [
          setup=hf_export(lambda d: (d / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad}"))),
     Case("hf_vocab_size_edited", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
          ["hf:exp", "wte.weight"], out="ck/n", setup=edit_hf_config(lambda c: c.update(vocab_size=c["vocab_size"] + 1))),
+    # -- a damaged tokenizer_state.json (a dataset's: no checksum guards it) ----------------
+    Case("tokenizer_state_chars_a_list", ev(), ["ds/tokenizer_state.json", "chars", "[1, 2]"],
+         setup=edit_json("ds/tokenizer_state.json", lambda t: t.update(chars=[1, 2]))),
+    Case("tokenizer_state_hf_json_a_number", ev(), ["ds/tokenizer_state.json", "tokenizer_json", "5"],
+         setup=edit_json("ds/tokenizer_state.json", lambda t: t.update(kind="hf", tokenizer_json=5))),
+    Case("tokenizer_state_hf_json_not_a_tokenizer", ev(), ["ds/tokenizer_state.json", "tokenizer_json",
+                                                           "not a tokenizers tokenizer.json"],
+         setup=edit_json("ds/tokenizer_state.json", lambda t: t.update(kind="hf", tokenizer_json="[1]"))),
     # -- eval's flags -------------------------------------------------------------------------
     Case("eval_dataset_name_twice", ev("--dataset", "val=other"), ["--dataset 'val=other'", "'val'", "val=ds",
                                                                    "name of its own"]),

@@ -113,7 +113,10 @@ class Tokenizer:
                 state.get("kind") not in TOKENIZERS:
             raise TokenizerError(f"{source}: not a mypt tokenizer state (format_version {STATE_VERSION}, "
                                  f"kind one of {', '.join(TOKENIZERS)})")
-        return TOKENIZERS[state["kind"]]._from_state(state)
+        try:
+            return TOKENIZERS[state["kind"]]._from_state(state)
+        except TokenizerError as e:  # a damaged state: name the file it came from
+            raise TokenizerError(f"{source}: {e}") from None
 
     @classmethod
     def _from_state(cls, state: dict) -> "Tokenizer":

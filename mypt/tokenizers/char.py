@@ -38,7 +38,11 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def _from_state(cls, state: dict) -> "CharTokenizer":
-        return cls(chars=state.get("chars") or "")
+        chars = state.get("chars") or ""
+        if not isinstance(chars, str):  # saved as one string of the characters
+            raise TokenizerError(f"its chars is {chars!r:.40}, not a string of the vocabulary's characters; the file "
+                                 "was edited or damaged")
+        return cls(chars=chars)
 
     @property
     def vocab_size(self) -> int:

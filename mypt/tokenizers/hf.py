@@ -136,7 +136,11 @@ class HFTokenizer(Tokenizer):
 
     @classmethod
     def _from_state(cls, state: dict) -> "HFTokenizer":
-        return cls(tokenizer_json=state.get("tokenizer_json"), source="tokenizer_state.json")
+        text = state.get("tokenizer_json")
+        if not isinstance(text, str):  # the tokenizer.json's text, kept whole
+            raise TokenizerError(f"its tokenizer_json is {text!r:.40}, not the text of a tokenizer.json; the file "
+                                 "was edited or damaged")
+        return cls(tokenizer_json=text, source="its tokenizer_json")
 
     @property
     def vocab_size(self) -> int:
