@@ -108,15 +108,21 @@ def run_in(root: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     return done
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A copy of the project with the kind and the format added as the table says."""
-    root = tmp_path_factory.mktemp("extended")
-    for name in COPIED:
+def copy_project(root: Path, names: list[str]) -> Path:
+    """`names` (files and directories of the working tree) copied under `root`."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(REPO / name, root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project with the kind and the format added as the table says."""
+    root = copy_project(tmp_path_factory.mktemp("extended"), COPIED)
     # The deps as the copy's own import graph gives them before the additions, so that what
     # --check reports below is the additions only (tests/test_architecture.py checks the repo's).
     run_in(root, "scripts/dvc_deps.py", "--write")
@@ -238,3 +244,93 @@ def test_train_and_generate_follow_the_kind_and_the_format(project, tmp_path):
     refused = run_in(project, "-m", "mypt.cli", "train", "--input_file", str(tmp_path / "a.lines"), "--model_name",
                      "n", "--tokenization", "bytes", *flags, check=False)
     assert refused.returncode == 1 and "prepare-dataset" in refused.stdout + refused.stderr, refused.stdout
+
+
+STAGE_STEP = '''"""Step linecount: the lines of a deduped corpus (a throwaway step of tests/test_extending.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mypt.settings import Settings, setting
+from mypt.steps import Step, read_input
+
+STEP = Step("linecount", reads=("dedup",))
+
+
+@dataclass(frozen=True)
+class LinecountSettings(Settings):
+    LABEL = "linecount setting"
+
+    min_chars: int = setting(1, "Count lines at least this long.", min=0)
+
+
+def linecount(in_dir: Path, settings: LinecountSettings = LinecountSettings()) -> dict:
+    manifest = read_input(STEP, in_dir)
+    lines = [line for s in manifest["sources"]
+             for line in (Path(in_dir) / s["file"]).read_text(encoding="utf-8").splitlines()]
+    return {"lines": sum(len(line) >= settings.min_chars for line in lines)}
+'''
+
+STAGE_SCRIPT = '''"""Stage linecount (a throwaway stage of tests/test_extending.py)."""
+
+from pathlib import Path
+
+import click
+
+from mypt.io import write_json
+from mypt.options import MyptCommand, option, settings_options
+from mypt.steps.linecount import LinecountSettings, linecount
+
+
+@click.command(cls=MyptCommand)
+@option("--in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@option("--stats", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@settings_options(LinecountSettings)
+def main(in_dir, stats, **flags) -> None:
+    write_json(stats, linecount(in_dir, LinecountSettings.from_flags(flags)))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+STAGE_ENTRY = '''
+  linecount:
+    foreach: ${corpora}
+    do:
+      cmd: python stages/linecount.py --in_dir data/dedup/${key} --stats metrics/linecount_${key}.json ${linecount}
+      deps:
+        - stages/linecount.py
+        - data/dedup/${key}
+      metrics:
+        - metrics/linecount_${key}.json:
+            cache: false
+'''
+
+
+@pytest.mark.slow
+def test_a_stage_at_the_end_of_the_chain_passes_the_layout_checks_with_the_files_the_table_names(tmp_path):
+    """The pipeline-stage row, for a stage no other step reads and prepare-dataset does not
+    run: its step, its script, its params section and its dvc.yaml entry (deps written by
+    dvc_deps.py) pass the copy's own layout tests (settings, params, deps), with no list of
+    stages or settings to extend; a params key the script does not take fails them."""
+    files = table_rows()["a pipeline stage"].split(". ", 1)[0]  # the first sentence: what every stage touches
+    assert set(re.findall(r"`([\w./]+\.(?:py|yaml))`", files)) == \
+        {"mypt/steps/NAME.py", "stages/NAME.py", "params.yaml", "dvc.yaml"}, files
+    root = copy_project(tmp_path / "project", [*COPIED, "tests", ".dvc/config"])
+    (root / "mypt/steps/linecount.py").write_text(STAGE_STEP, encoding="utf-8")
+    (root / "stages/linecount.py").write_text(STAGE_SCRIPT, encoding="utf-8")
+    with open(root / "dvc.yaml", "a", encoding="utf-8") as f:
+        f.write(STAGE_ENTRY)
+    params = (root / "params.yaml").read_text(encoding="utf-8")
+    run_in(root, "scripts/dvc_deps.py", "--write")
+    assert "- mypt/steps/linecount.py" in (root / "dvc.yaml").read_text(encoding="utf-8")
+
+    layout = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_architecture.py"]
+    (root / "params.yaml").write_text(params + "\nlinecount:\n  min_char: 1\n", encoding="utf-8")
+    typo = run_in(root, *layout, check=False)
+    assert typo.returncode == 1 and "linecount.min_char" in typo.stdout, typo.stdout[-3000:]
+    (root / "params.yaml").write_text(params + "\nlinecount:\n  min_chars: 1\n", encoding="utf-8")
+    run_in(root, *layout, "tests/test_dvc_params.py")
