@@ -166,9 +166,10 @@ def train_cmd(**flags):
     from mypt.startup import gc_paused
 
     with gc_paused():  # until the run is built (torch's imports): see mypt.startup
+        from mypt.input_text import read_input_text
         from mypt.train_command import run_from_flags
 
-        run_from_flags(flags, log=click.echo)
+        run_from_flags(flags, log=click.echo, read_text=read_input_text)
 
 
 @main.command("generate")
@@ -176,7 +177,7 @@ def train_cmd(**flags):
 def generate_cmd(**flags):
     """Sample text from a trained model, streamed to the terminal."""
     from mypt import checkpoint
-    from mypt.data import resolve_device
+    from mypt.device import resolve_device
     from mypt.generate import generate
     from mypt.model import load_model
 
@@ -227,7 +228,7 @@ def export_hf_cmd(**flags):
     AutoTokenizer.from_pretrained, no custom code. Needs `pip install 'mypt[hf]'`.
     """
     from mypt import checkpoint
-    from mypt.hf import export_hf
+    from mypt.hf_export import export_hf
 
     s = ExportSettings.from_flags(flags)
     out = export_hf(checkpoint.resolve(s.model_name, s.checkpoints_dir), s.out_dir)

@@ -29,32 +29,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, listed_entries,
                          read_metadata)
 from mypt.tokenizers import Tokenizer
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """The torch device for a name; "auto" (or nothing) is cuda when a GPU is there, else cpu."""
-    if not name or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"--device {name!r} is not a device mypt runs on: use auto, cpu, cuda, cuda:N or mps")
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__}); "
-                              "use --device cpu, or auto")
-        if device.index is not None and device.index >= count:
-            raise ConfigError(f"--device {name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {name}: Apple's MPS is not available here; use --device cpu, or auto")
-    return device
 
 
 def check_same_tokenizer(tokenizer: Tokenizer, dataset_dir: Path, what: str, given: str) -> None:
@@ -454,24 +433,3 @@ class MixtureLoader:
         for loader in self.loaders:
             loader.close()
 
-
-def load_text_tokens(path: Path, tokenizer: Tokenizer) -> np.ndarray:
-    """The in-memory mode (--input_file): one text file's tokens as a uint32 array."""
-    return tokenizer.encode_array(read_input_text(path)).astype(np.uint32)
-
-
-def read_input_text(path: Path) -> str:
-    """The text of --input_file, refused when binary or without text (what prepare-dataset
-    would skip or reject)."""
-    from mypt.readers import looks_binary, reader_for  # the input formats: only this mode reads text
-
-    if not str(path).endswith(".txt") and reader_for(Path(path)) is not None:
-        # .gz/.zst/.jsonl/.parquet would be read as raw bytes here: those go through prepare-dataset.
-        raise DataError(f"--input_file {path}: only a plain text file is tokenized in memory; prepare "
-                        f"{Path(path).name} with `mypt prepare-dataset` and train with --dataset_dir")
-    if looks_binary(Path(path)):
-        raise DataError(f"--input_file {path} looks binary (a NUL byte near its start): pass a text file")
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise DataError(f"--input_file {path}: no text in the file (empty or whitespace only)")
-    return text

@@ -13,10 +13,11 @@ from typing import Callable
 
 from mypt import checkpoint
 from mypt.config import EvalSettings
-from mypt.data import check_same_tokenizer, resolve_device
+from mypt.data import check_same_tokenizer
+from mypt.device import resolve_device
 from mypt.errors import ConfigError, TrainingDiverged
+from mypt.evaluate import evaluate_dataset
 from mypt.model import load_model
-from mypt.train import evaluate_dataset
 
 
 def parse_datasets(specs: list[str]) -> dict[str, Path]:
@@ -62,11 +63,10 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     results = {}
     for name, directory in datasets.items():
         check_same_tokenizer(tokenizer, directory, f"the model {path}", f"--dataset {name}={directory}")
-        try:
-            results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens)
-        except OverflowError:  # math.exp of a loss above ~709.8 nats (the perplexity's)
-            raise _diverged(path, name, directory, "above 709 nats") from None
-        if not math.isfinite(r["loss"]) or not math.isfinite(r["perplexity"]):
+        results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens)
+        if not math.isfinite(r["loss"]):
             raise _diverged(path, name, directory, str(r["loss"]))
+        if not math.isfinite(r["perplexity"]):  # a finite loss above ~709.8 nats: exp overflows
+            raise _diverged(path, name, directory, "above 709 nats")
         log(f"{name}: loss {r['loss']:.4f}, perplexity {r['perplexity']:.2f} over {r['tokens']:,} tokens")
     return results

@@ -22,7 +22,7 @@ import torch
 
 from mypt import checkpoint
 from mypt.config import TrainConfig
-from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, os_error_message
+from mypt.errors import MyptError, TrainingDiverged, TrainingStopped, os_error_message
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
 # What a run meets from its data mid-run (a shard that cannot be read, a damaged one): it then
@@ -147,29 +147,6 @@ def fit_config(config: TrainConfig | None, data_loader, optimizer) -> TrainConfi
         group = optimizer.param_groups[0]
         cfg = dataclasses.replace(cfg, learning_rate=float(group.get("initial_lr", group["lr"])))
     return cfg
-
-
-@torch.no_grad()
-def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int = 32, max_tokens: int | None = None,
-                     split: str = "val") -> dict:
-    """Loss and perplexity of `model` over a dataset split, every window once, in order:
-    the same numbers every run. Returns {"loss", "perplexity", "tokens"}."""
-    from mypt.data import GPTDataLoader, LoaderConfig
-    from mypt.tokenizers import Tokenizer
-
-    device = next(model.parameters()).device
-    loader = GPTDataLoader(LoaderConfig(batch_size, model.config.block_size, str(device), 0, 0),
-                           Tokenizer.load(dataset_dir), dataset_dir=dataset_dir, eval_only=True)
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in loader.sequential_batches(split, max_tokens):
-        _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
-    loader.close()
-    if count == 0:
-        raise ConfigError(f"{dataset_dir}/{split} has no window of block_size+1 = {model.config.block_size + 1} tokens")
-    return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
 
 
 def _dtype_name(amp: torch.dtype | None) -> str:

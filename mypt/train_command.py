@@ -8,14 +8,16 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from mypt import checkpoint
 from mypt.data import (DatasetSpec, GPTDataLoader, LoaderConfig, MixtureLoader, check_same_tokenizer,
-                       load_text_tokens, parse_dataset_specs, read_input_text, resolve_device)
+                       parse_dataset_specs)
 from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
+from mypt.device import resolve_device
 from mypt.errors import CheckpointError, ConfigError, DataError
-from mypt.hf import hf_dir, import_hf, read_hf_config
+from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.settings import as_flag
@@ -25,8 +27,13 @@ from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, to
 from mypt.tracking import LiveMetrics, check_metrics_dir
 from mypt.train import Dist, configure_optimizer, fit, setup_distributed
 
+# How --input_file is read: mypt.input_text.read_input_text, passed in by `mypt train` (cli.py).
+# Passed, not imported: the DVC stages train on prepared datasets, and importing it here would
+# make them depend on every input format's reader.
+ReadText = Callable[[Path], str]
 
-def _tokenizer_for(req: TrainRequest, specs: list[DatasetSpec], log: Callable[[str], None]):
+
+def _tokenizer_for(req: TrainRequest, specs: list[DatasetSpec], log: Callable[[str], None], read_text: ReadText):
     """The run's tokenizer: the (first) dataset's, or one for --input_file. Logs the guide's
     start-up check (where the tokenizer comes from, the vocabulary size)."""
     for spec in specs:
@@ -55,18 +62,25 @@ def _tokenizer_for(req: TrainRequest, specs: list[DatasetSpec], log: Callable[[s
         cls = tokenizer_class(spec)
         log(f"Building the {cls.kind} tokenizer for {req.input_file}..." if cls.learns_vocabulary
             else f"Using the {cls.kind} tokenizer...")
-        tokenizer = make_tokenizer(spec, [read_input_text(req.input_file)]) if cls.learns_vocabulary \
+        tokenizer = make_tokenizer(spec, [read_text(req.input_file)]) if cls.learns_vocabulary \
             else make_tokenizer(spec)
     log(f"Vocabulary size: {tokenizer.vocab_size}")
     return tokenizer
 
 
-def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable[[str], None] = print) -> dict:
+def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable[[str], None] = print,
+                 read_text: ReadText | None = None) -> dict:
     """Build everything `mypt train` needs from `req`, then fit. `overrides`: model and
-    training settings from flags (they win over the config file's). Returns fit's result."""
+    training settings from flags (they win over the config file's). `read_text`: how
+    --input_file is read (mypt.input_text.read_input_text); without it --input_file is refused.
+    Returns fit's result."""
     if bool(req.dataset_dir) == (req.input_file is not None):
         raise ConfigError("give exactly one of --dataset_dir (a prepared dataset, or several for a mixture) or "
                           "--input_file (one text file)")
+    if req.input_file is not None and read_text is None:
+        raise ConfigError(f"--input_file {req.input_file}: one text file is `mypt train`'s in-memory mode; this "
+                          "command trains on prepared datasets: prepare it with `mypt prepare-dataset` and pass "
+                          "--dataset_dir")
     if req.resume and req.overwrite:
         raise ConfigError("--resume continues this model's run; --overwrite replaces it: pick one")
     specs = parse_dataset_specs(req.dataset_dir)
@@ -76,7 +90,12 @@ def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable
     # One run per checkpoint: a second would delete this one's `.NAME.partial`. Under DDP only
     # rank 0 saves, so only rank 0 takes the lock.
     with output_lock(ckpt_dir, "--model_name") if _rank0() else contextlib.nullcontext():
-        return _run_training(req, specs, ckpt_dir, overrides, log)
+        return _run_training(req, specs, ckpt_dir, overrides, log, read_text)
+
+
+def text_tokens(text: str, tokenizer: Tokenizer) -> np.ndarray:
+    """The in-memory mode (--input_file): the file's tokens as a uint32 array."""
+    return tokenizer.encode_array(text).astype(np.uint32)
 
 
 def new_run_schedule(train_d: dict, overrides: dict) -> dict:
@@ -131,7 +150,7 @@ def _rank0() -> bool:
 
 
 def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, overrides: dict | None,
-                  log: Callable[[str], None]) -> dict:
+                  log: Callable[[str], None], read_text: ReadText | None) -> dict:
     # A trained model is the user's work: replaced only when asked (also one a killed save left
     # as .NAME.old: put back first). Every rank checks before setup_distributed, so none can
     # have saved yet.
@@ -140,7 +159,7 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
     if not req.resume and not req.overwrite and (ckpt_dir / "model.safetensors").is_file():
         raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")
-    tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None))
+    tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None), read_text)
     hf_init = hf_dir(req.init_from_model)  # hf:DIR, a transformers GPT-2 directory
     init = hf_init or (checkpoint.resolve(req.init_from_model, req.checkpoints_dir) if req.init_from_model else None)
     if req.resume and init:
@@ -195,7 +214,7 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
     elif specs:
         loader = GPTDataLoader(loader_cfg, tokenizer, dataset_dir=specs[0].path)
     else:
-        loader = GPTDataLoader(loader_cfg, tokenizer, tokens=load_text_tokens(req.input_file, tokenizer))
+        loader = GPTDataLoader(loader_cfg, tokenizer, tokens=text_tokens(read_text(req.input_file), tokenizer))
     eval_loaders = {}
     if req.eval_dataset_dir is not None:
         check_same_tokenizer(tokenizer, req.eval_dataset_dir, "the training data",
@@ -239,9 +258,9 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
             torch.distributed.destroy_process_group()
 
 
-def run_from_flags(flags: dict, log: Callable[[str], None] = print) -> dict:
+def run_from_flags(flags: dict, log: Callable[[str], None] = print, read_text: ReadText | None = None) -> dict:
     """`mypt train` and the train stage: parsed flags -> the request and the setting
     overrides -> run_training."""
     request = TrainRequest.from_flags(flags)
     overrides = {k: v for k, v in flags.items() if k not in TrainRequest.field_names()}
-    return run_training(request, overrides, log)
+    return run_training(request, overrides, log, read_text)

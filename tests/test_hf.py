@@ -16,7 +16,7 @@ from mypt.cli import main
 from mypt.config import GPTConfig, TrainConfig
 from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.errors import CheckpointError, ConfigError
-from mypt.hf import import_hf
+from mypt.hf_import import import_hf
 from mypt.model import GPT
 from mypt.tokenizers import make_tokenizer
 from mypt.tokenizers.char import CharTokenizer

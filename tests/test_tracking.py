@@ -13,6 +13,7 @@ from conftest import run
 
 from mypt.cli import main
 from mypt.config import TrainRequest
+from mypt.input_text import read_input_text
 from mypt.train_command import run_training
 
 SETTINGS = {"device": "cpu", "max_iters": 30, "eval_interval": 10, "eval_iters": 2, "log_interval": 5}
@@ -42,7 +43,7 @@ def test_metrics_are_on_disk_after_each_evaluation_while_the_run_goes_on(corpus,
 
     req = TrainRequest(model_name="m", input_file=corpus, tokenization="char", config_file="tiny",
                        checkpoints_dir=tmp_path / "ck", metrics_dir=live)
-    run_training(req, SETTINGS, log=log)
+    run_training(req, SETTINGS, log=log, read_text=read_input_text)
     assert seen["metrics"]["step"] == 10 and seen["metrics"]["best_val"] == seen["metrics"]["val"]
     assert {"train_loss", "lr", "tokens_per_s"} <= set(seen["metrics"])
     assert [r["step"] for r in seen["val"]] == ["0", "10"]
@@ -83,7 +84,7 @@ def test_without_metrics_dir_no_tracking_files(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     req = TrainRequest(model_name="m", input_file=corpus, tokenization="char", config_file="tiny",
                        checkpoints_dir=tmp_path / "ck")
-    run_training(req, {**SETTINGS, "max_iters": 5}, log=lambda line: None)
+    run_training(req, {**SETTINGS, "max_iters": 5}, log=lambda line: None, read_text=read_input_text)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "corpus.txt"]
 
 

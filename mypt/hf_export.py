@@ -1,6 +1,6 @@
-"""Hugging Face transformers export: a mypt checkpoint as a GPT2LMHeadModel directory that
-`AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` load with no
-custom code.
+"""Hugging Face transformers export (`mypt export-hf`; the import is mypt.hf_import): a mypt
+checkpoint as a GPT2LMHeadModel directory that `AutoModelForCausalLM.from_pretrained` and
+`AutoTokenizer.from_pretrained` load with no custom code.
 
 - Weights: mypt's GPT is GPT-2's architecture (pre-LN, learned positions, tied embeddings,
   tanh GELU = "gelu_new"; a model with `gelu: exact` exports "gelu"). transformers' GPT-2
@@ -18,20 +18,18 @@ transformers and tokenizers are optional: `pip install 'mypt[hf]'`.
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 import torch
 
 from mypt.errors import ConfigError
+from mypt.hf_import import LINEAR_LAYERS
 from mypt.io import check_replaceable, staged_dir
 from mypt.model import load_model
 from mypt.tokenizers import Tokenizer
 
-_LINEAR = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # Conv1D in transformers' GPT-2
-# mypt's gelu setting -> transformers' activation_function, and the names read back.
+# mypt's gelu setting -> transformers' activation_function (read back by hf_import.GELU_FROM_HF).
 HF_GELU = {"tanh": "gelu_new", "exact": "gelu"}
-GELU_FROM_HF = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "exact"}
 
 
 def _require_hf():
@@ -65,7 +63,7 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
         t = tensor.detach().float().cpu()
         if name in ("transformer.wte.weight",):
             t = t[:cfg.vocab_size]  # drop the padding rows
-        if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in _LINEAR):
+        if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in LINEAR_LAYERS):
             t = t.t()  # nn.Linear (out, in) -> Conv1D (in, out)
         out[name] = t.contiguous()
     # A model without biases exports zero biases (transformers' GPT-2 always has them).
@@ -197,110 +195,3 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
         tokenizer.save(stage)
     return Path(out_dir)
-
-
-# ---------------------------------------------------------------------------------------------
-# import: `mypt train --init_from_model hf:DIR` (needs only safetensors, not transformers)
-
-HF_PREFIX = "hf:"
-
-
-def hf_dir(spec: str | None) -> Path | None:
-    """The directory of an `hf:DIR` model spec, else None."""
-    return Path(spec[len(HF_PREFIX):]) if isinstance(spec, str) and spec.startswith(HF_PREFIX) else None
-
-
-# The keys of a GPT-2 config.json that give the model's shape (the rest have defaults).
-HF_SHAPE_KEYS = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
-
-
-def read_hf_config(path: Path) -> dict:
-    """A GPT-2-format transformers directory's config as mypt's {"model": ..., "training": {}}."""
-    path = Path(path)
-    try:
-        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"--init_from_model hf:{path}: no readable config.json ({e})") from None
-    if not isinstance(hf, dict):
-        raise ConfigError(f"--init_from_model hf:{path}: config.json holds {json.dumps(hf)[:40]}, not a JSON "
-                          "object (a transformers config)")
-    missing = [key for key in HF_SHAPE_KEYS if key not in hf]
-    if missing:
-        raise ConfigError(f"--init_from_model hf:{path}: config.json has no {', '.join(missing)}: not a GPT-2 "
-                          "config (transformers' GPT2Config writes them all)")
-    not_whole = [f"{key} {hf[key]!r}" for key in HF_SHAPE_KEYS if type(hf[key]) is not int]
-    if not_whole:
-        raise ConfigError(f"--init_from_model hf:{path}: config.json has {', '.join(not_whole)}: each must be a "
-                          "whole number")
-    activation = hf.get("activation_function", "gelu_new")
-    n_embd = hf["n_embd"]
-    wrong = [f"{key} {hf.get(key)!r}" for key, ok in (
-        ("model_type", hf.get("model_type") == "gpt2"),
-        ("activation_function", isinstance(activation, str) and activation in GELU_FROM_HF),
-        ("n_inner", hf.get("n_inner") in (None, 4 * n_embd))) if not ok]
-    if wrong:
-        raise ConfigError(f"--init_from_model hf:{path}: mypt imports GPT-2-architecture models (model_type gpt2, "
-                          f"activation_function gelu_new, gelu_pytorch_tanh or gelu, n_inner 4 x n_embd); this "
-                          f"one has {', '.join(wrong)}")
-    model = {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
-             "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True,
-             "gelu": GELU_FROM_HF[activation]}
-    return {"model": model, "training": {}}
-
-
-def import_hf(path: Path, device: str | torch.device = "cpu"):
-    """(mypt GPT, tokenizer, config) of a GPT-2-format transformers directory (what
-    `save_pretrained` writes, or a local copy of the gpt2 weights)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from mypt.config import GPTConfig
-    from mypt.errors import CheckpointError
-    from mypt.model import GPT, check_finite
-    from mypt.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
-
-    # CheckpointErrors name the file, not the flag: the training command adds
-    # `--init_from_model hf:DIR: ` to them (its ConfigErrors, from read_hf_config, name it).
-    path = Path(path)
-    config = read_hf_config(path)
-    cfg = GPTConfig.from_dict(config["model"], f"{path}/config.json")
-    if not (path / "model.safetensors").is_file():
-        raise CheckpointError(f"no model.safetensors in {path} (save it with "
-                              "save_pretrained(..., safe_serialization=True); pickles are refused)")
-    try:
-        loaded = load_file(path / "model.safetensors")
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path / 'model.safetensors'} is not a readable safetensors file "
-                              f"({e}); save the model again with save_pretrained(..., safe_serialization=True)") from None
-    weights = {k.removeprefix("transformer."): v for k, v in loaded.items()}
-    check_finite(weights, f"{path / 'model.safetensors'}")
-    model = GPT(cfg)
-    state = {}
-    for name, param in model.state_dict().items():
-        if name == "lm_head.weight":
-            continue
-        key = name.removeprefix("transformer.")
-        if key not in weights:
-            raise CheckpointError(f"{path / 'model.safetensors'} has no {key}")
-        t = weights[key].float()
-        if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in _LINEAR) and t.dim() == 2:
-            t = t.t()
-        if name == "transformer.wte.weight" and t.dim() == 2 and t.shape[0] == cfg.vocab_size:
-            # Pad to mypt's multiple-of-64 vocabulary (no logits for those ids); another shape is refused below.
-            t = torch.cat([t, torch.zeros(param.shape[0] - t.shape[0], t.shape[1])])
-        if t.shape != param.shape:
-            raise CheckpointError(f"{path / 'model.safetensors'}: {key} has shape {tuple(t.shape)}, config.json "
-                                  f"says {tuple(param.shape)}")
-        state[name] = t.contiguous()
-    model.load_state_dict(state, strict=False)
-    if (path / "tokenizer_state.json").is_file():  # a mypt export
-        tokenizer = Tokenizer.load(path)
-    elif cfg.vocab_size == GPT2_VOCAB_SIZE:
-        tokenizer = GPT2Tokenizer()
-    else:
-        raise ConfigError(f"--init_from_model hf:{path}: vocabulary of {cfg.vocab_size} with no tokenizer_state.json; "
-                          "mypt imports GPT-2-vocabulary models or its own exports")
-    if tokenizer.vocab_size != cfg.vocab_size:
-        raise ConfigError(f"--init_from_model hf:{path}: the tokenizer has {tokenizer.vocab_size} ids, the model "
-                          f"{cfg.vocab_size}")
-    return model.to(device), tokenizer, config

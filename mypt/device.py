@@ -1,0 +1,29 @@
+"""The torch device a command runs on, from its --device flag."""
+
+from __future__ import annotations
+
+import torch
+
+from mypt.errors import ConfigError
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The torch device for a name; "auto" (or nothing) is cuda when a GPU is there, else cpu."""
+    if not name or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {name!r} is not a device mypt runs on: use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__}); "
+                              "use --device cpu, or auto")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: Apple's MPS is not available here; use --device cpu, or auto")
+    return device
