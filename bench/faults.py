@@ -22,6 +22,11 @@ Cases (each prints tried / survived / lost):
   whole checkpoint, and the run ends on the bytes it has without readers.
 - `prepare-dataset --append_to` on the dataset (thousands of shards) a run is training on: the
   run ends normally, or stops with a checkpoint that `--resume` continues; never a lost run.
+- An input truncated while prepare-dataset reads it: one line naming the file, no dataset left.
+- A train shard deleted under a running training: the run holds its shards open and ends on the
+  bytes of an uninterrupted run.
+- SIGKILL of export-hf over a previous export holding the user's README.md and eval_results/:
+  they are intact after the kill, and after a re-export.
 - SIGKILL of the `dvc` process alone (not its stage) during `dvc repro`, then the README's
   recovery (`rm dvc.lock && dvc repro` when dvc.lock is left empty or cut short): the pipeline
   ends up to date with the outputs of an uninterrupted run; plus the empty dvc.lock such a kill
@@ -308,6 +313,67 @@ def append_under_training(work: Path) -> Tally:
     return tally
 
 
+def input_changed_while_read(work: Path, rng: random.Random) -> Tally:
+    tally = Tally("input truncated while prepare-dataset reads it")
+    for i in range(2):
+        src = work / f"growing{i}.txt"
+        src.write_text((work / "corpus" / "a.txt").read_text() * 20)
+        proc = subprocess.Popen([*MYPT, *prepare_args(src.name, f"cut{i}")], cwd=work, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        time.sleep(rng.uniform(0.3, 1.0))
+        with open(src, "r+b") as f:
+            f.truncate(src.stat().st_size // 2)
+        out = proc.communicate()[0]
+        if proc.returncode == 0:  # it had read the file whole before the cut: nothing to judge
+            tally.notes.append(f"run {i}: finished before the cut")
+            continue
+        named = src.name in out and one_line_error(out)
+        nothing = not (work / f"cut{i}").exists() and not [p for p in leftovers(work) if f"cut{i}" in p]
+        tally.case(named and nothing, note=f"run {i}: named={named} nothing left={nothing} {out.strip()[-160:]}")
+    return tally
+
+
+def shard_deleted_under_training(work: Path, ref: bytes) -> Tally:
+    tally = Tally("train shard deleted under a running training")
+    ds = work / "doomed"
+    subprocess.run(["cp", "-r", str(work / "ref"), str(ds)], check=True)
+    args = ["train", "--dataset_dir", ds.name, *train_args("doomed")[3:]]
+    proc = subprocess.Popen([*MYPT, *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("iter "):
+            break
+    for shard in sorted((ds / "train").glob("shard_*.bin"))[::2]:
+        shard.unlink()
+    out = proc.communicate()[0]
+    same = proc.returncode == 0 and (work / "ck" / "doomed" / "model.safetensors").read_bytes() == ref
+    tally.case(same, lost=not same, note=f"rc={proc.returncode} {out.strip()[-160:]}")
+    return tally
+
+
+def export_kills(work: Path, n: int, rng: random.Random) -> Tally:
+    tally = Tally("export-hf SIGKILL over an export with the user's files")
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        tally.notes.append("skipped: transformers is not installed")
+        return tally
+    export = ["export-hf", "--model_name", "ck/ref", "--out_dir", "hf_out"]
+    t = timed(export, work)
+    mine = {"README.md": b"# my model card\n", "eval_results/x.json": b"{}\n"}
+    for rel, data in mine.items():
+        (work / "hf_out" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / "hf_out" / rel).write_bytes(data)
+    for i in range(n):
+        kill_after(export, work, rng.uniform(0.2, t), signal.SIGKILL)
+        after_kill = kept(work / "hf_out", mine) or kept(work / ".hf_out.old", mine)
+        done = run(export, work, check=False)
+        ok = done.returncode == 0 and kept(work / "hf_out", mine) and \
+            not [p for p in leftovers(work) if p.startswith(".hf_out.")]
+        tally.case(after_kill and ok, lost=not kept(work / "hf_out", mine),
+                   note=f"kill {i}: user files after the kill={after_kill} re-export rc={done.returncode}")
+    return tally
+
+
 DVC_YAML = """stages:
   prepare:
     cmd: {python} -m mypt.cli prepare-dataset --input_files corpus --out_dir ds --workers 1 --tokenization char
@@ -424,7 +490,8 @@ def main() -> None:
     ap.add_argument("--sigterms", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="", help="comma-separated cases to run (prepare-kill, train-kill, train-term, "
-                                               "concurrent, disk-full, user-files, readers, append, dvc-kill)")
+                                               "concurrent, disk-full, user-files, readers, append, input-cut, shard-deleted, "
+                                               "export-kill, dvc-kill)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="mypt-faults-"))
@@ -444,6 +511,9 @@ def main() -> None:
         "user-files": lambda: resume_kills_keep_user_files(work, max(1, args.kills // 4), t_train, ref_model, rng),
         "readers": lambda: readers_during_saves(work, t_train),
         "append": lambda: append_under_training(work),
+        "input-cut": lambda: input_changed_while_read(work, rng),
+        "shard-deleted": lambda: shard_deleted_under_training(work, ref_model),
+        "export-kill": lambda: export_kills(work, max(1, args.kills // 4), rng),
         "dvc-kill": lambda: dvc_kills(work, max(1, args.kills // 4), rng),
     }
     tallies = []
