@@ -1,5 +1,6 @@
-"""Evaluation of a model over a dataset split, every window once, in order (`mypt eval` and
-the eval stage); training's periodic evaluation on fixed batches is in mypt.train."""
+"""Evaluation: of a model over a dataset split, every window once, in order (`mypt eval` and
+the eval stage), and training's periodic evaluation on fixed batches (fit's val and eval_NAME
+losses)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.errors import ConfigError
+from mypt.precision import autocast
 from mypt.tokenizers import Tokenizer
 
 # math.exp overflows (OverflowError) above this many nats: the perplexity is then inf.
@@ -36,3 +38,38 @@ def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int 
         raise ConfigError(f"{dataset_dir}/{split} has no window of block_size+1 = {model.config.block_size + 1} tokens")
     mean = total / count
     return {"loss": mean, "perplexity": math.exp(mean) if mean < MAX_EXP else math.inf, "tokens": count}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, split: str, n_batches: int, amp: torch.dtype | None) -> float:
+    """Mean loss over a fixed set of batches (the same at every evaluation)."""
+    was_training = model.training
+    model.eval()
+    losses = []
+    for x, y in loader.eval_batches(split, n_batches):
+        with autocast(x.device, amp):
+            losses.append(model(x, y)[1].float())
+    model.train(was_training)
+    return torch.stack(losses).mean().item()
+
+
+def evaluate_all(model: torch.nn.Module, loader, eval_loaders: dict, n_batches: int,
+                 amp: torch.dtype | None) -> dict[str, float]:
+    """The training loader's val losses, {"val": ...} (for a MixtureLoader also "val_NAME" of
+    each dataset, and "val" their mean weighted by the mixture's weights), then "eval_NAME" of
+    each eval loader. A loader met twice (an eval dataset that is also trained on, passed as the
+    same loader object) is evaluated once: the same fixed batches give the same loss."""
+    parts = loader.val_parts() if hasattr(loader, "val_parts") else [("val", 1.0, loader)] * ("val" in loader.splits)
+    done: dict[int, float] = {}
+
+    def loss_of(part) -> float:
+        if id(part) not in done:
+            done[id(part)] = evaluate(model, part, "val", n_batches, amp)
+        return done[id(part)]
+
+    losses = {key: loss_of(part) for key, _, part in parts}
+    if parts and "val" not in losses:
+        total = sum(weight for _, weight, _ in parts)
+        losses = {"val": sum(weight * losses[key] for key, weight, _ in parts) / total, **losses}
+    losses.update({f"eval_{name}": loss_of(part) for name, part in eval_loaders.items()})
+    return losses

@@ -16,6 +16,7 @@ from mypt.data import (DatasetSpec, GPTDataLoader, LoaderConfig, MixtureLoader, 
                        parse_dataset_specs)
 from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
 from mypt.device import resolve_device
+from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
@@ -25,7 +26,7 @@ from mypt.shards import METADATA_FILE, read_metadata
 from mypt.startup import resume_gc
 from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
 from mypt.tracking import LiveMetrics, check_metrics_dir
-from mypt.train import Dist, configure_optimizer, fit, setup_distributed
+from mypt.train import configure_optimizer, fit
 
 # How --input_file is read: mypt.input_text.read_input_text, passed in by `mypt train` (cli.py).
 # Passed, not imported: the DVC stages train on prepared datasets, and importing it here would

@@ -357,13 +357,13 @@ def test_mixture_of_two_datasets_reports_each_val_loss(demo, tmp_path):
 def test_eval_dataset_also_trained_on_is_evaluated_once(demo, tmp_path, monkeypatch):
     """The adapt stage's shape: general text replayed in the mixture and given again as
     --eval_dataset_dir. eval_general is val_general's loss, computed once per evaluation."""
-    import mypt.train
+    import mypt.evaluate
     from mypt.train_command import run_from_flags
 
     monkeypatch.chdir(tmp_path)
     calls = []
-    evaluate = mypt.train.evaluate
-    monkeypatch.setattr(mypt.train, "evaluate", lambda *a: calls.append(a[1]) or evaluate(*a))
+    evaluate = mypt.evaluate.evaluate
+    monkeypatch.setattr(mypt.evaluate, "evaluate", lambda *a: calls.append(a[1]) or evaluate(*a))
     flags = {"dataset_dir": (f"domain={demo / 'domain'}:0.9", f"general={demo / 'general'}:0.1"),
              "eval_dataset_dir": demo / "general", "config_file": "tiny", "device": "cpu", "max_iters": 2,
              "eval_interval": 2, "eval_iters": 1, "model_name": "adapted"}

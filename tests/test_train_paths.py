@@ -23,7 +23,9 @@ from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.errors import TrainingDiverged, TrainingStopped
 from mypt.model import GPT, GPTConfig, load_model
 from mypt.tokenizers import tokenizer_class
-from mypt.train import StopSignals, autocast_dtype, configure_optimizer, fit, nonfinite_parameters
+from mypt.precision import autocast_dtype
+from mypt.signals import StopSignals
+from mypt.train import configure_optimizer, fit, nonfinite_parameters
 
 # A text a tiny model learns in a few dozen steps: short words over a small alphabet.
 TEXT = " ".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea"] * 300)
@@ -341,15 +343,15 @@ def test_resume_keeps_the_precision_the_run_started_in(tmp_path, monkeypatch):
     """--dtype auto started in bfloat16 on a CPU with AMX; resumed where auto would pick
     float32 (no AMX, or an older mypt's checkpoint moved here), it stays in bfloat16, says so,
     and ends as the uninterrupted run did."""
-    import mypt.train
+    import mypt.precision
 
-    monkeypatch.setattr(mypt.train, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(mypt.precision, "cpu_has_amx", lambda: True)
     cfg = config(dtype="auto")
     train(cfg, tmp_path / "straight")
     with pytest.raises(TrainingStopped):
         train(cfg, tmp_path / "stopped", stop_at=13)
     assert json.loads((tmp_path / "stopped/training_state.json").read_text())["autocast"] == "bfloat16"
-    monkeypatch.setattr(mypt.train, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(mypt.precision, "cpu_has_amx", lambda: False)
     model, tok, _ = load_model(tmp_path / "stopped")
     optimizer = configure_optimizer(model, cfg, torch.device("cpu"))
     lines = []
@@ -415,7 +417,7 @@ def _join(rank: int, port: int):
     """In a spawned worker: join the 2-rank group as torchrun's environment would."""
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    from mypt.train import setup_distributed
+    from mypt.distributed import setup_distributed
 
     return setup_distributed(torch.device("cpu"))
 

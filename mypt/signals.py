@@ -1,0 +1,42 @@
+"""SIGTERM and SIGINT while training: a request to stop at the end of the step in flight."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class StopSignals:
+    """While training runs, SIGTERM and SIGINT only ask it to stop: the step in flight ends,
+    a checkpoint is written and fit raises TrainingStopped. A second signal acts at once (the
+    handler that was there before). A signal the process ignores stays ignored. Handlers can
+    only be set in the main thread; elsewhere signals keep theirs. The previous handlers come
+    back on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                # An ignored signal stays ignored: a job started in the background by a script
+                # (`mypt train ... &`) ignores SIGINT, so a Ctrl-C meant for the shell's
+                # foreground must not stop it.
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+            return
+        self.__exit__()  # a second signal: the user will not wait
+        signal.raise_signal(signum)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
