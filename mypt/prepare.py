@@ -4,8 +4,9 @@ split) in a work directory that is removed afterwards, so only the dataset remai
 The DVC stages call the same step functions one at a time (mypt.steps), and both give
 byte-identical shards from the same input and settings. Where one step would only read back
 what the previous one wrote, prepare-dataset streams instead, through the same functions:
-clean hashes the lines it writes for dedup (dedup's first phase), split reads the token
-files in place of the shards (shard.sharded_view), and one pool of workers serves every step.
+dedup's first phase hashes the lines clean writes as they are written (clean's `sink`: the
+steps chained, as datatrove chains its steps), split reads the token files in place of the
+shards (shard.sharded_view), and one pool of workers serves every step.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mypt.parallel import shared_pool
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.steps.clean import CleanSettings, clean
-from mypt.steps.dedup import DedupSettings, dedup
+from mypt.steps.dedup import DedupSettings, Hashing, dedup
 from mypt.steps.shard import ShardSettings, sharded_view
 from mypt.steps.split import SplitSettings, split_tokens
 from mypt.steps.tokenize import TokenizeSettings, tokenize
@@ -118,10 +119,12 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
         # for clean, one from dedup's write phase to tokenize, so that no idle worker adds to
         # the memory of dedup's decide phase in the parent (and none to split's).
         with shared_pool(settings.clean.workers):
-            # The clean step also hashes the lines it writes for dedup (dedup's first phase),
-            # so they are not read back.
-            hashed = work / "hashed" if settings.dedup.enabled else None
-            clean(input_files, work / "clean", settings.clean, hash_dir=hashed, dedup_min_chars=settings.dedup.min_chars)
+            # Dedup's first phase (hashing) is chained into clean's pass over the lines, so
+            # they are not read back.
+            hashed = work / "hashed"
+            hashed.mkdir()  # empty when dedup is off
+            sink = Hashing(hashed, settings.dedup.min_chars) if settings.dedup.enabled else None
+            clean(input_files, work / "clean", settings.clean, sink=sink)
         text_dir = work / "clean"
         with shared_pool(settings.clean.workers):
             if settings.dedup.enabled:

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 
 from mypt.errors import InputError, TokenizerError
 from mypt.io import atomic_write_text
-from mypt.readers import Reader, no_text_error, text_sources
+from mypt.readers import Reader, TextSeen, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, setting
 from mypt.text import DecodeCounter, normalize
 from mypt.tokenizers.hf import EOT_NAMES, HFTokenizer, require_tokenizers
@@ -43,19 +43,17 @@ class TokenizerTrainSettings(Settings):
 
 class CorpusTexts:
     """The texts of the inputs (mypt.readers.text_sources: the readers prepare-dataset's clean
-    step uses), one reader block at a time; `had_text` tells afterwards whether any of them
+    step uses), one reader block at a time; `seen.any` tells afterwards whether any of them
     was more than blank, since the trainer learns 257 tokens from nothing without a word."""
 
     def __init__(self, readers: Sequence[Reader], settings: TokenizerTrainSettings):
-        self.readers, self.settings, self.had_text = readers, settings, False
+        self.readers, self.settings, self.seen = readers, settings, TextSeen()
 
     def __iter__(self) -> Iterator[str]:
         decoder = DecodeCounter()
         for reader in self.readers:
-            for start, end in reader.checked_blocks():
-                for text in reader.checked_texts(start, end, decoder, stats=Counter()):
-                    self.had_text = self.had_text or (text != "" and not text.isspace())
-                    yield normalize(text) if self.settings.normalize else text
+            for text in read_texts(reader, reader.checked_blocks(), decoder, Counter(), self.seen):
+                yield normalize(text) if self.settings.normalize else text
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -91,7 +89,7 @@ def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainS
                                      show_progress=False)
     texts = CorpusTexts(readers, settings)
     hf.train_from_iterator(texts, trainer=trainer)
-    if not texts.had_text:
+    if not texts.seen.any:
         raise no_text_error(readers)
     text = hf.to_str(pretty=True)
     tokenizer = HFTokenizer(tokenizer_json=text, source=str(out))  # what --tokenization hf:OUT will read

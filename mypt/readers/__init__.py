@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import glob
 import stat
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 from mypt.errors import InputError
 from mypt.readers.base import COMPRESSIONS, READERS, Reader, file_stamp
-from mypt.text import display_name
+from mypt.text import DecodeCounter, display_name
 
 
 def suffixes() -> list[str]:
@@ -117,6 +119,25 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text",
         raise InputError("--input_files: no text to read; binary files skipped: "
                          + ", ".join(map(display_name, skipped)))
     return readers, skipped
+
+
+@dataclass
+class TextSeen:
+    """Whether any text `read_texts` gave was more than blank: inputs of blank lines alone are
+    no corpus (no_text_error), told apart from a corpus the filter emptied."""
+
+    any: bool = False
+
+
+def read_texts(reader: Reader, blocks: Iterable[tuple[int, int]], decoder: DecodeCounter, stats: Counter,
+               seen: TextSeen) -> Iterator[str]:
+    """The texts of `blocks` of `reader` (checked: Reader.checked_texts), noting in `seen`
+    whether one is not blank: the corpus text loop of the clean step (a block a task) and
+    train-tokenizer (every block of every input)."""
+    for start, end in blocks:
+        for text in reader.checked_texts(start, end, decoder, stats):
+            seen.any = seen.any or (text != "" and not text.isspace())
+            yield text
 
 
 def named(readers: Sequence[Reader], most: int = 5) -> str:

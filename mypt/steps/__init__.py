@@ -17,9 +17,6 @@ from mypt.errors import InputError
 from mypt.io import read_json
 
 MANIFEST = "manifest.json"  # what a step's output directory holds: sources, settings, stats
-# prepare-dataset's clean step hashes lines for dedup as it writes them; this file (beside the
-# records) lists the record files, their line counts and the pieces of the clean output.
-HASHED_FILE = "hashed.json"
 # What the clean and dedup steps write: one text file per source (`00003-wiki.txt`). With the
 # manifest, everything such an output holds: a replace carries over anything else (io.staged_dir).
 SOURCE_FILES = ("[0-9][0-9][0-9][0-9][0-9]-*.txt", "[0-9][0-9][0-9][0-9][0-9]-*.jsonl")
