@@ -1,11 +1,8 @@
-"""Text: blocks of files, decoding, normalization, line filters, dedup keys and their hash
-records, and the intermediate text format the data steps pass along.
+"""Text files in blocks: the byte ranges the data steps work in, decoding, and the
+intermediate text format the data steps pass along (one .txt or .jsonl file per source).
 
-The per-line rules (normalize, LineFilter.reason, the dedup key) are applied to whole blocks
-by C-level passes (str and bytes methods, map over lists of lines): a Python call per line
-cost more than tokenizing the line. Tests hold each block function to its per-line rule.
-
-Input formats are read by mypt.readers. Nothing here holds more than one block of one file
+The rules applied to the text live apart: normalization and line filters in mypt.normalize,
+the dedup key in mypt.steps.dedup. Input formats are read by mypt.readers. Nothing here holds more than one block of one file
 in memory: a block is a byte range of a plain file that starts and ends at a line boundary.
 Every line mypt writes ends with a newline, so every document ends with one too, except
 the last line of a .txt document cleaned with normalize and filter off, which passes
@@ -14,32 +11,12 @@ unchanged (block_text reads it back exactly).
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import operator
-import re
-import unicodedata
-from collections import Counter
 from dataclasses import dataclass
-from itertools import compress, count
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-import numpy as np
-
 BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small enough to bound memory
-
-# Control characters other than \n and \t (C0, DEL, C1), and U+FEFF (a byte-order mark
-# left in the text by some editors). \r is handled first as a newline.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]")
-_ASCII_CONTROL = bytes([*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f])  # _CONTROL's ASCII part
-_ASCII_OTHER_WS = "\t\r\x0b\x0c\x1c\x1d\x1e\x1f"  # ASCII whitespace (isspace) other than space and newline
-_LETTER = re.compile(r"[^\W\d_]")  # any Unicode letter
-_OTHER_WS = re.compile(r"[^\S \n]")  # whitespace other than a space (tab, \r, NBSP, ...), newlines aside
-# bytes.translate's delete table that keeps only ASCII letters and newlines: what is left of a
-# line is empty exactly when it has no ASCII letter.
-_ALL_BUT_ASCII_LETTERS = bytes(b for b in range(256) if not (b == 10 or chr(b).isascii() and chr(b).isalpha()))
 
 
 def split_blocks(path: Path, block_bytes: int | None = None, safe=None) -> list[tuple[int, int]]:
@@ -104,122 +81,6 @@ class DecodeCounter:
             # The fast path failed, so count replacement characters that were not in the input.
             self.replaced += text.count("\ufffd") - raw.count("\ufffd".encode())
             return text
-
-
-def normalize(text: str) -> str:
-    """Output normalization: NFC, \\r\\n and \\r to \\n, control characters removed,
-    trailing whitespace removed from every line. Never NFKC: it rewrites ligatures,
-    full-width forms and superscripts, which changes what the model learns.
-
-    ASCII text (most blocks) is checked with C-level passes and left alone when clean: the
-    regular expressions cost 10 times more than the checks (40 and 160 ms a 4 MiB block)."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
-        text = _CONTROL.sub("", text)
-    elif len(text.encode("ascii").translate(None, _ASCII_CONTROL)) != len(text):
-        text = _CONTROL.sub("", text)
-    # Now the only ASCII whitespace left is space, tab and newline.
-    if text.isascii() and " \n" not in text and "\t\n" not in text and not text.endswith((" ", "\t")):
-        return text
-    return "\n".join(map(str.rstrip, text.split("\n")))  # rstrip's whitespace is isspace(), as regex \\s
-
-
-@dataclass(frozen=True)
-class LineFilter:
-    """Line filter. A non-blank line is dropped when:
-
-    - `too_long`: it has more than `max_line_chars` characters (default 100,000: minified
-      code, base64 blobs and table dumps; no prose paragraph comes close);
-    - `no_letters`: it has no letter at all (page numbers, rulers like `-----`, digit
-      tables). Blank lines are kept: they separate paragraphs.
-    """
-
-    max_line_chars: int = 100_000
-    REASONS = ("too_long", "no_letters")
-
-    def reason(self, line: str) -> str | None:
-        if len(line) > self.max_line_chars:
-            return "too_long"
-        if line and not line.isspace() and _LETTER.search(line) is None:
-            return "no_letters"
-        return None
-
-
-def clean_lines(text: str, normalize_text: bool, line_filter: LineFilter | None, drops: Counter) -> list[str]:
-    """Normalize (optionally) and filter a block of text; returns kept lines without newlines.
-
-    The filter's test (LineFilter.reason) runs only on the lines that may fail it, found over
-    the whole block by C-level passes: lines longer than max_line_chars, and lines without an
-    ASCII letter (blank ones included). A Python call per line cost more than tokenizing it.
-    """
-    if normalize_text:
-        text = normalize(text)
-    if text.endswith("\n"):
-        text = text[:-1]
-    lines = text.split("\n")
-    if line_filter is None:
-        return lines
-    letters = text.encode("utf-8", "surrogatepass").translate(None, _ALL_BUT_ASCII_LETTERS)
-    if letters and b"\n\n" not in letters and not letters.startswith(b"\n") and not letters.endswith(b"\n"):
-        candidates = set()  # every line has an ASCII letter
-    else:
-        candidates = set(compress(count(), map(operator.not_, letters.split(b"\n"))))
-    if max(map(len, lines)) > line_filter.max_line_chars:
-        candidates.update(compress(count(), map(line_filter.max_line_chars.__lt__, map(len, lines))))
-    keep = None
-    for i in sorted(candidates):
-        if lines[i] and (why := line_filter.reason(lines[i])) is not None:
-            drops[why] += 1
-            keep = keep or bytearray(b"\x01") * len(lines)
-            keep[i] = 0
-    return lines if keep is None else list(compress(lines, keep))
-
-
-def dedup_keys(lines: list[str]) -> list[str]:
-    """The dedup key of each line: case folded and runs of whitespace collapsed to one space,
-    ends stripped, so that "The  King" and "the king " are one line. Separate from the output
-    text. One casefold over the block (it maps each character alone, never to a newline);
-    the per-line split and join only when the block's whitespace is not already single
-    spaces between words."""
-    if not lines:
-        return []
-    text = "\n".join(lines).casefold()
-    other_ws = any(c in text for c in _ASCII_OTHER_WS) if text.isascii() else _OTHER_WS.search(text)
-    if other_ws or "  " in text or " \n" in text or "\n " in text or text.startswith(" ") or text.endswith(" "):
-        return list(map(" ".join, map(str.split, text.split("\n"))))
-    return text.split("\n")
-
-
-def dedup_key(line: str) -> str:
-    """The dedup key of one line (see dedup_keys)."""
-    return dedup_keys([line])[0]
-
-
-DEDUP_RECORD = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])  # a key's 128-bit hash, its line
-_HASH = functools.partial(hashlib.blake2b, digest_size=16)
-_DIGEST = operator.methodcaller("digest")
-
-
-def hash_records(lines: list[str], min_chars: int) -> tuple[np.ndarray, Counter]:
-    """The dedup record (BLAKE2b-128 of the key, index in `lines`) of every line whose key has
-    at least `min_chars` characters (and one), and the counts of lines, keyed lines and, when
-    seen, blank and short lines. C-level passes over the lines (keys, lengths, hashes through
-    map): no Python call per line."""
-    keys = dedup_keys(lines)
-    lens = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
-    keyed = lens >= max(1, min_chars)
-    digests = b"".join(map(_DIGEST, map(_HASH, map(str.encode, compress(keys, keyed.tolist())))))
-    rec = np.empty(int(keyed.sum()), dtype=DEDUP_RECORD)
-    if rec.size:
-        h = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
-        rec["a"], rec["b"], rec["idx"] = h[:, 0], h[:, 1], np.flatnonzero(keyed)
-    blank = int((lens == 0).sum())
-    stats = Counter(lines=len(lines), keyed_lines=rec.size)
-    # Counted only when seen, as the stats of datasets prepared so far were.
-    stats.update(+Counter(blank_lines=blank, short_lines_kept=len(lines) - blank - rec.size))
-    return rec, stats
 
 
 def block_docs(path: Path, start: int, end: int, jsonl: bool) -> Iterator[list[str]]:

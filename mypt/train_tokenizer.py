@@ -19,7 +19,8 @@ from mypt.errors import InputError, TokenizerError
 from mypt.io import atomic_write_text
 from mypt.readers import Reader, TextSeen, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, setting
-from mypt.text import DecodeCounter, normalize
+from mypt.normalize import normalize
+from mypt.text import DecodeCounter
 from mypt.tokenizers.hf import EOT_NAMES, HFTokenizer, require_tokenizers
 
 EOT = EOT_NAMES[0]  # <|endoftext|>

@@ -10,8 +10,7 @@ import random
 import numpy as np
 
 from mypt.steps.clean import CleanSettings, clean
-from mypt.steps.dedup import REC, DedupSettings, _duplicate_lines, dedup
-from mypt.text import dedup_key
+from mypt.steps.dedup import REC, DedupSettings, _duplicate_lines, dedup, dedup_key
 
 
 def reference_dedup(lines: list[str], min_chars: int) -> list[str]:

@@ -7,7 +7,8 @@ import pytest
 
 from mypt.errors import InputError
 from mypt.readers import resolve_inputs
-from mypt.text import LineFilter, clean_lines, dedup_key, dedup_keys, normalize
+from mypt.normalize import LineFilter, clean_lines, normalize
+from mypt.steps.dedup import dedup_key, dedup_keys
 
 
 def test_normalize_nfc_newlines_controls_trailing_space():

@@ -13,7 +13,8 @@ from mypt.parallel import merge_counts, parallel_map
 from mypt.readers import Reader, TextSeen, named, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step
-from mypt.text import DecodeCounter, LineFilter, clean_lines, display_name, doc_text
+from mypt.normalize import LineFilter, clean_lines
+from mypt.text import DecodeCounter, display_name, doc_text
 
 STEP = Step("clean")
 

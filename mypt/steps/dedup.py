@@ -1,12 +1,12 @@
 """Step dedup: exact line dedup across all inputs, first occurrence kept, in bounded memory.
 
-The key of a line is `text.dedup_key` (case and whitespace folded). Each key is hashed to
+The key of a line is `dedup_key` (case and whitespace folded). Each key is hashed to
 128 bits (BLAKE2b): with n distinct lines the chance of any collision is about
 n^2 / 2^129, i.e. 1e-21 for a billion lines, so the dedup is exact in practice.
 
 Phases, with files between them (datatrove-style), so memory never holds the corpus:
 1. hash (parallel, per block): write (hash, line index) records for every keyed line
-   (text.hash_records; in prepare-dataset, as the clean step writes the lines: `Hashing`);
+   (hash_records; in prepare-dataset, as the clean step writes the lines: `Hashing`);
 2. partition: when the records outgrow `memory_mb`, scatter them by hash into P runs
    on disk, each small enough to sort within the budget;
 3. decide (per run): sort by (hash, index); every record after the first of its hash is
@@ -19,7 +19,11 @@ Blank lines are never dropped; nor are lines whose key is shorter than `min_char
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import operator
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass
@@ -33,9 +37,9 @@ from mypt.io import atomic_file, concat_files, read_json, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step, read_input
-from mypt.text import BLOCK_BYTES, DEDUP_RECORD, block_docs, doc_text, hash_records, split_blocks
+from mypt.text import BLOCK_BYTES, block_docs, doc_text, split_blocks
 
-REC = DEDUP_RECORD
+REC = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])  # a key's 128-bit hash (BLAKE2b), its line
 BYTES_PER_RECORD_SORTED = 64  # record + sort indices + one sorted column + masks (_duplicate_lines; a lexsort more)
 MAX_RUNS = 512
 
@@ -54,6 +58,54 @@ class DedupSettings(Settings):
     memory_mb: int = setting(256, "Memory budget for dedup keys; beyond it dedup spills to disk and stays exact.",
                              min=1, flag="dedup_memory_mb", output=False)
     workers: int | None = workers_setting()
+
+
+_ASCII_OTHER_WS = "\t\r\x0b\x0c\x1c\x1d\x1e\x1f"  # ASCII whitespace (isspace) other than space and newline
+_OTHER_WS = re.compile(r"[^\S \n]")  # whitespace other than a space (tab, \r, NBSP, ...), newlines aside
+
+
+def dedup_keys(lines: list[str]) -> list[str]:
+    """The dedup key of each line: case folded and runs of whitespace collapsed to one space,
+    ends stripped, so that "The  King" and "the king " are one line. Separate from the output
+    text. One casefold over the block (it maps each character alone, never to a newline);
+    the per-line split and join only when the block's whitespace is not already single
+    spaces between words."""
+    if not lines:
+        return []
+    text = "\n".join(lines).casefold()
+    other_ws = any(c in text for c in _ASCII_OTHER_WS) if text.isascii() else _OTHER_WS.search(text)
+    if other_ws or "  " in text or " \n" in text or "\n " in text or text.startswith(" ") or text.endswith(" "):
+        return list(map(" ".join, map(str.split, text.split("\n"))))
+    return text.split("\n")
+
+
+def dedup_key(line: str) -> str:
+    """The dedup key of one line (see dedup_keys)."""
+    return dedup_keys([line])[0]
+
+
+_HASH = functools.partial(hashlib.blake2b, digest_size=16)
+_DIGEST = operator.methodcaller("digest")
+
+
+def hash_records(lines: list[str], min_chars: int) -> tuple[np.ndarray, Counter]:
+    """The dedup record (BLAKE2b-128 of the key, index in `lines`) of every line whose key has
+    at least `min_chars` characters (and one), and the counts of lines, keyed lines and, when
+    seen, blank and short lines. C-level passes over the lines (keys, lengths, hashes through
+    map): no Python call per line."""
+    keys = dedup_keys(lines)
+    lens = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    keyed = lens >= max(1, min_chars)
+    digests = b"".join(map(_DIGEST, map(_HASH, map(str.encode, compress(keys, keyed.tolist())))))
+    rec = np.empty(int(keyed.sum()), dtype=REC)
+    if rec.size:
+        h = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+        rec["a"], rec["b"], rec["idx"] = h[:, 0], h[:, 1], np.flatnonzero(keyed)
+    blank = int((lens == 0).sum())
+    stats = Counter(lines=len(lines), keyed_lines=rec.size)
+    # Counted only when seen, as the stats of datasets prepared so far were.
+    stats.update(+Counter(blank_lines=blank, short_lines_kept=len(lines) - blank - rec.size))
+    return rec, stats
 
 
 HASH_FLUSH_LINES = 1 << 16  # lines a Hashing sink hashes at a time
