@@ -10,7 +10,7 @@ import random
 import numpy as np
 
 from mypt.steps.clean import CleanSettings, clean
-from mypt.steps.dedup import REC, DedupSettings, _duplicate_lines, dedup, dedup_key
+from mypt.steps.dedup import REC, DedupSettings, Hashing, _duplicate_lines, dedup, dedup_key
 
 
 def reference_dedup(lines: list[str], min_chars: int) -> list[str]:
@@ -87,3 +87,35 @@ def test_duplicates_found_by_full_hash_even_when_first_halves_collide():
     rec["a"] = [5, 7, 6, 5, 7, 6, 9]  # no collision of first halves: the stable-sort path
     rec["idx"] = range(7)
     assert sorted(_duplicate_lines(rec).tolist()) == [3, 4, 5]
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_hashing_while_cleaning_gives_the_bytes_of_dedup_reading_back(tmp_path, monkeypatch, normalize):
+    """prepare-dataset chains dedup's hashing into the clean step's pass (clean(sink=Hashing));
+    the DVC stages run dedup on clean's output: the same files and stats, over many clean
+    blocks, hash flushes and write pieces (normalize and filter off: the text passes unchanged)."""
+    import mypt.steps.dedup as dedup_step
+    import mypt.text
+
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 700)  # many clean blocks
+    monkeypatch.setattr(dedup_step, "BLOCK_BYTES", 300)  # several write pieces a block
+    monkeypatch.setattr(dedup_step, "HASH_FLUSH_LINES", 5)
+    rng = random.Random(3)
+    pool = [f"a line of the corpus that recurs, number {i}" for i in range(40)]
+    lines = [rng.choice(pool) if rng.random() < 0.7 else f"unique line {i} of text" for i in range(400)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "book.txt").write_text("\n".join(lines[:250]) + "\nlast line without newline")
+    with open(tmp_path / "in" / "docs.jsonl", "w") as f:
+        for i in range(0, 150, 3):
+            f.write(json.dumps({"text": "\n".join(lines[250 + i:253 + i])}) + "\n")
+    settings = CleanSettings(normalize=normalize, filter=normalize, workers=1)
+    clean([str(tmp_path / "in")], tmp_path / "clean", settings)
+    (tmp_path / "hashed").mkdir()
+    clean([str(tmp_path / "in")], tmp_path / "clean_hashed", settings, sink=Hashing(tmp_path / "hashed", 24))
+    read_back = dedup(tmp_path / "clean", tmp_path / "dedup", DedupSettings(workers=1))
+    chained = dedup(tmp_path / "clean_hashed", tmp_path / "dedup_chained", DedupSettings(workers=1),
+                    hashed=tmp_path / "hashed")
+    assert chained == read_back and read_back["stats"]["dedup"]["duplicate_lines_dropped"] > 100
+    assert len(list((tmp_path / "hashed").glob("*.json"))) > 5  # one a clean block (the records are read)
+    for s in read_back["sources"]:
+        assert (tmp_path / "dedup_chained" / s["file"]).read_bytes() == (tmp_path / "dedup" / s["file"]).read_bytes()
