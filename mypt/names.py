@@ -1,0 +1,29 @@
+"""Names shared by modules that must not import each other: the files of a dataset and a
+checkpoint, the splits, and where the GPT-2 vocabulary lives and its checksum.
+
+A leaf (it imports no mypt module): the DVC stages' deps follow imports, so a step that only
+names a file (shard, split copy the tokenizer state; fetch installs the GPT-2 vocabulary)
+imports it from here, and an edit of a tokenizer kind does not rerun it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+STATE_FILE = "tokenizer_state.json"  # a tokenizer's state, in a dataset and in a checkpoint
+METADATA_FILE = "dataset_metadata.json"  # what a dataset's shards are; written last
+SPLITS = ("train", "val")  # a dataset's splits, in the order shards are numbered
+
+# The GPT-2 vocabulary: tiktoken's r50k_base file, installed by `mypt install-gpt2-vocab`.
+R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
+R50K_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+
+
+def r50k_path(mypt_cache: Path) -> Path:
+    """Where tiktoken looks the r50k_base file up: $TIKTOKEN_CACHE_DIR when the user set it,
+    else `mypt_cache`/tiktoken (io.cache_dir's), under the sha1 of its URL."""
+    env = os.environ.get("TIKTOKEN_CACHE_DIR")
+    folder = Path(env) if env else Path(mypt_cache) / "tiktoken"
+    return folder / hashlib.sha1(R50K_URL.encode()).hexdigest()
