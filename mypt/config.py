@@ -14,13 +14,13 @@ This module imports no torch, so commands build their options without it.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from mypt.errors import ConfigError
+from mypt.io import read_json
 from mypt.settings import Settings, SettingError, device_setting, seed_setting, setting
 from mypt.tokenizers import check_spec, spec_forms
 
@@ -260,24 +260,15 @@ def load_config_file(name_or_path: str) -> tuple[dict, dict, str]:
     """
     path = Path(name_or_path)
     if path.is_file():
-        try:
-            text, source = path.read_text(encoding="utf-8"), str(path)
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"--config_file {path}: not UTF-8 text ({e.reason}); a config file is JSON") from None
+        data, source = _read_config(path), str(path)
     else:
         name = preset_name(name_or_path)
         preset = resources.files("mypt") / "configs" / f"{name}.json"
         if not name or not preset.is_file():
             raise ConfigError(f"--config_file {name_or_path!r} is neither a file nor a preset; presets: "
                               f"{', '.join(list_presets())} (also as configs/NAME.json)")
-        text, source = preset.read_text(encoding="utf-8"), f"preset {name}"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--config_file {source}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config_file {source}: expected a JSON object {{\"model\": {{...}}, \"training\": {{...}}}}, "
-                          f"got {type(data).__name__}")
+        with resources.as_file(preset) as preset_path:
+            data, source = _read_config(preset_path), f"preset {name}"
     unknown = sorted(set(data) - {"model", "training", "description"})
     if unknown:
         raise ConfigError(f"--config_file {source}: unknown section(s) {unknown}; a config has 'model' and 'training'")
@@ -286,6 +277,14 @@ def load_config_file(name_or_path: str) -> tuple[dict, dict, str]:
             raise ConfigError(f"--config_file {source}: {section!r} must be an object of settings, "
                               f"got {data[section]!r}")
     return dict(data.get("model", {})), dict(data.get("training", {})), source
+
+
+def _read_config(path: Path) -> dict:
+    """A config file's JSON object (io.read_json: one rule for a file that is not one)."""
+    try:
+        return read_json(path, ConfigError, 'a config file is a JSON object {"model": {...}, "training": {...}}')
+    except ConfigError as e:  # name the flag, as the other refusals of a config file do
+        raise ConfigError(f"--config_file {e}") from None
 
 
 def list_presets() -> list[str]:

@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from mypt.errors import TokenizerError
-from mypt.io import atomic_write_text
+from mypt.io import atomic_write_text, read_json
 from mypt.names import STATE_FILE
 
 STATE_VERSION = 1
@@ -130,11 +130,7 @@ class Tokenizer:
             path = path / STATE_FILE
         if not path.is_file():
             raise TokenizerError(f"no {STATE_FILE} in {directory}: prepare the dataset first (mypt prepare-dataset)")
-        try:
-            with open(path, encoding="utf-8") as f:
-                state = json.load(f)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise TokenizerError(f"{path}: not valid JSON ({e})") from None
+        state = read_json(path, TokenizerError, "the file is damaged: prepare the dataset (or train the model) again")
         return cls.from_state(state, str(path))
 
     # -- the interface ---------------------------------------------------------------------
