@@ -22,7 +22,7 @@ from pathlib import Path
 from mypt.errors import ConfigError
 from mypt.io import read_json
 from mypt.settings import Settings, SettingError, device_setting, seed_setting, setting
-from mypt.tokenizers import check_spec, spec_forms
+from mypt.tokenizers import check_spec, spec_forms, spec_help
 
 VOCAB_MULTIPLE = 64  # padding the vocabulary (50257 -> 50304) makes the head matmul ~25% faster on GPU
 
@@ -158,8 +158,8 @@ class TrainRequest(Settings):
                                             "pretrain/750M_1024_domain_adapt, tiny) or JSON path. Default: "
                                             "small_char for char, 150M for gpt2; with --init_from_model or "
                                             "--resume, the checkpoint's own.")
-    tokenization: str | None = setting(None, "gpt2, char or hf:PATH; must match the dataset (default: the "
-                                             "dataset's).", check=check_spec,
+    tokenization: str | None = setting(None, f"{spec_help(described=False)}; must match the dataset (default: "
+                                             "the dataset's).", check=check_spec,
                                        metavar="[" + "|".join(spec_forms()) + "]")
     init_from_model: str | None = setting(None, "Start from this model's weights (a name under CHECKPOINTS_DIR "
                                                 "or a path), fresh optimizer; with --max_iters or --learning_rate "

@@ -58,3 +58,19 @@ def test_install_gpt2_vocab_checks_sha256(tmp_path, monkeypatch):
     assert result.exit_code == 0 and "installed" in result.output
     assert r50k_cache_path().read_bytes() == vocab and str(tmp_path / "cache") in str(r50k_cache_path())
     assert "already installed" in CliRunner().invoke(main, ["install-gpt2-vocab"]).output
+
+
+def test_help_texts_come_from_the_registry():
+    from mypt.tokenizers import spec_help
+
+    assert spec_help(described=False) == "gpt2, char or hf:PATH"
+    assert spec_help().startswith("gpt2 (tiktoken r50k_base, end-of-text after every document), char (")
+
+
+def test_damaged_state_file_names_it(tmp_path):
+    (tmp_path / "tokenizer_state.json").write_text("[1]")
+    with pytest.raises(TokenizerError, match="tokenizer_state.json: expected a JSON object, got list"):
+        Tokenizer.load(tmp_path)
+    (tmp_path / "tokenizer_state.json").write_text("{")
+    with pytest.raises(TokenizerError, match="tokenizer_state.json: not valid JSON"):
+        Tokenizer.load(tmp_path)

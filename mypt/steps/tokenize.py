@@ -19,7 +19,7 @@ from mypt.settings import Settings, setting, workers_setting
 from mypt.shards import DTYPE
 from mypt.steps import MANIFEST, Step, read_input
 from mypt.text import block_docs, block_text, split_blocks
-from mypt.tokenizers import Tokenizer, check_spec, spec_forms
+from mypt.tokenizers import Tokenizer, check_spec, spec_forms, spec_help
 
 STEP = Step("tokenize", reads=("clean", "dedup"))
 
@@ -28,9 +28,7 @@ STEP = Step("tokenize", reads=("clean", "dedup"))
 class TokenizeSettings(Settings):
     LABEL = "tokenize setting"
 
-    tokenization: str = setting("gpt2", "gpt2 (tiktoken r50k_base, end-of-text after every document), char "
-                                        "(the corpus' own characters) or hf:PATH (a tokenizers tokenizer.json, "
-                                        "e.g. from mypt train-tokenizer).", check=check_spec,
+    tokenization: str = setting("gpt2", f"{spec_help()}.", check=check_spec,
                                 metavar="[" + "|".join(spec_forms()) + "]")
     workers: int | None = workers_setting()
 

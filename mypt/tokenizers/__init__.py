@@ -14,6 +14,6 @@ registration line below.
 """
 
 from mypt.tokenizers.base import (STATE_FILE, TOKENIZERS, Tokenizer, check_spec, make_tokenizer,  # noqa: F401
-                                  parse_spec, register, spec_forms, spec_kind, tokenizer_class)
+                                  parse_spec, register, spec_forms, spec_help, spec_kind, tokenizer_class)
 
 from mypt.tokenizers import gpt2, char, hf  # noqa: E402,F401,I001  (registration, gpt2 first: the default)

@@ -27,6 +27,14 @@ def spec_forms() -> list[str]:
     return [f"{k}:{c.argument}" if c.argument else k for k, c in TOKENIZERS.items()]
 
 
+def spec_help(described: bool = True) -> str:
+    """The `--tokenization` values for a help text, from the registry: `gpt2 (what it is),
+    char (...) or hf:PATH (...)`; `described=False` leaves the descriptions out."""
+    forms = [f"{form} ({cls.description})" if described and cls.description else form
+             for form, cls in zip(spec_forms(), TOKENIZERS.values())]
+    return forms[0] if len(forms) == 1 else f"{', '.join(forms[:-1])} or {forms[-1]}"
+
+
 def parse_spec(spec: str) -> tuple[type["Tokenizer"], str | None]:
     """`KIND` or `KIND:ARG` (`hf:path/tokenizer.json`) -> (the kind's class, ARG or None).
     A kind that takes an argument may be named bare (`hf`) where the tokenizer comes from
@@ -83,6 +91,8 @@ class Tokenizer:
     # Whether the vocabulary is learned from the corpus (char) or fixed (gpt2): the vocab
     # step scans the corpus only for the former.
     learns_vocabulary = False
+    # What the kind is, in a few words, for the `--tokenization` help texts (spec_help).
+    description = ""
     # safe(prev_byte, next_byte): where a text may be cut into blocks without changing its
     # encoding (None: after any newline).
     block_boundary: Callable[[int, int], bool] | None = None

@@ -14,6 +14,7 @@ from mypt.tokenizers.base import Tokenizer, register
 @register
 class CharTokenizer(Tokenizer):
     kind = "char"
+    description = "the corpus' own characters"
     learns_vocabulary = True
     # Stand-ins for characters outside the vocabulary when a second corpus is tokenized
     # with a first corpus' vocabulary (domain adaptation): the first one the vocabulary has.

@@ -63,6 +63,7 @@ def gpt2_safe_boundary(prev_byte: int, next_byte: int) -> bool:
 @register
 class GPT2Tokenizer(Tokenizer):
     kind = "gpt2"
+    description = "tiktoken r50k_base, end-of-text after every document"
     block_boundary = staticmethod(gpt2_safe_boundary)
 
     def __init__(self, config: object = None, kind: str | None = None, **kwargs):

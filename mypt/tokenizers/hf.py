@@ -72,6 +72,7 @@ def _warn_once(key: str, line: str) -> None:
 class HFTokenizer(Tokenizer):
     kind = "hf"
     argument = "PATH"
+    description = "a tokenizers tokenizer.json, e.g. from mypt train-tokenizer"
 
     def __init__(self, config: object = None, kind: str | None = None, tokenizer_json: str | None = None,
                  source: str = "tokenizer.json"):
