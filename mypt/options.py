@@ -4,7 +4,8 @@
 - `settings_options`: the options of settings dataclasses (mypt.settings), generated from
   their fields, so a default, a range or a help text is written once.
 - `MyptCommand`: catches mypt's errors once and prints them on one line (exit 1).
-- `GreedyCommand`: lets `--input_files a b c` take several values after one flag.
+- `GreedyCommand`: lets `--input_files a b c` take several values after one flag;
+  `input_files_option` declares that flag, once for every command.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ class GreedyCommand(MyptCommand):
             else:
                 out.append(arg)
         return super().parse_args(ctx, out)
+
+
+def input_files_option(formats: str) -> Callable:
+    """The `--input_files` option of every command that reads a corpus (prepare-dataset,
+    train-tokenizer, the clean stage), declared once: several values after one flag (with
+    GreedyCommand). `formats` lists the input formats, generated from the readers' registry
+    by the caller: this module does not import the readers, since every stage imports it."""
+    return option("--input_files", multiple=True, required=True, metavar="PATH...",
+                  help=f"Text files ({formats}), directories (searched recursively) or globs. Several allowed.")
 
 
 class MyptGroup(click.Group):

@@ -157,3 +157,18 @@ def test_block_size_comes_from_the_keyword_or_the_config(tmp_path):
     assert GPTDataLoader(LoaderConfig(2, 16), TOK, dataset_dir=ds, block_size=8).block_size == 8
     with pytest.raises(ConfigError, match="block_size=N"):
         GPTDataLoader(SimpleNamespace(batch_size=2), TOK, dataset_dir=ds)
+
+
+def test_one_input_files_option_takes_several_values():
+    import click
+    from click.testing import CliRunner
+
+    from mypt.options import GreedyCommand, input_files_option
+
+    @click.command(cls=GreedyCommand)
+    @input_files_option(".txt, .jsonl")
+    def cmd(input_files):
+        click.echo(" ".join(input_files))
+
+    assert CliRunner().invoke(cmd, ["--input-files", "a", "b"]).output == "a b\n"
+    assert "Text files (.txt, .jsonl), directories" in CliRunner().invoke(cmd, ["--help"]).output
