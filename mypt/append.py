@@ -29,7 +29,7 @@ from mypt.prepare import PrepareSettings, prepare_steps
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens
 from mypt.text import display_name
-from mypt.settings import flag_name
+from mypt.settings import flag_name, is_recorded
 from mypt.tokenizers import spec_kind
 # Settings the grown dataset must share with the old one (metadata records one of each).
 INHERITED = ("tokenization", "tokens_per_shard")
@@ -55,7 +55,7 @@ def _recorded(settings: PrepareSettings, meta: dict, inherit: Iterable[str]) -> 
     for f in dataclasses.fields(settings):
         step = getattr(settings, f.name)
         changes = {sf.name: recorded[flag_name(sf)] for sf in dataclasses.fields(step)
-                   if sf.metadata.get("output", True) and flag_name(sf) in inherit and flag_name(sf) in recorded}
+                   if is_recorded(sf) and flag_name(sf) in inherit and flag_name(sf) in recorded}
         steps[f.name] = dataclasses.replace(step, **changes) if changes else step
     return dataclasses.replace(settings, **steps)
 

@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mypt.distributed import unwrap
 from mypt.errors import BusyError, CheckpointError
 from mypt.io import atomic_write_text, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
@@ -119,8 +120,7 @@ def _save_file(tensors: dict, path: Path, **kwargs) -> None:
 
 def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,
            rng_ranks: list[dict] | None = None) -> None:
-    raw = model.module if hasattr(model, "module") else model
-    raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
+    raw = unwrap(model)
     weights = {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k != TIED}
     # One metadata key only: safetensors writes its metadata map in hash order, and a fixed
     # file (same weights, same bytes) is worth more than a version tag (config.json has one).

@@ -42,7 +42,9 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
     min/max (open or closed) and choices are checked on creation and become click's
     IntRange/FloatRange/Choice. `flag` is the field's name in `mypt prepare-dataset` and in
     a dataset's recorded settings when it differs from the field (= params.yaml key, stage
-    flag). `output=False` marks a setting that changes speed, never the bytes produced.
+    flag). `output=False` marks a setting that changes how the output is made (workers,
+    memory), never its bytes: it is left out of a dataset's recorded settings (`is_recorded`),
+    so changing it neither makes a dataset differ nor is inherited by --append_to.
     `choices` may be a callable (a registry's names, read when needed). exists="dir" or
     "file": a path flag must name an existing directory or file. `check(value)` validates
     what a fixed list cannot (`--tokenization hf:PATH`): it returns the value or raises a
@@ -55,6 +57,11 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
             "exists": exists, "show_default": show_default, "check": check, "metavar": metavar,
             "derived_from": derived_from}
     return dataclasses.field(default=default, metadata=meta)
+
+
+def is_recorded(f: dataclasses.Field) -> bool:
+    """Whether a setting decides the output bytes (it was not declared `output=False`)."""
+    return f.metadata.get("output", True)
 
 
 def choices_of(f: dataclasses.Field) -> list[str] | None:
@@ -205,7 +212,7 @@ class Settings:
 
     def recorded(self) -> dict:
         """The settings that decide the output bytes, under their recorded (flag) names."""
-        return {flag_name(f): getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("output", True)}
+        return {flag_name(f): getattr(self, f.name) for f in dataclasses.fields(self) if is_recorded(f)}
 
 
 def as_flag(name: str, value: Any) -> str:
