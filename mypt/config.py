@@ -24,7 +24,7 @@ from mypt.io import read_json
 from mypt.settings import Settings, SettingError, device_setting, seed_setting, setting
 from mypt.tokenizers import check_spec, spec_forms, spec_help
 
-VOCAB_MULTIPLE = 64  # padding the vocabulary (50257 -> 50304) makes the head matmul ~25% faster on GPU
+VOCAB_MULTIPLE = 64  # a padded vocabulary (50257 -> 50304) makes the head matmul faster on GPU (README)
 
 
 def plain_name(name: str) -> str:
@@ -81,8 +81,7 @@ class GPTConfig(Settings):
     bias: bool = setting(False, "Biases in Linear and LayerNorm layers (GPT-2 had them; without is a bit better "
                                 "and faster; new models only).")
     gelu: str = setting("tanh", "The MLP's GELU: tanh (GPT-2's approximation) or exact (the erf form, as "
-                                "nanoGPT; on the CPU its kernel is 4-10x faster, a training step ~10%; the same on "
-                                "a GPU; new models only).", choices=("tanh", "exact"))
+                                "nanoGPT: faster on the CPU, the same on a GPU; new models only).", choices=("tanh", "exact"))
 
     def __post_init__(self):
         super().__post_init__()

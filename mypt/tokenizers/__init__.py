@@ -9,8 +9,8 @@ Callers use the `Tokenizer` interface only: `encode`, `encode_array`, `encode_lo
 `tokenizer_state.json`, versioned JSON, never a pickle.
 
 To add a kind: a new module here with a `mypt.tokenizers.base.Tokenizer` subclass decorated
-`@register` (its `kind`, `_from_state`, and the encode/decode methods), and its import in the
-registration line below.
+`@register` (its `kind`, the `description` the help texts show, `_from_state`, and the
+encode/decode methods), and its import in the registration line below.
 """
 
 from mypt.tokenizers.base import (STATE_FILE, TOKENIZERS, Tokenizer, check_spec, make_tokenizer,  # noqa: F401
