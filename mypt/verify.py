@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from mypt.errors import MyptError, ShardError
+from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
 from mypt.parallel import progress
-from mypt.shards import (DTYPE, METADATA_FILE, SPLITS, TOKEN_BYTES, list_shards, listed_entries, open_shard,
-                         read_metadata, shard_stat)
-from mypt.tokenizers import STATE_FILE, Tokenizer
+from mypt.shards import DTYPE, TOKEN_BYTES, list_shards, listed_entries, open_shard, read_metadata, shard_stat
+from mypt.tokenizers import Tokenizer
+
 CHUNK_TOKENS = 1 << 22  # 16 MiB per read
 
 

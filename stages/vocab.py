@@ -9,7 +9,7 @@ from mypt.io import staged_dir
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import TokenizeSettings
 from mypt.steps.vocab import build_vocab
-from mypt.tokenizers import STATE_FILE
+from mypt.names import STATE_FILE
 
 
 @click.command(cls=MyptCommand)

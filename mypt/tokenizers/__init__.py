@@ -13,7 +13,7 @@ To add a kind: a new module here with a `mypt.tokenizers.base.Tokenizer` subclas
 encode/decode methods), and its import in the registration line below.
 """
 
-from mypt.tokenizers.base import (STATE_FILE, TOKENIZERS, Tokenizer, check_spec, make_tokenizer,  # noqa: F401
-                                  parse_spec, register, spec_forms, spec_help, spec_kind, tokenizer_class)
+from mypt.tokenizers.base import (TOKENIZERS, Tokenizer, check_spec, make_tokenizer, parse_spec,  # noqa: F401
+                                  register, spec_forms, spec_help, spec_kind, tokenizer_class)
 
 from mypt.tokenizers import gpt2, char, hf  # noqa: E402,F401,I001  (registration, gpt2 first: the default)
