@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +23,7 @@ from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.settings import as_flag
-from mypt.shards import METADATA_FILE, read_metadata
+from mypt.shards import read_metadata
 from mypt.startup import resume_gc
 from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
 from mypt.tracking import LiveMetrics, check_metrics_dir
@@ -41,11 +42,7 @@ def _tokenizer_for(req: TrainRequest, specs: list[DatasetSpec], log: Callable[[s
         if not spec.path.is_dir():
             raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}; HINT: prepare it with "
                             f"`mypt prepare-dataset --input_files ... --out_dir {spec.path}`")
-        if not (spec.path / METADATA_FILE).is_file():
-            raise DataError(f"--dataset_dir {spec.text} has no {METADATA_FILE}: not a prepared dataset; "
-                            f"HINT: prepare it with `mypt prepare-dataset --input_files ... --out_dir "
-                            f"{spec.path}`")
-        kind = read_metadata(spec.path)["tokenizer"]["kind"]
+        kind = read_metadata(spec.path, "--dataset_dir")["tokenizer"]["kind"]
         if req.tokenization and spec_kind(req.tokenization) != kind:
             raise ConfigError(f"--tokenization {req.tokenization} does not match the dataset {spec.text}, "
                               f"which was prepared with {kind} tokenization: pass --tokenization {kind}, "
@@ -150,28 +147,39 @@ def _rank0() -> bool:
     return os.environ.get("WORLD_SIZE", "1") == "1" or os.environ.get("RANK", "0") == "0"
 
 
-def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, overrides: dict | None,
-                  log: Callable[[str], None], read_text: ReadText | None) -> dict:
-    # A trained model is the user's work: replaced only when asked (also one a killed save left
-    # as .NAME.old: put back first). Every rank checks before setup_distributed, so none can
-    # have saved yet.
-    if _rank0():
-        checkpoint.recover(ckpt_dir)
-    if not req.resume and not req.overwrite and (ckpt_dir / "model.safetensors").is_file():
-        raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
-                          f"to continue it, --overwrite to replace it, or choose a new --model_name")
-    tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None), read_text)
+@dataclass
+class _Configs:
+    """The run's settings, resolved from the flags, the config file or preset, and the
+    checkpoint it starts from."""
+
+    model: GPTConfig
+    train: TrainConfig
+    source: str  # where the settings came from (a preset, a file, a checkpoint's config.json)
+    init: Path | None  # the checkpoint (or hf: directory) the weights start from
+    hf: bool  # init is an hf:DIR
+    saved_init: str | None  # --resume: where the run's weights first came from
+
+
+def _start_from(req: TrainRequest, ckpt_dir: Path) -> tuple[Path | None, bool, str | None]:
+    """(the directory the weights start from, whether it is an hf:DIR, the provenance a
+    resumed checkpoint recorded)."""
     hf_init = hf_dir(req.init_from_model)  # hf:DIR, a transformers GPT-2 directory
     init = hf_init or (checkpoint.resolve(req.init_from_model, req.checkpoints_dir) if req.init_from_model else None)
     if req.resume and init:
         raise ConfigError("--resume continues this model's own run; --init_from_model starts a new one: pick one")
-
     saved_init = None
     if req.resume:
         init = checkpoint.resolve(ckpt_dir)
         saved_init = checkpoint.read_config(init).get("init_from_model")
+    return init, hf_init is not None, saved_init
+
+
+def _resolve_configs(req: TrainRequest, tokenizer: Tokenizer, overrides: dict | None, ckpt_dir: Path) -> _Configs:
+    """The model and training settings: the flags over the config file or preset, or over the
+    checkpoint's own settings when the run starts from one without --config_file."""
+    init, hf, saved_init = _start_from(req, ckpt_dir)
     if init is not None and not req.config_file:  # continue with the checkpoint's own settings
-        saved = read_hf_config(init) if hf_init else checkpoint.read_config(init)
+        saved = read_hf_config(init) if hf else checkpoint.read_config(init)
         model_d, train_d, source = dict(saved["model"]), saved.get("training", {}), f"{init}/config.json"
     else:
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
@@ -185,6 +193,11 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
     # An error names the flags when the values came from them, the file or preset otherwise.
     train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source, flags=overrides)
     model_cfg = GPTConfig.from_dict(model_d, source, flags=model_flags)
+    return _Configs(model_cfg, train_cfg, source, init, hf, saved_init)
+
+
+def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:
+    """The device (this rank's GPU under DDP) and the process group; seeds torch's RNG."""
     device = resolve_device(train_cfg.device)
     dist = setup_distributed(device)
     if device.type == "cuda":
@@ -193,23 +206,35 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~free speed on Ampere and later
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(train_cfg.seed + dist.rank)
+    return device, dist
 
-    if init is not None:
-        model, init_tok = _load_start(init, hf_init is not None, device, req)
-        if init_tok.state() != tokenizer.state():
-            raise ConfigError(f"{init} was trained with another vocabulary ({init_tok}) than this data ({tokenizer}): "
-                              f"prepare the data with --tokenizer_from {init}")
-        if model.config != model_cfg:
-            theirs = model.config.to_dict()
-            differ = {k: (v, theirs[k]) for k, v in model_cfg.to_dict().items() if theirs.get(k) != v}
-            raise ConfigError(f"{init} has another architecture than {source}: "
-                              + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
-                              + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
-                              + " ".join(as_flag(k, ckpt) for k, (_, ckpt) in differ.items()))
-    else:
-        model = GPT(model_cfg).to(device)
 
-    loader_cfg = LoaderConfig(train_cfg.batch_size, model_cfg.block_size, str(device), train_cfg.seed, dist.rank)
+def _build_model(req: TrainRequest, cfgs: _Configs, tokenizer: Tokenizer, device: torch.device) -> GPT:
+    """A new model, or the one the run starts from, refused when its vocabulary or
+    architecture is not the run's."""
+    if cfgs.init is None:
+        return GPT(cfgs.model).to(device)
+    init = cfgs.init
+    model, init_tok = _load_start(init, cfgs.hf, device, req)
+    if init_tok.state() != tokenizer.state():
+        raise ConfigError(f"{init} was trained with another vocabulary ({init_tok}) than this data ({tokenizer}): "
+                          f"prepare the data with --tokenizer_from {init}")
+    if model.config != cfgs.model:
+        theirs = model.config.to_dict()
+        differ = {k: (v, theirs[k]) for k, v in cfgs.model.to_dict().items() if theirs.get(k) != v}
+        raise ConfigError(f"{init} has another architecture than {cfgs.source}: "
+                          + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
+                          + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
+                          + " ".join(as_flag(k, ckpt) for k, (_, ckpt) in differ.items()))
+    return model
+
+
+def _build_loaders(req: TrainRequest, specs: list[DatasetSpec], tokenizer: Tokenizer, cfgs: _Configs,
+                   device: torch.device, dist: Dist,
+                   read_text: ReadText | None) -> tuple[GPTDataLoader | MixtureLoader, dict[str, GPTDataLoader]]:
+    """(the training loader, {"general": the --eval_dataset_dir loader} or {})."""
+    train_cfg = cfgs.train
+    loader_cfg = LoaderConfig(train_cfg.batch_size, cfgs.model.block_size, str(device), train_cfg.seed, dist.rank)
     if len(specs) > 1:
         loader = MixtureLoader(loader_cfg, tokenizer, specs)
     elif specs:
@@ -227,7 +252,32 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
         eval_loaders["general"] = (trained.get(Path(req.eval_dataset_dir).resolve())
                                    or GPTDataLoader(loader_cfg, tokenizer, dataset_dir=req.eval_dataset_dir,
                                                     eval_only=True))
+    return loader, eval_loaders
 
+
+def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, overrides: dict | None,
+                  log: Callable[[str], None], read_text: ReadText | None) -> dict:
+    # A trained model is the user's work: replaced only when asked (also one a killed save left
+    # as .NAME.old: put back first). Every rank checks before setup_distributed, so none can
+    # have saved yet.
+    if _rank0():
+        checkpoint.recover(ckpt_dir)
+    if not req.resume and not req.overwrite and (ckpt_dir / "model.safetensors").is_file():
+        raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
+                          f"to continue it, --overwrite to replace it, or choose a new --model_name")
+    tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None), read_text)
+    cfgs = _resolve_configs(req, tokenizer, overrides, ckpt_dir)
+    device, dist = _setup_device(cfgs.train)
+    model = _build_model(req, cfgs, tokenizer, device)
+    loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
+    return _train(req, specs, cfgs, model, tokenizer, loader, eval_loaders, ckpt_dir, device, dist, log)
+
+
+def _train(req: TrainRequest, specs: list[DatasetSpec], cfgs: _Configs, model: GPT, tokenizer: Tokenizer, loader,
+           eval_loaders: dict, ckpt_dir: Path, device: torch.device, dist: Dist, log: Callable[[str], None]) -> dict:
+    """The optimizer and the state --resume restores, the model wrapped for training
+    (torch.compile, DDP), the metrics tracker, then fit."""
+    train_cfg = cfgs.train
     optimizer = configure_optimizer(model, train_cfg, device)
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank) if req.resume else None
     if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir):
@@ -239,9 +289,9 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(train_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
-    extra = {"training": train_cfg.to_dict(), "config_source": source,
+    extra = {"training": train_cfg.to_dict(), "config_source": cfgs.source,
              # provenance: where the weights first came from (kept across --resume)
-             "init_from_model": (saved_init if req.resume else str(init) if init is not None else None),
+             "init_from_model": (cfgs.saved_init if req.resume else str(cfgs.init) if cfgs.init is not None else None),
              "dataset_dir": (str(specs[0].path) if len(specs) == 1 else
                              [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None)}
     tracker = None

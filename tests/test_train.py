@@ -185,16 +185,17 @@ def test_dataset_and_config_errors(demo, tmp_path):
     assert "no checkpoint" in fails("train", "--dataset_dir", str(ds), "--model_name", "never", "--resume", *TINY,
                                     cwd=tmp_path)
     (tmp_path / "empty").mkdir()
-    assert "has no dataset_metadata.json" in fails("train", "--dataset_dir", str(tmp_path / "empty"),
+    assert "is not a prepared dataset (no dataset_metadata.json)" in fails("train", "--dataset_dir", str(tmp_path / "empty"),
                                                    "--model_name", "m", *TINY, cwd=tmp_path)
 
     broken = tmp_path / "broken"
     shutil.copytree(ds, broken)
     first = sorted((broken / "train").glob("shard_*.bin"))[0]
+    listed = first.stat().st_size // 4  # the token count the metadata lists
     first.write_bytes(first.read_bytes()[:-2])
     assert "not a whole number of uint32 tokens" in fails("train", "--dataset_dir", str(broken), "--model_name", "m",
                                                           *TINY, cwd=tmp_path)
-    np.full(1000, 999, dtype=np.uint32).tofile(first)
+    np.full(listed, 999, dtype=np.uint32).tofile(first)  # the listed size (another size is refused first)
     assert "outside the char vocabulary" in fails("train", "--dataset_dir", str(broken), "--model_name", "m",
                                                   *TINY, cwd=tmp_path)
 
