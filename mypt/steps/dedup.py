@@ -168,7 +168,8 @@ class _BlockHashes:
             self.piece_start, self.piece_lines = pos, lines
 
 
-def _hashed_by_clean(hashed: Path, sources: list[tuple[Path, bool]]):
+def _hashed_by_clean(hashed: Path, sources: list[tuple[Path, bool]]
+                     ) -> tuple[list[tuple[Path, bool, int, int]], list[int], list[Path], list[int], Counter]:
     """What Hashing left in `hashed`: the blocks to write ((path, is_jsonl, start, end) of each
     piece) and their line counts; the record files, their line counts and the stats."""
     done = [read_json(p) for p in sorted(Path(hashed).glob("*.json"))]
