@@ -19,9 +19,7 @@ weight (a seeded draw, part of the sampler state), then a window of it as above.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mypt.dataset_spec import parse_dataset_specs
 from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, listed_entries,
@@ -277,64 +276,6 @@ def to_device(windows: np.ndarray, device: torch.device, pin: bool = False) -> t
 
 # -- mixtures ------------------------------------------------------------------------------
 MIX_STREAM = 7_654_321  # the seed stream of the dataset draw (the datasets' own streams are 1, 2, ...)
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One --dataset_dir: NAME=PATH:WEIGHT, where NAME= and :WEIGHT are optional (NAME
-    defaults to the directory's name, WEIGHT to None = an equal share)."""
-
-    name: str
-    path: Path
-    weight: float | None = None
-    text: str = ""  # as the user wrote it, for messages
-
-    @classmethod
-    def parse(cls, spec: str | os.PathLike) -> DatasetSpec:
-        text = os.fspath(spec)
-        if Path(text).is_dir():  # an existing directory is a path, whatever ':' or '=' it holds
-            return cls(Path(text).resolve().name or text, Path(text), None, text)
-        name, sep, rest = text.partition("=")
-        if not sep or not _NAME.fullmatch(name):
-            name, rest = "", text
-        path, colon, weight = rest.rpartition(":")
-        value = None
-        if colon:
-            try:
-                value = float(weight)
-            except ValueError:  # a ':' inside the path, not a weight
-                path = rest
-            else:
-                if not math.isfinite(value) or value <= 0:
-                    raise ConfigError(f"--dataset_dir {text}: weight {weight} must be a positive number "
-                                      "(e.g. web=data/web:0.7); leave a dataset out rather than weigh it 0")
-        else:
-            path = rest
-        if not path:
-            raise ConfigError(f"--dataset_dir {text!r}: no path; expected NAME=PATH:WEIGHT, PATH:WEIGHT or PATH")
-        name = name or Path(path).resolve().name
-        if not _NAME.fullmatch(name):
-            raise ConfigError(f"--dataset_dir {text}: {name!r} cannot name a dataset in the eval line; "
-                              "give a name of letters, digits, '_', '-' or '.': NAME=PATH")
-        return cls(name, Path(path), value, text)
-
-
-def parse_dataset_specs(specs) -> list[DatasetSpec]:
-    """The --dataset_dir flags as DatasetSpecs, with their weights normalized to sum to 1:
-    every dataset weighted, or none (equal shares)."""
-    out = [s if isinstance(s, DatasetSpec) else DatasetSpec.parse(s) for s in specs]
-    weighted = [s.weight is not None for s in out]
-    if len(out) > 1 and any(weighted) and not all(weighted):
-        raise ConfigError("--dataset_dir: give every dataset of a mixture a weight (NAME=PATH:WEIGHT) or none "
-                          f"(equal shares); got {', '.join(s.text for s in out)}")
-    names = [s.name for s in out]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ConfigError(f"--dataset_dir: two datasets named {twice[0]}; name them apart: "
-                          f"NAME1=PATH1 NAME2=PATH2")
-    total = sum(s.weight or 1.0 for s in out)
-    return [DatasetSpec(s.name, s.path, (s.weight or 1.0) / total, s.text) for s in out]
 
 
 class MixtureLoader:
@@ -404,9 +345,6 @@ class MixtureLoader:
         rng = np.random.default_rng([seed, 99, SPLITS.index(split), MIX_STREAM])
         for _ in range(n_batches):
             yield to_device(self._draw(split, rng, [rng] * len(self.loaders), self.batch_size), self.device)
-
-    def tokens_in(self, split: str) -> int:
-        return sum(loader.tokens_in(split) for loader in self.loaders)
 
     def val_parts(self) -> list[tuple[str, float, GPTDataLoader]]:
         """Each dataset's val split, evaluated as val_NAME and weighted by its share."""

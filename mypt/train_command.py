@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from mypt import checkpoint
-from mypt.data import (DatasetSpec, GPTDataLoader, LoaderConfig, MixtureLoader, check_same_tokenizer,
-                       parse_dataset_specs)
+from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader, check_same_tokenizer
+from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
 from mypt.device import resolve_device
 from mypt.distributed import Dist, setup_distributed

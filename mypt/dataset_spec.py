@@ -1,0 +1,71 @@
+"""--dataset_dir NAME=PATH:WEIGHT: the datasets of a run (several make a mixture) and their
+weights, parsed and checked before anything is opened."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mypt.errors import ConfigError
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One --dataset_dir: NAME=PATH:WEIGHT, where NAME= and :WEIGHT are optional (NAME
+    defaults to the directory's name, WEIGHT to None = an equal share)."""
+
+    name: str
+    path: Path
+    weight: float | None = None
+    text: str = ""  # as the user wrote it, for messages
+
+    @classmethod
+    def parse(cls, spec: str | os.PathLike) -> DatasetSpec:
+        text = os.fspath(spec)
+        if Path(text).is_dir():  # an existing directory is a path, whatever ':' or '=' it holds
+            return cls(Path(text).resolve().name or text, Path(text), None, text)
+        name, sep, rest = text.partition("=")
+        if not sep or not _NAME.fullmatch(name):
+            name, rest = "", text
+        path, colon, weight = rest.rpartition(":")
+        value = None
+        if colon:
+            try:
+                value = float(weight)
+            except ValueError:  # a ':' inside the path, not a weight
+                path = rest
+            else:
+                if not math.isfinite(value) or value <= 0:
+                    raise ConfigError(f"--dataset_dir {text}: weight {weight} must be a positive number "
+                                      "(e.g. web=data/web:0.7); leave a dataset out rather than weigh it 0")
+        else:
+            path = rest
+        if not path:
+            raise ConfigError(f"--dataset_dir {text!r}: no path; expected NAME=PATH:WEIGHT, PATH:WEIGHT or PATH")
+        name = name or Path(path).resolve().name
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"--dataset_dir {text}: {name!r} cannot name a dataset in the eval line; "
+                              "give a name of letters, digits, '_', '-' or '.': NAME=PATH")
+        return cls(name, Path(path), value, text)
+
+
+def parse_dataset_specs(specs) -> list[DatasetSpec]:
+    """The --dataset_dir flags as DatasetSpecs, with their weights normalized to sum to 1:
+    every dataset weighted, or none (equal shares)."""
+    out = [s if isinstance(s, DatasetSpec) else DatasetSpec.parse(s) for s in specs]
+    weighted = [s.weight is not None for s in out]
+    if len(out) > 1 and any(weighted) and not all(weighted):
+        raise ConfigError("--dataset_dir: give every dataset of a mixture a weight (NAME=PATH:WEIGHT) or none "
+                          f"(equal shares); got {', '.join(s.text for s in out)}")
+    names = [s.name for s in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"--dataset_dir: two datasets named {twice[0]}; name them apart: "
+                          f"NAME1=PATH1 NAME2=PATH2")
+    total = sum(s.weight or 1.0 for s in out)
+    return [DatasetSpec(s.name, s.path, (s.weight or 1.0) / total, s.text) for s in out]
