@@ -192,18 +192,25 @@ def generate_cmd(**flags):
             current[0] = sample
         click.echo(piece, nl=False)
 
-    generate(model, tokenizer, s.prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
-             s.num_samples, show, stop=s.stop)
-    click.echo()
+    try:
+        generate(model, tokenizer, s.prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
+                 s.num_samples, show, stop=s.stop)
+    finally:  # end the streamed line: an error after some text is then a line of its own
+        if current[0] >= 0:
+            click.echo()
 
 
 @main.command("eval")
 @settings_options(EvalSettings)
 @option("--dataset", "datasets", multiple=True, required=True, metavar="NAME=DIR",
         help="A prepared dataset whose val split to evaluate, under a name (several allowed).")
-@option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of lines.")
+@option("--json", "as_json", is_flag=True,
+        help="Print the results as JSON instead of lines (a non-finite loss is an error, not JSON).")
 def eval_cmd(datasets, as_json, **flags):
     """Loss and perplexity of a model over whole val splits (every window once, in order).
+
+    A model whose loss is not finite (NaN or inf: a diverged run) is an error, exit status 1,
+    also with --json: the output is never NaN.
 
     \b
     Example:
