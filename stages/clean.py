@@ -5,13 +5,14 @@ from pathlib import Path
 import click
 
 from mypt.io import write_json
-from mypt.options import GreedyCommand, option, settings_options
+from mypt.options import GreedyCommand, input_files_option, option, settings_options
+from mypt.readers import formats_help
 from mypt.steps import bad_lines_note
 from mypt.steps.clean import CleanSettings, clean
 
 
 @click.command(cls=GreedyCommand)
-@option("--input_files", multiple=True, required=True, help="Files, directories or globs (several allowed).")
+@input_files_option(formats_help())
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @option("--stats", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Metrics JSON to write.")
 @settings_options(CleanSettings)

@@ -31,6 +31,13 @@ def suffixes() -> list[str]:
     return [s + c for s, cls in READERS.items() for c in ["", *(COMPRESSIONS if cls.compressible else ())]]
 
 
+def formats_help() -> str:
+    """The input formats for a help text, from the registry (so a new format is listed)."""
+    forms = [f"{s} = {c.description}" if c.description else s for s, c in READERS.items()]
+    packed = [s for s, c in READERS.items() if c.compressible]
+    return f"{', '.join(forms)}, {' or '.join(COMPRESSIONS)} of {' and '.join(packed)}"
+
+
 def reader_for(path: Path, *, text_key: str = "text", strict: bool = False) -> Reader | None:
     """The reader of `path` by its suffix (None: not a format mypt reads). `text_key` names
     the field of a document's text (JSONL, parquet); `strict` makes a bad record an error."""
@@ -161,4 +168,4 @@ def looks_binary(path: Path) -> bool:
     return (reader_for(path) or Reader(path)).looks_binary()
 
 
-from mypt.readers import jsonl, parquet, txt  # noqa: E402,F401  (registration: one line per format)
+from mypt.readers import txt, jsonl, parquet  # noqa: E402,F401,I001  (registration, in help-text order)

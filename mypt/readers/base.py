@@ -93,6 +93,7 @@ class Reader:
     suffix = ""  # ".txt"
     one_document = True  # the whole file is one document (True) or it holds many (False)
     compressible = True  # False: the format needs seeking (parquet), so X.gz is not read as X
+    description = ""  # what a file of this format holds, for the help texts ("one document")
 
     def __init__(self, path: Path, compression: str | None = None, *, text_key: str = "text",
                  strict: bool = False):

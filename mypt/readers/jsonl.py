@@ -21,6 +21,7 @@ BOM = b"\xef\xbb\xbf"
 @register
 class JsonlReader(Reader):
     suffix = ".jsonl"
+    description = "one document per line in its `text` field"
     one_document = False
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:

@@ -30,6 +30,7 @@ def _pyarrow(path):
 @register
 class ParquetReader(Reader):
     suffix = ".parquet"
+    description = "one document per row in its `text` column"
     one_document = False
     compressible = False  # parquet compresses its pages itself and needs seeking
 

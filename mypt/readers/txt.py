@@ -11,6 +11,7 @@ from mypt.text import DecodeCounter
 @register
 class TxtReader(Reader):
     suffix = ".txt"
+    description = "one document"
     one_document = True
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
