@@ -32,18 +32,8 @@ from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, listed_entries,
                          read_metadata)
+from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer
-
-
-def check_same_tokenizer(tokenizer: Tokenizer, dataset_dir: Path, what: str, given: str) -> None:
-    """Refuse a dataset tokenized with another vocabulary than `tokenizer` (`what`'s): its ids
-    would mean other characters, and a loss over them means nothing. `given`: the flag and
-    value that named the dataset."""
-    theirs = Tokenizer.load(dataset_dir)
-    if theirs.state() != tokenizer.state():
-        raise DataError(f"{given} was tokenized with another vocabulary ({theirs.kind}, "
-                        f"{theirs.vocab_size} tokens) than {what} ({tokenizer.kind}, {tokenizer.vocab_size} "
-                        f"tokens): prepare it again with that tokenizer (prepare-dataset --tokenizer_from)")
 
 
 def no_training_shards(dataset_dir: Path) -> DataError:
@@ -127,10 +117,10 @@ class GPTDataLoader:
         if not (d / METADATA_FILE).is_file() and not (d / ("val" if self.eval_only else "train")).is_dir():
             raise no_val_shards(d) if self.eval_only else no_training_shards(d)
         meta = read_metadata(d) if (d / METADATA_FILE).is_file() else None
-        if meta is not None and meta["tokenizer"]["kind"] != self.tokenizer.kind:
-            raise DataError(f"{d} was prepared with {meta['tokenizer']['kind']} tokenization, "
-                            f"but training asks for {self.tokenizer.kind}: pass --tokenization "
-                            f"{meta['tokenizer']['kind']} or prepare the dataset again")
+        if meta is not None:
+            kind = meta["tokenizer"]["kind"]
+            check_tokenizer(self.tokenizer, kind, "training", f"the dataset {d}",
+                            f"pass --tokenization {kind} or prepare the dataset again")
         opened = {}
         # val first: where not every shard can stay open, val's are held (an append renames them).
         for split in reversed(SPLITS):
@@ -297,7 +287,8 @@ class MixtureLoader:
         first = self.specs[0]
         first_tokenizer = Tokenizer.load(first.path)
         for spec in self.specs[1:]:  # one vocabulary: the same id must mean the same text in each
-            check_same_tokenizer(first_tokenizer, spec.path, f"--dataset_dir {first.text}", f"--dataset_dir {spec.text}")
+            check_tokenizer(first_tokenizer, Tokenizer.load(spec.path), f"--dataset_dir {first.text}",
+                            f"--dataset_dir {spec.text}", PREPARE_AGAIN)
         self.loaders = [GPTDataLoader(config, tokenizer, dataset_dir=s.path, block_size=block_size) for s in self.specs]
         for k, loader in enumerate(self.loaders):
             loader._seed_rngs(k + 1)  # each dataset its own window stream

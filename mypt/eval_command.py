@@ -13,11 +13,12 @@ from typing import Callable
 
 from mypt import checkpoint
 from mypt.config import EvalSettings
-from mypt.data import check_same_tokenizer
 from mypt.device import resolve_device
 from mypt.errors import ConfigError, TrainingDiverged
 from mypt.evaluate import evaluate_dataset
 from mypt.model import load_model
+from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
+from mypt.tokenizers import Tokenizer
 
 
 def parse_datasets(specs: list[str]) -> dict[str, Path]:
@@ -62,7 +63,8 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     max_tokens = whole_windows(settings.max_tokens, model.config.block_size)
     results = {}
     for name, directory in datasets.items():
-        check_same_tokenizer(tokenizer, directory, f"the model {path}", f"--dataset {name}={directory}")
+        check_tokenizer(tokenizer, Tokenizer.load(directory), f"the model {path}", f"--dataset {name}={directory}",
+                        PREPARE_AGAIN)
         results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens)
         if not math.isfinite(r["loss"]):
             raise _diverged(path, name, directory, str(r["loss"]))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mypt import checkpoint
-from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader, check_same_tokenizer
+from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
 from mypt.device import resolve_device
@@ -25,7 +25,8 @@ from mypt.model import GPT, load_model
 from mypt.settings import as_flag
 from mypt.shards import read_metadata
 from mypt.startup import resume_gc
-from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
+from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
+from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.tracking import LiveMetrics, check_metrics_dir
 from mypt.train import configure_optimizer, fit
 
@@ -43,18 +44,17 @@ def _tokenizer_for(req: TrainRequest, specs: list[DatasetSpec], log: Callable[[s
             raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}; HINT: prepare it with "
                             f"`mypt prepare-dataset --input_files ... --out_dir {spec.path}`")
         kind = read_metadata(spec.path, "--dataset_dir")["tokenizer"]["kind"]
-        if req.tokenization and spec_kind(req.tokenization) != kind:
-            raise ConfigError(f"--tokenization {req.tokenization} does not match the dataset {spec.text}, "
-                              f"which was prepared with {kind} tokenization: pass --tokenization {kind}, "
-                              f"or prepare the dataset again with --tokenization {req.tokenization}")
+        if req.tokenization:
+            check_tokenizer(kind, req.tokenization, f"the dataset {spec.text}", f"--tokenization {req.tokenization}",
+                            f"pass --tokenization {kind}, or prepare the dataset again with --tokenization "
+                            f"{req.tokenization}", ConfigError)
     if specs:
         log(f"Loading tokenizer state from {specs[0].path}...")
         tokenizer = Tokenizer.load(specs[0].path)
-        if req.tokenization and parse_spec(req.tokenization)[1] is not None and \
-                make_tokenizer(req.tokenization).state() != tokenizer.state():
-            raise ConfigError(f"--tokenization {req.tokenization} is another {tokenizer.kind} tokenizer than the one "
-                              f"the dataset {specs[0].text} was prepared with: drop --tokenization (the dataset's "
-                              "is used), or prepare the dataset again with it")
+        if req.tokenization:
+            check_tokenizer(tokenizer, req.tokenization, f"the dataset {specs[0].text}",
+                            f"--tokenization {req.tokenization}", "drop --tokenization (the dataset's is used), or "
+                            "prepare the dataset again with it", ConfigError)
     else:
         spec = req.tokenization or "gpt2"
         cls = tokenizer_class(spec)
@@ -216,9 +216,8 @@ def _build_model(req: TrainRequest, cfgs: _Configs, tokenizer: Tokenizer, device
         return GPT(cfgs.model).to(device)
     init = cfgs.init
     model, init_tok = _load_start(init, cfgs.hf, device, req)
-    if init_tok.state() != tokenizer.state():
-        raise ConfigError(f"{init} was trained with another vocabulary ({init_tok}) than this data ({tokenizer}): "
-                          f"prepare the data with --tokenizer_from {init}")
+    check_tokenizer(tokenizer, init_tok, "this data", str(init), f"prepare the data with --tokenizer_from {init}",
+                    ConfigError)
     if model.config != cfgs.model:
         theirs = model.config.to_dict()
         differ = {k: (v, theirs[k]) for k, v in cfgs.model.to_dict().items() if theirs.get(k) != v}
@@ -243,8 +242,8 @@ def _build_loaders(req: TrainRequest, specs: list[DatasetSpec], tokenizer: Token
         loader = GPTDataLoader(loader_cfg, tokenizer, tokens=text_tokens(read_text(req.input_file), tokenizer))
     eval_loaders = {}
     if req.eval_dataset_dir is not None:
-        check_same_tokenizer(tokenizer, req.eval_dataset_dir, "the training data",
-                             f"--eval_dataset_dir {req.eval_dataset_dir}")
+        check_tokenizer(tokenizer, Tokenizer.load(req.eval_dataset_dir), "the training data",
+                        f"--eval_dataset_dir {req.eval_dataset_dir}", PREPARE_AGAIN)
         # A dataset also trained on (the adapt stage's replay of general text) keeps its own
         # loader: fit evaluates a loader once, and eval_general is then val_general's value.
         trained = {Path(part.dataset_dir).resolve(): part for _, _, part in loader.val_parts()

@@ -1,0 +1,50 @@
+"""The one rule of tokenizer compatibility: data, a model and a --tokenization flag go
+together only when they hold the same tokenizer (the same id means the same text; a loss over
+ids of another vocabulary means nothing). Light: the tokenizer registry only, no torch, so
+prepare-dataset and append use it too."""
+
+from __future__ import annotations
+
+from mypt.errors import DataError, MyptError
+from mypt.tokenizers import Tokenizer, make_tokenizer, spec_kind
+
+# The hint of a dataset tokenized with another vocabulary than the one it must match.
+PREPARE_AGAIN = "prepare it again with that tokenizer (prepare-dataset --tokenizer_from)"
+# A tokenizer, or a --tokenization value (`char`, `hf:tok.json`) or the kind a dataset's
+# metadata records.
+TokenizerOrSpec = Tokenizer | str
+
+
+def same_tokenizer(ours: TokenizerOrSpec, theirs: TokenizerOrSpec) -> bool:
+    """Whether two tokenizers agree: equal states. A spec names a kind, and with an argument
+    (hf:PATH) the tokenizer built from it; a bare kind (char learns its vocabulary from the
+    corpus, a dataset's recorded kind) agrees with every tokenizer of that kind."""
+    if isinstance(ours, str) and not isinstance(theirs, str):
+        ours, theirs = theirs, ours
+    if not isinstance(theirs, str):
+        return ours.state() == theirs.state()
+    kind = ours.kind if isinstance(ours, Tokenizer) else spec_kind(ours)
+    if kind != spec_kind(theirs):
+        return False
+    if isinstance(ours, str) or not theirs.partition(":")[2]:
+        return True
+    return make_tokenizer(theirs).state() == ours.state()
+
+
+def describe(tokenizer: TokenizerOrSpec) -> str:
+    """A tokenizer as the message shows it: its kind and vocabulary size, or the spec."""
+    return tokenizer if isinstance(tokenizer, str) else f"{tokenizer.kind}, {tokenizer.vocab_size} tokens"
+
+
+def check_tokenizer(ours: TokenizerOrSpec, theirs: TokenizerOrSpec, ours_from: str, theirs_from: str, hint: str,
+                    error: type[MyptError] = DataError) -> None:
+    """Refuse `theirs` (what `theirs_from` names: a flag and its value) unless it is the
+    tokenizer of `ours_from` (`ours`), with the one message, ending with `hint` (how to make
+    them agree)."""
+    if same_tokenizer(ours, theirs):
+        return
+    kind = theirs.kind if isinstance(theirs, Tokenizer) else spec_kind(theirs)
+    if kind == (ours.kind if isinstance(ours, Tokenizer) else spec_kind(ours)):
+        raise error(f"{theirs_from} is another {kind} tokenizer, with another vocabulary ({describe(theirs)}), "
+                    f"than {ours_from} ({describe(ours)}): {hint}")
+    raise error(f"{theirs_from} has another vocabulary ({describe(theirs)}) than {ours_from} ({describe(ours)}): {hint}")
