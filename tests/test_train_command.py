@@ -1,0 +1,39 @@
+"""The training command's rules that need no training: the one tokenizer-compatibility rule,
+and --input_file only where `mypt train` passes its reader (the DVC stages do not)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mypt.config import TrainRequest
+from mypt.errors import ConfigError, DataError
+from mypt.tokenizer_match import check_tokenizer, same_tokenizer
+from mypt.tokenizers.char import CharTokenizer
+from mypt.train_command import run_training
+
+AB, ABC = CharTokenizer.from_corpus(["ab"]), CharTokenizer.from_corpus(["abc"])
+
+
+def test_tokenizers_agree_by_state_and_a_bare_kind_by_kind():
+    assert same_tokenizer(AB, CharTokenizer.from_corpus(["ba"]))
+    assert not same_tokenizer(AB, ABC)
+    assert same_tokenizer(AB, "char") and same_tokenizer("char", AB) and same_tokenizer("char", "char")
+    assert not same_tokenizer(AB, "gpt2") and not same_tokenizer("char", "gpt2")
+
+
+def test_one_message_names_both_sides_and_ends_with_the_hint():
+    with pytest.raises(DataError, match=r"^--dataset_dir b is another char tokenizer, with another vocabulary "
+                                        r"\(char, \d+ tokens\), than --dataset_dir a \(char, \d+ tokens\): fix it$"):
+        check_tokenizer(AB, ABC, "--dataset_dir a", "--dataset_dir b", "fix it")
+    with pytest.raises(ConfigError, match=r"^--tokenization gpt2 has another vocabulary \(gpt2\) than the dataset ds "
+                                          r"\(char\): pass --tokenization char$"):
+        check_tokenizer("char", "gpt2", "the dataset ds", "--tokenization gpt2", "pass --tokenization char", ConfigError)
+
+
+def test_input_file_is_refused_without_the_reader_mypt_train_passes(tmp_path):
+    (tmp_path / "t.txt").write_text("some text\n" * 50)
+    req = TrainRequest(model_name="m", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+                       checkpoints_dir=tmp_path / "ck")
+    with pytest.raises(ConfigError, match="--input_file .*--dataset_dir"):
+        run_training(req, {"device": "cpu", "max_iters": 1}, log=lambda line: None)
+    assert not (tmp_path / "ck").exists()
