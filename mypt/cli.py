@@ -166,10 +166,12 @@ def train_cmd(**flags):
     from mypt.startup import gc_paused
 
     with gc_paused():  # until the run is built (torch's imports): see mypt.startup
-        from mypt.input_text import read_input_text
         from mypt.train_command import run_from_flags
 
-        run_from_flags(flags, log=click.echo, read_text=read_input_text)
+        read_text = None
+        if flags.get("input_file") is not None:  # only this mode reads text: the input formats' registry
+            from mypt.input_text import read_input_text as read_text
+        run_from_flags(flags, log=click.echo, read_text=read_text)
 
 
 @main.command("generate")
