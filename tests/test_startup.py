@@ -1,6 +1,7 @@
 """Start-up of `mypt train`: it loads only what training needs, opens each shard once (kept
-open for the run) and no other file of the dataset than its metadata and tokenizer, and pauses the garbage collector only while the run is
-built. (Its time is measured by bench/startup.py, never asserted here.)"""
+open for the run) and no other file of the dataset than its metadata and tokenizer, and
+pauses the garbage collector only while the run is built. (Its time is measured by
+bench/startup.py, never asserted here.)"""
 
 from __future__ import annotations
 
