@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from mypt.data import resolve_device
+from mypt.device import resolve_device
 from mypt.generate import TextStream, sample_tokens
 from mypt.model import load_model
 

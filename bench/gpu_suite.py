@@ -448,7 +448,7 @@ def write_shards(plan: Plan, root: Path) -> Path:
 
 def load_preset(name: str) -> tuple[dict, dict]:
     try:
-        from mypt.train import load_config_file
+        from mypt.config import load_config_file
     except ImportError:
         import mypt
 

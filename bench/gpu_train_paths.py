@@ -10,7 +10,8 @@ from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.errors import TrainingStopped
 from mypt.model import GPT, GPTConfig, load_model
 from mypt.tokenizers import tokenizer_class
-from mypt.train import autocast_dtype, configure_optimizer, fit
+from mypt.precision import autocast_dtype
+from mypt.train import configure_optimizer, fit
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 OUT = Path(os.environ.get("OUT", tempfile.mkdtemp()))

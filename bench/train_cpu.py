@@ -52,7 +52,7 @@ def make_dataset(root: Path, tokens: int = 2_000_000) -> None:
 def auto_is_bf16() -> bool:
     """Whether `mypt train --dtype auto` autocasts on this CPU."""
     from mypt.config import TrainConfig
-    from mypt.train import autocast_dtype
+    from mypt.precision import autocast_dtype
 
     return autocast_dtype(TrainConfig(), torch.device("cpu")) is not None
 

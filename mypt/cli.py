@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from mypt.config import EvalSettings, ExportSettings, GenerateSettings, train_options
-from mypt.options import GreedyCommand, MyptGroup, option, settings_options
+from mypt.options import GreedyCommand, MyptGroup, input_files_option, option, settings_options
 
 
 @click.group(cls=MyptGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,12 +26,10 @@ def build_prepare_dataset() -> click.Command:
     """prepare-dataset's options come from the data steps' settings (mypt.steps): imported
     only when it runs or its help is shown."""
     from mypt.prepare import PrepareSettings
+    from mypt.readers import formats_help
 
     @click.command("prepare-dataset", cls=GreedyCommand)
-    @option("--input_files", multiple=True, required=True, metavar="PATH...",
-            help="Text files (.txt = one document, .jsonl = one document per line in its `text` field, "
-                 ".parquet = one document per row in its `text` column, .gz or .zst of .txt and .jsonl), "
-                 "directories (searched recursively) or globs. Several allowed.")
+    @input_files_option(formats_help())
     @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
             help="Dataset directory to write: train/, val/, dataset_metadata.json, tokenizer_state.json. "
                  "Give it or --append_to.")
@@ -94,11 +92,11 @@ def build_prepare_dataset() -> click.Command:
 
 @main.lazy_command("train-tokenizer")
 def build_train_tokenizer() -> click.Command:
+    from mypt.readers import formats_help
     from mypt.train_tokenizer import TokenizerTrainSettings
 
     @click.command("train-tokenizer", cls=GreedyCommand)
-    @option("--input_files", multiple=True, required=True, metavar="PATH...",
-            help="Text files, directories or globs, read as prepare-dataset reads them. Several allowed.")
+    @input_files_option(formats_help())
     @option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
             help="The tokenizer.json to write (use it with --tokenization hf:OUT).")
     @settings_options(TokenizerTrainSettings)

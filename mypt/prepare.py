@@ -29,7 +29,8 @@ from mypt.steps.split import SplitSettings, split_tokens
 from mypt.steps.tokenize import TokenizeSettings, tokenize
 from mypt.steps.vocab import build_vocab
 from mypt.text import display_name
-from mypt.tokenizers import Tokenizer, make_tokenizer, parse_spec, spec_kind, tokenizer_class
+from mypt.tokenizer_match import check_tokenizer
+from mypt.tokenizers import Tokenizer, make_tokenizer, spec_kind, tokenizer_class
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,10 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
     tokenizer = None
     if tokenizer_from is not None:
         tokenizer = Tokenizer.load(tokenizer_from)
-        if tokenizer.kind != spec_kind(spec):
-            raise InputError(f"--tokenizer_from {tokenizer_from} holds a {tokenizer.kind} tokenizer but "
-                             f"--tokenization is {spec}")
-        if parse_spec(spec)[1] is not None and make_tokenizer(spec).state() != tokenizer.state():
-            raise InputError(f"--tokenizer_from {tokenizer_from} holds another {tokenizer.kind} tokenizer than "
-                             f"--tokenization {spec}: drop one of the two flags")
+        hint = "drop one of the two flags" if tokenizer.kind == spec_kind(spec) else \
+            f"pass --tokenization {tokenizer.kind} (--tokenization is gpt2 unless given)"
+        check_tokenizer(tokenizer, spec, f"--tokenizer_from {tokenizer_from}", f"--tokenization {spec}", hint,
+                        InputError)
     elif not tokenizer_class(spec).learns_vocabulary:
         tokenizer = make_tokenizer(spec)  # fail now, not after cleaning, when a vocabulary file is missing
     work = sibling(out_dir, "work")

@@ -22,8 +22,7 @@ from mypt.config import TrainConfig
 from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, unwrap
 from mypt.errors import MyptError, TrainingDiverged, TrainingStopped, os_error_message
 from mypt.evaluate import evaluate_all
-# autocast_dtype: also imported from here by bench/ (a name of this module before mypt.precision)
-from mypt.precision import autocast, autocast_dtype, dtype_name, run_autocast  # noqa: F401
+from mypt.precision import autocast, dtype_name, run_autocast
 from mypt.signals import StopSignals
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference

@@ -245,7 +245,8 @@ def test_reused_char_vocabulary_replaces_and_names_unknown_characters(tmp_path):
     assert "{" not in text and "?" in text and len(text) == len("Of Man's first disobedience; and the fruit {42}\n")
     result = prepare("--input_files", str(tmp_path / "domain.txt"), "--out_dir", str(tmp_path / "x"),
                      "--tokenizer_from", str(tmp_path / "base"), expect_ok=False)
-    assert "holds a char tokenizer" in result.output and "--tokenization is gpt2" in result.output
+    assert "--tokenization gpt2 has another vocabulary" in result.output and "--tokenizer_from" in result.output
+    assert "pass --tokenization char" in result.output
 
 
 def test_missing_gpt2_vocabulary_names_the_install_command(tmp_path, monkeypatch):
