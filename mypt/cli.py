@@ -36,7 +36,7 @@ def build_prepare_dataset() -> click.Command:
     @option("--append_to", type=click.Path(file_okay=False, path_type=Path), default=None,
             help="Instead of --out_dir: add the input to this existing dataset, with its tokenizer and "
                  "tokens_per_shard; new shards are numbered after the old ones and val keeps the highest numbers.")
-    @settings_options(*PrepareSettings.STEPS, use_flag_names=True)
+    @settings_options(*PrepareSettings.STEP_SETTINGS, use_flag_names=True)
     @option("--tokenizer_from", type=click.Path(exists=True, path_type=Path), default=None,
             help="Reuse the tokenizer of this dataset or checkpoint directory (domain adaptation with char).")
     @option("--overwrite", is_flag=True,
@@ -161,9 +161,9 @@ def train_cmd(**flags):
     Example:
       mypt train --dataset_dir data/my_dataset --model_name my_model --config_file 150M --max_iters 50000
     """
-    from mypt.startup import gc_paused
+    from mypt.gc_pause import gc_paused
 
-    with gc_paused():  # until the run is built (torch's imports): see mypt.startup
+    with gc_paused():  # until the run is built (torch's imports): see mypt.gc_pause
         from mypt.train_command import run_from_flags
 
         read_text = None

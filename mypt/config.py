@@ -2,7 +2,7 @@
 
 - `GPTConfig`: the model's shape (a model option is a field here plus the model code);
 - `TrainConfig`: the training settings;
-- `TrainRequest`: the run's other flags (data, checkpoints, resume);
+- `RunSettings`: the run's other flags (data, checkpoints, resume);
 - `EvalSettings`, `GenerateSettings`, `ExportSettings`: `mypt eval` (and the eval stage),
   `mypt generate`, `mypt export-hf`.
 
@@ -139,9 +139,9 @@ class TrainConfig(Settings):
 
 
 @dataclass
-class TrainRequest(Settings):
-    """What `mypt train` was asked to do: the guide's flags other than the model and
-    training settings."""
+class RunSettings(Settings):
+    """A training run's own settings: the guide's flags of `mypt train` other than the model's
+    (GPTConfig) and training's (TrainConfig): data, names, checkpoints, resume."""
 
     LABEL = "train flag"
 
@@ -176,7 +176,7 @@ class TrainRequest(Settings):
                                              "follow the run. Default: no metrics files.")
 
     def __post_init__(self):
-        # TrainRequest(dataset_dir="data/x"): one dataset, the Python API's spelling of one flag.
+        # RunSettings(dataset_dir="data/x"): one dataset, the Python API's spelling of one flag.
         if isinstance(self.dataset_dir, (str, os.PathLike)):
             self.dataset_dir = (self.dataset_dir,)
         if isinstance(self.dataset_dir, (list, tuple)):
@@ -238,7 +238,7 @@ def train_options(func):
     from mypt.options import settings_options
 
     func = settings_options(GPTConfig, TrainConfig, defaults=False, skip=("vocab_size",))(func)
-    return settings_options(TrainRequest)(func)
+    return settings_options(RunSettings)(func)
 
 
 def preset_name(name_or_path: str) -> str:

@@ -44,11 +44,11 @@ class PrepareSettings:
     shard: ShardSettings = field(default_factory=ShardSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
 
-    STEPS = (CleanSettings, DedupSettings, TokenizeSettings, ShardSettings, SplitSettings)
+    STEP_SETTINGS = (CleanSettings, DedupSettings, TokenizeSettings, ShardSettings, SplitSettings)
 
     @classmethod
     def from_flags(cls, flags: dict) -> "PrepareSettings":
-        return cls(*(settings_cls.from_flags(flags) for settings_cls in cls.STEPS))
+        return cls(*(settings_cls.from_flags(flags) for settings_cls in cls.STEP_SETTINGS))
 
     def recorded(self) -> dict:
         """What decides the dataset's bytes, as recorded in its metadata."""

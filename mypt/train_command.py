@@ -15,7 +15,7 @@ import torch
 from mypt import checkpoint
 from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
-from mypt.config import GPTConfig, TrainConfig, TrainRequest, load_config_file
+from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
 from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
@@ -24,7 +24,7 @@ from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.settings import as_flag
 from mypt.shards import read_metadata
-from mypt.startup import resume_gc
+from mypt.gc_pause import resume_gc
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.tracking import LiveMetrics, check_metrics_dir
@@ -36,7 +36,7 @@ from mypt.train import configure_optimizer, fit
 ReadText = Callable[[Path], str]
 
 
-def _tokenizer_for(req: TrainRequest, specs: list[DatasetSpec], log: Callable[[str], None], read_text: ReadText):
+def _tokenizer_for(req: RunSettings, specs: list[DatasetSpec], log: Callable[[str], None], read_text: ReadText):
     """The run's tokenizer: the (first) dataset's, or one for --input_file. Logs the guide's
     start-up check (where the tokenizer comes from, the vocabulary size)."""
     for spec in specs:
@@ -66,7 +66,7 @@ def _tokenizer_for(req: TrainRequest, specs: list[DatasetSpec], log: Callable[[s
     return tokenizer
 
 
-def run_training(req: TrainRequest, overrides: dict | None = None, log: Callable[[str], None] = print,
+def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[[str], None] = print,
                  read_text: ReadText | None = None) -> dict:
     """Build everything `mypt train` needs from `req`, then fit. `overrides`: model and
     training settings from flags (they win over the config file's). `read_text`: how
@@ -106,7 +106,7 @@ def new_run_schedule(train_d: dict, overrides: dict) -> dict:
     return {k: v for k, v in train_d.items() if not (derived.get(k) in overrides and k not in overrides)}
 
 
-def _load_start(init: Path, hf: bool, device: torch.device, req: TrainRequest) -> tuple[GPT, Tokenizer]:
+def _load_start(init: Path, hf: bool, device: torch.device, req: RunSettings) -> tuple[GPT, Tokenizer]:
     """The model a run starts from (--resume, --init_from_model); a checkpoint that cannot be
     used (damaged, weights not finite: load_model's checks) is named with the flag that chose
     it, not blamed on the first step's loss."""
@@ -130,7 +130,7 @@ def _steps_left(saved_step: int, max_iters: int, ckpt_dir: Path) -> bool:
     return max_iters > saved_step
 
 
-def _complete(req: TrainRequest, resume_state: dict, dist: Dist, log: Callable[[str], None]) -> dict:
+def _complete(req: RunSettings, resume_state: dict, dist: Dist, log: Callable[[str], None]) -> dict:
     """--resume of a run already at --max_iters: said, exit 0 (a job that resumes until it
     succeeds, killed after its last save, ends), the checkpoint as it is."""
     if dist.is_main:
@@ -160,7 +160,7 @@ class _Configs:
     saved_init: str | None  # --resume: where the run's weights first came from
 
 
-def _start_from(req: TrainRequest, ckpt_dir: Path) -> tuple[Path | None, bool, str | None]:
+def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool, str | None]:
     """(the directory the weights start from, whether it is an hf:DIR, the provenance a
     resumed checkpoint recorded)."""
     hf_init = hf_dir(req.init_from_model)  # hf:DIR, a transformers GPT-2 directory
@@ -174,7 +174,7 @@ def _start_from(req: TrainRequest, ckpt_dir: Path) -> tuple[Path | None, bool, s
     return init, hf_init is not None, saved_init
 
 
-def _resolve_configs(req: TrainRequest, tokenizer: Tokenizer, overrides: dict | None, ckpt_dir: Path) -> _Configs:
+def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | None, ckpt_dir: Path) -> _Configs:
     """The model and training settings: the flags over the config file or preset, or over the
     checkpoint's own settings when the run starts from one without --config_file."""
     init, hf, saved_init = _start_from(req, ckpt_dir)
@@ -209,7 +209,7 @@ def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:
     return device, dist
 
 
-def _build_model(req: TrainRequest, cfgs: _Configs, tokenizer: Tokenizer, device: torch.device) -> GPT:
+def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device: torch.device) -> GPT:
     """A new model, or the one the run starts from, refused when its vocabulary or
     architecture is not the run's."""
     if cfgs.init is None:
@@ -228,7 +228,7 @@ def _build_model(req: TrainRequest, cfgs: _Configs, tokenizer: Tokenizer, device
     return model
 
 
-def _build_loaders(req: TrainRequest, specs: list[DatasetSpec], tokenizer: Tokenizer, cfgs: _Configs,
+def _build_loaders(req: RunSettings, specs: list[DatasetSpec], tokenizer: Tokenizer, cfgs: _Configs,
                    device: torch.device, dist: Dist,
                    read_text: ReadText | None) -> tuple[GPTDataLoader | MixtureLoader, dict[str, GPTDataLoader]]:
     """(the training loader, {"general": the --eval_dataset_dir loader} or {})."""
@@ -254,7 +254,7 @@ def _build_loaders(req: TrainRequest, specs: list[DatasetSpec], tokenizer: Token
     return loader, eval_loaders
 
 
-def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, overrides: dict | None,
+def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, overrides: dict | None,
                   log: Callable[[str], None], read_text: ReadText | None) -> dict:
     # A trained model is the user's work: replaced only when asked (also one a killed save left
     # as .NAME.old: put back first). Every rank checks before setup_distributed, so none can
@@ -272,7 +272,7 @@ def _run_training(req: TrainRequest, specs: list[DatasetSpec], ckpt_dir: Path, o
     return _train(req, specs, cfgs, model, tokenizer, loader, eval_loaders, ckpt_dir, device, dist, log)
 
 
-def _train(req: TrainRequest, specs: list[DatasetSpec], cfgs: _Configs, model: GPT, tokenizer: Tokenizer, loader,
+def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GPT, tokenizer: Tokenizer, loader,
            eval_loaders: dict, ckpt_dir: Path, device: torch.device, dist: Dist, log: Callable[[str], None]) -> dict:
     """The optimizer and the state --resume restores, the model wrapped for training
     (torch.compile, DDP), the metrics tracker, then fit."""
@@ -297,7 +297,7 @@ def _train(req: TrainRequest, specs: list[DatasetSpec], cfgs: _Configs, model: G
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
         tracker = LiveMetrics(req.metrics_dir, f"{req.model_name}: loss", resume=req.resume,
                               resume_step=resume_state["step"] if resume_state else None)
-    resume_gc()  # the run is built: the collector walks only what training allocates (mypt.startup)
+    resume_gc()  # the run is built: the collector walks only what training allocates (mypt.gc_pause)
     try:
         return fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,
                    extra, dist, log, on_metrics=tracker)
@@ -311,6 +311,6 @@ def _train(req: TrainRequest, specs: list[DatasetSpec], cfgs: _Configs, model: G
 def run_from_flags(flags: dict, log: Callable[[str], None] = print, read_text: ReadText | None = None) -> dict:
     """`mypt train` and the train stage: parsed flags -> the request and the setting
     overrides -> run_training."""
-    request = TrainRequest.from_flags(flags)
-    overrides = {k: v for k, v in flags.items() if k not in TrainRequest.field_names()}
+    request = RunSettings.from_flags(flags)
+    overrides = {k: v for k, v in flags.items() if k not in RunSettings.field_names()}
     return run_training(request, overrides, log, read_text)

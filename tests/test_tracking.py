@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import run
 
 from mypt.cli import main
-from mypt.config import TrainRequest
+from mypt.config import RunSettings
 from mypt.input_text import read_input_text
 from mypt.train_command import run_training
 
@@ -41,7 +41,7 @@ def test_metrics_are_on_disk_after_each_evaluation_while_the_run_goes_on(corpus,
             seen["val"] = tsv(live / "plots" / "metrics" / "val.tsv")
             seen["png"] = (live / "plots" / "images" / "loss.png").exists()
 
-    req = TrainRequest(model_name="m", input_file=corpus, tokenization="char", config_file="tiny",
+    req = RunSettings(model_name="m", input_file=corpus, tokenization="char", config_file="tiny",
                        checkpoints_dir=tmp_path / "ck", metrics_dir=live)
     run_training(req, SETTINGS, log=log, read_text=read_input_text)
     assert seen["metrics"]["step"] == 10 and seen["metrics"]["best_val"] == seen["metrics"]["val"]
@@ -82,7 +82,7 @@ def test_mypt_train_metrics_dir_writes_the_files_and_leaves_the_git_repo_alone(c
 
 def test_without_metrics_dir_no_tracking_files(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    req = TrainRequest(model_name="m", input_file=corpus, tokenization="char", config_file="tiny",
+    req = RunSettings(model_name="m", input_file=corpus, tokenization="char", config_file="tiny",
                        checkpoints_dir=tmp_path / "ck")
     run_training(req, {**SETTINGS, "max_iters": 5}, log=lambda line: None, read_text=read_input_text)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "corpus.txt"]

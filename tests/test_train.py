@@ -138,13 +138,13 @@ import os, torch, torch.distributed as dist
 from types import SimpleNamespace
 from mypt.data import GPTDataLoader
 from mypt.tokenizers import Tokenizer
-from mypt.config import TrainRequest
+from mypt.config import RunSettings
 from mypt.train_command import run_training
 tok = Tokenizer.load({str(demo / "general")!r})
 loader = GPTDataLoader(SimpleNamespace(batch_size=4, block_size=32, rank=int(os.environ["RANK"])), tok,
                        dataset_dir={str(demo / "general")!r})
 x, _ = loader.get_batch("train")
-result = run_training(TrainRequest(model_name="ddp", dataset_dir={str(demo / "general")!r}, config_file="tiny"),
+result = run_training(RunSettings(model_name="ddp", dataset_dir={str(demo / "general")!r}, config_file="tiny"),
                       dict(max_iters=6, eval_interval=3, device="cpu"))
 torch.save({{"first_batch": x}}, f"rank{{os.environ['RANK']}}.pt")
 ''')

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mypt.config import TrainRequest
+from mypt.config import RunSettings
 from mypt.errors import ConfigError, DataError
 from mypt.tokenizer_match import check_tokenizer, same_tokenizer
 from mypt.tokenizers.char import CharTokenizer
@@ -32,7 +32,7 @@ def test_one_message_names_both_sides_and_ends_with_the_hint():
 
 def test_input_file_is_refused_without_the_reader_mypt_train_passes(tmp_path):
     (tmp_path / "t.txt").write_text("some text\n" * 50)
-    req = TrainRequest(model_name="m", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+    req = RunSettings(model_name="m", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
                        checkpoints_dir=tmp_path / "ck")
     with pytest.raises(ConfigError, match="--input_file .*--dataset_dir"):
         run_training(req, {"device": "cpu", "max_iters": 1}, log=lambda line: None)
