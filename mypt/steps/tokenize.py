@@ -14,6 +14,7 @@ import numpy as np
 
 from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
+from mypt.names import STATE_FILE
 from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, setting, workers_setting
 from mypt.shards import DTYPE
@@ -75,7 +76,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
     """Encode every document of `in_dir` into `out_dir` with `tokenizer` (settings.tokenization
     is the vocab step's; here only the worker count matters)."""
     manifest = read_input(STEP, in_dir)
-    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=("[0-9]*.tokens", "[0-9]*.docs")) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=("[0-9]*.tokens", "[0-9]*.docs", STATE_FILE)) as stage:
         state, tasks, parts = tokenizer.state(), [], []  # parts[i]: (tokens, docs) part files of source i
         for s in manifest["sources"]:
             path = Path(in_dir) / s["file"]
