@@ -28,7 +28,7 @@ from mypt.cli import main
 from mypt.steps.clean import CleanSettings, clean
 
 TINY = ["--config_file", "tiny", "--device", "cpu", "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1"]
-LEFTOVERS = (".partial", ".tmp", ".work", ".old")
+LEFTOVERS = (".partial", ".tmp", ".work", ".old", ".carry")
 
 
 def invoke(*args: str):
