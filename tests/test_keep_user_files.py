@@ -190,7 +190,7 @@ def test_a_checkpoint_read_while_a_run_saves_every_step(corpus):
     prepare("ds")
     invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
     run = subprocess.Popen([sys.executable, "-m", "mypt.cli", "train", "--dataset_dir", "ds", "--model_name", "m",
-                            *TINY, "--max_iters", "40", "--eval_interval", "1", "--resume"],
+                            *TINY, "--max_iters", "15", "--eval_interval", "1", "--resume"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     reads = 0
     try:
