@@ -5,6 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DVC_NO_ANALYTICS=1 PATH="$PWD/.venv/bin:$PATH"
-mypt install-gpt2-vocab
 dvc repro "$@"
 dvc metrics show
