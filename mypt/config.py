@@ -82,12 +82,50 @@ class GPTConfig(Settings):
                                 "and faster; new models only).")
     gelu: str = setting("tanh", "The MLP's GELU: tanh (GPT-2's approximation) or exact (the erf form, as "
                                 "nanoGPT: faster on the CPU, the same on a GPU; new models only).", choices=("tanh", "exact"))
+    # The modern recipe's options (Llama, modded-nanogpt). The defaults are GPT-2's, so a
+    # checkpoint or preset that names none of them means what it meant.
+    position: str = setting("learned", "Positions: learned (GPT-2's table, one row per position) or rope "
+                                       "(rotary, applied to queries and keys; new models only).",
+                            choices=("learned", "rope"))
+    rope_theta: float = setting(10000.0, "RoPE's base (with --position rope; new models only).",
+                                min=0.0, min_open=True)
+    norm: str = setting("layernorm", "Normalization: layernorm (GPT-2) or rmsnorm (Llama; new models only).",
+                        choices=("layernorm", "rmsnorm"))
+    mlp: str = setting("gelu", "The MLP: gelu (GPT-2, 4 x n_embd wide), swiglu (Llama's gated MLP, about "
+                               "8/3 x n_embd wide, rounded up to 64) or relu2 (squared ReLU, 4 x n_embd; "
+                               "new models only).", choices=("gelu", "swiglu", "relu2"))
+    n_kv_head: int | None = setting(None, "Key/value heads, for grouped-query attention: must divide n_head "
+                                          "(default: n_head, plain multi-head attention; new models only).", min=1)
+    qk_norm: bool = setting(False, "RMS-normalize queries and keys per head before attention (new models only).")
 
     def __post_init__(self):
         super().__post_init__()
         if self.n_embd % self.n_head:
             raise SettingError(f"model setting n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})",
                                ("n_embd", "n_head"))
+        if self.n_head % self.kv_heads:
+            raise SettingError(f"model setting n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head})",
+                               ("n_kv_head", "n_head"))
+        if self.position == "rope" and self.head_dim % 2:
+            raise SettingError(f"model setting position rope needs an even head size; n_embd / n_head is "
+                               f"{self.head_dim}", ("position", "n_embd", "n_head"))
+
+    @property
+    def kv_heads(self) -> int:
+        """Heads of keys and values: n_kv_head, or n_head when left out."""
+        return self.n_kv_head if self.n_kv_head is not None else self.n_head
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The MLP's hidden width. A gated MLP has three matrices, not two: 8/3 x n_embd keeps
+        its parameters those of the 4 x n_embd MLP (Llama), rounded up to 64 for the matmul."""
+        if self.mlp == "swiglu":
+            return -(-(8 * self.n_embd) // (3 * 64)) * 64
+        return 4 * self.n_embd
 
     @property
     def padded_vocab_size(self) -> int:
@@ -110,7 +148,14 @@ class TrainConfig(Settings):
     warmup_iters: int = setting(100, "Steps of linear warmup.", min=0)
     lr_decay_iters: int | None = setting(None, "Step where the cosine decay reaches min_lr (default max_iters).",
                                          min=0, derived_from="max_iters")
-    weight_decay: float = setting(0.1, "AdamW weight decay (matrices and embeddings only).", min=0.0)
+    weight_decay: float = setting(0.1, "Weight decay (matrices and embeddings only).", min=0.0)
+    optimizer: str = setting("adamw", "adamw, or muon: Muon (torch.optim.Muon, PyTorch 2.9 or later) for the "
+                                      "blocks' 2-D weights at muon_learning_rate, AdamW at learning_rate for "
+                                      "embeddings, head, norms and biases.", choices=("adamw", "muon"))
+    muon_learning_rate: float = setting(0.02, "Muon's peak learning rate (with --optimizer muon; it follows "
+                                              "the same warmup and decay as learning_rate).", min=0.0, min_open=True)
+    muon_momentum: float = setting(0.95, "Muon's momentum (with --optimizer muon).", min=0.0, max=1.0,
+                                   max_open=True)
     beta1: float = setting(0.9, "AdamW beta1.", min=0.0, max=1.0, max_open=True)
     beta2: float = setting(0.95, "AdamW beta2.", min=0.0, max=1.0, max_open=True)
     grad_clip: float = setting(1.0, "Clip the gradient norm to this (0: off).", min=0.0)
