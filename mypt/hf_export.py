@@ -7,17 +7,17 @@ checkpoint as a GPT2LMHeadModel directory that `AutoModelForCausalLM.from_pretra
   uses Conv1D layers whose weights are the transpose of nn.Linear's; biases a model trained
   without them are exported as zeros; the vocabulary padding rows are trimmed; the embedding
   stays tied to the output head.
-- Tokenizer: gpt2 becomes GPT-2's byte-level BPE (vocab + merges derived offline from the
-  r50k_base ranks mypt installs: a token's merge is the split BPE reaches with the ranks below
-  its own); char becomes a WordLevel model over single characters with a decoder that fuses
+- Tokenizer: gpt2 becomes GPT-2's byte-level BPE (transformers' TikTokenConverter of the
+  r50k_base ranks mypt installs); char becomes a WordLevel model over single characters with a decoder that fuses
   them, so both encode and decode exactly as mypt does; hf is its own tokenizer.json.
+  tokenizer_config.json names PreTrainedTokenizerFast, which transformers 4 and 5 both load.
 
 transformers and tokenizers are optional: `pip install 'mypt[hf]'`.
 """
 
 from __future__ import annotations
 
-import base64
+import json
 from pathlib import Path
 
 import torch
@@ -81,59 +81,20 @@ def _bias_shapes(cfg) -> dict[str, int]:
     return shapes
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's printable stand-in character for each byte (byte-level BPE's alphabet)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    mapping, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            mapping[b] = chr(b)
-        else:
-            mapping[b] = chr(256 + n)
-            n += 1
-    return mapping
-
-
-def _bpe_split(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
-    parts = [bytes([b]) for b in token]
-    while True:
-        best = None
-        for i in range(len(parts) - 1):
-            rank = ranks.get(parts[i] + parts[i + 1])
-            if rank is not None and rank < max_rank and (best is None or rank < best[0]):
-                best = (rank, i)
-        if best is None:
-            return parts
-        i = best[1]
-        parts[i:i + 2] = [parts[i] + parts[i + 1]]
-
-
 def gpt2_hf_tokenizer(tokenizer: Tokenizer):
-    """GPT-2's byte-level BPE as a `tokenizers.Tokenizer`, from the r50k_base ranks."""
-    from tokenizers import AddedToken, decoders, models, pre_tokenizers
-    from tokenizers import Tokenizer as HFTokenizer
+    """GPT-2's byte-level BPE as a `tokenizers.Tokenizer`, converted from the r50k_base ranks
+    mypt installs by transformers' TikTokenConverter with tiktoken's own r50k pattern (its
+    default pattern is cl100k's): ids equal tiktoken's (tests/test_hf_compat.py checks)."""
+    from tiktoken_ext.openai_public import r50k_pat_str
+    from transformers.convert_slow_tokenizer import TikTokenConverter
 
     from mypt.tokenizers.gpt2 import require_gpt2_vocab
 
-    ranks = {}
-    for line in require_gpt2_vocab().read_text(encoding="ascii").splitlines():
-        if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    byte_char = _bytes_to_unicode()
-    show = lambda b: "".join(byte_char[x] for x in b)  # noqa: E731
-    vocab = {show(token): rank for token, rank in ranks.items()}
-    merges = []
-    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        if len(token) > 1:
-            left, right = _bpe_split(ranks, token, rank)
-            merges.append((show(left), show(right)))
-    hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    hf.decoder = decoders.ByteLevel()
-    hf.add_special_tokens([AddedToken("<|endoftext|>", special=True)])
-    return hf
+    eot = tokenizer.decode([tokenizer.eot_id])  # <|endoftext|>, id 50256: the id after the ranks
+    # transformers 4 names the special tokens additional_special_tokens, 5 extra_special_tokens;
+    # each takes its own and ignores the other.
+    return TikTokenConverter(vocab_file=str(require_gpt2_vocab()), pattern=r50k_pat_str,
+                             additional_special_tokens=[eot], extra_special_tokens=[eot]).converted()
 
 
 def char_hf_tokenizer(tokenizer: Tokenizer):
@@ -155,6 +116,18 @@ def file_hf_tokenizer(tokenizer: Tokenizer):
     from tokenizers import Tokenizer as HFTokenizer
 
     return HFTokenizer.from_str(tokenizer.tokenizer_json)
+
+
+def portable_tokenizer_config(directory: Path) -> None:
+    """Name the tokenizer class that transformers 4 and 5 both load. transformers 5 writes
+    `TokenizersBackend`, a class 4.x does not have (its AutoTokenizer fails on the export);
+    `PreTrainedTokenizerFast` is 4.x's class for a tokenizer.json and 5.x's alias of
+    TokenizersBackend, so both load the same tokenizer from it."""
+    path = directory / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 # What an export holds (transformers' save_pretrained, 4.x and 5.x, and mypt's tokenizer state):
@@ -192,6 +165,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     with staged_dir(out_dir, inputs=[model_dir], marker="tokenizer_config.json", owned=EXPORT_FILES) as stage:
         hf_model.save_pretrained(stage, safe_serialization=True)
         hf_tok.save_pretrained(stage)
+        portable_tokenizer_config(Path(stage))
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
         tokenizer.save(stage)
     return Path(out_dir)

@@ -1,0 +1,93 @@
+"""Exports that transformers 4 and 5 both load: the gpt2 tokenizer's ids equal tiktoken's, and
+an export written under the venv's transformers 5 gives mypt's ids and logits under
+transformers 4.57 (installed by scripts/setup.sh into .cache/transformers4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_hf import MULTILINGUAL, bpe_tokenizer, export, trained_checkpoint
+
+from mypt.hf_export import gpt2_hf_tokenizer
+from mypt.tokenizers.char import CharTokenizer
+from mypt.tokenizers.gpt2 import GPT2Tokenizer
+
+transformers = pytest.importorskip("transformers")
+
+TRANSFORMERS4 = Path(__file__).resolve().parent.parent / ".cache" / "transformers4"
+
+# Pieces that stress r50k's pattern: contractions, digit runs, runs of spaces before words and
+# at the end, newlines, punctuation runs, and letters of several scripts and emoji.
+PIECES = ["'s", "'ll", "'VE", "  ", "   ", "\n", "\n\n", "\r\n", "\t", " 12345", "007", "!!", "?!.", "--", " ...",
+          "wörld", " Ελληνικά", " русский", "日本語", "😀", "🚀🚀", "\u3000", "\u00a0", "x", " the", "The",
+          "<|endoftext|>", "don't", " I'M", "http://a.b/c?d=e", "\u200b", "ﬁ"]
+
+
+def varied_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(PIECES) for _ in range(rng.randint(1, 12))) for _ in range(n)]
+
+
+def test_gpt2_export_tokenizer_gives_tiktokens_ids():
+    """The converter's BPE merges as tiktoken's ranks do and splits text as r50k's pattern does;
+    a literal <|endoftext|> stays text (encode_ordinary) when special tokens are off."""
+    tok = GPT2Tokenizer()
+    hf = gpt2_hf_tokenizer(tok)
+    hf.encode_special_tokens = True  # literal special tokens are text, as mypt's encode makes them
+    texts = varied_texts(400) + [MULTILINGUAL, Path(__file__).read_text(encoding="utf-8")]
+    wrong = [t for t in texts if hf.encode(t, add_special_tokens=False).ids != tok.encode(t)]
+    assert not wrong, wrong[:3]
+    assert hf.token_to_id("<|endoftext|>") == tok.eot_id == 50256
+
+
+# Run under transformers 4: loads each export with the Auto classes, prints ids and logits.
+LOAD_IN_4 = """
+import json, sys, torch, transformers
+assert transformers.__version__.startswith("4."), transformers.__version__
+text = sys.argv[1]
+for out in sys.argv[2:]:
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = tok(text)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids[:16]])).logits[0]
+    print(json.dumps({"class": type(model).__name__, "ids": ids, "eos": tok.eos_token_id,
+                      "decoded": tok.decode(ids), "logits": logits.tolist()}))
+"""
+
+
+def load_in_transformers4(text: str, exports: list[Path]) -> list[dict]:
+    if not (TRANSFORMERS4 / "transformers").is_dir():
+        pytest.skip(f"no transformers 4 in {TRANSFORMERS4}: run `bash scripts/setup.sh` (it installs it there)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TRANSFORMERS4), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", LOAD_IN_4, text, *map(str, exports)], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_exports_load_in_transformers_4_with_mypts_ids_and_logits(tmp_path):
+    tokenizers = {"gpt2": GPT2Tokenizer(), "char": CharTokenizer(chars=sorted(set(MULTILINGUAL))),
+                  "hf": bpe_tokenizer(tmp_path)}
+    models, exports = {}, []
+    for kind, tokenizer in tokenizers.items():
+        models[kind] = trained_checkpoint(tmp_path / kind, tokenizer, bias=kind == "char").eval()
+        exports.append(export(tmp_path, kind))
+        config = json.loads((exports[-1] / "tokenizer_config.json").read_text(encoding="utf-8"))
+        assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    for (kind, tokenizer), got in zip(tokenizers.items(), load_in_transformers4(MULTILINGUAL, exports), strict=True):
+        ids = tokenizer.encode(MULTILINGUAL)
+        assert got["class"] == "GPT2LMHeadModel"
+        assert got["ids"] == ids and got["decoded"] == MULTILINGUAL and got["eos"] == tokenizer.eot_id, kind
+        x = torch.tensor([ids[:16]])
+        with torch.no_grad():
+            ours = models[kind](x, x)[0][0]
+        assert torch.allclose(ours, torch.tensor(got["logits"]), atol=1e-4), kind
