@@ -1,5 +1,8 @@
 """GPT-2-style language model: pre-LayerNorm blocks, learned positions, tied embeddings,
-attention through F.scaled_dot_product_attention (flash kernels on GPU).
+attention through F.scaled_dot_product_attention (flash kernels on GPU). GPTConfig's options
+swap in the modern recipe's parts (rotary positions, RMSNorm, SwiGLU or squared-ReLU MLPs,
+grouped-query attention, QK-norm) under the same parameter names, so the defaults are GPT-2's
+to the bit and a Llama export maps the names one to one.
 
 `GPT.fit(...)` is the programmatic training API (it calls mypt.train.fit, which never
 imports this module: imports flow one way); generation with a KV cache is in mypt.generate.
@@ -23,73 +26,139 @@ from mypt.tokenizers import Tokenizer
 
 
 _DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+NORM_EPS = 1e-5  # LayerNorm's default, and Llama's RMSNorm epsilon: the export maps it unchanged
 
+
+def _norm(cfg: GPTConfig) -> nn.Module:
+    """ln_1, ln_2 and ln_f: GPT-2's LayerNorm, or RMSNorm (Llama: a weight, no bias, whatever --bias says)."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=NORM_EPS)
+    return nn.LayerNorm(cfg.n_embd, eps=NORM_EPS, bias=cfg.bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# rotary positions, in Hugging Face Llama's convention (so an exported model computes the same):
+# dimension i of a head pairs with i + head_dim/2 ("rotate_half"), not with i + 1 (the paper's)
+
+def rope_tables(cfg: GPTConfig, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, (T, head_dim) in float32, of the positions `pos` (T,). Computed in float32
+    even under autocast: in bfloat16 the angles of positions up to 1000 are off by up to 3.6 radians."""
+    hd = cfg.head_dim
+    with torch.autocast(pos.device.type, enabled=False):
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=pos.device).float() / hd))
+        freqs = torch.outer(pos.float(), inv_freq)  # (T, hd/2)
+        angles = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
+        return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate queries or keys x (B, nh, T, hd) by their positions' angles, in x's dtype."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# the block
 
 class CausalSelfAttention(nn.Module):
+    """Multi-head attention; with n_kv_head < n_head grouped-query attention: each key/value head
+    serves n_head / n_kv_head consecutive query heads (Hugging Face's repeat_kv order). c_attn's
+    output rows are [queries | keys | values], so the default is GPT-2's fused layout."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.n_head, self.kv_heads, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
+        self.n_embd, self.dropout = cfg.n_embd, cfg.dropout
+        self.c_attn = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.q_norm = nn.RMSNorm(cfg.head_dim, eps=NORM_EPS) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(cfg.head_dim, eps=NORM_EPS) if cfg.qk_norm else None
+        # Only when the heads differ: the plain call stays the one GPT-2 checkpoints were trained with.
+        self.sdpa_kw = {"enable_gqa": True} if cfg.kv_heads != cfg.n_head else {}
 
-    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        hd, kv = self.head_dim, self.kv_heads * self.head_dim
+        q, k, v = self.c_attn(x).split([self.n_embd, kv, kv], dim=2)
+        q = q.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.kv_heads, hd).transpose(1, 2)  # (B, n_kv, T, hs)
+        v = v.view(B, T, self.kv_heads, hd).transpose(1, 2)
+        if self.q_norm is not None:  # per head, before the rotation (as Qwen3 and OLMo 2 do)
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if self.q_norm is not None or rope is not None:
+            # A norm run in float32 by autocast would leave q, k and v in different dtypes for SDPA.
+            q, k = q.to(v.dtype), k.to(v.dtype)
         if cache is None and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # Under CPU autocast only the linear layers run in bfloat16: torch's CPU flash
             # attention is slower in bfloat16 than in float32, enough to make the whole step
             # slower than float32's (bench/train_cpu.py --levers).
             with torch.autocast("cpu", enabled=False):
                 y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True,
-                                                   dropout_p=self.dropout if self.training else 0.0)
+                                                   dropout_p=self.dropout if self.training else 0.0, **self.sdpa_kw)
         elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=self.dropout if self.training else 0.0)
+                                               dropout_p=self.dropout if self.training else 0.0, **self.sdpa_kw)
         else:
-            k, v = cache.append(layer, k, v)  # (B, nh, pos+T, hs)
+            k, v = cache.append(layer, k, v)  # (B, n_kv, pos+T, hs): the cache holds n_kv heads only
             # A prefill is causal among its own tokens; one new token attends to everything cached.
             # Not cuDNN: it builds a new plan for every cache length, which made bf16 decoding
             # 8x slower than recomputing the window (20 against 161 tok/s at 124M on an H200).
             with sdpa_kernel(_DECODE_BACKENDS):
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, **self.sdpa_kw)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
+    """gelu: GPT-2's. swiglu: c_fc's output rows are [gate | up], c_proj(silu(gate) * up) (Llama).
+    relu2: c_proj(relu(c_fc(x))^2) (Primer; modded-nanogpt)."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.kind, hidden = cfg.mlp, cfg.mlp_hidden
+        self.c_fc = nn.Linear(cfg.n_embd, (2 if cfg.mlp == "swiglu" else 1) * hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
         self.approximate = "tanh" if cfg.gelu == "tanh" else "none"  # F.gelu's names
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
+        h = self.c_fc(x)
+        if self.kind == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            h = F.gelu(h, approximate=self.approximate)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_1 = _norm(cfg)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_2 = _norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, rope)
         return x + self.mlp(self.ln_2(x))
 
 
 class KVCache:
-    """Keys and values of every layer for positions already seen, preallocated to block_size."""
+    """Keys and values of every layer for positions already seen, preallocated to block_size.
+    Keys are stored rotated (rope) and n_kv_head heads wide: grouped-query attention's point is
+    a cache n_head / n_kv_head times smaller."""
 
     def __init__(self, cfg: GPTConfig, batch: int, device, dtype):
-        shape = (cfg.n_layer, batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        shape = (cfg.n_layer, batch, cfg.kv_heads, cfg.block_size, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0  # positions filled (advanced by the model after all layers ran)
@@ -105,12 +174,14 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.config = cfg
+        layers = dict(wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd))
+        if cfg.position == "learned":  # rope has no table: positions rotate queries and keys
+            layers["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd),
-            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            **layers,
             drop=nn.Dropout(cfg.dropout),
             h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
-            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+            ln_f=_norm(cfg),
         ))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied embeddings
@@ -149,9 +220,14 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x, rope = self.transformer.wte(idx), None  # (B, T, C)
+        if self.config.position == "learned":
+            x = x + self.transformer.wpe(pos)
+        else:  # one table for all layers; a decoding step's positions start at the cache's
+            rope = rope_tables(self.config, pos)
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache, i)
+            x = block(x, cache, i, rope)
         x = self.transformer.ln_f(x)
         if cache is not None:
             cache.pos += T
@@ -169,9 +245,11 @@ class GPT(nn.Module):
         return logits.detach(), loss
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N + 12 L H Q T (PaLM appendix B)."""
+        """Training FLOPs per token: 6N + 12 L H Q T (PaLM appendix B). H counts query heads:
+        with grouped-query attention each still scores T keys and mixes T values, so fewer
+        key/value heads shrink N (c_attn), not the attention term."""
         c = self.config
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * c.block_size
 
     def fit(self, data_loader, optimizer=None, eval_data_loaders: dict | None = None, **kwargs):
         """Train on `data_loader` (a GPTDataLoader); evaluate on its val split and on each of
