@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from mypt.errors import ConfigError
-from mypt.hf_import import LINEAR_LAYERS
+from mypt.hf_import import LINEAR_LAYERS, llama_names
 from mypt.io import check_replaceable, staged_dir
-from mypt.model import load_model
+from mypt.model import NORM_EPS, load_model
 from mypt.tokenizers import Tokenizer
 
 # mypt's gelu setting -> transformers' activation_function (read back by hf_import.GELU_FROM_HF).
@@ -70,6 +70,67 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
     for key, shape in _bias_shapes(cfg).items():
         out.setdefault(key, torch.zeros(shape))
     return out
+
+
+# The settings of each model family transformers has: a mypt model exports as the family of its
+# positions, or is refused naming the settings that family lacks.
+GPT2_RECIPE = {"norm": "layernorm", "mlp": "gelu", "n_kv_head": None, "qk_norm": False}
+LLAMA_RECIPE = {"norm": "rmsnorm", "mlp": "swiglu", "bias": False}
+RECIPES_HELP = ("export-hf writes GPT-2 (position learned, norm layernorm, mlp gelu, no n_kv_head, no qk_norm) "
+                "or Llama (position rope, norm rmsnorm, mlp swiglu, bias false; Qwen3 with qk_norm)")
+
+
+def hf_family(cfg, source) -> str:
+    """gpt2, llama or qwen3: the transformers model that computes what `cfg`'s model does.
+    Qwen3 is Llama with per-head RMSNorms (weight only, eps 1e-5 here) of queries and keys
+    before the rotation: mypt's qk_norm to the letter."""
+    recipe = GPT2_RECIPE if cfg.position == "learned" else LLAMA_RECIPE
+    settings = {**cfg.to_dict(), "n_kv_head": None if cfg.kv_heads == cfg.n_head else cfg.n_kv_head}
+    shown = lambda v: v if isinstance(v, str) else json.dumps(v)  # noqa: E731 (norm rmsnorm, bias true)
+    wrong = [f"{key} {shown(settings[key])}" for key, want in recipe.items() if settings[key] != want]
+    if wrong:
+        raise ConfigError(f"{source}: model setting {', '.join(wrong)}: no Hugging Face equivalent with position "
+                          f"{cfg.position}; {RECIPES_HELP} (train with those settings to export)")
+    if cfg.position == "learned":
+        return "gpt2"
+    return "qwen3" if cfg.qk_norm else "llama"
+
+
+def llama_config(cfg, tokenizer: Tokenizer, family: str):
+    """transformers' LlamaConfig or Qwen3Config for a mypt GPTConfig of the Llama recipe."""
+    transformers = _require_hf()
+    eot = tokenizer.eot_id
+    shape = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd, intermediate_size=cfg.mlp_hidden,
+                 num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head, num_key_value_heads=cfg.kv_heads,
+                 head_dim=cfg.head_dim, max_position_embeddings=cfg.block_size, rms_norm_eps=NORM_EPS,
+                 rope_theta=cfg.rope_theta, hidden_act="silu", tie_word_embeddings=True, attention_bias=False,
+                 bos_token_id=eot, eos_token_id=eot)
+    if family == "qwen3":
+        return transformers.Qwen3Config(use_sliding_window=False, architectures=["Qwen3ForCausalLM"], **shape)
+    return transformers.LlamaConfig(mlp_bias=False, architectures=["LlamaForCausalLM"], **shape)
+
+
+def llama_state_dict(model) -> dict[str, torch.Tensor]:
+    """mypt weights under Llama's (and Qwen3's) names: c_attn split into q, k and v, c_fc into
+    gate and up (hf_import.llama_names); padding rows of the vocabulary trimmed."""
+    cfg, state, out = model.config, model.state_dict(), {}
+    kv = cfg.kv_heads * cfg.head_dim
+    for ours, theirs in llama_names(cfg):
+        t = state[ours].detach().float().cpu()
+        if ours == "transformer.wte.weight":
+            t = t[:cfg.vocab_size]
+        parts = t.split([cfg.n_embd, kv, kv]) if len(theirs) == 3 else t.chunk(len(theirs))
+        out.update({name: part.contiguous() for name, part in zip(theirs, parts, strict=True)})
+    return out
+
+
+def portable_model_config(directory: Path, cfg) -> None:
+    """RoPE's base where transformers 4 reads it too: 5 writes only rope_parameters, and 4
+    would run such an export with its default base, 10000."""
+    path = directory / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.setdefault("rope_theta", cfg.rope_theta)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _bias_shapes(cfg) -> dict[str, int]:
@@ -150,11 +211,18 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
                           "choose a new directory for the export")
     check_replaceable(out_dir, [model_dir], flag="--out_dir", marker="tokenizer_config.json", kind="exported model")
     model, tokenizer, _ = load_model(model_dir, "cpu")
-    hf_model = transformers.GPT2LMHeadModel(hf_config(model.config, tokenizer))
-    missing, unexpected = hf_model.load_state_dict(hf_state_dict(model), strict=False)
+    family = hf_family(model.config, f"{Path(model_dir) / 'config.json'}")
+    if family == "gpt2":
+        hf_model = transformers.GPT2LMHeadModel(hf_config(model.config, tokenizer))
+        weights = hf_state_dict(model)
+    else:
+        config = llama_config(model.config, tokenizer, family)
+        hf_model = (transformers.Qwen3ForCausalLM if family == "qwen3" else transformers.LlamaForCausalLM)(config)
+        weights = llama_state_dict(model)
+    missing, unexpected = hf_model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.endswith(("attn.bias", "attn.masked_bias", "lm_head.weight"))]
-    if missing or unexpected:  # a mypt model option transformers' GPT-2 cannot express
-        raise ConfigError(f"{model_dir}: no GPT-2 equivalent for weights (missing {missing}, "
+    if missing or unexpected:  # hf_family let through a model transformers' class cannot hold: a bug
+        raise ConfigError(f"{model_dir}: no {type(hf_model).__name__} equivalent for weights (missing {missing}, "
                           f"unexpected {unexpected})")
     build = {"gpt2": gpt2_hf_tokenizer, "char": char_hf_tokenizer, "hf": file_hf_tokenizer}.get(tokenizer.kind)
     if build is None:
@@ -164,6 +232,8 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
                                                   bos_token=eot, model_max_length=model.config.block_size)
     with staged_dir(out_dir, inputs=[model_dir], marker="tokenizer_config.json", owned=EXPORT_FILES) as stage:
         hf_model.save_pretrained(stage, safe_serialization=True)
+        if family != "gpt2":
+            portable_model_config(Path(stage), model.config)
         hf_tok.save_pretrained(stage)
         portable_tokenizer_config(Path(stage))
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.

@@ -1,5 +1,10 @@
-"""`mypt train --init_from_model hf:DIR`: a GPT-2-format Hugging Face transformers directory
-(what `save_pretrained` writes, or a local copy of the gpt2 weights) as a mypt GPT.
+"""`mypt train --init_from_model hf:DIR`: a Hugging Face transformers directory (what
+`save_pretrained` writes, or a local copy of the gpt2 weights) as a mypt GPT: GPT-2
+(GPT2LMHeadModel), Llama (LlamaForCausalLM) or Qwen3 (Qwen3ForCausalLM), the last two as
+mypt's modern recipe (position rope, norm rmsnorm, mlp swiglu, n_kv_head; qk_norm for Qwen3).
+What mypt cannot express is refused, naming the config.json key: an output head untied from the
+embedding, rope_scaling, sliding-window attention, biases, an MLP width other than mypt's
+swiglu width, another activation or norm epsilon.
 
 Needs only safetensors, not transformers. The export (mypt.hf_export) is apart, so that
 training does not depend on its code."""
@@ -32,7 +37,7 @@ HF_SHAPE_KEYS = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
 
 
 def read_hf_config(path: Path) -> dict:
-    """A GPT-2-format transformers directory's config as mypt's {"model": ..., "training": {}}."""
+    """A transformers directory's config (GPT-2, Llama or Qwen3) as mypt's {"model": ..., "training": {}}."""
     path = Path(path)
     try:
         hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -41,6 +46,8 @@ def read_hf_config(path: Path) -> dict:
     if not isinstance(hf, dict):
         raise ConfigError(f"--init_from_model hf:{path}: config.json holds {json.dumps(hf)[:40]}, not a JSON "
                           "object (a transformers config)")
+    if hf.get("model_type") in LLAMA_TYPES:
+        return {"model": _llama_model_settings(path, hf), "training": {}}
     missing = [key for key in HF_SHAPE_KEYS if key not in hf]
     if missing:
         raise ConfigError(f"--init_from_model hf:{path}: config.json has no {', '.join(missing)}: not a GPT-2 "
@@ -65,8 +72,108 @@ def read_hf_config(path: Path) -> dict:
     return {"model": model, "training": {}}
 
 
+# Llama and Qwen3: the config.json keys that give the model's shape, and the model types.
+LLAMA_TYPES = ("llama", "qwen3")
+LLAMA_SHAPE_KEYS = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "num_attention_heads",
+                    "hidden_size", "intermediate_size")
+
+
+def hf_rope_theta(hf: dict):
+    """RoPE's base: transformers 5 writes it in rope_parameters, 4 at the top level."""
+    params = hf.get("rope_parameters")
+    if isinstance(params, dict) and "rope_theta" in params:
+        return params["rope_theta"]
+    return hf.get("rope_theta", 10000.0)
+
+
+def _llama_model_settings(path: Path, hf: dict) -> dict:
+    """mypt's model settings of a Llama or Qwen3 config.json; what mypt cannot express is refused."""
+    from mypt.config import GPTConfig
+
+    where = f"--init_from_model hf:{path}: config.json"
+    bad = [f"{key} {hf[key]!r}" if key in hf else f"no {key}" for key in LLAMA_SHAPE_KEYS
+           if type(hf.get(key)) is not int]
+    if bad:
+        raise ConfigError(f"{where} has {', '.join(bad)}: each must be a whole number")
+    n_embd, n_head = hf["hidden_size"], hf["num_attention_heads"]
+    kv = hf.get("num_key_value_heads") or n_head
+    theta = hf_rope_theta(hf)
+    rope_type = (hf.get("rope_parameters") or {}).get("rope_type", "default") if isinstance(
+        hf.get("rope_parameters"), dict) else "default"
+    width = GPTConfig(n_embd=n_embd, n_head=1, mlp="swiglu").mlp_hidden
+    wrong = [f"{key} {hf.get(key)!r} (mypt: {want})" for key, ok, want in (
+        ("tie_word_embeddings", hf.get("tie_word_embeddings", True) is True, "true: mypt ties the output head "
+                                                                           "to the embedding"),
+        ("rope_scaling", hf.get("rope_scaling") is None, "none"),  # transformers 4's name
+        ("rope_parameters", rope_type == "default", "rope_type default"),  # transformers 5's
+        ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
+        ("hidden_act", hf.get("hidden_act", "silu") == "silu", "silu"),
+        ("rms_norm_eps", hf.get("rms_norm_eps") == 1e-5, "1e-05"),
+        ("attention_bias", not hf.get("attention_bias"), "false"),
+        ("mlp_bias", not hf.get("mlp_bias"), "false"),
+        ("head_dim", hf.get("head_dim") in (None, n_embd // n_head) and n_embd % n_head == 0,
+         "hidden_size / num_attention_heads"),
+        ("intermediate_size", hf["intermediate_size"] == width, f"{width}, 8/3 x hidden_size rounded up to 64"),
+        ("rope_theta", isinstance(theta, (int, float)) and theta > 0, "a positive number")) if not ok]
+    if wrong:
+        raise ConfigError(f"{where}: mypt cannot express {', '.join(wrong)}")
+    return {"vocab_size": hf["vocab_size"], "block_size": hf["max_position_embeddings"],
+            "n_layer": hf["num_hidden_layers"], "n_head": n_head, "n_embd": n_embd, "dropout": 0.0, "bias": False,
+            "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm", "mlp": "swiglu",
+            "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3"}
+
+
+def llama_names(cfg) -> list[tuple[str, list[str]]]:
+    """(mypt name, Llama/Qwen3 names) of every weight but the tied head: the mypt tensor is the
+    Llama tensors stacked along dim 0 (c_attn = [q | k | v], c_fc = [gate | up]); the same
+    layout in both (out, in), as both are nn.Linear."""
+    names = [("transformer.wte.weight", ["model.embed_tokens.weight"]),
+             ("transformer.ln_f.weight", ["model.norm.weight"])]
+    for i in range(cfg.n_layer):
+        ours, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
+        names += [(ours + "ln_1.weight", [theirs + "input_layernorm.weight"]),
+                  (ours + "attn.c_attn.weight", [theirs + f"self_attn.{x}_proj.weight" for x in "qkv"]),
+                  (ours + "attn.c_proj.weight", [theirs + "self_attn.o_proj.weight"]),
+                  (ours + "ln_2.weight", [theirs + "post_attention_layernorm.weight"]),
+                  (ours + "mlp.c_fc.weight", [theirs + "mlp.gate_proj.weight", theirs + "mlp.up_proj.weight"]),
+                  (ours + "mlp.c_proj.weight", [theirs + "mlp.down_proj.weight"])]
+        if cfg.qk_norm:
+            names += [(ours + f"attn.{x}_norm.weight", [theirs + f"self_attn.{x}_norm.weight"]) for x in "qk"]
+    return names
+
+
+def _llama_state(weights: dict[str, torch.Tensor], cfg, source: Path) -> dict[str, torch.Tensor]:
+    """mypt's names of a Llama or Qwen3 state dict (shapes are checked by the caller)."""
+    from mypt.errors import CheckpointError
+
+    state = {}
+    for ours, theirs in llama_names(cfg):
+        missing = [name for name in theirs if name not in weights]
+        if missing:
+            raise CheckpointError(f"{source} has no {missing[0]}")
+        state[ours] = torch.cat([weights[name].float() for name in theirs])
+    return state
+
+
+def _gpt2_state(weights: dict[str, torch.Tensor], names, source: Path) -> dict[str, torch.Tensor]:
+    """mypt's names of a GPT-2 state dict: Conv1D weights transposed to nn.Linear's."""
+    from mypt.errors import CheckpointError
+
+    weights = {k.removeprefix("transformer."): v for k, v in weights.items()}
+    state = {}
+    for name in names:
+        key = name.removeprefix("transformer.")
+        if key not in weights:
+            raise CheckpointError(f"{source} has no {key}")
+        t = weights[key].float()
+        if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in LINEAR_LAYERS) and t.dim() == 2:
+            t = t.t()
+        state[name] = t
+    return state
+
+
 def import_hf(path: Path, device: str | torch.device = "cpu"):
-    """(mypt GPT, tokenizer, config) of a GPT-2-format transformers directory (what
+    """(mypt GPT, tokenizer, config) of a GPT-2, Llama or Qwen3 transformers directory (what
     `save_pretrained` writes, or a local copy of the gpt2 weights)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -89,24 +196,19 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path / 'model.safetensors'} is not a readable safetensors file "
                               f"({e}); save the model again with save_pretrained(..., safe_serialization=True)") from None
-    weights = {k.removeprefix("transformer."): v for k, v in loaded.items()}
-    check_finite(weights, f"{path / 'model.safetensors'}")
+    source = path / "model.safetensors"
+    check_finite(loaded, f"{source}")
     model = GPT(cfg)
-    state = {}
-    for name, param in model.state_dict().items():
-        if name == "lm_head.weight":
-            continue
-        key = name.removeprefix("transformer.")
-        if key not in weights:
-            raise CheckpointError(f"{path / 'model.safetensors'} has no {key}")
-        t = weights[key].float()
-        if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in LINEAR_LAYERS) and t.dim() == 2:
-            t = t.t()
+    params = {name: p for name, p in model.state_dict().items() if name != "lm_head.weight"}  # lm_head: tied
+    state = _llama_state(loaded, cfg, source) if cfg.position == "rope" else _gpt2_state(loaded, params, source)
+    for name, param in params.items():
+        t = state[name]
         if name == "transformer.wte.weight" and t.dim() == 2 and t.shape[0] == cfg.vocab_size:
             # Pad to mypt's multiple-of-64 vocabulary (no logits for those ids); another shape is refused below.
             t = torch.cat([t, torch.zeros(param.shape[0] - t.shape[0], t.shape[1])])
         if t.shape != param.shape:
-            raise CheckpointError(f"{path / 'model.safetensors'}: {key} has shape {tuple(t.shape)}, config.json "
+            key = name.removeprefix("transformer.")
+            raise CheckpointError(f"{source}: {key} has shape {tuple(t.shape)}, config.json "
                                   f"says {tuple(param.shape)}")
         state[name] = t.contiguous()
     model.load_state_dict(state, strict=False)

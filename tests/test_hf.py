@@ -28,11 +28,12 @@ MULTILINGUAL = ("Hello wörld! Ελληνικά, русский, עברית, ا�
                 "  indented\tcode(x): return x**2  # we'll see, I'M sure\r\n")
 
 
-def trained_checkpoint(path: Path, tokenizer, bias: bool, gelu: str = "tanh") -> GPT:
-    """A tiny model trained a few steps (so no weight is at its initial value)."""
+def trained_checkpoint(path: Path, tokenizer, bias: bool, gelu: str = "tanh", **settings) -> GPT:
+    """A tiny model trained a few steps (so no weight is at its initial value); `settings` are
+    more GPTConfig fields (n_head 2 unless given)."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=bias,
-                          gelu=gelu))
+    model = GPT(GPTConfig(**{"vocab_size": tokenizer.vocab_size, "block_size": 16, "n_layer": 2, "n_head": 2,
+                             "n_embd": 32, "bias": bias, "gelu": gelu, **settings}))
     tokens = np.random.default_rng(0).integers(0, tokenizer.vocab_size, 4000).astype(np.uint32)
     loader = GPTDataLoader(LoaderConfig(batch_size=4, block_size=16), tokenizer, tokens=tokens)
     model.fit(loader, config=TrainConfig(max_iters=3, eval_interval=3, eval_iters=1, warmup_iters=0),
@@ -141,7 +142,8 @@ def test_import_refuses_nan_weights_naming_the_tensor(tmp_path):
     weights = load_file(tmp_path / "gpt2-small" / "model.safetensors")
     weights["transformer.h.1.mlp.c_fc.weight"][0, 0] = float("inf")  # a diverged run's
     save_file(weights, tmp_path / "gpt2-small" / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=r"gpt2-small/model.safetensors: h.1.mlp.c_fc.weight holds 1 NaN or "):
+    with pytest.raises(CheckpointError,
+                       match=r"gpt2-small/model.safetensors: transformer.h.1.mlp.c_fc.weight holds 1 NaN or "):
         import_hf(tmp_path / "gpt2-small")
 
 

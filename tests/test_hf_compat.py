@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_hf import MULTILINGUAL, bpe_tokenizer, export, trained_checkpoint
+from test_hf_llama import llama_checkpoint
 
 from mypt.hf_export import gpt2_hf_tokenizer
 from mypt.tokenizers.char import CharTokenizer
@@ -25,8 +26,8 @@ TRANSFORMERS4 = Path(__file__).resolve().parent.parent / ".cache" / "transformer
 
 # Pieces that stress r50k's pattern: contractions, digit runs, runs of spaces before words and
 # at the end, newlines, punctuation runs, and letters of several scripts and emoji.
-PIECES = ["'s", "'ll", "'VE", "  ", "   ", "\n", "\n\n", "\r\n", "\t", " 12345", "007", "!!", "?!.", "--", " ...",
-          "wörld", " Ελληνικά", " русский", "日本語", "😀", "🚀🚀", "\u3000", "\u00a0", "x", " the", "The",
+PIECES = ["'s", "'ll", "'VE", "  ", "   ", "\n", "\n\n", "\r\n", "\t", " 12345", "007", "!!", "?!.", "--",
+          " ...", "wörld", " Ελληνικά", " русский", "日本語", "😀", "🚀🚀", "\u3000", "\u00a0", "x", " the", "The",
           "<|endoftext|>", "don't", " I'M", "http://a.b/c?d=e", "\u200b", "ﬁ"]
 
 
@@ -58,8 +59,8 @@ for out in sys.argv[2:]:
     ids = tok(text)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([ids[:16]])).logits[0]
-    print(json.dumps({"class": type(model).__name__, "ids": ids, "eos": tok.eos_token_id,
-                      "decoded": tok.decode(ids), "logits": logits.tolist()}))
+    print(json.dumps({"class": type(model).__name__, "rope_theta": getattr(model.config, "rope_theta", None),
+                      "ids": ids, "eos": tok.eos_token_id, "decoded": tok.decode(ids), "logits": logits.tolist()}))
 """
 
 
@@ -75,19 +76,27 @@ def load_in_transformers4(text: str, exports: list[Path]) -> list[dict]:
 
 @pytest.mark.slow
 def test_exports_load_in_transformers_4_with_mypts_ids_and_logits(tmp_path):
-    tokenizers = {"gpt2": GPT2Tokenizer(), "char": CharTokenizer(chars=sorted(set(MULTILINGUAL))),
-                  "hf": bpe_tokenizer(tmp_path)}
+    """gpt2, char and hf tokenizers on GPT-2 models, and the Llama and Qwen3 exports (a RoPE
+    base other than the default: transformers 4 reads it from rope_theta, 5 from rope_parameters)."""
+    char = CharTokenizer(chars=sorted(set(MULTILINGUAL)))
+    cases = {"gpt2": (GPT2Tokenizer(), {}), "char": (char, {"bias": True}), "hf": (bpe_tokenizer(tmp_path), {}),
+             "llama": (char, {"qk_norm": False}), "qwen3": (char, {"qk_norm": True})}
     models, exports = {}, []
-    for kind, tokenizer in tokenizers.items():
-        models[kind] = trained_checkpoint(tmp_path / kind, tokenizer, bias=kind == "char").eval()
-        exports.append(export(tmp_path, kind))
+    for name, (tokenizer, settings) in cases.items():
+        if "qk_norm" in settings:  # the Llama recipe
+            models[name] = llama_checkpoint(tmp_path / name, tokenizer, **settings)
+        else:
+            models[name] = trained_checkpoint(tmp_path / name, tokenizer, **{"bias": False, **settings}).eval()
+        exports.append(export(tmp_path, name))
         config = json.loads((exports[-1] / "tokenizer_config.json").read_text(encoding="utf-8"))
         assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
-    for (kind, tokenizer), got in zip(tokenizers.items(), load_in_transformers4(MULTILINGUAL, exports), strict=True):
+    classes = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+    for (name, (tokenizer, _)), got in zip(cases.items(), load_in_transformers4(MULTILINGUAL, exports), strict=True):
         ids = tokenizer.encode(MULTILINGUAL)
-        assert got["class"] == "GPT2LMHeadModel"
-        assert got["ids"] == ids and got["decoded"] == MULTILINGUAL and got["eos"] == tokenizer.eot_id, kind
+        assert got["class"] == classes.get(name, "GPT2LMHeadModel")
+        assert got["rope_theta"] == (models[name].config.rope_theta if name in classes else None), name
+        assert got["ids"] == ids and got["decoded"] == MULTILINGUAL and got["eos"] == tokenizer.eot_id, name
         x = torch.tensor([ids[:16]])
         with torch.no_grad():
-            ours = models[kind](x, x)[0][0]
-        assert torch.allclose(ours, torch.tensor(got["logits"]), atol=1e-4), kind
+            ours = models[name](x, x)[0][0]
+        assert torch.allclose(ours, torch.tensor(got["logits"]), atol=1e-4), name

@@ -1,0 +1,134 @@
+"""The modern recipe to and from Hugging Face: rope + rmsnorm + swiglu models export as
+LlamaForCausalLM (Qwen3ForCausalLM with qk_norm) with transformers' logits equal to mypt's and
+import back to identical tensors; what either side cannot express is a one-line refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from test_hf import MULTILINGUAL, export
+
+from mypt import checkpoint
+from mypt.cli import main
+from mypt.config import GPTConfig
+from mypt.errors import ConfigError
+from mypt.hf_import import import_hf
+from mypt.model import GPT
+from mypt.tokenizers.char import CharTokenizer
+
+transformers = pytest.importorskip("transformers")
+
+# Grouped-query attention, a RoPE base other than transformers' default, and swiglu's width (96).
+LLAMA = {"position": "rope", "rope_theta": 5000.0, "norm": "rmsnorm", "mlp": "swiglu", "n_head": 4, "n_kv_head": 2}
+
+
+def llama_checkpoint(path: Path, tokenizer, **settings) -> GPT:
+    """A tiny model of the Llama recipe whose weights (std 0.3) make attention far from uniform:
+    a RoPE base or rotation convention off moves its logits by 0.03 or more, not by the 5e-5 of
+    a freshly initialized model, which a 1e-4 tolerance would let through."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{"vocab_size": tokenizer.vocab_size, "block_size": 16, "n_layer": 2, "n_embd": 32,
+                             **LLAMA, **settings}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    checkpoint.save(path, model, tokenizer, {})
+    return model.eval()
+
+
+@pytest.mark.parametrize("qk_norm, family", [(False, "llama"), (True, "qwen3")])
+def test_llama_export_computes_mypts_logits_and_imports_back_identical(tmp_path, qk_norm, family):
+    tokenizer = CharTokenizer(chars=sorted(set(MULTILINGUAL)))
+    model = llama_checkpoint(tmp_path / "m", tokenizer, qk_norm=qk_norm)
+    out = export(tmp_path, "m")
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert {k: config[k] for k in ("model_type", "tie_word_embeddings", "rms_norm_eps", "rope_theta",
+                                   "num_key_value_heads", "intermediate_size", "max_position_embeddings",
+                                   "attention_bias", "head_dim")} == {
+        "model_type": family, "tie_word_embeddings": True, "rms_norm_eps": 1e-5, "rope_theta": 5000.0,
+        "num_key_value_heads": 2, "intermediate_size": model.config.mlp_hidden, "max_position_embeddings": 16,
+        "attention_bias": False, "head_dim": 8}
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert type(hf_model).__name__ == {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[family]
+    assert hf_model.get_output_embeddings().weight.data_ptr() == hf_model.get_input_embeddings().weight.data_ptr()
+    ids = tokenizer.encode(MULTILINGUAL)
+    assert transformers.AutoTokenizer.from_pretrained(out)(MULTILINGUAL)["input_ids"] == ids
+    x = torch.tensor([ids[:16]])
+    with torch.no_grad():
+        assert torch.allclose(model(x, x)[0], hf_model(x).logits, atol=1e-4)
+
+    back, back_tokenizer, _ = import_hf(out)
+    assert back.config == model.config and back_tokenizer.state() == tokenizer.state()
+    vocab, ours, theirs = tokenizer.vocab_size, model.state_dict(), back.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:  # the padding rows of the vocabulary are not exported: they come back as zeros
+        assert torch.equal(ours[key][:vocab] if "wte" in key or "lm_head" in key else ours[key],
+                           theirs[key][:vocab] if "wte" in key or "lm_head" in key else theirs[key]), key
+    assert not theirs["transformer.wte.weight"][vocab:].any()
+
+
+@pytest.mark.parametrize("settings, named", [
+    ({"position": "rope", "norm": "layernorm", "mlp": "swiglu"}, "norm layernorm"),
+    ({"position": "rope", "norm": "rmsnorm", "mlp": "relu2"}, "mlp relu2"),
+    ({"position": "rope", "norm": "rmsnorm", "mlp": "gelu"}, "mlp gelu"),
+    ({"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": True}, "bias true"),
+    ({"norm": "rmsnorm"}, "norm rmsnorm"),
+    ({"n_head": 4, "n_kv_head": 2}, "n_kv_head 2"),
+    ({"qk_norm": True}, "qk_norm true"),
+])
+def test_export_refuses_what_transformers_cannot_express_naming_the_setting(tmp_path, settings, named):
+    tokenizer = CharTokenizer(chars="abc\n")
+    config = {"vocab_size": 4, "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 16, **settings}
+    checkpoint.save(tmp_path / "m", GPT(GPTConfig(**config)), tokenizer, {})
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / "m"),
+                                       "--out_dir", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"model setting {named}: no Hugging Face equivalent" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory) -> Path:
+    """A small Llama written by transformers itself (its own defaults where mypt's agree)."""
+    path = tmp_path_factory.mktemp("llama") / "llama"
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=128, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=32,
+                                   rms_norm_eps=1e-5, tie_word_embeddings=True)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.mark.parametrize("edit, named", [
+    ({"tie_word_embeddings": False}, "tie_word_embeddings False (mypt: true: mypt ties the output head"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling {'rope_type'"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}}, "rope_parameters {'rope_type': 'yarn'"),
+    ({"use_sliding_window": True}, "use_sliding_window True"),
+    ({"intermediate_size": 144}, "intermediate_size 144 (mypt: 128, 8/3 x hidden_size"),
+    ({"rms_norm_eps": 1e-6}, "rms_norm_eps 1e-06"),
+    ({"attention_bias": True}, "attention_bias True"),
+])
+def test_import_refuses_what_mypt_cannot_express_naming_the_key(llama_dir, tmp_path, edit, named):
+    config = json.loads((llama_dir / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "config.json").write_text(json.dumps({**config, **edit}), encoding="utf-8")
+    (tmp_path / "model.safetensors").symlink_to(llama_dir / "model.safetensors")
+    with pytest.raises(ConfigError, match=r"config.json: mypt cannot express ") as error:
+        import_hf(tmp_path)
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_llama_of_transformers_imports_with_its_logits(llama_dir, tmp_path):
+    """A Llama mypt did not write: its weights under mypt's names compute transformers' logits
+    (no tokenizer_state.json: mypt's tokenizer must come from an export, so the test saves one)."""
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(tmp_path)
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).symlink_to(llama_dir / name)
+    model, _, config = import_hf(tmp_path)
+    assert config["model"]["n_kv_head"] == 1 and model.config.mlp_hidden == 128
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir).eval()
+    x = torch.randint(0, 64, (1, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x, x)[0], hf_model(x).logits, atol=1e-4)
