@@ -1,15 +1,19 @@
 """Hugging Face transformers export (`mypt export-hf`; the import is mypt.hf_import): a mypt
-checkpoint as a GPT2LMHeadModel directory that `AutoModelForCausalLM.from_pretrained` and
-`AutoTokenizer.from_pretrained` load with no custom code.
+checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` and
+`AutoTokenizer.from_pretrained` load with no custom code, under transformers 4.57 and 5.
 
-- Weights: mypt's GPT is GPT-2's architecture (pre-LN, learned positions, tied embeddings,
-  tanh GELU = "gelu_new"; a model with `gelu: exact` exports "gelu"). transformers' GPT-2
-  uses Conv1D layers whose weights are the transpose of nn.Linear's; biases a model trained
-  without them are exported as zeros; the vocabulary padding rows are trimmed; the embedding
-  stays tied to the output head.
+- GPT-2 recipe (position learned, norm layernorm, mlp gelu): GPT2LMHeadModel (pre-LN, tied
+  embeddings, tanh GELU = "gelu_new"; a model with `gelu: exact` exports "gelu").
+  transformers' GPT-2 uses Conv1D layers whose weights are the transpose of nn.Linear's;
+  biases a model trained without them are exported as zeros.
+- Llama recipe (position rope, norm rmsnorm, mlp swiglu, no bias, any n_kv_head):
+  LlamaForCausalLM, or Qwen3ForCausalLM with qk_norm; c_attn splits into q/k/v_proj and c_fc
+  into gate/up_proj (hf_import.llama_names). Any other combination is refused (hf_family).
+- Both: the vocabulary padding rows are trimmed; the embedding stays tied to the output head.
 - Tokenizer: gpt2 becomes GPT-2's byte-level BPE (transformers' TikTokenConverter of the
-  r50k_base ranks mypt installs); char becomes a WordLevel model over single characters with a decoder that fuses
-  them, so both encode and decode exactly as mypt does; hf is its own tokenizer.json.
+  r50k_base ranks mypt installs); char becomes a WordLevel model over single characters with
+  a decoder that fuses them, so both encode and decode exactly as mypt does; hf is its own
+  tokenizer.json.
   tokenizer_config.json names PreTrainedTokenizerFast, which transformers 4 and 5 both load.
 
 transformers and tokenizers are optional: `pip install 'mypt[hf]'`.

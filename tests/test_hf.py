@@ -190,9 +190,12 @@ def test_mypt_eval_prints_json_and_refuses_another_tokenizer(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_export_imported_again_evaluates_as_its_source(tmp_path):
+@pytest.mark.parametrize("recipe", [[], ["--position", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--n_kv_head",
+                                         "1", "--rope_theta", "500"]], ids=["gpt2", "llama"])
+def test_an_export_imported_again_evaluates_as_its_source(tmp_path, recipe):
     """--init_from_model hf:DIR pads the embedding with zero rows (mypt's vocabulary is a
-    multiple of 64): the loss must not count them (it was 4.14 against its source's 3.86)."""
+    multiple of 64): the loss must not count them (it was 4.14 against its source's 3.86). The
+    Llama recipe's settings come back from the export's config.json."""
     (tmp_path / "corpus.txt").write_text("".join(f"Line {i} of the king's speech, {i * 7}.\n" for i in range(400)))
     runner = CliRunner()
 
@@ -205,7 +208,8 @@ def test_an_export_imported_again_evaluates_as_its_source(tmp_path):
        "char", "--val_fraction", "0.1", "--workers", "1")
     common = ["--checkpoints_dir", tmp_path / "ck", "--dataset_dir", tmp_path / "ds", "--device", "cpu",
               "--eval_iters", "1"]
-    ok("train", "--model_name", "src", "--config_file", "tiny", "--max_iters", "30", "--eval_interval", "30", *common)
+    ok("train", "--model_name", "src", "--config_file", "tiny", "--max_iters", "30", "--eval_interval", "30", *recipe,
+       *common)
     ok("export-hf", "--model_name", tmp_path / "ck" / "src", "--out_dir", tmp_path / "hf")
     ok("train", "--model_name", "back", "--init_from_model", f"hf:{tmp_path / 'hf'}", "--max_iters", "0", *common)
     losses = {}
@@ -216,3 +220,8 @@ def test_an_export_imported_again_evaluates_as_its_source(tmp_path):
     vocab = CharTokenizer.load(tmp_path / "ds").vocab_size
     assert vocab % 64  # the embedding is padded: the case this test is about
     assert losses["back"] == pytest.approx(losses["src"], abs=1e-5)
+    configs = [json.loads((tmp_path / "ck" / name / "config.json").read_text())["model"] for name in ("src", "back")]
+    # (a GPT-2 import has biases, GPT-2 always has them: zeros here; a swiglu MLP has no gelu)
+    ignored = ("dropout", "bias", "gelu") if recipe else ("dropout", "bias")
+    same = [{k: v for k, v in config.items() if k not in ignored} for config in configs]
+    assert same[0] == same[1] and same[1]["position"] == ("rope" if recipe else "learned")
