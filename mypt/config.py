@@ -169,7 +169,10 @@ class TrainConfig(Settings):
                                  "float16 with a GradScaler on older ones; on the CPU bfloat16 linear layers "
                                  "where it has AMX matrix units, else float32).",
                          choices=("auto", "float32", "bfloat16", "float16"))
-    compile: bool = setting(False, "torch.compile the model (GPU: faster after a warm-up).")
+    compile: bool | None = setting(None, "torch.compile the model for training and its evaluations (default: on "
+                                         "with CUDA, where the compiled 124M model trains at about twice the "
+                                         "eager MFU after a warm-up of a minute or so; off on the CPU, where "
+                                         "compiling costs more than it gains in short runs). --no_compile: eager.")
     seed: int = seed_setting("Seed of initialization and of the batch sampler.")
 
     @property

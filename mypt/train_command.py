@@ -283,7 +283,10 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
         return _complete(req, resume_state, dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}")
-    train_model = torch.compile(model) if train_cfg.compile else model
+    # Compiled by default where it pays (CUDA); a saved None resolves again on resume, so a
+    # run started on a GPU and resumed on a CPU (or back) gets each device's default.
+    compiled = train_cfg.compile if train_cfg.compile is not None else device.type == "cuda"
+    train_model = torch.compile(model) if compiled else model
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -37,3 +37,27 @@ def test_input_file_is_refused_without_the_reader_mypt_train_passes(tmp_path):
     with pytest.raises(ConfigError, match="--input_file .*--dataset_dir"):
         run_training(req, {"device": "cpu", "max_iters": 1}, log=lambda line: None)
     assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("flag, compiled", [(None, False), (True, True), (False, False)])
+def test_compile_defaults_to_eager_on_the_cpu_and_follows_the_flag(tmp_path, monkeypatch, flag, compiled):
+    """--compile / --no_compile decide; left out, the device does (CUDA compiles, the CPU not),
+    and the checkpoint keeps it left out, so a resume on another device gets that device's default."""
+    import json
+
+    import torch
+
+    from mypt.input_text import read_input_text
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(model) or model)
+    (tmp_path / "t.txt").write_text("some text to learn from\n" * 40)
+    req = RunSettings(model_name="m", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+                      checkpoints_dir=tmp_path / "ck")
+    overrides = {"device": "cpu", "max_iters": 1, "eval_iters": 1, "batch_size": 2}
+    if flag is not None:
+        overrides["compile"] = flag
+    run_training(req, overrides, log=lambda line: None, read_text=read_input_text)
+    assert bool(calls) == compiled
+    saved = json.loads((tmp_path / "ck" / "m" / "config.json").read_text())["training"]["compile"]
+    assert saved == flag
