@@ -89,11 +89,16 @@ COMPRESSIONS: dict[str, Callable[[Path], BinaryIO]] = {
 # the zstd stream's too), a truncated stream (EOFError), corrupt deflate data (zlib.error).
 READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
 _SNIFF_BYTES = 8192
+
+
 class Reader:
     suffix = ""  # ".txt"
     one_document = True  # the whole file is one document (True) or it holds many (False)
     compressible = True  # False: the format needs seeking (parquet), so X.gz is not read as X
     description = ""  # what a file of this format holds, for the help texts ("one document")
+    # Whether a directory walk picks the suffix up: False where files of the suffix are as often
+    # metadata as text (.json: manifest.json, dataset_info.json), so they are read only when named.
+    walked = True
 
     def __init__(self, path: Path, compression: str | None = None, *, text_key: str = "text",
                  strict: bool = False):
@@ -106,6 +111,10 @@ class Reader:
 
     def open(self) -> BinaryIO:
         return COMPRESSIONS[self.compression](self.path) if self.compression else open(self.path, "rb")
+
+    def current_stamp(self) -> tuple[int, int]:
+        """(size, mtime_ns) of what the reader reads now (`stamp` is this when resolved)."""
+        return file_stamp(self.path)
 
     def read_errors(self) -> tuple[type[BaseException], ...]:
         """The exceptions that mean the file is damaged (see `damaged`)."""
@@ -172,7 +181,7 @@ class Reader:
         if self.stamp is None:
             return
         try:
-            now = file_stamp(self.path)
+            now = self.current_stamp()
         except FileNotFoundError:
             now = None
         if now == self.stamp:
