@@ -11,11 +11,12 @@ compute per step).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 
-from mypt.errors import CheckpointError, TokenizerError
+from mypt.errors import CheckpointError, InputError, TokenizerError
 from mypt.model import GPT, KVCache
 
 
@@ -47,6 +48,27 @@ def check_text(value: str, flag: str) -> str:
         raise TokenizerError(f"{flag} {raw!r}: not valid UTF-8 (byte {bad[:1]!r} at character {e.start}); give "
                              f"{flag} as UTF-8 text (check the terminal's or the script's encoding)") from None
     return value
+
+
+def read_prompt(prompt: str, prompt_file: Path | None) -> str:
+    """The prompt: `prompt` (--prompt), or the text of `prompt_file` (--prompt_file) as it is,
+    a last newline kept, as nanoGPT's `FILE:` reads it; a UTF-8 byte-order mark (Notepad's) is
+    not part of the text."""
+    if prompt_file is None:
+        return prompt
+    path = Path(prompt_file)
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise InputError(f"--prompt_file {path} {what}: pass a text file holding the prompt")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"--prompt_file {path} cannot be read ({e.strerror}): pass a readable text file") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"--prompt_file {path}: not valid UTF-8 (byte {data[e.start:e.start + 1]!r} at offset "
+                         f"{e.start}); save the file as UTF-8") from None
 
 
 def _encode_prompt(tokenizer, prompt: str) -> list[int]:
