@@ -87,13 +87,17 @@ def _walk(directory: Path) -> list[Path]:
     refuse_dataset_dict(directory)
     if is_saved_dataset(directory):
         return [directory]
-    for marker in directory.rglob(DICT):
-        refuse_dataset_dict(marker.parent)
-    saved = {p.parent for p in directory.rglob(STATE) if is_saved_dataset(p.parent)}
     walked = tuple(s + c for s, cls in READERS.items() if cls.walked
                    for c in ["", *(COMPRESSIONS if cls.compressible else ())])
-    inside = [regular_file(p) for p in directory.rglob("*") if p.name.endswith(walked) and not p.is_dir()
-              and saved.isdisjoint(p.parents)]
+    saved, files = set(), []
+    for p in directory.rglob("*"):  # one pass: a corpus directory may hold millions of files
+        if p.name == DICT:
+            refuse_dataset_dict(p.parent)
+        elif p.name == STATE and is_saved_dataset(p.parent):
+            saved.add(p.parent)
+        elif p.name.endswith(walked) and not p.is_dir():
+            files.append(p)
+    inside = [regular_file(p) for p in files if saved.isdisjoint(p.parents)]
     if not inside and not saved:
         raise InputError(f"--input_files: the directory {str(directory)!r} holds no text files (looked for "
                          f"{', '.join(walked)} and directories saved by Dataset.save_to_disk)")

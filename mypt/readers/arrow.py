@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mypt.errors import InputError
-from mypt.readers.base import READ_ERRORS, Reader
-from mypt.readers.parquet import check_text_column, import_pyarrow
+from mypt.readers.base import READ_ERRORS, Reader, check_text_column, import_pyarrow
 from mypt.text import DecodeCounter, display_name
 
 STATE = "state.json"  # what marks a directory written by Dataset.save_to_disk

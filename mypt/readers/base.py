@@ -27,6 +27,29 @@ def missing_package(path: Path, package: str) -> InputError:
     return InputError(f"{display_name(path)}: reading it needs the {package} package: {FORMATS_HINT}")
 
 
+def import_pyarrow(path: Path):
+    """pyarrow (with its parquet module), or the InputError naming the extra that installs it."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise missing_package(path, "pyarrow") from None
+    return pyarrow
+
+
+def check_text_column(path: Path, schema, text_key: str) -> None:
+    """An InputError naming `path` unless the Arrow `schema` has a string column `text_key`
+    (parquet, and the Arrow files of a saved dataset: one message for both)."""
+    pa = import_pyarrow(path)
+    field = schema.field(text_key) if text_key in schema.names else None
+    if field is None:
+        raise InputError(f"{display_name(path)}: no column {text_key!r} (columns: "
+                         f"{', '.join(schema.names)}); pass --text_key COLUMN")
+    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+        raise InputError(f"{display_name(path)}: column {text_key!r} holds {field.type}, not text; "
+                         "pass --text_key COLUMN naming a string column")
+
+
 class _ZstdStream(io.RawIOBase):
     """Every frame of a .zst file, decompressed as one stream.
 

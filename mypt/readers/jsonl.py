@@ -60,7 +60,7 @@ class JsonlReader(Reader):
 @register
 class JsonReader(JsonlReader):
     suffix = ".json"
-    description = "JSON Lines (Dataset.to_json), read when named, not in a directory walk"
+    description = "JSON Lines (Dataset.to_json; read when named, a directory walk skips it)"
     walked = False
 
     def blocks(self) -> list[tuple[int, int]]:

@@ -11,33 +11,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from mypt.errors import InputError
-from mypt.readers.base import READ_ERRORS, Reader, missing_package, register
-from mypt.text import DecodeCounter, display_name
+from mypt.readers.base import READ_ERRORS, Reader, check_text_column, import_pyarrow, register
+from mypt.text import DecodeCounter
 
 BATCH_ROWS = 1024  # FineWeb's documents average ~3 KB: ~3 MB of text per batch
-
-
-def import_pyarrow(path):
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise missing_package(path, "pyarrow") from None
-    return pyarrow
-
-
-def check_text_column(path, schema, text_key: str) -> None:
-    """An InputError naming `path` unless the Arrow `schema` has a string column `text_key`
-    (parquet, and the Arrow files of a saved dataset: one message for both)."""
-    pa = import_pyarrow(path)
-    field = schema.field(text_key) if text_key in schema.names else None
-    if field is None:
-        raise InputError(f"{display_name(path)}: no column {text_key!r} (columns: "
-                         f"{', '.join(schema.names)}); pass --text_key COLUMN")
-    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
-        raise InputError(f"{display_name(path)}: column {text_key!r} holds {field.type}, not text; "
-                         "pass --text_key COLUMN naming a string column")
 
 
 @register
