@@ -42,14 +42,16 @@ def test_saved_dataset_and_to_json_give_the_tokens_of_the_same_jsonl(tmp_path):
     texts = docs(60)
     with_null = texts[:10] + [None] + texts[10:]  # a null text is an empty document, as in parquet
     save_to_disk(tmp_path / "saved", {"content": with_null, "text": ["not this"] * 61}, shards=3)
-    jsonl(tmp_path / "out.json", texts, key="content")  # Dataset.to_json's default: JSON Lines
+    jsonl(tmp_path / "out.json", with_null, key="content")  # Dataset.to_json's default: JSON Lines, null kept
     jsonl(tmp_path / "ref.jsonl", texts, key="content")
     out = {}
     for name, workers in (("ref.jsonl", "1"), ("out.json", "1"), ("saved", "1"), ("saved", "2")):
         ds = tmp_path / f"ds-{name}-{workers}"
-        ok(prepare("--input_files", str(tmp_path / name), "--out_dir", str(ds), "--text_key", "content",
-                   "--workers", workers))
+        result = ok(prepare("--input_files", str(tmp_path / name), "--out_dir", str(ds), "--text_key", "content",
+                            "--workers", workers))
         out[name, workers] = tree_bytes(ds / "train")
+        # JSON Lines keeps its rule (a null text is a bad line, skipped and counted), named as such.
+        assert ("out.json:11: its 'content' is null" in result.output) == (name == "out.json"), result.output
     assert out["ref.jsonl", "1"] == out["out.json", "1"] == out["saved", "1"] == out["saved", "2"]
     assert documents(tmp_path / "ds-saved-2") == [t + "\n" for t in texts]
     meta = json.loads((tmp_path / "ds-saved-1" / "dataset_metadata.json").read_text())

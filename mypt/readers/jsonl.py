@@ -47,6 +47,7 @@ class JsonlReader(Reader):
                     record, why = None, "not valid JSON"
                 else:
                     why = "not a JSON object" if not isinstance(record, dict) else \
+                        f"its {self.text_key!r} is null" if record.get(self.text_key, "") is None else \
                         f"no string field {self.text_key!r} (--text_key names the field of the text)"
                 text = record.get(self.text_key) if isinstance(record, dict) else None
                 if not isinstance(text, str):
