@@ -195,7 +195,8 @@ def generate_cmd(**flags):
 
     try:
         generate(model, tokenizer, prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
-                 s.num_samples, show, stop=s.stop)
+                 s.num_samples, show, stop=s.stop,
+                 prompt_flag=f"--prompt_file {s.prompt_file}" if s.prompt_file is not None else "--prompt")
     finally:  # end the streamed line: an error after some text is then a line of its own
         if current[0] >= 0:
             click.echo()

@@ -114,6 +114,9 @@ CASES = [
     Case("prompt_file_not_utf8", gen("--prompt_file", "p.txt"), ["--prompt_file p.txt", "not valid UTF-8",
                                                                  r"b'\xff' at offset 5", "save the file as UTF-8"],
          setup=lambda w: (w / "p.txt").write_bytes(b"Line \xff")),
+    Case("prompt_file_outside_the_vocabulary", gen("--prompt_file", "p.txt"),
+         ["--prompt_file p.txt: the characters ['\u2603']", "leave them out of --prompt_file p.txt"],
+         setup=write("p.txt", "Line \u2603")),
     # -- a diverged model: NaN weights, named where they are --------------------------------
     Case("generate_nan_weights", gen(), ["ck/m/model.safetensors", "transformer.h.0.mlp.c_fc.weight", "NaN",
                                          "earlier checkpoint"], setup=edit_weights(nan_weight)),
