@@ -266,6 +266,8 @@ class GenerateSettings(Settings):
 
     model_name: str = model_setting()
     prompt: str = setting("", "Text to continue (default: the start of a document).", show_default=False)
+    prompt_file: Path | None = setting(None, "Continue the text of this file, as it is (UTF-8, a last newline "
+                                             "kept: nanoGPT's FILE:); instead of --prompt.", metavar="PATH")
     max_new_tokens: int = setting(200, "Tokens to generate per sample.", min=1)
     temperature: float = setting(0.8, f"Softmax temperature; 0 = greedy, else at least {MIN_TEMPERATURE:g}.",
                                  min=0.0, check=check_temperature, metavar="FLOAT")
@@ -278,6 +280,12 @@ class GenerateSettings(Settings):
                                         "several stop strings.")
     device: str = device_setting()
     checkpoints_dir: Path = checkpoints_setting()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prompt and self.prompt_file is not None:
+            raise SettingError(f"--prompt and --prompt_file {self.prompt_file} are both given: pass one (the prompt "
+                               "is the file's text with --prompt_file)", ("prompt", "prompt_file"))
 
 
 def train_options(func):

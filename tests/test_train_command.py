@@ -61,3 +61,20 @@ def test_compile_defaults_to_eager_on_the_cpu_and_follows_the_flag(tmp_path, mon
     assert bool(calls) == compiled
     saved = json.loads((tmp_path / "ck" / "m" / "config.json").read_text())["training"]["compile"]
     assert saved == flag
+
+
+def test_a_run_from_other_weights_says_where_they_came_from(tmp_path):
+    """--init_from_model: one line names the checkpoint, its step and the val loss it had there."""
+    from mypt.input_text import read_input_text
+
+    (tmp_path / "t.txt").write_text("the king and the queen of the land\n" * 60)
+    logs: dict[str, list[str]] = {"base": [], "a": []}
+    for name, init in (("base", None), ("a", tmp_path / "ck" / "base")):
+        req = RunSettings(model_name=name, input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+                          checkpoints_dir=tmp_path / "ck", init_from_model=None if init is None else str(init))
+        flags = {"device": "cpu", "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "warmup_iters": 0,
+                 "dtype": "float32"}
+        run_training(req, flags, log=logs[name].append, read_text=read_input_text)
+    val = next(line for line in logs["base"] if line.startswith("step 2: val ")).split()[3]
+    assert f"init from {tmp_path / 'ck' / 'base'} (step 2, val {val})" in logs["a"], logs["a"]
+    assert not any(line.startswith("init from") for line in logs["base"])
