@@ -20,8 +20,8 @@ Sections (in this order, the most important first):
      500 new tokens with the KV cache and without (full recompute). With block 1024 the
      window fills after 24 new tokens; from then on the cache re-prefills the last half block
      once every half block. A 500 + 500 case (which fits in the window) is measured too.
-  4. The 150M_1024 preset at its default batch (12 x 8 accumulation) and default settings
-     (eager, as `mypt train` runs it without --compile): peak GPU memory.
+  4. The 150M_1024 preset at its default batch (12 x 8 accumulation) and default flags
+     (compiled on CUDA, as `mypt train` runs it): MFU and peak GPU memory.
   5. The pretrain/750M_1024_domain_adapt preset (its batch 8 x 16 accumulation) and a
      350M-class model (24 x 1024, 16 heads, batch 16): MFU, compiled unless the time budget
      (--budget_s) is too short for the compilation, in which case they run eager and say so.
@@ -584,9 +584,10 @@ def section_preset(suite: Suite, preset: str, label: str, compiled: bool | None,
     train_d.pop("compile", None)
     n_layer = int(model_d.get("n_layer", 12))
     note = ""
-    if compiled is None:  # the preset's own setting
-        compiled = bool(load_preset(preset)[1].get("compile", False)) if model_override is None else False
-        note = "compiled (preset setting)" if compiled else "eager (preset default)"
+    if compiled is None:  # what `mypt train` does with the preset: its compile, else on with CUDA
+        saved = load_preset(preset)[1].get("compile") if model_override is None else False
+        compiled = saved if saved is not None else plan.device.type == "cuda"
+        note = "compiled (default flags)" if compiled else "eager (default flags)"
     elif compiled:
         compiled, note = suite.compile_budget_ok(n_layer, label)
         note = note or "compiled"

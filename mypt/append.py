@@ -26,7 +26,7 @@ from mypt.errors import InputError
 from mypt.io import check_replaceable, partial_dir, write_json
 from mypt.lock import output_lock
 from mypt.prepare import PrepareSettings, prepare_steps
-from mypt.readers import resolve_inputs
+from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens
 from mypt.text import display_name
 from mypt.settings import flag_name, is_recorded
@@ -188,7 +188,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
         _check_consistent(dataset_dir, old, flag)
         known = {(s["name"], s["bytes"]) for s in old["sources"]}
         for path in inputs:
-            if (display_name(path), path.stat().st_size) in known:
+            if (display_name(path), input_bytes(path)) in known:
                 raise InputError(f"--input_files {path} is already in {flag} {dataset_dir} (same name and size): "
                                  "appending it again would repeat its text; leave it out")
         work, stage = work_dir(dataset_dir), partial_dir(dataset_dir)

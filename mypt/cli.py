@@ -178,23 +178,25 @@ def generate_cmd(**flags):
     """Sample text from a trained model, streamed to the terminal."""
     from mypt import checkpoint
     from mypt.device import resolve_device
-    from mypt.generate import generate
+    from mypt.generate import generate, read_prompt
     from mypt.model import load_model
 
     s = GenerateSettings.from_flags(flags)
+    prompt = read_prompt(s.prompt, s.prompt_file)  # before the model loads: a bad file fails at once
     path = checkpoint.resolve(s.model_name, s.checkpoints_dir)
     model, tokenizer, _ = load_model(path, resolve_device(s.device))
     current = [-1]
 
     def show(sample: int, piece: str) -> None:
         if sample != current[0]:
-            click.echo(("\n" if sample else "") + f"--- sample {sample + 1} ---\n{s.prompt}", nl=False)
+            click.echo(("\n" if sample else "") + f"--- sample {sample + 1} ---\n{prompt}", nl=False)
             current[0] = sample
         click.echo(piece, nl=False)
 
     try:
-        generate(model, tokenizer, s.prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
-                 s.num_samples, show, stop=s.stop)
+        generate(model, tokenizer, prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
+                 s.num_samples, show, stop=s.stop,
+                 prompt_flag=f"--prompt_file {s.prompt_file}" if s.prompt_file is not None else "--prompt")
     finally:  # end the streamed line: an error after some text is then a line of its own
         if current[0] >= 0:
             click.echo()

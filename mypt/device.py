@@ -8,9 +8,12 @@ from mypt.errors import ConfigError
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """The torch device for a name; "auto" (or nothing) is cuda when a GPU is there, else cpu."""
+    """The torch device for a name; "auto" (or nothing) is cuda when a GPU is there, else mps
+    on an Apple machine that has it, else cpu."""
     if not name or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:

@@ -11,11 +11,12 @@ compute per step).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 
-from mypt.errors import CheckpointError, TokenizerError
+from mypt.errors import CheckpointError, InputError, TokenizerError
 from mypt.model import GPT, KVCache
 
 
@@ -49,14 +50,35 @@ def check_text(value: str, flag: str) -> str:
     return value
 
 
-def _encode_prompt(tokenizer, prompt: str) -> list[int]:
-    check_text(prompt, "--prompt")
+def read_prompt(prompt: str, prompt_file: Path | None) -> str:
+    """The prompt: `prompt` (--prompt), or the text of `prompt_file` (--prompt_file) as it is,
+    a last newline kept, as nanoGPT's `FILE:` reads it; a UTF-8 byte-order mark (Notepad's) is
+    not part of the text."""
+    if prompt_file is None:
+        return prompt
+    path = Path(prompt_file)
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise InputError(f"--prompt_file {path} {what}: pass a text file holding the prompt")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"--prompt_file {path} cannot be read ({e.strerror}): pass a readable text file") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"--prompt_file {path}: not valid UTF-8 (byte {data[e.start:e.start + 1]!r} at offset "
+                         f"{e.start}); save the file as UTF-8") from None
+
+
+def _encode_prompt(tokenizer, prompt: str, flag: str) -> list[int]:
+    check_text(prompt, flag)
     try:
         return tokenizer.encode(prompt)
     except TokenizerError:
         bad = [c for c in sorted(set(prompt)) if not _encodes(tokenizer, c)]
-        raise TokenizerError(f"--prompt: the characters {bad} are not in the model's {tokenizer.kind} vocabulary "
-                             f"of {tokenizer.vocab_size} characters; leave them out of --prompt (the model "
+        raise TokenizerError(f"{flag}: the characters {bad} are not in the model's {tokenizer.kind} vocabulary "
+                             f"of {tokenizer.vocab_size} characters; leave them out of {flag} (the model "
                              "knows only the characters of the corpus it was trained on)") from None
 
 
@@ -149,23 +171,24 @@ class TextStream:
 def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
              top_k: int | None = 200, top_p: float | None = None, seed: int | None = 1337, num_samples: int = 1,
              on_text: Callable[[int, str], None] | None = None, use_cache: bool = True,
-             stop: Sequence[str] = ()) -> list[str]:
+             stop: Sequence[str] = (), prompt_flag: str = "--prompt") -> list[str]:
     """Sample `num_samples` continuations of `prompt`; `on_text(sample, piece)` receives text
     as it is produced (streaming). A sample ends at the end-of-text token, at the first of the
     `stop` strings (not included) or after max_new_tokens. Returns the full texts, prompt
     included. `on_text` gets an empty piece when each sample has its first token, so a caller
     that prints a header per sample prints it even when the sample stops at once (a stop
-    string or the end-of-text token first), and not when the model fails before that."""
+    string or the end-of-text token first), and not when the model fails before that.
+    `prompt_flag`: how errors about the prompt name where it came from (`--prompt_file PATH`)."""
     device = next(model.parameters()).device
     for s in stop:
         check_text(s, "--stop")
-    ids = _encode_prompt(tokenizer, prompt) if prompt else []
+    ids = _encode_prompt(tokenizer, prompt, prompt_flag) if prompt else []
     if not ids:
         ids = tokenizer.encode("\n") if tokenizer.eot_id is None else [tokenizer.eot_id]
     if not ids:  # an hf tokenizer with no end-of-text that encodes a newline as nothing
-        raise TokenizerError(f"--prompt {prompt!r}: the model's {tokenizer.kind} tokenizer encodes it as no tokens "
+        raise TokenizerError(f"{prompt_flag} {prompt!r}: the model's {tokenizer.kind} tokenizer encodes it as no tokens "
                              "and has no start of a document to begin from (no end-of-text token, no newline); "
-                             "give a --prompt of words it knows")
+                             f"give a prompt of words it knows ({prompt_flag})")
     generator = torch.Generator(device=device)
     if seed is not None:
         generator.manual_seed(seed)

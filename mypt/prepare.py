@@ -21,7 +21,7 @@ from mypt.io import check_replaceable
 from mypt.lock import output_lock
 from mypt.names import sibling
 from mypt.parallel import shared_pool
-from mypt.readers import resolve_inputs
+from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, Hashing, dedup
@@ -67,7 +67,7 @@ def check_out_dir(out_dir: Path, settings: PrepareSettings, paths: list[Path], o
     if overwrite or not (out_dir / METADATA_FILE).is_file():
         return
     old = read_metadata(out_dir)
-    new_sources = {(display_name(p), p.stat().st_size) for p in paths}
+    new_sources = {(display_name(p), input_bytes(p)) for p in paths}
     old_sources = [(s["name"], s["bytes"]) for s in old["sources"]] + \
         [(n, None) for n in old.get("skipped_binary_files", [])]
     new_settings = settings.recorded()

@@ -224,7 +224,8 @@ def as_flag(name: str, value: Any) -> str:
 
 def device_setting() -> Any:
     """The `device` field of training, evaluation and generation."""
-    return setting("auto", "auto (cuda when available, else cpu), cpu, cuda, cuda:1 ...")
+    return setting("auto", "auto (cuda when available, else mps on Apple silicon, else cpu), cpu, cuda, "
+                           "cuda:1 ..., mps")
 
 
 SEED_MAX = 2**63 - 1  # what every seeded generator takes: torch.manual_seed (< 2**64), numpy's (>= 0)

@@ -4,6 +4,7 @@ file or preset, tokenizer, model, loaders, resume), then call mypt.train.fit."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +229,24 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     return model
 
 
+def init_line(init: Path, hf: bool) -> str:
+    """What a new run from other weights (--init_from_model) says of them: the directory, and
+    for a mypt checkpoint its step and the val loss evaluated there (training_state.json, when
+    the checkpoint has one; the weights were checked as they loaded, this is only a report)."""
+    if hf:
+        return f"init from hf:{init}"
+    try:
+        state = json.loads((init / "training_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        state = None
+    step = state.get("step") if isinstance(state, dict) else None
+    if not isinstance(step, int):
+        return f"init from {init}"
+    history = state.get("history") if isinstance(state.get("history"), list) else []
+    val = next((e.get("val") for e in reversed(history) if isinstance(e, dict) and e.get("step") == step), None)
+    return f"init from {init} (step {step}" + (f", val {val:.4f})" if isinstance(val, (int, float)) else ")")
+
+
 def _build_loaders(req: RunSettings, specs: list[DatasetSpec], tokenizer: Tokenizer, cfgs: _Configs,
                    device: torch.device, dist: Dist,
                    read_text: ReadText | None) -> tuple[GPTDataLoader | MixtureLoader, dict[str, GPTDataLoader]]:
@@ -268,6 +287,8 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     cfgs = _resolve_configs(req, tokenizer, overrides, ckpt_dir)
     device, dist = _setup_device(cfgs.train)
     model = _build_model(req, cfgs, tokenizer, device)
+    if cfgs.init is not None and not req.resume and dist.is_main:
+        log(init_line(cfgs.init, cfgs.hf))
     loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
     return _train(req, specs, cfgs, model, tokenizer, loader, eval_loaders, ckpt_dir, device, dist, log)
 
@@ -283,7 +304,10 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
         return _complete(req, resume_state, dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}")
-    train_model = torch.compile(model) if train_cfg.compile else model
+    # Compiled by default where it pays (CUDA); a saved None resolves again on resume, so a
+    # run started on a GPU and resumed on a CPU (or back) gets each device's default.
+    compiled = train_cfg.compile if train_cfg.compile is not None else device.type == "cuda"
+    train_model = torch.compile(model) if compiled else model
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 import pytest
 import torch
-from bad_inputs import Case, edit_json, gen, invoke, run_case, train
+from bad_inputs import Case, edit_json, gen, invoke, run_case, train, write
 
 from mypt import checkpoint
 from mypt.config import GPTConfig
@@ -106,6 +106,17 @@ CASES = [
     Case("prompt_not_utf8_hf", gen("--prompt", NOT_UTF8, model="h"), ["--prompt", r"b'Line \xff'", "not valid UTF-8"],
          setup=model_of(hf_bpe, "h")),
     Case("stop_not_utf8", gen("--stop", "\udcfe"), ["--stop", r"b'\xfe'", "not valid UTF-8"]),
+    # -- --prompt_file ----------------------------------------------------------------------------
+    Case("prompt_and_prompt_file", gen("--prompt", "Line", "--prompt_file", "p.txt"),
+         ["--prompt and --prompt_file p.txt", "pass one"], setup=write("p.txt", "Line")),
+    Case("prompt_file_missing", gen("--prompt_file", "nowhere.txt"), ["--prompt_file nowhere.txt", "does not exist"]),
+    Case("prompt_file_a_directory", gen("--prompt_file", "ds"), ["--prompt_file ds", "not a regular file"]),
+    Case("prompt_file_not_utf8", gen("--prompt_file", "p.txt"), ["--prompt_file p.txt", "not valid UTF-8",
+                                                                 r"b'\xff' at offset 5", "save the file as UTF-8"],
+         setup=lambda w: (w / "p.txt").write_bytes(b"Line \xff")),
+    Case("prompt_file_outside_the_vocabulary", gen("--prompt_file", "p.txt"),
+         ["--prompt_file p.txt: the characters ['\u2603']", "leave them out of --prompt_file p.txt"],
+         setup=write("p.txt", "Line \u2603")),
     # -- a diverged model: NaN weights, named where they are --------------------------------
     Case("generate_nan_weights", gen(), ["ck/m/model.safetensors", "transformer.h.0.mlp.c_fc.weight", "NaN",
                                          "earlier checkpoint"], setup=edit_weights(nan_weight)),

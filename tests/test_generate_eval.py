@@ -1,6 +1,6 @@
 """What generate and eval print (issue 18): a sample that stops at once still shows its header
 and prompt; eval's --max_tokens is at most; a prompt of bytes that are not UTF-8, as a shell
-passes them, is one line."""
+passes them, is one line; --prompt_file (issue 21) is the prompt its file holds."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def test_a_sample_stopped_at_its_first_piece_still_prints_header_and_prompt(w):
     result = invoke(*gen(*greedy, "--stop", first))
     assert result.exit_code == 0, result.output
     assert result.output == "--- sample 1 ---\nLine\n--- sample 2 ---\nLine\n"
+
+
+def test_prompt_file_is_the_prompt_as_written(w):
+    """--prompt_file FILE: the file's text, its last newline and a byte-order mark's absence
+    included, samples exactly as --prompt with that text does."""
+    (w / "p.txt").write_bytes(b"\xef\xbb\xbfLine 3 of\n")
+    greedy = ["--temperature", "0", "--max_new_tokens", "12"]
+    from_file = invoke(*gen(*greedy, "--prompt_file", "p.txt"))
+    assert from_file.exit_code == 0, from_file.output
+    assert from_file.output == invoke(*gen(*greedy, "--prompt", "Line 3 of\n")).output
+    assert from_file.output.startswith("--- sample 1 ---\nLine 3 of\n")
 
 
 def _eval_tokens(*extra: str) -> int:

@@ -37,3 +37,44 @@ def test_input_file_is_refused_without_the_reader_mypt_train_passes(tmp_path):
     with pytest.raises(ConfigError, match="--input_file .*--dataset_dir"):
         run_training(req, {"device": "cpu", "max_iters": 1}, log=lambda line: None)
     assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("flag, compiled", [(None, False), (True, True), (False, False)])
+def test_compile_defaults_to_eager_on_the_cpu_and_follows_the_flag(tmp_path, monkeypatch, flag, compiled):
+    """--compile / --no_compile decide; left out, the device does (CUDA compiles, the CPU not),
+    and the checkpoint keeps it left out, so a resume on another device gets that device's default."""
+    import json
+
+    import torch
+
+    from mypt.input_text import read_input_text
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(model) or model)
+    (tmp_path / "t.txt").write_text("some text to learn from\n" * 40)
+    req = RunSettings(model_name="m", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+                      checkpoints_dir=tmp_path / "ck")
+    overrides = {"device": "cpu", "max_iters": 1, "eval_iters": 1, "batch_size": 2}
+    if flag is not None:
+        overrides["compile"] = flag
+    run_training(req, overrides, log=lambda line: None, read_text=read_input_text)
+    assert bool(calls) == compiled
+    saved = json.loads((tmp_path / "ck" / "m" / "config.json").read_text())["training"]["compile"]
+    assert saved == flag
+
+
+def test_a_run_from_other_weights_says_where_they_came_from(tmp_path):
+    """--init_from_model: one line names the checkpoint, its step and the val loss it had there."""
+    from mypt.input_text import read_input_text
+
+    (tmp_path / "t.txt").write_text("the king and the queen of the land\n" * 60)
+    logs: dict[str, list[str]] = {"base": [], "a": []}
+    for name, init in (("base", None), ("a", tmp_path / "ck" / "base")):
+        req = RunSettings(model_name=name, input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+                          checkpoints_dir=tmp_path / "ck", init_from_model=None if init is None else str(init))
+        flags = {"device": "cpu", "max_iters": 2, "eval_interval": 2, "eval_iters": 1, "warmup_iters": 0,
+                 "dtype": "float32"}
+        run_training(req, flags, log=logs[name].append, read_text=read_input_text)
+    val = next(line for line in logs["base"] if line.startswith("step 2: val ")).split()[3]
+    assert f"init from {tmp_path / 'ck' / 'base'} (step 2, val {val})" in logs["a"], logs["a"]
+    assert not any(line.startswith("init from") for line in logs["base"])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from mypt.errors import InputError
+from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
 from mypt.readers.base import COMPRESSIONS, READERS, Reader, file_stamp
 from mypt.text import DecodeCounter, display_name
 
@@ -35,12 +36,15 @@ def formats_help() -> str:
     """The input formats for a help text, from the registry (so a new format is listed)."""
     forms = [f"{s} = {c.description}" if c.description else s for s, c in READERS.items()]
     packed = [s for s, c in READERS.items() if c.compressible]
-    return f"{', '.join(forms)}, {' or '.join(COMPRESSIONS)} of {' and '.join(packed)}"
+    return (f"{', '.join(forms)}, {' or '.join(COMPRESSIONS)} of {' and '.join(packed)}; a directory saved by "
+            f"datasets' Dataset.save_to_disk = {SavedDatasetReader.description}")
 
 
 def reader_for(path: Path, *, text_key: str = "text", strict: bool = False) -> Reader | None:
     """The reader of `path` by its suffix (None: not a format mypt reads). `text_key` names
     the field of a document's text (JSONL, parquet); `strict` makes a bad record an error."""
+    if is_saved_dataset(path):
+        return SavedDatasetReader(path, text_key=text_key, strict=strict)
     name = Path(path).name
     compression = next((c for c in COMPRESSIONS if name.endswith(c)), None)
     inner = name[:-len(compression)] if compression else name
@@ -51,13 +55,15 @@ def reader_for(path: Path, *, text_key: str = "text", strict: bool = False) -> R
 
 
 def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
-    """Expand files, directories (searched recursively for text files) and globs.
+    """Expand files, directories (searched recursively for text files and saved datasets) and
+    globs.
 
-    Returns the sorted, de-duplicated list of files; the sort order is the corpus order.
+    Returns the sorted, de-duplicated list of inputs: files, and directories saved by
+    Dataset.save_to_disk (each one input, mypt.readers.arrow); the sort order is the corpus
+    order.
     """
     if not patterns:
         raise InputError("no input given: pass --input_files FILE_OR_DIR_OR_GLOB (several allowed)")
-    known = tuple(suffixes())
     found: set[Path] = set()
     for pattern in patterns:
         if not pattern:
@@ -71,15 +77,38 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
             if not matches[0].exists():
                 raise InputError(f"--input_files: {pattern!r} does not exist")
         for path in matches:
-            if path.is_dir():
-                inside = [regular_file(p) for p in path.rglob("*") if p.name.endswith(known) and not p.is_dir()]
-                if not inside:
-                    raise InputError(f"--input_files: the directory {str(path)!r} holds no text files "
-                                     f"(looked for {', '.join(known)})")
-                found.update(inside)
-            else:
-                found.add(regular_file(path))
+            found.update(_walk(path) if path.is_dir() else [regular_file(path)])
     return sorted(found, key=lambda p: str(p))
+
+
+def _walk(directory: Path) -> list[Path]:
+    """The inputs of a directory: itself when it is a saved dataset, else the files of the
+    walked suffixes and the saved datasets under it (their files are theirs, not walked)."""
+    refuse_dataset_dict(directory)
+    if is_saved_dataset(directory):
+        return [directory]
+    walked = tuple(s + c for s, cls in READERS.items() if cls.walked
+                   for c in ["", *(COMPRESSIONS if cls.compressible else ())])
+    saved, files = set(), []
+    for p in directory.rglob("*"):  # one pass: a corpus directory may hold millions of files
+        if p.name == DICT:
+            refuse_dataset_dict(p.parent)
+        elif p.name == STATE and is_saved_dataset(p.parent):
+            saved.add(p.parent)
+        elif p.name.endswith(walked) and not p.is_dir():
+            files.append(p)
+    inside = [regular_file(p) for p in files if saved.isdisjoint(p.parents)]
+    if not inside and not saved:
+        raise InputError(f"--input_files: the directory {str(directory)!r} holds no text files (looked for "
+                         f"{', '.join(walked)} and directories saved by Dataset.save_to_disk)")
+    return inside + sorted(saved)
+
+
+def input_bytes(path: Path) -> int:
+    """The size an input's source records (metadata `sources[].bytes`): a file's size, or the
+    files of a saved dataset together."""
+    reader = SavedDatasetReader(path) if is_saved_dataset(path) else Reader(path)
+    return reader.current_stamp()[0]
 
 
 def regular_file(path: Path, flag: str = "--input_files") -> Path:
@@ -112,11 +141,11 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text",
     while it is read is an error naming it (`Reader.check_unchanged`)."""
     readers, skipped = [], []
     for path in resolve_inputs(patterns):
-        stamp = file_stamp(path)  # before the first read
+        reader = reader_for(path, text_key=text_key, strict=strict)
+        stamp = reader.current_stamp() if reader is not None else file_stamp(path)  # before the first read
         if looks_binary(path):
             skipped.append(path)
             continue
-        reader = reader_for(path, text_key=text_key, strict=strict)
         if reader is None:
             raise InputError(f"--input_files: {display_name(path)} is not a format mypt reads "
                              f"(suffixes: {', '.join(suffixes())})")

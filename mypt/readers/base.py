@@ -27,6 +27,29 @@ def missing_package(path: Path, package: str) -> InputError:
     return InputError(f"{display_name(path)}: reading it needs the {package} package: {FORMATS_HINT}")
 
 
+def import_pyarrow(path: Path):
+    """pyarrow (with its parquet module), or the InputError naming the extra that installs it."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise missing_package(path, "pyarrow") from None
+    return pyarrow
+
+
+def check_text_column(path: Path, schema, text_key: str) -> None:
+    """An InputError naming `path` unless the Arrow `schema` has a string column `text_key`
+    (parquet, and the Arrow files of a saved dataset: one message for both)."""
+    pa = import_pyarrow(path)
+    field = schema.field(text_key) if text_key in schema.names else None
+    if field is None:
+        raise InputError(f"{display_name(path)}: no column {text_key!r} (columns: "
+                         f"{', '.join(schema.names)}); pass --text_key COLUMN")
+    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+        raise InputError(f"{display_name(path)}: column {text_key!r} holds {field.type}, not text; "
+                         "pass --text_key COLUMN naming a string column")
+
+
 class _ZstdStream(io.RawIOBase):
     """Every frame of a .zst file, decompressed as one stream.
 
@@ -89,11 +112,16 @@ COMPRESSIONS: dict[str, Callable[[Path], BinaryIO]] = {
 # the zstd stream's too), a truncated stream (EOFError), corrupt deflate data (zlib.error).
 READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
 _SNIFF_BYTES = 8192
+
+
 class Reader:
     suffix = ""  # ".txt"
     one_document = True  # the whole file is one document (True) or it holds many (False)
     compressible = True  # False: the format needs seeking (parquet), so X.gz is not read as X
     description = ""  # what a file of this format holds, for the help texts ("one document")
+    # Whether a directory walk picks the suffix up: False where files of the suffix are as often
+    # metadata as text (.json: manifest.json, dataset_info.json), so they are read only when named.
+    walked = True
 
     def __init__(self, path: Path, compression: str | None = None, *, text_key: str = "text",
                  strict: bool = False):
@@ -106,6 +134,10 @@ class Reader:
 
     def open(self) -> BinaryIO:
         return COMPRESSIONS[self.compression](self.path) if self.compression else open(self.path, "rb")
+
+    def current_stamp(self) -> tuple[int, int]:
+        """(size, mtime_ns) of what the reader reads now (`stamp` is this when resolved)."""
+        return file_stamp(self.path)
 
     def read_errors(self) -> tuple[type[BaseException], ...]:
         """The exceptions that mean the file is damaged (see `damaged`)."""
@@ -172,7 +204,7 @@ class Reader:
         if self.stamp is None:
             return
         try:
-            now = file_stamp(self.path)
+            now = self.current_stamp()
         except FileNotFoundError:
             now = None
         if now == self.stamp:

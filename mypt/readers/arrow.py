@@ -1,0 +1,107 @@
+"""A directory written by `datasets`' `Dataset.save_to_disk`: one document per row, its text
+in the `text` column (`--text_key` names another).
+
+Such a directory holds Arrow files (IPC stream format, `data-00000-of-00002.arrow` ...),
+`dataset_info.json` and `state.json`, whose `_data_files` lists the Arrow files in the
+dataset's row order. It is one input, not a folder to walk: its files are read in that
+order, a block of work per file (save_to_disk cuts at 500 MB by default; its `num_shards`
+gives more blocks). A null text is an empty document, as in parquet. A `DatasetDict`'s
+directory (`dataset_dict.json` and a directory per split) is refused: its splits are
+datasets of their own, to be named one by one (train text mixed with test text is rarely
+meant). Needs pyarrow (`pip install 'mypt[formats]'`), imported only when a file is read;
+finding such a directory needs only its state.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from mypt.errors import InputError
+from mypt.readers.base import READ_ERRORS, Reader, check_text_column, import_pyarrow
+from mypt.text import DecodeCounter, display_name
+
+STATE = "state.json"  # what marks a directory written by Dataset.save_to_disk
+INFO = "dataset_info.json"  # written beside it
+DICT = "dataset_dict.json"  # what marks one written by DatasetDict.save_to_disk
+
+
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a directory written by Dataset.save_to_disk (state.json and dataset_info.json)."""
+    return (Path(path) / STATE).is_file() and (Path(path) / INFO).is_file()
+
+
+def refuse_dataset_dict(path: Path, flag: str = "--input_files") -> None:
+    """An InputError when `path` is a directory written by DatasetDict.save_to_disk."""
+    if not (Path(path) / DICT).is_file():
+        return
+    splits = sorted(p.name for p in Path(path).iterdir() if is_saved_dataset(p))
+    example = Path(path) / (splits[0] if splits else "train")
+    raise InputError(f"{flag}: {str(path)!r} is a DatasetDict saved by datasets (splits: "
+                     f"{', '.join(splits) or 'none'}): pass the split to read, e.g. {str(example)!r}")
+
+
+class SavedDatasetReader(Reader):
+    """Not registered by suffix: `mypt.readers.reader_for` picks it for a directory that
+    `is_saved_dataset`."""
+
+    description = "one document per row in its `text` column"
+    one_document = False
+    compressible = False
+
+    def read_errors(self) -> tuple[type[BaseException], ...]:
+        return (*READ_ERRORS, import_pyarrow(self.path).ArrowException)
+
+    def damaged(self, error: BaseException) -> InputError:
+        detail = " ".join(str(error).split()) or type(error).__name__
+        return InputError(f"{display_name(self.path)}: cannot be read as a dataset saved by datasets ({detail}); "
+                          "its files are damaged or incomplete: save it again, or leave it out of --input_files")
+
+    def looks_binary(self) -> bool:
+        return False  # Arrow is binary by design; the text column is checked in blocks()
+
+    def files(self) -> list[Path]:
+        """The Arrow files, in the order state.json lists them (the dataset's row order)."""
+        where = display_name(self.path / STATE)
+        try:
+            state = json.loads((self.path / STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{where} cannot be read ({e}): save the dataset again") from None
+        listed = state.get("_data_files") if isinstance(state, dict) else None
+        names = [d.get("filename") for d in listed if isinstance(d, dict)] if isinstance(listed, list) else None
+        # A name must be a file of this directory: state.json is data, never a path to follow out of it.
+        if names is None or not all(isinstance(n, str) and n and Path(n).name == n for n in names):
+            raise InputError(f"{where}: no list of the dataset's files (_data_files) in it, as Dataset.save_to_disk "
+                             "writes: save the dataset again")
+        missing = [n for n in names if not (self.path / n).is_file()]
+        if missing:
+            raise InputError(f"{where} lists {missing[0]}, which is not in {display_name(self.path)}: the directory "
+                             "is incomplete; copy it whole or save the dataset again")
+        return [self.path / n for n in names]
+
+    def current_stamp(self) -> tuple[int, int]:
+        """state.json and the Arrow files it lists: their total size and latest mtime."""
+        stats = [os.stat(p) for p in [self.path / STATE, *self.files()]]
+        return sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Arrow files [i, i + 1), each checked for the text column."""
+        pa = import_pyarrow(self.path)
+        files = self.files()
+        for file in files:
+            with pa.memory_map(str(file)) as source:
+                check_text_column(file, pa.ipc.open_stream(source).schema, self.text_key)
+        return [(i, i + 1) for i in range(len(files))]
+
+    def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
+        pa = import_pyarrow(self.path)
+        for file in self.files()[start:end]:
+            with pa.memory_map(str(file)) as source:  # mapped: a batch is read without a copy
+                stream = pa.ipc.open_stream(source)
+                column = stream.schema.get_field_index(self.text_key)
+                for batch in stream:  # save_to_disk writes batches of 1000 rows: memory stays bounded
+                    for text in batch.column(column).to_pylist():
+                        stats["documents_in"] += 1
+                        yield text or ""
