@@ -171,6 +171,15 @@ def test_a_resumed_run_continues_the_killed_runs_curves_without_logging_a_step_t
     assert dict(curves["train_loss"])[30] == (32.0 if first else 230.0)
 
 
+def test_a_new_run_replaces_the_previous_runs_tensorboard_curves_as_dvclive_does(tmp_path):
+    for value, steps in ((1.0, (0, 10, 20)), (2.0, (0, 10))):
+        tracker = open_tracker(("tensorboard", "dvclive"), tmp_path / "live", "m")
+        for step in steps:
+            tracker(step, {"val": value})
+        tracker.close()
+    assert read_tensorboard(tmp_path / "live") == read_dvclive(tmp_path / "live") == {"val": [(0, 2.0), (10, 2.0)]}
+
+
 @pytest.mark.slow
 def test_every_logger_gets_the_same_metrics_at_the_same_steps_and_resume_continues_each_run(corpus, tmp_path,
                                                                                           logger_env, monkeypatch):
