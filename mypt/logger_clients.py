@@ -94,7 +94,9 @@ class MlflowLogger:
 
         try:
             self.client.get_run(run_id)
-        except MlflowException:
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
             raise ConfigError(f"--resume: the MLflow run {run_id} of {self.record.path} is not in the tracking "
                               f"store {uri} (it was logged to {self.record.where}): set {MLFLOW_URI_ENV} to that "
                               f"store, or delete {self.record.path} to log a new run") from None
@@ -125,13 +127,15 @@ class WandbLogger:
         import wandb
 
         self.record = RunRecord(Path(directory) / "wandb_run.json", resume)
+        # wandb's own variables win: WANDB_DIR over METRICS_DIR, WANDB_NAME over the model's name.
         where = {} if os.environ.get("WANDB_DIR") else {"dir": str(directory)}
+        name = {} if os.environ.get("WANDB_NAME") else {"name": run_name}
         same = {"id": self.record.run_id, "resume": "allow"} if self.record.run_id else {}
         try:
-            self.run = wandb.init(name=run_name, **where, **same)
+            self.run = wandb.init(**name, **where, **same)
         except wandb.errors.Error as e:
-            raise ConfigError(f"--logger wandb: {str(e).splitlines()[0]}; log in (`wandb login`, or WANDB_API_KEY), "
-                              "or set WANDB_MODE=offline to log locally and upload later with `wandb sync`") from None
+            raise ConfigError(f"--logger wandb: {str(e).splitlines()[0].rstrip('.')}; or set WANDB_MODE=offline to log "
+                              "locally and upload later with `wandb sync`") from None
         self.record.save(self.run.id, self.run.dir)
 
     def __call__(self, step: int, values: dict) -> None:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from mypt.cli import main
 from mypt.config import RunSettings
+from mypt.errors import ConfigError
 from mypt.tracking import open_tracker
 
 SETTINGS = ["--device=cpu", "--max_iters=30", "--eval_interval=10", "--eval_iters=2", "--log_interval=5"]
@@ -169,6 +170,24 @@ def test_a_resumed_run_continues_the_killed_runs_curves_without_logging_a_step_t
     first = name in ("mlflow", "wandb")
     assert dict(curves["val"]) == {0: 1.0, 10: 11.0, 20: 21.0, 30: 31.0 if first else 130.0, 40: 140.0}
     assert dict(curves["train_loss"])[30] == (32.0 if first else 230.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, message", [
+    ("mlflow", ["--resume: the MLflow run 0123abcd of {d}/mlflow_run.json is not in the tracking store file://",
+                "(it was logged to sqlite:///elsewhere.db): set MLFLOW_TRACKING_URI to that store, or delete"]),
+    ("wandb", ["--logger wandb: ", "API key", "; or set WANDB_MODE=offline to log locally"]),  # wandb's words between
+])
+def test_a_logger_that_cannot_open_its_run_says_what_to_do(name, message, tmp_path, logger_env, monkeypatch):
+    directory = tmp_path / "live"
+    directory.mkdir()
+    (directory / "mlflow_run.json").write_text('{"run_id": "0123abcd", "where": "sqlite:///elsewhere.db"}')
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("WANDB_MODE")  # online, and not logged in
+    with pytest.raises(ConfigError) as e:
+        open_tracker((name,), directory, "m", resume=True, resume_step=10)
+    assert all(part.format(d=directory) in str(e.value) for part in message) and "\n" not in str(e.value)
 
 
 def test_a_new_run_replaces_the_previous_runs_tensorboard_curves_as_dvclive_does(tmp_path):
