@@ -42,6 +42,9 @@ def logger_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         monkeypatch.setenv(var, str(home / var.lower()))
+    yield
+    if sys.modules.get("wandb"):  # wandb keeps the variables it first read for the process: the next test's are new
+        sys.modules["wandb"].teardown()
 
 
 # Each logger's own reader: {metric: [(step, value), ...]} in the order logged.
