@@ -3,8 +3,8 @@ show`, `dvc plots show` and DVC's VS Code extension follow a run while it trains
 other loggers `mypt train --logger` chooses (mypt.logger_clients: TensorBoard, MLflow, W&B).
 `open_tracker` gives fit one `on_metrics` callback that hands every logger the same calls.
 
-`LiveMetrics(DIR)` is fit's `on_metrics` callback (`mypt train --metrics_dir DIR`; the train
-and adapt stages use dvclive/base and dvclive/adapted). DIR gets dvclive's layout:
+`LiveMetrics(DIR)` is dvclive's logger (`mypt train --metrics_dir DIR`, the default logger; the
+train and adapt stages use dvclive/base and dvclive/adapted). DIR gets dvclive's layout:
 
     metrics.json                 the latest value of each metric, best_val and step
     plots/metrics/NAME.tsv       step and value: train_loss, lr, tokens_per_s (every
@@ -20,9 +20,8 @@ from __future__ import annotations
 import csv
 import math
 import os
-from pathlib import Path
-
 from contextlib import ExitStack
+from pathlib import Path
 
 from mypt.errors import InputError
 from mypt.io import atomic_write_text, check_replaceable
@@ -163,9 +162,9 @@ class Tracker:
 def open_tracker(names: tuple[str, ...], directory: Path, run_name: str, resume: bool = False,
                  resume_step: int | None = None) -> Tracker:
     """The loggers `names` (mypt.loggers.LOGGERS) writing to `directory`, a run called
-    `run_name`. `resume` continues each logger's run; `resume_step`, the checkpoint's step, is
-    the last step the resumed run does not log again. A logger that fails to open closes those
-    opened before it."""
+    `run_name`. `resume` continues each logger's run from `resume_step`, the checkpoint's step:
+    the resumed run logs the steps after it, each once. A logger that fails to open closes
+    those opened before it."""
     opened: list = []
     try:
         for name in names:
