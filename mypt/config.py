@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mypt.errors import ConfigError
 from mypt.io import read_json
+from mypt.loggers import DEFAULT as LOGGER_DEFAULT, logger_help, parse_loggers
 from mypt.settings import Settings, SettingError, device_setting, seed_setting, setting
 from mypt.tokenizers import check_spec, spec_forms, spec_help
 
@@ -218,10 +219,16 @@ class RunSettings(Settings):
     overwrite: bool = setting(False, "Replace MODEL_NAME's trained model (without it, an existing model is "
                                      "refused: --resume continues it).")
     checkpoints_dir: Path = checkpoints_setting()
-    metrics_dir: Path | None = setting(None, "Write the run's metrics here while it trains, with dvclive "
-                                             "(metrics.json, plots/metrics/*.tsv, plots/images/loss.png): "
-                                             "`dvc exp show`, `dvc plots show` and DVC's VS Code extension "
-                                             "follow the run. Default: no metrics files.")
+    metrics_dir: Path | None = setting(None, "Write the run's metrics here while it trains, through --logger's "
+                                             "loggers; dvclive's by default (metrics.json, plots/metrics/*.tsv, "
+                                             "plots/images/loss.png): `dvc exp show`, `dvc plots show` and DVC's "
+                                             "VS Code extension follow the run. Default: no metrics files.")
+    logger: tuple[str, ...] = setting((), logger_help(), check=parse_loggers)
+
+    @property
+    def loggers(self) -> tuple[str, ...]:
+        """The loggers the run writes to: --logger's, else dvclive's when --metrics_dir is given."""
+        return self.logger or (LOGGER_DEFAULT if self.metrics_dir is not None else ())
 
     def __post_init__(self):
         # RunSettings(dataset_dir="data/x"): one dataset, the Python API's spelling of one flag.
@@ -229,7 +236,12 @@ class RunSettings(Settings):
             self.dataset_dir = (self.dataset_dir,)
         if isinstance(self.dataset_dir, (list, tuple)):
             self.dataset_dir = tuple(os.fspath(d) if isinstance(d, os.PathLike) else d for d in self.dataset_dir)
+        if isinstance(self.logger, str):  # RunSettings(logger="tensorboard,wandb"): params.yaml's spelling too
+            self.logger = (self.logger,)
         super().__post_init__()
+        if self.logger and self.metrics_dir is None:
+            raise SettingError(f"--logger {','.join(self.logger)} writes its files (and the run ids --resume "
+                               "continues) under --metrics_dir: give --metrics_dir DIR too", ("logger",))
 
 
 @dataclass(frozen=True)

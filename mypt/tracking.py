@@ -1,8 +1,10 @@
-"""Live tracking: a running fit's metrics written through dvclive as they come, so `dvc exp
-show`, `dvc plots show` and DVC's VS Code extension follow a run while it trains.
+"""Live tracking: a running fit's metrics written as they come, through dvclive (so `dvc exp
+show`, `dvc plots show` and DVC's VS Code extension follow a run while it trains) and the
+other loggers `mypt train --logger` chooses (mypt.logger_clients: TensorBoard, MLflow, W&B).
+`open_tracker` gives fit one `on_metrics` callback that hands every logger the same calls.
 
-`LiveMetrics(DIR)` is fit's `on_metrics` callback (`mypt train --metrics_dir DIR`; the train
-and adapt stages use dvclive/base and dvclive/adapted). DIR gets dvclive's layout:
+`LiveMetrics(DIR)` is dvclive's logger (`mypt train --metrics_dir DIR`, the default logger; the
+train and adapt stages use dvclive/base and dvclive/adapted). DIR gets dvclive's layout:
 
     metrics.json                 the latest value of each metric, best_val and step
     plots/metrics/NAME.tsv       step and value: train_loss, lr, tokens_per_s (every
@@ -18,10 +20,12 @@ from __future__ import annotations
 import csv
 import math
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 from mypt.errors import InputError
 from mypt.io import atomic_write_text, check_replaceable
+from mypt.logger_clients import CLIENTS
 from mypt.report import write_loss_png
 
 
@@ -42,12 +46,13 @@ def _live(directory: Path, resume: bool):
     return QuietLive(str(directory), resume=resume, save_dvc_exp=False, dvcyaml=None)
 
 
-def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None) -> None:
+def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvclive: bool = True) -> None:
     """dvclive deletes its directory's metrics.json, params.yaml, dvc.yaml, report and
-    plots/ subfolders on start: refuse the current, home or root directory and one holding a
-    project's dvc.yaml or params.yaml. (A directory left by a previous run, or by DVC, which
-    removes the declared files but not the emptied plots/, is fine.) Also refuse one in the
-    run's `checkpoint_dir`: every checkpoint save replaces that directory."""
+    plots/ subfolders on start: refuse the current, home or root directory and (when the run
+    writes with `dvclive`) one holding a project's dvc.yaml or params.yaml. (A directory left by
+    a previous run, or by DVC, which removes the declared files but not the emptied plots/, is
+    fine.) Also refuse one in the run's `checkpoint_dir`: every checkpoint save replaces that
+    directory."""
     if checkpoint_dir is not None:
         inside, ckpt = Path(directory).resolve(), Path(checkpoint_dir).resolve()
         if inside == ckpt or ckpt in inside.parents:
@@ -55,7 +60,7 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None) -> No
                              "every checkpoint save replaces: choose a --metrics_dir outside it (the train stage "
                              "uses dvclive/MODEL_NAME)")
     check_replaceable(directory, flag="--metrics_dir")
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "params.yaml") if dvclive else ():
         if (Path(directory) / name).is_file():
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
@@ -116,7 +121,7 @@ class LiveMetrics:
             self.live.log_metric("best_val", best, plot=False)
         self.live.next_step()  # writes metrics.json (its step += 1 is overwritten by the next call)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:  # dvclive has no failed state: `failed` is the loggers' API
         curves = {name: self.curve(name) for name in self._loss_names()}
         write_loss_png({k: v for k, v in curves.items() if v}, self.directory / "plots" / "images" / "loss.png",
                        self.title)
@@ -135,3 +140,40 @@ class LiveMetrics:
     def _loss_names(self) -> list[str]:
         found = sorted(p.stem for p in (Path(self.live.plots_dir) / "metrics").glob("eval_*.tsv"))
         return ["train_loss", "val", *found]
+
+
+class Tracker:
+    """fit's `on_metrics`: each call handed to every logger, in --logger's order."""
+
+    def __init__(self, loggers: list):
+        self.loggers = loggers
+
+    def __call__(self, step: int, values: dict) -> None:
+        for logger in self.loggers:
+            logger(step, values)
+
+    def close(self, failed: bool = False) -> None:
+        """Close every logger, even after one fails to (its error is raised then)."""
+        with ExitStack() as stack:
+            for logger in reversed(self.loggers):
+                stack.callback(logger.close, failed)
+
+
+def open_tracker(names: tuple[str, ...], directory: Path, run_name: str, resume: bool = False,
+                 resume_step: int | None = None) -> Tracker:
+    """The loggers `names` (mypt.loggers.LOGGERS) writing to `directory`, a run called
+    `run_name`. `resume` continues each logger's run from `resume_step`, the checkpoint's step:
+    the resumed run logs the steps after it, each once. A logger that fails to open closes
+    those opened before it."""
+    opened: list = []
+    try:
+        for name in names:
+            if name == "dvclive":
+                opened.append(LiveMetrics(directory, f"{run_name}: loss", resume=resume, resume_step=resume_step))
+            else:
+                Path(directory).mkdir(parents=True, exist_ok=True)
+                opened.append(CLIENTS[name](Path(directory), run_name, resume, resume_step))
+    except BaseException:
+        Tracker(opened).close(failed=True)
+        raise
+    return Tracker(opened)

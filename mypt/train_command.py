@@ -28,7 +28,8 @@ from mypt.shards import read_metadata
 from mypt.gc_pause import resume_gc
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
-from mypt.tracking import LiveMetrics, check_metrics_dir
+from mypt.loggers import check_installed
+from mypt.tracking import check_metrics_dir, open_tracker
 from mypt.train import configure_optimizer, fit
 
 # How --input_file is read: mypt.input_text.read_input_text, passed in by `mypt train` (cli.py).
@@ -85,7 +86,8 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
     specs = parse_dataset_specs(req.dataset_dir)
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
     if req.metrics_dir is not None:
-        check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir)
+        check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers)
+        check_installed(req.loggers)
     # One run per checkpoint: a second would delete this one's `.NAME.partial`. Under DDP only
     # rank 0 saves, so only rank 0 takes the lock.
     with output_lock(ckpt_dir, "--model_name") if _rank0() else contextlib.nullcontext():
@@ -319,15 +321,18 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
                              [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None)}
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
-        tracker = LiveMetrics(req.metrics_dir, f"{req.model_name}: loss", resume=req.resume,
-                              resume_step=resume_state["step"] if resume_state else None)
+        tracker = open_tracker(req.loggers, req.metrics_dir, req.model_name, resume=req.resume,
+                               resume_step=resume_state["step"] if resume_state else None)
     resume_gc()  # the run is built: the collector walks only what training allocates (mypt.gc_pause)
+    failed = True
     try:
-        return fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,
-                   extra, dist, log, on_metrics=tracker)
+        result = fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,
+                     extra, dist, log, on_metrics=tracker)
+        failed = False
+        return result
     finally:
         if tracker is not None:
-            tracker.close()
+            tracker.close(failed)  # MLflow and W&B mark a run that raised as failed
         if dist.world_size > 1:
             torch.distributed.destroy_process_group()
 
