@@ -1,0 +1,193 @@
+"""The model options of GPTConfig (rotary positions, RMSNorm, SwiGLU and squared-ReLU MLPs,
+grouped-query attention, QK-norm): each trains and resumes exactly through `mypt train`'s
+flags, decodes with the KV cache as without it, and keeps the parameter names a Llama export
+maps; the defaults keep GPT-2's names."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import string
+
+import pytest
+import torch
+from conftest import mypt_cli
+from test_model import _reference_tokens
+
+from mypt.generate import generate, sample_tokens
+from mypt.input_text import read_input_text
+from mypt.model import GPT, GPTConfig, KVCache, apply_rope, load_model, rope_tables
+from mypt.train_command import run_from_flags
+
+VOCAB = len(string.ascii_lowercase + " \n")
+SMALL = dict(vocab_size=VOCAB, block_size=16, n_layer=2, n_head=4, n_embd=32)
+OPTIONS = {
+    "rope": {"position": "rope", "rope_theta": 500.0},
+    "rmsnorm": {"norm": "rmsnorm"},
+    "swiglu": {"mlp": "swiglu"},
+    "relu2": {"mlp": "relu2"},
+    "gqa": {"n_kv_head": 2},
+    "qk_norm": {"qk_norm": True},
+    "all": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_head": 1, "qk_norm": True},
+}
+ALL = ["--position", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--n_kv_head", "1", "--qk_norm"]
+
+
+def small(**options) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**SMALL, **options)).eval()
+
+
+def shapes(model: GPT, layer: str = "transformer.h.0.") -> dict[str, tuple[int, ...]]:
+    """The first block's parameter shapes, by their names inside the block, and the rest's."""
+    return {k.removeprefix(layer): tuple(v.shape) for k, v in model.state_dict().items()
+            if k.startswith(layer) or not k.startswith("transformer.h.")}
+
+
+def test_default_model_keeps_gpt2s_parameter_names_and_shapes():
+    # What checkpoints of every earlier mypt hold: a default model must load them unchanged.
+    block = {"ln_1.weight": (32,), "attn.c_attn.weight": (96, 32), "attn.c_proj.weight": (32, 32),
+             "ln_2.weight": (32,), "mlp.c_fc.weight": (128, 32), "mlp.c_proj.weight": (32, 128)}
+    assert shapes(small()) == {**block, "transformer.wte.weight": (64, 32), "transformer.wpe.weight": (16, 32),
+                               "transformer.ln_f.weight": (32,), "lm_head.weight": (64, 32)}
+    with_bias = set(GPT(GPTConfig(**SMALL, bias=True)).state_dict())
+    assert with_bias - set(small().state_dict()) == {
+        f"transformer.h.{i}.{n}.bias" for i in range(2) for n in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2",
+                                                                   "mlp.c_fc", "mlp.c_proj")} | {"transformer.ln_f.bias"}
+
+
+def test_each_option_has_the_names_and_shapes_a_llama_export_maps():
+    gpt2 = shapes(small())
+    changed = {name: {k: v for k, v in shapes(small(**opts)).items() if gpt2.get(k) != v}
+               for name, opts in OPTIONS.items()}
+    removed = {name: sorted(set(gpt2) - set(shapes(small(**opts)))) for name, opts in OPTIONS.items()}
+    hidden = GPTConfig(**SMALL, mlp="swiglu").mlp_hidden
+    assert hidden == 128  # 8/3 x 32 = 85.3, rounded up to 64's multiple: here c_proj keeps its shape
+    assert changed["rope"] == {} and removed["rope"] == ["transformer.wpe.weight"]
+    assert changed["rmsnorm"] == {} and removed["rmsnorm"] == []  # RMSNorm: a weight of the same shape
+    assert changed["swiglu"] == {"mlp.c_fc.weight": (2 * hidden, 32)}  # rows [gate | up]
+    wider = GPT(GPTConfig(**{**SMALL, "n_embd": 64}, mlp="swiglu")).transformer.h[0].mlp  # 8/3 x 64 -> 192
+    assert (wider.c_fc.weight.shape, wider.c_proj.weight.shape) == ((384, 64), (64, 192))
+    assert changed["relu2"] == {} and changed["gqa"] == {"attn.c_attn.weight": ((4 + 2 * 2) * 8, 32)}
+    assert changed["qk_norm"] == {"attn.q_norm.weight": (8,), "attn.k_norm.weight": (8,)}
+    assert removed["all"] == ["transformer.wpe.weight"] and changed["all"] == {
+        "attn.c_attn.weight": ((4 + 2) * 8, 32), "attn.q_norm.weight": (8,), "attn.k_norm.weight": (8,),
+        "mlp.c_fc.weight": (2 * hidden, 32)}
+    # --bias adds LayerNorm's bias; RMSNorm has none whatever --bias says.
+    assert not any(k.endswith(("ln_1.bias", "ln_f.bias")) for k in GPT(GPTConfig(**SMALL, bias=True,
+                                                                                  norm="rmsnorm")).state_dict())
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_residual_projections_keep_gpt2s_smaller_init(name):
+    model = GPT(GPTConfig(**{**SMALL, "n_layer": 8}, **OPTIONS[name]))
+    stds = {k: float(p.detach().std()) for k, p in model.named_parameters() if p.dim() == 2}
+    for k, std in stds.items():
+        expected = 0.02 / math.sqrt(2 * 8) if k.endswith("c_proj.weight") else 0.02
+        assert std == pytest.approx(expected, rel=0.15), k
+
+
+def test_grouped_query_attention_shares_each_kv_head_with_consecutive_query_heads():
+    # A 2-kv-head model computes what a 4-head model computes whose key and value heads are
+    # those 2 repeated in place (0, 0, 1, 1): Hugging Face's repeat_kv order.
+    gqa, mha = small(n_kv_head=2), small()
+    state = gqa.state_dict()
+    for i in range(2):
+        q, k, v = state[f"transformer.h.{i}.attn.c_attn.weight"].split([32, 16, 16])
+        wide = [t.view(2, 8, 32).repeat_interleave(2, dim=0).reshape(32, 32) for t in (k, v)]
+        state[f"transformer.h.{i}.attn.c_attn.weight"] = torch.cat([q, *wide])
+    mha.load_state_dict(state)
+    x = torch.randint(0, VOCAB, (2, 16))
+    assert torch.allclose(gqa(x, x)[0], mha(x, x)[0], atol=1e-5)
+    assert KVCache(gqa.config, 1, "cpu", torch.float32).k.shape == (2, 1, 2, 16, 8)  # 2 heads, not 4
+
+
+def test_rope_rotates_pairs_i_and_i_plus_half_by_position_times_frequency():
+    cfg = GPTConfig(**{**SMALL, "n_head": 8}, position="rope", rope_theta=100.0)  # head_dim 4: freqs 1, 0.1
+    cos, sin = rope_tables(cfg, torch.tensor([0, 3]))
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0]).expand(1, 1, 2, 4)  # (B, nh, T, hd)
+    y = apply_rope(x, cos, sin)
+    assert torch.equal(y[0, 0, 0], x[0, 0, 0])  # position 0 is not rotated
+    a, b = 3.0, 0.3  # pair (0, 2) turns by 3 x 1 radians, pair (1, 3) by 3 x 0.1
+    expected = [math.cos(a) - 3 * math.sin(a), 2 * math.cos(b) - 4 * math.sin(b),
+                3 * math.cos(a) + math.sin(a), 4 * math.cos(b) + 2 * math.sin(b)]
+    assert y[0, 0, 1].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_flops_per_token_counts_query_heads_and_the_smaller_parameters():
+    mha, gqa = small(mlp="swiglu"), small(mlp="swiglu", n_kv_head=1)
+    attention = 12 * 2 * 4 * 8 * 16  # 12 L H Q T: every query head still attends over T keys
+    assert mha.num_params() - gqa.num_params() == 2 * 2 * (4 - 1) * 8 * 32  # layers x (k, v) x heads fewer
+    for m in (mha, gqa):
+        assert m.flops_per_token() == 6 * m.num_params() + attention
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_cached_decoding_equals_recomputing(name):
+    model = small(**OPTIONS[name])
+    idx = torch.randint(0, VOCAB, (1, 5))
+    with torch.no_grad():
+        seq = torch.randint(0, VOCAB, (2, 12))
+        full, _ = model(seq, seq)  # (B, T, V): every position's logits, no cache
+        cache = KVCache(model.config, 2, "cpu", torch.float32)
+        model(seq[:, :7], cache=cache)  # a prefill, then one token at a time
+        steps = torch.cat([model(seq[:, t:t + 1], cache=cache)[0] for t in range(7, 12)], dim=1)
+    assert torch.allclose(steps, full[:, 7:], atol=1e-5)
+    # Greedy sampling: the same tokens as recomputing without a cache, past block_size (16) too,
+    # where the cache is prefilled again half a window at a time (twice in 5 + 30 tokens).
+    assert [int(t[0]) for t in sample_tokens(model, idx, 30, temperature=0.0)] == \
+        _reference_tokens(model, idx, 30)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("the cat sat on the mat\na dog ran to the log\nwe see the sea\n" * 40)
+    return path
+
+
+# Each run costs about 0.6 s of CPU: the combination (every code path but relu2's) and relu2 are
+# in the quick loop, the single options, whose paths the combination covers, in the full run.
+RESUMED = [name if name in ("all", "relu2") else pytest.param(name, marks=pytest.mark.slow) for name in OPTIONS]
+
+
+@pytest.mark.parametrize("name", RESUMED)
+def test_option_trains_and_a_resumed_run_ends_byte_exactly_where_a_straight_one_does(name, text_file, tmp_path,
+                                                                                     monkeypatch):
+    """`mypt train`'s flags (in-process): 6 steps straight, against the checkpoint of step 3
+    copied away mid-run (the "kill") and resumed to step 6."""
+    monkeypatch.chdir(tmp_path)
+    flags = {"input_file": text_file, "config_file": "tiny", "device": "cpu", "max_iters": 6, "eval_interval": 3,
+             "eval_iters": 1, "batch_size": 4, "block_size": 16, "log_interval": 1, "dropout": 0.1, **OPTIONS[name]}
+
+    def copy_at_step_3(line: str) -> None:
+        if line.startswith("iter 4:"):
+            shutil.copytree(tmp_path / "checkpoints/straight", tmp_path / "checkpoints/resumed")
+
+    straight = run_from_flags({**flags, "model_name": "straight"}, log=copy_at_step_3, read_text=read_input_text)
+    run_from_flags({**flags, "model_name": "resumed", "resume": True}, log=lambda line: None,
+                   read_text=read_input_text)
+    saved = json.loads((tmp_path / "checkpoints/straight/config.json").read_text())["model"]
+    assert {k: saved[k] for k in OPTIONS[name]} == OPTIONS[name]
+    losses = [h["train_loss"] for h in straight["history"] if "train_loss" in h]
+    assert len(losses) == 6 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    for f in ("model.safetensors", "training_state.safetensors", "training_state.json"):
+        assert (tmp_path / "checkpoints/straight" / f).read_bytes() == \
+            (tmp_path / "checkpoints/resumed" / f).read_bytes(), f
+
+
+@pytest.mark.slow
+def test_modern_recipe_through_the_cli_trains_and_generates_as_without_the_cache(text_file, tmp_path):
+    # The flags as a user types them (--qk_norm a boolean flag, --n_kv_head a number); the
+    # resume itself is checked in-process above.
+    mypt_cli("train", "--input_file", str(text_file), "--config_file", "tiny", "--device", "cpu", *ALL,
+             "--model_name", "m", "--max_iters", "4", "--eval_interval", "4", cwd=tmp_path)
+    model = json.loads((tmp_path / "checkpoints/m/config.json").read_text())["model"]
+    assert (model["position"], model["norm"], model["mlp"], model["n_kv_head"], model["qk_norm"]) == \
+        ("rope", "rmsnorm", "swiglu", 1, True)
+    # mypt generate decodes with the cache; the same greedy text recomputed without it:
+    shown = mypt_cli("generate", "--model_name", "m", "--prompt", "the ", "--max_new_tokens", "40",
+                     "--temperature", "0", cwd=tmp_path).stdout
+    model, tok, _ = load_model(tmp_path / "checkpoints/m")
+    assert generate(model, tok, "the ", 40, temperature=0, use_cache=False)[0] in shown
