@@ -1,10 +1,11 @@
-"""Training: the LR schedule, the optimizer, the fit loop (its phases: restore a run's
+"""Training: the LR schedule, the fit loop (its phases: restore a run's
 state, evaluate, stop or save between steps, one step).
 
 `fit` is the loop behind `GPT.fit`, `mypt train` and the train stage (which build a run
 from flags in mypt.train_command). Under torchrun the same code runs DDP (NCCL on GPUs,
 gloo on CPU; mypt.distributed): every rank samples its own windows, and only rank 0 logs
-and writes. Evaluation is mypt.evaluate, the autocast dtype mypt.precision.
+and writes. Evaluation is mypt.evaluate, the autocast dtype mypt.precision, the optimizer
+mypt.optim.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mypt.config import TrainConfig
 from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, unwrap
 from mypt.errors import MyptError, TrainingDiverged, TrainingStopped, os_error_message
 from mypt.evaluate import evaluate_all
+from mypt.optim import configure_optimizer, set_lr
 from mypt.precision import autocast, dtype_name, run_autocast
 from mypt.signals import StopSignals
 
@@ -40,16 +42,6 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
         return min_lr
     ratio = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - min_lr)
-
-
-def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices and embeddings only (not on biases and norms)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # Fused: one kernel for all parameters; torch >= 2.4 has it on the CPU too.
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
-                             fused=device.type in ("cuda", "cpu"))
 
 
 def fit_config(config: TrainConfig | None, data_loader, optimizer) -> TrainConfig:
@@ -223,8 +215,7 @@ class _Run:
         # The step's starting state, put back if the step is dropped (a non-finite loss, a data error).
         sampler_at_start, rng_at_start = self.sampler_before_batch, _rng_state(self.device)
         lr = get_lr(step, cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr, cfg)
         values = self._forward_backward()
         loss_now = values[0]
         if self.failed is None and not all(map(math.isfinite, values)):

@@ -29,8 +29,9 @@ from mypt.gc_pause import resume_gc
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
+from mypt.optim import check_resumable, configure_optimizer
 from mypt.tracking import check_metrics_dir, open_tracker
-from mypt.train import configure_optimizer, fit
+from mypt.train import fit
 
 # How --input_file is read: mypt.input_text.read_input_text, passed in by `mypt train` (cli.py).
 # Passed, not imported: the DVC stages train on prepared datasets, and importing it here would
@@ -301,6 +302,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     (torch.compile, DDP), the metrics tracker, then fit."""
     train_cfg = cfgs.train
     optimizer = configure_optimizer(model, train_cfg, device)
+    if req.resume:
+        check_resumable(checkpoint.read_config(ckpt_dir).get("training", {}), train_cfg, ckpt_dir)
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank) if req.resume else None
     if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir):
         return _complete(req, resume_state, dist, log)

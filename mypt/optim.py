@@ -1,0 +1,121 @@
+"""The optimizer a run trains with (TrainConfig.optimizer): AdamW alone, or Muon for the
+transformer blocks' 2-D weights with AdamW for everything else.
+
+Muon orthogonalizes each weight matrix's momentum (Newton-Schulz), which only means something
+for a matrix that maps a hidden vector to another: the attention and MLP weights. Embeddings
+(a lookup, not a map), the head (tied with wte), norms and biases stay on AdamW. Both live in
+one `MuonAdamW`, so the fit loop, GradScaler, checkpoints and DDP keep seeing one optimizer.
+"""
+
+from __future__ import annotations
+
+from collections import ChainMap
+
+import torch
+
+from mypt.config import TrainConfig
+from mypt.errors import ConfigError
+
+BLOCKS = "transformer.h."  # the parameters of the transformer blocks (mypt.model.GPT)
+
+
+def muon_parameter_names(model: torch.nn.Module) -> list[str]:
+    """The parameters Muon trains: the blocks' 2-D weights (attention and MLP Linear weights)."""
+    return [name for name, p in model.named_parameters()
+            if p.requires_grad and name.startswith(BLOCKS) and p.dim() == 2]
+
+
+def _adamw(params: list[torch.Tensor], cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """Weight decay on matrices and embeddings only (not on biases and norms)."""
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    # Fused: one kernel for all parameters; torch >= 2.4 has it on the CPU too.
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type in ("cuda", "cpu"))
+
+
+def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (optimizer adamw), or MuonAdamW (optimizer muon)."""
+    if cfg.optimizer != "muon":
+        return _adamw([p for p in model.parameters() if p.requires_grad], cfg, device)
+    if not hasattr(torch.optim, "Muon"):
+        raise ConfigError(f"--optimizer muon needs torch.optim.Muon (PyTorch 2.9 or later), this is torch "
+                          f"{torch.__version__}: upgrade torch, or train with --optimizer adamw")
+    muon_names = set(muon_parameter_names(model))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    # adjust_lr_fn "original" (Keller Jordan's): the update scaled by sqrt(max(1, rows/cols)),
+    # the scale muon_learning_rate's default 0.02 comes from. "match_rms_adamw" (Moonshot's,
+    # 0.2 * sqrt(max(rows, cols))) is made to reuse AdamW's learning rate (~1e-3): 0.02 under
+    # it would be 5.5-11x the step on a 768-wide model (the MLP's c_fc, 3072 x 768: 0.2 *
+    # sqrt(3072) = 11 against 2; its c_proj, 768 x 3072: 11 against 1).
+    muon = torch.optim.Muon([p for n, p in named if n in muon_names], lr=cfg.muon_learning_rate,
+                            momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay, adjust_lr_fn="original")
+    for group in muon.param_groups:
+        group["muon"] = True  # (saved with the groups: set_lr and a resume tell the kinds apart)
+    return MuonAdamW(_adamw([p for n, p in named if n not in muon_names], cfg, device), muon)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, cfg: TrainConfig) -> None:
+    """The schedule's learning rate for this step: `lr` for AdamW's groups, and for Muon's the
+    same fraction of muon_learning_rate (muon_learning_rate x lr / learning_rate)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * cfg.muon_learning_rate / cfg.learning_rate if group.get("muon") else lr
+
+
+def check_resumable(saved_training: dict, cfg: TrainConfig, path) -> None:
+    """Refuse to resume a checkpoint's optimizer state under the other optimizer: AdamW's moments
+    are no Muon momentum (nor the reverse), and the parameter groups differ."""
+    saved = saved_training.get("optimizer", "adamw")  # (checkpoints before Muon: AdamW)
+    if saved != cfg.optimizer:
+        raise ConfigError(f"--optimizer {cfg.optimizer}: {path} was trained with {saved}, whose optimizer state "
+                          f"cannot continue under {cfg.optimizer}; resume with --optimizer {saved}, or start a "
+                          f"new run from its weights with --init_from_model {path} --optimizer {cfg.optimizer}")
+
+
+class _States(ChainMap):
+    """The children's states as one mapping. ChainMap's own lookup would ask AdamW's state, a
+    defaultdict, first: it would make (and hand back) an empty state for each Muon parameter."""
+
+    def __getitem__(self, key):
+        for states in self.maps:
+            if key in states:
+                return states[key]
+        raise KeyError(key)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """AdamW and Muon as one optimizer: its param_groups are AdamW's then Muon's (the same
+    dicts: a learning rate set here is set there), step steps both, and state_dict is that of
+    one optimizer over those groups (what checkpoint.save flattens)."""
+
+    def __init__(self, adamw: torch.optim.AdamW, muon: torch.optim.Optimizer):
+        self.adamw, self.muon = adamw, muon
+        super().__init__([{"params": g["params"]} for g in adamw.param_groups + muon.param_groups], {})
+        self._link()
+
+    def _link(self) -> None:
+        # (Optimizer.state_dict reads param_groups and state: the children's, here.)
+        self.param_groups = self.adamw.param_groups + self.muon.param_groups
+        self.state = _States(self.adamw.state, self.muon.state)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.adamw.step()
+        self.muon.step()
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        groups = state_dict["param_groups"]
+        kinds = [bool(g.get("muon")) for g in groups]
+        if kinds != [bool(g.get("muon")) for g in self.param_groups]:
+            raise ValueError(f"the state's groups (muon: {kinds}) are not this optimizer's")
+        n = len(self.adamw.param_groups)
+        for child, part in ((self.adamw, groups[:n]), (self.muon, groups[n:])):
+            ids = {i for g in part for i in g["params"]}
+            child.load_state_dict({"state": {i: s for i, s in state_dict["state"].items() if i in ids},
+                                   "param_groups": part})
+        self._link()  # load_state_dict gave the children new group dicts and states

@@ -1,0 +1,160 @@
+"""--optimizer muon: Muon for the blocks' 2-D weights, AdamW for the rest, as one optimizer that
+the fit loop, GradScaler, checkpoints and DDP use like AdamW. Tiny models, a few steps each."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from mypt import checkpoint
+from mypt.config import RunSettings, TrainConfig
+from mypt.data import GPTDataLoader, LoaderConfig
+from mypt.errors import ConfigError
+from mypt.input_text import read_input_text
+from mypt.model import GPT, GPTConfig, load_model
+from mypt.optim import configure_optimizer, muon_parameter_names
+from mypt.tokenizers import tokenizer_class
+from mypt.train import fit
+from mypt.train_command import run_training
+
+TEXT = " ".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea"] * 300)
+BLOCK = 16
+CPU = torch.device("cpu")
+
+
+def tokenizer():
+    return tokenizer_class("char").from_corpus([TEXT])
+
+
+def loader(tok, rank: int = 0) -> GPTDataLoader:
+    return GPTDataLoader(LoaderConfig(8, BLOCK, "cpu", 1, rank), tok, tokens=tok.encode_array(TEXT))
+
+
+def tiny_model(tok, n_layer: int = 1) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=BLOCK, n_layer=n_layer, n_head=2, n_embd=32,
+                         dropout=0.0))
+
+
+def config(**kw) -> TrainConfig:
+    # lr_decay_iters fixed: a run cut at half of max_iters keeps the whole run's schedule.
+    defaults = dict(optimizer="muon", max_iters=20, lr_decay_iters=20, eval_interval=10, eval_iters=2,
+                    log_interval=1, learning_rate=1e-2, muon_learning_rate=0.02, warmup_iters=2, device="cpu")
+    return TrainConfig(**{**defaults, **kw})
+
+
+def test_muon_trains_the_blocks_matrices_and_adamw_the_rest():
+    model = tiny_model(tokenizer(), n_layer=2)
+    linears = {f"{name}.weight" for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and name.startswith("transformer.h.")}
+    assert len(linears) == 8  # per block: attention's c_attn and c_proj, the MLP's c_fc and c_proj
+    assert set(muon_parameter_names(model)) == linears
+    optimizer = configure_optimizer(model, config(), CPU)
+    params = dict(model.named_parameters())
+    by_id = {id(p): n for n, p in params.items()}
+    muon = {by_id[id(p)] for g in optimizer.param_groups if g.get("muon") for p in g["params"]}
+    adamw = [by_id[id(p)] for g in optimizer.param_groups if not g.get("muon") for p in g["params"]]
+    assert muon == linears
+    assert sorted(adamw) == sorted(set(params) - linears)  # every other parameter, once
+    assert {"transformer.wte.weight", "transformer.wpe.weight"} <= set(adamw)  # (lm_head is wte: tied)
+    decayed = {by_id[id(p)] for g in optimizer.param_groups if not g.get("muon") and g["weight_decay"] > 0
+               for p in g["params"]}
+    assert decayed == {"transformer.wte.weight", "transformer.wpe.weight"}  # not the norms, not the biases
+
+
+def test_muon_learns_and_follows_the_schedule_at_its_own_peak():
+    tok = tokenizer()
+    model = tiny_model(tok)
+    cfg = config(max_iters=20, lr_decay_iters=None)
+    optimizer = configure_optimizer(model, cfg, CPU)
+    result = fit(model, loader(tok), optimizer, config=cfg, log=lambda line: None)
+    losses = [h["train_loss"] for h in result["history"] if "train_loss" in h]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
+    adamw_lr, muon_lr = (g["lr"] for g in (optimizer.param_groups[0], optimizer.param_groups[-1]))
+    assert optimizer.param_groups[-1].get("muon") and not optimizer.param_groups[0].get("muon")
+    assert muon_lr == pytest.approx(adamw_lr * 0.02 / 1e-2) and adamw_lr < 1e-2  # decayed from the peak
+
+
+def _straight_then_resumed(cfg: TrainConfig, tmp_path: Path) -> tuple[Path, Path]:
+    tok = tokenizer()
+    fit(tiny_model(tok), loader(tok), config=cfg, checkpoint_dir=tmp_path / "straight", tokenizer=tok,
+        log=lambda line: None)
+    fit(tiny_model(tok), loader(tok), config=dataclasses.replace(cfg, max_iters=cfg.max_iters // 2),
+        checkpoint_dir=tmp_path / "half", tokenizer=tok, log=lambda line: None)
+    model, tok, _ = load_model(tmp_path / "half")  # what --resume does
+    optimizer = configure_optimizer(model, cfg, CPU)
+    state = checkpoint.load_training_state(tmp_path / "half", optimizer)
+    assert state["step"] == cfg.max_iters // 2
+    fit(model, loader(tok), optimizer, config=cfg, checkpoint_dir=tmp_path / "half", tokenizer=tok,
+        resume_state=state, log=lambda line: None)
+    return tmp_path / "straight", tmp_path / "half"
+
+
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float16", marks=pytest.mark.slow)])  # float16: the GradScaler
+def test_muon_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path, dtype):
+    straight, resumed = _straight_then_resumed(config(dtype=dtype, max_iters=8, lr_decay_iters=8, eval_interval=4),
+                                               tmp_path)
+    for name in ("model.safetensors", "training_state.safetensors", "training_state.json"):
+        assert (straight / name).read_bytes() == (resumed / name).read_bytes(), name
+    saved = checkpoint._load_safetensors(straight / "training_state.safetensors")
+    assert any(key.endswith("/momentum_buffer") for key in saved)  # Muon's state is in the checkpoint
+
+
+def test_muon_without_torch_optim_muon_names_the_flag_and_the_version(monkeypatch):
+    monkeypatch.delattr(torch.optim, "Muon")
+    monkeypatch.setattr(torch, "__version__", "2.8.0")
+    with pytest.raises(ConfigError, match=r"^--optimizer muon needs torch.optim.Muon \(PyTorch 2.9 or later\), "
+                                          r"this is torch 2.8.0: upgrade torch, or train with --optimizer adamw$"):
+        configure_optimizer(tiny_model(tokenizer()), config(), CPU)
+
+
+def test_resuming_under_the_other_optimizer_is_refused(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT)
+    req = RunSettings(model_name="m", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+                      checkpoints_dir=tmp_path / "ck")
+    run_training(req, {"device": "cpu", "max_iters": 2, "optimizer": "adamw"}, log=lambda line: None,
+                 read_text=read_input_text)
+    before = (tmp_path / "ck/m/model.safetensors").read_bytes()
+    resume = dataclasses.replace(req, resume=True, config_file=None)
+    with pytest.raises(ConfigError, match=r"^--optimizer muon: .*m was trained with adamw, whose optimizer state "
+                                          r"cannot continue under muon; resume with --optimizer adamw, or start a "
+                                          r"new run from its weights with --init_from_model .*m --optimizer muon$"):
+        run_training(resume, {"device": "cpu", "max_iters": 4, "optimizer": "muon"}, log=lambda line: None,
+                     read_text=read_input_text)
+    assert (tmp_path / "ck/m/model.safetensors").read_bytes() == before
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from mypt.distributed import setup_distributed
+
+    dist = setup_distributed(CPU)
+    tok = tokenizer()
+    model = tiny_model(tok)
+    cfg = config()
+    result = fit(DDP(model), loader(tok, rank), configure_optimizer(model, cfg, CPU), config=cfg, dist=dist,
+                 checkpoint_dir=Path(out) / "ckpt", tokenizer=tok, log=lambda line: None)
+    torch.save({"weights": model.state_dict(), "history": result["history"]}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_muon_under_ddp_keeps_the_ranks_in_sync(tmp_path):
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])  # one all-reduced step
+    losses = [h["train_loss"] for h in r0["history"] if "train_loss" in h]
+    assert sum(losses[-5:]) < sum(losses[:5]), losses
+    assert (tmp_path / "ckpt/training_state.safetensors").is_file()
