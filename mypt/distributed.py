@@ -40,13 +40,13 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def sync_gradients(model: torch.nn.Module, on: bool) -> None:
-    """Whether the next backward reduces gradients across ranks (DDP's all-reduce, FSDP's
-    reduce-scatter): only on the last micro-step of gradient accumulation."""
+    """Whether the next backward all-reduces DDP's gradients: only on the last micro-step of
+    gradient accumulation. FSDP reduce-scatters on every micro-step, on purpose: skipping it
+    would keep every parameter's gradient whole on each rank until the last one (4 bytes a
+    parameter, what sharding saves), while its all-gathers of the weights happen on every
+    micro-step anyway."""
     if hasattr(model, "require_backward_grad_sync"):  # DDP
         model.require_backward_grad_sync = on
-    raw = unwrap(model)
-    if hasattr(raw, "set_requires_gradient_sync"):  # FSDP2: the model sharded in place
-        raw.set_requires_gradient_sync(on)
 
 
 def cpu_group(dist: Dist):

@@ -6,6 +6,7 @@ eval and export-hf read it."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +18,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from conftest import mypt_cli, run
 from mypt import checkpoint
-from mypt.errors import TrainingStopped
+from mypt.config import RunSettings
+from mypt.errors import CheckpointError, ConfigError, TrainingStopped
 from mypt.fsdp import full, shard_model
 from mypt.model import load_model
 from mypt.train import configure_optimizer, fit
+from mypt.train_command import run_training
 from test_train_paths import _join, _spawn_two_ranks, config, loader, tiny_model, tokenizer
 
 TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
@@ -128,13 +131,14 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
     assert 0 < metrics["g"]["loss"] < 4
     mypt_cli("export-hf", "--model_name", "f", "--out_dir", "hf", cwd=tmp_path)
     assert (tmp_path / "hf/model.safetensors").is_file()
-    refused = mypt_cli(*train, "--max_iters", "8", cwd=tmp_path, check=False)
-    assert refused.returncode == 1 and "already holds a trained model" in refused.stderr
+    with pytest.raises(ConfigError, match="already holds a trained model; pass --resume"):
+        run_training(RunSettings(model_name="f", dataset_dir=str(tmp_path / "ds"),
+                                 checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 8})
 
     # A shard changed, or a file added among them, is refused, as any checkpoint file is.
-    for damage in ("flip", "add"):
+    for damage, message in (("flip", "does not match the sha256"), ("add", "holds other files")):
         bad = tmp_path / f"bad_{damage}"
-        subprocess.run(["cp", "-r", str(ckpt), str(bad)], check=True)
+        shutil.copytree(ckpt, bad)
         shard = sorted((bad / "dcp").iterdir())[0]
         if damage == "flip":
             data = bytearray(shard.read_bytes())
@@ -142,8 +146,8 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
             shard.write_bytes(bytes(data))
         else:
             (bad / "dcp" / "extra.safetensors").write_bytes(shard.read_bytes())
-        err = mypt_cli("generate", "--model_name", str(bad), "--prompt", "the", cwd=tmp_path, check=False).stderr
-        assert ("does not match the sha256" if damage == "flip" else "holds other files") in err, err
+        with pytest.raises(CheckpointError, match=message):
+            load_model(bad)
 
     # Saved on 2 ranks, resumed on 1 process (saved whole), then on 2 ranks again (sharded).
     one = mypt_cli(*train, "--resume", "--max_iters", "12", cwd=tmp_path).stdout
