@@ -117,7 +117,7 @@ def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, o
 
     import torch.distributed as tdist
 
-    from mypt.fsdp import save_dcp
+    from mypt.fsdp import save_dcp, shard_files_missing
 
     main = tdist.get_rank() == 0
     with contextlib.ExitStack() as stack:
@@ -133,6 +133,9 @@ def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, o
             if staging is None:
                 raise CheckpointError(f"{path}: rank 0 could not start the checkpoint (its error says why)")
         param_groups = save_dcp(Path(staging) / DCP_DIR, unwrap(model), optimizer)
+        if main and shard_files_missing(Path(staging) / DCP_DIR, tdist.get_world_size()):
+            raise CheckpointError(f"{path}: the other ranks' shards did not arrive in it: with --parallel fsdp on "
+                                  "several nodes, --checkpoints_dir must be one filesystem every node shares")
         if main:
             _write(Path(staging), model, tokenizer, config_extra, optimizer, state, rng_ranks, param_groups)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from mypt.errors import CheckpointError
+
 TIED = "transformer.wte.weight"  # tied to lm_head.weight: saved once, as in model.safetensors
 MODEL, OPTIM = "model.", "optim."  # the prefixes of the two state dicts' keys in the DCP files
 
@@ -76,6 +78,28 @@ def save_dcp(directory: Path, model: torch.nn.Module, optimizer) -> list[dict]:
     return optim["param_groups"]
 
 
+def _metadata(directory: Path) -> dict:
+    """{key: DCP's metadata (size, dtype, the chunks saved)} of the files in `directory`, each
+    tensor checked to be covered whole by its chunks: a rank's file missing (a run on several
+    nodes whose checkpoints_dir is not one shared filesystem) would otherwise leave part of a
+    tensor unread, silently."""
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    tensors = HuggingFaceStorageReader(str(directory)).read_metadata().state_dict_metadata
+    for key, meta in tensors.items():
+        saved = sum(torch.Size(chunk.sizes).numel() for chunk in meta.chunks)
+        if saved != torch.Size(meta.size).numel():
+            raise CheckpointError(f"{directory}: {key} is saved in part ({saved} of {torch.Size(meta.size).numel()} "
+                                  "values): a rank's shards are missing; with --parallel fsdp on several nodes, "
+                                  "--checkpoints_dir must be one filesystem every node shares")
+    return tensors
+
+
+def shard_files_missing(directory: Path, ranks: int) -> bool:
+    """Whether `directory` lacks a rank's file after a save by `ranks` ranks (one file each)."""
+    return len(list(Path(directory).glob("*.safetensors"))) < ranks
+
+
 def load_optimizer(directory: Path, model: torch.nn.Module, optimizer, param_groups: list[dict]) -> None:
     """Restore the optimizer's state saved by save_dcp into `optimizer` over `model`, sharded
     or not, on any number of ranks: each reads the parts of the files its shards need."""
@@ -83,6 +107,7 @@ def load_optimizer(directory: Path, model: torch.nn.Module, optimizer, param_gro
     from torch.distributed.checkpoint import HuggingFaceStorageReader
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
+    _metadata(directory)
     _, optim = _state_dicts(model, optimizer)  # a fresh optimizer's state: the shapes to fill
     with warnings.catch_warnings():  # (no process group: "assuming ... a single process", as meant)
         warnings.simplefilter("ignore", UserWarning)
@@ -113,7 +138,7 @@ def read_full(directory: Path) -> dict[str, torch.Tensor]:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
-    tensors = HuggingFaceStorageReader(str(directory)).read_metadata().state_dict_metadata
+    tensors = _metadata(directory)
     weights = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in tensors.items()
                if k.startswith(MODEL)}
     with warnings.catch_warnings():

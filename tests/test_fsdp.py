@@ -6,6 +6,7 @@ eval and export-hf read it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from mypt.fsdp import full, shard_model
 from mypt.model import load_model
 from mypt.train import configure_optimizer, fit
 from mypt.train_command import run_training
-from test_train_paths import _join, _spawn_two_ranks, config, loader, tiny_model, tokenizer
+from test_train_paths import _join, _spawn_two_ranks, config, failing_loader, loader, tiny_model, tokenizer
 
 TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
 
@@ -77,8 +78,17 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
     state = checkpoint.load_training_state(Path(out) / "ckpt", optimizer, rank, resumed)
     fit(resumed, loader(tok, rank), optimizer, config=cfg, resume_state=state, dist=dist, log=quiet)
     same = all(torch.equal(full(v), weights[k]) for k, v in resumed.state_dict().items())
+
+    # Rank 1 alone cannot read a batch: every rank stops at that step, which is saved (the
+    # finite-weights check and the save are collectives here: a rank left out would hang).
+    try:
+        fit(shard_model(tiny_model(tok), None, compiled=False), failing_loader(tok, rank, fail_at=7 if rank else None),
+            config=cfg, checkpoint_dir=Path(out) / "eio", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
+        failure = "finished"
+    except TrainingStopped as e:
+        failure = str(e)
     torch.save({"ddp": ddp["history"], "fsdp": result["history"], "weights": weights, "outcome": outcome,
-                "same": same}, f"{out}/rank{rank}.pt")
+                "same": same, "failure": failure}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -98,6 +108,10 @@ def test_fsdp_trains_as_ddp_and_a_signal_stops_every_rank_with_a_checkpoint_that
     assert r0["outcome"].startswith("a signal on another rank: stopped at step 3;")
     assert json.loads((tmp_path / "ckpt/training_state.json").read_text())["step"] == 3
     assert r0["same"] and r1["same"]  # resumed to the uninterrupted run's weights, bit for bit
+    assert r0["failure"] == r1["failure"]
+    assert re.match(r"rank 1: cannot use .*Input/output error \(at step 2\): training stopped; the checkpoint of "
+                    r"step 2 is saved in", r0["failure"]), r0["failure"]
+    assert json.loads((tmp_path / "eio/training_state.json").read_text())["step"] == 2
     # The sharded checkpoint, read whole in one process, is the trained model.
     _, whole = checkpoint.read_weights(tmp_path / "straight")
     assert set(whole) == set(r0["weights"]) - {checkpoint.TIED}
