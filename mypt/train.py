@@ -3,8 +3,9 @@ state, evaluate, stop or save between steps, one step).
 
 `fit` is the loop behind `GPT.fit`, `mypt train` and the train stage (which build a run
 from flags in mypt.train_command). Under torchrun the same code runs DDP (NCCL on GPUs,
-gloo on CPU; mypt.distributed): every rank samples its own windows, and only rank 0 logs
-and writes. Evaluation is mypt.evaluate, the autocast dtype mypt.precision.
+gloo on CPU; mypt.distributed), or FSDP2 with the model sharded (mypt.fsdp): every rank
+samples its own windows, and only rank 0 logs and writes (a sharded model's checkpoint: every
+rank writes its shards). Evaluation is mypt.evaluate, the autocast dtype mypt.precision.
 """
 
 from __future__ import annotations
