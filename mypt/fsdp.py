@@ -32,6 +32,19 @@ def full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
+def supported() -> bool:
+    """Whether this torch has what --parallel fsdp uses: FSDP2's fully_shard and DCP's
+    safetensors storage with every rank writing its shards (torch 2.13 tested)."""
+    try:
+        from torch.distributed.checkpoint import HuggingFaceStorageWriter
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    import inspect
+
+    return "save_distributed" in inspect.signature(HuggingFaceStorageWriter).parameters
+
+
 def shard_model(model: torch.nn.Module, amp: torch.dtype | None, compiled: bool) -> torch.nn.Module:
     """Shard `model` (a GPT) in place over every rank: each transformer block, then the root
     (embeddings, final norm, head), so that one block's parameters are gathered at a time.

@@ -19,7 +19,7 @@ from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
 from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
-from mypt.fsdp import shard_model
+from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
@@ -278,6 +278,9 @@ def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device:
            compiled: bool) -> None:
     """--parallel fsdp: shard the model over the ranks, its weights gathered in the run's
     autocast dtype (a resumed run's: the one it started in, see run_autocast)."""
+    if not supported():
+        raise ConfigError(f"--parallel fsdp needs a newer torch than {torch.__version__} (FSDP2 and DCP's safetensors "
+                          "storage; tested with 2.13): upgrade torch, or pass --parallel ddp")
     if cfgs.train.optimizer != "adamw":
         raise ConfigError(f"--parallel fsdp trains with AdamW; --optimizer {cfgs.train.optimizer} needs whole "
                           "matrices on every rank: pass --optimizer adamw, or --parallel ddp")
