@@ -7,6 +7,11 @@
     training_state.json        step, sampler state (per rank under DDP), GradScaler state
                                (float16), history, optimizer hyper-parameters
 
+A run sharded with FSDP (`--parallel fsdp`) saves, instead of model.safetensors and the
+optimizer's tensors, `dcp/`: every rank's shards of both, written through DCP as safetensors
+(mypt.fsdp), read back on any number of ranks, and whole by read_weights (generate, eval,
+export-hf). Every rank takes part in such a save; rank 0 writes the rest and swaps it in.
+
 Only safetensors and JSON are ever read: loading never unpickles anything. config.json records
 the sha256 of every other file (`sha256`), checked on every load, so a flipped byte is an error
 naming the file, never a silently different model. A checkpoint is built in `.NAME.partial/`
@@ -30,7 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mypt.distributed import unwrap
+from mypt.distributed import all_ranks, unwrap
 from mypt.errors import BusyError, CheckpointError
 from mypt.io import atomic_write_text, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
@@ -43,8 +48,9 @@ FORMAT_VERSION = 1
 TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: stored once
 CONFIG_FILE = "config.json"
 # Every file a checkpoint holds; a save replaces these and carries over anything else.
+DCP_DIR = "dcp"  # a sharded run's weights and optimizer tensors (mypt.fsdp)
 CHECKPOINT_FILES = ("model.safetensors", CONFIG_FILE, STATE_FILE, "training_state.safetensors",
-                    "training_state.json")
+                    "training_state.json", DCP_DIR)
 
 
 def recover(path: Path) -> None:
@@ -85,9 +91,15 @@ def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "chec
 
 
 def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=None,
-         state: dict | None = None, rng_ranks: list[dict] | None = None) -> None:
+         state: dict | None = None, rng_ranks: list[dict] | None = None, group=None) -> None:
     """`rng_ranks`: under DDP, every rank's rng_state() (gathered by the caller), so that each
-    rank resumes its own random streams (dropout masks differ between ranks)."""
+    rank resumes its own random streams (dropout masks differ between ranks). A sharded model
+    (FSDP) is saved by every rank together (`group`: the CPU group that tells them where)."""
+    from mypt.fsdp import is_sharded
+
+    if is_sharded(unwrap(model)):
+        _save_sharded(path, model, tokenizer, config_extra, optimizer, state, rng_ranks, group)
+        return
     # Built in .NAME.partial and swapped in by io.staged_dir (the previous checkpoint is moved
     # to .NAME.old until the new one is in place: see recover); only a directory that holds a
     # checkpoint (config.json) or nothing is ever replaced. The lock keeps readers' recovery out
@@ -95,6 +107,37 @@ def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=
     with output_lock(path, "--model_name"), \
             staged_dir(Path(path), marker=CONFIG_FILE, owned=CHECKPOINT_FILES) as staging:
         _write(staging, model, tokenizer, config_extra, optimizer, state, rng_ranks)
+
+
+def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,
+                  rng_ranks: list[dict] | None, group) -> None:
+    """Rank 0 opens the staging directory and tells the others where it is; every rank writes
+    its shards into dcp/ there; then rank 0 writes the other files and swaps it in, as save."""
+    import contextlib
+
+    import torch.distributed as tdist
+
+    from mypt.fsdp import save_dcp, shard_files_missing
+
+    main = tdist.get_rank() == 0
+    with contextlib.ExitStack() as stack:
+        staging = None
+        if main:
+            try:
+                stack.enter_context(output_lock(path, "--model_name"))
+                staging = stack.enter_context(staged_dir(Path(path), marker=CONFIG_FILE, owned=CHECKPOINT_FILES))
+            finally:  # (also when it failed: the other ranks must not wait for ever)
+                all_ranks(None if staging is None else str(staging), group)
+        else:
+            staging = all_ranks(None, group)[0]
+            if staging is None:
+                raise CheckpointError(f"{path}: rank 0 could not start the checkpoint (its error says why)")
+        param_groups = save_dcp(Path(staging) / DCP_DIR, unwrap(model), optimizer)
+        if main and shard_files_missing(Path(staging) / DCP_DIR, tdist.get_world_size()):
+            raise CheckpointError(f"{path}: the other ranks' shards did not arrive in it: with --parallel fsdp on "
+                                  "several nodes, --checkpoints_dir must be one filesystem every node shares")
+        if main:
+            _write(Path(staging), model, tokenizer, config_extra, optimizer, state, rng_ranks, param_groups)
 
 
 def rng_state() -> dict:
@@ -119,15 +162,18 @@ def _save_file(tensors: dict, path: Path, **kwargs) -> None:
 
 
 def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,
-           rng_ranks: list[dict] | None = None) -> None:
+           rng_ranks: list[dict] | None = None, sharded_groups: list[dict] | None = None) -> None:
+    """`sharded_groups`: the optimizer's param_groups of a sharded save, whose tensors are in dcp/."""
     raw = unwrap(model)
-    weights = {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k != TIED}
-    # One metadata key only: safetensors writes its metadata map in hash order, and a fixed
-    # file (same weights, same bytes) is worth more than a version tag (config.json has one).
-    _save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
+    if sharded_groups is None:
+        weights = {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k != TIED}
+        # One metadata key only: safetensors writes its metadata map in hash order, and a fixed
+        # file (same weights, same bytes) is worth more than a version tag (config.json has one).
+        _save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
     tokenizer.save(staging)
     if optimizer is not None and state is not None:
-        tensors, opt_json = _flatten_optimizer(optimizer.state_dict())
+        tensors, opt_json = _flatten_optimizer(optimizer.state_dict()) if sharded_groups is None \
+            else ({}, {"param_groups": sharded_groups, DCP_DIR: True})
         tensors.update({f"rng/{kind}": value for kind, value in rng_state().items()})
         for rank, states in enumerate(rng_ranks or []):  # rng/torch/1: rank 1's
             tensors.update({f"rng/{kind}/{rank}": value for kind, value in states.items()})
@@ -135,9 +181,28 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
         atomic_write_text(staging / "training_state.json",
                           json.dumps({**state, "optimizer": opt_json}, indent=1) + "\n")
     # Last, with the checksum of every file above.
-    sums = {f: sha256_file(staging / f) for f in CHECKPOINT_FILES if f != CONFIG_FILE and (staging / f).is_file()}
+    files = [f for f in CHECKPOINT_FILES if f != CONFIG_FILE and (staging / f).is_file()] + _dcp_files(staging)
+    sums = {f: sha256_file(staging / f) for f in files}
     config = {"format_version": FORMAT_VERSION, "model": raw.config.to_dict(), **config_extra, "sha256": sums}
     atomic_write_text(staging / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+
+
+def _dcp_files(path: Path) -> list[str]:
+    """The files of a sharded save (dcp/NAME), as config.json's sha256 names them."""
+    return sorted(f"{DCP_DIR}/{p.name}" for p in (path / DCP_DIR).glob("*")) if (path / DCP_DIR).is_dir() else []
+
+
+def _verify_dcp(path: Path, config: dict) -> None:
+    """dcp/ holds exactly the files config.json records, each with its sha256: every file there
+    is read as a shard, so one added or left out would change the weights silently."""
+    recorded = sorted(k for k in config.get("sha256", {}) if k.startswith(DCP_DIR + "/"))
+    found = _dcp_files(path)
+    if recorded != found:
+        extra, missing = sorted(set(found) - set(recorded)), sorted(set(recorded) - set(found))
+        raise CheckpointError(f"{path / DCP_DIR} holds other files than its {CONFIG_FILE} records (not recorded: "
+                              f"{extra[:3]}, missing: {missing[:3]}): the checkpoint was changed or damaged after it "
+                              "was saved; use another checkpoint (or copy it again), or train again")
+    verify(path, config, tuple(found))
 
 
 def verify(path: Path, config: dict, names: tuple[str, ...]) -> None:
@@ -223,6 +288,8 @@ def _identity(path: Path) -> int | None:
 
 def _read_weights(path: Path) -> tuple[dict, dict]:
     pickles = [p.name for p in path.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt")]
+    if not (path / "model.safetensors").is_file() and (path / DCP_DIR).is_dir():
+        return _read_sharded_weights(path)
     if not (path / "model.safetensors").is_file():
         hint = f" (found {pickles}: pickles are refused, they can run code)" if pickles else ""
         raise CheckpointError(f"{path} holds no model.safetensors{hint}")
@@ -231,21 +298,68 @@ def _read_weights(path: Path) -> tuple[dict, dict]:
     return config, _load_safetensors(path / "model.safetensors")
 
 
-def load_training_state(path: Path, optimizer, rank: int = 0) -> dict:
-    """Restore optimizer and RNG states (under DDP, `rank`'s own when the checkpoint holds
-    every rank's); returns training_state.json (step, sampler, history)."""
+def _read_sharded_weights(path: Path) -> tuple[dict, dict]:
+    """A sharded (FSDP) checkpoint's weights, whole."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from mypt.fsdp import read_full
+
+    config = read_config(path)
+    verify(path, config, (STATE_FILE,))
+    _verify_dcp(path, config)
+    try:
+        return config, read_full(path / DCP_DIR)
+    except (SafetensorError, CheckpointException, RuntimeError) as e:
+        raise CheckpointError(f"{path / DCP_DIR}: its shards cannot be read as one model ({str(e).splitlines()[0]}); "
+                              "the checkpoint was changed or damaged: use another one, or train again") from None
+
+
+def holds_model(path: Path) -> bool:
+    """Whether checkpoint directory `path` holds trained weights (whole or sharded)."""
+    return (Path(path) / "model.safetensors").is_file() or (Path(path) / DCP_DIR).is_dir()
+
+
+def read_training_state(path: Path) -> dict:
+    """training_state.json of a checkpoint (step, sampler, history, the optimizer's JSON part),
+    checked against its sha256 (training_state.safetensors too)."""
     path = Path(path)
     if not (path / "training_state.json").is_file():
         raise CheckpointError(f"{path} has no training state to resume from (training_state.json); "
                               "start a new run, or use --init_from_model to start from its weights")
     verify(path, read_config(path), ("training_state.json", "training_state.safetensors"))
     state = _read_json_object(path / "training_state.json")
-    tensors = _load_safetensors(path / "training_state.safetensors")
-    where = path / "training_state.json"
     if not isinstance(state.get("step"), int) or not isinstance(state.get("optimizer"), dict):
-        raise CheckpointError(f"{where}: no integer 'step' and 'optimizer' object; the checkpoint was edited "
-                              "or damaged: start a new run, or --init_from_model to keep its weights")
+        raise CheckpointError(f"{path / 'training_state.json'}: no integer 'step' and 'optimizer' object; the "
+                              "checkpoint was edited or damaged: start a new run, or --init_from_model to keep its "
+                              "weights")
+    return state
+
+
+def load_training_state(path: Path, optimizer, rank: int = 0, model=None) -> dict:
+    """Restore optimizer and RNG states (under DDP, `rank`'s own when the checkpoint holds
+    every rank's); returns training_state.json (step, sampler, history). `model`: the one the
+    optimizer trains, needed to restore a sharded checkpoint's state (one saved under FSDP)
+    or any checkpoint's into a sharded model."""
+    path = Path(path)
+    state = read_training_state(path)
+    tensors = _load_safetensors(path / "training_state.safetensors")
     opt = state.pop("optimizer")
+    _load_optimizer(path, opt, tensors, optimizer, model)
+    torch.set_rng_state(tensors.get(f"rng/torch/{rank}", tensors["rng/torch"]))
+    cuda = tensors.get(f"rng/cuda/{rank}", tensors.get("rng/cuda"))
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
+    return state
+
+
+def _load_optimizer(path: Path, opt: dict, tensors: dict, optimizer, model) -> None:
+    """The optimizer's state from dcp/ (a sharded save) or from training_state.safetensors."""
+    from mypt.fsdp import is_sharded, load_full_optimizer, load_optimizer
+
+    if opt.get(DCP_DIR):
+        _verify_dcp(path, read_config(path))
+        load_optimizer(path / DCP_DIR, unwrap(model), optimizer, opt["param_groups"])
+        return
     per_param: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("opt/"):
@@ -254,9 +368,7 @@ def load_training_state(path: Path, optimizer, rank: int = 0) -> dict:
     for key, value in opt["scalars"].items():
         pid, name = key.split("/", 1)
         per_param.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": per_param, "param_groups": opt["param_groups"]})
-    torch.set_rng_state(tensors.get(f"rng/torch/{rank}", tensors["rng/torch"]))
-    cuda = tensors.get(f"rng/cuda/{rank}", tensors.get("rng/cuda"))
-    if cuda is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(cuda)
-    return state
+    if model is not None and is_sharded(unwrap(model)):
+        load_full_optimizer(unwrap(model), optimizer, {"state": per_param, "param_groups": opt["param_groups"]})
+    else:
+        optimizer.load_state_dict({"state": per_param, "param_groups": opt["param_groups"]})

@@ -219,6 +219,10 @@ class RunSettings(Settings):
     overwrite: bool = setting(False, "Replace MODEL_NAME's trained model (without it, an existing model is "
                                      "refused: --resume continues it).")
     checkpoints_dir: Path = checkpoints_setting()
+    parallel: str = setting("ddp", "Under torchrun: ddp (every rank holds the whole model and optimizer) or fsdp "
+                                   "(FSDP2: each rank holds 1/N of the weights, gradients and optimizer state, "
+                                   "for models too large for one GPU; checkpoints saved sharded, read on any "
+                                   "number of ranks). One process: no effect.", choices=("ddp", "fsdp"))
     metrics_dir: Path | None = setting(None, "Write the run's metrics here while it trains, through --logger's "
                                              "loggers; dvclive's by default (metrics.json, plots/metrics/*.tsv, "
                                              "plots/images/loss.png): `dvc exp show`, `dvc plots show` and DVC's "

@@ -1,4 +1,4 @@
-"""DDP under torchrun: the process group, the model inside its wrappers, and the ranks
+"""DDP and FSDP under torchrun: the process group, the model inside its wrappers, and the ranks
 agreeing on when to stop and save (so that every rank's collectives meet)."""
 
 from __future__ import annotations
@@ -37,6 +37,16 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     the one whose parameters and state_dict keys are the checkpoint's."""
     raw = model.module if hasattr(model, "module") else model
     return getattr(raw, "_orig_mod", raw)
+
+
+def sync_gradients(model: torch.nn.Module, on: bool) -> None:
+    """Whether the next backward all-reduces DDP's gradients: only on the last micro-step of
+    gradient accumulation. FSDP reduce-scatters on every micro-step, on purpose: skipping it
+    would keep every parameter's gradient whole on each rank until the last one (4 bytes a
+    parameter, what sharding saves), while its all-gathers of the weights happen on every
+    micro-step anyway."""
+    if hasattr(model, "require_backward_grad_sync"):  # DDP
+        model.require_backward_grad_sync = on
 
 
 def cpu_group(dist: Dist):

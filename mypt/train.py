@@ -3,9 +3,10 @@ state, evaluate, stop or save between steps, one step).
 
 `fit` is the loop behind `GPT.fit`, `mypt train` and the train stage (which build a run
 from flags in mypt.train_command). Under torchrun the same code runs DDP (NCCL on GPUs,
-gloo on CPU; mypt.distributed): every rank samples its own windows, and only rank 0 logs
-and writes. Evaluation is mypt.evaluate, the autocast dtype mypt.precision, the optimizer
-mypt.optim.
+gloo on CPU; mypt.distributed), or FSDP2 with the model sharded (mypt.fsdp): every rank
+samples its own windows, and only rank 0 logs and writes (a sharded model's checkpoint: every
+rank writes its shards). Evaluation is mypt.evaluate, the autocast dtype mypt.precision, the
+optimizer mypt.optim.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import torch
 
 from mypt import checkpoint
 from mypt.config import TrainConfig
-from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, unwrap
+from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, sync_gradients, unwrap
 from mypt.errors import MyptError, TrainingDiverged, TrainingStopped, os_error_message
 from mypt.evaluate import evaluate_all
+from mypt.fsdp import is_sharded
 from mypt.optim import configure_optimizer, set_lr
 from mypt.precision import autocast, dtype_name, run_autocast
 from mypt.signals import StopSignals
@@ -70,8 +72,14 @@ def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
     named = list(model.named_parameters())
     if not named:
         return []
-    finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named]).tolist()
+    # A shard (FSDP) says for the whole parameter: every rank gets the same list.
+    finite = torch.stack([_whole(torch.isfinite(p.detach()).all()) for _, p in named]).tolist()
     return [name for (name, _), ok in zip(named, finite) if not ok]
+
+
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor (FSDP's parameters, and values computed from them) gathered whole on every rank."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def _reason(e: Exception) -> str:
@@ -244,7 +252,7 @@ class _Run:
         total = torch.zeros((), device=self.device)
         for micro in range(accumulation):
             if self.dist.world_size > 1:  # sync gradients only on the last micro-step
-                self.model.require_backward_grad_sync = micro == accumulation - 1
+                sync_gradients(self.model, micro == accumulation - 1)
             with autocast(self.device, self.amp):
                 _, loss = self.model(self.x, self.y)
                 loss = loss / accumulation
@@ -261,7 +269,7 @@ class _Run:
             scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if not scaler.is_enabled():  # (under float16 the scaler skips an overflowed step)
-                checked.append(norm.float())
+                checked.append(_whole(norm).float())  # (FSDP: the norm over every rank's shards)
         return torch.stack(checked).tolist()
 
     def _log_progress(self, loss_now: float, lr: float) -> None:
@@ -281,13 +289,15 @@ class _Run:
         self.saved_at, self.t_saved = at_step, time.monotonic()
         samplers = all_ranks(self.sampler_before_batch, self.cpu_group)
         rngs = all_ranks(checkpoint.rng_state(), self.cpu_group) if self.dist.world_size > 1 else None
-        if self.checkpoint_dir is not None and self.dist.is_main:
+        # A sharded model (FSDP) is saved by every rank together, a whole one by rank 0.
+        if self.checkpoint_dir is not None and (self.dist.is_main or is_sharded(self.raw)):
             extra = {"sampler_ranks": samplers} if self.dist.world_size > 1 else {}
             if self.scaler.is_enabled():
                 extra["scaler"] = self.scaler.state_dict()
             checkpoint.save(self.checkpoint_dir, self.raw, self.tokenizer, self.checkpoint_extra or {}, self.optimizer,
                             {"step": at_step, "sampler": self.sampler_before_batch, "history": self.history,
-                             "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}, rng_ranks=rngs)
+                             "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}, rng_ranks=rngs,
+                            group=self.cpu_group)
 
     def fail(self, at_step: int) -> MyptError:
         """The error a rank met (`failed`), for every rank, after saving the state of `at_step`

@@ -20,9 +20,11 @@ from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
 from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
+from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
+from mypt.precision import run_autocast
 from mypt.settings import as_flag
 from mypt.shards import read_metadata
 from mypt.gc_pause import resume_gc
@@ -283,7 +285,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     # have saved yet.
     if _rank0():
         checkpoint.recover(ckpt_dir)
-    if not req.resume and not req.overwrite and (ckpt_dir / "model.safetensors").is_file():
+    if not req.resume and not req.overwrite and checkpoint.holds_model(ckpt_dir):
         raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")
     tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None), read_text)
@@ -296,24 +298,45 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     return _train(req, specs, cfgs, model, tokenizer, loader, eval_loaders, ckpt_dir, device, dist, log)
 
 
+def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device: torch.device, dist: Dist,
+           compiled: bool) -> None:
+    """--parallel fsdp: shard the model over the ranks, its weights gathered in the run's
+    autocast dtype (a resumed run's: the one it started in, see run_autocast)."""
+    if not supported():
+        raise ConfigError(f"--parallel fsdp needs a newer torch than {torch.__version__} (FSDP2 and DCP's safetensors "
+                          "storage; tested with 2.13): upgrade torch, or pass --parallel ddp")
+    if cfgs.train.optimizer != "adamw":
+        raise ConfigError(f"--parallel fsdp trains with AdamW; --optimizer {cfgs.train.optimizer} needs whole "
+                          "matrices on every rank: pass --optimizer adamw, or --parallel ddp")
+    saved = checkpoint.read_training_state(ckpt_dir) if req.resume else None
+    amp = run_autocast(cfgs.train, device, saved, dist, lambda line: None)
+    if amp == torch.float16:  # a GradScaler sees only its rank's shards: ranks would skip different steps
+        raise ConfigError("--parallel fsdp trains in bfloat16 or float32, not float16 (this GPU's --dtype auto): "
+                          "pass --dtype float32, or --parallel ddp")
+    shard_model(model, amp, compiled)
+
+
 def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GPT, tokenizer: Tokenizer, loader,
            eval_loaders: dict, ckpt_dir: Path, device: torch.device, dist: Dist, log: Callable[[str], None]) -> dict:
-    """The optimizer and the state --resume restores, the model wrapped for training
-    (torch.compile, DDP), the metrics tracker, then fit."""
+    """The model wrapped for training (FSDP: sharded, each block compiled; else torch.compile,
+    DDP), the optimizer and the state --resume restores, the metrics tracker, then fit."""
     train_cfg = cfgs.train
+    # Compiled by default where it pays (CUDA); a saved None resolves again on resume, so a
+    # run started on a GPU and resumed on a CPU (or back) gets each device's default.
+    compiled = train_cfg.compile if train_cfg.compile is not None else device.type == "cuda"
+    sharded = dist.world_size > 1 and req.parallel == "fsdp"
+    if sharded:  # before the optimizer, which then holds the shards
+        _shard(model, req, cfgs, ckpt_dir, device, dist, compiled)
     optimizer = configure_optimizer(model, train_cfg, device)
     if req.resume:
         check_resumable(checkpoint.read_config(ckpt_dir).get("training", {}), train_cfg, ckpt_dir)
-    resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank) if req.resume else None
+    resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model) if req.resume else None
     if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir):
         return _complete(req, resume_state, dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}")
-    # Compiled by default where it pays (CUDA); a saved None resolves again on resume, so a
-    # run started on a GPU and resumed on a CPU (or back) gets each device's default.
-    compiled = train_cfg.compile if train_cfg.compile is not None else device.type == "cuda"
-    train_model = torch.compile(model) if compiled else model
-    if dist.world_size > 1:
+    train_model = torch.compile(model) if compiled and not sharded else model
+    if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(train_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)

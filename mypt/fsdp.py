@@ -1,0 +1,160 @@
+"""FSDP2 under torchrun (`mypt train --parallel fsdp`): the model sharded per transformer block
+and at the root, and its weights and optimizer state saved and read as sharded tensors through
+torch.distributed.checkpoint (DCP).
+
+The DCP files are safetensors (DCP's Hugging Face storage: one file per rank, each tensor's
+offsets in its header), never pickles, so a checkpoint is read without unpickling anything, and
+a run saved on N ranks is read back on M ranks, or whole by one process (read_full)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from mypt.errors import CheckpointError
+
+TIED = "transformer.wte.weight"  # tied to lm_head.weight: saved once, as in model.safetensors
+MODEL, OPTIM = "model.", "optim."  # the prefixes of the two state dicts' keys in the DCP files
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether `model`'s parameters are FSDP2 shards (DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """`t` whole on every rank: a DTensor gathered (a collective every rank must call), a
+    plain tensor as it is."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def supported() -> bool:
+    """Whether this torch has what --parallel fsdp uses: FSDP2's fully_shard and DCP's
+    safetensors storage with every rank writing its shards (torch 2.13 tested)."""
+    try:
+        from torch.distributed.checkpoint import HuggingFaceStorageWriter
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    import inspect
+
+    return "save_distributed" in inspect.signature(HuggingFaceStorageWriter).parameters
+
+
+def shard_model(model: torch.nn.Module, amp: torch.dtype | None, compiled: bool) -> torch.nn.Module:
+    """Shard `model` (a GPT) in place over every rank: each transformer block, then the root
+    (embeddings, final norm, head), so that one block's parameters are gathered at a time.
+    Parameters stay float32 in the shards (the optimizer's master copy); under autocast they are
+    gathered in its dtype (half the bytes moved) and gradients reduced in float32. `compiled`:
+    each block is compiled in place before it is sharded (nn.Module.compile keeps the state_dict
+    keys, which a compiled wrapper would prefix with `_orig_mod.`)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    device = next(model.parameters()).device
+    world = torch.distributed.get_world_size()
+    mesh = init_device_mesh(device.type, (world,))
+    policy = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32 if amp is not None else None)
+    for block in model.transformer.h:
+        if compiled:
+            block.compile()
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def _state_dicts(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
+    """(model state dict, optimizer state dict) keyed by parameter names, sharded as the model
+    is (whole for a model that is not sharded)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    weights = get_model_state_dict(model)
+    weights.pop(TIED, None)
+    return weights, get_optimizer_state_dict(model, optimizer)
+
+
+def save_dcp(directory: Path, model: torch.nn.Module, optimizer) -> list[dict]:
+    """Every rank writes its shards of the weights and of the optimizer's tensors into
+    `directory` (a collective: every rank calls it; the directory is shared). Returns the
+    optimizer's param_groups (hyper-parameters, parameter names), which hold no tensors: the
+    caller keeps them in JSON."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    weights, optim = _state_dicts(model, optimizer)
+    dcp.save({"model": weights, "optim": {"state": optim["state"]}},
+             storage_writer=HuggingFaceStorageWriter(str(directory), save_distributed=True))
+    return optim["param_groups"]
+
+
+def _metadata(directory: Path) -> dict:
+    """{key: DCP's metadata (size, dtype, the chunks saved)} of the files in `directory`, each
+    tensor checked to be covered whole by its chunks: a rank's file missing (a run on several
+    nodes whose checkpoints_dir is not one shared filesystem) would otherwise leave part of a
+    tensor unread, silently."""
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    tensors = HuggingFaceStorageReader(str(directory)).read_metadata().state_dict_metadata
+    for key, meta in tensors.items():
+        saved = sum(torch.Size(chunk.sizes).numel() for chunk in meta.chunks)
+        if saved != torch.Size(meta.size).numel():
+            raise CheckpointError(f"{directory}: {key} is saved in part ({saved} of {torch.Size(meta.size).numel()} "
+                                  "values): a rank's shards are missing; with --parallel fsdp on several nodes, "
+                                  "--checkpoints_dir must be one filesystem every node shares")
+    return tensors
+
+
+def shard_files_missing(directory: Path, ranks: int) -> bool:
+    """Whether `directory` lacks a rank's file after a save by `ranks` ranks (one file each)."""
+    return len(list(Path(directory).glob("*.safetensors"))) < ranks
+
+
+def load_optimizer(directory: Path, model: torch.nn.Module, optimizer, param_groups: list[dict]) -> None:
+    """Restore the optimizer's state saved by save_dcp into `optimizer` over `model`, sharded
+    or not, on any number of ranks: each reads the parts of the files its shards need."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    _metadata(directory)
+    _, optim = _state_dicts(model, optimizer)  # a fresh optimizer's state: the shapes to fill
+    with warnings.catch_warnings():  # (no process group: "assuming ... a single process", as meant)
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load({"optim": {"state": optim["state"]}}, storage_reader=HuggingFaceStorageReader(str(directory)),
+                 no_dist=not is_sharded(model))
+    set_optimizer_state_dict(model, optimizer, {"state": optim["state"], "param_groups": param_groups})
+
+
+def load_full_optimizer(model: torch.nn.Module, optimizer, state: dict) -> None:
+    """Restore a whole optimizer state (torch's own form, parameters numbered in the optimizer's
+    order: a checkpoint of a DDP or one-process run) into the optimizer of a sharded model:
+    each rank keeps its shard of every tensor."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = {p: n for n, p in model.named_parameters()}
+    order = [names[p] for group in optimizer.param_groups for p in group["params"]]
+    groups, start = [], 0
+    for saved in state["param_groups"]:
+        groups.append({**saved, "params": order[start:start + len(saved["params"])]})
+        start += len(saved["params"])
+    whole = {"state": {order[int(pid)]: values for pid, values in state["state"].items()}, "param_groups": groups}
+    set_optimizer_state_dict(model, optimizer, whole, options=StateDictOptions(full_state_dict=True))
+
+
+def read_full(directory: Path) -> dict[str, torch.Tensor]:
+    """The weights of a DCP checkpoint whole, in one process (no process group): as
+    model.safetensors holds them (names without the prefix, the tied embedding once)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    tensors = _metadata(directory)
+    weights = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in tensors.items()
+               if k.startswith(MODEL)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(weights, storage_reader=HuggingFaceStorageReader(str(directory)), no_dist=True)
+    return {k.removeprefix(MODEL): v for k, v in weights.items()}

@@ -1,0 +1,173 @@
+"""`--parallel fsdp` (issue 22 item 2) on 2 CPU ranks (gloo): FSDP2 trains as DDP does, a
+SIGTERM on one rank stops every rank at one step with a sharded checkpoint that resumes to the
+weights of an uninterrupted run; the checkpoint resumes on 1 process and on 2, and generate,
+eval and export-hf read it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from conftest import mypt_cli, run
+from mypt import checkpoint
+from mypt.config import RunSettings
+from mypt.errors import CheckpointError, ConfigError, TrainingStopped
+from mypt.fsdp import full, shard_model
+from mypt.model import load_model
+from mypt.train import configure_optimizer, fit
+from mypt.train_command import run_training
+from test_train_paths import _join, _spawn_two_ranks, config, failing_loader, loader, tiny_model, tokenizer
+
+TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def _signal_rank1_at_batch(data, rank: int, call: int) -> None:
+    """Only rank 1 gets a SIGTERM, while it reads its `call`-th batch: every rank must stop."""
+    if rank != 1:
+        return
+    get_batch, calls = data.get_batch, []
+
+    def get_batch_then_signal(split="train"):
+        calls.append(split)
+        if len(calls) == call:
+            signal.raise_signal(signal.SIGTERM)
+        return get_batch(split)
+
+    data.get_batch = get_batch_then_signal
+
+
+def _fsdp_worker(rank: int, port: int, out: str) -> None:
+    dist = _join(rank, port)
+    tok, cpu = tokenizer(), torch.device("cpu")
+    # float32 whatever the CPU (auto is bfloat16 where it has AMX); two micro-steps, so that
+    # gradients are reduced once per step, and the grad clip (default 1.0) acting on them.
+    cfg = config(max_iters=10, eval_interval=5, gradient_accumulation_steps=2, dtype="float32")
+    extra = {"training": cfg.to_dict()}
+    ddp = fit(DDP(tiny_model(tok)), loader(tok, rank), config=cfg, dist=dist, log=quiet)
+    straight = shard_model(tiny_model(tok), None, compiled=False)
+    result = fit(straight, loader(tok, rank), config=cfg, checkpoint_dir=Path(out) / "straight", tokenizer=tok,
+                 checkpoint_extra=extra, dist=dist, log=quiet)
+    weights = {k: full(v).detach().clone() for k, v in straight.state_dict().items()}
+
+    data = loader(tok, rank)
+    _signal_rank1_at_batch(data, rank, call=6)  # the first prefetch, then two per step: in step 2
+    try:
+        fit(shard_model(tiny_model(tok), None, compiled=False), data, config=cfg, checkpoint_dir=Path(out) / "ckpt",
+            tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
+        outcome = "finished"
+    except TrainingStopped as e:
+        outcome = str(e)
+    torch.distributed.barrier()  # every rank has written its shards
+    # As `mypt train --resume --parallel fsdp` does: the weights read whole, then sharded.
+    resumed, _, _ = load_model(Path(out) / "ckpt")
+    shard_model(resumed, None, compiled=False)
+    optimizer = configure_optimizer(resumed, cfg, cpu)
+    state = checkpoint.load_training_state(Path(out) / "ckpt", optimizer, rank, resumed)
+    fit(resumed, loader(tok, rank), optimizer, config=cfg, resume_state=state, dist=dist, log=quiet)
+    same = all(torch.equal(full(v), weights[k]) for k, v in resumed.state_dict().items())
+
+    # Rank 1 alone cannot read a batch: every rank stops at that step, which is saved (the
+    # finite-weights check and the save are collectives here: a rank left out would hang).
+    try:
+        fit(shard_model(tiny_model(tok), None, compiled=False), failing_loader(tok, rank, fail_at=7 if rank else None),
+            config=cfg, checkpoint_dir=Path(out) / "eio", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
+        failure = "finished"
+    except TrainingStopped as e:
+        failure = str(e)
+    torch.save({"ddp": ddp["history"], "fsdp": result["history"], "weights": weights, "outcome": outcome,
+                "same": same, "failure": failure}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def train_losses(history: list[dict]) -> list[float]:
+    return [h["train_loss"] for h in history if "train_loss" in h]
+
+
+@pytest.mark.slow
+def test_fsdp_trains_as_ddp_and_a_signal_stops_every_rank_with_a_checkpoint_that_resumes_exactly(tmp_path):
+    _spawn_two_ranks(_fsdp_worker, tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    # The same seed and data: FSDP's losses are DDP's to float32 rounding (reduce-scatter and
+    # all-reduce sum in another order).
+    assert train_losses(r0["fsdp"]) == pytest.approx(train_losses(r0["ddp"]), abs=1e-5)
+    assert train_losses(r0["fsdp"])[-1] < train_losses(r0["fsdp"])[0] - 0.5
+    assert r1["outcome"].startswith("SIGTERM: stopped at step 3; continue with --resume")
+    assert r0["outcome"].startswith("a signal on another rank: stopped at step 3;")
+    assert json.loads((tmp_path / "ckpt/training_state.json").read_text())["step"] == 3
+    assert r0["same"] and r1["same"]  # resumed to the uninterrupted run's weights, bit for bit
+    assert r0["failure"] == r1["failure"]
+    assert re.match(r"rank 1: cannot use .*Input/output error \(at step 2\): training stopped; the checkpoint of "
+                    r"step 2 is saved in", r0["failure"]), r0["failure"]
+    assert json.loads((tmp_path / "eio/training_state.json").read_text())["step"] == 2
+    # The sharded checkpoint, read whole in one process, is the trained model.
+    _, whole = checkpoint.read_weights(tmp_path / "straight")
+    assert set(whole) == set(r0["weights"]) - {checkpoint.TIED}
+    assert all(torch.equal(whole[k], r0["weights"][k]) for k in whole)
+
+
+def torchrun(args: list[str], cwd: Path, ranks: int = 2) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+                "-m", "mypt.cli", *args], cwd)
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_eval_export(tmp_path):
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char",
+             cwd=tmp_path)
+    train = ["train", "--dataset_dir", "ds", "--model_name", "f", "--config_file", "tiny", "--eval_interval", "4",
+             "--device", "cpu"]
+    # bfloat16: the shards are gathered in it (FSDP's MixedPrecisionPolicy), as on a GPU.
+    first = torchrun([*train, "--parallel", "fsdp", "--max_iters", "8", "--dtype", "bfloat16"], tmp_path)
+    assert "2 process(es)" in first.stdout and first.stdout.count("step 8: val") == 1
+    ckpt = tmp_path / "checkpoints/f"
+    assert (ckpt / "dcp").is_dir() and not (ckpt / "model.safetensors").exists()
+    sums = json.loads((ckpt / "config.json").read_text())["sha256"]
+    assert sorted(k for k in sums if k.startswith("dcp/")) == sorted(f"dcp/{p.name}" for p in (ckpt / "dcp").iterdir())
+    assert len(sums) > 2  # and the other files, as always
+
+    assert "sample 1" in mypt_cli("generate", "--model_name", "f", "--prompt", "the", "--max_new_tokens", "8",
+                                  cwd=tmp_path).stdout
+    metrics = json.loads(mypt_cli("eval", "--model_name", "f", "--dataset", "g=ds", "--json", cwd=tmp_path).stdout)
+    assert 0 < metrics["g"]["loss"] < 4
+    mypt_cli("export-hf", "--model_name", "f", "--out_dir", "hf", cwd=tmp_path)
+    assert (tmp_path / "hf/model.safetensors").is_file()
+    with pytest.raises(ConfigError, match="already holds a trained model; pass --resume"):
+        run_training(RunSettings(model_name="f", dataset_dir=str(tmp_path / "ds"),
+                                 checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 8})
+
+    # A shard changed, or a file added among them, is refused, as any checkpoint file is.
+    for damage, message in (("flip", "does not match the sha256"), ("add", "holds other files")):
+        bad = tmp_path / f"bad_{damage}"
+        shutil.copytree(ckpt, bad)
+        shard = sorted((bad / "dcp").iterdir())[0]
+        if damage == "flip":
+            data = bytearray(shard.read_bytes())
+            data[-1] ^= 1
+            shard.write_bytes(bytes(data))
+        else:
+            (bad / "dcp" / "extra.safetensors").write_bytes(shard.read_bytes())
+        with pytest.raises(CheckpointError, match=message):
+            load_model(bad)
+
+    # Saved on 2 ranks, resumed on 1 process (saved whole), then on 2 ranks again (sharded).
+    one = mypt_cli(*train, "--resume", "--max_iters", "12", cwd=tmp_path).stdout
+    assert "resuming f from step 8" in one and "step 12: val" in one
+    assert (ckpt / "model.safetensors").is_file() and not (ckpt / "dcp").exists()
+    two = torchrun([*train, "--resume", "--max_iters", "16", "--parallel", "fsdp"], tmp_path).stdout
+    assert "resuming f from step 12" in two and "step 16: val" in two
+    assert (ckpt / "dcp").is_dir() and not (ckpt / "model.safetensors").exists()
+    assert json.loads((ckpt / "training_state.json").read_text())["step"] == 16

@@ -1,0 +1,66 @@
+"""Multi-node training (issue 22 item 3) on one machine: the README's two-node torchrun
+command run as two agents on 127.0.0.1, one process each, meeting through a c10d rendezvous,
+with DDP and with FSDP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import mypt_cli
+
+TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(cmd: list[str], cwd: Path, timeout: float = 240) -> list[subprocess.CompletedProcess]:
+    """`torchrun --nnodes 2 ... cmd` as two agents, each in its own session so that it and its
+    worker are killed together if the test ends first. (No --node_rank: the c10d rendezvous
+    numbers the nodes itself, and torchrun says it ignores one.)"""
+    port, procs = free_port(), []
+    try:
+        for _ in range(2):
+            launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                      "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "mypt-test",
+                      *cmd]
+            procs.append(subprocess.Popen(launch, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          start_new_session=True))
+        outs = [p.communicate(timeout=timeout) for p in procs]
+        return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("multinode")
+    (root / "corpus.txt").write_text(TEXT)
+    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char", cwd=root)
+    return root / "ds"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_nodes_train_one_model(dataset, tmp_path, parallel):
+    nodes = two_nodes(["-m", "mypt.cli", "train", "--dataset_dir", str(dataset), "--model_name", "m", "--config_file", "tiny",
+                       "--max_iters", "6", "--eval_interval", "3", "--device", "cpu", "--parallel", parallel], tmp_path)
+    for node in nodes:
+        assert node.returncode == 0, node.stderr[-3000:]
+    logs = "".join(node.stdout for node in nodes)
+    assert logs.count("2 process(es)") == 1 and logs.count("step 6: val") == 1  # one rank 0, on one of the nodes
+    ckpt = tmp_path / "checkpoints" / "m"
+    assert (ckpt / ("dcp" if parallel == "fsdp" else "model.safetensors")).exists()
