@@ -29,6 +29,7 @@ from mypt.errors import MyptError
 
 MAX_RETRIES = 3
 TRANSIENT = [OSError]  # what a retry can mend (ConnectionError and TimeoutError are OSErrors)
+CONNECT_TIMEOUT_S = 10
 TASKS_PER_CPU = 2  # in flight per CPU of the cluster: a node has its next task queued when one ends
 # The tasks exchange only small values (counts, paths): a local Ray needs no more object store
 # than this (its default takes 30% of the machine's memory, and warns when /dev/shm is smaller).
@@ -60,6 +61,7 @@ def ray_session(address: str | None, cpus: int) -> Iterator[None]:
     where = {"address": address} if address else \
         {"address": "local", "num_cpus": cpus, "object_store_memory": LOCAL_OBJECT_STORE_BYTES}
     try:
+        _check_reachable(address)
         ray.init(**where, include_dashboard=False, logging_level=logging.WARNING)
     except ConnectionError as e:
         raise EngineError(f"--ray_address {address}: no Ray cluster answers there ({_first_line(e)}); start one "
@@ -69,6 +71,18 @@ def ray_session(address: str | None, cpus: int) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str | None) -> None:
+    """A HOST:PORT that nothing listens on is a ConnectionError within seconds: ray.init
+    itself keeps retrying for minutes."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # a local Ray, `auto`, or a ray:// client address: Ray's own checks
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise ConnectionError(e.strerror or str(e)) from None
 
 
 def run_task(fn: Callable[[Any], Any], task: Any, cwd: str) -> Any:

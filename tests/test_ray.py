@@ -11,7 +11,9 @@ worker's own (unwrapped) run_task."""
 from __future__ import annotations
 
 import json
-import os
+import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -79,42 +81,11 @@ def prepare_ray(corpus: Path, out: Path, tokenization: str, *extra: str, expect_
 
 
 @pytest.mark.slow
-def test_a_local_ray_for_the_run_gives_the_local_bytes(corpus, local_bytes, tmp_path, monkeypatch):
+def test_a_local_ray_for_the_run_gives_the_local_bytes(corpus, tmp_path):
     pytest.importorskip("ray")
-    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", BLOCK)
-    prepare_ray(corpus, tmp_path / "ds", "gpt2", "--workers", "2")
-    assert tree_bytes(tmp_path / "ds") == local_bytes("gpt2")
-
-
-@pytest.mark.slow
-def test_a_cluster_gives_the_local_bytes_with_relative_paths(cluster, corpus, local_bytes, tmp_path,
-                                                             monkeypatch):
-    # The nodes' workers start in this process' directory at the cluster's start: relative
-    # paths of the tasks are read against the driver's (tmp_path), and the work directory is absolute.
-    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", BLOCK)
-    (tmp_path / "corpus").symlink_to(corpus, target_is_directory=True)
-    monkeypatch.chdir(tmp_path)
-    seen = tmp_path / "seen"
-    seen.mkdir()
-
-    def recording(fn, task, cwd):
-        from mypt.ray_engine import run_task  # the worker's own
-
-        (seen / f"{os.getpid()}-{time.monotonic_ns()}").write_text(
-            json.dumps([str(p) for p in _paths(task)] + [cwd]))
-        return run_task(fn, task, cwd)
-
-    monkeypatch.setattr(mypt.ray_engine, "run_task", recording)
-    prepare_ray(Path("corpus"), Path("ds"), "char", "--ray_address", cluster.address)
-    # The sources' names in the metadata are relative to the working directory: the local
-    # engine's, from the same place.
-    prepare("--input_files", "corpus", "--out_dir", "local", "--workers", "1", "--tokenization", "char", *FLAGS)
-    assert tree_bytes(tmp_path / "ds") == tree_bytes(tmp_path / "local")
-    assert tree_bytes(tmp_path / "ds")["train/shard_00000.bin"] == local_bytes("char")["train/shard_00000.bin"]
-    paths = [json.loads(p.read_text()) for p in seen.iterdir()]
-    written = {p for task in paths for p in task[:-1] if ".ds.work" in p}
-    assert written and all(Path(p).is_absolute() for p in written)
-    assert {task[-1] for task in paths} == {str(tmp_path)}
+    prepare_ray(corpus, tmp_path / "ray", "gpt2", "--workers", "2")
+    prepare("--input_files", str(corpus), "--out_dir", str(tmp_path / "local"), "--workers", "1", *FLAGS)
+    assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
 
 
 def _paths(obj, depth: int = 3) -> list[PurePath]:
@@ -127,11 +98,14 @@ def _paths(obj, depth: int = 3) -> list[PurePath]:
 
 
 @pytest.mark.slow
-def test_shuffled_completion_and_transient_errors_give_the_local_bytes(cluster, corpus, local_bytes, tmp_path,
-                                                                       monkeypatch):
+def test_shuffled_completion_and_transient_errors_give_the_local_bytes(cluster, corpus, tmp_path, monkeypatch):
     """Tasks finish after a delay drawn from their content, and a third of them fail once
-    with an OSError before Ray retries them: the bytes are the local engine's."""
+    with an OSError before Ray retries them: the bytes are the local engine's. Paths are
+    relative: the nodes' workers started in this process' directory, and read them against
+    the driver's (tmp_path); prepare-dataset's work directory is absolute."""
     monkeypatch.setattr(mypt.text, "BLOCK_BYTES", BLOCK)
+    (tmp_path / "corpus").symlink_to(corpus, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
     log, failed = tmp_path / "log", tmp_path / "failed"
     failed.mkdir()
 
@@ -139,9 +113,10 @@ def test_shuffled_completion_and_transient_errors_give_the_local_bytes(cluster, 
         import errno
         import zlib
 
-        from mypt.ray_engine import run_task
+        from mypt.ray_engine import run_task  # the worker's own
 
-        key = zlib.crc32(repr([str(p) for p in _paths(task)] + [x for x in task if isinstance(x, int)]).encode())
+        paths = [str(p) for p in _paths(task)]
+        key = zlib.crc32(repr(paths + [x for x in task if isinstance(x, int)]).encode())
         start = time.monotonic_ns()
         time.sleep(key % 5 * 0.02)
         if key % 3 == 0 and not (failed / str(key)).exists():
@@ -149,15 +124,22 @@ def test_shuffled_completion_and_transient_errors_give_the_local_bytes(cluster, 
             raise OSError(errno.EIO, "a transient failure", str(key))
         result = run_task(fn, task, cwd)
         with open(log, "a") as f:
-            f.write(f"{start} {time.monotonic_ns()}\n")
+            f.write(json.dumps([start, time.monotonic_ns(), cwd, paths]) + "\n")
         return result
 
     monkeypatch.setattr(mypt.ray_engine, "run_task", shuffled)
-    prepare_ray(corpus, tmp_path / "ds", "gpt2", "--ray_address", cluster.address)
-    assert tree_bytes(tmp_path / "ds") == local_bytes("gpt2")
+    prepare_ray(Path("corpus"), Path("ds"), "gpt2", "--ray_address", cluster.address)
+    # The sources' names in the metadata are relative to the working directory: the local
+    # engine's from the same place.
+    prepare("--input_files", "corpus", "--out_dir", "local", "--workers", "1", "--tokenization", "gpt2", *FLAGS)
+    assert tree_bytes(tmp_path / "ds") == tree_bytes(tmp_path / "local")
     assert len(list(failed.iterdir())) > 3
-    spans = sorted(tuple(map(int, line.split())) for line in log.read_text().splitlines())
+    done = [json.loads(line) for line in log.read_text().splitlines()]
+    spans = sorted((start, end) for start, end, _, _ in done)
     assert any(a[1] > b[1] for a, b in zip(spans, spans[1:])), "a task that started later finished first"
+    assert {cwd for _, _, cwd, _ in done} == {str(tmp_path)}
+    written = {p for _, _, _, paths in done for p in paths if ".ds.work" in p}
+    assert written and all(Path(p).is_absolute() for p in written)
 
 
 @pytest.mark.slow
@@ -216,6 +198,42 @@ def test_a_user_error_in_a_task_is_one_line_and_never_retried(cluster, tmp_path,
     assert "docs.jsonl:2" in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert attempts.read_text().count("attempt") == 1
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["attempts", "docs.jsonl"]
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_dataset_and_a_rerun_gives_the_local_bytes(cluster, corpus, local_bytes, tmp_path,
+                                                                            monkeypatch):
+    out = tmp_path / "ds"
+    driver = subprocess.Popen([sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", str(corpus),
+                               "--out_dir", str(out), "--engine", "ray", "--ray_address", cluster.address,
+                               "--tokenization", "char", *FLAGS], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hashed = tmp_path / ".ds.work" / "hashed"
+    deadline = time.monotonic() + 120
+    while driver.poll() is None and not any(hashed.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    driver.kill()  # while the clean step's tasks run
+    assert driver.wait() == -signal.SIGKILL
+    assert not (out / "dataset_metadata.json").exists()
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", BLOCK)
+    prepare_ray(corpus, out, "char", "--ray_address", cluster.address)
+    assert tree_bytes(out) == local_bytes("char")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_an_address_where_no_cluster_answers_is_a_one_line_error(tmp_path):
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "a.txt").write_text("Some text to prepare.\n")
+    result = prepare("--input_files", str(tmp_path / "a.txt"), "--out_dir", str(tmp_path / "ds"), "--engine", "ray",
+                     "--ray_address", f"127.0.0.1:{port}", expect_ok=False)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: --ray_address 127.0.0.1:{port}: no Ray cluster answers there (Connection refused); start one with "
+        "`ray start --head` on its head node, or leave --ray_address out to start a local Ray for the run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
 
 def test_without_ray_the_engine_is_a_one_line_error(tmp_path, monkeypatch):
