@@ -33,11 +33,17 @@ runs on one worker per file; parquet is split by row group.
     python bench/prepare.py --sizes_mb 250,1000 --workers 2
     python bench/prepare.py --sizes_mb 250 --workers 2 --text both
     python bench/prepare.py --sizes_mb 50 --workers 2 --formats
+    python bench/prepare.py --sizes_mb 250 --workers 2 --engine both   # local vs ray (a local Ray)
+
+With --engine both, the same corpus goes through prepare-dataset with each engine; the two
+datasets must be identical (a digest of every file is compared) and the ray engine's
+overhead is printed (its wall time over the local engine's).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import resource
@@ -175,12 +181,29 @@ def ceiling(root: Path, threads: int) -> tuple[int, float, float]:
     return tokens, elapsed, cpu
 
 
-def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, dict, float]:
+def shard_digest(out: Path) -> str:
+    """sha256 over the dataset's files (names and bytes): equal digests, identical datasets."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(out)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _children(ps: psutil.Process) -> list[psutil.Process]:
+    try:
+        return ps.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def run_prepare(root: Path, out: Path, workers: int, engine: str = "local") -> tuple[float, int, int, dict, float]:
     """Wall seconds, peak RSS of the tree and of one process, the metadata, and the CPU
-    seconds of the whole tree (the workers are reaped by the command, which we reap)."""
+    seconds of the whole tree (the workers are reaped by the command, which we reap). With
+    --engine ray the command starts a local Ray with `workers` CPUs and stops it: its start
+    is in the wall time, as a user of the default would see it."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", str(root), "--out_dir", str(out),
-           "--workers", str(workers), "--tokenization", "gpt2"]
+           "--workers", str(workers), "--tokenization", "gpt2", "--engine", engine]
     t0 = time.perf_counter()
     # cwd outside any checkout: `python -m` puts the working directory first on sys.path, so a
     # `mypt/` there would win over the mypt this script imported (PYTHONPATH), and a before/after
@@ -188,16 +211,23 @@ def run_prepare(root: Path, out: Path, workers: int) -> tuple[float, int, int, d
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=out.parent)
     ps = psutil.Process(proc.pid)
     peak_tree = peak_one = 0
+    cpu_seen: dict[int, float] = {}  # pid -> its CPU seconds when last sampled
     while proc.poll() is None:
-        try:
-            rss = [p.memory_info().rss for p in [ps, *ps.children(recursive=True)]]
-        except psutil.Error:
-            rss = [0]
+        rss = [0]
+        for p in [ps, *_children(ps)]:
+            try:
+                rss.append(p.memory_info().rss)
+                times = p.cpu_times()
+                cpu_seen[p.pid] = times.user + times.system
+            except psutil.Error:
+                pass
         peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss))
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    # The reaped tree's CPU time; Ray's workers are not reaped through the command (its raylet
+    # is), so their CPU time as last sampled counts too: the larger of the two.
+    cpu = max(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, sum(cpu_seen.values()))
     output = proc.stdout.read()
     if proc.returncode:
         raise SystemExit(f"prepare-dataset failed:\n{output}")
@@ -213,12 +243,17 @@ def main() -> None:
     ap.add_argument("--work_dir", default=None, help="where to build corpora (default: a temp dir)")
     ap.add_argument("--text", choices=("generated", "real", "both"), default="generated",
                     help="generated English-like lines, the demo corpus repeated (each copy unique), or both")
+    ap.add_argument("--engine", choices=("local", "ray", "both"), default="local",
+                    help="prepare-dataset's engine; both: each run with both, timed side by side and their "
+                         "datasets compared (ray needs mypt[ray])")
     ap.add_argument("--formats", action="store_true",
                     help="also time the same text as .jsonl.zst and .parquet (needs mypt[formats])")
     args = ap.parse_args()
     demo = demo_texts()
     words, p = word_model(demo)
     texts = ("generated", "real") if args.text == "both" else (args.text,)
+    engines = ("local", "ray") if args.engine == "both" else (args.engine,)
+    walls: dict[str, float] = {}
     import mypt
 
     print(f"machine: {os.cpu_count()} cores; workers: {args.workers}; tiktoken threads: {args.workers}; "
@@ -236,17 +271,27 @@ def main() -> None:
             tok, sec, ceiling_cpu = ceiling(root, args.workers)
             print(f"  ceiling  tiktoken encode_ordinary_batch: {tok:,} tokens in {sec:.1f} s = {tok / sec / 1e6:.2f} M tok/s "
                   f"(CPU {ceiling_cpu:.1f} s)")
-            wall, tree, one, meta, cpu = run_prepare(root, Path(tmp) / f"ds_{size}", args.workers)
-            total = meta["total_tokens"]
-            share = (total / wall) / (tok / sec)
-            print(f"  mypt prepare-dataset (dedup on):     {total:,} tokens in {wall:.1f} s = "
-                  f"{total / wall / 1e6:.2f} M tok/s = {share:.0%} of the ceiling "
-                  f"(time: {sec / wall:.0%} of the ceiling's for the same input)")
-            print(f"  CPU (user+sys, whole tree): {cpu:.1f} s = the ceiling's CPU x {cpu / ceiling_cpu:.2f}; "
-                  f"tokens per CPU second {(total / cpu) / (tok / ceiling_cpu):.0%} of the ceiling's")
-            print(f"  peak RSS: process tree {tree / 2**20:.0f} MB, largest process {one / 2**20:.0f} MB")
-            rows.append((size, f"txt {text}", size, total / wall / 1e6, size / wall, share, sec / wall,
-                         (total / cpu) / (tok / ceiling_cpu), tree / 2**20))
+            shards = {}
+            for engine in engines:
+                out = Path(tmp) / f"ds_{size}_{engine}"
+                wall, tree, one, meta, cpu = run_prepare(root, out, args.workers, engine)
+                shards[engine] = shard_digest(out)
+                total = meta["total_tokens"]
+                share = (total / wall) / (tok / sec)
+                walls[engine] = wall
+                print(f"  mypt prepare-dataset --engine {engine:<5} (dedup on): {total:,} tokens in {wall:.1f} s = "
+                      f"{total / wall / 1e6:.2f} M tok/s = {share:.0%} of the ceiling "
+                      f"(time: {sec / wall:.0%} of the ceiling's for the same input)")
+                print(f"  CPU (user+sys, whole tree): {cpu:.1f} s = the ceiling's CPU x {cpu / ceiling_cpu:.2f}; "
+                      f"tokens per CPU second {(total / cpu) / (tok / ceiling_cpu):.0%} of the ceiling's")
+                print(f"  peak RSS: process tree {tree / 2**20:.0f} MB, largest process {one / 2**20:.0f} MB")
+                rows.append((size, f"txt {text}" + (f" {engine}" if len(engines) > 1 else ""), size,
+                             total / wall / 1e6, size / wall, share, sec / wall,
+                             (total / cpu) / (tok / ceiling_cpu), tree / 2**20))
+            if len(engines) > 1:
+                same = "identical" if shards["local"] == shards["ray"] else "DIFFERENT"
+                print(f"  ray vs local: wall time x {walls['ray'] / walls['local']:.2f} "
+                      f"({walls['ray'] - walls['local']:+.1f} s); shards and metadata {same}")
             if args.formats:
                 t0 = time.perf_counter()
                 dirs = write_formats(root, Path(tmp) / f"formats_{size}")
@@ -261,9 +306,9 @@ def main() -> None:
                     rows.append((size, f"{fmt} {text}", dir_mb(d), total / wall / 1e6, size / wall, share, sec / wall,
                                  (total / cpu) / (tok / ceiling_cpu), tree / 2**20))
             subprocess.run(["rm", "-rf", str(root), *map(str, Path(tmp).glob(f"*_{size}*"))], check=True)
-    print("\nsize_mb  format, text        disk_mb  M_tok/s  text_MB/s  of_ceiling  time_share  cpu_share  peak_tree_rss_mb")
+    print("\nsize_mb  format, text (engine)     disk_mb  M_tok/s  text_MB/s  of_ceiling  time_share  cpu_share  peak_tree_rss_mb")
     for size, fmt, disk, rate, mbs, share, time_share, cpu_share, rss in rows:
-        print(f"{size:7d}  {fmt:<18}  {disk:7.0f}  {rate:7.2f}  {mbs:9.1f}  {share:10.0%}  {time_share:10.0%}  "
+        print(f"{size:7d}  {fmt:<24}  {disk:7.0f}  {rate:7.2f}  {mbs:9.1f}  {share:10.0%}  {time_share:10.0%}  "
               f"{cpu_share:9.0%}  {rss:16.0f}")
 
 

@@ -1,7 +1,8 @@
-"""Ordered parallel map over worker processes, with a progress bar.
+"""Ordered parallel map over worker processes or Ray tasks, with a progress bar.
 
 Results come back in task order, and every task writes its own output, so the bytes
-produced never depend on the number of workers.
+produced never depend on the number of workers, nor on the engine (local processes, or
+Ray tasks on a cluster: mypt.ray_engine) nor on the order tasks finish in.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import multiprocessing.pool
 import os
 import sys
 from collections import Counter
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -25,16 +26,39 @@ def progress(total: int | None, desc: str, unit: str = "block") -> tqdm:
     return tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, leave=False)
 
 
+class Parallelism(Protocol):
+    """How a step's tasks run: the `workers`, `engine` and `ray_address` fields of its settings."""
+
+    workers: int | None
+    engine: str
+    ray_address: str | None
+
+
+@contextlib.contextmanager
+def engine_session(how: Parallelism) -> Iterator[None]:
+    """Inside the block, every parallel_map of the ray engine uses one Ray connection (a local
+    Ray started once for the whole block when no --ray_address is given): prepare-dataset
+    maps four times, and a Ray start takes seconds. Nothing for the local engine."""
+    if how.engine != "ray":
+        yield
+        return
+    from mypt.ray_engine import ray_session
+
+    with ray_session(how.ray_address, how.workers or os.cpu_count() or 1):
+        yield
+
+
 _SHARED: dict[int, multiprocessing.pool.Pool] = {}  # workers -> the pool of an open shared_pool block
 
 
 @contextlib.contextmanager
-def shared_pool(workers: int | None) -> Iterator[None]:
-    """Inside the block, every parallel_map with this worker count runs in one pool, started
-    on first use: prepare-dataset maps four times, and each fresh pool of spawned workers
-    re-imports numpy and re-loads the tokenizer (about 0.5 s of CPU a worker)."""
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or workers in _SHARED:
+def shared_pool(how: Parallelism) -> Iterator[None]:
+    """Inside the block, every parallel_map of the local engine with this worker count runs in
+    one pool, started on first use: prepare-dataset maps four times, and each fresh pool of
+    spawned workers re-imports numpy and re-loads the tokenizer (about 0.5 s of CPU a worker).
+    The ray engine's workers are Ray's (engine_session)."""
+    workers = how.workers or os.cpu_count() or 1
+    if how.engine != "local" or workers <= 1 or workers in _SHARED:
         yield
         return
     _SHARED[workers] = None
@@ -47,12 +71,17 @@ def shared_pool(workers: int | None) -> Iterator[None]:
             pool.join()
 
 
-def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], workers: int | None, desc: str) -> list[R]:
-    """fn over tasks in `workers` processes (None: all cores), results in task order."""
+def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, desc: str) -> list[R]:
+    """fn over tasks, results in task order: in `how.workers` processes (None: all cores), or
+    as Ray tasks with engine ray. `fn` must be a module-level function (it is pickled by name)."""
     tasks = list(tasks)
-    workers = workers or os.cpu_count() or 1
+    workers = how.workers or os.cpu_count() or 1
     results: list[R] = []
     with progress(len(tasks), desc) as bar:
+        if how.engine == "ray":
+            from mypt.ray_engine import ray_map
+
+            return ray_map(fn, tasks, how.ray_address, workers, desc, bar.update)
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
                 results.append(fn(task))

@@ -7,6 +7,9 @@ what the previous one wrote, prepare-dataset streams instead, through the same f
 dedup's first phase hashes the lines clean writes as they are written (clean's `sink`: the
 steps chained, as datatrove chains its steps), split reads the token files in place of the
 shards (shard.sharded_view), and one pool of workers serves every step.
+
+With `--engine ray` the steps' work units run as Ray tasks (mypt.ray_engine) on one Ray
+connection for the whole run; the bytes are the local engine's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from mypt.errors import InputError
 from mypt.io import check_replaceable
 from mypt.lock import output_lock
 from mypt.names import sibling
-from mypt.parallel import shared_pool
+from mypt.parallel import engine_session, shared_pool
 from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.steps.clean import CleanSettings, clean
@@ -111,32 +114,39 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
                         InputError)
     elif not tokenizer_class(spec).learns_vocabulary:
         tokenizer = make_tokenizer(spec)  # fail now, not after cleaning, when a vocabulary file is missing
-    work = sibling(out_dir, "work")
+    # Absolute: with the ray engine, tasks on other nodes write into it.
+    work = sibling(out_dir.absolute(), "work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        # A pool of workers serves the steps that map, started on first use. Two in turn: one
-        # for clean, one from dedup's write phase to tokenize, so that no idle worker adds to
-        # the memory of dedup's decide phase in the parent (and none to split's).
-        with shared_pool(settings.clean.workers):
-            # Dedup's first phase (hashing) is chained into clean's pass over the lines, so
-            # they are not read back.
-            hashed = work / "hashed"
-            hashed.mkdir()  # empty when dedup is off
-            sink = Hashing(hashed, settings.dedup.min_chars) if settings.dedup.enabled else None
-            clean(input_files, work / "clean", settings.clean, sink=sink)
-        text_dir = work / "clean"
-        with shared_pool(settings.clean.workers):
-            if settings.dedup.enabled:
-                dedup(work / "clean", work / "dedup", settings.dedup, hashed=hashed)
-                shutil.rmtree(work / "clean")
-                shutil.rmtree(hashed)
-                text_dir = work / "dedup"
-            tokenizer = tokenizer or build_vocab(text_dir, settings.tokenize)
-            tokenize(text_dir, work / "tokens", tokenizer, settings.tokenize)
-        shutil.rmtree(text_dir)
-        # split reads the token files as the shards would hold them: writing the shards would
-        # only copy them once more.
-        return split_tokens(*sharded_view(work / "tokens", settings.shard), work / "tokens", out_dir, settings.split)
+        with engine_session(settings.clean):
+            return _run_steps(input_files, out_dir, work, settings, tokenizer)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_steps(input_files: list[str], out_dir: Path, work: Path, settings: PrepareSettings,
+               tokenizer: Tokenizer | None) -> dict:
+    # A pool of workers serves the steps that map, started on first use. Two in turn: one
+    # for clean, one from dedup's write phase to tokenize, so that no idle worker adds to
+    # the memory of dedup's decide phase in the parent (and none to split's).
+    with shared_pool(settings.clean):
+        # Dedup's first phase (hashing) is chained into clean's pass over the lines, so
+        # they are not read back.
+        hashed = work / "hashed"
+        hashed.mkdir()  # empty when dedup is off
+        sink = Hashing(hashed, settings.dedup.min_chars) if settings.dedup.enabled else None
+        clean(input_files, work / "clean", settings.clean, sink=sink)
+    text_dir = work / "clean"
+    with shared_pool(settings.clean):
+        if settings.dedup.enabled:
+            dedup(work / "clean", work / "dedup", settings.dedup, hashed=hashed)
+            shutil.rmtree(work / "clean")
+            shutil.rmtree(hashed)
+            text_dir = work / "dedup"
+        tokenizer = tokenizer or build_vocab(text_dir, settings.tokenize)
+        tokenize(text_dir, work / "tokens", tokenizer, settings.tokenize)
+    shutil.rmtree(text_dir)
+    # split reads the token files as the shards would hold them: writing the shards would
+    # only copy them once more.
+    return split_tokens(*sharded_view(work / "tokens", settings.shard), work / "tokens", out_dir, settings.split)

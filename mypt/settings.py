@@ -241,3 +241,23 @@ def workers_setting() -> Any:
     """The `workers` field of the parallel steps: speed only, never the bytes."""
     return setting(None, "Worker processes (default: all cores). The output is the same whatever the number.",
                    min=1, output=False, show_default="all cores")
+
+
+ENGINES = ("local", "ray")
+
+
+def engine_setting() -> Any:
+    """The `engine` field of the parallel steps, beside `workers`: where their tasks run,
+    never the bytes."""
+    return setting("local", "Where the work units run: local (worker processes on this machine) or ray (Ray "
+                            "tasks on the cluster of --ray_address; needs pip install 'mypt[ray]', and the inputs "
+                            "and the output on storage every node sees at the same path). The output is the same "
+                            "bytes either way.", choices=ENGINES, output=False)
+
+
+def ray_address_setting() -> Any:
+    """The `ray_address` field of the parallel steps (used with engine ray)."""
+    return setting(None, "With --engine ray: the cluster to run on, HOST:PORT of its head (what `ray start --head` "
+                         "prints), or auto (the cluster RAY_ADDRESS names or this machine runs). Default: a local "
+                         "Ray started for the run with --workers CPUs, stopped after.", output=False,
+                   show_default="a local Ray")

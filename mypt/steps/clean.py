@@ -11,7 +11,7 @@ from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
 from mypt.readers import Reader, TextSeen, named, no_text_error, read_texts, text_sources
-from mypt.settings import Settings, setting, workers_setting
+from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step
 from mypt.normalize import LineFilter, clean_lines
 from mypt.text import DecodeCounter, display_name, doc_text
@@ -31,6 +31,8 @@ class CleanSettings(Settings):
                                   "field) with an error naming file:line; without it such lines are skipped "
                                   "and counted.", output=False)
     workers: int | None = workers_setting()
+    engine: str = engine_setting()
+    ray_address: str | None = ray_address_setting()
 
 
 def _source_file(index: int, path: Path, jsonl: bool) -> str:
@@ -136,7 +138,7 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
             source["_parts"] = [stage / f".part_{len(tasks) + i:06d}" for i in range(len(blocks))]
             tasks += [(reader, s, e, settings.normalize, max_line_chars, part, sink, len(tasks) + i, source["file"])
                       for i, ((s, e), part) in enumerate(zip(blocks, source["_parts"]))]
-        results = parallel_map(_clean_block, tasks, settings.workers, "clean")
+        results = parallel_map(_clean_block, tasks, settings, "clean")
         stats = merge_counts(counts for counts, _, _ in results)
         # The first bad record in corpus order: blocks come back in task order, so whatever
         # the worker count the earliest block that saw one names it.

@@ -34,8 +34,8 @@ import numpy as np
 
 from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, read_json, staged_dir, write_json
-from mypt.parallel import merge_counts, parallel_map
-from mypt.settings import Settings, setting, workers_setting
+from mypt.parallel import engine_session, merge_counts, parallel_map
+from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step, read_input
 from mypt.text import BLOCK_BYTES, block_docs, doc_text, split_blocks
 
@@ -58,6 +58,8 @@ class DedupSettings(Settings):
     memory_mb: int = setting(256, "Memory budget for dedup keys; beyond it dedup spills to disk and stays exact.",
                              min=1, flag="dedup_memory_mb", output=False)
     workers: int | None = workers_setting()
+    engine: str = engine_setting()
+    ray_address: str | None = ray_address_setting()
 
 
 _ASCII_OTHER_WS = "\t\r\x0b\x0c\x1c\x1d\x1e\x1f"  # ASCII whitespace (isspace) other than space and newline
@@ -251,7 +253,7 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     assert total_lines == sum(hash_counts), "the write pass must see the lines the hash pass saw"
     run_files = _partition(hash_files, hash_counts, int(stats["keyed_lines"]), settings.memory_mb, work_dir)
     drop_path, unique = _decide(run_files, total_lines, work_dir)
-    stats.update(_write_phase(blocks, counts, drop_path, settings.workers, work_dir))
+    stats.update(_write_phase(blocks, counts, drop_path, settings, work_dir))
     drop_path.unlink()
     parts = [work_dir / f"out_{i:06d}.part" for i in range(len(blocks))]
     by_source: dict[Path, list[Path]] = {}
@@ -271,7 +273,7 @@ def _hash_phase(blocks: list[tuple[Path, bool, int, int]], settings: DedupSettin
     hash_files = [work_dir / f"hash_{i:06d}.rec" for i in range(len(blocks))]
     results = parallel_map(_hash_block, [(src, s, e, jsonl, settings.min_chars, out)
                                          for (src, jsonl, s, e), out in zip(blocks, hash_files)],
-                           settings.workers, "dedup: hash")
+                           settings, "dedup: hash")
     return hash_files, [n for n, _ in results], merge_counts(c for _, c in results)
 
 
@@ -331,19 +333,20 @@ def _decide(run_files: list[Path], total_lines: int, work_dir: Path) -> tuple[Pa
 
 
 def _write_phase(blocks: list[tuple[Path, bool, int, int]], counts: list[int], drop_path: Path,
-                 workers: int | None, work_dir: Path) -> Counter:
+                 settings: DedupSettings, work_dir: Path) -> Counter:
     """4. write: each block's lines not marked in the drop map, into work_dir/out_*.part."""
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
     tasks = [(src, s, e, jsonl, drop_path, int(offsets[i]), counts[i], work_dir / f"out_{i:06d}.part")
              for i, (src, jsonl, s, e) in enumerate(blocks)]
-    return merge_counts(parallel_map(_write_block, tasks, workers, "dedup: write"))
+    return merge_counts(parallel_map(_write_block, tasks, settings, "dedup: write"))
 
 
 def dedup(in_dir: Path, out_dir: Path, settings: DedupSettings = DedupSettings(), hashed: Path | None = None) -> dict:
     """Exact line dedup across all sources of `in_dir`; with enabled=False the files pass
     through unchanged (the pipeline's dedup.enabled). `hashed`: see dedup_files."""
     manifest = read_input(STEP, in_dir)
-    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=SOURCE_FILES) as stage:
+    # engine_session: its two maps (hash, write) share one Ray start when the stage runs alone.
+    with engine_session(settings), staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=SOURCE_FILES) as stage:
         sources = [(Path(in_dir) / s["file"], s["jsonl"]) for s in manifest["sources"]]
         outputs = [stage / s["file"] for s in manifest["sources"]]
         if settings.enabled:

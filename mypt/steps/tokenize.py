@@ -16,7 +16,7 @@ from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.names import STATE_FILE
 from mypt.parallel import merge_counts, parallel_map
-from mypt.settings import Settings, setting, workers_setting
+from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.shards import DTYPE
 from mypt.steps import MANIFEST, Step, read_input
 from mypt.text import block_docs, block_text, split_blocks
@@ -32,6 +32,8 @@ class TokenizeSettings(Settings):
     tokenization: str = setting("gpt2", f"{spec_help()}.", check=check_spec,
                                 metavar="[" + "|".join(spec_forms()) + "]")
     workers: int | None = workers_setting()
+    engine: str = engine_setting()
+    ray_address: str | None = ray_address_setting()
 
 
 _TOKENIZERS: dict[str, Tokenizer] = {}
@@ -87,7 +89,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
                 tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"
                 tasks.append((path, s["jsonl"], a, b, state, tok_part, doc_part))
                 parts[-1].append((tok_part, doc_part))
-        results = parallel_map(_tokenize_block, tasks, settings.workers, "tokenize")
+        results = parallel_map(_tokenize_block, tasks, settings, "tokenize")
         replaced = merge_counts(Counter(r) for _, r in results)
         sources = []
         for i, s in enumerate(manifest["sources"]):

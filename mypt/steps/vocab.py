@@ -32,4 +32,4 @@ def build_vocab(in_dir: Path, settings: TokenizeSettings = TokenizeSettings()) -
     manifest = read_input(STEP, in_dir)
     tasks = [(Path(in_dir) / s["file"], s["jsonl"], a, b) for s in manifest["sources"]
              for a, b in split_blocks(Path(in_dir) / s["file"])]
-    return make_tokenizer(settings.tokenization, parallel_map(_block_chars, tasks, settings.workers, "vocab"))
+    return make_tokenizer(settings.tokenization, parallel_map(_block_chars, tasks, settings, "vocab"))
