@@ -103,7 +103,7 @@ def test_experiment_run_reports_metrics(built, tmp_path):
     dvc("pull", cwd=project)
     out = dvc("exp", "run", "-S", "train.max_iters=30", cwd=project)
     assert "Running stage 'train'" in out
-    rows = list(csv.DictReader(io.StringIO(dvc("exp", "show", "--csv", cwd=project))))
+    rows = list(csv.DictReader(io.StringIO(dvc("exp", "show", "--only-changed", "--csv", cwd=project))))
     param = next(c for c in rows[0] if c.endswith("train.max_iters"))
     tokens = "metrics/train_base.json:tokens"  # steps x batch 8 x block 32
     assert {(r[param], r[tokens]) for r in rows} >= {("20", "5120"), ("30", "7680")}
@@ -127,12 +127,13 @@ def test_stage_by_hand_then_commit_leaves_status_clean(built, tmp_path):
     run(["git", "clone", "-q", str(built), str(project)], tmp_path)
     dvc("pull", cwd=project)
     set_param(project, "eval.batch_size", 16)
-    for model in ("base", "adapted"):
+    for model in ("base", "adapted"):  # the README's "Running a stage by hand"
         run([sys.executable, "stages/eval.py", "--model_name", f"checkpoints/{model}", "--dataset",
              "general=data/datasets/general", "--dataset", "domain=data/datasets/domain", "--metrics",
-             f"metrics/eval_{model}.json", "--batch_size", "16", "--max_tokens", "4000", "--device", "cpu"], project)
-    assert "eval@base" in dvc("status", cwd=project)
-    dvc("commit", "--force", cwd=project)
+             f"metrics/eval_{model}.json", "--stats", f"stats/eval_{model}.json", "--batch_size", "16",
+             "--max_tokens", "4000", "--device", "cpu"], project)
+        assert f"eval@{model}" in dvc("status", cwd=project)
+        dvc("commit", "-f", f"eval@{model}", cwd=project)
     assert "Data and pipelines are up to date" in dvc("status", cwd=project)
 
 
