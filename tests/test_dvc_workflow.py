@@ -109,6 +109,10 @@ def test_experiment_run_reports_metrics(built, tmp_path):
     assert {(r[param], r[tokens]) for r in rows} >= {("20", "5120"), ("30", "7680")}
     diff = dvc("metrics", "diff", cwd=project).splitlines()
     assert any(line.split()[:4] == ["metrics/train_base.json", "tokens", "5120", "7680"] for line in diff), diff
+    # The README's view of experiments for 80-100 columns: the adapted model's losses only.
+    kept = dvc("exp", "show", "--drop", ".*", "--keep", "Experiment|metrics/eval_adapted", "--csv", cwd=project)
+    assert set(kept.splitlines()[0].split(",")) == {"Experiment", "metrics/eval_adapted.json:loss.general",
+                                                   "metrics/eval_adapted.json:loss.domain"}
 
 
 def test_push_clone_pull_dataset_and_train_without_preparing(built, tmp_path):
