@@ -28,9 +28,9 @@ def main(metrics, **flags):
 
 
 def _write_metrics(path: Path, flags: dict, step: int, seconds: float) -> None:
-    """tokens: the model's steps times the tokens of a step (batch x block x accumulation x
-    processes, as the checkpoint records them); seconds: this run's wall time, start-up,
-    evaluations and checkpoints included."""
+    """tokens: the model's steps times the tokens of a step (batch x accumulation x block as
+    the checkpoint records them, x torchrun's processes); seconds: this run's wall time,
+    start-up, evaluations and checkpoints included."""
     from mypt.checkpoint import read_config
     from mypt.io import write_json
 
