@@ -14,10 +14,19 @@ from mypt.options import MyptCommand, option, settings_options
 @settings_options(EvalSettings)
 @option("--dataset", "datasets", multiple=True, required=True, metavar="NAME=DIR",
         help="A dataset whose val split to evaluate, under a name (several allowed).")
-@option("--metrics", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Metrics JSON to write.")
-def main(datasets, metrics, **flags):
-    """Write {NAME: {loss, perplexity, tokens}} for every --dataset NAME=DIR."""
-    write_json(metrics, evaluate_model(EvalSettings.from_flags(flags), parse_datasets(datasets), click.echo))
+@option("--metrics", type=click.Path(dir_okay=False, path_type=Path), required=True,
+        help="Headline JSON to write: {loss: {NAME: val loss}}.")
+@option("--stats", type=click.Path(dir_okay=False, path_type=Path),
+        help="Full JSON to write: {NAME: {loss, perplexity, tokens}}.")
+def main(datasets, metrics, stats, **flags):
+    """Evaluate the model on every --dataset NAME=DIR: its val losses go to --metrics (what
+    `dvc metrics show` and `dvc exp show` compare), perplexity and token counts to --stats."""
+    results = evaluate_model(EvalSettings.from_flags(flags), parse_datasets(datasets), click.echo)
+    # One key per dataset under "loss": the rows of `dvc metrics show` (one per model) share
+    # the columns loss.general, loss.domain.
+    write_json(metrics, {"loss": {name: r["loss"] for name, r in results.items()}})
+    if stats is not None:
+        write_json(stats, results)
 
 
 if __name__ == "__main__":

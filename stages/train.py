@@ -1,21 +1,44 @@
 """Stage train (and adapt): mypt train; --metrics_dir gets the run's dvclive metrics and
-loss plots while it trains (declared as the stage's metrics and plots in dvc.yaml)."""
+loss plots while it trains, --metrics the run's headline numbers when it ends."""
+
+import os
+import time
+from pathlib import Path
 
 import click
 
 from mypt.config import train_options
-from mypt.options import MyptCommand
+from mypt.options import MyptCommand, option
 from mypt.gc_pause import gc_paused
 
 
 @click.command(cls=MyptCommand)
 @train_options
-def main(**flags):
+@option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+        help="Headline JSON to write when training ends: {tokens, seconds} of this run.")
+def main(metrics, **flags):
     """Train MODEL_NAME with all of `mypt train`'s flags."""
+    started = time.monotonic()
     with gc_paused():  # until the run is built (torch's imports): see mypt.gc_pause
         from mypt.train_command import run_from_flags
 
-        run_from_flags(flags, log=click.echo)
+        result = run_from_flags(flags, log=click.echo)
+    if metrics is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes
+        _write_metrics(metrics, flags, result["step"], time.monotonic() - started)
+
+
+def _write_metrics(path: Path, flags: dict, step: int, seconds: float) -> None:
+    """tokens: the model's steps times the tokens of a step (batch x accumulation x block as
+    the checkpoint records them, x torchrun's processes); seconds: this run's wall time,
+    start-up, evaluations and checkpoints included."""
+    from mypt.checkpoint import read_config
+    from mypt.io import write_json
+
+    config = read_config(Path(flags["checkpoints_dir"]) / flags["model_name"])
+    training = config["training"]
+    per_step = (training["batch_size"] * training["gradient_accumulation_steps"] * config["model"]["block_size"]
+                * int(os.environ.get("WORLD_SIZE", "1")))
+    write_json(path, {"tokens": step * per_step, "seconds": round(seconds, 1)})
 
 
 if __name__ == "__main__":

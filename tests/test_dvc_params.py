@@ -37,6 +37,14 @@ def rendered(tmp_path: Path, change=None, parsing_from_repo: bool = True) -> tup
     `change`); the copy's .dvc/config is the project's, or sets only parsing.bool."""
     from dvc.repo import Repo
 
+    root, params = project_copy(tmp_path, change, parsing_from_repo)
+    with Repo(str(root)) as repo:
+        return params, {s.name: s.cmd for s in repo.index.stages}
+
+
+def project_copy(tmp_path: Path, change=None, parsing_from_repo: bool = True) -> tuple[Path, dict]:
+    """A copy of the project's dvc.yaml, params.yaml and .dvc/config that DVC can read without
+    git, and its params."""
     root = tmp_path / "project"
     (root / ".dvc").mkdir(parents=True)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
@@ -49,8 +57,7 @@ def rendered(tmp_path: Path, change=None, parsing_from_repo: bool = True) -> tup
     else:
         (root / ".dvc" / "config").write_text("[parsing]\n    bool = boolean_optional\n")
     (root / ".dvc" / "config.local").write_text("[core]\n    no_scm = true\n")  # no git repo needed here
-    with Repo(str(root)) as repo:
-        return params, {s.name: s.cmd for s in repo.index.stages}
+    return root, params
 
 
 def parse(cmd: str) -> tuple[str, click.Context]:

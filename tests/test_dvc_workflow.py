@@ -58,18 +58,28 @@ def built(tmp_path_factory):
 def test_second_repro_runs_nothing_and_metrics_are_reported(built, tmp_path):
     assert ran(dvc("repro", cwd=built)) == set()
     assert "Data and pipelines are up to date" in dvc("status", cwd=built)
-    shown = dvc("metrics", "show", "--json", cwd=built)
-    metrics = json.loads(shown)
-    files = next(iter(metrics.values()))["data"]
-    ev = files["metrics/eval_adapted.json"]["data"]
-    assert set(ev) == {"general", "domain"} and ev["domain"]["perplexity"] > 1
-    adapted = files["dvclive/adapted/metrics.json"]["data"]
+    # The metrics are the headline numbers only: one short table, the demo's last output.
+    metrics = json.loads(dvc("metrics", "show", "--json", cwd=built))
+    files = {path: f["data"] for path, f in next(iter(metrics.values()))["data"].items()}
+    assert set(files) == {f"metrics/{kind}_{m}.json" for kind in ("train", "eval") for m in ("base", "adapted")}
+    assert set(files["metrics/eval_adapted.json"]["loss"]) == {"general", "domain"}
+    assert files["metrics/train_adapted.json"]["tokens"] == 10 * 8 * 32  # steps x batch x block
+    assert files["metrics/train_base.json"]["seconds"] > 0
+    table = dvc("metrics", "show", cwd=built).splitlines()
+    assert len(table) == 5 and max(map(len, table)) <= 100, "\n".join(table)
+    # Each step's counters and the per-step training values are plain outputs, beside them.
+    assert json.loads((built / "stats" / "dedup_general.json").read_text())["lines"] > 0
+    assert json.loads((built / "stats" / "eval_base.json").read_text())["domain"]["perplexity"] > 1
+    adapted = json.loads((built / "dvclive" / "adapted" / "metrics.json").read_text())
     assert adapted["step"] == 10 and {"val", "eval_general", "best_val", "train_loss"} <= set(adapted)
     live = built / "dvclive" / "base" / "plots"
     assert (live / "images" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (live / "metrics" / "train_loss.tsv").read_text().splitlines()[0] == "step\ttrain_loss"
-    plots = dvc("plots", "show", "--json", "-o", str(tmp_path / "plots"), cwd=built)  # -o: not into the project
-    assert "dvclive/base/plots/metrics/val.tsv" in plots
+    # The plots are the PNGs: the page `dvc plots show` writes draws them with no network.
+    dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=built)  # -o: not into the project
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert page.count("<img") == 2 and "<script" not in page and "http" not in page.replace(
+        "http-equiv", ""), page
 
 
 def test_param_edits_rerun_exactly_what_depends_on_them(built, tmp_path):
@@ -93,11 +103,16 @@ def test_experiment_run_reports_metrics(built, tmp_path):
     dvc("pull", cwd=project)
     out = dvc("exp", "run", "-S", "train.max_iters=30", cwd=project)
     assert "Running stage 'train'" in out
-    rows = list(csv.DictReader(io.StringIO(dvc("exp", "show", "--csv", cwd=project))))
+    rows = list(csv.DictReader(io.StringIO(dvc("exp", "show", "--only-changed", "--csv", cwd=project))))
     param = next(c for c in rows[0] if c.endswith("train.max_iters"))
-    assert {(r[param], r["dvclive/base/metrics.json:step"]) for r in rows} >= {("20", "20"), ("30", "30")}
+    tokens = "metrics/train_base.json:tokens"  # steps x batch 8 x block 32
+    assert {(r[param], r[tokens]) for r in rows} >= {("20", "5120"), ("30", "7680")}
     diff = dvc("metrics", "diff", cwd=project).splitlines()
-    assert any(line.split()[:4] == ["dvclive/base/metrics.json", "step", "20", "30"] for line in diff), diff
+    assert any(line.split()[:4] == ["metrics/train_base.json", "tokens", "5120", "7680"] for line in diff), diff
+    # The README's view of experiments for 80-100 columns: the adapted model's losses only.
+    kept = dvc("exp", "show", "--drop", ".*", "--keep", "Experiment|metrics/eval_adapted", "--csv", cwd=project)
+    assert set(kept.splitlines()[0].split(",")) == {"Experiment", "metrics/eval_adapted.json:loss.general",
+                                                   "metrics/eval_adapted.json:loss.domain"}
 
 
 def test_push_clone_pull_dataset_and_train_without_preparing(built, tmp_path):
@@ -116,12 +131,13 @@ def test_stage_by_hand_then_commit_leaves_status_clean(built, tmp_path):
     run(["git", "clone", "-q", str(built), str(project)], tmp_path)
     dvc("pull", cwd=project)
     set_param(project, "eval.batch_size", 16)
-    for model in ("base", "adapted"):
+    for model in ("base", "adapted"):  # the README's "Running a stage by hand"
         run([sys.executable, "stages/eval.py", "--model_name", f"checkpoints/{model}", "--dataset",
              "general=data/datasets/general", "--dataset", "domain=data/datasets/domain", "--metrics",
-             f"metrics/eval_{model}.json", "--batch_size", "16", "--max_tokens", "4000", "--device", "cpu"], project)
-    assert "eval@base" in dvc("status", cwd=project)
-    dvc("commit", "--force", cwd=project)
+             f"metrics/eval_{model}.json", "--stats", f"stats/eval_{model}.json", "--batch_size", "16",
+             "--max_tokens", "4000", "--device", "cpu"], project)
+        assert f"eval@{model}" in dvc("status", cwd=project)
+        dvc("commit", "-f", f"eval@{model}", cwd=project)
     assert "Data and pipelines are up to date" in dvc("status", cwd=project)
 
 
