@@ -20,7 +20,8 @@ from mypt.cli import main
 # the other commands' modules, the input formats' packages, the tracker, tiktoken (gpt2 only).
 NOT_FOR_TRAINING = ("mypt.prepare", "mypt.steps", "mypt.train_tokenizer", "mypt.readers", "mypt.verify",
                     "mypt.append", "dvc", "dvclive", "transformers", "tokenizers", "pyarrow", "zstandard", "tiktoken",
-                    "matplotlib", "yaml")
+                    "matplotlib", "yaml", "ray", "mypt.ray_engine", "mypt.logger_clients", "tensorboard",
+                    "mlflow", "wandb")
 
 
 def loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
