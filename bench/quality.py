@@ -25,6 +25,9 @@ import numpy as np
 import torch
 
 SIZES = {
+    # The test's: every code path in seconds.
+    "tiny": dict(model=dict(n_layer=1, n_head=2, n_embd=32, block_size=16, dropout=0.0),
+                 train=dict(batch_size=4, learning_rate=1e-3, warmup_iters=2), budget_s=2.0),
     # nanoGPT's "I only have a CPU" configuration (its README), dropout off.
     "cpu": dict(model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0),
                 train=dict(batch_size=12, learning_rate=1e-3, warmup_iters=50), budget_s=120.0),
@@ -37,6 +40,11 @@ RECIPES = {
                  train=dict(optimizer="adamw")),
     "modern": dict(model=dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True),
                    train=dict(optimizer="muon")),
+    # The modern model with AdamW: Muon's Newton-Schulz steps cost most on a CPU without AMX.
+    "modern_adamw": dict(model=dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True),
+                         train=dict(optimizer="adamw")),
+    # What exports as a Llama (rope + rmsnorm + swiglu, no bias).
+    "llama": dict(model=dict(position="rope", norm="rmsnorm", mlp="swiglu"), train=dict(optimizer="adamw")),
 }
 
 

@@ -37,3 +37,13 @@ def test_cpu_benches_run(tmp_path):
     out = run([sys.executable, str(REPO / "bench" / "loader.py"), "--shards", "2,4", "--tokens_per_shard", "5000",
                "--batches", "10"], cwd=tmp_path).stdout
     assert out.count("memmap") >= 1 and "     4       20,000 |" in out, out
+
+
+@pytest.mark.slow
+def test_quality_bench_compares_recipes(tmp_path):
+    """bench/quality.py at its tiny size: both recipes train on the demo's Shakespeare and the
+    comparison against the GPT-2 recipe's final loss is printed (the README quotes its figures)."""
+    out = run([sys.executable, str(REPO / "bench" / "quality.py"), "--size", "tiny", "--points", "2",
+               "--recipes", "gpt2,modern"], cwd=tmp_path).stdout
+    assert "time to the gpt2 recipe's final val loss" in out, out
+    assert re.search(r"gpt2: final val \d+\.\d+; reaches", out) and re.search(r"modern: final val \d+\.\d+", out), out
