@@ -203,7 +203,8 @@ class RunSettings(Settings):
     input_file: Path | None = setting(None, "Or one text file, tokenized in memory (last 10% is val).",
                                       exists="file")
     config_file: str | None = setting(None, "Preset name (150M, 150M_1024, small_char, "
-                                            "pretrain/750M_1024_domain_adapt, tiny) or JSON path. Default: "
+                                            "pretrain/750M_1024_domain_adapt, tiny; modern/NAME: the modern "
+                                            "model at those sizes) or JSON path. Default: "
                                             "small_char for char, 150M for gpt2; with --init_from_model or "
                                             "--resume, the checkpoint's own.")
     tokenization: str | None = setting(None, f"{spec_help(described=False)}; must match the dataset (default: "

@@ -38,7 +38,8 @@ def test_every_preset_loads_and_sized_presets_hold_their_size(preset):
     cfg = GPTConfig.from_dict({**model_d, "vocab_size": 50257})
     with torch.device("meta"):
         n = GPT(cfg).num_params()
-    size = {"150M": 150e6, "150M_1024": 150e6, "pretrain/750M_1024_domain_adapt": 750e6}.get(preset)
+    size = {"150M": 150e6, "150M_1024": 150e6, "pretrain/750M_1024_domain_adapt": 750e6}.get(
+        preset.removeprefix("modern/").replace("750M", "pretrain/750M", preset.startswith("modern/750M")))
     if size is not None:
         assert abs(n - size) / size < 0.10, f"{preset}: {n / 1e6:.1f}M parameters"
 
