@@ -30,6 +30,9 @@ def option(*decls: str, **kwargs):
             if part.startswith("--") and "_" in part:
                 kebab = part.replace("_", "-")
                 names.append(f" /{kebab}" if i == 1 else kebab)
+            if i == 1 and part.startswith("--no_") and "_" in part[5:]:
+                # DVC's boolean_optional writes a false `qk_norm` as --no-qk_norm: the key as it is.
+                names.append(f" /--no-{part[5:]}")
     return click.option(*names, **kwargs)
 
 
