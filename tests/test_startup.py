@@ -20,7 +20,7 @@ from mypt.cli import main
 # the other commands' modules, the input formats' packages, the tracker, tiktoken (gpt2 only).
 NOT_FOR_TRAINING = ("mypt.prepare", "mypt.steps", "mypt.train_tokenizer", "mypt.readers", "mypt.verify",
                     "mypt.append", "dvc", "dvclive", "transformers", "tokenizers", "pyarrow", "zstandard", "tiktoken",
-                    "matplotlib", "yaml", "ray", "mypt.ray_engine", "mypt.logger_clients", "tensorboard",
+                    "matplotlib", "yaml", "ray", "mypt.ray_engine", "tensorboard",
                     "mlflow", "wandb")
 
 
