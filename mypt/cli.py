@@ -231,7 +231,8 @@ def eval_cmd(datasets, as_json, **flags):
 @main.command("export-hf")
 @settings_options(ExportSettings)
 def export_hf_cmd(**flags):
-    """Export a model for Hugging Face transformers (GPT2LMHeadModel + its tokenizer).
+    """Export a model for Hugging Face transformers: GPT2LMHeadModel, LlamaForCausalLM or
+    Qwen3ForCausalLM (by the model's settings) and its tokenizer, for transformers 4 and 5.
 
     The directory loads with AutoModelForCausalLM.from_pretrained and
     AutoTokenizer.from_pretrained, no custom code. Needs `pip install 'mypt[hf]'`.

@@ -1,8 +1,8 @@
 """Sampling: temperature, top-k and top-p, with a KV cache, streamed as text.
 
 While the sequence fits in block_size, each step feeds one token and reuses the cached keys
-and values of the others. Positions are absolute (learned), so when the window must slide
-the cache cannot simply be shifted: the last half-window is prefilled again, once every
+and values of the others. Positions are absolute (a learned table, or rope's rotation of the
+cached keys), so when the window must slide the cache cannot simply be shifted: the last half-window is prefilled again, once every
 half-window of new tokens. Each token then sees between block_size/2 and block_size tokens of
 context, and a step costs the same at token 100 as at token 100,000 (recomputing the whole
 window at every step, as nanoGPT does and `use_cache=False` does, costs block_size tokens of
