@@ -14,26 +14,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from mypt import checkpoint
 from mypt.config import RunSettings, TrainConfig
-from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.errors import ConfigError
 from mypt.input_text import read_input_text
 from mypt.model import GPT, GPTConfig, load_model
 from mypt.optim import configure_optimizer, muon_parameter_names
-from mypt.tokenizers import tokenizer_class
 from mypt.train import fit
 from mypt.train_command import run_training
+from test_train_paths import BLOCK, TEXT, loader, tokenizer
 
-TEXT = " ".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea"] * 300)
-BLOCK = 16
 CPU = torch.device("cpu")
-
-
-def tokenizer():
-    return tokenizer_class("char").from_corpus([TEXT])
-
-
-def loader(tok, rank: int = 0) -> GPTDataLoader:
-    return GPTDataLoader(LoaderConfig(8, BLOCK, "cpu", 1, rank), tok, tokens=tok.encode_array(TEXT))
 
 
 def tiny_model(tok, n_layer: int = 1) -> GPT:
