@@ -586,7 +586,7 @@ def section_preset(suite: Suite, preset: str, label: str, compiled: bool | None,
     note = ""
     if compiled is None:  # what `mypt train` does with the preset: its compile, else on with CUDA
         saved = load_preset(preset)[1].get("compile") if model_override is None else False
-        compiled = saved if saved is not None else plan.device.type == "cuda"
+        compiled = TrainConfig(compile=saved).compiles_on(plan.device.type)
         note = "compiled (default flags)" if compiled else "eager (default flags)"
     elif compiled:
         compiled, note = suite.compile_budget_ok(n_layer, label)

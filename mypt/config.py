@@ -181,6 +181,11 @@ class TrainConfig(Settings):
         """Where the cosine ends: lr_decay_iters, or max_iters when left out."""
         return self.lr_decay_iters if self.lr_decay_iters is not None else self.max_iters
 
+    def compiles_on(self, device_type: str) -> bool:
+        """Whether training compiles: --compile / --no_compile, else on with CUDA only. Read
+        when a run starts, so a run resumed on another device gets that device's default."""
+        return self.compile if self.compile is not None else device_type == "cuda"
+
     @property
     def final_lr(self) -> float:
         """Where the cosine ends up: min_lr, or a tenth of learning_rate when left out."""

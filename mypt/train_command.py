@@ -321,9 +321,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     """The model wrapped for training (FSDP: sharded, each block compiled; else torch.compile,
     DDP), the optimizer and the state --resume restores, the metrics tracker, then fit."""
     train_cfg = cfgs.train
-    # Compiled by default where it pays (CUDA); a saved None resolves again on resume, so a
-    # run started on a GPU and resumed on a CPU (or back) gets each device's default.
-    compiled = train_cfg.compile if train_cfg.compile is not None else device.type == "cuda"
+    compiled = train_cfg.compiles_on(device.type)
     sharded = dist.world_size > 1 and req.parallel == "fsdp"
     if sharded:  # before the optimizer, which then holds the shards
         _shard(model, req, cfgs, ckpt_dir, device, dist, compiled)
