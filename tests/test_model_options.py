@@ -17,7 +17,10 @@ from test_model import _reference_tokens
 
 from mypt.generate import generate, sample_tokens
 from mypt.input_text import read_input_text
-from mypt.model import GPT, GPTConfig, KVCache, apply_rope, load_model, rope_tables
+import torch.nn.functional as F
+
+from mypt.model import (GPT, GPTConfig, KVCache, _Relu2Fn, _RMSNormFn, apply_rope, load_model, relu2, rms_norm,
+                        rope_tables)
 from mypt.train_command import run_from_flags
 
 VOCAB = len(string.ascii_lowercase + " \n")
@@ -113,6 +116,25 @@ def test_rope_rotates_pairs_i_and_i_plus_half_by_position_times_frequency():
     expected = [math.cos(a) - 3 * math.sin(a), 2 * math.cos(b) - 4 * math.sin(b),
                 3 * math.cos(a) + math.sin(a), 4 * math.cos(b) + 2 * math.sin(b)]
     assert y[0, 0, 1].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_hand_written_rmsnorm_and_relu2_backwards_are_torchs_gradients():
+    torch.manual_seed(0)
+    # float64: gradcheck against finite differences; per-head weights (H, hd) as the QK-norm uses.
+    x = torch.randn(2, 3, 4, 8, dtype=torch.float64, requires_grad=True)
+    for w in (torch.randn(8, dtype=torch.float64, requires_grad=True),
+              torch.randn(4, 8, dtype=torch.float64, requires_grad=True)):
+        assert torch.autograd.gradcheck(lambda a, b: _RMSNormFn.apply(a, b, 1e-5), (x, w))
+    assert torch.autograd.gradcheck(_Relu2Fn.apply, (x,))
+    # float32, the path training takes: torch's rms_norm and relu().square() through autograd.
+    x = torch.randn(4, 16, 32, requires_grad=True)
+    w, g = torch.randn(32, requires_grad=True), torch.randn(4, 16, 32)
+    ours = torch.autograd.grad(rms_norm(x, w, 1e-5), (x, w), g)
+    theirs = torch.autograd.grad(F.rms_norm(x, (32,), w, 1e-5), (x, w), g)
+    assert torch.equal(rms_norm(x, w, 1e-5), F.rms_norm(x, (32,), w, 1e-5))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, theirs))
+    assert torch.equal(relu2(x), F.relu(x).square())
+    assert torch.equal(torch.autograd.grad(relu2(x), x, g)[0], torch.autograd.grad(F.relu(x).square(), x, g)[0])
 
 
 def test_flops_per_token_counts_query_heads_and_the_smaller_parameters():
