@@ -17,7 +17,7 @@ from mypt.config import RunSettings, TrainConfig
 from mypt.errors import ConfigError
 from mypt.input_text import read_input_text
 from mypt.model import GPT, GPTConfig, load_model
-from mypt.optim import configure_optimizer, muon_parameter_names
+from mypt.optim import _newton_schulz_float32, configure_optimizer, muon_parameter_names
 from mypt.train import fit
 from mypt.train_command import run_training
 from test_train_paths import BLOCK, TEXT, loader, tokenizer
@@ -68,6 +68,38 @@ def test_muon_learns_and_follows_the_schedule_at_its_own_peak():
     adamw_lr, muon_lr = (g["lr"] for g in (optimizer.param_groups[0], optimizer.param_groups[-1]))
     assert optimizer.param_groups[-1].get("muon") and not optimizer.param_groups[0].get("muon")
     assert muon_lr == pytest.approx(adamw_lr * 0.02 / 1e-2) and adamw_lr < 1e-2  # decayed from the peak
+
+
+def test_muon_on_the_cpu_orthogonalizes_in_float32_and_puts_torchs_iteration_back():
+    from torch.optim import _muon
+
+    torch.manual_seed(0)
+    coefficients, torchs = (3.4445, -4.775, 2.0315), _muon._zeropower_via_newtonschulz
+    for shape in ((48, 16), (16, 48)):
+        grad = torch.randn(shape)
+        ours, theirs = _newton_schulz_float32(grad, coefficients, 5, 1e-7), torchs(grad, coefficients, 5, 1e-7)
+        assert ours.dtype == torch.float32 and theirs.dtype == torch.bfloat16
+        assert torch.allclose(ours, theirs.float(), atol=0.03)  # torch's, to bfloat16's precision
+        # Orthogonalized: the quintic leaves singular values around 1 (0.5 to 1.5), not the grad's.
+        assert torch.linalg.svdvals(ours).min() > 0.5 and torch.linalg.svdvals(ours).max() < 1.5
+
+    # A step on the CPU: each matrix moves by the float32 iteration's update, and torch's own
+    # function is back in place after it.
+    model = tiny_model(tokenizer())
+    cfg = config(weight_decay=0.0)
+    optimizer = configure_optimizer(model, cfg, CPU)
+    name = muon_parameter_names(model)[0]
+    param = dict(model.named_parameters())[name]
+    before, grad = param.detach().clone(), torch.randn_like(param)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    param.grad = grad.clone()
+    optimizer.step()
+    # (The first momentum is a multiple of the gradient, and the iteration normalizes its input.)
+    update = _newton_schulz_float32(grad, coefficients, 5, 1e-7)
+    scale = 0.02 * max(1, param.size(0) / param.size(1)) ** 0.5  # adjust_lr_fn "original"
+    assert torch.allclose(param.detach(), before - scale * update, atol=1e-6)
+    assert _muon._zeropower_via_newtonschulz is torchs
 
 
 def _straight_then_resumed(cfg: TrainConfig, tmp_path: Path) -> tuple[Path, Path]:
