@@ -8,4 +8,4 @@ bash scripts/setup.sh
 export MYPT_CACHE_DIR="$PWD/.cache/mypt" DVC_NO_ANALYTICS=1
 .venv/bin/mypt install-gpt2-vocab
 .venv/bin/mypt fetch-demo
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=15 "$@"
