@@ -39,13 +39,12 @@ from mypt.distributed import all_ranks, unwrap
 from mypt.errors import BusyError, CheckpointError
 from mypt.io import atomic_write_text, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
-from mypt.names import STATE_FILE
+from mypt.names import STATE_FILE, TIED
 
 if TYPE_CHECKING:  # a type only: checkpoints save any tokenizer without the registry
     from mypt.tokenizers import Tokenizer
 
 FORMAT_VERSION = 1
-TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: stored once
 CONFIG_FILE = "config.json"
 # Every file a checkpoint holds; a save replaces these and carries over anything else.
 DCP_DIR = "dcp"  # a sharded run's weights and optimizer tensors (mypt.fsdp)

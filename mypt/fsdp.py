@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from mypt.names import TIED
 from mypt.errors import CheckpointError
 
-TIED = "transformer.wte.weight"  # tied to lm_head.weight: saved once, as in model.safetensors
-MODEL, OPTIM = "model.", "optim."  # the prefixes of the two state dicts' keys in the DCP files
+MODEL = "model"  # the weights' key in the state dict DCP saves: their keys in its files start "model."
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
@@ -86,7 +86,7 @@ def save_dcp(directory: Path, model: torch.nn.Module, optimizer) -> list[dict]:
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
 
     weights, optim = _state_dicts(model, optimizer)
-    dcp.save({"model": weights, "optim": {"state": optim["state"]}},
+    dcp.save({MODEL: weights, "optim": {"state": optim["state"]}},
              storage_writer=HuggingFaceStorageWriter(str(directory), save_distributed=True))
     return optim["param_groups"]
 
@@ -118,10 +118,10 @@ def load_optimizer(directory: Path, model: torch.nn.Module, optimizer, param_gro
     or not, on any number of ranks: each reads the parts of the files its shards need."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageReader
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
     _metadata(directory)
-    _, optim = _state_dicts(model, optimizer)  # a fresh optimizer's state: the shapes to fill
+    optim = get_optimizer_state_dict(model, optimizer)  # a fresh optimizer's state: the shapes to fill
     with warnings.catch_warnings():  # (no process group: "assuming ... a single process", as meant)
         warnings.simplefilter("ignore", UserWarning)
         dcp.load({"optim": {"state": optim["state"]}}, storage_reader=HuggingFaceStorageReader(str(directory)),
@@ -153,8 +153,8 @@ def read_full(directory: Path) -> dict[str, torch.Tensor]:
 
     tensors = _metadata(directory)
     weights = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in tensors.items()
-               if k.startswith(MODEL)}
+               if k.startswith(MODEL + ".")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         dcp.load(weights, storage_reader=HuggingFaceStorageReader(str(directory)), no_dist=True)
-    return {k.removeprefix(MODEL): v for k, v in weights.items()}
+    return {k.removeprefix(MODEL + "."): v for k, v in weights.items()}

@@ -34,6 +34,11 @@ class Parallelism(Protocol):
     ray_address: str | None
 
 
+def worker_count(how: Parallelism) -> int:
+    """The worker processes (or Ray CPUs) a run uses: --workers, or one per core."""
+    return how.workers or os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def engine_session(how: Parallelism) -> Iterator[None]:
     """Inside the block, every parallel_map of the ray engine uses one Ray connection (a local
@@ -44,7 +49,7 @@ def engine_session(how: Parallelism) -> Iterator[None]:
         return
     from mypt.ray_engine import ray_session
 
-    with ray_session(how.ray_address, how.workers or os.cpu_count() or 1):
+    with ray_session(how.ray_address, worker_count(how)):
         yield
 
 
@@ -57,7 +62,7 @@ def shared_pool(how: Parallelism) -> Iterator[None]:
     one pool, started on first use: prepare-dataset maps four times, and each fresh pool of
     spawned workers re-imports numpy and re-loads the tokenizer (about 0.5 s of CPU a worker).
     The ray engine's workers are Ray's (engine_session)."""
-    workers = how.workers or os.cpu_count() or 1
+    workers = worker_count(how)
     if how.engine != "local" or workers <= 1 or workers in _SHARED:
         yield
         return
@@ -75,7 +80,7 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, des
     """fn over tasks, results in task order: in `how.workers` processes (None: all cores), or
     as Ray tasks with engine ray. `fn` must be a module-level function (it is pickled by name)."""
     tasks = list(tasks)
-    workers = how.workers or os.cpu_count() or 1
+    workers = worker_count(how)
     results: list[R] = []
     with progress(len(tasks), desc) as bar:
         if how.engine == "ray":

@@ -24,7 +24,7 @@ from mypt.config import TrainConfig
 from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, sync_gradients, unwrap
 from mypt.errors import MyptError, TrainingDiverged, TrainingStopped, os_error_message
 from mypt.evaluate import evaluate_all
-from mypt.fsdp import is_sharded
+from mypt.fsdp import full, is_sharded
 from mypt.optim import configure_optimizer, set_lr
 from mypt.precision import autocast, dtype_name, run_autocast
 from mypt.signals import StopSignals
@@ -73,13 +73,8 @@ def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
     if not named:
         return []
     # A shard (FSDP) says for the whole parameter: every rank gets the same list.
-    finite = torch.stack([_whole(torch.isfinite(p.detach()).all()) for _, p in named]).tolist()
+    finite = torch.stack([full(torch.isfinite(p.detach()).all()) for _, p in named]).tolist()
     return [name for (name, _), ok in zip(named, finite) if not ok]
-
-
-def _whole(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor (FSDP's parameters, and values computed from them) gathered whole on every rank."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def _reason(e: Exception) -> str:
@@ -269,7 +264,7 @@ class _Run:
             scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if not scaler.is_enabled():  # (under float16 the scaler skips an overflowed step)
-                checked.append(_whole(norm).float())  # (FSDP: the norm over every rank's shards)
+                checked.append(full(norm).float())  # (FSDP: the norm over every rank's shards)
         return torch.stack(checked).tolist()
 
     def _log_progress(self, loss_now: float, lr: float) -> None:

@@ -25,7 +25,8 @@ from mypt.fsdp import full, shard_model
 from mypt.model import load_model
 from mypt.train import configure_optimizer, fit
 from mypt.train_command import run_training
-from test_train_paths import _join, _spawn_two_ranks, config, failing_loader, loader, tiny_model, tokenizer
+from test_train_paths import (_join, _spawn_two_ranks, config, failing_loader, loader, tiny_model, tokenizer,
+                              train_losses)
 
 TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
 
@@ -90,10 +91,6 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
     torch.save({"ddp": ddp["history"], "fsdp": result["history"], "weights": weights, "outcome": outcome,
                 "same": same, "failure": failure}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
-
-
-def train_losses(history: list[dict]) -> list[float]:
-    return [h["train_loss"] for h in history if "train_loss" in h]
 
 
 @pytest.mark.slow

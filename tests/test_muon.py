@@ -4,8 +4,6 @@ the fit loop, GradScaler, checkpoints and DDP use like AdamW. Tiny models, a few
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from mypt.model import GPT, GPTConfig, load_model
 from mypt.optim import _newton_schulz_float32, configure_optimizer, muon_parameter_names
 from mypt.train import fit
 from mypt.train_command import run_training
-from test_train_paths import BLOCK, TEXT, loader, tokenizer
+from test_train_paths import BLOCK, TEXT, _join, _spawn_two_ranks, loader, tokenizer
 
 CPU = torch.device("cpu")
 
@@ -152,11 +150,7 @@ def test_resuming_under_the_other_optimizer_is_refused(tmp_path):
 
 
 def _ddp_worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    from mypt.distributed import setup_distributed
-
-    dist = setup_distributed(CPU)
+    dist = _join(rank, port)
     tok = tokenizer()
     model = tiny_model(tok)
     cfg = config()
@@ -168,12 +162,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
 
 @pytest.mark.slow
 def test_muon_under_ddp_keeps_the_ranks_in_sync(tmp_path):
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2)
+    _spawn_two_ranks(_ddp_worker, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(r0["weights"][k], r1["weights"][k]) for k in r0["weights"])  # one all-reduced step
     losses = [h["train_loss"] for h in r0["history"] if "train_loss" in h]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import time
 from pathlib import Path, PurePath
 
 import pytest
-from conftest import tree_bytes
+from conftest import free_port, tree_bytes
 from test_prepare import make_corpus, prepare
 
 import mypt.ray_engine
@@ -223,9 +222,7 @@ def test_a_killed_driver_leaves_no_dataset_and_a_rerun_gives_the_local_bytes(clu
 
 def test_an_address_where_no_cluster_answers_is_a_one_line_error(tmp_path):
     pytest.importorskip("ray")
-    with socket.socket() as s:  # a port nothing listens on once closed
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     (tmp_path / "a.txt").write_text("Some text to prepare.\n")
     result = prepare("--input_files", str(tmp_path / "a.txt"), "--out_dir", str(tmp_path / "ds"), "--engine", "ray",
                      "--ray_address", f"127.0.0.1:{port}", expect_ok=False)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import free_port
 
 from mypt import checkpoint
 from mypt.cli import main
@@ -50,12 +50,6 @@ def trained_char_model(path: Path) -> None:
     model.fit(loader, config=TrainConfig(max_iters=60, eval_interval=60, eval_iters=1, warmup_iters=0,
                                          learning_rate=1e-2, dtype="float32"), log=lambda line: None)
     checkpoint.save(path, model, tokenizer, {})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, body: dict) -> dict:

@@ -9,12 +9,12 @@ import errno
 import json
 import os
 import signal
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from mypt import checkpoint
@@ -407,9 +407,7 @@ def _spawn_two_ranks(worker, tmp_path: Path) -> None:
     """worker(rank, port, out) in two processes that form a gloo group on a free port."""
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(worker, args=(port, str(tmp_path)), nprocs=2)
 
 
