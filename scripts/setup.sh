@@ -39,14 +39,3 @@ if [ -z "$REQS" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! installed
   "$VPY" -m pip install --quiet -e ".[dev]"
   echo "$WANT" > "$STAMP"
 fi
-# transformers 4.57 beside the venv's transformers 5, for the test that loads exports under both
-# (tests/test_hf_compat.py puts this directory first on PYTHONPATH). Only the three packages whose
-# versions differ go there (--no-deps): the rest (torch, numpy, safetensors, requests...) come
-# from the venv. .cache/ is ignored by git.
-T4=.cache/transformers4
-if [ ! -f "$T4/.installed-4.57" ]; then
-  rm -rf "$T4"
-  "$VPY" -m pip install --quiet --no-deps --target "$T4" "transformers>=4.57,<4.58" \
-    "tokenizers>=0.22,<=0.23.0" "huggingface_hub>=0.34,<1.0"
-  touch "$T4/.installed-4.57"
-fi

@@ -1,6 +1,6 @@
 """Exports that transformers 4 and 5 both load: the gpt2 tokenizer's ids equal tiktoken's, and
 an export written under the venv's transformers 5 gives mypt's ids and logits under
-transformers 4.57 (installed by scripts/setup.sh into .cache/transformers4)."""
+transformers 4.57 (installed by scripts/test.sh into .cache/transformers4)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ for out in sys.argv[2:]:
 
 def load_in_transformers4(text: str, exports: list[Path]) -> list[dict]:
     if not (TRANSFORMERS4 / "transformers").is_dir():
-        pytest.skip(f"no transformers 4 in {TRANSFORMERS4}: run `bash scripts/setup.sh` (it installs it there)")
+        pytest.skip(f"no transformers 4 in {TRANSFORMERS4}: run `bash scripts/test.sh` (it installs it there)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TRANSFORMERS4), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", LOAD_IN_4, text, *map(str, exports)], env=env,
                           capture_output=True, text=True)
