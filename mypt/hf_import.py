@@ -78,17 +78,19 @@ LLAMA_SHAPE_KEYS = ("vocab_size", "max_position_embeddings", "num_hidden_layers"
                     "hidden_size", "intermediate_size")
 
 
-def hf_rope_theta(hf: dict):
-    """RoPE's base: transformers 5 writes it in rope_parameters, 4 at the top level."""
+def hf_rope(hf: dict) -> tuple[object, str]:
+    """RoPE's (base, type): transformers 5 writes both in rope_parameters, 4 the base at the top
+    level (and any scaling in rope_scaling, checked apart)."""
     params = hf.get("rope_parameters")
-    if isinstance(params, dict) and "rope_theta" in params:
-        return params["rope_theta"]
-    return hf.get("rope_theta", 10000.0)
+    if not isinstance(params, dict):
+        return hf.get("rope_theta", 10000.0), "default"
+    return params.get("rope_theta", hf.get("rope_theta", 10000.0)), params.get("rope_type", "default")
 
 
 def _llama_model_settings(path: Path, hf: dict) -> dict:
     """mypt's model settings of a Llama or Qwen3 config.json; what mypt cannot express is refused."""
     from mypt.config import GPTConfig
+    from mypt.model import NORM_EPS
 
     where = f"--init_from_model hf:{path}: config.json"
     bad = [f"{key} {hf[key]!r}" if key in hf else f"no {key}" for key in LLAMA_SHAPE_KEYS
@@ -97,9 +99,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         raise ConfigError(f"{where} has {', '.join(bad)}: each must be a whole number")
     n_embd, n_head = hf["hidden_size"], hf["num_attention_heads"]
     kv = hf.get("num_key_value_heads") or n_head
-    theta = hf_rope_theta(hf)
-    rope_type = (hf.get("rope_parameters") or {}).get("rope_type", "default") if isinstance(
-        hf.get("rope_parameters"), dict) else "default"
+    theta, rope_type = hf_rope(hf)
     width = GPTConfig(n_embd=n_embd, n_head=1, mlp="swiglu").mlp_hidden
     wrong = [f"{key} {hf.get(key)!r} (mypt: {want})" for key, ok, want in (
         ("tie_word_embeddings", hf.get("tie_word_embeddings", True) is True, "true: mypt ties the output head "
@@ -108,7 +108,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         ("rope_parameters", rope_type == "default", "rope_type default"),  # transformers 5's
         ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
         ("hidden_act", hf.get("hidden_act", "silu") == "silu", "silu"),
-        ("rms_norm_eps", hf.get("rms_norm_eps") == 1e-5, "1e-05"),
+        ("rms_norm_eps", hf.get("rms_norm_eps") == NORM_EPS, f"{NORM_EPS}"),
         ("attention_bias", not hf.get("attention_bias"), "false"),
         ("mlp_bias", not hf.get("mlp_bias"), "false"),
         ("head_dim", hf.get("head_dim") in (None, n_embd // n_head) and n_embd % n_head == 0,
