@@ -8,9 +8,11 @@
                                (float16), history, optimizer hyper-parameters
 
 A run sharded with FSDP (`--parallel fsdp`) saves, instead of model.safetensors and the
-optimizer's tensors, `dcp/`: every rank's shards of both, written through DCP as safetensors
-(mypt.fsdp), read back on any number of ranks, and whole by read_weights (generate, eval,
-export-hf). Every rank takes part in such a save; rank 0 writes the rest and swaps it in.
+optimizer's tensors, `dcp/model/` and `dcp/optim/`: every rank's shards of each, written through
+DCP as safetensors (mypt.fsdp), read back on any number of ranks, the weights whole by
+read_weights (generate, eval, export-hf: they never read the optimizer's). Every rank takes part
+in such a save; rank 0 writes the rest and swaps it in. (Sharded checkpoints saved before the
+two were apart hold both in `dcp/` itself, and still load.)
 
 Only safetensors and JSON are ever read: loading never unpickles anything. config.json records
 the sha256 of every other file (`sha256`), checked on every load, so a flipped byte is an error
@@ -186,22 +188,31 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
     atomic_write_text(staging / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
-def _dcp_files(path: Path) -> list[str]:
-    """The files of a sharded save (dcp/NAME), as config.json's sha256 names them."""
-    return sorted(f"{DCP_DIR}/{p.name}" for p in (path / DCP_DIR).glob("*")) if (path / DCP_DIR).is_dir() else []
+def _dcp_files(path: Path, under: Path | None = None) -> list[str]:
+    """The files of a sharded save under `under` (default: all of dcp/), named as config.json's
+    sha256 names them (dcp/model/NAME)."""
+    under = path / DCP_DIR if under is None else under
+    return sorted(p.relative_to(path).as_posix() for p in under.rglob("*") if p.is_file()) if under.is_dir() else []
 
 
-def _verify_dcp(path: Path, config: dict) -> None:
-    """dcp/ holds exactly the files config.json records, each with its sha256: every file there
-    is read as a shard, so one added or left out would change the weights silently."""
-    recorded = sorted(k for k in config.get("sha256", {}) if k.startswith(DCP_DIR + "/"))
-    found = _dcp_files(path)
+def _dcp_part(path: Path, config: dict, part: str) -> Path:
+    """The directory of dcp/ that holds `part` (fsdp.WEIGHTS or fsdp.OPTIMIZER; dcp/ itself in a
+    checkpoint saved before they were apart), after checking that it holds exactly the files
+    config.json records there, each with its sha256: every file there is read as a shard, so one
+    added or left out would change the weights silently. Only that part is read and hashed."""
+    where = path / DCP_DIR / part
+    if not where.is_dir():
+        where = path / DCP_DIR
+    prefix = where.relative_to(path).as_posix() + "/"
+    recorded = sorted(k for k in config.get("sha256", {}) if k.startswith(prefix))
+    found = _dcp_files(path, where)
     if recorded != found:
         extra, missing = sorted(set(found) - set(recorded)), sorted(set(recorded) - set(found))
-        raise CheckpointError(f"{path / DCP_DIR} holds other files than its {CONFIG_FILE} records (not recorded: "
+        raise CheckpointError(f"{where} holds other files than its {CONFIG_FILE} records (not recorded: "
                               f"{extra[:3]}, missing: {missing[:3]}): the checkpoint was changed or damaged after it "
                               "was saved; use another checkpoint (or copy it again), or train again")
     verify(path, config, tuple(found))
+    return where
 
 
 def verify(path: Path, config: dict, names: tuple[str, ...]) -> None:
@@ -301,15 +312,15 @@ def _read_sharded_weights(path: Path) -> tuple[dict, dict]:
     """A sharded (FSDP) checkpoint's weights, whole."""
     from torch.distributed.checkpoint.api import CheckpointException
 
-    from mypt.fsdp import read_full
+    from mypt.fsdp import WEIGHTS, read_full
 
     config = read_config(path)
     verify(path, config, (STATE_FILE,))
-    _verify_dcp(path, config)
+    where = _dcp_part(path, config, WEIGHTS)
     try:
-        return config, read_full(path / DCP_DIR)
+        return config, read_full(where)
     except (SafetensorError, CheckpointException, RuntimeError) as e:
-        raise CheckpointError(f"{path / DCP_DIR}: its shards cannot be read as one model ({str(e).splitlines()[0]}); "
+        raise CheckpointError(f"{where}: its shards cannot be read as one model ({str(e).splitlines()[0]}); "
                               "the checkpoint was changed or damaged: use another one, or train again") from None
 
 
@@ -353,11 +364,10 @@ def load_training_state(path: Path, optimizer, rank: int = 0, model=None) -> dic
 
 def _load_optimizer(path: Path, opt: dict, tensors: dict, optimizer, model) -> None:
     """The optimizer's state from dcp/ (a sharded save) or from training_state.safetensors."""
-    from mypt.fsdp import is_sharded, load_full_optimizer, load_optimizer
+    from mypt.fsdp import OPTIMIZER, is_sharded, load_full_optimizer, load_optimizer
 
     if opt.get(DCP_DIR):
-        _verify_dcp(path, read_config(path))
-        load_optimizer(path / DCP_DIR, unwrap(model), optimizer, opt["param_groups"])
+        load_optimizer(_dcp_part(path, read_config(path), OPTIMIZER), unwrap(model), optimizer, opt["param_groups"])
         return
     per_param: dict[int, dict] = {}
     for key, value in tensors.items():

@@ -4,7 +4,9 @@ torch.distributed.checkpoint (DCP).
 
 The DCP files are safetensors (DCP's Hugging Face storage: one file per rank, each tensor's
 offsets in its header), never pickles, so a checkpoint is read without unpickling anything, and
-a run saved on N ranks is read back on M ranks, or whole by one process (read_full)."""
+a run saved on N ranks is read back on M ranks, or whole by one process (read_full). The
+weights and the optimizer's tensors go to two directories (WEIGHTS, OPTIMIZER), so generate,
+eval and export-hf read and hash only the weights, a third of an AdamW run's bytes."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from mypt.names import TIED
 from mypt.errors import CheckpointError
 
 MODEL = "model"  # the weights' key in the state dict DCP saves: their keys in its files start "model."
+WEIGHTS, OPTIMIZER = "model", "optim"  # the directories save_dcp writes the two into
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
@@ -78,16 +81,16 @@ def _state_dicts(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
 
 
 def save_dcp(directory: Path, model: torch.nn.Module, optimizer) -> list[dict]:
-    """Every rank writes its shards of the weights and of the optimizer's tensors into
-    `directory` (a collective: every rank calls it; the directory is shared). Returns the
-    optimizer's param_groups (hyper-parameters, parameter names), which hold no tensors: the
-    caller keeps them in JSON."""
+    """Every rank writes its shards of the weights into `directory`/WEIGHTS and of the optimizer's
+    tensors into `directory`/OPTIMIZER (collectives: every rank calls it; the directory is
+    shared). Returns the optimizer's param_groups (hyper-parameters, parameter names), which hold
+    no tensors: the caller keeps them in JSON."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
 
     weights, optim = _state_dicts(model, optimizer)
-    dcp.save({MODEL: weights, "optim": {"state": optim["state"]}},
-             storage_writer=HuggingFaceStorageWriter(str(directory), save_distributed=True))
+    for part, state in ((WEIGHTS, {MODEL: weights}), (OPTIMIZER, {"optim": {"state": optim["state"]}})):
+        dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(Path(directory) / part), save_distributed=True))
     return optim["param_groups"]
 
 
@@ -109,13 +112,15 @@ def _metadata(directory: Path) -> dict:
 
 
 def shard_files_missing(directory: Path, ranks: int) -> bool:
-    """Whether `directory` lacks a rank's file after a save by `ranks` ranks (one file each)."""
-    return len(list(Path(directory).glob("*.safetensors"))) < ranks
+    """Whether a part of `directory` (a save_dcp) lacks a rank's file after a save by `ranks`
+    ranks (one file each)."""
+    return any(len(list((Path(directory) / part).glob("*.safetensors"))) < ranks for part in (WEIGHTS, OPTIMIZER))
 
 
 def load_optimizer(directory: Path, model: torch.nn.Module, optimizer, param_groups: list[dict]) -> None:
-    """Restore the optimizer's state saved by save_dcp into `optimizer` over `model`, sharded
-    or not, on any number of ranks: each reads the parts of the files its shards need."""
+    """Restore the optimizer's state saved by save_dcp (`directory`: its OPTIMIZER directory)
+    into `optimizer` over `model`, sharded or not, on any number of ranks: each reads the parts
+    of the files its shards need."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageReader
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
@@ -146,8 +151,9 @@ def load_full_optimizer(model: torch.nn.Module, optimizer, state: dict) -> None:
 
 
 def read_full(directory: Path) -> dict[str, torch.Tensor]:
-    """The weights of a DCP checkpoint whole, in one process (no process group): as
-    model.safetensors holds them (names without the prefix, the tied embedding once)."""
+    """The weights of a DCP checkpoint (`directory`: save_dcp's WEIGHTS directory) whole, in
+    one process (no process group): as model.safetensors holds them (names without the prefix,
+    the tied embedding once)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 

@@ -133,8 +133,12 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
     ckpt = tmp_path / "checkpoints/f"
     assert (ckpt / "dcp").is_dir() and not (ckpt / "model.safetensors").exists()
     sums = json.loads((ckpt / "config.json").read_text())["sha256"]
-    assert sorted(k for k in sums if k.startswith("dcp/")) == sorted(f"dcp/{p.name}" for p in (ckpt / "dcp").iterdir())
-    assert len(sums) > 2  # and the other files, as always
+    # The weights and the optimizer's tensors apart, one file per rank each, every file recorded.
+    files = sorted(p.relative_to(ckpt).as_posix() for p in (ckpt / "dcp").rglob("*") if p.is_file())
+    assert sorted(k for k in sums if k.startswith("dcp/")) == files
+    assert {f.rsplit("/", 1)[0] for f in files} == {"dcp/model", "dcp/optim"}
+    assert all(len(list((ckpt / "dcp" / part).glob("*.safetensors"))) == 2 for part in ("model", "optim"))
+    assert len(sums) > len(files)  # and the other files, as always
 
     assert "sample 1" in mypt_cli("generate", "--model_name", "f", "--prompt", "the", "--max_new_tokens", "8",
                                   cwd=tmp_path).stdout
@@ -146,19 +150,45 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
         run_training(RunSettings(model_name="f", dataset_dir=str(tmp_path / "ds"),
                                  checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 8})
 
-    # A shard changed, or a file added among them, is refused, as any checkpoint file is.
-    for damage, message in (("flip", "does not match the sha256"), ("add", "holds other files")):
-        bad = tmp_path / f"bad_{damage}"
-        shutil.copytree(ckpt, bad)
-        shard = sorted((bad / "dcp").iterdir())[0]
-        if damage == "flip":
-            data = bytearray(shard.read_bytes())
-            data[-1] ^= 1
-            shard.write_bytes(bytes(data))
-        else:
-            (bad / "dcp" / "extra.safetensors").write_bytes(shard.read_bytes())
-        with pytest.raises(CheckpointError, match=message):
+    # A shard changed, or a file added among them, is refused, as any checkpoint file is; the
+    # weights are read without the optimizer's files (generate, eval, export-hf never hash them),
+    # which --resume checks when it reads them.
+    for part in ("model", "optim"):
+        for damage, message in (("flip", "does not match the sha256"), ("add", "holds other files")):
+            bad = tmp_path / f"bad_{part}_{damage}"
+            shutil.copytree(ckpt, bad)
+            shard = sorted((bad / "dcp" / part).glob("*.safetensors"))[0]
+            if damage == "flip":
+                data = bytearray(shard.read_bytes())
+                data[-1] ^= 1
+                shard.write_bytes(bytes(data))
+            else:
+                (bad / "dcp" / part / "extra.safetensors").write_bytes(shard.read_bytes())
+            if part == "model":
+                with pytest.raises(CheckpointError, match=message):
+                    load_model(bad)
+                continue
             load_model(bad)
+            with pytest.raises(CheckpointError, match=message):
+                run_training(RunSettings(model_name=bad.name, dataset_dir=str(tmp_path / "ds"), checkpoints_dir=tmp_path,
+                                         resume=True), {"max_iters": 12, "device": "cpu"})
+
+    # A sharded checkpoint of the earlier layout (weights and optimizer state in the same files,
+    # in dcp/ itself) is still read, and resumes.
+    old = tmp_path / "checkpoints" / "old"
+    shutil.copytree(ckpt, old)
+    config = json.loads((old / "config.json").read_text())
+    for i, f in enumerate(sorted((old / "dcp").rglob("*.safetensors"))):
+        f.rename(old / "dcp" / f"part-{i}.safetensors")
+        config["sha256"][f"dcp/part-{i}.safetensors"] = config["sha256"].pop(f.relative_to(old).as_posix())
+    for part in ("model", "optim"):
+        (old / "dcp" / part).rmdir()
+    (old / "config.json").write_text(json.dumps(config))
+    assert all(torch.equal(a, b) for a, b in zip(load_model(old)[0].state_dict().values(),
+                                                 load_model(ckpt)[0].state_dict().values(), strict=True))
+    assert run_training(RunSettings(model_name="old", dataset_dir=str(tmp_path / "ds"), resume=True,
+                                    checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 9, "device": "cpu"})
+    assert json.loads((old / "training_state.json").read_text())["step"] == 9
 
     # Saved on 2 ranks, resumed on 1 process (saved whole), then on 2 ranks again (sharded).
     one = mypt_cli(*train, "--resume", "--max_iters", "12", cwd=tmp_path).stdout
