@@ -119,3 +119,20 @@ def test_hashing_while_cleaning_gives_the_bytes_of_dedup_reading_back(tmp_path, 
     assert len(list((tmp_path / "hashed").glob("*.json"))) > 5  # one a clean block (the records are read)
     for s in read_back["sources"]:
         assert (tmp_path / "dedup_chained" / s["file"]).read_bytes() == (tmp_path / "dedup" / s["file"]).read_bytes()
+
+
+def test_dedup_off_copies_the_files_and_starts_no_ray(tmp_path, monkeypatch):
+    """dedup.enabled false with the ray engine: the cleaned files pass through byte for byte, and
+    no Ray session is started for work that has no task (a Ray start takes seconds)."""
+    import mypt.ray_engine
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a Ray session was started with dedup off")
+
+    monkeypatch.setattr(mypt.ray_engine, "ray_session", no_ray)
+    (tmp_path / "a.txt").write_text("same line here\nsame line here\nother\n")
+    clean([str(tmp_path / "a.txt")], tmp_path / "clean", CleanSettings(filter=False))
+    out = dedup(tmp_path / "clean", tmp_path / "dedup", DedupSettings(enabled=False, engine="ray"))
+    assert out["stats"]["dedup"] == {}
+    for s in out["sources"]:
+        assert (tmp_path / "dedup" / s["file"]).read_bytes() == (tmp_path / "clean" / s["file"]).read_bytes()

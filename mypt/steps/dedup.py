@@ -345,12 +345,14 @@ def dedup(in_dir: Path, out_dir: Path, settings: DedupSettings = DedupSettings()
     """Exact line dedup across all sources of `in_dir`; with enabled=False the files pass
     through unchanged (the pipeline's dedup.enabled). `hashed`: see dedup_files."""
     manifest = read_input(STEP, in_dir)
-    # engine_session: its two maps (hash, write) share one Ray start when the stage runs alone.
-    with engine_session(settings), staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=SOURCE_FILES) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=SOURCE_FILES) as stage:
         sources = [(Path(in_dir) / s["file"], s["jsonl"]) for s in manifest["sources"]]
         outputs = [stage / s["file"] for s in manifest["sources"]]
         if settings.enabled:
-            stats = dedup_files(sources, outputs, settings, stage / ".work", hashed)
+            # Its two maps (hash, write) share one Ray start when the stage runs alone; with
+            # dedup off the files are copied, and no Ray is started.
+            with engine_session(settings):
+                stats = dedup_files(sources, outputs, settings, stage / ".work", hashed)
             shutil.rmtree(stage / ".work")
         else:
             stats = {}
