@@ -23,13 +23,15 @@ from typing import Iterable, Iterator, Sequence
 
 from mypt.errors import InputError
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
-from mypt.readers.base import COMPRESSIONS, READERS, Reader, file_stamp
+from mypt.readers.base import COMPRESSIONS, READERS, Reader
 from mypt.text import DecodeCounter, display_name
 
 
-def suffixes() -> list[str]:
-    """Every input suffix mypt reads, compressed forms included."""
-    return [s + c for s, cls in READERS.items() for c in ["", *(COMPRESSIONS if cls.compressible else ())]]
+def suffixes(walked: bool = False) -> list[str]:
+    """Every input suffix mypt reads, compressed forms included (`walked`: only those a
+    directory given as an input is searched for)."""
+    return [s + c for s, cls in READERS.items() if cls.walked or not walked
+            for c in ["", *(COMPRESSIONS if cls.compressible else ())]]
 
 
 def formats_help() -> str:
@@ -87,8 +89,7 @@ def _walk(directory: Path) -> list[Path]:
     refuse_dataset_dict(directory)
     if is_saved_dataset(directory):
         return [directory]
-    walked = tuple(s + c for s, cls in READERS.items() if cls.walked
-                   for c in ["", *(COMPRESSIONS if cls.compressible else ())])
+    walked = tuple(suffixes(walked=True))
     saved, files = set(), []
     for p in directory.rglob("*"):  # one pass: a corpus directory may hold millions of files
         if p.name == DICT:
@@ -142,7 +143,7 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text",
     readers, skipped = [], []
     for path in resolve_inputs(patterns):
         reader = reader_for(path, text_key=text_key, strict=strict)
-        stamp = reader.current_stamp() if reader is not None else file_stamp(path)  # before the first read
+        stamp = reader.current_stamp() if reader is not None else None  # before the first read
         if looks_binary(path):
             skipped.append(path)
             continue
