@@ -43,9 +43,13 @@ class RunRecord:
         self.where: str | None = saved.get("where")
         self.last: dict[str, int] = dict(saved.get("last_step", {}))
 
-    def new(self, values: dict, step: int) -> dict:
-        """The values of metrics not yet logged at `step` or later."""
-        return {k: v for k, v in values.items() if step > self.last.get(k, -1)}
+    def log(self, step: int, values: dict, send) -> None:
+        """send(new) with the values of metrics not yet logged at `step` or later (none: no
+        call), then record their step."""
+        new = {k: v for k, v in values.items() if step > self.last.get(k, -1)}
+        if new:
+            send(new)
+            self.save(self.run_id, self.where, new, step)
 
     def save(self, run_id: str, where: str, logged: dict | None = None, step: int = 0) -> None:
         self.run_id, self.where = run_id, where
@@ -112,11 +116,9 @@ class MlflowLogger:
     def __call__(self, step: int, values: dict) -> None:
         from mlflow.entities import Metric
 
-        new = self.record.new(values, step)
-        if new:
-            now = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in new.items()])
-            self.record.save(self.run_id, self.record.where, new, step)
+        now = int(time.time() * 1000)
+        self.record.log(step, values, lambda new: self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in new.items()]))
 
     def close(self, failed: bool = False) -> None:
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
@@ -139,10 +141,8 @@ class WandbLogger:
         self.record.save(self.run.id, self.run.dir)
 
     def __call__(self, step: int, values: dict) -> None:
-        new = self.record.new(values, step)
-        if new:
-            self.run.log(new, step=step)  # fit's step: the x of every chart, as in the other loggers
-            self.record.save(self.run.id, self.record.where, new, step)
+        # fit's step: the x of every chart, as in the other loggers
+        self.record.log(step, values, lambda new: self.run.log(new, step=step))
 
     def close(self, failed: bool = False) -> None:
         self.run.finish(exit_code=1 if failed else 0)
