@@ -50,7 +50,7 @@ def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.
     # it would be 5.5-11x the step on a 768-wide model (the MLP's c_fc, 3072 x 768: 0.2 *
     # sqrt(3072) = 11 against 2; its c_proj, 768 x 3072: 11 against 1).
     muon = torch.optim.Muon([p for n, p in named if n in muon_names], lr=cfg.muon_learning_rate,
-                            momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay, adjust_lr_fn="original")
+                            momentum=cfg.muon_momentum, weight_decay=cfg.muon_decay, adjust_lr_fn="original")
     for group in muon.param_groups:
         group["muon"] = True  # (saved with the groups: set_lr and a resume tell the kinds apart)
     return MuonAdamW(_adamw([p for n, p in named if n not in muon_names], cfg, device), muon)

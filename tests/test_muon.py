@@ -55,6 +55,24 @@ def test_muon_trains_the_blocks_matrices_and_adamw_the_rest():
     assert decayed == {"transformer.wte.weight", "transformer.wpe.weight"}  # not the norms, not the biases
 
 
+@pytest.mark.parametrize("muon_weight_decay", [None, 0.0, 0.3])
+def test_muon_weight_decay_is_its_own_and_defaults_to_weight_decay(muon_weight_decay):
+    """With zero gradients a step is the decay alone: Muon's matrices scale by 1 - lr x
+    muon_weight_decay (weight_decay when left out), AdamW's embeddings by 1 - lr x weight_decay."""
+    model = tiny_model(tokenizer())
+    cfg = config(weight_decay=0.1, muon_weight_decay=muon_weight_decay)
+    optimizer = configure_optimizer(model, cfg, CPU)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    muon_decay = 0.1 if muon_weight_decay is None else muon_weight_decay
+    for name, p in model.named_parameters():
+        decay = (0.02 * muon_decay if name in muon_parameter_names(model) else
+                 1e-2 * 0.1 if name in ("transformer.wte.weight", "transformer.wpe.weight") else 0.0)
+        torch.testing.assert_close(p.detach(), before[name] * (1 - decay), rtol=0, atol=1e-7, msg=name)
+
+
 def test_muon_learns_and_follows_the_schedule_at_its_own_peak():
     tok = tokenizer()
     model = tiny_model(tok)
