@@ -197,19 +197,21 @@ def _dcp_files(path: Path, under: Path | None = None) -> list[str]:
 
 def _dcp_part(path: Path, config: dict, part: str) -> Path:
     """The directory of dcp/ that holds `part` (fsdp.WEIGHTS or fsdp.OPTIMIZER; dcp/ itself in a
-    checkpoint saved before they were apart), after checking that it holds exactly the files
-    config.json records there, each with its sha256: every file there is read as a shard, so one
-    added or left out would change the weights silently. Only that part is read and hashed."""
-    where = path / DCP_DIR / part
-    if not where.is_dir():
-        where = path / DCP_DIR
+    checkpoint saved before they were apart: config.json's sha256 says which), after checking
+    that it holds exactly the files config.json records there, each with its sha256: every file
+    there is read as a shard, so one added or left out would change the weights silently. Only
+    that part is read and hashed."""
+    sums = config.get("sha256", {})
+    split = any(k.startswith(f"{DCP_DIR}/{part}/") for k in sums)
+    where = path / DCP_DIR / part if split else path / DCP_DIR
     prefix = where.relative_to(path).as_posix() + "/"
-    recorded = sorted(k for k in config.get("sha256", {}) if k.startswith(prefix))
+    recorded = sorted(k for k in sums if k.startswith(prefix))
     found = _dcp_files(path, where)
-    if recorded != found:
+    if not recorded or recorded != found:
         extra, missing = sorted(set(found) - set(recorded)), sorted(set(recorded) - set(found))
-        raise CheckpointError(f"{where} holds other files than its {CONFIG_FILE} records (not recorded: "
-                              f"{extra[:3]}, missing: {missing[:3]}): the checkpoint was changed or damaged after it "
+        what = (f"records no shards in {DCP_DIR}/" if not recorded else
+                f"records other files in {where} (not recorded: {extra[:3]}, missing: {missing[:3]})")
+        raise CheckpointError(f"{path}: its {CONFIG_FILE} {what}: the checkpoint was changed or damaged after it "
                               "was saved; use another checkpoint (or copy it again), or train again")
     verify(path, config, tuple(found))
     return where
@@ -364,10 +366,18 @@ def load_training_state(path: Path, optimizer, rank: int = 0, model=None) -> dic
 
 def _load_optimizer(path: Path, opt: dict, tensors: dict, optimizer, model) -> None:
     """The optimizer's state from dcp/ (a sharded save) or from training_state.safetensors."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
     from mypt.fsdp import OPTIMIZER, is_sharded, load_full_optimizer, load_optimizer
 
     if opt.get(DCP_DIR):
-        load_optimizer(_dcp_part(path, read_config(path), OPTIMIZER), unwrap(model), optimizer, opt["param_groups"])
+        where = _dcp_part(path, read_config(path), OPTIMIZER)
+        try:
+            load_optimizer(where, unwrap(model), optimizer, opt["param_groups"])
+        except (SafetensorError, CheckpointException, RuntimeError, KeyError) as e:
+            raise CheckpointError(f"{where}: the optimizer's shards cannot be read into this run's optimizer "
+                                  f"({str(e).splitlines()[0]}); the checkpoint was changed or damaged: use another "
+                                  "one, or start a new run from its weights with --init_from_model") from None
         return
     per_param: dict[int, dict] = {}
     for key, value in tensors.items():

@@ -160,8 +160,7 @@ class TrainConfig(Settings):
     muon_weight_decay: float | None = setting(
         None, "Muon's weight decay (with --optimizer muon; default: weight_decay, AdamW's). Each step "
               "scales Muon's matrices by 1 - lr x decay at Muon's learning rate: 0.1 at 0.02 is 0.002 a step, "
-              "33 times AdamW's 0.1 at 6e-4.", min=0.0,
-        derived_from="weight_decay")
+              "33 times AdamW's 0.1 at 6e-4.", min=0.0)
     beta1: float = setting(0.9, "AdamW beta1.", min=0.0, max=1.0, max_open=True)
     beta2: float = setting(0.95, "AdamW beta2.", min=0.0, max=1.0, max_open=True)
     grad_clip: float = setting(1.0, "Clip the gradient norm to this (0: off).", min=0.0)

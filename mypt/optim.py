@@ -26,10 +26,15 @@ def muon_parameter_names(model: torch.nn.Module) -> list[str]:
             if p.requires_grad and name.startswith(BLOCKS) and p.dim() == 2]
 
 
+def _decays(p: torch.Tensor) -> bool:
+    """Whether AdamW decays `p`: matrices and embeddings, not biases and norms."""
+    return p.dim() >= 2
+
+
 def _adamw(params: list[torch.Tensor], cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """Weight decay on matrices and embeddings only (not on biases and norms)."""
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [{"params": [p for p in params if _decays(p)], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if not _decays(p)], "weight_decay": 0.0}]
     # Fused: one kernel for all parameters; torch >= 2.4 has it on the CPU too.
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                              fused=device.type in ("cuda", "cpu"))
@@ -61,6 +66,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float, cfg: TrainConfig) -> Non
     same fraction of muon_learning_rate (muon_learning_rate x lr / learning_rate)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * cfg.muon_learning_rate / cfg.learning_rate if group.get("muon") else lr
+
+
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    """Every group's weight decay, betas and momentum as configure_optimizer sets them from
+    `cfg`. Called after a resume's load_state_dict, which puts the checkpoint's values back: a
+    run resumed with a new --weight_decay would otherwise train with the old one while its
+    config.json records the new. (The learning rate is set_lr's, at every step.)"""
+    for group in optimizer.param_groups:
+        if group.get("muon"):
+            group.update(weight_decay=cfg.muon_decay, momentum=cfg.muon_momentum)
+        else:
+            decays = any(_decays(p) for p in group["params"])
+            group.update(betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay if decays else 0.0)
 
 
 def check_resumable(saved_training: dict, cfg: TrainConfig, path) -> None:

@@ -31,7 +31,7 @@ from mypt.gc_pause import resume_gc
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
-from mypt.optim import check_resumable, configure_optimizer
+from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer
 from mypt.tracking import check_metrics_dir, open_tracker
 from mypt.train import fit
 
@@ -329,6 +329,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if req.resume:
         check_resumable(checkpoint.read_config(ckpt_dir).get("training", {}), train_cfg, ckpt_dir)
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model) if req.resume else None
+    if resume_state:
+        apply_hyperparameters(optimizer, train_cfg)
     if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir):
         return _complete(req, resume_state, dist, log)
     if resume_state and dist.is_main:

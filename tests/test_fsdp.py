@@ -22,6 +22,7 @@ from mypt import checkpoint
 from mypt.config import RunSettings
 from mypt.errors import CheckpointError, ConfigError, TrainingStopped
 from mypt.fsdp import full, shard_model
+from mypt.io import sha256_file
 from mypt.model import load_model
 from mypt.train import configure_optimizer, fit
 from mypt.train_command import run_training
@@ -154,7 +155,7 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
     # weights are read without the optimizer's files (generate, eval, export-hf never hash them),
     # which --resume checks when it reads them.
     for part in ("model", "optim"):
-        for damage, message in (("flip", "does not match the sha256"), ("add", "holds other files")):
+        for damage, message in (("flip", "does not match the sha256"), ("add", "records other files")):
             bad = tmp_path / f"bad_{part}_{damage}"
             shutil.copytree(ckpt, bad)
             shard = sorted((bad / "dcp" / part).glob("*.safetensors"))[0]
@@ -173,22 +174,43 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
                 run_training(RunSettings(model_name=bad.name, dataset_dir=str(tmp_path / "ds"), checkpoints_dir=tmp_path,
                                          resume=True), {"max_iters": 12, "device": "cpu"})
 
-    # A sharded checkpoint of the earlier layout (weights and optimizer state in the same files,
-    # in dcp/ itself) is still read, and resumes.
-    old = tmp_path / "checkpoints" / "old"
+    # A sharded checkpoint of the earlier layout (each rank's file held its shards of the weights
+    # and of the optimizer state together, in dcp/ itself) is read, and resumes to the bytes the
+    # new layout resumes to; a stray empty dcp/model/ beside it changes nothing (config.json's
+    # records say which layout a checkpoint has).
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
+
+    old, new = tmp_path / "checkpoints" / "old", tmp_path / "checkpoints" / "new"
+    shutil.copytree(ckpt, new)
     shutil.copytree(ckpt, old)
-    config = json.loads((old / "config.json").read_text())
-    for i, f in enumerate(sorted((old / "dcp").rglob("*.safetensors"))):
-        f.rename(old / "dcp" / f"part-{i}.safetensors")
-        config["sha256"][f"dcp/part-{i}.safetensors"] = config["sha256"].pop(f.relative_to(old).as_posix())
+    both = {}
     for part in ("model", "optim"):
-        (old / "dcp" / part).rmdir()
+        meta = HuggingFaceStorageReader(str(old / "dcp" / part)).read_metadata().state_dict_metadata
+        tensors = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in meta.items()}
+        dcp.load(tensors, storage_reader=HuggingFaceStorageReader(str(old / "dcp" / part)), no_dist=True)
+        both.update(tensors)
+        shutil.rmtree(old / "dcp" / part)
+    dcp.save(both, storage_writer=HuggingFaceStorageWriter(str(old / "dcp"), save_distributed=True), no_dist=True)
+    (old / "dcp" / "model").mkdir()
+    config = json.loads((old / "config.json").read_text())
+    config["sha256"] = {k: v for k, v in config["sha256"].items() if not k.startswith("dcp/")}
+    config["sha256"].update({f"dcp/{p.name}": sha256_file(p) for p in (old / "dcp").glob("*.safetensors")})
     (old / "config.json").write_text(json.dumps(config))
-    assert all(torch.equal(a, b) for a, b in zip(load_model(old)[0].state_dict().values(),
-                                                 load_model(ckpt)[0].state_dict().values(), strict=True))
-    assert run_training(RunSettings(model_name="old", dataset_dir=str(tmp_path / "ds"), resume=True,
-                                    checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 9, "device": "cpu"})
-    assert json.loads((old / "training_state.json").read_text())["step"] == 9
+    weights = [load_model(c)[0].state_dict() for c in (old, new)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+    for name in ("old", "new"):
+        run_training(RunSettings(model_name=name, dataset_dir=str(tmp_path / "ds"), resume=True,
+                                 checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 9, "device": "cpu"})
+    weights = [load_model(c)[0].state_dict() for c in (old, new)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+    # Without the optimizer's part the weights are still read; --resume names what is missing.
+    shutil.copytree(ckpt, tmp_path / "checkpoints" / "no_optim")
+    shutil.rmtree(tmp_path / "checkpoints" / "no_optim" / "dcp" / "optim")
+    load_model(tmp_path / "checkpoints" / "no_optim")
+    with pytest.raises(CheckpointError, match=r"records other files .*dcp/optim.*missing: \['dcp/optim/"):
+        run_training(RunSettings(model_name="no_optim", dataset_dir=str(tmp_path / "ds"), resume=True,
+                                 checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 9, "device": "cpu"})
 
     # Saved on 2 ranks, resumed on 1 process (saved whole), then on 2 ranks again (sharded).
     one = mypt_cli(*train, "--resume", "--max_iters", "12", cwd=tmp_path).stdout

@@ -4,6 +4,7 @@ the fit loop, GradScaler, checkpoints and DDP use like AdamW. Tiny models, a few
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,28 @@ def test_resuming_under_the_other_optimizer_is_refused(tmp_path):
         run_training(resume, {"device": "cpu", "max_iters": 4, "optimizer": "muon"}, log=lambda line: None,
                      read_text=read_input_text)
     assert (tmp_path / "ck/m/model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_hyperparameters_changed_on_resume_are_the_ones_that_train(tmp_path, optimizer):
+    """torch's load_state_dict puts the checkpoint's weight decay, betas and momentum back into
+    the optimizer: a --resume with new values must train with them (they are what config.json
+    records), not silently with the old ones."""
+    (tmp_path / "t.txt").write_text(TEXT)
+    req = RunSettings(model_name="m", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+                      checkpoints_dir=tmp_path / "ck")
+    run_training(req, {"device": "cpu", "max_iters": 2, "optimizer": optimizer}, log=lambda line: None,
+                 read_text=read_input_text)
+    changed = {"weight_decay": 0.05, "beta1": 0.8, "beta2": 0.9, "muon_weight_decay": 0.01, "muon_momentum": 0.9}
+    run_training(dataclasses.replace(req, resume=True, config_file=None),
+                 {"device": "cpu", "max_iters": 4, "optimizer": optimizer, **changed}, log=lambda line: None,
+                 read_text=read_input_text)
+    groups = json.loads((tmp_path / "ck/m/training_state.json").read_text())["optimizer"]["param_groups"]
+    adamw = [g for g in groups if not g.get("muon")]
+    assert [g["weight_decay"] for g in adamw] == [0.05, 0.0]  # matrices and embeddings; norms and biases
+    assert all(g["betas"] == [0.8, 0.9] for g in adamw)
+    assert [(g["weight_decay"], g["momentum"]) for g in groups if g.get("muon")] == (
+        [(0.01, 0.9)] if optimizer == "muon" else [])
 
 
 def _ddp_worker(rank: int, port: int, out: str) -> None:
