@@ -20,12 +20,13 @@ if [ "$(cat "$T4/.installed" 2>/dev/null)" != "${T4_PINS[*]}" ]; then
   .venv/bin/python -m pip install --quiet --no-deps --target "$T4" "${T4_PINS[@]}"
   echo "${T4_PINS[*]}" > "$T4/.installed"
 fi
-# Test files run in parallel (pytest-xdist), one worker per core up to 8; a file's tests stay
-# on one worker (--dist loadfile), so module fixtures (a reproduced DVC project) are built
-# once. Most slow tests wait on subprocesses (DVC, torchrun, stages), which is why two workers
-# on 2 cores take about 60% of one worker's time. Each worker's torch uses one thread:
-# workers x threads above the core count makes torch's spinning threads stall each other.
-# `-n 0` after the command runs everything in this process (e.g. with --pdb).
-WORKERS=$(.venv/bin/python -c 'import os; print(max(1, min(8, os.cpu_count() or 1)))')
-export OMP_NUM_THREADS=1
+# Test files run in parallel (pytest-xdist), one worker per core this process may use, up to
+# 8; a file's tests stay on one worker (--dist loadfile), so module fixtures (a reproduced DVC
+# project) are built once. Most slow tests wait on subprocesses (DVC, torchrun, stages), which
+# is why two workers on 2 cores take about 60% of one worker's time. Each worker's torch uses
+# one thread (tests/conftest.py). `-n 0` after the command runs everything in this process
+# (e.g. with --pdb).
+WORKERS=$(.venv/bin/python -c 'import os
+cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+print(max(1, min(8, cores)))')
 exec .venv/bin/python -m pytest -q --durations=15 -n "$WORKERS" --dist loadfile "$@"

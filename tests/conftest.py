@@ -19,6 +19,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Under pytest-xdist (scripts/test.sh runs one worker per core) each worker's torch, and the
+# subprocesses it starts, use one thread: workers x threads above the core count make torch's
+# spinning threads stall each other. Set before torch is imported; a run in one process (-n 0)
+# keeps torch's default.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_env(tmp_path_factory):

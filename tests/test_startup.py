@@ -49,7 +49,7 @@ def test_help_loads_no_torch_and_builds_each_command_when_asked():
 def test_a_train_command_that_fails_before_training_leaves_the_collector_on(tmp_path):
     assert gc.isenabled()
     done = CliRunner().invoke(main, ["train", "--dataset_dir", str(tmp_path / "missing"), "--model_name", "m",
-                                     "--config_file", "tiny", "--device", "cpu"])
+                                     "--checkpoints_dir", str(tmp_path / "ck"), "--config_file", "tiny", "--device", "cpu"])
     assert done.exit_code == 1 and "no directory" in done.output
     assert gc.isenabled()
 
