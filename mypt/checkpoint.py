@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
-from mypt.errors import BusyError, CheckpointError
+from mypt.errors import BusyError, CheckpointError, ConfigError
 from mypt.io import atomic_write_text, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
 from mypt.names import STATE_FILE, TIED
@@ -105,9 +105,28 @@ def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=
     # to .NAME.old until the new one is in place: see recover); only a directory that holds a
     # checkpoint (config.json) or nothing is ever replaced. The lock keeps readers' recovery out
     # of the swap (the training command holds it already: it is re-entrant).
+    check_ours(path)
     with output_lock(path, "--model_name"), \
-            staged_dir(Path(path), marker=CONFIG_FILE, owned=CHECKPOINT_FILES) as staging:
+            staged_dir(Path(path), marker=CONFIG_FILE, owned=CHECKPOINT_FILES, flag="--model_name") as staging:
         _write(staging, model, tokenizer, config_extra, optimizer, state, rng_ranks)
+
+
+def check_ours(path: Path) -> None:
+    """Refuse a directory whose config.json mypt did not write (no format_version: a Hugging
+    Face model, a user's file). A save replaces a checkpoint's config.json and weights, so only
+    mypt's own checkpoint, or a directory without config.json (io.check_replaceable's rule),
+    is ever replaced, --overwrite or not."""
+    config = Path(path) / CONFIG_FILE
+    if not config.is_file():
+        return
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not (isinstance(data, dict) and "format_version" in data):
+        raise ConfigError(f"--model_name: {path} holds a config.json mypt did not write (no format_version), so it is "
+                          "not a mypt checkpoint and is never replaced, with --overwrite or without: choose another "
+                          "--model_name or --checkpoints_dir")
 
 
 def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,
@@ -125,8 +144,10 @@ def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, o
         staging = None
         if main:
             try:
+                check_ours(path)
                 stack.enter_context(output_lock(path, "--model_name"))
-                staging = stack.enter_context(staged_dir(Path(path), marker=CONFIG_FILE, owned=CHECKPOINT_FILES))
+                staging = stack.enter_context(staged_dir(Path(path), marker=CONFIG_FILE, owned=CHECKPOINT_FILES,
+                                                         flag="--model_name"))
             finally:  # (also when it failed: the other ranks must not wait for ever)
                 all_ranks(None if staging is None else str(staging), group)
         else:
@@ -256,6 +277,10 @@ def read_config(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path.parent} is not a mypt checkpoint (no config.json)")
     config = _read_json_object(path)
+    if "format_version" not in config:
+        raise CheckpointError(f"{path.parent} is not a mypt checkpoint: its config.json has no format_version (a "
+                              "Hugging Face model directory, such as one export-hf wrote, starts a training run as "
+                              f"`mypt train --init_from_model hf:{path.parent}`)")
     if config.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}, this mypt reads {FORMAT_VERSION}")
     for key in ("model", "training"):

@@ -28,7 +28,7 @@ import torch
 
 from mypt.errors import ConfigError
 from mypt.hf_import import LINEAR_LAYERS, llama_names
-from mypt.io import check_replaceable, staged_dir
+from mypt.io import check_replaceable, output_target, staged_dir
 from mypt.model import NORM_EPS, load_model
 from mypt.tokenizers import Tokenizer
 
@@ -195,25 +195,58 @@ def portable_tokenizer_config(directory: Path) -> None:
         path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-# What an export holds (transformers' save_pretrained, 4.x and 5.x, and mypt's tokenizer state):
-# a later export replaces these and carries over everything else a user added (a README.md model
-# card, eval_results/).
-EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+# An export's record of the files it wrote (names in the directory): what makes a directory
+# mypt's export, and what a later export into it may replace. Everything else there is the
+# user's (a README.md model card, eval_results/, a chat_template.jinja they added) and is
+# carried over; a user's file with a name the new export writes is refused (io.staged_dir).
+RECORD = "mypt_export.json"
+# Exports written before the record: those with mypt's tokenizer state beside
+# tokenizer_config.json. What they held (transformers 4 and 5's save_pretrained, mypt's
+# tokenizer state) is what a new export replaces there.
+LEGACY_MARKER = "tokenizer_state.json"
+LEGACY_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
                 "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
-                "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
-                "chat_template.jinja", "tokenizer_state.json")
+                "special_tokens_map.json", "tokenizer_state.json")
+
+
+def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
+    """(marker, the files an export may replace) of `out_dir`: (None, ()) when it is missing or
+    empty, its record's files for a mypt export, LEGACY_FILES for an export written before the
+    record. Anything else, a checkpoint or a directory transformers or a user wrote, is refused:
+    mypt replaces only its own export."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return None, ()
+    config = out_dir / "config.json"
+    try:
+        checkpoint = config.is_file() and "format_version" in json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        checkpoint = False
+    if checkpoint or (out_dir / "training_state.json").exists():
+        raise ConfigError(f"--out_dir {out_dir} holds a mypt checkpoint: refused; choose a new directory for the "
+                          "export")
+    if (out_dir / RECORD).is_file():
+        try:
+            files = json.loads((out_dir / RECORD).read_text(encoding="utf-8"))["files"]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            files = None
+        if not isinstance(files, list) or not all(isinstance(f, str) and f and "/" not in f and f not in (".", "..")
+                                                  for f in files):
+            raise ConfigError(f"--out_dir {out_dir}: {RECORD} is damaged (no list of file names): refused, nothing "
+                              f"changed; choose a new --out_dir, or delete the directory's export files and {RECORD}")
+        return RECORD, (RECORD, *files)
+    if (out_dir / LEGACY_MARKER).is_file() and (out_dir / "tokenizer_config.json").is_file():
+        return LEGACY_MARKER, LEGACY_FILES
+    raise ConfigError(f"--out_dir {out_dir} already holds files that are not a mypt export (no {RECORD}): refused, "
+                      "mypt replaces only its own export or an empty directory; choose another --out_dir")
 
 
 def export_hf(model_dir: Path, out_dir: Path) -> Path:
     """Write `out_dir` (config.json, model.safetensors, tokenizer files) from the checkpoint
     directory `model_dir`."""
     transformers = _require_hf()
-    # A previous export holds tokenizer_config.json (a mypt checkpoint does not); never replace a
-    # directory with training state: that is a checkpoint someone trained.
-    if (Path(out_dir) / "training_state.json").exists():
-        raise ConfigError(f"--out_dir {out_dir} holds a mypt checkpoint (training_state.json): refused; "
-                          "choose a new directory for the export")
-    check_replaceable(out_dir, [model_dir], flag="--out_dir", marker="tokenizer_config.json", kind="exported model")
+    check_replaceable(out_dir, [model_dir], flag="--out_dir")
+    marker, owned = _previous_export(output_target(Path(out_dir)))
     model, tokenizer, _ = load_model(model_dir, "cpu")
     family = hf_family(model.config, f"{Path(model_dir) / 'config.json'}")
     if family == "gpt2":
@@ -234,7 +267,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     eot = tokenizer.decode([tokenizer.eot_id]) if tokenizer.eot_id is not None else None  # <|endoftext|>, </s>...
     hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=build(tokenizer), eos_token=eot,
                                                   bos_token=eot, model_max_length=model.config.block_size)
-    with staged_dir(out_dir, inputs=[model_dir], marker="tokenizer_config.json", owned=EXPORT_FILES) as stage:
+    with staged_dir(out_dir, inputs=[model_dir], marker=marker, owned=owned) as stage:
         hf_model.save_pretrained(stage, safe_serialization=True)
         if family != "gpt2":
             portable_model_config(Path(stage), model.config)
@@ -242,4 +275,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         portable_tokenizer_config(Path(stage))
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
         tokenizer.save(stage)
+        written = sorted(p.name for p in Path(stage).iterdir())
+        (Path(stage) / RECORD).write_text(json.dumps({"files": written, "model": str(model_dir)}, indent=1) + "\n",
+                                          encoding="utf-8")
     return Path(out_dir)

@@ -266,7 +266,7 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     owned = tuple(owned) + ((marker,) if marker else ())
     with output_lock(final, flag):
         recover_staged(final, owned)
-        check_replaceable(final, inputs, marker=marker)
+        check_replaceable(final, inputs, flag=flag, marker=marker)
         staging = partial_dir(final)
         if staging.exists():
             shutil.rmtree(staging)

@@ -22,6 +22,7 @@ from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
+from mypt.io import check_replaceable
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.precision import run_autocast
@@ -285,6 +286,10 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     # have saved yet.
     if _rank0():
         checkpoint.recover(ckpt_dir)
+    # Only mypt's own checkpoint, or an empty directory, is ever replaced: refused now, not at
+    # the first save after an hour of training.
+    checkpoint.check_ours(ckpt_dir)
+    check_replaceable(ckpt_dir, flag="--model_name", marker=checkpoint.CONFIG_FILE, kind="mypt checkpoint")
     if not req.resume and not req.overwrite and checkpoint.holds_model(ckpt_dir):
         raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import tree_bytes
 
 from mypt import checkpoint
 from mypt.cli import main
@@ -102,6 +103,48 @@ def test_export_never_replaces_a_checkpoint(tmp_path):
     result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / "a"), "--out_dir", str(tmp_path / "b")])
     assert result.exit_code == 1 and "checkpoint" in result.output
     assert (tmp_path / "b" / "model.safetensors").read_bytes() == before
+
+
+def test_export_replaces_only_its_own_files_and_keeps_what_the_user_added(tmp_path):
+    """A directory transformers or a user wrote (tokenizer_config.json included) is refused; a
+    re-export replaces the files its record (mypt_export.json) lists and keeps every other,
+    HF-named ones too; a user's file with a name the new export writes is refused before
+    anything changes; an export written before the record is still replaced."""
+    trained_checkpoint(tmp_path / "m", CharTokenizer(chars="abc\n"), bias=False)
+    theirs = tmp_path / "theirs"
+    hf_gpt2(theirs)
+    (theirs / "tokenizer_config.json").write_text('{"tokenizer_class": "GPT2Tokenizer"}')
+    (theirs / "vocab.json").write_text("{}")
+    before = tree_bytes(theirs)
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / "m"), "--out_dir", str(theirs)])
+    assert result.exit_code == 1 and "not a mypt export (no mypt_export.json)" in result.output, result.output
+    assert tree_bytes(theirs) == before
+
+    out = export(tmp_path, "m")
+    record = json.loads((out / "mypt_export.json").read_text())["files"]
+    assert set(record) == {p.name for p in out.iterdir()} - {"mypt_export.json"}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_state.json"} <= set(record)
+    mine = {"chat_template.jinja": "{{ messages }}", "vocab.json": "{}", "added_tokens.json": "{}",
+            "special_tokens_map.json": '{"eos_token": "x"}', "NOTES.md": "notes"}
+    for name, text in mine.items():
+        if name not in record:
+            (out / name).write_text(text)
+    mine = {name: text for name, text in mine.items() if name not in record}
+    assert "chat_template.jinja" in mine and "NOTES.md" in mine
+    export(tmp_path, "m")
+    assert all((out / name).read_text() == text for name, text in mine.items())
+
+    # A file the record does not list, whose name the export writes: the user's, refused.
+    (out / "mypt_export.json").write_text(json.dumps({"files": [f for f in record if f != "config.json"]}))
+    before = tree_bytes(out)
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / "m"), "--out_dir", str(out)])
+    assert result.exit_code == 1 and "config.json, which mypt did not write" in result.output, result.output
+    assert tree_bytes(out) == before
+
+    # An export from before the record (mypt's tokenizer state beside tokenizer_config.json).
+    (out / "mypt_export.json").unlink()
+    export(tmp_path, "m")
+    assert (out / "mypt_export.json").is_file() and (out / "NOTES.md").read_text() == "notes"
 
 
 def hf_gpt2(path: Path, activation: str = "gelu_new") -> dict:

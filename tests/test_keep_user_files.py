@@ -84,6 +84,33 @@ def test_prepare_overwrite_keeps_what_the_user_added(corpus):
     invoke("verify-dataset", "ds")  # the new dataset is whole, the user's files beside its shards
 
 
+def test_a_directory_mypt_did_not_write_is_never_trained_over(corpus):
+    """--model_name naming a directory whose config.json is not mypt's (a Hugging Face model, a
+    user's files) is refused with --overwrite, --resume or neither, nothing changed; a directory
+    of other files is refused before training, naming --model_name; generate says what such a
+    directory is and how it is used."""
+    prepare("ds")
+    mine = Path("checkpoints/mine")
+    mine.mkdir(parents=True)
+    (mine / "config.json").write_text('{"mine": true}')
+    (mine / "model.safetensors").write_text("my weights")
+    before = tree_bytes(Path("checkpoints"))
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "mine", *TINY, "--max_iters", "1",
+                                      *extra])
+        assert r.exit_code == 1 and "holds a config.json mypt did not write" in r.output, (extra, r.output)
+        assert tree_bytes(Path("checkpoints")) == before
+    r = CliRunner().invoke(main, ["generate", "--model_name", "mine", "--prompt", "a", "--device", "cpu"])
+    assert r.exit_code == 1 and "not a mypt checkpoint" in r.output and "--init_from_model hf:" in r.output, r.output
+    fresh = Path("checkpoints/fresh")
+    fresh.mkdir()
+    (fresh / "NOTES.md").write_text("plan")
+    r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "fresh", *TINY, "--max_iters", "1"])
+    assert r.exit_code == 1 and "not a mypt checkpoint (no config.json)" in r.output and "--out_dir" not in r.output
+    assert "choose another --model_name" in r.output and "step 1" not in r.output, r.output
+    assert [p.name for p in fresh.iterdir()] == ["NOTES.md"]
+
+
 def test_a_symlinked_output_is_replaced_at_its_target(corpus):
     prepare("real_ds")
     os.symlink("real_ds", "link")
