@@ -79,10 +79,15 @@ def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "chec
     def interrupted(p: Path) -> bool:  # a save killed (or now) between its two renames
         return not p.is_dir() and old_dir(output_target(p)).is_dir()
 
-    path = Path(model)
-    if not (path.is_dir() or interrupted(path)):
-        under = Path(checkpoints_dir) / path
-        path = under if under.is_dir() or interrupted(under) else path
+    path, under = Path(model), Path(checkpoints_dir) / model
+    here, named = path.is_dir() or interrupted(path), under.is_dir() or interrupted(under)
+    if here and named and not set(str(model)) & {"/", os.sep} and path.resolve() != under.resolve():
+        # A bare name could mean either: taking one silently would evaluate (or export) another
+        # model. A path with a directory part (./base, checkpoints/base) is that path.
+        raise CheckpointError(f"--model_name {model} names two directories, {path} (a path from here) and {under} "
+                              f"(a model in {checkpoints_dir}): pass --model_name {under} or --model_name ./{path}")
+    if not here:
+        path = under if named else path
     if interrupted(path):
         _recover_unless_written(path)
     if not path.is_dir():

@@ -344,3 +344,19 @@ def test_a_second_writer_of_an_output_is_refused_while_the_first_holds_it(tmp_pa
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_model_name_that_names_two_directories_is_refused(corpus):
+    """A bare --model_name that is both a directory here and a model in --checkpoints_dir: which
+    one was meant is asked, not guessed (guessing evaluated the wrong model); a path picks."""
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "base", *TINY, "--max_iters", "1")
+    Path("base").mkdir()
+    (Path("base") / "NOTES.md").write_text("not a model")
+    r = CliRunner().invoke(main, ["eval", "--model_name", "base", "--dataset", "g=ds", "--device", "cpu"])
+    assert r.exit_code == 1 and "names two directories" in r.output, r.output
+    assert "--model_name checkpoints/base or --model_name ./base" in r.output
+    assert "loss" in invoke("eval", "--model_name", "checkpoints/base", "--dataset", "g=ds", "--device", "cpu")
+    r = CliRunner().invoke(main, ["eval", "--model_name", "./base", "--dataset", "g=ds", "--device", "cpu"])
+
+    assert r.exit_code == 1 and "base holds no model.safetensors" in r.output, r.output
