@@ -88,8 +88,9 @@ class GPTConfig(Settings):
     position: str = setting("learned", "Positions: learned (GPT-2's table, one row per position) or rope "
                                        "(rotary, applied to queries and keys; new models only).",
                             choices=("learned", "rope"))
-    rope_theta: float = setting(10000.0, "RoPE's base (with --position rope; new models only).",
-                                min=0.0, min_open=True)
+    rope_theta: float = setting(10000.0, "RoPE's base (with --position rope; new models only). Above 1: "
+                                         "the wavelengths grow from 2 pi to about 2 pi x base.",
+                                min=1.0, min_open=True)
     norm: str = setting("layernorm", "Normalization: layernorm (GPT-2) or rmsnorm (Llama; new models only).",
                         choices=("layernorm", "rmsnorm"))
     mlp: str = setting("gelu", "The MLP: gelu (GPT-2, 4 x n_embd wide), swiglu (Llama's gated MLP, about "
@@ -101,6 +102,13 @@ class GPTConfig(Settings):
 
     def __post_init__(self):
         super().__post_init__()
+        # One spelling per architecture, so that a checkpoint compares equal to the settings that
+        # build it: n_kv_head = n_head is plain multi-head attention, and a model with learned
+        # positions has no use for a RoPE base.
+        if self.n_kv_head == self.n_head:
+            object.__setattr__(self, "n_kv_head", None)
+        if self.position == "learned":
+            object.__setattr__(self, "rope_theta", type(self).__dataclass_fields__["rope_theta"].default)
         if self.n_embd % self.n_head:
             raise SettingError(f"model setting n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})",
                                ("n_embd", "n_head"))
@@ -179,6 +187,23 @@ class TrainConfig(Settings):
                                          "eager MFU after a warm-up of a minute or so; off on the CPU, where "
                                          "compiling costs more than it gains in short runs). --no_compile: eager.")
     seed: int = seed_setting("Seed of initialization and of the batch sampler.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.min_lr is not None and self.min_lr > self.learning_rate:
+            raise SettingError(f"training setting min_lr ({self.min_lr:g}) is above learning_rate "
+                               f"({self.learning_rate:g}), the peak the cosine decays from", ("min_lr", "learning_rate"))
+        # Decoupled decay scales the weights by 1 - rate x decay each step: at 1 or more it
+        # zeroes or flips them, which no training survives.
+        if self.learning_rate * self.weight_decay >= 1:
+            raise SettingError(f"training settings learning_rate x weight_decay ({self.learning_rate:g} x "
+                               f"{self.weight_decay:g}) must be below 1: each step scales the weights by 1 minus it",
+                               ("learning_rate", "weight_decay"))
+        if self.optimizer == "muon" and self.muon_learning_rate * self.muon_decay >= 1:
+            fields = ("muon_learning_rate", "muon_weight_decay" if self.muon_weight_decay is not None else "weight_decay")
+            raise SettingError(f"training settings {' x '.join(fields)} ({self.muon_learning_rate:g} x "
+                               f"{self.muon_decay:g}) must be below 1: each step scales the matrices by 1 minus it",
+                               fields)
 
     @property
     def decay_iters(self) -> int:

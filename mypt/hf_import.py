@@ -114,7 +114,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         ("head_dim", hf.get("head_dim") in (None, n_embd // n_head) and n_embd % n_head == 0,
          "hidden_size / num_attention_heads"),
         ("intermediate_size", hf["intermediate_size"] == width, f"{width}, 8/3 x hidden_size rounded up to 64"),
-        ("rope_theta", isinstance(theta, (int, float)) and theta > 0, "a positive number")) if not ok]
+        ("rope_theta", isinstance(theta, (int, float)) and theta > 1, "a number above 1")) if not ok]
     if wrong:
         raise ConfigError(f"{where}: mypt cannot express {', '.join(wrong)}")
     return {"vocab_size": hf["vocab_size"], "block_size": hf["max_position_embeddings"],

@@ -295,47 +295,62 @@ class _Run:
                             group=self.cpu_group)
 
     def fail(self, at_step: int) -> MyptError:
-        """The error a rank met (`failed`), for every rank, after saving the state of `at_step`
-        (the weights, sampler and RNG from before that step) when it is sound: all parameters
-        finite. Every rank calls it at the same point, so its collectives meet."""
+        """The error a rank met (`failed`), for every rank. A stop (an I/O error, a signal on
+        another rank) first saves the state of `at_step` (the weights, sampler and RNG from
+        before that step) when it is sound, all parameters finite. A divergence saves nothing:
+        the weights of `at_step` give the NaN on that step's batch whatever the learning rate, so
+        a resume from them would meet it again; the last checkpoint, from before it, is what a
+        lower rate can continue. Every rank calls it at the same point, so its collectives meet."""
         failed = self.failed
         mine = None if failed is None else (isinstance(failed, _NormDiverged), _reason(failed),
                                             isinstance(failed, TrainingDiverged))
         # The cause first: a rank's NaN loss before the NaN gradient norm it gave every rank.
         (_, reason, diverged), rank = min((x, r) for r, x in enumerate(all_ranks(mine, self.cpu_group)) if x is not None)
         reason = f"rank {rank}: {reason}" if self.dist.world_size > 1 else reason
-        kept = self._kept_state(at_step)
-        if diverged and self.resume_state and at_step == self.start:  # no step of this run changed the weights
+        if not diverged:
+            kept = self._kept_state(at_step)
+            return TrainingStopped(f"{reason} (at step {at_step}): training stopped; {kept}; once it is fixed, "
+                                   "continue with --resume")
+        rates = "--learning_rate or --muon_learning_rate" if self.cfg.optimizer == "muon" else "--learning_rate"
+        if self.resume_state and at_step == self.start:  # no step of this run changed the weights
             hint = ("the checkpoint's own weights give it, which no learning rate fixes: start from an earlier "
                     "copy of the checkpoint, or a new run from a sound model with --init_from_model")
-        elif diverged:
-            hint = "lower --learning_rate or raise --warmup_iters, then continue with --resume"
+        elif at_step == 0:  # before any update: not the learning rate
+            hint = ("it comes before any update, so no learning rate causes it: check the model's settings (such as "
+                    "--rope_theta) or the weights it starts from")
+        elif self.saved_at is not None and self.checkpoint_dir is not None:
+            hint = (f"lower {rates} or raise --warmup_iters, then continue with --resume from it (the weights of step "
+                    f"{at_step} give this on its batch at any rate, so they are not saved)")
         else:
-            hint = "once it is fixed, continue with --resume"
-        where = "" if diverged else f" (at step {at_step})"  # (a divergence names its step)
-        return (TrainingDiverged if diverged else TrainingStopped)(f"{reason}{where}: training stopped; {kept}; {hint}")
+            hint = f"lower {rates} or raise --warmup_iters, and start the run again"
+        bad = nonfinite_parameters(self.raw)
+        weights = f"the weights are not finite ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); " if bad else ""
+        return TrainingDiverged(f"{reason}: training stopped; {weights}{self._last()}; {hint}")
+
+    def _last(self) -> str:
+        """Where the run's last checkpoint is, if it saved one."""
+        if self.checkpoint_dir is None:
+            return "no checkpoint_dir was given, nothing was saved"
+        if self.saved_at is None:
+            return "no checkpoint was written"
+        return f"the last checkpoint (step {self.saved_at}) is in {self.checkpoint_dir}"
 
     def _kept_state(self, at_step: int) -> str:
         """Save the state of `at_step` if it is sound and not saved yet; say where the run's last
         sound checkpoint is."""
-        saved_at, checkpoint_dir = self.saved_at, self.checkpoint_dir
-        last = (f"the last checkpoint (step {saved_at}) is in {checkpoint_dir}"
-                if saved_at is not None and checkpoint_dir is not None else "no checkpoint was written")
         bad = nonfinite_parameters(self.raw)
         if bad:
             return f"the weights are not finite ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}), " \
-                   f"no sound state to save: {last}"
-        if checkpoint_dir is None:
-            return "no checkpoint_dir was given, nothing was saved"
-        if saved_at == at_step:
-            return f"the checkpoint of step {at_step} is in {checkpoint_dir}"
-        if at_step == 0 and saved_at is None:  # nothing trained yet
-            return last
+                   f"no sound state to save: {self._last()}"
+        if self.checkpoint_dir is None or (at_step == 0 and self.saved_at is None):  # nothing trained yet
+            return self._last()
+        if self.saved_at == at_step:
+            return f"the checkpoint of step {at_step} is in {self.checkpoint_dir}"
         try:
             self.save(at_step)
         except OSError as e:
-            return f"the checkpoint of step {at_step} could not be saved ({os_error_message(e)}); {last}"
-        return f"the checkpoint of step {at_step} is saved in {checkpoint_dir}"
+            return f"the checkpoint of step {at_step} could not be saved ({os_error_message(e)}); {self._last()}"
+        return f"the checkpoint of step {at_step} is saved in {self.checkpoint_dir}"
 
 
 def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: dict | None = None,

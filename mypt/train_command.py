@@ -228,10 +228,13 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     if model.config != cfgs.model:
         theirs = model.config.to_dict()
         differ = {k: (v, theirs[k]) for k, v in cfgs.model.to_dict().items() if theirs.get(k) != v}
-        raise ConfigError(f"{init} has another architecture than {cfgs.source}: "
+        # Without --config_file the settings are the checkpoint's own: the flags changed them.
+        given = cfgs.source if req.config_file else "the model flags given"
+        raise ConfigError(f"{init} has another architecture than {given}: "
                           + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
                           + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
-                          + " ".join(as_flag(k, ckpt) for k, (_, ckpt) in differ.items()))
+                          + " ".join(as_flag(k, ckpt) if ckpt is not None else f"default --{k} (no flag)"
+                                     for k, (_, ckpt) in differ.items()))
     return model
 
 

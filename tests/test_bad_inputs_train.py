@@ -122,8 +122,8 @@ CASES = [
     Case("shard_unreadable_at_the_first_step", train(*RUN4), ["shard_00000.bin", "(at step 0)",
                                                               "no checkpoint was written"],
          out="ck", fault=unreadable_batch(2)),
-    Case("loss_nan_mid_run", train(*RUN4), ["loss is nan at step 3", "checkpoint of step 3 is saved in ck/n",
-                                            "--learning_rate", "--resume"],
+    Case("loss_nan_mid_run", train(*RUN4), ["loss is nan at step 3", "the last checkpoint (step 2) is in ck/n",
+                                            "--learning_rate", "--resume from it"],
          out="ck", fault=nan_loss_from(4)),
 ]
 

@@ -30,7 +30,7 @@ OPTIONS = {
     "rmsnorm": {"norm": "rmsnorm"},
     "swiglu": {"mlp": "swiglu"},
     "relu2": {"mlp": "relu2"},
-    "gqa": {"n_kv_head": 2},
+    "gqa": {"n_kv_head": 1},  # GQA under the tiny preset (n_head 2) too: n_kv_head = n_head is plain MHA
     "qk_norm": {"qk_norm": True},
     "all": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_head": 1, "qk_norm": True},
 }
@@ -72,7 +72,7 @@ def test_each_option_has_the_names_and_shapes_a_llama_export_maps():
     assert changed["swiglu"] == {"mlp.c_fc.weight": (2 * hidden, 32)}  # rows [gate | up]
     wider = GPT(GPTConfig(**{**SMALL, "n_embd": 64}, mlp="swiglu")).transformer.h[0].mlp  # 8/3 x 64 -> 192
     assert (wider.c_fc.weight.shape, wider.c_proj.weight.shape) == ((384, 64), (64, 192))
-    assert changed["relu2"] == {} and changed["gqa"] == {"attn.c_attn.weight": ((4 + 2 * 2) * 8, 32)}
+    assert changed["relu2"] == {} and changed["gqa"] == {"attn.c_attn.weight": ((4 + 2 * 1) * 8, 32)}
     assert changed["qk_norm"] == {"attn.q_norm.weight": (8,), "attn.k_norm.weight": (8,)}
     assert removed["all"] == ["transformer.wpe.weight"] and changed["all"] == {
         "attn.c_attn.weight": ((4 + 2) * 8, 32), "attn.q_norm.weight": (8,), "attn.k_norm.weight": (8,),
@@ -95,6 +95,8 @@ def test_grouped_query_attention_shares_each_kv_head_with_consecutive_query_head
     # A 2-kv-head model computes what a 4-head model computes whose key and value heads are
     # those 2 repeated in place (0, 0, 1, 1): Hugging Face's repeat_kv order.
     gqa, mha = small(n_kv_head=2), small()
+    # One spelling per architecture: n_kv_head = n_head is plain attention; learned positions use no RoPE base.
+    assert GPTConfig(**SMALL, n_kv_head=4) == GPTConfig(**SMALL, rope_theta=500.0) == small().config
     state = gqa.state_dict()
     for i in range(2):
         q, k, v = state[f"transformer.h.{i}.attn.c_attn.weight"].split([32, 16, 16])

@@ -209,3 +209,20 @@ def test_muon_under_ddp_keeps_the_ranks_in_sync(tmp_path):
     losses = [h["train_loss"] for h in r0["history"] if "train_loss" in h]
     assert sum(losses[-5:]) < sum(losses[:5]), losses
     assert (tmp_path / "ckpt/training_state.safetensors").is_file()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"min_lr": 0.1, "learning_rate": 1e-3}, r"min_lr \(0.1\) is above learning_rate \(0.001\)"),
+    ({"learning_rate": 20.0, "weight_decay": 0.1}, r"learning_rate x weight_decay \(20 x 0.1\) must be below 1"),
+    ({"optimizer": "muon", "muon_learning_rate": 20.0, "weight_decay": 0.1},
+     r"muon_learning_rate x weight_decay \(20 x 0.1\) must be below 1"),
+    ({"optimizer": "muon", "muon_learning_rate": 0.5, "muon_weight_decay": 2.0},
+     r"muon_learning_rate x muon_weight_decay \(0.5 x 2\) must be below 1"),
+])
+def test_a_schedule_no_run_survives_is_refused_naming_its_settings(settings, message):
+    """A floor above the peak (the rate would climb 1000x past what --help calls the peak), and a
+    decoupled decay of a whole step or more (it zeroes or flips the weights)."""
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)
+    TrainConfig(**{**settings, "optimizer": "adamw", "learning_rate": 1e-3, "min_lr": None,
+                   "muon_weight_decay": None})  # the same keys at sound values

@@ -151,18 +151,34 @@ def assert_resumes_to_the_straight_run(tmp_path: Path, ckpt: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_loss_gone_nan_saves_the_step_it_met_and_resume_continues_exactly(tmp_path):
-    # Checked before the optimizer step: the weights are still those of step 12, and so are the
-    # saved sampler and RNG (the batch of step 12 is drawn again on resume).
+def test_a_loss_gone_nan_keeps_the_last_checkpoint_and_resume_continues_exactly(tmp_path):
+    # The weights of step 12 give the NaN on its batch at any learning rate: not saved over the
+    # checkpoint of step 10, which a lower rate can continue.
     tok = tokenizer()
     model = Diverging(tiny_model(tok).config)
     model.load_state_dict(tiny_model(tok).state_dict())
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 12: training stopped; the checkpoint of step "
-                                               r"12 is saved in .*m; lower --learning_rate .* --resume"):
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 12: training stopped; the last checkpoint \(step "
+                                               r"10\) is in .*m; lower --learning_rate or raise --warmup_iters, then "
+                                               r"continue with --resume from it \(the weights of step 12 give this"):
         fit_tiny(model, tok, tmp_path / "m")
     state = json.loads((tmp_path / "m" / "training_state.json").read_text())
-    assert state["step"] == 12 and all(np.isfinite(h.get("train_loss", 0)) for h in state["history"])
+    assert state["step"] == 10 and all(np.isfinite(h.get("train_loss", 0)) for h in state["history"])
     assert_resumes_to_the_straight_run(tmp_path, tmp_path / "m")
+
+
+def test_a_resumed_run_whose_first_step_diverges_blames_the_checkpoint_not_the_rate(tmp_path):
+    train(config(max_iters=10), tmp_path / "m")
+    model, tok, _ = load_model(tmp_path / "m")
+    nan = Diverging(model.config)
+    nan.load_state_dict(model.state_dict())
+    nan.calls = 12  # its first forward (step 10) is NaN
+    optimizer = configure_optimizer(nan, config(), torch.device("cpu"))
+    state = checkpoint.load_training_state(tmp_path / "m", optimizer)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 10: training stopped; the last checkpoint \(step "
+                                               r"10\) is in .*m; the checkpoint's own weights give it, which no "
+                                               r"learning rate fixes"):
+        fit(nan, loader(tok), optimizer, config=config(), checkpoint_dir=tmp_path / "m", tokenizer=tok,
+            resume_state=state, log=lambda line: None)
 
 
 def test_weights_already_not_finite_are_not_saved_and_the_last_checkpoint_is_named(tmp_path):
@@ -170,8 +186,8 @@ def test_weights_already_not_finite_are_not_saved_and_the_last_checkpoint_is_nam
     model = Diverging(tiny_model(tok).config)
     model.poison = True
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 12: training stopped; the weights are not "
-                                               r"finite \(transformer.wte.weight\), no sound state to save: the last "
-                                               r"checkpoint \(step 10\) is in .*m;"):
+                                               r"finite \(transformer.wte.weight\); the last checkpoint \(step 10\) "
+                                               r"is in .*m;"):
         fit_tiny(model, tok, tmp_path / "m")
     assert json.loads((tmp_path / "m" / "training_state.json").read_text())["step"] == 10
 
@@ -189,10 +205,10 @@ def test_a_gradient_gone_nan_with_a_finite_loss_is_caught_before_the_step(tmp_pa
             return logits, loss
 
     tok = tokenizer()
-    with pytest.raises(TrainingDiverged, match=r"the gradient norm is nan at step 12: training stopped; the "
-                                               r"checkpoint of step 12 is saved"):
+    with pytest.raises(TrainingDiverged, match=r"the gradient norm is nan at step 12: training stopped; the last "
+                                               r"checkpoint \(step 10\) is in"):
         fit_tiny(NanGradient(tiny_model(tok).config), tok, tmp_path / "m")
-    assert not nonfinite_parameters(load_model(tmp_path / "m")[0])
+    assert not nonfinite_parameters(load_model(tmp_path / "m")[0])  # the NaN gradient never reached the weights
 
 
 class FailingLoader(GPTDataLoader):
@@ -535,16 +551,16 @@ def _ddp_failure_worker(rank: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_a_failure_on_one_rank_stops_every_rank_at_its_step_with_a_checkpoint(tmp_path):
+def test_ddp_a_failure_on_one_rank_stops_every_rank_at_its_step_with_its_checkpoint(tmp_path):
     _spawn_two_ranks(_ddp_failure_worker, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"failure_rank{r}.pt")["outcomes"] for r in (0, 1))
     assert r0 == r1  # the same error, the same step, on every rank
     assert r0[0].startswith("TrainingStopped: rank 1: cannot use shard_00003.bin: Input/output error (at step 5): "
                             "training stopped; the checkpoint of step 5 is saved in"), r0
-    assert r0[1].startswith("TrainingDiverged: rank 1: loss is nan at step 12: training stopped; the checkpoint "
-                            "of step 12 is saved in"), r0
+    assert r0[1].startswith("TrainingDiverged: rank 1: loss is nan at step 12: training stopped; the last "
+                            "checkpoint (step 10) is in"), r0
     assert json.loads((tmp_path / "eio" / "training_state.json").read_text())["step"] == 5
-    assert json.loads((tmp_path / "nan" / "training_state.json").read_text())["step"] == 12
+    assert json.loads((tmp_path / "nan" / "training_state.json").read_text())["step"] == 10
 
 
 def test_a_failure_at_the_first_batch_of_a_resumed_run_names_its_checkpoint(tmp_path):
