@@ -90,6 +90,9 @@ def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "chec
         path = under if named else path
     if interrupted(path):
         _recover_unless_written(path)
+    if not path.is_dir() and str(model).startswith("hf:"):  # (a directory named hf:x is looked for first)
+        raise CheckpointError(f"{model}: hf: names a Hugging Face directory for `mypt train --init_from_model` only; "
+                              "generate, eval and export-hf read mypt checkpoints (train from it first)")
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint {str(model)!r} (looked in {path}); train one with "
                               f"`mypt train --model_name {Path(model).name} ...`")

@@ -46,6 +46,9 @@ def read_hf_config(path: Path) -> dict:
     if not isinstance(hf, dict):
         raise ConfigError(f"--init_from_model hf:{path}: config.json holds {json.dumps(hf)[:40]}, not a JSON "
                           "object (a transformers config)")
+    if "format_version" in hf:
+        raise ConfigError(f"--init_from_model hf:{path} is a mypt checkpoint, not a Hugging Face directory: pass "
+                          f"--init_from_model {path} (without hf:)")
     if hf.get("model_type") in LLAMA_TYPES:
         return {"model": _llama_model_settings(path, hf), "training": {}}
     missing = [key for key in HF_SHAPE_KEYS if key not in hf]

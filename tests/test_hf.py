@@ -268,3 +268,15 @@ def test_an_export_imported_again_evaluates_as_its_source(tmp_path, recipe):
     ignored = ("dropout", "bias", "gelu") if recipe else ("dropout", "bias")
     same = [{k: v for k, v in config.items() if k not in ignored} for config in configs]
     assert same[0] == same[1] and same[1]["position"] == ("rope" if recipe else "learned")
+
+
+def test_hf_prefix_mixups_name_the_spelling_that_works(tmp_path):
+    """A mypt checkpoint given as hf:DIR, and hf:DIR given to a command that reads checkpoints."""
+    trained_checkpoint(tmp_path / "m", CharTokenizer(chars="abc\n"), bias=False)
+    with pytest.raises(ConfigError, match=r"is a mypt checkpoint, not a Hugging Face directory: pass "
+                                          r"--init_from_model .*m \(without hf:\)"):
+        import_hf(tmp_path / "m")
+    out = export(tmp_path, "m")
+    result = CliRunner().invoke(main, ["generate", "--model_name", f"hf:{out}", "--prompt", "a", "--device", "cpu"])
+    assert result.exit_code == 1 and "hf: names a Hugging Face directory for `mypt train --init_from_model` only" \
+        in result.output, result.output
