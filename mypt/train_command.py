@@ -98,6 +98,20 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
         return _run_training(req, specs, ckpt_dir, overrides, log, read_text)
 
 
+# Settings that act only with another setting's value: (that setting, the value).
+ACTS_ONLY_WITH = {"muon_learning_rate": ("optimizer", "muon"), "muon_momentum": ("optimizer", "muon"),
+                  "muon_weight_decay": ("optimizer", "muon"), "rope_theta": ("position", "rope")}
+
+
+def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
+    """A warning for each flag given that changes nothing in this run (--muon_learning_rate with
+    AdamW, --rope_theta with learned positions): said, not silently ignored."""
+    settings = {**cfgs.model.to_dict(), **cfgs.train.to_dict()}
+    return [f"warning: --{name} has no effect: it acts with --{other} {value}, this run has --{other} "
+            f"{settings[other]}" for name, (other, value) in ACTS_ONLY_WITH.items()
+            if overrides.get(name) is not None and settings[other] != value]
+
+
 def text_tokens(text: str, tokenizer: Tokenizer) -> np.ndarray:
     """The in-memory mode (--input_file): the file's tokens as a uint32 array."""
     return tokenizer.encode_array(text).astype(np.uint32)
@@ -298,6 +312,9 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")
     tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None), read_text)
     cfgs = _resolve_configs(req, tokenizer, overrides, ckpt_dir)
+    if _rank0():
+        for line in unused_flags(overrides or {}, cfgs):
+            log(line)
     device, dist = _setup_device(cfgs.train)
     model = _build_model(req, cfgs, tokenizer, device)
     if cfgs.init is not None and not req.resume and dist.is_main:

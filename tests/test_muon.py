@@ -226,3 +226,15 @@ def test_a_schedule_no_run_survives_is_refused_naming_its_settings(settings, mes
         TrainConfig(**settings)
     TrainConfig(**{**settings, "optimizer": "adamw", "learning_rate": 1e-3, "min_lr": None,
                    "muon_weight_decay": None})  # the same keys at sound values
+
+
+def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT)
+    lines = []
+    run_training(RunSettings(model_name="m", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+                             checkpoints_dir=tmp_path / "ck"),
+                 {"device": "cpu", "max_iters": 1, "muon_learning_rate": 0.05, "rope_theta": 500.0},
+                 log=lines.append, read_text=read_input_text)
+    assert [line for line in lines if line.startswith("warning: --")] == [
+        "warning: --muon_learning_rate has no effect: it acts with --optimizer muon, this run has --optimizer adamw",
+        "warning: --rope_theta has no effect: it acts with --position rope, this run has --position learned"]
