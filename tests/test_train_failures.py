@@ -1,6 +1,7 @@
-"""A run that fails in the middle (a shard it cannot read, a NaN loss) leaves the checkpoint of
-the step it met, and `mypt train --resume` continues from it to the end; a resume of a complete
-run says so and changes nothing. (The messages: the table in tests/test_bad_inputs_train.py;
+"""A run that fails in the middle leaves a checkpoint `mypt train --resume` continues from to the
+end: a shard it cannot read, the checkpoint of the step it met; a NaN loss, the last checkpoint
+before it (the weights of the step it met give the NaN again). A resume of a complete run says
+so and changes nothing. (The messages: the table in tests/test_bad_inputs_train.py;
 exact resumption: tests/test_train_paths.py.)"""
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ def step_of(w: Path) -> int:
     return json.loads((w / "ck" / "n" / "training_state.json").read_text())["step"]
 
 
-@pytest.mark.parametrize("fault, step", [(unreadable_batch(5), 3), (nan_loss_from(4), 3)], ids=["eio", "nan"])
+@pytest.mark.parametrize("fault, step, kept", [(unreadable_batch(5), 3, "the checkpoint of step 3 is saved in ck/n"),
+                                               (nan_loss_from(4), 2, "the last checkpoint (step 2) is in ck/n")],
+                         ids=["eio", "nan"])
 @pytest.mark.slow
-def test_a_run_that_fails_mid_way_resumes_from_the_step_it_met(fault, step, world, tmp_path, monkeypatch):
+def test_a_run_that_fails_mid_way_resumes_from_its_checkpoint(fault, step, kept, world, tmp_path, monkeypatch):
     w = tmp_path / "w"
     shutil.copytree(world, w)
     monkeypatch.chdir(w)
     with monkeypatch.context() as patched:
         fault(patched, w)
         failed = invoke(*train(*RUN4))
-    assert failed.exit_code == 1 and f"checkpoint of step {step} is saved in ck/n" in failed.output, failed.output
-    # (step 3: between the evaluations of steps 2 and 4, so the failure's own save)
+    assert failed.exit_code == 1 and kept in failed.output, failed.output
+    # (step 3: between the evaluations of steps 2 and 4, so the I/O failure's own save)
     assert step_of(w) == step
     done = invoke(*train(*RUN4, "--resume"))
     assert done.exit_code == 0, done.output
