@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ import time
 from pathlib import Path, PurePath
 
 import pytest
-from conftest import free_port, tree_bytes
+from conftest import tree_bytes
 from test_prepare import make_corpus, prepare
 
 import mypt.ray_engine
@@ -222,10 +223,14 @@ def test_a_killed_driver_leaves_no_dataset_and_a_rerun_gives_the_local_bytes(clu
 
 def test_an_address_where_no_cluster_answers_is_a_one_line_error(tmp_path):
     pytest.importorskip("ray")
-    port = free_port()
     (tmp_path / "a.txt").write_text("Some text to prepare.\n")
-    result = prepare("--input_files", str(tmp_path / "a.txt"), "--out_dir", str(tmp_path / "ds"), "--engine", "ray",
-                     "--ray_address", f"127.0.0.1:{port}", expect_ok=False)
+    # Bound and never listening: a connection is refused, and no other test's process (the tests
+    # run in parallel) can take the port meanwhile.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        result = prepare("--input_files", str(tmp_path / "a.txt"), "--out_dir", str(tmp_path / "ds"), "--engine",
+                         "ray", "--ray_address", f"127.0.0.1:{port}", expect_ok=False)
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines() == [
         f"Error: --ray_address 127.0.0.1:{port}: no Ray cluster answers there (Connection refused); start one with "
