@@ -41,7 +41,7 @@ class DatasetSpec:
                 path = rest
             else:
                 if not math.isfinite(value) or value <= 0:
-                    raise ConfigError(f"--dataset_dir {text}: weight {weight} must be a positive number "
+                    raise ConfigError(f"--dataset_dir {text}: weight {weight} must be a finite positive number "
                                       "(e.g. web=data/web:0.7); leave a dataset out rather than weigh it 0")
         else:
             path = rest

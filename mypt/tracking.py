@@ -18,6 +18,7 @@ pipeline declares the files in its own dvc.yaml).
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from contextlib import ExitStack
@@ -64,6 +65,20 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
         if (Path(directory) / name).is_file():
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
+    metrics = Path(directory) / "metrics.json"
+    if dvclive and metrics.is_file() and not _written_by_dvclive(metrics):
+        raise InputError(f"--metrics_dir {directory} holds a metrics.json that no training run wrote (no \"step\"), "
+                         "which dvclive would replace: move it, or choose a directory of its own for the run's "
+                         "metrics")
+
+
+def _written_by_dvclive(path: Path) -> bool:
+    """Whether a metrics.json is a run's (dvclive writes the step beside the values)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "step" in data
 
 
 def _row_step(line: str, column: int) -> float:

@@ -91,6 +91,9 @@ CASES = [
     Case("metrics_dir_holds_params", train("--dataset_dir", "ds", "--metrics_dir", "nometa"),
          ["--metrics_dir nometa", "params.yaml"], setup=write("nometa/params.yaml", "train: {}\n")),
     Case("metrics_dir_cwd", train("--dataset_dir", "ds", "--metrics_dir", "."), ["--metrics_dir .", "current"]),
+    Case("metrics_dir_holds_users_metrics", train("--dataset_dir", "ds", "--metrics_dir", "nometa"),
+         ["--metrics_dir nometa", "metrics.json that no training run wrote"],
+         setup=write("nometa/metrics.json", '{"accuracy": 0.9}\n')),
     # -- train: devices ---------------------------------------------------------------------
     Case("train_device_tpu", train("--dataset_dir", "ds", "--device", "tpu"), ["--device", "tpu"], out="ck"),
     Case("train_device_cuda", train("--dataset_dir", "ds", "--device", "cuda"), ["--device cuda", "cpu"],

@@ -360,3 +360,14 @@ def test_a_model_name_that_names_two_directories_is_refused(corpus):
     r = CliRunner().invoke(main, ["eval", "--model_name", "./base", "--dataset", "g=ds", "--device", "cpu"])
 
     assert r.exit_code == 1 and "base holds no model.safetensors" in r.output, r.output
+
+
+def test_a_shard_moved_in_by_hand_is_the_users_and_survives_overwrite(corpus):
+    """A shard the dataset's metadata does not list was moved in by hand (the loader reads it):
+    --overwrite keeps it, as any file of the user's, where it deleted it by its name."""
+    prepare("ds")
+    mine = {"train/shard_00099.bin": b"\x01\x00\x00\x00" * 40, "val/shard_00077.bin": b"\x02\x00\x00\x00" * 40}
+    for rel, data in mine.items():
+        (Path("ds") / rel).write_bytes(data)
+    prepare("ds", "--overwrite", "--seed", "7")
+    assert_kept(Path("ds"), mine)

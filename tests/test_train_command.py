@@ -78,3 +78,21 @@ def test_a_run_from_other_weights_says_where_they_came_from(tmp_path):
     val = next(line for line in logs["base"] if line.startswith("step 2: val ")).split()[3]
     assert f"init from {tmp_path / 'ck' / 'base'} (step 2, val {val})" in logs["a"], logs["a"]
     assert not any(line.startswith("init from") for line in logs["base"])
+
+
+def test_a_dataset_without_a_val_split_is_said_to_report_no_val_loss(tmp_path):
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    (tmp_path / "t.txt").write_text("".join(f"line {i} of a small corpus\n" for i in range(400)))
+    prepared = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "t.txt"), "--out_dir",
+                                         str(tmp_path / "ds"), "--tokenization", "char", "--val_fraction", "0",
+                                         "--workers", "1"])
+    assert prepared.exit_code == 0, prepared.output
+    lines = []
+    run_training(RunSettings(model_name="m", dataset_dir=str(tmp_path / "ds"), config_file="tiny",
+                             checkpoints_dir=tmp_path / "ck"), {"device": "cpu", "max_iters": 2, "warmup_iters": 1}, log=lines.append)
+    assert [line for line in lines if line.startswith("warning:")] == [
+        f"warning: --dataset_dir {tmp_path / 'ds'} has no val split (prepared with --val_fraction 0?): training "
+        "reports no val loss and best_val stays empty; add --eval_dataset_dir for one"]

@@ -126,8 +126,9 @@ def test_dataset_specs(specs, expected):
 
 
 @pytest.mark.parametrize("specs, message", [
-    (["web=data/web:0"], "weight 0 must be a positive number"),
-    (["web=data/web:-1"], "must be a positive number"),
+    (["web=data/web:0"], "weight 0 must be a finite positive number"),
+    (["web=data/web:-1"], "must be a finite positive number"),
+    (["web=data/web:1e400", "data/books:1"], "weight 1e400 must be a finite positive number"),
     (["web=data/web:0.7", "data/books"], "give every dataset of a mixture a weight"),
     (["data/web", "other/web"], "two datasets named web"),
 ])

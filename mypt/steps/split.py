@@ -10,6 +10,7 @@ puts the last val_fraction of each source in val (nanoGPT's convention for one f
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mypt.errors import InputError
-from mypt.io import staged_dir, write_json
+from mypt.io import output_target, staged_dir, write_json
 from mypt.names import METADATA_FILE, STATE_FILE
 from mypt.settings import Settings, seed_setting, setting
 from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards
@@ -29,6 +30,22 @@ from mypt.steps import Step, bad_lines_note, read_input
 DATASET_FILES = (METADATA_FILE, STATE_FILE, "train/shard_*.bin", "val/shard_*.bin")
 
 STEP = Step("split", reads=("shard",))
+
+
+def _owned(out_dir: Path) -> tuple[str, ...]:
+    """What a previous dataset in `out_dir` holds of mypt's: its metadata, tokenizer state and
+    the shards its metadata lists. A shard it does not list was moved in by hand (the loader
+    reads it, verify-dataset warns of it): the user's, carried over like any file of theirs (or,
+    under a name the new dataset writes, refused). Unreadable metadata: the names mypt writes."""
+    try:
+        meta = json.loads((out_dir / METADATA_FILE).read_text(encoding="utf-8"))
+        listed = [e["file"] for split in ("train", "val") for e in meta[split]["shards"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return DATASET_FILES
+    if not all(isinstance(f, str) and f.startswith(("train/shard_", "val/shard_")) and f.count("/") == 1
+               and not any(c in f for c in "*?[") for f in listed):
+        return DATASET_FILES
+    return (METADATA_FILE, STATE_FILE, *listed)
 # A source with fewer units than this is cut finer than chunk_tokens, to about this many:
 # drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
 MIN_UNITS_PER_SOURCE = 100
@@ -111,7 +128,7 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
     if val_fraction > 0 and val_tokens == 0:
         raise InputError(f"the corpus is too small to split: {n_units} unit(s) of up to {chunk_tokens} tokens; "
                          "lower --chunk_tokens, add text, or pass --val_fraction 0")
-    with staged_dir(out_dir, [in_dir], marker=METADATA_FILE, owned=DATASET_FILES) as stage:
+    with staged_dir(out_dir, [in_dir], marker=METADATA_FILE, owned=_owned(output_target(Path(out_dir)))) as stage:
         # Checksums of the final shards only (verify-dataset checks them); hashed as written.
         train = ShardWriter(stage / "train", tps, checksums=True)
         val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps), checksums=True)
