@@ -362,12 +362,13 @@ def test_a_model_name_that_names_two_directories_is_refused(corpus):
     assert r.exit_code == 1 and "base holds no model.safetensors" in r.output, r.output
 
 
-def test_a_shard_moved_in_by_hand_is_the_users_and_survives_overwrite(corpus):
+def test_a_shard_moved_in_by_hand_is_refused_by_overwrite_not_deleted(corpus):
     """A shard the dataset's metadata does not list was moved in by hand (the loader reads it):
-    --overwrite keeps it, as any file of the user's, where it deleted it by its name."""
+    --overwrite names it and changes nothing, where it deleted it by its shard name."""
     prepare("ds")
-    mine = {"train/shard_00099.bin": b"\x01\x00\x00\x00" * 40, "val/shard_00077.bin": b"\x02\x00\x00\x00" * 40}
-    for rel, data in mine.items():
-        (Path("ds") / rel).write_bytes(data)
-    prepare("ds", "--overwrite", "--seed", "7")
-    assert_kept(Path("ds"), mine)
+    (Path("ds") / "train" / "shard_00099.bin").write_bytes(b"\x01\x00\x00\x00" * 40)
+    before = tree_bytes(Path("ds"))
+    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization",
+                                  "char", "--tokens_per_shard", "2000", "--workers", "1", "--overwrite", "--seed", "7"])
+    assert r.exit_code == 1 and "train/shard_00099.bin is not listed in dataset_metadata.json" in r.output, r.output
+    assert tree_bytes(Path("ds")) == before

@@ -20,7 +20,7 @@ import numpy as np
 
 from mypt.errors import InputError
 from mypt.io import output_target, staged_dir, write_json
-from mypt.names import METADATA_FILE, STATE_FILE
+from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
 from mypt.settings import Settings, seed_setting, setting
 from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards
 from mypt.steps import Step, bad_lines_note, read_input
@@ -32,20 +32,23 @@ DATASET_FILES = (METADATA_FILE, STATE_FILE, "train/shard_*.bin", "val/shard_*.bi
 STEP = Step("split", reads=("shard",))
 
 
-def _owned(out_dir: Path) -> tuple[str, ...]:
-    """What a previous dataset in `out_dir` holds of mypt's: its metadata, tokenizer state and
-    the shards its metadata lists. A shard it does not list was moved in by hand (the loader
-    reads it, verify-dataset warns of it): the user's, carried over like any file of theirs (or,
-    under a name the new dataset writes, refused). Unreadable metadata: the names mypt writes."""
+
+def _refuse_unlisted_shards(out_dir: Path) -> None:
+    """A shard in the previous dataset that its metadata does not list was moved in by hand (the
+    loader reads it, verify-dataset warns of it): the user's, under a name the new dataset's
+    shards take. Refused before anything changes, as --append_to refuses it, rather than
+    deleted with the dataset's own shards."""
     try:
         meta = json.loads((out_dir / METADATA_FILE).read_text(encoding="utf-8"))
-        listed = [e["file"] for split in ("train", "val") for e in meta[split]["shards"]]
+        listed = {e["file"] for split in SPLITS for e in meta[split]["shards"]}
     except (OSError, ValueError, KeyError, TypeError):
-        return DATASET_FILES
-    if not all(isinstance(f, str) and f.startswith(("train/shard_", "val/shard_")) and f.count("/") == 1
-               and not any(c in f for c in "*?[") for f in listed):
-        return DATASET_FILES
-    return (METADATA_FILE, STATE_FILE, *listed)
+        return  # not a dataset mypt can read: io.check_replaceable's rule decides
+    on_disk = sorted(f"{split}/{p.name}" for split in SPLITS for p in list_shards(out_dir / split))
+    extra = [f for f in on_disk if f not in listed]
+    if extra:
+        raise InputError(f"{out_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?)"
+                         f"{f' with {len(extra) - 1} more' if len(extra) > 1 else ''}: writing the dataset again "
+                         "replaces its shards and would delete it; move it out of the dataset first, nothing changed")
 # A source with fewer units than this is cut finer than chunk_tokens, to about this many:
 # drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
 MIN_UNITS_PER_SOURCE = 100
@@ -128,7 +131,8 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
     if val_fraction > 0 and val_tokens == 0:
         raise InputError(f"the corpus is too small to split: {n_units} unit(s) of up to {chunk_tokens} tokens; "
                          "lower --chunk_tokens, add text, or pass --val_fraction 0")
-    with staged_dir(out_dir, [in_dir], marker=METADATA_FILE, owned=_owned(output_target(Path(out_dir)))) as stage:
+    _refuse_unlisted_shards(output_target(Path(out_dir)))
+    with staged_dir(out_dir, [in_dir], marker=METADATA_FILE, owned=DATASET_FILES) as stage:
         # Checksums of the final shards only (verify-dataset checks them); hashed as written.
         train = ShardWriter(stage / "train", tps, checksums=True)
         val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps), checksums=True)
