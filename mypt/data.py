@@ -19,6 +19,7 @@ weight (a seeded draw, part of the sampler state), then a window of it as above.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 from mypt.dataset_spec import parse_dataset_specs
 from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError
+from mypt.names import STATE_FILE
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, listed_entries,
                          read_metadata)
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
@@ -87,6 +89,9 @@ class GPTDataLoader:
             raise ConfigError("GPTDataLoader: no block_size; pass block_size=N (the model's context length) "
                               "or set config.block_size = N")
         self.block_size = int(block_size)
+        if self.block_size < 1:
+            raise ConfigError(f"GPTDataLoader: block_size must be at least 1 (the tokens of each sequence), got "
+                              f"{block_size}")
         self.device = resolve_device(getattr(config, "device", None) or "cpu")
         self.seed = int(getattr(config, "seed", 1337))
         self.rank = int(getattr(config, "rank", 0))
@@ -109,6 +114,24 @@ class GPTDataLoader:
         self._rng = {s: np.random.default_rng([self.seed, self.rank, i, *stream]) for i, s in enumerate(SPLITS)}
 
     # -- set-up ------------------------------------------------------------------------------
+    def _check_vocabulary(self, d: Path) -> None:
+        """The tokenizer given is the dataset's own (its tokenizer_state.json), not only of its
+        kind: two char datasets hold different vocabularies, and ids of one read with the other
+        give a loss that means nothing (the CLI checks this before; the Python API relies on it).
+        The saved state is compared first; the tokenizer is built only when it differs (an
+        older state version of the same tokenizer)."""
+        path = d / STATE_FILE
+        if not path.is_file():
+            return
+        try:
+            if json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(self.tokenizer.state())):
+                return
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass  # Tokenizer.load names what is wrong with the file
+        check_tokenizer(self.tokenizer, Tokenizer.load(d), "the tokenizer given", f"the dataset {d}",
+                        "pass the dataset's own, Tokenizer.load(dataset_dir), or prepare it again with this one "
+                        "(prepare-dataset --tokenizer_from)")
+
     def _open_dataset(self) -> None:
         d = self.dataset_dir
         if not d.is_dir():
@@ -121,6 +144,7 @@ class GPTDataLoader:
             kind = meta["tokenizer"]["kind"]
             check_tokenizer(self.tokenizer, kind, "training", f"the dataset {d}",
                             f"pass --tokenization {kind} or prepare the dataset again")
+        self._check_vocabulary(d)
         opened = {}
         # val first: where not every shard can stay open, val's are held (an append renames them).
         for split in reversed(SPLITS):

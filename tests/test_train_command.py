@@ -96,3 +96,26 @@ def test_a_dataset_without_a_val_split_is_said_to_report_no_val_loss(tmp_path):
     assert [line for line in lines if line.startswith("warning:")] == [
         f"warning: --dataset_dir {tmp_path / 'ds'} has no val split (prepared with --val_fraction 0?): training "
         "reports no val loss and best_val stays empty; add --eval_dataset_dir for one"]
+
+
+def test_the_python_api_loader_refuses_another_vocabulary_and_a_block_size_below_one(tmp_path):
+    """GPTDataLoader with a tokenizer of the same kind but another vocabulary (two char
+    datasets): refused, as the CLI refuses it (the eval loss would mean nothing)."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+    from mypt.data import GPTDataLoader, LoaderConfig
+    from mypt.tokenizers import Tokenizer
+
+    for name, text in (("a", "abcdefgh\n"), ("b", "xyz\n")):
+        (tmp_path / f"{name}.txt").write_text(text * 300)
+        done = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / f"{name}.txt"), "--out_dir",
+                                         str(tmp_path / name), "--tokenization", "char", "--workers", "1"])
+        assert done.exit_code == 0, done.output
+    tok = Tokenizer.load(tmp_path / "a")
+    config = LoaderConfig(4, 8, "cpu", 1337, 0)
+    assert GPTDataLoader(config, tok, dataset_dir=tmp_path / "a").get_batch("train")[0].shape == (4, 8)
+    with pytest.raises(DataError, match=r"the dataset .*b is another char tokenizer, with another vocabulary"):
+        GPTDataLoader(config, tok, dataset_dir=tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"block_size must be at least 1 \(the tokens of each sequence\), got 0"):
+        GPTDataLoader(config, tok, dataset_dir=tmp_path / "a", block_size=0)
