@@ -179,10 +179,13 @@ class GPTDataLoader:
     def _make_split(self, split: str, paths: list[Path], sizes: np.ndarray) -> _Split:
         windows = np.maximum(sizes - self.block_size, 0)  # offsets where block_size+1 tokens fit
         if windows.sum() == 0:
-            where = self.dataset_dir / split if self.dataset_dir else split
-            raise DataError(f"{where}: no shard holds block_size+1 = {self.block_size + 1} tokens "
-                            f"(largest: {int(sizes.max())}); prepare with a larger --tokens_per_shard "
-                            "or train with a smaller block_size")
+            if self.dataset_dir is None:  # train --input_file: no shards, the file's tokens split 90/10
+                raise DataError(f"the input file's {split} part ({'the first 90%' if split == 'train' else 'the last 10%'}"
+                                f" of its tokens) holds {int(sizes.max())} tokens, fewer than block_size+1 = "
+                                f"{self.block_size + 1}: give a longer file, or train with a smaller --block_size")
+            raise DataError(f"{self.dataset_dir / split}: no shard holds block_size+1 = {self.block_size + 1} tokens "
+                            f"(largest: {int(sizes.max())}); prepare the dataset with a larger --tokens_per_shard, "
+                            "or use a model with a smaller block_size (train --block_size)")
         return _Split(paths, sizes, windows / windows.sum())
 
     def _spot_check(self, split: str) -> None:

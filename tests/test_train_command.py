@@ -119,3 +119,17 @@ def test_the_python_api_loader_refuses_another_vocabulary_and_a_block_size_below
         GPTDataLoader(config, tok, dataset_dir=tmp_path / "b")
     with pytest.raises(ConfigError, match=r"block_size must be at least 1 \(the tokens of each sequence\), got 0"):
         GPTDataLoader(config, tok, dataset_dir=tmp_path / "a", block_size=0)
+
+
+def test_a_text_shorter_than_one_window_names_the_flag_of_its_mode(tmp_path):
+    """--input_file has no shards: the message names the file's part and --block_size, not
+    prepare-dataset's --tokens_per_shard."""
+    from mypt.input_text import read_input_text
+
+    (tmp_path / "small.txt").write_text("hello world\n")
+    with pytest.raises(DataError, match=r"^the input file's train part \(the first 90% of its tokens\) holds 10 "
+                                        r"tokens, fewer than block_size\+1 = 33: give a longer file, or train with a "
+                                        r"smaller --block_size$"):
+        run_training(RunSettings(model_name="m", input_file=tmp_path / "small.txt", tokenization="char",
+                                 config_file="tiny", checkpoints_dir=tmp_path / "ck"),
+                     {"device": "cpu", "max_iters": 1}, log=lambda line: None, read_text=read_input_text)
