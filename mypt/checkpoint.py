@@ -119,19 +119,22 @@ def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=
         _write(staging, model, tokenizer, config_extra, optimizer, state, rng_ranks)
 
 
+def holds_mypt_config(path: Path) -> bool:
+    """Whether directory `path` holds a config.json that mypt wrote (a JSON object with its
+    format_version), not a Hugging Face model's or a user's."""
+    try:
+        data = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "format_version" in data
+
+
 def check_ours(path: Path) -> None:
     """Refuse a directory whose config.json mypt did not write (no format_version: a Hugging
     Face model, a user's file). A save replaces a checkpoint's config.json and weights, so only
     mypt's own checkpoint, or a directory without config.json (io.check_replaceable's rule),
     is ever replaced, --overwrite or not."""
-    config = Path(path) / CONFIG_FILE
-    if not config.is_file():
-        return
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        data = None
-    if not (isinstance(data, dict) and "format_version" in data):
+    if (Path(path) / CONFIG_FILE).is_file() and not holds_mypt_config(path):
         raise ConfigError(f"--model_name: {path} holds a config.json mypt did not write (no format_version), so it is "
                           "not a mypt checkpoint and is never replaced, with --overwrite or without: choose another "
                           "--model_name or --checkpoints_dir")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError
 from mypt.hf_import import LINEAR_LAYERS, llama_names
 from mypt.io import check_replaceable, output_target, staged_dir
@@ -217,12 +218,7 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return None, ()
-    config = out_dir / "config.json"
-    try:
-        checkpoint = config.is_file() and "format_version" in json.loads(config.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        checkpoint = False
-    if checkpoint or (out_dir / "training_state.json").exists():
+    if holds_mypt_config(out_dir) or (out_dir / "training_state.json").exists():
         raise ConfigError(f"--out_dir {out_dir} holds a mypt checkpoint: refused; choose a new directory for the "
                           "export")
     if (out_dir / RECORD).is_file():

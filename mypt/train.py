@@ -77,6 +77,10 @@ def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
     return [name for (name, _), ok in zip(named, finite) if not ok]
 
 
+def _not_finite(names: list[str]) -> str:
+    return f"the weights are not finite ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+
+
 def _reason(e: Exception) -> str:
     """An error as one line: an OSError as the CLI prints it (the path, what failed)."""
     return os_error_message(e) if isinstance(e, OSError) else str(e)
@@ -324,7 +328,7 @@ class _Run:
         else:
             hint = f"lower {rates} or raise --warmup_iters, and start the run again"
         bad = nonfinite_parameters(self.raw)
-        weights = f"the weights are not finite ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); " if bad else ""
+        weights = f"{_not_finite(bad)}; " if bad else ""
         return TrainingDiverged(f"{reason}: training stopped; {weights}{self._last()}; {hint}")
 
     def _last(self) -> str:
@@ -340,8 +344,7 @@ class _Run:
         sound checkpoint is."""
         bad = nonfinite_parameters(self.raw)
         if bad:
-            return f"the weights are not finite ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}), " \
-                   f"no sound state to save: {self._last()}"
+            return f"{_not_finite(bad)}, no sound state to save: {self._last()}"
         if self.checkpoint_dir is None or (at_step == 0 and self.saved_at is None):  # nothing trained yet
             return self._last()
         if self.saved_at == at_step:

@@ -10,7 +10,6 @@ puts the last val_fraction of each source in val (nanoGPT's convention for one f
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mypt.errors import InputError
+from mypt.errors import InputError, MyptError
 from mypt.io import output_target, staged_dir, write_json
 from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
 from mypt.settings import Settings, seed_setting, setting
-from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards
+from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards, listed_shards, read_metadata
 from mypt.steps import Step, bad_lines_note, read_input
 
 # What a dataset directory holds; a replace (--overwrite, the split stage by hand) carries over
@@ -38,13 +37,14 @@ def _refuse_unlisted_shards(out_dir: Path) -> None:
     loader reads it, verify-dataset warns of it): the user's, under a name the new dataset's
     shards take. Refused before anything changes, as --append_to refuses it, rather than
     deleted with the dataset's own shards."""
+    if not (out_dir / METADATA_FILE).is_file():
+        return
     try:
-        meta = json.loads((out_dir / METADATA_FILE).read_text(encoding="utf-8"))
-        listed = {e["file"] for split in SPLITS for e in meta[split]["shards"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = read_metadata(out_dir)
+    except MyptError:
         return  # not a dataset mypt can read: io.check_replaceable's rule decides
-    on_disk = sorted(f"{split}/{p.name}" for split in SPLITS for p in list_shards(out_dir / split))
-    extra = [f for f in on_disk if f not in listed]
+    extra = [f"{split}/{p.name}" for split in SPLITS for p in list_shards(out_dir / split)
+             if f"{split}/{p.name}" not in listed_shards(meta, split)]
     if extra:
         raise InputError(f"{out_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?)"
                          f"{f' with {len(extra) - 1} more' if len(extra) > 1 else ''}: writing the dataset again "
