@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Iterable
 
 from mypt.errors import InputError
-from mypt.io import check_replaceable, partial_dir, write_json
+from mypt.io import check_replaceable, is_own, make_own_dir, partial_dir, remove_own, unmark, write_json
 from mypt.lock import output_lock
+from mypt.names import WORK_MARK
 from mypt.prepare import PrepareSettings, prepare_steps
 from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens
@@ -43,7 +44,7 @@ def work_dir(dataset_dir: Path) -> Path:
 def _restore(dataset_dir: Path) -> None:
     """Undo an append killed between its two renames (see the module docstring)."""
     old = work_dir(dataset_dir) / "old"
-    if not dataset_dir.exists() and (old / METADATA_FILE).is_file():
+    if not dataset_dir.exists() and is_own(work_dir(dataset_dir)) and (old / METADATA_FILE).is_file():
         os.replace(old, dataset_dir)
 
 
@@ -139,7 +140,7 @@ def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) 
             os.replace(root / entry["file"], stage / file)  # new_dir is beside the dataset: same filesystem
         shards[split].append({**entry, "file": file})
     # Whatever else the user keeps in the dataset directory comes along unchanged.
-    managed = {METADATA_FILE} | {e["file"] for split in SPLITS for e in old[split]["shards"]}
+    managed = {METADATA_FILE, WORK_MARK} | {e["file"] for split in SPLITS for e in old[split]["shards"]}
     for path in sorted(dataset_dir.rglob("*")):
         rel = path.relative_to(dataset_dir).as_posix()
         if path.is_symlink():
@@ -193,14 +194,15 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
                                  "appending it again would repeat its text; leave it out")
         work, stage = work_dir(dataset_dir), partial_dir(dataset_dir)
         for leftover in (work, stage):  # of a killed run; we hold the lock
-            shutil.rmtree(leftover, ignore_errors=True)
-        work.mkdir(parents=True)
+            remove_own(leftover, flag)
+        make_own_dir(work)
         try:
             new = prepare_steps(input_files, work / "new", settings, tokenizer_from=dataset_dir)
-            stage.mkdir()
+            make_own_dir(stage)
             meta = _build(dataset_dir, old, work / "new", new, stage)
             os.replace(dataset_dir, work / "old")
             try:
+                unmark(stage)
                 os.replace(stage, dataset_dir)
             except BaseException:
                 os.replace(work / "old", dataset_dir)

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
 from mypt.errors import BusyError, CheckpointError, ConfigError
-from mypt.io import atomic_write_text, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
+from mypt.io import atomic_write_text, is_own, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
 from mypt.names import STATE_FILE, TIED
 
@@ -57,7 +57,7 @@ CHECKPOINT_FILES = ("model.safetensors", CONFIG_FILE, STATE_FILE, "training_stat
 def recover(path: Path) -> None:
     """Finish a save that a kill interrupted (see io.recover_staged). Only for a writer that
     holds the checkpoint's lock (mypt.lock.output_lock): readers use resolve."""
-    recover_staged(Path(path), CHECKPOINT_FILES)
+    recover_staged(Path(path), CHECKPOINT_FILES, "--model_name")
 
 
 def _recover_unless_written(path: Path) -> None:
@@ -77,7 +77,7 @@ def _recover_unless_written(path: Path) -> None:
 def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "checkpoints") -> Path:
     """A checkpoint directory given as a path or as a model name under `checkpoints_dir`."""
     def interrupted(p: Path) -> bool:  # a save killed (or now) between its two renames
-        return not p.is_dir() and old_dir(output_target(p)).is_dir()
+        return not p.is_dir() and is_own(old_dir(output_target(p)))
 
     path, under = Path(model), Path(checkpoints_dir) / model
     here, named = path.is_dir() or interrupted(path), under.is_dir() or interrupted(under)

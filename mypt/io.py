@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from mypt.errors import InputError, MyptError, os_error_message
-from mypt.names import sibling
+from mypt.names import WORK_MARK, sibling
 
 def tmp_name(path: Path) -> Path:
     return sibling(path, "tmp")
@@ -90,6 +90,52 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
         raise
 
 
+def make_own_dir(path: Path) -> Path:
+    """Create one of mypt's work directories beside an output (`.NAME.partial`, `.NAME.work`),
+    marked so that a run killed while it exists leaves something the next run can tell from a
+    user's folder of the same name."""
+    path.mkdir(parents=True)
+    mark_own(path)
+    return path
+
+
+def mark_own(path: Path) -> None:
+    (path / WORK_MARK).write_bytes(b"")
+
+
+def unmark(path: Path) -> None:
+    """Before a work directory becomes an output (renamed into place), or a previous output
+    moved aside becomes the output again."""
+    (path / WORK_MARK).unlink(missing_ok=True)
+
+
+def is_own(path: Path) -> bool:
+    """Whether `path` is a work directory mypt made (marked by make_own_dir or _swap)."""
+    return path.is_dir() and not path.is_symlink() and (path / WORK_MARK).is_file()
+
+
+def not_own_message(path: Path, flag: str) -> str:
+    what = "folder" if path.is_dir() and not path.is_symlink() else "file"
+    return (f"{path}: mypt keeps its work files for {flag} under this name, but it did not make this {what} "
+            f"(no {WORK_MARK} in it): refused, nothing changed; move it elsewhere and run again (a leftover "
+            "of a run of an earlier mypt: remove it)")
+
+
+def remove_own(path: Path, flag: str) -> None:
+    """Remove a work directory a killed run left beside an output: only one mypt made (or an
+    empty folder: a run killed before marking it). Anything else under that name is the
+    user's: refused, nothing changed."""
+    if not os.path.lexists(path):
+        return
+    if is_own(path):
+        shutil.rmtree(path)
+        return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        path.rmdir()
+        return
+    raise InputError(not_own_message(path, flag))
+
+
 def partial_dir(final: Path) -> Path:
     """Where staged_dir builds a new output before it is renamed into place."""
     return sibling(final, "partial")
@@ -160,7 +206,7 @@ def user_entries(directory: Path, owned: Iterable[str]) -> list[str]:
     """What in an output directory mypt did not write: every entry (file, folder, link) whose
     path relative to `directory` matches none of the `owned` glob patterns, searched inside the
     output's own folders (train/ of a dataset), never inside a user's folder (moved whole)."""
-    owned = tuple(owned)
+    owned = tuple(owned) + (WORK_MARK,)  # left in an output only by a kill mid-swap (_swap)
     found: list[str] = []
 
     def walk(folder: Path, prefix: str) -> None:
@@ -224,7 +270,7 @@ def _unmovable(previous: Path, owned: tuple[str, ...]) -> list[str]:
     return [str(p) for p in places if not os.access(p, os.W_OK)]
 
 
-def recover_staged(final: Path, owned: Iterable[str] = ()) -> None:
+def recover_staged(final: Path, owned: Iterable[str] = (), flag: str = "--out_dir") -> None:
     """Finish a staged_dir that a kill interrupted (only a writer holding the output's lock may
     call this: it renames). Killed between the two renames (`.NAME.old` and no output): the
     previous output is put back. Killed after them (`.NAME.old` beside the output, or
@@ -233,9 +279,13 @@ def recover_staged(final: Path, owned: Iterable[str] = ()) -> None:
     gets the user's files from it."""
     final = output_target(final)
     old, carry = old_dir(final), carry_dir(final)
+    for aside in (old, carry):  # a user's folder of that name (a backup `.NAME.old`) is never touched
+        if os.path.lexists(aside) and not is_own(aside):
+            raise InputError(not_own_message(aside, flag))
     if old.is_dir():
         if not os.path.lexists(final):
             os.replace(old, final)
+            unmark(final)
         elif final.is_dir() and not carry.exists():
             os.replace(old, carry)
     if carry.is_dir() and final.is_dir():
@@ -253,7 +303,8 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     user's entry that the new output would replace is refused before anything changes.
 
     One writer at a time: the block holds the output's lock (`flag` names the output in the
-    message to a second writer). A stale `.NAME.partial` left by a killed run is removed first,
+    message to a second writer). A stale `.NAME.partial` left by a killed run is removed first
+    (only if mypt made it: see remove_own),
     and a swap a kill interrupted is finished (recover_staged). On error the partial directory
     is removed and `final` is left as it was. `final` must pass check_replaceable (`inputs`:
     what the block reads; `marker`: the file that marks a previous output of the same kind, so
@@ -265,12 +316,11 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     final = output_target(Path(final))
     owned = tuple(owned) + ((marker,) if marker else ())
     with output_lock(final, flag):
-        recover_staged(final, owned)
+        recover_staged(final, owned, flag)
         check_replaceable(final, inputs, flag=flag, marker=marker)
         staging = partial_dir(final)
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+        remove_own(staging, flag)
+        make_own_dir(staging)
         try:
             try:
                 yield staging
@@ -306,12 +356,15 @@ def _swap(final: Path, staging: Path) -> None:
     rename refused (read-only, busy) leaves it as it was."""
     old = old_dir(final)
     if os.path.lexists(final):
+        mark_own(final)  # aside, it is mypt's to put back or carry over (recover_staged)
         os.replace(final, old)
     try:
+        unmark(staging)
         os.replace(staging, final)
     except BaseException:
         if old.exists():
             os.replace(old, final)
+            unmark(final)
         raise
 
 

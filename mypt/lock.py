@@ -12,11 +12,35 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
+import stat
 from pathlib import Path
 from typing import Iterator
 
-from mypt.errors import BusyError
+from mypt.errors import BusyError, InputError
 from mypt.names import sibling
+
+
+def _foreign(content: bytes) -> bool:
+    """A lock file holds its holder's pid (or nothing yet): anything else is a user's file."""
+    return not re.fullmatch(rb"(\d+\n)?", content)
+
+
+def _refuse_foreign(lock: Path, flag: str) -> None:
+    """A file of the user's at the lock's name is neither written nor removed: its name is
+    `.NAME.lock`, which a user may choose for a note of their own."""
+    try:
+        st = os.lstat(lock)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        foreign = True
+    else:
+        with open(lock, "rb") as f:
+            foreign = _foreign(f.read(64))
+    if foreign:
+        raise InputError(f"{lock}: mypt locks {flag} with a file of this name, but this one is not mypt's "
+                         "lock file: refused, nothing changed; move it elsewhere and run again")
 
 
 def lock_path(output: Path) -> Path:
@@ -44,6 +68,7 @@ def output_lock(output: Path, flag: str) -> Iterator[None]:
     made = [p for p in (lock.parent, *lock.parent.parents) if not p.exists()]
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
+        _refuse_foreign(lock, flag)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -58,7 +83,7 @@ def output_lock(output: Path, flag: str) -> Iterator[None]:
             same_file = os.stat(lock).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same_file = False
-        if same_file:
+        if same_file and not _foreign(os.pread(fd, 64, 0)):
             break
         os.close(fd)
     try:

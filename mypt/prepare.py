@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import check_replaceable
+from mypt.io import check_replaceable, make_own_dir, remove_own
 from mypt.lock import output_lock
 from mypt.names import sibling
 from mypt.parallel import engine_session, shared_pool
@@ -116,8 +116,8 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
         tokenizer = make_tokenizer(spec)  # fail now, not after cleaning, when a vocabulary file is missing
     # Absolute: with the ray engine, tasks on other nodes write into it.
     work = sibling(out_dir.absolute(), "work")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    remove_own(work, "--out_dir")  # a killed run's (we hold the lock)
+    make_own_dir(work)
     try:
         with engine_session(settings.clean):
             return _run_steps(input_files, out_dir, work, settings, tokenizer)

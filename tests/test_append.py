@@ -13,6 +13,7 @@ from conftest import read_tokens, tree_bytes
 
 import mypt.append
 from mypt.cli import main
+from mypt.io import make_own_dir
 
 # Both corpora use the same characters, so the char vocabulary of the first holds the second.
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -142,7 +143,7 @@ def test_hand_moved_shard_is_refused_and_a_half_swapped_dataset_is_restored(data
     extra.unlink()
     before = tree_bytes(dataset)
     # An append killed between its two renames leaves the dataset in .ds.append/old: the next one restores it.
-    (tmp_path / ".ds.append").mkdir()
+    make_own_dir(tmp_path / ".ds.append")
     os.replace(dataset, tmp_path / ".ds.append" / "old")
     cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset))
     assert leftovers(dataset) == []

@@ -19,7 +19,7 @@ from mypt import checkpoint
 from mypt.cli import main
 from mypt.errors import BusyError, CheckpointError, InputError
 from mypt.fetch import extract_demo_dir
-from mypt.io import carry_dir, old_dir, partial_dir, recover_staged, staged_dir, user_entries
+from mypt.io import carry_dir, mark_own, old_dir, partial_dir, recover_staged, staged_dir, user_entries
 
 TINY = ["--config_file", "tiny", "--device", "cpu", "--eval_iters", "1"]
 
@@ -147,6 +147,7 @@ def test_a_swap_killed_before_the_user_files_moved_is_finished_by_the_next_write
         (d / "sub" / "x.bin").write_bytes(data)
     (old / "NOTES.md").write_text("mine")
     (old / "sub" / "keep.txt").write_text("mine too")
+    mark_own(old)  # as the swap marks the previous output it moves aside
     recover_staged(out, owned=("data.bin", "sub/*.bin"))
     assert not old.exists()
     assert tree_bytes(out) == {"NOTES.md": b"mine", "data.bin": b"new", "sub/keep.txt": b"mine too",
@@ -161,6 +162,7 @@ def test_a_reader_never_renames_while_a_writer_holds_the_checkpoint(corpus):
     prepare("ds")
     invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
     ck = Path("checkpoints/m")
+    mark_own(ck)  # what a save does, killed between its two renames
     os.replace(ck, old_dir(ck))
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom mypt.lock import output_lock\n"
                                "with output_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(30)",
@@ -260,6 +262,7 @@ def test_a_file_the_user_made_again_is_never_overwritten_by_the_recovery(tmp_pat
     (carry / "data.bin").write_bytes(b"old")
     (carry / "b.txt").write_text("old b")
     (carry / "c.txt").write_text("c")
+    mark_own(carry)
     with pytest.raises(InputError, match="b.txt is both in"):
         recover_staged(out, owned=("data.bin",))
     assert (out / "b.txt").read_text() == "the user's new b" and (out / "c.txt").read_text() == "c"
@@ -274,6 +277,7 @@ def test_an_output_removed_after_a_killed_carry_over_does_not_come_back(corpus):
     invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
     ck = Path("checkpoints/m")
     (ck / "NOTES.md").write_text("mine")
+    mark_own(ck)
     os.replace(ck, carry_dir(ck))
     with pytest.raises(CheckpointError, match="no checkpoint"):
         checkpoint.resolve("m")
@@ -372,3 +376,61 @@ def test_a_shard_moved_in_by_hand_is_refused_by_overwrite_not_deleted(corpus):
                                   "char", "--tokens_per_shard", "2000", "--workers", "1", "--overwrite", "--seed", "7"])
     assert r.exit_code == 1 and "train/shard_00099.bin is not listed in dataset_metadata.json" in r.output, r.output
     assert tree_bytes(Path("ds")) == before
+
+
+# -- mypt's hidden work names beside an output are the user's when mypt did not make them ------
+
+def _backup_of(src: Path, dest: Path) -> None:
+    """A user's copy of an output (their backup `.ds.old`: it looks like mypt's)."""
+    dest.mkdir()
+    for p in src.rglob("*"):
+        if p.is_file():
+            (dest / p.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            (dest / p.relative_to(src)).write_bytes(p.read_bytes())
+
+
+@pytest.mark.parametrize("name, command", [
+    (".ds.partial", "overwrite"), (".ds.work", "overwrite"), (".ds.old", "overwrite"), (".ds.carry", "overwrite"),
+    (".ds.lock", "overwrite"), (".ds.append", "append"), (".ds.partial", "append"), (".ds.lock", "append"),
+    (".m.old", "train"), (".m.partial", "train"), (".m.lock", "train"),
+])
+def test_a_users_folder_or_file_under_a_work_name_of_mypt_is_never_touched(corpus, name, command):
+    """mypt builds beside an output under hidden names (`.NAME.partial`, `.NAME.work`, ...) and
+    removes what a killed run left there; one it did not make (no mark) is the user's: the run
+    is refused before anything changes, naming it."""
+    prepare("ds")
+    if command == "train":
+        invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    place = Path("checkpoints" if command == "train" else ".") / name
+    if name.endswith(".lock"):
+        place.write_text("my notes on the lock-in\n")
+    elif name.endswith(".old"):
+        _backup_of(Path("checkpoints/m" if command == "train" else "ds"), place)
+    else:
+        (place / "sub").mkdir(parents=True)
+        (place / "sub" / "mine.txt").write_text("mine")
+    before = tree_bytes(Path("."))
+    args = {"overwrite": ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization",
+                          "char", "--tokens_per_shard", "2000", "--workers", "1", "--overwrite"],
+            "append": ["prepare-dataset", "--input_files", "more.txt", "--append_to", "ds", "--workers", "1"],
+            "train": ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--resume"]}
+    if command == "append":
+        Path("more.txt").write_text("Another line, said the queen.\n" * 50)
+        before = tree_bytes(Path("."))
+    r = CliRunner().invoke(main, args[command])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert str(place) in r.output and "refused, nothing changed" in r.output, r.output
+    assert tree_bytes(Path(".")) == before
+
+
+def test_an_empty_folder_under_a_work_name_is_taken_and_a_marked_leftover_removed(corpus):
+    """A run killed right after making its work folder (before marking it) leaves it empty:
+    removing it loses nothing. A marked leftover's files are mypt's (a killed run's)."""
+    prepare("ds")
+    Path(".ds.partial").mkdir()
+    Path(".ds.work").mkdir()
+    (Path(".ds.work") / "hashed").mkdir()
+    mark_own(Path(".ds.work"))
+    (Path(".ds.work") / "hashed" / "0.rec").write_bytes(b"x" * 16)
+    prepare("ds", "--overwrite")
+    assert sorted(p.name for p in Path(".").iterdir() if p.name.startswith(".")) == []

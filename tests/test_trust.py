@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, mypt_cli, run, tree_bytes
 
+from mypt.io import make_own_dir, mark_own
 from mypt.lock import lock_path, output_lock
 
 TINY = ["--config_file", "tiny", "--device", "cpu", "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1"]
@@ -88,7 +89,7 @@ def test_overwrite_replaces_only_a_mypt_dataset_or_an_empty_directory(tmp_path):
     assert (empty / "dataset_metadata.json").is_file()
     # mypt's own leftovers of a killed run stay removable
     for leftover in (".empty.work", ".empty.partial"):
-        (tmp_path / leftover).mkdir()
+        make_own_dir(tmp_path / leftover)
         (tmp_path / leftover / "junk").write_text("x")
     other = corpus(tmp_path / "in2", "other.txt")
     mypt_cli(*prepare_args(other, empty, "--overwrite", "--no_dedup"), cwd=tmp_path)
@@ -223,8 +224,9 @@ def test_a_checkpoint_left_by_a_killed_save_is_put_back_not_replaced(tmp_path):
     ck = tmp_path / "checkpoints"
     checkpoint.save(ck / "m", GPT(GPTConfig(vocab_size=4, block_size=8, n_layer=1, n_head=1, n_embd=8)),
                     CharTokenizer(chars="abc\n"), {})
+    before = tree_bytes(ck / "m")
+    mark_own(ck / "m")  # as a save marks the checkpoint it moves aside
     (ck / "m").rename(ck / ".m.old")
-    before = tree_bytes(ck / ".m.old")
     (tmp_path / "t.txt").write_text("abc\n" * 100)
     result = CliRunner().invoke(main, ["train", "--input_file", str(tmp_path / "t.txt"), "--model_name", "m",
                                        "--checkpoints_dir", str(ck), "--tokenization", "char"])
