@@ -202,11 +202,11 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             meta = _build(dataset_dir, old, work / "new", new, stage)
             os.replace(dataset_dir, work / "old")
             try:
-                unmark(stage)
                 os.replace(stage, dataset_dir)
             except BaseException:
                 os.replace(work / "old", dataset_dir)
                 raise
+            unmark(dataset_dir)  # after the rename, as io._swap does
         finally:
             # Interrupted between the two renames (Ctrl-C, SIGTERM, a failed restore): put the old
             # dataset back before anything is removed. After the swap, work/old holds only old

@@ -359,13 +359,15 @@ def _swap(final: Path, staging: Path) -> None:
         mark_own(final)  # aside, it is mypt's to put back or carry over (recover_staged)
         os.replace(final, old)
     try:
-        unmark(staging)
         os.replace(staging, final)
     except BaseException:
         if old.exists():
             os.replace(old, final)
             unmark(final)
         raise
+    # After the rename: a kill in between leaves a complete output with a stray mark (which
+    # user_entries counts as mypt's), never an unmarked `.NAME.partial` that the next run refuses.
+    unmark(final)
 
 
 def _renamed(e: OSError, staging: Path, final: Path) -> OSError:

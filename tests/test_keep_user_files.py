@@ -434,3 +434,20 @@ def test_an_empty_folder_under_a_work_name_is_taken_and_a_marked_leftover_remove
     (Path(".ds.work") / "hashed" / "0.rec").write_bytes(b"x" * 16)
     prepare("ds", "--overwrite")
     assert sorted(p.name for p in Path(".").iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_mark_left_in_an_output_by_a_kill_after_its_rename_is_mypts(tmp_path):
+    """Killed between renaming `.out.partial` into place and removing its mark: the output is
+    complete; its next replace counts the mark as mypt's (not carried over as the user's)."""
+    out = tmp_path / "out"
+    for data in (b"one", b"two"):
+        with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+            (stage / "m.json").write_text("{}")
+            (stage / "data.bin").write_bytes(data)
+        mark_own(out)
+    (out / "NOTES.md").write_text("mine")
+    with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+        (stage / "m.json").write_text("{}")
+        (stage / "data.bin").write_bytes(b"three")
+    assert tree_bytes(out) == {"NOTES.md": b"mine", "data.bin": b"three", "m.json": b"{}"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
