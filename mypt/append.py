@@ -28,7 +28,8 @@ from mypt.lock import output_lock
 from mypt.names import WORK_MARK
 from mypt.prepare import PrepareSettings, prepare_steps
 from mypt.readers import input_bytes, resolve_inputs
-from mypt.shards import METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens
+from mypt.shards import (METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens,
+                         unlisted_shards)
 from mypt.text import display_name
 from mypt.settings import flag_name, is_recorded
 from mypt.tokenizers import spec_kind
@@ -99,10 +100,10 @@ def _check_consistent(dataset_dir: Path, meta: dict, flag: str) -> None:
     for split in SPLITS:
         on_disk = {f"{split}/{p.name}": shard_tokens(p) for p in list_shards(dataset_dir / split)}
         check_listed(dataset_dir, meta, split, on_disk, hint)
-        extra = sorted(on_disk.keys() - {e["file"] for e in meta[split]["shards"]})
-        if extra:
-            raise InputError(f"{flag}: {dataset_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?); "
-                             f"appending renumbers shards and would lose track of it: move it out, or {hint}")
+    extra = unlisted_shards(dataset_dir, meta)
+    if extra:
+        raise InputError(f"{flag}: {dataset_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?); "
+                         f"appending renumbers shards and would lose track of it: move it out, or {hint}")
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:

@@ -256,6 +256,14 @@ def listed_shards(meta: dict, split: str) -> dict[str, int]:
     return {e["file"]: e["tokens"] for e in listed_entries(meta, split)}
 
 
+def unlisted_shards(dataset_dir: Path, meta: dict) -> list[str]:
+    """The shard files (SPLIT/shard_NNNNN.bin) in a dataset's split directories that its
+    metadata does not list: moved in by hand. The loader reads them; a rewrite of the dataset
+    (--overwrite, --append_to) would lose or delete them, so it refuses them first."""
+    return [f"{split}/{p.name}" for split in SPLITS for p in list_shards(Path(dataset_dir) / split)
+            if f"{split}/{p.name}" not in listed_shards(meta, split)]
+
+
 def check_listed(dataset_dir: Path, meta: dict, split: str, on_disk: dict[str, int], hint: str) -> None:
     """Refuse a split whose shards on disk ({SPLIT/NAME: tokens}) lack a listed shard or
     hold another size than the metadata lists (shards moved in by the guide's `mv` overwrite

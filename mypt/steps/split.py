@@ -19,9 +19,9 @@ import numpy as np
 
 from mypt.errors import InputError, MyptError
 from mypt.io import output_target, staged_dir, write_json
-from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
+from mypt.names import METADATA_FILE, STATE_FILE
 from mypt.settings import Settings, seed_setting, setting
-from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards, listed_shards, read_metadata
+from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards, read_metadata, unlisted_shards
 from mypt.steps import Step, bad_lines_note, read_input
 
 # What a dataset directory holds; a replace (--overwrite, the split stage by hand) carries over
@@ -43,12 +43,13 @@ def _refuse_unlisted_shards(out_dir: Path) -> None:
         meta = read_metadata(out_dir)
     except MyptError:
         return  # not a dataset mypt can read: io.check_replaceable's rule decides
-    extra = [f"{split}/{p.name}" for split in SPLITS for p in list_shards(out_dir / split)
-             if f"{split}/{p.name}" not in listed_shards(meta, split)]
+    extra = unlisted_shards(out_dir, meta)
     if extra:
         raise InputError(f"{out_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?)"
                          f"{f' with {len(extra) - 1} more' if len(extra) > 1 else ''}: writing the dataset again "
                          "replaces its shards and would delete it; move it out of the dataset first, nothing changed")
+
+
 # A source with fewer units than this is cut finer than chunk_tokens, to about this many:
 # drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
 MIN_UNITS_PER_SOURCE = 100
