@@ -22,7 +22,7 @@ import torch
 from mypt import checkpoint
 from mypt.config import TrainConfig
 from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, sync_gradients, unwrap
-from mypt.errors import MyptError, TrainingDiverged, TrainingStopped, os_error_message
+from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, os_error_message
 from mypt.evaluate import evaluate_all
 from mypt.fsdp import full, is_sharded
 from mypt.optim import configure_optimizer, set_lr
@@ -79,6 +79,27 @@ def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
 
 def _not_finite(names: list[str]) -> str:
     return f"the weights are not finite ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+
+
+def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders) -> None:
+    """Python API mistakes that would otherwise stop at the first step or mid-run in torch's
+    words (or, for a loader without a train split, with advice to --resume)."""
+    if eval_data_loaders is not None and not isinstance(eval_data_loaders, dict):
+        raise ConfigError(f"fit's eval_data_loaders is a {type(eval_data_loaders).__name__}: pass a dict of a name "
+                          "to a loader, {\"general\": GPTDataLoader(config, tokenizer, dataset_dir, eval_only=True)}")
+    limit = unwrap(model).config.block_size
+    named = [("data_loader", data_loader)] + [(f"eval_data_loaders[{k!r}]", v) for k, v in (eval_data_loaders or {}).items()]
+    for name, loader in named:
+        if not hasattr(loader, "eval_batches"):
+            raise ConfigError(f"fit's {name} is a {type(loader).__name__}, not a data loader: pass "
+                              "GPTDataLoader(config, tokenizer, dataset_dir" + (")" if name == "data_loader" else
+                                                                               ", eval_only=True)"))
+        if loader.block_size > limit:
+            raise ConfigError(f"fit's {name} draws windows of {loader.block_size} tokens, more than the model's "
+                              f"block_size {limit}: build it with block_size={limit} (or less)")
+    if "train" not in data_loader.splits:
+        raise ConfigError("fit's data_loader has no train split (built with eval_only=True?): build it without "
+                          "eval_only, and pass eval-only loaders in eval_data_loaders")
 
 
 def _reason(e: Exception) -> str:
@@ -367,15 +388,17 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     start of a fresh run, before anything is trained); also a
     checkpoint every `checkpoint_minutes`. SIGTERM or SIGINT finishes the step in flight,
     writes a checkpoint and raises TrainingStopped (see StopSignals). A non-finite loss or
-    gradient norm (checked before the optimizer step, so the weights are still the last good
-    step's) raises TrainingDiverged, and a data error mid-run (an OSError or a MyptError of a
-    loader) TrainingStopped, each after saving the state of the step it met (when every
-    parameter is finite) and naming where it is; under DDP every rank stops at that step.
+    gradient norm (checked before the optimizer step) raises TrainingDiverged, saving nothing:
+    the last checkpoint stays the one to go back to (the weights that diverged would diverge
+    again). A data error mid-run (an OSError or a MyptError of a loader) raises TrainingStopped
+    after saving the state of the step it met (when every parameter is finite), naming where
+    it is. Under DDP every rank stops at that step.
     Without `config`, the settings are the loader's TrainConfig (see fit_config). `on_metrics(step, values)` (rank 0) gets each
     evaluation's losses and each logged train_loss, lr and tokens_per_s as they happen
     (mypt.tracking writes them for DVC).
     Returns {"history": [...], "step": final step, "best_val": ...}.
     """
+    check_loaders(model, data_loader, eval_data_loaders)
     run = _Run(model, data_loader, optimizer, eval_data_loaders, fit_config(config, data_loader, optimizer),
                checkpoint_dir, tokenizer, resume_state, checkpoint_extra, dist or Dist(), log, on_metrics)
     run.restore()

@@ -133,3 +133,48 @@ def test_a_text_shorter_than_one_window_names_the_flag_of_its_mode(tmp_path):
         run_training(RunSettings(model_name="m", input_file=tmp_path / "small.txt", tokenization="char",
                                  config_file="tiny", checkpoints_dir=tmp_path / "ck"),
                      {"device": "cpu", "max_iters": 1}, log=lambda line: None, read_text=read_input_text)
+
+
+def test_fit_refuses_loaders_it_cannot_train_or_evaluate_with_before_the_first_step(tmp_path):
+    """The Python API: a dataset path where a loader belongs, a loader drawing windows longer
+    than the model sees, an eval-only loader to train on. Each named before anything runs (they
+    stopped at the first step in torch's words, or with advice to --resume)."""
+    import torch
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+    from mypt.config import GPTConfig, TrainConfig
+    from mypt.data import GPTDataLoader
+    from mypt.model import GPT
+    from mypt.tokenizers import Tokenizer
+
+    (tmp_path / "a.txt").write_text("abcdefgh\n" * 300)
+    done = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "a.txt"), "--out_dir",
+                                     str(tmp_path / "ds"), "--tokenization", "char", "--workers", "1"])
+    assert done.exit_code == 0, done.output
+    tok = Tokenizer.load(tmp_path / "ds")
+    cfg = TrainConfig(max_iters=1, eval_interval=1, eval_iters=1, batch_size=2, warmup_iters=1, device="cpu")
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def loader(block_size=8, eval_only=False):
+        return GPTDataLoader(cfg, tok, tmp_path / "ds", block_size=block_size, eval_only=eval_only)
+
+    cases = [
+        (dict(data_loader=loader(), eval_data_loaders={"g": str(tmp_path / "ds")}),
+         r"eval_data_loaders\['g'\] is a str, not a data loader: pass GPTDataLoader\(.*eval_only=True\)"),
+        (dict(data_loader=loader(), eval_data_loaders=[loader(eval_only=True)]), "eval_data_loaders is a list"),
+        (dict(data_loader=loader(block_size=16)), "data_loader draws windows of 16 tokens, more than the model's "
+                                                   r"block_size 8: build it with block_size=8"),
+        (dict(data_loader=loader(), eval_data_loaders={"g": loader(block_size=9, eval_only=True)}),
+         r"eval_data_loaders\['g'\] draws windows of 9 tokens"),
+        (dict(data_loader=loader(eval_only=True)), "data_loader has no train split"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            model.fit(config=cfg, log=lambda line: None, **kwargs)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # and the loaders that fit: one step trains
+    result = model.fit(loader(), eval_data_loaders={"g": loader(block_size=4, eval_only=True)}, config=cfg,
+                       log=lambda line: None)
+    assert result["step"] == 1 and "eval_g" in result["history"][-1]
