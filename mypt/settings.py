@@ -205,7 +205,8 @@ class Settings:
             value = flags.get(flag_name(f), flags.get(f.name))
             if value is not None:
                 values[f.name] = value
-        return cls(**{**values, **fixed})
+        # (from_dict: a bad value's error names its flag, `--temperature nan: ...`)
+        return cls.from_dict({**values, **fixed}, flags=set(values) - set(fixed))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

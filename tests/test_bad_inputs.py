@@ -148,7 +148,7 @@ CASES = [
          ["ck/m/", "Device or resource busy"], fault=fail_renames(errno.EBUSY, ".m.partial")),
     # -- generate ---------------------------------------------------------------------------
     Case("prompt_outside_vocab", gen("--prompt", "Zé€"), ["--prompt", "'Z'", "'é'", "'€'", "vocabulary"]),
-    Case("temperature_nan", gen("--temperature", "nan"), ["temperature", "nan"]),
+    Case("temperature_nan", gen("--temperature", "nan"), ["--temperature nan:", "finite"]),
     Case("top_p_nan", gen("--top_p", "nan"), ["top_p", "nan"]),
     Case("temperature_negative", gen("--temperature", "-1"), ["--temperature", "-1"], code=2),
     Case("top_k_negative", gen("--top_k", "-1"), ["--top_k", "-1"], code=2),
