@@ -1,7 +1,9 @@
+import os
 import random
 import re
 import unicodedata
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +106,25 @@ def test_resolve_inputs_errors_name_the_flag(tmp_path, make, message):
     with pytest.raises(InputError, match=message) as e:
         resolve_inputs([make(tmp_path)])
     assert "--input_files" in str(e.value)
+
+
+def test_a_file_named_twice_is_read_once_however_it_is_spelled(tmp_path, monkeypatch):
+    """Overlapping globs, another spelling of the path, a link to the file: one input (with
+    --no_dedup, reading it twice doubled its text in the dataset)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Path("c.txt").write_text("".join(f"Line {i} of the text.\n" for i in range(400)))
+    os.symlink("c.txt", "link.txt")
+    totals = []
+    for out, inputs in (("one", ["c.txt"]), ("many", ["c.txt", str(tmp_path / "c.txt"), "./c.txt", "link.txt", "*.txt"])):
+        r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", *inputs, "--out_dir", out,
+                                      "--tokenization", "char", "--workers", "1", "--no_dedup"])
+        assert r.exit_code == 0, r.output
+        meta = json.loads(Path(out, "dataset_metadata.json").read_text())
+        totals.append((meta["total_tokens"], len(meta["sources"])))
+    assert totals[0] == totals[1] and totals[0][1] == 1

@@ -15,6 +15,7 @@ To add a format: a new module here with a `mypt.readers.base.Reader` subclass de
 from __future__ import annotations
 
 import glob
+import os
 import stat
 from collections import Counter
 from dataclasses import dataclass
@@ -60,13 +61,14 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
     """Expand files, directories (searched recursively for text files and saved datasets) and
     globs.
 
-    Returns the sorted, de-duplicated list of inputs: files, and directories saved by
+    Returns the sorted, de-duplicated list of inputs (a file named twice, by overlapping globs,
+    by another spelling of its path or through a link, is read once): files, and directories saved by
     Dataset.save_to_disk (each one input, mypt.readers.arrow); the sort order is the corpus
     order.
     """
     if not patterns:
         raise InputError("no input given: pass --input_files FILE_OR_DIR_OR_GLOB (several allowed)")
-    found: set[Path] = set()
+    found: dict[tuple[int, int], Path] = {}  # by file identity: `a.txt`, `/abs/a.txt` and a link to it are one input
     for pattern in patterns:
         if not pattern:
             raise InputError("--input_files: an empty path was given")
@@ -79,8 +81,10 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
             if not matches[0].exists():
                 raise InputError(f"--input_files: {pattern!r} does not exist")
         for path in matches:
-            found.update(_walk(path) if path.is_dir() else [regular_file(path)])
-    return sorted(found, key=lambda p: str(p))
+            for p in _walk(path) if path.is_dir() else [regular_file(path)]:
+                st = os.stat(p)
+                found.setdefault((st.st_dev, st.st_ino), p)
+    return sorted(found.values(), key=lambda p: str(p))
 
 
 def _walk(directory: Path) -> list[Path]:
