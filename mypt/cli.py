@@ -204,8 +204,9 @@ def generate_cmd(**flags):
 
 @main.command("eval")
 @settings_options(EvalSettings)
-@option("--dataset", "datasets", multiple=True, required=True, metavar="NAME=DIR",
-        help="A prepared dataset whose val split to evaluate, under a name (several allowed).")
+@option("--dataset", "datasets", multiple=True, required=True, metavar="[NAME=]DIR",
+        help="A prepared dataset whose val split to evaluate, under a name (several allowed; a bare DIR is "
+             "named by its last part).")
 @option("--json", "as_json", is_flag=True,
         help="Print the results as JSON instead of lines (a non-finite loss is an error, not JSON).")
 def eval_cmd(datasets, as_json, **flags):

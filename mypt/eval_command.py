@@ -22,13 +22,15 @@ from mypt.tokenizers import Tokenizer
 
 
 def parse_datasets(specs: list[str]) -> dict[str, Path]:
-    """NAME=DIR pairs (--dataset) as {name: dir}; a name given twice is refused (the second
-    would silently replace the first's results)."""
+    """NAME=DIR pairs (--dataset) as {name: dir}; a bare DIR is named by its last part. A name
+    given twice is refused (the second would silently replace the first's results)."""
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, directory = spec.partition("=")
-        if not sep or not name or not directory:
-            raise ConfigError(f"--dataset {spec!r}: expected NAME=DIR, e.g. general=data/datasets/general")
+        if not sep:
+            name, directory = Path(spec).name, spec
+        if not name or not directory:
+            raise ConfigError(f"--dataset {spec!r}: expected NAME=DIR or DIR, e.g. general=data/datasets/general")
         if name in out:
             raise ConfigError(f"--dataset {spec!r}: the name {name!r} is already given to --dataset "
                               f"{name}={out[name]}; give each dataset a name of its own")
@@ -61,6 +63,7 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     path = checkpoint.resolve(settings.model_name, settings.checkpoints_dir)
     model, tokenizer, _ = load_model(path, resolve_device(settings.device))
     max_tokens = whole_windows(settings.max_tokens, model.config.block_size)
+    log(f"model: {path}")  # the directory --model_name resolved to (a name, or a path)
     results = {}
     for name, directory in datasets.items():
         check_tokenizer(tokenizer, Tokenizer.load(directory), f"the model {path}", f"--dataset {name}={directory}",

@@ -12,7 +12,7 @@ from mypt.options import MyptCommand, option, settings_options
 
 @click.command(cls=MyptCommand)
 @settings_options(EvalSettings)
-@option("--dataset", "datasets", multiple=True, required=True, metavar="NAME=DIR",
+@option("--dataset", "datasets", multiple=True, required=True, metavar="[NAME=]DIR",
         help="A dataset whose val split to evaluate, under a name (several allowed).")
 @option("--metrics", type=click.Path(dir_okay=False, path_type=Path), required=True,
         help="Headline JSON to write: {loss: {NAME: val loss}}.")

@@ -68,3 +68,14 @@ def test_a_prompt_of_bytes_that_are_not_utf8_is_one_line(w):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert errors == ["Error: --prompt b'Line \\xff': not valid UTF-8 (byte b'\\xff' at character 5); give --prompt "
                       "as UTF-8 text (check the terminal's or the script's encoding)"]
+
+
+def test_eval_names_the_model_it_loaded_and_takes_a_bare_dataset_dir(w):
+    """A bare --dataset DIR is named by its last part; the first line says which checkpoint
+    --model_name resolved to (a name and a same-named path could mean two)."""
+    result = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "ds", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"model: {Path('ck') / 'm'}" and lines[1].startswith("ds: loss ")
+    as_json = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "ds", "--device", "cpu", "--json")
+    assert set(json.loads(as_json.output)) == {"ds"}
