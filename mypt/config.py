@@ -90,7 +90,7 @@ class GPTConfig(Settings):
                             choices=("learned", "rope"))
     rope_theta: float = setting(10000.0, "RoPE's base (with --position rope; new models only). Above 1: "
                                          "the wavelengths grow from 2 pi to about 2 pi x base.",
-                                min=1.0, min_open=True)
+                                min=1.0, min_open=True, acts_with=("position", "rope"))
     norm: str = setting("layernorm", "Normalization: layernorm (GPT-2) or rmsnorm (Llama; new models only).",
                         choices=("layernorm", "rmsnorm"))
     mlp: str = setting("gelu", "The MLP: gelu (GPT-2, 4 x n_embd wide), swiglu (Llama's gated MLP, about "
@@ -162,13 +162,14 @@ class TrainConfig(Settings):
                                       "blocks' 2-D weights at muon_learning_rate, AdamW at learning_rate for "
                                       "embeddings, head, norms and biases.", choices=("adamw", "muon"))
     muon_learning_rate: float = setting(0.02, "Muon's peak learning rate (with --optimizer muon; it follows "
-                                              "the same warmup and decay as learning_rate).", min=0.0, min_open=True)
+                                              "the same warmup and decay as learning_rate).", min=0.0, min_open=True,
+                                        acts_with=("optimizer", "muon"))
     muon_momentum: float = setting(0.95, "Muon's momentum (with --optimizer muon).", min=0.0, max=1.0,
-                                   max_open=True)
+                                   max_open=True, acts_with=("optimizer", "muon"))
     muon_weight_decay: float | None = setting(
         None, "Muon's weight decay (with --optimizer muon; default: weight_decay, AdamW's). Each step "
               "scales Muon's matrices by 1 - lr x decay at Muon's learning rate: 0.1 at 0.02 is 0.002 a step, "
-              "33 times AdamW's 0.1 at 6e-4.", min=0.0)
+              "33 times AdamW's 0.1 at 6e-4.", min=0.0, acts_with=("optimizer", "muon"))
     beta1: float = setting(0.9, "AdamW beta1.", min=0.0, max=1.0, max_open=True)
     beta2: float = setting(0.95, "AdamW beta2.", min=0.0, max=1.0, max_open=True)
     grad_clip: float = setting(1.0, "Clip the gradient norm to this (0: off).", min=0.0)

@@ -36,7 +36,7 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
             flag: str | None = None, output: bool = True, required: bool = False,
             exists: str | None = None, show_default: Any = True,
             check: Callable[[Any], Any] | None = None, metavar: str | None = None,
-            derived_from: str | None = None) -> Any:
+            derived_from: str | None = None, acts_with: tuple[str, Any] | None = None) -> Any:
     """A settings field.
 
     min/max (open or closed) and choices are checked on creation and become click's
@@ -51,11 +51,13 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
     MyptError whose message says what is wrong; `metavar` is then the flag's help form.
     `derived_from`: left at None, the setting follows that other field (min_lr follows
     learning_rate), so a new run that sets that field drops a saved value of this one.
+    `acts_with=(field, value)`: the setting changes nothing unless that field has that value
+    (muon_momentum with optimizer muon); giving it otherwise is warned of (train).
     """
     meta = {"help": help, "min": min, "max": max, "min_open": min_open, "max_open": max_open,
             "choices": choices, "flag": flag, "output": output, "required": required,
             "exists": exists, "show_default": show_default, "check": check, "metavar": metavar,
-            "derived_from": derived_from}
+            "derived_from": derived_from, "acts_with": acts_with}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -158,6 +160,11 @@ class Settings:
         """{setting: the field it follows when left at None} (see setting(derived_from=))."""
         return {f.name: f.metadata["derived_from"] for f in dataclasses.fields(cls)
                 if f.metadata.get("derived_from")}
+
+    @classmethod
+    def acts_with(cls) -> dict[str, tuple[str, Any]]:
+        """{setting: (field, value) it acts with} (see setting(acts_with=))."""
+        return {f.name: f.metadata["acts_with"] for f in dataclasses.fields(cls) if f.metadata.get("acts_with")}
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -98,17 +98,13 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
         return _run_training(req, specs, ckpt_dir, overrides, log, read_text)
 
 
-# Settings that act only with another setting's value: (that setting, the value).
-ACTS_ONLY_WITH = {"muon_learning_rate": ("optimizer", "muon"), "muon_momentum": ("optimizer", "muon"),
-                  "muon_weight_decay": ("optimizer", "muon"), "rope_theta": ("position", "rope")}
-
-
 def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
     """A warning for each flag given that changes nothing in this run (--muon_learning_rate with
     AdamW, --rope_theta with learned positions): said, not silently ignored."""
     settings = {**cfgs.model.to_dict(), **cfgs.train.to_dict()}
+    acts_with = {**type(cfgs.train).acts_with(), **type(cfgs.model).acts_with()}
     return [f"warning: --{name} has no effect: it acts with --{other} {value}, this run has --{other} "
-            f"{settings[other]}" for name, (other, value) in ACTS_ONLY_WITH.items()
+            f"{settings[other]}" for name, (other, value) in acts_with.items()
             if overrides.get(name) is not None and settings[other] != value]
 
 
