@@ -10,8 +10,9 @@ train shards keep their names and bytes, and no shard is ever rewritten.
 
 The swap is two renames: the dataset to `.NAME.append/old`, the partial directory to NAME.
 Until the first, the old dataset is untouched; after the second, the new one is in place.
-An append killed between them leaves the dataset in `.NAME.append/old`, and the next append
-(under the same lock) puts it back before anything else.
+An append killed between them leaves the dataset in `.NAME.append/old`, and the next writer
+of the dataset (an append or prepare-dataset --out_dir, under the same lock) puts it back
+before anything else (prepare.recover_dataset).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from pathlib import Path
 from typing import Iterable
 
 from mypt.errors import InputError
-from mypt.io import check_replaceable, is_own, make_own_dir, partial_dir, remove_own, unmark, write_json
+from mypt.io import append_dir, check_replaceable, make_own_dir, partial_dir, remove_own, remove_work, unmark, write_json
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK
-from mypt.prepare import PrepareSettings, prepare_steps
+from mypt.prepare import PrepareSettings, prepare_steps, recover_dataset, restore_appended
 from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import (METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens,
                          unlisted_shards)
@@ -35,18 +36,6 @@ from mypt.settings import flag_name, is_recorded
 from mypt.tokenizers import spec_kind
 # Settings the grown dataset must share with the old one (metadata records one of each).
 INHERITED = ("tokenization", "tokens_per_shard")
-
-
-def work_dir(dataset_dir: Path) -> Path:
-    """mypt's own work directory of an append (removed at the end, and by the next append)."""
-    return dataset_dir.parent / f".{dataset_dir.name}.append"
-
-
-def _restore(dataset_dir: Path) -> None:
-    """Undo an append killed between its two renames (see the module docstring)."""
-    old = work_dir(dataset_dir) / "old"
-    if not dataset_dir.exists() and is_own(work_dir(dataset_dir)) and (old / METADATA_FILE).is_file():
-        os.replace(old, dataset_dir)
 
 
 def _recorded(settings: PrepareSettings, meta: dict, inherit: Iterable[str]) -> PrepareSettings:
@@ -183,7 +172,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
     inputs = resolve_inputs(input_files)
     check_replaceable(dataset_dir, inputs, flag, marker=METADATA_FILE, kind="mypt dataset")
     with output_lock(dataset_dir, flag):
-        _restore(dataset_dir)
+        recover_dataset(dataset_dir, flag)
         old = read_metadata(dataset_dir, flag)
         _check_appendable(dataset_dir, old, flag)
         settings = _inherit(settings, old, inherit, f"{flag} {dataset_dir}")
@@ -193,7 +182,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             if (display_name(path), input_bytes(path)) in known:
                 raise InputError(f"--input_files {path} is already in {flag} {dataset_dir} (same name and size): "
                                  "appending it again would repeat its text; leave it out")
-        work, stage = work_dir(dataset_dir), partial_dir(dataset_dir)
+        work, stage = append_dir(dataset_dir), partial_dir(dataset_dir)
         for leftover in (work, stage):  # of a killed run; we hold the lock
             remove_own(leftover, flag)
         make_own_dir(work)
@@ -212,8 +201,8 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             # Interrupted between the two renames (Ctrl-C, SIGTERM, a failed restore): put the old
             # dataset back before anything is removed. After the swap, work/old holds only old
             # names of shards the dataset holds (or, without hard links, originals it copied).
-            _restore(dataset_dir)
+            restore_appended(dataset_dir)
             if (dataset_dir / METADATA_FILE).is_file():
-                shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(stage, ignore_errors=True)
+                remove_work(work, ignore_errors=True)
+            remove_work(stage, ignore_errors=True)
         return meta

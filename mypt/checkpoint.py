@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
 from mypt.errors import BusyError, CheckpointError, ConfigError
-from mypt.io import atomic_write_text, is_own, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
+from mypt.io import atomic_write_text, is_own, not_own_message, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
 from mypt.names import STATE_FILE, TIED
 
@@ -93,6 +93,10 @@ def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "chec
     if not path.is_dir() and str(model).startswith("hf:"):  # (a directory named hf:x is looked for first)
         raise CheckpointError(f"{model}: hf: names a Hugging Face directory for `mypt train --init_from_model` only; "
                               "generate, eval and export-hf read mypt checkpoints (train from it first)")
+    for p in (path, under) if not path.is_dir() else ():  # an unmarked `.NAME.old`: interrupted() is false
+        if os.path.lexists(old_dir(output_target(p))):
+            raise CheckpointError(f"no checkpoint {str(model)!r} in {p}: " +
+                                  not_own_message(old_dir(output_target(p)), "--model_name", aside_of=p))
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint {str(model)!r} (looked in {path}); train one with "
                               f"`mypt train --model_name {Path(model).name} ...`")

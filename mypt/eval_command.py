@@ -8,6 +8,7 @@ and the command would succeed."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +28,8 @@ def parse_datasets(specs: list[str]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, directory = spec.partition("=")
-        if not sep:
-            name, directory = Path(spec).name, spec
+        if not sep or "/" in name or os.sep in name or Path(spec).is_dir():  # a DIR (runs/lr=3e-4/ds too)
+            name, directory = Path(spec).resolve().name, spec
         if not name or not directory:
             raise ConfigError(f"--dataset {spec!r}: expected NAME=DIR or DIR, e.g. general=data/datasets/general")
         if name in out:

@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -20,6 +21,8 @@ from mypt.errors import InputError, MyptError, os_error_message
 from mypt.names import WORK_MARK, sibling
 
 def tmp_name(path: Path) -> Path:
+    """A file's name while it is written, inside mypt's own work directories (a shard in
+    `.NAME.partial`); beside a user's files, atomic_file's new names."""
     return sibling(path, "tmp")
 
 
@@ -75,10 +78,18 @@ def cache_dir() -> Path:
 @contextlib.contextmanager
 def atomic_file(path: Path, mode: str = "wb") -> Iterator:
     """Open `path` for writing under a temporary name; renamed into place on success,
-    removed on error."""
+    removed on error. The name is new (`.NAME.XXXXXXXX.tmp`, created exclusively): beside a
+    user's file (`--out tok.json`, `--metrics`) a fixed `.NAME.tmp` could be a file of theirs,
+    or a link that the write would follow."""
     path = Path(path)
-    tmp = tmp_name(path)
-    f = open(tmp, mode)
+    while True:
+        tmp = sibling(path, f"{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    f = os.fdopen(fd, mode)
     try:
         yield f
         f.close()  # a full disk may only show here, when the last buffer is written
@@ -104,8 +115,8 @@ def mark_own(path: Path) -> None:
 
 
 def unmark(path: Path) -> None:
-    """Before a work directory becomes an output (renamed into place), or a previous output
-    moved aside becomes the output again."""
+    """Once a work directory is renamed into place as the output (or a previous output moved
+    aside is put back): an output holds no mark."""
     (path / WORK_MARK).unlink(missing_ok=True)
 
 
@@ -114,26 +125,72 @@ def is_own(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and (path / WORK_MARK).is_file()
 
 
-def not_own_message(path: Path, flag: str) -> str:
+def not_own_message(path: Path, flag: str, aside_of: Path | None = None) -> str:
+    """A folder or file under one of mypt's work names that mypt did not make. `aside_of`: the
+    output whose previous version mypt moves aside under that name (`.NAME.old`): a mypt from
+    before the mark may have left the user's only copy of it there."""
     what = "folder" if path.is_dir() and not path.is_symlink() else "file"
-    return (f"{path}: mypt keeps its work files for {flag} under this name, but it did not make this {what} "
-            f"(no {WORK_MARK} in it): refused, nothing changed; move it elsewhere and run again (a leftover "
-            "of a run of an earlier mypt: remove it)")
+    head = (f"{path}: mypt keeps its work files for {flag} under this name, but it did not make this {what} "
+            f"(no {WORK_MARK} in it): refused, nothing changed; ")
+    if aside_of is not None:
+        return head + (f"if it is {aside_of.name}'s previous version, set aside by an earlier mypt killed while "
+                       f"replacing it, put it back by hand (`mv {path} {aside_of}` when {aside_of} is missing, or "
+                       "move your files from it into it); else move it elsewhere, and run again")
+    return head + ("move it elsewhere and run again (an unfinished output that an earlier mypt's killed run left: "
+                   "remove it)")
 
 
-def remove_own(path: Path, flag: str) -> None:
+def remove_work(path: Path, ignore_errors: bool = False) -> None:
+    """Remove a marked work directory, its mark last: stopped half-way (a kill, a file that
+    cannot be removed, another rank still writing into it), what is left is still marked as
+    mypt's, for the next run to remove, never a folder it would refuse as the user's."""
+    try:
+        for entry in os.scandir(path):
+            if entry.name != WORK_MARK:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+        unmark(path)
+        try:
+            path.rmdir()
+        except OSError:  # an entry came to be meanwhile: keep it marked
+            mark_own(path)
+            raise
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
+def remove_own(path: Path, flag: str, aside_of: Path | None = None) -> None:
     """Remove a work directory a killed run left beside an output: only one mypt made (or an
     empty folder: a run killed before marking it). Anything else under that name is the
-    user's: refused, nothing changed."""
+    user's: refused, nothing changed (`aside_of`: see not_own_message)."""
     if not os.path.lexists(path):
         return
     if is_own(path):
-        shutil.rmtree(path)
+        remove_work(path)
         return
     if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
         path.rmdir()
         return
-    raise InputError(not_own_message(path, flag))
+    raise InputError(not_own_message(path, flag, aside_of))
+
+
+def append_dir(dataset_dir: Path) -> Path:
+    """mypt's own work directory of a dataset append (mypt.append): it holds the previous
+    dataset (`old/`) between the append's two renames."""
+    return sibling(dataset_dir, "append")
+
+
+def set_aside(final: Path) -> list[Path]:
+    """Where a writer killed mid-swap left the previous version of the missing output `final`
+    (a swap's `.NAME.old`, an append's `.NAME.append/old`): the next writer puts it back; a
+    reader names it rather than saying there is nothing."""
+    final = output_target(Path(final))
+    return [p for p in (old_dir(final), append_dir(final) / "old") if p.is_dir()] if not final.exists() else []
 
 
 def partial_dir(final: Path) -> Path:
@@ -149,7 +206,7 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     directory that is (or holds) the current, home or root directory, one that is (or
     holds) an input, and a file. With `marker`, also a non-empty directory without that
     file (not mypt's own `kind`). mypt's own work directories (`.NAME.work`,
-    `.NAME.partial`) are not outputs and stay removable.
+    `.NAME.partial`) are not outputs: remove_own decides on them.
     """
     target = Path(out_dir).resolve()
     places = {"the current directory": Path.cwd().resolve(), "the home directory": Path.home().resolve(),
@@ -251,7 +308,7 @@ def _carry_over(carry: Path, final: Path, owned: tuple[str, ...]) -> None:
         raise InputError(f"{', '.join(both[:5])} {'is' if len(both) == 1 else 'are'} both in {final} and in "
                          f"{carry} (the previous output, whose other files you added were moved back): keep "
                          f"the one you want, then remove {carry}")
-    shutil.rmtree(carry, ignore_errors=True)  # mypt's own files: a leftover is never a user's
+    remove_work(carry, ignore_errors=True)  # mypt's own files now (marked: see remove_work)
 
 
 def _clashes(previous: Path, staging: Path, owned: tuple[str, ...]) -> list[str]:
@@ -281,7 +338,9 @@ def recover_staged(final: Path, owned: Iterable[str] = (), flag: str = "--out_di
     old, carry = old_dir(final), carry_dir(final)
     for aside in (old, carry):  # a user's folder of that name (a backup `.NAME.old`) is never touched
         if os.path.lexists(aside) and not is_own(aside):
-            raise InputError(not_own_message(aside, flag))
+            raise InputError(not_own_message(aside, flag, aside_of=final))
+    if final.is_dir():
+        unmark(final)  # left by a kill right after a swap's second rename
     if old.is_dir():
         if not os.path.lexists(final):
             os.replace(old, final)
@@ -329,7 +388,7 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
             _check_swappable(final, staging, owned)
             _swap(final, staging)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_work(staging, ignore_errors=True)
             raise
         if carry_dir(final).is_dir():  # a run killed mid-carry, whose output was removed since
             _carry_over(carry_dir(final), final, owned)
@@ -357,7 +416,11 @@ def _swap(final: Path, staging: Path) -> None:
     old = old_dir(final)
     if os.path.lexists(final):
         mark_own(final)  # aside, it is mypt's to put back or carry over (recover_staged)
-        os.replace(final, old)
+        try:
+            os.replace(final, old)
+        except BaseException:
+            unmark(final)  # left as it was
+            raise
     try:
         os.replace(staging, final)
     except BaseException:

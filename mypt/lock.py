@@ -23,7 +23,7 @@ from mypt.names import sibling
 
 def _foreign(content: bytes) -> bool:
     """A lock file holds its holder's pid (or nothing yet): anything else is a user's file."""
-    return not re.fullmatch(rb"(\d+\n)?", content)
+    return not re.fullmatch(rb"\d*\n?", content)  # (a pid written part-way is still a lock's)
 
 
 def _refuse_foreign(lock: Path, flag: str) -> None:

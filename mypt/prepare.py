@@ -15,21 +15,23 @@ connection for the whole run; the bytes are the local engine's.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import check_replaceable, make_own_dir, remove_own
+from mypt.io import (append_dir, check_replaceable, is_own, make_own_dir, output_target, partial_dir, recover_staged, remove_own,
+                     remove_work)
 from mypt.lock import output_lock
-from mypt.names import sibling
+from mypt.names import WORK_MARK, sibling
 from mypt.parallel import engine_session, shared_pool
 from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import METADATA_FILE, read_metadata
 from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, Hashing, dedup
 from mypt.steps.shard import ShardSettings, sharded_view
-from mypt.steps.split import SplitSettings, split_tokens
+from mypt.steps.split import DATASET_FILES, SplitSettings, split_tokens
 from mypt.steps.tokenize import TokenizeSettings, tokenize
 from mypt.steps.vocab import build_vocab
 from mypt.text import display_name
@@ -97,8 +99,38 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
     inputs = paths + ([tokenizer_from] if tokenizer_from is not None else [])
     check_replaceable(out_dir, inputs, "--out_dir", marker=METADATA_FILE, kind="mypt dataset")
     with output_lock(out_dir, "--out_dir"):
+        # Before the checks and the long steps: a dataset a killed swap left aside is put back
+        # (then --overwrite decides on it), and what is in the way of the split step's output
+        # is refused now, not after hours of cleaning and tokenizing.
+        recover_dataset(out_dir, "--out_dir")
         check_out_dir(out_dir, settings, paths, overwrite)
         return prepare_steps(input_files, out_dir, settings, tokenizer_from)
+
+
+def restore_appended(dataset_dir: Path) -> None:
+    """Undo an append killed between its two renames: the dataset back from `.NAME.append/old`.
+    Only one mypt set aside (marked): a folder of another's is named, not moved."""
+    old = append_dir(dataset_dir) / "old"
+    if os.path.lexists(dataset_dir) or not (old / METADATA_FILE).is_file():
+        return
+    if not is_own(append_dir(dataset_dir)):
+        raise InputError(f"{dataset_dir} is missing and {old} holds a dataset that mypt did not set aside (no "
+                         f"{WORK_MARK} in {append_dir(dataset_dir)}): refused, nothing changed; if an earlier mypt's "
+                         f"killed --append_to left it, put it back by hand (`mv {old} {dataset_dir}`)")
+    os.replace(old, dataset_dir)
+    remove_work(append_dir(dataset_dir))  # the rest: the append's own files
+
+
+def recover_dataset(dataset_dir: Path, flag: str) -> None:
+    """A writer's first step on a dataset (prepare-dataset --out_dir, --append_to; under its
+    lock): a dataset a killed run set aside is put back (a swap's `.NAME.old`, an append's
+    `.NAME.append/old`), before any check reads the dataset, so --overwrite decides on it as
+    on any other; and what is in the way of the new output's staging is refused now, not after
+    hours of cleaning and tokenizing."""
+    target = output_target(Path(dataset_dir))
+    restore_appended(target)
+    recover_staged(target, DATASET_FILES, flag)
+    remove_own(partial_dir(target), flag)
 
 
 def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettings,
@@ -122,7 +154,7 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
         with engine_session(settings.clean):
             return _run_steps(input_files, out_dir, work, settings, tokenizer)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work(work, ignore_errors=True)
 
 
 def _run_steps(input_files: list[str], out_dir: Path, work: Path, settings: PrepareSettings,

@@ -186,7 +186,9 @@ class Settings:
             return cls(**d)
         except SettingError as e:
             where = cls._origin(e.fields, d, source, flags)
-            raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+            # A rule's message that names its flags itself (`--prompt and --prompt_file ...`)
+            # is not prefixed with them again.
+            raise ConfigError(f"{where}: {e}" if where and not str(e).startswith("--") else str(e)) from None
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}" if source else str(e)) from None
 
@@ -227,7 +229,12 @@ def as_flag(name: str, value: Any) -> str:
     """A setting as a command line gives it (booleans are --x / --no_x)."""
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no_{name}"
-    return f"--{name} {value}"
+    if isinstance(value, (list, tuple)):  # a flag given several times
+        return " ".join(f"--{name} {v}" for v in value)
+    text = str(value)
+    if len(text) > 60 or "\n" in text:  # (a --prompt): its start, on one line
+        text = repr(text[:40]) + "..."
+    return f"--{name} {text}"
 
 
 def device_setting() -> Any:

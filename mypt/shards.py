@@ -260,8 +260,9 @@ def unlisted_shards(dataset_dir: Path, meta: dict) -> list[str]:
     """The shard files (SPLIT/shard_NNNNN.bin) in a dataset's split directories that its
     metadata does not list: moved in by hand. The loader reads them; a rewrite of the dataset
     (--overwrite, --append_to) would lose or delete them, so it refuses them first."""
+    listed = {split: listed_shards(meta, split) for split in SPLITS}
     return [f"{split}/{p.name}" for split in SPLITS for p in list_shards(Path(dataset_dir) / split)
-            if f"{split}/{p.name}" not in listed_shards(meta, split)]
+            if f"{split}/{p.name}" not in listed[split]]
 
 
 def check_listed(dataset_dir: Path, meta: dict, split: str, on_disk: dict[str, int], hint: str) -> None:

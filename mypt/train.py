@@ -94,7 +94,7 @@ def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders) -> Non
             raise ConfigError(f"fit's {name} is a {type(loader).__name__}, not a data loader: pass "
                               "GPTDataLoader(config, tokenizer, dataset_dir" + (")" if name == "data_loader" else
                                                                                ", eval_only=True)"))
-        if loader.block_size > limit:
+        if getattr(loader, "block_size", 0) > limit:
             raise ConfigError(f"fit's {name} draws windows of {loader.block_size} tokens, more than the model's "
                               f"block_size {limit}: build it with block_size={limit} (or less)")
     if "train" not in data_loader.splits:

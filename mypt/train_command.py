@@ -22,7 +22,7 @@ from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
-from mypt.io import check_replaceable
+from mypt.io import check_replaceable, output_target, partial_dir, remove_own, set_aside
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.precision import run_autocast
@@ -46,6 +46,10 @@ def _tokenizer_for(req: RunSettings, specs: list[DatasetSpec], log: Callable[[st
     """The run's tokenizer: the (first) dataset's, or one for --input_file. Logs the guide's
     start-up check (where the tokenizer comes from, the vocabulary size)."""
     for spec in specs:
+        if not spec.path.is_dir() and set_aside(spec.path):
+            raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}, but a killed prepare-dataset set "
+                            f"the dataset aside in {set_aside(spec.path)[0]}: run that prepare-dataset command again "
+                            "(it puts the dataset back first)")
         if not spec.path.is_dir():
             raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}; HINT: prepare it with "
                             f"`mypt prepare-dataset --input_files ... --out_dir {spec.path}`")
@@ -299,6 +303,8 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     # have saved yet.
     if _rank0():
         checkpoint.recover(ckpt_dir)
+        # What is in the way of the first save's staging: refused now, not after the first hour.
+        remove_own(partial_dir(output_target(ckpt_dir)), "--model_name")
     # Only mypt's own checkpoint, or an empty directory, is ever replaced: refused now, not at
     # the first save after an hour of training.
     checkpoint.check_ours(ckpt_dir)

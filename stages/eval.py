@@ -13,13 +13,14 @@ from mypt.options import MyptCommand, option, settings_options
 @click.command(cls=MyptCommand)
 @settings_options(EvalSettings)
 @option("--dataset", "datasets", multiple=True, required=True, metavar="[NAME=]DIR",
-        help="A dataset whose val split to evaluate, under a name (several allowed).")
+        help="A dataset whose val split to evaluate, under a name (several allowed; a bare DIR is named by its "
+             "last part).")
 @option("--metrics", type=click.Path(dir_okay=False, path_type=Path), required=True,
         help="Headline JSON to write: {loss: {NAME: val loss}}.")
 @option("--stats", type=click.Path(dir_okay=False, path_type=Path),
         help="Full JSON to write: {NAME: {loss, perplexity, tokens}}.")
 def main(datasets, metrics, stats, **flags):
-    """Evaluate the model on every --dataset NAME=DIR: its val losses go to --metrics (what
+    """Evaluate the model on every --dataset [NAME=]DIR: its val losses go to --metrics (what
     `dvc metrics show` and `dvc exp show` compare), perplexity and token counts to --stats."""
     results = evaluate_model(EvalSettings.from_flags(flags), parse_datasets(datasets), click.echo)
     # One key per dataset under "loss": the rows of `dvc metrics show` (one per model) share

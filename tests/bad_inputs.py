@@ -138,15 +138,22 @@ def remove_train_shards(w: Path) -> None:
 
 
 def fail_writes(err: int, under: str) -> Callable:
-    """open(..., "w"/"a"/"x") of a path in the tmp tree whose name holds `under` raises `err`."""
+    """open(..., "w"/"a"/"x"), or os.open to write, of a path in the tmp tree whose name holds
+    `under` raises `err`."""
     def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
-        real_open = open
+        real_open, real_os_open = open, os.open
 
         def fake_open(file, mode="r", *args, **kwargs):
             if isinstance(file, (str, Path)) and any(c in mode for c in "wax") and under in str(file):
                 raise OSError(err, os.strerror(err), str(file))
             return real_open(file, mode, *args, **kwargs)
+
+        def fake_os_open(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and under in os.fsdecode(path):
+                raise OSError(err, os.strerror(err), os.fsdecode(path))
+            return real_os_open(path, flags, *args, **kwargs)
         monkeypatch.setattr("builtins.open", fake_open)
+        monkeypatch.setattr(os, "open", fake_os_open)
     return fault
 
 

@@ -108,7 +108,7 @@ CASES = [
     Case("stop_not_utf8", gen("--stop", "\udcfe"), ["--stop", r"b'\xfe'", "not valid UTF-8"]),
     # -- --prompt_file ----------------------------------------------------------------------------
     Case("prompt_and_prompt_file", gen("--prompt", "Line", "--prompt_file", "p.txt"),
-         ["--prompt and --prompt_file p.txt", "pass one"], setup=write("p.txt", "Line")),
+         ["Error: --prompt and --prompt_file p.txt", "pass one"], setup=write("p.txt", "Line")),
     Case("prompt_file_missing", gen("--prompt_file", "nowhere.txt"), ["--prompt_file nowhere.txt", "does not exist"]),
     Case("prompt_file_a_directory", gen("--prompt_file", "ds"), ["--prompt_file ds", "not a regular file"]),
     Case("prompt_file_not_utf8", gen("--prompt_file", "p.txt"), ["--prompt_file p.txt", "not valid UTF-8",

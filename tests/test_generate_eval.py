@@ -5,6 +5,7 @@ passes them, is one line; --prompt_file (issue 21) is the prompt its file holds.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -79,3 +80,9 @@ def test_eval_names_the_model_it_loaded_and_takes_a_bare_dataset_dir(w):
     assert lines[0] == f"model: {Path('ck') / 'm'}" and lines[1].startswith("ds: loss ")
     as_json = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "ds", "--device", "cpu", "--json")
     assert set(json.loads(as_json.output)) == {"ds"}
+    # a directory whose path holds "=" (runs/lr=3e-4/ds) is a DIR, not NAME=DIR; so is "."
+    Path("runs/lr=3e-4").mkdir(parents=True)
+    os.symlink(Path("ds").resolve(), "runs/lr=3e-4/ds")
+    as_json = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "runs/lr=3e-4/ds",
+                     "--device", "cpu", "--json")
+    assert as_json.exit_code == 0 and set(json.loads(as_json.output)) == {"ds"}, as_json.output

@@ -451,3 +451,135 @@ def test_a_mark_left_in_an_output_by_a_kill_after_its_rename_is_mypts(tmp_path):
         (stage / "data.bin").write_bytes(b"three")
     assert tree_bytes(out) == {"NOTES.md": b"mine", "data.bin": b"three", "m.json": b"{}"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# -- a kill or a fault in the middle of mypt's own clean-up (a review's findings) -------------
+
+def test_a_work_folder_that_could_not_be_removed_whole_stays_marked_and_goes_next_time(tmp_path, monkeypatch):
+    """The mark goes last: a failed build whose staging cannot be removed whole (a file another
+    process holds, a kill mid-removal) leaves a folder still marked as mypt's, which the next
+    write removes itself (it refused the folder as the user's when the mark went first)."""
+    out = tmp_path / "out"
+    real_unlink = os.unlink
+
+    def stuck(path, *args, **kwargs):
+        if str(path).endswith("busy.bin"):
+            raise OSError(16, "Device or resource busy", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", stuck)
+    with pytest.raises(RuntimeError, match="the build failed"):
+        with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+            for name in ("a.bin", "busy.bin", "z.bin"):
+                (stage / name).write_bytes(b"x")
+            raise RuntimeError("the build failed")
+    monkeypatch.undo()
+    assert sorted(p.name for p in partial_dir(out).iterdir()) == [".mypt-work", "busy.bin"]
+    with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+        (stage / "m.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and tree_bytes(out) == {"m.json": b"{}"}
+
+
+def test_a_swap_whose_first_rename_fails_leaves_the_output_as_it_was(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+        (stage / "m.json").write_text("{}")
+    (out / "NOTES.md").write_text("mine")
+    before = tree_bytes(out)
+    real = os.replace
+
+    def busy(src, dst, *args, **kwargs):
+        if Path(src) == out:
+            raise OSError(16, "Device or resource busy", str(src))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", busy)
+    with pytest.raises(OSError, match="busy"):
+        with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+            (stage / "m.json").write_text('{"new": 1}')
+    assert tree_bytes(out) == before  # no mark left in it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _kill_between_renames(output: Path, aside: Path) -> None:
+    """What a writer killed between its two renames leaves: the output set aside, marked."""
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    mark_own(aside.parent if aside.name == "old" and aside.parent.name.endswith(".append") else output)
+    os.replace(output, aside)
+
+
+@pytest.mark.parametrize("aside", [".ds.old", ".ds.append/old"])
+def test_a_dataset_a_killed_writer_set_aside_comes_back_before_anything_decides_on_it(corpus, aside):
+    """Killed mid-swap (--overwrite) or mid-append: `ds` is missing. Training names where it
+    is; prepare-dataset --out_dir ds (no --overwrite) puts it back first, then refuses to
+    replace it with another; the user's notes in it are kept."""
+    prepare("ds")
+    Path("ds/NOTES.md").write_text("mine")
+    before = tree_bytes(Path("ds"))
+    _kill_between_renames(Path("ds"), Path(aside))
+    r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1"])
+    assert r.exit_code == 1 and f"set the dataset aside in {aside}" in r.output, r.output
+    Path("other.txt").write_text("Another text entirely, said the queen.\n" * 200)
+    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "other.txt", "--out_dir", "ds",
+                                  "--tokenization", "char", "--tokens_per_shard", "2000", "--workers", "1"])
+    assert r.exit_code == 1 and "--overwrite" in r.output, r.output
+    assert tree_bytes(Path("ds")) == before
+    assert sorted(p.name for p in Path(".").iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("model", [True, False])
+def test_an_unmarked_previous_version_is_named_with_how_to_put_it_back(corpus, model):
+    """`.m.old` (or `.ds.append/old`) without mypt's mark, the output missing: a mypt from
+    before the mark, killed mid-save, left the user's only copy there. Nothing moves it or
+    removes it; the message says how to put it back."""
+    prepare("ds")
+    if model:
+        invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+        os.replace("checkpoints/m", "checkpoints/.m.old")
+        commands = [["eval", "--model_name", "m", "--dataset", "ds", "--device", "cpu"],
+                    ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--resume"]]
+        hint = "mv checkpoints/.m.old checkpoints/m"
+    else:
+        Path(".ds.append").mkdir()
+        os.replace("ds", ".ds.append/old")
+        Path("more.txt").write_text("More lines, said the queen.\n" * 50)
+        commands = [["prepare-dataset", "--input_files", "more.txt", "--append_to", "ds", "--workers", "1"]]
+        hint = "mv .ds.append/old ds"
+    before = tree_bytes(Path("."))
+    for args in commands:
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 1 and hint in r.output and "refused, nothing changed" in r.output, r.output
+        assert tree_bytes(Path(".")) == before
+
+
+@pytest.mark.parametrize("output", ["dataset", "checkpoint"])
+def test_a_users_partial_folder_is_refused_before_the_long_work(corpus, output, monkeypatch):
+    """The split step's (or the first save's) staging name is checked when the run starts:
+    refused after cleaning and tokenizing, or after training, the run's hours were lost."""
+    import mypt.prepare
+
+    prepare("ds")
+    place = Path(".ds.partial" if output == "dataset" else "checkpoints/.m.partial")
+    place.mkdir(parents=True)
+    (place / "mine.txt").write_text("mine")
+    monkeypatch.setattr(mypt.prepare, "prepare_steps", lambda *a, **k: pytest.fail("the steps ran"))
+    args = (["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char",
+             "--overwrite"] if output == "dataset" else
+            ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2"])
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and str(place) in r.output and "step " not in r.output, r.output
+    assert (place / "mine.txt").read_text() == "mine"
+
+
+def test_a_temporary_name_beside_a_users_file_is_never_theirs(tmp_path):
+    """atomic writes beside the user's files (--out tok.json, --metrics m.json) use a new name:
+    a user's `.tok.json.tmp`, or a link there to a file of theirs, is neither written nor removed."""
+    from mypt.io import atomic_write_text
+
+    (tmp_path / "mine.txt").write_text("my draft")
+    (tmp_path / ".tok.json.tmp").write_text("my other draft")
+    os.symlink(tmp_path / "mine.txt", tmp_path / ".m.json.tmp")
+    atomic_write_text(tmp_path / "tok.json", "{}")
+    atomic_write_text(tmp_path / "m.json", "{}")
+    assert tree_bytes(tmp_path) == {".m.json.tmp": b"my draft", ".tok.json.tmp": b"my other draft",
+                                    "m.json": b"{}", "mine.txt": b"my draft", "tok.json": b"{}"}

@@ -132,7 +132,7 @@ def test_logger_takes_comma_lists_and_repeats_and_defaults_to_dvclive_with_a_met
 
 @pytest.mark.parametrize("flags, message", [
     (["--logger", "dvclive,tb", "--metrics_dir", "m"], "unknown logger 'tb': choose among dvclive, tensorboard"),
-    (["--logger", "tensorboard"], "--logger tensorboard writes its files (and the run ids --resume continues) "
+    (["--logger", "tensorboard"], "Error: --logger tensorboard writes its files (and the run ids --resume continues) "
                                   "under --metrics_dir: give --metrics_dir DIR too"),
     (["--logger", "dvclive", "--logger", "wandb", "--metrics_dir", "m"],
      "--logger wandb needs the wandb package, which is not installed: pip install 'mypt[wandb]'"),

@@ -128,3 +128,5 @@ def test_a_file_named_twice_is_read_once_however_it_is_spelled(tmp_path, monkeyp
         meta = json.loads(Path(out, "dataset_metadata.json").read_text())
         totals.append((meta["total_tokens"], len(meta["sources"])))
     assert totals[0] == totals[1] and totals[0][1] == 1
+    # the spelling kept does not depend on the order of the patterns (nor on glob's listing)
+    assert resolve_inputs(["link.txt", "c.txt"]) == resolve_inputs(["c.txt", "link.txt"]) == [Path("c.txt")]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from mypt.errors import InputError
+from mypt.errors import InputError, os_error_message
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
 from mypt.readers.base import COMPRESSIONS, READERS, Reader
 from mypt.text import DecodeCounter, display_name
@@ -82,8 +82,13 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
                 raise InputError(f"--input_files: {pattern!r} does not exist")
         for path in matches:
             for p in _walk(path) if path.is_dir() else [regular_file(path)]:
-                st = os.stat(p)
-                found.setdefault((st.st_dev, st.st_ino), p)
+                try:
+                    st = os.stat(p)
+                except OSError as e:  # removed since it was listed
+                    raise InputError(f"--input_files: {os_error_message(e)}") from None
+                # The same spelling whatever the order of the patterns and of glob's listing.
+                key = (st.st_dev, st.st_ino)
+                found[key] = min(found.get(key, p), p, key=str)
     return sorted(found.values(), key=lambda p: str(p))
 
 
