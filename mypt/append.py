@@ -197,6 +197,8 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
                 os.replace(work / "old", dataset_dir)
                 raise
             unmark(dataset_dir)  # after the rename, as io._swap does
+            # Never to be put back now (restore_appended): the old dataset's names, being removed.
+            os.replace(work / "old", work / "replaced")
         finally:
             # Interrupted between the two renames (Ctrl-C, SIGTERM, a failed restore): put the old
             # dataset back before anything is removed. After the swap, work/old holds only old

@@ -122,7 +122,7 @@ def build_train_tokenizer() -> click.Command:
 
 
 @main.command("verify-dataset")
-@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset_dir", type=click.Path(file_okay=False, path_type=Path))
 @option("--strict", is_flag=True,
         help="Also fail on shards in train/ or val/ that dataset_metadata.json does not list (by default a "
              "warning: the loader reads shards moved in by hand).")
@@ -138,8 +138,12 @@ def verify_dataset_cmd(dataset_dir: Path, strict: bool) -> None:
     Example:
       mypt verify-dataset data/my_dataset
     """
+    from mypt.errors import InputError
+    from mypt.io import set_aside_hint
     from mypt.verify import verify_dataset
 
+    if not dataset_dir.is_dir():
+        raise InputError(f"no directory {dataset_dir}{set_aside_hint(dataset_dir)}")
     report = verify_dataset(dataset_dir, strict=strict)
     for line in report.lines():
         click.echo(line)

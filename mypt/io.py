@@ -193,6 +193,13 @@ def set_aside(final: Path) -> list[Path]:
     return [p for p in (old_dir(final), append_dir(final) / "old") if p.is_dir()] if not final.exists() else []
 
 
+def set_aside_hint(dataset_dir: Path) -> str:
+    """For a reader's "no directory" error: where the dataset is when a killed run set it aside."""
+    found = set_aside(dataset_dir)
+    return (f"; a killed prepare-dataset set the dataset aside in {found[0]}: run that prepare-dataset command "
+            "again (it puts the dataset back first)") if found else ""
+
+
 def partial_dir(final: Path) -> Path:
     """Where staged_dir builds a new output before it is renamed into place."""
     return sibling(final, "partial")
@@ -338,7 +345,7 @@ def recover_staged(final: Path, owned: Iterable[str] = (), flag: str = "--out_di
     old, carry = old_dir(final), carry_dir(final)
     for aside in (old, carry):  # a user's folder of that name (a backup `.NAME.old`) is never touched
         if os.path.lexists(aside) and not is_own(aside):
-            raise InputError(not_own_message(aside, flag, aside_of=final))
+            remove_own(aside, flag, aside_of=final)  # (an empty one: a kill in remove_work's last step)
     if final.is_dir():
         unmark(final)  # left by a kill right after a swap's second rename
     if old.is_dir():

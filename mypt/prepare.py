@@ -107,6 +107,12 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
         return prepare_steps(input_files, out_dir, settings, tokenizer_from)
 
 
+def work_dir(out_dir: Path) -> Path:
+    """prepare_steps' intermediate files (`.NAME.work`). Absolute: with the ray engine, tasks
+    on other nodes write into it."""
+    return sibling(Path(out_dir).absolute(), "work")
+
+
 def restore_appended(dataset_dir: Path) -> None:
     """Undo an append killed between its two renames: the dataset back from `.NAME.append/old`.
     Only one mypt set aside (marked): a folder of another's is named, not moved."""
@@ -131,6 +137,9 @@ def recover_dataset(dataset_dir: Path, flag: str) -> None:
     restore_appended(target)
     recover_staged(target, DATASET_FILES, flag)
     remove_own(partial_dir(target), flag)
+    remove_own(work_dir(Path(dataset_dir)), flag)  # a killed run's, else refused now
+    if not (append_dir(target) / "old" / METADATA_FILE).is_file():  # (that one waits for its dataset's return)
+        remove_own(append_dir(target), flag)
 
 
 def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettings,
@@ -146,8 +155,7 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
                         InputError)
     elif not tokenizer_class(spec).learns_vocabulary:
         tokenizer = make_tokenizer(spec)  # fail now, not after cleaning, when a vocabulary file is missing
-    # Absolute: with the ray engine, tasks on other nodes write into it.
-    work = sibling(out_dir.absolute(), "work")
+    work = work_dir(out_dir)
     remove_own(work, "--out_dir")  # a killed run's (we hold the lock)
     make_own_dir(work)
     try:

@@ -22,7 +22,7 @@ from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
-from mypt.io import check_replaceable, output_target, partial_dir, remove_own, set_aside
+from mypt.io import check_replaceable, output_target, partial_dir, remove_own, set_aside, set_aside_hint
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.precision import run_autocast
@@ -47,9 +47,7 @@ def _tokenizer_for(req: RunSettings, specs: list[DatasetSpec], log: Callable[[st
     start-up check (where the tokenizer comes from, the vocabulary size)."""
     for spec in specs:
         if not spec.path.is_dir() and set_aside(spec.path):
-            raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}, but a killed prepare-dataset set "
-                            f"the dataset aside in {set_aside(spec.path)[0]}: run that prepare-dataset command again "
-                            "(it puts the dataset back first)")
+            raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}{set_aside_hint(spec.path)}")
         if not spec.path.is_dir():
             raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}; HINT: prepare it with "
                             f"`mypt prepare-dataset --input_files ... --out_dir {spec.path}`")

@@ -19,7 +19,7 @@ from mypt import checkpoint
 from mypt.cli import main
 from mypt.errors import BusyError, CheckpointError, InputError
 from mypt.fetch import extract_demo_dir
-from mypt.io import carry_dir, mark_own, old_dir, partial_dir, recover_staged, staged_dir, user_entries
+from mypt.io import carry_dir, make_own_dir, mark_own, old_dir, partial_dir, recover_staged, staged_dir, user_entries
 
 TINY = ["--config_file", "tiny", "--device", "cpu", "--eval_iters", "1"]
 
@@ -583,3 +583,38 @@ def test_a_temporary_name_beside_a_users_file_is_never_theirs(tmp_path):
     atomic_write_text(tmp_path / "m.json", "{}")
     assert tree_bytes(tmp_path) == {".m.json.tmp": b"my draft", ".tok.json.tmp": b"my other draft",
                                     "m.json": b"{}", "mine.txt": b"my draft", "tok.json": b"{}"}
+
+
+def test_an_empty_folder_left_by_a_kill_in_the_last_step_of_a_removal_is_taken(corpus):
+    """remove_work takes the mark, then the folder: a kill in between leaves an empty, unmarked
+    `.ds.carry` (or `.m.carry`), which holds nothing of anyone's: the next run goes on."""
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    Path(".ds.carry").mkdir()
+    Path("checkpoints/.m.carry").mkdir()
+    prepare("ds", "--overwrite")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--resume")
+    assert not Path(".ds.carry").exists() and not Path("checkpoints/.m.carry").exists()
+
+
+def test_an_append_that_swapped_never_puts_its_old_dataset_back(corpus):
+    """After an append's swap, `.ds.append` holds the old dataset's names while they are
+    removed (half-removed, if killed): never the dataset to put back, even with `ds` gone."""
+    prepare("ds")
+    Path("more.txt").write_text("More lines, said the queen.\n" * 50)
+    invoke("prepare-dataset", "--input_files", "more.txt", "--append_to", "ds", "--workers", "1")
+    # the state a kill leaves mid-removal of the replaced dataset, then the user removes ds
+    make_own_dir(Path(".ds.append"))
+    os.replace("ds", ".ds.append/replaced")
+    r = CliRunner().invoke(main, ["verify-dataset", "ds"])
+    assert r.exit_code == 1 and "no directory ds" in r.output and "set the dataset aside" not in r.output, r.output
+    prepare("ds")  # a new dataset, and the leftover removed
+    assert not Path(".ds.append").exists()
+
+
+def test_verify_dataset_names_where_a_killed_run_set_the_dataset_aside(corpus):
+    prepare("ds")
+    mark_own(Path("ds"))
+    os.replace("ds", ".ds.old")
+    r = CliRunner().invoke(main, ["verify-dataset", "ds"])
+    assert r.exit_code == 1 and "set the dataset aside in .ds.old" in r.output, r.output
