@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import multiprocessing.pool
 import os
 import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from tqdm import tqdm
+
+from mypt.errors import MyptError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,7 +56,11 @@ def engine_session(how: Parallelism) -> Iterator[None]:
         yield
 
 
-_SHARED: dict[int, multiprocessing.pool.Pool] = {}  # workers -> the pool of an open shared_pool block
+class WorkerDied(MyptError):
+    """A worker process of a parallel step ended without its task's result."""
+
+
+_SHARED: dict[int, ProcessPoolExecutor | None] = {}  # workers -> the pool of an open shared_pool block
 
 
 @contextlib.contextmanager
@@ -67,13 +74,14 @@ def shared_pool(how: Parallelism) -> Iterator[None]:
         yield
         return
     _SHARED[workers] = None
+    failed = True
     try:
         yield
+        failed = False
     finally:
         pool = _SHARED.pop(workers)
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            _close(pool, now=failed)
 
 
 def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, desc: str) -> list[R]:
@@ -95,22 +103,40 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, des
         # Thousands of small files make thousands of tiny tasks: send them in chunks to cut
         # the per-task round trips, while keeping enough chunks to balance the workers.
         chunksize = max(1, len(tasks) // (workers * 32))
-        with contextlib.ExitStack() as stack:
-            if workers in _SHARED:
-                if _SHARED[workers] is None:
-                    _SHARED[workers] = _new_pool(workers)
-                pool = _SHARED[workers]
-            else:
-                pool = stack.enter_context(_new_pool(min(workers, len(tasks))))
-            for result in pool.imap(fn, tasks, chunksize=chunksize):
+        shared = workers in _SHARED
+        if shared and _SHARED[workers] is None:
+            _SHARED[workers] = _new_pool(workers)
+        pool = _SHARED[workers] if shared else _new_pool(min(workers, len(tasks)))
+        failed = True
+        try:
+            for result in pool.map(fn, tasks, chunksize=chunksize):
                 results.append(result)
                 bar.update()
+            failed = False
+        except BrokenProcessPool:
+            raise WorkerDied(f"a worker process of the {desc} step died before it finished (killed by a signal, or "
+                             "by the system when memory ran out): nothing was kept; run again (with fewer "
+                             "--workers if memory is short)") from None
+        finally:
+            if not shared:
+                _close(pool, now=failed)
     return results
 
 
-def _new_pool(workers: int) -> multiprocessing.pool.Pool:
-    # spawn, not fork: a forked tiktoken/torch runtime can deadlock in the child.
-    return multiprocessing.get_context("spawn").Pool(workers)
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    # spawn, not fork: a forked tiktoken/torch runtime can deadlock in the child. An executor,
+    # not multiprocessing.Pool: a worker that dies (the OOM killer, a kill) breaks it and the
+    # map raises, where a Pool waits for the lost task for ever.
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _close(pool: ProcessPoolExecutor, now: bool) -> None:
+    """Shut the pool down; `now` (an error, Ctrl-C): its workers are stopped, not waited for."""
+    if now:
+        # (Python 3.14's terminate_workers(); before it, the executor's own process table)
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def merge_counts(counters: Iterable[Counter]) -> Counter:

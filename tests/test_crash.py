@@ -3,6 +3,7 @@ metadata, and a rerun gives the bytes of an uninterrupted run."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import subprocess
@@ -71,3 +72,22 @@ def test_killed_run_leaves_no_complete_looking_output_and_rerun_matches(tmp_path
     mypt_cli(*args(corpus, tmp_path / "clean_run" / "ds"), cwd=tmp_path)
     assert tree_bytes(out) == tree_bytes(tmp_path / "clean_run" / "ds")
     assert sorted(p.name for p in runs.iterdir()) == ["ds"]  # the partial and work directories are gone
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_worker_process_that_dies_stops_the_step_with_an_error_not_a_hang(shared):
+    """A worker killed mid-task (the OOM killer, a kill -9) lost its task: multiprocessing.Pool
+    waited for it for ever (prepare-dataset hung). The step fails, naming it, and its other
+    workers are gone."""
+    import functools
+    import os
+    from types import SimpleNamespace
+
+    from mypt.parallel import WorkerDied, parallel_map, shared_pool
+
+    how = SimpleNamespace(workers=2, engine="local", ray_address=None)
+    exit_now = functools.partial(os._exit)  # each task ends its worker at once
+    with pytest.raises(WorkerDied, match="a worker process of the clean step died"):
+        with shared_pool(how) if shared else contextlib.nullcontext():
+            parallel_map(exit_now, [3, 4, 5, 6], how, "clean")
+    assert parallel_map(abs, [-1, -2, 3], how, "next") == [1, 2, 3]  # and the next step runs
