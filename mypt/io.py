@@ -348,13 +348,13 @@ def recover_staged(final: Path, owned: Iterable[str] = (), flag: str = "--out_di
             remove_own(aside, flag, aside_of=final)  # (an empty one: a kill in remove_work's last step)
     if final.is_dir():
         unmark(final)  # left by a kill right after a swap's second rename
-    if old.is_dir():
-        if not os.path.lexists(final):
-            os.replace(old, final)
-            unmark(final)
-        elif final.is_dir() and not carry.exists():
-            os.replace(old, carry)
-    if carry.is_dir() and final.is_dir():
+    if old.is_dir() and not os.path.lexists(final):
+        os.replace(old, final)
+        unmark(final)
+    if carry.is_dir() and final.is_dir():  # an earlier kill's carry first: `.NAME.old` goes there next
+        _carry_over(carry, final, tuple(owned))
+    if old.is_dir() and final.is_dir() and not carry.exists():
+        os.replace(old, carry)
         _carry_over(carry, final, tuple(owned))
 
 

@@ -8,9 +8,12 @@ Ray tasks on a cluster: mypt.ray_engine) nor on the order tasks finish in.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
+import pickle
 import sys
+import traceback
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -109,7 +112,7 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, des
         pool = _SHARED[workers] if shared else _new_pool(min(workers, len(tasks)))
         failed = True
         try:
-            for result in pool.map(fn, tasks, chunksize=chunksize):
+            for result in pool.map(functools.partial(_call, fn), tasks, chunksize=chunksize):
                 results.append(result)
                 bar.update()
             failed = False
@@ -121,6 +124,22 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, des
             if not shared:
                 _close(pool, now=failed)
     return results
+
+
+def _call(fn: Callable[[T], R], task: T) -> R:
+    """fn(task) in a worker, its error made one the parent can rebuild: an exception that does
+    not survive pickling (another library's, with a constructor of its own) broke the executor,
+    and was reported as a dead worker."""
+    try:
+        return fn(task)
+    except MyptError:
+        raise
+    except Exception as e:
+        try:
+            pickle.loads(pickle.dumps(e))
+        except Exception:
+            raise RuntimeError(f"{type(e).__name__}: {e}\n{traceback.format_exc()}") from None
+        raise
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:

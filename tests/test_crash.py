@@ -91,3 +91,22 @@ def test_a_worker_process_that_dies_stops_the_step_with_an_error_not_a_hang(shar
         with shared_pool(how) if shared else contextlib.nullcontext():
             parallel_map(exit_now, [3, 4, 5, 6], how, "clean")
     assert parallel_map(abs, [-1, -2, 3], how, "next") == [1, 2, 3]  # and the next step runs
+
+
+class _TwoArgumentError(Exception):
+    def __init__(self, a, b):  # pickles as E(str), then fails to rebuild: it broke the executor
+        super().__init__(f"{a} and {b}")
+
+
+def _raise_unpicklable(task):
+    raise _TwoArgumentError("bad", task)
+
+
+def test_a_task_error_that_cannot_cross_processes_is_named_not_called_a_dead_worker():
+    from types import SimpleNamespace
+
+    from mypt.parallel import parallel_map
+
+    how = SimpleNamespace(workers=2, engine="local", ray_address=None)
+    with pytest.raises(RuntimeError, match="_TwoArgumentError: bad and 1"):
+        parallel_map(_raise_unpicklable, [1, 2], how, "clean")

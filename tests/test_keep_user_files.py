@@ -618,3 +618,20 @@ def test_verify_dataset_names_where_a_killed_run_set_the_dataset_aside(corpus):
     os.replace("ds", ".ds.old")
     r = CliRunner().invoke(main, ["verify-dataset", "ds"])
     assert r.exit_code == 1 and "set the dataset aside in .ds.old" in r.output, r.output
+
+
+def test_an_old_and_a_carry_beside_the_output_are_both_carried_before_the_next_swap(tmp_path):
+    """Two kills' worth of leftovers (a `.out.carry` and a `.out.old` beside the output): both
+    carried over at the start, so the swap after the build does not meet a `.out.old` in its
+    way (it failed with 'Directory not empty' after the whole build)."""
+    out = tmp_path / "out"
+    with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+        (stage / "m.json").write_text("{}")
+    for aside, name in ((old_dir(out), "a.txt"), (carry_dir(out), "notes.txt")):
+        make_own_dir(aside)
+        (aside / "m.json").write_text("{}")
+        (aside / name).write_text("mine")
+    with staged_dir(out, marker="m.json", owned=("data.bin",)) as stage:
+        (stage / "m.json").write_text('{"new": 1}')
+    assert tree_bytes(out) == {"a.txt": b"mine", "notes.txt": b"mine", "m.json": b'{"new": 1}'}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
