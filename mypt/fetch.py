@@ -18,8 +18,8 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from mypt.errors import FetchError
-from mypt.io import atomic_write_bytes, cache_dir, read_json, sha256_file, staged_dir, write_json
-from mypt.names import R50K_SHA256, WORK_MARK, r50k_path
+from mypt.io import atomic_write_bytes, built_files, cache_dir, read_json, sha256_file, staged_dir, write_json
+from mypt.names import R50K_SHA256, r50k_path
 from mypt.settings import Settings, setting
 
 WHISPER_SDIST = "openai-whisper==20250625"
@@ -94,7 +94,7 @@ def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist
     extracted = read_json(manifest).get("paths", []) if manifest.is_file() else []
     with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted)) as stage:
         counts = extract_demo(stage, corpora, sdist)
-        paths = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file() and p.name != WORK_MARK)
+        paths = built_files(stage)
         write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths})
     return counts
 

@@ -29,9 +29,8 @@ import torch
 from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError
 from mypt.hf_import import LINEAR_LAYERS, llama_names
-from mypt.io import check_replaceable, output_target, staged_dir
+from mypt.io import built_files, check_replaceable, output_target, staged_dir
 from mypt.model import NORM_EPS, load_model
-from mypt.names import WORK_MARK
 from mypt.tokenizers import Tokenizer
 
 # mypt's gelu setting -> transformers' activation_function (read back by hf_import.GELU_FROM_HF).
@@ -272,7 +271,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         portable_tokenizer_config(Path(stage))
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
         tokenizer.save(stage)
-        written = sorted(p.name for p in Path(stage).iterdir() if p.name != WORK_MARK)  # (the staging's own)
+        written = built_files(Path(stage))  # (save_pretrained writes no folders: names)
         (Path(stage) / RECORD).write_text(json.dumps({"files": written, "model": str(model_dir)}, indent=1) + "\n",
                                           encoding="utf-8")
     return Path(out_dir)

@@ -120,6 +120,13 @@ def unmark(path: Path) -> None:
     (path / WORK_MARK).unlink(missing_ok=True)
 
 
+def built_files(staging: Path) -> list[str]:
+    """The files a staged_dir block wrote into `staging` (paths relative to it, sorted), for
+    an output that records them: the staging's mark is not one."""
+    return sorted(p.relative_to(staging).as_posix() for p in Path(staging).rglob("*")
+                  if p.is_file() and p.name != WORK_MARK)
+
+
 def is_own(path: Path) -> bool:
     """Whether `path` is a work directory mypt made (marked by make_own_dir or _swap)."""
     return path.is_dir() and not path.is_symlink() and (path / WORK_MARK).is_file()
@@ -185,17 +192,12 @@ def append_dir(dataset_dir: Path) -> Path:
     return sibling(dataset_dir, "append")
 
 
-def set_aside(final: Path) -> list[Path]:
-    """Where a writer killed mid-swap left the previous version of the missing output `final`
-    (a swap's `.NAME.old`, an append's `.NAME.append/old`): the next writer puts it back; a
-    reader names it rather than saying there is nothing."""
-    final = output_target(Path(final))
-    return [p for p in (old_dir(final), append_dir(final) / "old") if p.is_dir()] if not final.exists() else []
-
-
 def set_aside_hint(dataset_dir: Path) -> str:
-    """For a reader's "no directory" error: where the dataset is when a killed run set it aside."""
-    found = set_aside(dataset_dir)
+    """For a reader's "no directory" error: where a writer killed mid-swap left the missing
+    dataset (a swap's `.NAME.old`, an append's `.NAME.append/old`; the next writer puts it
+    back), else ""."""
+    final = output_target(Path(dataset_dir))
+    found = [p for p in (old_dir(final), append_dir(final) / "old") if p.is_dir()] if not final.exists() else []
     return (f"; a killed prepare-dataset set the dataset aside in {found[0]}: run that prepare-dataset command "
             "again (it puts the dataset back first)") if found else ""
 
@@ -358,6 +360,16 @@ def recover_staged(final: Path, owned: Iterable[str] = (), flag: str = "--out_di
         _carry_over(carry, final, tuple(owned))
 
 
+def recover_output(final: Path, owned: Iterable[str], flag: str) -> None:
+    """A writer's first step on an output (under its lock): finish a swap a kill interrupted
+    (recover_staged) and remove a killed run's `.NAME.partial`, or refuse one of the user's.
+    staged_dir does it; a command with long work before its staged_dir (prepare-dataset,
+    train) calls it at its start, so what is in the way is named before the work, not after."""
+    final = output_target(Path(final))
+    recover_staged(final, owned, flag)
+    remove_own(partial_dir(final), flag)
+
+
 @contextlib.contextmanager
 def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None,
                owned: Iterable[str] = (), flag: str = "--out_dir") -> Iterator[Path]:
@@ -382,11 +394,9 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     final = output_target(Path(final))
     owned = tuple(owned) + ((marker,) if marker else ())
     with output_lock(final, flag):
-        recover_staged(final, owned, flag)
+        recover_output(final, owned, flag)
         check_replaceable(final, inputs, flag=flag, marker=marker)
-        staging = partial_dir(final)
-        remove_own(staging, flag)
-        make_own_dir(staging)
+        staging = make_own_dir(partial_dir(final))
         try:
             try:
                 yield staging

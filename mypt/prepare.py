@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import (append_dir, check_replaceable, is_own, make_own_dir, output_target, partial_dir, recover_staged, remove_own,
+from mypt.io import (append_dir, check_replaceable, is_own, make_own_dir, output_target, recover_output, remove_own,
                      remove_work)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK, sibling
@@ -135,8 +135,7 @@ def recover_dataset(dataset_dir: Path, flag: str) -> None:
     hours of cleaning and tokenizing."""
     target = output_target(Path(dataset_dir))
     restore_appended(target)
-    recover_staged(target, DATASET_FILES, flag)
-    remove_own(partial_dir(target), flag)
+    recover_output(target, DATASET_FILES, flag)
     remove_own(work_dir(Path(dataset_dir)), flag)  # a killed run's, else refused now
     if not (append_dir(target) / "old" / METADATA_FILE).is_file():  # (that one waits for its dataset's return)
         remove_own(append_dir(target), flag)

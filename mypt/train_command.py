@@ -22,7 +22,7 @@ from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
-from mypt.io import check_replaceable, output_target, partial_dir, remove_own, set_aside, set_aside_hint
+from mypt.io import check_replaceable, recover_output, set_aside_hint
 from mypt.lock import output_lock
 from mypt.model import GPT, load_model
 from mypt.precision import run_autocast
@@ -46,11 +46,10 @@ def _tokenizer_for(req: RunSettings, specs: list[DatasetSpec], log: Callable[[st
     """The run's tokenizer: the (first) dataset's, or one for --input_file. Logs the guide's
     start-up check (where the tokenizer comes from, the vocabulary size)."""
     for spec in specs:
-        if not spec.path.is_dir() and set_aside(spec.path):
-            raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}{set_aside_hint(spec.path)}")
         if not spec.path.is_dir():
-            raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}; HINT: prepare it with "
-                            f"`mypt prepare-dataset --input_files ... --out_dir {spec.path}`")
+            raise DataError(f"--dataset_dir {spec.text}: no directory {spec.path}" + (
+                set_aside_hint(spec.path) or f"; HINT: prepare it with `mypt prepare-dataset --input_files ... "
+                                             f"--out_dir {spec.path}`"))
         kind = read_metadata(spec.path, "--dataset_dir")["tokenizer"]["kind"]
         if req.tokenization:
             check_tokenizer(kind, req.tokenization, f"the dataset {spec.text}", f"--tokenization {req.tokenization}",
@@ -299,10 +298,8 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     # A trained model is the user's work: replaced only when asked (also one a killed save left
     # as .NAME.old: put back first). Every rank checks before setup_distributed, so none can
     # have saved yet.
-    if _rank0():
-        checkpoint.recover(ckpt_dir)
-        # What is in the way of the first save's staging: refused now, not after the first hour.
-        remove_own(partial_dir(output_target(ckpt_dir)), "--model_name")
+    if _rank0():  # (and what is in the way of the first save: refused now, not after the first hour)
+        recover_output(ckpt_dir, checkpoint.CHECKPOINT_FILES, "--model_name")
     # Only mypt's own checkpoint, or an empty directory, is ever replaced: refused now, not at
     # the first save after an hour of training.
     checkpoint.check_ours(ckpt_dir)
