@@ -17,7 +17,7 @@ T4=.cache/transformers4
 T4_PINS=("transformers>=4.57,<4.58" "tokenizers>=0.22,<=0.23.0" "huggingface_hub>=0.34,<1.0")
 if [ "$(cat "$T4/.installed" 2>/dev/null)" != "${T4_PINS[*]}" ]; then
   rm -rf "$T4"
-  .venv/bin/python -m uv pip install --quiet --no-deps --target "$T4" "${T4_PINS[@]}" 2>/dev/null \
+  .venv/bin/python -m uv pip install --quiet --compile-bytecode --no-deps --target "$T4" "${T4_PINS[@]}" 2>/dev/null \
     || { rm -rf "$T4"; .venv/bin/python -m pip install --quiet --no-deps --target "$T4" "${T4_PINS[@]}"; }  # (uv: setup.sh)
   echo "${T4_PINS[*]}" > "$T4/.installed"
 fi
