@@ -192,12 +192,21 @@ def append_dir(dataset_dir: Path) -> Path:
     return sibling(dataset_dir, "append")
 
 
+def appended_aside(dataset_dir: Path) -> Path | None:
+    """`.NAME.append/old` when it holds the dataset an append set aside, killed between its two
+    renames: then the grown dataset is still in its staging (`.NAME.partial`). Without the
+    staging the swap was done, and `old/` only names the replaced dataset's files (a kill
+    before the append renamed it `replaced/`): never a dataset to put back."""
+    old = append_dir(dataset_dir) / "old"
+    return old if old.is_dir() and partial_dir(dataset_dir).is_dir() else None
+
+
 def set_aside_hint(dataset_dir: Path) -> str:
     """For a reader's "no directory" error: where a writer killed mid-swap left the missing
     dataset (a swap's `.NAME.old`, an append's `.NAME.append/old`; the next writer puts it
     back), else ""."""
     final = output_target(Path(dataset_dir))
-    found = [p for p in (old_dir(final), append_dir(final) / "old") if p.is_dir()] if not final.exists() else []
+    found = [p for p in (old_dir(final), appended_aside(final)) if p and p.is_dir()] if not final.exists() else []
     return (f"; a killed prepare-dataset set the dataset aside in {found[0]}: run that prepare-dataset command "
             "again (it puts the dataset back first)") if found else ""
 

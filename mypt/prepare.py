@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import (append_dir, check_replaceable, is_own, make_own_dir, output_target, recover_output, remove_own,
-                     remove_work)
+from mypt.io import (append_dir, appended_aside, check_replaceable, is_own, make_own_dir, output_target, recover_output,
+                     remove_own, remove_work)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK, sibling
 from mypt.parallel import engine_session, shared_pool
@@ -123,6 +123,8 @@ def restore_appended(dataset_dir: Path) -> None:
         raise InputError(f"{dataset_dir} is missing and {old} holds a dataset that mypt did not set aside (no "
                          f"{WORK_MARK} in {append_dir(dataset_dir)}): refused, nothing changed; if an earlier mypt's "
                          f"killed --append_to left it, put it back by hand (`mv {old} {dataset_dir}`)")
+    if appended_aside(dataset_dir) is None:
+        return  # the append swapped (then the user removed the dataset): recover_dataset removes old/
     os.replace(old, dataset_dir)
     remove_work(append_dir(dataset_dir))  # the rest: the append's own files
 
@@ -135,9 +137,13 @@ def recover_dataset(dataset_dir: Path, flag: str) -> None:
     hours of cleaning and tokenizing."""
     target = output_target(Path(dataset_dir))
     restore_appended(target)
+    # Killed after its swap (before renaming old/ to replaced/), an append leaves in old/ only
+    # the names of the dataset it replaced: marked, and its staging gone (looked at before
+    # recover_output removes a staging).
+    swapped = is_own(append_dir(target)) and appended_aside(target) is None
     recover_output(target, DATASET_FILES, flag)
     remove_own(work_dir(Path(dataset_dir)), flag)  # a killed run's, else refused now
-    if not (append_dir(target) / "old" / METADATA_FILE).is_file():  # (that one waits for its dataset's return)
+    if swapped or not (append_dir(target) / "old" / METADATA_FILE).is_file():
         remove_own(append_dir(target), flag)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from conftest import read_tokens, tree_bytes
 
 import mypt.append
 from mypt.cli import main
-from mypt.io import make_own_dir
+from mypt.io import make_own_dir, mark_own, partial_dir
 
 # Both corpora use the same characters, so the char vocabulary of the first holds the second.
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -142,8 +143,11 @@ def test_hand_moved_shard_is_refused_and_a_half_swapped_dataset_is_restored(data
     assert str(extra) in out.output and "verify-dataset" in out.output
     extra.unlink()
     before = tree_bytes(dataset)
-    # An append killed between its two renames leaves the dataset in .ds.append/old: the next one restores it.
+    # An append killed between its two renames leaves the dataset in .ds.append/old and the grown
+    # one in its staging: the next one restores the dataset.
     make_own_dir(tmp_path / ".ds.append")
+    shutil.copytree(dataset, partial_dir(dataset))
+    mark_own(partial_dir(dataset))
     os.replace(dataset, tmp_path / ".ds.append" / "old")
     cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset))
     assert leftovers(dataset) == []

@@ -5,7 +5,9 @@ checkpoint never renames what a writer holds; checkpoints carry a sha256 per fil
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from mypt.cli import main
 from mypt.errors import BusyError, CheckpointError, InputError
 from mypt.fetch import extract_demo_dir
 from mypt.io import carry_dir, make_own_dir, mark_own, old_dir, partial_dir, recover_staged, staged_dir, user_entries
+from mypt.names import METADATA_FILE
 
 TINY = ["--config_file", "tiny", "--device", "cpu", "--eval_iters", "1"]
 
@@ -502,9 +505,14 @@ def test_a_swap_whose_first_rename_fails_leaves_the_output_as_it_was(tmp_path, m
 
 
 def _kill_between_renames(output: Path, aside: Path) -> None:
-    """What a writer killed between its two renames leaves: the output set aside, marked."""
+    """What a writer killed between its two renames leaves: the output set aside, marked (an
+    append's grown dataset still in its staging)."""
     aside.parent.mkdir(parents=True, exist_ok=True)
-    mark_own(aside.parent if aside.name == "old" and aside.parent.name.endswith(".append") else output)
+    appending = aside.name == "old" and aside.parent.name.endswith(".append")
+    mark_own(aside.parent if appending else output)
+    if appending:
+        shutil.copytree(output, partial_dir(output))
+        mark_own(partial_dir(output))
     os.replace(output, aside)
 
 
@@ -609,6 +617,35 @@ def test_an_append_that_swapped_never_puts_its_old_dataset_back(corpus):
     r = CliRunner().invoke(main, ["verify-dataset", "ds"])
     assert r.exit_code == 1 and "no directory ds" in r.output and "set the dataset aside" not in r.output, r.output
     prepare("ds")  # a new dataset, and the leftover removed
+    assert not Path(".ds.append").exists()
+
+
+@pytest.mark.parametrize("user_removes_ds", [False, True])
+def test_an_append_killed_after_its_swap_leaves_old_names_that_are_never_put_back(corpus, user_removes_ds):
+    """Killed after its swap, before renaming `.ds.append/old` to replaced/: old/ holds the
+    replaced dataset's names and its metadata. The grown dataset is in place (its staging is
+    gone), so old/ is never put back, even with ds removed since (it came back, and a new
+    dataset at ds was refused without --overwrite), nor named as a dataset set aside; the next
+    writer removes it."""
+    prepare("ds")
+    shutil.copytree("ds", "pre")
+    Path("more.txt").write_text("More lines, said the queen.\n" * 50)
+    invoke("prepare-dataset", "--input_files", "more.txt", "--append_to", "ds", "--workers", "1")
+    make_own_dir(Path(".ds.append"))
+    os.replace("pre", ".ds.append/old")
+    Path("other.txt").write_text("Another text entirely, said the queen.\n" * 200)
+    if user_removes_ds:
+        shutil.rmtree("ds")
+        r = CliRunner().invoke(main, ["verify-dataset", "ds"])
+        assert r.exit_code == 1 and "set the dataset aside" not in r.output, r.output
+        invoke("prepare-dataset", "--input_files", "other.txt", "--out_dir", "ds", "--tokenization", "char",
+               "--tokens_per_shard", "2000", "--workers", "1")
+        assert json.loads((Path("ds") / METADATA_FILE).read_text())["sources"][0]["name"] == "other.txt"
+    else:
+        grown = tree_bytes(Path("ds"))
+        invoke("prepare-dataset", "--input_files", "other.txt", "--out_dir", "ds", "--tokenization", "char",
+               "--tokens_per_shard", "2000", "--workers", "1", "--overwrite")
+        assert tree_bytes(Path("ds")) != grown
     assert not Path(".ds.append").exists()
 
 
