@@ -173,7 +173,12 @@ class _Run:
             self.x, self.y = self.loader.get_batch("train")
         except DATA_ERRORS as e:
             self.failed = e  # (acted on at the top of the first step, before x is used)
-        self.t_log = time.perf_counter()
+        # Tokens trained on, over every run of this model (a resumed run may change the batch);
+        # a checkpoint from before this count: its steps at this run's tokens per step.
+        self.tokens = state.get("tokens", self.step * self.tokens_per_iter)
+        # The training time since the last progress line, and its steps: tok/s counts neither the
+        # evaluations and saves between steps nor, after --resume, steps this run did not train.
+        self.timed_seconds, self.timed_steps = 0.0, 0
         self.start = self.step
 
     def _log_start(self) -> None:
@@ -239,13 +244,13 @@ class _Run:
     def train_step(self) -> None:
         """One optimizer step (gradient_accumulation_steps micro-steps), dropped with its state
         put back when its loss or gradient norm is not finite or a batch could not be read."""
-        cfg, step = self.cfg, self.step
+        cfg, step, started = self.cfg, self.step, time.perf_counter()
         # The step's starting state, put back if the step is dropped (a non-finite loss, a data error).
         sampler_at_start, rng_at_start = self.sampler_before_batch, _rng_state(self.device)
         lr = get_lr(step, cfg)
         set_lr(self.optimizer, lr, cfg)
         values = self._forward_backward()
-        loss_now = values[0]
+        loss_now = values[1]  # the step's: the mean over its micro-steps (this rank's batches)
         if self.failed is None and not all(map(math.isfinite, values)):
             i, value = next((i, v) for i, v in enumerate(values) if not math.isfinite(v))
             self.failed = TrainingDiverged(f"loss is {value} at step {step}") if i < 2 else \
@@ -260,6 +265,9 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.history.append({"step": step, "train_loss": loss_now})
         self.step += 1
+        self.tokens += self.tokens_per_iter
+        self.timed_seconds += time.perf_counter() - started
+        self.timed_steps += 1
         if self.step % cfg.log_interval == 0:
             self._log_progress(loss_now, lr)
 
@@ -293,8 +301,8 @@ class _Run:
         return torch.stack(checked).tolist()
 
     def _log_progress(self, loss_now: float, lr: float) -> None:
-        dt = (time.perf_counter() - self.t_log) / self.cfg.log_interval
-        self.t_log = time.perf_counter()
+        dt = self.timed_seconds / self.timed_steps
+        self.timed_seconds, self.timed_steps = 0.0, 0
         tok_s = self.tokens_per_iter / dt
         mfu = f", MFU {self.raw.flops_per_token() * tok_s / PEAK_FLOPS:.1%}" if self.device.type == "cuda" else ""
         if self.dist.is_main:
@@ -316,7 +324,7 @@ class _Run:
                 extra["scaler"] = self.scaler.state_dict()
             checkpoint.save(self.checkpoint_dir, self.raw, self.tokenizer, self.checkpoint_extra or {}, self.optimizer,
                             {"step": at_step, "sampler": self.sampler_before_batch, "history": self.history,
-                             "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}, rng_ranks=rngs,
+                             "tokens": self.tokens, "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}, rng_ranks=rngs,
                             group=self.cpu_group)
 
     def fail(self, at_step: int) -> MyptError:
@@ -396,7 +404,8 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     Without `config`, the settings are the loader's TrainConfig (see fit_config). `on_metrics(step, values)` (rank 0) gets each
     evaluation's losses and each logged train_loss, lr and tokens_per_s as they happen
     (mypt.tracking writes them for DVC).
-    Returns {"history": [...], "step": final step, "best_val": ...}.
+    Returns {"history": [...], "step": final step, "tokens": tokens trained on over every run of
+    the model, "best_val": ...}.
     """
     check_loaders(model, data_loader, eval_data_loaders)
     run = _Run(model, data_loader, optimizer, eval_data_loaders, fit_config(config, data_loader, optimizer),
@@ -408,4 +417,4 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             if not run.between_steps(evaluated, signals):
                 break
             run.train_step()
-    return {"history": run.history, "step": run.step, "best_val": run.best_val}
+    return {"history": run.history, "step": run.step, "tokens": run.tokens, "best_val": run.best_val}

@@ -157,7 +157,7 @@ def _complete(req: RunSettings, resume_state: dict, dist: Dist, log: Callable[[s
     if dist.world_size > 1:
         torch.distributed.destroy_process_group()
     return {"history": resume_state.get("history", []), "step": resume_state["step"],
-            "best_val": resume_state.get("best_val")}
+            "tokens": resume_state.get("tokens"), "best_val": resume_state.get("best_val")}
 
 
 def _rank0() -> bool:

@@ -15,7 +15,8 @@ from mypt.gc_pause import gc_paused
 @click.command(cls=MyptCommand)
 @train_options
 @option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
-        help="Headline JSON to write when training ends: {tokens, seconds} of this run.")
+        help="Headline JSON to write when training ends: tokens (all the model trained on, every "
+             "run's steps at their own batch) and seconds (this run's wall time).")
 def main(metrics, **flags):
     """Train MODEL_NAME with all of `mypt train`'s flags."""
     started = time.monotonic()
@@ -24,21 +25,25 @@ def main(metrics, **flags):
 
         result = run_from_flags(flags, log=click.echo)
     if metrics is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes
-        _write_metrics(metrics, flags, result["step"], time.monotonic() - started)
+        _write_metrics(metrics, flags, result, time.monotonic() - started)
 
 
-def _write_metrics(path: Path, flags: dict, step: int, seconds: float) -> None:
-    """tokens: the model's steps times the tokens of a step (batch x accumulation x block as
-    the checkpoint records them, x torchrun's processes); seconds: this run's wall time,
-    start-up, evaluations and checkpoints included."""
-    from mypt.checkpoint import read_config
+def _write_metrics(path: Path, flags: dict, result: dict, seconds: float) -> None:
+    """tokens: what the model trained on over all its runs (counted step by step, so a resume
+    with another batch size or number of processes adds each step's own); seconds: this run's
+    wall time, start-up, evaluations and checkpoints included (after --resume, not the earlier
+    runs')."""
     from mypt.io import write_json
 
-    config = read_config(Path(flags["checkpoints_dir"]) / flags["model_name"])
-    training = config["training"]
-    per_step = (training["batch_size"] * training["gradient_accumulation_steps"] * config["model"]["block_size"]
-                * int(os.environ.get("WORLD_SIZE", "1")))
-    write_json(path, {"tokens": step * per_step, "seconds": round(seconds, 1)})
+    tokens = result["tokens"]
+    if tokens is None:  # --resume of a finished run whose checkpoint predates the count
+        from mypt.checkpoint import read_config
+
+        config = read_config(Path(flags["checkpoints_dir"]) / flags["model_name"])
+        training = config["training"]
+        tokens = result["step"] * (training["batch_size"] * training["gradient_accumulation_steps"]
+                                   * config["model"]["block_size"] * int(os.environ.get("WORLD_SIZE", "1")))
+    write_json(path, {"tokens": tokens, "seconds": round(seconds, 1)})
 
 
 if __name__ == "__main__":

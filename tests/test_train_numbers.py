@@ -1,0 +1,100 @@
+"""The numbers a training run reports: a step's loss with gradient accumulation is the mean over
+its micro-steps; ms/iter and tok/s count only the steps trained (not the evaluations and saves
+between them, nor, after --resume, steps the run did not train); the train stage's tokens add
+every step at its own batch."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+from conftest import run
+
+import mypt.train
+from mypt.cli import main
+from mypt.model import GPT
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def invoke(*args) -> str:
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def dataset(tmp_path: Path) -> Path:
+    (tmp_path / "c.txt").write_text("".join(f"Line {i} of the text, said the king {i * 3}.\n" for i in range(400)))
+    invoke("prepare-dataset", "--input_files", tmp_path / "c.txt", "--out_dir", tmp_path / "ds", "--tokenization",
+           "char", "--tokens_per_shard", "4000", "--workers", "1")
+    return tmp_path / "ds"
+
+
+def train_args(tmp_path: Path, *extra) -> list:
+    return ["train", "--dataset_dir", tmp_path / "ds", "--model_name", "m", "--checkpoints_dir", tmp_path / "ck",
+            "--config_file", "tiny", "--device", "cpu", "--no_compile", "--batch_size", "2", "--eval_iters", "2",
+            *extra]
+
+
+def test_a_steps_loss_is_the_mean_over_its_micro_steps(tmp_path, monkeypatch):
+    dataset(tmp_path)
+    micro: list[float] = []
+    forward = GPT.forward
+
+    def recording(self, *args, **kwargs):
+        logits, loss = forward(self, *args, **kwargs)
+        if self.training:
+            micro.append(loss.item())
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", recording)
+    out = invoke(*train_args(tmp_path, "--max_iters", "3", "--eval_interval", "3", "--log_interval", "1",
+                             "--gradient_accumulation_steps", "4"))
+    assert len(micro) == 12
+    means = [sum(micro[i:i + 4]) / 4 for i in (0, 4, 8)]
+    history = json.loads((tmp_path / "ck/m/training_state.json").read_text())["history"]
+    assert [h["train_loss"] for h in history if "train_loss" in h] == pytest.approx(means, rel=1e-5)
+    printed = [float(x) for x in re.findall(r"^iter \d+: loss (\d+\.\d+)", out, re.M)]
+    assert printed == pytest.approx(means, abs=6e-5)  # (printed to 4 decimals)
+
+
+def test_tok_s_counts_only_the_steps_trained(tmp_path, monkeypatch):
+    """On a clock where a training micro-step takes 1 s and an evaluation batch 50 s, every
+    progress line says 1000 ms/iter: after the evaluations, and after a resume at step 5 whose
+    first line (step 8) covers the 3 steps it trained, not log_interval's 4."""
+    dataset(tmp_path)
+    now = [0.0]
+    forward = GPT.forward
+
+    def timed(self, *args, **kwargs):
+        now[0] += 1.0 if self.training else 50.0
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", timed)
+    monkeypatch.setattr(mypt.train, "time", SimpleNamespace(perf_counter=lambda: now[0], monotonic=time.monotonic))
+    tokens_per_iter = 2 * 32  # batch 2 x tiny's block 32
+    lines = invoke(*train_args(tmp_path, "--max_iters", "5", "--eval_interval", "5", "--log_interval", "4"))
+    lines += invoke(*train_args(tmp_path, "--max_iters", "12", "--eval_interval", "5", "--log_interval", "4",
+                                "--resume"))
+    progress = re.findall(r"^iter (\d+): .*, (\d+) ms/iter, ([\d,]+) tok/s", lines, re.M)
+    assert [int(step) for step, _, _ in progress] == [4, 8, 12]
+    assert all(ms == "1000" and int(tok.replace(",", "")) == tokens_per_iter for _, ms, tok in progress), progress
+
+
+@pytest.mark.slow
+def test_the_train_stages_tokens_add_each_steps_own_batch_after_a_resume(tmp_path):
+    dataset(tmp_path)
+    stage = [sys.executable, str(REPO / "stages/train.py")]
+    common = ["--dataset_dir", "ds", "--model_name", "m", "--checkpoints_dir", "ck", "--config_file", "tiny",
+              "--device", "cpu", "--eval_iters", "1", "--eval_interval", "2"]
+    run([*stage, *common, "--max_iters", "4", "--batch_size", "4", "--metrics", "a.json"], tmp_path)
+    run([*stage, *common, "--max_iters", "6", "--batch_size", "2", "--resume", "--metrics", "b.json"], tmp_path)
+    block = 32  # tiny's
+    assert json.loads((tmp_path / "a.json").read_text())["tokens"] == 4 * 4 * block
+    assert json.loads((tmp_path / "b.json").read_text())["tokens"] == 4 * 4 * block + 2 * 2 * block
