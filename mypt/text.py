@@ -78,8 +78,14 @@ class DecodeCounter:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             text = raw.decode("utf-8", errors="replace")
-            # The fast path failed, so count replacement characters that were not in the input.
-            self.replaced += text.count("\ufffd") - raw.count("\ufffd".encode())
+            # Each maximal invalid subsequence (1 to 3 bytes) became one U+FFFD, 3 bytes in
+            # UTF-8, and the valid bytes decode and encode back unchanged (the strict decoder
+            # takes only the one shortest form of each character). A U+FFFD of the input
+            # (EF BF BD, always decoded as one: a lead byte never continues a sequence) is no
+            # replacement. So the bytes replaced are what re-encoding the text lost, plus
+            # the 3 bytes of each U+FFFD added.
+            added = text.count("\ufffd") - raw.count("\ufffd".encode())
+            self.replaced += len(raw) - len(text.encode("utf-8")) + 3 * added
             return text
 
 
