@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
 from pathlib import Path
 
@@ -91,12 +92,16 @@ def test_split_is_by_document_and_represents_every_source(tmp_path):
     tok = Tokenizer.load(tmp_path / "ds")
     train = tok.decode(read_tokens(tmp_path / "ds" / "train")).split("<|endoftext|>")
     val = tok.decode(read_tokens(tmp_path / "ds" / "val")).split("<|endoftext|>")
-    jsonl_docs = [d for d in docs if d.count("\n") <= 4]
-    # Short documents are whole units: each is on exactly one side. (A piece may also hold the
-    # end of a .txt chunk before it, which has no end-of-text of its own.)
-    for d in jsonl_docs:
-        assert any(p.endswith(d) for p in train) != any(p.endswith(d) for p in val)
     meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    # Documents are whole units up to 1% of their source's tokens (a longer one is cut, so that
+    # no unit weighs much in the draw): each such document is on exactly one side. (A piece may
+    # also hold the end of a .txt chunk before it, which has no end-of-text of its own.)
+    forum_tokens = next(s["tokens"] for s in meta["sources"] if s["name"].endswith("forum.jsonl.gz"))
+    jsonl_docs = [d for d in docs if d.count("\n") <= 4]
+    whole = [d for d in jsonl_docs if len(tok.encode(d)) + 1 <= math.ceil(forum_tokens / 100)]
+    assert len(whole) > 0.8 * len(jsonl_docs)
+    for d in whole:
+        assert any(p.endswith(d) for p in train) != any(p.endswith(d) for p in val)
     assert all(s["val_tokens"] > 0 and s["train_tokens"] > 0 for s in meta["sources"])  # 3 big .txt files too
     assert 0.15 < meta["val"]["tokens"] / meta["total_tokens"] < 0.25
     n_train = len(meta["train"]["shards"])
@@ -115,6 +120,34 @@ def test_char_round_trip_and_tail_split(tmp_path):
     train, val = (tok.decode(read_tokens(tmp_path / "ds" / s)) for s in ("train", "val"))
     assert train + val == doc  # nanoGPT's convention: val is the tail of the file
     assert len(val) == round(0.1 * len(doc))
+
+
+def test_one_long_document_among_short_ones_gets_its_share_of_val(tmp_path):
+    # 99 short documents and one of about 93% of the tokens: drawn whole, the long one was one
+    # of the 10 units in val and made val 93% of the tokens. Cut to at most 1% of the source,
+    # val gets about its share whatever the seed.
+    rng = random.Random(0)
+    docs = [sentence(rng)[:40] for _ in range(99)] + [" ".join(sentence(rng) for _ in range(900))]
+    rng.shuffle(docs)
+    src = tmp_path / "skewed.jsonl"
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    for seed in ("26", "1", "7"):
+        prepare("--input_files", str(src), "--out_dir", str(tmp_path / f"ds{seed}"), "--tokenization", "char",
+                "--val_fraction", "0.1", "--seed", seed, "--no_dedup", "--no_filter")
+        meta = json.loads((tmp_path / f"ds{seed}" / "dataset_metadata.json").read_text())
+        assert 0.05 < meta["val"]["tokens"] / meta["total_tokens"] < 0.15, (seed, meta["val"]["tokens"])
+
+
+def test_tail_split_keeps_a_train_token_whatever_the_fraction(tmp_path):
+    src = tmp_path / "small.txt"
+    src.write_text("To be, or not to be: that is the question.\n", encoding="utf-8")
+    prepare("--input_files", str(src), "--out_dir", str(tmp_path / "ds"), "--tokenization", "char",
+            "--split_mode", "tail", "--val_fraction", "0.999")
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    assert meta["train"]["tokens"] == 1 and meta["val"]["tokens"] == meta["total_tokens"] - 1
+    tok = Tokenizer.load(tmp_path / "ds")
+    train, val = (tok.decode(read_tokens(tmp_path / "ds" / s)) for s in ("train", "val"))
+    assert train + val == src.read_text()
 
 
 def test_output_is_identical_across_runs_and_worker_counts(tmp_path, monkeypatch):

@@ -2,10 +2,11 @@
 tokenizer_state.json, dataset_metadata.json).
 
 Each source is cut into units: a document, or a chunk of `chunk_tokens` tokens of a longer
-one (a source with fewer than MIN_UNITS_PER_SOURCE units is cut finer). A seeded draw sends
-round(val_fraction x units) units of every source to val, so val represents every source and
-no unit is on both sides; train and val keep the corpus order. `split_mode="tail"` instead
-puts the last val_fraction of each source in val (nanoGPT's convention for one file).
+one, and no unit longer than 1/MIN_UNITS_PER_SOURCE of its source (cut finer where needed).
+A seeded draw sends round(val_fraction x units) units of every source to val, so val
+represents every source and no unit is on both sides; train and val keep the corpus order. `split_mode="tail"` instead
+puts the last val_fraction of each source in val (nanoGPT's convention for one file), and
+keeps at least one token on each side.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _refuse_unlisted_shards(out_dir: Path) -> None:
                          "replaces its shards and would delete it; move it out of the dataset first, nothing changed")
 
 
-# A source with fewer units than this is cut finer than chunk_tokens, to about this many:
+# A source is cut into at least about this many units (finer than chunk_tokens where needed):
 # drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
 MIN_UNITS_PER_SOURCE = 100
 
@@ -109,13 +110,17 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
         ends = doc_ends[d0:d0 + s["documents"]]
         starts = np.concatenate([[t0], ends[:-1]]).astype(np.int64)[:ends.size]
         t1, d0 = t0 + s["tokens"], d0 + s["documents"]
-        if split_mode == "tail":
-            cut = t1 - (max(1, round(val_fraction * s["tokens"])) if val_fraction > 0 and s["tokens"] > 1 else 0)
+        if split_mode == "tail":  # at least one token of val, and one of train, from a source of two or more
+            n_val = min(max(1, round(val_fraction * s["tokens"])), s["tokens"] - 1) \
+                if val_fraction > 0 and s["tokens"] > 1 else 0
+            cut = t1 - n_val
             u_start, u_end, val = np.array([t0, cut]), np.array([cut, t1]), np.array([False, True])
         else:
-            u_start, u_end = _units(starts, ends, chunk_tokens)
-            if u_start.size < MIN_UNITS_PER_SOURCE:
-                u_start, u_end = _units(starts, ends, max(1, math.ceil(s["tokens"] / MIN_UNITS_PER_SOURCE)))
+            # No unit above 1/MIN_UNITS_PER_SOURCE of its source: a draw of units is then a draw of
+            # about that share of its tokens (one long document among short ones, whole, was a
+            # tenth of the units drawn and could be most of the val tokens).
+            chunk = min(chunk_tokens, max(1, math.ceil(s["tokens"] / MIN_UNITS_PER_SOURCE)))
+            u_start, u_end = _units(starts, ends, chunk)
             val = _val_mask(u_start.size, val_fraction, np.random.default_rng([seed, i]))
         n_units += u_start.size
         n_val_units += int(val.sum())
