@@ -183,8 +183,13 @@ class GPTDataLoader:
                 raise DataError(f"the input file's {split} part ({'the first 90%' if split == 'train' else 'the last 10%'}"
                                 f" of its tokens) holds {int(sizes.max())} tokens, fewer than block_size+1 = "
                                 f"{self.block_size + 1}: give a longer file, or train with a smaller --block_size")
+            total = int(sizes.sum())
+            # Shards that are too small only help when the split as a whole is long enough.
+            more = ("prepare the dataset with a larger --tokens_per_shard" if total > self.block_size else
+                    f"the whole split holds {total} tokens: prepare it from more text"
+                    + (" or with a larger --val_fraction" if split == "val" else ""))
             raise DataError(f"{self.dataset_dir / split}: no shard holds block_size+1 = {self.block_size + 1} tokens "
-                            f"(largest: {int(sizes.max())}); prepare the dataset with a larger --tokens_per_shard, "
+                            f"(largest: {int(sizes.max())}); {more}, "
                             "or use a model with a smaller block_size (train --block_size)")
         return _Split(paths, sizes, windows / windows.sum())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
 from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer
 from mypt.tracking import check_metrics_dir, open_tracker
-from mypt.train import fit
+from mypt.train import fit, get_lr
 
 # How --input_file is read: mypt.input_text.read_input_text, passed in by `mypt train` (cli.py).
 # Passed, not imported: the DVC stages train on prepared datasets, and importing it here would
@@ -146,6 +147,27 @@ def _steps_left(saved_step: int, max_iters: int, ckpt_dir: Path) -> bool:
                           f"trained past it: pass --max_iters above {saved_step} to train further (or --overwrite "
                           "to start a new run)")
     return max_iters > saved_step
+
+
+def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int) -> str:
+    """What the resume line adds when flags changed the checkpoint's training settings (a
+    resume continues with the flags given over the saved ones): each setting with its saved
+    value, and where the learning-rate schedule moved, the rate at this step under each (a
+    larger --max_iters stretches the cosine: the rate goes back up)."""
+    now = cfg.to_dict()
+    changed = {k: v for k, v in saved.items() if k in now and now[k] != v}
+    if not changed:
+        return ""
+    line = "; settings changed from the checkpoint's run: " + ", ".join(
+        f"{k} {now[k]!r} (was {v!r})" for k, v in changed.items())
+    try:
+        before = get_lr(step, TrainConfig.from_dict({**now, **changed}))
+    except ConfigError:  # settings an older mypt wrote that this one no longer takes
+        return line
+    after = get_lr(step, cfg)
+    if not math.isclose(before, after, rel_tol=1e-9):
+        line += f"; the learning rate at step {step} is {after:.3g} (the checkpoint's schedule: {before:.3g})"
+    return line
 
 
 def _complete(req: RunSettings, resume_state: dict, dist: Dist, log: Callable[[str], None]) -> dict:
@@ -359,7 +381,9 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir):
         return _complete(req, resume_state, dist, log)
     if resume_state and dist.is_main:
-        log(f"resuming {req.model_name} from step {resume_state['step']}")
+        log(f"resuming {req.model_name} from step {resume_state['step']}"
+            + _changed_on_resume(checkpoint.read_config(ckpt_dir).get("training", {}), train_cfg,
+                                 resume_state["step"]))
     train_model = torch.compile(model) if compiled and not sharded else model
     if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP

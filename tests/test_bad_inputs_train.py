@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from bad_inputs import Case, gen, prep, run_case, train
+from bad_inputs import Case, gen, invoke, prep, run_case, train
 from safetensors.torch import load_file, save_file
 
 from mypt.io import sha256_file
@@ -114,6 +114,14 @@ CASES = [
          setup=lambda w: (w / "heads.json").write_text(json.dumps({"model": {"n_embd": 33, "n_head": 2}}))),
     Case("learning_rate_nan_flag", train("--dataset_dir", "ds", "--learning_rate", "nan"),
          ["--learning_rate nan", "finite"], out="ck"),
+    # -- windows longer than the shards: the remedy depends on the whole split's length -------
+    Case("block_longer_than_shards", train("--dataset_dir", "ds0", "--block_size", "2500"),
+         ["ds0/train: no shard holds block_size+1 = 2501", "larger --tokens_per_shard", "--block_size"], out="ck",
+         setup=lambda w: invoke("prepare-dataset", "--input_files", w / "corpus.txt", "--out_dir", w / "ds0",
+                                "--tokenization", "char", "--val_fraction", "0", "--tokens_per_shard", "2000")),
+    Case("block_longer_than_the_val_split", train("--dataset_dir", "ds", "--block_size", "1800"),
+         ["ds/val: no shard holds block_size+1 = 1801", "the whole split holds", "--val_fraction", "--block_size"],
+         out="ck"),
     # -- the run fails in the middle: the checkpoint of that step first ------------------------
     Case("shard_unreadable_mid_run", train(*RUN4), ["ds/train/shard_00000.bin", "Input/output error",
                                                     "(at step 1)", "checkpoint of step 1 is saved in ck/n",

@@ -1,7 +1,8 @@
 """The numbers a training run reports: a step's loss with gradient accumulation is the mean over
 its micro-steps; ms/iter and tok/s count only the steps trained (not the evaluations and saves
 between them, nor, after --resume, steps the run did not train); the train stage's tokens add
-every step at its own batch."""
+every step at its own batch; a resume names the settings its flags change and the learning rate
+they move."""
 
 from __future__ import annotations
 
@@ -98,3 +99,28 @@ def test_the_train_stages_tokens_add_each_steps_own_batch_after_a_resume(tmp_pat
     block = 32  # tiny's
     assert json.loads((tmp_path / "a.json").read_text())["tokens"] == 4 * 4 * block
     assert json.loads((tmp_path / "b.json").read_text())["tokens"] == 4 * 4 * block + 2 * 2 * block
+
+
+def test_resume_names_the_settings_it_changes_and_the_learning_rate_it_moves(tmp_path):
+    dataset(tmp_path)
+    invoke(*train_args(tmp_path, "--max_iters", "8", "--eval_interval", "8", "--warmup_iters", "2"))
+    # A larger --max_iters stretches the cosine (lr_decay_iters follows it): at step 8 the saved
+    # schedule is at min_lr, 3e-4, the new one back near its peak.
+    out = invoke(*train_args(tmp_path, "--max_iters", "20", "--eval_interval", "10", "--warmup_iters", "2",
+                             "--batch_size", "3", "--resume"))
+    line = next(line for line in out.splitlines() if line.startswith("resuming m"))
+    assert "settings changed from the checkpoint's run: " in line
+    assert "batch_size 3 (was 2)" in line and "max_iters 20 (was 8)" in line and "warmup" not in line
+    before, after = mypt.train.get_lr(8, _cfg(8)), mypt.train.get_lr(8, _cfg(20))
+    assert before == pytest.approx(3e-4) and after > 4 * before
+    assert f"the learning rate at step 8 is {after:.3g} (the checkpoint's schedule: {before:.3g})" in line
+    # The old decay given again keeps the schedule: no rate to report, the setting still named.
+    out = invoke(*train_args(tmp_path, "--max_iters", "24", "--eval_interval", "12", "--warmup_iters", "2",
+                             "--batch_size", "3", "--lr_decay_iters", "8", "--resume"))
+    line = next(line for line in out.splitlines() if line.startswith("resuming m"))
+    assert "lr_decay_iters 8 (was None)" in line and "learning rate at" not in line
+
+
+def _cfg(max_iters: int):
+    from mypt.config import TrainConfig
+    return TrainConfig(learning_rate=3e-3, warmup_iters=2, max_iters=max_iters)
