@@ -5,8 +5,9 @@ read), a whole number of uint32 tokens, the token count the metadata lists, the 
 sha256 (datasets prepared before checksums were recorded have none: sizes, counts and ids
 are still checked), and every token id below the tokenizer's vocab_size. Also: the metadata
 parses and passes shards.check_metadata (the format mypt writes, each split's shards in its
-own directory, none listed twice), its totals add up, every listed shard exists, and
-tokenizer_state.json agrees with the metadata's tokenizer.
+own directory, none listed twice), its totals add up (the splits' and, where recorded, each
+source's train and val tokens), every listed shard exists, and tokenizer_state.json agrees with
+the metadata's tokenizer.
 
 A shard on disk that the metadata does not list is a warning, not a problem: the loader
 reads whatever shards are in train/ and val/, so shards moved in by hand are a supported
@@ -42,8 +43,10 @@ class Report:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    shards: int = 0
+    shards: int = 0  # listed in the metadata and verified
     tokens: int = 0
+    unlisted: int = 0  # on disk, not listed: their sizes and ids are checked, nothing to verify them against
+    unlisted_tokens: int = 0
 
     @property
     def ok(self) -> bool:
@@ -54,7 +57,9 @@ class Report:
         out = [*self.problems, *(f"warning: {w}" for w in self.warnings), *(f"note: {n}" for n in self.notes)]
         if self.ok:
             warned = f" ({len(self.warnings)} warning{'s' * (len(self.warnings) != 1)})" if self.warnings else ""
-            out.append(f"OK: {self.shards} shards, {self.tokens:,} tokens verified in {self.dataset_dir}{warned}")
+            extra = (f", and {self.unlisted} unlisted shard{'s' * (self.unlisted != 1)} of {self.unlisted_tokens:,} "
+                     "tokens (ids checked, nothing to verify them against)") if self.unlisted else ""
+            out.append(f"OK: {self.shards} shards, {self.tokens:,} tokens verified in {self.dataset_dir}{extra}{warned}")
         else:
             out.append(f"FAILED: {len(self.problems)} problem{'s' * (len(self.problems) != 1)} in {self.dataset_dir}; "
                        "HINT: restore the named files (from a backup or `dvc pull`) or prepare the dataset again")
@@ -148,10 +153,31 @@ def _expected(d: Path, meta: dict | None, report: Report) -> dict[Path, tuple[in
     if meta.get("total_tokens") != total:
         report.problems.append(f"{d / METADATA_FILE}: total_tokens is {meta.get('total_tokens')!r} but the "
                                f"shards list {total:,}")
+    _check_sources(d, meta, report)
     if not any(e.get("sha256") for split in SPLITS for e in listed_entries(meta, split)):
         report.notes.append(f"{METADATA_FILE} records no checksums (prepared by an older mypt): "
                             "sizes, counts and token ids checked")
     return expected
+
+
+def _check_sources(d: Path, meta: dict, report: Report) -> None:
+    """The per-source counts (what each input gave to train and val) add up to each source's
+    tokens and to the splits' totals. Checked where the metadata has them (prepare-dataset and
+    the split stage write them; a dataset from elsewhere may not)."""
+    sources = meta.get("sources")
+    keys = ("tokens", "train_tokens", "val_tokens")
+    if not isinstance(sources, list) or not sources or \
+            not all(isinstance(s, dict) and all(isinstance(s.get(k), int) for k in keys) for s in sources):
+        return
+    for s in sources:
+        if s["train_tokens"] + s["val_tokens"] != s["tokens"]:
+            report.problems.append(f"{d / METADATA_FILE}: source {s.get('name')!r} has {s['tokens']:,} tokens but "
+                                   f"gives {s['train_tokens']:,} to train and {s['val_tokens']:,} to val")
+    for split in SPLITS:
+        have, want = sum(s[f"{split}_tokens"] for s in sources), meta.get(split, {}).get("tokens")
+        if split in meta and have != want:
+            report.problems.append(f"{d / METADATA_FILE}: its sources give {have:,} tokens to {split}, but "
+                                   f"{split}.tokens is {want!r}")
 
 
 def _check_files(expected: dict[Path, tuple[int, str | None] | None], vocab_size: int | None, strict: bool,
@@ -182,5 +208,9 @@ def _check_files(expected: dict[Path, tuple[int, str | None] | None], vocab_size
             if bad:
                 report.problems.append(f"{path}: {bad:,} token id(s) >= vocab_size {vocab_size} (first: id "
                                        f"{first_id} at token {first_at:,})")
-            report.shards += 1
-            report.tokens += tokens
+            if want is None:
+                report.unlisted += 1
+                report.unlisted_tokens += tokens
+            else:
+                report.shards += 1
+                report.tokens += tokens

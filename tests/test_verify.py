@@ -103,6 +103,12 @@ def test_missing_shard_fails_and_extra_shard_warns_unless_strict(dataset):
     extra.write_bytes(first.read_bytes())
     lines = verify(dataset, ok=True)
     assert lines[0].startswith(f"warning: {extra}:") and lines[-1].endswith("(1 warning)")
+    # The summary counts the listed shards as verified, the unlisted one apart (it was one more
+    # "verified" shard).
+    meta = json.loads((dataset / "dataset_metadata.json").read_text())
+    assert lines[-1] == (f"OK: {len(shards(dataset)) - 1} shards, {meta['total_tokens']:,} tokens verified in "
+                         f"{dataset}, and 1 unlisted shard of {first.stat().st_size // 4:,} tokens (ids checked, "
+                         "nothing to verify them against) (1 warning)")
     lines = verify(dataset, "--strict", ok=False)
     assert lines[0].startswith(f"{extra}: not listed") and lines[-1].startswith("FAILED: 1 problem")
 
@@ -124,6 +130,38 @@ def test_metadata_totals_and_tokenizer_must_agree(dataset):
     lines = verify(dataset, ok=False)
     assert any("train.tokens" in line for line in lines)
     assert any(line.startswith(f"{dataset / 'tokenizer_state.json'}: vocab_size") for line in lines)
+
+
+def test_per_source_counts_must_add_up(tmp_path):
+    # Two sources; their train and val counts are what the split wrote, and verify checks that
+    # they add up to each source's tokens and to the splits'.
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(text(tmp_path / "in")),
+                                       str(text(tmp_path / "in", "b.txt", word="queen")), "--out_dir", str(out),
+                                       "--tokenization", "char", "--tokens_per_shard", "2000"])
+    assert result.exit_code == 0, result.output
+    verify(out, ok=True)
+    meta_path = out / "dataset_metadata.json"
+    good = json.loads(meta_path.read_text())
+    assert len(good["sources"]) == 2
+    meta = json.loads(json.dumps(good))
+    meta["sources"][0]["val_tokens"] += 5  # one source's split no longer adds up, nor the val total
+    meta_path.write_text(json.dumps(meta))
+    lines = verify(out, ok=False)
+    name, s = meta["sources"][0]["name"], meta["sources"][0]
+    assert lines[:-1] == [
+        f"{meta_path}: source {name!r} has {s['tokens']:,} tokens but gives {s['train_tokens']:,} to train and "
+        f"{s['val_tokens']:,} to val",
+        f"{meta_path}: its sources give {meta['val']['tokens'] + 5:,} tokens to val, but val.tokens is "
+        f"{meta['val']['tokens']}"]
+    meta = json.loads(json.dumps(good))
+    meta["sources"][1]["train_tokens"] -= 7  # moved to val: each source adds up, the splits do not
+    meta["sources"][1]["val_tokens"] += 7
+    meta_path.write_text(json.dumps(meta))
+    lines = verify(out, ok=False)
+    assert [line.split(": its sources give ")[1] for line in lines[:-1]] == [
+        f"{meta['train']['tokens'] - 7:,} tokens to train, but train.tokens is {meta['train']['tokens']}",
+        f"{meta['val']['tokens'] + 7:,} tokens to val, but val.tokens is {meta['val']['tokens']}"]
 
 
 def test_metadata_without_checksums_still_verifies(dataset):
