@@ -2,8 +2,8 @@
 
 The set-up (scripts/test.sh) installs the GPT-2 vocabulary and caches the demo archive in
 $MYPT_CACHE_DIR once. The session copies both into a temporary cache and points HOME,
-MYPT_CACHE_DIR and git's identity at temporary values, so nothing outside tmp is read or
-written afterwards.
+MYPT_CACHE_DIR, torch.compile's caches and git's identity at temporary values, so nothing
+outside tmp is read or written afterwards.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ def hermetic_env(tmp_path_factory):
         "MYPT_CACHE_DIR": str(cache), "TIKTOKEN_CACHE_DIR": str(cache / "tiktoken"),
         "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
         "XDG_CONFIG_HOME": str(home / ".config"), "DVC_NO_ANALYTICS": "1",
+        # torch.compile's caches (default /tmp/torchinductor_$USER, kept across runs): a test
+        # compiles from nothing, as on a fresh machine. (Inductor's precompiled C++ headers
+        # stay there: torch fixes their directory at import.)
+        "TORCHINDUCTOR_CACHE_DIR": str(home / "torchinductor"), "TRITON_CACHE_DIR": str(home / "triton"),
         "GIT_AUTHOR_NAME": "mypt tests", "GIT_AUTHOR_EMAIL": "tests@mypt.invalid",
         "GIT_COMMITTER_NAME": "mypt tests", "GIT_COMMITTER_EMAIL": "tests@mypt.invalid",
         # Stage commands say `python`: make it this interpreter.
