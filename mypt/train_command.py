@@ -37,6 +37,10 @@ from mypt.optim import apply_hyperparameters, check_resumable, configure_optimiz
 from mypt.tracking import check_metrics_dir, open_tracker
 from mypt.train import fit, get_lr
 
+# What the train stages read besides code: the presets --config_file names (a preset edited
+# reruns them; scripts/dvc_deps.py lists this directory in their deps).
+DATA_DEPS = ("mypt/configs",)
+
 # How --input_file is read: mypt.input_text.read_input_text, passed in by `mypt train` (cli.py).
 # Passed, not imported: the DVC stages train on prepared datasets, and importing it here would
 # make them depend on every input format's reader.

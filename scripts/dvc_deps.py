@@ -2,8 +2,9 @@
 
 DVC does not follow imports, so a stage must list every module its script imports, directly
 or not (function-level imports included): edit one and `dvc repro` reruns the stage. This
-reads the import graph with `ast` (nothing is imported) and rewrites the `- mypt/...py`
-lines of each stage's deps, right after the stage script's own line.
+reads the import graph with `ast` (nothing is imported) and rewrites the `- mypt/...` lines
+of each stage's deps, right after the stage script's own line: the modules, then the package
+data they declare reading (a module's `DATA_DEPS`, e.g. the presets under mypt/configs).
 
     python scripts/dvc_deps.py --check   # exit 1 and list the differences when out of date
     python scripts/dvc_deps.py --write   # rewrite dvc.yaml's mypt deps
@@ -92,8 +93,18 @@ def import_graph(root: Path = REPO) -> dict[str, set[str]]:
     return graph
 
 
+def data_deps(path: Path) -> tuple[str, ...]:
+    """The package data a module reads at run time, as it declares it: a top-level
+    `DATA_DEPS = ("mypt/...", ...)` (the presets --config_file names, for one)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "DATA_DEPS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return ()
+
+
 def closure(script: Path, root: Path = REPO) -> list[str]:
-    """Files of every mypt module `script` imports, directly or not, sorted."""
+    """Files of every mypt module `script` imports, directly or not, sorted; then the package
+    data those modules declare (DATA_DEPS)."""
     graph = import_graph(root)
     todo, seen = list(direct_imports(script, root)), set()
     while todo:
@@ -101,7 +112,9 @@ def closure(script: Path, root: Path = REPO) -> list[str]:
         if name not in seen:
             seen.add(name)
             todo += graph.get(name, ())
-    return sorted(str(module_file(n, root).relative_to(root)) for n in seen)
+    files = sorted((module_file(n, root) for n in seen), key=str)
+    data = sorted({d for f in files for d in data_deps(f)})
+    return [str(f.relative_to(root)) for f in files] + data
 
 
 def stage_scripts(dvc_yaml: Path) -> dict[str, str]:
@@ -126,8 +139,8 @@ def expected_text(root: Path = REPO) -> str:
         top = re.match(r"^  ([\w-]+):\s*$", line)
         if top:
             stage = top.group(1)
-        if re.match(r"^\s*- mypt/\S+\.py\s*$", line):
-            continue  # rewritten below, after the script's line
+        if re.match(r"^\s*- mypt/\S+\s*$", line):
+            continue  # rewritten below, after the script's line (every mypt/ dep is generated)
         out.append(line)
         script = scripts.get(stage)
         item = re.match(r"^(\s*)- (\S+)\s*$", line)

@@ -71,6 +71,21 @@ def test_deps_check_names_a_missing_module(tmp_path):
     assert dvc_deps.expected_text(root) != broken
 
 
+def test_the_train_stages_depend_on_the_presets_they_read():
+    # The demo trains from the preset params.yaml names (train.config_file); its settings that
+    # params.yaml leaves out (bias, gelu) come from there, so an edit must rerun train and adapt.
+    import importlib.resources
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    preset = importlib.resources.files("mypt") / "configs" / f"{params['train']['config_file']}.json"
+    assert Path(str(preset)).is_file()
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for name in ("train", "adapt"):
+        deps = stages[name]["deps"]
+        assert any(Path(str(preset)).resolve().is_relative_to((REPO / d).resolve()) for d in deps), name
+    assert "mypt/configs" not in stages["eval"]["do"]["deps"]  # eval reads checkpoints, not presets
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     cycles, state = [], {}
 
