@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from mypt.io import write_json
+from mypt.io import check_report_paths, write_json
 from mypt.options import GreedyCommand, input_files_option, option, settings_options
 from mypt.readers import formats_help
 from mypt.steps import bad_lines_note
@@ -18,6 +18,8 @@ from mypt.steps.clean import CleanSettings, clean
 @settings_options(CleanSettings)
 def main(input_files, out_dir, stats, **flags) -> None:
     """Clean --input_files into --out_dir (one file per source, plus manifest.json)."""
+    check_report_paths({"--stats": stats}, {"--out_dir": out_dir,
+                                            **{f"--input_files {p}": Path(p) for p in input_files}})
     manifest = clean(list(input_files), out_dir, CleanSettings.from_flags(flags))
     write_json(stats, manifest["stats"]["clean"])
     if note := bad_lines_note(manifest):

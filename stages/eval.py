@@ -6,7 +6,8 @@ import click
 
 from mypt.config import EvalSettings
 from mypt.eval_command import evaluate_model, parse_datasets
-from mypt.io import write_json
+from mypt import checkpoint
+from mypt.io import check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
 
 
@@ -22,7 +23,11 @@ from mypt.options import MyptCommand, option, settings_options
 def main(datasets, metrics, stats, **flags):
     """Evaluate the model on every --dataset [NAME=]DIR: its val losses go to --metrics (what
     `dvc metrics show` and `dvc exp show` compare), perplexity and token counts to --stats."""
-    results = evaluate_model(EvalSettings.from_flags(flags), parse_datasets(datasets), click.echo)
+    settings, named = EvalSettings.from_flags(flags), parse_datasets(datasets)
+    check_report_paths({"--metrics": metrics, "--stats": stats},
+                       {"--model_name": checkpoint.resolve(settings.model_name, settings.checkpoints_dir),
+                        **{f"--dataset {name}": d for name, d in named.items()}})
+    results = evaluate_model(settings, named, click.echo)
     # One key per dataset under "loss": the rows of `dvc metrics show` (one per model) share
     # the columns loss.general, loss.domain.
     write_json(metrics, {"loss": {name: r["loss"] for name, r in results.items()}})

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from mypt.io import write_json
+from mypt.io import check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.split import SplitSettings, split, summary_lines
 
@@ -16,6 +16,7 @@ from mypt.steps.split import SplitSettings, split, summary_lines
 @settings_options(SplitSettings)
 def main(in_dir, out_dir, stats, **flags) -> None:
     """Split the sharded corpus --in_dir into the dataset --out_dir."""
+    check_report_paths({"--stats": stats}, {"--in_dir": in_dir, "--out_dir": out_dir})
     meta = split(in_dir, out_dir, SplitSettings.from_flags(flags))
     write_json(stats, {**meta["stats"]["split"], "train_shards": len(meta["train"]["shards"]),
                        "val_shards": len(meta["val"]["shards"])})

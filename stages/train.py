@@ -20,12 +20,34 @@ from mypt.gc_pause import gc_paused
 def main(metrics, **flags):
     """Train MODEL_NAME with all of `mypt train`'s flags."""
     started = time.monotonic()
+    if metrics is not None:
+        _check_metrics_path(metrics, flags)
     with gc_paused():  # until the run is built (torch's imports): see mypt.gc_pause
         from mypt.train_command import run_from_flags
 
         result = run_from_flags(flags, log=click.echo)
     if metrics is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes
         _write_metrics(metrics, flags, result, time.monotonic() - started)
+
+
+def _check_metrics_path(metrics: Path, flags: dict) -> None:
+    """--metrics outside every directory the run reads or writes (a checkpoint's config.json,
+    the dvclive directory, a dataset's metadata), before anything is built."""
+    from mypt.dataset_spec import DatasetSpec
+    from mypt.io import check_report_paths
+
+    checkpoints = Path(flags["checkpoints_dir"])
+    dirs = {"--model_name": checkpoints / flags["model_name"], "--metrics_dir": flags.get("metrics_dir"),
+            "--input_file": flags.get("input_file")}
+    init = flags.get("init_from_model")
+    if init and not init.startswith("hf:"):
+        dirs["--init_from_model"] = Path(init) if Path(init).is_dir() else checkpoints / init
+    elif init:
+        dirs["--init_from_model"] = Path(init.removeprefix("hf:"))
+    dirs["--eval_dataset_dir"] = flags.get("eval_dataset_dir")
+    for spec in flags.get("dataset_dir") or ():
+        dirs[f"--dataset_dir {spec}"] = DatasetSpec.parse(spec).path
+    check_report_paths({"--metrics": metrics}, dirs)
 
 
 def _write_metrics(path: Path, flags: dict, result: dict, seconds: float) -> None:
