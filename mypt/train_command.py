@@ -339,10 +339,12 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
         for line in unused_flags(overrides or {}, cfgs):
             log(line)
     device, dist = _setup_device(cfgs.train)
+    # The data first: its checks (a window longer than every shard) take a moment, where a
+    # model of a mistaken --block_size could take minutes and gigabytes to build.
+    loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
     model = _build_model(req, cfgs, tokenizer, device)
     if cfgs.init is not None and not req.resume and dist.is_main:
         log(init_line(cfgs.init, cfgs.hf))
-    loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
     if len(specs) == 1 and "val" not in loader.splits and dist.is_main:  # (a mixture's loader says it itself)
         log(f"warning: --dataset_dir {specs[0].path} has no val split (prepared with --val_fraction 0?): training "
             "reports no val loss and best_val stays empty" + ("" if eval_loaders else "; add --eval_dataset_dir for one"))

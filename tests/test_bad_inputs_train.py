@@ -70,6 +70,14 @@ def nan_loss_from(training_call: int):
     return fault
 
 
+def no_model_built(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
+    """Building the model fails the test: the data's checks must come first (a model of
+    --block_size 100000000 takes minutes and gigabytes to build)."""
+    def refuse(*args, **kwargs):
+        raise RuntimeError("the model was built before the data was checked")
+    monkeypatch.setattr("mypt.train_command.GPT", refuse)
+
+
 RUN4 = ("--dataset_dir", "ds", "--max_iters", "4", "--log_interval", "1")
 
 CASES = [
@@ -122,6 +130,8 @@ CASES = [
     Case("block_longer_than_the_val_split", train("--dataset_dir", "ds", "--block_size", "1800"),
          ["ds/val: no shard holds block_size+1 = 1801", "the whole split holds", "--val_fraction", "--block_size"],
          out="ck"),
+    Case("block_huge_refused_before_the_model", train("--dataset_dir", "ds", "--block_size", "100000000"),
+         ["no shard holds block_size+1 = 100000001", "--block_size"], out="ck", fault=no_model_built),
     # -- the run fails in the middle: the checkpoint of that step first ------------------------
     Case("shard_unreadable_mid_run", train(*RUN4), ["ds/train/shard_00000.bin", "Input/output error",
                                                     "(at step 1)", "checkpoint of step 1 is saved in ck/n",
