@@ -31,7 +31,7 @@ import torch
 from mypt.dataset_spec import parse_dataset_specs
 from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError
-from mypt.names import STATE_FILE
+from mypt.names import MANIFEST, STATE_FILE
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, listed_entries,
                          read_metadata)
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
@@ -138,6 +138,10 @@ class GPTDataLoader:
             raise DataError(f"dataset directory {d} does not exist; HINT: prepare it with "
                             f"`mypt prepare-dataset --input_files ... --out_dir {d}`")
         if not (d / METADATA_FILE).is_file() and not (d / ("val" if self.eval_only else "train")).is_dir():
+            if (d / MANIFEST).is_file():  # a pipeline step's output (data/shards/NAME): never write over it
+                raise DataError(f"{d} is not a dataset (no {METADATA_FILE}): it holds a pipeline step's output "
+                                f"({d / MANIFEST}); pass the split stage's output (data/datasets/NAME) or a "
+                                "directory `mypt prepare-dataset` wrote")
             raise no_val_shards(d) if self.eval_only else no_training_shards(d)
         meta = read_metadata(d) if (d / METADATA_FILE).is_file() else None
         if meta is not None:

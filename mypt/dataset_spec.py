@@ -38,6 +38,9 @@ class DatasetSpec:
             try:
                 value = float(weight)
             except ValueError:  # a ':' inside the path, not a weight
+                if Path(path).is_dir():  # data/general:abc, where data/general is the dataset
+                    raise ConfigError(f"--dataset_dir {text}: weight {weight!r} is not a number; give a finite "
+                                      f"positive one (e.g. {path}:0.7) or none (equal shares)") from None
                 path = rest
             else:
                 if not math.isfinite(value) or value <= 0:
@@ -48,6 +51,9 @@ class DatasetSpec:
         if not path:
             raise ConfigError(f"--dataset_dir {text!r}: no path; expected NAME=PATH:WEIGHT, PATH:WEIGHT or PATH")
         name = name or Path(path).resolve().name
+        if not _NAME.fullmatch(name) and not Path(path).exists():  # the name is not what went wrong
+            raise ConfigError(f"--dataset_dir {text}: no such directory {path}; prepare it with `mypt "
+                              "prepare-dataset --out_dir`, or fix the path (NAME=PATH:WEIGHT, each part optional)")
         if not _NAME.fullmatch(name):
             raise ConfigError(f"--dataset_dir {text}: {name!r} cannot name a dataset in the eval line; "
                               "give a name of letters, digits, '_', '-' or '.': NAME=PATH")

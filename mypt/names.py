@@ -14,6 +14,7 @@ from pathlib import Path
 
 STATE_FILE = "tokenizer_state.json"  # a tokenizer's state, in a dataset and in a checkpoint
 METADATA_FILE = "dataset_metadata.json"  # what a dataset's shards are; written last
+MANIFEST = "manifest.json"  # what a pipeline step's output directory holds: sources, settings, stats
 SPLITS = ("train", "val")  # a dataset's splits, in the order shards are numbered
 WORK_MARK = ".mypt-work"  # inside each work directory mypt makes beside an output: a leftover it may remove
 TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: a checkpoint stores it once

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -132,6 +133,14 @@ CASES = [
          out="ck"),
     Case("block_huge_refused_before_the_model", train("--dataset_dir", "ds", "--block_size", "100000000"),
          ["no shard holds block_size+1 = 100000001", "--block_size"], out="ck", fault=no_model_built),
+    # -- what went wrong in a --dataset_dir, named -------------------------------------------
+    Case("dataset_weight_not_a_number", train("--dataset_dir", "ds:abc"),
+         ["--dataset_dir ds:abc: weight 'abc' is not a number", "ds:0.7"], out="ck"),
+    Case("dataset_missing_with_a_colon", train("--dataset_dir", "nothere:abc"),
+         ["--dataset_dir nothere:abc: no such directory nothere:abc"], out="ck"),
+    Case("eval_dataset_is_a_step_output", train("--dataset_dir", "ds", "--eval_dataset_dir", "cleaned"),
+         ["cleaned is not a dataset (no dataset_metadata.json)", "cleaned/manifest.json", "data/datasets/NAME"],
+         out="ck", setup=lambda w: shutil.copy(w / "ds" / "tokenizer_state.json", w / "cleaned")),  # as data/shards/X
     # -- the run fails in the middle: the checkpoint of that step first ------------------------
     Case("shard_unreadable_mid_run", train(*RUN4), ["ds/train/shard_00000.bin", "Input/output error",
                                                     "(at step 1)", "checkpoint of step 1 is saved in ck/n",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from mypt.errors import InputError
 from mypt.io import read_json
+from mypt.names import MANIFEST
 
-MANIFEST = "manifest.json"  # what a step's output directory holds: sources, settings, stats
 # What the clean and dedup steps write: one text file per source (`00003-wiki.txt`). With the
 # manifest, everything such an output holds: a replace carries over anything else (io.staged_dir).
 SOURCE_FILES = ("[0-9][0-9][0-9][0-9][0-9]-*.txt", "[0-9][0-9][0-9][0-9][0-9]-*.jsonl")
