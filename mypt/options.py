@@ -36,9 +36,25 @@ def option(*decls: str, **kwargs):
     return click.option(*names, **kwargs)
 
 
+# YAML 1.1's booleans that YAML 1.2 (DVC's) reads as text, and spellings of true/false.
+_YAML11_BOOLEANS = {"yes", "no", "y", "n", "on", "off", "true", "false"}
+
+
 class MyptCommand(click.Command):
     """A command whose user-caused errors (MyptError) and environment errors (OSError: disk
     full, read-only, permissions) print as one line, exit status 1."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # params.yaml's `strict: yes` reaches a stage as `--strict yes` (DVC reads YAML 1.2, where
+        # yes is text, and passes only true/false as a bare switch): click would only say
+        # "unexpected extra argument (yes)", naming neither the setting nor the fix.
+        switches = {name for p in self.params if isinstance(p, click.Option) and p.is_flag
+                    for name in (*p.opts, *p.secondary_opts)}
+        for flag, value in zip(args, args[1:]):
+            if flag in switches and value.lower() in _YAML11_BOOLEANS:
+                raise click.UsageError(f"{flag} {value}: {flag} is a switch and takes no value (in params.yaml "
+                                       f"write true or false: DVC passes {value!r} on as text)", ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
