@@ -27,6 +27,9 @@ import pytest
 import yaml
 from conftest import REPO, read_tokens
 
+# Subprocesses over a copy of the project (10 s of the quick loop): with the slow tests.
+pytestmark = pytest.mark.slow
+
 COPIED = ["mypt", "stages", "scripts", "dvc.yaml", "params.yaml", "pyproject.toml"]
 
 # The table's row -> the files this test touches to add one (NAME: the new module's name).

@@ -75,6 +75,8 @@ def test_ids_equal_tokenizers_own_and_state_round_trips(trained, tmp_path):
     assert 0 not in tok.encode(literal) and tok.decode(tok.encode(literal)) == literal
 
 
+# Worker processes (multi-process, as the slow marker says).
+@pytest.mark.slow
 def test_prepare_gives_the_tokenizers_ids_whatever_the_blocks_and_workers(trained, tmp_path, monkeypatch):
     corpus, tok_json = trained
     monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 512)  # many blocks in book.txt

@@ -150,6 +150,8 @@ def test_tail_split_keeps_a_train_token_whatever_the_fraction(tmp_path):
     assert train + val == src.read_text()
 
 
+# Worker processes (multi-process, as the slow marker says).
+@pytest.mark.slow
 def test_output_is_identical_across_runs_and_worker_counts(tmp_path, monkeypatch):
     monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 2048)  # many blocks, so workers really share the work
     corpus = make_corpus(tmp_path / "corpus")
@@ -209,6 +211,8 @@ def test_bad_settings_name_the_flag(tmp_path, flag, value, fragment):
     assert not out.exists()
 
 
+# A 50 MB input: with the slow tests.
+@pytest.mark.slow
 def test_binary_invalid_utf8_empty_file_and_long_line(tmp_path):
     corpus = make_corpus(tmp_path / "corpus", txt_lines=100, jsonl_docs=20)
     (corpus / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
