@@ -97,28 +97,91 @@ def cache_dir() -> Path:
 
 @contextlib.contextmanager
 def atomic_file(path: Path, mode: str = "wb") -> Iterator:
-    """Open `path` for writing under a temporary name; renamed into place on success,
-    removed on error. The name is new (`.NAME.XXXXXXXX.tmp`, created exclusively): beside a
-    user's file (`--out tok.json`, `--metrics`) a fixed `.NAME.tmp` could be a file of theirs,
-    or a link that the write would follow."""
+    """Open `path` for writing; the file appears there whole, on success only. Where Linux
+    offers it (O_TMPFILE) the data is written into a file with no name, which a kill at any
+    moment of the write leaves nothing of, then linked under a temporary name and renamed into
+    place. Elsewhere it is written under the temporary name, removed on error (a SIGKILL leaves
+    it). The name is new (`.NAME.XXXXXXXX.tmp`, created exclusively): beside a user's file
+    (`--out tok.json`, `--metrics`) a fixed `.NAME.tmp` could be a file of theirs, or a link
+    that the write would follow."""
     path = Path(path)
-    while True:
-        tmp = sibling(path, f"{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
+    unnamed = _unnamed_file(path.parent)
+    if unnamed is None:
+        tmp, fd = _new_tmp(path)
+    else:
+        tmp, fd = None, unnamed
     f = os.fdopen(fd, mode)
     try:
         yield f
+        f.flush()
+        if tmp is None:
+            tmp = _link_unnamed(fd, path)
         f.close()  # a full disk may only show here, when the last buffer is written
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             f.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None and e.errno:  # a write's error (disk full) names no file
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+        raise
+
+
+def _new_tmp(path: Path) -> tuple[Path, int]:
+    """A temporary name beside `path`, created exclusively, and its descriptor."""
+    while True:
+        tmp = sibling(path, f"{secrets.token_hex(4)}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+
+
+def _unnamed_file(directory: Path) -> int | None:
+    """A file with no name in `directory` (Linux's O_TMPFILE), or None where the system or
+    the file system has none (the caller then writes under a temporary name)."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return None
+    try:
+        return os.open(directory, os.O_RDWR | flag, 0o666)  # (read back if it must be copied)
+    except OSError:  # EOPNOTSUPP, EISDIR or EINVAL where the file system has no unnamed files
+        return None
+
+
+def _link_unnamed(fd: int, path: Path) -> Path:
+    """The unnamed file `fd` given a new temporary name beside `path` (then renamed into
+    place: a link cannot replace a file). Where /proc cannot link it, its bytes are copied
+    under that name instead."""
+    try:
+        # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N. A src_dir_fd makes os.link call linkat;
+        # without one it calls link(), which links the /proc entry itself (EXDEV).
+        proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        proc = None
+    try:
+        while proc is not None:
+            tmp = sibling(path, f"{secrets.token_hex(4)}.tmp")
+            try:
+                os.link(str(fd), tmp, src_dir_fd=proc, follow_symlinks=True)
+                return tmp
+            except FileExistsError:
+                continue
+            except OSError:
+                break
+    finally:
+        if proc is not None:
+            os.close(proc)
+    tmp, out = _new_tmp(path)
+    try:
+        with open(fd, "rb", closefd=False) as src, os.fdopen(out, "wb") as dst:
+            src.seek(0)
+            shutil.copyfileobj(src, dst)
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return tmp
 
 
 def make_own_dir(path: Path) -> Path:

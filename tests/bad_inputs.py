@@ -139,9 +139,11 @@ def remove_train_shards(w: Path) -> None:
 
 def fail_writes(err: int, under: str) -> Callable:
     """open(..., "w"/"a"/"x"), or os.open to write, of a path in the tmp tree whose name holds
-    `under` raises `err`."""
+    `under` raises `err`. (io.atomic_file then writes by name, as where the system has no
+    unnamed files: an unnamed file is opened by its directory, which holds no `under`.)"""
     def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
         real_open, real_os_open = open, os.open
+        monkeypatch.setattr("mypt.io._unnamed_file", lambda directory: None)
 
         def fake_open(file, mode="r", *args, **kwargs):
             if isinstance(file, (str, Path)) and any(c in mode for c in "wax") and under in str(file):

@@ -579,10 +579,17 @@ def test_a_users_partial_folder_is_refused_before_the_long_work(corpus, output, 
     assert (place / "mine.txt").read_text() == "mine"
 
 
-def test_a_temporary_name_beside_a_users_file_is_never_theirs(tmp_path):
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-file", "named-temporary"])
+def test_a_temporary_name_beside_a_users_file_is_never_theirs(tmp_path, monkeypatch, unnamed):
     """atomic writes beside the user's files (--out tok.json, --metrics m.json) use a new name:
-    a user's `.tok.json.tmp`, or a link there to a file of theirs, is neither written nor removed."""
+    a user's `.tok.json.tmp`, or a link there to a file of theirs, is neither written nor removed.
+    Both ways of writing: an unnamed file (O_TMPFILE) linked under a new name, and, where the
+    system has none, a new name from the start."""
+    import mypt.io
     from mypt.io import atomic_write_text
+
+    if not unnamed:
+        monkeypatch.setattr(mypt.io, "_unnamed_file", lambda directory: None)
 
     (tmp_path / "mine.txt").write_text("my draft")
     (tmp_path / ".tok.json.tmp").write_text("my other draft")
@@ -591,6 +598,32 @@ def test_a_temporary_name_beside_a_users_file_is_never_theirs(tmp_path):
     atomic_write_text(tmp_path / "m.json", "{}")
     assert tree_bytes(tmp_path) == {".m.json.tmp": b"my draft", ".tok.json.tmp": b"my other draft",
                                     "m.json": b"{}", "mine.txt": b"my draft", "tok.json": b"{}"}
+
+
+@pytest.mark.slow
+def test_a_write_killed_midway_leaves_nothing_beside_the_users_files(tmp_path):
+    """A process killed (SIGKILL) while it writes `m.json` beside the user's files leaves no
+    `.m.json.XXXXXXXX.tmp`: the data goes into a file with no name (O_TMPFILE) until it is
+    whole. (Skipped where the file system has no unnamed files: there the temporary name stays.)"""
+    import mypt.io
+
+    fd = mypt.io._unnamed_file(tmp_path)
+    if fd is None:
+        pytest.skip("this file system has no O_TMPFILE")
+    os.close(fd)
+    (tmp_path / "mine.txt").write_text("my notes")
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from mypt.io import atomic_file\n"
+        "with atomic_file(sys.argv[1]) as f:\n"
+        "    f.write(b'{' * 100_000); f.flush(); print('writing', flush=True); time.sleep(60)\n"),
+        str(tmp_path / "m.json")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "writing\n"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert tree_bytes(tmp_path) == {"mine.txt": b"my notes"}
 
 
 def test_an_empty_folder_left_by_a_kill_in_the_last_step_of_a_removal_is_taken(corpus):
@@ -672,3 +705,20 @@ def test_an_old_and_a_carry_beside_the_output_are_both_carried_before_the_next_s
         (stage / "m.json").write_text('{"new": 1}')
     assert tree_bytes(out) == {"a.txt": b"mine", "notes.txt": b"mine", "m.json": b'{"new": 1}'}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path):
+    """A write's own error (disk full) carries no file name; atomic_file names its target,
+    so the one-line message says which file could not be written, and nothing is left."""
+    import errno
+
+    from mypt.errors import os_error_message
+    from mypt.io import atomic_file
+
+    (tmp_path / "mine.txt").write_text("my notes")
+    with pytest.raises(OSError) as failed:
+        with atomic_file(tmp_path / "m.json") as f:
+            f.write(b"{")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as f.write raises it on a full disk
+    assert os_error_message(failed.value).startswith(f"cannot write {tmp_path / 'm.json'}: No space left on device")
+    assert tree_bytes(tmp_path) == {"mine.txt": b"my notes"}
