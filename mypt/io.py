@@ -42,12 +42,14 @@ def write_json(path: Path, obj: object) -> None:
     atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def check_report_paths(reports: dict[str, Path | None], dirs: dict[str, Path | None]) -> None:
+def check_report_paths(reports: dict[str, Path | None],
+                       dirs: Iterable[tuple[str, os.PathLike | str | None]]) -> None:
     """A stage's report files ({"--stats": path, "--metrics": path}), refused before any work
     when two are one file (the second would replace the first) or one lies in a directory the
-    stage reads or writes, `dirs` ({"--in_dir": path}, a file too): it would overwrite a file
+    stage reads or writes, `dirs` ((flag, path) pairs, a file too): it would overwrite a file
     there (an input's manifest.json, a checkpoint's config.json) or change a DVC output."""
     seen: dict[Path, str] = {}
+    dirs = list(dirs)
     for flag, path in reports.items():
         if path is None:
             continue
@@ -56,7 +58,7 @@ def check_report_paths(reports: dict[str, Path | None], dirs: dict[str, Path | N
             raise InputError(f"{flag} {path} is the file {seen[real]} names too: the second would replace the "
                              "first; give each its own file (nothing changed)")
         seen[real] = flag
-        for dir_flag, d in dirs.items():
+        for dir_flag, d in dirs:
             if d is not None and real.is_relative_to(Path(d).resolve()):
                 raise InputError(f"{flag} {path} lies in {dir_flag} {d}: it would write into what this stage "
                                  "reads or writes; put it elsewhere, e.g. stats/ or metrics/ (nothing changed)")

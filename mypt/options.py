@@ -48,13 +48,21 @@ class MyptCommand(click.Command):
         # params.yaml's `strict: yes` reaches a stage as `--strict yes` (DVC reads YAML 1.2, where
         # yes is text, and passes only true/false as a bare switch): click would only say
         # "unexpected extra argument (yes)", naming neither the setting nor the fix.
-        switches = {name for p in self.params if isinstance(p, click.Option) and p.is_flag
-                    for name in (*p.opts, *p.secondary_opts)}
-        for flag, value in zip(args, args[1:]):
-            if flag in switches and value.lower() in _YAML11_BOOLEANS:
-                raise click.UsageError(f"{flag} {value}: {flag} is a switch and takes no value (in params.yaml "
-                                       f"write true or false: DVC passes {value!r} on as text)", ctx)
-        return super().parse_args(ctx, args)
+        # Only when click refuses the word: after a switch it may be a positional argument
+        # (`mypt verify-dataset --strict yes`, a dataset named yes).
+        given = list(args)  # (click's parser consumes the list it is given)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            if "extra argument" not in e.format_message():
+                raise
+            switches = {name for p in self.params if isinstance(p, click.Option) and p.is_flag
+                        for name in (*p.opts, *p.secondary_opts)}
+            for flag, value in zip(given, given[1:]):
+                if flag in switches and value.lower() in _YAML11_BOOLEANS:
+                    raise click.UsageError(f"{flag} {value}: {flag} is a switch and takes no value (in params.yaml "
+                                           f"write true or false: DVC passes {value!r} on as text)", ctx) from None
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

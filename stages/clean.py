@@ -1,5 +1,6 @@
 """Stage clean: decode, normalize and filter one corpus; stats with drop reasons."""
 
+import glob
 from pathlib import Path
 
 import click
@@ -18,8 +19,9 @@ from mypt.steps.clean import CleanSettings, clean
 @settings_options(CleanSettings)
 def main(input_files, out_dir, stats, **flags) -> None:
     """Clean --input_files into --out_dir (one file per source, plus manifest.json)."""
-    check_report_paths({"--stats": stats}, {"--out_dir": out_dir,
-                                            **{f"--input_files {p}": Path(p) for p in input_files}})
+    # Each input as the run reads it: a glob's matches, a directory whole.
+    inputs = [m for p in input_files for m in (glob.glob(p, recursive=True) if glob.has_magic(p) else [p])]
+    check_report_paths({"--stats": stats}, [("--out_dir", out_dir), *(("--input_files", p) for p in inputs)])
     manifest = clean(list(input_files), out_dir, CleanSettings.from_flags(flags))
     write_json(stats, manifest["stats"]["clean"])
     if note := bad_lines_note(manifest):

@@ -16,7 +16,7 @@ from mypt.steps.dedup import DedupSettings, dedup
 @settings_options(DedupSettings)
 def main(in_dir, out_dir, stats, **flags) -> None:
     """Dedup the cleaned corpus --in_dir into --out_dir."""
-    check_report_paths({"--stats": stats}, {"--in_dir": in_dir, "--out_dir": out_dir})
+    check_report_paths({"--stats": stats}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
     manifest = dedup(in_dir, out_dir, DedupSettings.from_flags(flags))
     write_json(stats, manifest["stats"]["dedup"])
 

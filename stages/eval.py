@@ -25,8 +25,8 @@ def main(datasets, metrics, stats, **flags):
     `dvc metrics show` and `dvc exp show` compare), perplexity and token counts to --stats."""
     settings, named = EvalSettings.from_flags(flags), parse_datasets(datasets)
     check_report_paths({"--metrics": metrics, "--stats": stats},
-                       {"--model_name": checkpoint.resolve(settings.model_name, settings.checkpoints_dir),
-                        **{f"--dataset {name}": d for name, d in named.items()}})
+                       [("--model_name", checkpoint.resolve(settings.model_name, settings.checkpoints_dir)),
+                        *(("--dataset", d) for d in named.values())])
     results = evaluate_model(settings, named, click.echo)
     # One key per dataset under "loss": the rows of `dvc metrics show` (one per model) share
     # the columns loss.general, loss.domain.

@@ -16,7 +16,7 @@ from mypt.steps.split import SplitSettings, split, summary_lines
 @settings_options(SplitSettings)
 def main(in_dir, out_dir, stats, **flags) -> None:
     """Split the sharded corpus --in_dir into the dataset --out_dir."""
-    check_report_paths({"--stats": stats}, {"--in_dir": in_dir, "--out_dir": out_dir})
+    check_report_paths({"--stats": stats}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
     meta = split(in_dir, out_dir, SplitSettings.from_flags(flags))
     write_json(stats, {**meta["stats"]["split"], "train_shards": len(meta["train"]["shards"]),
                        "val_shards": len(meta["val"]["shards"])})

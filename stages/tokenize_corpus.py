@@ -23,8 +23,8 @@ from mypt.tokenizers import Tokenizer
 @settings_options(TokenizeSettings, skip=("tokenization",))  # the vocab stage's choice
 def main(in_dir, tokenizer_dir, out_dir, stats, **flags) -> None:
     """Tokenize --in_dir into --out_dir (NNNNN.tokens, NNNNN.docs, tokenizer_state.json)."""
-    check_report_paths({"--stats": stats}, {"--in_dir": in_dir, "--tokenizer_dir": tokenizer_dir,
-                                            "--out_dir": out_dir})
+    check_report_paths({"--stats": stats}, [("--in_dir", in_dir), ("--tokenizer_dir", tokenizer_dir),
+                                            ("--out_dir", out_dir)])
     manifest = tokenize(in_dir, out_dir, Tokenizer.load(tokenizer_dir), TokenizeSettings.from_flags(flags))
     # Which characters were replaced stays in the dataset metadata; metrics keep numbers.
     write_json(stats, {k: v for k, v in manifest["stats"]["tokenize"].items() if k != "replaced_char_counts"})

@@ -37,16 +37,21 @@ def _check_metrics_path(metrics: Path, flags: dict) -> None:
     from mypt.io import check_report_paths
 
     checkpoints = Path(flags["checkpoints_dir"])
-    dirs = {"--model_name": checkpoints / flags["model_name"], "--metrics_dir": flags.get("metrics_dir"),
-            "--input_file": flags.get("input_file")}
+    dirs = [("--metrics_dir", flags.get("metrics_dir")), ("--input_file", flags.get("input_file")),
+            ("--eval_dataset_dir", flags.get("eval_dataset_dir"))]
+    if flags.get("model_name"):  # (missing: the run's own check names the flag)
+        dirs.append(("--model_name", checkpoints / flags["model_name"]))
     init = flags.get("init_from_model")
-    if init and not init.startswith("hf:"):
-        dirs["--init_from_model"] = Path(init) if Path(init).is_dir() else checkpoints / init
+    if init and init.startswith("hf:"):
+        dirs.append(("--init_from_model", Path(init.removeprefix("hf:"))))
     elif init:
-        dirs["--init_from_model"] = Path(init.removeprefix("hf:"))
-    dirs["--eval_dataset_dir"] = flags.get("eval_dataset_dir")
-    for spec in flags.get("dataset_dir") or ():
-        dirs[f"--dataset_dir {spec}"] = DatasetSpec.parse(spec).path
+        dirs.append(("--init_from_model", Path(init) if Path(init).is_dir() else checkpoints / init))
+    config, tokenization = flags.get("config_file"), flags.get("tokenization") or ""
+    if config and Path(config).is_file():  # a JSON of the user's (a preset name is no path)
+        dirs.append(("--config_file", Path(config)))
+    if ":" in tokenization:  # hf:PATH, a tokenizer file the run reads
+        dirs.append(("--tokenization", Path(tokenization.partition(":")[2])))
+    dirs += [("--dataset_dir", DatasetSpec.parse(spec).path) for spec in flags.get("dataset_dir") or ()]
     check_report_paths({"--metrics": metrics}, dirs)
 
 

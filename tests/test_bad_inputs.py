@@ -212,29 +212,40 @@ STAGE_CASES = [
                                   "--device", "tpu"), ["--device", "tpu"], out="e.json"),
     # -- a report file (--stats, --metrics) where it would overwrite what the stage reads -------
     Case("clean_stats_is_an_input", stage("clean", "--input_files", "corpus.txt", "--out_dir", "c", "--stats",
-                                          "corpus.txt"), ["--stats corpus.txt lies in --input_files corpus.txt"]),
+                                          "corpus.txt"), ["--stats corpus.txt lies in --input_files corpus.txt:"]),
     Case("dedup_stats_in_its_input", stage("dedup", "--in_dir", "cleaned", "--out_dir", "d", "--stats",
                                            "cleaned/manifest.json"),
-         ["--stats cleaned/manifest.json lies in --in_dir cleaned", "stats/"]),
+         ["--stats cleaned/manifest.json lies in --in_dir cleaned:", "stats/"]),
     Case("eval_metrics_in_the_checkpoint", stage("eval", "--model_name", "ck/m", "--dataset", "g=ds", "--metrics",
                                                  "ck/m/config.json", "--device", "cpu"),
-         ["--metrics ck/m/config.json lies in --model_name ck/m"]),
+         ["--metrics ck/m/config.json lies in --model_name ck/m:"]),
     Case("eval_stats_in_a_dataset", stage("eval", "--model_name", "ck/m", "--dataset", "g=ds", "--metrics", "e.json",
                                           "--stats", "ds/stats.json", "--device", "cpu"),
-         ["--stats ds/stats.json lies in --dataset g ds"]),
+         ["--stats ds/stats.json lies in --dataset ds:"]),
     Case("eval_metrics_and_stats_one_file", stage("eval", "--model_name", "ck/m", "--dataset", "g=ds", "--metrics",
                                                   "e.json", "--stats", "ck/../e.json", "--device", "cpu"),
          ["--stats ck/../e.json is the file --metrics names too"]),
     Case("train_metrics_in_the_checkpoint", stage("train", "--dataset_dir", "ds", "--model_name", "n",
                                                   "--checkpoints_dir", "ck", "--config_file", "tiny", "--metrics",
                                                   "ck/n/metrics.json"),
-         ["--metrics ck/n/metrics.json lies in --model_name ck/n"]),
+         ["--metrics ck/n/metrics.json lies in --model_name ck/n:"]),
     Case("train_metrics_in_the_base", stage("train", "--dataset_dir", "ds", "--model_name", "n", "--checkpoints_dir",
                                             "ck", "--init_from_model", "m", "--metrics", "ck/m/config.json"),
-         ["--metrics ck/m/config.json lies in --init_from_model ck/m"]),
+         ["--metrics ck/m/config.json lies in --init_from_model ck/m:"]),
     Case("stage_switch_from_params_yes", stage("clean", "--input_files", "corpus.txt", "--out_dir", "c", "--stats",
                                                "s.json", "--strict", "yes"),
          ["--strict yes: --strict is a switch", "in params.yaml write true or false"], code=2),
+    Case("clean_stats_matched_by_an_input_glob", stage("clean", "--input_files", "*.txt", "--out_dir", "c", "--stats",
+                                                       "corpus.txt"), ["--stats corpus.txt lies in --input_files corpus.txt:"]),
+    Case("split_stats_in_its_input", stage("split", "--in_dir", "cleaned", "--out_dir", "x", "--stats",
+                                           "cleaned/manifest.json"), ["--stats cleaned/manifest.json lies in --in_dir cleaned:"]),
+    Case("tokenize_stats_in_the_tokenizer_dir", stage("tokenize_corpus", "--in_dir", "cleaned", "--tokenizer_dir", "ds",
+                                                      "--out_dir", "t", "--stats", "ds/dataset_metadata.json"),
+         ["--stats ds/dataset_metadata.json lies in --tokenizer_dir ds:"]),
+    Case("train_metrics_is_the_config_file", stage("train", "--dataset_dir", "ds", "--model_name", "n",
+                                                   "--checkpoints_dir", "ck", "--config_file", "seed.json", "--metrics",
+                                                   "seed.json"), ["--metrics seed.json lies in --config_file seed.json:"],
+         setup=lambda w: (w / "seed.json").write_text('{"training": {"max_iters": 2}}')),
     Case("train_stage_bad_config", stage("train", "--dataset_dir", "ds", "--model_name", "n", "--checkpoints_dir",
                                          "ck", "--config_file", "dropout_str.json", "--metrics_dir", "p"),
          ["dropout_str.json", "dropout"], out="ck"),
@@ -246,6 +257,8 @@ STAGE_CASES = [
 def test_stage_bad_input_is_one_line(case: Case, world, tmp_path):
     w = tmp_path / "w"
     shutil.copytree(world, w)
+    if case.setup:
+        case.setup(w)
     before = tree_bytes(w)
     done = run(case.args, cwd=w, check=False)
     check_refusal(w, before, case.out, done.stdout + done.stderr, case.code, done.returncode, case.expect)

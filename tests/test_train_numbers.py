@@ -114,11 +114,21 @@ def test_resume_names_the_settings_it_changes_and_the_learning_rate_it_moves(tmp
     before, after = mypt.train.get_lr(8, _cfg(8)), mypt.train.get_lr(8, _cfg(20))
     assert before == pytest.approx(3e-4) and after > 4 * before
     assert f"the learning rate at step 8 is {after:.3g} (the checkpoint's schedule: {before:.3g})" in line
-    # The old decay given again keeps the schedule: no rate to report, the setting still named.
-    out = invoke(*train_args(tmp_path, "--max_iters", "24", "--eval_interval", "12", "--warmup_iters", "2",
-                             "--batch_size", "3", "--lr_decay_iters", "8", "--resume"))
-    line = next(line for line in out.splitlines() if line.startswith("resuming m"))
-    assert "lr_decay_iters 8 (was None)" in line and "learning rate at" not in line
+    # A run that set its decay (30 steps) resumed at step 10, mid-cosine, with a larger
+    # --max_iters and no --config_file (so the checkpoint's settings are the base): the decay
+    # stays, so the rate does too; only max_iters is named.
+    invoke(*train_args(tmp_path, "--max_iters", "10", "--eval_interval", "10", "--warmup_iters", "2",
+                       "--lr_decay_iters", "30", "--model_name", "k"))
+    out = invoke("train", "--dataset_dir", tmp_path / "ds", "--model_name", "k", "--checkpoints_dir", tmp_path / "ck",
+                 "--max_iters", "20", "--resume")
+    line = next(line for line in out.splitlines() if line.startswith("resuming k"))
+    assert line.endswith("settings changed from the checkpoint's run: max_iters 20 (was 10)"), line
+    # With --config_file the preset's settings are the base (the README's rule): its decay
+    # (none: max_iters) replaces the saved 30, and the line says so with the rate it moves.
+    out = invoke(*train_args(tmp_path, "--max_iters", "30", "--eval_interval", "10", "--warmup_iters", "2",
+                             "--model_name", "k", "--resume"))
+    line = next(line for line in out.splitlines() if line.startswith("resuming k"))
+    assert "lr_decay_iters None (was 30)" in line and "the learning rate at step 20 is" not in line
 
 
 def _cfg(max_iters: int):

@@ -231,3 +231,16 @@ def test_metadata_without_shard_lists_cannot_be_verified(dataset):
     lines = verify(dataset, ok=False)
     assert f"{dataset / 'dataset_metadata.json'}: no train section: its shards cannot be verified" in lines
     assert f"{dataset / 'dataset_metadata.json'}: no val section: its shards cannot be verified" in lines
+
+
+def test_a_dataset_named_like_a_yaml_boolean_after_strict(tmp_path, monkeypatch):
+    # `--strict yes` is a switch and the dataset `yes`, not a value given to the switch (the
+    # stages' hint for params.yaml's `strict: yes` comes only where click refuses the word).
+    out = tmp_path / "yes"
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(text(tmp_path / "in")), "--out_dir",
+                                       str(out), "--tokenization", "char"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path)
+    assert verify(Path("yes"), ok=True)[-1].startswith("OK: ")
+    result = CliRunner().invoke(main, ["verify-dataset", "--strict", "yes"])
+    assert result.exit_code == 0 and result.output.startswith("OK: "), result.output
