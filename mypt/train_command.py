@@ -379,8 +379,9 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if sharded:  # before the optimizer, which then holds the shards
         _shard(model, req, cfgs, ckpt_dir, device, dist, compiled)
     optimizer = configure_optimizer(model, train_cfg, device)
+    saved_training = checkpoint.read_config(ckpt_dir).get("training", {}) if req.resume else {}
     if req.resume:
-        check_resumable(checkpoint.read_config(ckpt_dir).get("training", {}), train_cfg, ckpt_dir)
+        check_resumable(saved_training, train_cfg, ckpt_dir)
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model) if req.resume else None
     if resume_state:
         apply_hyperparameters(optimizer, train_cfg)
@@ -388,8 +389,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
         return _complete(req, resume_state, dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}"
-            + _changed_on_resume(checkpoint.read_config(ckpt_dir).get("training", {}), train_cfg,
-                                 resume_state["step"]))
+            + _changed_on_resume(saved_training, train_cfg, resume_state["step"]))
     train_model = torch.compile(model) if compiled and not sharded else model
     if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP

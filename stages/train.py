@@ -34,7 +34,9 @@ def _check_metrics_path(metrics: Path, flags: dict) -> None:
     """--metrics outside every directory the run reads or writes (a checkpoint's config.json,
     the dvclive directory, a dataset's metadata), before anything is built."""
     from mypt.dataset_spec import DatasetSpec
+    from mypt.hf_import import hf_dir
     from mypt.io import check_report_paths
+    from mypt.tokenizers import parse_spec
 
     checkpoints = Path(flags["checkpoints_dir"])
     dirs = [("--metrics_dir", flags.get("metrics_dir")), ("--input_file", flags.get("input_file")),
@@ -42,15 +44,13 @@ def _check_metrics_path(metrics: Path, flags: dict) -> None:
     if flags.get("model_name"):  # (missing: the run's own check names the flag)
         dirs.append(("--model_name", checkpoints / flags["model_name"]))
     init = flags.get("init_from_model")
-    if init and init.startswith("hf:"):
-        dirs.append(("--init_from_model", Path(init.removeprefix("hf:"))))
-    elif init:
-        dirs.append(("--init_from_model", Path(init) if Path(init).is_dir() else checkpoints / init))
-    config, tokenization = flags.get("config_file"), flags.get("tokenization") or ""
+    if init:  # an hf:DIR, a checkpoint path, or a name in --checkpoints_dir
+        dirs.append(("--init_from_model", hf_dir(init) or (Path(init) if Path(init).is_dir() else checkpoints / init)))
+    config = flags.get("config_file")
     if config and Path(config).is_file():  # a JSON of the user's (a preset name is no path)
         dirs.append(("--config_file", Path(config)))
-    if ":" in tokenization:  # hf:PATH, a tokenizer file the run reads
-        dirs.append(("--tokenization", Path(tokenization.partition(":")[2])))
+    if flags.get("tokenization"):  # KIND:PATH, a tokenizer file the run reads
+        dirs.append(("--tokenization", parse_spec(flags["tokenization"])[1]))
     dirs += [("--dataset_dir", DatasetSpec.parse(spec).path) for spec in flags.get("dataset_dir") or ()]
     check_report_paths({"--metrics": metrics}, dirs)
 

@@ -49,9 +49,9 @@ def hermetic_env(tmp_path_factory):
         "MYPT_CACHE_DIR": str(cache), "TIKTOKEN_CACHE_DIR": str(cache / "tiktoken"),
         "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"),
         "XDG_CONFIG_HOME": str(home / ".config"), "DVC_NO_ANALYTICS": "1",
-        # torch.compile's caches (default /tmp/torchinductor_$USER, kept across runs): a test
-        # compiles from nothing, as on a fresh machine. (Inductor's precompiled C++ headers
-        # stay there: torch fixes their directory at import.)
+        # torch.compile's caches (default: torchinductor_$USER in the system's temporary
+        # directory, kept across runs): a test compiles from nothing, as on a fresh machine.
+        # (Inductor's precompiled C++ headers stay there: torch fixes their directory at import.)
         "TORCHINDUCTOR_CACHE_DIR": str(home / "torchinductor"), "TRITON_CACHE_DIR": str(home / "triton"),
         "GIT_AUTHOR_NAME": "mypt tests", "GIT_AUTHOR_EMAIL": "tests@mypt.invalid",
         "GIT_COMMITTER_NAME": "mypt tests", "GIT_COMMITTER_EMAIL": "tests@mypt.invalid",

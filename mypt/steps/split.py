@@ -4,9 +4,9 @@ tokenizer_state.json, dataset_metadata.json).
 Each source is cut into units: a document, or a chunk of `chunk_tokens` tokens of a longer
 one, and no unit longer than 1/MIN_UNITS_PER_SOURCE of its source (cut finer where needed).
 A seeded draw sends round(val_fraction x units) units of every source to val, so val
-represents every source and no unit is on both sides; train and val keep the corpus order. `split_mode="tail"` instead
-puts the last val_fraction of each source in val (nanoGPT's convention for one file), and
-keeps at least one token on each side.
+represents every source and no unit is on both sides; train and val keep the corpus order.
+`split_mode="tail"` instead puts the last val_fraction of each source in val (nanoGPT's
+convention for one file), and keeps at least one token on each side.
 """
 
 from __future__ import annotations
