@@ -35,6 +35,18 @@ PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
 DATA_ERRORS = (OSError, MyptError)
 
 
+def tokens_per_step(loader, cfg: TrainConfig, dist: Dist) -> int:
+    """Tokens one optimizer step trains on, over every rank and micro-step."""
+    return loader.batch_size * loader.block_size * cfg.gradient_accumulation_steps * dist.world_size
+
+
+def trained_tokens(state: dict, per_step: int) -> int:
+    """Tokens a model has trained on over all its runs (each step counted at its own batch,
+    kept in the training state); a checkpoint from before that count: its steps at per_step,
+    this run's tokens per step."""
+    return state.get("tokens", state.get("step", 0) * per_step)
+
+
 def get_lr(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then flat."""
     min_lr, decay_iters = cfg.final_lr, cfg.decay_iters
@@ -141,8 +153,7 @@ class _Run:
         # float16 needs loss scaling (its range underflows small gradients); bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.eval_loaders = eval_data_loaders or {}
-        self.tokens_per_iter = (data_loader.batch_size * data_loader.block_size * cfg.gradient_accumulation_steps
-                                * dist.world_size)
+        self.tokens_per_iter = tokens_per_step(data_loader, cfg, dist)
         # A data error (a shard that cannot be read) met by this rank. It is acted on where every
         # rank agrees on it (a DDP backward that one rank skipped would hang the others): at the
         # top of a step, or before the optimizer step, whose state is then discarded.
@@ -173,9 +184,7 @@ class _Run:
             self.x, self.y = self.loader.get_batch("train")
         except DATA_ERRORS as e:
             self.failed = e  # (acted on at the top of the first step, before x is used)
-        # Tokens trained on, over every run of this model (a resumed run may change the batch);
-        # a checkpoint from before this count: its steps at this run's tokens per step.
-        self.tokens = state.get("tokens", self.step * self.tokens_per_iter)
+        self.tokens = trained_tokens(state, self.tokens_per_iter)
         # The training time since the last progress line, and its steps: tok/s counts neither the
         # evaluations and saves between steps nor, after --resume, steps this run did not train.
         self.timed_seconds, self.timed_steps = 0.0, 0

@@ -35,7 +35,7 @@ from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
 from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer
 from mypt.tracking import check_metrics_dir, open_tracker
-from mypt.train import fit, get_lr
+from mypt.train import fit, get_lr, tokens_per_step, trained_tokens
 
 # What the train stages read besides code: the presets --config_file names (a preset edited
 # reruns them; scripts/dvc_deps.py lists this directory in their deps).
@@ -174,7 +174,8 @@ def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int) -> str:
     return line
 
 
-def _complete(req: RunSettings, resume_state: dict, dist: Dist, log: Callable[[str], None]) -> dict:
+def _complete(req: RunSettings, resume_state: dict, tokens_per_iter: int, dist: Dist,
+              log: Callable[[str], None]) -> dict:
     """--resume of a run already at --max_iters: said, exit 0 (a job that resumes until it
     succeeds, killed after its last save, ends), the checkpoint as it is."""
     if dist.is_main:
@@ -183,7 +184,7 @@ def _complete(req: RunSettings, resume_state: dict, dist: Dist, log: Callable[[s
     if dist.world_size > 1:
         torch.distributed.destroy_process_group()
     return {"history": resume_state.get("history", []), "step": resume_state["step"],
-            "tokens": resume_state.get("tokens"), "best_val": resume_state.get("best_val")}
+            "tokens": trained_tokens(resume_state, tokens_per_iter), "best_val": resume_state.get("best_val")}
 
 
 def _rank0() -> bool:
@@ -386,7 +387,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if resume_state:
         apply_hyperparameters(optimizer, train_cfg)
     if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir):
-        return _complete(req, resume_state, dist, log)
+        return _complete(req, resume_state, tokens_per_step(loader, train_cfg, dist), dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}"
             + _changed_on_resume(saved_training, train_cfg, resume_state["step"]))

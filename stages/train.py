@@ -27,7 +27,7 @@ def main(metrics, **flags):
 
         result = run_from_flags(flags, log=click.echo)
     if metrics is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes
-        _write_metrics(metrics, flags, result, time.monotonic() - started)
+        _write_metrics(metrics, result, time.monotonic() - started)
 
 
 def _check_metrics_path(metrics: Path, flags: dict) -> None:
@@ -55,22 +55,14 @@ def _check_metrics_path(metrics: Path, flags: dict) -> None:
     check_report_paths({"--metrics": metrics}, dirs)
 
 
-def _write_metrics(path: Path, flags: dict, result: dict, seconds: float) -> None:
+def _write_metrics(path: Path, result: dict, seconds: float) -> None:
     """tokens: what the model trained on over all its runs (counted step by step, so a resume
     with another batch size or number of processes adds each step's own); seconds: this run's
     wall time, start-up, evaluations and checkpoints included (after --resume, not the earlier
     runs')."""
     from mypt.io import write_json
 
-    tokens = result["tokens"]
-    if tokens is None:  # --resume of a finished run whose checkpoint predates the count
-        from mypt.checkpoint import read_config
-
-        config = read_config(Path(flags["checkpoints_dir"]) / flags["model_name"])
-        training = config["training"]
-        tokens = result["step"] * (training["batch_size"] * training["gradient_accumulation_steps"]
-                                   * config["model"]["block_size"] * int(os.environ.get("WORLD_SIZE", "1")))
-    write_json(path, {"tokens": tokens, "seconds": round(seconds, 1)})
+    write_json(path, {"tokens": result["tokens"], "seconds": round(seconds, 1)})
 
 
 if __name__ == "__main__":

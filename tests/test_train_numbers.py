@@ -6,6 +6,7 @@ they move."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -99,6 +100,29 @@ def test_the_train_stages_tokens_add_each_steps_own_batch_after_a_resume(tmp_pat
     block = 32  # tiny's
     assert json.loads((tmp_path / "a.json").read_text())["tokens"] == 4 * 4 * block
     assert json.loads((tmp_path / "b.json").read_text())["tokens"] == 4 * 4 * block + 2 * 2 * block
+
+
+def test_a_finished_checkpoint_from_before_the_token_count_counts_its_steps(tmp_path):
+    """--resume of a run already at --max_iters whose training state has no token count (written
+    before mypt kept one): the stage's tokens are its steps at the run's tokens per step, the
+    same fallback a resumed run that trains starts from."""
+    from test_dvc_params import stage_main
+
+    dataset(tmp_path)
+    invoke(*train_args(tmp_path, "--max_iters", "3", "--eval_interval", "3"))
+    state_file = tmp_path / "ck/m/training_state.json"
+    state = json.loads(state_file.read_text())
+    assert state.pop("tokens") == 3 * 2 * 32
+    state_file.write_text(json.dumps(state))
+    config_file = tmp_path / "ck/m/config.json"  # (its record of the file's sha256, as such a save wrote it)
+    config = json.loads(config_file.read_text())
+    config["sha256"]["training_state.json"] = hashlib.sha256(state_file.read_bytes()).hexdigest()
+    config_file.write_text(json.dumps(config))
+    args = [str(a) for a in train_args(tmp_path, "--max_iters", "3", "--resume")[1:]]
+    r = CliRunner().invoke(stage_main("stages/train.py"), [*args, "--metrics", str(tmp_path / "m.json")],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and "already trained" in r.output, r.output
+    assert json.loads((tmp_path / "m.json").read_text())["tokens"] == 3 * 2 * 32
 
 
 def test_resume_names_the_settings_it_changes_and_the_learning_rate_it_moves(tmp_path):
