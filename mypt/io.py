@@ -15,10 +15,13 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from mypt.errors import InputError, MyptError, os_error_message
 from mypt.names import WORK_MARK, sibling
+
+T = TypeVar("T")
+
 
 def tmp_name(path: Path) -> Path:
     """A file's name while it is written, inside mypt's own work directories (a shard in
@@ -130,14 +133,20 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
         raise
 
 
-def _new_tmp(path: Path) -> tuple[Path, int]:
-    """A temporary name beside `path`, created exclusively, and its descriptor."""
+def _fresh_tmp(path: Path, create: Callable[[Path], T]) -> tuple[Path, T]:
+    """`create(name)` with a new temporary name beside `path` (`.NAME.XXXXXXXX.tmp`), tried
+    again with another while the name is taken; the name and what create returned."""
     while True:
         tmp = sibling(path, f"{secrets.token_hex(4)}.tmp")
         try:
-            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            return tmp, create(tmp)
         except FileExistsError:
             continue
+
+
+def _new_tmp(path: Path) -> tuple[Path, int]:
+    """A temporary name beside `path`, created exclusively, and its descriptor."""
+    return _fresh_tmp(path, lambda tmp: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
 def _unnamed_file(directory: Path) -> int | None:
@@ -162,18 +171,12 @@ def _link_unnamed(fd: int, path: Path) -> Path:
         proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         proc = None
-    try:
-        while proc is not None:
-            tmp = sibling(path, f"{secrets.token_hex(4)}.tmp")
-            try:
-                os.link(str(fd), tmp, src_dir_fd=proc, follow_symlinks=True)
-                return tmp
-            except FileExistsError:
-                continue
-            except OSError:
-                break
-    finally:
-        if proc is not None:
+    if proc is not None:
+        try:
+            return _fresh_tmp(path, lambda tmp: os.link(str(fd), tmp, src_dir_fd=proc, follow_symlinks=True))[0]
+        except OSError:
+            pass
+        finally:
             os.close(proc)
     tmp, out = _new_tmp(path)
     try:

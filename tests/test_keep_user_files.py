@@ -579,24 +579,34 @@ def test_a_users_partial_folder_is_refused_before_the_long_work(corpus, output, 
     assert (place / "mine.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-file", "named-temporary"])
-def test_a_temporary_name_beside_a_users_file_is_never_theirs(tmp_path, monkeypatch, unnamed):
+@pytest.mark.parametrize("way", ["unnamed-file", "named-temporary", "copied"])
+def test_a_temporary_name_beside_a_users_file_is_never_theirs(tmp_path, monkeypatch, way):
     """atomic writes beside the user's files (--out tok.json, --metrics m.json) use a new name:
-    a user's `.tok.json.tmp`, or a link there to a file of theirs, is neither written nor removed.
-    Both ways of writing: an unnamed file (O_TMPFILE) linked under a new name, and, where the
-    system has none, a new name from the start."""
+    a user's `.tok.json.tmp`, or a link there to a file of theirs, is neither written nor removed,
+    nor is a file of theirs under the first new name drawn (`.m.json.aaaaaaaa.tmp`: another is
+    drawn). Each way of writing: an unnamed file (O_TMPFILE) linked under a new name, a new name
+    from the start where the system has no unnamed files, and a copy under a new name where
+    /proc cannot link."""
     import mypt.io
     from mypt.io import atomic_write_text
 
-    if not unnamed:
+    if way == "named-temporary":
         monkeypatch.setattr(mypt.io, "_unnamed_file", lambda directory: None)
+    if way == "copied":
+        real_open = os.open
+        monkeypatch.setattr(mypt.io.os, "open", lambda path, *a, **k: (_ for _ in ()).throw(PermissionError(
+            "no /proc")) if str(path) == "/proc/self/fd" else real_open(path, *a, **k))
+    drawn = iter(["aaaaaaaa", "aaaaaaaa", "bbbbbbbb", "aaaaaaaa", "cccccccc"])
+    monkeypatch.setattr(mypt.io.secrets, "token_hex", lambda n: next(drawn))
 
     (tmp_path / "mine.txt").write_text("my draft")
     (tmp_path / ".tok.json.tmp").write_text("my other draft")
     os.symlink(tmp_path / "mine.txt", tmp_path / ".m.json.tmp")
-    atomic_write_text(tmp_path / "tok.json", "{}")
+    (tmp_path / ".m.json.aaaaaaaa.tmp").write_text("my third draft")
     atomic_write_text(tmp_path / "m.json", "{}")
+    atomic_write_text(tmp_path / "tok.json", "{}")
     assert tree_bytes(tmp_path) == {".m.json.tmp": b"my draft", ".tok.json.tmp": b"my other draft",
+                                    ".m.json.aaaaaaaa.tmp": b"my third draft",
                                     "m.json": b"{}", "mine.txt": b"my draft", "tok.json": b"{}"}
 
 
