@@ -145,6 +145,29 @@ class CheckedType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+class WholeNumber(click.IntRange):
+    """An integer flag that also takes a whole number written as a float: params.yaml's `1e5`
+    (a float in DVC's YAML 1.2) reaches a stage as `--max_iters 100000.0`. A fraction is refused
+    by name."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            try:
+                int(value)
+            except ValueError:
+                try:
+                    number = float(value)
+                except ValueError:
+                    number = None
+                if number is not None:
+                    if not number.is_integer():
+                        self.fail(f"{value!r} is not a whole number", param, ctx)
+                    value = int(number)
+        return super().convert(value, param, ctx)
+
+
 def _click_type(f: dataclasses.Field, base: type) -> Any:
     m = f.metadata
     if m.get("check") is not None:
@@ -153,8 +176,7 @@ def _click_type(f: dataclasses.Field, base: type) -> Any:
         return click.Choice(choices_of(f))
     bounds = {k: m.get(k) for k in ("min", "max")}
     if base is int:
-        return click.IntRange(**bounds, min_open=m["min_open"], max_open=m["max_open"]) \
-            if any(v is not None for v in bounds.values()) else int
+        return WholeNumber(**bounds, min_open=m["min_open"], max_open=m["max_open"])
     if base is float:
         return click.FloatRange(**bounds, min_open=m["min_open"], max_open=m["max_open"]) \
             if any(v is not None for v in bounds.values()) else float

@@ -123,3 +123,24 @@ def test_the_project_config_passes_false_booleans():
     config.read(REPO / ".dvc" / "config")
     assert config.get("parsing", "bool", fallback=None) == "boolean_optional", \
         ".dvc/config needs [parsing] bool = boolean_optional (see dvc.yaml's header)"
+
+
+def test_a_whole_number_written_as_a_float_is_the_count_and_a_fraction_is_refused(tmp_path, monkeypatch):
+    """params.yaml's `max_iters: 1e3` is a float in DVC's YAML 1.2 and reaches the stage as
+    `--max_iters 1000.0`: the stage takes it as 1000. A fraction (`batch_size: 12.5`) is the
+    stage's error naming the flag and the value."""
+    from dvc.repo import Repo
+
+    root, _ = project_copy(tmp_path)
+    text = (root / "params.yaml").read_text()
+    text = re.sub(r"(?m)^(  max_iters:) 750$", r"\1 1e3", text)
+    text = re.sub(r"(?m)^(eval:\n(?:  .*\n)*?  batch_size:) 32$", r"\1 12.5", text)
+    (root / "params.yaml").write_text(text)
+    with Repo(str(root)) as repo:
+        cmds = {s.name: s.cmd for s in repo.index.stages}
+    monkeypatch.chdir(tmp_path)
+    assert "--max_iters 1000.0" in cmds["train"]  # (what DVC passes)
+    assert parse(cmds["train"])[1].params["max_iters"] == 1000
+    with pytest.raises(click.BadParameter, match=r"'12.5' is not a whole number") as e:
+        parse(cmds["eval@base"])
+    assert "--batch_size" in e.value.param.opts
