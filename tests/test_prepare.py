@@ -308,15 +308,20 @@ def test_guide_summary_and_kebab_aliases(tmp_path):
     assert f"Val shards:   {n_val}" in result.output and str(tmp_path / "ds" / "val") in result.output
 
 
-def test_dedup_keeps_the_first_copy_in_path_order_whatever_the_flag_order(tmp_path):
+def test_dedup_keeps_the_first_copy_in_path_order_whatever_the_flag_order(tmp_path, monkeypatch):
+    """The corpus order is the inputs' absolute paths sorted, whatever order and spelling the
+    flag gives them (an absolute /…/b_books.txt with a relative a_web.txt too)."""
     shared = "This line is in both files, and only the first copy stays.\n"
     (tmp_path / "b_books.txt").write_text("Books open here with a line of their own.\n" + shared)
     (tmp_path / "a_web.txt").write_text(shared + "The web closes with a line of its own.\n")
+    monkeypatch.chdir(tmp_path)
     texts = []
-    for name, order in (("ba", ("b_books.txt", "a_web.txt")), ("ab", ("a_web.txt", "b_books.txt"))):
-        prepare("--input_files", *(str(tmp_path / f) for f in order), "--out_dir", str(tmp_path / name),
+    for name, order in (("ba", (tmp_path / "b_books.txt", tmp_path / "a_web.txt")),
+                        ("ab", (tmp_path / "a_web.txt", tmp_path / "b_books.txt")),
+                        ("spelled", (tmp_path / "b_books.txt", "a_web.txt"))):
+        prepare("--input_files", *(str(f) for f in order), "--out_dir", str(tmp_path / name),
                 "--tokenization", "char", "--val_fraction", "0")
         texts.append(Tokenizer.load(tmp_path / name).decode(read_tokens(tmp_path / name / "train").tolist()))
-    assert texts[0] == texts[1]
+    assert texts[0] == texts[1] == texts[2]
     assert texts[0].count(shared) == 1 and texts[0].index(shared) < texts[0].index("The web closes")
     assert texts[0].index("The web closes") < texts[0].index("Books open")  # a_web.txt's part first

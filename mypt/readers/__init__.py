@@ -64,7 +64,7 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
     Returns the sorted, de-duplicated list of inputs (a file named twice, by overlapping globs,
     by another spelling of its path or through a link, is read once): files, and directories saved by
     Dataset.save_to_disk (each one input, mypt.readers.arrow); the sort order is the corpus
-    order.
+    order (by absolute path).
     """
     if not patterns:
         raise InputError("no input given: pass --input_files FILE_OR_DIR_OR_GLOB (several allowed)")
@@ -89,7 +89,9 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
                 # The same spelling whatever the order of the patterns and of glob's listing.
                 key = (st.st_dev, st.st_ino)
                 found[key] = min(found.get(key, p), p, key=str)
-    return sorted(found.values(), key=lambda p: str(p))
+    # By absolute path: the order (which copy dedup keeps) must not depend on how a path was
+    # spelled (`/data/b.txt` sorts before `a.txt` as typed).
+    return sorted(found.values(), key=os.path.abspath)
 
 
 def _walk(directory: Path) -> list[Path]:
