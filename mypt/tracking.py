@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mypt.errors import InputError
 from mypt.io import atomic_write_text, check_replaceable
+from mypt.names import METADATA_FILE
 from mypt.logger_clients import CLIENTS
 from mypt.report import write_loss_png
 
@@ -47,29 +48,116 @@ def _live(directory: Path, resume: bool):
     return QuietLive(str(directory), resume=resume, save_dvc_exp=False, dvcyaml=None)
 
 
-def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvclive: bool = True) -> None:
-    """dvclive deletes its directory's metrics.json, params.yaml, dvc.yaml, report and
-    plots/ subfolders on start: refuse the current, home or root directory and (when the run
-    writes with `dvclive`) one holding a project's dvc.yaml or params.yaml. (A directory left by
-    a previous run, or by DVC, which removes the declared files but not the emptied plots/, is
-    fine.) Also refuse one in the run's `checkpoint_dir`: every checkpoint save replaces that
-    directory."""
-    if checkpoint_dir is not None:
-        inside, ckpt = Path(directory).resolve(), Path(checkpoint_dir).resolve()
-        if inside == ckpt or ckpt in inside.parents:
-            raise InputError(f"--metrics_dir {directory} is inside the checkpoint directory {checkpoint_dir}, which "
-                             "every checkpoint save replaces: choose a --metrics_dir outside it (the train stage "
-                             "uses dvclive/MODEL_NAME)")
+# What dvclive deletes in its directory when a new run starts (Live._init_cleanup, 3.49): its
+# plot folders whole, and these files of the top level (and any `*dvc.yaml` there).
+_CLEARED_FOLDERS = ("plots/metrics", "plots/images", "plots/custom", "plots/sklearn")
+_CLEARED_FILES = ("metrics.json", "params.yaml", "report.html", "report.md")
+# The curves mypt's runs log (fit's on_metrics: train_loss, lr, tokens_per_s; val, a mixture's
+# val_NAME and --eval_dataset_dir's eval_NAME) and the one image it draws: the files of a metrics
+# directory that are a previous run's, which a new run may replace.
+_CURVES = ("train_loss", "lr", "tokens_per_s", "val")
+_CURVE_PREFIXES = ("val_", "eval_")
+LOSS_PNG = "plots/images/loss.png"
+
+
+def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvclive: bool = True,
+                      resume: bool = False, model: str | None = None) -> None:
+    """A --metrics_dir a run may write, before anything is built. Refused: the current, home or
+    root directory; one at or inside a checkpoint (every save replaces it) or a dataset; and,
+    when the run writes with dvclive, whatever dvclive would delete that no mypt run wrote: a
+    project's dvc.yaml or params.yaml, a metrics.json without a step, a report, and (for a new
+    run: dvclive clears its plot folders on start) any file under plots/ other than the curves
+    and the loss image mypt writes. A directory whose metrics.json names another `model` holds
+    that model's curves: refused too (a resume would cut them, a new run delete them)."""
+    _check_not_inside_outputs(Path(directory), checkpoint_dir)
     check_replaceable(directory, flag="--metrics_dir")
-    for name in ("dvc.yaml", "params.yaml") if dvclive else ():
-        if (Path(directory) / name).is_file():
+    if not dvclive:
+        return
+    directory = Path(directory)
+    for name in ("dvc.yaml", "params.yaml", *(p.name for p in directory.glob("*dvc.yaml"))):
+        if (directory / name).is_file():
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
-    metrics = Path(directory) / "metrics.json"
-    if dvclive and metrics.is_file() and not _written_by_dvclive(metrics):
+    metrics = directory / "metrics.json"
+    if metrics.is_file() and not _written_by_dvclive(metrics):
         raise InputError(f"--metrics_dir {directory} holds a metrics.json that no training run wrote (no \"step\"), "
                          "which dvclive would replace: move it, or choose a directory of its own for the run's "
                          "metrics")
+    owner = _owner(metrics)
+    if model is not None and owner is not None and owner != model:
+        raise InputError(f"--metrics_dir {directory} holds the curves of model {owner!r} (its metrics.json), not "
+                         f"of {model!r}: choose a --metrics_dir of this model's own (the train stage uses "
+                         "dvclive/MODEL_NAME)")
+    foreign = _foreign_files(directory, resume)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise InputError(f"--metrics_dir {directory} holds files no mypt run wrote, which dvclive would delete "
+                         f"when the run starts: {shown}; move them, or choose a directory of its own for the "
+                         "run's metrics")
+
+
+def _check_not_inside_outputs(directory: Path, checkpoint_dir: Path | None) -> None:
+    """--metrics_dir neither at nor inside the run's checkpoint directory, another mypt
+    checkpoint or a dataset: a save or a re-prepare replaces those whole."""
+    target = directory.resolve()
+    if checkpoint_dir is not None:
+        ckpt = Path(checkpoint_dir).resolve()
+        if target == ckpt or ckpt in target.parents:
+            raise InputError(f"--metrics_dir {directory} is inside the checkpoint directory {checkpoint_dir}, which "
+                             "every checkpoint save replaces: choose a --metrics_dir outside it (the train stage "
+                             "uses dvclive/MODEL_NAME)")
+    for place in (target, *target.parents):
+        if place == Path(place.anchor):
+            break
+        if _is_checkpoint(place) or (place / METADATA_FILE).is_file():
+            kind = "a mypt checkpoint, which every save of its model replaces" if _is_checkpoint(place) \
+                else "a mypt dataset, which a new prepare-dataset replaces"
+            raise InputError(f"--metrics_dir {directory}: {place} is {kind}; choose a --metrics_dir outside it "
+                             "(the train stage uses dvclive/MODEL_NAME)")
+
+
+def _is_checkpoint(path: Path) -> bool:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(config, dict) and "format_version" in config and "sha256" in config
+
+
+def _is_curve(rel: str, path: Path) -> bool:
+    """Whether plots/metrics/NAME.tsv is one of mypt's curves: a name it logs, and dvclive's
+    header (step, then the name)."""
+    folder, _, name = rel.rpartition("/")
+    stem = name[:-len(".tsv")] if name.endswith(".tsv") else None
+    if folder != "plots/metrics" or not stem or not (stem in _CURVES or stem.startswith(_CURVE_PREFIXES)):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return header in ("", f"step\t{stem}")
+
+
+def _foreign_files(directory: Path, resume: bool) -> list[str]:
+    """What dvclive would delete (a resumed run: what mypt would change, the curves it cuts
+    back) that is not a mypt run's, as paths relative to `directory`."""
+    found = [name for name in _CLEARED_FILES[2:] if os.path.lexists(directory / name)] if not resume else []
+    for folder in _CLEARED_FOLDERS if not resume else ():
+        for path in sorted((directory / folder).rglob("*")) if (directory / folder).is_dir() else ():
+            rel = path.relative_to(directory).as_posix()
+            if path.is_symlink() or (path.is_file() and rel != LOSS_PNG and not _is_curve(rel, path)):
+                found.append(rel)
+    return found
+
+
+def _owner(metrics: Path) -> str | None:
+    """The model whose curves a metrics directory holds (its metrics.json's "model"), if said."""
+    try:
+        data = json.loads(metrics.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data.get("model") if isinstance(data, dict) and isinstance(data.get("model"), str) else None
 
 
 def _written_by_dvclive(path: Path) -> bool:
@@ -95,26 +183,28 @@ class LiveMetrics:
     directory's curves (`mypt train --resume`); `resume_step`, the checkpoint's step, first
     drops the rows a killed run logged after it, which the resumed run logs again."""
 
-    def __init__(self, directory: Path, title: str = "loss", resume: bool = False, resume_step: int | None = None):
-        check_metrics_dir(directory)
+    def __init__(self, directory: Path, title: str = "loss", resume: bool = False, resume_step: int | None = None,
+                 model: str | None = None):
+        check_metrics_dir(directory, resume=resume, model=model)
         self.directory, self.title = Path(directory), title
         if resume and resume_step is not None:
             self._drop_rows_after(resume_step)
         self.live = _live(self.directory, resume)
+        if model is not None:  # whose curves these are (a run of another model is refused them)
+            self.live.summary["model"] = model
         if resume and resume_step is not None:
             self._best_val_from_rows()
 
     def _drop_rows_after(self, step: int) -> None:
         """Keep the rows of steps up to `step`: a checkpoint of step S is saved after S's
         evaluation and train loss are logged, and a resumed run logs from S + 1 on."""
-        for path in sorted((self.directory / "plots" / "metrics").rglob("*.tsv")):
+        for path in sorted((self.directory / "plots" / "metrics").glob("*.tsv")):
+            if not _is_curve(path.relative_to(self.directory).as_posix(), path):
+                continue  # not one of mypt's curves: left alone
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
             if not lines:
                 continue
-            header = lines[0].rstrip("\r\n").split("\t")
-            if "step" not in header:
-                continue  # not a dvclive metric file: left alone
-            column = header.index("step")
+            column = 0  # (dvclive's header: step, then the value)
             kept = [lines[0]] + [line for line in lines[1:] if _row_step(line, column) <= step]
             if len(kept) != len(lines):
                 atomic_write_text(path, "".join(kept))
@@ -184,7 +274,8 @@ def open_tracker(names: tuple[str, ...], directory: Path, run_name: str, resume:
     try:
         for name in names:
             if name == "dvclive":
-                opened.append(LiveMetrics(directory, f"{run_name}: loss", resume=resume, resume_step=resume_step))
+                opened.append(LiveMetrics(directory, f"{run_name}: loss", resume=resume, resume_step=resume_step,
+                                          model=run_name))
             else:
                 Path(directory).mkdir(parents=True, exist_ok=True)
                 opened.append(CLIENTS[name](Path(directory), run_name, resume, resume_step))

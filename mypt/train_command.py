@@ -95,12 +95,18 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
         raise ConfigError("--resume continues this model's run; --overwrite replaces it: pick one")
     specs = parse_dataset_specs(req.dataset_dir)
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
-    if req.metrics_dir is not None:
-        check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers)
-        check_installed(req.loggers)
-    # One run per checkpoint: a second would delete this one's `.NAME.partial`. Under DDP only
-    # rank 0 saves, so only rank 0 takes the lock.
-    with output_lock(ckpt_dir, "--model_name") if _rank0() else contextlib.nullcontext():
+    # One run per checkpoint: a second would delete this one's `.NAME.partial`; and one per
+    # --metrics_dir: a second would clear or cut this one's curves. Under DDP only rank 0 saves
+    # and logs, so only rank 0 takes the locks.
+    with contextlib.ExitStack() as locks:
+        if _rank0():
+            locks.enter_context(output_lock(ckpt_dir, "--model_name"))
+        if req.metrics_dir is not None:
+            if _rank0():
+                locks.enter_context(output_lock(Path(req.metrics_dir), "--metrics_dir"))
+            check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
+                              resume=req.resume, model=req.model_name)
+            check_installed(req.loggers)
         return _run_training(req, specs, ckpt_dir, overrides, log, read_text)
 
 

@@ -124,3 +124,107 @@ def test_resume_after_a_kill_drops_the_rows_past_the_checkpoint(corpus, tmp_path
     vals = [float(r["val"]) for r in tsv(live / "val.tsv")]
     final = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert final["step"] == 8 and final["best_val"] == min(vals) > 0.001
+
+
+def _train(tmp_path: Path, *extra: str) -> "click.testing.Result":
+    args = ["train", "--input_file", "corpus.txt", "--tokenization", "char", "--config_file", "tiny", "--device",
+            "cpu", "--eval_interval", "2", "--eval_iters", "1", "--log_interval", "1", "--checkpoints_dir", "ck",
+            *extra]
+    return CliRunner().invoke(main, args)
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_metrics_dir_keeps_the_users_files_dvclive_would_delete(corpus, tmp_path, monkeypatch):
+    """dvclive clears its plot folders and reports when a run starts: a user's chart, curve or
+    report there is refused by name, before anything is built, and nothing changes. A resumed
+    run, which cuts mypt's curves back to the checkpoint's step, leaves the user's curve whole;
+    the previous run's own curves and loss.png are replaced without a word."""
+    monkeypatch.chdir(tmp_path)
+    live = tmp_path / "runs" / "m"
+    (live / "plots" / "metrics").mkdir(parents=True)
+    (live / "plots" / "images").mkdir(parents=True)
+    (live / "plots" / "metrics" / "my_eval.tsv").write_text("step\tacc\n1\t0.5\n99\t0.7\n")
+    (live / "plots" / "images" / "my_chart.png").write_bytes(b"png")
+    (live / "report.html").write_text("<p>mine</p>")
+    (live / "notes.md").write_text("mine")
+    before = files_under(live)
+    done = _train(tmp_path, "--model_name", "m", "--max_iters", "2", "--metrics_dir", "runs/m")
+    assert done.exit_code == 1 and "step 0" not in done.output, done.output
+    for name in ("plots/metrics/my_eval.tsv", "plots/images/my_chart.png", "report.html"):
+        assert name in done.output
+    assert files_under(live) == before and not (tmp_path / "ck").exists()
+
+    (live / "plots" / "images" / "my_chart.png").unlink()
+    (live / "report.html").unlink()
+    (live / "plots" / "metrics" / "my_eval.tsv").rename(tmp_path / "my_eval.tsv")
+    assert _train(tmp_path, "--model_name", "m", "--max_iters", "4", "--metrics_dir", "runs/m").exit_code == 0
+    (tmp_path / "my_eval.tsv").rename(live / "plots" / "metrics" / "my_eval.tsv")
+    shutil.rmtree(tmp_path / "ck" / "m")
+    assert _train(tmp_path, "--model_name", "m", "--max_iters", "2", "--metrics_dir", "runs/m").exit_code == 1
+    done = _train(tmp_path, "--model_name", "m2", "--max_iters", "2", "--metrics_dir", "runs/m2")
+    assert done.exit_code == 0, done.output
+    # A resume: the user's curve keeps its row at step 99; mypt's are cut back, then continued.
+    assert _train(tmp_path, "--model_name", "m", "--max_iters", "2").exit_code == 0
+    done = _train(tmp_path, "--model_name", "m", "--max_iters", "3", "--resume", "--metrics_dir", "runs/m")
+    assert done.exit_code == 0, done.output
+    assert (live / "plots" / "metrics" / "my_eval.tsv").read_text() == "step\tacc\n1\t0.5\n99\t0.7\n"
+    assert [r["step"] for r in tsv(live / "plots" / "metrics" / "val.tsv")] == ["0", "2", "3"]
+    assert (live / "notes.md").read_text() == "mine"
+
+
+def test_a_metrics_dir_holds_one_models_curves(corpus, tmp_path, monkeypatch):
+    """metrics.json names the model whose curves the directory holds: another model's run, new or
+    resumed, is refused it (a resume would cut its curves, a new run delete them). The same
+    model's next run replaces its own curves."""
+    monkeypatch.chdir(tmp_path)
+    assert _train(tmp_path, "--model_name", "long", "--max_iters", "6", "--metrics_dir", "runs/long").exit_code == 0
+    assert json.loads((tmp_path / "runs/long/metrics.json").read_text())["model"] == "long"
+    before = files_under(tmp_path / "runs" / "long")
+    assert _train(tmp_path, "--model_name", "other", "--max_iters", "2").exit_code == 0
+    for extra in (["--resume", "--max_iters", "3"], ["--max_iters", "2", "--overwrite"]):
+        done = _train(tmp_path, "--model_name", "other", "--metrics_dir", "runs/long", *extra)
+        assert done.exit_code == 1 and "holds the curves of model 'long'" in done.output, done.output
+    assert files_under(tmp_path / "runs" / "long") == before
+    done = _train(tmp_path, "--model_name", "long", "--max_iters", "2", "--overwrite", "--metrics_dir", "runs/long")
+    assert done.exit_code == 0, done.output
+    assert [r["step"] for r in tsv(tmp_path / "runs/long/plots/metrics/val.tsv")] == ["0", "2"]
+
+
+def test_a_metrics_dir_inside_a_checkpoint_or_a_dataset_is_refused(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _train(tmp_path, "--model_name", "q1", "--max_iters", "1").exit_code == 0
+    before = files_under(tmp_path / "ck" / "q1")
+    for place in ("ck/q1", "ck/q1/live"):
+        done = _train(tmp_path, "--model_name", "q2", "--max_iters", "1", "--metrics_dir", place)
+        assert done.exit_code == 1 and "is a mypt checkpoint" in done.output, done.output
+    assert files_under(tmp_path / "ck" / "q1") == before
+    assert CliRunner().invoke(main, ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds",
+                                     "--tokenization", "char", "--workers", "1"]).exit_code == 0
+    done = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "q3", "--config_file", "tiny",
+                                     "--device", "cpu", "--max_iters", "1", "--metrics_dir", "ds/live"])
+    assert done.exit_code == 1 and "is a mypt dataset" in done.output, done.output
+    assert not (tmp_path / "ds" / "live").exists()
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_metrics_dir_in_use_is_refused(corpus, tmp_path, monkeypatch):
+    """One writer per --metrics_dir, as per checkpoint: a run of another model (another
+    checkpoint lock) into a directory a running training holds fails at once, naming the process."""
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom mypt.lock import output_lock\n"
+                               "with output_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(30)",
+                               "runs/shared"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = _train(tmp_path, "--model_name", "c2", "--max_iters", "1", "--metrics_dir", "runs/shared")
+        assert done.exit_code == 1 and f"in use by process {holder.pid}" in done.output, done.output
+        assert "--metrics_dir" in done.output and not (tmp_path / "ck" / "c2").exists()
+    finally:
+        holder.kill()
+        holder.wait()
