@@ -272,8 +272,10 @@ class _Run:
         self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.history.append({"step": step, "train_loss": loss_now})
         self.step += 1
+        # Labelled by the steps done, as the progress line and the curves are: the loss of the
+        # step from S-1 to S sits at S, beside the val loss evaluated after it.
+        self.history.append({"step": self.step, "train_loss": loss_now})
         self.tokens += self.tokens_per_iter
         self.timed_seconds += time.perf_counter() - started
         self.timed_steps += 1

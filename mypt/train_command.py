@@ -168,8 +168,10 @@ def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int) -> str:
     changed = {k: v for k, v in saved.items() if k in now and now[k] != v}
     if not changed:
         return ""
+    # The seed only starts a run: a resumed one draws on from the checkpoint's random state.
+    inert = {"seed": "; no effect: a resume continues the checkpoint's random state"}
     line = "; settings changed from the checkpoint's run: " + ", ".join(
-        f"{k} {now[k]!r} (was {v!r})" for k, v in changed.items())
+        f"{k} {now[k]!r} (was {v!r}{inert.get(k, '')})" for k, v in changed.items())
     try:
         before = get_lr(step, TrainConfig.from_dict({**now, **changed}))
     except ConfigError:  # settings an older mypt wrote that this one no longer takes

@@ -66,6 +66,22 @@ def test_a_steps_loss_is_the_mean_over_its_micro_steps(tmp_path, monkeypatch):
     assert printed == pytest.approx(means, abs=6e-5)  # (printed to 4 decimals)
 
 
+def test_the_history_labels_each_loss_by_the_step_the_progress_line_and_curves_give(tmp_path):
+    """training_state.json's history (and fit's result) puts a step's train loss at the steps done,
+    as `iter N: loss` and dvclive's train_loss.tsv do, beside the val loss evaluated after it."""
+    dataset(tmp_path)
+    out = invoke(*train_args(tmp_path, "--max_iters", "4", "--eval_interval", "2", "--log_interval", "1",
+                             "--metrics_dir", tmp_path / "live"))
+    printed = {int(step): float(loss) for step, loss in re.findall(r"^iter (\d+): loss (\d+\.\d+)", out, re.M)}
+    history = json.loads((tmp_path / "ck/m/training_state.json").read_text())["history"]
+    train = {h["step"]: h["train_loss"] for h in history if "train_loss" in h}
+    assert sorted(train) == sorted(printed) == [1, 2, 3, 4]
+    assert all(abs(train[step] - printed[step]) < 6e-5 for step in printed)
+    curve = (tmp_path / "live/plots/metrics/train_loss.tsv").read_text().splitlines()[1:]
+    assert [int(row.split("\t")[0]) for row in curve] == [1, 2, 3, 4]
+    assert [h["step"] for h in history if "val" in h] == [0, 2, 4]
+
+
 def test_tok_s_counts_only_the_steps_trained(tmp_path, monkeypatch):
     """On a clock where a training micro-step takes 1 s and an evaluation batch 50 s, every
     progress line says 1000 ms/iter: after the evaluations, and after a resume at step 5 whose
@@ -131,9 +147,10 @@ def test_resume_names_the_settings_it_changes_and_the_learning_rate_it_moves(tmp
     # A larger --max_iters stretches the cosine (lr_decay_iters follows it): at step 8 the saved
     # schedule is at min_lr, 3e-4, the new one back near its peak.
     out = invoke(*train_args(tmp_path, "--max_iters", "20", "--eval_interval", "10", "--warmup_iters", "2",
-                             "--batch_size", "3", "--resume"))
+                             "--batch_size", "3", "--seed", "5", "--resume"))
     line = next(line for line in out.splitlines() if line.startswith("resuming m"))
     assert "settings changed from the checkpoint's run: " in line
+    assert "seed 5 (was 1337; no effect: a resume continues the checkpoint's random state)" in line
     assert "batch_size 3 (was 2)" in line and "max_iters 20 (was 8)" in line and "warmup" not in line
     before, after = mypt.train.get_lr(8, _cfg(8)), mypt.train.get_lr(8, _cfg(20))
     assert before == pytest.approx(3e-4) and after > 4 * before
