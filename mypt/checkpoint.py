@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
-from mypt.errors import BusyError, CheckpointError, ConfigError
+from mypt.errors import BusyError, CheckpointError, ConfigError, os_error_message
 from mypt.io import atomic_write_text, is_own, not_own_message, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
 from mypt.lock import output_lock
 from mypt.names import STATE_FILE, TIED
@@ -281,7 +281,12 @@ def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
 def _load_safetensors(path: Path) -> dict:
     try:
         return load_file(path)
-    except (SafetensorError, OSError) as e:
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: the checkpoint {path.parent} is incomplete (its {CONFIG_FILE} "
+                              "records the file); copy it whole again, or train again") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {os_error_message(e)}") from None
+    except SafetensorError as e:
         raise CheckpointError(f"{path} is not a safetensors file ({e}); mypt never unpickles "
                               "checkpoints (a pickle can run code): refused") from None
 

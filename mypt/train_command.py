@@ -94,6 +94,10 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
     if req.resume and req.overwrite:
         raise ConfigError("--resume continues this model's run; --overwrite replaces it: pick one")
     specs = parse_dataset_specs(req.dataset_dir)
+    for place in (Path(req.checkpoints_dir), *Path(req.checkpoints_dir).parents):
+        if place.exists() and not place.is_dir():
+            raise ConfigError(f"--checkpoints_dir {req.checkpoints_dir}: {place} is a file, not a directory: "
+                              "choose another --checkpoints_dir")
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
     # One run per checkpoint: a second would delete this one's `.NAME.partial`; and one per
     # --metrics_dir: a second would clear or cut this one's curves. Under DDP only rank 0 saves

@@ -99,6 +99,11 @@ CASES = [
     Case("metrics_dir_in_resumed_checkpoint", train("--dataset_dir", "ds", "--resume", "--max_iters", "4",
                                                     "--metrics_dir", "ck/m/live", model="m"),
          ["--metrics_dir ck/m/live", "checkpoint directory ck/m"]),
+    Case("metrics_dir_in_another_checkpoint", train("--dataset_dir", "ds", "--metrics_dir", "ck/m/live"),
+         ["--metrics_dir ck/m/live", "ck/m is a mypt checkpoint"]),
+    Case("checkpoints_dir_is_a_file", train("--dataset_dir", "ds", "--checkpoints_dir", "notes.txt"),
+         ["--checkpoints_dir notes.txt", "is a file, not a directory"],
+         setup=lambda w: (w / "notes.txt").write_text("mine")),
     # -- seeds: one range for every command (torch and numpy take 0 .. 2**63-1) --------------
     Case("train_seed_negative", train("--dataset_dir", "ds", "--seed", "-1"), ["--seed", "-1"], code=2),
     Case("train_seed_huge", train("--dataset_dir", "ds", "--seed", SEED_HUGE), ["--seed", SEED_HUGE], code=2),

@@ -204,6 +204,11 @@ def test_training_state_is_checked_on_resume(corpus):
     r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2",
                                   "--resume"])
     assert r.exit_code == 1 and "training_state.safetensors" in r.output and "sha256" in r.output
+    path.unlink()  # a checkpoint copied without it: named missing (it said "not a safetensors file ... pickle")
+    r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2",
+                                  "--resume"])
+    assert r.exit_code == 1 and f"{path} is missing: the checkpoint checkpoints/m is incomplete" in r.output, r.output
+    assert "pickle" not in r.output
 
 
 def test_names_up_to_the_limit_work_though_mypt_adds_hidden_names_beside_them(corpus):
