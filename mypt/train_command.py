@@ -163,6 +163,29 @@ def _steps_left(saved_step: int, max_iters: int, ckpt_dir: Path) -> bool:
     return max_iters > saved_step
 
 
+def _data_record(specs: list[DatasetSpec]) -> str | list[str] | None:
+    """The --dataset_dir a checkpoint records: the path, or a mixture's NAME=PATH:WEIGHT each."""
+    return str(specs[0].path) if len(specs) == 1 else [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None
+
+
+def _data_changed(saved: str | list[str] | None, now: str | list[str] | None) -> str:
+    """What the resume line adds when the run trains on other data than the checkpoint's (another
+    dataset, a mixture's paths or weights): the sampler goes on from its saved position."""
+    def key(record) -> list:
+        entries = [record] if isinstance(record, str) else list(record or [])
+        out = []
+        for entry in entries:
+            name, sep, rest = entry.partition("=") if isinstance(record, list) else ("", "", entry)
+            path, _, weight = rest.rpartition(":") if isinstance(record, list) else (rest, "", "")
+            out.append((name, os.path.abspath(path), weight))
+        return out
+
+    if saved is None or key(saved) == key(now):
+        return ""
+    shown = lambda r: " ".join(f"--dataset_dir {e}" for e in ([r] if isinstance(r, str) else r or []))
+    return f"; data changed from the checkpoint's run: {shown(now)} (was {shown(saved)})"
+
+
 def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int) -> str:
     """What the resume line adds when flags changed the checkpoint's training settings (a
     resume continues with the flags given over the saved ones): each setting with its saved
@@ -392,7 +415,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if sharded:  # before the optimizer, which then holds the shards
         _shard(model, req, cfgs, ckpt_dir, device, dist, compiled)
     optimizer = configure_optimizer(model, train_cfg, device)
-    saved_training = checkpoint.read_config(ckpt_dir).get("training", {}) if req.resume else {}
+    saved_config = checkpoint.read_config(ckpt_dir) if req.resume else {}
+    saved_training = saved_config.get("training", {})
     if req.resume:
         check_resumable(saved_training, train_cfg, ckpt_dir)
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model) if req.resume else None
@@ -402,7 +426,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
         return _complete(req, resume_state, tokens_per_step(loader, train_cfg, dist), dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}"
-            + _changed_on_resume(saved_training, train_cfg, resume_state["step"]))
+            + _changed_on_resume(saved_training, train_cfg, resume_state["step"])
+            + _data_changed(saved_config.get("dataset_dir"), _data_record(specs)))
     train_model = torch.compile(model) if compiled and not sharded else model
     if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -411,8 +436,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     extra = {"training": train_cfg.to_dict(), "config_source": cfgs.source,
              # provenance: where the weights first came from (kept across --resume)
              "init_from_model": (cfgs.saved_init if req.resume else str(cfgs.init) if cfgs.init is not None else None),
-             "dataset_dir": (str(specs[0].path) if len(specs) == 1 else
-                             [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None)}
+             "dataset_dir": _data_record(specs)}
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
         tracker = open_tracker(req.loggers, req.metrics_dir, req.model_name, resume=req.resume,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -170,6 +171,31 @@ def test_resume_names_the_settings_it_changes_and_the_learning_rate_it_moves(tmp
                              "--model_name", "k", "--resume"))
     line = next(line for line in out.splitlines() if line.startswith("resuming k"))
     assert "lr_decay_iters None (was 30)" in line and "the learning rate at step 20 is" not in line
+
+
+def test_resume_names_data_other_than_the_checkpoints(tmp_path):
+    """A resume on another dataset (or a mixture with other paths or weights) is named in the
+    resume line with the checkpoint's; the same data, spelled another way, is not."""
+    dataset(tmp_path)
+    shutil.copytree(tmp_path / "ds", tmp_path / "ds2")
+    invoke(*train_args(tmp_path, "--max_iters", "2", "--eval_interval", "2"))
+    out = invoke(*train_args(tmp_path, "--max_iters", "3", "--eval_interval", "3", "--resume"))
+    line = next(line for line in out.splitlines() if line.startswith("resuming m"))
+    assert "data changed" not in line, line
+    args = train_args(tmp_path, "--max_iters", "4", "--eval_interval", "4", "--resume")
+    args[args.index("--dataset_dir") + 1] = tmp_path / "ds2"
+    line = next(line for line in invoke(*args).splitlines() if line.startswith("resuming m"))
+    assert line.endswith(f"; data changed from the checkpoint's run: --dataset_dir {tmp_path / 'ds2'} "
+                         f"(was --dataset_dir {tmp_path / 'ds'})"), line
+    mixture = [f"a={tmp_path / 'ds'}:0.7", f"b={tmp_path / 'ds2'}:0.3"]
+    base = train_args(tmp_path, "--model_name", "mx", "--max_iters", "2", "--eval_interval", "2")
+    i = base.index("--dataset_dir")
+    invoke(*base[:i], *base[i + 2:], "--dataset_dir", mixture[0], "--dataset_dir", mixture[1])
+    swapped = [f"a={tmp_path / 'ds2'}:0.7", f"b={tmp_path / 'ds'}:0.3"]
+    line = next(line for line in invoke(*base[:i], *base[i + 2:], "--max_iters", "3", "--resume", "--dataset_dir",
+                                        swapped[0], "--dataset_dir", swapped[1]).splitlines()
+                if line.startswith("resuming mx"))
+    assert f"--dataset_dir {swapped[0]} --dataset_dir {swapped[1]} (was --dataset_dir {mixture[0]} " in line, line
 
 
 def _cfg(max_iters: int):
