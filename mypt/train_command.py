@@ -4,6 +4,7 @@ file or preset, tokenizer, model, loaders, resume), then call mypt.train.fit."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -298,6 +299,13 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     model, init_tok = _load_start(init, cfgs.hf, device, req)
     check_tokenizer(tokenizer, init_tok, "this data", str(init), f"prepare the data with --tokenizer_from {init}",
                     ConfigError)
+    if not req.resume and dataclasses.replace(model.config, dropout=cfgs.model.dropout) == cfgs.model \
+            and model.config != cfgs.model:
+        # A new run from these weights with another --dropout (fine-tuning a model trained
+        # without it): dropout holds no weights, the same weights go into the run's model.
+        weights = model.state_dict()
+        model = GPT(cfgs.model).to(device)
+        model.load_state_dict(weights)
     if model.config != cfgs.model:
         theirs = model.config.to_dict()
         differ = {k: (v, theirs[k]) for k, v in cfgs.model.to_dict().items() if theirs.get(k) != v}

@@ -201,3 +201,23 @@ def test_resume_names_data_other_than_the_checkpoints(tmp_path):
 def _cfg(max_iters: int):
     from mypt.config import TrainConfig
     return TrainConfig(learning_rate=3e-3, warmup_iters=2, max_iters=max_iters)
+
+
+def test_a_new_run_from_a_model_may_change_its_dropout(tmp_path):
+    """--init_from_model with another --dropout (fine-tuning with dropout from a base trained
+    without it): dropout holds no weights, so the run starts from the base's weights exactly. A
+    resume keeps the checkpoint's dropout (a change is refused: its run would not be the same)."""
+    from safetensors.torch import load_file
+
+    dataset(tmp_path)
+    invoke(*train_args(tmp_path, "--max_iters", "2", "--eval_interval", "2"))
+    base = train_args(tmp_path, "--model_name", "ft", "--init_from_model", "m", "--dropout", "0.1")
+    base.remove("--config_file"), base.remove("tiny")  # (the base's own settings)
+    invoke(*base, "--max_iters", "0", "--eval_interval", "1")
+    config = json.loads((tmp_path / "ck/ft/config.json").read_text())
+    assert config["model"]["dropout"] == 0.1
+    started, weights = load_file(tmp_path / "ck/ft/model.safetensors"), load_file(tmp_path / "ck/m/model.safetensors")
+    assert started.keys() == weights.keys() and all(started[k].equal(weights[k]) for k in weights)
+    r = CliRunner().invoke(main, [str(a) for a in train_args(tmp_path, "--max_iters", "3", "--resume",
+                                                               "--dropout", "0.2")])
+    assert r.exit_code == 1 and "dropout 0.2 (the checkpoint: 0.0)" in r.output, r.output
