@@ -38,7 +38,8 @@ def build_prepare_dataset() -> click.Command:
                  "tokens_per_shard; new shards are numbered after the old ones and val keeps the highest numbers.")
     @settings_options(*PrepareSettings.STEP_SETTINGS, use_flag_names=True)
     @option("--tokenizer_from", type=click.Path(exists=True, path_type=Path), default=None,
-            help="Reuse the tokenizer of this dataset or checkpoint directory (domain adaptation with char).")
+            help="Reuse the tokenizer of this dataset or checkpoint directory (domain adaptation with char); "
+                 "--tokenization follows it unless given.")
     @option("--overwrite", is_flag=True,
             help="Replace a different mypt dataset already in --out_dir (never other files, an input, or the "
                  "current or home directory).")
@@ -57,14 +58,20 @@ def build_prepare_dataset() -> click.Command:
         if (out_dir is None) == (append_to is None):
             raise click.UsageError("pass --out_dir DIR to write a new dataset, or --append_to DIR to add to an "
                                    "existing one (one of them)")
+        from click.core import ParameterSource
+
         if append_to is None:
             from mypt.prepare import prepare_dataset
+
+            if tokenizer_from is not None and ctx.get_parameter_source("tokenization") is ParameterSource.DEFAULT:
+                from mypt.tokenizers import Tokenizer
+
+                # The reused tokenizer's kind, not the default gpt2 (which a char one then contradicted).
+                flags["tokenization"] = Tokenizer.load(tokenizer_from).kind
 
             meta = prepare_dataset(list(input_files), out_dir, PrepareSettings.from_flags(flags),
                                    tokenizer_from=tokenizer_from, overwrite=overwrite)
         else:
-            from click.core import ParameterSource
-
             from mypt.append import append_dataset
 
             for flag in ("tokenizer_from", "overwrite"):

@@ -155,7 +155,7 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
     if tokenizer_from is not None:
         tokenizer = Tokenizer.load(tokenizer_from)
         hint = "drop one of the two flags" if tokenizer.kind == spec_kind(spec) else \
-            f"pass --tokenization {tokenizer.kind} (--tokenization is gpt2 unless given)"
+            f"pass --tokenization {tokenizer.kind}, or leave --tokenization out (it then follows --tokenizer_from)"
         check_tokenizer(tokenizer, spec, f"--tokenizer_from {tokenizer_from}", f"--tokenization {spec}", hint,
                         InputError)
     elif not tokenizer_class(spec).learns_vocabulary:

@@ -271,8 +271,12 @@ def test_reused_char_vocabulary_replaces_and_names_unknown_characters(tmp_path):
     (tmp_path / "domain.txt").write_text("Of Man's first disobedience; and the fruit {42}\n")
     prepare("--input_files", str(tmp_path / "base.txt"), "--out_dir", str(tmp_path / "base"), "--tokenization", "char",
             "--val_fraction", "0")
-    prepare("--input_files", str(tmp_path / "domain.txt"), "--out_dir", str(tmp_path / "dom"), "--tokenization",
-            "char", "--tokenizer_from", str(tmp_path / "base"), "--val_fraction", "0", "--no_filter")
+    # --tokenization follows --tokenizer_from when not given (char here); the replaced
+    # characters are said, with their share of the tokens.
+    done = prepare("--input_files", str(tmp_path / "domain.txt"), "--out_dir", str(tmp_path / "dom"),
+                   "--tokenizer_from", str(tmp_path / "base"), "--val_fraction", "0", "--no_filter")
+    assert "Characters outside the tokenizer's vocabulary, each replaced by a space: 15 (31.2% of the tokens" \
+        in done.output, done.output
     assert (tmp_path / "dom" / "tokenizer_state.json").read_bytes() == (tmp_path / "base" / "tokenizer_state.json").read_bytes()
     meta = json.loads((tmp_path / "dom" / "dataset_metadata.json").read_text())
     counts = meta["stats"]["tokenize"]["replaced_char_counts"]
@@ -281,9 +285,9 @@ def test_reused_char_vocabulary_replaces_and_names_unknown_characters(tmp_path):
     text = Tokenizer.load(tmp_path / "dom").decode(read_tokens(tmp_path / "dom" / "train"))
     assert "{" not in text and "?" in text and len(text) == len("Of Man's first disobedience; and the fruit {42}\n")
     result = prepare("--input_files", str(tmp_path / "domain.txt"), "--out_dir", str(tmp_path / "x"),
-                     "--tokenizer_from", str(tmp_path / "base"), expect_ok=False)
+                     "--tokenization", "gpt2", "--tokenizer_from", str(tmp_path / "base"), expect_ok=False)
     assert "--tokenization gpt2 has another vocabulary" in result.output and "--tokenizer_from" in result.output
-    assert "pass --tokenization char" in result.output
+    assert "pass --tokenization char, or leave --tokenization out" in result.output
 
 
 def test_missing_gpt2_vocabulary_names_the_install_command(tmp_path, monkeypatch):

@@ -190,6 +190,11 @@ def summary_lines(meta: dict, out_dir: Path) -> list[str]:
         lines.append(f"Binary files skipped: {', '.join(meta['skipped_binary_files'])}")
     if clean_stats.get("invalid_utf8_bytes_replaced"):
         lines.append(f"Invalid UTF-8 bytes replaced: {clean_stats['invalid_utf8_bytes_replaced']:,}")
+    replaced = meta["stats"].get("tokenize", {}).get("replaced_chars", 0)
+    if replaced:  # a reused char vocabulary (--tokenizer_from) that lacks characters of this text
+        share = replaced / max(meta["total_tokens"], 1)
+        lines.append(f"Characters outside the tokenizer's vocabulary, each replaced by a space: {replaced:,} "
+                     f"({share:.1%} of the tokens; the commonest in dataset_metadata.json, replaced_char_counts)")
     if note := bad_lines_note(meta):
         lines.append(note)
     return lines
