@@ -14,7 +14,8 @@ checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` and
   r50k_base ranks mypt installs); char becomes a WordLevel model over single characters with
   a decoder that fuses them, so both encode and decode exactly as mypt does; hf is its own
   tokenizer.json.
-  tokenizer_config.json names PreTrainedTokenizerFast, which transformers 4 and 5 both load.
+  tokenizer_config.json names PreTrainedTokenizerFast, which transformers 4 and 5 both load,
+  and the model's inputs (input_ids, attention_mask: no token_type_ids).
 
 transformers and tokenizers are optional: `pip install 'mypt[hf]'`.
 """
@@ -35,6 +36,8 @@ from mypt.tokenizers import Tokenizer
 
 # mypt's gelu setting -> transformers' activation_function (read back by hf_import.GELU_FROM_HF).
 HF_GELU = {"tanh": "gelu_new", "exact": "gelu"}
+# What the exported tokenizer returns for the model (GPT-2's tokenizer_config.json declares the same).
+MODEL_INPUT_NAMES = ("input_ids", "attention_mask")
 
 
 def _require_hf():
@@ -185,15 +188,20 @@ def file_hf_tokenizer(tokenizer: Tokenizer):
 
 
 def portable_tokenizer_config(directory: Path) -> None:
-    """Name the tokenizer class that transformers 4 and 5 both load. transformers 5 writes
-    `TokenizersBackend`, a class 4.x does not have (its AutoTokenizer fails on the export);
-    `PreTrainedTokenizerFast` is 4.x's class for a tokenizer.json and 5.x's alias of
-    TokenizersBackend, so both load the same tokenizer from it."""
+    """A tokenizer_config.json that transformers 4 and 5 both load as they load GPT-2's:
+
+    - the class: transformers 5 writes `TokenizersBackend`, a class 4.x does not have (its
+      AutoTokenizer fails on the export); `PreTrainedTokenizerFast` is 4.x's class for a
+      tokenizer.json and 5.x's alias of TokenizersBackend, so both load the same tokenizer;
+    - the model's inputs, `input_ids` and `attention_mask`, as GPT-2's own tokenizer declares
+      them: without them 4.x's tokenizer returns `token_type_ids` too, which GPT2LMHeadModel
+      adds as token-type embeddings (logits off by up to 1.8) and Llama's generate refuses."""
     path = directory / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    config["model_input_names"] = list(MODEL_INPUT_NAMES)
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 # An export's record of the files it wrote (names in the directory): what makes a directory

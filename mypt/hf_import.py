@@ -3,8 +3,12 @@
 (GPT2LMHeadModel), Llama (LlamaForCausalLM) or Qwen3 (Qwen3ForCausalLM), the last two as
 mypt's modern recipe (position rope, norm rmsnorm, mlp swiglu, n_kv_head; qk_norm for Qwen3).
 What mypt cannot express is refused, naming the config.json key: an output head untied from the
-embedding, rope_scaling, sliding-window attention, biases, an MLP width other than mypt's
-swiglu width, another activation or norm epsilon.
+embedding (or an lm_head.weight that differs from it), rope_scaling, sliding-window attention,
+biases, an MLP width other than mypt's swiglu width, another head_dim, activation or norm
+epsilon, GPT-2's other attention scalings. A key the config.json leaves out means transformers'
+default for its model_type (LlamaConfig and Qwen3Config do not tie the head by default). The
+weights are model.safetensors or the shards a model.safetensors.index.json lists; pickles are
+refused.
 
 Needs only safetensors, not transformers. The export (mypt.hf_export) is apart, so that
 training does not depend on its code."""
@@ -34,10 +38,24 @@ def hf_dir(spec: str | None) -> Path | None:
 
 # The keys of a GPT-2 config.json that give the model's shape (the rest have defaults).
 HF_SHAPE_KEYS = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
+# Llama and Qwen3: the config.json keys that give the model's shape, and the model types.
+LLAMA_TYPES = ("llama", "qwen3")
+LLAMA_SHAPE_KEYS = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "num_attention_heads",
+                    "hidden_size", "intermediate_size")
+SUPPORTED_TYPES = ("gpt2", *LLAMA_TYPES)
+# transformers' defaults (LlamaConfig and Qwen3Config, 4.57 and 5 alike) of the keys mypt checks
+# whose default is not mypt's: what a config.json that leaves the key out means. None: head_dim
+# hidden_size / num_attention_heads, num_key_value_heads num_attention_heads.
+LLAMA_DEFAULTS = {"llama": {"tie_word_embeddings": False, "head_dim": None, "num_key_value_heads": None,
+                            "rms_norm_eps": 1e-6},
+                  "qwen3": {"tie_word_embeddings": False, "head_dim": 128, "num_key_value_heads": 32,
+                            "rms_norm_eps": 1e-6}}
 
 
 def read_hf_config(path: Path) -> dict:
     """A transformers directory's config (GPT-2, Llama or Qwen3) as mypt's {"model": ..., "training": {}}."""
+    from mypt.model import NORM_EPS
+
     path = Path(path)
     try:
         hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -49,7 +67,12 @@ def read_hf_config(path: Path) -> dict:
     if "format_version" in hf:
         raise ConfigError(f"--init_from_model hf:{path} is a mypt checkpoint, not a Hugging Face directory: pass "
                           f"--init_from_model {path} (without hf:)")
-    if hf.get("model_type") in LLAMA_TYPES:
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED_TYPES:
+        seen = f"model_type {model_type!r}" if "model_type" in hf else "a config.json without model_type"
+        raise ConfigError(f"--init_from_model hf:{path}: {seen} is not supported: mypt imports "
+                          f"{', '.join(SUPPORTED_TYPES)}; give a transformers directory of one of those")
+    if model_type in LLAMA_TYPES:
         return {"model": _llama_model_settings(path, hf), "training": {}}
     missing = [key for key in HF_SHAPE_KEYS if key not in hf]
     if missing:
@@ -61,24 +84,22 @@ def read_hf_config(path: Path) -> dict:
                           "whole number")
     activation = hf.get("activation_function", "gelu_new")
     n_embd = hf["n_embd"]
-    wrong = [f"{key} {hf.get(key)!r}" for key, ok in (
-        ("model_type", hf.get("model_type") == "gpt2"),
-        ("activation_function", isinstance(activation, str) and activation in GELU_FROM_HF),
-        ("n_inner", hf.get("n_inner") in (None, 4 * n_embd))) if not ok]
+    # (reorder_and_upcast_attn is accepted: it computes the same scores, in float32 only.)
+    wrong = [f"{key} {hf.get(key)!r} (mypt: {want})" for key, ok, want in (
+        ("activation_function", isinstance(activation, str) and activation in GELU_FROM_HF,
+         "gelu_new, gelu_pytorch_tanh or gelu"),
+        ("n_inner", hf.get("n_inner") in (None, 4 * n_embd), "4 x n_embd"),
+        ("tie_word_embeddings", hf.get("tie_word_embeddings", True) is True, "true: mypt ties the output head to "
+                                                                            "the embedding"),
+        ("layer_norm_epsilon", hf.get("layer_norm_epsilon", NORM_EPS) == NORM_EPS, f"{NORM_EPS}"),
+        ("scale_attn_weights", hf.get("scale_attn_weights", True) is True, "true: scores scaled by 1/sqrt(head size)"),
+        ("scale_attn_by_inverse_layer_idx", not hf.get("scale_attn_by_inverse_layer_idx", False), "false")) if not ok]
     if wrong:
-        raise ConfigError(f"--init_from_model hf:{path}: mypt imports GPT-2-architecture models (model_type gpt2, "
-                          f"activation_function gelu_new, gelu_pytorch_tanh or gelu, n_inner 4 x n_embd); this "
-                          f"one has {', '.join(wrong)}")
+        raise ConfigError(f"--init_from_model hf:{path}: config.json: mypt cannot express {', '.join(wrong)}")
     model = {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
              "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True,
              "gelu": GELU_FROM_HF[activation]}
     return {"model": model, "training": {}}
-
-
-# Llama and Qwen3: the config.json keys that give the model's shape, and the model types.
-LLAMA_TYPES = ("llama", "qwen3")
-LLAMA_SHAPE_KEYS = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "num_attention_heads",
-                    "hidden_size", "intermediate_size")
 
 
 def hf_rope(hf: dict) -> tuple[object, str]:
@@ -101,20 +122,27 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
     if bad:
         raise ConfigError(f"{where} has {', '.join(bad)}: each must be a whole number")
     n_embd, n_head = hf["hidden_size"], hf["num_attention_heads"]
-    kv = hf.get("num_key_value_heads") or n_head
+    defaults = LLAMA_DEFAULTS[hf["model_type"]]
+    get = lambda key: hf.get(key, defaults.get(key))  # noqa: E731 (transformers' default where unset)
+    kv = get("num_key_value_heads") or n_head
     theta, rope_type = hf_rope(hf)
     width = GPTConfig(n_embd=n_embd, n_head=1, mlp="swiglu").mlp_hidden
-    wrong = [f"{key} {hf.get(key)!r} (mypt: {want})" for key, ok, want in (
-        ("tie_word_embeddings", hf.get("tie_word_embeddings", True) is True, "true: mypt ties the output head "
-                                                                           "to the embedding"),
+    layer_types = hf.get("layer_types") or []
+    shown = lambda key: theta if key == "rope_theta" else get(key)  # noqa: E731 (the base wherever it is)
+    wrong = [f"{key} {shown(key)!r}{'' if key in hf else ' (unset: transformers default)'} (mypt: {want})"
+             for key, ok, want in (
+        ("tie_word_embeddings", get("tie_word_embeddings") is True, "true: mypt ties the output head "
+                                                                   "to the embedding"),
         ("rope_scaling", hf.get("rope_scaling") is None, "none"),  # transformers 4's name
         ("rope_parameters", rope_type == "default", "rope_type default"),  # transformers 5's
         ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
+        ("layer_types", isinstance(layer_types, list) and all(t == "full_attention" for t in layer_types),
+         "full_attention in every layer"),
         ("hidden_act", hf.get("hidden_act", "silu") == "silu", "silu"),
-        ("rms_norm_eps", hf.get("rms_norm_eps") == NORM_EPS, f"{NORM_EPS}"),
+        ("rms_norm_eps", get("rms_norm_eps") == NORM_EPS, f"{NORM_EPS}"),
         ("attention_bias", not hf.get("attention_bias"), "false"),
         ("mlp_bias", not hf.get("mlp_bias"), "false"),
-        ("head_dim", hf.get("head_dim") in (None, n_embd // n_head) and n_embd % n_head == 0,
+        ("head_dim", get("head_dim") in (None, n_embd // n_head) and n_embd % n_head == 0,
          "hidden_size / num_attention_heads"),
         ("intermediate_size", hf["intermediate_size"] == width, f"{width}, 8/3 x hidden_size rounded up to 64"),
         ("rope_theta", isinstance(theta, (int, float)) and theta > 1, "a number above 1")) if not ok]
@@ -175,15 +203,62 @@ def _gpt2_state(weights: dict[str, torch.Tensor], names, source: Path) -> dict[s
     return state
 
 
-def import_hf(path: Path, device: str | torch.device = "cpu"):
-    """(mypt GPT, tokenizer, config) of a GPT-2, Llama or Qwen3 transformers directory (what
-    `save_pretrained` writes, or a local copy of the gpt2 weights)."""
+def load_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """(weights, the file that names them) of a transformers directory: model.safetensors, or the
+    shards its model.safetensors.index.json lists (what save_pretrained writes above its
+    max_shard_size). Safetensors only: a pickle (pytorch_model.bin) can run code when loaded."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from mypt.errors import CheckpointError
+    from mypt.model import check_finite
+
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    weight_map: dict = {}
+    if single.is_file():
+        files, source = [single], single
+    elif index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index}: no readable weight_map ({type(e).__name__}: {e}); save the model again "
+                                  "with save_pretrained(..., safe_serialization=True)") from None
+        names = list(weight_map.values()) if isinstance(weight_map, dict) else [weight_map]
+        bad = [n for n in names if not isinstance(n, str) or Path(n).name != n or n in ("", ".", "..")
+               or not n.endswith(".safetensors")]
+        if bad or not isinstance(weight_map, dict):
+            bad = bad or [weight_map]
+            raise CheckpointError(f"{index}: weight_map names {bad[0]!r}, not a .safetensors file beside it; save the "
+                                  "model again with save_pretrained(..., safe_serialization=True)")
+        files, source = [path / n for n in sorted(set(names))], index
+    else:
+        raise CheckpointError(f"no model.safetensors or model.safetensors.index.json in {path} (save it with "
+                              "save_pretrained(..., safe_serialization=True); pickles are refused)")
+    weights: dict[str, torch.Tensor] = {}
+    for file in files:
+        if not file.is_file():
+            raise CheckpointError(f"{index}: lists the shard {file.name}, which is not in {path}; copy the whole "
+                                  "directory save_pretrained wrote")
+        try:
+            loaded = load_file(file)
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{file} is not a readable safetensors file ({e}); save the model again with "
+                                  "save_pretrained(..., safe_serialization=True)") from None
+        check_finite(loaded, f"{file}")
+        weights.update(loaded)
+    missing = [name for name in weight_map if name not in weights]
+    if missing:
+        raise CheckpointError(f"{index}: lists {missing[0]} in {weight_map[missing[0]]}, which does not hold it; copy "
+                              "the whole directory save_pretrained wrote")
+    return weights, source
+
+
+def import_hf(path: Path, device: str | torch.device = "cpu"):
+    """(mypt GPT, tokenizer, config) of a GPT-2, Llama or Qwen3 transformers directory (what
+    `save_pretrained` writes, or a local copy of the gpt2 weights)."""
     from mypt.config import GPTConfig
     from mypt.errors import CheckpointError
-    from mypt.model import GPT, check_finite
+    from mypt.model import GPT
     from mypt.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
 
     # CheckpointErrors name the file, not the flag: the training command adds
@@ -191,19 +266,15 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     path = Path(path)
     config = read_hf_config(path)
     cfg = GPTConfig.from_dict(config["model"], f"{path}/config.json")
-    if not (path / "model.safetensors").is_file():
-        raise CheckpointError(f"no model.safetensors in {path} (save it with "
-                              "save_pretrained(..., safe_serialization=True); pickles are refused)")
-    try:
-        loaded = load_file(path / "model.safetensors")
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path / 'model.safetensors'} is not a readable safetensors file "
-                              f"({e}); save the model again with save_pretrained(..., safe_serialization=True)") from None
-    source = path / "model.safetensors"
-    check_finite(loaded, f"{source}")
+    loaded, source = load_hf_weights(path)
     model = GPT(cfg)
     params = {name: p for name, p in model.state_dict().items() if name != "lm_head.weight"}  # lm_head: tied
     state = _llama_state(loaded, cfg, source) if cfg.position == "rope" else _gpt2_state(loaded, params, source)
+    head, embedding = loaded.get("lm_head.weight"), state["transformer.wte.weight"]
+    if head is not None and (head.shape != embedding.shape or not torch.equal(head.float(), embedding.float())):
+        # config.json says tied (else refused): transformers would drop this tensor, mypt refuses it.
+        raise CheckpointError(f"{source}: lm_head.weight differs from the embedding: an output head untied from it, "
+                              "which mypt cannot express (it ties them); import a model whose head is its embedding")
     for name, param in params.items():
         t = state[name]
         if name == "transformer.wte.weight" and t.dim() == 2 and t.shape[0] == cfg.vocab_size:

@@ -147,13 +147,14 @@ def test_export_replaces_only_its_own_files_and_keeps_what_the_user_added(tmp_pa
     assert (out / "mypt_export.json").is_file() and (out / "NOTES.md").read_text() == "notes"
 
 
-def hf_gpt2(path: Path, activation: str = "gelu_new") -> dict:
-    """A small random GPT-2 made by transformers, saved as save_pretrained writes it."""
+def hf_gpt2(path: Path, activation: str = "gelu_new", **save) -> dict:
+    """A small random GPT-2 made by transformers, saved as save_pretrained writes it (`save`:
+    more of its arguments)."""
     torch.manual_seed(1)
     cfg = transformers.GPT2Config(vocab_size=50257, n_positions=32, n_embd=32, n_layer=2, n_head=2,
                                   activation_function=activation)
     model = transformers.GPT2LMHeadModel(cfg)
-    model.save_pretrained(path, safe_serialization=True)
+    model.save_pretrained(path, safe_serialization=True, **save)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -174,8 +175,83 @@ def test_import_then_export_round_trips_to_identical_tensors(tmp_path, activatio
 
 def test_import_names_what_is_not_gpt2(tmp_path):
     hf_gpt2(tmp_path / "relu", "relu")
-    with pytest.raises(ConfigError, match=r"this one has activation_function 'relu'$"):
+    with pytest.raises(ConfigError, match=r"mypt cannot express activation_function 'relu' \(mypt: gelu_new, "):
         import_hf(tmp_path / "relu")
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gpt2") / "gpt2"
+    hf_gpt2(path)
+    return path
+
+
+def edited(source: Path, path: Path, edit: dict, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """`source` with its config.json edited (a key whose value is None is removed), its weights
+    linked, or `weights` added to them."""
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    config = {k: v for k, v in {**config, **edit}.items() if v is not None}
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    if weights is None:
+        (path / "model.safetensors").symlink_to(source / "model.safetensors")
+    else:
+        save_file({**load_file(source / "model.safetensors"), **weights}, path / "model.safetensors")
+    return path
+
+
+@pytest.mark.parametrize("edit, named", [
+    ({"tie_word_embeddings": False}, "tie_word_embeddings False (mypt: true: mypt ties the output head"),
+    ({"layer_norm_epsilon": 1e-2}, "layer_norm_epsilon 0.01 (mypt: 1e-05)"),
+    ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx True (mypt: false)"),
+    ({"scale_attn_weights": False}, "scale_attn_weights False (mypt: true"),
+])
+def test_import_refuses_a_gpt2_mypt_cannot_express_naming_the_key(gpt2_dir, tmp_path, edit, named):
+    """Each of these changes transformers' logits; mypt would compute others."""
+    with pytest.raises(ConfigError, match=r"config.json: mypt cannot express ") as error:
+        import_hf(edited(gpt2_dir, tmp_path / "m", edit))
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_import_refuses_an_output_head_other_than_the_embedding(gpt2_dir, tmp_path):
+    """An untied GPT-2 (its lm_head.weight saved) is refused by its config.json; an lm_head.weight
+    under a config.json that says tied, unless it equals the embedding."""
+    from safetensors.torch import load_file
+
+    wte = load_file(gpt2_dir / "model.safetensors")["transformer.wte.weight"]
+    head = {"lm_head.weight": torch.randn_like(wte)}
+    with pytest.raises(ConfigError, match=r"mypt cannot express tie_word_embeddings False"):
+        import_hf(edited(gpt2_dir, tmp_path / "untied", {"tie_word_embeddings": False}, head))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: lm_head.weight differs from the embedding: an "
+                                              r"output head untied from it, which mypt cannot express"):
+        import_hf(edited(gpt2_dir, tmp_path / "other", {}, head))
+    import_hf(edited(gpt2_dir, tmp_path / "same", {}, {"lm_head.weight": wte.clone()}))
+
+
+def test_import_reads_a_sharded_directory(gpt2_dir, tmp_path):
+    """save_pretrained above max_shard_size writes model.safetensors.index.json and shards: the
+    same model as the single file."""
+    hf_gpt2(tmp_path / "sharded", max_shard_size="1MB")
+    assert not (tmp_path / "sharded" / "model.safetensors").exists()
+    assert len(list((tmp_path / "sharded").glob("model-*-of-*.safetensors"))) > 1
+    sharded, whole = import_hf(tmp_path / "sharded")[0].state_dict(), import_hf(gpt2_dir)[0].state_dict()
+    assert sharded.keys() == whole.keys() and all(torch.equal(sharded[k], whole[k]) for k in whole)
+    shard = sorted((tmp_path / "sharded").glob("model-*-of-*.safetensors"))[-1]
+    shard.unlink()
+    with pytest.raises(CheckpointError, match=rf"model.safetensors.index.json: lists the shard {shard.name}, which "
+                                              r"is not in "):
+        import_hf(tmp_path / "sharded")
+
+
+@pytest.mark.parametrize("edit, named", [
+    ({"model_type": "mistral"}, "model_type 'mistral' is not supported: mypt imports gpt2, llama, qwen3"),
+    ({"model_type": None}, "a config.json without model_type is not supported: mypt imports gpt2, llama, qwen3"),
+])
+def test_import_names_the_model_types_it_reads(gpt2_dir, tmp_path, edit, named):
+    with pytest.raises(ConfigError, match=named):
+        import_hf(edited(gpt2_dir, tmp_path / "m", edit))
 
 
 def test_import_refuses_nan_weights_naming_the_tensor(tmp_path):

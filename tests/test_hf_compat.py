@@ -64,11 +64,27 @@ for out in sys.argv[2:]:
 """
 
 
-def load_in_transformers4(text: str, exports: list[Path]) -> list[dict]:
+# Run under transformers 4: the usual call, model(**tok(text)), and generate from it.
+CALL_IN_4 = """
+import json, sys, torch, transformers
+assert transformers.__version__.startswith("4."), transformers.__version__
+text = sys.argv[1]
+for out in sys.argv[2:]:
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    inputs = tok(text, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits[0]
+        model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    print(json.dumps({"inputs": sorted(inputs), "ids": inputs["input_ids"][0].tolist(), "logits": logits.tolist()}))
+"""
+
+
+def load_in_transformers4(text: str, exports: list[Path], script: str = LOAD_IN_4) -> list[dict]:
     if not (TRANSFORMERS4 / "transformers").is_dir():
         pytest.skip(f"no transformers 4 in {TRANSFORMERS4}: run `bash scripts/test.sh` (it installs it there)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TRANSFORMERS4), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", LOAD_IN_4, text, *map(str, exports)], env=env,
+    done = subprocess.run([sys.executable, "-c", script, text, *map(str, exports)], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -99,4 +115,26 @@ def test_exports_load_in_transformers_4_with_mypts_ids_and_logits(tmp_path):
         x = torch.tensor([ids[:16]])
         with torch.no_grad():
             ours = models[name](x, x)[0][0]
+        assert torch.allclose(ours, torch.tensor(got["logits"]), atol=1e-4), name
+
+
+@pytest.mark.slow
+def test_model_of_tokenizer_output_gives_mypts_logits_under_transformers_4(tmp_path):
+    """`model(**tok(text, return_tensors="pt"))`, the call every transformers example makes: the
+    export's tokenizer returns only input_ids and attention_mask (tokenizer_config.json's
+    model_input_names). Without them transformers 4 adds token_type_ids, which GPT-2 adds to its
+    input as token-type embeddings and Llama's generate refuses."""
+    char = CharTokenizer(chars=sorted(set(MULTILINGUAL)))
+    models = {"gpt2": trained_checkpoint(tmp_path / "gpt2", char, bias=True).eval(),
+              "llama": llama_checkpoint(tmp_path / "llama", char)}
+    exports = [export(tmp_path, name) for name in models]
+    for out in exports:
+        config = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
+        assert config["model_input_names"] == ["input_ids", "attention_mask"]
+    text = MULTILINGUAL[:12]  # room for 2 new tokens in the block of 16
+    for (name, model), got in zip(models.items(), load_in_transformers4(text, exports, CALL_IN_4), strict=True):
+        assert got["inputs"] == ["attention_mask", "input_ids"] and got["ids"] == char.encode(text), name
+        x = torch.tensor([got["ids"]])
+        with torch.no_grad():
+            ours = model(x, x)[0][0][:, :char.vocab_size]
         assert torch.allclose(ours, torch.tensor(got["logits"]), atol=1e-4), name

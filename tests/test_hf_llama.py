@@ -15,7 +15,7 @@ from test_hf import MULTILINGUAL, export
 from mypt import checkpoint
 from mypt.cli import main
 from mypt.config import GPTConfig
-from mypt.errors import ConfigError
+from mypt.errors import CheckpointError, ConfigError
 from mypt.hf_import import import_hf
 from mypt.model import GPT
 from mypt.tokenizers.char import CharTokenizer
@@ -110,10 +110,20 @@ def llama_dir(tmp_path_factory) -> Path:
     ({"intermediate_size": 144}, "intermediate_size 144 (mypt: 128, 8/3 x hidden_size"),
     ({"rms_norm_eps": 1e-6}, "rms_norm_eps 1e-06"),
     ({"attention_bias": True}, "attention_bias True"),
+    ({"mlp_bias": True}, "mlp_bias True"),
+    ({"head_dim": 16}, "head_dim 16 (mypt: hidden_size / num_attention_heads)"),
+    # A key left out means transformers' default: LlamaConfig's and Qwen3Config's, not mypt's.
+    ({"tie_word_embeddings": None}, "tie_word_embeddings False (unset: transformers default) (mypt: true"),
+    ({"rms_norm_eps": None}, "rms_norm_eps 1e-06 (unset: transformers default) (mypt: 1e-05)"),
+    ({"model_type": "qwen3", "head_dim": None}, "head_dim 128 (unset: transformers default)"),
+    ({"model_type": "qwen3", "layer_types": ["sliding_attention"]}, "layer_types ['sliding_attention'] (mypt: "
+                                                                     "full_attention in every layer)"),
 ])
 def test_import_refuses_what_mypt_cannot_express_naming_the_key(llama_dir, tmp_path, edit, named):
+    """(An edit to None removes the key.)"""
     config = json.loads((llama_dir / "config.json").read_text(encoding="utf-8"))
-    (tmp_path / "config.json").write_text(json.dumps({**config, **edit}), encoding="utf-8")
+    config = {k: v for k, v in {**config, **edit}.items() if v is not None}
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
     (tmp_path / "model.safetensors").symlink_to(llama_dir / "model.safetensors")
     with pytest.raises(ConfigError, match=r"config.json: mypt cannot express ") as error:
         import_hf(tmp_path)
@@ -132,3 +142,19 @@ def test_a_llama_of_transformers_imports_with_its_logits(llama_dir, tmp_path):
     x = torch.randint(0, 64, (1, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(model.eval()(x, x)[0], hf_model(x).logits, atol=1e-4)
+
+
+def test_a_llama_lm_head_other_than_the_embedding_is_refused(llama_dir, tmp_path):
+    """config.json says tied, yet the file holds an lm_head.weight: refused unless it is the
+    embedding (transformers would drop it, computing other logits than its author's)."""
+    from safetensors.torch import load_file, save_file
+
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(tmp_path)
+    (tmp_path / "config.json").symlink_to(llama_dir / "config.json")
+    weights = load_file(llama_dir / "model.safetensors")
+    embedding = weights["model.embed_tokens.weight"]
+    save_file({**weights, "lm_head.weight": embedding.clone()}, tmp_path / "model.safetensors")
+    import_hf(tmp_path)
+    save_file({**weights, "lm_head.weight": embedding + 1}, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model.safetensors: lm_head.weight differs from the embedding"):
+        import_hf(tmp_path)

@@ -164,7 +164,14 @@ def test_bad_tokenizer_files_are_one_line_errors(trained, tmp_path):
     corpus, tok_json = trained
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     (tmp_path / "other.json").write_text('{"model": 3}', encoding="utf-8")
+    (tmp_path / "tokdir").mkdir()
+    (tmp_path / "tokdir" / "tokenizer.json").write_bytes(tok_json.read_bytes())
+    (tmp_path / "empty").mkdir()
+    inside = f"--tokenization hf:{tmp_path / 'tokdir' / 'tokenizer.json'}"
     for spec, words, code in [(f"hf:{tmp_path / 'missing.json'}", ["missing.json", "no such file"], 1),
+                              (f"hf:{tmp_path / 'tokdir'}", ["is a directory, not a tokenizer.json: give the file, "
+                                                            + inside], 1),
+                              (f"hf:{tmp_path / 'empty'}", ["empty is a directory with no tokenizer.json"], 1),
                               (f"hf:{tmp_path / 'bad.json'}", ["bad.json", "not valid JSON"], 1),
                               (f"hf:{tmp_path / 'other.json'}", ["other.json", "not a tokenizers tokenizer.json"], 1),
                               ("hf:", ["hf:PATH"], 2), ("gpt2:x", ["takes no argument"], 2)]:

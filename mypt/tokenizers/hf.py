@@ -103,6 +103,13 @@ class HFTokenizer(Tokenizer):
     def from_file(cls, path: str | Path) -> "HFTokenizer":
         path = Path(path)
         where = f"--tokenization hf:{path}"
+        if path.is_dir():
+            inside = path / "tokenizer.json"
+            if inside.is_file():
+                raise TokenizerError(f"{where} is a directory, not a tokenizer.json: give the file, --tokenization "
+                                     f"hf:{inside}")
+            raise TokenizerError(f"{where} is a directory with no tokenizer.json; give the path of a tokenizer.json "
+                                 "(train one with `mypt train-tokenizer`)")
         if not path.is_file():
             raise TokenizerError(f"{where}: no such file; give the path of a tokenizer.json (train one with "
                                  "`mypt train-tokenizer`)")
