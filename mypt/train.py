@@ -175,7 +175,7 @@ class _Run:
             self.loader.load_state_dict(state["sampler"])
         if "scaler" in state and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
-        if dist.is_main and not self.resume_state:
+        if dist.is_main:  # (after --resume too: a new batch or process count changes it)
             self._log_start()
         self.cpu_group = cpu_group(dist)
         self.saved_at, self.t_saved = (self.step if self.resume_state else None), time.monotonic()
@@ -196,7 +196,8 @@ class _Run:
                  f"({dist.world_size} process(es) x {cfg.gradient_accumulation_steps} accumulation x "
                  f"{loader.batch_size} x {loader.block_size}) | device: {self.device} | "
                  f"autocast: {self.amp or 'off'}{' with GradScaler' if self.scaler.is_enabled() else ''}")
-        if 0 < cfg.max_iters <= cfg.warmup_iters:  # a preset's or a base model's warmup in a short run
+        # A preset's or a base model's warmup in a short run (said when the run starts).
+        if 0 < cfg.max_iters <= cfg.warmup_iters and not self.resume_state:
             self.log(f"warning: warmup_iters {cfg.warmup_iters} >= max_iters {cfg.max_iters}: the learning rate "
                      f"never reaches its peak {cfg.learning_rate:g} (it ends at {get_lr(cfg.max_iters - 1, cfg):.3g}); "
                      "lower warmup_iters (--warmup_iters)")

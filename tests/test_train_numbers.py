@@ -151,6 +151,7 @@ def test_resume_names_the_settings_it_changes_and_the_learning_rate_it_moves(tmp
                              "--batch_size", "3", "--seed", "5", "--resume"))
     line = next(line for line in out.splitlines() if line.startswith("resuming m"))
     assert "settings changed from the checkpoint's run: " in line
+    assert "| tokens per iteration: 96 (1 process(es) x 1 accumulation x 3 x 32) |" in out  # the new batch's
     assert "seed 5 (was 1337; no effect: a resume continues the checkpoint's random state)" in line
     assert "batch_size 3 (was 2)" in line and "max_iters 20 (was 8)" in line and "warmup" not in line
     before, after = mypt.train.get_lr(8, _cfg(8)), mypt.train.get_lr(8, _cfg(20))
