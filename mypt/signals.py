@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 
@@ -34,6 +35,10 @@ class StopSignals:
             self.received = signal.Signals(signum).name
             return
         self.__exit__()  # a second signal: the user will not wait
+        name = signal.Signals(signum).name
+        sys.stderr.write(f"\n{name} again: stopping at once, without a checkpoint of the step in flight; the last "
+                         "checkpoint saved is kept (continue it with --resume)\n")
+        sys.stderr.flush()
         signal.raise_signal(signum)
 
     def __exit__(self, *exc) -> None:

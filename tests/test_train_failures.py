@@ -50,3 +50,18 @@ def test_resume_of_a_complete_run_says_so_and_changes_nothing(world, tmp_path, m
     assert done.exit_code == 0, done.output
     assert "m is already trained to --max_iters 2" in done.output and "the run is complete" in done.output
     assert tree_bytes(w) == before
+
+
+def test_a_second_stop_signal_acts_at_once_and_says_so():
+    """The first SIGTERM asks the run to stop after its step; a second stops it at once (the
+    signal's own exit), with a line saying the last checkpoint saved is kept."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import signal, time\nfrom mypt.signals import StopSignals\nwith StopSignals() as s:\n"
+            "    signal.raise_signal(signal.SIGTERM)\n    print(s.received, flush=True)\n"
+            "    signal.raise_signal(signal.SIGTERM)\n    time.sleep(10)\n    print('not stopped')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGTERM and done.stdout == "SIGTERM\n", (done.stdout, done.stderr)
+    assert "SIGTERM again: stopping at once" in done.stderr and "--resume" in done.stderr
