@@ -30,20 +30,33 @@ import torch
 
 from mypt.dataset_spec import parse_dataset_specs
 from mypt.device import resolve_device
-from mypt.errors import ConfigError, DataError
+from mypt.errors import ConfigError, DataError, MyptError
 from mypt.names import MANIFEST, STATE_FILE
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, listed_entries,
-                         read_metadata)
+                         not_a_dataset, read_metadata)
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer
 
 
-def no_training_shards(dataset_dir: Path) -> DataError:
+def _not_a_dataset(dataset_dir: Path) -> MyptError | None:
+    """The error for a directory that is no dataset at all (an export, a corpus folder), before
+    one about its missing split."""
+    d = Path(dataset_dir)
+    if (d / METADATA_FILE).is_file() or any((d / split).is_dir() for split in SPLITS):
+        return None
+    return not_a_dataset(d)
+
+
+def no_training_shards(dataset_dir: Path) -> MyptError:
+    if (error := _not_a_dataset(dataset_dir)) is not None:
+        return error
     return DataError(f"No training shards found in {Path(dataset_dir) / 'train'}; HINT: prepare the dataset with "
                      f"`mypt prepare-dataset --input_files ... --out_dir {dataset_dir}`")
 
 
-def no_val_shards(dataset_dir: Path) -> DataError:
+def no_val_shards(dataset_dir: Path) -> MyptError:
+    if (error := _not_a_dataset(dataset_dir)) is not None:
+        return error
     return DataError(f"No val shards found in {Path(dataset_dir) / 'val'} (evaluation reads only the val split); "
                      f"HINT: prepare the dataset with --val_fraction > 0, e.g. `mypt prepare-dataset --input_files ... "
                      f"--out_dir {dataset_dir} --val_fraction 0.1`")

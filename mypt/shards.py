@@ -181,8 +181,11 @@ class TokenStream:
 def not_a_dataset(dataset_dir: Path, flag: str | None = None) -> ShardError:
     """The one message for a directory without dataset metadata (`flag`: the flag that named it)."""
     named = f"{flag} {dataset_dir}" if flag else str(dataset_dir)
-    return ShardError(f"{named} is not a prepared dataset (no {METADATA_FILE}); HINT: prepare it with "
-                      f"`mypt prepare-dataset --input_files ... --out_dir {dataset_dir}`")
+    # A directory of other files (an export, a corpus): prepare-dataset would not write there.
+    holds_files = Path(dataset_dir).is_dir() and any(Path(dataset_dir).iterdir())
+    return ShardError(f"{named} is not a prepared dataset (no {METADATA_FILE}); HINT: prepare "
+                      + (f"one with `mypt prepare-dataset --input_files ... --out_dir NEW_DIR` and pass that"
+                         if holds_files else f"it with `mypt prepare-dataset --input_files ... --out_dir {dataset_dir}`"))
 
 
 def read_metadata(dataset_dir: Path, flag: str | None = None) -> dict:

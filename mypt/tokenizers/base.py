@@ -136,10 +136,17 @@ class Tokenizer:
     def load(cls, directory: str | os.PathLike) -> "Tokenizer":
         """Load from a directory holding tokenizer_state.json (a dataset or a checkpoint)."""
         path = Path(directory)
+        if path.is_file() and path.name != STATE_FILE:
+            raise TokenizerError(f"{directory} is a file, not a mypt dataset or checkpoint directory (those hold "
+                                 f"{STATE_FILE}): prepare a dataset from it with mypt prepare-dataset")
         if path.is_dir():
             path = path / STATE_FILE
         if not path.is_file():
-            raise TokenizerError(f"no {STATE_FILE} in {directory}: prepare the dataset first (mypt prepare-dataset)")
+            hf = (Path(directory) / "tokenizer.json").is_file()
+            raise TokenizerError(f"no {STATE_FILE} in {directory}: not a mypt dataset or checkpoint; prepare a dataset "
+                                 "with mypt prepare-dataset --out_dir NEW_DIR"
+                                 + (f" (a Hugging Face tokenizer: --tokenization hf:{Path(directory) / 'tokenizer.json'})"
+                                    if hf else ""))
         state = read_json(path, TokenizerError, "the file is damaged: prepare the dataset (or train the model) again")
         return cls.from_state(state, str(path))
 
