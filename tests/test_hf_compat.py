@@ -48,30 +48,25 @@ def test_gpt2_export_tokenizer_gives_tiktokens_ids():
     assert hf.token_to_id("<|endoftext|>") == tok.eot_id == 50256
 
 
-# Run under transformers 4: loads each export with the Auto classes, prints ids and logits.
-LOAD_IN_4 = """
+# Run under transformers 4: loads each export with the Auto classes, then each script's body.
+EACH_EXPORT_IN_4 = """
 import json, sys, torch, transformers
 assert transformers.__version__.startswith("4."), transformers.__version__
 text = sys.argv[1]
 for out in sys.argv[2:]:
     tok = transformers.AutoTokenizer.from_pretrained(out)
     model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+"""
+# Its ids and logits of the ids.
+LOAD_IN_4 = EACH_EXPORT_IN_4 + """
     ids = tok(text)["input_ids"]
     with torch.no_grad():
         logits = model(torch.tensor([ids[:16]])).logits[0]
     print(json.dumps({"class": type(model).__name__, "rope_theta": getattr(model.config, "rope_theta", None),
                       "ids": ids, "eos": tok.eos_token_id, "decoded": tok.decode(ids), "logits": logits.tolist()}))
 """
-
-
-# Run under transformers 4: the usual call, model(**tok(text)), and generate from it.
-CALL_IN_4 = """
-import json, sys, torch, transformers
-assert transformers.__version__.startswith("4."), transformers.__version__
-text = sys.argv[1]
-for out in sys.argv[2:]:
-    tok = transformers.AutoTokenizer.from_pretrained(out)
-    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+# The usual call, model(**tok(text)), and generate from it.
+CALL_IN_4 = EACH_EXPORT_IN_4 + """
     inputs = tok(text, return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits[0]
