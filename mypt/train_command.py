@@ -24,8 +24,9 @@ from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
-from mypt.io import check_replaceable, recover_output, set_aside_hint
+from mypt.io import check_replaceable, recover_output, set_aside_hint, sha256_file
 from mypt.lock import output_lock
+from mypt.names import METADATA_FILE
 from mypt.model import GPT, load_model
 from mypt.precision import run_autocast
 from mypt.settings import as_flag
@@ -169,9 +170,17 @@ def _data_record(specs: list[DatasetSpec]) -> str | list[str] | None:
     return str(specs[0].path) if len(specs) == 1 else [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None
 
 
-def _data_changed(saved: str | list[str] | None, now: str | list[str] | None) -> str:
+def _data_sums(specs: list[DatasetSpec]) -> list[str]:
+    """The sha256 of each dataset's metadata (its shards, sizes and sums): a dataset prepared
+    again at the same path has other metadata unless its tokens are the same."""
+    return [sha256_file(Path(s.path) / METADATA_FILE) for s in specs]
+
+
+def _data_changed(saved: str | list[str] | None, now: str | list[str] | None, saved_sums: list | None = None,
+                  sums: list | None = None, specs: list[DatasetSpec] = ()) -> str:
     """What the resume line adds when the run trains on other data than the checkpoint's (another
-    dataset, a mixture's paths or weights): the sampler goes on from its saved position."""
+    dataset, a mixture's paths or weights, or a dataset prepared again at its path): the sampler
+    goes on from its saved position."""
     def key(record) -> list:
         entries = [record] if isinstance(record, str) else list(record or [])
         out = []
@@ -181,8 +190,14 @@ def _data_changed(saved: str | list[str] | None, now: str | list[str] | None) ->
             out.append((name, os.path.abspath(path), weight))
         return out
 
-    if saved is None or key(saved) == key(now):
+    if saved is None:
         return ""
+    if key(saved) == key(now):
+        again = [s.text or str(s.path) for s, a, b in zip(specs, saved_sums or [], sums or []) if a != b]
+        if not saved_sums or not again:
+            return ""
+        return (f"; data changed since the checkpoint's run: {', '.join(again)} prepared again (its "
+                f"{METADATA_FILE} differs)")
     shown = lambda r: " ".join(f"--dataset_dir {e}" for e in ([r] if isinstance(r, str) else r or []))
     return f"; data changed from the checkpoint's run: {shown(now)} (was {shown(saved)})"
 
@@ -435,7 +450,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}"
             + _changed_on_resume(saved_training, train_cfg, resume_state["step"])
-            + _data_changed(saved_config.get("dataset_dir"), _data_record(specs)))
+            + _data_changed(saved_config.get("dataset_dir"), _data_record(specs), saved_config.get("dataset_sha256"),
+                            _data_sums(specs), specs))
     train_model = torch.compile(model) if compiled and not sharded else model
     if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -444,7 +460,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     extra = {"training": train_cfg.to_dict(), "config_source": cfgs.source,
              # provenance: where the weights first came from (kept across --resume)
              "init_from_model": (cfgs.saved_init if req.resume else str(cfgs.init) if cfgs.init is not None else None),
-             "dataset_dir": _data_record(specs)}
+             "dataset_dir": _data_record(specs), "dataset_sha256": _data_sums(specs)}
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
         tracker = open_tracker(req.loggers, req.metrics_dir, req.model_name, resume=req.resume,

@@ -188,6 +188,14 @@ def test_resume_names_data_other_than_the_checkpoints(tmp_path):
     line = next(line for line in invoke(*args).splitlines() if line.startswith("resuming m"))
     assert line.endswith(f"; data changed from the checkpoint's run: --dataset_dir {tmp_path / 'ds2'} "
                          f"(was --dataset_dir {tmp_path / 'ds'})"), line
+    # ds2 prepared again at its path, from other text: the resume line says so.
+    (tmp_path / "c2.txt").write_text("".join(f"Another text, line {i}, of the queen {i * 5}.\n" for i in range(400)))
+    invoke("prepare-dataset", "--input_files", tmp_path / "c2.txt", "--out_dir", tmp_path / "ds2", "--tokenizer_from",
+           tmp_path / "ds", "--tokens_per_shard", "4000", "--workers", "1", "--overwrite")
+    args[args.index("--max_iters") + 1] = "5"
+    line = next(line for line in invoke(*args).splitlines() if line.startswith("resuming m"))
+    assert line.endswith(f"; data changed since the checkpoint's run: {tmp_path / 'ds2'} prepared again (its "
+                         "dataset_metadata.json differs)"), line
     mixture = [f"a={tmp_path / 'ds'}:0.7", f"b={tmp_path / 'ds2'}:0.3"]
     base = train_args(tmp_path, "--model_name", "mx", "--max_iters", "2", "--eval_interval", "2")
     i = base.index("--dataset_dir")
