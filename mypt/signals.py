@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -35,10 +36,10 @@ class StopSignals:
             self.received = signal.Signals(signum).name
             return
         self.__exit__()  # a second signal: the user will not wait
-        name = signal.Signals(signum).name
-        sys.stderr.write(f"\n{name} again: stopping at once, without a checkpoint of the step in flight; the last "
-                         "checkpoint saved is kept (continue it with --resume)\n")
-        sys.stderr.flush()
+        if os.environ.get("RANK", "0") == "0":  # (under torchrun, once)
+            sys.stderr.write(f"\n{signal.Signals(signum).name} again: stopping at once, without a checkpoint of "
+                             "the step in flight; a checkpoint saved before is kept (continue it with --resume)\n")
+            sys.stderr.flush()
         signal.raise_signal(signum)
 
     def __exit__(self, *exc) -> None:

@@ -69,6 +69,10 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
     run: dvclive clears its plot folders on start) any file under plots/ other than the curves
     and the loss image mypt writes. A directory whose metrics.json names another `model` holds
     that model's curves: refused too (a resume would cut them, a new run delete them)."""
+    for place in (Path(directory), *Path(directory).parents):
+        if place.exists() and not place.is_dir():
+            raise InputError(f"--metrics_dir {directory}: {place} is a file, not a directory: choose another "
+                             "--metrics_dir")
     _check_not_inside_outputs(Path(directory), checkpoint_dir)
     check_replaceable(directory, flag="--metrics_dir")
     if not dvclive:
@@ -79,11 +83,11 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
     metrics = directory / "metrics.json"
-    if metrics.is_file() and not _written_by_dvclive(metrics):
+    owner = _owner(metrics)  # (a run that logged nothing, stopped at step 0: its model and no step)
+    if metrics.is_file() and owner is None and not _written_by_dvclive(metrics):
         raise InputError(f"--metrics_dir {directory} holds a metrics.json that no training run wrote (no \"step\"), "
                          "which dvclive would replace: move it, or choose a directory of its own for the run's "
                          "metrics")
-    owner = _owner(metrics)
     if model is not None and owner is not None and owner != model:
         raise InputError(f"--metrics_dir {directory} holds the curves of model {owner!r} (its metrics.json), not "
                          f"of {model!r}: choose a --metrics_dir of this model's own (the train stage uses "

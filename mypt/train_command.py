@@ -104,15 +104,19 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
     # One run per checkpoint: a second would delete this one's `.NAME.partial`; and one per
     # --metrics_dir: a second would clear or cut this one's curves. Under DDP only rank 0 saves
     # and logs, so only rank 0 takes the locks.
+    def check_metrics() -> None:
+        check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
+                          resume=req.resume, model=req.model_name)
+
+    if req.metrics_dir is not None:
+        check_metrics()  # before its lock, whose file goes beside it (not beside the root or home)
+        check_installed(req.loggers)
     with contextlib.ExitStack() as locks:
         if _rank0():
             locks.enter_context(output_lock(ckpt_dir, "--model_name"))
-        if req.metrics_dir is not None:
-            if _rank0():
+            if req.metrics_dir is not None:
                 locks.enter_context(output_lock(Path(req.metrics_dir), "--metrics_dir"))
-            check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
-                              resume=req.resume, model=req.model_name)
-            check_installed(req.loggers)
+                check_metrics()  # again, now that no other run can write it
         return _run_training(req, specs, ckpt_dir, overrides, log, read_text)
 
 
@@ -179,26 +183,33 @@ def _data_sums(specs: list[DatasetSpec]) -> list[str]:
 def _data_changed(saved: str | list[str] | None, now: str | list[str] | None, saved_sums: list | None = None,
                   sums: list | None = None, specs: list[DatasetSpec] = ()) -> str:
     """What the resume line adds when the run trains on other data than the checkpoint's (another
-    dataset, a mixture's paths or weights, or a dataset prepared again at its path): the sampler
-    goes on from its saved position."""
-    def key(record) -> list:
-        entries = [record] if isinstance(record, str) else list(record or [])
+    dataset, a mixture's names or weights, or a dataset prepared again or appended to at its
+    path): the sampler goes on from its saved position. With both runs' metadata sums, a dataset
+    is its sum, so the same data reached by another path (a resume from another directory) is
+    not named."""
+    def entries(record) -> list[tuple[str, str, str]]:
+        if isinstance(record, str):
+            return [("", os.path.abspath(record), "")]
         out = []
-        for entry in entries:
-            name, sep, rest = entry.partition("=") if isinstance(record, list) else ("", "", entry)
-            path, _, weight = rest.rpartition(":") if isinstance(record, list) else (rest, "", "")
+        for entry in record or []:
+            name, _, rest = entry.partition("=")
+            path, _, weight = rest.rpartition(":")
             out.append((name, os.path.abspath(path), weight))
         return out
 
     if saved is None:
         return ""
-    if key(saved) == key(now):
-        again = [s.text or str(s.path) for s, a, b in zip(specs, saved_sums or [], sums or []) if a != b]
-        if not saved_sums or not again:
+    old, new = entries(saved), entries(now)
+    if saved_sums and sums and len(saved_sums) == len(old) and len(sums) == len(new):
+        if [(n, w, h) for (n, _, w), h in zip(old, saved_sums)] == [(n, w, h) for (n, _, w), h in zip(new, sums)]:
             return ""
-        return (f"; data changed since the checkpoint's run: {', '.join(again)} prepared again (its "
-                f"{METADATA_FILE} differs)")
-    shown = lambda r: " ".join(f"--dataset_dir {e}" for e in ([r] if isinstance(r, str) else r or []))
+        if old == new:  # the same paths, other bytes
+            again = [s.text or str(s.path) for s, a, b in zip(specs, saved_sums, sums) if a != b]
+            return (f"; data changed since the checkpoint's run: {', '.join(again)} prepared again or appended to "
+                    f"(its {METADATA_FILE} differs)")
+    elif old == new:
+        return ""
+    shown = lambda r: " ".join(f"--dataset_dir {e}" for e in ([r] if isinstance(r, str) else r or []))  # noqa: E731
     return f"; data changed from the checkpoint's run: {shown(now)} (was {shown(saved)})"
 
 

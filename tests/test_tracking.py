@@ -228,3 +228,26 @@ def test_a_second_run_on_a_metrics_dir_in_use_is_refused(corpus, tmp_path, monke
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_run_that_logged_nothing_keeps_its_metrics_dir(corpus, tmp_path, monkeypatch):
+    """A run with no val split that stops before its first progress line leaves a metrics.json
+    with its model and no step: the same model's next run (--resume, --overwrite) takes it."""
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(main, ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds",
+                                     "--tokenization", "char", "--val_fraction", "0", "--workers", "1"]).exit_code == 0
+    args = ["train", "--dataset_dir", "ds", "--config_file", "tiny", "--device", "cpu", "--checkpoints_dir", "ck",
+            "--model_name", "nv", "--metrics_dir", "mx", "--log_interval", "10"]
+    assert CliRunner().invoke(main, [*args, "--max_iters", "2"]).exit_code == 0
+    assert "step" not in json.loads((tmp_path / "mx" / "metrics.json").read_text())
+    for extra in (["--max_iters", "3", "--resume"], ["--max_iters", "2", "--overwrite"]):
+        done = CliRunner().invoke(main, [*args, *extra])
+        assert done.exit_code == 0, done.output
+
+
+@pytest.mark.parametrize("place, said", [("/", "is the root directory"), ("corpus.txt/m", "corpus.txt is a file")])
+def test_a_metrics_dir_that_cannot_be_one_is_refused_before_its_lock(corpus, tmp_path, monkeypatch, place, said):
+    monkeypatch.chdir(tmp_path)
+    done = _train(tmp_path, "--model_name", "m", "--max_iters", "1", "--metrics_dir", place)
+    assert done.exit_code == 1 and said in done.output and "Traceback" not in done.output, done.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]

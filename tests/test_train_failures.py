@@ -64,4 +64,4 @@ def test_a_second_stop_signal_acts_at_once_and_says_so():
             "    signal.raise_signal(signal.SIGTERM)\n    time.sleep(10)\n    print('not stopped')\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGTERM and done.stdout == "SIGTERM\n", (done.stdout, done.stderr)
-    assert "SIGTERM again: stopping at once" in done.stderr and "--resume" in done.stderr
+    assert "SIGTERM again: stopping at once" in done.stderr and "a checkpoint saved before is kept" in done.stderr

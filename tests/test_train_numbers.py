@@ -174,36 +174,46 @@ def test_resume_names_the_settings_it_changes_and_the_learning_rate_it_moves(tmp
     assert "lr_decay_iters None (was 30)" in line and "the learning rate at step 20 is" not in line
 
 
-def test_resume_names_data_other_than_the_checkpoints(tmp_path):
-    """A resume on another dataset (or a mixture with other paths or weights) is named in the
-    resume line with the checkpoint's; the same data, spelled another way, is not."""
+def test_resume_names_data_other_than_the_checkpoints(tmp_path, monkeypatch):
+    """A resume on another dataset (or a mixture with other paths or weights, or a dataset
+    prepared again at its path) is named in the resume line with the checkpoint's; the same data
+    by another path (a resume from another directory, a copy) is not."""
+    def prepared(name: str, text: str, *extra) -> Path:
+        (tmp_path / f"{name}.txt").write_text(text)
+        invoke("prepare-dataset", "--input_files", tmp_path / f"{name}.txt", "--out_dir", tmp_path / name,
+               "--tokenizer_from", tmp_path / "ds", "--tokens_per_shard", "4000", "--workers", "1", *extra)
+        return tmp_path / name
+
+    def resume_line(*args) -> str:
+        return next(line for line in invoke(*args).splitlines() if line.startswith("resuming"))
+
     dataset(tmp_path)
-    shutil.copytree(tmp_path / "ds", tmp_path / "ds2")
-    invoke(*train_args(tmp_path, "--max_iters", "2", "--eval_interval", "2"))
-    out = invoke(*train_args(tmp_path, "--max_iters", "3", "--eval_interval", "3", "--resume"))
-    line = next(line for line in out.splitlines() if line.startswith("resuming m"))
-    assert "data changed" not in line, line
-    args = train_args(tmp_path, "--max_iters", "4", "--eval_interval", "4", "--resume")
+    prepared("ds2", "".join(f"Another text, line {i}, of the queen {i * 5}.\n" for i in range(400)))
+    shutil.copytree(tmp_path / "ds", tmp_path / "copy")
+    monkeypatch.chdir(tmp_path)
+    invoke(*train_args(Path("."), "--max_iters", "2", "--eval_interval", "2"))
+    monkeypatch.chdir(tmp_path / "ds")  # a resume from another directory: the same data by another path
+    assert "data changed" not in resume_line(*train_args(Path(".."), "--max_iters", "3", "--resume"))
+    monkeypatch.chdir(tmp_path)
+    args = train_args(tmp_path, "--max_iters", "4", "--resume")
+    args[args.index("--dataset_dir") + 1] = tmp_path / "copy"
+    assert "data changed" not in resume_line(*args)
     args[args.index("--dataset_dir") + 1] = tmp_path / "ds2"
-    line = next(line for line in invoke(*args).splitlines() if line.startswith("resuming m"))
-    assert line.endswith(f"; data changed from the checkpoint's run: --dataset_dir {tmp_path / 'ds2'} "
-                         f"(was --dataset_dir {tmp_path / 'ds'})"), line
-    # ds2 prepared again at its path, from other text: the resume line says so.
-    (tmp_path / "c2.txt").write_text("".join(f"Another text, line {i}, of the queen {i * 5}.\n" for i in range(400)))
-    invoke("prepare-dataset", "--input_files", tmp_path / "c2.txt", "--out_dir", tmp_path / "ds2", "--tokenizer_from",
-           tmp_path / "ds", "--tokens_per_shard", "4000", "--workers", "1", "--overwrite")
     args[args.index("--max_iters") + 1] = "5"
-    line = next(line for line in invoke(*args).splitlines() if line.startswith("resuming m"))
-    assert line.endswith(f"; data changed since the checkpoint's run: {tmp_path / 'ds2'} prepared again (its "
-                         "dataset_metadata.json differs)"), line
+    assert resume_line(*args).endswith(f"; data changed from the checkpoint's run: --dataset_dir {tmp_path / 'ds2'} "
+                                       f"(was --dataset_dir {tmp_path / 'copy'})")
+    # ds2 prepared again at its path, from other text.
+    prepared("ds2", "".join(f"A third text, line {i}, of the prince {i * 3}.\n" for i in range(400)), "--overwrite")
+    args[args.index("--max_iters") + 1] = "6"
+    assert resume_line(*args).endswith(f"; data changed since the checkpoint's run: {tmp_path / 'ds2'} prepared "
+                                       "again or appended to (its dataset_metadata.json differs)")
     mixture = [f"a={tmp_path / 'ds'}:0.7", f"b={tmp_path / 'ds2'}:0.3"]
     base = train_args(tmp_path, "--model_name", "mx", "--max_iters", "2", "--eval_interval", "2")
     i = base.index("--dataset_dir")
     invoke(*base[:i], *base[i + 2:], "--dataset_dir", mixture[0], "--dataset_dir", mixture[1])
     swapped = [f"a={tmp_path / 'ds2'}:0.7", f"b={tmp_path / 'ds'}:0.3"]
-    line = next(line for line in invoke(*base[:i], *base[i + 2:], "--max_iters", "3", "--resume", "--dataset_dir",
-                                        swapped[0], "--dataset_dir", swapped[1]).splitlines()
-                if line.startswith("resuming mx"))
+    line = resume_line(*base[:i], *base[i + 2:], "--max_iters", "3", "--resume", "--dataset_dir", swapped[0],
+                       "--dataset_dir", swapped[1])
     assert f"--dataset_dir {swapped[0]} --dataset_dir {swapped[1]} (was --dataset_dir {mixture[0]} " in line, line
 
 

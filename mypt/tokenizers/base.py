@@ -138,7 +138,9 @@ class Tokenizer:
         path = Path(directory)
         if path.is_file() and path.name != STATE_FILE:
             raise TokenizerError(f"{directory} is a file, not a mypt dataset or checkpoint directory (those hold "
-                                 f"{STATE_FILE}): prepare a dataset from it with mypt prepare-dataset")
+                                 f"{STATE_FILE}): " + (f"a Hugging Face tokenizer goes in --tokenization hf:{directory}"
+                                                       if path.suffix == ".json" else
+                                                       "prepare a dataset from it with mypt prepare-dataset"))
         if path.is_dir():
             path = path / STATE_FILE
         if not path.is_file():
