@@ -304,6 +304,14 @@ def partial_dir(final: Path) -> Path:
     return sibling(final, "partial")
 
 
+def check_dir_path(path: Path, flag: str) -> None:
+    """Refuse a directory path that runs through a file (`notes.txt`, `notes.txt/m`): no
+    directory can be made there, and os would only say "File exists"."""
+    for place in (Path(path), *Path(path).parents):
+        if place.exists() and not place.is_dir():
+            raise InputError(f"{flag} {path}: {place} is a file, not a directory: choose another {flag}")
+
+
 def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
                       marker: str | None = None, kind: str = "mypt output") -> None:
     """The one rule of what mypt may delete to put an output in place. Writing an output

@@ -25,7 +25,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import atomic_write_text, check_replaceable
+from mypt.checkpoint import holds_mypt_config
+from mypt.io import atomic_write_text, check_dir_path, check_replaceable
 from mypt.names import METADATA_FILE
 from mypt.logger_clients import CLIENTS
 from mypt.report import write_loss_png
@@ -49,9 +50,9 @@ def _live(directory: Path, resume: bool):
 
 
 # What dvclive deletes in its directory when a new run starts (Live._init_cleanup, 3.49): its
-# plot folders whole, and these files of the top level (and any `*dvc.yaml` there).
+# plot folders whole, and its metrics.json, params.yaml, reports and `*dvc.yaml` at the top.
 _CLEARED_FOLDERS = ("plots/metrics", "plots/images", "plots/custom", "plots/sklearn")
-_CLEARED_FILES = ("metrics.json", "params.yaml", "report.html", "report.md")
+_CLEARED_REPORTS = ("report.html", "report.md")  # (metrics.json, params.yaml: checked by name)
 # The curves mypt's runs log (fit's on_metrics: train_loss, lr, tokens_per_s; val, a mixture's
 # val_NAME and --eval_dataset_dir's eval_NAME) and the one image it draws: the files of a metrics
 # directory that are a previous run's, which a new run may replace.
@@ -69,16 +70,13 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
     run: dvclive clears its plot folders on start) any file under plots/ other than the curves
     and the loss image mypt writes. A directory whose metrics.json names another `model` holds
     that model's curves: refused too (a resume would cut them, a new run delete them)."""
-    for place in (Path(directory), *Path(directory).parents):
-        if place.exists() and not place.is_dir():
-            raise InputError(f"--metrics_dir {directory}: {place} is a file, not a directory: choose another "
-                             "--metrics_dir")
+    check_dir_path(directory, "--metrics_dir")
     _check_not_inside_outputs(Path(directory), checkpoint_dir)
     check_replaceable(directory, flag="--metrics_dir")
     if not dvclive:
         return
     directory = Path(directory)
-    for name in ("dvc.yaml", "params.yaml", *(p.name for p in directory.glob("*dvc.yaml"))):
+    for name in ("params.yaml", *(p.name for p in directory.glob("*dvc.yaml"))):
         if (directory / name).is_file():
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
@@ -113,19 +111,11 @@ def _check_not_inside_outputs(directory: Path, checkpoint_dir: Path | None) -> N
     for place in (target, *target.parents):
         if place == Path(place.anchor):
             break
-        if _is_checkpoint(place) or (place / METADATA_FILE).is_file():
-            kind = "a mypt checkpoint, which every save of its model replaces" if _is_checkpoint(place) \
-                else "a mypt dataset, which a new prepare-dataset replaces"
+        kind = "a mypt checkpoint, which every save of its model replaces" if holds_mypt_config(place) else \
+            "a mypt dataset, which a new prepare-dataset replaces" if (place / METADATA_FILE).is_file() else None
+        if kind:
             raise InputError(f"--metrics_dir {directory}: {place} is {kind}; choose a --metrics_dir outside it "
                              "(the train stage uses dvclive/MODEL_NAME)")
-
-
-def _is_checkpoint(path: Path) -> bool:
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(config, dict) and "format_version" in config and "sha256" in config
 
 
 def _is_curve(rel: str, path: Path) -> bool:
@@ -146,7 +136,7 @@ def _is_curve(rel: str, path: Path) -> bool:
 def _foreign_files(directory: Path, resume: bool) -> list[str]:
     """What dvclive would delete (a resumed run: what mypt would change, the curves it cuts
     back) that is not a mypt run's, as paths relative to `directory`."""
-    found = [name for name in _CLEARED_FILES[2:] if os.path.lexists(directory / name)] if not resume else []
+    found = [name for name in _CLEARED_REPORTS if os.path.lexists(directory / name)] if not resume else []
     for folder in _CLEARED_FOLDERS if not resume else ():
         for path in sorted((directory / folder).rglob("*")) if (directory / folder).is_dir() else ():
             rel = path.relative_to(directory).as_posix()

@@ -24,7 +24,7 @@ from mypt.distributed import Dist, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
-from mypt.io import check_replaceable, recover_output, set_aside_hint, sha256_file
+from mypt.io import check_dir_path, check_replaceable, recover_output, set_aside_hint, sha256_file
 from mypt.lock import output_lock
 from mypt.names import METADATA_FILE
 from mypt.model import GPT, load_model
@@ -96,10 +96,7 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
     if req.resume and req.overwrite:
         raise ConfigError("--resume continues this model's run; --overwrite replaces it: pick one")
     specs = parse_dataset_specs(req.dataset_dir)
-    for place in (Path(req.checkpoints_dir), *Path(req.checkpoints_dir).parents):
-        if place.exists() and not place.is_dir():
-            raise ConfigError(f"--checkpoints_dir {req.checkpoints_dir}: {place} is a file, not a directory: "
-                              "choose another --checkpoints_dir")
+    check_dir_path(req.checkpoints_dir, "--checkpoints_dir")
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
     # One run per checkpoint: a second would delete this one's `.NAME.partial`; and one per
     # --metrics_dir: a second would clear or cut this one's curves. Under DDP only rank 0 saves
@@ -449,6 +446,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if sharded:  # before the optimizer, which then holds the shards
         _shard(model, req, cfgs, ckpt_dir, device, dist, compiled)
     optimizer = configure_optimizer(model, train_cfg, device)
+    data_sums = _data_sums(specs)  # (recorded in every save; compared on resume)
     saved_config = checkpoint.read_config(ckpt_dir) if req.resume else {}
     saved_training = saved_config.get("training", {})
     if req.resume:
@@ -462,7 +460,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
         log(f"resuming {req.model_name} from step {resume_state['step']}"
             + _changed_on_resume(saved_training, train_cfg, resume_state["step"])
             + _data_changed(saved_config.get("dataset_dir"), _data_record(specs), saved_config.get("dataset_sha256"),
-                            _data_sums(specs), specs))
+                            data_sums, specs))
     train_model = torch.compile(model) if compiled and not sharded else model
     if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -471,7 +469,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     extra = {"training": train_cfg.to_dict(), "config_source": cfgs.source,
              # provenance: where the weights first came from (kept across --resume)
              "init_from_model": (cfgs.saved_init if req.resume else str(cfgs.init) if cfgs.init is not None else None),
-             "dataset_dir": _data_record(specs), "dataset_sha256": _data_sums(specs)}
+             "dataset_dir": _data_record(specs), "dataset_sha256": data_sums}
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
         tracker = open_tracker(req.loggers, req.metrics_dir, req.model_name, resume=req.resume,
