@@ -90,9 +90,12 @@ def build_prepare_dataset() -> click.Command:
         if append_to is not None:
             added = meta["appended"][-1]
             replaced = added["stats"]["tokenize"].get("replaced_chars", 0)
+            unknown = added["stats"]["tokenize"].get("unknown_tokens", 0)
             click.echo(f"Appended: {added['stats']['split']['train_tokens'] + added['stats']['split']['val_tokens']:,} "
                        f"tokens from {len(added['sources'])} source(s)"
-                       + (f"; {replaced:,} characters outside the dataset's vocabulary replaced" if replaced else ""))
+                       + (f"; {replaced:,} characters outside the dataset's vocabulary replaced" if replaced else "")
+                       + (f"; {unknown:,} pieces outside the dataset's vocabulary encoded as its unknown token"
+                          if unknown else ""))
 
     return prepare_dataset_cmd
 

@@ -12,6 +12,9 @@ from pathlib import Path
 from mypt.errors import ConfigError
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# The smallest share of a mixture a dataset may have: below one sequence in a billion it would
+# never be drawn (a weight of 1e-320 is positive, and effectively 0).
+MIN_SHARE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -74,4 +77,10 @@ def parse_dataset_specs(specs) -> list[DatasetSpec]:
         raise ConfigError(f"--dataset_dir: two datasets named {twice[0]}; name them apart: "
                           f"NAME1=PATH1 NAME2=PATH2")
     total = sum(s.weight or 1.0 for s in out)
-    return [DatasetSpec(s.name, s.path, (s.weight or 1.0) / total, s.text) for s in out]
+    specs = [DatasetSpec(s.name, s.path, (s.weight or 1.0) / total, s.text) for s in out]
+    tiny = next((s for s in specs if s.weight < MIN_SHARE), None)
+    if tiny is not None:  # 1e-320 is positive, yet its dataset would never be drawn
+        raise ConfigError(f"--dataset_dir {tiny.text}: its weight is a share of {tiny.weight:.3g} of the mixture, "
+                          f"under {MIN_SHARE:g} (never drawn in practice); leave the dataset out, or give it a "
+                          "larger weight")
+    return specs

@@ -11,6 +11,7 @@ compute per step).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -74,12 +75,18 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
 def _encode_prompt(tokenizer, prompt: str, flag: str) -> list[int]:
     check_text(prompt, flag)
     try:
-        return tokenizer.encode(prompt)
+        ids = tokenizer.encode(prompt)
     except TokenizerError:
         bad = [c for c in sorted(set(prompt)) if not _encodes(tokenizer, c)]
         raise TokenizerError(f"{flag}: the characters {bad} are not in the model's {tokenizer.kind} vocabulary "
                              f"of {tokenizer.vocab_size} characters; leave them out of {flag} (the model "
                              "knows only the characters of the corpus it was trained on)") from None
+    _, unknown = tokenizer.encode_lossy(prompt)  # an hf vocabulary's unknown token ([UNK]): one id for all
+    if unknown:
+        shown = ", ".join(repr(p) for p in list(unknown)[:10]) + (" ..." if len(unknown) > 10 else "")
+        print(f"warning: {flag}: {shown} not in the model's vocabulary: each became its unknown token "
+              f"{tokenizer.unknown_token}, and the model sees them all as one", file=sys.stderr)
+    return ids
 
 
 def _encodes(tokenizer, char: str) -> bool:

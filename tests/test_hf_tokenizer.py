@@ -15,6 +15,8 @@ from conftest import mypt_cli, read_tokens, tree_bytes
 
 import mypt.text
 from mypt.cli import main
+from mypt.generate import generate
+from mypt.model import GPT, GPTConfig
 from mypt.tokenizers import Tokenizer, make_tokenizer
 from mypt.tokenizers.hf import HFTokenizer
 
@@ -158,6 +160,40 @@ def test_a_tokenizer_without_end_of_text_warns_once_and_ends_documents_with_a_ne
     warnings = [line for line in result.output.splitlines() if line.startswith("warning")]
     assert len(warnings) == 1 and "plain.json" in warnings[0] and "no end-of-text token" in warnings[0], result.output
     assert read_tokens(tmp_path / "ds" / "train").tolist() == [i for d in docs for i in hf.encode(d + "\n").ids]
+
+
+def test_words_a_vocabulary_lacks_are_counted_and_named_in_a_prompt(tmp_path, capsys):
+    """A word-level vocabulary encodes what it lacks as its unknown token: prepare-dataset says
+    how many and which, and a prompt's unknown words are named (the model sees them all as one)."""
+    vocab = {w: i for i, w in enumerate(WORDS)} | {" ": len(WORDS), "\n": len(WORDS) + 1, "<unk>": len(WORDS) + 2,
+                                                   "<|endoftext|>": len(WORDS) + 3}
+    hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.Split(tokenizers.Regex(r"\s|\S+"), behavior="isolated")
+    hf.decoder = tokenizers.decoders.Fuse()
+    hf.add_special_tokens(["<|endoftext|>", "<unk>"])
+    hf.save(str(tmp_path / "words.json"))
+    docs = ["the king saw a dragon", "the dragon and the wyrm", "the queen", "a dragon"]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    result = invoke("prepare-dataset", "--input_files", str(tmp_path / "docs.jsonl"), "--out_dir", str(tmp_path / "ds"),
+                    "--tokenization", f"hf:{tmp_path / 'words.json'}", "--no_dedup", "--no_filter", "--val_fraction",
+                    "0", "--workers", "1")
+    assert "Pieces outside the tokenizer's vocabulary, each encoded as its unknown token: 8 " in result.output, \
+        result.output
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text(encoding="utf-8"))
+    assert meta["stats"]["tokenize"]["unknown_token_counts"] == {"dragon": 3, "a": 2, "saw": 1, "and": 1, "wyrm": 1}
+    (tmp_path / "more.jsonl").write_text(json.dumps({"text": "the dragon"}) + "\n", encoding="utf-8")
+    added = invoke("prepare-dataset", "--input_files", str(tmp_path / "more.jsonl"), "--append_to", str(tmp_path / "ds"),
+                   "--no_dedup", "--no_filter", "--val_fraction", "0", "--workers", "1")
+    assert "; 1 pieces outside the dataset's vocabulary encoded as its unknown token" in added.output, added.output
+    tok = Tokenizer.load(tmp_path / "ds")
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    capsys.readouterr()
+    generate(model, tok, "the dragon and the wyrm", max_new_tokens=1)
+    err = capsys.readouterr().err
+    assert "--prompt: 'dragon', 'and', 'wyrm' not in the model's vocabulary: each became its unknown token <unk>" \
+        in err, err
+    generate(model, tok, "the king", max_new_tokens=1)
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_bad_tokenizer_files_are_one_line_errors(trained, tmp_path):

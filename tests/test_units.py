@@ -131,6 +131,7 @@ def test_dataset_specs(specs, expected):
     (["web=data/web:1e400", "data/books:1"], "weight 1e400 must be a finite positive number"),
     (["web=data/web:0.7", "data/books"], "give every dataset of a mixture a weight"),
     (["data/web", "other/web"], "two datasets named web"),
+    (["web=data/web:1e-320", "data/books:1"], r"web=data/web:1e-320: its weight is a share of 1e-320 .*never drawn"),
 ])
 def test_bad_dataset_specs_name_the_flag(specs, message):
     with pytest.raises(ConfigError, match=message) as e:

@@ -195,6 +195,11 @@ def summary_lines(meta: dict, out_dir: Path) -> list[str]:
         share = replaced / max(meta["total_tokens"], 1)
         lines.append(f"Characters outside the tokenizer's vocabulary, each replaced by a space: {replaced:,} "
                      f"({share:.1%} of the tokens; the commonest in dataset_metadata.json, replaced_char_counts)")
+    unknown = meta["stats"].get("tokenize", {}).get("unknown_tokens", 0)
+    if unknown:  # an hf vocabulary with an unknown token, which words of this text became
+        share = unknown / max(meta["total_tokens"], 1)
+        lines.append(f"Pieces outside the tokenizer's vocabulary, each encoded as its unknown token: {unknown:,} "
+                     f"({share:.1%} of the tokens; the commonest in dataset_metadata.json, unknown_token_counts)")
     if note := bad_lines_note(meta):
         lines.append(note)
     return lines

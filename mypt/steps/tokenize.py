@@ -122,6 +122,9 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
         if tokenizer.learns_vocabulary:  # a learned vocabulary may miss characters of this corpus
             tok_stats["replaced_chars"] = sum(replaced.values())
             tok_stats["replaced_char_counts"] = dict(replaced.most_common(100))
+        elif replaced:  # an hf vocabulary with an unknown token ([UNK]) that this corpus's words became
+            tok_stats["unknown_tokens"] = sum(replaced.values())
+            tok_stats["unknown_token_counts"] = dict(replaced.most_common(100))
         manifest = {**manifest, "step": STEP.name, "sources": sources, "tokenizer": state,
                     "settings": {**manifest["settings"], "tokenization": tokenizer.kind},
                     "stats": {**manifest["stats"], "tokenize": tok_stats}}

@@ -97,7 +97,16 @@ class HFTokenizer(Tokenizer):
         self._vocab_size = max(ids) + 1  # ids may have gaps: the model needs one row per id up to the largest
         special = {t.content: i for i, t in hf.get_added_tokens_decoder().items() if t.special}
         self._eot = next((special[name] for name in EOT_NAMES if name in special), None)
+        self._unk = self._unknown_id(config_dict.get("model") or {})
         self._boundary = None
+
+    def _unknown_id(self, model: dict) -> int | None:
+        """The id the model gives what its vocabulary lacks (WordLevel, WordPiece, a BPE
+        without byte fallback: unk_token; Unigram: unk_id); None when it has none."""
+        if model.get("type") == "Unigram":
+            return model.get("unk_id") if isinstance(model.get("unk_id"), int) else None
+        token = model.get("unk_token")
+        return self._hf.token_to_id(token) if isinstance(token, str) else None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "HFTokenizer":
@@ -202,6 +211,24 @@ class HFTokenizer(Tokenizer):
 
     def encode_array(self, text: str) -> np.ndarray:
         return np.asarray(self._hf.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+
+    def encode_lossy(self, text: str) -> tuple[np.ndarray, dict[str, int]]:
+        """The ids, and the count of each piece of `text` the vocabulary lacks, which became its
+        unknown token (a word-level vocabulary's rare words: the model sees them all as one)."""
+        enc = self._hf.encode(text, add_special_tokens=False)
+        ids = np.asarray(enc.ids, dtype=np.uint32)
+        if self._unk is None or not (ids == self._unk).any():
+            return ids, {}
+        counts: dict[str, int] = {}
+        for i, (a, b) in zip(enc.ids, enc.offsets):
+            if i == self._unk:
+                counts[text[a:b]] = counts.get(text[a:b], 0) + 1
+        return ids, counts
+
+    @property
+    def unknown_token(self) -> str | None:
+        """The text of the unknown token (e.g. [UNK]); None when the vocabulary has none."""
+        return None if self._unk is None else self._hf.id_to_token(self._unk)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         ids = np.asarray(ids, dtype=np.int64)
