@@ -10,6 +10,7 @@ imports this module: imports flow one way); generation with a KV cache is in myp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -280,6 +281,16 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def set_dropout(self, p: float) -> None:
+        """Another dropout rate for these weights (dropout holds none): fine-tuning a model
+        trained without dropout, in place, with no second copy of the weights."""
+        self.config = dataclasses.replace(self.config, dropout=p)
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(module, CausalSelfAttention):
+                module.dropout = p  # the attention's own, passed to scaled_dot_product_attention
 
     def num_params(self) -> int:
         """Parameters, the tied embedding counted once."""

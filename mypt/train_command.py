@@ -325,10 +325,8 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     if not req.resume and dataclasses.replace(model.config, dropout=cfgs.model.dropout) == cfgs.model \
             and model.config != cfgs.model:
         # A new run from these weights with another --dropout (fine-tuning a model trained
-        # without it): dropout holds no weights, the same weights go into the run's model.
-        weights = model.state_dict()
-        model = GPT(cfgs.model).to(device)
-        model.load_state_dict(weights)
+        # without it): dropout holds no weights.
+        model.set_dropout(cfgs.model.dropout)
     if model.config != cfgs.model:
         theirs = model.config.to_dict()
         differ = {k: (v, theirs[k]) for k, v in cfgs.model.to_dict().items() if theirs.get(k) != v}

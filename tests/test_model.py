@@ -95,6 +95,24 @@ def test_loss_and_logits_cover_the_real_vocabulary_only():
     assert last.shape == (2, 1, vocab)
 
 
+def test_set_dropout_makes_the_model_a_new_one_with_that_rate_would_be():
+    """Dropout holds no weights: set in place, the model trains exactly as one built with it."""
+    cfg = GPTConfig(vocab_size=32, block_size=8, n_layer=2, n_head=2, n_embd=16)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    built = GPT(GPTConfig(**{**cfg.to_dict(), "dropout": 0.3}))
+    built.load_state_dict(model.state_dict())
+    model.set_dropout(0.3)
+    assert model.config == built.config
+    x = torch.randint(0, 32, (2, 8))
+    outputs = []
+    for m in (model, built):
+        torch.manual_seed(1)
+        m.train()
+        outputs.append(m(x, x)[1])
+    assert outputs[0].item() == outputs[1].item() != model.eval()(x, x)[1].item()
+
+
 def test_lr_schedule_exact_values():
     cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110, max_iters=200)
     assert get_lr(0, cfg) == pytest.approx(1 / 11)
