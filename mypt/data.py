@@ -124,7 +124,13 @@ class GPTDataLoader:
     def _seed_rngs(self, *stream: int) -> None:
         """One sampler per split, seeded by (seed, rank, split[, stream]): a mixture gives each
         dataset its own stream."""
+        self._stream = stream
         self._rng = {s: np.random.default_rng([self.seed, self.rank, i, *stream]) for i, s in enumerate(SPLITS)}
+
+    def reseed(self, step: int) -> None:
+        """Streams of windows of their own for a rank that joins a resumed run at `step` (its
+        seed's stream from 0 may have been drawn by an earlier run with that rank)."""
+        self._seed_rngs(*self._stream, RESUME_STREAM, step)
 
     # -- set-up ------------------------------------------------------------------------------
     def _check_vocabulary(self, d: Path) -> None:
@@ -315,6 +321,7 @@ def to_device(windows: np.ndarray, device: torch.device, pin: bool = False) -> t
 
 # -- mixtures ------------------------------------------------------------------------------
 MIX_STREAM = 7_654_321  # the seed stream of the dataset draw (the datasets' own streams are 1, 2, ...)
+RESUME_STREAM = 8_765_432  # with the step: the streams of a rank that joins a resumed run (reseed)
 
 
 class MixtureLoader:
@@ -390,6 +397,13 @@ class MixtureLoader:
         """Each dataset's val split, evaluated as val_NAME and weighted by its share."""
         return [(f"val_{s.name}", s.weight, loader) for s, loader in zip(self.specs, self.loaders)
                 if "val" in loader.splits]
+
+    def reseed(self, step: int) -> None:
+        """As GPTDataLoader.reseed: the dataset draw and each dataset's windows."""
+        for loader in self.loaders:
+            loader.reseed(step)
+        self._rng = {s: np.random.default_rng([self.seed, self.rank, i, MIX_STREAM, RESUME_STREAM, step])
+                     for i, s in enumerate(SPLITS)}
 
     def state_dict(self) -> dict:
         return {"mixture": {s: rng.bit_generator.state for s, rng in self._rng.items()},

@@ -62,6 +62,15 @@ class MyptCommand(click.Command):
                 if flag in switches and value.lower() in _YAML11_BOOLEANS:
                     raise click.UsageError(f"{flag} {value}: {flag} is a switch and takes no value (in params.yaml "
                                            f"write true or false: DVC passes {value!r} on as text)", ctx) from None
+            # A list in params.yaml (`n_layer: [2, 3]`) reaches a stage as `--n_layer 2 3`.
+            single = {name: p.multiple for p in self.params if isinstance(p, click.Option) and not p.is_flag
+                      and p.nargs == 1 for name in p.opts}
+            for i, flag in enumerate(given[:-2]):
+                if flag in single and not given[i + 2].startswith("-"):
+                    fix = f"give {flag} once per value" if single[flag] else \
+                        "a list in params.yaml? DVC passes each item on"
+                    raise click.UsageError(f"{flag} {given[i + 1]} {given[i + 2]}: {flag} takes one value ({fix})",
+                                           ctx) from None
             raise
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -167,12 +167,20 @@ class _Run:
         self.step = state.get("step", 0)
         self.history: list[dict] = state.get("history", [])
         self.best_val = state.get("best_val")
-        # Under DDP each rank continues its own stream of windows (an older checkpoint without
-        # them: rank 0 takes the saved one, the others start afresh rather than duplicate it).
-        if len(state.get("sampler_ranks", [])) == dist.world_size:
-            self.loader.load_state_dict(state["sampler_ranks"][dist.rank])
-        elif "sampler" in state and dist.is_main:
-            self.loader.load_state_dict(state["sampler"])
+        # Each rank continues its own stream of windows. A rank the saving run did not have (a
+        # resume on more processes) starts a stream of its own keyed by the step: its seed's
+        # stream from step 0 may have been drawn already, by a run before that one.
+        saved = state.get("sampler_ranks") or ([state["sampler"]] if "sampler" in state else [])
+        if dist.rank < len(saved):
+            self.loader.load_state_dict(saved[dist.rank])
+        elif self.resume_state:
+            self.loader.reseed(self.step)
+        if self.resume_state and len(saved) != dist.world_size and dist.is_main:
+            new, gone = range(len(saved), dist.world_size), range(dist.world_size, len(saved))
+            span = lambda r: f"rank {r[0]}" if len(r) == 1 else f"ranks {r[0]}-{r[-1]}"  # noqa: E731
+            self.log(f"resuming on {dist.world_size} process(es), saved by {len(saved)}: "
+                     + (f"{span(new)}: a new stream of windows each, none drawn before" if new else
+                        f"the windows of {span(gone)} are no longer drawn"))
         if "scaler" in state and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         if dist.is_main:  # (after --resume too: a new batch or process count changes it)

@@ -20,7 +20,7 @@ from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
-from mypt.distributed import Dist, setup_distributed
+from mypt.distributed import Dist, all_ranks, cpu_group, setup_distributed
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
@@ -404,6 +404,8 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
         for line in unused_flags(overrides or {}, cfgs):
             log(line)
     device, dist = _setup_device(cfgs.train)
+    data_sums = _data_sums(specs)  # (recorded in every save; compared on resume and between ranks)
+    _check_ranks_agree(req, cfgs, specs, data_sums, dist)
     # The data first: its checks (a window longer than every shard) take a moment, where a
     # model of a mistaken --block_size could take minutes and gigabytes to build.
     loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
@@ -413,7 +415,29 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     if len(specs) == 1 and "val" not in loader.splits and dist.is_main:  # (a mixture's loader says it itself)
         log(f"warning: --dataset_dir {specs[0].path} has no val split (prepared with --val_fraction 0?): training "
             "reports no val loss and best_val stays empty" + ("" if eval_loaders else "; add --eval_dataset_dir for one"))
-    return _train(req, specs, cfgs, model, tokenizer, loader, eval_loaders, ckpt_dir, device, dist, log)
+    return _train(req, specs, cfgs, model, tokenizer, loader, eval_loaders, ckpt_dir, device, dist, log, data_sums)
+
+
+def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec], data_sums: list[str],
+                       dist: Dist) -> None:
+    """Under torchrun every rank must train the same run: nodes started with another flag
+    (--eval_interval) hung, one evaluating while the others trained, or drifted apart silently
+    (--learning_rate: each rank stepped the averaged gradients by its own rate). Compared once,
+    before anything collective; the data by its content, since nodes may mount it elsewhere."""
+    if dist.world_size == 1:
+        return
+    data = [(s.name, s.weight, digest) for s, digest in zip(specs, data_sums)] if specs \
+        else sha256_file(req.input_file)
+    mine = {**{f"--{k}": v for k, v in {**cfgs.model.to_dict(), **cfgs.train.to_dict()}.items()},
+            "--parallel": req.parallel, "--resume": req.resume, "--overwrite": req.overwrite,
+            "--model_name": req.model_name, "the data (--dataset_dir, --input_file)": data}
+    ranks = all_ranks(mine, cpu_group(dist))
+    for rank, theirs in enumerate(ranks[1:], 1):
+        differ = [k for k in ranks[0] if theirs.get(k) != ranks[0][k]]
+        if differ:
+            raise ConfigError(f"rank {rank} was started with other settings than rank 0: "
+                              + ", ".join(f"{k} {theirs.get(k)!r} (rank 0: {ranks[0][k]!r})" for k in differ[:5])
+                              + "; start every node with the same mypt train command and flags")
 
 
 def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device: torch.device, dist: Dist,
@@ -435,7 +459,8 @@ def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device:
 
 
 def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GPT, tokenizer: Tokenizer, loader,
-           eval_loaders: dict, ckpt_dir: Path, device: torch.device, dist: Dist, log: Callable[[str], None]) -> dict:
+           eval_loaders: dict, ckpt_dir: Path, device: torch.device, dist: Dist, log: Callable[[str], None],
+           data_sums: list[str]) -> dict:
     """The model wrapped for training (FSDP: sharded, each block compiled; else torch.compile,
     DDP), the optimizer and the state --resume restores, the metrics tracker, then fit."""
     train_cfg = cfgs.train
@@ -444,7 +469,6 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if sharded:  # before the optimizer, which then holds the shards
         _shard(model, req, cfgs, ckpt_dir, device, dist, compiled)
     optimizer = configure_optimizer(model, train_cfg, device)
-    data_sums = _data_sums(specs)  # (recorded in every save; compared on resume)
     saved_config = checkpoint.read_config(ckpt_dir) if req.resume else {}
     saved_training = saved_config.get("training", {})
     if req.resume:

@@ -59,6 +59,8 @@ CASES = [
     Case("val_fraction_2", prep("corpus.txt", "new_ds", "--val_fraction", "2"), ["--val_fraction"], code=2),
     Case("switch_given_a_yaml_boolean", prep("corpus.txt", "new_ds", "--no_dedup", "yes"),
          ["--no_dedup yes: --no_dedup is a switch and takes no value", "true or false"], code=2),
+    Case("value_given_a_yaml_list", prep("corpus.txt", "new_ds", "--tokens_per_shard", "100", "200"),
+         ["--tokens_per_shard 100 200: --tokens_per_shard takes one value (a list in params.yaml?"], code=2),
     Case("tokenization_bogus", ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "x",
                                 "--tokenization", "bpe"], ["--tokenization", "bpe"], code=2),
     Case("tokens_per_shard_0", prep("corpus.txt", "new_ds", "--tokens_per_shard", "0"), ["--tokens_per_shard"],

@@ -159,6 +159,33 @@ torch.save({{"first_batch": x}}, f"rank{{os.environ['RANK']}}.pt")
     assert (tmp_path / "checkpoints" / "ddp" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_torchrun_ranks_with_other_flags_are_refused_and_a_resume_on_more_ranks_draws_new_windows(demo, tmp_path):
+    """Nodes started with another flag hung (one evaluating while the other trained) or drifted
+    apart silently: refused at start-up, naming the flag. A resume on more processes than saved
+    the checkpoint says so; the new rank draws a stream of its own (tests/test_units.py)."""
+    script = tmp_path / "per_rank.py"
+    script.write_text('''
+import os, sys
+from mypt.cli import main
+rank = os.environ["RANK"]
+main(sys.argv[1:] + (["--eval_interval", "4"] if rank == "1" else []), prog_name="mypt")
+''')
+    args = ["train", "--dataset_dir", str(demo / "general"), "--model_name", "m", *TINY, "--max_iters", "4",
+            "--eval_iters", "1"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = run([*torchrun, "--nproc_per_node", "2", str(script), *args], tmp_path, check=False, timeout=300)
+    assert done.returncode != 0
+    assert re.search(r"Error: rank 1 was started with other settings than rank 0: --eval_interval 4 \(rank 0: \d+\); "
+                     "start every node with the same mypt train command", done.stderr), done.stderr[-3000:]
+    assert not (tmp_path / "checkpoints" / "m" / "model.safetensors").exists()
+    run([*torchrun, "--nproc_per_node", "2", "-m", "mypt.cli", *args], tmp_path, timeout=300)
+    resumed = run([*torchrun, "--nproc_per_node", "3", "-m", "mypt.cli", *args[:-4], "--max_iters", "5",
+                   "--eval_iters", "1", "--resume"], tmp_path, timeout=300)
+    assert "resuming on 3 process(es), saved by 2: rank 2: a new stream of windows each, none drawn before" in resumed.stdout, \
+        resumed.stdout
+
+
 # ---------------------------------------------------------------------------------------------
 # errors
 

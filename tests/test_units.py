@@ -104,6 +104,25 @@ def test_mixture_sampler_state_round_trips_to_the_same_batches(tmp_path):
         fresh.load_state_dict(GPTDataLoader(cfg, TOK, dataset_dir=a).state_dict())
 
 
+@pytest.mark.parametrize("mixture", [False, True])
+def test_a_rank_that_joins_a_resumed_run_draws_a_stream_none_drew_before(tmp_path, mixture):
+    """reseed(step): a rank the saving run did not have must not replay its seed's stream from
+    step 0, which a run before that one (on that many processes) may have drawn."""
+    a, b = two_datasets(tmp_path)
+    cfg = LoaderConfig(batch_size=4, block_size=8, seed=3, rank=1)
+    make = (lambda: MixtureLoader(cfg, TOK, [f"{a}:2", f"{b}:1"])) if mixture else \
+        (lambda: GPTDataLoader(cfg, TOK, dataset_dir=a))  # noqa: E731
+    drawn = [make().state_dict()]  # the stream of rank 1 from step 0, and its states later
+    first = make()
+    for _ in range(20):
+        first.get_batch("train")
+        drawn.append(first.state_dict())
+    joined, again, later = make(), make(), make()
+    joined.reseed(20), again.reseed(20), later.reseed(30)
+    assert joined.state_dict() not in drawn and joined.state_dict() == again.state_dict() != later.state_dict()
+    assert not all((joined.get_batch("train")[0] == make().get_batch("train")[0]).all() for _ in range(3))
+
+
 def test_mixture_refuses_datasets_with_different_tokenizers(tmp_path):
     other = CharTokenizer(chars=[chr(c) for c in range(40, 40 + 100)])
     a, b = two_datasets(tmp_path, tokenizer_b=other)
