@@ -32,6 +32,7 @@ from mypt.errors import ConfigError
 from mypt.hf_import import LINEAR_LAYERS, llama_names
 from mypt.io import built_files, check_replaceable, output_target, staged_dir
 from mypt.model import NORM_EPS, load_model
+from mypt.names import char_replacement
 from mypt.tokenizers import Tokenizer
 
 # mypt's gelu setting -> transformers' activation_function (read back by hf_import.GELU_FROM_HF).
@@ -173,7 +174,7 @@ def char_hf_tokenizer(tokenizer: Tokenizer):
     from tokenizers import Tokenizer as HFTokenizer
 
     vocab = {c: i for i, c in enumerate(tokenizer.chars)}
-    unk = next((c for c in tokenizer.REPLACEMENTS if c in vocab), tokenizer.chars[0])
+    unk = char_replacement(tokenizer.chars) or tokenizer.chars[0]
     hf = HFTokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
     hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one piece per character
     hf.decoder = decoders.Fuse()

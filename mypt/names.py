@@ -1,5 +1,6 @@
 """Names shared by modules that must not import each other: the files of a dataset and a
-checkpoint, the splits, and where the GPT-2 vocabulary lives and its checksum.
+checkpoint, the splits, a char vocabulary's stand-in character, and where the GPT-2
+vocabulary lives and its checksum.
 
 A leaf (it imports no mypt module): the DVC stages' deps follow imports, so a step that only
 names a file (shard, split copy the tokenizer state; fetch installs the GPT-2 vocabulary)
@@ -18,6 +19,18 @@ MANIFEST = "manifest.json"  # what a pipeline step's output directory holds: sou
 SPLITS = ("train", "val")  # a dataset's splits, in the order shards are numbered
 WORK_MARK = ".mypt-work"  # inside each work directory mypt makes beside an output: a leftover it may remove
 TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: a checkpoint stores it once
+
+# A char vocabulary's stand-ins for the characters it lacks (a corpus tokenized with another's
+# vocabulary): the first it has. Here, not in mypt.tokenizers.char, for the split step's summary,
+# which names it.
+CHAR_REPLACEMENTS = "? "
+
+
+def char_replacement(chars: str) -> str | None:
+    """The character that stands in for those outside the char vocabulary `chars` (None: it has
+    no stand-in, and such a character is an error)."""
+    return next((c for c in CHAR_REPLACEMENTS if c in chars), None)
+
 
 # The GPT-2 vocabulary: tiktoken's r50k_base file, installed by `mypt install-gpt2-vocab`.
 R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"

@@ -13,6 +13,8 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
+import time
 import traceback
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -146,7 +148,19 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: a forked tiktoken/torch runtime can deadlock in the child. An executor,
     # not multiprocessing.Pool: a worker that dies (the OOM killer, a kill) breaks it and the
     # map raises, where a Pool waits for the lost task for ever.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker's initializer: the worker ends when its parent has (a kill -9 of mypt), where it
+    would wait for its next task for ever, an orphan holding its memory."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mypt-exit-with-parent", daemon=True).start()
 
 
 def _close(pool: ProcessPoolExecutor, now: bool) -> None:

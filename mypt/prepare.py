@@ -73,8 +73,9 @@ def check_out_dir(out_dir: Path, settings: PrepareSettings, paths: list[Path], o
         return
     old = read_metadata(out_dir)
     new_sources = {(display_name(p), input_bytes(p)) for p in paths}
-    old_sources = [(s["name"], s["bytes"]) for s in old["sources"]] + \
-        [(n, None) for n in old.get("skipped_binary_files", [])]
+    # normpath: names recorded before display_name normalized them may hold `..`.
+    old_sources = [(os.path.normpath(s["name"]), s["bytes"]) for s in old["sources"]] + \
+        [(os.path.normpath(n), None) for n in old.get("skipped_binary_files", [])]
     new_settings = settings.recorded()
     # A dataset records the kind (hf), the flag may name its file (hf:tok.json).
     new_settings["tokenization"] = spec_kind(new_settings["tokenization"])

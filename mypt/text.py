@@ -12,6 +12,7 @@ unchanged (block_text reads it back exactly).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -116,11 +117,24 @@ def doc_text(lines: list[str], jsonl: bool) -> str:
     return json.dumps({"text": text}, ensure_ascii=False) + "\n" if jsonl else text
 
 
+def normal_path(path: Path | str) -> Path:
+    """`path` absolute, with `.` and `..` resolved as written (`sub/../a.txt` is `a.txt`): one
+    spelling of each place, links left as they are."""
+    return Path(os.path.normpath(os.path.abspath(path)))
+
+
 def display_name(path: Path) -> str:
     """How a source is named in metadata: relative to the working directory when inside it
-    (so a dataset's metadata does not depend on where the project is checked out)."""
-    path = Path(path).absolute()
+    (so a dataset's metadata does not depend on where the project is checked out), in one
+    spelling (normal_path), as text (text_name)."""
+    path = normal_path(path)
     try:
-        return str(path.relative_to(Path.cwd()))
+        return text_name(str(path.relative_to(Path.cwd())))
     except ValueError:
-        return str(path)
+        return text_name(str(path))
+
+
+def text_name(name: str) -> str:
+    """A file name as text that UTF-8 can write (metadata, messages): the bytes of a name that
+    are not UTF-8, which Python holds as lone surrogates (`caf\\udce9`), as `\\xe9`."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")

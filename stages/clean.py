@@ -1,13 +1,12 @@
 """Stage clean: decode, normalize and filter one corpus; stats with drop reasons."""
 
-import glob
 from pathlib import Path
 
 import click
 
 from mypt.io import check_report_paths, write_json
 from mypt.options import GreedyCommand, input_files_option, option, settings_options
-from mypt.readers import formats_help
+from mypt.readers import formats_help, named_paths
 from mypt.steps import bad_lines_note
 from mypt.steps.clean import CleanSettings, clean
 
@@ -20,7 +19,7 @@ from mypt.steps.clean import CleanSettings, clean
 def main(input_files, out_dir, stats, **flags) -> None:
     """Clean --input_files into --out_dir (one file per source, plus manifest.json)."""
     # Each input as the run reads it: a glob's matches, a directory whole.
-    inputs = [m for p in input_files for m in (glob.glob(p, recursive=True) if glob.has_magic(p) else [p])]
+    inputs = [m for p in input_files if p for m in named_paths(p)]  # (an empty one: clean names it)
     check_report_paths({"--stats": stats}, [("--out_dir", out_dir), *(("--input_files", p) for p in inputs)])
     manifest = clean(list(input_files), out_dir, CleanSettings.from_flags(flags))
     write_json(stats, manifest["stats"]["clean"])

@@ -198,3 +198,48 @@ def test_append_to_a_symlink_grows_its_target(dataset, tmp_path):
     assert json.loads((dataset / "dataset_metadata.json").read_text())["total_tokens"] > old_tokens
     assert leftovers(dataset) == [] and leftovers(link) == []
     assert cli("verify-dataset", str(link)).output.startswith("OK: ")
+
+
+def test_an_input_already_in_the_dataset_is_refused_however_its_path_is_spelled(tmp_path, monkeypatch):
+    """The same file is recognised through `sub/../`, from another working directory, and in a
+    dataset whose metadata recorded `..` (before names were normalized)."""
+    monkeypatch.chdir(tmp_path)
+    corpus(Path("lear.txt"), 0)
+    Path("sub").mkdir()
+    cli("prepare-dataset", "--input_files", "sub/../lear.txt", "--out_dir", "ds", *SETTINGS)
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert [s["name"] for s in meta["sources"]] == ["lear.txt"]
+    before = tree_bytes(Path("ds"))
+    for inputs, ds in (("sub/../lear.txt", "ds"), (str(tmp_path / "sub/../lear.txt"), "ds")):
+        assert "already in --append_to" in cli("prepare-dataset", "--input_files", inputs, "--append_to", ds,
+                                               ok=False).output
+    monkeypatch.chdir("sub")
+    for inputs, ds in (("../lear.txt", "../ds"), ("../sub/../lear.txt", str(tmp_path / "ds"))):
+        assert "already in --append_to" in cli("prepare-dataset", "--input_files", inputs, "--append_to", ds,
+                                               ok=False).output
+    monkeypatch.chdir(tmp_path)
+    assert tree_bytes(Path("ds")) == before
+    meta["sources"][0]["name"] = "sub/../lear.txt"  # as mypt recorded it before
+    Path("ds/dataset_metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    before = tree_bytes(Path("ds"))
+    assert "already in --append_to" in cli("prepare-dataset", "--input_files", "lear.txt", "--append_to", "ds",
+                                           ok=False).output
+    assert tree_bytes(Path("ds")) == before
+    # ... and prepare-dataset --out_dir still takes it for the same dataset
+    cli("prepare-dataset", "--input_files", "lear.txt", "--out_dir", "ds", *SETTINGS)
+    assert tree_bytes(Path("ds")).keys() == before.keys()
+
+
+def test_appended_line_names_the_stand_in_and_the_share_of_the_appended_text(dataset, tmp_path):
+    """Characters outside the dataset's vocabulary: their share of the appended tokens (of the
+    whole dataset it showed 0.0%), and the character that replaced them (this vocabulary has no
+    '?': a space)."""
+    extra = tmp_path / "in" / "extra.txt"
+    extra.write_text("abc XYZ def.\n" * 4)
+    out = cli("prepare-dataset", "--input_files", str(extra), "--append_to", str(dataset)).output
+    added = json.loads((dataset / "dataset_metadata.json").read_text())["appended"][-1]["stats"]
+    tokens = added["split"]["train_tokens"] + added["split"]["val_tokens"]
+    assert added["tokenize"]["replaced_chars"] == 12 and tokens == 52
+    assert "Appended: 52 tokens from 1 source(s); 12 characters outside the dataset's vocabulary replaced by a " \
+           "space (23.1% of the appended tokens)" in out, out
+    assert "each replaced by a space: 12 (" in out, out

@@ -110,3 +110,32 @@ def test_a_task_error_that_cannot_cross_processes_is_named_not_called_a_dead_wor
     how = SimpleNamespace(workers=2, engine="local", ray_address=None)
     with pytest.raises(RuntimeError, match="_TwoArgumentError: bad and 1"):
         parallel_map(_raise_unpicklable, [1, 2], how, "clean")
+
+
+def test_workers_exit_when_the_main_process_is_killed():
+    """kill -9 of mypt left its spawned workers waiting for tasks for ever, orphans (PPID 1)
+    holding their memory: each now ends within about a second of its parent."""
+    psutil = pytest.importorskip("psutil")
+    code = ("import time; from types import SimpleNamespace; from mypt.parallel import parallel_map; "
+            "parallel_map(time.sleep, [60, 60, 60], SimpleNamespace(workers=2, engine='local', ray_address=None), "
+            "'clean')")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        workers = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        time.sleep(2)  # into their tasks
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in alive:
+        p.kill()
+    assert alive == []

@@ -136,3 +136,33 @@ def test_dedup_off_copies_the_files_and_starts_no_ray(tmp_path, monkeypatch):
     assert out["stats"]["dedup"] == {}
     for s in out["sources"]:
         assert (tmp_path / "dedup" / s["file"]).read_bytes() == (tmp_path / "clean" / s["file"]).read_bytes()
+
+
+def test_a_txt_input_that_dedup_removes_whole_counts_as_emptied_and_is_named(tmp_path, monkeypatch):
+    """A .txt input all of whose lines are duplicates (a copy of another) ends with no document:
+    dedup's documents_emptied counts it (it said 0), whether its lines were in one block or
+    many, and the summary names the inputs left without text (a few, then a count)."""
+    import mypt.text
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 100)  # several blocks a file
+    text = "".join(f"This is a fairly long line number {i} used for dedup testing.\n" for i in range(10))
+    (tmp_path / "a.txt").write_text(text)
+    for i in range(7):
+        (tmp_path / f"b{i}.txt").write_text(text)
+    (tmp_path / "c.txt").write_text("Another document that is unique and long enough.\n")
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "a.txt", "b*.txt", "c.txt", "--out_dir",
+                                       "ds", "--tokenization", "char", "--val_fraction", "0", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    assert [s["documents"] for s in meta["sources"]] == [1, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert meta["stats"]["dedup"]["documents_emptied"] == 7 and meta["stats"]["clean"]["documents_emptied"] == 0
+    assert "Inputs left without text (empty, or emptied by the filter or dedup): b0.txt, b1.txt, b2.txt, b3.txt, " \
+           "b4.txt and 2 more\n" in result.output, result.output
+    # The dedup stage (dedup reading clean's output back) counts them alike.
+    clean(["a.txt", "b0.txt", "c.txt"], tmp_path / "clean", CleanSettings(workers=1))
+    assert dedup(tmp_path / "clean", tmp_path / "dedup", DedupSettings(workers=1))["stats"]["dedup"][
+        "documents_emptied"] == 1

@@ -184,3 +184,27 @@ def test_each_txt_document_ends_with_a_newline_whatever_the_last_file(tmp_path, 
     assert result.exit_code == 0, result.output
     text = Tokenizer.load(Path("ds")).decode(read_tokens(Path("ds/train")).tolist())
     assert text == "The first document, no final newline\nThe second document.\n"
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_recorded_escaped(tmp_path, monkeypatch):
+    """A name of bytes that are not UTF-8 (`caf\\xe9.txt`, Latin-1), given or found in a corpus
+    directory, is read; the metadata (UTF-8) records it as `caf\\\\xe9.txt`, not a crash
+    writing it."""
+    monkeypatch.chdir(tmp_path)
+    text = "".join(f"The queen wrote letter {i} to the king.\n" for i in range(100))
+    latin1 = os.fsdecode(b"caf\xe9.txt")
+    Path(latin1).write_text(text)
+    Path("corpus").mkdir()
+    Path("corpus", latin1).write_text(text)
+    Path("plain.txt").write_text(text)
+    for inp, out, name in ((latin1, "ds", "caf\\xe9.txt"), ("corpus", "walked", "corpus/caf\\xe9.txt")):
+        result = prepare(inp, out)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        meta = json.loads(Path(out, "dataset_metadata.json").read_text(encoding="utf-8"))
+        assert [s["name"] for s in meta["sources"]] == [name]
+    assert prepare("plain.txt", "plain").exit_code == 0
+    assert read_tokens(Path("ds/train")).tolist() == read_tokens(Path("plain/train")).tolist()
+    # The same input again: the same dataset (no --overwrite needed), and no append of it.
+    assert prepare(latin1, "ds").exit_code == 0
+    line = error_line(invoke("prepare-dataset", "--input_files", latin1, "--append_to", "ds"))
+    assert "caf\\xe9.txt is already in --append_to ds" in line, line

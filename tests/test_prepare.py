@@ -272,10 +272,11 @@ def test_reused_char_vocabulary_replaces_and_names_unknown_characters(tmp_path):
     prepare("--input_files", str(tmp_path / "base.txt"), "--out_dir", str(tmp_path / "base"), "--tokenization", "char",
             "--val_fraction", "0")
     # --tokenization follows --tokenizer_from when not given (char here); the replaced
-    # characters are said, with their share of the tokens.
+    # characters are said, with their share of the tokens and their stand-in ('?': the
+    # vocabulary has one; a space only where it has no '?').
     done = prepare("--input_files", str(tmp_path / "domain.txt"), "--out_dir", str(tmp_path / "dom"),
                    "--tokenizer_from", str(tmp_path / "base"), "--val_fraction", "0", "--no_filter")
-    assert "Characters outside the tokenizer's vocabulary, each replaced by a space: 15 (31.2% of the tokens" \
+    assert "Characters outside the tokenizer's vocabulary, each replaced by '?': 15 (31.2% of the tokens" \
         in done.output, done.output
     assert (tmp_path / "dom" / "tokenizer_state.json").read_bytes() == (tmp_path / "base" / "tokenizer_state.json").read_bytes()
     meta = json.loads((tmp_path / "dom" / "dataset_metadata.json").read_text())

@@ -130,3 +130,19 @@ def test_a_file_named_twice_is_read_once_however_it_is_spelled(tmp_path, monkeyp
     assert totals[0] == totals[1] and totals[0][1] == 1
     # the spelling kept does not depend on the order of the patterns (nor on glob's listing)
     assert resolve_inputs(["link.txt", "c.txt"]) == resolve_inputs(["c.txt", "link.txt"]) == [Path("c.txt")]
+
+
+def test_an_existing_path_with_glob_characters_is_that_file_not_a_glob(tmp_path, monkeypatch):
+    """`data[1].txt` is the file of that name (not data1.txt), `report[final].txt` exists (not
+    "the glob matches nothing"), `what?.txt` is one file (not whatx.txt too); a glob is a glob
+    only when no such path exists."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("data[1].txt", "data1.txt", "report[final].txt", "what?.txt", "whatx.txt"):
+        Path(name).write_text(name)
+    for name in ("data[1].txt", "report[final].txt", "what?.txt"):
+        assert resolve_inputs([name]) == [Path(name)]
+    Path("what?.txt").unlink()
+    assert resolve_inputs(["what?.txt"]) == [Path("whatx.txt")]
+    (tmp_path / "dir[1]").mkdir()
+    (tmp_path / "dir[1]" / "a.txt").write_text("a")
+    assert resolve_inputs(["dir[1]"]) == [Path("dir[1]/a.txt")]

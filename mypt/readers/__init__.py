@@ -59,7 +59,7 @@ def reader_for(path: Path, *, text_key: str = "text", strict: bool = False) -> R
 
 def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
     """Expand files, directories (searched recursively for text files and saved datasets) and
-    globs.
+    globs (a path that exists is never a glob: named_paths).
 
     Returns the sorted, de-duplicated list of inputs (a file named twice, by overlapping globs,
     by another spelling of its path or through a link, is read once): files, and directories saved by
@@ -72,15 +72,7 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
     for pattern in patterns:
         if not pattern:
             raise InputError("--input_files: an empty path was given")
-        if glob.has_magic(pattern):
-            matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
-            if not matches:
-                raise InputError(f"--input_files: the glob {pattern!r} matches nothing")
-        else:
-            matches = [Path(pattern)]
-            if not matches[0].exists():
-                raise InputError(f"--input_files: {pattern!r} does not exist")
-        for path in matches:
+        for path in named_paths(pattern):
             for p in _walk(path) if path.is_dir() else [regular_file(path)]:
                 try:
                     st = os.stat(p)
@@ -92,6 +84,19 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
     # By absolute path: the order (which copy dedup keeps) must not depend on how a path was
     # spelled (`/data/b.txt` sorts before `a.txt` as typed).
     return sorted(found.values(), key=os.path.abspath)
+
+
+def named_paths(pattern: str) -> list[Path]:
+    """What one --input_files value names: the path itself when it exists (a file may be named
+    `data[1].txt` or `what?.txt`), else the matches of it as a glob; none is an InputError."""
+    if os.path.lexists(pattern) or not glob.has_magic(pattern):
+        if not os.path.exists(pattern):
+            raise InputError(f"--input_files: {pattern!r} does not exist")
+        return [Path(pattern)]
+    matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
+    if not matches:
+        raise InputError(f"--input_files: the glob {pattern!r} matches nothing")
+    return matches
 
 
 def _walk(directory: Path) -> list[Path]:

@@ -14,7 +14,7 @@ from mypt.readers import Reader, TextSeen, named, no_text_error, read_texts, tex
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step
 from mypt.normalize import LineFilter, clean_lines
-from mypt.text import DecodeCounter, display_name, doc_text
+from mypt.text import DecodeCounter, display_name, doc_text, text_name
 
 STEP = Step("clean")
 
@@ -36,7 +36,7 @@ class CleanSettings(Settings):
 
 
 def _source_file(index: int, path: Path, jsonl: bool) -> str:
-    stem = path.name.split(".")[0][:60]
+    stem = text_name(path.name).split(".")[0][:60]  # its name goes into manifest.json
     return f"{index:05d}-{stem}.{'jsonl' if jsonl else 'txt'}"
 
 

@@ -259,9 +259,13 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     by_source: dict[Path, list[Path]] = {}
     for (src, *_), part in zip(blocks, parts):
         by_source.setdefault(src, []).append(part)
-    for (src, _), out in zip(sources, outputs):
+    for (src, jsonl), out in zip(sources, outputs):
         with atomic_file(out) as f:
-            concat_files(by_source.get(src, []), f)
+            size = concat_files(by_source.get(src, []), f)
+        # A .txt source is one document in blocks (each block's count cannot tell): emptied when
+        # every line of it was a duplicate.
+        if not jsonl and not size and src.stat().st_size:
+            stats["documents_emptied"] += 1
     stats["unique_keys"] = unique
     stats["runs"] = len(run_files)
     return dict(sorted(stats.items()))

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from mypt.errors import InputError, MyptError
-from mypt.io import output_target, staged_dir, write_json
-from mypt.names import METADATA_FILE, STATE_FILE
+from mypt.io import output_target, read_json, staged_dir, write_json
+from mypt.names import METADATA_FILE, STATE_FILE, char_replacement
 from mypt.settings import Settings, seed_setting, setting
 from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards, read_metadata, unlisted_shards
 from mypt.steps import Step, bad_lines_note, read_input
@@ -173,6 +173,13 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
     return meta
 
 
+def replacement_name(dataset_dir: Path) -> str:
+    """The character that stands in for those outside the char vocabulary of a dataset, for a
+    message ("'?'", or "a space")."""
+    c = char_replacement(read_json(Path(dataset_dir) / STATE_FILE).get("chars", ""))
+    return "a space" if c == " " else repr(c)
+
+
 def summary_lines(meta: dict, out_dir: Path) -> list[str]:
     """What prepare-dataset (and the split stage) print about a finished dataset."""
     n_train, n_val = len(meta["train"]["shards"]), len(meta["val"]["shards"])
@@ -186,6 +193,10 @@ def summary_lines(meta: dict, out_dir: Path) -> list[str]:
         lines.append(f"Lines dropped by the filter: {dropped}")
     if "dedup" in meta["stats"] and meta["stats"]["dedup"]:
         lines.append(f"Duplicate lines dropped: {meta['stats']['dedup']['duplicate_lines_dropped']:,}")
+    empty = [s["name"] for s in meta["sources"] if s.get("documents") == 0]
+    if empty:
+        lines.append("Inputs left without text (empty, or emptied by the filter or dedup): " + ", ".join(empty[:5])
+                     + (f" and {len(empty) - 5} more" if len(empty) > 5 else ""))
     if meta.get("skipped_binary_files"):
         lines.append(f"Binary files skipped: {', '.join(meta['skipped_binary_files'])}")
     if clean_stats.get("invalid_utf8_bytes_replaced"):
@@ -193,8 +204,9 @@ def summary_lines(meta: dict, out_dir: Path) -> list[str]:
     replaced = meta["stats"].get("tokenize", {}).get("replaced_chars", 0)
     if replaced:  # a reused char vocabulary (--tokenizer_from) that lacks characters of this text
         share = replaced / max(meta["total_tokens"], 1)
-        lines.append(f"Characters outside the tokenizer's vocabulary, each replaced by a space: {replaced:,} "
-                     f"({share:.1%} of the tokens; the commonest in dataset_metadata.json, replaced_char_counts)")
+        lines.append(f"Characters outside the tokenizer's vocabulary, each replaced by {replacement_name(out_dir)}: "
+                     f"{replaced:,} ({share:.1%} of the tokens; the commonest in dataset_metadata.json, "
+                     "replaced_char_counts)")
     unknown = meta["stats"].get("tokenize", {}).get("unknown_tokens", 0)
     if unknown:  # an hf vocabulary with an unknown token, which words of this text became
         share = unknown / max(meta["total_tokens"], 1)

@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from mypt.errors import TokenizerError
+from mypt.names import char_replacement
 from mypt.tokenizers.base import Tokenizer, register
 
 
@@ -16,9 +17,6 @@ class CharTokenizer(Tokenizer):
     kind = "char"
     description = "the corpus' own characters"
     learns_vocabulary = True
-    # Stand-ins for characters outside the vocabulary when a second corpus is tokenized
-    # with a first corpus' vocabulary (domain adaptation): the first one the vocabulary has.
-    REPLACEMENTS = "? "
 
     def __init__(self, config: object = None, kind: str | None = None, chars: Sequence[str] | None = None):
         super().__init__(config, kind)
@@ -63,7 +61,9 @@ class CharTokenizer(Tokenizer):
         return ids
 
     def encode_lossy(self, text: str) -> tuple[np.ndarray, dict[str, int]]:
-        replacement = next((c for c in self.REPLACEMENTS if c in self.chars), None)
+        # A stand-in for characters outside the vocabulary when a second corpus is tokenized
+        # with a first corpus' vocabulary (domain adaptation).
+        replacement = char_replacement(self.chars)
         if replacement is None:
             return self.encode_array(text), {}
         ids, unknown = self._ids(text)
