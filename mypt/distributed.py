@@ -56,7 +56,15 @@ def cpu_group(dist: Dist):
         return None
     import torch.distributed as tdist
 
-    return tdist.group.WORLD if tdist.get_backend() == "gloo" else tdist.new_group(backend="gloo")
+    if tdist.get_backend() == "gloo":
+        return tdist.group.WORLD
+    global _gloo  # one per process group: each new_group opens connections between all nodes
+    if _gloo is None or _gloo[0] is not tdist.group.WORLD:
+        _gloo = (tdist.group.WORLD, tdist.new_group(backend="gloo"))
+    return _gloo[1]
+
+
+_gloo = None  # (the process group, its gloo group)
 
 
 def any_rank(flags: list[bool], group) -> list[bool]:

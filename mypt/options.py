@@ -68,7 +68,7 @@ class MyptCommand(click.Command):
             for i, flag in enumerate(given[:-2]):
                 if flag in single and not given[i + 2].startswith("-"):
                     fix = f"give {flag} once per value" if single[flag] else \
-                        "a list in params.yaml? DVC passes each item on"
+                        "quote a value with spaces; in params.yaml, a list passes each item on"
                     raise click.UsageError(f"{flag} {given[i + 1]} {given[i + 2]}: {flag} takes one value ({fix})",
                                            ctx) from None
             raise

@@ -173,14 +173,14 @@ class _Run:
         saved = state.get("sampler_ranks") or ([state["sampler"]] if "sampler" in state else [])
         if dist.rank < len(saved):
             self.loader.load_state_dict(saved[dist.rank])
-        elif self.resume_state:
+        elif saved:
             self.loader.reseed(self.step)
-        if self.resume_state and len(saved) != dist.world_size and dist.is_main:
+        if saved and len(saved) != dist.world_size and dist.is_main:
             new, gone = range(len(saved), dist.world_size), range(dist.world_size, len(saved))
             span = lambda r: f"rank {r[0]}" if len(r) == 1 else f"ranks {r[0]}-{r[-1]}"  # noqa: E731
             self.log(f"resuming on {dist.world_size} process(es), saved by {len(saved)}: "
-                     + (f"{span(new)}: a new stream of windows each, none drawn before" if new else
-                        f"the windows of {span(gone)} are no longer drawn"))
+                     + (f"{span(new)} from new window streams keyed by step {self.step} (not their seed's from "
+                        "step 0)" if new else f"the window streams of {span(gone)} end here"))
         if "scaler" in state and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         if dist.is_main:  # (after --resume too: a new batch or process count changes it)

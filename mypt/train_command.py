@@ -426,11 +426,18 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
     before anything collective; the data by its content, since nodes may mount it elsewhere."""
     if dist.world_size == 1:
         return
-    data = [(s.name, s.weight, digest) for s, digest in zip(specs, data_sums)] if specs \
+    # A mixture's names key its saved sampler state; one dataset's name is a label (and follows
+    # where each node mounts it).
+    data = [(s.name if len(specs) > 1 else "", s.weight, digest) for s, digest in zip(specs, data_sums)] if specs \
         else sha256_file(req.input_file)
+    by_sum = lambda path, name: sha256_file(Path(path) / name) if path is not None else None  # noqa: E731
     mine = {**{f"--{k}": v for k, v in {**cfgs.model.to_dict(), **cfgs.train.to_dict()}.items()},
             "--parallel": req.parallel, "--resume": req.resume, "--overwrite": req.overwrite,
-            "--model_name": req.model_name, "the data (--dataset_dir, --input_file)": data}
+            "--model_name": req.model_name, "the data (--dataset_dir, --input_file)": data,
+            # FSDP evaluates on the sharded model (an extra eval set on one rank: collectives that
+            # never meet) and copies no rank's weights to the others (another base: drift).
+            "--eval_dataset_dir": by_sum(req.eval_dataset_dir, METADATA_FILE),
+            "the starting weights (--init_from_model, --resume)": by_sum(cfgs.init, checkpoint.CONFIG_FILE)}
     ranks = all_ranks(mine, cpu_group(dist))
     for rank, theirs in enumerate(ranks[1:], 1):
         differ = [k for k in ranks[0] if theirs.get(k) != ranks[0][k]]

@@ -60,7 +60,8 @@ CASES = [
     Case("switch_given_a_yaml_boolean", prep("corpus.txt", "new_ds", "--no_dedup", "yes"),
          ["--no_dedup yes: --no_dedup is a switch and takes no value", "true or false"], code=2),
     Case("value_given_a_yaml_list", prep("corpus.txt", "new_ds", "--tokens_per_shard", "100", "200"),
-         ["--tokens_per_shard 100 200: --tokens_per_shard takes one value (a list in params.yaml?"], code=2),
+         ["--tokens_per_shard 100 200: --tokens_per_shard takes one value (quote a value with spaces; in "
+          "params.yaml, a list passes each item on)"], code=2),
     Case("tokenization_bogus", ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "x",
                                 "--tokenization", "bpe"], ["--tokenization", "bpe"], code=2),
     Case("tokens_per_shard_0", prep("corpus.txt", "new_ds", "--tokens_per_shard", "0"), ["--tokens_per_shard"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -169,20 +170,23 @@ def test_torchrun_ranks_with_other_flags_are_refused_and_a_resume_on_more_ranks_
 import os, sys
 from mypt.cli import main
 rank = os.environ["RANK"]
-main(sys.argv[1:] + (["--eval_interval", "4"] if rank == "1" else []), prog_name="mypt")
+main(sys.argv[1:] + (os.environ["RANK1_FLAGS"].split("|") if rank == "1" else []), prog_name="mypt")
 ''')
     args = ["train", "--dataset_dir", str(demo / "general"), "--model_name", "m", *TINY, "--max_iters", "4",
             "--eval_iters", "1"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    done = run([*torchrun, "--nproc_per_node", "2", str(script), *args], tmp_path, check=False, timeout=300)
-    assert done.returncode != 0
-    assert re.search(r"Error: rank 1 was started with other settings than rank 0: --eval_interval 4 \(rank 0: \d+\); "
-                     "start every node with the same mypt train command", done.stderr), done.stderr[-3000:]
+    for flags, said in [("--eval_interval|4", r"--eval_interval 4 \(rank 0: \d+\)"),
+                        (f"--eval_dataset_dir|{demo / 'domain'}", r"--eval_dataset_dir '[0-9a-f]{64}' \(rank 0: None\)")]:
+        done = run([*torchrun, "--nproc_per_node", "2", str(script), *args], tmp_path, check=False, timeout=300,
+                   env={**os.environ, "RANK1_FLAGS": flags})
+        assert done.returncode != 0
+        assert re.search(r"Error: rank 1 was started with other settings than rank 0: " + said + "; start every node "
+                         "with the same mypt train command", done.stderr), done.stderr[-3000:]
     assert not (tmp_path / "checkpoints" / "m" / "model.safetensors").exists()
     run([*torchrun, "--nproc_per_node", "2", "-m", "mypt.cli", *args], tmp_path, timeout=300)
     resumed = run([*torchrun, "--nproc_per_node", "3", "-m", "mypt.cli", *args[:-4], "--max_iters", "5",
                    "--eval_iters", "1", "--resume"], tmp_path, timeout=300)
-    assert "resuming on 3 process(es), saved by 2: rank 2: a new stream of windows each, none drawn before" in resumed.stdout, \
+    assert "resuming on 3 process(es), saved by 2: rank 2 from new window streams keyed by step 4" in resumed.stdout, \
         resumed.stdout
 
 

@@ -260,15 +260,28 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     for (src, *_), part in zip(blocks, parts):
         by_source.setdefault(src, []).append(part)
     for (src, jsonl), out in zip(sources, outputs):
+        kept = by_source.get(src, [])
+        # A .txt source is one document in blocks (no block alone can tell): emptied when dedup
+        # left it only blank lines (which it never drops), as a .jsonl document is; then it is
+        # written empty, not as a document of newlines.
+        emptied = not jsonl and _blank(kept) and not _blank([src])
         with atomic_file(out) as f:
-            size = concat_files(by_source.get(src, []), f)
-        # A .txt source is one document in blocks (each block's count cannot tell): emptied when
-        # every line of it was a duplicate.
-        if not jsonl and not size and src.stat().st_size:
-            stats["documents_emptied"] += 1
+            if not emptied:
+                concat_files(kept, f)
+        stats["documents_emptied"] += emptied
     stats["unique_keys"] = unique
     stats["runs"] = len(run_files)
     return dict(sorted(stats.items()))
+
+
+def _blank(paths: list[Path]) -> bool:
+    """Whether the files hold nothing but whitespace (read up to the first other byte)."""
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                if chunk.strip():
+                    return False
+    return True
 
 
 def _hash_phase(blocks: list[tuple[Path, bool, int, int]], settings: DedupSettings,
