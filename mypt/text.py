@@ -68,6 +68,26 @@ def read_lines(path: Path, start: int = 0, end: int = -1) -> Iterator[bytes]:
             yield line
 
 
+# UTF-32 first: its little-endian mark starts with UTF-16's.
+WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+             b"\xfe\xff": "UTF-16"}
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """"UTF-16" or "UTF-32" when `head` (a file's first bytes) starts with that byte-order
+    mark, else None: text mypt does not decode (mypt reads UTF-8), told apart from binary."""
+    return next((enc for bom, enc in WIDE_BOMS.items() if head.startswith(bom)), None)
+
+
+def wide_text_hint(name: str, encoding: str) -> str:
+    """What to do with the UTF-16/32 text file `name` (its display name)."""
+    import shlex  # only for this message
+
+    target = Path(name).with_name(Path(name).stem + "-utf8" + Path(name).suffix)
+    return (f"{name} is {encoding} text (a byte-order mark): convert it to UTF-8 (iconv -f {encoding} -t UTF-8 "
+            f"{shlex.quote(name)} > {shlex.quote(str(target))})")
+
+
 @dataclass
 class DecodeCounter:
     """Counts bytes of invalid UTF-8 replaced by U+FFFD while decoding."""

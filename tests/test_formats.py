@@ -214,3 +214,16 @@ def test_a_file_no_reader_takes_is_refused(tmp_path):
     for name in ("notes.md", "c.parquet.gz"):
         refused(prepare("--input_files", str(tmp_path / name), "--out_dir", str(tmp_path / "ds")),
                 name, "not a format mypt reads", ".parquet", ".jsonl.zst")
+
+
+@pytest.mark.parametrize("value_type", ["string", "large_string"])
+def test_parquet_dictionary_encoded_text_is_read_as_text(tmp_path, value_type):
+    """pandas' category columns and some writers store text as a dictionary of strings."""
+    texts = docs(12)
+    column = pa.array(texts, type=getattr(pa, value_type)()).dictionary_encode()
+    pq.write_table(pa.table({"text": column, "ids": pa.array([1] * 12).dictionary_encode()}), tmp_path / "d.parquet")
+    ok(prepare("--input_files", str(tmp_path / "d.parquet"), "--out_dir", str(tmp_path / "ds")))
+    assert documents(tmp_path / "ds") == [t + "\n" for t in texts]
+    result = prepare("--input_files", str(tmp_path / "d.parquet"), "--out_dir", str(tmp_path / "ds2"),
+                     "--text_key", "ids")  # a dictionary of numbers is still no text
+    assert result.exit_code == 1 and "column 'ids' holds int64, not text" in result.output, result.output

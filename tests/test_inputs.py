@@ -208,3 +208,65 @@ def test_a_file_name_that_is_not_utf8_is_read_and_recorded_escaped(tmp_path, mon
     assert prepare(latin1, "ds").exit_code == 0
     line = error_line(invoke("prepare-dataset", "--input_files", latin1, "--append_to", "ds"))
     assert "caf\\xe9.txt is already in --append_to ds" in line, line
+
+
+def test_a_directory_walk_skips_hidden_files_reads_any_case_and_says_what_it_skipped(tmp_path, monkeypatch):
+    """A notebook's stale checkpoint (sorted first, it would win dedup) and .git are not read;
+    `LEAR.TXT` is; the summary and the clean stats name and count what the walk passed over."""
+    monkeypatch.chdir(tmp_path)
+    for d in ("corpus/.git", "corpus/.ipynb_checkpoints"):
+        Path(d).mkdir(parents=True)
+    Path("corpus/doc.txt").write_text("The king spoke to the queen.\n" * 20)
+    Path("corpus/.ipynb_checkpoints/doc-checkpoint.txt").write_text("A stale copy of the king.\n" * 20)
+    Path("corpus/.git/description.txt").write_text("Unnamed repository\n")
+    Path("corpus/.git/HEAD").write_text("ref: refs/heads/main\n")  # hidden and not text: not counted
+    Path("corpus/LEAR.TXT").write_text("Blow, winds, and crack your cheeks!\n" * 20)
+    Path("corpus/notes.md").write_text("# notes\n")
+    result = prepare("corpus", "ds")
+    assert result.exit_code == 0, result.output
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert [s["name"] for s in meta["sources"]] == ["corpus/LEAR.TXT", "corpus/doc.txt"]
+    assert meta["stats"]["clean"]["skipped_hidden_files"] == 2
+    assert meta["stats"]["clean"]["skipped_other_suffix_files"] == 1
+    assert ("Files the directory walk skipped: 3 (hidden: corpus/.git/description.txt, "
+            "corpus/.ipynb_checkpoints/doc-checkpoint.txt; other suffixes: corpus/notes.md)") in result.output
+    # Named, a hidden file is read, and so is an upper-case suffix.
+    assert prepare("corpus/.ipynb_checkpoints/doc-checkpoint.txt", "ds2", "--input_files", "corpus/LEAR.TXT",
+                   "--input_files", "corpus/.git/description.txt").exit_code == 0
+    names = [s["name"] for s in json.loads(Path("ds2/dataset_metadata.json").read_text())["sources"]]
+    assert names == ["corpus/.git/description.txt", "corpus/.ipynb_checkpoints/doc-checkpoint.txt", "corpus/LEAR.TXT"]
+    # A directory of hidden text only is refused, saying why.
+    Path("hid/.cache").mkdir(parents=True)
+    Path("hid/.cache/a.txt").write_text("text\n")
+    assert "hidden files are not walked (hid/.cache/a.txt)" in error_line(prepare("hid", "ds3"))
+
+
+def test_a_walk_without_skips_records_no_new_stats(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("corpus").mkdir()
+    Path("corpus/a.txt").write_text("The king spoke to the queen.\n" * 20)
+    result = prepare("corpus", "ds")
+    assert result.exit_code == 0 and "directory walk skipped" not in result.output, result.output
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert "skipped_hidden_files" not in meta["stats"]["clean"] and "walk_skipped_files" not in meta
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-32", "UTF-32")])
+def test_utf16_and_utf32_text_is_skipped_with_the_iconv_fix(tmp_path, monkeypatch, encoding, name):
+    monkeypatch.chdir(tmp_path)
+    Path("win.txt").write_text("hello world\n" * 50, encoding=encoding)
+    Path("a.txt").write_text("The king spoke to the queen.\n" * 20)
+    fix = f"win.txt is {name} text (a byte-order mark): convert it to UTF-8 (iconv -f {name} -t UTF-8 win.txt > "
+    result = prepare("a.txt", "ds", "--input_files", "win.txt")
+    assert result.exit_code == 0 and "Binary files skipped: win.txt" in result.output and fix in result.output, \
+        result.output
+    assert json.loads(Path("ds/dataset_metadata.json").read_text())["skipped_wide_text_files"]["win.txt"].startswith(fix)
+    assert fix in error_line(prepare("win.txt", "ds2"))  # alone: no text to read, and the fix
+
+
+def test_utf16_text_without_nul_bytes_is_not_read_as_garbage(tmp_path, monkeypatch):
+    """Chinese in UTF-16 (without a newline, U+000A) has no NUL byte: the mark alone tells it from UTF-8."""
+    monkeypatch.chdir(tmp_path)
+    Path("zh.txt").write_text("国王对王后说话。" * 500, encoding="utf-16")
+    assert b"\x00" not in Path("zh.txt").read_bytes()
+    assert "zh.txt is UTF-16 text" in error_line(prepare("zh.txt", "ds"))

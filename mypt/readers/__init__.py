@@ -18,14 +18,14 @@ import glob
 import os
 import stat
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from mypt.errors import InputError, os_error_message
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
 from mypt.readers.base import COMPRESSIONS, READERS, Reader
-from mypt.text import DecodeCounter, display_name
+from mypt.text import DecodeCounter, display_name, wide_encoding as _wide_encoding, wide_text_hint
 
 
 def suffixes(walked: bool = False) -> list[str]:
@@ -43,12 +43,15 @@ def formats_help() -> str:
             f"datasets' Dataset.save_to_disk = {SavedDatasetReader.description}")
 
 
-def reader_for(path: Path, *, text_key: str = "text", strict: bool = False) -> Reader | None:
+def reader_for(path: Path, *, text_key: str = "text", strict: bool = False,
+               any_case: bool = False) -> Reader | None:
     """The reader of `path` by its suffix (None: not a format mypt reads). `text_key` names
-    the field of a document's text (JSONL, parquet); `strict` makes a bad record an error."""
+    the field of a document's text (JSONL, parquet); `strict` makes a bad record an error;
+    `any_case` matches the suffix in any case (`LEAR.TXT`: the corpus inputs; `mypt train
+    --input_file` reads any name but lower-case .gz/.jsonl/... as plain text, as it always did)."""
     if is_saved_dataset(path):
         return SavedDatasetReader(path, text_key=text_key, strict=strict)
-    name = Path(path).name
+    name = Path(path).name.lower() if any_case else Path(path).name
     compression = next((c for c in COMPRESSIONS if name.endswith(c)), None)
     inner = name[:-len(compression)] if compression else name
     cls = next((READERS[s] for s in READERS if inner.endswith(s)), None)
@@ -57,9 +60,21 @@ def reader_for(path: Path, *, text_key: str = "text", strict: bool = False) -> R
     return cls(path, compression, text_key=text_key, strict=strict)
 
 
-def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
-    """Expand files, directories (searched recursively for text files and saved datasets) and
-    globs (a path that exists is never a glob: named_paths).
+@dataclass
+class WalkSkipped:
+    """The files directory walks passed over that the user may have meant (the clean step's
+    summary names a few): where a walk could surprise."""
+
+    # Of a walked suffix but hidden (a dot file, or in a dot folder): `.ipynb_checkpoints`' stale
+    # copies, which sorted first would win dedup over the real file; `.git/description.txt`.
+    hidden: list[Path] = field(default_factory=list)
+    other: list[Path] = field(default_factory=list)  # of suffixes the walk does not read (notes.md, a.jsonl)
+
+
+def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = None) -> list[Path]:
+    """Expand files, directories (searched recursively for text files and saved datasets; what
+    the walk passes over is noted in `walk_skipped`) and globs (a path that exists is never a
+    glob: named_paths). A file named (not walked) is read whatever its name: `.notes.txt`.
 
     Returns the sorted, de-duplicated list of inputs (a file named twice, by overlapping globs,
     by another spelling of its path or through a link, is read once): files, and directories saved by
@@ -73,7 +88,7 @@ def resolve_inputs(patterns: Sequence[str]) -> list[Path]:
         if not pattern:
             raise InputError("--input_files: an empty path was given")
         for path in named_paths(pattern):
-            for p in _walk(path) if path.is_dir() else [regular_file(path)]:
+            for p in _walk(path, walk_skipped) if path.is_dir() else [regular_file(path)]:
                 try:
                     st = os.stat(p)
                 except OSError as e:  # removed since it was listed
@@ -99,25 +114,41 @@ def named_paths(pattern: str) -> list[Path]:
     return matches
 
 
-def _walk(directory: Path) -> list[Path]:
+def _walk(directory: Path, skipped: WalkSkipped | None = None) -> list[Path]:
     """The inputs of a directory: itself when it is a saved dataset, else the files of the
-    walked suffixes and the saved datasets under it (their files are theirs, not walked)."""
+    walked suffixes, in any case (`LEAR.TXT`), and the saved datasets under it (their files
+    are theirs, not walked). Hidden files and folders (`.git`, `.ipynb_checkpoints`) are not
+    inputs: what is passed over goes to `skipped` (WalkSkipped)."""
     refuse_dataset_dict(directory)
     if is_saved_dataset(directory):
         return [directory]
     walked = tuple(suffixes(walked=True))
-    saved, files = set(), []
-    for p in directory.rglob("*"):  # one pass: a corpus directory may hold millions of files
-        if p.name == DICT:
-            refuse_dataset_dict(p.parent)
-        elif p.name == STATE and is_saved_dataset(p.parent):
-            saved.add(p.parent)
-        elif p.name.endswith(walked) and not p.is_dir():
-            files.append(p)
-    inside = [regular_file(p) for p in files if saved.isdisjoint(p.parents)]
+    skipped = skipped if skipped is not None else WalkSkipped()
+    saved, files, before = [], [], len(skipped.hidden)
+    # One pass, links to folders not followed (as rglob did): a corpus directory may hold
+    # millions of files. Hidden folders are walked only to count their text files.
+    for root, dirs, names in os.walk(directory):
+        here = Path(root)
+        hidden = any(part.startswith(".") for part in here.relative_to(directory).parts)
+        if not hidden and DICT in names:
+            refuse_dataset_dict(here)
+        if not hidden and STATE in names and is_saved_dataset(here):
+            saved.append(here)
+            dirs.clear()  # its files are the dataset's
+            continue
+        for name in names:
+            text = name.lower().endswith(walked)
+            if hidden or name.startswith("."):
+                if text:
+                    skipped.hidden.append(here / name)
+            else:
+                (files if text else skipped.other).append(here / name)
+    inside = [regular_file(p) for p in files]
     if not inside and not saved:
         raise InputError(f"--input_files: the directory {str(directory)!r} holds no text files (looked for "
-                         f"{', '.join(walked)} and directories saved by Dataset.save_to_disk)")
+                         f"{', '.join(walked)} and directories saved by Dataset.save_to_disk)"
+                         + (f"; hidden files are not walked ({display_name(skipped.hidden[before])}): name them "
+                            "in --input_files to read them" if skipped.hidden[before:] else ""))
     return inside + sorted(saved)
 
 
@@ -147,20 +178,21 @@ def regular_file(path: Path, flag: str = "--input_files") -> Path:
                      "each input more than once); save the stream to a file and pass that file")
 
 
-def text_sources(patterns: Sequence[str], *, text_key: str = "text",
-                 strict: bool = False) -> tuple[list[Reader], list[Path]]:
+def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: bool = False,
+                 walk_skipped: WalkSkipped | None = None) -> tuple[list[Reader], list[Path]]:
     """The readers of the inputs and the binary files skipped: the one input rule of
     prepare-dataset (its clean step) and train-tokenizer.
 
-    Patterns resolve as `resolve_inputs` says; a binary file is skipped (returned second);
+    Patterns resolve as `resolve_inputs` says (what walks pass over goes to `walk_skipped`);
+    a binary file, or UTF-16/32 text (wide_encoding), is skipped (returned second);
     a format mypt does not read, or inputs that are all binary, is an InputError. Each reader
     carries its file's size and mtime as resolved (`Reader.stamp`), so a file that changes
     while it is read is an error naming it (`Reader.check_unchanged`)."""
     readers, skipped = [], []
-    for path in resolve_inputs(patterns):
-        reader = reader_for(path, text_key=text_key, strict=strict)
+    for path in resolve_inputs(patterns, walk_skipped):
+        reader = reader_for(path, text_key=text_key, strict=strict, any_case=True)
         stamp = reader.current_stamp() if reader is not None else None  # before the first read
-        if looks_binary(path):
+        if (reader or Reader(path)).looks_binary():
             skipped.append(path)
             continue
         if reader is None:
@@ -169,8 +201,9 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text",
         reader.stamp = stamp
         readers.append(reader)
     if not readers:
+        hints = [wide_text_hint(display_name(p), enc) for p in skipped if (enc := wide_encoding(p))]
         raise InputError("--input_files: no text to read; binary files skipped: "
-                         + ", ".join(map(display_name, skipped)))
+                         + ", ".join(map(display_name, skipped)) + "".join(f"; {h}" for h in hints[:3]))
     return readers, skipped
 
 
@@ -205,6 +238,11 @@ def no_text_error(readers: Sequence[Reader]) -> InputError:
     does not suggest --no_filter."""
     return InputError(f"--input_files: no text in {named(readers)} (empty, or only blank lines or empty "
                       "documents): check --input_files")
+
+
+def wide_encoding(path: Path) -> str | None:
+    """"UTF-16"/"UTF-32" when the skipped file `path` is such text (mypt.text.wide_encoding)."""
+    return _wide_encoding((reader_for(path, any_case=True) or Reader(path)).head())
 
 
 def looks_binary(path: Path) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from mypt.errors import InputError
-from mypt.text import BLOCK_BYTES, DecodeCounter, display_name, split_blocks
+from mypt.text import BLOCK_BYTES, DecodeCounter, display_name, split_blocks, wide_encoding
 
 FORMATS_HINT = "pip install 'mypt[formats]'"
 
@@ -39,13 +39,14 @@ def import_pyarrow(path: Path):
 
 def check_text_column(path: Path, schema, text_key: str) -> None:
     """An InputError naming `path` unless the Arrow `schema` has a string column `text_key`
-    (parquet, and the Arrow files of a saved dataset: one message for both)."""
+    (string or large_string, or a dictionary of them as pandas' categories write; parquet, and the Arrow files of a saved dataset: one message for both)."""
     pa = import_pyarrow(path)
     field = schema.field(text_key) if text_key in schema.names else None
     if field is None:
         raise InputError(f"{display_name(path)}: no column {text_key!r} (columns: "
                          f"{', '.join(schema.names)}); pass --text_key COLUMN")
-    if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+    kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type  # to_pylist decodes one
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise InputError(f"{display_name(path)}: column {text_key!r} holds {field.type}, not text; "
                          "pass --text_key COLUMN naming a string column")
 
@@ -149,13 +150,20 @@ class Reader:
         return InputError(f"{display_name(self.path)}: cannot be read as {kind} ({detail}); the file is damaged "
                           "or truncated: replace it, or leave it out of --input_files")
 
-    def looks_binary(self) -> bool:
-        """A NUL byte in the first 8 KiB (after decompression) marks a binary file, skipped."""
+    def head(self) -> bytes:
+        """The first 8 KiB (after decompression): what the binary sniff looks at."""
         try:
             with self.open() as f:
-                return b"\x00" in f.read(_SNIFF_BYTES)
+                return f.read(_SNIFF_BYTES)
         except self.read_errors() as e:
             raise self.damaged(e) from None
+
+    def looks_binary(self) -> bool:
+        """A NUL byte in the first 8 KiB (after decompression) marks a binary file, skipped;
+        so does a UTF-16/32 byte-order mark (never UTF-8: its text would decode to garbage,
+        NUL or not, e.g. Chinese in UTF-16), named with the fix where it is reported."""
+        head = self.head()
+        return b"\x00" in head or wide_encoding(head) is not None
 
     def blocks(self) -> list[tuple[int, int]]:
         """Ranges of the file that can be read independently; (0, -1) is the whole file."""

@@ -10,11 +10,11 @@ from typing import Protocol
 from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
-from mypt.readers import Reader, TextSeen, named, no_text_error, read_texts, text_sources
+from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources, wide_encoding
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step
 from mypt.normalize import LineFilter, clean_lines
-from mypt.text import DecodeCounter, display_name, doc_text, text_name
+from mypt.text import DecodeCounter, display_name, doc_text, text_name, wide_text_hint
 
 STEP = Step("clean")
 
@@ -123,9 +123,14 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
     """Decode, normalize and filter the inputs into `out_dir` (one file per source: .txt for
     a one-document source, .jsonl for a source of many documents). `sink`: what sees the lines
     each block writes, in the worker that writes them (SinkFactory)."""
-    readers, binary = text_sources(input_files, text_key=settings.text_key, strict=settings.strict)
+    walk = WalkSkipped()
+    readers, binary = text_sources(input_files, text_key=settings.text_key, strict=settings.strict, walk_skipped=walk)
     paths = [r.path for r in readers] + binary
     skipped = [display_name(p) for p in binary]
+    # Text, not binary: its fix is named (written here: the split stage, which prints it, needs no mypt.text).
+    wide = {display_name(p): wide_text_hint(display_name(p), enc) for p in binary if (enc := wide_encoding(p))}
+    # A directory named twice is walked twice: each file once.
+    hidden, other = (sorted({display_name(p) for p in found}) for found in (walk.hidden, walk.other))
     max_line_chars = settings.max_line_chars if settings.filter else 0
     with staged_dir(out_dir, paths, marker=MANIFEST, owned=SOURCE_FILES) as stage:
         sources, tasks = [], []
@@ -152,11 +157,17 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
                 stats["documents_out" if size else "documents_emptied"] += 1
         stats["files"] = len(sources)
         stats["skipped_binary_files"] = len(skipped)
+        if hidden or other:  # only then: the metadata of a corpus walked whole is unchanged
+            stats["skipped_hidden_files"], stats["skipped_other_suffix_files"] = len(hidden), len(other)
         if not any(kept for _, _, (_, kept) in results):  # no line with text written: no corpus
             with_text = {task[0].path for task, (_, _, (had, _)) in zip(tasks, results) if had}
             raise _nothing_left(stats, first_bad, readers, [r for r in readers if r.path not in with_text])
         manifest = {"step": STEP.name, "sources": sources, "skipped_binary_files": skipped,
                     "settings": settings.recorded(), "stats": {"clean": dict(sorted(stats.items()))}}
+        if hidden or other:  # a few names for the summary (the counts are in the stats)
+            manifest["walk_skipped_files"] = {"hidden": hidden[:3], "other_suffixes": other[:3]}
+        if wide:
+            manifest["skipped_wide_text_files"] = wide
         if first_bad:  # only then: the metadata of a corpus without bad lines is unchanged
             manifest["first_bad_json_line"] = first_bad
         write_json(stage / MANIFEST, manifest)

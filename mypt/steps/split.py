@@ -165,8 +165,9 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
             "stats": {**manifest["stats"], "split": {"units": n_units, "val_units": n_val_units,
                                                      "train_tokens": train_tokens, "val_tokens": val_tokens}},
         }
-        if manifest.get("skipped_binary_files"):
-            meta["skipped_binary_files"] = manifest["skipped_binary_files"]
+        for key in ("skipped_binary_files", "skipped_wide_text_files", "walk_skipped_files"):
+            if manifest.get(key):
+                meta[key] = manifest[key]
         if manifest.get("first_bad_json_line"):
             meta["first_bad_json_line"] = manifest["first_bad_json_line"]
         write_json(stage / METADATA_FILE, meta)
@@ -199,6 +200,17 @@ def summary_lines(meta: dict, out_dir: Path) -> list[str]:
                      + (f" and {len(empty) - 5} more" if len(empty) > 5 else ""))
     if meta.get("skipped_binary_files"):
         lines.append(f"Binary files skipped: {', '.join(meta['skipped_binary_files'])}")
+    wide = list(meta.get("skipped_wide_text_files", {}).values())  # each its fix (clean wrote it)
+    lines += wide[:3]
+    if len(wide) > 3:
+        lines.append(f"... and {len(wide) - 3} more such files (dataset_metadata.json, skipped_wide_text_files)")
+    if walked := meta.get("walk_skipped_files"):
+        counts = {"hidden": clean_stats.get("skipped_hidden_files", 0),
+                  "other suffixes": clean_stats.get("skipped_other_suffix_files", 0)}
+        parts = [f"{kind}: {', '.join(names)}" + (", ..." if counts[kind] > len(names) else "")
+                 for kind, names in zip(counts, walked.values()) if names]
+        lines.append(f"Files the directory walk skipped: {sum(counts.values()):,} ({'; '.join(parts)}); "
+                     "name a file in --input_files to read it")
     if clean_stats.get("invalid_utf8_bytes_replaced"):
         lines.append(f"Invalid UTF-8 bytes replaced: {clean_stats['invalid_utf8_bytes_replaced']:,}")
     replaced = meta["stats"].get("tokenize", {}).get("replaced_chars", 0)
