@@ -355,7 +355,7 @@ class MixtureLoader:
         # A split is there when every dataset has it (a dataset without val/ cannot be drawn from).
         self.splits = {s: [loader.splits[s] for loader in self.loaders] for s in SPLITS
                        if all(s in loader.splits for loader in self.loaders)}
-        self._rng = {s: np.random.default_rng([self.seed, self.rank, i, MIX_STREAM]) for i, s in enumerate(SPLITS)}
+        self._seed_draw()
         if self.rank == 0:
             for line in self._val_warnings():
                 log(line)
@@ -398,12 +398,16 @@ class MixtureLoader:
         return [(f"val_{s.name}", s.weight, loader) for s, loader in zip(self.specs, self.loaders)
                 if "val" in loader.splits]
 
+    def _seed_draw(self, *stream: int) -> None:
+        """The dataset draw's sampler per split, seeded as GPTDataLoader._seed_rngs on a stream of its own."""
+        self._rng = {s: np.random.default_rng([self.seed, self.rank, i, MIX_STREAM, *stream])
+                     for i, s in enumerate(SPLITS)}
+
     def reseed(self, step: int) -> None:
         """As GPTDataLoader.reseed: the dataset draw and each dataset's windows."""
         for loader in self.loaders:
             loader.reseed(step)
-        self._rng = {s: np.random.default_rng([self.seed, self.rank, i, MIX_STREAM, RESUME_STREAM, step])
-                     for i, s in enumerate(SPLITS)}
+        self._seed_draw(RESUME_STREAM, step)
 
     def state_dict(self) -> dict:
         return {"mixture": {s: rng.bit_generator.state for s, rng in self._rng.items()},

@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, Sequence
 from mypt.errors import InputError, os_error_message
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
 from mypt.readers.base import COMPRESSIONS, READERS, Reader
-from mypt.text import DecodeCounter, display_name, wide_encoding as _wide_encoding, wide_text_hint
+from mypt.text import DecodeCounter, display_name, wide_encoding, wide_text_hint
 
 
 def suffixes(walked: bool = False) -> list[str]:
@@ -184,7 +184,7 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: boo
     prepare-dataset (its clean step) and train-tokenizer.
 
     Patterns resolve as `resolve_inputs` says (what walks pass over goes to `walk_skipped`);
-    a binary file, or UTF-16/32 text (wide_encoding), is skipped (returned second);
+    a binary file, or UTF-16/32 text (wide_text_fix), is skipped (returned second);
     a format mypt does not read, or inputs that are all binary, is an InputError. Each reader
     carries its file's size and mtime as resolved (`Reader.stamp`), so a file that changes
     while it is read is an error naming it (`Reader.check_unchanged`)."""
@@ -201,7 +201,7 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: boo
         reader.stamp = stamp
         readers.append(reader)
     if not readers:
-        hints = [wide_text_hint(display_name(p), enc) for p in skipped if (enc := wide_encoding(p))]
+        hints = [hint for p in skipped if (hint := wide_text_fix(p))]
         raise InputError("--input_files: no text to read; binary files skipped: "
                          + ", ".join(map(display_name, skipped)) + "".join(f"; {h}" for h in hints[:3]))
     return readers, skipped
@@ -240,9 +240,11 @@ def no_text_error(readers: Sequence[Reader]) -> InputError:
                       "documents): check --input_files")
 
 
-def wide_encoding(path: Path) -> str | None:
-    """"UTF-16"/"UTF-32" when the skipped file `path` is such text (mypt.text.wide_encoding)."""
-    return _wide_encoding((reader_for(path, any_case=True) or Reader(path)).head())
+def wide_text_fix(path: Path) -> str | None:
+    """What to do with a skipped file that is UTF-16/32 text (mypt.text.wide_encoding); None
+    when it is binary."""
+    encoding = wide_encoding((reader_for(path, any_case=True) or Reader(path)).head())
+    return wide_text_hint(display_name(path), encoding) if encoding else None
 
 
 def looks_binary(path: Path) -> bool:

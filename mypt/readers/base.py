@@ -39,7 +39,8 @@ def import_pyarrow(path: Path):
 
 def check_text_column(path: Path, schema, text_key: str) -> None:
     """An InputError naming `path` unless the Arrow `schema` has a string column `text_key`
-    (string or large_string, or a dictionary of them as pandas' categories write; parquet, and the Arrow files of a saved dataset: one message for both)."""
+    (string or large_string, or a dictionary of them as pandas' categories write; parquet, and
+    the Arrow files of a saved dataset: one message for both)."""
     pa = import_pyarrow(path)
     field = schema.field(text_key) if text_key in schema.names else None
     if field is None:

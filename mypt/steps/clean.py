@@ -10,11 +10,11 @@ from typing import Protocol
 from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
-from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources, wide_encoding
+from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources, wide_text_fix
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step
 from mypt.normalize import LineFilter, clean_lines
-from mypt.text import DecodeCounter, display_name, doc_text, text_name, wide_text_hint
+from mypt.text import DecodeCounter, display_name, doc_text, text_name
 
 STEP = Step("clean")
 
@@ -128,7 +128,7 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
     paths = [r.path for r in readers] + binary
     skipped = [display_name(p) for p in binary]
     # Text, not binary: its fix is named (written here: the split stage, which prints it, needs no mypt.text).
-    wide = {display_name(p): wide_text_hint(display_name(p), enc) for p in binary if (enc := wide_encoding(p))}
+    wide = {display_name(p): fix for p in binary if (fix := wide_text_fix(p))}
     # A directory named twice is walked twice: each file once.
     hidden, other = (sorted({display_name(p) for p in found}) for found in (walk.hidden, walk.other))
     max_line_chars = settings.max_line_chars if settings.filter else 0
