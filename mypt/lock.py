@@ -10,6 +10,7 @@ file left by a killed run never blocks anyone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -22,8 +23,9 @@ from mypt.names import sibling
 
 
 def _foreign(content: bytes) -> bool:
-    """A lock file holds its holder's pid (or nothing yet): anything else is a user's file."""
-    return not re.fullmatch(rb"\d*\n?", content)  # (a pid written part-way is still a lock's)
+    """A lock file holds its holder's pid, written before the file takes the lock's name:
+    anything else, an empty file too, is a user's."""
+    return not re.fullmatch(rb"\d+\n", content)
 
 
 def _refuse_foreign(lock: Path, flag: str) -> None:
@@ -41,6 +43,68 @@ def _refuse_foreign(lock: Path, flag: str) -> None:
     if foreign:
         raise InputError(f"{lock}: mypt locks {flag} with a file of this name, but this one is not mypt's "
                          "lock file: refused, nothing changed; move it elsewhere and run again")
+
+
+def _take(lock: Path, output: Path, flag: str) -> int:
+    """Make `lock` this process's and return its held fd. The lock file is written (the pid) and
+    locked under a name of this process's, then linked to the lock's name: a lock file is never
+    seen empty, so an empty file there is a user's (refused, kept). A lock file a finished or
+    killed run left is replaced by this one, atomically."""
+    own = sibling(output.resolve(), f"lock-{os.getpid()}")
+    try:
+        fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise InputError(f"{own}: mypt makes its lock file under this name, but a file is there: refused, "
+                         "nothing changed; move it elsewhere and run again") from None
+    try:
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a flock is the file's: it holds under the lock's name
+        while True:
+            _refuse_foreign(lock, flag)
+            try:
+                os.link(own, lock)
+                return fd
+            except FileExistsError:
+                pass
+            except OSError as e:  # a filesystem without hard links (exFAT): made in place, the pid at once
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
+                try:
+                    made = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    pass
+                else:
+                    fcntl.flock(made, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.pwrite(made, f"{os.getpid()}\n".encode(), 0)
+                    os.close(fd)
+                    return made
+            try:
+                old = os.open(lock, os.O_RDONLY)
+            except FileNotFoundError:  # its holder removed it just now
+                continue
+            try:
+                try:
+                    fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(old, 32, 0).decode("ascii", "replace").strip()
+                    raise BusyError(f"{output} is in use by process {holder or '(unknown)'} (lock file {lock}): "
+                                    f"wait for it to finish, or choose another {flag}") from None
+                # Its holder removes the file when done: a lock on a file already removed guards
+                # nothing, so look again at what is at the name now.
+                try:
+                    same_file = os.stat(lock).st_ino == os.fstat(old).st_ino
+                except FileNotFoundError:
+                    same_file = False
+                if same_file and not _foreign(os.pread(old, 64, 0)):
+                    os.replace(own, lock)
+                    return fd
+            finally:
+                os.close(old)
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        own.unlink(missing_ok=True)  # linked: the lock's second name; replaced: gone already
 
 
 def lock_path(output: Path) -> Path:
@@ -67,28 +131,8 @@ def output_lock(output: Path, flag: str) -> Iterator[None]:
     # refused after taking the lock leaves no empty `checkpoints/` behind.
     made = [p for p in (lock.parent, *lock.parent.parents) if not p.exists()]
     lock.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        _refuse_foreign(lock, flag)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            raise BusyError(f"{output} is in use by process {holder or '(unknown)'} (lock file {lock}): "
-                            f"wait for it to finish, or choose another {flag}") from None
-        # The previous holder removes the file when it is done: a lock on the file it removed
-        # guards nothing, so start again with the file now at that path.
-        try:
-            same_file = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same_file = False
-        if same_file and not _foreign(os.pread(fd, 64, 0)):
-            break
-        os.close(fd)
+    fd = _take(lock, Path(output), flag)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _held[lock] = 1
         yield
     finally:

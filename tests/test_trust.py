@@ -182,6 +182,23 @@ def test_lock_file_of_a_dead_process_does_not_block(tmp_path):
     assert (out / "dataset_metadata.json").is_file() and not lock_path(out).exists()
 
 
+def test_an_empty_file_at_the_lock_name_is_the_users_refused_and_kept(tmp_path):
+    """mypt's lock file holds its pid from the moment it has the lock's name (written under a
+    name of the process's, then linked): an empty file there is a user's, not a lock."""
+    out = tmp_path / "ds"
+    inp = corpus(tmp_path / "in")
+    lock_path(out).touch()
+    before = tree_bytes(tmp_path)
+    err = refused(*prepare_args(inp, out), cwd=tmp_path)
+    assert f"{lock_path(out)}: mypt locks --out_dir with a file of this name" in err and "nothing changed" in err
+    assert tree_bytes(tmp_path) == before
+    lock_path(out).unlink()
+    with output_lock(out, "--out_dir"):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "in"]  # its own name is gone
+        assert lock_path(out).read_text() == f"{os.getpid()}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
 @pytest.mark.parametrize("name", [".", "..", "", "../elsewhere", "a/b", ".hidden"])
 def test_model_name_is_a_plain_name_so_a_save_never_replaces_another_directory(tmp_path, name):
     from click.testing import CliRunner
