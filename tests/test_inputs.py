@@ -241,6 +241,26 @@ def test_a_directory_walk_skips_hidden_files_reads_any_case_and_says_what_it_ski
     assert "hidden files are not walked (hid/.cache/a.txt)" in error_line(prepare("hid", "ds3"))
 
 
+def test_each_skipped_file_is_counted_once_however_its_directory_was_named(tmp_path, monkeypatch):
+    """A directory named twice is walked once; a named directory inside another is walked as
+    named (its hidden files are read, not counted skipped). The summary names the first names
+    in sorted order whichever order the walk met them."""
+    monkeypatch.chdir(tmp_path)
+    Path("corpus/.old").mkdir(parents=True)
+    Path("corpus/doc.txt").write_text("The king spoke to the queen.\n" * 20)
+    Path("corpus/.old/draft.txt").write_text("A draft of the king's speech, first hand.\n" * 20)
+    for name in ("e.md", "d.md", "c.md", "b.md", "a.md"):
+        Path("corpus", name).write_text("# notes\n")
+    result = prepare("corpus", "ds", "--input_files", "./corpus", "--input_files", "corpus/.old",
+                     "--input_files", str(tmp_path / "corpus"))
+    assert result.exit_code == 0, result.output
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert [s["name"] for s in meta["sources"]] == ["corpus/.old/draft.txt", "corpus/doc.txt"]
+    assert meta["stats"]["clean"]["skipped_hidden_files"] == 0
+    assert meta["stats"]["clean"]["skipped_other_suffix_files"] == 5
+    assert meta["walk_skipped_files"]["other_suffixes"] == ["corpus/a.md", "corpus/b.md", "corpus/c.md"]
+
+
 def test_a_walk_without_skips_records_no_new_stats(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("corpus").mkdir()

@@ -14,13 +14,14 @@ To add a format: a new module here with a `mypt.readers.base.Reader` subclass de
 
 from __future__ import annotations
 
+import bisect
 import glob
 import os
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import AbstractSet as Set, Iterable, Iterator, Sequence
 
 from mypt.errors import InputError, os_error_message
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
@@ -61,14 +62,37 @@ def reader_for(path: Path, *, text_key: str = "text", strict: bool = False,
 
 
 @dataclass
+class _Passed:
+    """Files of one kind a walk passed over: how many, and the first few names in sorted order
+    (a corpus directory may hold millions: their names are not kept)."""
+
+    count: int = 0
+    first: list[str] = field(default_factory=list)
+
+    def add(self, path: Path, keep: int = 3) -> None:
+        self.count += 1
+        name = display_name(path)
+        if len(self.first) < keep or name < self.first[-1]:
+            bisect.insort(self.first, name)
+            del self.first[keep:]
+
+
+@dataclass
 class WalkSkipped:
     """The files directory walks passed over that the user may have meant (the clean step's
-    summary names a few): where a walk could surprise."""
+    summary names a few): where a walk could surprise. Each file is seen by one walk:
+    resolve_inputs walks a directory named twice once, and a named directory inside another
+    is left to its own walk."""
 
     # Of a walked suffix but hidden (a dot file, or in a dot folder): `.ipynb_checkpoints`' stale
     # copies, which sorted first would win dedup over the real file; `.git/description.txt`.
-    hidden: list[Path] = field(default_factory=list)
-    other: list[Path] = field(default_factory=list)  # of suffixes the walk does not read (notes.md, a.jsonl)
+    hidden: _Passed = field(default_factory=_Passed)
+    other: _Passed = field(default_factory=_Passed)  # of suffixes the walk does not read (notes.md, a.jsonl)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = None) -> list[Path]:
@@ -83,19 +107,27 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     """
     if not patterns:
         raise InputError("no input given: pass --input_files FILE_OR_DIR_OR_GLOB (several allowed)")
+    if "" in patterns:
+        raise InputError("--input_files: an empty path was given")
+    named = [path for pattern in patterns for path in named_paths(pattern)]
+    # Each directory is walked once, however often and under whatever spelling it was named;
+    # one named inside another is walked as named (its hidden files are then inputs).
+    roots = {_identity(path): path for path in reversed(named) if path.is_dir()}
     found: dict[tuple[int, int], Path] = {}  # by file identity: `a.txt`, `/abs/a.txt` and a link to it are one input
-    for pattern in patterns:
-        if not pattern:
-            raise InputError("--input_files: an empty path was given")
-        for path in named_paths(pattern):
-            for p in _walk(path, walk_skipped) if path.is_dir() else [regular_file(path)]:
-                try:
-                    st = os.stat(p)
-                except OSError as e:  # removed since it was listed
-                    raise InputError(f"--input_files: {os_error_message(e)}") from None
-                # The same spelling whatever the order of the patterns and of glob's listing.
-                key = (st.st_dev, st.st_ino)
-                found[key] = min(found.get(key, p), p, key=str)
+    for path in named:
+        if path.is_dir():
+            if roots.get(_identity(path)) is not path:
+                continue  # named again: walked at its first naming
+            inside = _walk(path, walk_skipped, others=roots.keys() - {_identity(path)})
+        else:
+            inside = [regular_file(path)]
+        for p in inside:
+            try:
+                key = _identity(p)
+            except OSError as e:  # removed since it was listed
+                raise InputError(f"--input_files: {os_error_message(e)}") from None
+            # The same spelling whatever the order of the patterns and of glob's listing.
+            found[key] = min(found.get(key, p), p, key=str)
     # By absolute path: the order (which copy dedup keeps) must not depend on how a path was
     # spelled (`/data/b.txt` sorts before `a.txt` as typed).
     return sorted(found.values(), key=os.path.abspath)
@@ -114,17 +146,18 @@ def named_paths(pattern: str) -> list[Path]:
     return matches
 
 
-def _walk(directory: Path, skipped: WalkSkipped | None = None) -> list[Path]:
+def _walk(directory: Path, skipped: WalkSkipped | None = None, others: Set[tuple[int, int]] = frozenset()) -> list[Path]:
     """The inputs of a directory: itself when it is a saved dataset, else the files of the
     walked suffixes, in any case (`LEAR.TXT`), and the saved datasets under it (their files
     are theirs, not walked). Hidden files and folders (`.git`, `.ipynb_checkpoints`) are not
-    inputs: what is passed over goes to `skipped` (WalkSkipped)."""
+    inputs: what is passed over goes to `skipped` (WalkSkipped). The folders of `others` (by
+    identity: named directories with walks of their own) are not entered."""
     refuse_dataset_dict(directory)
     if is_saved_dataset(directory):
         return [directory]
     walked = tuple(suffixes(walked=True))
     skipped = skipped if skipped is not None else WalkSkipped()
-    saved, files, before = [], [], len(skipped.hidden)
+    saved, files, first_hidden = [], [], None
     # One pass, links to folders not followed (as rglob did): a corpus directory may hold
     # millions of files. Hidden folders are walked only to count their text files.
     for root, dirs, names in os.walk(directory):
@@ -136,19 +169,24 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None) -> list[Path]:
             saved.append(here)
             dirs.clear()  # its files are the dataset's
             continue
+        if others:
+            dirs[:] = [d for d in dirs if _identity(here / d) not in others]
         for name in names:
             text = name.lower().endswith(walked)
             if hidden or name.startswith("."):
                 if text:
-                    skipped.hidden.append(here / name)
+                    skipped.hidden.add(here / name)
+                    first_hidden = first_hidden or here / name  # for the message below
+            elif text:
+                files.append(here / name)
             else:
-                (files if text else skipped.other).append(here / name)
+                skipped.other.add(here / name)
     inside = [regular_file(p) for p in files]
     if not inside and not saved:
         raise InputError(f"--input_files: the directory {str(directory)!r} holds no text files (looked for "
                          f"{', '.join(walked)} and directories saved by Dataset.save_to_disk)"
-                         + (f"; hidden files are not walked ({display_name(skipped.hidden[before])}): name them "
-                            "in --input_files to read them" if skipped.hidden[before:] else ""))
+                         + (f"; hidden files are not walked ({display_name(first_hidden)}): name them "
+                            "in --input_files to read them" if first_hidden else ""))
     return inside + sorted(saved)
 
 

@@ -129,8 +129,6 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
     skipped = [display_name(p) for p in binary]
     # Text, not binary: its fix is named (written here: the split stage, which prints it, needs no mypt.text).
     wide = {display_name(p): fix for p in binary if (fix := wide_text_fix(p))}
-    # A directory named twice is walked twice: each file once.
-    hidden, other = (sorted({display_name(p) for p in found}) for found in (walk.hidden, walk.other))
     max_line_chars = settings.max_line_chars if settings.filter else 0
     with staged_dir(out_dir, paths, marker=MANIFEST, owned=SOURCE_FILES) as stage:
         sources, tasks = [], []
@@ -157,15 +155,15 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
                 stats["documents_out" if size else "documents_emptied"] += 1
         stats["files"] = len(sources)
         stats["skipped_binary_files"] = len(skipped)
-        if hidden or other:  # only then: the metadata of a corpus walked whole is unchanged
-            stats["skipped_hidden_files"], stats["skipped_other_suffix_files"] = len(hidden), len(other)
+        if walk.hidden.count or walk.other.count:  # only then: the metadata of a corpus walked whole is unchanged
+            stats["skipped_hidden_files"], stats["skipped_other_suffix_files"] = walk.hidden.count, walk.other.count
         if not any(kept for _, _, (_, kept) in results):  # no line with text written: no corpus
             with_text = {task[0].path for task, (_, _, (had, _)) in zip(tasks, results) if had}
             raise _nothing_left(stats, first_bad, readers, [r for r in readers if r.path not in with_text])
         manifest = {"step": STEP.name, "sources": sources, "skipped_binary_files": skipped,
                     "settings": settings.recorded(), "stats": {"clean": dict(sorted(stats.items()))}}
-        if hidden or other:  # a few names for the summary (the counts are in the stats)
-            manifest["walk_skipped_files"] = {"hidden": hidden[:3], "other_suffixes": other[:3]}
+        if walk.hidden.count or walk.other.count:  # a few names for the summary (the counts are in the stats)
+            manifest["walk_skipped_files"] = {"hidden": walk.hidden.first, "other_suffixes": walk.other.first}
         if wide:
             manifest["skipped_wide_text_files"] = wide
         if first_bad:  # only then: the metadata of a corpus without bad lines is unchanged
