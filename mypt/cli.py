@@ -127,7 +127,8 @@ def build_train_tokenizer() -> click.Command:
         """
         from mypt.train_tokenizer import train_tokenizer
 
-        tokenizer = train_tokenizer(list(input_files), out, TokenizerTrainSettings.from_flags(flags), overwrite)
+        tokenizer = train_tokenizer(list(input_files), out, TokenizerTrainSettings.from_flags(flags), overwrite,
+                                    log=click.echo)
         click.echo(f"Wrote {out}: byte-level BPE of {tokenizer.vocab_size:,} tokens, end of text "
                    f"<|endoftext|> = {tokenizer.eot_id}; use it with --tokenization hf:{out}")
 

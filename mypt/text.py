@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small enough to bound memory
 
@@ -158,3 +158,22 @@ def text_name(name: str) -> str:
     """A file name as text that UTF-8 can write (metadata, messages): the bytes of a name that
     are not UTF-8, which Python holds as lone surrogates (`caf\\udce9`), as `\\xe9`."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def skipped_lines(binary: Sequence[str], wide_fixes: Sequence[str], walk_names: dict[str, list[str]] | None,
+                  walk_counts: dict[str, int], more_in: str = "") -> list[str]:
+    """What a run over the inputs says it passed over (prepare-dataset's summary, train-tokenizer):
+    the binary files, each UTF-16/32 text's fix (a few; `more_in` says where the rest are), and
+    what directory walks skipped (WalkSkipped's names and counts)."""
+    lines = [f"Binary files skipped: {', '.join(binary)}"] if binary else []
+    lines += wide_fixes[:3]
+    if len(wide_fixes) > 3:
+        lines.append(f"... and {len(wide_fixes) - 3} more such files" + (f" ({more_in})" if more_in else ""))
+    if walk_names:
+        counts = {"hidden": walk_counts.get("skipped_hidden_files", 0),
+                  "other suffixes": walk_counts.get("skipped_other_suffix_files", 0)}
+        parts = [f"{kind}: {', '.join(names)}" + (", ..." if counts[kind] > len(names) else "")
+                 for kind, names in zip(counts, walk_names.values()) if names]
+        lines.append(f"Files the directory walk skipped: {sum(counts.values()):,} ({'; '.join(parts)}); "
+                     "name a file in --input_files to read it")
+    return lines

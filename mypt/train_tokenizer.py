@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from mypt.errors import InputError, TokenizerError
 from mypt.io import atomic_write_text
-from mypt.readers import Reader, TextSeen, no_text_error, read_texts, text_sources
+from mypt.readers import Reader, TextSeen, WalkSkipped, no_text_error, read_texts, text_sources, wide_text_fix
 from mypt.settings import Settings, setting
 from mypt.normalize import normalize
-from mypt.text import DecodeCounter
+from mypt.text import DecodeCounter, display_name, skipped_lines
 from mypt.tokenizers.hf import EOT_NAMES, HFTokenizer, require_tokenizers
 
 EOT = EOT_NAMES[0]  # <|endoftext|>
@@ -74,11 +74,17 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainSettings = TokenizerTrainSettings(),
-                    overwrite: bool = False) -> HFTokenizer:
-    """Learn a byte-level BPE from `input_files` and write it to `out` (atomically)."""
+                    overwrite: bool = False, log: Callable[[str], None] = print) -> HFTokenizer:
+    """Learn a byte-level BPE from `input_files` and write it to `out` (atomically). What the
+    inputs held that it did not learn from (binary files, hidden ones a walk passed over...)
+    goes to `log`, as prepare-dataset says it."""
     out = Path(out)
     check_out(out, overwrite)
-    readers, binary = text_sources(input_files, text_key=settings.text_key)
+    walk = WalkSkipped()
+    readers, binary = text_sources(input_files, text_key=settings.text_key, walk_skipped=walk)
+    for line in skipped_lines([display_name(p) for p in binary], [fix for p in binary if (fix := wide_text_fix(p))],
+                              walk.names() if walk else None, walk.counts()):
+        log(line)
     if any(out.resolve() == p.resolve() for p in [r.path for r in readers] + binary):
         raise InputError(f"--out {out} is one of the --input_files: choose another --out")
     tk = require_tokenizers()

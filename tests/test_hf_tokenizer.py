@@ -235,6 +235,23 @@ def test_train_tokenizer_never_replaces_another_file(trained, tmp_path):
     invoke(*args, "--overwrite")  # its own tokenizer.json is replaced when asked
 
 
+def test_train_tokenizer_says_what_it_did_not_learn_from(tmp_path, monkeypatch):
+    """As prepare-dataset does: binary files, UTF-16 text (with its fix) and what the walk passed over."""
+    monkeypatch.chdir(tmp_path)
+    corpus = write_corpus(Path("corpus"))
+    (corpus / "blob.txt").write_bytes(b"\x00\x01\x02" * 100)
+    (corpus / "win.txt").write_text("hello world\n" * 50, encoding="utf-16")
+    (corpus / "notes.md").write_text("# notes\n")
+    (corpus / ".ipynb_checkpoints").mkdir()
+    (corpus / ".ipynb_checkpoints" / "book-checkpoint.txt").write_text("stale\n")
+    out = invoke("train-tokenizer", "--input_files", "corpus", "--vocab_size", "280", "--out", "tok.json").output
+    assert "Binary files skipped: corpus/blob.txt, corpus/win.txt" in out
+    assert "corpus/win.txt is UTF-16 text (a byte-order mark): convert it to UTF-8 (iconv" in out
+    assert ("Files the directory walk skipped: 2 (hidden: corpus/.ipynb_checkpoints/book-checkpoint.txt; "
+            "other suffixes: corpus/notes.md)") in out
+    assert "Wrote tok.json" in out
+
+
 @pytest.mark.slow
 def test_train_tokenizer_prepare_train_generate(trained, tmp_path):
     corpus, tok_json = trained

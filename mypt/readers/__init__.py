@@ -89,6 +89,17 @@ class WalkSkipped:
     hidden: _Passed = field(default_factory=_Passed)
     other: _Passed = field(default_factory=_Passed)  # of suffixes the walk does not read (notes.md, a.jsonl)
 
+    def __bool__(self) -> bool:  # anything passed over
+        return bool(self.hidden.count or self.other.count)
+
+    def names(self) -> dict[str, list[str]]:
+        """The first names of each kind, as the metadata records them (`walk_skipped_files`)."""
+        return {"hidden": self.hidden.first, "other_suffixes": self.other.first}
+
+    def counts(self) -> dict[str, int]:
+        """How many of each kind, as the clean stats count them."""
+        return {"skipped_hidden_files": self.hidden.count, "skipped_other_suffix_files": self.other.count}
+
 
 def _identity(path: Path) -> tuple[int, int]:
     st = os.stat(path)

@@ -155,15 +155,15 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
                 stats["documents_out" if size else "documents_emptied"] += 1
         stats["files"] = len(sources)
         stats["skipped_binary_files"] = len(skipped)
-        if walk.hidden.count or walk.other.count:  # only then: the metadata of a corpus walked whole is unchanged
-            stats["skipped_hidden_files"], stats["skipped_other_suffix_files"] = walk.hidden.count, walk.other.count
+        if walk:  # only then: the metadata of a corpus walked whole is unchanged
+            stats.update(walk.counts())
         if not any(kept for _, _, (_, kept) in results):  # no line with text written: no corpus
             with_text = {task[0].path for task, (_, _, (had, _)) in zip(tasks, results) if had}
             raise _nothing_left(stats, first_bad, readers, [r for r in readers if r.path not in with_text])
         manifest = {"step": STEP.name, "sources": sources, "skipped_binary_files": skipped,
                     "settings": settings.recorded(), "stats": {"clean": dict(sorted(stats.items()))}}
-        if walk.hidden.count or walk.other.count:  # a few names for the summary (the counts are in the stats)
-            manifest["walk_skipped_files"] = {"hidden": walk.hidden.first, "other_suffixes": walk.other.first}
+        if walk:  # a few names for the summary (the counts are in the stats)
+            manifest["walk_skipped_files"] = walk.names()
         if wide:
             manifest["skipped_wide_text_files"] = wide
         if first_bad:  # only then: the metadata of a corpus without bad lines is unchanged

@@ -24,6 +24,7 @@ from mypt.names import METADATA_FILE, STATE_FILE, char_replacement
 from mypt.settings import Settings, seed_setting, setting
 from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards, read_metadata, unlisted_shards
 from mypt.steps import Step, bad_lines_note, read_input
+from mypt.text import skipped_lines
 
 # What a dataset directory holds; a replace (--overwrite, the split stage by hand) carries over
 # anything else a user put there (io.staged_dir).
@@ -198,19 +199,10 @@ def summary_lines(meta: dict, out_dir: Path) -> list[str]:
     if empty:
         lines.append("Inputs left without text (empty, or emptied by the filter or dedup): " + ", ".join(empty[:5])
                      + (f" and {len(empty) - 5} more" if len(empty) > 5 else ""))
-    if meta.get("skipped_binary_files"):
-        lines.append(f"Binary files skipped: {', '.join(meta['skipped_binary_files'])}")
-    wide = list(meta.get("skipped_wide_text_files", {}).values())  # each its fix (clean wrote it)
-    lines += wide[:3]
-    if len(wide) > 3:
-        lines.append(f"... and {len(wide) - 3} more such files (dataset_metadata.json, skipped_wide_text_files)")
-    if walked := meta.get("walk_skipped_files"):
-        counts = {"hidden": clean_stats.get("skipped_hidden_files", 0),
-                  "other suffixes": clean_stats.get("skipped_other_suffix_files", 0)}
-        parts = [f"{kind}: {', '.join(names)}" + (", ..." if counts[kind] > len(names) else "")
-                 for kind, names in zip(counts, walked.values()) if names]
-        lines.append(f"Files the directory walk skipped: {sum(counts.values()):,} ({'; '.join(parts)}); "
-                     "name a file in --input_files to read it")
+    lines += skipped_lines(meta.get("skipped_binary_files", []),
+                           list(meta.get("skipped_wide_text_files", {}).values()),  # each its fix (clean wrote it)
+                           meta.get("walk_skipped_files"), clean_stats,
+                           more_in="dataset_metadata.json, skipped_wide_text_files")
     if clean_stats.get("invalid_utf8_bytes_replaced"):
         lines.append(f"Invalid UTF-8 bytes replaced: {clean_stats['invalid_utf8_bytes_replaced']:,}")
     replaced = meta["stats"].get("tokenize", {}).get("replaced_chars", 0)
