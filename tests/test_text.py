@@ -146,3 +146,8 @@ def test_an_existing_path_with_glob_characters_is_that_file_not_a_glob(tmp_path,
     (tmp_path / "dir[1]").mkdir()
     (tmp_path / "dir[1]" / "a.txt").write_text("a")
     assert resolve_inputs(["dir[1]"]) == [Path("dir[1]/a.txt")]
+    (tmp_path / "dir1").mkdir()
+    (tmp_path / "dir1" / "b.txt").write_text("b")
+    assert resolve_inputs(["dir[1]/*.txt"]) == [Path("dir[1]/a.txt")]  # the folder as named, the glob after it
+    assert resolve_inputs([str(tmp_path / "dir[1]" / "*.txt")]) == [tmp_path / "dir[1]" / "a.txt"]
+    assert resolve_inputs(["dir[12]/*.txt"]) == [Path("dir1/b.txt")]  # no folder of that name: a glob

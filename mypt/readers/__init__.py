@@ -151,10 +151,21 @@ def named_paths(pattern: str) -> list[Path]:
         if not os.path.exists(pattern):
             raise InputError(f"--input_files: {pattern!r} does not exist")
         return [Path(pattern)]
-    matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
+    matches = [Path(p) for p in glob.glob(_literal_head(pattern), recursive=True)]
     if not matches:
         raise InputError(f"--input_files: the glob {pattern!r} matches nothing")
     return matches
+
+
+def _literal_head(pattern: str) -> str:
+    """`pattern` with its longest leading folder that exists as named escaped: in `dir[1]/*.txt`
+    the folder `dir[1]` is that folder, not a glob of `dir1` (as a whole path that exists is)."""
+    parts = pattern.split(os.sep)
+    for i in range(len(parts) - 1, 0, -1):
+        head = os.sep.join(parts[:i])
+        if glob.has_magic(head) and os.path.isdir(head):
+            return glob.escape(head) + os.sep + os.sep.join(parts[i:])
+    return pattern
 
 
 def _walk(directory: Path, skipped: WalkSkipped | None = None, others: Set[tuple[int, int]] = frozenset()) -> list[Path]:
