@@ -12,6 +12,7 @@ import functools
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -114,7 +115,9 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, des
         pool = _SHARED[workers] if shared else _new_pool(min(workers, len(tasks)))
         failed = True
         try:
-            for result in pool.map(functools.partial(_call, fn), tasks, chunksize=chunksize):
+            with _sigint_deferred():  # the workers started while submitting inherit it
+                done = pool.map(functools.partial(_call, fn), tasks, chunksize=chunksize)
+            for result in done:
                 results.append(result)
                 bar.update()
             failed = False
@@ -142,6 +145,29 @@ def _call(fn: Callable[[T], R], task: T) -> R:
         except Exception:
             raise RuntimeError(f"{type(e).__name__}: {e}\n{traceback.format_exc()}") from None
         raise
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ctrl-C held back to the block's end (then delivered, not lost), and blocked for good in
+    the worker processes started inside it (a signal mask is inherited). Ctrl-C reaches every
+    process of the terminal's group: each worker printed a KeyboardInterrupt traceback, and a
+    parent interrupted between starting a worker and sending it its task left it a traceback
+    (EOFError). Now the parent alone stops, and stops them (_close). The mask alone does not
+    hold the parent: another of its threads takes the signal, and Python raises it in the main
+    thread; so the handler is swapped too (the main thread only may)."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    main = threading.current_thread() is threading.main_thread()
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True)) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one held back in this thread arrives here
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # as the handler restored would have taken it
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:

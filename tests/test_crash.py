@@ -4,6 +4,7 @@ metadata, and a rerun gives the bytes of an uninterrupted run."""
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import subprocess
@@ -139,3 +140,28 @@ def test_workers_exit_when_the_main_process_is_killed():
     for p in alive:
         p.kill()
     assert alive == []
+
+
+@pytest.mark.parametrize("after", [0.3, 1.5])
+def test_ctrl_c_stops_prepare_and_its_workers_without_their_tracebacks(tmp_path, after):
+    """Ctrl-C reaches every process of the terminal's group: each spawned worker printed a
+    KeyboardInterrupt traceback (the first seconds: while it started). The parent alone stops
+    and ends its workers; nothing is left that looks complete."""
+    psutil = pytest.importorskip("psutil")
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus)
+    out = tmp_path / "ds"
+    cmd = args(corpus, out)
+    cmd[cmd.index("--workers") + 1] = "2"
+    proc = subprocess.Popen([sys.executable, "-m", "mypt.cli", *cmd], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, workers = time.monotonic() + 60, []
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2, "the run ended before its workers started: make the corpus bigger"
+    time.sleep(after)  # 0.3 s: the workers are still importing; 1.5 s: in their tasks
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode != 0 and "Aborted" in err and "Traceback" not in err, err
+    assert psutil.wait_procs(workers, timeout=10)[1] == []
+    assert_nothing_looks_complete(tmp_path, out)
