@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -199,24 +200,37 @@ def fails(*args: str, cwd: Path) -> str:
     return done.stderr
 
 
+def fails_here(*args: str, cwd: Path) -> str:
+    """fails, in this process (no interpreter and torch to start: refusals come before training)."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output + repr(result.exception)
+    assert "Traceback" not in result.output
+    return result.output
+
+
 @pytest.mark.slow
 def test_dataset_and_config_errors(demo, tmp_path):
     ds = demo / "general"
-    assert "--tokenization char" in fails("train", "--dataset_dir", str(ds), "--model_name", "m", "--tokenization",
+    assert "--tokenization char" in fails_here("train", "--dataset_dir", str(ds), "--model_name", "m", "--tokenization",
                                           "gpt2", *TINY, cwd=tmp_path)
-    assert "no shard holds block_size+1 = 300001" in fails("train", "--dataset_dir", str(ds), "--model_name", "m",
+    assert "no shard holds block_size+1 = 300001" in fails_here("train", "--dataset_dir", str(ds), "--model_name", "m",
                                                            *TINY, "--block_size", "300000", cwd=tmp_path)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": {"n_layer": 2, "n_head": 3, "n_embd": 32, "block_size": 16}}))
-    assert "must be divisible by n_head" in fails("train", "--dataset_dir", str(ds), "--model_name", "m",
+    assert "must be divisible by n_head" in fails_here("train", "--dataset_dir", str(ds), "--model_name", "m",
                                                   "--config_file", str(bad), cwd=tmp_path)
     bad.write_text(json.dumps({"model": {"n_layers": 2}}))
-    assert "unknown model key(s) ['n_layers']" in fails("train", "--dataset_dir", str(ds), "--model_name", "m",
+    assert "unknown model key(s) ['n_layers']" in fails_here("train", "--dataset_dir", str(ds), "--model_name", "m",
                                                         "--config_file", str(bad), cwd=tmp_path)
-    assert "no checkpoint" in fails("train", "--dataset_dir", str(ds), "--model_name", "never", "--resume", *TINY,
+    assert "no checkpoint" in fails_here("train", "--dataset_dir", str(ds), "--model_name", "never", "--resume", *TINY,
                                     cwd=tmp_path)
     (tmp_path / "empty").mkdir()
-    assert "is not a prepared dataset (no dataset_metadata.json)" in fails("train", "--dataset_dir", str(tmp_path / "empty"),
+    assert "is not a prepared dataset (no dataset_metadata.json)" in fails_here("train", "--dataset_dir", str(tmp_path / "empty"),
                                                    "--model_name", "m", *TINY, cwd=tmp_path)
 
     broken = tmp_path / "broken"
@@ -224,10 +238,10 @@ def test_dataset_and_config_errors(demo, tmp_path):
     first = sorted((broken / "train").glob("shard_*.bin"))[0]
     listed = first.stat().st_size // 4  # the token count the metadata lists
     first.write_bytes(first.read_bytes()[:-2])
-    assert "not a whole number of uint32 tokens" in fails("train", "--dataset_dir", str(broken), "--model_name", "m",
+    assert "not a whole number of uint32 tokens" in fails_here("train", "--dataset_dir", str(broken), "--model_name", "m",
                                                           *TINY, cwd=tmp_path)
     np.full(listed, 999, dtype=np.uint32).tofile(first)  # the listed size (another size is refused first)
-    assert "outside the char vocabulary" in fails("train", "--dataset_dir", str(broken), "--model_name", "m",
+    assert "outside the char vocabulary" in fails_here("train", "--dataset_dir", str(broken), "--model_name", "m",
                                                   *TINY, cwd=tmp_path)
 
 
@@ -235,16 +249,16 @@ def test_dataset_and_config_errors(demo, tmp_path):
 def test_init_from_model_must_match_architecture_and_vocabulary(demo, tmp_path, monkeypatch):
     mypt_cli("train", "--dataset_dir", str(demo / "general"), "--model_name", "base", *TINY, "--max_iters", "2",
              cwd=tmp_path)
-    err = fails("train", "--dataset_dir", str(demo / "domain"), "--model_name", "a", "--init_from_model", "base",
+    err = fails_here("train", "--dataset_dir", str(demo / "domain"), "--model_name", "a", "--init_from_model", "base",
                 "--config_file", "small_char", cwd=tmp_path)
     assert "another architecture" in err and "n_layer 6 (the checkpoint: 2)" in err and "--n_layer 2" in err, err
-    err = fails("train", "--dataset_dir", str(demo / "domain"), "--model_name", "a", "--init_from_model", "base",
+    err = fails_here("train", "--dataset_dir", str(demo / "domain"), "--model_name", "a", "--init_from_model", "base",
                 "--gelu", "tanh", cwd=tmp_path)  # one field: the message names it alone
     assert "gelu 'tanh' (the checkpoint: 'exact'); " in err and err.rstrip().endswith("pass its --gelu exact"), err
     (tmp_path / "other.txt").write_text("entirely different characters: 0123456789 xyz\n" * 50)
     mypt_cli("prepare-dataset", "--input_files", str(tmp_path / "other.txt"), "--out_dir", str(tmp_path / "other"),
              "--tokenization", "char", "--val_fraction", "0", "--no_dedup", cwd=tmp_path)
-    assert "another vocabulary" in fails("train", "--dataset_dir", str(tmp_path / "other"), "--model_name", "a",
+    assert "another vocabulary" in fails_here("train", "--dataset_dir", str(tmp_path / "other"), "--model_name", "a",
                                          "--init_from_model", "base", "--max_iters", "1", cwd=tmp_path)
 
 
