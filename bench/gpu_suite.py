@@ -73,9 +73,8 @@ from mypt.data import GPTDataLoader  # noqa: E402
 from mypt.generate import sample_tokens  # noqa: E402
 from mypt.model import GPT, GPTConfig  # noqa: E402
 from mypt.shards import ShardWriter  # noqa: E402
-from mypt.train import TrainConfig, configure_optimizer, fit  # noqa: E402
+from mypt.train import PEAK_FLOPS, TrainConfig, configure_optimizer, fit, mfu  # noqa: E402
 
-PEAK_FLOPS = 989e12  # H100/H200 dense bf16
 SECTIONS = ("fit124", "profile", "gen", "mem150", "preset750", "m350", "levers", "autotune")
 T_START = time.perf_counter()
 
@@ -142,7 +141,7 @@ class Measure:
 
     @property
     def mfu(self) -> float:
-        return self.flops_per_token * self.tok_s / PEAK_FLOPS
+        return mfu(self.flops_per_token, self.tok_s)
 
 
 def sync(device: torch.device) -> None:

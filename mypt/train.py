@@ -30,6 +30,13 @@ from mypt.precision import autocast, dtype_name, run_autocast
 from mypt.signals import StopSignals
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, processes: int = 1) -> float:
+    """Model FLOPs utilization: the share of the GPUs' peak that the model's FLOPs use, with
+    `tokens_per_s` over all `processes` (one GPU each). Over one GPU's peak, 8 DDP ranks showed
+    8 times their figure."""
+    return flops_per_token * tokens_per_s / (PEAK_FLOPS * processes)
 # What a run meets from its data mid-run (a shard that cannot be read, a damaged one): it then
 # stops with a checkpoint of its last sound state (see fit).
 DATA_ERRORS = (OSError, MyptError)
@@ -324,12 +331,13 @@ class _Run:
         dt = self.timed_seconds / self.timed_steps
         self.timed_seconds, self.timed_steps = 0.0, 0
         tok_s = self.tokens_per_iter / dt
-        mfu = f", MFU {self.raw.flops_per_token() * tok_s / PEAK_FLOPS:.1%}" if self.device.type == "cuda" else ""
+        used = f", MFU {mfu(self.raw.flops_per_token(), tok_s, self.dist.world_size):.1%}" \
+            if self.device.type == "cuda" else ""
         if self.dist.is_main:
             if self.on_metrics:
                 self.on_metrics(self.step, {"train_loss": loss_now, "lr": lr, "tokens_per_s": tok_s})
             self.log(f"iter {self.step}: loss {loss_now:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
-                     f"{tok_s:,.0f} tok/s{mfu}")
+                     f"{tok_s:,.0f} tok/s{used}")
 
     # -- save, and stop on an error ----------------------------------------------------------
     def save(self, at_step: int) -> None:

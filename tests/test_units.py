@@ -193,3 +193,12 @@ def test_one_input_files_option_takes_several_values():
 
     assert CliRunner().invoke(cmd, ["--input-files", "a", "b"]).output == "a b\n"
     assert "Text files (.txt, .jsonl), directories" in CliRunner().invoke(cmd, ["--help"]).output
+
+
+def test_mfu_is_over_every_gpu_of_the_run():
+    """tokens/s counts every rank's tokens: the share of the peak is over that many GPUs."""
+    from mypt.train import PEAK_FLOPS, mfu
+
+    one = mfu(6e9, 0.5 * PEAK_FLOPS / 6e9)
+    assert one == pytest.approx(0.5)
+    assert mfu(6e9, 8 * 0.5 * PEAK_FLOPS / 6e9, processes=8) == pytest.approx(0.5)
