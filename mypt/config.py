@@ -81,8 +81,9 @@ class GPTConfig(Settings):
     dropout: float = setting(0.0, "Dropout probability (new models only).", min=0.0, max=1.0, max_open=True)
     bias: bool = setting(False, "Biases in Linear and LayerNorm layers (GPT-2 had them; without is a bit better "
                                 "and faster; new models only).")
-    gelu: str = setting("tanh", "The MLP's GELU: tanh (GPT-2's approximation) or exact (the erf form, as "
-                                "nanoGPT: faster on the CPU, the same on a GPU; new models only).", choices=("tanh", "exact"))
+    gelu: str = setting("tanh", "The MLP's GELU (with --mlp gelu): tanh (GPT-2's approximation) or exact (the "
+                                "erf form, as nanoGPT: faster on the CPU, the same on a GPU; new models only).",
+                        choices=("tanh", "exact"), acts_with=("mlp", "gelu"))
     # The modern recipe's options (Llama, modded-nanogpt). The defaults are GPT-2's, so a
     # checkpoint or preset that names none of them means what it meant.
     position: str = setting("learned", "Positions: learned (GPT-2's table, one row per position) or rope "
@@ -103,12 +104,14 @@ class GPTConfig(Settings):
     def __post_init__(self):
         super().__post_init__()
         # One spelling per architecture, so that a checkpoint compares equal to the settings that
-        # build it: n_kv_head = n_head is plain multi-head attention, and a model with learned
-        # positions has no use for a RoPE base.
+        # build it: n_kv_head = n_head is plain multi-head attention, a model with learned
+        # positions has no use for a RoPE base, nor one without a GELU MLP for a GELU form.
         if self.n_kv_head == self.n_head:
             object.__setattr__(self, "n_kv_head", None)
         if self.position == "learned":
             object.__setattr__(self, "rope_theta", type(self).__dataclass_fields__["rope_theta"].default)
+        if self.mlp != "gelu":  # swiglu and relu2 have no GELU (a Llama import's would differ from its export's)
+            object.__setattr__(self, "gelu", type(self).__dataclass_fields__["gelu"].default)
         if self.n_embd % self.n_head:
             raise SettingError(f"model setting n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})",
                                ("n_embd", "n_head"))

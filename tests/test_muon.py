@@ -238,3 +238,10 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
     assert [line for line in lines if line.startswith("warning: --")] == [
         "warning: --muon_learning_rate has no effect: it acts with --optimizer muon, this run has --optimizer adamw",
         "warning: --rope_theta has no effect: it acts with --position rope, this run has --position learned"]
+    lines.clear()
+    run_training(RunSettings(model_name="m2", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
+                             checkpoints_dir=tmp_path / "ck"),
+                 {"device": "cpu", "max_iters": 1, "mlp": "relu2", "gelu": "exact"},
+                 log=lines.append, read_text=read_input_text)
+    assert [line for line in lines if line.startswith("warning: --")] == [
+        "warning: --gelu has no effect: it acts with --mlp gelu, this run has --mlp relu2"]
