@@ -78,7 +78,8 @@ class GPTConfig(Settings):
     n_layer: int = setting(12, "Transformer blocks (new models only).", min=1)
     n_head: int = setting(12, "Attention heads (new models only).", min=1)
     n_embd: int = setting(768, "Embedding width (new models only).", min=1)
-    dropout: float = setting(0.0, "Dropout probability (new models only).", min=0.0, max=1.0, max_open=True)
+    dropout: float = setting(0.0, "Dropout probability (also when resuming or starting from a model: it "
+                                   "holds no weights).", min=0.0, max=1.0, max_open=True)
     bias: bool = setting(False, "Biases in Linear and LayerNorm layers (GPT-2 had them; without is a bit better "
                                 "and faster; new models only).")
     gelu: str = setting("tanh", "The MLP's GELU (with --mlp gelu): tanh (GPT-2's approximation) or exact (the "

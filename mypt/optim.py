@@ -61,11 +61,16 @@ def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.
     return MuonAdamW(_adamw([p for n, p in named if n not in muon_names], cfg, device), muon)
 
 
+def muon_lr(lr: float, cfg: TrainConfig) -> float:
+    """Muon's rate when AdamW's is `lr`: the same fraction of the schedule's peak."""
+    return lr * cfg.muon_learning_rate / cfg.learning_rate
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float, cfg: TrainConfig) -> None:
     """The schedule's learning rate for this step: `lr` for AdamW's groups, and for Muon's the
-    same fraction of muon_learning_rate (muon_learning_rate x lr / learning_rate)."""
+    same fraction of muon_learning_rate (muon_lr)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * cfg.muon_learning_rate / cfg.learning_rate if group.get("muon") else lr
+        group["lr"] = muon_lr(lr, cfg) if group.get("muon") else lr
 
 
 def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:

@@ -25,7 +25,7 @@ from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, sync_gradient
 from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, os_error_message
 from mypt.evaluate import evaluate_all
 from mypt.fsdp import full, is_sharded
-from mypt.optim import configure_optimizer, set_lr
+from mypt.optim import configure_optimizer, muon_lr, set_lr
 from mypt.precision import autocast, dtype_name, run_autocast
 from mypt.signals import StopSignals
 
@@ -333,11 +333,14 @@ class _Run:
         tok_s = self.tokens_per_iter / dt
         used = f", MFU {mfu(self.raw.flops_per_token(), tok_s, self.dist.world_size):.1%}" \
             if self.device.type == "cuda" else ""
+        rates = {"lr": lr}
+        if self.cfg.optimizer == "muon":  # the blocks' matrices step at Muon's rate, the rest at AdamW's
+            rates["muon_lr"] = muon_lr(lr, self.cfg)
         if self.dist.is_main:
             if self.on_metrics:
-                self.on_metrics(self.step, {"train_loss": loss_now, "lr": lr, "tokens_per_s": tok_s})
-            self.log(f"iter {self.step}: loss {loss_now:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, "
-                     f"{tok_s:,.0f} tok/s{used}")
+                self.on_metrics(self.step, {"train_loss": loss_now, **rates, "tokens_per_s": tok_s})
+            self.log(f"iter {self.step}: loss {loss_now:.4f}, " + ", ".join(f"{k} {v:.2e}" for k, v in rates.items())
+                     + f", {dt * 1000:.0f} ms/iter, {tok_s:,.0f} tok/s{used}")
 
     # -- save, and stop on an error ----------------------------------------------------------
     def save(self, at_step: int) -> None:

@@ -35,7 +35,7 @@ from mypt.gc_pause import resume_gc
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
-from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer
+from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer, muon_lr
 from mypt.tracking import check_metrics_dir, open_tracker
 from mypt.train import fit, get_lr, tokens_per_step, trained_tokens
 
@@ -224,12 +224,14 @@ def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int) -> str:
     line = "; settings changed from the checkpoint's run: " + ", ".join(
         f"{k} {now[k]!r} (was {v!r}{inert.get(k, '')})" for k, v in changed.items())
     try:
-        before = get_lr(step, TrainConfig.from_dict({**now, **changed}))
+        old = TrainConfig.from_dict({**now, **changed})
     except ConfigError:  # settings an older mypt wrote that this one no longer takes
         return line
-    after = get_lr(step, cfg)
+    before, after = get_lr(step, old), get_lr(step, cfg)
     if not math.isclose(before, after, rel_tol=1e-9):
         line += f"; the learning rate at step {step} is {after:.3g} (the checkpoint's schedule: {before:.3g})"
+    if cfg.optimizer == "muon" and not math.isclose(muon_lr(before, old), muon_lr(after, cfg), rel_tol=1e-9):
+        line += f", Muon's {muon_lr(after, cfg):.3g} (the checkpoint's schedule: {muon_lr(before, old):.3g})"
     return line
 
 
@@ -322,14 +324,16 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     model, init_tok = _load_start(init, cfgs.hf, device, req)
     check_tokenizer(tokenizer, init_tok, "this data", str(init), f"prepare the data with --tokenizer_from {init}",
                     ConfigError)
-    if not req.resume and dataclasses.replace(model.config, dropout=cfgs.model.dropout) == cfgs.model \
-            and model.config != cfgs.model:
-        # A new run from these weights with another --dropout (fine-tuning a model trained
-        # without it): dropout holds no weights.
+    if dataclasses.replace(model.config, dropout=cfgs.model.dropout) == cfgs.model and model.config != cfgs.model:
+        # Another --dropout: a new run from these weights (fine-tuning a model trained without
+        # it), or a resume that changes it from there on as it may the learning rate (nanoGPT's
+        # one model setting a resume may change): dropout holds no weights.
         model.set_dropout(cfgs.model.dropout)
     if model.config != cfgs.model:
-        theirs = model.config.to_dict()
-        differ = {k: (v, theirs[k]) for k, v in cfgs.model.to_dict().items() if theirs.get(k) != v}
+        # n_kv_head as the heads it means (None, its spelling for n_head's, said "None" to a user who typed 2)
+        shown = lambda cfg: {**cfg.to_dict(), "n_kv_head": cfg.kv_heads}  # noqa: E731
+        theirs = shown(model.config)
+        differ = {k: (v, theirs[k]) for k, v in shown(cfgs.model).items() if theirs.get(k) != v}
         # Without --config_file the settings are the checkpoint's own: the flags changed them.
         given = cfgs.source if req.config_file else "the model flags given"
         raise ConfigError(f"{init} has another architecture than {given}: "

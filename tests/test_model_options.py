@@ -215,3 +215,17 @@ def test_modern_recipe_through_the_cli_trains_and_generates_as_without_the_cache
                      "--temperature", "0", cwd=tmp_path).stdout
     model, tok, _ = load_model(tmp_path / "checkpoints/m")
     assert generate(model, tok, "the ", 40, temperature=0, use_cache=False)[0] in shown
+
+
+def test_another_architecture_names_the_kv_heads_a_user_typed(text_file, tmp_path, monkeypatch):
+    """n_kv_head equal to n_head is recorded as no setting (None): refused against a GQA
+    checkpoint, the message says the heads given, not "None"."""
+    from mypt.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    flags = {"input_file": text_file, "config_file": "tiny", "device": "cpu", "max_iters": 1, "eval_interval": 1,
+             "eval_iters": 1, "batch_size": 2, "block_size": 16}
+    run_from_flags({**flags, "model_name": "gqa", "n_kv_head": 1}, log=lambda line: None, read_text=read_input_text)
+    new = {"input_file": text_file, "device": "cpu", "max_iters": 1, "model_name": "b", "init_from_model": "gqa"}
+    with pytest.raises(ConfigError, match=r"n_kv_head 2 \(the checkpoint: 1\); .* pass its --n_kv_head 1$"):
+        run_from_flags({**new, "n_kv_head": 2}, log=lambda line: None, read_text=read_input_text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -79,12 +80,16 @@ def test_muon_learns_and_follows_the_schedule_at_its_own_peak():
     model = tiny_model(tok)
     cfg = config(max_iters=20, lr_decay_iters=None)
     optimizer = configure_optimizer(model, cfg, CPU)
-    result = fit(model, loader(tok), optimizer, config=cfg, log=lambda line: None)
+    lines = []
+    result = fit(model, loader(tok), optimizer, config=cfg, log=lines.append)
     losses = [h["train_loss"] for h in result["history"] if "train_loss" in h]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
     adamw_lr, muon_lr = (g["lr"] for g in (optimizer.param_groups[0], optimizer.param_groups[-1]))
     assert optimizer.param_groups[-1].get("muon") and not optimizer.param_groups[0].get("muon")
     assert muon_lr == pytest.approx(adamw_lr * 0.02 / 1e-2) and adamw_lr < 1e-2  # decayed from the peak
+    # Both rates are shown (and sent to the loggers), each the one its groups stepped at.
+    shown = re.search(r"lr (\S+), muon_lr (\S+),", [x for x in lines if x.startswith("iter ")][-1])
+    assert float(shown[2]) == pytest.approx(2 * float(shown[1]), rel=1e-2)
 
 
 def test_muon_on_the_cpu_orthogonalizes_in_float32_and_puts_torchs_iteration_back():
