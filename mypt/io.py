@@ -48,9 +48,10 @@ def write_json(path: Path, obj: object) -> None:
 def check_report_paths(reports: dict[str, Path | None],
                        dirs: Iterable[tuple[str, os.PathLike | str | None]]) -> None:
     """A stage's report files ({"--stats": path, "--metrics": path}), refused before any work
-    when two are one file (the second would replace the first) or one lies in a directory the
+    when two are one file (the second would replace the first), one lies in a directory the
     stage reads or writes, `dirs` ((flag, path) pairs, a file too): it would overwrite a file
-    there (an input's manifest.json, a checkpoint's config.json) or change a DVC output."""
+    there (an input's manifest.json, a checkpoint's config.json) or change a DVC output; or
+    one could not be written, or would replace a file that is not a report (_check_report_file)."""
     seen: dict[Path, str] = {}
     dirs = list(dirs)
     for flag, path in reports.items():
@@ -65,6 +66,48 @@ def check_report_paths(reports: dict[str, Path | None],
             if d is not None and real.is_relative_to(Path(d).resolve()):
                 raise InputError(f"{flag} {path} lies in {dir_flag} {d}: it would write into what this stage "
                                  "reads or writes; put it elsewhere, e.g. stats/ or metrics/ (nothing changed)")
+        _check_report_file(flag, Path(path))
+
+
+def _numbers_only(value: object) -> bool:
+    """What every report of mypt's is: a JSON object of numbers, or of such objects."""
+    if isinstance(value, dict):
+        return all(_numbers_only(v) for v in value.values())
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_report_file(flag: str, path: Path) -> None:
+    """A report file the stage may write, before its work: a file name, in a folder it can
+    make or write, and where a file is already, one of mypt's reports (a JSON object of numbers:
+    a user's notes or a checkpoint's config.json is never replaced), not read-only, not a link
+    (which the new file would replace, its target keeping the old numbers)."""
+    fix = f"choose another {flag} (nothing changed)"
+    if not path.name or path.name in (".", ".."):
+        raise InputError(f"{flag} {str(path)!r}: a file name is needed (e.g. metrics/NAME.json); {fix}")
+    if path.is_symlink():
+        raise InputError(f"{flag} {path} is a symbolic link: give the file it points to "
+                         f"({os.path.realpath(path)}), or {fix}")
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a directory: give a file in it (e.g. {path / 'NAME.json'}), or {fix}")
+    folder = next((p for p in path.parents if os.path.lexists(p)), Path("."))
+    if not folder.is_dir():
+        raise InputError(f"{flag} {path}: {folder} is a file, not a folder; {fix}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: {folder} cannot be written (read-only, or not yours); {fix}")
+    if os.path.lexists(path):
+        data = None
+        if path.is_file():  # (a FIFO is not opened: it would wait for a writer)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                pass
+        if not isinstance(data, dict) or not _numbers_only(data):
+            raise InputError(f"{flag} {path} exists and is not a report mypt writes (a JSON object of numbers): "
+                             f"refused, so as not to replace it; move it, or {fix}")
+        if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:  # (root may write a 444 file)
+            raise InputError(f"{flag} {path} is read-only: refused, so as not to replace it; make it writable "
+                             f"(chmod u+w), or {fix}")
 
 
 def read_json(path: Path, error: type[MyptError] = InputError,

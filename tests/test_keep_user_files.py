@@ -737,3 +737,42 @@ def test_a_failed_write_names_the_file_it_was_writing(tmp_path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as f.write raises it on a full disk
     assert os_error_message(failed.value).startswith(f"cannot write {tmp_path / 'm.json'}: No space left on device")
     assert tree_bytes(tmp_path) == {"mine.txt": b"my notes"}
+
+
+@pytest.mark.parametrize("place, said", [
+    ("notes.json", "exists and is not a report mypt writes"),  # a user's JSON (strings)
+    ("config.json", "exists and is not a report mypt writes"),  # a checkpoint's, elsewhere
+    ("list.json", "exists and is not a report mypt writes"),  # JSON, but no object
+    ("folder", "is a directory"),  # (click's own check: a usage error)
+    ("", "a file name is needed"),
+    ("link.json", "is a symbolic link"),  # the new file would replace the link, its target keeping the old
+    ("notes.json/s.json", "notes.json is a file, not a folder"),
+    ("locked.json", "is read-only"),
+])
+def test_a_report_file_of_a_stage_never_replaces_a_file_mypt_did_not_write(tmp_path, monkeypatch, place, said):
+    """--stats/--metrics of a stage run by hand: an existing file there is replaced only when it
+    is one of mypt's reports (a JSON object of numbers); anything else is refused before the
+    work, naming the flag, and left as it was."""
+    from test_dvc_params import stage_main
+
+    monkeypatch.chdir(tmp_path)
+    Path("corpus.txt").write_text("The king spoke to the queen at last.\n" * 20)
+    Path("notes.json").write_text('{"my": "precious notes"}\n')
+    Path("config.json").write_text('{"format_version": 1, "model": {"n_layer": 2, "position": "rope"}}\n')
+    Path("list.json").write_text("[1, 2]\n")
+    Path("folder").mkdir()
+    Path("target.json").write_text('{"files": 3}\n')
+    Path("link.json").symlink_to("target.json")
+    Path("locked.json").write_text('{"files": 3}\n')
+    Path("locked.json").chmod(0o444)
+    before = tree_bytes(tmp_path)
+    clean = stage_main("stages/clean.py")
+    result = CliRunner().invoke(clean, ["--input_files", "corpus.txt", "--out_dir", "c", "--stats", place])
+    assert result.exit_code == (2 if place == "folder" else 1) and said in result.output, result.output
+    assert place == "folder" or f"Error: --stats {place}" in result.output and "nothing changed" in result.output
+    assert tree_bytes(tmp_path) == before and not Path("c").exists()
+    # A report of mypt's (a previous run's) is replaced: the stages' reruns.
+    Path("stats.json").write_text('{"files": 9, "dedup": {"lines": 1.5}}\n')
+    assert CliRunner().invoke(clean, ["--input_files", "corpus.txt", "--out_dir", "c", "--stats",
+                                      "stats.json"]).exit_code == 0
+    assert json.loads(Path("stats.json").read_text())["files"] == 1
