@@ -23,6 +23,7 @@ transformers and tokenizers are optional: `pip install 'mypt[hf]'`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ import torch
 from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError
 from mypt.hf_import import LINEAR_LAYERS, llama_names
-from mypt.io import built_files, check_replaceable, output_target, staged_dir
+from mypt.io import built_files, check_replaceable, is_own, old_dir, output_target, staged_dir
 from mypt.model import NORM_EPS, load_model
 from mypt.names import char_replacement
 from mypt.tokenizers import Tokenizer
@@ -251,7 +252,13 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     directory `model_dir`."""
     transformers = _require_hf()
     check_replaceable(out_dir, [model_dir], flag="--out_dir")
-    marker, owned = _previous_export(output_target(Path(out_dir)))
+    target = output_target(Path(out_dir))
+    # The previous export decides what may be replaced; an export killed between its renames
+    # left it aside as `.NAME.old` (staged_dir puts it back): judged there, not as missing (its
+    # files then passed for the user's, and the new export was refused for replacing them).
+    aside = old_dir(target)
+    marker, owned = _previous_export(aside if not os.path.lexists(target) and aside.is_dir() and is_own(aside)
+                                     else target)
     model, tokenizer, _ = load_model(model_dir, "cpu")
     family = hf_family(model.config, f"{Path(model_dir) / 'config.json'}")
     if family == "gpt2":

@@ -255,6 +255,14 @@ def test_a_re_export_keeps_the_model_card_and_eval_results(corpus):
     invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--resume")
     invoke("export-hf", "--model_name", "m", "--out_dir", "hf/m")
     assert_kept(Path("hf/m"), mine)
+    # Killed between its renames: the export aside (marked, as _swap leaves it), the new one
+    # still in .m.partial. The next export puts it back and replaces it, keeping the user's files.
+    mark_own(Path("hf/m"))
+    Path("hf/m").rename("hf/.m.old")
+    make_own_dir(Path("hf/.m.partial"))
+    invoke("export-hf", "--model_name", "m", "--out_dir", "hf/m")
+    assert_kept(Path("hf/m"), mine)
+    assert sorted(p.name for p in Path("hf").iterdir()) == ["m"]
 
 
 # -- the swap's corners (a review's findings) ------------------------------------------------
