@@ -99,8 +99,10 @@ def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "chec
             raise CheckpointError(f"no checkpoint {str(model)!r} in {p}: " +
                                   not_own_message(old_dir(output_target(p)), "--model_name", aside_of=p))
     if not path.is_dir():
-        raise CheckpointError(f"no checkpoint {str(model)!r} (looked in {path}); train one with "
-                              f"`mypt train --model_name {Path(model).name} ...`")
+        looked = f"{path}" if path == under else f"{under} (--checkpoints_dir {checkpoints_dir}) and {path}"
+        raise CheckpointError(f"no checkpoint {str(model)!r} (looked in {looked}); train one with "
+                              f"`mypt train --model_name {Path(model).name} ...`, or pass the --checkpoints_dir "
+                              "that holds it")
     return path
 
 

@@ -86,3 +86,12 @@ def test_eval_names_the_model_it_loaded_and_takes_a_bare_dataset_dir(w):
     as_json = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "runs/lr=3e-4/ds",
                      "--device", "cpu", "--json")
     assert as_json.exit_code == 0 and set(json.loads(as_json.output)) == {"ds"}, as_json.output
+
+
+def test_a_model_not_found_names_every_place_looked_and_the_flag(w):
+    result = invoke("generate", "--model_name", "m", "--checkpoints_dir", "nope", "--prompt", "Line")
+    assert result.exit_code == 1, result.output
+    assert f"no checkpoint 'm' (looked in {Path('nope', 'm')} (--checkpoints_dir nope) and m)" in result.output
+    assert "--checkpoints_dir that holds it" in result.output
+    result = invoke("generate", "--model_name", "m", "--checkpoints_dir", "ck", "--prompt", "Line")
+    assert result.exit_code == 0, result.output
