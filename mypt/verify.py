@@ -59,7 +59,7 @@ class Report:
             warned = f" ({len(self.warnings)} warning{'s' * (len(self.warnings) != 1)})" if self.warnings else ""
             extra = (f", and {self.unlisted} unlisted shard{'s' * (self.unlisted != 1)} of {self.unlisted_tokens:,} "
                      "tokens (ids checked, nothing to verify them against)") if self.unlisted else ""
-            out.append(f"OK: {self.shards} shards, {self.tokens:,} tokens verified in {self.dataset_dir}{extra}{warned}")
+            out.append(f"OK: {self.shards} shard{'s' * (self.shards != 1)}, {self.tokens:,} tokens verified in {self.dataset_dir}{extra}{warned}")
         else:
             out.append(f"FAILED: {len(self.problems)} problem{'s' * (len(self.problems) != 1)} in {self.dataset_dir}; "
                        "HINT: restore the named files (from a backup or `dvc pull`) or prepare the dataset again")
@@ -100,7 +100,7 @@ def verify_dataset(dataset_dir: Path, strict: bool = False) -> Report:
     expected = _expected(d, meta, report)
     if not any(p.parent.name == "train" for p in expected):
         report.problems.append(f"{d / 'train'}: no train shards; training needs at least one")
-    _check_files(expected, vocab_size, strict, report)
+    _check_files(expected, vocab_size, strict, report, listed=meta is not None)
     return report
 
 
@@ -154,9 +154,13 @@ def _expected(d: Path, meta: dict | None, report: Report) -> dict[Path, tuple[in
         report.problems.append(f"{d / METADATA_FILE}: total_tokens is {meta.get('total_tokens')!r} but the "
                                f"shards list {total:,}")
     _check_sources(d, meta, report)
-    if not any(e.get("sha256") for split in SPLITS for e in listed_entries(meta, split)):
+    entries = [e for split in SPLITS for e in listed_entries(meta, split)]
+    if not any(e.get("sha256") for e in entries):
         report.notes.append(f"{METADATA_FILE} records no checksums (prepared by an older mypt): "
                             "sizes, counts and token ids checked")
+    else:  # mypt records one for every shard or for none: one left out was taken out
+        report.problems += [f"{d / e['file']}: no sha256 in {METADATA_FILE}, where the other shards have one "
+                            "(edited by hand?): its bytes cannot be verified" for e in entries if not e.get("sha256")]
     return expected
 
 
@@ -181,8 +185,10 @@ def _check_sources(d: Path, meta: dict, report: Report) -> None:
 
 
 def _check_files(expected: dict[Path, tuple[int, str | None] | None], vocab_size: int | None, strict: bool,
-                 report: Report) -> None:
-    """Each regular file read once; a FIFO, a device or a directory is a problem, never read."""
+                 report: Report, listed: bool = True) -> None:
+    """Each regular file read once; a FIFO, a device or a directory is a problem, never read.
+    `listed`: the metadata was read (else no shard is said to be missing from its lists: the
+    unreadable metadata is the problem, named once)."""
     sizes = {}
     for path in sorted(expected):
         try:
@@ -192,7 +198,7 @@ def _check_files(expected: dict[Path, tuple[int, str | None] | None], vocab_size
     with progress(sum(sizes.values()) // TOKEN_BYTES, "verify", unit="tok") as bar:
         for path, size in sizes.items():
             want = expected[path]
-            if want is None:
+            if want is None and listed:
                 (report.problems if strict else report.warnings).append(
                     f"{path}: not listed in {METADATA_FILE} (moved in by hand?): training reads it, but it "
                     "cannot be verified against a checksum")

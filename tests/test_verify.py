@@ -117,8 +117,9 @@ def test_bad_metadata_json_fails(dataset):
     (dataset / "dataset_metadata.json").write_text('{"format_version": 1, "train": ')
     lines = verify(dataset, ok=False)
     assert lines[0].startswith(f"{dataset / 'dataset_metadata.json'}: not valid JSON")
-    # the shards are still read: every one is reported unlisted, none crashes the check
-    assert sum(line.startswith("warning:") for line in lines) == len(shards(dataset))
+    # the shards are still read (none crashes the check), not each called unlisted: the
+    # metadata is the one problem (a dataset of thousands of shards printed a line for each)
+    assert len(lines) == 2 and lines[1].startswith("FAILED: 1 problem"), lines
 
 
 def test_metadata_totals_and_tokenizer_must_agree(dataset):
@@ -173,6 +174,20 @@ def test_metadata_without_checksums_still_verifies(dataset):
     meta_path.write_text(json.dumps(meta))
     lines = verify(dataset, ok=True)
     assert lines[0].startswith("note: dataset_metadata.json records no checksums") and lines[-1].startswith("OK:")
+
+
+@pytest.mark.parametrize("missing", [lambda e: e.pop("sha256"), lambda e: e.update(sha256=None)])
+def test_a_checksum_taken_out_of_one_shard_fails_naming_it(dataset, missing):
+    """mypt records a sha256 for every shard or none: one without (deleted, or null) beside the
+    others' is named, not passed as verified with its bytes unchecked."""
+    meta_path = dataset / "dataset_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    missing(meta["train"]["shards"][1])
+    meta_path.write_text(json.dumps(meta))
+    shard = dataset / meta["train"]["shards"][1]["file"]
+    lines = verify(dataset, ok=False)
+    assert lines[0] == (f"{shard}: no sha256 in dataset_metadata.json, where the other shards have one (edited by "
+                        "hand?): its bytes cannot be verified") and lines[-1].startswith("FAILED: 1 problem")
 
 
 @pytest.mark.parametrize("kind,make,words", [
