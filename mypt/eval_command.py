@@ -65,10 +65,11 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     model, tokenizer, _ = load_model(path, resolve_device(settings.device))
     max_tokens = whole_windows(settings.max_tokens, model.config.block_size)
     log(f"model: {path}")  # the directory --model_name resolved to (a name, or a path)
-    results = {}
-    for name, directory in datasets.items():
+    for name, directory in datasets.items():  # all before any evaluation: the last may be the one refused
         check_tokenizer(tokenizer, Tokenizer.load(directory), f"the model {path}", f"--dataset {name}={directory}",
                         PREPARE_AGAIN)
+    results = {}
+    for name, directory in datasets.items():
         results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens)
         if not math.isfinite(r["loss"]):
             raise _diverged(path, name, directory, str(r["loss"]))

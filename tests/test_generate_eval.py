@@ -95,3 +95,9 @@ def test_a_model_not_found_names_every_place_looked_and_the_flag(w):
     assert "--checkpoints_dir that holds it" in result.output
     result = invoke("generate", "--model_name", "m", "--checkpoints_dir", "ck", "--prompt", "Line")
     assert result.exit_code == 0, result.output
+
+
+def test_eval_refuses_a_dataset_of_another_vocabulary_before_evaluating_any(w):
+    result = invoke("eval", "--model_name", "ck/m", "--dataset", "g=ds", "--dataset", "o=other", "--device", "cpu")
+    assert result.exit_code == 1 and "--dataset o=other" in result.output and "vocabulary" in result.output
+    assert "g: loss" not in result.output, result.output  # nothing evaluated first, to be thrown away
