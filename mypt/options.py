@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import select
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Callable
@@ -78,8 +81,25 @@ class MyptCommand(click.Command):
             return super().invoke(ctx)
         except MyptError as e:
             raise click.ClickException(str(e)) from None
+        except BrokenPipeError as e:
+            if not _stdout_gone():  # another pipe (a socket of Ray's, of torch.distributed's): say it
+                raise click.ClickException(os_error_message(e)) from None
+            # `mypt generate ... | head`: the reader has what it wanted. Quiet, as Unix tools are;
+            # stdout to /dev/null so that Python's flush at exit does not complain in its turn.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except OSError as e:
             raise click.ClickException(os_error_message(e)) from None
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on it)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured by a test runner)
+        return False
 
 
 class GreedyCommand(MyptCommand):

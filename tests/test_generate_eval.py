@@ -101,3 +101,18 @@ def test_eval_refuses_a_dataset_of_another_vocabulary_before_evaluating_any(w):
     result = invoke("eval", "--model_name", "ck/m", "--dataset", "g=ds", "--dataset", "o=other", "--device", "cpu")
     assert result.exit_code == 1 and "--dataset o=other" in result.output and "vocabulary" in result.output
     assert "g: loss" not in result.output, result.output  # nothing evaluated first, to be thrown away
+
+
+@pytest.mark.slow
+def test_generate_into_a_pipe_closed_early_ends_quietly(w):
+    """`mypt generate ... | head`: the reader has what it wanted; no "Error: cannot use a file:
+    Broken pipe", no traceback (as a Unix tool ends)."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "mypt.cli", *gen("--prompt", "Line", "--num_samples", "200",
+                                                                   "--max_new_tokens", "200")],
+                            cwd=w, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(30)) == 30
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and err == "", err
