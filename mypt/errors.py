@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 
 class MyptError(Exception):
@@ -76,6 +77,12 @@ def os_error_message(e: OSError) -> str:
     the environment's, not bugs: no traceback."""
     reason = e.strerror or (os.strerror(e.errno) if e.errno else str(e))
     path = e.filename if e.filename is not None else "a file"
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename is not None and e.filename2 is None:
+        # A folder to make or go through is a file (`--out_dir corpus.txt/x`): "File exists" said nothing.
+        found = next((p for p in (Path(os.fsdecode(e.filename)), *Path(os.fsdecode(e.filename)).parents)
+                      if os.path.lexists(p)), None)
+        if found is not None and not found.is_dir():
+            return f"cannot use {found}: it is a file, where a folder is needed; choose another path"
     verb = "cannot write" if e.errno in _WRITE_ERRNOS else "cannot use"
     paths = f"{path} -> {e.filename2}" if e.filename2 is not None else str(path)
     hint = _OS_HINTS.get(e.errno)

@@ -290,3 +290,11 @@ def test_utf16_text_without_nul_bytes_is_not_read_as_garbage(tmp_path, monkeypat
     Path("zh.txt").write_text("国王对王后说话。" * 500, encoding="utf-16")
     assert b"\x00" not in Path("zh.txt").read_bytes()
     assert "zh.txt is UTF-16 text" in error_line(prepare("zh.txt", "ds"))
+
+
+def test_an_output_under_a_file_says_the_file_is_no_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt").write_text("The king spoke to the queen.\n" * 20)
+    line = error_line(prepare("a.txt", "a.txt/ds"))
+    assert "a.txt: it is a file, where a folder is needed" in line, line  # (was "a.txt: File exists")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
