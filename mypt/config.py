@@ -74,7 +74,8 @@ class GPTConfig(Settings):
 
     vocab_size: int = setting(50257, "The tokenizer's vocabulary; the embedding is padded to a multiple of 64.",
                               min=1)
-    block_size: int = setting(256, "Context length in tokens (new models only).", min=1)
+    block_size: int = setting(256, "Context length in tokens (new models, and new runs from a model: learned "
+                                        "positions keep their first rows).", min=1)
     n_layer: int = setting(12, "Transformer blocks (new models only).", min=1)
     n_head: int = setting(12, "Attention heads (new models only).", min=1)
     n_embd: int = setting(768, "Embedding width (new models only).", min=1)

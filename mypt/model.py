@@ -292,6 +292,17 @@ class GPT(nn.Module):
             elif isinstance(module, CausalSelfAttention):
                 module.dropout = p  # the attention's own, passed to scaled_dot_product_attention
 
+    def set_block_size(self, n: int) -> None:
+        """Another context length for these weights, in place: learned positions keep their
+        first n rows (n no more than they have), rotary ones have no table."""
+        if self.config.position == "learned":
+            if n > self.config.block_size:
+                raise ValueError(f"block_size {n}: positions are learned up to {self.config.block_size} only")
+            wpe = self.transformer.wpe
+            wpe.weight = nn.Parameter(wpe.weight.detach()[:n].clone())
+            wpe.num_embeddings = n
+        self.config = dataclasses.replace(self.config, block_size=n)
+
     def num_params(self) -> int:
         """Parameters, the tied embedding counted once."""
         return sum(p.numel() for p in self.parameters())

@@ -324,10 +324,19 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     model, init_tok = _load_start(init, cfgs.hf, device, req)
     check_tokenizer(tokenizer, init_tok, "this data", str(init), f"prepare the data with --tokenizer_from {init}",
                     ConfigError)
-    if dataclasses.replace(model.config, dropout=cfgs.model.dropout) == cfgs.model and model.config != cfgs.model:
-        # Another --dropout: a new run from these weights (fine-tuning a model trained without
-        # it), or a resume that changes it from there on as it may the learning rate (nanoGPT's
-        # one model setting a resume may change): dropout holds no weights.
+    # What holds no weights may change. --dropout: a new run from these weights (fine-tuning a
+    # model trained without it), or a resume from there on, as it may the learning rate
+    # (nanoGPT's one model setting a resume may change). --block_size, for a new run (nanoGPT's
+    # crop_block_size: GPT-2 at 256, a Llama import of 131072 positions at what the data and
+    # memory allow): rotary positions hold no weights; learned ones keep their first rows.
+    block = model.config.block_size if req.resume else cfgs.model.block_size
+    if model.config != cfgs.model and dataclasses.replace(model.config, dropout=cfgs.model.dropout,
+                                                          block_size=block) == cfgs.model:
+        if block != model.config.block_size:
+            if model.config.position == "learned" and block > model.config.block_size:
+                raise ConfigError(f"--block_size {block}: {init} learned positions up to {model.config.block_size} "
+                                  f"only: pass --block_size {model.config.block_size} or less")
+            model.set_block_size(block)
         model.set_dropout(cfgs.model.dropout)
     if model.config != cfgs.model:
         # n_kv_head as the heads it means (None, its spelling for n_head's, said "None" to a user who typed 2)

@@ -229,3 +229,31 @@ def test_another_architecture_names_the_kv_heads_a_user_typed(text_file, tmp_pat
     new = {"input_file": text_file, "device": "cpu", "max_iters": 1, "model_name": "b", "init_from_model": "gqa"}
     with pytest.raises(ConfigError, match=r"n_kv_head 2 \(the checkpoint: 1\); .* pass its --n_kv_head 1$"):
         run_from_flags({**new, "n_kv_head": 2}, log=lambda line: None, read_text=read_input_text)
+
+
+def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_path, monkeypatch):
+    """nanoGPT's crop_block_size: learned positions keep their first rows (the model computes
+    what it did on shorter sequences) and cannot grow; rotary ones hold no weights."""
+    from mypt.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    flags = {"input_file": text_file, "config_file": "tiny", "device": "cpu", "max_iters": 1, "eval_interval": 1,
+             "eval_iters": 1, "batch_size": 2, "block_size": 16}
+    quiet = {"log": lambda line: None, "read_text": read_input_text}
+    run_from_flags({**flags, "model_name": "learned"}, **quiet)
+    run_from_flags({**flags, "model_name": "rope", "position": "rope"}, **quiet)
+    new = {"input_file": text_file, "device": "cpu", "max_iters": 0, "eval_interval": 1, "eval_iters": 1,
+           "batch_size": 2}
+    run_from_flags({**new, "model_name": "short", "init_from_model": "learned", "block_size": 8}, **quiet)
+    base, _, _ = load_model(tmp_path / "checkpoints/learned")
+    short, _, _ = load_model(tmp_path / "checkpoints/short")
+    assert short.config.block_size == 8 and short.transformer.wpe.weight.shape[0] == 8
+    x = torch.randint(0, base.config.vocab_size, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(short.eval()(x, x)[0], base.eval()(x, x)[0])
+    with pytest.raises(ConfigError, match="--block_size 32: .* learned positions up to 16 only"):
+        run_from_flags({**new, "model_name": "long", "init_from_model": "learned", "block_size": 32}, **quiet)
+    run_from_flags({**new, "model_name": "long", "init_from_model": "rope", "block_size": 32}, **quiet)
+    assert load_model(tmp_path / "checkpoints/long")[0].config.block_size == 32
+    with pytest.raises(ConfigError, match="block_size 8 \\(the checkpoint: 16\\)"):  # a resume keeps its own
+        run_from_flags({**flags, "model_name": "learned", "resume": True, "max_iters": 2, "block_size": 8}, **quiet)
