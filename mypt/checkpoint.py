@@ -27,6 +27,7 @@ that reads across a save reads again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -223,7 +224,9 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
     # Last, with the checksum of every file above.
     files = [f for f in CHECKPOINT_FILES if f != CONFIG_FILE and (staging / f).is_file()] + _dcp_files(staging)
     sums = {f: sha256_file(staging / f) for f in files}
-    config = {"format_version": FORMAT_VERSION, "model": raw.config.to_dict(), **config_extra, "sha256": sums}
+    model = raw.config.to_dict()
+    sums[MODEL_SUM] = model_sum(model)
+    config = {"format_version": FORMAT_VERSION, "model": model, **config_extra, "sha256": sums}
     atomic_write_text(staging / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
@@ -254,6 +257,27 @@ def _dcp_part(path: Path, config: dict, part: str) -> Path:
                               "was saved; use another checkpoint (or copy it again), or train again")
     verify(path, config, tuple(found))
     return where
+
+
+# config.json's own model settings, summed as written: the same weights under another n_head
+# (or gelu, or rope_theta) load without an error and compute another model.
+MODEL_SUM = "config.json:model"
+
+
+def model_sum(model: dict) -> str:
+    return hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
+
+
+def check_model_settings(path: Path, config: dict) -> None:
+    """config.json's model settings as saved (load_model checks it last, after the checks that
+    name what an edit broke: a type, a shape): an edit the weights' shapes cannot show (n_head,
+    gelu, rope_theta) would compute another model without a word. A checkpoint saved before
+    the settings' sum has none: nothing to check."""
+    sums = config.get("sha256")
+    if isinstance(sums, dict) and sums.get(MODEL_SUM) is not None and model_sum(config.get("model")) != sums[MODEL_SUM]:
+        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: its model settings were edited after the save (they no "
+                              "longer match the sum it records): the weights would compute another model; put the "
+                              "settings back (or copy the checkpoint again), or train again")
 
 
 def verify(path: Path, config: dict, names: tuple[str, ...]) -> None:

@@ -380,6 +380,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tok
         raise CheckpointError(f"{source} does not match the weights in model.safetensors (shapes {wrong[:3]}, "
                               f"missing {missing[:3]}, unexpected {unexpected[:3]}); the checkpoint was edited "
                               "or damaged")
+    checkpoint.check_model_settings(path, config)
     check_finite(weights, f"{Path(path) / 'model.safetensors'}")
     model.load_state_dict(weights, strict=False)
     return model.to(device), tokenizer, config

@@ -121,13 +121,14 @@ def resealed(setup: Callable[[Path], None], checkpoint: str = "ck/m") -> Callabl
     """`setup`, then the checkpoint's recorded sha256 made to match its files again: a case that
     tests what a load checks beyond the checksum (a hand-edited file whose sum was edited too)."""
     def run(w: Path) -> None:
-        from mypt.checkpoint import CONFIG_FILE
+        from mypt.checkpoint import CONFIG_FILE, MODEL_SUM, model_sum
         from mypt.io import sha256_file
 
         setup(w)
         path = w / checkpoint / CONFIG_FILE
         config = json.loads(path.read_text())
-        config["sha256"] = {name: sha256_file(w / checkpoint / name) for name in config.get("sha256", {})}
+        config["sha256"] = {name: model_sum(config["model"]) if name == MODEL_SUM else sha256_file(w / checkpoint / name)
+                            for name in config.get("sha256", {})}
         path.write_text(json.dumps(config))
     return run
 

@@ -186,6 +186,9 @@ CASES = [
          setup=edit_json("ck/m/config.json", lambda c: c["model"].update(vocab_size=c["model"]["vocab_size"] + 1))),
     Case("ckpt_shapes_differ", gen(), ["ck/m/config.json", "model.safetensors"],
          setup=edit_json("ck/m/config.json", lambda c: c["model"].update(n_embd=64))),
+    # The same shapes, another model: only the settings' recorded sum shows the edit.
+    Case("ckpt_heads_edited", gen(), ["ck/m/config.json: its model settings were edited after the save"],
+         setup=edit_json("ck/m/config.json", lambda c: c["model"].update(n_head=c["model"]["n_head"] * 2))),
     Case("ckpt_tokenizer_not_json", gen(), ["tokenizer_state.json", "not valid JSON"],
          setup=resealed(write("ck/m/tokenizer_state.json", "["))),
 ]
