@@ -47,6 +47,11 @@ class MyptCommand(click.Command):
     """A command whose user-caused errors (MyptError) and environment errors (OSError: disk
     full, read-only, permissions) print as one line, exit status 1."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # -h as `mypt`'s subcommands take it (they inherit it from the group): the stage scripts too.
+        kwargs["context_settings"] = {"help_option_names": ["-h", "--help"], **(kwargs.get("context_settings") or {})}
+        super().__init__(*args, **kwargs)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # params.yaml's `strict: yes` reaches a stage as `--strict yes` (DVC reads YAML 1.2, where
         # yes is text, and passes only true/false as a bare switch): click would only say

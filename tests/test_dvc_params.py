@@ -144,3 +144,11 @@ def test_a_whole_number_written_as_a_float_is_the_count_and_a_fraction_is_refuse
     with pytest.raises(click.BadParameter, match=r"'12.5' is not a whole number") as e:
         parse(cmds["eval@base"])
     assert "--batch_size" in e.value.param.opts
+
+
+@pytest.mark.parametrize("script", sorted(p.relative_to(REPO).as_posix() for p in (REPO / "stages").glob("*.py")))
+def test_every_stage_script_takes_h_for_help_as_mypt_does(script):
+    from click.testing import CliRunner
+
+    short, long = (CliRunner().invoke(stage_main(script), [flag]) for flag in ("-h", "--help"))
+    assert short.exit_code == 0 and short.output == long.output and "Usage:" in short.output, short.output
