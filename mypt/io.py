@@ -96,7 +96,9 @@ def _check_report_file(flag: str, path: Path) -> None:
         raise InputError(f"{flag} {path}: {folder} cannot be written (read-only, or not yours); {fix}")
     if os.path.lexists(path):
         data = None
-        if path.is_file():  # (a FIFO is not opened: it would wait for a writer)
+        # (A FIFO is not opened: it would wait for a writer; nor is a large file read: a report
+        # is a few KiB, a mistyped --stats corpus.jsonl may be gigabytes.)
+        if path.is_file() and path.stat().st_size <= 1 << 20:
             try:
                 with open(path, encoding="utf-8") as f:
                     data = json.load(f)

@@ -14,7 +14,9 @@ import errno
 import fcntl
 import os
 import re
+import secrets
 import stat
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -28,7 +30,7 @@ def _foreign(content: bytes) -> bool:
     return not re.fullmatch(rb"\d+\n", content)
 
 
-def _refuse_foreign(lock: Path, flag: str) -> None:
+def _refuse_foreign(lock: Path, output: Path, flag: str) -> None:
     """A file of the user's at the lock's name is neither written nor removed: its name is
     `.NAME.lock`, which a user may choose for a note of their own."""
     try:
@@ -38,8 +40,26 @@ def _refuse_foreign(lock: Path, flag: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         foreign = True
     else:
-        with open(lock, "rb") as f:
-            foreign = _foreign(f.read(64))
+        try:
+            f = open(lock, "rb")
+        except FileNotFoundError:  # its holder removed it just now
+            return
+        with f:
+            # Empty: a user's file, or a lock being made in place (_make_in_place: locked within
+            # microseconds of its making, its pid next), which is busy. Looked at twice.
+            for look in range(2):
+                content = os.pread(f.fileno(), 64, 0)
+                foreign = _foreign(content)
+                if not foreign or content:
+                    break
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+                except BlockingIOError:
+                    raise BusyError(f"{output} is in use by another process (lock file {lock}): wait for "
+                                    f"it to finish, or choose another {flag}") from None
+                if look == 0:
+                    time.sleep(0.05)
     if foreign:
         raise InputError(f"{lock}: mypt locks {flag} with a file of this name, but this one is not mypt's "
                          "lock file: refused, nothing changed; move it elsewhere and run again")
@@ -50,32 +70,24 @@ def _take(lock: Path, output: Path, flag: str) -> int:
     locked under a name of this process's, then linked to the lock's name: a lock file is never
     seen empty, so an empty file there is a user's (refused, kept). A lock file a finished or
     killed run left is replaced by this one, atomically."""
-    own = sibling(output.resolve(), f"lock-{os.getpid()}")
-    try:
-        fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise InputError(f"{own}: mypt makes its lock file under this name, but a file is there: refused, "
-                         "nothing changed; move it elsewhere and run again") from None
+    # pid and a random part: a pod's pid is the same run after run, and another pod's may be too.
+    own = sibling(output.resolve(), f"lock-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a flock is the file's: it holds under the lock's name
         while True:
-            _refuse_foreign(lock, flag)
+            _refuse_foreign(lock, output, flag)
             try:
                 os.link(own, lock)
                 return fd
             except FileExistsError:
                 pass
-            except OSError as e:  # a filesystem without hard links (exFAT): made in place, the pid at once
-                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+            except OSError as e:  # a filesystem without hard links (exFAT, some FUSE): made in place
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
                     raise
-                try:
-                    made = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    pass
-                else:
-                    fcntl.flock(made, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    os.pwrite(made, f"{os.getpid()}\n".encode(), 0)
+                made = _make_in_place(lock, output, flag)
+                if made is not None:
                     os.close(fd)
                     return made
             try:
@@ -105,6 +117,28 @@ def _take(lock: Path, output: Path, flag: str) -> int:
         raise
     finally:
         own.unlink(missing_ok=True)  # linked: the lock's second name; replaced: gone already
+
+
+def _make_in_place(lock: Path, output: Path, flag: str) -> int | None:
+    """The lock made at its name, locked, then its pid written (None: a file is there). Another
+    run may see it empty for that moment and lock it first: it is then busy, and this one's
+    file is removed, never left empty."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BusyError(f"{output} is in use by another process (lock file {lock}): wait for it to finish, or "
+                        f"choose another {flag}") from None
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+        raise
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def lock_path(output: Path) -> Path:

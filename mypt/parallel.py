@@ -156,18 +156,21 @@ def _sigint_deferred() -> Iterator[None]:
     (EOFError). Now the parent alone stops, and stops them (_close). The mask alone does not
     hold the parent: another of its threads takes the signal, and Python raises it in the main
     thread; so the handler is swapped too (the main thread only may)."""
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    main = threading.current_thread() is threading.main_thread()
+    # (Not in another thread, nor over a handler set outside Python, which could not be put back.)
+    swap = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True)) if main else None
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True)) if swap else None
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one held back in this thread arrives here
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one held back in this thread: to the stand-in
+        finally:
+            if swap:
+                signal.signal(signal.SIGINT, previous)
         if caught:
-            signal.raise_signal(signal.SIGINT)  # as the handler restored would have taken it
+            signal.raise_signal(signal.SIGINT)  # as the handler put back would have taken it
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:

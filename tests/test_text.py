@@ -151,3 +151,26 @@ def test_an_existing_path_with_glob_characters_is_that_file_not_a_glob(tmp_path,
     assert resolve_inputs(["dir[1]/*.txt"]) == [Path("dir[1]/a.txt")]  # the folder as named, the glob after it
     assert resolve_inputs([str(tmp_path / "dir[1]" / "*.txt")]) == [tmp_path / "dir[1]" / "a.txt"]
     assert resolve_inputs(["dir[12]/*.txt"]) == [Path("dir1/b.txt")]  # no folder of that name: a glob
+
+
+def test_a_folder_and_its_subfolders_named_together_read_every_file_once(tmp_path, monkeypatch):
+    """`corpus/**/` names corpus/ and each folder under it: each is walked alone (the outer walk
+    leaves them to their own), so corpus/ holding no text of its own is no error; a hidden file
+    named beside its folder is read, not also counted as passed over."""
+    from mypt.readers import WalkSkipped
+
+    monkeypatch.chdir(tmp_path)
+    Path("corpus/2020/01").mkdir(parents=True)
+    Path("corpus/2020/01/a.txt").write_text("a")
+    Path("corpus/2020/notes.md").write_text("n")
+    Path("corpus/.n.txt").write_text("n")
+    for patterns in (["corpus/**/"], ["corpus", "corpus/2020"], ["corpus/2020", "corpus"]):
+        walk = WalkSkipped()
+        assert resolve_inputs(patterns, walk) == [Path("corpus/2020/01/a.txt")], patterns
+        assert (walk.hidden.count, walk.other.count, walk.other.first) == (1, 1, ["corpus/2020/notes.md"]), patterns
+    walk = WalkSkipped()
+    assert resolve_inputs(["corpus", "corpus/.n.txt"], walk) == [Path("corpus/.n.txt"), Path("corpus/2020/01/a.txt")]
+    assert (walk.hidden.count, walk.other.count) == (0, 1)
+    with pytest.raises(InputError, match="the directory 'corpus/2020/01' holds no text files"):
+        Path("corpus/2020/01/a.txt").unlink()
+        resolve_inputs(["corpus", "corpus/2020/01"])

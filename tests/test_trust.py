@@ -199,6 +199,31 @@ def test_an_empty_file_at_the_lock_name_is_the_users_refused_and_kept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
+def test_on_a_filesystem_without_hard_links_the_lock_is_made_in_place(tmp_path, monkeypatch):
+    """exFAT and some FUSE filesystems refuse os.link: the lock is made at its name, locked,
+    then its pid written; seen empty and held meanwhile, it is busy (not a user's file)."""
+    import errno
+    import fcntl
+
+    from mypt.errors import BusyError
+
+    def no_links(src, dst, **kw):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    out = tmp_path / "ds"
+    with output_lock(out, "--out_dir"):
+        assert lock_path(out).read_text() == f"{os.getpid()}\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock"]
+    assert list(tmp_path.iterdir()) == []
+    with open(lock_path(out), "w") as held:  # another run's, between making it and writing its pid
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(BusyError, match="ds is in use by another process"):
+            with output_lock(out, "--out_dir"):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock"]  # (its own, for it to remove)
+
+
 @pytest.mark.parametrize("name", [".", "..", "", "../elsewhere", "a/b", ".hidden"])
 def test_model_name_is_a_plain_name_so_a_save_never_replaces_another_directory(tmp_path, name):
     from click.testing import CliRunner

@@ -177,17 +177,19 @@ def test_metadata_without_checksums_still_verifies(dataset):
 
 
 @pytest.mark.parametrize("missing", [lambda e: e.pop("sha256"), lambda e: e.update(sha256=None)])
-def test_a_checksum_taken_out_of_one_shard_fails_naming_it(dataset, missing):
-    """mypt records a sha256 for every shard or none: one without (deleted, or null) beside the
-    others' is named, not passed as verified with its bytes unchecked."""
+def test_a_shard_without_a_checksum_beside_others_is_named(dataset, missing):
+    """One without (deleted, or null) beside the others' is named, not passed as verified with
+    its bytes unchecked: a warning (a dataset an older mypt prepared without checksums and a
+    newer one appended to has such shards)."""
     meta_path = dataset / "dataset_metadata.json"
     meta = json.loads(meta_path.read_text())
     missing(meta["train"]["shards"][1])
     meta_path.write_text(json.dumps(meta))
     shard = dataset / meta["train"]["shards"][1]["file"]
-    lines = verify(dataset, ok=False)
-    assert lines[0] == (f"{shard}: no sha256 in dataset_metadata.json, where the other shards have one (edited by "
-                        "hand?): its bytes cannot be verified") and lines[-1].startswith("FAILED: 1 problem")
+    lines = verify(dataset, ok=True)
+    assert lines[0] == (f"warning: {shard}: no sha256 in dataset_metadata.json, where other shards have one (an "
+                        "older mypt's shard, appended to since, or an edit by hand): its bytes cannot be verified")
+    assert lines[-1].endswith("(1 warning)")
 
 
 @pytest.mark.parametrize("kind,make,words", [

@@ -121,15 +121,16 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     if "" in patterns:
         raise InputError("--input_files: an empty path was given")
     named = [path for pattern in patterns for path in named_paths(pattern)]
-    # Each directory is walked once, however often and under whatever spelling it was named;
-    # one named inside another is walked as named (its hidden files are then inputs).
-    roots = {_identity(path): path for path in reversed(named) if path.is_dir()}
     found: dict[tuple[int, int], Path] = {}  # by file identity: `a.txt`, `/abs/a.txt` and a link to it are one input
+    # Each directory is walked once, however often and under whatever spelling it was named;
+    # one named inside another is walked as named (its hidden files are then inputs), and a file
+    # named inside a walked one is that file, not one the walk passed over.
+    firsts = {_identity(path): path for path in reversed(named)}
     for path in named:
         if path.is_dir():
-            if roots.get(_identity(path)) is not path:
+            if firsts[_identity(path)] is not path:
                 continue  # named again: walked at its first naming
-            inside = _walk(path, walk_skipped, others=roots.keys() - {_identity(path)})
+            inside = _walk(path, walk_skipped, elsewhere=firsts.keys() - {_identity(path)})
         else:
             inside = [regular_file(path)]
         for p in inside:
@@ -168,18 +169,19 @@ def _literal_head(pattern: str) -> str:
     return pattern
 
 
-def _walk(directory: Path, skipped: WalkSkipped | None = None, others: Set[tuple[int, int]] = frozenset()) -> list[Path]:
+def _walk(directory: Path, skipped: WalkSkipped | None = None,
+          elsewhere: Set[tuple[int, int]] = frozenset()) -> list[Path]:
     """The inputs of a directory: itself when it is a saved dataset, else the files of the
     walked suffixes, in any case (`LEAR.TXT`), and the saved datasets under it (their files
     are theirs, not walked). Hidden files and folders (`.git`, `.ipynb_checkpoints`) are not
-    inputs: what is passed over goes to `skipped` (WalkSkipped). The folders of `others` (by
-    identity: named directories with walks of their own) are not entered."""
+    inputs: what is passed over goes to `skipped` (WalkSkipped). What is named `elsewhere` (by
+    identity: in --input_files) is not walked here: a folder has its own walk, a file is an input."""
     refuse_dataset_dict(directory)
     if is_saved_dataset(directory):
         return [directory]
     walked = tuple(suffixes(walked=True))
     skipped = skipped if skipped is not None else WalkSkipped()
-    saved, files, first_hidden = [], [], None
+    saved, files, first_hidden, pruned = [], [], None, False
     # One pass, links to folders not followed (as rglob did): a corpus directory may hold
     # millions of files. Hidden folders are walked only to count their text files.
     for root, dirs, names in os.walk(directory):
@@ -191,20 +193,24 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None, others: Set[tuple
             saved.append(here)
             dirs.clear()  # its files are the dataset's
             continue
-        if others:
-            dirs[:] = [d for d in dirs if _identity(here / d) not in others]
+        if elsewhere:
+            kept = [d for d in dirs if _identity(here / d) not in elsewhere]
+            pruned, dirs[:] = pruned or len(kept) < len(dirs), kept
         for name in names:
-            text = name.lower().endswith(walked)
-            if hidden or name.startswith("."):
-                if text:
-                    skipped.hidden.add(here / name)
-                    first_hidden = first_hidden or here / name  # for the message below
-            elif text:
+            text, dot = name.lower().endswith(walked), hidden or name.startswith(".")
+            if text and not dot:
                 files.append(here / name)
+            elif dot and not text:  # (.git/HEAD: nothing anyone meant as text)
+                continue
+            elif elsewhere and _identity(here / name) in elsewhere:
+                continue  # named: read (or refused) as named, not passed over
+            elif dot:
+                skipped.hidden.add(here / name)
+                first_hidden = first_hidden or here / name  # for the message below
             else:
                 skipped.other.add(here / name)
     inside = [regular_file(p) for p in files]
-    if not inside and not saved:
+    if not inside and not saved and not pruned:  # (a pruned folder's own walk says it, if need be)
         raise InputError(f"--input_files: the directory {str(directory)!r} holds no text files (looked for "
                          f"{', '.join(walked)} and directories saved by Dataset.save_to_disk)"
                          + (f"; hidden files are not walked ({display_name(first_hidden)}): name them "
