@@ -153,8 +153,11 @@ def test_ctrl_c_stops_prepare_and_its_workers_without_their_tracebacks(tmp_path,
     out = tmp_path / "ds"
     cmd = args(corpus, out)
     cmd[cmd.index("--workers") + 1] = "2"
+    # SIGINT as a terminal's command has it: a test run started in the background (`.ci/run &`)
+    # passes it on ignored, and Python then installs no handler.
     proc = subprocess.Popen([sys.executable, "-m", "mypt.cli", *cmd], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline, workers = time.monotonic() + 60, []
     while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
         workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
