@@ -120,9 +120,9 @@ def _take(lock: Path, output: Path, flag: str) -> int:
 
 
 def _make_in_place(lock: Path, output: Path, flag: str) -> int | None:
-    """The lock made at its name, locked, then its pid written (None: a file is there). Another
-    run may see it empty for that moment and lock it first: it is then busy, and this one's
-    file is removed, never left empty."""
+    """The lock made at its name, locked, then its pid written (None: a file is there, or this
+    one was looked at by another run in the moment before it was locked: removed, never left
+    empty, for the caller to look again)."""
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -130,9 +130,9 @@ def _make_in_place(lock: Path, output: Path, flag: str) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        lock.unlink(missing_ok=True)
         os.close(fd)
-        raise BusyError(f"{output} is in use by another process (lock file {lock}): wait for it to finish, or "
-                        f"choose another {flag}") from None
+        return None
     except BaseException:
         lock.unlink(missing_ok=True)
         os.close(fd)
