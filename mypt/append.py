@@ -31,7 +31,7 @@ from mypt.prepare import PrepareSettings, prepare_steps, recover_dataset, restor
 from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import (METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens,
                          unlisted_shards)
-from mypt.text import display_name, normal_path, text_name
+from mypt.text import display_name, recorded_as, source_place
 from mypt.settings import flag_name, is_recorded
 from mypt.tokenizers import spec_kind
 # Settings the grown dataset must share with the old one (metadata records one of each).
@@ -93,15 +93,6 @@ def _check_consistent(dataset_dir: Path, meta: dict, flag: str) -> None:
     if extra:
         raise InputError(f"{flag}: {dataset_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?); "
                          f"appending renumbers shards and would lose track of it: move it out, or {hint}")
-
-
-def recorded_as(name: str, bases: Iterable[Path]) -> set[str]:
-    """The places (normal_path, as text) a source's recorded name may be: itself when absolute,
-    else the name under each of `bases`. Normalized here too: names recorded before display_name
-    normalized them may hold `..` (`sub/../a.txt`)."""
-    if os.path.isabs(name):
-        return {os.path.normpath(name)}
-    return {text_name(str(normal_path(Path(base) / name))) for base in bases}
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
@@ -191,7 +182,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
         bases = [Path.cwd(), *dataset_dir.absolute().parents]
         known = {(place, s["bytes"]) for s in old["sources"] for place in recorded_as(s["name"], bases)}
         for path in inputs:
-            if (text_name(str(normal_path(path))), input_bytes(path)) in known:
+            if (source_place(path), input_bytes(path)) in known:
                 raise InputError(f"--input_files {display_name(path)} is already in {flag} {dataset_dir} (same name "
                                  "and size): appending it again would repeat its text; leave it out")
         work, stage = append_dir(dataset_dir), partial_dir(dataset_dir)

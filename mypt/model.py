@@ -297,7 +297,7 @@ class GPT(nn.Module):
         first n rows (n no more than they have), rotary ones have no table."""
         if self.config.position == "learned":
             if n > self.config.block_size:
-                raise ValueError(f"block_size {n}: positions are learned up to {self.config.block_size} only")
+                raise ValueError(f"learned positions up to {self.config.block_size} only")
             wpe = self.transformer.wpe
             wpe.weight = nn.Parameter(wpe.weight.detach()[:n].clone())
             wpe.num_embeddings = n

@@ -34,7 +34,7 @@ from mypt.steps.shard import ShardSettings, sharded_view
 from mypt.steps.split import DATASET_FILES, SplitSettings, split_tokens
 from mypt.steps.tokenize import TokenizeSettings, tokenize
 from mypt.steps.vocab import build_vocab
-from mypt.text import display_name
+from mypt.text import recorded_as, source_place
 from mypt.tokenizer_match import check_tokenizer
 from mypt.tokenizers import Tokenizer, make_tokenizer, spec_kind, tokenizer_class
 
@@ -72,10 +72,12 @@ def check_out_dir(out_dir: Path, settings: PrepareSettings, paths: list[Path], o
     if overwrite or not (out_dir / METADATA_FILE).is_file():
         return
     old = read_metadata(out_dir)
-    new_sources = {(display_name(p), input_bytes(p)) for p in paths}
-    # normpath: names recorded before display_name normalized them may hold `..`.
-    old_sources = [(os.path.normpath(s["name"]), s["bytes"]) for s in old["sources"]] + \
-        [(os.path.normpath(n), None) for n in old.get("skipped_binary_files", [])]
+    # Each source by its place (text.recorded_as: as --append_to compares them), the names
+    # recorded in this working directory.
+    new_sources = {(source_place(p), input_bytes(p)) for p in paths}
+    here = [Path.cwd()]
+    old_sources = [(place, s["bytes"]) for s in old["sources"] for place in recorded_as(s["name"], here)] + \
+        [(place, None) for n in old.get("skipped_binary_files", []) for place in recorded_as(n, here)]
     new_settings = settings.recorded()
     # A dataset records the kind (hf), the flag may name its file (hf:tok.json).
     new_settings["tokenization"] = spec_kind(new_settings["tokenization"])

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small enough to bound memory
 
@@ -152,6 +152,21 @@ def display_name(path: Path) -> str:
         return text_name(str(path.relative_to(Path.cwd())))
     except ValueError:
         return text_name(str(path))
+
+
+def source_place(path: Path | str) -> str:
+    """Where a source is, as text: one spelling per place (normal_path), to compare with a
+    recorded name's places (recorded_as)."""
+    return text_name(str(normal_path(path)))
+
+
+def recorded_as(name: str, bases: Iterable[Path]) -> set[str]:
+    """The places (normal_path, as text) a source's recorded name may be: itself when absolute,
+    else the name under each of `bases`. Normalized here too: names recorded before display_name
+    normalized them may hold `..` (`sub/../a.txt`)."""
+    if os.path.isabs(name):
+        return {os.path.normpath(name)}
+    return {source_place(Path(base) / name) for base in bases}
 
 
 def text_name(name: str) -> str:

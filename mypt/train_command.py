@@ -333,10 +333,11 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     if model.config != cfgs.model and dataclasses.replace(model.config, dropout=cfgs.model.dropout,
                                                           block_size=block) == cfgs.model:
         if block != model.config.block_size:
-            if model.config.position == "learned" and block > model.config.block_size:
-                raise ConfigError(f"--block_size {block}: {init} learned positions up to {model.config.block_size} "
-                                  f"only: pass --block_size {model.config.block_size} or less")
-            model.set_block_size(block)
+            try:
+                model.set_block_size(block)
+            except ValueError as e:  # learned positions cannot grow
+                raise ConfigError(f"--block_size {block}: {init} {e}: pass --block_size {model.config.block_size} "
+                                  "or less") from None
         model.set_dropout(cfgs.model.dropout)
     if model.config != cfgs.model:
         # n_kv_head as the heads it means (None, its spelling for n_head's, said "None" to a user who typed 2)

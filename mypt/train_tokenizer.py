@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 
 from mypt.errors import InputError, TokenizerError
 from mypt.io import atomic_write_text
-from mypt.readers import Reader, TextSeen, WalkSkipped, no_text_error, read_texts, text_sources, wide_text_fix
+from mypt.readers import Reader, TextSeen, WalkSkipped, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, setting
 from mypt.normalize import normalize
 from mypt.text import DecodeCounter, display_name, skipped_lines
@@ -82,10 +82,10 @@ def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainS
     check_out(out, overwrite)
     walk = WalkSkipped()
     readers, binary = text_sources(input_files, text_key=settings.text_key, walk_skipped=walk)
-    for line in skipped_lines([display_name(p) for p in binary], [fix for p in binary if (fix := wide_text_fix(p))],
+    for line in skipped_lines([display_name(p) for p in binary], [fix for fix in binary.values() if fix],
                               walk.names() if walk else None, walk.counts()):
         log(line)
-    if any(out.resolve() == p.resolve() for p in [r.path for r in readers] + binary):
+    if any(out.resolve() == p.resolve() for p in [r.path for r in readers] + list(binary)):
         raise InputError(f"--out {out} is one of the --input_files: choose another --out")
     tk = require_tokenizers()
     hf = tk.Tokenizer(tk.models.BPE())

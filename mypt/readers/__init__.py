@@ -26,7 +26,7 @@ from typing import AbstractSet as Set, Iterable, Iterator, Sequence
 from mypt.errors import InputError, os_error_message
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
 from mypt.readers.base import COMPRESSIONS, READERS, Reader
-from mypt.text import DecodeCounter, display_name, wide_encoding, wide_text_hint
+from mypt.text import DecodeCounter, display_name, wide_text_hint
 
 
 def suffixes(walked: bool = False) -> list[str]:
@@ -125,21 +125,22 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     # Each directory is walked once, however often and under whatever spelling it was named;
     # one named inside another is walked as named (its hidden files are then inputs), and a file
     # named inside a walked one is that file, not one the walk passed over.
-    firsts = {_identity(path): path for path in reversed(named)}
-    for path in named:
-        if path.is_dir():
-            if firsts[_identity(path)] is not path:
-                continue  # named again: walked at its first naming
-            inside = _walk(path, walk_skipped, elsewhere=firsts.keys() - {_identity(path)})
-        else:
-            inside = [regular_file(path)]
-        for p in inside:
+    ids = [_identity(path) for path in named]
+    firsts = dict(zip(reversed(ids), reversed(named)))
+    for path, key in zip(named, ids):
+        if not path.is_dir():
+            regular_file(path)  # (a FIFO or a device: refused)
+            # The same spelling whatever the order of the patterns and of glob's listing.
+            found[key] = min(found.get(key, path), path, key=str)
+            continue
+        if firsts[key] is not path:
+            continue  # named again: walked at its first naming
+        for p in _walk(path, walk_skipped, elsewhere=firsts.keys() - {key}):
             try:
-                key = _identity(p)
+                inner = _identity(p)
             except OSError as e:  # removed since it was listed
                 raise InputError(f"--input_files: {os_error_message(e)}") from None
-            # The same spelling whatever the order of the patterns and of glob's listing.
-            found[key] = min(found.get(key, p), p, key=str)
+            found[inner] = min(found.get(inner, p), p, key=str)
     # By absolute path: the order (which copy dedup keeps) must not depend on how a path was
     # spelled (`/data/b.txt` sorts before `a.txt` as typed).
     return sorted(found.values(), key=os.path.abspath)
@@ -245,21 +246,23 @@ def regular_file(path: Path, flag: str = "--input_files") -> Path:
 
 
 def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: bool = False,
-                 walk_skipped: WalkSkipped | None = None) -> tuple[list[Reader], list[Path]]:
-    """The readers of the inputs and the binary files skipped: the one input rule of
-    prepare-dataset (its clean step) and train-tokenizer.
+                 walk_skipped: WalkSkipped | None = None) -> tuple[list[Reader], dict[Path, str | None]]:
+    """The readers of the inputs and the files skipped: the one input rule of prepare-dataset
+    (its clean step) and train-tokenizer.
 
     Patterns resolve as `resolve_inputs` says (what walks pass over goes to `walk_skipped`);
-    a binary file, or UTF-16/32 text (wide_text_fix), is skipped (returned second);
+    a binary file, or UTF-16/32 text, is skipped (returned second, each with its fix: the
+    iconv line of UTF-16/32 text, None for a binary file);
     a format mypt does not read, or inputs that are all binary, is an InputError. Each reader
     carries its file's size and mtime as resolved (`Reader.stamp`), so a file that changes
     while it is read is an error naming it (`Reader.check_unchanged`)."""
-    readers, skipped = [], []
+    readers, skipped = [], {}
     for path in resolve_inputs(patterns, walk_skipped):
         reader = reader_for(path, text_key=text_key, strict=strict, any_case=True)
         stamp = reader.current_stamp() if reader is not None else None  # before the first read
-        if (reader or Reader(path)).looks_binary():
-            skipped.append(path)
+        why = (reader or Reader(path)).sniff()
+        if why is not None:
+            skipped[path] = wide_text_hint(display_name(path), why) if why != "binary" else None
             continue
         if reader is None:
             raise InputError(f"--input_files: {display_name(path)} is not a format mypt reads "
@@ -267,7 +270,7 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: boo
         reader.stamp = stamp
         readers.append(reader)
     if not readers:
-        hints = [hint for p in skipped if (hint := wide_text_fix(p))]
+        hints = [fix for fix in skipped.values() if fix]
         raise InputError("--input_files: no text to read; binary files skipped: "
                          + ", ".join(map(display_name, skipped)) + "".join(f"; {h}" for h in hints[:3]))
     return readers, skipped
@@ -304,13 +307,6 @@ def no_text_error(readers: Sequence[Reader]) -> InputError:
     does not suggest --no_filter."""
     return InputError(f"--input_files: no text in {named(readers)} (empty, or only blank lines or empty "
                       "documents): check --input_files")
-
-
-def wide_text_fix(path: Path) -> str | None:
-    """What to do with a skipped file that is UTF-16/32 text (mypt.text.wide_encoding); None
-    when it is binary."""
-    encoding = wide_encoding((reader_for(path, any_case=True) or Reader(path)).head())
-    return wide_text_hint(display_name(path), encoding) if encoding else None
 
 
 def looks_binary(path: Path) -> bool:

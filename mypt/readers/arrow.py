@@ -59,8 +59,8 @@ class SavedDatasetReader(Reader):
         return InputError(f"{display_name(self.path)}: cannot be read as a dataset saved by datasets ({detail}); "
                           "its files are damaged or incomplete: save it again, or leave it out of --input_files")
 
-    def looks_binary(self) -> bool:
-        return False  # Arrow is binary by design; the text column is checked in blocks()
+    def sniff(self) -> str | None:
+        return None  # Arrow is binary by design; the text column is checked in blocks()
 
     def files(self) -> list[Path]:
         """The Arrow files, in the order state.json lists them (the dataset's row order)."""

@@ -159,12 +159,17 @@ class Reader:
         except self.read_errors() as e:
             raise self.damaged(e) from None
 
-    def looks_binary(self) -> bool:
-        """A NUL byte in the first 8 KiB (after decompression) marks a binary file, skipped;
-        so does a UTF-16/32 byte-order mark (never UTF-8: its text would decode to garbage,
-        NUL or not, e.g. Chinese in UTF-16), named with the fix where it is reported."""
+    def sniff(self) -> str | None:
+        """Why the file is skipped, from its first 8 KiB (after decompression), None when it is
+        text: "UTF-16"/"UTF-32" for a byte-order mark (never UTF-8: its text would decode to
+        garbage, NUL or not, e.g. Chinese in UTF-16; named with the fix where it is reported),
+        else "binary" for a NUL byte."""
         head = self.head()
-        return b"\x00" in head or wide_encoding(head) is not None
+        return wide_encoding(head) or ("binary" if b"\x00" in head else None)
+
+    def looks_binary(self) -> bool:
+        """Skipped as no text: binary, or UTF-16/32 (sniff)."""
+        return self.sniff() is not None
 
     def blocks(self) -> list[tuple[int, int]]:
         """Ranges of the file that can be read independently; (0, -1) is the whole file."""

@@ -27,8 +27,8 @@ class ParquetReader(Reader):
     def read_errors(self) -> tuple[type[BaseException], ...]:
         return (*READ_ERRORS, import_pyarrow(self.path).ArrowException)
 
-    def looks_binary(self) -> bool:
-        return False  # binary by design; the text column is checked in blocks()
+    def sniff(self) -> str | None:
+        return None  # binary by design; the text column is checked in blocks()
 
     def _file(self):
         f = import_pyarrow(self.path).parquet.ParquetFile(self.path)

@@ -10,7 +10,7 @@ from typing import Protocol
 from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
-from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources, wide_text_fix
+from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step
 from mypt.normalize import LineFilter, clean_lines
@@ -125,10 +125,10 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
     each block writes, in the worker that writes them (SinkFactory)."""
     walk = WalkSkipped()
     readers, binary = text_sources(input_files, text_key=settings.text_key, strict=settings.strict, walk_skipped=walk)
-    paths = [r.path for r in readers] + binary
+    paths = [r.path for r in readers] + list(binary)
     skipped = [display_name(p) for p in binary]
     # Text, not binary: its fix is named (written here: the split stage, which prints it, needs no mypt.text).
-    wide = {display_name(p): fix for p in binary if (fix := wide_text_fix(p))}
+    wide = {display_name(p): fix for p, fix in binary.items() if fix}
     max_line_chars = settings.max_line_chars if settings.filter else 0
     with staged_dir(out_dir, paths, marker=MANIFEST, owned=SOURCE_FILES) as stage:
         sources, tasks = [], []
