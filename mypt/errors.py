@@ -71,6 +71,15 @@ _OS_HINTS = {
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The file that stops `path` being (or being made) a directory: the first of path and its
+    parents that exists, where that is not a directory (`notes.txt` for `notes.txt/m`); else
+    None. The flags that take a folder check with it before their work (io.check_dir_path, a
+    report's folder); os_error_message names it where an OSError found it first."""
+    found = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    return found if found is not None and not found.is_dir() else None
+
+
 def os_error_message(e: OSError) -> str:
     """One line for an OSError that reached a command: the path, what went wrong (the
     errno's meaning), what fixes it. Disk full, read-only file systems and permissions are
@@ -79,9 +88,7 @@ def os_error_message(e: OSError) -> str:
     path = e.filename if e.filename is not None else "a file"
     if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename is not None and e.filename2 is None:
         # A folder to make or go through is a file (`--out_dir corpus.txt/x`): "File exists" said nothing.
-        found = next((p for p in (Path(os.fsdecode(e.filename)), *Path(os.fsdecode(e.filename)).parents)
-                      if os.path.lexists(p)), None)
-        if found is not None and not found.is_dir():
+        if (found := file_in_the_way(Path(os.fsdecode(e.filename)))) is not None:
             return f"cannot use {found}: it is a file, where a folder is needed; choose another path"
     verb = "cannot write" if e.errno in _WRITE_ERRNOS else "cannot use"
     paths = f"{path} -> {e.filename2}" if e.filename2 is not None else str(path)

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from mypt.errors import InputError, MyptError, os_error_message
+from mypt.errors import InputError, MyptError, file_in_the_way, os_error_message
 from mypt.names import WORK_MARK, sibling
 
 T = TypeVar("T")
@@ -89,9 +89,9 @@ def _check_report_file(flag: str, path: Path) -> None:
                          f"({os.path.realpath(path)}), or {fix}")
     if path.is_dir():
         raise InputError(f"{flag} {path} is a directory: give a file in it (e.g. {path / 'NAME.json'}), or {fix}")
-    folder = next((p for p in path.parents if os.path.lexists(p)), Path("."))
-    if not folder.is_dir():
-        raise InputError(f"{flag} {path}: {folder} is a file, not a folder; {fix}")
+    if (file := file_in_the_way(path.parent)) is not None:
+        raise InputError(f"{flag} {path}: {file} is a file, not a folder; {fix}")
+    folder = next((p for p in path.parents if p.is_dir()), Path("."))
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{flag} {path}: {folder} cannot be written (read-only, or not yours); {fix}")
     if os.path.lexists(path):
@@ -352,9 +352,8 @@ def partial_dir(final: Path) -> Path:
 def check_dir_path(path: Path, flag: str) -> None:
     """Refuse a directory path that runs through a file (`notes.txt`, `notes.txt/m`): no
     directory can be made there, and os would only say "File exists"."""
-    for place in (Path(path), *Path(path).parents):
-        if place.exists() and not place.is_dir():
-            raise InputError(f"{flag} {path}: {place} is a file, not a directory: choose another {flag}")
+    if (file := file_in_the_way(Path(path))) is not None:
+        raise InputError(f"{flag} {path}: {file} is a file, not a directory: choose another {flag}")
 
 
 def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
