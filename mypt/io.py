@@ -41,8 +41,24 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: object) -> None:
+    atomic_write_text(Path(path), _json_text(obj))
+
+
+def _json_text(obj: object) -> str:
     """Deterministic JSON (sorted keys would reorder sources; we keep insertion order)."""
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_reports(reports: dict[Path, object]) -> None:
+    """Several JSON reports of one run (eval's --metrics and --stats), each written whole and
+    flushed before any is renamed into place: a full disk leaves the old pair, never a new
+    file beside an old one."""
+    with contextlib.ExitStack() as stack:
+        for path, obj in reports.items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            f = stack.enter_context(atomic_file(Path(path)))
+            f.write(_json_text(obj).encode("utf-8"))
+            f.flush()
 
 
 def check_report_paths(reports: dict[str, Path | None],

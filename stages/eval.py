@@ -7,7 +7,7 @@ import click
 from mypt.config import EvalSettings
 from mypt.eval_command import evaluate_model, parse_datasets
 from mypt import checkpoint
-from mypt.io import check_report_paths, write_json
+from mypt.io import check_report_paths, write_reports
 from mypt.options import MyptCommand, option, settings_options
 
 
@@ -30,9 +30,8 @@ def main(datasets, metrics, stats, **flags):
     results = evaluate_model(settings, named, click.echo)
     # One key per dataset under "loss": the rows of `dvc metrics show` (one per model) share
     # the columns loss.general, loss.domain.
-    write_json(metrics, {"loss": {name: r["loss"] for name, r in results.items()}})
-    if stats is not None:
-        write_json(stats, results)
+    write_reports({metrics: {"loss": {name: r["loss"] for name, r in results.items()}},
+                   **({stats: results} if stats is not None else {})})
 
 
 if __name__ == "__main__":

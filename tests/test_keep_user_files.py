@@ -623,6 +623,23 @@ def test_a_temporary_name_beside_a_users_file_is_never_theirs(tmp_path, monkeypa
                                     "m.json": b"{}", "mine.txt": b"my draft", "tok.json": b"{}"}
 
 
+def test_a_pair_of_reports_is_replaced_together_or_not_at_all(tmp_path):
+    """eval's --metrics and --stats: when the second cannot be written, the first keeps its
+    old numbers too (a new loss beside old perplexities would be a pair no run produced), and
+    no temporary file is left."""
+    from mypt.io import write_json, write_reports
+
+    write_json(tmp_path / "m.json", {"loss": {"val": 2.0}})
+    write_json(tmp_path / "s.json", {"val": {"loss": 2.0, "tokens": 10}})
+    with pytest.raises(TypeError):  # (a set is no JSON: the second write fails)
+        write_reports({tmp_path / "m.json": {"loss": {"val": 1.5}}, tmp_path / "s.json": {"val": {1, 2}}})
+    assert tree_bytes(tmp_path) == {"m.json": b'{\n  "loss": {\n    "val": 2.0\n  }\n}\n',
+                                    "s.json": b'{\n  "val": {\n    "loss": 2.0,\n    "tokens": 10\n  }\n}\n'}
+    write_reports({tmp_path / "m.json": {"loss": {"val": 1.5}}, tmp_path / "s.json": {"val": {"loss": 1.5}}})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"loss": {"val": 1.5}}
+    assert json.loads((tmp_path / "s.json").read_text()) == {"val": {"loss": 1.5}}
+
+
 @pytest.mark.slow
 def test_a_write_killed_midway_leaves_nothing_beside_the_users_files(tmp_path):
     """A process killed (SIGKILL) while it writes `m.json` beside the user's files leaves no
