@@ -213,7 +213,7 @@ def test_a_file_no_reader_takes_is_refused(tmp_path):
     (tmp_path / "c.parquet.gz").write_bytes(b"PAR1")  # parquet needs seeking: never read through gzip
     for name in ("notes.md", "c.parquet.gz"):
         refused(prepare("--input_files", str(tmp_path / name), "--out_dir", str(tmp_path / "ds")),
-                name, "not a format mypt reads", ".parquet", ".jsonl.zst")
+                name, "not a format mypt reads", ".parquet", ".jsonl.zst", "rename it to .txt", "name the folder")
 
 
 @pytest.mark.parametrize("value_type", ["string", "large_string"])

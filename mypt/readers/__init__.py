@@ -266,7 +266,9 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: boo
             continue
         if reader is None:
             raise InputError(f"--input_files: {display_name(path)} is not a format mypt reads "
-                             f"(suffixes: {', '.join(suffixes())})")
+                             f"(suffixes: {', '.join(suffixes())}): if it is plain text, rename it to .txt; "
+                             "a pattern that matched it (corpus/*) can be narrowed (corpus/*.txt), or "
+                             "name the folder, whose walk skips what mypt does not read")
         reader.stamp = stamp
         readers.append(reader)
     if not readers:
