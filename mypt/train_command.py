@@ -88,7 +88,7 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
     Returns fit's result."""
     if bool(req.dataset_dir) == (req.input_file is not None):
         raise ConfigError("give exactly one of --dataset_dir (a prepared dataset, or several for a mixture) or "
-                          "--input_file (one text file)")
+                          "--input_file (one text file)" + _resumed_data_hint(req))
     if req.input_file is not None and read_text is None:
         raise ConfigError(f"--input_file {req.input_file}: one text file is `mypt train`'s in-memory mode; this "
                           "command trains on prepared datasets: prepare it with `mypt prepare-dataset` and pass "
@@ -164,6 +164,26 @@ def _steps_left(saved_step: int, max_iters: int, ckpt_dir: Path) -> bool:
                           f"trained past it: pass --max_iters above {saved_step} to train further (or --overwrite "
                           "to start a new run)")
     return max_iters > saved_step
+
+
+def _resumed_data_hint(req: RunSettings) -> str:
+    """For a --resume given no data: what the run trained on, from its config.json (the resume
+    takes the first run's data flags again; the record says what they were)."""
+    config = Path(req.checkpoints_dir) / req.model_name / "config.json"
+    if not req.resume or req.dataset_dir or req.input_file is not None or not config.is_file():
+        return ""
+    try:
+        saved = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    data = saved.get("dataset_dir") if isinstance(saved, dict) else None
+    if isinstance(data, str):
+        data = [data]
+    elif not (isinstance(data, list) and all(isinstance(d, str) for d in data)):
+        return ("; a --resume takes the first run's data flags again (this model's config.json records no "
+                "dataset: its run read --input_file)")
+    return (f"; a --resume takes the first run's data flags again: {config} records "
+            + " ".join(f"--dataset_dir {d}" for d in data) + " (paths as given from the first run's directory)")
 
 
 def _data_record(specs: list[DatasetSpec]) -> str | list[str] | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from bad_inputs import Case, gen, invoke, prep, run_case, train
+from bad_inputs import Case, edit_json, gen, invoke, prep, run_case, train
 from safetensors.torch import load_file, save_file
 
 from mypt.io import sha256_file
@@ -85,6 +85,12 @@ CASES = [
     # -- --resume with nothing left to train (ck/m is trained to step 2) ----------------------
     Case("resume_max_iters_below_step", train("--dataset_dir", "ds", "--resume", "--max_iters", "1", model="m"),
          ["--max_iters 1", "step 2", "ck/m", "above 2"], out="ck"),
+    Case("resume_without_data_names_the_recorded_data", train("--resume", "--max_iters", "4", model="m"),
+         ["give exactly one of --dataset_dir", "a --resume takes the first run's data flags again",
+          "ck/m/config.json records --dataset_dir ds"], out="ck"),
+    Case("resume_without_data_of_a_text_file_run", train("--resume", "--max_iters", "4", model="m"),
+         ["give exactly one of --dataset_dir", "records no dataset: its run read --input_file"], out="ck",
+         setup=edit_json("ck/m/config.json", lambda c: c.update(dataset_dir=None))),
     # -- a checkpoint whose weights are not finite -------------------------------------------
     Case("resume_nan_checkpoint", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
          ["--resume: ck/m/model.safetensors", "NaN", "earlier checkpoint", "--init_from_model"], out="ck",
