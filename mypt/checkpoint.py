@@ -52,8 +52,12 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 # Every file a checkpoint holds; a save replaces these and carries over anything else.
 DCP_DIR = "dcp"  # a sharded run's weights and optimizer tensors (mypt.fsdp)
+# Its shards by name, not the folder whole: a user's file in dcp/ (or a dcp/ folder of theirs
+# beside a whole checkpoint) is theirs, carried over like any other. fsdp.save_dcp writes
+# dcp/model/ and dcp/optim/ (fsdp.WEIGHTS, OPTIMIZER); dcp/ itself held both before.
+DCP_FILES = tuple(f"{DCP_DIR}/{part}*.safetensors" for part in ("", "model/", "optim/"))
 CHECKPOINT_FILES = ("model.safetensors", CONFIG_FILE, STATE_FILE, "training_state.safetensors",
-                    "training_state.json", DCP_DIR)
+                    "training_state.json", *DCP_FILES)
 
 
 def recover(path: Path) -> None:
@@ -372,7 +376,7 @@ def _identity(path: Path) -> int | None:
 
 def _read_weights(path: Path) -> tuple[dict, dict]:
     pickles = [p.name for p in path.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt")]
-    if not (path / "model.safetensors").is_file() and (path / DCP_DIR).is_dir():
+    if not (path / "model.safetensors").is_file() and _holds_shards(path):
         return _read_sharded_weights(path)
     if not (path / "model.safetensors").is_file():
         hint = f" (found {pickles}: pickles are refused, they can run code)" if pickles else ""
@@ -400,7 +404,12 @@ def _read_sharded_weights(path: Path) -> tuple[dict, dict]:
 
 def holds_model(path: Path) -> bool:
     """Whether checkpoint directory `path` holds trained weights (whole or sharded)."""
-    return (Path(path) / "model.safetensors").is_file() or (Path(path) / DCP_DIR).is_dir()
+    return (Path(path) / "model.safetensors").is_file() or _holds_shards(Path(path))
+
+
+def _holds_shards(path: Path) -> bool:
+    """Whether `path` holds a sharded save's weights (not only a user's dcp/ folder)."""
+    return any(any(path.glob(pattern)) for pattern in DCP_FILES)
 
 
 def read_training_state(path: Path) -> dict:

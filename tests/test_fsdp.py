@@ -6,6 +6,7 @@ eval and export-hf read it."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -212,11 +213,15 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
         run_training(RunSettings(model_name="no_optim", dataset_dir=str(tmp_path / "ds"), resume=True,
                                  checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 9, "device": "cpu"})
 
-    # Saved on 2 ranks, resumed on 1 process (saved whole), then on 2 ranks again (sharded).
+    # Saved on 2 ranks, resumed on 1 process (saved whole), then on 2 ranks again (sharded); a
+    # file the user put in dcp/ is theirs, kept through both (the shards are mypt's, by name).
+    (ckpt / "dcp" / "NOTES.txt").write_text("my notes")
     one = mypt_cli(*train, "--resume", "--max_iters", "12", cwd=tmp_path).stdout
     assert "resuming f from step 8" in one and "step 12: val" in one
-    assert (ckpt / "model.safetensors").is_file() and not (ckpt / "dcp").exists()
+    assert (ckpt / "model.safetensors").is_file() and sorted(os.listdir(ckpt / "dcp")) == ["NOTES.txt"]
     two = torchrun([*train, "--resume", "--max_iters", "16", "--parallel", "fsdp"], tmp_path).stdout
     assert "resuming f from step 12" in two and "step 16: val" in two
-    assert (ckpt / "dcp").is_dir() and not (ckpt / "model.safetensors").exists()
+    assert (ckpt / "dcp/model").is_dir() and not (ckpt / "model.safetensors").exists()
+    assert sorted(os.listdir(ckpt / "dcp")) == ["NOTES.txt", "model", "optim"]
+    assert (ckpt / "dcp" / "NOTES.txt").read_text() == "my notes"
     assert json.loads((ckpt / "training_state.json").read_text())["step"] == 16

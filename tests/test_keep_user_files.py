@@ -66,6 +66,9 @@ def test_checkpoint_saves_and_resume_keep_what_the_user_added(corpus):
     prepare("ds")
     invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--eval_interval", "1")
     mine = user_files(Path("checkpoints/m"))
+    Path("checkpoints/m/dcp").mkdir()  # a folder of the user's under the name of a sharded save's
+    mine["dcp/my_results.txt"] = b"important\n"
+    Path("checkpoints/m/dcp/my_results.txt").write_bytes(mine["dcp/my_results.txt"])
     # Two more saves (every eval interval) by --resume, then a fresh run over it with --overwrite.
     invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "4", "--eval_interval", "1",
            "--resume")
@@ -73,7 +76,10 @@ def test_checkpoint_saves_and_resume_keep_what_the_user_added(corpus):
     assert checkpoint.read_config(Path("checkpoints/m"))["sha256"]["model.safetensors"]
     invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1", "--overwrite")
     assert_kept(Path("checkpoints/m"), mine)
-    assert set(user_entries(Path("checkpoints/m"), checkpoint.CHECKPOINT_FILES)) == {"NOTES.md", "samples"}
+    assert set(user_entries(Path("checkpoints/m"), checkpoint.CHECKPOINT_FILES)) == {"NOTES.md", "samples",
+                                                                                     "dcp/my_results.txt"}
+    assert "resuming m from step 1" in invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY,
+                                              "--max_iters", "2", "--resume")  # (a whole checkpoint still)
 
 
 def test_prepare_overwrite_keeps_what_the_user_added(corpus):
