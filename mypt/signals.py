@@ -10,8 +10,11 @@ import threading
 
 class StopSignals:
     """While training runs, SIGTERM and SIGINT only ask it to stop: the step in flight ends,
-    a checkpoint is written and fit raises TrainingStopped. A second signal acts at once (the
-    handler that was there before). A signal the process ignores stays ignored. Handlers can
+    a checkpoint is written and fit raises TrainingStopped. A Ctrl-C (SIGINT) after that acts
+    at once (the handler that was there before); a second SIGTERM does not: schedulers (SLURM's
+    scancel and time limit, systemd) signal every process of a job, and torchrun forwards its
+    own to each rank, so a rank gets two for one stop (their SIGKILL follows if it takes too
+    long). A signal the process ignores stays ignored. Handlers can
     only be set in the main thread; elsewhere signals keep theirs. The previous handlers come
     back on exit."""
 
@@ -35,9 +38,11 @@ class StopSignals:
         if self.received is None:
             self.received = signal.Signals(signum).name
             return
-        self.__exit__()  # a second signal: the user will not wait
+        if signum != signal.SIGINT:  # another copy of the stop asked for (see above)
+            return
+        self.__exit__()  # Ctrl-C during the stop: the user will not wait
         if os.environ.get("RANK", "0") == "0":  # (under torchrun, once)
-            sys.stderr.write(f"\n{signal.Signals(signum).name} again: stopping at once, without a checkpoint of "
+            sys.stderr.write(f"\nSIGINT after {self.received}: stopping at once, without a checkpoint of "
                              "the step in flight; a checkpoint saved before is kept (continue it with --resume)\n")
             sys.stderr.flush()
         signal.raise_signal(signum)

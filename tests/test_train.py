@@ -102,6 +102,7 @@ def test_sigterm_stops_after_a_step_with_a_checkpoint_and_resume_finishes_exactl
     for line in proc.stdout:
         if line.startswith("iter 10:"):  # inside the loop: the stop handlers are in place
             proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # twice, as under SLURM + torchrun: still one stop
             break
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "Traceback" not in err, err

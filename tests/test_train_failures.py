@@ -52,16 +52,22 @@ def test_resume_of_a_complete_run_says_so_and_changes_nothing(world, tmp_path, m
     assert tree_bytes(w) == before
 
 
-def test_a_second_stop_signal_acts_at_once_and_says_so():
-    """The first SIGTERM asks the run to stop after its step; a second stops it at once (the
-    signal's own exit), with a line saying the last checkpoint saved is kept."""
+def test_a_ctrl_c_during_the_stop_acts_at_once_and_a_second_sigterm_does_not():
+    """The first SIGTERM asks the run to stop after its step. A second SIGTERM is the same
+    request again (a scheduler signals every process of the job, and torchrun forwards its own
+    to each rank): the stop goes on. A Ctrl-C then stops it at once, with a line saying the
+    last checkpoint saved is kept."""
     import signal
     import subprocess
     import sys
 
     code = ("import signal, time\nfrom mypt.signals import StopSignals\nwith StopSignals() as s:\n"
             "    signal.raise_signal(signal.SIGTERM)\n    print(s.received, flush=True)\n"
-            "    signal.raise_signal(signal.SIGTERM)\n    time.sleep(10)\n    print('not stopped')\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == -signal.SIGTERM and done.stdout == "SIGTERM\n", (done.stdout, done.stderr)
-    assert "SIGTERM again: stopping at once" in done.stderr and "a checkpoint saved before is kept" in done.stderr
+            "    signal.raise_signal(signal.SIGTERM)\n    print('still stopping', flush=True)\n"
+            "    signal.raise_signal(signal.SIGINT)\n    time.sleep(10)\n    print('not stopped')\n")
+    # (SIGINT at its default, as a terminal's command has it: a backgrounded test run passes it ignored)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.stdout == "SIGTERM\nstill stopping\n", (done.stdout, done.stderr)
+    assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
+    assert "SIGINT after SIGTERM: stopping at once" in done.stderr and "a checkpoint saved before is kept" in done.stderr
