@@ -331,8 +331,17 @@ def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~free speed on Ampere and later
         torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(train_cfg.seed + dist.rank)
+    torch.manual_seed(train_cfg.seed)  # every rank builds the same new model (see _rank_streams)
     return device, dist
+
+
+def _rank_streams(train_cfg: TrainConfig, dist: Dist) -> None:
+    """After the model is built, each rank's own random stream (its dropout masks). Before it,
+    all share the seed, so every rank's new model is the one a single process builds: FSDP
+    shards it as it is (DDP copied rank 0's to the others, FSDP copied nothing: each rank's
+    half of a matrix was its own seed's)."""
+    if dist.world_size > 1:
+        torch.manual_seed(train_cfg.seed + dist.rank)
 
 
 def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device: torch.device) -> GPT:
@@ -444,6 +453,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     # model of a mistaken --block_size could take minutes and gigabytes to build.
     loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
     model = _build_model(req, cfgs, tokenizer, device)
+    _rank_streams(cfgs.train, dist)
     if cfgs.init is not None and not req.resume and dist.is_main:
         log(init_line(cfgs.init, cfgs.hf))
     if len(specs) == 1 and "val" not in loader.splits and dist.is_main:  # (a mixture's loader says it itself)

@@ -132,6 +132,13 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
     # bfloat16: the shards are gathered in it (FSDP's MixedPrecisionPolicy), as on a GPU.
     first = torchrun([*train, "--parallel", "fsdp", "--max_iters", "8", "--dtype", "bfloat16"], tmp_path)
     assert "2 process(es)" in first.stdout and first.stdout.count("step 8: val") == 1
+    # A new run starts from the model one process builds on the same seed, as DDP's does (each
+    # rank's half of a matrix was its own rank's seed's).
+    for name, ranks in (("alone", 1), ("sharded", 2)):
+        torchrun([*train, "--parallel", "fsdp", "--model_name", name, "--max_iters", "0"], tmp_path, ranks=ranks)
+    alone, sharded = (load_model(tmp_path / "checkpoints" / name)[0].state_dict() for name in ("alone", "sharded"))
+    assert (tmp_path / "checkpoints/sharded/dcp").is_dir()
+    assert all(torch.equal(alone[k], sharded[k]) for k in alone)
     ckpt = tmp_path / "checkpoints/f"
     assert (ckpt / "dcp").is_dir() and not (ckpt / "model.safetensors").exists()
     sums = json.loads((ckpt / "config.json").read_text())["sha256"]
