@@ -21,15 +21,87 @@ class Dist:
 
 
 def setup_distributed(device: torch.device) -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU)."""
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU), once
+    every rank has started (see _wait_for_every_rank)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        _wait_for_every_rank(world)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# Start-up under torchrun, before the process group: a rank whose checks fail (its node has no
+# --dataset_dir) exits, and the others would wait in init_process_group for it until its
+# timeout (30 minutes). So each rank says, in the store torchrun's agent hosts, that it is ready
+# or why it cannot start, and each waits for all to be ready before joining.
+# (Keyed by torchrun's restart count: the agent's store outlives an attempt that --max_restarts retries.)
+def _keys() -> tuple[str, str]:
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return f"mypt/start/{attempt}/ready", f"mypt/start/{attempt}/failed"
+
+
+_START_TIMEOUT_S = 1800
+_joined = False  # this process counted itself ready: from then on the others no longer look
+
+
+def _agent_store():
+    """A client of the store torchrun's agent hosts for this attempt, or None where there is
+    none (a launch that is not torchrun's: the group's own store belongs to rank 0)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
+        return None
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    return TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                    timeout=timedelta(seconds=60))
+
+
+def _wait_for_every_rank(world: int) -> None:
+    global _joined
+    import time
+
+    from mypt.errors import ConfigError
+
+    store = _agent_store()
+    if store is None:
+        return
+    ready_key, failed_key = _keys()
+    store.add(ready_key, 1)
+    _joined = True
+    told, started = False, time.monotonic()
+    while True:
+        if store.check([failed_key]):
+            raise ConfigError(store.get(failed_key).decode("utf-8", "replace")
+                              + " (so every rank stops: fix it on that node, then start every node again)")
+        ready = store.add(ready_key, 0)
+        if ready >= world:
+            return
+        waited = time.monotonic() - started
+        if waited > _START_TIMEOUT_S:  # (a rank killed before it could tell: the process group's own wait)
+            raise ConfigError(f"only {ready} of {world} ranks started in {_START_TIMEOUT_S // 60} minutes: "
+                              "see the other nodes' logs for why, then start every node again")
+        if not told and waited > 60 and os.environ.get("RANK") == "0":
+            print(f"waiting for the other ranks to start: {ready} of {world} ready", flush=True)
+            told = True
+        time.sleep(0.2)
+
+
+def tell_ranks_start_failed(error: BaseException, message: str) -> None:
+    """Under torchrun, before this rank joined: tell the others why it cannot start, so they
+    stop with it (the first failure told is the one they name)."""
+    if _joined or int(os.environ.get("WORLD_SIZE", "1")) == 1 or not isinstance(error, Exception):
+        return
+    try:
+        store = _agent_store()
+        if store is not None:
+            store.compare_set(_keys()[1], "", f"rank {os.environ.get('RANK', '?')} could not start: {message}")
+    except Exception:  # (the store gone: the others have ended already)
+        pass
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -20,8 +20,8 @@ from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
-from mypt.distributed import Dist, all_ranks, cpu_group, setup_distributed
-from mypt.errors import CheckpointError, ConfigError, DataError
+from mypt.distributed import Dist, all_ranks, cpu_group, setup_distributed, tell_ranks_start_failed
+from mypt.errors import CheckpointError, ConfigError, DataError, os_error_message
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.io import check_dir_path, check_replaceable, recover_output, set_aside_hint, sha256_file
@@ -85,7 +85,17 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
     """Build everything `mypt train` needs from `req`, then fit. `overrides`: model and
     training settings from flags (they win over the config file's). `read_text`: how
     --input_file is read (mypt.input_text.read_input_text); without it --input_file is refused.
-    Returns fit's result."""
+    Returns fit's result. Under torchrun, a rank that fails before the process group forms
+    tells the others, which stop with its error instead of waiting for it."""
+    try:
+        return _checked_run(req, overrides, log, read_text)
+    except Exception as e:
+        tell_ranks_start_failed(e, os_error_message(e) if isinstance(e, OSError) else str(e))
+        raise
+
+
+def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], None],
+                 read_text: ReadText | None) -> dict:
     if bool(req.dataset_dir) == (req.input_file is not None):
         raise ConfigError("give exactly one of --dataset_dir (a prepared dataset, or several for a mixture) or "
                           "--input_file (one text file)" + _resumed_data_hint(req))

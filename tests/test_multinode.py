@@ -17,17 +17,17 @@ from conftest import free_port, mypt_cli
 TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
 
 
-def two_nodes(cmd: list[str], cwd: Path, timeout: float = 240) -> list[subprocess.CompletedProcess]:
+def two_nodes(cmd: list[str], cwd: Path | list[Path], timeout: float = 240) -> list[subprocess.CompletedProcess]:
     """`torchrun --nnodes 2 ... cmd` as two agents, each in its own session so that it and its
     worker are killed together if the test ends first. (No --node_rank: the c10d rendezvous
     numbers the nodes itself, and torchrun says it ignores one.)"""
     port, procs = free_port(), []
     try:
-        for _ in range(2):
+        for where in (cwd if isinstance(cwd, list) else [cwd, cwd]):
             launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                       "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "mypt-test",
                       *cmd]
-            procs.append(subprocess.Popen(launch, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            procs.append(subprocess.Popen(launch, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                           start_new_session=True))
         outs = [p.communicate(timeout=timeout) for p in procs]
         return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
@@ -57,3 +57,19 @@ def test_two_nodes_train_one_model(dataset, tmp_path, parallel):
     assert logs.count("2 process(es)") == 1 and logs.count("step 6: val") == 1  # one rank 0, on one of the nodes
     ckpt = tmp_path / "checkpoints" / "m"
     assert (ckpt / ("dcp" if parallel == "fsdp" else "model.safetensors")).exists()
+
+
+@pytest.mark.slow
+def test_a_node_that_cannot_start_stops_the_other(dataset, tmp_path):
+    """One node lacks the dataset (its path is another node's mount): it says so and exits, and
+    the node that has it stops too, naming that rank's error (it waited in the process group
+    for the missing rank, for 30 minutes)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "ds").symlink_to(dataset)
+    nodes = two_nodes(["-m", "mypt.cli", "train", "--dataset_dir", "ds", "--model_name", "m", "--config_file", "tiny",
+                       "--max_iters", "2", "--device", "cpu"], [a, b], timeout=120)
+    assert [node.returncode for node in nodes] == [1, 1], [node.stderr[-2000:] for node in nodes]
+    assert "Error: --dataset_dir ds: no directory" in nodes[1].stderr
+    assert "could not start: --dataset_dir ds: no directory" in nodes[0].stderr, nodes[0].stderr[-2000:]
+    assert "so every rank stops" in nodes[0].stderr, nodes[0].stderr[-3000:]
