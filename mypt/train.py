@@ -28,6 +28,7 @@ from mypt.fsdp import full, is_sharded
 from mypt.optim import configure_optimizer, muon_lr, set_lr
 from mypt.precision import autocast, dtype_name, run_autocast
 from mypt.signals import StopSignals
+from mypt.tokenizer_match import check_tokenizer, describe
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
 
@@ -100,7 +101,7 @@ def _not_finite(names: list[str]) -> str:
     return f"the weights are not finite ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
 
 
-def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders) -> None:
+def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders, tokenizer=None) -> None:
     """Python API mistakes that would otherwise stop at the first step or mid-run in torch's
     words (or, for a loader without a train split, with advice to --resume)."""
     if eval_data_loaders is not None and not isinstance(eval_data_loaders, dict):
@@ -119,6 +120,35 @@ def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders) -> Non
     if "train" not in data_loader.splits:
         raise ConfigError("fit's data_loader has no train split (built with eval_only=True?): build it without "
                           "eval_only, and pass eval-only loaders in eval_data_loaders")
+    # One vocabulary for the model, every loader and the checkpoint: a loss over another
+    # tokenizer's ids means nothing, a smaller model fails in torch's words at the first step, and
+    # a larger one saves a checkpoint whose samples the tokenizer cannot decode.
+    ours = getattr(data_loader, "tokenizer", None)
+    if ours is None:
+        return
+    hint = "build every loader (and the checkpoint's tokenizer) with the tokenizer the model trains on"
+    for name, loader in named[1:]:
+        if getattr(loader, "tokenizer", None) is not None:
+            check_tokenizer(ours, loader.tokenizer, "fit's data_loader", f"fit's {name}", hint, ConfigError)
+    if tokenizer is not None:
+        check_tokenizer(ours, tokenizer, "fit's data_loader", "fit's tokenizer (saved with each checkpoint)", hint,
+                        ConfigError)
+    vocab = unwrap(model).config.vocab_size
+    if vocab != ours.vocab_size:
+        raise ConfigError(f"the model's vocab_size {vocab} is not its data loader's tokenizer's ({describe(ours)}): "
+                          "build it with GPTConfig(vocab_size=tokenizer.vocab_size, ...)")
+
+
+def check_optimizer(model: torch.nn.Module, optimizer) -> None:
+    """An optimizer built for another model (or before the model was rebuilt) would step none
+    of the weights that train: the loss would never move."""
+    if optimizer is None:
+        return
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not any(id(p) in held for p in model.parameters()):
+        raise ConfigError("fit's optimizer holds none of the model's parameters: build it from this model, "
+                          "torch.optim.AdamW(model.parameters(), lr=...) (or pass none: fit builds "
+                          "TrainConfig's optimizer)")
 
 
 def _reason(e: Exception) -> str:
@@ -157,6 +187,9 @@ class _Run:
         self.device = next(self.raw.parameters()).device
         self.amp = run_autocast(cfg, self.device, resume_state, dist, log)
         self.optimizer = optimizer or configure_optimizer(self.raw, cfg, self.device)
+        # Muon's rate is logged where the optimizer has Muon's groups (not where cfg says muon
+        # and the optimizer passed is another).
+        self.muon = any(group.get("muon") for group in self.optimizer.param_groups)
         # float16 needs loss scaling (its range underflows small gradients); bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.eval_loaders = eval_data_loaders or {}
@@ -211,6 +244,9 @@ class _Run:
                  f"({dist.world_size} process(es) x {cfg.gradient_accumulation_steps} accumulation x "
                  f"{loader.batch_size} x {loader.block_size}) | device: {self.device} | "
                  f"autocast: {self.amp or 'off'}{' with GradScaler' if self.scaler.is_enabled() else ''}")
+        if cfg.batch_size != loader.batch_size:  # (the loader draws the batches: its size is the one trained)
+            self.log(f"warning: fit's config has batch_size {cfg.batch_size}, its data loader {loader.batch_size}: "
+                     f"batches of {loader.batch_size} train (build the loader with the config you pass fit)")
         # A preset's or a base model's warmup in a short run (said when the run starts).
         if 0 < cfg.max_iters <= cfg.warmup_iters and not self.resume_state:
             self.log(f"warning: warmup_iters {cfg.warmup_iters} >= max_iters {cfg.max_iters}: the learning rate "
@@ -334,7 +370,7 @@ class _Run:
         used = f", MFU {mfu(self.raw.flops_per_token(), tok_s, self.dist.world_size):.1%}" \
             if self.device.type == "cuda" else ""
         rates = {"lr": lr}
-        if self.cfg.optimizer == "muon":  # the blocks' matrices step at Muon's rate, the rest at AdamW's
+        if self.muon:  # the blocks' matrices step at Muon's rate, the rest at AdamW's
             rates["muon_lr"] = muon_lr(lr, self.cfg)
         if self.dist.is_main:
             if self.on_metrics:
@@ -438,7 +474,8 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     Returns {"history": [...], "step": final step, "tokens": tokens trained on over every run of
     the model, "best_val": ...}.
     """
-    check_loaders(model, data_loader, eval_data_loaders)
+    check_loaders(model, data_loader, eval_data_loaders, tokenizer)
+    check_optimizer(model, optimizer)
     run = _Run(model, data_loader, optimizer, eval_data_loaders, fit_config(config, data_loader, optimizer),
                checkpoint_dir, tokenizer, resume_state, checkpoint_extra, dist or Dist(), log, on_metrics)
     run.restore()

@@ -78,3 +78,19 @@ def test_train_prints_the_guides_start_up_check(tmp_path, monkeypatch):
     assert done.exit_code == 0, done.output
     assert done.output.startswith(f"Building the char tokenizer for input.txt...\nVocabulary size: {vocab}\n")
     assert "warning" not in done.output
+
+
+def test_fit_says_when_its_config_and_its_loader_differ_in_batch_size():
+    """The loader draws the batches: a config passed to fit with another batch_size does not
+    change them, and the start of the run says so."""
+    from mypt import GPT, GPTConfig, GPTDataLoader, TrainConfig
+
+    tok = CharTokenizer(chars=[chr(c) for c in range(32, 32 + 40)])
+    loader = GPTDataLoader(TrainConfig(batch_size=2, device="cpu"), tok,
+                           tokens=(np.arange(4000) * 7 % 40).astype(np.uint32), block_size=16)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    lines: list[str] = []
+    model.fit(loader, config=TrainConfig(batch_size=8, max_iters=1, eval_interval=1, eval_iters=1, warmup_iters=0,
+                                         device="cpu"), log=lines.append)
+    assert "warning: fit's config has batch_size 8, its data loader 2: batches of 2 train" in "\n".join(lines)
+    assert "x 2 x 16" in lines[0]

@@ -90,6 +90,11 @@ def test_muon_learns_and_follows_the_schedule_at_its_own_peak():
     # Both rates are shown (and sent to the loggers), each the one its groups stepped at.
     shown = re.search(r"lr (\S+), muon_lr (\S+),", [x for x in lines if x.startswith("iter ")][-1])
     assert float(shown[2]) == pytest.approx(2 * float(shown[1]), rel=1e-2)
+    # An AdamW passed with a config that says muon: no Muon rate is shown, none stepped.
+    lines.clear()
+    fit(model, loader(tok), torch.optim.AdamW(model.parameters(), lr=1e-3), config=dataclasses.replace(cfg, max_iters=2),
+        log=lines.append)
+    assert [x for x in lines if x.startswith("iter ")] and not [x for x in lines if "muon_lr" in x]
 
 
 def test_muon_on_the_cpu_orthogonalizes_in_float32_and_puts_torchs_iteration_back():

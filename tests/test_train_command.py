@@ -137,8 +137,10 @@ def test_a_text_shorter_than_one_window_names_the_flag_of_its_mode(tmp_path):
 
 def test_fit_refuses_loaders_it_cannot_train_or_evaluate_with_before_the_first_step(tmp_path):
     """The Python API: a dataset path where a loader belongs, a loader drawing windows longer
-    than the model sees, an eval-only loader to train on. Each named before anything runs (they
-    stopped at the first step in torch's words, or with advice to --resume)."""
+    than the model sees, an eval-only loader to train on, an eval loader or a checkpoint tokenizer
+    of another vocabulary (its loss means nothing), a model of another vocab_size, an optimizer of
+    another model (it trains nothing). Each named before anything runs (they stopped at the first
+    step in torch's words, with advice to --resume, or not at all)."""
     import torch
     from click.testing import CliRunner
 
@@ -152,7 +154,11 @@ def test_fit_refuses_loaders_it_cannot_train_or_evaluate_with_before_the_first_s
     done = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "a.txt"), "--out_dir",
                                      str(tmp_path / "ds"), "--tokenization", "char", "--workers", "1"])
     assert done.exit_code == 0, done.output
-    tok = Tokenizer.load(tmp_path / "ds")
+    (tmp_path / "b.txt").write_text("xyz\n" * 900)
+    done = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "b.txt"), "--out_dir",
+                                     str(tmp_path / "other"), "--tokenization", "char", "--workers", "1"])
+    assert done.exit_code == 0, done.output
+    tok, other = Tokenizer.load(tmp_path / "ds"), Tokenizer.load(tmp_path / "other")
     cfg = TrainConfig(max_iters=1, eval_interval=1, eval_iters=1, batch_size=2, warmup_iters=1, device="cpu")
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -169,11 +175,23 @@ def test_fit_refuses_loaders_it_cannot_train_or_evaluate_with_before_the_first_s
         (dict(data_loader=loader(), eval_data_loaders={"g": loader(block_size=9, eval_only=True)}),
          r"eval_data_loaders\['g'\] draws windows of 9 tokens"),
         (dict(data_loader=loader(eval_only=True)), "data_loader has no train split"),
+        (dict(data_loader=loader(), eval_data_loaders={"g": GPTDataLoader(cfg, other, tmp_path / "other",
+                                                                          block_size=8, eval_only=True)}),
+         r"fit's eval_data_loaders\['g'\] is another char tokenizer, with another vocabulary \(char, 4 tokens\), "
+         r"than fit's data_loader \(char, 9 tokens\)"),
+        (dict(data_loader=loader(), tokenizer=other, checkpoint_dir=tmp_path / "ck"),
+         r"fit's tokenizer \(saved with each checkpoint\) is another char tokenizer"),
+        (dict(data_loader=loader(), model=GPT(GPTConfig(block_size=8, n_layer=1, n_head=1, n_embd=8))),
+         r"the model's vocab_size 50257 is not its data loader's tokenizer's \(char, 9 tokens\): build it with "
+         r"GPTConfig\(vocab_size=tokenizer.vocab_size"),
+        (dict(data_loader=loader(), optimizer=torch.optim.AdamW(GPT(model.config).parameters())),
+         "fit's optimizer holds none of the model's parameters"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ConfigError, match=message):
-            model.fit(config=cfg, log=lambda line: None, **kwargs)
+            kwargs.pop("model", model).fit(config=cfg, log=lambda line: None, **kwargs)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not (tmp_path / "ck").exists()
     # and the loaders that fit: one step trains
     result = model.fit(loader(), eval_data_loaders={"g": loader(block_size=4, eval_only=True)}, config=cfg,
                        log=lambda line: None)
