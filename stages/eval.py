@@ -1,9 +1,11 @@
 """Stage eval: loss and perplexity of a checkpoint over whole val splits, deterministically."""
 
+import sys
 from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.config import EvalSettings
 from mypt.eval_command import evaluate_model, parse_datasets
 from mypt import checkpoint

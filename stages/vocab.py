@@ -1,10 +1,12 @@
 """Stage vocab: the tokenizer every corpus of the pipeline shares (char: built from the
 general corpus, so the domain corpus is tokenized with the base model's vocabulary)."""
 
+import sys
 from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.io import staged_dir
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import TokenizeSettings

@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import importlib
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -115,6 +116,24 @@ def test_imports_flow_one_way():
     for script in (REPO / "stages").glob("*.py"):
         assert "mypt.cli" not in dvc_deps.direct_imports(script, REPO), script.name
         assert "stages" not in script.read_text(encoding="utf-8").split("import", 1)[-1].split("\n")[0]
+
+
+def test_stage_scripts_run_their_checkouts_mypt(tmp_path):
+    """dvc.lock hashes this checkout's mypt/ as each stage's deps: a stage must run that code,
+    not another mypt the Python has installed (a shared environment's, another clone's editable
+    install), which would come first on sys.path after the script's own folder."""
+    import subprocess
+    import sys
+
+    first_mypt = re.compile(r"^(from|import) mypt", re.M)
+    for script in sorted((REPO / "stages").glob("*.py")):
+        head = first_mypt.split(script.read_text(encoding="utf-8"), 1)[0]
+        assert "sys.path.insert(0, str(Path(__file__).resolve().parents[1]))" in head, script.name
+    (tmp_path / "mypt").mkdir()
+    (tmp_path / "mypt" / "__init__.py").write_text('raise ImportError("another mypt")\n')
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "vocab.py"), "--help"], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}, cwd=tmp_path)
+    assert done.returncode == 0 and "--out_dir" in done.stdout, done.stderr[-1000:]
 
 
 def _command_options(script: Path) -> set[str]:
