@@ -41,7 +41,8 @@ from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
 from mypt.errors import BusyError, CheckpointError, ConfigError, os_error_message
-from mypt.io import atomic_write_text, is_own, not_own_message, old_dir, output_target, read_json, recover_staged, sha256_file, staged_dir
+from mypt.io import (atomic_write_text, is_own, not_own_message, old_dir, output_target, read_json, recover_staged,
+                     sha256_file, staged_dir, umask_mode)
 from mypt.lock import output_lock
 from mypt.names import STATE_FILE, TIED
 
@@ -194,9 +195,11 @@ def rng_state() -> dict:
 
 
 def _save_file(tensors: dict, path: Path, **kwargs) -> None:
-    """safetensors' save_file; its I/O failures (a full disk) become the OSError they are."""
+    """safetensors' save_file (the file's mode as any new file's, see umask_mode); its I/O
+    failures (a full disk) become the OSError they are."""
     try:
         save_file(tensors, path, **kwargs)
+        umask_mode(path)
     except SafetensorError as e:
         # The Rust error carries the OS error code, as "IoError(Os { code: 28, ... })" or as
         # "I/O error: No space left on device (os error 28)" depending on where it failed.

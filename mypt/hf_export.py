@@ -31,7 +31,7 @@ import torch
 from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError
 from mypt.hf_import import LINEAR_LAYERS, llama_names
-from mypt.io import built_files, check_replaceable, is_own, old_dir, output_target, staged_dir
+from mypt.io import built_files, check_replaceable, is_own, old_dir, output_target, staged_dir, umask_mode
 from mypt.model import NORM_EPS, load_model
 from mypt.names import char_replacement
 from mypt.tokenizers import Tokenizer
@@ -288,6 +288,8 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
         tokenizer.save(stage)
         written = built_files(Path(stage))  # (save_pretrained writes no folders: names)
+        for name in written:  # (its weights are written 0600)
+            umask_mode(Path(stage) / name)
         (Path(stage) / RECORD).write_text(json.dumps({"files": written, "model": str(model_dir)}, indent=1) + "\n",
                                           encoding="utf-8")
     return Path(out_dir)

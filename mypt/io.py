@@ -250,6 +250,16 @@ def _link_unnamed(fd: int, path: Path) -> Path:
     return tmp
 
 
+def umask_mode(path: Path) -> None:
+    """Give a file a library wrote as 0600 (safetensors' save_file, transformers'
+    save_pretrained) the mode every other new file gets under the user's umask (0644 usually):
+    a checkpoint or an export on a team's shared storage is readable as a whole, not all but its
+    weights."""
+    mask = os.umask(0)  # (read by setting it: put back at once)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def make_own_dir(path: Path) -> Path:
     """Create one of mypt's work directories beside an output (`.NAME.partial`, `.NAME.work`),
     marked so that a run killed while it exists leaves something the next run can tell from a

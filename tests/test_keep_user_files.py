@@ -807,3 +807,26 @@ def test_a_report_file_of_a_stage_never_replaces_a_file_mypt_did_not_write(tmp_p
     assert CliRunner().invoke(clean, ["--input_files", "corpus.txt", "--out_dir", "c", "--stats",
                                       "stats.json"]).exit_code == 0
     assert json.loads(Path("stats.json").read_text())["files"] == 1
+
+
+def test_checkpoints_and_exports_are_readable_as_the_users_umask_says(corpus):
+    """safetensors and transformers write their weights 0600: on a team's shared storage the
+    others read every file of a checkpoint but its weights. Every file mypt writes gets the
+    umask's mode; a file of the user's keeps its own."""
+    pytest.importorskip("transformers")
+    prepare("ds")
+    before = os.umask(0o027)
+    try:
+        invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+        secret = Path("checkpoints/m/secret.txt")
+        secret.write_text("mine\n")
+        secret.chmod(0o600)
+        invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--resume")
+        invoke("export-hf", "--model_name", "m", "--out_dir", "hf/m")
+    finally:
+        os.umask(before)
+    written = [p for d in ("checkpoints/m", "hf/m") for p in Path(d).rglob("*") if p.is_file() and p != secret]
+    assert {p.name for p in written} >= {"model.safetensors", "training_state.safetensors", "config.json"}
+    assert {p.as_posix(): oct(p.stat().st_mode & 0o777) for p in written} == \
+        {p.as_posix(): oct(0o640) for p in written}
+    assert secret.stat().st_mode & 0o777 == 0o600
