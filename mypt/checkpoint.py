@@ -81,12 +81,14 @@ def _recover_unless_written(path: Path) -> None:
                 return
 
 
-def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike = "checkpoints") -> Path:
-    """A checkpoint directory given as a path or as a model name under `checkpoints_dir`."""
+def resolve(model: str | os.PathLike, checkpoints_dir: str | os.PathLike | None = "checkpoints") -> Path:
+    """A checkpoint directory given as a path or as a model name under `checkpoints_dir`
+    (None: a path only, as --resume's own checkpoint is)."""
     def interrupted(p: Path) -> bool:  # a save killed (or now) between its two renames
         return not p.is_dir() and is_own(old_dir(output_target(p)))
 
-    path, under = Path(model), Path(checkpoints_dir) / model
+    path = Path(model)
+    under = path if checkpoints_dir is None else Path(checkpoints_dir) / model
     here, named = path.is_dir() or interrupted(path), under.is_dir() or interrupted(under)
     if here and named and not set(str(model)) & {"/", os.sep} and path.resolve() != under.resolve():
         # A bare name could mean either: taking one silently would evaluate (or export) another

@@ -305,7 +305,10 @@ def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool, st
         raise ConfigError("--resume continues this model's own run; --init_from_model starts a new one: pick one")
     saved_init = None
     if req.resume:
-        init = checkpoint.resolve(ckpt_dir)
+        try:
+            init = checkpoint.resolve(ckpt_dir, None)
+        except CheckpointError as e:
+            raise CheckpointError(f"--resume: {e}") from None
         saved_init = checkpoint.read_config(init).get("init_from_model")
     return init, hf_init is not None, saved_init
 

@@ -228,8 +228,9 @@ def test_dataset_and_config_errors(demo, tmp_path):
     bad.write_text(json.dumps({"model": {"n_layers": 2}}))
     assert "unknown model key(s) ['n_layers']" in fails_here("train", "--dataset_dir", str(ds), "--model_name", "m",
                                                         "--config_file", str(bad), cwd=tmp_path)
-    assert "no checkpoint" in fails_here("train", "--dataset_dir", str(ds), "--model_name", "never", "--resume", *TINY,
-                                    cwd=tmp_path)
+    never = Path("checkpoints", "never")  # (not checkpoints/checkpoints/never: the name is under --checkpoints_dir once)
+    assert f"--resume: no checkpoint '{never}' (looked in {never}); train one" in \
+        fails_here("train", "--dataset_dir", str(ds), "--model_name", "never", "--resume", *TINY, cwd=tmp_path)
     (tmp_path / "empty").mkdir()
     assert "is not a prepared dataset (no dataset_metadata.json)" in fails_here("train", "--dataset_dir", str(tmp_path / "empty"),
                                                    "--model_name", "m", *TINY, cwd=tmp_path)
