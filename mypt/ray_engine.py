@@ -73,16 +73,31 @@ def ray_session(address: str | None, cpus: int) -> Iterator[None]:
         ray.shutdown()
 
 
+# The start of an HTTP/2 connection (the client preface, then an empty SETTINGS frame): Ray's
+# GCS is a gRPC server, which answers it with a SETTINGS frame of its own (type 4, the 4th byte).
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def _check_reachable(address: str | None) -> None:
-    """A HOST:PORT that nothing listens on is a ConnectionError within seconds: ray.init
-    itself keeps retrying for minutes."""
+    """A HOST:PORT where no Ray cluster answers is a ConnectionError within seconds: ray.init
+    itself keeps retrying for minutes, where nothing listens and where another server does (a
+    web server, another service's port)."""
     host, _, port = (address or "").rpartition(":")
     if not host or not port.isdigit() or "://" in address:
         return  # a local Ray, `auto`, or a ray:// client address: Ray's own checks
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as conn:
+            if os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
+                return  # (a TLS handshake comes first: Ray's own checks)
+            conn.sendall(_HTTP2_HELLO)
+            answer = b""
+            with contextlib.suppress(OSError):  # (a timeout, a reset: not gRPC either)
+                while len(answer) < 9 and (chunk := conn.recv(9 - len(answer))):
+                    answer += chunk
     except OSError as e:
         raise ConnectionError(e.strerror or str(e)) from None
+    if len(answer) < 9 or answer[3] != 4:
+        raise ConnectionError("a server listens there, but it does not speak gRPC as Ray's does")
 
 
 def run_task(fn: Callable[[Any], Any], task: Any, cwd: str) -> Any:

@@ -238,6 +238,30 @@ def test_an_address_where_no_cluster_answers_is_a_one_line_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
 
+def test_an_address_where_another_server_listens_is_a_one_line_error(tmp_path):
+    """A web server's port (a typo, another service): ray.init retried for minutes."""
+    import http.server
+    import threading
+
+    pytest.importorskip("ray")
+    (tmp_path / "a.txt").write_text("Some text to prepare.\n")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # (its log goes to stderr, which the test reads)
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        address = f"127.0.0.1:{web.server_address[1]}"
+        result = prepare("--input_files", str(tmp_path / "a.txt"), "--out_dir", str(tmp_path / "ds"), "--engine",
+                         "ray", "--ray_address", address, expect_ok=False)
+        web.shutdown()
+    assert result.output.strip().splitlines() == [
+        f"Error: --ray_address {address}: no Ray cluster answers there (a server listens there, but it does not "
+        "speak gRPC as Ray's does); start one with `ray start --head` on its head node, or leave --ray_address out "
+        "to start a local Ray for the run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
 def test_without_ray_the_engine_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     (tmp_path / "a.txt").write_text("Some text to prepare.\n")
