@@ -80,7 +80,10 @@ def parse_dataset_specs(specs) -> list[DatasetSpec]:
     specs = [DatasetSpec(s.name, s.path, (s.weight or 1.0) / total, s.text) for s in out]
     tiny = next((s for s in specs if s.weight < MIN_SHARE), None)
     if tiny is not None:  # 1e-320 is positive, yet its dataset would never be drawn
-        raise ConfigError(f"--dataset_dir {tiny.text}: its weight is a share of {tiny.weight:.3g} of the mixture, "
+        share = f"{tiny.weight:.3g}"
+        if float(share) >= MIN_SHARE:  # (rounded up to the limit: the digits that put it under)
+            share = repr(tiny.weight)
+        raise ConfigError(f"--dataset_dir {tiny.text}: its weight is a share of {share} of the mixture, "
                           f"under {MIN_SHARE:g} (never drawn in practice); leave the dataset out, or give it a "
                           "larger weight")
     return specs

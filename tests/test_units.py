@@ -151,6 +151,7 @@ def test_dataset_specs(specs, expected):
     (["web=data/web:0.7", "data/books"], "give every dataset of a mixture a weight"),
     (["data/web", "other/web"], "two datasets named web"),
     (["web=data/web:1e-320", "data/books:1"], r"web=data/web:1e-320: its weight is a share of 1e-320 .*never drawn"),
+    (["web=data/web:9.99999e-10", "data/books:1"], r"a share of 9\.9999\d*e-10 of the mixture, under 1e-09"),
 ])
 def test_bad_dataset_specs_name_the_flag(specs, message):
     with pytest.raises(ConfigError, match=message) as e:
