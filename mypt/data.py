@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mypt.dataset_spec import parse_dataset_specs
+from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError, MyptError
 from mypt.names import MANIFEST, STATE_FILE
@@ -97,6 +97,9 @@ class GPTDataLoader:
                  eval_only: bool = False, tokens: np.ndarray | None = None, block_size: int | None = None):
         self.config = config
         self.batch_size = int(config.batch_size)
+        if self.batch_size < 1:  # (an empty batch's loss is nan: it would stop the run as diverged)
+            raise ConfigError(f"GPTDataLoader: batch_size must be at least 1 (sequences per batch), got "
+                              f"{config.batch_size}")
         block_size = block_size if block_size is not None else getattr(config, "block_size", None)
         if block_size is None:
             raise ConfigError("GPTDataLoader: no block_size; pass block_size=N (the model's context length) "
@@ -337,6 +340,9 @@ class MixtureLoader:
 
     def __init__(self, config, tokenizer: Tokenizer, datasets, block_size: int | None = None,
                  log: Callable[[str], None] = print):
+        if isinstance(datasets, (str, os.PathLike, DatasetSpec)):  # (its characters would be read as datasets)
+            raise ConfigError(f"MixtureLoader's datasets is one {type(datasets).__name__} ({str(datasets)!r}): pass "
+                              'a list, ["web=data/web:0.7", "books=data/books:0.3"]')
         self.specs = parse_dataset_specs(datasets)
         if len(self.specs) < 2:
             raise ConfigError("MixtureLoader needs two datasets or more; use GPTDataLoader for one")

@@ -132,6 +132,18 @@ def test_mixture_refuses_datasets_with_different_tokenizers(tmp_path):
     assert "another vocabulary" in str(e.value)
 
 
+def test_a_loader_of_no_sequences_per_batch_is_refused(tmp_path):
+    a, _ = two_datasets(tmp_path)
+    with pytest.raises(ConfigError, match="GPTDataLoader: batch_size must be at least 1 .*got 0"):
+        GPTDataLoader(LoaderConfig(batch_size=0, block_size=8), TOK, a)
+
+
+def test_mixture_given_one_string_says_to_pass_a_list(tmp_path):
+    a, b = two_datasets(tmp_path)
+    with pytest.raises(ConfigError, match=r"MixtureLoader's datasets is one str \('web=.*'\): pass a list"):
+        MixtureLoader(LoaderConfig(batch_size=2, block_size=8), TOK, f"web={a}:0.7,books={b}:0.3")
+
+
 @pytest.mark.parametrize("specs, expected", [
     (["data/x"], [("x", "data/x", 1.0)]),
     (["web=data/web:0.7", "books=data/books:0.3"], [("web", "data/web", 0.7), ("books", "data/books", 0.3)]),
