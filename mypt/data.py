@@ -270,7 +270,7 @@ class GPTDataLoader:
         batch: list[np.ndarray] = []
         for i, size in enumerate(s.sizes):
             for start in range(0, int(size) - self.block_size, self.block_size):
-                if budget <= 0:
+                if budget < self.block_size:  # (a window more would score past max_tokens)
                     break
                 batch.append(self._read(s, i, start, self.block_size + 1))
                 budget -= self.block_size

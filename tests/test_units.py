@@ -215,3 +215,17 @@ def test_mfu_is_over_every_gpu_of_the_run():
     one = mfu(6e9, 0.5 * PEAK_FLOPS / 6e9)
     assert one == pytest.approx(0.5)
     assert mfu(6e9, 8 * 0.5 * PEAK_FLOPS / 6e9, processes=8) == pytest.approx(0.5)
+
+
+def test_evaluate_dataset_scores_at_most_max_tokens(tmp_path):
+    """Whole windows within the budget (it scored a window past it: 16 tokens for 10)."""
+    import torch
+
+    from mypt.evaluate import evaluate_dataset
+    from mypt.model import GPT, GPTConfig
+
+    ds = make_dataset(tmp_path / "ds", [40], val=[100], tokenizer=TOK)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=TOK.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    assert [evaluate_dataset(model, ds, batch_size=2, max_tokens=n)["tokens"] for n in (10, 16, 17, None)] == \
+        [8, 16, 16, 96]
