@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -151,6 +152,21 @@ def check_optimizer(model: torch.nn.Module, optimizer) -> None:
                           "TrainConfig's optimizer)")
 
 
+def slow_save_warning(seconds: float, warned: bool) -> str | None:
+    """Under torchrun, a save slow enough that a stop would lose it: the agent forwards a
+    SIGTERM to each rank and kills them its shutdown timeout later (30 s unless raised), while
+    a rank stopping on it writes a checkpoint first. Said once a run."""
+    if warned or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    limit = os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "")
+    limit = int(limit) if limit.isdigit() else 30
+    if seconds < limit / 2:
+        return None
+    return (f"warning: this checkpoint took {seconds:.0f} s to save; torchrun kills the ranks {limit} s after it "
+            "forwards a SIGTERM (unless its --shutdown_timeout says more), so a stop could lose the step's checkpoint: "
+            f"start torchrun with --shutdown_timeout {max(60, int(seconds * 3))}")
+
+
 def _reason(e: Exception) -> str:
     """An error as one line: an OSError as the CLI prints it (the path, what failed)."""
     return os_error_message(e) if isinstance(e, OSError) else str(e)
@@ -198,6 +214,7 @@ class _Run:
         # rank agrees on it (a DDP backward that one rank skipped would hang the others): at the
         # top of a step, or before the optimizer step, whose state is then discarded.
         self.failed: Exception | None = None
+        self.warned_slow_save = False
 
     # -- restore a run's state ---------------------------------------------------------------
     def restore(self) -> None:
@@ -393,6 +410,10 @@ class _Run:
                             {"step": at_step, "sampler": self.sampler_before_batch, "history": self.history,
                              "tokens": self.tokens, "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}, rng_ranks=rngs,
                             group=self.cpu_group)
+            warning = slow_save_warning(time.monotonic() - self.t_saved, self.warned_slow_save)
+            if warning and self.dist.is_main:
+                self.log(warning)
+                self.warned_slow_save = True
 
     def fail(self, at_step: int) -> MyptError:
         """The error a rank met (`failed`), for every rank. A stop (an I/O error, a signal on

@@ -229,3 +229,17 @@ def test_evaluate_dataset_scores_at_most_max_tokens(tmp_path):
     model = GPT(GPTConfig(vocab_size=TOK.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
     assert [evaluate_dataset(model, ds, batch_size=2, max_tokens=n)["tokens"] for n in (10, 16, 17, None)] == \
         [8, 16, 16, 96]
+
+
+def test_a_save_too_slow_for_torchruns_stop_is_said_once(monkeypatch):
+    from mypt.train import slow_save_warning
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert slow_save_warning(100, False) is None  # not under torchrun: no agent kills the ranks
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    assert slow_save_warning(10, False) is None and slow_save_warning(40, True) is None
+    assert "took 20 s to save; torchrun kills the ranks 30 s after" in slow_save_warning(20, False)
+    assert slow_save_warning(20, False).endswith("start torchrun with --shutdown_timeout 60")
+    monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")
+    assert slow_save_warning(200, False) is None
+    assert slow_save_warning(400, False).endswith("--shutdown_timeout 1200")
