@@ -53,6 +53,8 @@ def _agent_store():
     none (a launch that is not torchrun's: the group's own store belongs to rank 0)."""
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
         return None
+    if os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0":
+        return None  # (each node's agent counts its own restarts: no key all nodes of a round share)
     from datetime import timedelta
 
     from torch.distributed import TCPStore

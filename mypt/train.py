@@ -163,8 +163,8 @@ def slow_save_warning(seconds: float, warned: bool) -> str | None:
     if seconds < limit / 2:
         return None
     return (f"warning: this checkpoint took {seconds:.0f} s to save; torchrun kills the ranks {limit} s after it "
-            "forwards a SIGTERM (unless its --shutdown_timeout says more), so a stop could lose the step's checkpoint: "
-            f"start torchrun with --shutdown_timeout {max(60, int(seconds * 3))}")
+            "forwards a SIGTERM (TORCH_ELASTIC_SHUTDOWN_TIMEOUT), so a stop could lose the step's checkpoint: "
+            f"start it as TORCH_ELASTIC_SHUTDOWN_TIMEOUT={max(60, int(seconds * 3))} torchrun ...")
 
 
 def _reason(e: Exception) -> str:
@@ -261,7 +261,7 @@ class _Run:
                  f"({dist.world_size} process(es) x {cfg.gradient_accumulation_steps} accumulation x "
                  f"{loader.batch_size} x {loader.block_size}) | device: {self.device} | "
                  f"autocast: {self.amp or 'off'}{' with GradScaler' if self.scaler.is_enabled() else ''}")
-        if cfg.batch_size != loader.batch_size:  # (the loader draws the batches: its size is the one trained)
+        if isinstance(getattr(loader, "config", None), TrainConfig) and cfg.batch_size != loader.batch_size:  # (the loader draws the batches: its size is the one trained)
             self.log(f"warning: fit's config has batch_size {cfg.batch_size}, its data loader {loader.batch_size}: "
                      f"batches of {loader.batch_size} train (build the loader with the config you pass fit)")
         # A preset's or a base model's warmup in a short run (said when the run starts).

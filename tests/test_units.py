@@ -239,7 +239,7 @@ def test_a_save_too_slow_for_torchruns_stop_is_said_once(monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
     assert slow_save_warning(10, False) is None and slow_save_warning(40, True) is None
     assert "took 20 s to save; torchrun kills the ranks 30 s after" in slow_save_warning(20, False)
-    assert slow_save_warning(20, False).endswith("start torchrun with --shutdown_timeout 60")
+    assert slow_save_warning(20, False).endswith("TORCH_ELASTIC_SHUTDOWN_TIMEOUT=60 torchrun ...")
     monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")
     assert slow_save_warning(200, False) is None
-    assert slow_save_warning(400, False).endswith("--shutdown_timeout 1200")
+    assert slow_save_warning(400, False).endswith("TORCH_ELASTIC_SHUTDOWN_TIMEOUT=1200 torchrun ...")
