@@ -274,10 +274,12 @@ def linecount(in_dir: Path, settings: LinecountSettings = LinecountSettings()) -
 
 STAGE_SCRIPT = '''"""Stage linecount (a throwaway stage of tests/test_extending.py)."""
 
+import sys
 from pathlib import Path
 
 import click
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes
 from mypt.io import write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.linecount import LinecountSettings, linecount
