@@ -4,9 +4,12 @@ agreeing on when to stop and save (so that every rank's collectives meet)."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
+
+from mypt.errors import ConfigError, error_line
 
 
 @dataclass
@@ -38,12 +41,9 @@ def setup_distributed(device: torch.device) -> Dist:
 # --dataset_dir) exits, and the others would wait in init_process_group for it until its
 # timeout (30 minutes). So each rank says, in the store torchrun's agent hosts, that it is ready
 # or why it cannot start, and each waits for all to be ready before joining.
-# (Keyed by torchrun's restart count: the agent's store outlives an attempt that --max_restarts retries.)
-def _keys() -> tuple[str, str]:
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return f"mypt/start/{attempt}/ready", f"mypt/start/{attempt}/failed"
-
-
+# (Off under --max_restarts: each node's agent counts its own restarts, so no key is shared by
+# the ranks of one attempt, and a restarted rank would wait for counts of the attempt before.)
+_READY, _FAILED = "mypt/start/ready", "mypt/start/failed"
 _START_TIMEOUT_S = 1800
 _joined = False  # this process counted itself ready: from then on the others no longer look
 
@@ -54,7 +54,7 @@ def _agent_store():
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
         return None
     if os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0":
-        return None  # (each node's agent counts its own restarts: no key all nodes of a round share)
+        return None
     from datetime import timedelta
 
     from torch.distributed import TCPStore
@@ -65,22 +65,17 @@ def _agent_store():
 
 def _wait_for_every_rank(world: int) -> None:
     global _joined
-    import time
-
-    from mypt.errors import ConfigError
-
     store = _agent_store()
     if store is None:
         return
-    ready_key, failed_key = _keys()
-    store.add(ready_key, 1)
+    store.add(_READY, 1)
     _joined = True
     told, started = False, time.monotonic()
     while True:
-        if store.check([failed_key]):
-            raise ConfigError(store.get(failed_key).decode("utf-8", "replace")
+        if store.check([_FAILED]):
+            raise ConfigError(store.get(_FAILED).decode("utf-8", "replace")
                               + " (so every rank stops: fix it on that node, then start every node again)")
-        ready = store.add(ready_key, 0)
+        ready = store.add(_READY, 0)
         if ready >= world:
             return
         waited = time.monotonic() - started
@@ -93,7 +88,7 @@ def _wait_for_every_rank(world: int) -> None:
         time.sleep(0.2)
 
 
-def tell_ranks_start_failed(error: BaseException, message: str) -> None:
+def tell_ranks_start_failed(error: BaseException) -> None:
     """Under torchrun, before this rank joined: tell the others why it cannot start, so they
     stop with it (the first failure told is the one they name)."""
     if _joined or int(os.environ.get("WORLD_SIZE", "1")) == 1 or not isinstance(error, Exception):
@@ -101,7 +96,7 @@ def tell_ranks_start_failed(error: BaseException, message: str) -> None:
     try:
         store = _agent_store()
         if store is not None:
-            store.compare_set(_keys()[1], "", f"rank {os.environ.get('RANK', '?')} could not start: {message}")
+            store.compare_set(_FAILED, "", f"rank {os.environ.get('RANK', '?')} could not start: {error_line(error)}")
     except Exception:  # (the store gone: the others have ended already)
         pass
 

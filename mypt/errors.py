@@ -80,6 +80,12 @@ def file_in_the_way(path: Path) -> Path | None:
     return found if found is not None and not found.is_dir() else None
 
 
+def error_line(e: Exception) -> str:
+    """An error as one line: an OSError as the commands print it (os_error_message), another
+    error its text."""
+    return os_error_message(e) if isinstance(e, OSError) else str(e)
+
+
 def os_error_message(e: OSError) -> str:
     """One line for an OSError that reached a command: the path, what went wrong (the
     errno's meaning), what fixes it. Disk full, read-only file systems and permissions are

@@ -23,7 +23,7 @@ import torch
 from mypt import checkpoint
 from mypt.config import TrainConfig
 from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, sync_gradients, unwrap
-from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, os_error_message
+from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, os_error_message
 from mypt.evaluate import evaluate_all
 from mypt.fsdp import full, is_sharded
 from mypt.optim import configure_optimizer, muon_lr, set_lr
@@ -165,11 +165,6 @@ def slow_save_warning(seconds: float, warned: bool) -> str | None:
     return (f"warning: this checkpoint took {seconds:.0f} s to save; torchrun kills the ranks {limit} s after it "
             "forwards a SIGTERM (TORCH_ELASTIC_SHUTDOWN_TIMEOUT), so a stop could lose the step's checkpoint: "
             f"start it as TORCH_ELASTIC_SHUTDOWN_TIMEOUT={max(60, int(seconds * 3))} torchrun ...")
-
-
-def _reason(e: Exception) -> str:
-    """An error as one line: an OSError as the CLI prints it (the path, what failed)."""
-    return os_error_message(e) if isinstance(e, OSError) else str(e)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -423,7 +418,7 @@ class _Run:
         a resume from them would meet it again; the last checkpoint, from before it, is what a
         lower rate can continue. Every rank calls it at the same point, so its collectives meet."""
         failed = self.failed
-        mine = None if failed is None else (isinstance(failed, _NormDiverged), _reason(failed),
+        mine = None if failed is None else (isinstance(failed, _NormDiverged), error_line(failed),
                                             isinstance(failed, TrainingDiverged))
         # The cause first: a rank's NaN loss before the NaN gradient norm it gave every rank.
         (_, reason, diverged), rank = min((x, r) for r, x in enumerate(all_ranks(mine, self.cpu_group)) if x is not None)

@@ -21,7 +21,7 @@ from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
 from mypt.distributed import Dist, all_ranks, cpu_group, setup_distributed, tell_ranks_start_failed
-from mypt.errors import CheckpointError, ConfigError, DataError, os_error_message
+from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.io import check_dir_path, check_replaceable, recover_output, set_aside_hint, sha256_file
@@ -90,7 +90,7 @@ def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[
     try:
         return _checked_run(req, overrides, log, read_text)
     except Exception as e:
-        tell_ranks_start_failed(e, os_error_message(e) if isinstance(e, OSError) else str(e))
+        tell_ranks_start_failed(e)
         raise
 
 
