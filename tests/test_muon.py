@@ -17,7 +17,8 @@ from mypt.config import RunSettings, TrainConfig
 from mypt.errors import ConfigError
 from mypt.input_text import read_input_text
 from mypt.model import GPT, GPTConfig, load_model
-from mypt.optim import _newton_schulz_float32, configure_optimizer, muon_parameter_names
+from mypt import optim
+from mypt.optim import configure_optimizer, muon_parameter_names, orthogonalize
 from mypt.train import fit
 from mypt.train_command import run_training
 from test_train_paths import BLOCK, TEXT, _join, _spawn_two_ranks, loader, tokenizer
@@ -97,36 +98,57 @@ def test_muon_learns_and_follows_the_schedule_at_its_own_peak():
     assert [x for x in lines if x.startswith("iter ")] and not [x for x in lines if "muon_lr" in x]
 
 
-def test_muon_on_the_cpu_orthogonalizes_in_float32_and_puts_torchs_iteration_back():
+NS = {"ns_coefficients": (3.4445, -4.775, 2.0315), "ns_steps": 5, "eps": 1e-7}  # torch.optim.Muon's defaults
+
+
+def test_orthogonalize_is_torchs_iteration_for_a_whole_stack_in_float32_on_the_cpu():
     from torch.optim import _muon
 
     torch.manual_seed(0)
-    coefficients, torchs = (3.4445, -4.775, 2.0315), _muon._zeropower_via_newtonschulz
     for shape in ((48, 16), (16, 48)):
-        grad = torch.randn(shape)
-        ours, theirs = _newton_schulz_float32(grad, coefficients, 5, 1e-7), torchs(grad, coefficients, 5, 1e-7)
-        assert ours.dtype == torch.float32 and theirs.dtype == torch.bfloat16
-        assert torch.allclose(ours, theirs.float(), atol=0.03)  # torch's, to bfloat16's precision
-        # Orthogonalized: the quintic leaves singular values around 1 (0.5 to 1.5), not the grad's.
-        assert torch.linalg.svdvals(ours).min() > 0.5 and torch.linalg.svdvals(ours).max() < 1.5
+        stack = torch.randn(3, *shape)
+        ours = orthogonalize(stack, NS)
+        assert ours.dtype == torch.float32 and ours.shape == stack.shape
+        for i in range(3):
+            theirs = _muon._zeropower_via_newtonschulz(stack[i], NS["ns_coefficients"], 5, 1e-7)
+            assert theirs.dtype == torch.bfloat16
+            assert torch.allclose(ours[i], theirs.float(), atol=0.03)  # torch's, to bfloat16's precision
+            # Each matrix as if alone: the batch shares nothing (its own norm, its own products).
+            assert torch.allclose(ours[i], orthogonalize(stack[i:i + 1], NS)[0], atol=1e-6)
+            # Orthogonalized: the quintic leaves singular values around 1 (0.5 to 1.5), not the grad's.
+            values = torch.linalg.svdvals(ours[i])
+            assert values.min() > 0.5 and values.max() < 1.5
 
-    # A step on the CPU: each matrix moves by the float32 iteration's update, and torch's own
-    # function is back in place after it.
-    model = tiny_model(tokenizer())
-    cfg = config(weight_decay=0.0)
-    optimizer = configure_optimizer(model, cfg, CPU)
-    name = muon_parameter_names(model)[0]
-    param = dict(model.named_parameters())[name]
-    before, grad = param.detach().clone(), torch.randn_like(param)
-    for p in model.parameters():
-        p.grad = torch.zeros_like(p)
-    param.grad = grad.clone()
-    optimizer.step()
-    # (The first momentum is a multiple of the gradient, and the iteration normalizes its input.)
-    update = _newton_schulz_float32(grad, coefficients, 5, 1e-7)
-    scale = 0.02 * max(1, param.size(0) / param.size(1)) ** 0.5  # adjust_lr_fn "original"
-    assert torch.allclose(param.detach(), before - scale * update, atol=1e-6)
-    assert _muon._zeropower_via_newtonschulz is torchs
+
+@pytest.mark.parametrize("batch_elements", [optim.BATCH_ELEMENTS, 1])  # 1: each matrix a batch of its own
+def test_muon_steps_as_torch_optim_muon_does(monkeypatch, batch_elements):
+    """Three steps of mypt's batched Muon against torch.optim.Muon's own step on a copy of the
+    model, the same gradients: the same matrices, to the bfloat16 iteration's precision (torch's;
+    ours is float32 on the CPU), with a difference far smaller than the steps themselves."""
+    monkeypatch.setattr(optim, "BATCH_ELEMENTS", batch_elements)
+    tok = tokenizer()
+    ours_model, torch_model = tiny_model(tok, n_layer=2), tiny_model(tok, n_layer=2)  # (shapes repeat per layer)
+    cfg = config(weight_decay=0.1)
+    ours = configure_optimizer(ours_model, cfg, CPU)
+    names = muon_parameter_names(ours_model)
+    theirs_params = dict(torch_model.named_parameters())
+    theirs = torch.optim.Muon([theirs_params[n] for n in names], lr=0.02, momentum=cfg.muon_momentum,
+                              weight_decay=0.1, adjust_lr_fn="original")
+    before = {n: p.detach().clone() for n, p in ours_model.named_parameters() if n in names}
+    torch.manual_seed(1)
+    for _ in range(3):
+        for name, p in ours_model.named_parameters():
+            p.grad = torch.randn_like(p)
+            theirs_params[name].grad = p.grad.clone()
+        ours.step()
+        theirs.step()
+    for name in names:
+        mine, torchs = dict(ours_model.named_parameters())[name].detach(), theirs_params[name].detach()
+        moved, apart = (mine - before[name]).abs().max(), (mine - torchs).abs().max()
+        assert apart < 3e-3 and moved > 20 * apart, (name, float(moved), float(apart))
+    assert {id(p) for p in theirs.state} == {id(theirs_params[n]) for n in names}
+    for p in (dict(ours_model.named_parameters())[n] for n in names):  # torch's state, as torch keeps it
+        assert set(ours.state[p]) == {"momentum_buffer"}
 
 
 def _straight_then_resumed(cfg: TrainConfig, tmp_path: Path) -> tuple[Path, Path]:

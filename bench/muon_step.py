@@ -1,0 +1,92 @@
+"""Muon's optimizer step alone: torch.optim.Muon's own step (a loop over the matrices) against
+mypt's (mypt.optim.muon_step: the matrices of one shape orthogonalized in one batch), on the
+same model's matrices and gradients, in the same run. The fused AdamW step over the same
+matrices is printed beside them for scale.
+
+    python bench/muon_step.py                       # the baby GPT's matrices (6 x 384) and 124M's (12 x 768)
+    python bench/muon_step.py --sizes baby --steps 5   # quick
+
+On the CPU both orthogonalize as mypt does there (float32; torch's own bfloat16 iteration is
+24x slower without AMX), so the CPU figures compare the loop with the batch only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # a plain checkout; PYTHONPATH or an install wins
+
+from mypt.model import GPT, GPTConfig  # noqa: E402
+from mypt.optim import muon_parameter_names, muon_step, orthogonalize  # noqa: E402
+
+SIZES = {"tiny": dict(n_layer=2, n_head=2, n_embd=32), "baby": dict(n_layer=6, n_head=6, n_embd=384),
+         "124M": dict(n_layer=12, n_head=12, n_embd=768)}
+MODERN = dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, vocab_size=50304, block_size=256)
+
+
+@contextlib.contextmanager
+def torch_iteration_on_cpu(device: torch.device):
+    """On the CPU, torch's loop runs mypt's float32 iteration: the comparison is loop against batch."""
+    from torch.optim import _muon
+
+    if device.type != "cpu":
+        yield
+        return
+    original = _muon._zeropower_via_newtonschulz
+    _muon._zeropower_via_newtonschulz = lambda g, coefficients, steps, eps: orthogonalize(
+        g[None], {"ns_coefficients": coefficients, "ns_steps": steps, "eps": eps})[0]
+    try:
+        yield
+    finally:
+        _muon._zeropower_via_newtonschulz = original
+
+
+def timed(step, device: torch.device, steps: int) -> float:
+    """Milliseconds per call, after two warm-up calls."""
+    for _ in range(2):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps * 1e3
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="baby,124M", help="comma list of " + ", ".join(SIZES))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    print(f"Muon step on {device} (torch {torch.__version__}), ms per step, {args.steps} steps after 2 warm-up")
+    for size in args.sizes.split(","):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(**SIZES[size], **MODERN)).to(device)
+        params = dict(model.named_parameters())
+        matrices = [params[n] for n in muon_parameter_names(model)]
+        for p in matrices:
+            p.grad = torch.randn_like(p)
+        shapes = sorted({tuple(p.shape) for p in matrices})
+        torchs = torch.optim.Muon(matrices, lr=0.02, weight_decay=0.0, adjust_lr_fn="original")
+        ours = torch.optim.Muon(matrices, lr=0.02, weight_decay=0.0, adjust_lr_fn="original")
+        adamw = torch.optim.AdamW(matrices, lr=1e-3, fused=device.type in ("cuda", "cpu"))
+        with torch_iteration_on_cpu(device):
+            loop = timed(torchs.step, device, args.steps)
+        batched = timed(lambda: muon_step(ours), device, args.steps)
+        fused = timed(adamw.step, device, args.steps)
+        print(f"{size}: {len(matrices)} matrices of {len(shapes)} shapes | torch.optim.Muon {loop:8.2f} | "
+              f"mypt batched {batched:8.2f} ({loop / batched:.1f}x faster) | fused AdamW {fused:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
