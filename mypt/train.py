@@ -140,6 +140,18 @@ def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders, tokeni
                           "build it with GPTConfig(vocab_size=tokenizer.vocab_size, ...)")
 
 
+def compiled(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    """The model fit trains and evaluates: torch.compile'd when `cfg` compiles on its device
+    (TrainConfig.compile; left out, on with CUDA) and it comes plain. The Python API's
+    model.fit trained eager on a GPU while the setting said compiled (bench/quality.py's GPU
+    figures were eager). One that comes compiled, in DDP or sharded is trained as it comes:
+    mypt train wraps it so itself."""
+    if unwrap(model) is not model or is_sharded(model):
+        return model
+    device = next(model.parameters()).device
+    return torch.compile(model) if cfg.compiles_on(device.type) else model
+
+
 def check_optimizer(model: torch.nn.Module, optimizer) -> None:
     """An optimizer built for another model (or before the model was rebuilt) would step none
     of the weights that train: the loss would never move."""
@@ -472,7 +484,8 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
         config: TrainConfig | None = None, checkpoint_dir: Path | None = None, tokenizer=None,
         resume_state: dict | None = None, checkpoint_extra: dict | None = None, dist: Dist | None = None,
         log: Callable[[str], None] = print, on_metrics: Callable[[int, dict], None] | None = None) -> dict:
-    """Train `model` (already on its device; wrapped in DDP when dist.world_size > 1).
+    """Train `model` (already on its device; wrapped in DDP when dist.world_size > 1),
+    torch.compile'd first when the config says so (on with CUDA by default: see `compiled`).
 
     Every `eval_interval` steps: loss on the loader's val split and on each eval loader,
     logged as `step 100: val 2.15 | eval_general 2.89`, then a checkpoint (rank 0; none at the
@@ -492,8 +505,9 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     """
     check_loaders(model, data_loader, eval_data_loaders, tokenizer)
     check_optimizer(model, optimizer)
-    run = _Run(model, data_loader, optimizer, eval_data_loaders, fit_config(config, data_loader, optimizer),
-               checkpoint_dir, tokenizer, resume_state, checkpoint_extra, dist or Dist(), log, on_metrics)
+    cfg = fit_config(config, data_loader, optimizer)
+    run = _Run(compiled(model, cfg), data_loader, optimizer, eval_data_loaders, cfg, checkpoint_dir, tokenizer,
+               resume_state, checkpoint_extra, dist or Dist(), log, on_metrics)
     run.restore()
     with StopSignals() as signals:
         while True:

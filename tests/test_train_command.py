@@ -3,6 +3,8 @@ and --input_file only where `mypt train` passes its reader (the DVC stages do no
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mypt.config import RunSettings
@@ -61,6 +63,40 @@ def test_compile_defaults_to_eager_on_the_cpu_and_follows_the_flag(tmp_path, mon
     assert bool(calls) == compiled
     saved = json.loads((tmp_path / "ck" / "m" / "config.json").read_text())["training"]["compile"]
     assert saved == flag
+
+
+@pytest.mark.parametrize("setting, compiles", [(None, False), (True, True), (False, False)])
+def test_the_python_apis_fit_compiles_as_the_setting_says(tmp_path, monkeypatch, setting, compiles):
+    """fit itself honours TrainConfig.compile (left out: on with CUDA, eager on the CPU): the
+    Python API's model.fit trained eager on a GPU whatever the setting said. A model that comes
+    compiled (or in DDP) is trained as it comes, not compiled twice."""
+    import torch
+
+    from mypt.config import TrainConfig
+    from mypt.train import fit
+    from test_train_paths import loader, tiny_model, tokenizer
+
+    class Compiled(torch.nn.Module):  # what torch.compile returns, in the respect fit looks at
+        def __init__(self, model):
+            super().__init__()
+            self._orig_mod = model
+
+        def forward(self, *args, **kwargs):
+            calls.append("forward")
+            return self._orig_mod(*args, **kwargs)
+
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(model) or Compiled(model))
+    tok = tokenizer()
+    model = tiny_model(tok)
+    cfg = TrainConfig(device="cpu", max_iters=2, eval_interval=2, eval_iters=1, batch_size=8, compile=setting)
+    fit(model, loader(tok), config=cfg, checkpoint_dir=tmp_path / "ck", tokenizer=tok, log=lambda line: None)
+    assert calls[:1] == ([model] if compiles else [])
+    assert ("forward" in calls) == compiles  # the compiled one trained and evaluated
+    assert (tmp_path / "ck" / "model.safetensors").exists()  # saved from the model itself
+    calls.clear()
+    fit(Compiled(model), loader(tok), config=dataclasses.replace(cfg, compile=True), log=lambda line: None)
+    assert calls and model not in calls  # trained as it came
 
 
 def test_a_run_from_other_weights_says_where_they_came_from(tmp_path):
