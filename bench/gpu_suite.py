@@ -22,6 +22,7 @@ Sections (in this order, the most important first):
      once every half block. A 500 + 500 case (which fits in the window) is measured too.
   4. The 150M_1024 preset at its default batch (12 x 8 accumulation) and default flags
      (compiled on CUDA, as `mypt train` runs it): MFU and peak GPU memory.
+     Then the modern/150M_1024 preset (rope, rmsnorm, squared ReLU, qk_norm) the same way.
   5. The pretrain/750M_1024_domain_adapt preset (its batch 8 x 16 accumulation) and a
      350M-class model (24 x 1024, 16 heads, batch 16): MFU, compiled unless the time budget
      (--budget_s) is too short for the compilation, in which case they run eager and say so.
@@ -75,7 +76,7 @@ from mypt.model import GPT, GPTConfig  # noqa: E402
 from mypt.shards import ShardWriter  # noqa: E402
 from mypt.train import PEAK_FLOPS, TrainConfig, configure_optimizer, fit, mfu  # noqa: E402
 
-SECTIONS = ("fit124", "profile", "gen", "mem150", "preset750", "m350", "levers", "autotune")
+SECTIONS = ("fit124", "profile", "gen", "mem150", "modern150", "preset750", "m350", "levers", "autotune")
 T_START = time.perf_counter()
 
 
@@ -774,6 +775,9 @@ def main() -> int:
         if suite.wanted("mem150"):
             suite.section("150M_1024 preset memory", section_preset, suite, "150M_1024", "150M_1024 preset", None,
                           1, 1, 2, note_extra="peak memory is the figure here; the guide says ~12 GB")
+        if suite.wanted("modern150"):
+            suite.section("modern/150M_1024 preset", section_preset, suite, "modern/150M_1024",
+                          "modern/150M_1024 preset", None, 1, 1, 2)
         if suite.wanted("preset750"):
             suite.section("750M preset", section_preset, suite, "pretrain/750M_1024_domain_adapt",
                           "750M_1024_domain_adapt preset", True, 1, 1, 3)

@@ -109,6 +109,25 @@ def train_for(budget_s: float, size, recipe, tokens, tokenizer, device: str, poi
     return curve
 
 
+def profile_step(size, recipe, tokens, tokenizer, device: str, steps: int = 12) -> str:
+    """torch.profiler's table of three training steps of this recipe (after the compile and a
+    few more): where a recipe's step time goes, kernel by kernel."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from mypt.data import GPTDataLoader
+    from mypt.train import fit
+
+    model, cfg = build(size, recipe, tokenizer.vocab_size, device, max_iters=steps, eval_interval=10**9,
+                       eval_iters=1, log_interval=1, checkpoint_minutes=0.0)
+    loader = GPTDataLoader(cfg, tokenizer, tokens=tokens, block_size=model.config.block_size)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    prof = profile(activities=activities, schedule=schedule(wait=steps - 5, warmup=1, active=3, repeat=1))
+    with prof:  # (fit logs each step: log_interval 1)
+        fit(model, loader, config=cfg, log=lambda line: prof.step() if line.startswith("iter ") else None)
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=70)
+
+
 def time_to(curve: list[tuple[float, float]], loss: float) -> float | None:
     """The first time the curve reaches `loss`, interpolated between evaluations; None if never."""
     prev = None
@@ -129,10 +148,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recipes", default="gpt2,modern", help="comma list of " + ", ".join(RECIPES))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--points", type=int, default=20, help="evaluations per run")
+    ap.add_argument("--target", type=float, action="append", default=[],
+                    help="also print the time each recipe takes to reach this val loss (repeatable), "
+                         "e.g. 1.47 for the baby GPT, nanoGPT's figure")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of training: torch.profiler's table of three steps of each recipe")
     args = ap.parse_args(argv)
     size, names = SIZES[args.size], args.recipes.split(",")
     budget = args.budget_s or size["budget_s"]
     tokens, tokenizer = shakespeare_tokens()
+    if args.profile:
+        for name in names:
+            print(f"{name}: {RECIPES[name]}, three steps of {size['model']}\n"
+                  + profile_step(size, RECIPES[name], tokens, tokenizer, args.device), flush=True)
+        return
     print(f"{args.size}: {size['model']}, batch {size['train']['batch_size']}, {len(tokens):,} char tokens, "
           f"{budget:.0f} s per recipe on {args.device} ({torch.get_num_threads()} threads)", flush=True)
     curves = {}
@@ -152,6 +181,13 @@ def main(argv: list[str] | None = None) -> None:
         share = f"{t / ref_time:.0%} of {ref_name}'s" if t is not None else "not reached"
         print(f"  {name:>8}: final val {final:.4f}; reaches {target:.4f} at "
               f"{f'{t:.0f} s' if t is not None else '-'} ({share})")
+    for loss in args.target:
+        times = {name: time_to(curve, loss) for name, curve in curves.items()}
+        ref = times[ref_name]
+        print(f"\ntime to val {loss:.4f}:")
+        for name, t in times.items():
+            share = f" ({t / ref:.0%} of {ref_name}'s)" if t is not None and ref else ""
+            print(f"  {name:>8}: {f'{t:.1f} s' if t is not None else 'not reached'}{share}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,19 @@ def test_quality_bench_compares_recipes(tmp_path):
     """bench/quality.py at its tiny size: both recipes train on the demo's Shakespeare and the
     comparison against the GPT-2 recipe's final loss is printed (the README quotes its figures)."""
     out = run([sys.executable, str(REPO / "bench" / "quality.py"), "--size", "tiny", "--points", "2",
-               "--recipes", "gpt2,modern"], cwd=tmp_path).stdout
+               "--recipes", "gpt2,modern", "--target", "9.5"], cwd=tmp_path).stdout
     assert "time to the gpt2 recipe's final val loss" in out, out
     assert re.search(r"gpt2: final val \d+\.\d+; reaches", out) and re.search(r"modern: final val \d+\.\d+", out), out
+    # --target: a loss both reach at their first evaluation (ln 65 = 4.2 at the start).
+    assert re.search(r"time to val 9\.5000:\n +gpt2: \d+\.\d s \(100% of gpt2's\)\n +modern: \d+\.\d s", out), out
+    out = run([sys.executable, str(REPO / "bench" / "quality.py"), "--size", "tiny", "--recipes", "modern",
+               "--profile"], cwd=tmp_path).stdout
+    assert "MuonAdamW.step" in out and "Self CPU time total" in out, out
+
+
+@pytest.mark.slow
+def test_muon_step_bench_compares_torchs_loop_with_the_batch(tmp_path):
+    out = run([sys.executable, str(REPO / "bench" / "muon_step.py"), "--sizes", "tiny", "--steps", "2"],
+              cwd=tmp_path).stdout
+    assert re.search(r"tiny: 8 matrices of 4 shapes \| torch\.optim\.Muon +\d+\.\d+ \| mypt batched +\d+\.\d+ "
+                     r"\(\d+\.\dx faster\) \| fused AdamW +\d+\.\d+", out), out
