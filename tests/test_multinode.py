@@ -5,6 +5,7 @@ with DDP and with FSDP."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,13 +18,15 @@ from conftest import free_port, mypt_cli
 TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
 
 
-def two_nodes(cmd: list[str], cwd: Path | list[Path], timeout: float = 240) -> list[subprocess.CompletedProcess]:
-    """`torchrun --nnodes 2 ... cmd` as two agents, each in its own session so that it and its
-    worker are killed together if the test ends first. (No --node_rank: the c10d rendezvous
-    numbers the nodes itself, and torchrun says it ignores one.)"""
+def two_nodes(cmd: list[str], cwd: Path | list[Path], timeout: float = 240,
+              second: list[str] | None = None) -> list[subprocess.CompletedProcess]:
+    """`torchrun --nnodes 2 ... cmd` as two agents (the second running `second` when given),
+    each in its own session so that it and its worker are killed together if the test ends
+    first. (No --node_rank: the c10d rendezvous numbers the nodes itself, and torchrun says it
+    ignores one.)"""
     port, procs = free_port(), []
     try:
-        for where in (cwd if isinstance(cwd, list) else [cwd, cwd]):
+        for where, cmd in zip(cwd if isinstance(cwd, list) else [cwd, cwd], [cmd, second or cmd]):
             launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                       "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "mypt-test",
                       *cmd]
@@ -73,3 +76,18 @@ def test_a_node_that_cannot_start_stops_the_other(dataset, tmp_path):
     assert "Error: --dataset_dir ds: no directory" in nodes[1].stderr
     assert "could not start: --dataset_dir ds: no directory" in nodes[0].stderr, nodes[0].stderr[-2000:]
     assert "so every rank stops" in nodes[0].stderr, nodes[0].stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_node_whose_flags_click_refuses_stops_the_other(dataset, tmp_path):
+    """A flag refused before mypt's own code runs (click's parsing) is told to the other ranks
+    as well: the node with good flags stops, naming it, instead of waiting 30 minutes."""
+    cmd = ["-m", "mypt.cli", "train", "--dataset_dir", str(dataset), "--model_name", "m", "--config_file", "tiny",
+           "--device", "cpu", "--max_iters"]
+    nodes = two_nodes(cmd + ["2"], tmp_path, timeout=120, second=cmd + ["abc"])
+    assert [node.returncode for node in nodes] == [1, 1], [node.stderr[-2000:] for node in nodes]
+    refused = "'abc' is not a valid integer"
+    assert refused in nodes[1].stderr, nodes[1].stderr[-2000:]
+    assert re.search(r"rank \d could not start: Invalid value for '--max_iters' / '--max-iters': " + refused,
+                     nodes[0].stderr), \
+        nodes[0].stderr[-3000:]
