@@ -16,7 +16,7 @@ from mypt import checkpoint
 from mypt.config import EvalSettings
 from mypt.device import resolve_device
 from mypt.errors import ConfigError, TrainingDiverged
-from mypt.evaluate import evaluate_dataset
+from mypt.evaluate import evaluate_dataset, whole_windows
 from mypt.model import load_model
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer
@@ -37,19 +37,6 @@ def parse_datasets(specs: list[str]) -> dict[str, Path]:
                               f"{name}={out[name]}; give each dataset a name of its own")
         out[name] = Path(directory)
     return out
-
-
-def whole_windows(max_tokens: int | None, block_size: int) -> int | None:
-    """--max_tokens as the evaluation can hold it: eval scores whole windows of block_size
-    targets, so "at most N tokens" is N rounded down to whole windows; less than one window
-    is refused."""
-    if max_tokens is None:
-        return None
-    if max_tokens < block_size:
-        raise ConfigError(f"--max_tokens {max_tokens}: eval scores whole windows of the model's block_size "
-                          f"({block_size}) tokens, so at most {max_tokens} tokens is none; give --max_tokens "
-                          f"{block_size} or more, or leave it out for the whole split")
-    return max_tokens // block_size * block_size
 
 
 def _diverged(path: Path, name: str, directory: Path, loss: str) -> TrainingDiverged:

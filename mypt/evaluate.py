@@ -18,12 +18,28 @@ from mypt.tokenizers import Tokenizer
 MAX_EXP = 709.78
 
 
+def whole_windows(max_tokens: int | None, block_size: int, name: str = "--max_tokens") -> int | None:
+    """max_tokens as the evaluation can hold it: it scores whole windows of block_size
+    targets, so "at most N tokens" is N rounded down to whole windows; less than one window
+    is refused, naming `name` (the eval command's --max_tokens, evaluate_dataset's argument)."""
+    if max_tokens is None:
+        return None
+    if max_tokens < block_size:
+        given = f"{name} {max_tokens}" if name.startswith("--") else f"{name}={max_tokens}"
+        least = f"{name} {block_size}" if name.startswith("--") else f"{name}={block_size}"
+        raise ConfigError(f"{given}: eval scores whole windows of the model's block_size ({block_size}) tokens, so "
+                          f"at most {max_tokens} tokens is none; give {least} or more, or leave it out for the "
+                          "whole split")
+    return max_tokens // block_size * block_size
+
+
 @torch.no_grad()
 def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int = 32, max_tokens: int | None = None,
                      split: str = "val") -> dict:
     """Loss and perplexity of `model` over a dataset split, every window once, in order:
     the same numbers every run. Returns {"loss", "perplexity", "tokens"} (perplexity inf for
     a loss too large for math.exp)."""
+    max_tokens = whole_windows(max_tokens, model.config.block_size, "max_tokens")
     device = next(model.parameters()).device
     loader = GPTDataLoader(LoaderConfig(batch_size, model.config.block_size, str(device), 0, 0),
                            Tokenizer.load(dataset_dir), dataset_dir=dataset_dir, eval_only=True)

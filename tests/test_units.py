@@ -229,6 +229,13 @@ def test_evaluate_dataset_scores_at_most_max_tokens(tmp_path):
     model = GPT(GPTConfig(vocab_size=TOK.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
     assert [evaluate_dataset(model, ds, batch_size=2, max_tokens=n)["tokens"] for n in (10, 16, 17, None)] == \
         [8, 16, 16, 96]
+    # Less than one window: the argument is at fault, not the dataset (it said "no window of 9 tokens").
+    from mypt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^max_tokens=5: eval scores whole windows of the model's block_size \(8\) "
+                                          r"tokens, so at most 5 tokens is none; give max_tokens=8 or more, or leave "
+                                          r"it out for the whole split$"):
+        evaluate_dataset(model, ds, max_tokens=5)
 
 
 def test_a_save_too_slow_for_torchruns_stop_is_said_once(monkeypatch):
