@@ -8,6 +8,7 @@ at the end, so a killed run leaves nothing that passes for a finished output.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import hashlib
 import json
@@ -255,9 +256,26 @@ def umask_mode(path: Path) -> None:
     save_pretrained) the mode every other new file gets under the user's umask (0644 usually):
     a checkpoint or an export on a team's shared storage is readable as a whole, not all but its
     weights."""
-    mask = os.umask(0)  # (read by setting it: put back at once)
+    try:
+        os.chmod(path, 0o666 & ~current_umask())
+    except OSError as e:  # a mount without Unix modes (CIFS, some FUSE): the file is whole all the same
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EROFS):
+            raise
+
+
+def current_umask() -> int:
+    """The process's umask, read from /proc (Linux 4.7 and later) where it can be: reading it
+    with os.umask means setting it, and a file another thread created in that moment would get
+    mode 0666. Elsewhere, os.umask, put back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # (the briefest, safest setting while it is read)
     os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    return mask
 
 
 def make_own_dir(path: Path) -> Path:

@@ -250,3 +250,38 @@ def test_a_save_too_slow_for_torchruns_stop_is_said_once(monkeypatch):
     monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "600")
     assert slow_save_warning(200, False) is None
     assert slow_save_warning(400, False).endswith("TORCH_ELASTIC_SHUTDOWN_TIMEOUT=1200 torchrun ...")
+
+
+def test_the_umask_is_read_without_being_changed_and_a_mount_without_modes_is_no_error(tmp_path, monkeypatch):
+    """umask_mode reads the umask from /proc (setting it to read it left a moment in which a
+    file another thread made got 0666), and a chmod that a CIFS or FUSE mount refuses leaves
+    the file as written instead of failing the save."""
+    import errno
+    import os
+    import stat
+
+    from mypt import io
+
+    before = os.umask(0o027)
+    try:
+        assert io.current_umask() == 0o027
+        calls = []
+        monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or 0o027)
+        assert io.current_umask() == 0o027 and calls == []  # /proc here: os.umask never called
+        monkeypatch.undo()
+        f = tmp_path / "w.safetensors"
+        f.write_bytes(b"x")
+        f.chmod(0o600)
+        io.umask_mode(f)
+        assert stat.S_IMODE(f.stat().st_mode) == 0o640
+
+        def refused(path, mode):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+
+        monkeypatch.setattr(os, "chmod", refused)
+        io.umask_mode(f)  # no error
+        monkeypatch.setattr(os, "chmod", lambda path, mode: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+        with pytest.raises(OSError, match="I/O error"):
+            io.umask_mode(f)  # a real failure still is one
+    finally:
+        os.umask(before)
