@@ -85,17 +85,27 @@ def _check_reachable(address: str | None) -> None:
     host, _, port = (address or "").rpartition(":")
     if not host or not port.isdigit() or "://" in address:
         return  # a local Ray, `auto`, or a ray:// client address: Ray's own checks
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address, [::1]:6379
+        host = host[1:-1]
+    silent = False
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as conn:
             if os.environ.get("RAY_USE_TLS", "0") not in ("0", ""):
                 return  # (a TLS handshake comes first: Ray's own checks)
             conn.sendall(_HTTP2_HELLO)
             answer = b""
-            with contextlib.suppress(OSError):  # (a timeout, a reset: not gRPC either)
+            try:
                 while len(answer) < 9 and (chunk := conn.recv(9 - len(answer))):
                     answer += chunk
+            except TimeoutError:
+                silent = not answer
+            except OSError:  # (a reset: not gRPC either)
+                pass
     except OSError as e:
         raise ConnectionError(e.strerror or str(e)) from None
+    if silent:
+        raise ConnectionError(f"a server accepted the connection but sent nothing in {CONNECT_TIMEOUT_S:g} s, where "
+                              "Ray's answers at once")
     if len(answer) < 9 or answer[3] != 4:
         raise ConnectionError("a server listens there, but it does not speak gRPC as Ray's does")
 

@@ -262,6 +262,34 @@ def test_an_address_where_another_server_listens_is_a_one_line_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
 
+@pytest.mark.parametrize("family, host, shown", [(socket.AF_INET, "127.0.0.1", "127.0.0.1"),
+                                                  (socket.AF_INET6, "::1", "[::1]")])
+def test_an_address_where_a_server_says_nothing_is_told_apart(tmp_path, monkeypatch, family, host, shown):
+    """A server that accepts and stays silent (a head that hangs, a port whose service waits
+    for the client) is said to be silent, not to speak another protocol; an IPv6 address in
+    brackets is probed like any other."""
+    from mypt import ray_engine
+
+    pytest.importorskip("ray")
+    monkeypatch.setattr(ray_engine, "CONNECT_TIMEOUT_S", 0.5)
+    (tmp_path / "a.txt").write_text("Some text to prepare.\n")
+    try:
+        silent = socket.socket(family)
+        silent.bind((host, 0))
+    except OSError:
+        pytest.skip(f"no {host} here")
+    with silent:
+        silent.listen(1)  # accepted by the kernel, never answered
+        address = f"{shown}:{silent.getsockname()[1]}"
+        result = prepare("--input_files", str(tmp_path / "a.txt"), "--out_dir", str(tmp_path / "ds"), "--engine",
+                         "ray", "--ray_address", address, expect_ok=False)
+    assert result.output.strip().splitlines() == [
+        f"Error: --ray_address {address}: no Ray cluster answers there (a server accepted the connection but sent "
+        "nothing in 0.5 s, where Ray's answers at once); start one with `ray start --head` on its head node, or "
+        "leave --ray_address out to start a local Ray for the run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
 def test_without_ray_the_engine_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     (tmp_path / "a.txt").write_text("Some text to prepare.\n")
