@@ -70,7 +70,7 @@ def _wait_for_every_rank(world: int) -> None:
         return
     store.add(_READY, 1)
     _joined = True
-    told, started = False, time.monotonic()
+    told, started, pause = False, time.monotonic(), 0.05
     while True:
         if store.check([_FAILED]):
             raise ConfigError(store.get(_FAILED).decode("utf-8", "replace")
@@ -85,7 +85,10 @@ def _wait_for_every_rank(world: int) -> None:
         if not told and waited > 60 and os.environ.get("RANK") == "0":
             print(f"waiting for the other ranks to start: {ready} of {world} ready", flush=True)
             told = True
-        time.sleep(0.2)
+        # Backing off to 2 s: a thousand ranks polling the agent's store every 0.2 s would be
+        # ten thousand requests a second to one process.
+        time.sleep(pause)
+        pause = min(2.0, pause * 1.5)
 
 
 def tell_ranks_start_failed(error: BaseException) -> None:
