@@ -8,7 +8,9 @@ biases, an MLP width other than mypt's swiglu width, another head_dim, activatio
 epsilon, GPT-2's other attention scalings. A key the config.json leaves out means transformers'
 default for its model_type (LlamaConfig and Qwen3Config do not tie the head by default). The
 weights are model.safetensors or the shards a model.safetensors.index.json lists; pickles are
-refused.
+refused. The tokenizer: a mypt export's own, GPT-2's for a GPT-2 vocabulary, else the
+directory's tokenizer.json (a Hub model's: prepare its datasets with `--tokenization
+hf:DIR/tokenizer.json`).
 
 Needs only safetensors, not transformers. The export (mypt.hf_export) is apart, so that
 training does not depend on its code."""
@@ -259,7 +261,6 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     from mypt.config import GPTConfig
     from mypt.errors import CheckpointError
     from mypt.model import GPT
-    from mypt.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
 
     # CheckpointErrors name the file, not the flag: the training command adds
     # `--init_from_model hf:DIR: ` to them (its ConfigErrors, from read_hf_config, name it).
@@ -286,14 +287,35 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
                                   f"says {tuple(param.shape)}")
         state[name] = t.contiguous()
     model.load_state_dict(state, strict=False)
+    return model.to(device), _hf_tokenizer(path, cfg.vocab_size), config
+
+
+def _hf_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
+    """The model's tokenizer: a mypt export's tokenizer_state.json; else GPT-2's for a GPT-2
+    vocabulary (a copy of the gpt2 weights: tiktoken's ids, what `--tokenization gpt2`
+    prepares); else the directory's tokenizer.json, as a Hub model has it (SmolLM2, a Llama of
+    one's own), which `--tokenization hf:DIR/tokenizer.json` prepares datasets with."""
+    from mypt.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
+    from mypt.tokenizers.hf import HFTokenizer
+
+    where = f"--init_from_model hf:{path}"
     if (path / "tokenizer_state.json").is_file():  # a mypt export
         tokenizer = Tokenizer.load(path)
-    elif cfg.vocab_size == GPT2_VOCAB_SIZE:
+    elif vocab_size == GPT2_VOCAB_SIZE:
         tokenizer = GPT2Tokenizer()
+    elif (path / "tokenizer.json").is_file():
+        source = path / "tokenizer.json"
+        try:
+            text = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: {source} is not UTF-8 text; a tokenizer.json of the tokenizers library "
+                              "is") from None
+        tokenizer = HFTokenizer(tokenizer_json=text, source=f"{where}: {source}")
+        tokenizer.check_document_end(f"{where}: {source}")
     else:
-        raise ConfigError(f"--init_from_model hf:{path}: vocabulary of {cfg.vocab_size} with no tokenizer_state.json; "
-                          "mypt imports GPT-2-vocabulary models or its own exports")
-    if tokenizer.vocab_size != cfg.vocab_size:
-        raise ConfigError(f"--init_from_model hf:{path}: the tokenizer has {tokenizer.vocab_size} ids, the model "
-                          f"{cfg.vocab_size}")
-    return model.to(device), tokenizer, config
+        raise ConfigError(f"{where}: vocabulary of {vocab_size} with no tokenizer: the directory has neither a "
+                          "tokenizer.json nor mypt's tokenizer_state.json; copy the model's tokenizer.json into it")
+    if tokenizer.vocab_size != vocab_size:
+        raise ConfigError(f"{where}: the tokenizer has {tokenizer.vocab_size} ids, the model's config.json "
+                          f"vocab_size {vocab_size}; mypt needs one row of the embedding per id of the tokenizer")
+    return tokenizer

@@ -134,7 +134,7 @@ def test_import_refuses_what_mypt_cannot_express_naming_the_key(llama_dir, tmp_p
 
 def test_a_llama_of_transformers_imports_with_its_logits(llama_dir, tmp_path):
     """A Llama mypt did not write: its weights under mypt's names compute transformers' logits
-    (no tokenizer_state.json: mypt's tokenizer must come from an export, so the test saves one)."""
+    (its vocabulary of 64 comes with no tokenizer.json: the test saves a char tokenizer_state.json)."""
     CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(tmp_path)
     for name in ("config.json", "model.safetensors"):
         (tmp_path / name).symlink_to(llama_dir / name)
@@ -160,3 +160,68 @@ def test_a_llama_lm_head_other_than_the_embedding_is_refused(llama_dir, tmp_path
     save_file({**weights, "lm_head.weight": embedding + 1}, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"model.safetensors: lm_head.weight differs from the embedding"):
         import_hf(tmp_path)
+
+
+def hub_llama(path: Path, corpus: str) -> "object":
+    """A Llama directory as the Hub has them (config.json, model.safetensors, tokenizer.json; no
+    mypt tokenizer_state.json), shaped as mypt can express it (SmolLM2-135M's family: tied head,
+    swiglu at 8/3 x hidden, grouped-query attention): a byte-level BPE with <|endoftext|>, and
+    the model's vocabulary sized to it. Returns the tokenizers Tokenizer."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([corpus], trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    cfg = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=48, intermediate_size=128,
+                                   num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=1,
+                                   max_position_embeddings=32, rms_norm_eps=1e-5, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
+    tok.save(str(path / "tokenizer.json"))
+    return tok
+
+
+@pytest.mark.slow
+def test_a_hub_llama_with_its_tokenizer_json_imports_and_trains_on_its_tokens(tmp_path):
+    """A third-party Llama brings its tokenizer.json: import_hf uses it (it said "no
+    tokenizer_state.json"), a dataset prepared with --tokenization hf:DIR/tokenizer.json
+    trains from the imported weights, and the fine-tuned model generates; a tokenizer.json of
+    another size than the model's vocabulary is refused naming both."""
+    corpus = "the king and the queen walk in the garden of the castle at night\n" * 200
+    hub = tmp_path / "hub-llama"
+    tok = hub_llama(hub, corpus)
+    model, tokenizer, _ = import_hf(hub)
+    assert tokenizer.kind == "hf" and tokenizer.vocab_size == tok.get_vocab_size()
+    assert list(tokenizer.encode("the queen at night")) == tok.encode("the queen at night").ids
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(hub).eval()
+    x = torch.tensor([tok.encode("the king and the queen walk in the garden").ids])
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x, x)[0], hf_model(x).logits, atol=1e-4)
+
+    (tmp_path / "corpus.txt").write_text(corpus)
+    runner = CliRunner()
+    result = runner.invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "corpus.txt"), "--out_dir",
+                                  str(tmp_path / "ds"), "--tokenization", f"hf:{hub / 'tokenizer.json'}",
+                                  "--no_dedup", "--tokens_per_shard", "200", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["train", "--init_from_model", f"hf:{hub}", "--dataset_dir", str(tmp_path / "ds"),
+                                  "--model_name", "tuned", "--checkpoints_dir", str(tmp_path / "ck"), "--max_iters",
+                                  "4", "--eval_interval", "2", "--eval_iters", "1", "--batch_size", "2",
+                                  "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["generate", "--model_name", str(tmp_path / "ck" / "tuned"), "--prompt", "the king",
+                                  "--max_new_tokens", "5", "--seed", "1"])
+    assert result.exit_code == 0 and "--- sample 1 ---\nthe king" in result.output, result.output
+
+    # A vocabulary padded past the tokenizer's ids (as Qwen's are): refused, naming both sizes.
+    padded, size = tmp_path / "padded", tok.get_vocab_size()
+    config = transformers.AutoConfig.from_pretrained(hub)
+    config.vocab_size = size + 64
+    transformers.LlamaForCausalLM(config).save_pretrained(padded, safe_serialization=True)
+    (padded / "tokenizer.json").write_bytes((hub / "tokenizer.json").read_bytes())
+    with pytest.raises(ConfigError, match=rf"^--init_from_model hf:{padded}: the tokenizer has {size} ids, the "
+                                          rf"model's config.json vocab_size {size + 64}; "):
+        import_hf(padded)
