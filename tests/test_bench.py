@@ -55,8 +55,17 @@ def test_quality_bench_compares_recipes(tmp_path):
 
 
 @pytest.mark.slow
-def test_muon_step_bench_compares_torchs_loop_with_the_batch(tmp_path):
-    out = run([sys.executable, str(REPO / "bench" / "muon_step.py"), "--sizes", "tiny", "--steps", "2"],
-              cwd=tmp_path).stdout
+def test_gpu_check_runs_every_part_in_its_smoke_mode(tmp_path):
+    """bench/gpu_check.sh, the GPU figures of issue 20 in one run, at tiny sizes on the CPU:
+    each part runs and leaves its output (a GPU session is too short to lose to a broken script)."""
+    import os
+    import subprocess
+
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--smoke"], cwd=tmp_path, text=True,
+                          capture_output=True, env={**os.environ, "PYTHON": sys.executable}, timeout=600)
+    assert done.returncode == 0 and "FAILED" not in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
+    out = {name: (tmp_path / "gpu_check_out" / f"{name}.txt").read_text() for name in ("suite", "muon_step", "quality")}
+    assert "failed sections: none" in out["suite"] and "modern/150M_1024 preset" in out["suite"], out["suite"]
     assert re.search(r"tiny: 8 matrices of 4 shapes \| torch\.optim\.Muon +\d+\.\d+ \| mypt batched +\d+\.\d+ "
-                     r"\(\d+\.\dx faster\) \| fused AdamW +\d+\.\d+", out), out
+                     r"\(\d+\.\dx faster\) \| fused AdamW +\d+\.\d+", out["muon_step"]), out["muon_step"]
+    assert "time to val 1.4700:" in out["quality"], out["quality"]
