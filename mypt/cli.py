@@ -14,6 +14,7 @@ import click
 
 from mypt.config import EvalSettings, ExportSettings, GenerateSettings, train_options
 from mypt.options import GreedyCommand, MyptGroup, input_files_option, option, settings_options
+from mypt.rank_command import RankCommand
 
 
 @click.group(cls=MyptGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,7 +166,7 @@ def verify_dataset_cmd(dataset_dir: Path, strict: bool) -> None:
         raise SystemExit(1)
 
 
-@main.command("train")
+@main.command("train", cls=RankCommand)
 @train_options
 def train_cmd(**flags):
     """Train a GPT model on a prepared dataset (or one text file).

@@ -81,44 +81,20 @@ class MyptCommand(click.Command):
                                            ctx) from None
             raise
 
-    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.ClickException as e:  # a flag click refuses (not --help's exit)
-            _tell_other_ranks(e)
-            raise
-
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except Exception as e:
-            _tell_other_ranks(e)
-            if isinstance(e, MyptError):
-                raise click.ClickException(str(e)) from None
-            if isinstance(e, BrokenPipeError):
-                if not _stdout_gone():  # another pipe (a socket of Ray's, of torch.distributed's): say it
-                    raise click.ClickException(os_error_message(e)) from None
-                # `mypt generate ... | head`: the reader has what it wanted. Quiet, as Unix tools are;
-                # stdout to /dev/null so that Python's flush at exit does not complain in its turn.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                sys.exit(1)
-            if isinstance(e, OSError):
+        except MyptError as e:
+            raise click.ClickException(str(e)) from None
+        except BrokenPipeError as e:
+            if not _stdout_gone():  # another pipe (a socket of Ray's, of torch.distributed's): say it
                 raise click.ClickException(os_error_message(e)) from None
-            raise
-
-
-def _tell_other_ranks(error: Exception) -> None:
-    """Under torchrun, a rank that fails before it joined the others (a flag click refuses, a
-    setting or path refused before the run is built) tells them why: they wait for every rank
-    before forming the process group (mypt.distributed), up to 30 minutes. Outside torchrun,
-    nothing (and no torch import)."""
-    world = os.environ.get("WORLD_SIZE", "")
-    if world.isdigit() and int(world) > 1 and not isinstance(error, click.exceptions.Exit):
-        from mypt.distributed import tell_ranks_start_failed
-
-        if isinstance(error, click.ClickException):  # the message with the flag it is about, as click prints it
-            error = click.ClickException(error.format_message())
-        tell_ranks_start_failed(error)
+            # `mypt generate ... | head`: the reader has what it wanted. Quiet, as Unix tools are;
+            # stdout to /dev/null so that Python's flush at exit does not complain in its turn.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        except OSError as e:
+            raise click.ClickException(os_error_message(e)) from None
 
 
 def _stdout_gone() -> bool:

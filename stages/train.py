@@ -10,11 +10,12 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.config import train_options
-from mypt.options import MyptCommand, option
+from mypt.options import option
+from mypt.rank_command import RankCommand
 from mypt.gc_pause import gc_paused
 
 
-@click.command(cls=MyptCommand)
+@click.command(cls=RankCommand)
 @train_options
 @option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
         help="Headline JSON to write when training ends: tokens (all the model trained on, every "

@@ -1,0 +1,45 @@
+"""The class of the commands that train (`mypt train`, the train stage): under torchrun, a
+rank that fails before it joined the others tells them why. They wait for every rank before
+forming the process group (mypt.distributed), up to 30 minutes; run_training tells them of its
+own failures, this of what comes before it: a flag click refuses (`--max_iters abc`), a setting
+or path the command refuses before the run is built. Apart from mypt.options so that only the
+training commands depend on mypt.distributed (the data stages' DVC deps stay theirs)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from mypt.options import MyptCommand
+
+
+class RankCommand(MyptCommand):
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as e:  # a flag click refuses (not --help's exit)
+            _tell_other_ranks(e)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # (mypt's errors come out as click's, with their message)
+        except (click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            _tell_other_ranks(e)
+            raise
+
+
+def _tell_other_ranks(error: Exception) -> None:
+    """Under torchrun only (no torch import elsewhere). A click error as click prints it, with
+    the flag it is about."""
+    world = os.environ.get("WORLD_SIZE", "")
+    if world.isdigit() and int(world) > 1:
+        from mypt.distributed import tell_ranks_start_failed
+
+        if isinstance(error, click.ClickException):
+            error = click.ClickException(error.format_message())
+        tell_ranks_start_failed(error)
