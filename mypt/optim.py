@@ -173,17 +173,17 @@ def muon_step(muon: torch.optim.Optimizer) -> None:
     together. torch's step loops over the matrices, ~20 kernels each: on a GPU those launches
     took longer than the model's own step at nanoGPT's baby size (33 against 12 ms, H200).
     The update equals torch's per matrix: nesterov momentum, decoupled weight decay, the
-    learning rate scaled by sqrt(max(1, rows/cols)) (adjust_lr_fn "original")."""
+    learning rate scaled by the shape as adjust_lr_fn says (_lr_scale)."""
     for group in muon.param_groups:
-        if group["adjust_lr_fn"] not in (None, "original"):
-            raise ValueError(f"adjust_lr_fn {group['adjust_lr_fn']!r}: mypt's Muon step scales as 'original'")
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             continue
         grads = [p.grad for p in params]
-        bufs = [muon.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad, memory_format=torch.preserve_format))
-                for p in params]
-        lr, momentum = group["lr"], group["momentum"]
+        for p in params:
+            if "momentum_buffer" not in muon.state[p]:
+                muon.state[p]["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+        bufs = [muon.state[p]["momentum_buffer"] for p in params]
+        lr, momentum = float(group["lr"]), group["momentum"]  # (torch lets lr be a one-element tensor)
         torch._foreach_lerp_(bufs, grads, 1 - momentum)
         updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
         torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
@@ -196,4 +196,14 @@ def muon_step(muon: torch.optim.Optimizer) -> None:
                 part = index[start:start + per_batch]
                 ortho = orthogonalize(torch.stack([updates[i] for i in part]), group).to(dtype)
                 torch._foreach_add_([params[i] for i in part], list(ortho.unbind(0)),
-                                    alpha=-lr * math.sqrt(max(1, rows / cols)))
+                                    alpha=-lr * _lr_scale(group["adjust_lr_fn"], rows, cols))
+
+
+def _lr_scale(adjust_lr_fn: str | None, rows: int, cols: int) -> float:
+    """torch.optim.Muon's scaling of the rate by the matrix's shape: "original" (Keller
+    Jordan's, the default) or "match_rms_adamw" (Moonshot's)."""
+    if adjust_lr_fn in (None, "original"):
+        return math.sqrt(max(1, rows / cols))
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    return 1.0

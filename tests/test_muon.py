@@ -120,21 +120,30 @@ def test_orthogonalize_is_torchs_iteration_for_a_whole_stack_in_float32_on_the_c
             assert values.min() > 0.5 and values.max() < 1.5
 
 
-@pytest.mark.parametrize("batch_elements", [optim.BATCH_ELEMENTS, 1])  # 1: each matrix a batch of its own
-def test_muon_steps_as_torch_optim_muon_does(monkeypatch, batch_elements):
+@pytest.mark.parametrize("batch_elements, adjust_lr_fn, nesterov", [
+    (optim.BATCH_ELEMENTS, "original", True),  # mypt's settings
+    (1, "original", True),  # each matrix a batch of its own
+    (optim.BATCH_ELEMENTS, "match_rms_adamw", False)])
+def test_muon_steps_as_torch_optim_muon_does(monkeypatch, batch_elements, adjust_lr_fn, nesterov):
     """Three steps of mypt's batched Muon against torch.optim.Muon's own step on a copy of the
-    model, the same gradients: the same matrices, to the bfloat16 iteration's precision (torch's;
-    ours is float32 on the CPU), with a difference far smaller than the steps themselves."""
+    model, the same gradients, torch's loop running the same float32 iteration (the iteration
+    itself is compared with torch's above): the same matrices and momentum, bit for bit. So
+    the momentum, weight decay and rate scaling are torch's."""
+    from torch.optim import _muon
+
     monkeypatch.setattr(optim, "BATCH_ELEMENTS", batch_elements)
+    monkeypatch.setattr(_muon, "_zeropower_via_newtonschulz", lambda g, coefficients, steps, eps: orthogonalize(
+        g[None], {"ns_coefficients": coefficients, "ns_steps": steps, "eps": eps})[0])
     tok = tokenizer()
     ours_model, torch_model = tiny_model(tok, n_layer=2), tiny_model(tok, n_layer=2)  # (shapes repeat per layer)
-    cfg = config(weight_decay=0.1)
-    ours = configure_optimizer(ours_model, cfg, CPU)
+    ours = configure_optimizer(ours_model, config(weight_decay=0.1), CPU)
+    for group in ours.muon.param_groups:
+        group.update(adjust_lr_fn=adjust_lr_fn, nesterov=nesterov)
     names = muon_parameter_names(ours_model)
-    theirs_params = dict(torch_model.named_parameters())
-    theirs = torch.optim.Muon([theirs_params[n] for n in names], lr=0.02, momentum=cfg.muon_momentum,
-                              weight_decay=0.1, adjust_lr_fn="original")
-    before = {n: p.detach().clone() for n, p in ours_model.named_parameters() if n in names}
+    mine, theirs_params = dict(ours_model.named_parameters()), dict(torch_model.named_parameters())
+    theirs = torch.optim.Muon([theirs_params[n] for n in names], lr=0.02, momentum=0.95, weight_decay=0.1,
+                              nesterov=nesterov, adjust_lr_fn=adjust_lr_fn)
+    before = {n: mine[n].detach().clone() for n in names}
     torch.manual_seed(1)
     for _ in range(3):
         for name, p in ours_model.named_parameters():
@@ -143,12 +152,11 @@ def test_muon_steps_as_torch_optim_muon_does(monkeypatch, batch_elements):
         ours.step()
         theirs.step()
     for name in names:
-        mine, torchs = dict(ours_model.named_parameters())[name].detach(), theirs_params[name].detach()
-        moved, apart = (mine - before[name]).abs().max(), (mine - torchs).abs().max()
-        assert apart < 3e-3 and moved > 20 * apart, (name, float(moved), float(apart))
-    assert {id(p) for p in theirs.state} == {id(theirs_params[n]) for n in names}
-    for p in (dict(ours_model.named_parameters())[n] for n in names):  # torch's state, as torch keeps it
-        assert set(ours.state[p]) == {"momentum_buffer"}
+        assert not torch.equal(mine[name], before[name]), name
+        assert torch.equal(mine[name], theirs_params[name]), name
+        assert set(ours.state[mine[name]]) == {"momentum_buffer"}  # torch's state, as torch keeps it
+        assert torch.equal(ours.state[mine[name]]["momentum_buffer"],
+                           theirs.state[theirs_params[name]]["momentum_buffer"]), name
 
 
 def _straight_then_resumed(cfg: TrainConfig, tmp_path: Path) -> tuple[Path, Path]:
