@@ -142,12 +142,13 @@ def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders, tokeni
 
 def compiled(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     """The model fit trains and evaluates: torch.compile'd when `cfg` compiles on its device
-    (TrainConfig.compile; left out, on with CUDA) and it comes plain. The Python API's
+    (TrainConfig.compile; left out, on with CUDA) and it comes plain (neither compiled, in
+    place or not, nor in DDP, nor sharded). The Python API's
     model.fit trained eager on a GPU while the setting said compiled (bench/quality.py's GPU
     figures were eager). One that comes compiled, in DDP or sharded is trained as it comes:
     mypt train wraps it so itself."""
-    if unwrap(model) is not model or is_sharded(model):
-        return model
+    if unwrap(model) is not model or getattr(model, "_compiled_call_impl", None) is not None or is_sharded(model):
+        return model  # (compiled in place by nn.Module.compile: _compiled_call_impl)
     device = next(model.parameters()).device
     return torch.compile(model) if cfg.compiles_on(device.type) else model
 
@@ -207,6 +208,9 @@ class _Run:
         self.checkpoint_dir, self.tokenizer, self.checkpoint_extra = checkpoint_dir, tokenizer, checkpoint_extra
         self.resume_state = resume_state
         self.raw = unwrap(model)
+        # Evaluations run the compiled model (its own graph for eval mode) but not through DDP,
+        # whose forward would prepare a gradient sync that no backward follows.
+        self.eval_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.device = next(self.raw.parameters()).device
         self.amp = run_autocast(cfg, self.device, resume_state, dist, log)
         self.optimizer = optimizer or configure_optimizer(self.raw, cfg, self.device)
@@ -285,7 +289,7 @@ class _Run:
         if not ((step % cfg.eval_interval == 0 or step == cfg.max_iters) and (step != self.start or not self.resume_state)):
             return False
         try:
-            losses = evaluate_all(self.raw, self.loader, self.eval_loaders, cfg.eval_iters, self.amp)
+            losses = evaluate_all(self.eval_model, self.loader, self.eval_loaders, cfg.eval_iters, self.amp)
         except DATA_ERRORS as e:
             self.failed = e
             return False

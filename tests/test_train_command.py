@@ -82,7 +82,7 @@ def test_the_python_apis_fit_compiles_as_the_setting_says(tmp_path, monkeypatch,
             self._orig_mod = model
 
         def forward(self, *args, **kwargs):
-            calls.append("forward")
+            calls.append("train" if self.training else "eval")
             return self._orig_mod(*args, **kwargs)
 
     calls = []
@@ -92,11 +92,16 @@ def test_the_python_apis_fit_compiles_as_the_setting_says(tmp_path, monkeypatch,
     cfg = TrainConfig(device="cpu", max_iters=2, eval_interval=2, eval_iters=1, batch_size=8, compile=setting)
     fit(model, loader(tok), config=cfg, checkpoint_dir=tmp_path / "ck", tokenizer=tok, log=lambda line: None)
     assert calls[:1] == ([model] if compiles else [])
-    assert ("forward" in calls) == compiles  # the compiled one trained and evaluated
+    assert ({"train", "eval"} <= set(calls)) == compiles  # the compiled one trained and evaluated
     assert (tmp_path / "ck" / "model.safetensors").exists()  # saved from the model itself
     calls.clear()
     fit(Compiled(model), loader(tok), config=dataclasses.replace(cfg, compile=True), log=lambda line: None)
     assert calls and model not in calls  # trained as it came
+    calls.clear()
+    # What nn.Module.compile leaves: the model compiled in place, called through _compiled_call_impl.
+    model._compiled_call_impl = lambda *a, **kw: calls.append("in place") or model._call_impl(*a, **kw)
+    fit(model, loader(tok), config=dataclasses.replace(cfg, compile=True), log=lambda line: None)
+    assert calls and set(calls) == {"in place"}  # not compiled again
 
 
 def test_a_run_from_other_weights_says_where_they_came_from(tmp_path):
