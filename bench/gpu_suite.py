@@ -302,7 +302,7 @@ def run_profile(train_model, raw: GPT, loader: GPTDataLoader, base_ms: float | N
     wait, warmup, active = 2, 1, 3
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     prof = profile(activities=activities, schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1))
-    tcfg = train_config(loader.batch_size, 1, wait + warmup + active + 1, 1, device, True)
+    tcfg = train_config(loader.batch_size, 1, wait + warmup + active + 1, 1, device, train_model is not raw)
     with prof:
         run_fit(train_model, raw, loader, tcfg, 1, wait + warmup + active, on_log=prof.step)
     events = prof.key_averages()
