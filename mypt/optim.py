@@ -15,6 +15,7 @@ import torch
 
 from mypt.config import TrainConfig
 from mypt.errors import ConfigError
+from mypt.fsdp import full
 
 BLOCKS = "transformer.h."  # the parameters of the transformer blocks (mypt.model.GPT)
 
@@ -194,9 +195,21 @@ def muon_step(muon: torch.optim.Optimizer) -> None:
             per_batch = max(1, BATCH_ELEMENTS // (rows * cols))
             for start in range(0, len(index), per_batch):
                 part = index[start:start + per_batch]
-                ortho = orthogonalize(torch.stack([updates[i] for i in part]), group).to(dtype)
-                torch._foreach_add_([params[i] for i in part], list(ortho.unbind(0)),
+                # Whole matrices (a shard of FSDP's gathered: orthogonalizing is not row by row).
+                ortho = orthogonalize(torch.stack([full(updates[i]) for i in part]), group).to(dtype)
+                torch._foreach_add_([params[i] for i in part],
+                                    [_like(o, params[i]) for o, i in zip(ortho.unbind(0), part)],
                                     alpha=-lr * _lr_scale(group["adjust_lr_fn"], rows, cols))
+
+
+def _like(update: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A whole update as `param` holds it: under FSDP this rank's shard of it (every rank has
+    computed the whole; no communication), else as it is."""
+    if not hasattr(param, "device_mesh"):
+        return update
+    from torch.distributed.tensor import distribute_tensor
+
+    return distribute_tensor(update, param.device_mesh, param.placements, src_data_rank=None)
 
 
 def _lr_scale(adjust_lr_fn: str | None, rows: int, cols: int) -> float:

@@ -511,9 +511,6 @@ def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device:
     if not supported():
         raise ConfigError(f"--parallel fsdp needs a newer torch than {torch.__version__} (FSDP2 and DCP's safetensors "
                           "storage; tested with 2.13): upgrade torch, or pass --parallel ddp")
-    if cfgs.train.optimizer != "adamw":
-        raise ConfigError(f"--parallel fsdp trains with AdamW; --optimizer {cfgs.train.optimizer} needs whole "
-                          "matrices on every rank: pass --optimizer adamw, or --parallel ddp")
     saved = checkpoint.read_training_state(ckpt_dir) if req.resume else None
     amp = run_autocast(cfgs.train, device, saved, dist, lambda line: None)
     if amp == torch.float16:  # a GradScaler sees only its rank's shards: ranks would skip different steps
