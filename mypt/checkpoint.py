@@ -1,6 +1,6 @@
 """Checkpoints: `checkpoints/<model_name>/` holding
 
-    model.safetensors          weights (the tied embedding stored once, as lm_head.weight)
+    model.safetensors          weights (a tied embedding stored once, as lm_head.weight)
     config.json                model and training configs, provenance (init_from_model; dataset_dir and
                                its dataset_metadata.json sha256, named by a resume on other data)
     tokenizer_state.json       the tokenizer, so generation needs nothing else
@@ -216,7 +216,8 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
     """`sharded_groups`: the optimizer's param_groups of a sharded save, whose tensors are in dcp/."""
     raw = unwrap(model)
     if sharded_groups is None:
-        weights = {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items() if k != TIED}
+        weights = {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items()
+                   if k != TIED or not raw.config.tie_embeddings}
         # One metadata key only: safetensors writes its metadata map in hash order, and a fixed
         # file (same weights, same bytes) is worth more than a version tag (config.json has one).
         _save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})

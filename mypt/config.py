@@ -102,6 +102,11 @@ class GPTConfig(Settings):
     n_kv_head: int | None = setting(None, "Key/value heads, for grouped-query attention: must divide n_head "
                                           "(default: n_head, plain multi-head attention; new models only).", min=1)
     qk_norm: bool = setting(False, "RMS-normalize queries and keys per head before attention (new models only).")
+    mlp_width: int | None = setting(None, "The MLP's hidden width (default: 4 x n_embd; with --mlp swiglu 8/3 x "
+                                          "n_embd rounded up to 64, Llama's rule; new models only).", min=1)
+    tie_embeddings: bool = setting(True, "The output head shares the input embedding's weights (GPT-2, small "
+                                         "Llamas); --no_tie_embeddings: a head of its own, as most Llamas have "
+                                         "(new models only).")
 
     def __post_init__(self):
         super().__post_init__()
@@ -114,6 +119,8 @@ class GPTConfig(Settings):
             object.__setattr__(self, "rope_theta", type(self).__dataclass_fields__["rope_theta"].default)
         if self.mlp != "gelu":  # swiglu and relu2 have no GELU (a Llama import's would differ from its export's)
             object.__setattr__(self, "gelu", type(self).__dataclass_fields__["gelu"].default)
+        if self.mlp_width == self.default_mlp_width:
+            object.__setattr__(self, "mlp_width", None)
         if self.n_embd % self.n_head:
             raise SettingError(f"model setting n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})",
                                ("n_embd", "n_head"))
@@ -135,8 +142,13 @@ class GPTConfig(Settings):
 
     @property
     def mlp_hidden(self) -> int:
-        """The MLP's hidden width. A gated MLP has three matrices, not two: 8/3 x n_embd keeps
-        its parameters those of the 4 x n_embd MLP (Llama), rounded up to 64 for the matmul."""
+        """The MLP's hidden width: mlp_width, or default_mlp_width when left out."""
+        return self.mlp_width if self.mlp_width is not None else self.default_mlp_width
+
+    @property
+    def default_mlp_width(self) -> int:
+        """4 x n_embd. A gated MLP has three matrices, not two: 8/3 x n_embd keeps its
+        parameters those of the 4 x n_embd MLP (Llama), rounded up to 64 for the matmul."""
         if self.mlp == "swiglu":
             return -(-(8 * self.n_embd) // (3 * 64)) * 64
         return 4 * self.n_embd

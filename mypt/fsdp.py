@@ -76,7 +76,8 @@ def _state_dicts(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
     weights = get_model_state_dict(model)
-    weights.pop(TIED, None)
+    if model.config.tie_embeddings:  # (stored once, as lm_head.weight)
+        weights.pop(TIED, None)
     return weights, get_optimizer_state_dict(model, optimizer)
 
 

@@ -1,7 +1,8 @@
 """GPT-2-style language model: pre-LayerNorm blocks, learned positions, tied embeddings,
 attention through F.scaled_dot_product_attention (flash kernels on GPU). GPTConfig's options
-swap in the modern recipe's parts (rotary positions, RMSNorm, SwiGLU or squared-ReLU MLPs,
-grouped-query attention, QK-norm) under the same parameter names, so the defaults are GPT-2's
+swap in the modern recipe's parts (rotary positions, RMSNorm, SwiGLU or squared-ReLU MLPs of
+any width, grouped-query attention, QK-norm, an output head untied from the embedding) under the
+same parameter names, so the defaults are GPT-2's
 to the bit and a Llama export maps the names one to one.
 
 `GPT.fit(...)` is the programmatic training API (it calls mypt.train.fit, which never
@@ -264,7 +265,8 @@ class GPT(nn.Module):
             ln_f=_norm(cfg),
         ))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied embeddings
+        if cfg.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
         self.apply(self._init_weights)
         # GPT-2: the projections that write into the residual stream (the attention's and the
         # MLP's, both named c_proj: a new layer that adds to the residual stream must use that
@@ -374,7 +376,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tok
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     wrong = [f"{k} {tuple(v.shape)} (config: {expected[k]})" for k, v in weights.items()
              if k in expected and tuple(v.shape) != expected[k]]
-    missing = sorted(set(expected) - set(weights) - {checkpoint.TIED})
+    missing = sorted(set(expected) - set(weights) - ({checkpoint.TIED} if model.config.tie_embeddings else set()))
     unexpected = sorted(set(weights) - set(expected))
     if wrong or missing or unexpected:
         raise CheckpointError(f"{source} does not match the weights in model.safetensors (shapes {wrong[:3]}, "

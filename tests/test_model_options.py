@@ -33,6 +33,8 @@ OPTIONS = {
     "gqa": {"n_kv_head": 1},  # GQA under the tiny preset (n_head 2) too: n_kv_head = n_head is plain MHA
     "qk_norm": {"qk_norm": True},
     "all": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_head": 1, "qk_norm": True},
+    "width": {"mlp_width": 48},
+    "untied": {"tie_embeddings": False},
 }
 ALL = ["--position", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--n_kv_head", "1", "--qk_norm"]
 
@@ -77,6 +79,14 @@ def test_each_option_has_the_names_and_shapes_a_llama_export_maps():
     assert removed["all"] == ["transformer.wpe.weight"] and changed["all"] == {
         "attn.c_attn.weight": ((4 + 2) * 8, 32), "attn.q_norm.weight": (8,), "attn.k_norm.weight": (8,),
         "mlp.c_fc.weight": (2 * hidden, 32)}
+    assert changed["width"] == {"mlp.c_fc.weight": (48, 32), "mlp.c_proj.weight": (32, 48)}
+    assert GPTConfig(**SMALL, mlp="swiglu", mlp_width=hidden).mlp_width is None  # the default, one spelling
+    # Untied: the same names and shapes, two tensors where the tied model has one.
+    assert changed["untied"] == {} and removed["untied"] == []
+    tied, untied = small(), small(tie_embeddings=False)
+    assert tied.lm_head.weight is tied.transformer.wte.weight
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    assert untied.num_params() - tied.num_params() == 64 * 32
     # --bias adds LayerNorm's bias; RMSNorm has none whatever --bias says.
     assert not any(k.endswith(("ln_1.bias", "ln_f.bias")) for k in GPT(GPTConfig(**SMALL, bias=True,
                                                                                   norm="rmsnorm")).state_dict())
