@@ -9,7 +9,8 @@ checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` and
 - Llama recipe (position rope, norm rmsnorm, mlp swiglu, no bias, any n_kv_head):
   LlamaForCausalLM, or Qwen3ForCausalLM with qk_norm; c_attn splits into q/k/v_proj and c_fc
   into gate/up_proj (hf_import.llama_names). Any other combination is refused (hf_family).
-- Both: the vocabulary padding rows are trimmed; the embedding stays tied to the output head.
+- Both: the vocabulary padding rows are trimmed; a head tied to the embedding stays tied, an
+  untied one is written as lm_head.weight (tie_word_embeddings false).
 - Tokenizer: gpt2 becomes GPT-2's byte-level BPE (transformers' TikTokenConverter of the
   r50k_base ranks mypt installs); char becomes a WordLevel model over single characters with
   a decoder that fuses them, so both encode and decode exactly as mypt does; hf is its own
@@ -58,9 +59,9 @@ def hf_config(cfg, tokenizer: Tokenizer):
     eot = tokenizer.eot_id
     return transformers.GPT2Config(
         vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, n_inner=4 * cfg.n_embd, activation_function=HF_GELU[cfg.gelu],
+        n_head=cfg.n_head, n_inner=cfg.mlp_hidden, activation_function=HF_GELU[cfg.gelu],
         resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5,
-        bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True,
+        bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=cfg.tie_embeddings,
         architectures=["GPT2LMHeadModel"])
 
 
@@ -68,10 +69,10 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
     """mypt GPT weights under transformers' GPT-2 names and layouts."""
     cfg, out = model.config, {}
     for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight":
+        if name == "lm_head.weight" and cfg.tie_embeddings:
             continue  # tied to transformer.wte.weight
         t = tensor.detach().float().cpu()
-        if name in ("transformer.wte.weight",):
+        if name in ("transformer.wte.weight", "lm_head.weight"):
             t = t[:cfg.vocab_size]  # drop the padding rows
         if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in LINEAR_LAYERS):
             t = t.t()  # nn.Linear (out, in) -> Conv1D (in, out)
@@ -113,7 +114,8 @@ def llama_config(cfg, tokenizer: Tokenizer, family: str):
     shape = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd, intermediate_size=cfg.mlp_hidden,
                  num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head, num_key_value_heads=cfg.kv_heads,
                  head_dim=cfg.head_dim, max_position_embeddings=cfg.block_size, rms_norm_eps=NORM_EPS,
-                 rope_theta=cfg.rope_theta, hidden_act="silu", tie_word_embeddings=True, attention_bias=False,
+                 rope_theta=cfg.rope_theta, hidden_act="silu", tie_word_embeddings=cfg.tie_embeddings,
+                 attention_bias=False,
                  bos_token_id=eot, eos_token_id=eot)
     if family == "qwen3":
         return transformers.Qwen3Config(use_sliding_window=False, architectures=["Qwen3ForCausalLM"], **shape)
@@ -127,7 +129,7 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
     kv = cfg.kv_heads * cfg.head_dim
     for ours, theirs in llama_names(cfg):
         t = state[ours].detach().float().cpu()
-        if ours == "transformer.wte.weight":
+        if ours in ("transformer.wte.weight", "lm_head.weight"):
             t = t[:cfg.vocab_size]
         parts = t.split([cfg.n_embd, kv, kv]) if len(theirs) == 3 else t.chunk(len(theirs))
         out.update({name: part.contiguous() for name, part in zip(theirs, parts, strict=True)})
@@ -148,7 +150,7 @@ def _bias_shapes(cfg) -> dict[str, int]:
     for i in range(cfg.n_layer):
         p = f"transformer.h.{i}."
         shapes.update({p + "ln_1.bias": c, p + "ln_2.bias": c, p + "attn.c_attn.bias": 3 * c,
-                       p + "attn.c_proj.bias": c, p + "mlp.c_fc.bias": 4 * c, p + "mlp.c_proj.bias": c})
+                       p + "attn.c_proj.bias": c, p + "mlp.c_fc.bias": cfg.mlp_hidden, p + "mlp.c_proj.bias": c})
     return shapes
 
 
@@ -269,7 +271,8 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         hf_model = (transformers.Qwen3ForCausalLM if family == "qwen3" else transformers.LlamaForCausalLM)(config)
         weights = llama_state_dict(model)
     missing, unexpected = hf_model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if not k.endswith(("attn.bias", "attn.masked_bias", "lm_head.weight"))]
+    derived = ("attn.bias", "attn.masked_bias") + (("lm_head.weight",) if model.config.tie_embeddings else ())
+    missing = [k for k in missing if not k.endswith(derived)]  # (buffers, and a tied head: the embedding)
     if missing or unexpected:  # hf_family let through a model transformers' class cannot hold: a bug
         raise ConfigError(f"{model_dir}: no {type(hf_model).__name__} equivalent for weights (missing {missing}, "
                           f"unexpected {unexpected})")

@@ -2,10 +2,10 @@
 `save_pretrained` writes, or a local copy of the gpt2 weights) as a mypt GPT: GPT-2
 (GPT2LMHeadModel), Llama (LlamaForCausalLM) or Qwen3 (Qwen3ForCausalLM), the last two as
 mypt's modern recipe (position rope, norm rmsnorm, mlp swiglu, n_kv_head; qk_norm for Qwen3).
-What mypt cannot express is refused, naming the config.json key: an output head untied from the
-embedding (or an lm_head.weight that differs from it), rope_scaling, sliding-window attention,
-biases, an MLP width other than mypt's swiglu width, another head_dim, activation or norm
-epsilon, GPT-2's other attention scalings. A key the config.json leaves out means transformers'
+What mypt cannot express is refused, naming the config.json key: an lm_head.weight other than
+the embedding where config.json says they are tied, rope_scaling, sliding-window attention,
+biases, another head_dim, activation or norm epsilon, GPT-2's other attention scalings. The MLP's
+width (mlp_width) and an untied head (tie_embeddings false) come along. A key the config.json leaves out means transformers'
 default for its model_type (LlamaConfig and Qwen3Config do not tie the head by default). The
 weights are model.safetensors or the shards a model.safetensors.index.json lists; pickles are
 refused. The tokenizer: a mypt export's own, GPT-2's for a GPT-2 vocabulary, else the
@@ -90,9 +90,9 @@ def read_hf_config(path: Path) -> dict:
     wrong = [f"{key} {hf.get(key)!r} (mypt: {want})" for key, ok, want in (
         ("activation_function", isinstance(activation, str) and activation in GELU_FROM_HF,
          "gelu_new, gelu_pytorch_tanh or gelu"),
-        ("n_inner", hf.get("n_inner") in (None, 4 * n_embd), "4 x n_embd"),
-        ("tie_word_embeddings", hf.get("tie_word_embeddings", True) is True, "true: mypt ties the output head to "
-                                                                            "the embedding"),
+        ("n_inner", hf.get("n_inner") is None or (type(hf.get("n_inner")) is int and hf["n_inner"] > 0),
+         "a whole number"),
+        ("tie_word_embeddings", isinstance(hf.get("tie_word_embeddings", True), bool), "true or false"),
         ("layer_norm_epsilon", hf.get("layer_norm_epsilon", NORM_EPS) == NORM_EPS, f"{NORM_EPS}"),
         ("scale_attn_weights", hf.get("scale_attn_weights", True) is True, "true: scores scaled by 1/sqrt(head size)"),
         ("scale_attn_by_inverse_layer_idx", not hf.get("scale_attn_by_inverse_layer_idx", False), "false")) if not ok]
@@ -100,7 +100,8 @@ def read_hf_config(path: Path) -> dict:
         raise ConfigError(f"--init_from_model hf:{path}: config.json: mypt cannot express {', '.join(wrong)}")
     model = {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
              "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True,
-             "gelu": GELU_FROM_HF[activation]}
+             "gelu": GELU_FROM_HF[activation], "mlp_width": hf.get("n_inner"),
+             "tie_embeddings": hf.get("tie_word_embeddings", True)}
     return {"model": model, "training": {}}
 
 
@@ -128,13 +129,11 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
     get = lambda key: hf.get(key, defaults.get(key))  # noqa: E731 (transformers' default where unset)
     kv = get("num_key_value_heads") or n_head
     theta, rope_type = hf_rope(hf)
-    width = GPTConfig(n_embd=n_embd, n_head=1, mlp="swiglu").mlp_hidden
     layer_types = hf.get("layer_types") or []
     shown = lambda key: theta if key == "rope_theta" else get(key)  # noqa: E731 (the base wherever it is)
     wrong = [f"{key} {shown(key)!r}{'' if key in hf else ' (unset: transformers default)'} (mypt: {want})"
              for key, ok, want in (
-        ("tie_word_embeddings", get("tie_word_embeddings") is True, "true: mypt ties the output head "
-                                                                   "to the embedding"),
+        ("tie_word_embeddings", isinstance(get("tie_word_embeddings"), bool), "true or false"),
         ("rope_scaling", hf.get("rope_scaling") is None, "none"),  # transformers 4's name
         ("rope_parameters", rope_type == "default", "rope_type default"),  # transformers 5's
         ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
@@ -146,22 +145,25 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         ("mlp_bias", not hf.get("mlp_bias"), "false"),
         ("head_dim", get("head_dim") in (None, n_embd // n_head) and n_embd % n_head == 0,
          "hidden_size / num_attention_heads"),
-        ("intermediate_size", hf["intermediate_size"] == width, f"{width}, 8/3 x hidden_size rounded up to 64"),
+        ("intermediate_size", hf["intermediate_size"] > 0, "a whole number above 0"),
         ("rope_theta", isinstance(theta, (int, float)) and theta > 1, "a number above 1")) if not ok]
     if wrong:
         raise ConfigError(f"{where}: mypt cannot express {', '.join(wrong)}")
     return {"vocab_size": hf["vocab_size"], "block_size": hf["max_position_embeddings"],
             "n_layer": hf["num_hidden_layers"], "n_head": n_head, "n_embd": n_embd, "dropout": 0.0, "bias": False,
             "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm", "mlp": "swiglu",
-            "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3"}
+            "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3",
+            "mlp_width": hf["intermediate_size"], "tie_embeddings": get("tie_word_embeddings")}
 
 
 def llama_names(cfg) -> list[tuple[str, list[str]]]:
-    """(mypt name, Llama/Qwen3 names) of every weight but the tied head: the mypt tensor is the
-    Llama tensors stacked along dim 0 (c_attn = [q | k | v], c_fc = [gate | up]); the same
-    layout in both (out, in), as both are nn.Linear."""
+    """(mypt name, Llama/Qwen3 names) of every weight (the head only when untied): the mypt
+    tensor is the Llama tensors stacked along dim 0 (c_attn = [q | k | v], c_fc = [gate | up]);
+    the same layout in both (out, in), as both are nn.Linear."""
     names = [("transformer.wte.weight", ["model.embed_tokens.weight"]),
              ("transformer.ln_f.weight", ["model.norm.weight"])]
+    if not cfg.tie_embeddings:
+        names.append(("lm_head.weight", ["lm_head.weight"]))
     for i in range(cfg.n_layer):
         ours, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
         names += [(ours + "ln_1.weight", [theirs + "input_layernorm.weight"]),
@@ -269,16 +271,19 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     cfg = GPTConfig.from_dict(config["model"], f"{path}/config.json")
     loaded, source = load_hf_weights(path)
     model = GPT(cfg)
-    params = {name: p for name, p in model.state_dict().items() if name != "lm_head.weight"}  # lm_head: tied
+    # A tied head is the embedding (one tensor, lm_head.weight in mypt's state dict).
+    params = {name: p for name, p in model.state_dict().items() if name != "lm_head.weight" or not cfg.tie_embeddings}
     state = _llama_state(loaded, cfg, source) if cfg.position == "rope" else _gpt2_state(loaded, params, source)
     head, embedding = loaded.get("lm_head.weight"), state["transformer.wte.weight"]
-    if head is not None and (head.shape != embedding.shape or not torch.equal(head.float(), embedding.float())):
-        # config.json says tied (else refused): transformers would drop this tensor, mypt refuses it.
-        raise CheckpointError(f"{source}: lm_head.weight differs from the embedding: an output head untied from it, "
-                              "which mypt cannot express (it ties them); import a model whose head is its embedding")
+    if cfg.tie_embeddings and head is not None and (head.shape != embedding.shape
+                                                    or not torch.equal(head.float(), embedding.float())):
+        # config.json says tied: transformers would drop this tensor and compute other logits than
+        # its author's; mypt refuses it.
+        raise CheckpointError(f"{source}: lm_head.weight differs from the embedding, and config.json says they are "
+                              "tied (tie_word_embeddings): set it false if the head is its own")
     for name, param in params.items():
         t = state[name]
-        if name == "transformer.wte.weight" and t.dim() == 2 and t.shape[0] == cfg.vocab_size:
+        if name in ("transformer.wte.weight", "lm_head.weight") and t.dim() == 2 and t.shape[0] == cfg.vocab_size:
             # Pad to mypt's multiple-of-64 vocabulary (no logits for those ids); another shape is refused below.
             t = torch.cat([t, torch.zeros(param.shape[0] - t.shape[0], t.shape[1])])
         if t.shape != param.shape:

@@ -84,6 +84,26 @@ def test_export_loads_in_transformers_with_equal_logits_and_tokens(tmp_path, kin
     assert torch.allclose(ours, theirs, atol=1e-4)
 
 
+def test_an_untied_gpt2_of_its_own_mlp_width_exports_and_imports_back(tmp_path):
+    """--no_tie_embeddings and --mlp_width under the GPT-2 recipe: GPT2LMHeadModel with its own
+    lm_head and n_inner, transformers' logits equal mypt's, and the import gives the same model."""
+    tokenizer = CharTokenizer(chars=sorted(set(MULTILINGUAL)))
+    model = trained_checkpoint(tmp_path / "m", tokenizer, False, tie_embeddings=False, mlp_width=80).eval()
+    out = export(tmp_path, "m")
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert hf_model.config.tie_word_embeddings is False and hf_model.config.n_inner == 80
+    assert hf_model.get_output_embeddings().weight.data_ptr() != hf_model.get_input_embeddings().weight.data_ptr()
+    x = torch.tensor([tokenizer.encode(MULTILINGUAL)[:16]])
+    with torch.no_grad():
+        assert torch.allclose(model(x, x)[0], hf_model(x).logits, atol=1e-4)
+    back, _, config = import_hf(out)
+    assert config["model"]["tie_embeddings"] is False and back.config.mlp_hidden == 80
+    mine = model.state_dict()
+    for k, t in back.state_dict().items():
+        if not k.endswith(".bias"):  # (the export's zero biases come back as biases)
+            assert torch.equal(t, mine[k]), k
+
+
 def test_export_refuses_a_directory_of_other_files(tmp_path):
     trained_checkpoint(tmp_path / "m", CharTokenizer(chars="abc\n"), bias=False)
     (tmp_path / "mine").mkdir()
@@ -203,7 +223,8 @@ def edited(source: Path, path: Path, edit: dict, weights: dict[str, torch.Tensor
 
 
 @pytest.mark.parametrize("edit, named", [
-    ({"tie_word_embeddings": False}, "tie_word_embeddings False (mypt: true: mypt ties the output head"),
+    ({"tie_word_embeddings": "yes"}, "tie_word_embeddings 'yes' (mypt: true or false)"),
+    ({"n_inner": 0}, "n_inner 0 (mypt: a whole number)"),
     ({"layer_norm_epsilon": 1e-2}, "layer_norm_epsilon 0.01 (mypt: 1e-05)"),
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx True (mypt: false)"),
     ({"scale_attn_weights": False}, "scale_attn_weights False (mypt: true"),
@@ -215,17 +236,24 @@ def test_import_refuses_a_gpt2_mypt_cannot_express_naming_the_key(gpt2_dir, tmp_
     assert named in str(error.value) and "\n" not in str(error.value)
 
 
-def test_import_refuses_an_output_head_other_than_the_embedding(gpt2_dir, tmp_path):
-    """An untied GPT-2 (its lm_head.weight saved) is refused by its config.json; an lm_head.weight
-    under a config.json that says tied, unless it equals the embedding."""
+def test_an_untied_head_imports_as_its_own_and_a_head_config_json_calls_tied_must_be_the_embedding(gpt2_dir,
+                                                                                                   tmp_path):
+    """tie_word_embeddings false: the model's lm_head.weight becomes mypt's own head (an MLP
+    width, n_inner, comes along too). Under a config.json that says tied, an lm_head.weight
+    other than the embedding is refused (transformers would drop it)."""
     from safetensors.torch import load_file
 
     wte = load_file(gpt2_dir / "model.safetensors")["transformer.wte.weight"]
     head = {"lm_head.weight": torch.randn_like(wte)}
-    with pytest.raises(ConfigError, match=r"mypt cannot express tie_word_embeddings False"):
-        import_hf(edited(gpt2_dir, tmp_path / "untied", {"tie_word_embeddings": False}, head))
-    with pytest.raises(CheckpointError, match=r"model.safetensors: lm_head.weight differs from the embedding: an "
-                                              r"output head untied from it, which mypt cannot express"):
+    model, _, config = import_hf(edited(gpt2_dir, tmp_path / "untied", {"tie_word_embeddings": False}, head))
+    assert config["model"]["tie_embeddings"] is False
+    assert torch.equal(model.lm_head.weight[:wte.shape[0]], head["lm_head.weight"])
+    assert torch.equal(model.transformer.wte.weight[:wte.shape[0]], wte)
+    with pytest.raises(CheckpointError, match=r"model.safetensors has no lm_head.weight"):
+        import_hf(edited(gpt2_dir, tmp_path / "headless", {"tie_word_embeddings": False}))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: lm_head.weight differs from the embedding, and "
+                                              r"config.json says they are tied \(tie_word_embeddings\): set it "
+                                              r"false if the head is its own"):
         import_hf(edited(gpt2_dir, tmp_path / "other", {}, head))
     import_hf(edited(gpt2_dir, tmp_path / "same", {}, {"lm_head.weight": wte.clone()}))
 

@@ -105,17 +105,16 @@ def llama_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("edit, named", [
-    ({"tie_word_embeddings": False}, "tie_word_embeddings False (mypt: true: mypt ties the output head"),
+    ({"tie_word_embeddings": "yes"}, "tie_word_embeddings 'yes' (mypt: true or false)"),
     ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling {'rope_type'"),
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}}, "rope_parameters {'rope_type': 'yarn'"),
     ({"use_sliding_window": True}, "use_sliding_window True"),
-    ({"intermediate_size": 144}, "intermediate_size 144 (mypt: 128, 8/3 x hidden_size"),
+    ({"intermediate_size": 0}, "intermediate_size 0 (mypt: a whole number above 0)"),
     ({"rms_norm_eps": 1e-6}, "rms_norm_eps 1e-06"),
     ({"attention_bias": True}, "attention_bias True"),
     ({"mlp_bias": True}, "mlp_bias True"),
     ({"head_dim": 16}, "head_dim 16 (mypt: hidden_size / num_attention_heads)"),
     # A key left out means transformers' default: LlamaConfig's and Qwen3Config's, not mypt's.
-    ({"tie_word_embeddings": None}, "tie_word_embeddings False (unset: transformers default) (mypt: true"),
     ({"rms_norm_eps": None}, "rms_norm_eps 1e-06 (unset: transformers default) (mypt: 1e-05)"),
     ({"model_type": "qwen3", "head_dim": None}, "head_dim 128 (unset: transformers default)"),
     ({"model_type": "qwen3", "layer_types": ["sliding_attention"]}, "layer_types ['sliding_attention'] (mypt: "
@@ -225,3 +224,33 @@ def test_a_hub_llama_with_its_tokenizer_json_imports_and_trains_on_its_tokens(tm
     with pytest.raises(ConfigError, match=rf"^--init_from_model hf:{padded}: the tokenizer has {size} ids, the "
                                           rf"model's config.json vocab_size {size + 64}; "):
         import_hf(padded)
+
+
+def test_an_untied_llama_of_its_own_mlp_width_imports_and_exports_back_identical(tmp_path):
+    """Most Llamas (TinyLlama, Llama 2) have an output head of their own and an MLP width of
+    their own choosing: both come along (tie_embeddings false, mlp_width), with transformers'
+    logits, and export back to transformers' tensors; a config.json that leaves
+    tie_word_embeddings out means untied, LlamaConfig's default."""
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=144, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                                   rms_norm_eps=1e-5, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf_model = transformers.LlamaForCausalLM(cfg).eval()
+    hf_model.save_pretrained(tmp_path / "hub", safe_serialization=True)
+    saved = json.loads((tmp_path / "hub" / "config.json").read_text())
+    saved.pop("tie_word_embeddings", None)
+    (tmp_path / "hub" / "config.json").write_text(json.dumps(saved))
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(tmp_path / "hub")
+    model, tokenizer, config = import_hf(tmp_path / "hub")
+    assert config["model"]["tie_embeddings"] is False and model.config.mlp_hidden == 144
+    assert model.lm_head.weight is not model.transformer.wte.weight
+    x = torch.randint(0, 64, (1, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x, x)[0], hf_model(x).logits, atol=1e-4)
+    checkpoint.save(tmp_path / "m", model, tokenizer, {})
+    out = export(tmp_path, "m")
+    again = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert again.config.tie_word_embeddings is False and again.config.intermediate_size == 144
+    theirs = hf_model.state_dict()
+    assert set(again.state_dict()) == set(theirs)
+    assert all(torch.equal(t, theirs[k]) for k, t in again.state_dict().items())
