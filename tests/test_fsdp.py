@@ -25,7 +25,7 @@ from mypt.config import RunSettings
 from mypt.errors import CheckpointError, ConfigError, TrainingStopped
 from mypt.fsdp import full, shard_model
 from mypt.io import sha256_file
-from mypt.model import load_model
+from mypt.model import GPT, load_model
 from mypt.train import configure_optimizer, fit
 from mypt.train_command import run_training
 from test_train_paths import (_join, _spawn_two_ranks, config, failing_loader, loader, tiny_model, tokenizer,
@@ -118,17 +118,24 @@ def test_fsdp_trains_as_ddp_and_a_signal_stops_every_rank_with_a_checkpoint_that
     assert all(torch.equal(whole[k], r0["weights"][k]) for k in whole)
 
 
+def _untied(tok) -> GPT:
+    """The tiny model with an output head of its own (--no_tie_embeddings): two tensors to shard and save."""
+    model = tiny_model(tok)
+    torch.manual_seed(0)
+    return GPT(dataclasses.replace(model.config, tie_embeddings=False))
+
+
 def _fsdp_muon_worker(rank: int, port: int, out: str) -> None:
     dist = _join(rank, port)
     tok, cpu = tokenizer(), torch.device("cpu")
     # lr_decay_iters fixed: the run cut at step 4 keeps the whole run's schedule.
     cfg = config(optimizer="muon", max_iters=8, lr_decay_iters=8, eval_interval=4, dtype="float32")
     extra = {"training": cfg.to_dict()}
-    ddp = fit(DDP(tiny_model(tok)), loader(tok, rank), config=cfg, dist=dist, log=quiet)
-    straight = shard_model(tiny_model(tok), None, compiled=False)
+    ddp = fit(DDP(_untied(tok)), loader(tok, rank), config=cfg, dist=dist, log=quiet)
+    straight = shard_model(_untied(tok), None, compiled=False)
     result = fit(straight, loader(tok, rank), config=cfg, dist=dist, log=quiet)
     weights = {k: full(v).detach().clone() for k, v in straight.state_dict().items()}
-    fit(shard_model(tiny_model(tok), None, compiled=False), loader(tok, rank), config=dataclasses.replace(cfg, max_iters=4),
+    fit(shard_model(_untied(tok), None, compiled=False), loader(tok, rank), config=dataclasses.replace(cfg, max_iters=4),
         checkpoint_dir=Path(out) / "half", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
     torch.distributed.barrier()
     resumed, _, _ = load_model(Path(out) / "half")  # as `mypt train --resume --parallel fsdp` does
@@ -137,7 +144,9 @@ def _fsdp_muon_worker(rank: int, port: int, out: str) -> None:
     state = checkpoint.load_training_state(Path(out) / "half", optimizer, rank, resumed)
     fit(resumed, loader(tok, rank), optimizer, config=cfg, resume_state=state, dist=dist, log=quiet)
     same = all(torch.equal(full(v), weights[k]) for k, v in resumed.state_dict().items())
-    torch.save({"ddp": ddp["history"], "fsdp": result["history"], "same": same}, f"{out}/rank{rank}.pt")
+    untied = resumed.lm_head.weight is not resumed.transformer.wte.weight
+    torch.save({"ddp": ddp["history"], "fsdp": result["history"], "same": same, "untied": untied},
+               f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -145,12 +154,13 @@ def _fsdp_muon_worker(rank: int, port: int, out: str) -> None:
 def test_fsdp_trains_with_muon_as_ddp_and_resumes_exactly(tmp_path):
     """Muon under FSDP: each shard's update is its rows of the whole matrix's orthogonalized
     momentum (gathered, computed on every rank), so the run is DDP's, and its sharded
-    checkpoint (Muon's momentum included) resumes to the uninterrupted run's weights."""
+    checkpoint (Muon's momentum included) resumes to the uninterrupted run's weights. The
+    model's head is untied: its own tensor is sharded, saved and read back too."""
     _spawn_two_ranks(_fsdp_muon_worker, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert train_losses(r0["fsdp"]) == pytest.approx(train_losses(r0["ddp"]), abs=1e-5)
     assert train_losses(r0["fsdp"])[-1] < train_losses(r0["fsdp"])[0] - 0.5
-    assert r0["same"] and r1["same"]
+    assert r0["same"] and r1["same"] and r0["untied"]
 
 
 def torchrun(args: list[str], cwd: Path, ranks: int = 2) -> subprocess.CompletedProcess:
