@@ -2,8 +2,8 @@
 checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` and
 `AutoTokenizer.from_pretrained` load with no custom code, under transformers 4.57 and 5.
 
-- GPT-2 recipe (position learned, norm layernorm, mlp gelu): GPT2LMHeadModel (pre-LN, tied
-  embeddings, tanh GELU = "gelu_new"; a model with `gelu: exact` exports "gelu").
+- GPT-2 recipe (position learned, norm layernorm, mlp gelu): GPT2LMHeadModel (pre-LN, tanh
+  GELU = "gelu_new"; a model with `gelu: exact` exports "gelu").
   transformers' GPT-2 uses Conv1D layers whose weights are the transpose of nn.Linear's;
   biases a model trained without them are exported as zeros.
 - Llama recipe (position rope, norm rmsnorm, mlp swiglu, no bias, any n_kv_head):

@@ -296,18 +296,18 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
 
 
 def _hf_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
-    """The model's tokenizer: a mypt export's tokenizer_state.json; else GPT-2's for a GPT-2
-    vocabulary (a copy of the gpt2 weights: tiktoken's ids, what `--tokenization gpt2`
-    prepares); else the directory's tokenizer.json, as a Hub model has it (SmolLM2, a Llama of
-    one's own), which `--tokenization hf:DIR/tokenizer.json` prepares datasets with."""
+    """The model's tokenizer: a mypt export's tokenizer_state.json; else the directory's
+    tokenizer.json, as a Hub model has it (SmolLM2, a Llama of one's own), which
+    `--tokenization hf:DIR/tokenizer.json` prepares datasets with, unless it is GPT-2's own
+    (a GPT-2 vocabulary encoding as tiktoken does): GPT-2's, as for a directory with no
+    tokenizer and a GPT-2 vocabulary (a copy of the gpt2 weights), so `--tokenization gpt2`
+    datasets train it."""
     from mypt.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
     from mypt.tokenizers.hf import HFTokenizer
 
     where = f"--init_from_model hf:{path}"
     if (path / "tokenizer_state.json").is_file():  # a mypt export
         tokenizer = Tokenizer.load(path)
-    elif vocab_size == GPT2_VOCAB_SIZE:
-        tokenizer = GPT2Tokenizer()
     elif (path / "tokenizer.json").is_file():
         source = path / "tokenizer.json"
         try:
@@ -316,7 +316,12 @@ def _hf_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
             raise ConfigError(f"{where}: {source} is not UTF-8 text; a tokenizer.json of the tokenizers library "
                               "is") from None
         tokenizer = HFTokenizer(tokenizer_json=text, source=f"{where}: {source}")
-        tokenizer.check_document_end(f"{where}: {source}")
+        if vocab_size == GPT2_VOCAB_SIZE and _encodes_as_gpt2(tokenizer):
+            tokenizer = GPT2Tokenizer()
+        else:
+            tokenizer.check_document_end(f"{where}: {source}")
+    elif vocab_size == GPT2_VOCAB_SIZE:
+        tokenizer = GPT2Tokenizer()
     else:
         raise ConfigError(f"{where}: vocabulary of {vocab_size} with no tokenizer: the directory has neither a "
                           "tokenizer.json nor mypt's tokenizer_state.json; copy the model's tokenizer.json into it")
@@ -324,3 +329,18 @@ def _hf_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
         raise ConfigError(f"{where}: the tokenizer has {tokenizer.vocab_size} ids, the model's config.json "
                           f"vocab_size {vocab_size}; mypt needs one row of the embedding per id of the tokenizer")
     return tokenizer
+
+
+# Text whose ids tell GPT-2's byte-level BPE from another tokenizer of the same size.
+_GPT2_PROBE = "Hello wörld! Ελληνικά, 日本語 😀\n  def f(x): return x**2  # we'll see, I'M sure\r\n"
+
+
+def _encodes_as_gpt2(tokenizer) -> bool:
+    """Whether a tokenizer.json is GPT-2's own (its ids are tiktoken's r50k_base ids)."""
+    from mypt.errors import MyptError
+    from mypt.tokenizers.gpt2 import GPT2Tokenizer
+
+    try:
+        return list(tokenizer.encode(_GPT2_PROBE)) == list(GPT2Tokenizer().encode(_GPT2_PROBE))
+    except MyptError:  # GPT-2's vocabulary not installed here: the file is taken as it is
+        return False

@@ -352,7 +352,10 @@ class GPT(nn.Module):
         with grouped-query attention each still scores T keys and mixes T values, so fewer
         key/value heads shrink N (c_attn), not the attention term."""
         c = self.config
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * c.block_size
+        # An untied input embedding is a lookup, no matmul (tied, its tensor is the head's, whose
+        # matmul N counts once).
+        lookup = 0 if c.tie_embeddings else self.transformer.wte.weight.numel()
+        return 6 * (self.num_params() - lookup) + 12 * c.n_layer * c.n_head * c.head_dim * c.block_size
 
     def fit(self, data_loader, optimizer=None, eval_data_loaders: dict | None = None, **kwargs):
         """Train on `data_loader` (a GPTDataLoader); evaluate on its val split and on each of

@@ -3,7 +3,7 @@ transformer blocks' 2-D weights with AdamW for everything else.
 
 Muon orthogonalizes each weight matrix's momentum (Newton-Schulz), which only means something
 for a matrix that maps a hidden vector to another: the attention and MLP weights. Embeddings
-(a lookup, not a map), the head (tied with wte), norms and biases stay on AdamW. Both live in
+(a lookup, not a map), the output head (tied with wte or its own), norms and biases stay on AdamW. Both live in
 one `MuonAdamW`, so the fit loop, GradScaler, checkpoints and DDP keep seeing one optimizer.
 """
 
@@ -145,8 +145,9 @@ class MuonAdamW(torch.optim.Optimizer):
         self._link()  # load_state_dict gave the children new group dicts and states
 
 
-# Matrices orthogonalized in one batch at most: a bound on the stacked copies' memory (256 MB
-# in float32), which a 750M model's 24 MLP matrices of 6144 x 1536 would otherwise take 0.9 GB.
+# Matrices orthogonalized in one batch at most: a bound on the stacked copy's memory (256 MB in
+# float32, and as much again for the list it is stacked from under FSDP, gathered), which a 750M
+# model's 24 MLP matrices of 6144 x 1536 would otherwise take 0.9 GB.
 BATCH_ELEMENTS = 1 << 26
 
 

@@ -165,20 +165,21 @@ def check_optimizer(model: torch.nn.Module, optimizer) -> None:
                           "TrainConfig's optimizer)")
 
 
-def slow_save_warning(save_s: float, step_s: float, warned: bool) -> str | None:
+def slow_save_warning(save_s: float, step_s: float, eval_s: float, warned: bool) -> str | None:
     """Under torchrun, a save slow enough that a stop would lose it: the agent forwards a
     SIGTERM to each rank and kills them its shutdown timeout later (30 s unless raised), while
-    a rank stopping on it finishes the step in flight (up to `step_s`), then writes a
-    checkpoint (`save_s`). Said once a run."""
+    a rank stopping on it finishes the step in flight (up to `step_s`), its evaluation when one
+    is due (`eval_s`: saves come at evaluations), then writes a checkpoint (`save_s`). Said
+    once a run."""
     if warned or "TORCHELASTIC_RUN_ID" not in os.environ:
         return None
     limit = os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "")
     limit = int(limit) if limit.isdigit() else 30
-    seconds = save_s + step_s
+    seconds = save_s + step_s + eval_s
     if seconds < limit / 2:
         return None
-    return (f"warning: a step and its checkpoint take {seconds:.0f} s (the step {step_s:.0f} s, the save "
-            f"{save_s:.0f} s); torchrun kills the ranks {limit} s after it "
+    return (f"warning: a step, its evaluation and its checkpoint take {seconds:.0f} s (the step {step_s:.0f} s, the "
+            f"evaluation {eval_s:.0f} s, the save {save_s:.0f} s); torchrun kills the ranks {limit} s after it "
             "forwards a SIGTERM (TORCH_ELASTIC_SHUTDOWN_TIMEOUT), so a stop could lose the step's checkpoint: "
             f"start it as TORCH_ELASTIC_SHUTDOWN_TIMEOUT={max(60, int(seconds * 3))} torchrun ...")
 
@@ -266,7 +267,7 @@ class _Run:
         self.tokens = trained_tokens(state, self.tokens_per_iter)
         # The training time since the last progress line, and its steps: tok/s counts neither the
         # evaluations and saves between steps nor, after --resume, steps this run did not train.
-        self.timed_seconds, self.timed_steps, self.last_step_s = 0.0, 0, 0.0
+        self.timed_seconds, self.timed_steps, self.last_step_s, self.last_eval_s = 0.0, 0, 0.0, 0.0
         self.start = self.step
 
     def _log_start(self) -> None:
@@ -291,11 +292,13 @@ class _Run:
         cfg, step = self.cfg, self.step
         if not ((step % cfg.eval_interval == 0 or step == cfg.max_iters) and (step != self.start or not self.resume_state)):
             return False
+        started = time.monotonic()
         try:
             losses = evaluate_all(self.eval_model, self.loader, self.eval_loaders, cfg.eval_iters, self.amp)
         except DATA_ERRORS as e:
             self.failed = e
             return False
+        self.last_eval_s = time.monotonic() - started
         self.history.append({"step": step, **losses})
         if "val" in losses:
             self.best_val = losses["val"] if self.best_val is None else min(self.best_val, losses["val"])
@@ -425,7 +428,8 @@ class _Run:
                             {"step": at_step, "sampler": self.sampler_before_batch, "history": self.history,
                              "tokens": self.tokens, "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}, rng_ranks=rngs,
                             group=self.cpu_group)
-            warning = slow_save_warning(time.monotonic() - self.t_saved, self.last_step_s, self.warned_slow_save)
+            warning = slow_save_warning(time.monotonic() - self.t_saved, self.last_step_s, self.last_eval_s,
+                                        self.warned_slow_save)
             if warning and self.dist.is_main:
                 self.log(warning)
                 self.warned_slow_save = True

@@ -258,6 +258,32 @@ def test_an_untied_head_imports_as_its_own_and_a_head_config_json_calls_tied_mus
     import_hf(edited(gpt2_dir, tmp_path / "same", {}, {"lm_head.weight": wte.clone()}))
 
 
+def test_a_gpt2_vocabulary_takes_its_own_tokenizer_json_unless_it_is_gpt2s(gpt2_dir, tmp_path):
+    """A model of 50,257 ids beside a tokenizer.json of its own trains on that file's ids (GPT-2's
+    tokenizer gave other ids silently); GPT-2's own tokenizer.json (what export-hf writes for a
+    gpt2 model) is GPT-2's tokenizer, so datasets of --tokenization gpt2 train it."""
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers import models, pre_tokenizers
+
+    own = tmp_path / "own"
+    own.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (own / name).symlink_to(gpt2_dir / name)
+    words = HFTok(models.WordLevel({f"w{i}": i for i in range(50256)} | {"<|endoftext|>": 50256}, unk_token="w0"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    words.add_special_tokens(["<|endoftext|>"])
+    words.save(str(own / "tokenizer.json"))
+    _, tokenizer, _ = import_hf(own)
+    assert tokenizer.kind == "hf" and list(tokenizer.encode("w5 w7")) == [5, 7]
+
+    model = trained_checkpoint(tmp_path / "m", GPT2Tokenizer(), bias=False)
+    out = export(tmp_path, "m")
+    (out / "tokenizer_state.json").unlink()  # as the Hub's gpt2 directory: its tokenizer.json only
+    assert (out / "tokenizer.json").is_file()
+    _, tokenizer, _ = import_hf(out)
+    assert tokenizer.kind == "gpt2" and model.config.vocab_size == 50257
+
+
 def test_import_reads_a_sharded_directory(gpt2_dir, tmp_path):
     """save_pretrained above max_shard_size writes model.safetensors.index.json and shards: the
     same model as the single file."""

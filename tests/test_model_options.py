@@ -155,6 +155,8 @@ def test_flops_per_token_counts_query_heads_and_the_smaller_parameters():
     assert mha.num_params() - gqa.num_params() == 2 * 2 * (4 - 1) * 8 * 32  # layers x (k, v) x heads fewer
     for m in (mha, gqa):
         assert m.flops_per_token() == 6 * m.num_params() + attention
+    # An untied embedding is a lookup: the same work per token as tied, its 64 x 32 more parameters aside.
+    assert small(tie_embeddings=False).flops_per_token() == small().flops_per_token()
 
 
 @pytest.mark.parametrize("name", OPTIONS)
