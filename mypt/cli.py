@@ -39,7 +39,8 @@ def build_prepare_dataset() -> click.Command:
                  "tokens_per_shard; new shards are numbered after the old ones and val keeps the highest numbers.")
     @settings_options(*PrepareSettings.STEP_SETTINGS, use_flag_names=True)
     @option("--tokenizer_from", type=click.Path(exists=True, path_type=Path), default=None,
-            help="Reuse the tokenizer of this dataset or checkpoint directory (domain adaptation with char); "
+            help="Reuse the tokenizer of this dataset or checkpoint directory (domain adaptation with char), or "
+                 "of a Hugging Face model directory (the one --init_from_model hf:DIR trains with); "
                  "--tokenization follows it unless given.")
     @option("--overwrite", is_flag=True,
             help="Replace a different mypt dataset already in --out_dir (never other files, an input, or the "
@@ -65,10 +66,10 @@ def build_prepare_dataset() -> click.Command:
             from mypt.prepare import prepare_dataset
 
             if tokenizer_from is not None and ctx.get_parameter_source("tokenization") is ParameterSource.DEFAULT:
-                from mypt.tokenizers import Tokenizer
+                from mypt.prepare import load_tokenizer_from
 
                 # The reused tokenizer's kind, not the default gpt2 (which a char one then contradicted).
-                flags["tokenization"] = Tokenizer.load(tokenizer_from).kind
+                flags["tokenization"] = load_tokenizer_from(tokenizer_from).kind
 
             meta = prepare_dataset(list(input_files), out_dir, PrepareSettings.from_flags(flags),
                                    tokenizer_from=tokenizer_from, overwrite=overwrite)

@@ -295,7 +295,21 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     return model.to(device), _hf_tokenizer(path, cfg.vocab_size), config
 
 
-def _hf_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
+def hf_model_tokenizer(path: Path, flag: str) -> Tokenizer:
+    """The tokenizer `--init_from_model hf:DIR` trains DIR's model with, for `flag` (prepare-dataset's
+    --tokenizer_from DIR: the data the model will train on)."""
+    path = Path(path)
+    try:
+        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{flag} {path}: no readable config.json ({e}), and no tokenizer_state.json") from None
+    vocab = hf.get("vocab_size") if isinstance(hf, dict) and "format_version" not in hf else None
+    if type(vocab) is not int:  # (a mypt checkpoint without its tokenizer: Tokenizer.load says so)
+        return Tokenizer.load(path)
+    return _hf_tokenizer(path, vocab, f"{flag} {path}")
+
+
+def _hf_tokenizer(path: Path, vocab_size: int, where: str | None = None) -> Tokenizer:
     """The model's tokenizer: a mypt export's tokenizer_state.json; else the directory's
     tokenizer.json, as a Hub model has it (SmolLM2, a Llama of one's own), which
     `--tokenization hf:DIR/tokenizer.json` prepares datasets with, unless it is GPT-2's own
@@ -305,7 +319,7 @@ def _hf_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
     from mypt.tokenizers.gpt2 import GPT2_VOCAB_SIZE, GPT2Tokenizer
     from mypt.tokenizers.hf import HFTokenizer
 
-    where = f"--init_from_model hf:{path}"
+    where = where or f"--init_from_model hf:{path}"
     if (path / "tokenizer_state.json").is_file():  # a mypt export
         tokenizer = Tokenizer.load(path)
     elif (path / "tokenizer.json").is_file():

@@ -150,13 +150,23 @@ def recover_dataset(dataset_dir: Path, flag: str) -> None:
         remove_own(append_dir(target), flag)
 
 
+def load_tokenizer_from(path: Path) -> Tokenizer:
+    """--tokenizer_from: a mypt dataset's or checkpoint's tokenizer (tokenizer_state.json), or
+    the one a Hugging Face model directory's model trains with (--init_from_model hf:DIR)."""
+    if (Path(path) / "tokenizer_state.json").is_file() or not (Path(path) / "config.json").is_file():
+        return Tokenizer.load(path)
+    from mypt.hf_import import hf_model_tokenizer
+
+    return hf_model_tokenizer(path, "--tokenizer_from")
+
+
 def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettings,
                   tokenizer_from: Path | None = None) -> dict:
     """The steps of prepare_dataset, without its checks and lock (the caller holds them)."""
     spec = settings.tokenize.tokenization
     tokenizer = None
     if tokenizer_from is not None:
-        tokenizer = Tokenizer.load(tokenizer_from)
+        tokenizer = load_tokenizer_from(tokenizer_from)
         hint = "drop one of the two flags" if tokenizer.kind == spec_kind(spec) else \
             f"pass --tokenization {tokenizer.kind}, or leave --tokenization out (it then follows --tokenizer_from)"
         check_tokenizer(tokenizer, spec, f"--tokenizer_from {tokenizer_from}", f"--tokenization {spec}", hint,

@@ -186,9 +186,10 @@ def hub_llama(path: Path, corpus: str) -> "object":
 @pytest.mark.slow
 def test_a_hub_llama_with_its_tokenizer_json_imports_and_trains_on_its_tokens(tmp_path):
     """A third-party Llama brings its tokenizer.json: import_hf uses it (it said "no
-    tokenizer_state.json"), a dataset prepared with --tokenization hf:DIR/tokenizer.json
-    trains from the imported weights, and the fine-tuned model generates; a tokenizer.json of
-    another size than the model's vocabulary is refused naming both."""
+    tokenizer_state.json"); data of another tokenizer is refused with the flag that prepares it
+    right (--tokenizer_from DIR, the same tokenizer as --tokenization hf:DIR/tokenizer.json),
+    which trains from the imported weights, and the fine-tuned model generates; a tokenizer.json
+    of another size than the model's vocabulary is refused naming both."""
     corpus = "the king and the queen walk in the garden of the castle at night\n" * 200
     hub = tmp_path / "hub-llama"
     tok = hub_llama(hub, corpus)
@@ -202,14 +203,21 @@ def test_a_hub_llama_with_its_tokenizer_json_imports_and_trains_on_its_tokens(tm
 
     (tmp_path / "corpus.txt").write_text(corpus)
     runner = CliRunner()
-    result = runner.invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "corpus.txt"), "--out_dir",
-                                  str(tmp_path / "ds"), "--tokenization", f"hf:{hub / 'tokenizer.json'}",
-                                  "--no_dedup", "--tokens_per_shard", "200", "--workers", "1"])
+    prepare = ["prepare-dataset", "--input_files", str(tmp_path / "corpus.txt"), "--no_dedup", "--tokens_per_shard",
+               "200", "--workers", "1"]
+    train = ["train", "--init_from_model", f"hf:{hub}", "--checkpoints_dir", str(tmp_path / "ck"), "--max_iters",
+             "4", "--eval_interval", "2", "--eval_iters", "1", "--batch_size", "2", "--device", "cpu"]
+    # Data of another tokenizer: refused, with the flag that prepares it right, which works.
+    assert runner.invoke(main, [*prepare, "--out_dir", str(tmp_path / "chars"), "--tokenization", "char"]).exit_code == 0
+    result = runner.invoke(main, [*train, "--dataset_dir", str(tmp_path / "chars"), "--model_name", "bad"])
+    assert result.exit_code == 1 and result.output.rstrip().endswith(f"prepare the data with --tokenizer_from {hub}")
+    result = runner.invoke(main, [*prepare, "--out_dir", str(tmp_path / "ds"), "--tokenizer_from", str(hub)])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(main, ["train", "--init_from_model", f"hf:{hub}", "--dataset_dir", str(tmp_path / "ds"),
-                                  "--model_name", "tuned", "--checkpoints_dir", str(tmp_path / "ck"), "--max_iters",
-                                  "4", "--eval_interval", "2", "--eval_iters", "1", "--batch_size", "2",
-                                  "--device", "cpu"])
+    result = runner.invoke(main, [*prepare, "--out_dir", str(tmp_path / "same"), "--tokenization",
+                                  f"hf:{hub / 'tokenizer.json'}"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "same" / "tokenizer_state.json").read_bytes() == (tmp_path / "ds" / "tokenizer_state.json").read_bytes()
+    result = runner.invoke(main, [*train, "--dataset_dir", str(tmp_path / "ds"), "--model_name", "tuned"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["generate", "--model_name", str(tmp_path / "ck" / "tuned"), "--prompt", "the king",
                                   "--max_new_tokens", "5", "--seed", "1"])
