@@ -258,6 +258,7 @@ def test_an_untied_head_imports_as_its_own_and_a_head_config_json_calls_tied_mus
     import_hf(edited(gpt2_dir, tmp_path / "same", {}, {"lm_head.weight": wte.clone()}))
 
 
+@pytest.mark.slow
 def test_a_gpt2_vocabulary_takes_its_own_tokenizer_json_unless_it_is_gpt2s(gpt2_dir, tmp_path):
     """A model of 50,257 ids beside a tokenizer.json of its own trains on that file's ids (GPT-2's
     tokenizer gave other ids silently); GPT-2's own tokenizer.json (what export-hf writes for a
