@@ -65,24 +65,24 @@ def shakespeare_tokens() -> tuple[np.ndarray, object]:
     return tokenizer.encode_array(text).astype(np.uint32), tokenizer
 
 
-def build(size: dict, recipe: dict, vocab: int, device: str, **train_extra):
+def build(size: dict, recipe: dict, tokens, tokenizer, device: str, **train_extra):
+    """(model, its TrainConfig, a loader of `tokens`) of this size and recipe, on the same seed."""
     from mypt.config import GPTConfig, TrainConfig
+    from mypt.data import GPTDataLoader
     from mypt.model import GPT
 
     torch.manual_seed(1337)
-    model = GPT(GPTConfig(vocab_size=vocab, **size["model"], **recipe["model"])).to(device)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **size["model"], **recipe["model"])).to(device)
     cfg = TrainConfig(device=device, **{**size["train"], **recipe["train"], **train_extra})
-    return model, cfg
+    return model, cfg, GPTDataLoader(cfg, tokenizer, tokens=tokens, block_size=model.config.block_size)
 
 
 def step_seconds(size, recipe, tokens, tokenizer, device: str, steps: int = 30) -> float:
     """Seconds per optimizer step of this recipe here (after 5 warm-up steps)."""
-    from mypt.data import GPTDataLoader
     from mypt.train import fit
 
-    model, cfg = build(size, recipe, tokenizer.vocab_size, device, max_iters=steps + 5, eval_interval=10**9,
-                       eval_iters=1, log_interval=5, checkpoint_minutes=0.0)
-    loader = GPTDataLoader(cfg, tokenizer, tokens=tokens, block_size=model.config.block_size)
+    model, cfg, loader = build(size, recipe, tokens, tokenizer, device, max_iters=steps + 5, eval_interval=10**9,
+                               eval_iters=1, log_interval=5, checkpoint_minutes=0.0)
     times = []
     fit(model, loader, config=cfg, log=lambda line: None,
         on_metrics=lambda step, m: times.append((step, time.perf_counter())) if "train_loss" in m else None)
@@ -92,7 +92,6 @@ def step_seconds(size, recipe, tokens, tokenizer, device: str, steps: int = 30) 
 
 def train_for(budget_s: float, size, recipe, tokens, tokenizer, device: str, points: int) -> list[tuple[float, float]]:
     """Train this recipe for about budget_s seconds; [(seconds since the start, val loss)]."""
-    from mypt.data import GPTDataLoader
     from mypt.train import fit
 
     per_step = step_seconds(size, recipe, tokens, tokenizer, device)
@@ -100,10 +99,9 @@ def train_for(budget_s: float, size, recipe, tokens, tokenizer, device: str, poi
     # The evaluations are inside the budget too: each is eval_iters forward passes of a batch,
     # a forward being about a third of a training step.
     steps = max(points, int(budget_s / per_step - points * eval_iters / 3))
-    model, cfg = build(size, recipe, tokenizer.vocab_size, device, max_iters=steps, lr_decay_iters=steps,
-                       eval_interval=max(1, steps // points), eval_iters=eval_iters, log_interval=1,
-                       checkpoint_minutes=0.0)
-    loader = GPTDataLoader(cfg, tokenizer, tokens=tokens, block_size=model.config.block_size)
+    model, cfg, loader = build(size, recipe, tokens, tokenizer, device, max_iters=steps, lr_decay_iters=steps,
+                               eval_interval=max(1, steps // points), eval_iters=eval_iters, log_interval=1,
+                               checkpoint_minutes=0.0)
     # The clock starts after the first step, less that step's calibrated time: a compile (fit
     # compiles on CUDA) is paid once a run, minutes against hours, so it is left out of the
     # curve and printed apart. (fit reads each step's loss anyway: log_interval 1 adds no sync.)
@@ -128,12 +126,10 @@ def profile_step(size, recipe, tokens, tokenizer, device: str, steps: int = 12) 
     few more): where a recipe's step time goes, kernel by kernel."""
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from mypt.data import GPTDataLoader
     from mypt.train import fit
 
-    model, cfg = build(size, recipe, tokenizer.vocab_size, device, max_iters=steps, eval_interval=10**9,
-                       eval_iters=1, log_interval=1, checkpoint_minutes=0.0)
-    loader = GPTDataLoader(cfg, tokenizer, tokens=tokens, block_size=model.config.block_size)
+    model, cfg, loader = build(size, recipe, tokens, tokenizer, device, max_iters=steps, eval_interval=10**9,
+                               eval_iters=1, log_interval=1, checkpoint_minutes=0.0)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     prof = profile(activities=activities, schedule=schedule(wait=steps - 5, warmup=1, active=3, repeat=1))
     with prof:  # (fit logs each step: log_interval 1)

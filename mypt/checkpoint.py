@@ -44,7 +44,7 @@ from mypt.errors import BusyError, CheckpointError, ConfigError, os_error_messag
 from mypt.io import (atomic_write_text, is_own, not_own_message, old_dir, output_target, read_json, recover_staged,
                      sha256_file, staged_dir, umask_mode)
 from mypt.lock import output_lock
-from mypt.names import STATE_FILE, TIED
+from mypt.names import STATE_FILE, TIED, unstored  # noqa: F401 (TIED: named as checkpoint.TIED)
 
 if TYPE_CHECKING:  # a type only: checkpoints save any tokenizer without the registry
     from mypt.tokenizers import Tokenizer
@@ -217,7 +217,7 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
     raw = unwrap(model)
     if sharded_groups is None:
         weights = {k: v.detach().contiguous().cpu() for k, v in raw.state_dict().items()
-                   if k != TIED or not raw.config.tie_embeddings}
+                   if k not in unstored(raw.config)}
         # One metadata key only: safetensors writes its metadata map in hash order, and a fixed
         # file (same weights, same bytes) is worth more than a version tag (config.json has one).
         _save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})

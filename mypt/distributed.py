@@ -46,6 +46,7 @@ def setup_distributed(device: torch.device) -> Dist:
 _READY, _FAILED = "mypt/start/ready", "mypt/start/failed"
 _START_TIMEOUT_S = 1800
 _joined = False  # this process counted itself ready: from then on the others no longer look
+_told = False  # this process told its failure (run_training, then its command, may both try)
 
 
 def _agent_store():
@@ -94,8 +95,10 @@ def _wait_for_every_rank(world: int) -> None:
 def tell_ranks_start_failed(error: BaseException) -> None:
     """Under torchrun, before this rank joined: tell the others why it cannot start, so they
     stop with it (the first failure told is the one they name)."""
-    if _joined or int(os.environ.get("WORLD_SIZE", "1")) == 1 or not isinstance(error, Exception):
+    global _told
+    if _joined or _told or int(os.environ.get("WORLD_SIZE", "1")) == 1 or not isinstance(error, Exception):
         return
+    _told = True
     try:
         store = _agent_store()
         if store is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mypt.names import TIED
+from mypt.names import unstored
 from mypt.errors import CheckpointError
 
 MODEL = "model"  # the weights' key in the state dict DCP saves: their keys in its files start "model."
@@ -75,9 +75,7 @@ def _state_dicts(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
     is (whole for a model that is not sharded)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
-    weights = get_model_state_dict(model)
-    if model.config.tie_embeddings:  # (stored once, as lm_head.weight)
-        weights.pop(TIED, None)
+    weights = {k: v for k, v in get_model_state_dict(model).items() if k not in unstored(model.config)}
     return weights, get_optimizer_state_dict(model, optimizer)
 
 

@@ -31,7 +31,7 @@ import torch
 
 from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError
-from mypt.hf_import import LINEAR_LAYERS, llama_names
+from mypt.hf_import import LINEAR_LAYERS, VOCAB_ROWS, llama_names
 from mypt.io import built_files, check_replaceable, is_own, old_dir, output_target, staged_dir, umask_mode
 from mypt.model import NORM_EPS, load_model
 from mypt.names import char_replacement
@@ -72,7 +72,7 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
         if name == "lm_head.weight" and cfg.tie_embeddings:
             continue  # tied to transformer.wte.weight
         t = tensor.detach().float().cpu()
-        if name in ("transformer.wte.weight", "lm_head.weight"):
+        if name in VOCAB_ROWS:
             t = t[:cfg.vocab_size]  # drop the padding rows
         if name.endswith(".weight") and any(f".{layer}." in f".{name}" for layer in LINEAR_LAYERS):
             t = t.t()  # nn.Linear (out, in) -> Conv1D (in, out)
@@ -129,7 +129,7 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
     kv = cfg.kv_heads * cfg.head_dim
     for ours, theirs in llama_names(cfg):
         t = state[ours].detach().float().cpu()
-        if ours in ("transformer.wte.weight", "lm_head.weight"):
+        if ours in VOCAB_ROWS:
             t = t[:cfg.vocab_size]
         parts = t.split([cfg.n_embd, kv, kv]) if len(theirs) == 3 else t.chunk(len(theirs))
         out.update({name: part.contiguous() for name, part in zip(theirs, parts, strict=True)})

@@ -31,6 +31,9 @@ LINEAR_LAYERS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 GELU_FROM_HF = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "exact"}
 
 HF_PREFIX = "hf:"
+# mypt's tensors with a row per vocabulary id (padded to a multiple of 64; the export trims the
+# padding, the import adds it): the embedding, and an untied head.
+VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")
 
 
 def hf_dir(spec: str | None) -> Path | None:
@@ -283,7 +286,7 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
                               "tied (tie_word_embeddings): set it false if the head is its own")
     for name, param in params.items():
         t = state[name]
-        if name in ("transformer.wte.weight", "lm_head.weight") and t.dim() == 2 and t.shape[0] == cfg.vocab_size:
+        if name in VOCAB_ROWS and t.dim() == 2 and t.shape[0] == cfg.vocab_size:
             # Pad to mypt's multiple-of-64 vocabulary (no logits for those ids); another shape is refused below.
             t = torch.cat([t, torch.zeros(param.shape[0] - t.shape[0], t.shape[1])])
         if t.shape != param.shape:
@@ -323,17 +326,9 @@ def _hf_tokenizer(path: Path, vocab_size: int, where: str | None = None) -> Toke
     if (path / "tokenizer_state.json").is_file():  # a mypt export
         tokenizer = Tokenizer.load(path)
     elif (path / "tokenizer.json").is_file():
-        source = path / "tokenizer.json"
-        try:
-            text = source.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"{where}: {source} is not UTF-8 text; a tokenizer.json of the tokenizers library "
-                              "is") from None
-        tokenizer = HFTokenizer(tokenizer_json=text, source=f"{where}: {source}")
+        tokenizer = HFTokenizer.from_file(path / "tokenizer.json", f"{where}: {path / 'tokenizer.json'}")
         if vocab_size == GPT2_VOCAB_SIZE and _encodes_as_gpt2(tokenizer):
             tokenizer = GPT2Tokenizer()
-        else:
-            tokenizer.check_document_end(f"{where}: {source}")
     elif vocab_size == GPT2_VOCAB_SIZE:
         tokenizer = GPT2Tokenizer()
     else:

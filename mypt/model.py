@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from mypt import checkpoint
 from mypt.config import GPTConfig
 from mypt.errors import CheckpointError
+from mypt.names import unstored
 from mypt.tokenizers import Tokenizer
 
 
@@ -379,7 +380,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tok
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     wrong = [f"{k} {tuple(v.shape)} (config: {expected[k]})" for k, v in weights.items()
              if k in expected and tuple(v.shape) != expected[k]]
-    missing = sorted(set(expected) - set(weights) - ({checkpoint.TIED} if model.config.tie_embeddings else set()))
+    missing = sorted(set(expected) - set(weights) - unstored(model.config))
     unexpected = sorted(set(weights) - set(expected))
     if wrong or missing or unexpected:
         raise CheckpointError(f"{source} does not match the weights in model.safetensors (shapes {wrong[:3]}, "

@@ -20,6 +20,12 @@ SPLITS = ("train", "val")  # a dataset's splits, in the order shards are numbere
 WORK_MARK = ".mypt-work"  # inside each work directory mypt makes beside an output: a leftover it may remove
 TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: a checkpoint stores it once
 
+
+def unstored(model_config) -> frozenset:
+    """The state dict's names a checkpoint leaves out for a model of `model_config` (a
+    GPTConfig): a tied embedding, which is lm_head.weight under another name."""
+    return frozenset({TIED}) if model_config.tie_embeddings else frozenset()
+
 # A char vocabulary's stand-ins for the characters it lacks (a corpus tokenized with another's
 # vocabulary): the first it has. Here, not in mypt.tokenizers.char, for the split step's summary,
 # which names it.

@@ -36,8 +36,7 @@ class RankCommand(MyptCommand):
 def _tell_other_ranks(error: Exception) -> None:
     """Under torchrun only (no torch import elsewhere). A click error as click prints it, with
     the flag it is about."""
-    world = os.environ.get("WORLD_SIZE", "")
-    if world.isdigit() and int(world) > 1 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # (torchrun's agent: its other checks there)
         from mypt.distributed import tell_ranks_start_failed
 
         if isinstance(error, click.ClickException):

@@ -142,11 +142,10 @@ def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders, tokeni
 
 def compiled(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     """The model fit trains and evaluates: torch.compile'd when `cfg` compiles on its device
-    (TrainConfig.compile; left out, on with CUDA) and it comes plain (neither compiled, in
-    place or not, nor in DDP, nor sharded). The Python API's
+    (TrainConfig.compile; left out, on with CUDA) and it comes plain. The Python API's
     model.fit trained eager on a GPU while the setting said compiled (bench/quality.py's GPU
-    figures were eager). One that comes compiled, in DDP or sharded is trained as it comes:
-    mypt train wraps it so itself."""
+    figures were eager). One that comes compiled (in place or not), in DDP or sharded is
+    trained as it comes: mypt train wraps it so itself."""
     if unwrap(model) is not model or getattr(model, "_compiled_call_impl", None) is not None or is_sharded(model):
         return model  # (compiled in place by nn.Module.compile: _compiled_call_impl)
     device = next(model.parameters()).device
@@ -276,7 +275,9 @@ class _Run:
                  f"({dist.world_size} process(es) x {cfg.gradient_accumulation_steps} accumulation x "
                  f"{loader.batch_size} x {loader.block_size}) | device: {self.device} | "
                  f"autocast: {self.amp or 'off'}{' with GradScaler' if self.scaler.is_enabled() else ''}")
-        if isinstance(getattr(loader, "config", None), TrainConfig) and cfg.batch_size != loader.batch_size:  # (the loader draws the batches: its size is the one trained)
+        # (The loader draws the batches: its size is the one trained. Only a loader built from a
+        # TrainConfig has a batch_size setting that the config passed to fit can contradict.)
+        if isinstance(getattr(loader, "config", None), TrainConfig) and cfg.batch_size != loader.batch_size:
             self.log(f"warning: fit's config has batch_size {cfg.batch_size}, its data loader {loader.batch_size}: "
                      f"batches of {loader.batch_size} train (build the loader with the config you pass fit)")
         # A preset's or a base model's warmup in a short run (said when the run starts).

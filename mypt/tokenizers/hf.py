@@ -109,9 +109,10 @@ class HFTokenizer(Tokenizer):
         return self._hf.token_to_id(token) if isinstance(token, str) else None
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "HFTokenizer":
+    def from_file(cls, path: str | Path, where: str | None = None) -> "HFTokenizer":
+        """`path`'s tokenizer; errors begin with `where` (default: the --tokenization flag)."""
         path = Path(path)
-        where = f"--tokenization hf:{path}"
+        where = where or f"--tokenization hf:{path}"
         if path.is_dir():
             inside = path / "tokenizer.json"
             if inside.is_file():
