@@ -65,6 +65,51 @@ def checkpoints_setting():
     return setting(Path("checkpoints"), "Where checkpoints live: CHECKPOINTS_DIR/MODEL_NAME/.")
 
 
+# Llama 3's RoPE scaling: Hugging Face's names of its numbers, in the order --rope_scaling writes them.
+ROPE_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def rope_scaling_params(text: str | None) -> dict | None:
+    """--rope_scaling's text as {"rope_type": "llama3", "factor": ..., ...} (None: no scaling);
+    ConfigError naming what is wrong. The numbers' rules are those that keep the rescaled
+    frequencies positive and ordered: factor at least 1, 0 < low_freq_factor < high_freq_factor,
+    a whole original context of at least 1."""
+    if text is None:
+        return None
+    form = "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS)
+    kind, _, rest = str(text).partition(":")
+    if kind != "llama3":
+        raise ConfigError(f"{text!r}: only Llama 3's RoPE scaling is supported; write {form}")
+    params: dict = {}
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in ROPE_SCALING_KEYS or key in params:
+            raise ConfigError(f"{text!r}: {item.strip()!r} is not one of {', '.join(ROPE_SCALING_KEYS)} given once as "
+                              f"KEY=NUMBER; write {form}")
+        try:
+            params[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"{text!r}: {key} {value.strip()!r} is not a number") from None
+    missing = [k for k in ROPE_SCALING_KEYS if k not in params]
+    if missing:
+        raise ConfigError(f"{text!r} has no {', '.join(missing)}; write {form}")
+    original = params["original_max_position_embeddings"]
+    if not (params["factor"] >= 1 and 0 < params["low_freq_factor"] < params["high_freq_factor"] < float("inf")
+            and original >= 1 and original == int(original)):
+        raise ConfigError(f"{text!r}: needs factor >= 1, 0 < low_freq_factor < high_freq_factor, and a whole "
+                          "original_max_position_embeddings of at least 1")
+    params["original_max_position_embeddings"] = int(original)
+    return {"rope_type": "llama3", **params}
+
+
+def rope_scaling_text(value) -> str:
+    """The one spelling of a --rope_scaling (numbers as Python writes them, keys in their order),
+    so a checkpoint's setting compares equal to the import that made it."""
+    params = rope_scaling_params(value)
+    return "llama3:" + ",".join(f"{k}={params[k]!r}" for k in ROPE_SCALING_KEYS)
+
+
 @dataclass
 class GPTConfig(Settings):
     """The model's shape. A model option (a new attention or MLP variant) is a field here
@@ -104,6 +149,15 @@ class GPTConfig(Settings):
     qk_norm: bool = setting(False, "RMS-normalize queries and keys per head before attention (new models only).")
     mlp_width: int | None = setting(None, "The MLP's hidden width (default: 4 x n_embd; with --mlp swiglu 8/3 x "
                                           "n_embd rounded up to 64, Llama's rule; new models only).", min=1)
+    norm_eps: float = setting(1e-5, "The epsilon of every norm (LayerNorm, RMSNorm, the QK-norm): 1e-5 is GPT-2's "
+                                    "and Llama's, 1e-6 Qwen's (new models only).", min=0.0, min_open=True)
+    qkv_bias: bool = setting(False, "Biases on the attention's query, key and value projections only (Qwen2); "
+                                    "--bias puts them on every layer (new models only).")
+    rope_scaling: str | None = setting(
+        None, "RoPE's frequencies rescaled for a context longer than the model was first trained for, as Llama "
+              "3.1 and 3.2 do (with --position rope; new models only): llama3:factor=F,low_freq_factor=L,"
+              "high_freq_factor=H,original_max_position_embeddings=N. Imported with such a model.",
+        check=rope_scaling_text, metavar="llama3:KEY=VALUE,...", acts_with=("position", "rope"))
     tie_embeddings: bool = setting(True, "The output head shares the input embedding's weights (GPT-2, small "
                                          "Llamas); --no_tie_embeddings: a head of its own, as most Llamas have "
                                          "(new models only).")
@@ -119,6 +173,10 @@ class GPTConfig(Settings):
             object.__setattr__(self, "rope_theta", type(self).__dataclass_fields__["rope_theta"].default)
         if self.mlp != "gelu":  # swiglu and relu2 have no GELU (a Llama import's would differ from its export's)
             object.__setattr__(self, "gelu", type(self).__dataclass_fields__["gelu"].default)
+        if self.bias:  # biases everywhere include the queries', keys' and values'
+            object.__setattr__(self, "qkv_bias", False)
+        if self.position == "learned":
+            object.__setattr__(self, "rope_scaling", None)
         if self.mlp_width == self.default_mlp_width:
             object.__setattr__(self, "mlp_width", None)
         if self.n_embd % self.n_head:
@@ -135,6 +193,11 @@ class GPTConfig(Settings):
     def kv_heads(self) -> int:
         """Heads of keys and values: n_kv_head, or n_head when left out."""
         return self.n_kv_head if self.n_kv_head is not None else self.n_head
+
+    @property
+    def rope_scaling_params(self) -> dict | None:
+        """rope_scaling's numbers by Hugging Face's names (rope_type too), or None."""
+        return rope_scaling_params(self.rope_scaling)
 
     @property
     def head_dim(self) -> int:

@@ -6,9 +6,12 @@ checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` and
   GELU = "gelu_new"; a model with `gelu: exact` exports "gelu").
   transformers' GPT-2 uses Conv1D layers whose weights are the transpose of nn.Linear's;
   biases a model trained without them are exported as zeros.
-- Llama recipe (position rope, norm rmsnorm, mlp swiglu, no bias, any n_kv_head):
-  LlamaForCausalLM, or Qwen3ForCausalLM with qk_norm; c_attn splits into q/k/v_proj and c_fc
-  into gate/up_proj (hf_import.llama_names). Any other combination is refused (hf_family).
+- Llama recipe (position rope, norm rmsnorm, mlp swiglu, no bias, any n_kv_head, norm_eps
+  and Llama 3's rope_scaling): LlamaForCausalLM, or Qwen3ForCausalLM with qk_norm; c_attn
+  splits into q/k/v_proj and c_fc into gate/up_proj (hf_import.llama_names). qkv_bias (a
+  Qwen2's biases) is attention_bias with zeros for o_proj's bias: transformers 5 forces Qwen's
+  own tokenizer class on a qwen2 model_type, which would tokenize any other tokenizer.json
+  wrongly. Any other combination is refused (hf_family).
 - Both: the vocabulary padding rows are trimmed; a head tied to the embedding stays tied, an
   untied one is written as lm_head.weight (tie_word_embeddings false).
 - Tokenizer: gpt2 becomes GPT-2's byte-level BPE (transformers' TikTokenConverter of the
@@ -33,7 +36,7 @@ from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError
 from mypt.hf_import import LINEAR_LAYERS, VOCAB_ROWS, llama_names
 from mypt.io import built_files, check_replaceable, is_own, old_dir, output_target, staged_dir, umask_mode
-from mypt.model import NORM_EPS, load_model
+from mypt.model import load_model
 from mypt.names import char_replacement
 from mypt.tokenizers import Tokenizer
 
@@ -60,7 +63,7 @@ def hf_config(cfg, tokenizer: Tokenizer):
     return transformers.GPT2Config(
         vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
         n_head=cfg.n_head, n_inner=cfg.mlp_hidden, activation_function=HF_GELU[cfg.gelu],
-        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5,
+        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=cfg.norm_eps,
         bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=cfg.tie_embeddings,
         architectures=["GPT2LMHeadModel"])
 
@@ -93,8 +96,8 @@ RECIPES_HELP = ("export-hf writes GPT-2 (position learned, norm layernorm, mlp g
 
 def hf_family(cfg, source) -> str:
     """gpt2, llama or qwen3: the transformers model that computes what `cfg`'s model does.
-    Qwen3 is Llama with per-head RMSNorms (weight only, eps 1e-5 here) of queries and keys
-    before the rotation: mypt's qk_norm to the letter."""
+    Qwen3 is Llama with per-head RMSNorms (weight only) of queries and keys before the rotation:
+    mypt's qk_norm to the letter."""
     recipe = GPT2_RECIPE if cfg.position == "learned" else LLAMA_RECIPE
     settings = {**cfg.to_dict(), "n_kv_head": None if cfg.kv_heads == cfg.n_head else cfg.n_kv_head}
     shown = lambda v: v if isinstance(v, str) else json.dumps(v)  # noqa: E731 (norm rmsnorm, bias true)
@@ -103,8 +106,12 @@ def hf_family(cfg, source) -> str:
         raise ConfigError(f"{source}: model setting {', '.join(wrong)}: no Hugging Face equivalent with position "
                           f"{cfg.position}; {RECIPES_HELP} (train with those settings to export)")
     if cfg.position == "learned":
-        return "gpt2"
+        return "gpt2"  # (GPT-2 has every bias: those a model lacks are exported as zeros)
     return "qwen3" if cfg.qk_norm else "llama"
+
+
+# The transformers classes of the Llama recipe's families.
+LLAMA_CLASSES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
 def llama_config(cfg, tokenizer: Tokenizer, family: str):
@@ -113,13 +120,14 @@ def llama_config(cfg, tokenizer: Tokenizer, family: str):
     eot = tokenizer.eot_id
     shape = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd, intermediate_size=cfg.mlp_hidden,
                  num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head, num_key_value_heads=cfg.kv_heads,
-                 head_dim=cfg.head_dim, max_position_embeddings=cfg.block_size, rms_norm_eps=NORM_EPS,
-                 rope_theta=cfg.rope_theta, hidden_act="silu", tie_word_embeddings=cfg.tie_embeddings,
-                 attention_bias=False,
-                 bos_token_id=eot, eos_token_id=eot)
+                 head_dim=cfg.head_dim, max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps,
+                 rope_parameters={"rope_type": "default", **(cfg.rope_scaling_params or {}),
+                                  "rope_theta": cfg.rope_theta},
+                 hidden_act="silu", tie_word_embeddings=cfg.tie_embeddings, attention_bias=cfg.qkv_bias,
+                 bos_token_id=eot, eos_token_id=eot, architectures=[LLAMA_CLASSES[family]])
     if family == "qwen3":
-        return transformers.Qwen3Config(use_sliding_window=False, architectures=["Qwen3ForCausalLM"], **shape)
-    return transformers.LlamaConfig(mlp_bias=False, architectures=["LlamaForCausalLM"], **shape)
+        return transformers.Qwen3Config(use_sliding_window=False, **shape)
+    return transformers.LlamaConfig(mlp_bias=False, **shape)
 
 
 def llama_state_dict(model) -> dict[str, torch.Tensor]:
@@ -133,15 +141,19 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
             t = t[:cfg.vocab_size]
         parts = t.split([cfg.n_embd, kv, kv]) if len(theirs) == 3 else t.chunk(len(theirs))
         out.update({name: part.contiguous() for name, part in zip(theirs, parts, strict=True)})
+    if cfg.qkv_bias:  # attention_bias has o_proj's too
+        out.update({f"model.layers.{i}.self_attn.o_proj.bias": torch.zeros(cfg.n_embd) for i in range(cfg.n_layer)})
     return out
 
 
 def portable_model_config(directory: Path, cfg) -> None:
-    """RoPE's base where transformers 4 reads it too: 5 writes only rope_parameters, and 4
-    would run such an export with its default base, 10000."""
+    """RoPE's base and scaling where transformers 4 reads them too: 5 writes only
+    rope_parameters, and 4 would run such an export with its default base, 10000, unscaled."""
     path = directory / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config.setdefault("rope_theta", cfg.rope_theta)
+    if cfg.rope_scaling is not None:
+        config.setdefault("rope_scaling", cfg.rope_scaling_params)
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -268,7 +280,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         weights = hf_state_dict(model)
     else:
         config = llama_config(model.config, tokenizer, family)
-        hf_model = (transformers.Qwen3ForCausalLM if family == "qwen3" else transformers.LlamaForCausalLM)(config)
+        hf_model = getattr(transformers, LLAMA_CLASSES[family])(config)
         weights = llama_state_dict(model)
     missing, unexpected = hf_model.load_state_dict(weights, strict=False)
     derived = ("attn.bias", "attn.masked_bias") + (("lm_head.weight",) if model.config.tie_embeddings else ())

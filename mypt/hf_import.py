@@ -1,16 +1,20 @@
 """`mypt train --init_from_model hf:DIR`: a Hugging Face transformers directory (what
 `save_pretrained` writes, or a local copy of the gpt2 weights) as a mypt GPT: GPT-2
-(GPT2LMHeadModel), Llama (LlamaForCausalLM) or Qwen3 (Qwen3ForCausalLM), the last two as
-mypt's modern recipe (position rope, norm rmsnorm, mlp swiglu, n_kv_head; qk_norm for Qwen3).
-What mypt cannot express is refused, naming the config.json key: an lm_head.weight other than
-the embedding where config.json says they are tied, rope_scaling, sliding-window attention,
-biases, another head_dim, activation or norm epsilon, GPT-2's other attention scalings. The MLP's
-width (mlp_width) and an untied head (tie_embeddings false) come along. A key the config.json leaves out means transformers'
-default for its model_type (LlamaConfig and Qwen3Config do not tie the head by default). The
-weights are model.safetensors or the shards a model.safetensors.index.json lists; pickles are
-refused. The tokenizer: a mypt export's own, GPT-2's for a GPT-2 vocabulary, else the
-directory's tokenizer.json (a Hub model's: prepare its datasets with `--tokenization
-hf:DIR/tokenizer.json`).
+(GPT2LMHeadModel), Llama (LlamaForCausalLM), Qwen2 (Qwen2ForCausalLM) or Qwen3
+(Qwen3ForCausalLM), the last three as mypt's modern recipe (position rope, norm rmsnorm, mlp
+swiglu, n_kv_head; qkv_bias for Qwen2, qk_norm for Qwen3). The MLP's width (mlp_width), an
+untied head (tie_embeddings false), the norms' epsilon (norm_eps) and Llama 3's RoPE scaling
+(rope_scaling) come along. What mypt cannot express is refused, naming the config.json key:
+an lm_head.weight other than the embedding where config.json says they are tied, other RoPE
+scalings, sliding-window attention, MLP biases, an output projection's bias other than zeros
+(attention_bias: the queries', keys' and values' are qkv_bias), another head_dim or
+activation, GPT-2's other attention scalings. A key the config.json leaves out means
+transformers' default for its model_type (LlamaConfig and the Qwens do not tie the head by
+default). The weights are model.safetensors or the shards a model.safetensors.index.json
+lists; pickles are refused. The tokenizer: a mypt export's own, GPT-2's for a GPT-2
+vocabulary, else the directory's tokenizer.json (a Hub model's: prepare its datasets with
+`--tokenizer_from DIR`). A vocabulary padded past the tokenizer's ids (Qwen's 151,936 rows
+for 151,665 ids) is imported without the rows no id reaches.
 
 Needs only safetensors, not transformers. The export (mypt.hf_export) is apart, so that
 training does not depend on its code."""
@@ -34,6 +38,10 @@ HF_PREFIX = "hf:"
 # mypt's tensors with a row per vocabulary id (padded to a multiple of 64; the export trims the
 # padding, the import adds it): the embedding, and an untied head.
 VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")
+# A config.json's rows past its tokenizer's ids taken as padding (left out on import): up to
+# this many, or 1% of the rows. A vocabulary rounded up to a multiple of 128 passes; another
+# model's tokenizer does not.
+PADDING_ROWS = 127
 
 
 def hf_dir(spec: str | None) -> Path | None:
@@ -43,24 +51,24 @@ def hf_dir(spec: str | None) -> Path | None:
 
 # The keys of a GPT-2 config.json that give the model's shape (the rest have defaults).
 HF_SHAPE_KEYS = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
-# Llama and Qwen3: the config.json keys that give the model's shape, and the model types.
-LLAMA_TYPES = ("llama", "qwen3")
+# Llama and the Qwens: the config.json keys that give the model's shape, and the model types.
+LLAMA_TYPES = ("llama", "qwen2", "qwen3")
 LLAMA_SHAPE_KEYS = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "num_attention_heads",
                     "hidden_size", "intermediate_size")
 SUPPORTED_TYPES = ("gpt2", *LLAMA_TYPES)
-# transformers' defaults (LlamaConfig and Qwen3Config, 4.57 and 5 alike) of the keys mypt checks
-# whose default is not mypt's: what a config.json that leaves the key out means. None: head_dim
-# hidden_size / num_attention_heads, num_key_value_heads num_attention_heads.
+# transformers' defaults (LlamaConfig, Qwen2Config and Qwen3Config, 4.57 and 5 alike) of the keys
+# mypt checks whose default is not mypt's: what a config.json that leaves the key out means.
+# None: head_dim hidden_size / num_attention_heads, num_key_value_heads num_attention_heads.
 LLAMA_DEFAULTS = {"llama": {"tie_word_embeddings": False, "head_dim": None, "num_key_value_heads": None,
+                            "rms_norm_eps": 1e-6},
+                  "qwen2": {"tie_word_embeddings": False, "head_dim": None, "num_key_value_heads": 32,
                             "rms_norm_eps": 1e-6},
                   "qwen3": {"tie_word_embeddings": False, "head_dim": 128, "num_key_value_heads": 32,
                             "rms_norm_eps": 1e-6}}
 
 
 def read_hf_config(path: Path) -> dict:
-    """A transformers directory's config (GPT-2, Llama or Qwen3) as mypt's {"model": ..., "training": {}}."""
-    from mypt.model import NORM_EPS
-
+    """A transformers directory's config (GPT-2, Llama, Qwen2 or Qwen3) as mypt's {"model": ..., "training": {}}."""
     path = Path(path)
     try:
         hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -88,7 +96,7 @@ def read_hf_config(path: Path) -> dict:
         raise ConfigError(f"--init_from_model hf:{path}: config.json has {', '.join(not_whole)}: each must be a "
                           "whole number")
     activation = hf.get("activation_function", "gelu_new")
-    n_embd = hf["n_embd"]
+    eps = hf.get("layer_norm_epsilon", 1e-5)  # GPT2Config's default
     # (reorder_and_upcast_attn is accepted: it computes the same scores, in float32 only.)
     wrong = [f"{key} {hf.get(key)!r} (mypt: {want})" for key, ok, want in (
         ("activation_function", isinstance(activation, str) and activation in GELU_FROM_HF,
@@ -96,32 +104,57 @@ def read_hf_config(path: Path) -> dict:
         ("n_inner", hf.get("n_inner") is None or (type(hf.get("n_inner")) is int and hf["n_inner"] > 0),
          "a whole number"),
         ("tie_word_embeddings", isinstance(hf.get("tie_word_embeddings", True), bool), "true or false"),
-        ("layer_norm_epsilon", hf.get("layer_norm_epsilon", NORM_EPS) == NORM_EPS, f"{NORM_EPS}"),
+        ("layer_norm_epsilon", _positive(eps), "a number above 0"),
         ("scale_attn_weights", hf.get("scale_attn_weights", True) is True, "true: scores scaled by 1/sqrt(head size)"),
         ("scale_attn_by_inverse_layer_idx", not hf.get("scale_attn_by_inverse_layer_idx", False), "false")) if not ok]
     if wrong:
         raise ConfigError(f"--init_from_model hf:{path}: config.json: mypt cannot express {', '.join(wrong)}")
     model = {"vocab_size": hf["vocab_size"], "block_size": hf["n_positions"], "n_layer": hf["n_layer"],
              "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True,
-             "gelu": GELU_FROM_HF[activation], "mlp_width": hf.get("n_inner"),
+             "gelu": GELU_FROM_HF[activation], "mlp_width": hf.get("n_inner"), "norm_eps": float(eps),
              "tie_embeddings": hf.get("tie_word_embeddings", True)}
     return {"model": model, "training": {}}
 
 
-def hf_rope(hf: dict) -> tuple[object, str]:
-    """RoPE's (base, type): transformers 5 writes both in rope_parameters, 4 the base at the top
-    level (and any scaling in rope_scaling, checked apart)."""
-    params = hf.get("rope_parameters")
-    if not isinstance(params, dict):
-        return hf.get("rope_theta", 10000.0), "default"
-    return params.get("rope_theta", hf.get("rope_theta", 10000.0)), params.get("rope_type", "default")
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
+
+
+def hf_rope(hf: dict) -> tuple[object, dict[str, tuple[object, object]]]:
+    """RoPE's base, and {key: (type, parameters)} of the keys that hold RoPE's type: transformers
+    5 writes rope_parameters (the base in it too), 4 the base at the top level and any scaling in
+    rope_scaling (whose type older configs call `type`). mypt's exports write both."""
+    params, scaling, found = hf.get("rope_parameters"), hf.get("rope_scaling"), {}
+    theta = hf.get("rope_theta", 10000.0)
+    if isinstance(params, dict):
+        theta = params.get("rope_theta", theta)
+        found["rope_parameters"] = (params.get("rope_type", params.get("type", "default")), params)
+    elif params is not None:
+        found["rope_parameters"] = (params, params)
+    if scaling is not None:
+        found["rope_scaling"] = (scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict)
+                                 else scaling, scaling)
+    return theta, found
+
+
+def _rope_scaling_setting(kind, params) -> tuple[bool, str | None]:
+    """(whether mypt can express it, mypt's rope_scaling) of a config's RoPE type and parameters:
+    unscaled (None), or Llama 3's scaling with sound numbers."""
+    from mypt.config import ROPE_SCALING_KEYS, rope_scaling_text
+
+    if kind == "default":
+        return True, None
+    if kind != "llama3" or not isinstance(params, dict):
+        return False, None
+    try:
+        return True, rope_scaling_text("llama3:" + ",".join(f"{k}={params.get(k)}" for k in ROPE_SCALING_KEYS))
+    except ConfigError:
+        return False, None
 
 
 def _llama_model_settings(path: Path, hf: dict) -> dict:
-    """mypt's model settings of a Llama or Qwen3 config.json; what mypt cannot express is refused."""
-    from mypt.config import GPTConfig
-    from mypt.model import NORM_EPS
-
+    """mypt's model settings of a Llama, Qwen2 or Qwen3 config.json; what mypt cannot express is
+    refused."""
     where = f"--init_from_model hf:{path}: config.json"
     bad = [f"{key} {hf[key]!r}" if key in hf else f"no {key}" for key in LLAMA_SHAPE_KEYS
            if type(hf.get(key)) is not int]
@@ -131,20 +164,25 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
     defaults = LLAMA_DEFAULTS[hf["model_type"]]
     get = lambda key: hf.get(key, defaults.get(key))  # noqa: E731 (transformers' default where unset)
     kv = get("num_key_value_heads") or n_head
-    theta, rope_type = hf_rope(hf)
+    theta, ropes = hf_rope(hf)
+    scalings = {key: _rope_scaling_setting(kind, params) for key, (kind, params) in ropes.items()}
+    scaling = next((setting for _, setting in scalings.values()), None)  # rope_parameters' first
     layer_types = hf.get("layer_types") or []
     shown = lambda key: theta if key == "rope_theta" else get(key)  # noqa: E731 (the base wherever it is)
     wrong = [f"{key} {shown(key)!r}{'' if key in hf else ' (unset: transformers default)'} (mypt: {want})"
              for key, ok, want in (
         ("tie_word_embeddings", isinstance(get("tie_word_embeddings"), bool), "true or false"),
-        ("rope_scaling", hf.get("rope_scaling") is None, "none"),  # transformers 4's name
-        ("rope_parameters", rope_type == "default", "rope_type default"),  # transformers 5's
+        *[(key, ok and setting == scaling, "rope_type default, or llama3 with factor, low_freq_factor, "
+                                           "high_freq_factor and original_max_position_embeddings"
+                                           + ("" if ok else "; the same in rope_parameters and rope_scaling"))
+          for key, (ok, setting) in scalings.items()],
         ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
         ("layer_types", isinstance(layer_types, list) and all(t == "full_attention" for t in layer_types),
          "full_attention in every layer"),
         ("hidden_act", hf.get("hidden_act", "silu") == "silu", "silu"),
-        ("rms_norm_eps", get("rms_norm_eps") == NORM_EPS, f"{NORM_EPS}"),
-        ("attention_bias", not hf.get("attention_bias"), "false"),
+        ("rms_norm_eps", _positive(get("rms_norm_eps")), "a number above 0"),
+        # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write)
+        ("attention_bias", isinstance(hf.get("attention_bias", False), bool), "true or false"),
         ("mlp_bias", not hf.get("mlp_bias"), "false"),
         ("head_dim", get("head_dim") in (None, n_embd // n_head) and n_embd % n_head == 0,
          "hidden_size / num_attention_heads"),
@@ -156,13 +194,14 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
             "n_layer": hf["num_hidden_layers"], "n_head": n_head, "n_embd": n_embd, "dropout": 0.0, "bias": False,
             "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm", "mlp": "swiglu",
             "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3",
+            "qkv_bias": hf["model_type"] == "qwen2" or hf.get("attention_bias") is True, "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling,
             "mlp_width": hf["intermediate_size"], "tie_embeddings": get("tie_word_embeddings")}
 
 
 def llama_names(cfg) -> list[tuple[str, list[str]]]:
-    """(mypt name, Llama/Qwen3 names) of every weight (the head only when untied): the mypt
+    """(mypt name, Llama/Qwen names) of every weight (the head only when untied): the mypt
     tensor is the Llama tensors stacked along dim 0 (c_attn = [q | k | v], c_fc = [gate | up]);
-    the same layout in both (out, in), as both are nn.Linear."""
+    the same layout in both (out, in), as both are nn.Linear. Qwen2's biases likewise."""
     names = [("transformer.wte.weight", ["model.embed_tokens.weight"]),
              ("transformer.ln_f.weight", ["model.norm.weight"])]
     if not cfg.tie_embeddings:
@@ -177,6 +216,8 @@ def llama_names(cfg) -> list[tuple[str, list[str]]]:
                   (ours + "mlp.c_proj.weight", [theirs + "mlp.down_proj.weight"])]
         if cfg.qk_norm:
             names += [(ours + f"attn.{x}_norm.weight", [theirs + f"self_attn.{x}_norm.weight"]) for x in "qk"]
+        if cfg.qkv_bias:
+            names.append((ours + "attn.c_attn.bias", [theirs + f"self_attn.{x}_proj.bias" for x in "qkv"]))
     return names
 
 
@@ -190,6 +231,10 @@ def _llama_state(weights: dict[str, torch.Tensor], cfg, source: Path) -> dict[st
         if missing:
             raise CheckpointError(f"{source} has no {missing[0]}")
         state[ours] = torch.cat([weights[name].float() for name in theirs])
+    for name, t in weights.items():  # attention_bias: the queries', keys' and values' only
+        if name.endswith("self_attn.o_proj.bias") and t.any():
+            raise CheckpointError(f"{source}: {name} is not zeros: mypt has a bias on the attention's output "
+                                  "projection only with biases on every layer (--bias), which this model has not")
     return state
 
 
@@ -261,8 +306,8 @@ def load_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
 
 
 def import_hf(path: Path, device: str | torch.device = "cpu"):
-    """(mypt GPT, tokenizer, config) of a GPT-2, Llama or Qwen3 transformers directory (what
-    `save_pretrained` writes, or a local copy of the gpt2 weights)."""
+    """(mypt GPT, tokenizer, config) of a GPT-2, Llama, Qwen2 or Qwen3 transformers directory
+    (what `save_pretrained` writes, or a local copy of the gpt2 weights)."""
     from mypt.config import GPTConfig
     from mypt.errors import CheckpointError
     from mypt.model import GPT
@@ -271,6 +316,9 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     # `--init_from_model hf:DIR: ` to them (its ConfigErrors, from read_hf_config, name it).
     path = Path(path)
     config = read_hf_config(path)
+    rows = config["model"]["vocab_size"]  # the file's embedding rows: a padded vocabulary has more than ids
+    tokenizer = _hf_tokenizer(path, rows)
+    config["model"]["vocab_size"] = tokenizer.vocab_size
     cfg = GPTConfig.from_dict(config["model"], f"{path}/config.json")
     loaded, source = load_hf_weights(path)
     model = GPT(cfg)
@@ -286,16 +334,17 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
                               "tied (tie_word_embeddings): set it false if the head is its own")
     for name, param in params.items():
         t = state[name]
-        if name in VOCAB_ROWS and t.dim() == 2 and t.shape[0] == cfg.vocab_size:
-            # Pad to mypt's multiple-of-64 vocabulary (no logits for those ids); another shape is refused below.
-            t = torch.cat([t, torch.zeros(param.shape[0] - t.shape[0], t.shape[1])])
+        if name in VOCAB_ROWS and t.dim() == 2 and t.shape[0] == rows:
+            # The rows of the tokenizer's ids, padded to mypt's multiple of 64 (no logits for
+            # those ids); another shape is refused below.
+            t = torch.cat([t[:cfg.vocab_size], torch.zeros(param.shape[0] - cfg.vocab_size, t.shape[1])])
         if t.shape != param.shape:
             key = name.removeprefix("transformer.")
             raise CheckpointError(f"{source}: {key} has shape {tuple(t.shape)}, config.json "
                                   f"says {tuple(param.shape)}")
         state[name] = t.contiguous()
     model.load_state_dict(state, strict=False)
-    return model.to(device), _hf_tokenizer(path, cfg.vocab_size), config
+    return model.to(device), tokenizer, config
 
 
 def hf_model_tokenizer(path: Path, flag: str) -> Tokenizer:
@@ -334,10 +383,14 @@ def _hf_tokenizer(path: Path, vocab_size: int, where: str | None = None) -> Toke
     else:
         raise ConfigError(f"{where}: vocabulary of {vocab_size} with no tokenizer: the directory has neither a "
                           "tokenizer.json nor mypt's tokenizer_state.json; copy the model's tokenizer.json into it")
-    if tokenizer.vocab_size != vocab_size:
+    # More rows than ids is padding (Qwen2.5's 151,936 for 151,665 ids, Phi-3's 32,064 for 32,011):
+    # those rows no id reaches are left out. More than that is another model's tokenizer.
+    if not 0 <= vocab_size - tokenizer.vocab_size <= max(PADDING_ROWS, vocab_size // 100):
         raise ConfigError(f"{where}: the tokenizer has {tokenizer.vocab_size} ids, the model's config.json "
-                          f"vocab_size {vocab_size}; mypt needs one row of the embedding per id of the tokenizer")
+                          f"vocab_size {vocab_size}: not this model's tokenizer (mypt needs one row of the embedding "
+                          f"per id, and takes at most {max(PADDING_ROWS, vocab_size // 100)} rows more as padding)")
     return tokenizer
+
 
 
 # Text whose ids tell GPT-2's byte-level BPE from another tokenizer of the same size.

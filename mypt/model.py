@@ -29,7 +29,6 @@ from mypt.tokenizers import Tokenizer
 
 
 _DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-NORM_EPS = 1e-5  # LayerNorm's default, and Llama's RMSNorm epsilon: the export maps it unchanged
 
 
 class _RMSNormFn(torch.autograd.Function):
@@ -78,8 +77,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 def _norm(cfg: GPTConfig) -> nn.Module:
     """ln_1, ln_2 and ln_f: GPT-2's LayerNorm, or RMSNorm (Llama: a weight, no bias, whatever --bias says)."""
     if cfg.norm == "rmsnorm":
-        return RMSNorm(cfg.n_embd, eps=NORM_EPS)
-    return nn.LayerNorm(cfg.n_embd, eps=NORM_EPS, bias=cfg.bias)
+        return RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,9 +94,24 @@ def rope_tables(cfg: GPTConfig, pos: torch.Tensor) -> tuple[torch.Tensor, torch.
     hd = cfg.head_dim
     with torch.autocast(pos.device.type, enabled=False):
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=pos.device).float() / hd))
+        if cfg.rope_scaling is not None:
+            inv_freq = llama3_frequencies(inv_freq, cfg.rope_scaling_params)
         freqs = torch.outer(pos.float(), inv_freq)  # (T, hd/2)
         sin = freqs.sin()
         return torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((-sin, sin), dim=-1)
+
+
+def llama3_frequencies(inv_freq: torch.Tensor, params: dict) -> torch.Tensor:
+    """Llama 3.1's RoPE scaling (a longer context than pre-training's without retraining the
+    fast rotations): a frequency whose wavelength fits high_freq_factor times into the original
+    context is kept, one whose wavelength is longer than original / low_freq_factor is divided
+    by `factor`, and those between blend the two by where the context count falls between the
+    two factors. (Hugging Face's `llama3` rope_type computes the same.)"""
+    factor, low, high = params["factor"], params["low_freq_factor"], params["high_freq_factor"]
+    original = params["original_max_position_embeddings"]
+    fits = original * inv_freq / (2 * math.pi)  # how many wavelengths fit in the original context
+    blend = ((fits - low) / (high - low)).clamp(0.0, 1.0)  # 0: slow (divided), 1: fast (kept)
+    return inv_freq / factor * (1 - blend) + inv_freq * blend
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -148,11 +162,12 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.kv_heads, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
         self.n_embd, self.dropout = cfg.n_embd, cfg.dropout
-        self.c_attn = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim, bias=cfg.bias)
+        self.c_attn = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim,
+                                bias=cfg.bias or cfg.qkv_bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
-        self.q_norm = nn.RMSNorm(cfg.head_dim, eps=NORM_EPS) if cfg.qk_norm else None
-        self.k_norm = nn.RMSNorm(cfg.head_dim, eps=NORM_EPS) if cfg.qk_norm else None
+        self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
         # Only when the heads differ: the plain call stays the one GPT-2 checkpoints were trained with.
         self.sdpa_kw = {"enable_gqa": True} if cfg.kv_heads != cfg.n_head else {}
 

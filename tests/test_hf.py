@@ -225,7 +225,7 @@ def edited(source: Path, path: Path, edit: dict, weights: dict[str, torch.Tensor
 @pytest.mark.parametrize("edit, named", [
     ({"tie_word_embeddings": "yes"}, "tie_word_embeddings 'yes' (mypt: true or false)"),
     ({"n_inner": 0}, "n_inner 0 (mypt: a whole number)"),
-    ({"layer_norm_epsilon": 1e-2}, "layer_norm_epsilon 0.01 (mypt: 1e-05)"),
+    ({"layer_norm_epsilon": 0}, "layer_norm_epsilon 0 (mypt: a number above 0)"),
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx True (mypt: false)"),
     ({"scale_attn_weights": False}, "scale_attn_weights False (mypt: true"),
 ])
@@ -301,8 +301,8 @@ def test_import_reads_a_sharded_directory(gpt2_dir, tmp_path):
 
 
 @pytest.mark.parametrize("edit, named", [
-    ({"model_type": "mistral"}, "model_type 'mistral' is not supported: mypt imports gpt2, llama, qwen3"),
-    ({"model_type": None}, "a config.json without model_type is not supported: mypt imports gpt2, llama, qwen3"),
+    ({"model_type": "mistral"}, "model_type 'mistral' is not supported: mypt imports gpt2, llama, qwen2, qwen3"),
+    ({"model_type": None}, "a config.json without model_type is not supported: mypt imports gpt2, llama, qwen2, qwen3"),
 ])
 def test_import_names_the_model_types_it_reads(gpt2_dir, tmp_path, edit, named):
     with pytest.raises(ConfigError, match=named):

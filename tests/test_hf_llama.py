@@ -16,6 +16,7 @@ from mypt import checkpoint
 from mypt.cli import main
 from mypt.config import GPTConfig
 from mypt.errors import CheckpointError, ConfigError
+from mypt.hf_export import char_hf_tokenizer
 from mypt.hf_import import import_hf
 from mypt.model import GPT
 from mypt.tokenizers.char import CharTokenizer
@@ -40,22 +41,38 @@ def llama_checkpoint(path: Path, tokenizer, **settings) -> GPT:
     return model.eval()
 
 
-@pytest.mark.parametrize("qk_norm, family", [(False, "llama"), (True, "qwen3")])
-def test_llama_export_computes_mypts_logits_and_imports_back_identical(tmp_path, qk_norm, family):
+# Llama 3's RoPE scaling with an original context of 8 in a 16-token model: the first frequency
+# blends, the others are divided by the factor (the rotation differs from unscaled at every position).
+SCALED = "llama3:factor=8.0,low_freq_factor=1.0,high_freq_factor=4.0,original_max_position_embeddings=8"
+EXPORTED = {  # family: the settings, and what config.json says of them
+    "llama": ({}, {"rms_norm_eps": 1e-5, "attention_bias": False}),
+    "qwen3": ({"qk_norm": True}, {"rms_norm_eps": 1e-5, "attention_bias": False}),
+    # Qwen2's biases, as Llama's attention_bias with zeros for o_proj's (see test_a_qwen2_...)
+    "qwen2": ({"qkv_bias": True, "norm_eps": 1e-6}, {"rms_norm_eps": 1e-6, "attention_bias": True}),
+    "llama3": ({"rope_scaling": SCALED, "norm_eps": 1e-6},
+               {"rms_norm_eps": 1e-6, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8}}),
+}
+CLASSES = {"llama": "LlamaForCausalLM", "llama3": "LlamaForCausalLM", "qwen2": "LlamaForCausalLM",
+           "qwen3": "Qwen3ForCausalLM"}
+
+
+@pytest.mark.parametrize("family", EXPORTED)
+def test_llama_export_computes_mypts_logits_and_imports_back_identical(tmp_path, family):
+    settings, said = EXPORTED[family]
     tokenizer = CharTokenizer(chars=sorted(set(MULTILINGUAL)))
     # gelu exact: a setting without effect in a swiglu model, which the import could not know
     # (one spelling: the config file that built the model still matches the import's)
-    model = llama_checkpoint(tmp_path / "m", tokenizer, qk_norm=qk_norm, gelu="exact")
+    model = llama_checkpoint(tmp_path / "m", tokenizer, gelu="exact", **settings)
     out = export(tmp_path, "m")
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    assert {k: config[k] for k in ("model_type", "tie_word_embeddings", "rms_norm_eps", "rope_theta",
-                                   "num_key_value_heads", "intermediate_size", "max_position_embeddings",
-                                   "attention_bias", "head_dim")} == {
-        "model_type": family, "tie_word_embeddings": True, "rms_norm_eps": 1e-5, "rope_theta": 5000.0,
-        "num_key_value_heads": 2, "intermediate_size": model.config.mlp_hidden, "max_position_embeddings": 16,
-        "attention_bias": False, "head_dim": 8}
+    assert {k: config[k] for k in ("model_type", "tie_word_embeddings", "rope_theta", "num_key_value_heads",
+                                   "intermediate_size", "max_position_embeddings", "head_dim", *said)} == {
+        "model_type": "qwen3" if family == "qwen3" else "llama", "tie_word_embeddings": True,
+        "rope_theta": 5000.0, "num_key_value_heads": 2, "intermediate_size": model.config.mlp_hidden,
+        "max_position_embeddings": 16, "head_dim": 8, **said}
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
-    assert type(hf_model).__name__ == {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}[family]
+    assert type(hf_model).__name__ == CLASSES[family]
     assert hf_model.get_output_embeddings().weight.data_ptr() == hf_model.get_input_embeddings().weight.data_ptr()
     ids = tokenizer.encode(MULTILINGUAL)
     assert transformers.AutoTokenizer.from_pretrained(out)(MULTILINGUAL)["input_ids"] == ids
@@ -108,14 +125,17 @@ def llama_dir(tmp_path_factory) -> Path:
     ({"tie_word_embeddings": "yes"}, "tie_word_embeddings 'yes' (mypt: true or false)"),
     ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling {'rope_type'"),
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}}, "rope_parameters {'rope_type': 'yarn'"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling {'rope_type': 'llama3', 'factor': 8.0} "
+                                                               "(mypt: rope_type default, or llama3 with factor"),
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4, "factor": 0.5, "low_freq_factor": 1,
+                          "high_freq_factor": 4, "original_max_position_embeddings": 8}}, "'factor': 0.5"),
     ({"use_sliding_window": True}, "use_sliding_window True"),
     ({"intermediate_size": 0}, "intermediate_size 0 (mypt: a whole number above 0)"),
-    ({"rms_norm_eps": 1e-6}, "rms_norm_eps 1e-06"),
-    ({"attention_bias": True}, "attention_bias True"),
+    ({"rms_norm_eps": -1e-6}, "rms_norm_eps -1e-06 (mypt: a number above 0)"),
+    ({"attention_bias": "yes"}, "attention_bias 'yes' (mypt: true or false)"),
     ({"mlp_bias": True}, "mlp_bias True"),
     ({"head_dim": 16}, "head_dim 16 (mypt: hidden_size / num_attention_heads)"),
     # A key left out means transformers' default: LlamaConfig's and Qwen3Config's, not mypt's.
-    ({"rms_norm_eps": None}, "rms_norm_eps 1e-06 (unset: transformers default) (mypt: 1e-05)"),
     ({"model_type": "qwen3", "head_dim": None}, "head_dim 128 (unset: transformers default)"),
     ({"model_type": "qwen3", "layer_types": ["sliding_attention"]}, "layer_types ['sliding_attention'] (mypt: "
                                                                      "full_attention in every layer)"),
@@ -223,15 +243,87 @@ def test_a_hub_llama_with_its_tokenizer_json_imports_and_trains_on_its_tokens(tm
                                   "--max_new_tokens", "5", "--seed", "1"])
     assert result.exit_code == 0 and "--- sample 1 ---\nthe king" in result.output, result.output
 
-    # A vocabulary padded past the tokenizer's ids (as Qwen's are): refused, naming both sizes.
-    padded, size = tmp_path / "padded", tok.get_vocab_size()
+    # A vocabulary padded past the tokenizer's ids (as Qwen's are): the rows no id reaches are left
+    # out; past 1% of the rows (at least 127) it is another model's tokenizer, refused naming both.
+    size = tok.get_vocab_size()
     config = transformers.AutoConfig.from_pretrained(hub)
-    config.vocab_size = size + 64
-    transformers.LlamaForCausalLM(config).save_pretrained(padded, safe_serialization=True)
-    (padded / "tokenizer.json").write_bytes((hub / "tokenizer.json").read_bytes())
-    with pytest.raises(ConfigError, match=rf"^--init_from_model hf:{padded}: the tokenizer has {size} ids, the "
-                                          rf"model's config.json vocab_size {size + 64}; "):
-        import_hf(padded)
+    for rows, imports in ((size + 127, True), (size + 128, False)):
+        padded = tmp_path / f"padded{rows}"
+        config.vocab_size = rows
+        hf_padded = transformers.LlamaForCausalLM(config).eval()
+        hf_padded.save_pretrained(padded, safe_serialization=True)
+        (padded / "tokenizer.json").write_bytes((hub / "tokenizer.json").read_bytes())
+        if imports:
+            model, tokenizer, _ = import_hf(padded)
+            assert model.config.vocab_size == tokenizer.vocab_size == size
+            with torch.no_grad():
+                assert torch.allclose(model.eval()(x, x)[0], hf_padded(x).logits[..., :size], atol=1e-4)
+            continue
+        with pytest.raises(ConfigError, match=rf"^--init_from_model hf:{padded}: the tokenizer has {size} ids, the "
+                                              rf"model's config.json vocab_size {rows}: not this model's tokenizer"):
+            import_hf(padded)
+
+
+def transformers_model(kind: str):
+    """A small model transformers builds of the two shapes Hub models have that need qkv_bias,
+    norm_eps and rope_scaling: Qwen2 (biases on q, k and v; RMSNorm epsilon 1e-6; a vocabulary
+    of 128 rows padded past the 60 ids of its tokenizer, as Qwen2.5's 151,936 rows for 151,665
+    ids) and Llama 3.2 (RoPE scaled as `llama3` from an original context of 8, base 500000).
+    Weights of std 0.3, so a bias, epsilon or rotation off shows in the logits."""
+    shape = dict(hidden_size=48, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=32, tie_word_embeddings=True)
+    if kind == "qwen2":
+        cfg = transformers.Qwen2Config(vocab_size=128, rms_norm_eps=1e-6, **shape)
+        model = transformers.Qwen2ForCausalLM(cfg)
+    else:
+        cfg = transformers.LlamaConfig(vocab_size=60, rms_norm_eps=1e-5, rope_parameters={
+            "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8}, **shape)
+        model = transformers.LlamaForCausalLM(cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama3"])
+def test_a_qwen2_and_a_scaled_llama3_of_transformers_import_with_their_logits_and_train(tmp_path, kind):
+    hf_model = transformers_model(kind)
+    hub = tmp_path / "hub"
+    hf_model.save_pretrained(hub, safe_serialization=True)
+    chars = "".join(chr(0x41 + i) for i in range(26)) + "".join(chr(0x61 + i) for i in range(26)) + " .,\n!?'-"
+    # Its tokenizer.json, as Hub models have it (one id per character: 60 ids).
+    char_hf_tokenizer(CharTokenizer(chars=sorted(chars))).save(str(hub / "tokenizer.json"))
+    model, tokenizer, config = import_hf(hub)
+    settings = config["model"]
+    if kind == "qwen2":
+        assert (settings["qkv_bias"], settings["norm_eps"], model.config.vocab_size) == (True, 1e-6, 60)
+        assert settings["rope_scaling"] is None
+    else:
+        assert settings["rope_scaling"] == ("llama3:factor=8.0,low_freq_factor=1.0,high_freq_factor=4.0,"
+                                            "original_max_position_embeddings=8")
+        assert settings["qkv_bias"] is False and settings["rope_theta"] == 500000.0
+    x = torch.randint(0, 60, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        theirs = hf_model(x).logits[..., :60]
+        assert torch.allclose(model.eval()(x, x)[0], theirs, atol=1e-4)
+    # Exported again (Qwen2's biases as Llama's attention_bias), transformers computes the same.
+    checkpoint.save(tmp_path / "m", model, tokenizer, {})
+    again = transformers.AutoModelForCausalLM.from_pretrained(export(tmp_path, "m")).eval()
+    with torch.no_grad():
+        assert torch.allclose(again(x).logits, theirs, atol=1e-4)
+    # `mypt train --init_from_model hf:DIR` fine-tunes it and saves the settings that rebuild it.
+    (tmp_path / "text.txt").write_text("The cat sat on the mat, and the dog ran! " * 40)
+    result = CliRunner().invoke(main, ["train", "--init_from_model", f"hf:{hub}", "--input_file",
+                                       str(tmp_path / "text.txt"), "--checkpoints_dir", str(tmp_path / "ck"),
+                                       "--model_name", "tuned", "--max_iters", "2", "--eval_interval", "2",
+                                       "--eval_iters", "1", "--batch_size", "2", "--block_size", "16",
+                                       "--tokenization", f"hf:{hub / 'tokenizer.json'}", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "ck" / "tuned" / "config.json").read_text())["model"]
+    assert {k: saved[k] for k in ("qkv_bias", "norm_eps", "rope_scaling")} == \
+        {k: settings[k] for k in ("qkv_bias", "norm_eps", "rope_scaling")}
 
 
 def test_an_untied_llama_of_its_own_mlp_width_imports_and_exports_back_identical(tmp_path):

@@ -15,6 +15,7 @@ import torch
 from conftest import mypt_cli
 from test_model import _reference_tokens
 
+from mypt.errors import ConfigError
 from mypt.generate import generate, sample_tokens
 from mypt.input_text import read_input_text
 import torch.nn.functional as F
@@ -35,6 +36,10 @@ OPTIONS = {
     "all": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "n_kv_head": 1, "qk_norm": True},
     "width": {"mlp_width": 48},
     "untied": {"tie_embeddings": False},
+    "qkv_bias": {"qkv_bias": True},  # Qwen2's
+    "norm_eps": {"norm_eps": 1e-6, "qk_norm": True},  # the QK-norm's epsilon too
+    "rope_scaling": {"position": "rope", "rope_scaling": "llama3:factor=4.0,low_freq_factor=1.0,high_freq_factor=4.0,"
+                                                         "original_max_position_embeddings=8"},
 }
 ALL = ["--position", "rope", "--norm", "rmsnorm", "--mlp", "swiglu", "--n_kv_head", "1", "--qk_norm"]
 
@@ -81,6 +86,8 @@ def test_each_option_has_the_names_and_shapes_a_llama_export_maps():
         "mlp.c_fc.weight": (2 * hidden, 32)}
     assert changed["width"] == {"mlp.c_fc.weight": (48, 32), "mlp.c_proj.weight": (32, 48)}
     assert GPTConfig(**SMALL, mlp="swiglu", mlp_width=hidden).mlp_width is None  # the default, one spelling
+    assert changed["qkv_bias"] == {"attn.c_attn.bias": (96,)} and removed["qkv_bias"] == []
+    assert changed["norm_eps"] == changed["qk_norm"] and changed["rope_scaling"] == {}
     # Untied: the same names and shapes, two tensors where the tied model has one.
     assert changed["untied"] == {} and removed["untied"] == []
     tied, untied = small(), small(tie_embeddings=False)
@@ -269,3 +276,28 @@ def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_p
     assert load_model(tmp_path / "checkpoints/long")[0].config.block_size == 32
     with pytest.raises(ConfigError, match="block_size 8 \\(the checkpoint: 16\\)"):  # a resume keeps its own
         run_from_flags({**flags, "model_name": "learned", "resume": True, "max_iters": 2, "block_size": 8}, **quiet)
+
+
+def test_norm_eps_and_rope_scaling_change_what_the_model_computes_and_bad_values_are_named():
+    """Each setting acts (a model differing only in it computes other logits), and a value that
+    cannot be right is refused naming the setting and the form to write."""
+    x = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(0))
+    base = small(position="rope", qk_norm=True)
+    for options in ({"norm_eps": 1e-1}, {"rope_scaling": OPTIONS["rope_scaling"]["rope_scaling"]}):
+        other = small(position="rope", qk_norm=True, **options)
+        other.load_state_dict(base.state_dict())
+        assert not torch.allclose(base(x, x)[0], other(x, x)[0], atol=1e-4), options
+    # One spelling: numbers as Python writes them; without rotary positions, no scaling.
+    assert GPTConfig(**SMALL, position="rope", rope_scaling="llama3:factor=4,low_freq_factor=1,high_freq_factor=4,"
+                     "original_max_position_embeddings=8").rope_scaling == OPTIONS["rope_scaling"]["rope_scaling"]
+    assert GPTConfig(**SMALL, rope_scaling=OPTIONS["rope_scaling"]["rope_scaling"]).rope_scaling is None
+    for text, named in (("linear:factor=2", "only Llama 3's RoPE scaling is supported; write llama3:factor=NUMBER,"),
+                        ("llama3:factor=8", "has no low_freq_factor, high_freq_factor, original_max_position_embeddings"),
+                        ("llama3:factor=8,factor=2", "'factor=2' is not one of"),
+                        ("llama3:factor=x,low_freq_factor=1,high_freq_factor=4,original_max_position_embeddings=8",
+                         "factor 'x' is not a number"),
+                        ("llama3:factor=8,low_freq_factor=4,high_freq_factor=1,original_max_position_embeddings=8",
+                         "needs factor >= 1, 0 < low_freq_factor < high_freq_factor")):
+        with pytest.raises(ConfigError, match="model setting rope_scaling: ") as error:
+            GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": text})
+        assert named in str(error.value), str(error.value)
