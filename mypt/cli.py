@@ -65,14 +65,16 @@ def build_prepare_dataset() -> click.Command:
         if append_to is None:
             from mypt.prepare import prepare_dataset
 
+            reused = None
             if tokenizer_from is not None and ctx.get_parameter_source("tokenization") is ParameterSource.DEFAULT:
                 from mypt.prepare import load_tokenizer_from
 
                 # The reused tokenizer's kind, not the default gpt2 (which a char one then contradicted).
-                flags["tokenization"] = load_tokenizer_from(tokenizer_from).kind
+                reused = load_tokenizer_from(tokenizer_from)
+                flags["tokenization"] = reused.kind
 
             meta = prepare_dataset(list(input_files), out_dir, PrepareSettings.from_flags(flags),
-                                   tokenizer_from=tokenizer_from, overwrite=overwrite)
+                                   tokenizer_from=tokenizer_from, overwrite=overwrite, reused=reused)
         else:
             from mypt.append import append_dataset
 

@@ -90,12 +90,14 @@ def check_out_dir(out_dir: Path, settings: PrepareSettings, paths: list[Path], o
 
 
 def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSettings = PrepareSettings(), *,
-                    tokenizer_from: Path | None = None, overwrite: bool = False) -> dict:
+                    tokenizer_from: Path | None = None, overwrite: bool = False,
+                    reused: Tokenizer | None = None) -> dict:
     """Clean, dedup, tokenize, shard and split `input_files` into the dataset `out_dir`.
 
     Intermediate files live in `.OUT.work` beside `out_dir` and are removed at the end.
-    `tokenizer_from` reuses the vocabulary of another dataset or checkpoint (domain adaptation).
-    One run at a time per `out_dir` (mypt.lock): a second would delete this one's work directory.
+    `tokenizer_from` reuses the vocabulary of another dataset or checkpoint (domain adaptation);
+    `reused`: its tokenizer, when the caller loaded it already (a Hub model's tokenizer.json is
+    parsed and probed once). One run at a time per `out_dir` (mypt.lock): a second would delete this one's work directory.
     """
     out_dir = Path(out_dir)
     paths = resolve_inputs(input_files)  # once here for both checks (the clean step resolves its own)
@@ -107,7 +109,7 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
         # is refused now, not after hours of cleaning and tokenizing.
         recover_dataset(out_dir, "--out_dir")
         check_out_dir(out_dir, settings, paths, overwrite)
-        return prepare_steps(input_files, out_dir, settings, tokenizer_from)
+        return prepare_steps(input_files, out_dir, settings, tokenizer_from, reused)
 
 
 def work_dir(out_dir: Path) -> Path:
@@ -161,12 +163,12 @@ def load_tokenizer_from(path: Path) -> Tokenizer:
 
 
 def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettings,
-                  tokenizer_from: Path | None = None) -> dict:
+                  tokenizer_from: Path | None = None, reused: Tokenizer | None = None) -> dict:
     """The steps of prepare_dataset, without its checks and lock (the caller holds them)."""
     spec = settings.tokenize.tokenization
     tokenizer = None
     if tokenizer_from is not None:
-        tokenizer = load_tokenizer_from(tokenizer_from)
+        tokenizer = reused or load_tokenizer_from(tokenizer_from)
         hint = "drop one of the two flags" if tokenizer.kind == spec_kind(spec) else \
             f"pass --tokenization {tokenizer.kind}, or leave --tokenization out (it then follows --tokenizer_from)"
         check_tokenizer(tokenizer, spec, f"--tokenizer_from {tokenizer_from}", f"--tokenization {spec}", hint,

@@ -212,7 +212,9 @@ class _Run:
         self.resume_state = resume_state
         self.raw = unwrap(model)
         # Evaluations run the compiled model (its own graph for eval mode) but not through DDP,
-        # whose forward would prepare a gradient sync that no backward follows.
+        # whose forward would prepare a gradient sync that no backward follows. (DDP only, by its
+        # type: unwrap's `.module` would also see through a compiled DDP's forwarding and drop
+        # the compiled graph.)
         self.eval_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.device = next(self.raw.parameters()).device
         self.amp = run_autocast(cfg, self.device, resume_state, dist, log)
