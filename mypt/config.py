@@ -147,6 +147,9 @@ class GPTConfig(Settings):
     n_kv_head: int | None = setting(None, "Key/value heads, for grouped-query attention: must divide n_head "
                                           "(default: n_head, plain multi-head attention; new models only).", min=1)
     qk_norm: bool = setting(False, "RMS-normalize queries and keys per head before attention (new models only).")
+    head_size: int | None = setting(None, "Each attention head's width, Hugging Face's head_dim (default: n_embd / "
+                                          "n_head; Qwen3-0.6B's heads are 128 wide at n_embd 1024 and 16 heads; new "
+                                          "models only).", min=1)
     mlp_width: int | None = setting(None, "The MLP's hidden width (default: 4 x n_embd; with --mlp swiglu 8/3 x "
                                           "n_embd rounded up to 64, Llama's rule; new models only).", min=1)
     norm_eps: float = setting(1e-5, "The epsilon of every norm (LayerNorm, RMSNorm, the QK-norm): 1e-5 is GPT-2's "
@@ -179,15 +182,18 @@ class GPTConfig(Settings):
             object.__setattr__(self, "rope_scaling", None)
         if self.mlp_width == self.default_mlp_width:
             object.__setattr__(self, "mlp_width", None)
-        if self.n_embd % self.n_head:
-            raise SettingError(f"model setting n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})",
-                               ("n_embd", "n_head"))
+        if self.head_size is not None and self.head_size * self.n_head == self.n_embd:
+            object.__setattr__(self, "head_size", None)
+        if self.head_size is None and self.n_embd % self.n_head:
+            raise SettingError(f"model setting n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}), "
+                               "or give the heads' width as head_size", ("n_embd", "n_head"))
         if self.n_head % self.kv_heads:
             raise SettingError(f"model setting n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head})",
                                ("n_kv_head", "n_head"))
         if self.position == "rope" and self.head_dim % 2:
-            raise SettingError(f"model setting position rope needs an even head size; n_embd / n_head is "
-                               f"{self.head_dim}", ("position", "n_embd", "n_head"))
+            raise SettingError(f"model setting position rope needs an even head size; "
+                               f"{'head_size' if self.head_size else 'n_embd / n_head'} is {self.head_dim}",
+                               ("position", "head_size") if self.head_size else ("position", "n_embd", "n_head"))
 
     @property
     def kv_heads(self) -> int:
@@ -201,7 +207,13 @@ class GPTConfig(Settings):
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        """Each head's width: head_size, or n_embd / n_head when left out."""
+        return self.head_size if self.head_size is not None else self.n_embd // self.n_head
+
+    @property
+    def attn_width(self) -> int:
+        """The queries' width, all heads: n_embd unless head_size says otherwise."""
+        return self.n_head * self.head_dim
 
     @property
     def mlp_hidden(self) -> int:

@@ -88,9 +88,10 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
 
 # The settings of each model family transformers has: a mypt model exports as the family of its
 # positions, or is refused naming the settings that family lacks.
-GPT2_RECIPE = {"norm": "layernorm", "mlp": "gelu", "n_kv_head": None, "qk_norm": False}
+GPT2_RECIPE = {"norm": "layernorm", "mlp": "gelu", "n_kv_head": None, "qk_norm": False, "head_size": None}
 LLAMA_RECIPE = {"norm": "rmsnorm", "mlp": "swiglu", "bias": False}
-RECIPES_HELP = ("export-hf writes GPT-2 (position learned, norm layernorm, mlp gelu, no n_kv_head, no qk_norm) "
+RECIPES_HELP = ("export-hf writes GPT-2 (position learned, norm layernorm, mlp gelu, no n_kv_head, no qk_norm, "
+                "no head_size) "
                 "or Llama (position rope, norm rmsnorm, mlp swiglu, bias false; Qwen3 with qk_norm)")
 
 
@@ -139,7 +140,7 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
         t = state[ours].detach().float().cpu()
         if ours in VOCAB_ROWS:
             t = t[:cfg.vocab_size]
-        parts = t.split([cfg.n_embd, kv, kv]) if len(theirs) == 3 else t.chunk(len(theirs))
+        parts = t.split([cfg.attn_width, kv, kv]) if len(theirs) == 3 else t.chunk(len(theirs))
         out.update({name: part.contiguous() for name, part in zip(theirs, parts, strict=True)})
     if cfg.qkv_bias:  # attention_bias has o_proj's too
         out.update({f"model.layers.{i}.self_attn.o_proj.bias": torch.zeros(cfg.n_embd) for i in range(cfg.n_layer)})

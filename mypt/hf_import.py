@@ -7,8 +7,8 @@ untied head (tie_embeddings false), the norms' epsilon (norm_eps) and Llama 3's 
 (rope_scaling) come along. What mypt cannot express is refused, naming the config.json key:
 an lm_head.weight other than the embedding where config.json says they are tied, other RoPE
 scalings, sliding-window attention, MLP biases, an output projection's bias other than zeros
-(attention_bias: the queries', keys' and values' are qkv_bias), another head_dim or
-activation, GPT-2's other attention scalings. A key the config.json leaves out means
+(attention_bias: the queries', keys' and values' are qkv_bias), another activation,
+GPT-2's other attention scalings. A head_dim other than hidden_size / heads is head_size. A key the config.json leaves out means
 transformers' default for its model_type (LlamaConfig and the Qwens do not tie the head by
 default). The weights are model.safetensors or the shards a model.safetensors.index.json
 lists; pickles are refused. The tokenizer: a mypt export's own, GPT-2's for a GPT-2
@@ -184,8 +184,8 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write)
         ("attention_bias", isinstance(hf.get("attention_bias", False), bool), "true or false"),
         ("mlp_bias", not hf.get("mlp_bias"), "false"),
-        ("head_dim", get("head_dim") in (None, n_embd // n_head) and n_embd % n_head == 0,
-         "hidden_size / num_attention_heads"),
+        ("head_dim", get("head_dim") is None and n_embd % n_head == 0 or type(get("head_dim")) is int
+         and get("head_dim") > 0, "a whole number above 0, or hidden_size / num_attention_heads when unset"),
         ("intermediate_size", hf["intermediate_size"] > 0, "a whole number above 0"),
         ("rope_theta", isinstance(theta, (int, float)) and theta > 1, "a number above 1")) if not ok]
     if wrong:
@@ -195,7 +195,8 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
             "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm", "mlp": "swiglu",
             "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3",
             "qkv_bias": hf["model_type"] == "qwen2" or hf.get("attention_bias") is True, "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling,
-            "mlp_width": hf["intermediate_size"], "tie_embeddings": get("tie_word_embeddings")}
+            "head_size": get("head_dim"), "mlp_width": hf["intermediate_size"],
+            "tie_embeddings": get("tie_word_embeddings")}
 
 
 def llama_names(cfg) -> list[tuple[str, list[str]]]:

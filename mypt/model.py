@@ -161,10 +161,10 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.n_head, self.kv_heads, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
-        self.n_embd, self.dropout = cfg.n_embd, cfg.dropout
+        self.attn_width, self.dropout = cfg.attn_width, cfg.dropout
         self.c_attn = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim,
                                 bias=cfg.bias or cfg.qkv_bias)
-        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.attn_width, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
@@ -173,9 +173,9 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: "KVCache | None" = None, layer: int = 0,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        B, T, C = x.shape
+        B, T, _ = x.shape
         hd, kv = self.head_dim, self.kv_heads * self.head_dim
-        qk, v = self.c_attn(x).split([self.n_embd + kv, kv], dim=2)
+        qk, v = self.c_attn(x).split([self.attn_width + kv, kv], dim=2)
         v = v.view(B, T, self.kv_heads, hd).transpose(1, 2)  # (B, n_kv, T, hs)
         qk = qk.view(B, T, self.n_head + self.kv_heads, hd)
         # The QK-norm and the rotation act on each head alike: queries and keys go through them
@@ -207,7 +207,7 @@ class CausalSelfAttention(nn.Module):
             # 8x slower than recomputing the window (20 against 161 tok/s at 124M on an H200).
             with sdpa_kernel(_DECODE_BACKENDS):
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, **self.sdpa_kw)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.attn_width)
         return self.resid_dropout(self.c_proj(y))
 
 

@@ -134,9 +134,7 @@ def llama_dir(tmp_path_factory) -> Path:
     ({"rms_norm_eps": -1e-6}, "rms_norm_eps -1e-06 (mypt: a number above 0)"),
     ({"attention_bias": "yes"}, "attention_bias 'yes' (mypt: true or false)"),
     ({"mlp_bias": True}, "mlp_bias True"),
-    ({"head_dim": 16}, "head_dim 16 (mypt: hidden_size / num_attention_heads)"),
-    # A key left out means transformers' default: LlamaConfig's and Qwen3Config's, not mypt's.
-    ({"model_type": "qwen3", "head_dim": None}, "head_dim 128 (unset: transformers default)"),
+    ({"head_dim": 0}, "head_dim 0 (mypt: a whole number above 0, or hidden_size / num_attention_heads when unset)"),
     ({"model_type": "qwen3", "layer_types": ["sliding_attention"]}, "layer_types ['sliding_attention'] (mypt: "
                                                                      "full_attention in every layer)"),
 ])
@@ -265,16 +263,21 @@ def test_a_hub_llama_with_its_tokenizer_json_imports_and_trains_on_its_tokens(tm
 
 
 def transformers_model(kind: str):
-    """A small model transformers builds of the two shapes Hub models have that need qkv_bias,
-    norm_eps and rope_scaling: Qwen2 (biases on q, k and v; RMSNorm epsilon 1e-6; a vocabulary
-    of 128 rows padded past the 60 ids of its tokenizer, as Qwen2.5's 151,936 rows for 151,665
-    ids) and Llama 3.2 (RoPE scaled as `llama3` from an original context of 8, base 500000).
-    Weights of std 0.3, so a bias, epsilon or rotation off shows in the logits."""
+    """A small model transformers builds of the shapes Hub models have that need qkv_bias,
+    norm_eps, rope_scaling and head_size: Qwen2 (biases on q, k and v; RMSNorm epsilon 1e-6; a
+    vocabulary of 128 rows padded past the 60 ids of its tokenizer, as Qwen2.5's 151,936 rows for
+    151,665 ids), Llama 3.2 (RoPE scaled as `llama3` from an original context of 8, base
+    500000) and Qwen3 (heads 16 wide where hidden_size / heads is 12, as Qwen3-0.6B's are 128
+    where it is 64). Weights of std 0.3, so a bias, epsilon, width or
+    rotation off shows in the logits."""
     shape = dict(hidden_size=48, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=32, tie_word_embeddings=True)
     if kind == "qwen2":
         cfg = transformers.Qwen2Config(vocab_size=128, rms_norm_eps=1e-6, **shape)
         model = transformers.Qwen2ForCausalLM(cfg)
+    elif kind == "qwen3":
+        cfg = transformers.Qwen3Config(vocab_size=60, rms_norm_eps=1e-6, head_dim=16, **shape)
+        model = transformers.Qwen3ForCausalLM(cfg)
     else:
         cfg = transformers.LlamaConfig(vocab_size=60, rms_norm_eps=1e-5, rope_parameters={
             "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
@@ -287,8 +290,8 @@ def transformers_model(kind: str):
     return model.eval()
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "llama3"])
-def test_a_qwen2_and_a_scaled_llama3_of_transformers_import_with_their_logits_and_train(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["qwen2", "llama3", "qwen3"])
+def test_qwen2_llama3_and_qwen3_models_of_transformers_import_with_their_logits_and_train(tmp_path, kind):
     hf_model = transformers_model(kind)
     hub = tmp_path / "hub"
     hf_model.save_pretrained(hub, safe_serialization=True)
@@ -300,6 +303,8 @@ def test_a_qwen2_and_a_scaled_llama3_of_transformers_import_with_their_logits_an
     if kind == "qwen2":
         assert (settings["qkv_bias"], settings["norm_eps"], model.config.vocab_size) == (True, 1e-6, 60)
         assert settings["rope_scaling"] is None
+    elif kind == "qwen3":
+        assert (model.config.head_size, settings["qk_norm"], model.config.attn_width) == (16, True, 64)
     else:
         assert settings["rope_scaling"] == ("llama3:factor=8.0,low_freq_factor=1.0,high_freq_factor=4.0,"
                                             "original_max_position_embeddings=8")
@@ -322,8 +327,8 @@ def test_a_qwen2_and_a_scaled_llama3_of_transformers_import_with_their_logits_an
                                        "--tokenization", f"hf:{hub / 'tokenizer.json'}", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "ck" / "tuned" / "config.json").read_text())["model"]
-    assert {k: saved[k] for k in ("qkv_bias", "norm_eps", "rope_scaling")} == \
-        {k: settings[k] for k in ("qkv_bias", "norm_eps", "rope_scaling")}
+    assert {k: saved[k] for k in ("qkv_bias", "norm_eps", "rope_scaling", "head_size")} == \
+        {k: getattr(model.config, k) for k in ("qkv_bias", "norm_eps", "rope_scaling", "head_size")}
 
 
 def test_an_untied_llama_of_its_own_mlp_width_imports_and_exports_back_identical(tmp_path):

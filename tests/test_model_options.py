@@ -37,6 +37,7 @@ OPTIONS = {
     "width": {"mlp_width": 48},
     "untied": {"tie_embeddings": False},
     "qkv_bias": {"qkv_bias": True},  # Qwen2's
+    "head_size": {"head_size": 24, "qk_norm": True},  # heads wider than n_embd / n_head (Qwen3-0.6B's)
     "norm_eps": {"norm_eps": 1e-6, "qk_norm": True},  # the QK-norm's epsilon too
     "rope_scaling": {"position": "rope", "rope_scaling": "llama3:factor=4.0,low_freq_factor=1.0,high_freq_factor=4.0,"
                                                          "original_max_position_embeddings=8"},
@@ -88,6 +89,8 @@ def test_each_option_has_the_names_and_shapes_a_llama_export_maps():
     assert GPTConfig(**SMALL, mlp="swiglu", mlp_width=hidden).mlp_width is None  # the default, one spelling
     assert changed["qkv_bias"] == {"attn.c_attn.bias": (96,)} and removed["qkv_bias"] == []
     assert changed["norm_eps"] == changed["qk_norm"] and changed["rope_scaling"] == {}
+    assert changed["head_size"] == {"attn.c_attn.weight": (3 * 4 * 24, 32), "attn.c_proj.weight": (32, 4 * 24),
+                                    "attn.q_norm.weight": (24,), "attn.k_norm.weight": (24,)}
     # Untied: the same names and shapes, two tensors where the tied model has one.
     assert changed["untied"] == {} and removed["untied"] == []
     tied, untied = small(), small(tie_embeddings=False)
