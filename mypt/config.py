@@ -14,6 +14,7 @@ This module imports no torch, so commands build their options without it.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -90,15 +91,18 @@ def rope_scaling_params(text: str | None) -> dict | None:
         try:
             params[key] = float(value)
         except ValueError:
-            raise ConfigError(f"{text!r}: {key} {value.strip()!r} is not a number") from None
+            params[key] = math.nan
+        if not math.isfinite(params[key]):
+            raise ConfigError(f"{text!r}: {key} {value.strip()!r} is not a finite number") from None
     missing = [k for k in ROPE_SCALING_KEYS if k not in params]
     if missing:
         raise ConfigError(f"{text!r} has no {', '.join(missing)}; write {form}")
     original = params["original_max_position_embeddings"]
-    if not (params["factor"] >= 1 and 0 < params["low_freq_factor"] < params["high_freq_factor"] < float("inf")
+    if not (params["factor"] >= 1 and 0 < params["low_freq_factor"] < params["high_freq_factor"]
             and original >= 1 and original == int(original)):
+        shown = ", ".join(f"{k} {params[k]!r}" for k in ROPE_SCALING_KEYS)
         raise ConfigError(f"{text!r}: needs factor >= 1, 0 < low_freq_factor < high_freq_factor, and a whole "
-                          "original_max_position_embeddings of at least 1")
+                          f"original_max_position_embeddings of at least 1 (got {shown})")
     params["original_max_position_embeddings"] = int(original)
     return {"rope_type": "llama3", **params}
 
@@ -178,8 +182,8 @@ class GPTConfig(Settings):
             object.__setattr__(self, "gelu", type(self).__dataclass_fields__["gelu"].default)
         if self.bias:  # biases everywhere include the queries', keys' and values'
             object.__setattr__(self, "qkv_bias", False)
-        if self.position == "learned":
-            object.__setattr__(self, "rope_scaling", None)
+        if self.position == "learned" or (self.rope_scaling and self.rope_scaling_params["factor"] == 1):
+            object.__setattr__(self, "rope_scaling", None)  # (a factor of 1 scales nothing)
         if self.mlp_width == self.default_mlp_width:
             object.__setattr__(self, "mlp_width", None)
         if self.head_size is not None and self.head_size * self.n_head == self.n_embd:

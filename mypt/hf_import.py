@@ -8,9 +8,9 @@ untied head (tie_embeddings false), the norms' epsilon (norm_eps) and Llama 3's 
 an lm_head.weight other than the embedding where config.json says they are tied, other RoPE
 scalings, sliding-window attention, MLP biases, an output projection's bias other than zeros
 (attention_bias: the queries', keys' and values' are qkv_bias), another activation,
-GPT-2's other attention scalings. A head_dim other than hidden_size / heads is head_size. A key the config.json leaves out means
-transformers' default for its model_type (LlamaConfig and the Qwens do not tie the head by
-default). The weights are model.safetensors or the shards a model.safetensors.index.json
+GPT-2's other attention scalings. A head_dim other than hidden_size / heads is head_size. A key
+the config.json leaves out means transformers' default for its model_type (LlamaConfig and the
+Qwens do not tie the head by default). The weights are model.safetensors or the shards a model.safetensors.index.json
 lists; pickles are refused. The tokenizer: a mypt export's own, GPT-2's for a GPT-2
 vocabulary, else the directory's tokenizer.json (a Hub model's: prepare its datasets with
 `--tokenizer_from DIR`). A vocabulary padded past the tokenizer's ids (Qwen's 151,936 rows
@@ -174,7 +174,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         ("tie_word_embeddings", isinstance(get("tie_word_embeddings"), bool), "true or false"),
         *[(key, ok and setting == scaling, "rope_type default, or llama3 with factor, low_freq_factor, "
                                            "high_freq_factor and original_max_position_embeddings"
-                                           + ("" if ok else "; the same in rope_parameters and rope_scaling"))
+                                           + ("; the same in rope_parameters and rope_scaling" if ok else ""))
           for key, (ok, setting) in scalings.items()],
         ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
         ("layer_types", isinstance(layer_types, list) and all(t == "full_attention" for t in layer_types),
@@ -194,8 +194,8 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
             "n_layer": hf["num_hidden_layers"], "n_head": n_head, "n_embd": n_embd, "dropout": 0.0, "bias": False,
             "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm", "mlp": "swiglu",
             "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3",
-            "qkv_bias": hf["model_type"] == "qwen2" or hf.get("attention_bias") is True, "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling,
-            "head_size": get("head_dim"), "mlp_width": hf["intermediate_size"],
+            "qkv_bias": hf["model_type"] == "qwen2" or hf.get("attention_bias") is True,
+            "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling, "head_size": get("head_dim"), "mlp_width": hf["intermediate_size"],
             "tie_embeddings": get("tie_word_embeddings")}
 
 
@@ -223,7 +223,7 @@ def llama_names(cfg) -> list[tuple[str, list[str]]]:
 
 
 def _llama_state(weights: dict[str, torch.Tensor], cfg, source: Path) -> dict[str, torch.Tensor]:
-    """mypt's names of a Llama or Qwen3 state dict (shapes are checked by the caller)."""
+    """mypt's names of a Llama or Qwen state dict (shapes are checked by the caller)."""
     from mypt.errors import CheckpointError
 
     state = {}
@@ -377,7 +377,7 @@ def _hf_tokenizer(path: Path, vocab_size: int, where: str | None = None) -> Toke
         tokenizer = Tokenizer.load(path)
     elif (path / "tokenizer.json").is_file():
         tokenizer = HFTokenizer.from_file(path / "tokenizer.json", f"{where}: {path / 'tokenizer.json'}")
-        if vocab_size == GPT2_VOCAB_SIZE and _encodes_as_gpt2(tokenizer):
+        if tokenizer.vocab_size == GPT2_VOCAB_SIZE and _encodes_as_gpt2(tokenizer):  # (rows padded or not)
             tokenizer = GPT2Tokenizer()
     elif vocab_size == GPT2_VOCAB_SIZE:
         tokenizer = GPT2Tokenizer()
@@ -389,9 +389,9 @@ def _hf_tokenizer(path: Path, vocab_size: int, where: str | None = None) -> Toke
     if not 0 <= vocab_size - tokenizer.vocab_size <= max(PADDING_ROWS, vocab_size // 100):
         raise ConfigError(f"{where}: the tokenizer has {tokenizer.vocab_size} ids, the model's config.json "
                           f"vocab_size {vocab_size}: not this model's tokenizer (mypt needs one row of the embedding "
-                          f"per id, and takes at most {max(PADDING_ROWS, vocab_size // 100)} rows more as padding)")
+                          f"per id, and takes at most {max(PADDING_ROWS, vocab_size // 100)} rows more as padding); "
+                          "copy the model's own tokenizer.json into the directory")
     return tokenizer
-
 
 
 # Text whose ids tell GPT-2's byte-level BPE from another tokenizer of the same size.

@@ -97,7 +97,8 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
     Intermediate files live in `.OUT.work` beside `out_dir` and are removed at the end.
     `tokenizer_from` reuses the vocabulary of another dataset or checkpoint (domain adaptation);
     `reused`: its tokenizer, when the caller loaded it already (a Hub model's tokenizer.json is
-    parsed and probed once). One run at a time per `out_dir` (mypt.lock): a second would delete this one's work directory.
+    parsed and probed once). One run at a time per `out_dir` (mypt.lock): a second would delete
+    this one's work directory.
     """
     out_dir = Path(out_dir)
     paths = resolve_inputs(input_files)  # once here for both checks (the clean step resolves its own)

@@ -129,6 +129,12 @@ def llama_dir(tmp_path_factory) -> Path:
                                                                "(mypt: rope_type default, or llama3 with factor"),
     ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4, "factor": 0.5, "low_freq_factor": 1,
                           "high_freq_factor": 4, "original_max_position_embeddings": 8}}, "'factor': 0.5"),
+    # Each sound, but not the same: transformers 4 and 5 would compute different models.
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4},
+      "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 8}},
+     "original_max_position_embeddings': 8} (mypt: rope_type default, or llama3 with factor, low_freq_factor, "
+     "high_freq_factor and original_max_position_embeddings; the same in rope_parameters and rope_scaling)"),
     ({"use_sliding_window": True}, "use_sliding_window True"),
     ({"intermediate_size": 0}, "intermediate_size 0 (mypt: a whole number above 0)"),
     ({"rms_norm_eps": -1e-6}, "rms_norm_eps -1e-06 (mypt: a number above 0)"),

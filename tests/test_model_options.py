@@ -294,13 +294,18 @@ def test_norm_eps_and_rope_scaling_change_what_the_model_computes_and_bad_values
     assert GPTConfig(**SMALL, position="rope", rope_scaling="llama3:factor=4,low_freq_factor=1,high_freq_factor=4,"
                      "original_max_position_embeddings=8").rope_scaling == OPTIONS["rope_scaling"]["rope_scaling"]
     assert GPTConfig(**SMALL, rope_scaling=OPTIONS["rope_scaling"]["rope_scaling"]).rope_scaling is None
+    assert GPTConfig(**SMALL, position="rope", rope_scaling="llama3:factor=1,low_freq_factor=1,high_freq_factor=4,"
+                     "original_max_position_embeddings=8").rope_scaling is None  # scales nothing
     for text, named in (("linear:factor=2", "only Llama 3's RoPE scaling is supported; write llama3:factor=NUMBER,"),
                         ("llama3:factor=8", "has no low_freq_factor, high_freq_factor, original_max_position_embeddings"),
                         ("llama3:factor=8,factor=2", "'factor=2' is not one of"),
                         ("llama3:factor=x,low_freq_factor=1,high_freq_factor=4,original_max_position_embeddings=8",
-                         "factor 'x' is not a number"),
+                         "factor 'x' is not a finite number"),
+                        ("llama3:factor=8,low_freq_factor=1,high_freq_factor=4,original_max_position_embeddings=inf",
+                         "original_max_position_embeddings 'inf' is not a finite number"),
                         ("llama3:factor=8,low_freq_factor=4,high_freq_factor=1,original_max_position_embeddings=8",
-                         "needs factor >= 1, 0 < low_freq_factor < high_freq_factor")):
+                         "needs factor >= 1, 0 < low_freq_factor < high_freq_factor, and a whole "
+                         "original_max_position_embeddings of at least 1 (got factor 8.0, low_freq_factor 4.0")):
         with pytest.raises(ConfigError, match="model setting rope_scaling: ") as error:
             GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": text})
         assert named in str(error.value), str(error.value)
