@@ -140,8 +140,8 @@ class GPTConfig(Settings):
     position: str = setting("learned", "Positions: learned (GPT-2's table, one row per position) or rope "
                                        "(rotary, applied to queries and keys; new models only).",
                             choices=("learned", "rope"))
-    rope_theta: float = setting(10000.0, "RoPE's base (with --position rope; new models only). Above 1: "
-                                         "the wavelengths grow from 2 pi to about 2 pi x base.",
+    rope_theta: float = setting(10000.0, "RoPE's base (with --position rope; new models, and new runs from a "
+                                         "model). Above 1: the wavelengths grow from 2 pi to about 2 pi x base.",
                                 min=1.0, min_open=True, acts_with=("position", "rope"))
     norm: str = setting("layernorm", "Normalization: layernorm (GPT-2) or rmsnorm (Llama; new models only).",
                         choices=("layernorm", "rmsnorm"))
@@ -162,7 +162,8 @@ class GPTConfig(Settings):
                                     "--bias puts them on every layer (new models only).")
     rope_scaling: str | None = setting(
         None, "RoPE's frequencies rescaled for a context longer than the model was first trained for, as Llama "
-              "3.1 and 3.2 do (with --position rope; new models only): llama3:factor=F,low_freq_factor=L,"
+              "3.1 and 3.2 do (with --position rope; new models, and new runs from a model): "
+              "llama3:factor=F,low_freq_factor=L,"
               "high_freq_factor=H,original_max_position_embeddings=N. Imported with such a model.",
         check=rope_scaling_text, metavar="llama3:KEY=VALUE,...", acts_with=("position", "rope"))
     tie_embeddings: bool = setting(True, "The output head shares the input embedding's weights (GPT-2, small "

@@ -368,12 +368,15 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
                     ConfigError)
     # What holds no weights may change. --dropout: a new run from these weights (fine-tuning a
     # model trained without it), or a resume from there on, as it may the learning rate
-    # (nanoGPT's one model setting a resume may change). --block_size, for a new run (nanoGPT's
+    # (nanoGPT's one model setting a resume may change). For a new run, --block_size (nanoGPT's
     # crop_block_size: GPT-2 at 256, a Llama import of 131072 positions at what the data and
-    # memory allow): rotary positions hold no weights; learned ones keep their first rows.
-    block = model.config.block_size if req.resume else cfgs.model.block_size
-    if model.config != cfgs.model and dataclasses.replace(model.config, dropout=cfgs.model.dropout,
-                                                          block_size=block) == cfgs.model:
+    # memory allow: rotary positions hold no weights; learned ones keep their first rows), and
+    # the rotation's --rope_theta and --rope_scaling (a longer context than the model was trained
+    # for, as Llama 3.1 and Code Llama extended theirs). A resume keeps the checkpoint's.
+    free = ("dropout",) if req.resume else ("dropout", "block_size", "rope_theta", "rope_scaling")
+    wanted = dataclasses.replace(model.config, **{k: getattr(cfgs.model, k) for k in free})
+    if model.config != cfgs.model and wanted == cfgs.model:
+        block = cfgs.model.block_size
         if block != model.config.block_size:
             try:
                 model.set_block_size(block)
@@ -381,11 +384,13 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
                 raise ConfigError(f"--block_size {block}: {init} {e}: pass --block_size {model.config.block_size} "
                                   "or less") from None
         model.set_dropout(cfgs.model.dropout)
+        model.config = wanted  # (the rotation's settings: read by each forward)
     if model.config != cfgs.model:
         # n_kv_head as the heads it means (None, its spelling for n_head's, said "None" to a user who typed 2)
         shown = lambda cfg: {**cfg.to_dict(), "n_kv_head": cfg.kv_heads}  # noqa: E731
         theirs = shown(model.config)
-        differ = {k: (v, theirs[k]) for k, v in shown(cfgs.model).items() if theirs.get(k) != v}
+        # (the settings that may change are not named: they are not why it is refused)
+        differ = {k: (v, theirs[k]) for k, v in shown(cfgs.model).items() if theirs.get(k) != v and k not in free}
         # Without --config_file the settings are the checkpoint's own: the flags changed them.
         given = cfgs.source if req.config_file else "the model flags given"
         raise ConfigError(f"{init} has another architecture than {given}: "
@@ -396,12 +401,16 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     return model
 
 
-def init_line(init: Path, hf: bool) -> str:
-    """What a new run from other weights (--init_from_model) says of them: the directory, and
-    for a mypt checkpoint its step and the val loss evaluated there (training_state.json, when
-    the checkpoint has one; the weights were checked as they loaded, this is only a report)."""
+def init_line(init: Path, hf: bool, vocab_size: int) -> str:
+    """What a new run from other weights (--init_from_model) says of them: the directory, for a
+    Hugging Face one the rows of a padded vocabulary left out (`vocab_size`: the tokenizer's
+    ids), and for a mypt checkpoint its step and the val loss evaluated there
+    (training_state.json, when the checkpoint has one; the weights were checked as they loaded,
+    this is only a report)."""
     if hf:
-        return f"init from hf:{init}"
+        rows = read_hf_config(init)["model"]["vocab_size"]
+        return f"init from hf:{init}" + (f" ({rows - vocab_size} embedding rows past the tokenizer's {vocab_size:,} "
+                                         "ids left out: padding no id reaches)" if rows > vocab_size else "")
     try:
         state = json.loads((init / "training_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -468,7 +477,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     model = _build_model(req, cfgs, tokenizer, device)
     _rank_streams(cfgs.train, dist)
     if cfgs.init is not None and not req.resume and dist.is_main:
-        log(init_line(cfgs.init, cfgs.hf))
+        log(init_line(cfgs.init, cfgs.hf, model.config.vocab_size))
     if len(specs) == 1 and "val" not in loader.splits and dist.is_main:  # (a mixture's loader says it itself)
         log(f"warning: --dataset_dir {specs[0].path} has no val split (prepared with --val_fraction 0?): training "
             "reports no val loss and best_val stays empty" + ("" if eval_loaders else "; add --eval_dataset_dir for one"))

@@ -279,6 +279,22 @@ def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_p
     assert load_model(tmp_path / "checkpoints/long")[0].config.block_size == 32
     with pytest.raises(ConfigError, match="block_size 8 \\(the checkpoint: 16\\)"):  # a resume keeps its own
         run_from_flags({**flags, "model_name": "learned", "resume": True, "max_iters": 2, "block_size": 8}, **quiet)
+    # The rotation holds no weights either: a new run may extend the context with another base
+    # or Llama 3's scaling; a resume keeps its own.
+    scaled = OPTIONS["rope_scaling"]["rope_scaling"]
+    run_from_flags({**new, "model_name": "scaled", "init_from_model": "rope", "block_size": 32,
+                    "rope_theta": 40000.0, "rope_scaling": scaled}, **quiet)
+    model = load_model(tmp_path / "checkpoints/scaled")[0]
+    assert (model.config.rope_theta, model.config.rope_scaling, model.config.block_size) == (40000.0, scaled, 32)
+    rope = load_model(tmp_path / "checkpoints/rope")[0]
+    assert all(torch.equal(t, rope.state_dict()[k]) for k, t in model.state_dict().items())  # its weights
+    with pytest.raises(ConfigError, match=r"rope_theta 500.0 \(the checkpoint: 40000.0\)"):
+        run_from_flags({**new, "model_name": "scaled", "resume": True, "max_iters": 1, "rope_theta": 500.0}, **quiet)
+    # Refused for another setting, the message names that one only, not those a new run may change.
+    with pytest.raises(ConfigError, match=r"has another architecture than preset tiny: n_layer 3 \(the checkpoint: "
+                                          r"2\); .* pass its --n_layer 2$"):
+        run_from_flags({**new, "model_name": "other", "init_from_model": "rope", "config_file": "tiny",
+                        "position": "rope", "n_layer": 3}, **quiet)
 
 
 def test_norm_eps_and_rope_scaling_change_what_the_model_computes_and_bad_values_are_named():
