@@ -111,7 +111,10 @@ def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperatur
         if not use_cache:
             logits, _ = model(window)
         elif cache is None:  # prefill the prompt
-            cache = KVCache(model.config, window.size(0), window.device, next(model.parameters()).dtype)
+            # Positions the prompt and the new tokens fill (the last one is never fed back), at most
+            # a block: past it the cache is reused from position 0 (below).
+            cache = KVCache(model.config, window.size(0), window.device, next(model.parameters()).dtype,
+                            length=window.size(1) + max_new_tokens - 1)
             logits, _ = model(window, cache=cache)
         elif cache.pos >= block:  # full: keep the last half-window, positions from 0 again
             cache.pos = 0

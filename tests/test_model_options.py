@@ -186,6 +186,25 @@ def test_cached_decoding_equals_recomputing(name):
         _reference_tokens(model, idx, 30)
 
 
+def test_generation_allocates_the_cache_it_fills_not_the_whole_context(monkeypatch):
+    """A model of a long context (an imported Llama 3.2: 131,072 positions) answering a short
+    prompt: the cache holds the prompt and the new tokens, with the same tokens as recomputing."""
+    import mypt.generate
+
+    model = GPT(GPTConfig(**{**SMALL, "block_size": 4096}, position="rope")).eval()
+    made = []
+
+    class Recorded(KVCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.k.shape[3])
+
+    monkeypatch.setattr(mypt.generate, "KVCache", Recorded)
+    idx = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(0))
+    tokens = [int(t[0]) for t in sample_tokens(model, idx, 8, temperature=0.0)]
+    assert made == [5 + 8 - 1] and tokens == _reference_tokens(model, idx, 8)
+
+
 @pytest.fixture
 def text_file(tmp_path):
     path = tmp_path / "corpus.txt"
