@@ -6,9 +6,11 @@ checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` and
   GELU = "gelu_new"; a model with `gelu: exact` exports "gelu").
   transformers' GPT-2 uses Conv1D layers whose weights are the transpose of nn.Linear's;
   biases a model trained without them are exported as zeros.
-- Llama recipe (position rope, norm rmsnorm, mlp swiglu, no bias, any n_kv_head, norm_eps
-  and Llama 3's rope_scaling): LlamaForCausalLM, or Qwen3ForCausalLM with qk_norm; c_attn
-  splits into q/k/v_proj and c_fc into gate/up_proj (hf_import.llama_names). qkv_bias (a
+- Llama recipe (position rope, norm rmsnorm, mlp swiglu or relu2, no bias, any n_kv_head,
+  norm_eps and Llama 3's rope_scaling): LlamaForCausalLM, or Qwen3ForCausalLM with qk_norm;
+  c_attn splits into q/k/v_proj and c_fc into gate/up_proj (hf_import.llama_names). relu2 is
+  hidden_act relu with c_fc as both gate_proj and up_proj: relu(z) * z is relu(z)^2 exactly
+  (the file holds that matrix twice, and transformers multiplies by it twice). qkv_bias (a
   Qwen2's biases) is attention_bias with zeros for o_proj's bias: transformers 5 forces Qwen's
   own tokenizer class on a qwen2 model_type, which would tokenize any other tokenizer.json
   wrongly. Any other combination is refused (hf_family).
@@ -34,7 +36,7 @@ import torch
 
 from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError
-from mypt.hf_import import LINEAR_LAYERS, VOCAB_ROWS, llama_names
+from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, SHARED_GATE, VOCAB_ROWS, llama_names
 from mypt.io import built_files, check_replaceable, is_own, old_dir, output_target, staged_dir, umask_mode
 from mypt.model import load_model
 from mypt.names import char_replacement
@@ -88,11 +90,12 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
 
 # The settings of each model family transformers has: a mypt model exports as the family of its
 # positions, or is refused naming the settings that family lacks.
-GPT2_RECIPE = {"norm": "layernorm", "mlp": "gelu", "n_kv_head": None, "qk_norm": False, "head_size": None}
-LLAMA_RECIPE = {"norm": "rmsnorm", "mlp": "swiglu", "bias": False}
+GPT2_RECIPE = {"norm": ("layernorm",), "mlp": ("gelu",), "n_kv_head": (None,), "qk_norm": (False,),
+               "head_size": (None,)}
+LLAMA_RECIPE = {"norm": ("rmsnorm",), "mlp": ("swiglu", "relu2"), "bias": (False,)}
 RECIPES_HELP = ("export-hf writes GPT-2 (position learned, norm layernorm, mlp gelu, no n_kv_head, no qk_norm, "
-                "no head_size) "
-                "or Llama (position rope, norm rmsnorm, mlp swiglu, bias false; Qwen3 with qk_norm)")
+                "no head_size) or Llama (position rope, norm rmsnorm, mlp swiglu or relu2, bias false; Qwen3 with "
+                "qk_norm)")
 
 
 def hf_family(cfg, source) -> str:
@@ -102,7 +105,7 @@ def hf_family(cfg, source) -> str:
     recipe = GPT2_RECIPE if cfg.position == "learned" else LLAMA_RECIPE
     settings = {**cfg.to_dict(), "n_kv_head": None if cfg.kv_heads == cfg.n_head else cfg.n_kv_head}
     shown = lambda v: v if isinstance(v, str) else json.dumps(v)  # noqa: E731 (norm rmsnorm, bias true)
-    wrong = [f"{key} {shown(settings[key])}" for key, want in recipe.items() if settings[key] != want]
+    wrong = [f"{key} {shown(settings[key])}" for key, allowed in recipe.items() if settings[key] not in allowed]
     if wrong:
         raise ConfigError(f"{source}: model setting {', '.join(wrong)}: no Hugging Face equivalent with position "
                           f"{cfg.position}; {RECIPES_HELP} (train with those settings to export)")
@@ -124,7 +127,8 @@ def llama_config(cfg, tokenizer: Tokenizer, family: str):
                  head_dim=cfg.head_dim, max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps,
                  rope_parameters={"rope_type": "default", **(cfg.rope_scaling_params or {}),
                                   "rope_theta": cfg.rope_theta},
-                 hidden_act="silu", tie_word_embeddings=cfg.tie_embeddings, attention_bias=cfg.qkv_bias,
+                 hidden_act={mlp: act for act, mlp in MLP_FROM_ACT.items()}[cfg.mlp],
+                 tie_word_embeddings=cfg.tie_embeddings, attention_bias=cfg.qkv_bias,
                  bos_token_id=eot, eos_token_id=eot, architectures=[LLAMA_CLASSES[family]])
     if family == "qwen3":
         return transformers.Qwen3Config(use_sliding_window=False, **shape)
@@ -140,7 +144,10 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
         t = state[ours].detach().float().cpu()
         if ours in VOCAB_ROWS:
             t = t[:cfg.vocab_size]
-        parts = t.split([cfg.attn_width, kv, kv]) if len(theirs) == 3 else t.chunk(len(theirs))
+        if cfg.mlp == SHARED_GATE and ours.endswith("mlp.c_fc.weight"):
+            parts = [t, t.clone()]  # gate and up: relu(c_fc x) * (c_fc x) = relu(c_fc x)^2
+        else:
+            parts = t.split([cfg.attn_width, kv, kv]) if len(theirs) == 3 else t.chunk(len(theirs))
         out.update({name: part.contiguous() for name, part in zip(theirs, parts, strict=True)})
     if cfg.qkv_bias:  # attention_bias has o_proj's too
         out.update({f"model.layers.{i}.self_attn.o_proj.bias": torch.zeros(cfg.n_embd) for i in range(cfg.n_layer)})

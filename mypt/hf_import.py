@@ -49,6 +49,13 @@ def hf_dir(spec: str | None) -> Path | None:
     return Path(spec[len(HF_PREFIX):]) if isinstance(spec, str) and spec.startswith(HF_PREFIX) else None
 
 
+# A Llama MLP's hidden_act -> mypt's mlp. relu(z) * z = relu(z)^2: a ReLU-gated MLP whose gate
+# and up projections are one matrix computes mypt's squared ReLU exactly, so relu2 models export
+# as Llama or Qwen3 with hidden_act relu and that matrix twice (hf_export), and import back.
+MLP_FROM_ACT = {"silu": "swiglu", "relu": "relu2"}
+# (hf_import._llama_state and hf_export.llama_state_dict): the MLP whose gate and up are one matrix.
+SHARED_GATE = "relu2"
+
 # The keys of a GPT-2 config.json that give the model's shape (the rest have defaults).
 HF_SHAPE_KEYS = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
 # Llama and the Qwens: the config.json keys that give the model's shape, and the model types.
@@ -179,7 +186,8 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
         ("layer_types", isinstance(layer_types, list) and all(t == "full_attention" for t in layer_types),
          "full_attention in every layer"),
-        ("hidden_act", hf.get("hidden_act", "silu") == "silu", "silu"),
+        ("hidden_act", hf.get("hidden_act", "silu") in MLP_FROM_ACT, "silu, or relu with gate_proj equal to "
+                                                                    "up_proj (mypt's squared ReLU)"),
         ("rms_norm_eps", _positive(get("rms_norm_eps")), "a number above 0"),
         # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write)
         ("attention_bias", isinstance(hf.get("attention_bias", False), bool), "true or false"),
@@ -192,7 +200,8 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         raise ConfigError(f"{where}: mypt cannot express {', '.join(wrong)}")
     return {"vocab_size": hf["vocab_size"], "block_size": hf["max_position_embeddings"],
             "n_layer": hf["num_hidden_layers"], "n_head": n_head, "n_embd": n_embd, "dropout": 0.0, "bias": False,
-            "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm", "mlp": "swiglu",
+            "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm",
+            "mlp": MLP_FROM_ACT[hf.get("hidden_act", "silu")],
             "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3",
             "qkv_bias": hf["model_type"] == "qwen2" or hf.get("attention_bias") is True,
             "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling, "head_size": get("head_dim"), "mlp_width": hf["intermediate_size"],
@@ -231,6 +240,14 @@ def _llama_state(weights: dict[str, torch.Tensor], cfg, source: Path) -> dict[st
         missing = [name for name in theirs if name not in weights]
         if missing:
             raise CheckpointError(f"{source} has no {missing[0]}")
+        if cfg.mlp == SHARED_GATE and ours.endswith("mlp.c_fc.weight"):
+            gate, up = (weights[name] for name in theirs)
+            if not torch.equal(gate, up):
+                raise CheckpointError(f"{source}: {theirs[0]} differs from {theirs[1]}, and config.json says "
+                                      "hidden_act relu: a ReLU-gated MLP (ReGLU), which mypt has not; mypt reads "
+                                      "relu with the two equal, its squared-ReLU MLP")
+            state[ours] = gate.float()
+            continue
         state[ours] = torch.cat([weights[name].float() for name in theirs])
     for name, t in weights.items():  # attention_bias: the queries', keys' and values' only
         if name.endswith("self_attn.o_proj.bias") and t.any():

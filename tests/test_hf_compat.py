@@ -94,7 +94,8 @@ def test_exports_load_in_transformers_4_with_mypts_ids_and_logits(tmp_path):
     cases = {"gpt2": (GPT2Tokenizer(), {}), "char": (char, {"bias": True}), "hf": (bpe_tokenizer(tmp_path), {}),
              "llama": (char, {"qk_norm": False}), "qwen3": (char, {"qk_norm": True}),
              "llama3": (char, {"qk_norm": False, "rope_scaling": SCALED}),
-             "qkv_bias": (char, {"qk_norm": False, "qkv_bias": True, "norm_eps": 1e-6})}
+             "qkv_bias": (char, {"qk_norm": False, "qkv_bias": True, "norm_eps": 1e-6}),
+             "relu2_qk": (char, {"qk_norm": True, "mlp": "relu2"})}
     models, exports = {}, []
     for name, (tokenizer, settings) in cases.items():
         if "qk_norm" in settings:  # the Llama recipe
@@ -105,7 +106,7 @@ def test_exports_load_in_transformers_4_with_mypts_ids_and_logits(tmp_path):
         config = json.loads((exports[-1] / "tokenizer_config.json").read_text(encoding="utf-8"))
         assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
     classes = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama3": "LlamaForCausalLM",
-               "qkv_bias": "LlamaForCausalLM"}
+               "qkv_bias": "LlamaForCausalLM", "relu2_qk": "Qwen3ForCausalLM"}
     for (name, (tokenizer, _)), got in zip(cases.items(), load_in_transformers4(MULTILINGUAL, exports), strict=True):
         ids = tokenizer.encode(MULTILINGUAL)
         assert got["class"] == classes.get(name, "GPT2LMHeadModel")

@@ -49,12 +49,15 @@ EXPORTED = {  # family: the settings, and what config.json says of them
     "qwen3": ({"qk_norm": True}, {"rms_norm_eps": 1e-5, "attention_bias": False}),
     # Qwen2's biases, as Llama's attention_bias with zeros for o_proj's (see test_a_qwen2_...)
     "qwen2": ({"qkv_bias": True, "norm_eps": 1e-6}, {"rms_norm_eps": 1e-6, "attention_bias": True}),
+    # The squared ReLU as a ReLU-gated MLP of one matrix twice (the demo's model: relu2 with qk_norm)
+    "relu2": ({"mlp": "relu2"}, {"hidden_act": "relu"}),
+    "relu2_qk": ({"mlp": "relu2", "qk_norm": True}, {"hidden_act": "relu"}),
     "llama3": ({"rope_scaling": SCALED, "norm_eps": 1e-6},
                {"rms_norm_eps": 1e-6, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8}}),
 }
 CLASSES = {"llama": "LlamaForCausalLM", "llama3": "LlamaForCausalLM", "qwen2": "LlamaForCausalLM",
-           "qwen3": "Qwen3ForCausalLM"}
+           "qwen3": "Qwen3ForCausalLM", "relu2": "LlamaForCausalLM", "relu2_qk": "Qwen3ForCausalLM"}
 
 
 @pytest.mark.parametrize("family", EXPORTED)
@@ -68,7 +71,7 @@ def test_llama_export_computes_mypts_logits_and_imports_back_identical(tmp_path,
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert {k: config[k] for k in ("model_type", "tie_word_embeddings", "rope_theta", "num_key_value_heads",
                                    "intermediate_size", "max_position_embeddings", "head_dim", *said)} == {
-        "model_type": "qwen3" if family == "qwen3" else "llama", "tie_word_embeddings": True,
+        "model_type": "qwen3" if CLASSES[family].startswith("Qwen3") else "llama", "tie_word_embeddings": True,
         "rope_theta": 5000.0, "num_key_value_heads": 2, "intermediate_size": model.config.mlp_hidden,
         "max_position_embeddings": 16, "head_dim": 8, **said}
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
@@ -92,7 +95,6 @@ def test_llama_export_computes_mypts_logits_and_imports_back_identical(tmp_path,
 
 @pytest.mark.parametrize("settings, named", [
     ({"position": "rope", "norm": "layernorm", "mlp": "swiglu"}, "norm layernorm"),
-    ({"position": "rope", "norm": "rmsnorm", "mlp": "relu2"}, "mlp relu2"),
     ({"position": "rope", "norm": "rmsnorm", "mlp": "gelu"}, "mlp gelu"),
     ({"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": True}, "bias true"),
     ({"norm": "rmsnorm"}, "norm rmsnorm"),
@@ -164,6 +166,30 @@ def test_a_llama_of_transformers_imports_with_its_logits(llama_dir, tmp_path):
     model, _, config = import_hf(tmp_path)
     assert config["model"]["n_kv_head"] == 1 and model.config.mlp_hidden == 128
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir).eval()
+    x = torch.randint(0, 64, (1, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x, x)[0], hf_model(x).logits, atol=1e-4)
+
+
+def test_a_relu_gated_llama_is_refused_unless_its_gate_is_its_up_projection(llama_dir, tmp_path):
+    """hidden_act relu reads as mypt's squared ReLU only when gate_proj and up_proj are one
+    matrix (what mypt's export writes); two matrices are a ReGLU, which mypt has not."""
+    from safetensors.torch import load_file, save_file
+
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(tmp_path)
+    config = json.loads((llama_dir / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}), encoding="utf-8")
+    weights = load_file(llama_dir / "model.safetensors")
+    save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model.layers.0.mlp.gate_proj.weight differs from "
+                                              r"model.layers.0.mlp.up_proj.weight, and config.json says hidden_act "
+                                              r"relu: a ReLU-gated MLP \(ReGLU\), which mypt has not"):
+        import_hf(tmp_path)
+    gate = "model.layers.0.mlp.gate_proj.weight"
+    save_file({**weights, "model.layers.0.mlp.up_proj.weight": weights[gate].clone()}, tmp_path / "model.safetensors")
+    model, _, _ = import_hf(tmp_path)
+    assert model.config.mlp == "relu2" and torch.equal(model.transformer.h[0].mlp.c_fc.weight, weights[gate])
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     x = torch.randint(0, 64, (1, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(model.eval()(x, x)[0], hf_model(x).logits, atol=1e-4)
