@@ -67,6 +67,7 @@ def checkpoints_setting():
 
 
 # Llama 3's RoPE scaling: Hugging Face's names of its numbers, in the order --rope_scaling writes them.
+MAX_CONTEXT = 1 << 31  # an original context past any model's (and within a tensor's integers)
 ROPE_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
@@ -99,10 +100,10 @@ def rope_scaling_params(text: str | None) -> dict | None:
         raise ConfigError(f"{text!r} has no {', '.join(missing)}; write {form}")
     original = params["original_max_position_embeddings"]
     if not (params["factor"] >= 1 and 0 < params["low_freq_factor"] < params["high_freq_factor"]
-            and original >= 1 and original == int(original)):
+            and 1 <= original <= MAX_CONTEXT and original == int(original)):
         shown = ", ".join(f"{k} {params[k]!r}" for k in ROPE_SCALING_KEYS)
         raise ConfigError(f"{text!r}: needs factor >= 1, 0 < low_freq_factor < high_freq_factor, and a whole "
-                          f"original_max_position_embeddings of at least 1 (got {shown})")
+                          f"original_max_position_embeddings from 1 to {MAX_CONTEXT:,} (got {shown})")
     params["original_max_position_embeddings"] = int(original)
     return {"rope_type": "llama3", **params}
 
@@ -157,7 +158,8 @@ class GPTConfig(Settings):
     mlp_width: int | None = setting(None, "The MLP's hidden width (default: 4 x n_embd; with --mlp swiglu 8/3 x "
                                           "n_embd rounded up to 64, Llama's rule; new models only).", min=1)
     norm_eps: float = setting(1e-5, "The epsilon of every norm (LayerNorm, RMSNorm, the QK-norm): 1e-5 is GPT-2's "
-                                    "and Llama's, 1e-6 Qwen's (new models only).", min=0.0, min_open=True)
+                                    "and Llama's, 1e-6 Qwen's (new models only). At most 0.1: past a norm's "
+                                    "mean square it flattens every activation.", min=0.0, min_open=True, max=0.1)
     qkv_bias: bool = setting(False, "Biases on the attention's query, key and value projections only (Qwen2); "
                                     "--bias puts them on every layer (new models only).")
     rope_scaling: str | None = setting(

@@ -151,8 +151,9 @@ def _rope_scaling_setting(kind, params) -> tuple[bool, str | None]:
 
     if kind == "default":
         return True, None
-    if kind != "llama3" or not isinstance(params, dict):
-        return False, None
+    if kind != "llama3" or not isinstance(params, dict) or not all(_positive(params.get(k))
+                                                                   for k in ROPE_SCALING_KEYS):
+        return False, None  # (numbers as numbers: transformers fails on "8")
     try:
         return True, rope_scaling_text("llama3:" + ",".join(f"{k}={params.get(k)}" for k in ROPE_SCALING_KEYS))
     except ConfigError:
@@ -170,13 +171,17 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
     n_embd, n_head = hf["hidden_size"], hf["num_attention_heads"]
     defaults = LLAMA_DEFAULTS[hf["model_type"]]
     get = lambda key: hf.get(key, defaults.get(key))  # noqa: E731 (transformers' default where unset)
-    kv = get("num_key_value_heads") or n_head
+    kv = get("num_key_value_heads")
+    kv = n_head if kv is None else kv
+    head_dim = get("head_dim")
     theta, ropes = hf_rope(hf)
     scalings = {key: _rope_scaling_setting(kind, params) for key, (kind, params) in ropes.items()}
     scaling = next((setting for _, setting in scalings.values()), None)  # rope_parameters' first
     layer_types = hf.get("layer_types") or []
     shown = lambda key: theta if key == "rope_theta" else get(key)  # noqa: E731 (the base wherever it is)
-    wrong = [f"{key} {shown(key)!r}{'' if key in hf else ' (unset: transformers default)'} (mypt: {want})"
+    params = hf.get("rope_parameters")
+    given = lambda key: key in hf or key == "rope_theta" and isinstance(params, dict) and key in params  # noqa: E731
+    wrong = [f"{key} {shown(key)!r}{'' if given(key) else ' (unset: transformers default)'} (mypt: {want})"
              for key, ok, want in (
         ("tie_word_embeddings", isinstance(get("tie_word_embeddings"), bool), "true or false"),
         *[(key, ok and setting == scaling, "rope_type default, or llama3 with factor, low_freq_factor, "
@@ -192,8 +197,12 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write)
         ("attention_bias", isinstance(hf.get("attention_bias", False), bool), "true or false"),
         ("mlp_bias", not hf.get("mlp_bias"), "false"),
-        ("head_dim", get("head_dim") is None and n_embd % n_head == 0 or type(get("head_dim")) is int
-         and get("head_dim") > 0, "a whole number above 0, or hidden_size / num_attention_heads when unset"),
+        ("num_attention_heads", n_head > 0 and (head_dim is not None or n_embd % n_head == 0),
+         f"a divisor of hidden_size {n_embd}, or head_dim set"),
+        ("num_key_value_heads", type(kv) is int and kv > 0 and n_head % kv == 0,
+         f"a divisor of num_attention_heads {n_head}"),
+        ("head_dim", head_dim is None or type(head_dim) is int and head_dim > 0 and head_dim % 2 == 0,
+         "an even whole number (rotary positions turn pairs)"),
         ("intermediate_size", hf["intermediate_size"] > 0, "a whole number above 0"),
         ("rope_theta", isinstance(theta, (int, float)) and theta > 1, "a number above 1")) if not ok]
     if wrong:
@@ -204,8 +213,8 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
             "mlp": MLP_FROM_ACT[hf.get("hidden_act", "silu")],
             "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3",
             "qkv_bias": hf["model_type"] == "qwen2" or hf.get("attention_bias") is True,
-            "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling, "head_size": get("head_dim"), "mlp_width": hf["intermediate_size"],
-            "tie_embeddings": get("tie_word_embeddings")}
+            "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling, "head_size": head_dim,
+            "mlp_width": hf["intermediate_size"], "tie_embeddings": get("tie_word_embeddings")}
 
 
 def llama_names(cfg) -> list[tuple[str, list[str]]]:

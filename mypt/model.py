@@ -108,7 +108,7 @@ def llama3_frequencies(inv_freq: torch.Tensor, params: dict) -> torch.Tensor:
     by `factor`, and those between blend the two by where the context count falls between the
     two factors. (Hugging Face's `llama3` rope_type computes the same.)"""
     factor, low, high = params["factor"], params["low_freq_factor"], params["high_freq_factor"]
-    original = params["original_max_position_embeddings"]
+    original = float(params["original_max_position_embeddings"])  # (an int past int64 would not multiply)
     fits = original * inv_freq / (2 * math.pi)  # how many wavelengths fit in the original context
     blend = ((fits - low) / (high - low)).clamp(0.0, 1.0)  # 0: slow (divided), 1: fast (kept)
     return inv_freq / factor * (1 - blend) + inv_freq * blend

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shlex
 import types
 import typing
 from pathlib import Path
@@ -225,13 +226,16 @@ class Settings:
         return {flag_name(f): getattr(self, f.name) for f in dataclasses.fields(self) if is_recorded(f)}
 
 
-def as_flag(name: str, value: Any) -> str:
-    """A setting as a command line gives it (booleans are --x / --no_x)."""
+def as_flag(name: str, value: Any, whole: bool = False) -> str:
+    """A setting as a command line gives it (booleans are --x / --no_x); a long value shortened
+    unless `whole` (a flag the message tells the user to pass)."""
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no_{name}"
     if isinstance(value, (list, tuple)):  # a flag given several times
         return " ".join(f"--{name} {v}" for v in value)
     text = str(value)
+    if whole and "\n" not in text:
+        return f"--{name} {shlex.quote(text)}"
     if len(text) > 60 or "\n" in text:  # (a --prompt): its start, on one line
         text = repr(text[:40]) + "..."
     return f"--{name} {text}"

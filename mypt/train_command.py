@@ -315,14 +315,21 @@ def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool, st
 
 def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | None, ckpt_dir: Path) -> _Configs:
     """The model and training settings: the flags over the config file or preset, or over the
-    checkpoint's own settings when the run starts from one without --config_file."""
+    checkpoint's own settings when the run starts from one without --config_file (with one, over
+    the file's settings, and the checkpoint's model settings the file leaves out)."""
     init, hf, saved_init = _start_from(req, ckpt_dir)
-    if init is not None and not req.config_file:  # continue with the checkpoint's own settings
-        saved = read_hf_config(init) if hf else checkpoint.read_config(init)
+    saved = (read_hf_config(init) if hf else checkpoint.read_config(init)) if init is not None else None
+    if saved is not None and not req.config_file:  # continue with the checkpoint's own settings
         model_d, train_d, source = dict(saved["model"]), saved.get("training", {}), f"{init}/config.json"
     else:
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
         model_d, train_d, source = load_config_file(preset)
+        if saved is not None:
+            # From a model's weights, a config file gives the training settings and the model
+            # settings it names; the others are the model's. Its defaults in their place turned
+            # an imported Llama 3's rope_theta 500000 into 10000 and its context into 256, with
+            # nothing said (those may change for a new run), or refused the rest one by one.
+            model_d = {**saved["model"], **model_d}
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if init is not None and not req.resume and not req.config_file:  # the base's settings, a new run
         train_d = new_run_schedule(train_d, overrides)
@@ -386,19 +393,30 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
         model.set_dropout(cfgs.model.dropout)
         model.config = wanted  # (the rotation's settings: read by each forward)
     if model.config != cfgs.model:
-        # n_kv_head as the heads it means (None, its spelling for n_head's, said "None" to a user who typed 2)
-        shown = lambda cfg: {**cfg.to_dict(), "n_kv_head": cfg.kv_heads}  # noqa: E731
-        theirs = shown(model.config)
-        # (the settings that may change are not named: they are not why it is refused)
-        differ = {k: (v, theirs[k]) for k, v in shown(cfgs.model).items() if theirs.get(k) != v and k not in free}
-        # Without --config_file the settings are the checkpoint's own: the flags changed them.
-        given = cfgs.source if req.config_file else "the model flags given"
-        raise ConfigError(f"{init} has another architecture than {given}: "
-                          + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
-                          + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
-                          + " ".join(as_flag(k, ckpt) if ckpt is not None else f"default --{k} (no flag)"
-                                     for k, (_, ckpt) in differ.items()))
+        raise ConfigError(_another_architecture(init, model.config, cfgs, free,
+                                                cfgs.source if req.config_file else "the model flags given"))
     return model
+
+
+def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, free: tuple[str, ...],
+                          given: str) -> str:
+    """The refusal of a run whose model settings are not the checkpoint's: each setting that
+    differs, the checkpoint's value and the flags that give it, in one round. n_kv_head is said
+    as heads (its spelling for n_head's is None, which read "None" to a user who typed 2); the
+    settings that may change (`free`), and
+    those that would have no effect with the checkpoint's other settings (--gelu of a swiglu
+    model), are not named."""
+    shown = lambda cfg: {**cfg.to_dict(), "n_kv_head": cfg.kv_heads}  # noqa: E731
+    mine, theirs = shown(cfgs.model), shown(theirs_cfg)
+    acts = GPTConfig.acts_with()
+    moot = {k for k, (field, value) in acts.items() if theirs[field] != value}
+    differ = {k: (v, theirs[k]) for k, v in mine.items() if v != theirs[k] and k not in free and k not in moot}
+    # (Without --config_file the settings are the checkpoint's own: the flags changed them.)
+    return (f"{init} has another architecture than {given}: "
+            + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
+            + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
+            + " ".join(as_flag(k, ckpt, whole=True) if ckpt is not None else f"default --{k} (no flag)"
+                       for k, (_, ckpt) in differ.items()))
 
 
 def init_line(init: Path, hf: bool, vocab_size: int) -> str:

@@ -142,7 +142,15 @@ def llama_dir(tmp_path_factory) -> Path:
     ({"rms_norm_eps": -1e-6}, "rms_norm_eps -1e-06 (mypt: a number above 0)"),
     ({"attention_bias": "yes"}, "attention_bias 'yes' (mypt: true or false)"),
     ({"mlp_bias": True}, "mlp_bias True"),
-    ({"head_dim": 0}, "head_dim 0 (mypt: a whole number above 0, or hidden_size / num_attention_heads when unset)"),
+    ({"head_dim": 0}, "head_dim 0 (mypt: an even whole number (rotary positions turn pairs))"),
+    ({"head_dim": 5}, "head_dim 5 (mypt: an even whole number"),
+    ({"num_key_value_heads": 3}, "num_key_value_heads 3 (mypt: a divisor of num_attention_heads 4)"),
+    ({"num_key_value_heads": 0}, "num_key_value_heads 0 (mypt: a divisor of num_attention_heads 4)"),
+    ({"num_attention_heads": 5, "head_dim": None}, "num_attention_heads 5 (mypt: a divisor of hidden_size 48, or "
+                                                   "head_dim set)"),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": "500000"}}, "rope_theta '500000' (mypt: a number"),
+    ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4, "factor": "8", "low_freq_factor": 1,
+                          "high_freq_factor": 4, "original_max_position_embeddings": 8}}, "'factor': '8'"),
     ({"model_type": "qwen3", "layer_types": ["sliding_attention"]}, "layer_types ['sliding_attention'] (mypt: "
                                                                      "full_attention in every layer)"),
 ])

@@ -309,6 +309,17 @@ def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_p
     assert all(torch.equal(t, rope.state_dict()[k]) for k, t in model.state_dict().items())  # its weights
     with pytest.raises(ConfigError, match=r"rope_theta 500.0 \(the checkpoint: 40000.0\)"):
         run_from_flags({**new, "model_name": "scaled", "resume": True, "max_iters": 1, "rope_theta": 500.0}, **quiet)
+    # A config file for the run gives its training settings and the model settings it names; the
+    # model's others stay (its defaults put rope_theta 10000 and block_size 256 in their place).
+    (tmp_path / "ft.json").write_text(json.dumps({"model": {"n_layer": 2}, "training": {"learning_rate": 1e-3}}))
+    run_from_flags({**new, "model_name": "tuned", "init_from_model": "scaled", "config_file": str(tmp_path / "ft.json")},
+                   **quiet)
+    tuned = load_model(tmp_path / "checkpoints/tuned")[0].config
+    assert tuned == model.config
+    # The checkpoint's --rope_scaling is told whole, to be passed as it is.
+    with pytest.raises(ConfigError, match=rf"pass its --rope_scaling {scaled}$"):
+        run_from_flags({**new, "model_name": "scaled", "resume": True, "max_iters": 1,
+                        "rope_scaling": scaled.replace("factor=4.0", "factor=2.0", 1)}, **quiet)
     # Refused for another setting, the message names that one only, not those a new run may change.
     with pytest.raises(ConfigError, match=r"has another architecture than preset tiny: n_layer 3 \(the checkpoint: "
                                           r"2\); .* pass its --n_layer 2$"):
@@ -340,7 +351,10 @@ def test_norm_eps_and_rope_scaling_change_what_the_model_computes_and_bad_values
                          "original_max_position_embeddings 'inf' is not a finite number"),
                         ("llama3:factor=8,low_freq_factor=4,high_freq_factor=1,original_max_position_embeddings=8",
                          "needs factor >= 1, 0 < low_freq_factor < high_freq_factor, and a whole "
-                         "original_max_position_embeddings of at least 1 (got factor 8.0, low_freq_factor 4.0")):
+                         "original_max_position_embeddings from 1 to 2,147,483,648 (got factor 8.0, "
+                         "low_freq_factor 4.0"),
+                        ("llama3:factor=8,low_freq_factor=1,high_freq_factor=4,original_max_position_embeddings=1e20",
+                         "original_max_position_embeddings 1e+20)")):
         with pytest.raises(ConfigError, match="model setting rope_scaling: ") as error:
             GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": text})
         assert named in str(error.value), str(error.value)
