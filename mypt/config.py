@@ -345,7 +345,8 @@ class RunSettings(Settings):
                                             "pretrain/750M_1024_domain_adapt, tiny; modern/NAME: the modern "
                                             "model at those sizes) or JSON path. Default: "
                                             "small_char for char, 150M for gpt2; with --init_from_model or "
-                                            "--resume, the checkpoint's own.")
+                                            "--resume, the checkpoint's own (a file given then sets the training "
+                                            "settings and the model settings it names).")
     tokenization: str | None = setting(None, f"{spec_help(described=False)}; must match the dataset (default: "
                                              "the dataset's).", check=check_spec,
                                        metavar="[" + "|".join(spec_forms()) + "]")
