@@ -7,7 +7,7 @@ checkpoints or evaluation, so the gap is mypt's overhead.
     python bench/train_cpu.py --iters 60
 
 Both run in the dtype `mypt train --dtype auto` picks here: bfloat16 autocast of the linear
-layers on a CPU with AMX (attention stays float32), float32 elsewhere.
+layers on a CPU with AMX or AVX512-BF16 (attention stays float32), float32 elsewhere.
 
 With --levers, the bare loop alone under each CPU lever the issue of CPU speed asked about,
 each next to float32 eager on torch's thread count in the same run: bfloat16 autocast,
@@ -115,7 +115,7 @@ def levers(iters: int, repeats: int) -> None:
                 "torch.compile (inductor CPU), float32": {"compile": True, "bf16": False},
                 "torch.compile, bfloat16 autocast": {"compile": True, "bf16": True},
                 "1 thread, float32": {"threads": 1, "bf16": False}}
-    print(f"mypt's --dtype auto here: {'bfloat16 (AMX)' if auto_is_bf16() else 'float32 (no AMX)'}")
+    print(f"mypt's --dtype auto here: {'bfloat16 (AMX or AVX512-BF16)' if auto_is_bf16() else 'float32 (neither AMX nor AVX512-BF16)'}")
     best: dict[str, float] = {}
     stats: dict[str, dict] = {name: {} for name in variants}
     for _ in range(repeats):

@@ -280,7 +280,8 @@ class TrainConfig(Settings):
     device: str = device_setting()
     dtype: str = setting("auto", "Autocast dtype (auto: bfloat16 on GPUs of compute capability 8.0 and later, "
                                  "float16 with a GradScaler on older ones; on the CPU bfloat16 linear layers "
-                                 "where it has AMX matrix units, else float32).",
+                                 "where it multiplies bfloat16 in hardware (AMX, AVX512-BF16), else "
+                                 "float32).",
                          choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool | None = setting(None, "torch.compile the model for training and its evaluations (default: on "
                                          "with CUDA, where the compiled 124M model trains at about twice the "

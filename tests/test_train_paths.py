@@ -308,13 +308,14 @@ def test_checkpoint_minutes_saves_between_evaluations(tmp_path, minutes, saved):
 # ---------------------------------------------------------------------------------------------
 # autocast, GradScaler, fused AdamW
 
-def test_dtype_auto_on_cpu_is_bf16_only_with_amx_and_named_dtypes_autocast(monkeypatch):
+def test_dtype_auto_on_cpu_is_bf16_only_with_amx_or_avx512_bf16_and_named_dtypes_autocast(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert autocast_dtype(config(dtype="auto"), cpu) is None
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert autocast_dtype(config(dtype="auto"), cpu) is torch.bfloat16
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the private check
+    for amx, avx512_bf16 in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        assert autocast_dtype(config(dtype="auto"), cpu) is (torch.bfloat16 if amx or avx512_bf16 else None)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the private checks
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
     assert autocast_dtype(config(dtype="auto"), cpu) is None
     assert autocast_dtype(config(dtype="float32"), cpu) is None
     assert autocast_dtype(config(dtype="bfloat16"), cpu) is torch.bfloat16
@@ -361,13 +362,13 @@ def test_resume_keeps_the_precision_the_run_started_in(tmp_path, monkeypatch):
     and ends as the uninterrupted run did."""
     import mypt.precision
 
-    monkeypatch.setattr(mypt.precision, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(mypt.precision, "cpu_runs_bf16", lambda: True)
     cfg = config(dtype="auto")
     train(cfg, tmp_path / "straight")
     with pytest.raises(TrainingStopped):
         train(cfg, tmp_path / "stopped", stop_at=13)
     assert json.loads((tmp_path / "stopped/training_state.json").read_text())["autocast"] == "bfloat16"
-    monkeypatch.setattr(mypt.precision, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(mypt.precision, "cpu_runs_bf16", lambda: False)
     model, tok, _ = load_model(tmp_path / "stopped")
     optimizer = configure_optimizer(model, cfg, torch.device("cpu"))
     lines = []
