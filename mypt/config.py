@@ -66,8 +66,9 @@ def checkpoints_setting():
     return setting(Path("checkpoints"), "Where checkpoints live: CHECKPOINTS_DIR/MODEL_NAME/.")
 
 
-# Llama 3's RoPE scaling: Hugging Face's names of its numbers, in the order --rope_scaling writes them.
+MAX_NORM_EPS = 0.1  # past a norm's mean square an epsilon flattens every activation
 MAX_CONTEXT = 1 << 31  # an original context past any model's (and within a tensor's integers)
+# Llama 3's RoPE scaling: Hugging Face's names of its numbers, in the order --rope_scaling writes them.
 ROPE_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
@@ -159,7 +160,8 @@ class GPTConfig(Settings):
                                           "n_embd rounded up to 64, Llama's rule; new models only).", min=1)
     norm_eps: float = setting(1e-5, "The epsilon of every norm (LayerNorm, RMSNorm, the QK-norm): 1e-5 is GPT-2's "
                                     "and Llama's, 1e-6 Qwen's (new models only). At most 0.1: past a norm's "
-                                    "mean square it flattens every activation.", min=0.0, min_open=True, max=0.1)
+                                    "mean square it flattens every activation.", min=0.0, min_open=True,
+                                    max=MAX_NORM_EPS)
     qkv_bias: bool = setting(False, "Biases on the attention's query, key and value projections only (Qwen2); "
                                     "--bias puts them on every layer (new models only).")
     rope_scaling: str | None = setting(

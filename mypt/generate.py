@@ -118,7 +118,7 @@ def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperatur
             logits, _ = model(window, cache=cache)
         elif cache.pos >= block:  # full: keep the last half-window, positions from 0 again
             cache.pos = 0
-            logits, _ = model(window[:, -(block // 2):], cache=cache)
+            logits, _ = model(window[:, -max(1, block // 2):], cache=cache)  # (block 1: -0 was all of it)
         else:
             logits, _ = model(window[:, -1:], cache=cache)
         logits = logits[:, -1].float()  # (B, vocab_size): the model leaves the padded ids out
@@ -133,7 +133,8 @@ def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperatur
         else:
             probs = torch.softmax(_filter_logits(logits / temperature, top_k, top_p), dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        window = torch.cat([window[:, -(block - 1):], nxt[:, None]], dim=1)
+        # The last block - 1 tokens and the new one (as an index, not -(block - 1): -0 is all of it)
+        window = torch.cat([window[:, max(0, window.size(1) - block + 1):], nxt[:, None]], dim=1)
         yield nxt.masked_fill(broken[:, 0], NOT_FINITE)
 
 

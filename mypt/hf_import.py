@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mypt.config import MAX_NORM_EPS
 from mypt.errors import ConfigError
 from mypt.tokenizers import Tokenizer
 
@@ -111,7 +112,7 @@ def read_hf_config(path: Path) -> dict:
         ("n_inner", hf.get("n_inner") is None or (type(hf.get("n_inner")) is int and hf["n_inner"] > 0),
          "a whole number"),
         ("tie_word_embeddings", isinstance(hf.get("tie_word_embeddings", True), bool), "true or false"),
-        ("layer_norm_epsilon", _positive(eps), "a number above 0"),
+        ("layer_norm_epsilon", _positive(eps) and eps <= MAX_NORM_EPS, f"a number above 0, at most {MAX_NORM_EPS}"),
         ("scale_attn_weights", hf.get("scale_attn_weights", True) is True, "true: scores scaled by 1/sqrt(head size)"),
         ("scale_attn_by_inverse_layer_idx", not hf.get("scale_attn_by_inverse_layer_idx", False), "false")) if not ok]
     if wrong:
@@ -174,6 +175,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
     kv = get("num_key_value_heads")
     kv = n_head if kv is None else kv
     head_dim = get("head_dim")
+    act = hf.get("hidden_act", "silu")
     theta, ropes = hf_rope(hf)
     scalings = {key: _rope_scaling_setting(kind, params) for key, (kind, params) in ropes.items()}
     scaling = next((setting for _, setting in scalings.values()), None)  # rope_parameters' first
@@ -191,9 +193,10 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
         ("layer_types", isinstance(layer_types, list) and all(t == "full_attention" for t in layer_types),
          "full_attention in every layer"),
-        ("hidden_act", hf.get("hidden_act", "silu") in MLP_FROM_ACT, "silu, or relu with gate_proj equal to "
-                                                                    "up_proj (mypt's squared ReLU)"),
-        ("rms_norm_eps", _positive(get("rms_norm_eps")), "a number above 0"),
+        ("hidden_act", isinstance(act, str) and act in MLP_FROM_ACT, "silu, or relu with gate_proj equal to "
+                                                                     "up_proj (mypt's squared ReLU)"),
+        ("rms_norm_eps", _positive(get("rms_norm_eps")) and get("rms_norm_eps") <= MAX_NORM_EPS,
+         f"a number above 0, at most {MAX_NORM_EPS}"),
         # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write)
         ("attention_bias", isinstance(hf.get("attention_bias", False), bool), "true or false"),
         ("mlp_bias", not hf.get("mlp_bias"), "false"),
@@ -210,7 +213,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
     return {"vocab_size": hf["vocab_size"], "block_size": hf["max_position_embeddings"],
             "n_layer": hf["num_hidden_layers"], "n_head": n_head, "n_embd": n_embd, "dropout": 0.0, "bias": False,
             "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm",
-            "mlp": MLP_FROM_ACT[hf.get("hidden_act", "silu")],
+            "mlp": MLP_FROM_ACT[act],
             "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3",
             "qkv_bias": hf["model_type"] == "qwen2" or hf.get("attention_bias") is True,
             "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling, "head_size": head_dim,

@@ -154,8 +154,10 @@ BATCH_ELEMENTS = 1 << 26
 def orthogonalize(stack: torch.Tensor, group: dict) -> torch.Tensor:
     """Muon's quintic Newton-Schulz iteration, torch.optim.Muon's, on a stack (n, rows, cols) of
     matrices of one shape: each product is one batched matmul for all n. In bfloat16 as torch
-    runs it, except on the CPU: in float32 there, which a CPU without AMX (or AVX512-BF16)
-    multiplies 24x faster than bfloat16 (the demo model's 16 matrices: 32 against 767 ms)."""
+    runs it, except on the CPU: in float32 there, which a CPU without AMX or AVX512-BF16
+    multiplies 24x faster than bfloat16 (the demo model's 16 matrices: 32 against 767 ms; with
+    AVX512-BF16 bfloat16 would be faster, ~10 against 16 ms on a Zen 4 EPYC: not taken yet, it
+    would change every CPU run's numbers)."""
     a, b, c = group["ns_coefficients"]
     x = stack.to(torch.float32 if stack.device.type == "cpu" else torch.bfloat16)
     tall = x.size(-2) > x.size(-1)

@@ -319,6 +319,7 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     the file's settings, and the checkpoint's model settings the file leaves out)."""
     init, hf, saved_init = _start_from(req, ckpt_dir)
     saved = (read_hf_config(init) if hf else checkpoint.read_config(init)) if init is not None else None
+    model_source = None
     if saved is not None and not req.config_file:  # continue with the checkpoint's own settings
         model_d, train_d, source = dict(saved["model"]), saved.get("training", {}), f"{init}/config.json"
     else:
@@ -329,7 +330,11 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
             # settings it names; the others are the model's. Its defaults in their place turned
             # an imported Llama 3's rope_theta 500000 into 10000 and its context into 256, with
             # nothing said (those may change for a new run), or refused the rest one by one.
-            model_d = {**saved["model"], **model_d}
+            # A resume keeps its dropout unless --dropout says otherwise: the file's would change
+            # it unsaid, and the run would not end where an uninterrupted one does.
+            named = {k: v for k, v in model_d.items() if not (req.resume and k == "dropout")}
+            model_d = {**saved["model"], **named}
+            model_source = f"{source} with the settings of {init} it leaves out"
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if init is not None and not req.resume and not req.config_file:  # the base's settings, a new run
         train_d = new_run_schedule(train_d, overrides)
@@ -338,7 +343,7 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     model_d["vocab_size"] = tokenizer.vocab_size
     # An error names the flags when the values came from them, the file or preset otherwise.
     train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source, flags=overrides)
-    model_cfg = GPTConfig.from_dict(model_d, source, flags=model_flags)
+    model_cfg = GPTConfig.from_dict(model_d, model_source or source, flags=model_flags)
     return _Configs(model_cfg, train_cfg, source, init, hf, saved_init)
 
 

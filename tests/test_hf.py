@@ -225,7 +225,7 @@ def edited(source: Path, path: Path, edit: dict, weights: dict[str, torch.Tensor
 @pytest.mark.parametrize("edit, named", [
     ({"tie_word_embeddings": "yes"}, "tie_word_embeddings 'yes' (mypt: true or false)"),
     ({"n_inner": 0}, "n_inner 0 (mypt: a whole number)"),
-    ({"layer_norm_epsilon": 0}, "layer_norm_epsilon 0 (mypt: a number above 0)"),
+    ({"layer_norm_epsilon": 0}, "layer_norm_epsilon 0 (mypt: a number above 0, at most 0.1)"),
     ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx True (mypt: false)"),
     ({"scale_attn_weights": False}, "scale_attn_weights False (mypt: true"),
 ])

@@ -179,7 +179,7 @@ def _reference_tokens(model, idx, n):
     out = []
     for _ in range(n):
         if len(seq) - start > block:
-            start = len(seq) - block // 2
+            start = len(seq) - max(1, block // 2)
         logits, _ = model(torch.tensor([seq[start:]]))
         out.append(int(logits[0, -1, :model.config.vocab_size].argmax()))
         seq.append(out[-1])

@@ -203,6 +203,11 @@ def test_generation_allocates_the_cache_it_fills_not_the_whole_context(monkeypat
     idx = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(0))
     tokens = [int(t[0]) for t in sample_tokens(model, idx, 8, temperature=0.0)]
     assert made == [5 + 8 - 1] and tokens == _reference_tokens(model, idx, 8)
+    # A context of one token (block_size 1 is allowed): each token sees itself only.
+    one = GPT(GPTConfig(**{**SMALL, "block_size": 1}, position="rope")).eval()
+    for cache in (True, False):
+        tokens = [int(t[0]) for t in sample_tokens(one, idx, 4, temperature=0.0, use_cache=cache)]
+        assert tokens == _reference_tokens(one, idx, 4), cache
 
 
 @pytest.fixture
@@ -316,6 +321,16 @@ def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_p
                    **quiet)
     tuned = load_model(tmp_path / "checkpoints/tuned")[0].config
     assert tuned == model.config
+    # A file's setting that does not fit the model's others is said to come with them.
+    (tmp_path / "heads.json").write_text(json.dumps({"model": {"n_head": 3}}))
+    with pytest.raises(ConfigError, match=rf"heads.json with the settings of .*scaled it leaves out: model setting "
+                                          r"n_embd \(32\) must be divisible by n_head \(3\)"):
+        run_from_flags({**new, "model_name": "bad", "init_from_model": "scaled",
+                        "config_file": str(tmp_path / "heads.json")}, **quiet)
+    # A resume with a config file keeps the run's dropout (tiny's 0.0 would change it unsaid).
+    run_from_flags({**flags, "model_name": "dropped", "dropout": 0.2, "max_iters": 1}, **quiet)
+    run_from_flags({**flags, "model_name": "dropped", "resume": True, "max_iters": 2}, **quiet)
+    assert load_model(tmp_path / "checkpoints/dropped")[0].config.dropout == 0.2
     # The checkpoint's --rope_scaling is told whole, to be passed as it is.
     with pytest.raises(ConfigError, match=rf"pass its --rope_scaling {scaled}$"):
         run_from_flags({**new, "model_name": "scaled", "resume": True, "max_iters": 1,
