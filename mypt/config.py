@@ -14,6 +14,7 @@ This module imports no torch, so commands build their options without it.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -76,11 +77,17 @@ def rope_scaling_params(text: str | None) -> dict | None:
     """--rope_scaling's text as {"rope_type": "llama3", "factor": ..., ...} (None: no scaling);
     ConfigError naming what is wrong. The numbers' rules are those that keep the rescaled
     frequencies positive and ordered: factor at least 1, 0 < low_freq_factor < high_freq_factor,
-    a whole original context of at least 1."""
+    a whole original context of at least 1. Each text is parsed once (the model's every forward
+    asks for its numbers); the caller gets its own dict."""
     if text is None:
         return None
+    return dict(_parse_rope_scaling(str(text)))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_rope_scaling(text: str) -> dict:
     form = "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS)
-    kind, _, rest = str(text).partition(":")
+    kind, _, rest = text.partition(":")
     if kind != "llama3":
         raise ConfigError(f"{text!r}: only Llama 3's RoPE scaling is supported; write {form}")
     params: dict = {}

@@ -25,11 +25,10 @@ def whole_windows(max_tokens: int | None, block_size: int, name: str = "--max_to
     if max_tokens is None:
         return None
     if max_tokens < block_size:
-        given = f"{name} {max_tokens}" if name.startswith("--") else f"{name}={max_tokens}"
-        least = f"{name} {block_size}" if name.startswith("--") else f"{name}={block_size}"
-        raise ConfigError(f"{given}: eval scores whole windows of the model's block_size ({block_size}) tokens, so "
-                          f"at most {max_tokens} tokens is none; give {least} or more, or leave it out for the "
-                          "whole split")
+        spell = lambda n: f"{name} {n}" if name.startswith("--") else f"{name}={n}"  # noqa: E731 (flag or argument)
+        raise ConfigError(f"{spell(max_tokens)}: eval scores whole windows of the model's block_size ({block_size}) "
+                          f"tokens, so at most {max_tokens} tokens is none; give {spell(block_size)} or more, or "
+                          "leave it out for the whole split")
     return max_tokens // block_size * block_size
 
 

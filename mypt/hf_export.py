@@ -36,7 +36,7 @@ import torch
 
 from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError
-from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, SHARED_GATE, VOCAB_ROWS, llama_names
+from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
 from mypt.io import built_files, check_replaceable, is_own, old_dir, output_target, staged_dir, umask_mode
 from mypt.model import load_model
 from mypt.names import char_replacement
@@ -44,6 +44,8 @@ from mypt.tokenizers import Tokenizer
 
 # mypt's gelu setting -> transformers' activation_function (read back by hf_import.GELU_FROM_HF).
 HF_GELU = {"tanh": "gelu_new", "exact": "gelu"}
+# mypt's mlp -> a Llama's hidden_act (read back by hf_import.MLP_FROM_ACT).
+ACT_FROM_MLP = {mlp: act for act, mlp in MLP_FROM_ACT.items()}
 # What the exported tokenizer returns for the model (GPT-2's tokenizer_config.json declares the same).
 MODEL_INPUT_NAMES = ("input_ids", "attention_mask")
 
@@ -127,7 +129,7 @@ def llama_config(cfg, tokenizer: Tokenizer, family: str):
                  head_dim=cfg.head_dim, max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps,
                  rope_parameters={"rope_type": "default", **(cfg.rope_scaling_params or {}),
                                   "rope_theta": cfg.rope_theta},
-                 hidden_act={mlp: act for act, mlp in MLP_FROM_ACT.items()}[cfg.mlp],
+                 hidden_act=ACT_FROM_MLP[cfg.mlp],
                  tie_word_embeddings=cfg.tie_embeddings, attention_bias=cfg.qkv_bias,
                  bos_token_id=eot, eos_token_id=eot, architectures=[LLAMA_CLASSES[family]])
     if family == "qwen3":
@@ -144,7 +146,7 @@ def llama_state_dict(model) -> dict[str, torch.Tensor]:
         t = state[ours].detach().float().cpu()
         if ours in VOCAB_ROWS:
             t = t[:cfg.vocab_size]
-        if cfg.mlp == SHARED_GATE and ours.endswith("mlp.c_fc.weight"):
+        if shares_gate(cfg, ours):
             parts = [t, t.clone()]  # gate and up: relu(c_fc x) * (c_fc x) = relu(c_fc x)^2
         else:
             parts = t.split([cfg.attn_width, kv, kv]) if len(theirs) == 3 else t.chunk(len(theirs))

@@ -10,8 +10,8 @@ scalings, sliding-window attention, MLP biases, an output projection's bias othe
 (attention_bias: the queries', keys' and values' are qkv_bias), another activation,
 GPT-2's other attention scalings. A head_dim other than hidden_size / heads is head_size. A key
 the config.json leaves out means transformers' default for its model_type (LlamaConfig and the
-Qwens do not tie the head by default). The weights are model.safetensors or the shards a model.safetensors.index.json
-lists; pickles are refused. The tokenizer: a mypt export's own, GPT-2's for a GPT-2
+Qwens do not tie the head by default). The weights are model.safetensors or the shards a
+model.safetensors.index.json lists; pickles are refused. The tokenizer: a mypt export's own, GPT-2's for a GPT-2
 vocabulary, else the directory's tokenizer.json (a Hub model's: prepare its datasets with
 `--tokenizer_from DIR`). A vocabulary padded past the tokenizer's ids (Qwen's 151,936 rows
 for 151,665 ids) is imported without the rows no id reaches.
@@ -54,8 +54,6 @@ def hf_dir(spec: str | None) -> Path | None:
 # and up projections are one matrix computes mypt's squared ReLU exactly, so relu2 models export
 # as Llama or Qwen3 with hidden_act relu and that matrix twice (hf_export), and import back.
 MLP_FROM_ACT = {"silu": "swiglu", "relu": "relu2"}
-# (hf_import._llama_state and hf_export.llama_state_dict): the MLP whose gate and up are one matrix.
-SHARED_GATE = "relu2"
 
 # The keys of a GPT-2 config.json that give the model's shape (the rest have defaults).
 HF_SHAPE_KEYS = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
@@ -112,7 +110,7 @@ def read_hf_config(path: Path) -> dict:
         ("n_inner", hf.get("n_inner") is None or (type(hf.get("n_inner")) is int and hf["n_inner"] > 0),
          "a whole number"),
         ("tie_word_embeddings", isinstance(hf.get("tie_word_embeddings", True), bool), "true or false"),
-        ("layer_norm_epsilon", _positive(eps) and eps <= MAX_NORM_EPS, f"a number above 0, at most {MAX_NORM_EPS}"),
+        ("layer_norm_epsilon", _norm_eps_ok(eps), EPS_WANTED),
         ("scale_attn_weights", hf.get("scale_attn_weights", True) is True, "true: scores scaled by 1/sqrt(head size)"),
         ("scale_attn_by_inverse_layer_idx", not hf.get("scale_attn_by_inverse_layer_idx", False), "false")) if not ok]
     if wrong:
@@ -126,6 +124,14 @@ def read_hf_config(path: Path) -> dict:
 
 def _positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
+
+
+# A norm epsilon mypt's norm_eps takes (checked here too, to name the config.json key).
+EPS_WANTED = f"a number above 0, at most {MAX_NORM_EPS}"
+
+
+def _norm_eps_ok(x) -> bool:
+    return _positive(x) and x <= MAX_NORM_EPS
 
 
 def hf_rope(hf: dict) -> tuple[object, dict[str, tuple[object, object]]]:
@@ -195,8 +201,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
          "full_attention in every layer"),
         ("hidden_act", isinstance(act, str) and act in MLP_FROM_ACT, "silu, or relu with gate_proj equal to "
                                                                      "up_proj (mypt's squared ReLU)"),
-        ("rms_norm_eps", _positive(get("rms_norm_eps")) and get("rms_norm_eps") <= MAX_NORM_EPS,
-         f"a number above 0, at most {MAX_NORM_EPS}"),
+        ("rms_norm_eps", _norm_eps_ok(get("rms_norm_eps")), EPS_WANTED),
         # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write)
         ("attention_bias", isinstance(hf.get("attention_bias", False), bool), "true or false"),
         ("mlp_bias", not hf.get("mlp_bias"), "false"),
@@ -218,6 +223,12 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
             "qkv_bias": hf["model_type"] == "qwen2" or hf.get("attention_bias") is True,
             "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling, "head_size": head_dim,
             "mlp_width": hf["intermediate_size"], "tie_embeddings": get("tie_word_embeddings")}
+
+
+def shares_gate(cfg, name: str) -> bool:
+    """Whether mypt's tensor `name` is both gate_proj and up_proj of a Llama (a relu2 model's
+    c_fc: see MLP_FROM_ACT), not the two stacked (swiglu's), for the import and the export."""
+    return cfg.mlp == "relu2" and name.endswith("mlp.c_fc.weight")
 
 
 def llama_names(cfg) -> list[tuple[str, list[str]]]:
@@ -252,7 +263,7 @@ def _llama_state(weights: dict[str, torch.Tensor], cfg, source: Path) -> dict[st
         missing = [name for name in theirs if name not in weights]
         if missing:
             raise CheckpointError(f"{source} has no {missing[0]}")
-        if cfg.mlp == SHARED_GATE and ours.endswith("mlp.c_fc.weight"):
+        if shares_gate(cfg, ours):
             gate, up = (weights[name] for name in theirs)
             if not torch.equal(gate, up):
                 raise CheckpointError(f"{source}: {theirs[0]} differs from {theirs[1]}, and config.json says "

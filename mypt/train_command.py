@@ -294,31 +294,30 @@ class _Configs:
     init: Path | None  # the checkpoint (or hf: directory) the weights start from
     hf: bool  # init is an hf:DIR
     saved_init: str | None  # --resume: where the run's weights first came from
+    init_rows: int | None  # the embedding rows init's config says (an hf:DIR's may pad past the ids)
 
 
-def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool, str | None]:
-    """(the directory the weights start from, whether it is an hf:DIR, the provenance a
-    resumed checkpoint recorded)."""
+def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool]:
+    """(the directory the weights start from, whether it is an hf:DIR)."""
     hf_init = hf_dir(req.init_from_model)  # hf:DIR, a transformers GPT-2 directory
     init = hf_init or (checkpoint.resolve(req.init_from_model, req.checkpoints_dir) if req.init_from_model else None)
     if req.resume and init:
         raise ConfigError("--resume continues this model's own run; --init_from_model starts a new one: pick one")
-    saved_init = None
     if req.resume:
         try:
             init = checkpoint.resolve(ckpt_dir, None)
         except CheckpointError as e:
             raise CheckpointError(f"--resume: {e}") from None
-        saved_init = checkpoint.read_config(init).get("init_from_model")
-    return init, hf_init is not None, saved_init
+    return init, hf_init is not None
 
 
 def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | None, ckpt_dir: Path) -> _Configs:
     """The model and training settings: the flags over the config file or preset, or over the
     checkpoint's own settings when the run starts from one without --config_file (with one, over
     the file's settings, and the checkpoint's model settings the file leaves out)."""
-    init, hf, saved_init = _start_from(req, ckpt_dir)
+    init, hf = _start_from(req, ckpt_dir)
     saved = (read_hf_config(init) if hf else checkpoint.read_config(init)) if init is not None else None
+    saved_init = saved.get("init_from_model") if req.resume else None  # (the provenance it recorded)
     model_source = None
     if saved is not None and not req.config_file:  # continue with the checkpoint's own settings
         model_d, train_d, source = dict(saved["model"]), saved.get("training", {}), f"{init}/config.json"
@@ -344,7 +343,8 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     # An error names the flags when the values came from them, the file or preset otherwise.
     train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source, flags=overrides)
     model_cfg = GPTConfig.from_dict(model_d, model_source or source, flags=model_flags)
-    return _Configs(model_cfg, train_cfg, source, init, hf, saved_init)
+    return _Configs(model_cfg, train_cfg, source, init, hf, saved_init,
+                    saved["model"].get("vocab_size") if saved is not None else None)
 
 
 def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:
@@ -398,6 +398,7 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
         model.set_dropout(cfgs.model.dropout)
         model.config = wanted  # (the rotation's settings: read by each forward)
     if model.config != cfgs.model:
+        # (Without --config_file the settings are the checkpoint's own: the flags changed them.)
         raise ConfigError(_another_architecture(init, model.config, cfgs, free,
                                                 cfgs.source if req.config_file else "the model flags given"))
     return model
@@ -408,15 +409,13 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
     """The refusal of a run whose model settings are not the checkpoint's: each setting that
     differs, the checkpoint's value and the flags that give it, in one round. n_kv_head is said
     as heads (its spelling for n_head's is None, which read "None" to a user who typed 2); the
-    settings that may change (`free`), and
-    those that would have no effect with the checkpoint's other settings (--gelu of a swiglu
-    model), are not named."""
+    settings that may change (`free`), and those that would have no effect with the
+    checkpoint's other settings (--gelu of a swiglu model), are not named."""
     shown = lambda cfg: {**cfg.to_dict(), "n_kv_head": cfg.kv_heads}  # noqa: E731
     mine, theirs = shown(cfgs.model), shown(theirs_cfg)
     acts = GPTConfig.acts_with()
     moot = {k for k, (field, value) in acts.items() if theirs[field] != value}
     differ = {k: (v, theirs[k]) for k, v in mine.items() if v != theirs[k] and k not in free and k not in moot}
-    # (Without --config_file the settings are the checkpoint's own: the flags changed them.)
     return (f"{init} has another architecture than {given}: "
             + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
             + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
@@ -424,14 +423,13 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
                        for k, (_, ckpt) in differ.items()))
 
 
-def init_line(init: Path, hf: bool, vocab_size: int) -> str:
+def init_line(init: Path, hf: bool, rows: int | None, vocab_size: int) -> str:
     """What a new run from other weights (--init_from_model) says of them: the directory, for a
-    Hugging Face one the rows of a padded vocabulary left out (`vocab_size`: the tokenizer's
-    ids), and for a mypt checkpoint its step and the val loss evaluated there
+    Hugging Face one the rows of a padded vocabulary left out (`rows` its config's, `vocab_size`
+    the tokenizer's ids), and for a mypt checkpoint its step and the val loss evaluated there
     (training_state.json, when the checkpoint has one; the weights were checked as they loaded,
     this is only a report)."""
-    if hf:
-        rows = read_hf_config(init)["model"]["vocab_size"]
+    if hf:  # (its config was read: rows is its vocab_size)
         return f"init from hf:{init}" + (f" ({rows - vocab_size} embedding rows past the tokenizer's {vocab_size:,} "
                                          "ids left out: padding no id reaches)" if rows > vocab_size else "")
     try:
@@ -500,7 +498,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     model = _build_model(req, cfgs, tokenizer, device)
     _rank_streams(cfgs.train, dist)
     if cfgs.init is not None and not req.resume and dist.is_main:
-        log(init_line(cfgs.init, cfgs.hf, model.config.vocab_size))
+        log(init_line(cfgs.init, cfgs.hf, cfgs.init_rows, model.config.vocab_size))
     if len(specs) == 1 and "val" not in loader.splits and dist.is_main:  # (a mixture's loader says it itself)
         log(f"warning: --dataset_dir {specs[0].path} has no val split (prepared with --val_fraction 0?): training "
             "reports no val loss and best_val stays empty" + ("" if eval_loaders else "; add --eval_dataset_dir for one"))
