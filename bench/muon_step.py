@@ -1,8 +1,7 @@
 """Muon's optimizer step alone: torch.optim.Muon's own step (a loop over the matrices) against
-mypt's (mypt.optim.muon_step: the matrices of one shape orthogonalized in one batch), eager and
-with the iteration compiled (as training runs it where it compiles on a GPU), on the same
-model's matrices and gradients, in the same run. The fused AdamW step over the same matrices is
-printed beside them for scale.
+mypt's (mypt.optim.muon_step: the matrices of one shape orthogonalized in one batch), on the
+same model's matrices and gradients, in the same run. The fused AdamW step over the same
+matrices is printed beside them for scale.
 
     python bench/muon_step.py                       # the baby GPT's matrices (6 x 384) and 124M's (12 x 768)
     python bench/muon_step.py --sizes baby --steps 5   # quick
@@ -80,16 +79,13 @@ def main(argv: list[str] | None = None) -> None:
         shapes = sorted({tuple(p.shape) for p in matrices})
         torchs = torch.optim.Muon(matrices, lr=0.02, weight_decay=0.0, adjust_lr_fn="original")
         ours = torch.optim.Muon(matrices, lr=0.02, weight_decay=0.0, adjust_lr_fn="original")
-        ours_compiled = torch.optim.Muon(matrices, lr=0.02, weight_decay=0.0, adjust_lr_fn="original")
         adamw = torch.optim.AdamW(matrices, lr=1e-3, fused=device.type in ("cuda", "cpu"))
         with torch_iteration_on_cpu(device):
             loop = timed(torchs.step, device, args.steps)
         batched = timed(lambda: muon_step(ours), device, args.steps)
-        compiled = timed(lambda: muon_step(ours_compiled, compiled=True), device, args.steps)  # (warm-up compiles)
         fused = timed(adamw.step, device, args.steps)
         print(f"{size}: {len(matrices)} matrices of {len(shapes)} shapes | torch.optim.Muon {loop:8.2f} | "
-              f"mypt batched {batched:8.2f} ({loop / batched:.1f}x faster) | compiled {compiled:8.2f} "
-              f"({loop / compiled:.1f}x faster) | fused AdamW {fused:6.2f}", flush=True)
+              f"mypt batched {batched:8.2f} ({loop / batched:.1f}x faster) | fused AdamW {fused:6.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,8 @@ one `MuonAdamW`, so the fit loop, GradScaler, checkpoints and DDP keep seeing on
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import ChainMap
-
 import torch
 
 from mypt.config import TrainConfig
@@ -60,9 +58,7 @@ def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.
                             momentum=cfg.muon_momentum, weight_decay=cfg.muon_decay, adjust_lr_fn="original")
     for group in muon.param_groups:
         group["muon"] = True  # (saved with the groups: set_lr and a resume tell the kinds apart)
-    # The iteration compiles where the model does on a GPU; on the CPU its matmuls are the cost, not launches.
-    return MuonAdamW(_adamw([p for n, p in named if n not in muon_names], cfg, device), muon,
-                     compiled=device.type == "cuda" and cfg.compiles_on(device.type))
+    return MuonAdamW(_adamw([p for n, p in named if n not in muon_names], cfg, device), muon)
 
 
 def muon_lr(lr: float, cfg: TrainConfig) -> float:
@@ -114,11 +110,10 @@ class _States(ChainMap):
 class MuonAdamW(torch.optim.Optimizer):
     """AdamW and Muon as one optimizer: its param_groups are AdamW's then Muon's (the same
     dicts: a learning rate set here is set there), step steps both, and state_dict is that of
-    one optimizer over those groups (what checkpoint.save flattens). `compiled`: Muon's
-    iteration through torch.compile (muon_step)."""
+    one optimizer over those groups (what checkpoint.save flattens)."""
 
-    def __init__(self, adamw: torch.optim.AdamW, muon: torch.optim.Optimizer, compiled: bool = False):
-        self.adamw, self.muon, self.compiled = adamw, muon, compiled
+    def __init__(self, adamw: torch.optim.AdamW, muon: torch.optim.Optimizer):
+        self.adamw, self.muon = adamw, muon
         super().__init__([{"params": g["params"]} for g in adamw.param_groups + muon.param_groups], {})
         self._link()
 
@@ -134,7 +129,7 @@ class MuonAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self.adamw.step()
-        muon_step(self.muon, self.compiled)
+        muon_step(self.muon)
         return loss
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -156,49 +151,33 @@ class MuonAdamW(torch.optim.Optimizer):
 BATCH_ELEMENTS = 1 << 26
 
 
-def orthogonalize(stack: torch.Tensor, group: dict, compiled: bool = False) -> torch.Tensor:
+def orthogonalize(stack: torch.Tensor, group: dict) -> torch.Tensor:
     """Muon's quintic Newton-Schulz iteration, torch.optim.Muon's, on a stack (n, rows, cols) of
     matrices of one shape: each product is one batched matmul for all n. In bfloat16 as torch
     runs it, except on the CPU: in float32 there, which a CPU without AMX or AVX512-BF16
     multiplies 24x faster than bfloat16 (the demo model's 16 matrices: 32 against 767 ms; with
     AVX512-BF16 bfloat16 would be faster, ~10 against 16 ms on a Zen 4 EPYC: not taken yet, it
-    would change every CPU run's numbers). `compiled`: through torch.compile (one compilation
-    per stack shape), as muon_step runs it where training compiles on a GPU."""
-    iterate = _compiled_iteration() if compiled else _iterate
-    return iterate(stack, tuple(group["ns_coefficients"]), int(group["ns_steps"]), float(group["eps"]))
-
-
-def _iterate(stack: torch.Tensor, coefficients: tuple, steps: int, eps: float) -> torch.Tensor:
-    a, b, c = coefficients
+    would change every CPU run's numbers)."""
+    a, b, c = group["ns_coefficients"]
     x = stack.to(torch.float32 if stack.device.type == "cpu" else torch.bfloat16)
     tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the wide side: its Gram matrix is the smaller one
         x = x.mT
-    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)  # spectral norm at most 1
-    for _ in range(steps):
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=group["eps"])  # spectral norm at most 1
+    for _ in range(group["ns_steps"]):
         gram = x @ x.mT
         x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.mT if tall else x
 
 
-@functools.cache
-def _compiled_iteration():
-    """_iterate compiled. On a GPU the iteration's work is small and its ~20 kernels a shape are
-    launched one by one from Python: at the baby GPT's size the eager step took 3.1 ms against
-    the model's own few milliseconds, with the GPU waiting on the launches (bench/muon_step.py).
-    Compiled, the casts, norm and scalings fuse and the launches leave Python."""
-    return torch.compile(_iterate, dynamic=False)
-
-
 @torch.no_grad()
-def muon_step(muon: torch.optim.Optimizer, compiled: bool = False) -> None:
+def muon_step(muon: torch.optim.Optimizer) -> None:
     """One step of torch.optim.Muon's algorithm over its own groups and state (momentum_buffer:
     checkpoints and resumes are torch's), with the matrices of one shape orthogonalized
     together. torch's step loops over the matrices, ~20 kernels each: on a GPU those launches
     took longer than the model's own step at nanoGPT's baby size (33 against 12 ms, H200).
     The update equals torch's per matrix: nesterov momentum, decoupled weight decay, the
-    learning rate scaled by the shape as adjust_lr_fn says (_lr_scale). `compiled`: the
-    iteration through torch.compile (orthogonalize)."""
+    learning rate scaled by the shape as adjust_lr_fn says (_lr_scale)."""
     for group in muon.param_groups:
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
@@ -220,7 +199,7 @@ def muon_step(muon: torch.optim.Optimizer, compiled: bool = False) -> None:
             for start in range(0, len(index), per_batch):
                 part = index[start:start + per_batch]
                 # Whole matrices (a shard of FSDP's gathered: orthogonalizing is not row by row).
-                ortho = orthogonalize(torch.stack([full(updates[i]) for i in part]), group, compiled).to(dtype)
+                ortho = orthogonalize(torch.stack([full(updates[i]) for i in part]), group).to(dtype)
                 torch._foreach_add_([params[i] for i in part],
                                     [_like(o, params[i]) for o, i in zip(ortho.unbind(0), part)],
                                     alpha=-lr * _lr_scale(group["adjust_lr_fn"], rows, cols))

@@ -120,32 +120,6 @@ def test_orthogonalize_is_torchs_iteration_for_a_whole_stack_in_float32_on_the_c
             assert values.min() > 0.5 and values.max() < 1.5
 
 
-def test_the_compiled_iteration_is_the_eager_one_and_runs_where_training_compiles_on_a_gpu():
-    """On a GPU the iteration goes through torch.compile when training compiles (launches are
-    its cost there); the compiled iteration (here inductor's CPU code) gives the eager one's
-    matrices, and a step with it the eager step's weights."""
-    torch.manual_seed(0)
-    for shape in ((48, 16), (16, 48)):
-        stack = torch.randn(3, *shape)
-        assert torch.allclose(orthogonalize(stack, NS, compiled=True), orthogonalize(stack, NS), atol=1e-5)
-    model = tiny_model(tokenizer())
-    assert configure_optimizer(model, config(), torch.device("cuda")).compiled  # (built, never stepped)
-    assert not configure_optimizer(model, config(compile=False), torch.device("cuda")).compiled
-    assert not configure_optimizer(model, config(compile=True), CPU).compiled  # CPU: the matmuls are the cost
-    eager, compiled = tiny_model(tokenizer()), tiny_model(tokenizer())
-    steppers = [configure_optimizer(m, config(), CPU) for m in (eager, compiled)]
-    steppers[1].compiled = True
-    torch.manual_seed(1)
-    for _ in range(2):
-        for (_, p), (_, q) in zip(eager.named_parameters(), compiled.named_parameters()):
-            p.grad = torch.randn_like(p)
-            q.grad = p.grad.clone()
-        for stepper in steppers:
-            stepper.step()
-    for (name, p), (_, q) in zip(eager.named_parameters(), compiled.named_parameters()):
-        assert torch.allclose(p, q, atol=1e-5), name
-
-
 @pytest.mark.parametrize("batch_elements, adjust_lr_fn, nesterov", [
     (optim.BATCH_ELEMENTS, "original", True),  # mypt's settings
     (1, "original", True),  # each matrix a batch of its own
