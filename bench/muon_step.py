@@ -1,7 +1,9 @@
 """Muon's optimizer step alone: torch.optim.Muon's own step (a loop over the matrices) against
-mypt's (mypt.optim.muon_step: the matrices of one shape orthogonalized in one batch), on the
-same model's matrices and gradients, in the same run. The fused AdamW step over the same
-matrices is printed beside them for scale.
+mypt's (mypt.optim.muon_step: the matrices of one shape orthogonalized in one batch) and, on a
+GPU, mypt's step replayed from a CUDA graph (mypt.optim.MuonGraph, --cuda_graphs), on the same
+model's matrices and gradients, in the same run. The fused AdamW step over the same matrices is
+printed beside them for scale, and how far the graph's matrices are from the eager step's after
+the same steps (a check that the graph replays the step).
 
     python bench/muon_step.py                       # the baby GPT's matrices (6 x 384) and 124M's (12 x 768)
     python bench/muon_step.py --sizes baby --steps 5   # quick
@@ -23,7 +25,7 @@ import torch
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # a plain checkout; PYTHONPATH or an install wins
 
 from mypt.model import GPT, GPTConfig  # noqa: E402
-from mypt.optim import muon_parameter_names, muon_step, orthogonalize  # noqa: E402
+from mypt.optim import MuonGraph, muon_parameter_names, muon_step, orthogonalize  # noqa: E402
 
 SIZES = {"tiny": dict(n_layer=2, n_head=2, n_embd=32), "baby": dict(n_layer=6, n_head=6, n_embd=384),
          "124M": dict(n_layer=12, n_head=12, n_embd=768)}
@@ -83,10 +85,29 @@ def main(argv: list[str] | None = None) -> None:
         with torch_iteration_on_cpu(device):
             loop = timed(torchs.step, device, args.steps)
         batched = timed(lambda: muon_step(ours), device, args.steps)
+        graphed = "        -" if device.type != "cuda" else graph_column(matrices, device, args.steps, loop)
         fused = timed(adamw.step, device, args.steps)
         print(f"{size}: {len(matrices)} matrices of {len(shapes)} shapes | torch.optim.Muon {loop:8.2f} | "
-              f"mypt batched {batched:8.2f} ({loop / batched:.1f}x faster) | fused AdamW {fused:6.2f}", flush=True)
+              f"mypt batched {batched:8.2f} ({loop / batched:.1f}x faster) | CUDA graph {graphed} | "
+              f"fused AdamW {fused:6.2f}", flush=True)
 
+
+def graph_column(matrices: list, device: torch.device, steps: int, loop_ms: float) -> str:
+    """MuonGraph's ms per step (its warm-up and capture before the timing), and the largest
+    difference from the eager step's matrices after the same steps from the same start."""
+    start = [p.detach().clone() for p in matrices]
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in matrices]
+    for c, p in zip(copies, matrices):
+        c.grad = p.grad
+    graph, eager = MuonGraph(), torch.optim.Muon(copies, lr=0.02, weight_decay=0.1, adjust_lr_fn="original")
+    on_graph = torch.optim.Muon(matrices, lr=0.02, weight_decay=0.1, adjust_lr_fn="original")
+    for _ in range(MuonGraph.WARM + 2):  # warm-up, capture, replays
+        graph.step(on_graph)
+        muon_step(eager)
+    diff = max((p - c).abs().max().item() for p, c in zip(matrices, copies))
+    moved = max((p - s).abs().max().item() for p, s in zip(matrices, start))
+    ms = timed(lambda: graph.step(on_graph), device, steps)
+    return f"{ms:8.2f} ({loop_ms / ms:.1f}x faster; matrices within {diff:.1e} of eager's, moved {moved:.1e})"
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -138,6 +138,40 @@ def profile_step(size, recipe, tokens, tokenizer, device: str, steps: int = 12) 
     return prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=70)
 
 
+def python_profile(size, recipe, tokens, tokenizer, device: str, warm: int = 20, steps: int = 100) -> str:
+    """cProfile over `steps` training steps (after `warm`, the compile among them): where the
+    host's time goes between and inside steps, Python function by function. Time the host
+    waits for the GPU shows in the step's one sync (train's _forward_backward: tolist); a step
+    bound by the host shows elsewhere."""
+    import cProfile
+    import io
+    import pstats
+
+    from mypt.train import fit
+
+    model, cfg, loader = build(size, recipe, tokens, tokenizer, device, max_iters=warm + steps, eval_interval=10**9,
+                               eval_iters=1, log_interval=1, checkpoint_minutes=0.0)
+    prof, marks = cProfile.Profile(), []
+
+    def on_metrics(step: int, m: dict) -> None:
+        if "train_loss" not in m:
+            return
+        if step == warm:
+            marks.append(time.perf_counter())
+            prof.enable()
+        elif step == warm + steps:
+            prof.disable()
+            marks.append(time.perf_counter())
+
+    fit(model, loader, config=cfg, log=lambda line: None, on_metrics=on_metrics)
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("cumulative").print_stats(30)
+    stats.sort_stats("tottime").print_stats(15)
+    per_step = (marks[1] - marks[0]) / steps * 1e3 if len(marks) == 2 else float("nan")
+    return f"{steps} steps at {per_step:.1f} ms/step under cProfile\n" + out.getvalue()
+
+
 def time_to(curve: list[tuple[float, float]], loss: float) -> float | None:
     """The first time the curve reaches `loss`, interpolated between evaluations; None if never."""
     prev = None
@@ -161,23 +195,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", type=float, action="append", default=[],
                     help="also print the time each recipe takes to reach this val loss (repeatable), "
                          "e.g. 1.47 for the baby GPT, nanoGPT's figure")
+    ap.add_argument("--cuda_graphs", action="store_true",
+                    help="every recipe with --cuda_graphs (its steps replayed from CUDA graphs; a GPU)")
     ap.add_argument("--profile", action="store_true",
-                    help="instead of training: torch.profiler's table of three steps of each recipe")
+                    help="instead of training: torch.profiler's table of three steps of each recipe, then "
+                         "cProfile's of 100 steps (where the host's time goes)")
     args = ap.parse_args(argv)
     size, names = SIZES[args.size], args.recipes.split(",")
+    recipes = {name: {"model": RECIPES[name]["model"],
+                      "train": {**RECIPES[name]["train"], **({"cuda_graphs": True} if args.cuda_graphs else {})}}
+               for name in names}
     budget = args.budget_s or size["budget_s"]
     tokens, tokenizer = shakespeare_tokens()
     if args.profile:
         for name in names:
-            print(f"{name}: {RECIPES[name]}, three steps of {size['model']}\n"
-                  + profile_step(size, RECIPES[name], tokens, tokenizer, args.device), flush=True)
+            print(f"{name}: {recipes[name]}, three steps of {size['model']}\n"
+                  + profile_step(size, recipes[name], tokens, tokenizer, args.device), flush=True)
+            print(f"{name}: the host's time (cProfile)\n"
+                  + python_profile(size, recipes[name], tokens, tokenizer, args.device), flush=True)
         return
     print(f"{args.size}: {size['model']}, batch {size['train']['batch_size']}, {len(tokens):,} char tokens, "
           f"{budget:.0f} s per recipe on {args.device} ({torch.get_num_threads()} threads)", flush=True)
     curves = {}
     for name in names:
-        print(f"{name}: {RECIPES[name]}", flush=True)
-        curves[name] = train_for(budget, size, RECIPES[name], tokens, tokenizer, args.device, args.points)
+        print(f"{name}: {recipes[name]}", flush=True)
+        curves[name] = train_for(budget, size, recipes[name], tokens, tokenizer, args.device, args.points)
     print("\nval loss against wall time (s)")
     for name, curve in curves.items():
         print(f"  {name:>8}: " + "  ".join(f"{t:.0f}s {v:.3f}" for t, v in curve))

@@ -296,6 +296,12 @@ class TrainConfig(Settings):
                                          "with CUDA, where the compiled 124M model trains at about twice the "
                                          "eager MFU after a warm-up of a minute or so; off on the CPU, where "
                                          "compiling costs more than it gains in short runs). --no_compile: eager.")
+    cuda_graphs: bool = setting(False, "Replay each training step from CUDA graphs: the compiled model's (torch.compile "
+                                       "mode reduce-overhead) and Muon's step. For small models, whose steps wait "
+                                       "on the host launching kernels rather than on the GPU (the baby GPT on an "
+                                       "H200: see README 'The modern recipe'). CUDA with the compiled model, one "
+                                       "process, no gradient accumulation; more GPU memory. Without CUDA or "
+                                       "compile it does nothing.")
     seed: int = seed_setting("Seed of initialization and of the batch sampler.")
 
     def __post_init__(self):
@@ -309,6 +315,13 @@ class TrainConfig(Settings):
             raise SettingError(f"training settings learning_rate x weight_decay ({self.learning_rate:g} x "
                                f"{self.weight_decay:g}) must be below 1: each step scales the weights by 1 minus it",
                                ("learning_rate", "weight_decay"))
+        # A graph's gradients live in its own memory, which its next replay (the next micro-step) overwrites.
+        if self.cuda_graphs and self.gradient_accumulation_steps > 1:
+            raise SettingError(f"training setting cuda_graphs takes no gradient accumulation (gradient_accumulation_steps "
+                               f"{self.gradient_accumulation_steps}): a CUDA graph's next micro-step would overwrite the "
+                               f"gradients it accumulates into; hold the batch in one micro-step (batch_size "
+                               f"{self.batch_size * self.gradient_accumulation_steps}) or leave cuda_graphs off",
+                               ("cuda_graphs", "gradient_accumulation_steps"))
         if self.optimizer == "muon" and self.muon_learning_rate * self.muon_decay >= 1:
             fields = ("muon_learning_rate", "muon_weight_decay" if self.muon_weight_decay is not None else "weight_decay")
             raise SettingError(f"training settings {' x '.join(fields)} ({self.muon_learning_rate:g} x "
@@ -324,6 +337,14 @@ class TrainConfig(Settings):
         """Whether training compiles: --compile / --no_compile, else on with CUDA only. Read
         when a run starts, so a run resumed on another device gets that device's default."""
         return self.compile if self.compile is not None else device_type == "cuda"
+
+    def cuda_graphs_on(self, device_type: str) -> bool:
+        """Whether the steps replay from CUDA graphs: --cuda_graphs, on CUDA, compiled."""
+        return self.cuda_graphs and device_type == "cuda" and self.compiles_on(device_type)
+
+    def compile_mode(self, device_type: str) -> str | None:
+        """torch.compile's mode for training: reduce-overhead (CUDA graphs) with cuda_graphs_on."""
+        return "reduce-overhead" if self.cuda_graphs_on(device_type) else None
 
     @property
     def muon_decay(self) -> float:

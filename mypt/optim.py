@@ -58,7 +58,8 @@ def configure_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.
                             momentum=cfg.muon_momentum, weight_decay=cfg.muon_decay, adjust_lr_fn="original")
     for group in muon.param_groups:
         group["muon"] = True  # (saved with the groups: set_lr and a resume tell the kinds apart)
-    return MuonAdamW(_adamw([p for n, p in named if n not in muon_names], cfg, device), muon)
+    return MuonAdamW(_adamw([p for n, p in named if n not in muon_names], cfg, device), muon,
+                     graphed=cfg.cuda_graphs_on(device.type))
 
 
 def muon_lr(lr: float, cfg: TrainConfig) -> float:
@@ -112,8 +113,9 @@ class MuonAdamW(torch.optim.Optimizer):
     dicts: a learning rate set here is set there), step steps both, and state_dict is that of
     one optimizer over those groups (what checkpoint.save flattens)."""
 
-    def __init__(self, adamw: torch.optim.AdamW, muon: torch.optim.Optimizer):
+    def __init__(self, adamw: torch.optim.AdamW, muon: torch.optim.Optimizer, graphed: bool = False):
         self.adamw, self.muon = adamw, muon
+        self.graph = MuonGraph() if graphed else None  # Muon's step from a CUDA graph (--cuda_graphs)
         super().__init__([{"params": g["params"]} for g in adamw.param_groups + muon.param_groups], {})
         self._link()
 
@@ -129,7 +131,10 @@ class MuonAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self.adamw.step()
-        muon_step(self.muon)
+        if self.graph is not None:
+            self.graph.step(self.muon)
+        else:
+            muon_step(self.muon)
         return loss
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -178,31 +183,100 @@ def muon_step(muon: torch.optim.Optimizer) -> None:
     took longer than the model's own step at nanoGPT's baby size (33 against 12 ms, H200).
     The update equals torch's per matrix: nesterov momentum, decoupled weight decay, the
     learning rate scaled by the shape as adjust_lr_fn says (_lr_scale)."""
-    for group in muon.param_groups:
-        params = [p for p in group["params"] if p.grad is not None]
-        if not params:
-            continue
-        grads = [p.grad for p in params]
-        for p in params:
-            if "momentum_buffer" not in muon.state[p]:
-                muon.state[p]["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
-        bufs = [muon.state[p]["momentum_buffer"] for p in params]
-        lr, momentum = float(group["lr"]), group["momentum"]  # (torch lets lr be a one-element tensor)
-        torch._foreach_lerp_(bufs, grads, 1 - momentum)
-        updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
-        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-        by_shape: dict[tuple, list[int]] = {}
-        for i, p in enumerate(params):
-            by_shape.setdefault((tuple(p.shape), p.dtype), []).append(i)
-        for ((rows, cols), dtype), index in by_shape.items():
-            per_batch = max(1, BATCH_ELEMENTS // (rows * cols))
-            for start in range(0, len(index), per_batch):
-                part = index[start:start + per_batch]
-                # Whole matrices (a shard of FSDP's gathered: orthogonalizing is not row by row).
-                ortho = orthogonalize(torch.stack([full(updates[i]) for i in part]), group).to(dtype)
-                torch._foreach_add_([params[i] for i in part],
-                                    [_like(o, params[i]) for o, i in zip(ortho.unbind(0), part)],
-                                    alpha=-lr * _lr_scale(group["adjust_lr_fn"], rows, cols))
+    for group, params in _stepped(muon):
+        _update(params, [p.grad for p in params], _momentum_buffers(muon, params), group, float(group["lr"]))
+
+
+def _stepped(muon: torch.optim.Optimizer) -> list[tuple[dict, list[torch.Tensor]]]:
+    """Each group with its parameters that have a gradient (the groups without any left out)."""
+    stepped = [(group, [p for p in group["params"] if p.grad is not None]) for group in muon.param_groups]
+    return [(group, params) for group, params in stepped if params]
+
+
+def _momentum_buffers(muon: torch.optim.Optimizer, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    for p in params:
+        if "momentum_buffer" not in muon.state[p]:
+            muon.state[p]["momentum_buffer"] = torch.zeros_like(p.grad, memory_format=torch.preserve_format)
+    return [muon.state[p]["momentum_buffer"] for p in params]
+
+
+def _update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor], group: dict,
+            lr: float | torch.Tensor) -> None:
+    """One group's step (muon_step's), the rate a number, or a 0-d tensor on the GPU that a
+    CUDA graph reads when it replays (MuonGraph)."""
+    momentum = group["momentum"]
+    torch._foreach_lerp_(bufs, grads, 1 - momentum)
+    updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
+    torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+    by_shape: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        by_shape.setdefault((tuple(p.shape), p.dtype), []).append(i)
+    for ((rows, cols), dtype), index in by_shape.items():
+        per_batch = max(1, BATCH_ELEMENTS // (rows * cols))
+        step = -lr * _lr_scale(group["adjust_lr_fn"], rows, cols)
+        for start in range(0, len(index), per_batch):
+            part = index[start:start + per_batch]
+            # Whole matrices (a shard of FSDP's gathered: orthogonalizing is not row by row).
+            ortho = orthogonalize(torch.stack([full(updates[i]) for i in part]), group).to(dtype)
+            deltas = [_like(o, params[i]) for o, i in zip(ortho.unbind(0), part)]
+            if isinstance(step, torch.Tensor):  # (foreach_add_ takes its alpha as a number only)
+                torch._foreach_add_([params[i] for i in part], torch._foreach_mul(deltas, step))
+            else:
+                torch._foreach_add_([params[i] for i in part], deltas, alpha=step)
+
+
+class MuonGraph:
+    """muon_step replayed from one CUDA graph (--cuda_graphs): the step's ~100 kernels cost the
+    host ~3 ms to launch one by one, where the GPU does them in well under one (the baby GPT on
+    an H200). The graph reads the gradients from buffers of its own (copied in each step) and
+    the rates from 0-d tensors (filled each step); the matrices and momentum buffers it updates
+    in place are the optimizer's own, so checkpoints and resumes see them as ever. The first
+    WARM steps after a change (the first step, a resume's new state, other hyperparameters)
+    run the same kernels unrecorded, as a capture needs, then the graph is recorded."""
+
+    WARM = 3
+
+    def __init__(self):
+        self.key, self.held, self.graph, self.warm, self.rates, self.grads = None, None, None, 0, [], []
+
+    @torch.no_grad()
+    def step(self, muon: torch.optim.Optimizer) -> None:
+        stepped = _stepped(muon)
+        if not stepped:
+            return None
+        if any(hasattr(p, "device_mesh") for _, params in stepped for p in params):
+            return muon_step(muon)  # (FSDP's shards: gathering is a collective, not captured)
+        bufs = [_momentum_buffers(muon, params) for _, params in stepped]
+        key = tuple((tuple(map(id, params)), tuple(map(id, b)),
+                     *(repr(group[k]) for k in ("momentum", "nesterov", "weight_decay", "ns_coefficients",
+                                                 "ns_steps", "eps", "adjust_lr_fn")))
+                    for (group, params), b in zip(stepped, bufs))
+        if key != self.key:  # what the graph would have baked in changed: record it anew
+            device = stepped[0][1][0].device
+            # (Held, the tensors whose ids the key names stay alive: no new tensor can take an id.)
+            self.key, self.held, self.graph, self.warm = key, (stepped, bufs), None, 0
+            self.rates = [torch.zeros((), device=device) for _ in stepped]
+        for rate, (group, _) in zip(self.rates, stepped):
+            rate.fill_(float(group["lr"]))
+        if self.graph is None and self.warm < self.WARM:
+            self.warm += 1
+            side = torch.cuda.Stream()  # warm-up on a side stream, as capturing wants
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for (group, params), b, rate in zip(stepped, bufs, self.rates):
+                    _update(params, [p.grad for p in params], b, group, rate)
+            torch.cuda.current_stream().wait_stream(side)
+            return None
+        if self.graph is None:
+            self.grads = [[torch.empty_like(p.grad) for p in params] for _, params in stepped]
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                for (group, params), grads, b, rate in zip(stepped, self.grads, bufs, self.rates):
+                    _update(params, grads, b, group, rate)
+        for (_, params), grads in zip(stepped, self.grads):
+            torch._foreach_copy_(grads, [p.grad for p in params])
+        self.graph.replay()
+        return None
 
 
 def _like(update: torch.Tensor, param: torch.Tensor) -> torch.Tensor:

@@ -149,7 +149,7 @@ def compiled(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     if unwrap(model) is not model or getattr(model, "_compiled_call_impl", None) is not None or is_sharded(model):
         return model  # (compiled in place by nn.Module.compile: _compiled_call_impl)
     device = next(model.parameters()).device
-    return torch.compile(model) if cfg.compiles_on(device.type) else model
+    return torch.compile(model, mode=cfg.compile_mode(device.type)) if cfg.compiles_on(device.type) else model
 
 
 def check_optimizer(model: torch.nn.Module, optimizer) -> None:
@@ -218,6 +218,7 @@ class _Run:
         self.eval_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.device = next(self.raw.parameters()).device
         self.amp = run_autocast(cfg, self.device, resume_state, dist, log)
+        self.graphs = cfg.cuda_graphs_on(self.device.type)
         self.optimizer = optimizer or configure_optimizer(self.raw, cfg, self.device)
         # Muon's rate is logged where the optimizer has Muon's groups (not where cfg says muon
         # and the optimizer passed is another).
@@ -282,6 +283,9 @@ class _Run:
         if isinstance(getattr(loader, "config", None), TrainConfig) and cfg.batch_size != loader.batch_size:
             self.log(f"warning: fit's config has batch_size {cfg.batch_size}, its data loader {loader.batch_size}: "
                      f"batches of {loader.batch_size} train (build the loader with the config you pass fit)")
+        if cfg.cuda_graphs and not self.graphs:
+            self.log(f"warning: --cuda_graphs does nothing here: it needs CUDA and the compiled model (device "
+                     f"{self.device.type}, compile {cfg.compiles_on(self.device.type)})")
         # A preset's or a base model's warmup in a short run (said when the run starts).
         if 0 < cfg.max_iters <= cfg.warmup_iters and not self.resume_state:
             self.log(f"warning: warmup_iters {cfg.warmup_iters} >= max_iters {cfg.max_iters}: the learning rate "
@@ -347,6 +351,8 @@ class _Run:
         sampler_at_start, rng_at_start = self.sampler_before_batch, _rng_state(self.device)
         lr = get_lr(step, cfg)
         set_lr(self.optimizer, lr, cfg)
+        if self.graphs:  # a new step: the graphs' outputs of the last one are done with
+            torch.compiler.cudagraph_mark_step_begin()
         values = self._forward_backward()
         loss_now = values[1]  # the step's: the mean over its micro-steps (this rank's batches)
         if self.failed is None and not all(map(math.isfinite, values)):

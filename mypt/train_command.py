@@ -557,6 +557,9 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     train_cfg = cfgs.train
     compiled = train_cfg.compiles_on(device.type)
     sharded = dist.world_size > 1 and req.parallel == "fsdp"
+    if train_cfg.cuda_graphs_on(device.type) and dist.world_size > 1:  # (DDP's and FSDP's collectives are not captured)
+        raise ConfigError(f"--cuda_graphs: one process only, this run has {dist.world_size} under torchrun; "
+                          "leave --cuda_graphs off")
     if sharded:  # before the optimizer, which then holds the shards
         _shard(model, req, cfgs, ckpt_dir, device, dist, compiled)
     optimizer = configure_optimizer(model, train_cfg, device)
@@ -574,7 +577,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
             + _changed_on_resume(saved_training, train_cfg, resume_state["step"])
             + _data_changed(saved_config.get("dataset_dir"), _data_record(specs), saved_config.get("dataset_sha256"),
                             data_sums, specs))
-    train_model = torch.compile(model) if compiled and not sharded else model
+    train_model = torch.compile(model, mode=train_cfg.compile_mode(device.type)) if compiled and not sharded else model
     if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -120,6 +120,60 @@ def test_orthogonalize_is_torchs_iteration_for_a_whole_stack_in_float32_on_the_c
             assert values.min() > 0.5 and values.max() < 1.5
 
 
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_the_step_a_cuda_graph_records_is_the_eager_step(nesterov):
+    """MuonGraph records optim._update with the rates as 0-d tensors (a graph reads them at each
+    replay; a number would be baked in). The same steps with the rate as a tensor give the
+    eager step's matrices and momentum. (The graph itself needs CUDA: bench/muon_step.py
+    compares it with the eager step on a GPU.)"""
+    from mypt.optim import _momentum_buffers, _stepped, _update, muon_step
+
+    eager_model, tensor_model = tiny_model(tokenizer(), n_layer=2), tiny_model(tokenizer(), n_layer=2)
+    eager, by_tensor = (configure_optimizer(m, config(weight_decay=0.1), CPU).muon for m in (eager_model, tensor_model))
+    torch.manual_seed(1)
+    for lr in (0.02, 0.01, 0.005):  # a rate that changes, as the schedule's does
+        for (_, p), (_, q) in zip(eager_model.named_parameters(), tensor_model.named_parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        for group in eager.param_groups + by_tensor.param_groups:
+            group.update(lr=lr, nesterov=nesterov)
+        muon_step(eager)
+        for group, params in _stepped(by_tensor):
+            with torch.no_grad():  # (as MuonGraph.step runs it)
+                    _update(params, [p.grad for p in params], _momentum_buffers(by_tensor, params), group,
+                        torch.tensor(float(group["lr"])))
+    for (name, p), (_, q) in zip(eager_model.named_parameters(), tensor_model.named_parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6), name
+        if p in eager.state:
+            assert torch.equal(eager.state[p]["momentum_buffer"], by_tensor.state[q]["momentum_buffer"]), name
+
+
+def test_cuda_graphs_are_for_compiled_single_micro_step_runs_on_cuda():
+    assert config(cuda_graphs=True).cuda_graphs_on("cuda")
+    assert config(cuda_graphs=True).compile_mode("cuda") == "reduce-overhead"
+    assert not config(cuda_graphs=True, compile=False).cuda_graphs_on("cuda")
+    assert not config(cuda_graphs=True, compile=True).cuda_graphs_on("cpu")
+    assert config().compile_mode("cuda") is None
+    model = tiny_model(tokenizer())
+    assert isinstance(configure_optimizer(model, config(cuda_graphs=True), torch.device("cuda")).graph, optim.MuonGraph)
+    assert configure_optimizer(model, config(cuda_graphs=True), CPU).graph is None
+    with pytest.raises(ValueError, match=r"cuda_graphs takes no gradient accumulation \(gradient_accumulation_steps 4\)"
+                                         r".*batch_size 48\) or leave cuda_graphs off"):
+        config(cuda_graphs=True, gradient_accumulation_steps=4, batch_size=12)
+
+
+def test_cuda_graphs_on_the_cpu_trains_as_without_and_says_it_does_nothing(tmp_path):
+    tok = tokenizer()
+    lines = []
+    fit(tiny_model(tok), loader(tok), config=config(cuda_graphs=True, max_iters=2, lr_decay_iters=2),
+        checkpoint_dir=tmp_path / "with", tokenizer=tok, log=lines.append)
+    fit(tiny_model(tok), loader(tok), config=config(max_iters=2, lr_decay_iters=2), checkpoint_dir=tmp_path / "without",
+        tokenizer=tok, log=lambda line: None)
+    assert "warning: --cuda_graphs does nothing here: it needs CUDA and the compiled model (device cpu, compile False)" \
+        in lines
+    assert (tmp_path / "with" / "model.safetensors").read_bytes() == (tmp_path / "without" / "model.safetensors").read_bytes()
+
+
 @pytest.mark.parametrize("batch_elements, adjust_lr_fn, nesterov", [
     (optim.BATCH_ELEMENTS, "original", True),  # mypt's settings
     (1, "original", True),  # each matrix a batch of its own
