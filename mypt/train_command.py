@@ -128,13 +128,16 @@ def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], 
 
 
 def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
-    """A warning for each flag given that changes nothing in this run (--muon_learning_rate with
-    AdamW, --rope_theta with learned positions): said, not silently ignored."""
+    """A warning for each flag given, or setting a --config_file names, that changes nothing in
+    this run (--muon_learning_rate with AdamW, --rope_theta with learned positions): said, not
+    silently ignored."""
     settings = {**cfgs.model.to_dict(), **cfgs.train.to_dict()}
     acts_with = {**type(cfgs.train).acts_with(), **type(cfgs.model).acts_with()}
-    return [f"warning: --{name} has no effect: it acts with --{other} {value}, this run has --{other} "
+    given = {**{name: f"{name} in --config_file {cfgs.source}" for name in cfgs.file_names},
+             **{name: f"--{name}" for name, value in overrides.items() if value is not None}}
+    return [f"warning: {given[name]} has no effect: it acts with --{other} {value}, this run has --{other} "
             f"{settings[other]}" for name, (other, value) in acts_with.items()
-            if overrides.get(name) is not None and settings[other] != value]
+            if name in given and settings[other] != value]
 
 
 def text_tokens(text: str, tokenizer: Tokenizer) -> np.ndarray:
@@ -295,6 +298,7 @@ class _Configs:
     hf: bool  # init is an hf:DIR
     saved_init: str | None  # --resume: where the run's weights first came from
     init_rows: int | None  # the embedding rows init's config says (an hf:DIR's may pad past the ids)
+    file_names: frozenset = frozenset()  # the settings a --config_file names
 
 
 def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool]:
@@ -318,12 +322,14 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     init, hf = _start_from(req, ckpt_dir)
     saved = (read_hf_config(init) if hf else checkpoint.read_config(init)) if init is not None else None
     saved_init = saved.get("init_from_model") if req.resume else None  # (the provenance it recorded)
-    model_source = None
+    model_source, file_names = None, frozenset()
     if saved is not None and not req.config_file:  # continue with the checkpoint's own settings
         model_d, train_d, source = dict(saved["model"]), saved.get("training", {}), f"{init}/config.json"
     else:
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
         model_d, train_d, source = load_config_file(preset)
+        # (A user's file, not a preset: a preset's gelu under --mlp relu2 is no choice of theirs.)
+        file_names = frozenset(model_d) | frozenset(train_d) if not source.startswith("preset ") else frozenset()
         if saved is not None:
             # From a model's weights, a config file gives the training settings and the model
             # settings it names; the others are the model's. Its defaults in their place turned
@@ -344,7 +350,7 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source, flags=overrides)
     model_cfg = GPTConfig.from_dict(model_d, model_source or source, flags=model_flags)
     return _Configs(model_cfg, train_cfg, source, init, hf, saved_init,
-                    saved["model"].get("vocab_size") if saved is not None else None)
+                    saved["model"].get("vocab_size") if saved is not None else None, file_names)
 
 
 def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:

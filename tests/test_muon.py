@@ -339,3 +339,18 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
                  log=lines.append, read_text=read_input_text)
     assert [line for line in lines if line.startswith("warning: --")] == [
         "warning: --gelu has no effect: it acts with --mlp gelu, this run has --mlp relu2"]
+    # A setting a config file names is said too (a flag that overrides the file is named as the flag).
+    config = tmp_path / "mine.json"
+    config.write_text(json.dumps({"model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16,
+                                            "rope_scaling": "llama3:factor=8,low_freq_factor=1,high_freq_factor=4,"
+                                                            "original_max_position_embeddings=8"},
+                                  "training": {"muon_learning_rate": 0.05, "batch_size": 4, "warmup_iters": 0}}))
+    lines.clear()
+    run_training(RunSettings(model_name="m3", input_file=tmp_path / "t.txt", tokenization="char",
+                             config_file=str(config), checkpoints_dir=tmp_path / "ck"),
+                 {"device": "cpu", "max_iters": 1, "muon_learning_rate": 0.03}, log=lines.append,
+                 read_text=read_input_text)
+    assert [line for line in lines if line.startswith("warning: ")] == [
+        "warning: --muon_learning_rate has no effect: it acts with --optimizer muon, this run has --optimizer adamw",
+        f"warning: rope_scaling in --config_file {config} has no effect: it acts with --position rope, this run has "
+        "--position learned"]
