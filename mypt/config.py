@@ -123,6 +123,19 @@ def rope_scaling_text(value) -> str:
     return "llama3:" + ",".join(f"{k}={params[k]!r}" for k in ROPE_SCALING_KEYS)
 
 
+def rope_scaling_from_object(mapping: dict) -> str:
+    """A scaling in Hugging Face's form ({"rope_type": "llama3", "factor": 8.0, ...}: a
+    config.json's rope_scaling, pasted into a config file) as rope_scaling's text."""
+    kind = mapping.get("rope_type", mapping.get("type"))
+    unknown = sorted(set(mapping) - {"rope_type", "type", *ROPE_SCALING_KEYS})
+    if kind != "llama3" or unknown:
+        form = "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS)
+        why = f"rope_type {kind!r}" if kind != "llama3" else f"key(s) {', '.join(unknown)}"
+        raise ConfigError(f"{mapping!r}: {why}; mypt takes Llama 3's scaling, as an object of rope_type llama3 "
+                          f"and {', '.join(ROPE_SCALING_KEYS)}, or as text: {form}")
+    return rope_scaling_text("llama3:" + ",".join(f"{k}={mapping[k]}" for k in ROPE_SCALING_KEYS if k in mapping))
+
+
 @dataclass
 class GPTConfig(Settings):
     """The model's shape. A model option (a new attention or MLP variant) is a field here
@@ -176,7 +189,8 @@ class GPTConfig(Settings):
               "3.1 and 3.2 do (with --position rope; new models, and new runs from a model): "
               "llama3:factor=F,low_freq_factor=L,"
               "high_freq_factor=H,original_max_position_embeddings=N. Imported with such a model.",
-        check=rope_scaling_text, metavar="llama3:KEY=VALUE,...", acts_with=("position", "rope"))
+        check=rope_scaling_text, metavar="llama3:KEY=VALUE,...", acts_with=("position", "rope"),
+        from_object=rope_scaling_from_object)
     tie_embeddings: bool = setting(True, "The output head shares the input embedding's weights (GPT-2, small "
                                          "Llamas); --no_tie_embeddings: a head of its own, as most Llamas have "
                                          "(new models only).")

@@ -154,7 +154,7 @@ def hf_rope(hf: dict) -> tuple[object, dict[str, tuple[object, object]]]:
 def _rope_scaling_setting(kind, params) -> tuple[bool, str | None]:
     """(whether mypt can express it, mypt's rope_scaling) of a config's RoPE type and parameters:
     unscaled (None), or Llama 3's scaling with sound numbers."""
-    from mypt.config import ROPE_SCALING_KEYS, rope_scaling_text
+    from mypt.config import ROPE_SCALING_KEYS, rope_scaling_from_object
 
     if kind == "default":
         return True, None
@@ -162,7 +162,7 @@ def _rope_scaling_setting(kind, params) -> tuple[bool, str | None]:
                                                                    for k in ROPE_SCALING_KEYS):
         return False, None  # (numbers as numbers: transformers fails on "8")
     try:
-        return True, rope_scaling_text("llama3:" + ",".join(f"{k}={params.get(k)}" for k in ROPE_SCALING_KEYS))
+        return True, rope_scaling_from_object({"rope_type": "llama3", **{k: params[k] for k in ROPE_SCALING_KEYS}})
     except ConfigError:
         return False, None
 

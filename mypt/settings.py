@@ -37,7 +37,8 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
             flag: str | None = None, output: bool = True, required: bool = False,
             exists: str | None = None, show_default: Any = True,
             check: Callable[[Any], Any] | None = None, metavar: str | None = None,
-            derived_from: str | None = None, acts_with: tuple[str, Any] | None = None) -> Any:
+            derived_from: str | None = None, acts_with: tuple[str, Any] | None = None,
+            from_object: Callable[[dict], Any] | None = None) -> Any:
     """A settings field.
 
     min/max (open or closed) and choices are checked on creation and become click's
@@ -54,11 +55,13 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
     learning_rate), so a new run that sets that field drops a saved value of this one.
     `acts_with=(field, value)`: the setting changes nothing unless that field has that value
     (muon_momentum with optimizer muon); giving it otherwise is warned of (train).
+    `from_object(mapping)`: the setting's value for a JSON object in a config file or
+    params.yaml (rope_scaling in Hugging Face's form); it raises a MyptError as `check` does.
     """
     meta = {"help": help, "min": min, "max": max, "min_open": min_open, "max_open": max_open,
             "choices": choices, "flag": flag, "output": output, "required": required,
             "exists": exists, "show_default": show_default, "check": check, "metavar": metavar,
-            "derived_from": derived_from, "acts_with": acts_with}
+            "derived_from": derived_from, "acts_with": acts_with, "from_object": from_object}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -124,10 +127,15 @@ def check_field(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
 
 
 def _checked(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
+    m = f.metadata
+    if isinstance(value, dict) and m.get("from_object") is not None:
+        try:
+            value = m["from_object"](value)
+        except MyptError as e:
+            raise ConfigError(f"{label} {f.name}: {e}") from None
     value = _coerce(value, hint, f.name, label)
     if value is None:
         return None
-    m = f.metadata
     allowed = choices_of(f)
     if allowed is not None and value not in allowed:
         raise ConfigError(f"{label} {f.name}: {value!r} is not one of {', '.join(allowed)}")

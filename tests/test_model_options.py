@@ -373,3 +373,32 @@ def test_norm_eps_and_rope_scaling_change_what_the_model_computes_and_bad_values
         with pytest.raises(ConfigError, match="model setting rope_scaling: ") as error:
             GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": text})
         assert named in str(error.value), str(error.value)
+
+
+def test_a_config_file_may_give_rope_scaling_in_hugging_faces_object_form(tmp_path):
+    """A config.json's rope_scaling pasted into a config file (or params.yaml) as the object it
+    is there: it means the text form's scaling, and the checkpoint records that text; another
+    rope_type, or a key mypt does not take, is refused naming it and both forms."""
+    scaling = {"rope_type": "llama3", "factor": 4, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8}
+    assert GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": scaling}).rope_scaling == \
+        OPTIONS["rope_scaling"]["rope_scaling"]
+    older = {("type" if k == "rope_type" else k): v for k, v in scaling.items()}  # (transformers 4's key)
+    assert GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": older}).rope_scaling == \
+        OPTIONS["rope_scaling"]["rope_scaling"]
+    (tmp_path / "t.txt").write_text("the cat sat on the mat\na dog ran to the log\nwe see the sea\n" * 40)
+    (tmp_path / "c.json").write_text(json.dumps({"model": {**SMALL, "position": "rope", "rope_scaling": scaling}}))
+    mypt_cli("train", "--input_file", tmp_path / "t.txt", "--tokenization", "char", "--config_file",
+             tmp_path / "c.json", "--model_name", "m", "--checkpoints_dir", tmp_path / "ck", "--max_iters", "1",
+             "--device", "cpu", cwd=tmp_path)
+    saved = json.loads((tmp_path / "ck" / "m" / "config.json").read_text())["model"]
+    assert saved["rope_scaling"] == OPTIONS["rope_scaling"]["rope_scaling"]
+    for bad, named in (({**scaling, "rope_type": "yarn"}, "rope_type 'yarn'; mypt takes Llama 3's scaling, as an "
+                                                          "object of rope_type llama3 and factor, low_freq_factor, "
+                                                          "high_freq_factor, original_max_position_embeddings, or as "
+                                                          "text: llama3:factor=NUMBER,"),
+                       ({**scaling, "rope_theta": 500000.0}, "key(s) rope_theta; mypt takes"),
+                       ({"rope_type": "llama3", "factor": 4}, "has no low_freq_factor, high_freq_factor")):
+        with pytest.raises(ConfigError, match="model setting rope_scaling: ") as error:
+            GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": bad})
+        assert named in str(error.value), str(error.value)
