@@ -97,11 +97,14 @@ def graph_column(matrices: list, device: torch.device, steps: int, loop_ms: floa
     difference from the eager step's matrices after the same steps from the same start."""
     start = [p.detach().clone() for p in matrices]
     copies = [torch.nn.Parameter(p.detach().clone()) for p in matrices]
-    for c, p in zip(copies, matrices):
-        c.grad = p.grad
     graph, eager = MuonGraph(), torch.optim.Muon(copies, lr=0.02, weight_decay=0.1, adjust_lr_fn="original")
     on_graph = torch.optim.Muon(matrices, lr=0.02, weight_decay=0.1, adjust_lr_fn="original")
-    for _ in range(MuonGraph.WARM + 2):  # warm-up, capture, replays
+    for step in range(MuonGraph.WARM + 4):  # warm-up, capture, replays: each step's own gradients and rate
+        for c, p in zip(copies, matrices):
+            p.grad = torch.randn_like(p)
+            c.grad = p.grad
+        for group in on_graph.param_groups + eager.param_groups:
+            group["lr"] = 0.02 / (1 + step)
         graph.step(on_graph)
         muon_step(eager)
     diff = max((p - c).abs().max().item() for p, c in zip(matrices, copies))

@@ -314,8 +314,8 @@ class TrainConfig(Settings):
                                        "mode reduce-overhead) and Muon's step. For small models, whose steps wait "
                                        "on the host launching kernels rather than on the GPU (the baby GPT on an "
                                        "H200: see README 'The modern recipe'). CUDA with the compiled model, one "
-                                       "process, no gradient accumulation; more GPU memory. Without CUDA or "
-                                       "compile it does nothing.")
+                                       "process; more GPU memory. Without CUDA or compile it does nothing; "
+                                       "with gradient accumulation it is refused, on any device.")
     seed: int = seed_setting("Seed of initialization and of the batch sampler.")
 
     def __post_init__(self):
@@ -333,8 +333,9 @@ class TrainConfig(Settings):
         if self.cuda_graphs and self.gradient_accumulation_steps > 1:
             raise SettingError(f"training setting cuda_graphs takes no gradient accumulation (gradient_accumulation_steps "
                                f"{self.gradient_accumulation_steps}): a CUDA graph's next micro-step would overwrite the "
-                               f"gradients it accumulates into; hold the batch in one micro-step (batch_size "
-                               f"{self.batch_size * self.gradient_accumulation_steps}) or leave cuda_graphs off",
+                               f"gradients it accumulates into; hold the batch in one micro-step (--batch_size "
+                               f"{self.batch_size * self.gradient_accumulation_steps} --gradient_accumulation_steps 1) "
+                               f"or leave cuda_graphs off",
                                ("cuda_graphs", "gradient_accumulation_steps"))
         if self.optimizer == "muon" and self.muon_learning_rate * self.muon_decay >= 1:
             fields = ("muon_learning_rate", "muon_weight_decay" if self.muon_weight_decay is not None else "weight_decay")

@@ -63,7 +63,9 @@ def evaluate(model: torch.nn.Module, loader, split: str, n_batches: int, amp: to
     losses = []
     for x, y in loader.eval_batches(split, n_batches):
         with autocast(x.device, amp):
-            losses.append(model(x, y)[1].float())
+            # A copy of its own: a CUDA graph's output (--cuda_graphs) kept alive would make
+            # the next batch record a graph of its own rather than replay this one.
+            losses.append(model(x, y)[1].to(torch.float32, copy=True))
     model.train(was_training)
     return torch.stack(losses).mean().item()
 

@@ -246,6 +246,12 @@ class MuonGraph:
             return None
         if any(hasattr(p, "device_mesh") for _, params in stepped for p in params):
             return muon_step(muon)  # (FSDP's shards: gathering is a collective, not captured)
+        # Streams and captures are the current device's: make it the matrices' (fit does not
+        # set it; a model on cuda:1 would be captured on cuda:0).
+        with torch.cuda.device(stepped[0][1][0].device):
+            return self._step(muon, stepped)
+
+    def _step(self, muon: torch.optim.Optimizer, stepped: list) -> None:
         bufs = [_momentum_buffers(muon, params) for _, params in stepped]
         key = tuple((tuple(map(id, params)), tuple(map(id, b)),
                      *(repr(group[k]) for k in ("momentum", "nesterov", "weight_decay", "ns_coefficients",
@@ -270,7 +276,7 @@ class MuonGraph:
         if self.graph is None:
             self.grads = [[torch.empty_like(p.grad) for p in params] for _, params in stepped]
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            with torch.cuda.graph(self.graph, stream=torch.cuda.Stream()):  # (torch's default: one for all devices)
                 for (group, params), grads, b, rate in zip(stepped, self.grads, bufs, self.rates):
                     _update(params, grads, b, group, rate)
         for (_, params), grads in zip(stepped, self.grads):

@@ -3,6 +3,8 @@ the fit loop, GradScaler, checkpoints and DDP use like AdamW. Tiny models, a few
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import re
@@ -11,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from mypt import checkpoint
 from mypt.config import RunSettings, TrainConfig
@@ -148,6 +152,94 @@ def test_the_step_a_cuda_graph_records_is_the_eager_step(nesterov):
             assert torch.equal(eager.state[p]["momentum_buffer"], by_tensor.state[q]["momentum_buffer"]), name
 
 
+class _Capture(TorchDispatchMode):
+    """What a CUDA graph's capture records, on the CPU: each aten op with its arguments and
+    outputs. Like a capture it leaves no effect on the tensors that existed before it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.made, self.before = [], set(), {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for i, arg in enumerate(func._schema.arguments):
+            if arg.alias_info is not None and arg.alias_info.is_write:
+                value = kwargs[arg.name] if arg.name in kwargs else (args[i] if i < len(args) else None)
+                for t in value if isinstance(value, (list, tuple)) else [value]:
+                    if isinstance(t, torch.Tensor) and id(t) not in self.made:
+                        self.before.setdefault(id(t), (t, t.clone()))
+        out = func(*args, **kwargs)
+        self.made.update(id(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+        self.ops.append((func, args, kwargs, out))
+        return out
+
+
+class _CPUGraph:
+    """torch.cuda.CUDAGraph's semantics on the CPU: replay runs the captured ops again on the
+    tensors they were captured with, each output at its captured address."""
+
+    def __init__(self):
+        self.ops = []
+
+    def replay(self):
+        with torch.no_grad():
+            for func, args, kwargs, out in self.ops:
+                result = func(*args, **kwargs)
+                for o, r in zip(tree_flatten(out)[0], tree_flatten(result)[0]):
+                    if isinstance(o, torch.Tensor) and o.data_ptr() != r.data_ptr():
+                        o.copy_(r)
+
+
+@contextlib.contextmanager
+def _cpu_capture(graph: _CPUGraph, stream=None):
+    capture = _Capture()
+    with capture:
+        yield
+    with torch.no_grad():
+        for t, value in capture.before.values():
+            t.copy_(value)  # (a capture runs nothing)
+    graph.ops = capture.ops
+
+
+def test_muon_graph_replays_the_eager_step_with_each_steps_gradients_and_rate(monkeypatch):
+    """MuonGraph on a CPU stand-in for CUDA graphs: a replay must read the step's new gradients
+    and rate (not those of the capture), and a state loaded on resume or a new momentum must be
+    recorded anew. Against muon_step on a copy of the model, the same gradients and rates."""
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    for name, value in (("Stream", lambda *a, **k: Stream()), ("current_stream", lambda *a, **k: Stream()),
+                        ("stream", lambda s: contextlib.nullcontext()), ("device", lambda d: contextlib.nullcontext()),
+                        ("CUDAGraph", _CPUGraph), ("graph", _cpu_capture)):
+        monkeypatch.setattr(torch.cuda, name, value)
+    graphed_model, eager_model = tiny_model(tokenizer(), n_layer=2), tiny_model(tokenizer(), n_layer=2)
+    graphed = configure_optimizer(graphed_model, config(cuda_graphs=True, weight_decay=0.1), torch.device("cuda"))
+    eager = configure_optimizer(eager_model, config(weight_decay=0.1), CPU)
+    assert graphed.graph is not None and eager.graph is None
+    torch.manual_seed(1)
+    recorded = []
+    for step in range(14):
+        for (_, p), (_, q) in zip(graphed_model.named_parameters(), eager_model.named_parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        for optimizer in (graphed, eager):
+            for group in optimizer.param_groups:
+                group["lr"] = 0.02 / (1 + step)  # a schedule's
+        if step == 7:  # a resume's state (new momentum tensors), then other hyperparameters
+            graphed.load_state_dict(copy.deepcopy(graphed.state_dict()))
+        if step == 11:
+            for optimizer in (graphed, eager):
+                optimizer.muon.param_groups[0]["momentum"] = 0.9
+        graphed.step()
+        eager.step()
+        recorded.append(graphed.graph.graph is not None)
+        for (name, p), (_, q) in zip(graphed_model.named_parameters(), eager_model.named_parameters()):
+            assert torch.allclose(p, q, rtol=0, atol=1e-6), (step, name)
+    # Three warm-up steps, then replays; again after the load and after the new momentum.
+    assert recorded == [False] * 3 + [True] * 4 + [False] * 3 + [True] + [False] * 3
+
+
 def test_cuda_graphs_are_for_compiled_single_micro_step_runs_on_cuda():
     assert config(cuda_graphs=True).cuda_graphs_on("cuda")
     assert config(cuda_graphs=True).compile_mode("cuda") == "reduce-overhead"
@@ -158,7 +250,7 @@ def test_cuda_graphs_are_for_compiled_single_micro_step_runs_on_cuda():
     assert isinstance(configure_optimizer(model, config(cuda_graphs=True), torch.device("cuda")).graph, optim.MuonGraph)
     assert configure_optimizer(model, config(cuda_graphs=True), CPU).graph is None
     with pytest.raises(ValueError, match=r"cuda_graphs takes no gradient accumulation \(gradient_accumulation_steps 4\)"
-                                         r".*batch_size 48\) or leave cuda_graphs off"):
+                                         r".*\(--batch_size 48 --gradient_accumulation_steps 1\) or leave cuda_graphs off"):
         config(cuda_graphs=True, gradient_accumulation_steps=4, batch_size=12)
 
 
@@ -169,8 +261,8 @@ def test_cuda_graphs_on_the_cpu_trains_as_without_and_says_it_does_nothing(tmp_p
         checkpoint_dir=tmp_path / "with", tokenizer=tok, log=lines.append)
     fit(tiny_model(tok), loader(tok), config=config(max_iters=2, lr_decay_iters=2), checkpoint_dir=tmp_path / "without",
         tokenizer=tok, log=lambda line: None)
-    assert "warning: --cuda_graphs does nothing here: it needs CUDA and the compiled model (device cpu, compile False)" \
-        in lines
+    assert "warning: --cuda_graphs does nothing here: it needs CUDA and the compiled model (device cpu, compile False); " \
+           "leave --cuda_graphs off" in lines
     assert (tmp_path / "with" / "model.safetensors").read_bytes() == (tmp_path / "without" / "model.safetensors").read_bytes()
 
 
