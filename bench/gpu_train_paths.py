@@ -1,4 +1,4 @@
-"""GPU check of the training paths: float16 + GradScaler, bf16, dtype auto, SIGTERM stop + exact resume
+"""GPU check of the training paths: float16 + GradScaler, bf16, dtype auto, --cuda_graphs with Muon, SIGTERM stop + exact resume
 (in-process and through `mypt train` as a subprocess). One line per check; on a machine without a GPU it runs
 on the CPU (a rehearsal). Results: bench/gpu_train_paths_results.txt."""
 import json, os, re, signal, subprocess, sys, tempfile, time, traceback
@@ -55,18 +55,18 @@ def check(name, fn):
 
 print("auto ->", autocast_dtype(cfg(), torch.device(DEV)), flush=True)
 
-def dtype_run(dtype):
+def dtype_run(dtype, **extra):
     def go():
-        d = TMP / dtype
-        r, lines = train(cfg(dtype=dtype), d / "straight")
+        d = TMP / (dtype + "".join(f"_{k}" for k in extra))
+        r, lines = train(cfg(dtype=dtype, **extra), d / "straight")
         L = [h["train_loss"] for h in r["history"] if "train_loss" in h]
         assert sum(L[-5:]) / 5 < sum(L[:5]) / 5 - 0.5, L
         try:
-            train(cfg(dtype=dtype), d / "stopped", stop_at=13)
+            train(cfg(dtype=dtype, **extra), d / "stopped", stop_at=13)
             raise AssertionError("did not stop")
         except TrainingStopped as e:
             msg = str(e)
-        resume(cfg(dtype=dtype), d / "stopped")
+        resume(cfg(dtype=dtype, **extra), d / "stopped")
         same = {n: (d / "straight" / n).read_bytes() == (d / "stopped" / n).read_bytes()
                 for n in ("model.safetensors", "training_state.json")}
         st = json.loads((d / "straight" / "training_state.json").read_text())
@@ -76,6 +76,9 @@ def dtype_run(dtype):
 
 for dt in ("float16", "bfloat16", "auto"):
     check(f"dtype {dt}", dtype_run(dt))
+# The steps replayed from CUDA graphs (the model's and Muon's), stopped and resumed: a resume
+# records Muon's graph anew after three unrecorded steps, which must give the same bytes.
+check("cuda_graphs, muon, bfloat16", dtype_run("bfloat16", cuda_graphs=True, optimizer="muon"))
 
 def cli_sigterm():
     (TMP / "in.txt").write_text(TEXT)
