@@ -299,6 +299,7 @@ class _Configs:
     saved_init: str | None  # --resume: where the run's weights first came from
     init_rows: int | None  # the embedding rows init's config says (an hf:DIR's may pad past the ids)
     file_names: frozenset = frozenset()  # the settings a --config_file names
+    flag_names: frozenset = frozenset()  # the model settings flags give
 
 
 def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool]:
@@ -350,7 +351,8 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     train_cfg = TrainConfig.from_dict({**train_d, **overrides}, source, flags=overrides)
     model_cfg = GPTConfig.from_dict(model_d, model_source or source, flags=model_flags)
     return _Configs(model_cfg, train_cfg, source, init, hf, saved_init,
-                    saved["model"].get("vocab_size") if saved is not None else None, file_names)
+                    saved["model"].get("vocab_size") if saved is not None else None, file_names,
+                    frozenset(model_flags))
 
 
 def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:
@@ -404,26 +406,25 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
         model.set_dropout(cfgs.model.dropout)
         model.config = wanted  # (the rotation's settings: read by each forward)
     if model.config != cfgs.model:
-        # (Without --config_file the settings are the checkpoint's own: the flags changed them.)
-        raise ConfigError(_another_architecture(init, model.config, cfgs, free,
-                                                cfgs.source if req.config_file else "the model flags given"))
+        raise ConfigError(_another_architecture(init, model.config, cfgs, free))
     return model
 
 
-def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, free: tuple[str, ...],
-                          given: str) -> str:
+def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, free: tuple[str, ...]) -> str:
     """The refusal of a run whose model settings are not the checkpoint's: each setting that
-    differs, the checkpoint's value and the flags that give it, in one round. n_kv_head is said
-    as heads (its spelling for n_head's is None, which read "None" to a user who typed 2); the
-    settings that may change (`free`), and those that would have no effect with the
-    checkpoint's other settings (--gelu of a swiglu model), are not named."""
+    differs, where the run's value came from (a flag, else the config file), the checkpoint's
+    value and the flags that give it, in one round. n_kv_head is said as heads (its spelling
+    for n_head's is None, which read "None" to a user who typed 2); the settings that may
+    change (`free`), and those that would have no effect with the checkpoint's other settings
+    (--gelu of a swiglu model), are not named."""
     shown = lambda cfg: {**cfg.to_dict(), "n_kv_head": cfg.kv_heads}  # noqa: E731
     mine, theirs = shown(cfgs.model), shown(theirs_cfg)
     acts = GPTConfig.acts_with()
     moot = {k for k, (field, value) in acts.items() if theirs[field] != value}
     differ = {k: (v, theirs[k]) for k, v in mine.items() if v != theirs[k] and k not in free and k not in moot}
-    return (f"{init} has another architecture than {given}: "
-            + ", ".join(f"{k} {mine!r} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
+    said = lambda k, v: f"--{k} {v!r}" if k in cfgs.flag_names else f"{k} {v!r} in {cfgs.source}"  # noqa: E731
+    return (f"{init} has another architecture than this run's settings: "
+            + ", ".join(f"{said(k, mine)} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
             + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
             + " ".join(as_flag(k, ckpt, whole=True) if ckpt is not None else f"default --{k} (no flag)"
                        for k, (_, ckpt) in differ.items()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import string
 
@@ -336,10 +337,17 @@ def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_p
         run_from_flags({**new, "model_name": "scaled", "resume": True, "max_iters": 1,
                         "rope_scaling": scaled.replace("factor=4.0", "factor=2.0", 1)}, **quiet)
     # Refused for another setting, the message names that one only, not those a new run may change.
-    with pytest.raises(ConfigError, match=r"has another architecture than preset tiny: n_layer 3 \(the checkpoint: "
-                                          r"2\); .* pass its --n_layer 2$"):
+    # Each setting is said where it came from: a flag, or the config file.
+    with pytest.raises(ConfigError, match=r"has another architecture than this run's settings: --n_layer 3 \(the "
+                                          r"checkpoint: 2\); .* pass its --n_layer 2$"):
         run_from_flags({**new, "model_name": "other", "init_from_model": "rope", "config_file": "tiny",
                         "position": "rope", "n_layer": 3}, **quiet)
+    (tmp_path / "wide.json").write_text(json.dumps({"model": {"n_embd": 64}}))
+    with pytest.raises(ConfigError, match=rf"than this run's settings: --n_layer 3 \(the checkpoint: 2\), n_embd 64 "
+                                          rf"in {re.escape(str(tmp_path / 'wide.json'))} \(the checkpoint: 32\); .* "
+                                          r"pass its --n_layer 2 --n_embd 32$"):
+        run_from_flags({**new, "model_name": "other", "init_from_model": "rope",
+                        "config_file": str(tmp_path / "wide.json"), "n_layer": 3}, **quiet)
 
 
 def test_norm_eps_and_rope_scaling_change_what_the_model_computes_and_bad_values_are_named():

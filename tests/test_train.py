@@ -253,10 +253,11 @@ def test_init_from_model_must_match_architecture_and_vocabulary(demo, tmp_path, 
              cwd=tmp_path)
     err = fails_here("train", "--dataset_dir", str(demo / "domain"), "--model_name", "a", "--init_from_model", "base",
                 "--config_file", "small_char", cwd=tmp_path)
-    assert "another architecture" in err and "n_layer 6 (the checkpoint: 2)" in err and "--n_layer 2" in err, err
+    assert "another architecture" in err and "n_layer 6 in preset small_char (the checkpoint: 2)" in err and \
+        "--n_layer 2" in err, err
     err = fails_here("train", "--dataset_dir", str(demo / "domain"), "--model_name", "a", "--init_from_model", "base",
                 "--gelu", "tanh", cwd=tmp_path)  # one field: the message names it alone
-    assert "gelu 'tanh' (the checkpoint: 'exact'); " in err and err.rstrip().endswith("pass its --gelu exact"), err
+    assert "--gelu 'tanh' (the checkpoint: 'exact'); " in err and err.rstrip().endswith("pass its --gelu exact"), err
     (tmp_path / "other.txt").write_text("entirely different characters: 0123456789 xyz\n" * 50)
     mypt_cli("prepare-dataset", "--input_files", str(tmp_path / "other.txt"), "--out_dir", str(tmp_path / "other"),
              "--tokenization", "char", "--val_fraction", "0", "--no_dedup", cwd=tmp_path)
