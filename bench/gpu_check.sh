@@ -8,7 +8,8 @@
 #   3. time to quality on the baby GPT (6 x 384, block 256, the demo's Shakespeare as chars), 60 s
 #      per recipe, compiled with --cuda_graphs (the baby GPT's steps wait on the host otherwise:
 #      README "Time to quality on a GPU"): time to val 1.47 (target: the modern recipe in at most
-#      half the GPT-2 recipe's time)
+#      half the GPT-2 recipe's time), 40 evaluations a run (the crossing is interpolated between
+#      two: 20 left 3 s between them, a quarter of the modern recipe's time to 1.47)
 #
 #   bash bench/gpu_check.sh                    # needs the demo archive cached: mypt fetch-demo once
 #   MYPT_CACHE_DIR=.cache/mypt bash bench/gpu_check.sh   # where the cache travels with the checkout
@@ -26,7 +27,7 @@ run() {  # name, command...: a part that fails is said and the others still run
     echo "== $name: $*"
     "$@" 2>&1 | tee "$out/$name.txt" || { echo "FAILED: $name"; status=1; }
 }
-suite=() muon=() quality=(--size baby --budget_s 60 --points 20 --cuda_graphs)
+suite=() muon=() quality=(--size baby --budget_s 60 --points 40 --cuda_graphs)
 if [ "${1:-}" = --smoke ]; then
     suite=(--smoke) muon=(--sizes tiny --steps 2) quality=(--size tiny --points 2 --cuda_graphs)
 fi
