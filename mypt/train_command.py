@@ -360,7 +360,9 @@ def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:
     device = resolve_device(train_cfg.device)
     dist = setup_distributed(device)
     if device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
+        # Under torchrun each rank takes its node's GPU of its local rank; one process the GPU
+        # --device names (cuda:1 trained on cuda:0), else the first.
+        device = torch.device("cuda", dist.local_rank if dist.world_size > 1 else device.index or 0)
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~free speed on Ampere and later
         torch.backends.cudnn.allow_tf32 = True
