@@ -123,17 +123,25 @@ def rope_scaling_text(value) -> str:
     return "llama3:" + ",".join(f"{k}={params[k]!r}" for k in ROPE_SCALING_KEYS)
 
 
-def rope_scaling_from_object(mapping: dict) -> str:
+def rope_scaling_from_object(value) -> str:
     """A scaling in Hugging Face's form ({"rope_type": "llama3", "factor": 8.0, ...}: a
-    config.json's rope_scaling, pasted into a config file) as rope_scaling's text."""
-    kind = mapping.get("rope_type", mapping.get("type"))
-    unknown = sorted(set(mapping) - {"rope_type", "type", *ROPE_SCALING_KEYS})
-    if kind != "llama3" or unknown:
-        form = "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS)
-        why = f"rope_type {kind!r}" if kind != "llama3" else f"key(s) {', '.join(unknown)}"
-        raise ConfigError(f"{mapping!r}: {why}; mypt takes Llama 3's scaling, as an object of rope_type llama3 "
-                          f"and {', '.join(ROPE_SCALING_KEYS)}, or as text: {form}")
-    return rope_scaling_text("llama3:" + ",".join(f"{k}={mapping[k]}" for k in ROPE_SCALING_KEYS if k in mapping))
+    config.json's rope_scaling, pasted into a config file) as rope_scaling's text; any other
+    JSON value is refused, showing both forms."""
+    form = ("an object of rope_type llama3 and the numbers " + ", ".join(ROPE_SCALING_KEYS) + ", or the text "
+            + "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS))
+    if not isinstance(value, dict):
+        raise ConfigError(f"{value!r} ({type(value).__name__}): write {form}")
+    kind = value.get("rope_type", value.get("type"))
+    unknown = sorted(set(value) - {"rope_type", "type", *ROPE_SCALING_KEYS})
+    missing = [k for k in ROPE_SCALING_KEYS if k not in value]
+    not_numbers = [f"{k} {value[k]!r}" for k in ROPE_SCALING_KEYS
+                   if k in value and (type(value[k]) not in (int, float) or not math.isfinite(value[k]))]
+    why = (f"rope_type {kind!r}" if kind != "llama3" else f"key(s) {', '.join(unknown)}" if unknown
+           else f"no {', '.join(missing)}" if missing else f"{', '.join(not_numbers)}: not numbers" if not_numbers
+           else None)
+    if why:
+        raise ConfigError(f"{value!r}: {why}; write {form}")
+    return rope_scaling_text("llama3:" + ",".join(f"{k}={value[k]!r}" for k in ROPE_SCALING_KEYS))
 
 
 @dataclass
@@ -335,7 +343,7 @@ class TrainConfig(Settings):
                                f"{self.gradient_accumulation_steps}): a CUDA graph's next micro-step would overwrite the "
                                f"gradients it accumulates into; hold the batch in one micro-step (--batch_size "
                                f"{self.batch_size * self.gradient_accumulation_steps} --gradient_accumulation_steps 1) "
-                               f"or leave cuda_graphs off",
+                               f"or pass --no_cuda_graphs",
                                ("cuda_graphs", "gradient_accumulation_steps"))
         if self.optimizer == "muon" and self.muon_learning_rate * self.muon_decay >= 1:
             fields = ("muon_learning_rate", "muon_weight_decay" if self.muon_weight_decay is not None else "weight_decay")

@@ -138,6 +138,8 @@ def read_json(path: Path, error: type[MyptError] = InputError,
             data = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise error(f"{path}: not valid JSON ({e}); {hint}") from None
+    except RecursionError:  # (arrays nested thousands deep: json's parser recurses)
+        raise error(f"{path}: not valid JSON for mypt (nested too deep to read); {hint}") from None
     if not isinstance(data, dict):
         raise error(f"{path}: expected a JSON object, got {type(data).__name__}; {hint}")
     return data

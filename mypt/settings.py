@@ -38,7 +38,7 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
             exists: str | None = None, show_default: Any = True,
             check: Callable[[Any], Any] | None = None, metavar: str | None = None,
             derived_from: str | None = None, acts_with: tuple[str, Any] | None = None,
-            from_object: Callable[[dict], Any] | None = None) -> Any:
+            from_object: Callable[[Any], Any] | None = None) -> Any:
     """A settings field.
 
     min/max (open or closed) and choices are checked on creation and become click's
@@ -55,8 +55,8 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
     learning_rate), so a new run that sets that field drops a saved value of this one.
     `acts_with=(field, value)`: the setting changes nothing unless that field has that value
     (muon_momentum with optimizer muon); giving it otherwise is warned of (train).
-    `from_object(mapping)`: the setting's value for a JSON object in a config file or
-    params.yaml (rope_scaling in Hugging Face's form); it raises a MyptError as `check` does.
+    `from_object(value)`: the setting's value for a JSON value other than a string in a config
+    file (rope_scaling as Hugging Face's object); it raises a MyptError as `check` does.
     """
     meta = {"help": help, "min": min, "max": max, "min_open": min_open, "max_open": max_open,
             "choices": choices, "flag": flag, "output": output, "required": required,
@@ -128,7 +128,7 @@ def check_field(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
 
 def _checked(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
     m = f.metadata
-    if isinstance(value, dict) and m.get("from_object") is not None:
+    if m.get("from_object") is not None and value is not None and not isinstance(value, str):
         try:
             value = m["from_object"](value)
         except MyptError as e:

@@ -284,7 +284,7 @@ class _Run:
             self.log(f"warning: fit's config has batch_size {cfg.batch_size}, its data loader {loader.batch_size}: "
                      f"batches of {loader.batch_size} train (build the loader with the config you pass fit)")
         if cfg.cuda_graphs and not self.graphs:
-            fix = "pass --compile or drop --no_compile" if self.device.type == "cuda" else "leave --cuda_graphs off"
+            fix = "pass --compile" if self.device.type == "cuda" else "pass --no_cuda_graphs"  # (it may be inherited)
             self.log(f"warning: --cuda_graphs does nothing here: it needs CUDA and the compiled model (device "
                      f"{self.device.type}, compile {cfg.compiles_on(self.device.type)}); {fix}")
         # A preset's or a base model's warmup in a short run (said when the run starts).

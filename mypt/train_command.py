@@ -330,7 +330,8 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
         model_d, train_d, source = load_config_file(preset)
         # (A user's file, not a preset: a preset's gelu under --mlp relu2 is no choice of theirs.)
-        file_names = frozenset(model_d) | frozenset(train_d) if not source.startswith("preset ") else frozenset()
+        file_names = frozenset(k for k, v in {**model_d, **train_d}.items() if v is not None) \
+            if not source.startswith("preset ") else frozenset()  # (null: the default, nothing chosen)
         if saved is not None:
             # From a model's weights, a config file gives the training settings and the model
             # settings it names; the others are the model's. Its defaults in their place turned
@@ -412,19 +413,34 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     return model
 
 
+# Model settings whose default follows others (None: n_head's heads, n_embd / n_head wide, the
+# MLP's width for its kind): said with their values, and where they were not given, as following.
+_FOLLOWING = {"n_kv_head": "n_head", "head_size": "n_embd and n_head", "mlp_width": "n_embd and mlp"}
+
+
 def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, free: tuple[str, ...]) -> str:
     """The refusal of a run whose model settings are not the checkpoint's: each setting that
-    differs, where the run's value came from (a flag, else the config file), the checkpoint's
-    value and the flags that give it, in one round. n_kv_head is said as heads (its spelling
-    for n_head's is None, which read "None" to a user who typed 2); the settings that may
-    change (`free`), and those that would have no effect with the checkpoint's other settings
-    (--gelu of a swiglu model), are not named."""
-    shown = lambda cfg: {**cfg.to_dict(), "n_kv_head": cfg.kv_heads}  # noqa: E731
-    mine, theirs = shown(cfgs.model), shown(theirs_cfg)
-    acts = GPTConfig.acts_with()
-    moot = {k for k, (field, value) in acts.items() if theirs[field] != value}
-    differ = {k: (v, theirs[k]) for k, v in mine.items() if v != theirs[k] and k not in free and k not in moot}
-    said = lambda k, v: f"--{k} {v!r}" if k in cfgs.flag_names else f"{k} {v!r} in {cfgs.source}"  # noqa: E731
+    differs, where the run's value came from (a flag, the config file, or the settings it
+    follows), the checkpoint's value and the flags that give it, in one round. The settings
+    that follow others are said by their values (None read "None" to a user who typed 8) and
+    left out when neither side gave them (fixing what they follow fixes them); the settings
+    that may change (`free`), and those that act with another setting that differs (--gelu
+    of a swiglu model, rope_scaling of learned positions), are not named."""
+    shown = lambda cfg: {**cfg.to_dict(), "n_kv_head": cfg.kv_heads, "head_size": cfg.head_dim,  # noqa: E731
+                         "mlp_width": cfg.mlp_hidden}
+    mine, theirs, saved = shown(cfgs.model), shown(theirs_cfg), theirs_cfg.to_dict()
+    given = cfgs.flag_names | cfgs.file_names
+    moot = {k for k, (field, value) in GPTConfig.acts_with().items() if value != theirs[field] or value != mine[field]}
+    following = {k for k in _FOLLOWING if saved[k] is None and k not in given}
+    differ = {k: (v, theirs[k]) for k, v in mine.items()
+              if v != theirs[k] and k not in free and k not in moot and k not in following}
+
+    def said(k: str, v) -> str:
+        if k in cfgs.flag_names:
+            return f"--{k} {v!r}"
+        return f"{k} {v!r} (following {_FOLLOWING[k]})" if k in _FOLLOWING and k not in given \
+            else f"{k} {v!r} in {cfgs.source}"
+
     return (f"{init} has another architecture than this run's settings: "
             + ", ".join(f"{said(k, mine)} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
             + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "

@@ -72,6 +72,7 @@ def build_world(w: Path) -> Path:
         for name, obj in configs.items():
             Path(f"{name}.json").write_text(json.dumps(obj))
         Path("notjson.json").write_text("{model: tiny}")
+        Path("deep.json").write_text("[" * 100_000 + "]" * 100_000)  # (json's parser recurses)
         clean(["corpus.txt"], Path("cleaned"), CleanSettings(workers=1))  # a step's output, for the stages
     finally:
         os.chdir(cwd)

@@ -87,7 +87,7 @@ CASES = [
                           "wd_neg": ["weight_decay", "-0.1"], "clip_neg": ["grad_clip", "-1"],
                           "unknown_key": ["learning_rat"], "unknown_section": ["optim"],
                           "list": ["JSON object", "list"], "model_list": ["'model'", "[1]"],
-                          "notjson": ["not valid JSON"]}.items()],
+                          "notjson": ["not valid JSON"], "deep": ["nested too deep"]}.items()],
     Case("config_missing", train("--dataset_dir", "ds", "--config_file", "nothere.json"),
          ["--config_file", "nothere.json"], out="ck"),
     Case("flag_beta1_1", train("--dataset_dir", "ds", "--beta1", "1"), ["--beta1"], code=2),

@@ -348,6 +348,18 @@ def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_p
                                           r"pass its --n_layer 2 --n_embd 32$"):
         run_from_flags({**new, "model_name": "other", "init_from_model": "rope",
                         "config_file": str(tmp_path / "wide.json"), "n_layer": 3}, **quiet)
+    # A setting that only follows another (n_kv_head follows n_head) is not named when neither
+    # side gave it, nor one the run's other settings leave acting on nothing (tiny's exact GELU
+    # under --mlp swiglu); widths are said by their values, not None, and can be passed back.
+    with pytest.raises(ConfigError, match=r"settings: --n_head 4 \(the checkpoint: 2\); .* pass its --n_head 2$"):
+        run_from_flags({**new, "model_name": "other", "init_from_model": "rope", "n_head": 4}, **quiet)
+    with pytest.raises(ConfigError, match=r"settings: --mlp 'swiglu' \(the checkpoint: 'gelu'\); .* pass its --mlp gelu$"):
+        run_from_flags({**flags, "model_name": "rope", "resume": True, "max_iters": 2, "mlp": "swiglu"}, **quiet)
+    run_from_flags({**flags, "model_name": "narrow", "head_size": 4, "mlp_width": 32}, **quiet)
+    with pytest.raises(ConfigError, match=r"settings: --head_size 8 \(the checkpoint: 4\), --mlp_width 128 \(the "
+                                          r"checkpoint: 32\); .* pass its --head_size 4 --mlp_width 32$"):
+        run_from_flags({**new, "model_name": "other", "init_from_model": "narrow", "head_size": 8, "mlp_width": 128},
+                       **quiet)
 
 
 def test_norm_eps_and_rope_scaling_change_what_the_model_computes_and_bad_values_are_named():
@@ -401,12 +413,17 @@ def test_a_config_file_may_give_rope_scaling_in_hugging_faces_object_form(tmp_pa
              "--device", "cpu", cwd=tmp_path)
     saved = json.loads((tmp_path / "ck" / "m" / "config.json").read_text())["model"]
     assert saved["rope_scaling"] == OPTIONS["rope_scaling"]["rope_scaling"]
-    for bad, named in (({**scaling, "rope_type": "yarn"}, "rope_type 'yarn'; mypt takes Llama 3's scaling, as an "
-                                                          "object of rope_type llama3 and factor, low_freq_factor, "
-                                                          "high_freq_factor, original_max_position_embeddings, or as "
-                                                          "text: llama3:factor=NUMBER,"),
-                       ({**scaling, "rope_theta": 500000.0}, "key(s) rope_theta; mypt takes"),
-                       ({"rope_type": "llama3", "factor": 4}, "has no low_freq_factor, high_freq_factor")):
+    forms = ("write an object of rope_type llama3 and the numbers factor, low_freq_factor, high_freq_factor, "
+             "original_max_position_embeddings, or the text llama3:factor=NUMBER,")
+    for bad, named in (({**scaling, "rope_type": "yarn"}, "8}: rope_type 'yarn'; " + forms),
+                       ({**scaling, "rope_theta": 500000.0}, "key(s) rope_theta; write"),
+                       ({"rope_type": "llama3", "factor": 4}, "4}: no low_freq_factor, high_freq_factor, "
+                                                              "original_max_position_embeddings; write"),
+                       ({**scaling, "factor": "8,low_freq_factor=2"}, "factor '8,low_freq_factor=2': not numbers"),
+                       ({**scaling, "factor": True, "low_freq_factor": float("nan")},
+                        "factor True, low_freq_factor nan: not numbers"),
+                       ({}, "{}: rope_type None; write"), ([], "[] (list): " + forms), (8, "8 (int): " + forms),
+                       ({**scaling, "low_freq_factor": 5.0}, "needs factor >= 1, 0 < low_freq_factor < high_freq_factor")):
         with pytest.raises(ConfigError, match="model setting rope_scaling: ") as error:
             GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": bad})
         assert named in str(error.value), str(error.value)

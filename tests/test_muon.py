@@ -250,7 +250,7 @@ def test_cuda_graphs_are_for_compiled_single_micro_step_runs_on_cuda():
     assert isinstance(configure_optimizer(model, config(cuda_graphs=True), torch.device("cuda")).graph, optim.MuonGraph)
     assert configure_optimizer(model, config(cuda_graphs=True), CPU).graph is None
     with pytest.raises(ValueError, match=r"cuda_graphs takes no gradient accumulation \(gradient_accumulation_steps 4\)"
-                                         r".*\(--batch_size 48 --gradient_accumulation_steps 1\) or leave cuda_graphs off"):
+                                         r".*\(--batch_size 48 --gradient_accumulation_steps 1\) or pass --no_cuda_graphs"):
         config(cuda_graphs=True, gradient_accumulation_steps=4, batch_size=12)
 
 
@@ -262,7 +262,7 @@ def test_cuda_graphs_on_the_cpu_trains_as_without_and_says_it_does_nothing(tmp_p
     fit(tiny_model(tok), loader(tok), config=config(max_iters=2, lr_decay_iters=2), checkpoint_dir=tmp_path / "without",
         tokenizer=tok, log=lambda line: None)
     assert "warning: --cuda_graphs does nothing here: it needs CUDA and the compiled model (device cpu, compile False); " \
-           "leave --cuda_graphs off" in lines
+           "pass --no_cuda_graphs" in lines
     assert (tmp_path / "with" / "model.safetensors").read_bytes() == (tmp_path / "without" / "model.safetensors").read_bytes()
 
 
@@ -436,7 +436,8 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
     config.write_text(json.dumps({"model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16,
                                             "rope_scaling": "llama3:factor=8,low_freq_factor=1,high_freq_factor=4,"
                                                             "original_max_position_embeddings=8"},
-                                  "training": {"muon_learning_rate": 0.05, "batch_size": 4, "warmup_iters": 0}}))
+                                  "training": {"muon_learning_rate": 0.05, "batch_size": 4, "warmup_iters": 0,
+                                               "muon_weight_decay": None}}))  # (null: the default, not said)
     lines.clear()
     run_training(RunSettings(model_name="m3", input_file=tmp_path / "t.txt", tokenization="char",
                              config_file=str(config), checkpoints_dir=tmp_path / "ck"),
