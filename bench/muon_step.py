@@ -8,8 +8,9 @@ the same steps (a check that the graph replays the step).
     python bench/muon_step.py                       # the baby GPT's matrices (6 x 384) and 124M's (12 x 768)
     python bench/muon_step.py --sizes baby --steps 5   # quick
 
-On the CPU both orthogonalize as mypt does there (float32; torch's own bfloat16 iteration is
-24x slower without AMX), so the CPU figures compare the loop with the batch only.
+On the CPU both orthogonalize as mypt does there (bfloat16 where the CPU multiplies it, AMX or
+AVX512-BF16, else float32: torch's own bfloat16 iteration is 24x slower there), so the CPU
+figures compare the loop with the batch only.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ MODERN = dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, vocab_
 
 @contextlib.contextmanager
 def torch_iteration_on_cpu(device: torch.device):
-    """On the CPU, torch's loop runs mypt's float32 iteration: the comparison is loop against batch."""
+    """On the CPU, torch's loop runs mypt's iteration (its dtype there): the comparison is loop against batch."""
     from torch.optim import _muon
 
     if device.type != "cpu":

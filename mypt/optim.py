@@ -16,6 +16,7 @@ import torch
 from mypt.config import TrainConfig
 from mypt.errors import ConfigError
 from mypt.fsdp import full
+from mypt.precision import cpu_runs_bf16
 
 BLOCKS = "transformer.h."  # the parameters of the transformer blocks (mypt.model.GPT)
 
@@ -159,12 +160,12 @@ BATCH_ELEMENTS = 1 << 26
 def orthogonalize(stack: torch.Tensor, group: dict) -> torch.Tensor:
     """Muon's quintic Newton-Schulz iteration, torch.optim.Muon's, on a stack (n, rows, cols) of
     matrices of one shape: each product is one batched matmul for all n. In bfloat16 as torch
-    runs it, except on the CPU: in float32 there, which a CPU without AMX or AVX512-BF16
-    multiplies 24x faster than bfloat16 (the demo model's 16 matrices: 32 against 767 ms; with
-    AVX512-BF16 bfloat16 would be faster, ~10 against 16 ms on a Zen 4 EPYC: not taken yet, it
-    would change every CPU run's numbers)."""
+    runs it, except on a CPU that does not multiply bfloat16 in hardware (cpu_runs_bf16: no AMX,
+    no AVX512-BF16): in float32 there, 24x faster than its emulated bfloat16 (the demo model's
+    16 matrices: 32 against 767 ms a step). With AVX512-BF16 (a Zen 4 EPYC) bfloat16 is the
+    faster: the demo model's step 10.0 against 16.6 ms, the baby GPT's matrices about 2x."""
     a, b, c = group["ns_coefficients"]
-    x = stack.to(torch.float32 if stack.device.type == "cpu" else torch.bfloat16)
+    x = stack.to(torch.bfloat16 if stack.device.type != "cpu" or cpu_runs_bf16() else torch.float32)
     tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the wide side: its Gram matrix is the smaller one
         x = x.mT

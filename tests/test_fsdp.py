@@ -158,7 +158,10 @@ def test_fsdp_trains_with_muon_as_ddp_and_resumes_exactly(tmp_path):
     model's head is untied: its own tensor is sharded, saved and read back too."""
     _spawn_two_ranks(_fsdp_muon_worker, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
-    assert train_losses(r0["fsdp"]) == pytest.approx(train_losses(r0["ddp"]), abs=1e-5)
+    # (Within 1e-4: where the CPU multiplies bfloat16, Muon iterates in it, and the two runs'
+    # gradient sums, equal to float32's last bits, can round to neighbouring bfloat16 values:
+    # 4e-5 seen; orthogonalizing each shard's rows instead of the whole matrix moved them 1.4e-2.)
+    assert train_losses(r0["fsdp"]) == pytest.approx(train_losses(r0["ddp"]), abs=1e-4)
     assert train_losses(r0["fsdp"])[-1] < train_losses(r0["fsdp"])[0] - 0.5
     assert r0["same"] and r1["same"] and r0["untied"]
 

@@ -105,22 +105,28 @@ def test_muon_learns_and_follows_the_schedule_at_its_own_peak():
 NS = {"ns_coefficients": (3.4445, -4.775, 2.0315), "ns_steps": 5, "eps": 1e-7}  # torch.optim.Muon's defaults
 
 
-def test_orthogonalize_is_torchs_iteration_for_a_whole_stack_in_float32_on_the_cpu():
+@pytest.mark.parametrize("bf16_hardware", [False, True])
+def test_orthogonalize_is_torchs_iteration_for_a_whole_stack(monkeypatch, bf16_hardware):
+    """On the CPU in bfloat16 as torch runs it where the CPU multiplies bfloat16 (AMX,
+    AVX512-BF16), else in float32 (emulated bfloat16 is 24x slower): the machine's answer
+    faked both ways."""
     from torch.optim import _muon
 
+    monkeypatch.setattr(optim, "cpu_runs_bf16", lambda: bf16_hardware)
+    dtype, alone = (torch.bfloat16, 2e-2) if bf16_hardware else (torch.float32, 1e-6)
     torch.manual_seed(0)
     for shape in ((48, 16), (16, 48)):
         stack = torch.randn(3, *shape)
         ours = orthogonalize(stack, NS)
-        assert ours.dtype == torch.float32 and ours.shape == stack.shape
+        assert ours.dtype == dtype and ours.shape == stack.shape
         for i in range(3):
             theirs = _muon._zeropower_via_newtonschulz(stack[i], NS["ns_coefficients"], 5, 1e-7)
             assert theirs.dtype == torch.bfloat16
-            assert torch.allclose(ours[i], theirs.float(), atol=0.03)  # torch's, to bfloat16's precision
+            assert torch.allclose(ours[i].float(), theirs.float(), atol=0.03)  # torch's, to bfloat16's precision
             # Each matrix as if alone: the batch shares nothing (its own norm, its own products).
-            assert torch.allclose(ours[i], orthogonalize(stack[i:i + 1], NS)[0], atol=1e-6)
+            assert torch.allclose(ours[i].float(), orthogonalize(stack[i:i + 1], NS)[0].float(), atol=alone)
             # Orthogonalized: the quintic leaves singular values around 1 (0.5 to 1.5), not the grad's.
-            values = torch.linalg.svdvals(ours[i])
+            values = torch.linalg.svdvals(ours[i].float())
             assert values.min() > 0.5 and values.max() < 1.5
 
 
