@@ -71,6 +71,7 @@ MAX_NORM_EPS = 0.1  # past a norm's mean square an epsilon flattens every activa
 MAX_CONTEXT = 1 << 31  # an original context past any model's (and within a tensor's integers)
 # Llama 3's RoPE scaling: Hugging Face's names of its numbers, in the order --rope_scaling writes them.
 ROPE_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+ROPE_SCALING_FORM = "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS)  # (what errors say to write)
 
 
 def rope_scaling_params(text: str | None) -> dict | None:
@@ -86,7 +87,7 @@ def rope_scaling_params(text: str | None) -> dict | None:
 
 @functools.lru_cache(maxsize=64)
 def _parse_rope_scaling(text: str) -> dict:
-    form = "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS)
+    form = ROPE_SCALING_FORM
     kind, _, rest = text.partition(":")
     if kind != "llama3":
         raise ConfigError(f"{text!r}: only Llama 3's RoPE scaling is supported; write {form}")
@@ -127,8 +128,7 @@ def rope_scaling_from_object(value) -> str:
     """A scaling in Hugging Face's form ({"rope_type": "llama3", "factor": 8.0, ...}: a
     config.json's rope_scaling, pasted into a config file) as rope_scaling's text; any other
     JSON value is refused, showing both forms."""
-    form = ("an object of rope_type llama3 and the numbers " + ", ".join(ROPE_SCALING_KEYS) + ", or the text "
-            + "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS))
+    form = f"an object of rope_type llama3 and the numbers {', '.join(ROPE_SCALING_KEYS)}, or the text {ROPE_SCALING_FORM}"
     if not isinstance(value, dict):
         raise ConfigError(f"{value!r} ({type(value).__name__}): write {form}")
     kind = value.get("rope_type", value.get("type"))

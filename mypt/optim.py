@@ -249,17 +249,17 @@ class MuonGraph:
             return muon_step(muon)  # (FSDP's shards: gathering is a collective, not captured)
         # Streams and captures are the current device's: make it the matrices' (fit does not
         # set it; a model on cuda:1 would be captured on cuda:0).
-        with torch.cuda.device(stepped[0][1][0].device):
-            return self._step(muon, stepped)
+        device = stepped[0][1][0].device
+        with torch.cuda.device(device):
+            return self._step(muon, stepped, device)
 
-    def _step(self, muon: torch.optim.Optimizer, stepped: list) -> None:
+    def _step(self, muon: torch.optim.Optimizer, stepped: list, device: torch.device) -> None:
         bufs = [_momentum_buffers(muon, params) for _, params in stepped]
         key = tuple((tuple(map(id, params)), tuple(map(id, b)),
                      *(repr(group[k]) for k in ("momentum", "nesterov", "weight_decay", "ns_coefficients",
                                                  "ns_steps", "eps", "adjust_lr_fn")))
                     for (group, params), b in zip(stepped, bufs))
         if key != self.key:  # what the graph would have baked in changed: record it anew
-            device = stepped[0][1][0].device
             # (Held, the tensors whose ids the key names stay alive: no new tensor can take an id.)
             self.key, self.held, self.graph, self.warm = key, (stepped, bufs), None, 0
             self.rates = [torch.zeros((), device=device) for _ in stepped]

@@ -37,7 +37,7 @@ from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
 from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer, muon_lr
 from mypt.tracking import check_metrics_dir, open_tracker
-from mypt.train import fit, get_lr, tokens_per_step, trained_tokens
+from mypt.train import compiled as compiled_for_training, fit, get_lr, tokens_per_step, trained_tokens
 
 # What the train stages read besides code: the presets --config_file names (a preset edited
 # reruns them; scripts/dvc_deps.py lists this directory in their deps).
@@ -602,7 +602,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
             + _changed_on_resume(saved_training, train_cfg, resume_state["step"])
             + _data_changed(saved_config.get("dataset_dir"), _data_record(specs), saved_config.get("dataset_sha256"),
                             data_sums, specs))
-    train_model = torch.compile(model, mode=train_cfg.compile_mode(device.type)) if compiled and not sharded else model
+    train_model = compiled_for_training(model, train_cfg)  # (a sharded model comes compiled block by block)
     if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
