@@ -584,7 +584,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     sharded = dist.world_size > 1 and req.parallel == "fsdp"
     if train_cfg.cuda_graphs_on(device.type) and dist.world_size > 1:  # (DDP's and FSDP's collectives are not captured)
         raise ConfigError(f"--cuda_graphs: one process only, this run has {dist.world_size} processes under "
-                          "torchrun; leave --cuda_graphs off")
+                          "torchrun; pass --no_cuda_graphs")
     if sharded:  # before the optimizer, which then holds the shards
         _shard(model, req, cfgs, ckpt_dir, device, dist, compiled)
     optimizer = configure_optimizer(model, train_cfg, device)
