@@ -135,9 +135,14 @@ def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
     acts_with = {**type(cfgs.train).acts_with(), **type(cfgs.model).acts_with()}
     given = {**{name: f"{name} in --config_file {cfgs.source}" for name in cfgs.file_names},
              **{name: f"--{name}" for name, value in overrides.items() if value is not None}}
-    return [f"warning: {given[name]} has no effect: it acts with --{other} {value}, this run has --{other} "
-            f"{settings[other]}" for name, (other, value) in acts_with.items()
-            if name in given and settings[other] != value]
+
+    def deciding(other: str) -> str:  # the other setting as given: by the user's file, else as a flag
+        if overrides.get(other) is None and other in cfgs.file_names:
+            return f"{other} {settings[other]} in --config_file {cfgs.source}"
+        return f"--{other} {settings[other]}"
+
+    return [f"warning: {given[name]} has no effect: it acts with --{other} {value}, this run has {deciding(other)}"
+            for name, (other, value) in acts_with.items() if name in given and settings[other] != value]
 
 
 def text_tokens(text: str, tokenizer: Tokenizer) -> np.ndarray:
