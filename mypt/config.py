@@ -72,6 +72,7 @@ MAX_CONTEXT = 1 << 31  # an original context past any model's (and within a tens
 # Llama 3's RoPE scaling: Hugging Face's names of its numbers, in the order --rope_scaling writes them.
 ROPE_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 ROPE_SCALING_FORM = "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS)  # (what errors say to write)
+NO_SCALING = "none"  # --rope_scaling's value for no scaling: a flag's way to clear a file's or a model's
 
 
 def rope_scaling_params(text: str | None) -> dict | None:
@@ -117,9 +118,12 @@ def _parse_rope_scaling(text: str) -> dict:
     return {"rope_type": "llama3", **params}
 
 
-def rope_scaling_text(value) -> str:
+def rope_scaling_text(value) -> str | None:
     """The one spelling of a --rope_scaling (numbers as Python writes them, keys in their order),
-    so a checkpoint's setting compares equal to the import that made it."""
+    so a checkpoint's setting compares equal to the import that made it; "none" is no scaling
+    (a flag's way to clear a config file's or an imported model's)."""
+    if str(value).strip().lower() == NO_SCALING:
+        return None
     params = rope_scaling_params(value)
     return "llama3:" + ",".join(f"{k}={params[k]!r}" for k in ROPE_SCALING_KEYS)
 
@@ -196,8 +200,9 @@ class GPTConfig(Settings):
         None, "RoPE's frequencies rescaled for a context longer than the model was first trained for, as Llama "
               "3.1 and 3.2 do (with --position rope; new models, and new runs from a model): "
               "llama3:factor=F,low_freq_factor=L,"
-              "high_freq_factor=H,original_max_position_embeddings=N. Imported with such a model.",
-        check=rope_scaling_text, metavar="llama3:KEY=VALUE,...", acts_with=("position", "rope"),
+              "high_freq_factor=H,original_max_position_embeddings=N. Imported with such a model; none: "
+              "no scaling (over a config file's or the model's).",
+        check=rope_scaling_text, metavar="llama3:KEY=VALUE,...|none", acts_with=("position", "rope"),
         from_object=rope_scaling_from_object)
     tie_embeddings: bool = setting(True, "The output head shares the input embedding's weights (GPT-2, small "
                                          "Llamas); --no_tie_embeddings: a head of its own, as most Llamas have "

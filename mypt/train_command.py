@@ -18,7 +18,7 @@ import torch
 from mypt import checkpoint
 from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
-from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
+from mypt.config import NO_SCALING, GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
 from mypt.distributed import Dist, all_ranks, cpu_group, setup_distributed, tell_ranks_start_failed
 from mypt.errors import CheckpointError, ConfigError, DataError
@@ -142,7 +142,8 @@ def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
         return f"--{other} {settings[other]}"
 
     return [f"warning: {given[name]} has no effect: it acts with --{other} {value}, this run has {deciding(other)}"
-            for name, (other, value) in acts_with.items() if name in given and settings[other] != value]
+            for name, (other, value) in acts_with.items()
+            if name in given and settings[other] != value and settings[name] is not None]  # (none: cleared)
 
 
 def text_tokens(text: str, tokenizer: Tokenizer) -> np.ndarray:
@@ -449,7 +450,8 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
     return (f"{init} has another architecture than this run's settings: "
             + ", ".join(f"{said(k, mine)} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
             + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
-            + " ".join(as_flag(k, ckpt, whole=True) if ckpt is not None else f"default --{k} (no flag)"
+            + " ".join(as_flag(k, ckpt, whole=True) if ckpt is not None
+                       else f"--{k} {NO_SCALING}" if k == "rope_scaling" else f"default --{k} (no flag)"
                        for k, (_, ckpt) in differ.items()))
 
 

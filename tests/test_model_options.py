@@ -5,6 +5,7 @@ maps; the defaults keep GPT-2's names."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -332,10 +333,18 @@ def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_p
     run_from_flags({**flags, "model_name": "dropped", "dropout": 0.2, "max_iters": 1}, **quiet)
     run_from_flags({**flags, "model_name": "dropped", "resume": True, "max_iters": 2}, **quiet)
     assert load_model(tmp_path / "checkpoints/dropped")[0].config.dropout == 0.2
-    # The checkpoint's --rope_scaling is told whole, to be passed as it is.
+    # The checkpoint's --rope_scaling is told whole, to be passed as it is; `none` clears it.
     with pytest.raises(ConfigError, match=rf"pass its --rope_scaling {scaled}$"):
         run_from_flags({**new, "model_name": "scaled", "resume": True, "max_iters": 1,
                         "rope_scaling": scaled.replace("factor=4.0", "factor=2.0", 1)}, **quiet)
+    with pytest.raises(ConfigError, match=rf"pass its --rope_scaling {scaled}$"):
+        run_from_flags({**new, "model_name": "scaled", "resume": True, "max_iters": 1, "rope_scaling": "none"}, **quiet)
+    with pytest.raises(ConfigError, match=r"--rope_scaling 'llama3:.*' \(the checkpoint: None\); .* pass its "
+                                          r"--rope_scaling none$"):
+        run_from_flags({**new, "model_name": "rope", "resume": True, "max_iters": 1, "rope_scaling": scaled}, **quiet)
+    run_from_flags({**new, "model_name": "unscaled", "init_from_model": "scaled", "rope_scaling": "None"}, **quiet)
+    assert load_model(tmp_path / "checkpoints/unscaled")[0].config == dataclasses.replace(model.config,
+                                                                                          rope_scaling=None)
     # Refused for another setting, the message names that one only, not those a new run may change.
     # Each setting is said where it came from: a flag, or the config file.
     with pytest.raises(ConfigError, match=r"has another architecture than this run's settings: --n_layer 3 \(the "
