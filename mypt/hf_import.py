@@ -1,8 +1,10 @@
 """`mypt train --init_from_model hf:DIR`: a Hugging Face transformers directory (what
 `save_pretrained` writes, or a local copy of the gpt2 weights) as a mypt GPT: GPT-2
-(GPT2LMHeadModel), Llama (LlamaForCausalLM), Qwen2 (Qwen2ForCausalLM) or Qwen3
-(Qwen3ForCausalLM), the last three as mypt's modern recipe (position rope, norm rmsnorm, mlp
-swiglu, n_kv_head; qkv_bias for Qwen2, qk_norm for Qwen3). The MLP's width (mlp_width), an
+(GPT2LMHeadModel), Llama (LlamaForCausalLM), Mistral (MistralForCausalLM), Qwen2
+(Qwen2ForCausalLM) or Qwen3 (Qwen3ForCausalLM), the last four as mypt's modern recipe (position
+rope, norm rmsnorm, mlp swiglu, n_kv_head; qkv_bias for Qwen2, qk_norm for Qwen3). Mistral's
+sliding-window attention, which mypt has not, is full attention over a context no longer than
+the window: its block_size is the smaller of the two. The MLP's width (mlp_width), an
 untied head (tie_embeddings false), the norms' epsilon (norm_eps) and Llama 3's RoPE scaling
 (rope_scaling) come along. What mypt cannot express is refused, naming the config.json key:
 an lm_head.weight other than the embedding where config.json says they are tied, other RoPE
@@ -57,16 +59,19 @@ MLP_FROM_ACT = {"silu": "swiglu", "relu": "relu2"}
 
 # The keys of a GPT-2 config.json that give the model's shape (the rest have defaults).
 HF_SHAPE_KEYS = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
-# Llama and the Qwens: the config.json keys that give the model's shape, and the model types.
-LLAMA_TYPES = ("llama", "qwen2", "qwen3")
+# Llama, Mistral and the Qwens: the config.json keys that give the model's shape, and the model types.
+LLAMA_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 LLAMA_SHAPE_KEYS = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "num_attention_heads",
                     "hidden_size", "intermediate_size")
 SUPPORTED_TYPES = ("gpt2", *LLAMA_TYPES)
-# transformers' defaults (LlamaConfig, Qwen2Config and Qwen3Config, 4.57 and 5 alike) of the keys
-# mypt checks whose default is not mypt's: what a config.json that leaves the key out means.
-# None: head_dim hidden_size / num_attention_heads, num_key_value_heads num_attention_heads.
+# transformers' defaults (LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config, 4.57 and 5
+# alike) of the keys mypt checks whose default is not mypt's: what a config.json that leaves the
+# key out means. None: head_dim hidden_size / num_attention_heads, num_key_value_heads
+# num_attention_heads, sliding_window none.
 LLAMA_DEFAULTS = {"llama": {"tie_word_embeddings": False, "head_dim": None, "num_key_value_heads": None,
                             "rms_norm_eps": 1e-6},
+                  "mistral": {"tie_word_embeddings": False, "head_dim": None, "num_key_value_heads": 8,
+                              "rms_norm_eps": 1e-6, "sliding_window": 4096},
                   "qwen2": {"tie_word_embeddings": False, "head_dim": None, "num_key_value_heads": 32,
                             "rms_norm_eps": 1e-6},
                   "qwen3": {"tie_word_embeddings": False, "head_dim": 128, "num_key_value_heads": 32,
@@ -74,7 +79,8 @@ LLAMA_DEFAULTS = {"llama": {"tie_word_embeddings": False, "head_dim": None, "num
 
 
 def read_hf_config(path: Path) -> dict:
-    """A transformers directory's config (GPT-2, Llama, Qwen2 or Qwen3) as mypt's {"model": ..., "training": {}}."""
+    """A transformers directory's config (GPT-2, Llama, Mistral, Qwen2 or Qwen3) as mypt's {"model": ...,
+    "training": {}}."""
     path = Path(path)
     try:
         hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -168,8 +174,8 @@ def _rope_scaling_setting(kind, params) -> tuple[bool, str | None]:
 
 
 def _llama_model_settings(path: Path, hf: dict) -> dict:
-    """mypt's model settings of a Llama, Qwen2 or Qwen3 config.json; what mypt cannot express is
-    refused."""
+    """mypt's model settings of a Llama, Mistral, Qwen2 or Qwen3 config.json; what mypt cannot
+    express is refused."""
     where = f"--init_from_model hf:{path}: config.json"
     bad = [f"{key} {hf[key]!r}" if key in hf else f"no {key}" for key in LLAMA_SHAPE_KEYS
            if type(hf.get(key)) is not int]
@@ -186,6 +192,10 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
     scalings = {key: _rope_scaling_setting(kind, params) for key, (kind, params) in ropes.items()}
     scaling = next((setting for _, setting in scalings.values()), None)  # rope_parameters' first
     layer_types = hf.get("layer_types") or []
+    # Mistral's window: token i attends to i - window + 1 .. i (transformers' mask), which is
+    # full causal attention over any context up to the window (Qwen2's sliding_window acts only
+    # with use_sliding_window, checked below).
+    window = get("sliding_window") if hf["model_type"] == "mistral" else None
     shown = lambda key: theta if key == "rope_theta" else get(key)  # noqa: E731 (the base wherever it is)
     params = hf.get("rope_parameters")
     given = lambda key: key in hf or key == "rope_theta" and isinstance(params, dict) and key in params  # noqa: E731
@@ -197,6 +207,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
                                            + ("; the same in rope_parameters and rope_scaling" if ok else ""))
           for key, (ok, setting) in scalings.items()],
         ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
+        ("sliding_window", window is None or type(window) is int and window > 0, "null or a whole number above 0"),
         ("layer_types", isinstance(layer_types, list) and all(t == "full_attention" for t in layer_types),
          "full_attention in every layer"),
         ("hidden_act", isinstance(act, str) and act in MLP_FROM_ACT, "silu, or relu with gate_proj equal to "
@@ -215,7 +226,8 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         ("rope_theta", isinstance(theta, (int, float)) and theta > 1, "a number above 1")) if not ok]
     if wrong:
         raise ConfigError(f"{where}: mypt cannot express {', '.join(wrong)}")
-    return {"vocab_size": hf["vocab_size"], "block_size": hf["max_position_embeddings"],
+    context = hf["max_position_embeddings"] if window is None else min(window, hf["max_position_embeddings"])
+    return {"vocab_size": hf["vocab_size"], "block_size": context,
             "n_layer": hf["num_hidden_layers"], "n_head": n_head, "n_embd": n_embd, "dropout": 0.0, "bias": False,
             "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm",
             "mlp": MLP_FROM_ACT[act],

@@ -403,3 +403,43 @@ def test_an_untied_llama_of_its_own_mlp_width_imports_and_exports_back_identical
     theirs = hf_model.state_dict()
     assert set(again.state_dict()) == set(theirs)
     assert all(torch.equal(t, theirs[k]) for k, t in again.state_dict().items())
+
+
+@pytest.mark.parametrize("window", [None, 12])
+def test_a_mistral_of_transformers_imports_with_its_logits_within_its_sliding_window(tmp_path, window):
+    """Mistral is Llama's architecture with a sliding window of attention (null in Mistral 7B
+    v0.2 and later): within a context no longer than the window, full causal attention computes
+    the same, so the import's block_size is the window where it is shorter than
+    max_position_embeddings. A config.json without sliding_window means MistralConfig's 4096."""
+    cfg = transformers.MistralConfig(vocab_size=60, hidden_size=48, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                                     sliding_window=window, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf_model = transformers.MistralForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in hf_model.parameters():
+            p.normal_(0.0, 0.3)
+    hub = tmp_path / "hub"
+    hf_model.save_pretrained(hub, safe_serialization=True)
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(60)]).save(hub)
+    model, _, config = import_hf(hub)
+    assert model.config.block_size == (window or 32) and config["model"]["n_kv_head"] == 2
+    x = torch.randint(0, 60, (2, window or 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x, x)[0], hf_model(x).logits, atol=1e-4)
+    if window:  # past the window full attention computes another thing: mypt's context stops there
+        longer = torch.randint(0, 60, (1, 32), generator=torch.Generator().manual_seed(1))
+        model.set_block_size(32)
+        with torch.no_grad():
+            ours, theirs = model(longer, longer)[0], hf_model(longer).logits
+        assert torch.allclose(ours[:, :window], theirs[:, :window], atol=1e-4)
+        assert not torch.allclose(ours[:, window:], theirs[:, window:], atol=1e-2)
+    saved = json.loads((hub / "config.json").read_text())
+    assert saved["sliding_window"] == window
+    del saved["sliding_window"]
+    for edit, block in (({"sliding_window": None}, 32), ({}, 32)):  # unset: 4096, past the 32 positions
+        (hub / "config.json").write_text(json.dumps({**saved, **edit}))
+        assert import_hf(hub)[0].config.block_size == block
+    (hub / "config.json").write_text(json.dumps({**saved, "sliding_window": "wide"}))
+    with pytest.raises(ConfigError, match="sliding_window 'wide' \\(mypt: null or a whole number above 0\\)"):
+        import_hf(hub)
