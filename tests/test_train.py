@@ -447,3 +447,46 @@ def test_mixture_run_resumes_exactly(demo, tmp_path, monkeypatch):
     assert a["history"] == b["history"] and a["step"] == b["step"] == 6
     assert (tmp_path / "checkpoints/straight/model.safetensors").read_bytes() == \
         (tmp_path / "checkpoints/resumed/model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_ranks_stop_with_a_checkpoint_when_torchrun_is_killed(demo, tmp_path):
+    """kill -9 of torchrun (or the OOM killer taking it) left its ranks training on, orphans,
+    to the end of the run, with nothing left to stop them but a kill of each, which saves
+    nothing. Each rank now sees its parent gone, and they stop together with a checkpoint
+    that resumes."""
+    psutil = pytest.importorskip("psutil")
+    log = tmp_path / "torchrun.log"
+    with open(log, "w") as out:
+        launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                     "--nproc_per_node", "2", "-m", "mypt.cli", "train", "--dataset_dir",
+                                     str(demo / "general"), "--model_name", "m", *TINY, "--max_iters", "100000",
+                                     "--eval_interval", "2", "--eval_iters", "1", "--log_interval", "1"],
+                                    cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    ranks = []
+    try:
+        deadline = time.monotonic() + 180
+        while "step 4: val" not in log.read_text() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "step 4: val" in log.read_text(), log.read_text()[-3000:]
+        ranks = psutil.Process(launcher.pid).children()
+        assert len(ranks) == 2
+        launcher.kill()
+        launcher.wait()
+        gone, alive = psutil.wait_procs(ranks, timeout=60)
+        assert alive == [], log.read_text()[-3000:]
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+        for p in ranks:  # (orphans: in the session of the launcher, which is gone)
+            if p.is_running():
+                p.kill()
+    said = re.search(r"torchrun ended \(its process was killed\): stopped at step (\d+); continue with --resume",
+                     log.read_text())
+    assert said, log.read_text()[-3000:]
+    step = int(said.group(1))
+    assert json.loads((tmp_path / "checkpoints/m/training_state.json").read_text())["step"] == step > 4
+    resumed = mypt_cli("train", "--dataset_dir", str(demo / "general"), "--model_name", "m", *TINY,
+                       "--max_iters", str(step + 1), "--eval_interval", "2", "--eval_iters", "1", "--resume",
+                       cwd=tmp_path)
+    assert f"from step {step}" in resumed.stdout, resumed.stdout
