@@ -7,25 +7,34 @@ the same steps (a check that the graph replays the step).
 
     python bench/muon_step.py                       # the baby GPT's matrices (6 x 384) and 124M's (12 x 768)
     python bench/muon_step.py --sizes baby --steps 5   # quick
+    python bench/muon_step.py --sizes baby --fsdp_ranks 2   # under FSDP, 2 gloo ranks on the CPU
 
 On the CPU both orthogonalize as mypt does there (bfloat16 where the CPU multiplies it, AMX or
 AVX512-BF16, else float32: torch's own bfloat16 iteration is 24x slower there), so the CPU
-figures compare the loop with the batch only.
+figures compare the loop with the batch only. With --fsdp_ranks N the matrices are FSDP's
+shards on N CPU processes (gloo), and mypt's step, each matrix orthogonalized by one rank, is
+timed against the step before that split: every rank gathered every matrix and orthogonalized
+all of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import distribute_tensor
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # a plain checkout; PYTHONPATH or an install wins
 
 from mypt.model import GPT, GPTConfig  # noqa: E402
+from mypt import optim  # noqa: E402
+from mypt.fsdp import full, shard_model  # noqa: E402
 from mypt.optim import MuonGraph, muon_parameter_names, muon_step, orthogonalize  # noqa: E402
 
 SIZES = {"tiny": dict(n_layer=2, n_head=2, n_embd=32), "baby": dict(n_layer=6, n_head=6, n_embd=384),
@@ -69,7 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default="baby,124M", help="comma list of " + ", ".join(SIZES))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--fsdp_ranks", type=int, default=0, help="time the step on FSDP's shards on this many CPU ranks")
     args = ap.parse_args(argv)
+    if args.fsdp_ranks:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        torch.multiprocessing.spawn(fsdp_rank, args=(args, port), nprocs=args.fsdp_ranks)
+        return
     device = torch.device(args.device)
     print(f"Muon step on {device} (torch {torch.__version__}), ms per step, {args.steps} steps after 2 warm-up")
     for size in args.sizes.split(","):
@@ -112,6 +128,46 @@ def graph_column(matrices: list, device: torch.device, steps: int, loop_ms: floa
     moved = max((p - s).abs().max().item() for p, s in zip(matrices, start))
     ms = timed(lambda: graph.step(on_graph), device, steps)
     return f"{ms:8.2f} ({loop_ms / ms:.1f}x faster; matrices within {diff:.1e} of eager's, moved {moved:.1e})"
+
+
+def fsdp_rank(rank: int, args: argparse.Namespace, port: int) -> None:
+    """One of --fsdp_ranks processes: mypt's step on the shards, and the step before the split."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=args.fsdp_ranks)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.fsdp_ranks))  # (the ranks share the cores)
+    cpu = torch.device("cpu")
+    if rank == 0:
+        print(f"Muon step on FSDP's shards, {args.fsdp_ranks} CPU ranks (gloo, {torch.get_num_threads()} threads "
+              f"each), ms per step, {args.steps} steps after 2 warm-up")
+    for size in args.sizes.split(","):
+        torch.manual_seed(0)
+        model = shard_model(GPT(GPTConfig(**SIZES[size], **MODERN)), None, compiled=False)
+        params = dict(model.named_parameters())
+        matrices = [params[n] for n in muon_parameter_names(model)]
+        for p in matrices:  # (each rank its rows of one whole, the same seed on all)
+            p.grad = distribute_tensor(torch.randn(p.shape), p.device_mesh, p.placements, src_data_rank=None)
+        split, every = (torch.optim.Muon(matrices, lr=0.02, weight_decay=0.0, adjust_lr_fn="original")
+                        for _ in range(2))
+        ms = timed(lambda: muon_step(split), cpu, args.steps)
+        sharded, optim._sharded_orthogonalized = optim._sharded_orthogonalized, gathered
+        try:
+            before = timed(lambda: muon_step(every), cpu, args.steps)
+        finally:
+            optim._sharded_orthogonalized = sharded
+        if rank == 0:
+            print(f"{size}: {len(matrices)} matrices | each orthogonalized by one rank {ms:8.2f} | "
+                  f"by every rank (before) {before:8.2f} ({before / ms:.1f}x)", flush=True)
+    torch.distributed.destroy_process_group()
+
+
+def gathered(params: list, updates: list, group: dict):
+    """optim._sharded_orthogonalized as it was: every rank gathers each update whole,
+    orthogonalizes every matrix and keeps its own rows."""
+    for part in optim._batches(params, list(range(len(params)))):
+        ortho = orthogonalize(torch.stack([full(updates[i]) for i in part]), group).to(params[part[0]].dtype)
+        yield part, [distribute_tensor(o, params[i].device_mesh, params[i].placements, src_data_rank=None)
+                     for o, i in zip(ortho.unbind(0), part)]
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,13 +9,13 @@ one `MuonAdamW`, so the fit loop, GradScaler, checkpoints and DDP keep seeing on
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import ChainMap
 import torch
 
 from mypt.config import TrainConfig
 from mypt.errors import ConfigError
-from mypt.fsdp import full
 from mypt.precision import cpu_runs_bf16
 
 BLOCKS = "transformer.h."  # the parameters of the transformer blocks (mypt.model.GPT)
@@ -152,8 +152,9 @@ class MuonAdamW(torch.optim.Optimizer):
 
 
 # Matrices orthogonalized in one batch at most: a bound on the stacked copy's memory (256 MB in
-# float32, and as much again for the list it is stacked from under FSDP, gathered), which a 750M
-# model's 24 MLP matrices of 6144 x 1536 would otherwise take 0.9 GB.
+# float32), which a 750M model's 24 MLP matrices of 6144 x 1536 would otherwise take 0.9 GB.
+# Under FSDP also the most a rank holds whole in one exchange round (_rounds): the rows it
+# receives, the matrices put together from them and their stack, as much again each.
 BATCH_ELEMENTS = 1 << 26
 
 
@@ -209,21 +210,122 @@ def _update(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[to
     torch._foreach_lerp_(bufs, grads, 1 - momentum)
     updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
     torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
-    by_shape: dict[tuple, list[int]] = {}
-    for i, p in enumerate(params):
-        by_shape.setdefault((tuple(p.shape), p.dtype), []).append(i)
-    for ((rows, cols), dtype), index in by_shape.items():
-        per_batch = max(1, BATCH_ELEMENTS // (rows * cols))
+    orthogonalized = _sharded_orthogonalized if hasattr(params[0], "device_mesh") else _orthogonalized
+    for part, deltas in orthogonalized(params, updates, group):
+        rows, cols = params[part[0]].shape
         step = -lr * _lr_scale(group["adjust_lr_fn"], rows, cols)
-        for start in range(0, len(index), per_batch):
-            part = index[start:start + per_batch]
-            # Whole matrices (a shard of FSDP's gathered: orthogonalizing is not row by row).
-            ortho = orthogonalize(torch.stack([full(updates[i]) for i in part]), group).to(dtype)
-            deltas = [_like(o, params[i]) for o, i in zip(ortho.unbind(0), part)]
-            if isinstance(step, torch.Tensor):  # (foreach_add_ takes its alpha as a number only)
-                torch._foreach_add_([params[i] for i in part], torch._foreach_mul(deltas, step))
-            else:
-                torch._foreach_add_([params[i] for i in part], deltas, alpha=step)
+        if isinstance(step, torch.Tensor):  # (foreach_add_ takes its alpha as a number only)
+            torch._foreach_add_([params[i] for i in part], torch._foreach_mul(deltas, step))
+        else:
+            torch._foreach_add_([params[i] for i in part], deltas, alpha=step)
+
+
+def _batches(params: list[torch.Tensor], index: list[int]) -> list[list[int]]:
+    """The matrices `index` (of `params`) in the batches orthogonalize takes: one shape and
+    dtype each, of at most BATCH_ELEMENTS elements (one matrix at least)."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i in index:
+        by_shape.setdefault((tuple(params[i].shape), params[i].dtype), []).append(i)
+    batches = []
+    for (shape, _), same in by_shape.items():
+        per_batch = max(1, BATCH_ELEMENTS // math.prod(shape))
+        batches += [same[start:start + per_batch] for start in range(0, len(same), per_batch)]
+    return batches
+
+
+def _orthogonalized(params: list[torch.Tensor], updates: list[torch.Tensor], group: dict):
+    """(batch, its orthogonalized updates) for every batch of matrices, in one process."""
+    for part in _batches(params, list(range(len(params)))):
+        ortho = orthogonalize(torch.stack([updates[i] for i in part]), group).to(params[part[0]].dtype)
+        yield part, list(ortho.unbind(0))
+
+
+def _sharded_orthogonalized(params: list[torch.Tensor], updates: list[torch.Tensor], group: dict):
+    """_orthogonalized for FSDP's shards (DTensors, rows split over the ranks as torch.chunk
+    splits them): the whole matrix is orthogonalized (it is not row by row), by one rank, its
+    owner (_owners), which receives every rank's rows of it and sends each rank its rows of the
+    result (two all_to_all per round, _rounds). So each rank iterates on 1/N of the matrices,
+    where gathering every matrix on every rank had each do all of them (N times the work), and
+    receives about 2/N of their elements instead of (N-1)/N. (bench/muon_step.py --fsdp_ranks 2:
+    the baby GPT's step 1.6-2.3x faster on 2 CPU ranks, a busy 2-core machine.)"""
+    from torch.distributed.tensor import DTensor, Shard
+
+    mesh = params[0].device_mesh
+    pg = mesh.get_group()
+    world, rank = torch.distributed.get_world_size(pg), torch.distributed.get_rank(pg)
+    local = [u.to_local() for u in updates]
+    rows = [_chunk_rows(p.size(0), world) for p in params]  # rows[i][r]: rank r's rows of matrix i
+    for i, p in enumerate(params):
+        assert p.placements == (Shard(0),) and local[i].size(0) == rows[i][rank], (p.placements, local[i].shape)
+    dtype = functools.reduce(torch.promote_types, [u.dtype for u in local])  # (one buffer per exchange)
+    device = local[0].device
+    for plan in _rounds(params, _owners([tuple(p.shape) for p in params], world), world):
+        mine = plan[rank]
+        # Every rank's rows of each matrix to its owner, who stacks them (rank order is row order).
+        got = _all_to_all([[local[i] for i in plan[o]] for o in range(world)],
+                          [[rows[i][s] * params[i].size(1) for i in mine] for s in range(world)], dtype, device, pg)
+        whole = {i: torch.cat([got[s][k].view(rows[i][s], params[i].size(1)) for s in range(world)])
+                 for k, i in enumerate(mine)}
+        done = {}
+        for part in _batches(params, mine):
+            ortho = orthogonalize(torch.stack([whole[i] for i in part]), group).to(params[part[0]].dtype)
+            done.update(zip(part, ortho.unbind(0)))
+        # The owner's result back, each rank's rows to it.
+        got = _all_to_all([[done[i].narrow(0, sum(rows[i][:s]), rows[i][s]) for i in mine] for s in range(world)],
+                          [[rows[i][rank] * params[i].size(1) for i in plan[o]] for o in range(world)],
+                          dtype, device, pg)
+        deltas = {i: got[o][k].view(rows[i][rank], params[i].size(1)).to(params[i].dtype)
+                  for o in range(world) for k, i in enumerate(plan[o])}
+        for part in _batches(params, [i for index in plan for i in index]):
+            yield part, [DTensor.from_local(deltas[i], mesh, params[i].placements, run_check=False,
+                                            shape=params[i].shape, stride=params[i].stride()) for i in part]
+
+
+def _chunk_rows(n: int, world: int) -> list[int]:
+    """Each rank's rows of a matrix of `n` rows sharded Shard(0) over `world` ranks: torch.chunk's
+    split (ceil(n / world) each, the last ranks fewer or none), FSDP2's and DTensor's."""
+    size = -(-n // world)
+    return [max(0, min(n, size * (r + 1)) - size * r) for r in range(world)]
+
+
+def _owners(shapes: list[tuple[int, int]], world: int) -> list[int]:
+    """The rank that orthogonalizes each matrix: the largest first, each to the rank with the
+    least work so far (the lowest of equals). The work is rows x cols x min(rows, cols), as the
+    iteration's matmuls' multiply-adds grow. Every rank computes the same answer."""
+    work, owners = [0] * world, [0] * len(shapes)
+    for i in sorted(range(len(shapes)), key=lambda i: -math.prod(shapes[i]) * min(shapes[i])):
+        owners[i] = min(range(world), key=lambda r: work[r])
+        work[owners[i]] += math.prod(shapes[i]) * min(shapes[i])
+    return owners
+
+
+def _rounds(params: list[torch.Tensor], owners: list[int], world: int) -> list[list[list[int]]]:
+    """rounds[k][r]: the matrices rank r orthogonalizes in the k-th exchange, at most
+    BATCH_ELEMENTS elements (one matrix at least): what a rank holds whole at once. Ranks with
+    fewer rounds take part in the others' with nothing of their own."""
+    rounds: list[list[list[int]]] = []
+    for r in range(world):
+        k, size = 0, 0
+        for i in (i for i, o in enumerate(owners) if o == r):
+            if size and size + params[i].numel() > BATCH_ELEMENTS:
+                k, size = k + 1, 0
+            if k == len(rounds):
+                rounds.append([[] for _ in range(world)])
+            rounds[k][r].append(i)
+            size += params[i].numel()
+    return rounds
+
+
+def _all_to_all(send: list[list[torch.Tensor]], sizes: list[list[int]], dtype: torch.dtype, device: torch.device,
+                pg) -> list[list[torch.Tensor]]:
+    """send[r]: the tensors for rank r; sizes[r]: the sizes (elements) of those rank r sends
+    here. Returns them from each rank, flat. One all_to_all_single, which every rank calls."""
+    nothing = torch.empty(0, dtype=dtype, device=device)  # (torch.cat takes no empty list)
+    flat = torch.cat([t.reshape(-1).to(dtype) for ts in send for t in ts] + [nothing])
+    out = torch.empty(sum(map(sum, sizes)), dtype=dtype, device=device)
+    torch.distributed.all_to_all_single(out, flat, [sum(n) for n in sizes], [sum(t.numel() for t in ts) for ts in send],
+                                        group=pg)
+    return [list(part.split(n)) for part, n in zip(out.split([sum(n) for n in sizes]), sizes)]
 
 
 class MuonGraph:
@@ -246,7 +348,7 @@ class MuonGraph:
         if not stepped:
             return None
         if any(hasattr(p, "device_mesh") for _, params in stepped for p in params):
-            return muon_step(muon)  # (FSDP's shards: gathering is a collective, not captured)
+            return muon_step(muon)  # (FSDP's shards: the exchange is collectives, not captured)
         # Streams and captures are the current device's: make it the matrices' (fit does not
         # set it; a model on cuda:1 would be captured on cuda:0).
         device = stepped[0][1][0].device
@@ -284,16 +386,6 @@ class MuonGraph:
             torch._foreach_copy_(grads, [p.grad for p in params])
         self.graph.replay()
         return None
-
-
-def _like(update: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
-    """A whole update as `param` holds it: under FSDP this rank's shard of it (every rank has
-    computed the whole; no communication), else as it is."""
-    if not hasattr(param, "device_mesh"):
-        return update
-    from torch.distributed.tensor import distribute_tensor
-
-    return distribute_tensor(update, param.device_mesh, param.placements, src_data_rank=None)
 
 
 def _lr_scale(adjust_lr_fn: str | None, rows: int, cols: int) -> float:

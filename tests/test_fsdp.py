@@ -119,21 +119,41 @@ def test_fsdp_trains_as_ddp_and_a_signal_stops_every_rank_with_a_checkpoint_that
 
 
 def _untied(tok) -> GPT:
-    """The tiny model with an output head of its own (--no_tie_embeddings): two tensors to shard and save."""
+    """The tiny model 33 wide (3 heads) with an output head of its own (--no_tie_embeddings): two
+    tensors to shard and save; and Muon matrices of 99 and 33 rows, which 2 ranks shard unevenly
+    (50 and 49 rows, 17 and 16)."""
     model = tiny_model(tok)
     torch.manual_seed(0)
-    return GPT(dataclasses.replace(model.config, tie_embeddings=False))
+    return GPT(dataclasses.replace(model.config, tie_embeddings=False, n_embd=33, n_head=3))
+
+
+def _count_orthogonalized() -> list[int]:
+    """In a worker: from now on, the matrices of each orthogonalize call in this process."""
+    from mypt import optim
+
+    counted, orthogonalize = [], optim.orthogonalize
+
+    def counting(stack: torch.Tensor, group: dict) -> torch.Tensor:
+        counted.append(stack.size(0))
+        return orthogonalize(stack, group)
+
+    optim.orthogonalize = counting
+    return counted
 
 
 def _fsdp_muon_worker(rank: int, port: int, out: str) -> None:
     dist = _join(rank, port)
     tok, cpu = tokenizer(), torch.device("cpu")
+    counted = _count_orthogonalized()
     # lr_decay_iters fixed: the run cut at step 4 keeps the whole run's schedule.
     cfg = config(optimizer="muon", max_iters=8, lr_decay_iters=8, eval_interval=4, dtype="float32")
     extra = {"training": cfg.to_dict()}
     ddp = fit(DDP(_untied(tok)), loader(tok, rank), config=cfg, dist=dist, log=quiet)
+    orthogonalized = {"ddp": sum(counted)}
+    counted.clear()
     straight = shard_model(_untied(tok), None, compiled=False)
     result = fit(straight, loader(tok, rank), config=cfg, dist=dist, log=quiet)
+    orthogonalized["fsdp"] = sum(counted)
     weights = {k: full(v).detach().clone() for k, v in straight.state_dict().items()}
     fit(shard_model(_untied(tok), None, compiled=False), loader(tok, rank), config=dataclasses.replace(cfg, max_iters=4),
         checkpoint_dir=Path(out) / "half", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
@@ -145,17 +165,18 @@ def _fsdp_muon_worker(rank: int, port: int, out: str) -> None:
     fit(resumed, loader(tok, rank), optimizer, config=cfg, resume_state=state, dist=dist, log=quiet)
     same = all(torch.equal(full(v), weights[k]) for k, v in resumed.state_dict().items())
     untied = resumed.lm_head.weight is not resumed.transformer.wte.weight
-    torch.save({"ddp": ddp["history"], "fsdp": result["history"], "same": same, "untied": untied},
-               f"{out}/rank{rank}.pt")
+    torch.save({"ddp": ddp["history"], "fsdp": result["history"], "same": same, "untied": untied,
+                "orthogonalized": orthogonalized}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_fsdp_trains_with_muon_as_ddp_and_resumes_exactly(tmp_path):
-    """Muon under FSDP: each shard's update is its rows of the whole matrix's orthogonalized
-    momentum (gathered, computed on every rank), so the run is DDP's, and its sharded
-    checkpoint (Muon's momentum included) resumes to the uninterrupted run's weights. The
-    model's head is untied: its own tensor is sharded, saved and read back too."""
+    """Muon under FSDP: each matrix's momentum is orthogonalized whole by one rank, which
+    receives every rank's rows of it and sends each its rows of the result, so the run is
+    DDP's while each rank orthogonalizes half the matrices (DDP's ranks, all of them); its
+    sharded checkpoint (Muon's momentum included) resumes to the uninterrupted run's weights.
+    The model's head is untied: its own tensor is sharded, saved and read back too."""
     _spawn_two_ranks(_fsdp_muon_worker, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     # (Within 1e-4: where the CPU multiplies bfloat16, Muon iterates in it, and the two runs'
@@ -164,6 +185,64 @@ def test_fsdp_trains_with_muon_as_ddp_and_resumes_exactly(tmp_path):
     assert train_losses(r0["fsdp"]) == pytest.approx(train_losses(r0["ddp"]), abs=1e-4)
     assert train_losses(r0["fsdp"])[-1] < train_losses(r0["fsdp"])[0] - 0.5
     assert r0["same"] and r1["same"] and r0["untied"]
+    # 4 matrices x 8 steps: each DDP rank orthogonalized all 32, each FSDP rank 16 (the MLP's
+    # c_fc and attention's c_attn on rank 0, the two c_proj on rank 1: rows x cols x min(rows,
+    # cols) of 231 x 33 x 33 against 165 x 33 x 33).
+    assert r0["orthogonalized"]["ddp"] == r1["orthogonalized"]["ddp"] == 32
+    assert r0["orthogonalized"]["fsdp"] == r1["orthogonalized"]["fsdp"] == 16
+
+
+# (rows, cols): rows that 2 ranks shard unevenly (3: 2 and 1) or leave one rank none of (1).
+MATRICES = [(16, 8), (7, 8), (3, 4), (3, 4), (5, 3), (1, 6)]
+
+
+def _muon_step_worker(rank: int, port: int, out: str) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import distribute_tensor
+
+    from mypt import optim
+
+    _join(rank, port)
+    optim.cpu_runs_bf16 = lambda: False  # the float32 iteration on any CPU: the steps compared bit for bit
+    counted = _count_orthogonalized()
+
+    def matrices() -> torch.nn.Sequential:  # (fully_shard wants a module with a forward; never called)
+        torch.manual_seed(0)
+        return torch.nn.Sequential(*(torch.nn.Linear(cols, rows, bias=False) for rows, cols in MATRICES))
+
+    whole, sharded = matrices(), fully_shard(matrices(), mesh=init_device_mesh("cpu", (2,)))
+    muons = [torch.optim.Muon(m.parameters(), lr=0.02, weight_decay=0.1, adjust_lr_fn="original")
+             for m in (whole, sharded)]
+    torch.manual_seed(1)
+    steps = []
+    for batch_elements in (optim.BATCH_ELEMENTS, optim.BATCH_ELEMENTS, 40):  # 40: rank 1 in 3 rounds, rank 0 in 1
+        optim.BATCH_ELEMENTS = batch_elements
+        for p, q in zip(whole.parameters(), sharded.parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = distribute_tensor(p.grad, q.device_mesh, q.placements, src_data_rank=None)
+        optim.muon_step(muons[0])
+        counted.clear()
+        optim.muon_step(muons[1])
+        steps.append(sum(counted))
+    same = all(torch.equal(full(q), p) and torch.equal(full(muons[1].state[q]["momentum_buffer"]),
+                                                       muons[0].state[p]["momentum_buffer"])
+               for p, q in zip(whole.parameters(), sharded.parameters()))
+    torch.save({"same": same, "orthogonalized": steps}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_muon_step_on_shards_is_the_step_on_whole_matrices_each_rank_orthogonalizing_its_share(tmp_path):
+    """mypt's Muon step on FSDP2's shards of matrices against the same step on the whole
+    matrices in one process, from the same gradients, three steps: the same matrices and
+    momentum bit for bit, while each matrix was orthogonalized by one rank only."""
+    _spawn_two_ranks(_muon_step_worker, tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert r0["same"] and r1["same"]
+    # The work goes as rows x cols x min(rows, cols): 16 x 8's 1024 to rank 0, the other five's
+    # 515 to rank 1.
+    assert r0["orthogonalized"] == [1, 1, 1] and r1["orthogonalized"] == [5, 5, 5]
 
 
 def torchrun(args: list[str], cwd: Path, ranks: int = 2) -> subprocess.CompletedProcess:

@@ -311,6 +311,24 @@ def test_muon_steps_as_torch_optim_muon_does(monkeypatch, batch_elements, adjust
                            theirs.state[theirs_params[name]]["momentum_buffer"]), name
 
 
+def test_under_fsdp_each_matrix_has_one_rank_and_the_ranks_equal_work():
+    """Under FSDP one rank orthogonalizes each matrix (optim._owners; the exchange itself is
+    tests/test_fsdp.py's): 124M's 48 matrices on 8 ranks come to the same work on each, rows x
+    cols x min(rows, cols) summed. The rows a rank is sent back are those DTensor's Shard(0) puts
+    on it, as FSDP2 shards (torch.chunk's split: the last ranks fewer or none)."""
+    from torch.distributed.tensor import Shard
+
+    shapes = [(2304, 768), (768, 768), (3072, 768), (768, 3072)] * 12  # per block: c_attn, c_proj, c_fc, c_proj
+    owners = optim._owners(shapes, 8)
+    work = [sum(r * c * min(r, c) for (r, c), o in zip(shapes, owners) if o == rank) for rank in range(8)]
+    assert work == [18 * 768 ** 3] * 8  # 144 / 8
+    assert optim._owners(shapes, 1) == [0] * 48
+    for world in (1, 2, 3, 8):
+        for n in range(20):
+            assert optim._chunk_rows(n, world) == [Shard(0)._local_shard_size_and_offset(n, world, r)[0]
+                                                   for r in range(world)], (n, world)
+
+
 def _straight_then_resumed(cfg: TrainConfig, tmp_path: Path) -> tuple[Path, Path]:
     tok = tokenizer()
     fit(tiny_model(tok), loader(tok), config=cfg, checkpoint_dir=tmp_path / "straight", tokenizer=tok,
