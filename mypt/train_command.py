@@ -141,9 +141,11 @@ def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
             return f"{other} {settings[other]} in --config_file {cfgs.source}"
         return f"--{other} {settings[other]}"
 
+    # (--rope_scaling none clears a scaling: harmless where nothing would scale)
+    cleared = {name for name, v in overrides.items() if isinstance(v, str) and v.strip().lower() == NO_SCALING}
     return [f"warning: {given[name]} has no effect: it acts with --{other} {value}, this run has {deciding(other)}"
             for name, (other, value) in acts_with.items()
-            if name in given and settings[other] != value and settings[name] is not None]  # (none: cleared)
+            if name in given and name not in cleared and settings[other] != value]
 
 
 def text_tokens(text: str, tokenizer: Tokenizer) -> np.ndarray:

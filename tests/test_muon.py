@@ -481,7 +481,11 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
                           f"--gelu has no effect: it acts with --mlp gelu, this run has mlp relu2 in --config_file "
                           f"{config}"]),
                         ({"gelu": "exact", "mlp": "swiglu"},
-                         ["--gelu has no effect: it acts with --mlp gelu, this run has --mlp swiglu"])):
+                         ["--gelu has no effect: it acts with --mlp gelu, this run has --mlp swiglu"]),
+                        # (clearing a scaling is said nothing of: there is none to act)
+                        ({"gelu": "exact", "rope_scaling": " None"},
+                         [f"--gelu has no effect: it acts with --mlp gelu, this run has mlp relu2 in --config_file "
+                          f"{config}"])):
         lines.clear()
         run_training(RunSettings(model_name=f"m{len(flags)}{flags['gelu']}{flags.get('mlp')}",
                                  input_file=tmp_path / "t.txt", tokenization="char", config_file=str(config),
