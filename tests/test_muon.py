@@ -475,7 +475,7 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
     config.write_text(json.dumps({"model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16,
                                             "mlp": "relu2"},
                                   "training": {"optimizer": "adamw", "batch_size": 4, "warmup_iters": 0}}))
-    for flags, said in (({"muon_momentum": 0.9, "gelu": "exact"},
+    for i, (flags, said) in enumerate((({"muon_momentum": 0.9, "gelu": "exact"},
                          [f"--muon_momentum has no effect: it acts with --optimizer muon, this run has optimizer "
                           f"adamw in --config_file {config}",
                           f"--gelu has no effect: it acts with --mlp gelu, this run has mlp relu2 in --config_file "
@@ -485,9 +485,9 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
                         # (clearing a scaling is said nothing of: there is none to act)
                         ({"gelu": "exact", "rope_scaling": " None"},
                          [f"--gelu has no effect: it acts with --mlp gelu, this run has mlp relu2 in --config_file "
-                          f"{config}"])):
+                          f"{config}"]))):
         lines.clear()
-        run_training(RunSettings(model_name=f"m{len(flags)}{flags['gelu']}{flags.get('mlp')}",
+        run_training(RunSettings(model_name=f"file{i}",
                                  input_file=tmp_path / "t.txt", tokenization="char", config_file=str(config),
                                  checkpoints_dir=tmp_path / "ck"),
                      {"device": "cpu", "max_iters": 1, **flags}, log=lines.append, read_text=read_input_text)
