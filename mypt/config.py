@@ -71,8 +71,9 @@ MAX_NORM_EPS = 0.1  # past a norm's mean square an epsilon flattens every activa
 MAX_CONTEXT = 1 << 31  # an original context past any model's (and within a tensor's integers)
 # Llama 3's RoPE scaling: Hugging Face's names of its numbers, in the order --rope_scaling writes them.
 ROPE_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
-ROPE_SCALING_FORM = "llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS)  # (what errors say to write)
 NO_SCALING = "none"  # --rope_scaling's value for no scaling: a flag's way to clear a file's or a model's
+ROPE_SCALING_FORM = ("llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KEYS)
+                     + f" (or {NO_SCALING})")  # (what errors say to write)
 
 
 def rope_scaling_params(text: str | None) -> dict | None:
@@ -118,12 +119,13 @@ def _parse_rope_scaling(text: str) -> dict:
     return {"rope_type": "llama3", **params}
 
 
-def rope_scaling_text(value) -> str | None:
+def rope_scaling_text(value) -> str:
     """The one spelling of a --rope_scaling (numbers as Python writes them, keys in their order),
-    so a checkpoint's setting compares equal to the import that made it; "none" is no scaling
-    (a flag's way to clear a config file's or an imported model's)."""
+    so a checkpoint's setting compares equal to the import that made it. NO_SCALING (any case)
+    stays NO_SCALING: a flag's way to clear a config file's or a model's scaling, which a None
+    would not be (an unset flag); GPTConfig holds it as None."""
     if str(value).strip().lower() == NO_SCALING:
-        return None
+        return NO_SCALING
     params = rope_scaling_params(value)
     return "llama3:" + ",".join(f"{k}={params[k]!r}" for k in ROPE_SCALING_KEYS)
 
@@ -221,6 +223,8 @@ class GPTConfig(Settings):
             object.__setattr__(self, "gelu", type(self).__dataclass_fields__["gelu"].default)
         if self.bias:  # biases everywhere include the queries', keys' and values'
             object.__setattr__(self, "qkv_bias", False)
+        if self.rope_scaling == NO_SCALING:
+            object.__setattr__(self, "rope_scaling", None)
         if self.position == "learned" or (self.rope_scaling and self.rope_scaling_params["factor"] == 1):
             object.__setattr__(self, "rope_scaling", None)  # (a factor of 1 scales nothing)
         if self.mlp_width == self.default_mlp_width:

@@ -445,7 +445,7 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
 
     def said(k: str, v) -> str:
         if k in cfgs.flag_names:
-            return f"--{k} {v!r}"
+            return f"--{k} {NO_SCALING if k == 'rope_scaling' and v is None else repr(v)}"
         return f"{k} {v!r} (following {_FOLLOWING[k]})" if k in _FOLLOWING and k not in given \
             else f"{k} {v!r} in {cfgs.source}"
 

@@ -301,8 +301,9 @@ def test_import_reads_a_sharded_directory(gpt2_dir, tmp_path):
 
 
 @pytest.mark.parametrize("edit, named", [
-    ({"model_type": "mistral"}, "model_type 'mistral' is not supported: mypt imports gpt2, llama, qwen2, qwen3"),
-    ({"model_type": None}, "a config.json without model_type is not supported: mypt imports gpt2, llama, qwen2, qwen3"),
+    ({"model_type": "gemma"}, "model_type 'gemma' is not supported: mypt imports gpt2, llama, mistral, qwen2, qwen3"),
+    ({"model_type": None},
+     "a config.json without model_type is not supported: mypt imports gpt2, llama, mistral, qwen2, qwen3"),
 ])
 def test_import_names_the_model_types_it_reads(gpt2_dir, tmp_path, edit, named):
     with pytest.raises(ConfigError, match=named):

@@ -11,6 +11,7 @@ import math
 import re
 import shutil
 import string
+from pathlib import Path
 
 import pytest
 import torch
@@ -436,3 +437,36 @@ def test_a_config_file_may_give_rope_scaling_in_hugging_faces_object_form(tmp_pa
         with pytest.raises(ConfigError, match="model setting rope_scaling: ") as error:
             GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": bad})
         assert named in str(error.value), str(error.value)
+
+
+def test_rope_scaling_none_on_the_command_line_clears_a_files_or_a_models_scaling(tmp_path, monkeypatch):
+    """`--rope_scaling none` (any case) through click: a new run without the config file's or
+    the starting model's scaling; a resume that would drop it is refused, naming both values."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Path("t.txt").write_text("the cat sat on the mat\na dog ran to the log\nwe see the sea\n" * 40)
+    scaled = OPTIONS["rope_scaling"]["rope_scaling"]
+    Path("c.json").write_text(json.dumps({"model": {**SMALL, "position": "rope", "rope_scaling": scaled}}))
+    train = ["train", "--input_file", "t.txt", "--tokenization", "char", "--max_iters", "1", "--device", "cpu"]
+
+    def run(*flags: str):
+        return CliRunner().invoke(main, [*train, *flags])
+
+    def saved(name: str):
+        return json.loads(Path(f"checkpoints/{name}/config.json").read_text())["model"]["rope_scaling"]
+
+    assert run("--config_file", "c.json", "--model_name", "s").exit_code == 0 and saved("s") == scaled
+    done = run("--config_file", "c.json", "--model_name", "n", "--rope_scaling", "NONE")
+    assert done.exit_code == 0 and "has no effect" not in done.output, done.output
+    assert saved("n") is None
+    assert run("--init_from_model", "s", "--model_name", "f", "--rope_scaling", " none ").exit_code == 0
+    assert saved("f") is None
+    refused = run("--model_name", "s", "--resume", "--max_iters", "2", "--rope_scaling", "none")
+    assert refused.exit_code == 1 and "Traceback" not in refused.output, refused.output
+    assert f"--rope_scaling none (the checkpoint: '{scaled}')" in refused.output
+    assert refused.output.rstrip().endswith(f"pass its --rope_scaling {scaled}"), refused.output
+    bad = run("--config_file", "c.json", "--model_name", "b", "--rope_scaling", "")
+    assert bad.exit_code == 2 and "original_max_position_embeddings=NUMBER (or none)" in bad.output, bad.output
