@@ -17,6 +17,9 @@ from mypt.options import MyptCommand
 
 class RankCommand(MyptCommand):
     def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        from mypt.signals import watch_torchrun
+
+        watch_torchrun()  # (first: torchrun's end, from here on, stops this rank; see mypt.signals)
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.ClickException as e:  # a flag click refuses (not --help's exit)

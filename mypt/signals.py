@@ -7,10 +7,54 @@ import os
 import signal
 import sys
 import threading
+import time
 
 # torchrun sets it in its ranks' environment: their parent is torchrun's agent.
 TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"
 PARENT_GONE = "torchrun ended (its process was killed)"
+
+
+class _ParentWatch:
+    """Under torchrun, a rank's watch of torchrun (its parent), from the rank's start. When
+    torchrun is gone (a kill -9 of it, an OOM kill), its ranks trained on, orphans, to the end
+    of the run (or, not yet training, waited up to 30 minutes on its store), with nobody left
+    to stop them but a kill of each, which saves nothing. Now: while training, a request to
+    stop like a SIGTERM's (the step in flight ends, a checkpoint is written; the ranks of other
+    nodes stop at the same step, as for a signal on one rank); before, the rank exits at once,
+    with one line (nothing of the run is written yet); after, nothing (the run ends itself).
+    (Only a change of parent is torchrun gone: where torchrun is a container's process 1, its
+    ranks' parent is 1 from the start.)"""
+
+    WATCH_S = 1.0  # how often a rank looks at its parent
+
+    def __init__(self, parent: int) -> None:
+        self.parent, self.stops, self.trained, self.gone = parent, None, False, False
+
+    def run(self) -> None:
+        while os.getppid() == self.parent:
+            time.sleep(self.WATCH_S)
+        self.gone = True
+        stops = self.stops
+        if stops is not None:
+            if stops.received is None:
+                stops.received = PARENT_GONE
+        elif not self.trained:
+            sys.stderr.write(f"Error: {PARENT_GONE} before training began: rank {os.environ.get('RANK', '?')} "
+                             "stops, no checkpoint written; run the command again\n")
+            sys.stderr.flush()
+            os._exit(1)
+
+
+_watch: _ParentWatch | None = None
+
+
+def watch_torchrun() -> None:
+    """Start this process's watch of torchrun (_ParentWatch), under torchrun only, once: as a
+    rank starts (mypt.rank_command), or at the latest as fit's loop does."""
+    global _watch
+    if _watch is None and os.environ.get(TORCHRUN_ENV):
+        _watch = _ParentWatch(os.getppid())
+        threading.Thread(target=_watch.run, name="mypt-torchrun-watch", daemon=True).start()
 
 
 class StopSignals:
@@ -21,34 +65,20 @@ class StopSignals:
     own to each rank, so a rank gets two for one stop (their SIGKILL follows if it takes too
     long). A signal the process ignores stays ignored. Handlers can
     only be set in the main thread; elsewhere signals keep theirs. The previous handlers come
-    back on exit.
-
-    Under torchrun a rank also stops when torchrun is gone (a kill -9 of it, an OOM kill): its
-    ranks trained on, orphans, to the end of the run or to a collective's timeout, with nobody
-    left to stop them but a kill of each, which saves nothing. A thread looks at the parent
-    once a second (on a node's agent gone, every rank of the node sees it; the other nodes'
-    ranks stop at the same step, as for a signal on one rank)."""
+    back on exit. Under torchrun, torchrun's end asks the same (_ParentWatch)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
-    WATCH_S = 1.0  # how often a rank under torchrun looks at its parent
 
     def __init__(self) -> None:
         self.received: str | None = None
         self._previous: dict = {}
-        self._watching: threading.Event | None = None
-
-    def _watch_parent(self, parent: int, done: threading.Event) -> None:
-        while not done.wait(self.WATCH_S):
-            if os.getppid() != parent:
-                if self.received is None:
-                    self.received = PARENT_GONE
-                return
 
     def __enter__(self) -> StopSignals:
-        if os.environ.get(TORCHRUN_ENV):
-            self._watching = threading.Event()
-            threading.Thread(target=self._watch_parent, args=(os.getppid(), self._watching),
-                             name="mypt-torchrun-watch", daemon=True).start()
+        watch_torchrun()
+        if _watch is not None:
+            _watch.stops = self
+            if _watch.gone:
+                self.received = PARENT_GONE
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 # An ignored signal stays ignored: a job started in the background by a script
@@ -72,9 +102,8 @@ class StopSignals:
         signal.raise_signal(signum)
 
     def __exit__(self, *exc) -> None:
-        if self._watching is not None:
-            self._watching.set()
-            self._watching = None
+        if _watch is not None:
+            _watch.stops, _watch.trained = None, True
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}

@@ -71,3 +71,27 @@ def test_a_ctrl_c_during_the_stop_acts_at_once_and_a_second_sigterm_does_not():
     assert done.stdout == "SIGTERM\nstill stopping\n", (done.stdout, done.stderr)
     assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
     assert "SIGINT after SIGTERM: stopping at once" in done.stderr and "a checkpoint saved before is kept" in done.stderr
+
+
+def test_a_rank_whose_torchrun_is_killed_before_training_exits_with_one_line():
+    """A rank not yet training when torchrun is killed (building the run, waiting on torchrun's
+    store for the other ranks: up to 30 minutes) exits within seconds, saying so; nothing of
+    the run is written yet. The rank here is a process whose parent is SIGKILLed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rank = ("import os, time\nos.environ.update(TORCHELASTIC_RUN_ID='test', RANK='1')\n"
+            "from mypt.signals import watch_torchrun\nwatch_torchrun()\nprint('watching', flush=True)\n"
+            "time.sleep(60)\nprint('still here', flush=True)\n")
+    agent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys\n"
+                              f"subprocess.Popen([sys.executable, '-c', {rank!r}]).wait()"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert agent.stdout.readline() == "watching\n"
+    started = time.monotonic()
+    agent.send_signal(signal.SIGKILL)
+    out, err = agent.communicate(timeout=30)  # (the rank holds the pipes: EOF when it exits)
+    assert out == "" and time.monotonic() - started < 10
+    assert err == ("Error: torchrun ended (its process was killed) before training began: rank 1 stops, no "
+                   "checkpoint written; run the command again\n")
