@@ -136,10 +136,10 @@ def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
     given = {**{name: f"{name} in --config_file {cfgs.source}" for name in cfgs.file_names},
              **{name: f"--{name}" for name, value in overrides.items() if value is not None}}
 
-    def deciding(other: str) -> str:  # the other setting as given: by the user's file, else as a flag
-        if overrides.get(other) is None and other in cfgs.file_names:
-            return f"{other} {settings[other]} in --config_file {cfgs.source}"
-        return f"--{other} {settings[other]}"
+    def deciding(other: str) -> str:  # the setting that decides, said where it came from
+        if overrides.get(other) is not None:
+            return f"--{other} {settings[other]}"
+        return f"{other} {settings[other]} {cfgs.origins.get(other, '(the default)')}"
 
     # (--rope_scaling none clears a scaling: harmless where nothing would scale)
     cleared = {name for name, v in overrides.items() if isinstance(v, str) and v.strip().lower() == NO_SCALING}
@@ -308,6 +308,9 @@ class _Configs:
     init_rows: int | None  # the embedding rows init's config says (an hf:DIR's may pad past the ids)
     file_names: frozenset = frozenset()  # the settings a --config_file names
     flag_names: frozenset = frozenset()  # the model settings flags give
+    # Where each setting not left to its default came from, flags aside ("in preset tiny", "in
+    # --config_file my.json", "in checkpoints/m/config.json"): for messages.
+    origins: dict = dataclasses.field(default_factory=dict)
 
 
 def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool]:
@@ -334,13 +337,17 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     model_source, file_names = None, frozenset()
     if saved is not None and not req.config_file:  # continue with the checkpoint's own settings
         model_d, train_d, source = dict(saved["model"]), saved.get("training", {}), f"{init}/config.json"
+        origins = {k: f"in {source}" for k, v in {**model_d, **train_d}.items() if v is not None}
     else:
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
         model_d, train_d, source = load_config_file(preset)
+        named = [k for k, v in {**model_d, **train_d}.items() if v is not None]  # (null: the default, nothing chosen)
         # (A user's file, not a preset: a preset's gelu under --mlp relu2 is no choice of theirs.)
-        file_names = frozenset(k for k, v in {**model_d, **train_d}.items() if v is not None) \
-            if not source.startswith("preset ") else frozenset()  # (null: the default, nothing chosen)
+        file_names = frozenset(named) if not source.startswith("preset ") else frozenset()
+        origins = {k: f"in --config_file {source}" if file_names else f"in {source}" for k in named}
         if saved is not None:
+            origins = {**{k: f"in {init}/config.json" for k, v in saved["model"].items() if v is not None},
+                       **origins}
             # From a model's weights, a config file gives the training settings and the model
             # settings it names; the others are the model's. Its defaults in their place turned
             # an imported Llama 3's rope_theta 500000 into 10000 and its context into 256, with
@@ -361,7 +368,7 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     model_cfg = GPTConfig.from_dict(model_d, model_source or source, flags=model_flags)
     return _Configs(model_cfg, train_cfg, source, init, hf, saved_init,
                     saved["model"].get("vocab_size") if saved is not None else None, file_names,
-                    frozenset(model_flags))
+                    frozenset(model_flags), origins)
 
 
 def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:

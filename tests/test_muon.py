@@ -446,8 +446,10 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
                  {"device": "cpu", "max_iters": 1, "muon_learning_rate": 0.05, "rope_theta": 500.0},
                  log=lines.append, read_text=read_input_text)
     assert [line for line in lines if line.startswith("warning: --")] == [
-        "warning: --muon_learning_rate has no effect: it acts with --optimizer muon, this run has --optimizer adamw",
-        "warning: --rope_theta has no effect: it acts with --position rope, this run has --position learned"]
+        "warning: --muon_learning_rate has no effect: it acts with --optimizer muon, this run has optimizer adamw "
+        "(the default)",
+        "warning: --rope_theta has no effect: it acts with --position rope, this run has position learned (the "
+        "default)"]
     lines.clear()
     run_training(RunSettings(model_name="m2", input_file=tmp_path / "t.txt", tokenization="char", config_file="tiny",
                              checkpoints_dir=tmp_path / "ck"),
@@ -468,10 +470,12 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
                  {"device": "cpu", "max_iters": 1, "muon_learning_rate": 0.03}, log=lines.append,
                  read_text=read_input_text)
     assert [line for line in lines if line.startswith("warning: ")] == [
-        "warning: --muon_learning_rate has no effect: it acts with --optimizer muon, this run has --optimizer adamw",
+        "warning: --muon_learning_rate has no effect: it acts with --optimizer muon, this run has optimizer adamw "
+        "(the default)",
         f"warning: rope_scaling in --config_file {config} has no effect: it acts with --position rope, this run has "
-        "--position learned"]
-    # The setting that decides is named where it was given: the file's, unless a flag overrides it.
+        "position learned (the default)"]
+    # The setting that decides is named where it was given: a flag, the user's file, a preset, the
+    # checkpoint the run starts from, else the default.
     config.write_text(json.dumps({"model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16,
                                             "mlp": "relu2"},
                                   "training": {"optimizer": "adamw", "batch_size": 4, "warmup_iters": 0}}))
@@ -492,3 +496,17 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
                                  checkpoints_dir=tmp_path / "ck"),
                      {"device": "cpu", "max_iters": 1, **flags}, log=lines.append, read_text=read_input_text)
         assert [line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")] == said
+    for flags, said in (({"config_file": "modern/small_char", "gelu": "exact", "n_layer": 1, "n_embd": 12,
+                          "n_head": 2, "block_size": 16, "batch_size": 2, "eval_iters": 1, "warmup_iters": 0},
+                         "--gelu has no effect: it acts with --mlp gelu, this run has mlp relu2 in preset "
+                         "modern/small_char"),
+                        ({"init_from_model": str(tmp_path / "ck" / "m"), "rope_theta": 100.0, "warmup_iters": 0},
+                         "--rope_theta has no effect: it acts with --position rope, this run has position learned in "
+                         f"{tmp_path / 'ck' / 'm'}/config.json")):
+        lines.clear()
+        run_training(RunSettings(model_name=f"from_{sorted(flags)[0]}", input_file=tmp_path / "t.txt",
+                                 tokenization="char", checkpoints_dir=tmp_path / "ck",
+                                 config_file=flags.pop("config_file", None),
+                                 init_from_model=flags.pop("init_from_model", None)),
+                     {"device": "cpu", "max_iters": 1, **flags}, log=lines.append, read_text=read_input_text)
+        assert [line.removeprefix("warning: ") for line in lines if line.startswith("warning: ")] == [said]
