@@ -295,3 +295,23 @@ def test_cut_safety_follows_the_pipeline(name, safe):
     if name == "prepend_normalizer":  # Llama 2 style: a mark at the start of every text
         hf.normalizer = norm.Sequence([norm.Prepend("\u2581"), norm.Replace(" ", "\u2581")])
     assert HFTokenizer(tokenizer_json=hf.to_str()).cut_safe() is safe
+
+
+@pytest.mark.parametrize("chars, stand_in", [("ab \n", " "), ("ab ?\n", "?")])
+def test_a_char_exports_stand_in_character_is_not_counted_as_unknown(tmp_path, capsys, chars, stand_in):
+    """A char model's exported tokenizer.json gives what it lacks the id of its stand-in
+    character (' ' or '?', as mypt's char tokenizer does): that character itself is in the
+    vocabulary, not an unknown piece (every space was counted as one: 20% of a text)."""
+    from mypt.hf_export import char_hf_tokenizer
+    from mypt.tokenizers.char import CharTokenizer
+
+    char_hf_tokenizer(CharTokenizer(chars=sorted(chars))).save(str(tmp_path / "tokenizer.json"))
+    tok = HFTokenizer.from_file(tmp_path / "tokenizer.json")
+    assert tok.unknown_token == stand_in
+    ids, unknown = tok.encode_lossy("ab ba? ab")
+    assert unknown == ({"?": 1} if stand_in == " " else {}) and len(ids) == 9
+    assert tok.encode_lossy("abc ab")[1] == {"c": 1}
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    capsys.readouterr()
+    generate(model, tok, "ab ba", max_new_tokens=1)
+    assert "warning" not in capsys.readouterr().err

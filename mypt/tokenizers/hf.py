@@ -221,8 +221,11 @@ class HFTokenizer(Tokenizer):
         if self._unk is None or not (ids == self._unk).any():
             return ids, {}
         counts: dict[str, int] = {}
+        unk = self.unknown_token
         for i, (a, b) in zip(enc.ids, enc.offsets):
-            if i == self._unk:
+            # (the unknown token's own text is no unknown piece: a char export's stand-in is a
+            # character of the vocabulary, ' ' or '?', that every space or '?' encodes as)
+            if i == self._unk and text[a:b] != unk:
                 counts[text[a:b]] = counts.get(text[a:b], 0) + 1
         return ids, counts
 
