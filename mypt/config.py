@@ -119,12 +119,17 @@ def _parse_rope_scaling(text: str) -> dict:
     return {"rope_type": "llama3", **params}
 
 
+def clears_scaling(value) -> bool:
+    """Whether a --rope_scaling value is NO_SCALING (in any case, spaces around)."""
+    return isinstance(value, str) and value.strip().lower() == NO_SCALING
+
+
 def rope_scaling_text(value) -> str:
     """The one spelling of a --rope_scaling (numbers as Python writes them, keys in their order),
     so a checkpoint's setting compares equal to the import that made it. NO_SCALING (any case)
     stays NO_SCALING: a flag's way to clear a config file's or a model's scaling, which a None
     would not be (an unset flag); GPTConfig holds it as None."""
-    if str(value).strip().lower() == NO_SCALING:
+    if clears_scaling(value):
         return NO_SCALING
     params = rope_scaling_params(value)
     return "llama3:" + ",".join(f"{k}={params[k]!r}" for k in ROPE_SCALING_KEYS)

@@ -18,7 +18,7 @@ import torch
 from mypt import checkpoint
 from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
-from mypt.config import NO_SCALING, GPTConfig, RunSettings, TrainConfig, load_config_file
+from mypt.config import NO_SCALING, GPTConfig, RunSettings, TrainConfig, clears_scaling, load_config_file
 from mypt.device import resolve_device
 from mypt.distributed import Dist, all_ranks, cpu_group, setup_distributed, tell_ranks_start_failed
 from mypt.errors import CheckpointError, ConfigError, DataError
@@ -142,7 +142,7 @@ def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
         return f"{other} {settings[other]} {cfgs.origins.get(other, '(the default)')}"
 
     # (--rope_scaling none clears a scaling: harmless where nothing would scale)
-    cleared = {name for name, v in overrides.items() if isinstance(v, str) and v.strip().lower() == NO_SCALING}
+    cleared = {name for name, v in overrides.items() if clears_scaling(v)}
     return [f"warning: {given[name]} has no effect: it acts with --{other} {value}, this run has {deciding(other)}"
             for name, (other, value) in acts_with.items()
             if name in given and name not in cleared and settings[other] != value]
