@@ -435,8 +435,9 @@ _FOLLOWING = {"n_kv_head": "n_head", "head_size": "n_embd and n_head", "mlp_widt
 
 def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, free: tuple[str, ...]) -> str:
     """The refusal of a run whose model settings are not the checkpoint's: each setting that
-    differs, where the run's value came from (a flag, the config file, or the settings it
-    follows), the checkpoint's value and the flags that give it, in one round. The settings
+    differs, where the run's value came from (a flag, the config file or preset, the default,
+    or the settings it follows), the checkpoint's value and the flags that give it, in one
+    round. The settings
     that follow others are said by their values (None read "None" to a user who typed 8) and
     left out when neither side gave them (fixing what they follow fixes them); the settings
     that may change (`free`), and those that act with another setting that differs (--gelu
@@ -454,7 +455,7 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
         if k in cfgs.flag_names:
             return f"--{k} {NO_SCALING if k == 'rope_scaling' and v is None else repr(v)}"
         return f"{k} {v!r} (following {_FOLLOWING[k]})" if k in _FOLLOWING and k not in given \
-            else f"{k} {v!r} in {cfgs.source}"
+            else f"{k} {v!r} {cfgs.origins.get(k, '(the default)')}"
 
     return (f"{init} has another architecture than this run's settings: "
             + ", ".join(f"{said(k, mine)} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())

@@ -354,7 +354,8 @@ def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_p
                         "position": "rope", "n_layer": 3}, **quiet)
     (tmp_path / "wide.json").write_text(json.dumps({"model": {"n_embd": 64}}))
     with pytest.raises(ConfigError, match=rf"than this run's settings: --n_layer 3 \(the checkpoint: 2\), n_embd 64 "
-                                          rf"in {re.escape(str(tmp_path / 'wide.json'))} \(the checkpoint: 32\); .* "
+                                          rf"in --config_file {re.escape(str(tmp_path / 'wide.json'))} \(the checkpoint: "
+                                          r"32\); .* "
                                           r"pass its --n_layer 2 --n_embd 32$"):
         run_from_flags({**new, "model_name": "other", "init_from_model": "rope",
                         "config_file": str(tmp_path / "wide.json"), "n_layer": 3}, **quiet)
