@@ -142,15 +142,16 @@ def cpu_group(dist: Dist):
 _gloo = None  # (the process group, its gloo group)
 
 
-def any_rank(flags: list[bool], group) -> list[bool]:
-    """Each flag, set when it is set on any rank: all ranks stop (and save) at the same step."""
+def any_rank(flags: list[int], group) -> list[int]:
+    """Each flag (a bool, or a whole number 0 for none), its largest over the ranks: set when
+    it is set on any rank, so all ranks stop (and save) at the same step."""
     if group is None:
-        return flags
+        return [int(f) for f in flags]
     import torch.distributed as tdist
 
     t = torch.tensor([int(f) for f in flags])
     tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=group)
-    return [bool(v) for v in t.tolist()]
+    return t.tolist()
 
 
 def all_ranks(obj, group) -> list:

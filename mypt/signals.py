@@ -12,6 +12,9 @@ import time
 # torchrun sets it in its ranks' environment: their parent is torchrun's agent.
 TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"
 PARENT_GONE = "torchrun ended (its process was killed)"
+# What StopSignals.received may say, numbered for the ranks' vote (mypt.train: 1 + the index; the
+# highest wins), so that a rank that did not see it itself can say what stopped the run.
+STOP_REASONS = ("SIGINT", "SIGTERM", PARENT_GONE)
 
 
 class _ParentWatch:

@@ -28,7 +28,7 @@ from mypt.evaluate import evaluate_all
 from mypt.fsdp import full, is_sharded
 from mypt.optim import configure_optimizer, muon_lr, set_lr
 from mypt.precision import autocast, dtype_name, run_autocast
-from mypt.signals import StopSignals
+from mypt.signals import STOP_REASONS, StopSignals
 from mypt.tokenizer_match import check_tokenizer, describe
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
@@ -322,7 +322,8 @@ class _Run:
         this step, so a resumed run does not evaluate it twice). Whether to train a step more."""
         cfg, step = self.cfg, self.step
         due = bool(cfg.checkpoint_minutes) and time.monotonic() - self.t_saved >= 60 * cfg.checkpoint_minutes
-        stop, due, broken = any_rank([signals.received is not None, due, self.failed is not None], self.cpu_group)
+        mine = STOP_REASONS.index(signals.received) + 1 if signals.received is not None else 0
+        stop, due, broken = any_rank([mine, due, self.failed is not None], self.cpu_group)
         if broken:
             raise self.fail(step)
         # Not before the first step (a resumed run does not evaluate where it starts): nothing
@@ -337,7 +338,8 @@ class _Run:
                 self.save(step)
             where = f"the checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir is not None \
                 else "no checkpoint_dir was given, nothing was saved"
-            raise TrainingStopped(f"{signals.received or 'a signal on another rank'}: stopped at step {step}; "
+            reason = signals.received or f"{STOP_REASONS[stop - 1]} on another rank"
+            raise TrainingStopped(f"{reason}: stopped at step {step}; "
                                   f"continue with --resume ({where})")
         if due and self.saved_at != step:
             self.save(step)
