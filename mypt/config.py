@@ -119,18 +119,9 @@ def _parse_rope_scaling(text: str) -> dict:
     return {"rope_type": "llama3", **params}
 
 
-def clears_scaling(value) -> bool:
-    """Whether a --rope_scaling value is NO_SCALING (in any case, spaces around)."""
-    return isinstance(value, str) and value.strip().lower() == NO_SCALING
-
-
 def rope_scaling_text(value) -> str:
     """The one spelling of a --rope_scaling (numbers as Python writes them, keys in their order),
-    so a checkpoint's setting compares equal to the import that made it. NO_SCALING (any case)
-    stays NO_SCALING: a flag's way to clear a config file's or a model's scaling, which a None
-    would not be (an unset flag); GPTConfig holds it as None."""
-    if clears_scaling(value):
-        return NO_SCALING
+    so a checkpoint's setting compares equal to the import that made it."""
     params = rope_scaling_params(value)
     return "llama3:" + ",".join(f"{k}={params[k]!r}" for k in ROPE_SCALING_KEYS)
 
@@ -210,7 +201,7 @@ class GPTConfig(Settings):
               "high_freq_factor=H,original_max_position_embeddings=N. Imported with such a model; none: "
               "no scaling (over a config file's or the model's).",
         check=rope_scaling_text, metavar="llama3:KEY=VALUE,...|none", acts_with=("position", "rope"),
-        from_object=rope_scaling_from_object)
+        from_object=rope_scaling_from_object, none_text=NO_SCALING)
     tie_embeddings: bool = setting(True, "The output head shares the input embedding's weights (GPT-2, small "
                                          "Llamas); --no_tie_embeddings: a head of its own, as most Llamas have "
                                          "(new models only).")
@@ -228,8 +219,6 @@ class GPTConfig(Settings):
             object.__setattr__(self, "gelu", type(self).__dataclass_fields__["gelu"].default)
         if self.bias:  # biases everywhere include the queries', keys' and values'
             object.__setattr__(self, "qkv_bias", False)
-        if self.rope_scaling == NO_SCALING:
-            object.__setattr__(self, "rope_scaling", None)
         if self.position == "learned" or (self.rope_scaling and self.rope_scaling_params["factor"] == 1):
             object.__setattr__(self, "rope_scaling", None)  # (a factor of 1 scales nothing)
         if self.mlp_width == self.default_mlp_width:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import click
 
 from mypt.errors import MyptError, os_error_message
-from mypt.settings import _base_type, choices_of, flag_name
+from mypt.settings import _base_type, choices_of, flag_name, gives_none
 
 
 def option(*decls: str, **kwargs):
@@ -166,13 +166,15 @@ class CheckedType(click.ParamType):
     """A flag checked by its setting's `check` (a user error becomes click's usage error,
     exit status 2, like a bad choice)."""
 
-    def __init__(self, check: Callable[[Any], Any], metavar: str | None):
-        self.check, self.name = check, metavar or "TEXT"
+    def __init__(self, check: Callable[[Any], Any], metavar: str | None, field: dataclasses.Field):
+        self.check, self.name, self.field = check, metavar or "TEXT", field
 
     def get_metavar(self, param, ctx=None) -> str:
         return self.name
 
     def convert(self, value, param, ctx):
+        if gives_none(self.field, value):  # (kept as the word: None would read as an unset flag)
+            return self.field.metadata["none_text"]
         try:
             return self.check(value)
         except MyptError as e:
@@ -205,7 +207,7 @@ class WholeNumber(click.IntRange):
 def _click_type(f: dataclasses.Field, base: type) -> Any:
     m = f.metadata
     if m.get("check") is not None:
-        return CheckedType(m["check"], m.get("metavar"))
+        return CheckedType(m["check"], m.get("metavar"), f)
     if choices_of(f) is not None:
         return click.Choice(choices_of(f))
     bounds = {k: m.get(k) for k in ("min", "max")}

@@ -38,7 +38,7 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
             exists: str | None = None, show_default: Any = True,
             check: Callable[[Any], Any] | None = None, metavar: str | None = None,
             derived_from: str | None = None, acts_with: tuple[str, Any] | None = None,
-            from_object: Callable[[Any], Any] | None = None) -> Any:
+            from_object: Callable[[Any], Any] | None = None, none_text: str | None = None) -> Any:
     """A settings field.
 
     min/max (open or closed) and choices are checked on creation and become click's
@@ -57,11 +57,15 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
     (muon_momentum with optimizer muon); giving it otherwise is warned of (train).
     `from_object(value)`: the setting's value for a JSON value other than a string in a config
     file (rope_scaling as Hugging Face's object); it raises a MyptError as `check` does.
+    `none_text`: the word (any case) that gives None where None itself reads as "not given":
+    `--rope_scaling none` clears a config file's or a model's scaling. The flag keeps the word
+    (an unset flag is None); the settings hold None.
     """
     meta = {"help": help, "min": min, "max": max, "min_open": min_open, "max_open": max_open,
             "choices": choices, "flag": flag, "output": output, "required": required,
             "exists": exists, "show_default": show_default, "check": check, "metavar": metavar,
-            "derived_from": derived_from, "acts_with": acts_with, "from_object": from_object}
+            "derived_from": derived_from, "acts_with": acts_with, "from_object": from_object,
+            "none_text": none_text}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -126,8 +130,20 @@ def check_field(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
         raise SettingError(str(e), (f.name,)) from None
 
 
+def says_none(word: str | None, value: Any) -> bool:
+    """Whether `value` is `word`, a setting's none_text (see setting), in any case."""
+    return word is not None and isinstance(value, str) and value.strip().lower() == word
+
+
+def gives_none(f: dataclasses.Field, value: Any) -> bool:
+    """Whether `value` is field `f`'s none_text."""
+    return says_none(f.metadata.get("none_text"), value)
+
+
 def _checked(f: dataclasses.Field, value: Any, hint: Any, label: str) -> Any:
     m = f.metadata
+    if gives_none(f, value):
+        return None
     if m.get("from_object") is not None and value is not None and not isinstance(value, str):
         try:
             value = m["from_object"](value)
@@ -174,6 +190,11 @@ class Settings:
     def acts_with(cls) -> dict[str, tuple[str, Any]]:
         """{setting: (field, value) it acts with} (see setting(acts_with=))."""
         return {f.name: f.metadata["acts_with"] for f in dataclasses.fields(cls) if f.metadata.get("acts_with")}
+
+    @classmethod
+    def none_texts(cls) -> dict[str, str]:
+        """{setting: the word that gives it None} (see setting(none_text=))."""
+        return {f.name: f.metadata["none_text"] for f in dataclasses.fields(cls) if f.metadata.get("none_text")}
 
     @classmethod
     def field_names(cls) -> list[str]:

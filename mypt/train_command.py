@@ -18,7 +18,7 @@ import torch
 from mypt import checkpoint
 from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
-from mypt.config import NO_SCALING, GPTConfig, RunSettings, TrainConfig, clears_scaling, load_config_file
+from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
 from mypt.distributed import Dist, all_ranks, cpu_group, setup_distributed, tell_ranks_start_failed
 from mypt.errors import CheckpointError, ConfigError, DataError
@@ -29,7 +29,7 @@ from mypt.lock import output_lock
 from mypt.names import METADATA_FILE
 from mypt.model import GPT, load_model
 from mypt.precision import run_autocast
-from mypt.settings import as_flag
+from mypt.settings import as_flag, says_none
 from mypt.shards import read_metadata
 from mypt.gc_pause import resume_gc
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
@@ -133,7 +133,7 @@ def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
     silently ignored."""
     settings = {**cfgs.model.to_dict(), **cfgs.train.to_dict()}
     acts_with = {**type(cfgs.train).acts_with(), **type(cfgs.model).acts_with()}
-    given = {**{name: f"{name} in --config_file {cfgs.source}" for name in cfgs.file_names},
+    given = {**{name: f"{name} {cfgs.origins[name]}" for name in cfgs.file_names},
              **{name: f"--{name}" for name, value in overrides.items() if value is not None}}
 
     def deciding(other: str) -> str:  # the setting that decides, said where it came from
@@ -142,7 +142,8 @@ def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
         return f"{other} {settings[other]} {cfgs.origins.get(other, '(the default)')}"
 
     # (--rope_scaling none clears a scaling: harmless where nothing would scale)
-    cleared = {name for name, v in overrides.items() if clears_scaling(v)}
+    nones = {**TrainConfig.none_texts(), **GPTConfig.none_texts()}
+    cleared = {name for name, v in overrides.items() if says_none(nones.get(name), v)}
     return [f"warning: {given[name]} has no effect: it acts with --{other} {value}, this run has {deciding(other)}"
             for name, (other, value) in acts_with.items()
             if name in given and name not in cleared and settings[other] != value]
@@ -451,9 +452,11 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
     differ = {k: (v, theirs[k]) for k, v in mine.items()
               if v != theirs[k] and k not in free and k not in moot and k not in following}
 
+    nones = GPTConfig.none_texts()  # (a setting's None a flag can give: --rope_scaling none)
+
     def said(k: str, v) -> str:
         if k in cfgs.flag_names:
-            return f"--{k} {NO_SCALING if k == 'rope_scaling' and v is None else repr(v)}"
+            return f"--{k} {nones[k] if v is None and k in nones else repr(v)}"
         return f"{k} {v!r} (following {_FOLLOWING[k]})" if k in _FOLLOWING and k not in given \
             else f"{k} {v!r} {cfgs.origins.get(k, '(the default)')}"
 
@@ -461,7 +464,7 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
             + ", ".join(f"{said(k, mine)} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
             + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
             + " ".join(as_flag(k, ckpt, whole=True) if ckpt is not None
-                       else f"--{k} {NO_SCALING}" if k == "rope_scaling" else f"default --{k} (no flag)"
+                       else f"--{k} {nones[k]}" if k in nones else f"default --{k} (no flag)"
                        for k, (_, ckpt) in differ.items()))
 
 
