@@ -98,7 +98,10 @@ def read_hf_config(path: Path) -> dict:
         raise ConfigError(f"--init_from_model hf:{path}: {seen} is not supported: mypt imports "
                           f"{', '.join(SUPPORTED_TYPES)}; give a transformers directory of one of those")
     if model_type in LLAMA_TYPES:
-        return {"model": _llama_model_settings(path, hf), "training": {}}
+        model = _llama_model_settings(path, hf)
+        # A Mistral context shorter than its positions is its sliding window's: a run past it is told.
+        windowed = model_type == "mistral" and model["block_size"] < hf["max_position_embeddings"]
+        return {"model": model, "training": {}, **({"sliding_window": model["block_size"]} if windowed else {})}
     missing = [key for key in HF_SHAPE_KEYS if key not in hf]
     if missing:
         raise ConfigError(f"--init_from_model hf:{path}: config.json has no {', '.join(missing)}: not a GPT-2 "

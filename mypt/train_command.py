@@ -312,6 +312,7 @@ class _Configs:
     # Where each setting not left to its default came from, flags aside ("in preset tiny", "in
     # --config_file my.json", "in checkpoints/m/config.json"): for messages.
     origins: dict = dataclasses.field(default_factory=dict)
+    window: int | None = None  # an hf:DIR Mistral's sliding window, where it set the import's block_size
 
 
 def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool]:
@@ -369,7 +370,7 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     model_cfg = GPTConfig.from_dict(model_d, model_source or source, flags=model_flags)
     return _Configs(model_cfg, train_cfg, source, init, hf, saved_init,
                     saved["model"].get("vocab_size") if saved is not None else None, file_names,
-                    frozenset(model_flags), origins)
+                    frozenset(model_flags), origins, saved.get("sliding_window") if hf else None)
 
 
 def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:
@@ -544,6 +545,11 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     _rank_streams(cfgs.train, dist)
     if cfgs.init is not None and not req.resume and dist.is_main:
         log(init_line(cfgs.init, cfgs.hf, cfgs.init_rows, model.config.vocab_size))
+        if cfgs.window is not None and model.config.block_size > cfgs.window:
+            log(f"warning: --block_size {model.config.block_size} is past the sliding window of hf:{cfgs.init} "
+                f"({cfgs.window} tokens): mypt attends over the whole context, where the model attended over the "
+                f"last {cfgs.window} tokens only, so past {cfgs.window} it computes what the model never did until "
+                f"trained on it (a context extension); --block_size {cfgs.window} keeps the model's attention")
     if len(specs) == 1 and "val" not in loader.splits and dist.is_main:  # (a mixture's loader says it itself)
         log(f"warning: --dataset_dir {specs[0].path} has no val split (prepared with --val_fraction 0?): training "
             "reports no val loss and best_val stays empty" + ("" if eval_loaders else "; add --eval_dataset_dir for one"))

@@ -434,6 +434,21 @@ def test_a_mistral_of_transformers_imports_with_its_logits_within_its_sliding_wi
             ours, theirs = model(longer, longer)[0], hf_model(longer).logits
         assert torch.allclose(ours[:, :window], theirs[:, :window], atol=1e-4)
         assert not torch.allclose(ours[:, window:], theirs[:, window:], atol=1e-2)
+    # A new run past the window is told that its attention is no longer the model's.
+    # (Its tokenizer as a tokenizer.json, with a newline: the documents' boundary.)
+    chars = "".join(chr(0x41 + i) for i in range(59)) + "\n"
+    (hub / "tokenizer_state.json").unlink()
+    char_hf_tokenizer(CharTokenizer(chars=sorted(chars))).save(str(hub / "tokenizer.json"))
+    (tmp_path / "text.txt").write_text(chars * 20)
+    for block in (32, 12):
+        result = CliRunner().invoke(main, ["train", "--init_from_model", f"hf:{hub}", "--input_file",
+                                           str(tmp_path / "text.txt"), "--checkpoints_dir", str(tmp_path / "ck"),
+                                           "--model_name", f"b{block}", "--max_iters", "1", "--eval_iters", "1",
+                                           "--batch_size", "2", "--block_size", str(block), "--tokenization",
+                                           f"hf:{hub / 'tokenizer.json'}", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        warned = f"warning: --block_size 32 is past the sliding window of hf:{hub} (12 tokens)"
+        assert (warned in result.output) == (window == 12 and block == 32), result.output
     saved = json.loads((hub / "config.json").read_text())
     assert saved["sliding_window"] == window
     del saved["sliding_window"]
