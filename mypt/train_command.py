@@ -343,9 +343,13 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     else:
         preset = req.config_file or ("small_char" if tokenizer.kind == "char" else "150M")
         model_d, train_d, source = load_config_file(preset)
-        named = [k for k, v in {**model_d, **train_d}.items() if v is not None]  # (null: the default, nothing chosen)
-        # (A user's file, not a preset: a preset's gelu under --mlp relu2 is no choice of theirs.)
-        file_names = frozenset(named) if not source.startswith("preset ") else frozenset()
+        values = {**model_d, **train_d}
+        named = [k for k, v in values.items() if v is not None]  # (null: the default, nothing chosen)
+        # (A user's file, not a preset: a preset's gelu under --mlp relu2 is no choice of theirs;
+        # nor is a word for None, "rope_scaling": "none", that clears a value as the flag's does.)
+        nones = {**TrainConfig.none_texts(), **GPTConfig.none_texts()}
+        file_names = frozenset(k for k in named if not says_none(nones.get(k), values[k])) \
+            if not source.startswith("preset ") else frozenset()
         origins = {k: f"in --config_file {source}" if file_names else f"in {source}" for k in named}
         if saved is not None:
             origins = {**{k: f"in {init}/config.json" for k, v in saved["model"].items() if v is not None},

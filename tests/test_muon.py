@@ -474,6 +474,16 @@ def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_pa
         "(the default)",
         f"warning: rope_scaling in --config_file {config} has no effect: it acts with --position rope, this run has "
         "position learned (the default)"]
+    # The file's own word for no scaling clears one, as the flag's does: nothing to say.
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model": {
+        **json.loads(config.read_text())["model"], "rope_scaling": "none"}}))
+    lines.clear()
+    run_training(RunSettings(model_name="m4", input_file=tmp_path / "t.txt", tokenization="char",
+                             config_file=str(config), checkpoints_dir=tmp_path / "ck"),
+                 {"device": "cpu", "max_iters": 1}, log=lines.append, read_text=read_input_text)
+    assert [line for line in lines if line.startswith("warning: ")] == [
+        f"warning: muon_learning_rate in --config_file {config} has no effect: it acts with --optimizer muon, this "
+        "run has optimizer adamw (the default)"]
     # The setting that decides is named where it was given: a flag, the user's file, a preset, the
     # checkpoint the run starts from, else the default.
     config.write_text(json.dumps({"model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16,
