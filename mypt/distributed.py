@@ -154,6 +154,18 @@ def any_rank(flags: list[int], group) -> list[int]:
     return t.tolist()
 
 
+def mean_over_ranks(value: float, group) -> float:
+    """`value`'s mean over the ranks (each rank's own; float64, so the mean of equal values is
+    that value)."""
+    if group is None:
+        return value
+    import torch.distributed as tdist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    tdist.all_reduce(t, group=group)
+    return t.item() / tdist.get_world_size(group)
+
+
 def all_ranks(obj, group) -> list:
     """[obj of rank 0, obj of rank 1, ...] on every rank."""
     if group is None:

@@ -22,7 +22,7 @@ import torch
 
 from mypt import checkpoint
 from mypt.config import TrainConfig
-from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, sync_gradients, unwrap
+from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, mean_over_ranks, sync_gradients, unwrap
 from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, os_error_message
 from mypt.evaluate import evaluate_all
 from mypt.fsdp import full, is_sharded
@@ -357,7 +357,7 @@ class _Run:
         if self.graphs:  # a new step: the graphs' outputs of the last one are done with
             torch.compiler.cudagraph_mark_step_begin()
         values = self._forward_backward()
-        loss_now = values[1]  # the step's: the mean over its micro-steps (this rank's batches)
+        loss_now = values[1]  # the mean over its micro-steps (this rank's batches; all ranks' below)
         if self.failed is None and not all(map(math.isfinite, values)):
             i, value = next((i, v) for i, v in enumerate(values) if not math.isfinite(v))
             self.failed = TrainingDiverged(f"loss is {value} at step {step}") if i < 2 else \
@@ -367,6 +367,9 @@ class _Run:
             self.sampler_before_batch = sampler_at_start
             _set_rng_state(rng_at_start)
             raise self.fail(step)
+        # The step's loss is over every rank's batches, as its tokens per step are: rank 0's alone
+        # (half the tokens on 2 ranks) was logged, kept in the history and compared run to run.
+        loss_now = mean_over_ranks(loss_now, self.cpu_group)
         self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

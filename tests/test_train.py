@@ -135,31 +135,52 @@ def test_sigterm_stops_after_a_step_with_a_checkpoint_and_resume_finishes_exactl
 
 @pytest.mark.slow
 def test_torchrun_two_processes_sample_different_windows_and_stay_in_sync(demo, tmp_path):
+    """Each rank draws its own windows; the step's loss logged and kept is over both ranks'."""
     script = tmp_path / "ddp_check.py"
     script.write_text(f'''
 import os, torch, torch.distributed as dist
 from types import SimpleNamespace
 from mypt.data import GPTDataLoader
+from mypt.model import load_model
 from mypt.tokenizers import Tokenizer
 from mypt.config import RunSettings
 from mypt.train_command import run_training
 tok = Tokenizer.load({str(demo / "general")!r})
-loader = GPTDataLoader(SimpleNamespace(batch_size=4, block_size=32, rank=int(os.environ["RANK"])), tok,
+loader = GPTDataLoader(SimpleNamespace(batch_size=12, block_size=32, rank=int(os.environ["RANK"])), tok,
                        dataset_dir={str(demo / "general")!r})
-x, _ = loader.get_batch("train")
-result = run_training(RunSettings(model_name="ddp", dataset_dir={str(demo / "general")!r}, config_file="tiny"),
-                      dict(max_iters=6, eval_interval=3, device="cpu"))
-torch.save({{"first_batch": x}}, f"rank{{os.environ['RANK']}}.pt")
+x, y = loader.get_batch("train")  # (the run's first batch on this rank: batch 12, the default, seed 1337)
+with torch.no_grad():
+    first_loss = load_model("base")[0](x, y)[1].item()  # (the weights the run starts from)
+result = run_training(RunSettings(model_name="ddp", dataset_dir={str(demo / "general")!r}, init_from_model="base",
+                                  checkpoints_dir="."), dict(max_iters=6, eval_interval=3, device="cpu",
+                                                             dtype="float32", log_interval=1))
+torch.save({{"first_batch": x, "first_loss": first_loss, "history": result["history"]}},
+           f"rank{{os.environ['RANK']}}.pt")
 ''')
-    done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                str(script)], tmp_path)
+    # The base: a new tiny model of the demo's vocabulary, trained 0 steps.
+    from mypt import checkpoint
+    from mypt.config import GPTConfig
+    from mypt.model import GPT
+    from mypt.tokenizers import Tokenizer
+
+    tok = Tokenizer.load(demo / "general")
     import torch
 
-    b0, b1 = (torch.load(tmp_path / f"rank{r}.pt")["first_batch"] for r in (0, 1))
-    assert not torch.equal(b0, b1)
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path / "base", GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32,
+                                                     block_size=32, dropout=0.0, bias=False)), tok, {})
+    done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                str(script)], tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert not torch.equal(r0["first_batch"], r1["first_batch"])
+    mean = (r0["first_loss"] + r1["first_loss"]) / 2  # (rank 0's alone differs by more than rounding)
+    assert abs(r0["first_loss"] - r1["first_loss"]) > 1e-3
+    losses = [[h["train_loss"] for h in r["history"] if "train_loss" in h] for r in (r0, r1)]
+    assert losses[0][0] == pytest.approx(mean, abs=1e-5) and losses[0] == losses[1]
+    assert f"iter 1: loss {mean:.4f}" in done.stdout
     assert done.stdout.count("step 6: val") == 1  # only rank 0 logs
     assert "2 process(es)" in done.stdout
-    assert (tmp_path / "checkpoints" / "ddp" / "model.safetensors").is_file()
+    assert (tmp_path / "ddp" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
