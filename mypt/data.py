@@ -272,7 +272,10 @@ class GPTDataLoader:
             for start in range(0, int(size) - self.block_size, self.block_size):
                 if budget < self.block_size:  # (a window more would score past max_tokens)
                     break
-                batch.append(self._read(s, i, start, self.block_size + 1))
+                window = self._read(s, i, start, self.block_size + 1)
+                if s.tokens is None:  # (a pass over every token: each checked as it is read, as training's are)
+                    self._check_ids(window, str(s.paths[i]))
+                batch.append(window)
                 budget -= self.block_size
                 if len(batch) == self.batch_size:
                     yield self._to_device(np.stack(batch))

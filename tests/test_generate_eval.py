@@ -116,3 +116,22 @@ def test_generate_into_a_pipe_closed_early_ends_quietly(w):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1 and err == "", err
+
+
+def test_eval_names_the_shard_of_a_token_id_past_the_vocabulary_deep_in_it(w):
+    """Eval reads every val token: an id no tokenizer gives, past the first 4,096 the loader's
+    start-up check reads, is one line naming the shard (it was torch's IndexError traceback)."""
+    import numpy as np
+
+    made = invoke("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "big", "--tokenizer_from", "ds",
+                  "--val_fraction", "0.5", "--tokens_per_shard", "100000", "--workers", "1")
+    assert made.exit_code == 0, made.output
+    [shard] = (w / "big" / "val").glob("shard_*.bin")
+    tokens = np.fromfile(shard, dtype="<u4")
+    assert tokens.size > 4096 + 100
+    tokens[4096 + 100] = 1000
+    tokens.tofile(shard)
+    result = invoke("eval", "--model_name", "ck/m", "--dataset", "big", "--device", "cpu")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{Path('big') / 'val' / shard.name}: token id 1000 is outside the char vocabulary" in result.output, \
+        result.output
