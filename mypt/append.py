@@ -31,6 +31,7 @@ from mypt.prepare import PrepareSettings, prepare_steps, recover_dataset, restor
 from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import (METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens,
                          unlisted_shards)
+from mypt.steps.split import SKIPPED_KEYS
 from mypt.text import display_name, recorded_as, source_place
 from mypt.settings import flag_name, is_recorded
 from mypt.tokenizers import spec_kind
@@ -150,7 +151,8 @@ def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) 
         meta["skipped_binary_files"] = old.get("skipped_binary_files", []) + new["skipped_binary_files"]
     # `settings` stay those of the first preparation; each append records its own.
     meta["appended"] = old.get("appended", []) + [{"sources": [s["name"] for s in new["sources"]],
-                                                   "settings": new["settings"], "stats": new["stats"]}]
+                                                   "settings": new["settings"], "stats": new["stats"],
+                                                   **{k: new[k] for k in SKIPPED_KEYS if new.get(k)}}]
     write_json(stage / METADATA_FILE, meta)
     return meta
 

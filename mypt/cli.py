@@ -87,22 +87,10 @@ def build_prepare_dataset() -> click.Command:
                                   # every setting left at its default takes the dataset's recorded value
                                   inherit=[k for k in ctx.params
                                            if ctx.get_parameter_source(k) is ParameterSource.DEFAULT])
-        from mypt.steps.split import replacement_name, summary_lines
+        from mypt.steps.split import summary_lines
 
-        for line in summary_lines(meta, out_dir):
+        for line in summary_lines(meta, out_dir, appended=append_to is not None):
             click.echo(line)
-        if append_to is not None:
-            added = meta["appended"][-1]
-            replaced = added["stats"]["tokenize"].get("replaced_chars", 0)
-            unknown = added["stats"]["tokenize"].get("unknown_tokens", 0)
-            tokens = added["stats"]["split"]["train_tokens"] + added["stats"]["split"]["val_tokens"]
-            # Shares of the appended text: the summary's are of the whole dataset.
-            click.echo(f"Appended: {tokens:,} tokens from {len(added['sources'])} source(s)"
-                       + (f"; {replaced:,} characters outside the dataset's vocabulary replaced by "
-                          f"{replacement_name(append_to)} ({replaced / max(tokens, 1):.1%} of the appended tokens)"
-                          if replaced else "")
-                       + (f"; {unknown:,} pieces outside the dataset's vocabulary encoded as its unknown token "
-                          f"({unknown / max(tokens, 1):.1%} of the appended tokens)" if unknown else ""))
 
     return prepare_dataset_cmd
 

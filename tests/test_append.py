@@ -240,6 +240,26 @@ def test_appended_line_names_the_stand_in_and_the_share_of_the_appended_text(dat
     added = json.loads((dataset / "dataset_metadata.json").read_text())["appended"][-1]["stats"]
     tokens = added["split"]["train_tokens"] + added["split"]["val_tokens"]
     assert added["tokenize"]["replaced_chars"] == 12 and tokens == 52
-    assert "Appended: 52 tokens from 1 source(s); 12 characters outside the dataset's vocabulary replaced by a " \
-           "space (23.1% of the appended tokens)" in out, out
-    assert "each replaced by a space: 12 (" in out, out
+    assert "Appended: 52 tokens from 1 source(s)\n" in out, out
+    assert "Characters outside the tokenizer's vocabulary, each replaced by a space: 12 (23.1% of the appended " \
+           "tokens;" in out, out
+
+
+def test_the_appends_summary_counts_what_the_append_did_not_the_whole_dataset(tmp_path):
+    """The totals are the dataset's; the filter's, dedup's and the walk's counts are the appended
+    text's (they were the first preparation's, said again after every append)."""
+    first = tmp_path / "in" / "first.txt"
+    first.parent.mkdir(parents=True)
+    first.write_text("1234 5678\n" * 3 + "the same line, again and again.\n" * 5 + "a line of its own here.\n" * 40)
+    made = cli("prepare-dataset", "--input_files", str(first), "--out_dir", str(tmp_path / "ds"), *SETTINGS).output
+    assert "Lines dropped by the filter: {'no_letters': 3}" in made and "Duplicate lines dropped: 4\n" in made, made
+    more = tmp_path / "more"
+    (more / ".hidden").mkdir(parents=True)
+    (more / ".hidden" / "x.txt").write_text("skipped by the walk\n")
+    (more / "new.txt").write_text("".join(f"line {c} of the new text, in words.\n" for c in LETTERS))
+    out = cli("prepare-dataset", "--input_files", str(more), "--append_to", str(tmp_path / "ds")).output
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    assert f"Total tokens: {meta['total_tokens']:,}\n" in out and "Appended: " in out
+    assert "Lines dropped" not in out and "Duplicate lines dropped: 0\n" in out, out
+    assert meta["stats"]["dedup"]["duplicate_lines_dropped"] == 4  # (the dataset's: summed over both runs)
+    assert meta["appended"][-1]["walk_skipped_files"] and "x.txt" in out, out

@@ -184,7 +184,8 @@ def test_words_a_vocabulary_lacks_are_counted_and_named_in_a_prompt(tmp_path, ca
     (tmp_path / "more.jsonl").write_text(json.dumps({"text": "the dragon"}) + "\n", encoding="utf-8")
     added = invoke("prepare-dataset", "--input_files", str(tmp_path / "more.jsonl"), "--append_to", str(tmp_path / "ds"),
                    "--no_dedup", "--no_filter", "--val_fraction", "0", "--workers", "1")
-    assert "; 1 pieces outside the dataset's vocabulary encoded as its unknown token" in added.output, added.output
+    assert "Pieces outside the tokenizer's vocabulary, each encoded as its unknown token: 1 (20.0% of the appended " \
+           "tokens;" in added.output, added.output
     tok = Tokenizer.load(tmp_path / "ds")
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
     capsys.readouterr()

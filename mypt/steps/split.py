@@ -166,11 +166,7 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
             "stats": {**manifest["stats"], "split": {"units": n_units, "val_units": n_val_units,
                                                      "train_tokens": train_tokens, "val_tokens": val_tokens}},
         }
-        for key in ("skipped_binary_files", "skipped_wide_text_files", "walk_skipped_files"):
-            if manifest.get(key):
-                meta[key] = manifest[key]
-        if manifest.get("first_bad_json_line"):
-            meta["first_bad_json_line"] = manifest["first_bad_json_line"]
+        meta.update({key: manifest[key] for key in SKIPPED_KEYS if manifest.get(key)})
         write_json(stage / METADATA_FILE, meta)
     return meta
 
@@ -182,40 +178,51 @@ def replacement_name(dataset_dir: Path) -> str:
     return "a space" if c == " " else repr(c)
 
 
-def summary_lines(meta: dict, out_dir: Path) -> list[str]:
-    """What prepare-dataset (and the split stage) print about a finished dataset."""
+# What a dataset records of its preparation beyond the stats: said by summary_lines, kept per append too.
+SKIPPED_KEYS = ("skipped_binary_files", "skipped_wide_text_files", "walk_skipped_files", "first_bad_json_line")
+
+
+def summary_lines(meta: dict, out_dir: Path, appended: bool = False) -> list[str]:
+    """What prepare-dataset (and the split stage) print about a finished dataset: its totals, then
+    what cleaning and tokenizing did to its text, or with `appended`, to the text the last
+    --append_to added (meta["appended"][-1]: the dataset's counts are summed over every run)."""
     n_train, n_val = len(meta["train"]["shards"]), len(meta["val"]["shards"])
-    clean_stats = meta["stats"].get("clean", {})
-    dropped = {k[len("dropped_"):]: v for k, v in clean_stats.items() if k.startswith("dropped_") and v}
     lines = [f"Total tokens: {meta['total_tokens']:,}",
              f"Total shards: {n_train + n_val}",
              f"Train shards: {n_train} ({meta['train']['tokens']:,} tokens) in {Path(out_dir) / 'train'}",
              f"Val shards:   {n_val} ({meta['val']['tokens']:,} tokens) in {Path(out_dir) / 'val'}"]
+    part, tokens, of = meta, meta["total_tokens"], "the tokens"
+    if appended:
+        part = meta["appended"][-1]
+        tokens, of = part["stats"]["split"]["train_tokens"] + part["stats"]["split"]["val_tokens"], "the appended tokens"
+        part = {**part, "sources": meta["sources"][len(meta["sources"]) - len(part["sources"]):]}
+        lines.append(f"Appended: {tokens:,} tokens from {len(part['sources'])} source(s)")
+    clean_stats = part["stats"].get("clean", {})
+    dropped = {k[len("dropped_"):]: v for k, v in clean_stats.items() if k.startswith("dropped_") and v}
     if dropped:
         lines.append(f"Lines dropped by the filter: {dropped}")
-    if "dedup" in meta["stats"] and meta["stats"]["dedup"]:
-        lines.append(f"Duplicate lines dropped: {meta['stats']['dedup']['duplicate_lines_dropped']:,}")
-    empty = [s["name"] for s in meta["sources"] if s.get("documents") == 0]
+    if part["stats"].get("dedup"):
+        lines.append(f"Duplicate lines dropped: {part['stats']['dedup']['duplicate_lines_dropped']:,}")
+    empty = [s["name"] for s in part["sources"] if s.get("documents") == 0]
     if empty:
         lines.append("Inputs left without text (empty, or emptied by the filter or dedup): " + ", ".join(empty[:5])
                      + (f" and {len(empty) - 5} more" if len(empty) > 5 else ""))
-    lines += skipped_lines(meta.get("skipped_binary_files", []),
-                           list(meta.get("skipped_wide_text_files", {}).values()),  # each its fix (clean wrote it)
-                           meta.get("walk_skipped_files"), clean_stats,
+    lines += skipped_lines(part.get("skipped_binary_files", []),
+                           list(part.get("skipped_wide_text_files", {}).values()),  # each its fix (clean wrote it)
+                           part.get("walk_skipped_files"), clean_stats,
                            more_in="dataset_metadata.json, skipped_wide_text_files")
     if clean_stats.get("invalid_utf8_bytes_replaced"):
         lines.append(f"Invalid UTF-8 bytes replaced: {clean_stats['invalid_utf8_bytes_replaced']:,}")
-    replaced = meta["stats"].get("tokenize", {}).get("replaced_chars", 0)
-    if replaced:  # a reused char vocabulary (--tokenizer_from) that lacks characters of this text
-        share = replaced / max(meta["total_tokens"], 1)
+    replaced = part["stats"].get("tokenize", {}).get("replaced_chars", 0)
+    if replaced:  # a reused char vocabulary (--tokenizer_from, an append) that lacks characters of this text
         lines.append(f"Characters outside the tokenizer's vocabulary, each replaced by {replacement_name(out_dir)}: "
-                     f"{replaced:,} ({share:.1%} of the tokens; the commonest in dataset_metadata.json, "
-                     "replaced_char_counts)")
-    unknown = meta["stats"].get("tokenize", {}).get("unknown_tokens", 0)
+                     f"{replaced:,} ({replaced / max(tokens, 1):.1%} of {of}; the commonest in "
+                     "dataset_metadata.json, replaced_char_counts)")
+    unknown = part["stats"].get("tokenize", {}).get("unknown_tokens", 0)
     if unknown:  # an hf vocabulary with an unknown token, which words of this text became
-        share = unknown / max(meta["total_tokens"], 1)
         lines.append(f"Pieces outside the tokenizer's vocabulary, each encoded as its unknown token: {unknown:,} "
-                     f"({share:.1%} of the tokens; the commonest in dataset_metadata.json, unknown_token_counts)")
-    if note := bad_lines_note(meta):
+                     f"({unknown / max(tokens, 1):.1%} of {of}; the commonest in dataset_metadata.json, "
+                     "unknown_token_counts)")
+    if note := bad_lines_note(part):
         lines.append(note)
     return lines
