@@ -40,20 +40,23 @@ def plain_name(name: str) -> str:
     return name
 
 
-MIN_TEMPERATURE = 1e-6
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6
 
 
 def check_temperature(value) -> float:
-    """A sampling temperature: 0 (greedy) or at least MIN_TEMPERATURE. Sampling divides the
-    float32 logits by it: below float32's range (1e-39) every logit overflows to inf and the
-    softmax gives NaN; from 1e-6 on a logit up to 1e32 still fits, and so cold a softmax
-    already picks the most likely token. (NaN is left to the finite-number rule.)"""
+    """A sampling temperature: 0 (greedy) or from MIN_TEMPERATURE to MAX_TEMPERATURE. Sampling
+    divides the float32 logits by it: below float32's range (1e-39) every logit overflows to inf
+    and the softmax gives NaN; from 1e-6 on a logit up to 1e32 still fits, and so cold a softmax
+    already picks the most likely token. Past float32's largest (3e38) every logit became 0, and
+    --top_k 1 sampled the whole vocabulary; at 1e6 logits 100 apart are equally likely to within
+    1e-4: hotter samples nothing else. (NaN is left to the finite-number rule.)"""
     try:
         t = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{value!r} is not a number") from None
-    if t < 0 or 0 < t < MIN_TEMPERATURE:
-        raise ConfigError(f"{value} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}")
+    if t < 0 or 0 < t < MIN_TEMPERATURE or t > MAX_TEMPERATURE:
+        raise ConfigError(f"{value} must be 0 (greedy) or from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g} (at "
+                          f"{MAX_TEMPERATURE:g} every token kept by --top_k and --top_p is as likely as another)")
     return t
 
 
@@ -483,7 +486,8 @@ class GenerateSettings(Settings):
     prompt_file: Path | None = setting(None, "Continue the text of this file, as it is (UTF-8, a last newline "
                                              "kept: nanoGPT's FILE:); instead of --prompt.", metavar="PATH")
     max_new_tokens: int = setting(200, "Tokens to generate per sample.", min=1)
-    temperature: float = setting(0.8, f"Softmax temperature; 0 = greedy, else at least {MIN_TEMPERATURE:g}.",
+    temperature: float = setting(0.8, f"Softmax temperature; 0 = greedy, else {MIN_TEMPERATURE:g} to "
+                                      f"{MAX_TEMPERATURE:g}.",
                                  min=0.0, check=check_temperature, metavar="FLOAT")
     top_k: int = setting(200, "Sample among the k most likely tokens; 0 = off.", min=0)
     top_p: float | None = setting(None, "Nucleus sampling: the smallest set of tokens whose probability "

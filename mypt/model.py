@@ -372,8 +372,9 @@ class GPT(nn.Module):
         key/value heads shrink N (c_attn), not the attention term."""
         c = self.config
         # An untied input embedding is a lookup, no matmul (tied, its tensor is the head's, whose
-        # matmul N counts once).
-        lookup = 0 if c.tie_embeddings else self.transformer.wte.weight.numel()
+        # matmul N counts once); so is the learned position table (nanoGPT leaves it out too).
+        lookup = (0 if c.tie_embeddings else self.transformer.wte.weight.numel()) \
+            + (self.transformer.wpe.weight.numel() if c.position == "learned" else 0)
         return 6 * (self.num_params() - lookup) + 12 * c.n_layer * c.n_head * c.head_dim * c.block_size
 
     def fit(self, data_loader, optimizer=None, eval_data_loaders: dict | None = None, **kwargs):

@@ -120,10 +120,12 @@ CASES = [
     Case("config_seed_huge", train("--dataset_dir", "ds", "--config_file", "seed.json"),
          ["seed.json", "seed", SEED_HUGE], out="ck",
          setup=lambda w: (w / "seed.json").write_text(json.dumps({"training": {"seed": int(SEED_HUGE)}}))),
-    # -- temperatures: 0 (greedy) or at least 1e-6 -------------------------------------------
+    # -- temperatures: 0 (greedy) or 1e-6 to 1e6 --------------------------------------------
     Case("temperature_below_float_range", gen("--temperature", "1e-39"), ["--temperature", "1e-39", "1e-06"],
          code=2),
     Case("temperature_tiny", gen("--temperature", "1e-7"), ["--temperature", "1e-7", "greedy"], code=2),
+    # (past float32's range the logits all became 0: --top_k 1 sampled every token)
+    Case("temperature_past_float_range", gen("--temperature", "1e39"), ["--temperature", "1e39", "1e+06"], code=2),
     # -- a rule between settings names where the values came from ----------------------------
     Case("heads_from_flags", train("--dataset_dir", "ds", "--n_embd", "33", "--n_head", "2"),
          ["--n_embd 33 --n_head 2: ", "divisible"], out="ck"),

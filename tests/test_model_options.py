@@ -166,10 +166,14 @@ def test_flops_per_token_counts_query_heads_and_the_smaller_parameters():
     mha, gqa = small(mlp="swiglu"), small(mlp="swiglu", n_kv_head=1)
     attention = 12 * 2 * 4 * 8 * 16  # 12 L H Q T: every query head still attends over T keys
     assert mha.num_params() - gqa.num_params() == 2 * 2 * (4 - 1) * 8 * 32  # layers x (k, v) x heads fewer
-    for m in (mha, gqa):
-        assert m.flops_per_token() == 6 * m.num_params() + attention
-    # An untied embedding is a lookup: the same work per token as tied, its 64 x 32 more parameters aside.
+    for m in (mha, gqa):  # (learned positions: their 16 x 32 table is a lookup, no matmul)
+        assert m.flops_per_token() == 6 * (m.num_params() - 16 * 32) + attention
+    # An untied embedding is a lookup: the same work per token as tied, its 64 x 32 more parameters
+    # aside; and rotary positions do the learned table's work without it.
     assert small(tie_embeddings=False).flops_per_token() == small().flops_per_token()
+    rope = small(position="rope")
+    assert small().num_params() == rope.num_params() + 16 * 32
+    assert rope.flops_per_token() == small().flops_per_token()
 
 
 @pytest.mark.parametrize("name", OPTIONS)
