@@ -417,6 +417,10 @@ class RunSettings(Settings):
     eval_dataset_dir: Path | None = setting(None, "Also evaluate on this dataset's val split, logged as "
                                                   "eval_general.", exists="dir")
     resume: bool = setting(False, "Continue MODEL_NAME's run from its checkpoint.")
+    auto_resume: bool = setting(False, "--resume if MODEL_NAME has a checkpoint, else start the run: one command "
+                                       "for a job that a crash, a scheduler's requeue or torchrun's --max_restarts "
+                                       "starts again. A checkpoint of another run (another --init_from_model) is "
+                                       "refused.")
     overwrite: bool = setting(False, "Replace MODEL_NAME's trained model (without it, an existing model is "
                                      "refused: --resume continues it).")
     checkpoints_dir: Path = checkpoints_setting()

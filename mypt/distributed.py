@@ -49,6 +49,20 @@ _joined = False  # this process counted itself ready: from then on the others no
 _told = False  # this process told its failure (run_training, then its command, may both try)
 
 
+def restart_warning() -> str | None:
+    """What rank 0 says at the start of a run under `torchrun --max_restarts N` whose restarts
+    would fail: torch (2.5 on) shares the rendezvous store with the process group, and a
+    restarted attempt read the last attempt's addresses (gloo: `connectFullMesh failed ...
+    Connection refused`; pytorch issue 135712), unless torchrun runs with
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1."""
+    restarts = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")
+    if restarts == "0" or os.environ.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE") == "1":
+        return None
+    return (f"warning: torchrun --max_restarts {restarts}: a restart fails to connect its ranks (torch's store keeps "
+            "the last attempt's addresses, pytorch issue 135712) unless torchrun runs with "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: start it as `TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ...`")
+
+
 def _agent_store():
     """A client of the store torchrun's agent hosts for this attempt, or None where there is
     none (a launch that is not torchrun's: the group's own store belongs to rank 0)."""

@@ -20,7 +20,7 @@ from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
-from mypt.distributed import Dist, all_ranks, cpu_group, setup_distributed, tell_ranks_start_failed
+from mypt.distributed import Dist, all_ranks, cpu_group, restart_warning, setup_distributed, tell_ranks_start_failed
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
@@ -108,6 +108,8 @@ def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], 
     specs = parse_dataset_specs(req.dataset_dir)
     check_dir_path(req.checkpoints_dir, "--checkpoints_dir")
     ckpt_dir = Path(req.checkpoints_dir) / req.model_name
+    if req.auto_resume:
+        req = _auto_resumed(req, ckpt_dir, log if _rank0() else (lambda line: None))
     # One run per checkpoint: a second would delete this one's `.NAME.partial`; and one per
     # --metrics_dir: a second would clear or cut this one's curves. Under DDP only rank 0 saves
     # and logs, so only rank 0 takes the locks.
@@ -125,6 +127,33 @@ def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], 
                 locks.enter_context(output_lock(Path(req.metrics_dir), "--metrics_dir"))
                 check_metrics()  # again, now that no other run can write it
         return _run_training(req, specs, ckpt_dir, overrides, log, read_text)
+
+
+def _auto_resumed(req: RunSettings, ckpt_dir: Path, log: Callable[[str], None]) -> RunSettings:
+    """--auto_resume: the run as --resume where MODEL_NAME holds a checkpoint (a save a kill
+    interrupted is finished first), else as a new run. The checkpoint must be this command's
+    run: one that started from other weights (another --init_from_model, or none) is refused,
+    not continued in its place."""
+    if req.resume or req.overwrite:
+        raise ConfigError(f"--auto_resume decides itself whether to resume: pass it without "
+                          f"{'--resume' if req.resume else '--overwrite'}")
+    try:
+        found = checkpoint.holds_model(checkpoint.resolve(ckpt_dir, None))
+    except CheckpointError:  # no directory (or what is in its way, which the new run then names)
+        found = False
+    if not found:
+        log(f"--auto_resume: no checkpoint in {ckpt_dir} yet: a new run")
+        return req
+    recorded = checkpoint.read_config(ckpt_dir).get("init_from_model")
+    try:
+        mine = str(_start_from(req, ckpt_dir)[0]) if req.init_from_model else None
+    except CheckpointError:  # (the starting model is gone: this run's may still be the checkpoint's)
+        mine = req.init_from_model
+    if mine != recorded:
+        raise ConfigError(f"--auto_resume: {ckpt_dir} holds a run started from {recorded or 'new weights'}, where "
+                          f"this command starts from {mine or 'new weights'} (--init_from_model): another run; pass "
+                          "--resume to continue it anyway, --overwrite to replace it, or another --model_name")
+    return dataclasses.replace(req, resume=True, init_from_model=None)
 
 
 def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
@@ -537,8 +566,9 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None), read_text)
     cfgs = _resolve_configs(req, tokenizer, overrides, ckpt_dir)
     if _rank0():
-        for line in unused_flags(overrides or {}, cfgs):
-            log(line)
+        for line in [*unused_flags(overrides or {}, cfgs), restart_warning()]:
+            if line:
+                log(line)
     device, dist = _setup_device(cfgs.train)
     data_sums = _data_sums(specs)  # (recorded in every save; compared on resume and between ranks)
     _check_ranks_agree(req, cfgs, specs, data_sums, dist)

@@ -470,6 +470,100 @@ def test_mixture_run_resumes_exactly(demo, tmp_path, monkeypatch):
         (tmp_path / "checkpoints/resumed/model.safetensors").read_bytes()
 
 
+def test_auto_resume_starts_a_run_then_continues_it_and_refuses_another_runs_checkpoint(demo, tmp_path):
+    """One command for a job that may be started again: a new run where MODEL_NAME has no
+    checkpoint, a resume where it has one (ending where an uninterrupted run does), nothing to
+    do once complete; never the checkpoint of a run from other weights."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    def train(name: str, *flags: str):
+        result = CliRunner().invoke(main, ["train", "--dataset_dir", str(demo / "general"), "--model_name", name,
+                                           *TINY, "--eval_interval", "3", "--eval_iters", "1",
+                                           "--checkpoints_dir", str(tmp_path / "ck"), *flags])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    straight = train("straight", "--max_iters", "6")
+    assert "--auto_resume" not in straight
+    first = train("job", "--max_iters", "3", "--auto_resume")
+    assert f"--auto_resume: no checkpoint in {tmp_path / 'ck' / 'job'} yet: a new run" in first
+    again = train("job", "--max_iters", "6", "--auto_resume")
+    assert "resuming job from step 3" in again and "a new run" not in again, again
+    assert (tmp_path / "ck/job/model.safetensors").read_bytes() == \
+        (tmp_path / "ck/straight/model.safetensors").read_bytes()
+    assert "the run is complete, nothing to do" in train("job", "--max_iters", "6", "--auto_resume")
+    # A new run from a model's weights; started again, it resumes; the same name started without
+    # those weights (another run) is refused.
+    assert "init from" in train("tuned", "--max_iters", "3", "--auto_resume", "--init_from_model", "straight")
+    assert "resuming tuned from step 3" in train("tuned", "--max_iters", "4", "--auto_resume", "--init_from_model",
+                                                 "straight")
+    err = fails_here("train", "--dataset_dir", str(demo / "general"), "--model_name", "tuned", *TINY,
+                     "--checkpoints_dir", str(tmp_path / "ck"), "--max_iters", "5", "--auto_resume", cwd=tmp_path)
+    assert f"--auto_resume: {tmp_path / 'ck' / 'tuned'} holds a run started from {tmp_path / 'ck' / 'straight'}, " \
+           "where this command starts from new weights (--init_from_model): another run; pass --resume" in err, err
+    for flag in ("--resume", "--overwrite"):
+        assert f"--auto_resume decides itself whether to resume: pass it without {flag}" in \
+            fails_here("train", "--dataset_dir", str(demo / "general"), "--model_name", "job", *TINY,
+                       "--checkpoints_dir", str(tmp_path / "ck"), "--auto_resume", flag, cwd=tmp_path)
+
+
+def test_torchrun_max_restarts_without_torchs_store_fix_is_warned(demo, tmp_path, monkeypatch):
+    """torch shares the rendezvous store with the process group, and a restarted attempt
+    reads the last attempt's addresses: its ranks fail to connect (the next test's restart, without the
+    variable, failed so every time on torch 2.13) unless torchrun runs with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")  # (what torchrun --max_restarts 3 tells its ranks)
+    for fixed in (False, True):
+        if fixed:
+            monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+        else:
+            monkeypatch.delenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", raising=False)
+        result = CliRunner().invoke(main, ["train", "--dataset_dir", str(demo / "general"), "--model_name",
+                                           f"m{fixed}", *TINY, "--max_iters", "1", "--eval_iters", "1",
+                                           "--checkpoints_dir", str(tmp_path / "ck")])
+        assert result.exit_code == 0, result.output
+        warned = "warning: torchrun --max_restarts 3: a restart fails to connect its ranks"
+        assert (warned in result.output) != fixed, result.output
+        assert ("`TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ...`" in result.output) != fixed
+
+
+@pytest.mark.slow
+def test_torchrun_max_restarts_with_auto_resume_continues_after_a_rank_dies(demo, tmp_path):
+    """A rank killed (a lost GPU, the OOM killer): torchrun --max_restarts starts every rank
+    again with the same command, and --auto_resume continues from the last checkpoint to the
+    end, where without it the restart stopped: `already holds a trained model`."""
+    psutil = pytest.importorskip("psutil")
+    log = tmp_path / "torchrun.log"
+    with open(log, "w") as out:
+        launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                     "--nproc_per_node", "2", "--max_restarts", "1", "-m", "mypt.cli", "train",
+                                     "--dataset_dir", str(demo / "general"), "--model_name", "m", *TINY,
+                                     "--max_iters", "60", "--eval_interval", "4", "--eval_iters", "1",
+                                     "--log_interval", "1", "--auto_resume"],
+                                    cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while "step 8: val" not in log.read_text() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "step 8: val" in log.read_text(), log.read_text()[-3000:]
+        psutil.Process(launcher.pid).children()[-1].kill()
+        assert launcher.wait(timeout=240) == 0, log.read_text()[-3000:]
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    text = log.read_text()
+    resumed = re.search(r"resuming m from step (\d+)", text)
+    assert resumed and int(resumed.group(1)) >= 8 and "a new run" in text, text[-3000:]
+    assert "a restart fails to connect" not in text
+    assert json.loads((tmp_path / "checkpoints/m/training_state.json").read_text())["step"] == 60
+
+
 @pytest.mark.slow
 def test_ranks_stop_with_a_checkpoint_when_torchrun_is_killed(demo, tmp_path):
     """kill -9 of torchrun (or the OOM killer taking it) left its ranks training on, orphans,
