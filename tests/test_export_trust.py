@@ -1,0 +1,105 @@
+"""export-hf never replaces what it did not write, through the CLI: weights fine-tuned in place
+over an export (its record's sha256 no longer matches) are refused by a re-export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import tree_bytes
+
+from mypt import checkpoint
+from mypt.cli import main
+from mypt.model import GPT, GPTConfig
+from mypt.tokenizers.char import CharTokenizer
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """A 2-layer char model, about 110 KB of float32 weights."""
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer(chars="abc\n")
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    checkpoint.save(path, model, tokenizer, {})
+    return path
+
+
+def export(model: Path, out: Path, ok: bool = True):
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(model), "--out_dir", str(out)])
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_a_re_export_refuses_weights_fine_tuned_in_place(tmp_path):
+    """Fine-tuned with transformers and saved over the export: the re-export names the file
+    and changes nothing; moved out of the way, the export is written again and the user's
+    model card stays."""
+    model = tiny_checkpoint(tmp_path / "m")
+    out = tmp_path / "hfft"
+    export(model, out)
+    record = json.loads((out / "mypt_export.json").read_text())
+    assert set(record["sha256"]) == set(record["files"]) and "model.safetensors" in record["sha256"]
+    (out / "README.md").write_text("# my model card\n")
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        hf.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0  # a step of fine-tuning
+    hf.save_pretrained(out)
+    tuned = tree_bytes(out)
+    changed = [name for name, digest in record["sha256"].items()
+               if hashlib.sha256(tuned[name]).hexdigest() != digest]
+    assert "model.safetensors" in changed
+    line = one_line_error(export(model, out, ok=False))
+    assert f"--out_dir {out}: " in line and "changed since mypt exported" in line, line
+    assert all(name in line for name in changed) and "move" in line and "choose another --out_dir" in line, line
+    assert tree_bytes(out) == tuned  # the fine-tuned weights, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hfft", "m"]  # no work directory left
+
+    # The user keeps their weights elsewhere: the export is written again, the card kept.
+    (tmp_path / "tuned").mkdir()
+    for name in changed:
+        os.replace(out / name, tmp_path / "tuned" / name)
+    export(model, out)
+    assert (out / "README.md").read_text() == "# my model card\n"
+    assert (tmp_path / "tuned" / "model.safetensors").read_bytes() == tuned["model.safetensors"]
+    assert (out / "model.safetensors").read_bytes() != tuned["model.safetensors"]
+
+
+def test_a_record_without_sums_is_replaced_as_before(tmp_path):
+    """mypt_export.json written before the sums: its files are replaced unchecked, as they
+    always were, and the new record has the sums."""
+    model = tiny_checkpoint(tmp_path / "m")
+    out = tmp_path / "hf"
+    export(model, out)
+    record = json.loads((out / "mypt_export.json").read_text())
+    (out / "mypt_export.json").write_text(json.dumps({"files": record["files"], "model": record["model"]}))
+    (out / "model.safetensors").write_bytes(b"changed")
+    export(model, out)
+    assert json.loads((out / "mypt_export.json").read_text())["sha256"] == record["sha256"]
+    assert (out / "model.safetensors").read_bytes() != b"changed"
+
+
+def test_a_damaged_sum_is_refused(tmp_path):
+    model = tiny_checkpoint(tmp_path / "m")
+    out = tmp_path / "hf"
+    export(model, out)
+    record = json.loads((out / "mypt_export.json").read_text())
+    (out / "mypt_export.json").write_text(json.dumps({**record, "sha256": ["x"]}))
+    before = tree_bytes(out)
+    line = one_line_error(export(model, out, ok=False))
+    assert "mypt_export.json is damaged" in line and "sha256" in line, line
+    assert tree_bytes(out) == before
