@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -305,6 +306,28 @@ def _changed_files(out_dir: Path, sums: dict[str, str]) -> list[str]:
     return changed
 
 
+def _save_weights(transformers, hf_model, stage: Path) -> None:
+    """save_pretrained into `stage` without its progress bar (a line on stderr before any error
+    line), its writer's I/O failures (a full disk) as the OSError they are: one line naming the
+    output (staged_dir shows `stage` as it), as every command's (errors.os_error_message)."""
+    from safetensors import SafetensorError
+
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        hf_model.save_pretrained(stage, safe_serialization=True)
+    except SafetensorError as e:
+        # As checkpoint._save_file reads it: the Rust error carries the OS error code, as
+        # "IoError(Os { code: 28, ... })" or "I/O error: No space left on device (os error 28)".
+        code = re.search(r"(?:code: |os error )(\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(stage)) from None
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+
+
 def export_hf(model_dir: Path, out_dir: Path) -> Path:
     """Write `out_dir` (config.json, model.safetensors, tokenizer files) from the checkpoint
     directory `model_dir`."""
@@ -339,7 +362,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=build(tokenizer), eos_token=eot,
                                                   bos_token=eot, model_max_length=model.config.block_size)
     with staged_dir(out_dir, inputs=[model_dir], marker=marker, owned=owned) as stage:
-        hf_model.save_pretrained(stage, safe_serialization=True)
+        _save_weights(transformers, hf_model, Path(stage))
         if family != "gpt2":
             portable_model_config(Path(stage), model.config)
         hf_tok.save_pretrained(stage)

@@ -1,11 +1,16 @@
 """export-hf never replaces what it did not write, through the CLI: weights fine-tuned in place
-over an export (its record's sha256 no longer matches) are refused by a re-export."""
+over an export (its record's sha256 no longer matches) are refused by a re-export, and a disk
+that fills while it writes is one line that leaves the previous export as it was."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +108,51 @@ def test_a_damaged_sum_is_refused(tmp_path):
     line = one_line_error(export(model, out, ok=False))
     assert "mypt_export.json is damaged" in line and "sha256" in line, line
     assert tree_bytes(out) == before
+
+
+@pytest.mark.parametrize("message", [
+    "Error while serializing: I/O error: No space left on device (os error 28)",
+    'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'])
+def test_a_full_disk_is_one_line_and_keeps_the_previous_export(tmp_path, monkeypatch, message):
+    """safetensors' writer (its Rust serialize_file, under transformers' save_pretrained)
+    fails as on a full disk, having written part of the file."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    model = tiny_checkpoint(tmp_path / "m")
+    out = tmp_path / "hf"
+    export(model, out)
+    (out / "README.md").write_text("# card\n")
+    before = tree_bytes(out)
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 100)
+        raise SafetensorError(message)
+    monkeypatch.setattr(safetensors.torch, "serialize_file", full_disk)
+    line = one_line_error(export(model, out, ok=False))
+    assert line == (f"Error: cannot write {out}: No space left on device; free some space, or choose an output on "
+                    "another disk"), line
+    assert tree_bytes(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "m"]  # no work directory left
+
+
+def test_a_real_write_failure_of_the_weights_is_one_line(tmp_path):
+    """The real writer, in a process whose files may not grow past 64 KiB (RLIMIT_FSIZE: the
+    write fails with EFBIG, as a full disk fails with ENOSPC): the weights (110 KB) cannot be
+    written, the message says so in one line, and the previous export is as it was."""
+    model = tiny_checkpoint(tmp_path / "m")
+    out = tmp_path / "hf"
+    export(model, out)
+    before = tree_bytes(out)
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (else the kernel kills the writer)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+    run = subprocess.run([sys.executable, "-m", "mypt.cli", "export-hf", "--model_name", str(model), "--out_dir",
+                          str(out)], cwd=tmp_path, capture_output=True, text=True, preexec_fn=limit, timeout=300,
+                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    lines = (run.stdout + run.stderr).strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1, run.stdout + run.stderr
+    assert lines[0] == f"Error: cannot write {out}: File too large", lines
+    assert tree_bytes(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "m"]
