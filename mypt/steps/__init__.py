@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 from mypt.errors import InputError
-from mypt.io import read_json
+from mypt.io import Written, read_json
 from mypt.names import MANIFEST
 
 # What the clean and dedup steps write: one text file per source (`00003-wiki.txt`). With the
@@ -40,6 +41,28 @@ def read_input(step: Step, in_dir: Path) -> dict:
         raise InputError(f"{in_dir} is the output of the {manifest.get('step')!r} step, but the {step.name} "
                          f"step reads the output of {wanted}")
     return manifest
+
+
+def step_files(step: Step, files: Callable[[dict], Iterable[str]]) -> Written:
+    """What the step's previous output holds, by its manifest.json (io.check_written: only
+    those files are mypt's to replace): `files` of the manifest. A manifest.json of another
+    step, or of another tool, is not this step's output."""
+    def written(out_dir: Path) -> list[str]:
+        manifest = read_json(Path(out_dir) / MANIFEST)
+        seen = manifest.get("step") if isinstance(manifest, dict) else None
+        if seen != step.name:
+            raise InputError(f"its {MANIFEST} is not the {step.name} step's ("
+                             + (f"the {seen!r} step's" if isinstance(seen, str) else "no mypt step's") + ")")
+        try:
+            return list(files(manifest))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+            raise InputError(f"its {MANIFEST} does not say what the {step.name} step wrote ({e!r})") from None
+    return written
+
+
+def source_files(manifest: dict) -> list[str]:
+    """The clean and dedup steps' files: one per source, named in the manifest."""
+    return [s["file"] for s in manifest["sources"]]
 
 
 def bad_lines_note(manifest: dict) -> str | None:

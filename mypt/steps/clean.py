@@ -12,7 +12,7 @@ from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
 from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
-from mypt.steps import MANIFEST, SOURCE_FILES, Step
+from mypt.steps import MANIFEST, SOURCE_FILES, Step, source_files, step_files
 from mypt.normalize import LineFilter, clean_lines
 from mypt.text import DecodeCounter, display_name, doc_text, text_name
 
@@ -130,7 +130,8 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
     # Text, not binary: its fix is named (written here: the split stage, which prints it, needs no mypt.text).
     wide = {display_name(p): fix for p, fix in binary.items() if fix}
     max_line_chars = settings.max_line_chars if settings.filter else 0
-    with staged_dir(out_dir, paths, marker=MANIFEST, owned=SOURCE_FILES) as stage:
+    with staged_dir(out_dir, paths, marker=MANIFEST, owned=SOURCE_FILES, written=step_files(STEP, source_files),
+                    kind="clean step's output") as stage:
         sources, tasks = [], []
         for reader in readers:
             jsonl = not reader.one_document

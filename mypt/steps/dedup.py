@@ -36,7 +36,7 @@ from mypt.errors import InputError
 from mypt.io import atomic_file, concat_files, read_json, staged_dir, write_json
 from mypt.parallel import engine_session, merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
-from mypt.steps import MANIFEST, SOURCE_FILES, Step, read_input
+from mypt.steps import MANIFEST, SOURCE_FILES, Step, read_input, source_files, step_files
 from mypt.text import BLOCK_BYTES, block_docs, doc_text, split_blocks
 
 REC = np.dtype([("a", "<u8"), ("b", "<u8"), ("idx", "<u8")])  # a key's 128-bit hash (BLAKE2b), its line
@@ -362,7 +362,8 @@ def dedup(in_dir: Path, out_dir: Path, settings: DedupSettings = DedupSettings()
     """Exact line dedup across all sources of `in_dir`; with enabled=False the files pass
     through unchanged (the pipeline's dedup.enabled). `hashed`: see dedup_files."""
     manifest = read_input(STEP, in_dir)
-    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=SOURCE_FILES) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=SOURCE_FILES, written=step_files(STEP, source_files),
+                    kind="dedup step's output") as stage:
         sources = [(Path(in_dir) / s["file"], s["jsonl"]) for s in manifest["sources"]]
         outputs = [stage / s["file"] for s in manifest["sources"]]
         if settings.enabled:

@@ -11,10 +11,13 @@ import numpy as np
 from mypt.io import atomic_file, staged_dir, write_json
 from mypt.names import STATE_FILE
 from mypt.settings import Settings, setting
-from mypt.shards import ShardWriter, TokenStream
-from mypt.steps import MANIFEST, Step, read_input
+from mypt.shards import ShardWriter, TokenStream, shard_name
+from mypt.steps import MANIFEST, Step, read_input, step_files
 
 STEP = Step("shard", reads=("tokenize",))
+# Full shards of tokens_per_shard tokens, then the rest: ceil(tokens / tokens_per_shard) of them.
+WRITTEN = step_files(STEP, lambda m: ["documents.bin", STATE_FILE, *map(shard_name, range(
+    -(-sum(s["tokens"] for s in m["sources"]) // m["settings"]["tokens_per_shard"])))])
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ def sharded_view(in_dir: Path, settings: ShardSettings = ShardSettings()) -> tup
 def shard(in_dir: Path, out_dir: Path, settings: ShardSettings = ShardSettings()) -> dict:
     """Write `out_dir`/shard_NNNNN.bin, documents.bin (where each document ends) and manifest.json."""
     manifest, stream, ends = sharded_view(in_dir, settings)
-    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=("shard_*.bin", "documents.bin", STATE_FILE)) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=("shard_*.bin", "documents.bin", STATE_FILE),
+                    written=WRITTEN, kind="shard step's output") as stage:
         writer = ShardWriter(stage, settings.tokens_per_shard)
         for pos in range(0, len(stream), 1 << 24):
             writer.write(stream.read(pos, min(len(stream), pos + (1 << 24))))

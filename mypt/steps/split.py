@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mypt.errors import InputError, MyptError
-from mypt.io import output_target, read_json, staged_dir, write_json
+from mypt.errors import InputError
+from mypt.io import read_json, staged_dir, write_json
 from mypt.names import METADATA_FILE, STATE_FILE, char_replacement
 from mypt.settings import Settings, seed_setting, setting
-from mypt.shards import FORMAT_VERSION, ShardWriter, TokenStream, list_shards, read_metadata, unlisted_shards
+from mypt.shards import FORMAT_VERSION, SPLITS, ShardWriter, TokenStream, list_shards, listed_shards, read_metadata
 from mypt.steps import Step, bad_lines_note, read_input
 from mypt.text import skipped_lines
 
@@ -34,22 +34,13 @@ STEP = Step("split", reads=("shard",))
 
 
 
-def _refuse_unlisted_shards(out_dir: Path) -> None:
-    """A shard in the previous dataset that its metadata does not list was moved in by hand (the
-    loader reads it, verify-dataset warns of it): the user's, under a name the new dataset's
-    shards take. Refused before anything changes, as --append_to refuses it, rather than
-    deleted with the dataset's own shards."""
-    if not (out_dir / METADATA_FILE).is_file():
-        return
-    try:
-        meta = read_metadata(out_dir)
-    except MyptError:
-        return  # not a dataset mypt can read: io.check_replaceable's rule decides
-    extra = unlisted_shards(out_dir, meta)
-    if extra:
-        raise InputError(f"{out_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?)"
-                         f"{f' with {len(extra) - 1} more' if len(extra) > 1 else ''}: writing the dataset again "
-                         "replaces its shards and would delete it; move it out of the dataset first, nothing changed")
+def dataset_files(dataset_dir: Path) -> list[str]:
+    """What a dataset holds by its metadata (io.check_written: only those files are mypt's to
+    replace): its tokenizer and the shards it lists. A shard it does not list was moved in by
+    hand (the loader reads it, verify-dataset warns of it): the user's, refused, never deleted
+    with the dataset's own shards (as --append_to refuses it)."""
+    meta = read_metadata(dataset_dir)
+    return [STATE_FILE, *(f for split in SPLITS for f in listed_shards(meta, split))]
 
 
 # A source is cut into at least about this many units (finer than chunk_tokens where needed):
@@ -138,8 +129,8 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
     if val_fraction > 0 and val_tokens == 0:
         raise InputError(f"the corpus is too small to split: {n_units} unit(s) of up to {chunk_tokens} tokens; "
                          "lower --chunk_tokens, add text, or pass --val_fraction 0")
-    _refuse_unlisted_shards(output_target(Path(out_dir)))
-    with staged_dir(out_dir, [in_dir], marker=METADATA_FILE, owned=DATASET_FILES) as stage:
+    with staged_dir(out_dir, [in_dir], marker=METADATA_FILE, owned=DATASET_FILES, written=dataset_files,
+                    kind="mypt dataset") as stage:
         # Checksums of the final shards only (verify-dataset checks them); hashed as written.
         train = ShardWriter(stage / "train", tps, checksums=True)
         val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps), checksums=True)

@@ -18,11 +18,15 @@ from mypt.names import STATE_FILE
 from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.shards import DTYPE
-from mypt.steps import MANIFEST, Step, read_input
+from mypt.steps import MANIFEST, Step, read_input, step_files
 from mypt.text import block_docs, block_text, split_blocks
 from mypt.tokenizers import Tokenizer, check_spec, spec_forms, spec_help
 
 STEP = Step("tokenize", reads=("clean", "dedup"))
+# Each source's tokens and where its documents end (`00003.tokens`, `00003.docs`), the tokenizer.
+OWNED = ("[0-9]*.tokens", "[0-9]*.docs", STATE_FILE)
+WRITTEN = step_files(STEP, lambda m: [STATE_FILE, *(f"{i:05d}.{kind}" for i in range(len(m["sources"]))
+                                                   for kind in ("tokens", "docs"))])
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
     """Encode every document of `in_dir` into `out_dir` with `tokenizer` (settings.tokenization
     is the vocab step's; here only the worker count matters)."""
     manifest = read_input(STEP, in_dir)
-    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=("[0-9]*.tokens", "[0-9]*.docs", STATE_FILE)) as stage:
+    with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=OWNED, written=WRITTEN,
+                    kind="tokenize step's output") as stage:
         state, tasks, parts = tokenizer.state(), [], []  # parts[i]: (tokens, docs) part files of source i
         for s in manifest["sources"]:
             path = Path(in_dir) / s["file"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mypt.errors import InputError
+from mypt.names import MANIFEST, METADATA_FILE, STATE_FILE
 from mypt.parallel import parallel_map
 from mypt.steps import Step, read_input
 from mypt.steps.tokenize import TokenizeSettings
@@ -13,6 +15,18 @@ from mypt.text import block_docs, split_blocks
 from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 
 STEP = Step("vocab", reads=("clean", "dedup"))
+
+
+def vocab_files(out_dir: Path) -> list[str]:
+    """What a vocab output holds (io.check_written): the tokenizer alone. A directory with the
+    record of another output (a dataset, a checkpoint or a transformers directory, a step's
+    output) is that output, whose tokenizer_state.json belongs with its tokens: replacing it
+    there made a dataset decode as other characters while verify-dataset still passed it."""
+    other = [name for name in (METADATA_FILE, "config.json", MANIFEST) if (Path(out_dir) / name).exists()]
+    if other:
+        raise InputError(f"it holds {other[0]}: another output than a vocab (a dataset, a model or a step's), "
+                         f"whose {STATE_FILE} the vocab stage must not replace")
+    return [STATE_FILE]
 
 
 def _block_chars(task) -> str:
