@@ -401,6 +401,21 @@ def test_a_shard_moved_in_by_hand_is_refused_by_overwrite_not_deleted(corpus):
     assert tree_bytes(Path("ds")) == before
 
 
+@pytest.mark.parametrize("metadata", ['{"format_version": 2}', '{"name": "x"}', "{damaged"])
+def test_overwrite_refuses_a_dataset_whose_metadata_it_cannot_read(corpus, metadata):
+    """Without a metadata mypt can read, it cannot tell its shards from ones moved in by hand:
+    --overwrite deleted them all; now it refuses before the work, and nothing changes."""
+    prepare("ds")
+    (Path("ds") / "train" / "shard_00042.bin").write_bytes(b"\x01\x00\x00\x00" * 40)
+    (Path("ds") / METADATA_FILE).write_text(metadata)
+    before = tree_bytes(Path("ds"))
+    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization",
+                                  "char", "--workers", "1", "--overwrite"])
+    assert r.exit_code == 1 and "mypt cannot tell its files from yours there: refused, nothing changed" in r.output, \
+        r.output
+    assert tree_bytes(Path("ds")) == before
+
+
 # -- mypt's hidden work names beside an output are the user's when mypt did not make them ------
 
 def _backup_of(src: Path, dest: Path) -> None:
