@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from mypt.errors import InputError, TokenizerError
-from mypt.io import atomic_write_text
+from mypt.io import atomic_write_text, output_target
 from mypt.readers import Reader, TextSeen, WalkSkipped, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, setting
 from mypt.normalize import normalize
@@ -59,7 +59,7 @@ class CorpusTexts:
 
 def check_out(out: Path, overwrite: bool) -> None:
     """An existing --out is replaced only with --overwrite, and only when it is a
-    tokenizer.json (never another file)."""
+    tokenizer.json (never another file). A link is judged, and written, at its target."""
     if out.is_dir():
         raise InputError(f"--out {out} is a directory: give a file path such as {out / 'tokenizer.json'}")
     if not out.exists():
@@ -102,5 +102,7 @@ def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainS
     tokenizer = HFTokenizer(tokenizer_json=text, source=str(out))  # what --tokenization hf:OUT will read
     assert tokenizer.eot_id == 0, "BpeTrainer puts the special tokens first"
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, text + "\n")
+    # A link is replaced at its target, as mypt's directory outputs are: the link stays a link
+    # (an atomic write to the link's own path put a regular file in its place).
+    atomic_write_text(output_target(out), text + "\n")
     return tokenizer

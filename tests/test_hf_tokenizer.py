@@ -5,6 +5,7 @@ uint32 shards, blocks never change ids, and bad files are one-line errors."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -234,6 +235,25 @@ def test_train_tokenizer_never_replaces_another_file(trained, tmp_path):
     out.unlink()
     invoke(*args)
     invoke(*args, "--overwrite")  # its own tokenizer.json is replaced when asked
+
+
+def test_train_tokenizer_writes_a_linked_out_at_its_target(trained, tmp_path):
+    """--out LINK --overwrite replaces the tokenizer the link points to, and the link stays a
+    link (as a linked --out_dir is replaced at its target); without --overwrite nothing changes."""
+    corpus, tok = trained
+    (tmp_path / "shared").mkdir()
+    target = tmp_path / "shared" / "tok.json"
+    target.write_bytes(tok.read_bytes())
+    link = tmp_path / "tok.json"
+    link.symlink_to(Path("shared") / "tok.json")  # relative, as `ln -s shared/tok.json` makes
+    args = ["train-tokenizer", "--input_files", str(corpus), "--vocab_size", "280", "--out", str(link)]
+    assert "already exists" in invoke(*args, ok=False).output
+    assert link.is_symlink() and target.read_bytes() == tok.read_bytes()
+    invoke(*args, "--overwrite")
+    assert link.is_symlink() and os.readlink(link) == str(Path("shared") / "tok.json")
+    assert HFTokenizer.from_file(target).vocab_size == 280
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared", "tok.json"]
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["tok.json"]
 
 
 def test_train_tokenizer_says_what_it_did_not_learn_from(tmp_path, monkeypatch):
