@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Iterable
 
 from mypt.errors import InputError
-from mypt.io import append_dir, check_replaceable, make_own_dir, partial_dir, remove_own, remove_work, unmark, write_json
+from mypt.io import (append_dir, check_replaceable, keep_dir_attributes, make_own_dir, partial_dir, remove_own,
+                     remove_work, unmark, write_json)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK
 from mypt.prepare import PrepareSettings, prepare_steps, recover_dataset, restore_appended
@@ -140,6 +141,11 @@ def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) 
             (stage / rel).mkdir(parents=True, exist_ok=True)
         elif rel not in managed:
             _link_or_copy(path, stage / rel)
+    # Every folder made again here (the dataset's, its train/ and val/, the user's) keeps the
+    # old one's permissions, group and times, deepest first: they were the umask's.
+    for path in sorted((p for p in [dataset_dir, *dataset_dir.rglob("*")] if p.is_dir() and not p.is_symlink()),
+                       reverse=True):
+        keep_dir_attributes(path, stage / path.relative_to(dataset_dir), times=True)
     tokens = {split: sum(e["tokens"] for e in shards[split]) for split in SPLITS}
     meta = {**old,  # the old keys, in their order: readers of the format see what they know
             "total_tokens": tokens["train"] + tokens["val"],

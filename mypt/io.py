@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -662,10 +663,28 @@ def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...]) -> None
                          "your files: refused, nothing changed; make it writable (chmod u+w) or choose another output")
 
 
+def keep_dir_attributes(previous: Path, new: Path, times: bool = False) -> None:
+    """`new`, which takes the place of directory `previous`, gets its permissions (a folder
+    made private stays private; setgid, so the group's files stay the group's), its group,
+    where the user may give it, and with `times` its times: a replaced output came back
+    drwxr-xr-x, the user's."""
+    st = os.stat(previous)
+    os.chmod(new, stat.S_IMODE(st.st_mode))
+    if times:
+        os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+    try:
+        os.chown(new, -1, st.st_gid)
+    except PermissionError:  # (a group the user is not in: the umask's group, as any new folder)
+        pass
+
+
 def _swap(final: Path, staging: Path) -> None:
     """The previous output is moved aside, not deleted, until the new one is in place: a
-    rename refused (read-only, busy) leaves it as it was."""
+    rename refused (read-only, busy) leaves it as it was. The new output keeps the previous
+    one's permissions and group."""
     old = old_dir(final)
+    if os.path.isdir(final):
+        keep_dir_attributes(final, staging)
     if os.path.lexists(final):
         mark_own(final)  # aside, it is mypt's to put back or carry over (recover_staged)
         try:

@@ -937,3 +937,29 @@ def test_the_vocab_stage_never_replaces_a_datasets_or_a_models_tokenizer(tmp_pat
     assert result.exit_code == 1 and "it holds dataset_metadata.json" in result.output, result.output
     assert tree_bytes(Path("ds")) == before
     assert stages["vocab"]().exit_code == 0 and stages["vocab"]().exit_code == 0  # (its own: replaced)
+
+
+def test_a_replaced_output_keeps_its_folders_permissions(corpus):
+    """An output directory the user made private (or setgid, for a group's files) came back
+    drwxr-xr-x after every replace: a prepare into it, --overwrite, an append, every checkpoint
+    save. The new output, and the folders an append makes again, keep the old ones' modes."""
+    Path("ds").mkdir()
+    os.chmod("ds", 0o2750)
+    prepare("ds")
+    assert Path("ds").stat().st_mode & 0o7777 == 0o2750
+    os.chmod("ds", 0o700)
+    prepare("ds", "--overwrite", "--seed", "3")
+    assert Path("ds").stat().st_mode & 0o7777 == 0o700
+    Path("ds/private").mkdir(mode=0o700)
+    Path("ds/private/notes.txt").write_text("mine\n")
+    os.chmod("ds/private", 0o710)
+    os.utime("ds/private", (1_000_000_000, 1_000_000_000))
+    Path("more.txt").write_text("".join(f"Another line {i} of the new text, with words.\n" for i in range(50)))
+    invoke("prepare-dataset", "--input_files", "more.txt", "--append_to", "ds")
+    assert Path("ds").stat().st_mode & 0o7777 == 0o700
+    assert Path("ds/private").stat().st_mode & 0o7777 == 0o710
+    assert Path("ds/private").stat().st_mtime == 1_000_000_000
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    os.chmod("checkpoints/m", 0o750)
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--resume")
+    assert Path("checkpoints/m").stat().st_mode & 0o7777 == 0o750
