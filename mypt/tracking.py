@@ -6,13 +6,15 @@ other loggers `mypt train --logger` chooses (mypt.logger_clients: TensorBoard, M
 `LiveMetrics(DIR)` is dvclive's logger (`mypt train --metrics_dir DIR`, the default logger; the
 train and adapt stages use dvclive/base and dvclive/adapted). DIR gets dvclive's layout:
 
-    metrics.json                 the latest value of each metric, best_val and step
-    plots/metrics/NAME.tsv       step and value: train_loss, lr, tokens_per_s (every
-                                 log_interval), val and eval_* (every eval_interval)
+    metrics.json                 the latest value of each metric, best_val, step and the
+                                 model's name ("model": what marks the directory as mypt's)
+    plots/metrics/NAME.tsv       step and value: train_loss, lr, muon_lr, tokens_per_s (every
+                                 log_interval), val, val_* and eval_* (every eval_interval)
     plots/images/loss.png        the loss curves, drawn from the .tsv files when the run ends
 
 dvclive only writes these files: it saves no DVC experiment and writes no dvc.yaml (the
-pipeline declares the files in its own dvc.yaml).
+pipeline declares the files in its own dvc.yaml). A directory holding anything else dvclive
+would delete, another tool's dvclive run among them, is refused (check_metrics_dir).
 """
 
 from __future__ import annotations
@@ -53,11 +55,14 @@ def _live(directory: Path, resume: bool):
 # plot folders whole, and its metrics.json, params.yaml, reports and `*dvc.yaml` at the top.
 _CLEARED_FOLDERS = ("plots/metrics", "plots/images", "plots/custom", "plots/sklearn")
 _CLEARED_REPORTS = ("report.html", "report.md")  # (metrics.json, params.yaml: checked by name)
-# The curves mypt's runs log (fit's on_metrics: train_loss, lr, tokens_per_s; val, a mixture's
-# val_NAME and --eval_dataset_dir's eval_NAME) and the one image it draws: the files of a metrics
-# directory that are a previous run's, which a new run may replace.
-_CURVES = ("train_loss", "lr", "tokens_per_s", "val")
+# The curves mypt's runs log (fit's on_metrics: train_loss, lr, muon_lr, tokens_per_s; val, a
+# mixture's val_NAME and --eval_dataset_dir's eval_NAME): the names a resumed run may cut back or
+# continue. Which of them a directory holds as mypt's is what its metrics.json says (_mypt_run).
+_CURVES = ("train_loss", "lr", "muon_lr", "tokens_per_s", "val")
 _CURVE_PREFIXES = ("val_", "eval_")
+_PROGRESS = {"train_loss", "lr", "tokens_per_s"}  # logged together at every log_interval
+_LEGACY_CURVES = ("train_loss", "lr", "tokens_per_s", "val")  # before metrics.json's "model" (no muon_lr yet)
+METRICS_JSON = "metrics.json"
 LOSS_PNG = "plots/images/loss.png"
 
 
@@ -65,11 +70,12 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
                       resume: bool = False, model: str | None = None) -> None:
     """A --metrics_dir a run may write, before anything is built. Refused: the current, home or
     root directory; one at or inside a checkpoint (every save replaces it) or a dataset; and,
-    when the run writes with dvclive, whatever dvclive would delete that no mypt run wrote: a
-    project's dvc.yaml or params.yaml, a metrics.json without a step, a report, and (for a new
-    run: dvclive clears its plot folders on start) any file under plots/ other than the curves
-    and the loss image mypt writes. A directory whose metrics.json names another `model` holds
-    that model's curves: refused too (a resume would cut them, a new run delete them)."""
+    when the run writes with dvclive, whatever the run would delete or change that no mypt run
+    wrote: a project's dvc.yaml or params.yaml, a metrics.json that is not a mypt run's (another
+    tool's dvclive run: its curves with it), a report, and (for a new run: dvclive clears its
+    plot folders on start) any file under plots/ other than the curves and the loss image of the
+    mypt run whose metrics.json is there. A directory whose metrics.json names another `model`
+    holds that model's curves: refused too (a resume would cut them, a new run delete them)."""
     check_dir_path(directory, "--metrics_dir")
     _check_not_inside_outputs(Path(directory), checkpoint_dir)
     check_replaceable(directory, flag="--metrics_dir")
@@ -80,22 +86,20 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
         if (directory / name).is_file():
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
-    metrics = directory / "metrics.json"
-    owner = _owner(metrics)  # (a run that logged nothing, stopped at step 0: its model and no step)
-    if metrics.is_file() and owner is None and not _written_by_dvclive(metrics):
-        raise InputError(f"--metrics_dir {directory} holds a metrics.json that no training run wrote (no \"step\"), "
-                         "which dvclive would replace: move it, or choose a directory of its own for the run's "
-                         "metrics")
+    run = _mypt_run(directory)
+    owner = run[0] if run else None  # (None too for a run from before mypt named the model)
     if model is not None and owner is not None and owner != model:
         raise InputError(f"--metrics_dir {directory} holds the curves of model {owner!r} (its metrics.json), not "
                          f"of {model!r}: choose a --metrics_dir of this model's own (the train stage uses "
                          "dvclive/MODEL_NAME)")
-    foreign = _foreign_files(directory, resume)
+    foreign = _foreign_files(directory, resume, run)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise InputError(f"--metrics_dir {directory} holds files no mypt run wrote, which dvclive would delete "
-                         f"when the run starts: {shown}; move them, or choose a directory of its own for the "
-                         "run's metrics")
+        why = " (a metrics.json that no training run wrote with mypt: another tool's run?)" \
+            if foreign[0] == METRICS_JSON else ""
+        done = "the resumed run would change" if resume else "dvclive would delete when the run starts"
+        raise InputError(f"--metrics_dir {directory} holds files no mypt run wrote{why}, which {done}: {shown}; "
+                         "choose another --metrics_dir, or move them out of it")
 
 
 def _check_not_inside_outputs(directory: Path, checkpoint_dir: Path | None) -> None:
@@ -118,49 +122,64 @@ def _check_not_inside_outputs(directory: Path, checkpoint_dir: Path | None) -> N
                              "(the train stage uses dvclive/MODEL_NAME)")
 
 
-def _is_curve(rel: str, path: Path) -> bool:
-    """Whether plots/metrics/NAME.tsv is one of mypt's curves: a name it logs, and dvclive's
-    header (step, then the name)."""
-    folder, _, name = rel.rpartition("/")
-    stem = name[:-len(".tsv")] if name.endswith(".tsv") else None
-    if folder != "plots/metrics" or not stem or not (stem in _CURVES or stem.startswith(_CURVE_PREFIXES)):
-        return False
+def _foreign_files(directory: Path, resume: bool, run: tuple[str | None, set[str]] | None) -> list[str]:
+    """What the run would delete (dvclive's clean-up of a new run) or change (a resumed run:
+    metrics.json, the curves it cuts back and continues, loss.png) that is not the mypt run's of
+    `run` (_mypt_run), as paths relative to `directory`, metrics.json first."""
+    if resume:
+        touched = [METRICS_JSON, LOSS_PNG, *(f"plots/metrics/{p.name}" for p in
+                                             sorted((directory / "plots" / "metrics").glob("*.tsv"))
+                                             if p.stem in _CURVES or p.stem.startswith(_CURVE_PREFIXES))]
+    else:
+        touched = [METRICS_JSON, *_CLEARED_REPORTS]
+        for folder in _CLEARED_FOLDERS:
+            touched += [p.relative_to(directory).as_posix() for p in sorted((directory / folder).rglob("*"))
+                        if p.is_symlink() or p.is_file()] if (directory / folder).is_dir() else []
+    ours = set() if run is None else {METRICS_JSON, LOSS_PNG, *(f"plots/metrics/{name}.tsv" for name in run[1])}
+    return [rel for rel in touched if os.path.lexists(directory / rel) and
+            (rel not in ours or (directory / rel).is_symlink() or not _curve_header_fits(directory / rel))]
+
+
+def _curve_header_fits(path: Path) -> bool:
+    """A .tsv's first line is dvclive's header of its curve (step, then the name) or empty;
+    any other file: True."""
+    if path.suffix != ".tsv":
+        return True
     try:
         with open(path, encoding="utf-8") as f:
             header = f.readline().rstrip("\r\n")
     except (OSError, UnicodeDecodeError):
         return False
-    return header in ("", f"step\t{stem}")
+    return header in ("", f"step\t{path.stem}")
 
 
-def _foreign_files(directory: Path, resume: bool) -> list[str]:
-    """What dvclive would delete (a resumed run: what mypt would change, the curves it cuts
-    back) that is not a mypt run's, as paths relative to `directory`."""
-    found = [name for name in _CLEARED_REPORTS if os.path.lexists(directory / name)] if not resume else []
-    for folder in _CLEARED_FOLDERS if not resume else ():
-        for path in sorted((directory / folder).rglob("*")) if (directory / folder).is_dir() else ():
-            rel = path.relative_to(directory).as_posix()
-            if path.is_symlink() or (path.is_file() and rel != LOSS_PNG and not _is_curve(rel, path)):
-                found.append(rel)
-    return found
-
-
-def _owner(metrics: Path) -> str | None:
-    """The model whose curves a metrics directory holds (its metrics.json's "model"), if said."""
+def _mypt_run(directory: Path) -> tuple[str | None, set[str]] | None:
+    """(model, curve names) of the mypt run whose metrics.json `directory` holds, or None where
+    there is none or it is not one a mypt run wrote. A mypt run's metrics.json is dvclive's
+    summary (each logged metric's latest value, a number, and the step) with the model's name
+    under "model", which mypt writes first thing. One written before mypt named the model
+    (early December 2026) is known by its metrics alone: each a name mypt then logged, a step,
+    the three of a progress line together, val with best_val (and with any val_NAME)."""
+    path = directory / METRICS_JSON
     try:
-        data = json.loads(metrics.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not path.is_symlink() else None
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-    return data.get("model") if isinstance(data, dict) and isinstance(data.get("model"), str) else None
-
-
-def _written_by_dvclive(path: Path) -> bool:
-    """Whether a metrics.json is a run's (dvclive writes the step beside the values)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and "step" in data
+    if not isinstance(data, dict):
+        return None
+    model = data.pop("model", None)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
+        return None
+    curves = set(data) - {"step", "best_val"}
+    if isinstance(model, str) and model:
+        return model, curves
+    if model is not None or not isinstance(data.get("step"), int) or not curves:
+        return None
+    known = all(name in _LEGACY_CURVES or name.startswith(_CURVE_PREFIXES) for name in curves)
+    progress = (_PROGRESS & curves) in (set(), _PROGRESS)
+    has_val = "val" in curves
+    evaluated = has_val == ("best_val" in data) and (has_val or not any(n.startswith("val_") for n in curves))
+    return (None, curves) if known and progress and evaluated else None
 
 
 def _row_step(line: str, column: int) -> float:
@@ -192,9 +211,11 @@ class LiveMetrics:
     def _drop_rows_after(self, step: int) -> None:
         """Keep the rows of steps up to `step`: a checkpoint of step S is saved after S's
         evaluation and train loss are logged, and a resumed run logs from S + 1 on."""
-        for path in sorted((self.directory / "plots" / "metrics").glob("*.tsv")):
-            if not _is_curve(path.relative_to(self.directory).as_posix(), path):
-                continue  # not one of mypt's curves: left alone
+        run = _mypt_run(self.directory)
+        for name in sorted(run[1] if run else ()):  # the curves its metrics.json lists: no other file
+            path = self.directory / "plots" / "metrics" / f"{name}.tsv"
+            if not path.is_file() or path.is_symlink() or not _curve_header_fits(path):
+                continue  # (check_metrics_dir refused those)
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
             if not lines:
                 continue

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mypt.cli import main
 from mypt.config import RunSettings
-from mypt.errors import ConfigError
+from mypt.errors import ConfigError, InputError
 from mypt.tracking import open_tracker
 
 SETTINGS = ["--device=cpu", "--max_iters=30", "--eval_interval=10", "--eval_iters=2", "--log_interval=5"]
@@ -200,6 +200,23 @@ def test_a_new_run_replaces_the_previous_runs_tensorboard_curves_as_dvclive_does
             tracker(step, {"val": value})
         tracker.close()
     assert read_tensorboard(tmp_path / "live") == read_dvclive(tmp_path / "live") == {"val": [(0, 2.0), (10, 2.0)]}
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_dvclive_cuts_back_and_clears_only_the_curves_its_run_logged(tmp_path, resume):
+    """Which curves of a metrics directory are mypt's is what its metrics.json lists: a curve a
+    mypt run could log (eval_NAME) but this one did not, put there by hand, is refused, not
+    deleted by a new run nor cut back to the checkpoint's step by a resumed one."""
+    directory = tmp_path / "live"
+    killed = open_tracker(("dvclive",), directory, "m")
+    for step in (0, 10, 20, 30):
+        killed(step, {"val": 1.0 + step, "train_loss": 2.0 + step})
+    killed.close(failed=True)
+    (directory / "plots" / "metrics" / "eval_mine.tsv").write_text("step\teval_mine\n0\t1.5\n30\t1.2\n")
+    before = {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    with pytest.raises(InputError, match=r"holds files no mypt run wrote, .*: plots/metrics/eval_mine\.tsv;"):
+        open_tracker(("dvclive",), directory, "m", resume=resume, resume_step=20 if resume else None)
+    assert {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()} == before
 
 
 @pytest.mark.slow

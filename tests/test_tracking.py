@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import run
+from conftest import REPO, run
 
 from mypt.cli import main
 from mypt.config import RunSettings
@@ -173,6 +173,69 @@ def test_a_metrics_dir_keeps_the_users_files_dvclive_would_delete(corpus, tmp_pa
     assert (live / "plots" / "metrics" / "my_eval.tsv").read_text() == "step\tacc\n1\t0.5\n99\t0.7\n"
     assert [r["step"] for r in tsv(live / "plots" / "metrics" / "val.tsv")] == ["0", "2", "3"]
     assert (live / "notes.md").read_text() == "mine"
+
+
+def other_tools_run(directory: Path, names: tuple[str, ...]) -> None:
+    """A dvclive run another program logged to `directory`: five steps of each metric."""
+    from dvclive import Live
+
+    with Live(str(directory), save_dvc_exp=False, dvcyaml=None) as live:
+        for step in range(5):
+            for i, name in enumerate(names):
+                live.log_metric(name, (i + 1) / (step + 1))
+            live.next_step()
+
+
+@pytest.mark.parametrize("names", [("train_loss", "val_loss", "lr"),  # the hostile tester's: val_ as a mixture's
+                                   ("train_loss", "lr", "val")])  # mypt's names, but not all a run of it logs
+@pytest.mark.parametrize("resume", [False, True])
+def test_another_tools_dvclive_run_in_the_metrics_dir_is_refused_and_left_as_it_was(corpus, tmp_path, monkeypatch,
+                                                                                     names, resume):
+    """A metrics directory is mypt's only where its metrics.json is one a mypt run wrote (it names
+    the model): another tool's dvclive run there, which a new run would delete and a resumed run
+    cut back and continue, is refused in one line before anything is built, byte for byte kept."""
+    monkeypatch.chdir(tmp_path)
+    other_tools_run(tmp_path / "dvclive", names)
+    before = files_under(tmp_path / "dvclive")
+    assert {"metrics.json", *(f"plots/metrics/{name}.tsv" for name in names)} <= set(before)
+    if resume:
+        assert _train(tmp_path, "--model_name", "m", "--max_iters", "2").exit_code == 0
+    checkpoint = files_under(tmp_path / "ck" / "m") if resume else None
+    extra = ["--resume", "--max_iters", "4"] if resume else ["--max_iters", "4"]
+    done = _train(tmp_path, "--model_name", "m", "--metrics_dir", "dvclive", *extra)
+    assert done.exit_code == 1 and len(done.output.strip().splitlines()) == 1, done.output
+    assert "--metrics_dir dvclive holds files no mypt run wrote (a metrics.json that no training run " \
+        "wrote with mypt: another tool's run?), which " in done.output
+    assert "metrics.json, plots/metrics/" in done.output and "choose another --metrics_dir, or move" in done.output
+    assert "step 0" not in done.output and files_under(tmp_path / "dvclive") == before
+    assert (files_under(tmp_path / "ck" / "m") == checkpoint) if resume else not (tmp_path / "ck").exists()
+
+
+def test_mypt_reuses_its_own_metrics_dirs_of_this_version_and_of_earlier_ones(corpus, tmp_path, monkeypatch):
+    """mypt's own metrics directories stay its own: the demo pipeline's dvclive/base and
+    dvclive/adapted (with Muon's muon_lr curve) take their model's next run, and one written
+    before metrics.json named the model takes a --resume, its curves cut back and continued."""
+    monkeypatch.chdir(tmp_path)
+    for model in ("base", "adapted"):
+        shutil.copytree(REPO / "dvclive" / model, tmp_path / "runs" / model)
+        assert (tmp_path / "runs" / model / "plots" / "metrics" / "muon_lr.tsv").is_file()
+        done = _train(tmp_path, "--model_name", model, "--max_iters", "2", "--metrics_dir", f"runs/{model}")
+        assert done.exit_code == 0, done.output
+        assert sorted(p.name for p in (tmp_path / "runs" / model / "plots" / "metrics").iterdir()) == [
+            "lr.tsv", "tokens_per_s.tsv", "train_loss.tsv", "val.tsv"]  # (this run: AdamW)
+
+    assert _train(tmp_path, "--model_name", "old", "--max_iters", "4", "--metrics_dir", "runs/old").exit_code == 0
+    metrics = tmp_path / "runs" / "old" / "metrics.json"
+    summary = json.loads(metrics.read_text())
+    del summary["model"]  # as mypt wrote it before it named the model
+    assert set(summary) == {"step", "train_loss", "lr", "tokens_per_s", "val", "best_val"}
+    metrics.write_text(json.dumps(summary, indent=4))
+    shutil.rmtree(tmp_path / "ck" / "old")
+    assert _train(tmp_path, "--model_name", "old", "--max_iters", "2").exit_code == 0
+    done = _train(tmp_path, "--model_name", "old", "--max_iters", "3", "--resume", "--metrics_dir", "runs/old")
+    assert done.exit_code == 0, done.output
+    assert [r["step"] for r in tsv(tmp_path / "runs/old/plots/metrics/val.tsv")] == ["0", "2", "3"]
+    assert json.loads(metrics.read_text())["model"] == "old"
 
 
 def test_a_metrics_dir_holds_one_models_curves(corpus, tmp_path, monkeypatch):
