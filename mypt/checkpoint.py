@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
-from mypt.errors import BusyError, CheckpointError, ConfigError, os_error_message
+from mypt.errors import BusyError, CheckpointError, ConfigError, os_error_message, safetensors_os_error
 from mypt.io import (atomic_write_text, is_own, not_own_message, old_dir, output_target, read_json, recover_staged,
                      sha256_file, staged_dir, umask_mode)
 from mypt.lock import output_lock
@@ -203,12 +202,9 @@ def _save_file(tensors: dict, path: Path, **kwargs) -> None:
         save_file(tensors, path, **kwargs)
         umask_mode(path)
     except SafetensorError as e:
-        # The Rust error carries the OS error code, as "IoError(Os { code: 28, ... })" or as
-        # "I/O error: No space left on device (os error 28)" depending on where it failed.
-        code = re.search(r"(?:code: |os error )(\d+)", str(e))
-        if code is None:
+        if (error := safetensors_os_error(e, path)) is None:
             raise
-        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+        raise error from None
 
 
 def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,

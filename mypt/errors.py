@@ -100,3 +100,15 @@ def os_error_message(e: OSError) -> str:
     paths = f"{path} -> {e.filename2}" if e.filename2 is not None else str(path)
     hint = _OS_HINTS.get(e.errno)
     return f"{verb} {paths}: {reason}" + (f"; {hint}" if hint else "")
+
+
+def safetensors_os_error(e: Exception, path) -> OSError | None:
+    """The OSError a safetensors write failure is (a full disk: one line, as every command's),
+    or None for another failure. The Rust error carries the OS error code, as
+    "IoError(Os { code: 28, ... })" or as "I/O error: No space left on device (os error 28)"
+    depending on where it failed."""
+    import re
+
+    code = re.search(r"(?:code: |os error )(\d+)", str(e))
+    return OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) if code else None
+

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import torch
 
 from mypt.checkpoint import holds_mypt_config
-from mypt.errors import ConfigError
+from mypt.errors import ConfigError, safetensors_os_error
 from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
 from mypt.io import (built_files, check_replaceable, is_own, old_dir, output_target, sha256_file, staged_dir,
                      umask_mode)
@@ -317,12 +316,9 @@ def _save_weights(transformers, hf_model, stage: Path) -> None:
     try:
         hf_model.save_pretrained(stage, safe_serialization=True)
     except SafetensorError as e:
-        # As checkpoint._save_file reads it: the Rust error carries the OS error code, as
-        # "IoError(Os { code: 28, ... })" or "I/O error: No space left on device (os error 28)".
-        code = re.search(r"(?:code: |os error )(\d+)", str(e))
-        if code is None:
+        if (error := safetensors_os_error(e, stage)) is None:
             raise
-        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(stage)) from None
+        raise error from None
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
