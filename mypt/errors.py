@@ -92,6 +92,9 @@ def os_error_message(e: OSError) -> str:
     the environment's, not bugs: no traceback."""
     reason = e.strerror or (os.strerror(e.errno) if e.errno else str(e))
     path = e.filename if e.filename is not None else "a file"
+    if e.errno is None and _short_write(e):  # numpy's tofile: "N requested and M written", no errno
+        return (f"cannot write {path}: a write cut short ({e}): the disk is likely full; free some space, or "
+                "choose an output on another disk")
     if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename is not None and e.filename2 is None:
         # A folder to make or go through is a file (`--out_dir corpus.txt/x`): "File exists" said nothing.
         if (found := file_in_the_way(Path(os.fsdecode(e.filename)))) is not None:
@@ -100,6 +103,12 @@ def os_error_message(e: OSError) -> str:
     paths = f"{path} -> {e.filename2}" if e.filename2 is not None else str(path)
     hint = _OS_HINTS.get(e.errno)
     return f"{verb} {paths}: {reason}" + (f"; {hint}" if hint else "")
+
+
+def _short_write(e: OSError) -> bool:
+    import re
+
+    return re.fullmatch(r"\d+ requested and \d+ written", str(e)) is not None
 
 
 def safetensors_os_error(e: Exception, path) -> OSError | None:

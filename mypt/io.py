@@ -711,7 +711,11 @@ def _renamed(e: OSError, staging: Path, final: Path) -> OSError:
             return None
         text = os.fsdecode(name)
         return text.replace(str(staging), str(final), 1) if text.startswith(str(staging)) else name
-    e.filename, e.filename2 = show(e.filename), show(e.filename2)
+    # (Only those set: an OSError without an errno, numpy's short write, would print None for each.)
+    if e.filename is not None:
+        e.filename = show(e.filename)
+    if e.filename2 is not None:
+        e.filename2 = show(e.filename2)
     return e
 
 

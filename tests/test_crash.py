@@ -168,3 +168,26 @@ def test_ctrl_c_stops_prepare_and_its_workers_without_their_tracebacks(tmp_path,
     assert proc.returncode != 0 and "Aborted" in err and "Traceback" not in err, err
     assert psutil.wait_procs(workers, timeout=10)[1] == []
     assert_nothing_looks_complete(tmp_path, out)
+
+
+def test_a_write_cut_short_while_tokenizing_is_one_line_that_says_so(tmp_path):
+    """numpy's tofile raises an OSError without an errno for a write cut short (a full disk):
+    the message was `cannot use a file: [Errno None] None: None -> None` (the staging paths'
+    renaming set each missing name to None). In a process whose files may not grow past
+    64 KiB (the clean step's 20 KB fit, the tokenize step's 80 KB do not), it says what
+    happened, and no dataset is left."""
+    import resource
+
+    (tmp_path / "t.txt").write_text("".join(f"{w} line number {i} of the text\n"
+                                            for i, w in enumerate(["alpha", "beta", "gamma"] * 200)))
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (else the kernel kills the writer)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+    run = subprocess.run([sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", "t.txt", "--out_dir",
+                          "ds", "--tokenization", "char", "--workers", "1"], cwd=tmp_path, capture_output=True,
+                         text=True, preexec_fn=limit, timeout=300)
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+    assert run.returncode == 1 and len(lines) == 1, run.stdout + run.stderr
+    assert "a write cut short" in lines[0] and "the disk is likely full" in lines[0] and "None" not in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
