@@ -67,6 +67,7 @@ _OS_HINTS = {
     errno.EACCES: "check its permissions, or choose another path",
     errno.EPERM: "check its permissions, or choose another path",
     errno.EBUSY: "close what holds it open, or choose another path",
+    errno.ELOOP: "a symbolic link on the way loops (to itself, or through others): fix it, or choose another path",
 }
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 

@@ -413,7 +413,10 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     file (not mypt's own `kind`). mypt's own work directories (`.NAME.work`,
     `.NAME.partial`) are not outputs: remove_own decides on them.
     """
-    target = Path(out_dir).resolve()
+    try:
+        target = Path(out_dir).resolve()
+    except (RuntimeError, OSError) as e:  # (a link to itself: RuntimeError before Python 3.13, then ELOOP)
+        raise InputError(f"{flag} {out_dir} is a symbolic link that loops ({e}): choose another {flag}") from None
     places = {"the current directory": Path.cwd().resolve(), "the home directory": Path.home().resolve(),
               "the root directory": Path("/")}
     for what, place in places.items():
@@ -431,6 +434,10 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
                              f"mypt replaces the whole {flag}; choose a directory apart from the inputs")
     if target.exists() and not target.is_dir():
         raise InputError(f"{flag} {out_dir} is a file, not a directory: choose another {flag}")
+    if target.is_dir() and os.path.ismount(target):  # (a container's volume: it cannot be renamed)
+        raise InputError(f"{flag} {out_dir} is a mount point: mypt puts a new output in place by renaming the old "
+                         f"one aside, which a mount point refuses (after all the work); give a folder inside it, "
+                         f"e.g. {Path(out_dir) / 'out'}")
     if marker and target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
         raise InputError(f"{flag} {out_dir} already holds files that are not a {kind} (no {marker}); "
                          f"mypt replaces only its own {kind} or an empty directory: choose another {flag}")
@@ -626,6 +633,7 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     """
     from mypt.lock import output_lock  # lock imports names only: no cycle
 
+    check_replaceable(final, inputs, flag=flag)  # (`.`, a link that loops: before any name beside it is made)
     final = output_target(Path(final))
     owned = tuple(owned) + ((marker,) if marker else ())
     with output_lock(final, flag):

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import re
 import select
 import sys
 import typing
@@ -95,6 +97,12 @@ class MyptCommand(click.Command):
             sys.exit(1)
         except OSError as e:
             raise click.ClickException(os_error_message(e)) from None
+        except RuntimeError as e:  # Path.resolve of a link that loops, before Python 3.13 (then ELOOP: above)
+            loop = re.fullmatch(r"Symlink loop from '(.*)'", str(e))
+            if loop is None:
+                raise
+            raise click.ClickException(os_error_message(OSError(errno.ELOOP, os.strerror(errno.ELOOP),
+                                                                loop.group(1)))) from None
 
 
 def _stdout_gone() -> bool:

@@ -963,3 +963,28 @@ def test_a_replaced_output_keeps_its_folders_permissions(corpus):
     os.chmod("checkpoints/m", 0o750)
     invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--resume")
     assert Path("checkpoints/m").stat().st_mode & 0o7777 == 0o750
+
+
+def test_outputs_that_cannot_be_replaced_are_refused_in_one_line_before_the_work(corpus, monkeypatch):
+    """`.` (fetch-demo, a stage), a link that loops, a mount point (a container's volume): each
+    was a traceback, or a failure at the end of the work (a mount point cannot be renamed)."""
+    from test_dvc_params import stage_main
+
+    Path("loop").symlink_to("loop")
+    for args in (["fetch-demo", "--out_dir", "."],
+                 ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "loop", "--tokenization", "char"],
+                 ["train-tokenizer", "--input_files", "corpus.txt", "--vocab_size", "300", "--out", "loop"],
+                 ["train", "--input_file", "corpus.txt", "--checkpoints_dir", ".", "--model_name", "loop", *TINY]):
+        r = CliRunner().invoke(main, args)
+        errors = [line for line in r.output.splitlines() if line.startswith("Error: ")]
+        assert r.exit_code == 1 and len(errors) == 1 and "Traceback" not in r.output \
+            and ("the current directory" in errors[0] or "loop" in errors[0]), (args, r.output)
+    r = CliRunner().invoke(stage_main("stages/clean.py"), ["--input_files", "corpus.txt", "--out_dir", ".", "--stats",
+                                                         "../s.json"])
+    assert r.exit_code == 1 and "is the current directory: refused" in r.output, r.output
+    Path("volume").mkdir()
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p).name == "volume")
+    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "volume",
+                                  "--tokenization", "char"])
+    assert r.exit_code == 1 and "--out_dir volume is a mount point" in r.output and "volume/out" in r.output, r.output
+    assert list(Path("volume").iterdir()) == [] and not list(Path(".").glob(".volume.*"))
