@@ -20,12 +20,12 @@ pytestmark = pytest.mark.slow  # subprocesses, kills and DVC runs: minutes
 TOKENS_PER_SHARD = 2000
 
 
-def write_corpus(root: Path) -> None:
+def write_corpus(root: Path, lines_per_file: int = 60_000) -> None:
     rng = random.Random(3)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi".split()
     root.mkdir()
     for name in ("a", "b", "c"):
-        lines = (" ".join(rng.choice(words) for _ in range(rng.randint(3, 16))) for _ in range(60_000))
+        lines = (" ".join(rng.choice(words) for _ in range(rng.randint(3, 16))) for _ in range(lines_per_file))
         (root / f"{name}.txt").write_text("\n".join(lines) + "\n")
 
 
@@ -142,14 +142,17 @@ def test_workers_exit_when_the_main_process_is_killed():
     assert alive == []
 
 
-@pytest.mark.parametrize("after", [0.3, 1.5])
-def test_ctrl_c_stops_prepare_and_its_workers_without_their_tracebacks(tmp_path, after):
+@pytest.mark.parametrize("after, sig, group", [(0.3, signal.SIGINT, True), (1.5, signal.SIGINT, True),
+                                               (1.5, signal.SIGTERM, True), (1.5, signal.SIGTERM, False)])
+def test_ctrl_c_stops_prepare_and_its_workers_without_their_tracebacks(tmp_path, after, sig, group):
     """Ctrl-C reaches every process of the terminal's group: each spawned worker printed a
     KeyboardInterrupt traceback (the first seconds: while it started). The parent alone stops
-    and ends its workers; nothing is left that looks complete."""
+    and ends its workers; nothing is left that looks complete. SIGTERM (a scheduler's, to the
+    group or to mypt alone) stops it the same way, with its work directory removed: it ended
+    the process at once, silently, leaving `.ds.work` the size of the corpus."""
     psutil = pytest.importorskip("psutil")
     corpus = tmp_path / "corpus"
-    write_corpus(corpus)
+    write_corpus(corpus, 240_000)  # (a run of 4 s or so: 1.5 s after the workers start is within it)
     out = tmp_path / "ds"
     cmd = args(corpus, out)
     cmd[cmd.index("--workers") + 1] = "2"
@@ -163,11 +166,16 @@ def test_ctrl_c_stops_prepare_and_its_workers_without_their_tracebacks(tmp_path,
         workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
     assert len(workers) == 2, "the run ended before its workers started: make the corpus bigger"
     time.sleep(after)  # 0.3 s: the workers are still importing; 1.5 s: in their tasks
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    if group:
+        os.killpg(proc.pid, sig)  # what Ctrl-C does: the whole foreground group
+    else:
+        proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1]
-    assert proc.returncode != 0 and "Aborted" in err and "Traceback" not in err, err
+    said = "Aborted" if sig == signal.SIGINT else "Error: stopped by SIGTERM before it finished"
+    assert proc.returncode != 0 and said in err and "Traceback" not in err, err
     assert psutil.wait_procs(workers, timeout=10)[1] == []
     assert_nothing_looks_complete(tmp_path, out)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds.")]
 
 
 def test_a_write_cut_short_while_tokenizing_is_one_line_that_says_so(tmp_path):
