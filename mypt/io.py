@@ -567,12 +567,13 @@ def _clashes(previous: Path, staging: Path, owned: tuple[str, ...]) -> list[str]
 def _unmovable(previous: Path, owned: tuple[str, ...]) -> list[str]:
     """What would stop a swap half-way: a read-only output (it cannot be renamed aside) or a
     folder of the user's that cannot be moved into the new output (a read-only folder: moving
-    it rewrites its `..`). Root can do both."""
+    it rewrites its `..`; a mount point: training stopped at its first save, half the user's
+    files left in `.NAME.carry`). Root can do the first two."""
     if not os.path.lexists(previous):
         return []
     places = [previous] + [previous / rel for rel in user_entries(previous, owned)
                            if (previous / rel).is_dir() and not (previous / rel).is_symlink()]
-    return [str(p) for p in places if not os.access(p, os.W_OK)]
+    return [str(p) for p in places if not os.access(p, os.W_OK) or os.path.ismount(p)]
 
 
 def recover_staged(final: Path, owned: Iterable[str] = (), flag: str = "--out_dir") -> None:
@@ -640,6 +641,7 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
         recover_output(final, owned, flag)
         check_replaceable(final, inputs, flag=flag, marker=marker, kind=kind)
         check_written(final, owned, written, marker, flag, kind)
+        check_movable(final, owned)
         staging = make_own_dir(partial_dir(final))
         try:
             try:
@@ -665,10 +667,18 @@ def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...]) -> None
         raise InputError(f"{final} holds {', '.join(clashes[:5])}, which mypt did not write and its new "
                          f"output would replace: refused, nothing changed; move {'it' if len(clashes) == 1 else 'them'} "
                          "out of the way and run again")
-    stuck = _unmovable(final, owned)
+    check_movable(final, owned)
+
+
+def check_movable(final: Path, owned: Iterable[str]) -> None:
+    """Refuse an output that a swap could not move aside with the user's files in it (see
+    _unmovable): staged_dir checks before its work and again before its swap; training at its
+    start, before the first save would stop it."""
+    stuck = _unmovable(output_target(Path(final)), tuple(owned))
     if stuck:
-        raise InputError(f"{', '.join(stuck[:3])}: read-only, so mypt cannot put its new output in place and keep "
-                         "your files: refused, nothing changed; make it writable (chmod u+w) or choose another output")
+        raise InputError(f"{', '.join(stuck[:3])}: read-only or a mount point, so mypt cannot put its new output in "
+                         "place and keep your files: refused, nothing changed; make it writable (chmod u+w), unmount "
+                         "it, or choose another output")
 
 
 def keep_dir_attributes(previous: Path, new: Path, times: bool = False) -> None:

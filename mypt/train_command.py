@@ -24,7 +24,7 @@ from mypt.distributed import Dist, all_ranks, cpu_group, restart_warning, setup_
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
-from mypt.io import check_dir_path, check_replaceable, recover_output, set_aside_hint, sha256_file
+from mypt.io import check_dir_path, check_movable, check_replaceable, recover_output, set_aside_hint, sha256_file
 from mypt.lock import output_lock
 from mypt.names import METADATA_FILE
 from mypt.model import GPT, load_model
@@ -560,6 +560,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     # the first save after an hour of training.
     checkpoint.check_ours(ckpt_dir)
     check_replaceable(ckpt_dir, flag="--model_name", marker=checkpoint.CONFIG_FILE, kind="mypt checkpoint")
+    check_movable(ckpt_dir, checkpoint.CHECKPOINT_FILES)  # (every save moves the checkpoint aside)
     if not req.resume and not req.overwrite and checkpoint.holds_model(ckpt_dir):
         raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")

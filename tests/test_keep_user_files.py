@@ -988,3 +988,19 @@ def test_outputs_that_cannot_be_replaced_are_refused_in_one_line_before_the_work
                                   "--tokenization", "char"])
     assert r.exit_code == 1 and "--out_dir volume is a mount point" in r.output and "volume/out" in r.output, r.output
     assert list(Path("volume").iterdir()) == [] and not list(Path(".").glob(".volume.*"))
+
+
+def test_a_mount_point_inside_a_checkpoint_is_refused_when_training_starts(corpus, monkeypatch):
+    """A folder of the user's that is a mount point cannot be moved into the new checkpoint:
+    the first save swapped, failed to carry it over, and stopped training with half the
+    user's files in `.m.carry`. Now the run is refused at its start, and nothing changes."""
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    Path("checkpoints/m/data").mkdir()
+    Path("checkpoints/m/notes.txt").write_text("mine\n")
+    before = tree_bytes(Path("checkpoints"))
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p).name == "data")
+    r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2",
+                                  "--resume"])
+    assert r.exit_code == 1 and "checkpoints/m/data: read-only or a mount point" in r.output, r.output
+    assert "iter" not in r.output and tree_bytes(Path("checkpoints")) == before
