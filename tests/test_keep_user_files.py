@@ -1004,3 +1004,28 @@ def test_a_mount_point_inside_a_checkpoint_is_refused_when_training_starts(corpu
                                   "--resume"])
     assert r.exit_code == 1 and "checkpoints/m/data: read-only or a mount point" in r.output, r.output
     assert "iter" not in r.output and tree_bytes(Path("checkpoints")) == before
+
+
+def test_a_signal_as_the_new_output_takes_its_place_waits_until_your_files_are_in_it(corpus, monkeypatch):
+    """SIGTERM (or Ctrl-C) as the user's files were being moved into the new output left them
+    in `.ds.carry`, out of sight until the next run on that output. It is held back the
+    moments the swap and the carry take, then stops the command."""
+    import signal
+
+    import mypt.io
+
+    prepare("ds")
+    Path("ds/notes.txt").write_text("mine\n")
+    Path("ds/eval_results").mkdir()
+    carry = mypt.io._carry_over
+
+    def signal_then_carry(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        carry(*args)
+
+    monkeypatch.setattr(mypt.io, "_carry_over", signal_then_carry)
+    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization",
+                                  "char", "--workers", "1", "--overwrite", "--seed", "5"])
+    assert r.exit_code == 128 + signal.SIGTERM and "stopped by SIGTERM" in r.output, r.output
+    assert Path("ds/notes.txt").read_text() == "mine\n" and Path("ds/eval_results").is_dir()
+    assert not [p for p in os.listdir(".") if p.startswith(".ds.")]
