@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -575,7 +576,21 @@ def _unmovable(previous: Path, owned: tuple[str, ...]) -> list[str]:
         return []
     places = [previous] + [previous / rel for rel in user_entries(previous, owned)
                            if (previous / rel).is_dir() and not (previous / rel).is_symlink()]
-    return [str(p) for p in places if not os.access(p, os.W_OK) or os.path.ismount(p)]
+    return [str(p) for p in places if not os.access(p, os.W_OK)] + _mounts_in(previous)
+
+
+def _mounts_in(directory: Path) -> list[str]:
+    """The mount points in `directory` or below it, a file bind-mounted there too (a rename
+    of any fails, EBUSY): from /proc/self/mountinfo where there is one (Linux), else the
+    directory's own folders that os.path.ismount says are (a bind mount of a file from the
+    same filesystem it does not see)."""
+    root = os.path.realpath(directory)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4]) for line in f]
+    except OSError:
+        points = [str(p) for p in Path(root).rglob("*") if p.is_dir() and not p.is_symlink() and os.path.ismount(p)]
+    return sorted(p for p in points if p == root or p.startswith(root.rstrip("/") + "/"))
 
 
 def recover_staged(final: Path, owned: Iterable[str] = (), flag: str = "--out_dir") -> None:

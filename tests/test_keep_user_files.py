@@ -999,11 +999,27 @@ def test_a_mount_point_inside_a_checkpoint_is_refused_when_training_starts(corpu
     Path("checkpoints/m/data").mkdir()
     Path("checkpoints/m/notes.txt").write_text("mine\n")
     before = tree_bytes(Path("checkpoints"))
-    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p).name == "data")
+    import mypt.io
+
+    mounts = mypt.io._mounts_in
+    monkeypatch.setattr(mypt.io, "_mounts_in", lambda d: [os.path.realpath(Path(d) / "data")])
     r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2",
                                   "--resume"])
     assert r.exit_code == 1 and "checkpoints/m/data: read-only or a mount point" in r.output, r.output
     assert "iter" not in r.output and tree_bytes(Path("checkpoints")) == before
+    # A real bind mount of a file (where this machine lets the test mount: root, Linux), which
+    # os.path.ismount does not see, is refused too.
+    monkeypatch.setattr(mypt.io, "_mounts_in", mounts)
+    Path("elsewhere.txt").write_text("mounted\n")
+    if subprocess.run(["mount", "--bind", "elsewhere.txt", "checkpoints/m/notes.txt"], capture_output=True).returncode:
+        pytest.skip("no bind mount here (not root, or no mount)")
+    try:
+        r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2",
+                                      "--resume"])
+    finally:
+        subprocess.run(["umount", "checkpoints/m/notes.txt"], check=True)
+    assert r.exit_code == 1 and "notes.txt: read-only or a mount point" in r.output, r.output
+    assert tree_bytes(Path("checkpoints")) == before
 
 
 def test_a_signal_as_the_new_output_takes_its_place_waits_until_your_files_are_in_it(corpus, monkeypatch):
