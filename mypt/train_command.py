@@ -145,13 +145,15 @@ def _auto_resumed(req: RunSettings, ckpt_dir: Path, log: Callable[[str], None]) 
         log(f"--auto_resume: no checkpoint in {ckpt_dir} yet: a new run")
         return req
     recorded = checkpoint.read_config(ckpt_dir).get("init_from_model")
-    try:
-        mine = str(_start_from(req, ckpt_dir)[0]) if req.init_from_model else None
-    except CheckpointError:  # (the starting model is gone: this run's may still be the checkpoint's)
-        mine = req.init_from_model
-    if mine != recorded:
+    spec = req.init_from_model
+    # Where --init_from_model points, found or not: a resume needs no base weights, which may
+    # have moved since (a name is the model of that name under --checkpoints_dir, or a path).
+    places = [] if spec is None else [hf_dir(spec)] if hf_dir(spec) else [Path(spec), Path(req.checkpoints_dir) / spec]
+    same = recorded is None if spec is None else \
+        isinstance(recorded, str) and os.path.realpath(recorded) in {os.path.realpath(p) for p in places}
+    if not same:
         raise ConfigError(f"--auto_resume: {ckpt_dir} holds a run started from {recorded or 'new weights'}, where "
-                          f"this command starts from {mine or 'new weights'} (--init_from_model): another run; pass "
+                          f"this command starts from {spec or 'new weights'} (--init_from_model): another run; pass "
                           "--resume to continue it anyway, --overwrite to replace it, or another --model_name")
     return dataclasses.replace(req, resume=True, init_from_model=None)
 
@@ -207,13 +209,15 @@ def _load_start(init: Path, hf: bool, device: torch.device, req: RunSettings) ->
     return model, tokenizer
 
 
-def _steps_left(saved_step: int, max_iters: int, ckpt_dir: Path) -> bool:
-    """Whether --resume has steps to train from the checkpoint's step to --max_iters. One below
-    that step is an error: it would train nothing, and say nothing, while the user expects more."""
+def _steps_left(saved_step: int, max_iters: int, ckpt_dir: Path, auto: bool) -> bool:
+    """Whether --resume (`auto`: --auto_resume's) has steps to train from the checkpoint's step
+    to --max_iters. One below that step is an error: it would train nothing, and say nothing,
+    while the user expects more."""
     if max_iters < saved_step:
-        raise ConfigError(f"--resume: --max_iters {max_iters} is below step {saved_step} of {ckpt_dir}, which is "
-                          f"trained past it: pass --max_iters above {saved_step} to train further (or --overwrite "
-                          "to start a new run)")
+        raise ConfigError(f"{'--auto_resume' if auto else '--resume'}: --max_iters {max_iters} is below step "
+                          f"{saved_step} of {ckpt_dir}, which is trained past it: pass --max_iters above {saved_step} "
+                          f"to train further (or --overwrite{' without --auto_resume' if auto else ''} to start a new "
+                          "run)")
     return max_iters > saved_step
 
 
@@ -656,7 +660,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model) if req.resume else None
     if resume_state:
         apply_hyperparameters(optimizer, train_cfg)
-    if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir):
+    if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir, req.auto_resume):
         return _complete(req, resume_state, tokens_per_step(loader, train_cfg, dist), dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}"

@@ -494,13 +494,22 @@ def test_auto_resume_starts_a_run_then_continues_it_and_refuses_another_runs_che
     assert (tmp_path / "ck/job/model.safetensors").read_bytes() == \
         (tmp_path / "ck/straight/model.safetensors").read_bytes()
     assert "the run is complete, nothing to do" in train("job", "--max_iters", "6", "--auto_resume")
+    assert "--auto_resume: --max_iters 5 is below step 6" in fails_here(
+        "train", "--dataset_dir", str(demo / "general"), "--model_name", "job", *TINY, "--checkpoints_dir",
+        str(tmp_path / "ck"), "--max_iters", "5", "--auto_resume", cwd=tmp_path)
     # A new run from a model's weights; started again, it resumes; the same name started without
     # those weights (another run) is refused.
     assert "init from" in train("tuned", "--max_iters", "3", "--auto_resume", "--init_from_model", "straight")
     assert "resuming tuned from step 3" in train("tuned", "--max_iters", "4", "--auto_resume", "--init_from_model",
                                                  "straight")
+    # The same base by its path, or by its name once it has moved away (a resume needs it not).
+    assert "from step 4" in train("tuned", "--max_iters", "5", "--auto_resume", "--init_from_model",
+                                  str(tmp_path / "ck" / "straight"))
+    (tmp_path / "ck" / "straight").rename(tmp_path / "moved")
+    assert "from step 5" in train("tuned", "--max_iters", "6", "--auto_resume", "--init_from_model", "straight")
+    (tmp_path / "moved").rename(tmp_path / "ck" / "straight")
     err = fails_here("train", "--dataset_dir", str(demo / "general"), "--model_name", "tuned", *TINY,
-                     "--checkpoints_dir", str(tmp_path / "ck"), "--max_iters", "5", "--auto_resume", cwd=tmp_path)
+                     "--checkpoints_dir", str(tmp_path / "ck"), "--max_iters", "9", "--auto_resume", cwd=tmp_path)
     assert f"--auto_resume: {tmp_path / 'ck' / 'tuned'} holds a run started from {tmp_path / 'ck' / 'straight'}, " \
            "where this command starts from new weights (--init_from_model): another run; pass --resume" in err, err
     for flag in ("--resume", "--overwrite"):
