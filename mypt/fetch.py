@@ -106,7 +106,8 @@ def _extracted(out_dir: Path) -> list[str]:
     """What an earlier fetch extracted into `out_dir`, by its manifest (io.check_written); a
     manifest.json another tool wrote is not a demo extraction's."""
     record = read_json(Path(out_dir) / DEMO_MANIFEST)
-    if not isinstance(record, dict) or record.get("step") != "fetch" or not isinstance(record.get("paths"), list):
+    if not isinstance(record, dict) or record.get("step") != "fetch" or not isinstance(record.get("paths"), list) \
+            or not all(isinstance(p, str) and p for p in record["paths"]):
         raise InputError(f"its {DEMO_MANIFEST} is not a demo extraction's (mypt fetch-demo writes one with step "
                          "'fetch' and the paths it extracted)")
     return record["paths"]

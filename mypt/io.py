@@ -403,7 +403,17 @@ def check_dir_path(path: Path, flag: str) -> None:
     """Refuse a directory path that runs through a file (`notes.txt`, `notes.txt/m`): no
     directory can be made there, and os would only say "File exists"."""
     if (file := file_in_the_way(Path(path))) is not None:
-        raise InputError(f"{flag} {path}: {file} is a file, not a directory: choose another {flag}")
+        what = "a symbolic link that loops" if file.is_symlink() and not os.path.exists(file) and \
+            _loops(file) else "a file, not a directory"
+        raise InputError(f"{flag} {path}: {file} is {what}: choose another {flag}")
+
+
+def _loops(link: Path) -> bool:
+    try:
+        link.resolve()
+    except (RuntimeError, OSError):  # (RuntimeError before Python 3.13, then ELOOP)
+        return True
+    return False
 
 
 def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
@@ -416,10 +426,9 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     file (not mypt's own `kind`). mypt's own work directories (`.NAME.work`,
     `.NAME.partial`) are not outputs: remove_own decides on them.
     """
-    try:
-        target = Path(out_dir).resolve()
-    except (RuntimeError, OSError) as e:  # (a link to itself: RuntimeError before Python 3.13, then ELOOP)
-        raise InputError(f"{flag} {out_dir} is a symbolic link that loops ({e}): choose another {flag}") from None
+    if _loops(Path(out_dir)):
+        raise InputError(f"{flag} {out_dir} is a symbolic link that loops: choose another {flag}")
+    target = Path(out_dir).resolve()
     places = {"the current directory": Path.cwd().resolve(), "the home directory": Path.home().resolve(),
               "the root directory": Path("/")}
     for what, place in places.items():
@@ -438,9 +447,10 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     if target.exists() and not target.is_dir():
         raise InputError(f"{flag} {out_dir} is a file, not a directory: choose another {flag}")
     if target.is_dir() and os.path.ismount(target):  # (a container's volume: it cannot be renamed)
+        inside = f"pass --checkpoints_dir {out_dir}" if flag == "--model_name" else \
+            f"give a folder inside it, e.g. {Path(out_dir) / 'out'}"
         raise InputError(f"{flag} {out_dir} is a mount point: mypt puts a new output in place by renaming the old "
-                         f"one aside, which a mount point refuses (after all the work); give a folder inside it, "
-                         f"e.g. {Path(out_dir) / 'out'}")
+                         f"one aside, which a mount point refuses (after all the work); {inside}")
     if marker and target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
         raise InputError(f"{flag} {out_dir} already holds files that are not a {kind} (no {marker}); "
                          f"mypt replaces only its own {kind} or an empty directory: choose another {flag}")
@@ -518,7 +528,10 @@ def check_written(final: Path, owned: Iterable[str], written: Written | None, ma
     if written is None or marker is None or not (final / marker).is_file():
         return
     try:
-        listed = {marker, *written(final)}
+        listed = [marker, *written(final)]
+        if not all(isinstance(name, str) for name in listed):
+            raise InputError(f"its {marker} names something other than files")
+        listed = set(listed)
     except MyptError as e:
         raise InputError(f"{flag} {final}: {e}; mypt cannot tell its files from yours there: refused, nothing "
                          f"changed; mypt replaces only its own {kind} or an empty directory: choose another {flag} "

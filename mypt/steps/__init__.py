@@ -55,7 +55,7 @@ def step_files(step: Step, files: Callable[[dict], Iterable[str]]) -> Written:
                              + (f"the {seen!r} step's" if isinstance(seen, str) else "no mypt step's") + ")")
         try:
             return list(files(manifest))
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as e:
             raise InputError(f"its {MANIFEST} does not say what the {step.name} step wrote ({e!r})") from None
     return written
 

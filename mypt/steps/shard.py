@@ -15,9 +15,18 @@ from mypt.shards import ShardWriter, TokenStream, shard_name
 from mypt.steps import MANIFEST, Step, read_input, step_files
 
 STEP = Step("shard", reads=("tokenize",))
-# Full shards of tokens_per_shard tokens, then the rest: ceil(tokens / tokens_per_shard) of them.
-WRITTEN = step_files(STEP, lambda m: ["documents.bin", STATE_FILE, *map(shard_name, range(
-    -(-sum(s["tokens"] for s in m["sources"]) // m["settings"]["tokens_per_shard"])))])
+MAX_SHARDS = 10**6  # (a manifest that says more is damaged: 10T tokens at the default shard size)
+
+
+def _shard_files(manifest: dict) -> list[str]:
+    """Full shards of tokens_per_shard tokens, then the rest: ceil(tokens / tokens_per_shard)."""
+    count = -(-sum(int(s["tokens"]) for s in manifest["sources"]) // int(manifest["settings"]["tokens_per_shard"]))
+    if not 0 <= count <= MAX_SHARDS:
+        raise ValueError(f"{count} shards")
+    return ["documents.bin", STATE_FILE, *map(shard_name, range(count))]
+
+
+WRITTEN = step_files(STEP, _shard_files)
 
 
 @dataclass(frozen=True)
