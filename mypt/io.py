@@ -16,14 +16,13 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import stat
-import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from mypt.errors import InputError, MyptError, file_in_the_way, os_error_message
 from mypt.names import WORK_MARK, sibling
+from mypt.signals import stops_held
 
 T = TypeVar("T")
 
@@ -682,7 +681,9 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
         except BaseException:
             remove_work(staging, ignore_errors=True)
             raise
-        with _signals_held():  # (renames: moments)
+        # Ctrl-C and SIGTERM wait the moments these renames take: one there left the user's files
+        # in `.NAME.carry`, out of sight until the next run on that output.
+        with stops_held():
             try:
                 _swap(final, staging)
             except BaseException:
@@ -693,27 +694,6 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
             if old_dir(final).exists():
                 os.replace(old_dir(final), carry_dir(final))
                 _carry_over(carry_dir(final), final, owned)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM held back while a new output takes the old one's place and the user's
-    files move into it, then delivered: one there left the user's files in `.NAME.carry`, out
-    of sight until the next run on that output. (In the main thread only, which alone may set
-    handlers; a signal ignored stays ignored.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) not in (signal.SIG_IGN, None)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sig in dict.fromkeys(caught):
-            signal.raise_signal(sig)  # as the handler put back would have taken it
 
 
 def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...]) -> None:

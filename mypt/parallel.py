@@ -12,7 +12,6 @@ import functools
 import multiprocessing
 import os
 import pickle
-import signal
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 from tqdm import tqdm
 
 from mypt.errors import MyptError
+from mypt.signals import stops_held
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -115,7 +115,15 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, des
         pool = _SHARED[workers] if shared else _new_pool(min(workers, len(tasks)))
         failed = True
         try:
-            with _sigint_deferred():  # the workers started while submitting inherit it
+            # Ctrl-C reaches every process of the terminal's group, as a scheduler's SIGTERM of a
+            # job's group does: each worker printed a KeyboardInterrupt traceback, or died before
+            # the parent (whose executor then raced its own shutdown: an InvalidStateError
+            # traceback), and a parent interrupted between starting a worker and sending it its
+            # task left it one (EOFError). The workers started here inherit both blocked: the
+            # parent alone stops, and kills them (_close). (The mask alone does not hold the
+            # parent: another of its threads takes the signal, and Python raises it in the main
+            # thread; so the handlers are swapped too.)
+            with stops_held(mask=True):
                 done = pool.map(functools.partial(_call, fn), tasks, chunksize=chunksize)
             for result in done:
                 results.append(result)
@@ -147,32 +155,6 @@ def _call(fn: Callable[[T], R], task: T) -> R:
         raise
 
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Ctrl-C held back to the block's end (then delivered, not lost), and blocked for good in
-    the worker processes started inside it (a signal mask is inherited). Ctrl-C reaches every
-    process of the terminal's group: each worker printed a KeyboardInterrupt traceback, and a
-    parent interrupted between starting a worker and sending it its task left it a traceback
-    (EOFError). Now the parent alone stops, and stops them (_close). The mask alone does not
-    hold the parent: another of its threads takes the signal, and Python raises it in the main
-    thread; so the handler is swapped too (the main thread only may)."""
-    # (Not in another thread, nor over a handler set outside Python, which could not be put back.)
-    swap = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True)) if swap else None
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one held back in this thread: to the stand-in
-        finally:
-            if swap:
-                signal.signal(signal.SIGINT, previous)
-        if caught:
-            signal.raise_signal(signal.SIGINT)  # as the handler put back would have taken it
-
-
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: a forked tiktoken/torch runtime can deadlock in the child. An executor,
     # not multiprocessing.Pool: a worker that dies (the OOM killer, a kill) breaks it and the
@@ -195,9 +177,10 @@ def _exit_with_parent(parent: int) -> None:
 def _close(pool: ProcessPoolExecutor, now: bool) -> None:
     """Shut the pool down; `now` (an error, Ctrl-C): its workers are stopped, not waited for."""
     if now:
-        # (Python 3.14's terminate_workers(); before it, the executor's own process table)
+        # (Python 3.14's kill_workers(); before it, the executor's own process table.) Killed,
+        # not terminated: they hold SIGTERM blocked (stops_held).
         for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.terminate()
+            process.kill()
     pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -1,13 +1,16 @@
 """SIGTERM and SIGINT while training, and under torchrun the end of torchrun itself: a request
-to stop at the end of the step in flight."""
+to stop at the end of the step in flight. Elsewhere (stops_held) the two wait the moments an
+output takes its place, or while a pool's workers start."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
+from typing import Iterator
 
 # torchrun sets it in its ranks' environment: their parent is torchrun's agent.
 TORCHRUN_ENV = "TORCHELASTIC_RUN_ID"
@@ -110,3 +113,29 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
+
+
+@contextlib.contextmanager
+def stops_held(mask: bool = False) -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back to the block's end, then delivered (not lost), as the
+    handlers put back take them: a signal ignored stays ignored. In the main thread only, which
+    alone may set handlers (nor over a handler set outside Python, which could not be put
+    back). With `mask` they are also blocked in this thread for the block, and for good in the
+    processes started inside it (a signal mask is inherited): a pool's workers (parallel)."""
+    main = threading.current_thread() is threading.main_thread()
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM) if main and signal.getsignal(sig) is not None}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask else None
+    try:
+        yield
+    finally:
+        try:
+            if blocked is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # one held back in this thread: to the stand-in
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
+
