@@ -168,6 +168,19 @@ def any_rank(flags: list[int], group) -> list[int]:
     return t.tolist()
 
 
+# What a collective raises when another rank's process has ended (a kill, the OOM killer, a lost
+# node): gloo says it in a RuntimeError's text; torch's DistError subclasses say it by type.
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer")
+
+
+def peer_lost(e: BaseException) -> bool:
+    """Whether `e` is a collective that failed because another rank's process ended."""
+    import torch.distributed as tdist
+
+    return isinstance(e, getattr(tdist, "DistNetworkError", ())) or \
+        isinstance(e, RuntimeError) and any(text in str(e) for text in _PEER_GONE)
+
+
 def mean_over_ranks(value: float, group) -> float:
     """`value`'s mean over the ranks (each rank's own; float64, so the mean of equal values is
     that value)."""

@@ -22,7 +22,8 @@ import torch
 
 from mypt import checkpoint
 from mypt.config import TrainConfig
-from mypt.distributed import Dist, all_ranks, any_rank, cpu_group, mean_over_ranks, sync_gradients, unwrap
+from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, mean_over_ranks, peer_lost, sync_gradients,
+                              unwrap)
 from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, os_error_message
 from mypt.evaluate import evaluate_all
 from mypt.fsdp import full, is_sharded
@@ -537,9 +538,19 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                resume_state, checkpoint_extra, dist or Dist(), log, on_metrics)
     run.restore()
     with StopSignals() as signals:
-        while True:
-            evaluated = run.evaluate()
-            if not run.between_steps(evaluated, signals):
-                break
-            run.train_step()
+        try:
+            while True:
+                evaluated = run.evaluate()
+                if not run.between_steps(evaluated, signals):
+                    break
+                run.train_step()
+        except RuntimeError as e:
+            # Another rank gone (a kill, the OOM killer): its own log says why, and this rank's
+            # traceback (40 lines of a collective's internals) said nothing more.
+            if run.dist.world_size == 1 or not peer_lost(e):
+                raise
+            raise TrainingStopped(f"rank {run.dist.rank}: another rank's process ended during step {run.step + 1} "
+                                  f"({str(e).splitlines()[0][:160]}): stopped without a checkpoint; the run "
+                                  "continues from its last one (--resume; torchrun --max_restarts with "
+                                  "--auto_resume restarts it by itself)") from None
     return {"history": run.history, "step": run.step, "tokens": run.tokens, "best_val": run.best_val}
