@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Iterable
 
 from mypt.errors import InputError
-from mypt.io import (append_dir, check_replaceable, keep_dir_attributes, make_own_dir, partial_dir, remove_own,
-                     remove_work, unmark, write_json)
+from mypt.io import (append_dir, check_movable, check_replaceable, keep_dir_attributes, make_own_dir, partial_dir,
+                     remove_own, remove_work, unmark, write_json)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK
 from mypt.prepare import PrepareSettings, prepare_steps, recover_dataset, restore_appended
 from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import (METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens,
                          unlisted_shards)
-from mypt.steps.split import SKIPPED_KEYS
+from mypt.steps.split import DATASET_FILES, SKIPPED_KEYS
 from mypt.text import display_name, recorded_as, source_place
 from mypt.settings import flag_name, is_recorded
 from mypt.tokenizers import spec_kind
@@ -133,19 +133,16 @@ def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) 
         shards[split].append({**entry, "file": file})
     # Whatever else the user keeps in the dataset directory comes along unchanged.
     managed = {METADATA_FILE, WORK_MARK} | {e["file"] for split in SPLITS for e in old[split]["shards"]}
+    folders = [dataset_dir]
     for path in sorted(dataset_dir.rglob("*")):
         rel = path.relative_to(dataset_dir).as_posix()
         if path.is_symlink():
             os.symlink(os.readlink(path), stage / rel)
         elif path.is_dir():
             (stage / rel).mkdir(parents=True, exist_ok=True)
+            folders.append(path)
         elif rel not in managed:
             _link_or_copy(path, stage / rel)
-    # Every folder made again here (the dataset's, its train/ and val/, the user's) keeps the
-    # old one's permissions, group and times, deepest first: they were the umask's.
-    for path in sorted((p for p in [dataset_dir, *dataset_dir.rglob("*")] if p.is_dir() and not p.is_symlink()),
-                       reverse=True):
-        keep_dir_attributes(path, stage / path.relative_to(dataset_dir), times=True)
     tokens = {split: sum(e["tokens"] for e in shards[split]) for split in SPLITS}
     meta = {**old,  # the old keys, in their order: readers of the format see what they know
             "total_tokens": tokens["train"] + tokens["val"],
@@ -160,6 +157,12 @@ def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) 
                                                    "settings": new["settings"], "stats": new["stats"],
                                                    **{k: new[k] for k in SKIPPED_KEYS if new.get(k)}}]
     write_json(stage / METADATA_FILE, meta)
+    # Every folder made again here (the dataset's, its train/ and val/, the user's) keeps the
+    # old one's permissions and group (they were the umask's), and the user's their times,
+    # deepest first, once their last file is written (the dataset's own have changed).
+    for path in reversed(folders):
+        rel = path.relative_to(dataset_dir)
+        keep_dir_attributes(path, stage / rel, times=rel.parts[:1] not in ((), ("train",), ("val",)))
     return meta
 
 
@@ -181,6 +184,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
     check_replaceable(dataset_dir, inputs, flag, marker=METADATA_FILE, kind="mypt dataset")
     with output_lock(dataset_dir, flag):
         recover_dataset(dataset_dir, flag)
+        check_movable(dataset_dir, DATASET_FILES, flag)  # (its swap moves the user's folders, a volume's too)
         old = read_metadata(dataset_dir, flag)
         _check_appendable(dataset_dir, old, flag)
         settings = _inherit(settings, old, inherit, f"{flag} {dataset_dir}")

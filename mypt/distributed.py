@@ -181,16 +181,16 @@ def peer_lost(e: BaseException) -> bool:
         isinstance(e, RuntimeError) and any(text in str(e) for text in _PEER_GONE)
 
 
-def mean_over_ranks(value: float, group) -> float:
-    """`value`'s mean over the ranks (each rank's own; float64, so the mean of equal values is
-    that value)."""
+def failed_and_mean(failed: bool, value: float, group) -> tuple[bool, float]:
+    """One collective for a step: whether any rank failed, and `value`'s mean over the ranks
+    (each rank's own; float64, so the mean of equal values is that value)."""
     if group is None:
-        return value
+        return failed, value
     import torch.distributed as tdist
 
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([float(failed), value], dtype=torch.float64)
     tdist.all_reduce(t, group=group)
-    return t.item() / tdist.get_world_size(group)
+    return bool(t[0] > 0), t[1].item() / tdist.get_world_size(group)
 
 
 def all_ranks(obj, group) -> list:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 
@@ -107,8 +108,6 @@ def os_error_message(e: OSError) -> str:
 
 
 def _short_write(e: OSError) -> bool:
-    import re
-
     return re.fullmatch(r"\d+ requested and \d+ written", str(e)) is not None
 
 
@@ -117,8 +116,5 @@ def safetensors_os_error(e: Exception, path) -> OSError | None:
     or None for another failure. The Rust error carries the OS error code, as
     "IoError(Os { code: 28, ... })" or as "I/O error: No space left on device (os error 28)"
     depending on where it failed."""
-    import re
-
     code = re.search(r"(?:code: |os error )(\d+)", str(e))
     return OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) if code else None
-

@@ -402,16 +402,17 @@ def check_dir_path(path: Path, flag: str) -> None:
     """Refuse a directory path that runs through a file (`notes.txt`, `notes.txt/m`): no
     directory can be made there, and os would only say "File exists"."""
     if (file := file_in_the_way(Path(path))) is not None:
-        what = "a symbolic link that loops" if file.is_symlink() and not os.path.exists(file) and \
-            _loops(file) else "a file, not a directory"
+        what = "a symbolic link that loops" if _loops(file) else "a file, not a directory"
         raise InputError(f"{flag} {path}: {file} is {what}: choose another {flag}")
 
 
-def _loops(link: Path) -> bool:
+def _loops(path: Path) -> bool:
+    """Whether `path` runs through a symbolic link that loops (Path.resolve raises on one only
+    before Python 3.13)."""
     try:
-        link.resolve()
-    except (RuntimeError, OSError):  # (RuntimeError before Python 3.13, then ELOOP)
-        return True
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
     return False
 
 
@@ -445,11 +446,6 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
                              f"mypt replaces the whole {flag}; choose a directory apart from the inputs")
     if target.exists() and not target.is_dir():
         raise InputError(f"{flag} {out_dir} is a file, not a directory: choose another {flag}")
-    if target.is_dir() and os.path.ismount(target):  # (a container's volume: it cannot be renamed)
-        inside = f"pass --checkpoints_dir {out_dir}" if flag == "--model_name" else \
-            f"give a folder inside it, e.g. {Path(out_dir) / 'out'}"
-        raise InputError(f"{flag} {out_dir} is a mount point: mypt puts a new output in place by renaming the old "
-                         f"one aside, which a mount point refuses (after all the work); {inside}")
     if marker and target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
         raise InputError(f"{flag} {out_dir} already holds files that are not a {kind} (no {marker}); "
                          f"mypt replaces only its own {kind} or an empty directory: choose another {flag}")
@@ -670,7 +666,7 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
         recover_output(final, owned, flag)
         check_replaceable(final, inputs, flag=flag, marker=marker, kind=kind)
         check_written(final, owned, written, marker, flag, kind)
-        check_movable(final, owned)
+        check_movable(final, owned, flag)
         staging = make_own_dir(partial_dir(final))
         try:
             try:
@@ -706,11 +702,17 @@ def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...]) -> None
     check_movable(final, owned)
 
 
-def check_movable(final: Path, owned: Iterable[str]) -> None:
+def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") -> None:
     """Refuse an output that a swap could not move aside with the user's files in it (see
-    _unmovable): staged_dir checks before its work and again before its swap; training at its
-    start, before the first save would stop it."""
-    stuck = _unmovable(output_target(Path(final)), tuple(owned))
+    _unmovable): staged_dir checks before its work and again before its swap; prepare-dataset,
+    --append_to and training at their start, before the work or the first save would stop."""
+    final = output_target(Path(final))
+    stuck = _unmovable(final, tuple(owned))
+    if os.path.realpath(final) in stuck:  # (a container's volume: it cannot be renamed aside)
+        inside = f"pass --checkpoints_dir {final}" if flag == "--model_name" else \
+            f"give a folder inside it, e.g. {final / 'out'}"
+        raise InputError(f"{flag} {final} is a mount point: mypt puts a new output in place by renaming the old "
+                         f"one aside, which a mount point refuses; {inside}")
     if stuck:
         raise InputError(f"{', '.join(stuck[:3])}: read-only or a mount point, so mypt cannot put its new output in "
                          "place and keep your files: refused, nothing changed; make it writable (chmod u+w), unmount "

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import os
@@ -18,14 +17,14 @@ import re
 import select
 import signal
 import sys
-import threading
 import typing
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import click
 
 from mypt.errors import MyptError, os_error_message
+from mypt.signals import Terminated, sigterm_as_interrupt
 from mypt.settings import _base_type, choices_of, flag_name, gives_none
 
 
@@ -88,7 +87,7 @@ class MyptCommand(click.Command):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 return super().invoke(ctx)
         except Terminated:
             click.echo("Error: stopped by SIGTERM before it finished: what it was building was removed, the outputs "
@@ -111,32 +110,6 @@ class MyptCommand(click.Command):
                 raise
             raise click.ClickException(os_error_message(OSError(errno.ELOOP, os.strerror(errno.ELOOP),
                                                                 loop.group(1)))) from None
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's, `kill`), raised as Ctrl-C is: the same clean-up runs (a work
-    directory removed, workers stopped), where the default action ended the process at once,
-    silently, leaving a prepare-dataset's `.NAME.work` the size of the corpus."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises Terminated while a command runs (in the main thread, over Python's
-    default only: one the process was started ignoring stays ignored; training's own stop,
-    a checkpoint first, takes it over while it trains)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        yield
-        return
-
-    def stop(*_) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _stdout_gone() -> bool:

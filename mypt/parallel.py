@@ -177,8 +177,8 @@ def _exit_with_parent(parent: int) -> None:
 def _close(pool: ProcessPoolExecutor, now: bool) -> None:
     """Shut the pool down; `now` (an error, Ctrl-C): its workers are stopped, not waited for."""
     if now:
-        # (Python 3.14's kill_workers(); before it, the executor's own process table.) Killed,
-        # not terminated: they hold SIGTERM blocked (stops_held).
+        # (The executor's own process table.) Killed, not terminated: they hold SIGTERM
+        # blocked (stops_held).
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.kill()
     pool.shutdown(wait=True, cancel_futures=True)

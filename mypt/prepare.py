@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import (append_dir, appended_aside, check_replaceable, check_written, is_own, make_own_dir, output_target,
-                     recover_output, remove_own, remove_work)
+from mypt.io import (append_dir, appended_aside, check_movable, check_replaceable, check_written, is_own, make_own_dir,
+                     output_target, recover_output, remove_own, remove_work)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK, sibling
 from mypt.parallel import engine_session, shared_pool
@@ -111,6 +111,7 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
         recover_dataset(out_dir, "--out_dir")
         check_out_dir(out_dir, settings, paths, overwrite)
         check_written(out_dir, DATASET_FILES, dataset_files, METADATA_FILE, "--out_dir", "mypt dataset")
+        check_movable(out_dir, DATASET_FILES)
         return prepare_steps(input_files, out_dir, settings, tokenizer_from, reused)
 
 

@@ -139,3 +139,28 @@ def stops_held(mask: bool = False) -> Iterator[None]:
         for sig in dict.fromkeys(caught):
             signal.raise_signal(sig)
 
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's, `kill`), raised as Ctrl-C is: the same clean-up runs (a work
+    directory removed, workers stopped), where the default action ended the process at once,
+    silently, leaving a prepare-dataset's `.NAME.work` the size of the corpus."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated while a command runs (in the main thread, over Python's
+    default only: one the process was started ignoring stays ignored; training's own stop,
+    a checkpoint first, takes it over while it trains)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(*_) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

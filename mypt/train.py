@@ -22,7 +22,7 @@ import torch
 
 from mypt import checkpoint
 from mypt.config import TrainConfig
-from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, mean_over_ranks, peer_lost, sync_gradients,
+from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, peer_lost, sync_gradients,
                               unwrap)
 from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, os_error_message
 from mypt.evaluate import evaluate_all
@@ -363,14 +363,15 @@ class _Run:
             i, value = next((i, v) for i, v in enumerate(values) if not math.isfinite(v))
             self.failed = TrainingDiverged(f"loss is {value} at step {step}") if i < 2 else \
                 _NormDiverged(f"the gradient norm is {value} at step {step}")
-        if any_rank([self.failed is not None], self.cpu_group)[0]:
+        # Every rank stops at a step any rank failed; the step's loss is over every rank's batches,
+        # as its tokens per step are (rank 0's alone, half the tokens on 2 ranks, was logged, kept
+        # in the history and compared run to run).
+        failed, loss_now = failed_and_mean(self.failed is not None, loss_now, self.cpu_group)
+        if failed:
             self.optimizer.zero_grad(set_to_none=True)
             self.sampler_before_batch = sampler_at_start
             _set_rng_state(rng_at_start)
             raise self.fail(step)
-        # The step's loss is over every rank's batches, as its tokens per step are: rank 0's alone
-        # (half the tokens on 2 ranks) was logged, kept in the history and compared run to run.
-        loss_now = mean_over_ranks(loss_now, self.cpu_group)
         self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

@@ -564,7 +564,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     # the first save after an hour of training.
     checkpoint.check_ours(ckpt_dir)
     check_replaceable(ckpt_dir, flag="--model_name", marker=checkpoint.CONFIG_FILE, kind="mypt checkpoint")
-    check_movable(ckpt_dir, checkpoint.CHECKPOINT_FILES)  # (every save moves the checkpoint aside)
+    check_movable(ckpt_dir, checkpoint.CHECKPOINT_FILES, "--model_name")  # (every save moves the checkpoint aside)
     if not req.resume and not req.overwrite and checkpoint.holds_model(ckpt_dir):
         raise ConfigError(f"--model_name {req.model_name}: {ckpt_dir} already holds a trained model; pass --resume "
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")

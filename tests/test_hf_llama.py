@@ -447,8 +447,9 @@ def test_a_mistral_of_transformers_imports_with_its_logits_within_its_sliding_wi
                                            "--batch_size", "2", "--block_size", str(block), "--tokenization",
                                            f"hf:{hub / 'tokenizer.json'}", "--device", "cpu"])
         assert result.exit_code == 0, result.output
-        warned = f"warning: --block_size 32 is past the sliding window of hf:{hub} (12 tokens)"
-        assert (warned in result.output) == (window == 12 and block == 32), result.output
+        assert ("is past the sliding window" in result.output) == (window == 12 and block == 32), result.output
+        assert window != 12 or block != 32 or \
+            f"warning: --block_size 32 is past the sliding window of hf:{hub} (12 tokens)" in result.output
     saved = json.loads((hub / "config.json").read_text())
     assert saved["sliding_window"] == window
     del saved["sliding_window"]

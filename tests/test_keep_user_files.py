@@ -983,10 +983,12 @@ def test_outputs_that_cannot_be_replaced_are_refused_in_one_line_before_the_work
                                                          "../s.json"])
     assert r.exit_code == 1 and "is the current directory: refused" in r.output, r.output
     Path("volume").mkdir()
-    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p).name == "volume")
+    import mypt.io
+
+    monkeypatch.setattr(mypt.io, "_mounts_in", lambda d: [os.path.realpath(d)] if Path(d).name == "volume" else [])
     r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "volume",
                                   "--tokenization", "char"])
-    assert r.exit_code == 1 and "--out_dir volume is a mount point" in r.output and "volume/out" in r.output, r.output
+    assert r.exit_code == 1 and "is a mount point" in r.output and "volume/out" in r.output, r.output
     assert list(Path("volume").iterdir()) == [] and not list(Path(".").glob(".volume.*"))
     # A checkpoint's: the fix is --checkpoints_dir (--model_name is a plain name); a loop as it: named so.
     r = CliRunner().invoke(main, ["train", "--input_file", "corpus.txt", "--checkpoints_dir", ".", "--model_name",
@@ -1025,7 +1027,7 @@ def test_a_mount_point_inside_a_checkpoint_is_refused_when_training_starts(corpu
         r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2",
                                       "--resume"])
     finally:
-        subprocess.run(["umount", "checkpoints/m/notes.txt"], check=True)
+        _unmount_under(Path.cwd())
     assert r.exit_code == 1 and "notes.txt: read-only or a mount point" in r.output, r.output
     assert tree_bytes(Path("checkpoints")) == before
 
@@ -1081,3 +1083,44 @@ def test_a_record_of_the_right_step_with_odd_contents_is_one_line(tmp_path, monk
         r = stages["clean" if target == "clean" else "shard"]()
         assert r.exit_code == 1 and "mypt cannot tell its files from yours there" in r.output, r.output
     assert tree_bytes(Path(target)) == before
+
+
+def test_a_mounted_folder_is_refused_by_prepare_and_append_and_a_mounted_metrics_dir_is_fine(corpus):
+    """Real bind mounts (where this machine lets the test mount: root, Linux). A mounted folder
+    inside a dataset: prepare-dataset --overwrite refused it only after all its work, and
+    --append_to moved the mount aside and emptied it (its swap is its own). Both now refuse at
+    their start, nothing changed. A --metrics_dir that is a mount point (a log volume) is
+    written inside, never renamed: it is used as any folder."""
+    prepare("ds")
+    Path("elsewhere").mkdir()
+    Path("elsewhere/precious.txt").write_text("mine\n")
+    Path("ds/mine").mkdir()
+    if subprocess.run(["mount", "--bind", "elsewhere", "ds/mine"], capture_output=True).returncode:
+        pytest.skip("no bind mount here (not root, or no mount)")
+    try:
+        before = tree_bytes(Path("ds"))
+        Path("more.txt").write_text("".join(f"Another line {i} of the new text, with words.\n" for i in range(50)))
+        for args in (["--input_files", "corpus.txt", "--out_dir", "ds", "--overwrite", "--seed", "3"],
+                     ["--input_files", "more.txt", "--append_to", "ds"]):
+            r = CliRunner().invoke(main, ["prepare-dataset", *args, "--tokenization", "char", "--workers", "1"]
+                                   if "--out_dir" in args else ["prepare-dataset", *args])
+            assert r.exit_code == 1 and "ds/mine: read-only or a mount point" in r.output, r.output
+            assert "Cleaning" not in r.output and tree_bytes(Path("ds")) == before
+            assert Path("elsewhere/precious.txt").read_text() == "mine\n"
+    finally:
+        _unmount_under(Path.cwd())
+    Path("logs").mkdir()
+    subprocess.run(["mount", "--bind", "elsewhere", "logs"], check=True)
+    try:
+        invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2", "--metrics_dir", "logs")
+        assert Path("elsewhere/metrics.json").is_file() and Path("elsewhere/precious.txt").read_text() == "mine\n"
+    finally:
+        _unmount_under(Path.cwd())
+
+
+def _unmount_under(root: Path) -> None:
+    """Every mount in `root`, wherever a run may have moved it (one left would outlive the test)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(os.path.realpath(root) + "/")), reverse=True):
+        subprocess.run(["umount", point], check=True)
