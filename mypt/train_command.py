@@ -148,7 +148,8 @@ def _auto_resumed(req: RunSettings, ckpt_dir: Path, log: Callable[[str], None]) 
     spec = req.init_from_model
     # Where --init_from_model points, found or not: a resume needs no base weights, which may
     # have moved since (a name is the model of that name under --checkpoints_dir, or a path).
-    places = [] if spec is None else [hf_dir(spec)] if hf_dir(spec) else [Path(spec), Path(req.checkpoints_dir) / spec]
+    hf = hf_dir(spec)
+    places = [] if spec is None else [hf] if hf else [Path(spec), Path(req.checkpoints_dir) / spec]
     same = recorded is None if spec is None else \
         isinstance(recorded, str) and os.path.realpath(recorded) in {os.path.realpath(p) for p in places}
     if not same:
@@ -156,6 +157,11 @@ def _auto_resumed(req: RunSettings, ckpt_dir: Path, log: Callable[[str], None]) 
                           f"this command starts from {spec or 'new weights'} (--init_from_model): another run; pass "
                           "--resume to continue it anyway, --overwrite to replace it, or another --model_name")
     return dataclasses.replace(req, resume=True, init_from_model=None)
+
+
+def _none_texts() -> dict[str, str]:
+    """{setting: its word for None} of the model and training settings (--rope_scaling none)."""
+    return {**TrainConfig.none_texts(), **GPTConfig.none_texts()}
 
 
 def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
@@ -173,7 +179,7 @@ def unused_flags(overrides: dict, cfgs: "_Configs") -> list[str]:
         return f"{other} {settings[other]} {cfgs.origins.get(other, '(the default)')}"
 
     # (--rope_scaling none clears a scaling: harmless where nothing would scale)
-    nones = {**TrainConfig.none_texts(), **GPTConfig.none_texts()}
+    nones = _none_texts()
     cleared = {name for name, v in overrides.items() if says_none(nones.get(name), v)}
     return [f"warning: {given[name]} has no effect: it acts with --{other} {value}, this run has {deciding(other)}"
             for name, (other, value) in acts_with.items()
@@ -380,7 +386,7 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
         named = [k for k, v in values.items() if v is not None]  # (null: the default, nothing chosen)
         # (A user's file, not a preset: a preset's gelu under --mlp relu2 is no choice of theirs;
         # nor is a word for None, "rope_scaling": "none", that clears a value as the flag's does.)
-        nones = {**TrainConfig.none_texts(), **GPTConfig.none_texts()}
+        nones = _none_texts()
         file_names = frozenset(k for k in named if not says_none(nones.get(k), values[k])) \
             if not source.startswith("preset ") else frozenset()
         origins = {k: f"in --config_file {source}" if file_names else f"in {source}" for k in named}

@@ -60,6 +60,12 @@ def step_files(step: Step, files: Callable[[dict], Iterable[str]]) -> Written:
     return written
 
 
+def part_file(index: int, kind: str) -> str:
+    """The tokenize step's file of source `index`: its tokens (`00003.tokens`) or where its
+    documents end (`00003.docs`)."""
+    return f"{index:05d}.{kind}"
+
+
 def source_files(manifest: dict) -> list[str]:
     """The clean and dedup steps' files: one per source, named in the manifest."""
     return [s["file"] for s in manifest["sources"]]

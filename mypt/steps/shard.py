@@ -12,7 +12,7 @@ from mypt.io import atomic_file, staged_dir, write_json
 from mypt.names import STATE_FILE
 from mypt.settings import Settings, setting
 from mypt.shards import ShardWriter, TokenStream, shard_name
-from mypt.steps import MANIFEST, Step, read_input, step_files
+from mypt.steps import MANIFEST, Step, part_file, read_input, step_files
 
 STEP = Step("shard", reads=("tokenize",))
 MAX_SHARDS = 10**6  # (a manifest that says more is damaged: 10T tokens at the default shard size)
@@ -42,10 +42,10 @@ def sharded_view(in_dir: Path, settings: ShardSettings = ShardSettings()) -> tup
     corpus order (the tokenize step's files) and where each document ends. prepare-dataset
     hands these to split, which would only read back a copy of them."""
     manifest = read_input(STEP, in_dir)
-    paths = [Path(in_dir) / f"{i:05d}.tokens" for i in range(len(manifest["sources"]))]
+    paths = [Path(in_dir) / part_file(i, "tokens") for i in range(len(manifest["sources"]))]
     stream, ends = TokenStream(paths), []
     for i, start in enumerate(stream.starts[:-1]):
-        ends.append(np.fromfile(Path(in_dir) / f"{i:05d}.docs", dtype=np.uint64) + np.uint64(start))
+        ends.append(np.fromfile(Path(in_dir) / part_file(i, "docs"), dtype=np.uint64) + np.uint64(start))
     manifest = {**manifest, "step": STEP.name, "settings": {**manifest["settings"], **settings.recorded()}}
     return manifest, stream, np.concatenate(ends)
 

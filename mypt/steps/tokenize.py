@@ -18,14 +18,14 @@ from mypt.names import STATE_FILE
 from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.shards import DTYPE
-from mypt.steps import MANIFEST, Step, read_input, step_files
+from mypt.steps import MANIFEST, Step, part_file, read_input, step_files
 from mypt.text import block_docs, block_text, split_blocks
 from mypt.tokenizers import Tokenizer, check_spec, spec_forms, spec_help
 
 STEP = Step("tokenize", reads=("clean", "dedup"))
 # Each source's tokens and where its documents end (`00003.tokens`, `00003.docs`), the tokenizer.
 OWNED = ("[0-9]*.tokens", "[0-9]*.docs", STATE_FILE)
-WRITTEN = step_files(STEP, lambda m: [STATE_FILE, *(f"{i:05d}.{kind}" for i in range(len(m["sources"]))
+WRITTEN = step_files(STEP, lambda m: [STATE_FILE, *(part_file(i, kind) for i in range(len(m["sources"]))
                                                    for kind in ("tokens", "docs"))])
 
 
@@ -99,7 +99,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
         sources = []
         for i, s in enumerate(manifest["sources"]):
             n_tokens, ends = 0, []
-            with atomic_file(stage / f"{i:05d}.tokens") as f:
+            with atomic_file(stage / part_file(i, "tokens")) as f:
                 for tok_part, doc_part in parts[i]:
                     ends.append(np.fromfile(doc_part, dtype=np.uint64) + np.uint64(n_tokens))
                     doc_part.unlink()
@@ -116,7 +116,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
                         n_tokens += 1
                     ends.append(np.array([n_tokens], dtype=np.uint64))
             ends_arr = np.concatenate(ends) if ends else np.zeros(0, np.uint64)
-            with atomic_file(stage / f"{i:05d}.docs") as f:
+            with atomic_file(stage / part_file(i, "docs")) as f:
                 f.write(ends_arr.tobytes())
             sources.append({**s, "documents": int(ends_arr.size), "tokens": n_tokens})
         total = sum(s["tokens"] for s in sources)
