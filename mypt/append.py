@@ -28,10 +28,10 @@ from mypt.io import (append_dir, check_movable, check_replaceable, keep_dir_attr
                      remove_own, remove_work, unmark, write_json)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK
-from mypt.prepare import PrepareSettings, prepare_steps, recover_dataset, restore_appended
+from mypt.prepare import PrepareSettings, load_tokenizer_from, prepare_steps, recover_dataset, restore_appended
 from mypt.readers import input_bytes, resolve_inputs
-from mypt.shards import (METADATA_FILE, SPLITS, check_listed, list_shards, read_metadata, shard_name, shard_tokens,
-                         unlisted_shards)
+from mypt.shards import (METADATA_FILE, SPLITS, TOKENIZER_RECORD, check_listed, list_shards, read_metadata, shard_name,
+                         shard_tokens, unlisted_shards)
 from mypt.steps.split import DATASET_FILES, SKIPPED_KEYS
 from mypt.text import display_name, recorded_as, source_place
 from mypt.settings import flag_name, is_recorded
@@ -150,6 +150,10 @@ def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) 
             "val": {"tokens": tokens["val"], "shards": shards["val"]},
             "sources": old["sources"] + new["sources"],
             "stats": _add_counts(old["stats"], new["stats"])}
+    # The tokenizer's record: the old one (checked before the work), or where an older mypt recorded
+    # none, that of the dataset's tokenizer, which the new shards were written with.
+    if record := old.get(TOKENIZER_RECORD) or new.get(TOKENIZER_RECORD):
+        meta[TOKENIZER_RECORD] = record
     if new.get("skipped_binary_files"):
         meta["skipped_binary_files"] = old.get("skipped_binary_files", []) + new["skipped_binary_files"]
     # `settings` stay those of the first preparation; each append records its own.
@@ -189,6 +193,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
         _check_appendable(dataset_dir, old, flag)
         settings = _inherit(settings, old, inherit, f"{flag} {dataset_dir}")
         _check_consistent(dataset_dir, old, flag)
+        tokenizer = load_tokenizer_from(dataset_dir)  # the one the metadata records, or refused before the work
         # A relative name was recorded in the working directory of its run (not recorded):
         # likely this one, or one above the dataset.
         bases = [Path.cwd(), *dataset_dir.absolute().parents]
@@ -202,7 +207,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             remove_own(leftover, flag)
         make_own_dir(work)
         try:
-            new = prepare_steps(input_files, work / "new", settings, tokenizer_from=dataset_dir)
+            new = prepare_steps(input_files, work / "new", settings, tokenizer_from=dataset_dir, reused=tokenizer)
             make_own_dir(stage)
             meta = _build(dataset_dir, old, work / "new", new, stage)
             os.replace(dataset_dir, work / "old")

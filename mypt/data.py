@@ -32,8 +32,8 @@ from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError, MyptError
 from mypt.names import MANIFEST, STATE_FILE
-from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, list_shards, listed_entries,
-                         not_a_dataset, read_metadata)
+from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, check_tokenizer_record,
+                         list_shards, listed_entries, not_a_dataset, read_metadata)
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer
 
@@ -171,6 +171,8 @@ class GPTDataLoader:
             check_tokenizer(self.tokenizer, kind, "training", f"the dataset {d}",
                             f"pass --tokenization {kind} or prepare the dataset again")
         self._check_vocabulary(d)
+        if meta is not None:  # and the tokenizer is the one the shards were written with (where recorded)
+            check_tokenizer_record(d, meta, self.tokenizer)
         opened = {}
         # val first: where not every shard can stay open, val's are held (an append renames them).
         for split in reversed(SPLITS):

@@ -11,6 +11,7 @@ without it is not a finished dataset.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import stat
@@ -20,7 +21,7 @@ import numpy as np
 
 from mypt.errors import ShardError
 from mypt.io import read_json, tmp_name
-from mypt.names import METADATA_FILE, SPLITS
+from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
 
 DTYPE = np.dtype("<u4")
 TOKEN_BYTES = DTYPE.itemsize
@@ -28,6 +29,8 @@ FORMAT_VERSION = 1
 # What a dataset's metadata must say of its shards: the only format this mypt reads and writes.
 RECORDED_FORMAT = {"dtype": "uint32", "byte_order": "little"}
 _SHARD_FILE = re.compile(r"shard_[^/\\]*\.bin")
+# The metadata's record of the tokenizer the shards were written with (tokenizer_sha256).
+TOKENIZER_RECORD = "tokenizer_sha256"
 
 
 def shard_name(index: int) -> str:
@@ -223,6 +226,8 @@ def check_metadata(meta: dict, path: Path) -> None:
     tok = meta.get("tokenizer")
     if not isinstance(tok, dict) or not isinstance(tok.get("kind"), str) or not _is_count(tok.get("vocab_size"), 1):
         raise bad("tokenizer", f"is {tok!r}: expected kind and vocab_size")
+    if TOKENIZER_RECORD in meta and not _is_sha256(meta[TOKENIZER_RECORD]):
+        raise bad(TOKENIZER_RECORD, f"is {meta[TOKENIZER_RECORD]!r}, not a sha256 hex digest")
     seen: dict[str, str] = {}
     for split in (s for s in SPLITS if s in meta):
         entries = meta[split].get("shards") if isinstance(meta[split], dict) else None
@@ -238,6 +243,10 @@ def check_metadata(meta: dict, path: Path) -> None:
             seen[entry["file"]] = field
 
 
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= set("0123456789abcdef")
+
+
 def _check_entry(entry: dict, split: str, field: str, bad) -> None:
     file, tokens, sha = entry.get("file"), entry.get("tokens"), entry.get("sha256")
     folder, _, name = file.partition("/") if isinstance(file, str) else ("", "", "")
@@ -245,8 +254,35 @@ def _check_entry(entry: dict, split: str, field: str, bad) -> None:
         raise bad(f"{field}.file", f"is {file!r}: a {split} shard is a file {split}/shard_NNNNN.bin")
     if not _is_count(tokens):
         raise bad(f"{field}.tokens", f"is {tokens!r}, not a number of tokens")
-    if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set("0123456789abcdef")):
+    if sha is not None and not _is_sha256(sha):
         raise bad(f"{field}.sha256", f"is {sha!r}, not a sha256 hex digest")
+
+
+def tokenizer_sha256(state: dict) -> str:
+    """The sha256 of a tokenizer's state (Tokenizer.state(), as tokenizer_state.json holds it)
+    in one canonical JSON form: keys sorted, no spaces, UTF-8. Of the state, not of the file's
+    bytes: the same tokenizer saved with other spacing, or a char vocabulary written in another
+    order (it loads sorted), gives the same digest; another vocabulary of the same size does not."""
+    text = json.dumps(state, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_tokenizer_record(dataset_dir: Path, meta: dict, tokenizer) -> None:
+    """Refuse `tokenizer` (a Tokenizer: the one loaded from the dataset's tokenizer_state.json)
+    unless it is the one the dataset's metadata records its shards were written with: a
+    vocabulary swapped by hand for another of the same size passes every other check, and the
+    shards then decode as other text. Metadata without the record (an older mypt's) is not
+    checked: kind, vocab_size and eot_id are all it says of its tokenizer. verify-dataset,
+    training's data loader and --append_to / --tokenizer_from call this one check."""
+    recorded = meta.get(TOKENIZER_RECORD)
+    if recorded is None:
+        return
+    have = tokenizer_sha256(tokenizer.state())
+    if have != recorded:
+        raise ShardError(f"{Path(dataset_dir) / STATE_FILE}: the tokenizer's sha256 is {have}, but {METADATA_FILE} "
+                         f"records {recorded}: not the tokenizer the shards were written with (replaced or edited "
+                         "since), so they would decode as other text; HINT: restore the file (from a backup or `dvc "
+                         "pull`) or prepare the dataset again")
 
 
 def listed_entries(meta: dict, split: str) -> list[dict]:

@@ -7,7 +7,7 @@ are still checked), and every token id below the tokenizer's vocab_size. Also: t
 parses and passes shards.check_metadata (the format mypt writes, each split's shards in its
 own directory, none listed twice), its totals add up (the splits' and, where recorded, each
 source's train and val tokens), every listed shard exists, and tokenizer_state.json agrees with
-the metadata's tokenizer.
+the metadata's tokenizer (its kind and sizes, and where recorded, the sha256 of its state).
 
 A shard on disk that the metadata does not list is a warning, not a problem: the loader
 reads whatever shards are in train/ and val/, so shards moved in by hand are a supported
@@ -29,7 +29,8 @@ import numpy as np
 from mypt.errors import MyptError, ShardError
 from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
 from mypt.parallel import progress
-from mypt.shards import DTYPE, TOKEN_BYTES, list_shards, listed_entries, open_shard, read_metadata, shard_stat
+from mypt.shards import (DTYPE, TOKEN_BYTES, check_tokenizer_record, list_shards, listed_entries, open_shard,
+                         read_metadata, shard_stat)
 from mypt.tokenizers import Tokenizer
 
 CHUNK_TOKENS = 1 << 22  # 16 MiB per read
@@ -116,10 +117,16 @@ def _check_tokenizer(d: Path, meta: dict | None, report: Report) -> int | None:
     tok = meta["tokenizer"]
     if tokenizer is None:
         return tok["vocab_size"]  # still check ids against the metadata's vocabulary
+    found = len(report.problems)
     for key, have in (("kind", tokenizer.kind), ("vocab_size", tokenizer.vocab_size), ("eot_id", tokenizer.eot_id)):
         if tok.get(key) != have:
             report.problems.append(f"{d / STATE_FILE}: {key} {have!r}, but {METADATA_FILE} says "
                                    f"{tok.get(key)!r}: the tokenizer is not the one the shards were made with")
+    if len(report.problems) == found:  # (one line for one cause: another kind or size differs in its sha256 too)
+        try:
+            check_tokenizer_record(d, meta, tokenizer)  # the vocabulary itself, where the metadata records it
+        except MyptError as e:
+            report.problems.append(str(e))
     return tokenizer.vocab_size
 
 

@@ -1,0 +1,149 @@
+"""What a dataset says of itself holds: its tokenizer is the one its shards were written with
+(the sha256 of the tokenizer state, recorded where datasets are written and checked where they
+are read)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO
+
+from mypt.cli import main
+
+TINY = ["--config_file", "tiny", "--device", "cpu", "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1"]
+
+
+def text(root: Path, name: str = "a.txt", lines: int = 200, word: str = "king") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / name
+    path.write_text("".join(f"Line {i} of the {word}'s speech, and the reply {i * 7}.\n" for i in range(lines)))
+    return path
+
+
+def cli(*args: str, ok: bool = True) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == (0 if ok else 1), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)  # no traceback
+    return result.output
+
+
+def prepare(out: Path, *inputs: Path, extra: tuple[str, ...] = ()) -> dict:
+    cli("prepare-dataset", "--input_files", *inputs, "--out_dir", out, "--tokenization", "char",
+        "--tokens_per_shard", "2000", *extra)
+    return json.loads((out / "dataset_metadata.json").read_text())
+
+
+def canonical_sha256(state: dict) -> str:
+    return hashlib.sha256(json.dumps(state, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                          .encode("utf-8")).hexdigest()
+
+
+def swap_vocabulary(ds: Path) -> None:
+    """Another char vocabulary of the same size in the dataset's tokenizer_state.json: one
+    character of the corpus ('a') replaced by one it lacks ('Z'). kind, vocab_size and eot_id
+    agree with the metadata; every id is in range; the shards now decode as other text."""
+    path = ds / "tokenizer_state.json"
+    state = json.loads(path.read_text())
+    assert "a" in state["chars"] and "Z" not in state["chars"]
+    state["chars"] = state["chars"].replace("a", "Z")
+    path.write_text(json.dumps(state, ensure_ascii=False, indent=1) + "\n")
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    prepare(tmp_path / "ds", text(tmp_path / "in"))
+    return tmp_path / "ds"
+
+
+# -- 1. the tokenizer's record ------------------------------------------------------------------
+
+def test_prepare_records_the_tokenizer_and_verify_refuses_another_vocabulary_of_its_size(dataset):
+    meta = json.loads((dataset / "dataset_metadata.json").read_text())
+    state = json.loads((dataset / "tokenizer_state.json").read_text())
+    assert meta["tokenizer_sha256"] == canonical_sha256(state)
+    assert cli("verify-dataset", dataset).startswith("OK:")
+    # The same tokenizer saved another way (its keys and characters in another order, other
+    # spacing) is the same tokenizer: still verified.
+    path = dataset / "tokenizer_state.json"
+    path.write_text(json.dumps({**dict(reversed(state.items())), "chars": state["chars"][::-1]}, indent=4))
+    assert cli("verify-dataset", dataset).startswith("OK:")
+    swap_vocabulary(dataset)
+    lines = cli("verify-dataset", dataset, ok=False).splitlines()
+    assert len(lines) == 2 and lines[1].startswith("FAILED: 1 problem"), lines
+    assert lines[0].startswith(f"{path}: the tokenizer's sha256 is ") and meta["tokenizer_sha256"] in lines[0]
+    assert "not the tokenizer the shards were written with" in lines[0] and "HINT: restore the file" in lines[0]
+
+
+def test_training_append_and_tokenizer_from_refuse_a_swapped_tokenizer_in_one_line(dataset, tmp_path):
+    swap_vocabulary(dataset)
+    want = f"{dataset / 'tokenizer_state.json'}: the tokenizer's sha256 is "
+    out = cli("train", "--dataset_dir", dataset, "--model_name", "m", "--checkpoints_dir", tmp_path / "ck", *TINY,
+              ok=False)
+    assert out.splitlines()[-1].startswith(f"Error: {want}"), out
+    assert not (tmp_path / "ck" / "m" / "model.safetensors").exists()
+    more = text(tmp_path / "more", "b.txt", word="queen")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = cli("prepare-dataset", "--input_files", more, "--append_to", dataset, ok=False)
+    assert len(out.splitlines()) == 1 and out.startswith(f"Error: {want}"), out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # refused before the work: nothing left beside it
+    out = cli("prepare-dataset", "--input_files", more, "--out_dir", tmp_path / "domain", "--tokenizer_from", dataset,
+              ok=False)
+    assert want in out and not (tmp_path / "domain").exists(), out
+
+
+def test_a_dataset_prepared_before_the_record_verifies_trains_and_appends_as_before(dataset, tmp_path):
+    meta_path = dataset / "dataset_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["tokenizer_sha256"]
+    meta_path.write_text(json.dumps(meta, indent=1))
+    swap_vocabulary(dataset)  # nothing records the vocabulary: nothing can tell (as before)
+    assert cli("verify-dataset", dataset).startswith("OK:")
+    cli("train", "--dataset_dir", dataset, "--model_name", "m", "--checkpoints_dir", tmp_path / "ck", *TINY)
+    # An append records the tokenizer the dataset holds, which its new shards were written with.
+    cli("prepare-dataset", "--input_files", text(tmp_path / "more", "b.txt", word="queen"), "--append_to", dataset)
+    state = json.loads((dataset / "tokenizer_state.json").read_text())
+    assert json.loads(meta_path.read_text())["tokenizer_sha256"] == canonical_sha256(state)
+    assert cli("verify-dataset", dataset).startswith("OK:")
+
+
+def test_an_append_keeps_the_record_and_a_damaged_record_is_named(dataset, tmp_path):
+    recorded = json.loads((dataset / "dataset_metadata.json").read_text())["tokenizer_sha256"]
+    cli("prepare-dataset", "--input_files", text(tmp_path / "more", "b.txt", word="queen"), "--append_to", dataset)
+    meta = json.loads((dataset / "dataset_metadata.json").read_text())
+    assert meta["tokenizer_sha256"] == recorded and len(meta["sources"]) == 2
+    assert cli("verify-dataset", dataset).startswith("OK:")
+    meta["tokenizer_sha256"] = "not a digest"
+    (dataset / "dataset_metadata.json").write_text(json.dumps(meta))
+    lines = cli("verify-dataset", dataset, ok=False).splitlines()
+    assert lines[0].startswith(f"{dataset / 'dataset_metadata.json'}: tokenizer_sha256 is 'not a digest', not a "
+                               "sha256 hex digest"), lines
+
+
+def stage(script: str, *args, cwd: Path) -> None:
+    done = subprocess.run([sys.executable, str(REPO / "stages" / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_dvc_stages_record_the_tokenizer_as_prepare_dataset_does(tmp_path):
+    """The stages run by hand, as `dvc repro` runs them: split records the same sha256."""
+    corpus = text(tmp_path / "in")
+    direct = prepare(tmp_path / "ds", corpus)
+    w = tmp_path / "data"
+    stage("clean.py", "--input_files", corpus, "--out_dir", w / "clean", "--stats", w / "clean.json", cwd=tmp_path)
+    stage("dedup.py", "--in_dir", w / "clean", "--out_dir", w / "dedup", "--stats", w / "dedup.json", cwd=tmp_path)
+    stage("vocab.py", "--in_dir", w / "dedup", "--out_dir", w / "vocab", "--tokenization", "char", cwd=tmp_path)
+    stage("tokenize_corpus.py", "--in_dir", w / "dedup", "--tokenizer_dir", w / "vocab", "--out_dir", w / "tokens",
+          "--stats", w / "tokenize.json", cwd=tmp_path)
+    stage("shard.py", "--in_dir", w / "tokens", "--out_dir", w / "shards", "--tokens_per_shard", "2000", cwd=tmp_path)
+    stage("split.py", "--in_dir", w / "shards", "--out_dir", w / "dataset", "--stats", w / "split.json", cwd=tmp_path)
+    staged = json.loads((w / "dataset" / "dataset_metadata.json").read_text())
+    assert staged["tokenizer_sha256"] == direct["tokenizer_sha256"]
+    swap_vocabulary(w / "dataset")
+    assert "the tokenizer's sha256 is" in cli("verify-dataset", w / "dataset", ok=False)
