@@ -30,8 +30,8 @@ from mypt.lock import output_lock
 from mypt.names import WORK_MARK
 from mypt.prepare import PrepareSettings, load_tokenizer_from, prepare_steps, recover_dataset, restore_appended
 from mypt.readers import input_bytes, resolve_inputs
-from mypt.shards import (METADATA_FILE, SPLITS, TOKENIZER_RECORD, check_listed, list_shards, read_metadata, shard_name,
-                         shard_tokens, unlisted_shards)
+from mypt.shards import (METADATA_FILE, SPLITS, TOKENIZER_RECORD, check_listed, list_shards, listed_entries,
+                         read_metadata, shard_name, shard_tokens, unlisted_shards)
 from mypt.steps.split import DATASET_FILES, SKIPPED_KEYS
 from mypt.text import display_name, recorded_as, source_place
 from mypt.settings import flag_name, is_recorded
@@ -95,6 +95,25 @@ def _check_consistent(dataset_dir: Path, meta: dict, flag: str) -> None:
     if extra:
         raise InputError(f"{flag}: {dataset_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?); "
                          f"appending renumbers shards and would lose track of it: move it out, or {hint}")
+
+
+def _check_no_links(dataset_dir: Path, meta: dict, flag: str) -> None:
+    """Refuse, before the work, a dataset whose train/ or val/ folder or a listed shard is a
+    symbolic link (train/ moved to another disk): the grown dataset is built beside the old one
+    and renamed into its place, with a real folder and files where the link was, so the link
+    would be dropped and its target left behind as it was (it failed half-way, 'File exists').
+    A link to the whole dataset is grown at its target (append_dataset); a link to anything
+    else in it (a user's folder, tokenizer_state.json) comes along as a link."""
+    own = [*SPLITS, *(e["file"] for split in SPLITS for e in listed_entries(meta, split))]
+    links = [rel for rel in own if (dataset_dir / rel).is_symlink()]
+    if links:
+        link = dataset_dir / links[0]
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        raise InputError(f"{flag} {dataset_dir}: {link} is a symbolic link (to {os.path.realpath(link)}){more}; an "
+                         "append builds the grown dataset beside the old one and renames it into place, which cannot "
+                         "keep a link inside it: refused, nothing changed; put the folder or file itself in place of "
+                         f"the link, or link the whole dataset folder instead (--append_to grows a linked dataset at "
+                         "its target)")
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
@@ -192,6 +211,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
         old = read_metadata(dataset_dir, flag)
         _check_appendable(dataset_dir, old, flag)
         settings = _inherit(settings, old, inherit, f"{flag} {dataset_dir}")
+        _check_no_links(dataset_dir, old, flag)
         _check_consistent(dataset_dir, old, flag)
         tokenizer = load_tokenizer_from(dataset_dir)  # the one the metadata records, or refused before the work
         # A relative name was recorded in the working directory of its run (not recorded):

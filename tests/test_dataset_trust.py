@@ -1,6 +1,6 @@
 """What a dataset says of itself holds: its tokenizer is the one its shards were written with
 (the sha256 of the tokenizer state, recorded where datasets are written and checked where they
-are read)."""
+are read); an append refuses a dataset folder it cannot rebuild (a linked train/)."""
 
 from __future__ import annotations
 
@@ -147,3 +147,26 @@ def test_the_dvc_stages_record_the_tokenizer_as_prepare_dataset_does(tmp_path):
     assert staged["tokenizer_sha256"] == direct["tokenizer_sha256"]
     swap_vocabulary(w / "dataset")
     assert "the tokenizer's sha256 is" in cli("verify-dataset", w / "dataset", ok=False)
+
+
+# -- 2. a linked train/ under --append_to ---------------------------------------------------------
+
+@pytest.mark.parametrize("linked", ["train", "val", "train/shard_00001.bin"])
+def test_append_refuses_a_linked_folder_or_shard_in_the_dataset_before_the_work(dataset, tmp_path, linked):
+    """train/ moved to another disk and linked: the append (which builds the grown dataset
+    beside the old one and renames it into place) failed half-way with 'File exists'. It is
+    refused before the work, naming the link; the dataset is left as it was, and still trains."""
+    elsewhere = tmp_path / "elsewhere" / linked
+    elsewhere.parent.mkdir(parents=True)
+    (dataset / linked).rename(elsewhere)
+    (dataset / linked).symlink_to(elsewhere)
+    more = text(tmp_path / "more", "b.txt", word="queen")
+    before = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    out = cli("prepare-dataset", "--input_files", more, "--append_to", dataset, ok=False)
+    assert len(out.splitlines()) == 1, out
+    assert out.startswith(f"Error: --append_to {dataset}: {dataset / linked} is a symbolic link (to {elsewhere})")
+    assert "refused, nothing changed" in out and "link the whole dataset folder instead" in out
+    after = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    assert after == before  # nothing made, moved or left beside it
+    assert (dataset / linked).is_symlink()
+    assert cli("verify-dataset", dataset).startswith("OK:")
