@@ -1,6 +1,7 @@
 """What a dataset says of itself holds: its tokenizer is the one its shards were written with
 (the sha256 of the tokenizer state, recorded where datasets are written and checked where they
-are read); an append refuses a dataset folder it cannot rebuild (a linked train/)."""
+are read); an append refuses a dataset folder it cannot rebuild (a linked train/); an input of
+blank lines is no document."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO
 
+import mypt.text
 from mypt.cli import main
 
 TINY = ["--config_file", "tiny", "--device", "cpu", "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1"]
@@ -170,3 +172,62 @@ def test_append_refuses_a_linked_folder_or_shard_in_the_dataset_before_the_work(
     assert after == before  # nothing made, moved or left beside it
     assert (dataset / linked).is_symlink()
     assert cli("verify-dataset", dataset).startswith("OK:")
+
+
+# -- 3. an input of blank lines ---------------------------------------------------------------------
+
+BLANK = "\n\n   \n\t\n\u3000\n\n"  # blank lines, spaces, a tab, an ideographic space
+
+
+@pytest.mark.parametrize("flags", [(), ("--no_filter",), ("--no_normalize",), ("--no_filter", "--no_normalize"),
+                                   ("--no_dedup",), ("--no_dedup", "--no_normalize")])
+def test_an_input_of_blank_lines_is_no_document_and_is_named_like_an_empty_one(tmp_path, monkeypatch, flags):
+    """A .txt input of whitespace only gave a document of newline tokens (and its spaces and
+    tab entered a char vocabulary), not named among the inputs without text. It is what an
+    empty input is, whatever --no_filter and --no_normalize keep; in several blocks too."""
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 64)  # several blocks a file
+    monkeypatch.chdir(tmp_path)
+    text(tmp_path, "a.txt")
+    (tmp_path / "blank.txt").write_text(BLANK * 20)
+    (tmp_path / "empty.txt").write_text("")
+    out = cli("prepare-dataset", "--input_files", "a.txt", "blank.txt", "empty.txt", "--out_dir", "ds",
+              "--tokenization", "char", "--tokens_per_shard", "2000", "--workers", "1", *flags)
+    assert "Inputs left without text (empty, or emptied by the filter or dedup): blank.txt, empty.txt\n" in out, out
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    assert [(s["name"], s["documents"], s["tokens"]) for s in meta["sources"]] == [
+        ("a.txt", 1, meta["total_tokens"]), ("blank.txt", 0, 0), ("empty.txt", 0, 0)]
+    assert meta["stats"]["clean"]["documents_emptied"] == 2 and meta["stats"]["clean"]["documents_out"] == 1
+    alone = prepare(tmp_path / "alone", Path("a.txt"), extra=("--workers", "1", *flags))
+    assert meta["tokenizer"] == alone["tokenizer"]  # nothing of it in the vocabulary either
+    assert meta["stats"].get("dedup") == alone["stats"].get("dedup")  # nor in dedup's counts
+    assert meta["stats"]["clean"]["lines_out"] == alone["stats"]["clean"]["lines_out"]
+
+
+def test_a_txt_input_the_filter_leaves_blank_is_emptied_and_no_filter_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text(tmp_path, "a.txt")
+    (tmp_path / "rulers.txt").write_text("-----\n\n12 34\n\n=====\n")  # no letters: every text line filtered
+    out = cli("prepare-dataset", "--input_files", "a.txt", "rulers.txt", "--out_dir", "ds", "--tokenization", "char")
+    assert "Inputs left without text (empty, or emptied by the filter or dedup): rulers.txt\n" in out, out
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    assert meta["sources"][1]["documents"] == 0 and meta["stats"]["clean"]["dropped_no_letters"] == 3
+    out = cli("prepare-dataset", "--input_files", "a.txt", "rulers.txt", "--out_dir", "kept", "--tokenization", "char",
+              "--no_filter")
+    assert "without text" not in out
+    meta = json.loads((tmp_path / "kept" / "dataset_metadata.json").read_text())
+    assert meta["sources"][1]["documents"] == 1 and meta["sources"][1]["tokens"] == len("-----\n\n12 34\n\n=====\n")
+
+
+def test_the_clean_stage_writes_a_blank_input_empty_as_prepare_dataset_does(tmp_path, monkeypatch):
+    """The DVC path (each stage reading the previous one's output back) counts it alike."""
+    monkeypatch.chdir(tmp_path)
+    text(tmp_path, "a.txt")
+    (tmp_path / "blank.txt").write_text(BLANK)
+    stage("clean.py", "--input_files", "a.txt", "blank.txt", "--out_dir", "clean", "--stats", "clean.json",
+          cwd=tmp_path)
+    manifest = json.loads((tmp_path / "clean" / "manifest.json").read_text())
+    assert (tmp_path / "clean" / manifest["sources"][1]["file"]).read_bytes() == b""
+    stats = json.loads((tmp_path / "clean.json").read_text())
+    assert stats["documents_emptied"] == 1 and stats["documents_out"] == 1
+    direct = prepare(tmp_path / "ds", Path("a.txt"), Path("blank.txt"))
+    assert direct["stats"]["clean"] == manifest["stats"]["clean"]

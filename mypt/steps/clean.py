@@ -58,6 +58,10 @@ class SinkFactory(Protocol):
 
     def __call__(self, index: int, source_file: str) -> LineSink: ...
 
+    def discard(self, index: int) -> None:
+        """Block `index`'s output was dropped after all (in the parent, once every block is
+        done): its source, one document, holds no text. Forget what its sink saw."""
+
 
 def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, bool]]:
     """Clean one block into `out`, showing what it writes to the sink of `sink` when given;
@@ -102,6 +106,17 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, boo
     return stats, reader.first_bad, (seen.any, kept_text)
 
 
+def _drop(parts: list[Path], blocks: range, results: list, stats: Counter, sink: SinkFactory | None) -> int:
+    """Drop the output of a source's blocks (`parts`, the blocks' own files): its lines are not
+    written (nor counted in lines_out), and its sink forgets them. Returns 0 (bytes written)."""
+    for part, t in zip(parts, blocks):
+        part.unlink()
+        stats["lines_out"] -= results[t][0]["lines_out"]
+        if sink is not None:
+            sink.discard(t)
+    return 0
+
+
 def _nothing_left(stats: Counter, first_bad: str | None, readers: list[Reader], empty: list[Reader]) -> InputError:
     """The error of a clean that wrote no line of text, naming the cause: inputs with no text
     at all (`empty`: nothing to filter, so --no_filter would not help), or lines all dropped
@@ -139,6 +154,7 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
                       "jsonl": jsonl, "bytes": reader.stamp[0]}  # the size checked after every block
             sources.append(source)
             blocks = reader.checked_blocks()
+            source["_tasks"] = range(len(tasks), len(tasks) + len(blocks))
             source["_parts"] = [stage / f".part_{len(tasks) + i:06d}" for i in range(len(blocks))]
             tasks += [(reader, s, e, settings.normalize, max_line_chars, part, sink, len(tasks) + i, source["file"])
                       for i, ((s, e), part) in enumerate(zip(blocks, source["_parts"]))]
@@ -149,8 +165,15 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
         first_bad = next((task[0].location(task[1], bad[0]) + f": {bad[1]}"
                           for task, (_, bad, _) in zip(tasks, results) if bad), None)
         for source in sources:
+            blocks, parts = source.pop("_tasks"), source.pop("_parts")
+            # A .txt source is one document in blocks (no block alone can tell): one left no line
+            # with text (blank lines only, as written or once filtered) is no document, as an
+            # empty file is and a .jsonl document of blank lines is; written empty, not as a
+            # document of newlines. Whatever --no_normalize and --no_filter keep, whitespace is
+            # no text.
+            blank = not source["jsonl"] and not any(results[t][2][1] for t in blocks)
             with atomic_file(stage / source["file"]) as f:
-                size = concat_files(source.pop("_parts"), f)
+                size = concat_files(parts, f) if not blank else _drop(parts, blocks, results, stats, sink)
             if not source["jsonl"]:
                 stats["documents_in"] += 1
                 stats["documents_out" if size else "documents_emptied"] += 1

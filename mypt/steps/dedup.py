@@ -128,6 +128,14 @@ class Hashing:
     def __call__(self, index: int, source_file: str) -> "_BlockHashes":
         return _BlockHashes(self.out_dir / f"{index:06d}", source_file, self.min_chars)
 
+    def discard(self, index: int) -> None:
+        """Block INDEX's lines were not written after all (clean dropped a source of blank
+        lines): it leaves no records, lines or pieces, as dedup reading the output would see."""
+        stem = self.out_dir / f"{index:06d}"
+        open(stem.with_suffix(".rec"), "wb").close()
+        write_json(stem.with_suffix(".json"), {"file": read_json(stem.with_suffix(".json"))["file"], "lines": 0,
+                                               "pieces": [], "stats": {}})
+
 
 class _BlockHashes:
     """The records of the lines one clean block writes, and where each piece of its output
