@@ -10,6 +10,7 @@ and their ratio (the target: the modern recipe in at most half the time).
 
     python bench/quality.py                      # nanoGPT's CPU size: 4 x 128, block 64, batch 12
     python bench/quality.py --size baby --budget_s 300   # the baby GPT (6 x 384, block 256), a GPU
+    python bench/quality.py --recipes modern,modern_wsd --steps 1500 --seed 1   # schedules, by steps
 
 Sizes and recipes are the dicts below; `--recipes gpt2,modern,...` picks which run (the first
 is the reference whose final loss the others must reach).
@@ -44,6 +45,9 @@ RECIPES = {
     # matrices, 0.002 at 0.02 x 0.1 (AdamW's 0.0004), which cost 0.007 in val loss on the demo.
     "modern": dict(model=dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True),
                    train=dict(optimizer="muon", weight_decay=0.0)),
+    # The modern recipe with the warmup-stable-decay schedule (its last 40% to 0).
+    "modern_wsd": dict(model=dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True),
+                       train=dict(optimizer="muon", weight_decay=0.0, lr_schedule="wsd")),
     # The modern model with AdamW.
     "modern_adamw": dict(model=dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True),
                          train=dict(optimizer="adamw")),
@@ -71,7 +75,7 @@ def build(size: dict, recipe: dict, tokens, tokenizer, device: str, **train_extr
     from mypt.data import GPTDataLoader
     from mypt.model import GPT
 
-    torch.manual_seed(1337)
+    torch.manual_seed(recipe["train"].get("seed", 1337))
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **size["model"], **recipe["model"])).to(device)
     cfg = TrainConfig(device=device, **{**size["train"], **recipe["train"], **train_extra})
     return model, cfg, GPTDataLoader(cfg, tokenizer, tokens=tokens, block_size=model.config.block_size)
@@ -90,15 +94,17 @@ def step_seconds(size, recipe, tokens, tokenizer, device: str, steps: int = 30) 
     return (t1 - t0) / (s1 - s0)
 
 
-def train_for(budget_s: float, size, recipe, tokens, tokenizer, device: str, points: int) -> list[tuple[float, float]]:
-    """Train this recipe for about budget_s seconds; [(seconds since the start, val loss)]."""
+def train_for(budget_s: float, size, recipe, tokens, tokenizer, device: str, points: int,
+              fixed_steps: int | None = None) -> list[tuple[float, float]]:
+    """Train this recipe for about budget_s seconds (or fixed_steps steps); [(seconds since the
+    start, val loss)]."""
     from mypt.train import fit
 
     per_step = step_seconds(size, recipe, tokens, tokenizer, device)
     eval_iters = 50
     # The evaluations are inside the budget too: each is eval_iters forward passes of a batch,
     # a forward being about a third of a training step.
-    steps = max(points, int(budget_s / per_step - points * eval_iters / 3))
+    steps = fixed_steps or max(points, int(budget_s / per_step - points * eval_iters / 3))
     model, cfg, loader = build(size, recipe, tokens, tokenizer, device, max_iters=steps, lr_decay_iters=steps,
                                eval_interval=max(1, steps // points), eval_iters=eval_iters, log_interval=1,
                                checkpoint_minutes=0.0)
@@ -195,6 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", type=float, action="append", default=[],
                     help="also print the time each recipe takes to reach this val loss (repeatable), "
                          "e.g. 1.47 for the baby GPT, nanoGPT's figure")
+    ap.add_argument("--steps", type=int,
+                    help="instead of a wall-clock budget, this many steps for every recipe: compares schedules "
+                         "or optimizers by steps, whatever else the machine runs (times still printed)")
+    ap.add_argument("--seed", type=int, default=1337, help="the initialization's and the batches' seed")
     ap.add_argument("--cuda_graphs", action="store_true",
                     help="every recipe with --cuda_graphs (its steps replayed from CUDA graphs; a GPU)")
     ap.add_argument("--profile", action="store_true",
@@ -203,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     size, names = SIZES[args.size], args.recipes.split(",")
     recipes = {name: {"model": RECIPES[name]["model"],
-                      "train": {**RECIPES[name]["train"], **({"cuda_graphs": True} if args.cuda_graphs else {})}}
+                      "train": {**RECIPES[name]["train"], "seed": args.seed,
+                                **({"cuda_graphs": True} if args.cuda_graphs else {})}}
                for name in names}
     budget = args.budget_s or size["budget_s"]
     tokens, tokenizer = shakespeare_tokens()
@@ -214,12 +225,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: the host's time (cProfile)\n"
                   + python_profile(size, recipes[name], tokens, tokenizer, args.device), flush=True)
         return
+    each = f"{args.steps} steps" if args.steps else f"{budget:.0f} s"
     print(f"{args.size}: {size['model']}, batch {size['train']['batch_size']}, {len(tokens):,} char tokens, "
-          f"{budget:.0f} s per recipe on {args.device} ({torch.get_num_threads()} threads)", flush=True)
+          f"{each} per recipe on {args.device} ({torch.get_num_threads()} threads), seed {args.seed}", flush=True)
     curves = {}
     for name in names:
         print(f"{name}: {recipes[name]}", flush=True)
-        curves[name] = train_for(budget, size, recipes[name], tokens, tokenizer, args.device, args.points)
+        curves[name] = train_for(budget, size, recipes[name], tokens, tokenizer, args.device, args.points,
+                                 args.steps)
     print("\nval loss against wall time (s)")
     for name, curve in curves.items():
         print(f"  {name:>8}: " + "  ".join(f"{t:.0f}s {v:.3f}" for t, v in curve))

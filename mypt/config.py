@@ -288,11 +288,19 @@ class TrainConfig(Settings):
     gradient_accumulation_steps: int = setting(1, "Micro-steps per optimizer step.", min=1)
     max_iters: int = setting(5000, "Training steps (optimizer steps).", min=0)
     learning_rate: float = setting(6e-4, "Peak learning rate.", min=0.0, min_open=True)
-    min_lr: float | None = setting(None, "End of the cosine decay (default learning_rate/10).", min=0.0,
-                                   derived_from="learning_rate")
+    min_lr: float | None = setting(None, "End of the decay (default: learning_rate/10 with the cosine, 0 with "
+                                         "wsd).", min=0.0, derived_from="learning_rate")
     warmup_iters: int = setting(100, "Steps of linear warmup.", min=0)
-    lr_decay_iters: int | None = setting(None, "Step where the cosine decay reaches min_lr (default max_iters).",
+    lr_decay_iters: int | None = setting(None, "Step where the decay reaches min_lr (default max_iters).",
                                          min=0, derived_from="max_iters")
+    lr_schedule: str = setting("cosine", "After the warmup: cosine, a cosine decay from the peak to min_lr; or "
+                                         "wsd (warmup-stable-decay): the peak held, then the last decay_fraction "
+                                         "of the steps to lr_decay_iters decay linearly to min_lr. A wsd run "
+                                         "resumed with more --max_iters while still at its peak goes on at the "
+                                         "same rate, where a cosine's would jump.", choices=("cosine", "wsd"))
+    decay_fraction: float = setting(0.4, "With --lr_schedule wsd: the fraction of the steps after the warmup "
+                                         "(to lr_decay_iters) that decay to min_lr.", min=0.0, max=1.0,
+                                    min_open=True, acts_with=("lr_schedule", "wsd"))
     weight_decay: float = setting(0.1, "Weight decay (matrices and embeddings only).", min=0.0)
     optimizer: str = setting("adamw", "adamw, or muon: Muon (torch.optim.Muon, PyTorch 2.9 or later) for the "
                                       "blocks' 2-D weights at muon_learning_rate, AdamW at learning_rate for "
@@ -336,7 +344,7 @@ class TrainConfig(Settings):
         super().__post_init__()
         if self.min_lr is not None and self.min_lr > self.learning_rate:
             raise SettingError(f"training setting min_lr ({self.min_lr:g}) is above learning_rate "
-                               f"({self.learning_rate:g}), the peak the cosine decays from", ("min_lr", "learning_rate"))
+                               f"({self.learning_rate:g}), the peak the schedule decays from", ("min_lr", "learning_rate"))
         # Decoupled decay scales the weights by 1 - rate x decay each step: at 1 or more it
         # zeroes or flips them, which no training survives.
         if self.learning_rate * self.weight_decay >= 1:
@@ -382,8 +390,12 @@ class TrainConfig(Settings):
 
     @property
     def final_lr(self) -> float:
-        """Where the cosine ends up: min_lr, or a tenth of learning_rate when left out."""
-        return self.min_lr if self.min_lr is not None else self.learning_rate / 10
+        """Where the decay ends up: min_lr, or when left out a tenth of learning_rate (the
+        cosine, nanoGPT's) or 0 (wsd: on the CPU quality benchmark its decay to 0 did better
+        than to a tenth)."""
+        if self.min_lr is not None:
+            return self.min_lr
+        return 0.0 if self.lr_schedule == "wsd" else self.learning_rate / 10
 
 
 @dataclass

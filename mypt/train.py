@@ -58,13 +58,18 @@ def trained_tokens(state: dict, per_step: int) -> int:
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then flat."""
+    """Linear warmup, then the decay to min_lr at lr_decay_iters (cosine; or wsd: the peak
+    held, then linear over the last decay_fraction), then flat."""
     min_lr, decay_iters = cfg.final_lr, cfg.decay_iters
     if step < cfg.warmup_iters:
         return cfg.learning_rate * (step + 1) / (cfg.warmup_iters + 1)
     if step >= decay_iters:
         return min_lr
-    ratio = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    span = max(1, decay_iters - cfg.warmup_iters)
+    if cfg.lr_schedule == "wsd":  # (the decay's steps counted back from its end, one at least)
+        left = (decay_iters - step) / max(1.0, cfg.decay_fraction * span)
+        return min_lr + min(1.0, left) * (cfg.learning_rate - min_lr)
+    ratio = (step - cfg.warmup_iters) / span
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - min_lr)
 
 

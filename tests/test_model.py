@@ -120,6 +120,23 @@ def test_lr_schedule_exact_values():
     assert get_lr(10, cfg) == pytest.approx(1.0)
     assert get_lr(60, cfg) == pytest.approx(0.55)  # half way down the cosine
     assert get_lr(110, cfg) == pytest.approx(0.1) and get_lr(150, cfg) == pytest.approx(0.1)
+    # wsd: the peak held, then the last half of the 100 steps after the warmup linear to min_lr
+    wsd = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110, max_iters=200,
+                      lr_schedule="wsd", decay_fraction=0.5)
+    assert get_lr(9, wsd) == pytest.approx(10 / 11)
+    assert get_lr(10, wsd) == get_lr(60, wsd) == pytest.approx(1.0)
+    assert get_lr(85, wsd) == pytest.approx(0.55) and get_lr(109, wsd) == pytest.approx(0.1 + 0.9 / 50)
+    assert get_lr(110, wsd) == pytest.approx(0.1) and get_lr(150, wsd) == pytest.approx(0.1)
+    # left out, min_lr is 0 with wsd (a tenth of the peak with the cosine)
+    assert TrainConfig(lr_schedule="wsd").final_lr == 0.0 and TrainConfig().final_lr == pytest.approx(6e-5)
+    # A longer run (lr_decay_iters follows max_iters) keeps every rate of the stable part: a
+    # wsd run resumed with more --max_iters before its decay goes on as it was.
+    short, long = (TrainConfig(learning_rate=1.0, warmup_iters=10, max_iters=n, lr_schedule="wsd") for n in (110, 400))
+    assert [get_lr(s, short) for s in range(71)] == [get_lr(s, long) for s in range(71)]
+    assert get_lr(71, short) < 1.0 == get_lr(71, long)  # (the decay: its last 40 of 100 steps)
+    # A decay shorter than a step still takes one: the last step before lr_decay_iters is at min_lr's side.
+    tiny = TrainConfig(learning_rate=1.0, warmup_iters=0, max_iters=4, lr_schedule="wsd", decay_fraction=0.1)
+    assert [get_lr(s, tiny) for s in range(5)] == [1.0, 1.0, 1.0, 1.0, 0.0]
 
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):

@@ -240,3 +240,19 @@ def test_a_new_run_from_a_model_may_change_its_dropout(tmp_path):
     invoke(*train_args(tmp_path, "--max_iters", "3", "--resume", "--dropout", "0.2"))
     assert json.loads((tmp_path / "ck/m/config.json").read_text())["model"]["dropout"] == 0.2
     assert json.loads((tmp_path / "ck/m/training_state.json").read_text())["step"] == 3
+
+
+def test_wsd_holds_the_peak_then_decays_linearly_to_zero_at_the_last_step(tmp_path):
+    """--lr_schedule wsd as the log shows it: the warmup, the peak held, then the last
+    --decay_fraction of the steps straight down to 0 (min_lr's default with wsd). Its
+    --decay_fraction under the cosine changes nothing, and the run says so."""
+    dataset(tmp_path)
+    out = invoke(*train_args(tmp_path, "--max_iters", "12", "--eval_interval", "12", "--log_interval", "1",
+                             "--warmup_iters", "2", "--learning_rate", "1e-3", "--lr_schedule", "wsd",
+                             "--decay_fraction", "0.5"))
+    lrs = [float(x) for x in re.findall(r"^iter \d+: loss \S+, lr (\S+),", out, re.M)]
+    # steps 0-11: warmup 1/3, 2/3, the peak to step 7, then 5/5 ... 1/5 of it (the decay's 5 of the 10 steps)
+    assert lrs == pytest.approx([1e-3 / 3, 2e-3 / 3] + [1e-3] * 6 + [8e-4, 6e-4, 4e-4, 2e-4], rel=1e-2), out
+    assert "has no effect" not in out
+    cosine = invoke(*train_args(tmp_path, "--max_iters", "2", "--model_name", "c", "--decay_fraction", "0.5"))
+    assert "warning: --decay_fraction has no effect: it acts with --lr_schedule wsd" in cosine, cosine
