@@ -6,20 +6,26 @@ prefix space), all 256 bytes in the alphabet (any text encodes, nothing is unkno
 learned by BpeTrainer, `<|endoftext|>` as the one special token (id 0, mypt's end of text).
 The corpus streams through mypt's readers (any input prepare-dataset takes) one block at a
 time into `train_from_iterator`, so memory holds the trainer's word counts, never the corpus.
+The library trains in a child process (learn_in_child), which a Ctrl-C or SIGTERM ends at once.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import pickle
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from mypt.errors import InputError, TokenizerError
 from mypt.io import atomic_write_text, output_target
 from mypt.readers import Reader, TextSeen, WalkSkipped, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, setting
+from mypt.signals import stops_held
 from mypt.normalize import normalize
+from mypt.parallel import WorkerDied, _exit_with_parent
 from mypt.text import DecodeCounter, display_name, skipped_lines
 from mypt.tokenizers.hf import EOT_NAMES, HFTokenizer, require_tokenizers
 
@@ -27,6 +33,7 @@ EOT = EOT_NAMES[0]  # <|endoftext|>
 # The tokenizers library allocates by vocab_size up front (1e8 takes 175 MB, 2**31 aborts the
 # process in Rust); 2**20 is four times the largest vocabulary in use (Gemma's 262,144).
 MAX_VOCAB = 1 << 20
+BATCH_CHARS = 1 << 20  # text sent to the training process at a time (its memory holds about two)
 
 
 @dataclass(frozen=True)
@@ -87,18 +94,11 @@ def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainS
         log(line)
     if any(out.resolve() == p.resolve() for p in [r.path for r in readers] + list(binary)):
         raise InputError(f"--out {out} is one of the --input_files: choose another --out")
-    tk = require_tokenizers()
-    hf = tk.Tokenizer(tk.models.BPE())
-    hf.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    hf.decoder = tk.decoders.ByteLevel()
-    trainer = tk.trainers.BpeTrainer(vocab_size=settings.vocab_size, min_frequency=settings.min_frequency,
-                                     special_tokens=[EOT], initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
-                                     show_progress=False)
+    require_tokenizers()  # (its error here, not from the training's process)
     texts = CorpusTexts(readers, settings)
-    hf.train_from_iterator(texts, trainer=trainer)
+    text = learn_in_child(texts, settings)
     if not texts.seen.any:
         raise no_text_error(readers)
-    text = hf.to_str(pretty=True)
     tokenizer = HFTokenizer(tokenizer_json=text, source=str(out))  # what --tokenization hf:OUT will read
     assert tokenizer.eot_id == 0, "BpeTrainer puts the special tokens first"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,3 +106,94 @@ def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainS
     # (an atomic write to the link's own path put a regular file in its place).
     atomic_write_text(output_target(out), text + "\n")
     return tokenizer
+
+
+def learn_in_child(texts: Iterable[str], settings: TokenizerTrainSettings) -> str:
+    """The tokenizer.json text of the byte-level BPE learned from `texts`, by the library in a
+    spawned child process: its training is Rust code that holds the thread it runs in until it
+    returns, and Python runs a signal's handler in the main thread alone, so a Ctrl-C or SIGTERM
+    waited for the training's end (12 s of a 37 MB corpus; hours of a large one). Here the main
+    thread reads the texts and waits on the child: a signal acts at once, and the child is
+    killed. (A thread could not be left behind: the process aborted at its exit, the thread's
+    Rust code taking the interpreter back.) The texts go to the child in batches through a
+    pipe; what the reading raises is raised here, as before. The child holds Ctrl-C and SIGTERM
+    blocked (a Ctrl-C reaches the terminal's whole group, a scheduler's SIGTERM the job's): the
+    parent alone stops, as with prepare-dataset's workers (mypt.parallel)."""
+    context = multiprocessing.get_context("spawn")  # (not fork: the library's threads, a parent's)
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_learn, args=(theirs, settings, os.getpid()), name="mypt-train-tokenizer",
+                            daemon=True)
+    try:
+        with stops_held(mask=True):
+            child.start()
+        theirs.close()
+        batch, size = [], 0
+        for text in texts:
+            batch.append(text)
+            size += len(text)
+            if size >= BATCH_CHARS:
+                _send(ours, batch)
+                batch, size = [], 0
+        _send(ours, batch)
+        _send(ours, None)  # (the end of the texts)
+        try:
+            learned, error = ours.recv()
+        except EOFError:
+            raise WorkerDied(_DIED) from None
+    finally:
+        if child.is_alive():  # (stopped: a signal, an error of the reading)
+            child.kill()
+        if child.pid is not None:
+            child.join()
+        ours.close()
+    if error is not None:
+        raise error
+    return learned
+
+
+_DIED = ("the tokenizer's training process died before it finished (killed by a signal, or by the system when "
+         "memory ran out): nothing was written; run again")
+
+
+def _send(conn, item: object) -> None:
+    try:
+        conn.send(item)
+    except OSError:  # (a broken pipe: the child died)
+        raise WorkerDied(_DIED) from None
+
+
+def _learn(conn, settings: TokenizerTrainSettings, parent: int) -> None:
+    """The training's process (learn_in_child): texts in, the tokenizer.json text (or the
+    library's error) out. Quiet when the parent is gone: it has stopped, or was killed."""
+    _exit_with_parent(parent)  # (a kill -9 of mypt: not hours of training for nobody)
+
+    def texts() -> Iterator[str]:
+        while (batch := conn.recv()) is not None:
+            yield from batch
+
+    tk = require_tokenizers()
+    hf = tk.Tokenizer(tk.models.BPE())
+    hf.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(vocab_size=settings.vocab_size, min_frequency=settings.min_frequency,
+                                     special_tokens=[EOT], initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+                                     show_progress=False)
+    try:
+        hf.train_from_iterator(texts(), trainer=trainer)
+        reply = (hf.to_str(pretty=True), None)
+    except (EOFError, OSError):  # the parent's end of the pipe closed
+        os._exit(1)
+    except Exception as e:  # the library's: raised in the parent
+        reply = (None, e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}"))
+    try:
+        conn.send(reply)
+    except OSError:
+        os._exit(1)
+
+
+def _picklable(error: Exception) -> bool:
+    try:
+        pickle.loads(pickle.dumps(error))
+        return True
+    except Exception:
+        return False
