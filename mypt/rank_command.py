@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from mypt.options import MyptCommand
+from mypt.signals import stops_said_once
 
 
 class RankCommand(MyptCommand):
@@ -27,13 +28,14 @@ class RankCommand(MyptCommand):
             raise
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)  # (mypt's errors come out as click's, with their message)
-        except (click.exceptions.Exit, click.Abort):
-            raise
-        except Exception as e:
-            _tell_other_ranks(e)
-            raise
+        with stops_said_once():  # (a SIGTERM or Ctrl-C before training: its line once, not once a rank)
+            try:
+                return super().invoke(ctx)  # (mypt's errors come out as click's, with their message)
+            except (click.exceptions.Exit, click.Abort):
+                raise
+            except Exception as e:
+                _tell_other_ranks(e)
+                raise
 
 
 def _tell_other_ranks(error: Exception) -> None:

@@ -101,7 +101,7 @@ class StopSignals:
         if signum != signal.SIGINT:  # another copy of the stop asked for (see above)
             return
         self.__exit__()  # Ctrl-C during the stop: the user will not wait
-        if os.environ.get("RANK", "0") == "0":  # (under torchrun, once)
+        if stop_said_here():  # (under torchrun, once)
             sys.stderr.write(f"\nSIGINT after {self.received}: stopping at once, without a checkpoint of "
                              "the step in flight; a checkpoint saved before is kept (continue it with --resume)\n")
             sys.stderr.flush()
@@ -138,6 +138,39 @@ def stops_held(mask: bool = False) -> Iterator[None]:
                 signal.signal(sig, handler)
         for sig in dict.fromkeys(caught):
             signal.raise_signal(sig)
+
+
+def stop_said_here() -> bool:
+    """Whether this process says what stopped it, where every rank stops for the same signal: under
+    torchrun, its node's local rank 0 alone (torchrun forwards a SIGTERM or Ctrl-C it gets to each
+    rank of its node: each printed the same line, then torchrun its traceback); else rank 0."""
+    if os.environ.get(TORCHRUN_ENV):
+        return os.environ.get("LOCAL_RANK", "0") == "0"
+    return os.environ.get("RANK", "0") == "0"
+
+
+@contextlib.contextmanager
+def stops_said_once() -> Iterator[None]:
+    """Under torchrun, on a rank that leaves the saying to local rank 0 (stop_said_here): SIGTERM
+    and SIGINT, where at Python's defaults, end the rank quietly (SystemExit, status 128 + the
+    signal; finally blocks still clean up), while local rank 0 says it once (Terminated, Ctrl-C's
+    KeyboardInterrupt). sigterm_as_interrupt leaves the handler set here in place; training's own
+    stop takes both over while it trains (StopSignals). In the main thread only."""
+    if not os.environ.get(TORCHRUN_ENV) or stop_said_here() or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame) -> None:
+        raise SystemExit(128 + signum)
+
+    defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    previous = {sig: signal.signal(sig, leave) for sig, default in defaults.items() if signal.getsignal(sig) is default}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Terminated(KeyboardInterrupt):
