@@ -160,10 +160,10 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
     # not multiprocessing.Pool: a worker that dies (the OOM killer, a kill) breaks it and the
     # map raises, where a Pool waits for the lost task for ever.
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
 
 
-def _exit_with_parent(parent: int) -> None:
+def exit_with_parent(parent: int) -> None:
     """A worker's initializer: the worker ends when its parent has (a kill -9 of mypt), where it
     would wait for its next task for ever, an orphan holding its memory."""
     def watch() -> None:

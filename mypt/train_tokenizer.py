@@ -25,7 +25,7 @@ from mypt.readers import Reader, TextSeen, WalkSkipped, no_text_error, read_text
 from mypt.settings import Settings, setting
 from mypt.signals import stops_held
 from mypt.normalize import normalize
-from mypt.parallel import WorkerDied, _exit_with_parent
+from mypt.parallel import WorkerDied, exit_with_parent
 from mypt.text import DecodeCounter, display_name, skipped_lines
 from mypt.tokenizers.hf import EOT_NAMES, HFTokenizer, require_tokenizers
 
@@ -165,7 +165,7 @@ def _send(conn, item: object) -> None:
 def _learn(conn, settings: TokenizerTrainSettings, parent: int) -> None:
     """The training's process (learn_in_child): texts in, the tokenizer.json text (or the
     library's error) out. Quiet when the parent is gone: it has stopped, or was killed."""
-    _exit_with_parent(parent)  # (a kill -9 of mypt: not hours of training for nobody)
+    exit_with_parent(parent)  # (a kill -9 of mypt: not hours of training for nobody)
 
     def texts() -> Iterator[str]:
         while (batch := conn.recv()) is not None:
