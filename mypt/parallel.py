@@ -140,19 +140,26 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, des
 
 
 def _call(fn: Callable[[T], R], task: T) -> R:
-    """fn(task) in a worker, its error made one the parent can rebuild: an exception that does
-    not survive pickling (another library's, with a constructor of its own) broke the executor,
-    and was reported as a dead worker."""
+    """fn(task) in a worker, its error made one the parent can rebuild (rebuildable)."""
     try:
         return fn(task)
     except MyptError:
         raise
     except Exception as e:
-        try:
-            pickle.loads(pickle.dumps(e))
-        except Exception:
-            raise RuntimeError(f"{type(e).__name__}: {e}\n{traceback.format_exc()}") from None
-        raise
+        if (error := rebuildable(e)) is e:
+            raise
+        raise error from None
+
+
+def rebuildable(error: BaseException) -> BaseException:
+    """A child process's `error` (being handled) as one its parent can rebuild: itself, or where
+    it does not survive pickling (another library's, with a constructor of its own: it broke
+    the executor, and was reported as a dead worker) a RuntimeError that says the same."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import pickle
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from mypt.readers import Reader, TextSeen, WalkSkipped, no_text_error, read_text
 from mypt.settings import Settings, setting
 from mypt.signals import stops_held
 from mypt.normalize import normalize
-from mypt.parallel import WorkerDied, exit_with_parent
+from mypt.parallel import WorkerDied, exit_with_parent, rebuildable
 from mypt.text import DecodeCounter, display_name, skipped_lines
 from mypt.tokenizers.hf import EOT_NAMES, HFTokenizer, require_tokenizers
 
@@ -84,7 +83,9 @@ def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainS
                     overwrite: bool = False, log: Callable[[str], None] = print) -> HFTokenizer:
     """Learn a byte-level BPE from `input_files` and write it to `out` (atomically). What the
     inputs held that it did not learn from (binary files, hidden ones a walk passed over...)
-    goes to `log`, as prepare-dataset says it."""
+    goes to `log`, as prepare-dataset says it. The library learns in a spawned process
+    (learn_in_child): a script calling this runs its top level again there unless guarded by
+    `if __name__ == "__main__":`, as with prepare-dataset's workers."""
     out = Path(out)
     check_out(out, overwrite)
     walk = WalkSkipped()
@@ -136,10 +137,8 @@ def learn_in_child(texts: Iterable[str], settings: TokenizerTrainSettings) -> st
                 batch, size = [], 0
         _send(ours, batch)
         _send(ours, None)  # (the end of the texts)
-        try:
-            learned, error = ours.recv()
-        except EOFError:
-            raise WorkerDied(_DIED) from None
+        learned, error = _reply(ours)
+        child.join(timeout=30)  # (it ends once its reply is sent)
     finally:
         if child.is_alive():  # (stopped: a signal, an error of the reading)
             child.kill()
@@ -158,7 +157,16 @@ _DIED = ("the tokenizer's training process died before it finished (killed by a 
 def _send(conn, item: object) -> None:
     try:
         conn.send(item)
-    except OSError:  # (a broken pipe: the child died)
+    except OSError:  # (a broken pipe: the child ended, having sent the library's error, or died)
+        _, error = _reply(conn)
+        raise error if error is not None else WorkerDied(_DIED) from None
+
+
+def _reply(conn) -> tuple[str | None, BaseException | None]:
+    """The child's reply: (the tokenizer.json text, None), or (None, the library's error)."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):  # (OSError: the child killed with texts unread in its pipe, a reset)
         raise WorkerDied(_DIED) from None
 
 
@@ -183,17 +191,9 @@ def _learn(conn, settings: TokenizerTrainSettings, parent: int) -> None:
         reply = (hf.to_str(pretty=True), None)
     except (EOFError, OSError):  # the parent's end of the pipe closed
         os._exit(1)
-    except Exception as e:  # the library's: raised in the parent
-        reply = (None, e if _picklable(e) else RuntimeError(f"{type(e).__name__}: {e}"))
+    except BaseException as e:  # the library's (a Rust panic is a BaseException): raised in the parent
+        reply = (None, rebuildable(e))
     try:
         conn.send(reply)
     except OSError:
         os._exit(1)
-
-
-def _picklable(error: Exception) -> bool:
-    try:
-        pickle.loads(pickle.dumps(error))
-        return True
-    except Exception:
-        return False
