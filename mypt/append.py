@@ -98,13 +98,13 @@ def _check_consistent(dataset_dir: Path, meta: dict, flag: str) -> None:
 
 
 def _check_no_links(dataset_dir: Path, meta: dict, flag: str) -> None:
-    """Refuse, before the work, a dataset whose train/ or val/ folder or a listed shard is a
-    symbolic link (train/ moved to another disk): the grown dataset is built beside the old one
+    """Refuse, before the work, a dataset whose train/ or val/ folder, a listed shard or its
+    metadata is a symbolic link (train/ moved to another disk): the grown dataset is built beside the old one
     and renamed into its place, with a real folder and files where the link was, so the link
     would be dropped and its target left behind as it was (it failed half-way, 'File exists').
     A link to the whole dataset is grown at its target (append_dataset); a link to anything
     else in it (a user's folder, tokenizer_state.json) comes along as a link."""
-    own = [*SPLITS, *(e["file"] for split in SPLITS for e in listed_entries(meta, split))]
+    own = [*SPLITS, METADATA_FILE, *(e["file"] for split in SPLITS for e in listed_entries(meta, split))]
     links = [rel for rel in own if (dataset_dir / rel).is_symlink()]
     if links:
         link = dataset_dir / links[0]

@@ -33,7 +33,7 @@ from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError, MyptError
 from mypt.names import MANIFEST, STATE_FILE
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, check_tokenizer_record,
-                         list_shards, listed_entries, not_a_dataset, read_metadata)
+                         dataset_tokenizer, list_shards, listed_entries, not_a_dataset, read_metadata)
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer
 
@@ -150,7 +150,7 @@ class GPTDataLoader:
                 return
         except (OSError, ValueError, UnicodeDecodeError):
             pass  # Tokenizer.load names what is wrong with the file
-        check_tokenizer(self.tokenizer, Tokenizer.load(d), "the tokenizer given", f"the dataset {d}",
+        check_tokenizer(self.tokenizer, dataset_tokenizer(d), "the tokenizer given", f"the dataset {d}",
                         "pass the dataset's own, Tokenizer.load(dataset_dir), or prepare it again with this one "
                         "(prepare-dataset --tokenizer_from)")
 
@@ -352,9 +352,9 @@ class MixtureLoader:
         if len(self.specs) < 2:
             raise ConfigError("MixtureLoader needs two datasets or more; use GPTDataLoader for one")
         first = self.specs[0]
-        first_tokenizer = Tokenizer.load(first.path)
+        first_tokenizer = dataset_tokenizer(first.path)
         for spec in self.specs[1:]:  # one vocabulary: the same id must mean the same text in each
-            check_tokenizer(first_tokenizer, Tokenizer.load(spec.path), f"--dataset_dir {first.text}",
+            check_tokenizer(first_tokenizer, dataset_tokenizer(spec.path), f"--dataset_dir {first.text}",
                             f"--dataset_dir {spec.text}", PREPARE_AGAIN)
         self.loaders = [GPTDataLoader(config, tokenizer, dataset_dir=s.path, block_size=block_size) for s in self.specs]
         for k, loader in enumerate(self.loaders):

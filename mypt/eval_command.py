@@ -18,8 +18,8 @@ from mypt.device import resolve_device
 from mypt.errors import ConfigError, TrainingDiverged
 from mypt.evaluate import evaluate_dataset, whole_windows
 from mypt.model import load_model
+from mypt.shards import dataset_tokenizer
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
-from mypt.tokenizers import Tokenizer
 
 
 def parse_datasets(specs: list[str]) -> dict[str, Path]:
@@ -53,7 +53,7 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     max_tokens = whole_windows(settings.max_tokens, model.config.block_size)
     log(f"model: {path}")  # the directory --model_name resolved to (a name, or a path)
     for name, directory in datasets.items():  # all before any evaluation: the last may be the one refused
-        check_tokenizer(tokenizer, Tokenizer.load(directory), f"the model {path}", f"--dataset {name}={directory}",
+        check_tokenizer(tokenizer, dataset_tokenizer(directory), f"the model {path}", f"--dataset {name}={directory}",
                         PREPARE_AGAIN)
     results = {}
     for name, directory in datasets.items():

@@ -27,7 +27,7 @@ from mypt.lock import output_lock
 from mypt.names import WORK_MARK, sibling
 from mypt.parallel import engine_session, shared_pool
 from mypt.readers import input_bytes, resolve_inputs
-from mypt.shards import METADATA_FILE, check_tokenizer_record, read_metadata
+from mypt.shards import METADATA_FILE, dataset_tokenizer, read_metadata
 from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, Hashing, dedup
 from mypt.steps.shard import ShardSettings, sharded_view
@@ -160,10 +160,7 @@ def load_tokenizer_from(path: Path) -> Tokenizer:
     the one a Hugging Face model directory's model trains with (--init_from_model hf:DIR). A
     dataset's must be the one its metadata records (--append_to reads it here too)."""
     if (Path(path) / "tokenizer_state.json").is_file() or not (Path(path) / "config.json").is_file():
-        tokenizer = Tokenizer.load(path)
-        if (Path(path) / METADATA_FILE).is_file():
-            check_tokenizer_record(path, read_metadata(path), tokenizer)
-        return tokenizer
+        return dataset_tokenizer(path)
     from mypt.hf_import import hf_model_tokenizer
 
     return hf_model_tokenizer(path, "--tokenizer_from")

@@ -22,6 +22,7 @@ import numpy as np
 from mypt.errors import ShardError
 from mypt.io import read_json, tmp_name
 from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
+from mypt.tokenizers import Tokenizer
 
 DTYPE = np.dtype("<u4")
 TOKEN_BYTES = DTYPE.itemsize
@@ -258,13 +259,25 @@ def _check_entry(entry: dict, split: str, field: str, bad) -> None:
         raise bad(f"{field}.sha256", f"is {sha!r}, not a sha256 hex digest")
 
 
-def tokenizer_sha256(state: dict) -> str:
-    """The sha256 of a tokenizer's state (Tokenizer.state(), as tokenizer_state.json holds it)
-    in one canonical JSON form: keys sorted, no spaces, UTF-8. Of the state, not of the file's
-    bytes: the same tokenizer saved with other spacing, or a char vocabulary written in another
-    order (it loads sorted), gives the same digest; another vocabulary of the same size does not."""
-    text = json.dumps(state, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def tokenizer_sha256(tokenizer: Tokenizer) -> str:
+    """The sha256 of a tokenizer's state (Tokenizer.state(), what tokenizer_state.json holds)
+    in one canonical JSON form: keys sorted, no spaces, UTF-8. Of the loaded tokenizer's state,
+    not of the file's bytes: the same tokenizer saved with other spacing, or a char vocabulary
+    written in another order (it loads sorted), gives the same digest; another vocabulary of
+    the same size does not. The split step records it, the readers check it, both so."""
+    text = json.dumps(tokenizer.state(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def dataset_tokenizer(dataset_dir: Path) -> Tokenizer:
+    """A dataset's tokenizer (its tokenizer_state.json), refused unless it is the one its
+    metadata records (check_tokenizer_record): what every command that reads a dataset's
+    tokenizer loads it with, so an edited one is named as such before it is compared with
+    anything else (a mixture's other dataset, a model's tokenizer)."""
+    tokenizer = Tokenizer.load(dataset_dir)
+    if (Path(dataset_dir) / METADATA_FILE).is_file():
+        check_tokenizer_record(dataset_dir, read_metadata(dataset_dir), tokenizer)
+    return tokenizer
 
 
 def check_tokenizer_record(dataset_dir: Path, meta: dict, tokenizer) -> None:
@@ -272,12 +285,13 @@ def check_tokenizer_record(dataset_dir: Path, meta: dict, tokenizer) -> None:
     unless it is the one the dataset's metadata records its shards were written with: a
     vocabulary swapped by hand for another of the same size passes every other check, and the
     shards then decode as other text. Metadata without the record (an older mypt's) is not
-    checked: kind, vocab_size and eot_id are all it says of its tokenizer. verify-dataset,
-    training's data loader and --append_to / --tokenizer_from call this one check."""
+    checked: kind, vocab_size and eot_id are all it says of its tokenizer. Commands load a
+    dataset's tokenizer through dataset_tokenizer; verify-dataset reports it as a problem, and
+    training's data loader checks the tokenizer it was given (the Python API's)."""
     recorded = meta.get(TOKENIZER_RECORD)
     if recorded is None:
         return
-    have = tokenizer_sha256(tokenizer.state())
+    have = tokenizer_sha256(tokenizer)
     if have != recorded:
         raise ShardError(f"{Path(dataset_dir) / STATE_FILE}: the tokenizer's sha256 is {have}, but {METADATA_FILE} "
                          f"records {recorded}: not the tokenizer the shards were written with (replaced or edited "

@@ -66,8 +66,10 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
     if step >= decay_iters:
         return min_lr
     span = max(1, decay_iters - cfg.warmup_iters)
-    if cfg.lr_schedule == "wsd":  # (the decay's steps counted back from its end, one at least)
-        left = (decay_iters - step) / max(1.0, cfg.decay_fraction * span)
+    if cfg.lr_schedule == "wsd":
+        # The decay's steps counted back from lr_decay_iters, where it reaches min_lr: two at
+        # least, so that one trained step (lr_decay_iters - 1) is below the peak.
+        left = (decay_iters - step) / max(2.0, cfg.decay_fraction * span)
         return min_lr + min(1.0, left) * (cfg.learning_rate - min_lr)
     ratio = (step - cfg.warmup_iters) / span
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - min_lr)
@@ -298,6 +300,12 @@ class _Run:
             self.log(f"warning: warmup_iters {cfg.warmup_iters} >= max_iters {cfg.max_iters}: the learning rate "
                      f"never reaches its peak {cfg.learning_rate:g} (it ends at {get_lr(cfg.max_iters - 1, cfg):.3g}); "
                      "lower warmup_iters (--warmup_iters)")
+        # Steps past the decay at a rate of 0 (wsd's min_lr, or one given) change nothing.
+        if cfg.final_lr == 0 and max(self.step, cfg.decay_iters) < cfg.max_iters:
+            min_lr = "0" if cfg.min_lr is not None else "0, wsd's default"
+            self.log(f"warning: steps {max(self.step, cfg.decay_iters)} to {cfg.max_iters - 1} train at learning rate "
+                     f"0 (min_lr {min_lr}, reached at lr_decay_iters {cfg.decay_iters}): they change nothing; raise "
+                     "lr_decay_iters (--lr_decay_iters) or min_lr (--min_lr), or lower --max_iters")
 
     # -- evaluate ----------------------------------------------------------------------------
     def evaluate(self) -> bool:

@@ -30,7 +30,7 @@ from mypt.names import METADATA_FILE
 from mypt.model import GPT, load_model
 from mypt.precision import run_autocast
 from mypt.settings import as_flag, says_none
-from mypt.shards import read_metadata
+from mypt.shards import dataset_tokenizer, read_metadata
 from mypt.gc_pause import resume_gc
 from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
 from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
@@ -64,7 +64,7 @@ def _tokenizer_for(req: RunSettings, specs: list[DatasetSpec], log: Callable[[st
                             f"{req.tokenization}", ConfigError)
     if specs:
         log(f"Loading tokenizer state from {specs[0].path}...")
-        tokenizer = Tokenizer.load(specs[0].path)
+        tokenizer = dataset_tokenizer(specs[0].path)
         if req.tokenization:
             check_tokenizer(tokenizer, req.tokenization, f"the dataset {specs[0].text}",
                             f"--tokenization {req.tokenization}", "drop --tokenization (the dataset's is used), or "
@@ -295,8 +295,11 @@ def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int) -> str:
     """What the resume line adds when flags changed the checkpoint's training settings (a
     resume continues with the flags given over the saved ones): each setting with its saved
     value, and where the learning-rate schedule moved, the rate at this step under each (a
-    larger --max_iters stretches the cosine: the rate goes back up)."""
+    larger --max_iters stretches the cosine: the rate goes back up; wsd's stays while at its
+    peak)."""
     now = cfg.to_dict()
+    # A setting the checkpoint lacks (an older mypt's, before the setting existed) had its default.
+    saved = {**TrainConfig().to_dict(), **saved}
     changed = {k: v for k, v in saved.items() if k in now and now[k] != v}
     if not changed:
         return ""
@@ -547,7 +550,7 @@ def _build_loaders(req: RunSettings, specs: list[DatasetSpec], tokenizer: Tokeni
         loader = GPTDataLoader(loader_cfg, tokenizer, tokens=text_tokens(read_text(req.input_file), tokenizer))
     eval_loaders = {}
     if req.eval_dataset_dir is not None:
-        check_tokenizer(tokenizer, Tokenizer.load(req.eval_dataset_dir), "the training data",
+        check_tokenizer(tokenizer, dataset_tokenizer(req.eval_dataset_dir), "the training data",
                         f"--eval_dataset_dir {req.eval_dataset_dir}", PREPARE_AGAIN)
         # A dataset also trained on (the adapt stage's replay of general text) keeps its own
         # loader: fit evaluates a loader once, and eval_general is then val_general's value.

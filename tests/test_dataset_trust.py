@@ -97,6 +97,17 @@ def test_training_append_and_tokenizer_from_refuse_a_swapped_tokenizer_in_one_li
     out = cli("prepare-dataset", "--input_files", more, "--out_dir", tmp_path / "domain", "--tokenizer_from", dataset,
               ok=False)
     assert want in out and not (tmp_path / "domain").exists(), out
+    # Named as such before it is compared with anything else: a mixture's other dataset (which
+    # it was said to differ from), the data of an --eval_dataset_dir, a model under `mypt eval`.
+    good = tmp_path / "good"
+    prepare(good, text(tmp_path / "in"))
+    for flags in (["--dataset_dir", f"a={dataset}", "--dataset_dir", f"b={good}"],
+                  ["--dataset_dir", good, "--eval_dataset_dir", dataset]):
+        out = cli("train", *flags, "--model_name", "mix", "--checkpoints_dir", tmp_path / "ck", *TINY, ok=False)
+        assert out.splitlines()[-1].startswith(f"Error: {want}"), out
+    cli("train", "--dataset_dir", good, "--model_name", "g", "--checkpoints_dir", tmp_path / "ck", *TINY)
+    out = cli("eval", "--model_name", tmp_path / "ck" / "g", "--dataset", f"d={dataset}", ok=False)
+    assert out.splitlines()[-1].startswith(f"Error: {want}"), out
 
 
 def test_a_dataset_prepared_before_the_record_verifies_trains_and_appends_as_before(dataset, tmp_path):
@@ -153,7 +164,7 @@ def test_the_dvc_stages_record_the_tokenizer_as_prepare_dataset_does(tmp_path):
 
 # -- 2. a linked train/ under --append_to ---------------------------------------------------------
 
-@pytest.mark.parametrize("linked", ["train", "val", "train/shard_00001.bin"])
+@pytest.mark.parametrize("linked", ["train", "val", "train/shard_00001.bin", "dataset_metadata.json"])
 def test_append_refuses_a_linked_folder_or_shard_in_the_dataset_before_the_work(dataset, tmp_path, linked):
     """train/ moved to another disk and linked: the append (which builds the grown dataset
     beside the old one and renames it into place) failed half-way with 'File exists'. It is

@@ -134,9 +134,9 @@ def test_lr_schedule_exact_values():
     short, long = (TrainConfig(learning_rate=1.0, warmup_iters=10, max_iters=n, lr_schedule="wsd") for n in (110, 400))
     assert [get_lr(s, short) for s in range(71)] == [get_lr(s, long) for s in range(71)]
     assert get_lr(71, short) < 1.0 == get_lr(71, long)  # (the decay: its last 40 of 100 steps)
-    # A decay shorter than a step still takes one: the last step before lr_decay_iters is at min_lr's side.
+    # A decay shorter than two steps takes two, so the last trained step (lr_decay_iters - 1) is below the peak.
     tiny = TrainConfig(learning_rate=1.0, warmup_iters=0, max_iters=4, lr_schedule="wsd", decay_fraction=0.1)
-    assert [get_lr(s, tiny) for s in range(5)] == [1.0, 1.0, 1.0, 1.0, 0.0]
+    assert [get_lr(s, tiny) for s in range(5)] == [1.0, 1.0, 1.0, 0.5, 0.0]
 
 
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):

@@ -242,10 +242,12 @@ def test_a_new_run_from_a_model_may_change_its_dropout(tmp_path):
     assert json.loads((tmp_path / "ck/m/training_state.json").read_text())["step"] == 3
 
 
-def test_wsd_holds_the_peak_then_decays_linearly_to_zero_at_the_last_step(tmp_path):
+def test_wsd_holds_the_peak_then_decays_linearly_to_zero_at_max_iters(tmp_path):
     """--lr_schedule wsd as the log shows it: the warmup, the peak held, then the last
-    --decay_fraction of the steps straight down to 0 (min_lr's default with wsd). Its
-    --decay_fraction under the cosine changes nothing, and the run says so."""
+    --decay_fraction of the steps straight down to 0 (min_lr's default with wsd) at max_iters.
+    Its --decay_fraction under the cosine changes nothing, and the run says so; so do steps
+    past lr_decay_iters at a rate of 0. A checkpoint of an older mypt (no lr_schedule in its
+    settings: the cosine) resumed with wsd names the change and the rate it moves."""
     dataset(tmp_path)
     out = invoke(*train_args(tmp_path, "--max_iters", "12", "--eval_interval", "12", "--log_interval", "1",
                              "--warmup_iters", "2", "--learning_rate", "1e-3", "--lr_schedule", "wsd",
@@ -256,3 +258,16 @@ def test_wsd_holds_the_peak_then_decays_linearly_to_zero_at_the_last_step(tmp_pa
     assert "has no effect" not in out
     cosine = invoke(*train_args(tmp_path, "--max_iters", "2", "--model_name", "c", "--decay_fraction", "0.5"))
     assert "warning: --decay_fraction has no effect: it acts with --lr_schedule wsd" in cosine, cosine
+    zero = invoke(*train_args(tmp_path, "--max_iters", "6", "--model_name", "z", "--lr_schedule", "wsd",
+                              "--lr_decay_iters", "4"))
+    assert "warning: steps 4 to 5 train at learning rate 0 (min_lr 0, wsd's default, reached at lr_decay_iters 4)" \
+        in zero, zero
+    config_file = tmp_path / "ck/c/config.json"
+    config = json.loads(config_file.read_text())
+    for key in ("lr_schedule", "decay_fraction"):
+        del config["training"][key]
+    config_file.write_text(json.dumps(config))
+    out = invoke(*train_args(tmp_path, "--max_iters", "4", "--model_name", "c", "--decay_fraction", "0.5",
+                             "--lr_schedule", "wsd", "--warmup_iters", "1", "--resume"))
+    line = next(line for line in out.splitlines() if line.startswith("resuming c"))
+    assert "lr_schedule 'wsd' (was 'cosine')" in line and "the learning rate at step 2 is " in line, line

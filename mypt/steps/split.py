@@ -25,6 +25,7 @@ from mypt.settings import Settings, seed_setting, setting
 from mypt.shards import (FORMAT_VERSION, SPLITS, TOKENIZER_RECORD, ShardWriter, TokenStream, list_shards, listed_shards,
                          read_metadata, tokenizer_sha256)
 from mypt.steps import Step, bad_lines_note, read_input
+from mypt.tokenizers import Tokenizer
 from mypt.text import skipped_lines
 
 # What a dataset directory holds; a replace (--overwrite, the split stage by hand) carries over
@@ -146,8 +147,8 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
             "dtype": "uint32",
             "byte_order": "little",
             "tokenizer": {"kind": tok["kind"], "vocab_size": tok["vocab_size"], "eot_id": tok["eot_id"]},
-            # Of the state the dataset gets (the file copied above), which readers check it by.
-            TOKENIZER_RECORD: tokenizer_sha256(read_json(stage / STATE_FILE)),
+            # Of the tokenizer the dataset gets (the file copied above), as its readers load it.
+            TOKENIZER_RECORD: tokenizer_sha256(Tokenizer.load(stage)),
             "tokens_per_shard": tps,
             "total_tokens": train_tokens + val_tokens,
             "val_fraction": val_fraction,
