@@ -161,7 +161,12 @@ def stops_said_once() -> Iterator[None]:
         yield
         return
 
+    left = []
+
     def leave(signum: int, frame) -> None:
+        if left:  # (a copy: see sigterm_as_interrupt)
+            return
+        left.append(signum)
         raise SystemExit(128 + signum)
 
     defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
@@ -189,8 +194,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
 
+    stopped = []
+
     def stop(*_) -> None:
-        raise Terminated()
+        # A copy of a stop under way is ignored while it unwinds: torchrun forwards a signal to
+        # ranks that the group's reached already, and a second Terminated in the clean-up was a
+        # second line or a traceback.
+        if not stopped:
+            stopped.append(True)
+            raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:

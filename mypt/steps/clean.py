@@ -106,15 +106,14 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, boo
     return stats, reader.first_bad, (seen.any, kept_text)
 
 
-def _drop(parts: list[Path], blocks: range, results: list, stats: Counter, sink: SinkFactory | None) -> int:
+def _drop(parts: list[Path], blocks: range, results: list, stats: Counter, sink: SinkFactory | None) -> None:
     """Drop the output of a source's blocks (`parts`, the blocks' own files): its lines are not
-    written (nor counted in lines_out), and its sink forgets them. Returns 0 (bytes written)."""
+    written (nor counted in lines_out), and its sink forgets them."""
     for part, t in zip(parts, blocks):
         part.unlink()
         stats["lines_out"] -= results[t][0]["lines_out"]
         if sink is not None:
             sink.discard(t)
-    return 0
 
 
 def _nothing_left(stats: Counter, first_bad: str | None, readers: list[Reader], empty: list[Reader]) -> InputError:
@@ -172,8 +171,10 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
             # document of newlines. Whatever --no_normalize and --no_filter keep, whitespace is
             # no text.
             blank = not source["jsonl"] and not any(results[t][2][1] for t in blocks)
+            if blank:
+                _drop(parts, blocks, results, stats, sink)
             with atomic_file(stage / source["file"]) as f:
-                size = concat_files(parts, f) if not blank else _drop(parts, blocks, results, stats, sink)
+                size = concat_files(parts if not blank else [], f)
             if not source["jsonl"]:
                 stats["documents_in"] += 1
                 stats["documents_out" if size else "documents_emptied"] += 1
