@@ -53,7 +53,12 @@ class TrainingDiverged(MyptError, RuntimeError):
 
 class TrainingStopped(MyptError):
     """Training stopped between steps (SIGTERM or SIGINT, a data error, a non-finite loss) after
-    saving a checkpoint to resume from."""
+    saving a checkpoint to resume from. `signalled`: stopped by a signal (or torchrun's end),
+    which every rank of a node received: said once a node (mypt.signals.stop_said_here)."""
+
+    def __init__(self, message: str, signalled: bool = False):
+        super().__init__(message)
+        self.signalled = signalled
 
 
 class BusyError(MyptError):

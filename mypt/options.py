@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import click
 
-from mypt.errors import MyptError, os_error_message
-from mypt.signals import Terminated, sigterm_as_interrupt
+from mypt.errors import MyptError, TrainingStopped, os_error_message
+from mypt.signals import Terminated, sigterm_as_interrupt, stop_said_here
 from mypt.settings import _base_type, choices_of, flag_name, gives_none
 
 
@@ -93,6 +93,10 @@ class MyptCommand(click.Command):
             click.echo("Error: stopped by SIGTERM before it finished: what it was building was removed, the outputs "
                        "are as they were or complete", err=True)
             sys.exit(128 + signal.SIGTERM)
+        except TrainingStopped as e:
+            if e.signalled and not stop_said_here():  # (the same line from each rank of a node: once)
+                sys.exit(1)
+            raise click.ClickException(str(e)) from None
         except MyptError as e:
             raise click.ClickException(str(e)) from None
         except BrokenPipeError as e:

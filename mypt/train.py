@@ -353,8 +353,8 @@ class _Run:
             where = f"the checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir is not None \
                 else "no checkpoint_dir was given, nothing was saved"
             reason = signals.received or f"{STOP_REASONS[stop - 1]} on another rank"
-            raise TrainingStopped(f"{reason}: stopped at step {step}; "
-                                  f"continue with --resume ({where})")
+            raise TrainingStopped(f"{reason}: stopped at step {step}; continue with --resume ({where})",
+                                  signalled=True)
         if due and self.saved_at != step:
             self.save(step)
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 import signal
 import subprocess
@@ -65,3 +66,32 @@ def test_a_stop_during_start_up_is_said_once_not_once_a_rank(tmp_path, sig, said
     assert len(mypts) == 1 and mypts[0].startswith(said), err
     assert str(Path(mypt.__file__).parent) not in err, err  # (no traceback through mypt: torchrun's own is its own)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt", "slow_start.py"]
+
+
+@pytest.mark.slow
+def test_a_stop_while_training_is_said_once_a_node_and_the_checkpoint_resumes(tmp_path):
+    """A SIGTERM to torchrun's group mid-training: every rank got it (and torchrun's copy) and
+    stops after the same step with a checkpoint; each rank printed the same line. Local rank 0
+    says it once; the run resumes from the checkpoint it names."""
+    (tmp_path / "input.txt").write_text("the king and the queen and the crown\n" * 200)
+    train = ["train", "--input_file", "input.txt", "--tokenization", "char", "--model_name", "m", *TINY,
+             "--eval_interval", "2", "--eval_iters", "1", "--log_interval", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "mypt.cli", *train, "--max_iters", "100000"], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("step 2: val"):
+                break
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    said = [line for line in err.splitlines() if line.startswith("Error")]
+    assert len(said) == 1 and re.match(r"Error: SIGTERM: stopped at step \d+; continue with --resume", said[0]), err
+    step = int(re.search(r"stopped at step (\d+)", said[0]).group(1))
+    resumed = subprocess.run([sys.executable, "-m", "mypt.cli", *train, "--max_iters", str(step + 1), "--resume"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and f"from step {step}" in resumed.stdout, resumed.stdout + resumed.stderr
