@@ -399,8 +399,11 @@ def partial_dir(final: Path) -> Path:
 
 
 def check_dir_path(path: Path, flag: str) -> None:
-    """Refuse a directory path that runs through a file (`notes.txt`, `notes.txt/m`): no
-    directory can be made there, and os would only say "File exists"."""
+    """Refuse a directory path that runs through a file (`notes.txt`, `notes.txt/m`: no
+    directory can be made there, and os would only say "File exists"), or at a literal `~`."""
+    from mypt.lock import check_not_tilde  # (lock imports names only: no cycle)
+
+    check_not_tilde(Path(path), flag)
     if (file := file_in_the_way(Path(path))) is not None:
         what = "a symbolic link that loops" if _loops(file) else "a file, not a directory"
         raise InputError(f"{flag} {path}: {file} is {what}: choose another {flag}")

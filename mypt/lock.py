@@ -152,7 +152,8 @@ _held: dict[Path, int] = {}  # the locks this process holds, with their depth
 def output_lock(output: Path, flag: str) -> Iterator[None]:
     """Hold the lock of `output` for the block; BusyError (naming `flag` and the holder's pid)
     when another process holds it. Re-entrant within a process: a checkpoint save takes the lock
-    its training run already holds."""
+    its training run already holds. An output at a literal `~` is refused (check_not_tilde)."""
+    check_not_tilde(Path(output), flag)
     lock = lock_path(output)
     if lock in _held:
         _held[lock] += 1
@@ -178,3 +179,13 @@ def output_lock(output: Path, flag: str) -> Iterator[None]:
                 folder.rmdir()
             except OSError:  # not empty (the output is there), or gone: keep it
                 break
+
+
+def check_not_tilde(path: Path, flag: str) -> None:
+    """Refuse an output whose path starts with a literal `~` (`--out_dir '~/data'` quoted, a
+    params.yaml value: nothing expands it there, only the shell, unquoted). It made a folder
+    named `~` in the current directory, and the `rm -rf ~` that removes it deletes the home."""
+    if Path(path).parts[:1] == ("~",):
+        raise InputError(f"{flag} {path}: the path starts with a literal '~', which only a shell expands (unquoted; "
+                         "never in params.yaml or a config file): it would make a folder named '~' here, not in "
+                         "your home; write the path in full (or $HOME/..., unquoted)")

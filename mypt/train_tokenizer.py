@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from mypt.errors import InputError, TokenizerError
 from mypt.io import atomic_write_text, output_target
+from mypt.lock import check_not_tilde
 from mypt.readers import Reader, TextSeen, WalkSkipped, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, setting
 from mypt.signals import stops_held
@@ -66,6 +67,7 @@ class CorpusTexts:
 def check_out(out: Path, overwrite: bool) -> None:
     """An existing --out is replaced only with --overwrite, and only when it is a
     tokenizer.json (never another file). A link is judged, and written, at its target."""
+    check_not_tilde(out, "--out")
     if out.is_dir():
         raise InputError(f"--out {out} is a directory: give a file path such as {out / 'tokenizer.json'}")
     if not out.exists():

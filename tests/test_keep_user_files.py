@@ -1124,3 +1124,25 @@ def _unmount_under(root: Path) -> None:
         points = [line.split()[4] for line in f]
     for point in sorted((p for p in points if p.startswith(os.path.realpath(root) + "/")), reverse=True):
         subprocess.run(["umount", point], check=True)
+
+
+def test_an_output_at_a_literal_tilde_is_refused_before_anything_is_made(tmp_path, monkeypatch):
+    """`--out_dir '~/data'` (quoted, or a params.yaml value: nothing but an unquoted shell word
+    expands `~`) made a folder named `~` in the current directory, which the `rm -rf ~` that
+    removes it turns into a deletion of the home directory. Each kind of output refuses it."""
+    monkeypatch.chdir(tmp_path)
+    Path("c.txt").write_text("the king and the queen and the crown\n" * 100)
+    invoke("prepare-dataset", "--input_files", "c.txt", "--out_dir", "ds", "--tokenization", "char")
+    before = user_files(tmp_path)
+    for args, flag in [(["prepare-dataset", "--input_files", "c.txt", "--out_dir", "~/data", "--tokenization", "char"],
+                        "--out_dir"),
+                       (["train", "--dataset_dir", "ds", "--model_name", "m", "--checkpoints_dir", "~/ck",
+                         "--config_file", "tiny", "--device", "cpu", "--max_iters", "1"], "--checkpoints_dir"),
+                       (["train", "--dataset_dir", "ds", "--model_name", "m", "--metrics_dir", "~/live",
+                         "--config_file", "tiny", "--device", "cpu", "--max_iters", "1"], "--metrics_dir"),
+                       (["train-tokenizer", "--input_files", "c.txt", "--vocab_size", "300", "--out", "~/tok.json"],
+                        "--out")]:
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 1 and f"Error: {flag} ~/" in r.output and "literal '~'" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+        assert not Path("~").exists() and user_files(tmp_path) == before
