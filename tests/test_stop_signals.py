@@ -90,7 +90,9 @@ def test_a_stop_while_training_is_said_once_a_node_and_the_checkpoint_resumes(tm
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     said = [line for line in err.splitlines() if line.startswith("Error")]
-    assert len(said) == 1 and re.match(r"Error: SIGTERM: stopped at step \d+; continue with --resume", said[0]), err
+    # (on another rank: where the signal reached rank 0 inside the vote of that step)
+    assert len(said) == 1 and re.match(r"Error: SIGTERM(?: on another rank)?: stopped at step \d+; continue with "
+                                       r"--resume", said[0]), err
     step = int(re.search(r"stopped at step (\d+)", said[0]).group(1))
     resumed = subprocess.run([sys.executable, "-m", "mypt.cli", *train, "--max_iters", str(step + 1), "--resume"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
