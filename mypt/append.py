@@ -112,8 +112,8 @@ def _check_no_links(dataset_dir: Path, meta: dict, flag: str) -> None:
         raise InputError(f"{flag} {dataset_dir}: {link} is a symbolic link (to {os.path.realpath(link)}){more}; an "
                          "append builds the grown dataset beside the old one and renames it into place, which cannot "
                          "keep a link inside it: refused, nothing changed; put the folder or file itself in place of "
-                         f"the link, or link the whole dataset folder instead (--append_to grows a linked dataset at "
-                         "its target)")
+                         "the link (`dvc unprotect` does so in a DVC-tracked dataset), or link the whole dataset "
+                         "folder instead (--append_to grows a linked dataset at its target)")
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
