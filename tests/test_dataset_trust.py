@@ -162,6 +162,27 @@ def test_the_dvc_stages_record_the_tokenizer_as_prepare_dataset_does(tmp_path):
     assert "the tokenizer's sha256 is" in cli("verify-dataset", w / "dataset", ok=False)
 
 
+def test_a_hugging_face_tokenizer_is_recorded_as_the_json_it_holds(tmp_path):
+    """An hf dataset's tokenizer state keeps the tokenizer.json whole, as text: re-indented
+    inside tokenizer_state.json it is the same tokenizer (still verified); another token's id
+    is another tokenizer (refused)."""
+    pytest.importorskip("tokenizers")
+    corpus = text(tmp_path / "in", lines=300)
+    cli("train-tokenizer", "--input_files", corpus, "--vocab_size", "300", "--out", tmp_path / "tok.json")
+    ds = tmp_path / "ds"
+    cli("prepare-dataset", "--input_files", corpus, "--out_dir", ds, "--tokenization", f"hf:{tmp_path / 'tok.json'}")
+    path = ds / "tokenizer_state.json"
+    state = json.loads(path.read_text())
+    inner = json.loads(state["tokenizer_json"])
+    path.write_text(json.dumps({**state, "tokenizer_json": json.dumps(inner, indent=4, ensure_ascii=False)}))
+    assert cli("verify-dataset", ds).startswith("OK:")
+    vocab = inner["model"]["vocab"]
+    a, b = sorted(vocab)[100:102]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    path.write_text(json.dumps({**state, "tokenizer_json": json.dumps(inner, ensure_ascii=False)}))
+    assert "the tokenizer's sha256 is" in cli("verify-dataset", ds, ok=False)
+
+
 # -- 2. a linked train/ under --append_to ---------------------------------------------------------
 
 @pytest.mark.parametrize("linked", ["train", "val", "train/shard_00001.bin", "dataset_metadata.json"])
