@@ -227,7 +227,8 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             remove_own(leftover, flag)
         make_own_dir(work)
         try:
-            new = prepare_steps(input_files, work / "new", settings, tokenizer_from=dataset_dir, reused=tokenizer)
+            new = prepare_steps(input_files, work / "new", settings, tokenizer_from=dataset_dir, reused=tokenizer,
+                                from_flag=flag)
             make_own_dir(stage)
             meta = _build(dataset_dir, old, work / "new", new, stage)
             os.replace(dataset_dir, work / "old")

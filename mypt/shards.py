@@ -260,20 +260,13 @@ def _check_entry(entry: dict, split: str, field: str, bad) -> None:
 
 
 def tokenizer_sha256(tokenizer: Tokenizer) -> str:
-    """The sha256 of a tokenizer's state (Tokenizer.state(), what tokenizer_state.json holds)
-    in one canonical JSON form: keys sorted, no spaces, UTF-8. Of the loaded tokenizer's state,
-    not of the file's bytes: the same tokenizer saved with other spacing, or a char vocabulary
-    written in another order (it loads sorted), gives the same digest; another vocabulary of
-    the same size does not. A Hugging Face tokenizer.json kept whole as text (hf's state) is
-    hashed as the JSON it holds, so re-indenting it changes nothing either. The split step
+    """The sha256 of a tokenizer's identity (its state, what tokenizer_state.json holds)
+    in one canonical JSON form: keys sorted, no spaces, UTF-8. Of the loaded tokenizer, not of
+    the file's bytes: the same tokenizer saved with other spacing, a char vocabulary written in
+    another order (it loads sorted) or an hf tokenizer.json re-indented (Tokenizer.identity)
+    gives the same digest; another vocabulary of the same size does not. The split step
     records it, the readers check it, both so."""
-    state = tokenizer.state()
-    if isinstance(state.get("tokenizer_json"), str):
-        try:
-            state = {**state, "tokenizer_json": json.loads(state["tokenizer_json"])}
-        except ValueError:  # (not JSON: hashed as the text it is)
-            pass
-    text = json.dumps(state, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(tokenizer.identity(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

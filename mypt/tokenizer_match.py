@@ -16,19 +16,20 @@ TokenizerOrSpec = Tokenizer | str
 
 
 def same_tokenizer(ours: TokenizerOrSpec, theirs: TokenizerOrSpec) -> bool:
-    """Whether two tokenizers agree: equal states. A spec names a kind, and with an argument
+    """Whether two tokenizers agree: equal identities (Tokenizer.identity: their states, an hf
+    tokenizer.json as the JSON it holds). A spec names a kind, and with an argument
     (hf:PATH) the tokenizer built from it; a bare kind (char learns its vocabulary from the
     corpus, a dataset's recorded kind) agrees with every tokenizer of that kind."""
     if isinstance(ours, str) and not isinstance(theirs, str):
         ours, theirs = theirs, ours
     if not isinstance(theirs, str):
-        return ours.state() == theirs.state()
+        return ours.identity() == theirs.identity()
     kind = ours.kind if isinstance(ours, Tokenizer) else spec_kind(ours)
     if kind != spec_kind(theirs):
         return False
     if isinstance(ours, str) or not theirs.partition(":")[2]:
         return True
-    return make_tokenizer(theirs).state() == ours.state()
+    return make_tokenizer(theirs).identity() == ours.identity()
 
 
 def describe(tokenizer: TokenizerOrSpec) -> str:

@@ -164,8 +164,8 @@ def test_the_dvc_stages_record_the_tokenizer_as_prepare_dataset_does(tmp_path):
 
 def test_a_hugging_face_tokenizer_is_recorded_as_the_json_it_holds(tmp_path):
     """An hf dataset's tokenizer state keeps the tokenizer.json whole, as text: re-indented
-    inside tokenizer_state.json it is the same tokenizer (still verified); another token's id
-    is another tokenizer (refused)."""
+    inside tokenizer_state.json, or saved compact, it is the same tokenizer (verified, appended
+    to, trained on with the other); another token's id is another tokenizer (refused)."""
     pytest.importorskip("tokenizers")
     corpus = text(tmp_path / "in", lines=300)
     cli("train-tokenizer", "--input_files", corpus, "--vocab_size", "300", "--out", tmp_path / "tok.json")
@@ -176,6 +176,21 @@ def test_a_hugging_face_tokenizer_is_recorded_as_the_json_it_holds(tmp_path):
     inner = json.loads(state["tokenizer_json"])
     path.write_text(json.dumps({**state, "tokenizer_json": json.dumps(inner, indent=4, ensure_ascii=False)}))
     assert cli("verify-dataset", ds).startswith("OK:")
+    # The same tokenizer.json saved compact is the same tokenizer for an append (it was "another
+    # hf tokenizer ... than --tokenizer_from", a flag not given) and for a mixture's datasets.
+    (tmp_path / "compact.json").write_text(json.dumps(json.loads((tmp_path / "tok.json").read_text())))
+    more = text(tmp_path / "more", "b.txt", word="queen")
+    cli("prepare-dataset", "--input_files", more, "--out_dir", tmp_path / "ds2", "--tokenization",
+        f"hf:{tmp_path / 'compact.json'}")
+    cli("train", "--dataset_dir", ds, "--dataset_dir", tmp_path / "ds2", "--model_name", "m", "--checkpoints_dir",
+        tmp_path / "ck", *TINY)
+    cli("prepare-dataset", "--input_files", text(tmp_path / "more", "c.txt", word="duke"), "--append_to", ds,
+        "--tokenization", f"hf:{tmp_path / 'compact.json'}")
+    cli("train-tokenizer", "--input_files", more, "--vocab_size", "290", "--out", tmp_path / "other.json")
+    out = cli("prepare-dataset", "--input_files", text(tmp_path / "more", "d.txt", word="earl"), "--append_to", ds,
+              "--tokenization", f"hf:{tmp_path / 'other.json'}", ok=False)
+    assert f"another hf tokenizer, with another vocabulary (hf:{tmp_path / 'other.json'}), than --append_to {ds}" \
+        in out and "--tokenizer_from" not in out, out
     vocab = inner["model"]["vocab"]
     a, b = sorted(vocab)[100:102]
     vocab[a], vocab[b] = vocab[b], vocab[a]

@@ -188,6 +188,13 @@ class Tokenizer:
         return {"format_version": STATE_VERSION, "kind": self.kind, "vocab_size": self.vocab_size,
                 "eot_id": self.eot_id, **self._state()}
 
+    def identity(self) -> dict:
+        """What makes two tokenizers the same one: the state, with anything kept as text in a
+        form of its own (hf's tokenizer.json) as the value it holds, so that the same tokenizer
+        saved another way (re-indented) is equal. Compared by tokenizer_match, hashed into a
+        dataset's record (shards.tokenizer_sha256)."""
+        return self.state()
+
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / STATE_FILE
         atomic_write_text(path, json.dumps(self.state(), ensure_ascii=False, indent=1) + "\n")

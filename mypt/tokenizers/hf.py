@@ -241,3 +241,10 @@ class HFTokenizer(Tokenizer):
 
     def _state(self) -> dict:
         return {"tokenizer_json": self.tokenizer_json}
+
+    def identity(self) -> dict:
+        """The state with the tokenizer.json as the JSON it holds (not its spacing)."""
+        try:
+            return {**self.state(), "tokenizer_json": json.loads(self.tokenizer_json)}
+        except ValueError:  # (not JSON: the text it is)
+            return self.state()
