@@ -34,7 +34,7 @@ from mypt.errors import ConfigError, DataError, MyptError
 from mypt.names import MANIFEST, STATE_FILE
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, check_tokenizer_record,
                          dataset_tokenizer, list_shards, listed_entries, not_a_dataset, read_metadata)
-from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
+from mypt.tokenizer_match import check_tokenizer, prepare_again
 from mypt.tokenizers import Tokenizer
 
 
@@ -355,7 +355,7 @@ class MixtureLoader:
         first_tokenizer = dataset_tokenizer(first.path)
         for spec in self.specs[1:]:  # one vocabulary: the same id must mean the same text in each
             check_tokenizer(first_tokenizer, dataset_tokenizer(spec.path), f"--dataset_dir {first.text}",
-                            f"--dataset_dir {spec.text}", PREPARE_AGAIN)
+                            f"--dataset_dir {spec.text}", prepare_again(first.path))
         self.loaders = [GPTDataLoader(config, tokenizer, dataset_dir=s.path, block_size=block_size) for s in self.specs]
         for k, loader in enumerate(self.loaders):
             loader._seed_rngs(k + 1)  # each dataset its own window stream

@@ -19,7 +19,7 @@ from mypt.errors import ConfigError, TrainingDiverged
 from mypt.evaluate import evaluate_dataset, whole_windows
 from mypt.model import load_model
 from mypt.shards import dataset_tokenizer
-from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
+from mypt.tokenizer_match import check_tokenizer, prepare_again
 
 
 def parse_datasets(specs: list[str]) -> dict[str, Path]:
@@ -54,7 +54,7 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     log(f"model: {path}")  # the directory --model_name resolved to (a name, or a path)
     for name, directory in datasets.items():  # all before any evaluation: the last may be the one refused
         check_tokenizer(tokenizer, dataset_tokenizer(directory), f"the model {path}", f"--dataset {name}={directory}",
-                        PREPARE_AGAIN)
+                        prepare_again(path))
     results = {}
     for name, directory in datasets.items():
         results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens)

@@ -72,11 +72,14 @@ def check_report_paths(reports: dict[str, Path | None],
     stage reads or writes, `dirs` ((flag, path) pairs, a file too): it would overwrite a file
     there (an input's manifest.json, a checkpoint's config.json) or change a DVC output; or
     one could not be written, or would replace a file that is not a report (_check_report_file)."""
+    from mypt.lock import check_not_tilde  # (lock imports names only: no cycle)
+
     seen: dict[Path, str] = {}
     dirs = list(dirs)
     for flag, path in reports.items():
         if path is None:
             continue
+        check_not_tilde(Path(path), flag)
         real = Path(path).resolve()
         if real in seen:
             raise InputError(f"{flag} {path} is the file {seen[real]} names too: the second would replace the "

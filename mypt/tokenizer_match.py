@@ -8,8 +8,6 @@ from __future__ import annotations
 from mypt.errors import DataError, MyptError
 from mypt.tokenizers import Tokenizer, make_tokenizer, spec_kind
 
-# The hint of a dataset tokenized with another vocabulary than the one it must match.
-PREPARE_AGAIN = "prepare it again with that tokenizer (prepare-dataset --tokenizer_from)"
 # A tokenizer, or a --tokenization value (`char`, `hf:tok.json`) or the kind a dataset's
 # metadata records.
 TokenizerOrSpec = Tokenizer | str
@@ -30,6 +28,12 @@ def same_tokenizer(ours: TokenizerOrSpec, theirs: TokenizerOrSpec) -> bool:
     if isinstance(ours, str) or not theirs.partition(":")[2]:
         return True
     return make_tokenizer(theirs).identity() == ours.identity()
+
+
+def prepare_again(source: object) -> str:
+    """The hint of a dataset tokenized with another vocabulary than `source`'s (a dataset or
+    checkpoint directory), which it must match."""
+    return f"prepare it again with that tokenizer (prepare-dataset --tokenizer_from {source})"
 
 
 def describe(tokenizer: TokenizerOrSpec) -> str:

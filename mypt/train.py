@@ -301,9 +301,10 @@ class _Run:
                      f"never reaches its peak {cfg.learning_rate:g} (it ends at {get_lr(cfg.max_iters - 1, cfg):.3g}); "
                      "lower warmup_iters (--warmup_iters)")
         # Steps past the decay at a rate of 0 (wsd's min_lr, or one given) change nothing.
-        if cfg.final_lr == 0 and max(self.step, cfg.decay_iters) < cfg.max_iters:
+        first = max(self.step, cfg.decay_iters, cfg.warmup_iters)  # (the warmup comes before the decay)
+        if cfg.final_lr == 0 and first < cfg.max_iters:
             min_lr = "0" if cfg.min_lr is not None else "0, wsd's default"
-            self.log(f"warning: steps {max(self.step, cfg.decay_iters)} to {cfg.max_iters - 1} train at learning rate "
+            self.log(f"warning: steps {first} to {cfg.max_iters - 1} train at learning rate "
                      f"0 (min_lr {min_lr}, reached at lr_decay_iters {cfg.decay_iters}): they change nothing; raise "
                      "lr_decay_iters (--lr_decay_iters) or min_lr (--min_lr), or lower --max_iters")
 

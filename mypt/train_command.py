@@ -32,7 +32,7 @@ from mypt.precision import run_autocast
 from mypt.settings import as_flag, says_none
 from mypt.shards import dataset_tokenizer, read_metadata
 from mypt.gc_pause import resume_gc
-from mypt.tokenizer_match import PREPARE_AGAIN, check_tokenizer
+from mypt.tokenizer_match import check_tokenizer, prepare_again
 from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
 from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer, muon_lr
@@ -551,7 +551,8 @@ def _build_loaders(req: RunSettings, specs: list[DatasetSpec], tokenizer: Tokeni
     eval_loaders = {}
     if req.eval_dataset_dir is not None:
         check_tokenizer(tokenizer, dataset_tokenizer(req.eval_dataset_dir), "the training data",
-                        f"--eval_dataset_dir {req.eval_dataset_dir}", PREPARE_AGAIN)
+                        f"--eval_dataset_dir {req.eval_dataset_dir}",
+                        prepare_again(specs[0].path if specs else Path(req.checkpoints_dir) / req.model_name))
         # A dataset also trained on (the adapt stage's replay of general text) keeps its own
         # loader: fit evaluates a loader once, and eval_general is then val_general's value.
         trained = {Path(part.dataset_dir).resolve(): part for _, _, part in loader.val_parts()

@@ -162,6 +162,11 @@ def test_the_dvc_stages_record_the_tokenizer_as_prepare_dataset_does(tmp_path):
     assert "the tokenizer's sha256 is" in cli("verify-dataset", w / "dataset", ok=False)
 
 
+def good_char(tmp_path: Path) -> Path:
+    prepare(tmp_path / "char", text(tmp_path / "char_in"))
+    return tmp_path / "char"
+
+
 def test_a_hugging_face_tokenizer_is_recorded_as_the_json_it_holds(tmp_path):
     """An hf dataset's tokenizer state keeps the tokenizer.json whole, as text: re-indented
     inside tokenizer_state.json, or saved compact, it is the same tokenizer (verified, appended
@@ -191,6 +196,9 @@ def test_a_hugging_face_tokenizer_is_recorded_as_the_json_it_holds(tmp_path):
               "--tokenization", f"hf:{tmp_path / 'other.json'}", ok=False)
     assert f"another hf tokenizer, with another vocabulary (hf:{tmp_path / 'other.json'}), than --append_to {ds}" \
         in out and "--tokenizer_from" not in out, out
+    out = cli("train", "--dataset_dir", ds, "--dataset_dir", good_char(tmp_path), "--model_name", "x",
+              "--checkpoints_dir", tmp_path / "ck", *TINY, ok=False)
+    assert out.rstrip().endswith(f"prepare it again with that tokenizer (prepare-dataset --tokenizer_from {ds})"), out
     vocab = inner["model"]["vocab"]
     a, b = sorted(vocab)[100:102]
     vocab[a], vocab[b] = vocab[b], vocab[a]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -1146,3 +1147,16 @@ def test_an_output_at_a_literal_tilde_is_refused_before_anything_is_made(tmp_pat
         assert r.exit_code == 1 and f"Error: {flag} ~/" in r.output and "literal '~'" in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1, r.output
         assert not Path("~").exists() and user_files(tmp_path) == before
+    # ~USER as a shell expands it (not `~notes`: no user of that name), and a stage's report file.
+    user = pwd.getpwuid(os.getuid()).pw_name
+    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "c.txt", "--out_dir", f"~{user}/data",
+                                  "--tokenization", "char"])
+    assert r.exit_code == 1 and f"literal '~{user}'" in r.output and not Path(f"~{user}").exists(), r.output
+    invoke("prepare-dataset", "--input_files", "c.txt", "--out_dir", "~notes/data", "--tokenization", "char")
+    assert (tmp_path / "~notes" / "data" / METADATA_FILE).is_file()
+    stage = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "stages" / "clean.py"), "--input_files",
+                            "c.txt", "--out_dir", "cl", "--stats", "~/s.json", "--workers", "1"],
+                           capture_output=True, text=True, timeout=120)
+    assert stage.returncode == 1 and "Error: --stats ~/s.json: the path starts with a literal '~'" in stage.stderr, \
+        stage.stderr
+    assert not Path("~").exists() and not Path("cl").exists()

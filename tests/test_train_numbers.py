@@ -259,9 +259,12 @@ def test_wsd_holds_the_peak_then_decays_linearly_to_zero_at_max_iters(tmp_path):
     cosine = invoke(*train_args(tmp_path, "--max_iters", "2", "--model_name", "c", "--decay_fraction", "0.5"))
     assert "warning: --decay_fraction has no effect: it acts with --lr_schedule wsd" in cosine, cosine
     zero = invoke(*train_args(tmp_path, "--max_iters", "6", "--model_name", "z", "--lr_schedule", "wsd",
-                              "--lr_decay_iters", "4"))
+                              "--lr_decay_iters", "4", "--warmup_iters", "1"))
     assert "warning: steps 4 to 5 train at learning rate 0 (min_lr 0, wsd's default, reached at lr_decay_iters 4)" \
         in zero, zero
+    warm = invoke(*train_args(tmp_path, "--max_iters", "4", "--model_name", "w", "--lr_schedule", "wsd",
+                              "--lr_decay_iters", "2", "--warmup_iters", "4"))
+    assert "train at learning rate 0" not in warm  # (the warmup, to step 4, comes before the decay)
     config_file = tmp_path / "ck/c/config.json"
     config = json.loads(config_file.read_text())
     for key in ("lr_schedule", "decay_fraction"):
