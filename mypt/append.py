@@ -35,6 +35,7 @@ from mypt.shards import (METADATA_FILE, SPLITS, TOKENIZER_RECORD, check_listed, 
 from mypt.steps.split import DATASET_FILES, SKIPPED_KEYS
 from mypt.text import display_name, recorded_as, source_place
 from mypt.settings import flag_name, is_recorded
+from mypt.tokenizer_match import check_tokenizer
 from mypt.tokenizers import spec_kind
 # Settings the grown dataset must share with the old one (metadata records one of each).
 INHERITED = ("tokenization", "tokens_per_shard")
@@ -214,6 +215,10 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
         _check_no_links(dataset_dir, old, flag)
         _check_consistent(dataset_dir, old, flag)
         tokenizer = load_tokenizer_from(dataset_dir)  # the one the metadata records, or refused before the work
+        # A --tokenization given is the dataset's own tokenizer (its kind: _inherit), as a file may hold another.
+        spec = settings.tokenize.tokenization
+        check_tokenizer(tokenizer, spec, f"{flag} {dataset_dir}", f"--tokenization {spec}",
+                        "drop --tokenization (the dataset's is used), or prepare a new dataset with --out_dir", InputError)
         # A relative name was recorded in the working directory of its run (not recorded):
         # likely this one, or one above the dataset.
         bases = [Path.cwd(), *dataset_dir.absolute().parents]
@@ -227,8 +232,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             remove_own(leftover, flag)
         make_own_dir(work)
         try:
-            new = prepare_steps(input_files, work / "new", settings, tokenizer_from=dataset_dir, reused=tokenizer,
-                                from_flag=flag)
+            new = prepare_steps(input_files, work / "new", settings, tokenizer_from=dataset_dir, reused=tokenizer)
             make_own_dir(stage)
             meta = _build(dataset_dir, old, work / "new", new, stage)
             os.replace(dataset_dir, work / "old")

@@ -167,21 +167,16 @@ def load_tokenizer_from(path: Path) -> Tokenizer:
 
 
 def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettings,
-                  tokenizer_from: Path | None = None, reused: Tokenizer | None = None,
-                  from_flag: str = "--tokenizer_from") -> dict:
-    """The steps of prepare_dataset, without its checks and lock (the caller holds them).
-    `from_flag`: the flag that gave `tokenizer_from` (--append_to's dataset, for an append)."""
+                  tokenizer_from: Path | None = None, reused: Tokenizer | None = None) -> dict:
+    """The steps of prepare_dataset, without its checks and lock (the caller holds them)."""
     spec = settings.tokenize.tokenization
     tokenizer = None
     if tokenizer_from is not None:
         tokenizer = reused or load_tokenizer_from(tokenizer_from)
-        if from_flag == "--append_to":
-            hint = "drop --tokenization (the dataset's is used), or prepare a new dataset with --out_dir"
-        elif tokenizer.kind == spec_kind(spec):
-            hint = "drop one of the two flags"
-        else:
-            hint = f"pass --tokenization {tokenizer.kind}, or leave --tokenization out (it then follows {from_flag})"
-        check_tokenizer(tokenizer, spec, f"{from_flag} {tokenizer_from}", f"--tokenization {spec}", hint, InputError)
+        hint = "drop one of the two flags" if tokenizer.kind == spec_kind(spec) else \
+            f"pass --tokenization {tokenizer.kind}, or leave --tokenization out (it then follows --tokenizer_from)"
+        check_tokenizer(tokenizer, spec, f"--tokenizer_from {tokenizer_from}", f"--tokenization {spec}", hint,
+                        InputError)
     elif not tokenizer_class(spec).learns_vocabulary:
         tokenizer = make_tokenizer(spec)  # fail now, not after cleaning, when a vocabulary file is missing
     work = work_dir(out_dir)
