@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
@@ -183,12 +183,28 @@ def exit_with_parent(parent: int) -> None:
 
 def _close(pool: ProcessPoolExecutor, now: bool) -> None:
     """Shut the pool down; `now` (an error, Ctrl-C): its workers are stopped, not waited for."""
-    if now:
+    if not now:
+        pool.shutdown(wait=True, cancel_futures=True)
+        return
+    # The interrupted map cancelled the tasks not yet started; the executor's manager thread
+    # then fails each pending task on seeing its workers killed, and before Python 3.12 raises
+    # InvalidStateError on a cancelled one: a traceback after the stop's line (a Ctrl-C as the
+    # workers started). Quiet for the shutdown, which joins that thread.
+    hook = threading.excepthook
+
+    def quiet(args) -> None:
+        if not issubclass(args.exc_type, InvalidStateError):
+            hook(args)
+
+    threading.excepthook = quiet
+    try:
         # (The executor's own process table.) Killed, not terminated: they hold SIGTERM
         # blocked (stops_held).
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.kill()
-    pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        threading.excepthook = hook
 
 
 def merge_counts(counters: Iterable[Counter]) -> Counter:
