@@ -22,7 +22,10 @@ def read_input_text(path: Path) -> str:
                         f"{Path(path).name} with `mypt prepare-dataset` and train with --dataset_dir")
     if looks_binary(Path(path)):
         raise DataError(f"--input_file {path} looks binary (a NUL byte near its start): pass a text file")
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    # utf-8-sig: a leading byte-order mark is the encoding's mark, not text (as prepare-dataset's
+    # .txt reader drops it): it would enter the char vocabulary, and a file of a BOM and blank
+    # lines would be trained on rather than refused.
+    text = Path(path).read_text(encoding="utf-8-sig", errors="replace")
     if not text.strip():
         raise DataError(f"--input_file {path}: no text in the file (empty or whitespace only)")
     return text

@@ -114,6 +114,9 @@ CASES = [
          ["--input_file empty.txt", "no text"], out="ck"),
     Case("input_file_blank", train("--input_file", "blank.txt", "--tokenization", "char"),
          ["--input_file blank.txt", "no text"], out="ck"),
+    Case("input_file_bom_and_blank", train("--input_file", "bom.txt", "--tokenization", "char"),
+         ["--input_file bom.txt", "no text"], out="ck",
+         setup=lambda w: (w / "bom.txt").write_bytes(b"\xef\xbb\xbf\n  \n")),  # a byte-order mark is no text
     Case("input_file_missing", train("--input_file", "nothere.txt"), ["--input_file", "nothere.txt"], code=2),
     # A directory of the user's (an export, a corpus): the hint never names it as the --out_dir.
     Case("eval_dataset_of_user_files", ["eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "nometa",

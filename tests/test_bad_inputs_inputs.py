@@ -10,13 +10,16 @@ The machinery (world, Case, run_case) is tests/bad_inputs.py's.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 from pathlib import Path
 
 import pytest
-from bad_inputs import Case, prep, run_case
+from bad_inputs import Case, prep, run_case, train
+from click.testing import CliRunner
 
 import mypt.readers.txt
+from mypt.cli import main
 
 
 def tok(inp: str, *extra: str) -> list[str]:
@@ -60,6 +63,7 @@ def rewritten_while_read(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
 
 
 NO_TEXT = "no text in"
+BOM_AND_BLANK = b"\xef\xbb\xbf\n  \n\n"  # a UTF-8 byte-order mark (Notepad's), then blank lines
 
 # Each input refused by both commands, with the words its message must hold.
 BOTH = {
@@ -83,6 +87,12 @@ CASES = [
       for name, (inp, words, setup) in BOTH.items()],
     *[Case(f"tokenizer_{name}", tok(inp), words, out="tok.json", setup=setup)
       for name, (inp, words, setup) in BOTH.items()],
+    # A UTF-8 byte-order mark and blank lines are no text either, whatever normalize and the filter
+    # would have removed: under --no_normalize the BOM was the text of a document.
+    Case("prepare_bom_and_blank_lines", prep("bom.txt", "new_ds", "--no_normalize", "--no_filter"),
+         ["bom.txt", NO_TEXT], out="new_ds", setup=lambda w: (w / "bom.txt").write_bytes(BOM_AND_BLANK)),
+    Case("tokenizer_bom_and_blank_lines", tok("bom.txt", "--no_normalize"), ["bom.txt", NO_TEXT], out="tok.json",
+         setup=lambda w: (w / "bom.txt").write_bytes(BOM_AND_BLANK)),
     # Only the lines of one input, all filtered away: the filter is named, with --no_filter.
     Case("prepare_all_filtered", prep("digits.txt"), ["dropped_no_letters", "--no_filter"], out="new_ds",
          setup=lambda w: (w / "digits.txt").write_text("123\n\n456\n")),
@@ -102,3 +112,23 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line(case: Case, world, tmp_path, monkeypatch):
     run_case(case, world, tmp_path, monkeypatch)
+
+
+def test_a_txt_byte_order_mark_is_not_text(tmp_path, monkeypatch):
+    """A .txt that starts with a UTF-8 byte-order mark: under --no_normalize --no_filter its U+FEFF
+    entered the char vocabulary and the first document (and train --input_file's vocabulary);
+    with a second input after it, what is read is the text alone, as without the mark."""
+    monkeypatch.chdir(tmp_path)
+    line = "Line {} of the king's speech.\n"
+    Path("bom.txt").write_bytes(b"\xef\xbb\xbf" + "".join(map(line.format, range(40))).encode())
+    Path("plain.txt").write_text("".join(map(line.format, range(40))))
+    for inp, out in (("bom.txt", "ds"), ("plain.txt", "plain")):
+        result = CliRunner().invoke(main, prep(inp, out, "--no_normalize", "--no_filter", "--no_dedup"))
+        assert result.exit_code == 0, result.output
+    state, plain = (json.loads(Path(d, "tokenizer_state.json").read_text()) for d in ("ds", "plain"))
+    assert "\ufeff" not in state["chars"] and state == plain
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert meta["total_tokens"] == len("".join(map(line.format, range(40))))
+    result = CliRunner().invoke(main, train("--input_file", "bom.txt", "--tokenization", "char"))
+    assert result.exit_code == 0, result.output
+    assert f"Vocabulary size: {plain['vocab_size']}\n" in result.output, result.output

@@ -114,6 +114,9 @@ COMPRESSIONS: dict[str, Callable[[Path], BinaryIO]] = {
 # the zstd stream's too), a truncated stream (EOFError), corrupt deflate data (zlib.error).
 READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
 _SNIFF_BYTES = 8192
+# A UTF-8 byte-order mark: some Windows editors start a file with one. It marks the encoding,
+# it is no text: the .txt and .jsonl readers drop it from a file's first bytes.
+BOM = b"\xef\xbb\xbf"
 
 
 class Reader:

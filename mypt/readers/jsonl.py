@@ -19,10 +19,9 @@ import json
 from typing import Iterator
 
 from mypt.errors import InputError
-from mypt.readers.base import Reader, register
+from mypt.readers.base import BOM, Reader, register
 from mypt.text import DecodeCounter, display_name
 
-BOM = b"\xef\xbb\xbf"
 SNIFF_BYTES = 1 << 20  # where the first line of a .json is looked for
 
 

@@ -1,10 +1,11 @@
-"""`.txt`: the whole file is one document, read in line-aligned blocks."""
+"""`.txt`: the whole file is one document, read in line-aligned blocks. A UTF-8 byte-order
+mark at the start of the file is not part of the document (see `texts`)."""
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from mypt.readers.base import Reader, register
+from mypt.readers.base import BOM, Reader, register
 from mypt.text import DecodeCounter
 
 
@@ -15,5 +16,10 @@ class TxtReader(Reader):
     one_document = True
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
-        for chunk in self.chunks(start, end):
+        for n, chunk in enumerate(self.chunks(start, end)):
+            if n == 0 and start == 0:  # the file's first bytes
+                # A BOM is the encoding's mark, not text: under --no_normalize it entered a char
+                # vocabulary and the first document, and a file of a BOM and blank lines was a
+                # document rather than an input without text.
+                chunk = chunk.removeprefix(BOM)
             yield decoder.decode(chunk)
