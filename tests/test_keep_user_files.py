@@ -1160,3 +1160,15 @@ def test_an_output_at_a_literal_tilde_is_refused_before_anything_is_made(tmp_pat
     assert stage.returncode == 1 and "Error: --stats ~/s.json: the path starts with a literal '~'" in stage.stderr, \
         stage.stderr
     assert not Path("~").exists() and not Path("cl").exists()
+
+
+def test_an_output_whose_path_leads_back_to_a_literal_tilde_is_refused(tmp_path, monkeypatch):
+    """`a/../~/data` makes `./~/data` as `~/data` would: it was not refused (its first part is `a`)."""
+    monkeypatch.chdir(tmp_path)
+    Path("c.txt").write_text("the king and the queen and the crown\n" * 100)
+    (tmp_path / "a").mkdir()
+    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "c.txt", "--out_dir", "a/../~/data",
+                                  "--tokenization", "char"])
+    assert r.exit_code == 1 and "Error: --out_dir a/../~/data: the path starts with a literal '~'" in r.output, \
+        r.output
+    assert not Path("~").exists()
