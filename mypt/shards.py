@@ -266,7 +266,11 @@ def tokenizer_sha256(tokenizer: Tokenizer) -> str:
     another order (it loads sorted) or an hf tokenizer.json re-indented (Tokenizer.identity)
     gives the same digest; another vocabulary of the same size does not. The split step
     records it, the readers check it, both so."""
-    text = json.dumps(tokenizer.identity(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _sha256(tokenizer.identity())
+
+
+def _sha256(identity: dict) -> str:
+    text = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -293,7 +297,7 @@ def check_tokenizer_record(dataset_dir: Path, meta: dict, tokenizer) -> None:
     if recorded is None:
         return
     have = tokenizer_sha256(tokenizer)
-    if have != recorded:
+    if have != recorded and recorded not in map(_sha256, tokenizer.identities()[1:]):
         raise ShardError(f"{Path(dataset_dir) / STATE_FILE}: the tokenizer's sha256 is {have}, but {METADATA_FILE} "
                          f"records {recorded}: not the tokenizer the shards were written with (replaced or edited "
                          "since), so they would decode as other text; HINT: restore the file (from a backup or `dvc "

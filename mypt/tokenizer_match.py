@@ -50,6 +50,9 @@ def check_tokenizer(ours: TokenizerOrSpec, theirs: TokenizerOrSpec, ours_from: s
         return
     kind = theirs.kind if isinstance(theirs, Tokenizer) else spec_kind(theirs)
     if kind == (ours.kind if isinstance(ours, Tokenizer) else spec_kind(ours)):
+        if describe(theirs) == describe(ours):  # (the same size: "another vocabulary (hf, 300 tokens)" twice)
+            raise error(f"{theirs_from} is another {kind} tokenizer than {ours_from} (both {describe(ours)}, but not "
+                        f"the same ones): {hint}")
         raise error(f"{theirs_from} is another {kind} tokenizer, with another vocabulary ({describe(theirs)}), "
                     f"than {ours_from} ({describe(ours)}): {hint}")
     raise error(f"{theirs_from} has another vocabulary ({describe(theirs)}) than {ours_from} ({describe(ours)}): {hint}")

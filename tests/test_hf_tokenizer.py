@@ -336,3 +336,64 @@ def test_a_char_exports_stand_in_character_is_not_counted_as_unknown(tmp_path, c
     capsys.readouterr()
     generate(model, tok, "ab ba", max_new_tokens=1)
     assert "warning" not in capsys.readouterr().err
+
+
+def with_settings(tok_json: Path, out: Path, **settings) -> Path:
+    """tok_json with top-level settings of a tokenizer.json set (truncation, padding, ...)."""
+    config = json.loads(tok_json.read_text(encoding="utf-8"))
+    out.write_text(json.dumps({**config, **settings}), encoding="utf-8")
+    return out
+
+
+TRUNCATION = {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}
+PADDING = {"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+           "pad_type_id": 0, "pad_token": "<|endoftext|>"}
+
+
+def test_a_tokenizer_jsons_truncation_and_padding_are_off_named_and_not_part_of_its_identity(trained, tmp_path):
+    """A Hub tokenizer.json made for a classifier (truncation 512) cut every document at that
+    token, silently; padding filled each with pad ids. mypt tokenizes whole documents: the ids
+    are the file's own without them, a warning names what was turned off, and the dataset's
+    record is the same tokenizer's (a model of one trains on the other)."""
+    corpus, tok_json = trained
+    plain = make_tokenizer(f"hf:{tok_json}")
+    records, tokens = {}, {}
+    for name, settings in (("plain", {}), ("truncation", {"truncation": TRUNCATION}), ("padding", {"padding": PADDING}),
+                           ("both", {"truncation": TRUNCATION, "padding": PADDING})):
+        path = with_settings(tok_json, tmp_path / f"{name}.json", **settings)
+        result = invoke("prepare-dataset", "--input_files", str(corpus), "--out_dir", str(tmp_path / name),
+                        "--tokenization", f"hf:{path}", "--tokens_per_shard", "2000", "--workers", "1")
+        turned_off = " and ".join(k for k in ("truncation", "padding") if k in settings)
+        assert (f"sets {turned_off}, which mypt turns off" in result.output) == bool(settings), result.output
+        meta = json.loads((tmp_path / name / "dataset_metadata.json").read_text())
+        records[name] = meta["tokenizer_sha256"]
+        tokens[name] = np.concatenate([read_tokens(tmp_path / name / s) for s in ("train", "val")])
+        loaded = make_tokenizer(f"hf:{path}")
+        sentence = " ".join(WORDS)  # more than 8 ids
+        assert list(loaded.encode(sentence)) == list(plain.encode(sentence)) and len(plain.encode(sentence)) > 8
+    assert len(set(records.values())) == 1, records
+    for name in records:
+        assert np.array_equal(tokens[name], tokens["plain"]), name
+    invoke("verify-dataset", str(tmp_path / "truncation"))
+
+
+def test_a_record_of_the_whole_tokenizer_json_as_mypt_wrote_it_before_still_verifies(trained, tmp_path):
+    """Datasets prepared on 2026-12-05 recorded the sha256 of the whole tokenizer.json,
+    post-processor, truncation and padding included: they still verify and train; another
+    record is still refused."""
+    import hashlib
+
+    corpus, tok_json = trained
+    path = with_settings(tok_json, tmp_path / "tok.json", truncation=TRUNCATION)
+    invoke("prepare-dataset", "--input_files", str(corpus), "--out_dir", str(tmp_path / "ds"), "--tokenization",
+           f"hf:{path}", "--tokens_per_shard", "2000", "--workers", "1")
+    state = json.loads((tmp_path / "ds" / "tokenizer_state.json").read_text())
+    whole = {**state, "tokenizer_json": json.loads(state["tokenizer_json"])}
+    meta_path = tmp_path / "ds" / "dataset_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    for record, ok in ((hashlib.sha256(json.dumps(whole, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                                       .encode()).hexdigest(), True), ("0" * 64, False)):
+        assert record != meta["tokenizer_sha256"]
+        meta_path.write_text(json.dumps({**meta, "tokenizer_sha256": record}))
+        result = invoke("verify-dataset", str(tmp_path / "ds"), ok=ok)
+        assert ok or (result.exit_code == 1 and "not the tokenizer the shards were written with" in result.output)

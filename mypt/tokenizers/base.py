@@ -195,6 +195,11 @@ class Tokenizer:
         dataset's record (shards.tokenizer_sha256)."""
         return self.state()
 
+    def identities(self) -> list[dict]:
+        """Every form of the identity that a dataset's record may hold: this mypt's, then an
+        earlier one's (shards.check_tokenizer_record accepts each)."""
+        return [self.identity()]
+
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / STATE_FILE
         atomic_write_text(path, json.dumps(self.state(), ensure_ascii=False, indent=1) + "\n")

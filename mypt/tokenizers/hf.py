@@ -37,6 +37,14 @@ INSTALL_HINT = "pip install 'mypt[hf]'"
 # a newline cannot change what they produce.
 LOCAL_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "BertNormalizer", "ByteLevel",
                      "Nmt"}
+# Settings of a tokenizer.json that act on `encode`'s result, not on the text's ids: truncation
+# cuts it to a length, padding fills it to one, the post-processor adds special tokens. mypt
+# encodes whole documents and asks for no special tokens (add_special_tokens=False), so it turns
+# the first two off (a Hub file made for a classifier, truncation 512, cut every document at its
+# 512th token, silently) and the third never acts. None of them is part of the identity: files
+# that differ only there give every text the same ids (an export's tokenizer.json, to which
+# transformers' save adds a template of its own, is its model's tokenizer).
+ENCODE_SETTINGS = ("truncation", "padding", "post_processor")
 # The probe characters of cut_safe: the bytes gpt2_safe_boundary lets a cut lie between.
 _PRINTABLE = [chr(c) for c in range(0x21, 0x7F)]
 
@@ -90,6 +98,8 @@ class HFTokenizer(Tokenizer):
         except Exception as e:  # the Rust side raises a bare Exception for a file it cannot parse
             raise TokenizerError(f"{source}: not a tokenizers tokenizer.json ({_one_line(e)})") from None
         hf.encode_special_tokens = True  # a literal special token in a document is ordinary text
+        hf.no_truncation()  # (ENCODE_SETTINGS)
+        hf.no_padding()
         self.tokenizer_json, self._hf, self._config = tokenizer_json, hf, config_dict
         ids = list(hf.get_vocab(with_added_tokens=True).values())
         if not ids:
@@ -129,6 +139,9 @@ class HFTokenizer(Tokenizer):
             raise TokenizerError(f"{where}: not UTF-8 text ({_one_line(e)}); give a tokenizer.json") from None
         tokenizer = cls(tokenizer_json=text, source=where)
         tokenizer.check_document_end(where)
+        if off := [k for k in ("truncation", "padding") if tokenizer._config.get(k)]:
+            _warn_once(f"{where} off", f"{where}: the tokenizer.json sets {' and '.join(off)}, which mypt turns off: it "
+                                       "tokenizes whole documents, each to all of its ids")
         return tokenizer
 
     def check_document_end(self, where: str) -> None:
@@ -243,6 +256,11 @@ class HFTokenizer(Tokenizer):
         return {"tokenizer_json": self.tokenizer_json}
 
     def identity(self) -> dict:
-        """The state with the tokenizer.json as the JSON it holds (not its spacing): as parsed
-        once on loading (a Llama 3's is 9 MB, and a run's start compares and hashes it often)."""
-        return {**self.state(), "tokenizer_json": self._config}
+        """The state with the tokenizer.json as the JSON it holds (not its spacing), less the
+        settings that never change an id mypt encodes (ENCODE_SETTINGS): as parsed once on
+        loading (a Llama 3's is 9 MB, and a run's start compares and hashes it often)."""
+        return {**self.state(), "tokenizer_json": {k: v for k, v in self._config.items() if k not in ENCODE_SETTINGS}}
+
+    def identities(self) -> list[dict]:
+        # (Datasets prepared on 2026-12-05 recorded the whole tokenizer.json, ENCODE_SETTINGS included.)
+        return [self.identity(), {**self.state(), "tokenizer_json": self._config}]
