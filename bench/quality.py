@@ -19,6 +19,7 @@ is the reference whose final loss the others must reach).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -100,7 +101,9 @@ def train_for(budget_s: float, size, recipe, tokens, tokenizer, device: str, poi
     start, val loss)]."""
     from mypt.train import fit
 
-    per_step = step_seconds(size, recipe, tokens, tokenizer, device)
+    # --steps fixes the step count: the calibration (35 steps a recipe) would only time a step for
+    # the budget, so it is skipped and the run times its own steps (below).
+    per_step = step_seconds(size, recipe, tokens, tokenizer, device) if not fixed_steps else None
     eval_iters = 50
     # The evaluations are inside the budget too: each is eval_iters forward passes of a batch,
     # a forward being about a third of a training step.
@@ -111,17 +114,21 @@ def train_for(budget_s: float, size, recipe, tokens, tokenizer, device: str, poi
     # The clock starts after the first step, less that step's calibrated time: a compile (fit
     # compiles on CUDA) is paid once a run, minutes against hours, so it is left out of the
     # curve and printed apart. (fit reads each step's loss anyway: log_interval 1 adds no sync.)
-    curve, start, clock = [], time.perf_counter(), []
+    curve, start, marks = [], time.perf_counter(), []  # marks: (step, time) at each step's end
 
     def on_metrics(step: int, m: dict) -> None:
         now = time.perf_counter()
-        if "train_loss" in m and not clock:
-            clock.append(now - per_step)
+        if "train_loss" in m:
+            marks.append((step, now))
         if "val" in m:
-            curve.append((now - clock[0] if clock else 0.0, m["val"]))
+            curve.append((now if marks else None, m["val"]))  # None: before the clock starts
 
     fit(model, loader, config=cfg, log=lambda line: None, on_metrics=on_metrics)
-    warm_up = clock[0] - start if clock else 0.0
+    if per_step is None:  # the run's median step (an evaluation between two steps is an outlier)
+        per_step = statistics.median([(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(marks, marks[1:])] or [0.0])
+    clock = marks[0][1] - per_step if marks else start
+    curve = [(t - clock if t is not None else 0.0, v) for t, v in curve]
+    warm_up = clock - start
     print(f"  {steps} steps at {per_step * 1e3:.1f} ms/step, {time.perf_counter() - start:.0f} s, of which "
           f"{warm_up:.1f} s of warm-up (the first evaluation and step: compiles) left out of the curve", flush=True)
     return curve

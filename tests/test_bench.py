@@ -3,6 +3,7 @@ the one short GPU session a task may get is never lost to a broken script."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 
@@ -54,6 +55,25 @@ def test_quality_bench_compares_recipes(tmp_path):
     out = run([sys.executable, str(REPO / "bench" / "quality.py"), "--size", "tiny", "--recipes", "modern",
                "--profile"], cwd=tmp_path).stdout
     assert "MuonAdamW.step" in out and "Self CPU time total" in out, out
+
+
+@pytest.mark.slow
+def test_quality_bench_by_steps_calibrates_nothing(tmp_path, monkeypatch, capsys):
+    """--steps N fixes every recipe's step count: the 35 calibration steps that time a step for a
+    wall-clock budget were run anyway, for each recipe, their timing unused. The run times its
+    own steps instead (still printed)."""
+    spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+
+    def calibrate(*args, **kwargs):
+        raise AssertionError("calibrated a step time that --steps leaves unused")
+    monkeypatch.setattr(quality, "step_seconds", calibrate)
+    monkeypatch.chdir(tmp_path)
+    quality.main(["--size", "tiny", "--steps", "4", "--points", "2", "--recipes", "gpt2", "--target", "9.5"])
+    out = capsys.readouterr().out
+    assert re.search(r"  4 steps at \d+\.\d ms/step, \d+ s, of which \d+\.\d s of warm-up", out), out
+    assert re.search(r"time to val 9\.5000:\n +gpt2: 0\.0 s", out), out  # the first evaluation: before the clock
 
 
 @pytest.mark.slow
