@@ -9,6 +9,7 @@ outside tmp is read or written afterwards.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -75,8 +76,27 @@ def mypt_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 
 def free_port() -> int:
-    """A local TCP port nothing listens on (once the probe socket is closed)."""
-    with socket.socket() as s:
+    """A local TCP port nothing listens on (once the probe socket is closed), for a server the
+    test starts later (a gloo group, torchrun's rendezvous, an HTTP server: none takes a socket
+    or reports the port of a bind to 0, so the port is handed over by number).
+
+    Taken below the ephemeral range, not from a bind to port 0: the kernel hands that range out
+    to every bind to 0 (gloo binds one per pair of ranks, torch's stores too, in the other
+    workers' tests), so the port probed there could go to another socket before the server
+    binds it, seconds later. Below it, only a process that names the port takes it."""
+    try:  # Linux: 32768 60999 by default
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 49152  # the IANA range's start (macOS, Windows)
+    # SystemRandom: a test may have seeded the random module, as another worker did the same.
+    for port in random.SystemRandom().sample(range(max(1024, low - 10000), low), 50):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use: try another
+                continue
+            return port
+    with socket.socket() as s:  # (50 ports in use: the old way)
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
