@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Iterable
 
 from mypt.errors import InputError
-from mypt.io import (append_dir, check_movable, check_replaceable, keep_dir_attributes, make_own_dir, partial_dir,
-                     remove_own, remove_work, unmark, write_json)
+from mypt.io import (append_dir, check_movable, check_replaceable, keep_dir_attributes, loops, make_own_dir,
+                     partial_dir, remove_own, remove_work, unmark, write_json)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK
 from mypt.prepare import PrepareSettings, load_tokenizer_from, prepare_steps, recover_dataset, restore_appended
@@ -110,6 +110,10 @@ def _check_no_links(dataset_dir: Path, meta: dict, flag: str) -> None:
     if links:
         link = dataset_dir / links[0]
         more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        if loops(link):  # (realpath would name the link itself, as if it were its own target)
+            raise InputError(f"{flag} {dataset_dir}: {link} is a symbolic link that loops (to itself, or through "
+                             f"others){more}: refused, nothing changed; fix the link, or put the folder or file itself "
+                             "in its place")
         raise InputError(f"{flag} {dataset_dir}: {link} is a symbolic link (to {os.path.realpath(link)}){more}; an "
                          "append builds the grown dataset beside the old one and renames it into place, which cannot "
                          "keep a link inside it: refused, nothing changed; put the folder or file itself in place of "

@@ -408,11 +408,11 @@ def check_dir_path(path: Path, flag: str) -> None:
 
     check_not_tilde(Path(path), flag)
     if (file := file_in_the_way(Path(path))) is not None:
-        what = "a symbolic link that loops" if _loops(file) else "a file, not a directory"
+        what = "a symbolic link that loops" if loops(file) else "a file, not a directory"
         raise InputError(f"{flag} {path}: {file} is {what}: choose another {flag}")
 
 
-def _loops(path: Path) -> bool:
+def loops(path: Path) -> bool:
     """Whether `path` runs through a symbolic link that loops (Path.resolve raises on one only
     before Python 3.13)."""
     try:
@@ -432,7 +432,7 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     file (not mypt's own `kind`). mypt's own work directories (`.NAME.work`,
     `.NAME.partial`) are not outputs: remove_own decides on them.
     """
-    if _loops(Path(out_dir)):
+    if loops(Path(out_dir)):
         raise InputError(f"{flag} {out_dir} is a symbolic link that loops: choose another {flag}")
     target = Path(out_dir).resolve()
     places = {"the current directory": Path.cwd().resolve(), "the home directory": Path.home().resolve(),

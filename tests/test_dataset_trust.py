@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -227,6 +228,17 @@ def test_append_refuses_a_linked_folder_or_shard_in_the_dataset_before_the_work(
     assert after == before  # nothing made, moved or left beside it
     assert (dataset / linked).is_symlink()
     assert cli("verify-dataset", dataset).startswith("OK:")
+
+
+@pytest.mark.parametrize("linked", ["val", "train/shard_00001.bin"])
+def test_append_names_a_link_that_loops_as_one(dataset, tmp_path, linked):
+    """A link to itself was named as a link to its own path ('ds/val is a symbolic link (to ds/val)')."""
+    shutil.rmtree(dataset / linked) if (dataset / linked).is_dir() else (dataset / linked).unlink()
+    (dataset / linked).symlink_to(dataset / linked)
+    out = cli("prepare-dataset", "--input_files", text(tmp_path / "more", "b.txt"), "--append_to", dataset, ok=False)
+    assert out.startswith(f"Error: --append_to {dataset}: {dataset / linked} is a symbolic link that loops (to itself, "
+                          "or through others): refused, nothing changed"), out
+    assert len(out.splitlines()) == 1 and (dataset / linked).is_symlink()
 
 
 # -- 3. an input of blank lines ---------------------------------------------------------------------
