@@ -301,8 +301,12 @@ LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 
 
 @pytest.mark.parametrize("name, safe", [("gpt2_regex", True), ("llama3_regex", True), ("prefix_space", False),
-                                        ("no_pre_tokenizer", False), ("prepend_normalizer", False)])
+                                        ("no_pre_tokenizer", False), ("prepend_normalizer", False),
+                                        ("nfc_lowercase", True), ("nmt", False), ("bert_normalizer", False),
+                                        ("byte_level_normalizer", False)])
 def test_cut_safety_follows_the_pipeline(name, safe):
+    """(Nmt, BertNormalizer and the ByteLevel normalizer act on each character alone, but make
+    the newline a space or 'Ċ': cut there, a 9 MB .txt gave 2 ids fewer than encoded whole.)"""
     pt, norm = tokenizers.pre_tokenizers, tokenizers.normalizers
     hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
     hf.pre_tokenizer = {
@@ -311,10 +315,12 @@ def test_cut_safety_follows_the_pipeline(name, safe):
                                      pt.ByteLevel(add_prefix_space=False, use_regex=False)]),
         "prefix_space": pt.ByteLevel(add_prefix_space=True),
         "no_pre_tokenizer": None,
-        "prepend_normalizer": pt.ByteLevel(add_prefix_space=False),
-    }[name]
-    if name == "prepend_normalizer":  # Llama 2 style: a mark at the start of every text
-        hf.normalizer = norm.Sequence([norm.Prepend("\u2581"), norm.Replace(" ", "\u2581")])
+    }.get(name, pt.ByteLevel(add_prefix_space=False))
+    normalizer = {"prepend_normalizer": norm.Sequence([norm.Prepend("\u2581"), norm.Replace(" ", "\u2581")]),
+                  "nfc_lowercase": norm.Sequence([norm.NFC(), norm.Lowercase()]), "nmt": norm.Nmt(),
+                  "bert_normalizer": norm.BertNormalizer(), "byte_level_normalizer": norm.ByteLevel()}.get(name)
+    if normalizer is not None:  # (prepend: Llama 2's mark at the start of every text)
+        hf.normalizer = normalizer
     assert HFTokenizer(tokenizer_json=hf.to_str()).cut_safe() is safe
 
 
@@ -397,3 +403,59 @@ def test_a_record_of_the_whole_tokenizer_json_as_mypt_wrote_it_before_still_veri
         meta_path.write_text(json.dumps({**meta, "tokenizer_sha256": record}))
         result = invoke("verify-dataset", str(tmp_path / "ds"), ok=ok)
         assert ok or (result.exit_code == 1 and "not the tokenizer the shards were written with" in result.output)
+
+
+def special_piece_tokenizer(path: Path, model: str) -> Path:
+    """A Unigram (UnigramTrainer's special_tokens, T5's </s>) or WordLevel tokenizer whose own
+    vocabulary holds the special tokens <unk> and </s> as pieces."""
+    texts = [" ".join(random.Random(i).choice(WORDS) for _ in range(12)) + " 1 < 2 / 3 > s" for i in range(300)]
+    if model == "unigram":
+        hf = tokenizers.Tokenizer(tokenizers.models.Unigram())
+        hf.pre_tokenizer, hf.decoder = tokenizers.pre_tokenizers.Metaspace(), tokenizers.decoders.Metaspace()
+        trainer = tokenizers.trainers.UnigramTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"],
+                                                     unk_token="<unk>")
+    else:
+        hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(unk_token="<unk>"))
+        hf.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+        trainer = tokenizers.trainers.WordLevelTrainer(special_tokens=["<unk>", "</s>"])
+    hf.train_from_iterator(texts, trainer)
+    hf.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("model", ["unigram", "wordlevel"])
+def test_a_literal_end_of_text_is_ordinary_text_where_the_model_holds_it_as_a_piece(tmp_path, model):
+    """encode_special_tokens keeps the added-token matcher off '</s>', but a Unigram or WordLevel
+    model holds it in its own vocabulary: a document quoting it ended there (the end-of-text id
+    inside it). Now each document holds no end-of-text id but its last; text without it keeps
+    the tokenizer's own ids."""
+    tok_json = special_piece_tokenizer(tmp_path / "tok.json", model)
+    docs = ["the king speak </s> know <unk> fire", "the queen </s>", "</s>", "night crown blood"]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    invoke("prepare-dataset", "--input_files", str(tmp_path / "docs.jsonl"), "--out_dir", str(tmp_path / "ds"),
+           "--tokenization", f"hf:{tok_json}", "--val_fraction", "0", "--no_dedup", "--no_filter", "--workers", "1")
+    tok = make_tokenizer(f"hf:{tok_json}")
+    assert tok.eot_id == 1
+    ids = read_tokens(tmp_path / "ds" / "train")
+    assert (ids == tok.eot_id).sum() == len(docs) and ids[-1] == tok.eot_id
+    if model == "unigram":  # its pieces spell it (a word-level vocabulary has it as an unknown word)
+        assert tok.decode(ids[ids != tok.eot_id]).count("</s>") == 3
+    raw = tokenizers.Tokenizer.from_file(str(tok_json))
+    plain = "the king and queen walk at night"
+    assert list(tok.encode(plain)) == raw.encode(plain, add_special_tokens=False).ids
+
+
+def test_bpe_dropout_is_off_so_preparation_is_deterministic(trained, tmp_path):
+    """A tokenizer.json with BPE dropout gave other ids at each encode: two preparations of one
+    corpus gave other shards, and verify-dataset passed both."""
+    corpus, tok_json = trained
+    config = json.loads(tok_json.read_text(encoding="utf-8"))
+    dropout = tmp_path / "dropout.json"
+    dropout.write_text(json.dumps({**config, "model": {**config["model"], "dropout": 0.3}}), encoding="utf-8")
+    shards = []
+    for name, path in (("a", dropout), ("b", dropout), ("plain", tok_json)):
+        result = invoke("prepare-dataset", "--input_files", str(corpus), "--out_dir", str(tmp_path / name),
+                        "--tokenization", f"hf:{path}", "--workers", "1")
+        assert ("sets BPE dropout, which mypt turns off" in result.output) == (name == "a"), result.output  # (once)
+        shards.append(tree_bytes(tmp_path / name / "train"))
+    assert shards[0] == shards[1] == shards[2]

@@ -45,6 +45,9 @@ LOCAL_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", 
 # that differ only there give every text the same ids (an export's tokenizer.json, to which
 # transformers' save adds a template of its own, is its model's tokenizer).
 ENCODE_SETTINGS = ("truncation", "padding", "post_processor")
+# What a model's piece for a special token is renamed to in the copy that encodes documents
+# (_ordinary_encoder): a noncharacter first, which no text holds.
+UNMATCHABLE = "\uffff"
 # The probe characters of cut_safe: the bytes gpt2_safe_boundary lets a cut lie between.
 _PRINTABLE = [chr(c) for c in range(0x21, 0x7F)]
 
@@ -55,6 +58,46 @@ def require_tokenizers():
     except ImportError:
         raise TokenizerError(f"hf tokenization needs the tokenizers package: {INSTALL_HINT}") from None
     return tokenizers
+
+
+def _for_mypt(tokenizers, tokenizer_json: str, source: str):
+    """The tokenizers.Tokenizer of `tokenizer_json`, set to encode as mypt does: a literal special
+    token in a document is ordinary text, no truncation, no padding (ENCODE_SETTINGS), and no
+    BPE dropout (random ids: two preparations of one corpus gave other shards)."""
+    try:
+        hf = tokenizers.Tokenizer.from_str(tokenizer_json)
+    except Exception as e:  # the Rust side raises a bare Exception for a file it cannot parse
+        raise TokenizerError(f"{source}: not a tokenizers tokenizer.json ({_one_line(e)})") from None
+    hf.encode_special_tokens = True
+    hf.no_truncation()
+    hf.no_padding()
+    if getattr(hf.model, "dropout", None):
+        hf.model.dropout = None
+    return hf
+
+
+def _ordinary_encoder(tokenizers, config: dict, special: dict[str, int], source: str):
+    """A copy of the tokenizer that encodes documents, where the model holds special tokens as
+    pieces of its own vocabulary (a Unigram's or WordLevel's: UnigramTrainer's special_tokens,
+    T5's </s>); None where it holds none. encode_special_tokens keeps only the added-token
+    matcher off them: the model itself still made a literal '</s>' in a document the end-of-text
+    id, ending the document there. The copy renames those pieces to text no document holds
+    (UNMATCHABLE first); ids and every other piece are as they were, so text without them
+    encodes to the same ids, and decoding stays the tokenizer's own."""
+    model = config.get("model") or {}
+    vocab = model.get("vocab")
+    if model.get("type") == "Unigram" and isinstance(vocab, list):
+        held = {i for i in special.values() if i < len(vocab) and vocab[i][0] in special}
+        renamed = [[UNMATCHABLE + piece[0], *piece[1:]] if i in held else piece for i, piece in enumerate(vocab)]
+    elif model.get("type") == "WordLevel" and isinstance(vocab, dict):
+        # (Not its unknown token, which it must hold: a literal '<unk>' is what any unknown word is.)
+        held = {w for w, i in special.items() if vocab.get(w) == i and w != model.get("unk_token")}
+        renamed = {(UNMATCHABLE + w if w in held else w): i for w, i in vocab.items()}
+    else:
+        return None
+    if not held:
+        return None
+    return _for_mypt(tokenizers, json.dumps({**config, "model": {**model, "vocab": renamed}}), source)
 
 
 def _one_line(e: BaseException) -> str:
@@ -93,13 +136,7 @@ class HFTokenizer(Tokenizer):
             raise TokenizerError(f"{source}: not valid JSON ({_one_line(e)}); give a tokenizer.json of the "
                                  "tokenizers library") from None
         tokenizers = require_tokenizers()
-        try:
-            hf = tokenizers.Tokenizer.from_str(tokenizer_json)
-        except Exception as e:  # the Rust side raises a bare Exception for a file it cannot parse
-            raise TokenizerError(f"{source}: not a tokenizers tokenizer.json ({_one_line(e)})") from None
-        hf.encode_special_tokens = True  # a literal special token in a document is ordinary text
-        hf.no_truncation()  # (ENCODE_SETTINGS)
-        hf.no_padding()
+        hf = _for_mypt(tokenizers, tokenizer_json, source)
         self.tokenizer_json, self._hf, self._config = tokenizer_json, hf, config_dict
         ids = list(hf.get_vocab(with_added_tokens=True).values())
         if not ids:
@@ -107,6 +144,7 @@ class HFTokenizer(Tokenizer):
         self._vocab_size = max(ids) + 1  # ids may have gaps: the model needs one row per id up to the largest
         special = {t.content: i for i, t in hf.get_added_tokens_decoder().items() if t.special}
         self._eot = next((special[name] for name in EOT_NAMES if name in special), None)
+        self._encoder = _ordinary_encoder(tokenizers, config_dict, special, source) or hf  # (documents' text)
         self._unk = self._unknown_id(config_dict.get("model") or {})
         self._boundary = None
 
@@ -139,7 +177,9 @@ class HFTokenizer(Tokenizer):
             raise TokenizerError(f"{where}: not UTF-8 text ({_one_line(e)}); give a tokenizer.json") from None
         tokenizer = cls(tokenizer_json=text, source=where)
         tokenizer.check_document_end(where)
-        if off := [k for k in ("truncation", "padding") if tokenizer._config.get(k)]:
+        off = [k for k in ("truncation", "padding") if tokenizer._config.get(k)]
+        off += ["BPE dropout"] if (tokenizer._config.get("model") or {}).get("dropout") else []
+        if off:
             _warn_once(f"{where} off", f"{where}: the tokenizer.json sets {' and '.join(off)}, which mypt turns off: it "
                                        "tokenizes whole documents, each to all of its ids")
         return tokenizer
@@ -149,7 +189,7 @@ class HFTokenizer(Tokenizer):
         with a warning; without either, documents would run into each other unmarked: refused."""
         if self._eot is not None:
             return
-        ids = self._hf.encode("\n", add_special_tokens=False).ids
+        ids = self._encoder.encode("\n", add_special_tokens=False).ids
         back = self._hf.decode(ids, skip_special_tokens=False) if ids else ""
         names = ", ".join(EOT_NAMES)
         fix = ("add <|endoftext|> to it as a special token (tokenizers: tokenizer.add_special_tokens"
@@ -191,11 +231,12 @@ class HFTokenizer(Tokenizer):
         """Whether a .txt document may be cut into blocks at gpt2's boundaries (a newline
         between two printable non-space ASCII bytes) without changing its ids. Yes only when:
 
-        - the normalizer acts on each character alone (LOCAL_NORMALIZERS, or none);
+        - the normalizer acts on each character alone (LOCAL_NORMALIZERS, or none) and leaves
+          the newline a newline;
         - no added token could span or absorb the cut (none with `lstrip`, no ordinary
           added token holding a newline; special ones are not matched at all);
         - the pre-tokenizer splits there: for every pair of printable characters c, d,
-          `x c\\n d y` pre-tokenizes to the pieces of `x c\\n` followed by those of `d y`
+          `x c\\n d y` normalized pre-tokenizes to the pieces of `x c\\n` followed by those of `d y`
           (GPT-2's and Llama 3's regexes do; Metaspace, which marks the start of a text, and
           no pre-tokenizer at all, which makes the text one word, do not).
 
@@ -212,10 +253,13 @@ class HFTokenizer(Tokenizer):
         for t in cfg.get("added_tokens") or []:
             if t.get("lstrip") or (not t.get("special") and "\n" in t.get("content", "")):
                 return False
-        pre = self._hf.pre_tokenizer
-        if pre is None:
-            return False
-        pieces = lambda text: [p for p, _ in pre.pre_tokenize_str(text)]  # noqa: E731
+        norm, pre = self._hf.normalizer, self._hf.pre_tokenizer
+        if pre is None or (norm is not None and norm.normalize_str("\n") != "\n"):
+            return False  # (Nmt, BertNormalizer, ByteLevel make it a space or 'Ċ': the cut is at no newline)
+
+        def pieces(text: str) -> list[str]:
+            return [p for p, _ in pre.pre_tokenize_str(norm.normalize_str(text) if norm else text)]
+
         for c in _PRINTABLE:
             for d in _PRINTABLE:
                 left, right = f"x {c}\n", f"{d} y"
@@ -224,12 +268,12 @@ class HFTokenizer(Tokenizer):
         return True
 
     def encode_array(self, text: str) -> np.ndarray:
-        return np.asarray(self._hf.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+        return np.asarray(self._encoder.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
 
     def encode_lossy(self, text: str) -> tuple[np.ndarray, dict[str, int]]:
         """The ids, and the count of each piece of `text` the vocabulary lacks, which became its
         unknown token (a word-level vocabulary's rare words: the model sees them all as one)."""
-        enc = self._hf.encode(text, add_special_tokens=False)
+        enc = self._encoder.encode(text, add_special_tokens=False)
         ids = np.asarray(enc.ids, dtype=np.uint32)
         if self._unk is None or not (ids == self._unk).any():
             return ids, {}
@@ -259,7 +303,10 @@ class HFTokenizer(Tokenizer):
         """The state with the tokenizer.json as the JSON it holds (not its spacing), less the
         settings that never change an id mypt encodes (ENCODE_SETTINGS): as parsed once on
         loading (a Llama 3's is 9 MB, and a run's start compares and hashes it often)."""
-        return {**self.state(), "tokenizer_json": {k: v for k, v in self._config.items() if k not in ENCODE_SETTINGS}}
+        config = {k: v for k, v in self._config.items() if k not in ENCODE_SETTINGS}
+        if (config.get("model") or {}).get("dropout"):
+            config["model"] = {**config["model"], "dropout": None}
+        return {**self.state(), "tokenizer_json": config}
 
     def identities(self) -> list[dict]:
         # (Datasets prepared on 2026-12-05 recorded the whole tokenizer.json, ENCODE_SETTINGS included.)
