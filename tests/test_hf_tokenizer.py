@@ -459,3 +459,6 @@ def test_bpe_dropout_is_off_so_preparation_is_deterministic(trained, tmp_path):
         assert ("sets BPE dropout, which mypt turns off" in result.output) == (name == "a"), result.output  # (once)
         shards.append(tree_bytes(tmp_path / name / "train"))
     assert shards[0] == shards[1] == shards[2]
+    # The same tokenizer, dropout off: a model of one trains on the others.
+    assert len({json.loads((tmp_path / n / "dataset_metadata.json").read_text())["tokenizer_sha256"]
+                for n in ("a", "b", "plain")}) == 1
