@@ -291,22 +291,23 @@ def _data_changed(saved: str | list[str] | None, now: str | list[str] | None, sa
     return f"; data changed from the checkpoint's run: {shown(now)} (was {shown(saved)})"
 
 
-def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int) -> str:
+def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int, saved_dropout: float, dropout: float) -> str:
     """What the resume line adds when flags changed the checkpoint's training settings (a
-    resume continues with the flags given over the saved ones): each setting with its saved
-    value, and where the learning-rate schedule moved, the rate at this step under each (a
-    larger --max_iters stretches the cosine: the rate goes back up; wsd's stays while at its
-    peak)."""
+    resume continues with the flags given over the saved ones), or its model's dropout (the one
+    model setting a resume may change): each setting with its saved value, and where the
+    learning-rate schedule moved, the rate at this step under each (a larger --max_iters
+    stretches the cosine: the rate goes back up; wsd's stays while at its peak)."""
     now = cfg.to_dict()
     # A setting the checkpoint lacks (an older mypt's, before the setting existed) had its default.
     saved = {**TrainConfig().to_dict(), **saved}
     changed = {k: v for k, v in saved.items() if k in now and now[k] != v}
-    if not changed:
+    shown = {**changed, **({"dropout": saved_dropout} if dropout != saved_dropout else {})}
+    if not shown:
         return ""
     # The seed only starts a run: a resumed one draws on from the checkpoint's random state.
     inert = {"seed": "; no effect: a resume continues the checkpoint's random state"}
     line = "; settings changed from the checkpoint's run: " + ", ".join(
-        f"{k} {now[k]!r} (was {v!r}{inert.get(k, '')})" for k, v in changed.items())
+        f"{k} {({**now, 'dropout': dropout})[k]!r} (was {v!r}{inert.get(k, '')})" for k, v in shown.items())
     try:
         old = TrainConfig.from_dict({**now, **changed})
     except ConfigError:  # settings an older mypt wrote that this one no longer takes
@@ -674,7 +675,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
         return _complete(req, resume_state, tokens_per_step(loader, train_cfg, dist), dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}"
-            + _changed_on_resume(saved_training, train_cfg, resume_state["step"])
+            + _changed_on_resume(saved_training, train_cfg, resume_state["step"],
+                                 saved_config.get("model", {}).get("dropout", model.config.dropout), model.config.dropout)
             + _data_changed(saved_config.get("dataset_dir"), _data_record(specs), saved_config.get("dataset_sha256"),
                             data_sums, specs))
     train_model = compiled_for_training(model, train_cfg)  # (a sharded model comes compiled block by block)

@@ -172,6 +172,16 @@ def test_resume_names_the_settings_it_changes_and_the_learning_rate_it_moves(tmp
                              "--model_name", "k", "--resume"))
     line = next(line for line in out.splitlines() if line.startswith("resuming k"))
     assert "lr_decay_iters None (was 30)" in line and "the learning rate at step 20 is" not in line
+    # The model's dropout, the one model setting a resume may change, is named too (it was applied
+    # unsaid); a resume without --dropout keeps the checkpoint's, unnamed.
+    out = invoke("train", "--dataset_dir", tmp_path / "ds", "--model_name", "k", "--checkpoints_dir", tmp_path / "ck",
+                 "--max_iters", "40", "--resume", "--dropout", "0.3")
+    line = next(line for line in out.splitlines() if line.startswith("resuming k"))
+    assert "settings changed from the checkpoint's run: max_iters 40 (was 30), dropout 0.3 (was 0.0); " in line, line
+    out = invoke("train", "--dataset_dir", tmp_path / "ds", "--model_name", "k", "--checkpoints_dir", tmp_path / "ck",
+                 "--max_iters", "41", "--resume")
+    line = next(line for line in out.splitlines() if line.startswith("resuming k"))
+    assert "settings changed from the checkpoint's run: max_iters 41 (was 40);" in line and "dropout" not in line, line
 
 
 def test_resume_names_data_other_than_the_checkpoints(tmp_path, monkeypatch):
