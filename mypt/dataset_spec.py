@@ -76,8 +76,10 @@ def parse_dataset_specs(specs) -> list[DatasetSpec]:
     if twice:
         raise ConfigError(f"--dataset_dir: two datasets named {twice[0]}; name them apart: "
                           f"NAME1=PATH1 NAME2=PATH2")
-    total = sum(s.weight or 1.0 for s in out)
-    specs = [DatasetSpec(s.name, s.path, (s.weight or 1.0) / total, s.text) for s in out]
+    # Over the largest first: weights of 1e308 summed to inf, and every share was 0.
+    top = max(s.weight or 1.0 for s in out)
+    total = sum((s.weight or 1.0) / top for s in out)
+    specs = [DatasetSpec(s.name, s.path, (s.weight or 1.0) / top / total, s.text) for s in out]
     tiny = next((s for s in specs if s.weight < MIN_SHARE), None)
     if tiny is not None:  # 1e-320 is positive, yet its dataset would never be drawn
         share = f"{tiny.weight:.3g}"
