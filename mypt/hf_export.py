@@ -19,7 +19,8 @@ checkpoint as a directory that `AutoModelForCausalLM.from_pretrained` and
 - Tokenizer: gpt2 becomes GPT-2's byte-level BPE (transformers' TikTokenConverter of the
   r50k_base ranks mypt installs); char becomes a WordLevel model over single characters with
   a decoder that fuses them, so both encode and decode exactly as mypt does; hf is its own
-  tokenizer.json.
+  tokenizer.json. None adds a token mypt does not (a Llama tokenizer.json's BOS template is
+  dropped: mypt_ids_only), so `tokenizer(text)` gives mypt's ids.
   tokenizer_config.json names PreTrainedTokenizerFast, which transformers 4 and 5 both load,
   and the model's inputs (input_ids, attention_mask: no token_type_ids).
 
@@ -208,10 +209,27 @@ def char_hf_tokenizer(tokenizer: Tokenizer):
 
 
 def file_hf_tokenizer(tokenizer: Tokenizer):
-    """An hf tokenizer's own tokenizer.json, as the user gave it."""
+    """An hf tokenizer's own tokenizer.json, as the user gave it (export_hf then drops a
+    post-processor that adds tokens: mypt_ids_only)."""
     from tokenizers import Tokenizer as HFTokenizer
 
     return HFTokenizer.from_str(tokenizer.tokenizer_json)
+
+
+def mypt_ids_only(hf) -> None:
+    """Make `hf` (a `tokenizers.Tokenizer`) give exactly mypt's ids with transformers' default
+    call, `tokenizer(text)` (add_special_tokens=True): drop a post-processor that adds tokens.
+    mypt trains, evaluates and generates with add_special_tokens=False (tokenizers.hf), so a
+    Llama 2/3 tokenizer.json's TemplateProcessing `<s> $A` gave transformers [1, 294, ...] for
+    mypt's [294, ...], and other logits. One that adds none (GPT-2's ByteLevel, which trims
+    offsets only) is kept. A user who wants a BOS the model never saw can add it back
+    (transformers 5: `AutoTokenizer.from_pretrained(DIR, bos_token="<s>", add_bos_token=True)`,
+    the export's bos_token being the end of text; 4: a TemplateProcessing of their own).
+    The identity of an hf tokenizer ignores its post-processor (tokenizers.hf.ENCODE_SETTINGS):
+    the export's tokenizer.json is still its model's tokenizer on import."""
+    post = hf.post_processor
+    if post is not None and (post.num_special_tokens_to_add(False) or post.num_special_tokens_to_add(True)):
+        hf.post_processor = None
 
 
 def portable_tokenizer_config(directory: Path) -> None:
@@ -222,12 +240,18 @@ def portable_tokenizer_config(directory: Path) -> None:
       tokenizer.json and 5.x's alias of TokenizersBackend, so both load the same tokenizer;
     - the model's inputs, `input_ids` and `attention_mask`, as GPT-2's own tokenizer declares
       them: without them 4.x's tokenizer returns `token_type_ids` too, which GPT2LMHeadModel
-      adds as token-type embeddings (logits off by up to 1.8) and Llama's generate refuses."""
+      adds as token-type embeddings (logits off by up to 1.8) and Llama's generate refuses;
+    - add_bos_token and add_eos_token false."""
     path = directory / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config["model_input_names"] = list(MODEL_INPUT_NAMES)
+    # No BOS or EOS added to what mypt encodes (mypt_ids_only): transformers 5 rebuilds the
+    # post-processor from these whenever they are given or tokenizer.json has none (a class
+    # whose default is true, LlamaTokenizer's add_bos_token, would add <s>); 4's
+    # PreTrainedTokenizerFast ignores them.
+    config.update(add_bos_token=False, add_eos_token=False)
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -355,7 +379,9 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     if build is None:
         raise ConfigError(f"{model_dir}: no Hugging Face export for {tokenizer.kind} tokenizers yet")
     eot = tokenizer.decode([tokenizer.eot_id]) if tokenizer.eot_id is not None else None  # <|endoftext|>, </s>...
-    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=build(tokenizer), eos_token=eot,
+    hf_tokenizer = build(tokenizer)
+    mypt_ids_only(hf_tokenizer)
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=hf_tokenizer, eos_token=eot,
                                                   bos_token=eot, model_max_length=model.config.block_size)
     with staged_dir(out_dir, inputs=[model_dir], marker=marker, owned=owned) as stage:
         _save_weights(transformers, hf_model, Path(stage))

@@ -84,6 +84,44 @@ def test_export_loads_in_transformers_with_equal_logits_and_tokens(tmp_path, kin
     assert torch.allclose(ours, theirs, atol=1e-4)
 
 
+def bos_tokenizer(tmp_path: Path):
+    """bpe_tokenizer's, whose post-processor adds a BOS (its <|endoftext|>) before each text, as
+    Llama 2's and 3's TemplateProcessing add theirs."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import processors
+
+    if not (tmp_path / "tok.json").is_file():
+        bpe_tokenizer(tmp_path)
+    hf = HFTokenizer.from_file(str(tmp_path / "tok.json"))
+    bos = "<|endoftext|>"
+    hf.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B:1",
+                                                      special_tokens=[(bos, hf.token_to_id(bos))])
+    hf.save(str(tmp_path / "bos.json"))
+    return make_tokenizer(f"hf:{tmp_path / 'bos.json'}")
+
+
+@pytest.mark.parametrize("recipe", [{"bias": False}, {"bias": False, "position": "rope", "norm": "rmsnorm",
+                                                    "mlp": "swiglu"}], ids=["gpt2", "llama"])
+def test_an_exported_tokenizer_adds_no_bos_mypt_never_used(tmp_path, recipe):
+    """A tokenizer.json whose post-processor adds a BOS, as Llama 2's and 3's TemplateProcessing
+    do: mypt trains and generates without it, so the export's tokenizer gives mypt's ids with
+    transformers' default call (it gave [BOS, 294, ...] for [294, ...], and other logits), and
+    its tokenizer.json is still the model's tokenizer on import."""
+    tokenizer = bos_tokenizer(tmp_path)
+    model = trained_checkpoint(tmp_path / "m", tokenizer, **recipe).eval()
+    out = export(tmp_path, "m")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    ids = tokenizer.encode(MULTILINGUAL)
+    assert hf_tok(MULTILINGUAL)["input_ids"] == ids and ids[0] != tokenizer.eot_id
+    assert hf_tok(MULTILINGUAL, MULTILINGUAL)["input_ids"] == ids + ids
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    inputs = hf_tok(MULTILINGUAL[:12], return_tensors="pt")
+    with torch.no_grad():
+        ours = model(inputs["input_ids"], inputs["input_ids"])[0][0, :, :tokenizer.vocab_size]  # (all positions)
+        assert torch.allclose(ours, hf_model(**inputs).logits[0], atol=1e-4)
+    assert make_tokenizer(f"hf:{out / 'tokenizer.json'}").identity() == tokenizer.identity()
+
+
 def test_an_untied_gpt2_of_its_own_mlp_width_exports_and_imports_back(tmp_path):
     """--no_tie_embeddings and --mlp_width under the GPT-2 recipe: GPT2LMHeadModel with its own
     lm_head and n_inner, transformers' logits equal mypt's, and the import gives the same model."""

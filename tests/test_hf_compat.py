@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_hf import MULTILINGUAL, bpe_tokenizer, export, trained_checkpoint
+from test_hf import MULTILINGUAL, bos_tokenizer, bpe_tokenizer, export, trained_checkpoint
 from test_hf_llama import SCALED, llama_checkpoint
 
 from mypt.hf_export import gpt2_hf_tokenizer
@@ -87,11 +87,14 @@ def load_in_transformers4(text: str, exports: list[Path], script: str = LOAD_IN_
 
 @pytest.mark.slow
 def test_exports_load_in_transformers_4_with_mypts_ids_and_logits(tmp_path):
-    """gpt2, char and hf tokenizers on GPT-2 models, and the Llama and Qwen3 exports (a RoPE
+    """gpt2, char and hf tokenizers on GPT-2 models (an hf one whose post-processor adds a BOS
+    mypt never used: transformers 4 adds none either), and the Llama and Qwen3 exports (a RoPE
     base other than the default: transformers 4 reads it from rope_theta, 5 from rope_parameters;
     Llama 3's RoPE scaling from rope_scaling; qkv_bias as attention_bias)."""
-    char = CharTokenizer(chars=sorted(set(MULTILINGUAL)))
-    cases = {"gpt2": (GPT2Tokenizer(), {}), "char": (char, {"bias": True}), "hf": (bpe_tokenizer(tmp_path), {}),
+    char, hf = CharTokenizer(chars=sorted(set(MULTILINGUAL))), bpe_tokenizer(tmp_path)
+    bos = bos_tokenizer(tmp_path)
+    cases = {"gpt2": (GPT2Tokenizer(), {}), "char": (char, {"bias": True}), "hf": (hf, {}), "hf_bos": (bos, {}),
+             "llama_bos": (bos, {"qk_norm": False}),
              "llama": (char, {"qk_norm": False}), "qwen3": (char, {"qk_norm": True}),
              "llama3": (char, {"qk_norm": False, "rope_scaling": SCALED}),
              "qkv_bias": (char, {"qk_norm": False, "qkv_bias": True, "norm_eps": 1e-6}),
@@ -105,8 +108,8 @@ def test_exports_load_in_transformers_4_with_mypts_ids_and_logits(tmp_path):
         exports.append(export(tmp_path, name))
         config = json.loads((exports[-1] / "tokenizer_config.json").read_text(encoding="utf-8"))
         assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
-    classes = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama3": "LlamaForCausalLM",
-               "qkv_bias": "LlamaForCausalLM", "relu2_qk": "Qwen3ForCausalLM"}
+    classes = {"llama": "LlamaForCausalLM", "llama_bos": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM",
+               "llama3": "LlamaForCausalLM", "qkv_bias": "LlamaForCausalLM", "relu2_qk": "Qwen3ForCausalLM"}
     for (name, (tokenizer, _)), got in zip(cases.items(), load_in_transformers4(MULTILINGUAL, exports), strict=True):
         ids = tokenizer.encode(MULTILINGUAL)
         assert got["class"] == classes.get(name, "GPT2LMHeadModel")
