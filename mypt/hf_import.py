@@ -13,10 +13,11 @@ scalings, sliding-window attention, MLP biases, an output projection's bias othe
 GPT-2's other attention scalings. A head_dim other than hidden_size / heads is head_size. A key
 the config.json leaves out means transformers' default for its model_type (LlamaConfig and the
 Qwens do not tie the head by default). The weights are model.safetensors or the shards a
-model.safetensors.index.json lists; pickles are refused. The tokenizer: a mypt export's own, GPT-2's for a GPT-2
-vocabulary, else the directory's tokenizer.json (a Hub model's: prepare its datasets with
-`--tokenizer_from DIR`). A vocabulary padded past the tokenizer's ids (Qwen's 151,936 rows
-for 151,665 ids) is imported without the rows no id reaches.
+model.safetensors.index.json lists; pickles are refused. The tokenizer: a mypt export's own
+(its tokenizer.json once that changed since the export), GPT-2's for a GPT-2 vocabulary, else
+the directory's tokenizer.json (a Hub model's: prepare its datasets with `--tokenizer_from
+DIR`). A vocabulary padded past the tokenizer's ids (Qwen's 151,936 rows for 151,665 ids) is
+imported without the rows no id reaches.
 
 Needs only safetensors, not transformers. The export (mypt.hf_export) is apart, so that
 training does not depend on its code."""
@@ -30,6 +31,7 @@ import torch
 
 from mypt.config import MAX_NORM_EPS
 from mypt.errors import ConfigError
+from mypt.io import sha256_file
 from mypt.tokenizers import Tokenizer
 
 # transformers' GPT-2 holds these layers as Conv1D, whose weights are the transpose of nn.Linear's.
@@ -45,6 +47,9 @@ VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")
 # this many, or 1% of the rows. A vocabulary rounded up to a multiple of 128 passes; another
 # model's tokenizer does not.
 PADDING_ROWS = 127
+# The record `mypt export-hf` writes of the files it wrote and their sha256 (hf_export.RECORD):
+# what tells a mypt export's tokenizer_state.json from a stale one (stale_tokenizer_state).
+EXPORT_RECORD = "mypt_export.json"
 
 
 def hf_dir(spec: str | None) -> Path | None:
@@ -418,7 +423,8 @@ def hf_model_tokenizer(path: Path, flag: str) -> Tokenizer:
 
 
 def _hf_tokenizer(path: Path, vocab_size: int, where: str | None = None) -> Tokenizer:
-    """The model's tokenizer: a mypt export's tokenizer_state.json; else the directory's
+    """The model's tokenizer: a mypt export's tokenizer_state.json (unless its tokenizer.json
+    changed since: stale_tokenizer_state); else the directory's
     tokenizer.json, as a Hub model has it (SmolLM2, a Llama of one's own), which
     `--tokenization hf:DIR/tokenizer.json` prepares datasets with, unless it is GPT-2's own
     (a GPT-2 vocabulary encoding as tiktoken does): GPT-2's, as for a directory with no
@@ -428,7 +434,14 @@ def _hf_tokenizer(path: Path, vocab_size: int, where: str | None = None) -> Toke
     from mypt.tokenizers.hf import HFTokenizer
 
     where = where or f"--init_from_model hf:{path}"
-    if (path / "tokenizer_state.json").is_file():  # a mypt export
+    # A mypt export whose tokenizer.json changed since is read as any directory: its
+    # tokenizer.json, whatever mypt tokenizer it was exported from. Those files encode as
+    # mypt's char and gpt2 do (the export's tests check the ids), so the changed file is that
+    # tokenizer with the user's changes (tokens added in transformers, whose rows
+    # resize_token_embeddings added): the model's tokenizer now, and refusing it would leave
+    # that model no way back into mypt. An unchanged GPT-2 size still comes back as gpt2
+    # (_encodes_as_gpt2); a char export becomes an hf tokenizer of the same ids.
+    if (path / "tokenizer_state.json").is_file() and not stale_tokenizer_state(path):  # a mypt export
         tokenizer = Tokenizer.load(path)
     elif (path / "tokenizer.json").is_file():
         tokenizer = HFTokenizer.from_file(path / "tokenizer.json", f"{where}: {path / 'tokenizer.json'}")
@@ -447,6 +460,23 @@ def _hf_tokenizer(path: Path, vocab_size: int, where: str | None = None) -> Toke
                           f"per id, and takes at most {max(PADDING_ROWS, vocab_size // 100)} rows more as padding); "
                           "copy the model's own tokenizer.json into the directory")
     return tokenizer
+
+
+def stale_tokenizer_state(path: Path) -> bool:
+    """Whether the tokenizer_state.json of `path`, a `mypt export-hf` directory, is no longer
+    its model's tokenizer: its tokenizer.json differs from what the export wrote (the sha256
+    in mypt_export.json), e.g. a user added tokens in transformers and saved the tokenizer and
+    the resized model over the export (tokenizer.json and config.json then had 302 ids, and
+    the 300 of tokenizer_state.json left the 2 new rows out as "padding no id reaches"). An
+    export with no recorded sum (written before mypt recorded them, or its record damaged)
+    cannot tell: not stale, as before; a removed tokenizer.json changed nothing mypt reads."""
+    path = Path(path)
+    try:
+        recorded = json.loads((path / EXPORT_RECORD).read_text(encoding="utf-8"))["sha256"]["tokenizer.json"]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return False
+    tokenizer_json = path / "tokenizer.json"
+    return isinstance(recorded, str) and tokenizer_json.is_file() and sha256_file(tokenizer_json) != recorded
 
 
 # Text whose ids tell GPT-2's byte-level BPE from another tokenizer of the same size.

@@ -18,7 +18,7 @@ from mypt.config import GPTConfig, TrainConfig
 from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.errors import CheckpointError, ConfigError
 from mypt.hf_import import import_hf
-from mypt.model import GPT
+from mypt.model import GPT, load_model
 from mypt.tokenizers import make_tokenizer
 from mypt.tokenizers.char import CharTokenizer
 from mypt.tokenizers.gpt2 import GPT2Tokenizer
@@ -403,6 +403,49 @@ def test_an_exported_tokenizer_json_is_its_models_tokenizer_without_mypts_files(
                                   "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert make_tokenizer(f"hf:{hub / 'tokenizer.json'}").identity() == tokenizer.identity()
+
+
+@pytest.mark.parametrize("kind, prepare", [
+    ("hf", "--tokenization"), ("char", "--tokenization"),
+    pytest.param("hf", "--tokenizer_from", marks=pytest.mark.xfail(
+        strict=True, reason="mypt/prepare.py load_tokenizer_from reads an export's tokenizer_state.json before "
+                            "hf_import.hf_model_tokenizer can see it is stale"))])
+def test_an_export_whose_tokenizer_transformers_extended_imports_with_the_new_ids(tmp_path, kind, prepare):
+    """Tokens added in transformers (add_tokens, resize_token_embeddings, save_pretrained over
+    the export): mypt's tokenizer_state.json there is stale (tokenizer.json's sha256 is not the
+    export's record's), so --init_from_model hf:DIR takes the directory's tokenizer.json with
+    the new ids and their rows. It took the stale 300 ids and dropped the 2 new rows as
+    "padding no id reaches"."""
+    if kind == "hf":
+        tokenizer = bpe_tokenizer(tmp_path)
+    else:
+        (tmp_path / "corpus.txt").write_text(MULTILINGUAL * 20, encoding="utf-8")
+        tokenizer = CharTokenizer(chars=sorted(set(MULTILINGUAL)))
+    trained_checkpoint(tmp_path / "m", tokenizer, bias=False)
+    out = export(tmp_path, "m")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    hf_tok.add_tokens(["Ελληνικά"])
+    hf_tok.add_special_tokens({"pad_token": "<pad>"})
+    hf_model.resize_token_embeddings(len(hf_tok))
+    hf_tok.save_pretrained(out)
+    hf_model.save_pretrained(out)
+    runner = CliRunner()
+    source = f"hf:{out / 'tokenizer.json'}" if prepare == "--tokenization" else str(out)
+    result = runner.invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "corpus.txt"), "--out_dir",
+                                  str(tmp_path / "ds"), prepare, source, "--val_fraction", "0.3", "--no_dedup",
+                                  "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["train", "--init_from_model", f"hf:{out}", "--dataset_dir", str(tmp_path / "ds"),
+                                  "--checkpoints_dir", str(tmp_path / "ck"), "--model_name", "tuned", "--max_iters",
+                                  "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "padding" not in result.output
+    model, imported, _ = load_model(tmp_path / "ck" / "tuned", "cpu")
+    assert imported.vocab_size == len(hf_tok) == tokenizer.vocab_size + 2
+    assert list(imported.encode(MULTILINGUAL)) == hf_tok(MULTILINGUAL)["input_ids"]
+    rows = hf_model.get_input_embeddings().weight
+    assert torch.equal(model.transformer.wte.weight[:len(hf_tok)], rows)
 
 
 def test_mypt_eval_prints_json_and_refuses_another_tokenizer(tmp_path):
