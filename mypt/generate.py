@@ -145,38 +145,86 @@ def _not_finite(step: int) -> CheckpointError:
 
 
 class TextStream:
-    """Token ids in, text pieces out, in O(1) per token: ids are decoded as they come, except
-    that a multi-byte character split across tokens waits until it decodes cleanly, and text
-    that could be the start of a stop string waits until it cannot."""
+    """Token ids in, text pieces out: the pieces join to exactly the text the ids decode to
+    after `context` (the prompt's ids), with O(1) work per token.
 
-    def __init__(self, tokenizer, stop: Sequence[str] = ()):
+    Decoding each token alone and joining the pieces is wrong for decoders whose output
+    depends on where a token sits: a sentencepiece-style (Metaspace) or WordPiece decoder drops
+    the space before the first token of a sequence ('▁quick' alone is 'quick', after '▁the' it
+    is ' quick'), so the joined pieces lost every space between words. Decoding the whole
+    sample at every token is right but costs O(length) per token. So, as text-generation-
+    inference and vLLM do ("incremental detokenization"): decode a short window of ids that
+    begins a little before the new ones, twice, without and with the new ids; what the second
+    adds past the first is the new text, since both start at the same token. The window then
+    starts at the ids just shown, so it stays a few tokens long.
+
+    - A character split across tokens (byte-level BPE, byte fallback) waits until it decodes
+      cleanly: a decoding that ends in U+FFFD shows only the text before those U+FFFD, and at
+      most PENDING ids wait (a U+FFFD the model really wrote, or bytes that never form one).
+    - Text that could be the start of a stop string waits until it cannot; stop strings are
+      matched on the decoded text, so they are found across tokens and spaces.
+
+    One decoder still rewrites text it gave: tokenizers' ByteFallback (Llama 2) makes every
+    byte of a run of <0x..> tokens U+FFFD once the run is not valid UTF-8, a valid one too;
+    the stream keeps the characters the valid bytes gave before the run went wrong.
+    """
+
+    # Ids a split character may keep waiting: a character is 4 bytes at most, but an untrained
+    # model's random bytes leave one split after another (each about 1 time in 2).
+    PENDING = 16
+    # The prompt's last ids, decoded before the first new one so that it gets the space (or
+    # none) it has after them.
+    CONTEXT = 4
+
+    def __init__(self, tokenizer, stop: Sequence[str] = (), context: Sequence[int] = ()):
         self.tokenizer, self.stop = tokenizer, [s for s in stop if s]
         self.hold = max((len(s) for s in self.stop), default=1) - 1
-        self.pending: list[int] = []  # ids not yet decodable on their own
-        self.text = ""  # decoded, not yet shown
+        # The window: ids[:read] are shown (they begin where the last decoding was clean), the
+        # rest wait; `extra` characters of the latter's text are shown already (the text before
+        # a split character).
+        self.ids = [int(i) for i in list(context)[-self.CONTEXT:]]
+        self.read, self.extra = len(self.ids), 0
+        self.text = ""  # decoded, not yet shown (it may begin a stop string)
         self.stopped = False
+
+    def _decoded(self, force: bool = False) -> str:
+        """The new text of the waiting ids that can be shown now."""
+        done = self.tokenizer.decode(self.ids[:self.read])
+        now = self.tokenizer.decode(self.ids)
+        shown = len(done) + self.extra
+        if now.endswith("\ufffd") and not force and len(self.ids) - self.read < self.PENDING:
+            clean = len(now.rstrip("\ufffd"))  # a complete character never changes with the bytes after it
+            piece = now[shown:clean]
+            self.extra += len(piece)
+            return piece
+        piece = now[shown:]
+        self.ids, self.read, self.extra = self.ids[self.read:], len(self.ids) - self.read, 0
+        return piece
 
     def push(self, token: int) -> str:
         """The text that can be shown after `token` ("" while held back)."""
-        self.pending.append(token)
-        piece = self.tokenizer.decode(self.pending)
-        if piece.endswith("\ufffd") and len(self.pending) < 8:  # a character split across tokens
+        if self.stopped:
             return ""
-        self.pending = []
+        self.ids.append(int(token))
+        return self._show(self._decoded(), self.hold)
+
+    def flush(self) -> str:
+        """The text still held back, at the end of the sample."""
+        if self.stopped:
+            return ""
+        return self._show(self._decoded(force=True) if len(self.ids) > self.read else "", 0)
+
+    def _show(self, piece: str, hold: int) -> str:
+        """What of the held text and `piece` can be shown, keeping `hold` characters back."""
         self.text += piece
         hits = [at for at in (self.text.find(s) for s in self.stop) if at != -1]
         if hits:  # the earliest stop string in the text wins, whatever their order
             self.stopped = True
             shown, self.text = self.text[:min(hits)], ""
             return shown
-        cut = max(0, len(self.text) - self.hold)
+        cut = max(0, len(self.text) - hold)
         shown, self.text = self.text[:cut], self.text[cut:]
         return shown
-
-    def flush(self) -> str:
-        rest = self.text + (self.tokenizer.decode(self.pending) if self.pending and not self.stopped else "")
-        self.text, self.pending = "", []
-        return "" if self.stopped else rest
 
 
 def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
@@ -194,6 +242,16 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     for s in stop:
         check_text(s, "--stop")
     ids = _encode_prompt(tokenizer, prompt, prompt_flag) if prompt else []
+    # What is shown: the prompt as written, then the text that decoding its ids and the new ones
+    # together gives past the decoded prompt (TextStream's context). A byte-level tokenizer
+    # decodes the prompt to itself; a sentencepiece-style (Metaspace) or normalizing one may not
+    # (a leading space dropped, the text lower-cased, a piece it lacks as <unk>): showing that
+    # would rewrite what the user typed, while the continuation's own first character (the
+    # space before a new word, or none inside one) is the model's and is kept. With no prompt
+    # the model starts from a document boundary (the end-of-text token or a newline), and the
+    # new text is decoded as a document's start, as the corpus' documents were: no leading
+    # space from a Metaspace decoder, no '<|endoftext|>' text before it.
+    context = list(ids)
     if not ids:
         ids = tokenizer.encode("\n") if tokenizer.eot_id is None else [tokenizer.eot_id]
     if not ids:  # an hf tokenizer with no end-of-text that encodes a newline as nothing
@@ -206,7 +264,7 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     texts = []
     for i in range(num_samples):
         idx = torch.tensor([ids], dtype=torch.long, device=device)
-        stream, pieces = TextStream(tokenizer, stop), []
+        stream, pieces = TextStream(tokenizer, stop, context), []
         tokens = sample_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
         for step, nxt in enumerate(tokens):
             token = int(nxt[0])

@@ -135,3 +135,132 @@ def test_eval_names_the_shard_of_a_token_id_past_the_vocabulary_deep_in_it(w):
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert f"{Path('big') / 'val' / shard.name}: token id 1000 is outside the char vocabulary" in result.output, \
         result.output
+
+
+# --- What is streamed is the decoded text (issue: spaces lost with Metaspace and WordPiece) ---
+
+@pytest.fixture(scope="module")
+def kinds(world, tmp_path_factory) -> dict:
+    """One tokenizer of each kind and decoder family, over the world's corpus: char, gpt2,
+    hf byte-level BPE (`mypt train-tokenizer`), hf Unigram with a Metaspace decoder
+    (sentencepiece-style: a token's space depends on where it sits), the same with Llama 2's
+    byte-fallback decoder (characters split into <0x..> byte tokens), hf WordPiece ('##')."""
+    from mypt.tokenizers import Tokenizer
+    from mypt.tokenizers.gpt2 import GPT2Tokenizer
+    from mypt.tokenizers.hf import HFTokenizer
+
+    tk = pytest.importorskip("tokenizers")
+    texts = (world / "corpus.txt").read_text().splitlines()
+    bpe = tmp_path_factory.mktemp("bpe") / "bpe.json"
+    made = invoke("train-tokenizer", "--input_files", world / "corpus.txt", "--vocab_size", "300", "--out", bpe)
+    assert made.exit_code == 0, made.output
+    uni = tk.Tokenizer(tk.models.Unigram())
+    uni.pre_tokenizer, uni.decoder = tk.pre_tokenizers.Metaspace(), tk.decoders.Metaspace()
+    uni.train_from_iterator(texts, tk.trainers.UnigramTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"],
+                                                              unk_token="<unk>", show_progress=False))
+    llama = tk.Tokenizer.from_str(uni.to_str())
+    llama.decoder = tk.decoders.Sequence([tk.decoders.Replace("▁", " "), tk.decoders.ByteFallback(),
+                                          tk.decoders.Fuse(), tk.decoders.Strip(" ", 1, 0)])
+    llama.add_tokens([f"<0x{b:02X}>" for b in range(256)])
+    wp = tk.Tokenizer(tk.models.WordPiece(unk_token="[UNK]"))
+    wp.pre_tokenizer, wp.decoder = tk.pre_tokenizers.BertPreTokenizer(), tk.decoders.WordPiece()
+    wp.train_from_iterator(texts, tk.trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[UNK]", "</s>"],
+                                                               show_progress=False))
+    return {"char": Tokenizer.load(world / "ds"), "gpt2": GPT2Tokenizer(),
+            "bpe": HFTokenizer.from_file(bpe), "unigram": HFTokenizer(tokenizer_json=uni.to_str()),
+            "llama2": HFTokenizer(tokenizer_json=llama.to_str()), "wordpiece": HFTokenizer(tokenizer_json=wp.to_str())}
+
+
+def _random_model(tok):
+    import torch
+
+    from mypt.config import GPTConfig
+    from mypt.model import GPT
+
+    torch.manual_seed(0)  # untrained: near-uniform sampling, so every kind of token comes up
+    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
+
+
+def _streamed(model, tok, prompt: str, monkeypatch, **kw) -> tuple[str, list[str], str]:
+    """generate's text, its streamed pieces, and what they should be: the text decoding the
+    prompt's ids and the new ones together gives past the decoded prompt (with no prompt, the
+    new ids alone: a document's start)."""
+    import mypt.generate
+
+    new, pieces, sample = [], [], mypt.generate.sample_tokens
+
+    def recorded(*args, **kwargs):
+        for t in sample(*args, **kwargs):
+            new.append(int(t[0]))
+            yield t
+
+    monkeypatch.setattr(mypt.generate, "sample_tokens", recorded)
+    decode, windows = tok.decode, []
+    monkeypatch.setattr(tok, "decode", lambda ids: windows.append(len(ids)) or decode(ids))
+    text = mypt.generate.generate(model, tok, prompt, temperature=1.0, top_k=None,
+                                  on_text=lambda i, p: pieces.append(p), **kw)[0]
+    monkeypatch.undo()
+    new = new[:new.index(tok.eot_id)] if tok.eot_id in new else new
+    ids = list(tok.encode(prompt)) if prompt else []
+    whole, head = tok.decode(ids + new), tok.decode(ids)
+    assert whole.startswith(head)
+    # O(1) per token: each decode is of a few ids (2 * TextStream.PENDING + 1 at most), never of
+    # the sample so far (200 new ids with char)
+    assert max(windows) <= 40
+    return text, pieces, whole[len(head):]
+
+
+def test_streamed_text_is_the_decoded_continuation_for_every_tokenizer_kind(kinds, monkeypatch):
+    """Each token decoded alone and the pieces joined lost the spaces of a Metaspace or WordPiece
+    decoder ('thequickbrownfox'), also between the prompt and the first new token, and stop
+    strings were looked for in that text. The stream is the decoded continuation, exactly, split
+    characters and all; a stop string spanning tokens and a space ends it where the text has it."""
+    for kind, tok in kinds.items():
+        if kind == "llama2":  # (its byte tokens: test_a_character_split_into_byte_tokens_waits_for_its_last)
+            continue
+        model = _random_model(tok)
+        n = 200 if kind == "char" else 30  # (past the decode's window; the other kinds' vocabularies are slower)
+        for prompt in ("the king", " and the queen", ""):
+            text, pieces, true = _streamed(model, tok, prompt, monkeypatch, max_new_tokens=n, seed=3)
+            assert text == prompt + "".join(pieces), (kind, prompt)  # the prompt as written, then the stream
+            assert "".join(pieces) == true, (kind, prompt, pieces)
+            assert "\ufffd" not in "".join(pieces[:-1]) or "\ufffd" in true, (kind, prompt)
+        # the last sample's (no prompt): a stop string across a space
+        spaced = [i for i in range(1, len(true) - 2) if true[i] == " " and "\ufffd" not in true[i - 1:i + 2]]
+        stop = true[spaced[0] - 1:spaced[0] + 2]  # a character, the space, a character
+        text, pieces, _ = _streamed(model, tok, "", monkeypatch, max_new_tokens=n, seed=3, stop=[stop])
+        assert text == "".join(pieces) == true[:true.index(stop)], (kind, stop)
+
+
+def test_generate_streams_a_metaspace_models_spaces(w, kinds, monkeypatch):
+    """`mypt generate` with a sentencepiece-style (Unigram, Metaspace) model: the words keep
+    their spaces, the first new one's after the prompt included."""
+    from mypt import checkpoint
+
+    tok = kinds["unigram"]
+    model = _random_model(tok)
+    checkpoint.save(w / "ck" / "uni", model, tok, {})
+    result = invoke(*gen("--prompt", "the king", "--max_new_tokens", "30", "--seed", "5", "--temperature", "1",
+                         "--top_k", "0", model="uni"))
+    assert result.exit_code == 0, result.output
+    true = _streamed(model, tok, "the king", monkeypatch, max_new_tokens=30, seed=5)[2]
+    assert true.count(" ") >= 3 and result.output == f"--- sample 1 ---\nthe king{true}\n"
+
+
+def test_a_character_split_into_byte_tokens_waits_for_its_last(kinds):
+    """Llama 2's decoder: a character the vocabulary lacks is its UTF-8 bytes as <0x..>
+    tokens, which decode to U+FFFD until the last one comes. The stream shows it whole, once,
+    and the words around it with their spaces."""
+    import tokenizers
+
+    from mypt.generate import TextStream
+
+    tok = kinds["llama2"]
+    hf = tokenizers.Tokenizer.from_str(tok.tokenizer_json)
+    euro = [hf.token_to_id(f"<0x{b:02X}>") for b in "€".encode()]
+    context = list(tok.encode("the king"))
+    ids = euro + list(tok.encode(" and the")) + euro * 2 + list(tok.encode(" queen"))
+    stream = TextStream(tok, context=context)
+    pieces = [stream.push(i) for i in ids] + [stream.flush()]
+    assert "".join(pieces) == tok.decode(context + ids)[len("the king"):] == "€ and the€€ queen"
+    assert "\ufffd" not in "".join(pieces) and pieces[:3] == ["", "", "€"]
