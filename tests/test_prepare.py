@@ -138,6 +138,25 @@ def test_one_long_document_among_short_ones_gets_its_share_of_val(tmp_path):
         assert 0.05 < meta["val"]["tokens"] / meta["total_tokens"] < 0.15, (seed, meta["val"]["tokens"])
 
 
+@pytest.mark.parametrize("files, chars", [(40, 1200), (1, 2000)])
+def test_small_sources_are_cut_into_units_of_a_few_hundred_tokens_not_fragments(tmp_path, files, chars):
+    """One short document per file (a layout the README suggests): each source alone was cut into
+    100 units, of 12 tokens for a 1,200-token document, and val was a soup of fragments (its
+    loss 0.2 above whole documents'), train full of holes. Small sources are now drawn together,
+    in units of at least MIN_UNIT_TOKENS (256) where 10 remain; val still gets its share."""
+    rng = random.Random(0)
+    for i in range(files):
+        text = " ".join(sentence(rng) for _ in range(200))[:chars - 1] + "\n"
+        (tmp_path / "in" / f"doc{i:02d}.txt").parent.mkdir(exist_ok=True)
+        (tmp_path / "in" / f"doc{i:02d}.txt").write_text(text, encoding="utf-8")
+    prepare("--input_files", str(tmp_path / "in"), "--out_dir", str(tmp_path / "ds"), "--tokenization", "char",
+            "--val_fraction", "0.1", "--no_dedup", "--no_filter")
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    split = meta["stats"]["split"]
+    assert split["val_units"] >= 1 and split["val_tokens"] / split["val_units"] >= 200, split
+    assert 0.05 < meta["val"]["tokens"] / meta["total_tokens"] < 0.16, split
+
+
 def test_tail_split_keeps_a_train_token_whatever_the_fraction(tmp_path):
     src = tmp_path / "small.txt"
     src.write_text("To be, or not to be: that is the question.\n", encoding="utf-8")

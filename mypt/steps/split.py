@@ -2,9 +2,11 @@
 tokenizer_state.json, dataset_metadata.json).
 
 Each source is cut into units: a document, or a chunk of `chunk_tokens` tokens of a longer
-one, and no unit longer than 1/MIN_UNITS_PER_SOURCE of its source (cut finer where needed).
-A seeded draw sends round(val_fraction x units) units of every source to val, so val
-represents every source and no unit is on both sides; train and val keep the corpus order.
+one, and no unit longer than 1/MIN_UNITS_PER_SOURCE of its source (cut finer where needed,
+but not below MIN_UNIT_TOKENS while 10 units remain). A seeded draw sends round(val_fraction x
+units) units of every source to val, so val represents every source and no unit is on both
+sides; train and val keep the corpus order. Sources too small for that many units of
+MIN_UNIT_TOKENS (a short document per file, a poem) are drawn as one, pooled.
 `split_mode="tail"` instead puts the last val_fraction of each source in val (nanoGPT's
 convention for one file), and keeps at least one token on each side.
 """
@@ -48,6 +50,18 @@ def dataset_files(dataset_dir: Path) -> list[str]:
 # A source is cut into at least about this many units (finer than chunk_tokens where needed):
 # drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
 MIN_UNITS_PER_SOURCE = 100
+# But no finer than this (while 10 units remain): a model's windows over val then cross few
+# joins of units. Files of one 1,166-token document each were cut into 12-token units, and val
+# was a soup of fragments (its loss 0.2 above that of whole documents), train full of holes.
+# Sources of fewer than MIN_UNITS_PER_SOURCE x MIN_UNIT_TOKENS tokens are pooled, drawn as one.
+MIN_UNIT_TOKENS = 256
+
+
+def _unit_tokens(tokens: int, chunk_tokens: int) -> int:
+    """The longest unit of a source (or pool) of `tokens` tokens (MIN_UNITS_PER_SOURCE,
+    MIN_UNIT_TOKENS), at most chunk_tokens."""
+    finest = max(math.ceil(tokens / MIN_UNITS_PER_SOURCE), min(MIN_UNIT_TOKENS, math.ceil(tokens / 10)))
+    return max(1, min(chunk_tokens, finest))
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,39 @@ def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()
     return split_tokens(manifest, TokenStream(list_shards(in_dir)), doc_ends, Path(in_dir), out_dir, settings)
 
 
+def _drawn_units(sources: list[dict], doc_ends: np.ndarray, val_fraction: float, chunk_tokens: int,
+                 split_mode: str, seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each source's units (starts, ends: token positions in the corpus) and which go to val."""
+    out, pool, t0, d0 = [], [], 0, 0
+    for i, s in enumerate(sources):
+        ends = doc_ends[d0:d0 + s["documents"]]
+        starts = np.concatenate([[t0], ends[:-1]]).astype(np.int64)[:ends.size]
+        t1, d0 = t0 + s["tokens"], d0 + s["documents"]
+        if split_mode == "tail":  # at least one token of val, and one of train, from a source of two or more
+            n_val = min(max(1, round(val_fraction * s["tokens"])), s["tokens"] - 1) \
+                if val_fraction > 0 and s["tokens"] > 1 else 0
+            cut = t1 - n_val
+            out.append((np.array([t0, cut]), np.array([cut, t1]), np.array([False, True])))
+        elif s["tokens"] >= MIN_UNITS_PER_SOURCE * MIN_UNIT_TOKENS or chunk_tokens < MIN_UNIT_TOKENS:
+            # No unit above 1/MIN_UNITS_PER_SOURCE of its source: a draw of units is then a draw of
+            # about that share of its tokens (one long document among short ones, whole, was a
+            # tenth of the units drawn and could be most of the val tokens).
+            u_start, u_end = _units(starts, ends, _unit_tokens(s["tokens"], chunk_tokens))
+            out.append((u_start, u_end, _val_mask(u_start.size, val_fraction, np.random.default_rng([seed, i]))))
+        else:
+            pool.append((len(out), starts, ends))
+            out.append(None)
+        t0 = t1
+    if pool:  # the small sources, drawn as one
+        chunk = _unit_tokens(sum(int(ends[-1] - starts[0]) for _, starts, ends in pool if ends.size), chunk_tokens)
+        cut = [_units(starts, ends, chunk) for _, starts, ends in pool]
+        val = _val_mask(sum(u.size for u, _ in cut), val_fraction, np.random.default_rng([seed, len(sources)]))
+        at = 0
+        for (i, _, _), (u_start, u_end) in zip(pool, cut):
+            out[i], at = (u_start, u_end, val[at:at + u_start.size]), at + u_start.size
+    return out
+
+
 def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_dir: Path, out_dir: Path,
                  settings: SplitSettings = SplitSettings()) -> dict:
     """split() of a sharded corpus given as the shard step's manifest, its token stream and
@@ -99,23 +146,9 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
                                                     settings.split_mode, settings.seed)
     tps = manifest["settings"]["tokens_per_shard"]
     doc_ends = doc_ends.astype(np.int64)
-    runs, sources, n_units, n_val_units, t0, d0 = [], [], 0, 0, 0, 0
-    for i, s in enumerate(manifest["sources"]):
-        ends = doc_ends[d0:d0 + s["documents"]]
-        starts = np.concatenate([[t0], ends[:-1]]).astype(np.int64)[:ends.size]
-        t1, d0 = t0 + s["tokens"], d0 + s["documents"]
-        if split_mode == "tail":  # at least one token of val, and one of train, from a source of two or more
-            n_val = min(max(1, round(val_fraction * s["tokens"])), s["tokens"] - 1) \
-                if val_fraction > 0 and s["tokens"] > 1 else 0
-            cut = t1 - n_val
-            u_start, u_end, val = np.array([t0, cut]), np.array([cut, t1]), np.array([False, True])
-        else:
-            # No unit above 1/MIN_UNITS_PER_SOURCE of its source: a draw of units is then a draw of
-            # about that share of its tokens (one long document among short ones, whole, was a
-            # tenth of the units drawn and could be most of the val tokens).
-            chunk = min(chunk_tokens, max(1, math.ceil(s["tokens"] / MIN_UNITS_PER_SOURCE)))
-            u_start, u_end = _units(starts, ends, chunk)
-            val = _val_mask(u_start.size, val_fraction, np.random.default_rng([seed, i]))
+    units = _drawn_units(manifest["sources"], doc_ends, val_fraction, chunk_tokens, split_mode, seed)
+    runs, sources, n_units, n_val_units = [], [], 0, 0
+    for s, (u_start, u_end, val) in zip(manifest["sources"], units):
         n_units += u_start.size
         n_val_units += int(val.sum())
         change = np.flatnonzero(val[1:] != val[:-1]) + 1
@@ -125,7 +158,6 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
         val_tokens = int((u_end - u_start)[val].sum())
         sources.append({"name": s["name"], "bytes": s["bytes"], "documents": s["documents"], "tokens": s["tokens"],
                         "train_tokens": s["tokens"] - val_tokens, "val_tokens": val_tokens})
-        t0 = t1
     train_tokens = sum(s["train_tokens"] for s in sources)
     val_tokens = sum(s["val_tokens"] for s in sources)
     if val_fraction > 0 and val_tokens == 0:
