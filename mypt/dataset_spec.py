@@ -77,7 +77,7 @@ def parse_dataset_specs(specs) -> list[DatasetSpec]:
         raise ConfigError(f"--dataset_dir: two datasets named {twice[0]}; name them apart: "
                           f"NAME1=PATH1 NAME2=PATH2")
     # Over the largest first: weights of 1e308 summed to inf, and every share was 0.
-    top = max(s.weight or 1.0 for s in out)
+    top = max((s.weight or 1.0 for s in out), default=1.0)
     total = sum((s.weight or 1.0) / top for s in out)
     specs = [DatasetSpec(s.name, s.path, (s.weight or 1.0) / top / total, s.text) for s in out]
     tiny = next((s for s in specs if s.weight < MIN_SHARE), None)
