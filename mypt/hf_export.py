@@ -37,11 +37,11 @@ import torch
 
 from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError, safetensors_os_error
-from mypt.hf_import import EXPORT_RECORD, LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
+from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
 from mypt.io import (built_files, check_replaceable, is_own, old_dir, output_target, sha256_file, staged_dir,
                      umask_mode)
 from mypt.model import load_model
-from mypt.names import char_replacement
+from mypt.names import EXPORT_RECORD, char_replacement
 from mypt.tokenizers import Tokenizer
 
 # mypt's gelu setting -> transformers' activation_function (read back by hf_import.GELU_FROM_HF).
@@ -261,7 +261,7 @@ def portable_tokenizer_config(directory: Path) -> None:
 # and is carried over; a user's file with a name the new export writes is refused
 # (io.staged_dir), and so is a file mypt wrote that changed since (weights fine-tuned in place
 # and saved with save_pretrained over the export's): they are the user's work now.
-RECORD = EXPORT_RECORD  # (hf_import.stale_tokenizer_state reads it too)
+RECORD = EXPORT_RECORD  # (names: hf_import.stale_tokenizer_state and --tokenizer_from read it too)
 # Exports written before the record: those with mypt's tokenizer state beside
 # tokenizer_config.json. What they held (transformers 4 and 5's save_pretrained, mypt's
 # tokenizer state) is what a new export replaces there.

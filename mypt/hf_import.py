@@ -32,6 +32,7 @@ import torch
 from mypt.config import MAX_NORM_EPS
 from mypt.errors import ConfigError
 from mypt.io import sha256_file
+from mypt.names import EXPORT_RECORD  # (what tells a mypt export's tokenizer_state.json from a stale one)
 from mypt.tokenizers import Tokenizer
 
 # transformers' GPT-2 holds these layers as Conv1D, whose weights are the transpose of nn.Linear's.
@@ -47,9 +48,6 @@ VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")
 # this many, or 1% of the rows. A vocabulary rounded up to a multiple of 128 passes; another
 # model's tokenizer does not.
 PADDING_ROWS = 127
-# The record `mypt export-hf` writes of the files it wrote and their sha256 (hf_export.RECORD):
-# what tells a mypt export's tokenizer_state.json from a stale one (stale_tokenizer_state).
-EXPORT_RECORD = "mypt_export.json"
 
 
 def hf_dir(spec: str | None) -> Path | None:

@@ -18,6 +18,7 @@ METADATA_FILE = "dataset_metadata.json"  # what a dataset's shards are; written 
 MANIFEST = "manifest.json"  # what a pipeline step's output directory holds: sources, settings, stats
 SPLITS = ("train", "val")  # a dataset's splits, in the order shards are numbered
 WORK_MARK = ".mypt-work"  # inside each work directory mypt makes beside an output: a leftover it may remove
+EXPORT_RECORD = "mypt_export.json"  # what `mypt export-hf` wrote into a directory, with each file's sha256
 TIED = "transformer.wte.weight"  # GPT's input embedding, tied to lm_head.weight: a checkpoint stores it once
 
 

@@ -24,7 +24,7 @@ from mypt.errors import InputError
 from mypt.io import (append_dir, appended_aside, check_movable, check_replaceable, check_written, is_own, make_own_dir,
                      output_target, recover_output, remove_own, remove_work)
 from mypt.lock import output_lock
-from mypt.names import WORK_MARK, sibling
+from mypt.names import EXPORT_RECORD, WORK_MARK, sibling
 from mypt.parallel import engine_session, shared_pool
 from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import METADATA_FILE, dataset_tokenizer, read_metadata
@@ -158,8 +158,12 @@ def recover_dataset(dataset_dir: Path, flag: str) -> None:
 def load_tokenizer_from(path: Path) -> Tokenizer:
     """--tokenizer_from: a mypt dataset's or checkpoint's tokenizer (tokenizer_state.json), or
     the one a Hugging Face model directory's model trains with (--init_from_model hf:DIR). A
-    dataset's must be the one its metadata records (--append_to reads it here too)."""
-    if (Path(path) / "tokenizer_state.json").is_file() or not (Path(path) / "config.json").is_file():
+    dataset's must be the one its metadata records (--append_to reads it here too). An export's
+    directory is a Hugging Face one (its tokenizer_state.json is stale once transformers
+    changed its tokenizer.json: hf_import reads it only while it is not)."""
+    path = Path(path)
+    exported = (path / EXPORT_RECORD).is_file()
+    if not exported and ((path / "tokenizer_state.json").is_file() or not (path / "config.json").is_file()):
         return dataset_tokenizer(path)
     from mypt.hf_import import hf_model_tokenizer
 

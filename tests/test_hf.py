@@ -406,10 +406,7 @@ def test_an_exported_tokenizer_json_is_its_models_tokenizer_without_mypts_files(
 
 
 @pytest.mark.parametrize("kind, prepare", [
-    ("hf", "--tokenization"), ("char", "--tokenization"),
-    pytest.param("hf", "--tokenizer_from", marks=pytest.mark.xfail(
-        strict=True, reason="mypt/prepare.py load_tokenizer_from reads an export's tokenizer_state.json before "
-                            "hf_import.hf_model_tokenizer can see it is stale"))])
+    ("hf", "--tokenization"), ("char", "--tokenization"), ("hf", "--tokenizer_from")])
 def test_an_export_whose_tokenizer_transformers_extended_imports_with_the_new_ids(tmp_path, kind, prepare):
     """Tokens added in transformers (add_tokens, resize_token_embeddings, save_pretrained over
     the export): mypt's tokenizer_state.json there is stale (tokenizer.json's sha256 is not the
