@@ -419,6 +419,7 @@ def special_piece_tokenizer(path: Path, model: str) -> Path:
         hf.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
         trainer = tokenizers.trainers.WordLevelTrainer(special_tokens=["<unk>", "</s>"])
     hf.train_from_iterator(texts, trainer)
+    hf.add_tokens(["<user>"])  # (transformers' add_tokens: an added token after the special ones, not special)
     hf.save(str(path))
     return path
 
@@ -441,8 +442,8 @@ def test_a_literal_end_of_text_is_ordinary_text_where_the_model_holds_it_as_a_pi
     if model == "unigram":  # its pieces spell it (a word-level vocabulary has it as an unknown word)
         assert tok.decode(ids[ids != tok.eot_id]).count("</s>") == 3
     raw = tokenizers.Tokenizer.from_file(str(tok_json))
-    plain = "the king and queen walk at night"
-    assert list(tok.encode(plain)) == raw.encode(plain, add_special_tokens=False).ids
+    for plain in ("the king and queen walk at night", "<user> the king"):  # (the added token keeps its id)
+        assert list(tok.encode(plain)) == raw.encode(plain, add_special_tokens=False).ids
 
 
 def test_bpe_dropout_is_off_so_preparation_is_deterministic(trained, tmp_path):

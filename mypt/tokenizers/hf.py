@@ -46,7 +46,7 @@ LOCAL_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", 
 # transformers' save adds a template of its own, is its model's tokenizer).
 ENCODE_SETTINGS = ("truncation", "padding", "post_processor")
 # What a model's piece for a special token is renamed to in the copy that encodes documents
-# (_ordinary_encoder): a noncharacter first, which no text holds.
+# (_ordinary_encoder): a noncharacter first, which text practically never holds.
 UNMATCHABLE = "\uffff"
 # The probe characters of cut_safe: the bytes gpt2_safe_boundary lets a cut lie between.
 _PRINTABLE = [chr(c) for c in range(0x21, 0x7F)]
@@ -76,14 +76,14 @@ def _for_mypt(tokenizers, tokenizer_json: str, source: str):
     return hf
 
 
-def _ordinary_encoder(tokenizers, config: dict, special: dict[str, int], source: str):
+def _ordinary_encoder(tokenizers, hf, config: dict, special: dict[str, int], source: str):
     """A copy of the tokenizer that encodes documents, where the model holds special tokens as
     pieces of its own vocabulary (a Unigram's or WordLevel's: UnigramTrainer's special_tokens,
     T5's </s>); None where it holds none. encode_special_tokens keeps only the added-token
     matcher off them: the model itself still made a literal '</s>' in a document the end-of-text
-    id, ending the document there. The copy renames those pieces to text no document holds
-    (UNMATCHABLE first); ids and every other piece are as they were, so text without them
-    encodes to the same ids, and decoding stays the tokenizer's own."""
+    id, ending the document there. The copy renames those pieces, and their added tokens, to
+    text no document holds (UNMATCHABLE first); ids and every other piece are as they were, so
+    text without them encodes to the same ids, and decoding stays the tokenizer's own."""
     model = config.get("model") or {}
     vocab = model.get("vocab")
     if model.get("type") == "Unigram" and isinstance(vocab, list):
@@ -97,7 +97,17 @@ def _ordinary_encoder(tokenizers, config: dict, special: dict[str, int], source:
         return None
     if not held:
         return None
-    return _for_mypt(tokenizers, json.dumps({**config, "model": {**model, "vocab": renamed}}), source)
+    names = {vocab[i][0] for i in held} if isinstance(vocab, list) else held
+    # The added tokens renamed too: one the model no longer holds would get a new id, and every
+    # added token after it (transformers' add_tokens: `<user>`) would move up one.
+    added = [{**t, "content": UNMATCHABLE + t["content"]} if t.get("special") and t.get("content") in names else t
+             for t in config.get("added_tokens") or []]
+    copy = _for_mypt(tokenizers, json.dumps({**config, "model": {**model, "vocab": renamed}, "added_tokens": added}),
+                     source)
+    kept = {k: i for k, i in copy.get_vocab(with_added_tokens=True).items() if not k.startswith(UNMATCHABLE)}
+    assert all(kept.get(k) == i for k, i in hf.get_vocab(with_added_tokens=True).items() if k not in names), \
+        f"{source}: the encoding copy moved an id"
+    return copy
 
 
 def _one_line(e: BaseException) -> str:
@@ -144,7 +154,7 @@ class HFTokenizer(Tokenizer):
         self._vocab_size = max(ids) + 1  # ids may have gaps: the model needs one row per id up to the largest
         special = {t.content: i for i, t in hf.get_added_tokens_decoder().items() if t.special}
         self._eot = next((special[name] for name in EOT_NAMES if name in special), None)
-        self._encoder = _ordinary_encoder(tokenizers, config_dict, special, source) or hf  # (documents' text)
+        self._encoder = _ordinary_encoder(tokenizers, hf, config_dict, special, source) or hf  # (documents' text)
         self._unk = self._unknown_id(config_dict.get("model") or {})
         self._boundary = None
 
