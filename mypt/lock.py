@@ -186,9 +186,11 @@ def check_not_tilde(path: Path, flag: str) -> None:
     expand (`--out_dir '~/data'` quoted, a params.yaml value: nothing expands it there, only the
     shell, unquoted). It made a folder named `~` in the current directory, and the `rm -rf ~`
     that removes it deletes the home. (`~notes`, no user of that name, is a name like another.)"""
-    # Normalized first: `a/../~/x` makes `./~/x` as surely as `~/x` does (pathlib keeps the `..`).
-    first = Path(os.path.normpath(path)).parts[:1]
-    if first and first[0].startswith("~") and os.path.expanduser(first[0]) != first[0]:
-        raise InputError(f"{flag} {path}: the path starts with a literal '{first[0]}', which only a shell expands (unquoted; "
-                         f"never in params.yaml or a config file): it would make a folder named '{first[0]}' here, "
-                         "not in a home directory; write the path in full (or $HOME/..., unquoted)")
+    # As written and normalized: `a/../~/x` makes `./~/x` as surely as `~/x` does (pathlib keeps
+    # the `..`), and `~/../x`, which is `x` normalized, makes `./~` on the way.
+    for first in dict.fromkeys(Path(p).parts[0] for p in (path, os.path.normpath(path)) if Path(p).parts):
+        if first.startswith("~") and os.path.expanduser(first) != first:
+            raise InputError(f"{flag} {path}: the path starts with a literal '{first}', which only a shell expands "
+                             f"(unquoted; never in params.yaml or a config file): it would make a folder named "
+                             f"'{first}' here, not in a home directory; write the path in full (or $HOME/..., "
+                             "unquoted)")

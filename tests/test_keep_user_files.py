@@ -1162,13 +1162,15 @@ def test_an_output_at_a_literal_tilde_is_refused_before_anything_is_made(tmp_pat
     assert not Path("~").exists() and not Path("cl").exists()
 
 
-def test_an_output_whose_path_leads_back_to_a_literal_tilde_is_refused(tmp_path, monkeypatch):
-    """`a/../~/data` makes `./~/data` as `~/data` would: it was not refused (its first part is `a`)."""
+@pytest.mark.parametrize("out_dir", ["a/../~/data", "~/../data"])
+def test_an_output_whose_path_leads_back_to_a_literal_tilde_is_refused(tmp_path, monkeypatch, out_dir):
+    """`a/../~/data` makes `./~/data` as `~/data` would: it was not refused (its first part is `a`).
+    `~/../data` is `data` normalized, and makes `./~` on the way."""
     monkeypatch.chdir(tmp_path)
     Path("c.txt").write_text("the king and the queen and the crown\n" * 100)
     (tmp_path / "a").mkdir()
-    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "c.txt", "--out_dir", "a/../~/data",
+    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "c.txt", "--out_dir", out_dir,
                                   "--tokenization", "char"])
-    assert r.exit_code == 1 and "Error: --out_dir a/../~/data: the path starts with a literal '~'" in r.output, \
+    assert r.exit_code == 1 and f"Error: --out_dir {out_dir}: the path starts with a literal '~'" in r.output, \
         r.output
     assert not Path("~").exists()
