@@ -255,13 +255,13 @@ def portable_tokenizer_config(directory: Path) -> None:
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-# An export's record of the files it wrote (names in the directory) and each one's sha256: what
+# An export's record (EXPORT_RECORD) of the files it wrote (names in the directory) and each one's sha256: what
 # makes a directory mypt's export, and what a later export into it may replace. Everything else
 # there is the user's (a README.md model card, eval_results/, a chat_template.jinja they added)
 # and is carried over; a user's file with a name the new export writes is refused
 # (io.staged_dir), and so is a file mypt wrote that changed since (weights fine-tuned in place
 # and saved with save_pretrained over the export's): they are the user's work now.
-RECORD = EXPORT_RECORD  # (names: hf_import.stale_tokenizer_state and --tokenizer_from read it too)
+#
 # Exports written before the record: those with mypt's tokenizer state beside
 # tokenizer_config.json. What they held (transformers 4 and 5's save_pretrained, mypt's
 # tokenizer state) is what a new export replaces there.
@@ -282,37 +282,38 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
     if holds_mypt_config(out_dir) or (out_dir / "training_state.json").exists():
         raise ConfigError(f"--out_dir {out_dir} holds a mypt checkpoint: refused; choose a new directory for the "
                           "export")
-    if (out_dir / RECORD).is_file():
+    if (out_dir / EXPORT_RECORD).is_file():
         try:
-            record = json.loads((out_dir / RECORD).read_text(encoding="utf-8"))
+            record = json.loads((out_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
             files, sums = record["files"], record.get("sha256")
         except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
             files = sums = None
         if not isinstance(files, list) or not all(isinstance(f, str) and f and "/" not in f and f not in (".", "..")
                                                   for f in files):
-            raise ConfigError(f"--out_dir {out_dir}: {RECORD} is damaged (no list of file names): refused, nothing "
-                              f"changed; choose a new --out_dir, or delete the directory's export files and {RECORD}")
+            raise ConfigError(f"--out_dir {out_dir}: {EXPORT_RECORD} is damaged (no list of file names): refused, "
+                              "nothing changed; choose a new --out_dir, or delete the directory's export files and "
+                              f"{EXPORT_RECORD}")
         # A record written before mypt recorded sums has none: its files are replaced unchecked,
         # as they always were (mypt cannot tell an edited one from its own there).
         if sums is not None:
             if not (isinstance(sums, dict) and all(name in files and isinstance(digest, str)
                                                    and len(digest) == 64 for name, digest in sums.items())):
-                raise ConfigError(f"--out_dir {out_dir}: {RECORD} is damaged (its sha256 is not a sum of each listed "
-                                  "file): refused, nothing changed; choose a new --out_dir, or delete the directory's "
-                                  f"export files and {RECORD}")
+                raise ConfigError(f"--out_dir {out_dir}: {EXPORT_RECORD} is damaged (its sha256 is not a sum of each "
+                                  "listed file): refused, nothing changed; choose a new --out_dir, or delete the "
+                                  f"directory's export files and {EXPORT_RECORD}")
             changed = _changed_files(out_dir, sums)
             if changed:
                 them = "it" if len(changed) == 1 else "them"
                 raise ConfigError(f"--out_dir {out_dir}: {', '.join(changed[:5])}"
                                   f"{f' (and {len(changed) - 5} more)' if len(changed) > 5 else ''} changed since mypt "
-                                  f"exported {them} (sha256 differs from {RECORD}'s: fine-tuned or edited in place?), "
-                                  f"and exporting again would replace {them}: refused, nothing changed; move {them} "
-                                  "out of the directory, or choose another --out_dir")
-        return RECORD, (RECORD, *files)
+                                  f"exported {them} (sha256 differs from {EXPORT_RECORD}'s: fine-tuned or edited in "
+                                  f"place?), and exporting again would replace {them}: refused, nothing changed; move "
+                                  f"{them} out of the directory, or choose another --out_dir")
+        return EXPORT_RECORD, (EXPORT_RECORD, *files)
     if (out_dir / LEGACY_MARKER).is_file() and (out_dir / "tokenizer_config.json").is_file():
         return LEGACY_MARKER, LEGACY_FILES
-    raise ConfigError(f"--out_dir {out_dir} already holds files that are not a mypt export (no {RECORD}): refused, "
-                      "mypt replaces only its own export or an empty directory; choose another --out_dir")
+    raise ConfigError(f"--out_dir {out_dir} already holds files that are not a mypt export (no {EXPORT_RECORD}): "
+                      "refused, mypt replaces only its own export or an empty directory; choose another --out_dir")
 
 
 def _changed_files(out_dir: Path, sums: dict[str, str]) -> list[str]:
@@ -397,6 +398,6 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         # Each file's sum, after its mode change: a later export refuses to replace one that
         # changed since (_previous_export).
         sums = {name: sha256_file(Path(stage) / name) for name in written}
-        (Path(stage) / RECORD).write_text(json.dumps({"files": written, "sha256": sums, "model": str(model_dir)},
+        (Path(stage) / EXPORT_RECORD).write_text(json.dumps({"files": written, "sha256": sums, "model": str(model_dir)},
                                                      indent=1) + "\n", encoding="utf-8")
     return Path(out_dir)

@@ -304,10 +304,11 @@ def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int, saved_dropout: 
     shown = {**changed, **({"dropout": saved_dropout} if dropout != saved_dropout else {})}
     if not shown:
         return ""
+    values = {**now, "dropout": dropout}
     # The seed only starts a run: a resumed one draws on from the checkpoint's random state.
     inert = {"seed": "; no effect: a resume continues the checkpoint's random state"}
     line = "; settings changed from the checkpoint's run: " + ", ".join(
-        f"{k} {({**now, 'dropout': dropout})[k]!r} (was {v!r}{inert.get(k, '')})" for k, v in shown.items())
+        f"{k} {values[k]!r} (was {v!r}{inert.get(k, '')})" for k, v in shown.items())
     try:
         old = TrainConfig.from_dict({**now, **changed})
     except ConfigError:  # settings an older mypt wrote that this one no longer takes
@@ -676,7 +677,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}"
             + _changed_on_resume(saved_training, train_cfg, resume_state["step"],
-                                 saved_config.get("model", {}).get("dropout", model.config.dropout), model.config.dropout)
+                                 saved_config.get("model", {}).get("dropout", model.config.dropout),
+                                 model.config.dropout)
             + _data_changed(saved_config.get("dataset_dir"), _data_record(specs), saved_config.get("dataset_sha256"),
                             data_sums, specs))
     train_model = compiled_for_training(model, train_cfg)  # (a sharded model comes compiled block by block)

@@ -3,10 +3,11 @@ tokenizer_state.json, dataset_metadata.json).
 
 Each source is cut into units: a document, or a chunk of `chunk_tokens` tokens of a longer
 one, and no unit longer than 1/MIN_UNITS_PER_SOURCE of its source (cut finer where needed,
-but not below MIN_UNIT_TOKENS while 10 units remain). A seeded draw sends round(val_fraction x
-units) units of every source to val, so val represents every source and no unit is on both
-sides; train and val keep the corpus order. Sources too small for that many units of
-MIN_UNIT_TOKENS (a short document per file, a poem) are drawn as one, pooled.
+but not below MIN_UNIT_TOKENS while FEWEST_UNITS remain). A seeded draw sends
+round(val_fraction x units) units of every source to val, so val represents every source and
+no unit is on both sides; train and val keep the corpus order. Sources too small for
+MIN_UNITS_PER_SOURCE units of MIN_UNIT_TOKENS (a short document per file, a poem) are cut and
+drawn as one source, pooled: the rules above hold of the pool.
 `split_mode="tail"` instead puts the last val_fraction of each source in val (nanoGPT's
 convention for one file), and keeps at least one token on each side.
 """
@@ -50,17 +51,18 @@ def dataset_files(dataset_dir: Path) -> list[str]:
 # A source is cut into at least about this many units (finer than chunk_tokens where needed):
 # drawing 10% of 5 units gives 0% or 20%, of 100 units about 10%.
 MIN_UNITS_PER_SOURCE = 100
-# But no finer than this (while 10 units remain): a model's windows over val then cross few
+# But no finer than this while FEWEST_UNITS remain: a model's windows over val then cross few
 # joins of units. Files of one 1,166-token document each were cut into 12-token units, and val
 # was a soup of fragments (its loss 0.2 above that of whole documents), train full of holes.
 # Sources of fewer than MIN_UNITS_PER_SOURCE x MIN_UNIT_TOKENS tokens are pooled, drawn as one.
 MIN_UNIT_TOKENS = 256
+FEWEST_UNITS = 10  # (a 10% draw needs 10 units at least)
 
 
 def _unit_tokens(tokens: int, chunk_tokens: int) -> int:
     """The longest unit of a source (or pool) of `tokens` tokens (MIN_UNITS_PER_SOURCE,
-    MIN_UNIT_TOKENS), at most chunk_tokens."""
-    finest = max(math.ceil(tokens / MIN_UNITS_PER_SOURCE), min(MIN_UNIT_TOKENS, math.ceil(tokens / 10)))
+    MIN_UNIT_TOKENS, FEWEST_UNITS), at most chunk_tokens."""
+    finest = max(math.ceil(tokens / MIN_UNITS_PER_SOURCE), min(MIN_UNIT_TOKENS, math.ceil(tokens / FEWEST_UNITS)))
     return max(1, min(chunk_tokens, finest))
 
 
@@ -117,7 +119,7 @@ def _drawn_units(sources: list[dict], doc_ends: np.ndarray, val_fraction: float,
                 if val_fraction > 0 and s["tokens"] > 1 else 0
             cut = t1 - n_val
             out.append((np.array([t0, cut]), np.array([cut, t1]), np.array([False, True])))
-        elif s["tokens"] >= MIN_UNITS_PER_SOURCE * MIN_UNIT_TOKENS or chunk_tokens < MIN_UNIT_TOKENS:
+        elif s["tokens"] >= MIN_UNITS_PER_SOURCE * MIN_UNIT_TOKENS:
             # No unit above 1/MIN_UNITS_PER_SOURCE of its source: a draw of units is then a draw of
             # about that share of its tokens (one long document among short ones, whole, was a
             # tenth of the units drawn and could be most of the val tokens).
@@ -128,7 +130,7 @@ def _drawn_units(sources: list[dict], doc_ends: np.ndarray, val_fraction: float,
             out.append(None)
         t0 = t1
     if pool:  # the small sources, drawn as one
-        chunk = _unit_tokens(sum(int(ends[-1] - starts[0]) for _, starts, ends in pool if ends.size), chunk_tokens)
+        chunk = _unit_tokens(sum(sources[i]["tokens"] for i, _, _ in pool), chunk_tokens)
         cut = [_units(starts, ends, chunk) for _, starts, ends in pool]
         val = _val_mask(sum(u.size for u, _ in cut), val_fraction, np.random.default_rng([seed, len(sources)]))
         at = 0
@@ -161,8 +163,8 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
     train_tokens = sum(s["train_tokens"] for s in sources)
     val_tokens = sum(s["val_tokens"] for s in sources)
     if val_fraction > 0 and val_tokens == 0:
-        raise InputError(f"the corpus is too small to split: {n_units} unit(s) of up to {chunk_tokens} tokens; "
-                         "lower --chunk_tokens, add text, or pass --val_fraction 0")
+        raise InputError(f"the corpus is too small to split: {train_tokens:,} token(s) in {n_units} unit(s), none "
+                         "drawn into val; add text, or pass --val_fraction 0")
     with staged_dir(out_dir, [in_dir], marker=METADATA_FILE, owned=DATASET_FILES, written=dataset_files,
                     kind="mypt dataset") as stage:
         # Checksums of the final shards only (verify-dataset checks them); hashed as written.

@@ -190,8 +190,8 @@ class HFTokenizer(Tokenizer):
         off = [k for k in ("truncation", "padding") if tokenizer._config.get(k)]
         off += ["BPE dropout"] if (tokenizer._config.get("model") or {}).get("dropout") else []
         if off:
-            _warn_once(f"{where} off", f"{where}: the tokenizer.json sets {' and '.join(off)}, which mypt turns off: it "
-                                       "tokenizes whole documents, each to all of its ids")
+            _warn_once(f"{where} off", f"{where}: the tokenizer.json sets {' and '.join(off)}, which mypt turns off: "
+                                       "it tokenizes whole documents, each to all of its ids")
         return tokenizer
 
     def check_document_end(self, where: str) -> None:
