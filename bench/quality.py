@@ -111,7 +111,8 @@ def train_for(budget_s: float, size, recipe, tokens, tokenizer, device: str, poi
     model, cfg, loader = build(size, recipe, tokens, tokenizer, device, max_iters=steps, lr_decay_iters=steps,
                                eval_interval=max(1, steps // points), eval_iters=eval_iters, log_interval=1,
                                checkpoint_minutes=0.0)
-    # The clock starts after the first step, less that step's calibrated time: a compile (fit
+    # The clock starts after the first step, less that step's calibrated time (with --steps, the
+    # run's median step): a compile (fit
     # compiles on CUDA) is paid once a run, minutes against hours, so it is left out of the
     # curve and printed apart. (fit reads each step's loss anyway: log_interval 1 adds no sync.)
     curve, start, marks = [], time.perf_counter(), []  # marks: (step, time) at each step's end

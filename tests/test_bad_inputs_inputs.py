@@ -116,8 +116,8 @@ def test_bad_input_is_one_line(case: Case, world, tmp_path, monkeypatch):
 
 def test_a_txt_byte_order_mark_is_not_text(tmp_path, monkeypatch):
     """A .txt that starts with a UTF-8 byte-order mark: under --no_normalize --no_filter its U+FEFF
-    entered the char vocabulary and the first document (and train --input_file's vocabulary);
-    with a second input after it, what is read is the text alone, as without the mark."""
+    entered the char vocabulary and the first document (and train --input_file's vocabulary).
+    What is read is the text alone: the same vocabulary and tokens as the file without the mark."""
     monkeypatch.chdir(tmp_path)
     line = "Line {} of the king's speech.\n"
     Path("bom.txt").write_bytes(b"\xef\xbb\xbf" + "".join(map(line.format, range(40))).encode())

@@ -319,5 +319,6 @@ class HFTokenizer(Tokenizer):
         return {**self.state(), "tokenizer_json": config}
 
     def identities(self) -> list[dict]:
-        # (Datasets prepared on 2026-12-05 recorded the whole tokenizer.json, ENCODE_SETTINGS included.)
+        # (The record's first form, in datasets an earlier mypt prepared: the whole tokenizer.json,
+        # ENCODE_SETTINGS included. Such datasets keep verifying.)
         return [self.identity(), {**self.state(), "tokenizer_json": self._config}]
