@@ -345,20 +345,30 @@ class _Run:
         # is trained yet, and for a large model the write would only delay the first step. A
         # run of max_iters 0 still leaves its model.
         if evaluated and (step > 0 or step >= cfg.max_iters):
-            self.save(step)
+            self._save_or_stop(step)
         if step >= cfg.max_iters:
             return False
         if stop:
             if self.saved_at != step:
-                self.save(step)
+                self._save_or_stop(step)
             where = f"the checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir is not None \
                 else "no checkpoint_dir was given, nothing was saved"
             reason = signals.received or f"{STOP_REASONS[stop - 1]} on another rank"
             raise TrainingStopped(f"{reason}: stopped at step {step}; continue with --resume ({where})",
                                   signalled=True)
         if due and self.saved_at != step:
-            self.save(step)
+            self._save_or_stop(step)
         return True
+
+    def _save_or_stop(self, step: int) -> None:
+        """save, or, where the write fails (a full disk), stop saying what is left: the last
+        checkpoint stays whole (checkpoint.save replaces it only once the new one is written)."""
+        try:
+            self.save(step)
+        except OSError as e:
+            raise TrainingStopped(f"{os_error_message(e)} (at step {step}): training stopped, the checkpoint of step "
+                                  f"{step} not saved; {self._last()}; once it is fixed, continue from it with "
+                                  "--resume") from None
 
     # -- one step ----------------------------------------------------------------------------
     def train_step(self) -> None:
@@ -447,7 +457,7 @@ class _Run:
     # -- save, and stop on an error ----------------------------------------------------------
     def save(self, at_step: int) -> None:
         """A checkpoint of the state at `at_step` (rank 0 writes it; every rank calls this together)."""
-        self.saved_at, self.t_saved = at_step, time.monotonic()
+        started = time.monotonic()
         samplers = all_ranks(self.sampler_before_batch, self.cpu_group)
         rngs = all_ranks(checkpoint.rng_state(), self.cpu_group) if self.dist.world_size > 1 else None
         # A sharded model (FSDP) is saved by every rank together, a whole one by rank 0.
@@ -459,11 +469,12 @@ class _Run:
                             {"step": at_step, "sampler": self.sampler_before_batch, "history": self.history,
                              "tokens": self.tokens, "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}, rng_ranks=rngs,
                             group=self.cpu_group)
-            warning = slow_save_warning(time.monotonic() - self.t_saved, self.last_step_s, self.last_eval_s,
+            warning = slow_save_warning(time.monotonic() - started, self.last_step_s, self.last_eval_s,
                                         self.warned_slow_save)
             if warning and self.dist.is_main:
                 self.log(warning)
                 self.warned_slow_save = True
+        self.saved_at, self.t_saved = at_step, started  # (once written: _last names only what is on disk)
 
     def fail(self, at_step: int) -> MyptError:
         """The error a rank met (`failed`), for every rank. A stop (an I/O error, a signal on

@@ -157,7 +157,8 @@ CASES = [
          setup=resealed(edit_json("ck/m/training_state.json", lambda s: s.update(step="two")))),
     # -- train: the environment fails while saving the checkpoint ---------------------------
     Case("checkpoint_disk_full", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
-         ["cannot write", "model.safetensors", "No space left on device"], fault=disk_full_in_safetensors),
+         ["cannot write", "model.safetensors", "No space left on device", "the checkpoint of step 4 not saved; the "
+          "last checkpoint (step 2) is in", "continue from it with --resume"], fault=disk_full_in_safetensors),
     Case("checkpoint_disk_full_os_error", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
          ["cannot write", "model.safetensors", "No space left on device"], fault=disk_full_in_safetensors_os_error),
     Case("checkpoint_json_disk_full", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
