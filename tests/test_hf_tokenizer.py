@@ -463,3 +463,16 @@ def test_bpe_dropout_is_off_so_preparation_is_deterministic(trained, tmp_path):
     # The same tokenizer, dropout off: a model of one trains on the others.
     assert len({json.loads((tmp_path / n / "dataset_metadata.json").read_text())["tokenizer_sha256"]
                 for n in ("a", "b", "plain")}) == 1
+
+
+def test_a_tokenizer_without_a_decoder_is_named(trained, tmp_path):
+    """A byte-level BPE whose tokenizer.json has no decoder: its ids are right, but generate
+    showed 'a Ġb,' for 'a b,': the warning says so, once, and how to add one."""
+    corpus, tok_json = trained
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({**json.loads(tok_json.read_text(encoding="utf-8")), "decoder": None}), encoding="utf-8")
+    for path, warned in ((tok_json, False), (bare, True)):
+        result = invoke("prepare-dataset", "--input_files", str(corpus), "--out_dir", str(tmp_path / path.stem),
+                        "--tokenization", f"hf:{path}", "--workers", "1")
+        assert ("the tokenizer.json has no decoder" in result.output) == warned, result.output
+        assert result.output.count("no decoder") <= 1

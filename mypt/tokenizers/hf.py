@@ -192,7 +192,20 @@ class HFTokenizer(Tokenizer):
         if off:
             _warn_once(f"{where} off", f"{where}: the tokenizer.json sets {' and '.join(off)}, which mypt turns off: "
                                        "it tokenizes whole documents, each to all of its ids")
+        tokenizer.check_decoder(where)
         return tokenizer
+
+    def check_decoder(self, where: str) -> None:
+        """Warn of a tokenizer.json without a decoder that does not give text back: the ids are
+        right, but what generate shows is the pieces as stored, joined by spaces ('Ġ' for a
+        byte-level BPE's spaces)."""
+        probe = "a b, c"
+        back = self.decode(self.encode_array(probe))
+        if self._config.get("decoder") is None and back != probe:
+            _warn_once(f"{where} decoder", f"{where}: the tokenizer.json has no decoder: text decoded from ids "
+                                           f"(generate) shows the pieces as stored, joined by spaces ({probe!r} "
+                                           f"decodes as {back!r}); add one (tokenizers: tokenizer.decoder = "
+                                           "decoders.ByteLevel() for a byte-level BPE; tokenizer.save(PATH))")
 
     def check_document_end(self, where: str) -> None:
         """What ends a document: the end-of-text token; without one a newline (as with char),
