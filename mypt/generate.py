@@ -100,10 +100,12 @@ def _encodes(tokenizer, char: str) -> bool:
 @torch.no_grad()
 def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                   top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-                  use_cache: bool = True) -> Iterator[torch.Tensor]:
+                  use_cache: bool = True, unused: Sequence[int] = ()) -> Iterator[torch.Tensor]:
     """Yield (B,) next-token tensors, one step at a time. idx: (B, T) prompt ids. A row whose
-    logits are not finite yields NOT_FINITE (-1) for that step."""
+    logits are not finite yields NOT_FINITE (-1) for that step. `unused`: ids never sampled
+    (Tokenizer.unused_ids: no token has them, they would print nothing)."""
     model.eval()
+    unused = torch.tensor(list(unused), dtype=torch.long, device=idx.device) if len(unused) else None
     block = model.config.block_size
     window = idx[:, -block:]  # only the last block_size tokens can matter: memory stays flat
     cache = None
@@ -128,6 +130,8 @@ def sample_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperatur
         # a traceback on the CPU and a device-side assert on CUDA.
         broken = ~torch.isfinite(logits).all(-1, keepdim=True)
         logits = logits.masked_fill(broken, 0.0)
+        if unused is not None:  # (after the check: -inf here is no overflow)
+            logits = logits.index_fill(-1, unused, float("-inf"))
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
@@ -265,7 +269,8 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     for i in range(num_samples):
         idx = torch.tensor([ids], dtype=torch.long, device=device)
         stream, pieces = TextStream(tokenizer, stop, context), []
-        tokens = sample_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+        tokens = sample_tokens(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache,
+                               tokenizer.unused_ids())
         for step, nxt in enumerate(tokens):
             token = int(nxt[0])
             if token == NOT_FINITE:

@@ -264,3 +264,31 @@ def test_a_character_split_into_byte_tokens_waits_for_its_last(kinds):
     pieces = [stream.push(i) for i in ids] + [stream.flush()]
     assert "".join(pieces) == tok.decode(context + ids)[len("the king"):] == "€ and the€€ queen"
     assert "\ufffd" not in "".join(pieces) and pieces[:3] == ["", "", "€"]
+
+
+def test_generate_never_samples_an_id_no_token_has():
+    """An hf vocabulary with gaps (ids 3-8 stand for nothing): the model has rows for them, and
+    sampling picked them, printing nothing. Here the model's head makes the gaps the likeliest
+    ids; generate gives the likeliest id that is a token."""
+    import torch
+
+    tokenizers = pytest.importorskip("tokenizers")
+    from mypt.generate import generate
+    from mypt.model import GPT, GPTConfig
+    from mypt.tokenizers.hf import HFTokenizer
+
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={"<|endoftext|>": 0, "a": 1, "b": 2, "c": 9}, merges=[]))
+    hf.add_special_tokens(["<|endoftext|>"])
+    hf.decoder = tokenizers.decoders.Fuse()
+    tok = HFTokenizer(tokenizer_json=hf.to_str())
+    assert tok.vocab_size == 10 and tok.unused_ids() == [3, 4, 5, 6, 7, 8]
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, bias=True))
+    with torch.no_grad():  # every position's output is e0, so the logits are the head's column 0
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(torch.eye(8)[0])
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[3:9, 0] = 5.0  # the gaps
+        model.lm_head.weight[1, 0] = 1.0  # "a"
+    [text] = generate(model, tok, "b", max_new_tokens=12, temperature=0, seed=1)
+    assert text == "b" + "a" * 12

@@ -195,6 +195,11 @@ class Tokenizer:
         dataset's record (shards.tokenizer_sha256)."""
         return self.state()
 
+    def unused_ids(self) -> list[int]:
+        """Ids below vocab_size that stand for no token (an hf vocabulary with gaps): the model
+        has rows for them, never trained on; generate never samples them."""
+        return []
+
     def identities(self) -> list[dict]:
         """Every form of the identity that a dataset's record may hold: this mypt's, then an
         earlier one's (shards.check_tokenizer_record accepts each)."""
