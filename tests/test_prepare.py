@@ -349,3 +349,22 @@ def test_dedup_keeps_the_first_copy_in_path_order_whatever_the_flag_order(tmp_pa
     assert texts[0] == texts[1] == texts[2]
     assert texts[0].count(shared) == 1 and texts[0].index(shared) < texts[0].index("The web closes")
     assert texts[0].index("The web closes") < texts[0].index("Books open")  # a_web.txt's part first
+
+
+def test_a_lone_surrogate_escape_in_jsonl_is_replaced_and_counted(tmp_path):
+    """`"\\udc80"` in a JSONL's text (scraped JSON): json.loads keeps the lone surrogate, which
+    no UTF-8 holds, and the clean step's write failed with a traceback. It is replaced by U+FFFD
+    and counted as invalid UTF-8 is; a surrogate pair stays its one character."""
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"text": "good document words here"}\n'
+                   '{"text": "bad \\udc80 lone low surrogate words"}\n'
+                   '{"text": "a pair \\ud83d\\ude00 is one character"}\n', encoding="utf-8")
+    prepare("--input_files", str(src), "--out_dir", str(tmp_path / "ds"), "--tokenization", "char",
+            "--val_fraction", "0", "--no_dedup")
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    assert meta["stats"]["clean"]["invalid_utf8_bytes_replaced"] == 1
+    text = Tokenizer.load(tmp_path / "ds").decode(read_tokens(tmp_path / "ds" / "train"))
+    assert "bad \ufffd lone low" in text and "a pair \U0001F600 is" in text
+    result = CliRunner().invoke(main, ["train-tokenizer", "--input_files", str(src), "--vocab_size", "280", "--out",
+                                       str(tmp_path / "tok.json")])
+    assert result.exit_code == 0, result.output

@@ -16,6 +16,7 @@ corpus is converted once (`jq -c '.[]' X.json > X.jsonl`). A directory walk does
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterator
 
 from mypt.errors import InputError
@@ -23,6 +24,10 @@ from mypt.readers.base import BOM, Reader, register
 from mypt.text import DecodeCounter, display_name
 
 SNIFF_BYTES = 1 << 20  # where the first line of a .json is looked for
+# A lone surrogate escape in a JSON string ("\\udc80", scraped text): json.loads keeps it, no
+# UTF-8 can hold it, and the clean step's write failed with a traceback. (A pair is one
+# character: json.loads joins it.)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @register
@@ -53,6 +58,9 @@ class JsonlReader(Reader):
                     stats["bad_json_lines"] += 1
                     self.bad_record(line + i + 1, why, start)
                     continue
+                if _SURROGATE.search(text):  # replaced as invalid UTF-8 is, and counted with it
+                    text, n = _SURROGATE.subn("\ufffd", text)
+                    decoder.replaced += n
                 yield text
             line += chunk.count(b"\n")
 
