@@ -96,3 +96,17 @@ def test_what_is_not_read_is_a_one_line_error(tmp_path, monkeypatch):
     refused(prepare("--input_files", str(tmp_path / "saved"), "--out_dir", str(tmp_path / "ds"), "--workers", "1"),
             "saved", "pyarrow", "pip install 'mypt[formats]'")
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_saved_dataset_with_an_indices_mapping_is_refused(tmp_path):
+    """datasets 1.x saved a select, shuffle, filter or split as the whole table and an
+    indices.arrow of the rows that are the dataset: read whole, the dropped rows (a split's test
+    rows) came back, in storage order, silently."""
+    saved = save_to_disk(tmp_path / "saved", {"text": docs(10)})
+    with pa.ipc.new_stream(str(saved / "indices.arrow"), pa.schema([("indices", pa.uint64())])) as writer:
+        writer.write_table(pa.table({"indices": pa.array([7, 3], pa.uint64())}))
+    state = json.loads((saved / "state.json").read_text())
+    (saved / "state.json").write_text(json.dumps({**state, "_indices_data_files": [{"filename": "indices.arrow"}]}))
+    out = refused(prepare("--input_files", str(saved), "--out_dir", str(tmp_path / "ds")))
+    assert "lists an indices mapping (_indices_data_files" in out and "ds.flatten_indices()" in out, out
+    assert not (tmp_path / "ds").exists()

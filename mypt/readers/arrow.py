@@ -75,6 +75,13 @@ class SavedDatasetReader(Reader):
         if names is None or not all(isinstance(n, str) and n and Path(n).name == n for n in names):
             raise InputError(f"{where}: no list of the dataset's files (_data_files) in it, as Dataset.save_to_disk "
                              "writes: save the dataset again")
+        # An indices mapping (datasets 1.x saved a select, shuffle, filter or split so: the whole
+        # table, and which rows of it are the dataset, in which order): read whole, the rows the
+        # user dropped came back, silently.
+        if state.get("_indices_data_files"):
+            raise InputError(f"{where} lists an indices mapping (_indices_data_files: the dataset is some rows of its "
+                             "Arrow files, as a select, shuffle, filter or split left it), which mypt does not read: "
+                             "save the dataset again after ds = ds.flatten_indices()")
         missing = [n for n in names if not (self.path / n).is_file()]
         if missing:
             raise InputError(f"{where} lists {missing[0]}, which is not in {display_name(self.path)}: the directory "
