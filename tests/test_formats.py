@@ -227,3 +227,21 @@ def test_parquet_dictionary_encoded_text_is_read_as_text(tmp_path, value_type):
     result = prepare("--input_files", str(tmp_path / "d.parquet"), "--out_dir", str(tmp_path / "ds2"),
                      "--text_key", "ids")  # a dictionary of numbers is still no text
     assert result.exit_code == 1 and "column 'ids' holds int64, not text" in result.output, result.output
+
+
+def test_a_walk_follows_links_to_folders_each_once(tmp_path):
+    """A corpus spread over disks by a link to a folder: its files were passed over unsaid (the
+    walk did not follow links to folders). They are inputs now; a link back up (a loop) and a
+    second way to a file read nothing twice."""
+    corpus, books = tmp_path / "corpus", tmp_path / "disk2" / "books"
+    books.mkdir(parents=True)
+    corpus.mkdir()
+    for i in range(3):
+        (books / f"b{i}.txt").write_text(f"Book {i}: the king and the queen walk far.\n")
+    (corpus / "local.txt").write_text("A local document of words.\n")
+    (corpus / "books").symlink_to(books)
+    (corpus / "up").symlink_to(tmp_path)  # back up: corpus/up/corpus/... and corpus/up/disk2/books again
+    ok(prepare("--input_files", str(corpus), "--out_dir", str(tmp_path / "ds"), "--val_fraction", "0"))
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    names = sorted(Path(s["name"]).name for s in meta["sources"])
+    assert names == ["b0.txt", "b1.txt", "b2.txt", "local.txt"], names

@@ -183,10 +183,15 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
     walked = tuple(suffixes(walked=True))
     skipped = skipped if skipped is not None else WalkSkipped()
     saved, files, first_hidden, pruned = [], [], None, False
-    # One pass, links to folders not followed (as rglob did): a corpus directory may hold
-    # millions of files. Hidden folders are walked only to count their text files.
-    for root, dirs, names in os.walk(directory):
+    # One pass: a corpus directory may hold millions of files. Hidden folders are walked only to
+    # count their text files. Links to folders are followed (a corpus spread over disks: they
+    # were passed over unsaid), each folder once: a link back up, or to one walked already, is
+    # not walked again (files reached twice are one input by identity: resolve_inputs).
+    walked_dirs = set()
+    for root, dirs, names in os.walk(directory, followlinks=True):
         here = Path(root)
+        walked_dirs.add(_identity(here))
+        dirs[:] = [d for d in dirs if not (here / d).is_symlink() or _identity(here / d) not in walked_dirs]
         hidden = any(part.startswith(".") for part in here.relative_to(directory).parts)
         if not hidden and DICT in names:
             refuse_dataset_dict(here)
