@@ -200,9 +200,11 @@ class HFTokenizer(Tokenizer):
         """Warn of a tokenizer.json without a decoder that does not give text back: the ids are
         right, but what generate shows is the pieces as stored, joined by spaces ('Ġ' for a
         byte-level BPE's spaces)."""
+        if self._config.get("decoder") is not None:
+            return
         probe = "a b, c"
         back = self.decode(self.encode_array(probe))
-        if self._config.get("decoder") is None and back != probe:
+        if back != probe:
             _warn_once(f"{where} decoder", f"{where}: the tokenizer.json has no decoder: text decoded from ids "
                                            f"(generate) shows the pieces as stored, joined by spaces ({probe!r} "
                                            f"decodes as {back!r}); add one (tokenizers: tokenizer.decoder = "
