@@ -222,7 +222,8 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
         # A --tokenization given is the dataset's own tokenizer (its kind: _inherit), as a file may hold another.
         spec = settings.tokenize.tokenization
         check_tokenizer(tokenizer, spec, f"{flag} {dataset_dir}", f"--tokenization {spec}",
-                        "drop --tokenization (the dataset's is used), or prepare a new dataset with --out_dir", InputError)
+                        "drop --tokenization (the dataset's is used), or prepare a new dataset with --out_dir",
+                        InputError)
         # A relative name was recorded in the working directory of its run (not recorded):
         # likely this one, or one above the dataset.
         bases = [Path.cwd(), *dataset_dir.absolute().parents]

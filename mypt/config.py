@@ -344,7 +344,8 @@ class TrainConfig(Settings):
         super().__post_init__()
         if self.min_lr is not None and self.min_lr > self.learning_rate:
             raise SettingError(f"training setting min_lr ({self.min_lr:g}) is above learning_rate "
-                               f"({self.learning_rate:g}), the peak the schedule decays from", ("min_lr", "learning_rate"))
+                               f"({self.learning_rate:g}), the peak the schedule decays from",
+                               ("min_lr", "learning_rate"))
         # Decoupled decay scales the weights by 1 - rate x decay each step: at 1 or more it
         # zeroes or flips them, which no training survives.
         if self.learning_rate * self.weight_decay >= 1:

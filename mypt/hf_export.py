@@ -255,14 +255,13 @@ def portable_tokenizer_config(directory: Path) -> None:
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-# An export's record (EXPORT_RECORD) of the files it wrote (names in the directory) and each one's sha256: what
-# makes a directory mypt's export, and what a later export into it may replace. Everything else
-# there is the user's (a README.md model card, eval_results/, a chat_template.jinja they added)
-# and is carried over; a user's file with a name the new export writes is refused
-# (io.staged_dir), and so is a file mypt wrote that changed since (weights fine-tuned in place
-# and saved with save_pretrained over the export's): they are the user's work now.
-#
-# Exports written before the record: those with mypt's tokenizer state beside
+# An export's record (EXPORT_RECORD) of the files it wrote (names in the directory) and each
+# one's sha256: what makes a directory mypt's export, and what a later export into it may
+# replace. Everything else there is the user's (a README.md model card, eval_results/, a
+# chat_template.jinja they added) and is carried over; a user's file with a name the new export
+# writes is refused (io.staged_dir), and so is a file mypt wrote that changed since (weights
+# fine-tuned in place and saved with save_pretrained over the export's): they are the user's
+# work now. Exports written before the record: those with mypt's tokenizer state beside
 # tokenizer_config.json. What they held (transformers 4 and 5's save_pretrained, mypt's
 # tokenizer state) is what a new export replaces there.
 LEGACY_MARKER = "tokenizer_state.json"
@@ -398,6 +397,6 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         # Each file's sum, after its mode change: a later export refuses to replace one that
         # changed since (_previous_export).
         sums = {name: sha256_file(Path(stage) / name) for name in written}
-        (Path(stage) / EXPORT_RECORD).write_text(json.dumps({"files": written, "sha256": sums, "model": str(model_dir)},
-                                                     indent=1) + "\n", encoding="utf-8")
+        record = {"files": written, "sha256": sums, "model": str(model_dir)}
+        (Path(stage) / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return Path(out_dir)

@@ -152,7 +152,6 @@ class HFTokenizer(Tokenizer):
         if not ids:
             raise TokenizerError(f"{source}: the tokenizer has an empty vocabulary")
         self._vocab_size = max(ids) + 1  # ids may have gaps: the model needs one row per id up to the largest
-        self._unused = sorted(set(range(self._vocab_size)) - set(ids)) if len(ids) < self._vocab_size else []
         special = {t.content: i for i, t in hf.get_added_tokens_decoder().items() if t.special}
         self._eot = next((special[name] for name in EOT_NAMES if name in special), None)
         self._encoder = _ordinary_encoder(tokenizers, hf, config_dict, special, source) or hf  # (documents' text)
@@ -244,7 +243,8 @@ class HFTokenizer(Tokenizer):
         return self._vocab_size
 
     def unused_ids(self) -> list[int]:
-        return self._unused
+        ids = set(self._hf.get_vocab(with_added_tokens=True).values())
+        return sorted(set(range(self._vocab_size)) - ids) if len(ids) < self._vocab_size else []
 
     @property
     def eot_id(self) -> int | None:
