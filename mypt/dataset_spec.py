@@ -46,6 +46,10 @@ class DatasetSpec:
                                       f"positive one (e.g. {path}:0.7) or none (equal shares)") from None
                 path = rest
             else:
+                if Path(rest).is_dir() and Path(path).is_dir():  # x=d:1 beside folders d and d:1: either
+                    raise ConfigError(f"--dataset_dir {text}: both {path} (weight {weight}) and {rest} are "
+                                      f"directories; say which: {name + '=' if name else ''}{rest}:1 for the "
+                                      f"folder {rest}, or rename one")
                 if not math.isfinite(value) or value <= 0:
                     raise ConfigError(f"--dataset_dir {text}: weight {weight} must be a finite positive number "
                                       "(e.g. web=data/web:0.7); leave a dataset out rather than weigh it 0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,6 +174,18 @@ def test_bad_dataset_specs_name_the_flag(specs, message):
 
 
 # -- eval_only, block_size -----------------------------------------------------------------
+def test_a_weight_that_is_also_part_of_a_folder_name_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    assert parse_dataset_specs(["x=d:1"])[0].path == Path("d")  # alone, d is the dataset, 1 its weight
+    (tmp_path / "d:1").mkdir()
+    with pytest.raises(ConfigError, match=r"--dataset_dir x=d:1: both d \(weight 1\) and d:1 are directories; "
+                                          r"say which: x=d:1:1"):
+        parse_dataset_specs(["x=d:1"])
+    assert parse_dataset_specs(["x=d:1:1"])[0].path == Path("d:1")
+    assert parse_dataset_specs(["d:1"])[0].path == Path("d:1")  # a whole path that exists is that path
+
+
 def test_eval_only_needs_only_val_and_a_missing_val_is_named(tmp_path):
     only_val = make_dataset(tmp_path / "v", [], val=[40])
     loader = GPTDataLoader(LoaderConfig(batch_size=2, block_size=8), TOK, dataset_dir=only_val, eval_only=True)
