@@ -12,7 +12,7 @@ The swap is two renames: the dataset to `.NAME.append/old`, the partial director
 Until the first, the old dataset is untouched; after the second, the new one is in place.
 An append killed between them leaves the dataset in `.NAME.append/old`, and the next writer
 of the dataset (an append or prepare-dataset --out_dir, under the same lock) puts it back
-before anything else (prepare.recover_dataset).
+before anything else (dataset_dir.recover_dataset).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from mypt.io import (append_dir, check_movable, check_replaceable, keep_dir_attr
                      partial_dir, remove_own, remove_work, unmark, write_json)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK
-from mypt.prepare import PrepareSettings, load_tokenizer_from, prepare_steps, recover_dataset, restore_appended
+from mypt.dataset_dir import recover_dataset, restore_appended
+from mypt.prepare import PrepareSettings, load_tokenizer_from, prepare_steps
 from mypt.readers import input_bytes, resolve_inputs
 from mypt.shards import (METADATA_FILE, SPLITS, TOKENIZER_RECORD, check_listed, list_shards, listed_entries,
                          read_metadata, shard_name, shard_tokens, unlisted_shards)

@@ -15,18 +15,17 @@ connection for the whole run; the bytes are the local engine's.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
-from mypt.io import (append_dir, appended_aside, check_movable, check_replaceable, check_written, is_own, make_own_dir,
-                     output_target, recover_output, remove_own, remove_work)
+from mypt.io import check_movable, check_replaceable, check_written, make_own_dir, remove_own, remove_work
 from mypt.lock import output_lock
-from mypt.names import EXPORT_RECORD, WORK_MARK, sibling
+from mypt.names import EXPORT_RECORD
 from mypt.parallel import engine_session, shared_pool
 from mypt.readers import input_bytes, resolve_inputs
+from mypt.dataset_dir import recover_dataset, work_dir
 from mypt.shards import METADATA_FILE, dataset_tokenizer, read_metadata
 from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, Hashing, dedup
@@ -113,46 +112,6 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
         check_written(out_dir, DATASET_FILES, dataset_files, METADATA_FILE, "--out_dir", "mypt dataset")
         check_movable(out_dir, DATASET_FILES)
         return prepare_steps(input_files, out_dir, settings, tokenizer_from, reused)
-
-
-def work_dir(out_dir: Path) -> Path:
-    """prepare_steps' intermediate files (`.NAME.work`). Absolute: with the ray engine, tasks
-    on other nodes write into it."""
-    return sibling(Path(out_dir).absolute(), "work")
-
-
-def restore_appended(dataset_dir: Path) -> None:
-    """Undo an append killed between its two renames: the dataset back from `.NAME.append/old`.
-    Only one mypt set aside (marked): a folder of another's is named, not moved."""
-    old = append_dir(dataset_dir) / "old"
-    if os.path.lexists(dataset_dir) or not (old / METADATA_FILE).is_file():
-        return
-    if not is_own(append_dir(dataset_dir)):
-        raise InputError(f"{dataset_dir} is missing and {old} holds a dataset that mypt did not set aside (no "
-                         f"{WORK_MARK} in {append_dir(dataset_dir)}): refused, nothing changed; if an earlier mypt's "
-                         f"killed --append_to left it, put it back by hand (`mv {old} {dataset_dir}`)")
-    if appended_aside(dataset_dir) is None:
-        return  # the append swapped (then the user removed the dataset): recover_dataset removes old/
-    os.replace(old, dataset_dir)
-    remove_work(append_dir(dataset_dir))  # the rest: the append's own files
-
-
-def recover_dataset(dataset_dir: Path, flag: str) -> None:
-    """A writer's first step on a dataset (prepare-dataset --out_dir, --append_to; under its
-    lock): a dataset a killed run set aside is put back (a swap's `.NAME.old`, an append's
-    `.NAME.append/old`), before any check reads the dataset, so --overwrite decides on it as
-    on any other; and what is in the way of the new output's staging is refused now, not after
-    hours of cleaning and tokenizing."""
-    target = output_target(Path(dataset_dir))
-    restore_appended(target)
-    # Killed after its swap (before renaming old/ to replaced/), an append leaves in old/ only
-    # the names of the dataset it replaced: marked, and its staging gone (looked at before
-    # recover_output removes a staging).
-    swapped = is_own(append_dir(target)) and appended_aside(target) is None
-    recover_output(target, DATASET_FILES, flag)
-    remove_own(work_dir(Path(dataset_dir)), flag)  # a killed run's, else refused now
-    if swapped or not (append_dir(target) / "old" / METADATA_FILE).is_file():
-        remove_own(append_dir(target), flag)
 
 
 def load_tokenizer_from(path: Path) -> Tokenizer:

@@ -6,20 +6,23 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
+from mypt.dataset_dir import split_stage
 from mypt.io import check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
-from mypt.steps.split import SplitSettings, split, summary_lines
+from mypt.steps.split import SplitSettings, summary_lines
 
 
 @click.command(cls=MyptCommand)
 @option("--in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @option("--stats", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Metrics JSON to write.")
+@option("--overwrite", is_flag=True, help="Replace a dataset in --out_dir that is not this split of --in_dir "
+        "(prepare-dataset's, one appended to, another --val_fraction); never other files.")
 @settings_options(SplitSettings)
-def main(in_dir, out_dir, stats, **flags) -> None:
+def main(in_dir, out_dir, stats, overwrite, **flags) -> None:
     """Split the sharded corpus --in_dir into the dataset --out_dir."""
     check_report_paths({"--stats": stats}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
-    meta = split(in_dir, out_dir, SplitSettings.from_flags(flags))
+    meta = split_stage(in_dir, out_dir, SplitSettings.from_flags(flags), overwrite)
     write_json(stats, {**meta["stats"]["split"], "train_shards": len(meta["train"]["shards"]),
                        "val_shards": len(meta["val"]["shards"])})
     for line in summary_lines(meta, out_dir):

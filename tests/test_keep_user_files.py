@@ -940,6 +940,37 @@ def test_the_vocab_stage_never_replaces_a_datasets_or_a_models_tokenizer(tmp_pat
     assert stages["vocab"]().exit_code == 0 and stages["vocab"]().exit_code == 0  # (its own: replaced)
 
 
+def test_the_split_stage_by_hand_replaces_only_its_own_split_unless_told(tmp_path, monkeypatch):
+    """stages/split.py by hand replaced any dataset in its --out_dir: a prepare-dataset's of
+    other files, asked for no flag (prepare-dataset itself asks --overwrite). Now it replaces
+    only its own split of this --in_dir with these settings; any other with --overwrite, and
+    the user's files stay either way."""
+    from test_dvc_params import stage_main
+
+    monkeypatch.chdir(tmp_path)
+    stages = _stages(tmp_path)
+    for run in stages.values():
+        assert run().exit_code == 0
+    Path("other.txt").write_text("".join(f"Another text, line {i}.\n" for i in range(300)))
+    invoke("prepare-dataset", "--input_files", "other.txt", "--out_dir", "ds", "--tokenization", "char")
+    Path("ds/notes.md").write_text("mine\n")
+    before = tree_bytes(Path("ds"))
+    split = lambda *more: CliRunner().invoke(stage_main("stages/split.py"), [  # noqa: E731
+        "--in_dir", "sh", "--out_dir", "ds", "--stats", "s4.json", "--val_fraction", "0.1", *more])
+    result = split()
+    assert result.exit_code == 1, result.output
+    assert "--out_dir ds already holds a different dataset" in result.output and "--in_dir sh" in result.output \
+        and "pass --overwrite" in result.output, result.output
+    assert tree_bytes(Path("ds")) == before
+    assert split("--overwrite").exit_code == 0
+    assert json.loads(Path("ds", METADATA_FILE).read_text())["sources"][0]["name"] != "other.txt"
+    ours = tree_bytes(Path("ds"))
+    assert split().exit_code == 0 and tree_bytes(Path("ds")) == ours  # its own split: replaced, the same bytes
+    result = split("--val_fraction", "0.2")  # another split of the corpus is another dataset
+    assert result.exit_code == 1 and "pass --overwrite" in result.output, result.output
+    assert Path("ds/notes.md").read_text() == "mine\n" and tree_bytes(Path("ds")) == ours
+
+
 def test_a_replaced_output_keeps_its_folders_permissions(corpus):
     """An output directory the user made private (or setgid, for a group's files) came back
     drwxr-xr-x after every replace: a prepare into it, --overwrite, an append, every checkpoint
