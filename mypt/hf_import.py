@@ -9,7 +9,8 @@ untied head (tie_embeddings false), the norms' epsilon (norm_eps) and Llama 3's 
 (rope_scaling) come along. What mypt cannot express is refused, naming the config.json key:
 an lm_head.weight other than the embedding where config.json says they are tied, other RoPE
 scalings, sliding-window attention, MLP biases, an output projection's bias other than zeros
-(attention_bias: the queries', keys' and values' are qkv_bias), another activation,
+(the queries', keys' and values' biases are qkv_bias; which projections have biases follows
+transformers' class of the model_type: ATTENTION_BIASES), another activation,
 GPT-2's other attention scalings. A head_dim other than hidden_size / heads is head_size. A key
 the config.json leaves out means transformers' default for its model_type (LlamaConfig and the
 Qwens do not tie the head by default). The weights are model.safetensors or the shards a
@@ -67,6 +68,15 @@ LLAMA_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 LLAMA_SHAPE_KEYS = ("vocab_size", "max_position_embeddings", "num_hidden_layers", "num_attention_heads",
                     "hidden_size", "intermediate_size")
 SUPPORTED_TYPES = ("gpt2", *LLAMA_TYPES)
+# Which attention projections have biases, as transformers' class of each model_type builds them
+# (4.57 and 5 alike): (queries', keys' and values', the output's), each True, False or
+# "attention_bias" (the config.json key says). MistralAttention has none and Qwen2Attention q, k
+# and v only, whatever attention_bias says: a key they ignore (and tensors in the file they drop)
+# must not change mypt's model either, or its logits would differ from transformers'.
+ATTENTION_BIASES = {"llama": ("attention_bias", "attention_bias"), "qwen3": ("attention_bias", "attention_bias"),
+                    "mistral": (False, False), "qwen2": (True, False)}
+# The model types whose MLP reads mlp_bias (LlamaMLP); Mistral's and the Qwens' have no biases whatever it says.
+MLP_BIAS_TYPES = ("llama",)
 # transformers' defaults (LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config, 4.57 and 5
 # alike) of the keys mypt checks whose default is not mypt's: what a config.json that leaves the
 # key out means. None: head_dim hidden_size / num_attention_heads, num_key_value_heads
@@ -84,7 +94,17 @@ LLAMA_DEFAULTS = {"llama": {"tie_word_embeddings": False, "head_dim": None, "num
 def read_hf_config(path: Path) -> dict:
     """A transformers directory's config (GPT-2, Llama, Mistral, Qwen2 or Qwen3) as mypt's {"model": ...,
     "training": {}}."""
-    path = Path(path)
+    return _read_hf_config(Path(path))[1]
+
+
+def attention_biases(hf: dict) -> tuple[bool, bool]:
+    """(whether q, k and v have biases, whether o_proj has) in transformers' model of a Llama,
+    Mistral, Qwen2 or Qwen3 config.json (ATTENTION_BIASES)."""
+    return tuple(hf.get(x) is True if isinstance(x, str) else x for x in ATTENTION_BIASES[hf["model_type"]])
+
+
+def _read_hf_config(path: Path) -> tuple[dict, dict]:
+    """(the config.json, read_hf_config's settings of it)."""
     try:
         hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -104,7 +124,7 @@ def read_hf_config(path: Path) -> dict:
         model = _llama_model_settings(path, hf)
         # A Mistral context shorter than its positions is its sliding window's: a run past it is told.
         windowed = model_type == "mistral" and model["block_size"] < hf["max_position_embeddings"]
-        return {"model": model, "training": {}, **({"sliding_window": model["block_size"]} if windowed else {})}
+        return hf, {"model": model, "training": {}, **({"sliding_window": model["block_size"]} if windowed else {})}
     missing = [key for key in HF_SHAPE_KEYS if key not in hf]
     if missing:
         raise ConfigError(f"--init_from_model hf:{path}: config.json has no {', '.join(missing)}: not a GPT-2 "
@@ -131,7 +151,7 @@ def read_hf_config(path: Path) -> dict:
              "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True,
              "gelu": GELU_FROM_HF[activation], "mlp_width": hf.get("n_inner"), "norm_eps": float(eps),
              "tie_embeddings": hf.get("tie_word_embeddings", True)}
-    return {"model": model, "training": {}}
+    return hf, {"model": model, "training": {}}
 
 
 def _positive(x) -> bool:
@@ -219,9 +239,11 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         ("hidden_act", isinstance(act, str) and act in MLP_FROM_ACT, "silu, or relu with gate_proj equal to "
                                                                      "up_proj (mypt's squared ReLU)"),
         ("rms_norm_eps", _norm_eps_ok(get("rms_norm_eps")), EPS_WANTED),
-        # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write)
-        ("attention_bias", isinstance(hf.get("attention_bias", False), bool), "true or false"),
-        ("mlp_bias", not hf.get("mlp_bias"), "false"),
+        # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write;
+        # checked only where transformers reads it: a key it ignores is no model's setting)
+        ("attention_bias", "attention_bias" not in ATTENTION_BIASES[hf["model_type"]]
+         or isinstance(hf.get("attention_bias", False), bool), "true or false"),
+        ("mlp_bias", hf["model_type"] not in MLP_BIAS_TYPES or not hf.get("mlp_bias"), "false"),
         ("num_attention_heads", n_head > 0 and (head_dim is not None or n_embd % n_head == 0),
          f"a divisor of hidden_size {n_embd}, or head_dim set"),
         ("num_key_value_heads", type(kv) is int and kv > 0 and n_head % kv == 0,
@@ -238,7 +260,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
             "position": "rope", "rope_theta": float(theta), "norm": "rmsnorm",
             "mlp": MLP_FROM_ACT[act],
             "n_kv_head": kv if kv != n_head else None, "qk_norm": hf["model_type"] == "qwen3",
-            "qkv_bias": hf["model_type"] == "qwen2" or hf.get("attention_bias") is True,
+            "qkv_bias": attention_biases(hf)[0],
             "norm_eps": float(get("rms_norm_eps")), "rope_scaling": scaling, "head_size": head_dim,
             "mlp_width": hf["intermediate_size"], "tie_embeddings": get("tie_word_embeddings")}
 
@@ -272,8 +294,10 @@ def llama_names(cfg) -> list[tuple[str, list[str]]]:
     return names
 
 
-def _llama_state(weights: dict[str, torch.Tensor], cfg, source: Path) -> dict[str, torch.Tensor]:
-    """mypt's names of a Llama or Qwen state dict (shapes are checked by the caller)."""
+def _llama_state(weights: dict[str, torch.Tensor], cfg, source: Path, o_bias: bool) -> dict[str, torch.Tensor]:
+    """mypt's names of a Llama or Qwen state dict (shapes are checked by the caller); `o_bias`:
+    whether transformers' model has o_proj biases (attention_biases). Tensors it has no place for
+    (biases of a Mistral) it drops, and so does mypt."""
     from mypt.errors import CheckpointError
 
     state = {}
@@ -290,8 +314,8 @@ def _llama_state(weights: dict[str, torch.Tensor], cfg, source: Path) -> dict[st
             state[ours] = gate.float()
             continue
         state[ours] = torch.cat([weights[name].float() for name in theirs])
-    for name, t in weights.items():  # attention_bias: the queries', keys' and values' only
-        if name.endswith("self_attn.o_proj.bias") and t.any():
+    for name, t in weights.items():  # (mypt's qkv_bias has no output projection's bias: zeros only)
+        if o_bias and name.endswith("self_attn.o_proj.bias") and t.any():
             raise CheckpointError(f"{source}: {name} is not zeros: mypt has a bias on the attention's output "
                                   "projection only with biases on every layer (--bias), which this model has not")
     return state
@@ -374,7 +398,7 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     # CheckpointErrors name the file, not the flag: the training command adds
     # `--init_from_model hf:DIR: ` to them (its ConfigErrors, from read_hf_config, name it).
     path = Path(path)
-    config = read_hf_config(path)
+    hf, config = _read_hf_config(path)
     rows = config["model"]["vocab_size"]  # the file's embedding rows: a padded vocabulary has more than ids
     tokenizer = _hf_tokenizer(path, rows)
     config["model"]["vocab_size"] = tokenizer.vocab_size
@@ -383,7 +407,8 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     model = GPT(cfg)
     # A tied head is the embedding (one tensor, lm_head.weight in mypt's state dict).
     params = {name: p for name, p in model.state_dict().items() if name != "lm_head.weight" or not cfg.tie_embeddings}
-    state = _llama_state(loaded, cfg, source) if cfg.position == "rope" else _gpt2_state(loaded, params, source)
+    state = _llama_state(loaded, cfg, source, attention_biases(hf)[1]) if cfg.position == "rope" \
+        else _gpt2_state(loaded, params, source)
     head, embedding = loaded.get("lm_head.weight"), state["transformer.wte.weight"]
     if cfg.tie_embeddings and head is not None and (head.shape != embedding.shape
                                                     or not torch.equal(head.float(), embedding.float())):

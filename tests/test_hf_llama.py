@@ -459,3 +459,42 @@ def test_a_mistral_of_transformers_imports_with_its_logits_within_its_sliding_wi
     (hub / "config.json").write_text(json.dumps({**saved, "sliding_window": "wide"}))
     with pytest.raises(ConfigError, match="sliding_window 'wide' \\(mypt: null or a whole number above 0\\)"):
         import_hf(hub)
+
+
+@pytest.mark.parametrize("kind, in_file", [("mistral", "qkv"), ("mistral", ""), ("mistral", "qkvo"), ("qwen2", "o")])
+def test_biases_are_those_of_transformers_class_for_the_model_type_whatever_the_keys_it_ignores_say(
+        tmp_path, kind, in_file):
+    """MistralAttention has no biases, Qwen2Attention none on o_proj, whatever config.json's
+    attention_bias says, and neither MLP reads mlp_bias: a config.json that sets both true
+    imports as transformers loads it, with its logits, with the biases `in_file` or none (those its
+    class has no place for, transformers drops: random ones here, so that using them shows)."""
+    from safetensors.torch import load_file, save_file
+
+    shape = dict(vocab_size=60, hidden_size=48, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=32, tie_word_embeddings=False)
+    if kind == "mistral":
+        hf_model = transformers.MistralForCausalLM(transformers.MistralConfig(sliding_window=None, **shape))
+    else:
+        hf_model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**shape))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in hf_model.parameters():
+            p.normal_(0.0, 0.3)
+    hub = tmp_path / "hub"
+    hf_model.save_pretrained(hub, safe_serialization=True)
+    saved = json.loads((hub / "config.json").read_text())
+    (hub / "config.json").write_text(json.dumps({**saved, "attention_bias": True, "mlp_bias": True}))
+    if in_file:
+        weights = load_file(hub / "model.safetensors")
+        for i in range(2):
+            for x, width in (("q", 48), ("k", 24), ("v", 24), ("o", 48)):
+                if x in in_file:
+                    weights.setdefault(f"model.layers.{i}.self_attn.{x}_proj.bias", torch.randn(width))
+        save_file(weights, hub / "model.safetensors", metadata={"format": "pt"})
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(60)]).save(hub)
+    model, _, config = import_hf(hub)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(hub).eval()
+    x = torch.randint(0, 60, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x, x)[0], theirs(x).logits, atol=1e-4)
+    assert config["model"]["qkv_bias"] is (kind == "qwen2")
