@@ -5,6 +5,7 @@ losses)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,13 +56,23 @@ def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int 
     return {"loss": mean, "perplexity": math.exp(mean) if mean < MAX_EXP else math.inf, "tokens": count}
 
 
+# Training's evaluation asks every this many batches whether a stop (SIGTERM, Ctrl-C) came: under
+# DDP or FSDP the ranks agree on it together, so all must ask at the same batch, not at a time.
+STOP_CHECK_BATCHES = 8
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, split: str, n_batches: int, amp: torch.dtype | None) -> float:
-    """Mean loss over a fixed set of batches (the same at every evaluation)."""
+def evaluate(model: torch.nn.Module, loader, split: str, n_batches: int, amp: torch.dtype | None,
+             stop: Callable[[], bool] | None = None) -> float | None:
+    """Mean loss over a fixed set of batches (the same at every evaluation); None when `stop`
+    said yes (asked every STOP_CHECK_BATCHES batches): the evaluation was cut short."""
     was_training = model.training
     model.eval()
     losses = []
-    for x, y in loader.eval_batches(split, n_batches):
+    for i, (x, y) in enumerate(loader.eval_batches(split, n_batches)):
+        if stop is not None and i % STOP_CHECK_BATCHES == STOP_CHECK_BATCHES - 1 and stop():
+            model.train(was_training)
+            return None
         with autocast(x.device, amp):
             # A copy of its own: a CUDA graph's output (--cuda_graphs) kept alive would make
             # the next batch record a graph of its own rather than replay this one.
@@ -71,22 +82,22 @@ def evaluate(model: torch.nn.Module, loader, split: str, n_batches: int, amp: to
 
 
 def evaluate_all(model: torch.nn.Module, loader, eval_loaders: dict, n_batches: int,
-                 amp: torch.dtype | None) -> dict[str, float]:
+                 amp: torch.dtype | None, stop: Callable[[], bool] | None = None) -> dict[str, float] | None:
     """The training loader's val losses, {"val": ...} (for a MixtureLoader also "val_NAME" of
     each dataset, and "val" their mean weighted by the mixture's weights), then "eval_NAME" of
     each eval loader. A loader met twice (an eval dataset that is also trained on, passed as the
-    same loader object) is evaluated once: the same fixed batches give the same loss."""
+    same loader object) is evaluated once: the same fixed batches give the same loss. None when
+    `stop` cut it short (see evaluate)."""
     parts = loader.val_parts() if hasattr(loader, "val_parts") else [("val", 1.0, loader)] * ("val" in loader.splits)
-    done: dict[int, float] = {}
-
-    def loss_of(part) -> float:
+    done: dict[int, float | None] = {}
+    losses: dict[str, float] = {}
+    for key, part in [(key, part) for key, _, part in parts] + [(f"eval_{n}", p) for n, p in eval_loaders.items()]:
         if id(part) not in done:
-            done[id(part)] = evaluate(model, part, "val", n_batches, amp)
-        return done[id(part)]
-
-    losses = {key: loss_of(part) for key, _, part in parts}
+            done[id(part)] = evaluate(model, part, "val", n_batches, amp, stop)
+        if done[id(part)] is None:
+            return None
+        losses[key] = done[id(part)]
     if parts and "val" not in losses:
         total = sum(weight for _, weight, _ in parts)
         losses = {"val": sum(weight * losses[key] for key, weight, _ in parts) / total, **losses}
-    losses.update({f"eval_{name}": loss_of(part) for name, part in eval_loaders.items()})
     return losses

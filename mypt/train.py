@@ -172,23 +172,22 @@ def check_optimizer(model: torch.nn.Module, optimizer) -> None:
                           "TrainConfig's optimizer)")
 
 
-def slow_save_warning(save_s: float, step_s: float, eval_s: float, warned: bool) -> str | None:
+def slow_save_warning(save_s: float, step_s: float, warned: bool) -> str | None:
     """Under torchrun, a save slow enough that a stop would lose it: the agent forwards a
     SIGTERM to each rank and kills them its shutdown timeout later (30 s unless raised), while
-    a rank stopping on it finishes the step in flight (up to `step_s`), its evaluation when one
-    is due (`eval_s`: saves come at evaluations), then writes a checkpoint (`save_s`). Said
-    once a run."""
+    a rank stopping on it finishes the step in flight (up to `step_s`; an evaluation due is
+    skipped or cut short), then writes a checkpoint (`save_s`). Said once a run."""
     if warned or "TORCHELASTIC_RUN_ID" not in os.environ:
         return None
     limit = os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "")
     limit = int(limit) if limit.isdigit() else 30
-    seconds = save_s + step_s + eval_s
+    seconds = save_s + step_s
     if seconds < limit / 2:
         return None
-    return (f"warning: a step, its evaluation and its checkpoint take {seconds:.0f} s (the step {step_s:.0f} s, the "
-            f"evaluation {eval_s:.0f} s, the save {save_s:.0f} s); torchrun kills the ranks {limit} s after it "
-            "forwards a SIGTERM (TORCH_ELASTIC_SHUTDOWN_TIMEOUT), so a stop could lose the step's checkpoint: "
-            f"start it as TORCH_ELASTIC_SHUTDOWN_TIMEOUT={max(60, int(seconds * 3))} torchrun ...")
+    return (f"warning: a step and its checkpoint take {seconds:.0f} s (the step {step_s:.0f} s, the save "
+            f"{save_s:.0f} s); torchrun kills the ranks {limit} s after it forwards a SIGTERM "
+            "(TORCH_ELASTIC_SHUTDOWN_TIMEOUT), so a stop could lose the step's checkpoint: start it as "
+            f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={max(60, int(seconds * 3))} torchrun ...")
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -240,6 +239,7 @@ class _Run:
         # top of a step, or before the optimizer step, whose state is then discarded.
         self.failed: Exception | None = None
         self.warned_slow_save = False
+        self.eval_cut: bool | None = None  # a due evaluation a stop cut short (True) or skipped (False)
 
     # -- restore a run's state ---------------------------------------------------------------
     def restore(self) -> None:
@@ -277,7 +277,7 @@ class _Run:
         self.tokens = trained_tokens(state, self.tokens_per_iter)
         # The training time since the last progress line, and its steps: tok/s counts neither the
         # evaluations and saves between steps nor, after --resume, steps this run did not train.
-        self.timed_seconds, self.timed_steps, self.last_step_s, self.last_eval_s = 0.0, 0, 0.0, 0.0
+        self.timed_seconds, self.timed_steps, self.last_step_s = 0.0, 0, 0.0
         self.start = self.step
 
     def _log_start(self) -> None:
@@ -309,19 +309,28 @@ class _Run:
                      "lr_decay_iters (--lr_decay_iters) or min_lr (--min_lr), or lower --max_iters")
 
     # -- evaluate ----------------------------------------------------------------------------
-    def evaluate(self) -> bool:
-        """Evaluate when this step is due (not where a resumed run starts: the run it continues
-        evaluated there); whether it did."""
+    def evaluate(self, signals: StopSignals) -> bool:
+        """Evaluate when this step is due (not where a resumed run starts when the run it
+        continues evaluated there); whether it did. A stop that came (on any rank) skips it or
+        cuts it short, and the checkpoint is written at once: under torchrun, the agent kills
+        the ranks 30 s after its SIGTERM, and an evaluation of a minute lost the checkpoint.
+        The run resumed from it evaluates that step first."""
         cfg, step = self.cfg, self.step
-        if not ((step % cfg.eval_interval == 0 or step == cfg.max_iters) and (step != self.start or not self.resume_state)):
+        if not ((step % cfg.eval_interval == 0 or step == cfg.max_iters)
+                and not (self.history and self.history[-1]["step"] == step and "train_loss" not in self.history[-1])):
             return False
-        started = time.monotonic()
+        stop = lambda: bool(any_rank([signals.received is not None], self.cpu_group)[0])  # noqa: E731
+        if stop():
+            self.eval_cut = False
+            return False
         try:
-            losses = evaluate_all(self.eval_model, self.loader, self.eval_loaders, cfg.eval_iters, self.amp)
+            losses = evaluate_all(self.eval_model, self.loader, self.eval_loaders, cfg.eval_iters, self.amp, stop)
         except DATA_ERRORS as e:
             self.failed = e
             return False
-        self.last_eval_s = time.monotonic() - started
+        if losses is None:
+            self.eval_cut = True
+            return False
         self.history.append({"step": step, **losses})
         if "val" in losses:
             self.best_val = losses["val"] if self.best_val is None else min(self.best_val, losses["val"])
@@ -354,7 +363,9 @@ class _Run:
             where = f"the checkpoint is in {self.checkpoint_dir}" if self.checkpoint_dir is not None \
                 else "no checkpoint_dir was given, nothing was saved"
             reason = signals.received or f"{STOP_REASONS[stop - 1]} on another rank"
-            raise TrainingStopped(f"{reason}: stopped at step {step}; continue with --resume ({where})",
+            cut = f" (its evaluation {'cut short' if self.eval_cut else 'skipped'}: --resume evaluates it first)" \
+                if self.eval_cut is not None else ""
+            raise TrainingStopped(f"{reason}: stopped at step {step}{cut}; continue with --resume ({where})",
                                   signalled=True)
         if due and self.saved_at != step:
             self._save_or_stop(step)
@@ -469,8 +480,7 @@ class _Run:
                             {"step": at_step, "sampler": self.sampler_before_batch, "history": self.history,
                              "tokens": self.tokens, "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}, rng_ranks=rngs,
                             group=self.cpu_group)
-            warning = slow_save_warning(time.monotonic() - started, self.last_step_s, self.last_eval_s,
-                                        self.warned_slow_save)
+            warning = slow_save_warning(time.monotonic() - started, self.last_step_s, self.warned_slow_save)
             if warning and self.dist.is_main:
                 self.log(warning)
                 self.warned_slow_save = True
@@ -566,7 +576,7 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     with StopSignals() as signals:
         try:
             while True:
-                evaluated = run.evaluate()
+                evaluated = run.evaluate(signals)
                 if not run.between_steps(evaluated, signals):
                     break
                 run.train_step()

@@ -8,6 +8,7 @@ from pathlib import Path
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -91,9 +92,59 @@ def test_a_stop_while_training_is_said_once_a_node_and_the_checkpoint_resumes(tm
             proc.wait()
     said = [line for line in err.splitlines() if line.startswith("Error")]
     # (on another rank: where the signal reached rank 0 inside the vote of that step)
-    assert len(said) == 1 and re.match(r"Error: SIGTERM(?: on another rank)?: stopped at step \d+; continue with "
-                                       r"--resume", said[0]), err
+    assert len(said) == 1 and re.match(r"Error: SIGTERM(?: on another rank)?: stopped at step \d+(?: \(its evaluation "
+                                       r"(?:skipped|cut short)[^)]*\))?; continue with --resume", said[0]), err
     step = int(re.search(r"stopped at step (\d+)", said[0]).group(1))
     resumed = subprocess.run([sys.executable, "-m", "mypt.cli", *train, "--max_iters", str(step + 1), "--resume"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and f"from step {step}" in resumed.stdout, resumed.stdout + resumed.stderr
+
+
+# `mypt train` whose run gets a SIGTERM from itself: after the step that ends at step 5 (an
+# evaluation is due there: eval_interval 5), or as the first evaluation begins.
+STOPPED = '''
+import os, signal, sys
+import mypt.train
+from mypt.cli import main
+
+step, evaluate_all = mypt.train._Run.train_step, mypt.train.evaluate_all
+def train_step(self):
+    step(self)
+    if self.step == 5 and sys.argv[1] == "before":
+        os.kill(os.getpid(), signal.SIGTERM)
+def evaluate_during(*args, **kwargs):
+    if sys.argv[1] == "during":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return evaluate_all(*args, **kwargs)
+mypt.train._Run.train_step, mypt.train.evaluate_all = train_step, evaluate_during
+main(sys.argv[2:], prog_name="mypt")
+'''
+
+
+@pytest.mark.parametrize("when, eval_iters, step, said", [("before", 2, 5, "skipped"),
+                                                          ("during", 100000, 0, "cut short")])
+def test_a_stop_skips_or_cuts_short_the_evaluation_and_the_resume_runs_it(tmp_path, when, eval_iters, step, said):
+    """A SIGTERM that came before a due evaluation, or during one, waited for the whole
+    evaluation before the checkpoint was written: under torchrun, whose agent kills the ranks
+    30 s after a SIGTERM, an evaluation of a minute lost the checkpoint. Now the stop skips the
+    evaluation (or cuts it short within a few batches) and saves at once, and the resumed run
+    evaluates that step first: the loss an uninterrupted run logs there."""
+    (tmp_path / "input.txt").write_text("the king and the queen and the crown\n" * 200)
+    (tmp_path / "stopped.py").write_text(STOPPED)
+    train = ["train", "--input_file", "input.txt", "--tokenization", "char", *TINY, "--eval_interval", "5",
+             "--log_interval", "1"]
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "stopped.py", when, *train, "--model_name", "m", "--eval_iters",
+                          str(eval_iters), "--max_iters", "10"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1 and f"Error: SIGTERM: stopped at step {step} (its evaluation {said}: --resume " \
+        "evaluates it first); continue with --resume" in run.stderr, run.stdout + run.stderr
+    assert time.monotonic() - started < 120  # (100,000 batches of the evaluation were not waited for)
+    resumed = subprocess.run([sys.executable, "-m", "mypt.cli", *train, "--model_name", "m", "--eval_iters", "2",
+                              "--max_iters", "10", "--resume"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=300)
+    whole = subprocess.run([sys.executable, "-m", "mypt.cli", *train, "--model_name", "w", "--eval_iters", "2",
+                            "--max_iters", "10"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    val = lambda out: re.findall(r"^step (\d+): val ([\d.]+)", out, re.M)  # noqa: E731
+    assert resumed.returncode == 0 and whole.returncode == 0, resumed.stderr + whole.stderr
+    assert val(resumed.stdout) == [v for v in val(whole.stdout) if int(v[0]) >= step], resumed.stdout
