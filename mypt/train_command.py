@@ -28,7 +28,7 @@ from mypt.io import check_dir_path, check_movable, check_replaceable, recover_ou
 from mypt.lock import output_lock
 from mypt.names import METADATA_FILE
 from mypt.model import GPT, load_model
-from mypt.precision import run_autocast
+from mypt.precision import autocast_dtype, dtype_name, run_autocast
 from mypt.settings import as_flag, says_none
 from mypt.shards import dataset_tokenizer, read_metadata
 from mypt.gc_pause import resume_gc
@@ -588,7 +588,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
                 log(line)
     device, dist = _setup_device(cfgs.train)
     data_sums = _data_sums(specs)  # (recorded in every save; compared on resume and between ranks)
-    _check_ranks_agree(req, cfgs, specs, data_sums, dist)
+    _check_ranks_agree(req, cfgs, specs, data_sums, dist, device)
     # The data first: its checks (a window longer than every shard) take a moment, where a
     # model of a mistaken --block_size could take minutes and gigabytes to build.
     loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
@@ -608,7 +608,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
 
 
 def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec], data_sums: list[str],
-                       dist: Dist) -> None:
+                       dist: Dist, device: torch.device) -> None:
     """Under torchrun every rank must train the same run: nodes started with another flag
     (--eval_interval) hung, one evaluating while the others trained, or drifted apart silently
     (--learning_rate: each rank stepped the averaged gradients by its own rate). Compared once,
@@ -626,14 +626,24 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
             # FSDP evaluates on the sharded model (an extra eval set on one rank: collectives that
             # never meet) and copies no rank's weights to the others (another base: drift).
             "--eval_dataset_dir": by_sum(req.eval_dataset_dir, METADATA_FILE),
-            "the starting weights (--init_from_model, --resume)": by_sum(cfgs.init, checkpoint.CONFIG_FILE)}
+            "the starting weights (--init_from_model, --resume)": by_sum(cfgs.init, checkpoint.CONFIG_FILE),
+            # The same flags resolve per node: --dtype auto is bfloat16 on an A100 and float16 on a
+            # V100 (float32 on a CPU without bfloat16), and the ranks' copies drifted apart unsaid. (A
+            # resumed run under auto keeps the precision its checkpoint records: run_autocast.)
+            "the device --device picks": device.type,
+            "the precision --dtype picks": "the checkpoint's" if req.resume and cfgs.train.dtype == "auto"
+            else dtype_name(autocast_dtype(cfgs.train, device))}
     ranks = all_ranks(mine, cpu_group(dist))
     for rank, theirs in enumerate(ranks[1:], 1):
         differ = [k for k in ranks[0] if theirs.get(k) != ranks[0][k]]
         if differ:
+            hint = "start every node with the same mypt train command and flags"
+            if all(k.startswith("the ") and k.endswith(" picks") for k in differ):
+                hint = ("its hardware differs from rank 0's: pass --dtype bfloat16 or float32 (and --device "
+                        "cuda or cpu), so that every rank trains alike")
             raise ConfigError(f"rank {rank} was started with other settings than rank 0: "
                               + ", ".join(f"{k} {theirs.get(k)!r} (rank 0: {ranks[0][k]!r})" for k in differ[:5])
-                              + "; start every node with the same mypt train command and flags")
+                              + f"; {hint}")
 
 
 def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device: torch.device, dist: Dist,

@@ -191,20 +191,29 @@ def test_torchrun_ranks_with_other_flags_are_refused_and_a_resume_on_more_ranks_
     script = tmp_path / "per_rank.py"
     script.write_text('''
 import os, sys
+import torch
+import mypt.train_command
 from mypt.cli import main
 rank = os.environ["RANK"]
-main(sys.argv[1:] + (os.environ["RANK1_FLAGS"].split("|") if rank == "1" else []), prog_name="mypt")
+if rank == "1" and os.environ["RANK1_FLAGS"] == "fp16":  # a node whose GPU has no bfloat16 (a V100)
+    mypt.train_command.autocast_dtype = lambda cfg, device: torch.float16
+    os.environ["RANK1_FLAGS"] = ""
+main(sys.argv[1:] + (os.environ["RANK1_FLAGS"].split("|") if rank == "1" and os.environ["RANK1_FLAGS"] else []),
+     prog_name="mypt")
 ''')
     args = ["train", "--dataset_dir", str(demo / "general"), "--model_name", "m", *TINY, "--max_iters", "4",
             "--eval_iters", "1"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    hardware = (r"the precision --dtype picks 'float16' \(rank 0: '(?:float32|bfloat16)'\); its hardware differs from "
+                r"rank 0's: pass --dtype bfloat16 or float32 \(and --device cuda or cpu\), so that every rank trains alike")
     for flags, said in [("--eval_interval|4", r"--eval_interval 4 \(rank 0: \d+\)"),
-                        (f"--eval_dataset_dir|{demo / 'domain'}", r"--eval_dataset_dir '[0-9a-f]{64}' \(rank 0: None\)")]:
-        done = run([*torchrun, "--nproc_per_node", "2", str(script), *args], tmp_path, check=False, timeout=300,
-                   env={**os.environ, "RANK1_FLAGS": flags})
+                        (f"--eval_dataset_dir|{demo / 'domain'}", r"--eval_dataset_dir '[0-9a-f]{64}' \(rank 0: None\)"),
+                        ("fp16", hardware)]:  # --dtype auto resolved per node: copies drifted apart in two precisions
+        done = run([*torchrun, "--nproc_per_node", "2", str(script), *args, "--dtype", "auto"], tmp_path, check=False,
+                   timeout=300, env={**os.environ, "RANK1_FLAGS": flags})
         assert done.returncode != 0
-        assert re.search(r"Error: rank 1 was started with other settings than rank 0: " + said + "; start every node "
-                         "with the same mypt train command", done.stderr), done.stderr[-3000:]
+        assert re.search(r"Error: rank 1 was started with other settings than rank 0: " + said + "(; start every node "
+                         "with the same mypt train command|$)", done.stderr, re.M), done.stderr[-3000:]
     assert not (tmp_path / "checkpoints" / "m" / "model.safetensors").exists()
     run([*torchrun, "--nproc_per_node", "2", "-m", "mypt.cli", *args], tmp_path, timeout=300)
     resumed = run([*torchrun, "--nproc_per_node", "3", "-m", "mypt.cli", *args[:-4], "--max_iters", "5",
