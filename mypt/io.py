@@ -487,18 +487,20 @@ def _holds_owned(rel: str, owned: tuple[str, ...]) -> bool:
 
 def _entries(directory: Path, owned: Iterable[str]) -> tuple[list[str], list[str]]:
     """(the entries of an output directory named as the output's own, the others), by path
-    relative to `directory`: an entry (file, folder, link) is the output's when it matches one
-    of the `owned` glob patterns; the search goes inside the output's own folders (train/ of a
-    dataset), never inside a user's folder (moved whole)."""
+    relative to `directory`: an entry (file, link) is the output's when it matches one of the
+    `owned` glob patterns, which name files: a folder there is the user's (mypt writes none
+    under a file's name; a replace would delete it, and all in it, with mypt's files). The
+    search goes inside the output's own folders (train/ of a dataset), never inside a user's
+    folder (moved whole)."""
     owned = tuple(owned) + (WORK_MARK,)  # left in an output only by a kill mid-swap (_swap)
     named, others = [], []
 
     def walk(folder: Path, prefix: str) -> None:
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            rel = prefix + entry.name
-            if _owns(rel, owned):
+            rel, folder_here = prefix + entry.name, entry.is_dir(follow_symlinks=False)
+            if not folder_here and _owns(rel, owned):
                 named.append(rel)
-            elif entry.is_dir(follow_symlinks=False) and _holds_owned(rel, owned):
+            elif folder_here and _holds_owned(rel, owned):
                 walk(Path(entry.path), rel + "/")
             else:
                 others.append(rel)
@@ -513,9 +515,20 @@ def user_entries(directory: Path, owned: Iterable[str]) -> list[str]:
     return _entries(directory, owned)[1]
 
 
+def _misplaced(directory: Path, owned: tuple[str, ...]) -> list[str]:
+    """The user's entries where the output has one of another kind: a folder under one of its
+    file names (`model.safetensors/`), a file where it makes a folder (`train`, `dcp`). The new
+    output's entry would replace it, and a swap refuses that only after the work. (A user's
+    entry named as the output's is of the other kind: see _entries. A link to a folder there,
+    a folder moved to another disk, is left to its writer, which names it: --append_to.)"""
+    return [rel for rel in user_entries(directory, owned)
+            if _owns(rel, owned) or (_holds_owned(rel, owned) and not os.path.islink(directory / rel))]
+
+
 # An output's record of what it holds: the previous output's directory -> the files mypt wrote
-# there (read from its marker file); raises MyptError where the record is not this kind's.
-Written = Callable[[Path], Iterable[str]]
+# there (read from its marker file), or None for an output from before such records (its names
+# decide); raises MyptError where the record is not this kind's.
+Written = Callable[[Path], Iterable[str] | None]
 
 
 def check_written(final: Path, owned: Iterable[str], written: Written | None, marker: str | None,
@@ -529,7 +542,10 @@ def check_written(final: Path, owned: Iterable[str], written: Written | None, ma
     if written is None or marker is None or not (final / marker).is_file():
         return
     try:
-        listed = [marker, *written(final)]
+        record = written(final)
+        if record is None:  # (an output from before records: what is named as its own is)
+            return
+        listed = [marker, *record]
         if not all(isinstance(name, str) for name in listed):
             raise InputError(f"its {marker} names something other than files")
         listed = set(listed)
@@ -680,6 +696,7 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
             except OSError as e:  # name the output the user asked for, not mypt's staging directory
                 raise _renamed(e, staging, final) from None
             _check_swappable(final, staging, owned)
+            check_written(final, owned, written, marker, flag, kind)  # (a file added during the work)
         except BaseException:
             remove_work(staging, ignore_errors=True)
             raise
@@ -710,10 +727,20 @@ def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...]) -> None
 
 def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") -> None:
     """Refuse an output that a swap could not move aside with the user's files in it (see
-    _unmovable): staged_dir checks before its work and again before its swap; prepare-dataset,
-    --append_to and training at their start, before the work or the first save would stop."""
-    final = output_target(Path(final))
-    stuck = _unmovable(final, tuple(owned))
+    _unmovable), or one holding an entry of the user's where the new output has one of another
+    kind (_misplaced): staged_dir checks before its work and again before its swap;
+    prepare-dataset, --append_to and training at their start, before the work or the first save
+    would stop."""
+    final, owned = output_target(Path(final)), tuple(owned)
+    misplaced = _misplaced(final, owned) if final.is_dir() else []
+    if misplaced:
+        rel = misplaced[0]
+        what = "a folder, where mypt writes a file" if _owns(rel, owned) else "not a folder, where mypt makes one"
+        more = f" (and {len(misplaced) - 1} more)" if len(misplaced) > 1 else ""
+        raise InputError(f"{final / rel}{more} is {what} of that name: mypt did not make it, and writing the output "
+                         f"would replace it: refused, nothing changed; move it out of {final} (or rename it) and run "
+                         "again")
+    stuck = _unmovable(final, owned)
     if os.path.realpath(final) in stuck:  # (a container's volume: it cannot be renamed aside)
         inside = f"pass --checkpoints_dir {final}" if flag == "--model_name" else \
             f"give a folder inside it, e.g. {final / 'out'}"

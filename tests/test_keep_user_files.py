@@ -402,6 +402,22 @@ def test_a_shard_moved_in_by_hand_is_refused_by_overwrite_not_deleted(corpus):
     assert tree_bytes(Path("ds")) == before
 
 
+@pytest.mark.parametrize("mine", ["tokenizer_state.json/keep.txt", "train/shard_00000.bin/keep.txt"])
+def test_a_folder_of_yours_under_a_dataset_file_name_is_refused_by_overwrite_not_deleted(corpus, mine):
+    """A folder at a name the dataset writes a file under (its file moved elsewhere) was
+    removed whole by --overwrite."""
+    prepare("ds")
+    Path("ds", mine.rsplit("/", 1)[0]).rename("moved_aside")
+    (Path("ds") / mine).parent.mkdir(parents=True)
+    (Path("ds") / mine).write_text("keep\n")
+    before = tree_bytes(Path("ds"))
+    r = CliRunner().invoke(main, ["prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization",
+                                  "char", "--tokens_per_shard", "2000", "--workers", "1", "--overwrite", "--seed", "7"])
+    assert r.exit_code == 1 and f"ds/{mine.rsplit('/', 1)[0]} is a folder, where mypt writes a file of that name" \
+        in r.output, r.output
+    assert tree_bytes(Path("ds")) == before
+
+
 @pytest.mark.parametrize("metadata", ['{"format_version": 2}', '{"name": "x"}', "{damaged"])
 def test_overwrite_refuses_a_dataset_whose_metadata_it_cannot_read(corpus, metadata):
     """Without a metadata mypt can read, it cannot tell its shards from ones moved in by hand:
@@ -886,8 +902,10 @@ def test_a_stage_by_hand_refuses_a_file_of_yours_named_like_its_own(tmp_path, mo
     name = {"clean": "clean", "dedup": "dedup", "tok": "tokenize_corpus", "sh": "shard"}[out]
     result = stages[name]()
     assert result.exit_code == 1, result.output
-    assert f"{mine.split('/')[0]} is named like the {name.replace('_corpus', '')} step's output's own files, but its " \
-           "manifest.json does not list it: mypt did not write it" in result.output, result.output
+    said = (f"{mine.split('/')[0]} is a folder, where mypt writes a file of that name: mypt did not make it"
+            if "/" in mine else f"{mine} is named like the {name.replace('_corpus', '')} step's output's own files, "
+            "but its manifest.json does not list it: mypt did not write it")
+    assert said in result.output, result.output
     assert tree_bytes(Path(out)) == before
     shutil.rmtree(Path(out) / mine.split("/")[0]) if "/" in mine else (Path(out) / mine).unlink()
     assert stages[name]().exit_code == 0  # (its own files alone: replaced as always)
