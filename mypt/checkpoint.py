@@ -27,6 +27,7 @@ that reads across a save reads again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,9 +40,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
-from mypt.errors import BusyError, CheckpointError, ConfigError, os_error_message, safetensors_os_error
-from mypt.io import (atomic_write_text, is_own, not_own_message, old_dir, output_target, read_json, recover_staged,
-                     sha256_file, staged_dir, umask_mode)
+from mypt.errors import BusyError, CheckpointError, ConfigError, MyptError, os_error_message, safetensors_os_error
+from mypt.io import (atomic_write_text, check_written, is_own, not_own_message, old_dir, output_target, read_json,
+                     recover_staged, sha256_file, staged_dir, umask_mode)
 from mypt.lock import output_lock
 from mypt.names import STATE_FILE, TIED, unstored  # noqa: F401 (TIED: named as checkpoint.TIED)
 
@@ -50,12 +51,16 @@ if TYPE_CHECKING:  # a type only: checkpoints save any tokenizer without the reg
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
-# Every file a checkpoint holds; a save replaces these and carries over anything else.
+# The names of a checkpoint's files. Of a checkpoint, only those its config.json records are
+# mypt's (recorded_files): a save replaces these and carries over anything else; a file of the
+# user's under one of these names is refused before training (check_ours), never deleted.
 DCP_DIR = "dcp"  # a sharded run's weights and optimizer tensors (mypt.fsdp)
-# Its shards by name, not the folder whole: a user's file in dcp/ (or a dcp/ folder of theirs
-# beside a whole checkpoint) is theirs, carried over like any other. fsdp.save_dcp writes
-# dcp/model/ and dcp/optim/ (fsdp.WEIGHTS, OPTIMIZER); dcp/ itself held both before.
-DCP_FILES = tuple(f"{DCP_DIR}/{part}*.safetensors" for part in ("", "model/", "optim/"))
+# fsdp.save_dcp writes dcp/model/ and dcp/optim/ (fsdp.WEIGHTS, OPTIMIZER): wholly mypt's, since
+# every file there is read as a shard (_dcp_part), so a file there it did not record (an rsync
+# temporary) is refused, not carried into the next save. dcp/ itself, which held both before,
+# only its shards by name: a user's file there (or a dcp/ folder of theirs beside a whole
+# checkpoint) is theirs, carried over like any other.
+DCP_FILES = (f"{DCP_DIR}/*.safetensors", f"{DCP_DIR}/model/*", f"{DCP_DIR}/optim/*")
 CHECKPOINT_FILES = ("model.safetensors", CONFIG_FILE, STATE_FILE, "training_state.safetensors",
                     "training_state.json", *DCP_FILES)
 
@@ -127,10 +132,37 @@ def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=
     # to .NAME.old until the new one is in place: see recover); only a directory that holds a
     # checkpoint (config.json) or nothing is ever replaced. The lock keeps readers' recovery out
     # of the swap (the training command holds it already: it is re-entrant).
-    check_ours(path)
-    with output_lock(path, "--model_name"), \
-            staged_dir(Path(path), marker=CONFIG_FILE, owned=CHECKPOINT_FILES, flag="--model_name") as staging:
+    with contextlib.ExitStack() as stack:
+        staging = _start_save(Path(path), stack)
         _write(staging, model, tokenizer, config_extra, optimizer, state, rng_ranks)
+
+
+def _start_save(path: Path, stack: contextlib.ExitStack) -> Path:
+    """The staging directory of a save, entered on `stack` (rank 0's, in a sharded save). What
+    is in the way is refused here, before anything is written, as at the start of training;
+    met mid-run (a file that appeared since), the error says the checkpoint in place is whole."""
+    try:
+        check_ours(path)
+        stack.enter_context(output_lock(path, "--model_name"))
+        return stack.enter_context(staged_dir(path, marker=CONFIG_FILE, owned=CHECKPOINT_FILES, flag="--model_name",
+                                              written=recorded_files, kind="mypt checkpoint"))
+    except MyptError as e:
+        if not holds_model(path):
+            raise
+        raise type(e)(f"{e} (this checkpoint not saved: {path} holds the last one saved, whole; continue from it "
+                      "with --resume)") from None
+
+
+def recorded_files(path: Path) -> list[str] | None:
+    """What checkpoint `path` holds by its config.json (io.check_written): the files whose sha256
+    it records, dcp/'s shards included. Anything else named like a checkpoint's files is the
+    user's. None for a checkpoint saved before the sums (its files' names decide)."""
+    sums = _read_json_object(Path(path) / CONFIG_FILE).get("sha256")
+    if sums is None:
+        return None
+    if not isinstance(sums, dict):
+        raise CheckpointError(f"its {CONFIG_FILE}'s sha256 is not a map of its files")
+    return [name for name in sums if name != MODEL_SUM]
 
 
 def holds_mypt_config(path: Path) -> bool:
@@ -147,19 +179,19 @@ def check_ours(path: Path) -> None:
     """Refuse a directory whose config.json mypt did not write (no format_version: a Hugging
     Face model, a user's file). A save replaces a checkpoint's config.json and weights, so only
     mypt's own checkpoint, or a directory without config.json (io.check_replaceable's rule),
-    is ever replaced, --overwrite or not."""
+    is ever replaced, --overwrite or not; and of it only the files its config.json records: a
+    file of the user's named like a checkpoint's (dcp/mine.safetensors) is refused, naming it."""
     if (Path(path) / CONFIG_FILE).is_file() and not holds_mypt_config(path):
         raise ConfigError(f"--model_name: {path} holds a config.json mypt did not write (no format_version), so it is "
                           "not a mypt checkpoint and is never replaced, with --overwrite or without: choose another "
                           "--model_name or --checkpoints_dir")
+    check_written(path, CHECKPOINT_FILES, recorded_files, CONFIG_FILE, "--model_name", "mypt checkpoint")
 
 
 def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,
                   rng_ranks: list[dict] | None, group) -> None:
     """Rank 0 opens the staging directory and tells the others where it is; every rank writes
     its shards into dcp/ there; then rank 0 writes the other files and swaps it in, as save."""
-    import contextlib
-
     import torch.distributed as tdist
 
     from mypt.fsdp import save_dcp, shard_files_missing
@@ -169,10 +201,7 @@ def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, o
         staging = None
         if main:
             try:
-                check_ours(path)
-                stack.enter_context(output_lock(path, "--model_name"))
-                staging = stack.enter_context(staged_dir(Path(path), marker=CONFIG_FILE, owned=CHECKPOINT_FILES,
-                                                         flag="--model_name"))
+                staging = _start_save(Path(path), stack)
             finally:  # (also when it failed: the other ranks must not wait for ever)
                 all_ranks(None if staging is None else str(staging), group)
         else:
@@ -255,8 +284,13 @@ def _dcp_part(path: Path, config: dict, part: str) -> Path:
     prefix = where.relative_to(path).as_posix() + "/"
     recorded = sorted(k for k in sums if k.startswith(prefix))
     found = _dcp_files(path, where)
-    if not recorded or recorded != found:
-        extra, missing = sorted(set(found) - set(recorded)), sorted(set(recorded) - set(found))
+    extra, missing = sorted(set(found) - set(recorded)), sorted(set(recorded) - set(found))
+    if recorded and extra and not missing:  # (one the user put there since the save, e.g. an rsync's temporary)
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise CheckpointError(f"{path / extra[0]}{more} is not one of the shards its {CONFIG_FILE} records: mypt did "
+                              f"not write it, and every file in {where} is read as a shard; move it out of {where} "
+                              "and run again")
+    if not recorded or missing:
         what = (f"records no shards in {DCP_DIR}/" if not recorded else
                 f"records other files in {where} (not recorded: {extra[:3]}, missing: {missing[:3]})")
         raise CheckpointError(f"{path}: its {CONFIG_FILE} {what}: the checkpoint was changed or damaged after it "

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from conftest import mypt_cli, run
 from mypt import checkpoint
 from mypt.config import RunSettings
-from mypt.errors import CheckpointError, ConfigError, TrainingStopped
+from mypt.errors import CheckpointError, ConfigError, InputError, MyptError, TrainingStopped
 from mypt.fsdp import full, shard_model
 from mypt.io import sha256_file
 from mypt.model import GPT, load_model
@@ -91,8 +91,29 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
         failure = "finished"
     except TrainingStopped as e:
         failure = str(e)
+
+    # A file that appears among the shards mid-run (an rsync's temporary, here before the second
+    # save) stops that save, named, on every rank; the checkpoint in place stays whole.
+    stray = Path(out) / "stray" / "dcp" / "model" / ".shard-00001-model-00001-of-00001.safetensors.Xa1b2c"
+    save, saves = checkpoint.save, []
+
+    def save_after_a_stray_came(path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2 and rank == 0:
+            stray.write_text("partial")
+        return save(path, *args, **kwargs)
+
+    checkpoint.save = save_after_a_stray_came
+    try:
+        fit(shard_model(tiny_model(tok), None, compiled=False), loader(tok, rank), config=cfg,
+            checkpoint_dir=Path(out) / "stray", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
+        stopped = "finished"
+    except MyptError as e:
+        stopped = str(e)
+    finally:
+        checkpoint.save = save
     torch.save({"ddp": ddp["history"], "fsdp": result["history"], "weights": weights, "outcome": outcome,
-                "same": same, "failure": failure}, f"{out}/rank{rank}.pt")
+                "same": same, "failure": failure, "stopped": stopped}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -112,6 +133,16 @@ def test_fsdp_trains_as_ddp_and_a_signal_stops_every_rank_with_a_checkpoint_that
     assert re.match(r"rank 1: cannot use .*Input/output error \(at step 2\): training stopped; the checkpoint of "
                     r"step 2 is saved in", r0["failure"]), r0["failure"]
     assert json.loads((tmp_path / "eio/training_state.json").read_text())["step"] == 2
+    stray = tmp_path / "stray/dcp/model/.shard-00001-model-00001-of-00001.safetensors.Xa1b2c"
+    assert f"{stray} is named like the mypt checkpoint's own files" in r0["stopped"], r0["stopped"]
+    assert f"{tmp_path / 'stray'} holds the last one saved, whole; continue from it with --resume" in r0["stopped"]
+    assert "rank 0 could not start the checkpoint" in r1["stopped"], r1["stopped"]
+    assert stray.read_text() == "partial"
+    assert json.loads((tmp_path / "stray/training_state.json").read_text())["step"] == 5
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(stray))} is not one of the shards .* move it out of"):
+        load_model(tmp_path / "stray")
+    stray.unlink()
+    load_model(tmp_path / "stray")  # (the step 5 checkpoint, whole)
     # The sharded checkpoint, read whole in one process, is the trained model.
     _, whole = checkpoint.read_weights(tmp_path / "straight")
     assert set(whole) == set(r0["weights"]) - {checkpoint.TIED}
@@ -287,28 +318,35 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
         run_training(RunSettings(model_name="f", dataset_dir=str(tmp_path / "ds"),
                                  checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 8})
 
-    # A shard changed, or a file added among them, is refused, as any checkpoint file is; the
-    # weights are read without the optimizer's files (generate, eval, export-hf never hash them),
-    # which --resume checks when it reads them.
+    # A shard changed, or a file added among them (an rsync's temporary), is refused, as any
+    # checkpoint file is: the added one named, to move out (a --resume refuses it at its start,
+    # nothing changed); the weights are read without the optimizer's files (generate, eval,
+    # export-hf never hash them), which --resume checks when it reads them.
     for part in ("model", "optim"):
-        for damage, message in (("flip", "does not match the sha256"), ("add", "records other files")):
+        for damage in ("flip", "add"):
             bad = tmp_path / f"bad_{part}_{damage}"
             shutil.copytree(ckpt, bad)
             shard = sorted((bad / "dcp" / part).glob("*.safetensors"))[0]
+            added = bad / "dcp" / part / f".{shard.name}.Xa1b2c"
             if damage == "flip":
                 data = bytearray(shard.read_bytes())
                 data[-1] ^= 1
                 shard.write_bytes(bytes(data))
             else:
-                (bad / "dcp" / part / "extra.safetensors").write_bytes(shard.read_bytes())
+                added.write_bytes(shard.read_bytes())
             if part == "model":
+                message = "does not match the sha256" if damage == "flip" else \
+                    f"{re.escape(str(added))} is not one of the shards its config.json records: .* move it out of"
                 with pytest.raises(CheckpointError, match=message):
                     load_model(bad)
                 continue
             load_model(bad)
-            with pytest.raises(CheckpointError, match=message):
+            error, message = (CheckpointError, "does not match the sha256") if damage == "flip" else \
+                (InputError, f"{re.escape(str(added))} is named like the mypt checkpoint's own files")
+            with pytest.raises(error, match=message):
                 run_training(RunSettings(model_name=bad.name, dataset_dir=str(tmp_path / "ds"), checkpoints_dir=tmp_path,
                                          resume=True), {"max_iters": 12, "device": "cpu"})
+            assert damage == "flip" or added.read_bytes() == shard.read_bytes()
 
     # A sharded checkpoint of the earlier layout (each rank's file held its shards of the weights
     # and of the optimizer state together, in dcp/ itself) is read, and resumes to the bytes the

@@ -402,6 +402,35 @@ def test_a_shard_moved_in_by_hand_is_refused_by_overwrite_not_deleted(corpus):
     assert tree_bytes(Path("ds")) == before
 
 
+@pytest.mark.parametrize("mine, flag, said", [
+    ("dcp/my_backup.safetensors", "--resume", "is named like the mypt checkpoint's own files, but its config.json "
+     "does not list it: mypt did not write it"),
+    ("dcp/experiments.safetensors/run1/results.txt", "--resume", "is a folder, where mypt writes a file of that name"),
+    ("model.safetensors/precious.txt", "--overwrite", "is a folder, where mypt writes a file of that name"),
+    ("dcp", "--resume", "is not a folder, where mypt makes one of that name"),
+])
+def test_a_checkpoint_replaces_only_the_files_its_config_records(corpus, mine, flag, said):
+    """A checkpoint's own files are those its config.json records. Named like a sharded save's
+    (dcp/*.safetensors) or a folder under a file's name, the user's entry was deleted by the
+    next save, all in it; a file `dcp` was refused only at a sharded save, after training. Now
+    each is refused as training starts, naming it, and nothing changes."""
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    ckpt = Path("checkpoints/m")
+    if mine.startswith("model.safetensors/"):
+        (ckpt / "model.safetensors").rename("my_weights.safetensors")  # the user's now, a folder of theirs there
+    (ckpt / mine).parent.mkdir(parents=True, exist_ok=True)
+    (ckpt / mine).write_text("MINE\n")
+    before = tree_bytes(Path("checkpoints"))
+    r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2",
+                                  flag])
+    named = ckpt / ("dcp/experiments.safetensors" if "experiments" in mine else mine.split("/")[0]
+                    if mine.startswith("model.") else mine)
+    assert r.exit_code == 1 and f"{named} {said}" in r.output and "move it out" in r.output, r.output
+    assert "step 1" not in r.output and "iter " not in r.output  # (before training)
+    assert tree_bytes(Path("checkpoints")) == before
+
+
 @pytest.mark.parametrize("mine", ["tokenizer_state.json/keep.txt", "train/shard_00000.bin/keep.txt"])
 def test_a_folder_of_yours_under_a_dataset_file_name_is_refused_by_overwrite_not_deleted(corpus, mine):
     """A folder at a name the dataset writes a file under (its file moved elsewhere) was
@@ -416,6 +445,33 @@ def test_a_folder_of_yours_under_a_dataset_file_name_is_refused_by_overwrite_not
     assert r.exit_code == 1 and f"ds/{mine.rsplit('/', 1)[0]} is a folder, where mypt writes a file of that name" \
         in r.output, r.output
     assert tree_bytes(Path("ds")) == before
+
+
+def test_a_file_that_appears_among_the_shards_mid_run_stops_the_save_naming_it(corpus, monkeypatch):
+    """dcp/model/ and dcp/optim/ are wholly mypt's (every file there is read as a shard): a file
+    that appeared there during a run (an rsync's temporary) was carried into every later save,
+    whose sums leave it out, so each later load refused the checkpoint of a run that said it
+    succeeded. Now the next save stops the run naming it, the checkpoint in place whole."""
+    prepare("ds")
+    stray = Path("checkpoints/m/dcp/model/.shard-00001-model-00001-of-00001.safetensors.Xa1b2c")
+    save, saves = checkpoint.save, []
+
+    def save_after_a_stray_came(path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:  # between the first save and the second
+            stray.parent.mkdir(parents=True)
+            stray.write_text("partial")
+        return save(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", save_after_a_stray_came)
+    train = ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "3", "--eval_interval", "1"]
+    r = CliRunner().invoke(main, train)
+    assert r.exit_code == 1 and f"{stray} is named like the mypt checkpoint's own files" in r.output, r.output
+    assert "checkpoints/m holds the last one saved, whole; continue from it with --resume" in r.output
+    assert stray.read_text() == "partial"
+    assert json.loads(Path("checkpoints/m/training_state.json").read_text())["step"] == 1
+    stray.rename("stray")  # moved out of the way, as the error says
+    assert "resuming m from step 1" in invoke(*train, "--resume")
 
 
 @pytest.mark.parametrize("metadata", ['{"format_version": 2}', '{"name": "x"}', "{damaged"])
