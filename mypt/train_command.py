@@ -25,7 +25,7 @@ from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.io import check_dir_path, check_movable, check_replaceable, recover_output, set_aside_hint, sha256_file
-from mypt.lock import output_lock
+from mypt.lock import lock_path, output_lock
 from mypt.names import METADATA_FILE
 from mypt.model import GPT, load_model
 from mypt.precision import autocast_dtype, dtype_name, run_autocast
@@ -633,12 +633,23 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
             "the device --device picks": device.type,
             "the precision --dtype picks": "the checkpoint's" if req.resume and cfgs.train.dtype == "auto"
             else dtype_name(autocast_dtype(cfgs.train, device))}
+    shared = "--checkpoints_dir, one folder for every node"
+    if req.parallel == "fsdp":  # every rank writes its shards there: seen whole at the first save (an hour in)
+        lock = lock_path(Path(req.checkpoints_dir) / req.model_name)  # (rank 0 holds it: run_training)
+        mine[shared] = lock.read_text(errors="replace") if lock.is_file() else None
     ranks = all_ranks(mine, cpu_group(dist))
     for rank, theirs in enumerate(ranks[1:], 1):
         differ = [k for k in ranks[0] if theirs.get(k) != ranks[0][k]]
+        if shared in differ:
+            raise ConfigError(f"--checkpoints_dir {req.checkpoints_dir}: rank {rank} does not see rank 0's lock "
+                              f"file {lock} in it: with --parallel fsdp every rank writes its shards into the "
+                              "checkpoint, so --checkpoints_dir must be one filesystem every node shares (NFS, Lustre)")
         if differ:
             hint = "start every node with the same mypt train command and flags"
-            if all(k.startswith("the ") and k.endswith(" picks") for k in differ):
+            if "--resume" in differ and req.auto_resume:
+                hint = (f"--auto_resume found a checkpoint on one node only: --checkpoints_dir {req.checkpoints_dir} "
+                        "must be one filesystem every node shares (NFS, Lustre)")
+            elif all(k.startswith("the ") and k.endswith(" picks") for k in differ):
                 hint = ("its hardware differs from rank 0's: pass --dtype bfloat16 or float32 (and --device "
                         "cuda or cpu), so that every rank trains alike")
             raise ConfigError(f"rank {rank} was started with other settings than rank 0: "

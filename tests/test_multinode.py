@@ -79,6 +79,24 @@ def test_a_node_that_cannot_start_stops_the_other(dataset, tmp_path):
 
 
 @pytest.mark.slow
+def test_fsdp_checkpoints_not_shared_by_the_nodes_are_refused_at_start(dataset, tmp_path):
+    """Under FSDP every rank writes its shards into the checkpoint: with a --checkpoints_dir of
+    each node's own, the run trained until its first save, then stopped ("the other ranks'
+    shards did not arrive"), the training lost. Now refused at start, on every node."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    nodes = two_nodes(["-m", "mypt.cli", "train", "--dataset_dir", str(dataset), "--model_name", "m", "--config_file",
+                       "tiny", "--max_iters", "2", "--device", "cpu", "--parallel", "fsdp"], [a, b], timeout=120)
+    assert [node.returncode for node in nodes] == [1, 1], [node.stderr[-2000:] for node in nodes]
+    for node in nodes:
+        assert re.search(r"Error: --checkpoints_dir checkpoints: rank 1 does not see rank 0's lock file \S+ in it: "
+                         r"with --parallel fsdp every rank writes its shards into the checkpoint, so --checkpoints_dir "
+                         r"must be one filesystem every node shares", node.stderr), node.stderr[-2000:]
+        assert "iter 1" not in node.stdout
+    assert not list((a / "checkpoints").glob("*")) and not list((b / "checkpoints").glob("*"))
+
+
+@pytest.mark.slow
 def test_a_node_whose_flags_click_refuses_stops_the_other(dataset, tmp_path):
     """A flag refused before mypt's own code runs (click's parsing) is told to the other ranks
     as well: the node with good flags stops, naming it, instead of waiting 30 minutes."""
