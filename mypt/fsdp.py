@@ -86,10 +86,19 @@ def save_dcp(directory: Path, model: torch.nn.Module, optimizer) -> list[dict]:
     no tensors: the caller keeps them in JSON."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.api import CheckpointException
 
     weights, optim = _state_dicts(model, optimizer)
     for part, state in ((WEIGHTS, {MODEL: weights}), (OPTIMIZER, {"optim": {"state": optim["state"]}})):
-        dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(Path(directory) / part), save_distributed=True))
+        try:
+            dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(Path(directory) / part), save_distributed=True))
+        except CheckpointException as e:
+            # A rank's write that failed (a full disk) comes back to every rank wrapped, with each
+            # rank's traceback: 237 lines. As the OSError it is, training stops saying what is left.
+            failed = next((exc for exc, _ in e.failures.values() if isinstance(exc, OSError)), None)
+            if failed is None:
+                raise
+            raise failed from None
     return optim["param_groups"]
 
 

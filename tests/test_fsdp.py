@@ -6,6 +6,7 @@ eval and export-hf read it."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -112,8 +113,32 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
         stopped = str(e)
     finally:
         checkpoint.save = save
+    # Rank 1's disk full at the second save: DCP hands every rank a CheckpointException (each
+    # rank's traceback, 237 lines); as the OSError it is, every rank stops saying what is left.
+    from torch.distributed.checkpoint.filesystem import FileSystem
+
+    create_stream, saves[:] = FileSystem.create_stream, []
+
+    def full_disk_at_the_second_save(self, path, mode):
+        if rank == 1 and len(saves) == 2 and "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return create_stream(self, path, mode)
+
+    def counting_saves(path, *args, **kwargs):
+        saves.append(path)
+        return save(path, *args, **kwargs)
+
+    checkpoint.save, FileSystem.create_stream = counting_saves, full_disk_at_the_second_save
+    try:
+        fit(shard_model(tiny_model(tok), None, compiled=False), loader(tok, rank), config=cfg,
+            checkpoint_dir=Path(out) / "full", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
+        full_disk = "finished"
+    except MyptError as e:
+        full_disk = str(e)
+    finally:
+        checkpoint.save, FileSystem.create_stream = save, create_stream
     torch.save({"ddp": ddp["history"], "fsdp": result["history"], "weights": weights, "outcome": outcome,
-                "same": same, "failure": failure, "stopped": stopped}, f"{out}/rank{rank}.pt")
+                "same": same, "failure": failure, "stopped": stopped, "full_disk": full_disk}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -143,6 +168,11 @@ def test_fsdp_trains_as_ddp_and_a_signal_stops_every_rank_with_a_checkpoint_that
         load_model(tmp_path / "stray")
     stray.unlink()
     load_model(tmp_path / "stray")  # (the step 5 checkpoint, whole)
+    for r in (r0, r1):
+        assert re.match(r"cannot write .*dcp/model/.*: No space left on device; .* \(at step 10\): training stopped, "
+                        r"the checkpoint of step 10 not saved; the last checkpoint \(step 5\) is in", r["full_disk"]), \
+            r["full_disk"]
+    load_model(tmp_path / "full")  # (the step 5 checkpoint, whole)
     # The sharded checkpoint, read whole in one process, is the trained model.
     _, whole = checkpoint.read_weights(tmp_path / "straight")
     assert set(whole) == set(r0["weights"]) - {checkpoint.TIED}
