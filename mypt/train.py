@@ -240,6 +240,7 @@ class _Run:
         self.failed: Exception | None = None
         self.warned_slow_save = False
         self.eval_cut: bool | None = None  # a due evaluation a stop cut short (True) or skipped (False)
+        self.doing = "the start"  # what every rank is doing together, for a message if a rank is lost
 
     # -- restore a run's state ---------------------------------------------------------------
     def restore(self) -> None:
@@ -319,6 +320,7 @@ class _Run:
         if not ((step % cfg.eval_interval == 0 or step == cfg.max_iters)
                 and not (self.history and self.history[-1]["step"] == step and "train_loss" not in self.history[-1])):
             return False
+        self.doing = f"the evaluation of step {step}"
         stop = lambda: bool(any_rank([signals.received is not None], self.cpu_group)[0])  # noqa: E731
         if stop():
             self.eval_cut = False
@@ -345,6 +347,7 @@ class _Run:
         """Here, between steps, the state is whole: stop or save here (after the evaluation of
         this step, so a resumed run does not evaluate it twice). Whether to train a step more."""
         cfg, step = self.cfg, self.step
+        self.doing = f"the vote or save after step {step}"
         due = bool(cfg.checkpoint_minutes) and time.monotonic() - self.t_saved >= 60 * cfg.checkpoint_minutes
         mine = STOP_REASONS.index(signals.received) + 1 if signals.received is not None else 0
         stop, due, broken = any_rank([mine, due, self.failed is not None], self.cpu_group)
@@ -386,6 +389,7 @@ class _Run:
         """One optimizer step (gradient_accumulation_steps micro-steps), dropped with its state
         put back when its loss or gradient norm is not finite or a batch could not be read."""
         cfg, step, started = self.cfg, self.step, time.perf_counter()
+        self.doing = f"step {step + 1}"
         # The step's starting state, put back if the step is dropped (a non-finite loss, a data error).
         sampler_at_start, rng_at_start = self.sampler_before_batch, _rng_state(self.device)
         lr = get_lr(step, cfg)
@@ -585,8 +589,8 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             # traceback (40 lines of a collective's internals) said nothing more.
             if run.dist.world_size == 1 or not peer_lost(e):
                 raise
-            raise TrainingStopped(f"rank {run.dist.rank}: another rank's process ended during step {run.step + 1} "
-                                  f"({str(e).splitlines()[0][:160]}): stopped without a checkpoint; the run "
-                                  "continues from its last one (--resume; torchrun --max_restarts with "
-                                  "--auto_resume restarts it by itself)") from None
+            raise TrainingStopped(f"rank {run.dist.rank}: another rank's process ended during {run.doing} "
+                                  f"({str(e).splitlines()[0][:160]}): this rank stopped there, saving nothing; that "
+                                  "rank's own log says why; the run continues from its last checkpoint (--resume; "
+                                  "torchrun --max_restarts with --auto_resume restarts it by itself)") from None
     return {"history": run.history, "step": run.step, "tokens": run.tokens, "best_val": run.best_val}

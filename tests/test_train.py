@@ -589,8 +589,12 @@ def test_torchrun_max_restarts_with_auto_resume_continues_after_a_rank_dies(demo
     resumed = re.search(r"resuming m from step (\d+)", text)
     assert resumed and int(resumed.group(1)) >= 8 and "a new run" in text, text[-3000:]
     assert "a restart fails to connect" not in text
-    # The rank left says so in one line (its collective's traceback said nothing more).
+    # The rank left says so in one line (its collective's traceback said nothing more), naming
+    # what the ranks were doing: a step, an evaluation or the save after a step.
     assert "Traceback" not in text.split("resuming m from")[0], text[-3000:]
+    assert re.search(r"Error: rank \d: another rank's process ended during (?:step \d+|the evaluation of step \d+|the "
+                     r"vote or save after step \d+) \(.*\): this rank stopped there, saving nothing; that rank's own "
+                     r"log says why", text), text[-3000:]
     assert json.loads((tmp_path / "checkpoints/m/training_state.json").read_text())["step"] == 60
 
 
