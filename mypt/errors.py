@@ -7,10 +7,12 @@ names what was seen (path, flag, value) and what fixes it, often as a `HINT:` li
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 from pathlib import Path
+from typing import Iterator
 
 
 class MyptError(Exception):
@@ -100,8 +102,10 @@ def os_error_message(e: OSError) -> str:
     reason = e.strerror or (os.strerror(e.errno) if e.errno else str(e))
     path = e.filename if e.filename is not None else "a file"
     if e.errno is None and _short_write(e):  # numpy's tofile: "N requested and M written", no errno
-        return (f"cannot write {path}: a write cut short ({e}): the disk is likely full; free some space, or "
+        return (f"cannot write {path}: a write cut short ({reason}): the disk is likely full; free some space, or "
                 "choose an output on another disk")
+    if e.errno is None and _numpy_no_space(e):  # numpy's tofile, where its fallocate found the disk full
+        return f"cannot write {path}: No space left on device ({reason}); {_OS_HINTS[errno.ENOSPC]}"
     if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename is not None and e.filename2 is None:
         # A folder to make or go through is a file (`--out_dir corpus.txt/x`): "File exists" said nothing.
         if (found := file_in_the_way(Path(os.fsdecode(e.filename)))) is not None:
@@ -113,7 +117,39 @@ def os_error_message(e: OSError) -> str:
 
 
 def _short_write(e: OSError) -> bool:
-    return re.fullmatch(r"\d+ requested and \d+ written", str(e)) is not None
+    # (Its text is its strerror once named_os_error named its file, else its only argument.)
+    return re.fullmatch(r"\d+ requested and \d+ written", e.strerror or str(e)) is not None
+
+
+def _numpy_no_space(e: OSError) -> bool:
+    return re.fullmatch(r"Not enough free space to write \d+ bytes after offset \d+", e.strerror or str(e)) is not None
+
+
+def named_os_error(e: OSError, path: os.PathLike | str) -> OSError:
+    """`e` as an error that names `path`, where it names no file: a write, flush or close of a
+    file already open (a full disk: ENOSPC; a file size limit: EFBIG) raises one without, and
+    numpy's tofile one without an errno either (a write cut short, or a disk its fallocate found
+    full). Its errno and strerror are kept (numpy's text as its strerror); one that names a file
+    already is returned as it is. A new error, not `e` with its filename set: an OSError pickles its filename only
+    beside an errno and a strerror, and a worker's error reaches the parent pickled
+    (mypt.parallel)."""
+    if e.filename is not None:
+        return e
+    return OSError(e.errno, e.strerror or str(e), os.fspath(path))  # (OSError picks the errno's subclass)
+
+
+@contextlib.contextmanager
+def naming(path: os.PathLike | str) -> Iterator[None]:
+    """An OSError that names no file, raised in the block, re-raised naming `path`
+    (named_os_error): around the writes and the close of one file, so a full disk is said of
+    the file it stopped. The block should hold no other file's I/O that could fail without a
+    name (a read of another file): the error would be said of `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise named_os_error(e, path) from e
 
 
 def safetensors_os_error(e: Exception, path) -> OSError | None:

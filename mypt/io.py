@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from mypt.errors import InputError, MyptError, file_in_the_way, os_error_message
+from mypt.errors import InputError, MyptError, file_in_the_way, named_os_error, os_error_message
 from mypt.names import WORK_MARK, sibling
 from mypt.signals import stops_held
 
@@ -198,8 +198,8 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator:
             f.close()
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None and e.errno:  # a write's error (disk full) names no file
-            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+        if isinstance(e, OSError) and e.filename is None:  # a write's error (disk full) names no file
+            raise named_os_error(e, path) from e
         raise
 
 

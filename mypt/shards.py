@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mypt.errors import ShardError
+from mypt.errors import ShardError, naming
 from mypt.io import read_json, tmp_name
 from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
 from mypt.tokenizers import Tokenizer
@@ -71,7 +71,8 @@ class ShardWriter:
                 self._hash = hashlib.sha256() if self._checksums else None
             take = min(tokens.size - pos, self.tokens_per_shard - self._in_shard)
             data = tokens[pos:pos + take].tobytes()
-            self._file.write(data)
+            with naming(self.directory / shard_name(self.index)):  # (the shard, as atomic_file names its file)
+                self._file.write(data)
             if self._hash is not None:
                 self._hash.update(data)
             pos += take
@@ -82,7 +83,8 @@ class ShardWriter:
 
     def _finish(self) -> None:
         name = shard_name(self.index)
-        self._file.close()
+        with naming(self.directory / name):  # (its last buffer is written here)
+            self._file.close()
         os.replace(tmp_name(self.directory / name), self.directory / name)
         self.shards.append((name, self._in_shard))
         if self._hash is not None:

@@ -87,7 +87,8 @@ class Case:
     code: int = 1
     out: str | None = None  # the command's output: the one path that may change
     setup: Callable[[Path], None] | None = None  # breaks something in the case's copy of the world
-    fault: Callable[[pytest.MonkeyPatch, Path], None] | None = None  # an environment failure, injected
+    # An environment failure, injected; it may return what lifts it (what monkeypatch cannot undo).
+    fault: Callable[[pytest.MonkeyPatch, Path], Callable[[], None] | None] | None = None
     skip: str | None = None
 
 
@@ -161,6 +162,51 @@ def fail_writes(err: int, under: str) -> Callable:
     return fault
 
 
+def disk_full_mid_write(under: str) -> Callable:
+    """A file opened to write by open() under a path whose name holds `under` opens, and its
+    first write raises ENOSPC naming no file, as a full disk's write, flush or close of a file
+    already open does (the open named it). (numpy's tofile writes past this: file_size_limit.)"""
+    def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
+        real_open = open
+
+        class Full:
+            def __init__(self, f):
+                self._f = f
+
+            def write(self, data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            def __getattr__(self, name):
+                return getattr(self._f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self._f.close()
+
+        def fake_open(file, mode="r", *args, **kwargs):
+            f = real_open(file, mode, *args, **kwargs)
+            return Full(f) if isinstance(file, (str, Path)) and any(c in mode for c in "wax") and under in str(file) \
+                else f
+        monkeypatch.setattr("builtins.open", fake_open)
+    return fault
+
+
+def file_size_limit(limit: int) -> Callable:
+    """No file may grow past `limit` bytes (RLIMIT_FSIZE, as `ulimit -f`): a write past it fails
+    with EFBIG (Python ignores SIGXFSZ, which would kill the writer), or numpy's tofile says a
+    write was cut short, as on a full disk; in this process and the workers it starts (they
+    inherit the limit). A real fault at every write, numpy's included. Returns what lifts it."""
+    def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> Callable[[], None]:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+        return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    return fault
+
+
 def fail_renames(err: int, src_has: str) -> Callable:
     """os.replace of a source whose name holds `src_has` raises `err`."""
     def fault(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
@@ -202,9 +248,12 @@ def run_case(case: Case, world: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     if case.setup:
         case.setup(w)
     before = tree_bytes(w)
-    if case.fault:
-        case.fault(monkeypatch, w)
-    result = CliRunner().invoke(main, case.args, catch_exceptions=True)
-    monkeypatch.undo()  # the fault off before the tree is read back
+    lift = case.fault(monkeypatch, w) if case.fault else None
+    try:
+        result = CliRunner().invoke(main, case.args, catch_exceptions=True)
+    finally:
+        monkeypatch.undo()  # the fault off before the tree is read back
+        if lift is not None:
+            lift()
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     check_refusal(w, before, case.out, result.output, case.code, result.exit_code, case.expect)

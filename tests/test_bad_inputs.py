@@ -13,14 +13,16 @@ subprocesses DVC runs (slow).
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
-from bad_inputs import (Case, check_refusal, edit_json, fail_renames, fail_writes, gen, prep,
-                        remove_train_shards, resealed, run_case, train, write)
+from bad_inputs import (Case, check_refusal, disk_full_mid_write, edit_json, fail_renames, fail_writes,
+                        file_size_limit, gen, prep, remove_train_shards, resealed, run_case, train, write)
 from conftest import REPO, run, tree_bytes
 
 
@@ -40,6 +42,15 @@ def disk_full_in_safetensors_os_error(monkeypatch: pytest.MonkeyPatch, w: Path) 
     def fake(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
     monkeypatch.setattr("mypt.checkpoint.save_file", fake)
+
+
+def short_lines(*names: str, lines: int) -> Callable[[Path], None]:
+    """Inputs of short distinct lines (`a0`, `a1`, ...): their dedup records (24 bytes a line, with
+    --dedup_min_chars 0) outweigh their text (3 to 5 bytes a line) and its tokens."""
+    def setup(w: Path) -> None:
+        for name in names:
+            (w / name).write_text("".join(f"{name[0]}{i}\n" for i in range(lines)))
+    return setup
 
 
 NO_GPU = None if not torch.cuda.is_available() else "a GPU is present"
@@ -78,6 +89,27 @@ CASES = [
          fault=fail_renames(errno.EBUSY, ".ds.partial")),
     Case("prepare_overwrite_denied", prep("other.txt", "ds", "--overwrite"), ["ds", "Permission denied"],
          fault=fail_writes(errno.EACCES, ".ds.")),
+    # A write, flush or close of a file already open names no file (the open did): each write of
+    # the steps says which file the disk stopped (a path under the output, or under its work
+    # folder), as `cannot write a file` did not.
+    Case("prepare_disk_full_in_clean", prep("corpus.txt"),
+         ["cannot write /", "/w/.new_ds.work/clean/.part_000000: No space left on device"],
+         fault=disk_full_mid_write(".part_")),
+    Case("prepare_disk_full_in_a_shard", prep("corpus.txt"),
+         ["cannot write new_ds/train/shard_00000.bin: No space left on device"], fault=disk_full_mid_write(".shard_")),
+    # A file size limit (`ulimit -f`: EFBIG, or numpy's tofile cut short) at each step's own files.
+    Case("prepare_too_large_dedup_records", prep("a.txt", "new_ds", "--dedup_min_chars", "0"),
+         ["cannot write /", "/w/.new_ds.work/hashed/000000.rec: a write cut short"],
+         setup=short_lines("a.txt", lines=2000), fault=file_size_limit(32 << 10)),
+    Case("prepare_too_large_dedup_spill", prep("a.txt", "new_ds", "--dedup_min_chars", "0", "--input_files", "b.txt"),
+         ["cannot write /", "/w/.new_ds.work/dedup/.work/run_0000.rec: a write cut short"],
+         setup=short_lines("a.txt", "b.txt", lines=1000), fault=file_size_limit(32 << 10)),
+    Case("prepare_too_large_tokens", prep("corpus.txt"),
+         ["cannot write /", "/w/.new_ds.work/tokens/.t_000000: a write cut short"], fault=file_size_limit(40 << 10)),
+    # In a worker process (two inputs, two tasks): the error reaches the parent pickled, its file named (an
+    # OSError pickles a name only beside an errno, which numpy's short write has none of).
+    Case("prepare_too_large_in_a_worker", prep("corpus.txt", "new_ds", "--input_files", "other.txt", "--workers", "2"),
+         ["cannot write /", "/w/.new_ds.work/tokens/.t_00000", "a write cut short"], fault=file_size_limit(40 << 10)),
     # -- train: config files ----------------------------------------------------------------
     *[Case(f"config_{name}", train("--dataset_dir", "ds", "--config_file", f"{name}.json"),
            [f"{name}.json", *words], out="ck")
@@ -201,6 +233,33 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line(case: Case, world, tmp_path, monkeypatch):
     run_case(case, world, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("raised, said", [
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "cannot write d/f: No space left on device; free some space"),
+    (OSError(errno.EFBIG, os.strerror(errno.EFBIG)), "cannot write d/f: File too large"),
+    (OSError("7 requested and 3 written"), "cannot write d/f: a write cut short (7 requested and 3 written): the disk"),
+    (OSError("Not enough free space to write 8 bytes after offset 0"),
+     "cannot write d/f: No space left on device (Not enough free space to write 8 bytes after offset 0); free some"),
+])
+def test_a_write_error_named_by_its_file_keeps_the_name_through_a_pickle(raised, said):
+    """errors.naming names the file a write error (no filename: a write of a file already open,
+    numpy's tofile) stopped; the name survives the pickle that brings a worker's error to the
+    parent (an OSError pickles its filename only beside an errno and a strerror)."""
+    import pickle
+
+    from mypt.errors import naming, os_error_message
+
+    with pytest.raises(OSError) as failed:
+        with naming(Path("d/f")):
+            raise raised
+    for error in (failed.value, pickle.loads(pickle.dumps(failed.value))):
+        assert (error.errno, error.filename) == (raised.errno, "d/f")
+        assert os_error_message(error).startswith(said), os_error_message(error)
+    with pytest.raises(OSError) as failed:  # a name already given is kept
+        with naming(Path("d/f")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "d/g")
+    assert failed.value.filename == "d/g"
 
 
 def test_table_is_large_enough():

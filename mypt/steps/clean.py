@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mypt.errors import InputError
+from mypt.errors import InputError, naming
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
 from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources
@@ -76,7 +76,9 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, boo
     decoder = DecodeCounter()
     lines_to = sink(index, source_file) if sink is not None else None
     seen = TextSeen()
-    with open(out, "wb") as f:
+    # A full disk names `out`. Nothing else in the block fails unnamed: a read's error is an InputError
+    # naming the input (readers), the sink's write errors name its own files.
+    with naming(out), open(out, "wb") as f:
         for text in read_texts(reader, [(start, end)], decoder, stats, seen):
             lines = clean_lines(text, normalize, line_filter, drops)
             kept_text = kept_text or any(map(str.strip, lines))

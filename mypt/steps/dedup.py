@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mypt.errors import InputError
+from mypt.errors import InputError, naming
 from mypt.io import atomic_file, concat_files, read_json, staged_dir, write_json
 from mypt.parallel import engine_session, merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
@@ -159,14 +159,16 @@ class _BlockHashes:
         self._end_piece(pos)
         if self.lines:
             self._flush()
-        self.file.close()
+        with naming(self.file.name):
+            self.file.close()
         write_json(self.stem.with_suffix(".json"), {"file": self.source_file, "lines": self.n,
                                                     "pieces": self.pieces, "stats": dict(self.stats)})
 
     def _flush(self) -> None:
         rec, stats = hash_records(self.lines, self.min_chars)
         rec["idx"] += self.n
-        rec.tofile(self.file)
+        with naming(self.file.name):  # (its own: it runs inside the clean block's naming of the block's output)
+            rec.tofile(self.file)
         self.n += len(self.lines)
         self.stats.update(stats)
         self.lines = []
@@ -199,7 +201,8 @@ def _hashed_by_clean(hashed: Path, sources: list[tuple[Path, bool]]
 def _hash_block(task) -> tuple[int, Counter]:
     path, start, end, jsonl, min_chars, out = task
     rec, stats = hash_records(list(chain.from_iterable(block_docs(path, start, end, jsonl))), min_chars)
-    rec.tofile(out)
+    with naming(out):
+        rec.tofile(out)
     return stats["lines"], stats
 
 
@@ -207,16 +210,19 @@ def _write_block(task) -> Counter:
     path, start, end, jsonl, drop_path, first_line, n_lines, out = task
     drop = np.fromfile(drop_path, dtype=np.uint8, count=n_lines, offset=first_line) if n_lines else np.zeros(0, np.uint8)
     keep = (drop ^ 1).tobytes()  # compress() takes a line where its byte is 1
-    stats, i = Counter(documents_emptied=0), 0
-    with open(out, "wb") as f:
-        for lines in block_docs(path, start, end, jsonl):
-            kept = list(compress(lines, keep[i:i + len(lines)]))
-            i += len(lines)
-            if jsonl and all(not line.strip() for line in kept):
-                stats["documents_emptied"] += 1
-                continue
-            f.write(doc_text(kept, jsonl).encode("utf-8"))
+    stats, i, texts = Counter(documents_emptied=0), 0, []
+    for lines in block_docs(path, start, end, jsonl):
+        kept = list(compress(lines, keep[i:i + len(lines)]))
+        i += len(lines)
+        if jsonl and all(not line.strip() for line in kept):
+            stats["documents_emptied"] += 1
+            continue
+        texts.append(doc_text(kept, jsonl).encode("utf-8"))
     assert i == n_lines, "the write pass must see the lines the hash pass saw"
+    # Written once read (a block, a few MiB): a full disk names `out`, and a read's error, which names no
+    # file, is never said of it.
+    with naming(out), open(out, "wb") as f:
+        f.writelines(texts)
     stats["duplicate_lines_dropped"] += int(drop.sum())
     return stats
 
@@ -320,17 +326,19 @@ def _partition(hash_files: list[Path], line_counts: list[int], total_records: in
             path.unlink()
             rec["idx"] += np.uint64(first)
             if n_runs == 1:
-                rec.tofile(handles[0])
+                with naming(run_files[0]):
+                    rec.tofile(handles[0])
                 continue
             run = rec["a"] % np.uint64(n_runs)
             order = np.argsort(run, kind="stable")
             rec, bounds = rec[order], np.searchsorted(run[order], np.arange(n_runs + 1))
             for r in range(n_runs):
                 if bounds[r + 1] > bounds[r]:
-                    rec[bounds[r]:bounds[r + 1]].tofile(handles[r])
+                    with naming(run_files[r]):
+                        rec[bounds[r]:bounds[r + 1]].tofile(handles[r])
     finally:
         for h in handles:
-            h.close()
+            h.close()  # (tofile wrote past the files' buffers, which hold nothing to write now)
     return run_files
 
 
@@ -338,7 +346,7 @@ def _decide(run_files: list[Path], total_lines: int, work_dir: Path) -> tuple[Pa
     """3. decide: within each run, all but the lowest line index of every hash are duplicates,
     marked in the drop map (1 byte a line, on disk); returns it and the count of unique keys."""
     drop_path = work_dir / "drop.u8"
-    with open(drop_path, "wb") as f:
+    with naming(drop_path), open(drop_path, "wb") as f:
         f.truncate(total_lines)
     drop = np.memmap(drop_path, dtype=np.uint8, mode="r+", shape=(total_lines,)) if total_lines else None
     unique = 0
@@ -352,7 +360,8 @@ def _decide(run_files: list[Path], total_lines: int, work_dir: Path) -> tuple[Pa
         drop[duplicates] = 1
         del rec, duplicates
     if drop is not None:
-        drop.flush()
+        with naming(drop_path):
+            drop.flush()
         del drop
     return drop_path, unique
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mypt.errors import InputError
+from mypt.errors import InputError, naming
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.names import STATE_FILE
 from mypt.parallel import merge_counts, parallel_map
@@ -67,8 +67,10 @@ def _tokenize_block(task) -> tuple[int, dict]:
         n += ids.size
         if jsonl:
             ends.append(n)
-    np.concatenate(pieces or [np.zeros(0, DTYPE)]).astype(DTYPE).tofile(tokens_out)
-    np.array(ends, dtype=np.uint64).tofile(docs_out)
+    with naming(tokens_out):
+        np.concatenate(pieces or [np.zeros(0, DTYPE)]).astype(DTYPE).tofile(tokens_out)
+    with naming(docs_out):
+        np.array(ends, dtype=np.uint64).tofile(docs_out)
     return n, dict(replaced)
 
 
