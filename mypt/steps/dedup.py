@@ -19,10 +19,12 @@ Blank lines are never dropped; nor are lines whose key is shorter than `min_char
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import math
 import operator
+import os
 import re
 import shutil
 from collections import Counter
@@ -348,6 +350,16 @@ def _decide(run_files: list[Path], total_lines: int, work_dir: Path) -> tuple[Pa
     drop_path = work_dir / "drop.u8"
     with naming(drop_path), open(drop_path, "wb") as f:
         f.truncate(total_lines)
+        if total_lines and hasattr(os, "posix_fallocate"):  # (not on macOS)
+            # Its blocks taken now: a full disk fails here, named, not as a SIGBUS that kills mypt when a
+            # mark below touches a page of the sparse file that the file system has no room for (a full tmpfs).
+            try:
+                os.posix_fallocate(f.fileno(), 0, total_lines)
+            except OSError as e:
+                # A file system without it, under a C library that does not emulate it as glibc does: the
+                # sparse file, as before.
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
     drop = np.memmap(drop_path, dtype=np.uint8, mode="r+", shape=(total_lines,)) if total_lines else None
     unique = 0
     for path in run_files:
