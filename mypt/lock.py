@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from mypt.errors import BusyError, InputError
+from mypt.errors import BusyError, InputError, naming
 from mypt.names import sibling
 
 
@@ -74,7 +74,8 @@ def _take(lock: Path, output: Path, flag: str) -> int:
     own = sibling(output.resolve(), f"lock-{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with naming(lock):  # (a full disk: said of the lock beside the output, not of "a file")
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a flock is the file's: it holds under the lock's name
         while True:
             _refuse_foreign(lock, output, flag)
@@ -129,6 +130,8 @@ def _make_in_place(lock: Path, output: Path, flag: str) -> int | None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with naming(lock):  # (a full disk: removed below, not left empty, which reads as a user's file)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except BlockingIOError:
         lock.unlink(missing_ok=True)
         os.close(fd)
@@ -137,7 +140,6 @@ def _make_in_place(lock: Path, output: Path, flag: str) -> int | None:
         lock.unlink(missing_ok=True)
         os.close(fd)
         raise
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 

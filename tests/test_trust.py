@@ -182,6 +182,32 @@ def test_lock_file_of_a_dead_process_does_not_block(tmp_path):
     assert (out / "dataset_metadata.json").is_file() and not lock_path(out).exists()
 
 
+@pytest.mark.parametrize("links", [True, False])
+def test_a_full_disk_as_the_lock_is_written_names_it_and_leaves_no_empty_lock(tmp_path, monkeypatch, links):
+    """The lock's pid could not be written (a disk already full): the message said "a file", and
+    where hard links fail (made in place) an empty lock file stayed, which the next run refused
+    as a user's file."""
+    import errno
+
+    import mypt.lock
+    from mypt.errors import os_error_message
+
+    if not links:
+        monkeypatch.setattr(mypt.lock.os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EPERM, "no links")))
+    monkeypatch.setattr(mypt.lock.os, "pwrite",
+                        lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    out = tmp_path / "ds"
+    with pytest.raises(OSError) as e:
+        with output_lock(out, "--out_dir"):
+            pass
+    assert os_error_message(e.value) == f"cannot write {lock_path(out)}: No space left on device; free some space, " \
+        "or choose an output on another disk"
+    assert list(tmp_path.iterdir()) == []  # (no lock, no name of the process's, no folder made for them)
+    monkeypatch.undo()
+    with output_lock(out, "--out_dir"):
+        pass
+
+
 def test_an_empty_file_at_the_lock_name_is_the_users_refused_and_kept(tmp_path):
     """mypt's lock file holds its pid from the moment it has the lock's name (written under a
     name of the process's, then linked): an empty file there is a user's, not a lock."""
