@@ -63,37 +63,63 @@ STOP_CHECK_BATCHES = 8
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, split: str, n_batches: int, amp: torch.dtype | None,
-             stop: Callable[[], bool] | None = None) -> float | None:
+             stop: Callable[[bool], bool] | None = None, errors: tuple[type[BaseException], ...] = ()) -> float | None:
     """Mean loss over a fixed set of batches (the same at every evaluation); None when `stop`
-    said yes (asked every STOP_CHECK_BATCHES batches): the evaluation was cut short."""
+    said yes: the evaluation was cut short.
+
+    `stop(failed)` is the ranks' vote (every STOP_CHECK_BATCHES batches and at the end, every
+    rank's at the same batches): a batch this rank cannot read (`errors`) is kept, and the rank
+    votes on with failed=True until the vote ends the evaluation, then raises it. (Leaving at
+    once, it met the others' next vote with another collective.)"""
     was_training = model.training
     model.eval()
-    losses = []
-    for i, (x, y) in enumerate(loader.eval_batches(split, n_batches)):
-        if stop is not None and i % STOP_CHECK_BATCHES == STOP_CHECK_BATCHES - 1 and stop():
-            model.train(was_training)
-            return None
-        with autocast(x.device, amp):
-            # A copy of its own: a CUDA graph's output (--cuda_graphs) kept alive would make
-            # the next batch record a graph of its own rather than replay this one.
-            losses.append(model(x, y)[1].to(torch.float32, copy=True))
-    model.train(was_training)
-    return torch.stack(losses).mean().item()
-
-
+    losses, failed, cut = [], None, False
+    try:
+        batches = loader.eval_batches(split, n_batches)
+    except errors as e:
+        if stop is None:
+            raise
+        failed = e
+    try:
+        for i in range(n_batches):
+            if failed is None:
+                try:
+                    x, y = next(batches)
+                except StopIteration:
+                    break
+                except errors as e:
+                    if stop is None:
+                        raise
+                    failed = e
+            if failed is None:
+                with autocast(x.device, amp):
+                    # A copy of its own: a CUDA graph's output (--cuda_graphs) kept alive would make
+                    # the next batch record a graph of its own rather than replay this one.
+                    losses.append(model(x, y)[1].to(torch.float32, copy=True))
+            if stop is not None and i % STOP_CHECK_BATCHES == STOP_CHECK_BATCHES - 1 and stop(failed is not None):
+                cut = True
+                break
+        else:  # the end's vote (a failure in the last batches)
+            cut = stop is not None and stop(failed is not None)
+    finally:
+        model.train(was_training)
+    if failed is not None:
+        raise failed
+    return None if cut else torch.stack(losses).mean().item()
 def evaluate_all(model: torch.nn.Module, loader, eval_loaders: dict, n_batches: int,
-                 amp: torch.dtype | None, stop: Callable[[], bool] | None = None) -> dict[str, float] | None:
+                 amp: torch.dtype | None, stop: Callable[[bool], bool] | None = None,
+                 errors: tuple[type[BaseException], ...] = ()) -> dict[str, float] | None:
     """The training loader's val losses, {"val": ...} (for a MixtureLoader also "val_NAME" of
     each dataset, and "val" their mean weighted by the mixture's weights), then "eval_NAME" of
     each eval loader. A loader met twice (an eval dataset that is also trained on, passed as the
     same loader object) is evaluated once: the same fixed batches give the same loss. None when
-    `stop` cut it short (see evaluate)."""
+    `stop` cut it short (see evaluate, with `errors`)."""
     parts = loader.val_parts() if hasattr(loader, "val_parts") else [("val", 1.0, loader)] * ("val" in loader.splits)
     done: dict[int, float | None] = {}
     losses: dict[str, float] = {}
     for key, part in [(key, part) for key, _, part in parts] + [(f"eval_{n}", p) for n, p in eval_loaders.items()]:
         if id(part) not in done:
-            done[id(part)] = evaluate(model, part, "val", n_batches, amp, stop)
+            done[id(part)] = evaluate(model, part, "val", n_batches, amp, stop, errors)
         if done[id(part)] is None:
             return None
         losses[key] = done[id(part)]

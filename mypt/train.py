@@ -57,6 +57,13 @@ def trained_tokens(state: dict, per_step: int) -> int:
     return state.get("tokens", state.get("step", 0) * per_step)
 
 
+def evaluated_at(history: list[dict], step: int) -> bool:
+    """Whether a run's history ends with an evaluation of `step` (its entry follows the step's
+    train_loss): a resumed run evaluates its first step unless its checkpoint's run did (a stop
+    skips or cuts short the evaluation due: see _Run.evaluate)."""
+    return bool(history) and history[-1]["step"] == step and "train_loss" not in history[-1]
+
+
 def get_lr(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then the decay to min_lr at lr_decay_iters (cosine; or wsd: the peak
     held, then linear over the last decay_fraction), then flat."""
@@ -317,16 +324,17 @@ class _Run:
         the ranks 30 s after its SIGTERM, and an evaluation of a minute lost the checkpoint.
         The run resumed from it evaluates that step first."""
         cfg, step = self.cfg, self.step
-        if not ((step % cfg.eval_interval == 0 or step == cfg.max_iters)
-                and not (self.history and self.history[-1]["step"] == step and "train_loss" not in self.history[-1])):
+        if not (step % cfg.eval_interval == 0 or step == cfg.max_iters) or evaluated_at(self.history, step):
             return False
         self.doing = f"the evaluation of step {step}"
-        stop = lambda: bool(any_rank([signals.received is not None], self.cpu_group)[0])  # noqa: E731
+        # Every rank votes at the same batches, a rank that could not read a batch too (evaluate).
+        stop = lambda failed=False: any(any_rank([signals.received is not None, failed], self.cpu_group))  # noqa: E731
         if stop():
             self.eval_cut = False
             return False
         try:
-            losses = evaluate_all(self.eval_model, self.loader, self.eval_loaders, cfg.eval_iters, self.amp, stop)
+            losses = evaluate_all(self.eval_model, self.loader, self.eval_loaders, cfg.eval_iters, self.amp, stop,
+                                  DATA_ERRORS)
         except DATA_ERRORS as e:
             self.failed = e
             return False
@@ -353,12 +361,13 @@ class _Run:
         stop, due, broken = any_rank([mine, due, self.failed is not None], self.cpu_group)
         if broken:
             raise self.fail(step)
-        # Not before the first step (a resumed run does not evaluate where it starts): nothing
-        # is trained yet, and for a large model the write would only delay the first step. A
-        # run of max_iters 0 still leaves its model.
+        # Not before the first step: nothing is trained yet, and for a large model the write
+        # would only delay the first step. A run of max_iters 0 still leaves its model. (A resumed
+        # run that evaluates where it starts, its checkpoint's evaluation skipped by a stop, saves
+        # it again, with that evaluation in its history.)
         if evaluated and (step > 0 or step >= cfg.max_iters):
             self._save_or_stop(step)
-        if step >= cfg.max_iters:
+        if step >= cfg.max_iters and not (stop and self.eval_cut is not None):  # (else: its evaluation, cut, first)
             return False
         if stop:
             if self.saved_at != step:

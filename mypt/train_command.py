@@ -37,7 +37,7 @@ from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
 from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer, muon_lr
 from mypt.tracking import check_metrics_dir, open_tracker
-from mypt.train import compiled as compiled_for_training, fit, get_lr, tokens_per_step, trained_tokens
+from mypt.train import compiled as compiled_for_training, evaluated_at, fit, get_lr, tokens_per_step, trained_tokens
 
 # What the train stages read besides code: the presets --config_file names (a preset edited
 # reruns them; scripts/dvc_deps.py lists this directory in their deps).
@@ -693,7 +693,9 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model) if req.resume else None
     if resume_state:
         apply_hyperparameters(optimizer, train_cfg)
-    if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir, req.auto_resume):
+    # (A run stopped in its last step, its final evaluation skipped, is not complete: it evaluates and saves.)
+    if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir, req.auto_resume) \
+            and evaluated_at(resume_state.get("history", []), resume_state["step"]):
         return _complete(req, resume_state, tokens_per_step(loader, train_cfg, dist), dist, log)
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}"

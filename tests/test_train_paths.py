@@ -213,11 +213,14 @@ def test_a_gradient_gone_nan_with_a_finite_loss_is_caught_before_the_step(tmp_pa
 
 class FailingLoader(GPTDataLoader):
     """get_batch(split) raises EIO at its `fail_at`-th call (the first is the batch of step 0;
-    call n is drawn during step n - 2, for step n - 1); eval_batches at `fail_eval_at`."""
+    call n is drawn during step n - 2, for step n - 1); eval_batches at `fail_eval_at`, or that
+    evaluation's batch `fail_eval_batch` (0 the first)."""
 
-    def __init__(self, *args, fail_at: int | None = None, fail_eval_at: int | None = None, **kwargs):
+    def __init__(self, *args, fail_at: int | None = None, fail_eval_at: int | None = None,
+                 fail_eval_batch: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fail_at, self.fail_eval_at, self.calls, self.evals = fail_at, fail_eval_at, 0, 0
+        self.fail_eval_batch = fail_eval_batch
 
     def get_batch(self, split="train"):
         self.calls += 1
@@ -227,9 +230,18 @@ class FailingLoader(GPTDataLoader):
 
     def eval_batches(self, split, n):
         self.evals += 1
-        if self.evals == self.fail_eval_at:
+        if self.evals == self.fail_eval_at and self.fail_eval_batch is None:
             raise OSError(errno.EIO, os.strerror(errno.EIO), "shard_00009.bin")
-        return super().eval_batches(split, n)
+        batches = super().eval_batches(split, n)
+        if self.evals != self.fail_eval_at:
+            return batches
+
+        def failing():
+            for i, batch in enumerate(batches):
+                if i == self.fail_eval_batch:
+                    raise OSError(errno.EIO, os.strerror(errno.EIO), "shard_00009.bin")
+                yield batch
+        return failing()
 
 
 def failing_loader(tok, rank: int = 0, **kwargs) -> FailingLoader:
@@ -534,15 +546,19 @@ def test_ddp_with_compile_learns_in_sync_and_stops_every_rank_at_one_step(tmp_pa
 
 def _ddp_failure_worker(rank: int, port: int, out: str) -> None:
     """Rank 1 alone cannot read its batch for step 6 (drawn in step 5), then, in a second run,
-    alone has a NaN loss at step 12: every rank stops at that step, none hangs, rank 0 saves."""
+    alone has a NaN loss at step 12, then, in a third, cannot read batch 10 of 20 of the
+    evaluation at step 10 (the others vote on a stop at batch 8 and 16 of it): every rank stops
+    at that step, none hangs, rank 0 saves."""
     dist = _join(rank, port)
     tok, outcomes = tokenizer(), []
     eio = failing_loader(tok, rank, fail_at=7 if rank == 1 else None)
     nan = Diverging(tiny_model(tok).config) if rank == 1 else tiny_model(tok)
     nan.load_state_dict(tiny_model(tok).state_dict())
-    for name, model, data in (("eio", tiny_model(tok), eio), ("nan", nan, loader(tok, rank))):
+    in_eval = failing_loader(tok, rank, fail_eval_at=2 if rank == 1 else None, fail_eval_batch=10)
+    for name, model, data, cfg in (("eio", tiny_model(tok), eio, config()), ("nan", nan, loader(tok, rank), config()),
+                                   ("eval", tiny_model(tok), in_eval, config(eval_iters=20))):
         try:
-            fit(DDP(model), data, config=config(), checkpoint_dir=Path(out) / name, tokenizer=tok, dist=dist,
+            fit(DDP(model), data, config=cfg, checkpoint_dir=Path(out) / name, tokenizer=tok, dist=dist,
                 log=lambda line: None)
             outcomes.append("finished")
         except (TrainingStopped, TrainingDiverged) as e:
@@ -562,6 +578,8 @@ def test_ddp_a_failure_on_one_rank_stops_every_rank_at_its_step_with_its_checkpo
                             "checkpoint (step 10) is in"), r0
     assert json.loads((tmp_path / "eio" / "training_state.json").read_text())["step"] == 5
     assert json.loads((tmp_path / "nan" / "training_state.json").read_text())["step"] == 10
+    assert r0[2].startswith("TrainingStopped: rank 1: cannot use shard_00009.bin: Input/output error (at step 10): "
+                            "training stopped; the checkpoint of step 10 is saved in"), r0
 
 
 def test_a_failure_at_the_first_batch_of_a_resumed_run_names_its_checkpoint(tmp_path):
