@@ -72,10 +72,16 @@ def split_stage(in_dir: Path, out_dir: Path, settings: SplitSettings, overwrite:
         if not overwrite and (out_dir / METADATA_FILE).is_file():
             old, manifest = read_metadata(out_dir, "--out_dir"), read_input(SPLIT_STEP, in_dir)
             sources = lambda record: [(s["name"], s["bytes"]) for s in record["sources"]]  # noqa: E731
-            if sources(old) != sources(manifest) or old["settings"] != {**manifest["settings"],
-                                                                         **settings.recorded()}:
-                raise InputError(f"--out_dir {out_dir} already holds a different dataset "
-                                 f"({old['total_tokens']:,} tokens from {len(old['sources'])} source(s)) than this "
-                                 f"split of --in_dir {in_dir}; pass --overwrite to replace it, or choose another "
-                                 "--out_dir")
+            check_same_dataset(out_dir, old, sources(old) == sources(manifest), {**manifest["settings"],
+                               **settings.recorded()}, f" than this split of --in_dir {in_dir}")
         return split(in_dir, out_dir, settings)
+
+
+def check_same_dataset(out_dir: Path, old: dict, same_sources: bool, settings: dict, than: str = "") -> None:
+    """Refuse (without --overwrite) to replace the dataset `old` (its metadata) by another: other
+    sources, or other settings than `settings` (a setting the old one does not record, from an
+    earlier mypt, is taken as the same)."""
+    if not same_sources or any(old["settings"].get(k, v) != v for k, v in settings.items()):
+        raise InputError(f"--out_dir {out_dir} already holds a different dataset ({old['total_tokens']:,} tokens "
+                         f"from {len(old['sources'])} source(s)){than}; pass --overwrite to replace it, or choose "
+                         "another --out_dir")

@@ -49,7 +49,7 @@ class DatasetSpec:
                 if Path(rest).is_dir() and Path(path).is_dir():  # x=d:1 beside folders d and d:1: either
                     raise ConfigError(f"--dataset_dir {text}: both {path} (weight {weight}) and {rest} are "
                                       f"directories; say which: {name + '=' if name else ''}{rest}:1 for the "
-                                      f"folder {rest}, or rename one")
+                                      f"folder {rest}, {name + '=' if name else ''}{path}/:{weight} for {path}")
                 if not math.isfinite(value) or value <= 0:
                     raise ConfigError(f"--dataset_dir {text}: weight {weight} must be a finite positive number "
                                       "(e.g. web=data/web:0.7); leave a dataset out rather than weigh it 0")

@@ -25,7 +25,7 @@ from mypt.lock import output_lock
 from mypt.names import EXPORT_RECORD
 from mypt.parallel import engine_session, shared_pool
 from mypt.readers import input_bytes, resolve_inputs
-from mypt.dataset_dir import recover_dataset, work_dir
+from mypt.dataset_dir import check_same_dataset, recover_dataset, work_dir
 from mypt.shards import METADATA_FILE, dataset_tokenizer, read_metadata
 from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, Hashing, dedup
@@ -80,12 +80,9 @@ def check_out_dir(out_dir: Path, settings: PrepareSettings, paths: list[Path], o
     new_settings = settings.recorded()
     # A dataset records the kind (hf), the flag may name its file (hf:tok.json).
     new_settings["tokenization"] = spec_kind(new_settings["tokenization"])
-    same_settings = all(old["settings"].get(k, v) == v for k, v in new_settings.items())
-    if not same_settings or sorted(n for n, _ in old_sources) != sorted(n for n, _ in new_sources) \
-            or any(b is not None and (n, b) not in new_sources for n, b in old_sources):
-        raise InputError(f"--out_dir {out_dir} already holds a different dataset "
-                         f"({old['total_tokens']:,} tokens from {len(old['sources'])} source(s)); "
-                         "pass --overwrite to replace it, or choose another --out_dir")
+    same_sources = sorted(n for n, _ in old_sources) == sorted(n for n, _ in new_sources) \
+        and all(b is None or (n, b) in new_sources for n, b in old_sources)
+    check_same_dataset(out_dir, old, same_sources, new_settings)
 
 
 def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSettings = PrepareSettings(), *,

@@ -636,7 +636,9 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
     shared = "--checkpoints_dir, one folder for every node"
     if req.parallel == "fsdp":  # every rank writes its shards there: seen whole at the first save (an hour in)
         lock = lock_path(Path(req.checkpoints_dir) / req.model_name)  # (rank 0 holds it: run_training)
-        mine[shared] = lock.read_text(errors="replace") if lock.is_file() else None
+        # Its pid and its time: a lock a killed run left in a node's own folder may hold the same pid
+        # (a container's), never the time of rank 0's, made by this run.
+        mine[shared] = (lock.read_text(errors="replace"), lock.stat().st_mtime_ns) if lock.is_file() else None
     ranks = all_ranks(mine, cpu_group(dist))
     for rank, theirs in enumerate(ranks[1:], 1):
         differ = [k for k in ranks[0] if theirs.get(k) != ranks[0][k]]

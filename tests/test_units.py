@@ -180,9 +180,10 @@ def test_a_weight_that_is_also_part_of_a_folder_name_is_refused(tmp_path, monkey
     assert parse_dataset_specs(["x=d:1"])[0].path == Path("d")  # alone, d is the dataset, 1 its weight
     (tmp_path / "d:1").mkdir()
     with pytest.raises(ConfigError, match=r"--dataset_dir x=d:1: both d \(weight 1\) and d:1 are directories; "
-                                          r"say which: x=d:1:1"):
+                                          r"say which: x=d:1:1 for the folder d:1, x=d/:1 for d"):
         parse_dataset_specs(["x=d:1"])
     assert parse_dataset_specs(["x=d:1:1"])[0].path == Path("d:1")
+    assert parse_dataset_specs(["x=d/:1"])[0].path == Path("d")  # (the other way, as the message says)
     assert parse_dataset_specs(["d:1"])[0].path == Path("d:1")  # a whole path that exists is that path
 
 
