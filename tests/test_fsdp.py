@@ -104,13 +104,18 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
             stray.write_text("partial")
         return save(path, *args, **kwargs)
 
+    def outcome_of(name: str) -> str:
+        """A sharded run into checkpoint `name`: "finished", or the error it stopped with."""
+        try:
+            fit(shard_model(tiny_model(tok), None, compiled=False), loader(tok, rank), config=cfg,
+                checkpoint_dir=Path(out) / name, tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
+            return "finished"
+        except MyptError as e:
+            return str(e)
+
     checkpoint.save = save_after_a_stray_came
     try:
-        fit(shard_model(tiny_model(tok), None, compiled=False), loader(tok, rank), config=cfg,
-            checkpoint_dir=Path(out) / "stray", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
-        stopped = "finished"
-    except MyptError as e:
-        stopped = str(e)
+        stopped = outcome_of("stray")
     finally:
         checkpoint.save = save
     # Rank 1's disk full at the second save: DCP hands every rank a CheckpointException (each
@@ -130,11 +135,7 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
 
     checkpoint.save, FileSystem.create_stream = counting_saves, full_disk_at_the_second_save
     try:
-        fit(shard_model(tiny_model(tok), None, compiled=False), loader(tok, rank), config=cfg,
-            checkpoint_dir=Path(out) / "full", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
-        full_disk = "finished"
-    except MyptError as e:
-        full_disk = str(e)
+        full_disk = outcome_of("full")
     finally:
         checkpoint.save, FileSystem.create_stream = save, create_stream
     torch.save({"ddp": ddp["history"], "fsdp": result["history"], "weights": weights, "outcome": outcome,
