@@ -205,7 +205,8 @@ main(sys.argv[1:] + (os.environ["RANK1_FLAGS"].split("|") if rank == "1" and os.
             "--eval_iters", "1"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     hardware = (r"the precision --dtype picks 'float16' \(rank 0: '(?:float32|bfloat16)'\); its hardware differs from "
-                r"rank 0's: pass --dtype bfloat16 or float32 \(and --device cuda or cpu\), so that every rank trains alike")
+                r"rank 0's: pass --dtype bfloat16 or float32 \(and --device cuda or cpu\), so that every rank "
+                r"trains alike")
     for flags, said in [("--eval_interval|4", r"--eval_interval 4 \(rank 0: \d+\)"),
                         (f"--eval_dataset_dir|{demo / 'domain'}", r"--eval_dataset_dir '[0-9a-f]{64}' \(rank 0: None\)"),
                         ("fp16", hardware)]:  # --dtype auto resolved per node: copies drifted apart in two precisions
