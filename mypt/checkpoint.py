@@ -356,6 +356,8 @@ def _load_safetensors(path: Path) -> dict:
     except SafetensorError as e:
         raise CheckpointError(f"{path} is not a safetensors file ({e}); mypt never unpickles "
                               "checkpoints (a pickle can run code): refused") from None
+    except RuntimeError as e:  # a file gone between safetensors' own check and its open (a save's swap)
+        raise CheckpointError(f"cannot read {path}: {e}") from None
 
 
 def read_config(path: Path) -> dict:

@@ -227,6 +227,27 @@ def test_names_up_to_the_limit_work_though_mypt_adds_hidden_names_beside_them(co
     assert [p.name for p in Path(".").iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_save_swapping_the_checkpoint_as_safetensors_opens_it_reads_the_new_one(corpus, monkeypatch):
+    """safetensors checks the file, then opens it: a save's swap between the two gives a
+    RuntimeError (not an OSError). The read starts again on the new checkpoint (CI met it once)."""
+    prepare("ds")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "1")
+    invoke("train", "--dataset_dir", "ds", "--model_name", "new", *TINY, "--max_iters", "2")
+    real, calls, new = checkpoint.load_file, [], checkpoint.read_config(Path("checkpoints/new"))
+
+    def swapped_while_opening(path):
+        calls.append(path)
+        if len(calls) == 1:  # the run's save puts its new directory in place, as _swap does
+            Path("checkpoints/m").rename("checkpoints/.m.old")
+            Path("checkpoints/new").rename("checkpoints/m")
+            raise RuntimeError(f"unable to open file <{path}> in read-only mode: No such file or directory (2)")
+        return real(path)
+
+    monkeypatch.setattr(checkpoint, "load_file", swapped_while_opening)
+    config, _ = checkpoint.read_weights(Path("checkpoints/m"))
+    assert len(calls) == 2 and config == new
+
+
 @pytest.mark.slow
 def test_a_checkpoint_read_while_a_run_saves_every_step(corpus):
     """generate in a loop against a run that saves at every step: every read is a whole
