@@ -142,7 +142,7 @@ def _start_save(path: Path, stack: contextlib.ExitStack) -> Path:
     is in the way is refused here, before anything is written, as at the start of training;
     met mid-run (a file that appeared since), the error says the checkpoint in place is whole."""
     try:
-        check_ours(path)
+        _refuse_foreign_config(path)  # (what config.json records, staged_dir checks: before the work and after)
         stack.enter_context(output_lock(path, "--model_name"))
         return stack.enter_context(staged_dir(path, marker=CONFIG_FILE, owned=CHECKPOINT_FILES, flag="--model_name",
                                               written=recorded_files, kind="mypt checkpoint"))
@@ -181,11 +181,15 @@ def check_ours(path: Path) -> None:
     mypt's own checkpoint, or a directory without config.json (io.check_replaceable's rule),
     is ever replaced, --overwrite or not; and of it only the files its config.json records: a
     file of the user's named like a checkpoint's (dcp/mine.safetensors) is refused, naming it."""
+    _refuse_foreign_config(path)
+    check_written(path, CHECKPOINT_FILES, recorded_files, CONFIG_FILE, "--model_name", "mypt checkpoint")
+
+
+def _refuse_foreign_config(path: Path) -> None:
     if (Path(path) / CONFIG_FILE).is_file() and not holds_mypt_config(path):
         raise ConfigError(f"--model_name: {path} holds a config.json mypt did not write (no format_version), so it is "
                           "not a mypt checkpoint and is never replaced, with --overwrite or without: choose another "
                           "--model_name or --checkpoints_dir")
-    check_written(path, CHECKPOINT_FILES, recorded_files, CONFIG_FILE, "--model_name", "mypt checkpoint")
 
 
 def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,

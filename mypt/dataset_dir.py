@@ -69,12 +69,13 @@ def split_stage(in_dir: Path, out_dir: Path, settings: SplitSettings, overwrite:
     check_replaceable(out_dir, [in_dir], "--out_dir", marker=METADATA_FILE, kind="mypt dataset")
     with output_lock(out_dir, "--out_dir"):
         recover_dataset(out_dir, "--out_dir")
+        manifest = read_input(SPLIT_STEP, in_dir)
         if not overwrite and (out_dir / METADATA_FILE).is_file():
-            old, manifest = read_metadata(out_dir, "--out_dir"), read_input(SPLIT_STEP, in_dir)
+            old = read_metadata(out_dir, "--out_dir")
             sources = lambda record: [(s["name"], s["bytes"]) for s in record["sources"]]  # noqa: E731
             check_same_dataset(out_dir, old, sources(old) == sources(manifest), {**manifest["settings"],
                                **settings.recorded()}, f" than this split of --in_dir {in_dir}")
-        return split(in_dir, out_dir, settings)
+        return split(in_dir, out_dir, settings, manifest)
 
 
 def check_same_dataset(out_dir: Path, old: dict, same_sources: bool, settings: dict, than: str = "") -> None:

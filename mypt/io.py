@@ -515,13 +515,13 @@ def user_entries(directory: Path, owned: Iterable[str]) -> list[str]:
     return _entries(directory, owned)[1]
 
 
-def _misplaced(directory: Path, owned: tuple[str, ...]) -> list[str]:
-    """The user's entries where the output has one of another kind: a folder under one of its
+def _misplaced(directory: Path, users: list[str], owned: tuple[str, ...]) -> list[str]:
+    """Of the user's entries (`users`), those where the output has one of another kind: a folder under one of its
     file names (`model.safetensors/`), a file where it makes a folder (`train`, `dcp`). The new
     output's entry would replace it, and a swap refuses that only after the work. (A user's
     entry named as the output's is of the other kind: see _entries. A link to a folder there,
     a folder moved to another disk, is left to its writer, which names it: --append_to.)"""
-    return [rel for rel in user_entries(directory, owned)
+    return [rel for rel in users
             if _owns(rel, owned) or (_holds_owned(rel, owned) and not os.path.islink(directory / rel))]
 
 
@@ -597,14 +597,14 @@ def _clashes(previous: Path, staging: Path, owned: tuple[str, ...]) -> list[str]
     return [rel for rel in user_entries(previous, owned) if os.path.lexists(staging / rel)]
 
 
-def _unmovable(previous: Path, owned: tuple[str, ...]) -> list[str]:
+def _unmovable(previous: Path, users: list[str]) -> list[str]:
     """What would stop a swap half-way: a read-only output (it cannot be renamed aside) or a
-    folder of the user's that cannot be moved into the new output (a read-only folder: moving
-    it rewrites its `..`; a mount point: training stopped at its first save, half the user's
-    files left in `.NAME.carry`). Root can do the first two."""
+    folder of the user's (of `users`, its entries) that cannot be moved into the new output (a
+    read-only folder: moving it rewrites its `..`; a mount point: training stopped at its first
+    save, half the user's files left in `.NAME.carry`). Root can do the first two."""
     if not os.path.lexists(previous):
         return []
-    places = [previous] + [previous / rel for rel in user_entries(previous, owned)
+    places = [previous] + [previous / rel for rel in users
                            if (previous / rel).is_dir() and not (previous / rel).is_symlink()]
     return [str(p) for p in places if not os.access(p, os.W_OK)] + _mounts_in(previous)
 
@@ -732,7 +732,8 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
     prepare-dataset, --append_to and training at their start, before the work or the first save
     would stop."""
     final, owned = output_target(Path(final)), tuple(owned)
-    misplaced = _misplaced(final, owned) if final.is_dir() else []
+    users = user_entries(final, owned)  # (one walk for both checks; none where there is no folder)
+    misplaced = _misplaced(final, users, owned)
     if misplaced:
         rel = misplaced[0]
         what = "a folder, where mypt writes a file" if _owns(rel, owned) else "not a folder, where mypt makes one"
@@ -740,7 +741,7 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
         raise InputError(f"{final / rel}{more} is {what} of that name: mypt did not make it, and writing the output "
                          f"would replace it: refused, nothing changed; move it out of {final} (or rename it) and run "
                          "again")
-    stuck = _unmovable(final, owned)
+    stuck = _unmovable(final, users)
     if os.path.realpath(final) in stuck:  # (a container's volume: it cannot be renamed aside)
         inside = f"pass --checkpoints_dir {final}" if flag == "--model_name" else \
             f"give a folder inside it, e.g. {final / 'out'}"

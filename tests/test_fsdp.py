@@ -104,18 +104,13 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
             stray.write_text("partial")
         return save(path, *args, **kwargs)
 
-    def outcome_of(name: str) -> str:
-        """A sharded run into checkpoint `name`: "finished", or the error it stopped with."""
-        try:
-            fit(shard_model(tiny_model(tok), None, compiled=False), loader(tok, rank), config=cfg,
-                checkpoint_dir=Path(out) / name, tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
-            return "finished"
-        except MyptError as e:
-            return str(e)
-
     checkpoint.save = save_after_a_stray_came
-    try:
-        stopped = outcome_of("stray")
+    try:  # "finished", or the error the sharded run stopped with
+        fit(shard_model(tiny_model(tok), None, compiled=False), loader(tok, rank), config=cfg,
+            checkpoint_dir=Path(out) / "stray", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
+        stopped = "finished"
+    except MyptError as e:
+        stopped = str(e)
     finally:
         checkpoint.save = save
     torch.save({"ddp": ddp["history"], "fsdp": result["history"], "weights": weights, "outcome": outcome,

@@ -98,10 +98,10 @@ def _val_mask(n_units: int, val_fraction: float, rng: np.random.Generator) -> np
     return mask
 
 
-def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()) -> dict:
+def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings(), manifest: dict | None = None) -> dict:
     """Write `out_dir` as the guide's dataset: train/ and val/ shards, tokenizer_state.json
-    and dataset_metadata.json."""
-    manifest = read_input(STEP, in_dir)
+    and dataset_metadata.json (`manifest`: the shard step's in `in_dir`, where the caller read it)."""
+    manifest = manifest or read_input(STEP, in_dir)
     doc_ends = np.fromfile(Path(in_dir) / "documents.bin", dtype=np.uint64)
     return split_tokens(manifest, TokenStream(list_shards(in_dir)), doc_ends, Path(in_dir), out_dir, settings)
 
