@@ -7,11 +7,19 @@ n^2 / 2^129, i.e. 1e-21 for a billion lines, so the dedup is exact in practice.
 Phases, with files between them (datatrove-style), so memory never holds the corpus:
 1. hash (parallel, per block): write (hash, line index) records for every keyed line
    (hash_records; in prepare-dataset, as the clean step writes the lines: `Hashing`);
-2. partition: when the records outgrow `memory_mb`, scatter them by hash into P runs
-   on disk, each small enough to sort within the budget;
+2. partition: read the records in batches that fit the budget (whatever the size of a
+   block's record file: a .gz input is one block), and scatter them by hash into P runs on
+   disk, each small enough to sort within the budget. Each batch is first reduced to the
+   first record (lowest line) of each of its hashes: the others are duplicates, marked at
+   once. So a run holds at most one record of a hash per batch, however often its line
+   recurs (all copies of a line hash alike: unreduced, a repeated line would fill one run);
 3. decide (per run): sort by (hash, index); every record after the first of its hash is
    a duplicate, and its line index is marked in an on-disk drop map (1 byte a line);
 4. write (parallel, per block): copy the lines whose mark is not set.
+
+Steps 2 and 3 find duplicates the same way (_duplicates): within a set of records, every
+record whose hash a lower line of the set has is a duplicate, for the lower line comes first
+in the corpus; and the first line of a hash is the first of its batch, then of its run.
 
 Blank lines are never dropped; nor are lines whose key is shorter than `min_chars`
 (speaker names and "Exit." recur legitimately; boilerplate is longer).
@@ -31,6 +39,7 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import chain, compress
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -152,7 +161,9 @@ class _BlockHashes:
 
     def add(self, lines: list[str], pos: int) -> None:
         self.lines += lines
-        if len(self.lines) >= HASH_FLUSH_LINES:
+        # Flushed at the end of each piece too: the lines held stay within about a piece's bytes, however
+        # long they are (65536 lines of 10 kB would be 655 MB).
+        if len(self.lines) >= HASH_FLUSH_LINES or pos - self.piece_start >= BLOCK_BYTES:
             self._flush()
         if pos - self.piece_start >= BLOCK_BYTES:
             self._end_piece(pos)
@@ -229,29 +240,39 @@ def _write_block(task) -> Counter:
     return stats
 
 
-def _duplicate_lines(rec: np.ndarray) -> np.ndarray:
-    """The line indices of the records whose hash a lower line of the run already has.
+def _duplicates(rec: np.ndarray) -> np.ndarray:
+    """Which records (a mask, in their order) have a hash that a lower line of `rec` already has.
 
-    A run's records come in line order (files in corpus order, each in line order; the
-    partition is a stable sort), so a stable sort on the first 64 bits alone orders them by
-    hash and then line, with one column in memory at a time beside the records: about half
-    the memory of a lexsort of all three, which leaves room in memory_mb for the worker
+    The records of a batch or a run come in line order (files in corpus order, each in line
+    order; the partition keeps that order), so a stable sort on the first 64 bits alone orders
+    them by hash and then line, with one column in memory at a time beside the records: about
+    half the memory of a lexsort of all three, which leaves room in memory_mb for the worker
     processes beside. Two distinct keys with equal first halves fall back to that lexsort."""
-    idx = rec["idx"]
+    idx, order = rec["idx"], None
     if idx.size > 1 and (idx[1:] > idx[:-1]).all():
         order = np.argsort(rec["a"], kind="stable")
         a = rec["a"][order]
-        same = a[1:] == a[:-1]
+        same_a = a[1:] == a[:-1]
         del a
         b = rec["b"][order]
-        same_b = b[1:] == b[:-1]
+        same = same_a & (b[1:] == b[:-1])
         del b
-        if not (same & ~same_b).any():
-            return idx[order][1:][same & same_b]
-    # Records out of line order, or two keys with equal first halves: sort by all three columns.
-    order = np.lexsort((idx, rec["b"], rec["a"]))
-    a, b = rec["a"][order], rec["b"][order]
-    return idx[order][1:][(a[1:] == a[:-1]) & (b[1:] == b[:-1])]
+        if (same_a & ~same).any():
+            order = None  # two keys with equal first halves
+    if order is None:
+        # Records out of line order, or two keys with equal first halves: sort by all three columns.
+        order = np.lexsort((idx, rec["b"], rec["a"]))
+        a, b = rec["a"][order], rec["b"][order]
+        same = (a[1:] == a[:-1]) & (b[1:] == b[:-1])
+        del a, b
+    mask = np.zeros(idx.size, dtype=bool)
+    mask[order[1:][same]] = True
+    return mask
+
+
+def _duplicate_lines(rec: np.ndarray) -> np.ndarray:
+    """The line indices of the records whose hash a lower line of `rec` already has."""
+    return rec["idx"][_duplicates(rec)]
 
 
 def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings: DedupSettings,
@@ -267,8 +288,14 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
         blocks, counts, hash_files, hash_counts, stats = _hashed_by_clean(hashed, sources)
     total_lines = sum(counts)
     assert total_lines == sum(hash_counts), "the write pass must see the lines the hash pass saw"
-    run_files = _partition(hash_files, hash_counts, int(stats["keyed_lines"]), settings.memory_mb, work_dir)
-    drop_path, unique = _decide(run_files, total_lines, work_dir)
+    drop_path = work_dir / "drop.u8"
+    drop = _drop_map(drop_path, total_lines)
+    run_files = _partition(hash_files, hash_counts, int(stats["keyed_lines"]), settings.memory_mb, drop, work_dir)
+    unique = _decide(run_files, drop)
+    if drop is not None:
+        with naming(drop_path):
+            drop.flush()
+        del drop
     stats.update(_write_phase(blocks, counts, drop_path, settings, work_dir))
     drop_path.unlink()
     parts = [work_dir / f"out_{i:06d}.part" for i in range(len(blocks))]
@@ -310,44 +337,8 @@ def _hash_phase(blocks: list[tuple[Path, bool, int, int]], settings: DedupSettin
     return hash_files, [n for n, _ in results], merge_counts(c for _, c in results)
 
 
-def _partition(hash_files: list[Path], line_counts: list[int], total_records: int, memory_mb: int,
-               work_dir: Path) -> list[Path]:
-    """2. partition: the records, their line indices made global, scattered by hash into runs
-    that each fit the budget; the hash files are removed as they are read."""
-    per_run = max(1, memory_mb * 2**20 // BYTES_PER_RECORD_SORTED)
-    n_runs = max(1, math.ceil(total_records / per_run))
-    if n_runs > MAX_RUNS:
-        raise InputError(f"dedup needs {n_runs} runs at --dedup_memory_mb {memory_mb}; "
-                         f"raise it to at least {math.ceil(memory_mb * n_runs / MAX_RUNS)}")
-    firsts = np.concatenate([[0], np.cumsum(line_counts, dtype=np.int64)]).astype(np.int64)[:-1]
-    run_files = [work_dir / f"run_{r:04d}.rec" for r in range(n_runs)]
-    handles = [open(p, "wb") for p in run_files]
-    try:
-        for path, first in zip(hash_files, firsts):
-            rec = np.fromfile(path, dtype=REC)
-            path.unlink()
-            rec["idx"] += np.uint64(first)
-            if n_runs == 1:
-                with naming(run_files[0]):
-                    rec.tofile(handles[0])
-                continue
-            run = rec["a"] % np.uint64(n_runs)
-            order = np.argsort(run, kind="stable")
-            rec, bounds = rec[order], np.searchsorted(run[order], np.arange(n_runs + 1))
-            for r in range(n_runs):
-                if bounds[r + 1] > bounds[r]:
-                    with naming(run_files[r]):
-                        rec[bounds[r]:bounds[r + 1]].tofile(handles[r])
-    finally:
-        for h in handles:
-            h.close()  # (tofile wrote past the files' buffers, which hold nothing to write now)
-    return run_files
-
-
-def _decide(run_files: list[Path], total_lines: int, work_dir: Path) -> tuple[Path, int]:
-    """3. decide: within each run, all but the lowest line index of every hash are duplicates,
-    marked in the drop map (1 byte a line, on disk); returns it and the count of unique keys."""
-    drop_path = work_dir / "drop.u8"
+def _drop_map(drop_path: Path, total_lines: int) -> np.memmap | None:
+    """The drop map: 1 byte a line, on disk, zero (kept) until a line is found a duplicate."""
     with naming(drop_path), open(drop_path, "wb") as f:
         f.truncate(total_lines)
         if total_lines and hasattr(os, "posix_fallocate"):  # (not on macOS)
@@ -360,7 +351,73 @@ def _decide(run_files: list[Path], total_lines: int, work_dir: Path) -> tuple[Pa
                 # sparse file, as before.
                 if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                     raise
-    drop = np.memmap(drop_path, dtype=np.uint8, mode="r+", shape=(total_lines,)) if total_lines else None
+    return np.memmap(drop_path, dtype=np.uint8, mode="r+", shape=(total_lines,)) if total_lines else None
+
+
+def _batches(hash_files: list[Path], line_counts: list[int], size: int) -> Iterator[np.ndarray]:
+    """The records of the hash files in corpus order, their line indices made global, in
+    batches of at most `size` records, read a piece at a time (a .gz input's file holds all
+    its records); each hash file is removed once read."""
+    pieces, n, first = [], 0, 0
+    for path, lines in zip(hash_files, line_counts):
+        with naming(path), open(path, "rb") as f:
+            while (piece := np.fromfile(f, dtype=REC, count=size - n)).size:
+                piece["idx"] += np.uint64(first)
+                pieces.append(piece)
+                n += piece.size
+                if n == size:
+                    batch, pieces, n = _joined(pieces), [], 0  # (the pieces let go before the batch is worked on)
+                    yield batch
+        path.unlink()
+        first += lines
+    if pieces:
+        yield _joined(pieces)
+
+
+def _joined(pieces: list[np.ndarray]) -> np.ndarray:
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)  # (one piece, the usual batch of a .gz: no copy)
+
+
+def _partition(hash_files: list[Path], line_counts: list[int], total_records: int, memory_mb: int,
+               drop: np.memmap | None, work_dir: Path) -> list[Path]:
+    """2. partition: the records, their line indices made global, in batches, each batch's
+    duplicates marked in `drop` and the rest scattered by hash into runs that each fit the
+    budget; the hash files are removed as they are read."""
+    per_run = max(1, memory_mb * 2**20 // BYTES_PER_RECORD_SORTED)
+    n_runs = max(1, math.ceil(total_records / per_run))
+    if n_runs > MAX_RUNS:
+        raise InputError(f"dedup needs {n_runs} runs at --dedup_memory_mb {memory_mb}; "
+                         f"raise it to at least {math.ceil(memory_mb * n_runs / MAX_RUNS)}")
+    run_files = [work_dir / f"run_{r:04d}.rec" for r in range(n_runs)]
+    handles = [open(p, "wb") for p in run_files]
+    try:
+        # Half a run a batch: the batch's buffer, its reduced copy and the scatter's sort of that fit the budget.
+        for batch in _batches(hash_files, line_counts, max(1, per_run // 2)):
+            duplicates = _duplicates(batch)
+            drop[batch["idx"][duplicates]] = 1
+            rec = batch[~duplicates]
+            del duplicates
+            if n_runs == 1:
+                with naming(run_files[0]):
+                    rec.tofile(handles[0])
+                continue
+            run = rec["a"] % np.uint64(n_runs)
+            order = np.argsort(run, kind="stable")
+            rec, bounds = rec[order], np.searchsorted(run[order], np.arange(n_runs + 1))
+            del run, order
+            for r in range(n_runs):
+                if bounds[r + 1] > bounds[r]:
+                    with naming(run_files[r]):
+                        rec[bounds[r]:bounds[r + 1]].tofile(handles[r])
+    finally:
+        for h in handles:
+            h.close()  # (tofile wrote past the files' buffers, which hold nothing to write now)
+    return run_files
+
+
+def _decide(run_files: list[Path], drop: np.memmap | None) -> int:
+    """3. decide: within each run, all but the lowest line index of every hash are duplicates,
+    marked in the drop map; returns the count of unique keys."""
     unique = 0
     for path in run_files:
         rec = np.fromfile(path, dtype=REC)
@@ -371,11 +428,7 @@ def _decide(run_files: list[Path], total_lines: int, work_dir: Path) -> tuple[Pa
         unique += rec.size - duplicates.size
         drop[duplicates] = 1
         del rec, duplicates
-    if drop is not None:
-        with naming(drop_path):
-            drop.flush()
-        del drop
-    return drop_path, unique
+    return unique
 
 
 def _write_phase(blocks: list[tuple[Path, bool, int, int]], counts: list[int], drop_path: Path,

@@ -1,0 +1,116 @@
+"""Dedup holds its records within --dedup_memory_mb whatever the shape of the corpus: one line
+repeated thousands of times (all its copies hash alike), a few lines repeated, a compressed
+input (one block, so one record file), long lines; through both entry points (the stage's
+dedup() on clean's output, and prepare-dataset's hashing as clean writes). The budget is
+shrunk to a few hundred records a run, and the largest array of records dedup reads is
+recorded; the output stays exactly the set-based reference's."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import numpy as np
+import pytest
+from test_dedup import reference_dedup
+
+import mypt.steps.dedup as dedup_step
+from mypt.steps.clean import CleanSettings, clean
+from mypt.steps.dedup import REC, DedupSettings, Hashing, dedup
+
+PER_RUN = 256  # records a run may hold at --dedup_memory_mb 1 in these tests
+
+
+@pytest.fixture
+def largest_read(monkeypatch) -> list[int]:
+    """A budget of PER_RUN records a run at memory_mb 1; [0] is the most records dedup held
+    in one array read from its files (a block's hash records, a batch of them, or a run)."""
+    monkeypatch.setattr(dedup_step, "BYTES_PER_RECORD_SORTED", 2**20 // PER_RUN)
+    largest = [0]
+    fromfile = np.fromfile
+
+    def spy(*args, **kwargs):
+        out = fromfile(*args, **kwargs)
+        if out.dtype == REC:
+            largest[0] = max(largest[0], out.size)
+        return out
+
+    monkeypatch.setattr(np, "fromfile", spy)
+    return largest
+
+
+def corpus(seed: int) -> list[str]:
+    """One line 4000 times (in case and spacing variants: one key), seven lines 300 times
+    each, 1500 distinct lines, blank and short lines; shuffled."""
+    rng = random.Random(seed)
+    footer = "The same footer line of every page, over and over"
+    lines = [footer.upper() if i % 5 == 0 else footer.replace(" ", "  ") if i % 7 == 0 else footer
+             for i in range(4000)]
+    lines += [f"boilerplate sentence number {i % 7} of seven, again" for i in range(2100)]
+    lines += [f"a distinct line, number {i}, of the corpus text" for i in range(1500)]
+    lines += [""] * 200 + ["Exit."] * 200
+    rng.shuffle(lines)
+    return lines
+
+
+def dedup_lines(out_dir, manifest) -> list[str]:
+    got = []
+    for s in manifest["sources"]:
+        text = (out_dir / s["file"]).read_text()
+        if s["jsonl"]:
+            got += [line for rec in text.splitlines() for line in json.loads(rec)["text"][:-1].split("\n")]
+        else:
+            got += text[:-1].split("\n")
+    return got
+
+
+def test_heavy_repetition_stays_in_budget_and_exact(tmp_path, largest_read):
+    lines = corpus(1)
+    (tmp_path / "in").mkdir()
+    for f, part in enumerate((lines[:5000], lines[5000:])):  # across files
+        (tmp_path / "in" / f"part{f}.txt").write_text("\n".join(part) + "\n")
+    clean([str(tmp_path / "in")], tmp_path / "clean", CleanSettings(filter=False, workers=1))
+    small = dedup(tmp_path / "clean", tmp_path / "small", DedupSettings(memory_mb=1, workers=1))
+
+    # Without the batches' reduction the footer's 4000 records fill one run; without the
+    # batches, a block's 5000 records are read at once.
+    assert largest_read[0] <= PER_RUN and small["stats"]["dedup"]["runs"] >= 20
+    assert dedup_lines(tmp_path / "small", small) == reference_dedup(lines, 24)
+    stats = small["stats"]["dedup"]
+    assert stats["unique_keys"] == 1 + 7 + 1500 and stats["duplicate_lines_dropped"] == 3999 + 2093
+
+
+def test_compressed_input_prepared_with_hashing_stays_in_budget_and_exact(tmp_path, largest_read, monkeypatch):
+    """prepare-dataset's way: clean hashes as it writes (Hashing). A .gz input is one block, so
+    one record file of all its lines; and its lines, long ones included, are hashed a piece
+    (BLOCK_BYTES of output) at a time, not HASH_FLUSH_LINES lines at a time whatever their
+    length (clean gives them a document at a time)."""
+    lines = [line for line in corpus(2) if line]  # (blank lines at a document's ends are clean's to drop)
+    lines[::50] = [f"a long line {i} " + "of many words " * 40 + "end" for i in range(len(lines[::50]))]
+    (tmp_path / "in").mkdir()
+    for name, part in (("a", lines[:5000]), ("b", lines[5000:])):  # documents of 5 lines, in two files
+        with gzip.open(tmp_path / "in" / f"{name}.jsonl.gz", "wt") as f:
+            for i in range(0, len(part), 5):
+                f.write(json.dumps({"text": "\n".join(part[i:i + 5]) + "\n"}) + "\n")
+    monkeypatch.setattr(dedup_step, "BLOCK_BYTES", 3000)  # a write piece, and a hashing flush, of about 3 kB
+    hashed_chars = []
+    hash_records = dedup_step.hash_records
+    monkeypatch.setattr(dedup_step, "hash_records",
+                        lambda lines, min_chars: hashed_chars.append(sum(map(len, lines))) or hash_records(lines,
+                                                                                                         min_chars))
+    settings = CleanSettings(filter=False, workers=1)
+    (tmp_path / "hashed").mkdir()
+    clean([str(tmp_path / "in")], tmp_path / "clean", settings, sink=Hashing(tmp_path / "hashed", 24))
+    chained = dedup(tmp_path / "clean", tmp_path / "chained", DedupSettings(memory_mb=1, workers=1),
+                    hashed=tmp_path / "hashed")
+
+    assert largest_read[0] <= PER_RUN and chained["stats"]["dedup"]["runs"] >= 20
+    assert max(hashed_chars) < 3 * 3000  # a piece and the document that ends it (about 1 kB)
+    assert dedup_lines(tmp_path / "chained", chained) == reference_dedup(lines, 24)
+    read_back = dedup(tmp_path / "clean", tmp_path / "read_back", DedupSettings(workers=1))  # one run
+    assert read_back["stats"]["dedup"]["runs"] == 1
+    for s in read_back["sources"]:
+        assert (tmp_path / "chained" / s["file"]).read_bytes() == (tmp_path / "read_back" / s["file"]).read_bytes()
+    assert {k: v for k, v in chained["stats"]["dedup"].items() if k != "runs"} == \
+        {k: v for k, v in read_back["stats"]["dedup"].items() if k != "runs"}
