@@ -2,8 +2,10 @@
 intermediate text format the data steps pass along (one .txt or .jsonl file per source).
 
 The rules applied to the text live apart: normalization and line filters in mypt.normalize,
-the dedup key in mypt.steps.dedup. Input formats are read by mypt.readers. Nothing here holds more than one block of one file
-in memory: a block is a byte range of a plain file that starts and ends at a line boundary.
+the dedup key in mypt.steps.dedup. Input formats are read by mypt.readers. Nothing here holds
+more than one block of one file in memory: a block is a byte range of a plain file that
+starts and ends at a line boundary, read in pieces of BLOCK_BYTES (line_pieces); a line is
+held whole only up to MAX_LINE_BYTES.
 Every line mypt writes ends with a newline, so every document ends with one too, except
 the last line of a .txt document cleaned with normalize and filter off, which passes
 unchanged (block_text reads it back exactly).
@@ -15,9 +17,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small enough to bound memory
+# The longest line (a JSONL record: a whole document) a reader holds in memory; a worker's peak is
+# a few times this. Books are a few MiB as one line, the longest documents of common web and code
+# corpora tens of MiB; a longer line is dropped as it is read (the line filter would drop it) or
+# refused (line_pieces), never held: a 2 GiB file without a newline took 8 GiB.
+MAX_LINE_BYTES = 64 << 20
 
 
 def split_blocks(path: Path, block_bytes: int | None = None, safe=None) -> list[tuple[int, int]]:
@@ -66,6 +73,97 @@ def read_lines(path: Path, start: int = 0, end: int = -1) -> Iterator[bytes]:
             if remaining is not None:
                 remaining -= len(line)
             yield line
+
+
+class LongLine(Exception):
+    """A line of more than MAX_LINE_BYTES that the reader may not drop: where it starts (its
+    byte offset and the newlines before it, from where the read started) and its size."""
+
+    def __init__(self, offset: int, newlines: int, size: int):
+        super().__init__(f"a line of {size:,} bytes at byte {offset:,}")
+        self.offset, self.newlines, self.size = offset, newlines, size
+
+
+def line_pieces(f: BinaryIO, size: int | None = None, *, piece: int | None = None, cr: bool = False,
+                dropped: Callable[[], None] | None = None) -> Iterator[bytes]:
+    """The next `size` bytes of `f` (None: to its end) in pieces of about `piece` bytes
+    (BLOCK_BYTES) that end at line ends: the one way mypt reads lines, so that memory is bounded whatever the lines.
+
+    A line ends at b"\\n", and with `cr` at a lone b"\\r" too (old Mac text: normalization
+    makes it a newline; a file of \\r only was one 256 MiB line, 22 GiB of line lists). A line
+    longer than a piece is a piece alone; one of more than MAX_LINE_BYTES (its end not
+    counted) is never held: it is read on to its end, then dropped (`dropped` is called) or,
+    without `dropped`, a LongLine.
+    """
+    most = MAX_LINE_BYTES  # (read here: tests make it small)
+    piece = min(piece or BLOCK_BYTES, most)  # so that only a piece's first line can be over `most`
+    left, pending = size, b""  # pending: what followed a dropped line in its read, read again
+
+    def read() -> bytes:
+        nonlocal left, pending
+        if pending:
+            data, pending = pending, b""
+            return data
+        data = f.read(piece if left is None else min(piece, left))
+        if left is not None:
+            left -= len(data)
+        return data
+
+    held, offset, newlines = b"", 0, 0  # the start of the next piece; bytes and newlines before it
+    while data := read():
+        # `held` is one line's start: no line end, but perhaps a last \r whose next byte was unknown.
+        buf = held + data
+        if len(buf) > most:  # its first line may be over the limit
+            end, term = _first_end(buf, False, cr)
+            prev_cr = end < 0 and cr and buf.endswith(b"\r")  # (undecided: not counted yet)
+            if (length := end - term if end >= 0 else len(buf) - prev_cr) > most:
+                # Read to its end without holding it.
+                length, pending = (length, buf[end:]) if end >= 0 else _skip_line(read, len(buf), prev_cr, cr)
+                if dropped is None:
+                    raise LongLine(offset, newlines, length)
+                dropped()  # (then nothing is raised: offset and newlines are no longer needed)
+                held = b""
+                continue
+        cut = _last_end(buf, max(len(held) - 1, 0), cr)
+        held = buf[cut:]
+        if cut:
+            newlines += buf.count(b"\n", 0, cut)
+            offset += cut
+            yield buf[:cut]
+    if held:
+        yield held
+
+
+def _skip_line(read: Callable[[], bytes], length: int, prev_cr: bool, cr: bool) -> tuple[int, bytes]:
+    """Read on to the end of a line of which `length` bytes were read (`prev_cr`: the last
+    was a \\r): (its length, line end not counted; what follows its end in the last read)."""
+    while data := read():
+        end, term = _first_end(data, prev_cr, cr)
+        if end >= 0:
+            return length + end - term, data[end:]
+        length, prev_cr = length + len(data), cr and data.endswith(b"\r")
+    return length - prev_cr, b""  # (a last lone \r ends the line)
+
+
+def _last_end(buf: bytes, start: int, cr: bool) -> int:
+    """The index after the last line end of `buf` at or after `start` (0: none). A last \\r is
+    no line end yet: a \\n may follow in the next read."""
+    end = buf.rfind(b"\n", start) + 1
+    if cr:  # a \r after the last \n, not the last byte, is a lone one
+        end = max(end, buf.rfind(b"\r", max(start, end), len(buf) - 1) + 1)
+    return end
+
+
+def _first_end(data: bytes, prev_cr: bool, cr: bool) -> tuple[int, int]:
+    """(index after the first line end of `data`, the length of that end), or (-1, 0). With
+    `prev_cr`, the read before ended with a \\r, which a first \\n joins."""
+    if prev_cr:
+        return (1, 2) if data.startswith(b"\n") else (0, 1)
+    nl = data.find(b"\n")
+    r = data.find(b"\r", 0, nl if nl >= 0 else len(data) - 1) if cr else -1
+    if r >= 0:
+        return (r + 2, 2) if data[r + 1] == 0x0A else (r + 1, 1)
+    return (nl + 1, 1) if nl >= 0 else (-1, 0)
 
 
 # UTF-32 first: its little-endian mark starts with UTF-16's.

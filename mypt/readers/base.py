@@ -8,11 +8,13 @@ import gzip
 import io
 import os
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from mypt.errors import InputError
-from mypt.text import BLOCK_BYTES, DecodeCounter, display_name, split_blocks, wide_encoding
+import mypt.text
+from mypt.text import BLOCK_BYTES, DecodeCounter, LongLine, display_name, line_pieces, split_blocks, wide_encoding
 
 FORMATS_HINT = "pip install 'mypt[formats]'"
 
@@ -57,9 +59,16 @@ class _ZstdStream(io.RawIOBase):
 
     zstandard's own stream_reader returns a short read, not an error, when the file is
     truncated mid-frame; here a last frame without its end is an EOFError (as gzip's is).
-    Reads of 64 KiB of compressed input bound the memory of one step (text compresses
-    about 4x).
+    Memory is bounded whatever the ratio: the decompressor is fed FEED_BYTES of compressed
+    input at a time (its decompressobj has no output limit), and the output is handed out
+    from an offset, never copied again.
     """
+
+    # A zstd block (at most 128 KiB of output) takes at least 4 compressed bytes (an RLE block:
+    # a 270 KB file of them is 9 GB), so 1 KiB of input gives at most 32 MiB. Feeding 1 KiB
+    # rather than 64 KiB cost 2.5x in decompression alone (75 ms for 31 MB of text), nothing
+    # next to cleaning it.
+    FEED_BYTES = 1 << 10
 
     def __init__(self, path: Path):
         try:
@@ -70,28 +79,31 @@ class _ZstdStream(io.RawIOBase):
         self._decompressor = zstandard.ZstdDecompressor()
         self._file = open(path, "rb")
         self._frame = None  # the decompressobj of the current frame
-        self._out = b""
+        self._in = memoryview(b"")  # compressed bytes read, not yet fed
+        self._out, self._at = b"", 0  # output of the last feed, and how much of it was handed out
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        while not self._out:
-            raw = self._file.read(1 << 16)
-            if not raw:
+        while self._at == len(self._out):
+            if not self._in:
+                self._in = memoryview(self._file.read(1 << 16))
+            if not self._in:
                 if self._frame is not None and not self._frame.eof:
                     raise EOFError("the zstd stream ends inside a frame (truncated file)")
                 return 0
+            raw, self._in = self._in[:self.FEED_BYTES], self._in[self.FEED_BYTES:]
             try:
-                self._out = self._feed(raw)
+                self._out, self._at = self._feed(raw), 0
             except self._zstd.ZstdError as e:
                 raise OSError(f"not valid zstd data ({e})") from None
-        n = min(len(buffer), len(self._out))
-        buffer[:n] = self._out[:n]
-        self._out = self._out[n:]
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at:self._at + n]
+        self._at += n
         return n
 
-    def _feed(self, raw: bytes) -> bytes:
+    def _feed(self, raw) -> bytes:
         out = []
         while raw:
             if self._frame is None or self._frame.eof:  # a .zst file may hold several frames
@@ -127,6 +139,9 @@ class Reader:
     # Whether a directory walk picks the suffix up: False where files of the suffix are as often
     # metadata as text (.json: manifest.json, dataset_info.json), so they are read only when named.
     walked = True
+    # What to do with a line over mypt.text.MAX_LINE_BYTES, in the message that refuses it.
+    long_line_hint = ("break it into shorter lines (fold -w 10000 FILE > FOLDED); prepare-dataset drops such lines "
+                      "(counted as too_long) when the line filter is on (no --no_filter)")
 
     def __init__(self, path: Path, compression: str | None = None, *, text_key: str = "text",
                  strict: bool = False):
@@ -136,6 +151,14 @@ class Reader:
         self.first_bad: tuple[int, str] | None = None  # (line in the block, why) of the first bad record
         # (size, mtime_ns) when the input was resolved (mypt.readers.text_sources); None: not checked
         self.stamp: tuple[int, int] | None = None
+        # How the clean step reads lines (chunks; other readers keep every line as written): a lone
+        # \r ends a line (normalization makes it a newline), and `filter_chars` is its line filter's
+        # max_line_chars, which a line over mypt.text.MAX_LINE_BYTES passes (4 bytes a character at
+        # most, 1 to 3 invalid bytes one U+FFFD) unless normalization would shrink it (control characters,
+        # trailing whitespace: not credited for lines that long): such a line is dropped as it is read,
+        # counted as dropped_too_long, not refused (filter_chars under MAX_LINE_BYTES / 4).
+        self.cr_ends_lines = False
+        self.filter_chars: int | None = None
 
     def open(self) -> BinaryIO:
         return COMPRESSIONS[self.compression](self.path) if self.compression else open(self.path, "rb")
@@ -178,16 +201,29 @@ class Reader:
         """Ranges of the file that can be read independently; (0, -1) is the whole file."""
         return [(0, -1)] if self.compression else split_blocks(self.path)
 
-    def chunks(self, start: int, end: int) -> Iterator[bytes]:
-        """The raw bytes of [start, end) in pieces that end at line boundaries."""
+    def chunks(self, start: int, end: int, stats: Counter | None = None) -> Iterator[bytes]:
+        """The raw bytes of [start, end) in pieces of about mypt.text.BLOCK_BYTES that end at
+        line ends (line_pieces): a block or a stream of any size, however long its lines. A line
+        over mypt.text.MAX_LINE_BYTES is dropped and counted in `stats` (see `filter_chars`),
+        else an InputError naming it. (BLOCK_BYTES is looked up here: tests make a stream's
+        pieces small.)"""
+        most = mypt.text.MAX_LINE_BYTES
+        drop = stats is not None and self.filter_chars is not None and self.filter_chars < most // 4
+
+        def dropped() -> None:
+            stats["dropped_too_long"] += 1
+
         try:
             with self.open() as f:
                 if end >= 0:
                     f.seek(start)
-                    yield f.read(end - start)
-                    return
-                while lines := f.readlines(BLOCK_BYTES):  # a stream: line-aligned pieces
-                    yield b"".join(lines)
+                yield from line_pieces(f, end - start if end >= 0 else None, piece=BLOCK_BYTES,
+                                       cr=self.cr_ends_lines, dropped=dropped if drop else None)
+        except LongLine as e:
+            where = f"byte {start + e.offset:,}" + (" of the decompressed text" if self.compression else "")
+            raise InputError(f"{self.location(start, e.newlines + 1)}: a line of {e.size:,} bytes (from {where}), "
+                             f"more than the {most:,} bytes mypt holds of one line: "
+                             f"{self.long_line_hint}") from None
         except self.read_errors() as e:
             raise self.damaged(e) from None
 

@@ -35,10 +35,11 @@ class JsonlReader(Reader):
     suffix = ".jsonl"
     description = "one document per line in its `text` field"
     one_document = False
+    long_line_hint = "split the document into several records (lines)"
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
         line = 0  # lines of the block before the current chunk
-        for n, chunk in enumerate(self.chunks(start, end)):
+        for n, chunk in enumerate(self.chunks(start, end, stats)):
             if n == 0 and start == 0:  # the file's first bytes
                 chunk = chunk.removeprefix(BOM)
             for i, raw in enumerate(chunk.split(b"\n")):

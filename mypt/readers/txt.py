@@ -16,7 +16,7 @@ class TxtReader(Reader):
     one_document = True
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
-        for n, chunk in enumerate(self.chunks(start, end)):
+        for n, chunk in enumerate(self.chunks(start, end, stats)):
             if n == 0 and start == 0:  # the file's first bytes
                 # A BOM is the encoding's mark, not text: under --no_normalize it entered a char
                 # vocabulary and the first document, and a file of a BOM and blank lines was a

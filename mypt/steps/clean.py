@@ -146,6 +146,10 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
     # Text, not binary: its fix is named (written here: the split stage, which prints it, needs no mypt.text).
     wide = {display_name(p): fix for p, fix in binary.items() if fix}
     max_line_chars = settings.max_line_chars if settings.filter else 0
+    for reader in readers:
+        if reader.one_document:  # (a JSONL line is a document, which the filter does not drop whole)
+            reader.cr_ends_lines = settings.normalize  # (Reader.chunks: a line too long to hold is dropped)
+            reader.filter_chars = max_line_chars or None
     with staged_dir(out_dir, paths, marker=MANIFEST, owned=SOURCE_FILES, written=step_files(STEP, source_files),
                     kind="clean step's output") as stage:
         sources, tasks = [], []
