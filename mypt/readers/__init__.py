@@ -188,7 +188,7 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
     # were passed over unsaid), each folder once: a link back up, or to one walked already, is
     # not walked again (files reached twice are one input by identity: resolve_inputs).
     walked_dirs = set()
-    for root, dirs, names in os.walk(directory, followlinks=True):
+    for root, dirs, names in walk_tree(directory):
         here = Path(root)
         walked_dirs.add(_identity(here))
         dirs[:] = [d for d in dirs if not (here / d).is_symlink() or _identity(here / d) not in walked_dirs]
@@ -222,6 +222,29 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
                          + (f"; hidden files are not walked ({display_name(first_hidden)}): name them "
                             "in --input_files to read them" if first_hidden else ""))
     return inside + sorted(saved)
+
+
+def walk_tree(top: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk(top, followlinks=True): (folder, its folders, its other names) top-down, in
+    os.walk's order, a folder's list of folders pruned by the caller before it goes on; a
+    folder that cannot be listed is passed over. Without recursion: Python 3.11's os.walk
+    recurses once per level, and 1,000 nested folders raised a RecursionError."""
+    stack = [os.fspath(top)]
+    while stack:
+        here = stack.pop()
+        dirs, names = [], []
+        try:
+            with os.scandir(here) as entries:
+                for entry in entries:
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:  # (as os.path.isdir: not a folder)
+                        is_dir = False
+                    (dirs if is_dir else names).append(entry.name)
+        except OSError:
+            continue
+        yield here, dirs, names
+        stack.extend(os.path.join(here, d) for d in reversed(dirs))  # (the first folder is walked next)
 
 
 def input_bytes(path: Path) -> int:
