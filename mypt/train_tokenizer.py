@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,19 @@ from mypt.signals import stops_held
 from mypt.normalize import normalize
 from mypt.parallel import WorkerDied, exit_with_parent, rebuildable
 from mypt.text import DecodeCounter, display_name, skipped_lines
+from mypt.tokenizers.base import WHITESPACE, split_at, whitespace_runs
 from mypt.tokenizers.hf import EOT_NAMES, HFTokenizer, require_tokenizers
 
 EOT = EOT_NAMES[0]  # <|endoftext|>
 # The tokenizers library allocates by vocab_size up front (1e8 takes 175 MB, 2**31 aborts the
 # process in Rust); 2**20 is four times the largest vocabulary in use (Gemma's 262,144).
 MAX_VOCAB = 1 << 20
+# BpeTrainer merges a pair inside a word one symbol removal at a time, each moving the rest of
+# the word: a word of n characters costs O(n**2) (a run of 64 Ki newlines, one word: 3.8 s;
+# 1 MB of blank lines: > 300 s). Words longer than this (only runs of one kind of character
+# are: whitespace, letters, digits or punctuation) go to the trainer in pieces of this length.
+MAX_WORD = 4096
+_WHITESPACE = re.compile(f"[{WHITESPACE}]")
 BATCH_CHARS = 1 << 20  # text sent to the training process at a time (its memory holds about two)
 
 
@@ -59,9 +67,39 @@ class CorpusTexts:
 
     def __iter__(self) -> Iterator[str]:
         decoder = DecodeCounter()
+        pre_tokenizer = _pre_tokenizer(require_tokenizers())
         for reader in self.readers:
             for text in read_texts(reader, reader.checked_blocks(), decoder, Counter(), self.seen):
-                yield normalize(text) if self.settings.normalize else text
+                yield from short_words(normalize(text) if self.settings.normalize else text, pre_tokenizer, MAX_WORD)
+
+
+def _pre_tokenizer(tk):
+    """GPT-2's: its regex, no prefix space, bytes as characters (the trainer's and the file's)."""
+    return tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+
+def short_words(text: str, pre_tokenizer, limit: int) -> list[str]:
+    """`text` in parts whose words (the pre-tokenizer's pieces) are those of `text`, but for
+    each word longer than `limit` (>= 3), which is cut into pieces of `limit` characters. The
+    pattern decides a piece from the text after its start alone, no piece but a whitespace one
+    takes in whitespace, and a whitespace run at the end of a text is one piece; so a cut inside
+    a word only splits that word. (A cut before a quote moves back one character, making a piece
+    of limit + 1: a part beginning "'s" would begin with the contraction's piece.)"""
+    if not _long_word_possible(text, limit):
+        return [text]  # (ordinary text: not pre-tokenized twice)
+    cuts = [cut - (text[cut] == "'") for _, (start, end) in pre_tokenizer.pre_tokenize_str(text)
+            if end - start > limit for cut in range(start + limit, end, limit)]
+    return split_at(text, cuts)
+
+
+def _long_word_possible(text: str, limit: int) -> bool:
+    """Whether `text` may hold a word of more than `limit` characters: a whitespace run as
+    long, or `limit` characters without whitespace (one of them then spans a whole
+    (limit // 2 + 1)-character window at a multiple of limit // 2, which one search tells)."""
+    if next(whitespace_runs(text, limit + 1), None):
+        return True
+    step = limit // 2
+    return any(not _WHITESPACE.search(text, a, a + step + 1) for a in range(0, len(text) - step, step))
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -183,7 +221,7 @@ def _learn(conn, settings: TokenizerTrainSettings, parent: int) -> None:
 
     tk = require_tokenizers()
     hf = tk.Tokenizer(tk.models.BPE())
-    hf.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.pre_tokenizer = _pre_tokenizer(tk)
     hf.decoder = tk.decoders.ByteLevel()
     trainer = tk.trainers.BpeTrainer(vocab_size=settings.vocab_size, min_frequency=settings.min_frequency,
                                      special_tokens=[EOT], initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),

@@ -1,0 +1,188 @@
+"""Inputs no corpus was meant to hold, but a scrape does: a megabyte of blank lines, a word of a
+megabyte, a thousand nested folders. Each is read, or refused in one line naming the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiktoken
+from click.testing import CliRunner
+from conftest import read_tokens
+
+import mypt.text
+import mypt.tokenizers.gpt2 as gpt2
+import mypt.train_tokenizer as train_tokenizer
+from mypt.cli import main
+from mypt.tokenizers import Tokenizer
+
+# tiktoken's pattern fails on a whitespace run followed by a character from 999,999 characters.
+MEGA = 1 << 20
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def r50k():
+    return tiktoken.get_encoding("r50k_base")
+
+
+@pytest.mark.parametrize("run", ["\n", " ", "\t", " \n\t", "\u3000", "\u2028\xa0"])
+def test_gpt2_encodes_a_megabyte_of_whitespace_and_decodes_it_back(run):
+    tok = Tokenizer(None, "gpt2")
+    text = "hello there" + run * (MEGA // len(run)) + "world again" + run * (MEGA // len(run)) + "."
+    assert tok.decode(tok.encode_array(text)) == text
+
+
+def test_gpt2_ids_are_tiktokens_whatever_runs_are_cut(monkeypatch):
+    """Runs are encoded apart from LONG_RUN characters; with it at 2, every run is: the ids of
+    any text must still be tiktoken's own (the DVC demo's shards, recorded in dvc.lock, stay)."""
+    enc, tok = r50k(), Tokenizer(None, "gpt2")
+    text = "The quick brown fox's tail,\n\n  jumps  over\t\tthe lazy dog.\n \n\u3000x 123  456\n"
+    assert tok.encode(text) == enc.encode_ordinary(text) == [
+        464, 2068, 7586, 21831, 338, 7894, 11, 628, 220, 18045, 220, 625, 197, 197, 1169, 16931, 3290, 13, 198,
+        220, 198, 5099, 222, 87, 17031, 220, 604, 3980, 198]
+    monkeypatch.setattr(gpt2, "LONG_RUN", 2)
+    rng = random.Random(0)
+    pieces = [" ", "\n", "\t", "\r", "\u3000", "\xa0", "\x85", "\x1c", "a", "B", "1", ".", "'", "'s", "é", "中", " x"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        assert tok.encode(text) == enc.encode_ordinary(text), repr(text)
+
+
+def test_prepare_dataset_reads_a_megabyte_of_blank_lines_the_same_in_any_blocks(tmp_path, monkeypatch):
+    doc = "hello there\n" + "\n" * MEGA + "world again\n" + "\n" * 3000 + "The end.\n"
+    (tmp_path / "blank.txt").write_text(doc)
+    (tmp_path / "blank.jsonl").write_text(json.dumps({"text": doc.rstrip("\n")}) + "\n")
+    tok = Tokenizer(None, "gpt2")
+    for name, text in (("blank.txt", doc), ("blank.jsonl", doc.rstrip("\n") + "\n")):
+        out = tmp_path / f"ds_{name}"
+        result = cli("prepare-dataset", "--input_files", str(tmp_path / name), "--out_dir", str(out),
+                     "--val_fraction", "0", "--workers", "1")
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        ids = read_tokens(out / "train")
+        assert ids[-1] == tok.eot_id and tok.decode(ids[:-1]) == text  # (not shown: a megabyte)
+    enc = r50k()
+    # .txt cut in blocks of 4 KiB, runs encoded apart from 1,000 characters: the same ids.
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(gpt2, "LONG_RUN", 1000)
+    text = "".join(f"line {i}\n" + "\n" * (i * 97 % 2500) for i in range(200))
+    (tmp_path / "runs.txt").write_text(text)
+    result = cli("prepare-dataset", "--input_files", str(tmp_path / "runs.txt"), "--out_dir", str(tmp_path / "ds"),
+                 "--val_fraction", "0", "--workers", "1")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert np.array_equal(read_tokens(tmp_path / "ds" / "train"), enc.encode_ordinary(text) + [enc.eot_token])
+
+
+def test_a_text_tiktoken_cannot_encode_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpt2, "LONG_RUN", 10 ** 9)  # (as before the fix: tiktoken's own failure)
+    (tmp_path / "blank.txt").write_text("hello\n" + "\n" * MEGA + "world\n")
+    result = cli("prepare-dataset", "--input_files", str(tmp_path / "blank.txt"), "--out_dir", str(tmp_path / "ds"),
+                 "--workers", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip()
+    assert "\n" not in line and "blank.txt" in line and "gpt2 (tiktoken) cannot encode" in line, line
+    assert "--tokenization" in line, line
+
+
+def test_hf_tokenizer_encodes_a_megabyte_of_whitespace(tmp_path):
+    (tmp_path / "small.txt").write_text("hello world, hello there\n\n  foo bar\n" * 50)
+    result = cli("train-tokenizer", "--input_files", str(tmp_path / "small.txt"), "--vocab_size", "300",
+                 "--out", str(tmp_path / "tok.json"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    from mypt.tokenizers.hf import HFTokenizer
+
+    tok = HFTokenizer.from_file(tmp_path / "tok.json")
+    text = "hello" + "\n" * MEGA + "world" + " \t" * (MEGA // 8) + "."
+    assert tok.decode(tok.encode_array(text)) == text
+
+
+def pre_tokenizer():
+    import tokenizers
+
+    return train_tokenizer._pre_tokenizer(tokenizers)
+
+
+@pytest.mark.parametrize("word", ["\n", " ", " \t", "=", "a", "7", "ab", ".'"])
+def test_train_tokenizer_hands_the_trainer_no_word_longer_than_max_word(word):
+    """BpeTrainer is quadratic in a word's length (1 MB of blank lines: > 300 s): no word it
+    sees is longer than MAX_WORD (+1: a cut moved off a quote), and nothing is lost."""
+    pre, limit = pre_tokenizer(), train_tokenizer.MAX_WORD
+    text = "hello there " + word * (3 * limit) + " world's end\n" + word * (limit // len(word))
+    parts = train_tokenizer.short_words(text, pre, limit)
+    assert "".join(parts) == text and len(parts) > 1
+    assert max(b - a for part in parts for _, (a, b) in pre.pre_tokenize_str(part)) <= limit + 1
+
+
+def test_train_tokenizer_splits_no_word_of_ordinary_text():
+    pre = pre_tokenizer()
+    rng = random.Random(1)
+    words = ["the", "cat's", "  ", "\n\n\n", "\t", "3.14159", "...", "naïve", "中文", "'ll", " ", "x" * 300]
+    text = " ".join(rng.choice(words) for _ in range(20000)) + "\n" * 4000 + "=" * 4000
+    assert train_tokenizer.short_words(text, pre, train_tokenizer.MAX_WORD) == [text]
+
+
+def test_train_tokenizer_learns_from_a_megabyte_of_blank_lines(tmp_path):
+    (tmp_path / "blank.txt").write_text("hello there\n" + "\n" * MEGA + "world again\n")
+    result = cli("train-tokenizer", "--input_files", str(tmp_path / "blank.txt"), "--vocab_size", "300",
+                 "--out", str(tmp_path / "tok.json"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    vocab = json.loads((tmp_path / "tok.json").read_text())["model"]["vocab"]
+    assert "Ċ" * 64 in vocab  # (it learned the runs of newlines, in pieces)
+
+
+def remove_tree(top: Path) -> None:
+    """shutil.rmtree recurses once per level too: pytest's clean-up of old temporary folders
+    crashed (a RecursionError) in every later test session on this machine."""
+    folders, stack = [], [top]
+    while stack:
+        folders.append(stack.pop())
+        for entry in os.scandir(folders[-1]):
+            stack.append(Path(entry.path)) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+    for folder in reversed(folders):
+        os.rmdir(folder)
+
+
+def test_a_thousand_nested_folders_are_walked(tmp_path):
+    """Python 3.11's os.walk recursed once per level: a RecursionError traceback."""
+    deep = tmp_path / "top"
+    deep.mkdir()
+    try:
+        for _ in range(1000):  # (os.makedirs recurses too)
+            deep = deep / "d"
+            deep.mkdir()
+        (deep / "a.txt").write_text("hello from the bottom\n")
+        (tmp_path / "top" / "b.txt").write_text("hello from the top\n")
+        result = cli("prepare-dataset", "--input_files", str(tmp_path / "top"), "--out_dir", str(tmp_path / "ds"),
+                     "--tokenization", "char", "--val_fraction", "0", "--workers", "1")
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        text = Tokenizer.load(tmp_path / "ds").decode(read_tokens(tmp_path / "ds" / "train"))
+        assert sorted(text.splitlines()) == ["hello from the bottom", "hello from the top"]
+    finally:
+        remove_tree(tmp_path / "top")
+
+
+def test_the_walk_is_os_walks_order(tmp_path):
+    from mypt.readers import walk_tree
+
+    rng = random.Random(2)
+    for i in range(60):  # folders, files, hidden ones, links to folders, in random nests
+        folder = tmp_path / "/".join(rng.choice(["a", "b", ".h", "c d", "Z"]) for _ in range(rng.randint(0, 4)))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / rng.choice(["x.txt", ".y.txt", "z.jsonl", "w.bin"])).write_text("t\n")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+
+    def pruned(walk):  # as the caller does: prune hidden folders, and the link's second visit
+        seen = []
+        for root, dirs, names in walk:
+            seen.append((root, list(dirs), names))
+            dirs[:] = [d for d in dirs if not d.startswith(".") and d != "b"]
+        return seen
+
+    assert pruned(walk_tree(tmp_path)) == pruned(os.walk(tmp_path, followlinks=True))
