@@ -305,8 +305,7 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
                 them = "it" if len(changed) == 1 else "them"
                 raise ConfigError(f"--out_dir {out_dir}: {', '.join(changed[:5])}"
                                   f"{f' (and {len(changed) - 5} more)' if len(changed) > 5 else ''} changed since mypt "
-                                  f"exported {them} (sha256 differs from {EXPORT_RECORD}'s: fine-tuned or edited in "
-                                  f"place?), and exporting again would replace {them}: refused, nothing changed; move "
+                                  f"exported {them} (fine-tuned or edited in place?), and exporting again would replace {them}: refused, nothing changed; move "
                                   f"{them} out of the directory, or choose another --out_dir")
         return EXPORT_RECORD, (EXPORT_RECORD, *files)
     if (out_dir / LEGACY_MARKER).is_file() and (out_dir / "tokenizer_config.json").is_file():
@@ -317,15 +316,18 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
 
 def _changed_files(out_dir: Path, sums: dict[str, str]) -> list[str]:
     """The files of an export that differ from what mypt wrote there (`sums`: name -> sha256
-    from its record): another content, or no longer a regular file. One the user removed is
-    not: nothing of theirs would be replaced."""
+    from its record), each with how: another content, or no longer a regular file (a link to
+    the same bytes is the user's too: the new file would replace the link). One the user
+    removed is not: nothing of theirs would be replaced."""
     changed = []
     for name in sorted(sums):
         path = out_dir / name
         if not os.path.lexists(path):
             continue
-        if path.is_symlink() or not path.is_file() or sha256_file(path) != sums[name]:
-            changed.append(name)
+        how = "now a symbolic link" if path.is_symlink() else "no longer a file" if not path.is_file() else \
+            f"its sha256 is not {EXPORT_RECORD}'s" if sha256_file(path) != sums[name] else None
+        if how:
+            changed.append(f"{name} ({how})")
     return changed
 
 

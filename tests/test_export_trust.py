@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +83,20 @@ def test_a_re_export_refuses_weights_fine_tuned_in_place(tmp_path):
     assert (out / "README.md").read_text() == "# my model card\n"
     assert (tmp_path / "tuned" / "model.safetensors").read_bytes() == tuned["model.safetensors"]
     assert (out / "model.safetensors").read_bytes() != tuned["model.safetensors"]
+
+
+def test_an_export_file_made_a_link_to_the_same_bytes_is_named_as_a_link(tmp_path):
+    """A file of the export replaced by a link to a copy (deduplicated storage, a user's
+    tidy-up) is the user's: refused, and the reason is the link, not a sha256 that differs."""
+    model = tiny_checkpoint(tmp_path / "m")
+    out = tmp_path / "hf"
+    export(model, out)
+    shutil.copy(out / "config.json", tmp_path / "config.json")
+    (out / "config.json").unlink()
+    (out / "config.json").symlink_to(tmp_path / "config.json")
+    line = one_line_error(export(model, out, ok=False))
+    assert "config.json (now a symbolic link) changed since mypt exported it" in line and "sha256" not in line, line
+    assert (out / "config.json").is_symlink()
 
 
 def test_a_record_without_sums_is_replaced_as_before(tmp_path):
