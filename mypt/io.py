@@ -736,9 +736,13 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
     misplaced = _misplaced(final, users, owned)
     if misplaced:
         rel = misplaced[0]
-        what = "a folder, where mypt writes a file" if _owns(rel, owned) else "not a folder, where mypt makes one"
+        parent = os.path.dirname(rel)
+        what = f"a folder in {parent}/, which holds only mypt's files" \
+            if any(p.endswith("/*") and _owns(rel, (p,)) for p in owned) else \
+            "a folder, where mypt writes a file of that name" if _owns(rel, owned) else \
+            "not a folder, where mypt makes one of that name"
         more = f" (and {len(misplaced) - 1} more)" if len(misplaced) > 1 else ""
-        raise InputError(f"{final / rel}{more} is {what} of that name: mypt did not make it, and writing the output "
+        raise InputError(f"{final / rel}{more} is {what}: mypt did not make it, and writing the output "
                          f"would replace it: refused, nothing changed; move it out of {final} (or rename it) and run "
                          "again")
     stuck = _unmovable(final, users)

@@ -429,6 +429,7 @@ def test_a_shard_moved_in_by_hand_is_refused_by_overwrite_not_deleted(corpus):
     ("dcp/experiments.safetensors/run1/results.txt", "--resume", "is a folder, where mypt writes a file of that name"),
     ("model.safetensors/precious.txt", "--overwrite", "is a folder, where mypt writes a file of that name"),
     ("dcp", "--resume", "is not a folder, where mypt makes one of that name"),
+    ("dcp/model/run1/results.txt", "--resume", "is a folder in dcp/model/, which holds only mypt's files"),
 ])
 def test_a_checkpoint_replaces_only_the_files_its_config_records(corpus, mine, flag, said):
     """A checkpoint's own files are those its config.json records. Named like a sharded save's
@@ -445,8 +446,8 @@ def test_a_checkpoint_replaces_only_the_files_its_config_records(corpus, mine, f
     before = tree_bytes(Path("checkpoints"))
     r = CliRunner().invoke(main, ["train", "--dataset_dir", "ds", "--model_name", "m", *TINY, "--max_iters", "2",
                                   flag])
-    named = ckpt / ("dcp/experiments.safetensors" if "experiments" in mine else mine.split("/")[0]
-                    if mine.startswith("model.") else mine)
+    named = ckpt / ("dcp/experiments.safetensors" if "experiments" in mine else "dcp/model/run1"
+                    if "run1" in mine else mine.split("/")[0] if mine.startswith("model.") else mine)
     assert r.exit_code == 1 and f"{named} {said}" in r.output and "move it out" in r.output, r.output
     assert "step 1" not in r.output and "iter " not in r.output  # (before training)
     assert tree_bytes(Path("checkpoints")) == before
