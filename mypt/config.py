@@ -82,7 +82,7 @@ ROPE_SCALING_FORM = ("llama3:" + ",".join(f"{k}=NUMBER" for k in ROPE_SCALING_KE
 def rope_scaling_params(text: str | None) -> dict | None:
     """--rope_scaling's text as {"rope_type": "llama3", "factor": ..., ...} (None: no scaling);
     ConfigError naming what is wrong. The numbers' rules are those that keep the rescaled
-    frequencies positive and ordered: factor at least 1, 0 < low_freq_factor < high_freq_factor,
+    frequencies positive and ordered: factor at least 1, 0 < low_freq_factor <= high_freq_factor,
     a whole original context of at least 1. Each text is parsed once (the model's every forward
     asks for its numbers); the caller gets its own dict."""
     if text is None:
@@ -113,10 +113,10 @@ def _parse_rope_scaling(text: str) -> dict:
     if missing:
         raise ConfigError(f"{text!r} has no {', '.join(missing)}; write {form}")
     original = params["original_max_position_embeddings"]
-    if not (params["factor"] >= 1 and 0 < params["low_freq_factor"] < params["high_freq_factor"]
+    if not (params["factor"] >= 1 and 0 < params["low_freq_factor"] <= params["high_freq_factor"]
             and 1 <= original <= MAX_CONTEXT and original == int(original)):
         shown = ", ".join(f"{k} {params[k]!r}" for k in ROPE_SCALING_KEYS)
-        raise ConfigError(f"{text!r}: needs factor >= 1, 0 < low_freq_factor < high_freq_factor, and a whole "
+        raise ConfigError(f"{text!r}: needs factor >= 1, 0 < low_freq_factor <= high_freq_factor, and a whole "
                           f"original_max_position_embeddings from 1 to {MAX_CONTEXT:,} (got {shown})")
     params["original_max_position_embeddings"] = int(original)
     return {"rope_type": "llama3", **params}

@@ -106,11 +106,13 @@ def llama3_frequencies(inv_freq: torch.Tensor, params: dict) -> torch.Tensor:
     fast rotations): a frequency whose wavelength fits high_freq_factor times into the original
     context is kept, one whose wavelength is longer than original / low_freq_factor is divided
     by `factor`, and those between blend the two by where the context count falls between the
-    two factors. (Hugging Face's `llama3` rope_type computes the same.)"""
+    two factors; equal factors make it a step, no blend. (Hugging Face's `llama3` rope_type computes
+    the same, but for a frequency exactly at equal factors' edge, which it makes NaN and this keeps.)"""
     factor, low, high = params["factor"], params["low_freq_factor"], params["high_freq_factor"]
     original = float(params["original_max_position_embeddings"])  # (an int past int64 would not multiply)
     fits = original * inv_freq / (2 * math.pi)  # how many wavelengths fit in the original context
-    blend = ((fits - low) / (high - low)).clamp(0.0, 1.0)  # 0: slow (divided), 1: fast (kept)
+    blend = ((fits - low) / (high - low)).clamp(0.0, 1.0) if high > low \
+        else (fits >= high).to(inv_freq.dtype)  # 0: slow (divided), 1: fast (kept)
     return inv_freq / factor * (1 - blend) + inv_freq * blend
 
 

@@ -55,9 +55,14 @@ EXPORTED = {  # family: the settings, and what config.json says of them
     "llama3": ({"rope_scaling": SCALED, "norm_eps": 1e-6},
                {"rms_norm_eps": 1e-6, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8}}),
+    # Equal factors: a step between kept and divided frequencies, no blend (it was refused)
+    "llama3_step": ({"rope_scaling": SCALED.replace("low_freq_factor=1.0", "low_freq_factor=4.0")},
+                    {"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8}}),
 }
-CLASSES = {"llama": "LlamaForCausalLM", "llama3": "LlamaForCausalLM", "qwen2": "LlamaForCausalLM",
-           "qwen3": "Qwen3ForCausalLM", "relu2": "LlamaForCausalLM", "relu2_qk": "Qwen3ForCausalLM"}
+CLASSES = {"llama": "LlamaForCausalLM", "llama3": "LlamaForCausalLM", "llama3_step": "LlamaForCausalLM",
+           "qwen2": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "relu2": "LlamaForCausalLM",
+           "relu2_qk": "Qwen3ForCausalLM"}
 
 
 @pytest.mark.parametrize("family", EXPORTED)

@@ -400,7 +400,7 @@ def test_norm_eps_and_rope_scaling_change_what_the_model_computes_and_bad_values
                         ("llama3:factor=8,low_freq_factor=1,high_freq_factor=4,original_max_position_embeddings=inf",
                          "original_max_position_embeddings 'inf' is not a finite number"),
                         ("llama3:factor=8,low_freq_factor=4,high_freq_factor=1,original_max_position_embeddings=8",
-                         "needs factor >= 1, 0 < low_freq_factor < high_freq_factor, and a whole "
+                         "needs factor >= 1, 0 < low_freq_factor <= high_freq_factor, and a whole "
                          "original_max_position_embeddings from 1 to 2,147,483,648 (got factor 8.0, "
                          "low_freq_factor 4.0"),
                         ("llama3:factor=8,low_freq_factor=1,high_freq_factor=4,original_max_position_embeddings=1e20",
@@ -438,7 +438,8 @@ def test_a_config_file_may_give_rope_scaling_in_hugging_faces_object_form(tmp_pa
                        ({**scaling, "factor": True, "low_freq_factor": float("nan")},
                         "factor True, low_freq_factor nan: not numbers"),
                        ({}, "{}: rope_type None; write"), ([], "[] (list): " + forms), (8, "8 (int): " + forms),
-                       ({**scaling, "low_freq_factor": 5.0}, "needs factor >= 1, 0 < low_freq_factor < high_freq_factor")):
+                       ({**scaling, "low_freq_factor": 5.0},
+                        "needs factor >= 1, 0 < low_freq_factor <= high_freq_factor")):
         with pytest.raises(ConfigError, match="model setting rope_scaling: ") as error:
             GPTConfig.from_dict({**SMALL, "position": "rope", "rope_scaling": bad})
         assert named in str(error.value), str(error.value)
