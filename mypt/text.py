@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
@@ -27,17 +28,19 @@ BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small eno
 MAX_LINE_BYTES = 64 << 20
 
 
-def split_blocks(path: Path, block_bytes: int | None = None, safe=None) -> list[tuple[int, int]]:
+def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: BinaryIO | None = None
+                 ) -> list[tuple[int, int]]:
     """Byte ranges [start, end) covering a file, each ending just after a newline.
 
     `safe(prev_byte, next_byte)` may narrow which newlines may end a block (the gpt2
     tokenizer needs boundaries where its pre-tokenizer splits anyway). Plain files only:
-    a compressed input is one block (mypt.readers).
+    a compressed input is one block (mypt.readers). `f`: the file open already (an input,
+    opened as mypt.readers opens one).
     """
     block_bytes = block_bytes or BLOCK_BYTES
-    size = path.stat().st_size
-    blocks, start = [], 0
-    with open(path, "rb") as f:
+    with open(path, "rb") if f is None else nullcontext(f) as f:
+        size = os.fstat(f.fileno()).st_size
+        blocks, start = [], 0
         while start < size:
             end = _next_boundary(f, start + block_bytes, size, safe)
             blocks.append((start, end))

@@ -1,13 +1,15 @@
 """Reading stays bounded whatever the lines: a line too long to hold is dropped as it is read
 (line filter on) or refused (naming file:line, its size and the fix), never held whole; a
 lone \\r ends a line when normalizing; a .zst of very compressible data is decompressed in
-bounded steps. The limits are made small here (mypt.text.MAX_LINE_BYTES, BLOCK_BYTES) so
+bounded steps; an input that is no longer the regular file it was is refused, not read
+(a FIFO blocked the run for ever). The limits are made small here (mypt.text.MAX_LINE_BYTES, BLOCK_BYTES) so
 that what the reader hands on shows the bound."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from click.testing import CliRunner
 from conftest import read_tokens, tree_bytes
 
 import mypt.readers.base
+import mypt.steps.clean
 import mypt.text
 from mypt.cli import main
 from mypt.errors import InputError
@@ -65,6 +68,10 @@ def write(path: Path, data: bytes) -> Path:
         data = gzip.compress(data)
     elif path.suffix == ".zst":
         data = pytest.importorskip("zstandard").ZstdCompressor().compress(data)
+    elif path.suffix == ".parquet":  # one row of the text
+        pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+        pq.write_table(pa.table({"text": [data.decode()]}), path)
+        return path
     path.write_bytes(data)
     return path
 
@@ -164,3 +171,35 @@ def test_zstd_bomb_is_decompressed_in_bounded_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(mypt.readers.base._ZstdStream, "_feed", spied)
     total = sum(len(p) for p in pieces(reader_for(src), Counter()))
     assert total == len(data) and max(sizes) <= 32 << 20 and len(sizes) > 1
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", ["a.txt", "a.txt.gz", "a.txt.zst", "a.parquet"])
+def test_an_input_replaced_by_a_fifo_after_it_was_resolved_is_refused(tmp_path, monkeypatch, name):
+    # A FIFO put in an input's place after the walk blocked a worker in open() for ever
+    # (no writer comes). It is opened without blocking and refused, naming the file.
+    src = write(tmp_path / name, b"Some text.\n")
+    resolved = mypt.steps.clean.text_sources
+
+    def then_swapped(*args, **kwargs):
+        found = resolved(*args, **kwargs)
+        src.unlink()
+        os.mkfifo(src)
+        return found
+
+    monkeypatch.setattr(mypt.steps.clean, "text_sources", then_swapped)
+    refused(prepare("--input_files", str(src), "--out_dir", str(tmp_path / "ds")),
+            f"{src} is now a FIFO (named pipe), not a regular file: mypt reads only regular files (each more than "
+            "once); run again once nothing replaces it")
+
+
+def test_an_input_replaced_by_another_file_is_refused(tmp_path):
+    # The same size and mtime, another file (a copy renamed over it): found by its identity.
+    src = write(tmp_path / "a.txt", b"Some text.\n")
+    reader = reader_for(src)
+    reader.stamp = reader.current_stamp()
+    (tmp_path / "b.txt").write_bytes(b"Other text\n")
+    os.utime(tmp_path / "b.txt", ns=(reader.stamp[1], reader.stamp[1]))
+    os.replace(tmp_path / "b.txt", src)
+    with pytest.raises(InputError, match=f"^{src} was replaced by another file while mypt read it"):
+        reader.checked_blocks()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import stat
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -19,10 +20,49 @@ from mypt.text import BLOCK_BYTES, DecodeCounter, LongLine, display_name, line_p
 FORMATS_HINT = "pip install 'mypt[formats]'"
 
 
-def file_stamp(path: Path) -> tuple[int, int]:
-    """(size, mtime_ns) of a file: what `Reader.check_unchanged` compares."""
+def file_stamp(path: Path) -> tuple[int, int, int, int, int]:
+    """(size, mtime_ns, dev, ino, mode) of a file: what `Reader.check_unchanged` compares, and
+    what `Reader.open` checks the file it opens against (the same file, by identity). The mode
+    too: a FIFO made in a removed file's place may get its inode number."""
     st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_mode
+
+
+def file_kind(mode: int) -> str:
+    """What a file of this st_mode is, for a message that refuses what is not a regular file."""
+    return ("a regular file" if stat.S_ISREG(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "not a regular file")
+
+
+def replaced(path: Path, mode: int) -> InputError:
+    """The error of an input found, once resolved, to be another file (of this st_mode)."""
+    if not stat.S_ISREG(mode):
+        return InputError(f"{display_name(path)} is now {file_kind(mode)}, not a regular file: mypt reads only "
+                          "regular files (each more than once); run again once nothing replaces it")
+    return InputError(f"{display_name(path)} was replaced by another file while mypt read it: the output would "
+                      "match neither; run again once nothing replaces it")
+
+
+def open_input(path: Path, identity: tuple[int, int] | None = None) -> BinaryIO:
+    """`path` open for reading, refused (InputError naming it) unless it is a regular file, and
+    the one of `identity` (dev, ino) when given. Opened non-blocking: a FIFO put in the place of
+    an input after it was resolved blocked a worker in open() for ever, waiting for a writer;
+    then checked on the open file itself (fstat), so nothing can swap it in between."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        now = (st.st_dev, st.st_ino)
+        if not stat.S_ISREG(st.st_mode) or identity is not None and now != identity:
+            raise replaced(path, st.st_mode)
+        os.set_blocking(fd, True)
+        f = open(fd, "rb")
+        f.raw.name = os.fspath(path)  # (f.name: the path, not the descriptor)
+        return f
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def missing_package(path: Path, package: str) -> InputError:
@@ -70,14 +110,15 @@ class _ZstdStream(io.RawIOBase):
     # next to cleaning it.
     FEED_BYTES = 1 << 10
 
-    def __init__(self, path: Path):
+    def __init__(self, f: BinaryIO):
         try:
             import zstandard
         except ImportError:
-            raise missing_package(path, "zstandard") from None
+            f.close()
+            raise missing_package(Path(f.name), "zstandard") from None
         self._zstd = zstandard
         self._decompressor = zstandard.ZstdDecompressor()
-        self._file = open(path, "rb")
+        self._file = f  # (closed with the stream)
         self._frame = None  # the decompressobj of the current frame
         self._in = memoryview(b"")  # compressed bytes read, not yet fed
         self._out, self._at = b"", 0  # output of the last feed, and how much of it was handed out
@@ -117,10 +158,25 @@ class _ZstdStream(io.RawIOBase):
         super().close()
 
 
+class _GzipStream(gzip.GzipFile):
+    """gzip.open of an open file, closed with the stream (GzipFile leaves a file it is handed open)."""
+
+    def __init__(self, f: BinaryIO):
+        super().__init__(fileobj=f, mode="rb")
+        self._input = f
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._input.close()
+
+
 READERS: dict[str, type["Reader"]] = {}  # format suffix -> reader class
-COMPRESSIONS: dict[str, Callable[[Path], BinaryIO]] = {
-    ".gz": lambda p: gzip.open(p, "rb"),
-    ".zst": lambda p: io.BufferedReader(_ZstdStream(p)),
+# Compression suffix -> the decompressed stream of an input file opened by Reader.open (open_input).
+COMPRESSIONS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
+    ".gz": _GzipStream,
+    ".zst": lambda f: io.BufferedReader(_ZstdStream(f)),
 }
 # What reading a damaged file raises: a bad header or data (gzip's BadGzipFile is an OSError,
 # the zstd stream's too), a truncated stream (EOFError), corrupt deflate data (zlib.error).
@@ -149,8 +205,8 @@ class Reader:
         self.text_key = text_key  # the field (column) of a document's text, for formats that have fields
         self.strict = strict  # a bad record is an error, not a counted skip
         self.first_bad: tuple[int, str] | None = None  # (line in the block, why) of the first bad record
-        # (size, mtime_ns) when the input was resolved (mypt.readers.text_sources); None: not checked
-        self.stamp: tuple[int, int] | None = None
+        # current_stamp() when the input was resolved (mypt.readers.text_sources); None: not checked
+        self.stamp: tuple[int, ...] | None = None
         # How the clean step reads lines (chunks; other readers keep every line as written): a lone
         # \r ends a line (normalization makes it a newline), and `filter_chars` is its line filter's
         # max_line_chars, which a line over mypt.text.MAX_LINE_BYTES passes (4 bytes a character at
@@ -161,10 +217,15 @@ class Reader:
         self.filter_chars: int | None = None
 
     def open(self) -> BinaryIO:
-        return COMPRESSIONS[self.compression](self.path) if self.compression else open(self.path, "rb")
+        """The input, decompressed; refused unless it is still the regular file it was when
+        resolved (open_input; `stamp` holds its identity)."""
+        identity = self.stamp[2:4] if self.stamp is not None and len(self.stamp) > 2 else None  # (file_stamp's)
+        f = open_input(self.path, identity)
+        return COMPRESSIONS[self.compression](f) if self.compression else f
 
-    def current_stamp(self) -> tuple[int, int]:
-        """(size, mtime_ns) of what the reader reads now (`stamp` is this when resolved)."""
+    def current_stamp(self) -> tuple[int, ...]:
+        """(size, mtime_ns, dev, ino, mode) of what the reader reads now (`stamp` is this when
+        resolved); the size first (the metadata records it)."""
         return file_stamp(self.path)
 
     def read_errors(self) -> tuple[type[BaseException], ...]:
@@ -199,7 +260,10 @@ class Reader:
 
     def blocks(self) -> list[tuple[int, int]]:
         """Ranges of the file that can be read independently; (0, -1) is the whole file."""
-        return [(0, -1)] if self.compression else split_blocks(self.path)
+        if self.compression:
+            return [(0, -1)]
+        with self.open() as f:
+            return split_blocks(self.path, f=f)
 
     def chunks(self, start: int, end: int, stats: Counter | None = None) -> Iterator[bytes]:
         """The raw bytes of [start, end) in pieces of about mypt.text.BLOCK_BYTES that end at
@@ -251,9 +315,10 @@ class Reader:
         self.check_unchanged()
 
     def check_unchanged(self) -> None:
-        """An InputError naming the file when its size or mtime differs from `stamp`: a file
-        truncated, grown or rewritten while it is read would give texts that match neither
-        version, and metadata recording the old size. Checked after each block is read."""
+        """An InputError naming the file when its size or mtime differs from `stamp`, or it is
+        another file (a FIFO, a copy renamed over it): a file truncated, grown or rewritten
+        while it is read would give texts that match neither version, and metadata recording
+        the old size. Checked after each block is read."""
         if self.stamp is None:
             return
         try:
@@ -262,9 +327,12 @@ class Reader:
             now = None
         if now == self.stamp:
             return
+        if now is not None and now[2:] != self.stamp[2:]:  # another file, or a FIFO, in its place
+            raise replaced(self.path, now[4])
         was = f"{self.stamp[0]:,} bytes when the run started"
         how = "was removed" if now is None else \
-            f"changed ({was}, {now[0]:,} now)" if now[0] != self.stamp[0] else f"was rewritten ({was}, a new mtime)"
+            f"changed ({was}, {now[0]:,} now)" if now[0] != self.stamp[0] else \
+            f"was rewritten ({was}, a new mtime)"
         raise InputError(f"{display_name(self.path)} {how} while mypt read it: the output would match neither "
                          "version; run again once nothing writes to the file")
 
@@ -281,7 +349,7 @@ class Reader:
         """`file:line` of line `line` (1-based) of the block that starts at byte `start`."""
         before = 0
         if start > 0:  # count the lines of the file before the block (only when reporting)
-            with open(self.path, "rb") as f:
+            with self.open() as f:
                 remaining = start
                 while remaining > 0 and (piece := f.read(min(remaining, 1 << 20))):
                     before += piece.count(b"\n")

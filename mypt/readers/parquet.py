@@ -9,6 +9,7 @@ only when a parquet file is read.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator
 
 from mypt.readers.base import READ_ERRORS, Reader, check_text_column, import_pyarrow, register
@@ -30,10 +31,13 @@ class ParquetReader(Reader):
     def sniff(self) -> str | None:
         return None  # binary by design; the text column is checked in blocks()
 
+    @contextmanager
     def _file(self):
-        f = import_pyarrow(self.path).parquet.ParquetFile(self.path)
-        check_text_column(self.path, f.schema_arrow, self.text_key)
-        return f
+        # Opened as every input is (Reader.open: a FIFO in its place is refused, not waited on),
+        # and handed to pyarrow open.
+        with self.open() as raw, import_pyarrow(self.path).parquet.ParquetFile(raw) as f:
+            check_text_column(self.path, f.schema_arrow, self.text_key)
+            yield f
 
     def blocks(self) -> list[tuple[int, int]]:
         """Row groups [i, i + 1): the unit a parquet file can be read by independently."""
