@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from itertools import compress, count
+from itertools import chain, compress, count
 
 # Control characters other than \n and \t (C0, DEL, C1), and U+FEFF (a byte-order mark
 # left in the text by some editors). \r is handled first as a newline.
@@ -89,15 +89,17 @@ def clean_lines(text: str, normalize_text: bool, line_filter: LineFilter | None,
     if line_filter is None:
         return lines
     letters = text.encode("utf-8", "surrogatepass").translate(None, _ALL_BUT_ASCII_LETTERS)
+    # Lazily, not as a set of indices: a block of blank lines (4 MiB of \n, or of \r once
+    # normalized) made a set of 4 million ints, 333 MB.
     if letters and b"\n\n" not in letters and not letters.startswith(b"\n") and not letters.endswith(b"\n"):
-        candidates = set()  # every line has an ASCII letter
+        no_letters = iter(())  # every line has an ASCII letter
     else:
-        candidates = set(compress(count(), map(operator.not_, letters.split(b"\n"))))
-    if max(map(len, lines)) > line_filter.max_line_chars:
-        candidates.update(compress(count(), map(line_filter.max_line_chars.__lt__, map(len, lines))))
+        no_letters = compress(count(), map(operator.not_, letters.split(b"\n")))
+    too_long = compress(count(), map(line_filter.max_line_chars.__lt__, map(len, lines))) \
+        if max(map(len, lines)) > line_filter.max_line_chars else iter(())
     keep = None
-    for i in sorted(candidates):
-        if lines[i] and (why := line_filter.reason(lines[i])) is not None:
+    for i in chain(no_letters, too_long):  # (a line in both: dropped by the first, skipped by the second)
+        if lines[i] and (keep is None or keep[i]) and (why := line_filter.reason(lines[i])) is not None:
             drops[why] += 1
             keep = keep or bytearray(b"\x01") * len(lines)
             keep[i] = 0

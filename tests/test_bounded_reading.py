@@ -203,3 +203,14 @@ def test_an_input_replaced_by_another_file_is_refused(tmp_path):
     os.replace(tmp_path / "b.txt", src)
     with pytest.raises(InputError, match=f"^{src} was replaced by another file while mypt read it"):
         reader.checked_blocks()
+
+
+def test_the_filter_counts_each_line_once_among_many_blank_ones():
+    # clean_lines finds its candidates lazily (a set of every blank line's index was 333 MB for a
+    # 4 MiB block of newlines): a line both too long and without letters is still counted once.
+    from mypt.normalize import LineFilter, clean_lines
+
+    drops = Counter()
+    text = "\n" * 1000 + "1" * 30 + "\n" + "\r" * 500 + "Kept line.\n" + "x" * 30 + "\n----\n"
+    lines = clean_lines(text, True, LineFilter(20), drops)
+    assert lines == [""] * 1000 + [""] * 500 + ["Kept line."] and drops == {"too_long": 2, "no_letters": 1}
