@@ -90,7 +90,8 @@ class LongLine(Exception):
 def line_pieces(f: BinaryIO, size: int | None = None, *, piece: int | None = None, cr: bool = False,
                 dropped: Callable[[], None] | None = None) -> Iterator[bytes]:
     """The next `size` bytes of `f` (None: to its end) in pieces of about `piece` bytes
-    (BLOCK_BYTES) that end at line ends: the one way mypt reads lines, so that memory is bounded whatever the lines.
+    (BLOCK_BYTES) that end at line ends: the one way mypt reads an input's lines, so that
+    memory is bounded whatever the lines.
 
     A line ends at b"\\n", and with `cr` at a lone b"\\r" too (old Mac text: normalization
     makes it a newline; a file of \\r only was one 256 MiB line, 22 GiB of line lists). A line

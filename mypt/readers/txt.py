@@ -1,5 +1,7 @@
-"""`.txt`: the whole file is one document, read in line-aligned blocks. A UTF-8 byte-order
-mark at the start of the file is not part of the document (see `texts`)."""
+"""`.txt`: the whole file is one document, read in line-aligned blocks (in pieces: Reader.chunks;
+for the clean step a lone \r ends a line when it normalizes, and a line too long to hold is
+dropped when its filter would drop it). A UTF-8 byte-order mark at the start of the file is
+not part of the document (see `texts`)."""
 
 from __future__ import annotations
 
