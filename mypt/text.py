@@ -116,18 +116,19 @@ def line_pieces(f: BinaryIO, size: int | None = None, *, piece: int | None = Non
     held, offset, newlines = b"", 0, 0  # the start of the next piece; bytes and newlines before it
     while data := read():
         # `held` is one line's start: no line end, but perhaps a last \r whose next byte was unknown.
-        buf = held + data
-        if len(buf) > most:  # its first line may be over the limit
-            end, term = _first_end(buf, False, cr)
-            prev_cr = end < 0 and cr and buf.endswith(b"\r")  # (undecided: not counted yet)
-            if (length := end - term if end >= 0 else len(buf) - prev_cr) > most:
+        if len(held) + len(data) > most:  # that line may be over the limit (told before joining them)
+            end, term = _first_end(data, cr and held.endswith(b"\r"), cr)
+            last_cr = end < 0 and cr and data.endswith(b"\r")  # (undecided: not counted yet)
+            if (length := len(held) + (end - term if end >= 0 else len(data) - last_cr)) > most:
                 # Read to its end without holding it.
-                length, pending = (length, buf[end:]) if end >= 0 else _skip_line(read, len(buf), prev_cr, cr)
+                length, pending = (length, data[end:]) if end >= 0 else \
+                    _skip_line(read, len(held) + len(data), last_cr, cr)
                 if dropped is None:
                     raise LongLine(offset, newlines, length)
                 dropped()  # (then nothing is raised: offset and newlines are no longer needed)
                 held = b""
                 continue
+        buf = held + data
         cut = _last_end(buf, max(len(held) - 1, 0), cr)
         held = buf[cut:]
         if cut:
