@@ -31,6 +31,7 @@ import errno
 import functools
 import hashlib
 import math
+import mmap
 import operator
 import os
 import re
@@ -288,16 +289,12 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
         blocks, counts, hash_files, hash_counts, stats = _hashed_by_clean(hashed, sources)
     total_lines = sum(counts)
     assert total_lines == sum(hash_counts), "the write pass must see the lines the hash pass saw"
-    drop_path = work_dir / "drop.u8"
-    drop = _drop_map(drop_path, total_lines)
+    drop = _DropMap(work_dir / "drop.u8", total_lines)
     run_files = _partition(hash_files, hash_counts, int(stats["keyed_lines"]), settings.memory_mb, drop, work_dir)
     unique = _decide(run_files, drop)
-    if drop is not None:
-        with naming(drop_path):
-            drop.flush()
-        del drop
-    stats.update(_write_phase(blocks, counts, drop_path, settings, work_dir))
-    drop_path.unlink()
+    drop.close()
+    stats.update(_write_phase(blocks, counts, drop.path, settings, work_dir))
+    drop.path.unlink()
     parts = [work_dir / f"out_{i:06d}.part" for i in range(len(blocks))]
     by_source: dict[Path, list[Path]] = {}
     for (src, *_), part in zip(blocks, parts):
@@ -337,21 +334,39 @@ def _hash_phase(blocks: list[tuple[Path, bool, int, int]], settings: DedupSettin
     return hash_files, [n for n, _ in results], merge_counts(c for _, c in results)
 
 
-def _drop_map(drop_path: Path, total_lines: int) -> np.memmap | None:
-    """The drop map: 1 byte a line, on disk, zero (kept) until a line is found a duplicate."""
-    with naming(drop_path), open(drop_path, "wb") as f:
-        f.truncate(total_lines)
-        if total_lines and hasattr(os, "posix_fallocate"):  # (not on macOS)
-            # Its blocks taken now: a full disk fails here, named, not as a SIGBUS that kills mypt when a
-            # mark below touches a page of the sparse file that the file system has no room for (a full tmpfs).
-            try:
-                os.posix_fallocate(f.fileno(), 0, total_lines)
-            except OSError as e:
-                # A file system without it, under a C library that does not emulate it as glibc does: the
-                # sparse file, as before.
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                    raise
-    return np.memmap(drop_path, dtype=np.uint8, mode="r+", shape=(total_lines,)) if total_lines else None
+class _DropMap:
+    """The drop map: 1 byte a line, in a file, zero (kept) until the line is found a duplicate.
+    Mapped, and its pages given back to the page cache after each batch of marks (the file
+    keeps them): resident, they would count in the process's memory, the whole map for a
+    corpus of one line repeated (1 GiB of a 50-byte line: 20 MiB)."""
+
+    def __init__(self, path: Path, total_lines: int):
+        self.path = path
+        with naming(path), open(path, "wb+") as f:
+            f.truncate(total_lines)
+            if total_lines and hasattr(os, "posix_fallocate"):  # (not on macOS)
+                # Its blocks taken now: a full disk fails here, named, not as a SIGBUS that kills mypt when a
+                # mark touches a page of the sparse file that the file system has no room for (a full tmpfs).
+                try:
+                    os.posix_fallocate(f.fileno(), 0, total_lines)
+                except OSError as e:
+                    # A file system without it, under a C library that does not emulate it as glibc does: the
+                    # sparse file, as before.
+                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+            self.map = mmap.mmap(f.fileno(), total_lines) if total_lines else None
+
+    def mark(self, lines: np.ndarray) -> None:
+        if lines.size:
+            np.frombuffer(self.map, dtype=np.uint8)[lines] = 1
+            if hasattr(mmap, "MADV_DONTNEED"):  # (not on Windows)
+                self.map.madvise(mmap.MADV_DONTNEED)  # (a shared map's dirty pages stay in the page cache)
+
+    def close(self) -> None:
+        if self.map is not None:
+            with naming(self.path):
+                self.map.flush()
+            self.map.close()
 
 
 def _batches(hash_files: list[Path], line_counts: list[int], size: int) -> Iterator[np.ndarray]:
@@ -379,7 +394,7 @@ def _joined(pieces: list[np.ndarray]) -> np.ndarray:
 
 
 def _partition(hash_files: list[Path], line_counts: list[int], total_records: int, memory_mb: int,
-               drop: np.memmap | None, work_dir: Path) -> list[Path]:
+               drop: _DropMap, work_dir: Path) -> list[Path]:
     """2. partition: the records, their line indices made global, in batches, each batch's
     duplicates marked in `drop` and the rest scattered by hash into runs that each fit the
     budget; the hash files are removed as they are read."""
@@ -394,7 +409,7 @@ def _partition(hash_files: list[Path], line_counts: list[int], total_records: in
         # Half a run a batch: the batch's buffer, its reduced copy and the scatter's sort of that fit the budget.
         for batch in _batches(hash_files, line_counts, max(1, per_run // 2)):
             duplicates = _duplicates(batch)
-            drop[batch["idx"][duplicates]] = 1
+            drop.mark(batch["idx"][duplicates])
             rec = batch[~duplicates]
             del duplicates
             if n_runs == 1:
@@ -415,7 +430,7 @@ def _partition(hash_files: list[Path], line_counts: list[int], total_records: in
     return run_files
 
 
-def _decide(run_files: list[Path], drop: np.memmap | None) -> int:
+def _decide(run_files: list[Path], drop: _DropMap) -> int:
     """3. decide: within each run, all but the lowest line index of every hash are duplicates,
     marked in the drop map; returns the count of unique keys."""
     unique = 0
@@ -426,7 +441,7 @@ def _decide(run_files: list[Path], drop: np.memmap | None) -> int:
             continue
         duplicates = _duplicate_lines(rec)
         unique += rec.size - duplicates.size
-        drop[duplicates] = 1
+        drop.mark(duplicates)
         del rec, duplicates
     return unique
 
