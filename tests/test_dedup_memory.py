@@ -94,11 +94,14 @@ def test_compressed_input_prepared_with_hashing_stays_in_budget_and_exact(tmp_pa
             for i in range(0, len(part), 5):
                 f.write(json.dumps({"text": "\n".join(part[i:i + 5]) + "\n"}) + "\n")
     monkeypatch.setattr(dedup_step, "BLOCK_BYTES", 3000)  # a write piece, and a hashing flush, of about 3 kB
-    hashed_chars = []
+    hashed_chars = []  # of the lines each flush of the Hashing sink hashes
     hash_records = dedup_step.hash_records
-    monkeypatch.setattr(dedup_step, "hash_records",
-                        lambda lines, min_chars: hashed_chars.append(sum(map(len, lines))) or hash_records(lines,
-                                                                                                         min_chars))
+
+    def spy(lines, min_chars):
+        hashed_chars.append(sum(map(len, lines)))
+        return hash_records(lines, min_chars)
+
+    monkeypatch.setattr(dedup_step, "hash_records", spy)
     settings = CleanSettings(filter=False, workers=1)
     (tmp_path / "hashed").mkdir()
     clean([str(tmp_path / "in")], tmp_path / "clean", settings, sink=Hashing(tmp_path / "hashed", 24))
