@@ -108,7 +108,7 @@ def pre_tokenizer():
     return train_tokenizer._pre_tokenizer(tokenizers)
 
 
-@pytest.mark.parametrize("word", ["\n", " ", " \t", "=", "a", "7", "ab", ".'"])
+@pytest.mark.parametrize("word", ["\n", " ", " \t", "=", "a", "7", "ab", ".'", "é", "中", "\u3000", "ж"])
 def test_train_tokenizer_hands_the_trainer_no_word_longer_than_max_word(word):
     """BpeTrainer is quadratic in a word's length (1 MB of blank lines: > 300 s): no word it
     sees is longer than MAX_WORD (+1: a cut moved off a quote), and nothing is lost."""
@@ -125,6 +125,26 @@ def test_train_tokenizer_splits_no_word_of_ordinary_text():
     words = ["the", "cat's", "  ", "\n\n\n", "\t", "3.14159", "...", "naïve", "中文", "'ll", " ", "x" * 300]
     text = " ".join(rng.choice(words) for _ in range(20000)) + "\n" * 4000 + "=" * 4000
     assert train_tokenizer.short_words(text, pre, train_tokenizer.MAX_WORD) == [text]
+
+
+class CountingPreTokenizer:
+    def __init__(self):
+        self.pre, self.calls = pre_tokenizer(), 0
+
+    def pre_tokenize_str(self, text):
+        self.calls += 1
+        return self.pre.pre_tokenize_str(text)
+
+
+def test_train_tokenizer_pre_tokenizes_no_cjk_text_without_long_words():
+    """Paragraphs of 3,000 characters without whitespace (Chinese: "，" is punctuation) hold no
+    word over MAX_WORD: the text goes to the trainer whole, never pre-tokenized in this process
+    (4 MiB of it took 3 s and 430 MB in tuples). Only a stretch as long as a word over it is."""
+    rng, pre = random.Random(3), CountingPreTokenizer()
+    text = "\n".join("".join(rng.choice("中文字词语句，。") for _ in range(3000)) for _ in range(100))
+    assert train_tokenizer.short_words(text, pre, train_tokenizer.MAX_WORD) == [text] and pre.calls == 0
+    long = "中" * (train_tokenizer.MAX_WORD + 1)
+    assert train_tokenizer.short_words(text + long + text, pre, train_tokenizer.MAX_WORD) != [text] and pre.calls == 1
 
 
 def test_train_tokenizer_learns_from_a_megabyte_of_blank_lines(tmp_path):

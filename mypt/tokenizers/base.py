@@ -24,6 +24,8 @@ TOKENIZERS: dict[str, type["Tokenizer"]] = {}  # kind -> class
 WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _RUN = re.compile(f"[{WHITESPACE}]+")
 _RUN_FROM_START = re.compile(f"[{WHITESPACE}]*")
+_SPACE = re.compile(f"[{WHITESPACE}]")
+_SOLID_FROM_START = re.compile(f"[^{WHITESPACE}]*")
 
 
 def whitespace_runs(text: str, min_chars: int) -> Iterator[tuple[int, int]]:
@@ -44,6 +46,25 @@ def whitespace_runs(text: str, min_chars: int) -> Iterator[tuple[int, int]]:
             done = _RUN.match(text, at).end()
             if done - start >= min_chars:
                 yield start, done
+
+
+def non_whitespace_runs(text: str, min_chars: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each maximal run without WHITESPACE of at least `min_chars` (>= 2)
+    characters in `text`, in order. Cheap where there is none: such a run spans a whole
+    (min_chars // 2 + 1)-character window at a multiple of min_chars // 2, and one search
+    for whitespace tells a window (in ordinary text it stops within a word)."""
+    assert min_chars >= 2, min_chars
+    step = min_chars // 2
+    done = 0  # where the last run looked at ended
+    for at in range(0, len(text) - step, step):
+        if at < done or _SPACE.search(text, at, at + step + 1):
+            continue
+        # The window before held whitespace (or the last run's end): the run began after it.
+        start = at - _SOLID_FROM_START.match(text[max(done, at - step + 1):at][::-1]).end()
+        space = _SPACE.search(text, at + step + 1)
+        done = space.start() if space else len(text)
+        if done - start >= min_chars:
+            yield start, done
 
 
 def split_at(text: str, cuts: Iterable[int]) -> list[str]:
