@@ -51,8 +51,14 @@ def _tokenizer_in_worker(state: dict) -> Tokenizer:
     return _TOKENIZERS[key]
 
 
+class _CannotEncode(TokenizerError):
+    """A guard, raised in a worker: the tokenizer failed on a block's text (no known text fails
+    since gpt2 cuts long whitespace runs). args: the block's file (this step's copy of an input,
+    in a work folder removed on failure) and the error; tokenize() names the input instead."""
+
+
 def _tokenize_block(task) -> tuple[int, dict]:
-    path, jsonl, start, end, state, tokens_out, docs_out, name = task
+    path, jsonl, start, end, state, tokens_out, docs_out = task
     tok = _tokenizer_in_worker(state)
     replaced, ends, pieces, n = Counter(), [], [], 0
     # A .txt block is encoded as it is: its last line may lack a newline (cleaned unchanged).
@@ -61,9 +67,8 @@ def _tokenize_block(task) -> tuple[int, dict]:
     for text in texts:
         try:
             ids, unknown = tok.encode_lossy(text)
-        except TokenizerError as e:  # (the input it came from, not this step's copy of it)
-            raise TokenizerError(f"{name}: {e}; remove or shorten that text in {name}, or choose another "
-                                 "--tokenization") from None
+        except TokenizerError as e:
+            raise _CannotEncode(path, str(e)) from None
         replaced.update(unknown)
         if jsonl and tok.eot_id is not None:
             ids = np.append(ids, np.uint32(tok.eot_id))
@@ -98,9 +103,15 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
             parts.append([])
             for a, b in split_blocks(path, safe=safe):
                 tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"
-                tasks.append((path, s["jsonl"], a, b, state, tok_part, doc_part, s["name"]))
+                tasks.append((path, s["jsonl"], a, b, state, tok_part, doc_part))
                 parts[-1].append((tok_part, doc_part))
-        results = parallel_map(_tokenize_block, tasks, settings, "tokenize")
+        try:
+            results = parallel_map(_tokenize_block, tasks, settings, "tokenize")
+        except _CannotEncode as e:
+            path, error = e.args
+            name = next(src["name"] for src in manifest["sources"] if Path(in_dir) / src["file"] == path)
+            raise TokenizerError(f"{name}: {error}; remove or shorten that text in {name}, or choose another "
+                                 "--tokenization") from None
         replaced = merge_counts(Counter(r) for _, r in results)
         sources = []
         for i, s in enumerate(manifest["sources"]):
