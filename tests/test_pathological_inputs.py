@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from pathlib import Path
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ import mypt.text
 import mypt.tokenizers.gpt2 as gpt2
 import mypt.train_tokenizer as train_tokenizer
 from mypt.cli import main
+from mypt.readers import resolve_inputs, text_sources
 from mypt.tokenizers import Tokenizer
 
 # tiktoken's pattern fails on a whitespace run followed by a character from 999,999 characters.
@@ -32,7 +33,9 @@ def r50k():
     return tiktoken.get_encoding("r50k_base")
 
 
-@pytest.mark.parametrize("run", ["\n", " ", "\t", " \n\t", "\u3000", "\u2028\xa0"])
+# (One kind in the quick loop: the LONG_RUN=2 fuzz below covers the kinds of whitespace.)
+@pytest.mark.parametrize("run", ["\n", *(pytest.param(run, marks=pytest.mark.slow)
+                                         for run in (" ", "\t", " \n\t", "\u3000", "\u2028\xa0"))])
 def test_gpt2_encodes_a_megabyte_of_whitespace_and_decodes_it_back(run):
     tok = Tokenizer(None, "gpt2")
     text = "hello there" + run * (MEGA // len(run)) + "world again" + run * (MEGA // len(run)) + "."
@@ -92,6 +95,7 @@ def test_a_text_tiktoken_cannot_encode_is_one_line_naming_the_file(tmp_path, mon
     assert "--tokenization" in line, line
 
 
+@pytest.mark.slow  # (trains in a child process, and encodes 1.25 MiB: 1.2 s; hf.py needs no cut)
 def test_hf_tokenizer_encodes_a_megabyte_of_whitespace(tmp_path):
     (tmp_path / "small.txt").write_text("hello world, hello there\n\n  foo bar\n" * 50)
     result = cli("train-tokenizer", "--input_files", str(tmp_path / "small.txt"), "--vocab_size", "300",
@@ -149,7 +153,20 @@ def test_train_tokenizer_pre_tokenizes_no_cjk_text_without_long_words():
     assert train_tokenizer.short_words(text + long + text, pre, train_tokenizer.MAX_WORD) != [text] and pre.calls == 1
 
 
-def test_train_tokenizer_learns_from_a_megabyte_of_blank_lines(tmp_path):
+def test_train_tokenizer_reads_a_megabyte_of_blank_lines_as_words_no_longer_than_max_word(tmp_path):
+    """What the trainer gets from the corpus: the run of blank lines in pieces (one word of a
+    megabyte before, which BpeTrainer took > 300 s over), the text all there."""
+    text = "hello there\n" + "\n" * MEGA + "world again\n"
+    (tmp_path / "blank.txt").write_text(text)
+    readers, _ = text_sources([str(tmp_path / "blank.txt")])
+    parts = list(train_tokenizer.CorpusTexts(readers, train_tokenizer.TokenizerTrainSettings()))
+    assert "".join(parts) == text and len(parts) >= MEGA // train_tokenizer.MAX_WORD
+    pre = pre_tokenizer()
+    assert max(b - a for part in parts for _, (a, b) in pre.pre_tokenize_str(part)) <= train_tokenizer.MAX_WORD
+
+
+@pytest.mark.slow  # (a training process: before words were cut, > 300 s)
+def test_train_tokenizer_finishes_on_a_megabyte_of_blank_lines(tmp_path):
     (tmp_path / "blank.txt").write_text("hello there\n" + "\n" * MEGA + "world again\n")
     result = cli("train-tokenizer", "--input_files", str(tmp_path / "blank.txt"), "--vocab_size", "300",
                  "--out", str(tmp_path / "tok.json"))
@@ -158,35 +175,28 @@ def test_train_tokenizer_learns_from_a_megabyte_of_blank_lines(tmp_path):
     assert "Ċ" * 64 in vocab  # (it learned the runs of newlines, in pieces)
 
 
-def remove_tree(top: Path) -> None:
-    """shutil.rmtree recurses once per level too: pytest's clean-up of old temporary folders
-    crashed (a RecursionError) in every later test session on this machine."""
-    folders, stack = [], [top]
-    while stack:
-        folders.append(stack.pop())
-        for entry in os.scandir(folders[-1]):
-            stack.append(Path(entry.path)) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
-    for folder in reversed(folders):
-        os.rmdir(folder)
-
-
-def test_a_thousand_nested_folders_are_walked(tmp_path):
-    """Python 3.11's os.walk recursed once per level: a RecursionError traceback."""
-    deep = tmp_path / "top"
+def test_deeply_nested_folders_are_walked_without_recursion(tmp_path):
+    """os.walk recursed once per level before Python 3.12 (CI runs 3.11): 1,000 nested folders
+    raised a RecursionError traceback. With the recursion limit 100 frames above this one's,
+    200 levels tell the same in a fraction of the time (and shutil.rmtree, which recurses
+    too, can still remove them)."""
+    top = deep = tmp_path / "top"
     deep.mkdir()
+    for _ in range(200):
+        deep = deep / "d"
+        deep.mkdir()
+    (deep / "a.txt").write_text("hello from the bottom\n")
+    (top / "b.txt").write_text("hello from the top\n")
+    frames, frame = 0, sys._getframe()
+    while frame:
+        frames, frame = frames + 1, frame.f_back
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(frames + 100)
     try:
-        for _ in range(1000):  # (os.makedirs recurses too)
-            deep = deep / "d"
-            deep.mkdir()
-        (deep / "a.txt").write_text("hello from the bottom\n")
-        (tmp_path / "top" / "b.txt").write_text("hello from the top\n")
-        result = cli("prepare-dataset", "--input_files", str(tmp_path / "top"), "--out_dir", str(tmp_path / "ds"),
-                     "--tokenization", "char", "--val_fraction", "0", "--workers", "1")
-        assert result.exit_code == 0, result.output + repr(result.exception)
-        text = Tokenizer.load(tmp_path / "ds").decode(read_tokens(tmp_path / "ds" / "train"))
-        assert sorted(text.splitlines()) == ["hello from the bottom", "hello from the top"]
+        found = resolve_inputs([str(top)])
     finally:
-        remove_tree(tmp_path / "top")
+        sys.setrecursionlimit(limit)
+    assert found == [top / "b.txt", deep / "a.txt"]
 
 
 def test_the_walk_is_os_walks_order(tmp_path):
