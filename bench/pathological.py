@@ -5,6 +5,11 @@ Prints:
     999,999 characters), next to ordinary text of the same size;
   - train-tokenizer: learning from RUN_MB MiB of blank lines (before words were cut at
     train_tokenizer.MAX_WORD: quadratic, 128 Ki blank lines 6.6 s, 1 MiB > 300 s);
+  - train-tokenizer's cut of long words (short_words) on text with none, 1.4M characters of
+    Chinese-like paragraphs (3,000 characters without whitespace: before, the whole text was
+    pre-tokenized for nothing, 1.9-2.4 s and +455 MB), and on a 4 MiB block of English with one
+    word of 5,000 characters (before: 5.0 s, +575 MB); peak RSS is this process's, so an
+    increase shows only where it passes the earlier peak;
   - prepare-dataset on FILES tiny .txt files (one or two lines each): the seconds of each
     step, per file, and the work folder's peak (bytes and files), sampled every 0.2 s.
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import sys
 import tempfile
 import threading
@@ -61,6 +67,24 @@ def whitespace(tmp: Path, run_mb: int) -> None:
     seconds, _ = timed(train_tokenizer, [str(tmp / "blank.txt")], tmp / "tok.json", TokenizerTrainSettings(),
                        log=lambda line: None)
     print(f"train-tokenizer: {run_mb} MiB of blank lines, vocab_size 32000: {seconds:.2f} s")
+
+
+def long_words() -> None:
+    import tokenizers
+
+    import mypt.train_tokenizer as tt
+
+    pre, rng = tt._pre_tokenizer(tokenizers), random.Random(0)
+    han = [chr(c) for c in range(0x4e00, 0x4e00 + 3000)]
+    cjk = "\n".join("".join(rng.choice(han) + "，" * (i % 20 == 19) for i in range(2857))[:3000] for _ in range(466))
+    english = " ".join(rng.choice(WORDS) for _ in range(800_000))[:(4 << 20) - 5002]
+    english = english[:2_000_000] + " " + "x" * 5000 + " " + english[2_000_000:]
+    for name, text in (("Chinese-like paragraphs", cjk), ("English with one 5,000-char word", english)):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        seconds, parts = timed(tt.short_words, text, pre, tt.MAX_WORD)
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        print(f"train-tokenizer's short_words, {len(text):,} characters of {name}: {seconds:.3f} s, "
+              f"peak RSS +{grown:.0f} MB, {len(parts)} part(s)")
 
 
 def tiny_files(tmp: Path, files: int, workers: int) -> None:
@@ -111,6 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         whitespace(Path(tmp), args.run_mb)
+        long_words()
         tiny_files(Path(tmp), args.files, args.workers)
 
 
