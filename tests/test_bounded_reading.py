@@ -138,11 +138,14 @@ def test_a_lone_cr_ends_a_line_when_normalizing(tmp_path, small):
 
 
 @pytest.mark.parametrize("flags", [[], ["--no_normalize"], ["--no_filter"], ["--no_normalize", "--no_filter"]])
-def test_small_pieces_give_the_same_dataset(tmp_path, monkeypatch, flags):
+@pytest.mark.parametrize("last", ["No newline at the end", " \x1a"])
+def test_small_pieces_give_the_same_dataset(tmp_path, monkeypatch, flags, last):
     # Ordinary text read in pieces of 16 bytes gives the dataset it gives in 4 MiB blocks:
-    # \r\n, lone \r, a BOM, trailing whitespace, control characters, a last line without \n.
+    # \r\n, lone \r, a BOM, trailing whitespace, control characters, a last line without \n
+    # (one that normalizes to nothing, as DOS's end-of-file mark in the demo's Paradise Lost: a
+    # blank line of its own when a block or piece held it alone).
     data = ("\ufeffA first line.  \r\nSecond\tline\x07 here.\rThird line.\n\n12345\nUne ligne d'été."
-            + "".join(f"\nMore text, line {i}. " for i in range(40)) + "\nNo newline at the end").encode()
+            + "".join(f"\nMore text, line {i}. " for i in range(40)) + "\n" + last).encode()
     src = write(tmp_path / "a.txt", data)
     ok(prepare("--input_files", str(src), "--out_dir", str(tmp_path / "big"), *flags))
     monkeypatch.setattr(mypt.text, "MAX_LINE_BYTES", LIMIT)
@@ -150,6 +153,8 @@ def test_small_pieces_give_the_same_dataset(tmp_path, monkeypatch, flags):
     monkeypatch.setattr(mypt.readers.base, "BLOCK_BYTES", PIECE)
     ok(prepare("--input_files", str(src), "--out_dir", str(tmp_path / "small"), *flags))
     assert tree_bytes(tmp_path / "small") == tree_bytes(tmp_path / "big")
+    if last == " \x1a" and "--no_normalize" not in flags:
+        assert dataset_text(tmp_path / "big").endswith("line 39.\n")  # no blank line for the mark
 
 
 def test_zstd_bomb_is_decompressed_in_bounded_steps(tmp_path, monkeypatch):
