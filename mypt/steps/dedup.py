@@ -159,12 +159,16 @@ class _BlockHashes:
         self.lines, self.n, self.stats = [], 0, Counter()
         self.pieces: list[tuple[int, int]] = []  # (bytes, lines) of each piece of the output
         self.piece_start, self.piece_lines = 0, 0  # where the current piece starts (byte, line)
+        self.pos = 0  # where the last add ended
 
     def add(self, lines: list[str], pos: int) -> None:
+        # Pieces of at most BLOCK_BYTES or one add, as the write phase holds a piece's lines: one ends before an
+        # add that would take it past BLOCK_BYTES (clean adds up to a reader's piece, about BLOCK_BYTES, at once).
+        if pos - self.piece_start > BLOCK_BYTES:
+            self._end_piece(self.pos)
         self.lines += lines
-        # Flushed at the end of each piece too: the lines held stay within about a piece's bytes, however
-        # long they are (65536 lines of 10 kB would be 655 MB).
-        if len(self.lines) >= HASH_FLUSH_LINES or pos - self.piece_start >= BLOCK_BYTES:
+        self.pos = pos
+        if len(self.lines) >= HASH_FLUSH_LINES:
             self._flush()
         if pos - self.piece_start >= BLOCK_BYTES:
             self._end_piece(pos)
@@ -189,7 +193,11 @@ class _BlockHashes:
 
     def _end_piece(self, pos: int) -> None:
         if pos > self.piece_start:
-            lines = self.n + len(self.lines)
+            # Its lines hashed now too: those held stay within a piece's bytes, however long they are (65536
+            # lines of 10 kB would be 655 MB).
+            if self.lines:
+                self._flush()
+            lines = self.n
             self.pieces.append((pos - self.piece_start, lines - self.piece_lines))
             self.piece_start, self.piece_lines = pos, lines
 
