@@ -6,7 +6,7 @@ Each input is MB MiB of text plus a few ordinary lines at its end (so that somet
 to tokenize once the line filter has dropped what it drops):
   - lines:        ordinary lines of ~60 bytes (the baseline);
   - one-line:     one line, no newline: dropped as it is read (the filter's too_long), never held;
-  - one-line, --no_filter: the same, refused (an error naming file:line and its size);
+  - one-line --no_filter: the same, refused (an error naming file:line and its size);
   - cr-only:      \\r and nothing else (blank lines once normalized: cut at lone \\r);
   - old-mac:      ordinary lines ended by \\r;
   - zst-lines:    one ordinary line repeated, as .txt.zst (compresses ~1000x);
@@ -75,7 +75,7 @@ def _fill(f, size: int, block: bytes, tail: bytes) -> None:
 CASES = [  # (name, file name, unit repeated, extra flags)
     ("lines", "lines.txt", LINE, []),
     ("one-line", "one.txt", b"x", []),
-    ("one-line, --no_filter", "one.txt", b"x", ["--no_filter"]),
+    ("one-line --no_filter", "one.txt", b"x", ["--no_filter"]),
     ("cr-only", "cr.txt", b"\r", []),
     ("old-mac", "mac.txt", LINE.replace(b"\n", b"\r"), []),
     ("zst-lines", "lines.txt.zst", LINE, []),
