@@ -91,3 +91,14 @@ def test_gpu_check_runs_every_part_in_its_smoke_mode(tmp_path):
     assert re.search(r"tiny: 8 matrices of 4 shapes \| torch\.optim\.Muon +\d+\.\d+ \| mypt batched +\d+\.\d+ "
                      r"\(\d+\.\dx faster\) \| CUDA graph +- \| fused AdamW +\d+\.\d+", out["muon_step"]), out["muon_step"]
     assert "time to val 1.4700:" in out["quality"], out["quality"]
+
+
+@pytest.mark.slow
+def test_dedup_memory_bench_runs(tmp_path):
+    """bench/dedup_memory.py at 2 MiB: every corpus shape through both entry points (it asserts
+    that they write the same bytes), each with a peak memory figure."""
+    out = run([sys.executable, str(REPO / "bench" / "dedup_memory.py"), "--mb", "2", "--dedup_memory_mb", "1",
+               "--tmp", str(tmp_path)], cwd=tmp_path).stdout
+    for corpus in ("distinct lines", "one line repeated", "seven lines repeated", "distinct lines, one .gz"):
+        for entry in ("dvc stage", "prepare-dataset"):
+            assert re.search(rf"{re.escape(corpus)} +{entry} +\d+ MiB", out), out
