@@ -28,14 +28,20 @@ BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small eno
 MAX_LINE_BYTES = 64 << 20
 
 
+# How many bytes on each side of a newline a block boundary rule (`safe` of split_blocks) sees:
+# two UTF-8 characters at most (4 bytes each).
+BOUNDARY_CONTEXT = 8
+
+
 def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: BinaryIO | None = None
                  ) -> list[tuple[int, int]]:
     """Byte ranges [start, end) covering a file, each ending just after a newline.
 
-    `safe(prev_byte, next_byte)` may narrow which newlines may end a block (the gpt2
-    tokenizer needs boundaries where its pre-tokenizer splits anyway). Plain files only:
-    a compressed input is one block (mypt.readers). `f`: the file open already (an input,
-    opened as mypt.readers opens one).
+    `safe(before, after)` may narrow which newlines may end a block (the gpt2 tokenizer needs
+    boundaries where its pre-tokenizer splits anyway): `before` holds the BOUNDARY_CONTEXT bytes
+    before the newline, `after` those after it (fewer only at the file's ends; never empty).
+    Plain files only: a compressed input is one block (mypt.readers). `f`: the file open already
+    (an input, opened as mypt.readers opens one).
     """
     block_bytes = block_bytes or BLOCK_BYTES
     with open(path, "rb") if f is None else nullcontext(f) as f:
@@ -49,17 +55,23 @@ def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: Binar
 
 
 def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
+    """Just after the first newline at or after `pos` that `safe` accepts and that is not the
+    file's last byte; `size` where there is none."""
     while pos < size:
-        f.seek(pos - 1)
+        low = max(pos - BOUNDARY_CONTEXT, 0)
+        f.seek(low)
         chunk = f.read(1 << 16)
-        i = chunk.find(b"\n", 1)
+        whole = low + len(chunk) >= size  # (the chunk runs to the file's end)
+        i = chunk.find(b"\n", pos - low)
         while i != -1:
-            if i + 1 >= len(chunk):
-                break  # need the byte after the newline: continue in the next read
-            if safe is None or safe(chunk[i - 1], chunk[i + 1]):
-                return pos - 1 + i + 1
+            if i + 1 >= len(chunk) or (not whole and i + 1 + BOUNDARY_CONTEXT > len(chunk)):
+                break  # need the bytes after the newline: continue in the next read
+            if safe is None or safe(chunk[max(i - BOUNDARY_CONTEXT, 0):i], chunk[i + 1:i + 1 + BOUNDARY_CONTEXT]):
+                return low + i + 1
             i = chunk.find(b"\n", i + 1)
-        pos += max(len(chunk) - 2, 1)
+        if whole:
+            break
+        pos = low + i if i != -1 else low + len(chunk)
     return size
 
 

@@ -21,7 +21,9 @@ TOKENIZERS: dict[str, type["Tokenizer"]] = {}  # kind -> class
 # What `\s` matches in GPT-2's pre-tokenizer pattern (tiktoken's and the tokenizers library's
 # ByteLevel): Unicode White_Space. (Python's str.isspace also counts \x1c-\x1f, which the
 # pattern does not: a run cut there would not be the pattern's run.)
-WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
+    "\u2028\u2029\u202f\u205f\u3000"
+WHITESPACE_SET = frozenset(WHITESPACE)  # (for a character's test: `c in WHITESPACE_SET`)
 _RUN = re.compile(f"[{WHITESPACE}]+")
 _RUN_FROM_START = re.compile(f"[{WHITESPACE}]*")
 _SPACE = re.compile(f"[{WHITESPACE}]")
@@ -149,9 +151,9 @@ class Tokenizer:
     learns_vocabulary = False
     # What the kind is, in a few words, for the `--tokenization` help texts (spec_help).
     description = ""
-    # safe(prev_byte, next_byte): where a text may be cut into blocks without changing its
-    # encoding (None: after any newline).
-    block_boundary: Callable[[int, int], bool] | None = None
+    # safe(before, after): whether a text may be cut into blocks after a newline, given the bytes
+    # on each side of it (mypt.text.split_blocks), without changing its encoding (None: after any).
+    block_boundary: Callable[[bytes, bytes], bool] | None = None
 
     def __new__(cls, config: object = None, kind: str | None = None, **kwargs):
         if cls is Tokenizer:  # the guide's Tokenizer(config, kind): dispatch to the kind's class

@@ -16,7 +16,7 @@ import numpy as np
 from mypt.errors import TokenizerError
 from mypt.io import cache_dir
 from mypt.names import r50k_path
-from mypt.tokenizers.base import Tokenizer, register, split_at, whitespace_runs
+from mypt.tokenizers.base import WHITESPACE_SET, Tokenizer, register, split_at, whitespace_runs
 
 GPT2_EOT = 50256
 GPT2_VOCAB_SIZE = 50257
@@ -55,14 +55,67 @@ def _r50k_encoding():
         else:
             os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
+_ASCII_SPACE = frozenset(ord(c) for c in WHITESPACE_SET if c < "\x80")  # (as bytes)
 
-def gpt2_safe_boundary(prev_byte: int, next_byte: int) -> bool:
-    """True when cutting text after a newline between these two bytes cannot change the
-    gpt2 encoding. The r50k pre-tokenizer never joins a printable non-space character to a
-    following newline, and a newline followed by such a character is a piece of its own
-    ("\\n"), so encoding the two halves separately gives the same ids. Non-ASCII bytes are
-    refused because some non-ASCII characters are whitespace to the pattern."""
-    return 0x21 <= prev_byte <= 0x7E and 0x21 <= next_byte <= 0x7E
+
+def gpt2_safe_boundary(before: bytes, after: bytes) -> bool:
+    """True when cutting UTF-8 text after a newline, between the bytes `before` and `after`
+    (mypt.text.split_blocks' window), cannot change the gpt2 encoding. The r50k pattern
+    (`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+`) looks at
+    no text before a piece, and no piece runs from other text into whitespace; a run of
+    whitespace W followed by a character is the pieces W[:-1] and W[-1] (alone, or with that
+    character when it is a space). So the halves give the same pieces, hence the same ids, when
+    the newline is
+    - a run of its own between two characters that are not whitespace (it is the piece "\\n",
+      and at the end of the left half too), any script: "end.\\n" | "Next", "。\\n" | "中";
+    - or not its run's last character, the next one being: "one.\\n" | "\\ntwo" (a blank line
+      between paragraphs), "\\n" | "\\u3000中" (the left half ends with W[:-1], one piece).
+    Whitespace is tokenizers.base.WHITESPACE (tiktoken's `\\s`, non-ASCII included: U+00A0,
+    U+3000, U+0085), so characters are decoded, not judged by a byte."""
+    if after and after[0] < 0x80:  # (ASCII, a byte a character: the same rule without decoding, 4x faster)
+        if after[0] not in _ASCII_SPACE:
+            if before and before[-1] < 0x80:
+                return before[-1] not in _ASCII_SPACE
+        elif len(after) > 1 and after[1] < 0x80:
+            return after[1] not in _ASCII_SPACE
+    following = _first_chars(after, 2)
+    if not following:
+        return False
+    if following[0] in WHITESPACE_SET:
+        return len(following) == 2 and following[1] not in WHITESPACE_SET
+    preceding = _last_char(before)
+    return preceding is not None and preceding not in WHITESPACE_SET
+
+
+def _first_chars(data: bytes, n: int) -> str:
+    """The first `n` characters of UTF-8 `data`: fewer where it ends or is not valid there."""
+    chars, at = "", 0
+    while len(chars) < n and at < len(data):
+        lead = data[at]
+        size = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+        try:
+            chars += data[at:at + size].decode("utf-8")
+        except UnicodeDecodeError:
+            break
+        at += size
+    return chars
+
+
+def _last_char(data: bytes) -> str | None:
+    """The last character of UTF-8 `data`; None where there is none or it is not valid."""
+    start = len(data) - 1
+    while start > 0 and len(data) - start < 4 and 0x80 <= data[start] < 0xC0:  # (a continuation byte)
+        start -= 1
+    try:
+        return data[start:].decode("utf-8") or None
+    except UnicodeDecodeError:
+        return None
+
+
+def ascii_safe_boundary(before: bytes, after: bytes) -> bool:
+    """The narrower rule gpt2 used before: a newline between two printable non-space ASCII
+    characters (what hf.cut_safe probes a tokenizer.json for)."""
+    return bool(before) and bool(after) and 0x21 <= before[-1] <= 0x7E and 0x21 <= after[0] <= 0x7E
 
 
 @register

@@ -27,7 +27,7 @@ import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.tokenizers.base import Tokenizer, register
-from mypt.tokenizers.gpt2 import gpt2_safe_boundary
+from mypt.tokenizers.gpt2 import ascii_safe_boundary
 
 # The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
 # Llama 3, Gemma.
@@ -48,7 +48,7 @@ ENCODE_SETTINGS = ("truncation", "padding", "post_processor")
 # What a model's piece for a special token is renamed to in the copy that encodes documents
 # (_ordinary_encoder): a noncharacter first, which text practically never holds.
 UNMATCHABLE = "\uffff"
-# The probe characters of cut_safe: the bytes gpt2_safe_boundary lets a cut lie between.
+# The probe characters of cut_safe: the bytes ascii_safe_boundary lets a cut lie between.
 _PRINTABLE = [chr(c) for c in range(0x21, 0x7F)]
 
 
@@ -114,7 +114,7 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _never(prev_byte: int, next_byte: int) -> bool:
+def _never(before: bytes, after: bytes) -> bool:
     return False
 
 
@@ -253,12 +253,13 @@ class HFTokenizer(Tokenizer):
     @property
     def block_boundary(self):
         if self._boundary is None:  # probed once, when a .txt file is cut into blocks
-            self._boundary = gpt2_safe_boundary if self.cut_safe() else _never
+            self._boundary = ascii_safe_boundary if self.cut_safe() else _never
         return self._boundary
 
     def cut_safe(self) -> bool:
-        """Whether a .txt document may be cut into blocks at gpt2's boundaries (a newline
-        between two printable non-space ASCII bytes) without changing its ids. Yes only when:
+        """Whether a .txt document may be cut into blocks at a newline between two printable
+        non-space ASCII bytes (gpt2.ascii_safe_boundary: gpt2's rule before it took any script
+        and blank lines) without changing its ids. Yes only when:
 
         - the normalizer acts on each character alone (LOCAL_NORMALIZERS, or none) and leaves
           the newline a newline;

@@ -1,0 +1,125 @@
+"""A .txt source (one document) is cut into blocks that gpt2 encodes apart: the ids must be those
+of the whole text, and texts without a newline between two ASCII characters (paragraphs between
+blank lines, CJK lines) must be cut too, or their memory is ~50x the file's."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import read_tokens
+
+import mypt.steps.tokenize as tokenize_step
+import mypt.text
+from mypt.cli import main
+from mypt.text import split_blocks
+from mypt.tokenizers import Tokenizer
+from mypt.tokenizers.gpt2 import ascii_safe_boundary, gpt2_safe_boundary
+
+# Characters the texts are made of: ASCII, CJK, and whitespace that tiktoken's `\s` counts
+# (U+3000, U+00A0, U+0085, U+2028, \t, \x0b) or does not (\x1c), contractions, an emoji.
+ALPHABET = ["a", "Z", ".", ",", "'", "s", "1", "中", "文", "。", "é", "\n", "\n", " ", " ", "\t", "\u3000", "\xa0",
+            "\x85", "\x0b", "\u2028", "\U0001F600", "\x1c", "'s", "ll"]
+
+
+def random_text(rng: random.Random, length: int) -> str:
+    chars = rng.sample(ALPHABET, rng.randint(2, len(ALPHABET)))
+    return "".join(rng.choice(chars) * rng.choice([1, 1, 2, 3]) for _ in range(length))
+
+
+def paragraphs(rng: random.Random, n: int) -> str:
+    return "\n\n".join(" ".join(rng.choice(["para", "one", "two.", "Words,"]) for _ in range(rng.randint(1, 12)))
+                       for _ in range(n)) + "\n"
+
+
+def cjk_lines(rng: random.Random, n: int) -> str:
+    line = lambda: "".join(rng.choice("中文的句子这是一行。，") for _ in range(rng.randint(1, 30)))
+    return "".join(line() + "\n" for _ in range(n))
+
+
+def blocks_ids(tok: Tokenizer, path, block_bytes: int) -> tuple[int, list[int]]:
+    data = path.read_bytes()
+    blocks = split_blocks(path, block_bytes, safe=tok.block_boundary)
+    return len(blocks), np.concatenate([tok.encode_array(data[a:b].decode()) for a, b in blocks]).tolist()
+
+
+def test_gpt2_blocks_of_random_texts_give_the_whole_texts_ids(tmp_path):
+    tok, rng, path = Tokenizer(None, "gpt2"), random.Random(0), tmp_path / "t.txt"
+    cuts = 0
+    for _ in range(600):
+        text = random_text(rng, rng.randint(1, 200))
+        path.write_bytes(text.encode())
+        n, ids = blocks_ids(tok, path, rng.randint(1, 16))
+        assert ids == tok.encode(text), repr(text)
+        cuts += n - 1
+    assert cuts > 1000  # (~3.6 a text)
+
+
+@pytest.mark.parametrize("make", [paragraphs, cjk_lines])
+def test_gpt2_cuts_paragraphs_between_blank_lines_and_cjk_lines(tmp_path, make):
+    tok, rng, path = Tokenizer(None, "gpt2"), random.Random(1), tmp_path / "t.txt"
+    text = make(rng, 200)
+    path.write_bytes(text.encode())
+    n, ids = blocks_ids(tok, path, 64)
+    assert ids == tok.encode(text)
+    assert n > len(text.encode()) // 200  # a block every ~64 bytes, give or take a paragraph
+
+
+@pytest.mark.parametrize("before, after, safe", [
+    (b"one.", b"\ntwo", True), (b"one.", b"\n\ntwo", False), (b"\n", b"\n", False),  # the last blank line only
+    (b"one.", b" two", True), (b"\n", "\u3000中".encode(), True), (b"\n", "\u3000\n".encode(), False),
+    ("中".encode(), "文".encode(), True), ("中\u3000".encode(), "文".encode(), False),
+    ("中\xa0".encode(), b"x", False), (b"x", "\x85x".encode(), True), (b"x", "\x85".encode(), False),
+    (b"x ", b"y", False), (b"x", b"\x1cy", True), (b"x", b"", False),
+    (b"x", "中".encode()[:2], False),  # (a character cut off by the window: not judged)
+])
+def test_gpt2_safe_boundary_decodes_the_characters_around_the_newline(before, after, safe):
+    assert gpt2_safe_boundary(before, after) is safe
+
+
+def test_hf_keeps_the_ascii_rule():
+    assert ascii_safe_boundary(b"a.", b"b") and not ascii_safe_boundary(b"one.", b"\ntwo")
+    assert not ascii_safe_boundary("中".encode(), "文".encode())
+
+
+def test_prepare_dataset_cuts_a_txt_source_of_any_script_in_blocks_with_the_whole_texts_ids(tmp_path, monkeypatch):
+    """Through the tokenize step: each text is a .txt source cleaned unchanged (no normalization,
+    filter or dedup), cut in blocks of ~64 bytes."""
+    rng = random.Random(2)
+    texts = {"mixed.txt": "".join(random_text(rng, 300) for _ in range(5)).replace("\r", "") + "\n",
+             "paragraphs.txt": paragraphs(rng, 100), "cjk.txt": cjk_lines(rng, 100)}
+    for name, text in texts.items():
+        (tmp_path / name).write_bytes(text.encode())
+    counts = {}
+
+    def spy(path, *args, **kwargs):
+        blocks = split_blocks(path, *args, **kwargs)
+        counts[len(counts)] = len(blocks)
+        return blocks
+
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
+    tok = Tokenizer(None, "gpt2")
+    for name, text in texts.items():
+        out = tmp_path / f"ds_{name}"
+        result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / name), "--out_dir",
+                                           str(out), "--val_fraction", "0", "--workers", "1", "--no_normalize",
+                                           "--no_filter", "--no_dedup"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert read_tokens(out / "train").tolist() == tok.encode(text) + [tok.eot_id], name
+    assert min(counts.values()) > 10, counts
+
+
+def test_train_tokenizer_reads_old_mac_text_in_lines_as_clean_does(tmp_path, monkeypatch):
+    """Lines ended by a lone \\r: one line of the whole file unless \\r ends a line, as in the
+    clean step when normalizing (a line over MAX_LINE_BYTES is refused, and held before that)."""
+    monkeypatch.setattr(mypt.text, "MAX_LINE_BYTES", 4096)
+    (tmp_path / "mac.txt").write_bytes(b"Old Mac lines end with a carriage return.\r" * 1000)
+    result = CliRunner().invoke(main, ["train-tokenizer", "--input_files", str(tmp_path / "mac.txt"), "--vocab_size",
+                                       "300", "--out", str(tmp_path / "tok.json")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    result = CliRunner().invoke(main, ["train-tokenizer", "--input_files", str(tmp_path / "mac.txt"), "--vocab_size",
+                                       "300", "--out", str(tmp_path / "raw.json"), "--no_normalize"])
+    assert result.exit_code == 1 and "a line of 42,000 bytes" in result.output, result.output
