@@ -20,12 +20,14 @@ from mypt.text import BLOCK_BYTES, DecodeCounter, LongLine, display_name, line_p
 FORMATS_HINT = "pip install 'mypt[formats]'"
 
 
-def file_stamp(path: Path) -> tuple[int, int, int, int, int]:
-    """(size, mtime_ns, dev, ino, mode) of a file: what `Reader.check_unchanged` compares, and
-    what `Reader.open` checks the file it opens against (the same file, by identity). The mode
-    too: a FIFO made in a removed file's place may get its inode number."""
+def file_stamp(path: Path) -> tuple[int, int, int, int]:
+    """(size, mtime_ns, ino, file type) of a file: what `Reader.check_unchanged` compares, and
+    what `Reader.open` checks the file it opens against (the same file, by identity: its inode
+    number and type). The type too: a FIFO made in a removed file's place may get its inode
+    number. Not the device: each node of a cluster mounts the shared storage (NFS) with its own
+    device number; nor the permission bits: a chmod is no other file."""
     st = os.stat(path)
-    return st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_mode
+    return st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IFMT(st.st_mode)
 
 
 def file_kind(mode: int) -> str:
@@ -47,13 +49,14 @@ def replaced(path: Path, mode: int) -> InputError:
 
 def open_input(path: Path, identity: tuple[int, int] | None = None) -> BinaryIO:
     """`path` open for reading, refused (InputError naming it) unless it is a regular file, and
-    the one of `identity` (dev, ino) when given. Opened non-blocking: a FIFO put in the place of
-    an input after it was resolved blocked a worker in open() for ever, waiting for a writer;
-    then checked on the open file itself (fstat), so nothing can swap it in between."""
+    the one of `identity` (ino, file type: file_stamp's) when given. Opened non-blocking: a
+    FIFO put in the place of an input after it was resolved blocked a worker in open() for
+    ever, waiting for a writer; then checked on the open file itself (fstat), so nothing can
+    swap it in between."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
-        now = (st.st_dev, st.st_ino)
+        now = (st.st_ino, stat.S_IFMT(st.st_mode))
         if not stat.S_ISREG(st.st_mode) or identity is not None and now != identity:
             raise replaced(path, st.st_mode)
         os.set_blocking(fd, True)
@@ -224,7 +227,7 @@ class Reader:
         return COMPRESSIONS[self.compression](f) if self.compression else f
 
     def current_stamp(self) -> tuple[int, ...]:
-        """(size, mtime_ns, dev, ino, mode) of what the reader reads now (`stamp` is this when
+        """(size, mtime_ns, ino, file type) of what the reader reads now (`stamp` is this when
         resolved); the size first (the metadata records it)."""
         return file_stamp(self.path)
 
@@ -328,7 +331,7 @@ class Reader:
         if now == self.stamp:
             return
         if now is not None and now[2:] != self.stamp[2:]:  # another file, or a FIFO, in its place
-            raise replaced(self.path, now[4])
+            raise replaced(self.path, now[3])
         was = f"{self.stamp[0]:,} bytes when the run started"
         how = "was removed" if now is None else \
             f"changed ({was}, {now[0]:,} now)" if now[0] != self.stamp[0] else \
