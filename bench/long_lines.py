@@ -11,6 +11,9 @@ to tokenize once the line filter has dropped what it drops):
   - old-mac:      ordinary lines ended by \\r;
   - zst-lines:    one ordinary line repeated, as .txt.zst (compresses ~1000x);
   - zst-one-line: one letter repeated, one line, as .txt.zst (a zstd "bomb": ~30,000x).
+  - paragraphs:   lines of ~190 bytes, each followed by a blank line (--no_dedup: the tokenize
+                  step cuts the source at the blank lines; it was one block, encoded whole);
+  - cjk-lines:    Chinese lines (--no_dedup: cut at newlines between non-ASCII characters).
 
 For each command: the peak RSS of its largest process (getrusage of the children: the parent
 or one worker) and its ratio to the baseline's, the wall time, and the outcome (ok, or the
@@ -39,6 +42,8 @@ import time
 from pathlib import Path
 
 LINE = b"The quick brown fox jumps over the lazy dog, and then sleeps.\n"  # 62 bytes
+PARAGRAPH = LINE[:-1] * 3 + b"\n\n"  # a paragraph, then a blank line
+CJK_LINE = "中文的句子，这是一行普通的文字。\n".encode()
 TAIL = b"\n" + b"A few ordinary lines end the file, so that something is left.\n" * 20
 CHUNK = 1 << 20
 
@@ -80,6 +85,8 @@ CASES = [  # (name, file name, unit repeated, extra flags)
     ("old-mac", "mac.txt", LINE.replace(b"\n", b"\r"), []),
     ("zst-lines", "lines.txt.zst", LINE, []),
     ("zst-one-line", "one.txt.zst", b"x", []),
+    ("paragraphs", "para.txt", PARAGRAPH, ["--no_dedup"]),
+    ("cjk-lines", "cjk.txt", CJK_LINE, ["--no_dedup"]),
 ]
 
 
