@@ -204,7 +204,7 @@ def test_an_input_replaced_by_another_file_is_refused(tmp_path):
     reader = reader_for(src)
     reader.stamp = reader.current_stamp()
     (tmp_path / "b.txt").write_bytes(b"Other text\n")
-    os.utime(tmp_path / "b.txt", ns=(reader.stamp[1], reader.stamp[1]))
+    os.utime(tmp_path / "b.txt", ns=(reader.stamp.mtime_ns, reader.stamp.mtime_ns))
     os.replace(tmp_path / "b.txt", src)
     with pytest.raises(InputError, match=f"^{src} was replaced by another file while mypt read it"):
         reader.checked_blocks()

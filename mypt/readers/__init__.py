@@ -252,7 +252,7 @@ def input_bytes(path: Path) -> int:
     """The size an input's source records (metadata `sources[].bytes`): a file's size, or the
     files of a saved dataset together."""
     reader = SavedDatasetReader(path) if is_saved_dataset(path) else Reader(path)
-    return reader.current_stamp()[0]
+    return reader.current_stamp().size
 
 
 def regular_file(path: Path, flag: str = "--input_files") -> Path:

@@ -15,12 +15,11 @@ finding such a directory needs only its state.json.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
 from mypt.errors import InputError
-from mypt.readers.base import READ_ERRORS, Reader, check_text_column, import_pyarrow
+from mypt.readers.base import READ_ERRORS, Reader, Stamp, check_text_column, file_stamp, import_pyarrow
 from mypt.text import DecodeCounter, display_name
 
 STATE = "state.json"  # what marks a directory written by Dataset.save_to_disk
@@ -88,10 +87,9 @@ class SavedDatasetReader(Reader):
                              "is incomplete; copy it whole or save the dataset again")
         return [self.path / n for n in names]
 
-    def current_stamp(self) -> tuple[int, int]:
-        """state.json and the Arrow files it lists: their total size and latest mtime."""
-        stats = [os.stat(p) for p in [self.path / STATE, *self.files()]]
-        return sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)
+    def current_stamp(self) -> Stamp:
+        """Of state.json and the Arrow files it lists."""
+        return file_stamp([self.path / STATE, *self.files()])
 
     def blocks(self) -> list[tuple[int, int]]:
         """Arrow files [i, i + 1), each checked for the text column."""

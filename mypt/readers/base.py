@@ -11,7 +11,7 @@ import stat
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from mypt.errors import InputError
 import mypt.text
@@ -20,14 +20,28 @@ from mypt.text import BLOCK_BYTES, DecodeCounter, LongLine, display_name, line_p
 FORMATS_HINT = "pip install 'mypt[formats]'"
 
 
-def file_stamp(path: Path) -> tuple[int, int, int, int]:
-    """(size, mtime_ns, ino, file type) of a file: what `Reader.check_unchanged` compares, and
-    what `Reader.open` checks the file it opens against (the same file, by identity: its inode
-    number and type). The type too: a FIFO made in a removed file's place may get its inode
-    number. Not the device: each node of a cluster mounts the shared storage (NFS) with its own
-    device number; nor the permission bits: a chmod is no other file."""
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IFMT(st.st_mode)
+class Stamp(NamedTuple):
+    """What an input is when resolved (`Reader.stamp`), compared by `Reader.check_unchanged`
+    after each block, and what `Reader.open` checks the file it opens against."""
+
+    size: int  # bytes, its files together (the metadata records it)
+    mtime_ns: int  # the latest of its files'
+    # (path, st_ino, file type) of each of its files: the same file, by identity. The type too: a
+    # FIFO made in a removed file's place may get its inode number. Not the device: each node of a
+    # cluster mounts the shared storage (NFS) with its own device number; nor the permission bits:
+    # a chmod is no other file. No default: a reader's stamp without identities would lose the check.
+    identity: tuple[tuple[str, int, int], ...]
+
+    def of(self, path: Path) -> tuple[int, int] | None:
+        """(st_ino, file type) of `path` as stamped; None for a file the stamp does not hold."""
+        return next(((ino, kind) for name, ino, kind in self.identity if name == os.fspath(path)), None)
+
+
+def file_stamp(paths: Iterable[Path]) -> Stamp:
+    """The Stamp of an input made of these files, as they are now."""
+    stats = [(p, os.stat(p)) for p in paths]
+    return Stamp(sum(st.st_size for _, st in stats), max(st.st_mtime_ns for _, st in stats),
+                 tuple((os.fspath(p), st.st_ino, stat.S_IFMT(st.st_mode)) for p, st in stats))
 
 
 def file_kind(mode: int) -> str:
@@ -49,7 +63,7 @@ def replaced(path: Path, mode: int) -> InputError:
 
 def open_input(path: Path, identity: tuple[int, int] | None = None) -> BinaryIO:
     """`path` open for reading, refused (InputError naming it) unless it is a regular file, and
-    the one of `identity` (ino, file type: file_stamp's) when given. Opened non-blocking: a
+    the one of `identity` (st_ino, file type: Stamp.of) when given. Opened non-blocking: a
     FIFO put in the place of an input after it was resolved blocked a worker in open() for
     ever, waiting for a writer; then checked on the open file itself (fstat), so nothing can
     swap it in between."""
@@ -209,7 +223,7 @@ class Reader:
         self.strict = strict  # a bad record is an error, not a counted skip
         self.first_bad: tuple[int, str] | None = None  # (line in the block, why) of the first bad record
         # current_stamp() when the input was resolved (mypt.readers.text_sources); None: not checked
-        self.stamp: tuple[int, ...] | None = None
+        self.stamp: Stamp | None = None
         # How the clean step reads lines (chunks; other readers keep every line as written): a lone
         # \r ends a line (normalization makes it a newline), and `filter_chars` is its line filter's
         # max_line_chars, which a line over mypt.text.MAX_LINE_BYTES passes (4 bytes a character at
@@ -222,14 +236,17 @@ class Reader:
     def open(self) -> BinaryIO:
         """The input, decompressed; refused unless it is still the regular file it was when
         resolved (open_input; `stamp` holds its identity)."""
-        identity = self.stamp[2:4] if self.stamp is not None and len(self.stamp) > 2 else None  # (file_stamp's)
-        f = open_input(self.path, identity)
+        f = self.open_file(self.path)
         return COMPRESSIONS[self.compression](f) if self.compression else f
 
-    def current_stamp(self) -> tuple[int, ...]:
-        """(size, mtime_ns, ino, file type) of what the reader reads now (`stamp` is this when
-        resolved); the size first (the metadata records it)."""
-        return file_stamp(self.path)
+    def open_file(self, path: Path) -> BinaryIO:
+        """One of the reader's files (as it is stored), refused unless it is still the regular
+        file it was when resolved (open_input, against `stamp`)."""
+        return open_input(path, self.stamp.of(path) if self.stamp is not None else None)
+
+    def current_stamp(self) -> Stamp:
+        """The Stamp of what the reader reads, now (`stamp` is this when resolved)."""
+        return file_stamp([self.path])
 
     def read_errors(self) -> tuple[type[BaseException], ...]:
         """The exceptions that mean the file is damaged (see `damaged`)."""
@@ -330,11 +347,12 @@ class Reader:
             now = None
         if now == self.stamp:
             return
-        if now is not None and now[2:] != self.stamp[2:]:  # another file, or a FIFO, in its place
-            raise replaced(self.path, now[3])
-        was = f"{self.stamp[0]:,} bytes when the run started"
+        for path, ino, kind in now.identity if now is not None else ():
+            if self.stamp.of(Path(path)) not in (None, (ino, kind)):  # another file, or a FIFO, in its place
+                raise replaced(Path(path), kind)
+        was = f"{self.stamp.size:,} bytes when the run started"
         how = "was removed" if now is None else \
-            f"changed ({was}, {now[0]:,} now)" if now[0] != self.stamp[0] else \
+            f"changed ({was}, {now.size:,} now)" if now.size != self.stamp.size else \
             f"was rewritten ({was}, a new mtime)"
         raise InputError(f"{display_name(self.path)} {how} while mypt read it: the output would match neither "
                          "version; run again once nothing writes to the file")

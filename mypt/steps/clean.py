@@ -161,7 +161,7 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
         for reader in readers:
             jsonl = not reader.one_document
             source = {"name": display_name(reader.path), "file": _source_file(len(sources), reader.path, jsonl),
-                      "jsonl": jsonl, "bytes": reader.stamp[0]}  # the size checked after every block
+                      "jsonl": jsonl, "bytes": reader.stamp.size}  # the size checked after every block
             sources.append(source)
             blocks = reader.checked_blocks()
             source["_tasks"] = range(len(tasks), len(tasks) + len(blocks))
