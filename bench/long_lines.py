@@ -104,10 +104,12 @@ def measure(cmd: list[str], cwd: Path) -> dict:
 def run_case(work: Path, file: str, unit: bytes, flags: list[str], size: int, workers: int, steps: list[str],
              repo: Path) -> dict:
     src = write(work / file, size, unit)
-    common = ["--input_files", str(src), "--out_dir", str(work / "out"), "--workers", str(workers), *flags]
+    common = ["--input_files", str(src), "--out_dir", str(work / "out"), "--workers", str(workers)]
     commands = {  # run in `repo`: its mypt (-m takes the working directory first; a stage inserts its checkout)
-        "clean": [sys.executable, str(repo / "stages" / "clean.py"), *common, "--stats", str(work / "stats.json")],
-        "prepare": [sys.executable, "-m", "mypt.cli", "prepare-dataset", *common],
+        # (the clean stage has no dedup to turn off)
+        "clean": [sys.executable, str(repo / "stages" / "clean.py"), *common, *(f for f in flags if f != "--no_dedup"),
+                  "--stats", str(work / "stats.json")],
+        "prepare": [sys.executable, "-m", "mypt.cli", "prepare-dataset", *common, *flags],
     }
     results = {}
     for step in steps:

@@ -102,3 +102,20 @@ def test_dedup_memory_bench_runs(tmp_path):
     for corpus in ("distinct lines", "one line repeated", "seven lines repeated", "distinct lines, one .gz"):
         for entry in ("dvc stage", "prepare-dataset"):
             assert re.search(rf"{re.escape(corpus)} +{entry} +\d+ MiB", out), out
+
+
+@pytest.mark.slow
+def test_long_lines_and_pathological_benches_run(tmp_path):
+    """bench/long_lines.py and bench/pathological.py at 1 MiB: every case of each runs (at 1 MiB
+    every line is under the 64 MiB a line mypt holds, so --no_filter is no error), with its figure."""
+    out = run([sys.executable, str(REPO / "bench" / "long_lines.py"), "--mb", "1"], cwd=tmp_path).stdout
+    for step in ("clean stage", "prepare-dataset"):
+        table = out.split(step + "\n", 1)[1].split("\n\n", 1)[0]
+        for case in ("lines", "one-line", "one-line --no_filter", "cr-only", "old-mac", "zst-lines", "zst-one-line",
+                     "paragraphs", "cjk-lines"):
+            assert re.search(rf"^{re.escape(case)} +\d+ +[\d.]+ +[\d.]+ +ok$", table, re.M), table
+    out = run([sys.executable, str(REPO / "bench" / "pathological.py"), "--run_mb", "1", "--files", "50",
+               "--workers", "1"], cwd=tmp_path).stdout
+    for figure in ("gpt2: 1 MiB of newlines between two lines:", "train-tokenizer: 1 MiB of blank lines",
+                   "short_words, 1,397,999 characters", "prepare-dataset, 50 tiny files", "work folder peak:"):
+        assert figure in out, out
