@@ -4,6 +4,7 @@ the shared storage with its own), nor its permission bits (a chmod is no other f
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import types
@@ -11,9 +12,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+import mypt.steps.clean
+from mypt.cli import main
+from mypt.errors import InputError
 from mypt.readers import reader_for
 from mypt.text import DecodeCounter
+
+ARROW = "data-00000-of-00001.arrow"
 
 
 def read_all(reader) -> list[str]:
@@ -60,3 +67,56 @@ def test_an_input_made_read_only_while_it_is_read_is_read(tmp_path):
     reader = resolved(src)
     os.chmod(src, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     assert "".join(read_all(reader)) == "Some text.\n"
+
+
+def saved_dataset(path: Path) -> Path:
+    """A directory as Dataset.save_to_disk writes it: two rows of text in one Arrow file."""
+    pa = pytest.importorskip("pyarrow")
+    path.mkdir()
+    table = pa.table({"text": ["Some text here.", "More text."]})
+    with pa.OSFile(str(path / ARROW), "wb") as f, pa.ipc.new_stream(f, table.schema) as writer:
+        writer.write_table(table)
+    (path / "state.json").write_text(json.dumps({"_data_files": [{"filename": ARROW}]}))
+    (path / "dataset_info.json").write_text("{}")
+    return path
+
+
+def test_a_saved_dataset_is_read_through_its_mapped_arrow_files(tmp_path):
+    assert read_all(resolved(saved_dataset(tmp_path / "saved"))) == ["Some text here.", "More text."]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("name", ["state.json", ARROW])
+def test_a_file_of_a_saved_dataset_replaced_by_a_fifo_after_it_was_resolved_is_refused(tmp_path, monkeypatch,
+                                                                                         name):
+    # A FIFO in state.json's place blocked a worker in open() for ever (no writer comes); in an
+    # Arrow file's, the message was pyarrow's about memory-mapping it. Each is refused, named.
+    saved = saved_dataset(tmp_path / "saved")
+    resolved_inputs = mypt.steps.clean.text_sources
+
+    def then_swapped(*args, **kwargs):
+        found = resolved_inputs(*args, **kwargs)
+        (saved / name).unlink()
+        os.mkfifo(saved / name)
+        return found
+
+    monkeypatch.setattr(mypt.steps.clean, "text_sources", then_swapped)
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(saved), "--out_dir",
+                                       str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1",
+                                       "--tokenization", "char"])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    assert result.output.strip() == (f"Error: {saved / name} is now a FIFO (named pipe), not a regular file: mypt "
+                                     "reads only regular files (each more than once); run again once nothing "
+                                     "replaces it")
+
+
+def test_an_arrow_file_of_a_saved_dataset_replaced_by_another_file_is_refused(tmp_path):
+    # The same bytes and mtime, another file (a copy renamed over it): found by its identity.
+    saved = saved_dataset(tmp_path / "saved")
+    reader = resolved(saved)
+    copy = tmp_path / "copy.arrow"
+    copy.write_bytes((saved / ARROW).read_bytes())
+    os.utime(copy, ns=(reader.stamp.mtime_ns, reader.stamp.mtime_ns))
+    os.replace(copy, saved / ARROW)
+    with pytest.raises(InputError, match=f"^{saved / ARROW} was replaced by another file while mypt read it"):
+        read_all(reader)

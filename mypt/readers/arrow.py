@@ -15,6 +15,8 @@ finding such a directory needs only its state.json.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -65,7 +67,10 @@ class SavedDatasetReader(Reader):
         """The Arrow files, in the order state.json lists them (the dataset's row order)."""
         where = display_name(self.path / STATE)
         try:
-            state = json.loads((self.path / STATE).read_text(encoding="utf-8"))
+            with self.open_file(self.path / STATE) as f:  # (a FIFO in its place: refused, not waited on)
+                state = json.loads(f.read().decode("utf-8"))
+        except InputError:  # (a ValueError: the message names the file and the fix already)
+            raise
         except (OSError, ValueError) as e:
             raise InputError(f"{where} cannot be read ({e}): save the dataset again") from None
         listed = state.get("_data_files") if isinstance(state, dict) else None
@@ -81,7 +86,8 @@ class SavedDatasetReader(Reader):
             raise InputError(f"{where} lists an indices mapping (_indices_data_files: the dataset is some rows of its "
                              "Arrow files, as a select, shuffle, filter or split left it), which mypt does not read: "
                              "save the dataset again after ds = ds.flatten_indices()")
-        missing = [n for n in names if not (self.path / n).is_file()]
+        # (exists: a FIFO in a file's place is refused as one when opened, not called missing)
+        missing = [n for n in names if not (self.path / n).exists()]
         if missing:
             raise InputError(f"{where} lists {missing[0]}, which is not in {display_name(self.path)}: the directory "
                              "is incomplete; copy it whole or save the dataset again")
@@ -91,20 +97,26 @@ class SavedDatasetReader(Reader):
         """Of state.json and the Arrow files it lists."""
         return file_stamp([self.path / STATE, *self.files()])
 
+    def _arrow_stream(self, file: Path):
+        """The Arrow stream of `file`, mapped (a batch is read without a copy): opened as any
+        input (open_file: a FIFO is refused, not waited on; another file in its place too)."""
+        pa = import_pyarrow(self.path)
+        with self.open_file(file) as f:
+            # (An empty file cannot be mapped: it is no stream either, as pa.memory_map found.)
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
+        # Unmapped when the last buffer of it goes (closing it with batches alive is a BufferError).
+        return pa.ipc.open_stream(pa.BufferReader(pa.py_buffer(mapped)))
+
     def blocks(self) -> list[tuple[int, int]]:
         """Arrow files [i, i + 1), each checked for the text column."""
-        pa = import_pyarrow(self.path)
         files = self.files()
         for file in files:
-            with pa.memory_map(str(file)) as source:
-                check_text_column(file, pa.ipc.open_stream(source).schema, self.text_key)
+            check_text_column(file, self._arrow_stream(file).schema, self.text_key)
         return [(i, i + 1) for i in range(len(files))]
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
-        pa = import_pyarrow(self.path)
         for file in self.files()[start:end]:
-            with pa.memory_map(str(file)) as source:  # mapped: a batch is read without a copy
-                stream = pa.ipc.open_stream(source)
+            with self._arrow_stream(file) as stream:
                 column = stream.schema.get_field_index(self.text_key)
                 for batch in stream:  # save_to_disk writes batches of 1000 rows: memory stays bounded
                     for text in batch.column(column).to_pylist():
