@@ -298,9 +298,12 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
     total_lines = sum(counts)
     assert total_lines == sum(hash_counts), "the write pass must see the lines the hash pass saw"
     drop = _DropMap(work_dir / "drop.u8", total_lines)
-    run_files = _partition(hash_files, hash_counts, int(stats["keyed_lines"]), settings.memory_mb, drop, work_dir)
-    unique = _decide(run_files, drop)
-    drop.close()
+    try:  # (closed on an error too: an open map would keep its file, where that stops a delete)
+        run_files = _partition(hash_files, hash_counts, int(stats["keyed_lines"]), settings.memory_mb, drop,
+                               work_dir)
+        unique = _decide(run_files, drop)
+    finally:
+        drop.close()
     stats.update(_write_phase(blocks, counts, drop.path, settings, work_dir))
     drop.path.unlink()
     parts = [work_dir / f"out_{i:06d}.part" for i in range(len(blocks))]
@@ -342,11 +345,16 @@ def _hash_phase(blocks: list[tuple[Path, bool, int, int]], settings: DedupSettin
     return hash_files, [n for n, _ in results], merge_counts(c for _, c in results)
 
 
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # (not on Windows; on macOS a hint)
+
+
 class _DropMap:
     """The drop map: 1 byte a line, in a file, zero (kept) until the line is found a duplicate.
     Mapped, and its pages given back to the page cache after each batch of marks (the file
-    keeps them): resident, they would count in the process's memory, the whole map for a
-    corpus of one line repeated (1 GiB of a 50-byte line: 20 MiB)."""
+    keeps them): resident, they would count in the process's RSS, what an OOM killer weighs,
+    the whole map for a corpus of one line repeated (1 GiB of a 50-byte line: 20 MiB). They
+    stay in the page cache, which the kernel may write back and reclaim (on a tmpfs work
+    folder, they are RAM all the same)."""
 
     def __init__(self, path: Path, total_lines: int):
         self.path = path
@@ -367,8 +375,8 @@ class _DropMap:
     def mark(self, lines: np.ndarray) -> None:
         if lines.size:
             np.frombuffer(self.map, dtype=np.uint8)[lines] = 1
-            if hasattr(mmap, "MADV_DONTNEED"):  # (not on Windows)
-                self.map.madvise(mmap.MADV_DONTNEED)  # (a shared map's dirty pages stay in the page cache)
+            if _DONTNEED is not None:
+                self.map.madvise(_DONTNEED)  # (a shared map's dirty pages stay in the page cache)
 
     def close(self) -> None:
         if self.map is not None:
@@ -389,8 +397,10 @@ def _batches(hash_files: list[Path], line_counts: list[int], size: int) -> Itera
                 pieces.append(piece)
                 n += piece.size
                 if n == size:
-                    batch, pieces, n = _joined(pieces), [], 0  # (the pieces let go before the batch is worked on)
-                    yield batch
+                    # The pieces let go before the batch is worked on, and the batch yielded from the list so
+                    # that this frame holds no reference to it once the caller lets it go.
+                    pieces, n = [_joined(pieces)], 0
+                    yield pieces.pop()
         path.unlink()
         first += lines
     if pieces:
@@ -419,7 +429,7 @@ def _partition(hash_files: list[Path], line_counts: list[int], total_records: in
             duplicates = _duplicates(batch)
             drop.mark(batch["idx"][duplicates])
             rec = batch[~duplicates]
-            del duplicates
+            del duplicates, batch  # (the batch's buffer let go before the scatter's copies)
             if n_runs == 1:
                 with naming(run_files[0]):
                     rec.tofile(handles[0])
