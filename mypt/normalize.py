@@ -83,6 +83,8 @@ def clean_lines(text: str, normalize_text: bool, line_filter: LineFilter | None,
     """
     if normalize_text:
         text = normalize(text)
+    if not text:  # no line: a file's last line without its end that normalized to nothing (spaces, DOS's \x1a)
+        return []
     if text.endswith("\n"):
         text = text[:-1]
     lines = text.split("\n")

@@ -74,7 +74,7 @@ def test_block_level_filter_and_keys_equal_the_per_line_rules(seed):
         lines = clean_lines(text, normalize_text, line_filter, drops)
         base = normalize(text) if normalize_text else text
         expected = []
-        for line in base.removesuffix("\n").split("\n"):
+        for line in base.removesuffix("\n").split("\n") if base else []:  # (no text: no line, not one blank)
             why = line_filter.reason(line)
             if why:
                 expected_drops[why] += 1
@@ -85,6 +85,15 @@ def test_block_level_filter_and_keys_equal_the_per_line_rules(seed):
     assert dedup_keys(lines) == [" ".join(line.casefold().split()) for line in lines]
     regular = ["the king is dead", "long live the king", "x"]
     assert dedup_keys(regular) == regular and dedup_keys([]) == []
+
+
+def test_a_text_that_normalizes_to_nothing_has_no_line():
+    # A file's last line without its end, spaces or DOS's \x1a end mark, alone in a block or a
+    # piece: no line, where a blank line was added. A newline alone is one blank line.
+    for normalize_text in (False, True):
+        assert clean_lines("", normalize_text, None, Counter()) == []
+        assert clean_lines("\n", normalize_text, LineFilter(10), Counter()) == [""]
+    assert clean_lines(" \x1a", True, LineFilter(10), Counter()) == []
 
 
 def test_resolve_inputs_sorted_dirs_globs(tmp_path):

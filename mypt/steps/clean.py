@@ -82,11 +82,6 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, boo
         for text in read_texts(reader, [(start, end)], decoder, stats, seen):
             lines = clean_lines(text, normalize, line_filter, drops)
             kept_text = kept_text or any(map(str.strip, lines))
-            if reader.one_document and lines == [""] and not text.endswith(("\n", "\r")):
-                # The file's last line, without its end, normalized to nothing (spaces, DOS's \x1a end
-                # mark): after a newline in the same text it is no line; alone in a block or a piece it
-                # is none either (it was a blank line of its own).
-                continue
             if reader.one_document:  # a piece of the file's one document
                 stats["lines_out"] += len(lines)
                 if lines:
