@@ -151,6 +151,31 @@ def read_json(path: Path, error: type[MyptError] = InputError,
     return data
 
 
+def file_kind(mode: int) -> str:
+    """What a file of this st_mode is, for a message that refuses what is not a regular file."""
+    return ("a regular file" if stat.S_ISREG(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "not a regular file")
+
+
+def open_regular(path: Path, refuse: Callable[[int], BaseException]) -> tuple[int, os.stat_result]:
+    """A descriptor open for reading on `path` and its fstat; `refuse(st_mode)` is raised
+    unless it is a regular file (an input, a shard). Opened non-blocking: a FIFO blocks open()
+    for ever, waiting for a writer (one put in an input's place after the walk hung a worker);
+    then checked on the open file itself (fstat), so nothing can swap it in between."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(st.st_mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
 def sha256_file(path: Path) -> str:
     """The sha256 hex digest of a file, read in 4 MiB blocks."""
     h = hashlib.sha256()

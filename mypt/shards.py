@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mypt.errors import ShardError, naming
-from mypt.io import read_json, tmp_name
+from mypt.io import file_kind, open_regular, read_json, tmp_name
 from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
 from mypt.tokenizers import Tokenizer
 
@@ -98,19 +98,12 @@ class ShardWriter:
         return self.shards
 
 
-_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def _check_regular(path: Path, mode: int) -> None:
-    """Refuse a shard that is not a regular file: a FIFO blocks its reader forever, a link to
-    /dev/zero never ends, a directory fails at its first read (mid-run)."""
-    if stat.S_ISREG(mode):
-        return
-    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+def _not_regular(path: Path, mode: int) -> ShardError:
+    """The error of a shard that is not a regular file: a FIFO blocks its reader forever, a link
+    to /dev/zero never ends, a directory fails at its first read (mid-run)."""
     via = f" (a link to {os.path.realpath(path)})" if os.path.islink(path) else ""
-    raise ShardError(f"{path}: a shard must be a regular file, this is {kind}{via}; move it out of "
-                     f"{Path(path).parent}, then run `mypt verify-dataset {Path(path).parent.parent}`")
+    return ShardError(f"{path}: a shard must be a regular file, this is {file_kind(mode)}{via}; move it out of "
+                      f"{Path(path).parent}, then run `mypt verify-dataset {Path(path).parent.parent}`")
 
 
 def _tokens_of(path: Path, size: int) -> int:
@@ -123,7 +116,8 @@ def _tokens_of(path: Path, size: int) -> int:
 def shard_stat(path: Path) -> os.stat_result:
     """os.stat of a shard (links followed), refused unless a regular file."""
     st = os.stat(path)
-    _check_regular(path, st.st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
     return st
 
 
@@ -133,17 +127,8 @@ def shard_tokens(path: Path) -> int:
 
 def open_shard(path: Path) -> tuple[int, os.stat_result]:
     """A file descriptor open for reading on the shard at `path`, and its stat; refused
-    unless a regular file. Opened non-blocking, so that a FIFO is refused instead of waiting
-    for a writer (the flag changes nothing for a regular file); the fstat is of the file
-    opened, so nothing can swap it in between."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        _check_regular(path, st.st_mode)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
+    unless a regular file (open_regular: a FIFO is refused, not waited on)."""
+    return open_regular(path, lambda mode: _not_regular(path, mode))
 
 
 def list_shards(directory: Path) -> list[Path]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import AbstractSet as Set, Iterable, Iterator, Sequence
 
 from mypt.errors import InputError, os_error_message
+from mypt.io import file_kind
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
 from mypt.readers.base import COMPRESSIONS, READERS, Reader
 from mypt.text import DecodeCounter, display_name, wide_text_hint
@@ -267,10 +268,7 @@ def regular_file(path: Path, flag: str = "--input_files") -> Path:
         raise InputError(f"{flag}: {str(path)!r} cannot be read ({e.strerror})") from None
     if stat.S_ISREG(mode):
         return path
-    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "not a regular file")
-    raise InputError(f"{flag}: {str(path)!r} is {kind}: mypt reads only regular files (it reads "
+    raise InputError(f"{flag}: {str(path)!r} is {file_kind(mode)}: mypt reads only regular files (it reads "
                      "each input more than once); save the stream to a file and pass that file")
 
 

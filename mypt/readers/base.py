@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from mypt.errors import InputError
+from mypt.io import file_kind, open_regular
 import mypt.text
 from mypt.text import BLOCK_BYTES, DecodeCounter, LongLine, display_name, line_pieces, split_blocks, wide_encoding
 
@@ -44,14 +45,6 @@ def file_stamp(paths: Iterable[Path]) -> Stamp:
                  tuple((os.fspath(p), st.st_ino, stat.S_IFMT(st.st_mode)) for p, st in stats))
 
 
-def file_kind(mode: int) -> str:
-    """What a file of this st_mode is, for a message that refuses what is not a regular file."""
-    return ("a regular file" if stat.S_ISREG(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "a directory" if stat.S_ISDIR(mode)
-            else "not a regular file")
-
-
 def replaced(path: Path, mode: int) -> InputError:
     """The error of an input found, once resolved, to be another file (of this st_mode)."""
     if not stat.S_ISREG(mode):
@@ -62,18 +55,13 @@ def replaced(path: Path, mode: int) -> InputError:
 
 
 def open_input(path: Path, identity: tuple[int, int] | None = None) -> BinaryIO:
-    """`path` open for reading, refused (InputError naming it) unless it is a regular file, and
-    the one of `identity` (st_ino, file type: Stamp.of) when given. Opened non-blocking: a
-    FIFO put in the place of an input after it was resolved blocked a worker in open() for
-    ever, waiting for a writer; then checked on the open file itself (fstat), so nothing can
-    swap it in between."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    """`path` open for reading, refused (InputError naming it) unless it is a regular file
+    (open_regular: a FIFO is not waited on), and the one of `identity` (st_ino, file type:
+    Stamp.of) when given."""
+    fd, st = open_regular(path, lambda mode: replaced(path, mode))
     try:
-        st = os.fstat(fd)
-        now = (st.st_ino, stat.S_IFMT(st.st_mode))
-        if not stat.S_ISREG(st.st_mode) or identity is not None and now != identity:
+        if identity is not None and (st.st_ino, stat.S_IFMT(st.st_mode)) != identity:
             raise replaced(path, st.st_mode)
-        os.set_blocking(fd, True)
         f = open(fd, "rb")
         f.raw.name = os.fspath(path)  # (f.name: the path, not the descriptor)
         return f
