@@ -164,7 +164,14 @@ def open_regular(path: Path, refuse: Callable[[int], BaseException]) -> tuple[in
     unless it is a regular file (an input, a shard). Opened non-blocking: a FIFO blocks open()
     for ever, waiting for a writer (one put in an input's place after the walk hung a worker);
     then checked on the open file itself (fstat), so nothing can swap it in between."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except BlockingIOError:
+        # A file lease (Samba's oplocks, nfsd's delegations) fails a non-blocking open (EWOULDBLOCK):
+        # a regular file is opened again, waiting for the lease to be broken as any open does.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise
+        fd = os.open(path, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -120,3 +120,31 @@ def test_an_arrow_file_of_a_saved_dataset_replaced_by_another_file_is_refused(tm
     os.replace(copy, saved / ARROW)
     with pytest.raises(InputError, match=f"^{saved / ARROW} was replaced by another file while mypt read it"):
         read_all(reader)
+
+
+def test_a_leased_file_is_opened_blocking(tmp_path, monkeypatch):
+    # Where a file lease is held (Samba's oplocks, nfsd's delegations), a non-blocking open fails
+    # with EWOULDBLOCK: an input and a shard that are regular files are opened again, blocking.
+    import errno
+
+    from mypt.shards import open_shard
+    real_open = os.open
+
+    def leased(path, flags, *args, **kwargs):
+        if flags & os.O_NONBLOCK:
+            raise BlockingIOError(errno.EWOULDBLOCK, os.strerror(errno.EWOULDBLOCK), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"Some text.\n")
+    shard = tmp_path / "shard_000000.bin"
+    shard.write_bytes(bytes(8))
+    reader = resolved(src)
+    monkeypatch.setattr(os, "open", leased)
+    assert "".join(read_all(reader)) == "Some text.\n"
+    fd, st = open_shard(shard)
+    os.close(fd)
+    assert st.st_size == 8
+    os.mkfifo(tmp_path / "fifo")  # (not a regular file: not opened blocking, which would wait for a writer)
+    with pytest.raises(BlockingIOError):
+        open_shard(tmp_path / "fifo")
