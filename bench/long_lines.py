@@ -22,7 +22,7 @@ error's first words). Inputs are written to a temporary directory, each removed 
 
     python bench/long_lines.py --mb 256 --steps clean
     python bench/long_lines.py --mb 16                 # clean and prepare-dataset
-    python bench/long_lines.py --mb 16 --repo /tmp/before   # the same, with the code of another checkout
+    python bench/long_lines.py --mb 16 --repo ../before   # the same, with the code of another checkout
     python bench/long_lines.py --mb 128 --steps clean --cases lines,one-line,zst-one-line
 
 The steps after clean read its output in blocks of their own: a clean output of blank lines
