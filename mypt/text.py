@@ -4,8 +4,8 @@ intermediate text format the data steps pass along (one .txt or .jsonl file per 
 The rules applied to the text live apart: normalization and line filters in mypt.normalize,
 the dedup key in mypt.steps.dedup. Input formats are read by mypt.readers. Nothing here holds
 more than one block of one file in memory: a block is a byte range of a plain file that
-starts and ends at a line boundary, read in pieces of BLOCK_BYTES (line_pieces); a line is
-held whole only up to MAX_LINE_BYTES.
+starts and ends at a line boundary (or, by split_blocks' `safe`, in the whitespace run around
+one), read in pieces of BLOCK_BYTES (line_pieces); a line is held whole only up to MAX_LINE_BYTES.
 Every line mypt writes ends with a newline, so every document ends with one too, except
 the last line of a .txt document cleaned with normalize and filter off, which passes
 unchanged (block_text reads it back exactly).
@@ -29,17 +29,22 @@ MAX_LINE_BYTES = 64 << 20
 
 
 # How many bytes on each side of a newline a block boundary rule (`safe` of split_blocks) sees:
-# two UTF-8 characters at most (4 bytes each).
+# before it, two UTF-8 characters at most (4 bytes each); after it, BOUNDARY_AHEAD, enough to see
+# where an indent of up to 256 bytes ends (gpt2 cuts inside the whitespace run).
 BOUNDARY_CONTEXT = 8
+BOUNDARY_AHEAD = 256 + BOUNDARY_CONTEXT
 
 
 def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: BinaryIO | None = None
                  ) -> list[tuple[int, int]]:
-    """Byte ranges [start, end) covering a file, each ending just after a newline.
+    """Byte ranges [start, end) covering a file, each ending just after a newline (without `safe`).
 
-    `safe(before, after)` may narrow which newlines may end a block (the gpt2 tokenizer needs
-    boundaries where its pre-tokenizer splits anyway): `before` holds the BOUNDARY_CONTEXT bytes
-    before the newline, `after` those after it (fewer only at the file's ends; never empty).
+    `safe(before, after)` may narrow which newlines may end a block, and move the end near them
+    (the gpt2 tokenizer needs boundaries where its pre-tokenizer splits anyway): `before` holds
+    the BOUNDARY_CONTEXT bytes before the newline, `after` the BOUNDARY_AHEAD bytes after it
+    (fewer only at the file's ends; never empty). It returns None (no block ends there) or
+    where the block ends, in bytes from just after the newline (0: just after it; -1: before
+    it; at most len(after) - 1, so that no block is empty).
     Plain files only: a compressed input is one block (mypt.readers). `f`: the file open already
     (an input, opened as mypt.readers opens one).
     """
@@ -55,8 +60,9 @@ def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: Binar
 
 
 def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
-    """Just after the first newline at or after `pos` that `safe` accepts and that is not the
-    file's last byte; `size` where there is none."""
+    """Where `safe` places the end for the first newline at or after `pos` that it accepts and
+    that is not the file's last byte (without `safe`: just after that newline); `size` where
+    there is none."""
     while pos < size:
         low = max(pos - BOUNDARY_CONTEXT, 0)
         f.seek(low)
@@ -64,10 +70,13 @@ def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
         whole = low + len(chunk) >= size  # (the chunk runs to the file's end)
         i = chunk.find(b"\n", pos - low)
         while i != -1:
-            if i + 1 >= len(chunk) or (not whole and i + 1 + BOUNDARY_CONTEXT > len(chunk)):
+            if i + 1 >= len(chunk) or (not whole and i + 1 + BOUNDARY_AHEAD > len(chunk)):
                 break  # need the bytes after the newline: continue in the next read
-            if safe is None or safe(chunk[max(i - BOUNDARY_CONTEXT, 0):i], chunk[i + 1:i + 1 + BOUNDARY_CONTEXT]):
+            if safe is None:
                 return low + i + 1
+            at = safe(chunk[max(i - BOUNDARY_CONTEXT, 0):i], chunk[i + 1:i + 1 + BOUNDARY_AHEAD])
+            if at is not None:
+                return low + i + 1 + at
             i = chunk.find(b"\n", i + 1)
         if whole:
             break

@@ -67,21 +67,69 @@ def test_gpt2_cuts_paragraphs_between_blank_lines_and_cjk_lines(tmp_path, make):
     assert n > len(text.encode()) // 200  # a block every ~64 bytes, give or take a paragraph
 
 
-@pytest.mark.parametrize("before, after, safe", [
-    (b"one.", b"\ntwo", True), (b"one.", b"\n\ntwo", False), (b"\n", b"\n", False),  # the last blank line only
-    (b"one.", b" two", True), (b"\n", "\u3000中".encode(), True), (b"\n", "\u3000\n".encode(), False),
-    ("中".encode(), "文".encode(), True), ("中\u3000".encode(), "文".encode(), False),
-    ("中\xa0".encode(), b"x", False), (b"x", "\x85x".encode(), True), (b"x", "\x85".encode(), False),
-    (b"x ", b"y", False), (b"x", b"\x1cy", True), (b"x", b"", False),
-    (b"x", "中".encode()[:2], False),  # (a character cut off by the window: not judged)
+INDENTS = ["  ", "    ", "\t\t", "\u3000\u3000", " \t", "\t  ", "\u3000 ", " \xa0", "        \t"]
+
+
+def indented_lines(rng: random.Random, n: int, newline: str = "\n") -> str:
+    """Lines that all start with 2+ whitespace characters (code, poetry, U+3000 paragraph indents)."""
+    word = lambda: rng.choice(["if", "x", "return", "'s", "1", "中文", "(", "don't", ".", "é"])
+    return "".join(rng.choice(INDENTS) + " ".join(word() for _ in range(rng.randint(1, 6))) + newline
+                   for _ in range(n))
+
+
+def crlf_lines(rng: random.Random, n: int) -> str:
+    """Text whose lines end with \r\n (read with --no_normalize), some indented, some blank."""
+    line = lambda: rng.choice(["", "  ", "\t", "\u3000\u3000"]) + rng.choice(["Word", "a b.", "中文", "x's", "42", ""])
+    return "".join(line() + "\r\n" for _ in range(n))
+
+
+@pytest.mark.parametrize("make", [indented_lines, crlf_lines,
+                                  lambda rng, n: indented_lines(rng, n, "\r\n"),
+                                  lambda rng, n: indented_lines(rng, n, "\n\n")])
+def test_gpt2_cuts_indented_and_crlf_lines_inside_the_whitespace_run(tmp_path, make):
+    """No newline of such text has a character that is not whitespace on both sides (F1: one
+    block, memory linear in the file): the cut is before the last character of the run."""
+    tok, rng, path = Tokenizer(None, "gpt2"), random.Random(3), tmp_path / "t.txt"
+    for block_bytes in (1, 7, 64):
+        text = make(rng, 200)
+        path.write_bytes(text.encode())
+        n, ids = blocks_ids(tok, path, block_bytes)
+        assert ids == tok.encode(text), repr(text)
+        assert n > 1 and n > len(text.encode()) // (block_bytes + 100), (n, block_bytes)
+
+
+def test_gpt2_blocks_of_random_whitespace_runs_give_the_whole_texts_ids(tmp_path):
+    tok, rng, path = Tokenizer(None, "gpt2"), random.Random(4), tmp_path / "t.txt"
+    spaces = ["\r", "\n", "\t", " ", "\u3000", "\xa0", "\x85"]
+    others = ["a", "Z9", "1", ".", "'s", "'ll", "'", "中", "é"]
+    cuts = 0
+    for _ in range(400):
+        text = "".join("".join(rng.choice(spaces) for _ in range(rng.choice([1, 2, 3, 5]))) + rng.choice(others)
+                       for _ in range(rng.randint(1, 40)))
+        path.write_bytes(text.encode())
+        n, ids = blocks_ids(tok, path, rng.randint(1, 16))
+        assert ids == tok.encode(text), repr(text)
+        cuts += n - 1
+    assert cuts > 1000
+
+
+@pytest.mark.parametrize("before, after, at", [
+    (b"one.", b"\ntwo", 0), (b"one.", b"\n\ntwo", 1), (b"\n", b"\n", None),  # the last blank line, or its run's end
+    (b"one.", b" two", 0), (b"\n", "\u3000中".encode(), 0), (b"\n", "\u3000\n".encode(), None),
+    ("中".encode(), "文".encode(), 0), ("中\u3000".encode(), "文".encode(), -1),
+    ("中\xa0".encode(), b"x", -1), (b"x", "\x85x".encode(), 0), (b"x", "\x85".encode(), None),
+    (b"x ", b"y", -1), (b"x", b"\x1cy", 0), (b"x", b"", None),
+    (b"x", "中".encode()[:2], None),  # (a character cut off by the window: not judged)
+    (b"foo", b"    bar", 3), (b"foo\r", b"bar", -1), (b"x\r", b"  y", 1), (b"x", b"\t \tif", 2),
+    (b"x", "\u3000\u3000中".encode(), 3), (b"x", " \u3000中".encode(), 1), (b"x", b" " * 300, None),
 ])
-def test_gpt2_safe_boundary_decodes_the_characters_around_the_newline(before, after, safe):
-    assert gpt2_safe_boundary(before, after) is safe
+def test_gpt2_safe_boundary_decodes_the_characters_around_the_newline(before, after, at):
+    assert gpt2_safe_boundary(before, after) == at
 
 
 def test_hf_keeps_the_ascii_rule():
-    assert ascii_safe_boundary(b"a.", b"b") and not ascii_safe_boundary(b"one.", b"\ntwo")
-    assert not ascii_safe_boundary("中".encode(), "文".encode())
+    assert ascii_safe_boundary(b"a.", b"b") == 0 and ascii_safe_boundary(b"one.", b"\ntwo") is None
+    assert ascii_safe_boundary("中".encode(), "文".encode()) is None
 
 
 def test_prepare_dataset_cuts_a_txt_source_of_any_script_in_blocks_with_the_whole_texts_ids(tmp_path, monkeypatch):

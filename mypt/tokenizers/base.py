@@ -151,9 +151,10 @@ class Tokenizer:
     learns_vocabulary = False
     # What the kind is, in a few words, for the `--tokenization` help texts (spec_help).
     description = ""
-    # safe(before, after): whether a text may be cut into blocks after a newline, given the bytes
-    # on each side of it (mypt.text.split_blocks), without changing its encoding (None: after any).
-    block_boundary: Callable[[bytes, bytes], bool] | None = None
+    # safe(before, after): where near a newline a text may be cut into blocks without changing its
+    # encoding, given the bytes on each side of it: bytes from just after it, or None for nowhere
+    # (mypt.text.split_blocks). None instead of a rule: just after any newline.
+    block_boundary: Callable[[bytes, bytes], int | None] | None = None
 
     def __new__(cls, config: object = None, kind: str | None = None, **kwargs):
         if cls is Tokenizer:  # the guide's Tokenizer(config, kind): dispatch to the kind's class

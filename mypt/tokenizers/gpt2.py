@@ -58,33 +58,47 @@ def _r50k_encoding():
 _ASCII_SPACE = frozenset(ord(c) for c in WHITESPACE_SET if c < "\x80")  # (as bytes)
 
 
-def gpt2_safe_boundary(before: bytes, after: bytes) -> bool:
-    """True when cutting UTF-8 text after a newline, between the bytes `before` and `after`
-    (mypt.text.split_blocks' window), cannot change the gpt2 encoding. The r50k pattern
+def gpt2_safe_boundary(before: bytes, after: bytes) -> int | None:
+    """Where UTF-8 text may be cut near a newline, between the bytes `before` and `after`
+    (mypt.text.split_blocks' window), without changing the gpt2 encoding: in bytes from just
+    after the newline (0: just after it, -1: just before it), or None. The r50k pattern
     (`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+`) looks at
     no text before a piece, and no piece runs from other text into whitespace; a run of
     whitespace W followed by a character is the pieces W[:-1] and W[-1] (alone, or with that
     character when it is a space). So the halves give the same pieces, hence the same ids, when
-    the newline is
-    - a run of its own between two characters that are not whitespace (it is the piece "\\n",
-      and at the end of the left half too), any script: "end.\\n" | "Next", "。\\n" | "中";
-    - or not its run's last character, the next one being: "one.\\n" | "\\ntwo" (a blank line
-      between paragraphs), "\\n" | "\\u3000中" (the left half ends with W[:-1], one piece).
+    the cut is
+    - just after a newline that is a run of its own between two characters that are not
+      whitespace (it is the piece "\\n", and at the end of the left half too), any script:
+      "end.\\n" | "Next", "。\\n" | "中";
+    - or, in the newline's run, before the run's last character, when a character that is not
+      whitespace follows the run within `after`: "one.\\n" | "\\ntwo" (a blank line between
+      paragraphs), "\\n" | "\\u3000中", "foo\\n   " | " bar" (an indent), "foo\\r" | "\\nbar" (CRLF;
+      the left half ends with W[:-1], one piece). A deeper indent than `after` shows is not cut.
     Whitespace is tokenizers.base.WHITESPACE (tiktoken's `\\s`, non-ASCII included: U+00A0,
     U+3000, U+0085), so characters are decoded, not judged by a byte."""
-    if after and after[0] < 0x80:  # (ASCII, a byte a character: the same rule without decoding, 4x faster)
-        if after[0] not in _ASCII_SPACE:
-            if before and before[-1] < 0x80:
-                return before[-1] not in _ASCII_SPACE
-        elif len(after) > 1 and after[1] < 0x80:
-            return after[1] not in _ASCII_SPACE
-    following = _first_chars(after, 2)
-    if not following:
-        return False
-    if following[0] in WHITESPACE_SET:
-        return len(following) == 2 and following[1] not in WHITESPACE_SET
+    at, last = 0, 0  # (the byte offset in `after` of the next character; the size of the last whitespace one)
+    while at < len(after):
+        lead = after[at]
+        if lead < 0x80:  # (ASCII, a byte a character: no decoding, 4x faster)
+            if lead not in _ASCII_SPACE:
+                break
+            at, last = at + 1, 1
+            continue
+        char = _first_chars(after[at:at + 4], 1)
+        if not char:
+            return None  # (a character cut off by the window, or not valid: not judged)
+        if char not in WHITESPACE_SET:
+            break
+        at, last = at + len(char.encode()), len(char.encode())
+    else:
+        return None  # (the run's end is not seen)
+    if at:
+        return at - last  # before the run's last character, after the newline
+    # The newline ends its run: cut after it when it is alone, before it when whitespace precedes it.
+    if before and before[-1] < 0x80:
+        return -1 if before[-1] in _ASCII_SPACE else 0
     preceding = _last_char(before)
-    return preceding is not None and preceding not in WHITESPACE_SET
+    return None if preceding is None else -1 if preceding in WHITESPACE_SET else 0
 
 
 def _first_chars(data: bytes, n: int) -> str:
@@ -112,10 +126,10 @@ def _last_char(data: bytes) -> str | None:
         return None
 
 
-def ascii_safe_boundary(before: bytes, after: bytes) -> bool:
-    """The narrower rule gpt2 used before: a newline between two printable non-space ASCII
-    characters (what hf.cut_safe probes a tokenizer.json for)."""
-    return bool(before) and bool(after) and 0x21 <= before[-1] <= 0x7E and 0x21 <= after[0] <= 0x7E
+def ascii_safe_boundary(before: bytes, after: bytes) -> int | None:
+    """The narrower rule gpt2 used before: just after a newline between two printable non-space
+    ASCII characters (what hf.cut_safe probes a tokenizer.json for), else None."""
+    return 0 if before and after and 0x21 <= before[-1] <= 0x7E and 0x21 <= after[0] <= 0x7E else None
 
 
 @register

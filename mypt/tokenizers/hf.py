@@ -114,8 +114,8 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _never(before: bytes, after: bytes) -> bool:
-    return False
+def _never(before: bytes, after: bytes) -> None:
+    return None
 
 
 _WARNED: set[str] = set()  # tokenizer files already warned about in this process
