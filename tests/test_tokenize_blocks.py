@@ -171,3 +171,33 @@ def test_train_tokenizer_reads_old_mac_text_in_lines_as_clean_does(tmp_path, mon
     result = CliRunner().invoke(main, ["train-tokenizer", "--input_files", str(tmp_path / "mac.txt"), "--vocab_size",
                                        "300", "--out", str(tmp_path / "raw.json"), "--no_normalize"])
     assert result.exit_code == 1 and "a line of 42,000 bytes" in result.output, result.output
+
+
+def test_an_hf_tokenizer_encodes_a_txt_source_in_its_own_smaller_blocks(tmp_path, monkeypatch):
+    """The tokenizers library's Encoding took about 1 GB a 4 MiB block in a worker: an hf
+    tokenizer's blocks are its own size (block_bytes, 512 KiB), with the whole text's ids."""
+    pytest.importorskip("tokenizers")
+    from mypt.tokenizers.hf import HFTokenizer
+
+    rng = random.Random(3)
+    text = "".join(" ".join(rng.choice(["Some", "words", "here,", "and", "more."]) for _ in range(9)) + "\n"
+                   for _ in range(400))
+    (tmp_path / "a.txt").write_text(text)
+    result = CliRunner().invoke(main, ["train-tokenizer", "--input_files", str(tmp_path / "a.txt"), "--vocab_size",
+                                       "300", "--out", str(tmp_path / "tok.json")])
+    assert result.exit_code == 0, result.output
+    counts = []
+
+    def spy(path, *args, **kwargs):
+        counts.append(len(blocks := split_blocks(path, *args, **kwargs)))
+        return blocks
+
+    monkeypatch.setattr(HFTokenizer, "block_bytes", 1024)  # (20 KiB of text: 4 MiB blocks would be one)
+    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "a.txt"), "--out_dir",
+                                       str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1", "--no_dedup",
+                                       "--tokenization", f"hf:{tmp_path / 'tok.json'}"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    tok = HFTokenizer(tokenizer_json=(tmp_path / "tok.json").read_text())
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == tok.encode(text) + [tok.eot_id]
+    assert counts and counts[0] > 10, counts

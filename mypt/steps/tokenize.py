@@ -101,7 +101,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
             # A .txt source is one document that blocks cut: only where the encoding allows.
             safe = tokenizer.block_boundary if not s["jsonl"] else None
             parts.append([])
-            for a, b in split_blocks(path, safe=safe):
+            for a, b in split_blocks(path, tokenizer.block_bytes, safe=safe):
                 tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"
                 tasks.append((path, s["jsonl"], a, b, state, tok_part, doc_part))
                 parts[-1].append((tok_part, doc_part))

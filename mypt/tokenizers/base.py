@@ -155,6 +155,9 @@ class Tokenizer:
     # encoding, given the bytes on each side of it: bytes from just after it, or None for nowhere
     # (mypt.text.split_blocks). None instead of a rule: just after any newline.
     block_boundary: Callable[[bytes, bytes], int | None] | None = None
+    # The bytes of a .txt block the tokenize step encodes at once (None: mypt.text.BLOCK_BYTES):
+    # smaller for a kind whose encoding costs much memory a byte.
+    block_bytes: int | None = None
 
     def __new__(cls, config: object = None, kind: str | None = None, **kwargs):
         if cls is Tokenizer:  # the guide's Tokenizer(config, kind): dispatch to the kind's class
