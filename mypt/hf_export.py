@@ -305,9 +305,9 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
                 them = "it" if len(changed) == 1 else "them"
                 raise ConfigError(f"--out_dir {out_dir}: {', '.join(changed[:5])}"
                                   f"{f' (and {len(changed) - 5} more)' if len(changed) > 5 else ''} changed since mypt "
-                                  f"exported {them} (fine-tuned or edited in place?), and exporting again would replace "
-                                  f"{them}: refused, nothing changed; move {them} out of the directory, or choose "
-                                  "another --out_dir")
+                                  f"exported {them} (fine-tuned or edited in place?), and exporting again would "
+                                  f"replace {them}: refused, nothing changed; move {them} out of the directory, or "
+                                  "choose another --out_dir")
         return EXPORT_RECORD, (EXPORT_RECORD, *files)
     if (out_dir / LEGACY_MARKER).is_file() and (out_dir / "tokenizer_config.json").is_file():
         return LEGACY_MARKER, LEGACY_FILES

@@ -79,7 +79,8 @@ def indented_lines(rng: random.Random, n: int, newline: str = "\n") -> str:
 
 def crlf_lines(rng: random.Random, n: int) -> str:
     """Text whose lines end with \r\n (read with --no_normalize), some indented, some blank."""
-    line = lambda: rng.choice(["", "  ", "\t", "\u3000\u3000"]) + rng.choice(["Word", "a b.", "中文", "x's", "42", ""])
+    line = lambda: (rng.choice(["", "  ", "\t", "\u3000\u3000"])  # noqa: E731
+                    + rng.choice(["Word", "a b.", "中文", "x's", "42", ""]))
     return "".join(line() + "\r\n" for _ in range(n))
 
 
