@@ -151,6 +151,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_export(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "m"]  # no work directory left
 
 
+@pytest.mark.slow
 def test_a_real_write_failure_of_the_weights_is_one_line(tmp_path):
     """The real writer, in a process whose files may not grow past 64 KiB (RLIMIT_FSIZE: the
     write fails with EFBIG, as a full disk fails with ENOSPC): the weights (110 KB) cannot be
