@@ -58,6 +58,24 @@ def test_gpt2_ids_are_tiktokens_whatever_runs_are_cut(monkeypatch):
         assert tok.encode(text) == enc.encode_ordinary(text), repr(text)
 
 
+def test_gpt2_encodes_blank_lines_in_pieces_with_tiktokens_ids(monkeypatch):
+    """A run of newlines alone is encoded in pieces of LONG_RUN (made even) characters: one
+    piece of 16 MiB of blank lines took 900 MB in tiktoken. n newlines are n // 2 of "\n\n"
+    and a "\n" when n is odd, so the ids are tiktoken's whatever the run's length and place."""
+    enc, tok = r50k(), Tokenizer(None, "gpt2")
+    monkeypatch.setattr(gpt2, "LONG_RUN", 7)
+    encoded = []
+    real = tok._encode
+    monkeypatch.setattr(tok, "_encode", lambda part: encoded.append(len(part)) or real(part))
+    for n in (7, 8, 9, 15, 16, 17, 101):
+        for text in ("\n" * n, "a." + "\n" * n, "\n" * n + "b", "a." + "\n" * n + "b\n", "a." + "\n" * n + " b",
+                     "\n" * n + "\ty"):
+            encoded.clear()
+            assert tok.encode(text) == enc.encode_ordinary(text), (n, text)
+            if " " not in text and "\t" not in text:  # (a run with other whitespace: cut before its last only)
+                assert max(encoded) <= 8 + 2, (n, text, encoded)  # (pieces of 8 newlines, with the text around)
+
+
 def test_prepare_dataset_reads_a_megabyte_of_blank_lines_the_same_in_any_blocks(tmp_path, monkeypatch):
     doc = "hello there\n" + "\n" * MEGA + "world again\n" + "\n" * 3000 + "The end.\n"
     (tmp_path / "blank.txt").write_text(doc)
