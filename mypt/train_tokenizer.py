@@ -130,10 +130,10 @@ def train_tokenizer(input_files: list[str], out: Path, settings: TokenizerTrainS
     out = Path(out)
     check_out(out, overwrite)
     walk = WalkSkipped()
-    readers, binary = text_sources(input_files, text_key=settings.text_key, walk_skipped=walk)
-    for reader in readers:  # read in lines as the clean step reads (mypt.steps.clean): old-Mac text too
-        if reader.one_document:  # (no line filter here: a line over MAX_LINE_BYTES is refused, naming it)
-            reader.cr_ends_lines = settings.normalize
+    # Lines read as the clean step reads them, old-Mac text too; no line filter here: a line over
+    # MAX_LINE_BYTES is refused, naming it.
+    readers, binary = text_sources(input_files, text_key=settings.text_key, walk_skipped=walk,
+                                   cr_ends_lines=settings.normalize)
     for line in skipped_lines([display_name(p) for p in binary], [fix for fix in binary.values() if fix],
                               walk.names() if walk else None, walk.counts()):
         log(line)

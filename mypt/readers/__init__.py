@@ -273,7 +273,8 @@ def regular_file(path: Path, flag: str = "--input_files") -> Path:
 
 
 def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: bool = False,
-                 walk_skipped: WalkSkipped | None = None) -> tuple[list[Reader], dict[Path, str | None]]:
+                 walk_skipped: WalkSkipped | None = None, cr_ends_lines: bool = False,
+                 filter_chars: int | None = None) -> tuple[list[Reader], dict[Path, str | None]]:
     """The readers of the inputs and the files skipped: the one input rule of prepare-dataset
     (its clean step) and train-tokenizer.
 
@@ -282,7 +283,10 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: boo
     iconv line of UTF-16/32 text, None for a binary file);
     a format mypt does not read, or inputs that are all binary, is an InputError. Each reader
     carries its file's size and mtime as resolved (`Reader.stamp`), so a file that changes
-    while it is read is an error naming it (`Reader.check_unchanged`)."""
+    while it is read is an error naming it (`Reader.check_unchanged`). `cr_ends_lines` and
+    `filter_chars`: how a one-document reader reads its lines (Reader: a lone \r ends one when
+    normalizing; a line too long to hold that the line filter would drop is dropped); a JSONL
+    line is a document, which the filter does not drop whole."""
     readers, skipped = [], {}
     for path in resolve_inputs(patterns, walk_skipped):
         reader = reader_for(path, text_key=text_key, strict=strict, any_case=True)
@@ -297,6 +301,8 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: boo
                              "a pattern that matched it (corpus/*) can be narrowed (corpus/*.txt), or "
                              "name the folder, whose walk skips what mypt does not read")
         reader.stamp = stamp
+        if reader.one_document:
+            reader.cr_ends_lines, reader.filter_chars = cr_ends_lines, filter_chars
         readers.append(reader)
     if not readers:
         hints = [fix for fix in skipped.values() if fix]

@@ -140,16 +140,13 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
     a one-document source, .jsonl for a source of many documents). `sink`: what sees the lines
     each block writes, in the worker that writes them (SinkFactory)."""
     walk = WalkSkipped()
-    readers, binary = text_sources(input_files, text_key=settings.text_key, strict=settings.strict, walk_skipped=walk)
+    max_line_chars = settings.max_line_chars if settings.filter else 0
+    readers, binary = text_sources(input_files, text_key=settings.text_key, strict=settings.strict, walk_skipped=walk,
+                                   cr_ends_lines=settings.normalize, filter_chars=max_line_chars or None)
     paths = [r.path for r in readers] + list(binary)
     skipped = [display_name(p) for p in binary]
     # Text, not binary: its fix is named (written here: the split stage, which prints it, needs no mypt.text).
     wide = {display_name(p): fix for p, fix in binary.items() if fix}
-    max_line_chars = settings.max_line_chars if settings.filter else 0
-    for reader in readers:
-        if reader.one_document:  # (a JSONL line is a document, which the filter does not drop whole)
-            reader.cr_ends_lines = settings.normalize  # (Reader.chunks: a line too long to hold is dropped)
-            reader.filter_chars = max_line_chars or None
     with staged_dir(out_dir, paths, marker=MANIFEST, owned=SOURCE_FILES, written=step_files(STEP, source_files),
                     kind="clean step's output") as stage:
         sources, tasks = [], []
