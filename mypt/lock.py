@@ -2,8 +2,8 @@
 
 Two runs writing the same output would delete each other's work directories (`.NAME.work`,
 `.NAME.partial`) and both die half-way. `output_lock` takes an exclusive flock on
-`.NAME.lock` beside the output and writes the holder's pid into it, so a second run fails at
-once and names the process. The kernel releases a flock when its process dies, so a lock
+`.NAME.lock` beside the output and writes the holder's pid into it (`mypt lock of pid N`), so
+a second run fails at once and names the process. The kernel releases a flock when its process dies, so a lock
 file left by a killed run never blocks anyone.
 """
 
@@ -24,10 +24,22 @@ from mypt.errors import BusyError, InputError, naming
 from mypt.names import sibling
 
 
+def _content() -> bytes:
+    # Named as mypt's, not a bare number: a user's `.NAME.lock` holding only a number (a note, a
+    # count) was taken for a lock a dead run left, and replaced.
+    return f"mypt lock of pid {os.getpid()}\n".encode()
+
+
+def _holder(content: bytes) -> str | None:
+    """The pid a lock file of mypt's names; None for anything else (an empty file too: a user's)."""
+    m = re.fullmatch(rb"mypt lock of pid (\d+)\n", content)
+    return m[1].decode() if m else None
+
+
 def _foreign(content: bytes) -> bool:
     """A lock file holds its holder's pid, written before the file takes the lock's name:
     anything else, an empty file too, is a user's."""
-    return not re.fullmatch(rb"\d+\n", content)
+    return _holder(content) is None
 
 
 def _refuse_foreign(lock: Path, output: Path, flag: str) -> None:
@@ -61,8 +73,12 @@ def _refuse_foreign(lock: Path, output: Path, flag: str) -> None:
                 if look == 0:
                     time.sleep(0.05)
     if foreign:
+        # (mypt before the lock named itself wrote the bare pid: such a file is a user's too, or the
+        # lock of a killed run of an older mypt, which the user may remove.)
+        older = " (if it is a lock a killed run of an older mypt left, remove it)" \
+            if stat.S_ISREG(st.st_mode) and re.fullmatch(rb"\d+\n", content) else ""
         raise InputError(f"{lock}: mypt locks {flag} with a file of this name, but this one is not mypt's "
-                         "lock file: refused, nothing changed; move it elsewhere and run again")
+                         f"lock file: refused, nothing changed; move it elsewhere and run again{older}")
 
 
 def _take(lock: Path, output: Path, flag: str) -> int:
@@ -75,7 +91,7 @@ def _take(lock: Path, output: Path, flag: str) -> int:
     fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with naming(lock):  # (a full disk: said of the lock beside the output, not of "a file")
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, _content(), 0)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a flock is the file's: it holds under the lock's name
         while True:
             _refuse_foreign(lock, output, flag)
@@ -99,7 +115,7 @@ def _take(lock: Path, output: Path, flag: str) -> int:
                 try:
                     fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    holder = os.pread(old, 32, 0).decode("ascii", "replace").strip()
+                    holder = _holder(os.pread(old, 64, 0))
                     raise BusyError(f"{output} is in use by process {holder or '(unknown)'} (lock file {lock}): "
                                     f"wait for it to finish, or choose another {flag}") from None
                 # Its holder removes the file when done: a lock on a file already removed guards
@@ -131,7 +147,7 @@ def _make_in_place(lock: Path, output: Path, flag: str) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with naming(lock):  # (a full disk: removed below, not left empty, which reads as a user's file)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, _content(), 0)
     except BlockingIOError:
         lock.unlink(missing_ok=True)
         os.close(fd)

@@ -140,7 +140,7 @@ def test_second_prepare_on_the_same_out_dir_fails_at_once(tmp_path):
     inp = corpus(tmp_path / "in")
     out = tmp_path / "ds"
     with output_lock(out, "--out_dir"):  # this process plays the first run
-        assert lock_path(out).read_text().strip() == str(os.getpid())
+        assert lock_path(out).read_text() == f"mypt lock of pid {os.getpid()}\n"
         before = tree_bytes(tmp_path)
         start = time.monotonic()
         err = refused(*prepare_args(inp, out), cwd=tmp_path)
@@ -177,9 +177,22 @@ def test_lock_file_of_a_dead_process_does_not_block(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     out = tmp_path / "ds"
-    lock_path(out).write_text(f"{dead.pid}\n")
+    lock_path(out).write_text(f"mypt lock of pid {dead.pid}\n")
     mypt_cli(*prepare_args(corpus(tmp_path / "in"), out), cwd=tmp_path)
     assert (out / "dataset_metadata.json").is_file() and not lock_path(out).exists()
+
+
+def test_a_users_file_at_the_lock_name_holding_a_number_is_refused_and_kept(tmp_path):
+    """A lock file held only its pid: a user's `.ds.lock` holding a number (a note, a count) was
+    taken for a lock a dead run left, and replaced, then removed."""
+    out = tmp_path / "ds"
+    inp = corpus(tmp_path / "in")
+    lock_path(out).write_text("42\n")
+    before = tree_bytes(tmp_path)
+    err = refused(*prepare_args(inp, out), cwd=tmp_path)
+    assert f"{lock_path(out)}: mypt locks --out_dir with a file of this name" in err and "nothing changed" in err
+    assert "a lock a killed run of an older mypt left" in err
+    assert tree_bytes(tmp_path) == before
 
 
 @pytest.mark.parametrize("links", [True, False])
@@ -221,7 +234,7 @@ def test_an_empty_file_at_the_lock_name_is_the_users_refused_and_kept(tmp_path):
     lock_path(out).unlink()
     with output_lock(out, "--out_dir"):
         assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "in"]  # its own name is gone
-        assert lock_path(out).read_text() == f"{os.getpid()}\n"
+        assert lock_path(out).read_text() == f"mypt lock of pid {os.getpid()}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
@@ -239,7 +252,7 @@ def test_on_a_filesystem_without_hard_links_the_lock_is_made_in_place(tmp_path, 
     monkeypatch.setattr(os, "link", no_links)
     out = tmp_path / "ds"
     with output_lock(out, "--out_dir"):
-        assert lock_path(out).read_text() == f"{os.getpid()}\n"
+        assert lock_path(out).read_text() == f"mypt lock of pid {os.getpid()}\n"
         assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock"]
     assert list(tmp_path.iterdir()) == []
     with open(lock_path(out), "w") as held:  # another run's, between making it and writing its pid
