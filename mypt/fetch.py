@@ -96,10 +96,29 @@ def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist
         extracted = []
     with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted), written=_extracted,
                     kind="demo corpus") as stage:
+        _check_unedited(Path(out_dir))  # (under the output's lock)
         counts = extract_demo(stage, corpora, sdist)
         paths = built_files(stage)
-        write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths})
+        write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths,
+                                           "sha256": {p: sha256_file(stage / p) for p in paths}})
     return counts
+
+
+def _check_unedited(out_dir: Path) -> None:
+    """A demo text the user edited since it was extracted (its bytes are no longer the ones the
+    manifest records) is theirs now: a re-fetch would put the archive's back over it. Refused
+    before anything changes. (A manifest from before the sums were recorded: nothing to compare.)"""
+    try:
+        sums = read_json(out_dir / DEMO_MANIFEST).get("sha256", {})
+    except (InputError, OSError):  # none yet, or another tool's: staged_dir has decided
+        return
+    edited = [p for p, digest in sums.items() if (out_dir / p).is_file() and sha256_file(out_dir / p) != digest] \
+        if isinstance(sums, dict) else []
+    if edited:
+        more = f" (and {len(edited) - 1} more)" if len(edited) > 1 else ""
+        raise InputError(f"{out_dir / edited[0]}{more} was edited since fetch-demo extracted it: fetching again would "
+                         "put the archive's text back over your changes: refused, nothing changed; move your version "
+                         "out of --out_dir (or delete it) and run again")
 
 
 def _extracted(out_dir: Path) -> list[str]:

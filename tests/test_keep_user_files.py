@@ -358,6 +358,23 @@ def test_a_re_fetch_keeps_the_users_files_inside_the_corpus_folders(tmp_path):
     assert (out / "general" / "a.txt").read_bytes() == b"general\n"
 
 
+def test_a_re_fetch_refuses_to_put_the_archives_text_over_a_demo_file_the_user_edited(tmp_path):
+    """A re-fetch replaced the files the previous one extracted, edited ones too: the user's
+    changes to a demo text were lost. The manifest records each file's sha256."""
+    out = tmp_path / "raw"
+    assert CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)]).exit_code == 0
+    edited = sorted((out / "general").iterdir())[0]
+    edited.write_text("my own version of this text\n")
+    before = tree_bytes(out)
+    r = CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert f"{edited} was edited since fetch-demo extracted it" in r.output and "nothing changed" in r.output
+    assert tree_bytes(out) == before
+    edited.rename(tmp_path / "mine.txt")  # moved out: the fetch puts the archive's text back
+    assert CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)]).exit_code == 0
+    assert edited.is_file() and edited.read_bytes() != (tmp_path / "mine.txt").read_bytes()
+
+
 def test_every_step_output_can_be_written_again_in_place(tmp_path):
     """A stage run by hand twice on the same --out_dir: each step's owned names cover what it
     writes (the tokenize step's tokenizer_state.json was missing)."""
