@@ -17,6 +17,7 @@ from test_dedup import reference_dedup
 
 import mypt.steps.dedup as dedup_step
 from mypt.steps.clean import CleanSettings, clean
+from mypt.errors import InputError
 from mypt.steps.dedup import REC, DedupSettings, Hashing, dedup
 
 PER_RUN = 256  # records a run may hold at --dedup_memory_mb 1 in these tests
@@ -120,3 +121,30 @@ def test_compressed_input_prepared_with_hashing_stays_in_budget_and_exact(tmp_pa
         assert (tmp_path / "chained" / s["file"]).read_bytes() == (tmp_path / "read_back" / s["file"]).read_bytes()
     assert {k: v for k, v in chained["stats"]["dedup"].items() if k != "runs"} == \
         {k: v for k, v in read_back["stats"]["dedup"].items() if k != "runs"}
+
+
+def test_a_corpus_of_repeated_lines_is_sized_by_what_its_runs_hold(tmp_path, largest_read, monkeypatch):
+    """Runs were sized from every record, duplicates included: a corpus whose lines repeat was
+    refused for needing more than MAX_RUNS runs (at the default 256 MB, over 2 G keyed lines),
+    while its runs, each batch reduced to one record a hash, would hold a few records."""
+    monkeypatch.setattr(dedup_step, "MAX_RUNS", 4)  # 1,024 records in all at PER_RUN 256
+    lines = [line for line in corpus(3) if not line.startswith("a distinct line")]  # 6,100 keyed: 24 runs
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("\n".join(lines) + "\n")
+    clean([str(tmp_path / "in")], tmp_path / "clean", CleanSettings(filter=False, workers=1))
+    out = dedup(tmp_path / "clean", tmp_path / "out", DedupSettings(memory_mb=1, workers=1))
+    stats = out["stats"]["dedup"]
+    assert stats["keyed_lines"] > 4 * PER_RUN * 5  # sized from every record, 20 runs and more
+    assert stats["runs"] <= 4 and largest_read[0] <= PER_RUN
+    assert dedup_lines(tmp_path / "out", out) == reference_dedup(lines, 24)
+    assert stats["unique_keys"] == 1 + 7
+
+
+def test_a_corpus_of_distinct_lines_beyond_the_runs_is_refused_naming_the_flag(tmp_path, largest_read, monkeypatch):
+    monkeypatch.setattr(dedup_step, "MAX_RUNS", 4)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("".join(f"a distinct line, number {i}, of the corpus\n"
+                                                   for i in range(1500)))
+    clean([str(tmp_path / "in")], tmp_path / "clean", CleanSettings(filter=False, workers=1))
+    with pytest.raises(InputError, match=r"^dedup needs 6 runs at --dedup_memory_mb 1; raise it to at least 2$"):
+        dedup(tmp_path / "clean", tmp_path / "out", DedupSettings(memory_mb=1, workers=1))

@@ -12,7 +12,9 @@ Phases, with files between them (datatrove-style), so memory never holds the cor
    disk, each small enough to sort within the budget. Each batch is first reduced to the
    first record (lowest line) of each of its hashes: the others are duplicates, marked at
    once. So a run holds at most one record of a hash per batch, however often its line
-   recurs (all copies of a line hash alike: unreduced, a repeated line would fill one run);
+   recurs (all copies of a line hash alike: unreduced, a repeated line would fill one run).
+   P is sized from the count of records; where that would be more than MAX_RUNS, from what
+   the reduced batches hold (counted by one more pass: a corpus of lines repeated fits);
 3. decide (per run): sort by (hash, index); every record after the first of its hash is
    a duplicate, and its line index is marked in an on-disk drop map (1 byte a line);
 4. write (parallel, per block): copy the lines whose mark is not set.
@@ -385,10 +387,10 @@ class _DropMap:
             self.map.close()
 
 
-def _batches(hash_files: list[Path], line_counts: list[int], size: int) -> Iterator[np.ndarray]:
+def _batches(hash_files: list[Path], line_counts: list[int], size: int, keep: bool = False) -> Iterator[np.ndarray]:
     """The records of the hash files in corpus order, their line indices made global, in
     batches of at most `size` records, read a piece at a time (a .gz input's file holds all
-    its records); each hash file is removed once read."""
+    its records); each hash file is removed once read, unless `keep`."""
     pieces, n, first = [], 0, 0
     for path, lines in zip(hash_files, line_counts):
         with naming(path), open(path, "rb") as f:
@@ -401,7 +403,8 @@ def _batches(hash_files: list[Path], line_counts: list[int], size: int) -> Itera
                     # that this frame holds no reference to it once the caller lets it go.
                     pieces, n = [_joined(pieces)], 0
                     yield pieces.pop()
-        path.unlink()
+        if not keep:
+            path.unlink()
         first += lines
     if pieces:
         yield _joined(pieces)
@@ -417,15 +420,21 @@ def _partition(hash_files: list[Path], line_counts: list[int], total_records: in
     duplicates marked in `drop` and the rest scattered by hash into runs that each fit the
     budget; the hash files are removed as they are read."""
     per_run = max(1, memory_mb * 2**20 // BYTES_PER_RECORD_SORTED)
+    batch_size = max(1, per_run // 2)  # half a run: the batch's buffer, its reduced copy and the scatter's sort
     n_runs = max(1, math.ceil(total_records / per_run))
+    if n_runs > MAX_RUNS:
+        # Too many runs for every record, but a run holds only what each batch's reduction
+        # leaves: a corpus mostly of repeated lines (over 2 G keyed lines at the default 256 MB)
+        # may fit. Counted by one more pass over the batches, made only here: sized from every
+        # record, such a corpus was refused; a corpus that fits keeps its runs (and stats).
+        n_runs = max(1, math.ceil(_reduced_records(hash_files, line_counts, batch_size) / per_run))
     if n_runs > MAX_RUNS:
         raise InputError(f"dedup needs {n_runs} runs at --dedup_memory_mb {memory_mb}; "
                          f"raise it to at least {math.ceil(memory_mb * n_runs / MAX_RUNS)}")
     run_files = [work_dir / f"run_{r:04d}.rec" for r in range(n_runs)]
     handles = [open(p, "wb") for p in run_files]
     try:
-        # Half a run a batch: the batch's buffer, its reduced copy and the scatter's sort of that fit the budget.
-        for batch in _batches(hash_files, line_counts, max(1, per_run // 2)):
+        for batch in _batches(hash_files, line_counts, batch_size):
             duplicates = _duplicates(batch)
             drop.mark(batch["idx"][duplicates])
             rec = batch[~duplicates]
@@ -446,6 +455,12 @@ def _partition(hash_files: list[Path], line_counts: list[int], total_records: in
         for h in handles:
             h.close()  # (tofile wrote past the files' buffers, which hold nothing to write now)
     return run_files
+
+
+def _reduced_records(hash_files: list[Path], line_counts: list[int], batch_size: int) -> int:
+    """How many records the partition's runs will hold: each batch's, less its duplicates."""
+    return sum(int(batch.size - _duplicates(batch).sum())
+               for batch in _batches(hash_files, line_counts, batch_size, keep=True))
 
 
 def _decide(run_files: list[Path], drop: _DropMap) -> int:
