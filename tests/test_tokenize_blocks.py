@@ -16,7 +16,8 @@ import mypt.text
 from mypt.cli import main
 from mypt.text import split_blocks
 from mypt.tokenizers import Tokenizer
-from mypt.tokenizers.gpt2 import ascii_safe_boundary, gpt2_safe_boundary
+from mypt.tokenizers.base import WHITESPACE
+from mypt.tokenizers.gpt2 import ascii_safe_boundary, gpt2_safe_boundary, regex_safe_boundary
 
 # Characters the texts are made of: ASCII, CJK, and whitespace that tiktoken's `\s` counts
 # (U+3000, U+00A0, U+0085, U+2028, \t, \x0b) or does not (\x1c), contractions, an emoji.
@@ -116,16 +117,131 @@ def test_gpt2_blocks_of_random_whitespace_runs_give_the_whole_texts_ids(tmp_path
 
 @pytest.mark.parametrize("before, after, at", [
     (b"one.", b"\ntwo", 0), (b"one.", b"\n\ntwo", 1), (b"\n", b"\n", None),  # the last blank line, or its run's end
-    (b"one.", b" two", 0), (b"\n", "\u3000中".encode(), 0), (b"\n", "\u3000\n".encode(), None),
+    (b"one.", b" two", 0), (b"\n", "\u3000中".encode(), 0), (b"\n", "\u3000\n".encode(), 0),
     ("中".encode(), "文".encode(), 0), ("中\u3000".encode(), "文".encode(), -1),
     ("中\xa0".encode(), b"x", -1), (b"x", "\x85x".encode(), 0), (b"x", "\x85".encode(), None),
     (b"x ", b"y", -1), (b"x", b"\x1cy", 0), (b"x", b"", None),
     (b"x", "中".encode()[:2], None),  # (a character cut off by the window: not judged)
     (b"foo", b"    bar", 3), (b"foo\r", b"bar", -1), (b"x\r", b"  y", 1), (b"x", b"\t \tif", 2),
-    (b"x", "\u3000\u3000中".encode(), 3), (b"x", " \u3000中".encode(), 1), (b"x", b" " * 300, None),
+    (b"x", "\u3000\u3000中".encode(), 3), (b"x", " \u3000中".encode(), 1),
+    # An indent the window does not see the end of: cut just after the newline where r50k has no token
+    # of the newline and the next byte (not "\n\n", "\n\xa0").
+    (b"x", b" " * 300, 0), (b"x", b"\t" * 300, 0), (b"x", "\u3000".encode() * 90, 0), (b"x", b"  ", 0),
+    (b"x", b"\n" * 300, None), (b"x", "\xa0".encode() * 150, None), (b"x", b" " * 70 + "中".encode()[:2], 0),
 ])
 def test_gpt2_safe_boundary_decodes_the_characters_around_the_newline(before, after, at):
     assert gpt2_safe_boundary(before, after) == at
+
+
+def test_the_regex_rule_alone_never_cuts_a_run_whose_end_it_does_not_see():
+    """regex_safe_boundary is the rule for any vocabulary (hf's ByteLevel): a BPE trained on code
+    merges "\\n " and "  ", so only r50k's rule cuts inside an unseen run."""
+    assert regex_safe_boundary(b"x", b" " * 300) is None and gpt2_safe_boundary(b"x", b" " * 300) == 0
+    assert regex_safe_boundary(b"x", b"  y") == gpt2_safe_boundary(b"x", b"  y") == 1
+
+
+def deep_indents(rng: random.Random, n: int) -> str:
+    """Lines indented by 270 to 700 characters (spaces, tabs, U+3000, and U+00A0, after a newline
+    not cut: r50k has "\\n\\xa0"), deeper than the 256 bytes the boundary rule sees."""
+    indent = lambda: "".join(rng.choice([" ", " ", "\t", "\u3000", "\xa0"])  # noqa: E731
+                             for _ in range(rng.randint(270, 700)))
+    return "".join(indent() + rng.choice(["x = 1", "中文", "'s", "return", "."]) + "\n" for _ in range(n))
+
+
+def test_gpt2_cuts_lines_indented_deeper_than_the_window(tmp_path):
+    """An indent the window after a newline does not see the end of was no cut point: a file of
+    such lines was one block (memory of its size)."""
+    tok, rng, path = Tokenizer(None, "gpt2"), random.Random(5), tmp_path / "t.txt"
+    for block_bytes in (1, 64, 700):
+        text = deep_indents(rng, 60)
+        path.write_bytes(text.encode())
+        n, ids = blocks_ids(tok, path, block_bytes)
+        assert ids == tok.encode(text) == tok._enc.encode_ordinary(text)
+        assert n > len(text.encode()) // (block_bytes + 1500), (n, block_bytes)
+
+
+def test_prepare_dataset_cuts_deeply_indented_lines_in_blocks_with_the_whole_texts_ids(tmp_path, monkeypatch):
+    text = deep_indents(random.Random(6), 100)
+    (tmp_path / "deep.txt").write_bytes(text.encode())
+    counts = []
+
+    def spy(path, *args, **kwargs):
+        counts.append(len(blocks := split_blocks(path, *args, **kwargs)))
+        return blocks
+
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 1024)
+    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "deep.txt"), "--out_dir",
+                                       str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1",
+                                       "--no_normalize", "--no_filter", "--no_dedup"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    tok = Tokenizer(None, "gpt2")
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == tok._enc.encode_ordinary(text) + [tok.eot_id]
+    assert counts and counts[0] > 20, counts
+
+
+def encoded_parts(tok: Tokenizer, monkeypatch) -> list[int]:
+    """The lengths of the texts gpt2 hands tiktoken, as it encodes (a list filled as it goes)."""
+    parts, real = [], tok._encode
+    monkeypatch.setattr(tok, "_encode", lambda part: parts.append(len(part)) or real(part))
+    return parts
+
+
+# Runs of these are cut anywhere (no r50k token holds two of them side by side, but "\n\n").
+CUT_SPACES = [" ", " ", "\t", "\r", "\n", "\u3000", "\x0b", "\u2028"]
+# Around these, some boundaries are not cut (r50k has " \xa0", "\xa0\xa0", "\n\xa0", byte pairs of U+2000...).
+OTHER_SPACES = ["\xa0", "\x85", "\u2000", "\u2005", "\u202f"]
+
+
+def test_gpt2_encodes_long_runs_of_any_whitespace_in_bounded_pieces_with_tiktokens_ids(monkeypatch):
+    """A run of whitespace other than newlines alone was one tiktoken piece (~40 bytes of memory a
+    byte): megabytes of spaces inside a line under --no_filter. Runs are cut between characters
+    that no r50k token holds side by side; the ids stay tiktoken's on the whole text."""
+    import mypt.tokenizers.gpt2 as gpt2
+
+    monkeypatch.setattr(gpt2, "LONG_RUN", 16)
+    tok, rng = Tokenizer(None, "gpt2"), random.Random(7)
+    enc = tok._enc
+    parts = encoded_parts(tok, monkeypatch)
+    for i in range(400):
+        spaces = rng.sample(CUT_SPACES, rng.randint(1, 4)) + (rng.sample(OTHER_SPACES, 2) if i % 4 == 0 else [])
+        run = "".join(rng.choice(spaces) for _ in range(rng.randint(1, 600)))
+        text = rng.choice(["", "a", "x.", "中"]) + run + rng.choice(["", "b", " y", "\n", "'s", "文"])
+        parts.clear()
+        assert tok.encode(text) == enc.encode_ordinary(text), repr(text)
+        if i % 4 and len(run) > 200:  # (parts of LONG_RUN and a character or two, with the text around)
+            assert max(parts) <= 2 * 16 + 4, (repr(text), parts)
+
+
+def test_every_r50k_token_of_whitespace_is_what_bpe_makes_of_its_bytes():
+    """What cutting runs of whitespace needs of tiktoken's shortcut (a piece that is a token is
+    that token, without BPE): for a part of whitespace alone, the same ids as merged in the run."""
+    ranks = Tokenizer(None, "gpt2")._enc._mergeable_ranks
+    checked = 0
+    for token, rank in ranks.items():
+        if all(c in WHITESPACE for c in token.decode("utf-8", "replace")):  # (a byte of a character: U+FFFD)
+            parts = [bytes([b]) for b in token]
+            while len(parts) > 1:  # BPE: merge the pair of lowest rank, leftmost first
+                best = min(range(len(parts) - 1), key=lambda i: ranks.get(parts[i] + parts[i + 1], 1 << 30))
+                if parts[best] + parts[best + 1] not in ranks:
+                    break
+                parts[best:best + 2] = [parts[best] + parts[best + 1]]
+            assert parts == [token], token
+            checked += 1
+    assert checked == 19
+
+
+def test_gpt2_encodes_a_megabyte_of_spaces_in_one_line_in_pieces_of_long_run(monkeypatch):
+    import mypt.tokenizers.gpt2 as gpt2
+
+    tok = Tokenizer(None, "gpt2")
+    parts = encoded_parts(tok, monkeypatch)
+    # (tiktoken alone fails on a run of 999,999 characters followed by another one.)
+    text = "begin" + " " * 900_000 + "end\tof \t" * 1000 + "\t \u3000" * 200_000 + "line\n"
+    ids = tok.encode_array(text)
+    # (A part holds text up to the next run's first cut: "end\\tof \\t" * 1000 is 8,000 characters.)
+    assert len(parts) > 14 and max(parts) <= gpt2.LONG_RUN + 8000 + 10, parts
+    assert ids.tolist() == tok._enc.encode_ordinary(text)
 
 
 def test_hf_keeps_the_ascii_rule():

@@ -7,7 +7,9 @@ naming that command.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +18,7 @@ import numpy as np
 from mypt.errors import TokenizerError
 from mypt.io import cache_dir
 from mypt.names import r50k_path
-from mypt.tokenizers.base import WHITESPACE_SET, Tokenizer, register, split_at, whitespace_runs
+from mypt.tokenizers.base import WHITESPACE, WHITESPACE_SET, Tokenizer, register, split_at, whitespace_runs
 
 GPT2_EOT = 50256
 GPT2_VOCAB_SIZE = 50257
@@ -57,30 +59,55 @@ def _r50k_encoding():
 
 _ASCII_SPACE = frozenset(ord(c) for c in WHITESPACE_SET if c < "\x80")  # (as bytes)
 _ASCII_SPACE_BYTES = bytes(sorted(_ASCII_SPACE))
+_NOT_NEWLINE = re.compile("[^\n]")
+_UNSEEN = object()  # (_run_boundary: the run of whitespace after the newline runs past the window)
 
 
-def gpt2_safe_boundary(before: bytes, after: bytes) -> int | None:
+def regex_safe_boundary(before: bytes, after: bytes) -> int | None:
     """Where UTF-8 text may be cut near a newline, between the bytes `before` and `after`
-    (mypt.text.split_blocks' window), without changing the gpt2 encoding: in bytes from just
-    after the newline (0: just after it, -1: just before it), or None. The r50k pattern
-    (`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+`) looks at
+    (mypt.text.split_blocks' window), so that GPT-2's pre-tokenizer pattern gives the same pieces:
+    in bytes from just after the newline (0: just after it, -1: just before it), or None. The r50k
+    pattern (`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+`) looks at
     no text before a piece, and no piece runs from other text into whitespace; a run of
     whitespace W followed by a character is the pieces W[:-1] and W[-1] (alone, or with that
-    character when it is a space). So the halves give the same pieces, hence the same ids, when
-    the cut is
+    character when it is a space). So the halves give the same pieces, hence the same ids with
+    any vocabulary (hf's ByteLevel pre-tokenizer is this pattern), when the cut is
     - just after a newline that is a run of its own between two characters that are not
       whitespace (it is the piece "\\n", and at the end of the left half too), any script:
       "end.\\n" | "Next", "。\\n" | "中";
     - or, in the newline's run, before the run's last character, when a character that is not
       whitespace follows the run within `after`: "one.\\n" | "\\ntwo" (a blank line between
       paragraphs), "\\n" | "\\u3000中", "foo\\n   " | " bar" (an indent), "foo\\r" | "\\nbar" (CRLF;
-      the left half ends with W[:-1], one piece). A deeper indent than `after` shows is not cut.
+      the left half ends with W[:-1], one piece). A deeper indent than `after` shows is not cut
+      here (gpt2_safe_boundary cuts it, knowing r50k's vocabulary).
     Whitespace is tokenizers.base.WHITESPACE (tiktoken's `\\s`, non-ASCII included: U+00A0,
     U+3000, U+0085), so characters are decoded, not judged by a byte."""
+    at = _run_boundary(before, after)
+    return None if at is _UNSEEN else at
+
+
+def gpt2_safe_boundary(before: bytes, after: bytes) -> int | None:
+    """regex_safe_boundary, and where the newline's run of whitespace runs past `after` (an indent
+    of more than BOUNDARY_AHEAD bytes), just after the newline, when no r50k token holds the newline
+    followed by the next byte (r50k has "\\n\\n" and "\\n\\xa0"; no "\\n ", "\\n\\t", "  "). That
+    cut splits the run W, one piece W[:-1] in the whole text, into two pieces: BPE merges only the
+    bytes of a token, so it never merges across two bytes no token holds side by side, and the
+    two sides merge as they would alone: the same ids. (tiktoken takes a piece that is a token
+    whole, without BPE: every r50k token of whitespace alone is what BPE makes of its bytes.)"""
+    at = _run_boundary(before, after)
+    if at is not _UNSEEN:
+        return at
+    # (Blank lines told first: the table loads the vocabulary, +20 MB in a process that may not encode.)
+    return 0 if after and after[0] != 0x0A and (0x0A, after[0]) not in _r50k_pairs()[0] else None
+
+
+def _run_boundary(before: bytes, after: bytes):
+    """regex_safe_boundary's rule; _UNSEEN where the run after the newline runs past `after`
+    (decoded as whitespace to its end, or up to a character the window cuts off)."""
     if not after.lstrip(_ASCII_SPACE_BYTES):
         # The run's end is not seen (inside blank lines: a newline each, so tested at C speed first;
         # scanned byte by byte below, 16 MiB of blank lines took 230 s).
-        return None
+        return _UNSEEN
     at, last = 0, 0  # (the byte offset in `after` of the next character; the size of the last whitespace one)
     while at < len(after):
         lead = after[at]
@@ -91,12 +118,13 @@ def gpt2_safe_boundary(before: bytes, after: bytes) -> int | None:
             continue
         char = _first_chars(after[at:at + 4], 1)
         if not char:
-            return None  # (a character cut off by the window, or not valid: not judged)
+            # (a character cut off by the window, or not valid: not judged; after whitespace, a deep run)
+            return _UNSEEN if at else None
         if char not in WHITESPACE_SET:
             break
         at, last = at + len(char.encode()), len(char.encode())
     else:
-        return None  # (the run's end is not seen)
+        return _UNSEEN
     if at:
         return at - last  # before the run's last character, after the newline
     # The newline ends its run: cut after it when it is alone, before it when whitespace precedes it.
@@ -104,6 +132,21 @@ def gpt2_safe_boundary(before: bytes, after: bytes) -> int | None:
         return -1 if before[-1] in _ASCII_SPACE else 0
     preceding = _last_char(before)
     return None if preceding is None else -1 if preceding in WHITESPACE_SET else 0
+
+
+@functools.cache
+def _r50k_pairs() -> tuple[frozenset[tuple[int, int]], re.Pattern]:
+    """The pairs of bytes that some r50k token holds side by side (BPE never merges across any
+    other pair), and a pattern that finds, in whitespace, a character after which a cut is
+    between two such bytes: at the match's end."""
+    enc = _r50k_encoding()
+    pairs = set()
+    for i in range(enc.n_vocab):
+        token = enc.decode_single_token_bytes(i)
+        pairs.update(zip(token, token[1:]))
+    free = {x: "".join(re.escape(y) for y in WHITESPACE if (x.encode()[-1], y.encode()[0]) not in pairs)
+            for x in WHITESPACE}
+    return frozenset(pairs), re.compile("|".join(f"{re.escape(x)}(?=[{ys}])" for x, ys in free.items() if ys))
 
 
 def _first_chars(data: bytes, n: int) -> str:
@@ -169,20 +212,50 @@ class GPT2Tokenizer(Tokenizer):
         last character gives the same pieces, hence the same ids, and the first part, which
         ends in W[:-1], needs no backtracking.
 
-        A run of newlines alone (blank lines) is also cut every LONG_RUN (made even) characters from
-        its start: r50k's only tokens of newlines are "\n" and "\n\n", and n newlines encode
-        as n // 2 of "\n\n" then "\n" when n is odd, so pieces of even length give the same
-        ids; one piece of 16 MiB of newlines took 900 MB in tiktoken."""
+        A long W[:-1] is one piece, which tiktoken holds at ~40 bytes a byte (one of 16 MiB of
+        newlines took 900 MB); it is cut too (_run_cuts), in parts of LONG_RUN characters or more,
+        each alone one piece of whitespace, where BPE gives the parts the ids it gives the whole."""
         cuts = []
         for start, end in whitespace_runs(text, LONG_RUN):
             piece_end = end - 1 if end < len(text) else end  # (W[:-1], or W at the text's end)
-            if text.count("\n", start, end) == end - start:
-                even = LONG_RUN + LONG_RUN % 2
-                cuts += range(start + even, piece_end, even)
+            cuts += self._run_cuts(text, start, piece_end)
             if piece_end < end:
                 cuts.append(piece_end)
         parts = [self._encode(part) for part in split_at(text, cuts)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    @staticmethod
+    def _run_cuts(text: str, start: int, end: int) -> list[int]:
+        """Offsets, LONG_RUN characters or more apart, where the piece of whitespace text[start:end]
+        may be cut: BPE merges only the bytes of a token, so it never merges across two bytes that
+        no r50k token holds side by side (_r50k_pairs: spaces, tabs, U+3000, \\r, \\n with any of
+        them but "\\n\\n", "\\n\\xa0"), and each side merges as it would alone; between two such
+        cuts (or the piece's ends), n newlines are n // 2 of "\\n\\n" then "\\n" when odd (r50k's
+        only tokens of newlines), so they may be cut after any even number. (A part that is a
+        token is taken whole by tiktoken: every r50k token of whitespace alone is what BPE makes
+        of its bytes.)"""
+        pairs, free = _r50k_pairs()
+        cuts, at, stop = [], start, start  # (at: the last cut, or the piece's start)
+        while (target := at + LONG_RUN) < end:
+            # The newlines that reach `target`: from `first` (after another character, or at `at`) to `stop`
+            # (found once for each run of newlines: a search each time took 16 MiB of them quadratic time).
+            first = at + len(text[at:target].rstrip("\n"))
+            if stop <= target:
+                other = _NOT_NEWLINE.search(text, target, end)
+                stop = other.start() if other else end
+            even = first + (target - first + 1) // 2 * 2  # (the first even count of them from `target`)
+            if not (first < target and even < stop
+                    and (first == at or (text[first - 1].encode()[-1], 0x0A) not in pairs)
+                    and (stop == end or (0x0A, text[stop].encode()[0]) not in pairs)):
+                even = None
+            # (a match ends where the cut is: the lookahead sees text before `endpos` only)
+            m = free.search(text, target - 1, even if even is not None else end)
+            cut = m.end() if m else even
+            if cut is None:
+                break
+            cuts.append(cut)
+            at = cut
+        return cuts
 
     def _encode(self, text: str) -> np.ndarray:
         # encode_to_numpy with no special tokens allowed = encode_ordinary, minus the Python
