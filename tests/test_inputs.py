@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -298,3 +299,69 @@ def test_an_output_under_a_file_says_the_file_is_no_folder(tmp_path, monkeypatch
     line = error_line(prepare("a.txt", "a.txt/ds"))
     assert "a.txt: it is a file, where a folder is needed" in line, line  # (was "a.txt: File exists")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def warnings_of(result) -> list[str]:
+    return [line for line in result.output.splitlines() if line.startswith("warning:")]
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_or_socket_found_by_a_walk_is_skipped_with_a_notice_never_opened(tmp_path, monkeypatch):
+    """Binary files a walk finds are skipped, and so are FIFOs and sockets (they stopped the
+    whole run): found by their stat, never opened (a FIFO blocks an open until a writer comes).
+    One named is still refused (tests/test_bad_inputs_inputs.py)."""
+    monkeypatch.chdir(tmp_path)
+    Path("corp").mkdir()
+    Path("corp/a.txt").write_text("The king spoke to the queen.\n" * 20)
+    os.mkfifo("corp/pipe.txt")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("corp/sock.txt")
+        result = prepare("corp", "ds")
+        assert result.exit_code == 0, result.output
+        assert warnings_of(result) == [  # once, though prepare-dataset and its clean step both resolve the inputs
+            "warning: --input_files: skipped 2 files found by a directory walk that mypt does not read, as it reads "
+            "only regular files (save a stream to a file to read it): corp/pipe.txt, a FIFO (named pipe); "
+            "corp/sock.txt, a socket"]
+        meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+        assert [s["name"] for s in meta["sources"]] == ["corp/a.txt"]
+        # A folder of nothing else is no corpus, saying why.
+        Path("only").mkdir()
+        os.mkfifo("only/pipe.txt")
+        line = error_line(prepare("only", "ds2"))
+        assert "holds no text files" in line and "only/pipe.txt is a FIFO (named pipe)" in line, line
+
+
+def test_a_file_given_twice_is_read_once_with_a_notice_naming_its_spellings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("corp").mkdir()
+    Path("corp/a.txt").write_text("The king spoke to the queen.\n" * 20)
+    Path("b.txt").write_text("The queen answered the king.\n" * 20)
+    Path("link.txt").symlink_to("corp/a.txt")
+    result = prepare("b.txt", "once")
+    assert result.exit_code == 0 and warnings_of(result) == [], result.output
+    result = prepare("b.txt", "ds", "--input_files", "./b.txt", "--input_files", "corp", "--input_files",
+                     "corp/a.txt", "--input_files", "link.txt", "--input_files", str(tmp_path / "corp"))
+    assert result.exit_code == 0, result.output
+    assert warnings_of(result) == [
+        "warning: --input_files: 3 inputs given more than once, each read once: b.txt (named twice); "
+        f"corp (also as {tmp_path / 'corp'}); corp/a.txt (also as link.txt)"]
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert [s["name"] for s in meta["sources"]] == ["b.txt", "corp/a.txt"]
+
+
+def test_a_path_too_long_for_the_system_is_an_error_naming_the_flag(tmp_path, monkeypatch):
+    """A name over 255 bytes was said not to exist; a file deep in a walked folder, its path
+    over PATH_MAX (4,096 bytes on Linux), stopped the run with "File name too long" alone."""
+    monkeypatch.chdir(tmp_path)
+    line = error_line(prepare("x" * 300 + ".txt", "ds"))
+    assert line.startswith("Error: --input_files: 'xxx") and "File name too long (a path of 304 bytes" in line, line
+    here = os.open(".", os.O_RDONLY)  # (a path that long is made a folder at a time, each relative to the last)
+    for name in ["deep"] + ["d" * 200] * 21:
+        os.mkdir(name, dir_fd=here)
+        below = os.open(name, os.O_RDONLY, dir_fd=here)
+        os.close(here)
+        here = below
+    os.close(os.open("a.txt", os.O_WRONLY | os.O_CREAT, dir_fd=here))
+    os.close(here)
+    line = error_line(prepare("deep", "ds"))
+    assert line.startswith("Error: --input_files: 'deep/ddd") and "File name too long" in line, line

@@ -15,9 +15,11 @@ To add a format: a new module here with a `mypt.readers.base.Reader` subclass de
 from __future__ import annotations
 
 import bisect
+import errno
 import glob
 import os
 import stat
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from mypt.errors import InputError, os_error_message
 from mypt.io import file_kind
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
 from mypt.readers.base import COMPRESSIONS, READERS, Reader
-from mypt.text import DecodeCounter, display_name, wide_text_hint
+from mypt.text import DecodeCounter, display_name, text_name, wide_text_hint
 
 
 def suffixes(walked: bool = False) -> list[str]:
@@ -107,7 +109,8 @@ def _identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = None) -> list[Path]:
+def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = None,
+                   notices: list[str] | None = None) -> list[Path]:
     """Expand files, directories (searched recursively for text files and saved datasets; what
     the walk passes over is noted in `walk_skipped`) and globs (a path that exists is never a
     glob: named_paths). A file named (not walked) is read whatever its name: `.notes.txt`.
@@ -115,7 +118,9 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     Returns the sorted, de-duplicated list of inputs (a file named twice, by overlapping globs,
     by another spelling of its path or through a link, is read once): files, and directories saved by
     Dataset.save_to_disk (each one input, mypt.readers.arrow); the sort order is the corpus
-    order (by absolute path).
+    order (by absolute path). A FIFO, socket or device a walk finds is skipped (never opened: a
+    FIFO would block), one named is an InputError. `notices` receives a line for what was given
+    more than once and one for what walks skipped so (text_sources prints them).
     """
     if not patterns:
         raise InputError("no input given: pass --input_files FILE_OR_DIR_OR_GLOB (several allowed)")
@@ -126,33 +131,97 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     # Each directory is walked once, however often and under whatever spelling it was named;
     # one named inside another is walked as named (its hidden files are then inputs), and a file
     # named inside a walked one is that file, not one the walk passed over.
-    ids = [_identity(path) for path in named]
-    firsts = dict(zip(reversed(ids), reversed(named)))
-    for path, key in zip(named, ids):
-        if not path.is_dir():
-            regular_file(path)  # (a FIFO or a device: refused)
-            # The same spelling whatever the order of the patterns and of glob's listing.
-            found[key] = min(found.get(key, path), path, key=str)
-            continue
-        if firsts[key] is not path:
-            continue  # named again: walked at its first naming
-        for p in _walk(path, walk_skipped, elsewhere=firsts.keys() - {key}):
-            try:
-                inner = _identity(p)
-            except OSError as e:  # removed since it was listed
-                raise InputError(f"--input_files: {os_error_message(e)}") from None
-            found[inner] = min(found.get(inner, p), p, key=str)
+    twice: dict[tuple[int, int], list[Path]] = {}  # the spellings of what was met more than once (files, folders)
+    not_regular: list[tuple[Path, int]] = []  # (path, st_mode) of what walks skipped as no regular file
+    try:  # (an OSError here: a file removed since it was listed, a path too long for the system)
+        ids = [_identity(path) for path in named]
+        firsts = dict(zip(reversed(ids), reversed(named)))
+        for path, key in zip(named, ids):
+            if not path.is_dir():
+                regular_file(path)  # (a FIFO or a device: refused)
+                _add(found, twice, key, path)
+                continue
+            if firsts[key] is not path:
+                twice.setdefault(key, [firsts[key]]).append(path)
+                continue  # named again: walked at its first naming
+            for p in _walk(path, walk_skipped, elsewhere=firsts.keys() - {key}, not_regular=not_regular):
+                _add(found, twice, _identity(p), p)
+    except OSError as e:
+        raise _lookup_error(e) from None
+    if notices is not None:
+        notices += _notices(twice, {**firsts, **found}, not_regular)
     # By absolute path: the order (which copy dedup keeps) must not depend on how a path was
     # spelled (`/data/b.txt` sorts before `a.txt` as typed).
     return sorted(found.values(), key=os.path.abspath)
+
+
+def _add(found: dict[tuple[int, int], Path], twice: dict[tuple[int, int], list[Path]], key: tuple[int, int],
+         path: Path) -> None:
+    """Add the input `path` (of identity `key`) to `found`, once; a spelling met again goes to `twice`."""
+    if key in found:
+        twice.setdefault(key, [found[key]]).append(path)
+    # The same spelling whatever the order of the patterns and of glob's listing.
+    found[key] = min(found.get(key, path), path, key=str)
+
+
+def _notices(twice: dict[tuple[int, int], list[Path]], kept: dict[tuple[int, int], Path],
+             not_regular: list[tuple[Path, int]], most: int = 3) -> list[str]:
+    """The lines that say what was given more than once (read once, as `kept` spells it), and
+    what walks skipped as no regular file: the first `most` of each, and a count of the rest."""
+    lines = []
+    if twice:
+        said = [_spellings(kept[key], twice[key]) for key in sorted(twice, key=lambda k: os.path.abspath(kept[k]))]
+        lines.append(f"warning: --input_files: {_count(len(said), 'input')} given more than once, each read once: "
+                     + _first(said, most))
+    if not_regular:
+        said = [f"{text_name(str(p))}, {file_kind(mode)}" for p, mode in sorted(not_regular)]
+        lines.append(f"warning: --input_files: skipped {_count(len(said), 'file')} found by a directory walk that "
+                     "mypt does not read, as it reads only regular files (save a stream to a file to read it): "
+                     + _first(said, most))
+    return lines
+
+
+def _spellings(kept: Path, met: list[Path]) -> str:
+    """`kept` and how else it was given: `a.txt (also as link.txt)`, `a.txt (named twice)`."""
+    name = text_name(str(kept))
+    others = sorted({text_name(str(p)) for p in met} - {name})
+    if others:
+        return f"{name} (also as {', '.join(others)})"
+    return f"{name} (named {'twice' if len(met) == 2 else f'{len(met)} times'})"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("s" if n != 1 else "")
+
+
+def _first(items: list[str], most: int) -> str:
+    return "; ".join(items[:most]) + (f"; and {len(items) - most:,} more" if len(items) > most else "")
+
+
+def _lookup_error(e: OSError, flag: str = "--input_files") -> InputError:
+    """An OSError met looking an input up, as the one-line error naming `flag`."""
+    if e.errno == errno.ENAMETOOLONG:
+        path = os.fsdecode(e.filename) if e.filename is not None else "a path"
+        shown = text_name(path if len(path) <= 160 else f"{path[:80]}...{path[-60:]}")  # (one may be 4,096 bytes)
+        return InputError(f"{flag}: {shown!r} cannot be read: File name too long (a path of "
+                          f"{len(os.fsencode(path)):,} bytes; the system takes at most 255 bytes a name, and on "
+                          "Linux 4,096 a path): move the files to a shorter path, or name them from a folder nearer "
+                          "to them")
+    return InputError(f"{flag}: {os_error_message(e)}")
 
 
 def named_paths(pattern: str) -> list[Path]:
     """What one --input_files value names: the path itself when it exists (a file may be named
     `data[1].txt` or `what?.txt`), else the matches of it as a glob; none is an InputError."""
     if os.path.lexists(pattern) or not glob.has_magic(pattern):
-        if not os.path.exists(pattern):
-            raise InputError(f"--input_files: {pattern!r} does not exist")
+        try:
+            os.stat(pattern)
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:  # (not said not to exist: it may)
+                raise _lookup_error(e) from None
+            raise InputError(f"--input_files: {pattern!r} does not exist") from None
+        except ValueError:  # (a NUL in it)
+            raise InputError(f"--input_files: {pattern!r} does not exist") from None
         return [Path(pattern)]
     matches = [Path(p) for p in glob.glob(_literal_head(pattern), recursive=True)]
     if not matches:
@@ -172,12 +241,15 @@ def _literal_head(pattern: str) -> str:
 
 
 def _walk(directory: Path, skipped: WalkSkipped | None = None,
-          elsewhere: Set[tuple[int, int]] = frozenset()) -> list[Path]:
+          elsewhere: Set[tuple[int, int]] = frozenset(), not_regular: list[tuple[Path, int]] | None = None
+          ) -> list[Path]:
     """The inputs of a directory: itself when it is a saved dataset, else the files of the
     walked suffixes, in any case (`LEAR.TXT`), and the saved datasets under it (their files
     are theirs, not walked). Hidden files and folders (`.git`, `.ipynb_checkpoints`) are not
     inputs: what is passed over goes to `skipped` (WalkSkipped). What is named `elsewhere` (by
-    identity: in --input_files) is not walked here: a folder has its own walk, a file is an input."""
+    identity: in --input_files) is not walked here: a folder has its own walk, a file is an input.
+    A FIFO, socket or device of a walked suffix is no input either, found by its stat, never
+    opened (a FIFO would block): (path, st_mode) goes to `not_regular`."""
     refuse_dataset_dict(directory)
     if is_saved_dataset(directory):
         return [directory]
@@ -216,12 +288,22 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
                 first_hidden = first_hidden or here / name  # for the message below
             else:
                 skipped.other.add(here / name)
-    inside = [regular_file(p) for p in files]
+    inside, special = [], []  # regular files; (path, st_mode) of the others
+    for p in files:
+        mode = _mode(p)
+        if stat.S_ISREG(mode):
+            inside.append(p)
+        else:
+            special.append((p, mode))
+    if not_regular is not None:
+        not_regular += special
     if not inside and not saved and not pruned:  # (a pruned folder's own walk says it, if need be)
         raise InputError(f"--input_files: the directory {str(directory)!r} holds no text files (looked for "
                          f"{', '.join(walked)} and directories saved by Dataset.save_to_disk)"
                          + (f"; hidden files are not walked ({display_name(first_hidden)}): name them "
-                            "in --input_files to read them" if first_hidden else ""))
+                            "in --input_files to read them" if first_hidden else "")
+                         + (f"; {display_name(special[0][0])} is {file_kind(special[0][1])}, and mypt reads only "
+                            "regular files" if special else ""))
     return inside + sorted(saved)
 
 
@@ -262,14 +344,21 @@ def regular_file(path: Path, flag: str = "--input_files") -> Path:
     FIFO, /dev/stdin or a device is refused, not read: mypt reads an input more than once (a
     sniff for binary data, then blocks in parallel, then a check that it did not change), and
     /dev/zero would never end."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as e:  # a dangling link, a permission denied on the way
-        raise InputError(f"{flag}: {str(path)!r} cannot be read ({e.strerror})") from None
+    mode = _mode(path, flag)
     if stat.S_ISREG(mode):
         return path
     raise InputError(f"{flag}: {str(path)!r} is {file_kind(mode)}: mypt reads only regular files (it reads "
                      "each input more than once); save the stream to a file and pass that file")
+
+
+def _mode(path: Path, flag: str = "--input_files") -> int:
+    """The st_mode of `path` (links followed), or an InputError naming it and `flag`."""
+    try:
+        return path.stat().st_mode
+    except OSError as e:  # a dangling link, a permission denied on the way, a path too long
+        if e.errno == errno.ENAMETOOLONG:
+            raise _lookup_error(e, flag) from None
+        raise InputError(f"{flag}: {str(path)!r} cannot be read ({e.strerror})") from None
 
 
 def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: bool = False,
@@ -287,8 +376,11 @@ def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: boo
     `filter_chars`: how a one-document reader reads its lines (Reader: a lone \r ends one when
     normalizing; a line too long to hold that the line filter would drop is dropped); a JSONL
     line is a document, which the filter does not drop whole."""
-    readers, skipped = [], {}
-    for path in resolve_inputs(patterns, walk_skipped):
+    readers, skipped, notices = [], {}, []
+    paths = resolve_inputs(patterns, walk_skipped, notices)
+    for line in notices:  # (said before the inputs are read: a run may take hours)
+        print(line, file=sys.stderr)
+    for path in paths:
         reader = reader_for(path, text_key=text_key, strict=strict, any_case=True)
         stamp = reader.current_stamp() if reader is not None else None  # before the first read
         why = (reader or Reader(path)).sniff()
