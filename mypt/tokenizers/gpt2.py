@@ -174,9 +174,19 @@ def _last_char(data: bytes) -> str | None:
         return None
 
 
+def lone_newline_boundary(before: bytes, after: bytes) -> int | None:
+    """regex_safe_boundary's first kind of cut only: just after a newline between two characters
+    that are not whitespace, any script (an hf pre-tokenizer that splits there but joins runs of
+    whitespace with what precedes them, as Llama 3's pattern joins ".\\n\\n"); else None."""
+    if regex_safe_boundary(before, after) != 0:
+        return None
+    first = after[0] if after[0] < 0x80 else _first_chars(after[:4], 1)  # (0: `after` is not empty)
+    return None if first in _ASCII_SPACE or first in WHITESPACE_SET else 0
+
+
 def ascii_safe_boundary(before: bytes, after: bytes) -> int | None:
     """The narrower rule gpt2 used before: just after a newline between two printable non-space
-    ASCII characters (what hf.cut_safe probes a tokenizer.json for), else None."""
+    ASCII characters (hf's rule for a pre-tokenizer that splits there only), else None."""
     return 0 if before and after and 0x21 <= before[-1] <= 0x7E and 0x21 <= after[0] <= 0x7E else None
 
 

@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from mypt.errors import TokenizerError
-from mypt.tokenizers.base import Tokenizer, register
-from mypt.tokenizers.gpt2 import ascii_safe_boundary
+from mypt.tokenizers.base import WHITESPACE, Tokenizer, register
+from mypt.tokenizers.gpt2 import ascii_safe_boundary, lone_newline_boundary, regex_safe_boundary
 
 # The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
 # Llama 3, Gemma.
@@ -48,8 +48,14 @@ ENCODE_SETTINGS = ("truncation", "padding", "post_processor")
 # What a model's piece for a special token is renamed to in the copy that encodes documents
 # (_ordinary_encoder): a noncharacter first, which text practically never holds.
 UNMATCHABLE = "\uffff"
-# The probe characters of cut_safe: the bytes ascii_safe_boundary lets a cut lie between.
+# The probe characters of cut_rule: the bytes ascii_safe_boundary lets a cut lie between; some of
+# each kind of character that GPT-2-like patterns tell apart, in other scripts (letters, marks,
+# digits, punctuation, symbols, format and control characters, astral ones); the whitespace runs
+# (each character of WHITESPACE before and after a newline) that regex_safe_boundary cuts inside.
 _PRINTABLE = [chr(c) for c in range(0x21, 0x7F)]
+_SOME_ASCII = list("aZs1.,'!(-_<")
+_OTHER_SCRIPTS = list("éßΩжعאकि\u0301ก中。，「あア한٣３²Ⅻ€©—…\u200b\u200d\x1c\x00\x7f\ufeff\ue000\U0001F600\U00020000")
+_RUNS = [r for w in WHITESPACE for r in ("\n" + w, w + "\n")] + ["\n\n\n", "\r\n\r\n", " \n  \t"]
 
 
 def require_tokenizers():
@@ -116,6 +122,19 @@ def _one_line(e: BaseException) -> str:
 
 def _never(before: bytes, after: bytes) -> None:
     return None
+
+
+_CONTINUATION = bytes(range(0x80, 0xC0))  # (UTF-8 bytes inside a character)
+
+
+def _whole_chars(data: bytes) -> str | None:
+    """`data` decoded, less a character its end cuts off; None where it is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.reason == "unexpected end of data":
+            return _whole_chars(data[:e.start])
+        return None
 
 
 _WARNED: set[str] = set()  # tokenizer files already warned about in this process
@@ -256,49 +275,87 @@ class HFTokenizer(Tokenizer):
     @property
     def block_boundary(self):
         if self._boundary is None:  # probed once, when a .txt file is cut into blocks
-            self._boundary = ascii_safe_boundary if self.cut_safe() else _never
+            rule = self.cut_rule()
+            self._boundary = _never if rule is None else lambda before, after: self._checked_cut(rule, before, after)
         return self._boundary
 
     def cut_safe(self) -> bool:
-        """Whether a .txt document may be cut into blocks at a newline between two printable
-        non-space ASCII bytes (gpt2.ascii_safe_boundary: gpt2's rule before it took any script
-        and blank lines) without changing its ids. Yes only when:
+        """Whether a .txt document may be cut into blocks at all (cut_rule)."""
+        return self.cut_rule() is not None
+
+    def cut_rule(self):
+        """Where a .txt document may be cut into blocks without changing its ids, the widest rule
+        of three that the probe finds this tokenizer keeps: gpt2.regex_safe_boundary (any script,
+        and inside runs of whitespace: blank lines, indents, CRLF; the pre-tokenizer is GPT-2's
+        pattern, as train-tokenizer's ByteLevel is), gpt2.lone_newline_boundary (a newline between
+        two characters that are not whitespace, any script: Llama 3's pattern), or
+        gpt2.ascii_safe_boundary (such a newline between printable ASCII ones); None for nowhere.
+        Any cut at all needs:
 
         - the normalizer acts on each character alone (LOCAL_NORMALIZERS, or none) and leaves
           the newline a newline;
-        - no added token could span or absorb the cut (none with `lstrip`, no ordinary
-          added token holding a newline; special ones are not matched at all);
-        - the pre-tokenizer splits there: for every pair of printable characters c, d,
-          `x c\\n d y` normalized pre-tokenizes to the pieces of `x c\\n` followed by those of `d y`
-          (GPT-2's and Llama 3's regexes do; Metaspace, which marks the start of a text, and
-          no pre-tokenizer at all, which makes the text one word, do not).
+        - no added token could span or absorb the cut (none with `lstrip`, no ordinary added
+          token holding a newline; for cuts inside runs, none with `rstrip` either and none
+          holding whitespace; special ones are not matched at all);
+        - the pre-tokenizer splits there: for every pair of the probe's characters c, d,
+          `x c\\n d y` normalized pre-tokenizes to the pieces of `x c\\n` followed by those of
+          `d y`, and for the runs, `c W d y` to those of `c W[:-1]` then `W[-1] d y` (Metaspace,
+          which marks the start of a text, and no pre-tokenizer at all, which makes the text one
+          word, split nowhere).
 
-        The model (BPE, Unigram, WordPiece, WordLevel) encodes each piece alone, so equal
-        pieces give equal ids. Otherwise each .txt file is encoded whole: no parallel work
-        inside one file, and memory of its size (corpora of many documents belong in JSONL).
+        The model (BPE, Unigram, WordPiece, WordLevel) encodes each piece alone, so equal pieces
+        give equal ids. The probe's characters stand for their kind; every cut is checked again
+        on the text around it (_checked_cut). Without a rule each .txt file is encoded whole: no
+        parallel work inside one file, and memory of its size (an hf Encoding: ~1 GB per 4 MiB).
         """
         cfg = self._config
         normalizer = cfg.get("normalizer")
         members = (normalizer.get("normalizers") or []) if normalizer and normalizer.get("type") == "Sequence" \
             else [normalizer] if normalizer else []
         if any(n.get("type") not in LOCAL_NORMALIZERS for n in members):
-            return False
-        for t in cfg.get("added_tokens") or []:
+            return None
+        added = cfg.get("added_tokens") or []
+        for t in added:
             if t.get("lstrip") or (not t.get("special") and "\n" in t.get("content", "")):
-                return False
-        norm, pre = self._hf.normalizer, self._hf.pre_tokenizer
-        if pre is None or (norm is not None and norm.normalize_str("\n") != "\n"):
-            return False  # (Nmt, BertNormalizer, ByteLevel make it a space or 'Ċ': the cut is at no newline)
+                return None
+        norm = self._hf.normalizer
+        if self._hf.pre_tokenizer is None or (norm is not None and norm.normalize_str("\n") != "\n"):
+            return None  # (Nmt, BertNormalizer, ByteLevel make it a space or 'Ċ': the cut is at no newline)
 
-        def pieces(text: str) -> list[str]:
-            return [p for p, _ in pre.pre_tokenize_str(norm.normalize_str(text) if norm else text)]
+        def keeps(left: str, right: str) -> bool:
+            return self._pieces(left + right) == self._pieces(left) + self._pieces(right)
 
-        for c in _PRINTABLE:
-            for d in _PRINTABLE:
-                left, right = f"x {c}\n", f"{d} y"
-                if pieces(left + right) != pieces(left) + pieces(right):
-                    return False
-        return True
+        if not all(keeps(f"x {c}\n", f"{d} y") for c in _PRINTABLE for d in _PRINTABLE):
+            return None
+        others = [(c, d) for c in _OTHER_SCRIPTS for d in _SOME_ASCII + _OTHER_SCRIPTS] + \
+            [(c, d) for c in _SOME_ASCII for d in _OTHER_SCRIPTS]
+        if not all(keeps(f"x {c}\n", f"{d} y") for c, d in others):
+            return ascii_safe_boundary
+        if any(t.get("rstrip") or (not t.get("special") and any(w in t.get("content", "") for w in WHITESPACE))
+               for t in added):
+            return lone_newline_boundary
+        if not all(keeps(c + run[:-1], f"{run[-1]}{d} y") for c in "x." for run in _RUNS
+                   for d in _SOME_ASCII + _OTHER_SCRIPTS[::3]):
+            return lone_newline_boundary
+        return regex_safe_boundary
+
+    def _pieces(self, text: str) -> list[str]:
+        """The pre-tokenizer's pieces of `text`, normalized."""
+        norm = self._hf.normalizer
+        return [p for p, _ in self._hf.pre_tokenizer.pre_tokenize_str(norm.normalize_str(text) if norm else text)]
+
+    def _checked_cut(self, rule, before: bytes, after: bytes) -> int | None:
+        """`rule`'s cut near a newline (split_blocks' window), where the pre-tokenizer gives the
+        text of the window the same pieces cut there as whole; None elsewhere. (The probe judged
+        characters of each kind; this judges the ones there, once a block.)"""
+        at = rule(before, after)
+        if at is None:
+            return None
+        window, cut = before + b"\n" + after, len(before) + 1 + at
+        left, right = _whole_chars(window[:cut].lstrip(_CONTINUATION)), _whole_chars(window[cut:])
+        if left is None or right is None:
+            return None
+        return at if self._pieces(left + right) == self._pieces(left) + self._pieces(right) else None
 
     def encode_array(self, text: str) -> np.ndarray:
         return np.asarray(self._encoder.encode(text, add_special_tokens=False).ids, dtype=np.uint32)

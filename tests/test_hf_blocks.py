@@ -1,0 +1,152 @@
+"""An hf tokenizer's .txt blocks: cut where its pre-tokenizer allows (HFTokenizer.cut_rule), the
+ids of the blocks encoded apart must be those of the whole text, for every kind of tokenizer:
+train-tokenizer's (GPT-2's ByteLevel pattern: any script, blank lines, indents, CRLF), Llama 3's
+pattern (a lone newline between two characters that are not whitespace), one with an ordinary
+added token of spaces (no cuts inside runs), word-level ones, and Metaspace (never cut).
+CJK or indented text with an hf tokenizer was one block for the whole file (16 MiB of CJK lines:
+3.76 GB peak RSS)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import read_tokens
+from test_tokenize_blocks import cjk_lines, crlf_lines, deep_indents, indented_lines, paragraphs, random_text
+
+import mypt.steps.tokenize as tokenize_step
+from mypt.cli import main
+from mypt.text import split_blocks
+from mypt.tokenizers import gpt2
+from mypt.tokenizers.hf import HFTokenizer
+
+tokenizers = pytest.importorskip("tokenizers")
+
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def corpus(rng: random.Random) -> str:
+    """Text of every kind the fuzz cuts: a BPE trained on it merges "\\n ", "  ", "\\r\\n", CJK pairs."""
+    return "".join(make(rng, 80) for make in (paragraphs, cjk_lines, indented_lines, crlf_lines)) + \
+        "".join(random_text(rng, 200) for _ in range(20)) + deep_indents(rng, 10)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> dict[str, tuple[HFTokenizer, object]]:
+    """Each kind of tokenizer: (mypt's HFTokenizer, the rule cut_rule is expected to pick)."""
+    root = tmp_path_factory.mktemp("hf_blocks")
+    text = corpus(random.Random(0))
+    (root / "corpus.txt").write_bytes(text.encode())
+    result = CliRunner().invoke(main, ["train-tokenizer", "--input_files", str(root / "corpus.txt"), "--vocab_size",
+                                       "600", "--out", str(root / "bpe.json"), "--no_normalize"])
+    assert result.exit_code == 0, result.output
+    pt, tk = tokenizers.pre_tokenizers, tokenizers
+
+    def trained(model, trainer, pre, normalizer=None, added=()):
+        hf = tk.Tokenizer(model)
+        hf.pre_tokenizer = pre
+        if normalizer is not None:
+            hf.normalizer = normalizer
+        hf.train_from_iterator([text], trainer)
+        if added:
+            hf.add_tokens(list(added))
+        return HFTokenizer(tokenizer_json=hf.to_str())
+
+    bpe = lambda: tk.trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"], show_progress=False,  # noqa
+                                         initial_alphabet=pt.ByteLevel.alphabet())
+    byte_level = pt.ByteLevel(add_prefix_space=False)
+    llama3 = pt.Sequence([pt.Split(tk.Regex(LLAMA3_REGEX), behavior="isolated"),
+                          pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+    return {
+        "train-tokenizer": (HFTokenizer(tokenizer_json=(root / "bpe.json").read_text()), gpt2.regex_safe_boundary),
+        "llama3 pattern": (trained(tk.models.BPE(), bpe(), llama3), gpt2.lone_newline_boundary),
+        "added token of spaces": (trained(tk.models.BPE(), bpe(), byte_level, added=["    ", "\t\t"]),
+                                  gpt2.lone_newline_boundary),
+        "nfkc, whitespace split, word-level": (
+            trained(tk.models.WordLevel(unk_token="[UNK]"), tk.trainers.WordLevelTrainer(special_tokens=["[UNK]"]),
+                    pt.WhitespaceSplit(), tk.normalizers.NFKC()), gpt2.regex_safe_boundary),
+        "bert pre-tokenizer, wordpiece": (
+            trained(tk.models.WordPiece(unk_token="[UNK]"), tk.trainers.WordPieceTrainer(
+                vocab_size=600, special_tokens=["[UNK]"], show_progress=False), pt.BertPreTokenizer(),
+                    tk.normalizers.Lowercase()), gpt2.regex_safe_boundary),
+        "metaspace": (trained(tk.models.BPE(unk_token="<unk>"), tk.trainers.BpeTrainer(
+            vocab_size=300, special_tokens=["<unk>"], show_progress=False), pt.Metaspace()), None),
+    }
+
+
+TEXTS = [cjk_lines, indented_lines, crlf_lines, paragraphs, deep_indents,
+         lambda rng, n: "".join(random_text(rng, 12) for _ in range(n)),
+         lambda rng, n: "".join(rng.choice([cjk_lines, indented_lines, crlf_lines, paragraphs])(rng, 3)
+                                for _ in range(n // 3))]
+
+
+@pytest.mark.parametrize("kind", ["train-tokenizer", "llama3 pattern", "added token of spaces",
+                                  "nfkc, whitespace split, word-level", "bert pre-tokenizer, wordpiece", "metaspace"])
+def test_hf_blocks_give_the_whole_texts_ids(made, kind, tmp_path):
+    tok, rule = made[kind]
+    assert tok.cut_rule() is rule
+    rng, path, cuts = random.Random(hash(kind) % 1000), tmp_path / "t.txt", 0
+    for i in range(70):
+        text = TEXTS[i % len(TEXTS)](rng, rng.randint(5, 40))
+        path.write_bytes(text.encode())
+        blocks = split_blocks(path, rng.choice([1, 16, 64, 200]), safe=tok.block_boundary)
+        data = path.read_bytes()
+        ids = np.concatenate([tok.encode_array(data[a:b].decode()) for a, b in blocks]).tolist()
+        assert ids == tok.encode(text), (kind, repr(text))
+        cuts += len(blocks) - 1
+    if rule is None:
+        assert cuts == 0
+    else:  # (fewer for a lone newline's rule: no cuts in blank lines and indents)
+        assert cuts > (300 if rule is gpt2.regex_safe_boundary else 100), cuts
+
+
+@pytest.mark.parametrize("kind, make, least", [
+    ("train-tokenizer", cjk_lines, 30), ("train-tokenizer", indented_lines, 30), ("train-tokenizer", crlf_lines, 30),
+    ("train-tokenizer", paragraphs, 30), ("llama3 pattern", cjk_lines, 30)])
+def test_hf_cuts_cjk_indented_and_crlf_lines(made, kind, make, least, tmp_path):
+    """Text with no newline between two printable ASCII characters was never cut (the ASCII rule)."""
+    tok, _ = made[kind]
+    text = make(random.Random(1), 300)
+    (tmp_path / "t.txt").write_bytes(text.encode())
+    blocks = split_blocks(tmp_path / "t.txt", 64, safe=tok.block_boundary)
+    assert len(blocks) > least, len(blocks)
+
+
+def test_a_cut_the_probe_allows_is_checked_on_the_text_around_it(made, monkeypatch):
+    """The probe's characters stand for their kind: a cut whose own text the pre-tokenizer does not
+    split (here faked) is not made."""
+    tok, _ = made["train-tokenizer"]
+    assert tok.block_boundary("中文".encode(), "的句子".encode()) == 0
+    monkeypatch.setattr(tok, "_pieces", lambda text: [text])  # (one piece: no cut keeps it)
+    assert tok.block_boundary("中文".encode(), "的句子".encode()) is None
+
+
+def test_prepare_dataset_cuts_cjk_and_indented_txt_sources_with_an_hf_tokenizer(made, tmp_path, monkeypatch):
+    """Through prepare-dataset (no normalization, filter or dedup: the text as it is): blocks of
+    ~512 bytes, the ids of train-tokenizer's tokenizer on each whole text."""
+    tok, _ = made["train-tokenizer"]
+    (tmp_path / "tok.json").write_text(tok.tokenizer_json)
+    rng = random.Random(2)
+    texts = {"cjk.txt": cjk_lines(rng, 200), "indented.txt": indented_lines(rng, 200),
+             "crlf.txt": crlf_lines(rng, 200)}
+    counts = []
+
+    def spy(path, *args, **kwargs):
+        counts.append(len(blocks := split_blocks(path, *args, **kwargs)))
+        return blocks
+
+    monkeypatch.setattr(HFTokenizer, "block_bytes", 512)
+    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
+    for name, text in texts.items():
+        (tmp_path / name).write_bytes(text.encode())
+        counts.clear()
+        result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / name), "--out_dir",
+                                           str(tmp_path / f"ds_{name}"), "--val_fraction", "0", "--workers", "1",
+                                           "--no_normalize", "--no_filter", "--no_dedup", "--tokenization",
+                                           f"hf:{tmp_path / 'tok.json'}"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert read_tokens(tmp_path / f"ds_{name}" / "train").tolist() == tok.encode(text) + [tok.eot_id], name
+        assert counts and counts[0] > len(text.encode()) // 1024, (name, counts)
