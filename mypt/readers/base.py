@@ -4,12 +4,14 @@ importing the package that imports them."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
 import stat
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
@@ -21,28 +23,56 @@ from mypt.text import BLOCK_BYTES, DecodeCounter, LongLine, display_name, line_p
 FORMATS_HINT = "pip install 'mypt[formats]'"
 
 
-class Stamp(NamedTuple):
+class FileStamp(NamedTuple):
+    """One file of an input as stamped: its path, size and mtime, and what makes it the same
+    file (st_ino and file type). The type too: a FIFO made in a removed file's place may get its
+    inode number. Not the device: each node of a cluster mounts the shared storage (NFS) with its
+    own device number; nor the permission bits: a chmod is no other file."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    ino: int
+    kind: int  # stat.S_IFMT of its st_mode
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return self.ino, self.kind
+
+
+@dataclass(frozen=True)
+class Stamp:
     """What an input is when resolved (`Reader.stamp`), compared by `Reader.check_unchanged`
     after each block, and what `Reader.open` checks the file it opens against."""
 
     size: int  # bytes, its files together (the metadata records it)
     mtime_ns: int  # the latest of its files'
-    # (path, st_ino, file type) of each of its files: the same file, by identity. The type too: a
-    # FIFO made in a removed file's place may get its inode number. Not the device: each node of a
-    # cluster mounts the shared storage (NFS) with its own device number; nor the permission bits:
-    # a chmod is no other file. No default: a reader's stamp without identities would lose the check.
-    identity: tuple[tuple[str, int, int], ...]
+    files: tuple[FileStamp, ...]  # each of its files, in the input's order
 
-    def of(self, path: Path) -> tuple[int, int] | None:
-        """(st_ino, file type) of `path` as stamped; None for a file the stamp does not hold."""
-        return next(((ino, kind) for name, ino, kind in self.identity if name == os.fspath(path)), None)
+    @functools.cached_property
+    def _by_path(self) -> dict[str, FileStamp]:
+        # A dict, not a search of `files`: a saved dataset may hold thousands of files, each
+        # looked up when opened and checked (a search made its reading quadratic).
+        return {f.path: f for f in self.files}
+
+    def of(self, path: Path) -> FileStamp | None:
+        """The stamp of `path`; None for a file the stamp does not hold."""
+        return self._by_path.get(os.fspath(path))
+
+    def part(self, paths: Iterable[Path]) -> "Stamp":
+        """The stamp of some of its files (each one it holds), as file_stamp gives it."""
+        return _stamp([self._by_path[os.fspath(p)] for p in paths])
 
 
 def file_stamp(paths: Iterable[Path]) -> Stamp:
     """The Stamp of an input made of these files, as they are now."""
     stats = [(p, os.stat(p)) for p in paths]
-    return Stamp(sum(st.st_size for _, st in stats), max(st.st_mtime_ns for _, st in stats),
-                 tuple((os.fspath(p), st.st_ino, stat.S_IFMT(st.st_mode)) for p, st in stats))
+    return _stamp([FileStamp(os.fspath(p), st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IFMT(st.st_mode))
+                   for p, st in stats])
+
+
+def _stamp(files: list[FileStamp]) -> Stamp:
+    return Stamp(sum(f.size for f in files), max(f.mtime_ns for f in files), tuple(files))
 
 
 def replaced(path: Path, mode: int) -> InputError:
@@ -57,7 +87,7 @@ def replaced(path: Path, mode: int) -> InputError:
 def open_input(path: Path, identity: tuple[int, int] | None = None) -> BinaryIO:
     """`path` open for reading, refused (InputError naming it) unless it is a regular file
     (open_regular: a FIFO is not waited on), and the one of `identity` (st_ino, file type:
-    Stamp.of) when given."""
+    FileStamp.identity) when given."""
     fd, st = open_regular(path, lambda mode: replaced(path, mode))
     try:
         if identity is not None and (st.st_ino, stat.S_IFMT(st.st_mode)) != identity:
@@ -230,11 +260,16 @@ class Reader:
     def open_file(self, path: Path) -> BinaryIO:
         """One of the reader's files (as it is stored), refused unless it is still the regular
         file it was when resolved (open_input, against `stamp`)."""
-        return open_input(path, self.stamp.of(path) if self.stamp is not None else None)
+        stamped = self.stamp.of(path) if self.stamp is not None else None
+        return open_input(path, stamped.identity if stamped is not None else None)
 
     def current_stamp(self) -> Stamp:
         """The Stamp of what the reader reads, now (`stamp` is this when resolved)."""
         return file_stamp([self.path])
+
+    def block_files(self, start: int, end: int) -> list[Path]:
+        """The files block [start, end) reads: checked after it (check_unchanged)."""
+        return [self.path]
 
     def read_errors(self) -> tuple[type[BaseException], ...]:
         """The exceptions that mean the file is damaged (see `damaged`)."""
@@ -320,28 +355,32 @@ class Reader:
             yield from self.texts(start, end, decoder, stats)
         except self.read_errors() as e:
             raise self.damaged(e) from None
-        self.check_unchanged()
+        self.check_unchanged(self.block_files(start, end))
 
-    def check_unchanged(self) -> None:
+    def check_unchanged(self, paths: list[Path] | None = None) -> None:
         """An InputError naming the file when its size or mtime differs from `stamp`, or it is
         another file (a FIFO, a copy renamed over it): a file truncated, grown or rewritten
         while it is read would give texts that match neither version, and metadata recording
-        the old size. Checked after each block is read."""
+        the old size. Checked after each block is read, for the files it read (`paths`, of
+        the stamp; None: the whole input, as current_stamp finds it)."""
         if self.stamp is None:
             return
+        was = self.stamp if paths is None else self.stamp.part(paths)
         try:
-            now = self.current_stamp()
+            now = self.current_stamp() if paths is None else file_stamp(paths)
         except FileNotFoundError:
             now = None
-        if now == self.stamp:
+        if now == was:
             return
-        for path, ino, kind in now.identity if now is not None else ():
-            if self.stamp.of(Path(path)) not in (None, (ino, kind)):  # another file, or a FIFO, in its place
-                raise replaced(Path(path), kind)
-        was = f"{self.stamp.size:,} bytes when the run started"
+        for f in now.files if now is not None else ():
+            stamped = self.stamp.of(Path(f.path))
+            if stamped is not None and stamped.identity != f.identity:  # another file, or a FIFO, in its place
+                raise replaced(Path(f.path), f.kind)
+        size = self.stamp.size - was.size + now.size if now is not None else None  # the input's, now
+        said = f"{self.stamp.size:,} bytes when the run started"
         how = "was removed" if now is None else \
-            f"changed ({was}, {now.size:,} now)" if now.size != self.stamp.size else \
-            f"was rewritten ({was}, a new mtime)"
+            f"changed ({said}, {size:,} now)" if size != self.stamp.size else \
+            f"was rewritten ({said}, a new mtime)"
         raise InputError(f"{display_name(self.path)} {how} while mypt read it: the output would match neither "
                          "version; run again once nothing writes to the file")
 
