@@ -36,7 +36,6 @@ TEXT = b"First line.\n" + b"x" * 200 + b"\n" + b"Last line.\n"  # line 2, from b
 def small(monkeypatch):
     monkeypatch.setattr(mypt.text, "MAX_LINE_BYTES", LIMIT)
     monkeypatch.setattr(mypt.text, "BLOCK_BYTES", PIECE)
-    monkeypatch.setattr(mypt.readers.base, "BLOCK_BYTES", PIECE)
 
 
 def prepare(*args: str) -> object:
@@ -150,7 +149,6 @@ def test_small_pieces_give_the_same_dataset(tmp_path, monkeypatch, flags, last):
     ok(prepare("--input_files", str(src), "--out_dir", str(tmp_path / "big"), *flags))
     monkeypatch.setattr(mypt.text, "MAX_LINE_BYTES", LIMIT)
     monkeypatch.setattr(mypt.text, "BLOCK_BYTES", PIECE)
-    monkeypatch.setattr(mypt.readers.base, "BLOCK_BYTES", PIECE)
     ok(prepare("--input_files", str(src), "--out_dir", str(tmp_path / "small"), *flags))
     assert tree_bytes(tmp_path / "small") == tree_bytes(tmp_path / "big")
     if last == " \x1a" and "--no_normalize" not in flags:
@@ -219,3 +217,13 @@ def test_the_filter_counts_each_line_once_among_many_blank_ones():
     text = "\n" * 1000 + "1" * 30 + "\n" + "\r" * 500 + "Kept line.\n" + "x" * 30 + "\n----\n"
     lines = clean_lines(text, True, LineFilter(20), drops)
     assert lines == [""] * 1000 + [""] * 500 + ["Kept line."] and drops == {"too_long": 2, "no_letters": 1}
+
+
+def test_a_stream_is_read_in_pieces_of_the_one_block_bytes(tmp_path, monkeypatch):
+    """mypt.text.BLOCK_BYTES sizes a stream's pieces (a .gz input) as it sizes a plain file's
+    blocks: one lookup. The readers took their own copy of it at import (tests patched both)."""
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", PIECE)
+    data = b"".join(b"line %d of a compressed input\n" % i for i in range(200))
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(data))
+    pieces = list(reader_for(tmp_path / "a.txt.gz").chunks(0, -1))
+    assert b"".join(pieces) == data and len(pieces) == 200  # (a line of ~30 bytes is over a piece: one a piece)

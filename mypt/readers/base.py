@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 from mypt.errors import InputError
 from mypt.io import file_kind, open_regular
 import mypt.text
-from mypt.text import BLOCK_BYTES, DecodeCounter, LongLine, display_name, line_pieces, split_blocks, wide_encoding
+from mypt.text import DecodeCounter, LongLine, display_name, line_pieces, split_blocks, wide_encoding
 
 FORMATS_HINT = "pip install 'mypt[formats]'"
 
@@ -312,8 +312,8 @@ class Reader:
         """The raw bytes of [start, end) in pieces of about mypt.text.BLOCK_BYTES that end at
         line ends (line_pieces): a block or a stream of any size, however long its lines. A line
         over mypt.text.MAX_LINE_BYTES is dropped and counted in `stats` (see `filter_chars`),
-        else an InputError naming it. (BLOCK_BYTES is looked up here: tests make a stream's
-        pieces small.)"""
+        else an InputError naming it. (Both limits are read from mypt.text when called: tests make
+        them small.)"""
         most = mypt.text.MAX_LINE_BYTES
         drop = stats is not None and self.filter_chars is not None and self.filter_chars < most // 4
 
@@ -324,8 +324,8 @@ class Reader:
             with self.open() as f:
                 if end >= 0:
                     f.seek(start)
-                yield from line_pieces(f, end - start if end >= 0 else None, piece=BLOCK_BYTES,
-                                       cr=self.cr_ends_lines, dropped=dropped if drop else None)
+                yield from line_pieces(f, end - start if end >= 0 else None, cr=self.cr_ends_lines,
+                                       dropped=dropped if drop else None)
         except LongLine as e:
             where = f"byte {start + e.offset:,}" + (" of the decompressed text" if self.compression else "")
             raise InputError(f"{self.location(start, e.newlines + 1)}: a line of {e.size:,} bytes (from {where}), "
