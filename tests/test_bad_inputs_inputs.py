@@ -40,8 +40,7 @@ def fifo(name: str) -> callable:
 
 
 def corpus_dir_with_fifo(w: Path) -> None:
-    (w / "corp").mkdir()
-    (w / "corp" / "a.txt").write_bytes((w / "corpus.txt").read_bytes())
+    (w / "corp").mkdir()  # (a FIFO beside text is skipped: tests/test_inputs.py)
     os.mkfifo(w / "corp" / "pipe.txt")
 
 

@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 from conftest import REPO, read_tokens, tree_bytes
 
-import mypt.readers.base
 import mypt.text
 from mypt.cli import main
 from mypt.readers import reader_for
@@ -107,7 +106,7 @@ def test_text_key_names_the_field_of_jsonl_and_parquet(tmp_path):
 def test_zstd_streams_equal_their_plain_files(tmp_path, monkeypatch):
     # Several frames cut mid-line, more compressed bytes than one 64 KiB read, and line-aligned
     # pieces far smaller than the file: the stream is read across every boundary.
-    monkeypatch.setattr(mypt.readers.base, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 4096)
     rng = random.Random(1)
     texts = [" ".join("".join(rng.choice("abcdefghij klmnop") for _ in range(rng.randint(20, 200)))
                       for _ in range(rng.randint(1, 3))) for _ in range(2000)]
