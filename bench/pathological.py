@@ -11,17 +11,29 @@ Prints:
     word of 5,000 characters (before: 5.0 s, +575 MB); peak RSS is this process's, so an
     increase shows only where it passes the earlier peak;
   - prepare-dataset on FILES tiny .txt files (one or two lines each): the seconds of each
-    step, per file, and the work folder's peak (bytes and files), sampled every 0.2 s.
+    step, per file, and the work folder's peak (bytes and files), sampled every 0.2 s;
+  - peak RSS of prepare-dataset (the largest process: the command or a worker, --workers 1) on
+    MEMORY_MB MiB .txt inputs the tokenize step once encoded as one block or one piece, next to
+    ordinary lines (the first row), with this checkout's mypt and, given --baseline DIR, another
+    checkout's (before/after in the same run):
+      hf: CJK lines, indented lines (train-tokenizer's tokenizer: only a newline between two
+          printable ASCII characters was a cut point: one block, 3.76 GB for 16 MiB of CJK);
+      gpt2: MEMORY_MB MiB of spaces inside one line (--no_filter; one tiktoken piece, ~40 bytes a
+          byte), lines indented deeper than the 256 bytes the block rule sees (one block).
 
     python bench/pathological.py --files 20000 --workers 2
+    python bench/pathological.py --parts memory --memory_mb 16 --baseline ../before
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -127,16 +139,92 @@ def tiny_files(tmp: Path, files: int, workers: int) -> None:
           f"and {peak[1] / files:.1f} files per input file)")
 
 
+# Peak RSS of the largest process of a command (ru_maxrss of the children waited for: the
+# command and, through it, its workers), in KiB on Linux.
+_MEASURE = ("import resource, subprocess, sys, json; rc = subprocess.run(sys.argv[1:], capture_output=True, "
+            "text=True); print(json.dumps([rc.returncode, (rc.stderr + rc.stdout).strip()[-300:], "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+
+
+def memory_inputs(tmp: Path, mb: int) -> list[tuple[str, Path, list[str]]]:
+    """(name, input, flags) of each case; inputs of `mb` MiB, written once for every checkout."""
+    rng, size = random.Random(0), mb << 20
+    han = "中文的句子这是一行普通文字。，"
+
+    def lines(name: str, line) -> Path:
+        path, done = tmp / name, 0
+        with open(path, "w", encoding="utf-8") as f:
+            while done < size:
+                text = line()
+                f.write(text)
+                done += len(text.encode())
+        return path
+
+    words = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
+    plain = lines("plain.txt", lambda: words(10).capitalize() + ".\n")
+    cjk = lines("cjk.txt", lambda: "".join(rng.choice(han) for _ in range(rng.randint(10, 40))) + "\n")
+    indented = lines("indented.txt", lambda: " " * rng.choice([4, 8, 12]) + words(6) + "\n")
+    deep = lines("deep.txt", lambda: " " * rng.randint(300, 600) + words(4) + "\n")
+    spaces = tmp / "spaces.txt"
+    spaces.write_text("A line with a run of spaces:" + " " * size + "inside it.\n" + words(10) + "\n")
+    (tmp / "tok_corpus.txt").write_text(plain.read_text()[:1 << 20] + cjk.read_text()[:1 << 19])
+    tok = tmp / "tok.json"
+    done = subprocess.run([sys.executable, "-m", "mypt.cli", "train-tokenizer", "--input_files",
+                           str(tmp / "tok_corpus.txt"), "--vocab_size", "2000", "--out", str(tok)],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    hf = ["--tokenization", f"hf:{tok}"]
+    return [("gpt2 ordinary lines", plain, []), ("gpt2 spaces in one line", spaces, ["--no_filter"]),
+            ("gpt2 indents of 300-600", deep, ["--no_dedup"]),
+            ("hf ordinary lines", plain, hf), ("hf CJK lines", cjk, ["--no_dedup", *hf]),
+            ("hf indented lines", indented, ["--no_dedup", *hf])]
+
+
+def peak(repo: Path, src: Path, out: Path, flags: list[str]) -> tuple[float, float, str]:
+    """(peak MiB, seconds, outcome) of prepare-dataset run with `repo`'s mypt."""
+    cmd = [sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", str(src), "--out_dir", str(out),
+           "--workers", "1", *flags]
+    seconds, done = timed(subprocess.run, [sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True,
+                          check=True, cwd=repo)  # (-m takes the working directory's mypt first)
+    rc, said, peak_kib = json.loads(done.stdout)
+    return peak_kib / 1024, seconds, "ok" if rc == 0 else f"exit {rc}: {said.splitlines()[-1][:80]}"
+
+
+def memory(tmp: Path, mb: int, baseline: Path | None) -> None:
+    repos = {"this": Path(__file__).resolve().parents[1], **({"baseline": baseline.resolve()} if baseline else {})}
+    cases = memory_inputs(tmp, mb)
+    print(f"prepare-dataset, {mb} MiB inputs, --workers 1: peak RSS of the largest process (MiB), seconds"
+          + (f"; baseline: {baseline}" if baseline else ""))
+    print(f"{'input':<28}" + "".join(f"{name + ' MiB':>16}{'s':>7}" for name in repos) + "  outcome")
+    for name, src, flags in cases:
+        row = []
+        for repo in repos.values():
+            row.append(peak(repo, src, tmp / "out", flags))
+            shutil.rmtree(tmp / "out")  # (the next checkout's run writes a new dataset there)
+        print(f"{name:<28}" + "".join(f"{mib:>16.0f}{s:>7.1f}" for mib, s, _ in row) + "  "
+              + ", ".join(outcome for _, _, outcome in row))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_mb", type=int, default=1)
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory_mb", type=int, default=4)
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout whose mypt runs the memory part")
+    parser.add_argument("--parts", default="whitespace,long_words,tiny_files,memory")
     args = parser.parse_args()
+    parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        whitespace(Path(tmp), args.run_mb)
-        long_words()
-        tiny_files(Path(tmp), args.files, args.workers)
+        if "whitespace" in parts:
+            whitespace(Path(tmp), args.run_mb)
+        if "long_words" in parts:
+            long_words()
+        if "tiny_files" in parts:
+            tiny_files(Path(tmp), args.files, args.workers)
+        if "memory" in parts:
+            (Path(tmp) / "memory").mkdir()  # (apart from the other parts' files: tok.json)
+            memory(Path(tmp) / "memory", args.memory_mb, args.baseline)
 
 
 if __name__ == "__main__":
