@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from bad_inputs import Case, prep, run_case, train
 from click.testing import CliRunner
+from denied import deny
 
 import mypt.readers.txt
 from mypt.cli import main
@@ -46,6 +47,19 @@ def corpus_dir_with_fifo(w: Path) -> None:
 
 def link_to_dev_zero(w: Path) -> None:
     (w / "zero.txt").symlink_to("/dev/zero")
+
+
+def link(name: str, target: str) -> callable:
+    def setup(w: Path) -> None:
+        (w / name).symlink_to(target)
+    return setup
+
+
+def file_in(folder: str) -> callable:
+    def setup(w: Path) -> None:
+        (w / folder).mkdir()
+        (w / folder / "a.txt").write_text("The king spoke to the queen.\n")
+    return setup
 
 
 def rewritten_while_read(monkeypatch: pytest.MonkeyPatch, w: Path) -> None:
@@ -79,13 +93,25 @@ BOTH = {
     "fifo_in_dir": ("corp", ["corp/pipe.txt", "FIFO"], corpus_dir_with_fifo),
     "dev_stdin": ("/dev/stdin", ["/dev/stdin"], None),  # whatever fd 0 is here, it is named
     "empty_path": ("", ["--input_files", "empty path"], None),
+    # Each said what it is (all three were said not to exist). A broken link found by a walk is
+    # skipped (tests/test_inputs.py).
+    "broken_link": ("dead.txt", ["--input_files: 'dead.txt' is a symbolic link to 'missing.txt', which does not "
+                                 "exist"], link("dead.txt", "missing.txt")),
+    "link_loop": ("loop.txt", ["--input_files: 'loop.txt' is a symbolic link that loops"],
+                  link("loop.txt", "loop.txt")),
 }
+# A file in a folder without search permission (locked/a.txt: stat refused).
+DENIED = ["--input_files: 'locked/a.txt' cannot be read: permission denied; check the permissions"]
 
 CASES = [
     *[Case(f"prepare_{name}", prep(inp), words, out="new_ds", setup=setup)
       for name, (inp, words, setup) in BOTH.items()],
     *[Case(f"tokenizer_{name}", tok(inp), words, out="tok.json", setup=setup)
       for name, (inp, words, setup) in BOTH.items()],
+    Case("prepare_denied", prep("locked/a.txt"), DENIED, out="new_ds", setup=file_in("locked"),
+         fault=lambda monkeypatch, w: deny(monkeypatch, w / "locked", list_it=True)),
+    Case("tokenizer_denied", tok("locked/a.txt"), DENIED, out="tok.json", setup=file_in("locked"),
+         fault=lambda monkeypatch, w: deny(monkeypatch, w / "locked", list_it=True)),
     # A UTF-8 byte-order mark and blank lines are no text either, whatever normalize and the filter
     # would have removed: under --no_normalize the BOM was the text of a document.
     Case("prepare_bom_and_blank_lines", prep("bom.txt", "new_ds", "--no_normalize", "--no_filter"),

@@ -5,6 +5,7 @@ byte-order mark, both commands giving the same refusal, and /dev/stdin fed by a 
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import read_tokens
+from denied import deny
 
 import mypt.readers.jsonl
 import mypt.readers.txt
@@ -365,3 +367,81 @@ def test_a_path_too_long_for_the_system_is_an_error_naming_the_flag(tmp_path, mo
     os.close(here)
     line = error_line(prepare("deep", "ds"))
     assert line.startswith("Error: --input_files: 'deep/ddd") and "File name too long" in line, line
+
+
+WALK_SKIPPED = "warning: --input_files: skipped {} found by a directory walk that mypt cannot read (a folder with " \
+    "the files in it): "
+
+
+def test_a_folder_a_walk_cannot_list_is_skipped_with_a_notice(tmp_path, monkeypatch):
+    """Its files went missing unsaid (a corpus silently smaller): a notice names it and why. A
+    notice, not an error: a disk's root holds lost+found, which only root may list. In a hidden
+    folder (never read) it is not said; the folder named itself is an error naming it."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("corp/locked", "corp/gone", "corp/.cache"):
+        Path(folder).mkdir(parents=True)
+        Path(folder, "b.txt").write_text("The queen answered the king.\n" * 20)
+    Path("corp/a.txt").write_text("The king spoke to the queen.\n" * 20)
+    give_back = [deny(monkeypatch, Path(folder)) for folder in ("corp/locked", "corp/.cache")]
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # corp/gone is removed after its parent is listed, before it is (each walk)
+        if path == os.path.join("corp", "gone"):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return real_scandir(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        result = prepare("corp", "ds")
+        line = error_line(prepare("corp/locked", "ds2"))
+    finally:
+        for lift in give_back:
+            lift()
+    assert result.exit_code == 0, result.output
+    assert warnings_of(result) == [WALK_SKIPPED.format("2 paths") + "corp/gone no longer exists (removed during the "
+                                   "walk); corp/locked cannot be read: permission denied"]
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert [s["name"] for s in meta["sources"]] == ["corp/a.txt"]
+    assert line == ("Error: --input_files: 'corp/locked' cannot be read: permission denied; check the permissions of "
+                    "it and of the folders above it"), line  # (was: "holds no text files")
+
+
+def test_a_broken_link_found_by_a_walk_is_skipped_with_a_notice(tmp_path, monkeypatch):
+    """It stopped the whole run ("cannot be read (No such file or directory)"), as a file that
+    cannot be looked up (a link that loops, a folder without search permission) did. One named
+    is an error naming it (tests/test_bad_inputs_inputs.py)."""
+    monkeypatch.chdir(tmp_path)
+    Path("corp/sub").mkdir(parents=True)
+    Path("corp/a.txt").write_text("The king spoke to the queen.\n" * 20)
+    Path("corp/dead.txt").symlink_to("missing.txt")
+    Path("corp/loop.txt").symlink_to("loop.txt")
+    Path("corp/sub/b.txt").write_text("The queen answered the king.\n" * 20)
+    Path("corp/notes").symlink_to("missing")  # (no text suffix: passed over, as before, though another input is named)
+    Path("c.txt").write_text("A third voice.\n" * 20)
+    lift = deny(monkeypatch, Path("corp/sub"), list_it=True)
+    try:
+        result = prepare("corp", "ds", "--input_files", "c.txt")
+    finally:
+        lift()
+    assert result.exit_code == 0, result.output
+    assert warnings_of(result) == [WALK_SKIPPED.format("3 paths") + "corp/dead.txt is a symbolic link to "
+                                   "'missing.txt', which does not exist; corp/loop.txt is a symbolic link that loops "
+                                   "(to itself, or through others); corp/sub/b.txt cannot be read: permission denied"]
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert [s["name"] for s in meta["sources"]] == ["c.txt", "corp/a.txt"]
+    # A folder of nothing else is no corpus, saying why.
+    Path("only").mkdir()
+    Path("only/dead.txt").symlink_to("missing.txt")
+    line = error_line(prepare("only", "ds2"))
+    assert "holds no text files" in line and "only/dead.txt is a symbolic link to 'missing.txt'" in line, line
+
+
+@pytest.mark.parametrize("out", ["x" * 300, "new/" + "x" * 300 + "/ds"])
+def test_an_out_dir_too_long_for_the_system_is_an_error_naming_the_flag(tmp_path, monkeypatch, out):
+    """It said "cannot use PATH: File name too long", naming no flag (a long name under a new
+    folder failed only where the lock's folder was made: new/ was left behind)."""
+    monkeypatch.chdir(tmp_path)
+    Path("a.txt").write_text("The king spoke to the queen.\n" * 20)
+    line = error_line(prepare("a.txt", out))
+    assert line.startswith(f"Error: --out_dir {out[:80]}...") and "File name too long" in line, line
+    assert line.endswith("longest name 300: more than the system takes): choose a shorter --out_dir"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

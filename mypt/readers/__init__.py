@@ -15,6 +15,7 @@ To add a format: a new module here with a `mypt.readers.base.Reader` subclass de
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import glob
 import os
@@ -119,8 +120,9 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     by another spelling of its path or through a link, is read once): files, and directories saved by
     Dataset.save_to_disk (each one input, mypt.readers.arrow); the sort order is the corpus
     order (by absolute path). A FIFO, socket or device a walk finds is skipped (never opened: a
-    FIFO would block), one named is an InputError. `notices` receives a line for what was given
-    more than once and one for what walks skipped so (text_sources prints them).
+    FIFO would block), one named is an InputError. What a walk finds but cannot read (a folder it
+    cannot list, a broken link) is skipped too; one named is an InputError. `notices` receives a
+    line for what was given more than once and one for each kind of skip (text_sources prints them).
     """
     if not patterns:
         raise InputError("no input given: pass --input_files FILE_OR_DIR_OR_GLOB (several allowed)")
@@ -133,6 +135,7 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     # named inside a walked one is that file, not one the walk passed over.
     twice: dict[tuple[int, int], list[Path]] = {}  # the spellings of what was met more than once (files, folders)
     not_regular: list[tuple[Path, int]] = []  # (path, st_mode) of what walks skipped as no regular file
+    unreadable: list[tuple[Path, OSError]] = []  # what walks skipped as unreadable, and why
     try:  # (an OSError here: a file removed since it was listed, a path too long for the system)
         ids = [_identity(path) for path in named]
         firsts = dict(zip(reversed(ids), reversed(named)))
@@ -144,12 +147,13 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
             if firsts[key] is not path:
                 twice.setdefault(key, [firsts[key]]).append(path)
                 continue  # named again: walked at its first naming
-            for p in _walk(path, walk_skipped, elsewhere=firsts.keys() - {key}, not_regular=not_regular):
+            for p in _walk(path, walk_skipped, elsewhere=firsts.keys() - {key}, not_regular=not_regular,
+                           unreadable=unreadable):
                 _add(found, twice, _identity(p), p)
     except OSError as e:
         raise _lookup_error(e) from None
     if notices is not None:
-        notices += _notices(twice, {**firsts, **found}, not_regular)
+        notices += _notices(twice, {**firsts, **found}, not_regular, unreadable)
     # By absolute path: the order (which copy dedup keeps) must not depend on how a path was
     # spelled (`/data/b.txt` sorts before `a.txt` as typed).
     return sorted(found.values(), key=os.path.abspath)
@@ -165,9 +169,10 @@ def _add(found: dict[tuple[int, int], Path], twice: dict[tuple[int, int], list[P
 
 
 def _notices(twice: dict[tuple[int, int], list[Path]], kept: dict[tuple[int, int], Path],
-             not_regular: list[tuple[Path, int]], most: int = 3) -> list[str]:
-    """The lines that say what was given more than once (read once, as `kept` spells it), and
-    what walks skipped as no regular file: the first `most` of each, and a count of the rest."""
+             not_regular: list[tuple[Path, int]], unreadable: list[tuple[Path, OSError]], most: int = 3) -> list[str]:
+    """The lines that say what was given more than once (read once, as `kept` spells it), what
+    walks skipped as no regular file, and what they could not read: the first `most` of each, and a
+    count of the rest."""
     lines = []
     if twice:
         said = [_spellings(kept[key], twice[key]) for key in sorted(twice, key=lambda k: os.path.abspath(kept[k]))]
@@ -178,6 +183,11 @@ def _notices(twice: dict[tuple[int, int], list[Path]], kept: dict[tuple[int, int
         lines.append(f"warning: --input_files: skipped {_count(len(said), 'file')} found by a directory walk that "
                      "mypt does not read, as it reads only regular files (save a stream to a file to read it): "
                      + _first(said, most))
+    if unreadable:  # (a corpus silently smaller: the files of a folder that cannot be listed)
+        said = [f"{text_name(str(p))} {_why_unreadable(p, e, walked=True)}"
+                for p, e in sorted(unreadable, key=lambda found: found[0])]
+        lines.append(f"warning: --input_files: skipped {_count(len(said), 'path')} found by a directory walk that "
+                     "mypt cannot read (a folder with the files in it): " + _first(said, most))
     return lines
 
 
@@ -207,7 +217,27 @@ def _lookup_error(e: OSError, flag: str = "--input_files") -> InputError:
                           f"{len(os.fsencode(path)):,} bytes; the system takes at most 255 bytes a name, and on "
                           "Linux 4,096 a path): move the files to a shorter path, or name them from a folder nearer "
                           "to them")
+    if e.filename is not None and e.errno in (errno.ENOENT, errno.ELOOP, errno.EACCES, errno.EPERM):
+        path = os.fsdecode(e.filename)
+        denied = e.errno in (errno.EACCES, errno.EPERM)
+        fix = "; check the permissions of it and of the folders above it" if denied else ""
+        return InputError(f"{flag}: {text_name(path)!r} {_why_unreadable(Path(path), e)}{fix}")
     return InputError(f"{flag}: {os_error_message(e)}")
+
+
+def _why_unreadable(path: Path, e: OSError, walked: bool = False) -> str:
+    """Why `path` cannot be read, as the rest of a sentence naming it: `e` is the error of its
+    stat or listing (`walked`: it was found by a walk, so a missing one was there a moment ago)."""
+    if e.errno == errno.ENOENT and os.path.islink(path):
+        with contextlib.suppress(OSError):  # (unless it went meanwhile)
+            return f"is a symbolic link to {text_name(os.readlink(path))!r}, which does not exist"
+    if e.errno == errno.ENOENT:
+        return "no longer exists (removed during the walk)" if walked else "does not exist"
+    if e.errno == errno.ELOOP:
+        return "is a symbolic link that loops (to itself, or through others)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "cannot be read: permission denied"
+    return f"cannot be read: {e.strerror}"
 
 
 def named_paths(pattern: str) -> list[Path]:
@@ -216,10 +246,8 @@ def named_paths(pattern: str) -> list[Path]:
     if os.path.lexists(pattern) or not glob.has_magic(pattern):
         try:
             os.stat(pattern)
-        except OSError as e:
-            if e.errno == errno.ENAMETOOLONG:  # (not said not to exist: it may)
-                raise _lookup_error(e) from None
-            raise InputError(f"--input_files: {pattern!r} does not exist") from None
+        except OSError as e:  # (not all "does not exist": a permission denied, a link that loops, a name too long)
+            raise _lookup_error(e) from None
         except ValueError:  # (a NUL in it)
             raise InputError(f"--input_files: {pattern!r} does not exist") from None
         return [Path(pattern)]
@@ -241,15 +269,20 @@ def _literal_head(pattern: str) -> str:
 
 
 def _walk(directory: Path, skipped: WalkSkipped | None = None,
-          elsewhere: Set[tuple[int, int]] = frozenset(), not_regular: list[tuple[Path, int]] | None = None
-          ) -> list[Path]:
+          elsewhere: Set[tuple[int, int]] = frozenset(), not_regular: list[tuple[Path, int]] | None = None,
+          unreadable: list[tuple[Path, OSError]] | None = None) -> list[Path]:
     """The inputs of a directory: itself when it is a saved dataset, else the files of the
     walked suffixes, in any case (`LEAR.TXT`), and the saved datasets under it (their files
     are theirs, not walked). Hidden files and folders (`.git`, `.ipynb_checkpoints`) are not
     inputs: what is passed over goes to `skipped` (WalkSkipped). What is named `elsewhere` (by
     identity: in --input_files) is not walked here: a folder has its own walk, a file is an input.
     A FIFO, socket or device of a walked suffix is no input either, found by its stat, never
-    opened (a FIFO would block): (path, st_mode) goes to `not_regular`."""
+    opened (a FIFO would block): (path, st_mode) goes to `not_regular`. What cannot be read (a folder
+    that cannot be listed, a file whose stat fails: a broken link) is no input: (path, error) goes to
+    `unreadable`, except under a hidden folder (never read anyway). `directory` itself unreadable, or
+    a path too long for the system, is an OSError."""
+    with os.scandir(directory):  # (one it cannot list: said of it, before the looks for a saved dataset's files)
+        pass
     refuse_dataset_dict(directory)
     if is_saved_dataset(directory):
         return [directory]
@@ -260,12 +293,12 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
     # count their text files. Links to folders are followed (a corpus spread over disks: they
     # were passed over unsaid), each folder once: a link back up, or to one walked already, is
     # not walked again (files reached twice are one input by identity: resolve_inputs).
-    walked_dirs = set()
-    for root, dirs, names in walk_tree(directory):
+    walked_dirs, unlisted = set(), []
+    for root, dirs, names in walk_tree(directory, unlisted):
         here = Path(root)
         walked_dirs.add(_identity(here))
         dirs[:] = [d for d in dirs if not (here / d).is_symlink() or _identity(here / d) not in walked_dirs]
-        hidden = any(part.startswith(".") for part in here.relative_to(directory).parts)
+        hidden = _hidden_in(here, directory)
         if not hidden and DICT in names:
             refuse_dataset_dict(here)
         if not hidden and STATE in names and is_saved_dataset(here):
@@ -281,38 +314,58 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
                 files.append(here / name)
             elif dot and not text:  # (.git/HEAD: nothing anyone meant as text)
                 continue
-            elif elsewhere and _identity(here / name) in elsewhere:
-                continue  # named: read (or refused) as named, not passed over
+            elif elsewhere and os.path.exists(here / name) and _identity(here / name) in elsewhere:
+                continue  # named: read (or refused) as named, not passed over (a broken link: named nowhere)
             elif dot:
                 skipped.hidden.add(here / name)
                 first_hidden = first_hidden or here / name  # for the message below
             else:
                 skipped.other.add(here / name)
+    cannot = [(p, e) for p, e in unlisted if not _hidden_in(p, directory)]
     inside, special = [], []  # regular files; (path, st_mode) of the others
     for p in files:
-        mode = _mode(p)
+        try:
+            mode = p.stat().st_mode
+        except OSError as e:
+            if e.errno == errno.ENAMETOOLONG:  # (an error: the user can fix it, and a walk deep down would skip it all)
+                raise
+            cannot.append((p, e))
+            continue
         if stat.S_ISREG(mode):
             inside.append(p)
         else:
             special.append((p, mode))
     if not_regular is not None:
         not_regular += special
+    if unreadable is not None:
+        unreadable += cannot
     if not inside and not saved and not pruned:  # (a pruned folder's own walk says it, if need be)
         raise InputError(f"--input_files: the directory {str(directory)!r} holds no text files (looked for "
                          f"{', '.join(walked)} and directories saved by Dataset.save_to_disk)"
                          + (f"; hidden files are not walked ({display_name(first_hidden)}): name them "
                             "in --input_files to read them" if first_hidden else "")
                          + (f"; {display_name(special[0][0])} is {file_kind(special[0][1])}, and mypt reads only "
-                            "regular files" if special else ""))
+                            "regular files" if special else "")
+                         + (f"; {display_name(cannot[0][0])} {_why_unreadable(*cannot[0], walked=True)}"
+                            if cannot else ""))
     return inside + sorted(saved)
 
 
-def walk_tree(top: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+def _hidden_in(path: Path, directory: Path) -> bool:
+    """Whether `path`, under `directory`, is a dot folder or in one (relative to `directory`)."""
+    return any(part.startswith(".") for part in path.relative_to(directory).parts)
+
+
+def walk_tree(top: Path, unlisted: list[tuple[Path, OSError]] | None = None
+              ) -> Iterator[tuple[str, list[str], list[str]]]:
     """os.walk(top, followlinks=True): (folder, its folders, its other names) top-down, in
     os.walk's order, a folder's list of folders pruned by the caller before it goes on; a
-    folder that cannot be listed is passed over. Without recursion: os.walk recursed once per
-    level before Python 3.12 (1,000 nested folders raised a RecursionError on 3.11, which CI
-    runs); once requires-python is >= 3.12, os.walk can take this one's place."""
+    folder under `top` that cannot be listed (permission denied, removed meanwhile) is passed
+    over, (path, error) going to `unlisted` for the caller to say (its files would go missing
+    unsaid); `top` itself, a path too long for the system, or any without `unlisted`, raises.
+    Without recursion: os.walk recursed once per level before Python 3.12 (1,000 nested folders
+    raised a RecursionError on 3.11, which CI runs); once requires-python is >= 3.12, os.walk
+    (with an onerror) can take this one's place."""
     stack = [os.fspath(top)]
     while stack:
         here = stack.pop()
@@ -325,7 +378,10 @@ def walk_tree(top: Path) -> Iterator[tuple[str, list[str], list[str]]]:
                     except OSError:  # (as os.path.isdir: not a folder)
                         is_dir = False
                     (dirs if is_dir else names).append(entry.name)
-        except OSError:
+        except OSError as e:
+            if unlisted is None or here == os.fspath(top) or e.errno == errno.ENAMETOOLONG:
+                raise
+            unlisted.append((Path(here), e))
             continue
         yield here, dirs, names
         stack.extend(os.path.join(here, d) for d in reversed(dirs))  # (the first folder is walked next)
@@ -356,9 +412,7 @@ def _mode(path: Path, flag: str = "--input_files") -> int:
     try:
         return path.stat().st_mode
     except OSError as e:  # a dangling link, a permission denied on the way, a path too long
-        if e.errno == errno.ENAMETOOLONG:
-            raise _lookup_error(e, flag) from None
-        raise InputError(f"{flag}: {str(path)!r} cannot be read ({e.strerror})") from None
+        raise _lookup_error(e, flag) from None
 
 
 def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: bool = False,

@@ -1,0 +1,39 @@
+"""Permission denied on a folder, for tests that run as root or not: its mode is taken away, and
+where the tests run as root (who passes permission bits) os.scandir and os.stat refuse it as the
+kernel refuses anyone else, with the same error."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+
+def deny(monkeypatch: pytest.MonkeyPatch, folder: Path, list_it: bool = False) -> Callable[[], None]:
+    """`folder` cannot be listed (mode 0), or with `list_it` is listed but nothing in it looked up
+    (mode 0o600: no search permission). Returns what gives its mode back (before the test's
+    tmp_path is removed); monkeypatch undoes the rest."""
+    folder = Path(os.path.abspath(folder))
+    mode = folder.stat().st_mode
+    folder.chmod(0o600 if list_it else 0)
+    if os.geteuid() == 0:
+        real_scandir, real_stat = os.scandir, os.stat
+
+        def refuse(path: object) -> None:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+        def scandir(path: object = ".") -> object:
+            if not list_it and isinstance(path, (str, os.PathLike)) and Path(os.path.abspath(path)) == folder:
+                refuse(path)
+            return real_scandir(path)
+
+        def stat(path: object, *args, **kwargs) -> os.stat_result:
+            if isinstance(path, (str, os.PathLike)) and folder in Path(os.path.abspath(path)).parents:
+                refuse(path)
+            return real_stat(path, *args, **kwargs)
+        monkeypatch.setattr(os, "scandir", scandir)
+        monkeypatch.setattr(os, "stat", stat)
+    return lambda: folder.chmod(mode)
