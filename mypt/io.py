@@ -454,6 +454,22 @@ def loops(path: Path) -> bool:
     return False
 
 
+def _too_long(path: Path) -> bool:
+    """Whether the system refuses the absolute `path` as too long: the whole of it, or a name in it. A stat
+    says so only of the names in folders that exist; a name to be made under a new folder is held
+    to the limit of the file system of the nearest folder that exists."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return True
+    head = path
+    while not os.path.isdir(head):
+        head = head.parent
+    limit = os.pathconf(head, "PC_NAME_MAX")
+    return any(len(os.fsencode(name)) > limit for name in path.relative_to(head).parts)
+
+
 def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
                       marker: str | None = None, kind: str = "mypt output") -> None:
     """The one rule of what mypt may delete to put an output in place. Writing an output
@@ -467,6 +483,11 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     if loops(Path(out_dir)):
         raise InputError(f"{flag} {out_dir} is a symbolic link that loops: choose another {flag}")
     target = Path(out_dir).resolve()
+    if _too_long(target):  # (else "cannot use PATH: File name too long" from a stat or a mkdir, naming no flag)
+        shown = out_dir if len(str(out_dir)) <= 160 else f"{str(out_dir)[:80]}...{str(out_dir)[-60:]}"
+        longest = max(len(os.fsencode(name)) for name in target.parts)
+        raise InputError(f"{flag} {shown}: File name too long (a path of {len(os.fsencode(target)):,} bytes, its "
+                         f"longest name {longest:,}: more than the system takes): choose a shorter {flag}")
     places = {"the current directory": Path.cwd().resolve(), "the home directory": Path.home().resolve(),
               "the root directory": Path("/")}
     for what, place in places.items():
