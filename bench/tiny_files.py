@@ -3,7 +3,8 @@ the per-file cost of a corpus that comes as one small file per document.
 
 Each input file holds 1-3 short lines (20-120 bytes in all), in folders of 1,000 files (as a
 crawl or a dump of documents comes). For each N and each command, one line of:
-  - seconds (wall) and ms per file;
+  - seconds (wall) and ms per file; CPU ms per file (user + system of every process: on a shared
+    machine a steadier figure than the wall time);
   - peak RSS of the command's largest process (getrusage of the children: the parent or one
     worker) in MiB, and that peak less the baseline's (a 50-file run: start-up and imports),
     per 1,000 files (the slope: what grows with the count of sources);
@@ -40,10 +41,10 @@ BASELINE_FILES = 50
 OUTPUT = {"tokenize": "tokens", "shard": "shards", "split": "dataset"}  # a stage's output folder (else its name)
 
 # Peak RSS of the largest process of a command (ru_maxrss of the children waited for: the
-# command and, through it, its workers), in KiB on Linux.
+# command and, through it, its workers), in KiB on Linux, and their CPU seconds (user + system).
 _MEASURE = ("import resource, subprocess, sys, json; rc = subprocess.run(sys.argv[1:], capture_output=True, "
-            "text=True); print(json.dumps([rc.returncode, (rc.stderr + rc.stdout).strip()[-300:], "
-            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+            "text=True); u = resource.getrusage(resource.RUSAGE_CHILDREN); print(json.dumps([rc.returncode, "
+            "(rc.stderr + rc.stdout).strip()[-300:], u.ru_maxrss, u.ru_utime + u.ru_stime]))")
 
 
 def make_corpus(top: Path, files: int, seed: int = 0) -> int:
@@ -109,10 +110,10 @@ def measure(cmd: list[str], cwd: Path, env: dict) -> dict:
     done = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True,
                           cwd=cwd, env=env)
     wall = time.perf_counter() - start
-    rc, said, peak_kib = json.loads(done.stdout)
+    rc, said, peak_kib, cpu = json.loads(done.stdout)
     if rc != 0:
         raise SystemExit(f"{' '.join(cmd)}: exit {rc}: {said}")
-    return {"wall": wall, "peak_mib": peak_kib / 1024}
+    return {"wall": wall, "cpu": cpu, "peak_mib": peak_kib / 1024}
 
 
 def run_prepare(corpus: Path, work: Path, repo: Path, env: dict, flags: list[str]) -> dict:
@@ -160,7 +161,8 @@ def run_stages(corpus: Path, work: Path, repo: Path, env: dict, workers: int, to
 def row(label: str, files: int, r: dict, base_mib: float | None) -> str:
     slope = f"{(r['peak_mib'] - base_mib) / files * 1e3:>9.2f}" if base_mib is not None and files > 1000 else \
         f"{'':>9}"
-    return (f"{label:<16}{files:>9,}{r['wall']:>9.1f}{r['wall'] / files * 1e3:>9.2f}{r['peak_mib']:>9.0f}{slope}"
+    return (f"{label:<16}{files:>9,}{r['wall']:>9.1f}{r['wall'] / files * 1e3:>9.2f}{r['cpu'] / files * 1e3:>9.2f}"
+            f"{r['peak_mib']:>9.0f}{slope}"
             f"{r['work'][0] / files / 1e3:>11.1f}{r['work'][1] / files:>10.1f}"
             f"{r['out'][0] / files / 1e3:>10.2f}{r['out'][1]:>10,}")
 
@@ -182,7 +184,7 @@ def main() -> None:
     counts = [int(n) for n in args.files.split(",")]
     print(f"mypt of {repo}, --workers {args.workers}, --tokenization {args.tokenization}; "
           f"slope: (peak - the {BASELINE_FILES}-file run's) per 1,000 files")
-    print(f"{'command':<16}{'files':>9}{'wall s':>9}{'ms/file':>9}{'peak MiB':>9}{'MiB/1k':>9}"
+    print(f"{'command':<16}{'files':>9}{'wall s':>9}{'ms/file':>9}{'cpu ms/f':>9}{'peak MiB':>9}{'MiB/1k':>9}"
           f"{'work kB/f':>11}{'work f/f':>10}{'out kB/f':>10}{'out files':>10}")
     base: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="tiny_files.") as tmp:
