@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any, Callable
 
 from mypt.errors import ConfigError
 from mypt.io import read_json
@@ -37,7 +38,20 @@ def plain_name(name: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
         raise ConfigError(f"--model_name {name!r}: must be a plain name like base or my_model (no path, not "
                           "starting with '.'); use --checkpoints_dir to choose where checkpoints go")
-    return name
+    return utf8_path("--model_name")(name)
+
+
+def utf8_path(flag: str) -> Callable[[Any], Any]:
+    """The check of a flag naming a checkpoint's place: safetensors opens only UTF-8 paths, so
+    a checkpoint saved under a name of other bytes (`$'m\\xff'`) could never be read again."""
+    def check(value):
+        try:
+            os.fspath(value).encode("utf-8")
+        except UnicodeEncodeError:  # (a byte that is not UTF-8 reaches Python as a lone surrogate)
+            raise ConfigError(f"{flag} {os.fsencode(value)!r}: not valid UTF-8, which safetensors (the weights' "
+                              f"format) needs in a path: choose a {flag} of UTF-8 characters") from None
+        return value
+    return check
 
 
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6
@@ -62,12 +76,14 @@ def check_temperature(value) -> float:
 
 def model_setting():
     """The `model_name` field of the commands that read a trained model."""
-    return setting(None, "A name under --checkpoints_dir, or a checkpoint directory.", required=True)
+    return setting(None, "A name under --checkpoints_dir, or a checkpoint directory.", required=True,
+                   check=utf8_path("--model_name"))
 
 
 def checkpoints_setting():
     """The `checkpoints_dir` field of training and generation."""
-    return setting(Path("checkpoints"), "Where checkpoints live: CHECKPOINTS_DIR/MODEL_NAME/.")
+    return setting(Path("checkpoints"), "Where checkpoints live: CHECKPOINTS_DIR/MODEL_NAME/.",
+                   check=utf8_path("--checkpoints_dir"))
 
 
 MAX_NORM_EPS = 0.1  # past a norm's mean square an epsilon flattens every activation

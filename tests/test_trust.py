@@ -278,6 +278,27 @@ def test_model_name_is_a_plain_name_so_a_save_never_replaces_another_directory(t
     assert tree_bytes(tmp_path) == before
 
 
+@pytest.mark.parametrize("command, flag", [("train", "--model_name"), ("train", "--checkpoints_dir"),
+                                           ("generate", "--model_name"), ("export-hf", "--checkpoints_dir")])
+def test_a_checkpoint_place_that_is_not_utf8_is_refused_before_a_save_no_load_could_read(tmp_path, command, flag):
+    """safetensors opens only UTF-8 paths: a model trained as $'m\\xff' was saved, then every
+    load said its model.safetensors was "not a safetensors file"."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    bad = os.fsdecode(b"m\xff")  # (the name a shell passes, as Python sees it)
+    args = {"train": ["--input_file", __file__, *TINY, "--max_iters", "1"], "generate": [],
+            "export-hf": ["--out_dir", str(tmp_path / "ex")]}
+    names = {"--model_name": bad, "--checkpoints_dir": str(tmp_path / bad)}
+    rest = {"--model_name": "m", "--checkpoints_dir": str(tmp_path / "checkpoints")}
+    rest[flag] = names[flag]
+    result = CliRunner().invoke(main, [command, *args[command], *(x for kv in rest.items() for x in kv)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"{flag} b'" in result.output and "not valid UTF-8" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_step_run_by_hand_never_replaces_a_directory_of_other_files(tmp_path):
     from mypt.steps.clean import clean
 
