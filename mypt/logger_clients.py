@@ -10,7 +10,8 @@ dvclive and hands each the same calls: `logger(step, values)`, then `close(faile
 - MLflow and W&B continue the run whose id METRICS_DIR/mlflow_run.json or wandb_run.json
   keeps. Their histories only grow, so a step a killed run logged after its checkpoint keeps
   its first value: the same file keeps each metric's last logged step, and the resumed run
-  logs a metric only past it.
+  logs a metric only past it. The file names the model: another model's record, or a file of
+  that name no mypt run wrote, is refused before the run (check_run_records), not overwritten.
 """
 
 from __future__ import annotations
@@ -20,25 +21,62 @@ import os
 import time
 from pathlib import Path
 
-from mypt.errors import ConfigError
+from mypt.errors import ConfigError, InputError
 from mypt.io import write_json
 
 # The variables that point MLflow elsewhere than METRICS_DIR/mlflow.db (mlflow reads them itself too).
 MLFLOW_URI_ENV, MLFLOW_EXPERIMENT_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"
 
 
-class RunRecord:
-    """METRICS_DIR/NAME_run.json: the run a logger writes to and each metric's last logged
-    step, so --resume finds the run again and logs no step twice."""
+# The loggers that keep their run's id in METRICS_DIR, and the file each keeps it in.
+RECORDS = {"mlflow": "mlflow_run.json", "wandb": "wandb_run.json"}
 
-    def __init__(self, path: Path, resume: bool):
-        self.path = path
-        saved = {}
-        if resume and path.is_file():
-            try:
-                saved = json.loads(path.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                raise ConfigError(f"{path} is damaged: delete it to log the resumed run as a new run") from None
+
+def _read_record(path: Path) -> dict | None:
+    """The run record a mypt run wrote at `path` ({} where there is none), or None where the
+    file is not one: a record is {"run_id", "where", "last_step"} and, since mypt named the
+    model in it, "model"."""
+    if not os.path.lexists(path):
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("run_id"), str) or \
+            not isinstance(saved.get("last_step", {}), dict) or not isinstance(saved.get("model", ""), str):
+        return None
+    return saved
+
+
+def check_run_records(directory: Path, loggers: tuple[str, ...], model: str | None) -> None:
+    """Before a run: each chosen logger's record in `directory` is one a mypt run of `model`
+    wrote (or one from before records named the model), or none. A user's file of that name,
+    or another model's record (a --resume would log into that model's run), is refused: the
+    run would overwrite it."""
+    for name in loggers:
+        if name not in RECORDS:
+            continue
+        path = Path(directory) / RECORDS[name]
+        saved = _read_record(path)
+        if saved is None:
+            raise InputError(f"--metrics_dir {directory} holds {RECORDS[name]}, which no mypt run wrote and "
+                             f"--logger {name} would overwrite: choose another --metrics_dir, or move it out of it")
+        owner = saved.get("model")
+        if model is not None and owner is not None and owner != model:
+            raise InputError(f"--metrics_dir {directory} holds {RECORDS[name]}, the {name} run of model {owner!r}, "
+                             f"not of {model!r}: choose a --metrics_dir of this model's own (the train stage uses "
+                             "dvclive/MODEL_NAME)")
+
+
+class RunRecord:
+    """METRICS_DIR/NAME_run.json: the run a logger writes to, the model and each metric's last
+    logged step, so --resume finds the run again and logs no step twice."""
+
+    def __init__(self, path: Path, resume: bool, model: str):
+        self.path, self.model = path, model
+        saved = _read_record(path) if resume else {}
+        if saved is None:  # (check_run_records refused it before the run; a file put there since)
+            raise InputError(f"{path} is no record of a mypt run: move it away to log the resumed run as a new run")
         self.run_id: str | None = saved.get("run_id")
         self.where: str | None = saved.get("where")
         self.last: dict[str, int] = dict(saved.get("last_step", {}))
@@ -54,7 +92,7 @@ class RunRecord:
     def save(self, run_id: str, where: str, logged: dict | None = None, step: int = 0) -> None:
         self.run_id, self.where = run_id, where
         self.last.update({k: step for k in logged or {}})
-        write_json(self.path, {"run_id": run_id, "where": where, "last_step": self.last})
+        write_json(self.path, {"model": self.model, "run_id": run_id, "where": where, "last_step": self.last})
 
 
 class TensorBoardLogger:
@@ -78,7 +116,7 @@ class MlflowLogger:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        self.record = RunRecord(Path(directory) / "mlflow_run.json", resume)
+        self.record = RunRecord(Path(directory) / RECORDS["mlflow"], resume, run_name)
         # MLflow 3 refuses a plain-file store unless told to: SQLite is its local default.
         uri = os.environ.get(MLFLOW_URI_ENV) or f"sqlite:///{(Path(directory) / 'mlflow.db').resolve()}"
         self.client = MlflowClient(tracking_uri=uri)
@@ -128,7 +166,7 @@ class WandbLogger:
     def __init__(self, directory: Path, run_name: str, resume: bool, resume_step: int | None):
         import wandb
 
-        self.record = RunRecord(Path(directory) / "wandb_run.json", resume)
+        self.record = RunRecord(Path(directory) / RECORDS["wandb"], resume, run_name)
         # wandb's own variables win: WANDB_DIR over METRICS_DIR, WANDB_NAME over the model's name.
         where = {} if os.environ.get("WANDB_DIR") else {"dir": str(directory)}
         name = {} if os.environ.get("WANDB_NAME") else {"name": run_name}

@@ -15,6 +15,11 @@ train and adapt stages use dvclive/base and dvclive/adapted). DIR gets dvclive's
 dvclive only writes these files: it saves no DVC experiment and writes no dvc.yaml (the
 pipeline declares the files in its own dvc.yaml). A directory holding anything else dvclive
 would delete, another tool's dvclive run among them, is refused (check_metrics_dir).
+
+A run killed at any moment (preemption: requeued with --resume) leaves a directory its resume
+takes: metrics.json is replaced whole at each step, never rewritten in place, and what a kill
+or a crash left damaged of the run's own files (an emptied metrics.json, a row cut short) is
+rebuilt or dropped by the resumed run.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ from mypt.errors import InputError
 from mypt.checkpoint import holds_mypt_config
 from mypt.io import atomic_write_text, check_dir_path, check_replaceable
 from mypt.names import METADATA_FILE
-from mypt.logger_clients import CLIENTS
+from mypt.logger_clients import CLIENTS, check_run_records
 from mypt.report import write_loss_png
 
 
 def _live(directory: Path, resume: bool):
     from dvclive import Live
     from dvclive.dvc import _find_dvc_root
+    from dvclive.plots import NumpyEncoder
 
     class QuietLive(Live):
         def _init_dvc(self):
@@ -45,6 +51,14 @@ def _live(directory: Path, resume: bool):
             # (and under `dvc repro`/`dvc exp run`) it keeps its DVC integration.
             if os.environ.get("DVC_ROOT") or _find_dvc_root():
                 super()._init_dvc()
+
+        def make_summary(self):
+            # dvclive (3.41 to 3.49) rewrites metrics.json in place at every step: a kill between
+            # its truncation and its write left it empty, and --resume refused the directory.
+            # Written whole under a new name, then renamed over it: never seen half-written.
+            if self._step is not None:
+                self.summary["step"] = self.step
+            atomic_write_text(Path(self.metrics_file), json.dumps(self.summary, indent=4, cls=NumpyEncoder) + "\n")
 
     # save_dvc_exp=False: `dvc exp run` saves experiments, a run by hand is not one.
     # dvcyaml=None: dvc.yaml is the project's, never rewritten by a training run.
@@ -67,7 +81,7 @@ LOSS_PNG = "plots/images/loss.png"
 
 
 def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvclive: bool = True,
-                      resume: bool = False, model: str | None = None) -> None:
+                      resume: bool = False, model: str | None = None, loggers: tuple[str, ...] = ()) -> None:
     """A --metrics_dir a run may write, before anything is built. Refused: the current, home or
     root directory; one at or inside a checkpoint (every save replaces it) or a dataset; and,
     when the run writes with dvclive, whatever the run would delete or change that no mypt run
@@ -75,10 +89,13 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
     tool's dvclive run: its curves with it), a report, and (for a new run: dvclive clears its
     plot folders on start) any file under plots/ other than the curves and the loss image of the
     mypt run whose metrics.json is there. A directory whose metrics.json names another `model`
-    holds that model's curves: refused too (a resume would cut them, a new run delete them)."""
+    holds that model's curves: refused too (a resume would cut them, a new run delete them).
+    `loggers`: the run's others, whose run records there must be this model's
+    (check_run_records)."""
     check_dir_path(directory, "--metrics_dir")
     _check_not_inside_outputs(Path(directory), checkpoint_dir)
     check_replaceable(directory, flag="--metrics_dir")
+    check_run_records(Path(directory), loggers, model)
     if not dvclive:
         return
     directory = Path(directory)
@@ -86,7 +103,7 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
         if (directory / name).is_file():
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
-    run = _mypt_run(directory)
+    run = _mypt_run(directory) or (_killed_run(directory, model) if resume else None)
     owner = run[0] if run else None  # (None too for a run from before mypt named the model)
     if model is not None and owner is not None and owner != model:
         raise InputError(f"--metrics_dir {directory} holds the curves of model {owner!r} (its metrics.json), not "
@@ -182,12 +199,51 @@ def _mypt_run(directory: Path) -> tuple[str | None, set[str]] | None:
     return (None, curves) if known and progress and evaluated else None
 
 
-def _row_step(line: str, column: int) -> float:
-    """The step of a .tsv row (a damaged row counts as past every step: dropped)."""
+def _killed_run(directory: Path, model: str | None) -> tuple[str | None, set[str]] | None:
+    """(model, curve names) of the mypt run whose metrics.json a kill left damaged or missing
+    (dvclive rewrote it in place before mypt wrote it whole, and wrote none before the first
+    step; a crash of the machine may still leave it cut short or zeroed), or None. The file is
+    a leftover only where it is empty, or the start of a summary naming `model` cut short (a
+    foreign file of that name is kept), and the directory's curves are as a mypt run logs
+    them: a resume rebuilds it from them."""
+    path = directory / METRICS_JSON
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return None
     try:
-        return int(line.split("\t")[column])
-    except (IndexError, ValueError):
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return None
+    text = text.strip("\0 \t\r\n")
+    head = '{\n    "model": ' + json.dumps(model)  # (dvclive's layout: the name mypt puts first)
+    try:
+        json.loads(text)
+        return None  # whole: _mypt_run says whose it is
+    except ValueError:
+        if text and (model is None or not (text.startswith(head) or head.startswith(text))):
+            return None
+    curves = {p.stem for p in (directory / "plots" / "metrics").glob("*.tsv")
+              if p.stem in _CURVES or p.stem.startswith(_CURVE_PREFIXES)}
+    return (model, curves) if (_PROGRESS & curves) in (set(), _PROGRESS) else None
+
+
+def _row_step(line: str) -> float:
+    """The step of a .tsv row: dvclive's `step<TAB>value` and its line end. A damaged row (a
+    kill or a crash cut it short) counts as past every step: dropped."""
+    fields = line.rstrip("\r\n").split("\t")
+    try:
+        float(fields[-1])
+        return int(fields[0]) if line.endswith("\n") and len(fields) == 2 else math.inf
+    except ValueError:
         return math.inf
+
+
+def _points(path: Path, name: str) -> list[tuple[int, float]]:
+    """(step, value) of a logged metric's .tsv, by step; repeated steps keep their last value."""
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        points = {int(row["step"]): float(row[name]) for row in csv.DictReader(f, delimiter="\t")}
+    return sorted(points.items())
 
 
 class LiveMetrics:
@@ -200,27 +256,47 @@ class LiveMetrics:
                  model: str | None = None):
         check_metrics_dir(directory, resume=resume, model=model)
         self.directory, self.title = Path(directory), title
-        if resume and resume_step is not None:
-            self._drop_rows_after(resume_step)
+        if resume:
+            run = _mypt_run(self.directory)
+            killed = None if run else _killed_run(self.directory, model)
+            run = run or killed
+            self._drop_rows_after(run[1] if run else set(), math.inf if resume_step is None else resume_step)
+            if killed:
+                self._rebuild_summary(model, killed[1])
         self.live = _live(self.directory, resume)
         if model is not None:  # whose curves these are (a run of another model is refused them)
             self.live.summary["model"] = model
-        if resume and resume_step is not None:
+            if not resume:  # on disk from the start (dvclive writes it after the first step)
+                self.live.make_summary()
+        if resume:
             self._best_val_from_rows()
 
-    def _drop_rows_after(self, step: int) -> None:
-        """Keep the rows of steps up to `step`: a checkpoint of step S is saved after S's
-        evaluation and train loss are logged, and a resumed run logs from S + 1 on."""
-        run = _mypt_run(self.directory)
-        for name in sorted(run[1] if run else ()):  # the curves its metrics.json lists: no other file
-            path = self.directory / "plots" / "metrics" / f"{name}.tsv"
+    def _metric_path(self, name: str) -> Path:
+        return self.directory / "plots" / "metrics" / f"{name}.tsv"  # (dvclive's plots_dir: DIR/plots)
+
+    def _rebuild_summary(self, model: str | None, curves: set[str]) -> None:
+        """metrics.json as the killed run would have left it: the model, each curve's last value
+        and step (the resumed run's first steps replace them; dvclive reads it to continue)."""
+        summary: dict = {} if model is None else {"model": model}
+        for name in sorted(curves):
+            points = _points(self._metric_path(name), name)
+            if points:
+                summary[name] = points[-1][1]
+                summary["step"] = max(summary.get("step", 0), points[-1][0])
+        atomic_write_text(self.directory / METRICS_JSON, json.dumps(summary, indent=4) + "\n")
+
+    def _drop_rows_after(self, curves: set[str], step: float) -> None:
+        """Keep the whole rows of steps up to `step`: a checkpoint of step S is saved after S's
+        evaluation and train loss are logged, and a resumed run logs from S + 1 on. A row a kill
+        cut short goes too: dvclive appends after it, and reading it back fails."""
+        for name in sorted(curves):  # the curves of the run its metrics.json lists: no other file
+            path = self._metric_path(name)
             if not path.is_file() or path.is_symlink() or not _curve_header_fits(path):
                 continue  # (check_metrics_dir refused those)
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
             if not lines:
                 continue
-            column = 0  # (dvclive's header: step, then the value)
-            kept = [lines[0]] + [line for line in lines[1:] if _row_step(line, column) <= step]
+            kept = [lines[0]] + [line for line in lines[1:] if _row_step(line) <= step]
             if len(kept) != len(lines):
                 atomic_write_text(path, "".join(kept))
 
@@ -250,12 +326,7 @@ class LiveMetrics:
     def curve(self, name: str) -> list[tuple[int, float]]:
         """(step, value) of a logged metric, by step; a resumed run's repeated steps keep
         their last value."""
-        path = Path(self.live.plots_dir) / "metrics" / f"{name}.tsv"
-        if not path.is_file():
-            return []
-        with open(path, encoding="utf-8", newline="") as f:
-            points = {int(row["step"]): float(row[name]) for row in csv.DictReader(f, delimiter="\t")}
-        return sorted(points.items())
+        return _points(self._metric_path(name), name)
 
     def _loss_names(self) -> list[str]:
         found = sorted(p.stem for p in (Path(self.live.plots_dir) / "metrics").glob("eval_*.tsv"))
@@ -285,6 +356,7 @@ def open_tracker(names: tuple[str, ...], directory: Path, run_name: str, resume:
     `run_name`. `resume` continues each logger's run from `resume_step`, the checkpoint's step:
     the resumed run logs the steps after it, each once. A logger that fails to open closes
     those opened before it."""
+    check_run_records(Path(directory), names, run_name)  # before dvclive's clean-up: nothing changed if refused
     opened: list = []
     try:
         for name in names:

@@ -166,6 +166,8 @@ def test_a_resumed_run_continues_the_killed_runs_curves_without_logging_a_step_t
     resumed.close()
 
     curves = READERS[name](directory)
+    if name in ("mlflow", "wandb"):  # the run's record names the model: another model's run is refused it
+        assert json.loads((directory / f"{name}_run.json").read_text())["model"] == "m"
     assert sorted(curves) == ["train_loss", "val"]
     assert [step for step, _ in curves["val"]] == [step for step, _ in curves["train_loss"]] == [0, 10, 20, 30, 40]
     # dvclive and TensorBoard drop what a killed run logged after its checkpoint; MLflow's and
@@ -240,3 +242,34 @@ def test_every_logger_gets_the_same_metrics_at_the_same_steps_and_resume_continu
     for name in ("tensorboard", "mlflow", "wandb"):  # the same values too (TensorBoard keeps float32)
         assert [v for _, v in curves[name]["val"]] == pytest.approx([v for _, v in curves["dvclive"]["val"]])
     assert json.loads((live / "wandb_run.json").read_text())["run_id"] in (live / "wandb" / "latest-run").resolve().name
+
+
+@pytest.mark.parametrize("name", ["mlflow", "wandb"])
+@pytest.mark.parametrize("record, said", [
+    pytest.param("my notes", "holds {name}_run.json, which no mypt run wrote and --logger {name} would overwrite: "
+                             "choose another --metrics_dir, or move it out of it", id="a user's file"),
+    pytest.param('{"model": "other", "run_id": "0123abcd", "where": "elsewhere", "last_step": {"val": 20}}',
+                 "holds {name}_run.json, the {name} run of model 'other', not of 'm': choose a --metrics_dir of this "
+                 "model's own", id="another model's record"),
+])
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_record_no_run_of_this_model_wrote_is_refused_and_kept(name, record, said, resume, corpus, tmp_path,
+                                                                     logger_env, monkeypatch):
+    """MLflow's and W&B's record (the run --resume continues) is the model's own: a user's file of
+    that name, or another model's record (a resume would log into its run), is refused in one
+    line before the first step, before dvclive writes a file, and left as it was."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--input_file", str(corpus), "--tokenization", "char", "--model_name", "m", "--config_file",
+            "tiny", *SETTINGS]
+    if resume:
+        assert CliRunner().invoke(main, [*args, "--max_iters=2"]).exit_code == 0
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / f"{name}_run.json").write_text(record)
+    done = CliRunner().invoke(main, [*args, "--metrics_dir", "live", "--logger", f"dvclive,{name}",
+                                     *(["--resume", "--max_iters=4"] if resume else [])])
+    last = done.output.strip().splitlines()[-1]  # (after the tokenizer's lines of an --input_file run)
+    assert done.exit_code == 1 and last.startswith(f"Error: --metrics_dir live {said.format(name=name)}"), done.output
+    assert "step 0" not in done.output and "Traceback" not in done.output
+    assert sorted(p.name for p in live.iterdir()) == [f"{name}_run.json"]
+    assert (live / f"{name}_run.json").read_text() == record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from conftest import REPO, run
 
 from mypt.cli import main
 from mypt.config import RunSettings
+from mypt.errors import InputError
 from mypt.input_text import read_input_text
+from mypt.tracking import open_tracker
 from mypt.train_command import run_training
 
 SETTINGS = {"device": "cpu", "max_iters": 30, "eval_interval": 10, "eval_iters": 2, "log_interval": 5}
@@ -314,3 +317,68 @@ def test_a_metrics_dir_that_cannot_be_one_is_refused_before_its_lock(corpus, tmp
     done = _train(tmp_path, "--model_name", "m", "--max_iters", "1", "--metrics_dir", place)
     assert done.exit_code == 1 and said in done.output and "Traceback" not in done.output, done.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
+
+
+def test_a_killed_runs_emptied_metrics_json_and_cut_rows_still_resume(corpus, tmp_path, monkeypatch):
+    """A kill while dvclive rewrote metrics.json (before mypt wrote it whole) left it empty; a
+    crash may cut a curve's last row short. --resume takes the directory as the run's own: the
+    rows cut short go, metrics.json is rebuilt from the curves, and the curves continue."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--model_name", "mk", "--metrics_dir", "mdir/mk"]
+    assert _train(tmp_path, *args, "--max_iters", "2").exit_code == 0
+    live = tmp_path / "mdir" / "mk"
+    (live / "metrics.json").write_text("")
+    with open(live / "plots" / "metrics" / "val.tsv", "a") as f:
+        f.write("1")  # the start of step 12's row, say: without the fix, the next row is appended to it
+    done = _train(tmp_path, *args, "--max_iters", "4", "--resume")
+    assert done.exit_code == 0, done.output
+    assert [r["step"] for r in tsv(live / "plots" / "metrics" / "val.tsv")] == ["0", "2", "4"]
+    assert [r["step"] for r in tsv(live / "plots" / "metrics" / "train_loss.tsv")] == ["1", "2", "3", "4"]
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["model"] == "mk" and summary["step"] == 4
+    assert summary["best_val"] == min(float(r["val"]) for r in tsv(live / "plots" / "metrics" / "val.tsv"))
+
+
+def test_metrics_json_is_replaced_whole_at_each_step_never_rewritten_in_place(tmp_path):
+    """dvclive truncated metrics.json, then wrote it, at every step: a kill between the two left
+    it empty. Each step's summary is a new file renamed over it: the one seen before is whole."""
+    tracker = open_tracker(("dvclive",), tmp_path / "live", "m")
+    tracker(0, {"val": 1.0})
+    os.link(tmp_path / "live" / "metrics.json", tmp_path / "seen.json")  # the file a reader holds open
+    tracker(1, {"val": 0.5})
+    tracker.close()
+    assert json.loads((tmp_path / "seen.json").read_text()) == {"model": "m", "val": 1.0, "best_val": 1.0, "step": 0}
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["step"] == 1
+
+
+@pytest.mark.parametrize("left, taken", [
+    pytest.param("", True, id="emptied by a kill"), pytest.param("\0" * 64, True, id="zeroed by a crash"),
+    pytest.param('{\n    "model": "m",\n    "val": 2', True, id="cut short by a crash"),
+    # killed before its first step (dvclive wrote none; mypt now writes it first thing)
+    pytest.param(None, True, id="none yet"),
+    pytest.param('{\n    "model": "other",\n    "val": 2', False, id="another model's cut short"),
+    pytest.param("my notes", False, id="a user's"), pytest.param('{"loss": 1.0}', False, id="another tool's"),
+])
+def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tmp_path, left, taken):
+    directory = tmp_path / "live"
+    killed = open_tracker(("dvclive",), directory, "m")
+    for step in (0, 10, 20):
+        killed(step, {"val": 1.0 + step, "train_loss": 2.0 + step, "lr": 0.1, "tokens_per_s": 9.0})
+    killed.close(failed=True)
+    metrics = directory / "metrics.json"
+    if left is None:
+        metrics.unlink()
+    else:
+        metrics.write_text(left)
+    before = files_under(directory)
+    if not taken:
+        with pytest.raises(InputError, match=r"holds files no mypt run wrote \(a metrics.json that no .*: metrics"):
+            open_tracker(("dvclive",), directory, "m", resume=True, resume_step=10)
+        assert files_under(directory) == before
+        return
+    resumed = open_tracker(("dvclive",), directory, "m", resume=True, resume_step=10)
+    resumed(20, {"val": 0.5, "train_loss": 0.25, "lr": 0.1, "tokens_per_s": 9.0})
+    resumed.close()
+    assert [r["step"] for r in tsv(directory / "plots" / "metrics" / "val.tsv")] == ["0", "10", "20"]
+    assert json.loads(metrics.read_text()) == {"model": "m", "lr": 0.1, "step": 20, "tokens_per_s": 9.0,
+                                                "train_loss": 0.25, "val": 0.5, "best_val": 0.5}
