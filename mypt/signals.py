@@ -1,6 +1,7 @@
 """SIGTERM and SIGINT while training, and under torchrun the end of torchrun itself: a request
 to stop at the end of the step in flight. Elsewhere (stops_held) the two wait the moments an
-output takes its place, or while a pool's workers start."""
+output takes its place, or while a pool's workers start. Once a command has ended, a Ctrl-C
+while Python exits is ignored (quiet_exit)."""
 
 from __future__ import annotations
 
@@ -100,11 +101,15 @@ class StopSignals:
             return
         if signum != signal.SIGINT:  # another copy of the stop asked for (see above)
             return
-        self.__exit__()  # Ctrl-C during the stop: the user will not wait
+        # Ctrl-C during the stop: the user will not wait. A further one while its line is said
+        # is ignored (a third Ctrl-C cut the line short, or said it twice); then the handler
+        # that was there before takes this one (KeyboardInterrupt: click's Aborted!).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if stop_said_here():  # (under torchrun, once)
             sys.stderr.write(f"\nSIGINT after {self.received}: stopping at once, without a checkpoint of "
                              "the step in flight; a checkpoint saved before is kept (continue it with --resume)\n")
             sys.stderr.flush()
+        self.__exit__()
         signal.raise_signal(signum)
 
     def __exit__(self, *exc) -> None:
@@ -188,7 +193,18 @@ class Terminated(KeyboardInterrupt):
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises Terminated while a command runs (in the main thread, over Python's
     default only: one the process was started ignoring stays ignored; training's own stop,
-    a checkpoint first, takes it over while it trains)."""
+    a checkpoint first, takes it over while it trains). And once a command ran, a Ctrl-C at
+    the interpreter's exit is ignored (quiet_exit)."""
+    quiet_exit()  # (here too, should the end's call below be cut short by a Ctrl-C)
+    try:
+        with _sigterm_raises():
+            yield
+    finally:
+        quiet_exit()  # (last registered, first run)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
@@ -209,3 +225,38 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_quiet_exit_registered: list[bool] = []
+
+
+def quiet_exit() -> None:
+    """From the start of the interpreter's exit, SIGINT is ignored (_ignore_sigint): the command
+    has ended and said its last line (its output, its error, click's Aborted!). What runs then is
+    Python's and the libraries' exit-time work: a Ctrl-C during torch's atexit handlers (the
+    release of torch.library's registrations, dynamo's dump_compile_times importing tabulate)
+    printed their traceback after mypt's line; one during the modules' teardown, where Python has
+    put SIGINT back to its default, killed the process silently (status -2, 130 in a shell: a
+    command that had completed, or said Aborted! with status 1, lost its exit status). Registered
+    with threading's exit functions, which run before every atexit handler (and the last
+    registered first): in the process that exits only, not in one that ran a command inside
+    itself (a test's CliRunner), whose Ctrl-C stays its own. At most twice a process: a command's
+    start, its end."""
+    if len(_quiet_exit_registered) >= 2:
+        return
+    _quiet_exit_registered.append(True)
+    try:
+        threading._register_atexit(_ignore_sigint)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # (another Python; the exit under way)
+        import atexit
+
+        atexit.register(_ignore_sigint)
+
+
+def _ignore_sigint() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except KeyboardInterrupt:  # one that came just before, after the command's end: ignored too
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -149,3 +149,99 @@ def test_a_stop_skips_or_cuts_short_the_evaluation_and_the_resume_runs_it(tmp_pa
     val = lambda out: re.findall(r"^step (\d+): val ([\d.]+)", out, re.M)  # noqa: E731
     assert resumed.returncode == 0 and whole.returncode == 0, resumed.stderr + whole.stderr
     assert val(resumed.stdout) == [v for v in val(whole.stdout) if int(v[0]) >= step], resumed.stdout
+
+
+# A command run as `mypt` runs it, with a wait (for the test's Ctrl-Cs) among the exit-time work:
+# with the atexit handlers (as torch's run there), and at the modules' teardown (a global's
+# finalizer), where Python has put SIGINT back to its default. "aborted": a Ctrl-C during the command.
+AT_EXIT = '''
+import atexit, os, signal, sys
+import mypt.prepare
+from mypt.cli import main
+
+def wait(where, write=os.write, read=os.read):
+    write(1, where.encode() + b"\\n")
+    read(0, 1)  # the test's Ctrl-Cs come here, then a byte
+
+class Teardown:
+    def __del__(self, wait=wait):
+        wait("teardown")
+
+if sys.argv[1] == "aborted":
+    def prepare_dataset(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+    mypt.prepare.prepare_dataset = prepare_dataset
+atexit.register(wait, "atexit")
+teardown = Teardown()
+main(sys.argv[2:], prog_name="mypt")
+'''
+
+
+@pytest.mark.parametrize("how, status, last", [("done", 0, "Duplicate lines dropped: 0"), ("aborted", 1, "Aborted!")])
+def test_a_ctrl_c_at_exit_is_ignored(tmp_path, how, status, last):
+    """Ctrl-Cs that came once the command had ended (said its line) and Python was exiting: one
+    during torch's atexit handlers printed their traceback (a KeyboardInterrupt in
+    torch.library's _del_library, in dynamo's dump_compile_times importing tabulate) after
+    mypt's line; one during the modules' teardown killed the process, silently (status -2, the
+    command's own status lost: a completed command, or Aborted!'s 1). Now they are ignored."""
+    (tmp_path / "c.txt").write_text("".join(f"line {i} of the king and the queen\n" for i in range(20)))
+    (tmp_path / "at_exit.py").write_text(AT_EXIT)
+    proc = subprocess.Popen([sys.executable, "at_exit.py", how, "prepare-dataset", "--input_files", "c.txt",
+                             "--out_dir", "ds", "--tokenization", "char", "--workers", "1"], cwd=tmp_path,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    waits, out = [], None
+    try:
+        for line in proc.stdout:
+            if line in ("atexit\n", "teardown\n"):
+                waits.append(line.strip())
+                for _ in range(3):
+                    proc.send_signal(signal.SIGINT)
+                try:
+                    proc.stdin.write("\n")
+                    proc.stdin.flush()
+                except BrokenPipeError:  # (killed by the Ctrl-C)
+                    pass
+            elif line.strip():
+                out = line.strip()
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = err.strip().splitlines()
+    assert proc.returncode == status and "Traceback" not in err and waits == ["atexit", "teardown"], err
+    assert (said[-1] if how == "aborted" else out) == last, err
+
+
+# Training's stop (StopSignals) and two Ctrl-Cs: the first asks for the stop, the second quits at
+# once; a third comes as that one's line is about to be said.
+THIRD_CTRL_C = '''
+import os, signal
+import mypt.signals
+
+said_here = mypt.signals.stop_said_here
+def stop_said_here():
+    os.kill(os.getpid(), signal.SIGINT)
+    return said_here()
+mypt.signals.stop_said_here = stop_said_here
+try:
+    with mypt.signals.StopSignals():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        print("went on", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+'''
+
+
+def test_a_third_ctrl_c_does_not_cut_the_line_of_the_second(tmp_path):
+    """A Ctrl-C during training's stop quits at once with its line; a third, while that line was
+    being said, interrupted it (the line lost, or cut short). It is ignored until said; the
+    KeyboardInterrupt of the second follows (click's Aborted!)."""
+    (tmp_path / "third.py").write_text(THIRD_CTRL_C)
+    run = subprocess.run([sys.executable, "third.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert run.returncode == 0 and run.stdout == "interrupted\n", run.stdout + run.stderr
+    assert run.stderr == ("\nSIGINT after SIGINT: stopping at once, without a checkpoint of the step in flight; a "
+                          "checkpoint saved before is kept (continue it with --resume)\n"), run.stderr
