@@ -39,7 +39,7 @@ from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError, safetensors_os_error
 from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
 from mypt.io import (built_files, check_replaceable, is_own, old_dir, output_target, sha256_file, staged_dir,
-                     umask_mode)
+                     umask_mode, user_entries)
 from mypt.model import load_model
 from mypt.names import EXPORT_RECORD, char_replacement
 from mypt.tokenizers import Tokenizer
@@ -292,8 +292,8 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
             raise ConfigError(f"--out_dir {out_dir}: {EXPORT_RECORD} is damaged (no list of file names): refused, "
                               "nothing changed; choose a new --out_dir, or delete the directory's export files and "
                               f"{EXPORT_RECORD}")
-        # A record written before mypt recorded sums has none: its files are replaced unchecked,
-        # as they always were (mypt cannot tell an edited one from its own there).
+        # A record written before mypt recorded sums has none: mypt cannot tell an edited file from
+        # its own there, so only one the new export writes byte for byte is replaced (_check_unverified).
         if sums is not None:
             if not (isinstance(sums, dict) and all(name in files and isinstance(digest, str)
                                                    and len(digest) == 64 for name, digest in sums.items())):
@@ -313,6 +313,31 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
         return LEGACY_MARKER, LEGACY_FILES
     raise ConfigError(f"--out_dir {out_dir} already holds files that are not a mypt export (no {EXPORT_RECORD}): "
                       "refused, mypt replaces only its own export or an empty directory; choose another --out_dir")
+
+
+def _sums_recorded(out_dir: Path) -> bool:
+    """Whether the previous export in `out_dir` (checked by _previous_export) recorded its files'
+    sums; an empty directory has nothing to check."""
+    try:
+        return "sha256" in json.loads((out_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return not (out_dir / LEGACY_MARKER).is_file()
+
+
+def _check_unverified(out_dir: Path, owned: tuple[str, ...], sums: dict[str, str]) -> None:
+    """An export from before mypt recorded sums: its files could have been fine-tuned or edited
+    since, unseen. One the new export writes with the same bytes loses nothing; any other (other
+    bytes, or a file the new export does not write, which the swap would drop) is refused."""
+    theirs = set(user_entries(out_dir, owned))
+    differ = sorted(p.name for p in out_dir.iterdir() if p.name not in theirs and p.name != EXPORT_RECORD
+                    and (not p.is_file() or p.is_symlink() or sha256_file(p) != sums.get(p.name)))
+    if differ:
+        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        is_, it = ("is", "it") if len(differ) == 1 else ("are", "them")
+        raise ConfigError(f"--out_dir {out_dir} is an export from before mypt recorded its files' sums: mypt cannot "
+                          f"tell whether {', '.join(differ[:3])}{more} {is_} as it wrote {it}, and exporting again "
+                          f"would replace {it} with other bytes: refused, nothing changed; if {it} {is_} mypt's, "
+                          f"delete {it} and export again, or choose another --out_dir")
 
 
 def _changed_files(out_dir: Path, sums: dict[str, str]) -> list[str]:
@@ -400,6 +425,8 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         # Each file's sum, after its mode change: a later export refuses to replace one that
         # changed since (_previous_export).
         sums = {name: sha256_file(Path(stage) / name) for name in written}
+        if not _sums_recorded(target):
+            _check_unverified(target, owned, sums)
         record = {"files": written, "sha256": sums, "model": str(model_dir)}
         (Path(stage) / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return Path(out_dir)

@@ -115,7 +115,7 @@ def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], 
     # and logs, so only rank 0 takes the locks.
     def check_metrics() -> None:
         check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
-                          resume=req.resume, model=req.model_name)
+                          resume=req.resume, model=req.model_name, loggers=req.loggers)
 
     if req.metrics_dir is not None:
         check_metrics()  # before its lock, whose file goes beside it (not beside the root or home)

@@ -99,18 +99,32 @@ def test_an_export_file_made_a_link_to_the_same_bytes_is_named_as_a_link(tmp_pat
     assert (out / "config.json").is_symlink()
 
 
-def test_a_record_without_sums_is_replaced_as_before(tmp_path):
-    """mypt_export.json written before the sums: its files are replaced unchecked, as they
-    always were, and the new record has the sums."""
+@pytest.mark.parametrize("legacy", ["record without sums", "no record"])
+def test_an_export_from_before_the_sums_is_replaced_only_where_nothing_differs(tmp_path, legacy):
+    """mypt_export.json written before the sums, or none (an older mypt's export): its files
+    were replaced unchecked, a fine-tuned model.safetensors and an edited config.json too. Now
+    only what the new export writes byte for byte is replaced; the new record has the sums."""
     model = tiny_checkpoint(tmp_path / "m")
     out = tmp_path / "hf"
     export(model, out)
     record = json.loads((out / "mypt_export.json").read_text())
-    (out / "mypt_export.json").write_text(json.dumps({"files": record["files"], "model": record["model"]}))
-    (out / "model.safetensors").write_bytes(b"changed")
+
+    def make_legacy():
+        if legacy == "no record":
+            (out / "mypt_export.json").unlink()
+        else:
+            (out / "mypt_export.json").write_text(json.dumps({"files": record["files"], "model": record["model"]}))
+
+    make_legacy()
+    (out / "model.safetensors").write_bytes(b"fine-tuned")
+    before = tree_bytes(out)
+    line = one_line_error(export(model, out, ok=False))
+    assert "is an export from before mypt recorded its files' sums" in line and "model.safetensors" in line, line
+    assert "config.json" not in line and "nothing changed" in line, line
+    assert tree_bytes(out) == before
+    (out / "model.safetensors").unlink()  # the user's answer: it was mypt's
     export(model, out)
     assert json.loads((out / "mypt_export.json").read_text())["sha256"] == record["sha256"]
-    assert (out / "model.safetensors").read_bytes() != b"changed"
 
 
 def test_a_damaged_sum_is_refused(tmp_path):

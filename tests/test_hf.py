@@ -167,7 +167,7 @@ def test_export_replaces_only_its_own_files_and_keeps_what_the_user_added(tmp_pa
     """A directory transformers or a user wrote (tokenizer_config.json included) is refused; a
     re-export replaces the files its record (mypt_export.json) lists and keeps every other,
     HF-named ones too; a user's file with a name the new export writes is refused before
-    anything changes; an export written before the record is still replaced."""
+    anything changes; an export written before the record is replaced where nothing differs."""
     trained_checkpoint(tmp_path / "m", CharTokenizer(chars="abc\n"), bias=False)
     theirs = tmp_path / "theirs"
     hf_gpt2(theirs)
@@ -199,8 +199,15 @@ def test_export_replaces_only_its_own_files_and_keeps_what_the_user_added(tmp_pa
     assert result.exit_code == 1 and "config.json, which mypt did not write" in result.output, result.output
     assert tree_bytes(out) == before
 
-    # An export from before the record (mypt's tokenizer state beside tokenizer_config.json).
+    # An export from before the record (mypt's tokenizer state beside tokenizer_config.json):
+    # replaced where the new export writes the same bytes; the user's special_tokens_map.json,
+    # a name such exports held, would be dropped: refused until they move it.
     (out / "mypt_export.json").unlink()
+    before = tree_bytes(out)
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / "m"), "--out_dir", str(out)])
+    assert result.exit_code == 1 and "cannot tell whether special_tokens_map.json is as it wrote" in result.output
+    assert tree_bytes(out) == before
+    (out / "special_tokens_map.json").rename(tmp_path / "special_tokens_map.json")
     export(tmp_path, "m")
     assert (out / "mypt_export.json").is_file() and (out / "NOTES.md").read_text() == "notes"
 
