@@ -65,18 +65,29 @@ def write_reports(reports: dict[Path, object]) -> None:
             f.flush()
 
 
-def check_report_paths(reports: dict[str, Path | None],
+# Parts of a report's shape (check_report_paths). ANY_NAME: a name the run chose (a corpus, a token).
+# COUNTERS: a data step's --stats, counts under lowercase names; not a list of the names, which are
+# each step's own and grow (clean's readers add theirs, dedup counts some only when seen).
+ANY_NAME = re.compile(r".*", re.DOTALL)
+COUNTERS = {re.compile(r"[a-z][a-z0-9_]*"): int}
+
+
+def check_report_paths(reports: dict[str, tuple[Path | None, object]],
                        dirs: Iterable[tuple[str, os.PathLike | str | None]]) -> None:
-    """A stage's report files ({"--stats": path, "--metrics": path}), refused before any work
-    when two are one file (the second would replace the first), one lies in a directory the
+    """A stage's report files ({"--stats": (path, shape), "--metrics": (path, shape)}), refused before
+    any work when two are one file (the second would replace the first), one lies in a directory the
     stage reads or writes, `dirs` ((flag, path) pairs, a file too): it would overwrite a file
     there (an input's manifest.json, a checkpoint's config.json) or change a DVC output; or
-    one could not be written, or would replace a file that is not a report (_check_report_file)."""
+    one could not be written, or would replace a file that is not this report (_check_report_file).
+
+    A shape is what the stage writes there: `float` a number, `int` a count (a whole number >= 0),
+    a dict a JSON object whose every key is one of its names, or matches one of its patterns
+    (ANY_NAME), its value of that shape; a list, any one of its shapes (an older mypt's report)."""
     from mypt.lock import check_not_tilde  # (lock imports names only: no cycle)
 
     seen: dict[Path, str] = {}
     dirs = list(dirs)
-    for flag, path in reports.items():
+    for flag, (path, shape) in reports.items():
         if path is None:
             continue
         check_not_tilde(Path(path), flag)
@@ -89,21 +100,33 @@ def check_report_paths(reports: dict[str, Path | None],
             if d is not None and real.is_relative_to(Path(d).resolve()):
                 raise InputError(f"{flag} {path} lies in {dir_flag} {d}: it would write into what this stage "
                                  "reads or writes; put it elsewhere, e.g. stats/ or metrics/ (nothing changed)")
-        _check_report_file(flag, Path(path))
+        _check_report_file(flag, Path(path), shape)
 
 
-def _numbers_only(value: object) -> bool:
-    """What every report of mypt's is: a JSON object of numbers, or of such objects."""
-    if isinstance(value, dict):
-        return all(_numbers_only(v) for v in value.values())
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _has_shape(value: object, shape: object) -> bool:
+    """Whether `value` (parsed JSON) is a report of `shape` (check_report_paths). Keys may be
+    missing: an older mypt's report has fewer, a run with other corpora other names."""
+    if isinstance(shape, list):
+        return any(_has_shape(value, one) for one in shape)
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return False
+        for key, v in value.items():
+            inner = shape[key] if key in shape else next(
+                (s for k, s in shape.items() if isinstance(k, re.Pattern) and k.fullmatch(key)), None)
+            if inner is None or not _has_shape(v, inner):
+                return False
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return shape is float or (shape is int and isinstance(value, int) and value >= 0)
 
 
-def _check_report_file(flag: str, path: Path) -> None:
+def _check_report_file(flag: str, path: Path, shape: object) -> None:
     """A report file the stage may write, before its work: a file name, in a folder it can
-    make or write, and where a file is already, one of mypt's reports (a JSON object of numbers:
-    a user's notes or a checkpoint's config.json is never replaced), not read-only, not a link
-    (which the new file would replace, its target keeping the old numbers)."""
+    make or write, and where a file is already, a report of `shape`, the one this stage writes
+    for `flag` (a user's results or notes, a checkpoint's config.json, is never replaced), not
+    read-only, not a link (which the new file would replace, its target keeping the old numbers)."""
     fix = f"choose another {flag} (nothing changed)"
     if not path.name or path.name in (".", ".."):
         raise InputError(f"{flag} {str(path)!r}: a file name is needed (e.g. metrics/NAME.json); {fix}")
@@ -127,8 +150,8 @@ def _check_report_file(flag: str, path: Path) -> None:
                     data = json.load(f)
             except (OSError, ValueError):
                 pass
-        if not isinstance(data, dict) or not _numbers_only(data):
-            raise InputError(f"{flag} {path} exists and is not a report mypt writes (a JSON object of numbers): "
+        if not _has_shape(data, shape):
+            raise InputError(f"{flag} {path} exists and is not a report mypt writes (this stage's {flag}): "
                              f"refused, so as not to replace it; move it, or {fix}")
         if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:  # (root may write a 444 file)
             raise InputError(f"{flag} {path} is read-only: refused, so as not to replace it; make it writable "

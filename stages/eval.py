@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from mypt.config import EvalSettings
 from mypt.eval_command import evaluate_model, parse_datasets
 from mypt import checkpoint
-from mypt.io import check_report_paths, write_reports
+from mypt.io import ANY_NAME, check_report_paths, write_reports
 from mypt.options import MyptCommand, option, settings_options
 
 
@@ -26,7 +26,9 @@ def main(datasets, metrics, stats, **flags):
     """Evaluate the model on every --dataset [NAME=]DIR: its val losses go to --metrics (what
     `dvc metrics show` and `dvc exp show` compare), perplexity and token counts to --stats."""
     settings, named = EvalSettings.from_flags(flags), parse_datasets(datasets)
-    check_report_paths({"--metrics": metrics, "--stats": stats},
+    # The reports' shapes, as written below; an older eval wrote --stats' shape to --metrics.
+    full = {ANY_NAME: {"loss": float, "perplexity": float, "tokens": int}}
+    check_report_paths({"--metrics": (metrics, [{"loss": {ANY_NAME: float}}, full]), "--stats": (stats, full)},
                        [("--model_name", checkpoint.resolve(settings.model_name, settings.checkpoints_dir)),
                         *(("--dataset", d) for d in named.values())])
     results = evaluate_model(settings, named, click.echo)

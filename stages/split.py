@@ -7,7 +7,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.dataset_dir import split_stage
-from mypt.io import check_report_paths, write_json
+from mypt.io import COUNTERS, check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.split import SplitSettings, summary_lines
 
@@ -21,7 +21,7 @@ from mypt.steps.split import SplitSettings, summary_lines
 @settings_options(SplitSettings)
 def main(in_dir, out_dir, stats, overwrite, **flags) -> None:
     """Split the sharded corpus --in_dir into the dataset --out_dir."""
-    check_report_paths({"--stats": stats}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
+    check_report_paths({"--stats": (stats, COUNTERS)}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
     meta = split_stage(in_dir, out_dir, SplitSettings.from_flags(flags), overwrite)
     write_json(stats, {**meta["stats"]["split"], "train_shards": len(meta["train"]["shards"]),
                        "val_shards": len(meta["val"]["shards"])})

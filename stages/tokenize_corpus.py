@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
-from mypt.io import check_report_paths, write_json
+from mypt.io import ANY_NAME, COUNTERS, check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import TokenizeSettings, tokenize
 from mypt.tokenizers import Tokenizer
@@ -25,8 +25,10 @@ from mypt.tokenizers import Tokenizer
 @settings_options(TokenizeSettings, skip=("tokenization",))  # the vocab stage's choice
 def main(in_dir, tokenizer_dir, out_dir, stats, **flags) -> None:
     """Tokenize --in_dir into --out_dir (NNNNN.tokens, NNNNN.docs, tokenizer_state.json)."""
-    check_report_paths({"--stats": stats}, [("--in_dir", in_dir), ("--tokenizer_dir", tokenizer_dir),
-                                            ("--out_dir", out_dir)])
+    # Its counters, and an hf tokenizer's per-token counts of what became its unknown token.
+    shape = {"unknown_token_counts": {ANY_NAME: int}, **COUNTERS}
+    check_report_paths({"--stats": (stats, shape)}, [("--in_dir", in_dir), ("--tokenizer_dir", tokenizer_dir),
+                                                     ("--out_dir", out_dir)])
     manifest = tokenize(in_dir, out_dir, Tokenizer.load(tokenizer_dir), TokenizeSettings.from_flags(flags))
     # Which characters were replaced stays in the dataset metadata; metrics keep numbers.
     write_json(stats, {k: v for k, v in manifest["stats"]["tokenize"].items() if k != "replaced_char_counts"})

@@ -55,7 +55,7 @@ def _check_metrics_path(metrics: Path, flags: dict) -> None:
     if flags.get("tokenization"):  # KIND:PATH, a tokenizer file the run reads
         dirs.append(("--tokenization", parse_spec(flags["tokenization"])[1]))
     dirs += [("--dataset_dir", DatasetSpec.parse(spec).path) for spec in flags.get("dataset_dir") or ()]
-    check_report_paths({"--metrics": metrics}, dirs)
+    check_report_paths({"--metrics": (metrics, {"tokens": int, "seconds": float})}, dirs)  # as _write_metrics writes it
 
 
 def _write_metrics(path: Path, result: dict, seconds: float) -> None:
