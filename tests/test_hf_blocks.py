@@ -88,7 +88,7 @@ TEXTS = [cjk_lines, indented_lines, crlf_lines, paragraphs, deep_indents,
 def test_hf_blocks_give_the_whole_texts_ids(made, kind, tmp_path):
     tok, rule = made[kind]
     assert tok.cut_rule() is rule
-    rng, path, cuts = random.Random(hash(kind) % 1000), tmp_path / "t.txt", 0
+    rng, path, cuts = random.Random(kind), tmp_path / "t.txt", 0
     for i in range(70):
         text = TEXTS[i % len(TEXTS)](rng, rng.randint(5, 40))
         path.write_bytes(text.encode())
@@ -150,3 +150,103 @@ def test_prepare_dataset_cuts_cjk_and_indented_txt_sources_with_an_hf_tokenizer(
         assert result.exit_code == 0, result.output + repr(result.exception)
         assert read_tokens(tmp_path / f"ds_{name}" / "train").tolist() == tok.encode(text) + [tok.eot_id], name
         assert counts and counts[0] > len(text.encode()) // 1024, (name, counts)
+
+
+def _added_token_kinds() -> dict[str, tuple[HFTokenizer, object]]:
+    """Tokenizers whose ordinary added token `<tok>` encode splits out of the text before it
+    pre-tokenizes (the rule cut_rule must pick), and a RoBERTa-style special `<mask>` with lstrip,
+    which mypt never matches (encode_special_tokens)."""
+    pt, tk = tokenizers.pre_tokenizers, tokenizers
+    text = corpus(random.Random(3))
+
+    def trained(pre, *added, model=None, trainer=None):
+        hf = tk.Tokenizer(model or tk.models.BPE())
+        hf.pre_tokenizer = pre
+        hf.train_from_iterator([text], trainer or tk.trainers.BpeTrainer(
+            vocab_size=600, special_tokens=["<|endoftext|>"], show_progress=False,
+            initial_alphabet=pt.ByteLevel.alphabet()))
+        for token in added:
+            (hf.add_special_tokens if token.special else hf.add_tokens)([token])
+        return HFTokenizer(tokenizer_json=hf.to_str())
+
+    byte_level = pt.ByteLevel(add_prefix_space=False)
+    llama3 = pt.Sequence([pt.Split(tk.Regex(LLAMA3_REGEX), behavior="isolated"),
+                          pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok, mask = tk.AddedToken("<tok>"), tk.AddedToken("<mask>", lstrip=True, special=True)
+    return {
+        "byte-level, <tok>": (trained(byte_level, tok), gpt2.lone_newline_boundary),
+        "byte-level, <tok> rstrip": (trained(byte_level, tk.AddedToken("<tok>", rstrip=True)),
+                                     gpt2.lone_newline_boundary),
+        "llama3 pattern, <tok>": (trained(llama3, tok), gpt2.lone_newline_boundary),
+        "byte-level, special <mask> lstrip": (trained(byte_level, mask), gpt2.regex_safe_boundary),
+        "whitespace split, word-level, <tok>": (trained(pt.WhitespaceSplit(), tok, model=tk.models.WordLevel(
+            unk_token="[UNK]"), trainer=tk.trainers.WordLevelTrainer(special_tokens=["[UNK]"])),
+                                                gpt2.regex_safe_boundary),
+    }
+
+
+@pytest.fixture(scope="module")
+def with_added():
+    return _added_token_kinds()
+
+
+# Pieces of text around added tokens: whitespace runs and newlines of each kind, words, CJK.
+_FRAGMENTS = ["<tok>", "<mask>", "<|endoftext|>", "x", "foo", "中文", ".", "1", "\n", "\n\n", "\r\n", " ", "    ",
+              "\t", "\n    ", " \n", "\n ", "\u3000"]
+
+
+@pytest.mark.parametrize("text", ["x\n    <tok> y\n", "foo \n<tok>", "x\n <tok>", "<tok>\n    x\n", "a\n<tok>\nb\n"])
+def test_an_added_token_after_a_run_of_whitespace_keeps_its_ids(with_added, text, tmp_path):
+    """encode splits an ordinary added token out before it pre-tokenizes: the run before it ends
+    its stretch of text and stays one piece, "\\n    " (a cut inside it gave "\\n   ", " ": other
+    ids). The reviewer's texts, cut wherever the rule allows (blocks of a byte)."""
+    tok, _ = with_added["byte-level, <tok>"]
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode())
+    blocks = split_blocks(path, 1, safe=tok.block_boundary)
+    ids = np.concatenate([tok.encode_array(text.encode()[a:b].decode()) for a, b in blocks]).tolist()
+    assert ids == tok.encode(text), blocks
+
+
+@pytest.mark.parametrize("kind", ["byte-level, <tok>", "byte-level, <tok> rstrip", "llama3 pattern, <tok>",
+                                  "byte-level, special <mask> lstrip", "whitespace split, word-level, <tok>"])
+def test_blocks_with_added_tokens_beside_whitespace_give_the_whole_texts_ids(with_added, kind, tmp_path):
+    """Differential fuzz: added tokens (and literal special ones) beside runs of whitespace and
+    newlines, cut wherever the rule allows; a special token mypt never matches does not keep the
+    widest rule from a RoBERTa-style file (`<mask>` with lstrip: it was one block)."""
+    tok, rule = with_added[kind]
+    rng, path, cuts = random.Random(kind), tmp_path / "t.txt", 0
+    for _ in range(150):
+        text = "".join(rng.choice(_FRAGMENTS) for _ in range(rng.randint(3, 40)))
+        path.write_bytes(text.encode())
+        blocks = split_blocks(path, rng.choice([1, 8]), safe=tok.block_boundary)
+        ids = np.concatenate([tok.encode_array(text.encode()[a:b].decode()) for a, b in blocks]).tolist()
+        assert ids == tok.encode(text), (kind, repr(text), blocks)
+        cuts += len(blocks) - 1
+    assert tok.cut_rule() is rule
+    assert cuts > (100 if rule is gpt2.regex_safe_boundary else 10), cuts  # (a lone newline is rarer)
+
+
+def test_prepare_dataset_keeps_the_ids_of_added_tokens_after_indents(with_added, tmp_path, monkeypatch):
+    """Through prepare-dataset, blocks of a few bytes: indented lines that begin with an added token."""
+    tok, _ = with_added["byte-level, <tok>"]
+    (tmp_path / "tok.json").write_text(tok.tokenizer_json)
+    rng = random.Random(4)
+    text = "".join(f"{rng.choice(['x', 'def', '中文'])}\n{' ' * rng.randint(1, 8)}<tok> y{rng.choice(['', ' '])}\n"
+                   for _ in range(200))
+    (tmp_path / "in.txt").write_bytes(text.encode())
+    counts = []
+
+    def spy(path, *args, **kwargs):
+        counts.append(len(blocks := split_blocks(path, *args, **kwargs)))
+        return blocks
+
+    monkeypatch.setattr(HFTokenizer, "block_bytes", 16)
+    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "in.txt"), "--out_dir",
+                                       str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1",
+                                       "--no_normalize", "--no_filter", "--no_dedup", "--tokenization",
+                                       f"hf:{tmp_path / 'tok.json'}"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == tok.encode(text) + [tok.eot_id]
+    assert counts and counts[0] > 50, counts

@@ -67,7 +67,7 @@ def test_ids_equal_tokenizers_own_and_state_round_trips(trained, tmp_path):
     assert tok.encode(text) == own.encode(text, add_special_tokens=False).ids
     assert tok.decode(tok.encode(text)) == text
     assert (tok.kind, tok.vocab_size, tok.eot_id) == ("hf", 300, 0)
-    assert tok.cut_safe()  # GPT-2's ByteLevel regex: .txt documents are cut into blocks at gpt2's boundaries
+    assert tok.cut_rule() is not None  # GPT-2's ByteLevel regex: .txt documents are cut into blocks
     tok.save(tmp_path)
     state = json.loads((tmp_path / "tokenizer_state.json").read_text(encoding="utf-8"))
     assert state["tokenizer_json"].strip() == tok_json.read_text(encoding="utf-8").strip()  # the whole file
@@ -118,7 +118,7 @@ def test_a_tokenizer_that_marks_the_start_of_a_text_is_never_cut(tmp_path, monke
     invoke("prepare-dataset", "--input_files", str(tmp_path / "doc.txt"), "--out_dir", str(tmp_path / "ds"),
            "--tokenization", f"hf:{tmp_path / 'sp.json'}", "--no_dedup", "--val_fraction", "0")
     tok = Tokenizer.load(tmp_path / "ds")
-    assert tok.eot_id == hf.token_to_id("</s>") and not tok.cut_safe()
+    assert tok.eot_id == hf.token_to_id("</s>") and tok.cut_rule() is None
     assert read_tokens(tmp_path / "ds" / "train").tolist() == hf.encode(text, add_special_tokens=False).ids + [1]
 
 
@@ -321,7 +321,7 @@ def test_cut_safety_follows_the_pipeline(name, safe):
                   "bert_normalizer": norm.BertNormalizer(), "byte_level_normalizer": norm.ByteLevel()}.get(name)
     if normalizer is not None:  # (prepend: Llama 2's mark at the start of every text)
         hf.normalizer = normalizer
-    assert HFTokenizer(tokenizer_json=hf.to_str()).cut_safe() is safe
+    assert (HFTokenizer(tokenizer_json=hf.to_str()).cut_rule() is not None) is safe
 
 
 @pytest.mark.parametrize("chars, stand_in", [("ab \n", " "), ("ab ?\n", "?")])

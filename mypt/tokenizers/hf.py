@@ -11,7 +11,7 @@ wrote.
   None when it has none (then documents end with a newline, as with char: a warning says so
   when `--tokenization hf:PATH` names such a file, and one that cannot encode a newline
   either is refused, since its documents would have no boundary at all).
-- Blocks: see `cut_safe`.
+- Blocks: see `cut_rule`.
 
 tokenizers is optional: `pip install 'mypt[hf]'`.
 """
@@ -33,8 +33,10 @@ from mypt.tokenizers.gpt2 import ascii_safe_boundary, lone_newline_boundary, reg
 # Llama 3, Gemma.
 EOT_NAMES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
 INSTALL_HINT = "pip install 'mypt[hf]'"
-# Normalizers that act on each character alone (newline included), so cutting text after
-# a newline cannot change what they produce.
+# Normalizers that act on each character alone (newline included), or (the NF forms) join or
+# reorder a character only with combining marks after it, which no whitespace character is or
+# takes: cutting text just before or after whitespace, where cut_rule's cuts lie, cannot change
+# what they produce.
 LOCAL_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "BertNormalizer", "ByteLevel",
                      "Nmt"}
 # Settings of a tokenizer.json that act on `encode`'s result, not on the text's ids: truncation
@@ -137,6 +139,7 @@ def _whole_chars(data: bytes) -> str | None:
         return None
 
 
+_UNPROBED = object()  # (HFTokenizer.cut_rule before its probe)
 _WARNED: set[str] = set()  # tokenizer files already warned about in this process
 
 
@@ -178,7 +181,10 @@ class HFTokenizer(Tokenizer):
         self._eot = next((special[name] for name in EOT_NAMES if name in special), None)
         self._encoder = _ordinary_encoder(tokenizers, hf, config_dict, special, source) or hf  # (documents' text)
         self._unk = self._unknown_id(config_dict.get("model") or {})
-        self._boundary = None
+        # Whether encode splits added tokens out of the text (special ones it never matches:
+        # encode_special_tokens), each stretch between them pre-tokenized alone (_keeps).
+        self._splits_out = any(not t.special for t in hf.get_added_tokens_decoder().values())
+        self._rule, self._boundary = _UNPROBED, None
 
     def _unknown_id(self, model: dict) -> int | None:
         """The id the model gives what its vocabulary lacks (WordLevel, WordPiece, a BPE
@@ -279,11 +285,13 @@ class HFTokenizer(Tokenizer):
             self._boundary = _never if rule is None else lambda before, after: self._checked_cut(rule, before, after)
         return self._boundary
 
-    def cut_safe(self) -> bool:
-        """Whether a .txt document may be cut into blocks at all (cut_rule)."""
-        return self.cut_rule() is not None
-
     def cut_rule(self):
+        """Where a .txt document may be cut into blocks (_probe's rule), probed once."""
+        if self._rule is _UNPROBED:
+            self._rule = self._probe()
+        return self._rule
+
+    def _probe(self):
         """Where a .txt document may be cut into blocks without changing its ids, the widest rule
         of three that the probe finds this tokenizer keeps: gpt2.regex_safe_boundary (any script,
         and inside runs of whitespace: blank lines, indents, CRLF; the pre-tokenizer is GPT-2's
@@ -294,14 +302,15 @@ class HFTokenizer(Tokenizer):
 
         - the normalizer acts on each character alone (LOCAL_NORMALIZERS, or none) and leaves
           the newline a newline;
-        - no added token could span or absorb the cut (none with `lstrip`, no ordinary added
-          token holding a newline; for cuts inside runs, none with `rstrip` either and none
-          holding whitespace; special ones are not matched at all);
-        - the pre-tokenizer splits there: for every pair of the probe's characters c, d,
+        - no ordinary added token could span or absorb the cut (none with `lstrip`, none holding
+          a newline; for cuts inside runs, none with `rstrip` either and none holding whitespace;
+          special ones are never matched, encode_special_tokens);
+        - the pre-tokenizer splits there (_keeps): for every pair of the probe's characters c, d,
           `x c\\n d y` normalized pre-tokenizes to the pieces of `x c\\n` followed by those of
           `d y`, and for the runs, `c W d y` to those of `c W[:-1]` then `W[-1] d y` (Metaspace,
           which marks the start of a text, and no pre-tokenizer at all, which makes the text one
-          word, split nowhere).
+          word, split nowhere); where added tokens are split out, also with one of them just
+          before or after the whitespace at the cut (GPT-2's pattern: no cut inside runs then).
 
         The model (BPE, Unigram, WordPiece, WordLevel) encodes each piece alone, so equal pieces
         give equal ids. The probe's characters stand for their kind; every cut is checked again
@@ -314,25 +323,21 @@ class HFTokenizer(Tokenizer):
             else [normalizer] if normalizer else []
         if any(n.get("type") not in LOCAL_NORMALIZERS for n in members):
             return None
-        added = cfg.get("added_tokens") or []
-        for t in added:
-            if t.get("lstrip") or (not t.get("special") and "\n" in t.get("content", "")):
-                return None
+        ordinary = [t for t in cfg.get("added_tokens") or [] if not t.get("special")]
+        if any(t.get("lstrip") or "\n" in t.get("content", "") for t in ordinary):
+            return None
         norm = self._hf.normalizer
         if self._hf.pre_tokenizer is None or (norm is not None and norm.normalize_str("\n") != "\n"):
             return None  # (Nmt, BertNormalizer, ByteLevel make it a space or 'Ċ': the cut is at no newline)
 
-        def keeps(left: str, right: str) -> bool:
-            return self._pieces(left + right) == self._pieces(left) + self._pieces(right)
-
+        keeps = self._keeps
         if not all(keeps(f"x {c}\n", f"{d} y") for c in _PRINTABLE for d in _PRINTABLE):
             return None
         others = [(c, d) for c in _OTHER_SCRIPTS for d in _SOME_ASCII + _OTHER_SCRIPTS] + \
             [(c, d) for c in _SOME_ASCII for d in _OTHER_SCRIPTS]
         if not all(keeps(f"x {c}\n", f"{d} y") for c, d in others):
             return ascii_safe_boundary
-        if any(t.get("rstrip") or (not t.get("special") and any(w in t.get("content", "") for w in WHITESPACE))
-               for t in added):
+        if any(t.get("rstrip") or any(w in t.get("content", "") for w in WHITESPACE) for t in ordinary):
             return lone_newline_boundary
         if not all(keeps(c + run[:-1], f"{run[-1]}{d} y") for c in "x." for run in _RUNS
                    for d in _SOME_ASCII + _OTHER_SCRIPTS[::3]):
@@ -344,10 +349,28 @@ class HFTokenizer(Tokenizer):
         norm = self._hf.normalizer
         return [p for p, _ in self._hf.pre_tokenizer.pre_tokenize_str(norm.normalize_str(text) if norm else text)]
 
+    def _keeps(self, left: str, right: str) -> bool:
+        """Whether `left + right` gives the pieces of `left` followed by those of `right`.
+
+        Where encode splits ordinary added tokens out of the text, it pre-tokenizes each stretch
+        between them alone, so a token just after the whitespace at the cut ends that whitespace's
+        stretch: GPT-2's pattern keeps a run at the end of a text one piece, "x\\n    <tok>" gives
+        "\\n    ", but cut before its last space, "\\n   " and " " (other ids). cut_rule rules out
+        tokens holding that whitespace or stripping it (lstrip; rstrip inside runs, a lone newline
+        it strips whole), so a token can only end just before it or begin just after it: those
+        stretches are compared too, each whitespace part alone beside the other side. (Tokens
+        further off are as the probe's x and y: text the pieces at the cut do not reach.)"""
+        forms = [(left, right)]
+        if self._splits_out:
+            tail = left[len(left.rstrip(WHITESPACE)):]
+            head = right[:len(right) - len(right.lstrip(WHITESPACE))]
+            forms += [(tail, right), (left, head), (tail, head)]
+        return all(self._pieces(a + b) == self._pieces(a) + self._pieces(b) for a, b in forms if a and b)
+
     def _checked_cut(self, rule, before: bytes, after: bytes) -> int | None:
-        """`rule`'s cut near a newline (split_blocks' window), where the pre-tokenizer gives the
-        text of the window the same pieces cut there as whole; None elsewhere. (The probe judged
-        characters of each kind; this judges the ones there, once a block.)"""
+        """`rule`'s cut near a newline (split_blocks' window), where the text of the window cut
+        there keeps its pieces (_keeps); None elsewhere. (The probe judged characters of each kind;
+        this judges the ones there, at each newline split_blocks asks about.)"""
         at = rule(before, after)
         if at is None:
             return None
@@ -355,7 +378,7 @@ class HFTokenizer(Tokenizer):
         left, right = _whole_chars(window[:cut].lstrip(_CONTINUATION)), _whole_chars(window[cut:])
         if left is None or right is None:
             return None
-        return at if self._pieces(left + right) == self._pieces(left) + self._pieces(right) else None
+        return at if self._keeps(left, right) else None
 
     def encode_array(self, text: str) -> np.ndarray:
         return np.asarray(self._encoder.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
