@@ -1,7 +1,7 @@
 """An hf tokenizer's .txt blocks: cut where its pre-tokenizer allows (HFTokenizer.cut_rule), the
 ids of the blocks encoded apart must be those of the whole text, for every kind of tokenizer:
 train-tokenizer's (GPT-2's ByteLevel pattern: any script, blank lines, indents, CRLF), Llama 3's
-pattern (a lone newline between two characters that are not whitespace), one with an ordinary
+pattern (after the last newline of a run of whitespace), one with an ordinary
 added token of spaces (no cuts inside runs), word-level ones, and Metaspace (never cut).
 CJK or indented text with an hf tokenizer was one block for the whole file (16 MiB of CJK lines:
 3.76 GB peak RSS)."""
@@ -62,7 +62,7 @@ def made(tmp_path_factory) -> dict[str, tuple[HFTokenizer, object]]:
                           pt.ByteLevel(add_prefix_space=False, use_regex=False)])
     return {
         "train-tokenizer": (HFTokenizer(tokenizer_json=(root / "bpe.json").read_text()), gpt2.regex_safe_boundary),
-        "llama3 pattern": (trained(tk.models.BPE(), bpe(), llama3), gpt2.lone_newline_boundary),
+        "llama3 pattern": (trained(tk.models.BPE(), bpe(), llama3), gpt2.newline_run_boundary),
         "added token of spaces": (trained(tk.models.BPE(), bpe(), byte_level, added=["    ", "\t\t"]),
                                   gpt2.lone_newline_boundary),
         "nfkc, whitespace split, word-level": (
@@ -99,15 +99,17 @@ def test_hf_blocks_give_the_whole_texts_ids(made, kind, tmp_path):
         cuts += len(blocks) - 1
     if rule is None:
         assert cuts == 0
-    else:  # (fewer for a lone newline's rule: no cuts in blank lines and indents)
+    else:  # (fewer for the newline rules: no cuts inside runs)
         assert cuts > (300 if rule is gpt2.regex_safe_boundary else 100), cuts
 
 
 @pytest.mark.parametrize("kind, make, least", [
     ("train-tokenizer", cjk_lines, 30), ("train-tokenizer", indented_lines, 30), ("train-tokenizer", crlf_lines, 30),
-    ("train-tokenizer", paragraphs, 30), ("llama3 pattern", cjk_lines, 30)])
+    ("train-tokenizer", paragraphs, 30), ("llama3 pattern", cjk_lines, 30), ("llama3 pattern", indented_lines, 30),
+    ("llama3 pattern", crlf_lines, 30), ("llama3 pattern", paragraphs, 30)])
 def test_hf_cuts_cjk_indented_and_crlf_lines(made, kind, make, least, tmp_path):
-    """Text with no newline between two printable ASCII characters was never cut (the ASCII rule)."""
+    """Text with no newline between two printable ASCII characters was never cut (the ASCII rule);
+    with Llama 3's pattern, indented, CRLF and blank-line text was not either (a lone newline's rule)."""
     tok, _ = made[kind]
     text = make(random.Random(1), 300)
     (tmp_path / "t.txt").write_bytes(text.encode())
@@ -177,7 +179,7 @@ def _added_token_kinds() -> dict[str, tuple[HFTokenizer, object]]:
         "byte-level, <tok>": (trained(byte_level, tok), gpt2.lone_newline_boundary),
         "byte-level, <tok> rstrip": (trained(byte_level, tk.AddedToken("<tok>", rstrip=True)),
                                      gpt2.lone_newline_boundary),
-        "llama3 pattern, <tok>": (trained(llama3, tok), gpt2.lone_newline_boundary),
+        "llama3 pattern, <tok>": (trained(llama3, tok), gpt2.newline_run_boundary),
         "byte-level, special <mask> lstrip": (trained(byte_level, mask), gpt2.regex_safe_boundary),
         "whitespace split, word-level, <tok>": (trained(pt.WhitespaceSplit(), tok, model=tk.models.WordLevel(
             unk_token="[UNK]"), trainer=tk.trainers.WordLevelTrainer(special_tokens=["[UNK]"])),
@@ -224,7 +226,7 @@ def test_blocks_with_added_tokens_beside_whitespace_give_the_whole_texts_ids(wit
         assert ids == tok.encode(text), (kind, repr(text), blocks)
         cuts += len(blocks) - 1
     assert tok.cut_rule() is rule
-    assert cuts > (100 if rule is gpt2.regex_safe_boundary else 10), cuts  # (a lone newline is rarer)
+    assert cuts > (100 if rule is gpt2.regex_safe_boundary else 10), cuts  # (newline cuts are rarer)
 
 
 def test_prepare_dataset_keeps_the_ids_of_added_tokens_after_indents(with_added, tmp_path, monkeypatch):
@@ -250,3 +252,12 @@ def test_prepare_dataset_keeps_the_ids_of_added_tokens_after_indents(with_added,
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert read_tokens(tmp_path / "ds" / "train").tolist() == tok.encode(text) + [tok.eot_id]
     assert counts and counts[0] > 50, counts
+
+
+@pytest.mark.parametrize("before, after, at", [
+    (b"one.\n", b"Two", 0), (b"foo\r", b"bar", 0), (b"def f():", b"    return", 0), (b"end ", b"next", 0),
+    (b"a", "\u3000中".encode(), 0), (b"a", b"\nb", None), (b"a", b"\r\nb", None), (b"a", b"  \n b", None),
+    (b"a", b" " * 300, None), (b"a", b"\xe4\xb8", None)])
+def test_newline_run_boundary_cuts_after_a_runs_last_newline(before, after, at):
+    """After the last \\r or \\n of a run whose end `after` shows; nowhere else."""
+    assert gpt2.newline_run_boundary(before, after) == at

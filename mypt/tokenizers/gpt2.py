@@ -184,6 +184,20 @@ def lone_newline_boundary(before: bytes, after: bytes) -> int | None:
     return None if first in _ASCII_SPACE or first in WHITESPACE_SET else 0
 
 
+def newline_run_boundary(before: bytes, after: bytes) -> int | None:
+    """Just after a newline that is the last \\r or \\n of its run of whitespace, where a character
+    that is not whitespace ends the run within `after` (0); else None: "one.\\n\\n" | "Two",
+    "foo\\r\\n" | "bar", "def f():\\n" | "    return", "end \\n" | "next", and lone_newline_boundary's
+    cuts. For an hf pre-tokenizer whose newline pieces are Llama 3's `\\s*[\\r\\n]+` (tried before
+    `\\s+(?!\\S)`): a piece ends there whatever precedes, and the rest of the run begins the next
+    one (hf's probe proves it per tokenizer)."""
+    at = _run_boundary(before, after)
+    if at is None or at is _UNSEEN:
+        return None  # (the run's end is not seen, or a character there is not valid)
+    # (at: just before the run's last character, or -1/0 where the newline ends its run)
+    return None if b"\n" in after[:at + 1] or b"\r" in after[:at + 1] else 0
+
+
 def ascii_safe_boundary(before: bytes, after: bytes) -> int | None:
     """The narrower rule gpt2 used before: just after a newline between two printable non-space
     ASCII characters (hf's rule for a pre-tokenizer that splits there only), else None."""

@@ -27,7 +27,8 @@ import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.tokenizers.base import WHITESPACE, Tokenizer, register
-from mypt.tokenizers.gpt2 import ascii_safe_boundary, lone_newline_boundary, regex_safe_boundary
+from mypt.tokenizers.gpt2 import (ascii_safe_boundary, lone_newline_boundary, newline_run_boundary,
+                                  regex_safe_boundary)
 
 # The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
 # Llama 3, Gemma.
@@ -293,24 +294,26 @@ class HFTokenizer(Tokenizer):
 
     def _probe(self):
         """Where a .txt document may be cut into blocks without changing its ids, the widest rule
-        of three that the probe finds this tokenizer keeps: gpt2.regex_safe_boundary (any script,
+        of four that the probe finds this tokenizer keeps: gpt2.regex_safe_boundary (any script,
         and inside runs of whitespace: blank lines, indents, CRLF; the pre-tokenizer is GPT-2's
-        pattern, as train-tokenizer's ByteLevel is), gpt2.lone_newline_boundary (a newline between
-        two characters that are not whitespace, any script: Llama 3's pattern), or
+        pattern, as train-tokenizer's ByteLevel is), gpt2.newline_run_boundary (after the last
+        newline of a run: Llama 3's pattern), gpt2.lone_newline_boundary (a newline between
+        two characters that are not whitespace, any script), or
         gpt2.ascii_safe_boundary (such a newline between printable ASCII ones); None for nowhere.
         Any cut at all needs:
 
         - the normalizer acts on each character alone (LOCAL_NORMALIZERS, or none) and leaves
           the newline a newline;
         - no ordinary added token could span or absorb the cut (none with `lstrip`, none holding
-          a newline; for cuts inside runs, none with `rstrip` either and none holding whitespace;
-          special ones are never matched, encode_special_tokens);
+          a newline; for cuts in runs of more than a newline, none with `rstrip` either and none
+          holding whitespace; special ones are never matched, encode_special_tokens);
         - the pre-tokenizer splits there (_keeps): for every pair of the probe's characters c, d,
           `x c\\n d y` normalized pre-tokenizes to the pieces of `x c\\n` followed by those of
-          `d y`, and for the runs, `c W d y` to those of `c W[:-1]` then `W[-1] d y` (Metaspace,
-          which marks the start of a text, and no pre-tokenizer at all, which makes the text one
-          word, split nowhere); where added tokens are split out, also with one of them just
-          before or after the whitespace at the cut (GPT-2's pattern: no cut inside runs then).
+          `d y`, and for the runs, `c W d y` to those of `c W[:-1]` then `W[-1] d y` (or, for
+          newline_run_boundary, of `c W` to its last newline then the rest) (Metaspace, which
+          marks the start of a text, and no pre-tokenizer at all, which makes the text one word,
+          split nowhere); where added tokens are split out, also with one of them just before or
+          after the whitespace at the cut (GPT-2's pattern: no cut inside runs then).
 
         The model (BPE, Unigram, WordPiece, WordLevel) encodes each piece alone, so equal pieces
         give equal ids. The probe's characters stand for their kind; every cut is checked again
@@ -339,10 +342,14 @@ class HFTokenizer(Tokenizer):
             return ascii_safe_boundary
         if any(t.get("rstrip") or any(w in t.get("content", "") for w in WHITESPACE) for t in ordinary):
             return lone_newline_boundary
-        if not all(keeps(c + run[:-1], f"{run[-1]}{d} y") for c in "x." for run in _RUNS
-                   for d in _SOME_ASCII + _OTHER_SCRIPTS[::3]):
-            return lone_newline_boundary
-        return regex_safe_boundary
+        ends = _SOME_ASCII + _OTHER_SCRIPTS[::3]
+        if all(keeps(c + run[:-1], f"{run[-1]}{d} y") for c in "x." for run in _RUNS for d in ends):
+            return regex_safe_boundary
+        # (newline_run_boundary's cut: after the run's last newline, where no \r follows it)
+        cuts = [(run[:run.rindex("\n") + 1], run[run.rindex("\n") + 1:]) for run in _RUNS]
+        if all(keeps(c + w, f"{rest}{d} y") for c in "x." for w, rest in cuts if "\r" not in rest for d in ends):
+            return newline_run_boundary
+        return lone_newline_boundary
 
     def _pieces(self, text: str) -> list[str]:
         """The pre-tokenizer's pieces of `text`, normalized."""
