@@ -17,7 +17,7 @@ from mypt.io import atomic_file, concat_files, staged_dir, write_json
 from mypt.names import STATE_FILE
 from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
-from mypt.shards import DTYPE
+from mypt.shards import DTYPE, tokenizer_sha256
 from mypt.steps import MANIFEST, Step, part_file, read_input, step_files
 from mypt.text import block_docs, block_text, split_blocks
 from mypt.tokenizers import Tokenizer, check_spec, spec_forms, spec_help
@@ -40,11 +40,13 @@ class TokenizeSettings(Settings):
     ray_address: str | None = ray_address_setting()
 
 
-_TOKENIZERS: dict[str, Tokenizer] = {}
+_TOKENIZERS: dict[str, Tokenizer] = {}  # a worker's last tokenizer, by its tokenizer_sha256
 
 
-def _tokenizer_in_worker(state: dict) -> Tokenizer:
-    key = repr(sorted(state.items()))
+def _tokenizer_in_worker(key: str, state: dict) -> Tokenizer:
+    # Keyed by a digest the parent takes once, not by the state: an hf state holds its whole
+    # tokenizer.json (MBs), and rendering or comparing it for every task (each tiny file is one)
+    # cost more than the task. Equal digests encode the same ids (what a dataset's record relies on).
     if key not in _TOKENIZERS:
         _TOKENIZERS.clear()
         _TOKENIZERS[key] = Tokenizer.from_state(state)
@@ -58,8 +60,8 @@ class _CannotEncode(TokenizerError):
 
 
 def _tokenize_block(task) -> tuple[int, dict]:
-    path, jsonl, start, end, state, tokens_out, docs_out = task
-    tok = _tokenizer_in_worker(state)
+    path, jsonl, start, end, (key, state), tokens_out, docs_out = task
+    tok = _tokenizer_in_worker(key, state)
     replaced, ends, pieces, n = Counter(), [], [], 0
     # A .txt block is encoded as it is: its last line may lack a newline (cleaned unchanged).
     texts = ("\n".join(lines) + "\n" for lines in block_docs(path, start, end, jsonl)) if jsonl \
@@ -96,6 +98,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
     with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=OWNED, written=WRITTEN,
                     kind="tokenize step's output") as stage:
         state, tasks, parts = tokenizer.state(), [], []  # parts[i]: (tokens, docs) part files of source i
+        keyed = (tokenizer_sha256(tokenizer), state)
         for s in manifest["sources"]:
             path = Path(in_dir) / s["file"]
             # A .txt source is one document that blocks cut: only where the encoding allows.
@@ -103,7 +106,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
             parts.append([])
             for a, b in split_blocks(path, tokenizer.block_bytes, safe=safe):
                 tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"
-                tasks.append((path, s["jsonl"], a, b, state, tok_part, doc_part))
+                tasks.append((path, s["jsonl"], a, b, keyed, tok_part, doc_part))
                 parts[-1].append((tok_part, doc_part))
         try:
             results = parallel_map(_tokenize_block, tasks, settings, "tokenize")
