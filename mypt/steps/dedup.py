@@ -394,7 +394,12 @@ def _batches(hash_files: list[Path], line_counts: list[int], size: int, keep: bo
     pieces, n, first = [], 0, 0
     for path, lines in zip(hash_files, line_counts):
         with naming(path), open(path, "rb") as f:
-            while (piece := np.fromfile(f, dtype=REC, count=size - n)).size:
+            # Read no more than the file holds: fromfile allocates `count` records before reading, and
+            # glibc kept each tiny file's piece in a map of its own (4 kB and one of vm.max_map_count's
+            # 65,530 maps a hash file, until the batch was joined: 200,000 tiny files crashed).
+            left = os.fstat(f.fileno()).st_size // REC.itemsize
+            while left and (piece := np.fromfile(f, dtype=REC, count=min(size - n, left))).size:
+                left -= piece.size
                 piece["idx"] += np.uint64(first)
                 pieces.append(piece)
                 n += piece.size
