@@ -18,7 +18,7 @@ import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small enough to bound memory
 # The longest line (a JSONL record: a whole document) a reader holds in memory; a worker's peak is
@@ -299,6 +299,25 @@ def text_name(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
+class WalkSkip(NamedTuple):
+    """A kind of file directory walks skip: its clean stats counter, and how the summary says it and its fix."""
+
+    stat: str
+    label: str
+    fix: str
+
+
+# The kinds by their key in the metadata's `walk_skipped_files` (mypt.readers.WalkSkipped records them).
+WALK_SKIPS = {
+    "hidden": WalkSkip("skipped_hidden_files", "hidden", "name a file in --input_files to read it"),
+    "other_suffixes": WalkSkip("skipped_other_suffix_files", "other suffixes",
+                               "name a file in --input_files to read it"),
+    "not_regular": WalkSkip("skipped_not_regular_files", "not regular files", "save a stream to a file to read it"),
+    "unreadable": WalkSkip("skipped_unreadable_paths", "cannot be read",
+                           "check the permissions and links of what cannot be read"),
+}
+
+
 def skipped_lines(binary: Sequence[str], wide_fixes: Sequence[str], walk_names: dict[str, list[str]] | None,
                   walk_counts: dict[str, int], more_in: str = "") -> list[str]:
     """What a run over the inputs says it passed over (prepare-dataset's summary, train-tokenizer):
@@ -309,10 +328,11 @@ def skipped_lines(binary: Sequence[str], wide_fixes: Sequence[str], walk_names: 
     if len(wide_fixes) > 3:
         lines.append(f"... and {len(wide_fixes) - 3} more such files" + (f" ({more_in})" if more_in else ""))
     if walk_names:
-        counts = {"hidden": walk_counts.get("skipped_hidden_files", 0),
-                  "other suffixes": walk_counts.get("skipped_other_suffix_files", 0)}
-        parts = [f"{kind}: {', '.join(names)}" + (", ..." if counts[kind] > len(names) else "")
-                 for kind, names in zip(counts, walk_names.values()) if names]
+        kinds = {WALK_SKIPS[kind]: names for kind, names in walk_names.items()}
+        counts = {kind: walk_counts.get(kind.stat, 0) for kind in kinds}
+        parts = [f"{kind.label}: {', '.join(names)}" + (", ..." if counts[kind] > len(names) else "")
+                 for kind, names in kinds.items() if names]
+        fixes = dict.fromkeys(kind.fix for kind, names in kinds.items() if names)  # (each once, in order)
         lines.append(f"Files the directory walk skipped: {sum(counts.values()):,} ({'; '.join(parts)}); "
-                     "name a file in --input_files to read it")
+                     + "; ".join(fixes))
     return lines

@@ -1,4 +1,4 @@
-"""Permission denied on a folder, for tests that run as root or not: its mode is taken away, and
+"""Permission denied on a folder or a file, for tests that run as root or not: its mode is taken away, and
 where the tests run as root (who passes permission bits) os.scandir and os.stat refuse it as the
 kernel refuses anyone else, with the same error."""
 
@@ -37,3 +37,27 @@ def deny(monkeypatch: pytest.MonkeyPatch, folder: Path, list_it: bool = False) -
         monkeypatch.setattr(os, "scandir", scandir)
         monkeypatch.setattr(os, "stat", stat)
     return lambda: folder.chmod(mode)
+
+
+def deny_file(monkeypatch: pytest.MonkeyPatch, file: Path) -> Callable[[], None]:
+    """`file` may not be read (mode 0): under root, os.open refuses it and os.access says so, as
+    the kernel does for anyone else. Returns what gives its mode back."""
+    file = Path(os.path.abspath(file))
+    mode = file.stat().st_mode
+    file.chmod(0)
+    if os.geteuid() == 0:
+        real_open, real_access = os.open, os.access
+
+        def is_it(path: object) -> bool:
+            return isinstance(path, (str, os.PathLike)) and Path(os.path.abspath(path)) == file
+
+        def open_(path: object, flags: int, *args, **kwargs) -> int:
+            if is_it(path) and kwargs.get("dir_fd") is None:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        def access(path: object, mode: int, *args, **kwargs) -> bool:
+            return False if is_it(path) and kwargs.get("dir_fd") is None else real_access(path, mode, *args, **kwargs)
+        monkeypatch.setattr(os, "open", open_)
+        monkeypatch.setattr(os, "access", access)
+    return lambda: file.chmod(mode)

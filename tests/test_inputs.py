@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import read_tokens
-from denied import deny
+from denied import deny, deny_file
 
 import mypt.readers.jsonl
 import mypt.readers.txt
@@ -231,6 +231,8 @@ def test_a_directory_walk_skips_hidden_files_reads_any_case_and_says_what_it_ski
     assert [s["name"] for s in meta["sources"]] == ["corpus/LEAR.TXT", "corpus/doc.txt"]
     assert meta["stats"]["clean"]["skipped_hidden_files"] == 2
     assert meta["stats"]["clean"]["skipped_other_suffix_files"] == 1
+    assert "skipped_unreadable_paths" not in meta["stats"]["clean"]  # (new kinds: recorded only when met)
+    assert set(meta["walk_skipped_files"]) == {"hidden", "other_suffixes"}
     assert ("Files the directory walk skipped: 3 (hidden: corpus/.git/description.txt, "
             "corpus/.ipynb_checkpoints/doc-checkpoint.txt; other suffixes: corpus/notes.md)") in result.output
     # Named, a hidden file is read, and so is an upper-case suffix.
@@ -326,6 +328,13 @@ def test_a_fifo_or_socket_found_by_a_walk_is_skipped_with_a_notice_never_opened(
             "corp/sock.txt, a socket"]
         meta = json.loads(Path("ds/dataset_metadata.json").read_text())
         assert [s["name"] for s in meta["sources"]] == ["corp/a.txt"]
+        # Counted and named as hidden files are (they were a stderr line alone), old kinds beside them.
+        assert meta["stats"]["clean"]["skipped_not_regular_files"] == 2
+        assert meta["stats"]["clean"]["skipped_hidden_files"] == 0
+        assert meta["walk_skipped_files"] == {"hidden": [], "other_suffixes": [],
+                                              "not_regular": ["corp/pipe.txt", "corp/sock.txt"]}
+        assert ("Files the directory walk skipped: 2 (not regular files: corp/pipe.txt, corp/sock.txt); save a "
+                "stream to a file to read it") in result.output, result.output
         # A folder of nothing else is no corpus, saying why.
         Path("only").mkdir()
         os.mkfifo("only/pipe.txt")
@@ -369,8 +378,8 @@ def test_a_path_too_long_for_the_system_is_an_error_naming_the_flag(tmp_path, mo
     assert line.startswith("Error: --input_files: 'deep/ddd") and "File name too long" in line, line
 
 
-WALK_SKIPPED = "warning: --input_files: skipped {} found by a directory walk that mypt cannot read (a folder with " \
-    "the files in it): "
+WALK_SKIPPED = "warning: --input_files: skipped {} found by a directory walk that mypt cannot read: "
+FOLDER = " (a folder, with the files in it)"  # (said of folders only: their files went too)
 
 
 def test_a_folder_a_walk_cannot_list_is_skipped_with_a_notice(tmp_path, monkeypatch):
@@ -397,8 +406,8 @@ def test_a_folder_a_walk_cannot_list_is_skipped_with_a_notice(tmp_path, monkeypa
         for lift in give_back:
             lift()
     assert result.exit_code == 0, result.output
-    assert warnings_of(result) == [WALK_SKIPPED.format("2 paths") + "corp/gone no longer exists (removed during the "
-                                   "walk); corp/locked cannot be read: permission denied"]
+    assert warnings_of(result) == [WALK_SKIPPED.format("2 paths") + f"corp/gone{FOLDER} no longer exists (removed "
+                                   f"during the walk); corp/locked{FOLDER} cannot be read: permission denied"]
     meta = json.loads(Path("ds/dataset_metadata.json").read_text())
     assert [s["name"] for s in meta["sources"]] == ["corp/a.txt"]
     assert line == ("Error: --input_files: 'corp/locked' cannot be read: permission denied; check the permissions of "
@@ -428,6 +437,8 @@ def test_a_broken_link_found_by_a_walk_is_skipped_with_a_notice(tmp_path, monkey
                                    "(to itself, or through others); corp/sub/b.txt cannot be read: permission denied"]
     meta = json.loads(Path("ds/dataset_metadata.json").read_text())
     assert [s["name"] for s in meta["sources"]] == ["c.txt", "corp/a.txt"]
+    assert meta["stats"]["clean"]["skipped_unreadable_paths"] == 3  # (the corpus is smaller than its folder)
+    assert meta["walk_skipped_files"]["unreadable"] == ["corp/dead.txt", "corp/loop.txt", "corp/sub/b.txt"]
     # A folder of nothing else is no corpus, saying why.
     Path("only").mkdir()
     Path("only/dead.txt").symlink_to("missing.txt")
@@ -445,3 +456,52 @@ def test_an_out_dir_too_long_for_the_system_is_an_error_naming_the_flag(tmp_path
     assert line.startswith(f"Error: --out_dir {out[:80]}...") and "File name too long" in line, line
     assert line.endswith("longest name 300: more than the system takes): choose a shorter --out_dir"), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_a_file_that_may_not_be_read_is_skipped_by_a_walk_and_refused_named(tmp_path, monkeypatch):
+    """It was "cannot be read as .txt ([Errno 13] Permission denied...); the file is damaged or
+    truncated". Found by a walk, it is skipped as a folder that cannot be listed is, said, counted
+    and named in the metadata; named, it is an error naming the flag and the fix."""
+    monkeypatch.chdir(tmp_path)
+    Path("corp/ok").mkdir(parents=True)
+    Path("corp/a.txt").write_text("The king spoke to the queen.\n" * 20)
+    Path("corp/ok/z.txt").write_text("The queen answered the king.\n" * 20)
+    lift = deny_file(monkeypatch, Path("corp/ok/z.txt"))
+    try:
+        result = prepare("corp", "ds")
+        named = [error_line(prepare("corp/ok/z.txt", "ds2")),
+                 error_line(invoke("train-tokenizer", "--input_files", "corp/ok/z.txt", "--out", "tok.json"))]
+    finally:
+        lift()
+    assert result.exit_code == 0, result.output
+    assert warnings_of(result) == [WALK_SKIPPED.format("1 path") + "corp/ok/z.txt cannot be read: permission denied"]
+    meta = json.loads(Path("ds/dataset_metadata.json").read_text())
+    assert [s["name"] for s in meta["sources"]] == ["corp/a.txt"]
+    assert meta["stats"]["clean"]["skipped_unreadable_paths"] == 1
+    assert meta["walk_skipped_files"]["unreadable"] == ["corp/ok/z.txt"]
+    assert ("Files the directory walk skipped: 1 (cannot be read: corp/ok/z.txt); check the permissions and links "
+            "of what cannot be read") in result.output, result.output
+    assert named == ["Error: --input_files: 'corp/ok/z.txt' cannot be read: permission denied; check the "
+                     "permissions of it and of the folders above it"] * 2, named
+
+
+def test_a_file_removed_after_the_walk_found_it_is_skipped_with_the_walks_notice(tmp_path, monkeypatch):
+    """Removed between the walk's stat and the next, it was an error saying it "does not exist"."""
+    monkeypatch.chdir(tmp_path)
+    Path("corp").mkdir()
+    Path("corp/a.txt").write_text("The king spoke to the queen.\n" * 20)
+    Path("corp/b.txt").write_text("The queen answered the king.\n" * 20)
+    real_stat, seen = os.stat, []
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path) == os.path.join("corp", "b.txt"):
+            seen.append(path)
+            if len(seen) == 2:  # the walk's stat was the first
+                os.unlink(path)
+        return real_stat(path, *args, **kwargs)
+    monkeypatch.setattr(os, "stat", stat)
+    result = invoke("train-tokenizer", "--input_files", "corp", "--out", "tok.json", "--vocab_size", "300")
+    assert result.exit_code == 0, result.output
+    assert warnings_of(result) == [WALK_SKIPPED.format("1 path") + "corp/b.txt no longer exists (removed during the "
+                                   "walk)"], result.output
+

@@ -15,7 +15,6 @@ To add a format: a new module here with a `mypt.readers.base.Reader` subclass de
 from __future__ import annotations
 
 import bisect
-import contextlib
 import errno
 import glob
 import os
@@ -26,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AbstractSet as Set, Iterable, Iterator, Sequence
 
-from mypt.errors import InputError, os_error_message
+from mypt.errors import InputError
 from mypt.io import file_kind
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
-from mypt.readers.base import COMPRESSIONS, READERS, Reader
-from mypt.text import DecodeCounter, display_name, text_name, wide_text_hint
+from mypt.readers.base import COMPRESSIONS, READERS, Reader, lookup_error, why_unreadable
+from mypt.text import WALK_SKIPS, DecodeCounter, display_name, text_name, wide_text_hint
 
 
 def suffixes(walked: bool = False) -> list[str]:
@@ -92,17 +91,30 @@ class WalkSkipped:
     # copies, which sorted first would win dedup over the real file; `.git/description.txt`.
     hidden: _Passed = field(default_factory=_Passed)
     other: _Passed = field(default_factory=_Passed)  # of suffixes the walk does not read (notes.md, a.jsonl)
+    # Of a walked suffix but no regular file (a FIFO, a socket, a device), and what could not be read (a
+    # folder that cannot be listed, a broken link, a file that may not be read): a corpus smaller than its folder.
+    not_regular: _Passed = field(default_factory=_Passed)
+    unreadable: _Passed = field(default_factory=_Passed)
 
     def __bool__(self) -> bool:  # anything passed over
-        return bool(self.hidden.count or self.other.count)
+        return any(passed.count for passed in self._kinds().values())
+
+    def _kinds(self) -> dict[str, _Passed]:
+        return {"hidden": self.hidden, "other_suffixes": self.other, "not_regular": self.not_regular,
+                "unreadable": self.unreadable}
+
+    def _recorded(self) -> list[str]:
+        # The first two always (as mypt recorded them before the others were), the others only when met:
+        # the metadata of a walk that skipped neither is unchanged.
+        return [kind for kind, passed in self._kinds().items() if passed.count or kind in ("hidden", "other_suffixes")]
 
     def names(self) -> dict[str, list[str]]:
         """The first names of each kind, as the metadata records them (`walk_skipped_files`)."""
-        return {"hidden": self.hidden.first, "other_suffixes": self.other.first}
+        return {kind: self._kinds()[kind].first for kind in self._recorded()}
 
     def counts(self) -> dict[str, int]:
-        """How many of each kind, as the clean stats count them."""
-        return {"skipped_hidden_files": self.hidden.count, "skipped_other_suffix_files": self.other.count}
+        """How many of each kind, as the clean stats count them (keys: mypt.text.WALK_SKIPS)."""
+        return {WALK_SKIPS[kind].stat: self._kinds()[kind].count for kind in self._recorded()}
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -121,7 +133,8 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     Dataset.save_to_disk (each one input, mypt.readers.arrow); the sort order is the corpus
     order (by absolute path). A FIFO, socket or device a walk finds is skipped (never opened: a
     FIFO would block), one named is an InputError. What a walk finds but cannot read (a folder it
-    cannot list, a broken link) is skipped too; one named is an InputError. `notices` receives a
+    cannot list, a broken link, a file it may not read, one removed meanwhile) is skipped too; one
+    named is an InputError. What walks skip is counted in `walk_skipped`. `notices` receives a
     line for what was given more than once and one for each kind of skip (text_sources prints them).
     """
     if not patterns:
@@ -135,7 +148,7 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     # named inside a walked one is that file, not one the walk passed over.
     twice: dict[tuple[int, int], list[Path]] = {}  # the spellings of what was met more than once (files, folders)
     not_regular: list[tuple[Path, int]] = []  # (path, st_mode) of what walks skipped as no regular file
-    unreadable: list[tuple[Path, OSError]] = []  # what walks skipped as unreadable, and why
+    unreadable: list[tuple[Path, OSError, bool]] = []  # what walks skipped as unreadable, why, and if a folder
     try:  # (an OSError here: a file removed since it was listed, a path too long for the system)
         ids = [_identity(path) for path in named]
         firsts = dict(zip(reversed(ids), reversed(named)))
@@ -149,9 +162,17 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
                 continue  # named again: walked at its first naming
             for p in _walk(path, walk_skipped, elsewhere=firsts.keys() - {key}, not_regular=not_regular,
                            unreadable=unreadable):
-                _add(found, twice, _identity(p), p)
+                try:
+                    _add(found, twice, _identity(p), p)
+                except FileNotFoundError as e:  # (removed since the walk's own stat: skipped as the walk skips it)
+                    unreadable.append((p, e, False))
     except OSError as e:
-        raise _lookup_error(e) from None
+        raise lookup_error(e) from None
+    if walk_skipped is not None:  # (counted in the clean stats: the corpus is smaller than its folders)
+        for p, _ in not_regular:
+            walk_skipped.not_regular.add(p)
+        for p, _, _ in unreadable:
+            walk_skipped.unreadable.add(p)
     if notices is not None:
         notices += _notices(twice, {**firsts, **found}, not_regular, unreadable)
     # By absolute path: the order (which copy dedup keeps) must not depend on how a path was
@@ -169,7 +190,8 @@ def _add(found: dict[tuple[int, int], Path], twice: dict[tuple[int, int], list[P
 
 
 def _notices(twice: dict[tuple[int, int], list[Path]], kept: dict[tuple[int, int], Path],
-             not_regular: list[tuple[Path, int]], unreadable: list[tuple[Path, OSError]], most: int = 3) -> list[str]:
+             not_regular: list[tuple[Path, int]], unreadable: list[tuple[Path, OSError, bool]], most: int = 3
+             ) -> list[str]:
     """The lines that say what was given more than once (read once, as `kept` spells it), what
     walks skipped as no regular file, and what they could not read: the first `most` of each, and a
     count of the rest."""
@@ -184,10 +206,10 @@ def _notices(twice: dict[tuple[int, int], list[Path]], kept: dict[tuple[int, int
                      "mypt does not read, as it reads only regular files (save a stream to a file to read it): "
                      + _first(said, most))
     if unreadable:  # (a corpus silently smaller: the files of a folder that cannot be listed)
-        said = [f"{text_name(str(p))} {_why_unreadable(p, e, walked=True)}"
-                for p, e in sorted(unreadable, key=lambda found: found[0])]
+        said = [f"{text_name(str(p))}{' (a folder, with the files in it)' if folder else ''} "
+                f"{why_unreadable(p, e, walked=True)}" for p, e, folder in sorted(unreadable, key=lambda u: u[0])]
         lines.append(f"warning: --input_files: skipped {_count(len(said), 'path')} found by a directory walk that "
-                     "mypt cannot read (a folder with the files in it): " + _first(said, most))
+                     "mypt cannot read: " + _first(said, most))
     return lines
 
 
@@ -208,38 +230,6 @@ def _first(items: list[str], most: int) -> str:
     return "; ".join(items[:most]) + (f"; and {len(items) - most:,} more" if len(items) > most else "")
 
 
-def _lookup_error(e: OSError, flag: str = "--input_files") -> InputError:
-    """An OSError met looking an input up, as the one-line error naming `flag`."""
-    if e.errno == errno.ENAMETOOLONG:
-        path = os.fsdecode(e.filename) if e.filename is not None else "a path"
-        shown = text_name(path if len(path) <= 160 else f"{path[:80]}...{path[-60:]}")  # (one may be 4,096 bytes)
-        return InputError(f"{flag}: {shown!r} cannot be read: File name too long (a path of "
-                          f"{len(os.fsencode(path)):,} bytes; the system takes at most 255 bytes a name, and on "
-                          "Linux 4,096 a path): move the files to a shorter path, or name them from a folder nearer "
-                          "to them")
-    if e.filename is not None and e.errno in (errno.ENOENT, errno.ELOOP, errno.EACCES, errno.EPERM):
-        path = os.fsdecode(e.filename)
-        denied = e.errno in (errno.EACCES, errno.EPERM)
-        fix = "; check the permissions of it and of the folders above it" if denied else ""
-        return InputError(f"{flag}: {text_name(path)!r} {_why_unreadable(Path(path), e)}{fix}")
-    return InputError(f"{flag}: {os_error_message(e)}")
-
-
-def _why_unreadable(path: Path, e: OSError, walked: bool = False) -> str:
-    """Why `path` cannot be read, as the rest of a sentence naming it: `e` is the error of its
-    stat or listing (`walked`: it was found by a walk, so a missing one was there a moment ago)."""
-    if e.errno == errno.ENOENT and os.path.islink(path):
-        with contextlib.suppress(OSError):  # (unless it went meanwhile)
-            return f"is a symbolic link to {text_name(os.readlink(path))!r}, which does not exist"
-    if e.errno == errno.ENOENT:
-        return "no longer exists (removed during the walk)" if walked else "does not exist"
-    if e.errno == errno.ELOOP:
-        return "is a symbolic link that loops (to itself, or through others)"
-    if e.errno in (errno.EACCES, errno.EPERM):
-        return "cannot be read: permission denied"
-    return f"cannot be read: {e.strerror}"
-
-
 def named_paths(pattern: str) -> list[Path]:
     """What one --input_files value names: the path itself when it exists (a file may be named
     `data[1].txt` or `what?.txt`), else the matches of it as a glob; none is an InputError."""
@@ -247,7 +237,7 @@ def named_paths(pattern: str) -> list[Path]:
         try:
             os.stat(pattern)
         except OSError as e:  # (not all "does not exist": a permission denied, a link that loops, a name too long)
-            raise _lookup_error(e) from None
+            raise lookup_error(e) from None
         except ValueError:  # (a NUL in it)
             raise InputError(f"--input_files: {pattern!r} does not exist") from None
         return [Path(pattern)]
@@ -270,7 +260,7 @@ def _literal_head(pattern: str) -> str:
 
 def _walk(directory: Path, skipped: WalkSkipped | None = None,
           elsewhere: Set[tuple[int, int]] = frozenset(), not_regular: list[tuple[Path, int]] | None = None,
-          unreadable: list[tuple[Path, OSError]] | None = None) -> list[Path]:
+          unreadable: list[tuple[Path, OSError, bool]] | None = None) -> list[Path]:
     """The inputs of a directory: itself when it is a saved dataset, else the files of the
     walked suffixes, in any case (`LEAR.TXT`), and the saved datasets under it (their files
     are theirs, not walked). Hidden files and folders (`.git`, `.ipynb_checkpoints`) are not
@@ -278,9 +268,9 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
     identity: in --input_files) is not walked here: a folder has its own walk, a file is an input.
     A FIFO, socket or device of a walked suffix is no input either, found by its stat, never
     opened (a FIFO would block): (path, st_mode) goes to `not_regular`. What cannot be read (a folder
-    that cannot be listed, a file whose stat fails: a broken link) is no input: (path, error) goes to
-    `unreadable`, except under a hidden folder (never read anyway). `directory` itself unreadable, or
-    a path too long for the system, is an OSError."""
+    that cannot be listed, a file whose stat fails: a broken link; a file it may not read) is no input:
+    (path, error, whether a folder) goes to `unreadable`, except under a hidden folder (never read
+    anyway). `directory` itself unreadable, or a path too long for the system, is an OSError."""
     with os.scandir(directory):  # (one it cannot list: said of it, before the looks for a saved dataset's files)
         pass
     refuse_dataset_dict(directory)
@@ -321,7 +311,7 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
                 first_hidden = first_hidden or here / name  # for the message below
             else:
                 skipped.other.add(here / name)
-    cannot = [(p, e) for p, e in unlisted if not _hidden_in(p, directory)]
+    cannot = [(p, e, True) for p, e in unlisted if not _hidden_in(p, directory)]
     inside, special = [], []  # regular files; (path, st_mode) of the others
     for p in files:
         try:
@@ -329,12 +319,14 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
         except OSError as e:
             if e.errno == errno.ENAMETOOLONG:  # (an error: the user can fix it, and a walk deep down would skip it all)
                 raise
-            cannot.append((p, e))
+            cannot.append((p, e, False))
             continue
-        if stat.S_ISREG(mode):
+        if not stat.S_ISREG(mode):
+            special.append((p, mode))
+        elif os.access(p, os.R_OK):  # (one that may not be opened is skipped as a folder that may not be listed is)
             inside.append(p)
         else:
-            special.append((p, mode))
+            cannot.append((p, PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(p)), False))
     if not_regular is not None:
         not_regular += special
     if unreadable is not None:
@@ -346,7 +338,7 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
                             "in --input_files to read them" if first_hidden else "")
                          + (f"; {display_name(special[0][0])} is {file_kind(special[0][1])}, and mypt reads only "
                             "regular files" if special else "")
-                         + (f"; {display_name(cannot[0][0])} {_why_unreadable(*cannot[0], walked=True)}"
+                         + (f"; {display_name(cannot[0][0])} {why_unreadable(*cannot[0][:2], walked=True)}"
                             if cannot else ""))
     return inside + sorted(saved)
 
@@ -412,7 +404,7 @@ def _mode(path: Path, flag: str = "--input_files") -> int:
     try:
         return path.stat().st_mode
     except OSError as e:  # a dangling link, a permission denied on the way, a path too long
-        raise _lookup_error(e, flag) from None
+        raise lookup_error(e, flag) from None
 
 
 def text_sources(patterns: Sequence[str], *, text_key: str = "text", strict: bool = False,

@@ -4,6 +4,8 @@ importing the package that imports them."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import gzip
 import io
@@ -15,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
-from mypt.errors import InputError
+from mypt.errors import InputError, os_error_message
 from mypt.io import file_kind, open_regular
 import mypt.text
-from mypt.text import DecodeCounter, LongLine, display_name, line_pieces, split_blocks, wide_encoding
+from mypt.text import DecodeCounter, LongLine, display_name, line_pieces, split_blocks, text_name, wide_encoding
 
 FORMATS_HINT = "pip install 'mypt[formats]'"
 
@@ -84,11 +86,48 @@ def replaced(path: Path, mode: int) -> InputError:
                       "match neither; run again once nothing replaces it")
 
 
+def lookup_error(e: OSError, flag: str = "--input_files") -> InputError:
+    """An OSError met looking an input up or opening it, as the one-line error naming `flag`."""
+    if e.errno == errno.ENAMETOOLONG:
+        path = os.fsdecode(e.filename) if e.filename is not None else "a path"
+        shown = text_name(path if len(path) <= 160 else f"{path[:80]}...{path[-60:]}")  # (one may be 4,096 bytes)
+        return InputError(f"{flag}: {shown!r} cannot be read: File name too long (a path of "
+                          f"{len(os.fsencode(path)):,} bytes; the system takes at most 255 bytes a name, and on "
+                          "Linux 4,096 a path): move the files to a shorter path, or name them from a folder nearer "
+                          "to them")
+    if e.filename is not None and e.errno in (errno.ENOENT, errno.ELOOP, errno.EACCES, errno.EPERM):
+        path = os.fsdecode(e.filename)
+        denied = e.errno in (errno.EACCES, errno.EPERM)
+        fix = "; check the permissions of it and of the folders above it" if denied else ""
+        return InputError(f"{flag}: {text_name(path)!r} {why_unreadable(Path(path), e)}{fix}")
+    return InputError(f"{flag}: {os_error_message(e)}")
+
+
+def why_unreadable(path: Path, e: OSError, walked: bool = False) -> str:
+    """Why `path` cannot be read, as the rest of a sentence naming it: `e` is the error of its
+    stat, listing or open (`walked`: it was found by a walk, so a missing one was there a moment ago)."""
+    if e.errno == errno.ENOENT and os.path.islink(path):
+        with contextlib.suppress(OSError):  # (unless it went meanwhile)
+            return f"is a symbolic link to {text_name(os.readlink(path))!r}, which does not exist"
+    if e.errno == errno.ENOENT:
+        return "no longer exists (removed during the walk)" if walked else "does not exist"
+    if e.errno == errno.ELOOP:
+        return "is a symbolic link that loops (to itself, or through others)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "cannot be read: permission denied"
+    return f"cannot be read: {e.strerror}"
+
+
 def open_input(path: Path, identity: tuple[int, int] | None = None) -> BinaryIO:
     """`path` open for reading, refused (InputError naming it) unless it is a regular file
     (open_regular: a FIFO is not waited on), and the one of `identity` (st_ino, file type:
-    FileStamp.identity) when given."""
-    fd, st = open_regular(path, lambda mode: replaced(path, mode))
+    FileStamp.identity) when given. One it may not read is an InputError naming --input_files."""
+    try:
+        fd, st = open_regular(path, lambda mode: replaced(path, mode))
+    except OSError as e:  # (not "damaged": READ_ERRORS holds OSError, for gzip's and zstd's errors)
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise lookup_error(e) from None
+        raise
     try:
         if identity is not None and (st.st_ino, stat.S_IFMT(st.st_mode)) != identity:
             raise replaced(path, st.st_mode)
