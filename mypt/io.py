@@ -477,20 +477,31 @@ def loops(path: Path) -> bool:
     return False
 
 
-def _too_long(path: Path) -> bool:
-    """Whether the system refuses the absolute `path` as too long: the whole of it, or a name in it. A stat
-    says so only of the names in folders that exist; a name to be made under a new folder is held
-    to the limit of the file system of the nearest folder that exists."""
+def _too_long(path: Path) -> str | None:
+    """Why the system refuses the absolute `path` as too long, or the names mypt makes beside and inside it
+    (None: it takes them): the whole of it, or a name in it. A stat says so only of the names in folders that
+    exist; a name to be made under a new folder is held to the limits of the file system of the nearest folder
+    that exists."""
+    refused = False
     try:
         os.stat(path)
     except OSError as e:
-        if e.errno == errno.ENAMETOOLONG:
-            return True
+        refused = e.errno == errno.ENAMETOOLONG
     head = path
     while not os.path.isdir(head):
         head = head.parent
-    limit = os.pathconf(head, "PC_NAME_MAX")
-    return any(len(os.fsencode(name)) > limit for name in path.relative_to(head).parts)
+    name_max, path_max = os.pathconf(head, "PC_NAME_MAX"), os.pathconf(head, "PC_PATH_MAX")
+    size, longest = len(os.fsencode(path)), max(len(os.fsencode(name)) for name in path.parts)
+    if refused or longest > name_max:
+        return f"a path of {size:,} bytes, its longest name {longest:,}: more than the system takes"
+    # Room for one more name of the longest the system takes: what mypt makes beside the output and in it is
+    # shorter (sibling's `.NAME.lock-PID-HEX` at most NAME_MAX; `.NAME.partial/train/shard_00000.bin`; the work
+    # directory's `.NAME.work/.clean.partial/00000-STEM.jsonl`), so a mkdir or a lock never meets the limit.
+    room = 1 + name_max
+    if size + room > path_max - 1:  # (PATH_MAX counts the closing NUL)
+        return (f"a path of {size:,} bytes: with the names mypt makes beside and in it, up to {room:,} bytes more, "
+                f"more than the {path_max - 1:,} bytes a path the system takes")
+    return None
 
 
 def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
@@ -506,11 +517,10 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     if loops(Path(out_dir)):
         raise InputError(f"{flag} {out_dir} is a symbolic link that loops: choose another {flag}")
     target = Path(out_dir).resolve()
-    if _too_long(target):  # (else "cannot use PATH: File name too long" from a stat or a mkdir, naming no flag)
+    too_long = _too_long(target)
+    if too_long:  # (else "cannot use PATH: File name too long" from a stat, a mkdir or a lock, naming no flag)
         shown = out_dir if len(str(out_dir)) <= 160 else f"{str(out_dir)[:80]}...{str(out_dir)[-60:]}"
-        longest = max(len(os.fsencode(name)) for name in target.parts)
-        raise InputError(f"{flag} {shown}: File name too long (a path of {len(os.fsencode(target)):,} bytes, its "
-                         f"longest name {longest:,}: more than the system takes): choose a shorter {flag}")
+        raise InputError(f"{flag} {shown}: File name too long ({too_long}): choose a shorter {flag}")
     places = {"the current directory": Path.cwd().resolve(), "the home directory": Path.home().resolve(),
               "the root directory": Path("/")}
     for what, place in places.items():
