@@ -270,14 +270,14 @@ LEGACY_FILES = ("config.json", "generation_config.json", "model.safetensors", "m
                 "special_tokens_map.json", "tokenizer_state.json")
 
 
-def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
-    """(marker, the files an export may replace) of `out_dir`: (None, ()) when it is missing or
-    empty, its record's files for a mypt export, LEGACY_FILES for an export written before the
-    record. Anything else, a checkpoint or a directory transformers or a user wrote, is refused:
-    mypt replaces only its own export."""
+def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...], bool]:
+    """(marker, the files an export may replace, whether their sums were recorded) of `out_dir`:
+    (None, (), True) when it is missing or empty, its record's files for a mypt export,
+    LEGACY_FILES for an export written before the record. Anything else, a checkpoint or a
+    directory transformers or a user wrote, is refused: mypt replaces only its own export."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
-        return None, ()
+        return None, (), True
     if holds_mypt_config(out_dir) or (out_dir / "training_state.json").exists():
         raise ConfigError(f"--out_dir {out_dir} holds a mypt checkpoint: refused; choose a new directory for the "
                           "export")
@@ -308,20 +308,11 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...]]:
                                   f"exported {them} (fine-tuned or edited in place?), and exporting again would "
                                   f"replace {them}: refused, nothing changed; move {them} out of the directory, or "
                                   "choose another --out_dir")
-        return EXPORT_RECORD, (EXPORT_RECORD, *files)
+        return EXPORT_RECORD, (EXPORT_RECORD, *files), sums is not None
     if (out_dir / LEGACY_MARKER).is_file() and (out_dir / "tokenizer_config.json").is_file():
-        return LEGACY_MARKER, LEGACY_FILES
+        return LEGACY_MARKER, LEGACY_FILES, False
     raise ConfigError(f"--out_dir {out_dir} already holds files that are not a mypt export (no {EXPORT_RECORD}): "
                       "refused, mypt replaces only its own export or an empty directory; choose another --out_dir")
-
-
-def _sums_recorded(out_dir: Path) -> bool:
-    """Whether the previous export in `out_dir` (checked by _previous_export) recorded its files'
-    sums; an empty directory has nothing to check."""
-    try:
-        return "sha256" in json.loads((out_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return not (out_dir / LEGACY_MARKER).is_file()
 
 
 def _check_unverified(out_dir: Path, owned: tuple[str, ...], sums: dict[str, str]) -> None:
@@ -386,7 +377,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     # left it aside as `.NAME.old` (staged_dir puts it back): judged there, not as missing (its
     # files then passed for the user's, and the new export was refused for replacing them).
     aside = old_dir(target)
-    marker, owned = _previous_export(aside if not os.path.lexists(target) and aside.is_dir() and is_own(aside)
+    marker, owned, verified = _previous_export(aside if not os.path.lexists(target) and aside.is_dir() and is_own(aside)
                                      else target)
     model, tokenizer, _ = load_model(model_dir, "cpu")
     family = hf_family(model.config, f"{Path(model_dir) / 'config.json'}")
@@ -425,7 +416,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         # Each file's sum, after its mode change: a later export refuses to replace one that
         # changed since (_previous_export).
         sums = {name: sha256_file(Path(stage) / name) for name in written}
-        if not _sums_recorded(target):
+        if not verified:
             _check_unverified(target, owned, sums)
         record = {"files": written, "sha256": sums, "model": str(model_dir)}
         (Path(stage) / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

@@ -99,7 +99,7 @@ def test_an_export_file_made_a_link_to_the_same_bytes_is_named_as_a_link(tmp_pat
     assert (out / "config.json").is_symlink()
 
 
-@pytest.mark.parametrize("legacy", ["record without sums", "no record"])
+@pytest.mark.parametrize("legacy", ["record without sums", "sums null", "no record"])
 def test_an_export_from_before_the_sums_is_replaced_only_where_nothing_differs(tmp_path, legacy):
     """mypt_export.json written before the sums, or none (an older mypt's export): its files
     were replaced unchecked, a fine-tuned model.safetensors and an edited config.json too. Now
@@ -112,6 +112,8 @@ def test_an_export_from_before_the_sums_is_replaced_only_where_nothing_differs(t
     def make_legacy():
         if legacy == "no record":
             (out / "mypt_export.json").unlink()
+        elif legacy == "sums null":
+            (out / "mypt_export.json").write_text(json.dumps({**record, "sha256": None}))
         else:
             (out / "mypt_export.json").write_text(json.dumps({"files": record["files"], "model": record["model"]}))
 
