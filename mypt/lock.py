@@ -42,6 +42,16 @@ def _foreign(content: bytes) -> bool:
     return _holder(content) is None
 
 
+def _locked_elsewhere(fd: int) -> bool:
+    """Whether another process holds the flock of the open file `fd`."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
 def _refuse_foreign(lock: Path, output: Path, flag: str) -> None:
     """A file of the user's at the lock's name is neither written nor removed: its name is
     `.NAME.lock`, which a user may choose for a note of their own."""
@@ -49,6 +59,7 @@ def _refuse_foreign(lock: Path, output: Path, flag: str) -> None:
         st = os.lstat(lock)
     except FileNotFoundError:
         return
+    older = False  # (a regular file holding a bare pid: the lock an older mypt wrote)
     if not stat.S_ISREG(st.st_mode):
         foreign = True
     else:
@@ -64,19 +75,19 @@ def _refuse_foreign(lock: Path, output: Path, flag: str) -> None:
                 foreign = _foreign(content)
                 if not foreign or content:
                     break
-                try:
-                    fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-                except BlockingIOError:
+                if _locked_elsewhere(f.fileno()):
                     raise BusyError(f"{output} is in use by another process (lock file {lock}): wait for "
-                                    f"it to finish, or choose another {flag}") from None
+                                    f"it to finish, or choose another {flag}")
                 if look == 0:
                     time.sleep(0.05)
+            older = foreign and re.fullmatch(rb"\d+\n", content) is not None
+            if older and _locked_elsewhere(f.fileno()):  # (an older mypt, which wrote the bare pid, holds it now)
+                raise BusyError(f"{output} is in use by process {content.decode().strip()} (lock file {lock}): "
+                                f"wait for it to finish, or choose another {flag}")
     if foreign:
         # (mypt before the lock named itself wrote the bare pid: such a file is a user's too, or the
         # lock of a killed run of an older mypt, which the user may remove.)
-        older = " (if it is a lock a killed run of an older mypt left, remove it)" \
-            if stat.S_ISREG(st.st_mode) and re.fullmatch(rb"\d+\n", content) else ""
+        older = " (if it is a lock a killed run of an older mypt left, remove it)" if older else ""
         raise InputError(f"{lock}: mypt locks {flag} with a file of this name, but this one is not mypt's "
                          f"lock file: refused, nothing changed; move it elsewhere and run again{older}")
 

@@ -4,6 +4,7 @@ trained model is replaced only when asked, and two runs never write the same out
 from __future__ import annotations
 
 import json
+import fcntl
 import os
 import subprocess
 import sys
@@ -192,6 +193,12 @@ def test_a_users_file_at_the_lock_name_holding_a_number_is_refused_and_kept(tmp_
     err = refused(*prepare_args(inp, out), cwd=tmp_path)
     assert f"{lock_path(out)}: mypt locks --out_dir with a file of this name" in err and "nothing changed" in err
     assert "a lock a killed run of an older mypt left" in err
+    assert tree_bytes(tmp_path) == before
+    # Held (an older mypt, which wrote the bare pid, running now): busy, not "remove it".
+    with open(lock_path(out), "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        err = refused(*prepare_args(inp, out), cwd=tmp_path)
+    assert f"{out} is in use by process 42" in err and "remove it" not in err, err
     assert tree_bytes(tmp_path) == before
 
 
