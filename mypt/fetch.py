@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import subprocess
 import sys
 import tarfile
@@ -112,8 +113,10 @@ def _check_unedited(out_dir: Path) -> None:
         sums = read_json(out_dir / DEMO_MANIFEST).get("sha256", {})
     except (InputError, OSError):  # none yet, or another tool's: staged_dir has decided
         return
-    edited = [p for p, digest in sums.items() if (out_dir / p).is_file() and sha256_file(out_dir / p) != digest] \
-        if isinstance(sums, dict) else []
+    def changed(path: Path, digest: str) -> bool:  # (a link, even to the same bytes, is the user's: replaced by a file)
+        return os.path.lexists(path) and (path.is_symlink() or not path.is_file() or sha256_file(path) != digest)
+
+    edited = [p for p, digest in sums.items() if changed(out_dir / p, digest)] if isinstance(sums, dict) else []
     if edited:
         more = f" (and {len(edited) - 1} more)" if len(edited) > 1 else ""
         raise InputError(f"{out_dir / edited[0]}{more} was edited since fetch-demo extracted it: fetching again would "

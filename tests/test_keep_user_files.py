@@ -373,6 +373,13 @@ def test_a_re_fetch_refuses_to_put_the_archives_text_over_a_demo_file_the_user_e
     edited.rename(tmp_path / "mine.txt")  # moved out: the fetch puts the archive's text back
     assert CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)]).exit_code == 0
     assert edited.is_file() and edited.read_bytes() != (tmp_path / "mine.txt").read_bytes()
+    # A link of the user's there, to the same bytes, would become a file: the user's too.
+    (tmp_path / "same.txt").write_bytes(edited.read_bytes())
+    edited.unlink()
+    edited.symlink_to(tmp_path / "same.txt")
+    r = CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)])
+    assert r.exit_code == 1 and f"{edited} was edited since fetch-demo extracted it" in r.output, r.output
+    assert edited.is_symlink()
 
 
 def test_a_fetch_pattern_matching_two_files_of_one_name_is_refused_naming_both(tmp_path):
