@@ -42,8 +42,9 @@ def plain_name(name: str) -> str:
 
 
 def utf8_path(flag: str) -> Callable[[Any], Any]:
-    """The check of a flag naming a checkpoint's place: safetensors opens only UTF-8 paths, so
-    a checkpoint saved under a name of other bytes (`$'m\\xff'`) could never be read again."""
+    """The check of a flag naming where weights are read or written (a checkpoint, an export):
+    safetensors opens only UTF-8 paths, so a checkpoint saved under a name of other bytes
+    (`$'m\\xff'`) could never be read again, and an export there failed half-way."""
     def check(value):
         try:
             os.fspath(value).encode("utf-8")
@@ -504,7 +505,7 @@ class ExportSettings(Settings):
 
     model_name: str = model_setting()
     out_dir: Path = setting(None, "Directory to write: config.json, model.safetensors, tokenizer files.",
-                            required=True)
+                            required=True, check=utf8_path("--out_dir"))
     checkpoints_dir: Path = checkpoints_setting()
 
 

@@ -286,7 +286,8 @@ def test_model_name_is_a_plain_name_so_a_save_never_replaces_another_directory(t
 
 
 @pytest.mark.parametrize("command, flag", [("train", "--model_name"), ("train", "--checkpoints_dir"),
-                                           ("generate", "--model_name"), ("export-hf", "--checkpoints_dir")])
+                                           ("generate", "--model_name"), ("export-hf", "--checkpoints_dir"),
+                                           ("export-hf", "--out_dir")])
 def test_a_checkpoint_place_that_is_not_utf8_is_refused_before_a_save_no_load_could_read(tmp_path, command, flag):
     """safetensors opens only UTF-8 paths: a model trained as $'m\\xff' was saved, then every
     load said its model.safetensors was "not a safetensors file"."""
@@ -297,8 +298,11 @@ def test_a_checkpoint_place_that_is_not_utf8_is_refused_before_a_save_no_load_co
     bad = os.fsdecode(b"m\xff")  # (the name a shell passes, as Python sees it)
     args = {"train": ["--input_file", __file__, *TINY, "--max_iters", "1"], "generate": [],
             "export-hf": ["--out_dir", str(tmp_path / "ex")]}
-    names = {"--model_name": bad, "--checkpoints_dir": str(tmp_path / bad)}
+    names = {"--model_name": bad, "--checkpoints_dir": str(tmp_path / bad), "--out_dir": str(tmp_path / bad)}
     rest = {"--model_name": "m", "--checkpoints_dir": str(tmp_path / "checkpoints")}
+    if command == "export-hf":
+        args[command] = []
+        rest["--out_dir"] = str(tmp_path / "ex")
     rest[flag] = names[flag]
     result = CliRunner().invoke(main, [command, *args[command], *(x for kv in rest.items() for x in kv)])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
