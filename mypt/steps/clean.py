@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Protocol
 
 from mypt.errors import InputError, naming
-from mypt.io import atomic_file, concat_files, staged_dir, write_json
-from mypt.parallel import merge_counts, parallel_map
+from mypt.io import staged_dir, write_json
+from mypt.parallel import join_parts, merge_counts, parallel_map
 from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step, source_files, step_files
@@ -176,8 +176,7 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
             blank = not source["jsonl"] and not any(results[t][2][1] for t in blocks)
             if blank:
                 _drop(parts, blocks, results, stats, sink)
-            with atomic_file(stage / source["file"]) as f:
-                size = concat_files(parts if not blank else [], f)
+            size = join_parts(parts if not blank else [], stage / source["file"])
             if not source["jsonl"]:
                 stats["documents_in"] += 1
                 stats["documents_out" if size else "documents_emptied"] += 1

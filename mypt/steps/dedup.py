@@ -47,8 +47,8 @@ from typing import Iterator
 import numpy as np
 
 from mypt.errors import InputError, naming
-from mypt.io import atomic_file, concat_files, read_json, staged_dir, write_json
-from mypt.parallel import engine_session, merge_counts, parallel_map
+from mypt.io import read_json, staged_dir, write_json
+from mypt.parallel import engine_session, join_parts, merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step, read_input, source_files, step_files
 from mypt.text import BLOCK_BYTES, block_docs, doc_text, split_blocks
@@ -288,7 +288,8 @@ def _duplicate_lines(rec: np.ndarray) -> np.ndarray:
 
 def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings: DedupSettings,
                 work_dir: Path, hashed: Path | None = None) -> dict:
-    """Dedup the cleaned files `sources` ((path, is_jsonl) in corpus order) into `outputs`.
+    """Dedup the cleaned files `sources` ((path, is_jsonl) in corpus order) into `outputs`
+    (files of the staged dir that holds `work_dir`: a lone part is renamed into place).
     `hashed`: phase 1 was done as the clean step wrote them (the folder of a `Hashing`)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     if hashed is None:
@@ -318,9 +319,7 @@ def dedup_files(sources: list[tuple[Path, bool]], outputs: list[Path], settings:
         # left it only blank lines (which it never drops), as a .jsonl document is; then it is
         # written empty, not as a document of newlines.
         emptied = not jsonl and _blank(kept) and not _blank([src])
-        with atomic_file(out) as f:
-            if not emptied:
-                concat_files(kept, f)
+        join_parts(kept if not emptied else [], out)
         stats["documents_emptied"] += emptied
     stats["unique_keys"] = unique
     stats["runs"] = len(run_files)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from mypt.errors import InputError, TokenizerError, naming
-from mypt.io import atomic_file, concat_files, staged_dir, write_json
+from mypt.io import atomic_file, staged_dir, write_json
 from mypt.names import STATE_FILE
-from mypt.parallel import merge_counts, parallel_map
+from mypt.parallel import join_parts, merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.shards import DTYPE, tokenizer_sha256
 from mypt.steps import MANIFEST, Step, part_file, read_input, step_files
@@ -25,6 +25,7 @@ from mypt.tokenizers import Tokenizer, check_spec, spec_forms, spec_help
 STEP = Step("tokenize", reads=("clean", "dedup"))
 # Each source's tokens and where its documents end (`00003.tokens`, `00003.docs`), the tokenizer.
 OWNED = ("[0-9]*.tokens", "[0-9]*.docs", STATE_FILE)
+ENDS = np.dtype(np.uint64)  # a .docs file's entries: where each document ends, in tokens
 WRITTEN = step_files(STEP, lambda m: [STATE_FILE, *(part_file(i, kind) for i in range(len(m["sources"]))
                                                    for kind in ("tokens", "docs"))])
 
@@ -80,9 +81,24 @@ def _tokenize_block(task) -> tuple[int, dict]:
             ends.append(n)
     with naming(tokens_out):
         np.concatenate(pieces or [np.zeros(0, DTYPE)]).astype(DTYPE).tofile(tokens_out)
-    with naming(docs_out):
-        np.array(ends, dtype=np.uint64).tofile(docs_out)
+    if jsonl:  # (a .txt block's ends: none, its file is one document that tokenize() ends)
+        with naming(docs_out):
+            np.array(ends, dtype=ENDS).tofile(docs_out)
     return n, dict(replaced)
+
+
+def _shift_ends(doc_parts: list[Path]) -> None:
+    """Make the document ends of a source's blocks count from the source's first token: each
+    block's count from its own, so they move by the tokens of the blocks before it (a block's
+    last end is its token count). The parts are rewritten in place."""
+    if len(doc_parts) < 2:  # (a lone part's ends are the source's: not read)
+        return
+    before = 0
+    for part in doc_parts:
+        ends = np.fromfile(part, dtype=ENDS)
+        if before:
+            (ends + ENDS.type(before)).tofile(part)
+        before += int(ends[-1]) if ends.size else 0
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -105,7 +121,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
             safe = tokenizer.block_boundary if not s["jsonl"] else None
             parts.append([])
             for a, b in split_blocks(path, tokenizer.block_bytes, safe=safe):
-                tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"
+                tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"  # (.d_: .jsonl's)
                 tasks.append((path, s["jsonl"], a, b, keyed, tok_part, doc_part))
                 parts[-1].append((tok_part, doc_part))
         try:
@@ -118,27 +134,28 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
         replaced = merge_counts(Counter(r) for _, r in results)
         sources = []
         for i, s in enumerate(manifest["sources"]):
-            n_tokens, ends = 0, []
-            with atomic_file(stage / part_file(i, "tokens")) as f:
-                for tok_part, doc_part in parts[i]:
-                    ends.append(np.fromfile(doc_part, dtype=np.uint64) + np.uint64(n_tokens))
-                    doc_part.unlink()
-                    n_tokens += concat_files([tok_part], f) // DTYPE.itemsize
-                if not s["jsonl"] and n_tokens:  # a .txt file is one document
+            tokens_path, docs_path = stage / part_file(i, "tokens"), stage / part_file(i, "docs")
+            n_tokens = join_parts([t for t, _ in parts[i]], tokens_path) // DTYPE.itemsize
+            if s["jsonl"]:
+                doc_parts = [d for _, d in parts[i]]
+                _shift_ends(doc_parts)
+                documents = join_parts(doc_parts, docs_path) // ENDS.itemsize
+            else:  # a .txt file is one document
+                if n_tokens:
+                    tail = []
                     # (This source's file: `path` of the loop above is the last source's.)
                     if tokenizer.eot_id is None and not _ends_with_newline(Path(in_dir) / s["file"]):
                         # Without an end-of-text id the newline separates documents.
-                        newline = tokenizer.encode_array("\n").astype(DTYPE)
-                        f.write(newline.tobytes())
-                        n_tokens += newline.size
+                        tail += tokenizer.encode_array("\n").tolist()
                     if tokenizer.eot_id is not None:
-                        f.write(np.array([tokenizer.eot_id], dtype=DTYPE).tobytes())
-                        n_tokens += 1
-                    ends.append(np.array([n_tokens], dtype=np.uint64))
-            ends_arr = np.concatenate(ends) if ends else np.zeros(0, np.uint64)
-            with atomic_file(stage / part_file(i, "docs")) as f:
-                f.write(ends_arr.tobytes())
-            sources.append({**s, "documents": int(ends_arr.size), "tokens": n_tokens})
+                        tail.append(tokenizer.eot_id)
+                    with open(tokens_path, "ab") as f:
+                        f.write(np.array(tail, dtype=DTYPE).tobytes())
+                    n_tokens += len(tail)
+                documents = 1 if n_tokens else 0
+                with atomic_file(docs_path) as f:
+                    f.write(np.array([n_tokens] * documents, dtype=ENDS).tobytes())
+            sources.append({**s, "documents": documents, "tokens": n_tokens})
         total = sum(s["tokens"] for s in sources)
         if total == 0:
             raise InputError("no tokens: every document is empty after cleaning and dedup")
