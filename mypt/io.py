@@ -908,3 +908,15 @@ def concat_files(parts: list[Path], dest) -> int:
             shutil.copyfileobj(src, dest, 1 << 20)
         part.unlink()
     return total
+
+
+def join_parts(parts: list[Path], dest: Path) -> int:
+    """The part files tasks wrote, in order, as the file `dest` of a staged dir (io.staged_dir:
+    the whole dir appears or nothing does); the parts are deleted. Returns its bytes. A lone
+    part, the one block of a small source, is renamed into place: a tiny file's source paid a
+    copy and atomic_file's own staging for nothing."""
+    if len(parts) == 1:
+        os.replace(parts[0], dest)
+        return os.stat(dest).st_size
+    with atomic_file(dest) as f:
+        return concat_files(parts, f)

@@ -19,13 +19,11 @@ import traceback
 from collections import Counter
 from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, TypeVar
 
 from tqdm import tqdm
 
 from mypt.errors import MyptError
-from mypt.io import atomic_file, concat_files
 from mypt.signals import stops_held
 
 T = TypeVar("T")
@@ -216,15 +214,3 @@ def merge_counts(counters: Iterable[Counter]) -> Counter:
     for c in counters:
         total.update(c)
     return total
-
-
-def join_parts(parts: list[Path], dest: Path) -> int:
-    """The part files tasks wrote, in order, as the file `dest` of a staged dir (io.staged_dir:
-    the whole dir appears or nothing does); the parts are deleted. Returns its bytes. A lone
-    part, the one block of a small source, is renamed into place: a tiny file's source paid a
-    copy and atomic_file's own staging for nothing."""
-    if len(parts) == 1:
-        os.replace(parts[0], dest)
-        return os.stat(dest).st_size
-    with atomic_file(dest) as f:
-        return concat_files(parts, f)

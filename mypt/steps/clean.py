@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Protocol
 
 from mypt.errors import InputError, naming
-from mypt.io import staged_dir, write_json
-from mypt.parallel import join_parts, merge_counts, parallel_map
+from mypt.io import join_parts, staged_dir, write_json
+from mypt.parallel import merge_counts, parallel_map
 from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step, source_files, step_files

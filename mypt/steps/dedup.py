@@ -47,8 +47,8 @@ from typing import Iterator
 import numpy as np
 
 from mypt.errors import InputError, naming
-from mypt.io import read_json, staged_dir, write_json
-from mypt.parallel import engine_session, join_parts, merge_counts, parallel_map
+from mypt.io import join_parts, read_json, staged_dir, write_json
+from mypt.parallel import engine_session, merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step, read_input, source_files, step_files
 from mypt.text import BLOCK_BYTES, block_docs, doc_text, split_blocks

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from mypt.errors import InputError, TokenizerError, naming
-from mypt.io import atomic_file, staged_dir, write_json
+from mypt.io import atomic_file, join_parts, staged_dir, write_json
 from mypt.names import STATE_FILE
-from mypt.parallel import join_parts, merge_counts, parallel_map
+from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.shards import DTYPE, tokenizer_sha256
 from mypt.steps import MANIFEST, Step, part_file, read_input, step_files
