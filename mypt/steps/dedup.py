@@ -14,7 +14,10 @@ Phases, with files between them (datatrove-style), so memory never holds the cor
    once. So a run holds at most one record of a hash per batch, however often its line
    recurs (all copies of a line hash alike: unreduced, a repeated line would fill one run).
    P is sized from the count of records; where that would be more than MAX_RUNS, from what
-   the reduced batches hold (counted by one more pass: a corpus of lines repeated fits);
+   the reduced batches hold (counted by one more pass: a corpus of lines repeated fits).
+   Runs fill by hash, not evenly: a line found in every batch puts one record a batch into
+   its run, which then holds more than its share once the batches outnumber the records a
+   run holds (over 134 M keyed lines at --dedup_memory_mb 1; trillions at the default);
 3. decide (per run): sort by (hash, index); every record after the first of its hash is
    a duplicate, and its line index is marked in an on-disk drop map (1 byte a line);
 4. write (parallel, per block): copy the lines whose mark is not set.
