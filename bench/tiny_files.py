@@ -43,6 +43,8 @@ import threading
 import time
 from pathlib import Path
 
+from pathological import disk_use  # (this folder is on sys.path when a bench runs as a script)
+
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex zebras".split()
 BASELINE_FILES = 50
 OUTPUT = {"tokenize": "tokens", "shard": "shards", "split": "dataset"}  # a stage's output folder (else its name)
@@ -68,19 +70,6 @@ def make_corpus(top: Path, files: int, seed: int = 0) -> int:
         (folder / f"doc{i:07d}.txt").write_bytes(data)
         total += len(data)
     return total
-
-
-def disk_use(top: Path) -> tuple[int, int]:
-    """Bytes on disk (allocated blocks) and regular files under `top`."""
-    size = files = 0
-    for root, _, names in os.walk(top):
-        for name in names:
-            try:
-                size += os.lstat(os.path.join(root, name)).st_blocks * 512
-                files += 1
-            except OSError:  # (removed while counted)
-                pass
-    return size, files
 
 
 class Watch:
