@@ -103,7 +103,9 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
         if (directory / name).is_file():
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
-    run = _mypt_run(directory) or (_killed_run(directory, model) if resume else None)
+    # A killed run's directory (_killed_run) for a new run too: --auto_resume starts one where a
+    # kill or a crash came before the first checkpoint, and dvclive clears the killed run's files.
+    run = _mypt_run(directory) or _killed_run(directory, model)
     owner = run[0] if run else None  # (None too for a run from before mypt named the model)
     if model is not None and owner is not None and owner != model:
         raise InputError(f"--metrics_dir {directory} holds the curves of model {owner!r} (its metrics.json), not "
@@ -189,7 +191,7 @@ def _mypt_run(directory: Path) -> tuple[str | None, set[str]] | None:
         return None
     curves = set(data) - {"step", "best_val"}
     if isinstance(model, str) and model:
-        return model, curves
+        return model, curves | _first_logged(directory, data.get("step", -1))
     if model is not None or not isinstance(data.get("step"), int) or not curves:
         return None
     known = all(name in _LEGACY_CURVES or name.startswith(_CURVE_PREFIXES) for name in curves)
@@ -205,7 +207,7 @@ def _killed_run(directory: Path, model: str | None) -> tuple[str | None, set[str
     step; a crash of the machine may still leave it cut short or zeroed), or None. The file is
     a leftover only where it is empty, or the start of a summary naming `model` cut short (a
     foreign file of that name is kept), and the directory's curves are as a mypt run logs
-    them: a resume rebuilds it from them."""
+    them: a resume rebuilds it from them, a new run clears them."""
     path = directory / METRICS_JSON
     if path.is_symlink() or (path.exists() and not path.is_file()):
         return None
@@ -221,9 +223,36 @@ def _killed_run(directory: Path, model: str | None) -> tuple[str | None, set[str
     except ValueError:
         if text and (model is None or not (text.startswith(head) or head.startswith(text))):
             return None
-    curves = {p.stem for p in (directory / "plots" / "metrics").glob("*.tsv")
-              if p.stem in _CURVES or p.stem.startswith(_CURVE_PREFIXES)}
+    # An empty or missing metrics.json names no model: its curves are taken as `model`'s (a new run
+    # clears them, a resume cuts them back to its checkpoint). Acceptable: a mypt run writes it
+    # whole first thing, so only a kill or a crash of a run in this directory leaves it so, and a
+    # directory is one model's (the train stage's dvclive/MODEL_NAME; --metrics_dir's lock).
+    curves = _mypt_curves(directory)
     return (model, curves) if (_PROGRESS & curves) in (set(), _PROGRESS) else None
+
+
+def _first_logged(directory: Path, step: float) -> set[str]:
+    """The curves that the step a kill interrupted logged for the first time: dvclive appends a
+    metric's row as it is logged and lists the metric in metrics.json at the step's end, so a run
+    killed between the two (in every run's first step) left a curve that its metrics.json, whose
+    step is `step`, does not list. One is a curve mypt logs holding that one row (or none yet; cut
+    short, maybe), of a later step; its header is checked with the others' (_foreign_files). A
+    file of rows from before (a curve put there by hand) is no such curve."""
+    found = set()
+    for name in _mypt_curves(directory):
+        try:
+            lines = (directory / "plots" / "metrics" / f"{name}.tsv").read_text(encoding="utf-8").splitlines(True)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if len(lines) <= 2 and all(_row_step(line) > step for line in lines[1:]):
+            found.add(name)
+    return found
+
+
+def _mypt_curves(directory: Path) -> set[str]:
+    """The names of the .tsv files in `directory`'s plots/metrics that are curves mypt logs."""
+    return {p.stem for p in (directory / "plots" / "metrics").glob("*.tsv")
+            if p.stem in _CURVES or p.stem.startswith(_CURVE_PREFIXES)}
 
 
 def _row_step(line: str) -> float:

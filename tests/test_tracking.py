@@ -359,7 +359,10 @@ def test_metrics_json_is_replaced_whole_at_each_step_never_rewritten_in_place(tm
     pytest.param('{\n    "model": "other",\n    "val": 2', False, id="another model's cut short"),
     pytest.param("my notes", False, id="a user's"), pytest.param('{"loss": 1.0}', False, id="another tool's"),
 ])
-def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tmp_path, left, taken):
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tmp_path, left, taken, resume):
+    """So does a new run (--auto_resume's, where the kill or the crash came before the first
+    checkpoint): dvclive clears the killed run's files."""
     directory = tmp_path / "live"
     killed = open_tracker(("dvclive",), directory, "m")
     for step in (0, 10, 20):
@@ -373,8 +376,15 @@ def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tm
     before = files_under(directory)
     if not taken:
         with pytest.raises(InputError, match=r"holds files no mypt run wrote \(a metrics.json that no .*: metrics"):
-            open_tracker(("dvclive",), directory, "m", resume=True, resume_step=10)
+            open_tracker(("dvclive",), directory, "m", resume=resume, resume_step=10 if resume else None)
         assert files_under(directory) == before
+        return
+    if not resume:
+        new = open_tracker(("dvclive",), directory, "m")
+        new(0, {"val": 0.5})
+        new.close()
+        assert [r["step"] for r in tsv(directory / "plots" / "metrics" / "val.tsv")] == ["0"]
+        assert not (directory / "plots" / "metrics" / "train_loss.tsv").exists()
         return
     resumed = open_tracker(("dvclive",), directory, "m", resume=True, resume_step=10)
     resumed(20, {"val": 0.5, "train_loss": 0.25, "lr": 0.1, "tokens_per_s": 9.0})
@@ -382,3 +392,39 @@ def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tm
     assert [r["step"] for r in tsv(directory / "plots" / "metrics" / "val.tsv")] == ["0", "10", "20"]
     assert json.loads(metrics.read_text()) == {"model": "m", "lr": 0.1, "step": 20, "tokens_per_s": 9.0,
                                                 "train_loss": 0.25, "val": 0.5, "best_val": 0.5}
+
+
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("header, taken, earlier", [
+    pytest.param("step\tval", True, False, id="first step"),
+    pytest.param("step\tval", True, True, id="first evaluation after a step"),
+    pytest.param("step\tloss", False, False, id="a foreign header")])
+def test_a_run_killed_in_its_first_step_leaves_a_metrics_dir_its_next_run_takes(tmp_path, resume, header, taken,
+                                                                               earlier):
+    """dvclive appends a curve's row as it is logged and writes metrics.json at the step's end: a
+    kill between the two, in every run's first step, left a curve that metrics.json (the model's
+    name only) does not list. The model's next run takes it as the run's own, new (--auto_resume's
+    before a first checkpoint: it clears it) or resumed (continued); a file of another header is
+    not mypt's: still refused."""
+    directory = tmp_path / "live"
+    killed = open_tracker(("dvclive",), directory, "m")
+    if earlier:
+        killed(0, {"train_loss": 2.0})
+    live = killed.loggers[0].live
+    live.step = 5 if earlier else 0
+    live.log_metric("val", 3.5)  # killed here, before next_step writes metrics.json
+    assert "val" not in json.loads((directory / "metrics.json").read_text())
+    val = directory / "plots" / "metrics" / "val.tsv"
+    val.write_text(val.read_text().replace("step\tval", header))
+    before = files_under(directory)
+    if not taken:
+        with pytest.raises(InputError, match=r"holds files no mypt run wrote, .*: plots/metrics/val.tsv"):
+            open_tracker(("dvclive",), directory, "m", resume=resume, resume_step=0 if resume else None)
+        assert files_under(directory) == before
+        return
+    tracker = open_tracker(("dvclive",), directory, "m", resume=resume, resume_step=0 if resume else None)
+    tracker(1, {"val": 2.5})
+    tracker.close()
+    # (a resume from the step-0 checkpoint drops step 5's row, which the resumed run logs again)
+    assert [(r["step"], r["val"]) for r in tsv(val)] == ([("0", "3.5")] if resume and not earlier else []) + \
+        [("1", "2.5")]
