@@ -1,10 +1,11 @@
 """SIGTERM and SIGINT while training, and under torchrun the end of torchrun itself: a request
 to stop at the end of the step in flight. Elsewhere (stops_held) the two wait the moments an
-output takes its place, or while a pool's workers start. Once a command has ended, a Ctrl-C
-while Python exits is ignored (quiet_exit)."""
+output takes its place, or while a pool's workers start. Once a command has ended, a first Ctrl-C
+while Python exits is ignored, a second ends it at once (quiet_exit)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -193,14 +194,28 @@ class Terminated(KeyboardInterrupt):
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises Terminated while a command runs (in the main thread, over Python's
     default only: one the process was started ignoring stays ignored; training's own stop,
-    a checkpoint first, takes it over while it trains). And once a command ran, a Ctrl-C at
-    the interpreter's exit is ignored (quiet_exit)."""
+    a checkpoint first, takes it over while it trains). And once a command ran, a first Ctrl-C
+    at the interpreter's exit is ignored, a second ends it at once (quiet_exit)."""
     quiet_exit()  # (here too, should the end's call below be cut short by a Ctrl-C)
+    status = 0
     try:
         with _sigterm_raises():
             yield
+    except BaseException as e:
+        status = _status_of(e)
+        raise
     finally:
+        _at_exit["status"] = status
         quiet_exit()  # (last registered, first run)
+
+
+def _status_of(e: BaseException) -> int:
+    """The exit status a command that raised `e` ends with (mypt.options, click)."""
+    if isinstance(e, SystemExit):
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+    if isinstance(e, Terminated):
+        return 128 + signal.SIGTERM
+    return getattr(e, "exit_code", 1)  # click's exceptions carry theirs; Aborted!, a traceback: 1
 
 
 @contextlib.contextmanager
@@ -228,35 +243,64 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 _quiet_exit_registered: list[bool] = []
+# The interpreter's exit after a command: "ctrl_c", the Ctrl-Cs it got; "status", the command's.
+_at_exit: dict = {}
 
 
 def quiet_exit() -> None:
-    """From the start of the interpreter's exit, SIGINT is ignored (_ignore_sigint): the command
-    has ended and said its last line (its output, its error, click's Aborted!). What runs then is
-    Python's and the libraries' exit-time work: a Ctrl-C during torch's atexit handlers (the
-    release of torch.library's registrations, dynamo's dump_compile_times importing tabulate)
-    printed their traceback after mypt's line; one during the modules' teardown, where Python has
-    put SIGINT back to its default, killed the process silently (status -2, 130 in a shell: a
-    command that had completed, or said Aborted! with status 1, lost its exit status). Registered
-    with threading's exit functions, which run before every atexit handler (and the last
-    registered first): in the process that exits only, not in one that ran a command inside
-    itself (a test's CliRunner), whose Ctrl-C stays its own. At most twice a process: a command's
-    start, its end."""
+    """From the start of the interpreter's exit, a first Ctrl-C is ignored (_exit_begins): the
+    command has ended and said its last line (its output, its error, click's Aborted!). What runs
+    then is Python's and the libraries' exit-time work: a Ctrl-C during torch's atexit handlers
+    (the release of torch.library's registrations, dynamo's dump_compile_times importing
+    tabulate) printed their traceback after mypt's line. A second ends the process at once
+    (_ctrl_c_at_exit): a hang there (a thread that is never done, wandb's teardown) is not only
+    for SIGTERM or kill to end. Registered with threading's exit functions, which run before
+    Python joins the threads and before every atexit handler (and the last registered first): in
+    the process that exits only, not in one that ran a command inside itself (a test's
+    CliRunner), whose Ctrl-C stays its own. At most twice a process: a command's start, its end."""
     if len(_quiet_exit_registered) >= 2:
         return
     _quiet_exit_registered.append(True)
     try:
-        threading._register_atexit(_ignore_sigint)  # type: ignore[attr-defined]
+        threading._register_atexit(_exit_begins)  # type: ignore[attr-defined]
     except (AttributeError, RuntimeError):  # (another Python; the exit under way)
-        import atexit
-
-        atexit.register(_ignore_sigint)
+        atexit.register(_exit_begins)
 
 
-def _ignore_sigint() -> None:
-    if threading.current_thread() is not threading.main_thread():
+def _exit_begins() -> None:
+    if threading.current_thread() is not threading.main_thread() or "ctrl_c" in _at_exit:
         return
+    _at_exit["ctrl_c"] = 0
     try:
+        signal.signal(signal.SIGINT, _ctrl_c_at_exit)
+    except KeyboardInterrupt:  # one that came just before, after the command's end: the first
+        signal.signal(signal.SIGINT, _ctrl_c_at_exit)
+        _at_exit["ctrl_c"] = 1
+
+
+def _ctrl_c_at_exit(signum: int, frame) -> None:
+    _at_exit["ctrl_c"] += 1
+    if _at_exit["ctrl_c"] < 2:
+        return
+    for stream in (sys.stdout, sys.stderr):  # what the command said, not lost to os._exit
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    # The command's own status: it had ended, with its last line. (130, a Ctrl-C's in a shell,
+    # where none was recorded: a command whose end was cut short.)
+    os._exit(_at_exit.get("status", 128 + signal.SIGINT))
+
+
+def _exit_ends() -> None:
+    """After the atexit handlers, Python puts a handler of its own (_ctrl_c_at_exit) back to the
+    default before the modules' teardown: a Ctrl-C there killed the process silently (status -2,
+    130 in a shell: a command that had completed, or said Aborted! with status 1, lost its exit
+    status). Ignored instead, as Python leaves it; registered as this module is imported, before
+    the libraries a command imports: run after their atexit handlers (the last registered runs
+    first)."""
+    if "ctrl_c" in _at_exit and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except KeyboardInterrupt:  # one that came just before, after the command's end: ignored too
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+atexit.register(_exit_ends)

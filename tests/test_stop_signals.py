@@ -8,6 +8,7 @@ from pathlib import Path
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -171,6 +172,8 @@ if sys.argv[1] == "aborted":
     def prepare_dataset(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
     mypt.prepare.prepare_dataset = prepare_dataset
+if os.environ.get("HANG"):  # a hang at exit (a thread never done, a library's teardown)
+    atexit.register(lambda: (wait("hanging"), wait("hanging still")))
 atexit.register(wait, "atexit")
 teardown = Teardown()
 main(sys.argv[2:], prog_name="mypt")
@@ -183,7 +186,8 @@ def test_a_ctrl_c_at_exit_is_ignored(tmp_path, how, status, last):
     during torch's atexit handlers printed their traceback (a KeyboardInterrupt in
     torch.library's _del_library, in dynamo's dump_compile_times importing tabulate) after
     mypt's line; one during the modules' teardown killed the process, silently (status -2, the
-    command's own status lost: a completed command, or Aborted!'s 1). Now they are ignored."""
+    command's own status lost: a completed command, or Aborted!'s 1). Now they are ignored (a
+    first one with the atexit handlers: a second would end the process, test_a_second_ctrl_c...)."""
     (tmp_path / "c.txt").write_text("".join(f"line {i} of the king and the queen\n" for i in range(20)))
     (tmp_path / "at_exit.py").write_text(AT_EXIT)
     proc = subprocess.Popen([sys.executable, "at_exit.py", how, "prepare-dataset", "--input_files", "c.txt",
@@ -195,7 +199,7 @@ def test_a_ctrl_c_at_exit_is_ignored(tmp_path, how, status, last):
         for line in proc.stdout:
             if line in ("atexit\n", "teardown\n"):
                 waits.append(line.strip())
-                for _ in range(3):
+                for _ in range(1 if line == "atexit\n" else 3):
                     proc.send_signal(signal.SIGINT)
                 try:
                     proc.stdin.write("\n")
@@ -212,6 +216,42 @@ def test_a_ctrl_c_at_exit_is_ignored(tmp_path, how, status, last):
     said = err.strip().splitlines()
     assert proc.returncode == status and "Traceback" not in err and waits == ["atexit", "teardown"], err
     assert (said[-1] if how == "aborted" else out) == last, err
+
+
+@pytest.mark.parametrize("how, status, last", [("done", 0, "Duplicate lines dropped: 0"), ("aborted", 1, "Aborted!")])
+def test_a_second_ctrl_c_ends_a_hang_at_exit_with_the_commands_status(tmp_path, how, status, last):
+    """A first Ctrl-C at exit is ignored (test_a_ctrl_c_at_exit_is_ignored); all of them were, and
+    a hang there (a thread never done, wandb's teardown) was only for SIGTERM or kill to end. A
+    second ends the process at once, with the command's status and what it said, no traceback."""
+    (tmp_path / "c.txt").write_text("".join(f"line {i} of the king and the queen\n" for i in range(20)))
+    (tmp_path / "at_exit.py").write_text(AT_EXIT)
+    proc = subprocess.Popen([sys.executable, "at_exit.py", how, "prepare-dataset", "--input_files", "c.txt",
+                             "--out_dir", "ds", "--tokenization", "char", "--workers", "1"], cwd=tmp_path,
+                            env={**os.environ, "HANG": "1"},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    said = []
+    watchdog = threading.Timer(30, proc.kill)  # (a hang the second Ctrl-C does not end: killed, the test fails)
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            said.append(line.strip())
+            if line in ("atexit\n", "hanging\n"):
+                if line == "hanging\n":  # the first Ctrl-C (taken before its wait returns)
+                    proc.send_signal(signal.SIGINT)
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+            elif line == "hanging still\n":  # waits for good: the second ends it
+                proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == status and "Traceback" not in err, err
+    assert said[-1] == "hanging still" and (err.strip().splitlines()[-1] if how == "aborted" else said[-4]) == last, \
+        (said, err)
 
 
 # Training's stop (StopSignals) and two Ctrl-Cs: the first asks for the stop, the second quits at
