@@ -83,8 +83,13 @@ TEXTS = [cjk_lines, indented_lines, crlf_lines, paragraphs, deep_indents,
                                 for _ in range(n // 3))]
 
 
-@pytest.mark.parametrize("kind", ["train-tokenizer", "llama3 pattern", "added token of spaces",
-                                  "nfkc, whitespace split, word-level", "bert pre-tokenizer, wordpiece", "metaspace"])
+SLOW = pytest.mark.slow  # (a fuzz a kind: two kinds in the quick loop, every kind in the full run)
+
+
+@pytest.mark.parametrize("kind", ["train-tokenizer", pytest.param("llama3 pattern", marks=SLOW),
+                                  pytest.param("added token of spaces", marks=SLOW),
+                                  pytest.param("nfkc, whitespace split, word-level", marks=SLOW),
+                                  pytest.param("bert pre-tokenizer, wordpiece", marks=SLOW), "metaspace"])
 def test_hf_blocks_give_the_whole_texts_ids(made, kind, tmp_path):
     tok, rule = made[kind]
     assert tok.cut_rule() is rule
@@ -210,8 +215,10 @@ def test_an_added_token_after_a_run_of_whitespace_keeps_its_ids(with_added, text
     assert ids == tok.encode(text), blocks
 
 
-@pytest.mark.parametrize("kind", ["byte-level, <tok>", "byte-level, <tok> rstrip", "llama3 pattern, <tok>",
-                                  "byte-level, special <mask> lstrip", "whitespace split, word-level, <tok>"])
+@pytest.mark.parametrize("kind", ["byte-level, <tok>", pytest.param("byte-level, <tok> rstrip", marks=SLOW),
+                                  pytest.param("llama3 pattern, <tok>", marks=SLOW),
+                                  pytest.param("byte-level, special <mask> lstrip", marks=SLOW),
+                                  pytest.param("whitespace split, word-level, <tok>", marks=SLOW)])
 def test_blocks_with_added_tokens_beside_whitespace_give_the_whole_texts_ids(with_added, kind, tmp_path):
     """Differential fuzz: added tokens (and literal special ones) beside runs of whitespace and
     newlines, cut wherever the rule allows; a special token mypt never matches does not keep the

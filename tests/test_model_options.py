@@ -284,6 +284,7 @@ def test_another_architecture_names_the_kv_heads_a_user_typed(text_file, tmp_pat
         run_from_flags({**new, "n_kv_head": 2}, log=lambda line: None, read_text=read_input_text)
 
 
+@pytest.mark.slow  # (2 s: the full run's)
 def test_a_new_run_from_a_model_may_take_another_context_length(text_file, tmp_path, monkeypatch):
     """nanoGPT's crop_block_size: learned positions keep their first rows (the model computes
     what it did on shorter sequences) and cannot grow; rotary ones hold no weights."""
@@ -410,6 +411,7 @@ def test_norm_eps_and_rope_scaling_change_what_the_model_computes_and_bad_values
         assert named in str(error.value), str(error.value)
 
 
+@pytest.mark.slow  # (2 s: the full run's)
 def test_a_config_file_may_give_rope_scaling_in_hugging_faces_object_form(tmp_path):
     """A config.json's rope_scaling pasted into a config file (or params.yaml) as the object it
     is there: it means the text form's scaling, and the checkpoint records that text; another

@@ -76,6 +76,7 @@ def test_gpt2_encodes_blank_lines_in_pieces_with_tiktokens_ids(monkeypatch):
                 assert max(encoded) <= 8 + 2, (n, text, encoded)  # (pieces of 8 newlines, with the text around)
 
 
+@pytest.mark.slow  # (2 s: the full run's)
 def test_prepare_dataset_reads_a_megabyte_of_blank_lines_the_same_in_any_blocks(tmp_path, monkeypatch):
     doc = "hello there\n" + "\n" * MEGA + "world again\n" + "\n" * 3000 + "The end.\n"
     (tmp_path / "blank.txt").write_text(doc)

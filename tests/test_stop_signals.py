@@ -121,10 +121,11 @@ main(sys.argv[2:], prog_name="mypt")
 '''
 
 
-@pytest.mark.parametrize("when, eval_iters, step, said, max_iters", [  # (6-7 s each: one in the quick loop)
+@pytest.mark.slow  # (6-7 s each: the full run's; the quick loop's stops are test_crash's and the ones above)
+@pytest.mark.parametrize("when, eval_iters, step, said, max_iters", [
     ("before", 2, 5, "skipped", 10),
-    pytest.param("during", 100000, 0, "cut short", 10, marks=pytest.mark.slow),
-    pytest.param("before", 2, 5, "skipped", 5, marks=pytest.mark.slow)])
+    ("during", 100000, 0, "cut short", 10),
+    ("before", 2, 5, "skipped", 5)])
 def test_a_stop_skips_or_cuts_short_the_evaluation_and_the_resume_runs_it(tmp_path, when, eval_iters, step, said,
                                                                          max_iters):
     """A SIGTERM that came before a due evaluation, or during one, waited for the whole

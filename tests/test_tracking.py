@@ -351,13 +351,17 @@ def test_metrics_json_is_replaced_whole_at_each_step_never_rewritten_in_place(tm
     assert json.loads((tmp_path / "live" / "metrics.json").read_text())["step"] == 1
 
 
+SLOW = pytest.mark.slow  # (two cases in the quick loop, all in the full run)
+
+
 @pytest.mark.parametrize("left, taken", [
-    pytest.param("", True, id="emptied by a kill"), pytest.param("\0" * 64, True, id="zeroed by a crash"),
-    pytest.param('{\n    "model": "m",\n    "val": 2', True, id="cut short by a crash"),
+    pytest.param("", True, id="emptied by a kill"), pytest.param("\0" * 64, True, id="zeroed by a crash", marks=SLOW),
+    pytest.param('{\n    "model": "m",\n    "val": 2', True, id="cut short by a crash", marks=SLOW),
     # killed before its first step (dvclive wrote none; mypt now writes it first thing)
-    pytest.param(None, True, id="none yet"),
-    pytest.param('{\n    "model": "other",\n    "val": 2', False, id="another model's cut short"),
-    pytest.param("my notes", False, id="a user's"), pytest.param('{"loss": 1.0}', False, id="another tool's"),
+    pytest.param(None, True, id="none yet", marks=SLOW),
+    pytest.param('{\n    "model": "other",\n    "val": 2', False, id="another model's cut short", marks=SLOW),
+    pytest.param("my notes", False, id="a user's"),
+    pytest.param('{"loss": 1.0}', False, id="another tool's", marks=SLOW),
 ])
 @pytest.mark.parametrize("resume", [True, False])
 def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tmp_path, left, taken, resume):
