@@ -20,7 +20,7 @@ def main(in_dir, out_dir, stats, **flags) -> None:
     """Dedup the cleaned corpus --in_dir into --out_dir."""
     check_report_paths({"--stats": (stats, COUNTERS)}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
     manifest = dedup(in_dir, out_dir, DedupSettings.from_flags(flags))
-    write_json(stats, manifest["stats"]["dedup"])
+    write_json(stats, manifest["stats"].get("dedup", {}))  # (off: no counts, as prepare-dataset --no_dedup)
 
 
 if __name__ == "__main__":

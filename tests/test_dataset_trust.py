@@ -163,6 +163,25 @@ def test_the_dvc_stages_record_the_tokenizer_as_prepare_dataset_does(tmp_path):
     assert "the tokenizer's sha256 is" in cli("verify-dataset", w / "dataset", ok=False)
 
 
+def test_the_dvc_stages_with_dedup_off_write_the_metadata_prepare_dataset_no_dedup_does(tmp_path):
+    """The dedup stage off (`--no_enabled`) recorded dedup_min_chars and an empty dedup count
+    that prepare-dataset --no_dedup does not: two datasets of the same data whose metadata
+    differed."""
+    corpus = text(tmp_path / "in")
+    direct = prepare(tmp_path / "ds", corpus, extra=("--no_dedup",))
+    w = tmp_path / "data"
+    stage("clean.py", "--input_files", corpus, "--out_dir", w / "clean", "--stats", w / "clean.json", cwd=tmp_path)
+    stage("dedup.py", "--in_dir", w / "clean", "--out_dir", w / "dedup", "--no_enabled", "--stats", w / "dedup.json",
+          cwd=tmp_path)
+    stage("vocab.py", "--in_dir", w / "dedup", "--out_dir", w / "vocab", "--tokenization", "char", cwd=tmp_path)
+    stage("tokenize_corpus.py", "--in_dir", w / "dedup", "--tokenizer_dir", w / "vocab", "--out_dir", w / "tokens",
+          "--stats", w / "tokenize.json", cwd=tmp_path)
+    stage("shard.py", "--in_dir", w / "tokens", "--out_dir", w / "shards", "--tokens_per_shard", "2000", cwd=tmp_path)
+    stage("split.py", "--in_dir", w / "shards", "--out_dir", w / "dataset", "--stats", w / "split.json", cwd=tmp_path)
+    staged = json.loads((w / "dataset" / "dataset_metadata.json").read_text())
+    assert staged["settings"] == direct["settings"] and staged["stats"] == direct["stats"]
+
+
 def good_char(tmp_path: Path) -> Path:
     prepare(tmp_path / "char", text(tmp_path / "char_in"))
     return tmp_path / "char"

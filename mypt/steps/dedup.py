@@ -509,11 +509,13 @@ def dedup(in_dir: Path, out_dir: Path, settings: DedupSettings = DedupSettings()
             with engine_session(settings):
                 stats = dedup_files(sources, outputs, settings, stage / ".work", hashed)
             shutil.rmtree(stage / ".work")
+            recorded, stats = settings.recorded(), {**manifest["stats"], "dedup": stats}
         else:
-            stats = {}
             for (src, _), out in zip(sources, outputs):
                 shutil.copyfile(src, out)
-        manifest = {**manifest, "step": STEP.name, "settings": {**manifest["settings"], **settings.recorded()},
-                    "stats": {**manifest["stats"], "dedup": stats}}
+            # As prepare-dataset --no_dedup records it (no step ran: no min_chars, no counts), so
+            # the DVC stages and prepare-dataset write the same metadata.
+            recorded, stats = {"dedup": False}, manifest["stats"]
+        manifest = {**manifest, "step": STEP.name, "settings": {**manifest["settings"], **recorded}, "stats": stats}
         write_json(stage / MANIFEST, manifest)
     return manifest
