@@ -13,7 +13,7 @@ mypt) on the saved dataset and on the .jsonl, and the time of the reading layer 
 readers: resolve, blocks, texts and the checks after each block, in one process).
 
     python bench/arrow_files.py --files 500,1000,2000
-    git worktree add /tmp/before a961c00 && python bench/arrow_files.py --repo /tmp/before --repo .
+    git worktree add ../before a961c00 && python bench/arrow_files.py --repo ../before --repo .
 
 The datasets are written with pyarrow as save_to_disk writes them (no `datasets` needed).
 """

@@ -145,19 +145,26 @@ def stage(script: str, *args, cwd: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def staged_dataset(corpus: Path, w: Path, *dedup_flags: str) -> dict:
+    """The stages run by hand on `corpus` in `w`, as `dvc repro` runs them (char tokens): the
+    dataset's metadata (the dataset is w/dataset)."""
+    stage("clean.py", "--input_files", corpus, "--out_dir", w / "clean", "--stats", w / "clean.json", cwd=w.parent)
+    stage("dedup.py", "--in_dir", w / "clean", "--out_dir", w / "dedup", "--stats", w / "dedup.json", *dedup_flags,
+          cwd=w.parent)
+    stage("vocab.py", "--in_dir", w / "dedup", "--out_dir", w / "vocab", "--tokenization", "char", cwd=w.parent)
+    stage("tokenize_corpus.py", "--in_dir", w / "dedup", "--tokenizer_dir", w / "vocab", "--out_dir", w / "tokens",
+          "--stats", w / "tokenize.json", cwd=w.parent)
+    stage("shard.py", "--in_dir", w / "tokens", "--out_dir", w / "shards", "--tokens_per_shard", "2000", cwd=w.parent)
+    stage("split.py", "--in_dir", w / "shards", "--out_dir", w / "dataset", "--stats", w / "split.json", cwd=w.parent)
+    return json.loads((w / "dataset" / "dataset_metadata.json").read_text())
+
+
 def test_the_dvc_stages_record_the_tokenizer_as_prepare_dataset_does(tmp_path):
     """The stages run by hand, as `dvc repro` runs them: split records the same sha256."""
     corpus = text(tmp_path / "in")
     direct = prepare(tmp_path / "ds", corpus)
     w = tmp_path / "data"
-    stage("clean.py", "--input_files", corpus, "--out_dir", w / "clean", "--stats", w / "clean.json", cwd=tmp_path)
-    stage("dedup.py", "--in_dir", w / "clean", "--out_dir", w / "dedup", "--stats", w / "dedup.json", cwd=tmp_path)
-    stage("vocab.py", "--in_dir", w / "dedup", "--out_dir", w / "vocab", "--tokenization", "char", cwd=tmp_path)
-    stage("tokenize_corpus.py", "--in_dir", w / "dedup", "--tokenizer_dir", w / "vocab", "--out_dir", w / "tokens",
-          "--stats", w / "tokenize.json", cwd=tmp_path)
-    stage("shard.py", "--in_dir", w / "tokens", "--out_dir", w / "shards", "--tokens_per_shard", "2000", cwd=tmp_path)
-    stage("split.py", "--in_dir", w / "shards", "--out_dir", w / "dataset", "--stats", w / "split.json", cwd=tmp_path)
-    staged = json.loads((w / "dataset" / "dataset_metadata.json").read_text())
+    staged = staged_dataset(corpus, w)
     assert staged["tokenizer_sha256"] == direct["tokenizer_sha256"]
     swap_vocabulary(w / "dataset")
     assert "the tokenizer's sha256 is" in cli("verify-dataset", w / "dataset", ok=False)
@@ -169,16 +176,7 @@ def test_the_dvc_stages_with_dedup_off_write_the_metadata_prepare_dataset_no_ded
     differed."""
     corpus = text(tmp_path / "in")
     direct = prepare(tmp_path / "ds", corpus, extra=("--no_dedup",))
-    w = tmp_path / "data"
-    stage("clean.py", "--input_files", corpus, "--out_dir", w / "clean", "--stats", w / "clean.json", cwd=tmp_path)
-    stage("dedup.py", "--in_dir", w / "clean", "--out_dir", w / "dedup", "--no_enabled", "--stats", w / "dedup.json",
-          cwd=tmp_path)
-    stage("vocab.py", "--in_dir", w / "dedup", "--out_dir", w / "vocab", "--tokenization", "char", cwd=tmp_path)
-    stage("tokenize_corpus.py", "--in_dir", w / "dedup", "--tokenizer_dir", w / "vocab", "--out_dir", w / "tokens",
-          "--stats", w / "tokenize.json", cwd=tmp_path)
-    stage("shard.py", "--in_dir", w / "tokens", "--out_dir", w / "shards", "--tokens_per_shard", "2000", cwd=tmp_path)
-    stage("split.py", "--in_dir", w / "shards", "--out_dir", w / "dataset", "--stats", w / "split.json", cwd=tmp_path)
-    staged = json.loads((w / "dataset" / "dataset_metadata.json").read_text())
+    staged = staged_dataset(corpus, tmp_path / "data", "--no_enabled")
     assert staged["settings"] == direct["settings"] and staged["stats"] == direct["stats"]
 
 
