@@ -28,6 +28,20 @@ LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+def counted_blocks(monkeypatch, block_bytes: int) -> list[int]:
+    """hf blocks of `block_bytes` in the tokenize step; the list it returns gets the number of
+    blocks of each .txt source the step cuts."""
+    counts = []
+
+    def spy(path, *args, **kwargs):
+        counts.append(len(blocks := split_blocks(path, *args, **kwargs)))
+        return blocks
+
+    monkeypatch.setattr(HFTokenizer, "block_bytes", block_bytes)
+    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
+    return counts
+
+
 def corpus(rng: random.Random) -> str:
     """Text of every kind the fuzz cuts: a BPE trained on it merges "\\n ", "  ", "\\r\\n", CJK pairs."""
     return "".join(make(rng, 80) for make in (paragraphs, cjk_lines, indented_lines, crlf_lines)) + \
@@ -139,14 +153,7 @@ def test_prepare_dataset_cuts_cjk_and_indented_txt_sources_with_an_hf_tokenizer(
     rng = random.Random(2)
     texts = {"cjk.txt": cjk_lines(rng, 200), "indented.txt": indented_lines(rng, 200),
              "crlf.txt": crlf_lines(rng, 200)}
-    counts = []
-
-    def spy(path, *args, **kwargs):
-        counts.append(len(blocks := split_blocks(path, *args, **kwargs)))
-        return blocks
-
-    monkeypatch.setattr(HFTokenizer, "block_bytes", 512)
-    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
+    counts = counted_blocks(monkeypatch, 512)
     for name, text in texts.items():
         (tmp_path / name).write_bytes(text.encode())
         counts.clear()
@@ -244,14 +251,7 @@ def test_prepare_dataset_keeps_the_ids_of_added_tokens_after_indents(with_added,
     text = "".join(f"{rng.choice(['x', 'def', '中文'])}\n{' ' * rng.randint(1, 8)}<tok> y{rng.choice(['', ' '])}\n"
                    for _ in range(200))
     (tmp_path / "in.txt").write_bytes(text.encode())
-    counts = []
-
-    def spy(path, *args, **kwargs):
-        counts.append(len(blocks := split_blocks(path, *args, **kwargs)))
-        return blocks
-
-    monkeypatch.setattr(HFTokenizer, "block_bytes", 16)
-    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
+    counts = counted_blocks(monkeypatch, 16)
     result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "in.txt"), "--out_dir",
                                        str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1",
                                        "--no_normalize", "--no_filter", "--no_dedup", "--tokenization",
