@@ -103,9 +103,9 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
         if (directory / name).is_file():
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
-    # A killed run's directory (_killed_run) for a new run too: --auto_resume starts one where a
-    # kill or a crash came before the first checkpoint, and dvclive clears the killed run's files.
-    run = _mypt_run(directory) or _killed_run(directory, model)
+    # A damaged or missing metrics.json (_killed_run) only for a resume: it names no owner, and a new
+    # run's dvclive would delete the curves beside it (another model's, with its metrics.json removed).
+    run = _mypt_run(directory) or (_killed_run(directory, model) if resume else None)
     owner = run[0] if run else None  # (None too for a run from before mypt named the model)
     if model is not None and owner is not None and owner != model:
         raise InputError(f"--metrics_dir {directory} holds the curves of model {owner!r} (its metrics.json), not "
@@ -191,7 +191,7 @@ def _mypt_run(directory: Path) -> tuple[str | None, set[str]] | None:
         return None
     curves = set(data) - {"step", "best_val"}
     if isinstance(model, str) and model:
-        return model, curves | _first_logged(directory, data.get("step", -1))
+        return model, curves | _first_logged(directory, data.get("step"), curves)
     if model is not None or not isinstance(data.get("step"), int) or not curves:
         return None
     known = all(name in _LEGACY_CURVES or name.startswith(_CURVE_PREFIXES) for name in curves)
@@ -231,22 +231,36 @@ def _killed_run(directory: Path, model: str | None) -> tuple[str | None, set[str
     return (model, curves) if (_PROGRESS & curves) in (set(), _PROGRESS) else None
 
 
-def _first_logged(directory: Path, step: float) -> set[str]:
+def _first_logged(directory: Path, step: float | None, listed: set[str]) -> set[str]:
     """The curves that the step a kill interrupted logged for the first time: dvclive appends a
     metric's row as it is logged and lists the metric in metrics.json at the step's end, so a run
-    killed between the two (in every run's first step) left a curve that its metrics.json, whose
-    step is `step`, does not list. One is a curve mypt logs holding that one row (or none yet; cut
-    short, maybe), of a later step; its header is checked with the others' (_foreign_files). A
-    file of rows from before (a curve put there by hand) is no such curve."""
-    found = set()
+    killed between the two left a curve that its metrics.json (last step `step`, curves `listed`)
+    does not list. Such a curve is one mypt logs holding one whole row, of the interrupted step:
+    the step that the listed curves' rows past `step` show, or, in the run's first step (no step
+    yet), the one step all such curves share. Anything else (a file put there by hand, the rows
+    of a run before) is no such curve; headers are checked with the others' (_foreign_files)."""
+    rows: dict[str, float] = {}
     for name in _mypt_curves(directory):
         try:
             lines = (directory / "plots" / "metrics" / f"{name}.tsv").read_text(encoding="utf-8").splitlines(True)
         except (OSError, UnicodeDecodeError):
             continue
-        if len(lines) <= 2 and all(_row_step(line) > step for line in lines[1:]):
-            found.add(name)
-    return found
+        if len(lines) == 2 and name not in listed:
+            rows[name] = _row_step(lines[1])
+    past = {_last_step(directory, name) for name in listed} - {None}
+    past = {s for s in past if s != math.inf and (step is None or s > step)}  # (a cut row shows no step)
+    if past:
+        return {name for name, at in rows.items() if at == max(past)}
+    return set(rows) if step is None and len(set(rows.values())) == 1 and math.inf not in rows.values() else set()
+
+
+def _last_step(directory: Path, name: str) -> float | None:
+    """The step of the last row of curve `name`'s .tsv (None: no file, or no row)."""
+    try:
+        lines = (directory / "plots" / "metrics" / f"{name}.tsv").read_text(encoding="utf-8").splitlines(True)
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _row_step(lines[-1]) if len(lines) > 1 else None
 
 
 def _mypt_curves(directory: Path) -> set[str]:

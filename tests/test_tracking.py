@@ -365,8 +365,9 @@ SLOW = pytest.mark.slow  # (two cases in the quick loop, all in the full run)
 ])
 @pytest.mark.parametrize("resume", [True, False])
 def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tmp_path, left, taken, resume):
-    """So does a new run (--auto_resume's, where the kill or the crash came before the first
-    checkpoint): dvclive clears the killed run's files."""
+    """A resume takes a metrics.json a kill or a crash damaged (it rebuilds it from the curves);
+    a new run does not: such a file names no owner, and the new run's dvclive would delete the
+    curves beside it (a reviewer's case: another model's curves, its metrics.json removed)."""
     directory = tmp_path / "live"
     killed = open_tracker(("dvclive",), directory, "m")
     for step in (0, 10, 20):
@@ -378,8 +379,8 @@ def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tm
     else:
         metrics.write_text(left)
     before = files_under(directory)
-    if not taken:
-        with pytest.raises(InputError, match=r"holds files no mypt run wrote \(a metrics.json that no .*: metrics"):
+    if not taken or not resume:  # (missing: the curves are named instead of the file)
+        with pytest.raises(InputError, match=r"holds files no mypt run wrote.*: (metrics|plots)"):
             open_tracker(("dvclive",), directory, "m", resume=resume, resume_step=10 if resume else None)
         assert files_under(directory) == before
         return
@@ -396,6 +397,31 @@ def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tm
     assert [r["step"] for r in tsv(directory / "plots" / "metrics" / "val.tsv")] == ["0", "10", "20"]
     assert json.loads(metrics.read_text()) == {"model": "m", "lr": 0.1, "step": 20, "tokens_per_s": 9.0,
                                                 "train_loss": 0.25, "val": 0.5, "best_val": 0.5}
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_curves_a_killed_step_cannot_have_logged_are_never_taken(tmp_path, resume):
+    """A reviewer's cases against taking a killed run's curves: a user's one-row eval_mine.tsv
+    beside a whole metrics.json (its row of no step the run was in) was taken, a resume cut its
+    row and a new run deleted it; curves beside no metrics.json at all (another model's, its file
+    removed) were taken by a new run, whose dvclive deleted them."""
+    directory = tmp_path / "live"
+    run = open_tracker(("dvclive",), directory, "a")
+    run(100, {"train_loss": 2.0, "val": 1.5})
+    run.close()
+    mine = directory / "plots" / "metrics" / "eval_mine.tsv"
+    mine.write_text("step\teval_mine\n5000\t1.25\n")
+    before = files_under(directory)
+    with pytest.raises(InputError, match=r"holds files no mypt run wrote, .*: plots/metrics/eval_mine.tsv"):
+        open_tracker(("dvclive",), directory, "a", resume=resume, resume_step=100 if resume else None)
+    assert files_under(directory) == before
+    mine.unlink()
+    (directory / "metrics.json").unlink()
+    if not resume:
+        before = files_under(directory)
+        with pytest.raises(InputError, match="holds files no mypt run wrote"):
+            open_tracker(("dvclive",), directory, "b")
+        assert files_under(directory) == before
 
 
 @pytest.mark.parametrize("resume", [False, True])
@@ -416,6 +442,8 @@ def test_a_run_killed_in_its_first_step_leaves_a_metrics_dir_its_next_run_takes(
         killed(0, {"train_loss": 2.0})
     live = killed.loggers[0].live
     live.step = 5 if earlier else 0
+    if earlier:  # (the step's progress row, logged before: what shows which step the kill cut)
+        live.log_metric("train_loss", 1.5)
     live.log_metric("val", 3.5)  # killed here, before next_step writes metrics.json
     assert "val" not in json.loads((directory / "metrics.json").read_text())
     val = directory / "plots" / "metrics" / "val.tsv"
