@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import os
 import subprocess
 import sys
 import tarfile
@@ -19,7 +18,8 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from mypt.errors import FetchError, InputError
-from mypt.io import atomic_write_bytes, built_files, cache_dir, read_json, sha256_file, staged_dir, write_json
+from mypt.io import (atomic_write_bytes, built_files, cache_dir, changed_files, read_json, sha256_file, staged_dir,
+                     write_json)
 from mypt.names import R50K_SHA256, r50k_path
 from mypt.settings import Settings, setting
 
@@ -113,10 +113,7 @@ def _check_unedited(out_dir: Path) -> None:
         sums = read_json(out_dir / DEMO_MANIFEST).get("sha256", {})
     except (InputError, OSError):  # none yet, or another tool's: staged_dir has decided
         return
-    def changed(path: Path, digest: str) -> bool:  # (a link, even to the same bytes, is the user's: replaced by a file)
-        return os.path.lexists(path) and (path.is_symlink() or not path.is_file() or sha256_file(path) != digest)
-
-    edited = [p for p, digest in sums.items() if changed(out_dir / p, digest)] if isinstance(sums, dict) else []
+    edited = [name for name, _ in changed_files(out_dir, sums, DEMO_MANIFEST)] if isinstance(sums, dict) else []
     if edited:
         more = f" (and {len(edited) - 1} more)" if len(edited) > 1 else ""
         raise InputError(f"{out_dir / edited[0]}{more} was edited since fetch-demo extracted it: fetching again would "

@@ -38,8 +38,8 @@ import torch
 from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError, safetensors_os_error
 from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
-from mypt.io import (built_files, check_replaceable, is_own, old_dir, output_target, sha256_file, staged_dir,
-                     umask_mode, user_entries)
+from mypt.io import (built_files, changed_files, check_replaceable, is_own, old_dir, output_target, sha256_file,
+                     staged_dir, umask_mode, user_entries)
 from mypt.model import load_model
 from mypt.names import EXPORT_RECORD, char_replacement
 from mypt.tokenizers import Tokenizer
@@ -300,7 +300,7 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...], bool]:
                 raise ConfigError(f"--out_dir {out_dir}: {EXPORT_RECORD} is damaged (its sha256 is not a sum of each "
                                   "listed file): refused, nothing changed; choose a new --out_dir, or delete the "
                                   f"directory's export files and {EXPORT_RECORD}")
-            changed = _changed_files(out_dir, sums)
+            changed = [f"{name} ({how})" for name, how in changed_files(out_dir, sums, EXPORT_RECORD)]
             if changed:
                 them = "it" if len(changed) == 1 else "them"
                 raise ConfigError(f"--out_dir {out_dir}: {', '.join(changed[:5])}"
@@ -329,23 +329,6 @@ def _check_unverified(out_dir: Path, owned: tuple[str, ...], sums: dict[str, str
                           f"tell whether {', '.join(differ[:3])}{more} {is_} as it wrote {it}, and exporting again "
                           f"would replace {it} with other bytes: refused, nothing changed; if {it} {is_} mypt's, "
                           f"delete {it} and export again, or choose another --out_dir")
-
-
-def _changed_files(out_dir: Path, sums: dict[str, str]) -> list[str]:
-    """The files of an export that differ from what mypt wrote there (`sums`: name -> sha256
-    from its record), each with how: another content, or no longer a regular file (a link to
-    the same bytes is the user's too: the new file would replace the link). One the user
-    removed is not: nothing of theirs would be replaced."""
-    changed = []
-    for name in sorted(sums):
-        path = out_dir / name
-        if not os.path.lexists(path):
-            continue
-        how = "now a symbolic link" if path.is_symlink() else "no longer a file" if not path.is_file() else \
-            f"its sha256 is not {EXPORT_RECORD}'s" if sha256_file(path) != sums[name] else None
-        if how:
-            changed.append(f"{name} ({how})")
-    return changed
 
 
 def _save_weights(transformers, hf_model, stage: Path) -> None:

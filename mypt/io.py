@@ -504,6 +504,29 @@ def _too_long(path: Path) -> str | None:
     return None
 
 
+def changed_files(directory: Path, sums: dict[str, str], record: str) -> list[tuple[str, str]]:
+    """(name, how) of the files of an output that differ from what mypt wrote there (`sums`: name
+    -> sha256 from its record, the file `record`), by name: another content, or no longer a
+    regular file (a link, even to the same bytes, is the user's: the new file would replace the
+    link). One the user removed is not: nothing of theirs would be replaced."""
+    changed = []
+    for name in sorted(sums):
+        path = Path(directory) / name
+        if not os.path.lexists(path):
+            continue
+        how = "now a symbolic link" if path.is_symlink() else "no longer a file" if not path.is_file() else \
+            f"its sha256 is not {record}'s" if sha256_file(path) != sums[name] else None
+        if how:
+            changed.append((name, how))
+    return changed
+
+
+def shortened(path: str) -> str:
+    """A path as an error shows it: whole up to 160 characters, else its start and end (a path
+    too long for the system may be 4,096 bytes)."""
+    return path if len(path) <= 160 else f"{path[:80]}...{path[-60:]}"
+
+
 def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
                       marker: str | None = None, kind: str = "mypt output") -> None:
     """The one rule of what mypt may delete to put an output in place. Writing an output
@@ -519,8 +542,7 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     target = Path(out_dir).resolve()
     too_long = _too_long(target)
     if too_long:  # (else "cannot use PATH: File name too long" from a stat, a mkdir or a lock, naming no flag)
-        shown = out_dir if len(str(out_dir)) <= 160 else f"{str(out_dir)[:80]}...{str(out_dir)[-60:]}"
-        raise InputError(f"{flag} {shown}: File name too long ({too_long}): choose a shorter {flag}")
+        raise InputError(f"{flag} {shortened(str(out_dir))}: File name too long ({too_long}): choose a shorter {flag}")
     places = {"the current directory": Path.cwd().resolve(), "the home directory": Path.home().resolve(),
               "the root directory": Path("/")}
     for what, place in places.items():

@@ -52,6 +52,10 @@ def _locked_elsewhere(fd: int) -> bool:
     return False
 
 
+def _busy(output: Path, lock: Path, flag: str, who: str) -> BusyError:
+    return BusyError(f"{output} is in use by {who} (lock file {lock}): wait for it to finish, or choose another {flag}")
+
+
 def _refuse_foreign(lock: Path, output: Path, flag: str) -> None:
     """A file of the user's at the lock's name is neither written nor removed: its name is
     `.NAME.lock`, which a user may choose for a note of their own."""
@@ -76,20 +80,18 @@ def _refuse_foreign(lock: Path, output: Path, flag: str) -> None:
                 if not foreign or content:
                     break
                 if _locked_elsewhere(f.fileno()):
-                    raise BusyError(f"{output} is in use by another process (lock file {lock}): wait for "
-                                    f"it to finish, or choose another {flag}")
+                    raise _busy(output, lock, flag, "another process")
                 if look == 0:
                     time.sleep(0.05)
             older = foreign and re.fullmatch(rb"\d+\n", content) is not None
             if older and _locked_elsewhere(f.fileno()):  # (an older mypt, which wrote the bare pid, holds it now)
-                raise BusyError(f"{output} is in use by process {content.decode().strip()} (lock file {lock}): "
-                                f"wait for it to finish, or choose another {flag}")
+                raise _busy(output, lock, flag, f"process {content.decode().strip()}")
     if foreign:
         # (mypt before the lock named itself wrote the bare pid: such a file is a user's too, or the
         # lock of a killed run of an older mypt, which the user may remove.)
-        older = " (if it is a lock a killed run of an older mypt left, remove it)" if older else ""
+        hint = " (if it is a lock a killed run of an older mypt left, remove it)" if older else ""
         raise InputError(f"{lock}: mypt locks {flag} with a file of this name, but this one is not mypt's "
-                         f"lock file: refused, nothing changed; move it elsewhere and run again{older}")
+                         f"lock file: refused, nothing changed; move it elsewhere and run again{hint}")
 
 
 def _take(lock: Path, output: Path, flag: str) -> int:
@@ -127,8 +129,7 @@ def _take(lock: Path, output: Path, flag: str) -> int:
                     fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     holder = _holder(os.pread(old, 64, 0))
-                    raise BusyError(f"{output} is in use by process {holder or '(unknown)'} (lock file {lock}): "
-                                    f"wait for it to finish, or choose another {flag}") from None
+                    raise _busy(output, lock, flag, f"process {holder or '(unknown)'}") from None
                 # Its holder removes the file when done: a lock on a file already removed guards
                 # nothing, so look again at what is at the name now.
                 try:

@@ -242,9 +242,9 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_quiet_exit_registered: list[bool] = []
-# The interpreter's exit after a command: "ctrl_c", the Ctrl-Cs it got; "status", the command's.
-_at_exit: dict = {}
+# The interpreter's exit after a command: "registered", quiet_exit's registrations; "ctrl_c", the
+# Ctrl-Cs it got; "status", the command's.
+_at_exit: dict = {"registered": 0}
 
 
 def quiet_exit() -> None:
@@ -258,9 +258,9 @@ def quiet_exit() -> None:
     Python joins the threads and before every atexit handler (and the last registered first): in
     the process that exits only, not in one that ran a command inside itself (a test's
     CliRunner), whose Ctrl-C stays its own. At most twice a process: a command's start, its end."""
-    if len(_quiet_exit_registered) >= 2:
+    if _at_exit["registered"] >= 2:
         return
-    _quiet_exit_registered.append(True)
+    _at_exit["registered"] += 1
     try:
         threading._register_atexit(_exit_begins)  # type: ignore[attr-defined]
     except (AttributeError, RuntimeError):  # (another Python; the exit under way)

@@ -146,9 +146,8 @@ def _foreign_files(directory: Path, resume: bool, run: tuple[str | None, set[str
     metrics.json, the curves it cuts back and continues, loss.png) that is not the mypt run's of
     `run` (_mypt_run), as paths relative to `directory`, metrics.json first."""
     if resume:
-        touched = [METRICS_JSON, LOSS_PNG, *(f"plots/metrics/{p.name}" for p in
-                                             sorted((directory / "plots" / "metrics").glob("*.tsv"))
-                                             if p.stem in _CURVES or p.stem.startswith(_CURVE_PREFIXES))]
+        curves = sorted(f"{name}.tsv" for name in _mypt_curves(directory))
+        touched = [METRICS_JSON, LOSS_PNG, *(f"plots/metrics/{f}" for f in curves)]
     else:
         touched = [METRICS_JSON, *_CLEARED_REPORTS]
         for folder in _CLEARED_FOLDERS:
@@ -239,28 +238,21 @@ def _first_logged(directory: Path, step: float | None, listed: set[str]) -> set[
     the step that the listed curves' rows past `step` show, or, in the run's first step (no step
     yet), the one step all such curves share. Anything else (a file put there by hand, the rows
     of a run before) is no such curve; headers are checked with the others' (_foreign_files)."""
-    rows: dict[str, float] = {}
-    for name in _mypt_curves(directory):
+    rows: dict[str, float] = {}  # the one row's step of each curve metrics.json does not list
+    past: set[float] = set()  # the last rows' steps of the listed curves
+    for name in _mypt_curves(directory) | listed:
         try:
             lines = (directory / "plots" / "metrics" / f"{name}.tsv").read_text(encoding="utf-8").splitlines(True)
         except (OSError, UnicodeDecodeError):
             continue
-        if len(lines) == 2 and name not in listed:
+        if name in listed:
+            past |= {_row_step(lines[-1])} if len(lines) > 1 else set()
+        elif len(lines) == 2:
             rows[name] = _row_step(lines[1])
-    past = {_last_step(directory, name) for name in listed} - {None}
     past = {s for s in past if s != math.inf and (step is None or s > step)}  # (a cut row shows no step)
     if past:
         return {name for name, at in rows.items() if at == max(past)}
     return set(rows) if step is None and len(set(rows.values())) == 1 and math.inf not in rows.values() else set()
-
-
-def _last_step(directory: Path, name: str) -> float | None:
-    """The step of the last row of curve `name`'s .tsv (None: no file, or no row)."""
-    try:
-        lines = (directory / "plots" / "metrics" / f"{name}.tsv").read_text(encoding="utf-8").splitlines(True)
-    except (OSError, UnicodeDecodeError):
-        return None
-    return _row_step(lines[-1]) if len(lines) > 1 else None
 
 
 def _mypt_curves(directory: Path) -> set[str]:

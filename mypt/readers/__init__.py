@@ -103,18 +103,19 @@ class WalkSkipped:
         return {"hidden": self.hidden, "other_suffixes": self.other, "not_regular": self.not_regular,
                 "unreadable": self.unreadable}
 
-    def _recorded(self) -> list[str]:
+    def _recorded(self) -> dict[str, _Passed]:
         # The first two always (as mypt recorded them before the others were), the others only when met:
         # the metadata of a walk that skipped neither is unchanged.
-        return [kind for kind, passed in self._kinds().items() if passed.count or kind in ("hidden", "other_suffixes")]
+        return {kind: passed for kind, passed in self._kinds().items()
+                if passed.count or kind in ("hidden", "other_suffixes")}
 
     def names(self) -> dict[str, list[str]]:
         """The first names of each kind, as the metadata records them (`walk_skipped_files`)."""
-        return {kind: self._kinds()[kind].first for kind in self._recorded()}
+        return {kind: passed.first for kind, passed in self._recorded().items()}
 
     def counts(self) -> dict[str, int]:
         """How many of each kind, as the clean stats count them (keys: mypt.text.WALK_SKIPS)."""
-        return {WALK_SKIPS[kind].stat: self._kinds()[kind].count for kind in self._recorded()}
+        return {WALK_SKIPS[kind].stat: passed.count for kind, passed in self._recorded().items()}
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from mypt.errors import InputError, os_error_message
-from mypt.io import file_kind, open_regular
+from mypt.io import file_kind, open_regular, shortened
 import mypt.text
 from mypt.text import DecodeCounter, LongLine, display_name, line_pieces, split_blocks, text_name, wide_encoding
 
@@ -90,7 +90,7 @@ def lookup_error(e: OSError, flag: str = "--input_files") -> InputError:
     """An OSError met looking an input up or opening it, as the one-line error naming `flag`."""
     if e.errno == errno.ENAMETOOLONG:
         path = os.fsdecode(e.filename) if e.filename is not None else "a path"
-        shown = text_name(path if len(path) <= 160 else f"{path[:80]}...{path[-60:]}")  # (one may be 4,096 bytes)
+        shown = text_name(shortened(path))
         return InputError(f"{flag}: {shown!r} cannot be read: File name too long (a path of "
                           f"{len(os.fsencode(path)):,} bytes; the system takes at most 255 bytes a name, and on "
                           "Linux 4,096 a path): move the files to a shorter path, or name them from a folder nearer "

@@ -87,18 +87,22 @@ def _tokenize_block(task) -> tuple[int, dict]:
     return n, dict(replaced)
 
 
-def _shift_ends(doc_parts: list[Path]) -> None:
-    """Make the document ends of a source's blocks count from the source's first token: each
-    block's count from its own, so they move by the tokens of the blocks before it (a block's
-    last end is its token count). The parts are rewritten in place."""
-    if len(doc_parts) < 2:  # (a lone part's ends are the source's: not read)
-        return
-    before = 0
-    for part in doc_parts:
-        ends = np.fromfile(part, dtype=ENDS)
-        if before:
-            (ends + ENDS.type(before)).tofile(part)
-        before += int(ends[-1]) if ends.size else 0
+def _join_ends(doc_parts: list[Path], dest: Path) -> int:
+    """A source's document ends, its blocks' parts joined into `dest`, counted from the source's
+    first token (each block counts from its own: its ends move by the tokens of the blocks before
+    it, a block's last end being its token count); the parts are deleted. Returns the number of
+    documents. A lone part is the source's as it is (join_parts renames it into place)."""
+    if len(doc_parts) < 2:
+        return join_parts(doc_parts, dest) // ENDS.itemsize
+    before = documents = 0
+    with atomic_file(dest) as f:
+        for part in doc_parts:
+            ends = np.fromfile(part, dtype=ENDS)
+            f.write((ends + ENDS.type(before)).tobytes())
+            before += int(ends[-1]) if ends.size else 0
+            documents += ends.size
+            part.unlink()
+    return documents
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -137,9 +141,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
             tokens_path, docs_path = stage / part_file(i, "tokens"), stage / part_file(i, "docs")
             n_tokens = join_parts([t for t, _ in parts[i]], tokens_path) // DTYPE.itemsize
             if s["jsonl"]:
-                doc_parts = [d for _, d in parts[i]]
-                _shift_ends(doc_parts)
-                documents = join_parts(doc_parts, docs_path) // ENDS.itemsize
+                documents = _join_ends([d for _, d in parts[i]], docs_path)
             else:  # a .txt file is one document
                 if n_tokens:
                     tail = []
