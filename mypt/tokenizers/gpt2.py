@@ -116,7 +116,7 @@ def _run_boundary(before: bytes, after: bytes):
                 break
             at, last = at + 1, 1
             continue
-        char = _first_chars(after[at:at + 4], 1)
+        char = _first_char(after[at:at + 4])
         if not char:
             # (a character cut off by the window, or not valid: not judged; after whitespace, a deep run)
             return _UNSEEN if at else None
@@ -149,18 +149,15 @@ def _r50k_pairs() -> tuple[frozenset[tuple[int, int]], re.Pattern]:
     return frozenset(pairs), re.compile("|".join(f"{re.escape(x)}(?=[{ys}])" for x, ys in free.items() if ys))
 
 
-def _first_chars(data: bytes, n: int) -> str:
-    """The first `n` characters of UTF-8 `data`: fewer where it ends or is not valid there."""
-    chars, at = "", 0
-    while len(chars) < n and at < len(data):
-        lead = data[at]
-        size = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
-        try:
-            chars += data[at:at + size].decode("utf-8")
-        except UnicodeDecodeError:
-            break
-        at += size
-    return chars
+def _first_char(data: bytes) -> str:
+    """The first character of UTF-8 `data`: "" where it is empty, ends early or is not valid."""
+    if not data:
+        return ""
+    lead = data[0]
+    try:
+        return data[:1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4].decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
 
 
 def _last_char(data: bytes) -> str | None:
@@ -180,7 +177,7 @@ def lone_newline_boundary(before: bytes, after: bytes) -> int | None:
     whitespace with what precedes them, as Llama 3's pattern joins ".\\n\\n"); else None."""
     if regex_safe_boundary(before, after) != 0:
         return None
-    first = after[0] if after[0] < 0x80 else _first_chars(after[:4], 1)  # (0: `after` is not empty)
+    first = after[0] if after[0] < 0x80 else _first_char(after[:4])  # (0: `after` is not empty)
     return None if first in _ASCII_SPACE or first in WHITESPACE_SET else 0
 
 

@@ -178,13 +178,14 @@ class HFTokenizer(Tokenizer):
         if not ids:
             raise TokenizerError(f"{source}: the tokenizer has an empty vocabulary")
         self._vocab_size = max(ids) + 1  # ids may have gaps: the model needs one row per id up to the largest
-        special = {t.content: i for i, t in hf.get_added_tokens_decoder().items() if t.special}
+        added = hf.get_added_tokens_decoder()
+        special = {t.content: i for i, t in added.items() if t.special}
         self._eot = next((special[name] for name in EOT_NAMES if name in special), None)
         self._encoder = _ordinary_encoder(tokenizers, hf, config_dict, special, source) or hf  # (documents' text)
         self._unk = self._unknown_id(config_dict.get("model") or {})
         # Whether encode splits added tokens out of the text (special ones it never matches:
         # encode_special_tokens), each stretch between them pre-tokenized alone (_keeps).
-        self._splits_out = any(not t.special for t in hf.get_added_tokens_decoder().values())
+        self._splits_out = any(not t.special for t in added.values())
         self._rule, self._boundary = _UNPROBED, None
 
     def _unknown_id(self, model: dict) -> int | None:
