@@ -9,7 +9,8 @@ through gzip, zstandard); a compressed file cannot be seeked, so it is one block
 Parquet is compressed inside and needs seeking: its blocks are row groups.
 
 To add a format: a new module here with a `mypt.readers.base.Reader` subclass decorated
-`@register`, and its import in the registration line at the bottom of this file.
+`@register`, and its import in the registration line at the bottom of this file; the names of
+the counts it adds to the clean stats in its `counters` (counter_names).
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def formats_help() -> str:
     packed = [s for s, c in READERS.items() if c.compressible]
     return (f"{', '.join(forms)}, {' or '.join(COMPRESSIONS)} of {' and '.join(packed)}; a directory saved by "
             f"datasets' Dataset.save_to_disk = {SavedDatasetReader.description}")
+
+
+def counter_names() -> tuple[str, ...]:
+    """The names of the counts reading the inputs adds to the clean step's stats: every reader's
+    (`Reader.counters`, a saved dataset's too) and what directory walks skipped (WalkSkipped.counts)."""
+    readers = [*READERS.values(), SavedDatasetReader]
+    return tuple(dict.fromkeys([*(name for cls in readers for name in cls.counters),
+                                *(kind.stat for kind in WALK_SKIPS.values())]))
 
 
 def reader_for(path: Path, *, text_key: str = "text", strict: bool = False,

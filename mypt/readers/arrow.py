@@ -50,6 +50,7 @@ class SavedDatasetReader(Reader):
 
     description = "one document per row in its `text` column"
     one_document = False
+    counters = ("documents_in",)  # (Reader.chunks unused: no line is dropped as too long to hold)
     compressible = False
 
     def read_errors(self) -> tuple[type[BaseException], ...]:

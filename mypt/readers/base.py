@@ -269,6 +269,9 @@ class Reader:
     # Whether a directory walk picks the suffix up: False where files of the suffix are as often
     # metadata as text (.json: manifest.json, dataset_info.json), so they are read only when named.
     walked = True
+    # The names of the counts the reader adds to the clean step's stats (its --stats report may hold
+    # only declared names: mypt.readers.counter_names): Reader.chunks drops a line too long to hold.
+    counters: tuple[str, ...] = ("dropped_too_long",)
     # What to do with a line over mypt.text.MAX_LINE_BYTES, in the message that refuses it.
     long_line_hint = ("break it into shorter lines (fold -w 10000 FILE > FOLDED); prepare-dataset drops such lines "
                       "(counted as too_long) when the line filter is on (no --no_filter)")

@@ -35,6 +35,7 @@ class JsonlReader(Reader):
     suffix = ".jsonl"
     description = "one document per line in its `text` field"
     one_document = False
+    counters = (*Reader.counters, "documents_in", "bad_json_lines")
     long_line_hint = "split the document into several records (lines)"
 
     def texts(self, start: int, end: int, decoder: DecodeCounter, stats) -> Iterator[str]:
