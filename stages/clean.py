@@ -6,11 +6,11 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
-from mypt.io import COUNTERS, check_report_paths, write_json
+from mypt.io import check_report_paths, write_json
 from mypt.options import GreedyCommand, input_files_option, option, settings_options
 from mypt.readers import formats_help, named_paths
 from mypt.steps import bad_lines_note
-from mypt.steps.clean import CleanSettings, clean
+from mypt.steps.clean import COUNTERS, CleanSettings, clean
 
 
 @click.command(cls=GreedyCommand)
@@ -22,7 +22,8 @@ def main(input_files, out_dir, stats, **flags) -> None:
     """Clean --input_files into --out_dir (one file per source, plus manifest.json)."""
     # Each input as the run reads it: a glob's matches, a directory whole.
     inputs = [m for p in input_files if p for m in named_paths(p)]  # (an empty one: clean names it)
-    check_report_paths({"--stats": (stats, COUNTERS)},
+    # A previous report of this stage holds the clean counts' names only (an older mypt's, some of them).
+    check_report_paths({"--stats": (stats, dict.fromkeys(COUNTERS, int))},
                        [("--out_dir", out_dir), *(("--input_files", p) for p in inputs)])
     manifest = clean(list(input_files), out_dir, CleanSettings.from_flags(flags))
     write_json(stats, manifest["stats"]["clean"])

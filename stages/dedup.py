@@ -6,9 +6,9 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
-from mypt.io import COUNTERS, check_report_paths, write_json
+from mypt.io import check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
-from mypt.steps.dedup import DedupSettings, dedup
+from mypt.steps.dedup import COUNTERS, DedupSettings, dedup
 
 
 @click.command(cls=MyptCommand)
@@ -18,7 +18,9 @@ from mypt.steps.dedup import DedupSettings, dedup
 @settings_options(DedupSettings)
 def main(in_dir, out_dir, stats, **flags) -> None:
     """Dedup the cleaned corpus --in_dir into --out_dir."""
-    check_report_paths({"--stats": (stats, COUNTERS)}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
+    # A previous report of this stage holds the dedup counts' names only (an older mypt's, some of them).
+    check_report_paths({"--stats": (stats, dict.fromkeys(COUNTERS, int))}, [("--in_dir", in_dir),
+                                                                             ("--out_dir", out_dir)])
     manifest = dedup(in_dir, out_dir, DedupSettings.from_flags(flags))
     write_json(stats, manifest["stats"].get("dedup", {}))  # (off: no counts, as prepare-dataset --no_dedup)
 

@@ -7,9 +7,12 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.dataset_dir import split_stage
-from mypt.io import COUNTERS, check_report_paths, write_json
+from mypt.io import check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
-from mypt.steps.split import SplitSettings, summary_lines
+from mypt.steps.split import COUNTERS, SplitSettings, summary_lines
+
+
+SHARD_COUNTS = {"train_shards": "train", "val_shards": "val"}  # the report's shard counts, by split
 
 
 @click.command(cls=MyptCommand)
@@ -21,10 +24,12 @@ from mypt.steps.split import SplitSettings, summary_lines
 @settings_options(SplitSettings)
 def main(in_dir, out_dir, stats, overwrite, **flags) -> None:
     """Split the sharded corpus --in_dir into the dataset --out_dir."""
-    check_report_paths({"--stats": (stats, COUNTERS)}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
+    # A previous report of this stage holds the split counts' names and its shard counts only.
+    shape = dict.fromkeys([*COUNTERS, *SHARD_COUNTS], int)
+    check_report_paths({"--stats": (stats, shape)}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
     meta = split_stage(in_dir, out_dir, SplitSettings.from_flags(flags), overwrite)
-    write_json(stats, {**meta["stats"]["split"], "train_shards": len(meta["train"]["shards"]),
-                       "val_shards": len(meta["val"]["shards"])})
+    write_json(stats, {**meta["stats"]["split"], **{name: len(meta[split]["shards"])
+                                                    for name, split in SHARD_COUNTS.items()}})
     for line in summary_lines(meta, out_dir):
         click.echo(line)
 

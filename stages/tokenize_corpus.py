@@ -10,10 +10,15 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
-from mypt.io import ANY_NAME, COUNTERS, check_report_paths, write_json
+from mypt.io import ANY_NAME, check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import TokenizeSettings, tokenize
 from mypt.tokenizers import Tokenizer
+
+
+# Every name the tokenize step's stats can hold, as this stage writes them (without replaced_char_counts): a
+# char tokenizer's replaced characters, an hf tokenizer's words that became its unknown token, and per token.
+COUNTERS = ("tokens", "documents", "replaced_chars", "unknown_tokens")
 
 
 @click.command(cls=MyptCommand)
@@ -25,8 +30,8 @@ from mypt.tokenizers import Tokenizer
 @settings_options(TokenizeSettings, skip=("tokenization",))  # the vocab stage's choice
 def main(in_dir, tokenizer_dir, out_dir, stats, **flags) -> None:
     """Tokenize --in_dir into --out_dir (NNNNN.tokens, NNNNN.docs, tokenizer_state.json)."""
-    # Its counters, and an hf tokenizer's per-token counts of what became its unknown token.
-    shape = {"unknown_token_counts": {ANY_NAME: int}, **COUNTERS}
+    # A previous report of this stage holds these names only (an older mypt's, some of them).
+    shape = {"unknown_token_counts": {ANY_NAME: int}, **dict.fromkeys(COUNTERS, int)}
     check_report_paths({"--stats": (stats, shape)}, [("--in_dir", in_dir), ("--tokenizer_dir", tokenizer_dir),
                                                      ("--out_dir", out_dir)])
     manifest = tokenize(in_dir, out_dir, Tokenizer.load(tokenizer_dir), TokenizeSettings.from_flags(flags))

@@ -16,6 +16,7 @@ from test_dvc_params import stage_main
 
 # A results file of the user's: numbers only, as the old rule took every mypt report to be.
 RESULTS = '{"hellaswag_acc": 0.2841, "n_examples": 10042}\n'
+COUNTS = '{"n_examples": 10042}\n'  # the user's own counts: lowercase names, whole numbers, none a stage's
 VOCAB = '{"!": 0, "a": 1, "Ġthe": 2}\n'  # a tokenizer's vocab.json: counts, by its names
 REFUSED = "exists and is not a report mypt writes"
 
@@ -79,11 +80,12 @@ def test_eval_refuses_a_users_results_file_of_numbers(here):
 
 @pytest.mark.parametrize("name", ["clean", "dedup", "tokenize_corpus", "split", "train", "eval --metrics",
                                   "eval --stats"])
-@pytest.mark.parametrize("mine", [RESULTS, VOCAB, '{"general": {"loss": 1.5}}\n', '{"files": -1}\n'],
-                         ids=["results", "vocab", "eval_stats", "negative_count"])
+@pytest.mark.parametrize("mine", [RESULTS, VOCAB, COUNTS, '{"general": {"loss": 1.5}}\n', '{"files": -1}\n'],
+                         ids=["results", "vocab", "counts", "eval_stats", "negative_count"])
 def test_every_stage_refuses_a_file_that_is_not_its_report(here, name, mine):
     """Each report flag, onto a file of numbers that is not its own report's shape (eval's --stats
-    shape at a data step's --stats, a negative count) is refused before the work."""
+    shape at a data step's --stats, a negative count, the user's counts under a name no stage writes)
+    is refused before the work."""
     name, flag = name.split() if " " in name else (name, "--metrics" if name == "train" else "--stats")
     if (name, mine) == ("eval", '{"general": {"loss": 1.5}}\n'):
         mine = '{"general": {"accuracy": 0.5}}\n'  # (that one is eval's own --stats shape, and its old --metrics)
@@ -134,3 +136,47 @@ def test_tokenize_replaces_a_report_with_an_hf_tokenizers_unknown_token_counts(h
                                                               "unknown_token_counts": {"Ω x": 2, "ß": 1}}))
     stage("tokenize_corpus", *DATA["tokenize_corpus"], "--stats", "stats/tokenize_corpus.json")
     assert "unknown_token_counts" not in json.loads(Path("stats/tokenize_corpus.json").read_text())
+
+
+def many_counters(root: Path) -> None:
+    """A corpus folder whose cleaning, dedup and tokenizing meet nearly every counter, those counted
+    only when seen too: bad bytes, a line too long, one without letters, blank and short lines,
+    duplicates, a bad JSONL line and an emptied document, and what the directory walk passes over
+    (binary, hidden, another suffix, a FIFO, a broken link)."""
+    c = root / "corpus"
+    c.mkdir()
+    prose = "".join(f"Line {i} of the king's speech to the queen, said again.\n" for i in range(200))
+    (c / "a.txt").write_bytes(prose.encode() + b"Bad \xff\xfe bytes here.\n\n12345\nShort.\n" + b"x" * 300 + b"\n")
+    (c / "b.txt").write_text(prose)  # every line a duplicate of a.txt's
+    docs = [{"text": "A document of its own, with words.\nShort."}, {"text": "Line 3 of the king's speech to the "
+            "queen, said again."}, {"text": "12345"}, {"text": 7}]
+    (c / "c.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs) + "not json\n")
+    (c / "d.txt").write_bytes(b"binary\x00data\n")
+    (c / ".hidden.txt").write_text("Hidden text.\n")
+    (c / "notes.md").write_text("Notes.\n")
+    os.mkfifo(c / "pipe.txt")
+    (c / "gone.txt").symlink_to(c / "nowhere.txt")
+
+
+SEEN = {"clean": {"bad_json_lines", "invalid_utf8_bytes_replaced", "dropped_too_long", "dropped_no_letters",
+                  "documents_emptied", "skipped_binary_files", "skipped_hidden_files", "skipped_other_suffix_files",
+                  "skipped_not_regular_files", "skipped_unreadable_paths"},
+        "dedup": {"blank_lines", "short_lines_kept", "duplicate_lines_dropped", "documents_emptied"},
+        "tokenize_corpus": {"tokens", "replaced_chars"}, "split": {"train_shards", "val_shards"}}
+
+
+@pytest.mark.slow
+def test_a_stage_declares_every_counter_its_report_holds(tmp_path, monkeypatch):
+    """Each data stage replaces a previous report holding only the counter names it declares; every
+    name it writes must be one, or its own rerun would refuse its report. Run twice on inputs that meet
+    the counters counted only when seen: a counter added without being declared fails here."""
+    monkeypatch.chdir(tmp_path)
+    many_counters(tmp_path)
+    flags = {**DATA, "clean": [*DATA["clean"], "--max_line_chars", "200"]}
+    for name in DATA:
+        stage(name, *flags[name], *stats_flags(name))
+    for name, seen in SEEN.items():
+        report = json.loads(Path(f"stats/{name}.json").read_text())
+        assert seen <= set(report), (name, report)  # (written: the inputs met them)
+        stage(name, *flags[name], *stats_flags(name))  # the report of the first run is its own
+        assert json.loads(Path(f"stats/{name}.json").read_text()) == report

@@ -10,13 +10,21 @@ from typing import Protocol
 from mypt.errors import InputError, naming
 from mypt.io import join_parts, staged_dir, write_json
 from mypt.parallel import merge_counts, parallel_map
-from mypt.readers import Reader, TextSeen, WalkSkipped, named, no_text_error, read_texts, text_sources
+from mypt.readers import (Reader, TextSeen, WalkSkipped, counter_names, named, no_text_error, read_texts,
+                          text_sources)
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.steps import MANIFEST, SOURCE_FILES, Step, source_files, step_files
 from mypt.normalize import LineFilter, clean_lines
 from mypt.text import DecodeCounter, display_name, doc_text, text_name
 
 STEP = Step("clean")
+
+# Every name the clean stats can hold: this step's counts, the line filter's drops, and what reading
+# the inputs counts (the readers', the directory walks'). The clean stage's --stats replaces a file
+# of these names only: a user's own JSON of counts is not a clean report.
+COUNTERS = tuple(dict.fromkeys(["files", "skipped_binary_files", "documents_in", "documents_out", "documents_emptied",
+                                "lines_out", "bad_json_lines", "invalid_utf8_bytes_replaced",
+                                *(f"dropped_{reason}" for reason in LineFilter.REASONS), *counter_names()]))
 
 
 @dataclass(frozen=True)

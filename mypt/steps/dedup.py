@@ -62,6 +62,10 @@ MAX_RUNS = 512
 
 
 STEP = Step("dedup", reads=("clean",))
+# Every name the dedup stats can hold (blank_lines and short_lines_kept only when seen): the dedup
+# stage's --stats replaces a file of these names only.
+COUNTERS = ("lines", "keyed_lines", "blank_lines", "short_lines_kept", "duplicate_lines_dropped", "documents_emptied",
+            "unique_keys", "runs")
 
 
 @dataclass(frozen=True)

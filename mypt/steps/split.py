@@ -36,6 +36,9 @@ from mypt.text import skipped_lines
 DATASET_FILES = (METADATA_FILE, STATE_FILE, "train/shard_*.bin", "val/shard_*.bin")
 
 STEP = Step("split", reads=("shard",))
+# Every name the split stats can hold: the split stage's --stats (these and its shard counts)
+# replaces a file of its names only.
+COUNTERS = ("units", "val_units", "train_tokens", "val_tokens")
 
 
 
