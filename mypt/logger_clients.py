@@ -16,13 +16,12 @@ dvclive and hands each the same calls: `logger(step, values)`, then `close(faile
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 from mypt.errors import ConfigError, InputError
-from mypt.io import write_json
+from mypt.io import read_json, write_json
 
 # The variables that point MLflow elsewhere than METRICS_DIR/mlflow.db (mlflow reads them itself too).
 MLFLOW_URI_ENV, MLFLOW_EXPERIMENT_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"
@@ -38,45 +37,52 @@ def _read_record(path: Path) -> dict | None:
     model in it, "model"."""
     if not os.path.lexists(path):
         return {}
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not path.is_symlink() else None
-    except (OSError, ValueError, UnicodeDecodeError):
+    if not path.is_file() or path.is_symlink():
         return None
-    if not isinstance(saved, dict) or not isinstance(saved.get("run_id"), str) or \
-            not isinstance(saved.get("last_step", {}), dict) or not isinstance(saved.get("model", ""), str):
+    try:
+        saved = read_json(path)  # (its message is check_run_record's to say)
+    except (InputError, OSError):
+        return None
+    if not isinstance(saved.get("run_id"), str) or not isinstance(saved.get("last_step", {}), dict) or \
+            not isinstance(saved.get("model", ""), str):
         return None
     return saved
 
 
-def check_run_records(directory: Path, loggers: tuple[str, ...], model: str | None) -> None:
-    """Before a run: each chosen logger's record in `directory` is one a mypt run of `model`
-    wrote (or one from before records named the model), or none. A user's file of that name,
-    or another model's record (a --resume would log into that model's run), is refused: the
-    run would overwrite it."""
-    for name in loggers:
-        if name not in RECORDS:
-            continue
-        path = Path(directory) / RECORDS[name]
-        saved = _read_record(path)
-        if saved is None:
-            raise InputError(f"--metrics_dir {directory} holds {RECORDS[name]}, which no mypt run wrote and "
-                             f"--logger {name} would overwrite: choose another --metrics_dir, or move it out of it")
-        owner = saved.get("model")
-        if model is not None and owner is not None and owner != model:
-            raise InputError(f"--metrics_dir {directory} holds {RECORDS[name]}, the {name} run of model {owner!r}, "
-                             f"not of {model!r}: choose a --metrics_dir of this model's own (the train stage uses "
-                             "dvclive/MODEL_NAME)")
+def check_run_record(directory: Path, name: str, model: str | None) -> dict:
+    """The record of logger `name` (RECORDS) in `directory`, {} where there is none: one a mypt
+    run of `model` wrote (or one from before records named the model). A user's file of that
+    name, or another model's record (a --resume would log into that model's run), is refused:
+    the run would overwrite it."""
+    saved = _read_record(Path(directory) / RECORDS[name])
+    if saved is None:
+        raise InputError(f"--metrics_dir {directory} holds {RECORDS[name]}, which no mypt run wrote and "
+                         f"--logger {name} would overwrite: choose another --metrics_dir, or move it out of it")
+    owner = saved.get("model")
+    if model is not None and owner is not None and owner != model:
+        raise InputError(f"--metrics_dir {directory} holds {RECORDS[name]}, the {name} run of model {owner!r}, "
+                         f"not of {model!r}: choose a --metrics_dir of this model's own (the train stage uses "
+                         "dvclive/MODEL_NAME)")
+    return saved
+
+
+def check_run_records(directory: Path, loggers: tuple[str, ...], model: str | None) -> dict[str, dict]:
+    """Before a run: check_run_record of each chosen logger that keeps one, {name: record}."""
+    return {name: check_run_record(directory, name, model) for name in loggers if name in RECORDS}
 
 
 class RunRecord:
     """METRICS_DIR/NAME_run.json: the run a logger writes to, the model and each metric's last
     logged step, so --resume finds the run again and logs no step twice."""
 
-    def __init__(self, path: Path, resume: bool, model: str):
-        self.path, self.model = path, model
-        saved = _read_record(path) if resume else {}
-        if saved is None:  # (check_run_records refused it before the run; a file put there since)
-            raise InputError(f"{path} is no record of a mypt run: move it away to log the resumed run as a new run")
+    def __init__(self, directory: Path, name: str, resume: bool, model: str, saved: dict | None = None):
+        """`saved`: the record as check_run_records read it before the run (read and checked
+        here where not given). A new run (not `resume`) starts a new record."""
+        self.path, self.model = Path(directory) / RECORDS[name], model
+        if not resume:
+            saved = {}
+        elif saved is None:
+            saved = check_run_record(directory, name, model)
         self.run_id: str | None = saved.get("run_id")
         self.where: str | None = saved.get("where")
         self.last: dict[str, int] = dict(saved.get("last_step", {}))
@@ -112,11 +118,12 @@ class TensorBoardLogger:
 
 
 class MlflowLogger:
-    def __init__(self, directory: Path, run_name: str, resume: bool, resume_step: int | None):
+    def __init__(self, directory: Path, run_name: str, resume: bool, resume_step: int | None,
+                 record: dict | None = None):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        self.record = RunRecord(Path(directory) / RECORDS["mlflow"], resume, run_name)
+        self.record = RunRecord(directory, "mlflow", resume, run_name, record)
         # MLflow 3 refuses a plain-file store unless told to: SQLite is its local default.
         uri = os.environ.get(MLFLOW_URI_ENV) or f"sqlite:///{(Path(directory) / 'mlflow.db').resolve()}"
         self.client = MlflowClient(tracking_uri=uri)
@@ -163,10 +170,11 @@ class MlflowLogger:
 
 
 class WandbLogger:
-    def __init__(self, directory: Path, run_name: str, resume: bool, resume_step: int | None):
+    def __init__(self, directory: Path, run_name: str, resume: bool, resume_step: int | None,
+                 record: dict | None = None):
         import wandb
 
-        self.record = RunRecord(Path(directory) / RECORDS["wandb"], resume, run_name)
+        self.record = RunRecord(directory, "wandb", resume, run_name, record)
         # wandb's own variables win: WANDB_DIR over METRICS_DIR, WANDB_NAME over the model's name.
         where = {} if os.environ.get("WANDB_DIR") else {"dir": str(directory)}
         name = {} if os.environ.get("WANDB_NAME") else {"name": run_name}

@@ -25,17 +25,20 @@ rebuilt or dropped by the resumed run.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import re
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mypt.errors import InputError
 from mypt.checkpoint import holds_mypt_config
 from mypt.io import atomic_write_text, check_dir_path, check_replaceable
 from mypt.names import METADATA_FILE
-from mypt.logger_clients import CLIENTS, check_run_records
+from mypt.logger_clients import CLIENTS, RECORDS, check_run_records
 from mypt.report import write_loss_png
 
 
@@ -80,38 +83,112 @@ METRICS_JSON = "metrics.json"
 LOSS_PNG = "plots/images/loss.png"
 
 
+class _Curves:
+    """The curves of a metrics directory, each file read once however many checks look at it:
+    their bytes as first read, or None where the file cannot be read."""
+
+    def __init__(self, directory: Path):
+        self.directory, self._read = directory, {}
+
+    def path(self, name: str) -> Path:
+        return self.directory / "plots" / "metrics" / f"{name}.tsv"  # (dvclive's plots_dir: DIR/plots)
+
+    def _bytes(self, name: str) -> bytes | None:
+        if name not in self._read:
+            try:
+                self._read[name] = self.path(name).read_bytes()
+            except OSError:
+                self._read[name] = None
+        return self._read[name]
+
+    def lines(self, name: str) -> list[str] | None:
+        """Its lines with their ends, or None (not there, not UTF-8)."""
+        data = self._bytes(name)
+        try:
+            return None if data is None else data.decode("utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError:
+            return None
+
+    def header_fits(self, name: str) -> bool:
+        """Its first line is dvclive's header of the curve (step, then the name) or empty."""
+        data = self._bytes(name)
+        if data is None:
+            return False
+        try:  # (the first line as a text file's readline ends it: at \n, \r or \r\n)
+            return re.split(rb"\r|\n", data, maxsplit=1)[0].decode("utf-8") in ("", f"step\t{name}")
+        except UnicodeDecodeError:
+            return False
+
+    def points(self, name: str) -> list[tuple[int, float]]:
+        """(step, value) of the curve, by step; repeated steps keep their last value."""
+        data = self._bytes(name)
+        if data is None:
+            return []
+        rows = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""), delimiter="\t")
+        return sorted({int(row["step"]): float(row[name]) for row in rows}.items())
+
+    def replace(self, name: str, text: str) -> None:
+        atomic_write_text(self.path(name), text)
+        self._read[name] = text.encode("utf-8")
+
+
+@dataclass
+class MetricsDir:
+    """What check_metrics_dir found in a --metrics_dir, for the run's loggers to start from
+    without reading it again: the mypt run whose curves are there, (model, curve names), or
+    None; whether its metrics.json is one a kill left damaged or missing (a resume rebuilds it);
+    each chosen logger's run record ({}: none, a new run); the curves as read."""
+
+    run: tuple[str | None, set[str]] | None = None
+    killed: bool = False
+    records: dict[str, dict] = field(default_factory=dict)
+    curves: _Curves | None = None
+
+
+def check_metrics_path(directory: Path, checkpoint_dir: Path | None = None) -> None:
+    """The part of check_metrics_dir that needs no file of the directory read: a path a
+    directory (and its lock, beside it) can be made at, outside the run's checkpoint, any other
+    checkpoint and any dataset, and not the current, home or root directory."""
+    check_dir_path(directory, "--metrics_dir")
+    _check_not_inside_outputs(Path(directory), checkpoint_dir)
+    check_replaceable(directory, flag="--metrics_dir")
+
+
 def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvclive: bool = True,
-                      resume: bool = False, model: str | None = None, loggers: tuple[str, ...] = ()) -> None:
-    """A --metrics_dir a run may write, before anything is built. Refused: the current, home or
-    root directory; one at or inside a checkpoint (every save replaces it) or a dataset; and,
-    when the run writes with dvclive, whatever the run would delete or change that no mypt run
-    wrote: a project's dvc.yaml or params.yaml, a metrics.json that is not a mypt run's (another
-    tool's dvclive run: its curves with it), a report, and (for a new run: dvclive clears its
-    plot folders on start) any file under plots/ other than the curves and the loss image of the
+                      resume: bool = False, model: str | None = None,
+                      loggers: tuple[str, ...] = ()) -> MetricsDir:
+    """A --metrics_dir a run may write, before anything is built; what it found there is returned,
+    for open_tracker to start from. Refused: the current, home or root directory; one at or
+    inside a checkpoint (every save replaces it) or a dataset; and, when the run writes with
+    dvclive, whatever the run would delete or change that no mypt run wrote: a project's
+    dvc.yaml or params.yaml, a metrics.json that is not a mypt run's (another tool's dvclive
+    run: its curves with it), a report, and (for a new run: dvclive clears its plot folders on
+    start) any file under plots/ other than the curves and the loss image of the
     mypt run whose metrics.json is there. A directory whose metrics.json names another `model`
     holds that model's curves: refused too (a resume would cut them, a new run delete them).
     `loggers`: the run's others, whose run records there must be this model's
     (check_run_records)."""
-    check_dir_path(directory, "--metrics_dir")
-    _check_not_inside_outputs(Path(directory), checkpoint_dir)
-    check_replaceable(directory, flag="--metrics_dir")
-    check_run_records(Path(directory), loggers, model)
+    check_metrics_path(directory, checkpoint_dir)
+    records = check_run_records(Path(directory), loggers, model)
     if not dvclive:
-        return
+        return MetricsDir(records=records)
     directory = Path(directory)
+    curves = _Curves(directory)
     for name in ("params.yaml", *(p.name for p in directory.glob("*dvc.yaml"))):
         if (directory / name).is_file():
             raise InputError(f"--metrics_dir {directory} holds {name}, which dvclive would delete: "
                              "choose a directory of its own for the run's metrics")
     # A damaged or missing metrics.json (_killed_run) only for a resume: it names no owner, and a new
     # run's dvclive would delete the curves beside it (another model's, with its metrics.json removed).
-    run = _mypt_run(directory) or (_killed_run(directory, model) if resume else None)
+    run, killed = _mypt_run(directory, curves), None
+    if run is None and resume:
+        run = killed = _killed_run(directory, model)
     owner = run[0] if run else None  # (None too for a run from before mypt named the model)
     if model is not None and owner is not None and owner != model:
         raise InputError(f"--metrics_dir {directory} holds the curves of model {owner!r} (its metrics.json), not "
                          f"of {model!r}: choose a --metrics_dir of this model's own (the train stage uses "
                          "dvclive/MODEL_NAME)")
-    foreign = _foreign_files(directory, resume, run)
+    foreign = _foreign_files(directory, resume, run, curves)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         why = " (a metrics.json that no training run wrote with mypt: another tool's run?)" \
@@ -119,6 +196,7 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
         done = "the resumed run would change" if resume else "dvclive would delete when the run starts"
         raise InputError(f"--metrics_dir {directory} holds files no mypt run wrote{why}, which {done}: {shown}; "
                          "choose another --metrics_dir, or move them out of it")
+    return MetricsDir(run, killed is not None, records, curves)
 
 
 def _check_not_inside_outputs(directory: Path, checkpoint_dir: Path | None) -> None:
@@ -141,13 +219,14 @@ def _check_not_inside_outputs(directory: Path, checkpoint_dir: Path | None) -> N
                              "(the train stage uses dvclive/MODEL_NAME)")
 
 
-def _foreign_files(directory: Path, resume: bool, run: tuple[str | None, set[str]] | None) -> list[str]:
+def _foreign_files(directory: Path, resume: bool, run: tuple[str | None, set[str]] | None,
+                   curves: _Curves) -> list[str]:
     """What the run would delete (dvclive's clean-up of a new run) or change (a resumed run:
     metrics.json, the curves it cuts back and continues, loss.png) that is not the mypt run's of
     `run` (_mypt_run), as paths relative to `directory`, metrics.json first."""
     if resume:
-        curves = sorted(f"{name}.tsv" for name in _mypt_curves(directory))
-        touched = [METRICS_JSON, LOSS_PNG, *(f"plots/metrics/{f}" for f in curves)]
+        files = sorted(f"{name}.tsv" for name in _mypt_curves(directory))
+        touched = [METRICS_JSON, LOSS_PNG, *(f"plots/metrics/{f}" for f in files)]
     else:
         touched = [METRICS_JSON, *_CLEARED_REPORTS]
         for folder in _CLEARED_FOLDERS:
@@ -155,23 +234,11 @@ def _foreign_files(directory: Path, resume: bool, run: tuple[str | None, set[str
                         if p.is_symlink() or p.is_file()] if (directory / folder).is_dir() else []
     ours = set() if run is None else {METRICS_JSON, LOSS_PNG, *(f"plots/metrics/{name}.tsv" for name in run[1])}
     return [rel for rel in touched if os.path.lexists(directory / rel) and
-            (rel not in ours or (directory / rel).is_symlink() or not _curve_header_fits(directory / rel))]
+            (rel not in ours or (directory / rel).is_symlink()
+             or (rel.endswith(".tsv") and not curves.header_fits(Path(rel).stem)))]  # (our .tsv: in plots/metrics)
 
 
-def _curve_header_fits(path: Path) -> bool:
-    """A .tsv's first line is dvclive's header of its curve (step, then the name) or empty;
-    any other file: True."""
-    if path.suffix != ".tsv":
-        return True
-    try:
-        with open(path, encoding="utf-8") as f:
-            header = f.readline().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError):
-        return False
-    return header in ("", f"step\t{path.stem}")
-
-
-def _mypt_run(directory: Path) -> tuple[str | None, set[str]] | None:
+def _mypt_run(directory: Path, curves: _Curves) -> tuple[str | None, set[str]] | None:
     """(model, curve names) of the mypt run whose metrics.json `directory` holds, or None where
     there is none or it is not one a mypt run wrote. A mypt run's metrics.json is dvclive's
     summary (each logged metric's latest value, a number, and the step) with the model's name
@@ -188,16 +255,16 @@ def _mypt_run(directory: Path) -> tuple[str | None, set[str]] | None:
     model = data.pop("model", None)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data.values()):
         return None
-    curves = set(data) - {"step", "best_val"}
+    names = set(data) - {"step", "best_val"}
     if isinstance(model, str) and model:
-        return model, curves | _first_logged(directory, data.get("step"), curves)
-    if model is not None or not isinstance(data.get("step"), int) or not curves:
+        return model, names | _first_logged(directory, data.get("step"), names, curves)
+    if model is not None or not isinstance(data.get("step"), int) or not names:
         return None
-    known = all(name in _LEGACY_CURVES or name.startswith(_CURVE_PREFIXES) for name in curves)
-    progress = (_PROGRESS & curves) in (set(), _PROGRESS)
-    has_val = "val" in curves
-    evaluated = has_val == ("best_val" in data) and (has_val or not any(n.startswith("val_") for n in curves))
-    return (None, curves) if known and progress and evaluated else None
+    known = all(name in _LEGACY_CURVES or name.startswith(_CURVE_PREFIXES) for name in names)
+    progress = (_PROGRESS & names) in (set(), _PROGRESS)
+    has_val = "val" in names
+    evaluated = has_val == ("best_val" in data) and (has_val or not any(n.startswith("val_") for n in names))
+    return (None, names) if known and progress and evaluated else None
 
 
 def _killed_run(directory: Path, model: str | None) -> tuple[str | None, set[str]] | None:
@@ -230,7 +297,7 @@ def _killed_run(directory: Path, model: str | None) -> tuple[str | None, set[str
     return (model, curves) if (_PROGRESS & curves) in (set(), _PROGRESS) else None
 
 
-def _first_logged(directory: Path, step: float | None, listed: set[str]) -> set[str]:
+def _first_logged(directory: Path, step: float | None, listed: set[str], curves: _Curves) -> set[str]:
     """The curves that the step a kill interrupted logged for the first time: dvclive appends a
     metric's row as it is logged and lists the metric in metrics.json at the step's end, so a run
     killed between the two left a curve that its metrics.json (last step `step`, curves `listed`)
@@ -241,9 +308,8 @@ def _first_logged(directory: Path, step: float | None, listed: set[str]) -> set[
     rows: dict[str, float] = {}  # the one row's step of each curve metrics.json does not list
     past: set[float] = set()  # the last rows' steps of the listed curves
     for name in _mypt_curves(directory) | listed:
-        try:
-            lines = (directory / "plots" / "metrics" / f"{name}.tsv").read_text(encoding="utf-8").splitlines(True)
-        except (OSError, UnicodeDecodeError):
+        lines = curves.lines(name)
+        if lines is None:
             continue
         if name in listed:
             past |= {_row_step(lines[-1])} if len(lines) > 1 else set()
@@ -272,72 +338,60 @@ def _row_step(line: str) -> float:
         return math.inf
 
 
-def _points(path: Path, name: str) -> list[tuple[int, float]]:
-    """(step, value) of a logged metric's .tsv, by step; repeated steps keep their last value."""
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8", newline="") as f:
-        points = {int(row["step"]): float(row[name]) for row in csv.DictReader(f, delimiter="\t")}
-    return sorted(points.items())
-
-
 class LiveMetrics:
     """fit's `on_metrics(step, values)`: each call is one dvclive step, on disk when it
     returns. `close()` draws the PNG and ends dvclive's run. `resume=True` continues the
     directory's curves (`mypt train --resume`); `resume_step`, the checkpoint's step, first
-    drops the rows a killed run logged after it, which the resumed run logs again."""
+    drops the rows a killed run logged after it, which the resumed run logs again. `found`:
+    check_metrics_dir's of the directory (checked here where not given)."""
 
     def __init__(self, directory: Path, title: str = "loss", resume: bool = False, resume_step: int | None = None,
-                 model: str | None = None):
-        check_metrics_dir(directory, resume=resume, model=model)
+                 model: str | None = None, found: MetricsDir | None = None):
+        found = found if found is not None else check_metrics_dir(directory, resume=resume, model=model)
         self.directory, self.title = Path(directory), title
+        curves = found.curves if found.curves is not None else _Curves(self.directory)  # (as checked)
         if resume:
-            run = _mypt_run(self.directory)
-            killed = None if run else _killed_run(self.directory, model)
-            run = run or killed
-            self._drop_rows_after(run[1] if run else set(), math.inf if resume_step is None else resume_step)
-            if killed:
-                self._rebuild_summary(model, killed[1])
+            self._drop_rows_after(curves, found.run[1] if found.run else set(),
+                                  math.inf if resume_step is None else resume_step)
+            if found.killed:
+                self._rebuild_summary(curves, model, found.run[1])
         self.live = _live(self.directory, resume)
         if model is not None:  # whose curves these are (a run of another model is refused them)
             self.live.summary["model"] = model
             if not resume:  # on disk from the start (dvclive writes it after the first step)
                 self.live.make_summary()
         if resume:
-            self._best_val_from_rows()
+            self._best_val_from_rows(curves)
 
-    def _metric_path(self, name: str) -> Path:
-        return self.directory / "plots" / "metrics" / f"{name}.tsv"  # (dvclive's plots_dir: DIR/plots)
-
-    def _rebuild_summary(self, model: str | None, curves: set[str]) -> None:
+    def _rebuild_summary(self, curves: _Curves, model: str | None, names: set[str]) -> None:
         """metrics.json as the killed run would have left it: the model, each curve's last value
         and step (the resumed run's first steps replace them; dvclive reads it to continue)."""
         summary: dict = {} if model is None else {"model": model}
-        for name in sorted(curves):
-            points = _points(self._metric_path(name), name)
+        for name in sorted(names):
+            points = curves.points(name)
             if points:
                 summary[name] = points[-1][1]
                 summary["step"] = max(summary.get("step", 0), points[-1][0])
         atomic_write_text(self.directory / METRICS_JSON, json.dumps(summary, indent=4) + "\n")
 
-    def _drop_rows_after(self, curves: set[str], step: float) -> None:
+    def _drop_rows_after(self, curves: _Curves, names: set[str], step: float) -> None:
         """Keep the whole rows of steps up to `step`: a checkpoint of step S is saved after S's
         evaluation and train loss are logged, and a resumed run logs from S + 1 on. A row a kill
         cut short goes too: dvclive appends after it, and reading it back fails."""
-        for name in sorted(curves):  # the curves of the run its metrics.json lists: no other file
-            path = self._metric_path(name)
-            if not path.is_file() or path.is_symlink() or not _curve_header_fits(path):
+        for name in sorted(names):  # the curves of the run its metrics.json lists: no other file
+            path = curves.path(name)
+            if not path.is_file() or path.is_symlink() or not curves.header_fits(name):
                 continue  # (check_metrics_dir refused those)
-            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            lines = curves.lines(name)
             if not lines:
                 continue
             kept = [lines[0]] + [line for line in lines[1:] if _row_step(line) <= step]
             if len(kept) != len(lines):
-                atomic_write_text(path, "".join(kept))
+                curves.replace(name, "".join(kept))
 
-    def _best_val_from_rows(self) -> None:
+    def _best_val_from_rows(self, curves: _Curves) -> None:
         """best_val of the summary as the kept val rows say (a dropped row may have held it)."""
-        vals = [value for _, value in self.curve("val")]
+        vals = [value for _, value in curves.points("val")]
         if vals:
             self.live.summary["best_val"] = min(vals)
         else:
@@ -361,7 +415,7 @@ class LiveMetrics:
     def curve(self, name: str) -> list[tuple[int, float]]:
         """(step, value) of a logged metric, by step; a resumed run's repeated steps keep
         their last value."""
-        return _points(self._metric_path(name), name)
+        return _Curves(self.directory).points(name)  # (as on disk now: dvclive appended since the start)
 
     def _loss_names(self) -> list[str]:
         found = sorted(p.stem for p in (Path(self.live.plots_dir) / "metrics").glob("eval_*.tsv"))
@@ -386,21 +440,24 @@ class Tracker:
 
 
 def open_tracker(names: tuple[str, ...], directory: Path, run_name: str, resume: bool = False,
-                 resume_step: int | None = None) -> Tracker:
+                 resume_step: int | None = None, found: MetricsDir | None = None) -> Tracker:
     """The loggers `names` (mypt.loggers.LOGGERS) writing to `directory`, a run called
     `run_name`. `resume` continues each logger's run from `resume_step`, the checkpoint's step:
-    the resumed run logs the steps after it, each once. A logger that fails to open closes
-    those opened before it."""
-    check_run_records(Path(directory), names, run_name)  # before dvclive's clean-up: nothing changed if refused
+    the resumed run logs the steps after it, each once. `found`: what check_metrics_dir found
+    in `directory` for this run (checked here where not given, before any logger opens: a
+    refusal changes nothing). A logger that fails to open closes those opened before it."""
+    if found is None:
+        found = check_metrics_dir(directory, dvclive="dvclive" in names, resume=resume, model=run_name, loggers=names)
     opened: list = []
     try:
         for name in names:
             if name == "dvclive":
                 opened.append(LiveMetrics(directory, f"{run_name}: loss", resume=resume, resume_step=resume_step,
-                                          model=run_name))
+                                          model=run_name, found=found))
             else:
                 Path(directory).mkdir(parents=True, exist_ok=True)
-                opened.append(CLIENTS[name](Path(directory), run_name, resume, resume_step))
+                record = {"record": found.records[name]} if name in RECORDS else {}
+                opened.append(CLIENTS[name](Path(directory), run_name, resume, resume_step, **record))
     except BaseException:
         Tracker(opened).close(failed=True)
         raise

@@ -36,7 +36,7 @@ from mypt.tokenizer_match import check_tokenizer, prepare_again
 from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
 from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer, muon_lr
-from mypt.tracking import check_metrics_dir, open_tracker
+from mypt.tracking import MetricsDir, check_metrics_dir, check_metrics_path, open_tracker
 from mypt.train import compiled as compiled_for_training, evaluated_at, fit, get_lr, tokens_per_step, trained_tokens
 
 # What the train stages read besides code: the presets --config_file names (a preset edited
@@ -112,21 +112,26 @@ def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], 
         req = _auto_resumed(req, ckpt_dir, log if _rank0() else (lambda line: None))
     # One run per checkpoint: a second would delete this one's `.NAME.partial`; and one per
     # --metrics_dir: a second would clear or cut this one's curves. Under DDP only rank 0 saves
-    # and logs, so only rank 0 takes the locks.
-    def check_metrics() -> None:
-        check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
-                          resume=req.resume, model=req.model_name, loggers=req.loggers)
+    # and logs, so only rank 0 takes the locks, and checks what is in --metrics_dir under its
+    # lock (the run's loggers start from what it found there: each file read once).
+    def check_metrics() -> MetricsDir:
+        return check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
+                                 resume=req.resume, model=req.model_name, loggers=req.loggers)
 
     if req.metrics_dir is not None:
-        check_metrics()  # before its lock, whose file goes beside it (not beside the root or home)
+        if _rank0():  # before its lock, whose file goes beside it (not beside the root or home)
+            check_metrics_path(req.metrics_dir, checkpoint_dir=ckpt_dir)
+        else:
+            check_metrics()
         check_installed(req.loggers)
+    found = None
     with contextlib.ExitStack() as locks:
         if _rank0():
             locks.enter_context(output_lock(ckpt_dir, "--model_name"))
             if req.metrics_dir is not None:
                 locks.enter_context(output_lock(Path(req.metrics_dir), "--metrics_dir"))
-                check_metrics()  # again, now that no other run can write it
-        return _run_training(req, specs, ckpt_dir, overrides, log, read_text)
+                found = check_metrics()  # now that no other run can write it
+        return _run_training(req, specs, ckpt_dir, overrides, log, read_text, found)
 
 
 def _auto_resumed(req: RunSettings, ckpt_dir: Path, log: Callable[[str], None]) -> RunSettings:
@@ -566,7 +571,7 @@ def _build_loaders(req: RunSettings, specs: list[DatasetSpec], tokenizer: Tokeni
 
 
 def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, overrides: dict | None,
-                  log: Callable[[str], None], read_text: ReadText | None) -> dict:
+                  log: Callable[[str], None], read_text: ReadText | None, found: MetricsDir | None) -> dict:
     # A trained model is the user's work: replaced only when asked (also one a killed save left
     # as .NAME.old: put back first). Every rank checks before setup_distributed, so none can
     # have saved yet.
@@ -604,7 +609,8 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     if len(specs) == 1 and "val" not in loader.splits and dist.is_main:  # (a mixture's loader says it itself)
         log(f"warning: --dataset_dir {specs[0].path} has no val split (prepared with --val_fraction 0?): training "
             "reports no val loss and best_val stays empty" + ("" if eval_loaders else "; add --eval_dataset_dir for one"))
-    return _train(req, specs, cfgs, model, tokenizer, loader, eval_loaders, ckpt_dir, device, dist, log, data_sums)
+    return _train(req, specs, cfgs, model, tokenizer, loader, eval_loaders, ckpt_dir, device, dist, log, data_sums,
+                  found)
 
 
 def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec], data_sums: list[str],
@@ -676,9 +682,10 @@ def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device:
 
 def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GPT, tokenizer: Tokenizer, loader,
            eval_loaders: dict, ckpt_dir: Path, device: torch.device, dist: Dist, log: Callable[[str], None],
-           data_sums: list[str]) -> dict:
+           data_sums: list[str], found: MetricsDir | None) -> dict:
     """The model wrapped for training (FSDP: sharded, each block compiled; else torch.compile,
-    DDP), the optimizer and the state --resume restores, the metrics tracker, then fit."""
+    DDP), the optimizer and the state --resume restores, the metrics tracker (`found`: what
+    check_metrics_dir found in --metrics_dir), then fit."""
     train_cfg = cfgs.train
     compiled = train_cfg.compiles_on(device.type)
     sharded = dist.world_size > 1 and req.parallel == "fsdp"
@@ -718,7 +725,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
         tracker = open_tracker(req.loggers, req.metrics_dir, req.model_name, resume=req.resume,
-                               resume_step=resume_state["step"] if resume_state else None)
+                               resume_step=resume_state["step"] if resume_state else None, found=found)
     resume_gc()  # the run is built: the collector walks only what training allocates (mypt.gc_pause)
     failed = True
     try:

@@ -136,6 +136,45 @@ def _train(tmp_path: Path, *extra: str) -> "click.testing.Result":
     return CliRunner().invoke(main, args)
 
 
+@pytest.mark.slow
+def test_a_resumed_run_reads_each_file_of_its_metrics_dir_once_before_it_trains(corpus, tmp_path, monkeypatch):
+    """The checks of --metrics_dir (before its lock, under it, as dvclive's logger opens) each
+    read metrics.json and every curve again: four reads of metrics.json and nine of each curve
+    before the first step. What the check under the lock found is what the loggers start from."""
+    import builtins
+    import io
+    import traceback
+
+    import mypt.train_command
+
+    monkeypatch.chdir(tmp_path)
+    assert _train(tmp_path, "--model_name", "m", "--max_iters", "4", "--metrics_dir", "live").exit_code == 0
+    live, reads, opened = (tmp_path / "live").resolve(), {}, io.open
+
+    def counted(file, mode="r", *args, **kwargs):  # mypt's reads (not dvclive's) of the files under live
+        path = Path(os.fsdecode(file)).resolve() if isinstance(file, (str, bytes, os.PathLike)) else None
+        caller = next((f.filename for f in reversed(traceback.extract_stack()[:-1])
+                       if f"{os.sep}mypt{os.sep}" in f.filename or "dvclive" in f.filename), "")
+        if path is not None and live in path.parents and path.is_file() and set(mode) <= {"r", "b", "t"} and \
+                f"{os.sep}mypt{os.sep}" in caller and not reads.get("training"):
+            reads[path.relative_to(live).as_posix()] = reads.get(path.relative_to(live).as_posix(), 0) + 1
+        return opened(file, mode, *args, **kwargs)
+
+    def fit(*args, **kwargs):
+        reads["training"] = True
+        return real_fit(*args, **kwargs)
+
+    real_fit = mypt.train_command.fit
+    monkeypatch.setattr(mypt.train_command, "fit", fit)
+    monkeypatch.setattr(io, "open", counted)
+    monkeypatch.setattr(builtins, "open", counted)
+    done = _train(tmp_path, "--model_name", "m", "--max_iters", "6", "--metrics_dir", "live", "--resume")
+    monkeypatch.undo()
+    assert done.exit_code == 0, done.output
+    assert reads.pop("training") and reads == {
+        "metrics.json": 1, **{f"plots/metrics/{name}.tsv": 1 for name in ("lr", "tokens_per_s", "train_loss", "val")}}
+
+
 def files_under(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
