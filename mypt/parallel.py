@@ -3,6 +3,12 @@
 Results come back in task order, and every task writes its own output, so the bytes
 produced never depend on the number of workers, nor on the engine (local processes, or
 Ray tasks on a cluster: mypt.ray_engine) nor on the order tasks finish in.
+
+A value that every task of a map needs (`shared`: a tokenizer's state, MBs for an hf
+tokenizer.json) goes to each worker once, not with each task: the local engine's workers
+read it from a file the parent writes once a map (a worker of a shared pool, or one started
+mid-map, finds it there whatever it ran before), Ray's get it from the object store
+(mypt.ray_engine); each process keeps the last one it was given (worker_shared).
 """
 
 from __future__ import annotations
@@ -13,13 +19,15 @@ import multiprocessing
 import os
 import pickle
 import sys
+import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections import Counter
 from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -90,9 +98,12 @@ def shared_pool(how: Parallelism) -> Iterator[None]:
             _close(pool, now=failed)
 
 
-def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, desc: str) -> list[R]:
+def parallel_map(fn: Callable[..., R], tasks: Iterable[T], how: Parallelism, desc: str,
+                 shared: Any = None) -> list[R]:
     """fn over tasks, results in task order: in `how.workers` processes (None: all cores), or
-    as Ray tasks with engine ray. `fn` must be a module-level function (it is pickled by name)."""
+    as Ray tasks with engine ray. `fn` must be a module-level function (it is pickled by name).
+    With `shared` (not None), fn is called as fn(task, shared), and `shared` is sent to each
+    worker once, not with every task (the module's docstring)."""
     tasks = list(tasks)
     workers = worker_count(how)
     results: list[R] = []
@@ -100,43 +111,92 @@ def parallel_map(fn: Callable[[T], R], tasks: Iterable[T], how: Parallelism, des
         if how.engine == "ray":
             from mypt.ray_engine import ray_map
 
-            return ray_map(fn, tasks, how.ray_address, workers, desc, bar.update)
+            return ray_map(fn, tasks, how.ray_address, workers, desc, bar.update, shared)
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
-                results.append(fn(task))
+                results.append(fn(task) if shared is None else fn(task, shared))
                 bar.update()
             return results
         # Thousands of small files make thousands of tiny tasks: send them in chunks to cut
         # the per-task round trips, while keeping enough chunks to balance the workers.
         chunksize = max(1, len(tasks) // (workers * 32))
-        shared = workers in _SHARED
-        if shared and _SHARED[workers] is None:
+        pooled = workers in _SHARED
+        if pooled and _SHARED[workers] is None:
             _SHARED[workers] = _new_pool(workers)
-        pool = _SHARED[workers] if shared else _new_pool(min(workers, len(tasks)))
+        pool = _SHARED[workers] if pooled else _new_pool(min(workers, len(tasks)))
         failed = True
         try:
-            # Ctrl-C reaches every process of the terminal's group, as a scheduler's SIGTERM of a
-            # job's group does: each worker printed a KeyboardInterrupt traceback, or died before
-            # the parent (whose executor then raced its own shutdown: an InvalidStateError
-            # traceback), and a parent interrupted between starting a worker and sending it its
-            # task left it one (EOFError). The workers started here inherit both blocked: the
-            # parent alone stops, and kills them (_close). (The mask alone does not hold the
-            # parent: another of its threads takes the signal, and Python raises it in the main
-            # thread; so the handlers are swapped too.)
-            with stops_held(mask=True):
-                done = pool.map(functools.partial(_call, fn), tasks, chunksize=chunksize)
-            for result in done:
-                results.append(result)
-                bar.update()
+            with _handed_over(shared) as given:
+                call = functools.partial(_call, fn if given is None else functools.partial(with_shared, fn, given))
+                # Ctrl-C reaches every process of the terminal's group, as a scheduler's SIGTERM of a
+                # job's group does: each worker printed a KeyboardInterrupt traceback, or died before
+                # the parent (whose executor then raced its own shutdown: an InvalidStateError
+                # traceback), and a parent interrupted between starting a worker and sending it its
+                # task left it one (EOFError). The workers started here inherit both blocked: the
+                # parent alone stops, and kills them (_close). (The mask alone does not hold the
+                # parent: another of its threads takes the signal, and Python raises it in the main
+                # thread; so the handlers are swapped too.)
+                with stops_held(mask=True):
+                    done = pool.map(call, tasks, chunksize=chunksize)
+                for result in done:
+                    results.append(result)
+                    bar.update()
             failed = False
         except BrokenProcessPool:
             raise WorkerDied(f"a worker process of the {desc} step died before it finished (killed by a signal, or "
                              "by the system when memory ran out): nothing was kept; run again (with fewer "
                              "--workers if memory is short)") from None
         finally:
-            if not shared:
+            if not pooled:
                 _close(pool, now=failed)
     return results
+
+
+_WORKER_SHARED: dict[str, Any] = {}  # a process's last shared value, by its map's token
+
+
+def worker_shared(token: str, load: Callable[[], Any]) -> Any:
+    """The shared value of the map `token` names, in this process: load() at the first of its
+    tasks here, then kept for the others (a worker runs one map at a time: the one before's is
+    dropped). The token is new for each map, so a value kept is never another map's."""
+    if token not in _WORKER_SHARED:
+        _WORKER_SHARED.clear()
+        _WORKER_SHARED[token] = load()
+    return _WORKER_SHARED[token]
+
+
+class _SharedFile:
+    """Where a local map's shared value waits for its workers: its token and a file of its pickle."""
+
+    def __init__(self, token: str, path: str):
+        self.token, self.path = token, path
+
+    def load(self) -> Any:
+        with open(self.path, "rb") as f:
+            return pickle.load(f)
+
+
+@contextlib.contextmanager
+def _handed_over(shared: Any) -> Iterator[_SharedFile | None]:
+    """`shared` pickled once into a temporary file for the workers of one map (None: nothing
+    shared), removed at the end of the map."""
+    if shared is None:
+        yield None
+        return
+    fd, path = tempfile.mkstemp(prefix="mypt-shared-", suffix=".pickle")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(shared, f, protocol=pickle.HIGHEST_PROTOCOL)
+        # (A token of its own: a later map's file may get this one's name once it is removed.)
+        yield _SharedFile(uuid.uuid4().hex, path)
+    finally:
+        os.unlink(path)
+
+
+def with_shared(fn: Callable[[T, Any], R], where: Any, task: T) -> R:
+    """fn(task, the shared value `where` locates), in a worker: `where` has a token and a load()
+    (_SharedFile; ray_engine's object reference)."""
+    return fn(task, worker_shared(where.token, where.load))
 
 
 def _call(fn: Callable[[T], R], task: T) -> R:

@@ -19,20 +19,24 @@ they name relative paths (prepare-dataset's own work directory is absolute).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
+import uuid
 from pathlib import PurePath
 from typing import Any, Callable, Iterator, Sequence
 
 from mypt.errors import MyptError
+from mypt.parallel import with_shared
 
 MAX_RETRIES = 3
 TRANSIENT = [OSError]  # what a retry can mend (ConnectionError and TimeoutError are OSErrors)
 CONNECT_TIMEOUT_S = 10
 TASKS_PER_CPU = 2  # in flight per CPU of the cluster: a node has its next task queued when one ends
-# The tasks exchange only small values (counts, paths): a local Ray needs no more object store
-# than this (its default takes 30% of the machine's memory, and warns when /dev/shm is smaller).
+# The tasks exchange only small values (counts, paths), and a map's shared value (a tokenizer's
+# state, MBs) is put once: a local Ray needs no more object store than this (its default takes
+# 30% of the machine's memory, and warns when /dev/shm is smaller).
 LOCAL_OBJECT_STORE_BYTES = 128 << 20
 
 
@@ -144,14 +148,29 @@ def has_relative_path(obj: Any, depth: int = 3) -> bool:
     return any(has_relative_path(item, depth - 1) for item in items)
 
 
-def ray_map(fn: Callable[[Any], Any], tasks: Sequence[Any], address: str | None, workers: int, desc: str,
-            advance: Callable[[], Any]) -> list:
+class SharedRef:
+    """A map's shared value in Ray's object store, put there once by the driver: its token and
+    its object reference, which each worker gets once (parallel.worker_shared). The reference
+    travels in a list: Ray would fetch and unpickle a task's top-level reference for every task."""
+
+    def __init__(self, token: str, ref: Any):
+        self.token, self.refs = token, [ref]
+
+    def load(self) -> Any:
+        return import_ray().get(self.refs[0])
+
+
+def ray_map(fn: Callable[..., Any], tasks: Sequence[Any], address: str | None, workers: int, desc: str,
+            advance: Callable[[], Any], shared: Any = None) -> list:
     """fn over tasks as Ray tasks (see the module's docstring), results in task order;
     `advance()` after each one that finishes. A failure raises the error of the earliest
     failed task in task order, as the local engine does, so the message does not depend on
-    which task finished first."""
+    which task finished first. With `shared` (not None): fn(task, shared), `shared` put in the
+    object store once (parallel_map)."""
     ray = import_ray()
     with ray_session(address, workers):
+        if shared is not None:
+            fn = functools.partial(with_shared, fn, SharedRef(uuid.uuid4().hex, ray.put(shared)))
         remote = ray.remote(run_task).options(max_retries=MAX_RETRIES, retry_exceptions=TRANSIENT,
                                               name=f"mypt {desc}")
         window = max(1, int(ray.cluster_resources().get("CPU", 1))) * TASKS_PER_CPU

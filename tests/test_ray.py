@@ -223,6 +223,34 @@ def test_a_killed_driver_leaves_no_dataset_and_a_rerun_gives_the_local_bytes(clu
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
+@pytest.mark.slow
+def test_a_tasks_arguments_carry_no_tokenizer_state(cluster, corpus, local_bytes, tmp_path, monkeypatch):
+    """The tokenizer's state (MBs for an hf tokenizer.json) is put in the object store once for
+    the tokenize step, and each worker gets it from there: no task's function or arguments
+    hold it (Ray pickled it into every task), and the bytes are the local engine's."""
+    from test_tokenizer_once import big_tokenizer_json
+
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", BLOCK)
+    size = len(big_tokenizer_json(tmp_path / "tok.json", 20, 60_000).tokenizer_json)
+    log = tmp_path / "sizes"
+
+    def measured(fn, task, cwd):
+        import ray
+
+        from mypt.ray_engine import run_task
+
+        with open(log, "a") as f:
+            f.write(f"{len(ray.cloudpickle.dumps((fn, task)))}\n")
+        return run_task(fn, task, cwd)
+
+    monkeypatch.setattr(mypt.ray_engine, "run_task", measured)
+    prepare_ray(corpus, tmp_path / "ds", f"hf:{tmp_path / 'tok.json'}", "--ray_address", cluster.address)
+    sizes = [int(line) for line in log.read_text().split()]
+    assert len(sizes) > 10 and max(sizes) < size / 100, (len(sizes), max(sizes), size)
+    monkeypatch.undo()  # (local_bytes sets the block size itself)
+    assert tree_bytes(tmp_path / "ds") == local_bytes(f"hf:{tmp_path / 'tok.json'}")
+
+
 def test_an_address_where_no_cluster_answers_is_a_one_line_error(tmp_path):
     pytest.importorskip("ray")
     (tmp_path / "a.txt").write_text("Some text to prepare.\n")

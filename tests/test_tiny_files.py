@@ -99,8 +99,8 @@ def test_a_one_block_sources_part_is_renamed_into_its_file_and_a_txt_writes_no_e
     parts = {}  # name -> inode of each part file the tasks of a step's map wrote
 
     def spying(real):
-        def spy(fn, tasks, how, desc):
-            results = real(fn, tasks, how, desc)
+        def spy(fn, tasks, how, desc, **shared):
+            results = real(fn, tasks, how, desc, **shared)
             parts.update((p.name, p.stat().st_ino) for p in out.rglob("*")
                          if p.name.startswith((".part_", "out_", ".t_", ".d_")))
             return results

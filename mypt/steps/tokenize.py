@@ -60,8 +60,9 @@ class _CannotEncode(TokenizerError):
     in a work folder removed on failure) and the error; tokenize() names the input instead."""
 
 
-def _tokenize_block(task) -> tuple[int, dict]:
-    path, jsonl, start, end, (key, state), tokens_out, docs_out = task
+def _tokenize_block(task, keyed: tuple[str, dict]) -> tuple[int, dict]:
+    path, jsonl, start, end, tokens_out, docs_out = task
+    key, state = keyed
     tok = _tokenizer_in_worker(key, state)
     replaced, ends, pieces, n = Counter(), [], [], 0
     # A .txt block is encoded as it is: its last line may lack a newline (cleaned unchanged).
@@ -126,10 +127,11 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
             parts.append([])
             for a, b in split_blocks(path, tokenizer.block_bytes, safe=safe):
                 tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"  # (.d_: .jsonl's)
-                tasks.append((path, s["jsonl"], a, b, keyed, tok_part, doc_part))
+                tasks.append((path, s["jsonl"], a, b, tok_part, doc_part))
                 parts[-1].append((tok_part, doc_part))
         try:
-            results = parallel_map(_tokenize_block, tasks, settings, "tokenize")
+            # The state (an hf tokenizer.json: MBs) goes to each worker once, not with each task.
+            results = parallel_map(_tokenize_block, tasks, settings, "tokenize", shared=keyed)
         except _CannotEncode as e:
             path, error = e.args
             name = next(src["name"] for src in manifest["sources"] if Path(in_dir) / src["file"] == path)
