@@ -1,7 +1,8 @@
 """A tokenizer's cost is paid once. The state every task of a map needs (the tokenizer's: an hf
 tokenizer.json is MBs) goes to each worker once, not with every task: what a step sends its
 workers does not grow with the tokenizer, in a pool that one step after another uses
-(prepare-dataset's), each step's own. Counted (bytes sent), never timed."""
+(prepare-dataset's), each step's own. An append builds the tokenizer --tokenization names once.
+Counted (bytes sent, builds), never timed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 import multiprocessing.reduction
 
 import pytest
+from click.testing import CliRunner
 
+from mypt.cli import main
 from mypt.parallel import shared_pool
 from mypt.steps.clean import CleanSettings, clean
 from mypt.steps.dedup import DedupSettings, dedup
@@ -68,3 +71,22 @@ def test_a_pool_sends_each_steps_tokenizer_state_once_not_with_its_tasks(tmp_pat
     assert got == expected  # each step's workers encoded with its own tokenizer
     assert len(sent) > 2 * 10 and sum(sent) < size / 10, (len(sent), sum(sent), size)
 
+
+def test_an_append_with_an_hf_file_builds_its_tokenizer_once(tmp_path, monkeypatch):
+    text = tmp_path / "text"
+    text.mkdir()
+    for name in ("old", "new"):
+        (text / f"{name}.txt").write_text("\n".join(f"{name} {w} {i}" for i, w in enumerate(WORDS)) + "\n")
+    big_tokenizer_json(tmp_path / "tok.json", 20, 100)
+    flags = ["--tokenization", f"hf:{tmp_path / 'tok.json'}", "--workers", "1", "--val_fraction", "0"]
+    ds, builds = tmp_path / "ds", []
+    from_file = HFTokenizer.from_file.__func__
+    monkeypatch.setattr(HFTokenizer, "from_file",
+                        classmethod(lambda cls, *a, **k: builds.append(a) or from_file(cls, *a, **k)))
+    for name, where in (("old", "--out_dir"), ("new", "--append_to")):
+        builds.clear()
+        result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(text / f"{name}.txt"), where,
+                                           str(ds), *flags])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert len(builds) == 1, (where, builds)
+    assert len(json.loads((ds / "dataset_metadata.json").read_text())["appended"]) == 1
