@@ -24,7 +24,7 @@ from typing import Any, Callable
 import click
 
 from mypt.errors import MyptError, TrainingStopped, os_error_message
-from mypt.signals import Terminated, sigterm_as_interrupt, stop_said_here
+from mypt.signals import Terminated, record_exit_status, sigterm_as_interrupt, stop_said_here
 from mypt.settings import _base_type, choices_of, flag_name, gives_none
 
 
@@ -47,7 +47,26 @@ def option(*decls: str, **kwargs):
 _YAML11_BOOLEANS = {"yes", "no", "y", "n", "on", "off", "true", "false"}
 
 
-class MyptCommand(click.Command):
+class _RecordsExitStatus:
+    """click's main ends with the process's exit status (SystemExit; a KeyboardInterrupt or a
+    traceback when something escaped it): recorded for an interpreter's exit that a second Ctrl-C
+    cuts short (mypt.signals.record_exit_status). `mypt`'s group and the stage scripts' commands."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)  # type: ignore[misc]
+        except SystemExit as e:
+            record_exit_status(e.code)
+            raise
+        except KeyboardInterrupt:
+            record_exit_status(128 + signal.SIGINT)
+            raise
+        except BaseException:
+            record_exit_status(1)
+            raise
+
+
+class MyptCommand(_RecordsExitStatus, click.Command):
     """A command whose user-caused errors (MyptError) and environment errors (OSError: disk
     full, read-only, permissions) print as one line, exit status 1."""
 
@@ -153,7 +172,7 @@ def input_files_option(formats: str) -> Callable:
                   help=f"Text files ({formats}), directories (searched recursively) or globs. Several allowed.")
 
 
-class MyptGroup(click.Group):
+class MyptGroup(_RecordsExitStatus, click.Group):
     """The `mypt` group. `@group.lazy_command(name)` registers a function that builds a
     subcommand when it is first asked for (run, or shown by --help): a command whose options
     need heavy modules (prepare-dataset's come from every data step's settings) costs the

@@ -195,27 +195,22 @@ def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises Terminated while a command runs (in the main thread, over Python's
     default only: one the process was started ignoring stays ignored; training's own stop,
     a checkpoint first, takes it over while it trains). And once a command ran, a first Ctrl-C
-    at the interpreter's exit is ignored, a second ends it at once (quiet_exit)."""
+    at the interpreter's exit is ignored, a second ends it at once (quiet_exit) with the status
+    the command's main recorded (record_exit_status)."""
     quiet_exit()  # (here too, should the end's call below be cut short by a Ctrl-C)
-    status = 0
     try:
         with _sigterm_raises():
             yield
-    except BaseException as e:
-        status = _status_of(e)
-        raise
     finally:
-        _at_exit["status"] = status
         quiet_exit()  # (last registered, first run)
 
 
-def _status_of(e: BaseException) -> int:
-    """The exit status a command that raised `e` ends with (mypt.options, click)."""
-    if isinstance(e, SystemExit):
-        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
-    if isinstance(e, Terminated):
-        return 128 + signal.SIGTERM
-    return getattr(e, "exit_code", 1)  # click's exceptions carry theirs; Aborted!, a traceback: 1
+def record_exit_status(code: object) -> None:
+    """The status the process exits with (a SystemExit's code: None is 0, a text 1), recorded by
+    the command's main as it ends, after click said its last line: a second Ctrl-C at exit ends
+    the process with it (_ctrl_c_at_exit). Recorded there, not where the command returns: a
+    Ctrl-C in between (click's error print, a context's close) changes the status."""
+    _at_exit["status"] = 0 if code is None else code if isinstance(code, int) else 1
 
 
 @contextlib.contextmanager

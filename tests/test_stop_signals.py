@@ -173,6 +173,12 @@ if sys.argv[1] == "aborted":
     def prepare_dataset(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
     mypt.prepare.prepare_dataset = prepare_dataset
+if sys.argv[1] == "late":  # a Ctrl-C once the command returned, as click closes its context
+    import click
+    def prepare_dataset(*args, done=mypt.prepare.prepare_dataset, **kwargs):
+        click.get_current_context().call_on_close(lambda: os.kill(os.getpid(), signal.SIGINT))
+        return done(*args, **kwargs)
+    mypt.prepare.prepare_dataset = prepare_dataset
 if os.environ.get("HANG"):  # a hang at exit (a thread never done, a library's teardown)
     atexit.register(lambda: (wait("hanging"), wait("hanging still")))
 atexit.register(wait, "atexit")
@@ -219,11 +225,14 @@ def test_a_ctrl_c_at_exit_is_ignored(tmp_path, how, status, last):
     assert (said[-1] if how == "aborted" else out) == last, err
 
 
-@pytest.mark.parametrize("how, status, last", [("done", 0, "Duplicate lines dropped: 0"), ("aborted", 1, "Aborted!")])
+@pytest.mark.parametrize("how, status, last", [("done", 0, "Duplicate lines dropped: 0"), ("aborted", 1, "Aborted!"),
+                                               ("late", 1, "Aborted!")])
 def test_a_second_ctrl_c_ends_a_hang_at_exit_with_the_commands_status(tmp_path, how, status, last):
     """A first Ctrl-C at exit is ignored (test_a_ctrl_c_at_exit_is_ignored); all of them were, and
     a hang there (a thread never done, wandb's teardown) was only for SIGTERM or kill to end. A
-    second ends the process at once, with the command's status and what it said, no traceback."""
+    second ends the process at once, with the command's status and what it said, no traceback.
+    "late": a Ctrl-C after the command returned, as click closed its context, made click say
+    Aborted! (status 1), but the status kept was the command's 0, and the hang ended with it."""
     (tmp_path / "c.txt").write_text("".join(f"line {i} of the king and the queen\n" for i in range(20)))
     (tmp_path / "at_exit.py").write_text(AT_EXIT)
     proc = subprocess.Popen([sys.executable, "at_exit.py", how, "prepare-dataset", "--input_files", "c.txt",
@@ -251,7 +260,7 @@ def test_a_second_ctrl_c_ends_a_hang_at_exit_with_the_commands_status(tmp_path, 
             proc.kill()
             proc.wait()
     assert proc.returncode == status and "Traceback" not in err, err
-    assert said[-1] == "hanging still" and (err.strip().splitlines()[-1] if how == "aborted" else said[-4]) == last, \
+    assert said[-1] == "hanging still" and (err.strip().splitlines()[-1] if how != "done" else said[-4]) == last, \
         (said, err)
 
 
