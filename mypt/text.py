@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,24 @@ BOUNDARY_CONTEXT = 8
 BOUNDARY_AHEAD = 256 + BOUNDARY_CONTEXT
 
 
+class RunSkip(NamedTuple):
+    """What a block boundary rule (`safe` of split_blocks, as its attribute `run_skip`) tells the
+    scan about runs of whitespace, so that the scan need not ask it at each newline of one: at a
+    newline whose `after` lies inside a run of `run`'s characters (the run goes on past the
+    window, or to the file's end), the rule finds no cut, except where `cuts` (a bytes pattern;
+    None: nowhere) matches at the newline, looking at most RUN_LOOK bytes past it. The scan then
+    finds where the run ends once and asks the rule only there and at the newlines that see
+    that end: asked at each newline, 16 MiB of lines of U+3000 took 158 s with an hf tokenizer,
+    16 MiB of blank lines 21 s with any tokenizer."""
+
+    run: re.Pattern  # (a str pattern: a run of the characters from where it is matched, `[...]*`)
+    cuts: re.Pattern | None
+
+
+RUN_LOOK = 16
+_RUN_READ = 1 << 20  # (the most a run's search reads at once)
+
+
 def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: BinaryIO | None = None
                  ) -> list[tuple[int, int]]:
     """Byte ranges [start, end) covering a file, each ending just after a newline (without `safe`).
@@ -44,7 +63,8 @@ def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: Binar
     the BOUNDARY_CONTEXT bytes before the newline, `after` the BOUNDARY_AHEAD bytes after it
     (fewer only at the file's ends; never empty). It returns None (no block ends there) or
     where the block ends, in bytes from just after the newline (0: just after it; -1: before
-    it; at most len(after) - 1, so that no block is empty).
+    it; at most len(after) - 1, so that no block is empty). Its `run_skip` (RunSkip), where it
+    has one, lets the scan pass over newlines where it cannot cut.
     Plain files only: a compressed input is one block (mypt.readers). `f`: the file open already
     (an input, opened as mypt.readers opens one).
     """
@@ -63,25 +83,83 @@ def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
     """Where `safe` places the end for the first newline at or after `pos` that it accepts and
     that is not the file's last byte (without `safe`: just after that newline); `size` where
     there is none."""
+    skip = getattr(safe, "run_skip", None)
     while pos < size:
         low = max(pos - BOUNDARY_CONTEXT, 0)
         f.seek(low)
         chunk = f.read(1 << 16)
         whole = low + len(chunk) >= size  # (the chunk runs to the file's end)
-        i = chunk.find(b"\n", pos - low)
+        i, past = chunk.find(b"\n", pos - low), None
         while i != -1:
             if i + 1 >= len(chunk) or (not whole and i + 1 + BOUNDARY_AHEAD > len(chunk)):
                 break  # need the bytes after the newline: continue in the next read
             if safe is None:
                 return low + i + 1
-            at = safe(chunk[max(i - BOUNDARY_CONTEXT, 0):i], chunk[i + 1:i + 1 + BOUNDARY_AHEAD])
+            after = chunk[i + 1:i + 1 + BOUNDARY_AHEAD]
+            at = safe(chunk[max(i - BOUNDARY_CONTEXT, 0):i], after)
             if at is not None:
                 return low + i + 1 + at
+            if skip is not None and (past := _past_run(f, low + i + 1, size, after, skip)) is not None:
+                break
             i = chunk.find(b"\n", i + 1)
-        if whole:
+        if past is not None:
+            pos = past
+        elif whole:
             break
-        pos = low + i if i != -1 else low + len(chunk)
+        else:
+            pos = low + i if i != -1 else low + len(chunk)
     return size
+
+
+def _past_run(f: BinaryIO, start: int, size: int, after: bytes, skip: RunSkip) -> int | None:
+    """Where the scan goes on after the newline just before byte `start`, at which the rule found
+    no cut, when its window `after` lies inside a run of whitespace (RunSkip): the first later
+    newline of the run where `skip.cuts` matches, else where the newlines whose window sees the
+    run's end begin (`size` for a run to the file's end). None where the window sees that end."""
+    if _run_bytes(after, skip.run) < len(after) - 3:  # (a character the window cuts off: up to 3 bytes)
+        return None  # (told in memory first: the rule finds no cut at many a newline of ordinary text)
+    end = _run_end(f, start, size, skip.run)
+    if end < start + BOUNDARY_AHEAD and end < size:
+        return None
+    stop = end - BOUNDARY_AHEAD if end < size else size  # (a window after a newline before `stop` is in the run)
+    cut = None if skip.cuts is None else _first_match(f, skip.cuts, start, stop, size)
+    return stop if cut is None else cut
+
+
+def _run_bytes(data: bytes, run: re.Pattern) -> int:
+    """The bytes of the run of `run`'s characters that `data` starts with (whole UTF-8 characters)."""
+    text = data.decode("utf-8", "surrogateescape")  # (bytes not UTF-8, or cut off at the end: no run's)
+    n = run.match(text).end()
+    return len(data) if n == len(text) else len(text[:n].encode("utf-8", "surrogateescape"))
+
+
+def _run_end(f: BinaryIO, start: int, size: int, run: re.Pattern) -> int:
+    """Where the run of `run`'s characters from byte `start` ends, read in growing pieces (a run
+    is often short: an indent)."""
+    piece = 4 << 10
+    while start < size:
+        f.seek(start)
+        data = f.read(piece)
+        n = _run_bytes(data, run)
+        if n < len(data) - 3 or start + len(data) >= size:
+            return start + n
+        start, piece = start + n, min(piece * 2, _RUN_READ)  # (read on from the run's last whole character)
+    return size
+
+
+def _first_match(f: BinaryIO, pattern: re.Pattern, start: int, stop: int, size: int) -> int | None:
+    """Where the first match of `pattern` that starts in [start, stop) starts; None if none does.
+    A match may look RUN_LOOK bytes past its start."""
+    while start < stop:
+        f.seek(start)
+        data = f.read(min(_RUN_READ, stop - start) + RUN_LOOK)
+        sure = len(data) if start + len(data) >= size else len(data) - RUN_LOOK  # (matches that saw what they look at)
+        limit = min(sure, stop - start)
+        m = pattern.search(data)
+        if m and m.start() < limit:
+            return start + m.start()
+        start += limit
+    return None
 
 
 def read_lines(path: Path, start: int = 0, end: int = -1) -> Iterator[bytes]:

@@ -153,7 +153,8 @@ class Tokenizer:
     description = ""
     # safe(before, after): where near a newline a text may be cut into blocks without changing its
     # encoding, given the bytes on each side of it: bytes from just after it, or None for nowhere
-    # (mypt.text.split_blocks). None instead of a rule: just after any newline.
+    # (mypt.text.split_blocks). None instead of a rule: just after any newline. A rule's `run_skip`
+    # (mypt.text.RunSkip) tells the scan the runs of whitespace it need not ask it about.
     block_boundary: Callable[[bytes, bytes], int | None] | None = None
     # The bytes of a .txt block the tokenize step encodes at once (None: mypt.text.BLOCK_BYTES):
     # smaller for a kind whose encoding costs much memory a byte.

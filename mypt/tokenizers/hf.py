@@ -27,7 +27,7 @@ import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.tokenizers.base import WHITESPACE, Tokenizer, register
-from mypt.tokenizers.gpt2 import (ascii_safe_boundary, lone_newline_boundary, newline_run_boundary,
+from mypt.tokenizers.gpt2 import (NO_CUT_IN_RUNS, ascii_safe_boundary, lone_newline_boundary, newline_run_boundary,
                                   regex_safe_boundary)
 
 # The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
@@ -127,6 +127,9 @@ def _never(before: bytes, after: bytes) -> None:
     return None
 
 
+_never.run_skip = NO_CUT_IN_RUNS
+
+
 _CONTINUATION = bytes(range(0x80, 0xC0))  # (UTF-8 bytes inside a character)
 
 
@@ -140,7 +143,6 @@ def _whole_chars(data: bytes) -> str | None:
         return None
 
 
-_UNPROBED = object()  # (HFTokenizer.cut_rule before its probe)
 _WARNED: set[str] = set()  # tokenizer files already warned about in this process
 
 
@@ -186,7 +188,7 @@ class HFTokenizer(Tokenizer):
         # Whether encode splits added tokens out of the text (special ones it never matches:
         # encode_special_tokens), each stretch between them pre-tokenized alone (_keeps).
         self._splits_out = any(not t.special for t in added.values())
-        self._rule, self._boundary = _UNPROBED, None
+        self._cuts = None  # (cut_rule's rule and block_boundary's check of it: probed once, when first asked)
 
     def _unknown_id(self, model: dict) -> int | None:
         """The id the model gives what its vocabulary lacks (WordLevel, WordPiece, a BPE
@@ -282,16 +284,25 @@ class HFTokenizer(Tokenizer):
 
     @property
     def block_boundary(self):
-        if self._boundary is None:  # probed once, when a .txt file is cut into blocks
-            rule = self.cut_rule()
-            self._boundary = _never if rule is None else lambda before, after: self._checked_cut(rule, before, after)
-        return self._boundary
+        return self._probed()[1]
 
     def cut_rule(self):
         """Where a .txt document may be cut into blocks (_probe's rule), probed once."""
-        if self._rule is _UNPROBED:
-            self._rule = self._probe()
-        return self._rule
+        return self._probed()[0]
+
+    def _probed(self):
+        """(_probe's rule, the block boundary rule: it checked on the text at each cut), probed once."""
+        if self._cuts is None:
+            rule = self._probe()
+            if rule is None:
+                self._cuts = None, _never
+            else:
+                def checked(before: bytes, after: bytes) -> int | None:
+                    return self._checked_cut(rule, before, after)
+
+                checked.run_skip = rule.run_skip  # (it cuts where the rule does, or nowhere)
+                self._cuts = rule, checked
+        return self._cuts
 
     def _probe(self):
         """Where a .txt document may be cut into blocks without changing its ids, the widest rule

@@ -1,0 +1,109 @@
+"""The block scan (split_blocks) passes over a long run of whitespace where its rule cannot cut there
+(RunSkip): asked at each newline of one, 16 MiB of lines of U+3000 took 158 s with an hf ByteLevel
+tokenizer, 16 MiB of blank lines 21 s with any tokenizer. Blocks must stay where asking at each
+newline puts them, and their ids those of the whole text."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from mypt.text import split_blocks
+from mypt.tokenizers import Tokenizer, gpt2
+from mypt.tokenizers.base import WHITESPACE
+from mypt.tokenizers.hf import HFTokenizer
+
+tokenizers = pytest.importorskip("tokenizers")
+
+
+@pytest.fixture(scope="module")
+def byte_level() -> HFTokenizer:
+    """A small BPE with GPT-2's ByteLevel pre-tokenizer (train-tokenizer's kind), trained here."""
+    tk, pt = tokenizers, tokenizers.pre_tokenizers
+    hf = tk.Tokenizer(tk.models.BPE())
+    hf.pre_tokenizer = pt.ByteLevel(add_prefix_space=False)
+    hf.decoder = tk.decoders.ByteLevel()
+    text = "".join(f"Some words, {i}.\n\n    indented\n\u3000\u3000中文的句子。\n \n\t\n" for i in range(300))
+    hf.train_from_iterator([text], tk.trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                          show_progress=False,
+                                                          initial_alphabet=pt.ByteLevel.alphabet()))
+    tok = HFTokenizer(tokenizer_json=hf.to_str())
+    assert tok.cut_rule() is gpt2.regex_safe_boundary
+    return tok
+
+
+def counting(rule, calls: list[int], skip: bool = True):
+    """`rule`, counting its calls in calls[0]; with `skip`, telling the scan what `rule` tells it
+    (its run_skip), else nothing: the scan then asks it at each newline."""
+    def spy(before: bytes, after: bytes):
+        calls[0] += 1
+        return rule(before, after)
+
+    if skip:
+        spy.run_skip = rule.run_skip
+    return spy
+
+
+def blocks_ids(tok: Tokenizer, path, blocks) -> list[int]:
+    data = path.read_bytes()
+    return np.concatenate([tok.encode_array(data[a:b].decode()) for a, b in blocks]).tolist()
+
+
+@pytest.mark.parametrize("kind, unit", [("hf", "\u3000\n"), ("hf", "\n"), ("hf", "\xa0\n"), ("hf", " \n\t"),
+                                        ("gpt2", "\n"), ("gpt2", "\xa0\n"), ("gpt2", "\n\x85")])
+def test_a_run_of_whitespace_lines_is_passed_over_not_asked_at_each_newline(byte_level, kind, unit, tmp_path):
+    """The rule is asked a few times a block, not at each of 20,000 newlines of a run (hf's
+    rule cuts nowhere inside a run it does not see the end of; gpt2's only after a newline that
+    r50k joins to no byte, which these runs do not hold)."""
+    tok = byte_level if kind == "hf" else Tokenizer(None, "gpt2")
+    text = "Some words.\n" + unit * 20_000 + "More words here.\n" * 300 + unit * 500 + "中文。\n"
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode())
+    calls = [0]
+    blocks = split_blocks(path, 4096, safe=counting(tok.block_boundary, calls))
+    assert len(blocks) > 2 and calls[0] < 200, (len(blocks), calls)  # (20,800 newlines or more)
+    assert blocks_ids(tok, path, blocks) == tok.encode(text)
+
+
+# Runs of every whitespace character, alone or in lines, among text of other kinds.
+_UNITS = [w * k for w in WHITESPACE for k in (1, 2)] + [w + "\n" for w in WHITESPACE] + ["\n" + w for w in WHITESPACE]
+_OTHER = ["a", "Zq", ".", "'s", "1", "中文", "。", "é", "\U0001F600", "\x1c", "x y", "word,", "\n", "\n\n", "\r\n", " ",
+          "\t", "\u3000", "\xa0"]
+
+
+def runs_text(rng: random.Random) -> bytes:
+    parts = []
+    for _ in range(rng.randint(1, 30)):
+        if rng.random() < 0.25:
+            parts.append(rng.choice(_UNITS) * rng.randint(20, 300))
+        else:
+            parts.append(rng.choice(_OTHER) * rng.choice([1, 1, 2, 3]))
+    data = "".join(parts).encode()
+    return data[:rng.randint(0, len(data))] if rng.random() < 0.1 else data  # (a character cut off, maybe)
+
+
+@pytest.mark.slow
+def test_blocks_are_where_asking_at_each_newline_puts_them(byte_level, tmp_path):
+    """Differential: each rule with its run_skip gives the blocks it gives asked at each newline
+    (what the scan did), for texts with long runs of each whitespace character, and far fewer
+    calls; the tokenizers' blocks give the whole texts' ids."""
+    rules = {"gpt2": gpt2.gpt2_safe_boundary, "hf": byte_level.block_boundary, "regex": gpt2.regex_safe_boundary,
+             "newline run": gpt2.newline_run_boundary, "lone newline": gpt2.lone_newline_boundary,
+             "ascii": gpt2.ascii_safe_boundary}
+    toks = {"gpt2": Tokenizer(None, "gpt2"), "hf": byte_level}
+    rng, path = random.Random(0), tmp_path / "t.txt"
+    calls = {name: ([0], [0]) for name in rules}  # (with run_skip, asked at each newline)
+    for _ in range(40):
+        data = runs_text(rng)
+        path.write_bytes(data)
+        block_bytes = rng.choice([1, 16, 300])
+        for name, rule in rules.items():
+            skipped = split_blocks(path, block_bytes, safe=counting(rule, calls[name][0]))
+            asked = split_blocks(path, block_bytes, safe=counting(rule, calls[name][1], skip=False))
+            assert skipped == asked, (name, block_bytes, data)
+            if name in toks and data and data.decode(errors="replace").encode() == data:  # (valid UTF-8)
+                assert blocks_ids(toks[name], path, skipped) == toks[name].encode(data.decode()), (name, data)
+    for name, ([skipped], [asked]) in calls.items():
+        assert skipped * 2 < asked, (name, skipped, asked)
