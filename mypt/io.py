@@ -18,7 +18,7 @@ import secrets
 import shutil
 import stat
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
 from mypt.errors import InputError, MyptError, file_in_the_way, named_os_error, os_error_message
 from mypt.names import WORK_MARK, sibling
@@ -504,18 +504,20 @@ def _too_long(path: Path) -> str | None:
     return None
 
 
-def changed_files(directory: Path, sums: dict[str, str], record: str) -> list[tuple[str, str]]:
-    """(name, how) of the files of an output that differ from what mypt wrote there (`sums`: name
-    -> sha256 from its record, the file `record`), by name: another content, or no longer a
-    regular file (a link, even to the same bytes, is the user's: the new file would replace the
-    link). One the user removed is not: nothing of theirs would be replaced."""
+def changed_files(directory: Path, sums: Mapping[str, str | None], whose: str) -> list[tuple[str, str]]:
+    """(name, how) of the files of an output whose bytes are not `sums`' (name -> sha256; None:
+    no bytes would do), by name: another content, or no longer a regular file (a link, even to
+    the same bytes, is the user's: the new file would replace the link). `whose`: what the sums
+    are, for the message (an output's record, the new output). A file that is missing is not:
+    nothing of the user's would be replaced."""
     changed = []
     for name in sorted(sums):
         path = Path(directory) / name
         if not os.path.lexists(path):
             continue
         how = "now a symbolic link" if path.is_symlink() else "no longer a file" if not path.is_file() else \
-            f"its sha256 is not {record}'s" if sha256_file(path) != sums[name] else None
+            f"not in {whose}" if sums[name] is None else \
+            f"its sha256 is not {whose}'s" if sha256_file(path) != sums[name] else None
         if how:
             changed.append((name, how))
     return changed
@@ -634,18 +636,26 @@ def _misplaced(directory: Path, users: list[str], owned: tuple[str, ...]) -> lis
 
 
 # An output's record of what it holds: the previous output's directory -> the files mypt wrote
-# there (read from its marker file), or None for an output from before such records (its names
-# decide); raises MyptError where the record is not this kind's.
-Written = Callable[[Path], Iterable[str] | None]
+# there (read from its marker file), by name or as a mapping of each name to the sha256 recorded
+# for it (None: none recorded); None for an output from before such records (its names decide).
+# Raises MyptError where the record is not this kind's.
+Written = Callable[[Path], Iterable[str] | Mapping[str, str | None] | None]
+# The words of the refusal of files mypt wrote that changed since: the output and each file's
+# (name, how) (changed_files) -> the message, which names them and what to do.
+Edited = Callable[[Path, list[tuple[str, str]]], str]
 
 
 def check_written(final: Path, owned: Iterable[str], written: Written | None, marker: str | None,
-                  flag: str = "--out_dir", kind: str = "mypt output") -> None:
+                  flag: str = "--out_dir", kind: str = "mypt output", edited: Edited | None = None,
+                  sums: bool = True) -> None:
     """For an output whose marker records what it holds (a step's manifest.json, a dataset's
     metadata): refuse, before anything changes, a previous output whose record is not this
     kind's (another tool's manifest.json, another step's, one that cannot be read: mypt cannot
-    tell its files from the user's there), and an entry named like the output's own files that
-    the record does not list: the user's, which replacing the output would delete."""
+    tell its files from the user's there), an entry named like the output's own files that
+    the record does not list: the user's, which replacing the output would delete; and, with
+    `sums`, a listed file whose bytes are not the sha256 the record holds for it: mypt wrote it,
+    but the user edited it since (a demo text, an export's weights fine-tuned in place), and
+    replacing it would lose the edit. `edited` words that refusal (default: this function's)."""
     final = output_target(Path(final))
     if written is None or marker is None or not (final / marker).is_file():
         return
@@ -653,10 +663,13 @@ def check_written(final: Path, owned: Iterable[str], written: Written | None, ma
         record = written(final)
         if record is None:  # (an output from before records: what is named as its own is)
             return
-        listed = [marker, *record]
-        if not all(isinstance(name, str) for name in listed):
+        names = list(record)  # (a mapping's keys)
+        if not all(isinstance(name, str) for name in [marker, *names]):
             raise InputError(f"its {marker} names something other than files")
-        listed = set(listed)
+        recorded = dict(record) if isinstance(record, Mapping) else dict.fromkeys(names)
+        if not all(digest is None or isinstance(digest, str) for digest in recorded.values()):
+            raise InputError(f"its {marker} records something other than a sha256 of a file")
+        listed = {marker, *recorded}
     except MyptError as e:
         raise InputError(f"{flag} {final}: {e}; mypt cannot tell its files from yours there: refused, nothing "
                          f"changed; mypt replaces only its own {kind} or an empty directory: choose another {flag} "
@@ -667,6 +680,30 @@ def check_written(final: Path, owned: Iterable[str], written: Written | None, ma
         raise InputError(f"{final / extra[0]}{more} is named like the {kind}'s own files, but its {marker} does not "
                          "list it: mypt did not write it, and writing the output again would delete it: refused, "
                          "nothing changed; move it out of the directory and run again")
+    changed = changed_files(final, {name: digest for name, digest in recorded.items() if digest is not None},
+                            marker) if sums else []
+    if changed:
+        raise InputError((edited or _edited)(final, changed))
+
+
+def _edited(final: Path, changed: list[tuple[str, str]]) -> str:
+    """check_written's words for files mypt wrote that the user changed since."""
+    name, how = changed[0]
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    return (f"{final / name} ({how}){more} changed since mypt wrote it: writing the output again would replace your "
+            "changes: refused, nothing changed; move your version out of the directory (or delete it) and run again")
+
+
+def previous_output(final: Path) -> Path:
+    """Where the previous output of `final` is now, for a writer that reads its record before
+    staged_dir: `final` (its target, for a link), or, where a kill between a swap's renames left
+    it aside as `.NAME.old` and no output, there (staged_dir puts it back before it decides on it:
+    read as missing, its files passed for the user's)."""
+    target = output_target(Path(final))
+    if target.name in ("", ".", ".."):  # (`.`, `/`: nothing is set aside beside them; check_replaceable refuses them)
+        return target
+    aside = old_dir(target)
+    return aside if not os.path.lexists(target) and aside.is_dir() and is_own(aside) else target
 
 
 def carry_dir(final: Path) -> Path:
@@ -768,7 +805,7 @@ def recover_output(final: Path, owned: Iterable[str], flag: str) -> None:
 @contextlib.contextmanager
 def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None,
                owned: Iterable[str] = (), flag: str = "--out_dir", written: Written | None = None,
-               kind: str = "mypt output") -> Iterator[Path]:
+               kind: str = "mypt output", edited: Edited | None = None) -> Iterator[Path]:
     """Build a directory beside `final` and move it into place when the block succeeds.
 
     `owned`: glob patterns (relative paths, `train/shard_*.bin`) of what this kind of output
@@ -785,7 +822,8 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     a directory of other files is refused) before anything is built. A symlinked `final` is
     replaced at its target. Errors about paths inside the staging directory name the output.
     `written`: where the marker records the files the output holds, how to read them (see
-    check_written): then only what it lists is mypt's, and another kind's record is refused.
+    check_written): then only what it lists is mypt's, and another kind's record is refused;
+    where it records their sha256, one the user edited since is refused (`edited`: the words).
     """
     from mypt.lock import output_lock  # lock imports names only: no cycle
 
@@ -795,7 +833,7 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     with output_lock(final, flag):
         recover_output(final, owned, flag)
         check_replaceable(final, inputs, flag=flag, marker=marker, kind=kind)
-        check_written(final, owned, written, marker, flag, kind)
+        check_written(final, owned, written, marker, flag, kind, edited)
         check_movable(final, owned, flag)
         staging = make_own_dir(partial_dir(final))
         try:
@@ -804,7 +842,9 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
             except OSError as e:  # name the output the user asked for, not mypt's staging directory
                 raise _renamed(e, staging, final) from None
             _check_swappable(final, staging, owned)
-            check_written(final, owned, written, marker, flag, kind)  # (a file added during the work)
+            # A file added during the work. Its sums are not read again: an export's weights are
+            # gigabytes, hashed once before the work.
+            check_written(final, owned, written, marker, flag, kind, sums=False)
         except BaseException:
             remove_work(staging, ignore_errors=True)
             raise
@@ -827,9 +867,9 @@ def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...]) -> None
     """Refuse, before anything changes, a swap that would replace a user's file or stop half-way."""
     clashes = _clashes(final, staging, owned)
     if clashes:
+        them = "it" if len(clashes) == 1 else "them"
         raise InputError(f"{final} holds {', '.join(clashes[:5])}, which mypt did not write and its new "
-                         f"output would replace: refused, nothing changed; move {'it' if len(clashes) == 1 else 'them'} "
-                         "out of the way and run again")
+                         f"output would replace: refused, nothing changed; move {them} out of the way and run again")
     check_movable(final, owned)
 
 

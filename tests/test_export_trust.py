@@ -129,6 +129,33 @@ def test_an_export_from_before_the_sums_is_replaced_only_where_nothing_differs(t
     assert json.loads((out / "mypt_export.json").read_text())["sha256"] == record["sha256"]
 
 
+def test_an_edited_tokenizer_file_of_an_export_from_before_the_sums_is_refused_before_the_weights(tmp_path,
+                                                                                                   monkeypatch):
+    """An export from before the sums is compared with the new one's bytes: the whole new export
+    was built (the weights converted and written: a long export's work) before an edited file was
+    refused. The tokenizer files are written first and compared before the weights; the model's
+    files (config.json comes with its weights) are compared once written."""
+    model = tiny_checkpoint(tmp_path / "m")
+    out = tmp_path / "hf"
+    export(model, out)
+    record = json.loads((out / "mypt_export.json").read_text())
+    (out / "mypt_export.json").write_text(json.dumps({"files": record["files"], "model": record["model"]}))
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 4096}))
+    before = tree_bytes(out)
+    saves = []
+    real_save = transformers.PreTrainedModel.save_pretrained
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained",
+                        lambda *args, **kwargs: saves.append(args) or real_save(*args, **kwargs))
+    line = one_line_error(export(model, out, ok=False))
+    assert "is an export from before mypt recorded its files' sums" in line and "tokenizer_config.json" in line, line
+    assert "nothing changed" in line and not saves, line
+    assert tree_bytes(out) == before
+    (out / "tokenizer_config.json").unlink()  # the user's answer: it was mypt's
+    export(model, out)
+    assert len(saves) == 1 and json.loads((out / "mypt_export.json").read_text())["sha256"] == record["sha256"]
+
+
 def test_a_damaged_sum_is_refused(tmp_path):
     model = tiny_checkpoint(tmp_path / "m")
     out = tmp_path / "hf"

