@@ -555,7 +555,10 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
         if target in place.parents:
             raise InputError(f"{flag} {out_dir} holds {what} ({place}): refused, mypt replaces the whole {flag}; "
                              "choose a new directory for the output")
-    for given in inputs:
+    # Each input is resolved (its links followed) only where the output is there: no file lies in
+    # a directory that does not exist, the usual case of a new output (prepare-dataset's work
+    # directories, a first run).
+    for given in inputs if os.path.lexists(target) else ():
         path = Path(given).resolve()
         if path == target or target in path.parents:
             raise InputError(f"{flag} {out_dir} {'is' if path == target else 'holds'} the input {given}: refused, "
@@ -827,12 +830,16 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     """
     from mypt.lock import output_lock  # lock imports names only: no cycle
 
+    inputs = list(inputs)
     check_replaceable(final, inputs, flag=flag)  # (`.`, a link that loops: before any name beside it is made)
     final = output_target(Path(final))
     owned = tuple(owned) + ((marker,) if marker else ())
+    there = os.path.lexists(final)
     with output_lock(final, flag):
         recover_output(final, owned, flag)
-        check_replaceable(final, inputs, flag=flag, marker=marker, kind=kind)
+        # Each input is resolved once a run: checked above where the output was there, else here,
+        # where a recovery may have put it back (10,000 inputs were resolved in each call).
+        check_replaceable(final, () if there else inputs, flag=flag, marker=marker, kind=kind)
         check_written(final, owned, written, marker, flag, kind, edited)
         check_movable(final, owned, flag)
         staging = make_own_dir(partial_dir(final))

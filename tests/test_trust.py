@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,32 @@ def test_a_checkpoint_left_by_a_killed_save_is_put_back_not_replaced(tmp_path):
                                        "--checkpoints_dir", str(ck), "--tokenization", "char"])
     assert result.exit_code == 1 and "already holds a trained model" in result.output
     assert tree_bytes(ck / "m") == before and not (ck / ".m.old").exists()
+
+
+def test_each_input_is_resolved_once_a_run_by_the_output_checks(tmp_path, monkeypatch):
+    """Where an output may go is checked against every input (none may lie in it): prepare-dataset
+    resolved each input three times (its own check, then the clean step's staged_dir before and
+    under its lock), 30,000 resolves for 10,000 inputs. Now once where the output is there (an
+    --overwrite), and not at all for a new one: no input lies in a directory that does not exist."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Path("inp").mkdir()
+    for i in range(20):
+        Path(f"inp/{i:02d}.txt").write_text(f"text {i} of the corpus, with a few words in it\n" * 3)
+    names = {f"{i:02d}.txt" for i in range(20)}
+    resolved = Counter()
+    real_resolve = Path.resolve
+
+    def counted(self, *args, **kwargs):
+        if self.name in names and sys._getframe(1).f_code.co_filename.endswith(os.path.join("mypt", "io.py")):
+            resolved[self.name] += 1
+        return real_resolve(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "resolve", counted)
+    for extra, most in (([], 0), (["--overwrite"], 1)):
+        resolved.clear()
+        r = CliRunner().invoke(main, prepare_args("inp", "ds", "--workers", "1", *extra))
+        assert r.exit_code == 0, r.output
+        assert max(resolved.values(), default=0) == most, (extra, resolved)
