@@ -265,23 +265,31 @@ class GPTDataLoader:
             yield self._to_device(self._windows(split, rng, self.batch_size))
 
     def sequential_batches(self, split: str, max_tokens: int | None = None):
-        """Consecutive non-overlapping windows covering the split in shard order (up to
-        max_tokens targets): the deterministic pass of the eval stage."""
+        """Consecutive non-overlapping windows covering the split in shard order: the
+        deterministic pass of the eval stage. With max_tokens (targets) short of the split, that
+        many windows' worth spread evenly over all of them: the split keeps its sources in order,
+        so its first windows were its first sources alone, and their loss was reported as the
+        split's."""
         s = self.splits[split]
-        budget = max_tokens if max_tokens is not None else int(s.sizes.sum())
+        block = self.block_size
+        # Window starts 0, block, 2 * block... while a window's block + 1 tokens fit in the shard.
+        counts = np.maximum((s.sizes.astype(np.int64) - 1) // block, 0)
+        total = int(counts.sum())
+        wanted = total if max_tokens is None else min(total, max_tokens // block)
+        # The k-th of `wanted` windows is window k * total // wanted of the split (all of them
+        # when wanted == total): increasing, so shards are still read in order.
+        picks = np.arange(wanted, dtype=np.int64) * total // max(wanted, 1)
+        first = np.cumsum(counts) - counts  # each shard's first window's number in the split
+        shard_of = np.searchsorted(np.cumsum(counts), picks, side="right")
         batch: list[np.ndarray] = []
-        for i, size in enumerate(s.sizes):
-            for start in range(0, int(size) - self.block_size, self.block_size):
-                if budget < self.block_size:  # (a window more would score past max_tokens)
-                    break
-                window = self._read(s, i, start, self.block_size + 1)
-                if s.tokens is None:  # (a pass over every token: each checked as it is read, as training's are)
-                    self._check_ids(window, str(s.paths[i]))
-                batch.append(window)
-                budget -= self.block_size
-                if len(batch) == self.batch_size:
-                    yield self._to_device(np.stack(batch))
-                    batch = []
+        for n, i in zip(picks.tolist(), shard_of.tolist()):
+            window = self._read(s, i, (n - int(first[i])) * block, block + 1)
+            if s.tokens is None:  # (a pass over every token: each checked as it is read, as training's are)
+                self._check_ids(window, str(s.paths[i]))
+            batch.append(window)
+            if len(batch) == self.batch_size:
+                yield self._to_device(np.stack(batch))
+                batch = []
         if batch:
             yield self._to_device(np.stack(batch))
 

@@ -253,6 +253,22 @@ def test_evaluate_dataset_scores_at_most_max_tokens(tmp_path):
         evaluate_dataset(model, ds, max_tokens=5)
 
 
+def test_max_tokens_windows_are_spread_over_the_whole_split(tmp_path):
+    """A val split keeps its sources in order: --max_tokens scored its first windows, the first
+    sources alone, and reported their loss as the split's. Now the windows are spread evenly over
+    all of it, in order; without max_tokens, every window as before."""
+    make_dataset(tmp_path, [40], val=[33, 33])  # val windows of 8: ids 0, 8, 16, 24 and 50, 58, 66, 74
+    loader = GPTDataLoader(LoaderConfig(batch_size=2, block_size=8), TOK, dataset_dir=tmp_path)
+
+    def firsts(max_tokens):
+        return [int(i) for x, _ in loader.sequential_batches("val", max_tokens) for i in x[:, 0]]
+
+    assert firsts(None) == firsts(10 ** 6) == [0, 8, 16, 24, 50, 58, 66, 74]
+    assert firsts(16) == [0, 50]
+    assert firsts(24) == [0, 16, 58]
+    assert firsts(7) == []
+
+
 def test_a_save_too_slow_for_torchruns_stop_is_said_once(monkeypatch):
     from mypt.train import slow_save_warning
 
