@@ -332,6 +332,20 @@ def test_guide_summary_and_kebab_aliases(tmp_path):
     assert f"Val shards:   {n_val}" in result.output and str(tmp_path / "ds" / "val") in result.output
 
 
+@pytest.mark.parametrize("fraction, said", [("0.01", True), ("0.1", False)])
+def test_a_val_share_far_from_val_fraction_is_said(tmp_path, fraction, said):
+    """A corpus too small for the share asked (each source keeps a unit on each side) got 10% of
+    its tokens in val for --val_fraction 0.01, and the summary said nothing of it."""
+    rng = random.Random(1)
+    (tmp_path / "a.txt").write_text("".join(rng.choice("abcdefgh \n") for _ in range(2500)))
+    result = prepare("--input_files", str(tmp_path / "a.txt"), "--out_dir", str(tmp_path / "ds"), "--tokenization",
+                     "char", "--val_fraction", fraction, "--no_dedup", "--workers", "1")
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    share = meta["val"]["tokens"] / meta["total_tokens"]
+    line = f"Val holds {share:.1%} of the tokens, not the {float(fraction):.1%} --val_fraction asked"
+    assert (line in result.output) == said and ("--split_mode tail" in result.output) == said, result.output
+
+
 def test_dedup_keeps_the_first_copy_in_path_order_whatever_the_flag_order(tmp_path, monkeypatch):
     """The corpus order is the inputs' absolute paths sorted, whatever order and spelling the
     flag gives them (an absolute /…/b_books.txt with a relative a_web.txt too)."""
