@@ -90,7 +90,7 @@ def check_report_paths(reports: dict[str, tuple[Path | None, object]],
     for flag, (path, shape) in reports.items():
         if path is None:
             continue
-        check_not_tilde(path, flag)  # (as given: a str keeps its `./`)
+        check_not_tilde(Path(path), flag)
         real = Path(path).resolve()
         if real in seen:
             raise InputError(f"{flag} {path} is the file {seen[real]} names too: the second would replace the "
@@ -461,7 +461,7 @@ def check_dir_path(path: Path, flag: str) -> None:
     directory can be made there, and os would only say "File exists"), or at a literal `~`."""
     from mypt.lock import check_not_tilde  # (lock imports names only: no cycle)
 
-    check_not_tilde(path, flag)  # (as given: a str keeps its `./`)
+    check_not_tilde(Path(path), flag)
     if (file := file_in_the_way(Path(path))) is not None:
         what = "a symbolic link that loops" if loops(file) else "a file, not a directory"
         raise InputError(f"{flag} {path}: {file} is {what}: choose another {flag}")

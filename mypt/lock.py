@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import os
 import re
 import secrets
@@ -184,7 +183,7 @@ def output_lock(output: Path, flag: str) -> Iterator[None]:
     """Hold the lock of `output` for the block; BusyError (naming `flag` and the holder's pid)
     when another process holds it. Re-entrant within a process: a checkpoint save takes the lock
     its training run already holds. An output at a literal `~` is refused (check_not_tilde)."""
-    check_not_tilde(output, flag)  # (as given: a str keeps its `./`)
+    check_not_tilde(Path(output), flag)
     lock = lock_path(output)
     if lock in _held:
         _held[lock] += 1
@@ -212,15 +211,11 @@ def output_lock(output: Path, flag: str) -> Iterator[None]:
                 break
 
 
-def check_not_tilde(path: os.PathLike | str, flag: str) -> None:
+def check_not_tilde(path: Path, flag: str) -> None:
     """Refuse an output whose path starts with a literal `~` or `~USER` that a shell would
     expand (`--out_dir '~/data'` quoted, a params.yaml value: nothing expands it there, only the
     shell, unquoted). It made a folder named `~` in the current directory, and the `rm -rf ~`
-    that removes it deletes the home. (`~notes`, no user of that name, is a name like another.)
-    A path written `./~` or `./~/x`, given as the text the user wrote (a str: a Path has dropped
-    its `./`), names the folder `~` here as they meant it: accepted (see written_path)."""
-    if isinstance(path, str) and _names_tilde_here(path):
-        return
+    that removes it deletes the home. (`~notes`, no user of that name, is a name like another.)"""
     # As written and normalized: `a/../~/x` makes `./~/x` as surely as `~/x` does (pathlib keeps
     # the `..`), and `~/../x`, which is `x` normalized, makes `./~` on the way.
     for first in dict.fromkeys(Path(p).parts[0] for p in (path, os.path.normpath(path)) if Path(p).parts):
@@ -229,24 +224,3 @@ def check_not_tilde(path: os.PathLike | str, flag: str) -> None:
                              f"(unquoted; never in params.yaml or a config file): it would make a folder named "
                              f"'{first}' here, not in a home directory; write the path in full (or $HOME/..., "
                              "unquoted)")
-
-
-def _names_tilde_here(written: str) -> bool:
-    """Whether the path as written, `./~`, `./~USER/x`, names a folder of that name in the current
-    directory and stays inside it: no shell expands a `~` after `./`, so whoever wrote it meant
-    the name. (`./~/../x` leaves it: judged as `~/../x`.)"""
-    parts = written.split("/")
-    if parts[0] != ".":
-        return False
-    rest = list(itertools.dropwhile(lambda part: part in (".", ""), parts))
-    if not rest or not rest[0].startswith("~"):
-        return False
-    inside = os.path.normpath("/".join(rest[1:]) or ".")
-    return inside != ".." and not inside.startswith("../")
-
-
-def written_path(value: str) -> Path:
-    """A path option's value as a Path (click.Path's path_type), keeping what `./~` means: pathlib
-    drops the `./` (Path('./~') is Path('~'), which check_not_tilde refuses as an unexpanded
-    home), so such a path is made absolute here, where its spelling is still known."""
-    return Path.cwd() / value if isinstance(value, str) and _names_tilde_here(value) else Path(value)

@@ -1373,33 +1373,3 @@ def test_an_output_whose_path_leads_back_to_a_literal_tilde_is_refused(tmp_path,
         r.output
     assert not Path("~").exists()
 
-
-@pytest.mark.parametrize("out_dir, made", [("./~", "~"), ("./~/data", "~/data"), (".//./~/a/../d", "~/d"),
-                                           ("./~root/x", "~root/x")])
-def test_a_path_written_dot_slash_tilde_is_the_folder_of_that_name_here(tmp_path, monkeypatch, out_dir, made):
-    """`./~` names the folder `~` here as plainly as a path can (no shell expands a `~` after `./`),
-    and was refused as an unexpanded home: pathlib drops the `./`. A path option whose text is
-    made a Path by mypt.lock.written_path keeps that meaning; a bare `~` stays refused."""
-    import click
-
-    from mypt.io import check_dir_path
-    from mypt.lock import check_not_tilde, written_path
-
-    @click.command()
-    @click.option("--out_dir", type=click.Path(file_okay=False), required=True,
-                  callback=lambda ctx, param, value: written_path(value))
-    def write(out_dir):
-        check_dir_path(out_dir, "--out_dir")
-        with staged_dir(out_dir, marker="made.txt") as stage:
-            (stage / "made.txt").write_text("mine\n")
-
-    monkeypatch.chdir(tmp_path)
-    r = CliRunner().invoke(write, ["--out_dir", out_dir])
-    assert r.exit_code == 0, r.output + repr(r.exception)
-    assert (tmp_path / made / "made.txt").read_text() == "mine\n"
-    check_not_tilde(out_dir, "--out_dir")  # (the text as written, too)
-    for bare in ("~", made, "./~/../x", "a/../~"):
-        r = CliRunner().invoke(write, ["--out_dir", bare])
-        assert r.exit_code == 1 and "the path starts with a literal '~" in str(r.exception), (bare, r.exception)
-        with pytest.raises(InputError, match="the path starts with a literal '~"):
-            check_not_tilde(bare, "--out_dir")
