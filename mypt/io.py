@@ -65,11 +65,8 @@ def write_reports(reports: dict[Path, object]) -> None:
             f.flush()
 
 
-# Parts of a report's shape (check_report_paths). ANY_NAME: a name the run chose (a corpus, a token).
-# COUNTERS: a data step's --stats, counts under lowercase names; not a list of the names, which are
-# each step's own and grow (clean's readers add theirs, dedup counts some only when seen).
+# A part of a report's shape (check_report_paths): a name the run chose (a corpus, a token).
 ANY_NAME = re.compile(r".*", re.DOTALL)
-COUNTERS = {re.compile(r"[a-z][a-z0-9_]*"): int}
 
 
 def check_report_paths(reports: dict[str, tuple[Path | None, object]],
