@@ -314,6 +314,9 @@ def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int, saved_dropout: 
     inert = {"seed": "; no effect: a resume continues the checkpoint's random state"}
     line = "; settings changed from the checkpoint's run: " + ", ".join(
         f"{k} {values[k]!r} (was {v!r}{inert.get(k, '')})" for k, v in shown.items())
+    if {"batch_size", "eval_iters"} & set(changed):  # (val is eval_iters fixed batches of batch_size windows)
+        line += ("; val is measured on other windows from here (eval_iters batches of batch_size): its curve may "
+                 "move at this step with no change of the model, and best_val compares the two samples")
     try:
         old = TrainConfig.from_dict({**now, **changed})
     except ConfigError:  # settings an older mypt wrote that this one no longer takes

@@ -154,6 +154,8 @@ def test_resume_names_the_settings_it_changes_and_the_learning_rate_it_moves(tmp
     assert "| tokens per iteration: 96 (1 process(es) x 1 accumulation x 3 x 32) |" in out  # the new batch's
     assert "seed 5 (was 1337; no effect: a resume continues the checkpoint's random state)" in line
     assert "batch_size 3 (was 2)" in line and "max_iters 20 (was 8)" in line and "warmup" not in line
+    # val's fixed batches are of batch_size windows: other windows from here (said; a max_iters alone is not)
+    assert "val is measured on other windows from here (eval_iters batches of batch_size)" in line
     before, after = mypt.train.get_lr(8, _cfg(8)), mypt.train.get_lr(8, _cfg(20))
     assert before == pytest.approx(3e-4) and after > 4 * before
     assert f"the learning rate at step 8 is {after:.3g} (the checkpoint's schedule: {before:.3g})" in line
