@@ -11,7 +11,9 @@ crawl or a dump of documents comes). For each N and each command, one line of:
   - work space: the peak, sampled every 0.1 s, of the bytes on disk (st_blocks) and the files
     of the work folder (prepare-dataset's hidden `.OUT.work` beside OUT; the stages: every
     intermediate output), per input file;
-  - output: bytes on disk and files of the dataset directory, per input file.
+  - output: bytes on disk and files of the dataset directory, per input file;
+  - sent: the bytes the command's process pickled for its worker processes (tasks, and what
+    travels with them: a tokenizer's state went with every chunk of tasks), per input file.
 
     python bench/tiny_files.py                            # 2,000 and 10,000 files, prepare-dataset
     python bench/tiny_files.py --files 20000,40000 --workers 1
@@ -26,7 +28,9 @@ The inputs are written once per N into --dir (default: a temporary folder) and r
 Measured (2 workers, a shared 2-core machine), prepare-dataset: 10,000 files, char: 1.9 ms (2.6 ms
 of CPU) a file, peak +4.0 MiB per 1,000 files (+6.3 while dedup read each tiny file's records into
 a batch-sized array); 2,000 files, hf: 8.6 s (70.9 s while each task rendered the 6 MB tokenizer.json
-to key the worker's tokenizer).
+to key the worker's tokenizer). Sent, hf: 0.5 kB a file for 2,000 files (204.9 kB while the tokenizer's
+state went with every chunk of tasks: 410 MB pickled), 1.9 kB for 50 (6.3 MB: one chunk a file); its
+peak 249 MiB (261).
 """
 
 from __future__ import annotations
@@ -54,6 +58,13 @@ OUTPUT = {"tokenize": "tokens", "shard": "shards", "split": "dataset"}  # a stag
 _MEASURE = ("import resource, subprocess, sys, json; rc = subprocess.run(sys.argv[1:], capture_output=True, "
             "text=True); u = resource.getrusage(resource.RUSAGE_CHILDREN); print(json.dumps([rc.returncode, "
             "(rc.stderr + rc.stdout).strip()[-300:], u.ru_maxrss, u.ru_utime + u.ru_stime]))")
+# The mypt CLI, counting the bytes its process pickles for its workers (the pool's call queue
+# pickles with ForkingPickler.dumps) into the file $MYPT_BENCH_SENT at exit.
+_CLI = ("import atexit, os, sys, multiprocessing.reduction as r; from mypt.cli import main; sent = [0]; "
+        "dumps = r.ForkingPickler.dumps.__func__; "
+        "r.ForkingPickler.dumps = classmethod(lambda c, o, *a: sent.append(len(b := dumps(c, o, *a))) or b); "
+        "atexit.register(lambda: open(os.environ['MYPT_BENCH_SENT'], 'w').write(str(sum(sent)))); "
+        "sys.argv[0] = 'mypt'; main()")
 
 
 def make_corpus(top: Path, files: int, seed: int = 0) -> int:
@@ -102,14 +113,19 @@ class Watch:
 
 
 def measure(cmd: list[str], cwd: Path, env: dict) -> dict:
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True,
-                          cwd=cwd, env=env)
-    wall = time.perf_counter() - start
-    rc, said, peak_kib, cpu = json.loads(done.stdout)
-    if rc != 0:
-        raise SystemExit(f"{' '.join(cmd)}: exit {rc}: {said}")
-    return {"wall": wall, "cpu": cpu, "peak_mib": peak_kib / 1024}
+    """`cmd`'s figures; one that is `mypt.cli`'s runs through _CLI, which counts the bytes sent."""
+    counted = cmd[1:3] == ["-m", "mypt.cli"]  # (a stage script's are not counted)
+    if counted:
+        cmd = [cmd[0], "-c", _CLI, *cmd[3:]]
+    with tempfile.NamedTemporaryFile("r") as sent:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True,
+                              cwd=cwd, env={**env, "MYPT_BENCH_SENT": sent.name})
+        wall = time.perf_counter() - start
+        rc, said, peak_kib, cpu = json.loads(done.stdout)
+        if rc != 0:
+            raise SystemExit(f"{' '.join(cmd)}: exit {rc}: {said}")
+        return {"wall": wall, "cpu": cpu, "peak_mib": peak_kib / 1024, "sent": int(sent.read()) if counted else None}
 
 
 def run_prepare(corpus: Path, work: Path, repo: Path, env: dict, flags: list[str]) -> dict:
@@ -160,7 +176,8 @@ def row(label: str, files: int, r: dict, base_mib: float | None) -> str:
     return (f"{label:<16}{files:>9,}{r['wall']:>9.1f}{r['wall'] / files * 1e3:>9.2f}{r['cpu'] / files * 1e3:>9.2f}"
             f"{r['peak_mib']:>9.0f}{slope}"
             f"{r['work'][0] / files / 1e3:>11.1f}{r['work'][1] / files:>10.1f}"
-            f"{r['out'][0] / files / 1e3:>10.2f}{r['out'][1]:>10,}")
+            f"{r['out'][0] / files / 1e3:>10.2f}{r['out'][1]:>10,}"
+            + (f"{r['sent'] / files / 1e3:>10.1f}" if r["sent"] is not None else ""))
 
 
 def gpt2_tokenizer_json(path: Path, repo: Path, env: dict) -> Path:
@@ -189,7 +206,7 @@ def main() -> None:
     print(f"mypt of {repo}, --workers {args.workers}, --tokenization {args.tokenization}; "
           f"slope: (peak - the {BASELINE_FILES}-file run's) per 1,000 files")
     print(f"{'command':<16}{'files':>9}{'wall s':>9}{'ms/file':>9}{'cpu ms/f':>9}{'peak MiB':>9}{'MiB/1k':>9}"
-          f"{'work kB/f':>11}{'work f/f':>10}{'out kB/f':>10}{'out files':>10}")
+          f"{'work kB/f':>11}{'work f/f':>10}{'out kB/f':>10}{'out files':>10}{'sent kB/f':>10}")
     base: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="tiny_files.") as tmp:
         tokenization = args.tokenization if args.tokenization != "hf" else \
