@@ -118,12 +118,24 @@ def _past_run(f: BinaryIO, start: int, size: int, after: bytes, skip: RunSkip) -
     run's end begin (`size` for a run to the file's end). None where the window sees that end."""
     if _run_bytes(after, skip.run) < len(after) - 3:  # (a character the window cuts off: up to 3 bytes)
         return None  # (told in memory first: the rule finds no cut at many a newline of ordinary text)
-    end = _run_end(f, start, size, skip.run)
-    if end < start + BOUNDARY_AHEAD and end < size:
-        return None
-    stop = end - BOUNDARY_AHEAD if end < size else size  # (a window after a newline before `stop` is in the run)
-    cut = None if skip.cuts is None else _first_match(f, skip.cuts, start, stop, size)
-    return stop if cut is None else cut
+    # The run is read in growing pieces (it is often short: an indent), and `cuts` looked for as far as
+    # it is known, not from its end: gpt2 cuts a long run every block, each search read the rest of it.
+    at, piece, searched = start, 4 << 10, start
+    while True:
+        f.seek(at)
+        data = f.read(piece)
+        n = _run_bytes(data, skip.run)
+        ended = n < len(data) - 3 or at + len(data) >= size  # (else it may go on past a character cut off)
+        if ended and at + n < start + BOUNDARY_AHEAD and at + n < size:
+            return None
+        stop = size if ended and at + n >= size else at + n - BOUNDARY_AHEAD  # (a window before it is in the run)
+        if skip.cuts is not None and searched < stop:
+            if (cut := _first_match(f, skip.cuts, searched, stop, size)) is not None:
+                return cut
+            searched = stop
+        if ended:
+            return max(stop, start)
+        at, piece = at + n, min(piece * 2, _RUN_READ)
 
 
 def _run_bytes(data: bytes, run: re.Pattern) -> int:
@@ -131,20 +143,6 @@ def _run_bytes(data: bytes, run: re.Pattern) -> int:
     text = data.decode("utf-8", "surrogateescape")  # (bytes not UTF-8, or cut off at the end: no run's)
     n = run.match(text).end()
     return len(data) if n == len(text) else len(text[:n].encode("utf-8", "surrogateescape"))
-
-
-def _run_end(f: BinaryIO, start: int, size: int, run: re.Pattern) -> int:
-    """Where the run of `run`'s characters from byte `start` ends, read in growing pieces (a run
-    is often short: an indent)."""
-    piece = 4 << 10
-    while start < size:
-        f.seek(start)
-        data = f.read(piece)
-        n = _run_bytes(data, run)
-        if n < len(data) - 3 or start + len(data) >= size:
-            return start + n
-        start, piece = start + n, min(piece * 2, _RUN_READ)  # (read on from the run's last whole character)
-    return size
 
 
 def _first_match(f: BinaryIO, pattern: re.Pattern, start: int, stop: int, size: int) -> int | None:

@@ -5,6 +5,7 @@ newline puts them, and their ids those of the whole text."""
 
 from __future__ import annotations
 
+import io
 import random
 
 import numpy as np
@@ -67,6 +68,31 @@ def test_a_run_of_whitespace_lines_is_passed_over_not_asked_at_each_newline(byte
     assert blocks_ids(tok, path, blocks) == tok.encode(text)
 
 
+class CountingReads(io.FileIO):
+    """A file that counts the bytes read from it."""
+
+    read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        self.read_bytes += len(data)
+        return data
+
+
+def test_a_long_run_gpt2_cuts_inside_is_read_about_once(tmp_path):
+    """gpt2 cuts inside a long run (after a newline before a space), a block's length apart: the
+    scan looks for such a newline as far as it has read the run, not from the run's end (which
+    read the rest of the run for each block: quadratic)."""
+    tok, path = Tokenizer(None, "gpt2"), tmp_path / "t.txt"
+    text = "Words.\n" + ("\n" * 1000 + " ") * 4000 + "end.\n"
+    path.write_bytes(text.encode())
+    with CountingReads(path) as f:
+        blocks = split_blocks(path, 1 << 16, safe=tok.block_boundary, f=f)
+        read = f.read_bytes
+    assert len(blocks) > 50 and read < 5 * len(text), (len(blocks), read)  # (a 64 KiB read a block, twice)
+    assert blocks_ids(tok, path, blocks) == tok.encode(text)
+
+
 # Runs of every whitespace character, alone or in lines, among text of other kinds.
 _UNITS = [w * k for w in WHITESPACE for k in (1, 2)] + [w + "\n" for w in WHITESPACE] + ["\n" + w for w in WHITESPACE]
 _OTHER = ["a", "Zq", ".", "'s", "1", "中文", "。", "é", "\U0001F600", "\x1c", "x y", "word,", "\n", "\n\n", "\r\n", " ",
@@ -77,7 +103,7 @@ def runs_text(rng: random.Random) -> bytes:
     parts = []
     for _ in range(rng.randint(1, 30)):
         if rng.random() < 0.25:
-            parts.append(rng.choice(_UNITS) * rng.randint(20, 300))
+            parts.append(rng.choice(_UNITS) * (rng.randint(20, 300) if rng.random() < 0.8 else rng.randint(1000, 3000)))
         else:
             parts.append(rng.choice(_OTHER) * rng.choice([1, 1, 2, 3]))
     data = "".join(parts).encode()
@@ -106,4 +132,4 @@ def test_blocks_are_where_asking_at_each_newline_puts_them(byte_level, tmp_path)
             if name in toks and data and data.decode(errors="replace").encode() == data:  # (valid UTF-8)
                 assert blocks_ids(toks[name], path, skipped) == toks[name].encode(data.decode()), (name, data)
     for name, ([skipped], [asked]) in calls.items():
-        assert skipped * 2 < asked, (name, skipped, asked)
+        assert skipped * 3 < asked * 2, (name, skipped, asked)  # (gpt2 cuts inside runs: about half)
