@@ -21,8 +21,16 @@ Prints:
       gpt2: MEMORY_MB MiB of spaces inside one line (--no_filter; one tiktoken piece, ~40 bytes a
           byte), lines indented deeper than the 256 bytes the block rule sees (one block).
 
+  - split_blocks' scan (how the tokenize step cuts a .txt into blocks) of SCAN_MB MiB of lines of
+    U+3000 (ideographic space, newline) and of blank lines, with train-tokenizer's hf tokenizer
+    (ByteLevel: gpt2.regex_safe_boundary, checked at each cut) and with gpt2, in each tokenizer's
+    blocks, next to the scan of --scan_baseline (a git revision's mypt/text.py; the rules are this
+    checkout's): it asked the rule at each newline of a run of whitespace (16 MiB of U+3000 lines:
+    158 s with hf).
+
     python bench/pathological.py --files 20000 --workers 2
     python bench/pathological.py --parts memory --memory_mb 16 --baseline ../before
+    python bench/pathological.py --parts scan --scan_mb 16
 """
 
 from __future__ import annotations
@@ -205,6 +213,41 @@ def memory(tmp: Path, mb: int, baseline: Path | None) -> None:
               + ", ".join(outcome for _, _, outcome in row))
 
 
+def scan(tmp: Path, mb: int, baseline: str) -> None:
+    import importlib.util
+
+    from mypt.text import split_blocks
+    from mypt.tokenizers import Tokenizer
+    from mypt.tokenizers.hf import HFTokenizer
+    from mypt.train_tokenizer import TokenizerTrainSettings, train_tokenizer
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp / "old_text.py").write_bytes(subprocess.run(["git", "show", f"{baseline}:mypt/text.py"], cwd=repo,
+                                                     capture_output=True, check=True).stdout)
+    spec = importlib.util.spec_from_file_location("old_text", tmp / "old_text.py")
+    old = sys.modules["old_text"] = importlib.util.module_from_spec(spec)  # (a dataclass needs its module there)
+    spec.loader.exec_module(old)
+    rng = random.Random(0)
+    (tmp / "corpus.txt").write_text("".join(" ".join(rng.choice(WORDS) for _ in range(10)) + ".\n"
+                                            for _ in range(5000)) + "中文的句子。\n\u3000\u3000段落\n" * 500)
+    train_tokenizer([str(tmp / "corpus.txt")], tmp / "tok.json", TokenizerTrainSettings(vocab_size=1000),
+                    log=lambda line: None)
+    toks = {"hf (ByteLevel)": HFTokenizer.from_file(tmp / "tok.json"), "gpt2": Tokenizer(None, "gpt2")}
+    n = mb << 20
+    (tmp / "ideographic.txt").write_text("\u3000\n" * (n // 4), encoding="utf-8")
+    (tmp / "blank.txt").write_bytes(b"\n" * n)
+    print(f"split_blocks' scan of {mb} MiB, seconds: this checkout's, {baseline}'s (blocks of each)")
+    for name, tok in toks.items():
+        for case in ("ideographic.txt", "blank.txt"):
+            # (warmed up first on a small file of the case: gpt2's rule loads r50k's pairs once, 0.3 s)
+            (tmp / "warm.txt").write_bytes((tmp / case).read_bytes()[:64 << 10])
+            split_blocks(tmp / "warm.txt", 1024, safe=tok.block_boundary)
+            row = [timed(split, tmp / case, tok.block_bytes, safe=tok.block_boundary)
+                   for split in (split_blocks, old.split_blocks)]
+            assert row[0][1] == row[1][1], (name, case)  # (the same blocks)
+            print(f"  {name:<15} {case:<16} {row[0][0]:8.2f} s {row[1][0]:8.2f} s  ({len(row[0][1])} blocks)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_mb", type=int, default=1)
@@ -212,7 +255,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory_mb", type=int, default=4)
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout whose mypt runs the memory part")
-    parser.add_argument("--parts", default="whitespace,long_words,tiny_files,memory")
+    parser.add_argument("--scan_mb", type=int, default=4)
+    parser.add_argument("--scan_baseline", default="fa83756", help="the git revision whose split_blocks the scan part "
+                                                                   "times too (default: before its run skip)")
+    parser.add_argument("--parts", default="whitespace,long_words,tiny_files,memory,scan")
     args = parser.parse_args()
     parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,6 +271,9 @@ def main() -> None:
         if "memory" in parts:
             (Path(tmp) / "memory").mkdir()  # (apart from the other parts' files: tok.json)
             memory(Path(tmp) / "memory", args.memory_mb, args.baseline)
+        if "scan" in parts:
+            (Path(tmp) / "scan").mkdir()
+            scan(Path(tmp) / "scan", args.scan_mb, args.scan_baseline)
 
 
 if __name__ == "__main__":
