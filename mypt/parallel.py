@@ -99,11 +99,13 @@ def shared_pool(how: Parallelism) -> Iterator[None]:
 
 
 def parallel_map(fn: Callable[..., R], tasks: Iterable[T], how: Parallelism, desc: str,
-                 shared: Any = None) -> list[R]:
+                 shared: Any = None, shared_dir: os.PathLike | str | None = None) -> list[R]:
     """fn over tasks, results in task order: in `how.workers` processes (None: all cores), or
     as Ray tasks with engine ray. `fn` must be a module-level function (it is pickled by name).
     With `shared` (not None), fn is called as fn(task, shared), and `shared` is sent to each
-    worker once, not with every task (the module's docstring)."""
+    worker once, not with every task (the module's docstring), through a file in `shared_dir`:
+    a folder of the step's own (its work folder, which a killed run's next run removes; not the
+    system's temporary folder, where a kill -9 left MBs behind)."""
     tasks = list(tasks)
     workers = worker_count(how)
     results: list[R] = []
@@ -126,7 +128,7 @@ def parallel_map(fn: Callable[..., R], tasks: Iterable[T], how: Parallelism, des
         pool = _SHARED[workers] if pooled else _new_pool(min(workers, len(tasks)))
         failed = True
         try:
-            with _handed_over(shared) as given:
+            with _handed_over(shared, shared_dir) as given:
                 call = functools.partial(_call, fn if given is None else functools.partial(with_shared, fn, given))
                 # Ctrl-C reaches every process of the terminal's group, as a scheduler's SIGTERM of a
                 # job's group does: each worker printed a KeyboardInterrupt traceback, or died before
@@ -177,13 +179,15 @@ class _SharedFile:
 
 
 @contextlib.contextmanager
-def _handed_over(shared: Any) -> Iterator[_SharedFile | None]:
-    """`shared` pickled once into a temporary file for the workers of one map (None: nothing
-    shared), removed at the end of the map."""
+def _handed_over(shared: Any, where: os.PathLike | str | None) -> Iterator[_SharedFile | None]:
+    """`shared` pickled once into a file in folder `where` for the workers of one map (None:
+    nothing shared), removed at the end of the map."""
     if shared is None:
         yield None
         return
-    fd, path = tempfile.mkstemp(prefix="mypt-shared-", suffix=".pickle")
+    if where is None:
+        raise ValueError("parallel_map: a shared value needs a shared_dir of the step's own")
+    fd, path = tempfile.mkstemp(prefix=".shared-", suffix=".pickle", dir=where)
     try:
         with os.fdopen(fd, "wb") as f:
             pickle.dump(shared, f, protocol=pickle.HIGHEST_PROTOCOL)

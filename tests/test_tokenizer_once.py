@@ -90,3 +90,40 @@ def test_an_append_with_an_hf_file_builds_its_tokenizer_once(tmp_path, monkeypat
         assert result.exit_code == 0, result.output + repr(result.exception)
         assert len(builds) == 1, (where, builds)
     assert len(json.loads((ds / "dataset_metadata.json").read_text())["appended"]) == 1
+
+
+@pytest.mark.slow
+def test_the_shared_state_waits_in_the_steps_work_folder_and_a_kill_leaves_none_elsewhere(tmp_path):
+    """The file the workers read the tokenizer's state from was made in the system's temporary
+    folder: a kill -9 during tokenize left it there (MBs for an hf tokenizer). It lies in the
+    step's work folder now, which the next run over the output removes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    text, system_tmp = tmp_path / "text", tmp_path / "system_tmp"
+    text.mkdir()
+    system_tmp.mkdir()
+    for i in range(3000):  # a task a file: a map long enough to catch
+        (text / f"doc{i:04d}.txt").write_text(f"{WORDS[i % len(WORDS)]} {i}\n{WORDS[-i % len(WORDS)]} fox\n")
+    args = [sys.executable, "-m", "mypt.cli", "prepare-dataset", "--input_files", str(text), "--out_dir",
+            str(tmp_path / "ds"), "--tokenization", "gpt2", "--workers", "2"]
+    env = {**os.environ, "TMPDIR": str(system_tmp)}
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, found = time.monotonic() + 120, []
+        while not found and proc.poll() is None and time.monotonic() < deadline:
+            found = [name for _, _, names in os.walk(tmp_path / ".ds.work")  # (folders come and go: no error)
+                     for name in names if name.startswith(".shared-")]
+            time.sleep(0.005)
+        assert found, "the shared state never appeared in the output's work folder"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert list(system_tmp.iterdir()) == []
+    subprocess.run(args, env=env, cwd=tmp_path, check=True, capture_output=True)
+    assert not list(tmp_path.glob("**/.shared-*")) and list(system_tmp.iterdir()) == []
+    assert (tmp_path / "ds" / "dataset_metadata.json").is_file()

@@ -131,7 +131,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
                 parts[-1].append((tok_part, doc_part))
         try:
             # The state (an hf tokenizer.json: MBs) goes to each worker once, not with each task.
-            results = parallel_map(_tokenize_block, tasks, settings, "tokenize", shared=keyed)
+            results = parallel_map(_tokenize_block, tasks, settings, "tokenize", shared=keyed, shared_dir=stage)
         except _CannotEncode as e:
             path, error = e.args
             name = next(src["name"] for src in manifest["sources"] if Path(in_dir) / src["file"] == path)
