@@ -8,7 +8,7 @@ A value that every task of a map needs (`shared`: a tokenizer's state, MBs for a
 tokenizer.json) goes to each worker once, not with each task: the local engine's workers
 read it from a file the parent writes once a map (a worker of a shared pool, or one started
 mid-map, finds it there whatever it ran before), Ray's get it from the object store
-(mypt.ray_engine); each process keeps the last one it was given (worker_shared).
+(mypt.ray_engine); each process keeps the last one it was given (mypt.shared_value).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
 from tqdm import tqdm
 
 from mypt.errors import MyptError
+from mypt.shared_value import with_shared
 from mypt.signals import stops_held
 
 T = TypeVar("T")
@@ -154,19 +155,6 @@ def parallel_map(fn: Callable[..., R], tasks: Iterable[T], how: Parallelism, des
     return results
 
 
-_WORKER_SHARED: dict[str, Any] = {}  # a process's last shared value, by its map's token
-
-
-def worker_shared(token: str, load: Callable[[], Any]) -> Any:
-    """The shared value of the map `token` names, in this process: load() at the first of its
-    tasks here, then kept for the others (a worker runs one map at a time: the one before's is
-    dropped). The token is new for each map, so a value kept is never another map's."""
-    if token not in _WORKER_SHARED:
-        _WORKER_SHARED.clear()
-        _WORKER_SHARED[token] = load()
-    return _WORKER_SHARED[token]
-
-
 class _SharedFile:
     """Where a local map's shared value waits for its workers: its token and a file of its pickle."""
 
@@ -195,12 +183,6 @@ def _handed_over(shared: Any, where: os.PathLike | str | None) -> Iterator[_Shar
         yield _SharedFile(uuid.uuid4().hex, path)
     finally:
         os.unlink(path)
-
-
-def with_shared(fn: Callable[[T, Any], R], where: Any, task: T) -> R:
-    """fn(task, the shared value `where` locates), in a worker: `where` has a token and a load()
-    (_SharedFile; ray_engine's object reference)."""
-    return fn(task, worker_shared(where.token, where.load))
 
 
 def _call(fn: Callable[[T], R], task: T) -> R:

@@ -28,7 +28,7 @@ from pathlib import PurePath
 from typing import Any, Callable, Iterator, Sequence
 
 from mypt.errors import MyptError
-from mypt.parallel import with_shared
+from mypt.shared_value import with_shared
 
 MAX_RETRIES = 3
 TRANSIENT = [OSError]  # what a retry can mend (ConnectionError and TimeoutError are OSErrors)
@@ -150,7 +150,7 @@ def has_relative_path(obj: Any, depth: int = 3) -> bool:
 
 class SharedRef:
     """A map's shared value in Ray's object store, put there once by the driver: its token and
-    its object reference, which each worker gets once (parallel.worker_shared). The reference
+    its object reference, which each worker gets once (mypt.shared_value). The reference
     travels in a list: Ray would fetch and unpickle a task's top-level reference for every task."""
 
     def __init__(self, token: str, ref: Any):

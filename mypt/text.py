@@ -19,7 +19,11 @@ import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Sequence
+
+if TYPE_CHECKING:  # (the tokenizers define their rules' RunSkip; a runtime import would make every
+    # reader of a tokenizer, the train and eval stages among them, depend on this module)
+    from mypt.tokenizers.base import RunSkip
 
 BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small enough to bound memory
 # The longest line (a JSONL record: a whole document) a reader holds in memory; a worker's peak is
@@ -36,20 +40,6 @@ BOUNDARY_CONTEXT = 8
 BOUNDARY_AHEAD = 256 + BOUNDARY_CONTEXT
 
 
-class RunSkip(NamedTuple):
-    """What a block boundary rule (`safe` of split_blocks, as its attribute `run_skip`) tells the
-    scan about runs of whitespace, so that the scan need not ask it at each newline of one: at a
-    newline whose `after` lies inside a run of `run`'s characters (the run goes on past the
-    window, or to the file's end), the rule finds no cut, except where `cuts` (a bytes pattern;
-    None: nowhere) matches at the newline, looking at most RUN_LOOK bytes past it. The scan then
-    finds where the run ends once and asks the rule only there and at the newlines that see
-    that end: asked at each newline, 16 MiB of lines of U+3000 took 158 s with an hf tokenizer,
-    16 MiB of blank lines 21 s with any tokenizer."""
-
-    run: re.Pattern  # (a str pattern: a run of the characters from where it is matched, `[...]*`)
-    cuts: re.Pattern | None
-
-
 RUN_LOOK = 16
 _RUN_READ = 1 << 20  # (the most a run's search reads at once)
 
@@ -63,8 +53,8 @@ def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: Binar
     the BOUNDARY_CONTEXT bytes before the newline, `after` the BOUNDARY_AHEAD bytes after it
     (fewer only at the file's ends; never empty). It returns None (no block ends there) or
     where the block ends, in bytes from just after the newline (0: just after it; -1: before
-    it; at most len(after) - 1, so that no block is empty). Its `run_skip` (RunSkip), where it
-    has one, lets the scan pass over newlines where it cannot cut.
+    it; at most len(after) - 1, so that no block is empty). Its `run_skip` (tokenizers.base.RunSkip), where
+    it has one, lets the scan pass over newlines where it cannot cut.
     Plain files only: a compressed input is one block (mypt.readers). `f`: the file open already
     (an input, opened as mypt.readers opens one).
     """

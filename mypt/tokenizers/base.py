@@ -6,13 +6,28 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.io import atomic_write_text, read_json
 from mypt.names import STATE_FILE
+
+
+class RunSkip(NamedTuple):
+    """What a block boundary rule (`safe` of split_blocks, as its attribute `run_skip`) tells the
+    scan about runs of whitespace, so that the scan need not ask it at each newline of one: at a
+    newline whose `after` lies inside a run of `run`'s characters (the run goes on past the
+    window, or to the file's end), the rule finds no cut, except where `cuts` (a bytes pattern;
+    None: nowhere) matches at the newline, looking at most mypt.text.RUN_LOOK bytes past it. The
+    scan then finds where the run ends once and asks the rule only there and at the newlines that
+    see that end: asked at each newline, 16 MiB of lines of U+3000 took 158 s with an hf tokenizer,
+    16 MiB of blank lines 21 s with any tokenizer."""
+
+    run: re.Pattern  # (a str pattern: a run of the characters from where it is matched, `[...]*`)
+    cuts: re.Pattern | None
+
 
 STATE_VERSION = 1
 TOKENIZERS: dict[str, type["Tokenizer"]] = {}  # kind -> class
@@ -154,7 +169,7 @@ class Tokenizer:
     # safe(before, after): where near a newline a text may be cut into blocks without changing its
     # encoding, given the bytes on each side of it: bytes from just after it, or None for nowhere
     # (mypt.text.split_blocks). None instead of a rule: just after any newline. A rule's `run_skip`
-    # (mypt.text.RunSkip) tells the scan the runs of whitespace it need not ask it about.
+    # (RunSkip, above) tells the scan the runs of whitespace it need not ask it about.
     block_boundary: Callable[[bytes, bytes], int | None] | None = None
     # The bytes of a .txt block the tokenize step encodes at once (None: mypt.text.BLOCK_BYTES):
     # smaller for a kind whose encoding costs much memory a byte.

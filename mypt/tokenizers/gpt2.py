@@ -18,8 +18,8 @@ import numpy as np
 from mypt.errors import TokenizerError
 from mypt.io import cache_dir
 from mypt.names import r50k_path
-from mypt.text import RunSkip
-from mypt.tokenizers.base import WHITESPACE, WHITESPACE_SET, Tokenizer, register, split_at, whitespace_runs
+from mypt.tokenizers.base import (WHITESPACE, WHITESPACE_SET, RunSkip, Tokenizer, register, split_at,
+                                  whitespace_runs)
 
 GPT2_EOT = 50256
 GPT2_VOCAB_SIZE = 50257
@@ -202,7 +202,7 @@ def ascii_safe_boundary(before: bytes, after: bytes) -> int | None:
     return 0 if before and after and 0x21 <= before[-1] <= 0x7E and 0x21 <= after[0] <= 0x7E else None
 
 
-# What the block scan may pass over (mypt.text.RunSkip): these rules find no cut at a newline whose
+# What the block scan may pass over (tokenizers.base.RunSkip): these rules find no cut at a newline whose
 # window lies inside a run of whitespace (its end unseen), but gpt2_safe_boundary, after a newline
 # that no r50k token joins to the next byte: any but a newline and 0xC2, the first byte of U+00A0
 # and U+0085 (r50k holds "\n\n" and "\n\xa0": tests/test_block_scan.py compares the blocks with
