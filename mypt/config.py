@@ -492,8 +492,8 @@ class EvalSettings(Settings):
     model_name: str = model_setting()
     batch_size: int = setting(32, "Windows per batch.", min=1)
     max_tokens: int | None = setting(None, "Evaluate at most this many tokens per split, in whole windows of the "
-                                     "model's block_size (rounded down; less than one window is refused), spread evenly over "
-                                     "the split, all of its sources.", min=1)
+                                     "model's block_size (rounded down; less than one window is refused), "
+                                     "spread evenly over the split, all of its sources.", min=1)
     device: str = device_setting()
     checkpoints_dir: Path = checkpoints_setting()
 
