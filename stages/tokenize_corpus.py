@@ -12,13 +12,8 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
 from mypt.io import ANY_NAME, check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
-from mypt.steps.tokenize import TokenizeSettings, tokenize
+from mypt.steps.tokenize import COUNTERS, TokenizeSettings, tokenize
 from mypt.tokenizers import Tokenizer
-
-
-# Every name the tokenize step's stats can hold, as this stage writes them (without replaced_char_counts): a
-# char tokenizer's replaced characters, an hf tokenizer's words that became its unknown token, and per token.
-COUNTERS = ("tokens", "documents", "replaced_chars", "unknown_tokens")
 
 
 @click.command(cls=MyptCommand)

@@ -23,6 +23,10 @@ from mypt.text import block_docs, block_text, split_blocks
 from mypt.tokenizers import Tokenizer, check_spec, spec_forms, spec_help
 
 STEP = Step("tokenize", reads=("clean", "dedup"))
+# Every count the tokenize stats hold beside unknown_token_counts (an hf tokenizer's words that
+# became its unknown token, per token) and replaced_char_counts: the tokenize stage's --stats
+# replaces a file of these names only.
+COUNTERS = ("tokens", "documents", "replaced_chars", "unknown_tokens")
 # Each source's tokens and where its documents end (`00003.tokens`, `00003.docs`), the tokenizer.
 OWNED = ("[0-9]*.tokens", "[0-9]*.docs", STATE_FILE)
 ENDS = np.dtype(np.uint64)  # a .docs file's entries: where each document ends, in tokens
