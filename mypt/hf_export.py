@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
@@ -316,22 +317,24 @@ def _edited(out_dir: Path, changed: list[tuple[str, str]]) -> str:
             f"{them}: refused, nothing changed; move {them} out of the directory, or choose another --out_dir")
 
 
-def _check_unverified(out_dir: Path, owned: tuple[str, ...], stage: Path, names: list[str] | None = None) -> None:
+def _check_unverified(out_dir: Path, owned: tuple[str, ...], new: dict[str, str],
+                      done: Iterable[str] | None = None) -> None:
     """An export from before mypt recorded sums: its files could have been fine-tuned or edited
-    since, unseen. One the new export (in `stage`) writes with the same bytes loses nothing; any
-    other (other bytes, or a file the new export does not write, which the swap would drop) is
-    refused. `names`: only those of its files (the part of the new export written so far)."""
+    since, unseen. One the new export writes with the same bytes (`new`: name -> sha256) loses
+    nothing; any other (other bytes, or a file the new export does not write, which the swap would
+    drop) is refused. `done`: the files compared already (the part written first); None: compare
+    only those `new` holds (that part)."""
     theirs = set(user_entries(out_dir, owned))
+    done = None if done is None else set(done)
     ours = [p.name for p in out_dir.iterdir() if p.name not in theirs and p.name != EXPORT_RECORD
-            and (names is None or p.name in names)]
-    new = {name: sha256_file(stage / name) if (stage / name).is_file() else None for name in ours}
-    differ = [name for name, _ in changed_files(out_dir, new, "the new export")]
+            and (p.name in new if done is None else p.name not in done)]
+    differ = [name for name, _ in changed_files(out_dir, {name: new.get(name) for name in ours}, "the new export")]
     if differ:
         more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
-        is_, it = ("is", "it") if len(differ) == 1 else ("are", "them")
+        is_, it, they = ("is", "it", "it") if len(differ) == 1 else ("are", "them", "they")
         raise ConfigError(f"--out_dir {out_dir} is an export from before mypt recorded its files' sums: mypt cannot "
                           f"tell whether {', '.join(differ[:3])}{more} {is_} as it wrote {it}, and exporting again "
-                          f"would replace {it} with other bytes: refused, nothing changed; if {it} {is_} mypt's, "
+                          f"would replace {it} with other bytes: refused, nothing changed; if {they} {is_} mypt's, "
                           f"delete {it} and export again, or choose another --out_dir")
 
 
@@ -385,11 +388,13 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         portable_tokenizer_config(stage)
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
         tokenizer.save(stage)
+        # Each file is hashed once: the tokenizer files here where they are compared first.
+        early = {name: sha256_file(stage / name) for name in built_files(stage)} if not verified else {}
         if not verified:
             # The tokenizer files are compared first, before the weights are converted and written.
             # config.json comes with the weights from one save_pretrained (which adds its dtype to
             # it), and the weights' bytes are only known once written: those are compared after.
-            _check_unverified(target, owned, stage, built_files(stage))
+            _check_unverified(target, owned, early)
         if family == "gpt2":
             hf_model = transformers.GPT2LMHeadModel(hf_config(model.config, tokenizer))
             weights = hf_state_dict(model)
@@ -409,11 +414,11 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         written = built_files(stage)  # (save_pretrained writes no folders: names)
         for name in written:  # (its weights are written 0600)
             umask_mode(stage / name)
+        # Each file's sum (a mode change keeps its bytes): a later export refuses to replace one
+        # that changed since (io.check_written).
+        sums = {name: early[name] if name in early else sha256_file(stage / name) for name in written}
         if not verified:
-            _check_unverified(target, owned, stage)
-        # Each file's sum, after its mode change: a later export refuses to replace one that
-        # changed since (io.check_written).
-        sums = {name: sha256_file(stage / name) for name in written}
+            _check_unverified(target, owned, sums, done=early)
         record = {"files": written, "sha256": sums, "model": str(model_dir)}
         (stage / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return Path(out_dir)

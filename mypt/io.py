@@ -527,14 +527,15 @@ def shortened(path: str) -> str:
 
 
 def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
-                      marker: str | None = None, kind: str = "mypt output") -> None:
+                      marker: str | None = None, kind: str = "mypt output") -> bool:
     """The one rule of what mypt may delete to put an output in place. Writing an output
     replaces the whole directory (staged_dir; prepare-dataset --overwrite), so a mistyped
     --out_dir would cost the user their files: refuse, before anything is touched, a
     directory that is (or holds) the current, home or root directory, one that is (or
     holds) an input, and a file. With `marker`, also a non-empty directory without that
     file (not mypt's own `kind`). mypt's own work directories (`.NAME.work`,
-    `.NAME.partial`) are not outputs: remove_own decides on them.
+    `.NAME.partial`) are not outputs: remove_own decides on them. Returns whether the inputs
+    were checked (the output was there: see below).
     """
     if loops(Path(out_dir)):
         raise InputError(f"{flag} {out_dir} is a symbolic link that loops: choose another {flag}")
@@ -555,7 +556,8 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     # Each input is resolved (its links followed) only where the output is there: no file lies in
     # a directory that does not exist, the usual case of a new output (prepare-dataset's work
     # directories, a first run).
-    for given in inputs if os.path.lexists(target) else ():
+    there = os.path.lexists(target)
+    for given in inputs if there else ():
         path = Path(given).resolve()
         if path == target or target in path.parents:
             raise InputError(f"{flag} {out_dir} {'is' if path == target else 'holds'} the input {given}: refused, "
@@ -565,6 +567,7 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     if marker and target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
         raise InputError(f"{flag} {out_dir} already holds files that are not a {kind} (no {marker}); "
                          f"mypt replaces only its own {kind} or an empty directory: choose another {flag}")
+    return there
 
 
 def old_dir(final: Path) -> Path:
@@ -828,15 +831,15 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     from mypt.lock import output_lock  # lock imports names only: no cycle
 
     inputs = list(inputs)
-    check_replaceable(final, inputs, flag=flag)  # (`.`, a link that loops: before any name beside it is made)
+    # (`.`, a link that loops: before any name beside it is made)
+    checked = check_replaceable(final, inputs, flag=flag)
     final = output_target(Path(final))
     owned = tuple(owned) + ((marker,) if marker else ())
-    there = os.path.lexists(final)
     with output_lock(final, flag):
         recover_output(final, owned, flag)
-        # Each input is resolved once a run: checked above where the output was there, else here,
-        # where a recovery may have put it back (10,000 inputs were resolved in each call).
-        check_replaceable(final, () if there else inputs, flag=flag, marker=marker, kind=kind)
+        # Each input is resolved once a run: above where the output was there, else here, where a
+        # recovery (or another process) may have put it since (10,000 inputs were resolved in each call).
+        check_replaceable(final, () if checked else inputs, flag=flag, marker=marker, kind=kind)
         check_written(final, owned, written, marker, flag, kind, edited)
         check_movable(final, owned, flag)
         staging = make_own_dir(partial_dir(final))

@@ -4,6 +4,7 @@ that fills while it writes is one line that leaves the previous export as it was
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -19,6 +20,8 @@ import torch
 from click.testing import CliRunner
 from conftest import tree_bytes
 
+import mypt.hf_export
+import mypt.io
 from mypt import checkpoint
 from mypt.cli import main
 from mypt.model import GPT, GPTConfig
@@ -100,10 +103,11 @@ def test_an_export_file_made_a_link_to_the_same_bytes_is_named_as_a_link(tmp_pat
 
 
 @pytest.mark.parametrize("legacy", ["record without sums", "sums null", "no record"])
-def test_an_export_from_before_the_sums_is_replaced_only_where_nothing_differs(tmp_path, legacy):
+def test_an_export_from_before_the_sums_is_replaced_only_where_nothing_differs(tmp_path, legacy, monkeypatch):
     """mypt_export.json written before the sums, or none (an older mypt's export): its files
     were replaced unchecked, a fine-tuned model.safetensors and an edited config.json too. Now
-    only what the new export writes byte for byte is replaced; the new record has the sums."""
+    only what the new export writes byte for byte is replaced; the new record has the sums. Each
+    file, the new export's and the old one's, is hashed once (the weights were hashed twice)."""
     model = tiny_checkpoint(tmp_path / "m")
     out = tmp_path / "hf"
     export(model, out)
@@ -125,8 +129,13 @@ def test_an_export_from_before_the_sums_is_replaced_only_where_nothing_differs(t
     assert "config.json" not in line and "nothing changed" in line, line
     assert tree_bytes(out) == before
     (out / "model.safetensors").unlink()  # the user's answer: it was mypt's
+    hashed = collections.Counter()
+    real_sha256 = mypt.io.sha256_file
+    for module in (mypt.io, mypt.hf_export):
+        monkeypatch.setattr(module, "sha256_file", lambda path: hashed.update([str(path)]) or real_sha256(path))
     export(model, out)
     assert json.loads((out / "mypt_export.json").read_text())["sha256"] == record["sha256"]
+    assert hashed and max(hashed.values()) == 1, hashed
 
 
 def test_an_edited_tokenizer_file_of_an_export_from_before_the_sums_is_refused_before_the_weights(tmp_path,
