@@ -273,19 +273,20 @@ class GPTDataLoader:
         s = self.splits[split]
         block = self.block_size
         # Window starts 0, block, 2 * block... while a window's block + 1 tokens fit in the shard.
-        counts = np.maximum((s.sizes.astype(np.int64) - 1) // block, 0)
-        total = int(counts.sum())
+        counts = [max((int(size) - 1) // block, 0) for size in s.sizes]
+        total = sum(counts)
         wanted = total if max_tokens is None else min(total, max_tokens // block)
-        # The k-th of `wanted` windows is window k * total // wanted of the split (all of them
-        # when wanted == total): increasing, so shards are still read in order.
-        picks = np.arange(wanted, dtype=np.int64) * total // max(wanted, 1)
-        first = np.cumsum(counts) - counts  # each shard's first window's number in the split
-        shard_of = np.searchsorted(np.cumsum(counts), picks, side="right")
         batch: list[np.ndarray] = []
-        for n, i in zip(picks.tolist(), shard_of.tolist()):
-            window = self._read(s, i, (n - int(first[i])) * block, block + 1)
+        shard, first = 0, 0  # the shard of the next window, and its first window's number in the split
+        for k in range(wanted):  # (one window at a time: memory stays whatever the split's size)
+            # The k-th of `wanted` windows, centred in its share of the split: window k when all are.
+            n = (2 * k + 1) * total // (2 * wanted)
+            while n >= first + counts[shard]:
+                first += counts[shard]
+                shard += 1
+            window = self._read(s, shard, (n - first) * block, block + 1)
             if s.tokens is None:  # (a pass over every token: each checked as it is read, as training's are)
-                self._check_ids(window, str(s.paths[i]))
+                self._check_ids(window, str(s.paths[shard]))
             batch.append(window)
             if len(batch) == self.batch_size:
                 yield self._to_device(np.stack(batch))

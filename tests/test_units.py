@@ -264,8 +264,8 @@ def test_max_tokens_windows_are_spread_over_the_whole_split(tmp_path):
         return [int(i) for x, _ in loader.sequential_batches("val", max_tokens) for i in x[:, 0]]
 
     assert firsts(None) == firsts(10 ** 6) == [0, 8, 16, 24, 50, 58, 66, 74]
-    assert firsts(16) == [0, 50]
-    assert firsts(24) == [0, 16, 58]
+    assert firsts(16) == [16, 66]  # each window centred in its half, its third of the split
+    assert firsts(24) == [8, 50, 66]
     assert firsts(7) == []
 
 
