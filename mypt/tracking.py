@@ -29,7 +29,6 @@ import io
 import json
 import math
 import os
-import re
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,14 +109,10 @@ class _Curves:
             return None
 
     def header_fits(self, name: str) -> bool:
-        """Its first line is dvclive's header of the curve (step, then the name) or empty."""
-        data = self._bytes(name)
-        if data is None:
-            return False
-        try:  # (the first line as a text file's readline ends it: at \n, \r or \r\n)
-            return re.split(rb"\r|\n", data, maxsplit=1)[0].decode("utf-8") in ("", f"step\t{name}")
-        except UnicodeDecodeError:
-            return False
+        """It is UTF-8 text (dvclive's: a bad byte past the header crashed the resume's cut-back of
+        its rows) whose first line is dvclive's header of the curve (step, then the name) or empty."""
+        lines = self.lines(name)
+        return lines is not None and (not lines or lines[0].rstrip("\r\n") in ("", f"step\t{name}"))
 
     def points(self, name: str) -> list[tuple[int, float]]:
         """(step, value) of the curve, by step; repeated steps keep their last value."""

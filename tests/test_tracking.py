@@ -499,3 +499,23 @@ def test_a_run_killed_in_its_first_step_leaves_a_metrics_dir_its_next_run_takes(
     # (a resume from the step-0 checkpoint drops step 5's row, which the resumed run logs again)
     assert [(r["step"], r["val"]) for r in tsv(val)] == ([("0", "3.5")] if resume and not earlier else []) + \
         [("1", "2.5")]
+
+
+@pytest.mark.parametrize("killed", [False, True])
+def test_a_resume_refuses_a_curve_that_is_not_utf8_past_its_header(tmp_path, killed):
+    """A curve whose header is dvclive's but whose rows hold a byte that is not UTF-8 (not
+    dvclive's writing) crashed the resume with a traceback as it cut the curve's rows back; it is
+    named as a file no mypt run wrote, and nothing changes (metrics.json kept or emptied by a kill)."""
+    directory = tmp_path / "live"
+    run = open_tracker(("dvclive",), directory, "m")
+    for step in (0, 10, 20):
+        run(step, {"val": 1.0 + step, "train_loss": 2.0 + step, "lr": 0.1, "tokens_per_s": 9.0})
+    run.close(failed=True)
+    with open(directory / "plots" / "metrics" / "val.tsv", "ab") as f:
+        f.write(b"15\t\xff\n")
+    if killed:
+        (directory / "metrics.json").write_text("")
+    before = files_under(directory)
+    with pytest.raises(InputError, match=r"holds files no mypt run wrote.*: plots/metrics/val\.tsv"):
+        open_tracker(("dvclive",), directory, "m", resume=True, resume_step=10)
+    assert files_under(directory) == before
