@@ -344,6 +344,12 @@ def test_a_val_share_far_from_val_fraction_is_said(tmp_path, fraction, said):
     share = meta["val"]["tokens"] / meta["total_tokens"]
     line = f"Val holds {share:.1%} of the tokens, not the {float(fraction):.1%} --val_fraction asked"
     assert (line in result.output) == said and ("--split_mode tail" in result.output) == said, result.output
+    # An append asking another share is judged on its own part (the whole dataset's share was
+    # compared with the first run's fraction: a false alarm).
+    (tmp_path / "b.txt").write_text("".join(rng.choice("abcdefgh \n") for _ in range(60_000)))
+    result = prepare("--input_files", str(tmp_path / "b.txt"), "--append_to", str(tmp_path / "ds"), "--val_fraction",
+                     "0.3", "--no_dedup", "--workers", "1")
+    assert "Appended: " in result.output and "Val holds" not in result.output, result.output
 
 
 def test_dedup_keeps_the_first_copy_in_path_order_whatever_the_flag_order(tmp_path, monkeypatch):

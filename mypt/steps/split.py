@@ -223,12 +223,18 @@ def summary_lines(meta: dict, out_dir: Path, appended: bool = False) -> list[str
              f"Total shards: {n_train + n_val}",
              f"Train shards: {n_train} ({meta['train']['tokens']:,} tokens) in {Path(out_dir) / 'train'}",
              f"Val shards:   {n_val} ({meta['val']['tokens']:,} tokens) in {Path(out_dir) / 'val'}"]
-    asked, share = meta.get("val_fraction"), meta["val"]["tokens"] / max(meta["total_tokens"], 1)
+    # Of one run's split (an append may ask another share: judged on its own part, as below).
+    run = meta["appended"][-1] if appended else meta
+    split, settings = run["stats"]["split"], run.get("settings", {})
+    asked = settings.get("val_fraction")
+    share = split["val_tokens"] / max(split["train_tokens"] + split["val_tokens"], 1)
     if isinstance(asked, (int, float)) and asked > 0 and abs(share - asked) > max(asked / 4, 0.005):
         # (A source or pool gets one val unit and one train unit at least, of its tokens / 10 when small.)
-        lines.append(f"Val holds {share:.1%} of the tokens, not the {asked:.1%} --val_fraction asked: the corpus "
-                     f"is too small to draw that share (each source keeps at least one unit on each side); give "
-                     "more text, or --split_mode tail for a share of tokens")
+        tail = settings.get("split_mode") == "tail"
+        lines.append(f"Val holds {share:.1%} of the {'appended ' if appended else ''}tokens, not the {asked:.1%} "
+                     "--val_fraction asked: the corpus is too small to draw that share (each source keeps at least "
+                     "one " + ("token" if tail else "unit") + " on each side); give more text"
+                     + ("" if tail else ", or --split_mode tail for a share of tokens"))
     part, tokens, of = meta, meta["total_tokens"], "the tokens"
     if appended:
         part = meta["appended"][-1]
