@@ -5,8 +5,8 @@ own failures, this of what comes before it: a flag click refuses (`--max_iters a
 or path the command refuses before the run is built. Apart from mypt.options so that only the
 training commands depend on mypt.distributed (the data stages' DVC deps stay theirs).
 
-SaidOnceCommand: the commands that do the same on every rank (eval, export-hf: nothing
-shared between the ranks) say their error once, not once a rank."""
+OneProcessCommand: the commands that run in one process (eval, export-hf) refuse to run as
+several under torchrun, said once a node, not once a rank."""
 
 from __future__ import annotations
 
@@ -53,12 +53,13 @@ def _tell_other_ranks(error: Exception) -> None:
         tell_ranks_start_failed(error)
 
 
-class SaidOnceCommand(MyptCommand):
-    """Under torchrun, an error is said by each node's local rank 0 (stop_said_here); the other
-    ranks, which hit the same one (the same checkpoint, the same flags), exit with its status
-    and say nothing: `mypt eval` under torchrun on 8 GPUs printed its error 8 times. Each node
-    still says it once, as an error of one node's own (its mount of --checkpoints_dir) is said
-    nowhere else. A stop by a signal: once too (stops_said_once)."""
+class OneProcessCommand(MyptCommand):
+    """A command of one process (eval, export-hf), refused under torchrun with more than one: each
+    rank did the same work, into the same output (export-hf's ranks raced for --out_dir's lock: the
+    loser's error silenced, the winner stopped by torchrun, the cause said nowhere). Its errors
+    (that refusal, a flag click refuses) are said by each node's local rank 0 (stop_said_here);
+    the other ranks exit with the same status and say nothing (8 ranks said each error 8 times).
+    A stop by a signal: once too (stops_said_once)."""
 
     def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
         try:
@@ -70,6 +71,12 @@ class SaidOnceCommand(MyptCommand):
     def invoke(self, ctx: click.Context) -> Any:
         with stops_said_once():
             try:
+                processes = os.environ.get("WORLD_SIZE", "1") if os.environ.get(TORCHRUN_ENV) else "1"
+                if processes != "1":
+                    raise click.ClickException(
+                        f"mypt {ctx.info_name} runs in one process, and torchrun started {processes} (WORLD_SIZE): "
+                        f"each would do the same work into the same output; run `mypt {ctx.info_name}` alone, "
+                        "without torchrun")
                 return super().invoke(ctx)  # (mypt's errors come out as click's, with their message)
             except click.ClickException as e:
                 _leave_quietly(e)

@@ -1,5 +1,6 @@
-"""Under torchrun, the commands that do the same on every rank (eval, export-hf) say an error
-once a node, not once a rank: the ranks other than local rank 0 exit with its status, quietly."""
+"""The commands of one process (eval, export-hf) refuse to run as several under torchrun, and say
+an error once a node, not once a rank: the ranks other than local rank 0 exit with its status,
+quietly."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ TORCHRUN = {"TORCHELASTIC_RUN_ID": "test", "WORLD_SIZE": "2"}
 
 
 @pytest.mark.parametrize("args, said", [
-    (["eval", "--model_name", "nosuch", "--dataset", "x=nodir"], "Error: no checkpoint 'nosuch'"),
-    (["export-hf", "--model_name", "nosuch", "--out_dir", "out"], "Error: no checkpoint 'nosuch'"),
+    (["eval", "--model_name", "nosuch", "--dataset", "x=nodir"], "Error: mypt eval runs in one process, and "
+                                                                  "torchrun started 2 (WORLD_SIZE)"),
+    (["export-hf", "--model_name", "nosuch", "--out_dir", "out"], "Error: mypt export-hf runs in one process"),
     (["eval", "--model_name", "nosuch", "--dataset", "x=nodir", "--batch_size", "abc"], "Error: Invalid value"),
 ])
 @pytest.mark.parametrize("local_rank", ["0", "1"])
@@ -23,7 +25,7 @@ def test_an_error_is_said_by_local_rank_0_and_the_other_ranks_exit_with_its_stat
     for name, value in {**TORCHRUN, "RANK": local_rank, "LOCAL_RANK": local_rank}.items():
         monkeypatch.setenv(name, value)
     done = CliRunner().invoke(main, args)
-    assert done.exit_code == (1 if "no checkpoint" in said else 2), done.output
+    assert done.exit_code == (2 if "Invalid value" in said else 1), done.output
     assert (said in done.output) == (local_rank == "0") and (local_rank == "0" or done.output == ""), done.output
     assert "Traceback" not in done.output and not (tmp_path / "out").exists()
 
@@ -34,4 +36,13 @@ def test_outside_torchrun_a_rank_variable_silences_nothing(tmp_path, monkeypatch
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     done = CliRunner().invoke(main, ["eval", "--model_name", "nosuch", "--dataset", "x=nodir"])
+    assert done.exit_code == 1 and "Error: no checkpoint 'nosuch'" in done.output, done.output
+
+
+def test_under_torchrun_with_one_process_the_command_runs(tmp_path, monkeypatch):
+    """torchrun --nproc_per_node 1 is one process: the command runs (here, to its own error)."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in {**TORCHRUN, "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    done = CliRunner().invoke(main, ["export-hf", "--model_name", "nosuch", "--out_dir", "out"])
     assert done.exit_code == 1 and "Error: no checkpoint 'nosuch'" in done.output, done.output
