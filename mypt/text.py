@@ -40,7 +40,7 @@ BOUNDARY_CONTEXT = 8
 BOUNDARY_AHEAD = 256 + BOUNDARY_CONTEXT
 
 
-RUN_LOOK = 16
+RUN_LOOK = 16  # (how far past a newline a RunSkip's `cuts` may look: gpt2's looks one byte; room to spare)
 _RUN_READ = 1 << 20  # (the most a run's search reads at once)
 
 
@@ -53,14 +53,17 @@ def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: Binar
     the BOUNDARY_CONTEXT bytes before the newline, `after` the BOUNDARY_AHEAD bytes after it
     (fewer only at the file's ends; never empty). It returns None (no block ends there) or
     where the block ends, in bytes from just after the newline (0: just after it; -1: before
-    it; at most len(after) - 1, so that no block is empty). Its `run_skip` (tokenizers.base.RunSkip), where
-    it has one, lets the scan pass over newlines where it cannot cut.
+    it; at most len(after) - 1, so that no block is empty). Its `run_skip` (tokenizers.base.RunSkip),
+    where it has one, lets the scan pass over newlines where it cannot cut; `cuts_nowhere`, true
+    for a rule that never cuts, makes the file one block unscanned.
     Plain files only: a compressed input is one block (mypt.readers). `f`: the file open already
     (an input, opened as mypt.readers opens one).
     """
     block_bytes = block_bytes or BLOCK_BYTES
     with open(path, "rb") if f is None else nullcontext(f) as f:
         size = os.fstat(f.fileno()).st_size
+        if getattr(safe, "cuts_nowhere", False):  # (a rule that never cuts: one block, its newlines unread)
+            return [(0, size)] if size else []
         blocks, start = [], 0
         while start < size:
             end = _next_boundary(f, start + block_bytes, size, safe)
@@ -85,12 +88,15 @@ def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
                 break  # need the bytes after the newline: continue in the next read
             if safe is None:
                 return low + i + 1
-            after = chunk[i + 1:i + 1 + BOUNDARY_AHEAD]
-            at = safe(chunk[max(i - BOUNDARY_CONTEXT, 0):i], after)
+            at = safe(chunk[max(i - BOUNDARY_CONTEXT, 0):i], chunk[i + 1:i + 1 + BOUNDARY_AHEAD])
             if at is not None:
                 return low + i + 1 + at
-            if skip is not None and (past := _past_run(f, low + i + 1, size, after, skip)) is not None:
-                break
+            if skip is not None and chunk[i + 1] in skip.starts and \
+                    (past := _past_run(f, chunk, low, i + 1, size, skip)) is not None:
+                if past - low >= len(chunk):
+                    break  # (the run goes on past this read)
+                i, past = chunk.find(b"\n", past - low), None  # (on in the bytes in hand, not read again)
+                continue
             i = chunk.find(b"\n", i + 1)
         if past is not None:
             pos = past
@@ -101,21 +107,21 @@ def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
     return size
 
 
-def _past_run(f: BinaryIO, start: int, size: int, after: bytes, skip: RunSkip) -> int | None:
-    """Where the scan goes on after the newline just before byte `start`, at which the rule found
-    no cut, when its window `after` lies inside a run of whitespace (RunSkip): the first later
-    newline of the run where `skip.cuts` matches, else where the newlines whose window sees the
-    run's end begin (`size` for a run to the file's end). None where the window sees that end."""
-    if _run_bytes(after, skip.run) < len(after) - 3:  # (a character the window cuts off: up to 3 bytes)
-        return None  # (told in memory first: the rule finds no cut at many a newline of ordinary text)
-    # The run is read in growing pieces (it is often short: an indent), and `cuts` looked for as far as
-    # it is known, not from its end: gpt2 cuts a long run every block, each search read the rest of it.
-    at, piece, searched = start, 4 << 10, start
+def _past_run(f: BinaryIO, chunk: bytes, low: int, i: int, size: int, skip: RunSkip) -> int | None:
+    """Where the scan goes on after the newline just before `chunk[i]` (`chunk` is read from byte
+    `low` of the file), at which the rule found no cut, when its window (BOUNDARY_AHEAD bytes) lies
+    inside a run of whitespace (RunSkip): the first later newline of the run where `skip.cuts`
+    matches, else where the newlines whose window sees the run's end begin (`size` for a run to
+    the file's end). None where the window sees that end."""
+    start = low + i
+    # The run is followed in the bytes in hand, then read on in growing pieces (it is often short:
+    # an indent), and `cuts` looked for as far as it is known, not from its end: gpt2 cuts a long
+    # run every block, each search read the rest of it.
+    data, offset, piece, searched = chunk, i, 4 << 10, start
     while True:
-        f.seek(at)
-        data = f.read(piece)
-        n = _run_bytes(data, skip.run)
-        ended = n < len(data) - 3 or at + len(data) >= size  # (else it may go on past a character cut off)
+        at = low + offset  # (the file's byte of data[offset])
+        n = skip.run.match(data, offset).end() - offset
+        ended = n < len(data) - offset - 3 or low + len(data) >= size  # (else it may go on past a character cut off)
         if ended and at + n < start + BOUNDARY_AHEAD and at + n < size:
             return None
         stop = size if ended and at + n >= size else at + n - BOUNDARY_AHEAD  # (a window before it is in the run)
@@ -124,15 +130,11 @@ def _past_run(f: BinaryIO, start: int, size: int, after: bytes, skip: RunSkip) -
                 return cut
             searched = stop
         if ended:
-            return max(stop, start)
-        at, piece = at + n, min(piece * 2, _RUN_READ)
-
-
-def _run_bytes(data: bytes, run: re.Pattern) -> int:
-    """The bytes of the run of `run`'s characters that `data` starts with (whole UTF-8 characters)."""
-    text = data.decode("utf-8", "surrogateescape")  # (bytes not UTF-8, or cut off at the end: no run's)
-    n = run.match(text).end()
-    return len(data) if n == len(text) else len(text[:n].encode("utf-8", "surrogateescape"))
+            return stop
+        low, offset = at + n, 0
+        f.seek(low)
+        data = f.read(piece)
+        piece = min(piece * 2, _RUN_READ)
 
 
 def _first_match(f: BinaryIO, pattern: re.Pattern, start: int, stop: int, size: int) -> int | None:

@@ -16,17 +16,35 @@ from mypt.names import STATE_FILE
 
 
 class RunSkip(NamedTuple):
-    """What a block boundary rule (`safe` of split_blocks, as its attribute `run_skip`) tells the
-    scan about runs of whitespace, so that the scan need not ask it at each newline of one: at a
-    newline whose `after` lies inside a run of `run`'s characters (the run goes on past the
-    window, or to the file's end), the rule finds no cut, except where `cuts` (a bytes pattern;
-    None: nowhere) matches at the newline, looking at most mypt.text.RUN_LOOK bytes past it. The
-    scan then finds where the run ends once and asks the rule only there and at the newlines that
-    see that end: asked at each newline, 16 MiB of lines of U+3000 took 158 s with an hf tokenizer,
-    16 MiB of blank lines 21 s with any tokenizer."""
+    """A block boundary rule's promise about runs of whitespace (its attribute `run_skip`, read by
+    mypt.text.split_blocks): at a newline whose window (`after`) lies inside a run of `run`'s
+    characters, the rule finds no cut, except where `cuts` (None: nowhere) matches at the newline.
+    The scan then finds the run's end once, and asks the rule again only at the newlines whose
+    window sees it. (Asked at each newline, 16 MiB of lines of U+3000 took 158 s with an hf
+    tokenizer, 16 MiB of blank lines 21 s with any tokenizer.)"""
 
-    run: re.Pattern  # (a str pattern: a run of the characters from where it is matched, `[...]*`)
+    run: re.Pattern  # (a bytes pattern: a run of the characters' UTF-8 from where it is matched)
     cuts: re.Pattern | None
+    starts: frozenset[int]  # (the first bytes of the characters: a window starting with another is no run's)
+
+    @classmethod
+    def of(cls, chars: str, cuts: re.Pattern | None = None) -> RunSkip:
+        """The RunSkip of runs of `chars`, matched on their UTF-8 bytes, undecoded: ASCII ones in a
+        character class (a run of spaces in one step of the regex engine), the others as a tree of
+        their bytes (each tried against one byte at a time, not against every character's)."""
+        ascii_ = re.escape("".join(c for c in chars if c < "\x80").encode())
+        others = _byte_tree([c.encode() for c in chars if c >= "\x80"])
+        return cls(re.compile(b"(?:[" + ascii_ + b"]+" + (b"|" + others if others else b"") + b")*"), cuts,
+                   frozenset(c.encode()[0] for c in chars))
+
+
+def _byte_tree(words: list[bytes]) -> bytes:
+    """A regex alternation of `words` (none a prefix of another: UTF-8), grouped by first bytes."""
+    rests: dict[bytes, list[bytes]] = {}
+    for word in words:
+        rests.setdefault(word[:1], []).append(word[1:])
+    return b"|".join(re.escape(first) + (b"(?:" + _byte_tree(rest) + b")" if rest != [b""] else b"")
+                     for first, rest in rests.items())
 
 
 STATE_VERSION = 1

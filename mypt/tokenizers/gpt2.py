@@ -207,10 +207,11 @@ def ascii_safe_boundary(before: bytes, after: bytes) -> int | None:
 # that no r50k token joins to the next byte: any but a newline and 0xC2, the first byte of U+00A0
 # and U+0085 (r50k holds "\n\n" and "\n\xa0": tests/test_block_scan.py compares the blocks with
 # the rule asked at each newline, in runs of each whitespace character).
-NO_CUT_IN_RUNS = RunSkip(re.compile(f"[{WHITESPACE}]*"), None)
+NO_CUT_IN_RUNS = RunSkip.of(WHITESPACE)
 for _rule in (regex_safe_boundary, lone_newline_boundary, newline_run_boundary, ascii_safe_boundary):
     _rule.run_skip = NO_CUT_IN_RUNS
-gpt2_safe_boundary.run_skip = RunSkip(NO_CUT_IN_RUNS.run, re.compile(b"\n(?=[^\n\xc2])"))
+del _rule
+gpt2_safe_boundary.run_skip = NO_CUT_IN_RUNS._replace(cuts=re.compile(b"\n(?=[^\n\xc2])"))
 
 
 @register

@@ -28,8 +28,7 @@ import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.tokenizers.base import WHITESPACE, Tokenizer, register
-from mypt.tokenizers.gpt2 import (NO_CUT_IN_RUNS, ascii_safe_boundary, lone_newline_boundary, newline_run_boundary,
-                                  regex_safe_boundary)
+from mypt.tokenizers.gpt2 import ascii_safe_boundary, lone_newline_boundary, newline_run_boundary, regex_safe_boundary
 
 # The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
 # Llama 3, Gemma.
@@ -128,7 +127,7 @@ def _never(before: bytes, after: bytes) -> None:
     return None
 
 
-_never.run_skip = NO_CUT_IN_RUNS
+_never.cuts_nowhere = True  # (split_blocks: one block, without scanning the file's newlines)
 
 
 _CONTINUATION = bytes(range(0x80, 0xC0))  # (UTF-8 bytes inside a character)
