@@ -14,7 +14,7 @@ import click
 
 from mypt.config import EvalSettings, ExportSettings, GenerateSettings, train_options
 from mypt.options import GreedyCommand, MyptGroup, input_files_option, option, settings_options
-from mypt.rank_command import RankCommand, OneProcessCommand
+from mypt.rank_command import RankCommand
 
 
 @click.group(cls=MyptGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -212,7 +212,7 @@ def generate_cmd(**flags):
             click.echo()
 
 
-@main.command("eval", cls=OneProcessCommand)
+@main.command("eval")
 @settings_options(EvalSettings)
 @option("--dataset", "datasets", multiple=True, required=True, metavar="[NAME=]DIR",
         help="A prepared dataset whose val split to evaluate, under a name (several allowed; a bare DIR is "
@@ -239,7 +239,7 @@ def eval_cmd(datasets, as_json, **flags):
         click.echo(json.dumps(results, indent=2))
 
 
-@main.command("export-hf", cls=OneProcessCommand)
+@main.command("export-hf")
 @settings_options(ExportSettings)
 def export_hf_cmd(**flags):
     """Export a model for Hugging Face transformers: GPT2LMHeadModel, LlamaForCausalLM or

@@ -24,7 +24,8 @@ from typing import Any, Callable
 import click
 
 from mypt.errors import MyptError, TrainingStopped, os_error_message
-from mypt.signals import Terminated, record_exit_status, sigterm_as_interrupt, stop_said_here
+from mypt.signals import (TORCHRUN_ENV, Terminated, record_exit_status, sigterm_as_interrupt, stop_said_here,
+                          stops_said_once)
 from mypt.settings import _base_type, choices_of, flag_name, gives_none
 
 
@@ -68,7 +69,16 @@ class _RecordsExitStatus:
 
 class MyptCommand(_RecordsExitStatus, click.Command):
     """A command whose user-caused errors (MyptError) and environment errors (OSError: disk
-    full, read-only, permissions) print as one line, exit status 1."""
+    full, read-only, permissions) print as one line, exit status 1.
+
+    A command of one process (all but the training ones: `one_process` false, mypt.rank_command)
+    refuses to run as several under torchrun: each rank did the same work into the same output
+    (export-hf's or prepare-dataset's ranks raced for the output's lock, the loser's error was
+    said, torchrun stopped the winner: nothing written). Its errors are said by each node's local
+    rank 0 (stop_said_here); the other ranks exit with the same status, quietly (8 ranks said each
+    error 8 times). A stop by a signal: once too (stops_said_once)."""
+
+    one_process = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # -h as `mypt`'s subcommands take it (they inherit it from the group): the stage scripts too.
@@ -104,7 +114,31 @@ class MyptCommand(_RecordsExitStatus, click.Command):
                                            ctx) from None
             raise
 
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as e:  # a flag click refuses (not --help's exit)
+            if self.one_process:
+                _leave_quietly(e)
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
+        if not self.one_process:
+            return self._invoke(ctx)
+        with stops_said_once():
+            try:
+                processes = os.environ.get("WORLD_SIZE", "1") if os.environ.get(TORCHRUN_ENV) else "1"
+                if processes != "1":
+                    raise click.ClickException(
+                        f"mypt {ctx.info_name} runs in one process, and torchrun started {processes} (WORLD_SIZE): "
+                        f"each would do the same work into the same output; run `mypt {ctx.info_name}` alone, "
+                        "without torchrun")
+                return self._invoke(ctx)
+            except click.ClickException as e:
+                _leave_quietly(e)
+                raise
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             with sigterm_as_interrupt():
                 return super().invoke(ctx)
@@ -133,6 +167,14 @@ class MyptCommand(_RecordsExitStatus, click.Command):
                 raise
             raise click.ClickException(os_error_message(OSError(errno.ELOOP, os.strerror(errno.ELOOP),
                                                                 loop.group(1)))) from None
+
+
+def _leave_quietly(error: click.ClickException) -> None:
+    """Exit with `error`'s status, unsaid, on a rank that leaves the saying to another. Under
+    torchrun only, whose ranks are known to share a node's local rank 0: a RANK set by anything
+    else (another launcher, a variable left over) must not silence the only process there is."""
+    if os.environ.get(TORCHRUN_ENV) and not stop_said_here():
+        sys.exit(error.exit_code)
 
 
 def _stdout_gone() -> bool:

@@ -1,4 +1,4 @@
-"""The commands of one process (eval, export-hf) refuse to run as several under torchrun, and say
+"""The commands of one process (all but train) refuse to run as several under torchrun, and say
 an error once a node, not once a rank: the ranks other than local rank 0 exit with its status,
 quietly."""
 
@@ -16,6 +16,9 @@ TORCHRUN = {"TORCHELASTIC_RUN_ID": "test", "WORLD_SIZE": "2"}
     (["eval", "--model_name", "nosuch", "--dataset", "x=nodir"], "Error: mypt eval runs in one process, and "
                                                                   "torchrun started 2 (WORLD_SIZE)"),
     (["export-hf", "--model_name", "nosuch", "--out_dir", "out"], "Error: mypt export-hf runs in one process"),
+    (["generate", "--model_name", "nosuch", "--prompt", "x"], "Error: mypt generate runs in one process"),
+    (["prepare-dataset", "--input_files", "nodir", "--out_dir", "out"], "Error: mypt prepare-dataset runs in one "
+                                                                        "process"),
     (["eval", "--model_name", "nosuch", "--dataset", "x=nodir", "--batch_size", "abc"], "Error: Invalid value"),
 ])
 @pytest.mark.parametrize("local_rank", ["0", "1"])
