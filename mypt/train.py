@@ -390,8 +390,7 @@ class _Run:
             self.save(step)
         except OSError as e:
             raise TrainingStopped(f"{os_error_message(e)} (at step {step}): training stopped, the checkpoint of step "
-                                  f"{step} not saved; {self._last()}; once it is fixed, continue from it with "
-                                  "--resume") from None
+                                  f"{step} not saved; {self._last()}; once it is fixed, {self._go_on()}") from None
 
     # -- one step ----------------------------------------------------------------------------
     def train_step(self) -> None:
@@ -540,6 +539,12 @@ class _Run:
             return "no checkpoint was written"
         return f"the last checkpoint (step {self.saved_at}) is in {self.checkpoint_dir}"
 
+    def _go_on(self) -> str:
+        """How the run goes on: from its last checkpoint, or (it has none) from the start (the
+        message sent the user to --resume from a checkpoint that did not exist)."""
+        return "start the run again" if self.saved_at is None or self.checkpoint_dir is None else \
+            "continue from it with --resume"
+
     def _kept_state(self, at_step: int) -> str:
         """Save the state of `at_step` if it is sound and not saved yet; say where the run's last
         sound checkpoint is."""
@@ -598,8 +603,11 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
             # traceback (40 lines of a collective's internals) said nothing more.
             if run.dist.world_size == 1 or not peer_lost(e):
                 raise
-            raise TrainingStopped(f"rank {run.dist.rank}: another rank's process ended during {run.doing} "
-                                  f"({str(e).splitlines()[0][:160]}): this rank stopped there, saving nothing; that "
-                                  "rank's own log says why; the run continues from its last checkpoint (--resume; "
-                                  "torchrun --max_restarts with --auto_resume restarts it by itself)") from None
+            said = str(e).splitlines()[0]
+            said = said if len(said) <= 160 else said[:160].rsplit(" ", 1)[0] + " ..."  # (not cut mid-word)
+            raise TrainingStopped(f"rank {run.dist.rank}: another rank's process ended during {run.doing} ({said}): "
+                                  "this rank stopped there, saving nothing; that rank's own log may say why (nothing, "
+                                  f"when a SIGKILL or the system's out-of-memory killer ended it); {run._last()}: "
+                                  f"{run._go_on()} (torchrun --max_restarts with --auto_resume does it by itself)"
+                                  ) from None
     return {"history": run.history, "step": run.step, "tokens": run.tokens, "best_val": run.best_val}

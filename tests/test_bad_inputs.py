@@ -191,6 +191,10 @@ CASES = [
     Case("checkpoint_disk_full", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
          ["cannot write", "model.safetensors", "No space left on device", "the checkpoint of step 4 not saved; the "
           "last checkpoint (step 2) is in", "continue from it with --resume"], fault=disk_full_in_safetensors),
+    # The first save of a new run: nothing to --resume from (the message sent the user there).
+    Case("checkpoint_disk_full_first_save", train("--dataset_dir", "ds", "--max_iters", "4", model="n"),
+         ["No space left on device", "the checkpoint of step 2 not saved; no checkpoint was written; once it is "
+          "fixed, start the run again"], out="ck", fault=disk_full_in_safetensors),
     Case("checkpoint_disk_full_os_error", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
          ["cannot write", "model.safetensors", "No space left on device"], fault=disk_full_in_safetensors_os_error),
     Case("checkpoint_json_disk_full", train("--dataset_dir", "ds", "--resume", "--max_iters", "4", model="m"),
