@@ -98,6 +98,8 @@ def save_dcp(directory: Path, model: torch.nn.Module, optimizer) -> list[dict]:
             failed = next((exc for exc, _ in e.failures.values() if isinstance(exc, OSError)), None)
             if failed is None:
                 raise
+            if failed.filename is None and failed.errno is not None:  # (a write's: a full disk names no file)
+                failed = OSError(failed.errno, failed.strerror, str(Path(directory) / part))
             raise failed from None
     return optim["param_groups"]
 
