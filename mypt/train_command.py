@@ -616,6 +616,11 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
                   found)
 
 
+# What _check_ranks_agree compares by content (nodes may mount it elsewhere), named in its message by paths.
+DATA_KEY = "the data (--dataset_dir, --input_file)"
+STARTING_WEIGHTS = "the starting weights (--init_from_model, --resume)"
+
+
 def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec], data_sums: list[str],
                        dist: Dist, device: torch.device) -> None:
     """Under torchrun every rank must train the same run: nodes started with another flag
@@ -631,17 +636,22 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
     by_sum = lambda path, name: sha256_file(Path(path) / name) if path is not None else None  # noqa: E731
     mine = {**{f"--{k}": v for k, v in {**cfgs.model.to_dict(), **cfgs.train.to_dict()}.items()},
             "--parallel": req.parallel, "--resume": req.resume, "--overwrite": req.overwrite,
-            "--model_name": req.model_name, "the data (--dataset_dir, --input_file)": data,
+            "--model_name": req.model_name, DATA_KEY: data,
             # FSDP evaluates on the sharded model (an extra eval set on one rank: collectives that
             # never meet) and copies no rank's weights to the others (another base: drift).
             "--eval_dataset_dir": by_sum(req.eval_dataset_dir, METADATA_FILE),
-            "the starting weights (--init_from_model, --resume)": by_sum(cfgs.init, checkpoint.CONFIG_FILE),
+            STARTING_WEIGHTS: by_sum(cfgs.init, checkpoint.CONFIG_FILE),
             # The same flags resolve per node: --dtype auto is bfloat16 on an A100 and float16 on a
             # V100 (float32 on a CPU without bfloat16), and the ranks' copies drifted apart unsaid. (A
             # resumed run under auto keeps the precision its checkpoint records: run_autocast.)
             "the device --device picks": device.type,
             "the precision --dtype picks": "the checkpoint's" if req.resume and cfgs.train.dtype == "auto"
             else dtype_name(autocast_dtype(cfgs.train, device))}
+    # Shown, not compared (a key in parentheses): the paths of what is compared by content, where
+    # each rank has it (64-digit sums said nothing to the user).
+    mine["(paths)"] = {DATA_KEY: [str(s.path) for s in specs] if specs else str(req.input_file),
+                       "--eval_dataset_dir": req.eval_dataset_dir and str(req.eval_dataset_dir),
+                       STARTING_WEIGHTS: cfgs.init and str(cfgs.init)}
     shared = "--checkpoints_dir, one folder for every node"
     if req.parallel == "fsdp":  # every rank writes its shards there: seen whole at the first save (an hour in)
         lock = lock_path(Path(req.checkpoints_dir) / req.model_name)  # (rank 0 holds it: run_training)
@@ -650,7 +660,7 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
         mine[shared] = (lock.read_text(errors="replace"), lock.stat().st_mtime_ns) if lock.is_file() else None
     ranks = all_ranks(mine, cpu_group(dist))
     for rank, theirs in enumerate(ranks[1:], 1):
-        differ = [k for k in ranks[0] if theirs.get(k) != ranks[0][k]]
+        differ = [k for k in ranks[0] if not k.startswith("(") and theirs.get(k) != ranks[0][k]]
         if shared in differ:
             raise ConfigError(f"--checkpoints_dir {req.checkpoints_dir}: rank {rank} does not see rank 0's lock "
                               f"file {lock} in it: with --parallel fsdp every rank writes its shards into the "
@@ -663,9 +673,13 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
             elif all(k.startswith("the ") and k.endswith(" picks") for k in differ):
                 hint = ("its hardware differs from rank 0's: pass --dtype bfloat16 or float32 (and --device "
                         "cuda or cpu), so that every rank trains alike")
+            def shown(k: str, of: dict) -> str:
+                if k not in of["(paths)"] or of.get(k) is None:
+                    return f"{of.get(k)!r}"
+                return f"{of['(paths)'][k]!r}" + (" (its contents)" if of is theirs else ", compared by content")
             raise ConfigError(f"rank {rank} was started with other settings than rank 0: "
-                              + ", ".join(f"{k} {theirs.get(k)!r} (rank 0: {ranks[0][k]!r})" for k in differ[:5])
-                              + f"; {hint}")
+                              + ", ".join(f"{k} {shown(k, theirs)} (rank 0: {shown(k, ranks[0])})"
+                                          for k in differ[:5]) + f"; {hint}")
 
 
 def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device: torch.device, dist: Dist,

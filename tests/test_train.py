@@ -208,7 +208,12 @@ main(sys.argv[1:] + (os.environ["RANK1_FLAGS"].split("|") if rank == "1" and os.
                 r"rank 0's: pass --dtype bfloat16 or float32 \(and --device cuda or cpu\), so that every rank "
                 r"trains alike")
     for flags, said in [("--eval_interval|4", r"--eval_interval 4 \(rank 0: \d+\)"),
-                        (f"--eval_dataset_dir|{demo / 'domain'}", r"--eval_dataset_dir '[0-9a-f]{64}' \(rank 0: None\)"),
+                        (f"--eval_dataset_dir|{demo / 'domain'}",
+                         rf"--eval_dataset_dir '{demo / 'domain'}' \(its contents\) \(rank 0: None\)"),
+                        # (each rank's paths: the sums said nothing; a second --dataset_dir makes a mixture)
+                        (f"--dataset_dir|{demo / 'domain'}",
+                         r"the data \(--dataset_dir, --input_file\) \['\S+/general', '\S+/domain'\] \(its contents\) "
+                         r"\(rank 0: \['\S+/general'\], compared by content\)"),
                         ("fp16", hardware)]:  # --dtype auto resolved per node: copies drifted apart in two precisions
         done = run([*torchrun, "--nproc_per_node", "2", str(script), *args, "--dtype", "auto"], tmp_path, check=False,
                    timeout=300, env={**os.environ, "RANK1_FLAGS": flags})
