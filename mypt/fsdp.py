@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from mypt.names import unstored
-from mypt.errors import CheckpointError
+from mypt.errors import CheckpointError, named_os_error
 
 MODEL = "model"  # the weights' key in the state dict DCP saves: their keys in its files start "model."
 WEIGHTS, OPTIMIZER = "model", "optim"  # the directories save_dcp writes the two into
@@ -98,9 +98,7 @@ def save_dcp(directory: Path, model: torch.nn.Module, optimizer) -> list[dict]:
             failed = next((exc for exc, _ in e.failures.values() if isinstance(exc, OSError)), None)
             if failed is None:
                 raise
-            if failed.filename is None and failed.errno is not None:  # (a write's: a full disk names no file)
-                failed = OSError(failed.errno, failed.strerror, str(Path(directory) / part))
-            raise failed from None
+            raise named_os_error(failed, Path(directory) / part) from None  # (a write's, a full disk, names no file)
     return optim["param_groups"]
 
 
