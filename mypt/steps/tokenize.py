@@ -17,7 +17,7 @@ from mypt.io import atomic_file, join_parts, staged_dir, write_json
 from mypt.names import STATE_FILE
 from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
-from mypt.shards import DTYPE, tokenizer_sha256
+from mypt.shards import DTYPE
 from mypt.steps import MANIFEST, Step, part_file, read_input, step_files
 from mypt.text import block_docs, block_text, split_blocks
 from mypt.tokenizers import Tokenizer, check_spec, spec_forms, spec_help
@@ -45,29 +45,14 @@ class TokenizeSettings(Settings):
     ray_address: str | None = ray_address_setting()
 
 
-_TOKENIZERS: dict[str, Tokenizer] = {}  # a worker's last tokenizer, by its tokenizer_sha256
-
-
-def _tokenizer_in_worker(key: str, state: dict) -> Tokenizer:
-    # Keyed by a digest the parent takes once, not by the state: an hf state holds its whole
-    # tokenizer.json (MBs), and rendering or comparing it for every task (each tiny file is one)
-    # cost more than the task. Equal digests encode the same ids (what a dataset's record relies on).
-    if key not in _TOKENIZERS:
-        _TOKENIZERS.clear()
-        _TOKENIZERS[key] = Tokenizer.from_state(state)
-    return _TOKENIZERS[key]
-
-
 class _CannotEncode(TokenizerError):
     """A guard, raised in a worker: the tokenizer failed on a block's text (no known text fails
     since gpt2 cuts long whitespace runs). args: the block's file (this step's copy of an input,
     in a work folder removed on failure) and the error; tokenize() names the input instead."""
 
 
-def _tokenize_block(task, keyed: tuple[str, dict]) -> tuple[int, dict]:
+def _tokenize_block(task, tok: Tokenizer) -> tuple[int, dict]:
     path, jsonl, start, end, tokens_out, docs_out = task
-    key, state = keyed
-    tok = _tokenizer_in_worker(key, state)
     replaced, ends, pieces, n = Counter(), [], [], 0
     # A .txt block is encoded as it is: its last line may lack a newline (cleaned unchanged).
     texts = ("\n".join(lines) + "\n" for lines in block_docs(path, start, end, jsonl)) if jsonl \
@@ -122,8 +107,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
     manifest = read_input(STEP, in_dir)
     with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=OWNED, written=WRITTEN,
                     kind="tokenize step's output") as stage:
-        state, tasks, parts = tokenizer.state(), [], []  # parts[i]: (tokens, docs) part files of source i
-        keyed = (tokenizer_sha256(tokenizer), state)
+        tasks, parts = [], []  # parts[i]: (tokens, docs) part files of source i
         for s in manifest["sources"]:
             path = Path(in_dir) / s["file"]
             # A .txt source is one document that blocks cut: only where the encoding allows.
@@ -134,8 +118,8 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
                 tasks.append((path, s["jsonl"], a, b, tok_part, doc_part))
                 parts[-1].append((tok_part, doc_part))
         try:
-            # The state (an hf tokenizer.json: MBs) goes to each worker once, not with each task.
-            results = parallel_map(_tokenize_block, tasks, settings, "tokenize", shared=keyed, shared_dir=stage)
+            # The tokenizer (its state: an hf tokenizer.json is MBs) goes to each worker once, not per task.
+            results = parallel_map(_tokenize_block, tasks, settings, "tokenize", shared=tokenizer, shared_dir=stage)
         except _CannotEncode as e:
             path, error = e.args
             name = next(src["name"] for src in manifest["sources"] if Path(in_dir) / src["file"] == path)
@@ -175,7 +159,7 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: Tokeni
         elif replaced:  # an hf vocabulary with an unknown token ([UNK]) that this corpus's words became
             tok_stats["unknown_tokens"] = sum(replaced.values())
             tok_stats["unknown_token_counts"] = dict(replaced.most_common(100))
-        manifest = {**manifest, "step": STEP.name, "sources": sources, "tokenizer": state,
+        manifest = {**manifest, "step": STEP.name, "sources": sources, "tokenizer": tokenizer.state(),
                     "settings": {**manifest["settings"], "tokenization": tokenizer.kind},
                     "stats": {**manifest["stats"], "tokenize": tok_stats}}
         manifest["settings"].setdefault("dedup", False)

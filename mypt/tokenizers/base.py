@@ -284,6 +284,11 @@ class Tokenizer:
         return {"format_version": STATE_VERSION, "kind": self.kind, "vocab_size": self.vocab_size,
                 "eot_id": self.eot_id, **self._state()}
 
+    def __reduce__(self):
+        # A tokenizer travels as its state, built again where it lands (a worker builds it once a
+        # map: mypt.shared_value), not as what it built (an hf library object, tiktoken's encoding).
+        return Tokenizer.from_state, (self.state(),)
+
     def identity(self) -> dict:
         """What makes two tokenizers the same one: the state, with anything kept as text in a
         form of its own (hf's tokenizer.json) as the value it holds, so that the same tokenizer
