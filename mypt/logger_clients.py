@@ -75,14 +75,11 @@ class RunRecord:
     """METRICS_DIR/NAME_run.json: the run a logger writes to, the model and each metric's last
     logged step, so --resume finds the run again and logs no step twice."""
 
-    def __init__(self, directory: Path, name: str, resume: bool, model: str, saved: dict | None = None):
-        """`saved`: the record as check_run_records read it before the run (read and checked
-        here where not given). A new run (not `resume`) starts a new record."""
+    def __init__(self, directory: Path, name: str, resume: bool, model: str, saved: dict):
+        """`saved`: the record as check_run_records read it before the run (open_tracker's). A new
+        run (not `resume`) starts a new record."""
         self.path, self.model = Path(directory) / RECORDS[name], model
-        if not resume:
-            saved = {}
-        elif saved is None:
-            saved = check_run_record(directory, name, model)
+        saved = saved if resume else {}
         self.run_id: str | None = saved.get("run_id")
         self.where: str | None = saved.get("where")
         self.last: dict[str, int] = dict(saved.get("last_step", {}))
@@ -118,8 +115,7 @@ class TensorBoardLogger:
 
 
 class MlflowLogger:
-    def __init__(self, directory: Path, run_name: str, resume: bool, resume_step: int | None,
-                 record: dict | None = None):
+    def __init__(self, directory: Path, run_name: str, resume: bool, resume_step: int | None, record: dict):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
@@ -170,8 +166,7 @@ class MlflowLogger:
 
 
 class WandbLogger:
-    def __init__(self, directory: Path, run_name: str, resume: bool, resume_step: int | None,
-                 record: dict | None = None):
+    def __init__(self, directory: Path, run_name: str, resume: bool, resume_step: int | None, record: dict):
         import wandb
 
         self.record = RunRecord(directory, "wandb", resume, run_name, record)

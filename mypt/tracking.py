@@ -83,30 +83,23 @@ LOSS_PNG = "plots/images/loss.png"
 
 
 class _Curves:
-    """The curves of a metrics directory, each file read once however many checks look at it:
-    their bytes as first read, or None where the file cannot be read."""
+    """The curves of a metrics directory, each file read and decoded once however many checks
+    look at it: its lines as first read, or None where the file cannot be read or is not UTF-8."""
 
     def __init__(self, directory: Path):
-        self.directory, self._read = directory, {}
+        self.directory, self._lines = directory, {}
 
     def path(self, name: str) -> Path:
         return self.directory / "plots" / "metrics" / f"{name}.tsv"  # (dvclive's plots_dir: DIR/plots)
 
-    def _bytes(self, name: str) -> bytes | None:
-        if name not in self._read:
-            try:
-                self._read[name] = self.path(name).read_bytes()
-            except OSError:
-                self._read[name] = None
-        return self._read[name]
-
     def lines(self, name: str) -> list[str] | None:
         """Its lines with their ends, or None (not there, not UTF-8)."""
-        data = self._bytes(name)
-        try:
-            return None if data is None else data.decode("utf-8").splitlines(keepends=True)
-        except UnicodeDecodeError:
-            return None
+        if name not in self._lines:
+            try:
+                self._lines[name] = self.path(name).read_bytes().decode("utf-8").splitlines(keepends=True)
+            except (OSError, UnicodeDecodeError):
+                self._lines[name] = None
+        return self._lines[name]
 
     def header_fits(self, name: str) -> bool:
         """It is UTF-8 text (dvclive's: a bad byte past the header crashed the resume's cut-back of
@@ -115,16 +108,19 @@ class _Curves:
         return lines is not None and (not lines or lines[0].rstrip("\r\n") in ("", f"step\t{name}"))
 
     def points(self, name: str) -> list[tuple[int, float]]:
-        """(step, value) of the curve, by step; repeated steps keep their last value."""
-        data = self._bytes(name)
-        if data is None:
+        """(step, value) of the curve, by step; repeated steps keep their last value. None of a file
+        that is not UTF-8 (check_metrics_dir refuses such a curve of the run before it is read here)."""
+        lines = self.lines(name)
+        if lines is None:
             return []
-        rows = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""), delimiter="\t")
+        # Rows as csv splits them (at \n and \r only), not as splitlines does: a damaged row holding
+        # a \f or a \v stays one row, as it is in the file.
+        rows = csv.DictReader(io.StringIO("".join(lines), newline=""), delimiter="\t")
         return sorted({int(row["step"]): float(row[name]) for row in rows}.items())
 
     def replace(self, name: str, text: str) -> None:
         atomic_write_text(self.path(name), text)
-        self._read[name] = text.encode("utf-8")
+        self._lines[name] = text.splitlines(keepends=True)
 
 
 @dataclass
@@ -175,9 +171,10 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
                              "choose a directory of its own for the run's metrics")
     # A damaged or missing metrics.json (_killed_run) only for a resume: it names no owner, and a new
     # run's dvclive would delete the curves beside it (another model's, with its metrics.json removed).
-    run, killed = _mypt_run(directory, curves), None
+    summary = _read_summary(directory)
+    run, killed = _mypt_run(directory, summary, curves), None
     if run is None and resume:
-        run = killed = _killed_run(directory, model)
+        run = killed = _killed_run(directory, summary, model)
     owner = run[0] if run else None  # (None too for a run from before mypt named the model)
     if model is not None and owner is not None and owner != model:
         raise InputError(f"--metrics_dir {directory} holds the curves of model {owner!r} (its metrics.json), not "
@@ -233,17 +230,29 @@ def _foreign_files(directory: Path, resume: bool, run: tuple[str | None, set[str
              or (rel.endswith(".tsv") and not curves.header_fits(Path(rel).stem)))]  # (our .tsv: in plots/metrics)
 
 
-def _mypt_run(directory: Path, curves: _Curves) -> tuple[str | None, set[str]] | None:
-    """(model, curve names) of the mypt run whose metrics.json `directory` holds, or None where
-    there is none or it is not one a mypt run wrote. A mypt run's metrics.json is dvclive's
-    summary (each logged metric's latest value, a number, and the step) with the model's name
-    under "model", which mypt writes first thing. One written before mypt named the model
-    (early December 2026) is known by its metrics alone: each a name mypt then logged, a step,
-    the three of a progress line together, val with best_val (and with any val_NAME)."""
+def _read_summary(directory: Path) -> str | None:
+    """The text of `directory`'s metrics.json ("" where there is none), or None where it is a
+    link, not a file, unreadable or not UTF-8: what _mypt_run and _killed_run read."""
     path = directory / METRICS_JSON
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not path.is_symlink() else None
-    except (OSError, ValueError, UnicodeDecodeError):
+        return path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _mypt_run(directory: Path, summary: str | None, curves: _Curves) -> tuple[str | None, set[str]] | None:
+    """(model, curve names) of the mypt run whose metrics.json `directory` holds (`summary`, its
+    text as _read_summary read it), or None where there is none or it is not one a mypt run
+    wrote. A mypt run's metrics.json is dvclive's summary (each logged metric's latest value, a
+    number, and the step) with the model's name under "model", which mypt writes first thing.
+    One written before mypt named the model (early December 2026) is known by its metrics
+    alone: each a name mypt then logged, a step, the three of a progress line together, val
+    with best_val (and with any val_NAME)."""
+    try:
+        data = json.loads(summary) if summary else None
+    except ValueError:
         return None
     if not isinstance(data, dict):
         return None
@@ -262,21 +271,16 @@ def _mypt_run(directory: Path, curves: _Curves) -> tuple[str | None, set[str]] |
     return (None, names) if known and progress and evaluated else None
 
 
-def _killed_run(directory: Path, model: str | None) -> tuple[str | None, set[str]] | None:
+def _killed_run(directory: Path, summary: str | None, model: str | None) -> tuple[str | None, set[str]] | None:
     """(model, curve names) of the mypt run whose metrics.json a kill left damaged or missing
     (dvclive rewrote it in place before mypt wrote it whole, and wrote none before the first
     step; a crash of the machine may still leave it cut short or zeroed), or None. The file is
     a leftover only where it is empty, or the start of a summary naming `model` cut short (a
     foreign file of that name is kept), and the directory's curves are as a mypt run logs
     them: a resume rebuilds it from them, a new run clears them."""
-    path = directory / METRICS_JSON
-    if path.is_symlink() or (path.exists() and not path.is_file()):
+    if summary is None:
         return None
-    try:
-        text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    except (OSError, UnicodeDecodeError):
-        return None
-    text = text.strip("\0 \t\r\n")
+    text = summary.strip("\0 \t\r\n")
     head = '{\n    "model": ' + json.dumps(model)  # (dvclive's layout: the name mypt puts first)
     try:
         json.loads(text)
@@ -338,13 +342,14 @@ class LiveMetrics:
     returns. `close()` draws the PNG and ends dvclive's run. `resume=True` continues the
     directory's curves (`mypt train --resume`); `resume_step`, the checkpoint's step, first
     drops the rows a killed run logged after it, which the resumed run logs again. `found`:
-    check_metrics_dir's of the directory (checked here where not given)."""
+    check_metrics_dir's of the directory, with dvclive (checked here where not given: a
+    LiveMetrics built by hand, as fit's on_metrics)."""
 
     def __init__(self, directory: Path, title: str = "loss", resume: bool = False, resume_step: int | None = None,
                  model: str | None = None, found: MetricsDir | None = None):
         found = found if found is not None else check_metrics_dir(directory, resume=resume, model=model)
         self.directory, self.title = Path(directory), title
-        curves = found.curves if found.curves is not None else _Curves(self.directory)  # (as checked)
+        curves = found.curves  # (as checked: each file read once)
         if resume:
             self._drop_rows_after(curves, found.run[1] if found.run else set(),
                                   math.inf if resume_step is None else resume_step)
