@@ -123,9 +123,9 @@ class MyptCommand(_RecordsExitStatus, click.Command):
             raise
 
     def invoke(self, ctx: click.Context) -> Any:
-        if not self.one_process:
-            return self._invoke(ctx)
-        with stops_said_once():
+        with stops_said_once():  # (a SIGTERM or Ctrl-C under torchrun: its line once, not once a rank)
+            if not self.one_process:
+                return self._invoke(ctx)
             try:
                 processes = os.environ.get("WORLD_SIZE", "1") if os.environ.get(TORCHRUN_ENV) else "1"
                 if processes != "1":

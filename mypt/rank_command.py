@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 from mypt.options import MyptCommand
-from mypt.signals import stops_said_once
 
 
 class RankCommand(MyptCommand):
@@ -31,15 +30,14 @@ class RankCommand(MyptCommand):
             _tell_other_ranks(e)
             raise
 
-    def invoke(self, ctx: click.Context) -> Any:
-        with stops_said_once():  # (a SIGTERM or Ctrl-C before training: its line once, not once a rank)
-            try:
-                return super().invoke(ctx)  # (mypt's errors come out as click's, with their message)
-            except (click.exceptions.Exit, click.Abort):
-                raise
-            except Exception as e:
-                _tell_other_ranks(e)
-                raise
+    def _invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super()._invoke(ctx)  # (mypt's errors come out as click's, with their message)
+        except (click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            _tell_other_ranks(e)
+            raise
 
 
 def _tell_other_ranks(error: Exception) -> None:
