@@ -107,6 +107,8 @@ def parallel_map(fn: Callable[..., R], tasks: Iterable[T], how: Parallelism, des
     worker once, not with every task (the module's docstring), through a file in `shared_dir`:
     a folder of the step's own (its work folder, which a killed run's next run removes; not the
     system's temporary folder, where a kill -9 left MBs behind)."""
+    if shared is not None and shared_dir is None:  # (checked on every path, not only where it is used)
+        raise ValueError("parallel_map: a shared value needs a shared_dir of the step's own")
     tasks = list(tasks)
     workers = worker_count(how)
     results: list[R] = []
@@ -173,8 +175,6 @@ def _handed_over(shared: Any, where: os.PathLike | str | None) -> Iterator[_Shar
     if shared is None:
         yield None
         return
-    if where is None:
-        raise ValueError("parallel_map: a shared value needs a shared_dir of the step's own")
     fd, path = tempfile.mkstemp(prefix=".shared-", suffix=".pickle", dir=where)
     try:
         with os.fdopen(fd, "wb") as f:

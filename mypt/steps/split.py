@@ -223,22 +223,21 @@ def summary_lines(meta: dict, out_dir: Path, appended: bool = False) -> list[str
              f"Total shards: {n_train + n_val}",
              f"Train shards: {n_train} ({meta['train']['tokens']:,} tokens) in {Path(out_dir) / 'train'}",
              f"Val shards:   {n_val} ({meta['val']['tokens']:,} tokens) in {Path(out_dir) / 'val'}"]
-    # Of one run's split (an append may ask another share: judged on its own part, as below).
-    run = meta["appended"][-1] if appended else meta
-    split, settings = run["stats"]["split"], run.get("settings", {})
-    asked = settings.get("val_fraction")
-    share = split["val_tokens"] / max(split["train_tokens"] + split["val_tokens"], 1)
-    if isinstance(asked, (int, float)) and asked > 0 and abs(share - asked) > max(asked / 4, 0.005):
-        # (A source or pool gets one val unit and one train unit at least, of its tokens / 10 when small.)
-        tail = settings.get("split_mode") == "tail"
-        lines.append(f"Val holds {share:.1%} of the {'appended ' if appended else ''}tokens, not the {asked:.1%} "
-                     "--val_fraction asked: the corpus is too small to draw that share (each source keeps at least "
-                     "one " + ("token" if tail else "unit") + " on each side); give more text"
-                     + ("" if tail else ", or --split_mode tail for a share of tokens"))
     part, tokens, of = meta, meta["total_tokens"], "the tokens"
     if appended:
         part = meta["appended"][-1]
-        tokens, of = part["stats"]["split"]["train_tokens"] + part["stats"]["split"]["val_tokens"], "the appended tokens"
+        tokens, of = sum(part["stats"]["split"][f"{side}_tokens"] for side in ("train", "val")), "the appended tokens"
+    # Of this run's split, with its own --val_fraction (an append may ask another share).
+    settings = part.get("settings", {})
+    asked, share = settings.get("val_fraction"), part["stats"]["split"]["val_tokens"] / max(tokens, 1)
+    if isinstance(asked, (int, float)) and asked > 0 and abs(share - asked) > max(asked / 4, 0.005):
+        # (A source or pool gets one val unit and one train unit at least, of its tokens / 10 when small.)
+        tail = settings.get("split_mode") == "tail"
+        lines.append(f"Val holds {share:.1%} of {of}, not the {asked:.1%} --val_fraction asked: the corpus is too "
+                     "small to draw that share (each source keeps at least one " + ("token" if tail else "unit")
+                     + " on each side); give more text" + ("" if tail else ", or --split_mode tail for a share of "
+                                                                            "tokens"))
+    if appended:
         part = {**part, "sources": meta["sources"][len(meta["sources"]) - len(part["sources"]):]}
         lines.append(f"Appended: {tokens:,} tokens from {len(part['sources'])} source(s)")
     clean_stats = part["stats"].get("clean", {})
