@@ -540,8 +540,8 @@ class _Run:
         return f"the last checkpoint (step {self.saved_at}) is in {self.checkpoint_dir}"
 
     def _go_on(self) -> str:
-        """How the run goes on: from its last checkpoint, or (it has none) from the start (the
-        message sent the user to --resume from a checkpoint that did not exist)."""
+        """How the run goes on: from its last checkpoint, or from the start where it saved none
+        (--resume would find nothing to continue from)."""
         return "start the run again" if self.saved_at is None or self.checkpoint_dir is None else \
             "continue from it with --resume"
 
