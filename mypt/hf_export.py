@@ -36,7 +36,7 @@ from typing import Iterable
 import torch
 
 from mypt.checkpoint import holds_mypt_config
-from mypt.errors import ConfigError, safetensors_os_error
+from mypt.errors import ConfigError, listed, safetensors_os_error
 from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
 from mypt.io import (built_files, changed_files, check_replaceable, output_target, previous_output, sha256_file,
                      staged_dir, umask_mode, user_entries)
@@ -270,15 +270,15 @@ LEGACY_FILES = ("config.json", "generation_config.json", "model.safetensors", "m
                 "special_tokens_map.json", "tokenizer_state.json")
 
 
-def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...], dict[str, str | None] | None]:
+def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...], dict[str, str | None] | None, bool]:
     """(marker, the files an export may replace, its record: each file's sha256, None where
-    none was recorded) of `out_dir`: (None, (), None) when it is missing or empty, its record's
-    files for a mypt export, LEGACY_FILES and no record for an export written before the record.
-    Anything else, a checkpoint or a directory transformers or a user wrote, is refused: mypt
-    replaces only its own export."""
+    none was recorded, whether it holds sums to verify its files by) of `out_dir`: (None, (),
+    None, True) when it is missing or empty, its record's files for a mypt export, LEGACY_FILES
+    and no record for an export written before the record. Anything else, a checkpoint or a
+    directory transformers or a user wrote, is refused: mypt replaces only its own export."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
-        return None, (), None
+        return None, (), None, True
     if holds_mypt_config(out_dir) or (out_dir / "training_state.json").exists():
         raise ConfigError(f"--out_dir {out_dir} holds a mypt checkpoint: refused; choose a new directory for the "
                           "export")
@@ -301,39 +301,26 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...], dict[s
             raise ConfigError(f"--out_dir {out_dir}: {EXPORT_RECORD} is damaged (its sha256 is not a sum of each "
                               "listed file): refused, nothing changed; choose a new --out_dir, or delete the "
                               f"directory's export files and {EXPORT_RECORD}")
-        return EXPORT_RECORD, (EXPORT_RECORD, *files), {name: (sums or {}).get(name) for name in files}
+        return EXPORT_RECORD, (EXPORT_RECORD, *files), {name: (sums or {}).get(name) for name in files}, bool(sums)
     if (out_dir / LEGACY_MARKER).is_file() and (out_dir / "tokenizer_config.json").is_file():
-        return LEGACY_MARKER, LEGACY_FILES, None
+        return LEGACY_MARKER, LEGACY_FILES, None, False
     raise ConfigError(f"--out_dir {out_dir} already holds files that are not a mypt export (no {EXPORT_RECORD}): "
                       "refused, mypt replaces only its own export or an empty directory; choose another --out_dir")
 
 
-def _edited(out_dir: Path, changed: list[tuple[str, str]]) -> str:
-    """The refusal of a re-export over files mypt exported that changed since (io.check_written)."""
-    named = [f"{name} ({how})" for name, how in changed]
-    them = "it" if len(named) == 1 else "them"
-    return (f"--out_dir {out_dir}: {', '.join(named[:5])}{f' (and {len(named) - 5} more)' if len(named) > 5 else ''} "
-            f"changed since mypt exported {them} (fine-tuned or edited in place?), and exporting again would replace "
-            f"{them}: refused, nothing changed; move {them} out of the directory, or choose another --out_dir")
-
-
-def _check_unverified(out_dir: Path, owned: tuple[str, ...], new: dict[str, str],
-                      done: Iterable[str] | None = None) -> None:
+def _check_unverified(out_dir: Path, owned: tuple[str, ...], new: dict[str, str], names: Iterable[str]) -> None:
     """An export from before mypt recorded sums: its files could have been fine-tuned or edited
     since, unseen. One the new export writes with the same bytes (`new`: name -> sha256) loses
     nothing; any other (other bytes, or a file the new export does not write, which the swap would
-    drop) is refused. `done`: the files compared already (the part written first); None: compare
-    only those `new` holds (that part)."""
-    theirs = set(user_entries(out_dir, owned))
-    done = None if done is None else set(done)
-    ours = [p.name for p in out_dir.iterdir() if p.name not in theirs and p.name != EXPORT_RECORD
-            and (p.name in new if done is None else p.name not in done)]
+    drop) is refused. `names`: which of the directory's files to compare (the user's and the
+    record are not the export's)."""
+    theirs = set(user_entries(out_dir, owned)) | {EXPORT_RECORD}
+    ours = [name for name in names if name not in theirs]
     differ = [name for name, _ in changed_files(out_dir, {name: new.get(name) for name in ours}, "the new export")]
     if differ:
-        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
         is_, it, they = ("is", "it", "it") if len(differ) == 1 else ("are", "them", "they")
         raise ConfigError(f"--out_dir {out_dir} is an export from before mypt recorded its files' sums: mypt cannot "
-                          f"tell whether {', '.join(differ[:3])}{more} {is_} as it wrote {it}, and exporting again "
+                          f"tell whether {listed(differ, 3)} {is_} as it wrote {it}, and exporting again "
                           f"would replace {it} with other bytes: refused, nothing changed; if {they} {is_} mypt's, "
                           f"delete {it} and export again, or choose another --out_dir")
 
@@ -364,14 +351,14 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     check_replaceable(out_dir, [model_dir], flag="--out_dir")
     target = output_target(Path(out_dir))
     # The previous export decides what may be replaced (an export killed between its renames left
-    # it aside as `.NAME.old`: judged there). Its record is read once: staged_dir's checks read it
-    # too (`written`), and refuse a file that changed since mypt exported it.
-    marker, owned, recorded = _previous_export(previous_output(target))
-    # (A record from before the sums has none: only what the new export writes byte for byte is replaced.)
-    verified = marker is None or (recorded is not None and any(recorded.values()))
+    # it aside as `.NAME.old`: judged there). Its record is read once, here, where it picks the
+    # marker: staged_dir's checks judge by it too (`written`), and refuse a file that changed since
+    # mypt exported it. A record from before the sums has none (not `verified`): only what the new
+    # export writes byte for byte is replaced.
+    marker, owned, recorded, verified = _previous_export(previous_output(target))
     # The model is loaded under the output's lock, after staged_dir's checks: an edit of the
     # previous export is refused before the long work, not after it.
-    with staged_dir(out_dir, inputs=[model_dir], marker=marker, owned=owned, edited=_edited,
+    with staged_dir(out_dir, inputs=[model_dir], marker=marker, owned=owned, edited="mypt exported",
                     written=None if recorded is None else lambda _: recorded) as stage:
         stage = Path(stage)
         model, tokenizer, _ = load_model(model_dir, "cpu")
@@ -388,13 +375,13 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         portable_tokenizer_config(stage)
         # The mypt tokenizer too: `mypt train --init_from_model hf:DIR` reads it back exactly.
         tokenizer.save(stage)
-        # Each file is hashed once: the tokenizer files here where they are compared first.
-        early = {name: sha256_file(stage / name) for name in built_files(stage)} if not verified else {}
+        early = {}  # each file is hashed once: the tokenizer files here, where they are compared first
         if not verified:
             # The tokenizer files are compared first, before the weights are converted and written.
             # config.json comes with the weights from one save_pretrained (which adds its dtype to
             # it), and the weights' bytes are only known once written: those are compared after.
-            _check_unverified(target, owned, early)
+            early = {name: sha256_file(stage / name) for name in built_files(stage)}
+            _check_unverified(target, owned, early, list(early))
         if family == "gpt2":
             hf_model = transformers.GPT2LMHeadModel(hf_config(model.config, tokenizer))
             weights = hf_state_dict(model)
@@ -418,7 +405,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         # that changed since (io.check_written).
         sums = {name: early[name] if name in early else sha256_file(stage / name) for name in written}
         if not verified:
-            _check_unverified(target, owned, sums, done=early)
+            _check_unverified(target, owned, sums, [p.name for p in target.iterdir() if p.name not in early])
         record = {"files": written, "sha256": sums, "model": str(model_dir)}
         (stage / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return Path(out_dir)

@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
-from mypt.errors import InputError, MyptError, file_in_the_way, named_os_error, os_error_message
+from mypt.errors import InputError, MyptError, file_in_the_way, listed, named_os_error, os_error_message
 from mypt.names import WORK_MARK, sibling
 from mypt.signals import stops_held
 
@@ -527,15 +527,14 @@ def shortened(path: str) -> str:
 
 
 def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), flag: str = "--out_dir",
-                      marker: str | None = None, kind: str = "mypt output") -> bool:
+                      marker: str | None = None, kind: str = "mypt output") -> None:
     """The one rule of what mypt may delete to put an output in place. Writing an output
     replaces the whole directory (staged_dir; prepare-dataset --overwrite), so a mistyped
     --out_dir would cost the user their files: refuse, before anything is touched, a
     directory that is (or holds) the current, home or root directory, one that is (or
     holds) an input, and a file. With `marker`, also a non-empty directory without that
     file (not mypt's own `kind`). mypt's own work directories (`.NAME.work`,
-    `.NAME.partial`) are not outputs: remove_own decides on them. Returns whether the inputs
-    were checked (the output was there: see below).
+    `.NAME.partial`) are not outputs: remove_own decides on them.
     """
     if loops(Path(out_dir)):
         raise InputError(f"{flag} {out_dir} is a symbolic link that loops: choose another {flag}")
@@ -556,8 +555,7 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     # Each input is resolved (its links followed) only where the output is there: no file lies in
     # a directory that does not exist, the usual case of a new output (prepare-dataset's work
     # directories, a first run).
-    there = os.path.lexists(target)
-    for given in inputs if there else ():
+    for given in inputs if os.path.lexists(target) else ():
         path = Path(given).resolve()
         if path == target or target in path.parents:
             raise InputError(f"{flag} {out_dir} {'is' if path == target else 'holds'} the input {given}: refused, "
@@ -567,7 +565,6 @@ def check_replaceable(out_dir: Path, inputs: Iterable[os.PathLike | str] = (), f
     if marker and target.is_dir() and any(target.iterdir()) and not (target / marker).is_file():
         raise InputError(f"{flag} {out_dir} already holds files that are not a {kind} (no {marker}); "
                          f"mypt replaces only its own {kind} or an empty directory: choose another {flag}")
-    return there
 
 
 def old_dir(final: Path) -> Path:
@@ -643,13 +640,10 @@ def _misplaced(directory: Path, users: list[str], owned: tuple[str, ...]) -> lis
 # for it (None: none recorded); None for an output from before such records (its names decide).
 # Raises MyptError where the record is not this kind's.
 Written = Callable[[Path], Iterable[str] | Mapping[str, str | None] | None]
-# The words of the refusal of files mypt wrote that changed since: the output and each file's
-# (name, how) (changed_files) -> the message, which names them and what to do.
-Edited = Callable[[Path, list[tuple[str, str]]], str]
 
 
 def check_written(final: Path, owned: Iterable[str], written: Written | None, marker: str | None,
-                  flag: str = "--out_dir", kind: str = "mypt output", edited: Edited | None = None,
+                  flag: str = "--out_dir", kind: str = "mypt output", edited: str = "mypt wrote",
                   sums: bool = True) -> None:
     """For an output whose marker records what it holds (a step's manifest.json, a dataset's
     metadata): refuse, before anything changes, a previous output whose record is not this
@@ -658,43 +652,55 @@ def check_written(final: Path, owned: Iterable[str], written: Written | None, ma
     the record does not list: the user's, which replacing the output would delete; and, with
     `sums`, a listed file whose bytes are not the sha256 the record holds for it: mypt wrote it,
     but the user edited it since (a demo text, an export's weights fine-tuned in place), and
-    replacing it would lose the edit. `edited` words that refusal (default: this function's)."""
+    replacing it would lose the edit. `edited`: who wrote the files, in that refusal
+    ("fetch-demo extracted")."""
     final = output_target(Path(final))
+    _check_record(final, owned, _record(final, written, marker, flag, kind), marker, flag, kind, edited, sums)
+
+
+def _record(final: Path, written: Written | None, marker: str | None, flag: str,
+            kind: str) -> dict[str, str | None] | None:
+    """The record of the output at `final` (its target), as name -> sha256 (None: none
+    recorded), read once; None where nothing records what it holds. Refuses a record that is not
+    this kind's (check_written)."""
     if written is None or marker is None or not (final / marker).is_file():
-        return
+        return None
     try:
         record = written(final)
         if record is None:  # (an output from before records: what is named as its own is)
-            return
+            return None
         names = list(record)  # (a mapping's keys)
         if not all(isinstance(name, str) for name in [marker, *names]):
             raise InputError(f"its {marker} names something other than files")
         recorded = dict(record) if isinstance(record, Mapping) else dict.fromkeys(names)
         if not all(digest is None or isinstance(digest, str) for digest in recorded.values()):
             raise InputError(f"its {marker} records something other than a sha256 of a file")
-        listed = {marker, *recorded}
+        return recorded
     except MyptError as e:
         raise InputError(f"{flag} {final}: {e}; mypt cannot tell its files from yours there: refused, nothing "
                          f"changed; mypt replaces only its own {kind} or an empty directory: choose another {flag} "
                          "(or move the directory's files out)") from None
-    extra = [rel for rel in _entries(final, owned)[0] if rel not in listed and rel != WORK_MARK]
+
+
+def _check_record(final: Path, owned: Iterable[str], recorded: dict[str, str | None] | None, marker: str | None,
+                  flag: str, kind: str, edited: str, sums: bool = True) -> None:
+    """check_written's checks of the output at `final` against its record (_record)."""
+    if recorded is None:
+        return
+    listed_there = {marker, *recorded}
+    extra = [str(final / rel) for rel in _entries(final, owned)[0] if rel not in listed_there and rel != WORK_MARK]
     if extra:
-        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-        raise InputError(f"{final / extra[0]}{more} is named like the {kind}'s own files, but its {marker} does not "
+        raise InputError(f"{listed(extra, 1)} is named like the {kind}'s own files, but its {marker} does not "
                          "list it: mypt did not write it, and writing the output again would delete it: refused, "
                          "nothing changed; move it out of the directory and run again")
     changed = changed_files(final, {name: digest for name, digest in recorded.items() if digest is not None},
                             marker) if sums else []
     if changed:
-        raise InputError((edited or _edited)(final, changed))
-
-
-def _edited(final: Path, changed: list[tuple[str, str]]) -> str:
-    """check_written's words for files mypt wrote that the user changed since."""
-    name, how = changed[0]
-    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-    return (f"{final / name} ({how}){more} changed since mypt wrote it: writing the output again would replace your "
-            "changes: refused, nothing changed; move your version out of the directory (or delete it) and run again")
+        them = "it" if len(changed) == 1 else "them"
+        named = listed([f"{name} ({how})" for name, how in changed], 3)
+        raise InputError(f"{flag} {final}: {named} changed since {edited} {them}: writing the output again would "
+                         "replace your changes: refused, nothing changed; move your version out of the directory (or "
+                         f"delete it) and run again, or choose another {flag}")
 
 
 def previous_output(final: Path) -> Path:
@@ -808,7 +814,7 @@ def recover_output(final: Path, owned: Iterable[str], flag: str) -> None:
 @contextlib.contextmanager
 def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None,
                owned: Iterable[str] = (), flag: str = "--out_dir", written: Written | None = None,
-               kind: str = "mypt output", edited: Edited | None = None) -> Iterator[Path]:
+               kind: str = "mypt output", edited: str = "mypt wrote") -> Iterator[Path]:
     """Build a directory beside `final` and move it into place when the block succeeds.
 
     `owned`: glob patterns (relative paths, `train/shard_*.bin`) of what this kind of output
@@ -826,21 +832,21 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     replaced at its target. Errors about paths inside the staging directory name the output.
     `written`: where the marker records the files the output holds, how to read them (see
     check_written): then only what it lists is mypt's, and another kind's record is refused;
-    where it records their sha256, one the user edited since is refused (`edited`: the words).
+    where it records their sha256, one the user edited since is refused (`edited`: who wrote it).
     """
     from mypt.lock import output_lock  # lock imports names only: no cycle
 
-    inputs = list(inputs)
-    # (`.`, a link that loops: before any name beside it is made)
-    checked = check_replaceable(final, inputs, flag=flag)
+    check_replaceable(final, flag=flag)  # (`.`, a link that loops: before any name beside it is made)
     final = output_target(Path(final))
     owned = tuple(owned) + ((marker,) if marker else ())
     with output_lock(final, flag):
         recover_output(final, owned, flag)
-        # Each input is resolved once a run: above where the output was there, else here, where a
-        # recovery (or another process) may have put it since (10,000 inputs were resolved in each call).
-        check_replaceable(final, () if checked else inputs, flag=flag, marker=marker, kind=kind)
-        check_written(final, owned, written, marker, flag, kind, edited)
+        # The inputs only here, where the output is as a recovery (or another writer) left it: each
+        # is resolved once a run, and none for a new output (check_replaceable).
+        check_replaceable(final, inputs, flag=flag, marker=marker, kind=kind)
+        # The record is read once, under the lock: both checks judge by it.
+        recorded = _record(final, written, marker, flag, kind)
+        _check_record(final, owned, recorded, marker, flag, kind, edited)
         check_movable(final, owned, flag)
         staging = make_own_dir(partial_dir(final))
         try:
@@ -851,7 +857,7 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
             _check_swappable(final, staging, owned)
             # A file added during the work. Its sums are not read again: an export's weights are
             # gigabytes, hashed once before the work.
-            check_written(final, owned, written, marker, flag, kind, sums=False)
+            _check_record(final, owned, recorded, marker, flag, kind, edited, sums=False)
         except BaseException:
             remove_work(staging, ignore_errors=True)
             raise
@@ -896,10 +902,9 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
             if any(p.endswith("/*") and _owns(rel, (p,)) for p in owned) else \
             "a folder, where mypt writes a file of that name" if _owns(rel, owned) else \
             "not a folder, where mypt makes one of that name"
-        more = f" (and {len(misplaced) - 1} more)" if len(misplaced) > 1 else ""
-        raise InputError(f"{final / rel}{more} is {what}: mypt did not make it, and writing the output "
-                         f"would replace it: refused, nothing changed; move it out of {final} (or rename it) and run "
-                         "again")
+        raise InputError(f"{listed([str(final / r) for r in misplaced], 1)} is {what}: mypt did not make it, and "
+                         f"writing the output would replace it: refused, nothing changed; move it out of {final} (or "
+                         "rename it) and run again")
     stuck = _unmovable(final, users)
     if os.path.realpath(final) in stuck:  # (a container's volume: it cannot be renamed aside)
         inside = f"pass --checkpoints_dir {final}" if flag == "--model_name" else \

@@ -373,7 +373,8 @@ def test_a_re_fetch_refuses_to_put_the_archives_text_over_a_demo_file_the_user_e
     before = tree_bytes(out)
     r = CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
-    assert f"{edited} was edited since fetch-demo extracted it" in r.output and "nothing changed" in r.output
+    assert f"--out_dir {out}: general/{edited.name} (its sha256 is not manifest.json's) changed since fetch-demo " \
+        "extracted it" in r.output and "nothing changed" in r.output, r.output
     assert tree_bytes(out) == before
     edited.rename(tmp_path / "mine.txt")  # moved out: the fetch puts the archive's text back
     assert CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)]).exit_code == 0
@@ -383,14 +384,17 @@ def test_a_re_fetch_refuses_to_put_the_archives_text_over_a_demo_file_the_user_e
     edited.unlink()
     edited.symlink_to(tmp_path / "same.txt")
     r = CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)])
-    assert r.exit_code == 1 and f"{edited} was edited since fetch-demo extracted it" in r.output, r.output
+    assert r.exit_code == 1 and f"--out_dir {out}: general/{edited.name} (now a symbolic link) changed since " \
+        "fetch-demo extracted it" in r.output, r.output
     assert edited.is_symlink()
 
 
-def test_a_re_fetch_reads_its_manifest_once(tmp_path, monkeypatch):
+def test_a_re_fetch_reads_its_manifest_twice(tmp_path, monkeypatch):
     """The previous extraction's manifest names what a re-fetch may replace and each file's sum:
     it was read four times a run (for the owned names, the checks before and after the work, and
-    the edited texts' sums). Now once, and an edited text is still refused."""
+    the edited texts' sums). Now twice: for the owned names before the output's lock (finishing a
+    killed swap under it needs them), and once under the lock for the checks, which judge the
+    record as it is there; an edited text is still refused."""
     import builtins
 
     sdist = _tiny_demo_archive(tmp_path / "demo.tar.gz")
@@ -405,9 +409,9 @@ def test_a_re_fetch_reads_its_manifest_once(tmp_path, monkeypatch):
         return real_open(file, *args, **kwargs)
     monkeypatch.setattr(builtins, "open", counted)
     extract_demo_dir(out, sdist=sdist)
-    assert len(reads) == 1, reads
+    assert len(reads) == 2, reads
     (out / "general" / "a.txt").write_text("mine now\n")
-    with pytest.raises(InputError, match="a.txt was edited since fetch-demo extracted it"):
+    with pytest.raises(InputError, match=r"a\.txt \(.*\) changed since fetch-demo extracted it"):
         extract_demo_dir(out, sdist=sdist)
     assert (out / "general" / "a.txt").read_text() == "mine now\n"
 
