@@ -651,7 +651,7 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
     # each rank has it (64-digit sums said nothing to the user).
     mine["(paths)"] = {DATA_KEY: [str(s.path) for s in specs] if specs else str(req.input_file),
                        "--eval_dataset_dir": req.eval_dataset_dir and str(req.eval_dataset_dir),
-                       STARTING_WEIGHTS: cfgs.init and str(cfgs.init)}
+                       STARTING_WEIGHTS: cfgs.init and str(cfgs.init), "--checkpoints_dir": str(req.checkpoints_dir)}
     shared = "--checkpoints_dir, one folder for every node"
     if req.parallel == "fsdp":  # every rank writes its shards there: seen whole at the first save (an hour in)
         lock = lock_path(Path(req.checkpoints_dir) / req.model_name)  # (rank 0 holds it: run_training)
@@ -662,6 +662,12 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
     for rank, theirs in enumerate(ranks[1:], 1):
         differ = [k for k in ranks[0] if not k.startswith("(") and theirs.get(k) != ranks[0][k]]
         if shared in differ:
+            theirs_dir, dir0 = (of["(paths)"]["--checkpoints_dir"] for of in (theirs, ranks[0]))
+            if theirs_dir != dir0:  # (the flag, not the filesystem: rank 1 was named with its own lock's path)
+                raise ConfigError(f"rank {rank} was started with --checkpoints_dir {theirs_dir} (rank 0: {dir0}), "
+                                  "where it does not see rank 0's lock file: with --parallel fsdp every rank writes its "
+                                  "shards into one checkpoint; give every rank the same --checkpoints_dir, one "
+                                  "filesystem every node shares (NFS, Lustre)")
             raise ConfigError(f"--checkpoints_dir {req.checkpoints_dir}: rank {rank} does not see rank 0's lock "
                               f"file {lock} in it: with --parallel fsdp every rank writes its shards into the "
                               "checkpoint, so --checkpoints_dir must be one filesystem every node shares (NFS, Lustre)")

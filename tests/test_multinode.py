@@ -97,6 +97,20 @@ def test_fsdp_checkpoints_not_shared_by_the_nodes_are_refused_at_start(dataset, 
 
 
 @pytest.mark.slow
+def test_fsdp_ranks_given_other_checkpoints_dirs_are_told_the_flag(dataset, tmp_path):
+    """Ranks started with another --checkpoints_dir were told they did not see rank 0's lock file,
+    named by their own folder's path, and to share a filesystem: the cause was the flag."""
+    args = ["-m", "mypt.cli", "train", "--dataset_dir", str(dataset), "--model_name", "m", "--config_file", "tiny",
+            "--max_iters", "2", "--device", "cpu", "--parallel", "fsdp", "--checkpoints_dir"]
+    nodes = two_nodes([*args, str(tmp_path / "ck_a")], tmp_path, timeout=120, second=[*args, str(tmp_path / "ck_b")])
+    assert [node.returncode for node in nodes] == [1, 1], [node.stderr[-2000:] for node in nodes]
+    for node in nodes:
+        assert re.search(r"Error: rank 1 was started with --checkpoints_dir \S+/ck_[ab] \(rank 0: \S+/ck_[ab]\), where "
+                         r"it does not see rank 0's lock file: .* give every rank the same --checkpoints_dir",
+                         node.stderr), node.stderr[-2000:]
+
+
+@pytest.mark.slow
 def test_a_node_whose_flags_click_refuses_stops_the_other(dataset, tmp_path):
     """A flag refused before mypt's own code runs (click's parsing) is told to the other ranks
     as well: the node with good flags stops, naming it, instead of waiting 30 minutes."""
