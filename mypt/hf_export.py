@@ -36,9 +36,9 @@ from typing import Iterable
 import torch
 
 from mypt.checkpoint import holds_mypt_config
-from mypt.errors import ConfigError, listed, safetensors_os_error
+from mypt.errors import ConfigError, safetensors_os_error
 from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
-from mypt.io import (built_files, changed_files, check_replaceable, output_target, previous_output, sha256_file,
+from mypt.io import (built_files, check_replaceable, check_unsummed, output_target, previous_output, sha256_file,
                      staged_dir, umask_mode, user_entries)
 from mypt.model import load_model
 from mypt.names import EXPORT_RECORD, char_replacement
@@ -294,35 +294,22 @@ def _previous_export(out_dir: Path) -> tuple[str | None, tuple[str, ...], dict[s
                               "nothing changed; choose a new --out_dir, or delete the directory's export files and "
                               f"{EXPORT_RECORD}")
         # A record written before mypt recorded sums has none: mypt cannot tell an edited file from
-        # its own there, so only one the new export writes byte for byte is replaced (_check_unverified).
+        # its own there, so only one the new export writes byte for byte is replaced (io.check_unsummed).
         if sums is not None and not (isinstance(sums, dict) and all(name in files and isinstance(digest, str)
                                                                     and len(digest) == 64
                                                                     for name, digest in sums.items())):
             raise ConfigError(f"--out_dir {out_dir}: {EXPORT_RECORD} is damaged (its sha256 is not a sum of each "
                               "listed file): refused, nothing changed; choose a new --out_dir, or delete the "
                               f"directory's export files and {EXPORT_RECORD}")
-        return EXPORT_RECORD, (EXPORT_RECORD, *files), {name: (sums or {}).get(name) for name in files}, bool(sums)
+        recorded = {name: (sums or {}).get(name) for name in files}
+        return EXPORT_RECORD, (EXPORT_RECORD, *files), recorded, all(recorded.values())
     if (out_dir / LEGACY_MARKER).is_file() and (out_dir / "tokenizer_config.json").is_file():
         return LEGACY_MARKER, LEGACY_FILES, None, False
     raise ConfigError(f"--out_dir {out_dir} already holds files that are not a mypt export (no {EXPORT_RECORD}): "
                       "refused, mypt replaces only its own export or an empty directory; choose another --out_dir")
 
 
-def _check_unverified(out_dir: Path, owned: tuple[str, ...], new: dict[str, str], names: Iterable[str]) -> None:
-    """An export from before mypt recorded sums: its files could have been fine-tuned or edited
-    since, unseen. One the new export writes with the same bytes (`new`: name -> sha256) loses
-    nothing; any other (other bytes, or a file the new export does not write, which the swap would
-    drop) is refused. `names`: which of the directory's files to compare (the user's and the
-    record are not the export's)."""
-    theirs = set(user_entries(out_dir, owned)) | {EXPORT_RECORD}
-    ours = [name for name in names if name not in theirs]
-    differ = [name for name, _ in changed_files(out_dir, {name: new.get(name) for name in ours}, "the new export")]
-    if differ:
-        is_, it, they = ("is", "it", "it") if len(differ) == 1 else ("are", "them", "they")
-        raise ConfigError(f"--out_dir {out_dir} is an export from before mypt recorded its files' sums: mypt cannot "
-                          f"tell whether {listed(differ, 3)} {is_} as it wrote {it}, and exporting again "
-                          f"would replace {it} with other bytes: refused, nothing changed; if {they} {is_} mypt's, "
-                          f"delete {it} and export again, or choose another --out_dir")
+UNSUMMED = "is an export from before mypt recorded its files' sums (or its record lists a file without one)"
 
 
 def _save_weights(transformers, hf_model, stage: Path) -> None:
@@ -356,6 +343,13 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     # mypt exported it. A record from before the sums has none (not `verified`): only what the new
     # export writes byte for byte is replaced.
     marker, owned, recorded, verified = _previous_export(previous_output(target))
+
+    def unvouched(names: list[str]) -> list[str]:
+        """Of the previous export's files `names`, those no recorded sum vouches for: all of an export
+        from before the record or the sums, else the ones its record lists without a sum."""
+        theirs = set(user_entries(target, owned)) | {EXPORT_RECORD}
+        return [name for name in names if name not in theirs and (recorded is None or recorded.get(name) is None)]
+
     # The model is loaded under the output's lock, after staged_dir's checks: an edit of the
     # previous export is refused before the long work, not after it.
     with staged_dir(out_dir, inputs=[model_dir], marker=marker, owned=owned, edited="mypt exported",
@@ -381,7 +375,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
             # config.json comes with the weights from one save_pretrained (which adds its dtype to
             # it), and the weights' bytes are only known once written: those are compared after.
             early = {name: sha256_file(stage / name) for name in built_files(stage)}
-            _check_unverified(target, owned, early, list(early))
+            check_unsummed(target, early, unvouched(list(early)), "--out_dir", UNSUMMED)
         if family == "gpt2":
             hf_model = transformers.GPT2LMHeadModel(hf_config(model.config, tokenizer))
             weights = hf_state_dict(model)
@@ -405,7 +399,8 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         # that changed since (io.check_written).
         sums = {name: early[name] if name in early else sha256_file(stage / name) for name in written}
         if not verified:
-            _check_unverified(target, owned, sums, [p.name for p in target.iterdir() if p.name not in early])
+            check_unsummed(target, sums, unvouched([p.name for p in target.iterdir() if p.name not in early]),
+                           "--out_dir", UNSUMMED)
         record = {"files": written, "sha256": sums, "model": str(model_dir)}
         (stage / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return Path(out_dir)

@@ -703,6 +703,20 @@ def _check_record(final: Path, owned: Iterable[str], recorded: dict[str, str | N
                          f"delete it) and run again, or choose another {flag}")
 
 
+def check_unsummed(final: Path, new: Mapping[str, str | None], names: Iterable[str], flag: str, why: str) -> None:
+    """Files of a previous output (`names`) that no recorded sum vouches for: written by a mypt
+    from before sums were recorded, or listed by a record without one. mypt cannot tell whether
+    the user changed them since, so only the same bytes may replace them (`new`: name -> the new
+    output's sha256, None where it writes no such file); any other is refused, nothing changed.
+    `why`: what the output is, for the message (an export from before the sums)."""
+    differ = [name for name, _ in changed_files(final, {name: new.get(name) for name in names}, "the new output")]
+    if differ:
+        is_, it, they = ("is", "it", "it") if len(differ) == 1 else ("are", "them", "they")
+        raise InputError(f"{flag} {final} {why}: mypt cannot tell whether {listed(differ, 3)} {is_} as it wrote "
+                         f"{it}, and writing the output again would replace {it} with other bytes: refused, nothing "
+                         f"changed; if {they} {is_} mypt's, delete {it} and run again, or choose another {flag}")
+
+
 def previous_output(final: Path) -> Path:
     """Where the previous output of `final` is now, for a writer that reads its record before
     staged_dir: `final` (its target, for a link), or, where a kill between a swap's renames left

@@ -138,6 +138,22 @@ def test_an_export_from_before_the_sums_is_replaced_only_where_nothing_differs(t
     assert hashed and max(hashed.values()) == 1, hashed
 
 
+def test_a_file_the_record_lists_without_a_sum_is_replaced_only_by_the_same_bytes(tmp_path):
+    """A record that lists a file but gives no sum for it (the others summed: edited by hand) let
+    the export drop it unchecked: a user's README.md listed so was deleted (a hostile tester's).
+    Such a file is refused unless the new export writes it byte for byte."""
+    model = tiny_checkpoint(tmp_path / "m")
+    out = tmp_path / "hf"
+    export(model, out)
+    record = json.loads((out / "mypt_export.json").read_text())
+    (out / "mypt_export.json").write_text(json.dumps({**record, "files": [*record["files"], "README.md"]}))
+    (out / "README.md").write_text("# my model card\n")
+    before = tree_bytes(out)
+    line = one_line_error(export(model, out, ok=False))
+    assert "README.md" in line and "mypt cannot tell whether" in line and "nothing changed" in line, line
+    assert tree_bytes(out) == before
+
+
 def test_an_edited_tokenizer_file_of_an_export_from_before_the_sums_is_refused_before_the_weights(tmp_path,
                                                                                                    monkeypatch):
     """An export from before the sums is compared with the new one's bytes: the whole new export

@@ -389,6 +389,32 @@ def test_a_re_fetch_refuses_to_put_the_archives_text_over_a_demo_file_the_user_e
     assert edited.is_symlink()
 
 
+@pytest.mark.parametrize("sums", ["none", "null", "one missing"])
+def test_a_re_fetch_over_a_manifest_without_sums_replaces_only_the_same_bytes(tmp_path, sums):
+    """A manifest from before the sums (or without one text's): a re-fetch put the archive's text
+    back over a demo text the user had edited, silently (a hostile tester's). Now only a text of
+    the archive's own bytes is replaced; an edited one is refused, nothing changed."""
+    out = tmp_path / "raw"
+    assert CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)]).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    edited = sorted((out / "general").iterdir())[0]
+    name = edited.relative_to(out).as_posix()
+    if sums == "none":
+        del manifest["sha256"]
+    elif sums == "null":
+        manifest["sha256"] = None
+    else:
+        del manifest["sha256"][name]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)]).exit_code == 0  # (nothing edited)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    edited.write_text("my own version of this text\n")
+    before = tree_bytes(out)
+    r = CliRunner().invoke(main, ["fetch-demo", "--out_dir", str(out)])
+    assert r.exit_code == 1 and "before its manifest recorded sums" in r.output and name in r.output, r.output
+    assert "nothing changed" in r.output and tree_bytes(out) == before
+
+
 def test_a_re_fetch_reads_its_manifest_twice(tmp_path, monkeypatch):
     """The previous extraction's manifest names what a re-fetch may replace and each file's sum:
     it was read four times a run (for the owned names, the checks before and after the work, and
