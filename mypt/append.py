@@ -90,13 +90,14 @@ def _check_consistent(dataset_dir: Path, meta: dict, flag: str) -> None:
     """The shards on disk are exactly the listed ones, with the listed sizes (a cheap check;
     verify-dataset reads them all)."""
     hint = f"run `mypt verify-dataset {dataset_dir}` and repair the dataset before appending to it ({flag})"
-    for split in SPLITS:
-        on_disk = {f"{split}/{p.name}": shard_tokens(p) for p in list_shards(dataset_dir / split)}
-        check_listed(dataset_dir, meta, split, on_disk, hint)
+    # A file not listed first: it is the user's, whatever its size (a 5-byte one was called a damaged shard).
     extra = unlisted_shards(dataset_dir, meta)
     if extra:
         raise InputError(f"{flag}: {dataset_dir / extra[0]} is not listed in {METADATA_FILE} (moved in by hand?); "
                          f"appending renumbers shards and would lose track of it: move it out, or {hint}")
+    for split in SPLITS:
+        on_disk = {f"{split}/{p.name}": shard_tokens(p) for p in list_shards(dataset_dir / split)}
+        check_listed(dataset_dir, meta, split, on_disk, hint)
 
 
 def _check_no_links(dataset_dir: Path, meta: dict, flag: str) -> None:

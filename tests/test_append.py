@@ -141,6 +141,10 @@ def test_hand_moved_shard_is_refused_and_a_half_swapped_dataset_is_restored(data
     extra.write_bytes(np.arange(10, dtype="<u4").tobytes())
     out = cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset), ok=False)
     assert str(extra) in out.output and "verify-dataset" in out.output
+    # Of any size: a file of 5 bytes was called a damaged shard (prepare the dataset again).
+    extra.write_bytes(b"notes")
+    out = cli("prepare-dataset", "--input_files", str(second), "--append_to", str(dataset), ok=False)
+    assert f"--append_to: {extra} is not listed in dataset_metadata.json" in out.output, out.output
     extra.unlink()
     before = tree_bytes(dataset)
     # An append killed between its two renames leaves the dataset in .ds.append/old and the grown
