@@ -81,7 +81,9 @@ CASES = [
            setup=make(path))
       for kind, (make, words) in NOT_REGULAR.items() for split, path in (("train", ODD_TRAIN), ("val", ODD_VAL))],
     Case("eval_fifo_val_shard", evaluate(), [ODD_VAL, "FIFO", "must be a regular file"], setup=fifo(ODD_VAL)),
-    Case("append_fifo_shard", append(), [ODD_TRAIN, "FIFO"], out="ds", setup=both(new_text, fifo(ODD_TRAIN))),
+    # (a file the metadata does not list is the user's, whatever it is: named as such)
+    Case("append_fifo_shard", append(), [ODD_TRAIN, "is not listed in dataset_metadata.json"], out="ds",
+         setup=both(new_text, fifo(ODD_TRAIN))),
     # -- shards that are not what the metadata lists -------------------------------------------
     Case("train_listed_shard_resized", TRAIN, ["ds/train/shard_00000.bin", "7 tokens on disk", "verify-dataset",
                                                "--append_to"], out="ck", setup=overwrite_first_train_shard),
