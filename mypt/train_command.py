@@ -665,8 +665,8 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
             theirs_dir, dir0 = (of["(paths)"]["--checkpoints_dir"] for of in (theirs, ranks[0]))
             if theirs_dir != dir0:  # (the flag, not the filesystem: rank 1 was named with its own lock's path)
                 raise ConfigError(f"rank {rank} was started with --checkpoints_dir {theirs_dir} (rank 0: {dir0}), "
-                                  "where it does not see rank 0's lock file: with --parallel fsdp every rank writes its "
-                                  "shards into one checkpoint; give every rank the same --checkpoints_dir, one "
+                                  "where it does not see rank 0's lock file: with --parallel fsdp every rank writes "
+                                  "its shards into one checkpoint; give every rank the same --checkpoints_dir, one "
                                   "filesystem every node shares (NFS, Lustre)")
             raise ConfigError(f"--checkpoints_dir {req.checkpoints_dir}: rank {rank} does not see rank 0's lock "
                               f"file {lock} in it: with --parallel fsdp every rank writes its shards into the "
