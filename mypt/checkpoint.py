@@ -40,7 +40,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
-from mypt.errors import BusyError, CheckpointError, ConfigError, MyptError, os_error_message, safetensors_os_error
+from mypt.errors import (BusyError, CheckpointError, ConfigError, MyptError, listed, os_error_message,
+                         safetensors_os_error)
 from mypt.io import (atomic_write_text, check_written, is_own, not_own_message, old_dir, output_target, read_json,
                      recover_staged, sha256_file, staged_dir, umask_mode)
 from mypt.lock import output_lock
@@ -290,8 +291,7 @@ def _dcp_part(path: Path, config: dict, part: str) -> Path:
     found = _dcp_files(path, where)
     extra, missing = sorted(set(found) - set(recorded)), sorted(set(recorded) - set(found))
     if recorded and extra and not missing:  # (one the user put there since the save, e.g. an rsync's temporary)
-        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-        raise CheckpointError(f"{path / extra[0]}{more} is not one of the shards its {CONFIG_FILE} records: mypt did "
+        raise CheckpointError(f"{listed([str(path / rel) for rel in extra], 1)} is not one of the shards its {CONFIG_FILE} records: mypt did "
                               f"not write it, and every file in {where} is read as a shard; move it out of {where} "
                               "and run again")
     if not recorded or missing:
