@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 
 import numpy as np
@@ -125,6 +126,26 @@ def test_hf_tokenizer_encodes_a_megabyte_of_whitespace(tmp_path):
     tok = HFTokenizer.from_file(tmp_path / "tok.json")
     text = "hello" + "\n" * MEGA + "world" + " \t" * (MEGA // 8) + "."
     assert tok.decode(tok.encode_array(text)) == text
+
+
+@pytest.mark.parametrize("runs, run_of", [("whitespace_runs", "[{}]"), ("non_whitespace_runs", "[^{}]")])
+def test_the_runs_gpt2_and_train_tokenizer_cut_are_every_long_run_of_their_kind(runs, run_of):
+    """whitespace_runs (where gpt2 cuts long runs) and non_whitespace_runs (train-tokenizer's long
+    words), which look at a few windows only, find each maximal run of at least min_chars, as a
+    regular expression over every character does, in random mixes of each kind of character."""
+    from mypt.tokenizers import base
+
+    find, pieces = getattr(base, runs), [" ", "\t", "\r", "\n", "\xa0", "\u3000", "\u2028", "\x85", "x", "中",
+                                         "\U0001F600", "\x1c", ".", "é"]
+    rng, compared = random.Random(5), 0
+    for _ in range(3000):
+        kinds = rng.sample(pieces, rng.randint(1, 4))
+        text = "".join(rng.choice(kinds) * rng.choice([1, 1, 2, 5, 30]) for _ in range(rng.randint(0, 80)))
+        for min_chars in (2, 3, 4, 7, 16, 33):
+            expected = [m.span() for m in re.finditer(run_of.format(base.WHITESPACE) + f"{{{min_chars},}}", text)]
+            assert list(find(text, min_chars)) == expected, (text, min_chars)
+            compared += 1
+    assert compared == 18_000
 
 
 def pre_tokenizer():

@@ -56,47 +56,40 @@ TOKENIZERS: dict[str, type["Tokenizer"]] = {}  # kind -> class
 WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
     "\u2028\u2029\u202f\u205f\u3000"
 WHITESPACE_SET = frozenset(WHITESPACE)  # (for a character's test: `c in WHITESPACE_SET`)
-_RUN = re.compile(f"[{WHITESPACE}]+")
-_RUN_FROM_START = re.compile(f"[{WHITESPACE}]*")
 _SPACE = re.compile(f"[{WHITESPACE}]")
+_SOLID = re.compile(f"[^{WHITESPACE}]")
+_SPACES_FROM_START = re.compile(f"[{WHITESPACE}]*")
 _SOLID_FROM_START = re.compile(f"[^{WHITESPACE}]*")
 
 
 def whitespace_runs(text: str, min_chars: int) -> Iterator[tuple[int, int]]:
-    """(start, end) of each maximal run of WHITESPACE of at least `min_chars` (>= 2)
-    characters in `text`, in order. Linear, and cheap where there is none: it looks at every
-    (min_chars // 2)th character, and around two whitespace ones in a row only (a run as long
-    holds two such), since a scan of every character cost a fifth of gpt2's encoding time."""
-    assert min_chars >= 2, min_chars
-    step = min_chars // 2
-    done = 0  # where the last run looked at ended
-    for m in _RUN.finditer(text[::step]):
-        for k in range(m.start(), m.end() - 1):  # samples k and k + 1 are whitespace
-            at = k * step
-            if at < done:  # (in the run found from an earlier sample)
-                continue
-            # The run holding `at` began after sample k - 1, which is not in it or was looked at.
-            start = at - _RUN_FROM_START.match(text[max(done, at - step + 1):at][::-1]).end()
-            done = _RUN.match(text, at).end()
-            if done - start >= min_chars:
-                yield start, done
+    """(start, end) of each maximal run of WHITESPACE of at least `min_chars` (>= 2) characters
+    in `text`, in order (_runs)."""
+    return _runs(text, min_chars, _SOLID, _SPACES_FROM_START)
 
 
 def non_whitespace_runs(text: str, min_chars: int) -> Iterator[tuple[int, int]]:
     """(start, end) of each maximal run without WHITESPACE of at least `min_chars` (>= 2)
-    characters in `text`, in order. Cheap where there is none: such a run spans a whole
-    (min_chars // 2 + 1)-character window at a multiple of min_chars // 2, and one search
-    for whitespace tells a window (in ordinary text it stops within a word)."""
+    characters in `text`, in order (_runs)."""
+    return _runs(text, min_chars, _SPACE, _SOLID_FROM_START)
+
+
+def _runs(text: str, min_chars: int, other: re.Pattern, run_from_start: re.Pattern) -> Iterator[tuple[int, int]]:
+    """(start, end) of each maximal run of at least `min_chars` (>= 2) characters that `other` (one
+    character) does not match. Linear, and cheap where there is none: such a run spans a whole
+    (min_chars // 2 + 1)-character window at a multiple of min_chars // 2, and one search for
+    `other` tells a window (in ordinary text it stops within a word, or at the first letter: a
+    scan of every character cost a fifth of gpt2's encoding time)."""
     assert min_chars >= 2, min_chars
     step = min_chars // 2
     done = 0  # where the last run looked at ended
     for at in range(0, len(text) - step, step):
-        if at < done or _SPACE.search(text, at, at + step + 1):
+        if at < done or other.search(text, at, at + step + 1):
             continue
-        # The window before held whitespace (or the last run's end): the run began after it.
-        start = at - _SOLID_FROM_START.match(text[max(done, at - step + 1):at][::-1]).end()
-        space = _SPACE.search(text, at + step + 1)
-        done = space.start() if space else len(text)
+        # The window before held `other` (or the last run's end): the run began after it.
+        start = at - run_from_start.match(text[max(done, at - step + 1):at][::-1]).end()
+        end = other.search(text, at + step + 1)
+        done = end.start() if end else len(text)
         if done - start >= min_chars:
             yield start, done
 
