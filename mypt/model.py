@@ -404,13 +404,25 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tok
     missing = sorted(set(expected) - set(weights) - unstored(model.config))
     unexpected = sorted(set(weights) - set(expected))
     if wrong or missing or unexpected:
-        raise CheckpointError(f"{source} does not match the weights in model.safetensors (shapes {wrong[:3]}, "
+        raise CheckpointError(f"{source} does not match the weights in {_weights_source(path)} (shapes {wrong[:3]}, "
                               f"missing {missing[:3]}, unexpected {unexpected[:3]}); the checkpoint was edited "
                               "or damaged")
     checkpoint.check_model_settings(path, config)
-    check_finite(weights, f"{Path(path) / 'model.safetensors'}")
+    check_finite(weights, f"{_weights_source(path)}")
     model.load_state_dict(weights, strict=False)
     return model.to(device), tokenizer, config
+
+
+def _weights_source(path: Path) -> Path:
+    """Where checkpoint.read_weights read a checkpoint's weights: model.safetensors, or a sharded
+    (FSDP) save's shards, dcp/model/ (dcp/ itself where the save put the weights there)."""
+    from mypt.fsdp import WEIGHTS
+
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path / "model.safetensors"
+    split = path / checkpoint.DCP_DIR / WEIGHTS
+    return split if split.is_dir() else path / checkpoint.DCP_DIR
 
 
 def check_finite(weights: dict[str, torch.Tensor], source: str) -> None:
