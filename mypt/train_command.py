@@ -611,7 +611,8 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
                 f"trained on it (a context extension); --block_size {cfgs.window} keeps the model's attention")
     if len(specs) == 1 and "val" not in loader.splits and dist.is_main:  # (a mixture's loader says it itself)
         log(f"warning: --dataset_dir {specs[0].path} has no val split (prepared with --val_fraction 0?): training "
-            "reports no val loss and best_val stays empty" + ("" if eval_loaders else "; add --eval_dataset_dir for one"))
+            "reports no val loss and best_val stays empty"
+            + ("" if eval_loaders else "; add --eval_dataset_dir for one"))
     return _train(req, specs, cfgs, model, tokenizer, loader, eval_loaders, ckpt_dir, device, dist, log, data_sums,
                   found)
 
@@ -647,22 +648,23 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
             "the device --device picks": device.type,
             "the precision --dtype picks": "the checkpoint's" if req.resume and cfgs.train.dtype == "auto"
             else dtype_name(autocast_dtype(cfgs.train, device))}
-    # Shown, not compared (a key in parentheses): the paths of what is compared by content, where
-    # each rank has it (64-digit sums said nothing to the user).
-    mine["(paths)"] = {DATA_KEY: [str(s.path) for s in specs] if specs else str(req.input_file),
-                       "--eval_dataset_dir": req.eval_dataset_dir and str(req.eval_dataset_dir),
-                       STARTING_WEIGHTS: cfgs.init and str(cfgs.init), "--checkpoints_dir": str(req.checkpoints_dir)}
+    # Shown, not compared: the paths of what is compared by content, where each rank has it
+    # (64-digit sums said nothing to the user).
+    paths = {DATA_KEY: [str(s.path) for s in specs] if specs else str(req.input_file),
+             "--eval_dataset_dir": req.eval_dataset_dir and str(req.eval_dataset_dir),
+             STARTING_WEIGHTS: cfgs.init and str(cfgs.init), "--checkpoints_dir": str(req.checkpoints_dir)}
     shared = "--checkpoints_dir, one folder for every node"
     if req.parallel == "fsdp":  # every rank writes its shards there: seen whole at the first save (an hour in)
         lock = lock_path(Path(req.checkpoints_dir) / req.model_name)  # (rank 0 holds it: run_training)
         # Its pid and its time: a lock a killed run left in a node's own folder may hold the same pid
         # (a container's), never the time of rank 0's, made by this run.
         mine[shared] = (lock.read_text(errors="replace"), lock.stat().st_mtime_ns) if lock.is_file() else None
-    ranks = all_ranks(mine, cpu_group(dist))
-    for rank, theirs in enumerate(ranks[1:], 1):
-        differ = [k for k in ranks[0] if not k.startswith("(") and theirs.get(k) != ranks[0][k]]
+    ranks = all_ranks((mine, paths), cpu_group(dist))
+    first, first_paths = ranks[0]
+    for rank, (theirs, their_paths) in enumerate(ranks[1:], 1):
+        differ = [k for k in first if theirs.get(k) != first[k]]
         if shared in differ:
-            theirs_dir, dir0 = (of["(paths)"]["--checkpoints_dir"] for of in (theirs, ranks[0]))
+            theirs_dir, dir0 = their_paths["--checkpoints_dir"], first_paths["--checkpoints_dir"]
             if theirs_dir != dir0:  # (the flag, not the filesystem: rank 1 was named with its own lock's path)
                 raise ConfigError(f"rank {rank} was started with --checkpoints_dir {theirs_dir} (rank 0: {dir0}), "
                                   "where it does not see rank 0's lock file: with --parallel fsdp every rank writes "
@@ -679,13 +681,13 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
             elif all(k.startswith("the ") and k.endswith(" picks") for k in differ):
                 hint = ("its hardware differs from rank 0's: pass --dtype bfloat16 or float32 (and --device "
                         "cuda or cpu), so that every rank trains alike")
-            def shown(k: str, of: dict) -> str:
-                if k not in of["(paths)"] or of.get(k) is None:
+            def shown(k: str, of: dict, of_paths: dict) -> str:
+                if k not in of_paths or of.get(k) is None:
                     return f"{of.get(k)!r}"
-                return f"{of['(paths)'][k]!r}" + (" (its contents)" if of is theirs else ", compared by content")
+                return f"{of_paths[k]!r}" + (" (its contents)" if of is theirs else ", compared by content")
             raise ConfigError(f"rank {rank} was started with other settings than rank 0: "
-                              + ", ".join(f"{k} {shown(k, theirs)} (rank 0: {shown(k, ranks[0])})"
-                                          for k in differ[:5]) + f"; {hint}")
+                              + ", ".join(f"{k} {shown(k, theirs, their_paths)} (rank 0: "
+                                          f"{shown(k, first, first_paths)})" for k in differ[:5]) + f"; {hint}")
 
 
 def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device: torch.device, dist: Dist,
