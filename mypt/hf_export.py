@@ -40,6 +40,7 @@ from mypt.errors import ConfigError, safetensors_os_error
 from mypt.hf_import import LINEAR_LAYERS, MLP_FROM_ACT, VOCAB_ROWS, llama_names, shares_gate
 from mypt.io import (built_files, check_replaceable, check_unsummed, output_target, previous_output, sha256_file,
                      staged_dir, umask_mode, user_entries)
+from mypt.lock import output_lock
 from mypt.model import load_model
 from mypt.names import EXPORT_RECORD, char_replacement
 from mypt.tokenizers import Tokenizer
@@ -265,6 +266,11 @@ def portable_tokenizer_config(directory: Path) -> None:
 # tokenizer_config.json. What they held (transformers 4 and 5's save_pretrained, mypt's
 # tokenizer state) is what a new export replaces there.
 LEGACY_MARKER = "tokenizer_state.json"
+# The files every export writes, whatever transformers' version and the model's size (a large one's
+# weights are model-*-of-*.safetensors, transformers 4 adds special_tokens_map.json): a user's file
+# of one of these names is refused before the model is loaded (io.staged_dir's `writes`).
+EXPORTED = (EXPORT_RECORD, "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+            "tokenizer_state.json")
 LEGACY_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
                 "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "tokenizer_state.json")
@@ -337,11 +343,18 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     transformers = _require_hf()
     check_replaceable(out_dir, [model_dir], flag="--out_dir")
     target = output_target(Path(out_dir))
+    with output_lock(target, "--out_dir"):  # (staged_dir takes it again: re-entrant)
+        return _export_locked(transformers, Path(model_dir), Path(out_dir), target)
+
+
+def _export_locked(transformers, model_dir: Path, out_dir: Path, target: Path) -> Path:
+    """export_hf under the output's lock, which no other export can change the output under."""
     # The previous export decides what may be replaced (an export killed between its renames left
-    # it aside as `.NAME.old`: judged there). Its record is read once, here, where it picks the
-    # marker: staged_dir's checks judge by it too (`written`), and refuse a file that changed since
-    # mypt exported it. A record from before the sums has none (not `verified`): only what the new
-    # export writes byte for byte is replaced.
+    # it aside as `.NAME.old`: judged there). Its record is read once, here, under the lock (read
+    # before it, an export that finished meanwhile had its new files called edited): it picks the
+    # marker, and staged_dir's checks judge by it too (`written`), refusing a file that changed
+    # since mypt exported it. A record from before the sums has none (not `verified`): only what
+    # the new export writes byte for byte is replaced.
     marker, owned, recorded, verified = _previous_export(previous_output(target))
 
     def unvouched(names: list[str]) -> list[str]:
@@ -350,10 +363,10 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
         theirs = set(user_entries(target, owned)) | {EXPORT_RECORD}
         return [name for name in names if name not in theirs and (recorded is None or recorded.get(name) is None)]
 
-    # The model is loaded under the output's lock, after staged_dir's checks: an edit of the
-    # previous export is refused before the long work, not after it.
+    # The model is loaded after staged_dir's checks: an edit of the previous export, or a user's
+    # file of a name the export writes, is refused before the long work, not after it.
     with staged_dir(out_dir, inputs=[model_dir], marker=marker, owned=owned, edited="mypt exported",
-                    written=None if recorded is None else lambda _: recorded) as stage:
+                    written=None if recorded is None else lambda _: recorded, writes=EXPORTED) as stage:
         stage = Path(stage)
         model, tokenizer, _ = load_model(model_dir, "cpu")
         family = hf_family(model.config, f"{Path(model_dir) / 'config.json'}")
@@ -403,4 +416,4 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
                            "--out_dir", UNSUMMED)
         record = {"files": written, "sha256": sums, "model": str(model_dir)}
         (stage / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    return Path(out_dir)
+    return out_dir

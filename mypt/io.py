@@ -655,14 +655,15 @@ def check_written(final: Path, owned: Iterable[str], written: Written | None, ma
     replacing it would lose the edit. `edited`: who wrote the files, in that refusal
     ("fetch-demo extracted")."""
     final = output_target(Path(final))
-    _check_record(final, owned, _record(final, written, marker, flag, kind), marker, flag, kind, edited, sums)
+    _check_record(final, owned, read_record(final, written, marker, flag, kind), marker, flag, kind, edited, sums)
 
 
-def _record(final: Path, written: Written | None, marker: str | None, flag: str,
-            kind: str) -> dict[str, str | None] | None:
+def read_record(final: Path, written: Written | None, marker: str | None, flag: str,
+                kind: str) -> dict[str, str | None] | None:
     """The record of the output at `final` (its target), as name -> sha256 (None: none
-    recorded), read once; None where nothing records what it holds. Refuses a record that is not
-    this kind's (check_written)."""
+    recorded); None where nothing records what it holds. Refuses a record that is not this
+    kind's (check_written). A writer whose own names come from the record (fetch-demo) reads it
+    under the output's lock, once, and hands it to staged_dir (`written`)."""
     if written is None or marker is None or not (final / marker).is_file():
         return None
     try:
@@ -828,7 +829,7 @@ def recover_output(final: Path, owned: Iterable[str], flag: str) -> None:
 @contextlib.contextmanager
 def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: str | None = None,
                owned: Iterable[str] = (), flag: str = "--out_dir", written: Written | None = None,
-               kind: str = "mypt output", edited: str = "mypt wrote") -> Iterator[Path]:
+               kind: str = "mypt output", edited: str = "mypt wrote", writes: Iterable[str] = ()) -> Iterator[Path]:
     """Build a directory beside `final` and move it into place when the block succeeds.
 
     `owned`: glob patterns (relative paths, `train/shard_*.bin`) of what this kind of output
@@ -847,6 +848,9 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
     `written`: where the marker records the files the output holds, how to read them (see
     check_written): then only what it lists is mypt's, and another kind's record is refused;
     where it records their sha256, one the user edited since is refused (`edited`: who wrote it).
+    `writes`: glob patterns of what the new output holds, where they are known before the work
+    (an export's config.json, the demo's texts): a user's entry there is refused before the work
+    (_check_clashes), the rest once the new output is built.
     """
     from mypt.lock import output_lock  # lock imports names only: no cycle
 
@@ -859,8 +863,11 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
         # is resolved once a run, and none for a new output (check_replaceable).
         check_replaceable(final, inputs, flag=flag, marker=marker, kind=kind)
         # The record is read once, under the lock: both checks judge by it.
-        recorded = _record(final, written, marker, flag, kind)
+        recorded = read_record(final, written, marker, flag, kind)
         _check_record(final, owned, recorded, marker, flag, kind, edited)
+        if writes := tuple(writes):
+            _check_clashes(final, [rel for rel in user_entries(final, owned)
+                                   if _owns(rel, writes) or _holds_owned(rel, writes)], flag, marker)
         check_movable(final, owned, flag)
         staging = make_own_dir(partial_dir(final))
         try:
@@ -868,7 +875,7 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
                 yield staging
             except OSError as e:  # name the output the user asked for, not mypt's staging directory
                 raise _renamed(e, staging, final) from None
-            _check_swappable(final, staging, owned)
+            _check_swappable(final, staging, owned, flag, marker)
             # A file added during the work. Its sums are not read again: an export's weights are
             # gigabytes, hashed once before the work.
             _check_record(final, owned, recorded, marker, flag, kind, edited, sums=False)
@@ -890,14 +897,22 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
                 _carry_over(carry_dir(final), final, owned)
 
 
-def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...]) -> None:
+def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...], flag: str, marker: str | None) -> None:
     """Refuse, before anything changes, a swap that would replace a user's file or stop half-way."""
-    clashes = _clashes(final, staging, owned)
+    _check_clashes(final, _clashes(final, staging, owned), flag, marker)
+    check_movable(final, owned, flag)
+
+
+def _check_clashes(final: Path, clashes: list[str], flag: str, marker: str | None) -> None:
+    """The refusal of the user's entries of the output (`clashes`, relative paths) that the new
+    output would replace: before the work where staged_dir knows the new output's names
+    (`writes`), else once it is built."""
     if clashes:
         them = "it" if len(clashes) == 1 else "them"
-        raise InputError(f"{final} holds {', '.join(clashes[:5])}, which mypt did not write and its new "
-                         f"output would replace: refused, nothing changed; move {them} out of the way and run again")
-    check_movable(final, owned)
+        unlisted = f" (its {marker} does not list {them})" if marker else ""
+        raise InputError(f"{flag} {final} holds {listed(clashes, 3)}, which mypt did not write{unlisted} and the "
+                         f"new output writes too: refused, nothing changed; move {them} out of {final}, or choose "
+                         f"another {flag}")
 
 
 def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") -> None:

@@ -415,12 +415,11 @@ def test_a_re_fetch_over_a_manifest_without_sums_replaces_only_the_same_bytes(tm
     assert "nothing changed" in r.output and tree_bytes(out) == before
 
 
-def test_a_re_fetch_reads_its_manifest_twice(tmp_path, monkeypatch):
+def test_a_re_fetch_reads_its_manifest_once(tmp_path, monkeypatch):
     """The previous extraction's manifest names what a re-fetch may replace and each file's sum:
-    it was read four times a run (for the owned names, the checks before and after the work, and
-    the edited texts' sums). Now twice: for the owned names before the output's lock (finishing a
-    killed swap under it needs them), and once under the lock for the checks, which judge the
-    record as it is there; an edited text is still refused."""
+    it is read once a run, under the output's lock, for the owned names (finishing a killed swap
+    needs them) and the checks, which judge the record as it is there; an edited text is still
+    refused."""
     import builtins
 
     sdist = _tiny_demo_archive(tmp_path / "demo.tar.gz")
@@ -435,7 +434,7 @@ def test_a_re_fetch_reads_its_manifest_twice(tmp_path, monkeypatch):
         return real_open(file, *args, **kwargs)
     monkeypatch.setattr(builtins, "open", counted)
     extract_demo_dir(out, sdist=sdist)
-    assert len(reads) == 2, reads
+    assert len(reads) == 1, reads
     (out / "general" / "a.txt").write_text("mine now\n")
     with pytest.raises(InputError, match=r"a\.txt \(.*\) changed since fetch-demo extracted it"):
         extract_demo_dir(out, sdist=sdist)
