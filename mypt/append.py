@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from mypt.errors import InputError
+from mypt.errors import InputError, listed
 from mypt.io import (append_dir, check_movable, check_replaceable, keep_dir_attributes, loops, make_own_dir,
                      partial_dir, remove_own, remove_work, unmark, write_json)
 from mypt.lock import output_lock
@@ -108,19 +108,19 @@ def _check_no_links(dataset_dir: Path, meta: dict, flag: str) -> None:
     A link to the whole dataset is grown at its target (append_dataset); a link to anything
     else in it (a user's folder, tokenizer_state.json) comes along as a link."""
     own = [*SPLITS, METADATA_FILE, *(e["file"] for split in SPLITS for e in listed_entries(meta, split))]
-    links = [rel for rel in own if (dataset_dir / rel).is_symlink()]
+    links = [dataset_dir / rel for rel in own if (dataset_dir / rel).is_symlink()]
     if links:
-        link = dataset_dir / links[0]
-        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
-        if loops(link):  # (realpath would name the link itself, as if it were its own target)
-            raise InputError(f"{flag} {dataset_dir}: {link} is a symbolic link that loops (to itself, or through "
-                             f"others){more}: refused, nothing changed; fix the link, or put the folder or file itself "
-                             "in its place")
-        raise InputError(f"{flag} {dataset_dir}: {link} is a symbolic link (to {os.path.realpath(link)}){more}; an "
-                         "append builds the grown dataset beside the old one and renames it into place, which cannot "
-                         "keep a link inside it: refused, nothing changed; put the folder or file itself in place of "
-                         "the link (`dvc unprotect` does so in a DVC-tracked dataset), or link the whole dataset "
-                         "folder instead (--append_to grows a linked dataset at its target)")
+        if loops(links[0]):  # (realpath would name the link itself, as if it were its own target)
+            named = listed(links, 1, lambda link: f"{link} is a symbolic link that loops (to itself, or through "
+                                                  "others)")
+            raise InputError(f"{flag} {dataset_dir}: {named}: refused, nothing changed; fix the link, or put the "
+                             "folder or file itself in its place")
+        named = listed(links, 1, lambda link: f"{link} is a symbolic link (to {os.path.realpath(link)})")
+        raise InputError(f"{flag} {dataset_dir}: {named}; an append builds the grown dataset beside the old one and "
+                         "renames it into place, which cannot keep a link inside it: refused, nothing changed; put the "
+                         "folder or file itself in place of the link (`dvc unprotect` does so in a DVC-tracked "
+                         "dataset), or link the whole dataset folder instead (--append_to grows a linked dataset at "
+                         "its target)")
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:

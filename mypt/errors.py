@@ -12,7 +12,9 @@ import errno
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 class MyptError(Exception):
@@ -80,11 +82,12 @@ _OS_HINTS = {
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
-def listed(names: list[str], cap: int) -> str:
-    """The first `cap` of `names`, joined by commas, and how many more there are: a refusal
-    names enough to find them, on one line however many there are."""
-    more = f" (and {len(names) - cap} more)" if len(names) > cap else ""
-    return ", ".join(names[:cap]) + more
+def listed(items: Sequence[T], cap: int, shown: Callable[[T], str] = str) -> str:
+    """The first `cap` of `items`, each as `shown` writes it (a link with its target), joined by
+    commas, and how many more there are: a refusal names enough to find them, on one line however
+    many there are."""
+    more = f" (and {len(items) - cap} more)" if len(items) > cap else ""
+    return ", ".join(shown(item) for item in items[:cap]) + more
 
 
 def file_in_the_way(path: Path) -> Path | None:

@@ -755,7 +755,7 @@ def _carry_over(carry: Path, final: Path, owned: tuple[str, ...]) -> None:
         raise InputError(f"{final} is in place, but the files you added to it are still in {carry} "
                          f"({os_error_message(e)}): move them into {final.name} by hand") from None
     if both:
-        raise InputError(f"{', '.join(both[:5])} {'is' if len(both) == 1 else 'are'} both in {final} and in "
+        raise InputError(f"{listed(both, 5)} {'is' if len(both) == 1 else 'are'} both in {final} and in "
                          f"{carry} (the previous output, whose other files you added were moved back): keep "
                          f"the one you want, then remove {carry}")
     remove_work(carry, ignore_errors=True)  # mypt's own files now (marked: see remove_work)
@@ -941,7 +941,7 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
         raise InputError(f"{flag} {final} is a mount point: mypt puts a new output in place by renaming the old "
                          f"one aside, which a mount point refuses; {inside}")
     if stuck:
-        raise InputError(f"{', '.join(stuck[:3])}: read-only or a mount point, so mypt cannot put its new output in "
+        raise InputError(f"{listed(stuck, 3)}: read-only or a mount point, so mypt cannot put its new output in "
                          "place and keep your files: refused, nothing changed; make it writable (chmod u+w), unmount "
                          "it, or choose another output")
 

@@ -247,6 +247,17 @@ def test_append_refuses_a_linked_folder_or_shard_in_the_dataset_before_the_work(
     assert cli("verify-dataset", dataset).startswith("OK:")
 
 
+def test_append_names_the_first_link_and_how_many_more(dataset, tmp_path):
+    """Both split folders moved to another disk and linked: the first is named with its target,
+    the other counted."""
+    for linked in ("train", "val"):
+        (dataset / linked).rename(tmp_path / linked)
+        (dataset / linked).symlink_to(tmp_path / linked)
+    out = cli("prepare-dataset", "--input_files", text(tmp_path / "more", "b.txt"), "--append_to", dataset, ok=False)
+    assert out.startswith(f"Error: --append_to {dataset}: {dataset / 'train'} is a symbolic link (to "
+                          f"{tmp_path / 'train'}) (and 1 more); an append builds"), out
+
+
 @pytest.mark.parametrize("linked", ["val", "train/shard_00001.bin"])
 def test_append_names_a_link_that_loops_as_one(dataset, tmp_path, linked):
     """A link to itself was named as a link to its own path ('ds/val is a symbolic link (to ds/val)')."""

