@@ -3,6 +3,8 @@ agreeing on when to stop and save (so that every rank's collectives meet)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -47,6 +49,8 @@ _READY, _FAILED = "mypt/start/ready", "mypt/start/failed"
 _START_TIMEOUT_S = 1800
 _joined = False  # this process counted itself ready: from then on the others no longer look
 _told = False  # this process told its failure (run_training, then its command, may both try)
+_store = None  # this process's client of the agent's store, once it has one (None: not yet, or none there)
+_says: bool | None = None  # whether this rank says its error, where deciding it came with telling or learning it
 
 
 def restart_warning() -> str | None:
@@ -66,20 +70,51 @@ def restart_warning() -> str | None:
 def _agent_store():
     """A client of the store torchrun's agent hosts for this attempt, or None where there is
     none (a launch that is not torchrun's: the group's own store belongs to rank 0)."""
+    global _store
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
         return None
     if os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0":
         return None
-    from datetime import timedelta
+    if _store is None:
+        from datetime import timedelta
 
-    from torch.distributed import TCPStore
+        from torch.distributed import TCPStore
 
-    return TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                    timeout=timedelta(seconds=60))
+        _store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                          timeout=timedelta(seconds=60))
+    return _store
+
+
+def _first_on_node(line: str) -> bool:
+    """Whether this rank is the first of its node to stop with the error `line`, claimed in the
+    agent's store; True where there is no store (each rank says its own)."""
+    store = _agent_store()
+    if store is None:
+        return True
+    me = os.environ.get("RANK", "?")
+    key = f"mypt/said/{os.environ.get('GROUP_RANK', '0')}/{hashlib.sha256(line.encode()).hexdigest()}"
+    return store.compare_set(key, "", me).decode() == me
+
+
+def says_error(message: str) -> bool:
+    """Whether this rank prints `message`, the error it stops with: under torchrun the first rank
+    of its node to stop with that error says it, the others exit quietly (8 ranks of a node
+    refused alike printed 8 lines). A start-up failure is one error on its node wherever it is
+    said: the failing rank's own message, or another rank's `rank R could not start: ...`.
+    Decided by the agent's store at start-up; always True once the store is gone (torchrun
+    ended) or where there is none (--max_restarts: each rank says its own)."""
+    if _says is not None:
+        return _says
+    if _store is None:  # (never connected: not now, at the end, where the agent may be gone)
+        return True
+    try:
+        return _first_on_node(message)
+    except Exception:  # (the agent gone: say it)
+        return True
 
 
 def _wait_for_every_rank(world: int) -> None:
-    global _joined
+    global _joined, _says
     store = _agent_store()
     if store is None:
         return
@@ -88,8 +123,10 @@ def _wait_for_every_rank(world: int) -> None:
     told, started, pause = False, time.monotonic(), 0.05
     while True:
         if store.check([_FAILED]):
-            raise ConfigError(store.get(_FAILED).decode("utf-8", "replace")
-                              + " (so every rank stops: fix it on that node, then start every node again)")
+            rank, line = json.loads(store.get(_FAILED))
+            _says = _first_on_node(line)  # (on the failing rank's node that rank said it first)
+            raise ConfigError(f"rank {rank} could not start: {line} (so every rank stops: fix it on that node, then "
+                              "start every node again)")
         ready = store.add(_READY, 0)
         if ready >= world:
             return
@@ -109,14 +146,16 @@ def _wait_for_every_rank(world: int) -> None:
 def tell_ranks_start_failed(error: BaseException) -> None:
     """Under torchrun, before this rank joined: tell the others why it cannot start, so they
     stop with it (the first failure told is the one they name)."""
-    global _told
+    global _told, _says
     if _joined or _told or int(os.environ.get("WORLD_SIZE", "1")) == 1 or not isinstance(error, Exception):
         return
     _told = True
     try:
         store = _agent_store()
         if store is not None:
-            store.compare_set(_FAILED, "", f"rank {os.environ.get('RANK', '?')} could not start: {error_line(error)}")
+            line = error_line(error)
+            _says = _first_on_node(line)  # (before the others can learn it: this rank says it on its node)
+            store.compare_set(_FAILED, "", json.dumps([os.environ.get("RANK", "?"), line]))
     except Exception:  # (the store gone: the others have ended already)
         pass
 

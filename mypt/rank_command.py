@@ -2,7 +2,8 @@
 rank that fails before it joined the others tells them why. They wait for every rank before
 forming the process group (mypt.distributed), up to 30 minutes; run_training tells them of its
 own failures, this of what comes before it: a flag click refuses (`--max_iters abc`), a setting
-or path the command refuses before the run is built. Apart from mypt.options so that only the
+or path the command refuses before the run is built. An error is said once a node, by the first
+of its ranks to stop with it (mypt.distributed.says_error). Apart from mypt.options so that only the
 training commands depend on mypt.distributed (the data stages' DVC deps stay theirs).
 
 (Every other command runs in one process: refused as several under torchrun, mypt.options.)"""
@@ -10,6 +11,7 @@ training commands depend on mypt.distributed (the data stages' DVC deps stay the
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
@@ -42,10 +44,12 @@ class RankCommand(MyptCommand):
 
 def _tell_other_ranks(error: Exception) -> None:
     """Under torchrun only (no torch import elsewhere). A click error as click prints it, with
-    the flag it is about."""
+    the flag it is about; said once a node (mypt.distributed.says_error): the other ranks of the
+    node that stop with it exit with its status, quietly."""
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # (torchrun's agent: its other checks there)
-        from mypt.distributed import tell_ranks_start_failed
+        from mypt.distributed import says_error, tell_ranks_start_failed
 
-        if isinstance(error, click.ClickException):
-            error = click.ClickException(error.format_message())
-        tell_ranks_start_failed(error)
+        said = error.format_message() if isinstance(error, click.ClickException) else None
+        tell_ranks_start_failed(error if said is None else click.ClickException(said))
+        if said is not None and not says_error(said):
+            sys.exit(error.exit_code)

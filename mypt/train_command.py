@@ -112,25 +112,21 @@ def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], 
         req = _auto_resumed(req, ckpt_dir, log if _rank0() else (lambda line: None))
     # One run per checkpoint: a second would delete this one's `.NAME.partial`; and one per
     # --metrics_dir: a second would clear or cut this one's curves. Under DDP only rank 0 saves
-    # and logs, so only rank 0 takes the locks, and checks what is in --metrics_dir under its
-    # lock (the run's loggers start from what it found there: each file read once).
-    def check_metrics() -> MetricsDir:
-        return check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
-                                 resume=req.resume, model=req.model_name, loggers=req.loggers)
-
-    if req.metrics_dir is not None:
-        if _rank0():  # before its lock, whose file goes beside it (not beside the root or home)
-            check_metrics_path(req.metrics_dir, checkpoint_dir=ckpt_dir)
-        else:
-            check_metrics()
-        check_installed(req.loggers)
+    # and logs, so only rank 0 takes the locks, and checks --metrics_dir and the loggers: what is
+    # in the directory under its lock (the run's loggers start from what it found there: each
+    # file read once). The other ranks learn a refusal as they wait for every rank to start
+    # (mypt.distributed); checking on their own nodes, they judged another filesystem's folder.
     found = None
+    if req.metrics_dir is not None and _rank0():  # before its lock, whose file goes beside it (not the root or home)
+        check_metrics_path(req.metrics_dir, checkpoint_dir=ckpt_dir)
+        check_installed(req.loggers)
     with contextlib.ExitStack() as locks:
         if _rank0():
             locks.enter_context(output_lock(ckpt_dir, "--model_name"))
             if req.metrics_dir is not None:
                 locks.enter_context(output_lock(Path(req.metrics_dir), "--metrics_dir"))
-                found = check_metrics()  # now that no other run can write it
+                found = check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
+                                          resume=req.resume, model=req.model_name, loggers=req.loggers)
         return _run_training(req, specs, ckpt_dir, overrides, log, read_text, found)
 
 

@@ -1,11 +1,20 @@
 """The commands of one process (all but train) refuse to run as several under torchrun, and say
 an error once a node, not once a rank: the ranks other than local rank 0 exit with its status,
-quietly."""
+quietly. mypt train's ranks run together: an error is said by the first rank of a node to stop
+with it, a start-up failure of one rank by that rank on its node."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
+from conftest import mypt_cli
 
 from mypt.cli import main
 
@@ -49,3 +58,69 @@ def test_under_torchrun_with_one_process_the_command_runs(tmp_path, monkeypatch)
         monkeypatch.setenv(name, value)
     done = CliRunner().invoke(main, ["export-hf", "--model_name", "nosuch", "--out_dir", "out"])
     assert done.exit_code == 1 and "Error: no checkpoint 'nosuch'" in done.output, done.output
+
+
+# ---------------------------------------------------------------------------------------------
+# mypt train under torchrun: its ranks run together, and each error is said once a node
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("said-once")
+    (root / "corpus.txt").write_text("\n".join(["the cat sat on the mat", "a dog ran to the log"] * 300))
+    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char", cwd=root)
+    return root / "ds"
+
+
+def two_ranks(args: list[str], cwd: Path, rank1: list[str] = ()) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 mypt train ARGS` on the CPU (gloo), rank 1 given `rank1` on top.
+    Its own session, killed whole if a rank hangs past the timeout."""
+    script = cwd / "rank.py"
+    script.write_text("import os, sys\nfrom mypt.cli import main\n"
+                      "extra = sys.argv[sys.argv.index('--rank1') + 1:] if os.environ['RANK'] == '1' else []\n"
+                      "main(['train', *sys.argv[1:sys.argv.index('--rank1')], *extra], prog_name='mypt')\n")
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), *args, "--model_name", "m", "--config_file", "tiny", "--device", "cpu",
+                             "--max_iters", "2", "--rank1", *rank1],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def said(done: subprocess.CompletedProcess) -> list[str]:
+    return re.findall(r"^Error: .*$", done.stdout + done.stderr, re.M)
+
+
+@pytest.mark.slow
+def test_a_metrics_dir_rank_0_refuses_stops_every_rank_said_once(dataset, tmp_path):
+    """Rank 0 checks --metrics_dir (its logs go there) and the others learn its refusal as they
+    wait to start: they checked it themselves, each printing the same refusal (on another node,
+    judging another filesystem's folder). Said once, no rank left waiting, nothing deleted."""
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "params.yaml").write_text("mine: 1\n")
+    done = two_ranks(["--dataset_dir", str(dataset), "--metrics_dir", str(live)], tmp_path)
+    assert done.returncode != 0
+    assert said(done) == [f"Error: --metrics_dir {live} holds params.yaml, which dvclive would delete: choose a "
+                          "directory of its own for the run's metrics"], done.stderr[-3000:]
+    assert (live / "params.yaml").read_text() == "mine: 1\n" and not (tmp_path / "checkpoints" / "m").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["before the group", "after the group"])
+def test_ranks_of_a_node_that_stop_alike_say_it_once(dataset, tmp_path, case):
+    """Every rank refusing the same --dataset_dir (before the process group), or every rank
+    refusing rank 1's other --eval_interval (the ranks' agreement, after it), printed the line
+    once a rank: 8 lines on 8 GPUs."""
+    if case == "before the group":
+        done = two_ranks(["--dataset_dir", "nosuch"], tmp_path)
+        line = "Error: --dataset_dir nosuch: no directory nosuch"
+    else:
+        done = two_ranks(["--dataset_dir", str(dataset)], tmp_path, rank1=["--eval_interval", "4"])
+        line = "Error: rank 1 was started with other settings than rank 0: --eval_interval 4"
+    assert done.returncode != 0
+    assert len(said(done)) == 1 and said(done)[0].startswith(line), done.stderr[-3000:]
