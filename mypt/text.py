@@ -120,7 +120,7 @@ def _past_run(f: BinaryIO, chunk: bytes, low: int, i: int, size: int, skip: RunS
     data, offset, piece, searched = chunk, i, 4 << 10, start
     while True:
         at = low + offset  # (the file's byte of data[offset])
-        n = skip.run.match(data, offset).end() - offset
+        n = skip.run_end(data, offset) - offset
         ended = n < len(data) - offset - 3 or low + len(data) >= size  # (else it may go on past a character cut off)
         if ended and at + n < start + BOUNDARY_AHEAD and at + n < size:
             return None

@@ -133,3 +133,30 @@ def test_blocks_are_where_asking_at_each_newline_puts_them(byte_level, tmp_path)
                 assert blocks_ids(toks[name], path, skipped) == toks[name].encode(data.decode()), (name, data)
     for name, ([skipped], [asked]) in calls.items():
         assert skipped * 3 < asked * 2, (name, skipped, asked)  # (gpt2 cuts inside runs: about half)
+
+
+def test_a_runs_end_is_where_its_characters_end_decoded_one_at_a_time():
+    """RunSkip.run_end bounds the bytes, then decodes: at each offset of random bytes (whitespace of
+    each kind, other characters, characters cut off, bytes that are no UTF-8), it ends the run where
+    decoding a character at a time ends it."""
+    skip, rng = gpt2.NO_CUT_IN_RUNS, random.Random(2)
+    pieces = [c.encode() for c in WHITESPACE] + [b"a", "中".encode(), "\U0001F600".encode(), "\u2030".encode(),
+                                                 "\xa1".encode(), b"\x80", b"\xe3", b"\xe3\x80", b"\xc2", b"\xff"]
+
+    def char_at(data: bytes, at: int) -> str:
+        for size in range(1, 5):
+            try:
+                return data[at:at + size].decode()
+            except UnicodeDecodeError:
+                pass
+        return ""
+
+    def one_at_a_time(data: bytes, at: int) -> int:
+        while at < len(data) and (char := char_at(data, at)) and char in WHITESPACE:
+            at += len(char.encode())
+        return at
+
+    for _ in range(8000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        for at in range(len(data) + 1):
+            assert skip.run_end(data, at) == one_at_a_time(data, at), (data, at)
