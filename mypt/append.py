@@ -226,10 +226,6 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
         check_tokenizer(tokenizer, spec, f"{flag} {dataset_dir}", f"--tokenization {spec}",
                         "drop --tokenization (the dataset's is used), or prepare a new dataset with --out_dir",
                         InputError)
-        # Checked against its file here: prepare_steps, which checks it again, is given its kind, or
-        # it built the file's tokenizer a second time (an hf tokenizer.json parsed and probed again).
-        settings = dataclasses.replace(settings, tokenize=dataclasses.replace(settings.tokenize,
-                                                                              tokenization=tokenizer.kind))
         # A relative name was recorded in the working directory of its run (not recorded):
         # likely this one, or one above the dataset.
         bases = [Path.cwd(), *dataset_dir.absolute().parents]

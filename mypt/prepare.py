@@ -92,9 +92,9 @@ def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSett
 
     Intermediate files live in `.OUT.work` beside `out_dir` and are removed at the end.
     `tokenizer_from` reuses the vocabulary of another dataset or checkpoint (domain adaptation);
-    `reused`: its tokenizer, when the caller loaded it already (a Hub model's tokenizer.json is
-    parsed and probed once). One run at a time per `out_dir` (mypt.lock): a second would delete
-    this one's work directory.
+    `reused`: its tokenizer, when the caller loaded it already and checked it against
+    `settings.tokenize.tokenization` (a Hub model's tokenizer.json is parsed and probed once).
+    One run at a time per `out_dir` (mypt.lock): a second would delete this one's work directory.
     """
     out_dir = Path(out_dir)
     paths = resolve_inputs(input_files)  # once here for both checks (the clean step resolves its own)
@@ -131,8 +131,10 @@ def prepare_steps(input_files: list[str], out_dir: Path, settings: PrepareSettin
     """The steps of prepare_dataset, without its checks and lock (the caller holds them)."""
     spec = settings.tokenize.tokenization
     tokenizer = None
-    if tokenizer_from is not None:
-        tokenizer = reused or load_tokenizer_from(tokenizer_from)
+    if reused is not None:  # checked by the caller (building an hf:FILE spec's tokenizer again parses and probes it)
+        tokenizer = reused
+    elif tokenizer_from is not None:
+        tokenizer = load_tokenizer_from(tokenizer_from)
         hint = "drop one of the two flags" if tokenizer.kind == spec_kind(spec) else \
             f"pass --tokenization {tokenizer.kind}, or leave --tokenization out (it then follows --tokenizer_from)"
         check_tokenizer(tokenizer, spec, f"--tokenizer_from {tokenizer_from}", f"--tokenization {spec}", hint,

@@ -267,3 +267,24 @@ def test_the_appends_summary_counts_what_the_append_did_not_the_whole_dataset(tm
     assert "Lines dropped" not in out and "Duplicate lines dropped: 0\n" in out, out
     assert meta["stats"]["dedup"]["duplicate_lines_dropped"] == 4  # (the dataset's: summed over both runs)
     assert meta["appended"][-1]["walk_skipped_files"] and "x.txt" in out, out
+
+
+def test_an_append_with_the_datasets_tokenizer_file_builds_it_once(tmp_path, monkeypatch):
+    """--append_to with --tokenization hf:FILE: the file's tokenizer is built once, to check it is
+    the dataset's (prepare_steps takes the one the append checked), and the appended part
+    records the kind, as the dataset does."""
+    pytest.importorskip("tokenizers")
+    from mypt.tokenizers.hf import HFTokenizer
+
+    first = corpus(tmp_path / "in" / "first.txt", 0)
+    cli("train-tokenizer", "--input_files", str(first), "--vocab_size", "300", "--out", str(tmp_path / "tok.json"))
+    spec = f"hf:{tmp_path / 'tok.json'}"
+    cli("prepare-dataset", "--input_files", str(first), "--out_dir", str(tmp_path / "ds"), "--tokenization", spec)
+    built = []
+    real = HFTokenizer.from_argument.__func__
+    monkeypatch.setattr(HFTokenizer, "from_argument", classmethod(lambda cls, arg: built.append(arg) or real(cls, arg)))
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "second.txt", 1)), "--append_to",
+        str(tmp_path / "ds"), "--tokenization", spec)
+    assert built == [str(tmp_path / "tok.json")]
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    assert meta["settings"]["tokenization"] == meta["appended"][0]["settings"]["tokenization"] == "hf"
