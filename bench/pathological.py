@@ -14,23 +14,26 @@ Prints:
     step, per file, and the work folder's peak (bytes and files), sampled every 0.2 s;
   - peak RSS of prepare-dataset (the largest process: the command or a worker, --workers 1) on
     MEMORY_MB MiB .txt inputs the tokenize step once encoded as one block or one piece, next to
-    ordinary lines (the first row), with this checkout's mypt and, given --baseline DIR, another
-    checkout's (before/after in the same run):
+    ordinary lines (the first row), with this checkout's mypt and, given --baseline REV, that git
+    revision's (before/after in the same run):
       hf: CJK lines, indented lines (train-tokenizer's tokenizer: only a newline between two
           printable ASCII characters was a cut point: one block, 3.76 GB for 16 MiB of CJK);
       gpt2: MEMORY_MB MiB of spaces inside one line (--no_filter; one tiktoken piece, ~40 bytes a
           byte), lines indented deeper than the 256 bytes the block rule sees (one block).
 
   - split_blocks' scan (how the tokenize step cuts a .txt into blocks) of SCAN_MB MiB of lines of
-    U+3000 (ideographic space, newline) and of blank lines, with train-tokenizer's hf tokenizer
-    (ByteLevel: gpt2.regex_safe_boundary, checked at each cut) and with gpt2, in each tokenizer's
-    blocks, next to the scan of --scan_baseline (a git revision's mypt/text.py; the rules are this
-    checkout's): it asked the rule at each newline of a run of whitespace (16 MiB of U+3000 lines:
-    158 s with hf).
+    U+3000 (ideographic space, newline), of U+00A0 lines and of blank lines, with train-tokenizer's
+    hf tokenizer (ByteLevel: gpt2.regex_safe_boundary, checked at each cut) and with gpt2, in each
+    tokenizer's blocks, and with --baseline REV that revision's too (the same blocks, or the rows
+    say which differ). fa83756 asked the rule at each newline of a run of whitespace (16 MiB of
+    U+3000 lines: 158 s with hf).
+
+The baseline (--baseline REV) is that git revision's tree, extracted with `git archive` into the
+temporary folder: each part runs it in a process of its own, as it runs this checkout.
 
     python bench/pathological.py --files 20000 --workers 2
-    python bench/pathological.py --parts memory --memory_mb 16 --baseline ../before
-    python bench/pathological.py --parts scan --scan_mb 16
+    python bench/pathological.py --parts memory --memory_mb 16 --baseline HEAD~3
+    python bench/pathological.py --parts scan --scan_mb 16 --baseline fa83756
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's mypt
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex zebras".split()
 
@@ -179,7 +183,7 @@ def memory_inputs(tmp: Path, mb: int) -> list[tuple[str, Path, list[str]]]:
     tok = tmp / "tok.json"
     done = subprocess.run([sys.executable, "-m", "mypt.cli", "train-tokenizer", "--input_files",
                            str(tmp / "tok_corpus.txt"), "--vocab_size", "2000", "--out", str(tok)],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     hf = ["--tokenization", f"hf:{tok}"]
     return [("gpt2 ordinary lines", plain, []), ("gpt2 spaces in one line", spaces, ["--no_filter"]),
@@ -198,54 +202,78 @@ def peak(repo: Path, src: Path, out: Path, flags: list[str]) -> tuple[float, flo
     return peak_kib / 1024, seconds, "ok" if rc == 0 else f"exit {rc}: {said.splitlines()[-1][:80]}"
 
 
-def memory(tmp: Path, mb: int, baseline: Path | None) -> None:
-    repos = {"this": Path(__file__).resolve().parents[1], **({"baseline": baseline.resolve()} if baseline else {})}
+def checkouts(tmp: Path, baseline: str | None) -> dict[str, Path]:
+    """This checkout, and the tree of the git revision `baseline` (when given) extracted under `tmp`."""
+    if baseline is None:
+        return {"this checkout": REPO}
+    tree = tmp / "baseline"
+    tree.mkdir(exist_ok=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", baseline], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return {"this checkout": REPO, baseline: tree}
+
+
+def memory(tmp: Path, mb: int, repos: dict[str, Path]) -> None:
     cases = memory_inputs(tmp, mb)
-    print(f"prepare-dataset, {mb} MiB inputs, --workers 1: peak RSS of the largest process (MiB), seconds"
-          + (f"; baseline: {baseline}" if baseline else ""))
-    print(f"{'input':<28}" + "".join(f"{name + ' MiB':>16}{'s':>7}" for name in repos) + "  outcome")
+    print(f"prepare-dataset, {mb} MiB inputs, --workers 1: peak RSS of the largest process (MiB), seconds")
+    print(f"{'input':<28}" + "".join(f"{name + ' MiB':>20}{'s':>7}" for name in repos) + "  outcome")
     for name, src, flags in cases:
         row = []
         for repo in repos.values():
             row.append(peak(repo, src, tmp / "out", flags))
             shutil.rmtree(tmp / "out")  # (the next checkout's run writes a new dataset there)
-        print(f"{name:<28}" + "".join(f"{mib:>16.0f}{s:>7.1f}" for mib, s, _ in row) + "  "
+        print(f"{name:<28}" + "".join(f"{mib:>20.0f}{s:>7.1f}" for mib, s, _ in row) + "  "
               + ", ".join(outcome for _, _, outcome in row))
 
 
-def scan(tmp: Path, mb: int, baseline: str) -> None:
-    import importlib.util
+# A checkout's split_blocks timed on the scan part's files (argv: tok.json, then the files): JSON
+# {tokenizer: {file: [seconds, blocks]}}. Run in the checkout's folder, whose mypt -c imports first.
+_SCAN = """
+import json, sys, time
+from pathlib import Path
+from mypt.text import split_blocks
+from mypt.tokenizers import Tokenizer
+from mypt.tokenizers.hf import HFTokenizer
+toks = {"hf (ByteLevel)": HFTokenizer.from_file(Path(sys.argv[1])), "gpt2": Tokenizer(None, "gpt2")}
+out = {}
+for name, tok in toks.items():
+    out[name] = {}
+    for case in map(Path, sys.argv[2:]):
+        # (warmed up first on a small file of the case: gpt2's rule loads r50k's pairs once, 0.3 s)
+        warm = case.with_name("warm.txt")
+        warm.write_bytes(case.read_bytes()[:64 << 10])
+        split_blocks(warm, 1024, safe=tok.block_boundary)
+        start = time.perf_counter()
+        blocks = split_blocks(case, tok.block_bytes, safe=tok.block_boundary)
+        out[name][case.name] = [time.perf_counter() - start, blocks]
+print(json.dumps(out))
+"""
 
-    from mypt.text import split_blocks
-    from mypt.tokenizers import Tokenizer
-    from mypt.tokenizers.hf import HFTokenizer
+
+def scan(tmp: Path, mb: int, repos: dict[str, Path]) -> None:
     from mypt.train_tokenizer import TokenizerTrainSettings, train_tokenizer
 
-    repo = Path(__file__).resolve().parents[1]
-    (tmp / "old_text.py").write_bytes(subprocess.run(["git", "show", f"{baseline}:mypt/text.py"], cwd=repo,
-                                                     capture_output=True, check=True).stdout)
-    spec = importlib.util.spec_from_file_location("old_text", tmp / "old_text.py")
-    old = sys.modules["old_text"] = importlib.util.module_from_spec(spec)  # (a dataclass needs its module there)
-    spec.loader.exec_module(old)
     rng = random.Random(0)
     (tmp / "corpus.txt").write_text("".join(" ".join(rng.choice(WORDS) for _ in range(10)) + ".\n"
                                             for _ in range(5000)) + "中文的句子。\n\u3000\u3000段落\n" * 500)
     train_tokenizer([str(tmp / "corpus.txt")], tmp / "tok.json", TokenizerTrainSettings(vocab_size=1000),
                     log=lambda line: None)
-    toks = {"hf (ByteLevel)": HFTokenizer.from_file(tmp / "tok.json"), "gpt2": Tokenizer(None, "gpt2")}
     n = mb << 20
     (tmp / "ideographic.txt").write_text("\u3000\n" * (n // 4), encoding="utf-8")
+    (tmp / "nbsp.txt").write_text("\xa0\n" * (n // 3), encoding="utf-8")
     (tmp / "blank.txt").write_bytes(b"\n" * n)
-    print(f"split_blocks' scan of {mb} MiB, seconds: this checkout's, {baseline}'s (blocks of each)")
-    for name, tok in toks.items():
-        for case in ("ideographic.txt", "blank.txt"):
-            # (warmed up first on a small file of the case: gpt2's rule loads r50k's pairs once, 0.3 s)
-            (tmp / "warm.txt").write_bytes((tmp / case).read_bytes()[:64 << 10])
-            split_blocks(tmp / "warm.txt", 1024, safe=tok.block_boundary)
-            row = [timed(split, tmp / case, tok.block_bytes, safe=tok.block_boundary)
-                   for split in (split_blocks, old.split_blocks)]
-            assert row[0][1] == row[1][1], (name, case)  # (the same blocks)
-            print(f"  {name:<15} {case:<16} {row[0][0]:8.2f} s {row[1][0]:8.2f} s  ({len(row[0][1])} blocks)")
+    files = [str(tmp / case) for case in ("ideographic.txt", "nbsp.txt", "blank.txt")]
+    runs = {label: json.loads(subprocess.run([sys.executable, "-c", _SCAN, str(tmp / "tok.json"), *files],
+                                             cwd=repo, capture_output=True, text=True, check=True).stdout)
+            for label, repo in repos.items()}
+    print(f"split_blocks' scan of {mb} MiB, seconds: " + ", ".join(f"{label}'s" for label in repos)
+          + " (blocks of each)")
+    for name, cases in runs["this checkout"].items():
+        for case, (seconds, blocks) in cases.items():
+            others = [runs[label][name][case] for label in repos if label != "this checkout"]
+            print(f"  {name:<15} {case:<16} {seconds:8.2f} s" + "".join(f" {s:8.2f} s" for s, _ in others)
+                  + f"  ({len(blocks)} blocks" + "".join(f", {len(b)}" + (" other" if b != blocks else "")
+                                                         for _, b in others) + ")")
 
 
 def main() -> None:
@@ -254,10 +282,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory_mb", type=int, default=4)
-    parser.add_argument("--baseline", type=Path, default=None, help="another checkout whose mypt runs the memory part")
+    parser.add_argument("--baseline", default=None, help="a git revision whose mypt the memory and scan parts run too")
     parser.add_argument("--scan_mb", type=int, default=4)
-    parser.add_argument("--scan_baseline", default="fa83756", help="the git revision whose split_blocks the scan part "
-                                                                   "times too (default: before its run skip)")
     parser.add_argument("--parts", default="whitespace,long_words,tiny_files,memory,scan")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -268,12 +294,13 @@ def main() -> None:
             long_words()
         if "tiny_files" in parts:
             tiny_files(Path(tmp), args.files, args.workers)
+        repos = checkouts(Path(tmp), args.baseline) if {"memory", "scan"} & set(parts) else {}
         if "memory" in parts:
             (Path(tmp) / "memory").mkdir()  # (apart from the other parts' files: tok.json)
-            memory(Path(tmp) / "memory", args.memory_mb, args.baseline)
+            memory(Path(tmp) / "memory", args.memory_mb, repos)
         if "scan" in parts:
             (Path(tmp) / "scan").mkdir()
-            scan(Path(tmp) / "scan", args.scan_mb, args.scan_baseline)
+            scan(Path(tmp) / "scan", args.scan_mb, repos)
 
 
 if __name__ == "__main__":
