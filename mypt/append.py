@@ -23,8 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from mypt.errors import InputError, listed
-from mypt.io import (append_dir, check_movable, check_replaceable, keep_dir_attributes, loops, make_own_dir,
+from mypt.errors import InputError, listed, os_error_message
+from mypt.io import (append_dir, check_movable, check_replaceable, is_own, keep_dir_attributes, loops, make_own_dir,
                      partial_dir, remove_own, remove_work, unmark, write_json)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK
@@ -144,6 +144,27 @@ def _add_counts(a: dict, b: dict) -> dict:
     return out
 
 
+def _own_names(meta: dict) -> set[str]:
+    """The dataset's own files by its metadata `meta` (every other entry is the user's)."""
+    return {METADATA_FILE, WORK_MARK} | {e["file"] for split in SPLITS for e in meta[split]["shards"]}
+
+
+def _move_added(old_dir: Path, grown: Path, own: set[str]) -> None:
+    """Move into the grown dataset what the user added to the old one (`old_dir`, swapped out)
+    while _build copied it, after its walk: left there, it was removed with the old dataset's
+    names. What _build brought along (the same path in both) stays as it is."""
+    def walk(prefix: str) -> None:
+        for entry in sorted(os.scandir(old_dir / prefix), key=lambda e: e.name):
+            rel, there = prefix + entry.name, grown / (prefix + entry.name)
+            if rel in own:
+                continue
+            if not os.path.lexists(there):
+                os.replace(entry.path, there)
+            elif entry.is_dir(follow_symlinks=False) and there.is_dir() and not there.is_symlink():
+                walk(rel + "/")
+    walk("")
+
+
 def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) -> dict:
     """Fill `stage` with the grown dataset; returns its metadata (written last)."""
     order = [(split, root, entry) for split in SPLITS
@@ -158,7 +179,7 @@ def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) 
             os.replace(root / entry["file"], stage / file)  # new_dir is beside the dataset: same filesystem
         shards[split].append({**entry, "file": file})
     # Whatever else the user keeps in the dataset directory comes along unchanged.
-    managed = {METADATA_FILE, WORK_MARK} | {e["file"] for split in SPLITS for e in old[split]["shards"]}
+    managed = _own_names(old)
     folders = [dataset_dir]
     for path in sorted(dataset_dir.rglob("*")):
         rel = path.relative_to(dataset_dir).as_posix()
@@ -249,6 +270,13 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
                 os.replace(work / "old", dataset_dir)
                 raise
             unmark(dataset_dir)  # after the rename, as io._swap does
+            try:
+                _move_added(work / "old", dataset_dir, _own_names(old))
+            except OSError as e:
+                unmark(work)  # it holds the user's file now: never removed as mypt's (remove_own refuses it)
+                raise InputError(f"{flag} {dataset_dir} is grown, but what you added to it while the append ran is "
+                                 f"still in {work / 'old'} ({os_error_message(e)}): move it into {dataset_dir} by "
+                                 f"hand, then remove {work}") from None
             # Never to be put back now (restore_appended): the old dataset's names, being removed.
             os.replace(work / "old", work / "replaced")
         finally:
@@ -256,7 +284,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             # dataset back before anything is removed. After the swap, work/old holds only old
             # names of shards the dataset holds (or, without hard links, originals it copied).
             restore_appended(dataset_dir)
-            if (dataset_dir / METADATA_FILE).is_file():
+            if (dataset_dir / METADATA_FILE).is_file() and is_own(work):
                 remove_work(work, ignore_errors=True)
             remove_work(stage, ignore_errors=True)
         return meta

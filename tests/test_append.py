@@ -288,3 +288,53 @@ def test_an_append_with_the_datasets_tokenizer_file_builds_it_once(tmp_path, mon
     assert built == [str(tmp_path / "tok.json")]
     meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
     assert meta["settings"]["tokenization"] == meta["appended"][0]["settings"]["tokenization"] == "hf"
+
+
+def test_files_the_user_adds_while_the_append_copies_the_dataset_come_along(dataset, tmp_path, monkeypatch):
+    """A file written into the dataset while the append linked (or, without hard links, copied) the
+    old dataset into the grown one was left in the old one, and removed with its names. It is
+    moved into the grown dataset; what was there before the copy comes along as it did."""
+    (dataset / "notes.txt").write_text("before\n")
+    real_build = mypt.append._build
+
+    def build(dataset_dir, *args):
+        meta = real_build(dataset_dir, *args)
+        (dataset_dir / "written_meanwhile.txt").write_text("mine\n")
+        (dataset_dir / "train" / "late_note.txt").write_text("mine too\n")
+        (dataset_dir / "samples").mkdir()
+        (dataset_dir / "samples" / "s.txt").write_text("a sample\n")
+        return meta
+    monkeypatch.setattr(mypt.append, "_build", build)
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "second.txt", 1)), "--append_to", str(dataset))
+    mine = {"notes.txt": "before\n", "written_meanwhile.txt": "mine\n", "train/late_note.txt": "mine too\n",
+            "samples/s.txt": "a sample\n"}
+    assert {rel: (dataset / rel).read_text() for rel in mine} == mine
+    assert leftovers(dataset) == []
+    assert cli("verify-dataset", str(dataset)).output.startswith("OK:")
+
+
+def test_a_file_added_meanwhile_that_cannot_be_moved_is_kept_and_named(dataset, tmp_path, monkeypatch):
+    """Where the grown dataset refuses the file added meanwhile, it stays where the old dataset
+    went, named in the error, and the next run refuses that folder rather than removing it."""
+    real_build, real_replace = mypt.append._build, os.replace
+
+    def build(dataset_dir, *args):
+        meta = real_build(dataset_dir, *args)
+        (dataset_dir / "written_meanwhile.txt").write_text("mine\n")
+        return meta
+
+    def replace(src, dest, **kwargs):
+        if str(src).endswith("written_meanwhile.txt"):
+            raise PermissionError(13, "Permission denied", str(dest))
+        return real_replace(src, dest, **kwargs)
+    monkeypatch.setattr(mypt.append, "_build", build)
+    monkeypatch.setattr(os, "replace", replace)
+    more = str(corpus(tmp_path / "in" / "second.txt", 1))
+    out = cli("prepare-dataset", "--input_files", more, "--append_to", str(dataset), ok=False).output
+    aside = dataset.parent / f".{dataset.name}.append"
+    assert f"is grown, but what you added to it while the append ran is still in {aside / 'old'}" in out, out
+    assert (aside / "old" / "written_meanwhile.txt").read_text() == "mine\n"
+    monkeypatch.undo()
+    out = cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "third.txt", 2)), "--append_to",
+              str(dataset), ok=False).output
+    assert "did not make this folder" in out and (aside / "old" / "written_meanwhile.txt").is_file(), out
