@@ -181,6 +181,14 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
                          f"of {model!r}: choose a --metrics_dir of this model's own (the train stage uses "
                          "dvclive/MODEL_NAME)")
     foreign = _foreign_files(directory, resume, run, curves)
+    damage = _damage(directory, summary) if foreign and foreign[0] == METRICS_JSON else None
+    if damage:  # (a new run's: a resume takes such a file where its curves are a mypt run's, _killed_run)
+        resumable = not resume and _killed_run(directory, summary, model) is not None
+        raise InputError(f"--metrics_dir {directory}: its metrics.json {damage}, so it names no run, and mypt cannot "
+                         "tell whose curves are beside it: it deletes nothing it cannot tell is its own. "
+                         + ("To continue that run, pass --resume (which rebuilds metrics.json from its curves); to "
+                            "start a new one, " if resumable else "")
+                         + "choose another --metrics_dir, or empty this one")
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         why = " (a metrics.json that no training run wrote with mypt: another tool's run?)" \
@@ -294,6 +302,21 @@ def _killed_run(directory: Path, summary: str | None, model: str | None) -> tupl
     # directory is one model's (the train stage's dvclive/MODEL_NAME; --metrics_dir's lock).
     curves = _mypt_curves(directory)
     return (model, curves) if (_PROGRESS & curves) in (set(), _PROGRESS) else None
+
+
+def _damage(directory: Path, summary: str | None) -> str | None:
+    """What a kill or a crash left of `directory`'s metrics.json (`summary`, its text), said as
+    the end of a sentence, or None where it is missing, whole, or not left so by a crash."""
+    if summary is None or not (directory / METRICS_JSON).is_file():
+        return None
+    if summary == "":
+        return "is empty (what a kill leaves of a file rewritten in place)"
+    if not summary.strip("\0"):
+        # A file system may commit a file's size before its data (XFS; ext4 with data=writeback):
+        # after a power loss the file has its length, and its unwritten blocks read as zeros.
+        return (f"is {len(summary)} NUL bytes (what a power loss leaves of a file written just before it: its size "
+                "reached the disk, its data did not)")
+    return None
 
 
 def _first_logged(directory: Path, step: float | None, listed: set[str], curves: _Curves) -> set[str]:

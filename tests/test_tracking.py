@@ -419,7 +419,9 @@ def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tm
         metrics.write_text(left)
     before = files_under(directory)
     if not taken or not resume:  # (missing: the curves are named instead of the file)
-        with pytest.raises(InputError, match=r"holds files no mypt run wrote.*: (metrics|plots)"):
+        refused = r"its metrics.json is (empty|64 NUL bytes) .*pass --resume" if left in ("", "\0" * 64) \
+            else r"holds files no mypt run wrote.*: (metrics|plots)"
+        with pytest.raises(InputError, match=refused):
             open_tracker(("dvclive",), directory, "m", resume=resume, resume_step=10 if resume else None)
         assert files_under(directory) == before
         return
@@ -436,6 +438,31 @@ def test_a_resume_takes_a_metrics_json_a_kill_damaged_and_keeps_a_foreign_one(tm
     assert [r["step"] for r in tsv(directory / "plots" / "metrics" / "val.tsv")] == ["0", "10", "20"]
     assert json.loads(metrics.read_text()) == {"model": "m", "lr": 0.1, "step": 20, "tokens_per_s": 9.0,
                                                 "train_loss": 0.25, "val": 0.5, "best_val": 0.5}
+
+
+@pytest.mark.slow
+def test_a_new_run_over_a_metrics_json_a_power_loss_zeroed_says_what_happened_and_deletes_nothing(corpus, tmp_path,
+                                                                                                  monkeypatch):
+    """A power loss just after metrics.json was written can leave it its size in NUL bytes. A new
+    run refused it as a file no mypt run wrote ("another tool's run?"): it names no run, so mypt
+    still cannot tell whose curves are beside it and deletes nothing, but says what the file is
+    and what to do (--resume rebuilds it from the curves, tested above; or another, or an emptied,
+    directory)."""
+    monkeypatch.chdir(tmp_path)
+    run = open_tracker(("dvclive",), tmp_path / "live", "z")
+    for step in (0, 2):
+        run(step, {"val": 2.0, "train_loss": 2.5, "lr": 0.1, "tokens_per_s": 9.0})
+    run.close(failed=True)
+    (tmp_path / "live" / "metrics.json").write_bytes(b"\0" * 180)
+    before = files_under(tmp_path / "live")
+    done = _train(tmp_path, "--model_name", "z", "--max_iters", "4", "--metrics_dir", "live")
+    assert done.exit_code == 1
+    assert ("Error: --metrics_dir live: its metrics.json is 180 NUL bytes (what a power loss leaves of a file "
+            "written just before it: its size reached the disk, its data did not), so it names no run, and mypt "
+            "cannot tell whose curves are beside it: it deletes nothing it cannot tell is its own. To continue that "
+            "run, pass --resume (which rebuilds metrics.json from its curves); to start a new one, choose another "
+            "--metrics_dir, or empty this one") in " ".join(done.output.split()), done.output
+    assert files_under(tmp_path / "live") == before and not (tmp_path / "ck").exists()
 
 
 @pytest.mark.parametrize("resume", [False, True])
