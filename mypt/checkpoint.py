@@ -221,12 +221,22 @@ def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, o
             _write(Path(staging), model, tokenizer, config_extra, optimizer, state, rng_ranks, param_groups)
 
 
-def rng_state() -> dict:
-    """This process's torch RNG states: {"torch": ..., "cuda": ... (with a GPU)}."""
-    out = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state()
-    return out
+def rng_state(device: torch.device) -> dict:
+    """The random states a training step on `device` draws from (dropout): {"torch": the CPU's,
+    "cuda": that GPU's own, on a GPU}. The device's, not the current one's: a model on cuda:1
+    draws from cuda:1's generator whichever GPU is current."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Put back rng_state(device)'s states (a GPU's onto `device` only when it is a GPU: a run
+    on the CPU draws from none)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _save_file(tensors: dict, path: Path, **kwargs) -> None:
@@ -255,7 +265,7 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
     if optimizer is not None and state is not None:
         tensors, opt_json = _flatten_optimizer(optimizer.state_dict()) if sharded_groups is None \
             else ({}, {"param_groups": sharded_groups, DCP_DIR: True})
-        tensors.update({f"rng/{kind}": value for kind, value in rng_state().items()})
+        tensors.update({f"rng/{kind}": value for kind, value in rng_state(_device(raw)).items()})
         for rank, states in enumerate(rng_ranks or []):  # rng/torch/1: rank 1's
             tensors.update({f"rng/{kind}/{rank}": value for kind, value in states.items()})
         _save_file(tensors, staging / "training_state.safetensors")
@@ -471,20 +481,40 @@ def read_training_state(path: Path) -> dict:
 
 
 def load_training_state(path: Path, optimizer, rank: int = 0, model=None) -> dict:
-    """Restore optimizer and RNG states (under DDP, `rank`'s own when the checkpoint holds
-    every rank's); returns training_state.json (step, sampler, history). `model`: the one the
-    optimizer trains, needed to restore a sharded checkpoint's state (one saved under FSDP)
-    or any checkpoint's into a sharded model."""
+    """Restore optimizer and RNG states (under DDP, `rank`'s own; a rank the checkpoint does not
+    record keeps its own, see _rank_rng); returns training_state.json (step, sampler, history).
+    `model`: the one the optimizer trains, needed to restore a sharded checkpoint's state (one
+    saved under FSDP) or any checkpoint's into a sharded model; its device's GPU stream is the
+    one restored (without it, the current GPU's)."""
     path = Path(path)
     state = read_training_state(path)
     tensors = _load_safetensors(path / "training_state.safetensors")
     opt = state.pop("optimizer")
     _load_optimizer(path, opt, tensors, optimizer, model)
-    torch.set_rng_state(tensors.get(f"rng/torch/{rank}", tensors["rng/torch"]))
-    cuda = tensors.get(f"rng/cuda/{rank}", tensors.get("rng/cuda"))
-    if cuda is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(cuda)
+    mine = _rank_rng(tensors, rank)
+    if mine is not None:
+        device = _device(unwrap(model)) if model is not None else \
+            torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        set_rng_state(mine, device)
     return state
+
+
+def _rank_rng(tensors: dict, rank: int) -> dict | None:
+    """`rank`'s saved random states: rng/KIND/RANK, or for rank 0 rng/KIND (the saving process's
+    own, rank 0's: all a one-process run records). None for a rank the saving run did not have:
+    fit starts it a stream of its own, as it does its windows (rank 0's would give it rank 0's
+    dropout masks)."""
+    def saved(kind: str):
+        return tensors.get(f"rng/{kind}/{rank}", tensors.get(f"rng/{kind}") if rank == 0 else None)
+
+    if saved("torch") is None:
+        return None
+    return {kind: saved(kind) for kind in ("torch", "cuda") if saved(kind) is not None}
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """The device a model trains on (its parameters': a sharded one's shards are there too)."""
+    return next(model.parameters()).device
 
 
 def _load_optimizer(path: Path, opt: dict, tensors: dict, optimizer, model) -> None:

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from mypt import checkpoint
 from mypt.config import TrainConfig
+from mypt.data import RESUME_STREAM
 from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, peer_lost, sync_gradients,
                               unwrap)
 from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, os_error_message
@@ -197,18 +199,12 @@ def slow_save_warning(save_s: float, step_s: float, warned: bool) -> str | None:
             f"TORCH_ELASTIC_SHUTDOWN_TIMEOUT={max(60, int(seconds * 3))} torchrun ...")
 
 
-def _rng_state(device: torch.device) -> dict:
-    """The RNG states a step draws from (dropout): the CPU's, and the GPU's when training on one."""
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"])
+def _joining_seed(seed: int, rank: int, step: int) -> int:
+    """torch's seed for a rank that joins a resumed run at `step` (a resume on more processes
+    than saved the checkpoint): keyed as its windows' streams are (GPTDataLoader.reseed), so
+    that its dropout masks are its own, not a saved rank's nor those of its seed's stream from
+    step 0, which an earlier run with that rank may have drawn."""
+    return int(np.random.SeedSequence([seed, rank, RESUME_STREAM, step]).generate_state(1, np.uint64)[0])
 
 
 class _Run:
@@ -257,14 +253,16 @@ class _Run:
         self.step = state.get("step", 0)
         self.history: list[dict] = state.get("history", [])
         self.best_val = state.get("best_val")
-        # Each rank continues its own stream of windows. A rank the saving run did not have (a
-        # resume on more processes) starts a stream of its own keyed by the step: its seed's
-        # stream from step 0 may have been drawn already, by a run before that one.
+        # Each rank continues its own stream of windows and of random numbers (dropout). A rank
+        # the saving run did not have (a resume on more processes) starts streams of its own
+        # keyed by the step: its seed's from step 0 may have been drawn already, by a run before
+        # that one.
         saved = state.get("sampler_ranks") or ([state["sampler"]] if "sampler" in state else [])
         if dist.rank < len(saved):
             self.loader.load_state_dict(saved[dist.rank])
-        elif saved:
+        elif saved:  # (its RNG state too: the checkpoint holds none of it, see checkpoint._rank_rng)
             self.loader.reseed(self.step)
+            torch.manual_seed(_joining_seed(self.cfg.seed, dist.rank, self.step))
         if saved and len(saved) != dist.world_size and dist.is_main:
             new, gone = range(len(saved), dist.world_size), range(dist.world_size, len(saved))
             span = lambda r: f"rank {r[0]}" if len(r) == 1 else f"ranks {r[0]}-{r[-1]}"  # noqa: E731
@@ -399,7 +397,7 @@ class _Run:
         cfg, step, started = self.cfg, self.step, time.perf_counter()
         self.doing = f"step {step + 1}"
         # The step's starting state, put back if the step is dropped (a non-finite loss, a data error).
-        sampler_at_start, rng_at_start = self.sampler_before_batch, _rng_state(self.device)
+        sampler_at_start, rng_at_start = self.sampler_before_batch, checkpoint.rng_state(self.device)
         lr = get_lr(step, cfg)
         set_lr(self.optimizer, lr, cfg)
         if self.graphs:  # a new step: the graphs' outputs of the last one are done with
@@ -417,7 +415,7 @@ class _Run:
         if failed:
             self.optimizer.zero_grad(set_to_none=True)
             self.sampler_before_batch = sampler_at_start
-            _set_rng_state(rng_at_start)
+            checkpoint.set_rng_state(rng_at_start, self.device)
             raise self.fail(step)
         self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
         self.scaler.update()
@@ -482,7 +480,7 @@ class _Run:
         """A checkpoint of the state at `at_step` (rank 0 writes it; every rank calls this together)."""
         started = time.monotonic()
         samplers = all_ranks(self.sampler_before_batch, self.cpu_group)
-        rngs = all_ranks(checkpoint.rng_state(), self.cpu_group) if self.dist.world_size > 1 else None
+        rngs = all_ranks(checkpoint.rng_state(self.device), self.cpu_group) if self.dist.world_size > 1 else None
         # A sharded model (FSDP) is saved by every rank together, a whole one by rank 0.
         if self.checkpoint_dir is not None and (self.dist.is_main or is_sharded(self.raw)):
             extra = {"sampler_ranks": samplers} if self.dist.world_size > 1 else {}

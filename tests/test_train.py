@@ -228,6 +228,30 @@ main(sys.argv[1:] + (os.environ["RANK1_FLAGS"].split("|") if rank == "1" and os.
         resumed.stdout
 
 
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumed_on_two_ranks_gives_each_its_own_dropout_stream(demo, tmp_path):
+    """A rank the checkpoint does not record took rank 0's saved RNG state: both ranks of a
+    one-process checkpoint resumed under torchrun drew the same dropout masks for the rest of the
+    run. Rank 0 continues its own; rank 1 starts one keyed by the step, as its windows do. (A
+    resume on the ranks that saved it continues each one's: the exact-resume tests.)"""
+    from safetensors.torch import load_file
+
+    args = ["train", "--dataset_dir", str(demo / "general"), "--model_name", "m", *TINY, "--dropout", "0.2",
+            "--eval_interval", "2", "--eval_iters", "1"]
+    mypt_cli(*args, "--max_iters", "2", cwd=tmp_path)
+    shutil.copytree(tmp_path / "checkpoints" / "m", tmp_path / "checkpoints" / "alone")
+    mypt_cli(*args, "--model_name", "alone", "--max_iters", "4", "--resume", cwd=tmp_path)
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mypt.cli",
+         *args, "--max_iters", "4", "--resume"], tmp_path, timeout=300)
+    saved = load_file(tmp_path / "checkpoints" / "m" / "training_state.safetensors")
+    import torch
+
+    assert not torch.equal(saved["rng/torch/0"], saved["rng/torch/1"])  # (the same draws from one state: equal)
+    # Rank 0 drew on from the checkpoint's state, as the run resumed in one process did.
+    alone = load_file(tmp_path / "checkpoints" / "alone" / "training_state.safetensors")["rng/torch"]
+    assert torch.equal(saved["rng/torch/0"], alone)
+
+
 # ---------------------------------------------------------------------------------------------
 # errors
 
