@@ -100,6 +100,11 @@ def fit_config(config: TrainConfig | None, data_loader, optimizer) -> TrainConfi
     return cfg
 
 
+class _SaveFailed(Exception):
+    """A checkpoint's write that failed with an OSError (a full disk) on some rank, raised on
+    every rank: its message names the cause (and, under DDP, the rank)."""
+
+
 class _NormDiverged(TrainingDiverged):
     """A non-finite gradient norm with a finite loss (under DDP, often another rank's NaN loss,
     all-reduced into every rank's gradients)."""
@@ -382,13 +387,14 @@ class _Run:
         return True
 
     def _save_or_stop(self, step: int) -> None:
-        """save, or, where the write fails (a full disk), stop saying what is left: the last
-        checkpoint stays whole (checkpoint.save replaces it only once the new one is written)."""
+        """save, or, where the write fails on any rank (a full disk), stop every rank saying what
+        is left: the last checkpoint stays whole (checkpoint.save replaces it only once the new
+        one is written)."""
         try:
             self.save(step)
-        except OSError as e:
-            raise TrainingStopped(f"{os_error_message(e)} (at step {step}): training stopped, the checkpoint of step "
-                                  f"{step} not saved; {self._last()}; once it is fixed, {self._go_on()}") from None
+        except _SaveFailed as e:
+            raise TrainingStopped(f"{e} (at step {step}): training stopped, the checkpoint of step {step} not saved; "
+                                  f"{self._last()}; once it is fixed, {self._go_on()}") from None
 
     # -- one step ----------------------------------------------------------------------------
     def train_step(self) -> None:
@@ -477,24 +483,50 @@ class _Run:
 
     # -- save, and stop on an error ----------------------------------------------------------
     def save(self, at_step: int) -> None:
-        """A checkpoint of the state at `at_step` (rank 0 writes it; every rank calls this together)."""
+        """A checkpoint of the state at `at_step` (rank 0 writes it; every rank calls this together).
+        A write that fails on any rank raises on every rank (see _agree_saved)."""
         started = time.monotonic()
         samplers = all_ranks(self.sampler_before_batch, self.cpu_group)
         rngs = all_ranks(checkpoint.rng_state(self.device), self.cpu_group) if self.dist.world_size > 1 else None
+        error = None
         # A sharded model (FSDP) is saved by every rank together, a whole one by rank 0.
         if self.checkpoint_dir is not None and (self.dist.is_main or is_sharded(self.raw)):
             extra = {"sampler_ranks": samplers} if self.dist.world_size > 1 else {}
             if self.scaler.is_enabled():
                 extra["scaler"] = self.scaler.state_dict()
-            checkpoint.save(self.checkpoint_dir, self.raw, self.tokenizer, self.checkpoint_extra or {}, self.optimizer,
-                            {"step": at_step, "sampler": self.sampler_before_batch, "history": self.history,
-                             "tokens": self.tokens, "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}, rng_ranks=rngs,
-                            group=self.cpu_group)
+            try:
+                checkpoint.save(self.checkpoint_dir, self.raw, self.tokenizer, self.checkpoint_extra or {},
+                                self.optimizer, {"step": at_step, "sampler": self.sampler_before_batch,
+                                                 "history": self.history, "tokens": self.tokens,
+                                                 "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra},
+                                rng_ranks=rngs, group=self.cpu_group)
+            except (OSError, MyptError) as e:
+                error = e
             warning = slow_save_warning(time.monotonic() - started, self.last_step_s, self.warned_slow_save)
-            if warning and self.dist.is_main:
+            if warning and error is None and self.dist.is_main:
                 self.log(warning)
                 self.warned_slow_save = True
+        self._agree_saved(error)
         self.saved_at, self.t_saved = at_step, started  # (once written: _last names only what is on disk)
+
+    def _agree_saved(self, error: Exception | None) -> None:
+        """Every rank learns whether the save failed on any (`error`: this rank's), and raises
+        the first failing rank's cause: rank 0 writes a whole model's checkpoint alone, and a
+        rank that went on into the next step's all-reduce waited there for it, to stop saying
+        that another rank's process ended. One message on every rank, so it is said once a node.
+        An OSError (a full disk) as _SaveFailed, for the caller to say what is left; mypt's own
+        (a file in the way) as it is (under DDP a TrainingStopped with its message)."""
+        mine = None if error is None else (isinstance(error, OSError),
+                                           os_error_message(error) if isinstance(error, OSError) else str(error))
+        failed = [(rank, x) for rank, x in enumerate(all_ranks(mine, self.cpu_group)) if x is not None]
+        if not failed:
+            return
+        rank, (os_error, said) = failed[0]
+        if os_error:
+            raise _SaveFailed(f"rank {rank}: {said}" if self.dist.world_size > 1 else said)
+        if self.dist.world_size == 1:
+            raise error
+        raise TrainingStopped(f"rank {rank}: {said}")
 
     def fail(self, at_step: int) -> MyptError:
         """The error a rank met (`failed`), for every rank. A stop (an I/O error, a signal on
@@ -555,8 +587,8 @@ class _Run:
             return f"the checkpoint of step {at_step} is in {self.checkpoint_dir}"
         try:
             self.save(at_step)
-        except OSError as e:
-            return f"the checkpoint of step {at_step} could not be saved ({os_error_message(e)}); {self._last()}"
+        except _SaveFailed as e:
+            return f"the checkpoint of step {at_step} could not be saved ({e}); {self._last()}"
         return f"the checkpoint of step {at_step} is saved in {self.checkpoint_dir}"
 
 

@@ -137,7 +137,7 @@ def test_fsdp_trains_as_ddp_and_a_signal_stops_every_rank_with_a_checkpoint_that
     stray = tmp_path / "stray/dcp/model/.shard-00001-model-00001-of-00001.safetensors.Xa1b2c"
     assert f"{stray} is named like the mypt checkpoint's own files" in r0["stopped"], r0["stopped"]
     assert f"{tmp_path / 'stray'} holds the last one saved, whole; continue from it with --resume" in r0["stopped"]
-    assert "rank 0 could not start the checkpoint" in r1["stopped"], r1["stopped"]
+    assert r1["stopped"] == r0["stopped"]  # (rank 0's cause on every rank: said once a node)
     assert stray.read_text() == "partial"
     assert json.loads((tmp_path / "stray/training_state.json").read_text())["step"] == 5
     with pytest.raises(CheckpointError, match=f"{re.escape(str(stray))} is not one of the shards .* move it out of"):

@@ -252,6 +252,42 @@ def test_a_one_process_checkpoint_resumed_on_two_ranks_gives_each_its_own_dropou
     assert torch.equal(saved["rng/torch/0"], alone)
 
 
+@pytest.mark.slow
+def test_a_save_that_fails_on_rank_0_stops_every_rank_saying_why_once(demo, tmp_path):
+    """Rank 0 writes a DDP run's checkpoint alone: its full disk stopped it, while the other
+    rank went on into the next step's all-reduce and stopped there on 'another rank's process
+    ended', naming nothing of the disk. Every rank stops at that step, the cause said once."""
+    script = tmp_path / "full_disk.py"
+    script.write_text('''
+import errno, os, sys
+import mypt.checkpoint
+from mypt.cli import main
+if os.environ["RANK"] == "0":
+    def full(tensors, path, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    mypt.checkpoint.save_file = full
+main(sys.argv[1:], prog_name="mypt")
+''')
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), "train", "--dataset_dir", str(demo / "general"), "--model_name", "m", *TINY,
+                             "--max_iters", "4", "--eval_interval", "2", "--eval_iters", "1"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:  # (a rank left waiting in a collective: the test fails, and leaves no process behind)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    said = re.findall(r"^Error: .*$", out + err, re.M)
+    assert len(said) == 1, err[-3000:]
+    assert re.fullmatch(r"Error: rank 0: cannot write \S+model\.safetensors: No space left on device; .*\(at step 2\): "
+                        r"training stopped, the checkpoint of step 2 not saved; no checkpoint was written; once it is "
+                        r"fixed, start the run again", said[0]), said[0]
+    assert "another rank" not in out + err and "iter 3" not in out
+
+
 # ---------------------------------------------------------------------------------------------
 # errors
 
