@@ -464,14 +464,15 @@ def _holds_shards(path: Path) -> bool:
     return any(any(path.glob(pattern)) for pattern in DCP_FILES)
 
 
-def read_training_state(path: Path) -> dict:
+def read_training_state(path: Path, config: dict | None = None) -> dict:
     """training_state.json of a checkpoint (step, sampler, history, the optimizer's JSON part),
-    checked against its sha256 (training_state.safetensors too)."""
+    checked against its sha256 (training_state.safetensors too). `config`: its read_config,
+    where the caller has it."""
     path = Path(path)
     if not (path / "training_state.json").is_file():
         raise CheckpointError(f"{path} has no training state to resume from (training_state.json); "
                               "start a new run, or use --init_from_model to start from its weights")
-    verify(path, read_config(path), ("training_state.json", "training_state.safetensors"))
+    verify(path, read_config(path) if config is None else config, ("training_state.json", "training_state.safetensors"))
     state = _read_json_object(path / "training_state.json")
     if not isinstance(state.get("step"), int) or not isinstance(state.get("optimizer"), dict):
         raise CheckpointError(f"{path / 'training_state.json'}: no integer 'step' and 'optimizer' object; the "
@@ -480,17 +481,20 @@ def read_training_state(path: Path) -> dict:
     return state
 
 
-def load_training_state(path: Path, optimizer, rank: int = 0, model=None) -> dict:
+def load_training_state(path: Path, optimizer, rank: int = 0, model=None, state: dict | None = None,
+                        config: dict | None = None) -> dict:
     """Restore optimizer and RNG states (under DDP, `rank`'s own; a rank the checkpoint does not
     record keeps its own, see _rank_rng); returns training_state.json (step, sampler, history).
     `model`: the one the optimizer trains, needed to restore a sharded checkpoint's state (one
     saved under FSDP) or any checkpoint's into a sharded model; its device's GPU stream is the
-    one restored (without it, the current GPU's)."""
+    one restored (without it, the current GPU's). `state` and `config`: this checkpoint's
+    read_training_state and read_config, where the caller has them: each file is then read and
+    hashed once (the optimizer's moments are twice the model's size under AdamW)."""
     path = Path(path)
-    state = read_training_state(path)
+    state = dict(read_training_state(path, config) if state is None else state)
     tensors = _load_safetensors(path / "training_state.safetensors")
     opt = state.pop("optimizer")
-    _load_optimizer(path, opt, tensors, optimizer, model)
+    _load_optimizer(path, config, opt, tensors, optimizer, model)
     mine = _rank_rng(tensors, rank)
     if mine is not None:
         device = _device(unwrap(model)) if model is not None else \
@@ -517,14 +521,15 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _load_optimizer(path: Path, opt: dict, tensors: dict, optimizer, model) -> None:
-    """The optimizer's state from dcp/ (a sharded save) or from training_state.safetensors."""
+def _load_optimizer(path: Path, config: dict | None, opt: dict, tensors: dict, optimizer, model) -> None:
+    """The optimizer's state from dcp/ (a sharded save) or from training_state.safetensors.
+    `config`: the checkpoint's read_config, read here where not given."""
     from torch.distributed.checkpoint.api import CheckpointException
 
     from mypt.fsdp import OPTIMIZER, is_sharded, load_full_optimizer, load_optimizer
 
     if opt.get(DCP_DIR):
-        where = _dcp_part(path, read_config(path), OPTIMIZER)
+        where = _dcp_part(path, read_config(path) if config is None else config, OPTIMIZER)
         try:
             load_optimizer(where, unwrap(model), optimizer, opt["param_groups"])
         except (SafetensorError, CheckpointException, RuntimeError, KeyError) as e:
