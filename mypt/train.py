@@ -409,10 +409,10 @@ class _Run:
         if self.graphs:  # a new step: the graphs' outputs of the last one are done with
             torch.compiler.cudagraph_mark_step_begin()
         values = self._forward_backward()
-        loss_now = values[1]  # the mean over its micro-steps (this rank's batches; all ranks' below)
+        loss_now = values[0]  # the mean over its micro-steps (this rank's batches; all ranks' below)
         if self.failed is None and not all(map(math.isfinite, values)):
             i, value = next((i, v) for i, v in enumerate(values) if not math.isfinite(v))
-            self.failed = TrainingDiverged(f"loss is {value} at step {step}") if i < 2 else \
+            self.failed = TrainingDiverged(f"loss is {value} at step {step}") if i == 0 else \
                 _NormDiverged(f"the gradient norm is {value} at step {step}")
         # Every rank stops at a step any rank failed; the step's loss is over every rank's batches,
         # as its tokens per step are (rank 0's alone, half the tokens on 2 ranks, was logged, kept
@@ -439,9 +439,10 @@ class _Run:
 
     def _forward_backward(self) -> list[float]:
         """The micro-steps' forward and backward (the next batch read while the GPU works), then
-        the gradient clipping: [the last micro-step's loss, the step's loss, the gradient norm
-        when clipped], read with one sync, before the optimizer step, so that a non-finite loss
-        (or gradient) never reaches the weights: they stay those of the last good step."""
+        the gradient clipping: [the step's loss, the gradient norm when clipped], read with one
+        sync, before the optimizer step, so that a non-finite loss (or gradient) never reaches
+        the weights: they stay those of the last good step. (A micro-step's NaN or infinity makes
+        the sum over them one: in floating point, x + inf is inf, inf - inf and x + nan are nan.)"""
         cfg, scaler, accumulation = self.cfg, self.scaler, self.cfg.gradient_accumulation_steps
         total = torch.zeros((), device=self.device)
         for micro in range(accumulation):
@@ -458,7 +459,7 @@ class _Run:
                     self.failed = e  # the step runs on (every rank's backward must meet) and is dropped
             scaler.scale(loss).backward()  # (scale, unscale_, step, update: no-ops unless float16)
             total += loss.detach().float()
-        checked = [loss.detach().float() * accumulation, total]
+        checked = [total]
         if cfg.grad_clip > 0:
             scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
