@@ -45,7 +45,7 @@ from mypt.errors import (BusyError, CheckpointError, ConfigError, MyptError, lis
 from mypt.io import (atomic_write_text, check_written, is_own, not_own_message, old_dir, output_target, read_json,
                      recover_staged, sha256_file, staged_dir, umask_mode)
 from mypt.lock import output_lock
-from mypt.names import STATE_FILE, TIED, unstored  # noqa: F401 (TIED: named as checkpoint.TIED)
+from mypt.names import STATE_FILE, unstored
 
 if TYPE_CHECKING:  # a type only: checkpoints save any tokenizer without the registry
     from mypt.tokenizers import Tokenizer
@@ -274,9 +274,9 @@ def _write(staging: Path, model, tokenizer: Tokenizer, config_extra: dict, optim
     # Last, with the checksum of every file above.
     files = [f for f in CHECKPOINT_FILES if f != CONFIG_FILE and (staging / f).is_file()] + _dcp_files(staging)
     sums = {f: sha256_file(staging / f) for f in files}
-    model = raw.config.to_dict()
-    sums[MODEL_SUM] = model_sum(model)
-    config = {"format_version": FORMAT_VERSION, "model": model, **config_extra, "sha256": sums}
+    settings = raw.config.to_dict()
+    sums[MODEL_SUM] = model_sum(settings)
+    config = {"format_version": FORMAT_VERSION, "model": settings, **config_extra, "sha256": sums}
     atomic_write_text(staging / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
@@ -301,9 +301,9 @@ def _dcp_part(path: Path, config: dict, part: str) -> Path:
     found = _dcp_files(path, where)
     extra, missing = sorted(set(found) - set(recorded)), sorted(set(recorded) - set(found))
     if recorded and extra and not missing:  # (one the user put there since the save, e.g. an rsync's temporary)
-        raise CheckpointError(f"{listed([str(path / rel) for rel in extra], 1)} is not one of the shards its {CONFIG_FILE} records: mypt did "
-                              f"not write it, and every file in {where} is read as a shard; move it out of {where} "
-                              "and run again")
+        raise CheckpointError(f"{listed([str(path / rel) for rel in extra], 1)} is not one of the shards its "
+                              f"{CONFIG_FILE} records: mypt did not write it, and every file in {where} is read as a "
+                              f"shard; move it out of {where} and run again")
     if not recorded or missing:
         what = (f"records no shards in {DCP_DIR}/" if not recorded else
                 f"records other files in {where} (not recorded: {extra[:3]}, missing: {missing[:3]})")
@@ -385,7 +385,8 @@ def read_config(path: Path) -> dict:
                               "Hugging Face model directory, such as one export-hf wrote, starts a training run as "
                               f"`mypt train --init_from_model hf:{path.parent}`)")
     if config.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}, this mypt reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}, this mypt reads "
+                              f"{FORMAT_VERSION}")
     for key in ("model", "training"):
         if not isinstance(config.get(key, {}), dict):
             raise CheckpointError(f"{path}: {key!r} must be an object of settings, got {config[key]!r}; "

@@ -39,9 +39,11 @@ PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
 
 def mfu(flops_per_token: float, tokens_per_s: float, processes: int = 1) -> float:
     """Model FLOPs utilization: the share of the GPUs' peak that the model's FLOPs use, with
-    `tokens_per_s` over all `processes` (one GPU each). Over one GPU's peak, 8 DDP ranks showed
-    8 times their figure."""
+    `tokens_per_s` over all `processes` (one GPU each): the peak is theirs together, since the
+    tokens are every rank's (over one GPU's peak, 8 ranks would show 8 times their figure)."""
     return flops_per_token * tokens_per_s / (PEAK_FLOPS * processes)
+
+
 # What a run meets from its data mid-run (a shard that cannot be read, a damaged one): it then
 # stops with a checkpoint of its last sound state (see fit).
 DATA_ERRORS = (OSError, MyptError)
@@ -131,7 +133,8 @@ def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders, tokeni
         raise ConfigError(f"fit's eval_data_loaders is a {type(eval_data_loaders).__name__}: pass a dict of a name "
                           "to a loader, {\"general\": GPTDataLoader(config, tokenizer, dataset_dir, eval_only=True)}")
     limit = unwrap(model).config.block_size
-    named = [("data_loader", data_loader)] + [(f"eval_data_loaders[{k!r}]", v) for k, v in (eval_data_loaders or {}).items()]
+    named = [("data_loader", data_loader)] + [(f"eval_data_loaders[{k!r}]", v)
+                                              for k, v in (eval_data_loaders or {}).items()]
     for name, loader in named:
         if not hasattr(loader, "eval_batches"):
             raise ConfigError(f"fit's {name} is a {type(loader).__name__}, not a data loader: pass "
@@ -164,10 +167,11 @@ def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders, tokeni
 
 def compiled(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     """The model fit trains and evaluates: torch.compile'd when `cfg` compiles on its device
-    (TrainConfig.compile; left out, on with CUDA) and it comes plain. The Python API's
-    model.fit trained eager on a GPU while the setting said compiled (bench/quality.py's GPU
-    figures were eager). One that comes compiled (in place or not), in DDP or sharded is
-    trained as it comes: mypt train wraps it so itself."""
+    (TrainConfig.compile; left out, on with CUDA) and it comes plain, so that the setting means
+    the same through the Python API's model.fit as through mypt train (and figures measured
+    through the API, such as bench/quality.py's, are the compiled model's). One that comes
+    compiled (in place or not), in DDP or sharded is trained as it comes: mypt train wraps it
+    so itself."""
     if unwrap(model) is not model or getattr(model, "_compiled_call_impl", None) is not None or is_sharded(model):
         return model  # (compiled in place by nn.Module.compile: _compiled_call_impl)
     device = next(model.parameters()).device
@@ -324,7 +328,7 @@ class _Run:
         """Evaluate when this step is due (not where a resumed run starts when the run it
         continues evaluated there); whether it did. A stop that came (on any rank) skips it or
         cuts it short, and the checkpoint is written at once: under torchrun, the agent kills
-        the ranks 30 s after its SIGTERM, and an evaluation of a minute lost the checkpoint.
+        the ranks 30 s after its SIGTERM, and an evaluation of a minute would lose the checkpoint.
         The run resumed from it evaluates that step first."""
         cfg, step = self.cfg, self.step
         if not (step % cfg.eval_interval == 0 or step == cfg.max_iters) or evaluated_at(self.history, step):
@@ -415,8 +419,9 @@ class _Run:
             self.failed = TrainingDiverged(f"loss is {value} at step {step}") if i == 0 else \
                 _NormDiverged(f"the gradient norm is {value} at step {step}")
         # Every rank stops at a step any rank failed; the step's loss is over every rank's batches,
-        # as its tokens per step are (rank 0's alone, half the tokens on 2 ranks, was logged, kept
-        # in the history and compared run to run).
+        # as its tokens per step are, so that the loss logged, kept in the history and compared
+        # run to run measures the same batch on any number of ranks (rank 0's alone is half of it
+        # on 2).
         failed, loss_now = failed_and_mean(self.failed is not None, loss_now, self.cpu_group)
         if failed:
             self.optimizer.zero_grad(set_to_none=True)
@@ -540,7 +545,8 @@ class _Run:
         mine = None if failed is None else (isinstance(failed, _NormDiverged), error_line(failed),
                                             isinstance(failed, TrainingDiverged))
         # The cause first: a rank's NaN loss before the NaN gradient norm it gave every rank.
-        (_, reason, diverged), rank = min((x, r) for r, x in enumerate(all_ranks(mine, self.cpu_group)) if x is not None)
+        (_, reason, diverged), rank = min((x, r) for r, x in enumerate(all_ranks(mine, self.cpu_group))
+                                          if x is not None)
         reason = f"rank {rank}: {reason}" if self.dist.world_size > 1 else reason
         if not diverged:
             kept = self._kept_state(at_step)
@@ -602,17 +608,17 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
 
     Every `eval_interval` steps: loss on the loader's val split and on each eval loader,
     logged as `step 100: val 2.15 | eval_general 2.89`, then a checkpoint (rank 0; none at the
-    start of a fresh run, before anything is trained); also a
-    checkpoint every `checkpoint_minutes`. SIGTERM or SIGINT finishes the step in flight,
-    writes a checkpoint and raises TrainingStopped (see StopSignals). A non-finite loss or
-    gradient norm (checked before the optimizer step) raises TrainingDiverged, saving nothing:
-    the last checkpoint stays the one to go back to (the weights that diverged would diverge
-    again). A data error mid-run (an OSError or a MyptError of a loader) raises TrainingStopped
-    after saving the state of the step it met (when every parameter is finite), naming where
-    it is. Under DDP every rank stops at that step.
-    Without `config`, the settings are the loader's TrainConfig (see fit_config). `on_metrics(step, values)` (rank 0) gets each
-    evaluation's losses and each logged train_loss, lr and tokens_per_s as they happen
-    (mypt.tracking writes them for DVC).
+    start of a fresh run, before anything is trained); also a checkpoint every
+    `checkpoint_minutes`. SIGTERM or SIGINT finishes the step in flight, writes a checkpoint and
+    raises TrainingStopped (see StopSignals). A non-finite loss or gradient norm (checked before
+    the optimizer step) raises TrainingDiverged, saving nothing: the last checkpoint stays the
+    one to go back to (the weights that diverged would diverge again). A data error mid-run (an
+    OSError or a MyptError of a loader) raises TrainingStopped after saving the state of the
+    step it met (when every parameter is finite), naming where it is. Under DDP every rank
+    stops at that step; so it does where a checkpoint's write fails on any rank (a full disk).
+    Without `config`, the settings are the loader's TrainConfig (see fit_config).
+    `on_metrics(step, values)` (rank 0) gets each evaluation's losses and each logged
+    train_loss, lr and tokens_per_s as they happen (mypt.tracking writes them for DVC).
     Returns {"history": [...], "step": final step, "tokens": tokens trained on over every run of
     the model, "best_val": ...}.
     """

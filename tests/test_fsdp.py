@@ -27,6 +27,7 @@ from mypt.errors import CheckpointError, ConfigError, InputError, MyptError, Tra
 from mypt.fsdp import full, shard_model
 from mypt.io import sha256_file
 from mypt.model import GPT, load_model
+from mypt.names import TIED
 from mypt.train import configure_optimizer, fit
 from mypt.train_command import run_training
 from test_train_paths import (_join, _spawn_two_ranks, config, failing_loader, loader, tiny_model, tokenizer,
@@ -146,7 +147,7 @@ def test_fsdp_trains_as_ddp_and_a_signal_stops_every_rank_with_a_checkpoint_that
     load_model(tmp_path / "stray")  # (the step 5 checkpoint, whole)
     # The sharded checkpoint, read whole in one process, is the trained model.
     _, whole = checkpoint.read_weights(tmp_path / "straight")
-    assert set(whole) == set(r0["weights"]) - {checkpoint.TIED}
+    assert set(whole) == set(r0["weights"]) - {TIED}
     assert all(torch.equal(whole[k], r0["weights"][k]) for k in whole)
 
 
