@@ -393,7 +393,7 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     (what `save_pretrained` writes, or a local copy of the gpt2 weights)."""
     from mypt.config import GPTConfig
     from mypt.errors import CheckpointError
-    from mypt.model import GPT
+    from mypt.model import holding, weight_shapes
 
     # CheckpointErrors name the file, not the flag: the training command adds
     # `--init_from_model hf:DIR: ` to them (its ConfigErrors, from read_hf_config, name it).
@@ -404,9 +404,8 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     config["model"]["vocab_size"] = tokenizer.vocab_size
     cfg = GPTConfig.from_dict(config["model"], f"{path}/config.json")
     loaded, source = load_hf_weights(path)
-    model = GPT(cfg)
     # A tied head is the embedding (one tensor, lm_head.weight in mypt's state dict).
-    params = {name: p for name, p in model.state_dict().items() if name != "lm_head.weight" or not cfg.tie_embeddings}
+    params = {name: p for name, p in weight_shapes(cfg).items() if name != "lm_head.weight" or not cfg.tie_embeddings}
     state = _llama_state(loaded, cfg, source, attention_biases(hf)[1]) if cfg.position == "rope" \
         else _gpt2_state(loaded, params, source)
     head, embedding = loaded.get("lm_head.weight"), state["transformer.wte.weight"]
@@ -427,8 +426,7 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
             raise CheckpointError(f"{source}: {key} has shape {tuple(t.shape)}, config.json "
                                   f"says {tuple(param.shape)}")
         state[name] = t.contiguous()
-    model.load_state_dict(state, strict=False)
-    return model.to(device), tokenizer, config
+    return holding(cfg, state, f"{source}").to(device), tokenizer, config
 
 
 def hf_model_tokenizer(path: Path, flag: str) -> Tokenizer:

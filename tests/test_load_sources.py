@@ -72,3 +72,31 @@ def test_a_whole_checkpoints_errors_name_its_file(tmp_path):
     with pytest.raises(CheckpointError, match="NaN or infinite") as e:
         load_model(ckpt)
     assert str(e.value).startswith(f"{ckpt / 'model.safetensors'}: ")
+
+
+def test_loading_builds_no_weights_to_throw_away_and_keeps_the_embedding_tied(tmp_path):
+    """load_model draws no random numbers (a random init, all overwritten, is what a load
+    skipped); what it gives is the saved model, its head still the embedding, float32 from a
+    file of bfloat16, on no meta device."""
+    from safetensors.torch import load_file, save_file
+
+    tok = tokenizer()
+    saved = tiny_model(tok)
+    checkpoint.save(tmp_path / "ckpt", saved, tok, {"training": {}})
+    rng = torch.get_rng_state()
+    model, _, _ = load_model(tmp_path / "ckpt")
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert all(torch.equal(v, saved.state_dict()[k]) for k, v in model.state_dict().items())
+    assert all(t.device.type == "cpu" and t.dtype == torch.float32 and t.requires_grad for t in model.parameters())
+    idx = torch.tensor([tok.encode("the cat")])
+    assert torch.equal(model(idx)[0], saved(idx)[0])
+
+    file = tmp_path / "ckpt" / "model.safetensors"
+    save_file({k: v.bfloat16() for k, v in load_file(file).items()}, file, metadata={"format": "pt"})
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["sha256"].pop("model.safetensors")  # (an edit the record would refuse)
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    model, _, _ = load_model(tmp_path / "ckpt")
+    assert all(t.dtype == torch.float32 for t in model.state_dict().values())
+    assert torch.equal(model.lm_head.weight, saved.lm_head.weight.detach().bfloat16().float())
