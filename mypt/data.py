@@ -33,7 +33,7 @@ from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError, MyptError
 from mypt.names import MANIFEST, STATE_FILE
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, check_tokenizer_record,
-                         dataset_tokenizer, list_shards, listed_entries, not_a_dataset, read_metadata)
+                         list_shards, listed_entries, not_a_dataset, read_metadata)
 from mypt.tokenizer_match import check_tokenizer, prepare_again
 from mypt.tokenizers import Tokenizer
 
@@ -136,23 +136,40 @@ class GPTDataLoader:
         self._seed_rngs(*self._stream, RESUME_STREAM, step)
 
     # -- set-up ------------------------------------------------------------------------------
-    def _check_vocabulary(self, d: Path) -> None:
-        """The tokenizer given is the dataset's own (its tokenizer_state.json), not only of its
-        kind: two char datasets hold different vocabularies, and ids of one read with the other
-        give a loss that means nothing (the CLI checks this before; the Python API relies on it).
-        The saved state is compared first; the tokenizer is built only when it differs (an
-        older state version of the same tokenizer)."""
+    def _check_tokenizer(self, d: Path, meta: dict | None) -> None:
+        """The tokenizer given is the dataset's own, not only of its kind: two char datasets hold
+        different vocabularies, and ids of one read with the other give a loss that means nothing
+        (the CLI checks this before; the Python API relies on it). One pass: the metadata's kind,
+        then tokenizer_state.json (the saved state compared first; the dataset's tokenizer built
+        only when it differs, an older state version of the same tokenizer), then the tokenizer
+        the metadata records its shards were written with (check_tokenizer_record), each once."""
+        if meta is not None:
+            self._refuse_other(d, meta["tokenizer"]["kind"])
         path = d / STATE_FILE
-        if not path.is_file():
-            return
+        if path.is_file() and not self._same_state(path):
+            theirs = Tokenizer.load(d)
+            if meta is not None:  # an edited file is named as such before it is compared
+                check_tokenizer_record(d, meta, theirs)
+            self._refuse_other(d, theirs)  # (the given is theirs, so the record's too)
+        elif meta is not None:
+            check_tokenizer_record(d, meta, self.tokenizer)
+
+    def _same_state(self, path: Path) -> bool:
         try:
-            if json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(self.tokenizer.state())):
-                return
+            return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(self.tokenizer.state()))
         except (OSError, ValueError, UnicodeDecodeError):
-            pass  # Tokenizer.load names what is wrong with the file
-        check_tokenizer(self.tokenizer, dataset_tokenizer(d), "the tokenizer given", f"the dataset {d}",
-                        "pass the dataset's own, Tokenizer.load(dataset_dir), or prepare it again with this one "
-                        "(prepare-dataset --tokenizer_from)")
+            return False  # Tokenizer.load names what is wrong with the file
+
+    def _refuse_other(self, d: Path, theirs: Tokenizer | str) -> None:
+        """Refuse dataset d's tokenizer `theirs` (a Tokenizer, or the kind its metadata records)
+        unless it is the one given."""
+        if isinstance(theirs, str):
+            check_tokenizer(self.tokenizer, theirs, "training", f"the dataset {d}",
+                            f"pass --tokenization {theirs} or prepare the dataset again")
+        else:
+            check_tokenizer(self.tokenizer, theirs, "the tokenizer given", f"the dataset {d}",
+                            "pass the dataset's own, Tokenizer.load(dataset_dir), or prepare it again with this one "
+                            "(prepare-dataset --tokenizer_from)")
 
     def _open_dataset(self) -> None:
         d = self.dataset_dir
@@ -166,13 +183,7 @@ class GPTDataLoader:
                                 "directory `mypt prepare-dataset` wrote")
             raise no_val_shards(d) if self.eval_only else no_training_shards(d)
         meta = read_metadata(d) if (d / METADATA_FILE).is_file() else None
-        if meta is not None:
-            kind = meta["tokenizer"]["kind"]
-            check_tokenizer(self.tokenizer, kind, "training", f"the dataset {d}",
-                            f"pass --tokenization {kind} or prepare the dataset again")
-        self._check_vocabulary(d)
-        if meta is not None:  # and the tokenizer is the one the shards were written with (where recorded)
-            check_tokenizer_record(d, meta, self.tokenizer)
+        self._check_tokenizer(d, meta)
         opened = {}
         # val first: where not every shard can stay open, val's are held (an append renames them).
         for split in reversed(SPLITS):
@@ -337,6 +348,19 @@ def to_device(windows: np.ndarray, device: torch.device, pin: bool = False) -> t
 
 
 # -- mixtures ------------------------------------------------------------------------------
+class _Member(GPTDataLoader):
+    """A dataset of a MixtureLoader after the first, whose tokenizer (the one given, checked by
+    the first dataset's loader) a mismatch names as the first dataset's."""
+
+    def __init__(self, config, tokenizer: Tokenizer, spec: DatasetSpec, first: DatasetSpec, block_size: int | None):
+        self.spec, self.first = spec, first
+        super().__init__(config, tokenizer, dataset_dir=spec.path, block_size=block_size)
+
+    def _refuse_other(self, d: Path, theirs: Tokenizer | str) -> None:
+        check_tokenizer(self.tokenizer, theirs, f"--dataset_dir {self.first.text}", f"--dataset_dir {self.spec.text}",
+                        prepare_again(self.first.path))
+
+
 MIX_STREAM = 7_654_321  # the seed stream of the dataset draw (the datasets' own streams are 1, 2, ...)
 RESUME_STREAM = 8_765_432  # with the step: the streams of a rank that joins a resumed run (reseed)
 
@@ -360,12 +384,11 @@ class MixtureLoader:
         self.specs = parse_dataset_specs(datasets)
         if len(self.specs) < 2:
             raise ConfigError("MixtureLoader needs two datasets or more; use GPTDataLoader for one")
+        # One vocabulary: the same id must mean the same text in each. The first dataset's loader
+        # checks the tokenizer given is its own; the others' compare theirs with it (_Member).
         first = self.specs[0]
-        first_tokenizer = dataset_tokenizer(first.path)
-        for spec in self.specs[1:]:  # one vocabulary: the same id must mean the same text in each
-            check_tokenizer(first_tokenizer, dataset_tokenizer(spec.path), f"--dataset_dir {first.text}",
-                            f"--dataset_dir {spec.text}", prepare_again(first.path))
-        self.loaders = [GPTDataLoader(config, tokenizer, dataset_dir=s.path, block_size=block_size) for s in self.specs]
+        self.loaders = [GPTDataLoader(config, tokenizer, dataset_dir=first.path, block_size=block_size)]
+        self.loaders += [_Member(config, tokenizer, s, first, block_size) for s in self.specs[1:]]
         for k, loader in enumerate(self.loaders):
             loader._seed_rngs(k + 1)  # each dataset its own window stream
         lead = self.loaders[0]

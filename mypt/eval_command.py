@@ -52,12 +52,14 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     model, tokenizer, _ = load_model(path, resolve_device(settings.device))
     max_tokens = whole_windows(settings.max_tokens, model.config.block_size)
     log(f"model: {path}")  # the directory --model_name resolved to (a name, or a path)
+    theirs = {}
     for name, directory in datasets.items():  # all before any evaluation: the last may be the one refused
-        check_tokenizer(tokenizer, dataset_tokenizer(directory), f"the model {path}", f"--dataset {name}={directory}",
+        theirs[name] = dataset_tokenizer(directory)
+        check_tokenizer(tokenizer, theirs[name], f"the model {path}", f"--dataset {name}={directory}",
                         prepare_again(path))
     results = {}
     for name, directory in datasets.items():
-        results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens)
+        results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens, tokenizer=theirs[name])
         if not math.isfinite(r["loss"]):
             raise _diverged(path, name, directory, str(r["loss"]))
         if not math.isfinite(r["perplexity"]):  # a finite loss above ~709.8 nats: exp overflows

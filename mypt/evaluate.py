@@ -35,14 +35,14 @@ def whole_windows(max_tokens: int | None, block_size: int, name: str = "--max_to
 
 @torch.no_grad()
 def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int = 32, max_tokens: int | None = None,
-                     split: str = "val") -> dict:
+                     split: str = "val", tokenizer: Tokenizer | None = None) -> dict:
     """Loss and perplexity of `model` over a dataset split, every window once, in order:
     the same numbers every run. Returns {"loss", "perplexity", "tokens"} (perplexity inf for
-    a loss too large for math.exp)."""
+    a loss too large for math.exp). `tokenizer`: the dataset's (default: loaded from it)."""
     max_tokens = whole_windows(max_tokens, model.config.block_size, "max_tokens")
     device = next(model.parameters()).device
     loader = GPTDataLoader(LoaderConfig(batch_size, model.config.block_size, str(device), 0, 0),
-                           Tokenizer.load(dataset_dir), dataset_dir=dataset_dir, eval_only=True)
+                           tokenizer or Tokenizer.load(dataset_dir), dataset_dir=dataset_dir, eval_only=True)
     model.eval()
     total, count = 0.0, 0
     for x, y in loader.sequential_batches(split, max_tokens):

@@ -61,6 +61,17 @@ def test_eval_max_tokens_is_at_most(w):
     assert _eval_tokens("--max_tokens", str(10 * whole)) == whole
 
 
+def test_eval_loads_each_datasets_tokenizer_once(w, monkeypatch):
+    """mypt eval builds a dataset's tokenizer once (its check against the model), and the
+    evaluation's loader takes it: besides the model's own, one load per dataset."""
+    from mypt.tokenizers import Tokenizer
+
+    loaded, load = [], Tokenizer.load.__func__
+    monkeypatch.setattr(Tokenizer, "load", classmethod(lambda cls, d: loaded.append(Path(d)) or load(cls, d)))
+    assert _eval_tokens() > 0
+    assert sorted(map(str, loaded)) == sorted([str(Path("ck") / "m"), "ds"])
+
+
 @pytest.mark.slow
 def test_a_prompt_of_bytes_that_are_not_utf8_is_one_line(w):
     """As a shell passes `--prompt $'Line \\xff'`: bytes, decoded by Python with surrogateescape."""
