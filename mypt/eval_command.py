@@ -8,14 +8,14 @@ and the command would succeed."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Callable
 
 from mypt import checkpoint
 from mypt.config import EvalSettings
+from mypt.dataset_spec import parse_dataset_specs
 from mypt.device import resolve_device
-from mypt.errors import ConfigError, TrainingDiverged
+from mypt.errors import TrainingDiverged
 from mypt.evaluate import evaluate_dataset, whole_windows
 from mypt.model import load_model
 from mypt.shards import dataset_tokenizer
@@ -23,20 +23,10 @@ from mypt.tokenizer_match import check_tokenizer, prepare_again
 
 
 def parse_datasets(specs: list[str]) -> dict[str, Path]:
-    """NAME=DIR pairs (--dataset) as {name: dir}; a bare DIR is named by its last part. A name
-    given twice is refused (the second would silently replace the first's results)."""
-    out: dict[str, Path] = {}
-    for spec in specs:
-        name, sep, directory = spec.partition("=")
-        if not sep or "/" in name or os.sep in name or Path(spec).is_dir():  # a DIR (runs/lr=3e-4/ds too)
-            name, directory = Path(spec).resolve().name, spec
-        if not name or not directory:
-            raise ConfigError(f"--dataset {spec!r}: expected NAME=DIR or DIR, e.g. general=data/datasets/general")
-        if name in out:
-            raise ConfigError(f"--dataset {spec!r}: the name {name!r} is already given to --dataset "
-                              f"{name}={out[name]}; give each dataset a name of its own")
-        out[name] = Path(directory)
-    return out
+    """--dataset [NAME=]DIR flags as {name: dir}: DatasetSpec's rules (a bare DIR is named by its
+    last part; a name is a metrics key, letters, digits, '_', '-' or '.'), without a weight. A
+    name given twice is refused (the second would silently replace the first's results)."""
+    return {s.name: s.path for s in parse_dataset_specs(specs, "--dataset", weighted=False)}
 
 
 def _diverged(path: Path, name: str, directory: Path, loss: str) -> TrainingDiverged:

@@ -99,6 +99,27 @@ def test_eval_names_the_model_it_loaded_and_takes_a_bare_dataset_dir(w):
     assert as_json.exit_code == 0 and set(json.loads(as_json.output)) == {"ds"}, as_json.output
 
 
+@pytest.mark.parametrize("spec, error", [
+    ("val=ds:0.5", "Error: --dataset val=ds:0.5: --dataset takes no weight (:0.5): each dataset is evaluated apart; "
+                   "give NAME=DIR"),
+    ("a:b=ds", "Error: --dataset a:b=ds: no such directory a:b=ds; prepare it with `mypt prepare-dataset --out_dir`, "
+               "or fix the path (NAME=DIR, each part optional)"),
+    ("=ds", "Error: --dataset =ds: no such directory =ds"),
+])
+def test_eval_reads_dataset_flags_by_the_dataset_dir_rules_without_a_weight(w, spec, error):
+    """--dataset NAME=DIR is parsed as --dataset_dir is (DatasetSpec): a name is a metrics key
+    of letters, digits, '_', '-' or '.' (v1.2 too), and a weight, which means nothing to eval,
+    is refused; a name given twice too."""
+    result = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", spec, "--device", "cpu")
+    assert result.exit_code == 1 and result.output.startswith(error), result.output
+    twice = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "v1.2=ds", "--dataset",
+                   "v1.2=ds", "--device", "cpu")
+    assert twice.exit_code == 1 and "--dataset 'v1.2=ds': two datasets named v1.2" in twice.output, twice.output
+    one = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "v1.2=ds", "--device", "cpu",
+                 "--json")
+    assert one.exit_code == 0 and set(json.loads(one.output)) == {"v1.2"}, one.output
+
+
 def test_a_model_not_found_names_every_place_looked_and_the_flag(w):
     result = invoke("generate", "--model_name", "m", "--checkpoints_dir", "nope", "--prompt", "Line")
     assert result.exit_code == 1, result.output
