@@ -7,11 +7,9 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
-from mypt.io import staged_dir
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import TokenizeSettings
-from mypt.steps.vocab import build_vocab, vocab_files
-from mypt.names import STATE_FILE
+from mypt.steps.vocab import vocab
 
 
 @click.command(cls=MyptCommand)
@@ -21,10 +19,7 @@ from mypt.names import STATE_FILE
 @settings_options(TokenizeSettings)
 def main(in_dir, out_dir, **flags) -> None:
     """Write --out_dir/tokenizer_state.json."""
-    tokenizer = build_vocab(in_dir, TokenizeSettings.from_flags(flags))
-    with staged_dir(out_dir, [in_dir], marker=STATE_FILE, written=vocab_files, kind="vocab") as stage:
-        tokenizer.save(stage)
-    click.echo(f"vocab: {tokenizer}")
+    click.echo(f"vocab: {vocab(in_dir, out_dir, TokenizeSettings.from_flags(flags))}")
 
 
 if __name__ == "__main__":

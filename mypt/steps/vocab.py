@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mypt.errors import InputError
+from mypt.io import staged_dir
 from mypt.names import MANIFEST, METADATA_FILE, STATE_FILE
 from mypt.parallel import parallel_map
 from mypt.steps import Step, read_input
@@ -47,3 +48,12 @@ def build_vocab(in_dir: Path, settings: TokenizeSettings = TokenizeSettings()) -
     tasks = [(Path(in_dir) / s["file"], s["jsonl"], a, b) for s in manifest["sources"]
              for a, b in split_blocks(Path(in_dir) / s["file"])]
     return make_tokenizer(settings.tokenization, parallel_map(_block_chars, tasks, settings, "vocab"))
+
+
+def vocab(in_dir: Path, out_dir: Path, settings: TokenizeSettings = TokenizeSettings()) -> Tokenizer:
+    """The vocab stage: build_vocab's tokenizer saved as `out_dir`/tokenizer_state.json, `out_dir`
+    checked before the corpus is read (a char vocabulary is a pass over all of it)."""
+    with staged_dir(out_dir, [in_dir], marker=STATE_FILE, written=vocab_files, kind="vocab") as stage:
+        tokenizer = build_vocab(in_dir, settings)
+        tokenizer.save(stage)
+    return tokenizer
