@@ -106,10 +106,23 @@ def _not_regular(path: Path, mode: int) -> ShardError:
                       f"{Path(path).parent}, then run `mypt verify-dataset {Path(path).parent.parent}`")
 
 
+# What is wrong with a shard, said alike by the readers (an error, with what to do) and by
+# verify-dataset (a line of its report).
+def not_whole_tokens(path: Path, size: int) -> str:
+    return f"{path}: {size} bytes is not a whole number of uint32 tokens"
+
+
+def listed_but_missing(path: Path, tokens: int) -> str:
+    return f"{path}: listed in {METADATA_FILE} ({tokens:,} tokens) but missing"
+
+
+def other_token_count(path: Path, on_disk: int, listed: int) -> str:
+    return f"{path}: {on_disk:,} tokens on disk, {listed:,} in {METADATA_FILE}"
+
+
 def _tokens_of(path: Path, size: int) -> int:
     if size % TOKEN_BYTES:
-        raise ShardError(f"{path}: {size} bytes is not a whole number of uint32 tokens; "
-                         "the shard is damaged: prepare the dataset again")
+        raise ShardError(f"{not_whole_tokens(path, size)}; the shard is damaged: prepare the dataset again")
     return size // TOKEN_BYTES
 
 
@@ -314,11 +327,10 @@ def check_listed(dataset_dir: Path, meta: dict, split: str, on_disk: dict[str, i
     listed ones). Shards the metadata does not list are the caller's to judge. No reading."""
     for file, tokens in listed_shards(meta, split).items():
         if file not in on_disk:
-            raise ShardError(f"{Path(dataset_dir) / file}: listed in {METADATA_FILE} ({tokens:,} tokens) but "
-                             f"missing; {hint}")
+            raise ShardError(f"{listed_but_missing(Path(dataset_dir) / file, tokens)}; {hint}")
         if on_disk[file] != tokens:
-            raise ShardError(f"{Path(dataset_dir) / file}: {on_disk[file]:,} tokens on disk, {tokens:,} in "
-                             f"{METADATA_FILE} (replaced by hand?); {hint}")
+            raise ShardError(f"{other_token_count(Path(dataset_dir) / file, on_disk[file], tokens)} (replaced by "
+                             f"hand?); {hint}")
 
 
 RESERVED_FDS = 256  # files left to the rest of the process (checkpoints, sockets, libraries)

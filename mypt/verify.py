@@ -29,8 +29,8 @@ import numpy as np
 from mypt.errors import MyptError, ShardError
 from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
 from mypt.parallel import progress
-from mypt.shards import (DTYPE, TOKEN_BYTES, check_tokenizer_record, list_shards, listed_entries, open_shard,
-                         read_metadata, shard_stat)
+from mypt.shards import (DTYPE, TOKEN_BYTES, check_tokenizer_record, list_shards, listed_but_missing, listed_entries,
+                         not_whole_tokens, open_shard, other_token_count, read_metadata, shard_stat)
 from mypt.tokenizers import Tokenizer
 
 CHUNK_TOKENS = 1 << 22  # 16 MiB per read
@@ -148,7 +148,7 @@ def _expected(d: Path, meta: dict | None, report: Report) -> dict[Path, tuple[in
         for e in entries:
             path = d / e["file"]
             if not path.exists():
-                report.problems.append(f"{path}: listed in {METADATA_FILE} ({e['tokens']:,} tokens) but missing")
+                report.problems.append(listed_but_missing(path, e["tokens"]))
                 expected.pop(path, None)
             else:
                 expected[path] = (e["tokens"], e.get("sha256"))
@@ -213,9 +213,9 @@ def _check_files(expected: dict[Path, tuple[int, str | None] | None], vocab_size
             sha, bad, first_id, first_at = _scan(path, vocab_size, want is not None and want[1] is not None, bar)
             tokens = size // TOKEN_BYTES
             if size % TOKEN_BYTES:
-                report.problems.append(f"{path}: {size} bytes is not a whole number of uint32 tokens (truncated?)")
+                report.problems.append(f"{not_whole_tokens(path, size)} (truncated?)")
             if want is not None and tokens != want[0]:
-                report.problems.append(f"{path}: {tokens:,} tokens on disk, {want[0]:,} in {METADATA_FILE}")
+                report.problems.append(other_token_count(path, tokens, want[0]))
             elif want is not None and want[1] is not None and sha != want[1]:  # a size change says it already
                 report.problems.append(f"{path}: sha256 {sha} differs from the {want[1]} in {METADATA_FILE} "
                                        "(the bytes changed)")
