@@ -128,7 +128,11 @@ class WalkSkipped:
 
 
 def _identity(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
+    return _key(os.stat(path))
+
+
+def _key(st: os.stat_result) -> tuple[int, int]:
+    """A file's identity (two spellings of a path, or a link and its target, are one input)."""
     return st.st_dev, st.st_ino
 
 
@@ -160,22 +164,20 @@ def resolve_inputs(patterns: Sequence[str], walk_skipped: WalkSkipped | None = N
     not_regular: list[tuple[Path, int]] = []  # (path, st_mode) of what walks skipped as no regular file
     unreadable: list[tuple[Path, OSError, bool]] = []  # what walks skipped as unreadable, why, and if a folder
     try:  # (an OSError here: a file removed since it was listed, a path too long for the system)
-        ids = [_identity(path) for path in named]
+        stats = [os.stat(path) for path in named]  # (each input's one stat: its kind and its identity)
+        ids = [_key(st) for st in stats]
         firsts = dict(zip(reversed(ids), reversed(named)))
-        for path, key in zip(named, ids):
-            if not path.is_dir():
-                regular_file(path)  # (a FIFO or a device: refused)
+        for path, key, st in zip(named, ids, stats):
+            if not stat.S_ISDIR(st.st_mode):
+                _refuse_not_regular(path, st.st_mode)  # (a FIFO or a device: refused)
                 _add(found, twice, key, path)
                 continue
             if firsts[key] is not path:
                 twice.setdefault(key, [firsts[key]]).append(path)
                 continue  # named again: walked at its first naming
-            for p in _walk(path, walk_skipped, elsewhere=firsts.keys() - {key}, not_regular=not_regular,
-                           unreadable=unreadable):
-                try:
-                    _add(found, twice, _identity(p), p)
-                except FileNotFoundError as e:  # (removed since the walk's own stat: skipped as the walk skips it)
-                    unreadable.append((p, e, False))
+            for p, walked_key in _walk(path, walk_skipped, elsewhere=firsts.keys() - {key}, not_regular=not_regular,
+                                       unreadable=unreadable):
+                _add(found, twice, walked_key, p)
     except OSError as e:
         raise lookup_error(e) from None
     if walk_skipped is not None:  # (counted in the clean stats: the corpus is smaller than its folders)
@@ -270,14 +272,15 @@ def _literal_head(pattern: str) -> str:
 
 def _walk(directory: Path, skipped: WalkSkipped | None = None,
           elsewhere: Set[tuple[int, int]] = frozenset(), not_regular: list[tuple[Path, int]] | None = None,
-          unreadable: list[tuple[Path, OSError, bool]] | None = None) -> list[Path]:
-    """The inputs of a directory: itself when it is a saved dataset, else the files of the
-    walked suffixes, in any case (`LEAR.TXT`), and the saved datasets under it (their files
-    are theirs, not walked). Hidden files and folders (`.git`, `.ipynb_checkpoints`) are not
-    inputs: what is passed over goes to `skipped` (WalkSkipped). What is named `elsewhere` (by
-    identity: in --input_files) is not walked here: a folder has its own walk, a file is an input.
-    A FIFO, socket or device of a walked suffix is no input either, found by its stat, never
-    opened (a FIFO would block): (path, st_mode) goes to `not_regular`. What cannot be read (a folder
+          unreadable: list[tuple[Path, OSError, bool]] | None = None) -> list[tuple[Path, tuple[int, int]]]:
+    """The inputs of a directory, each with its identity (_key): itself when it is a saved dataset,
+    else the files of the walked suffixes, in any case (`LEAR.TXT`), and the saved datasets under
+    it (their files are theirs, not walked). Hidden files and folders (`.git`, `.ipynb_checkpoints`)
+    are not inputs: what is passed over goes to `skipped` (WalkSkipped). What is named `elsewhere`
+    (by identity: in --input_files) is not walked here: a folder has its own walk, a file is an
+    input. A FIFO, socket or device of a walked suffix is no input either, found by its stat (each
+    file's one stat, which gives its identity too), never opened (a FIFO would block): (path,
+    st_mode) goes to `not_regular`. What cannot be read (a folder
     that cannot be listed, a file whose stat fails: a broken link; a file it may not read) is no input:
     (path, error, whether a folder) goes to `unreadable`, except under a hidden folder (never read
     anyway). `directory` itself unreadable, or a path too long for the system, is an OSError."""
@@ -285,7 +288,7 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
         pass
     refuse_dataset_dict(directory)
     if is_saved_dataset(directory):
-        return [directory]
+        return [(directory, _identity(directory))]
     walked = tuple(suffixes(walked=True))
     skipped = skipped if skipped is not None else WalkSkipped()
     saved, files, first_hidden, pruned = [], [], None, False
@@ -314,7 +317,7 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
                 files.append(here / name)
             elif dot and not text:  # (.git/HEAD: nothing anyone meant as text)
                 continue
-            elif elsewhere and os.path.exists(here / name) and _identity(here / name) in elsewhere:
+            elif elsewhere and _identity_or_none(here / name) in elsewhere:
                 continue  # named: read (or refused) as named, not passed over (a broken link: named nowhere)
             elif dot:
                 skipped.hidden.add(here / name)
@@ -322,21 +325,22 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
             else:
                 skipped.other.add(here / name)
     cannot = [(p, e, True) for p, e in unlisted if not _hidden_in(p, directory)]
-    inside, special = [], []  # regular files; (path, st_mode) of the others
+    inside, special = [], []  # (path, identity) of regular files; (path, st_mode) of the others
     for p in files:
         try:
-            mode = p.stat().st_mode
+            st = os.stat(p)  # (the file's one stat: its kind, then its identity as an input)
         except OSError as e:
             if e.errno == errno.ENAMETOOLONG:  # (an error: the user can fix it, and a walk deep down would skip it all)
                 raise
             cannot.append((p, e, False))
             continue
-        if not stat.S_ISREG(mode):
-            special.append((p, mode))
+        if not stat.S_ISREG(st.st_mode):
+            special.append((p, st.st_mode))
         elif os.access(p, os.R_OK):  # (one that may not be opened is skipped as a folder that may not be listed is)
-            inside.append(p)
-        else:
-            cannot.append((p, PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(p)), False))
+            inside.append((p, _key(st)))
+        else:  # (may not be read, or removed since its stat)
+            code = errno.EACCES if os.path.lexists(p) else errno.ENOENT
+            cannot.append((p, OSError(code, os.strerror(code), os.fspath(p)), False))
     if not_regular is not None:
         not_regular += special
     if unreadable is not None:
@@ -350,7 +354,15 @@ def _walk(directory: Path, skipped: WalkSkipped | None = None,
                             "regular files" if special else "")
                          + (f"; {display_name(cannot[0][0])} {why_unreadable(*cannot[0][:2], walked=True)}"
                             if cannot else ""))
-    return inside + sorted(saved)
+    return inside + [(p, _identity(p)) for p in sorted(saved)]
+
+
+def _identity_or_none(path: Path) -> tuple[int, int] | None:
+    """The identity of `path`; None where its stat fails (a broken link)."""
+    try:
+        return _identity(path)
+    except OSError:
+        return None
 
 
 def _hidden_in(path: Path, directory: Path) -> bool:
@@ -402,11 +414,15 @@ def regular_file(path: Path, flag: str = "--input_files") -> Path:
     FIFO, /dev/stdin or a device is refused, not read: mypt reads an input more than once (a
     sniff for binary data, then blocks in parallel, then a check that it did not change), and
     /dev/zero would never end."""
-    mode = _mode(path, flag)
-    if stat.S_ISREG(mode):
-        return path
-    raise InputError(f"{flag}: {str(path)!r} is {file_kind(mode)}: mypt reads only regular files (it reads "
-                     "each input more than once); save the stream to a file and pass that file")
+    _refuse_not_regular(path, _mode(path, flag), flag)
+    return path
+
+
+def _refuse_not_regular(path: Path, mode: int, flag: str = "--input_files") -> None:
+    """regular_file's check, on the st_mode of `path` (as its stat gave it)."""
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{flag}: {str(path)!r} is {file_kind(mode)}: mypt reads only regular files (it reads "
+                         "each input more than once); save the stream to a file and pass that file")
 
 
 def _mode(path: Path, flag: str = "--input_files") -> int:
