@@ -73,20 +73,22 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
 
 
 def _encode_prompt(tokenizer, prompt: str, flag: str) -> list[int]:
+    """The prompt's ids, encoded once: what the vocabulary lacks is refused where the tokenizer has
+    no unknown token (char), and warned of where it has one (an hf vocabulary's [UNK])."""
     check_text(prompt, flag)
     try:
-        ids = tokenizer.encode(prompt)
-    except TokenizerError:
-        bad = [c for c in sorted(set(prompt)) if not _encodes(tokenizer, c)]
-        raise TokenizerError(f"{flag}: the characters {bad} are not in the model's {tokenizer.kind} vocabulary "
-                             f"of {tokenizer.vocab_size} characters; leave them out of {flag} (the model "
-                             "knows only the characters of the corpus it was trained on)") from None
-    _, unknown = tokenizer.encode_lossy(prompt)  # an hf vocabulary's unknown token ([UNK]): one id for all
-    if unknown:
+        ids, unknown = tokenizer.encode_lossy(prompt)
+    except TokenizerError:  # (a char vocabulary with no stand-in character)
+        ids, unknown = None, {c: 1 for c in set(prompt) if not _encodes(tokenizer, c)}
+    if ids is None or unknown and getattr(tokenizer, "unknown_token", None) is None:
+        raise TokenizerError(f"{flag}: the characters {sorted(unknown)} are not in the model's {tokenizer.kind} "
+                             f"vocabulary of {tokenizer.vocab_size} characters; leave them out of {flag} (the model "
+                             "knows only the characters of the corpus it was trained on)")
+    if unknown:  # one id for all
         shown = ", ".join(repr(p) for p in list(unknown)[:10]) + (" ..." if len(unknown) > 10 else "")
         print(f"warning: {flag}: {shown} not in the model's vocabulary: each became its unknown token "
               f"{tokenizer.unknown_token}, and the model sees them all as one", file=sys.stderr)
-    return ids
+    return ids.tolist()
 
 
 def _encodes(tokenizer, char: str) -> bool:

@@ -298,6 +298,25 @@ def test_a_character_split_into_byte_tokens_waits_for_its_last(kinds):
     assert "\ufffd" not in "".join(pieces) and pieces[:3] == ["", "", "€"]
 
 
+@pytest.mark.parametrize("kind", ["char", "gpt2", "wordpiece"])
+def test_generate_encodes_the_prompt_once(kinds, kind, monkeypatch, capsys):
+    """The prompt is encoded once (its ids and what the vocabulary lacks from one pass), whatever
+    the tokenizer; an [UNK] piece is still warned of."""
+    import mypt.generate
+
+    tok = kinds[kind]
+    prompt = "Line 3 of the dragon" if kind == "wordpiece" else "Line 3 of"
+    passes = []
+    for name in ("encode", "encode_array", "encode_lossy"):
+        method = getattr(tok, name)
+        monkeypatch.setattr(tok, name, lambda text, method=method, name=name: passes.append(name) or method(text))
+    ids = mypt.generate._encode_prompt(tok, prompt, "--prompt")
+    monkeypatch.undo()
+    assert passes[0] == "encode_lossy" and passes.count("encode_lossy") == 1 and "encode" not in passes, passes
+    assert ids == tok.encode_lossy(prompt)[0].tolist()
+    assert ("not in the model's vocabulary" in capsys.readouterr().err) == (kind == "wordpiece")
+
+
 def test_generate_never_samples_an_id_no_token_has():
     """An hf vocabulary with gaps (ids 3-8 stand for nothing): the model has rows for them, and
     sampling picked them, printing nothing. Here the model's head makes the gaps the likeliest

@@ -54,6 +54,8 @@ class _CannotEncode(TokenizerError):
 def _tokenize_block(task, tok: Tokenizer) -> tuple[int, dict]:
     path, jsonl, start, end, tokens_out, docs_out = task
     replaced, ends, pieces, n = Counter(), [], [], 0
+    # A document's end-of-text id is a piece of its own: appended to the document's ids, it copied them.
+    eot = np.array([tok.eot_id], dtype=DTYPE) if jsonl and tok.eot_id is not None else None
     # A .txt block is encoded as it is: its last line may lack a newline (cleaned unchanged).
     texts = ("\n".join(lines) + "\n" for lines in block_docs(path, start, end, jsonl)) if jsonl \
         else [block_text(path, start, end)]
@@ -63,14 +65,15 @@ def _tokenize_block(task, tok: Tokenizer) -> tuple[int, dict]:
         except TokenizerError as e:
             raise _CannotEncode(path, str(e)) from None
         replaced.update(unknown)
-        if jsonl and tok.eot_id is not None:
-            ids = np.append(ids, np.uint32(tok.eot_id))
         pieces.append(ids)
         n += ids.size
+        if eot is not None:
+            pieces.append(eot)
+            n += 1
         if jsonl:
             ends.append(n)
     with naming(tokens_out):
-        np.concatenate(pieces or [np.zeros(0, DTYPE)]).astype(DTYPE).tofile(tokens_out)
+        np.concatenate(pieces or [np.zeros(0, DTYPE)]).astype(DTYPE, copy=False).tofile(tokens_out)
     if jsonl:  # (a .txt block's ends: none, its file is one document that tokenize() ends)
         with naming(docs_out):
             np.array(ends, dtype=ENDS).tofile(docs_out)
