@@ -19,7 +19,8 @@ Prints:
       hf: CJK lines, indented lines (train-tokenizer's tokenizer: only a newline between two
           printable ASCII characters was a cut point: one block, 3.76 GB for 16 MiB of CJK);
       gpt2: MEMORY_MB MiB of spaces inside one line (--no_filter; one tiktoken piece, ~40 bytes a
-          byte), lines indented deeper than the 256 bytes the block rule sees (one block).
+          byte), lines indented deeper than the 256 bytes the block rule sees (one block), lines
+          of U+00A0 (--no_normalize --no_filter --no_dedup: one run of whitespace, one block).
 
   - split_blocks' scan (how the tokenize step cuts a .txt into blocks) of SCAN_MB MiB of lines of
     U+3000 (ideographic space, newline), of U+00A0 lines and of blank lines, with train-tokenizer's
@@ -177,6 +178,8 @@ def memory_inputs(tmp: Path, mb: int) -> list[tuple[str, Path, list[str]]]:
     cjk = lines("cjk.txt", lambda: "".join(rng.choice(han) for _ in range(rng.randint(10, 40))) + "\n")
     indented = lines("indented.txt", lambda: " " * rng.choice([4, 8, 12]) + words(6) + "\n")
     deep = lines("deep.txt", lambda: " " * rng.randint(300, 600) + words(4) + "\n")
+    nbsp = tmp / "nbsp.txt"
+    nbsp.write_text("Words before them.\n" + "\xa0\n" * (size // 3), encoding="utf-8")  # (a blank corpus is refused)
     spaces = tmp / "spaces.txt"
     spaces.write_text("A line with a run of spaces:" + " " * size + "inside it.\n" + words(10) + "\n")
     (tmp / "tok_corpus.txt").write_text(plain.read_text()[:1 << 20] + cjk.read_text()[:1 << 19])
@@ -188,6 +191,7 @@ def memory_inputs(tmp: Path, mb: int) -> list[tuple[str, Path, list[str]]]:
     hf = ["--tokenization", f"hf:{tok}"]
     return [("gpt2 ordinary lines", plain, []), ("gpt2 spaces in one line", spaces, ["--no_filter"]),
             ("gpt2 indents of 300-600", deep, ["--no_dedup"]),
+            ("gpt2 U+00A0 lines", nbsp, ["--no_normalize", "--no_filter", "--no_dedup"]),
             ("hf ordinary lines", plain, hf), ("hf CJK lines", cjk, ["--no_dedup", *hf]),
             ("hf indented lines", indented, ["--no_dedup", *hf])]
 
@@ -221,7 +225,7 @@ def memory(tmp: Path, mb: int, repos: dict[str, Path]) -> None:
         row = []
         for repo in repos.values():
             row.append(peak(repo, src, tmp / "out", flags))
-            shutil.rmtree(tmp / "out")  # (the next checkout's run writes a new dataset there)
+            shutil.rmtree(tmp / "out", ignore_errors=True)  # (the next checkout's run writes a new dataset there)
         print(f"{name:<28}" + "".join(f"{mib:>20.0f}{s:>7.1f}" for mib, s, _ in row) + "  "
               + ", ".join(outcome for _, _, outcome in row))
 

@@ -110,7 +110,7 @@ def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
 def _past_run(f: BinaryIO, chunk: bytes, low: int, i: int, size: int, skip: RunSkip) -> int | None:
     """Where the scan goes on after the newline just before `chunk[i]` (`chunk` is read from byte
     `low` of the file), at which the rule found no cut, when its window (BOUNDARY_AHEAD bytes) lies
-    inside a run of whitespace (RunSkip): the first later newline of the run where `skip.cuts`
+    inside a run of whitespace (RunSkip): next to the first later newline of the run where `skip.cuts`
     matches, else where the newlines whose window sees the run's end begin (`size` for a run to
     the file's end). None where the window sees that end."""
     start = low + i
@@ -126,8 +126,10 @@ def _past_run(f: BinaryIO, chunk: bytes, low: int, i: int, size: int, skip: RunS
             return None
         stop = size if ended and at + n >= size else at + n - BOUNDARY_AHEAD  # (a window before it is in the run)
         if skip.cuts is not None and searched < stop:
-            if (cut := _first_match(f, skip.cuts, searched, stop, size)) is not None:
-                return cut
+            # (A match may lie just after the newline it tells of: searched one byte further, and the
+            # scan goes on from the byte before it, never back to the newline it was asked at.)
+            if (cut := _first_match(f, skip.cuts, searched, min(stop + 1, size), size)) is not None:
+                return max(cut - 1, start)
             searched = stop
         if ended:
             return stop
@@ -139,15 +141,17 @@ def _past_run(f: BinaryIO, chunk: bytes, low: int, i: int, size: int, skip: RunS
 
 def _first_match(f: BinaryIO, pattern: re.Pattern, start: int, stop: int, size: int) -> int | None:
     """Where the first match of `pattern` that starts in [start, stop) starts; None if none does.
-    A match may look RUN_LOOK bytes past its start."""
+    A match may look RUN_LOOK bytes past its start, and one byte before it."""
     while start < stop:
-        f.seek(start)
-        data = f.read(min(_RUN_READ, stop - start) + RUN_LOOK)
-        sure = len(data) if start + len(data) >= size else len(data) - RUN_LOOK  # (matches that saw what they look at)
-        limit = min(sure, stop - start)
-        m = pattern.search(data)
-        if m and m.start() < limit:
-            return start + m.start()
+        back = min(start, 1)  # (the byte before, for a lookbehind)
+        f.seek(start - back)
+        data = f.read(back + min(_RUN_READ, stop - start) + RUN_LOOK)
+        # (matches that saw what they look at)
+        sure = len(data) if start - back + len(data) >= size else len(data) - RUN_LOOK
+        limit = min(sure - back, stop - start)
+        m = pattern.search(data, back)
+        if m and m.start() - back < limit:
+            return start + m.start() - back
         start += limit
     return None
 

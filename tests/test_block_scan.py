@@ -132,7 +132,8 @@ def test_blocks_are_where_asking_at_each_newline_puts_them(byte_level, tmp_path)
             if name in toks and data and data.decode(errors="replace").encode() == data:  # (valid UTF-8)
                 assert blocks_ids(toks[name], path, skipped) == toks[name].encode(data.decode()), (name, data)
     for name, ([skipped], [asked]) in calls.items():
-        assert skipped * 3 < asked * 2, (name, skipped, asked)  # (gpt2 cuts inside runs: about half)
+        # (gpt2 cuts inside runs at any newline but between two newlines: asked at most of them, 3/4)
+        assert skipped * 3 < asked * (2 if name != "gpt2" else 3), (name, skipped, asked)
 
 
 def test_a_runs_end_is_where_its_characters_end_decoded_one_at_a_time():

@@ -119,15 +119,18 @@ def test_gpt2_blocks_of_random_whitespace_runs_give_the_whole_texts_ids(tmp_path
     (b"one.", b"\ntwo", 0), (b"one.", b"\n\ntwo", 1), (b"\n", b"\n", None),  # the last blank line, or its run's end
     (b"one.", b" two", 0), (b"\n", "\u3000中".encode(), 0), (b"\n", "\u3000\n".encode(), 0),
     ("中".encode(), "文".encode(), 0), ("中\u3000".encode(), "文".encode(), -1),
-    ("中\xa0".encode(), b"x", -1), (b"x", "\x85x".encode(), 0), (b"x", "\x85".encode(), None),
+    ("中\xa0".encode(), b"x", -1), (b"x", "\x85x".encode(), 0), (b"x", "\x85".encode(), -1),
     (b"x ", b"y", -1), (b"x", b"\x1cy", 0), (b"x", b"", None),
     (b"x", "中".encode()[:2], None),  # (a character cut off by the window: not judged)
     (b"foo", b"    bar", 3), (b"foo\r", b"bar", -1), (b"x\r", b"  y", 1), (b"x", b"\t \tif", 2),
     (b"x", "\u3000\u3000中".encode(), 3), (b"x", " \u3000中".encode(), 1),
     # An indent the window does not see the end of: cut just after the newline where r50k has no token
-    # of the newline and the next byte (not "\n\n", "\n\xa0").
+    # of the newline and the next byte (not "\n\n", "\n\xa0"), else just before it where none holds the
+    # byte before and the newline (any but "\n\n"): lines of U+00A0 are cut, blank lines are not.
     (b"x", b" " * 300, 0), (b"x", b"\t" * 300, 0), (b"x", "\u3000".encode() * 90, 0), (b"x", b"  ", 0),
-    (b"x", b"\n" * 300, None), (b"x", "\xa0".encode() * 150, None), (b"x", b" " * 70 + "中".encode()[:2], 0),
+    (b"x", b"\n" * 300, -1), (b"x", "\xa0".encode() * 150, -1), (b"x", b" " * 70 + "中".encode()[:2], 0),
+    ("\xa0".encode(), "\xa0\n".encode() * 100, -1), ("\u3000".encode(), "\xa0\n".encode() * 100, -1),
+    (b"\n", b"\n" * 300, None), (b"\n", "\xa0".encode() * 150, None), (b"\n", "\x85\n".encode() * 100, None),
 ])
 def test_gpt2_safe_boundary_decodes_the_characters_around_the_newline(before, after, at):
     assert gpt2_safe_boundary(before, after) == at
@@ -178,6 +181,31 @@ def test_prepare_dataset_cuts_deeply_indented_lines_in_blocks_with_the_whole_tex
     tok = Tokenizer(None, "gpt2")
     assert read_tokens(tmp_path / "ds" / "train").tolist() == tok._enc.encode_ordinary(text) + [tok.eot_id]
     assert counts and counts[0] > 20, counts
+
+
+@pytest.mark.parametrize("line", ["\xa0\n", "\n\xa0"])
+def test_prepare_dataset_cuts_a_source_of_whitespace_lines_in_blocks_with_the_whole_texts_ids(line, tmp_path,
+                                                                                             monkeypatch):
+    """A .txt of nothing but lines of U+00A0 (--no_normalize, which keeps it) is one run of whitespace:
+    gpt2 cuts it before a newline, where no r50k token holds the byte before and the newline (after
+    it r50k has "\\n\\xa0"). It was one block whatever its size (a whole file held and encoded at once)."""
+    text = "Words.\n" + line * 3000
+    (tmp_path / "ws.txt").write_bytes(text.encode())
+    counts = []
+
+    def spy(path, *args, **kwargs):
+        counts.append(len(blocks := split_blocks(path, *args, **kwargs)))
+        return blocks
+
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 1024)
+    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "ws.txt"), "--out_dir",
+                                       str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1",
+                                       "--no_normalize", "--no_filter", "--no_dedup"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    tok = Tokenizer(None, "gpt2")
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == tok._enc.encode_ordinary(text) + [tok.eot_id]
+    assert counts and counts[0] > len(text.encode()) // 2048, counts
 
 
 def encoded_parts(tok: Tokenizer, monkeypatch) -> list[int]:

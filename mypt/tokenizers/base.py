@@ -18,7 +18,9 @@ from mypt.names import STATE_FILE
 class RunSkip(NamedTuple):
     """A block boundary rule's promise about runs of whitespace (its attribute `run_skip`, read by
     mypt.text.split_blocks): at a newline whose window (`after`) lies inside a run of `chars`, the
-    rule finds no cut, except where `cuts` (None: nowhere) matches at the newline. The scan then
+    rule finds no cut, except where `cuts` (None: nowhere) matches at the newline, or at the byte
+    just before or after it (a pattern that begins with the byte beside the newline skips a run of
+    newlines at C speed, one that begins with the newline tries every one). The scan then
     finds the run's end once (run_end), and asks the rule again only at the newlines whose window
     sees it: a run of many lines costs one search, not a question a newline."""
 
