@@ -268,10 +268,11 @@ class GPTDataLoader:
             raise DataError(f"no {split} split in {self.dataset_dir}")
         return to_device(self._windows(split, self._rng[split], self.batch_size), self.device, pin=True)
 
-    def eval_batches(self, split: str, n_batches: int, seed: int = 0):
+    def eval_batches(self, split: str, n_batches: int):
         """A fixed sequence of batches (the same every call): evaluation is deterministic and
         does not move the training sampler."""
-        rng = np.random.default_rng([seed, 99, SPLITS.index(split)])
+        # Not the run's seed: runs of any --seed score the same batches, so their val losses compare.
+        rng = np.random.default_rng([0, 99, SPLITS.index(split)])
         for _ in range(n_batches):
             yield self._to_device(self._windows(split, rng, self.batch_size))
 
@@ -430,9 +431,9 @@ class MixtureLoader:
         windows = self._draw(split, self._rng[split], [loader._rng[split] for loader in self.loaders], self.batch_size)
         return to_device(windows, self.device, pin=True)
 
-    def eval_batches(self, split: str, n_batches: int, seed: int = 0):
+    def eval_batches(self, split: str, n_batches: int):
         """A fixed sequence of mixed batches (the same every call)."""
-        rng = np.random.default_rng([seed, 99, SPLITS.index(split), MIX_STREAM])
+        rng = np.random.default_rng([0, 99, SPLITS.index(split), MIX_STREAM])
         for _ in range(n_batches):
             yield to_device(self._draw(split, rng, [rng] * len(self.loaders), self.batch_size), self.device)
 

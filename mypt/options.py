@@ -303,12 +303,11 @@ def _click_type(f: dataclasses.Field, base: type) -> Any:
     return base
 
 
-def settings_options(*classes: type, bools: str = "flag", use_flag_names: bool = False,
-                     defaults: bool = True, skip: tuple[str, ...] = ()) -> Callable:
+def settings_options(*classes: type, use_flag_names: bool = False, defaults: bool = True,
+                     skip: tuple[str, ...] = ()) -> Callable:
     """A decorator adding one click option per field of `classes` (a name shared by several
-    classes, like `workers`, becomes one option).
+    classes, like `workers`, becomes one option); a bool field is `--x/--no_x`.
 
-    bools="flag": `--x/--no_x`; bools="value": `--x true|false` (what DVC's `${...}` passes).
     use_flag_names: name options by the fields' `flag` metadata (prepare-dataset's spelling).
     defaults=False: every option defaults to None, meaning "the value from elsewhere"
     (mypt train: the config file's); the field's own default is shown in the help.
@@ -332,14 +331,14 @@ def settings_options(*classes: type, bools: str = "flag", use_flag_names: bool =
                 kwargs["default"] = None
                 if default is not None:
                     kwargs["help"] = f"{help_text} [default: the config file's, else {default}]"
-            if base is bool and bools == "flag":
+            if base is bool:
                 opts.append(option(f"--{name}/--no_{name}", **kwargs))
                 continue
             if typing.get_origin(base) is tuple:  # given several times: --stop a --stop b
                 kwargs.update(multiple=True, type=str, show_default=False)
                 opts.append(option(f"--{name}", **kwargs))
                 continue
-            kwargs["type"] = bool if base is bool else _click_type(f, base)
+            kwargs["type"] = _click_type(f, base)
             opts.append(option(f"--{name}", **kwargs))
 
     def decorate(func: Callable) -> Callable:
