@@ -11,7 +11,8 @@ from pathlib import Path
 
 import mypt
 
-FILE_SUFFIXES = ("py", "json", "jsonl", "toml", "yaml", "md", "txt", "bin", "gz", "zst", "safetensors", "tokens", "docs")
+FILE_SUFFIXES = ("py", "json", "jsonl", "toml", "yaml", "md", "txt", "bin", "gz", "zst", "safetensors", "tokens",
+                 "docs")
 
 
 def _resolves(ref: str, modules: set[str]) -> bool:
