@@ -45,11 +45,13 @@ def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int 
                            tokenizer or Tokenizer.load(dataset_dir), dataset_dir=dataset_dir, eval_only=True)
     model.eval()
     total, count = 0.0, 0
-    for x, y in loader.sequential_batches(split, max_tokens):
-        _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
-    loader.close()
+    try:
+        for x, y in loader.sequential_batches(split, max_tokens):
+            _, loss = model(x, y)
+            total += loss.item() * y.numel()
+            count += y.numel()
+    finally:  # (a damaged shard met mid-pass, or a Ctrl-C: its files closed now, not when collected)
+        loader.close()
     if count == 0:
         raise ConfigError(f"{dataset_dir}/{split} has no window of block_size+1 = {model.config.block_size + 1} tokens")
     mean = total / count
@@ -106,6 +108,8 @@ def evaluate(model: torch.nn.Module, loader, split: str, n_batches: int, amp: to
     if failed is not None:
         raise failed
     return None if cut else torch.stack(losses).mean().item()
+
+
 def evaluate_all(model: torch.nn.Module, loader, eval_loaders: dict, n_batches: int,
                  amp: torch.dtype | None, stop: Callable[[bool], bool] | None = None,
                  errors: tuple[type[BaseException], ...] = ()) -> dict[str, float] | None:

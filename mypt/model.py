@@ -2,8 +2,8 @@
 attention through F.scaled_dot_product_attention (flash kernels on GPU). GPTConfig's options
 swap in the modern recipe's parts (rotary positions, RMSNorm, SwiGLU or squared-ReLU MLPs of
 any width, grouped-query attention, QK-norm, an output head untied from the embedding) under the
-same parameter names, so the defaults are GPT-2's
-to the bit and a Llama export maps the names one to one.
+same parameter names, so the defaults are GPT-2's to the bit and a Llama export maps the names
+one to one.
 
 `GPT.fit(...)` is the programmatic training API (it calls mypt.train.fit, which never
 imports this module: imports flow one way); generation with a KV cache is in mypt.generate.
@@ -25,8 +25,6 @@ from mypt.config import GPTConfig
 from mypt.errors import CheckpointError
 from mypt.names import TIED, unstored
 from mypt.tokenizers import Tokenizer
-
-
 
 _DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 

@@ -72,6 +72,29 @@ def test_eval_loads_each_datasets_tokenizer_once(w, monkeypatch):
     assert sorted(map(str, loaded)) == sorted([str(Path("ck") / "m"), "ds"])
 
 
+def test_evaluate_dataset_closes_the_shards_when_its_pass_fails(w):
+    """A pass that fails (a model error, a damaged shard, a Ctrl-C) leaves no shard open: the
+    loader is closed on the way out, not when the traceback holding it is collected."""
+    import torch
+
+    from mypt.evaluate import evaluate_dataset
+    from mypt.model import load_model
+
+    class Failing(torch.nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config, self.weight = config, torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x, y):
+            raise RuntimeError("the model failed")
+
+    failing = Failing(load_model(Path("ck/m"))[0].config)
+    fds = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(RuntimeError, match="the model failed") as held:  # (the traceback kept alive)
+        evaluate_dataset(failing, Path("ds"))
+    assert held.traceback and sorted(os.listdir("/proc/self/fd")) == fds
+
+
 @pytest.mark.slow
 def test_a_prompt_of_bytes_that_are_not_utf8_is_one_line(w):
     """As a shell passes `--prompt $'Line \\xff'`: bytes, decoded by Python with surrogateescape."""
