@@ -2,11 +2,11 @@
 
 While the sequence fits in block_size, each step feeds one token and reuses the cached keys
 and values of the others. Positions are absolute (a learned table, or rope's rotation of the
-cached keys), so when the window must slide the cache cannot simply be shifted: the last half-window is prefilled again, once every
-half-window of new tokens. Each token then sees between block_size/2 and block_size tokens of
-context, and a step costs the same at token 100 as at token 100,000 (recomputing the whole
-window at every step, as nanoGPT does and `use_cache=False` does, costs block_size tokens of
-compute per step).
+cached keys), so when the window must slide the cache cannot simply be shifted: the last
+half-window is prefilled again, once every half-window of new tokens. Each token then sees
+between block_size/2 and block_size tokens of context, and a step costs the same at token 100
+as at token 100,000 (recomputing the whole window at every step, as nanoGPT does and
+`use_cache=False` does, costs block_size tokens of compute per step).
 """
 
 from __future__ import annotations
@@ -261,8 +261,8 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     if not ids:
         ids = tokenizer.encode("\n") if tokenizer.eot_id is None else [tokenizer.eot_id]
     if not ids:  # an hf tokenizer with no end-of-text that encodes a newline as nothing
-        raise TokenizerError(f"{prompt_flag} {prompt!r}: the model's {tokenizer.kind} tokenizer encodes it as no tokens "
-                             "and has no start of a document to begin from (no end-of-text token, no newline); "
+        raise TokenizerError(f"{prompt_flag} {prompt!r}: the model's {tokenizer.kind} tokenizer encodes it as no "
+                             "tokens and has no start of a document to begin from (no end-of-text token, no newline); "
                              f"give a prompt of words it knows ({prompt_flag})")
     generator = torch.Generator(device=device)
     if seed is not None:

@@ -189,7 +189,8 @@ def not_a_dataset(dataset_dir: Path, flag: str | None = None) -> ShardError:
     holds_files = Path(dataset_dir).is_dir() and any(Path(dataset_dir).iterdir())
     return ShardError(f"{named} is not a prepared dataset (no {METADATA_FILE}); HINT: prepare "
                       + (f"one with `mypt prepare-dataset --input_files ... --out_dir NEW_DIR` and pass that"
-                         if holds_files else f"it with `mypt prepare-dataset --input_files ... --out_dir {dataset_dir}`"))
+                         if holds_files else
+                         f"it with `mypt prepare-dataset --input_files ... --out_dir {dataset_dir}`"))
 
 
 def read_metadata(dataset_dir: Path, flag: str | None = None) -> dict:

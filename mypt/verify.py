@@ -60,7 +60,8 @@ class Report:
             warned = f" ({len(self.warnings)} warning{'s' * (len(self.warnings) != 1)})" if self.warnings else ""
             extra = (f", and {self.unlisted} unlisted shard{'s' * (self.unlisted != 1)} of {self.unlisted_tokens:,} "
                      "tokens (ids checked, nothing to verify them against)") if self.unlisted else ""
-            out.append(f"OK: {self.shards} shard{'s' * (self.shards != 1)}, {self.tokens:,} tokens verified in {self.dataset_dir}{extra}{warned}")
+            out.append(f"OK: {self.shards} shard{'s' * (self.shards != 1)}, {self.tokens:,} tokens verified in "
+                       f"{self.dataset_dir}{extra}{warned}")
         else:
             out.append(f"FAILED: {len(self.problems)} problem{'s' * (len(self.problems) != 1)} in {self.dataset_dir}; "
                        "HINT: restore the named files (from a backup or `dvc pull`) or prepare the dataset again")

@@ -112,7 +112,8 @@ def test_eval_names_the_model_it_loaded_and_takes_a_bare_dataset_dir(w):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == f"model: {Path('ck') / 'm'}" and lines[1].startswith("ds: loss ")
-    as_json = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "ds", "--device", "cpu", "--json")
+    as_json = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "ds", "--device", "cpu",
+                     "--json")
     assert set(json.loads(as_json.output)) == {"ds"}
     # a directory whose path holds "=" (runs/lr=3e-4/ds) is a DIR, not NAME=DIR; so is "."
     Path("runs/lr=3e-4").mkdir(parents=True)

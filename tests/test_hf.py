@@ -158,7 +158,8 @@ def test_export_never_replaces_a_checkpoint(tmp_path):
     checkpoint.save(tmp_path / "b", model, CharTokenizer(chars="abc\n"), {}, torch.optim.AdamW(model.parameters()),
                     {"step": 1})
     before = (tmp_path / "b" / "model.safetensors").read_bytes()
-    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / "a"), "--out_dir", str(tmp_path / "b")])
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(tmp_path / "a"), "--out_dir",
+                                       str(tmp_path / "b")])
     assert result.exit_code == 1 and "checkpoint" in result.output
     assert (tmp_path / "b" / "model.safetensors").read_bytes() == before
 

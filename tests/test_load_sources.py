@@ -30,8 +30,8 @@ def _sharded_checkpoint(path: Path, nan: bool = False) -> None:
     tdist.init_process_group("gloo", store=tdist.HashStore(), rank=0, world_size=1)
     try:
         sharded = shard_model(model, None, compiled=False)
-        checkpoint.save(path, sharded, tok, {"training": {}},
-                        configure_optimizer(sharded, config(), torch.device("cpu")), group=tdist.new_group(backend="gloo"))
+        optimizer = configure_optimizer(sharded, config(), torch.device("cpu"))
+        checkpoint.save(path, sharded, tok, {"training": {}}, optimizer, group=tdist.new_group(backend="gloo"))
     finally:
         tdist.destroy_process_group()
     assert (path / "dcp" / "model").is_dir() and not (path / "model.safetensors").exists()

@@ -104,7 +104,8 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer, settings: TokenizeSettings = TokenizeSettings()) -> dict:
+def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer,
+             settings: TokenizeSettings = TokenizeSettings()) -> dict:
     """Encode every document of `in_dir` into `out_dir` with `tokenizer` (settings.tokenization
     is the vocab step's; here only the worker count matters)."""
     manifest = read_input(STEP, in_dir)
