@@ -35,21 +35,29 @@ def setup_distributed(device: torch.device) -> Dist:
 
     if not dist.is_initialized():
         _wait_for_every_rank(world)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if _own_store():  # (the group's keys apart from mypt's, as init_process_group keeps those of a store it makes)
+            dist.init_process_group(backend, store=dist.PrefixStore("default_pg", _start_store()),
+                                    rank=int(os.environ["RANK"]), world_size=world)
+        else:
+            dist.init_process_group(backend=backend)
     return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 # Start-up under torchrun, before the process group: a rank whose checks fail (its node has no
 # --dataset_dir) exits, and the others would wait in init_process_group for it until its
-# timeout (30 minutes). So each rank says, in the store torchrun's agent hosts, that it is ready
-# or why it cannot start, and each waits for all to be ready before joining.
-# (Off under --max_restarts: each node's agent counts its own restarts, so no key is shared by
-# the ranks of one attempt, and a restarted rank would wait for counts of the attempt before.)
+# timeout (30 minutes). So each rank says, in a store every rank reaches, that it is ready or
+# why it cannot start, and each waits for all to be ready before joining. The store is the one
+# torchrun's agent hosts; where torchrun shares none with its ranks (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1,
+# what --max_restarts needs: restart_warning), the attempt's own at MASTER_ADDR:MASTER_PORT,
+# which rank 0 hosts from its start (host_start_store) and the process group then forms in: a
+# new one each attempt. (Off under --max_restarts with the agent's store: it outlives an attempt,
+# and each node's agent counts its own restarts, so no key would be the attempt's.)
 _READY, _FAILED = "mypt/start/ready", "mypt/start/failed"
 _START_TIMEOUT_S = 1800
 _joined = False  # this process counted itself ready: from then on the others no longer look
 _told = False  # this process told its failure (run_training, then its command, may both try)
-_store = None  # this process's client of the agent's store, once it has one (None: not yet, or none there)
+_store = None  # this process's client of the start store, once it has one (None: not yet, or none there)
 _says: bool | None = None  # whether this rank says its error, where deciding it came with telling or learning it
 
 
@@ -67,28 +75,46 @@ def restart_warning() -> str | None:
             "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: start it as `TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ...`")
 
 
-def _agent_store():
-    """A client of the store torchrun's agent hosts for this attempt, or None where there is
-    none (a launch that is not torchrun's: the group's own store belongs to rank 0)."""
+def _own_store() -> bool:
+    """Whether the ranks meet in the attempt's own store, rank 0's: under torchrun, where its
+    agent shares no store with them."""
+    return bool(os.environ.get("TORCHELASTIC_RUN_ID")) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "False" \
+        and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def host_start_store() -> None:
+    """Rank 0, first thing, where the ranks meet in the attempt's own store: host it, so that a
+    rank that fails before rank 0 has finished its checks can tell it."""
+    if _own_store() and os.environ.get("RANK") == "0":
+        _start_store()
+
+
+def _start_store():
+    """A client of the store the ranks meet in before the process group (rank 0's own: the
+    store itself), or None where there is none (a launch that is not torchrun's: the group's own
+    store belongs to rank 0, made as it forms; --max_restarts with the agent's store)."""
     global _store
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in os.environ:
-        return None
-    if os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0":
+    own = _own_store()
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and \
+        os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") == "0"
+    if "MASTER_ADDR" not in os.environ or not (own or agent):
         return None
     if _store is None:
         from datetime import timedelta
 
         from torch.distributed import TCPStore
 
-        _store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+        # (Rank 0's own is up before another rank's checks are done; 60 s past that, rank 0 has ended.)
+        _store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          is_master=own and os.environ.get("RANK") == "0", wait_for_workers=False,
                           timeout=timedelta(seconds=60))
     return _store
 
 
 def _first_on_node(line: str) -> bool:
     """Whether this rank is the first of its node to stop with the error `line`, claimed in the
-    agent's store; True where there is no store (each rank says its own)."""
-    store = _agent_store()
+    start store; True where there is none (each rank says its own)."""
+    store = _start_store()
     if store is None:
         return True
     me = os.environ.get("RANK", "?")
@@ -101,8 +127,8 @@ def says_error(message: str) -> bool:
     of its node to stop with that error says it, the others exit quietly (8 ranks of a node
     refused alike printed 8 lines). A start-up failure is one error on its node wherever it is
     said: the failing rank's own message, or another rank's `rank R could not start: ...`.
-    Decided by the agent's store at start-up; always True once the store is gone (torchrun
-    ended) or where there is none (--max_restarts: each rank says its own)."""
+    Decided in the start store; always True once the store is gone (torchrun or rank 0 ended)
+    or where there is none (--max_restarts with the agent's store: each rank says its own)."""
     if _says is not None:
         return _says
     if _store is None:  # (never connected: not now, at the end, where the agent may be gone)
@@ -114,8 +140,19 @@ def says_error(message: str) -> bool:
 
 
 def _wait_for_every_rank(world: int) -> None:
+    try:
+        _wait_in_store(world)
+    except RuntimeError as e:  # (torch's DistError: rank 0's own store gone, or never up)
+        if not _own_store():
+            raise
+        raise ConfigError(f"rank 0 ended before every rank started (its store at {os.environ['MASTER_ADDR']}:"
+                          f"{os.environ['MASTER_PORT']}: {error_line(e).splitlines()[0]}): see its node's log for why, "
+                          "then start every node again") from None
+
+
+def _wait_in_store(world: int) -> None:
     global _joined, _says
-    store = _agent_store()
+    store = _start_store()
     if store is None:
         return
     store.add(_READY, 1)
@@ -137,7 +174,7 @@ def _wait_for_every_rank(world: int) -> None:
         if not told and waited > 60 and os.environ.get("RANK") == "0":
             print(f"waiting for the other ranks to start: {ready} of {world} ready", flush=True)
             told = True
-        # Backing off to 2 s: a thousand ranks polling the agent's store every 0.2 s would be
+        # Backing off to 2 s: a thousand ranks polling the start store every 0.2 s would be
         # ten thousand requests a second to one process.
         time.sleep(pause)
         pause = min(2.0, pause * 1.5)
@@ -151,7 +188,7 @@ def tell_ranks_start_failed(error: BaseException) -> None:
         return
     _told = True
     try:
-        store = _agent_store()
+        store = _start_store()
         if store is not None:
             line = error_line(error)
             _says = _first_on_node(line)  # (before the others can learn it: this rank says it on its node)

@@ -26,6 +26,10 @@ class RankCommand(MyptCommand):
         from mypt.signals import watch_torchrun
 
         watch_torchrun()  # (first: torchrun's end, from here on, stops this rank; see mypt.signals)
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "False":  # (torchrun's ranks meet in rank 0's store)
+            from mypt.distributed import host_start_store
+
+            host_start_store()
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.ClickException as e:  # a flag click refuses (not --help's exit)
@@ -46,7 +50,7 @@ def _tell_other_ranks(error: Exception) -> None:
     """Under torchrun only (no torch import elsewhere). A click error as click prints it, with
     the flag it is about; said once a node (mypt.distributed.says_error): the other ranks of the
     node that stop with it exit with its status, quietly."""
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # (torchrun's agent: its other checks there)
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # (torchrun's: the ranks' start store, mypt.distributed)
         from mypt.distributed import says_error, tell_ranks_start_failed
 
         said = error.format_message() if isinstance(error, click.ClickException) else None

@@ -18,20 +18,20 @@ from conftest import free_port, mypt_cli
 TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
 
 
-def two_nodes(cmd: list[str], cwd: Path | list[Path], timeout: float = 240,
-              second: list[str] | None = None) -> list[subprocess.CompletedProcess]:
-    """`torchrun --nnodes 2 ... cmd` as two agents (the second running `second` when given),
-    each in its own session so that it and its worker are killed together if the test ends
-    first. (No --node_rank: the c10d rendezvous numbers the nodes itself, and torchrun says it
-    ignores one.)"""
+def two_nodes(cmd: list[str], cwd: Path | list[Path], timeout: float = 240, second: list[str] | None = None,
+              torchrun: tuple[str, ...] = (), env: dict | None = None) -> list[subprocess.CompletedProcess]:
+    """`torchrun --nnodes 2 ... cmd` as two agents (the second running `second` when given;
+    `torchrun`: more of its flags), each in its own session so that it and its worker are killed
+    together if the test ends first. (No --node_rank: the c10d rendezvous numbers the nodes
+    itself, and torchrun says it ignores one.)"""
     port, procs = free_port(), []
     try:
         for where, cmd in zip(cwd if isinstance(cwd, list) else [cwd, cwd], [cmd, second or cmd]):
             launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                       "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "mypt-test",
-                      *cmd]
+                      *torchrun, *cmd]
             procs.append(subprocess.Popen(launch, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          start_new_session=True))
+                                          start_new_session=True, env={**os.environ, **(env or {})}))
         outs = [p.communicate(timeout=timeout) for p in procs]
         return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
     finally:
@@ -52,8 +52,9 @@ def dataset(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_nodes_train_one_model(dataset, tmp_path, parallel):
-    nodes = two_nodes(["-m", "mypt.cli", "train", "--dataset_dir", str(dataset), "--model_name", "m", "--config_file", "tiny",
-                       "--max_iters", "6", "--eval_interval", "3", "--device", "cpu", "--parallel", parallel], tmp_path)
+    nodes = two_nodes(["-m", "mypt.cli", "train", "--dataset_dir", str(dataset), "--model_name", "m", "--config_file",
+                       "tiny", "--max_iters", "6", "--eval_interval", "3", "--device", "cpu", "--parallel", parallel],
+                      tmp_path)
     for node in nodes:
         assert node.returncode == 0, node.stderr[-3000:]
     logs = "".join(node.stdout for node in nodes)
@@ -122,4 +123,22 @@ def test_a_node_whose_flags_click_refuses_stops_the_other(dataset, tmp_path):
     assert refused in nodes[1].stderr, nodes[1].stderr[-2000:]
     assert re.search(r"rank \d could not start: Invalid value for '--max_iters' / '--max-iters': " + refused,
                      nodes[0].stderr), \
+        nodes[0].stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_under_max_restarts_a_node_that_cannot_start_stops_the_other(dataset, tmp_path):
+    """torchrun --max_restarts (with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, which its restarts
+    need) shares no store with its ranks: a node whose rank could not start spent its restarts
+    and ended, and the other node's rank waited in the process group for it (30 minutes). The
+    ranks meet in rank 0's own store of the attempt: every attempt, and so every node, stops."""
+    cmd = ["-m", "mypt.cli", "train", "--dataset_dir", str(dataset), "--model_name", "m", "--config_file", "tiny",
+           "--device", "cpu", "--max_iters"]
+    nodes = two_nodes(cmd + ["2"], tmp_path, timeout=150, second=cmd + ["abc"], torchrun=("--max_restarts", "1"),
+                      env={"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
+    assert [node.returncode for node in nodes] == [1, 1], [node.stderr[-2000:] for node in nodes]
+    assert "'abc' is not a valid integer" in nodes[1].stderr, nodes[1].stderr[-2000:]
+    # (Rank 0, where the rendezvous put it on the failing node, may end before the other reads its store.)
+    assert re.search(r"^Error: (rank \d could not start: Invalid value for '--max_iters' / '--max-iters': 'abc' is not "
+                     r"a valid integer|rank 0 ended before every rank started)", nodes[0].stderr, re.M), \
         nodes[0].stderr[-3000:]
