@@ -193,6 +193,22 @@ def test_cached_decoding_equals_recomputing(name):
         _reference_tokens(model, idx, 30)
 
 
+@pytest.mark.parametrize("name", ["learned", *OPTIONS])
+def test_chunks_appended_to_a_filled_cache_see_everything_cached(name):
+    """Several tokens after cached ones (a prefill in chunks): each new token attends to every
+    cached position and the new ones up to itself, so the logits are the full forward's."""
+    model = small(**OPTIONS.get(name, {}))
+    seq = torch.randint(0, VOCAB, (2, 14), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full, _ = model(seq, seq)  # (B, T, V)
+        cache, chunks, start = KVCache(model.config, 2, "cpu", torch.float32), [], 0
+        for size in (5, 4, 1, 3, 1):
+            part = seq[:, start:start + size]
+            chunks.append(model(part, part, cache=cache)[0])
+            start += size
+    assert cache.pos == 14 and torch.allclose(torch.cat(chunks, dim=1), full, atol=1e-5)
+
+
 def test_generation_allocates_the_cache_it_fills_not_the_whole_context(monkeypatch):
     """A model of a long context (an imported Llama 3.2: 131,072 positions) answering a short
     prompt: the cache holds the prompt and the new tokens, with the same tokens as recomputing."""
