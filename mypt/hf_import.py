@@ -61,6 +61,11 @@ def hf_dir(spec: str | None) -> Path | None:
 # and up projections are one matrix computes mypt's squared ReLU exactly, so relu2 models export
 # as Llama or Qwen3 with hidden_act relu and that matrix twice (hf_export), and import back.
 MLP_FROM_ACT = {"silu": "swiglu", "relu": "relu2"}
+# transformers' other names of those functions (ACT2FN's "swish" is nn.SiLU, 4.57 and 5 alike).
+ACT_ALIASES = {"swish": "silu"}
+# The model types whose config reads use_sliding_window (Qwen2Config and Qwen3Config turn their
+# sliding_window off without it); LlamaConfig and MistralConfig have no such key and ignore it.
+USE_SLIDING_WINDOW_TYPES = ("qwen2", "qwen3")
 
 # The keys of a GPT-2 config.json that give the model's shape (the rest have defaults).
 HF_SHAPE_KEYS = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
@@ -215,6 +220,7 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
     kv = n_head if kv is None else kv
     head_dim = get("head_dim")
     act = hf.get("hidden_act", "silu")
+    act = ACT_ALIASES.get(act, act) if isinstance(act, str) else act
     theta, ropes = hf_rope(hf)
     scalings = {key: _rope_scaling_setting(kind, params) for key, (kind, params) in ropes.items()}
     scaling = next((setting for _, setting in scalings.values()), None)  # rope_parameters' first
@@ -233,12 +239,13 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
                                            "high_freq_factor and original_max_position_embeddings"
                                            + ("; the same in rope_parameters and rope_scaling" if ok else ""))
           for key, (ok, setting) in scalings.items()],
-        ("use_sliding_window", not hf.get("use_sliding_window"), "false"),
+        ("use_sliding_window", hf["model_type"] not in USE_SLIDING_WINDOW_TYPES or not hf.get("use_sliding_window"),
+         "false"),
         ("sliding_window", window is None or type(window) is int and window > 0, "null or a whole number above 0"),
         ("layer_types", isinstance(layer_types, list) and all(t == "full_attention" for t in layer_types),
          "full_attention in every layer"),
-        ("hidden_act", isinstance(act, str) and act in MLP_FROM_ACT, "silu, or relu with gate_proj equal to "
-                                                                     "up_proj (mypt's squared ReLU)"),
+        ("hidden_act", isinstance(act, str) and act in MLP_FROM_ACT, "silu (or swish, the same), or relu with "
+                                                                     "gate_proj equal to up_proj (mypt's squared ReLU)"),
         ("rms_norm_eps", _norm_eps_ok(get("rms_norm_eps")), EPS_WANTED),
         # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write;
         # checked only where transformers reads it: a key it ignores is no model's setting)

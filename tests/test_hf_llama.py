@@ -142,11 +142,12 @@ def llama_dir(tmp_path_factory) -> Path:
                        "original_max_position_embeddings": 8}},
      "original_max_position_embeddings': 8} (mypt: rope_type default, or llama3 with factor, low_freq_factor, "
      "high_freq_factor and original_max_position_embeddings; the same in rope_parameters and rope_scaling)"),
-    ({"use_sliding_window": True}, "use_sliding_window True"),
+    ({"model_type": "qwen2", "use_sliding_window": True}, "use_sliding_window True (mypt: false)"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu' (mypt: silu (or swish, the same), or relu"),
     ({"intermediate_size": 0}, "intermediate_size 0 (mypt: a whole number above 0)"),
     ({"rms_norm_eps": -1e-6}, "rms_norm_eps -1e-06 (mypt: a number above 0, at most 0.1)"),
     ({"attention_bias": "yes"}, "attention_bias 'yes' (mypt: true or false)"),
-    ({"hidden_act": ["relu"]}, "hidden_act ['relu'] (mypt: silu, or relu with gate_proj equal to up_proj"),
+    ({"hidden_act": ["relu"]}, "hidden_act ['relu'] (mypt: silu (or swish, the same), or relu with gate_proj"),
     ({"rms_norm_eps": 0.5}, "rms_norm_eps 0.5 (mypt: a number above 0, at most 0.1)"),
     ({"mlp_bias": True}, "mlp_bias True"),
     ({"head_dim": 0}, "head_dim 0 (mypt: an even whole number (rotary positions turn pairs))"),
@@ -181,6 +182,22 @@ def test_a_llama_of_transformers_imports_with_its_logits(llama_dir, tmp_path):
     model, _, config = import_hf(tmp_path)
     assert config["model"]["n_kv_head"] == 1 and model.config.mlp_hidden == 128
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir).eval()
+    x = torch.randint(0, 64, (1, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x, x)[0], hf_model(x).logits, atol=1e-4)
+
+
+def test_a_llama_with_swish_and_use_sliding_window_imports_as_transformers_computes_it(llama_dir, tmp_path):
+    """hidden_act swish is transformers' SiLU, and LlamaConfig has no use_sliding_window (the
+    Llama attends to every position whatever it says): the same logits as transformers'."""
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(tmp_path)
+    config = json.loads((llama_dir / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "swish", "use_sliding_window": True}),
+                                          encoding="utf-8")
+    (tmp_path / "model.safetensors").symlink_to(llama_dir / "model.safetensors")
+    model, _, _ = import_hf(tmp_path)
+    assert model.config.mlp == "swiglu"
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     x = torch.randint(0, 64, (1, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(model.eval()(x, x)[0], hf_model(x).logits, atol=1e-4)
