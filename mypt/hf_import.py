@@ -14,7 +14,9 @@ transformers' class of the model_type: ATTENTION_BIASES), another activation,
 GPT-2's other attention scalings. A head_dim other than hidden_size / heads is head_size. A key
 the config.json leaves out means transformers' default for its model_type (LlamaConfig and the
 Qwens do not tie the head by default). The weights are model.safetensors or the shards a
-model.safetensors.index.json lists; pickles are refused. The tokenizer: a mypt export's own
+model.safetensors.index.json lists; pickles are refused, and so is a quantized checkpoint (a
+quantization_config, weights of another dtype than float, a tensor the import has no place for,
+such as a scale: WEIGHT_DTYPES, UNUSED_BUFFERS). The tokenizer: a mypt export's own
 (its tokenizer.json once that changed since the export), GPT-2's for a GPT-2 vocabulary, else
 the directory's tokenizer.json (a Hub model's: prepare its datasets with `--tokenizer_from
 DIR`). A vocabulary padded past the tokenizer's ids (Qwen's 151,936 rows for 151,665 ids) is
@@ -26,13 +28,14 @@ training does not depend on its code."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 
 from mypt.checkpoint import holds_mypt_config
 from mypt.config import MAX_NORM_EPS
-from mypt.errors import ConfigError
+from mypt.errors import ConfigError, listed
 from mypt.io import sha256_file
 from mypt.names import EXPORT_RECORD  # (what tells a mypt export's tokenizer_state.json from a stale one)
 from mypt.tokenizers import Tokenizer
@@ -46,6 +49,17 @@ HF_PREFIX = "hf:"
 # mypt's tensors with a row per vocabulary id (padded to a multiple of 64; the export trims the
 # padding, the import adds it): the embedding, and an untied head.
 VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")
+# The dtypes of weights mypt reads as they are: a quantized checkpoint's int8, float8 or packed
+# 4-bit tensors hold the same names and shapes as its float ones, but their values need scales
+# (weight_scale, SCB, absmax) to be weights (an FP8 one read as it is: ~5,000x too large).
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Tensors of float checkpoints that no model reads, left out of the import by name: GPT-2's
+# causal-mask buffers (attn.bias, attn.masked_bias in the Hub's gpt2 files) and the RoPE
+# frequencies older transformers saved in Llama files (rotary_emb.inv_freq). Any other tensor
+# mypt has no place for is refused: one dropped silently is how a quantized model's scales went.
+UNUSED_BUFFERS = re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)"
+                            r"|model\.(layers\.\d+\.self_attn\.)?rotary_emb\.inv_freq")
+
 # A config.json's rows past its tokenizer's ids taken as padding (left out on import): up to
 # this many, or 1% of the rows. A vocabulary rounded up to a multiple of 128 passes; another
 # model's tokenizer does not.
@@ -121,6 +135,12 @@ def _read_hf_config(path: Path) -> tuple[dict, dict]:
     if holds_mypt_config(path):
         raise ConfigError(f"--init_from_model hf:{path} is a mypt checkpoint, not a Hugging Face directory: pass "
                           f"--init_from_model {path} (without hf:)")
+    quantized = hf.get("quantization_config")
+    if quantized is not None:  # (its weights read as floats are not the model's: WEIGHT_DTYPES)
+        method = quantized.get("quant_method") if isinstance(quantized, dict) else quantized
+        raise ConfigError(f"--init_from_model hf:{path}: config.json: mypt cannot express quantization_config "
+                          f"(quant_method {method!r}): the files hold quantized weights, whose values need scales "
+                          "mypt does not apply; give the model's unquantized (float16, bfloat16 or float32) weights")
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_TYPES:
         seen = f"model_type {model_type!r}" if "model_type" in hf else "a config.json without model_type"
@@ -244,8 +264,8 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
         ("sliding_window", window is None or type(window) is int and window > 0, "null or a whole number above 0"),
         ("layer_types", isinstance(layer_types, list) and all(t == "full_attention" for t in layer_types),
          "full_attention in every layer"),
-        ("hidden_act", isinstance(act, str) and act in MLP_FROM_ACT, "silu (or swish, the same), or relu with "
-                                                                     "gate_proj equal to up_proj (mypt's squared ReLU)"),
+        ("hidden_act", isinstance(act, str) and act in MLP_FROM_ACT,
+         "silu (or swish, the same), or relu with gate_proj equal to up_proj (mypt's squared ReLU)"),
         ("rms_norm_eps", _norm_eps_ok(get("rms_norm_eps")), EPS_WANTED),
         # (attention_bias true: qkv_bias, if every o_proj.bias is zeros, as mypt's exports write;
         # checked only where transformers reads it: a key it ignores is no model's setting)
@@ -329,6 +349,24 @@ def _llama_state(weights: dict[str, torch.Tensor], cfg, source: Path, o_bias: bo
     return state
 
 
+def _unused_tensors(loaded: dict[str, torch.Tensor], cfg, hf: dict, params) -> list[str]:
+    """The tensors of a transformers file that the import neither reads nor checks, nor are
+    UNUSED_BUFFERS. A Llama or Qwen file's read ones are llama_names', the head (checked against
+    a tied embedding), o_proj's biases where checked to be zeros, and the biases transformers'
+    class of the model_type has no place for (ATTENTION_BIASES: Mistral's, Qwen2's o_proj's),
+    which transformers drops and so does mypt. A GPT-2 file's are mypt's names (with or without
+    `transformer.`) and the head."""
+    if cfg.position != "rope":
+        read = {name.removeprefix("transformer.") for name in params} | {"lm_head.weight"}
+        return [name for name in loaded
+                if name.removeprefix("transformer.") not in read and not UNUSED_BUFFERS.fullmatch(name)]
+    read = {name for _, theirs in llama_names(cfg) for name in theirs} | {"lm_head.weight"}
+    qkv, o = ATTENTION_BIASES[hf["model_type"]]
+    drops = {"q": qkv is False, "k": qkv is False, "v": qkv is False, "o": o is False or attention_biases(hf)[1]}
+    read |= {f"model.layers.{i}.self_attn.{x}_proj.bias" for i in range(cfg.n_layer) for x, ok in drops.items() if ok}
+    return [name for name in loaded if name not in read and not UNUSED_BUFFERS.fullmatch(name)]
+
+
 def _gpt2_state(weights: dict[str, torch.Tensor], names, source: Path) -> dict[str, torch.Tensor]:
     """mypt's names of a GPT-2 state dict: Conv1D weights transposed to nn.Linear's."""
     from mypt.errors import CheckpointError
@@ -387,6 +425,12 @@ def load_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{file} is not a readable safetensors file ({e}); save the model again with "
                                   "save_pretrained(..., safe_serialization=True)") from None
+        quantized = [f"{name} {str(t.dtype).removeprefix('torch.')}" for name, t in loaded.items()
+                     if t.dtype not in WEIGHT_DTYPES and not UNUSED_BUFFERS.fullmatch(name)]
+        if quantized:
+            raise CheckpointError(f"{file}: {listed(quantized, 3)}: not float weights (mypt reads float16, bfloat16 "
+                                  "or float32): a quantized checkpoint's values need scales mypt does not apply; give "
+                                  "the model's unquantized weights")
         check_finite(loaded, f"{file}")
         weights.update(loaded)
     missing = [name for name in weight_map if name not in weights]
@@ -414,6 +458,11 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     loaded, source = load_hf_weights(path)
     # A tied head is the embedding (one tensor, lm_head.weight in mypt's state dict).
     params = {name: p for name, p in weight_shapes(cfg).items() if name != "lm_head.weight" or not cfg.tie_embeddings}
+    unused = _unused_tensors(loaded, cfg, hf, params)
+    if unused:
+        raise CheckpointError(f"{source}: holds {listed(unused, 3)}, which the model has no place for: mypt imports "
+                              "the weights of a float model only (a quantized one's scales, such as weight_scale or "
+                              "SCB, are such tensors); give the model's unquantized weights, of its own layers")
     state = _llama_state(loaded, cfg, source, attention_biases(hf)[1]) if cfg.position == "rope" \
         else _gpt2_state(loaded, params, source)
     head, embedding = loaded.get("lm_head.weight"), state["transformer.wte.weight"]

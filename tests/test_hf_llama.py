@@ -243,6 +243,80 @@ def test_a_llama_lm_head_other_than_the_embedding_is_refused(llama_dir, tmp_path
         import_hf(tmp_path)
 
 
+def quantized(llama_dir: Path, path: Path, method: str | None, kind: str) -> Path:
+    """llama_dir's Llama with its projections quantized as a quantized checkpoint holds them:
+    fp8 (float8_e4m3fn weights and a float32 `weight_scale` per row, fbgemm_fp8's layout), int8
+    (int8 weights and bitsandbytes' `SCB`, each row's largest |w|), or float (the float weights
+    with a scale beside them); config.json's quantization_config says `method` (None: none)."""
+    from safetensors.torch import load_file, save_file
+
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(path)
+    config = json.loads((llama_dir / "config.json").read_text(encoding="utf-8"))
+    if method is not None:
+        config["quantization_config"] = {"quant_method": method, **({"load_in_8bit": True} if kind == "int8" else {})}
+    (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    weights = load_file(llama_dir / "model.safetensors")
+    for name in [n for n in weights if n.endswith("_proj.weight")]:
+        w = weights[name]
+        absmax = w.abs().amax(dim=1)
+        if kind == "int8":
+            weights[name] = (w / absmax[:, None] * 127).round().to(torch.int8)
+            weights[name.replace(".weight", ".SCB")] = absmax
+        else:
+            scale = absmax[:, None] / 448  # float8_e4m3fn's largest value
+            weights[name] = (w / scale).to(torch.float8_e4m3fn) if kind == "fp8" else w
+            weights[name + "_scale"] = scale
+    save_file(weights, path / "model.safetensors")
+    return path
+
+
+@pytest.mark.parametrize("method, kind, named", [
+    ("fbgemm_fp8", "fp8", "mypt cannot express quantization_config (quant_method 'fbgemm_fp8')"),
+    ("bitsandbytes", "int8", "mypt cannot express quantization_config (quant_method 'bitsandbytes')"),
+    (None, "fp8", "model.safetensors: model.layers.0.mlp.down_proj.weight float8_e4m3fn, "
+                  "model.layers.0.mlp.gate_proj.weight float8_e4m3fn, model.layers.0.mlp.up_proj.weight "
+                  "float8_e4m3fn (and 4 more): not float weights"),
+    (None, "int8", "model.layers.0.mlp.down_proj.weight int8, "),
+    (None, "float", "model.safetensors: holds model.layers.0.mlp.down_proj.weight_scale, "
+                    "model.layers.0.mlp.gate_proj.weight_scale, model.layers.0.mlp.up_proj.weight_scale "
+                    "(and 4 more), which the model has no place for"),
+])
+def test_a_quantized_llama_is_refused_naming_what_says_so(llama_dir, tmp_path, method, kind, named):
+    """An FP8 or int8 checkpoint has a float one's names and shapes: read as floats, its weights
+    are its quantized integers (int8's up to 127 where the model's are ~0.1). Its config.json's
+    quantization_config, a weight of another dtype, a tensor the import has no place for: each
+    is refused, naming it."""
+    with pytest.raises((ConfigError, CheckpointError)) as error:
+        import_hf(quantized(llama_dir, tmp_path, method, kind))
+    assert named in str(error.value) and "unquantized" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_tensors_float_checkpoints_hold_that_no_model_reads_import_and_others_are_refused(llama_dir, tmp_path):
+    """GPT-2's causal-mask buffers (the Hub's gpt2 files hold them) and older Llama files' RoPE
+    frequencies are no weights: imported without them, to the same model. A q_proj bias in a
+    Llama whose config.json says attention_bias false (transformers would drop it) is refused."""
+    from safetensors.torch import load_file, save_file
+    from test_hf import edited, hf_gpt2
+
+    gpt2_dir = tmp_path / "source"
+    hf_gpt2(gpt2_dir)
+    mask = torch.tril(torch.ones(1, 1, 32, 32))
+    gpt2 = edited(gpt2_dir, tmp_path / "gpt2", {}, {"h.0.attn.bias": mask, "h.1.attn.bias": mask.clone(),
+                                                   "h.0.attn.masked_bias": torch.tensor(-1e4)})
+    assert torch.equal(import_hf(gpt2)[0].transformer.h[1].attn.c_attn.weight,
+                       import_hf(gpt2_dir)[0].transformer.h[1].attn.c_attn.weight)
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(tmp_path)
+    (tmp_path / "config.json").symlink_to(llama_dir / "config.json")
+    weights = load_file(llama_dir / "model.safetensors")
+    inv_freq = {"model.layers.0.self_attn.rotary_emb.inv_freq": torch.rand(6)}
+    save_file({**weights, **inv_freq}, tmp_path / "model.safetensors")
+    import_hf(tmp_path)
+    save_file({**weights, "model.layers.0.self_attn.q_proj.bias": torch.zeros(48)}, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model.safetensors: holds model.layers.0.self_attn.q_proj.bias, "
+                                              r"which the model has no place for"):
+        import_hf(tmp_path)
+
+
 def hub_llama(path: Path, corpus: str) -> "object":
     """A Llama directory as the Hub has them (config.json, model.safetensors, tokenizer.json; no
     mypt tokenizer_state.json), shaped as mypt can express it (SmolLM2-135M's family: tied head,
