@@ -100,3 +100,15 @@ def test_loading_builds_no_weights_to_throw_away_and_keeps_the_embedding_tied(tm
     model, _, _ = load_model(tmp_path / "ckpt")
     assert all(t.dtype == torch.float32 for t in model.state_dict().values())
     assert torch.equal(model.lm_head.weight, saved.lm_head.weight.detach().bfloat16().float())
+
+
+def test_sharded_saves_of_the_same_state_are_the_same_bytes(tmp_path):
+    """safetensors writes a file's metadata map in hash order: DCP's files of two saves of one
+    state differed in bytes (and in sha256, DVC's hashes) though equal in every value."""
+    for i in range(4):
+        _sharded_checkpoint(tmp_path / str(i))
+    files = sorted(p.relative_to(tmp_path / "0") for p in (tmp_path / "0" / "dcp").rglob("*.safetensors"))
+    assert len(files) >= 2
+    for i in range(1, 4):
+        for f in files:
+            assert (tmp_path / str(i) / f).read_bytes() == (tmp_path / "0" / f).read_bytes(), (i, f)
