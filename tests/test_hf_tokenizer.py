@@ -476,3 +476,45 @@ def test_a_tokenizer_without_a_decoder_is_named(trained, tmp_path):
                         "--tokenization", f"hf:{path}", "--workers", "1")
         assert ("the tokenizer.json has no decoder" in result.output) == warned, result.output
         assert result.output.count("no decoder") <= 1
+
+
+# Llama 3's pre-tokenizer pattern: punctuation takes the newlines after it (".\n" one piece).
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def merging_newline_tokenizer(path: Path, kind: str):
+    """A BPE without an end-of-text token whose one merge joins a newline to what comes before it:
+    ".\n" under Llama 3's pattern, " \n" under GPT-2's byte-level one (the newline encoded apart
+    gives other ids)."""
+    if kind == "llama3":
+        vocab = {c: i for i, c in enumerate(sorted(set("Hello there.\nBye ok") | {".\n", "<unk>"}))}
+        hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[(".", "\n")], unk_token="<unk>"))
+        hf.pre_tokenizer = tokenizers.pre_tokenizers.Split(tokenizers.Regex(LLAMA3_PATTERN), behavior="isolated")
+        hf.decoder = tokenizers.decoders.Fuse()
+    else:
+        alphabet = tokenizers.pre_tokenizers.ByteLevel.alphabet()
+        vocab = {c: i for i, c in enumerate(sorted(alphabet) + ["ĠĊ"])}
+        hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[("Ġ", "Ċ")]))
+        hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = tokenizers.decoders.ByteLevel()
+    hf.save(str(path))
+    return hf
+
+
+@pytest.mark.parametrize("kind, texts", [("llama3", ["Hello there.", "Bye ok."]),
+                                         ("bytelevel", ["Hello there.  ", "Bye ok. "])])
+@pytest.mark.parametrize("dedup", [True, False])
+def test_a_txt_without_a_final_newline_ends_with_the_ids_of_its_text_and_newline(tmp_path, kind, texts, dedup):
+    """Without an end-of-text token a newline ends each document, its ids those of the text and
+    its newline encoded together (README), also for a .txt whose last line lacks it, as cleaned
+    unchanged under --no_normalize --no_dedup (a newline encoded apart is '.', '\\n' for '.\\n')."""
+    hf = merging_newline_tokenizer(tmp_path / "tok.json", kind)
+    for name, text in zip("ab", texts):
+        (tmp_path / f"{name}.txt").write_text(text, encoding="utf-8")
+    invoke("prepare-dataset", "--input_files", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--out_dir",
+           str(tmp_path / "ds"), "--tokenization", f"hf:{tmp_path / 'tok.json'}", "--no_normalize", "--no_filter",
+           *(["--dedup_min_chars", "1000"] if dedup else ["--no_dedup"]), "--val_fraction", "0", "--workers", "1")
+    expected = [i for text in texts for i in hf.encode(text + "\n").ids]
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == expected
+    assert len(hf.encode(texts[0] + "\n").ids) < len(hf.encode(texts[0]).ids + hf.encode("\n").ids)

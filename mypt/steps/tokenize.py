@@ -57,8 +57,12 @@ def _tokenize_block(task, tok: Tokenizer) -> tuple[int, dict]:
     # A document's end-of-text id is a piece of its own: appended to the document's ids, it copied them.
     eot = np.array([tok.eot_id], dtype=DTYPE) if jsonl and tok.eot_id is not None else None
     # A .txt block is encoded as it is: its last line may lack a newline (cleaned unchanged).
+    # Without an end-of-text id a newline ends each document, encoded with its text as a JSONL
+    # document's is (a Llama 3 BPE has a token for ".\n": ".", "\n" apart would be other ids).
     texts = ("\n".join(lines) + "\n" for lines in block_docs(path, start, end, jsonl)) if jsonl \
         else [block_text(path, start, end)]
+    if not jsonl and tok.eot_id is None and end == path.stat().st_size and not texts[0].endswith("\n"):
+        texts[0] += "\n"  # (the file's last block)
     for text in texts:
         try:
             ids, unknown = tok.encode_lossy(text)
@@ -98,12 +102,6 @@ def _join_ends(doc_parts: list[Path], dest: Path) -> int:
     return documents
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, 2)
-        return f.read(1) == b"\n"
-
-
 def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer,
              settings: TokenizeSettings = TokenizeSettings()) -> dict:
     """Encode every document of `in_dir` into `out_dir` with `tokenizer` (settings.tokenization
@@ -137,17 +135,10 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer,
             if s["jsonl"]:
                 documents = _join_ends([d for _, d in parts[i]], docs_path)
             else:  # a .txt file is one document
-                if n_tokens:
-                    tail = []
-                    # (This source's file: `path` of the loop above is the last source's.)
-                    if tokenizer.eot_id is None and not _ends_with_newline(Path(in_dir) / s["file"]):
-                        # Without an end-of-text id the newline separates documents.
-                        tail += tokenizer.encode_array("\n").tolist()
-                    if tokenizer.eot_id is not None:
-                        tail.append(tokenizer.eot_id)
+                if n_tokens and tokenizer.eot_id is not None:  # (without one, its last block ended it: a newline)
                     with open(tokens_path, "ab") as f:
-                        f.write(np.array(tail, dtype=DTYPE).tobytes())
-                    n_tokens += len(tail)
+                        f.write(np.array([tokenizer.eot_id], dtype=DTYPE).tobytes())
+                    n_tokens += 1
                 documents = 1 if n_tokens else 0
                 with atomic_file(docs_path) as f:
                     f.write(np.array([n_tokens] * documents, dtype=ENDS).tobytes())
