@@ -3,15 +3,17 @@ agreeing on when to stop and save (so that every rank's collectives meet)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
-from mypt.errors import ConfigError, error_line
+from mypt.errors import ConfigError, MyptError, error_line
 
 
 @dataclass
@@ -195,6 +197,34 @@ def tell_ranks_start_failed(error: BaseException) -> None:
             store.compare_set(_FAILED, "", json.dumps([os.environ.get("RANK", "?"), line]))
     except Exception:  # (the store gone: the others have ended already)
         pass
+
+
+@contextlib.contextmanager
+def built_on_every_rank(group) -> Iterator[None]:
+    """Start-up work each rank does on its own once the process group has formed (its loaders,
+    from its node's copy of the data), after which every rank learns whether all did it: a rank
+    that refused raises its error, the others `rank R could not start: ...`, where they would go
+    on into the first collective of training, there to fail with gloo's traceback (`Connection
+    closed by peer`) or, with NCCL, to wait out its timeout."""
+    global _says
+    failure = None
+    try:
+        yield
+    except (MyptError, OSError) as e:
+        if group is None:
+            raise
+        failure = e
+        _says = _first_on_node(error_line(e))  # (before the others learn it: this rank says it on its node)
+    if group is None:
+        return
+    lines = all_ranks(None if failure is None else error_line(failure), group)
+    if failure is not None:
+        raise failure
+    for rank, line in enumerate(lines):
+        if line is not None:
+            _says = _first_on_node(line)
+            raise ConfigError(f"rank {rank} could not start: {line} (so every rank stops: fix it on that node, then "
+                              "start every node again)")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

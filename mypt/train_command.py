@@ -20,7 +20,8 @@ from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
-from mypt.distributed import Dist, all_ranks, cpu_group, restart_warning, setup_distributed, tell_ranks_start_failed
+from mypt.distributed import (Dist, all_ranks, built_on_every_rank, cpu_group, restart_warning, setup_distributed,
+                              tell_ranks_start_failed)
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
@@ -590,13 +591,15 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
         for line in [*unused_flags(overrides or {}, cfgs), restart_warning()]:
             if line:
                 log(line)
-    device, dist = _setup_device(cfgs.train)
     data_sums = _data_sums(specs)  # (recorded in every save; compared on resume and between ranks)
+    device, dist = _setup_device(cfgs.train)
     _check_ranks_agree(req, cfgs, specs, data_sums, dist, device)
     # The data first: its checks (a window longer than every shard) take a moment, where a
-    # model of a mistaken --block_size could take minutes and gigabytes to build.
-    loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
-    model = _build_model(req, cfgs, tokenizer, device)
+    # model of a mistaken --block_size could take minutes and gigabytes to build. Each rank
+    # reads its node's copy of the data and of the starting weights: one may refuse alone.
+    with built_on_every_rank(cpu_group(dist)):
+        loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
+        model = _build_model(req, cfgs, tokenizer, device)
     _rank_streams(cfgs.train, dist)
     if cfgs.init is not None and not req.resume and dist.is_main:
         log(init_line(cfgs.init, cfgs.hf, cfgs.init_rows, model.config.vocab_size))

@@ -142,3 +142,28 @@ def test_under_max_restarts_a_node_that_cannot_start_stops_the_other(dataset, tm
     assert re.search(r"^Error: (rank \d could not start: Invalid value for '--max_iters' / '--max-iters': 'abc' is not "
                      r"a valid integer|rank 0 ended before every rank started)", nodes[0].stderr, re.M), \
         nodes[0].stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_node_that_refuses_its_data_after_the_group_formed_stops_the_other(dataset, tmp_path):
+    """Each rank builds its loaders from its node's copy of the data once the process group has
+    formed: a node whose copy is refused there (a shard unreadable) stopped, and the other went on
+    into DDP's first collective, to die with gloo's traceback (with NCCL: wait out its timeout).
+    Every rank now learns it: the other node names that rank's error."""
+    script = tmp_path / "node.py"
+    script.write_text("import sys\nimport mypt.train_command\nfrom mypt.errors import DataError\n"
+                      "def refused(*args, **kwargs):\n"
+                      "    raise DataError('--dataset_dir ds: shard_00000.bin cannot be read on this node')\n"
+                      "if sys.argv[1] == 'refuses':\n    mypt.train_command._build_loaders = refused\n"
+                      "from mypt.cli import main\nmain(['train', *sys.argv[2:]], prog_name='mypt')\n")
+    args = ["--dataset_dir", str(dataset), "--model_name", "m", "--config_file", "tiny", "--max_iters", "2",
+            "--device", "cpu"]
+    nodes = two_nodes([str(script), "builds", *args], tmp_path, timeout=120, second=[str(script), "refuses", *args])
+    assert [node.returncode for node in nodes] == [1, 1], [node.stderr[-2000:] for node in nodes]
+    refused = "--dataset_dir ds: shard_00000.bin cannot be read on this node"
+    assert re.findall(r"^Error: .*", nodes[1].stderr, re.M) == [f"Error: {refused}"], nodes[1].stderr[-2000:]
+    said = re.findall(r"^Error: .*", nodes[0].stderr, re.M)
+    assert len(said) == 1 and re.fullmatch(rf"Error: rank \d could not start: {refused} \(so every rank stops: fix it "
+                                           r"on that node, then start every node again\)", said[0]), \
+        nodes[0].stderr[-3000:]
+    assert "Connection closed by peer" not in nodes[0].stderr
