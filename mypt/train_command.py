@@ -619,16 +619,13 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
 # What _check_ranks_agree compares by content (nodes may mount it elsewhere), named in its message by paths.
 DATA_KEY = "the data (--dataset_dir, --input_file)"
 STARTING_WEIGHTS = "the starting weights (--init_from_model, --resume)"
+SHARED_CHECKPOINTS = "--checkpoints_dir, one folder for every node"  # (compared under --parallel fsdp)
 
 
-def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec], data_sums: list[str],
-                       dist: Dist, device: torch.device) -> None:
-    """Under torchrun every rank must train the same run: nodes started with another flag
-    (--eval_interval) hung, one evaluating while the others trained, or drifted apart silently
-    (--learning_rate: each rank stepped the averaged gradients by its own rate). Compared once,
-    before anything collective; the data by its content, since nodes may mount it elsewhere."""
-    if dist.world_size == 1:
-        return
+def _rank_settings(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec], data_sums: list[str],
+                   device: torch.device) -> tuple[dict, dict]:
+    """What _check_ranks_agree compares of this rank ({name: value}), and the paths it shows of
+    what is compared by content."""
     # A mixture's names key its saved sampler state; one dataset's name is a label (and follows
     # where each node mounts it).
     data = [(s.name if len(specs) > 1 else "", s.weight, digest) for s, digest in zip(specs, data_sums)] if specs \
@@ -652,23 +649,38 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
     paths = {DATA_KEY: [str(s.path) for s in specs] if specs else str(req.input_file),
              "--eval_dataset_dir": req.eval_dataset_dir and str(req.eval_dataset_dir),
              STARTING_WEIGHTS: cfgs.init and str(cfgs.init), "--checkpoints_dir": str(req.checkpoints_dir)}
-    shared = "--checkpoints_dir, one folder for every node"
     if req.parallel == "fsdp":  # every rank writes its shards there: seen whole at the first save (an hour in)
         lock = lock_path(Path(req.checkpoints_dir) / req.model_name)  # (rank 0 holds it: run_training)
         # Its pid and its time: a lock a killed run left in a node's own folder may hold the same pid
         # (a container's), never the time of rank 0's, made by this run.
-        mine[shared] = (lock.read_text(errors="replace"), lock.stat().st_mtime_ns) if lock.is_file() else None
-    ranks = all_ranks((mine, paths), cpu_group(dist))
+        mine[SHARED_CHECKPOINTS] = (lock.read_text(errors="replace"), lock.stat().st_mtime_ns) if lock.is_file() \
+            else None
+    return mine, paths
+
+
+def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec], data_sums: list[str],
+                       dist: Dist, device: torch.device) -> None:
+    """Under torchrun every rank must train the same run: nodes started with another flag
+    (--eval_interval) hung, one evaluating while the others trained, or drifted apart silently
+    (--learning_rate: each rank stepped the averaged gradients by its own rate). Compared once,
+    before anything collective; the data by its content, since nodes may mount it elsewhere."""
+    if dist.world_size == 1:
+        return
+    group = cpu_group(dist)
+    with built_on_every_rank(group):  # (each rank reads its node's files for them: one may fail alone)
+        mine, paths = _rank_settings(req, cfgs, specs, data_sums, device)
+    ranks = all_ranks((mine, paths), group)
     first, first_paths = ranks[0]
     for rank, (theirs, their_paths) in enumerate(ranks[1:], 1):
         differ = [k for k in first if theirs.get(k) != first[k]]
-        if shared in differ:
+        if SHARED_CHECKPOINTS in differ:
             theirs_dir, dir0 = their_paths["--checkpoints_dir"], first_paths["--checkpoints_dir"]
             if theirs_dir != dir0:  # (the flag, not the filesystem: rank 1 was named with its own lock's path)
                 raise ConfigError(f"rank {rank} was started with --checkpoints_dir {theirs_dir} (rank 0: {dir0}), "
                                   "where it does not see rank 0's lock file: with --parallel fsdp every rank writes "
                                   "its shards into one checkpoint; give every rank the same --checkpoints_dir, one "
                                   "filesystem every node shares (NFS, Lustre)")
+            lock = lock_path(Path(req.checkpoints_dir) / req.model_name)
             raise ConfigError(f"--checkpoints_dir {req.checkpoints_dir}: rank {rank} does not see rank 0's lock "
                               f"file {lock} in it: with --parallel fsdp every rank writes its shards into the "
                               "checkpoint, so --checkpoints_dir must be one filesystem every node shares (NFS, Lustre)")

@@ -145,25 +145,34 @@ def test_under_max_restarts_a_node_that_cannot_start_stops_the_other(dataset, tm
 
 
 @pytest.mark.slow
-def test_a_node_that_refuses_its_data_after_the_group_formed_stops_the_other(dataset, tmp_path):
-    """Each rank builds its loaders from its node's copy of the data once the process group has
-    formed: a node whose copy is refused there (a shard unreadable) stopped, and the other went on
-    into DDP's first collective, to die with gloo's traceback (with NCCL: wait out its timeout).
-    Every rank now learns it: the other node names that rank's error."""
-    script = tmp_path / "node.py"
-    script.write_text("import sys\nimport mypt.train_command\nfrom mypt.errors import DataError\n"
-                      "def refused(*args, **kwargs):\n"
-                      "    raise DataError('--dataset_dir ds: shard_00000.bin cannot be read on this node')\n"
-                      "if sys.argv[1] == 'refuses':\n    mypt.train_command._build_loaders = refused\n"
-                      "from mypt.cli import main\nmain(['train', *sys.argv[2:]], prog_name='mypt')\n")
+@pytest.mark.parametrize("case", ["its loaders", "its --eval_dataset_dir's metadata"])
+def test_a_node_that_refuses_its_data_after_the_group_formed_stops_the_other(dataset, tmp_path, case):
+    """Once the process group has formed each rank reads its node's copy of the data (the
+    --eval_dataset_dir it compares by content with the other ranks', its loaders): a node whose
+    copy was refused there stopped, and the other went on into the next collective, to die
+    with gloo's traceback (with NCCL: wait out its timeout). Every rank learns it: the other
+    node names that rank's error, each node once."""
     args = ["--dataset_dir", str(dataset), "--model_name", "m", "--config_file", "tiny", "--max_iters", "2",
             "--device", "cpu"]
-    nodes = two_nodes([str(script), "builds", *args], tmp_path, timeout=120, second=[str(script), "refuses", *args])
+    if case == "its loaders":
+        script = tmp_path / "node.py"
+        script.write_text("import sys\nimport mypt.train_command\nfrom mypt.errors import DataError\n"
+                          "def refused(*args, **kwargs):\n"
+                          "    raise DataError('--dataset_dir ds: shard_00000.bin cannot be read on this node')\n"
+                          "if sys.argv[1] == 'refuses':\n    mypt.train_command._build_loaders = refused\n"
+                          "from mypt.cli import main\nmain(['train', *sys.argv[2:]], prog_name='mypt')\n")
+        nodes = two_nodes([str(script), "builds", *args], tmp_path, timeout=120,
+                          second=[str(script), "refuses", *args])
+    else:  # (the folder is there on both nodes: click's check of the flag passes)
+        a, b = tmp_path / "a", tmp_path / "b"
+        (a / "ev").mkdir(parents=True), (b / "ev").mkdir(parents=True)
+        (a / "ev" / "dataset_metadata.json").write_bytes((dataset / "dataset_metadata.json").read_bytes())
+        nodes = two_nodes(["-m", "mypt.cli", "train", *args, "--eval_dataset_dir", "ev"], [a, b], timeout=120)
     assert [node.returncode for node in nodes] == [1, 1], [node.stderr[-2000:] for node in nodes]
-    refused = "--dataset_dir ds: shard_00000.bin cannot be read on this node"
-    assert re.findall(r"^Error: .*", nodes[1].stderr, re.M) == [f"Error: {refused}"], nodes[1].stderr[-2000:]
-    said = re.findall(r"^Error: .*", nodes[0].stderr, re.M)
-    assert len(said) == 1 and re.fullmatch(rf"Error: rank \d could not start: {refused} \(so every rank stops: fix it "
-                                           r"on that node, then start every node again\)", said[0]), \
-        nodes[0].stderr[-3000:]
+    refused = re.findall(r"^Error: (.*)", nodes[1].stderr, re.M)
+    assert len(refused) == 1 and ("shard_00000.bin" in refused[0] if case == "its loaders"
+                                  else "dataset_metadata.json" in refused[0]), nodes[1].stderr[-2000:]
+    assert re.findall(r"^Error: .*", nodes[0].stderr, re.M) == [
+        f"Error: rank {1 if 'Vocabulary size' in nodes[0].stdout else 0} could not start: {refused[0]} (so every "
+        "rank stops: fix it on that node, then start every node again)"], nodes[0].stderr[-3000:]  # (rank 0 logs)
     assert "Connection closed by peer" not in nodes[0].stderr
