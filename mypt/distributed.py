@@ -116,12 +116,13 @@ def _start_store():
 def _first_on_node(line: str) -> bool:
     """Whether this rank is the first of its node to stop with the error `line`, claimed in the
     start store; True where there is none (each rank says its own)."""
-    store = _start_store()
-    if store is None:
-        return True
     me = os.environ.get("RANK", "?")
     key = f"mypt/said/{os.environ.get('GROUP_RANK', '0')}/{hashlib.sha256(line.encode()).hexdigest()}"
-    return store.compare_set(key, "", me).decode() == me
+    try:
+        store = _start_store()
+        return store is None or store.compare_set(key, "", me).decode() == me
+    except Exception:  # (the store gone: torchrun or rank 0 ended; say it)
+        return True
 
 
 def says_error(message: str) -> bool:
@@ -133,12 +134,8 @@ def says_error(message: str) -> bool:
     or where there is none (--max_restarts with the agent's store: each rank says its own)."""
     if _says is not None:
         return _says
-    if _store is None:  # (never connected: not now, at the end, where the agent may be gone)
-        return True
-    try:
-        return _first_on_node(message)
-    except Exception:  # (the agent gone: say it)
-        return True
+    # (Never connected: not now, at the end, where the agent may be gone.)
+    return _store is None or _first_on_node(message)
 
 
 def _wait_for_every_rank(world: int) -> None:
