@@ -9,6 +9,6 @@ bash scripts/setup.sh
 export DVC_NO_ANALYTICS=1 PATH="$PWD/.venv/bin:$PATH"
 dvc repro "$@"
 echo
-dvc metrics show
-echo "(loss: val loss per corpus; per-step counters in stats/, curves in dvclive/*/plots/images/loss.png)"
+dvc metrics show metrics
+echo "(loss: val loss per corpus; each step's counters: dvc metrics show stats; curves: dvc plots show)"
 echo "To keep this run as the baseline: git add dvc.lock metrics stats dvclive && git commit"

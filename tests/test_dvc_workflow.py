@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,19 +59,21 @@ def built(tmp_path_factory):
 def test_second_repro_runs_nothing_and_metrics_are_reported(built, tmp_path):
     assert ran(dvc("repro", cwd=built)) == set()
     assert "Data and pipelines are up to date" in dvc("status", cwd=built)
-    # The metrics are the headline numbers only: one short table, the demo's last output.
-    metrics = json.loads(dvc("metrics", "show", "--json", cwd=built))
+    # The headline numbers: one short table, the demo's last output.
+    metrics = json.loads(dvc("metrics", "show", "--json", "metrics", cwd=built))
     files = {path: f["data"] for path, f in next(iter(metrics.values()))["data"].items()}
     assert set(files) == {f"metrics/{kind}_{m}.json" for kind in ("train", "eval") for m in ("base", "adapted")}
     assert set(files["metrics/eval_adapted.json"]["loss"]) == {"general", "domain"}
     assert files["metrics/train_adapted.json"]["tokens"] == 10 * 8 * 32  # steps x batch x block
     assert files["metrics/train_base.json"]["seconds"] > 0
-    table = dvc("metrics", "show", cwd=built).splitlines()
+    table = dvc("metrics", "show", "metrics", cwd=built).splitlines()
     assert len(table) == 5 and max(map(len, table)) <= 100, "\n".join(table)
-    # Each step's counters and the per-step training values are plain outputs, beside them.
-    assert json.loads((built / "stats" / "dedup_general.json").read_text())["lines"] > 0
-    assert json.loads((built / "stats" / "eval_base.json").read_text())["domain"]["perplexity"] > 1
-    adapted = json.loads((built / "dvclive" / "adapted" / "metrics.json").read_text())
+    # Each step's counters and a training's latest per-step values are metrics too.
+    every = json.loads(dvc("metrics", "show", "--json", cwd=built))
+    every = {path: f["data"] for path, f in next(iter(every.values()))["data"].items()}
+    assert every["stats/dedup_general.json"]["lines"] > 0
+    assert every["stats/eval_base.json"]["domain"]["perplexity"] > 1
+    adapted = every["dvclive/adapted/metrics.json"]
     assert adapted["step"] == 10 and {"val", "eval_general", "best_val", "train_loss"} <= set(adapted)
     live = built / "dvclive" / "base" / "plots"
     assert (live / "images" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -97,6 +100,29 @@ def test_param_edits_rerun_exactly_what_depends_on_them(built, tmp_path):
         "shard@general", "shard@domain", "split@general", "split@domain"}
 
 
+def test_with_dvc_lock_removed_repro_restores_every_stage_from_the_run_cache(built, tmp_path):
+    """The README's recovery from a dvc.lock a kill left empty: nothing reruns, training included."""
+    project = tmp_path / "p"
+    shutil.copytree(built, project, symlinks=True)  # .dvc/cache with it: the run cache is local
+    (project / "dvc.lock").unlink()
+    out = dvc("repro", cwd=project)
+    assert ran(out) == set() and "Stage 'train' is cached - skipping run" in out, out
+    assert "Data and pipelines are up to date" in dvc("status", cwd=project)
+    for model in ("base", "adapted"):
+        assert tree_bytes(project / "checkpoints" / model) == tree_bytes(built / "checkpoints" / model)
+    assert (project / "dvc.lock").read_text() == (built / "dvc.lock").read_text()
+
+
+def test_a_changed_count_shows_in_metrics_diff(built, tmp_path):
+    project = tmp_path / "p"
+    run(["git", "clone", "-q", str(built), str(project)], tmp_path)
+    dvc("pull", cwd=project)
+    set_param(project, "dedup.min_chars", 200)  # fewer lines are long enough to be dropped
+    assert ran(dvc("repro", "dedup@general", cwd=project)) == {"dedup@general"}
+    diff = dvc("metrics", "diff", cwd=project).splitlines()
+    assert any(line.split()[:1] == ["stats/dedup_general.json"] for line in diff), diff
+
+
 def test_experiment_run_reports_metrics(built, tmp_path):
     project = tmp_path / "p"
     run(["git", "clone", "-q", str(built), str(project)], tmp_path)
@@ -121,7 +147,7 @@ def test_push_clone_pull_dataset_and_train_without_preparing(built, tmp_path):
     dvc("pull", "split@general", "split@domain", cwd=clone)
     for corpus in ("general", "domain"):
         assert tree_bytes(clone / "data/datasets" / corpus) == tree_bytes(built / "data/datasets" / corpus)
-    assert not (clone / "data" / "raw").exists()
+    assert not (clone / "data" / "demo").exists()
     out = dvc("repro", "--single-item", "train", cwd=clone)
     assert ran(out) == {"train"}
 
