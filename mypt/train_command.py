@@ -701,14 +701,13 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
                                           f"{shown(k, first, first_paths)})" for k in differ[:5]) + f"; {hint}")
 
 
-def _shard(model: GPT, req: RunSettings, cfgs: _Configs, ckpt_dir: Path, device: torch.device, dist: Dist,
-           compiled: bool) -> None:
+def _shard(model: GPT, cfgs: _Configs, saved: dict | None, device: torch.device, dist: Dist, compiled: bool) -> None:
     """--parallel fsdp: shard the model over the ranks, its weights gathered in the run's
-    autocast dtype (a resumed run's: the one it started in, see run_autocast)."""
+    autocast dtype (`saved`: a resumed run's training state, whose dtype it started in, see
+    run_autocast)."""
     if not supported():
         raise ConfigError(f"--parallel fsdp needs a newer torch than {torch.__version__} (FSDP2 and DCP's safetensors "
                           "storage; tested with 2.13): upgrade torch, or pass --parallel ddp")
-    saved = checkpoint.read_training_state(ckpt_dir) if req.resume else None
     amp = run_autocast(cfgs.train, device, saved, dist, lambda line: None)
     if amp == torch.float16:  # a GradScaler sees only its rank's shards: ranks would skip different steps
         raise ConfigError("--parallel fsdp trains in bfloat16 or float32, not float16 (this GPU's --dtype auto): "
@@ -728,14 +727,18 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if train_cfg.cuda_graphs_on(device.type) and dist.world_size > 1:  # (DDP's and FSDP's collectives are not captured)
         raise ConfigError(f"--cuda_graphs: one process only, this run has {dist.world_size} processes under "
                           "torchrun; pass --no_cuda_graphs")
-    if sharded:  # before the optimizer, which then holds the shards
-        _shard(model, req, cfgs, ckpt_dir, device, dist, compiled)
-    optimizer = configure_optimizer(model, train_cfg, device)
+    # The checkpoint's config.json and training state, read and verified once (the optimizer's
+    # moments, twice the model's size under AdamW, were hashed twice on a sharded resume).
     saved_config = checkpoint.read_config(ckpt_dir) if req.resume else {}
+    saved_state = checkpoint.read_training_state(ckpt_dir, saved_config) if req.resume and sharded else None
+    if sharded:  # before the optimizer, which then holds the shards
+        _shard(model, cfgs, saved_state, device, dist, compiled)
+    optimizer = configure_optimizer(model, train_cfg, device)
     saved_training = saved_config.get("training", {})
     if req.resume:
         check_resumable(saved_training, train_cfg, ckpt_dir)
-    resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model) if req.resume else None
+    resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model, state=saved_state,
+                                                  config=saved_config) if req.resume else None
     if resume_state:
         apply_hyperparameters(optimizer, train_cfg)
     # (A run stopped in its last step, its final evaluation skipped, is not complete: it evaluates and saves.)

@@ -298,6 +298,17 @@ def test_muon_step_on_shards_is_the_step_on_whole_matrices_each_rank_orthogonali
     assert r0["orthogonalized"] == [1, 1, 1] and r1["orthogonalized"] == [5, 5, 5]
 
 
+# A rank's count of opens of training_state.safetensors, written to $COUNT_DIR/PID at its exit.
+OPEN_COUNTER = """
+import atexit, os, sys
+opens = []
+sys.addaudithook(lambda event, args: opens.append(1) if event == "open" and isinstance(args[0], (str, os.PathLike))
+                 and os.fspath(args[0]).endswith("training_state.safetensors") else None)
+if "LOCAL_RANK" in os.environ:
+    atexit.register(lambda: open(os.path.join(os.environ["COUNT_DIR"], str(os.getpid())), "w").write(str(len(opens))))
+"""
+
+
 def torchrun(args: list[str], cwd: Path, ranks: int = 2) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
                 "-m", "mypt.cli", *args], cwd)
@@ -414,8 +425,18 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
     one = mypt_cli(*train, "--resume", "--max_iters", "12", cwd=tmp_path).stdout
     assert "resuming f from step 8" in one and "step 12: val" in one
     assert (ckpt / "model.safetensors").is_file() and sorted(os.listdir(ckpt / "dcp")) == ["NOTES.txt"]
-    two = torchrun([*train, "--resume", "--max_iters", "16", "--parallel", "fsdp"], tmp_path).stdout
+    # Each rank verifies the optimizer's state once at start-up (the sharded resume hashed it
+    # twice); rank 0 once more as its save checks that the files it replaces are mypt's, unedited.
+    counts = tmp_path / "opens"
+    counts.mkdir()
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(OPEN_COUNTER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]),
+           "COUNT_DIR": str(counts)}
+    two = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mypt.cli",
+               *train, "--resume", "--max_iters", "16", "--parallel", "fsdp"], tmp_path, env=env).stdout
     assert "resuming f from step 12" in two and "step 16: val" in two
+    assert sorted(int(f.read_text()) for f in counts.iterdir()) == [1, 2]
     assert (ckpt / "dcp/model").is_dir() and not (ckpt / "model.safetensors").exists()
     assert sorted(os.listdir(ckpt / "dcp")) == ["NOTES.txt", "model", "optim"]
     assert (ckpt / "dcp" / "NOTES.txt").read_text() == "my notes"
