@@ -45,6 +45,7 @@ def _live(directory: Path, resume: bool):
     from dvclive import Live
     from dvclive.dvc import _find_dvc_root
     from dvclive.plots import NumpyEncoder
+    from scmrepo.exceptions import SCMError
 
     class QuietLive(Live):
         def _init_dvc(self):
@@ -52,7 +53,10 @@ def _live(directory: Path, resume: bool):
             # repository: a training run must not change the user's repository. Inside one
             # (and under `dvc repro`/`dvc exp run`) it keeps its DVC integration.
             if os.environ.get("DVC_ROOT") or _find_dvc_root():
-                super()._init_dvc()
+                try:
+                    super()._init_dvc()
+                except SCMError:  # (3.49 asks a git repository with no commit yet for its HEAD)
+                    pass  # nothing to tie the run to: its files are written as outside DVC
 
         def make_summary(self):
             # dvclive (3.41 to 3.49) rewrites metrics.json in place at every step: a kill between

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,19 @@ def test_mypt_train_metrics_dir_writes_the_files_and_leaves_the_git_repo_alone(c
     assert [r["step"] for r in tsv(live / "plots" / "metrics" / "val.tsv")] == ["0", "10", "20", "30", "40"]
     assert json.loads((live / "metrics.json").read_text())["step"] == 40
     assert run(["git", "status", "--porcelain", "--untracked-files=no"], tmp_path).stdout == ""
+
+
+def test_metrics_dir_in_a_dvc_project_without_a_commit_yet(corpus, tmp_path, monkeypatch):
+    """`git init && dvc init` and a run before the first commit (dvclive 3.49 asks an empty
+    repository for its HEAD before it checks for commits: a traceback, no run)."""
+    run(["git", "init", "-q"], tmp_path)
+    run([sys.executable, "-m", "dvc", "init", "-q"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["train", "--input_file", "corpus.txt", "--tokenization", "char", "--model_name",
+                                     "m", "--config_file", "tiny", *(f"--{k}={v}" for k, v in SETTINGS.items()),
+                                     "--max_iters=10", "--metrics_dir", "runs/m"])
+    assert done.exit_code == 0, done.output
+    assert json.loads((tmp_path / "runs" / "m" / "metrics.json").read_text())["step"] == 10
 
 
 def test_without_metrics_dir_no_tracking_files(corpus, tmp_path, monkeypatch):
