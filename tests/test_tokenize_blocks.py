@@ -163,9 +163,10 @@ def test_gpt2_cuts_lines_indented_deeper_than_the_window(tmp_path):
         assert n > len(text.encode()) // (block_bytes + 1500), (n, block_bytes)
 
 
-def test_prepare_dataset_cuts_deeply_indented_lines_in_blocks_with_the_whole_texts_ids(tmp_path, monkeypatch):
-    text = deep_indents(random.Random(6), 100)
-    (tmp_path / "deep.txt").write_bytes(text.encode())
+def prepared_block_counts(tmp_path, monkeypatch, text: str) -> list[int]:
+    """prepare-dataset (1 KiB blocks, text kept as it is) of one .txt holding text: asserts its ids are the
+    whole text's, and returns the number of blocks split_blocks cut, per call."""
+    (tmp_path / "in.txt").write_bytes(text.encode())
     counts = []
 
     def spy(path, *args, **kwargs):
@@ -174,12 +175,17 @@ def test_prepare_dataset_cuts_deeply_indented_lines_in_blocks_with_the_whole_tex
 
     monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 1024)
     monkeypatch.setattr(tokenize_step, "split_blocks", spy)
-    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "deep.txt"), "--out_dir",
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "in.txt"), "--out_dir",
                                        str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1",
                                        "--no_normalize", "--no_filter", "--no_dedup"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     tok = Tokenizer(None, "gpt2")
     assert read_tokens(tmp_path / "ds" / "train").tolist() == tok._enc.encode_ordinary(text) + [tok.eot_id]
+    return counts
+
+
+def test_prepare_dataset_cuts_deeply_indented_lines_in_blocks_with_the_whole_texts_ids(tmp_path, monkeypatch):
+    counts = prepared_block_counts(tmp_path, monkeypatch, deep_indents(random.Random(6), 100))
     assert counts and counts[0] > 20, counts
 
 
@@ -190,21 +196,7 @@ def test_prepare_dataset_cuts_a_source_of_whitespace_lines_in_blocks_with_the_wh
     gpt2 cuts it before a newline, where no r50k token holds the byte before and the newline (after
     it r50k has "\\n\\xa0"). It was one block whatever its size (a whole file held and encoded at once)."""
     text = "Words.\n" + line * 3000
-    (tmp_path / "ws.txt").write_bytes(text.encode())
-    counts = []
-
-    def spy(path, *args, **kwargs):
-        counts.append(len(blocks := split_blocks(path, *args, **kwargs)))
-        return blocks
-
-    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 1024)
-    monkeypatch.setattr(tokenize_step, "split_blocks", spy)
-    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "ws.txt"), "--out_dir",
-                                       str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1",
-                                       "--no_normalize", "--no_filter", "--no_dedup"])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    tok = Tokenizer(None, "gpt2")
-    assert read_tokens(tmp_path / "ds" / "train").tolist() == tok._enc.encode_ordinary(text) + [tok.eot_id]
+    counts = prepared_block_counts(tmp_path, monkeypatch, text)
     assert counts and counts[0] > len(text.encode()) // 2048, counts
 
 
