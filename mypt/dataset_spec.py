@@ -79,9 +79,9 @@ def parse_dataset_specs(specs, flag: str = "--dataset_dir", weighted: bool = Tru
     """The --dataset_dir flags (`flag`'s: DatasetSpec.parse) as DatasetSpecs, each name once, with
     their weights normalized to sum to 1: every dataset weighted, or none (equal shares)."""
     out = [s if isinstance(s, DatasetSpec) else DatasetSpec.parse(s, flag, weighted) for s in specs]
-    weighted = [s.weight is not None for s in out]
-    if len(out) > 1 and any(weighted) and not all(weighted):
-        raise ConfigError("--dataset_dir: give every dataset of a mixture a weight (NAME=PATH:WEIGHT) or none "
+    has_weight = [s.weight is not None for s in out]
+    if len(out) > 1 and any(has_weight) and not all(has_weight):
+        raise ConfigError(f"{flag}: give every dataset of a mixture a weight (NAME=PATH:WEIGHT) or none "
                           f"(equal shares); got {', '.join(s.text for s in out)}")
     named: dict[str, DatasetSpec] = {}
     for s in out:  # (the second would replace the first: its sampler state, its eval line, its metrics)
@@ -99,7 +99,7 @@ def parse_dataset_specs(specs, flag: str = "--dataset_dir", weighted: bool = Tru
         share = f"{tiny.weight:.3g}"
         if float(share) >= MIN_SHARE:  # (rounded up to the limit: the digits that put it under)
             share = repr(tiny.weight)
-        raise ConfigError(f"--dataset_dir {tiny.text}: its weight is a share of {share} of the mixture, "
+        raise ConfigError(f"{flag} {tiny.text}: its weight is a share of {share} of the mixture, "
                           f"under {MIN_SHARE:g} (never drawn in practice); leave the dataset out, or give it a "
                           "larger weight")
     return specs

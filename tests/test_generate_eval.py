@@ -144,6 +144,16 @@ def test_eval_reads_dataset_flags_by_the_dataset_dir_rules_without_a_weight(w, s
     assert one.exit_code == 0 and set(json.loads(one.output)) == {"v1.2"}, one.output
 
 
+def test_eval_refuses_a_name_given_twice_in_its_own_form(w):
+    """--dataset takes no weight: its duplicate-name message shows NAME=DIR, and names --dataset."""
+    twice = invoke("eval", "--model_name", "m", "--checkpoints_dir", "ck", "--dataset", "v1.2=ds", "--dataset",
+                   "v1.2=ds", "--device", "cpu")
+    assert twice.exit_code == 1, twice.output
+    assert twice.output.startswith("Error: --dataset 'v1.2=ds': two datasets named v1.2: the name 'v1.2' is given "
+                                   "to --dataset v1.2=ds already; give each dataset a name of its own, "
+                                   "NAME1=DIR1 NAME2=DIR2"), twice.output
+
+
 def test_a_model_not_found_names_every_place_looked_and_the_flag(w):
     result = invoke("generate", "--model_name", "m", "--checkpoints_dir", "nope", "--prompt", "Line")
     assert result.exit_code == 1, result.output

@@ -171,6 +171,9 @@ def test_bad_dataset_specs_name_the_flag(specs, message):
     with pytest.raises(ConfigError, match=message) as e:
         parse_dataset_specs(specs)
     assert "--dataset_dir" in str(e.value)
+    with pytest.raises(ConfigError, match=message) as e:  # each names the flag it is given
+        parse_dataset_specs(specs, "--other")
+    assert "--other" in str(e.value) and "--dataset_dir" not in str(e.value)
 
 
 # -- eval_only, block_size -----------------------------------------------------------------
