@@ -220,8 +220,9 @@ class GPTDataLoader:
         if windows.sum() == 0:
             if self.dataset_dir is None:  # train --input_file: no shards, the file's tokens split 90/10
                 part = "the first 90%" if split == "train" else "the last 10%"
-                raise DataError(f"the input file's {split} part ({part} of its tokens) holds {int(sizes.max())} tokens, "
-                                f"fewer than block_size+1 = {self.block_size + 1}: give a longer file, or train with a smaller --block_size")
+                raise DataError(f"the input file's {split} part ({part} of its tokens) holds {int(sizes.max())} "
+                                f"tokens, fewer than block_size+1 = {self.block_size + 1}: give a longer file, or "
+                                "train with a smaller --block_size")
             total = int(sizes.sum())
             # Shards that are too small only help when the split as a whole is long enough.
             more = ("prepare the dataset with a larger --tokens_per_shard" if total > self.block_size else
