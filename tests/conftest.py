@@ -113,6 +113,32 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
+@pytest.fixture
+def count_opens(monkeypatch):
+    """count_opens(key) counts, from then on, the files Python opens: key(path, mode) names the count an
+    open adds to, or None for none. Both builtins.open and io.open are patched (pathlib opens through
+    io.open). Returns the dict of counts; the test's end or monkeypatch.undo() stops the counting."""
+    import builtins
+    import io
+
+    def start(key) -> dict:
+        counts: dict = {}
+        opened = io.open
+
+        def counted(file, mode="r", *args, **kwargs):
+            if isinstance(file, (str, bytes, os.PathLike)):  # (not a file descriptor)
+                name = key(Path(os.fsdecode(file)), mode)
+                if name is not None:
+                    counts[name] = counts.get(name, 0) + 1
+            return opened(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(io, "open", counted)
+        monkeypatch.setattr(builtins, "open", counted)
+        return counts
+
+    return start
+
+
 def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     """A 2-layer char model, about 110 KB of float32 weights; another `seed`, other weights."""
     import torch  # here, not at the top: conftest sets the thread count before torch is imported

@@ -402,26 +402,17 @@ def test_a_re_fetch_over_a_manifest_without_sums_replaces_only_the_same_bytes(tm
     assert "nothing changed" in r.output and tree_bytes(out) == before
 
 
-def test_a_re_fetch_reads_its_manifest_once(tmp_path, monkeypatch):
+def test_a_re_fetch_reads_its_manifest_once(tmp_path, count_opens):
     """The previous extraction's manifest names what a re-fetch may replace and each file's sum:
     it is read once a run, under the output's lock, for the owned names (finishing a killed swap
     needs them) and the checks, which judge the record as it is there; an edited text is still
     refused."""
-    import builtins
-
     sdist = demo_archive(tmp_path / "demo.tar.gz")
     out = tmp_path / "raw"
     extract_demo_dir(out, sdist=sdist)
-    reads = []
-    real_open = builtins.open
-
-    def counted(file, *args, **kwargs):
-        if isinstance(file, (str, os.PathLike)) and Path(file) == out / "manifest.json":
-            reads.append(file)
-        return real_open(file, *args, **kwargs)
-    monkeypatch.setattr(builtins, "open", counted)
+    reads = count_opens(lambda path, mode: path.name if path == out / "manifest.json" else None)
     extract_demo_dir(out, sdist=sdist)
-    assert len(reads) == 1, reads
+    assert reads == {"manifest.json": 1}, reads
     (out / "general" / "a.txt").write_text("mine now\n")
     with pytest.raises(InputError, match=r"a\.txt \(.*\) changed since fetch-demo extracted it"):
         extract_demo_dir(out, sdist=sdist)

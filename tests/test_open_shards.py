@@ -120,28 +120,16 @@ def test_the_soft_file_limit_is_raised_for_thousands_of_shards(tmp_path):
     assert soft == 700 and 30 < held < 700 - 256
 
 
-def test_a_mixture_reads_each_datasets_metadata_and_tokenizer_once(tmp_path, monkeypatch):
+def test_a_mixture_reads_each_datasets_metadata_and_tokenizer_once(tmp_path, monkeypatch, count_opens):
     """Opening a mixture checks each dataset's tokenizer once (the first against the one given,
     the others against the first's): each dataset_metadata.json and tokenizer_state.json is read
     once, and no tokenizer is built (each state is the one given)."""
-    import builtins
-    import io
-
     cli("prepare-dataset", "--input_files", corpus(tmp_path / "a.txt", 0), "--out_dir", tmp_path / "a", *SETTINGS)
     cli("prepare-dataset", "--input_files", corpus(tmp_path / "b.txt", 500), "--out_dir", tmp_path / "b",
         "--tokenizer_from", tmp_path / "a", *SETTINGS)
     tok = Tokenizer.load(tmp_path / "a")
-    reads: dict[str, int] = {}
-    opened = io.open
-
-    def counted(file, *args, **kwargs):
-        if Path(str(file)).name in ("dataset_metadata.json", "tokenizer_state.json"):
-            key = f"{Path(str(file)).parent.name}/{Path(str(file)).name}"
-            reads[key] = reads.get(key, 0) + 1
-        return opened(file, *args, **kwargs)
-
-    monkeypatch.setattr(io, "open", counted)
-    monkeypatch.setattr(builtins, "open", counted)
+    reads = count_opens(lambda path, mode: f"{path.parent.name}/{path.name}"
+                        if path.name in ("dataset_metadata.json", "tokenizer_state.json") else None)
     monkeypatch.setattr(Tokenizer, "load", classmethod(lambda cls, d: pytest.fail(f"built the tokenizer of {d}")))
     MixtureLoader(LoaderConfig(batch_size=4, block_size=16), tok, [f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"])
     assert reads == {f"{ds}/{name}": 1 for ds in "ab" for name in ("dataset_metadata.json", "tokenizer_state.json")}

@@ -151,28 +151,27 @@ def _train(tmp_path: Path, *extra: str) -> "click.testing.Result":
 
 
 @pytest.mark.slow
-def test_a_resumed_run_reads_each_file_of_its_metrics_dir_once_before_it_trains(corpus, tmp_path, monkeypatch):
+def test_a_resumed_run_reads_each_file_of_its_metrics_dir_once_before_it_trains(corpus, tmp_path, monkeypatch,
+                                                                                count_opens):
     """The checks of --metrics_dir (before its lock, under it, as dvclive's logger opens) each
     read metrics.json and every curve again: four reads of metrics.json and nine of each curve
     before the first step. What the check under the lock found is what the loggers start from."""
-    import builtins
-    import io
     import traceback
 
     import mypt.train_command
 
     monkeypatch.chdir(tmp_path)
     assert _train(tmp_path, "--model_name", "m", "--max_iters", "4", "--metrics_dir", "live").exit_code == 0
-    live, reads, opened = (tmp_path / "live").resolve(), {}, io.open
+    live = (tmp_path / "live").resolve()
 
-    def counted(file, mode="r", *args, **kwargs):  # mypt's reads (not dvclive's) of the files under live
-        path = Path(os.fsdecode(file)).resolve() if isinstance(file, (str, bytes, os.PathLike)) else None
+    def key(path, mode):  # mypt's reads (not dvclive's) of the files under live
+        path = path.resolve()
         caller = next((f.filename for f in reversed(traceback.extract_stack()[:-1])
                        if f"{os.sep}mypt{os.sep}" in f.filename or "dvclive" in f.filename), "")
-        if path is not None and live in path.parents and path.is_file() and set(mode) <= {"r", "b", "t"} and \
+        if live in path.parents and path.is_file() and set(mode) <= {"r", "b", "t"} and \
                 f"{os.sep}mypt{os.sep}" in caller and not reads.get("training"):
-            reads[path.relative_to(live).as_posix()] = reads.get(path.relative_to(live).as_posix(), 0) + 1
-        return opened(file, mode, *args, **kwargs)
+            return path.relative_to(live).as_posix()
+        return None
 
     def fit(*args, **kwargs):
         reads["training"] = True
@@ -180,8 +179,7 @@ def test_a_resumed_run_reads_each_file_of_its_metrics_dir_once_before_it_trains(
 
     real_fit = mypt.train_command.fit
     monkeypatch.setattr(mypt.train_command, "fit", fit)
-    monkeypatch.setattr(io, "open", counted)
-    monkeypatch.setattr(builtins, "open", counted)
+    reads = count_opens(key)
     done = _train(tmp_path, "--model_name", "m", "--max_iters", "6", "--metrics_dir", "live", "--resume")
     monkeypatch.undo()
     assert done.exit_code == 0, done.output

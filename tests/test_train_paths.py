@@ -405,28 +405,16 @@ def test_no_grad_scaler_state_without_float16(tmp_path):
     assert "scaler" not in json.loads((tmp_path / "m/training_state.json").read_text())
 
 
-def test_a_resume_reads_and_hashes_each_checkpoint_file_once(tmp_path, monkeypatch):
+def test_a_resume_reads_and_hashes_each_checkpoint_file_once(tmp_path, monkeypatch, count_opens):
     """A resume that reads the training state first (a sharded run picks its precision from it)
     then loads it verified training_state.json and .safetensors (the optimizer's moments, twice
     the model's size under AdamW) twice, and parsed config.json three times: given what the
     caller read, load_training_state reads each once."""
-    import builtins
-    import io
-
     ckpt = (tmp_path / "m").resolve()
     train(config(max_iters=2, eval_interval=2), ckpt)
     model, _, _ = load_model(ckpt)
     optimizer = configure_optimizer(model, config(), torch.device("cpu"))
-    opens, opened = {}, io.open
-
-    def counted(file, mode="r", *args, **kwargs):
-        path = Path(os.fsdecode(file)).resolve() if isinstance(file, (str, bytes, os.PathLike)) else None
-        if path is not None and path.parent == ckpt:
-            opens[path.name] = opens.get(path.name, 0) + 1
-        return opened(file, mode, *args, **kwargs)
-
-    monkeypatch.setattr(io, "open", counted)
-    monkeypatch.setattr(builtins, "open", counted)
+    opens = count_opens(lambda path, mode: path.name if path.resolve().parent == ckpt else None)
     saved_config = checkpoint.read_config(ckpt)
     saved = checkpoint.read_training_state(ckpt, saved_config)
     state = checkpoint.load_training_state(ckpt, optimizer, 0, model, state=saved, config=saved_config)
