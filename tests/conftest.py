@@ -8,9 +8,11 @@ outside tmp is read or written afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -73,6 +75,27 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Compl
 
 def mypt_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "mypt.cli", *args], cwd=cwd, check=check)
+
+
+@contextlib.contextmanager
+def own_session(cmd: list, **popen_kwargs):
+    """subprocess.Popen(cmd, **popen_kwargs) in its own session, the whole group killed if it still runs as the
+    block ends: torchrun's ranks left waiting in a collective fail the test, and leave no process behind."""
+    proc = subprocess.Popen(cmd, start_new_session=True, **popen_kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run_in_session(cmd: list, cwd: Path, timeout: float, **popen_kwargs) -> subprocess.CompletedProcess:
+    """cmd run to its end in its own session (own_session), its output captured as text."""
+    with own_session(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                     **popen_kwargs) as proc:
+        out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def free_port() -> int:

@@ -4,16 +4,16 @@ with DDP and with FSDP."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, mypt_cli
+from conftest import free_port, mypt_cli, own_session
 
 TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
 
@@ -25,20 +25,16 @@ def two_nodes(cmd: list[str], cwd: Path | list[Path], timeout: float = 240, seco
     together if the test ends first. (No --node_rank: the c10d rendezvous numbers the nodes
     itself, and torchrun says it ignores one.)"""
     port, procs = free_port(), []
-    try:
+    with contextlib.ExitStack() as sessions:
         for where, cmd in zip(cwd if isinstance(cwd, list) else [cwd, cwd], [cmd, second or cmd]):
             launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                       "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "mypt-test",
                       *torchrun, *cmd]
-            procs.append(subprocess.Popen(launch, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          start_new_session=True, env={**os.environ, **(env or {})}))
+            procs.append(sessions.enter_context(own_session(
+                launch, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, **(env or {})})))
         outs = [p.communicate(timeout=timeout) for p in procs]
         return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, mypt_cli, run
+from conftest import REPO, mypt_cli, run, run_in_session
 
 from mypt.fetch import extract_demo
 
@@ -268,18 +268,11 @@ if os.environ["RANK"] == "0":
     mypt.checkpoint.save_file = full
 main(sys.argv[1:], prog_name="mypt")
 ''')
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(script), "train", "--dataset_dir", str(demo / "general"), "--model_name", "m", *TINY,
-                             "--max_iters", "4", "--eval_interval", "2", "--eval_iters", "1"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=240)
-    finally:  # (a rank left waiting in a collective: the test fails, and leaves no process behind)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode != 0
+    done = run_in_session([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), "train", "--dataset_dir", str(demo / "general"), "--model_name", "m", *TINY,
+                           "--max_iters", "4", "--eval_interval", "2", "--eval_iters", "1"], tmp_path, timeout=240)
+    out, err = done.stdout, done.stderr
+    assert done.returncode != 0
     said = re.findall(r"^Error: .*$", out + err, re.M)
     assert len(said) == 1, err[-3000:]
     assert re.fullmatch(r"Error: rank 0: cannot write \S+model\.safetensors: No space left on device; .*\(at step 2\): "
