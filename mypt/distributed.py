@@ -91,15 +91,21 @@ def host_start_store() -> None:
         _start_store()
 
 
+def has_start_store() -> bool:
+    """Whether the ranks meet in a start store (see _start_store), where a rank learns another's
+    refusal to start; without one, each rank must check for itself what it can."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and \
+        os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") == "0"
+    return "MASTER_ADDR" in os.environ and (_own_store() or agent)
+
+
 def _start_store():
     """A client of the store the ranks meet in before the process group (rank 0's own: the
     store itself), or None where there is none (a launch that is not torchrun's: the group's own
     store belongs to rank 0, made as it forms; --max_restarts with the agent's store)."""
     global _store
     own = _own_store()
-    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and \
-        os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") == "0"
-    if "MASTER_ADDR" not in os.environ or not (own or agent):
+    if not has_start_store():
         return None
     if _store is None:
         from datetime import timedelta

@@ -20,8 +20,8 @@ from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
-from mypt.distributed import (Dist, all_ranks, built_on_every_rank, cpu_group, restart_warning, setup_distributed,
-                              tell_ranks_start_failed)
+from mypt.distributed import (Dist, all_ranks, built_on_every_rank, cpu_group, has_start_store, restart_warning,
+                              setup_distributed, tell_ranks_start_failed)
 from mypt.errors import CheckpointError, ConfigError, DataError
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
@@ -117,9 +117,16 @@ def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], 
     # in the directory under its lock (the run's loggers start from what it found there: each
     # file read once). The other ranks learn a refusal as they wait for every rank to start
     # (mypt.distributed); checking on their own nodes, they judged another filesystem's folder.
+    # Where the ranks meet in no start store (a launch other than torchrun's, --max_restarts with
+    # its agent's store), each checks on its own, or rank 0 would stop alone and the others wait
+    # for it in init_process_group until its timeout.
     found = None
     if req.metrics_dir is not None and _rank0():  # before its lock, whose file goes beside it (not the root or home)
         check_metrics_path(req.metrics_dir, checkpoint_dir=ckpt_dir)
+        check_installed(req.loggers)
+    elif req.metrics_dir is not None and not has_start_store():
+        check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
+                          resume=req.resume, model=req.model_name, loggers=req.loggers)
         check_installed(req.loggers)
     with contextlib.ExitStack() as locks:
         if _rank0():

@@ -124,3 +124,35 @@ def test_ranks_of_a_node_that_stop_alike_say_it_once(dataset, tmp_path, case):
         line = "Error: rank 1 was started with other settings than rank 0: --eval_interval 4"
     assert done.returncode != 0
     assert len(said(done)) == 1 and said(done)[0].startswith(line), done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_without_a_start_store_every_rank_checks_the_metrics_dir_itself(dataset, tmp_path):
+    """Launched without torchrun (RANK, WORLD_SIZE and MASTER_ADDR set, as a cluster's launcher
+    does) the ranks meet in no start store: rank 1 cannot learn rank 0's refusal, and waited for it
+    in init_process_group until its timeout (30 minutes). It refuses on its own."""
+    import socket
+
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "params.yaml").write_text("mine: 1\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
+    procs = [subprocess.Popen([sys.executable, "-m", "mypt.cli", "train", "--dataset_dir", str(dataset),
+                               "--metrics_dir", str(live), "--model_name", "m", "--config_file", "tiny",
+                               "--device", "cpu", "--max_iters", "2"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2",
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}, start_new_session=True)
+             for rank in ("0", "1")]
+    try:
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    line = f"Error: --metrics_dir {live} holds params.yaml, which dvclive would delete"
+    assert [p.returncode for p in procs] == [1, 1] and all(line in out for out in outs), outs
