@@ -137,11 +137,22 @@ def says_error(message: str) -> bool:
     refused alike printed 8 lines). A start-up failure is one error on its node wherever it is
     said: the failing rank's own message, or another rank's `rank R could not start: ...`.
     Decided in the start store; always True once the store is gone (torchrun or rank 0 ended)
-    or where there is none (--max_restarts with the agent's store: each rank says its own)."""
+    or where there is none (--max_restarts with the agent's store: each rank says its own).
+    Who prints on a node has three rules: this one for errors, mypt.signals.stop_said_here for
+    a stop by a signal, mypt.options._leave_quietly for the commands of one process."""
     if _says is not None:
         return _says
     # (Never connected: not now, at the end, where the agent may be gone.)
     return _store is None or _first_on_node(message)
+
+
+def _could_not_start(rank, line: str) -> ConfigError:
+    """The error a rank stops with when rank `rank` could not start (`line`: its error), said on
+    this node unless another rank of it said that error first (the failing rank, on its own)."""
+    global _says
+    _says = _first_on_node(line)
+    return ConfigError(f"rank {rank} could not start: {line} (so every rank stops: fix it on that node, then start "
+                       "every node again)")
 
 
 def _wait_for_every_rank(world: int) -> None:
@@ -156,7 +167,7 @@ def _wait_for_every_rank(world: int) -> None:
 
 
 def _wait_in_store(world: int) -> None:
-    global _joined, _says
+    global _joined
     store = _start_store()
     if store is None:
         return
@@ -165,10 +176,7 @@ def _wait_in_store(world: int) -> None:
     told, started, pause = False, time.monotonic(), 0.05
     while True:
         if store.check([_FAILED]):
-            rank, line = json.loads(store.get(_FAILED))
-            _says = _first_on_node(line)  # (on the failing rank's node that rank said it first)
-            raise ConfigError(f"rank {rank} could not start: {line} (so every rank stops: fix it on that node, then "
-                              "start every node again)")
+            raise _could_not_start(*json.loads(store.get(_FAILED)))
         ready = store.add(_READY, 0)
         if ready >= world:
             return
@@ -225,9 +233,7 @@ def built_on_every_rank(group) -> Iterator[None]:
         raise failure
     for rank, line in enumerate(lines):
         if line is not None:
-            _says = _first_on_node(line)
-            raise ConfigError(f"rank {rank} could not start: {line} (so every rank stops: fix it on that node, then "
-                              "start every node again)")
+            raise _could_not_start(rank, line)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

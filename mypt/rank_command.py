@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from mypt.options import MyptCommand
+from mypt.signals import TORCHRUN_ENV
 
 
 class RankCommand(MyptCommand):
@@ -50,7 +51,7 @@ def _tell_other_ranks(error: Exception) -> None:
     """Under torchrun only (no torch import elsewhere). A click error as click prints it, with
     the flag it is about; said once a node (mypt.distributed.says_error): the other ranks of the
     node that stop with it exit with its status, quietly."""
-    if os.environ.get("TORCHELASTIC_RUN_ID"):  # (torchrun's: the ranks' start store, mypt.distributed)
+    if os.environ.get(TORCHRUN_ENV):  # (torchrun's: the ranks' start store, mypt.distributed)
         from mypt.distributed import says_error, tell_ranks_start_failed
 
         said = error.format_message() if isinstance(error, click.ClickException) else None
