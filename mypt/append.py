@@ -111,11 +111,11 @@ def _check_no_links(dataset_dir: Path, meta: dict, flag: str) -> None:
     links = [dataset_dir / rel for rel in own if (dataset_dir / rel).is_symlink()]
     if links:
         if loops(links[0]):  # (realpath would name the link itself, as if it were its own target)
-            named = listed(links, 1, lambda link: f"{link} is a symbolic link that loops (to itself, or through "
-                                                  "others)")
+            named = listed([f"{links[0]} is a symbolic link that loops (to itself, or through others)",
+                            *map(str, links[1:])], 1)
             raise InputError(f"{flag} {dataset_dir}: {named}: refused, nothing changed; fix the link, or put the "
                              "folder or file itself in its place")
-        named = listed(links, 1, lambda link: f"{link} is a symbolic link (to {os.path.realpath(link)})")
+        named = listed([f"{links[0]} is a symbolic link (to {os.path.realpath(links[0])})", *map(str, links[1:])], 1)
         raise InputError(f"{flag} {dataset_dir}: {named}; an append builds the grown dataset beside the old one and "
                          "renames it into place, which cannot keep a link inside it: refused, nothing changed; put the "
                          "folder or file itself in place of the link (`dvc unprotect` does so in a DVC-tracked "

@@ -12,9 +12,7 @@ import errno
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
-
-T = TypeVar("T")
+from typing import Iterator, Sequence
 
 
 class MyptError(Exception):
@@ -82,12 +80,11 @@ _OS_HINTS = {
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
-def listed(items: Sequence[T], cap: int, shown: Callable[[T], str] = str) -> str:
-    """The first `cap` of `items`, each as `shown` writes it (a link with its target), joined by
-    commas, and how many more there are: a refusal names enough to find them, on one line however
-    many there are."""
-    more = f" (and {len(items) - cap} more)" if len(items) > cap else ""
-    return ", ".join(shown(item) for item in items[:cap]) + more
+def listed(items: Sequence[object], cap: int, sep: str = ", ") -> str:
+    """The first `cap` of `items`, joined by `sep` ("; " where an item holds commas), and how many
+    more there are: a refusal names enough to find them, on one line however many there are."""
+    more = f" (and {len(items) - cap:,} more)" if len(items) > cap else ""
+    return sep.join(map(str, items[:cap])) + more
 
 
 def file_in_the_way(path: Path) -> Path | None:

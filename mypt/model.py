@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mypt import checkpoint
 from mypt.config import GPTConfig
-from mypt.errors import CheckpointError
+from mypt.errors import CheckpointError, listed
 from mypt.names import TIED, unstored
 from mypt.tokenizers import Tokenizer
 
@@ -442,7 +442,7 @@ def holding(cfg: GPTConfig, weights: dict[str, torch.Tensor], source: str) -> GP
         model.transformer.wte.weight = model.lm_head.weight
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
-        raise CheckpointError(f"{source}: no weights for {left[:3]}; the checkpoint was edited or damaged")
+        raise CheckpointError(f"{source}: no weights for {listed(left, 3)}; the checkpoint was edited or damaged")
     return model
 
 

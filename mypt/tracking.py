@@ -33,7 +33,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mypt.errors import InputError
+from mypt.errors import InputError, listed
 from mypt.checkpoint import holds_mypt_config
 from mypt.io import atomic_write_text, check_dir_path, check_replaceable
 from mypt.names import METADATA_FILE
@@ -194,7 +194,7 @@ def check_metrics_dir(directory: Path, checkpoint_dir: Path | None = None, dvcli
                             "start a new one, " if resumable else "")
                          + "choose another --metrics_dir, or empty this one")
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        shown = listed(foreign, 5)
         why = " (a metrics.json that no training run wrote with mypt: another tool's run?)" \
             if foreign[0] == METRICS_JSON else ""
         done = "the resumed run would change" if resume else "dvclive would delete when the run starts"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AbstractSet as Set, Iterable, Iterator, Sequence
 
-from mypt.errors import InputError
+from mypt.errors import InputError, listed
 from mypt.io import file_kind
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
 from mypt.readers.base import COMPRESSIONS, READERS, Reader, lookup_error, why_unreadable
@@ -211,17 +211,17 @@ def _notices(twice: dict[tuple[int, int], list[Path]], kept: dict[tuple[int, int
     if twice:
         said = [_spellings(kept[key], twice[key]) for key in sorted(twice, key=lambda k: os.path.abspath(kept[k]))]
         lines.append(f"warning: --input_files: {_count(len(said), 'input')} given more than once, each read once: "
-                     + _first(said, most))
+                     + listed(said, most, "; "))
     if not_regular:
         said = [f"{text_name(str(p))}, {file_kind(mode)}" for p, mode in sorted(not_regular)]
         lines.append(f"warning: --input_files: skipped {_count(len(said), 'file')} found by a directory walk that "
                      "mypt does not read, as it reads only regular files (save a stream to a file to read it): "
-                     + _first(said, most))
+                     + listed(said, most, "; "))
     if unreadable:  # (a corpus silently smaller: the files of a folder that cannot be listed)
         said = [f"{text_name(str(p))}{' (a folder, with the files in it)' if folder else ''} "
                 f"{why_unreadable(p, e, walked=True)}" for p, e, folder in sorted(unreadable, key=lambda u: u[0])]
         lines.append(f"warning: --input_files: skipped {_count(len(said), 'path')} found by a directory walk that "
-                     "mypt cannot read: " + _first(said, most))
+                     "mypt cannot read: " + listed(said, most, "; "))
     return lines
 
 
@@ -236,10 +236,6 @@ def _spellings(kept: Path, met: list[Path]) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("s" if n != 1 else "")
-
-
-def _first(items: list[str], most: int) -> str:
-    return "; ".join(items[:most]) + (f"; and {len(items) - most:,} more" if len(items) > most else "")
 
 
 def named_paths(pattern: str) -> list[Path]:
@@ -496,8 +492,7 @@ def read_texts(reader: Reader, blocks: Iterable[tuple[int, int]], decoder: Decod
 
 def named(readers: Sequence[Reader], most: int = 5) -> str:
     """The inputs' names for a message, the first `most` of them and a count of the rest."""
-    names = [display_name(r.path) for r in readers[:most]]
-    return ", ".join(names) + (f" and {len(readers) - most} more" if len(readers) > most else "")
+    return listed([display_name(r.path) for r in readers], most)
 
 
 def no_text_error(readers: Sequence[Reader]) -> InputError:
