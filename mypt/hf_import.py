@@ -428,9 +428,9 @@ def load_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
         quantized = [f"{name} {str(t.dtype).removeprefix('torch.')}" for name, t in loaded.items()
                      if t.dtype not in WEIGHT_DTYPES and not UNUSED_BUFFERS.fullmatch(name)]
         if quantized:
-            raise CheckpointError(f"{file}: {listed(quantized, 3)}: not float weights (mypt reads float16, bfloat16 "
-                                  "or float32): a quantized checkpoint's values need scales mypt does not apply; give "
-                                  "the model's unquantized weights")
+            raise CheckpointError(f"{file}: {listed(quantized, 3)}: not float weights (mypt reads float16, bfloat16, "
+                                  "float32 or float64): a quantized checkpoint's values need scales mypt does not "
+                                  "apply; give the model's unquantized weights")
         check_finite(loaded, f"{file}")
         weights.update(loaded)
     missing = [name for name in weight_map if name not in weights]

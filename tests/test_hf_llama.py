@@ -275,7 +275,7 @@ def quantized(llama_dir: Path, path: Path, method: str | None, kind: str) -> Pat
     ("bitsandbytes", "int8", "mypt cannot express quantization_config (quant_method 'bitsandbytes')"),
     (None, "fp8", "model.safetensors: model.layers.0.mlp.down_proj.weight float8_e4m3fn, "
                   "model.layers.0.mlp.gate_proj.weight float8_e4m3fn, model.layers.0.mlp.up_proj.weight "
-                  "float8_e4m3fn (and 4 more): not float weights"),
+                  "float8_e4m3fn (and 4 more): not float weights (mypt reads float16, bfloat16, float32 or float64)"),
     (None, "int8", "model.layers.0.mlp.down_proj.weight int8, "),
     (None, "float", "model.safetensors: holds model.layers.0.mlp.down_proj.weight_scale, "
                     "model.layers.0.mlp.gate_proj.weight_scale, model.layers.0.mlp.up_proj.weight_scale "
