@@ -173,6 +173,11 @@ def holds_mypt_config(path: Path) -> bool:
         data = json.loads((Path(path) / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return False
+    return is_mypt_config(data)
+
+
+def is_mypt_config(data) -> bool:
+    """Whether `data`, a config.json as parsed, is one mypt wrote (an object with its format_version)."""
     return isinstance(data, dict) and "format_version" in data
 
 

@@ -41,8 +41,9 @@ def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int 
     a loss too large for math.exp). `tokenizer`: the dataset's (default: loaded from it)."""
     max_tokens = whole_windows(max_tokens, model.config.block_size, "max_tokens")
     device = next(model.parameters()).device
-    loader = GPTDataLoader(LoaderConfig(batch_size, model.config.block_size, str(device), 0, 0),
-                           tokenizer or Tokenizer.load(dataset_dir), dataset_dir=dataset_dir, eval_only=True)
+    tokenizer = Tokenizer.load(dataset_dir) if tokenizer is None else tokenizer
+    loader = GPTDataLoader(LoaderConfig(batch_size, model.config.block_size, str(device), 0, 0), tokenizer,
+                           dataset_dir=dataset_dir, eval_only=True)
     model.eval()
     total, count = 0.0, 0
     try:

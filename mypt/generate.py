@@ -79,8 +79,8 @@ def _encode_prompt(tokenizer, prompt: str, flag: str) -> list[int]:
     try:
         ids, unknown = tokenizer.encode_lossy(prompt)
     except TokenizerError:  # (a char vocabulary with no stand-in character)
-        ids, unknown = None, {c: 1 for c in set(prompt) if not _encodes(tokenizer, c)}
-    if ids is None or unknown and getattr(tokenizer, "unknown_token", None) is None:
+        ids, unknown = None, {c for c in set(prompt) if not _encodes(tokenizer, c)}
+    if ids is None or (unknown and getattr(tokenizer, "unknown_token", None) is None):
         raise TokenizerError(f"{flag}: the characters {sorted(unknown)} are not in the model's {tokenizer.kind} "
                              f"vocabulary of {tokenizer.vocab_size} characters; leave them out of {flag} (the model "
                              "knows only the characters of the corpus it was trained on)")

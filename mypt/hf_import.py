@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from mypt.checkpoint import holds_mypt_config
+from mypt.checkpoint import is_mypt_config
 from mypt.config import MAX_NORM_EPS
 from mypt.errors import ConfigError, listed
 from mypt.io import sha256_file
@@ -132,7 +132,7 @@ def _read_hf_config(path: Path) -> tuple[dict, dict]:
     if not isinstance(hf, dict):
         raise ConfigError(f"--init_from_model hf:{path}: config.json holds {json.dumps(hf)[:40]}, not a JSON "
                           "object (a transformers config)")
-    if holds_mypt_config(path):
+    if is_mypt_config(hf):
         raise ConfigError(f"--init_from_model hf:{path} is a mypt checkpoint, not a Hugging Face directory: pass "
                           f"--init_from_model {path} (without hf:)")
     quantized = hf.get("quantization_config")
@@ -494,7 +494,7 @@ def hf_model_tokenizer(path: Path, flag: str) -> Tokenizer:
         hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ConfigError(f"{flag} {path}: no readable config.json ({e}), and no tokenizer_state.json") from None
-    vocab = hf.get("vocab_size") if isinstance(hf, dict) and not holds_mypt_config(path) else None
+    vocab = hf.get("vocab_size") if isinstance(hf, dict) and not is_mypt_config(hf) else None
     if type(vocab) is not int:  # (a mypt checkpoint without its tokenizer: Tokenizer.load says so)
         return Tokenizer.load(path)
     return _hf_tokenizer(path, vocab, f"{flag} {path}")
