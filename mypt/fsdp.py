@@ -116,7 +116,9 @@ def _sort_metadata(path: Path) -> None:
         header = json.loads(f.read(size))
         header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
         text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(text) <= size:  # (the header is padded with spaces to its length)
+        # Never longer: the same keys and values, reordered, serialized as safetensors does (byte-equal
+        # on real files); were it ever, the file is left valid, only unsorted. (Padded with spaces.)
+        if len(text) <= size:
             f.seek(8)
             f.write(text.ljust(size))
 
