@@ -151,8 +151,8 @@ def _own_names(meta: dict) -> set[str]:
 
 def _move_added(old_dir: Path, grown: Path, own: set[str]) -> None:
     """Move into the grown dataset what the user added to the old one (`old_dir`, swapped out)
-    while _build copied it, after its walk: left there, it was removed with the old dataset's
-    names. What _build brought along (the same path in both) stays as it is."""
+    while _build copied it, after its walk: left there, it would be removed with the old
+    dataset's names. What _build brought along (the same path in both) stays as it is."""
     def walk(prefix: str) -> None:
         for entry in sorted(os.scandir(old_dir / prefix), key=lambda e: e.name):
             rel, there = prefix + entry.name, grown / (prefix + entry.name)

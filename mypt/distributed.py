@@ -133,8 +133,8 @@ def _first_on_node(line: str) -> bool:
 
 def says_error(message: str) -> bool:
     """Whether this rank prints `message`, the error it stops with: under torchrun the first rank
-    of its node to stop with that error says it, the others exit quietly (8 ranks of a node
-    refused alike printed 8 lines). A start-up failure is one error on its node wherever it is
+    of its node to stop with that error says it, the others exit quietly (one line a node, not
+    one a rank: 8 on a node of 8 GPUs). A start-up failure is one error on its node wherever it is
     said: the failing rank's own message, or another rank's `rank R could not start: ...`.
     Decided in the start store; always True once the store is gone (torchrun or rank 0 ended)
     or where there is none (--max_restarts with the agent's store: each rank says its own).

@@ -109,8 +109,8 @@ def save_dcp(directory: Path, model: torch.nn.Module, optimizer) -> list[dict]:
 
 def _sort_metadata(path: Path) -> None:
     """The file's header with its metadata map in key order, in place (the same length):
-    safetensors writes that map in hash order, so two saves of one state differed in bytes, in
-    sha256 and in DVC's hashes, though equal in every value."""
+    safetensors writes that map in hash order, so two saves of one state would differ in bytes,
+    in sha256 and in DVC's hashes, though equal in every value."""
     with open(path, "r+b") as f:
         size = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(size))

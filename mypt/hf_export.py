@@ -351,7 +351,7 @@ def _export_locked(transformers, model_dir: Path, out_dir: Path, target: Path) -
     """export_hf under the output's lock, which no other export can change the output under."""
     # The previous export decides what may be replaced (an export killed between its renames left
     # it aside as `.NAME.old`: judged there). Its record is read once, here, under the lock (read
-    # before it, an export that finished meanwhile had its new files called edited): it picks the
+    # before it, an export that finishes meanwhile would have its new files called edited): it picks the
     # marker, and staged_dir's checks judge by it too (`written`), refusing a file that changed
     # since mypt exported it. A record from before the sums has none (not `verified`): only what
     # the new export writes byte for byte is replaced.

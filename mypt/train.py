@@ -518,8 +518,8 @@ class _Run:
     def _agree_saved(self, error: Exception | None) -> None:
         """Every rank learns whether the save failed on any (`error`: this rank's), and raises
         the first failing rank's cause: rank 0 writes a whole model's checkpoint alone, and a
-        rank that went on into the next step's all-reduce waited there for it, to stop saying
-        that another rank's process ended. One message on every rank, so it is said once a node.
+        rank that went on into the next step's all-reduce would wait there for it, then stop
+        saying only that another rank's process ended. One message on every rank, so it is said once a node.
         An OSError (a full disk) as _SaveFailed, for the caller to say what is left; mypt's own
         (a file in the way) as it is (under DDP a TrainingStopped with its message)."""
         mine = None if error is None else (isinstance(error, OSError),

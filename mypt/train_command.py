@@ -734,8 +734,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if train_cfg.cuda_graphs_on(device.type) and dist.world_size > 1:  # (DDP's and FSDP's collectives are not captured)
         raise ConfigError(f"--cuda_graphs: one process only, this run has {dist.world_size} processes under "
                           "torchrun; pass --no_cuda_graphs")
-    # The checkpoint's config.json and training state, read and verified once (the optimizer's
-    # moments, twice the model's size under AdamW, were hashed twice on a sharded resume).
+    # The checkpoint's config.json and training state, read and verified once: the optimizer's
+    # moments, twice the model's size under AdamW, are costly to hash.
     saved_config = checkpoint.read_config(ckpt_dir) if req.resume else {}
     saved_state = checkpoint.read_training_state(ckpt_dir, saved_config) if req.resume and sharded else None
     if sharded:  # before the optimizer, which then holds the shards

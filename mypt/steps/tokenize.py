@@ -54,7 +54,7 @@ class _CannotEncode(TokenizerError):
 def _tokenize_block(task, tok: Tokenizer) -> tuple[int, dict]:
     path, jsonl, start, end, tokens_out, docs_out = task
     replaced, ends, pieces, n = Counter(), [], [], 0
-    # A document's end-of-text id is a piece of its own: appended to the document's ids, it copied them.
+    # A document's end-of-text id is a piece of its own: appending it to the document's ids would copy them.
     eot = np.array([tok.eot_id], dtype=DTYPE) if jsonl and tok.eot_id is not None else None
     # A .txt block is encoded as it is: its last line may lack a newline (cleaned unchanged).
     # Without an end-of-text id a newline ends each document, encoded with its text as a JSONL
