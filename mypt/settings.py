@@ -11,6 +11,7 @@ come from the field's metadata.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import shlex
@@ -29,6 +30,12 @@ class SettingError(ConfigError):
     def __init__(self, message: str, fields: tuple[str, ...]):
         super().__init__(message)
         self.fields = fields
+
+
+class UnknownSettingError(ConfigError, AttributeError):
+    """An assignment to a name that is no field of a settings class (a typo such as `max_iter`,
+    which would otherwise be kept and never read). An AttributeError too, as Python's own
+    refusals of an attribute are."""
 
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -174,6 +181,38 @@ class Settings:
     """Base of the settings dataclasses: checks every field on creation."""
 
     LABEL = "setting"  # how messages name this class's fields ("training setting max_iters: ...")
+    # Public names other than the fields that may be set on an instance (TrainConfig's block_size,
+    # which GPTDataLoader reads); names starting with "_" are always allowed.
+    EXTRA_ATTRIBUTES: tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A typo (`config.max_iter = 100`) would be an attribute nothing reads: the run would train
+        # with the field's old value and say nothing. Values are not checked here: settings that go
+        # together (n_embd and n_head) pass through invalid pairs while set one by one; checked()
+        # checks them all, as the constructor does, and fit and GPT() call it.
+        if not name.startswith("_") and name not in self.__dataclass_fields__ and name not in self.EXTRA_ATTRIBUTES:
+            raise UnknownSettingError(self._unknown_message(name))
+        super().__setattr__(name, value)
+
+    def _unknown_message(self, name: str) -> str:
+        names = self.field_names()
+        near = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {near[0]}?" if near else f"the settings are {', '.join(names)}"
+        if isinstance(getattr(type(self), name, None), property):
+            hint = f"{name} follows from other settings and cannot be set; " + hint
+        return f"{type(self).__name__} has no {self.LABEL} {name!r}: {hint}"
+
+    def checked(self):
+        """These settings checked again as the constructor checks them, for settings changed by
+        assignment after it (`config.gradient_accumulation_steps = 0`), which checks nothing:
+        a new instance (normalized as the constructor normalizes), or the constructor's
+        SettingError or ConfigError naming the field and its value. The names of
+        EXTRA_ATTRIBUTES set on this one are kept."""
+        new = dataclasses.replace(self)
+        for name, value in vars(self).items():
+            if name not in self.__dataclass_fields__:
+                object.__setattr__(new, name, value)
+        return new
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))

@@ -1,0 +1,61 @@
+"""The Python API as the README shows it: settings changed by assignment, Tokenizer(...)'s
+arguments, Tokenizer.save over a dataset's or checkpoint's tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mypt.config import GPTConfig, TrainConfig
+from mypt.errors import ConfigError
+
+
+@pytest.mark.parametrize("cls,name,near", [(TrainConfig, "max_iter", "max_iters"),
+                                           (TrainConfig, "gradient_acumulation_steps", "gradient_accumulation_steps"),
+                                           (GPTConfig, "n_heads", "n_head")])
+def test_assigning_a_name_that_is_no_setting_is_refused_naming_the_nearest(cls, name, near):
+    config = cls()
+    with pytest.raises(ConfigError, match=f"no .*setting '{name}': did you mean {near}\\?") as e:
+        setattr(config, name, 100)
+    assert isinstance(e.value, AttributeError) and name not in vars(config)
+
+
+def test_the_readme_block_size_on_a_train_config_and_private_names_still_set():
+    config = TrainConfig()
+    config.block_size = 256  # the README's form: GPTDataLoader reads it
+    config._note = "mine"
+    config.max_iters = 7
+    again = config.checked()
+    assert (again.block_size, again._note, again.max_iters) == (256, "mine", 7)
+
+
+@pytest.mark.parametrize("cls,field,value,message", [
+    (TrainConfig, "gradient_accumulation_steps", 0, "training setting gradient_accumulation_steps: must be >= 1, got 0"),
+    (TrainConfig, "min_lr", 1.0, "training setting min_lr (1) is above learning_rate (0.0006)"),
+    (TrainConfig, "lr_schedule", "linear", "training setting lr_schedule: 'linear' is not one of cosine, wsd"),
+    (TrainConfig, "optimizer", "sgd", "training setting optimizer: 'sgd' is not one of adamw, muon"),
+    (TrainConfig, "grad_clip", -1, "training setting grad_clip: must be >= 0.0, got -1"),
+    (TrainConfig, "eval_interval", 0, "training setting eval_interval: must be >= 1, got 0"),
+    (TrainConfig, "max_iters", "100", "training setting max_iters: must be an integer, got '100'"),
+    (GPTConfig, "n_head", 3, "model setting n_embd (16) must be divisible by n_head (3)"),
+])
+def test_checked_refuses_an_assigned_value_as_the_constructor_does(cls, field, value, message):
+    base = {"n_embd": 16, "n_head": 2} if cls is GPTConfig else {}
+    config = cls(**base)
+    setattr(config, field, value)  # no check on assignment: settings that go together pass through bad pairs
+    with pytest.raises(ConfigError) as checked:
+        config.checked()
+    with pytest.raises(ConfigError) as built:
+        cls(**{**base, field: value})
+    assert message in str(checked.value) and str(checked.value) == str(built.value)
+
+
+def test_valid_assignments_pass_checked_one_at_a_time_through_an_invalid_pair():
+    config = GPTConfig(n_embd=16, n_head=2)
+    config.n_embd = 24  # 24 / 2 is fine; then 3 heads
+    config.n_head = 3
+    assert config.checked() == GPTConfig(n_embd=24, n_head=3)
+    train = TrainConfig()
+    train.learning_rate, train.min_lr, train.lr_schedule = 1e-3, 1e-4, "wsd"
+    assert train.checked() == dataclasses.replace(train)
