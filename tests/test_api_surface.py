@@ -59,3 +59,36 @@ def test_valid_assignments_pass_checked_one_at_a_time_through_an_invalid_pair():
     train = TrainConfig()
     train.learning_rate, train.min_lr, train.lr_schedule = 1e-3, 1e-4, "wsd"
     assert train.checked() == dataclasses.replace(train)
+
+
+def test_a_kind_given_first_to_tokenizer_is_the_kind():
+    from mypt.tokenizers import Tokenizer
+
+    char = Tokenizer("char", chars="ab\n")
+    assert char.kind == "char" and char.encode("ba\n") == [2, 1, 0]  # (sorted: "\n" 0, a 1, b 2)
+    assert Tokenizer("gpt2").kind == Tokenizer(None, "gpt2").kind == Tokenizer().kind == "gpt2"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("char",), "Tokenizer('char') needs its vocabulary: Tokenizer('char', chars=TEXT)"),
+    (("hf:tok.json",), "Tokenizer('hf:tok.json'): Tokenizer(...) takes a kind (gpt2, char, hf); a tokenizer built "
+                       "from a file (hf:PATH) is mypt.tokenizers.make_tokenizer('hf:tok.json')"),
+    ((None, "hf:tok.json"), "mypt.tokenizers.make_tokenizer('hf:tok.json')"),
+    (("bogus",), "Tokenizer('bogus'): unknown tokenization 'bogus'"),
+    (("char", "gpt2"), "two kinds given"),
+])
+def test_tokenizer_refuses_what_it_cannot_build_naming_the_call_that_does(args, message):
+    from mypt.errors import TokenizerError
+    from mypt.tokenizers import Tokenizer
+
+    with pytest.raises(TokenizerError) as e:
+        Tokenizer(*args)
+    assert message in str(e.value)
+
+
+def test_a_directory_given_to_tokenizer_names_tokenizer_load(tmp_path):
+    from mypt.errors import TokenizerError
+    from mypt.tokenizers import Tokenizer
+
+    with pytest.raises(TokenizerError, match=r"is a directory, not a tokenizer kind; .* is Tokenizer.load\("):
+        Tokenizer(str(tmp_path))

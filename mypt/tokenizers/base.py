@@ -165,12 +165,33 @@ def make_tokenizer(spec: str, char_sets: Iterable[str] | None = None) -> "Tokeni
     return cls.from_argument(arg)
 
 
+def _kind_of(value: str | os.PathLike) -> str:
+    """The kind `Tokenizer(value)` or `Tokenizer(config, value)` names; a TokenizerError naming
+    the call that builds what else it may name (a tokenizer.json, a dataset's tokenizer)."""
+    text = os.fsdecode(value)
+    if text in TOKENIZERS:
+        return text
+    call = f"Tokenizer({text!r})"
+    if Path(text).is_dir():
+        raise TokenizerError(f"{call}: {text} is a directory, not a tokenizer kind; a dataset's or checkpoint's "
+                             f"tokenizer is Tokenizer.load({text!r})")
+    try:
+        cls, arg = parse_spec(text)
+    except TokenizerError as e:
+        raise TokenizerError(f"{call}: {e}") from None
+    if arg is None:
+        return cls.kind
+    raise TokenizerError(f"{call}: Tokenizer(...) takes a kind ({', '.join(TOKENIZERS)}); a tokenizer built from "
+                         f"a file ({cls.kind}:{cls.argument}) is mypt.tokenizers.make_tokenizer({text!r})")
+
+
 class Tokenizer:
     """Text <-> token ids.
 
-    Build one with `Tokenizer.load(dir)`, `tokenizer_class(kind).from_corpus(char_sets)`, or the
-    guide's form `Tokenizer(config, "gpt2")` (config is accepted for compatibility and unused;
-    a corpus-built kind also needs `chars=`).
+    Build one with `Tokenizer.load(dir)`, `tokenizer_class(kind).from_corpus(char_sets)`,
+    `make_tokenizer("hf:PATH")`, or the guide's form `Tokenizer(config, "gpt2")` (config is
+    accepted for compatibility and unused), also `Tokenizer("gpt2")`; a corpus-built kind also
+    needs `chars=` (`Tokenizer("char", chars="ab\\n")`).
     """
 
     kind = ""
@@ -191,8 +212,23 @@ class Tokenizer:
     block_bytes: int | None = None
 
     def __new__(cls, config: object = None, kind: str | None = None, **kwargs):
+        # Tokenizer("char"): the kind where the guide's form has its (unused) config. Read as the
+        # config, it was ignored and gave gpt2, and text encoded with it trained on gpt2's ids.
+        if isinstance(config, (str, os.PathLike)):
+            if kind is not None:
+                raise TokenizerError(f"Tokenizer({config!r}, {kind!r}): two kinds given; the guide's form is "
+                                     f"Tokenizer(config, {kind!r}), or Tokenizer({kind!r})")
+            config, kind = None, _kind_of(config)
+        elif kind is not None:
+            kind = _kind_of(kind)
         if cls is Tokenizer:  # the guide's Tokenizer(config, kind): dispatch to the kind's class
             cls = tokenizer_class(kind or "gpt2")
+        elif kind is not None and kind != cls.kind:
+            raise TokenizerError(f"{cls.__name__} is the {cls.kind} tokenizer, not {kind!r}: Tokenizer({kind!r})")
+        if cls.learns_vocabulary and not kwargs:
+            raise TokenizerError(f"Tokenizer({cls.kind!r}) needs its vocabulary: Tokenizer({cls.kind!r}, "
+                                 "chars=TEXT) (the characters of your text), or Tokenizer.load(DATASET_DIR) for a "
+                                 "prepared dataset's")
         return super().__new__(cls)
 
     def __init__(self, config: object = None, kind: str | None = None, **kwargs):
