@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from conftest import tiny_checkpoint
 from mypt.config import GPTConfig, TrainConfig
 from mypt.errors import ConfigError
 
@@ -92,3 +93,34 @@ def test_a_directory_given_to_tokenizer_names_tokenizer_load(tmp_path):
 
     with pytest.raises(TokenizerError, match=r"is a directory, not a tokenizer kind; .* is Tokenizer.load\("):
         Tokenizer(str(tmp_path))
+
+
+def _char_dataset(path, text: str):
+    from mypt.prepare import PrepareSettings, prepare_dataset
+    from mypt.steps.tokenize import TokenizeSettings
+
+    corpus = path.parent / f"{path.name}.txt"
+    corpus.write_text(text * 50, encoding="utf-8")
+    prepare_dataset([str(corpus)], path, PrepareSettings(tokenize=TokenizeSettings(tokenization="char", workers=1)))
+    return path
+
+
+def test_saving_another_tokenizer_over_a_checkpoints_or_datasets_is_refused(tmp_path):
+    from mypt.errors import TokenizerError
+    from mypt.tokenizers import Tokenizer
+
+    checkpoint = tiny_checkpoint(tmp_path / "ck")  # a char tokenizer of "abc\n"
+    dataset = _char_dataset(tmp_path / "ds", "xyz\n")
+    held = {d: (d / "tokenizer_state.json").read_bytes() for d in (checkpoint, dataset)}
+    with pytest.raises(TokenizerError, match=r"ck is a mypt checkpoint whose config.json records the sha256 of its "
+                                             r"own tokenizer_state.json"):
+        Tokenizer.load(dataset).save(checkpoint)
+    with pytest.raises(TokenizerError, match=r"ds is a mypt dataset whose shards are ids of its own tokenizer \(char, "
+                                             r"vocab_size 4\), not of this one \(gpt2, vocab_size 50257\)"):
+        Tokenizer("gpt2").save(dataset)
+    assert {d: (d / "tokenizer_state.json").read_bytes() for d in held} == held
+    # The same tokenizer over its own file passes, and any tokenizer goes to a directory of its own.
+    for directory in (checkpoint, dataset):
+        Tokenizer.load(directory).save(directory)
+    Tokenizer.load(dataset).save(tmp_path)
+    assert Tokenizer.load(tmp_path).identity() == Tokenizer.load(dataset).identity()

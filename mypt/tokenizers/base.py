@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.io import atomic_write_text, read_json
-from mypt.names import STATE_FILE
+from mypt.names import METADATA_FILE, STATE_FILE
 
 
 class RunSkip(NamedTuple):
@@ -52,6 +53,7 @@ class RunSkip(NamedTuple):
 
 
 STATE_VERSION = 1
+CHECKPOINT_CONFIG = "config.json"  # (mypt.checkpoint.CONFIG_FILE: that module imports torch, this one must not)
 TOKENIZERS: dict[str, type["Tokenizer"]] = {}  # kind -> class
 
 
@@ -183,6 +185,15 @@ def _kind_of(value: str | os.PathLike) -> str:
         return cls.kind
     raise TokenizerError(f"{call}: Tokenizer(...) takes a kind ({', '.join(TOKENIZERS)}); a tokenizer built from "
                          f"a file ({cls.kind}:{cls.argument}) is mypt.tokenizers.make_tokenizer({text!r})")
+
+
+def _json_object(path: Path) -> dict | None:
+    """The JSON object in file `path`; None when there is none (no file, not JSON, not an object)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class Tokenizer:
@@ -340,9 +351,42 @@ class Tokenizer:
         return [self.identity()]
 
     def save(self, directory: str | os.PathLike) -> Path:
+        """Write tokenizer_state.json in `directory`; a mypt checkpoint's or dataset's of another
+        tokenizer is refused (_check_replaces)."""
         path = Path(directory) / STATE_FILE
-        atomic_write_text(path, json.dumps(self.state(), ensure_ascii=False, indent=1) + "\n")
+        text = json.dumps(self.state(), ensure_ascii=False, indent=1) + "\n"
+        self._check_replaces(Path(directory), text)
+        atomic_write_text(path, text)
         return path
+
+    def _check_replaces(self, directory: Path, text: str) -> None:
+        """Refuse to write `text` as the tokenizer of a mypt checkpoint or dataset in `directory`
+        that records another: a checkpoint's config.json records the sha256 of its
+        tokenizer_state.json, and every load (generate, eval, --resume) refuses other bytes; a
+        dataset's shards are ids of its own tokenizer and would decode as other text. The same
+        bytes (a checkpoint), or the same tokenizer (a dataset), pass."""
+        config = _json_object(directory / CHECKPOINT_CONFIG)
+        if config is not None and "format_version" in config:
+            sums = config.get("sha256")
+            recorded = sums.get(STATE_FILE) if isinstance(sums, dict) else None
+            if not isinstance(recorded, str) or recorded == hashlib.sha256(text.encode("utf-8")).hexdigest():
+                return
+            why = (f"a mypt checkpoint whose {CHECKPOINT_CONFIG} records the sha256 of its own {STATE_FILE}, which "
+                   "this tokenizer's is not: loading the checkpoint (generate, eval, --resume) would then refuse it")
+        elif (directory / METADATA_FILE).is_file() and (directory / STATE_FILE).is_file():
+            try:
+                held = Tokenizer.load(directory)
+            except TokenizerError:  # (a damaged file: nothing to keep; the dataset's record still checks the new one)
+                return
+            if held.identity() == self.identity():
+                return
+            why = (f"a mypt dataset whose shards are ids of its own tokenizer ({held.kind}, vocab_size "
+                   f"{held.vocab_size}), not of this one ({self.kind}, vocab_size {self.vocab_size}): they would "
+                   "decode as other text")
+        else:
+            return
+        raise TokenizerError(f"Tokenizer.save({str(directory)!r}): {directory} is {why}; save this tokenizer to "
+                             "a directory of its own")
 
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
