@@ -92,10 +92,12 @@ def fit_config(config: TrainConfig | None, data_loader, optimizer) -> TrainConfi
     optimizer=optimizer)`), else the defaults. Without `config`, a given optimizer's
     learning rate is the schedule's peak (learning_rate), so the optimizer you built is the
     one that trains."""
+    # Validated again: a field assigned after TrainConfig(...) skips its checks (accumulation
+    # steps 0 trains nothing; a min_lr above the peak climbs).
     if config is not None:
-        return config
+        return config.checked()
     cfg = getattr(data_loader, "config", None)
-    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig()
+    cfg = cfg.checked() if isinstance(cfg, TrainConfig) else TrainConfig()
     if optimizer is not None:
         group = optimizer.param_groups[0]
         cfg = dataclasses.replace(cfg, learning_rate=float(group.get("initial_lr", group["lr"])))
@@ -163,6 +165,18 @@ def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders, tokeni
     if vocab != ours.vocab_size:
         raise ConfigError(f"the model's vocab_size {vocab} is not its data loader's tokenizer's ({describe(ours)}): "
                           "build it with GPTConfig(vocab_size=tokenizer.vocab_size, ...)")
+
+
+def _check_checkpoint_dir(path: Path, tokenizer, resume_state: dict | None, overwrite: bool) -> None:
+    """Python API mistakes found at the first save, after eval_interval steps of training: no
+    tokenizer to save beside the weights, or a trained model there that the save replaces."""
+    if tokenizer is None:
+        raise ConfigError(f"fit's checkpoint_dir {path}: a checkpoint holds its tokenizer (generate and eval decode "
+                          "with it) and this fit has none: pass tokenizer=, or a data loader built with one")
+    if resume_state is None and not overwrite and checkpoint.holds_model(path):
+        raise ConfigError(f"fit's checkpoint_dir {path} holds a trained model, which this fit's first save would "
+                          f"replace: continue it (resume_state=mypt.checkpoint.load_training_state({str(path)!r}, "
+                          "optimizer, model=model)), pass overwrite=True to replace it, or another checkpoint_dir")
 
 
 def compiled(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
@@ -602,7 +616,8 @@ class _Run:
 def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: dict | None = None,
         config: TrainConfig | None = None, checkpoint_dir: Path | None = None, tokenizer=None,
         resume_state: dict | None = None, checkpoint_extra: dict | None = None, dist: Dist | None = None,
-        log: Callable[[str], None] = print, on_metrics: Callable[[int, dict], None] | None = None) -> dict:
+        log: Callable[[str], None] = print, on_metrics: Callable[[int, dict], None] | None = None,
+        overwrite: bool = False) -> dict:
     """Train `model` (already on its device; wrapped in DDP when dist.world_size > 1),
     torch.compile'd first when the config says so (on with CUDA by default: see `compiled`).
 
@@ -616,14 +631,20 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     OSError or a MyptError of a loader) raises TrainingStopped after saving the state of the
     step it met (when every parameter is finite), naming where it is. Under DDP every rank
     stops at that step; so it does where a checkpoint's write fails on any rank (a full disk).
-    Without `config`, the settings are the loader's TrainConfig (see fit_config).
+    Without `config`, the settings are the loader's TrainConfig (see fit_config). A
+    `checkpoint_dir` that holds a trained model is continued (`resume_state`) or, with
+    `overwrite`, replaced: never replaced unasked. The checkpoints hold `tokenizer`, by default
+    the data loader's.
     `on_metrics(step, values)` (rank 0) gets each evaluation's losses and each logged
     train_loss, lr and tokens_per_s as they happen (mypt.tracking writes them for DVC).
     Returns {"history": [...], "step": final step, "tokens": tokens trained on over every run of
     the model, "best_val": ...}.
     """
+    tokenizer = getattr(data_loader, "tokenizer", None) if tokenizer is None else tokenizer
     check_loaders(model, data_loader, eval_data_loaders, tokenizer)
     check_optimizer(model, optimizer)
+    if checkpoint_dir is not None:
+        _check_checkpoint_dir(Path(checkpoint_dir), tokenizer, resume_state, overwrite)
     cfg = fit_config(config, data_loader, optimizer)
     run = _Run(compiled(model, cfg), data_loader, optimizer, eval_data_loaders, cfg, checkpoint_dir, tokenizer,
                resume_state, checkpoint_extra, dist or Dist(), log, on_metrics)

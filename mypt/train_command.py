@@ -776,7 +776,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     failed = True
     try:
         result = fit(train_model, loader, optimizer, eval_loaders, train_cfg, ckpt_dir, tokenizer, resume_state,
-                     extra, dist, log, on_metrics=tracker)
+                     extra, dist, log, on_metrics=tracker, overwrite=req.overwrite)
         failed = False
         return result
     finally:
