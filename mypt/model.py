@@ -281,6 +281,9 @@ class KVCache:
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
+        # Validated again, as a copy: a field assigned after GPTConfig(...) skips its checks, and a
+        # model of n_head 3 with n_embd 16 saves a checkpoint no command can load.
+        cfg = cfg.checked()
         self.config = cfg
         layers = dict(wte=nn.Embedding(cfg.padded_vocab_size, cfg.n_embd))
         if cfg.position == "learned":  # rope has no table: positions rotate queries and keys
