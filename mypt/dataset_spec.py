@@ -12,7 +12,8 @@ from pathlib import Path
 
 from mypt.errors import ConfigError
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# A dataset's name: a key of the metrics and part of their file names (eval_NAME.tsv).
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # The smallest share of a mixture a dataset may have: below one sequence in a billion it would
 # never be drawn (a weight of 1e-320 is positive, and effectively 0).
 MIN_SHARE = 1e-9
@@ -37,7 +38,7 @@ class DatasetSpec:
         if Path(text).is_dir():  # an existing directory is a path, whatever ':' or '=' it holds
             return cls(Path(text).resolve().name or text, Path(text), None, text)
         name, sep, rest = text.partition("=")
-        if not sep or not _NAME.fullmatch(name):
+        if not sep or not NAME.fullmatch(name):
             name, rest = "", text
         path, colon, weight = rest.rpartition(":")
         value = None
@@ -66,10 +67,10 @@ class DatasetSpec:
             raise ConfigError(f"{flag} {text!r}: no path; expected {form}" + (", PATH:WEIGHT or PATH" if weighted
                                                                                else " or DIR"))
         name = name or Path(path).resolve().name
-        if not _NAME.fullmatch(name) and not Path(path).exists():  # the name is not what went wrong
+        if not NAME.fullmatch(name) and not Path(path).exists():  # the name is not what went wrong
             raise ConfigError(f"{flag} {text}: no such directory {path}; prepare it with `mypt "
                               f"prepare-dataset --out_dir`, or fix the path ({form}, each part optional)")
-        if not _NAME.fullmatch(name):
+        if not NAME.fullmatch(name):
             raise ConfigError(f"{flag} {text}: {name!r} cannot name a dataset in the eval line; "
                               f"give a name of letters, digits, '_', '-' or '.': {form}")
         return cls(name, Path(path), value, text)

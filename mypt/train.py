@@ -24,6 +24,7 @@ import torch
 from mypt import checkpoint
 from mypt.config import TrainConfig
 from mypt.data import RESUME_STREAM
+from mypt.dataset_spec import NAME
 from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, peer_lost, sync_gradients,
                               unwrap)
 from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, os_error_message
@@ -134,6 +135,10 @@ def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders, tokeni
     if eval_data_loaders is not None and not isinstance(eval_data_loaders, dict):
         raise ConfigError(f"fit's eval_data_loaders is a {type(eval_data_loaders).__name__}: pass a dict of a name "
                           "to a loader, {\"general\": GPTDataLoader(config, tokenizer, dataset_dir, eval_only=True)}")
+    for name in eval_data_loaders or {}:
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise ConfigError(f"fit's eval_data_loaders name {name!r}: a name is a metric's key and part of its file "
+                              "name (eval_NAME.tsv); give one of letters, digits, '_', '-' or '.'")
     limit = unwrap(model).config.block_size
     named = [("data_loader", data_loader)] + [(f"eval_data_loaders[{k!r}]", v)
                                               for k, v in (eval_data_loaders or {}).items()]

@@ -48,3 +48,11 @@ def test_settings_assigned_after_construction_are_checked_where_they_are_used(tm
     model_cfg.n_head = 3  # (n_embd 32): a checkpoint no command could load
     with pytest.raises(ConfigError, match="n_head"):
         GPT(model_cfg)
+
+
+@pytest.mark.parametrize("name", ["../val", "web/en", ""])
+def test_an_eval_loaders_name_that_cannot_name_a_metrics_file_is_refused(tmp_path, name):
+    tok = tokenizer()
+    with pytest.raises(ConfigError, match="eval_data_loaders name"):
+        fit(tiny_model(tok), loader(tok), eval_data_loaders={name: loader(tok)}, config=config(max_iters=2),
+            log=lambda line: None)
