@@ -163,7 +163,7 @@ def test_a_txt_input_that_dedup_removes_whole_counts_as_emptied_and_is_named(tmp
     assert [s["documents"] for s in meta["sources"]] == [1, 0, 0, 0, 0, 0, 0, 0, 1]
     assert meta["stats"]["dedup"]["documents_emptied"] == 7 and meta["stats"]["clean"]["documents_emptied"] == 0
     assert "Inputs left without text (empty, or emptied by the filter or dedup): b0.txt, b1.txt, b2.txt, b3.txt, " \
-           "b4.txt and 2 more\n" in result.output, result.output
+           "b4.txt (and 2 more)\n" in result.output, result.output
     # The dedup stage (dedup reading clean's output back) counts them alike.
     clean(["a.txt", "b0.txt", "c.txt"], tmp_path / "clean", CleanSettings(workers=1))
     assert dedup(tmp_path / "clean", tmp_path / "dedup", DedupSettings(workers=1))["stats"]["dedup"][

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mypt.errors import InputError
+from mypt.errors import InputError, listed
 from mypt.io import read_json, staged_dir, write_json
 from mypt.names import METADATA_FILE, STATE_FILE, char_replacement
 from mypt.settings import Settings, seed_setting, setting
@@ -248,8 +248,7 @@ def summary_lines(meta: dict, out_dir: Path, appended: bool = False) -> list[str
         lines.append(f"Duplicate lines dropped: {part['stats']['dedup']['duplicate_lines_dropped']:,}")
     empty = [s["name"] for s in part["sources"] if s.get("documents") == 0]
     if empty:
-        lines.append("Inputs left without text (empty, or emptied by the filter or dedup): " + ", ".join(empty[:5])
-                     + (f" and {len(empty) - 5} more" if len(empty) > 5 else ""))
+        lines.append("Inputs left without text (empty, or emptied by the filter or dedup): " + listed(empty, 5))
     lines += skipped_lines(part.get("skipped_binary_files", []),
                            list(part.get("skipped_wide_text_files", {}).values()),  # each its fix (clean wrote it)
                            part.get("walk_skipped_files"), clean_stats,
