@@ -5,16 +5,16 @@ with it, a start-up failure of one rank by that rank on its node."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import mypt_cli
+from conftest import free_port, mypt_cli, own_session, run_in_session
 
 from mypt.cli import main
 
@@ -78,17 +78,9 @@ def two_ranks(args: list[str], cwd: Path, rank1: list[str] = ()) -> subprocess.C
     script.write_text("import os, sys\nfrom mypt.cli import main\n"
                       "extra = sys.argv[sys.argv.index('--rank1') + 1:] if os.environ['RANK'] == '1' else []\n"
                       "main(['train', *sys.argv[1:sys.argv.index('--rank1')], *extra], prog_name='mypt')\n")
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(script), *args, "--model_name", "m", "--config_file", "tiny", "--device", "cpu",
-                             "--max_iters", "2", "--rank1", *rank1],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return run_in_session([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), *args, "--model_name", "m", "--config_file", "tiny", "--device", "cpu",
+                           "--max_iters", "2", "--rank1", *rank1], cwd, timeout=180)
 
 
 def said(done: subprocess.CompletedProcess) -> list[str]:
@@ -131,28 +123,18 @@ def test_without_a_start_store_every_rank_checks_the_metrics_dir_itself(dataset,
     """Launched without torchrun (RANK, WORLD_SIZE and MASTER_ADDR set, as a cluster's launcher
     does) the ranks meet in no start store: rank 1 cannot learn rank 0's refusal, and waited for it
     in init_process_group until its timeout (30 minutes). It refuses on its own."""
-    import socket
-
     live = tmp_path / "live"
     live.mkdir()
     (live / "params.yaml").write_text("mine: 1\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    port = str(free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
-    procs = [subprocess.Popen([sys.executable, "-m", "mypt.cli", "train", "--dataset_dir", str(dataset),
-                               "--metrics_dir", str(live), "--model_name", "m", "--config_file", "tiny",
-                               "--device", "cpu", "--max_iters", "2"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2",
-                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}, start_new_session=True)
-             for rank in ("0", "1")]
-    try:
+    with contextlib.ExitStack() as ranks:
+        procs = [ranks.enter_context(own_session(
+            [sys.executable, "-m", "mypt.cli", "train", "--dataset_dir", str(dataset), "--metrics_dir", str(live),
+             "--model_name", "m", "--config_file", "tiny", "--device", "cpu", "--max_iters", "2"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": port})) for rank in ("0", "1")]
         outs = [p.communicate(timeout=120)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
     line = f"Error: --metrics_dir {live} holds params.yaml, which dvclive would delete"
     assert [p.returncode for p in procs] == [1, 1] and all(line in out for out in outs), outs
