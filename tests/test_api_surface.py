@@ -32,7 +32,8 @@ def test_the_readme_block_size_on_a_train_config_and_private_names_still_set():
 
 
 @pytest.mark.parametrize("cls,field,value,message", [
-    (TrainConfig, "gradient_accumulation_steps", 0, "training setting gradient_accumulation_steps: must be >= 1, got 0"),
+    (TrainConfig, "gradient_accumulation_steps", 0,
+     "training setting gradient_accumulation_steps: must be >= 1, got 0"),
     (TrainConfig, "min_lr", 1.0, "training setting min_lr (1) is above learning_rate (0.0006)"),
     (TrainConfig, "lr_schedule", "linear", "training setting lr_schedule: 'linear' is not one of cosine, wsd"),
     (TrainConfig, "optimizer", "sgd", "training setting optimizer: 'sgd' is not one of adamw, muon"),
