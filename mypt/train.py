@@ -27,7 +27,8 @@ from mypt.data import RESUME_STREAM
 from mypt.dataset_spec import NAME
 from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, peer_lost, sync_gradients,
                               unwrap)
-from mypt.errors import ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, os_error_message
+from mypt.errors import (ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, listed,
+                         os_error_message)
 from mypt.evaluate import evaluate_all
 from mypt.fsdp import full, is_sharded
 from mypt.optim import configure_optimizer, muon_lr, set_lr
@@ -126,7 +127,7 @@ def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
 
 
 def _not_finite(names: list[str]) -> str:
-    return f"the weights are not finite ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+    return f"the weights are not finite ({listed(names, 3)})"
 
 
 def check_loaders(model: torch.nn.Module, data_loader, eval_data_loaders, tokenizer=None) -> None:
@@ -180,8 +181,9 @@ def _check_checkpoint_dir(path: Path, tokenizer, resume_state: dict | None, over
                           "with it) and this fit has none: pass tokenizer=, or a data loader built with one")
     if resume_state is None and not overwrite and checkpoint.holds_model(path):
         raise ConfigError(f"fit's checkpoint_dir {path} holds a trained model, which this fit's first save would "
-                          f"replace: continue it (resume_state=mypt.checkpoint.load_training_state({str(path)!r}, "
-                          "optimizer, model=model)), pass overwrite=True to replace it, or another checkpoint_dir")
+                          "replace: continue it (its weights from mypt.model.load_model, its optimizer's state as "
+                          "resume_state: the README's 'GPTDataLoader and the Python API'; or mypt train --resume), "
+                          "pass overwrite=True to replace it, or another checkpoint_dir")
 
 
 def compiled(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:

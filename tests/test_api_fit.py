@@ -23,7 +23,7 @@ def test_fit_refuses_to_replace_a_trained_checkpoint_unless_told(tmp_path):
     ckpt = tmp_path / "m"
     _fit(ckpt)
     before = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
-    with pytest.raises(ConfigError, match=rf"checkpoint_dir {ckpt} holds a trained model.*resume_state="
+    with pytest.raises(ConfigError, match=rf"checkpoint_dir {ckpt} holds a trained model.*load_model.*resume_state"
                                           r".*overwrite=True"):
         _fit(ckpt)
     assert {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()} == before
@@ -56,3 +56,26 @@ def test_an_eval_loaders_name_that_cannot_name_a_metrics_file_is_refused(tmp_pat
     with pytest.raises(ConfigError, match="eval_data_loaders name"):
         fit(tiny_model(tok), loader(tok), eval_data_loaders={name: loader(tok)}, config=config(max_iters=2),
             log=lambda line: None)
+
+
+def test_the_readmes_resume_in_python_continues_a_checkpoint(tmp_path, monkeypatch):
+    """The README's Python resume (load_model, configure_optimizer, load_training_state, fit with
+    resume_state) goes on from the checkpoint's step and weights, as mypt train --resume does."""
+    import torch
+
+    from mypt.checkpoint import load_training_state
+    from mypt.train import configure_optimizer
+
+    monkeypatch.chdir(tmp_path)
+    tok = tokenizer()
+    cfg = config(max_iters=4, eval_interval=2)
+    fit(tiny_model(tok), loader(tok), config=cfg, checkpoint_dir="checkpoints/m", tokenizer=tok, log=lambda line: None)
+    config_ = config(max_iters=6, eval_interval=2)
+    model, tokenizer_, _ = load_model("checkpoints/m")
+    optimizer = configure_optimizer(model, config_, torch.device(config_.device))
+    state = load_training_state("checkpoints/m", optimizer, model=model)
+    lines = []
+    result = model.fit(loader(tokenizer_), optimizer, config=config_, checkpoint_dir="checkpoints/m",
+                       resume_state=state, log=lines.append)
+    assert state["step"] == 4 and result["step"] == 6
+    assert [line.split(":")[0] for line in lines if line.startswith("step ")] == ["step 6"]
