@@ -45,13 +45,12 @@ from mypt.errors import (BusyError, CheckpointError, ConfigError, MyptError, lis
 from mypt.io import (atomic_write_text, check_written, is_own, not_own_message, old_dir, output_target, read_json,
                      recover_staged, sha256_file, staged_dir, umask_mode)
 from mypt.lock import output_lock
-from mypt.names import STATE_FILE, unstored
+from mypt.names import CONFIG_FILE, STATE_FILE, is_mypt_config, unstored
 
 if TYPE_CHECKING:  # a type only: checkpoints save any tokenizer without the registry
     from mypt.tokenizers import Tokenizer
 
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
 # The names of a checkpoint's files. Of a checkpoint, only those its config.json records are
 # mypt's (recorded_files): a save replaces these and carries over anything else; a file of the
 # user's under one of these names is refused before training (check_ours), never deleted.
@@ -174,11 +173,6 @@ def holds_mypt_config(path: Path) -> bool:
     except (OSError, ValueError, UnicodeDecodeError):
         return False
     return is_mypt_config(data)
-
-
-def is_mypt_config(data) -> bool:
-    """Whether `data`, a config.json as parsed, is one mypt wrote (an object with its format_version)."""
-    return isinstance(data, dict) and "format_version" in data
 
 
 def check_ours(path: Path) -> None:
@@ -311,7 +305,8 @@ def _dcp_part(path: Path, config: dict, part: str) -> Path:
                               f"shard; move it out of {where} and run again")
     if not recorded or missing:
         what = (f"records no shards in {DCP_DIR}/" if not recorded else
-                f"records other files in {where} (not recorded: {extra[:3]}, missing: {missing[:3]})")
+                f"records other files in {where} (not recorded: [{listed(extra, 3)}], missing: "
+                f"[{listed(missing, 3)}])")
         raise CheckpointError(f"{path}: its {CONFIG_FILE} {what}: the checkpoint was changed or damaged after it "
                               "was saved; use another checkpoint (or copy it again), or train again")
     verify(path, config, tuple(found))

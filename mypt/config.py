@@ -300,9 +300,9 @@ class TrainConfig(Settings):
     `mypt train` and a key of params.yaml's train and adapt sections)."""
 
     LABEL = "training setting"
-    # The README's `config.block_size = 256`: the context length GPTDataLoader reads from its config
-    # (the model's own is GPTConfig.block_size).
-    EXTRA_ATTRIBUTES = ("block_size",)
+    # What GPTDataLoader reads from its config beside the fields: the context length (the README's
+    # `config.block_size = 256`; the model's own is GPTConfig.block_size) and the process's rank.
+    EXTRA_ATTRIBUTES = ("block_size", "rank")
 
     batch_size: int = setting(12, "Sequences per micro-step, per process.", min=1)
     gradient_accumulation_steps: int = setting(1, "Micro-steps per optimizer step.", min=1)

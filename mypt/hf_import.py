@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from mypt.checkpoint import is_mypt_config
 from mypt.config import MAX_NORM_EPS
 from mypt.errors import ConfigError, listed
 from mypt.io import sha256_file
-from mypt.names import EXPORT_RECORD  # (what tells a mypt export's tokenizer_state.json from a stale one)
+# (EXPORT_RECORD: what tells a mypt export's tokenizer_state.json from a stale one)
+from mypt.names import EXPORT_RECORD, is_mypt_config
 from mypt.tokenizers import Tokenizer
 
 # transformers' GPT-2 holds these layers as Conv1D, whose weights are the transpose of nn.Linear's.

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 STATE_FILE = "tokenizer_state.json"  # a tokenizer's state, in a dataset and in a checkpoint
+CONFIG_FILE = "config.json"  # a checkpoint's settings and its files' sha256 (a Hugging Face model has one too)
 METADATA_FILE = "dataset_metadata.json"  # what a dataset's shards are; written last
 MANIFEST = "manifest.json"  # what a pipeline step's output directory holds: sources, settings, stats
 SPLITS = ("train", "val")  # a dataset's splits, in the order shards are numbered
@@ -67,3 +68,9 @@ def sibling(path: Path, suffix: str) -> Path:
         digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
         name = f".{os.fsencode(path.name)[:160].decode('utf-8', 'ignore')}~{digest}.{suffix}"
     return path.with_name(name)
+
+
+def is_mypt_config(data) -> bool:
+    """Whether `data`, a config.json as parsed, is one mypt wrote (an object with its
+    format_version), not a Hugging Face model's or a user's."""
+    return isinstance(data, dict) and "format_version" in data

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny_checkpoint
 from mypt.config import GPTConfig, TrainConfig
-from mypt.errors import ConfigError
+from mypt.errors import ConfigError, TokenizerError
 
 
 @pytest.mark.parametrize("cls,name,near", [(TrainConfig, "max_iter", "max_iters"),
@@ -125,3 +125,17 @@ def test_saving_another_tokenizer_over_a_checkpoints_or_datasets_is_refused(tmp_
         Tokenizer.load(directory).save(directory)
     Tokenizer.load(dataset).save(tmp_path)
     assert Tokenizer.load(tmp_path).identity() == Tokenizer.load(dataset).identity()
+
+
+def test_a_loaders_rank_may_be_set_on_its_train_config():
+    """GPTDataLoader reads `rank` from its config (data.py), as it does block_size."""
+    cfg = TrainConfig()
+    cfg.rank = 1
+    assert cfg.checked().rank == 1
+
+
+def test_a_tokenizer_file_given_as_a_kind_is_pointed_to_make_tokenizer():
+    from mypt.tokenizers import Tokenizer
+
+    with pytest.raises(TokenizerError, match=r"Tokenizer\('tok.json'\).*make_tokenizer\('hf:PATH'\)"):
+        Tokenizer("tok.json")

@@ -13,7 +13,7 @@ import numpy as np
 
 from mypt.errors import TokenizerError
 from mypt.io import atomic_write_text, read_json
-from mypt.names import METADATA_FILE, STATE_FILE
+from mypt.names import CONFIG_FILE, METADATA_FILE, STATE_FILE, is_mypt_config
 
 
 class RunSkip(NamedTuple):
@@ -53,7 +53,6 @@ class RunSkip(NamedTuple):
 
 
 STATE_VERSION = 1
-CHECKPOINT_CONFIG = "config.json"  # (mypt.checkpoint.CONFIG_FILE: that module imports torch, this one must not)
 TOKENIZERS: dict[str, type["Tokenizer"]] = {}  # kind -> class
 
 
@@ -180,7 +179,8 @@ def _kind_of(value: str | os.PathLike) -> str:
     try:
         cls, arg = parse_spec(text)
     except TokenizerError as e:
-        raise TokenizerError(f"{call}: {e}") from None
+        raise TokenizerError(f"{call}: {e}; Tokenizer(...) takes a kind ({', '.join(TOKENIZERS)}), a tokenizer "
+                             "file is mypt.tokenizers.make_tokenizer('hf:PATH')") from None
     if arg is None:
         return cls.kind
     raise TokenizerError(f"{call}: Tokenizer(...) takes a kind ({', '.join(TOKENIZERS)}); a tokenizer built from "
@@ -223,8 +223,8 @@ class Tokenizer:
     block_bytes: int | None = None
 
     def __new__(cls, config: object = None, kind: str | None = None, **kwargs):
-        # Tokenizer("char"): the kind where the guide's form has its (unused) config. Read as the
-        # config, it was ignored and gave gpt2, and text encoded with it trained on gpt2's ids.
+        # Tokenizer("char"): a string where the guide's form has its (unused) config is the kind, so
+        # that no call with a kind in it builds gpt2 (text encoded with it would train on gpt2's ids).
         if isinstance(config, (str, os.PathLike)):
             if kind is not None:
                 raise TokenizerError(f"Tokenizer({config!r}, {kind!r}): two kinds given; the guide's form is "
@@ -365,13 +365,13 @@ class Tokenizer:
         tokenizer_state.json, and every load (generate, eval, --resume) refuses other bytes; a
         dataset's shards are ids of its own tokenizer and would decode as other text. The same
         bytes (a checkpoint), or the same tokenizer (a dataset), pass."""
-        config = _json_object(directory / CHECKPOINT_CONFIG)
-        if config is not None and "format_version" in config:
+        config = _json_object(directory / CONFIG_FILE)
+        if is_mypt_config(config):
             sums = config.get("sha256")
             recorded = sums.get(STATE_FILE) if isinstance(sums, dict) else None
             if not isinstance(recorded, str) or recorded == hashlib.sha256(text.encode("utf-8")).hexdigest():
                 return
-            why = (f"a mypt checkpoint whose {CHECKPOINT_CONFIG} records the sha256 of its own {STATE_FILE}, which "
+            why = (f"a mypt checkpoint whose {CONFIG_FILE} records the sha256 of its own {STATE_FILE}, which "
                    "this tokenizer's is not: loading the checkpoint (generate, eval, --resume) would then refuse it")
         elif (directory / METADATA_FILE).is_file() and (directory / STATE_FILE).is_file():
             try:
