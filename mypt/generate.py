@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from mypt.errors import CheckpointError, InputError, TokenizerError
+from mypt.errors import CheckpointError, InputError, TokenizerError, listed
 from mypt.model import GPT, KVCache
 
 
@@ -85,7 +85,7 @@ def _encode_prompt(tokenizer, prompt: str, flag: str) -> list[int]:
                              f"vocabulary of {tokenizer.vocab_size} characters; leave them out of {flag} (the model "
                              "knows only the characters of the corpus it was trained on)")
     if unknown:  # one id for all
-        shown = ", ".join(repr(p) for p in list(unknown)[:10]) + (" ..." if len(unknown) > 10 else "")
+        shown = listed([repr(p) for p in unknown], 10)
         print(f"warning: {flag}: {shown} not in the model's vocabulary: each became its unknown token "
               f"{tokenizer.unknown_token}, and the model sees them all as one", file=sys.stderr)
     return ids.tolist()

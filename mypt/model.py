@@ -413,9 +413,9 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tok
     missing = sorted(set(expected) - set(weights) - unstored(cfg))
     unexpected = sorted(set(weights) - set(expected))
     if wrong or missing or unexpected:
-        raise CheckpointError(f"{source} does not match the weights in {_weights_source(path)} (shapes {wrong[:3]}, "
-                              f"missing {missing[:3]}, unexpected {unexpected[:3]}); the checkpoint was edited "
-                              "or damaged")
+        raise CheckpointError(f"{source} does not match the weights in {_weights_source(path)} (shapes "
+                              f"[{listed(wrong, 3)}], missing [{listed(missing, 3)}], unexpected "
+                              f"[{listed(unexpected, 3)}]); the checkpoint was edited or damaged")
     checkpoint.check_model_settings(path, config)
     check_finite(weights, f"{_weights_source(path)}")
     return holding(cfg, weights, source).to(device), tokenizer, config

@@ -22,7 +22,7 @@ from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
 from mypt.distributed import (Dist, all_ranks, built_on_every_rank, cpu_group, has_start_store, restart_warning,
                               setup_distributed, tell_ranks_start_failed)
-from mypt.errors import CheckpointError, ConfigError, DataError
+from mypt.errors import CheckpointError, ConfigError, DataError, listed
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.io import check_dir_path, check_movable, check_replaceable, recover_output, set_aside_hint, sha256_file
@@ -704,8 +704,8 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
                     return f"{of.get(k)!r}"
                 return f"{of_paths[k]!r}" + (" (its contents)" if of is theirs else ", compared by content")
             raise ConfigError(f"rank {rank} was started with other settings than rank 0: "
-                              + ", ".join(f"{k} {shown(k, theirs, their_paths)} (rank 0: "
-                                          f"{shown(k, first, first_paths)})" for k in differ[:5]) + f"; {hint}")
+                              + listed([f"{k} {shown(k, theirs, their_paths)} (rank 0: "
+                                        f"{shown(k, first, first_paths)})" for k in differ], 5) + f"; {hint}")
 
 
 def _shard(model: GPT, cfgs: _Configs, saved: dict | None, device: torch.device, dist: Dist, compiled: bool) -> None:
