@@ -70,9 +70,17 @@ def muon_lr(lr: float, cfg: TrainConfig) -> float:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float, cfg: TrainConfig) -> None:
     """The schedule's learning rate for this step: `lr` for AdamW's groups, and for Muon's the
-    same fraction of muon_learning_rate (muon_lr)."""
+    same fraction of muon_learning_rate (muon_lr). A user's optimizer whose groups have rates of
+    their own (each recorded as its initial_lr, see fit) keeps each group's ratio to the first's:
+    one rate for every group trained a 1e-4 group at 1e-2."""
+    first = optimizer.param_groups[0].get("initial_lr")
     for group in optimizer.param_groups:
-        group["lr"] = muon_lr(lr, cfg) if group.get("muon") else lr
+        if group.get("muon"):
+            group["lr"] = muon_lr(lr, cfg)
+        elif first and group.get("initial_lr", first) != first:
+            group["lr"] = lr * group["initial_lr"] / first
+        else:
+            group["lr"] = lr
 
 
 def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:

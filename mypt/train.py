@@ -652,9 +652,17 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     check_optimizer(model, optimizer)
     if checkpoint_dir is not None:
         _check_checkpoint_dir(Path(checkpoint_dir), tokenizer, resume_state, overwrite)
+    if config is None and optimizer is not None:
+        # The optimizer's own rates are the schedule's peaks: recorded as torch's schedulers do, so
+        # that a second fit with it starts from them, not from the last fit's decayed rate.
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
     cfg = fit_config(config, data_loader, optimizer)
+    # The settings in each checkpoint's config.json, as mypt train writes them: a `mypt train
+    # --resume` of it continues this run's schedule, not the defaults'.
+    extra = {"training": cfg.to_dict(), **(checkpoint_extra or {})}
     run = _Run(compiled(model, cfg), data_loader, optimizer, eval_data_loaders, cfg, checkpoint_dir, tokenizer,
-               resume_state, checkpoint_extra, dist or Dist(), log, on_metrics)
+               resume_state, extra, dist or Dist(), log, on_metrics)
     run.restore()
     with StopSignals() as signals:
         try:

@@ -4,6 +4,8 @@ settings its checkpoint cannot be loaded with."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mypt import checkpoint
@@ -79,3 +81,61 @@ def test_the_readmes_resume_in_python_continues_a_checkpoint(tmp_path, monkeypat
                        resume_state=state, log=lines.append)
     assert state["step"] == 4 and result["step"] == 6
     assert [line.split(":")[0] for line in lines if line.startswith("step ")] == ["step 6"]
+
+
+def _lrs(history_sink: list):
+    return lambda step, values: history_sink.append(values["lr"]) if "lr" in values else None
+
+
+def test_a_users_optimizer_keeps_each_groups_rate_and_its_peak_across_fits():
+    """Without config=, the optimizer's rates are the schedule's peaks: a group of 1e-4 beside one
+    of 1e-2 keeps its hundredth (one rate for all trained it at 1e-2), and a second fit with the
+    same optimizer starts from 1e-2 again (it started from the first fit's decayed rate)."""
+    import torch
+
+    from mypt.config import TrainConfig
+    from mypt.data import GPTDataLoader
+    from test_train_paths import BLOCK, TEXT
+
+    tok = tokenizer()
+    model = tiny_model(tok)
+    cfg = TrainConfig(max_iters=4, eval_interval=4, eval_iters=1, log_interval=1, warmup_iters=0, device="cpu",
+                      batch_size=4)
+    data = GPTDataLoader(cfg, tok, tokens=tok.encode_array(TEXT), block_size=BLOCK)
+    head = [p for n, p in model.named_parameters() if n.startswith("transformer.h.0")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("transformer.h.0")]
+    optimizer = torch.optim.AdamW([{"params": rest, "lr": 1e-2}, {"params": head, "lr": 1e-4}])
+    for _ in range(2):
+        seen = []
+        fit(model, data, optimizer, log=lambda line: None, on_metrics=_lrs(seen))
+        assert seen[0] == pytest.approx(1e-2)  # the peak, each fit
+        first, second = (g["lr"] for g in optimizer.param_groups)
+        assert second == pytest.approx(first / 100)
+
+
+@pytest.mark.slow
+def test_mypt_train_resume_of_a_fits_checkpoint_continues_its_settings(tmp_path):
+    """A checkpoint fit saved records the run's settings, as mypt train's do: `mypt train --resume`
+    went on at the defaults' batch size and warmup, and said the run had max_iters 5000."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+    from mypt.config import TrainConfig
+    from mypt.data import GPTDataLoader
+    from mypt.tokenizers import Tokenizer
+    from test_train_paths import TEXT
+
+    (tmp_path / "t.txt").write_text(TEXT)
+    done = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "t.txt"), "--out_dir",
+                                     str(tmp_path / "ds"), "--tokenization", "char"])
+    assert done.exit_code == 0, done.output
+    tok = Tokenizer.load(tmp_path / "ds")
+    cfg = TrainConfig(batch_size=4, max_iters=4, eval_interval=2, eval_iters=1, warmup_iters=0, device="cpu")
+    data = GPTDataLoader(cfg, tok, dataset_dir=tmp_path / "ds", block_size=16)
+    model = GPT(dataclasses.replace(tiny_model(tok).config, vocab_size=tok.vocab_size))
+    fit(model, data, config=cfg, checkpoint_dir=tmp_path / "ck" / "m", log=lambda line: None)
+    done = CliRunner().invoke(main, ["train", "--dataset_dir", str(tmp_path / "ds"), "--model_name", "m",
+                                     "--checkpoints_dir", str(tmp_path / "ck"), "--resume", "--max_iters", "6"])
+    assert done.exit_code == 0, done.output
+    assert "x 4 x 16)" in done.output and "max_iters 6 (was 4)" in done.output, done.output
+    assert "warmup" not in done.output and "batch_size" not in done.output, done.output
