@@ -647,9 +647,9 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     Returns {"history": [...], "step": final step, "tokens": tokens trained on over every run of
     the model, "best_val": ...}.
     """
-    tokenizer = getattr(data_loader, "tokenizer", None) if tokenizer is None else tokenizer
     check_loaders(model, data_loader, eval_data_loaders, tokenizer)
     check_optimizer(model, optimizer)
+    tokenizer = getattr(data_loader, "tokenizer", None) if tokenizer is None else tokenizer
     if checkpoint_dir is not None:
         _check_checkpoint_dir(Path(checkpoint_dir), tokenizer, resume_state, overwrite)
     if config is None and optimizer is not None:
