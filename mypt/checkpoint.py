@@ -40,7 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
-from mypt.errors import (BusyError, CheckpointError, ConfigError, MyptError, listed, os_error_message,
+from mypt.errors import (BusyError, CheckpointError, ConfigError, MyptError, TokenizerError, listed, os_error_message,
                          safetensors_os_error)
 from mypt.io import (atomic_write_text, check_written, is_own, not_own_message, old_dir, output_target, read_json,
                      recover_staged, sha256_file, staged_dir, umask_mode)
@@ -398,22 +398,25 @@ def _read_json_object(path: Path) -> dict:
     return read_json(path, CheckpointError, "the checkpoint was edited or damaged")
 
 
-def read_weights(path: Path) -> tuple[dict, dict]:
-    """(config.json, weights) of a checkpoint directory, checked against the recorded sha256
-    (the tokenizer's state too); the model is built by mypt.model.load_model, so this module
-    needs no model code (imports flow one way). A save that swaps the directory while it is
-    read (a run saving as generate starts) makes it read the new checkpoint again."""
+def read_weights(path: Path) -> tuple[dict, dict, Tokenizer]:
+    """(config.json, weights, tokenizer) of a checkpoint directory, checked against the recorded
+    sha256; the model is built by mypt.model.load_model, so this module needs no model code
+    (imports flow one way). A save that swaps the directory while it is read (a run saving as
+    generate starts) makes it read the new checkpoint again: all three come from one save."""
+    from mypt.tokenizers import Tokenizer
+
     path = Path(path)
     for attempt in range(5):
         before = _identity(path)
         try:
             config, weights = _read_weights(path)
-        except (CheckpointError, OSError):
+            tokenizer = Tokenizer.load(path)
+        except (CheckpointError, TokenizerError, OSError):
             if attempt < 4 and _identity(path) != before:
                 continue
             raise
         if _identity(path) == before:
-            return config, weights
+            return config, weights, tokenizer
     raise CheckpointError(f"{path} was replaced by a save five times while it was read: try again")
 
 

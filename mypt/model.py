@@ -398,10 +398,9 @@ class GPT(nn.Module):
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer, dict]:
     """The model (on `device`), its tokenizer and config.json of a checkpoint directory."""
-    config, weights = checkpoint.read_weights(path)
+    config, weights, tokenizer = checkpoint.read_weights(path)
     source = f"{Path(path) / 'config.json'}"
     cfg = GPTConfig.from_dict(config.get("model"), source)
-    tokenizer = Tokenizer.load(path)
     # The padded embedding hides a small vocab_size edit from the weights' shapes: compare
     # with the tokenizer too, or generation would sample ids the tokenizer cannot decode.
     if cfg.vocab_size != tokenizer.vocab_size:

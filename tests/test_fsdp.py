@@ -146,7 +146,7 @@ def test_fsdp_trains_as_ddp_and_a_signal_stops_every_rank_with_a_checkpoint_that
     stray.unlink()
     load_model(tmp_path / "stray")  # (the step 5 checkpoint, whole)
     # The sharded checkpoint, read whole in one process, is the trained model.
-    _, whole = checkpoint.read_weights(tmp_path / "straight")
+    _, whole, _ = checkpoint.read_weights(tmp_path / "straight")
     assert set(whole) == set(r0["weights"]) - {TIED}
     assert all(torch.equal(whole[k], r0["weights"][k]) for k in whole)
 
@@ -415,7 +415,7 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
     shutil.copytree(ckpt, tmp_path / "checkpoints" / "no_optim")
     shutil.rmtree(tmp_path / "checkpoints" / "no_optim" / "dcp" / "optim")
     load_model(tmp_path / "checkpoints" / "no_optim")
-    with pytest.raises(CheckpointError, match=r"records other files .*dcp/optim.*missing: \['dcp/optim/"):
+    with pytest.raises(CheckpointError, match=r"records other files .*dcp/optim.*missing: \[dcp/optim/"):
         run_training(RunSettings(model_name="no_optim", dataset_dir=str(tmp_path / "ds"), resume=True,
                                  checkpoints_dir=tmp_path / "checkpoints"), {"max_iters": 9, "device": "cpu"})
 

@@ -244,7 +244,7 @@ def test_a_save_swapping_the_checkpoint_as_safetensors_opens_it_reads_the_new_on
         return real(path)
 
     monkeypatch.setattr(checkpoint, "load_file", swapped_while_opening)
-    config, _ = checkpoint.read_weights(Path("checkpoints/m"))
+    config, _, _ = checkpoint.read_weights(Path("checkpoints/m"))
     assert len(calls) == 2 and config == new
 
 
