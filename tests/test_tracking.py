@@ -270,9 +270,15 @@ def test_mypt_reuses_its_own_metrics_dirs_of_this_version_and_of_earlier_ones(co
     dvclive/adapted (with Muon's muon_lr curve) take their model's next run, and one written
     before metrics.json named the model takes a --resume, its curves cut back and continued."""
     monkeypatch.chdir(tmp_path)
+    # The demo's curves are in DVC's cache, not in git (dvc.yaml): those of its runs, by name.
+    curves = {"base": ("lr", "muon_lr", "tokens_per_s", "train_loss", "val"),
+              "adapted": ("eval_general", "lr", "muon_lr", "tokens_per_s", "train_loss", "val", "val_domain",
+                          "val_general")}
     for model in ("base", "adapted"):
         shutil.copytree(REPO / "dvclive" / model, tmp_path / "runs" / model)
-        assert (tmp_path / "runs" / model / "plots" / "metrics" / "muon_lr.tsv").is_file()
+        (tmp_path / "runs" / model / "plots" / "metrics").mkdir(exist_ok=True)
+        for name in curves[model]:
+            (tmp_path / "runs" / model / "plots" / "metrics" / f"{name}.tsv").write_text(f"step\t{name}\n0\t1.5\n")
         done = _train(tmp_path, "--model_name", model, "--max_iters", "2", "--metrics_dir", f"runs/{model}")
         assert done.exit_code == 0, done.output
         assert sorted(p.name for p in (tmp_path / "runs" / model / "plots" / "metrics").iterdir()) == [
