@@ -3,10 +3,12 @@ agreeing on when to stop and save (so that every rank's collectives meet)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -271,6 +273,21 @@ def cpu_group(dist: Dist):
 _gloo = None  # (the process group, its gloo group)
 
 
+# The last collectives' work handles, held: a gloo worker thread that drops the last reference
+# to a collective's tensors needs the GIL (torch keeps a tensor's Python object alive while C++
+# holds it), and a gloo group's destructor joins those threads holding the GIL, so a rank whose
+# worker had not yet let go of a collective of the last save (descheduled on a loaded CPU) hung
+# there for good as the run ended (1 run in 8 with the CPU busy). With the handle held here, the
+# worker's release frees nothing. 1,024 handles reach back far past what a worker thread lags.
+_held: collections.deque = collections.deque(maxlen=1024)
+
+
+def _collective(work) -> None:
+    """Wait for an async collective's `work` and hold its handle (see _held)."""
+    work.wait()
+    _held.append(work)
+
+
 def any_rank(flags: list[int], group) -> list[int]:
     """Each flag (a bool, or a whole number 0 for none), its largest over the ranks: set when
     it is set on any rank, so all ranks stop (and save) at the same step."""
@@ -279,7 +296,7 @@ def any_rank(flags: list[int], group) -> list[int]:
     import torch.distributed as tdist
 
     t = torch.tensor([int(f) for f in flags])
-    tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=group)
+    _collective(tdist.all_reduce(t, op=tdist.ReduceOp.MAX, group=group, async_op=True))
     return t.tolist()
 
 
@@ -304,16 +321,23 @@ def failed_and_mean(failed: bool, value: float, group) -> tuple[bool, float]:
     import torch.distributed as tdist
 
     t = torch.tensor([float(failed), value], dtype=torch.float64)
-    tdist.all_reduce(t, group=group)
+    _collective(tdist.all_reduce(t, group=group, async_op=True))
     return bool(t[0] > 0), t[1].item() / tdist.get_world_size(group)
 
 
 def all_ranks(obj, group) -> list:
-    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    """[obj of rank 0, obj of rank 1, ...] on every rank: pickled, as all_gather_object does,
+    through collectives whose handles are held (see _held; all_gather_object's are not)."""
     if group is None:
         return [obj]
     import torch.distributed as tdist
 
-    out = [None] * tdist.get_world_size(group)
-    tdist.all_gather_object(out, obj, group=group)
-    return out
+    ranks = tdist.get_world_size(group)
+    data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
+    size, sizes = torch.tensor([data.numel()]), [torch.zeros(1, dtype=torch.long) for _ in range(ranks)]
+    _collective(tdist.all_gather(sizes, size, group=group, async_op=True))
+    padded = torch.zeros(max(int(n) for n in sizes), dtype=torch.uint8)
+    padded[:data.numel()] = data
+    out = [torch.empty_like(padded) for _ in range(ranks)]
+    _collective(tdist.all_gather(out, padded, group=group, async_op=True))
+    return [pickle.loads(o[:int(n)].numpy().tobytes()) for o, n in zip(out, sizes)]
