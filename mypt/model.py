@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from mypt import checkpoint
 from mypt.config import GPTConfig
 from mypt.errors import CheckpointError, listed
-from mypt.names import TIED, unstored
+from mypt.names import CONFIG_FILE, TIED, unstored
 from mypt.tokenizers import Tokenizer
 
 _DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -399,7 +399,7 @@ class GPT(nn.Module):
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer, dict]:
     """The model (on `device`), its tokenizer and config.json of a checkpoint directory."""
     config, weights, tokenizer = checkpoint.read_weights(path)
-    source = f"{Path(path) / 'config.json'}"
+    source = f"{Path(path) / CONFIG_FILE}"
     cfg = GPTConfig.from_dict(config.get("model"), source)
     # The padded embedding hides a small vocab_size edit from the weights' shapes: compare
     # with the tokenizer too, or generation would sample ids the tokenizer cannot decode.

@@ -239,7 +239,7 @@ def _steps_left(saved_step: int, max_iters: int, ckpt_dir: Path, auto: bool) -> 
 def _resumed_data_hint(req: RunSettings) -> str:
     """For a --resume given no data: what the run trained on, from its config.json (the resume
     takes the first run's data flags again; the record says what they were)."""
-    config = Path(req.checkpoints_dir) / req.model_name / "config.json"
+    config = Path(req.checkpoints_dir) / req.model_name / checkpoint.CONFIG_FILE
     if not req.resume or req.dataset_dir or req.input_file is not None or not config.is_file():
         return ""
     try:
