@@ -155,10 +155,13 @@ class MyptCommand(_RecordsExitStatus, click.Command):
         except BrokenPipeError as e:
             if not _stdout_gone():  # another pipe (a socket of Ray's, of torch.distributed's): say it
                 raise click.ClickException(os_error_message(e)) from None
-            # `mypt generate ... | head`: the reader has what it wanted. Quiet, as Unix tools are;
-            # stdout to /dev/null so that Python's flush at exit does not complain in its turn.
+            # `mypt generate ... | head`: the reader has what it wanted. Quiet, with the status a Unix
+            # tool killed by SIGPIPE has (141, as `yes | head` leaves in PIPESTATUS: a script's
+            # `|| [ $? -eq 141 ]` under pipefail tells it from a failure); exit, not the signal
+            # itself, so that exit handlers still run. stdout to /dev/null so that Python's flush
+            # at exit does not complain in its turn.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(1)
+            sys.exit(128 + signal.SIGPIPE)
         except OSError as e:
             raise click.ClickException(os_error_message(e)) from None
         except RuntimeError as e:  # Path.resolve of a link that loops, before Python 3.13 (then ELOOP: above)
