@@ -127,8 +127,8 @@ def _link_or_copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dest)  # no bytes copied, and the old dataset's file is left as it is
-    except OSError:  # a filesystem without hard links
-        shutil.copyfile(src, dest)
+    except OSError:  # a filesystem without hard links: copied with its mode and times (a private file stays private)
+        shutil.copy2(src, dest)
 
 
 def _add_counts(a: dict, b: dict) -> dict:

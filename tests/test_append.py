@@ -338,3 +338,21 @@ def test_a_file_added_meanwhile_that_cannot_be_moved_is_kept_and_named(dataset, 
     out = cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "third.txt", 2)), "--append_to",
               str(dataset), ok=False).output
     assert "did not make this folder" in out and (aside / "old" / "written_meanwhile.txt").is_file(), out
+
+
+def test_without_hard_links_a_users_file_keeps_its_permissions_and_time(dataset, tmp_path, monkeypatch):
+    """Where the append copies (no hard links), a private file of the user's in the dataset came
+    back readable by all (the umask's mode) and dated now; it keeps its mode and time."""
+    notes = dataset / "private" / "notes.md"
+    notes.parent.mkdir()
+    notes.write_text("mine alone\n")
+    notes.chmod(0o600)
+    os.utime(notes, (1_000_000_000, 1_000_000_000))
+
+    def no_links(src, dst, **kwargs):
+        raise OSError(1, "Operation not permitted")  # as on filesystems without hard links
+
+    monkeypatch.setattr(os, "link", no_links)
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "b.txt", 1)), "--append_to", str(dataset))
+    assert notes.read_text() == "mine alone\n"
+    assert (notes.stat().st_mode & 0o777, notes.stat().st_mtime) == (0o600, 1_000_000_000)
