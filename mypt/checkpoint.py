@@ -130,8 +130,8 @@ def save(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer=
         return
     # Built in .NAME.partial and swapped in by io.staged_dir (the previous checkpoint is moved
     # to .NAME.old until the new one is in place: see recover); only a directory that holds a
-    # checkpoint (config.json) or nothing is ever replaced. The lock keeps readers' recovery out
-    # of the swap (the training command holds it already: it is re-entrant).
+    # checkpoint (config.json) or nothing is ever replaced. staged_dir's lock keeps readers'
+    # recovery out of the swap (the training command holds it already: it is re-entrant).
     with contextlib.ExitStack() as stack:
         staging = _start_save(Path(path), stack)
         _write(staging, model, tokenizer, config_extra, optimizer, state, rng_ranks)
@@ -143,7 +143,6 @@ def _start_save(path: Path, stack: contextlib.ExitStack) -> Path:
     met mid-run (a file that appeared since), the error says the checkpoint in place is whole."""
     try:
         _refuse_foreign_config(path)  # (what config.json records, staged_dir checks: before the work and after)
-        stack.enter_context(output_lock(path, "--model_name"))
         return stack.enter_context(staged_dir(path, marker=CONFIG_FILE, owned=CHECKPOINT_FILES, flag="--model_name",
                                               written=recorded_files, kind="mypt checkpoint"))
     except MyptError as e:
