@@ -8,6 +8,11 @@ generated from their definitions (mypt.settings); mypt's errors print as one lin
 
 from __future__ import annotations
 
+from mypt.signals import ctrl_c_says_aborted
+
+# First, as the `mypt` console script imports this module: a Ctrl-C while the modules below load
+# says Aborted!, not a traceback.
+ctrl_c_says_aborted()
 from pathlib import Path
 
 import click

@@ -146,6 +146,33 @@ def stops_held(mask: bool = False) -> Iterator[None]:
             signal.raise_signal(sig)
 
 
+def ctrl_c_says_aborted() -> None:
+    """Called first by a command's entry point (each stage script, mypt.cli for the `mypt` console
+    script), before the imports that take its first 0.1 to 1 s (torch's, numpy's): a Ctrl-C there,
+    before click's main can take it, printed a traceback of whatever import it cut. It says click's
+    Aborted! instead; the process still ends as an uncaught Ctrl-C ends Python (killed by SIGINT:
+    130 in a shell, which stops a script that ran it). Only a KeyboardInterrupt that nothing
+    caught reaches sys.excepthook: once click's main runs, click takes it (Aborted!, status 1).
+    Every other exception goes to the hook that was there."""
+    if sys.excepthook is not _say_aborted:
+        _previous_hook["hook"] = sys.excepthook
+        sys.excepthook = _say_aborted
+
+
+_previous_hook: dict = {}
+
+
+def _say_aborted(kind: type[BaseException], value: BaseException, tb) -> None:
+    if not issubclass(kind, KeyboardInterrupt):
+        _previous_hook["hook"](kind, value, tb)
+        return
+    try:
+        sys.stderr.write("\nAborted!\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # (stderr closed or gone: nothing to say it on)
+        pass
+
+
 def stop_said_here() -> bool:
     """Whether this process says what stopped it, where every rank stops for the same signal: under
     torchrun, its node's local rank 0 alone (torchrun forwards a SIGTERM or Ctrl-C it gets to each

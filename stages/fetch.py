@@ -3,9 +3,11 @@
 import sys
 from pathlib import Path
 
-import click
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
+from mypt.signals import ctrl_c_says_aborted
+
+ctrl_c_says_aborted()  # first: a Ctrl-C while the modules below load says Aborted!, not a traceback
+import click
 from mypt.fetch import FetchSettings, extract_demo_dir
 from mypt.options import MyptCommand, option, settings_options
 

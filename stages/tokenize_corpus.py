@@ -7,9 +7,11 @@ shadow the standard library's tokenize module for every stage.)
 import sys
 from pathlib import Path
 
-import click
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
+from mypt.signals import ctrl_c_says_aborted
+
+ctrl_c_says_aborted()  # first: a Ctrl-C while the modules below load says Aborted!, not a traceback
+import click
 from mypt.io import ANY_NAME, check_report_paths, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import COUNTERS, TokenizeSettings, tokenize

@@ -6,9 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-import click
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
+from mypt.signals import ctrl_c_says_aborted
+
+ctrl_c_says_aborted()  # first: a Ctrl-C while the modules below load says Aborted!, not a traceback
+import click
 from mypt.config import train_options
 from mypt.options import option
 from mypt.rank_command import RankCommand

@@ -4,9 +4,11 @@ general corpus, so the domain corpus is tokenized with the base model's vocabula
 import sys
 from pathlib import Path
 
-import click
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mypt, whose files dvc.lock hashes, before any installed one
+from mypt.signals import ctrl_c_says_aborted
+
+ctrl_c_says_aborted()  # first: a Ctrl-C while the modules below load says Aborted!, not a traceback
+import click
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import TokenizeSettings
 from mypt.steps.vocab import vocab
