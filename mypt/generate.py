@@ -29,11 +29,16 @@ def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None)
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[..., -1, None]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
+        # The nucleus: the most likely tokens, down to the first at which their probability
+        # reaches top_p (a token is needed while those ranked before it hold less: Hugging Face's
+        # and llama.cpp's cut), and every token exactly as likely as the last of them. Which of
+        # tied tokens to drop would be the sort's arbitrary choice (a token id's, not the
+        # model's), so a tie at the cut is kept whole, as top_k keeps a tie at the k-th.
+        sorted_logits = torch.sort(logits, descending=True).values
         probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop a token when the tokens ranked before it already reach top_p.
-        drop = probs.cumsum(-1) - probs > top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        needed = (probs.cumsum(-1) - probs < top_p).sum(-1, keepdim=True)  # >= 1: nothing before the first
+        last = sorted_logits.gather(-1, needed - 1)
+        logits = logits.masked_fill(logits < last, float("-inf"))
     return logits
 
 

@@ -377,3 +377,41 @@ def test_generate_never_samples_an_id_no_token_has():
         model.lm_head.weight[1, 0] = 1.0  # "a"
     [text] = generate(model, tok, "b", max_new_tokens=12, temperature=0, seed=1)
     assert text == "b" + "a" * 12
+
+
+# --- top_p: the nucleus, and a tie at its cut ---
+
+def _sampled_ids(probs: list[float], top_p: float, draws: int = 256) -> set[int]:
+    """The ids sample_tokens draws from a model whose next-token probabilities are `probs` at
+    every position (its head reads one constant feature: ln_f's bias)."""
+    import math
+
+    import torch
+
+    from mypt.generate import sample_tokens
+    from mypt.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(probs), block_size=8, n_layer=1, n_head=1, n_embd=8, bias=True))
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.copy_(torch.eye(8)[0])
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[:len(probs), 0] = torch.tensor([math.log(p) for p in probs])
+    generator = torch.Generator().manual_seed(3)
+    rows = torch.zeros(draws // 8, 1, dtype=torch.long)  # 8 steps of draws/8 samples
+    tokens = sample_tokens(model, rows, 8, temperature=1.0, top_p=top_p, generator=generator)
+    return {int(i) for t in tokens for i in t}
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_p_and_a_tie_at_its_cut_whole():
+    """--top_p: the likeliest tokens until their probability reaches p; tokens exactly as likely
+    as the last one needed are all kept, whatever their ids' order (the sort's order chose one
+    of them, a different one for another numbering of the same vocabulary)."""
+    assert _sampled_ids([0.45, 0.35, 0.2], 0.4) == {0}
+    assert _sampled_ids([0.45, 0.35, 0.2], 0.5) == {0, 1}
+    assert _sampled_ids([0.4, 0.3, 0.3], 0.5) == {0, 1, 2}  # 0.4 + either 0.3 reaches p: both kept
+    assert _sampled_ids([0.3, 0.3, 0.4], 0.5) == {0, 1, 2}
+    assert _sampled_ids([0.3, 0.4, 0.3], 0.5) == {0, 1, 2}
+    assert _sampled_ids([0.2, 0.3, 0.2, 0.3], 0.3) == {1, 3}  # the tie is the first place: both, and no more
+    assert _sampled_ids([0.4, 0.3, 0.3], 0.95) == {0, 1, 2}
