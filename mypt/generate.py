@@ -77,6 +77,17 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
                          f"{e.start}); save the file as UTF-8") from None
 
 
+def as_trained(tokenizer, prompt: str) -> str:
+    """The prompt with line ends as the training text had them: prepare-dataset's normalization
+    (on by default) and train --input_file's reading make every \\r\\n and lone \\r a \\n, so
+    a \\r is a token the model never saw (a Windows editor's --prompt_file ends its lines with
+    them). Kept where the vocabulary shows the corpus had them: a char vocabulary holding \\r
+    (prepared with --no_normalize; a gpt2 or hf vocabulary holds \\r whatever the corpus)."""
+    if "\r" not in prompt or (tokenizer.kind == "char" and _encodes(tokenizer, "\r")):
+        return prompt
+    return prompt.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _encode_prompt(tokenizer, prompt: str, flag: str) -> list[int]:
     """The prompt's ids, encoded once: what the vocabulary lacks is refused where the tokenizer has
     no unknown token (char), and warned of where it has one (an hf vocabulary's [UNK])."""
@@ -248,11 +259,13 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     included. `on_text` gets an empty piece when each sample has its first token, so a caller
     that prints a header per sample prints it even when the sample stops at once (a stop
     string or the end-of-text token first), and not when the model fails before that.
-    `prompt_flag`: how errors about the prompt name where it came from (`--prompt_file PATH`)."""
+    `prompt_flag`: how errors about the prompt name where it came from (`--prompt_file PATH`).
+    The prompt's \\r\\n and \\r are read as the training text's \\n (see as_trained); the
+    texts returned begin with the prompt as given."""
     device = next(model.parameters()).device
     for s in stop:
         check_text(s, "--stop")
-    ids = _encode_prompt(tokenizer, prompt, prompt_flag) if prompt else []
+    ids = _encode_prompt(tokenizer, as_trained(tokenizer, prompt), prompt_flag) if prompt else []
     # What is shown: the prompt as written, then the text that decoding its ids and the new ones
     # together gives past the decoded prompt (TextStream's context). A byte-level tokenizer
     # decodes the prompt to itself; a sentencepiece-style (Metaspace) or normalizing one may not

@@ -415,3 +415,34 @@ def test_top_p_keeps_the_smallest_set_that_reaches_p_and_a_tie_at_its_cut_whole(
     assert _sampled_ids([0.3, 0.4, 0.3], 0.5) == {0, 1, 2}
     assert _sampled_ids([0.2, 0.3, 0.2, 0.3], 0.3) == {1, 3}  # the tie is the first place: both, and no more
     assert _sampled_ids([0.4, 0.3, 0.3], 0.95) == {0, 1, 2}
+
+
+def _prompt_ids(tok, prompt: str, monkeypatch) -> list[int]:
+    """The ids generate feeds the model for `prompt`."""
+    import mypt.generate
+
+    fed, sample = [], mypt.generate.sample_tokens
+    monkeypatch.setattr(mypt.generate, "sample_tokens", lambda model, idx, *a, **k: fed.append(idx[0].tolist())
+                        or sample(model, idx, *a, **k))
+    mypt.generate.generate(_random_model(tok), tok, prompt, max_new_tokens=1)
+    monkeypatch.undo()
+    return fed[0]
+
+
+def test_a_prompts_carriage_returns_are_the_newlines_training_text_has(w, kinds, monkeypatch):
+    """prepare-dataset's normalization (and train --input_file's reading) make \\r\\n and a lone \\r
+    a \\n: a prompt's \\r (a Windows editor's --prompt_file) was a token the model never saw, and a
+    char model's vocabulary refused it. A char vocabulary that holds \\r (--no_normalize) keeps it."""
+    from mypt.tokenizers import Tokenizer
+
+    (w / "p.txt").write_bytes(b"Line 3 of\r\nLine 4\r\n")
+    greedy = ["--temperature", "0", "--max_new_tokens", "12"]
+    crlf = invoke(*gen(*greedy, "--prompt_file", "p.txt"))
+    assert crlf.exit_code == 0, crlf.output
+    lf = invoke(*gen(*greedy, "--prompt", "Line 3 of\nLine 4\n"))
+    assert crlf.output.replace("\r\n", "\n") == lf.output  # the prompt shown as given, the same continuation
+    for kind in ("gpt2", "char"):  # (last: _prompt_ids undoes the monkeypatch, w's chdir too)
+        assert _prompt_ids(kinds[kind], "Line 3\r\nof\rthe", monkeypatch) == \
+            list(kinds[kind].encode("Line 3\nof\nthe")), kind
+    raw = Tokenizer("char", chars="Lines 3\r\n")
+    assert _prompt_ids(raw, "Line 3\r\n", monkeypatch) == list(raw.encode("Line 3\r\n"))
