@@ -445,7 +445,7 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     (what `save_pretrained` writes, or a local copy of the gpt2 weights)."""
     from mypt.config import GPTConfig
     from mypt.errors import CheckpointError
-    from mypt.model import holding, weight_shapes
+    from mypt.model import holding, on_meta
 
     # CheckpointErrors name the file, not the flag: the training command adds
     # `--init_from_model hf:DIR: ` to them (its ConfigErrors, from read_hf_config, name it).
@@ -457,7 +457,8 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     cfg = GPTConfig.from_dict(config["model"], f"{path}/config.json")
     loaded, source = load_hf_weights(path)
     # A tied head is the embedding (one tensor, lm_head.weight in mypt's state dict).
-    params = {name: p for name, p in weight_shapes(cfg).items() if name != "lm_head.weight" or not cfg.tie_embeddings}
+    model = on_meta(cfg)
+    params = {name: p for name, p in model.state_dict().items() if name != "lm_head.weight" or not cfg.tie_embeddings}
     unused = _unused_tensors(loaded, cfg, hf, params)
     if unused:
         raise CheckpointError(f"{source}: holds {listed(unused, 3)}, which the model has no place for: mypt imports "
@@ -483,7 +484,7 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
             raise CheckpointError(f"{source}: {key} has shape {tuple(t.shape)}, config.json "
                                   f"says {tuple(param.shape)}")
         state[name] = t.contiguous()
-    return holding(cfg, state, f"{source}").to(device), tokenizer, config
+    return holding(model, state, f"{source}").to(device), tokenizer, config
 
 
 def hf_model_tokenizer(path: Path, flag: str) -> Tokenizer:

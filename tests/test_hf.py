@@ -239,12 +239,14 @@ def test_import_then_export_round_trips_to_identical_tensors(tmp_path, activatio
         assert torch.equal(again[key], value), key
 
 
-def test_import_builds_no_weights_to_throw_away_and_keeps_the_embedding_tied(gpt2_dir):
+def test_import_builds_no_weights_to_throw_away_and_keeps_the_embedding_tied(gpt2_dir, monkeypatch):
     """import_hf draws no random numbers (a random init, all overwritten, is what it skips); the
-    head is the embedding, every tensor float32 on the CPU."""
+    head is the embedding, every tensor float32 on the CPU. One model is built (on the meta device)."""
+    built, init = [], GPT.__init__
+    monkeypatch.setattr(GPT, "__init__", lambda self, cfg: built.append(cfg) or init(self, cfg))
     rng = torch.get_rng_state()
     model, _, _ = import_hf(gpt2_dir)
-    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(torch.get_rng_state(), rng) and len(built) == 1
     assert model.lm_head.weight is model.transformer.wte.weight
     assert all(t.device.type == "cpu" and t.dtype == torch.float32 and t.requires_grad for t in model.parameters())
 
