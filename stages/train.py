@@ -1,6 +1,7 @@
 """Stage train (and adapt): mypt train; --metrics_dir gets the run's dvclive metrics and
 loss plots while it trains, --metrics the run's headline numbers when it ends."""
 
+import json
 import os
 import sys
 import time
@@ -22,12 +23,17 @@ from mypt.gc_pause import gc_paused
 @option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
         help="Headline JSON to write when training ends: tokens (all the model trained on, every "
              "run's steps at their own batch) and seconds (this run's wall time).")
-def main(metrics, **flags):
+@option("--allow_unfinished_init/--no_allow_unfinished_init", default=False,
+        help="Start from an --init_from_model checkpoint whose run stopped short of its --max_iters (refused "
+             "without it: the adapt stage would adapt a half-trained base).")
+def main(metrics, allow_unfinished_init, **flags):
     """Train MODEL_NAME with all of `mypt train`'s flags."""
     started = time.monotonic()
-    if metrics is not None:
-        _check_metrics_path(metrics, flags)
-    with gc_paused():  # until the run is built (torch's imports): see mypt.gc_pause
+    with gc_paused():  # until the run is built (torch's imports, the checks' first): see mypt.gc_pause
+        if not allow_unfinished_init:
+            _check_init_finished(flags)
+        if metrics is not None:
+            _check_metrics_path(metrics, flags)
         from mypt.train_command import run_from_flags
 
         result = run_from_flags(flags, log=click.echo)
@@ -39,7 +45,6 @@ def _check_metrics_path(metrics: Path, flags: dict) -> None:
     """--metrics outside every directory the run reads or writes (a checkpoint's config.json,
     the dvclive directory, a dataset's metadata), before anything is built."""
     from mypt.dataset_spec import DatasetSpec
-    from mypt.hf_import import hf_dir
     from mypt.io import check_report_paths
     from mypt.tokenizers import parse_spec
 
@@ -48,9 +53,8 @@ def _check_metrics_path(metrics: Path, flags: dict) -> None:
             ("--eval_dataset_dir", flags.get("eval_dataset_dir"))]
     if flags.get("model_name"):  # (missing: the run's own check names the flag)
         dirs.append(("--model_name", checkpoints / flags["model_name"]))
-    init = flags.get("init_from_model")
-    if init:  # an hf:DIR, a checkpoint path, or a name in --checkpoints_dir
-        dirs.append(("--init_from_model", hf_dir(init) or (Path(init) if Path(init).is_dir() else checkpoints / init)))
+    if flags.get("init_from_model"):
+        dirs.append(("--init_from_model", _init_dir(flags)))
     config = flags.get("config_file")
     if config and Path(config).is_file():  # a JSON of the user's (a preset name is no path)
         dirs.append(("--config_file", Path(config)))
@@ -58,6 +62,41 @@ def _check_metrics_path(metrics: Path, flags: dict) -> None:
         dirs.append(("--tokenization", parse_spec(flags["tokenization"])[1]))
     dirs += [("--dataset_dir", DatasetSpec.parse(spec).path) for spec in flags.get("dataset_dir") or ()]
     check_report_paths({"--metrics": (metrics, {"tokens": int, "seconds": float})}, dirs)  # as _write_metrics writes it
+
+
+def _init_dir(flags: dict) -> Path:
+    """--init_from_model's directory: an hf:DIR, a checkpoint path, or a name in --checkpoints_dir."""
+    from mypt.hf_import import hf_dir
+
+    init = flags["init_from_model"]
+    return hf_dir(init) or (Path(init) if Path(init).is_dir() else Path(flags["checkpoints_dir"]) / init)
+
+
+def _check_init_finished(flags: dict) -> None:
+    """An --init_from_model checkpoint of mypt's must be trained to its run's --max_iters. The
+    adapt stage starts from the base's checkpoint, which a base run stopped early (Ctrl-C, SIGTERM,
+    a crash after a periodic save) leaves in the workspace: `dvc repro -s adapt`, or the stage run
+    by hand, adapted a half-trained base, saying only `init from checkpoints/base (step 21)`. A
+    resume continues its own run, whose start was checked. What cannot be read here (no training
+    state, a damaged file, a Hugging Face model) is the run's own load to judge and say."""
+    if not flags.get("init_from_model") or flags.get("resume") or flags.get("auto_resume"):
+        return
+    init = _init_dir(flags)
+    try:
+        planned = json.loads((init / "config.json").read_text(encoding="utf-8"))["training"]["max_iters"]
+        step = json.loads((init / "training_state.json").read_text(encoding="utf-8"))["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if isinstance(step, int) and isinstance(planned, int) and step < planned:
+        from mypt.errors import ConfigError
+
+        raise ConfigError(
+            f"--init_from_model {flags['init_from_model']}: trained to step {step} of the {planned} its run planned "
+            f"(--max_iters in {init / 'config.json'}): that run stopped early, or still trains. Finish it first: "
+            "`dvc repro train` for the pipeline's base (DVC trains it again), or its own command again with "
+            "--resume (`mypt train --model_name NAME ... --resume`, then `dvc commit` its stage); or pass "
+            "--allow_unfinished_init (params.yaml: `allow_unfinished_init: true` in this stage's section) to "
+            "start from it as it is")
 
 
 def _write_metrics(path: Path, result: dict, seconds: float) -> None:
