@@ -369,6 +369,9 @@ class _Configs:
     # --config_file my.json", "in checkpoints/m/config.json"): for messages.
     origins: dict = dataclasses.field(default_factory=dict)
     window: int | None = None  # an hf:DIR Mistral's sliding window, where it set the import's block_size
+    # init's config.json as read once (read_config's; an hf:DIR's as read_hf_config gives it): a
+    # resume checks its training state against it.
+    saved: dict | None = None
 
 
 def _start_from(req: RunSettings, ckpt_dir: Path) -> tuple[Path | None, bool]:
@@ -430,7 +433,7 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
     model_cfg = GPTConfig.from_dict(model_d, model_source or source, flags=model_flags)
     return _Configs(model_cfg, train_cfg, source, init, hf, saved_init,
                     saved["model"].get("vocab_size") if saved is not None else None, file_names,
-                    frozenset(model_flags), origins, saved.get("sliding_window") if hf else None)
+                    frozenset(model_flags), origins, saved.get("sliding_window") if hf else None, saved)
 
 
 def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:
@@ -734,9 +737,9 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if train_cfg.cuda_graphs_on(device.type) and dist.world_size > 1:  # (DDP's and FSDP's collectives are not captured)
         raise ConfigError(f"--cuda_graphs: one process only, this run has {dist.world_size} processes under "
                           "torchrun; pass --no_cuda_graphs")
-    # The checkpoint's config.json and training state, read and verified once: the optimizer's
-    # moments, twice the model's size under AdamW, are costly to hash.
-    saved_config = checkpoint.read_config(ckpt_dir) if req.resume else {}
+    # The checkpoint's config.json (as _resolve_configs read it) and training state, read and
+    # verified once: the optimizer's moments, twice the model's size under AdamW, are costly to hash.
+    saved_config = cfgs.saved if req.resume else {}
     saved_state = checkpoint.read_training_state(ckpt_dir, saved_config) if req.resume and sharded else None
     if sharded:  # before the optimizer, which then holds the shards
         _shard(model, cfgs, saved_state, device, dist, compiled)

@@ -237,3 +237,29 @@ def test_fit_refuses_loaders_it_cannot_train_or_evaluate_with_before_the_first_s
     result = model.fit(loader(), eval_data_loaders={"g": loader(block_size=4, eval_only=True)}, config=cfg,
                        log=lambda line: None)
     assert result["step"] == 1 and "eval_g" in result["history"][-1]
+
+
+def test_a_resume_reads_its_checkpoints_config_once_beside_what_loading_it_reads(tmp_path, count_opens):
+    """`mypt train --resume` reads config.json once for the run's settings and checks the training
+    state against that reading, not a second one; loading the weights (load_model) and checking the
+    directory it saves into (check_ours) read it on their own."""
+    from click.testing import CliRunner
+
+    from mypt import checkpoint
+    from mypt.cli import main
+    from mypt.model import load_model
+
+    (tmp_path / "t.txt").write_text("some text to learn from\n" * 40)
+    ckpt = tmp_path / "ck" / "m"
+    flags = ["train", "--input_file", str(tmp_path / "t.txt"), "--tokenization", "char", "--config_file", "tiny",
+             "--checkpoints_dir", str(tmp_path / "ck"), "--model_name", "m", "--device", "cpu", "--max_iters", "2",
+             "--eval_iters", "1", "--batch_size", "2"]
+    assert CliRunner().invoke(main, flags).exit_code == 0
+    loading = count_opens(lambda path, mode: "config" if path == ckpt / "config.json" else None)
+    checkpoint.check_ours(ckpt)
+    load_model(ckpt)
+    loaded = loading.get("config", 0)
+    opens = count_opens(lambda path, mode: "config" if path == ckpt / "config.json" else None)
+    result = CliRunner().invoke(main, [*flags, "--resume"])  # (trained to --max_iters already: said, nothing saved)
+    assert result.exit_code == 0 and "already trained to --max_iters 2" in result.output, result.output
+    assert opens == {"config": loaded + 1}
