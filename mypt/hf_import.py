@@ -113,8 +113,14 @@ LLAMA_DEFAULTS = {"llama": {"tie_word_embeddings": False, "head_dim": None, "num
 
 def read_hf_config(path: Path) -> dict:
     """A transformers directory's config (GPT-2, Llama, Mistral, Qwen2 or Qwen3) as mypt's {"model": ...,
-    "training": {}}."""
-    return _read_hf_config(Path(path))[1]
+    "training": {}}, with its config.json as read under "hf" (import_hf builds from this, read once: the
+    model_type there decides which tensors the weights may hold)."""
+    path = Path(path)
+    hf = _config_json(path, f"--init_from_model hf:{path}")
+    if not isinstance(hf, dict):
+        raise ConfigError(f"--init_from_model hf:{path}: config.json holds {json.dumps(hf)[:40]}, not a JSON "
+                          "object (a transformers config)")
+    return {**_hf_settings(path, hf), "hf": hf}
 
 
 def attention_biases(hf: dict) -> tuple[bool, bool]:
@@ -123,15 +129,16 @@ def attention_biases(hf: dict) -> tuple[bool, bool]:
     return tuple(hf.get(x) is True if isinstance(x, str) else x for x in ATTENTION_BIASES[hf["model_type"]])
 
 
-def _read_hf_config(path: Path) -> tuple[dict, dict]:
-    """(the config.json, read_hf_config's settings of it)."""
+def _config_json(path: Path, where: str, hint: str = "") -> object:
+    """The config.json of directory `path`, parsed (`where`, `hint`: what its error says before and after)."""
     try:
-        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ConfigError(f"--init_from_model hf:{path}: no readable config.json ({e})") from None
-    if not isinstance(hf, dict):
-        raise ConfigError(f"--init_from_model hf:{path}: config.json holds {json.dumps(hf)[:40]}, not a JSON "
-                          "object (a transformers config)")
+        raise ConfigError(f"{where}: no readable config.json ({e}){hint}") from None
+
+
+def _hf_settings(path: Path, hf: dict) -> dict:
+    """read_hf_config's settings of `hf`, the config.json of directory `path`."""
     if is_mypt_config(hf):
         raise ConfigError(f"--init_from_model hf:{path} is a mypt checkpoint, not a Hugging Face directory: pass "
                           f"--init_from_model {path} (without hf:)")
@@ -150,7 +157,7 @@ def _read_hf_config(path: Path) -> tuple[dict, dict]:
         model = _llama_model_settings(path, hf)
         # A Mistral context shorter than its positions is its sliding window's: a run past it is told.
         windowed = model_type == "mistral" and model["block_size"] < hf["max_position_embeddings"]
-        return hf, {"model": model, "training": {}, **({"sliding_window": model["block_size"]} if windowed else {})}
+        return {"model": model, "training": {}, **({"sliding_window": model["block_size"]} if windowed else {})}
     missing = [key for key in HF_SHAPE_KEYS if key not in hf]
     if missing:
         raise ConfigError(f"--init_from_model hf:{path}: config.json has no {', '.join(missing)}: not a GPT-2 "
@@ -177,7 +184,7 @@ def _read_hf_config(path: Path) -> tuple[dict, dict]:
              "n_head": hf["n_head"], "n_embd": hf["n_embd"], "dropout": 0.0, "bias": True,
              "gelu": GELU_FROM_HF[activation], "mlp_width": hf.get("n_inner"), "norm_eps": float(eps),
              "tie_embeddings": hf.get("tie_word_embeddings", True)}
-    return hf, {"model": model, "training": {}}
+    return {"model": model, "training": {}}
 
 
 def _positive(x) -> bool:
@@ -440,9 +447,10 @@ def load_hf_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
     return weights, source
 
 
-def import_hf(path: Path, device: str | torch.device = "cpu"):
+def import_hf(path: Path, device: str | torch.device = "cpu", config: dict | None = None):
     """(mypt GPT, tokenizer, config) of a GPT-2, Llama, Qwen2 or Qwen3 transformers directory
-    (what `save_pretrained` writes, or a local copy of the gpt2 weights)."""
+    (what `save_pretrained` writes, or a local copy of the gpt2 weights). `config`: its
+    read_hf_config, where the caller has it."""
     from mypt.config import GPTConfig
     from mypt.errors import CheckpointError
     from mypt.model import holding, on_meta
@@ -450,10 +458,11 @@ def import_hf(path: Path, device: str | torch.device = "cpu"):
     # CheckpointErrors name the file, not the flag: the training command adds
     # `--init_from_model hf:DIR: ` to them (its ConfigErrors, from read_hf_config, name it).
     path = Path(path)
-    hf, config = _read_hf_config(path)
-    rows = config["model"]["vocab_size"]  # the file's embedding rows: a padded vocabulary has more than ids
+    config = read_hf_config(path) if config is None else config
+    # rows: the file's embedding rows (a padded vocabulary has more than ids); the caller's config keeps them.
+    hf, rows = config["hf"], config["model"]["vocab_size"]
     tokenizer = _hf_tokenizer(path, rows)
-    config["model"]["vocab_size"] = tokenizer.vocab_size
+    config = {**config, "model": {**config["model"], "vocab_size": tokenizer.vocab_size}}
     cfg = GPTConfig.from_dict(config["model"], f"{path}/config.json")
     loaded, source = load_hf_weights(path)
     # A tied head is the embedding (one tensor, lm_head.weight in mypt's state dict).
@@ -491,10 +500,7 @@ def hf_model_tokenizer(path: Path, flag: str) -> Tokenizer:
     """The tokenizer `--init_from_model hf:DIR` trains DIR's model with, for `flag` (prepare-dataset's
     --tokenizer_from DIR: the data the model will train on)."""
     path = Path(path)
-    try:
-        hf = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{flag} {path}: no readable config.json ({e}), and no tokenizer_state.json") from None
+    hf = _config_json(path, f"{flag} {path}", ", and no tokenizer_state.json")
     vocab = hf.get("vocab_size") if isinstance(hf, dict) and not is_mypt_config(hf) else None
     if type(vocab) is not int:  # (a mypt checkpoint without its tokenizer: Tokenizer.load says so)
         return Tokenizer.load(path)

@@ -210,12 +210,14 @@ def new_run_schedule(train_d: dict, overrides: dict) -> dict:
     return {k: v for k, v in train_d.items() if not (derived.get(k) in overrides and k not in overrides)}
 
 
-def _load_start(init: Path, hf: bool, device: torch.device, req: RunSettings) -> tuple[GPT, Tokenizer]:
+def _load_start(cfgs: _Configs, device: torch.device, req: RunSettings) -> tuple[GPT, Tokenizer]:
     """The model a run starts from (--resume, --init_from_model); a checkpoint that cannot be
     used (damaged, weights not finite: load_model's checks) is named with the flag that chose
-    it, not blamed on the first step's loss."""
+    it, not blamed on the first step's loss. An hf:DIR is imported from its config as the
+    settings read it; a mypt checkpoint's weights are read with the config.json they were
+    saved with (checkpoint.read_weights: a save by another run may replace it meanwhile)."""
     try:
-        model, tokenizer, _ = import_hf(init, device) if hf else load_model(init, device)
+        model, tokenizer, _ = import_hf(cfgs.init, device, cfgs.saved) if cfgs.hf else load_model(cfgs.init, device)
     except CheckpointError as e:
         if req.resume:
             raise CheckpointError(f"--resume: {e} (or start a new run from a sound model's weights with "
@@ -370,7 +372,7 @@ class _Configs:
     origins: dict = dataclasses.field(default_factory=dict)
     window: int | None = None  # an hf:DIR Mistral's sliding window, where it set the import's block_size
     # init's config.json as read once (read_config's; an hf:DIR's as read_hf_config gives it): a
-    # resume checks its training state against it.
+    # resume checks its training state against it; an hf:DIR is imported from it.
     saved: dict | None = None
 
 
@@ -466,7 +468,7 @@ def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device:
     if cfgs.init is None:
         return GPT(cfgs.model).to(device)
     init = cfgs.init
-    model, init_tok = _load_start(init, cfgs.hf, device, req)
+    model, init_tok = _load_start(cfgs, device, req)
     check_tokenizer(tokenizer, init_tok, "this data", str(init), f"prepare the data with --tokenizer_from {init}",
                     ConfigError)
     # What holds no weights may change. --dropout: a new run from these weights (fine-tuning a

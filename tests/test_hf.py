@@ -534,3 +534,16 @@ def test_hf_prefix_mixups_name_the_spelling_that_works(tmp_path):
     result = CliRunner().invoke(main, ["generate", "--model_name", f"hf:{out}", "--prompt", "a", "--device", "cpu"])
     assert result.exit_code == 1 and "hf: names a Hugging Face directory for `mypt train --init_from_model` only" \
         in result.output, result.output
+
+
+def test_a_run_from_hf_weights_reads_their_config_json_once(tmp_path, gpt2_dir, count_opens):
+    """`mypt train --init_from_model hf:DIR` reads DIR/config.json once: the run's settings and the
+    import both come from that reading (read_hf_config's)."""
+    (tmp_path / "t.txt").write_text("The quick brown fox jumps over the lazy dog.\n" * 40)
+    opens = count_opens(lambda path, mode: "config" if path == gpt2_dir / "config.json" else None)
+    result = CliRunner().invoke(main, ["train", "--init_from_model", f"hf:{gpt2_dir}", "--input_file",
+                                       str(tmp_path / "t.txt"), "--checkpoints_dir", str(tmp_path / "ck"),
+                                       "--model_name", "tuned", "--max_iters", "0", "--eval_iters", "1",
+                                       "--batch_size", "2", "--block_size", "16", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert opens == {"config": 1}
