@@ -19,8 +19,10 @@ weight (a seeded draw, part of the sampler state), then a window of it as above.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,6 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mypt.config import GPTConfig, TrainConfig
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError, MyptError
@@ -64,13 +67,69 @@ def no_val_shards(dataset_dir: Path) -> MyptError:
 
 @dataclass
 class LoaderConfig:
-    """What GPTDataLoader reads from its config (any object with these attributes works)."""
+    """What GPTDataLoader reads from its config beside the other training settings (see
+    loader_config)."""
 
     batch_size: int
     block_size: int
     device: str = "cpu"
     seed: int = 1337
     rank: int = 0  # DDP rank: each rank draws its own windows
+
+
+def loader_config(config) -> TrainConfig:
+    """GPTDataLoader's `config` as the TrainConfig that GPT.fit, given no config=, trains with: a
+    TrainConfig as it is; a mapping or another object (a LoaderConfig, a SimpleNamespace, a
+    nanoGPT-style config) by its names: the training settings it holds (batch_size, max_iters,
+    learning_rate ...), block_size and rank; its device, "cpu" when it has none. Read whole: fit
+    trains with it, and a max_iters=100 it holds must not train the default 5000 steps. Refused: a GPTConfig (the model's settings: no batch size), and a name that is neither a
+    training setting nor the model's (`lr`, `beta2`: fit would train without it)."""
+    if isinstance(config, TrainConfig):
+        return config
+    if isinstance(config, GPTConfig):
+        raise ConfigError("GPTDataLoader's config is a GPTConfig, the model's settings: pass the training settings "
+                          "and the model's context length, GPTDataLoader(TrainConfig(batch_size=12), tokenizer, "
+                          "dataset_dir=..., block_size=model.config.block_size)")
+    known = (*TrainConfig.field_names(), *TrainConfig.EXTRA_ATTRIBUTES)
+    values = _named_values(config)
+    if values is None:  # (an object of __slots__: read by the names it may hold)
+        values = {name: getattr(config, name) for name in known if hasattr(config, name)}
+    what = f"GPTDataLoader's config (a {type(config).__name__})"
+    unknown = sorted(set(values) - set(known) - set(GPTConfig.field_names()))
+    if unknown:
+        near = [f"{n} -> {m[0]}" for n in unknown if (m := difflib.get_close_matches(n, known, n=1))]
+        raise ConfigError(f"{what} holds {unknown}, which no training setting is" + (f" (did you mean "
+                          f"{', '.join(near)}?)" if near else "") + ": GPT.fit would train without "
+                          f"{'them' if len(unknown) > 1 else 'it'}; pass a TrainConfig, or settings named as its "
+                          "fields (TrainConfig.field_names()), block_size and rank")
+    settings = {k: v for k, v in values.items() if k in TrainConfig.field_names()}
+    if isinstance(settings.get("batch_size"), int):
+        _check_batch_size(settings["batch_size"])
+    cfg = TrainConfig.from_dict({"device": "cpu", **settings}, source=what)
+    for name in TrainConfig.EXTRA_ATTRIBUTES:
+        if name in values:
+            setattr(cfg, name, values[name])
+    return cfg
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:  # (an empty batch's loss is nan: it would stop the run as diverged)
+        raise ConfigError(f"GPTDataLoader: batch_size must be at least 1 (sequences per batch), got {batch_size}")
+
+
+def _named_values(config) -> dict | None:
+    """{name: value} of a mapping or an object's public attributes; None when it has no
+    __dict__. None itself holds no settings."""
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    if hasattr(config, "_asdict"):  # a namedtuple
+        return dict(config._asdict())
+    try:
+        return {k: v for k, v in vars(config).items() if not k.startswith("_")}
+    except TypeError:
+        return None
 
 
 @dataclass
@@ -84,22 +143,20 @@ class _Split:
 class GPTDataLoader:
     """Batches of (x, y) windows for training and evaluation.
 
-    config: any object with `batch_size` (and optionally `block_size`, `device`, `seed`,
-    `rank`), e.g. a mypt TrainConfig; it is kept as `loader.config`, and GPT.fit without a
-    config trains with it. `block_size=` (the model's context length) wins over
-    `config.block_size`; one of them is needed (TrainConfig has no block_size field: the
-    model's is GPTConfig.block_size).
+    config: a mypt TrainConfig, or a mapping or object of its settings (batch_size, device,
+    seed, max_iters ...; see loader_config); the loader reads batch_size, block_size, device,
+    seed and rank. Kept as `loader.config` (a TrainConfig), and GPT.fit without a config trains
+    with it. `block_size=` (the model's context length) wins over `config.block_size`; one of
+    them is needed (TrainConfig has no block_size field: the model's is GPTConfig.block_size).
     Either `dataset_dir` (a prepared dataset) or `tokens` (a uint32 array, split 90/10 like
     nanoGPT) must be given. `eval_only=True` needs only the val split.
     """
 
     def __init__(self, config, tokenizer: Tokenizer, dataset_dir: str | os.PathLike | None = None,
                  eval_only: bool = False, tokens: np.ndarray | None = None, block_size: int | None = None):
-        self.config = config
+        self.config = config = loader_config(config)
         self.batch_size = int(config.batch_size)
-        if self.batch_size < 1:  # (an empty batch's loss is nan: it would stop the run as diverged)
-            raise ConfigError(f"GPTDataLoader: batch_size must be at least 1 (sequences per batch), got "
-                              f"{config.batch_size}")
+        _check_batch_size(self.batch_size)  # (a field assigned after TrainConfig(...) was not checked)
         block_size = block_size if block_size is not None else getattr(config, "block_size", None)
         if block_size is None:
             raise ConfigError("GPTDataLoader: no block_size; pass block_size=N (the model's context length) "
@@ -394,7 +451,7 @@ class MixtureLoader:
         for k, loader in enumerate(self.loaders):
             loader._seed_rngs(k + 1)  # each dataset its own window stream
         lead = self.loaders[0]
-        self.config, self.tokenizer, self.device = config, tokenizer, lead.device
+        self.config, self.tokenizer, self.device = lead.config, tokenizer, lead.device
         self.batch_size, self.block_size, self.seed, self.rank = lead.batch_size, lead.block_size, lead.seed, lead.rank
         self.weights = np.array([s.weight for s in self.specs])
         # A split is there when every dataset has it (a dataset without val/ cannot be drawn from).

@@ -139,3 +139,31 @@ def test_mypt_train_resume_of_a_fits_checkpoint_continues_its_settings(tmp_path)
     assert done.exit_code == 0, done.output
     assert "x 4 x 16)" in done.output and "max_iters 6 (was 4)" in done.output, done.output
     assert "warmup" not in done.output and "batch_size" not in done.output, done.output
+
+
+def test_a_loader_built_from_a_dict_or_an_object_trains_with_the_settings_it_holds():
+    """GPTDataLoader(config, ...) with a mapping or a plain object (not a TrainConfig): fit,
+    given no config=, read none of it (max_iters=3 trained the default 5000 steps, unsaid), a
+    dict was an AttributeError, and a name no setting has (`lr`) was dropped."""
+    from types import SimpleNamespace
+
+    from mypt.data import GPTDataLoader
+    from test_train_paths import BLOCK, TEXT
+
+    tok = tokenizer()
+    for settings in ({"batch_size": 3, "block_size": BLOCK, "max_iters": 3, "eval_interval": 2, "eval_iters": 1},
+                     SimpleNamespace(batch_size=3, block_size=BLOCK, max_iters=3, eval_interval=2, eval_iters=1,
+                                     n_layer=1)):  # (a model setting beside them: the model's, not refused)
+        data = GPTDataLoader(settings, tok, tokens=tok.encode_array(TEXT))
+        lines = []
+        result = tiny_model(tok).fit(data, log=lines.append)
+        assert result["step"] == 3 and data.get_batch()[0].shape == (3, BLOCK), lines
+        assert [h["step"] for h in result["history"] if "val" in h] == [0, 2, 3], lines  # eval_interval 2
+    with pytest.raises(ConfigError, match=r"holds \['lr', 'max_iter'\], which no training setting is \(did you mean "
+                                          r"max_iter -> max_iters\?\): GPT.fit would train without them; pass a "
+                                          r"TrainConfig"):
+        GPTDataLoader({"batch_size": 3, "block_size": BLOCK, "lr": 1e-3, "max_iter": 3}, tok,
+                      tokens=tok.encode_array(TEXT))
+    with pytest.raises(ConfigError, match=r"config is a GPTConfig, the model's settings: pass the training settings.*"
+                                          r"TrainConfig\(batch_size=12\).*block_size=model.config.block_size"):
+        GPTDataLoader(tiny_model(tok).config, tok, tokens=tok.encode_array(TEXT))
