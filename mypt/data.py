@@ -79,11 +79,12 @@ class LoaderConfig:
 
 def loader_config(config) -> TrainConfig:
     """GPTDataLoader's `config` as the TrainConfig that GPT.fit, given no config=, trains with: a
-    TrainConfig as it is; a mapping or another object (a LoaderConfig, a SimpleNamespace, a
-    nanoGPT-style config) by its names: the training settings it holds (batch_size, max_iters,
-    learning_rate ...), block_size and rank; its device, "cpu" when it has none. Read whole: fit
-    trains with it, and a max_iters=100 it holds must not train the default 5000 steps. Refused: a GPTConfig (the model's settings: no batch size), and a name that is neither a
-    training setting nor the model's (`lr`, `beta2`: fit would train without it)."""
+    TrainConfig as it is; a mapping or another object (a LoaderConfig, a SimpleNamespace) by its
+    names: the training settings it holds (batch_size, max_iters, learning_rate ...), block_size
+    and rank; its device, "cpu" when it has none. Read whole: fit trains with it, and a
+    max_iters=100 it holds must not train the default 5000 steps. Refused: a GPTConfig (the
+    model's settings: no batch size), and a name that is neither a training setting nor the
+    model's (`lr`, `max_iter`: fit would train without it)."""
     if isinstance(config, TrainConfig):
         return config
     if isinstance(config, GPTConfig):
