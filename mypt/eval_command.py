@@ -20,6 +20,7 @@ from mypt.evaluate import evaluate_dataset, whole_windows
 from mypt.model import load_model
 from mypt.shards import dataset_tokenizer
 from mypt.tokenizer_match import check_tokenizer, prepare_again
+from mypt.verify import check_checksums
 
 
 def parse_datasets(specs: list[str]) -> dict[str, Path]:
@@ -47,6 +48,9 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
         theirs[name] = dataset_tokenizer(directory)
         check_tokenizer(tokenizer, theirs[name], f"the model {path}", f"--dataset {name}={directory}",
                         prepare_again(path))
+        # The val shards' bytes are those prepared (the loader checks only their sizes, training's
+        # start-up check): one read of the split, less than the pass over it costs.
+        check_checksums(directory, "val")
     results = {}
     for name, directory in datasets.items():
         results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens, tokenizer=theirs[name])

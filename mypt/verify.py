@@ -106,6 +106,36 @@ def verify_dataset(dataset_dir: Path, strict: bool = False) -> Report:
     return report
 
 
+def check_checksums(dataset_dir: Path, split: str) -> None:
+    """Raise ShardError for the first shard of `split` whose bytes are not those dataset_dir's
+    metadata records (its token count, then its sha256): mypt eval's check before it scores a
+    split, whose loss on other bytes would be a number about other data. Costs one read of the
+    split, as verify-dataset's (its id check is left to the pass, which reads every id). A
+    dataset without metadata, or a shard it lists without a sha256 (an older mypt's), has nothing
+    to check against."""
+    d = Path(dataset_dir)
+    if not (d / METADATA_FILE).is_file():
+        return
+    entries = [e for e in listed_entries(read_metadata(d), split) if e.get("sha256")]
+    hint = (f"HINT: run `mypt verify-dataset {d}`; restore the file (from a backup or `dvc pull`) or prepare the "
+            "dataset again")
+    with progress(sum(e["tokens"] for e in entries), f"sha256 {split}", unit="tok") as bar:
+        for e in entries:
+            path = d / e["file"]
+            if not path.exists():
+                raise ShardError(f"{listed_but_missing(path, e['tokens'])}; {hint}")
+            size = shard_stat(path).st_size
+            if size != e["tokens"] * TOKEN_BYTES:
+                raise ShardError(f"{other_token_count(path, size // TOKEN_BYTES, e['tokens'])}; {hint}")
+            sha = _scan(path, None, True, bar)[0]
+            if sha != e["sha256"]:
+                raise ShardError(f"{_sha_differs(path, sha, e['sha256'])}; {hint}")
+
+
+def _sha_differs(path: Path, sha: str, recorded: str) -> str:
+    return f"{path}: sha256 {sha} differs from the {recorded} in {METADATA_FILE} (the bytes changed)"
+
+
 def _check_tokenizer(d: Path, meta: dict | None, report: Report) -> int | None:
     """tokenizer_state.json loads and agrees with the metadata; the vocab_size ids are checked against."""
     tokenizer = None
@@ -218,8 +248,7 @@ def _check_files(expected: dict[Path, tuple[int, str | None] | None], vocab_size
             if want is not None and tokens != want[0]:
                 report.problems.append(other_token_count(path, tokens, want[0]))
             elif want is not None and want[1] is not None and sha != want[1]:  # a size change says it already
-                report.problems.append(f"{path}: sha256 {sha} differs from the {want[1]} in {METADATA_FILE} "
-                                       "(the bytes changed)")
+                report.problems.append(_sha_differs(path, sha, want[1]))
             if bad:
                 report.problems.append(f"{path}: {bad:,} token id(s) >= vocab_size {vocab_size} (first: id "
                                        f"{first_id} at token {first_at:,})")

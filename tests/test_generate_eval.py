@@ -446,3 +446,22 @@ def test_a_prompts_carriage_returns_are_the_newlines_training_text_has(w, kinds,
             list(kinds[kind].encode("Line 3\nof\nthe")), kind
     raw = Tokenizer("char", chars="Lines 3\r\n")
     assert _prompt_ids(raw, "Line 3\r\n", monkeypatch) == list(raw.encode("Line 3\r\n"))
+
+
+def test_eval_refuses_a_val_shard_whose_bytes_are_not_those_prepared(w):
+    """A val shard edited in place (its size unchanged, so the loader's start-up check passes)
+    scored a loss on other data; its sha256 is checked before any dataset is evaluated."""
+    import numpy as np
+
+    shutil.copytree(w / "ds", w / "edited")
+    [shard] = (w / "edited" / "val").glob("shard_*.bin")
+    tokens = np.fromfile(shard, dtype="<u4")
+    assert tokens[2] != tokens[3]
+    tokens[[2, 3]] = tokens[[3, 2]]  # the same ids, the same size
+    tokens.tofile(shard)
+    result = invoke("eval", "--model_name", "ck/m", "--dataset", "ds", "--dataset", "edited", "--device", "cpu")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{Path('edited') / 'val' / shard.name}: sha256 " in result.output and "(the bytes changed)" in \
+        result.output and "mypt verify-dataset edited" in result.output, result.output
+    assert "ds: loss" not in result.output, result.output  # nothing evaluated first, to be thrown away
+    assert _eval_tokens() > 0  # the dataset as prepared: evaluated
