@@ -1,7 +1,8 @@
 """SIGTERM and SIGINT while training, and under torchrun the end of torchrun itself: a request
 to stop at the end of the step in flight. Elsewhere (stops_held) the two wait the moments an
-output takes its place, or while a pool's workers start. Once a command has ended, a first Ctrl-C
-while Python exits is ignored, a second ends it at once (quiet_exit)."""
+output takes its place, or while a pool's workers start. Before a command's main, while its modules
+load, a Ctrl-C says Aborted! (ctrl_c_says_aborted). Once a command has ended, a first Ctrl-C while
+Python exits is ignored, a second ends it at once (quiet_exit)."""
 
 from __future__ import annotations
 
