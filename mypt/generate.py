@@ -11,14 +11,19 @@ as at token 100,000 (recomputing the whole window at every step, as nanoGPT does
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import typing
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
 
-from mypt.errors import CheckpointError, InputError, TokenizerError, listed
+from mypt.config import GenerateSettings
+from mypt.errors import CheckpointError, ConfigError, InputError, TokenizerError, listed
 from mypt.model import GPT, KVCache
+from mypt.settings import SettingError, check_field
+from mypt.tokenizers import Tokenizer
 
 
 NOT_FINITE = -1  # the id sample_tokens yields where the model's logits are NaN or inf
@@ -249,19 +254,48 @@ class TextStream:
         return shown
 
 
+def _check_arguments(model: GPT, tokenizer, prompt, **settings) -> None:
+    """generate's arguments, each checked as its flag of `mypt generate` is (GenerateSettings'
+    field), None where the API takes it for "off": a negative temperature sampled the least
+    likely tokens and a max_new_tokens of -1 gave the prompt back, unsaid; a NaN temperature or
+    top_p 0 was torch's traceback. Then what the model cannot sample with: a tokenizer of
+    another vocabulary (ids it cannot decode, or an index error in the embedding)."""
+    fields = {f.name: f for f in dataclasses.fields(GenerateSettings)}
+    hints = typing.get_type_hints(GenerateSettings)
+    for name, value in settings.items():
+        if value is not None:
+            try:
+                check_field(fields[name], value, hints[name], "generate's")
+            except SettingError as e:
+                raise ConfigError(str(e)) from None
+    if not isinstance(prompt, str):
+        raise ConfigError(f"generate's prompt is a {type(prompt).__name__}: pass the text to continue (a str; \"\" "
+                          "for the start of a document)")
+    if not isinstance(tokenizer, Tokenizer):
+        raise ConfigError(f"generate's tokenizer is a {type(tokenizer).__name__}: pass the model's, the Tokenizer "
+                          "that load_model(path) returns with it")
+    vocab = model.config.vocab_size
+    if tokenizer.vocab_size != vocab:
+        raise ConfigError(f"generate's tokenizer ({tokenizer.kind}, {tokenizer.vocab_size} ids) is not the model's "
+                          f"(vocab_size {vocab}): pass the Tokenizer that load_model(path) returns with it")
+
+
 def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
              top_k: int | None = 200, top_p: float | None = None, seed: int | None = 1337, num_samples: int = 1,
              on_text: Callable[[int, str], None] | None = None, use_cache: bool = True,
              stop: Sequence[str] = (), prompt_flag: str = "--prompt") -> list[str]:
     """Sample `num_samples` continuations of `prompt`; `on_text(sample, piece)` receives text
     as it is produced (streaming). A sample ends at the end-of-text token, at the first of the
-    `stop` strings (not included) or after max_new_tokens. Returns the full texts, prompt
+    `stop` strings (not included; one str is one stop string) or after max_new_tokens. Returns the full texts, prompt
     included. `on_text` gets an empty piece when each sample has its first token, so a caller
     that prints a header per sample prints it even when the sample stops at once (a stop
     string or the end-of-text token first), and not when the model fails before that.
     `prompt_flag`: how errors about the prompt name where it came from (`--prompt_file PATH`).
     The prompt's \\r\\n and \\r are read as the training text's \\n (see as_trained); the
     texts returned begin with the prompt as given."""
+    stop = [stop] if isinstance(stop, str) else list(stop)  # (a str's characters would each be a stop string)
+    _check_arguments(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                     top_p=top_p, seed=seed, num_samples=num_samples)
     device = next(model.parameters()).device
     for s in stop:
         check_text(s, "--stop")

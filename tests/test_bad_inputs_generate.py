@@ -177,3 +177,47 @@ CASES = [
 def test_bad_input_is_one_line(case: Case, world, tmp_path, monkeypatch):
     run_case(case, world, tmp_path, monkeypatch)
 
+
+
+# --- generate through the Python API: each argument checked as its flag is ---
+
+API_CASES = [
+    ("temperature_negative", dict(temperature=-1.0), r"generate's temperature: .*-1"),  # sampled the least likely
+    ("temperature_nan", dict(temperature=float("nan")), r"generate's temperature: .*nan"),
+    ("top_k_negative", dict(top_k=-5), r"generate's top_k: must be >= 0, got -5"),
+    ("top_p_zero", dict(top_p=0.0), r"generate's top_p: must be > 0"),
+    ("top_p_above_one", dict(top_p=2.0), r"generate's top_p: must be <= 1"),  # no effect, unsaid
+    ("max_new_tokens_negative", dict(max_new_tokens=-1), r"generate's max_new_tokens: must be >= 1, got -1"),
+    ("num_samples_zero", dict(num_samples=0), r"generate's num_samples: must be >= 1, got 0"),
+    ("prompt_none", dict(prompt=None), r"generate's prompt is a NoneType: pass the text"),
+    ("tokenizer_spec", dict(tokenizer="char"), r"generate's tokenizer is a str: pass the model's"),
+    ("tokenizer_of_another_vocabulary", dict(tokenizer="gpt2"),
+     r"generate's tokenizer \(gpt2, 50257 ids\) is not the model's \(vocab_size \d+\): pass the Tokenizer"),
+]
+
+
+@pytest.mark.parametrize("given, error", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_generates_arguments_are_checked_as_its_flags_are(world, given, error):
+    from mypt.errors import ConfigError
+    from mypt.generate import generate
+
+    model, tok, _ = load_model(world / "ck" / "m")
+    args = {"tokenizer": tok, "prompt": "Line", "max_new_tokens": 3, **given}
+    if args["tokenizer"] == "gpt2":
+        args["tokenizer"] = GPT2Tokenizer()
+    with pytest.raises(ConfigError, match=error):
+        generate(model, **args)
+
+
+def test_generate_takes_one_str_as_one_stop_string(world):
+    """stop="ab": each character was a stop string (a sample ended at the first a or b)."""
+    from mypt.generate import generate
+
+    model, tok, _ = load_model(world / "ck" / "m")
+    [free] = generate(model, tok, "Line", max_new_tokens=40, temperature=1.0, seed=3)
+    new = free[4:]
+    # A pair of the continuation whose first character comes earlier alone.
+    at = next(i for i in range(1, len(new) - 1) if new[i] in new[:i] and new[i:i + 2] not in new[:i + 1])
+    stop = new[at:at + 2]
+    assert generate(model, tok, "Line", max_new_tokens=40, temperature=1.0, seed=3, stop=stop) == \
+        ["Line" + new[:at]]
