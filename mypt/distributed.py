@@ -3,12 +3,14 @@ agreeing on when to stop and save (so that every rank's collectives meet)."""
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import hashlib
 import json
 import os
 import pickle
+import socket
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -48,17 +50,25 @@ def setup_distributed(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-# Start-up under torchrun, before the process group: a rank whose checks fail (its node has no
-# --dataset_dir) exits, and the others would wait in init_process_group for it until its
-# timeout (30 minutes). So each rank says, in a store every rank reaches, that it is ready or
-# why it cannot start, and each waits for all to be ready before joining. The store is the one
-# torchrun's agent hosts; where torchrun shares none with its ranks (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1,
-# what --max_restarts needs: restart_warning), the attempt's own at MASTER_ADDR:MASTER_PORT,
-# which rank 0 hosts from its start (host_start_store) and the process group then forms in: a
-# new one each attempt. (Off under --max_restarts with the agent's store: it outlives an attempt,
-# and each node's agent counts its own restarts, so no key would be the attempt's.)
-_READY, _FAILED = "mypt/start/ready", "mypt/start/failed"
+# Start-up, before the process group: a rank whose checks fail (its node has no --dataset_dir,
+# rank 0 finds the checkpoint locked by another run) exits, and the others would wait in
+# init_process_group for it until its timeout (30 minutes). So each rank says, in a store every
+# rank reaches, that it is ready or why it cannot start, and each waits for all to be ready
+# before joining. The store is the one torchrun's agent hosts; where torchrun shares none with
+# its ranks (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, what --max_restarts needs: restart_warning),
+# and in a launch other than torchrun's (MASTER_ADDR, RANK, WORLD_SIZE set by hand or a
+# cluster's script), the attempt's own at MASTER_ADDR:MASTER_PORT, which rank 0 hosts from its
+# start (host_start_store) and the process group then forms in: a new one each attempt. (Off
+# under --max_restarts with the agent's store: it outlives an attempt, and each node's agent
+# counts its own restarts, so no key would be the attempt's.) Rank 0, whose process the store
+# lives in, keeps it up at its exit until every rank has learnt why the start failed
+# (_keep_store_up): the others read it only once their own checks are done.
+_READY, _FAILED, _STOPPED = "mypt/start/ready", "mypt/start/failed", "mypt/start/stopped"
 _START_TIMEOUT_S = 1800
+# How long a rank tries to reach rank 0's store, and rank 0 keeps it up for the ranks that have
+# not yet read a failed start: the ranks start together, so a minute is far past their skew.
+_STORE_WAIT_S = 60
+_stopped = False  # this process counted itself among the ranks that know the start failed
 _joined = False  # this process counted itself ready: from then on the others no longer look
 _told = False  # this process told its failure (run_training, then its command, may both try)
 _store = None  # this process's client of the start store, once it has one (None: not yet, or none there)
@@ -80,10 +90,13 @@ def restart_warning() -> str | None:
 
 
 def _own_store() -> bool:
-    """Whether the ranks meet in the attempt's own store, rank 0's: under torchrun, where its
-    agent shares no store with them."""
-    return bool(os.environ.get("TORCHELASTIC_RUN_ID")) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "False" \
-        and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether the ranks meet in the attempt's own store, rank 0's: under torchrun where its agent
+    shares no store with them, and in a launch other than torchrun's (RANK, WORLD_SIZE,
+    MASTER_ADDR and MASTER_PORT set by hand or by a cluster's script), where no agent stops the
+    other ranks when one exits."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "MASTER_ADDR" not in os.environ:
+        return False
+    return not os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "False"
 
 
 def host_start_store() -> None:
@@ -114,18 +127,42 @@ def _start_store():
 
         from torch.distributed import TCPStore
 
-        # (Rank 0's own is up before another rank's checks are done; 60 s past that, rank 0 has ended.)
-        _store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                          is_master=own and os.environ.get("RANK") == "0", wait_for_workers=False,
-                          timeout=timedelta(seconds=60))
+        # (Rank 0's own is up before another rank's checks are done; a minute past that, rank 0 has ended.)
+        host = own and os.environ.get("RANK") == "0"
+        _store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=host,
+                          wait_for_workers=False, timeout=timedelta(seconds=_STORE_WAIT_S))
+        if host:
+            atexit.register(_keep_store_up, _store, int(os.environ["WORLD_SIZE"]))
     return _store
+
+
+def _stopping(store) -> None:
+    """This rank stops before the process group formed, knowing why (its own failure told, or
+    another's learnt): counted once, so that rank 0 may end (_keep_store_up)."""
+    global _stopped
+    if not _stopped:
+        _stopped = True
+        store.add(_STOPPED, 1)
+
+
+def _keep_store_up(store, world: int) -> None:
+    """Rank 0, as its process exits: where the start failed, its store, the one place the other
+    ranks learn why, stays up until every rank has read it, or _STORE_WAIT_S (a rank killed
+    before it could look never will; one that looks later finds rank 0 ended, and says so)."""
+    if not store.check([_FAILED]):
+        return
+    _stopping(store)
+    deadline = time.monotonic() + _STORE_WAIT_S
+    while store.add(_STOPPED, 0) < world and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _first_on_node(line: str) -> bool:
     """Whether this rank is the first of its node to stop with the error `line`, claimed in the
     start store; True where there is none (each rank says its own)."""
     me = os.environ.get("RANK", "?")
-    key = f"mypt/said/{os.environ.get('GROUP_RANK', '0')}/{hashlib.sha256(line.encode()).hexdigest()}"
+    node = os.environ.get("GROUP_RANK") or socket.gethostname()  # (torchrun's number of the node, else its name)
+    key = f"mypt/said/{node}/{hashlib.sha256(line.encode()).hexdigest()}"
     try:
         store = _start_store()
         return store is None or store.compare_set(key, "", me).decode() == me
@@ -163,9 +200,11 @@ def _wait_for_every_rank(world: int) -> None:
     except RuntimeError as e:  # (torch's DistError: rank 0's own store gone, or never up)
         if not _own_store():
             raise
-        raise ConfigError(f"rank 0 ended before every rank started (its store at {os.environ['MASTER_ADDR']}:"
-                          f"{os.environ['MASTER_PORT']}: {error_line(e).splitlines()[0]}): see its node's log for why, "
-                          "then start every node again") from None
+        # (Outside torchrun nothing started the ranks together: rank 0 may not have been started at all.)
+        unstarted = "" if os.environ.get("TORCHELASTIC_RUN_ID") else f", or was not started within {_STORE_WAIT_S} s"
+        raise ConfigError(f"rank 0 ended before every rank started{unstarted} (its store at "
+                          f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}: {error_line(e).splitlines()[0]}): "
+                          "see its node's log for why, then start every node again") from None
 
 
 def _wait_in_store(world: int) -> None:
@@ -178,7 +217,9 @@ def _wait_in_store(world: int) -> None:
     told, started, pause = False, time.monotonic(), 0.05
     while True:
         if store.check([_FAILED]):
-            raise _could_not_start(*json.loads(store.get(_FAILED)))
+            error = _could_not_start(*json.loads(store.get(_FAILED)))
+            _stopping(store)  # (after _could_not_start has claimed the line or not: rank 0 may end now)
+            raise error
         ready = store.add(_READY, 0)
         if ready >= world:
             return
@@ -208,6 +249,7 @@ def tell_ranks_start_failed(error: BaseException) -> None:
             line = error_line(error)
             _says = _first_on_node(line)  # (before the others can learn it: this rank says it on its node)
             store.compare_set(_FAILED, "", json.dumps([os.environ.get("RANK", "?"), line]))
+            _stopping(store)
     except Exception:  # (the store gone: the others have ended already)
         pass
 

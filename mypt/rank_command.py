@@ -1,10 +1,11 @@
-"""The class of the commands that train (`mypt train`, the train stage): under torchrun, a
-rank that fails before it joined the others tells them why. They wait for every rank before
-forming the process group (mypt.distributed), up to 30 minutes; run_training tells them of its
-own failures, this of what comes before it: a flag click refuses (`--max_iters abc`), a setting
-or path the command refuses before the run is built. An error is said once a node, by the first
-of its ranks to stop with it (mypt.distributed.says_error). Apart from mypt.options so that only the
-training commands depend on mypt.distributed (the data stages' DVC deps stay theirs).
+"""The class of the commands that train (`mypt train`, the train stage): run as several ranks
+(torchrun, or RANK and WORLD_SIZE set by another launcher), a rank that fails before it joined
+the others tells them why. They wait for every rank before forming the process group
+(mypt.distributed), up to 30 minutes; run_training tells them of its own failures, this of what
+comes before it: a flag click refuses (`--max_iters abc`), a setting or path the command refuses
+before the run is built. An error is said once a node, by the first of its ranks to stop with it
+(mypt.distributed.says_error). Apart from mypt.options so that only the training commands depend
+on mypt.distributed (the data stages' DVC deps stay theirs).
 
 (Every other command runs in one process: refused as several under torchrun, mypt.options.)"""
 
@@ -17,7 +18,6 @@ from typing import Any
 import click
 
 from mypt.options import MyptCommand
-from mypt.signals import TORCHRUN_ENV
 
 
 class RankCommand(MyptCommand):
@@ -27,7 +27,7 @@ class RankCommand(MyptCommand):
         from mypt.signals import watch_torchrun
 
         watch_torchrun()  # (first: torchrun's end, from here on, stops this rank; see mypt.signals)
-        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "False":  # (torchrun's ranks meet in rank 0's store)
+        if _ranks() and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":  # (they meet in rank 0's store)
             from mypt.distributed import host_start_store
 
             host_start_store()
@@ -47,11 +47,16 @@ class RankCommand(MyptCommand):
             raise
 
 
+def _ranks() -> bool:
+    """Whether this process is one of several ranks (torch is imported only then)."""
+    return os.environ.get("WORLD_SIZE", "1") != "1"
+
+
 def _tell_other_ranks(error: Exception) -> None:
-    """Under torchrun only (no torch import elsewhere). A click error as click prints it, with
+    """Where this process is one of several ranks only. A click error as click prints it, with
     the flag it is about; said once a node (mypt.distributed.says_error): the other ranks of the
     node that stop with it exit with its status, quietly."""
-    if os.environ.get(TORCHRUN_ENV):  # (torchrun's: the ranks' start store, mypt.distributed)
+    if _ranks():  # (the ranks' start store, mypt.distributed)
         from mypt.distributed import says_error, tell_ranks_start_failed
 
         said = error.format_message() if isinstance(error, click.ClickException) else None

@@ -118,23 +118,49 @@ def test_ranks_of_a_node_that_stop_alike_say_it_once(dataset, tmp_path, case):
     assert len(said(done)) == 1 and said(done)[0].startswith(line), done.stderr[-3000:]
 
 
-@pytest.mark.slow
-def test_without_a_start_store_every_rank_checks_the_metrics_dir_itself(dataset, tmp_path):
-    """Launched without torchrun (RANK, WORLD_SIZE and MASTER_ADDR set, as a cluster's launcher
-    does) the ranks meet in no start store: rank 1 cannot learn rank 0's refusal, and waited for it
-    in init_process_group until its timeout (30 minutes). It refuses on its own."""
-    live = tmp_path / "live"
-    live.mkdir()
-    (live / "params.yaml").write_text("mine: 1\n")
+def by_hand(args: list[str], cwd: Path, rank1: list[str] = ()) -> list[subprocess.CompletedProcess]:
+    """Two ranks of `mypt train ARGS` launched without torchrun (RANK, WORLD_SIZE, MASTER_ADDR and
+    MASTER_PORT set, as a cluster's script or a user at two terminals does), rank 1 given `rank1`
+    on top; each in its own session, killed if it hangs past the timeout."""
     port = str(free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
     with contextlib.ExitStack() as ranks:
         procs = [ranks.enter_context(own_session(
-            [sys.executable, "-m", "mypt.cli", "train", "--dataset_dir", str(dataset), "--metrics_dir", str(live),
-             "--model_name", "m", "--config_file", "tiny", "--device", "cpu", "--max_iters", "2"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "-m", "mypt.cli", "train", *args, "--model_name", "m", "--config_file", "tiny",
+             "--device", "cpu", "--max_iters", "2", *(rank1 if rank == "1" else [])],
+            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                  "MASTER_PORT": port})) for rank in ("0", "1")]
-        outs = [p.communicate(timeout=120)[0] for p in procs]
-    line = f"Error: --metrics_dir {live} holds params.yaml, which dvclive would delete"
-    assert [p.returncode for p in procs] == [1, 1] and all(line in out for out in outs), outs
+        outs = [p.communicate(timeout=120) for p in procs]
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["a locked checkpoint", "a refused --metrics_dir", "rank 1's flag"])
+def test_ranks_launched_without_torchrun_stop_together_when_one_cannot_start(dataset, tmp_path, case):
+    """Launched without torchrun the ranks met in no start store: rank 0 refusing to start (the
+    checkpoint locked by another run) exited, and rank 1 waited for it in init_process_group until
+    its timeout (30 minutes); rank 1 refusing its flag left rank 0 waiting so. They meet in rank
+    0's own store: every rank stops, the error said once (the ranks share a machine here)."""
+    args, rank1 = ["--dataset_dir", str(dataset)], []
+    with contextlib.ExitStack() as held:
+        if case == "a locked checkpoint":
+            from mypt.lock import output_lock
+
+            held.enter_context(output_lock(tmp_path / "checkpoints" / "m", "--model_name"))
+            line = f"Error: checkpoints/m is in use by process {os.getpid()}"
+        elif case == "a refused --metrics_dir":
+            live = tmp_path / "live"
+            live.mkdir()
+            (live / "params.yaml").write_text("mine: 1\n")
+            args += ["--metrics_dir", str(live)]
+            line = f"Error: --metrics_dir {live} holds params.yaml, which dvclive would delete"
+        else:
+            rank1 = ["--eval_iters", "abc"]
+            line = "Invalid value for '--eval_iters' / '--eval-iters': 'abc' is not a valid integer"
+        ranks = by_hand(args, tmp_path, rank1)
+    assert [rank.returncode for rank in ranks] == [1, 2 if rank1 else 1], [rank.stderr[-2000:] for rank in ranks]
+    errors = [e for rank in ranks for e in said(rank)]
+    assert len(errors) == 1 and line in errors[0], [rank.stderr[-2000:] for rank in ranks]
+    assert "Traceback" not in ranks[0].stderr + ranks[1].stderr
+    assert case == "a locked checkpoint" or not (tmp_path / "checkpoints" / "m").exists()
