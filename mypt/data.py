@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -158,10 +159,18 @@ class GPTDataLoader:
         self.config = config = loader_config(config)
         self.batch_size = int(config.batch_size)
         _check_batch_size(self.batch_size)  # (a field assigned after TrainConfig(...) was not checked)
+        if not isinstance(tokenizer, Tokenizer):
+            raise ConfigError(f"GPTDataLoader's tokenizer is a {type(tokenizer).__name__}: pass a Tokenizer, the "
+                              "dataset's own (Tokenizer.load(dataset_dir)) or the one that made tokens= "
+                              "(Tokenizer('gpt2'))")
+        if dataset_dir is not None and tokens is not None:
+            raise ConfigError("GPTDataLoader takes dataset_dir= or tokens=, not both (which would it read?)")
         block_size = block_size if block_size is not None else getattr(config, "block_size", None)
         if block_size is None:
             raise ConfigError("GPTDataLoader: no block_size; pass block_size=N (the model's context length) "
                               "or set config.block_size = N")
+        if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral):  # (8.7 read as 8, unsaid)
+            raise ConfigError(f"GPTDataLoader: block_size must be a whole number of tokens, got {block_size!r}")
         self.block_size = int(block_size)
         if self.block_size < 1:
             raise ConfigError(f"GPTDataLoader: block_size must be at least 1 (the tokens of each sequence), got "
@@ -177,7 +186,7 @@ class GPTDataLoader:
         if self.dataset_dir is not None:
             self._open_dataset()
         elif tokens is not None:
-            self._from_tokens(np.asarray(tokens, dtype=np.uint32))
+            self._from_tokens(self._token_ids(tokens))
         else:
             raise DataError("GPTDataLoader needs dataset_dir= or tokens=")
         self._seed_rngs()
@@ -232,6 +241,9 @@ class GPTDataLoader:
     def _open_dataset(self) -> None:
         d = self.dataset_dir
         if not d.is_dir():
+            if d.exists():
+                raise DataError(f"{d} is a file, not a dataset directory; HINT: prepare a dataset from it with "
+                                f"`mypt prepare-dataset --input_files {d} --out_dir DIR`")
             raise DataError(f"dataset directory {d} does not exist; HINT: prepare it with "
                             f"`mypt prepare-dataset --input_files ... --out_dir {d}`")
         if not (d / METADATA_FILE).is_file() and not (d / ("val" if self.eval_only else "train")).is_dir():
@@ -265,13 +277,31 @@ class GPTDataLoader:
         if self.eval_only and "val" not in self.splits:
             raise no_val_shards(d)
 
+    def _token_ids(self, tokens) -> np.ndarray:
+        """tokens= as uint32 ids, refused where the cast would change them: a negative id or one
+        past 2**32 wraps to another id, a float is cut to a whole one, a 2-D array's rows would be
+        split 90/10 as rows, and a str is no ids at all."""
+        if isinstance(tokens, (str, bytes)):
+            raise ConfigError(f"GPTDataLoader's tokens= is a {type(tokens).__name__}: pass token ids, "
+                              "tokenizer.encode_array(text)")
+        ids = np.asarray(tokens)
+        if ids.ndim != 1:
+            raise ConfigError(f"GPTDataLoader's tokens= has shape {ids.shape}: pass one sequence of token ids "
+                              "(documents joined, each ended by the tokenizer's eot_id)")
+        if ids.size and ids.dtype.kind not in "iu":
+            raise ConfigError(f"GPTDataLoader's tokens= holds {ids.dtype} values: pass integer token ids")
+        if ids.size and ids.dtype.kind == "i" and int(ids.min()) < 0:
+            raise DataError(f"GPTDataLoader's tokens= holds the negative id {int(ids.min())}: token ids are 0 to "
+                            f"vocab_size - 1 ({self.tokenizer.vocab_size - 1})")
+        self._check_ids(ids, "GPTDataLoader's tokens=")  # (before the cast: 2**32 + 5 would be id 5)
+        return ids.astype(np.uint32, copy=False)
+
     def _from_tokens(self, tokens: np.ndarray) -> None:
         n = int(0.9 * tokens.size)  # nanoGPT's convention: the last 10% is val
         for split, part in (("train", tokens[:n]), ("val", tokens[n:])):
             s = self._make_split(split, [Path(f"<{split}>")], np.array([part.size], dtype=np.int64))
             s.tokens = part
             self.splits[split] = s
-        self._check_ids(tokens, "the input file")
 
     def _make_split(self, split: str, paths: list[Path], sizes: np.ndarray) -> _Split:
         windows = np.maximum(sizes - self.block_size, 0)  # offsets where block_size+1 tokens fit

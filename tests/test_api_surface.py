@@ -139,3 +139,47 @@ def test_a_tokenizer_file_given_as_a_kind_is_pointed_to_make_tokenizer():
 
     with pytest.raises(TokenizerError, match=r"Tokenizer\('tok.json'\).*make_tokenizer\('hf:PATH'\)"):
         Tokenizer("tok.json")
+
+
+def _loader(**kw):
+    import numpy as np
+
+    from mypt.data import GPTDataLoader
+    from mypt.tokenizers import Tokenizer
+
+    tok = Tokenizer("char", chars="abcdef")
+    args = {"tokenizer": tok, "tokens": np.arange(300) % 6, "block_size": 8, **kw}
+    return GPTDataLoader(TrainConfig(batch_size=2, device="cpu"), **args)
+
+
+@pytest.mark.parametrize("given,error", [
+    (dict(tokens="abcabc" * 50), r"tokens= is a str: pass token ids, tokenizer.encode_array\(text\)"),
+    (dict(tokens=[-1, 2, 3] * 50), r"tokens= holds the negative id -1: token ids are 0 to vocab_size - 1 \(5\)"),
+    (dict(tokens=[2**32 + 1, 2, 3] * 50), r"tokens=: token id 4294967297 is outside"),  # (was id 1)
+    (dict(tokens=[1.5, 2.0, 3.0] * 50), r"tokens= holds float64 values: pass integer token ids"),  # (1.5 was 1)
+    (dict(tokens=[[1, 2, 3] * 10] * 10), r"tokens= has shape \(10, 30\): pass one sequence of token ids"),
+    (dict(tokenizer="char"), r"tokenizer is a str: pass a Tokenizer, the dataset's own \(Tokenizer.load"),
+    (dict(dataset_dir="ds"), r"takes dataset_dir= or tokens=, not both"),
+    (dict(block_size=8.7), r"block_size must be a whole number of tokens, got 8.7"),  # (was 8)
+], ids=["str", "negative", "past_uint32", "float", "2d", "tokenizer_spec", "both", "block_size_float"])
+def test_a_loaders_tokens_and_arguments_are_refused_where_they_would_change(given, error):
+    """GPTDataLoader(config, tokenizer, tokens=...): ids the uint32 cast would change (a negative
+    or a too large id wrapped to another, a float cut), rows split 90/10 as rows, a str's
+    ValueError, a tokenizer spec's AttributeError; dataset_dir= beside tokens= was read alone."""
+    from mypt.errors import MyptError
+
+    with pytest.raises(MyptError, match=error):
+        _loader(**given)
+    assert _loader().get_batch()[0].shape == (2, 8)
+
+
+def test_a_loaders_dataset_dir_that_is_a_file_says_so(tmp_path):
+    from mypt.data import GPTDataLoader
+    from mypt.errors import DataError
+    from mypt.tokenizers import Tokenizer
+
+    (tmp_path / "corpus.txt").write_text("abc\n")
+    with pytest.raises(DataError, match=r"corpus.txt is a file, not a dataset directory; HINT: prepare a dataset from "
+                                        r"it with `mypt prepare-dataset --input_files .*corpus.txt --out_dir DIR`"):
+        GPTDataLoader(TrainConfig(batch_size=2), Tokenizer("char", chars="abc"), dataset_dir=tmp_path / "corpus.txt",
+                      block_size=8)
