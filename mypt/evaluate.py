@@ -10,9 +10,12 @@ from pathlib import Path
 
 import torch
 
-from mypt.data import GPTDataLoader, LoaderConfig
+from mypt.config import GPTConfig
+from mypt.data import GPTDataLoader, LoaderConfig, no_val_shards
 from mypt.errors import ConfigError
+from mypt.names import SPLITS
 from mypt.precision import autocast
+from mypt.tokenizer_match import describe
 from mypt.tokenizers import Tokenizer
 
 # math.exp overflows (OverflowError) above this many nats: the perplexity is then inf.
@@ -38,12 +41,29 @@ def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int 
                      split: str = "val", tokenizer: Tokenizer | None = None) -> dict:
     """Loss and perplexity of `model` over a dataset split, every window once, in order:
     the same numbers every run. Returns {"loss", "perplexity", "tokens"} (perplexity inf for
-    a loss too large for math.exp). `tokenizer`: the dataset's (default: loaded from it)."""
+    a loss too large for math.exp). `tokenizer`: the model's (load_model returns it), refused
+    unless the dataset holds its ids, as training refuses it; by default the dataset's own,
+    refused where its vocabulary's size is not the model's (a loss over ids of another
+    vocabulary is a number about nothing)."""
+    if not isinstance(getattr(model, "config", None), GPTConfig):
+        raise ConfigError(f"evaluate_dataset's model is a {type(model).__name__}: pass a GPT, the model "
+                          "load_model(path) returns")
+    if split not in SPLITS:
+        raise ConfigError(f"evaluate_dataset's split {split!r}: a dataset's splits are {' and '.join(SPLITS)}")
     max_tokens = whole_windows(max_tokens, model.config.block_size, "max_tokens")
     device = next(model.parameters()).device
+    whose = "tokenizer=" if tokenizer is not None else f"the dataset {dataset_dir}'s tokenizer"
     tokenizer = Tokenizer.load(dataset_dir) if tokenizer is None else tokenizer
+    if model.config.vocab_size != getattr(tokenizer, "vocab_size", None):
+        raise ConfigError(f"evaluate_dataset: the model's vocab_size {model.config.vocab_size} is not that of {whose} "
+                          f"({describe(tokenizer)}): a loss over another vocabulary's ids means nothing; evaluate on a "
+                          "dataset prepared with the model's tokenizer, passed as tokenizer= (load_model(path) "
+                          "returns it)")
     loader = GPTDataLoader(LoaderConfig(batch_size, model.config.block_size, str(device), 0, 0), tokenizer,
-                           dataset_dir=dataset_dir, eval_only=True)
+                           dataset_dir=dataset_dir, eval_only=split == "val")
+    if split not in loader.splits:  # (a train split is always there: the loader refuses a dataset without)
+        loader.close()
+        raise no_val_shards(Path(dataset_dir))
     model.eval()
     total, count = 0.0, 0
     try:

@@ -469,3 +469,25 @@ def test_eval_refuses_a_val_shard_whose_bytes_are_not_those_prepared(w):
         result.output and "mypt verify-dataset edited" in result.output, result.output
     assert "ds: loss" not in result.output, result.output  # nothing evaluated first, to be thrown away
     assert _eval_tokens() > 0  # the dataset as prepared: evaluated
+
+
+def test_evaluate_dataset_refuses_what_would_give_a_loss_about_nothing(world):
+    """evaluate_dataset (the Python API of eval): a dataset of another vocabulary gave a loss
+    (over ids the model's tokenizer does not give), a split other than val was a KeyError, a
+    model's path an AttributeError. The model's tokenizer, given, is checked as training checks it."""
+    from mypt.errors import ConfigError, DataError
+    from mypt.evaluate import evaluate_dataset
+    from mypt.model import load_model
+
+    model, tok, _ = load_model(world / "ck" / "m")
+    with pytest.raises(ConfigError, match=r"the model's vocab_size \d+ is not that of the dataset .*other's tokenizer "
+                                          r"\(char, \d+ tokens\): a loss over another vocabulary's ids means nothing"):
+        evaluate_dataset(model, world / "other")
+    with pytest.raises(DataError, match=r"the dataset .*other is another char tokenizer"):
+        evaluate_dataset(model, world / "other", tokenizer=tok)
+    with pytest.raises(ConfigError, match=r"evaluate_dataset's split 'test': a dataset's splits are train and val"):
+        evaluate_dataset(model, world / "ds", split="test")
+    with pytest.raises(ConfigError, match=r"evaluate_dataset's model is a str: pass a GPT"):
+        evaluate_dataset(str(world / "ck" / "m"), world / "ds")
+    train = evaluate_dataset(model, world / "ds", split="train", max_tokens=64, tokenizer=tok)
+    assert train["tokens"] == 64 and train["loss"] > 0
