@@ -468,9 +468,21 @@ class MixtureLoader:
 
     def __init__(self, config, tokenizer: Tokenizer, datasets, block_size: int | None = None,
                  log: Callable[[str], None] = print):
+        form = '["web=data/web:0.7", "books=data/books:0.3"]'
         if isinstance(datasets, (str, os.PathLike, DatasetSpec)):  # (its characters would be read as datasets)
             raise ConfigError(f"MixtureLoader's datasets is one {type(datasets).__name__} ({str(datasets)!r}): pass "
-                              'a list, ["web=data/web:0.7", "books=data/books:0.3"]')
+                              f"a list, {form}")
+        if isinstance(datasets, Mapping):  # (its keys, the names, would be read as the paths)
+            raise ConfigError(f"MixtureLoader's datasets is a {type(datasets).__name__}: pass a list of "
+                              f"NAME=PATH:WEIGHT, {form}")
+        try:
+            datasets = list(datasets)  # (a generator is read once, here)
+        except TypeError:
+            raise ConfigError(f"MixtureLoader's datasets is a {type(datasets).__name__}: pass a list, {form}") from None
+        odd = [d for d in datasets if not isinstance(d, (str, os.PathLike, DatasetSpec))]
+        if odd:
+            raise ConfigError(f"MixtureLoader's datasets holds {odd[0]!r}: pass each dataset as NAME=PATH:WEIGHT (or "
+                              f"PATH), {form}")
         self.specs = parse_dataset_specs(datasets)
         if len(self.specs) < 2:
             raise ConfigError("MixtureLoader needs two datasets or more; use GPTDataLoader for one")

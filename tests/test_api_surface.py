@@ -183,3 +183,17 @@ def test_a_loaders_dataset_dir_that_is_a_file_says_so(tmp_path):
                                         r"it with `mypt prepare-dataset --input_files .*corpus.txt --out_dir DIR`"):
         GPTDataLoader(TrainConfig(batch_size=2), Tokenizer("char", chars="abc"), dataset_dir=tmp_path / "corpus.txt",
                       block_size=8)
+
+
+@pytest.mark.parametrize("datasets,error", [
+    ({"a": "A", "b": "B"}, r"datasets is a dict: pass a list of NAME=PATH:WEIGHT"),  # (its keys were read as paths)
+    ([("a", "A", 0.7), ("b", "B", 0.3)], r"datasets holds \('a', 'A', 0.7\): pass each dataset as NAME=PATH:WEIGHT"),
+    (7, r"datasets is a int: pass a list"),
+], ids=["dict", "tuples", "int"])
+def test_a_mixtures_datasets_in_another_form_are_refused_naming_the_form(tmp_path, datasets, error):
+    from mypt.data import MixtureLoader
+    from mypt.tokenizers import Tokenizer
+
+    with pytest.raises(ConfigError, match=error):
+        MixtureLoader(TrainConfig(batch_size=2, device="cpu"), Tokenizer("char", chars="abc"), datasets, block_size=8)
+
