@@ -461,6 +461,12 @@ class RunSettings(Settings):
                                    "(FSDP2: each rank holds 1/N of the weights, gradients and optimizer state, "
                                    "for models too large for one GPU; checkpoints saved sharded, read on any "
                                    "number of ranks). One process: no effect.", choices=("ddp", "fsdp"))
+    dist_timeout_minutes: float = setting(
+        10.0, "Under torchrun: how long a rank waits in a collective for the others. A rank that hangs (a stopped "
+              "process, a stalled mount, a stuck GPU) ends the run in this time, each rank left saying so, the last "
+              "checkpoint kept for --resume (torch's own default: 30 minutes with gloo). It must exceed the longest "
+              "wait of a sound run: rank 0 saving a checkpoint while the others wait (DDP), one rank compiling or "
+              "loading longer than another.", min=0.0, min_open=True)
     metrics_dir: Path | None = setting(None, "Write the run's metrics here while it trains, through --logger's "
                                              "loggers; dvclive's by default (metrics.json, plots/metrics/*.tsv, "
                                              "plots/images/loss.png): `dvc exp show`, `dvc plots show` and DVC's "

@@ -13,6 +13,7 @@ import pickle
 import socket
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterator
 
 import torch
@@ -25,29 +26,33 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    timeout: timedelta | None = None  # how long a collective waits for every rank (None: torch's default)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-def setup_distributed(device: torch.device) -> Dist:
+def setup_distributed(device: torch.device, timeout_minutes: float | None = None) -> Dist:
     """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU), once
-    every rank has started (see _wait_for_every_rank)."""
+    every rank has started (see _wait_for_every_rank). `timeout_minutes` (--dist_timeout_minutes):
+    how long a collective waits for a rank that does not come (see collective_timed_out); None:
+    torch's default (30 minutes for gloo, 10 for NCCL)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist()
     import torch.distributed as dist
 
+    timeout = None if timeout_minutes is None else timedelta(minutes=timeout_minutes)
     if not dist.is_initialized():
         _wait_for_every_rank(world)
         backend = "nccl" if device.type == "cuda" else "gloo"
         if _own_store():  # (the group's keys apart from mypt's, as init_process_group keeps those of a store it makes)
             dist.init_process_group(backend, store=dist.PrefixStore("default_pg", _start_store()),
-                                    rank=int(os.environ["RANK"]), world_size=world)
+                                    rank=int(os.environ["RANK"]), world_size=world, timeout=timeout)
         else:
-            dist.init_process_group(backend=backend)
-    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group(backend=backend, timeout=timeout)
+    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")), timeout)
 
 
 # Start-up, before the process group: a rank whose checks fail (its node has no --dataset_dir,
@@ -123,8 +128,6 @@ def _start_store():
     if not has_start_store():
         return None
     if _store is None:
-        from datetime import timedelta
-
         from torch.distributed import TCPStore
 
         # (Rank 0's own is up before another rank's checks are done; a minute past that, rank 0 has ended.)
@@ -308,7 +311,8 @@ def cpu_group(dist: Dist):
         return tdist.group.WORLD
     global _gloo  # one per process group: each new_group opens connections between all nodes
     if _gloo is None or _gloo[0] is not tdist.group.WORLD:
-        _gloo = (tdist.group.WORLD, tdist.new_group(backend="gloo"))
+        # (The timeout given, or gloo's 30 minutes: a new group does not take the process group's.)
+        _gloo = (tdist.group.WORLD, tdist.new_group(backend="gloo", timeout=dist.timeout))
     return _gloo[1]
 
 
@@ -353,6 +357,18 @@ def peer_lost(e: BaseException) -> bool:
 
     return isinstance(e, getattr(tdist, "DistNetworkError", ())) or \
         isinstance(e, RuntimeError) and any(text in str(e) for text in _PEER_GONE)
+
+
+# What a collective raises when another rank did not take part within the process group's
+# timeout (a stopped process, a stalled mount): gloo's receive gives up ("Timed out waiting
+# 600000ms for recv operation to complete"), in the process group and in new groups given the
+# timeout; under NCCL, torch's watchdog may end the process at that timeout first, with its own lines.
+_TIMED_OUT = "Timed out waiting"
+
+
+def collective_timed_out(e: BaseException) -> bool:
+    """Whether `e` is a collective that gave up waiting for another rank (--dist_timeout_minutes)."""
+    return isinstance(e, RuntimeError) and _TIMED_OUT in str(e)
 
 
 def failed_and_mean(failed: bool, value: float, group) -> tuple[bool, float]:

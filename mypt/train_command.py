@@ -438,10 +438,10 @@ def _resolve_configs(req: RunSettings, tokenizer: Tokenizer, overrides: dict | N
                     frozenset(model_flags), origins, saved.get("sliding_window") if hf else None, saved)
 
 
-def _setup_device(train_cfg: TrainConfig) -> tuple[torch.device, Dist]:
+def _setup_device(train_cfg: TrainConfig, dist_timeout_minutes: float) -> tuple[torch.device, Dist]:
     """The device (this rank's GPU under DDP) and the process group; seeds torch's RNG."""
     device = resolve_device(train_cfg.device)
-    dist = setup_distributed(device)
+    dist = setup_distributed(device, dist_timeout_minutes)
     if device.type == "cuda":
         # Under torchrun each rank takes its node's GPU of its local rank; one process the GPU
         # --device names (cuda:1 trained on cuda:0), else the first.
@@ -604,7 +604,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
             if line:
                 log(line)
     data_sums = _data_sums(specs)  # (recorded in every save; compared on resume and between ranks)
-    device, dist = _setup_device(cfgs.train)
+    device, dist = _setup_device(cfgs.train, req.dist_timeout_minutes)
     _check_ranks_agree(req, cfgs, specs, data_sums, dist, device)
     # The data first: its checks (a window longer than every shard) take a moment, where a
     # model of a mistaken --block_size could take minutes and gigabytes to build. Each rank

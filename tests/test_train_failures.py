@@ -95,3 +95,54 @@ def test_a_rank_whose_torchrun_is_killed_before_training_exits_with_one_line():
     assert out == "" and time.monotonic() - started < 10
     assert err == ("Error: torchrun ended (its process was killed) before training began: rank 1 stops, no "
                    "checkpoint written; run the command again\n")
+
+
+@pytest.mark.slow
+def test_a_rank_that_hangs_ends_the_run_within_dist_timeout_minutes_keeping_its_checkpoint(tmp_path):
+    """A rank that hangs, not dies (SIGSTOP here; a stalled mount, a stuck GPU), left the others
+    waiting in their collective for torch's timeout, 30 minutes with gloo. gloo gives up after
+    --dist_timeout_minutes (the process group's timeout, and the new group's for the votes under
+    NCCL): the rank left says so in one line, the last checkpoint intact, and --resume continues it."""
+    import contextlib
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import free_port, mypt_cli, own_session
+
+    (tmp_path / "corpus.txt").write_text("\n".join(["the cat sat on the mat", "a dog ran to the log"] * 300))
+    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char",
+             cwd=tmp_path)
+    args = [sys.executable, "-m", "mypt.cli", "train", "--dataset_dir", "ds", "--model_name", "m", "--config_file",
+             "tiny", "--device", "cpu", "--eval_interval", "3", "--eval_iters", "2"]
+    port, env = str(free_port()), {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
+    # (15 s: far past how far two sound ranks drift apart on a loaded machine, so only the stop times out)
+    with contextlib.ExitStack() as ranks:
+        procs = [ranks.enter_context(own_session(
+            [*args, "--max_iters", "100000", "--dist_timeout_minutes", "0.25"], cwd=tmp_path,
+            stdout=(tmp_path / f"rank{rank}.out").open("w"), stderr=subprocess.STDOUT, text=True,
+            env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": port})) for rank in ("0", "1")]
+        deadline = time.monotonic() + 120
+        while "step 3: val" not in (tmp_path / "rank0.out").read_text() and procs[0].poll() is None:
+            assert time.monotonic() < deadline, (tmp_path / "rank0.out").read_text()[-3000:]
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGSTOP)
+        procs[0].wait(timeout=120)
+    out = (tmp_path / "rank0.out").read_text()
+    assert procs[0].returncode == 1, out[-3000:]
+    stopped = re.findall(r"^Error: rank 0: another rank did not take part in (?:step \d+|the evaluation of step "
+                         r"\d+|the vote or save after step \d+) within --dist_timeout_minutes 0.25 \(Timed out "
+                         r"waiting 15000ms for recv operation to complete\): a rank that hangs \(a stopped process, a "
+                         r"stalled mount, a stuck GPU\) holds up every other, so this rank stopped there, saving "
+                         r"nothing; the last checkpoint \(step (\d+)\) is in checkpoints/m: continue from it with "
+                         r"--resume", out, re.M)
+    assert len(stopped) == 1 and "Traceback" not in out, out[-3000:]
+    step = int(stopped[0])
+    assert step >= 3 and json.loads((tmp_path / "checkpoints/m/training_state.json").read_text())["step"] == step
+    done = subprocess.run([*args, "--resume", "--max_iters", str(step + 1)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and f"resuming m from step {step}" in done.stdout, done.stdout + done.stderr
