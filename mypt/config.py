@@ -535,7 +535,8 @@ class GenerateSettings(Settings):
                                  min=0.0, check=check_temperature, metavar="FLOAT")
     top_k: int = setting(200, "Sample among the k most likely tokens; 0 = off.", min=0)
     top_p: float | None = setting(None, "Nucleus sampling: the smallest set of tokens whose probability "
-                                        "reaches p.", min=0.0, max=1.0, min_open=True)
+                                        "reaches p (a tie at the cut is kept whole).", min=0.0, max=1.0,
+                                  min_open=True)
     seed: int = seed_setting("Sampling seed.")
     num_samples: int = setting(1, "Samples to draw.", min=1)
     stop: tuple[str, ...] = setting((), "End a sample at this text (not printed); give it several times for "
