@@ -127,7 +127,8 @@ def test_a_rank_that_hangs_ends_the_run_within_dist_timeout_minutes_keeping_its_
             env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
                  "MASTER_PORT": port})) for rank in ("0", "1")]
         deadline = time.monotonic() + 120
-        while "step 3: val" not in (tmp_path / "rank0.out").read_text() and procs[0].poll() is None:
+        # (The checkpoint's file, not the line `step 3: val`: its save comes after, and needs rank 1.)
+        while not (tmp_path / "checkpoints/m/training_state.json").is_file() and procs[0].poll() is None:
             assert time.monotonic() < deadline, (tmp_path / "rank0.out").read_text()[-3000:]
             time.sleep(0.2)
         procs[1].send_signal(signal.SIGSTOP)
