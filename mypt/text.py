@@ -42,6 +42,12 @@ BOUNDARY_AHEAD = 256 + BOUNDARY_CONTEXT
 
 RUN_LOOK = 16  # (how far past a newline a RunSkip's `cuts` may look: gpt2's looks one byte; room to spare)
 _RUN_READ = 1 << 20  # (the most a run's search reads at once)
+# A RunSkip's `period` unit: a newline and up to RUN_LOOK - 1 bytes of whitespace after it, repeated 17 times or
+# more (fewer are not looked at). A cut leaves BOUNDARY_AHEAD bytes of the repetition after it: PERIOD_TAIL (16)
+# units or more, and past the rule's windows, which see where the run ends.
+_REPEATED = re.compile(rb"(\n[^\n]{0,%d})\1{16,}" % (RUN_LOOK - 1))
+MAX_PERIOD = 16  # (the most units a RunSkip's `period` may return)
+_PAST_PERIOD = BOUNDARY_AHEAD + MAX_PERIOD * RUN_LOOK  # (how far a unit's cut lies past where its repetition is found)
 
 
 def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: BinaryIO | None = None
@@ -54,8 +60,10 @@ def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: Binar
     (fewer only at the file's ends; never empty). It returns None (no block ends there) or
     where the block ends, in bytes from just after the newline (0: just after it; -1: before
     it; at most len(after) - 1, so that no block is empty). Its `run_skip` (tokenizers.base.RunSkip),
-    where it has one, lets the scan pass over newlines where it cannot cut; `cuts_nowhere`, true
-    for a rule that never cuts, makes the file one block unscanned.
+    where it has one, lets the scan pass over newlines where it cannot cut, and (its `period`) cut
+    inside a run of one line of whitespace repeated, which no window shows a cut in (blank lines:
+    one block however long); `cuts_nowhere`, true for a rule that never cuts, makes the file one
+    block unscanned.
     Plain files only: a compressed input is one block (mypt.readers). `f`: the file open already
     (an input, opened as mypt.readers opens one).
     """
@@ -66,16 +74,17 @@ def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: Binar
             return [(0, size)] if size else []
         blocks, start = [], 0
         while start < size:
-            end = _next_boundary(f, start + block_bytes, size, safe)
+            end = _next_boundary(f, start + block_bytes, size, safe, start)
             blocks.append((start, end))
             start = end
     return blocks
 
 
-def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
+def _next_boundary(f: BinaryIO, pos: int, size: int, safe, first: int) -> int:
     """Where `safe` places the end for the first newline at or after `pos` that it accepts and
-    that is not the file's last byte (without `safe`: just after that newline); `size` where
-    there is none."""
+    that is not the file's last byte (without `safe`: just after that newline), or the first cut
+    its RunSkip's `period` allows in a run of whitespace (in the block that starts at `first`);
+    `size` where there is none."""
     skip = getattr(safe, "run_skip", None)
     while pos < size:
         low = max(pos - BOUNDARY_CONTEXT, 0)
@@ -92,7 +101,10 @@ def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
             if at is not None:
                 return low + i + 1 + at
             if skip is not None and chunk[i + 1] in skip.starts and \
-                    (past := _past_run(f, chunk, low, i + 1, size, skip)) is not None:
+                    (found := _past_run(f, chunk, low, i + 1, size, skip, first)) is not None:
+                past, cut = found
+                if cut:
+                    return past
                 if past - low >= len(chunk):
                     break  # (the run goes on past this read)
                 i, past = chunk.find(b"\n", past - low), None  # (on in the bytes in hand, not read again)
@@ -107,17 +119,19 @@ def _next_boundary(f: BinaryIO, pos: int, size: int, safe) -> int:
     return size
 
 
-def _past_run(f: BinaryIO, chunk: bytes, low: int, i: int, size: int, skip: RunSkip) -> int | None:
+def _past_run(f: BinaryIO, chunk: bytes, low: int, i: int, size: int, skip: RunSkip,
+              first: int) -> tuple[int, bool] | None:
     """Where the scan goes on after the newline just before `chunk[i]` (`chunk` is read from byte
     `low` of the file), at which the rule found no cut, when its window (BOUNDARY_AHEAD bytes) lies
     inside a run of whitespace (RunSkip): next to the first later newline of the run where `skip.cuts`
     matches, else where the newlines whose window sees the run's end begin (`size` for a run to
-    the file's end). None where the window sees that end."""
+    the file's end), and False; or, before any of those, the first cut that `skip.period` allows
+    (_unit_cut, in the block from `first`), and True. None where the window sees the run's end."""
     start = low + i
     # The run is followed in the bytes in hand, then read on in growing pieces (it is often short:
     # an indent), and `cuts` looked for as far as it is known, not from its end: gpt2 cuts a long
     # run every block, each search read the rest of it.
-    data, offset, piece, searched = chunk, i, 4 << 10, start
+    data, offset, piece, searched, units = chunk, i, 4 << 10, start, start
     while True:
         at = low + offset  # (the file's byte of data[offset])
         n = skip.run_end(data, offset) - offset
@@ -129,14 +143,69 @@ def _past_run(f: BinaryIO, chunk: bytes, low: int, i: int, size: int, skip: RunS
             # (A match may lie just after the newline it tells of: searched one byte further, and the
             # scan goes on from the byte before it, never back to the newline it was asked at.)
             if (cut := _first_match(f, skip.cuts, searched, min(stop + 1, size), size)) is not None:
-                return max(cut - 1, start)
+                if skip.period is not None and units < cut and \
+                        (unit_cut := _unit_cut(f, units, cut, first, skip)[0]) is not None:
+                    return unit_cut, True
+                return max(cut - 1, start), False
             searched = stop
+        if skip.period is not None and units < stop:
+            unit_cut, units = _unit_cut(f, units, stop, first, skip)
+            if unit_cut is not None:
+                return unit_cut, True
         if ended:
-            return stop
+            return stop, False
         low, offset = at + n, 0
         f.seek(low)
         data = f.read(piece)
         piece = min(piece * 2, _RUN_READ)
+
+
+def _unit_cut(f: BinaryIO, lo: int, hi: int, first: int, skip: RunSkip) -> tuple[int | None, int]:
+    """(The first cut in [lo, hi] that `skip.period` allows, None) in a run of whitespace known to go on
+    BOUNDARY_AHEAD bytes past `hi`: just before a newline of a repetition of one unit (RunSkip), P units
+    (its period) or a multiple of them from where the repetition starts in the block that starts at
+    `first`, BOUNDARY_AHEAD bytes or more before the repetition ends. Else (None, where a later search
+    goes on: a repetition that may hold a cut past `hi`, or `hi` or after)."""
+    while lo < hi:
+        end = after = min(hi, lo + _RUN_READ)
+        f.seek(lo)
+        data = f.read(end - lo + _PAST_PERIOD + RUN_LOOK)  # (each unit's cut and the repetition after it)
+        at = 0
+        while (m := _REPEATED.search(data, at)) and lo + m.start() < end:
+            unit, found = m.group(1), lo + m.start()
+            # (A unit just before it, after where the search began, would have been found first: the repetition
+            # starts here, or before that, where the search began or the last repetition took its newline.)
+            start = _unit_run_end(f, found, unit, first) if found - len(unit) < lo + at else found
+            f.seek(max(start - BOUNDARY_CONTEXT, first))
+            period = skip.period(unit, f.read(start - max(start - BOUNDARY_CONTEXT, first)))
+            if period:
+                step = period * len(unit)
+                cut = start + step * max(1, -(-(lo - start) // step))  # (the first at `lo` or after)
+                if cut > hi:
+                    return None, found  # (looked for again when the run is known further)
+                if lo + m.end() >= cut + BOUNDARY_AHEAD:
+                    return cut, cut
+            elif m.end() + len(unit) > len(data):  # (it may go on past the bytes read: read on to its end, once)
+                after = _unit_run_end(f, lo + m.end(), unit)
+                break
+            at = m.end()
+        lo = after
+    return None, lo
+
+
+def _unit_run_end(f: BinaryIO, at: int, unit: bytes, first: int | None = None) -> int:
+    """Where the repetition of `unit` that goes on from byte `at` ends; with `first`, where it starts,
+    `first` or after."""
+    back = first is not None
+    pattern = re.compile(b"(?:" + re.escape(unit[::-1] if back else unit) + b")*")
+    while True:
+        n = (min(_RUN_READ, at - first) if back else _RUN_READ) // len(unit) * len(unit)
+        f.seek(at - n if back else at)
+        data = f.read(n)
+        held = pattern.match(data[::-1] if back else data).end()  # (whole units, from `at` on or back)
+        at += -held if back else held
+        if held < n or not data:
+            return at
 
 
 def _first_match(f: BinaryIO, pattern: re.Pattern, start: int, stop: int, size: int) -> int | None:

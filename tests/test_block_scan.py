@@ -11,9 +11,10 @@ import random
 import numpy as np
 import pytest
 
+import mypt.text
 from mypt.text import split_blocks
 from mypt.tokenizers import Tokenizer, gpt2
-from mypt.tokenizers.base import WHITESPACE
+from mypt.tokenizers.base import PERIOD_TAIL, WHITESPACE
 from mypt.tokenizers.hf import HFTokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -35,15 +36,16 @@ def byte_level() -> HFTokenizer:
     return tok
 
 
-def counting(rule, calls: list[int], skip: bool = True):
+def counting(rule, calls: list[int], skip: bool = True, period: bool = True):
     """`rule`, counting its calls in calls[0]; with `skip`, telling the scan what `rule` tells it
-    (its run_skip), else nothing: the scan then asks it at each newline."""
+    (its run_skip; without its period with `period` False), else nothing: the scan then asks it
+    at each newline."""
     def spy(before: bytes, after: bytes):
         calls[0] += 1
         return rule(before, after)
 
     if skip:
-        spy.run_skip = rule.run_skip
+        spy.run_skip = rule.run_skip if period else rule.run_skip._replace(period=None)
     return spy
 
 
@@ -112,9 +114,10 @@ def runs_text(rng: random.Random) -> bytes:
 
 @pytest.mark.slow
 def test_blocks_are_where_asking_at_each_newline_puts_them(byte_level, tmp_path):
-    """Differential: each rule with its run_skip gives the blocks it gives asked at each newline
-    (what the scan did), for texts with long runs of each whitespace character, and far fewer
-    calls; the tokenizers' blocks give the whole texts' ids."""
+    """Differential: each rule with its run_skip (less its period, which no rule knows: the run's
+    start is not in its window) gives the blocks it gives asked at each newline (what the scan
+    did), for texts with long runs of each whitespace character, and far fewer calls; the
+    tokenizers' blocks give the whole texts' ids, with their periods too."""
     rules = {"gpt2": gpt2.gpt2_safe_boundary, "hf": byte_level.block_boundary, "regex": gpt2.regex_safe_boundary,
              "newline run": gpt2.newline_run_boundary, "lone newline": gpt2.lone_newline_boundary,
              "ascii": gpt2.ascii_safe_boundary}
@@ -126,11 +129,13 @@ def test_blocks_are_where_asking_at_each_newline_puts_them(byte_level, tmp_path)
         path.write_bytes(data)
         block_bytes = rng.choice([1, 16, 300])
         for name, rule in rules.items():
-            skipped = split_blocks(path, block_bytes, safe=counting(rule, calls[name][0]))
+            skipped = split_blocks(path, block_bytes, safe=counting(rule, calls[name][0], period=False))
             asked = split_blocks(path, block_bytes, safe=counting(rule, calls[name][1], skip=False))
             assert skipped == asked, (name, block_bytes, data)
             if name in toks and data and data.decode(errors="replace").encode() == data:  # (valid UTF-8)
                 assert blocks_ids(toks[name], path, skipped) == toks[name].encode(data.decode()), (name, data)
+                cut = split_blocks(path, block_bytes, safe=toks[name].block_boundary)
+                assert blocks_ids(toks[name], path, cut) == toks[name].encode(data.decode()), (name, data)
     for name, ([skipped], [asked]) in calls.items():
         # (gpt2 cuts inside runs at any newline but between two newlines: asked at most of them, 3/4)
         assert skipped * 3 < asked * (2 if name != "gpt2" else 3), (name, skipped, asked)
@@ -161,3 +166,80 @@ def test_a_runs_end_is_where_its_characters_end_decoded_one_at_a_time():
         data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
         for at in range(len(data) + 1):
             assert skip.run_end(data, at) == one_at_a_time(data, at), (data, at)
+
+
+# Lines of whitespace as RunSkip.period's units see them: a newline, then the line's whitespace.
+UNITS = ["\n", "\n\r", "\n ", "\n\t", "\n\u3000", "\n\xa0", "\n  ", "\n\x85", "\n\u2028", "\n \t"]
+AROUND = ["", "a", "word", ".", "中文", "。", " ", "\t", "\r", "\xa0", "\u3000", "x y", "'s", "1", "\U0001F600", "    "]
+ALL_CHARS = "".join(sorted(set("".join(UNITS + AROUND) + "end")))  # (a char vocabulary for them)
+
+
+def period_cuts_keep_ids(tok: Tokenizer, rng: random.Random, units=UNITS) -> int:
+    """Asserts that a run of each unit, between random text, cut before a newline at each multiple of
+    the period its tokenizer gives (asked as the scan asks, with the bytes before the run), encodes
+    to the whole text's ids, PERIOD_TAIL units or more before the run's end (the scan leaves more):
+    runs of every length from 1 to 300 (a few cuts each: the first, the last, one between), and of
+    random lengths to 20,000. Returns the number of cuts tried."""
+    period, tried = tok.block_boundary.run_skip.period, 0
+    for unit in units:
+        for lengths in (range(1, 301), [rng.randint(300, 20_000) for _ in range(8)]):
+            before = "".join(rng.choice(AROUND) for _ in range(rng.randint(0, 3)))
+            after = "".join(rng.choice(AROUND) for _ in range(rng.randint(1, 3)))
+            if (p := period(unit.encode(), before.encode()[-8:])) is None:
+                continue
+            for n in lengths:
+                whole = tok.encode(before + unit * n + after)
+                for k in {p, (n - PERIOD_TAIL) // p * p, rng.randrange(p, n + p, p)}:
+                    if p <= k <= n - PERIOD_TAIL:
+                        tried += 1
+                        assert tok.encode(before + unit * k) + tok.encode(unit * (n - k) + after) == whole, \
+                            (unit, p, before, after, n, k)
+    return tried
+
+
+@pytest.mark.slow
+def test_runs_of_one_line_of_whitespace_cut_at_their_period_keep_the_ids(byte_level):
+    """gpt2 (blank lines only: its `cuts` find cuts in the others) and a ByteLevel BPE (each unit,
+    probed)."""
+    rng = random.Random(5)
+    assert period_cuts_keep_ids(Tokenizer(None, "gpt2"), rng) > 500
+    assert period_cuts_keep_ids(byte_level, rng) > 5000
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_a_long_run_of_one_line_of_whitespace_is_cut_into_blocks_with_the_whole_texts_ids(byte_level, unit,
+                                                                                        tmp_path):
+    """Runs of blank lines (or of another line of whitespace, which gpt2 cuts already) were one
+    block however long (64 MiB of newlines: 592 MiB and 44 s with gpt2, 14.2 GB with an hf
+    tokenizer): cut at the tokenizer's period from the run's start, for char at any newline. Runs
+    of the unit at each length, after text and another run, between other runs."""
+    toks = {"gpt2": Tokenizer(None, "gpt2"), "hf": byte_level, "char": Tokenizer("char", chars=ALL_CHARS)}
+    rng, path = random.Random(unit), tmp_path / "t.txt"
+    for _ in range(4):
+        parts = [rng.choice(AROUND) + unit * rng.randint(1, 40) + rng.choice(UNITS) * rng.randint(0, 300)
+                 + unit * rng.randint(3000, 9000) + rng.choice(AROUND) for _ in range(3)]
+        text = "".join(parts) + "end"
+        path.write_bytes(text.encode())
+        for name, tok in toks.items():
+            blocks = split_blocks(path, rng.choice([100, 1000, 4096]), safe=tok.block_boundary)
+            assert len(blocks) > len(text.encode()) // 8192, (name, len(blocks))
+            assert blocks_ids(tok, path, blocks) == tok.encode(text), name
+
+
+
+def test_without_a_period_runs_of_blank_lines_are_not_cut(byte_level, monkeypatch, tmp_path):
+    """An hf tokenizer whose probe finds no period (here faked: no cut keeps the ids) keeps no cut
+    inside a run of blank lines: the run stays in one block, as the rule alone leaves it."""
+    tok, path = HFTokenizer(tokenizer_json=byte_level.tokenizer_json), tmp_path / "t.txt"
+    path.write_text("Words.\n" + "\n" * 20_000 + "end.\n")
+    assert len(split_blocks(path, 1000, safe=tok.block_boundary)) > 10
+    tok = HFTokenizer(tokenizer_json=byte_level.tokenizer_json)
+    monkeypatch.setattr(tok, "_period_keeps", lambda unit, period, before: False)
+    blocks = split_blocks(path, 1000, safe=tok.block_boundary)
+    assert len(blocks) == 2 and blocks_ids(tok, path, blocks) == tok.encode(path.read_text())
+
+
+def test_a_unit_cut_leaves_period_tail_units_after_it():
+    """The scan leaves BOUNDARY_AHEAD bytes of a repetition after a cut at its period: units of RUN_LOOK
+    bytes at most, PERIOD_TAIL of them or more, as RunSkip.period asks."""
+    assert mypt.text.BOUNDARY_AHEAD >= PERIOD_TAIL * mypt.text.RUN_LOOK

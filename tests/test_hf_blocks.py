@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import read_tokens
+from test_block_scan import period_cuts_keep_ids
 from test_tokenize_blocks import cjk_lines, crlf_lines, deep_indents, indented_lines, paragraphs, random_text
 
 import mypt.steps.tokenize as tokenize_step
@@ -164,6 +165,43 @@ def test_prepare_dataset_cuts_cjk_and_indented_txt_sources_with_an_hf_tokenizer(
         assert result.exit_code == 0, result.output + repr(result.exception)
         assert read_tokens(tmp_path / f"ds_{name}" / "train").tolist() == tok.encode(text) + [tok.eot_id], name
         assert counts and counts[0] > len(text.encode()) // 1024, (name, counts)
+
+
+@SLOW
+@pytest.mark.parametrize("kind", ["train-tokenizer", "llama3 pattern", "added token of spaces",
+                                  "nfkc, whitespace split, word-level", "bert pre-tokenizer, wordpiece"])
+def test_runs_of_a_line_of_whitespace_cut_at_the_probed_period_keep_the_ids(made, kind):
+    """Each kind's period (HFTokenizer._run_period: probed per unit, checked with the text before the
+    run) keeps the ids of runs of every length from 1 to 300 and longer ones, between random text."""
+    tok, _ = made[kind]
+    assert period_cuts_keep_ids(tok, random.Random(kind)) > 3000
+
+
+def test_prepare_dataset_cuts_long_runs_of_whitespace_lines_with_an_hf_tokenizer(made, tmp_path, monkeypatch):
+    """A run of blank lines, or of CRLF, space, tab or U+3000 lines, was one block with an hf
+    tokenizer however long (64 MiB of newlines: 14.2 GB peak; the tokenizers library holds about
+    230 bytes a character): cut at the probed period. Blocks of 512 bytes, and the ids of a run
+    whose block holds the whole file."""
+    tok, _ = made["train-tokenizer"]
+    (tmp_path / "tok.json").write_text(tok.tokenizer_json)
+    text = "".join(f"Words {i}.{unit}" + unit * 3_000 for i, unit in enumerate(["\n", "\r\n", " \n", "\t\n",
+                                                                                "\u3000\n"])) + "end.\n"
+    (tmp_path / "in.txt").write_bytes(text.encode())
+    tokens = {}
+    for block_bytes in (512, 1 << 30):
+        counts = counted_blocks(monkeypatch, block_bytes)
+        out = tmp_path / f"ds_{block_bytes}"
+        result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "in.txt"), "--out_dir",
+                                           str(out), "--val_fraction", "0", "--workers", "1", "--no_normalize",
+                                           "--no_filter", "--no_dedup", "--tokenization",
+                                           f"hf:{tmp_path / 'tok.json'}"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        tokens[block_bytes] = read_tokens(out / "train").tolist()
+        if block_bytes == 512:
+            assert counts and counts[0] > len(text.encode()) // 1024, counts
+        else:
+            assert counts == [1], counts
+    assert tokens[512] == tokens[1 << 30] == tok.encode(text) + [tok.eot_id]
 
 
 def _added_token_kinds() -> dict[str, tuple[HFTokenizer, object]]:

@@ -16,6 +16,12 @@ from mypt.io import atomic_write_text, read_json
 from mypt.names import CONFIG_FILE, METADATA_FILE, STATE_FILE, is_mypt_config
 
 
+# The units of a repetition that a cut at its period leaves after it, at least (RunSkip.period): near its end
+# the tokens may differ (a BPE with "\n\n" and "\n\n\n" ends an odd run with the latter). The scan leaves
+# mypt.text.BOUNDARY_AHEAD bytes, 16 units of RUN_LOOK bytes or more.
+PERIOD_TAIL = 16
+
+
 class RunSkip(NamedTuple):
     """A block boundary rule's promise about runs of whitespace (its attribute `run_skip`, read by
     mypt.text.split_blocks): at a newline whose window (`after`) lies inside a run of `chars`, the
@@ -23,13 +29,21 @@ class RunSkip(NamedTuple):
     just before or after it (a pattern that begins with the byte beside the newline skips a run of
     newlines at C speed, one that begins with the newline tries every one). The scan then
     finds the run's end once (run_end), and asks the rule again only at the newlines whose window
-    sees it: a run of many lines costs one search, not a question a newline."""
+    sees it: a run of many lines costs one search, not a question a newline.
+
+    `period(unit, before)`, where the kind has one, lets the scan cut inside a run that no rule cuts
+    (blank lines): `unit` is a newline and the whitespace after it up to the next newline (b"\n" for
+    blank lines, b"\n\r" for CRLF ones), repeated from a byte of the text (or of the block) that
+    `before` (at most 8 bytes) precedes; it returns P where cutting just before the newline of every
+    P-th unit from there keeps the ids, when PERIOD_TAIL units or more of the repetition follow the
+    cut (None: nowhere)."""
 
     chars: str
     cuts: re.Pattern | None
     starts: frozenset[int]  # (the first bytes of the characters: a window starting with another is no run's)
     bound: re.Pattern  # (a run of bytes that some character's UTF-8 holds: no run of `chars` goes past one)
     run: re.Pattern  # (a run of `chars`, in decoded text)
+    period: Callable[[bytes, bytes], int | None] | None = None
 
     @classmethod
     def of(cls, chars: str, cuts: re.Pattern | None = None) -> RunSkip:
