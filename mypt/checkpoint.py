@@ -141,8 +141,7 @@ def _start_save(path: Path, stack: contextlib.ExitStack) -> Path:
     """The staging directory of a save, entered on `stack` (rank 0's, in a sharded save). What
     is in the way is refused here, before anything is written, as at the start of training;
     met mid-run (a file that appeared since), the error says the checkpoint in place is whole."""
-    try:
-        _refuse_foreign_config(path)  # (what config.json records, staged_dir checks: before the work and after)
+    try:  # (what config.json records, staged_dir checks: before the work and after)
         return stack.enter_context(staged_dir(path, marker=CONFIG_FILE, owned=CHECKPOINT_FILES, flag="--model_name",
                                               written=recorded_files, kind="mypt checkpoint"))
     except MyptError as e:
@@ -155,8 +154,15 @@ def _start_save(path: Path, stack: contextlib.ExitStack) -> Path:
 def recorded_files(path: Path) -> list[str] | None:
     """What checkpoint `path` holds by its config.json (io.check_written): the files whose sha256
     it records, dcp/'s shards included. Anything else named like a checkpoint's files is the
-    user's. None for a checkpoint saved before the sums (its files' names decide)."""
-    sums = _read_json_object(Path(path) / CONFIG_FILE).get("sha256")
+    user's. None for a checkpoint saved before the sums (its files' names decide). A config.json
+    mypt did not write (a Hugging Face model's, a user's) is refused: a save replaces config.json
+    and the weights. One reading of config.json answers both (check_ours and every save ask)."""
+    config = _read_json_object(Path(path) / CONFIG_FILE)
+    if not is_mypt_config(config):
+        raise ConfigError(f"it holds a {CONFIG_FILE} mypt did not write (no format_version: a Hugging Face model's, "
+                          "or yours), so it is not a mypt checkpoint and is never replaced, with --overwrite or "
+                          "without")
+    sums = config.get("sha256")
     if sums is None:
         return None
     if not isinstance(sums, dict):
@@ -180,15 +186,7 @@ def check_ours(path: Path) -> None:
     mypt's own checkpoint, or a directory without config.json (io.check_replaceable's rule),
     is ever replaced, --overwrite or not; and of it only the files its config.json records: a
     file of the user's named like a checkpoint's (dcp/mine.safetensors) is refused, naming it."""
-    _refuse_foreign_config(path)
     check_written(path, CHECKPOINT_FILES, recorded_files, CONFIG_FILE, "--model_name", "mypt checkpoint")
-
-
-def _refuse_foreign_config(path: Path) -> None:
-    if (Path(path) / CONFIG_FILE).is_file() and not holds_mypt_config(path):
-        raise ConfigError(f"--model_name: {path} holds a config.json mypt did not write (no format_version), so it is "
-                          "not a mypt checkpoint and is never replaced, with --overwrite or without: choose another "
-                          "--model_name or --checkpoints_dir")
 
 
 def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,

@@ -1,0 +1,44 @@
+"""A resumed checkpoint through `mypt train`: config.json read once by each check of the folder a
+save replaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mypt import checkpoint
+from mypt.cli import main
+
+
+def _flags(tmp_path: Path, max_iters: int) -> list[str]:
+    (tmp_path / "t.txt").write_text("some text to learn from\n" * 40)
+    return ["train", "--input_file", str(tmp_path / "t.txt"), "--tokenization", "char", "--config_file", "tiny",
+            "--checkpoints_dir", str(tmp_path / "ck"), "--model_name", "m", "--device", "cpu", "--max_iters",
+            str(max_iters), "--eval_iters", "1", "--eval_interval", "100", "--batch_size", "2"]
+
+
+def _train(tmp_path: Path, *extra: str, max_iters: int = 2) -> str:
+    result = CliRunner().invoke(main, [*_flags(tmp_path, max_iters), *extra])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_check_ours_and_each_save_read_config_json_once(tmp_path, count_opens):
+    """The checks of the folder a save replaces (check_ours at the start, each save's) read
+    config.json once each: whose it is and what it records are one reading."""
+    from mypt.model import load_model
+
+    _train(tmp_path)
+    ckpt = tmp_path / "ck" / "m"
+    reads = lambda path, mode: "config" if path == ckpt / "config.json" and "r" in mode else None  # noqa: E731
+    ours = count_opens(reads)
+    checkpoint.check_ours(ckpt)
+    assert ours == {"config": 1}
+    loading = count_opens(reads)
+    load_model(ckpt)
+    loaded = loading["config"]
+    opens = count_opens(reads)
+    _train(tmp_path, "--resume", max_iters=4)  # one save, at its end (--eval_interval 100)
+    # The run's settings, check_ours, the weights (load_model's reading), the save.
+    assert opens == {"config": 1 + 1 + loaded + 1}
