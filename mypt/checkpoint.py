@@ -40,8 +40,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
-from mypt.errors import (BusyError, CheckpointError, ConfigError, MyptError, TokenizerError, listed, os_error_message,
-                         safetensors_os_error)
+from mypt.errors import (BusyError, CheckpointError, ConfigError, InputError, MyptError, TokenizerError, listed,
+                         os_error_message, safetensors_os_error)
 from mypt.io import (atomic_write_text, check_written, is_own, not_own_message, old_dir, output_target, read_json,
                      recover_staged, sha256_file, staged_dir, umask_mode)
 from mypt.lock import output_lock
@@ -185,8 +185,27 @@ def check_ours(path: Path) -> None:
     Face model, a user's file). A save replaces a checkpoint's config.json and weights, so only
     mypt's own checkpoint, or a directory without config.json (io.check_replaceable's rule),
     is ever replaced, --overwrite or not; and of it only the files its config.json records: a
-    file of the user's named like a checkpoint's (dcp/mine.safetensors) is refused, naming it."""
+    file of the user's named like a checkpoint's (dcp/mine.safetensors) is refused, naming it,
+    and so is a link where a save makes a folder (_refuse_linked_folders)."""
     check_written(path, CHECKPOINT_FILES, recorded_files, CONFIG_FILE, "--model_name", "mypt checkpoint")
+    _refuse_linked_folders(Path(path))
+
+
+# The folders a save makes: dcp/ and its parts (DCP_FILES' folders).
+DCP_FOLDERS = (DCP_DIR, f"{DCP_DIR}/model", f"{DCP_DIR}/optim")
+
+
+def _refuse_linked_folders(path: Path) -> None:
+    """Refuse a link of the user's where a save makes a folder (dcp/, dcp/model/, dcp/optim/).
+    Whatever this run's kind: a sharded run (--parallel fsdp) resumes a whole checkpoint and the
+    reverse, so any save of the checkpoint may make dcp/; a folder of the user's there is merged
+    with mypt's, a link cannot be, and io.check_movable leaves links to their writer (--append_to
+    follows a dataset's), so a sharded run met it at its first save, after the work."""
+    for rel in DCP_FOLDERS:
+        if os.path.islink(path / rel):
+            raise InputError(f"{path / rel} is a link, where a save of the checkpoint makes a folder (a sharded run's "
+                             f"shards, --parallel fsdp): mypt did not make it, and a save would replace it: refused, "
+                             f"nothing changed; move it out of {path} (or rename it) and run again")
 
 
 def _save_sharded(path: Path, model, tokenizer: Tokenizer, config_extra: dict, optimizer, state: dict | None,
