@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from mypt.distributed import all_ranks, unwrap
@@ -376,8 +376,15 @@ def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
 
 
 def _load_safetensors(path: Path) -> dict:
-    try:
+    with _reading(path):
         return load_file(path)
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+    """Reading safetensors file `path`: its failures as CheckpointErrors that name it."""
+    try:
+        yield
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: the checkpoint {path.parent} is incomplete (its {CONFIG_FILE} "
                               "records the file); copy it whole again, or train again") from None
@@ -485,20 +492,43 @@ def _holds_shards(path: Path) -> bool:
 
 
 def read_training_state(path: Path, config: dict | None = None) -> dict:
-    """training_state.json of a checkpoint (step, sampler, history, the optimizer's JSON part),
-    checked against its sha256 (training_state.safetensors too). `config`: its read_config,
-    where the caller has it."""
+    """training_state.json of a checkpoint (step, sampler, history, the optimizer's JSON part,
+    `autocast`: the dtype the run trained in, see _trained_in), checked against its sha256
+    (training_state.safetensors too). `config`: its read_config, where the caller has it."""
     path = Path(path)
     if not (path / "training_state.json").is_file():
         raise CheckpointError(f"{path} has no training state to resume from (training_state.json); "
                               "start a new run, or use --init_from_model to start from its weights")
-    verify(path, read_config(path) if config is None else config, ("training_state.json", "training_state.safetensors"))
+    config = read_config(path) if config is None else config
+    verify(path, config, ("training_state.json", "training_state.safetensors"))
     state = _read_json_object(path / "training_state.json")
     if not isinstance(state.get("step"), int) or not isinstance(state.get("optimizer"), dict):
         raise CheckpointError(f"{path / 'training_state.json'}: no integer 'step' and 'optimizer' object; the "
                               "checkpoint was edited or damaged: start a new run, or --init_from_model to keep its "
                               "weights")
+    if "autocast" not in state and (trained := _trained_in(path, state, config)) is not None:
+        state["autocast"] = trained
     return state
+
+
+def _trained_in(path: Path, state: dict, config: dict) -> str | None:
+    """The autocast dtype (as --dtype spells it) that the run of an older mypt's checkpoint, whose
+    training state does not record it, trained in, where its files tell; None where they do not.
+    A GradScaler's state is saved under float16 only. Under --dtype float32: float32. Under auto
+    on a CPU (or MPS): float32, auto's pick there then; such a run saved no GPU random state
+    (rng/cuda). Not known: auto on a GPU (bfloat16 or float16 by its generation, and by older
+    rules before that), a named bfloat16 (float32 on MPS)."""
+    dtype = config.get("training", {}).get("dtype", "auto")  # (auto: every mypt's default)
+    if "scaler" in state:
+        return "float16"
+    if dtype == "float32":
+        return "float32"
+    if dtype == "auto":
+        with _reading(path / "training_state.safetensors"), \
+                safe_open(path / "training_state.safetensors", "pt") as f:  # (its header only)
+            on_gpu = any(key.startswith("rng/cuda") for key in f.keys())
+        return None if on_gpu else "float32"
+    return None
 
 
 def load_training_state(path: Path, optimizer, rank: int = 0, model=None, state: dict | None = None,

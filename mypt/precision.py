@@ -56,11 +56,15 @@ def run_autocast(cfg: TrainConfig, device: torch.device, resume_state: dict | No
     amp = autocast_dtype(cfg, device)
     if resume_state is not None and cfg.dtype == "auto":
         # auto resolves on the machine it runs on (bfloat16 hardware or not, GPU generation): a
-        # resumed run keeps the precision it started in, so it ends as the uninterrupted run would. A
-        # checkpoint from before this was recorded started on the CPU in float32 (auto's rule
-        # then) or on a GPU by the same rule as now.
-        started = resume_state.get("autocast", "float32" if device.type == "cpu" else None)
-        if started is not None and started != dtype_name(amp):
+        # resumed run keeps the precision it started in, so it ends as the uninterrupted run would.
+        # Its training state records it (an older mypt's checkpoint, where its files tell:
+        # checkpoint.read_training_state); where nothing tells, this machine's pick is said as such.
+        started = resume_state.get("autocast")
+        if started is None:
+            if dist.is_main:
+                log(f"autocast: {dtype_name(amp)}, --dtype auto's pick on this machine: the checkpoint does not "
+                    "record the precision its run trained in; pass --dtype to choose it")
+        elif started != dtype_name(amp):
             if dist.is_main:
                 log(f"autocast: {started}, as the run started (--dtype auto would pick {dtype_name(amp)} "
                     "on this machine; pass --dtype to change it)")

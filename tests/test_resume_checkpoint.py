@@ -1,16 +1,23 @@
-"""A resumed checkpoint through `mypt train`: config.json read once by each check of the folder a
-save replaces; a link where a save makes a folder, refused before training."""
+"""A resumed checkpoint through `mypt train`: the precision an older mypt's checkpoint trained in,
+said only where its files tell; config.json read once by each check of the folder a save
+replaces; a link where a save makes a folder, refused before training."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
 
 from mypt import checkpoint
 from mypt.cli import main
+from mypt.config import TrainConfig
+from mypt.distributed import Dist
+from mypt.io import sha256_file
 
 
 def _flags(tmp_path: Path, max_iters: int) -> list[str]:
@@ -24,6 +31,67 @@ def _train(tmp_path: Path, *extra: str, max_iters: int = 2) -> str:
     result = CliRunner().invoke(main, [*_flags(tmp_path, max_iters), *extra])
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def _made_older(ckpt: Path, gpu: bool = False, **state) -> None:
+    """`ckpt` as an older mypt left it: training_state.json without "autocast" (and with `state`
+    added), its run's GPU random state saved where `gpu`; config.json's sums made to match."""
+    saved = json.loads((ckpt / "training_state.json").read_text())
+    del saved["autocast"]
+    (ckpt / "training_state.json").write_text(json.dumps({**saved, **state}, indent=1) + "\n")
+    if gpu:  # (a CUDA generator's state: 16 bytes)
+        tensors = load_file(ckpt / "training_state.safetensors")
+        save_file({**tensors, "rng/cuda": torch.zeros(16, dtype=torch.uint8)}, ckpt / "training_state.safetensors")
+    config = json.loads((ckpt / "config.json").read_text())
+    for name in ("training_state.json", "training_state.safetensors"):
+        config["sha256"][name] = sha256_file(ckpt / name)
+    (ckpt / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+SCALER = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+          "_growth_tracker": 0}
+
+
+@pytest.mark.parametrize("state, said, trained", [
+    # bfloat16 or float16 by the GPU's generation: not known, and not claimed.
+    ({}, "autocast: bfloat16, --dtype auto's pick on this machine: the checkpoint does not record the precision "
+         "its run trained in; pass --dtype to choose it", "bfloat16"),
+    # A GradScaler's state: float16, whatever machine saved it.
+    ({"scaler": SCALER}, "autocast: float16, as the run started (--dtype auto would pick bfloat16 on this "
+                         "machine; pass --dtype to change it)", "float16"),
+])
+def test_an_older_gpu_checkpoint_resumed_on_a_cpu_claims_no_precision_it_does_not_know(tmp_path, monkeypatch, state,
+                                                                                     said, trained):
+    """An older mypt's checkpoint (no "autocast" in its training state) saved on a GPU under
+    --dtype auto, resumed with --dtype auto on a CPU: its run was not float32, whatever this
+    machine is."""
+    import mypt.precision
+
+    monkeypatch.setattr(mypt.precision, "cpu_runs_bf16", lambda: True)  # (auto's pick here: bfloat16)
+    _train(tmp_path, "--dtype", "auto")
+    ckpt = tmp_path / "ck" / "m"
+    _made_older(ckpt, gpu=True, **state)
+    output = _train(tmp_path, "--dtype", "auto", "--resume", max_iters=4)
+    assert said in output.splitlines() and "float32" not in output, output
+    assert json.loads((ckpt / "training_state.json").read_text())["autocast"] == trained
+
+
+def test_an_older_cpu_checkpoint_resumed_on_a_gpu_keeps_float32(tmp_path, monkeypatch):
+    """An older mypt's checkpoint saved on a CPU under --dtype auto trained in float32 (auto
+    picked bfloat16 on no CPU then): resumed under auto on a GPU that runs bfloat16, it stays in
+    float32 and says so. (No GPU here: the device is named, its generation given.)"""
+    import mypt.precision
+
+    monkeypatch.setattr(mypt.precision, "cpu_runs_bf16", lambda: False)
+    _train(tmp_path, "--dtype", "auto")
+    ckpt = tmp_path / "ck" / "m"
+    _made_older(ckpt)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    lines = []
+    amp = mypt.precision.run_autocast(TrainConfig(dtype="auto"), torch.device("cuda"),
+                                      checkpoint.read_training_state(ckpt), Dist(), lines.append)
+    assert amp is None and lines == ["autocast: float32, as the run started (--dtype auto would pick bfloat16 on this "
+                                     "machine; pass --dtype to change it)"]
 
 
 def test_check_ours_and_each_save_read_config_json_once(tmp_path, count_opens):
