@@ -162,10 +162,10 @@ def _past_run(f: BinaryIO, chunk: bytes, low: int, i: int, size: int, skip: RunS
 
 def _unit_cut(f: BinaryIO, lo: int, hi: int, first: int, skip: RunSkip) -> tuple[int | None, int]:
     """(The first cut in [lo, hi] that `skip.period` allows, None) in a run of whitespace known to go on
-    BOUNDARY_AHEAD bytes past `hi`: just before a newline of a repetition of one unit (RunSkip), P units
-    (its period) or a multiple of them from where the repetition starts in the block that starts at
-    `first`, BOUNDARY_AHEAD bytes or more before the repetition ends. Else (None, where a later search
-    goes on: a repetition that may hold a cut past `hi`, or `hi` or after)."""
+    BOUNDARY_AHEAD bytes past `hi`: in a repetition of one unit (RunSkip), P units (its period) or a
+    multiple of them from where the repetition starts in the block that starts at `first` (and the
+    bytes into a unit the period says), BOUNDARY_AHEAD bytes or more before the repetition ends. Else
+    (None, where a later search goes on: a repetition that may hold a cut past `hi`, or `hi` or after)."""
     while lo < hi:
         end = after = min(hi, lo + _RUN_READ)
         f.seek(lo)
@@ -179,8 +179,8 @@ def _unit_cut(f: BinaryIO, lo: int, hi: int, first: int, skip: RunSkip) -> tuple
             f.seek(max(start - BOUNDARY_CONTEXT, first))
             period = skip.period(unit, f.read(start - max(start - BOUNDARY_CONTEXT, first)))
             if period:
-                step = period * len(unit)
-                cut = start + step * max(1, -(-(lo - start) // step))  # (the first at `lo` or after)
+                step, into = period[0] * len(unit), period[1]
+                cut = start + into + step * max(1, -(-(lo - start - into) // step))  # (the first at `lo` or after)
                 if cut > hi:
                     return None, found  # (looked for again when the run is known further)
                 if lo + m.end() >= cut + BOUNDARY_AHEAD:

@@ -175,8 +175,8 @@ ALL_CHARS = "".join(sorted(set("".join(UNITS + AROUND) + "end")))  # (a char voc
 
 
 def period_cuts_keep_ids(tok: Tokenizer, rng: random.Random, units=UNITS) -> int:
-    """Asserts that a run of each unit, between random text, cut before a newline at each multiple of
-    the period its tokenizer gives (asked as the scan asks, with the bytes before the run), encodes
+    """Asserts that a run of each unit, between random text, cut at each multiple of the period its
+    tokenizer gives, where in the unit it says (asked as the scan asks, with the bytes before the run), encodes
     to the whole text's ids, PERIOD_TAIL units or more before the run's end (the scan leaves more):
     runs of every length from 1 to 300 (a few cuts each: the first, the last, one between), and of
     random lengths to 20,000. Returns the number of cuts tried."""
@@ -185,15 +185,16 @@ def period_cuts_keep_ids(tok: Tokenizer, rng: random.Random, units=UNITS) -> int
         for lengths in (range(1, 301), [rng.randint(300, 20_000) for _ in range(8)]):
             before = "".join(rng.choice(AROUND) for _ in range(rng.randint(0, 3)))
             after = "".join(rng.choice(AROUND) for _ in range(rng.randint(1, 3)))
-            if (p := period(unit.encode(), before.encode()[-8:])) is None:
+            if (found := period(unit.encode(), before.encode()[-8:])) is None:
                 continue
+            p, head = found[0], unit.encode()[:found[1]].decode()  # (the unit's part before the cut)
             for n in lengths:
                 whole = tok.encode(before + unit * n + after)
-                for k in {p, (n - PERIOD_TAIL) // p * p, rng.randrange(p, n + p, p)}:
-                    if p <= k <= n - PERIOD_TAIL:
+                for k in {p, (n - PERIOD_TAIL - 1) // p * p, rng.randrange(p, n + p, p)}:
+                    if p <= k <= n - PERIOD_TAIL - 1:
                         tried += 1
-                        assert tok.encode(before + unit * k) + tok.encode(unit * (n - k) + after) == whole, \
-                            (unit, p, before, after, n, k)
+                        left, right = before + unit * k + head, unit[len(head):] + unit * (n - k - 1) + after
+                        assert tok.encode(left) + tok.encode(right) == whole, (unit, found, before, after, n, k)
     return tried
 
 
@@ -234,7 +235,7 @@ def test_without_a_period_runs_of_blank_lines_are_not_cut(byte_level, monkeypatc
     path.write_text("Words.\n" + "\n" * 20_000 + "end.\n")
     assert len(split_blocks(path, 1000, safe=tok.block_boundary)) > 10
     tok = HFTokenizer(tokenizer_json=byte_level.tokenizer_json)
-    monkeypatch.setattr(tok, "_period_keeps", lambda unit, period, before: False)
+    monkeypatch.setattr(tok, "_period_keeps", lambda unit, period, at, before: False)
     blocks = split_blocks(path, 1000, safe=tok.block_boundary)
     assert len(blocks) == 2 and blocks_ids(tok, path, blocks) == tok.encode(path.read_text())
 

@@ -34,16 +34,16 @@ class RunSkip(NamedTuple):
     `period(unit, before)`, where the kind has one, lets the scan cut inside a run that no rule cuts
     (blank lines): `unit` is a newline and the whitespace after it up to the next newline (b"\n" for
     blank lines, b"\n\r" for CRLF ones), repeated from a byte of the text (or of the block) that
-    `before` (at most 8 bytes) precedes; it returns P where cutting just before the newline of every
-    P-th unit from there keeps the ids, when PERIOD_TAIL units or more of the repetition follow the
-    cut (None: nowhere)."""
+    `before` (at most 8 bytes) precedes; it returns (P, at) where cutting `at` bytes after the start
+    (the newline) of every P-th unit from there keeps the ids, when PERIOD_TAIL units or more of the
+    repetition follow the cut (None: nowhere)."""
 
     chars: str
     cuts: re.Pattern | None
     starts: frozenset[int]  # (the first bytes of the characters: a window starting with another is no run's)
     bound: re.Pattern  # (a run of bytes that some character's UTF-8 holds: no run of `chars` goes past one)
     run: re.Pattern  # (a run of `chars`, in decoded text)
-    period: Callable[[bytes, bytes], int | None] | None = None
+    period: Callable[[bytes, bytes], tuple[int, int] | None] | None = None
 
     @classmethod
     def of(cls, chars: str, cuts: re.Pattern | None = None) -> RunSkip:

@@ -223,7 +223,7 @@ for _rule in (regex_safe_boundary, lone_newline_boundary, newline_run_boundary, 
 del _rule
 
 
-def blank_lines_period(unit: bytes, before: bytes) -> int | None:
+def blank_lines_period(unit: bytes, before: bytes) -> tuple[int, int] | None:
     """gpt2's RunSkip.period: blank lines (`unit` b"\\n") may be cut before every second newline of
     their run, whatever precedes it (`before`); no other run (gpt2_safe_boundary's `cuts` find a cut
     in those of any other line of whitespace). A run of newlines followed by a character is a piece
@@ -234,7 +234,7 @@ def blank_lines_period(unit: bytes, before: bytes) -> int | None:
     merges the run's newlines in pairs from its first, leftmost first, whatever is around it. After
     an even k, both halves pair them as the whole does: the same ids. (tests/test_block_scan.py cuts
     runs of every length from 1 to 300, and longer ones, at each even k.)"""
-    return 2 if unit == b"\n" else None
+    return (2, 0) if unit == b"\n" else None
 
 
 gpt2_safe_boundary.run_skip = NO_CUT_IN_RUNS._replace(cuts=re.compile(b"[^\n](?:\n|(?<=\n[^\n\xc2]))"),

@@ -62,7 +62,7 @@ _RUNS = [r for w in WHITESPACE for r in ("\n" + w, w + "\n")] + ["\n\n\n", "\r\n
 # HFTokenizer._run_period's: the most units a period may have (mypt.text.MAX_PERIOD: the scan looks no
 # further), and what the probe puts before a run (then every cut is checked with what is there).
 _MAX_PERIOD = 16
-_PERIOD_CONTEXTS = ("", "x", ".", "x ", "\t")
+_PERIOD_CONTEXTS = ("", "x")
 
 
 def require_tokenizers():
@@ -193,7 +193,7 @@ class HFTokenizer(Tokenizer):
         # encode_special_tokens), each stretch between them pre-tokenized alone (_keeps).
         self._splits_out = any(not t.special for t in added.values())
         self._cuts = None  # (cut_rule's rule and block_boundary's check of it: probed once, when first asked)
-        self._periods: dict[str, int | None] = {}  # (_unit_period's, a unit of whitespace each)
+        self._periods: dict[str, tuple[int, int] | None] = {}  # (_run_period's probe, a unit of whitespace each)
 
     def _unknown_id(self, model: dict) -> int | None:
         """The id the model gives what its vocabulary lacks (WordLevel, WordPiece, a BPE
@@ -408,20 +408,22 @@ class HFTokenizer(Tokenizer):
             return None
         return at if self._keeps(left, right) else None
 
-    def _run_period(self, unit: bytes, before: bytes) -> int | None:
+    def _run_period(self, unit: bytes, before: bytes) -> tuple[int, int] | None:
         """RunSkip.period: after how many units (a newline and the whitespace after it, up to the next
-        newline) a run of them may be cut, before a newline, where `before` precedes the run's first
-        unit: the fewest that _period_keeps finds for the unit (up to _MAX_PERIOD, probed once a unit),
-        checked with the characters of `before` as every cut is (_checked_cut); None for none.
+        newline), and where in a unit, a run of them may be cut, where `before` precedes the run's
+        first unit: the fewest units, and the first character of the unit, that _period_keeps finds
+        (up to _MAX_PERIOD units, probed once a unit after _PERIOD_CONTEXTS), checked with the
+        characters of `before` as every cut is (_checked_cut); None for none.
 
         Why a period exists: the pre-tokenizer makes the run one piece, or pieces of one pattern
         (GPT-2's `\\s+(?!\\S)` takes it all but its last character, and at the end of a text all of it,
         so a cut gives the whole's piece in two parts); BPE on a run of one unit repeated merges equal
         pairs leftmost first, so its tokens fall in a pattern that repeats from the run's start, P units
         long, and a cut at a multiple of P leaves each half the tokens the whole has there. Whether that
-        holds, and P, depend on the vocabulary's merges (r50k: 2 for newlines; a BPE trained on 8
-        blank lines: 8), and on what the normalizer, added tokens or a model other than BPE do, so it
-        is not derived but probed, with the real encoder: the ids themselves, not the pieces."""
+        holds, P and where in the unit, depend on the vocabulary's merges (r50k: 2 newlines; a BPE
+        trained on 8 blank lines: 8; one that merges "\\r\\n": CRLF lines cut after the newline, not
+        before), and on what the normalizer, added tokens or a model other than BPE do, so it is not
+        derived but probed, with the real encoder: the ids themselves, not the pieces."""
         try:
             text = unit.decode("utf-8")
         except UnicodeDecodeError:
@@ -430,21 +432,25 @@ class HFTokenizer(Tokenizer):
         if context is None:
             return None
         if text not in self._periods:
-            self._periods[text] = next((p for p in range(1, _MAX_PERIOD + 1)
-                                        if all(self._period_keeps(text, p, c) for c in _PERIOD_CONTEXTS)), None)
+            self._periods[text] = next(((p, len(text[:at].encode())) for p in range(1, _MAX_PERIOD + 1)
+                                        for at in range(len(text))
+                                        if all(self._period_keeps(text, p, at, c) for c in _PERIOD_CONTEXTS)), None)
         period = self._periods[text]
-        return period if period and self._period_keeps(text, period, context) else None
+        if period is None or not self._period_keeps(text, period[0], len(unit[:period[1]].decode()), context):
+            return None
+        return period
 
-    def _period_keeps(self, unit: str, period: int, before: str) -> bool:
-        """Whether `before` and a run of `unit`, then a character, cut after a multiple of `period` units,
-        keeps its ids: for each count of units before the cut up to three periods and twice the longest
-        token of the run, and each count after it from PERIOD_TAIL on by as many (every place the
-        cut's count has in the pattern)."""
+    def _period_keeps(self, unit: str, period: int, at: int, before: str) -> bool:
+        """Whether `before` and a run of `unit`, then a character, cut `at` characters into a unit after a
+        multiple of `period` units, keeps its ids: for each count of units before the cut up to three
+        periods and twice the longest token of the run, and each count after it from PERIOD_TAIL on by
+        as many (every place the cut's count has in the pattern)."""
         ids = functools.cache(lambda text: self._encoder.encode(text, add_special_tokens=False).ids)
         run = self._encoder.encode(unit * 64, add_special_tokens=False).offsets
         longest = max((b - a for a, b in run), default=0) // len(unit) + 1  # (in units, rounded up)
         reach = max(3 * period, 2 * longest + period)
-        return all(ids(before + unit * k) + ids(unit * t + "x") == ids(before + unit * (k + t) + "x")
+        head, tail = unit[:at], unit[at:]
+        return all(ids(before + unit * k + head) + ids(tail + unit * t + "x") == ids(before + unit * (k + t + 1) + "x")
                    for k in range(period, reach + 1, period) for t in range(PERIOD_TAIL, PERIOD_TAIL + reach + 1))
 
     def encode_array(self, text: str) -> np.ndarray:
