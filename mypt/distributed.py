@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from mypt.errors import ConfigError, MyptError, error_line
+from mypt.errors import ConfigError, MyptError, TrainingStopped, error_line
 
 
 @dataclass
@@ -121,8 +122,8 @@ def has_start_store() -> bool:
 
 def _start_store():
     """A client of the store the ranks meet in before the process group (rank 0's own: the
-    store itself), or None where there is none (a launch that is not torchrun's: the group's own
-    store belongs to rank 0, made as it forms; --max_restarts with the agent's store)."""
+    store itself), or None where there is none (torchrun --max_restarts with its agent's store:
+    see has_start_store)."""
     global _store
     own = _own_store()
     if not has_start_store():
@@ -369,6 +370,45 @@ _TIMED_OUT = "Timed out waiting"
 def collective_timed_out(e: BaseException) -> bool:
     """Whether `e` is a collective that gave up waiting for another rank (--dist_timeout_minutes)."""
     return isinstance(e, RuntimeError) and _TIMED_OUT in str(e)
+
+
+def lost_rank(e: BaseException, dist: Dist, doing: str, left: str) -> TrainingStopped | None:
+    """The one line a rank stops with where a collective of `doing` (what every rank was doing
+    together) failed because another rank's process ended or hung past --dist_timeout_minutes:
+    that rank's own log says why, and this rank's traceback (40 lines of a collective's
+    internals) said nothing more. `left`: what the run leaves and how to go on. None where `e`
+    is no such failure. One message for the training loop (mypt.train.fit) and the collectives
+    before it (before_training)."""
+    if dist.world_size == 1 or not (peer_lost(e) or collective_timed_out(e)):
+        return None
+    said = re.sub(r"^\[\S+:\d+\] ", "", str(e).splitlines()[0])  # (gloo's source file and line: no help)
+    said = said if len(said) <= 160 else said[:160].rsplit(" ", 1)[0] + " ..."  # (not cut mid-word)
+    if peer_lost(e):
+        what = (f"another rank's process ended during {doing} ({said}): this rank stopped there, saving nothing; "
+                "that rank's own log may say why (nothing, when a SIGKILL or the system's out-of-memory killer "
+                "ended it)")
+    else:
+        limit = "torch's process-group timeout" if dist.timeout is None else \
+            f"--dist_timeout_minutes {dist.timeout.total_seconds() / 60:g}"
+        what = (f"another rank did not take part in {doing} within {limit} ({said}): a rank that hangs (a stopped "
+                "process, a stalled mount, a stuck GPU) holds up every other, so this rank stopped there, saving "
+                "nothing")
+    return TrainingStopped(f"rank {dist.rank}: {what}; {left} (torchrun --max_restarts with --auto_resume does it "
+                           "by itself)")
+
+
+@contextlib.contextmanager
+def before_training(dist: Dist, doing: str) -> Iterator[None]:
+    """The collectives of `doing`, between the process group's start and the first step (the
+    ranks' settings compared, a checkpoint's restore, DDP's first copy of the weights): a rank
+    that ends or hangs there stops every other with lost_rank's line, as it does in training."""
+    try:
+        yield
+    except RuntimeError as e:
+        error = lost_rank(e, dist, doing, "nothing was trained yet: start the run again")
+        if error is None:
+            raise
+        raise error from None
 
 
 def failed_and_mean(failed: bool, value: float, group) -> tuple[bool, float]:

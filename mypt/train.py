@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,8 +25,8 @@ from mypt import checkpoint
 from mypt.config import TrainConfig
 from mypt.data import RESUME_STREAM
 from mypt.dataset_spec import NAME
-from mypt.distributed import (Dist, all_ranks, any_rank, collective_timed_out, cpu_group, failed_and_mean,
-                              peer_lost, sync_gradients, unwrap)
+from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, lost_rank, sync_gradients,
+                              unwrap)
 from mypt.errors import (ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, listed,
                          os_error_message)
 from mypt.evaluate import evaluate_all
@@ -673,23 +672,9 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
                     break
                 run.train_step()
         except RuntimeError as e:
-            # Another rank gone (a kill, the OOM killer), or hung past the process group's
-            # timeout: its own log says why, and this rank's traceback (40 lines of a collective's
-            # internals) said nothing more. No save: the save's collectives need every rank.
-            if run.dist.world_size == 1 or not (peer_lost(e) or collective_timed_out(e)):
+            # Another rank gone (a kill, the OOM killer) or hung: no save, whose collectives need every rank.
+            error = lost_rank(e, run.dist, run.doing, f"{run._last()}: {run._go_on()}")
+            if error is None:
                 raise
-            said = re.sub(r"^\[\S+:\d+\] ", "", str(e).splitlines()[0])  # (gloo's source file and line: no help)
-            said = said if len(said) <= 160 else said[:160].rsplit(" ", 1)[0] + " ..."  # (not cut mid-word)
-            if peer_lost(e):
-                what = (f"another rank's process ended during {run.doing} ({said}): this rank stopped there, saving "
-                        "nothing; that rank's own log may say why (nothing, when a SIGKILL or the system's "
-                        "out-of-memory killer ended it)")
-            else:
-                limit = "torch's process-group timeout" if run.dist.timeout is None else \
-                    f"--dist_timeout_minutes {run.dist.timeout.total_seconds() / 60:g}"
-                what = (f"another rank did not take part in {run.doing} within {limit} ({said}): a rank that hangs "
-                        "(a stopped process, a stalled mount, a stuck GPU) holds up every other, so this rank stopped "
-                        "there, saving nothing")
-            raise TrainingStopped(f"rank {run.dist.rank}: {what}; {run._last()}: {run._go_on()} (torchrun "
-                                  "--max_restarts with --auto_resume does it by itself)") from None
+            raise error from None
     return {"history": run.history, "step": run.step, "tokens": run.tokens, "best_val": run.best_val}

@@ -20,8 +20,8 @@ from mypt.data import GPTDataLoader, LoaderConfig, MixtureLoader
 from mypt.dataset_spec import DatasetSpec, parse_dataset_specs
 from mypt.config import GPTConfig, RunSettings, TrainConfig, load_config_file
 from mypt.device import resolve_device
-from mypt.distributed import (Dist, all_ranks, built_on_every_rank, cpu_group, has_start_store, restart_warning,
-                              setup_distributed, tell_ranks_start_failed)
+from mypt.distributed import (Dist, all_ranks, before_training, built_on_every_rank, cpu_group, has_start_store,
+                              restart_warning, setup_distributed, tell_ranks_start_failed)
 from mypt.errors import CheckpointError, ConfigError, DataError, listed
 from mypt.fsdp import shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
@@ -117,9 +117,9 @@ def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], 
     # in the directory under its lock (the run's loggers start from what it found there: each
     # file read once). The other ranks learn a refusal as they wait for every rank to start
     # (mypt.distributed); checking on their own nodes, they judged another filesystem's folder.
-    # Where the ranks meet in no start store (a launch other than torchrun's, --max_restarts with
-    # its agent's store), each checks on its own, or rank 0 would stop alone and the others wait
-    # for it in init_process_group until its timeout.
+    # Where the ranks meet in no start store (torchrun --max_restarts with its agent's store:
+    # mypt.distributed.has_start_store), each checks on its own, or rank 0 would stop alone and
+    # the others wait for it in init_process_group until its timeout.
     found = None
     if req.metrics_dir is not None and _rank0():  # before its lock, whose file goes beside it (not the root or home)
         check_metrics_path(req.metrics_dir, checkpoint_dir=ckpt_dir)
@@ -605,11 +605,13 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
                 log(line)
     data_sums = _data_sums(specs)  # (recorded in every save; compared on resume and between ranks)
     device, dist = _setup_device(cfgs.train, req.dist_timeout_minutes)
-    _check_ranks_agree(req, cfgs, specs, data_sums, dist, device)
+    with before_training(dist, "the ranks' check that they have the same settings"):
+        _check_ranks_agree(req, cfgs, specs, data_sums, dist, device)
     # The data first: its checks (a window longer than every shard) take a moment, where a
     # model of a mistaken --block_size could take minutes and gigabytes to build. Each rank
     # reads its node's copy of the data and of the starting weights: one may refuse alone.
-    with built_on_every_rank(cpu_group(dist)):
+    with before_training(dist, "the ranks' check that each built its data loaders and model"), \
+            built_on_every_rank(cpu_group(dist)):
         loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
         model = _build_model(req, cfgs, tokenizer, device)
     _rank_streams(cfgs.train, dist)
@@ -743,14 +745,15 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     # verified once: the optimizer's moments, twice the model's size under AdamW, are costly to hash.
     saved_config = cfgs.saved if req.resume else {}
     saved_state = checkpoint.read_training_state(ckpt_dir, saved_config) if req.resume and sharded else None
-    if sharded:  # before the optimizer, which then holds the shards
-        _shard(model, cfgs, saved_state, device, dist, compiled)
-    optimizer = configure_optimizer(model, train_cfg, device)
-    saved_training = saved_config.get("training", {})
-    if req.resume:
-        check_resumable(saved_training, train_cfg, ckpt_dir)
-    resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model, state=saved_state,
-                                                  config=saved_config) if req.resume else None
+    with before_training(dist, "the restore of the checkpoint" if req.resume else "the model's sharding"):
+        if sharded:  # before the optimizer, which then holds the shards
+            _shard(model, cfgs, saved_state, device, dist, compiled)
+        optimizer = configure_optimizer(model, train_cfg, device)
+        saved_training = saved_config.get("training", {})
+        if req.resume:
+            check_resumable(saved_training, train_cfg, ckpt_dir)
+        resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model, state=saved_state,
+                                                      config=saved_config) if req.resume else None
     if resume_state:
         apply_hyperparameters(optimizer, train_cfg)
     # (A run stopped in its last step, its final evaluation skipped, is not complete: it evaluates and saves.)
@@ -768,7 +771,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        train_model = DDP(train_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+        with before_training(dist, "DDP's start (rank 0's weights copied to every rank)"):
+            train_model = DDP(train_model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     extra = {"training": train_cfg.to_dict(), "config_source": cfgs.source,
              # provenance: where the weights first came from (kept across --resume)
              "init_from_model": (cfgs.saved_init if req.resume else str(cfgs.init) if cfgs.init is not None else None),

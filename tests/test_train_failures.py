@@ -147,3 +147,59 @@ def test_a_rank_that_hangs_ends_the_run_within_dist_timeout_minutes_keeping_its_
     done = subprocess.run([*args, "--resume", "--max_iters", str(step + 1)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and f"resuming m from step {step}" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("at, signal_name, resume, doing, said", [
+    ("mypt.train_command._rank_settings", "SIGSTOP", False, "the ranks' check that they have the same settings",
+     r" did not take part in {doing} within --dist_timeout_minutes 0.25 \(Timed out waiting 15000ms for \w+ "
+     r"operation to complete\): a rank that hangs .* so this rank stopped there, saving nothing"),
+    ("mypt.checkpoint.load_training_state", "SIGKILL", True, r"DDP's start \(rank 0's weights copied to every rank\)",
+     r"'s process ended during {doing} \(.*Connection (?:closed|reset) by peer.*\): this rank stopped there, saving "
+     r"nothing; that rank's own log may say why")], ids=["hung-in-the-settings-check", "killed-in-the-restore"])
+def test_a_rank_lost_before_the_first_step_ends_the_others_with_one_line(at, signal_name, resume, doing, said,
+                                                                          tmp_path):
+    """A rank that hangs or dies between the process group's start and step 1 (here rank 1, as it
+    reads its settings for the ranks' check, or restores the checkpoint while rank 0 does) left
+    rank 0 with 40 lines of a collective's traceback: it says so in one line, as in training, and
+    the checkpoint it was resuming is untouched."""
+    import contextlib
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from conftest import free_port, mypt_cli, own_session, tree_bytes
+
+    (tmp_path / "corpus.txt").write_text("\n".join(["the cat sat on the mat", "a dog ran to the log"] * 300))
+    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char",
+             cwd=tmp_path)
+    args = ["train", "--dataset_dir", "ds", "--model_name", "m", "--config_file", "tiny", "--device", "cpu",
+            "--eval_interval", "3", "--eval_iters", "2", "--max_iters", "3"]
+    if resume:
+        mypt_cli(*args, cwd=tmp_path)
+        args = [*args[:-1], "6", "--resume"]
+    args += ["--dist_timeout_minutes", "0.25"]
+    before = tree_bytes(tmp_path / "checkpoints/m")
+    # Rank 1 stops or dies as it enters `at`: the signal sent to itself.
+    module, name = at.rsplit(".", 1)
+    fault = (f"import importlib, os, runpy, signal, sys\nmodule = importlib.import_module({module!r})\n"
+             f"real = getattr(module, {name!r})\n"
+             f"def at(*a, **k):\n    os.kill(os.getpid(), signal.{signal_name})\n    return real(*a, **k)\n"
+             f"setattr(module, {name!r}, at)\nsys.argv = ['mypt', *{args!r}]\n"
+             "runpy.run_module('mypt.cli', run_name='__main__')\n")
+    port, env = str(free_port()), {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
+    with contextlib.ExitStack() as ranks:
+        procs = [ranks.enter_context(own_session(
+            [sys.executable, *(["-m", "mypt.cli", *args] if rank == "0" else ["-c", fault])],
+            cwd=tmp_path, stdout=(tmp_path / f"rank{rank}.out").open("w"), stderr=subprocess.STDOUT, text=True,
+            env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": port})) for rank in ("0", "1")]
+        procs[0].wait(timeout=120)
+    out = (tmp_path / "rank0.out").read_text()
+    assert procs[0].returncode == 1 and "Traceback" not in out, out[-3000:]
+    line = re.findall(r"^Error: rank 0: another rank" + said.format(doing=doing) + r".*; nothing was trained yet: "
+                      r"start the run again \(torchrun --max_restarts with --auto_resume does it by itself\)$", out,
+                      re.M)
+    assert len(line) == 1, out[-3000:]
+    assert tree_bytes(tmp_path / "checkpoints/m") == before  # (a fresh run's: none)
