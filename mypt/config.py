@@ -366,6 +366,12 @@ class TrainConfig(Settings):
             raise SettingError(f"training setting min_lr ({self.min_lr:g}) is above learning_rate "
                                f"({self.learning_rate:g}), the peak the schedule decays from",
                                ("min_lr", "learning_rate"))
+        # The decay would end before the warmup does: the rate climbs past the step --help says
+        # it reached min_lr at, then falls to min_lr in one step (a 9x drop at the defaults).
+        if self.lr_decay_iters is not None and self.lr_decay_iters < self.warmup_iters:
+            raise SettingError(f"training setting lr_decay_iters ({self.lr_decay_iters}) is below warmup_iters "
+                               f"({self.warmup_iters}): the decay to min_lr would end before the warmup does; "
+                               "raise --lr_decay_iters or lower --warmup_iters", ("lr_decay_iters", "warmup_iters"))
         # Decoupled decay scales the weights by 1 - rate x decay each step: at 1 or more it
         # zeroes or flips them, which no training survives.
         if self.learning_rate * self.weight_decay >= 1:

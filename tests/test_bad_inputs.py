@@ -124,6 +124,8 @@ CASES = [
          ["--config_file", "nothere.json"], out="ck"),
     Case("flag_beta1_1", train("--dataset_dir", "ds", "--beta1", "1"), ["--beta1"], code=2),
     Case("flag_min_lr_neg", train("--dataset_dir", "ds", "--min_lr", "-1"), ["--min_lr"], code=2),
+    Case("flag_lr_decay_below_warmup", train("--dataset_dir", "ds", "--warmup_iters", "8", "--lr_decay_iters", "4"),
+         ["lr_decay_iters (4) is below warmup_iters (8)", "--lr_decay_iters", "--warmup_iters"], out="ck"),
     Case("flag_max_iters_str", train("--dataset_dir", "ds", "--max_iters", "many"), ["--max_iters", "many"], code=2),
     Case("metrics_dir_holds_params", train("--dataset_dir", "ds", "--metrics_dir", "nometa"),
          ["--metrics_dir nometa", "params.yaml"], setup=write("nometa/params.yaml", "train: {}\n")),

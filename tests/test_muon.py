@@ -423,6 +423,7 @@ def test_muon_under_ddp_keeps_the_ranks_in_sync(tmp_path):
 
 @pytest.mark.parametrize("settings, message", [
     ({"min_lr": 0.1, "learning_rate": 1e-3}, r"min_lr \(0.1\) is above learning_rate \(0.001\)"),
+    ({"lr_decay_iters": 4, "warmup_iters": 8}, r"lr_decay_iters \(4\) is below warmup_iters \(8\)"),
     ({"learning_rate": 20.0, "weight_decay": 0.1}, r"learning_rate x weight_decay \(20 x 0.1\) must be below 1"),
     ({"optimizer": "muon", "muon_learning_rate": 20.0, "weight_decay": 0.1},
      r"muon_learning_rate x weight_decay \(20 x 0.1\) must be below 1"),
@@ -435,7 +436,7 @@ def test_a_schedule_no_run_survives_is_refused_naming_its_settings(settings, mes
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**settings)
     TrainConfig(**{**settings, "optimizer": "adamw", "learning_rate": 1e-3, "min_lr": None,
-                   "muon_weight_decay": None})  # the same keys at sound values
+                   "muon_weight_decay": None, "lr_decay_iters": None})  # the same keys at sound values
 
 
 def test_a_flag_that_acts_only_with_another_setting_is_said_to_do_nothing(tmp_path):
