@@ -187,13 +187,15 @@ def period_cuts_keep_ids(tok: Tokenizer, rng: random.Random, units=UNITS) -> int
             after = "".join(rng.choice(AROUND) for _ in range(rng.randint(1, 3)))
             if (found := period(unit.encode(), before.encode()[-8:])) is None:
                 continue
-            p, head = found[0], unit.encode()[:found[1]].decode()  # (the unit's part before the cut)
+            p, (shift, into) = found[0], divmod(found[1], len(unit.encode()))
+            head = unit.encode()[:into].decode()  # (the unit's part before the cut)
             for n in lengths:
                 whole = tok.encode(before + unit * n + after)
                 for k in {p, (n - PERIOD_TAIL - 1) // p * p, rng.randrange(p, n + p, p)}:
-                    if p <= k <= n - PERIOD_TAIL - 1:
+                    if p <= k and k + shift <= n - PERIOD_TAIL - 1:
                         tried += 1
-                        left, right = before + unit * k + head, unit[len(head):] + unit * (n - k - 1) + after
+                        left = before + unit * (k + shift) + head
+                        right = unit[len(head):] + unit * (n - k - shift - 1) + after
                         assert tok.encode(left) + tok.encode(right) == whole, (unit, found, before, after, n, k)
     return tried
 

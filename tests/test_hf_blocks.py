@@ -177,6 +177,23 @@ def test_runs_of_a_line_of_whitespace_cut_at_the_probed_period_keep_the_ids(made
     assert period_cuts_keep_ids(tok, random.Random(kind)) > 3000
 
 
+@pytest.mark.parametrize("kind", ["train-tokenizer", "llama3 pattern", "added token of spaces",
+                                  "nfkc, whitespace split, word-level", "bert pre-tokenizer, wordpiece"])
+def test_each_kind_cuts_long_runs_of_each_line_of_whitespace(made, kind, tmp_path):
+    """Blank, CRLF (which a BPE that merges "\\r\\n" cuts after the newline only), space, tab,
+    U+3000 and U+00A0 lines: a run of 5,000 after a word, in blocks of 1 KiB, the whole text's ids."""
+    tok, _ = made[kind]
+    path = tmp_path / "t.txt"
+    for line in ["\n", "\r\n", " \n", "\t\n", "\u3000\n", "\xa0\n"]:
+        text = "Words.\n" + line * 5_000 + "end.\n"
+        path.write_bytes(text.encode())
+        blocks = split_blocks(path, 1024, safe=tok.block_boundary)
+        assert len(blocks) > len(text.encode()) // 2048, (line, len(blocks))
+        data = path.read_bytes()
+        assert np.concatenate([tok.encode_array(data[a:b].decode()) for a, b in blocks]).tolist() == \
+            tok.encode(text), line
+
+
 def test_prepare_dataset_cuts_long_runs_of_whitespace_lines_with_an_hf_tokenizer(made, tmp_path, monkeypatch):
     """A run of blank lines, or of CRLF, space, tab or U+3000 lines, was one block with an hf
     tokenizer however long (64 MiB of newlines: 14.2 GB peak; the tokenizers library holds about

@@ -35,8 +35,9 @@ class RunSkip(NamedTuple):
     (blank lines): `unit` is a newline and the whitespace after it up to the next newline (b"\n" for
     blank lines, b"\n\r" for CRLF ones), repeated from a byte of the text (or of the block) that
     `before` (at most 8 bytes) precedes; it returns (P, at) where cutting `at` bytes after the start
-    (the newline) of every P-th unit from there keeps the ids, when PERIOD_TAIL units or more of the
-    repetition follow the cut (None: nowhere)."""
+    (the newline) of every P-th unit from there keeps the ids (`at` may pass a unit: the tokens' pattern
+    may start a unit or more in), when PERIOD_TAIL units or more of the repetition follow the cut
+    (None: nowhere)."""
 
     chars: str
     cuts: re.Pattern | None

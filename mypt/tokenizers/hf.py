@@ -413,7 +413,9 @@ class HFTokenizer(Tokenizer):
         newline), and where in a unit, a run of them may be cut, where `before` precedes the run's
         first unit: the fewest units, and the first character of the unit, that _period_keeps finds
         (up to _MAX_PERIOD units, probed once a unit after _PERIOD_CONTEXTS), checked with the
-        characters of `before` as every cut is (_checked_cut); None for none.
+        characters of `before` as every cut is (_checked_cut), counted from the first unit or one of
+        the next P - 1 (Llama 3's pattern joins a run of newlines to a "." before it, and BPE ".\\n"
+        first); None for none.
 
         Why a period exists: the pre-tokenizer makes the run one piece, or pieces of one pattern
         (GPT-2's `\\s+(?!\\S)` takes it all but its last character, and at the end of a text all of it,
@@ -435,23 +437,25 @@ class HFTokenizer(Tokenizer):
             self._periods[text] = next(((p, len(text[:at].encode())) for p in range(1, _MAX_PERIOD + 1)
                                         for at in range(len(text))
                                         if all(self._period_keeps(text, p, at, c) for c in _PERIOD_CONTEXTS)), None)
-        period = self._periods[text]
-        if period is None or not self._period_keeps(text, period[0], len(unit[:period[1]].decode()), context):
+        if (period := self._periods[text]) is None:
             return None
-        return period
+        at = len(unit[:period[1]].decode())
+        return next(((period[0], period[1] + shift * len(unit)) for shift in range(period[0])
+                     if self._period_keeps(text, period[0], at, context, shift)), None)
 
-    def _period_keeps(self, unit: str, period: int, at: int, before: str) -> bool:
-        """Whether `before` and a run of `unit`, then a character, cut `at` characters into a unit after a
-        multiple of `period` units, keeps its ids: for each count of units before the cut up to three
-        periods and twice the longest token of the run, and each count after it from PERIOD_TAIL on by
-        as many (every place the cut's count has in the pattern)."""
+    def _period_keeps(self, unit: str, period: int, at: int, before: str, shift: int = 0) -> bool:
+        """Whether `before` and a run of `unit`, then a character, cut `at` characters into a unit after
+        `shift` units and a multiple of `period`, keeps its ids: for each count of units before the cut
+        up to three periods and twice the longest token of the run, and each count after it from
+        PERIOD_TAIL on by as many (every place the cut's count has in the pattern)."""
         ids = functools.cache(lambda text: self._encoder.encode(text, add_special_tokens=False).ids)
         run = self._encoder.encode(unit * 64, add_special_tokens=False).offsets
         longest = max((b - a for a, b in run), default=0) // len(unit) + 1  # (in units, rounded up)
         reach = max(3 * period, 2 * longest + period)
         head, tail = unit[:at], unit[at:]
         return all(ids(before + unit * k + head) + ids(tail + unit * t + "x") == ids(before + unit * (k + t + 1) + "x")
-                   for k in range(period, reach + 1, period) for t in range(PERIOD_TAIL, PERIOD_TAIL + reach + 1))
+                   for k in range(period + shift, reach + shift + 1, period)
+                   for t in range(PERIOD_TAIL, PERIOD_TAIL + reach + 1))
 
     def encode_array(self, text: str) -> np.ndarray:
         return np.asarray(self._encoder.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
