@@ -144,15 +144,28 @@ def open_shard(path: Path) -> tuple[int, os.stat_result]:
     return open_regular(path, lambda mode: _not_regular(path, mode))
 
 
+_NUMBERED = re.compile(r"shard_([0-9]+)\.bin")
+
+
+def shard_order(name: str) -> tuple:
+    """The sort key of a shard file name: by its index, so shard_100000.bin (shard_name pads
+    to 5 digits only) comes after shard_99999.bin, not between shard_10000.bin and
+    shard_10001.bin as text order puts it; a name without an index (moved in by hand) after
+    every numbered one, by name."""
+    m = _NUMBERED.fullmatch(name)
+    return (0, int(m.group(1)), name) if m else (1, 0, name)
+
+
 def list_shards(directory: Path) -> list[Path]:
-    """The shard files of a split directory in name order ([] when there is no directory).
+    """The shard files of a split directory in index order (shard_order; [] when there is no
+    directory): every reader of a shard folder lists it here, so each reads one token order.
     Sorts the names, not Paths: comparing Paths costs 15 ms per 1,000 shards (Python 3.11)."""
     directory = Path(directory)
     try:
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [directory / n for n in sorted(names) if n.startswith("shard_") and n.endswith(".bin")]
+    return [directory / n for n in sorted(names, key=shard_order) if n.startswith("shard_") and n.endswith(".bin")]
 
 
 class TokenStream:
