@@ -23,6 +23,7 @@ import difflib
 import json
 import numbers
 import os
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,14 +79,16 @@ class LoaderConfig:
     rank: int = 0  # DDP rank: each rank draws its own windows
 
 
-def loader_config(config) -> TrainConfig:
+def loader_config(config, who: str = "GPTDataLoader", device: str = "cpu") -> TrainConfig:
     """GPTDataLoader's `config` as the TrainConfig that GPT.fit, given no config=, trains with: a
     TrainConfig as it is; a mapping or another object (a LoaderConfig, a SimpleNamespace) by its
     names: the training settings it holds (batch_size, max_iters, learning_rate ...), block_size
-    and rank; its device, "cpu" when it has none. Read whole: fit trains with it, and a
+    and rank; its device, `device` when it has none. Read whole: fit trains with it, and a
     max_iters=100 it holds must not train the default 5000 steps. Refused: a GPTConfig (the
-    model's settings: no batch size), and a name that is neither a training setting nor the
-    model's (`lr`, `max_iter`: fit would train without it)."""
+    model's settings: no batch size), a name that is neither a training setting nor the
+    model's (`lr`, `max_iter`: fit would train without it), and a value that holds no names (a
+    str, a number, a list: read as the defaults). `who`: whose config it is (fit's too), for
+    the messages."""
     if isinstance(config, TrainConfig):
         return config
     if isinstance(config, GPTConfig):
@@ -94,9 +97,12 @@ def loader_config(config) -> TrainConfig:
                           "dataset_dir=..., block_size=model.config.block_size)")
     known = (*TrainConfig.field_names(), *TrainConfig.EXTRA_ATTRIBUTES)
     values = _named_values(config)
+    if values is None and not hasattr(type(config), "__slots__"):
+        raise ConfigError(f"{who}'s config {reprlib.repr(config)} (type {type(config).__name__}) holds no "
+                          "settings: pass a TrainConfig(batch_size=12, max_iters=1000, ...), or a dict of its fields")
     if values is None:  # (an object of __slots__: read by the names it may hold)
         values = {name: getattr(config, name) for name in known if hasattr(config, name)}
-    what = f"GPTDataLoader's config (a {type(config).__name__})"
+    what = f"{who}'s config (a {type(config).__name__})"
     unknown = sorted(set(values) - set(known) - set(GPTConfig.field_names()))
     if unknown:
         near = [f"{n} -> {m[0]}" for n in unknown if (m := difflib.get_close_matches(n, known, n=1))]
@@ -107,7 +113,7 @@ def loader_config(config) -> TrainConfig:
     settings = {k: v for k, v in values.items() if k in TrainConfig.field_names()}
     if isinstance(settings.get("batch_size"), int):
         _check_batch_size(settings["batch_size"])
-    cfg = TrainConfig.from_dict({"device": "cpu", **settings}, source=what)
+    cfg = TrainConfig.from_dict({"device": device, **settings}, source=what)
     for name in TrainConfig.EXTRA_ATTRIBUTES:
         if name in values:
             setattr(cfg, name, values[name])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import reprlib
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 
 from mypt import checkpoint
-from mypt.config import TrainConfig
-from mypt.data import RESUME_STREAM
+from mypt.config import GPTConfig, TrainConfig
+from mypt.data import RESUME_STREAM, loader_config
 from mypt.dataset_spec import NAME
 from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, lost_rank, sync_gradients,
                               unwrap)
@@ -35,6 +36,7 @@ from mypt.optim import configure_optimizer, muon_lr, set_lr
 from mypt.precision import autocast, dtype_name, run_autocast
 from mypt.signals import STOP_REASONS, StopSignals
 from mypt.tokenizer_match import check_tokenizer, describe
+from mypt.tokenizers import Tokenizer
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16, the MFU reference
 
@@ -97,13 +99,61 @@ def fit_config(config: TrainConfig | None, data_loader, optimizer) -> TrainConfi
     # Validated again: a field assigned after TrainConfig(...) skips its checks (accumulation
     # steps 0 trains nothing; a min_lr above the peak climbs).
     if config is not None:
-        return config.checked()
+        return _fit_settings(config).checked()
     cfg = getattr(data_loader, "config", None)
     cfg = cfg.checked() if isinstance(cfg, TrainConfig) else TrainConfig()
     if optimizer is not None:
         group = optimizer.param_groups[0]
         cfg = dataclasses.replace(cfg, learning_rate=float(group.get("initial_lr", group["lr"])))
     return cfg
+
+
+def _fit_settings(config) -> TrainConfig:
+    """fit's `config`: a TrainConfig, or a mapping or plain object of its fields read whole, as
+    GPTDataLoader reads its own (loader_config; a device it does not name is TrainConfig's
+    default, which a `mypt train --resume` of the checkpoint then picks)."""
+    if isinstance(config, GPTConfig):
+        raise ConfigError("fit's config is a GPTConfig, the model's settings (GPT(...) holds them): pass the training "
+                          "settings, a TrainConfig(max_iters=1000, ...) or a dict of its fields, or none: the data "
+                          "loader's")
+    return loader_config(config, "fit", TrainConfig().device)
+
+
+def _seen(value) -> str:
+    kind = type(value).__name__
+    return f"{'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind} ({reprlib.repr(value)})"
+
+
+def check_arguments(optimizer, tokenizer, checkpoint_dir, resume_state, checkpoint_extra, log, on_metrics,
+                    overwrite, dist) -> None:
+    """fit's arguments of a kind it does not take, refused naming what to pass: each gave an
+    AttributeError as the run started or at its first save, or none (tokenizer="char" trained,
+    unchecked; overwrite="no" is true)."""
+    step = resume_state.get("step") if isinstance(resume_state, dict) else None
+    takes = [
+        ("optimizer", optimizer is None or isinstance(optimizer, torch.optim.Optimizer),
+         "a torch.optim.Optimizer built from this model's parameters (torch.optim.AdamW(model.parameters(), "
+         "lr=3e-4)), or none: fit builds the one its config names (TrainConfig(optimizer='muon'))"),
+        ("tokenizer", tokenizer is None or isinstance(tokenizer, Tokenizer),
+         "a Tokenizer (Tokenizer.load(dataset_dir)), or none: the data loader's"),
+        ("checkpoint_dir", checkpoint_dir is None or isinstance(checkpoint_dir, (str, os.PathLike)),
+         "a directory's path, a str or a pathlib.Path"),
+        ("resume_state", resume_state is None or (isinstance(step, int) and not isinstance(step, bool) and step >= 0),
+         "the training state mypt.checkpoint.load_training_state(checkpoint_dir, optimizer, model=model) returns (a "
+         "dict with its step), or none for a run from step 0"),
+        ("checkpoint_extra", checkpoint_extra is None or isinstance(checkpoint_extra, dict),
+         "a dict of what each checkpoint's config.json records beside the settings, or none"),
+        ("log", callable(log), "a function of one line, print by default (lambda line: None says nothing)"),
+        ("on_metrics", on_metrics is None or callable(on_metrics), "a function of (step, values), or none"),
+        ("overwrite", isinstance(overwrite, bool), "True or False"),
+        ("dist", dist is None or isinstance(dist, Dist), "a mypt.distributed.Dist (setup_distributed's), or none: "
+                                                         "one process"),
+    ]
+    values = dict(optimizer=optimizer, tokenizer=tokenizer, checkpoint_dir=checkpoint_dir, resume_state=resume_state,
+                  checkpoint_extra=checkpoint_extra, log=log, on_metrics=on_metrics, overwrite=overwrite, dist=dist)
+    for name, ok, what in takes:
+        if not ok:
+            raise ConfigError(f"fit's {name} is {_seen(values[name])}: pass {what}")
 
 
 class _SaveFailed(Exception):
@@ -647,11 +697,14 @@ def fit(model: torch.nn.Module, data_loader, optimizer=None, eval_data_loaders: 
     Returns {"history": [...], "step": final step, "tokens": tokens trained on over every run of
     the model, "best_val": ...}.
     """
+    check_arguments(optimizer, tokenizer, checkpoint_dir, resume_state, checkpoint_extra, log, on_metrics, overwrite,
+                    dist)
     check_loaders(model, data_loader, eval_data_loaders, tokenizer)
     check_optimizer(model, optimizer)
     tokenizer = getattr(data_loader, "tokenizer", None) if tokenizer is None else tokenizer
     if checkpoint_dir is not None:
-        _check_checkpoint_dir(Path(checkpoint_dir), tokenizer, resume_state, overwrite)
+        checkpoint_dir = Path(checkpoint_dir)
+        _check_checkpoint_dir(checkpoint_dir, tokenizer, resume_state, overwrite)
     if config is None and optimizer is not None:
         # The optimizer's own rates are the schedule's peaks: recorded as torch's schedulers do, so
         # that a second fit with it starts from them, not from the last fit's decayed rate.
