@@ -12,9 +12,11 @@ from test_dvc_params import stage_main
 
 import mypt.shards
 import mypt.steps.shard
+from mypt.cli import main
 from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.io import read_json
 from mypt.names import METADATA_FILE
+from mypt.readers.jsonl import NESTED
 from mypt.tokenizers import Tokenizer
 
 
@@ -54,3 +56,34 @@ def test_shards_past_the_names_padding_keep_the_corpus_order(tmp_path, monkeypat
     windows = np.concatenate([x.numpy() for x, _ in loader.sequential_batches("train")])
     full = corpus.size // 7
     assert np.array_equal(windows[:full], corpus[:full * 7].reshape(full, 7)[:, :6])
+
+
+def run_cli(*args) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_a_jsonl_line_nested_past_the_recursion_limit_is_a_bad_line(tmp_path):
+    """json.loads raises RecursionError, not ValueError, on a line nested about 1,000 levels
+    deep: prepare-dataset and train-tokenizer ended in a traceback. It is a bad line like any
+    other: counted and skipped, or named file:line under --strict."""
+    deep = '{"text": "Deep one.", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    lines = [f'{{"text": "Document {i} holds some words of its own."}}' for i in range(30)]
+    lines[5] = deep
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    first = f"{path}:6: {NESTED}"
+    result = run_cli("prepare-dataset", "--input_files", path, "--out_dir", tmp_path / "ds", "--tokenization", "char",
+                     "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert f"Bad JSONL lines skipped: 1 (first: {first})" in result.output
+    assert read_json(tmp_path / "ds" / METADATA_FILE)["stats"]["clean"]["bad_json_lines"] == 1
+    result = run_cli("prepare-dataset", "--input_files", path, "--out_dir", tmp_path / "strict", "--tokenization",
+                     "char", "--workers", "1", "--strict")
+    assert result.exit_code == 1 and first in result.output and "Traceback" not in result.output, result.output
+    result = run_cli("train-tokenizer", "--input_files", path, "--vocab_size", "270", "--out", tmp_path / "tok.json")
+    assert result.exit_code == 0, result.output
+    # A .json whose first line is nested so deep is sniffed as JSON Lines, not as a spread-out document.
+    (tmp_path / "d.json").write_text(deep + "\n" + lines[0] + "\n")
+    result = run_cli("prepare-dataset", "--input_files", tmp_path / "d.json", "--out_dir", tmp_path / "ds2",
+                     "--tokenization", "char", "--workers", "1", "--val_fraction", "0")
+    assert result.exit_code == 0 and "Bad JSONL lines skipped: 1" in result.output, result.output

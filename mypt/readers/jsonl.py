@@ -28,6 +28,8 @@ SNIFF_BYTES = 1 << 20  # where the first line of a .json is looked for
 # UTF-8 can hold it, and the clean step's write failed with a traceback. (A pair is one
 # character: json.loads joins it.)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# A bad record's reason where json.loads gives up on the depth (RecursionError), not the syntax.
+NESTED = "nested deeper than JSON is read (arrays or objects inside each other, about 1,000 levels)"
 
 
 @register
@@ -51,6 +53,8 @@ class JsonlReader(Reader):
                     record = json.loads(decoder.decode(raw))
                 except ValueError:
                     record, why = None, "not valid JSON"
+                except RecursionError:  # (json.loads recurses per level: about 1,000 levels pass Python's limit)
+                    record, why = None, NESTED
                 else:
                     why = "not a JSON object" if not isinstance(record, dict) else \
                         f"its {self.text_key!r} is null" if record.get(self.text_key, "") is None else \
@@ -96,8 +100,12 @@ class JsonReader(JsonlReader):
 
 
 def _parses(line: bytes) -> bool:
+    """The line is a JSON value on its own, or nested too deep to tell (RecursionError: no sign of
+    a document spread over lines; the reader counts it as a bad line)."""
     try:
         json.loads(line)
     except ValueError:
         return False
+    except RecursionError:
+        return True
     return True
