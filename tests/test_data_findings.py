@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from test_dvc_params import stage_main
 
@@ -87,3 +88,23 @@ def test_a_jsonl_line_nested_past_the_recursion_limit_is_a_bad_line(tmp_path):
     result = run_cli("prepare-dataset", "--input_files", tmp_path / "d.json", "--out_dir", tmp_path / "ds2",
                      "--tokenization", "char", "--workers", "1", "--val_fraction", "0")
     assert result.exit_code == 0 and "Bad JSONL lines skipped: 1" in result.output, result.output
+
+
+def test_parquet_text_column_named_twice_is_named_and_string_view_is_text(tmp_path):
+    """Two columns named `text` ended in a KeyError traceback; a string_view column (what
+    pyarrow 16+ may read a string column back as, and write) was refused as not text."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    texts = [f"Document {i} holds some words of its own." for i in range(12)]
+    table = pa.Table.from_arrays([pa.array(texts), pa.array(texts)], names=["text", "text"])
+    pq.write_table(table, tmp_path / "twice.parquet")
+    result = run_cli("prepare-dataset", "--input_files", tmp_path / "twice.parquet", "--out_dir", tmp_path / "ds",
+                     "--tokenization", "char")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{tmp_path / 'twice.parquet'}: 2 columns are named 'text'" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "ds").exists()
+    pq.write_table(pa.table({"text": pa.array(texts, pa.string_view())}), tmp_path / "view.parquet")
+    result = run_cli("prepare-dataset", "--input_files", tmp_path / "view.parquet", "--out_dir", tmp_path / "ds",
+                     "--tokenization", "char", "--val_fraction", "0")
+    assert result.exit_code == 0, result.output
+    assert read_json(tmp_path / "ds" / METADATA_FILE)["stats"]["clean"]["documents_in"] == 12

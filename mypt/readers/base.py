@@ -155,15 +155,22 @@ def import_pyarrow(path: Path):
 
 def check_text_column(path: Path, schema, text_key: str) -> None:
     """An InputError naming `path` unless the Arrow `schema` has a string column `text_key`
-    (string or large_string, or a dictionary of them as pandas' categories write; parquet, and
-    the Arrow files of a saved dataset: one message for both)."""
+    (string, large_string or string_view, as pyarrow 16+ may read a string column back, or a
+    dictionary of them as pandas' categories write; parquet, and the Arrow files of a saved
+    dataset: one message for both). A name two columns share is refused: which one holds the text?"""
     pa = import_pyarrow(path)
-    field = schema.field(text_key) if text_key in schema.names else None
+    twice = schema.names.count(text_key)
+    if twice > 1:
+        raise InputError(f"{display_name(path)}: {twice} columns are named {text_key!r} (columns: "
+                         f"{', '.join(schema.names)}), so which one holds the text is not known; write the file "
+                         "with one column of that name, or pass --text_key naming another column")
+    field = schema.field(text_key) if twice else None
     if field is None:
         raise InputError(f"{display_name(path)}: no column {text_key!r} (columns: "
                          f"{', '.join(schema.names)}); pass --text_key COLUMN")
     kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type  # to_pylist decodes one
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+    is_view = getattr(pa.types, "is_string_view", lambda _: False)  # (pyarrow 16 and later: an older one has none)
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or is_view(kind)):
         raise InputError(f"{display_name(path)}: column {text_key!r} holds {field.type}, not text; "
                          "pass --text_key COLUMN naming a string column")
 
