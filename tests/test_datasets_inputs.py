@@ -132,3 +132,29 @@ def test_a_saved_dataset_of_many_files_stats_each_file_a_few_times(tmp_path, mon
     assert len(stats) < 10 * files, len(stats)  # (before: a stat of every file after each block, 60 * 61)
     meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
     assert meta["stats"]["clean"]["documents_in"] == files
+
+
+def test_an_arrow_file_cut_at_a_record_batch_end_is_refused(tmp_path):
+    """pyarrow takes the end of a file at the end of a record batch as the stream's end: a saved
+    dataset's Arrow file cut there was read short, with no error (a cut inside a batch was
+    caught). The end-of-stream mark every closed writer leaves says the file is whole; a file
+    in the pre-0.15 format (its own mark) is read."""
+    texts = docs(20)
+    saved = save_to_disk(tmp_path / "saved", {"text": texts}, shards=1, batch_rows=7)
+    arrow = saved / "data-00000-of-00001.arrow"
+    sink = pa.BufferOutputStream()  # the same writer's bytes up to the first batch's end
+    writer = pa.ipc.new_stream(sink, pa.schema([("text", pa.string())]))
+    writer.write_batch(pa.table({"text": texts}).to_batches(max_chunksize=7)[0])
+    boundary = sink.tell()
+    assert arrow.read_bytes()[:boundary] == sink.getvalue().to_pybytes()
+    os.truncate(arrow, boundary)
+    out = refused(prepare("--input_files", str(saved), "--out_dir", str(tmp_path / "ds")),
+                  str(saved), "data-00000-of-00001.arrow ends without the end-of-stream mark", "cut short",
+                  "save it again")
+    assert not (tmp_path / "ds").exists(), out
+    legacy = save_to_disk(tmp_path / "legacy", {"text": texts}, shards=1)
+    with pa.ipc.new_stream(str(legacy / "data-00000-of-00001.arrow"), pa.schema([("text", pa.string())]),
+                           options=pa.ipc.IpcWriteOptions(use_legacy_format=True)) as writer:
+        writer.write_table(pa.table({"text": texts}), max_chunksize=7)
+    ok(prepare("--input_files", str(legacy), "--out_dir", str(tmp_path / "ds")))
+    assert documents(tmp_path / "ds") == [t + "\n" for t in texts]

@@ -27,6 +27,13 @@ from mypt.text import DecodeCounter, display_name
 STATE = "state.json"  # what marks a directory written by Dataset.save_to_disk
 INFO = "dataset_info.json"  # written beside it
 DICT = "dataset_dict.json"  # what marks one written by DatasetDict.save_to_disk
+# What an Arrow stream ends with when its writer closed it (datasets' ArrowWriter.finalize closes
+# its RecordBatchStreamWriter; so does pyarrow's new_stream as a context): a continuation mark and a
+# zero length. pyarrow takes a file's end at the end of a record batch as the stream's end, so a
+# file cut there read short, with no error; the mark says it is whole. The pre-0.15 format (its
+# messages start without the continuation mark) ends with the zero length alone.
+CONTINUATION = b"\xff\xff\xff\xff"
+END_OF_STREAM = CONTINUATION + bytes(4)
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -114,6 +121,10 @@ class SavedDatasetReader(Reader):
         with self.open_file(file) as f:
             # (An empty file cannot be mapped: it is no stream either, as pa.memory_map found.)
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
+        end = END_OF_STREAM if mapped[:4] == CONTINUATION else bytes(4)
+        if mapped and mapped[-len(end):] != end:
+            raise self.damaged(ValueError(f"{file.name} ends without the end-of-stream mark its writer leaves when "
+                                          "done: cut short"))
         # Unmapped when the last buffer of it goes (closing it with batches alive is a BufferError).
         return pa.ipc.open_stream(pa.BufferReader(pa.py_buffer(mapped)))
 
