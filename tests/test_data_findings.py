@@ -13,10 +13,12 @@ from test_dvc_params import stage_main
 
 import mypt.shards
 import mypt.steps.shard
+import mypt.text
 from mypt.cli import main
 from mypt.data import GPTDataLoader, LoaderConfig
 from mypt.io import read_json
 from mypt.names import METADATA_FILE
+from mypt.readers.base import Reader
 from mypt.readers.jsonl import NESTED
 from mypt.tokenizers import Tokenizer
 
@@ -108,3 +110,27 @@ def test_parquet_text_column_named_twice_is_named_and_string_view_is_text(tmp_pa
                      "--tokenization", "char", "--val_fraction", "0")
     assert result.exit_code == 0, result.output
     assert read_json(tmp_path / "ds" / METADATA_FILE)["stats"]["clean"]["documents_in"] == 12
+
+
+@pytest.mark.parametrize("name", ["a.txt", "a.jsonl"])
+def test_an_input_removed_between_its_blocks_is_said_removed(tmp_path, monkeypatch, name):
+    """A .jsonl removed during a run was 'cannot be read as .jsonl ([Errno 2] ...); the file is
+    damaged or truncated' where a .txt removed alike was 'removed while mypt read it': the open
+    of its next block failed, and was taken as damage. One message for both."""
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 2048)  # many blocks
+    path = tmp_path / name
+    lines = [f"Document {i} holds some words of its own." for i in range(400)]
+    path.write_text("".join((f'{{"text": "{t}"}}' if name.endswith(".jsonl") else t) + "\n" for t in lines))
+    read = Reader.checked_texts
+
+    def removed_after_the_first_block(self, start, *args):
+        if start > 0 and path.exists():
+            path.unlink()
+        return read(self, start, *args)
+
+    monkeypatch.setattr(Reader, "checked_texts", removed_after_the_first_block)
+    result = run_cli("prepare-dataset", "--input_files", path, "--out_dir", tmp_path / "ds", "--tokenization", "char",
+                     "--workers", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{path} was removed while mypt read it" in result.output and "damaged" not in result.output, result.output
+    assert not (tmp_path / "ds").exists()

@@ -310,7 +310,16 @@ class Reader:
         """One of the reader's files (as it is stored), refused unless it is still the regular
         file it was when resolved (open_input, against `stamp`)."""
         stamped = self.stamp.of(path) if self.stamp is not None else None
-        return open_input(path, stamped.identity if stamped is not None else None)
+        try:
+            return open_input(path, stamped.identity if stamped is not None else None)
+        except FileNotFoundError:  # (it was there when the inputs were resolved: not a damaged file)
+            raise self.removed(path) from None
+
+    def removed(self, path: Path) -> InputError:
+        """The error of one of the reader's files gone since the inputs were resolved (removed or
+        renamed), whether found at an open or after a block (check_unchanged): one message."""
+        return InputError(f"{display_name(path)} was removed while mypt read it: the output would match neither "
+                          "the file nor its absence; run again once nothing moves or removes the inputs")
 
     def current_stamp(self) -> Stamp:
         """The Stamp of what the reader reads, now (`stamp` is this when resolved)."""
@@ -421,15 +430,15 @@ class Reader:
             now = None
         if now == was:
             return
-        for f in now.files if now is not None else ():
+        if now is None:
+            raise self.removed(self.path)
+        for f in now.files:
             stamped = self.stamp.of(Path(f.path))
             if stamped is not None and stamped.identity != f.identity:  # another file, or a FIFO, in its place
                 raise replaced(Path(f.path), f.kind)
-        size = self.stamp.size - was.size + now.size if now is not None else None  # the input's, now
+        size = self.stamp.size - was.size + now.size  # the input's, now
         said = f"{self.stamp.size:,} bytes when the run started"
-        how = "was removed" if now is None else \
-            f"changed ({said}, {size:,} now)" if size != self.stamp.size else \
-            f"was rewritten ({said}, a new mtime)"
+        how = f"changed ({said}, {size:,} now)" if size != self.stamp.size else f"was rewritten ({said}, a new mtime)"
         raise InputError(f"{display_name(self.path)} {how} while mypt read it: the output would match neither "
                          "version; run again once nothing writes to the file")
 
