@@ -256,9 +256,9 @@ class TextStream:
 
 def _check_arguments(model: GPT, tokenizer, prompt, **settings) -> None:
     """generate's arguments, each checked as its flag of `mypt generate` is (GenerateSettings'
-    field), None where the API takes it for "off": a negative temperature sampled the least
-    likely tokens and a max_new_tokens of -1 gave the prompt back, unsaid; a NaN temperature or
-    top_p 0 was torch's traceback. Then what the model cannot sample with: a tokenizer of
+    field), None where the API takes it for "off": a negative temperature would sample the least
+    likely tokens and a max_new_tokens of -1 give the prompt back, unsaid; a NaN temperature or
+    top_p 0 would be torch's traceback. Then what the model cannot sample with: a tokenizer of
     another vocabulary (ids it cannot decode, or an index error in the embedding)."""
     fields = {f.name: f for f in dataclasses.fields(GenerateSettings)}
     hints = typing.get_type_hints(GenerateSettings)

@@ -155,17 +155,17 @@ def _loader(**kw):
 @pytest.mark.parametrize("given,error", [
     (dict(tokens="abcabc" * 50), r"tokens= is a str: pass token ids, tokenizer.encode_array\(text\)"),
     (dict(tokens=[-1, 2, 3] * 50), r"tokens= holds the negative id -1: token ids are 0 to vocab_size - 1 \(5\)"),
-    (dict(tokens=[2**32 + 1, 2, 3] * 50), r"tokens=: token id 4294967297 is outside"),  # (was id 1)
-    (dict(tokens=[1.5, 2.0, 3.0] * 50), r"tokens= holds float64 values: pass integer token ids"),  # (1.5 was 1)
+    (dict(tokens=[2**32 + 1, 2, 3] * 50), r"tokens=: token id 4294967297 is outside"),  # (uint32: id 1)
+    (dict(tokens=[1.5, 2.0, 3.0] * 50), r"tokens= holds float64 values: pass integer token ids"),  # (uint32: 1.5 -> 1)
     (dict(tokens=[[1, 2, 3] * 10] * 10), r"tokens= has shape \(10, 30\): pass one sequence of token ids"),
     (dict(tokenizer="char"), r"tokenizer is a str: pass a Tokenizer, the dataset's own \(Tokenizer.load"),
     (dict(dataset_dir="ds"), r"takes dataset_dir= or tokens=, not both"),
-    (dict(block_size=8.7), r"block_size must be a whole number of tokens, got 8.7"),  # (was 8)
+    (dict(block_size=8.7), r"block_size must be a whole number of tokens, got 8.7"),  # (int(): 8)
 ], ids=["str", "negative", "past_uint32", "float", "2d", "tokenizer_spec", "both", "block_size_float"])
 def test_a_loaders_tokens_and_arguments_are_refused_where_they_would_change(given, error):
     """GPTDataLoader(config, tokenizer, tokens=...): ids the uint32 cast would change (a negative
     or a too large id wrapped to another, a float cut), rows split 90/10 as rows, a str's
-    ValueError, a tokenizer spec's AttributeError; dataset_dir= beside tokens= was read alone."""
+    ValueError, a tokenizer spec's AttributeError; dataset_dir= beside tokens= (one would be ignored)."""
     from mypt.errors import MyptError
 
     with pytest.raises(MyptError, match=error):
