@@ -1,6 +1,7 @@
 """Data preparation's answers to a hostile tester's inputs: shard order past the names' padding,
 JSONL nested past Python's recursion limit, parquet columns named twice or read back as
-string_view, an Arrow file cut at a record batch's end, and an input removed during a run."""
+string_view, an Arrow file cut at a record batch's end, an input removed during a run, and the
+memory of reading a large token file."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import mypt.steps.shard
 import mypt.text
 from mypt.cli import main
 from mypt.data import GPTDataLoader, LoaderConfig
-from mypt.io import read_json
+from mypt.io import read_json, write_json
 from mypt.names import METADATA_FILE
 from mypt.readers.base import Reader
 from mypt.readers.jsonl import NESTED
@@ -134,3 +135,50 @@ def test_an_input_removed_between_its_blocks_is_said_removed(tmp_path, monkeypat
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert f"{path} was removed while mypt read it" in result.output and "damaged" not in result.output, result.output
     assert not (tmp_path / "ds").exists()
+
+
+def rss_file_kb() -> int:
+    """The process' resident file-backed memory (kB): pages of mapped files count there."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux's /proc")
+def test_the_shard_and_split_steps_hold_no_token_file_in_memory(tmp_path, monkeypatch):
+    """The shard and split steps read token files through one memory map per file, whose pages
+    stayed resident as the read went on: max RSS grew with the largest source (478 MB for a
+    200 MB JSONL, its 436 MB token file). They are read with pread: the file-backed resident
+    memory of a 64 MB token file read whole stays flat."""
+    from mypt.steps.clean import clean
+    from mypt.steps.shard import ShardSettings, shard
+    from mypt.steps.split import SplitSettings, split
+    from mypt.steps.tokenize import TokenizeSettings, tokenize
+    from mypt.steps.vocab import build_vocab
+
+    (tmp_path / "a.txt").write_text("Some words of a text.\nAnd more of them.\n")
+    clean([str(tmp_path / "a.txt")], tmp_path / "c")
+    tokenize(tmp_path / "c", tmp_path / "t", build_vocab(tmp_path / "c", TokenizeSettings(tokenization="char")))
+    # A source of 16M tokens (64 MB): the tokenize step's files and manifest, as a large source gives them.
+    n = 1 << 24
+    tokens = np.resize(np.fromfile(tmp_path / "t" / "00000.tokens", dtype=np.uint32), n)
+    tokens.tofile(tmp_path / "t" / "00000.tokens")
+    np.array([n], dtype=np.uint64).tofile(tmp_path / "t" / "00000.docs")
+    manifest = read_json(tmp_path / "t" / "manifest.json")
+    manifest["sources"][0].update(documents=1, tokens=n)
+    write_json(tmp_path / "t" / "manifest.json", manifest)
+    seen = []
+    write = mypt.shards.ShardWriter.write
+
+    def noting(self, data):  # after each read of the stream
+        seen.append(rss_file_kb())
+        return write(self, data)
+
+    monkeypatch.setattr(mypt.shards.ShardWriter, "write", noting)
+    before = rss_file_kb()
+    shard(tmp_path / "t", tmp_path / "s", ShardSettings(tokens_per_shard=n))
+    split(tmp_path / "s", tmp_path / "ds", SplitSettings(val_fraction=0))
+    assert len(seen) >= 2 and max(seen) - before < 16 * 1024, (before, seen)
+    assert np.array_equal(np.fromfile(tmp_path / "ds" / "train" / "shard_00000.bin", dtype=np.uint32), tokens)
