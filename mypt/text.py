@@ -176,6 +176,9 @@ def _unit_cut(f: BinaryIO, lo: int, hi: int, first: int, skip: RunSkip) -> tuple
             # (A unit just before it, after where the search began, would have been found first: the repetition
             # starts here, or before that, where the search began or the last repetition took its newline.)
             start = _unit_run_end(f, found, unit, first) if found - len(unit) < lo + at else found
+            if lo + m.end() - max(start, lo) <= BOUNDARY_AHEAD and m.end() + len(unit) <= len(data):
+                at = m.end()  # (too short for a cut: the period, which may cost an hf probe, not asked)
+                continue
             f.seek(max(start - BOUNDARY_CONTEXT, first))
             period = skip.period(unit, f.read(start - max(start - BOUNDARY_CONTEXT, first)))
             if period:

@@ -246,3 +246,21 @@ def test_a_unit_cut_leaves_period_tail_units_after_it():
     """The scan leaves BOUNDARY_AHEAD bytes of a repetition after a cut at its period: units of RUN_LOOK
     bytes at most, PERIOD_TAIL of them or more, as RunSkip.period asks."""
     assert mypt.text.BOUNDARY_AHEAD >= PERIOD_TAIL * mypt.text.RUN_LOOK
+
+
+def test_the_period_is_asked_only_about_repetitions_long_enough_for_a_cut(byte_level, tmp_path):
+    """A run of short repetitions (17 blank lines, a space, again) holds no unit cut: hf's period, ~100
+    encodes a question, was asked at each (3.1 MiB of them: 180 s)."""
+    rule, asked = byte_level.block_boundary, []
+
+    def period(unit: bytes, before: bytes):
+        asked.append(unit)
+        return rule.run_skip.period(unit, before)
+
+    spy = counting(rule, [0])
+    spy.run_skip = rule.run_skip._replace(period=period)
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"Words.\n" + (b"\n" * 17 + b" ") * 3000 + b"\n" * 30_000 + b"end.\n")
+    blocks = split_blocks(path, 4096, safe=spy)
+    assert len(asked) < 10 and len(blocks) > 3, (len(asked), len(blocks))
+    assert blocks_ids(byte_level, path, blocks) == byte_level.encode(path.read_text())

@@ -193,7 +193,10 @@ class HFTokenizer(Tokenizer):
         # encode_special_tokens), each stretch between them pre-tokenized alone (_keeps).
         self._splits_out = any(not t.special for t in added.values())
         self._cuts = None  # (cut_rule's rule and block_boundary's check of it: probed once, when first asked)
-        self._periods: dict[str, tuple[int, int] | None] = {}  # (_run_period's probe, a unit of whitespace each)
+        # (_run_period's probe, a unit of whitespace each, and its check, a unit and the text before it each:
+        # ~100 encodes, and runs after the same text are common)
+        self._periods: dict[str, tuple[int, int] | None] = {}
+        self._period_checks: dict[tuple[str, str], tuple[int, int] | None] = {}
 
     def _unknown_id(self, model: dict) -> int | None:
         """The id the model gives what its vocabulary lacks (WordLevel, WordPiece, a BPE
@@ -439,9 +442,14 @@ class HFTokenizer(Tokenizer):
                                         if all(self._period_keeps(text, p, at, c) for c in _PERIOD_CONTEXTS)), None)
         if (period := self._periods[text]) is None:
             return None
-        at = len(unit[:period[1]].decode())
-        return next(((period[0], period[1] + shift * len(unit)) for shift in range(period[0])
-                     if self._period_keeps(text, period[0], at, context, shift)), None)
+        if (text, context) not in self._period_checks:
+            if len(self._period_checks) > 4096:  # (a bound: runs after thousands of different contexts)
+                self._period_checks.clear()
+            at = len(unit[:period[1]].decode())
+            self._period_checks[text, context] = next(
+                ((period[0], period[1] + shift * len(unit)) for shift in range(period[0])
+                 if self._period_keeps(text, period[0], at, context, shift)), None)
+        return self._period_checks[text, context]
 
     def _period_keeps(self, unit: str, period: int, at: int, before: str, shift: int = 0) -> bool:
         """Whether `before` and a run of `unit`, then a character, cut `at` characters into a unit after
