@@ -20,7 +20,10 @@ Prints:
           printable ASCII characters was a cut point: one block, 3.76 GB for 16 MiB of CJK);
       gpt2: MEMORY_MB MiB of spaces inside one line (--no_filter; one tiktoken piece, ~40 bytes a
           byte), lines indented deeper than the 256 bytes the block rule sees (one block), lines
-          of U+00A0 (--no_normalize --no_filter --no_dedup: one run of whitespace, one block).
+          of U+00A0 (--no_normalize --no_filter --no_dedup: one run of whitespace, one block);
+      blank lines (a run of MEMORY_MB MiB of newlines between two lines) with gpt2 and hf, and lines
+          of U+3000 with hf (--no_normalize --no_filter --no_dedup): no rule cuts inside such a run,
+          one block until RunSkip.period cut it (64 MiB of newlines: gpt2 592 MiB, 43.8 s; hf 14.2 GB).
 
   - split_blocks' scan (how the tokenize step cuts a .txt into blocks) of SCAN_MB MiB of lines of
     U+3000 (ideographic space, newline), of U+00A0 lines and of blank lines, with train-tokenizer's
@@ -34,6 +37,7 @@ temporary folder: each part runs it in a process of its own, as it runs this che
 
     python bench/pathological.py --files 20000 --workers 2
     python bench/pathological.py --parts memory --memory_mb 16 --baseline HEAD~3
+    python bench/pathological.py --parts memory --memory_mb 16 --cases blank,U+3000 --baseline HEAD~1
     python bench/pathological.py --parts scan --scan_mb 16 --baseline fa83756
 """
 
@@ -180,6 +184,10 @@ def memory_inputs(tmp: Path, mb: int) -> list[tuple[str, Path, list[str]]]:
     deep = lines("deep.txt", lambda: " " * rng.randint(300, 600) + words(4) + "\n")
     nbsp = tmp / "nbsp.txt"
     nbsp.write_text("Words before them.\n" + "\xa0\n" * (size // 3), encoding="utf-8")  # (a blank corpus is refused)
+    blank = tmp / "blank.txt"
+    blank.write_text("Words before them.\n" + "\n" * size + "Words after them.\n")
+    ideographic = tmp / "ideographic.txt"
+    ideographic.write_text("Words before them.\n" + "\u3000\n" * (size // 4) + "Words after them.\n", encoding="utf-8")
     spaces = tmp / "spaces.txt"
     spaces.write_text("A line with a run of spaces:" + " " * size + "inside it.\n" + words(10) + "\n")
     (tmp / "tok_corpus.txt").write_text(plain.read_text()[:1 << 20] + cjk.read_text()[:1 << 19])
@@ -193,7 +201,10 @@ def memory_inputs(tmp: Path, mb: int) -> list[tuple[str, Path, list[str]]]:
             ("gpt2 indents of 300-600", deep, ["--no_dedup"]),
             ("gpt2 U+00A0 lines", nbsp, ["--no_normalize", "--no_filter", "--no_dedup"]),
             ("hf ordinary lines", plain, hf), ("hf CJK lines", cjk, ["--no_dedup", *hf]),
-            ("hf indented lines", indented, ["--no_dedup", *hf])]
+            ("hf indented lines", indented, ["--no_dedup", *hf]),
+            ("gpt2 blank lines", blank, ["--no_normalize", "--no_filter", "--no_dedup"]),
+            ("hf blank lines", blank, ["--no_normalize", "--no_filter", "--no_dedup", *hf]),
+            ("hf U+3000 lines", ideographic, ["--no_normalize", "--no_filter", "--no_dedup", *hf])]
 
 
 def peak(repo: Path, src: Path, out: Path, flags: list[str]) -> tuple[float, float, str]:
@@ -217,8 +228,8 @@ def checkouts(tmp: Path, baseline: str | None) -> dict[str, Path]:
     return {"this checkout": REPO, baseline: tree}
 
 
-def memory(tmp: Path, mb: int, repos: dict[str, Path]) -> None:
-    cases = memory_inputs(tmp, mb)
+def memory(tmp: Path, mb: int, repos: dict[str, Path], only: str | None = None) -> None:
+    cases = [case for case in memory_inputs(tmp, mb) if only is None or any(w in case[0] for w in only.split(","))]
     print(f"prepare-dataset, {mb} MiB inputs, --workers 1: peak RSS of the largest process (MiB), seconds")
     print(f"{'input':<28}" + "".join(f"{name + ' MiB':>20}{'s':>7}" for name in repos) + "  outcome")
     for name, src, flags in cases:
@@ -289,6 +300,8 @@ def main() -> None:
     parser.add_argument("--baseline", default=None, help="a git revision whose mypt the memory and scan parts run too")
     parser.add_argument("--scan_mb", type=int, default=4)
     parser.add_argument("--parts", default="whitespace,long_words,tiny_files,memory,scan")
+    parser.add_argument("--cases", default=None, help="the memory part's cases whose name holds one of these "
+                        "comma-separated words (gpt2,blank): the others are not run")
     args = parser.parse_args()
     parts = args.parts.split(",")
     with tempfile.TemporaryDirectory() as tmp:
@@ -301,7 +314,7 @@ def main() -> None:
         repos = checkouts(Path(tmp), args.baseline) if {"memory", "scan"} & set(parts) else {}
         if "memory" in parts:
             (Path(tmp) / "memory").mkdir()  # (apart from the other parts' files: tok.json)
-            memory(Path(tmp) / "memory", args.memory_mb, repos)
+            memory(Path(tmp) / "memory", args.memory_mb, repos, args.cases)
         if "scan" in parts:
             (Path(tmp) / "scan").mkdir()
             scan(Path(tmp) / "scan", args.scan_mb, repos)
