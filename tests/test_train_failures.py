@@ -70,7 +70,8 @@ def test_a_ctrl_c_during_the_stop_acts_at_once_and_a_second_sigterm_does_not():
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert done.stdout == "SIGTERM\nstill stopping\n", (done.stdout, done.stderr)
     assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
-    assert "SIGINT after SIGTERM: stopping at once" in done.stderr and "a checkpoint saved before is kept" in done.stderr
+    assert "SIGINT after SIGTERM: stopping at once" in done.stderr
+    assert "a checkpoint saved before is kept" in done.stderr
 
 
 def test_a_rank_whose_torchrun_is_killed_before_training_exits_with_one_line():
@@ -135,12 +136,13 @@ def test_a_rank_that_hangs_ends_the_run_within_dist_timeout_minutes_keeping_its_
         procs[0].wait(timeout=120)
     out = (tmp_path / "rank0.out").read_text()
     assert procs[0].returncode == 1, out[-3000:]
+    # (gloo times out on a send as on a receive: which one rank 0 was in depends on where the stop landed)
     stopped = re.findall(r"^Error: rank 0: another rank did not take part in (?:step \d+|the evaluation of step "
                          r"\d+|the vote or save after step \d+) within --dist_timeout_minutes 0.25 \(Timed out "
-                         r"waiting 15000ms for recv operation to complete\): a rank that hangs \(a stopped process, a "
-                         r"stalled mount, a stuck GPU\) holds up every other, so this rank stopped there, saving "
-                         r"nothing; the last checkpoint \(step (\d+)\) is in checkpoints/m: continue from it with "
-                         r"--resume", out, re.M)
+                         r"waiting 15000ms for (?:recv|send) operation to complete\): a rank that hangs \(a stopped "
+                         r"process, a stalled mount, a stuck GPU\) holds up every other, so this rank stopped there, "
+                         r"saving nothing; the last checkpoint \(step (\d+)\) is in checkpoints/m: continue from it "
+                         r"with --resume", out, re.M)
     assert len(stopped) == 1 and "Traceback" not in out, out[-3000:]
     step = int(stopped[0])
     assert step >= 3 and json.loads((tmp_path / "checkpoints/m/training_state.json").read_text())["step"] == step
