@@ -30,7 +30,7 @@ from mypt.lock import output_lock
 from mypt.names import WORK_MARK
 from mypt.dataset_dir import recover_dataset, restore_appended
 from mypt.prepare import PrepareSettings, load_tokenizer_from, prepare_steps
-from mypt.readers import input_bytes, resolve_inputs
+from mypt.readers import input_bytes, input_sha256, resolve_inputs
 from mypt.shards import (METADATA_FILE, SPLITS, TOKENIZER_RECORD, check_listed, list_shards, listed_entries,
                          read_metadata, shard_name, shard_tokens, unlisted_shards)
 from mypt.steps.split import DATASET_FILES, SKIPPED_KEYS
@@ -121,6 +121,27 @@ def _check_no_links(dataset_dir: Path, meta: dict, flag: str) -> None:
                          "folder or file itself in place of the link (`dvc unprotect` does so in a DVC-tracked "
                          "dataset), or link the whole dataset folder instead (--append_to grows a linked dataset at "
                          "its target)")
+
+
+def _check_not_in(inputs: list[Path], old: dict, dataset_dir: Path, flag: str) -> None:
+    """Refuse an input already in the dataset (`old`: its metadata): one of the same size and
+    sha256 as a source, whatever its name or the working directory of either run. A source an
+    older mypt recorded without its sha256 is known by name and size, its name relative to the
+    working directory of its run (not recorded): likely this one, or one above the dataset."""
+    by_bytes = {(s["bytes"], s["sha256"]): s["name"] for s in old["sources"] if s.get("sha256")}
+    sizes = {size for size, _ in by_bytes}
+    bases = [Path.cwd(), *dataset_dir.absolute().parents]
+    by_name = {(place, s["bytes"]): s["name"] for s in old["sources"] if not s.get("sha256")
+               for place in recorded_as(s["name"], bases)}
+    for path in inputs:
+        size = input_bytes(path)
+        same = by_bytes.get((size, input_sha256(path))) if size in sizes else None  # (hashed only where it may match)
+        how = "the same bytes"
+        if same is None:
+            same, how = by_name.get((source_place(path), size)), "same name and size"
+        if same is not None:
+            raise InputError(f"--input_files {display_name(path)} is already in {flag} {dataset_dir} (its source "
+                             f"{same!r}: {how}): appending it again would repeat its text; leave it out")
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
@@ -247,14 +268,7 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
         check_tokenizer(tokenizer, spec, f"{flag} {dataset_dir}", f"--tokenization {spec}",
                         "drop --tokenization (the dataset's is used), or prepare a new dataset with --out_dir",
                         InputError)
-        # A relative name was recorded in the working directory of its run (not recorded):
-        # likely this one, or one above the dataset.
-        bases = [Path.cwd(), *dataset_dir.absolute().parents]
-        known = {(place, s["bytes"]) for s in old["sources"] for place in recorded_as(s["name"], bases)}
-        for path in inputs:
-            if (source_place(path), input_bytes(path)) in known:
-                raise InputError(f"--input_files {display_name(path)} is already in {flag} {dataset_dir} (same name "
-                                 "and size): appending it again would repeat its text; leave it out")
+        _check_not_in(inputs, old, dataset_dir, flag)
         work, stage = append_dir(dataset_dir), partial_dir(dataset_dir)
         for leftover in (work, stage):  # of a killed run; we hold the lock
             remove_own(leftover, flag)

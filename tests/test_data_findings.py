@@ -182,3 +182,30 @@ def test_the_shard_and_split_steps_hold_no_token_file_in_memory(tmp_path, monkey
     split(tmp_path / "s", tmp_path / "ds", SplitSettings(val_fraction=0))
     assert len(seen) >= 2 and max(seen) - before < 16 * 1024, (before, seen)
     assert np.array_equal(np.fromfile(tmp_path / "ds" / "train" / "shard_00000.bin", dtype=np.uint32), tokens)
+
+
+def test_append_knows_an_input_by_its_bytes_not_the_directory_its_name_was_recorded_in(tmp_path, monkeypatch):
+    """Sources are named relative to the preparing run's working directory, which is not
+    recorded (a dataset moves between machines): --append_to guessed it. A file prepared from
+    inside its folder and appended from above was taken again (its text twice); another file
+    of the same relative name and size was refused as already in. Each source records its
+    sha256: the same bytes are refused under any name, other bytes taken under any name."""
+    text = "".join(f"Line {i} of the king's long speech to the queen.\n" for i in range(80))
+    (tmp_path / "cwdA").mkdir()
+    (tmp_path / "cwdA" / "a.txt").write_text(text)
+    (tmp_path / "cwdB").mkdir()
+    (tmp_path / "cwdB" / "a.txt").write_text(text.replace("king", "lord"))  # the same size, other bytes
+    settings = ["--tokenization", "char", "--workers", "1"]
+    monkeypatch.chdir(tmp_path / "cwdA")
+    assert run_cli("prepare-dataset", "--input_files", "a.txt", "--out_dir", "../dsA", *settings).exit_code == 0
+    meta = read_json(tmp_path / "dsA" / METADATA_FILE)
+    assert [s["name"] for s in meta["sources"]] == ["a.txt"] and len(meta["sources"][0]["sha256"]) == 64
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("prepare-dataset", "--input_files", "cwdA/a.txt", "--append_to", "dsA")
+    assert result.exit_code == 1 and "cwdA/a.txt is already in --append_to dsA (its source 'a.txt': the same " \
+        "bytes)" in result.output, result.output
+    assert read_json(tmp_path / "dsA" / METADATA_FILE) == meta
+    monkeypatch.chdir(tmp_path / "cwdB")
+    result = run_cli("prepare-dataset", "--input_files", "a.txt", "--append_to", "../dsA", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert [s["name"] for s in read_json(tmp_path / "dsA" / METADATA_FILE)["sources"]] == ["a.txt", "a.txt"]

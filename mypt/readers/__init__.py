@@ -400,8 +400,17 @@ def walk_tree(top: Path, unlisted: list[tuple[Path, OSError]] | None = None
 def input_bytes(path: Path) -> int:
     """The size an input's source records (metadata `sources[].bytes`): a file's size, or the
     files of a saved dataset together."""
-    reader = SavedDatasetReader(path) if is_saved_dataset(path) else Reader(path)
-    return reader.current_stamp().size
+    return _stored(path).current_stamp().size
+
+
+def input_sha256(path: Path) -> str:
+    """The sha256 an input's source records (metadata `sources[].sha256`: Reader.content_sha256)."""
+    return _stored(path).content_sha256()
+
+
+def _stored(path: Path) -> Reader:
+    """A reader of the input's files as stored: a saved dataset's, else the file's."""
+    return SavedDatasetReader(path) if is_saved_dataset(path) else Reader(path)
 
 
 def regular_file(path: Path, flag: str = "--input_files") -> Path:

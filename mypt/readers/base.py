@@ -8,6 +8,7 @@ import contextlib
 import errno
 import functools
 import gzip
+import hashlib
 import io
 import os
 import stat
@@ -328,6 +329,21 @@ class Reader:
     def block_files(self, start: int, end: int) -> list[Path]:
         """The files block [start, end) reads: checked after it (check_unchanged)."""
         return [self.path]
+
+    def content_sha256(self) -> str:
+        """The sha256 of the input's bytes as stored (its files in turn: a saved dataset's
+        state.json, then its Arrow files): what it is wherever it lies, which a dataset records
+        of each source (no path: a dataset moves between machines) and --append_to compares."""
+        digest = hashlib.sha256()
+        try:
+            for f in (self.stamp or self.current_stamp()).files:
+                with self.open_file(Path(f.path)) as raw:
+                    while chunk := raw.read(1 << 20):
+                        digest.update(chunk)
+        except self.read_errors() as e:
+            raise self.damaged(e) from None
+        self.check_unchanged()  # the bytes hashed are those of the size recorded
+        return digest.hexdigest()
 
     def read_errors(self) -> tuple[type[BaseException], ...]:
         """The exceptions that mean the file is damaged (see `damaged`)."""

@@ -71,12 +71,14 @@ class SinkFactory(Protocol):
         done): its source, one document, holds no text. Forget what its sink saw."""
 
 
-def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, bool]]:
+def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, bool], str | None]:
     """Clean one block into `out`, showing what it writes to the sink of `sink` when given;
-    returns the counts, the block's first bad record, and whether the reader gave text that is
+    returns the counts, the block's first bad record, whether the reader gave text that is
     not blank and whether some of it was kept (an empty input is told apart from a filtered
-    one, and a corpus of blank lines from one with text)."""
-    reader, start, end, normalize, max_line_chars, out, sink, index, source_file = task
+    one, and a corpus of blank lines from one with text), and with `digest` (a source's first
+    block), the sha256 of the whole input (Reader.content_sha256: read once more, in this task
+    while other workers clean the source's other blocks)."""
+    reader, start, end, normalize, max_line_chars, out, sink, index, source_file, digest = task
     kept_text = False
     line_filter = LineFilter(max_line_chars) if max_line_chars else None
     stats = Counter(lines_out=0, documents_in=0, documents_out=0, documents_emptied=0, bad_json_lines=0)
@@ -113,7 +115,7 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, boo
     stats["invalid_utf8_bytes_replaced"] += decoder.replaced
     for reason, n in drops.items():
         stats[f"dropped_{reason}"] += n
-    return stats, reader.first_bad, (seen.any, kept_text)
+    return stats, reader.first_bad, (seen.any, kept_text), reader.content_sha256() if digest else None
 
 
 def _drop(parts: list[Path], blocks: range, results: list, stats: Counter, sink: SinkFactory | None) -> None:
@@ -160,22 +162,26 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
         sources, tasks = [], []
         for reader in readers:
             jsonl = not reader.one_document
+            # The size is checked after every block. The sha256 (of the first block's task): what
+            # --append_to knows the input by, whatever its name and the working directory of either run.
             source = {"name": display_name(reader.path), "file": _source_file(len(sources), reader.path, jsonl),
-                      "jsonl": jsonl, "bytes": reader.stamp.size}  # the size checked after every block
+                      "jsonl": jsonl, "bytes": reader.stamp.size}
             sources.append(source)
             blocks = reader.checked_blocks()
             source["_tasks"] = range(len(tasks), len(tasks) + len(blocks))
             source["_parts"] = [stage / f".part_{len(tasks) + i:06d}" for i in range(len(blocks))]
-            tasks += [(reader, s, e, settings.normalize, max_line_chars, part, sink, len(tasks) + i, source["file"])
-                      for i, ((s, e), part) in enumerate(zip(blocks, source["_parts"]))]
+            tasks += [(reader, s, e, settings.normalize, max_line_chars, part, sink, len(tasks) + i, source["file"],
+                       i == 0) for i, ((s, e), part) in enumerate(zip(blocks, source["_parts"]))]
         results = parallel_map(_clean_block, tasks, settings, "clean")
-        stats = merge_counts(counts for counts, _, _ in results)
+        stats = merge_counts(counts for counts, *_ in results)
         # The first bad record in corpus order: blocks come back in task order, so whatever
         # the worker count the earliest block that saw one names it.
         first_bad = next((task[0].location(task[1], bad[0]) + f": {bad[1]}"
-                          for task, (_, bad, _) in zip(tasks, results) if bad), None)
+                          for task, (_, bad, *_) in zip(tasks, results) if bad), None)
         for source in sources:
             blocks, parts = source.pop("_tasks"), source.pop("_parts")
+            if blocks:
+                source["sha256"] = results[blocks[0]][3]
             # A .txt source is one document in blocks (no block alone can tell): one left no line
             # with text (blank lines only, as written or once filtered) is no document, as an
             # empty file is and a .jsonl document of blank lines is; written empty, not as a
@@ -192,8 +198,8 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
         stats["skipped_binary_files"] = len(skipped)
         if walk:  # only then: the metadata of a corpus walked whole is unchanged
             stats.update(walk.counts())
-        if not any(kept for _, _, (_, kept) in results):  # no line with text written: no corpus
-            with_text = {task[0].path for task, (_, _, (had, _)) in zip(tasks, results) if had}
+        if not any(kept for _, _, (_, kept), _ in results):  # no line with text written: no corpus
+            with_text = {task[0].path for task, (_, _, (had, _), _) in zip(tasks, results) if had}
             raise _nothing_left(stats, first_bad, readers, [r for r in readers if r.path not in with_text])
         manifest = {"step": STEP.name, "sources": sources, "skipped_binary_files": skipped,
                     "settings": settings.recorded(), "stats": {"clean": dict(sorted(stats.items()))}}

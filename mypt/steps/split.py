@@ -161,7 +161,8 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
             if b > a and u_end[b - 1] > u_start[a]:  # runs of units on the same side
                 runs.append((int(u_start[a]), int(u_end[b - 1]), bool(val[a])))
         val_tokens = int((u_end - u_start)[val].sum())
-        sources.append({"name": s["name"], "bytes": s["bytes"], "documents": s["documents"], "tokens": s["tokens"],
+        sources.append({"name": s["name"], "bytes": s["bytes"], **({"sha256": s["sha256"]} if "sha256" in s else {}),
+                        "documents": s["documents"], "tokens": s["tokens"],
                         "train_tokens": s["tokens"] - val_tokens, "val_tokens": val_tokens})
     train_tokens = sum(s["train_tokens"] for s in sources)
     val_tokens = sum(s["val_tokens"] for s in sources)
