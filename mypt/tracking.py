@@ -364,6 +364,13 @@ def _row_step(line: str) -> float:
         return math.inf
 
 
+def _kind_of(values: dict) -> str | None:
+    """Which of fit's calls `values` are: an evaluation's losses, a progress line's, or neither."""
+    if any(name == "val" or name.startswith(_CURVE_PREFIXES) for name in values):
+        return "evaluation"
+    return "progress" if any(name in _PROGRESS or name == "muon_lr" for name in values) else None
+
+
 class LiveMetrics:
     """fit's `on_metrics(step, values)`: each call is one dvclive step, on disk when it
     returns. `close()` draws the PNG and ends dvclive's run. `resume=True` continues the
@@ -426,6 +433,13 @@ class LiveMetrics:
 
     def __call__(self, step: int, values: dict) -> None:
         self.live.step = step
+        # metrics.json holds what this run logs: an evaluation's (or a progress line's) values
+        # replace the last one's whole, so that a curve a resumed run no longer logs (an
+        # --eval_dataset_dir left out, AdamW after Muon) does not stay in it as the latest value.
+        kind = _kind_of(values)
+        if kind:
+            for name in [k for k in self.live.summary if k not in values and _kind_of({k: 0}) == kind]:
+                del self.live.summary[name]
         for name, value in values.items():
             self.live.log_metric(name, value)
         if "val" in values:  # summary only: the column `dvc exp show` compares runs by

@@ -302,6 +302,27 @@ def _data_changed(saved: str | list[str] | None, now: str | list[str] | None, sa
     return f"; data changed from the checkpoint's run: {shown(now)} (was {shown(saved)})"
 
 
+def _eval_data_changed(saved_config: dict, now: Path | None, now_sum: str | None) -> str:
+    """What the resume line adds when --eval_dataset_dir is not the checkpoint's run's: its
+    curve (eval_general) would otherwise go on under one name over other data. A dataset is
+    its metadata's sum, so the same one reached by another path is not named. A checkpoint
+    that records none of it (written before it was recorded) says nothing."""
+    if "eval_dataset_dir" not in saved_config:
+        return ""
+    saved, saved_sum = saved_config.get("eval_dataset_dir"), saved_config.get("eval_dataset_sha256")
+    if saved is None and now is None or saved is not None and now is not None and saved_sum == now_sum:
+        return ""
+    if now is None:
+        return (f"; --eval_dataset_dir {saved} of the checkpoint's run not given: eval_general is not evaluated from "
+                "here (pass it again to continue its curve)")
+    if saved is None:
+        return f"; --eval_dataset_dir {now} added: eval_general starts at this step"
+    again = os.path.abspath(saved) == os.path.abspath(now)
+    return (f"; eval data changed since the checkpoint's run: --eval_dataset_dir {now} "
+            + (f"prepared again or appended to (its {METADATA_FILE} differs)" if again else f"(was {saved})")
+            + ": eval_general measures other data from here, under the same name")
+
+
 def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int, saved_dropout: float, dropout: float) -> str:
     """What the resume line adds when flags changed the checkpoint's training settings (a
     resume continues with the flags given over the saved ones), or its model's dropout (the one
@@ -760,13 +781,15 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir, req.auto_resume) \
             and evaluated_at(resume_state.get("history", []), resume_state["step"]):
         return _complete(req, resume_state, tokens_per_step(loader, train_cfg, dist), dist, log)
+    eval_sum = sha256_file(Path(req.eval_dataset_dir) / METADATA_FILE) if req.eval_dataset_dir is not None else None
     if resume_state and dist.is_main:
         log(f"resuming {req.model_name} from step {resume_state['step']}"
             + _changed_on_resume(saved_training, train_cfg, resume_state["step"],
                                  saved_config.get("model", {}).get("dropout", model.config.dropout),
                                  model.config.dropout)
             + _data_changed(saved_config.get("dataset_dir"), _data_record(specs), saved_config.get("dataset_sha256"),
-                            data_sums, specs))
+                            data_sums, specs)
+            + _eval_data_changed(saved_config, req.eval_dataset_dir, eval_sum))
     train_model = compiled_for_training(model, train_cfg)  # (a sharded model comes compiled block by block)
     if dist.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -776,7 +799,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     extra = {"training": train_cfg.to_dict(), "config_source": cfgs.source,
              # provenance: where the weights first came from (kept across --resume)
              "init_from_model": (cfgs.saved_init if req.resume else str(cfgs.init) if cfgs.init is not None else None),
-             "dataset_dir": _data_record(specs), "dataset_sha256": data_sums}
+             "dataset_dir": _data_record(specs), "dataset_sha256": data_sums,
+             "eval_dataset_dir": req.eval_dataset_dir and str(req.eval_dataset_dir), "eval_dataset_sha256": eval_sum}
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
         tracker = open_tracker(req.loggers, req.metrics_dir, req.model_name, resume=req.resume,

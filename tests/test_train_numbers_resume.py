@@ -1,0 +1,56 @@
+"""The numbers a resumed run reports: the resume line names an --eval_dataset_dir that is not
+the checkpoint's run's, metrics.json holds only what the run still logs, a resume that finds
+the run complete cuts back a killed run's rows, and an evaluation a stop cut short is the
+resumed run's first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mypt.cli import main
+
+
+def invoke(*args) -> str:
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def dataset(tmp_path: Path, name: str = "ds", salt: int = 0, tokenizer_from: Path | None = None) -> Path:
+    (tmp_path / f"{name}.txt").write_text("".join(f"Line {i} of the text, said the king {i * 3 + salt}.\n"
+                                                  for i in range(400)))
+    invoke("prepare-dataset", "--input_files", tmp_path / f"{name}.txt", "--out_dir", tmp_path / name,
+           "--tokenization", "char", "--tokens_per_shard", "4000", "--workers", "1",
+           *(["--tokenizer_from", tokenizer_from] if tokenizer_from else []))
+    return tmp_path / name
+
+
+def train_args(tmp_path: Path, *extra) -> list:
+    return ["train", "--dataset_dir", tmp_path / "ds", "--model_name", "m", "--checkpoints_dir", tmp_path / "ck",
+            "--config_file", "tiny", "--device", "cpu", "--no_compile", "--batch_size", "2", "--eval_iters", "2",
+            "--eval_interval", "5", "--log_interval", "1", "--metrics_dir", tmp_path / "live", *extra]
+
+
+def summary(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "live" / "metrics.json").read_text())
+
+
+def test_a_resume_names_another_eval_dataset_and_metrics_json_drops_what_it_no_longer_logs(tmp_path):
+    ds = dataset(tmp_path)
+    one = dataset(tmp_path, "e1", 1, tokenizer_from=ds)
+    two = dataset(tmp_path, "e2", 2, tokenizer_from=ds)
+    invoke(*train_args(tmp_path, "--max_iters", "5", "--eval_dataset_dir", one))
+    out = invoke(*train_args(tmp_path, "--max_iters", "10", "--resume", "--eval_dataset_dir", two))
+    resumed = next(line for line in out.splitlines() if line.startswith("resuming"))
+    assert f"--eval_dataset_dir {two} (was {one})" in resumed, resumed
+    out = invoke(*train_args(tmp_path, "--max_iters", "15", "--resume", "--eval_dataset_dir", tmp_path / "e2"))
+    resumed = next(line for line in out.splitlines() if line.startswith("resuming"))
+    assert "eval" not in resumed, resumed  # (the same data: nothing to say)
+    out = invoke(*train_args(tmp_path, "--max_iters", "20", "--resume"))
+    resumed = next(line for line in out.splitlines() if line.startswith("resuming"))
+    assert f"--eval_dataset_dir {two} of the checkpoint's run not given" in resumed, resumed
+    latest = summary(tmp_path)
+    assert latest["step"] == 20 and "val" in latest and "eval_general" not in latest, latest
