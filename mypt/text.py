@@ -46,8 +46,11 @@ _RUN_READ = 1 << 20  # (the most a run's search reads at once)
 # more (fewer are not looked at). A cut leaves BOUNDARY_AHEAD bytes of the repetition after it: PERIOD_TAIL (16)
 # units or more, and past the rule's windows, which see where the run ends.
 _REPEATED = re.compile(rb"(\n[^\n]{0,%d})\1{16,}" % (RUN_LOOK - 1))
-MAX_PERIOD = 16  # (the most units a RunSkip's `period` may return)
-_PAST_PERIOD = BOUNDARY_AHEAD + MAX_PERIOD * RUN_LOOK  # (how far a unit's cut lies past where its repetition is found)
+# How far past where a repetition is found the scan reads at once: its first cut (up to two periods on, of at most
+# MAX_PERIOD units: hf probes no longer ones) and BOUNDARY_AHEAD bytes after it. A longer period's cut is found
+# in a later read.
+MAX_PERIOD = 16
+_PAST_PERIOD = BOUNDARY_AHEAD + 2 * MAX_PERIOD * RUN_LOOK
 
 
 def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: BinaryIO | None = None
