@@ -385,9 +385,11 @@ class LiveMetrics:
         self.directory, self.title = Path(directory), title
         curves = found.curves  # (as checked: each file read once)
         if resume:
-            self._drop_rows_after(curves, found.run[1] if found.run else set(),
-                                  math.inf if resume_step is None else resume_step)
-            if found.killed:
+            dropped = self._drop_rows_after(curves, found.run[1] if found.run else set(),
+                                            math.inf if resume_step is None else resume_step)
+            # (its step and latest values were a dropped row's: a resume that finds the run
+            # complete logs nothing to replace them)
+            if found.killed or dropped:
                 self._rebuild_summary(curves, model, found.run[1])
         self.live = _live(self.directory, resume)
         if model is not None:  # whose curves these are (a run of another model is refused them)
@@ -408,10 +410,11 @@ class LiveMetrics:
                 summary["step"] = max(summary.get("step", 0), points[-1][0])
         atomic_write_text(self.directory / METRICS_JSON, json.dumps(summary, indent=4) + "\n")
 
-    def _drop_rows_after(self, curves: _Curves, names: set[str], step: float) -> None:
+    def _drop_rows_after(self, curves: _Curves, names: set[str], step: float) -> bool:
         """Keep the whole rows of steps up to `step`: a checkpoint of step S is saved after S's
         evaluation and train loss are logged, and a resumed run logs from S + 1 on. A row a kill
-        cut short goes too: dvclive appends after it, and reading it back fails."""
+        cut short goes too: dvclive appends after it, and reading it back fails. Whether any went."""
+        dropped = False
         for name in sorted(names):  # the curves of the run its metrics.json lists: no other file
             path = curves.path(name)
             if not path.is_file() or path.is_symlink() or not curves.header_fits(name):
@@ -422,6 +425,8 @@ class LiveMetrics:
             kept = [lines[0]] + [line for line in lines[1:] if _row_step(line) <= step]
             if len(kept) != len(lines):
                 curves.replace(name, "".join(kept))
+                dropped = True
+        return dropped
 
     def _best_val_from_rows(self, curves: _Curves) -> None:
         """best_val of the summary as the kept val rows say (a dropped row may have held it)."""

@@ -6,6 +6,7 @@ resumed run's first."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -54,3 +55,28 @@ def test_a_resume_names_another_eval_dataset_and_metrics_json_drops_what_it_no_l
     assert f"--eval_dataset_dir {two} of the checkpoint's run not given" in resumed, resumed
     latest = summary(tmp_path)
     assert latest["step"] == 20 and "val" in latest and "eval_general" not in latest, latest
+
+
+def rows(tmp_path: Path, name: str) -> list[int]:
+    lines = (tmp_path / "live" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()[1:]
+    return [int(line.split("\t")[0]) for line in lines]
+
+
+def test_a_resume_that_finds_the_run_complete_cuts_back_a_killed_runs_rows(tmp_path):
+    """A run killed past its last checkpoint (step 10) logged rows to step 15; `--resume
+    --max_iters 10` has nothing to train, and leaves the curves and metrics.json at step 10."""
+    dataset(tmp_path)
+    invoke(*train_args(tmp_path, "--max_iters", "10"))
+    kept = tmp_path / "ck10"
+    shutil.copytree(tmp_path / "ck" / "m", kept)
+    invoke(*train_args(tmp_path, "--max_iters", "15", "--resume"))
+    assert rows(tmp_path, "train_loss")[-1] == 15
+    shutil.rmtree(tmp_path / "ck" / "m")  # (the checkpoint of step 10 back, as a kill before the next save left it)
+    shutil.copytree(kept, tmp_path / "ck" / "m")
+    out = invoke(*train_args(tmp_path, "--max_iters", "10", "--resume"))
+    assert "nothing to do" in out
+    assert rows(tmp_path, "train_loss")[-1] == 10 and rows(tmp_path, "val")[-1] == 10
+    latest = summary(tmp_path)
+    assert latest["step"] == 10 and latest["best_val"] == min(
+        float(line.split("\t")[1]) for line in
+        (tmp_path / "live/plots/metrics/val.tsv").read_text().splitlines()[1:]), latest
