@@ -402,7 +402,11 @@ class _Run:
         the ranks 30 s after its SIGTERM, and an evaluation of a minute would lose the checkpoint.
         The run resumed from it evaluates that step first."""
         cfg, step = self.cfg, self.step
-        if not (step % cfg.eval_interval == 0 or step == cfg.max_iters) or evaluated_at(self.history, step):
+        # (A checkpoint whose evaluation a stop skipped or cut short says so: due at its step
+        # though it is no longer the run's last, with a larger --max_iters.)
+        pending = step == self.start and bool((self.resume_state or {}).get("evaluate_first"))
+        due = step % cfg.eval_interval == 0 or step == cfg.max_iters or pending
+        if not due or evaluated_at(self.history, step):
             return False
         self.doing = f"the evaluation of step {step}"
         # Every rank votes at the same batches, a rank that could not read a batch too (evaluate).
@@ -571,6 +575,8 @@ class _Run:
             extra = {"sampler_ranks": samplers} if self.dist.world_size > 1 else {}
             if self.scaler.is_enabled():
                 extra["scaler"] = self.scaler.state_dict()
+            if self.eval_cut is not None:  # (the evaluation of this step, which --resume then runs first)
+                extra["evaluate_first"] = True
             try:
                 checkpoint.save(self.checkpoint_dir, self.raw, self.tokenizer, self.checkpoint_extra or {},
                                 self.optimizer, {"step": at_step, "sampler": self.sampler_before_batch,

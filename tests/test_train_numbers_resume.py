@@ -6,11 +6,15 @@ resumed run's first."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 from pathlib import Path
 
 from click.testing import CliRunner
 
+import mypt.train
 from mypt.cli import main
 
 
@@ -80,3 +84,26 @@ def test_a_resume_that_finds_the_run_complete_cuts_back_a_killed_runs_rows(tmp_p
     assert latest["step"] == 10 and latest["best_val"] == min(
         float(line.split("\t")[1]) for line in
         (tmp_path / "live/plots/metrics/val.tsv").read_text().splitlines()[1:]), latest
+
+
+def test_an_evaluation_a_stop_cut_short_is_the_resumed_runs_first(tmp_path, monkeypatch):
+    """A SIGTERM during the evaluation of the last step (10) cuts it short and saves step 10; the
+    stop says --resume evaluates it first, and so it does with a larger --max_iters, though 10
+    is then neither the last step nor one of --eval_interval's."""
+    dataset(tmp_path)
+    evaluate_all, calls = mypt.train.evaluate_all, []
+
+    def stopped_in_the_last(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # (steps 0, 7, then 10)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate_all(*args, **kwargs)
+
+    monkeypatch.setattr(mypt.train, "evaluate_all", stopped_in_the_last)
+    r = CliRunner().invoke(main, [str(a) for a in train_args(tmp_path, "--max_iters", "10", "--eval_interval", "7")])
+    assert r.exit_code != 0 and "stopped at step 10 (its evaluation cut short: --resume evaluates it first)" \
+        in r.output, r.output
+    monkeypatch.setattr(mypt.train, "evaluate_all", evaluate_all)
+    out = invoke(*train_args(tmp_path, "--max_iters", "15", "--eval_interval", "7", "--resume"))
+    assert re.findall(r"^step (\d+): val", out, re.M) == ["10", "14", "15"], out
+    assert rows(tmp_path, "val") == [0, 7, 10, 14, 15]
