@@ -134,6 +134,11 @@ def hash_records(lines: list[str], min_chars: int) -> tuple[np.ndarray, Counter]
 HASH_FLUSH_LINES = 1 << 16  # lines a Hashing sink hashes at a time
 
 
+def block_stem(out_dir: Path, index: int) -> Path:
+    """Where Hashing leaves clean block INDEX's records (`.rec`) and its counts (`.json`)."""
+    return out_dir / f"{index:06d}"
+
+
 @dataclass(frozen=True)
 class Hashing:
     """Phase 1 as a sink of the clean step (`clean(..., sink=Hashing(...))`): prepare-dataset
@@ -147,12 +152,12 @@ class Hashing:
     min_chars: int
 
     def __call__(self, index: int, source_file: str) -> "_BlockHashes":
-        return _BlockHashes(self.out_dir / f"{index:06d}", source_file, self.min_chars)
+        return _BlockHashes(block_stem(self.out_dir, index), source_file, self.min_chars)
 
     def discard(self, index: int) -> None:
         """Block INDEX's lines were not written after all (clean dropped a source of blank
         lines): it leaves no records, lines or pieces, as dedup reading the output would see."""
-        stem = self.out_dir / f"{index:06d}"
+        stem = block_stem(self.out_dir, index)
         open(stem.with_suffix(".rec"), "wb").close()
         write_json(stem.with_suffix(".json"), {"file": read_json(stem.with_suffix(".json"))["file"], "lines": 0,
                                                "pieces": [], "stats": {}})
@@ -215,7 +220,9 @@ def _hashed_by_clean(hashed: Path, sources: list[tuple[Path, bool]]
                      ) -> tuple[list[tuple[Path, bool, int, int]], list[int], list[Path], list[int], Counter]:
     """What Hashing left in `hashed`: the blocks to write ((path, is_jsonl, start, end) of each
     piece) and their line counts; the record files, their line counts and the stats."""
-    done = [read_json(p) for p in sorted(Path(hashed).glob("*.json"))]
+    # By index, not the names' order: past 999,999 blocks (4 TB at 4 MiB) the names outgrow their padding.
+    stems = [block_stem(Path(hashed), i) for i in range(len(list(Path(hashed).glob("*.json"))))]
+    done = [read_json(stem.with_suffix(".json")) for stem in stems]
     by_name = {src.name: (src, jsonl) for src, jsonl in sources}
     blocks, counts, ends = [], [], Counter()
     for block in done:
@@ -224,7 +231,7 @@ def _hashed_by_clean(hashed: Path, sources: list[tuple[Path, bool]]
             blocks.append((src, jsonl, ends[src], ends[src] + size))
             counts.append(lines)
             ends[src] += size
-    hash_files = [Path(hashed) / f"{i:06d}.rec" for i in range(len(done))]
+    hash_files = [stem.with_suffix(".rec") for stem in stems]
     stats = merge_counts(Counter(block["stats"]) for block in done)
     return blocks, counts, hash_files, [block["lines"] for block in done], stats
 
