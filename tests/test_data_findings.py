@@ -1,10 +1,12 @@
 """Data preparation's answers to a hostile tester's inputs: shard order past the names' padding,
 JSONL nested past Python's recursion limit, parquet columns named twice or read back as
-string_view, an Arrow file cut at a record batch's end, an input removed during a run, and the
-memory of reading a large token file."""
+string_view, an Arrow file cut at a record batch's end, an input removed during a run, the
+memory of reading a large token file, an input appended from another directory, and dedup's
+block files past their names' padding."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +211,32 @@ def test_append_knows_an_input_by_its_bytes_not_the_directory_its_name_was_recor
     result = run_cli("prepare-dataset", "--input_files", "a.txt", "--append_to", "../dsA", "--workers", "1")
     assert result.exit_code == 0, result.output
     assert [s["name"] for s in read_json(tmp_path / "dsA" / METADATA_FILE)["sources"]] == ["a.txt", "a.txt"]
+
+
+def test_hashed_blocks_past_the_names_padding_are_read_in_block_order(tmp_path, monkeypatch):
+    """Hashing names clean block INDEX's files with 6 digits, and dedup read them back in name
+    order: past 999,999 blocks (4 TB of text) block 1000000 came between 100000 and 100001,
+    paired with another block's records. Names padded to one digit here stand for them (block 10
+    sorts before block 2 as text): the chained dedup still gives the bytes of reading back."""
+    import mypt.steps.dedup as dedup_step
+    from mypt.steps.clean import CleanSettings, clean
+    from mypt.steps.dedup import DedupSettings, Hashing, dedup
+
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 300)  # many clean blocks
+    monkeypatch.setattr(dedup_step, "block_stem", lambda out_dir, index: out_dir / str(index))
+    rng = random.Random(5)
+    pool = [f"a line of the corpus that recurs, number {i}" for i in range(30)]
+    lines = [rng.choice(pool) if rng.random() < 0.6 else f"unique line {i} of text" for i in range(300)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "book.txt").write_text("\n".join(lines) + "\n")
+    settings = CleanSettings(workers=1)
+    clean([str(tmp_path / "in")], tmp_path / "clean", settings)
+    (tmp_path / "hashed").mkdir()
+    clean([str(tmp_path / "in")], tmp_path / "clean_hashed", settings, sink=Hashing(tmp_path / "hashed", 24))
+    assert (tmp_path / "hashed" / "12.json").is_file()
+    read_back = dedup(tmp_path / "clean", tmp_path / "dedup", DedupSettings(workers=1))
+    chained = dedup(tmp_path / "clean_hashed", tmp_path / "dedup_chained", DedupSettings(workers=1),
+                    hashed=tmp_path / "hashed")
+    assert chained == read_back and read_back["stats"]["dedup"]["duplicate_lines_dropped"] > 50
+    for s in read_back["sources"]:
+        assert (tmp_path / "dedup_chained" / s["file"]).read_bytes() == (tmp_path / "dedup" / s["file"]).read_bytes()

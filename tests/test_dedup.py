@@ -168,31 +168,3 @@ def test_a_txt_input_that_dedup_removes_whole_counts_as_emptied_and_is_named(tmp
     clean(["a.txt", "b0.txt", "c.txt"], tmp_path / "clean", CleanSettings(workers=1))
     assert dedup(tmp_path / "clean", tmp_path / "dedup", DedupSettings(workers=1))["stats"]["dedup"][
         "documents_emptied"] == 1
-
-
-def test_hashed_blocks_past_the_names_padding_are_read_in_block_order(tmp_path, monkeypatch):
-    """Hashing names clean block INDEX's files with 6 digits, and dedup read them back in name
-    order: past 999,999 blocks (4 TB of text) block 1000000 came between 100000 and 100001,
-    paired with another block's records. Names padded to one digit here stand for them (block 10
-    sorts before block 2 as text): the chained dedup still gives the bytes of reading back."""
-    import mypt.steps.dedup as dedup_step
-    import mypt.text
-
-    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 300)  # many clean blocks
-    monkeypatch.setattr(dedup_step, "block_stem", lambda out_dir, index: out_dir / str(index))
-    rng = random.Random(5)
-    pool = [f"a line of the corpus that recurs, number {i}" for i in range(30)]
-    lines = [rng.choice(pool) if rng.random() < 0.6 else f"unique line {i} of text" for i in range(300)]
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "book.txt").write_text("\n".join(lines) + "\n")
-    settings = CleanSettings(workers=1)
-    clean([str(tmp_path / "in")], tmp_path / "clean", settings)
-    (tmp_path / "hashed").mkdir()
-    clean([str(tmp_path / "in")], tmp_path / "clean_hashed", settings, sink=Hashing(tmp_path / "hashed", 24))
-    assert (tmp_path / "hashed" / "12.json").is_file()
-    read_back = dedup(tmp_path / "clean", tmp_path / "dedup", DedupSettings(workers=1))
-    chained = dedup(tmp_path / "clean_hashed", tmp_path / "dedup_chained", DedupSettings(workers=1),
-                    hashed=tmp_path / "hashed")
-    assert chained == read_back and read_back["stats"]["dedup"]["duplicate_lines_dropped"] > 50
-    for s in read_back["sources"]:
-        assert (tmp_path / "dedup_chained" / s["file"]).read_bytes() == (tmp_path / "dedup" / s["file"]).read_bytes()
