@@ -361,9 +361,11 @@ class _Run:
         except DATA_ERRORS as e:
             self.failed = e  # (acted on at the top of the first step, before x is used)
         self.tokens = trained_tokens(state, self.tokens_per_iter)
-        # The training time since the last progress line, and its steps: tok/s counts neither the
-        # evaluations and saves between steps nor, after --resume, steps this run did not train.
-        self.timed_seconds, self.timed_steps, self.last_step_s = 0.0, 0, 0.0
+        # The time since the last progress line, its steps, and the evaluations' and saves' share
+        # of it: ms/iter and tok/s count all of a step's cost (its votes between steps, the last
+        # line's print and loggers: ~5 ms a step under gloo, half a tiny model's step) but those,
+        # nor, after --resume, steps this run did not train.
+        self.t_mark, self.timed_steps, self.untimed_s, self.last_step_s = time.perf_counter(), 0, 0.0, 0.0
         self.start = self.step
 
     def _log_start(self) -> None:
@@ -409,6 +411,14 @@ class _Run:
         if not due or evaluated_at(self.history, step):
             return False
         self.doing = f"the evaluation of step {step}"
+        started = time.perf_counter()
+        try:
+            return self._evaluate(signals)
+        finally:
+            self.untimed_s += time.perf_counter() - started
+
+    def _evaluate(self, signals: StopSignals) -> bool:
+        cfg, step = self.cfg, self.step
         # Every rank votes at the same batches, a rank that could not read a batch too (evaluate).
         stop = lambda failed=False: any(any_rank([signals.received is not None, failed], self.cpu_group))  # noqa: E731
         if stop():
@@ -512,7 +522,6 @@ class _Run:
         self.history.append({"step": self.step, "train_loss": loss_now})
         self.tokens += self.tokens_per_iter
         self.last_step_s = time.perf_counter() - started
-        self.timed_seconds += self.last_step_s
         self.timed_steps += 1
         if self.step % cfg.log_interval == 0:
             self._log_progress(loss_now, lr)
@@ -548,8 +557,9 @@ class _Run:
         return torch.stack(checked).tolist()
 
     def _log_progress(self, loss_now: float, lr: float) -> None:
-        dt = self.timed_seconds / self.timed_steps
-        self.timed_seconds, self.timed_steps = 0.0, 0
+        now = time.perf_counter()
+        dt = (now - self.t_mark - self.untimed_s) / self.timed_steps
+        self.t_mark, self.timed_steps, self.untimed_s = now, 0, 0.0  # (this line's own cost: the next one's)
         tok_s = self.tokens_per_iter / dt
         used = f", MFU {mfu(self.raw.flops_per_token(), tok_s, self.dist.world_size):.1%}" \
             if self.device.type == "cuda" else ""
@@ -566,7 +576,13 @@ class _Run:
     def save(self, at_step: int) -> None:
         """A checkpoint of the state at `at_step` (rank 0 writes it; every rank calls this together).
         A write that fails on any rank raises on every rank (see _agree_saved)."""
-        started = time.monotonic()
+        started, timer = time.monotonic(), time.perf_counter()
+        try:
+            self._save(at_step, started)
+        finally:
+            self.untimed_s += time.perf_counter() - timer
+
+    def _save(self, at_step: int, started: float) -> None:
         samplers = all_ranks(self.sampler_before_batch, self.cpu_group)
         rngs = all_ranks(checkpoint.rng_state(self.device), self.cpu_group) if self.dist.world_size > 1 else None
         error = None

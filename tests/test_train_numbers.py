@@ -1,6 +1,6 @@
 """The numbers a training run reports: a step's loss with gradient accumulation is the mean over
-its micro-steps; ms/iter and tok/s count only the steps trained (not the evaluations and saves
-between them, nor, after --resume, steps the run did not train); the train stage's tokens add
+its micro-steps; ms/iter and tok/s count all the steps trained cost but the evaluations and saves
+between them (nor, after --resume, steps the run did not train); the train stage's tokens add
 every step at its own batch; a resume names the settings its flags change and the learning rate
 they move."""
 
@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import run
 
+import mypt.tracking
 import mypt.train
 from mypt.cli import main
 from mypt.model import GPT
@@ -275,8 +276,8 @@ def test_wsd_holds_the_peak_then_decays_linearly_to_zero_at_max_iters(tmp_path):
     assert "warning: steps 4 to 5 train at learning rate 0 (min_lr 0, wsd's default, reached at lr_decay_iters 4)" \
         in zero, zero
     warm = invoke(*train_args(tmp_path, "--max_iters", "4", "--model_name", "w", "--lr_schedule", "wsd",
-                              "--lr_decay_iters", "2", "--warmup_iters", "4"))
-    assert "train at learning rate 0" not in warm  # (the warmup, to step 4, comes before the decay)
+                              "--lr_decay_iters", "4", "--warmup_iters", "4"))
+    assert "train at learning rate 0" not in warm  # (the warmup, to step 4, comes before the decay: min_lr at 4)
     config_file = tmp_path / "ck/c/config.json"
     config = json.loads(config_file.read_text())
     for key in ("lr_schedule", "decay_fraction"):
@@ -286,3 +287,26 @@ def test_wsd_holds_the_peak_then_decays_linearly_to_zero_at_max_iters(tmp_path):
                              "--lr_schedule", "wsd", "--warmup_iters", "1", "--resume"))
     line = next(line for line in out.splitlines() if line.startswith("resuming c"))
     assert "lr_schedule 'wsd' (was 'cosine')" in line and "the learning rate at step 2 is " in line, line
+
+
+def test_ms_per_iter_counts_the_votes_between_steps_and_the_progress_lines_own_cost(tmp_path, monkeypatch):
+    """ms/iter and tok/s are a step's whole cost but the evaluations and saves: the ranks' vote
+    between steps (an all_reduce each step under torchrun) and the last line's print and loggers
+    count (each made 50 ms slower here: every line after the first has both, the first the vote)."""
+    dataset(tmp_path)
+    any_rank, call = mypt.train.any_rank, mypt.tracking.LiveMetrics.__call__
+
+    def slow_vote(*args, **kwargs):
+        time.sleep(0.05)
+        return any_rank(*args, **kwargs)
+
+    def slow_logger(self, step, values):
+        time.sleep(0.05)
+        return call(self, step, values)
+
+    monkeypatch.setattr(mypt.train, "any_rank", slow_vote)
+    monkeypatch.setattr(mypt.tracking.LiveMetrics, "__call__", slow_logger)
+    out = invoke(*train_args(tmp_path, "--max_iters", "4", "--eval_interval", "4", "--log_interval", "1",
+                             "--metrics_dir", tmp_path / "live"))
+    ms = [int(x) for x in re.findall(r"^iter \d+: .*, (\d+) ms/iter", out, re.M)]
+    assert len(ms) == 4 and ms[0] >= 50 and min(ms[1:]) >= 100, out
