@@ -24,6 +24,7 @@ import json
 import numbers
 import os
 import reprlib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,10 +86,11 @@ def loader_config(config, who: str = "GPTDataLoader", device: str = "cpu") -> Tr
     names: the training settings it holds (batch_size, max_iters, learning_rate ...), block_size
     and rank; its device, `device` when it has none. Read whole: fit trains with it, and a
     max_iters=100 it holds must not train the default 5000 steps. Refused: a GPTConfig (the
-    model's settings: no batch size), a name that is neither a training setting nor the
-    model's (`lr`, `max_iter`: fit would train without it), and a value that holds no names (a
-    str, a number, a list: read as the defaults). `who`: whose config it is (fit's too), for
-    the messages."""
+    model's settings: no batch size), a mapping's name that is neither a training setting nor
+    the model's (`lr`, `max_iter`: written as settings, fit would train without it), and a value
+    that holds no names (a str, a number, a list: read as the defaults). An object's other names
+    are its own (a nanoGPT-style script's out_dir, wandb_log): left out, said once in a warning.
+    `who`: whose config it is (fit's too), for the messages."""
     if isinstance(config, TrainConfig):
         return config
     if isinstance(config, GPTConfig):
@@ -106,10 +108,15 @@ def loader_config(config, who: str = "GPTDataLoader", device: str = "cpu") -> Tr
     unknown = sorted(set(values) - set(known) - set(GPTConfig.field_names()))
     if unknown:
         near = [f"{n} -> {m[0]}" for n in unknown if (m := difflib.get_close_matches(n, known, n=1))]
-        raise ConfigError(f"{what} holds {unknown}, which no training setting is" + (f" (did you mean "
-                          f"{', '.join(near)}?)" if near else "") + ": GPT.fit would train without "
-                          f"{'them' if len(unknown) > 1 else 'it'}; pass a TrainConfig, or settings named as its "
-                          "fields (TrainConfig.field_names()), block_size and rank")
+        said = (f"{what} holds {unknown}, which no training setting is" + (f" (did you mean {', '.join(near)}?)"
+                                                                          if near else ""))
+        if not isinstance(config, Mapping):
+            warnings.warn(f"{said}: left out (GPT.fit trains without {'them' if len(unknown) > 1 else 'it'})",
+                          stacklevel=3)
+        else:
+            raise ConfigError(f"{said}: GPT.fit would train without {'them' if len(unknown) > 1 else 'it'}; pass a "
+                              "TrainConfig, or settings named as its fields (TrainConfig.field_names()), block_size "
+                              "and rank")
     settings = {k: v for k, v in values.items() if k in TrainConfig.field_names()}
     if isinstance(settings.get("batch_size"), int):
         _check_batch_size(settings["batch_size"])
@@ -181,7 +188,10 @@ class GPTDataLoader:
         if self.block_size < 1:
             raise ConfigError(f"GPTDataLoader: block_size must be at least 1 (the tokens of each sequence), got "
                               f"{block_size}")
-        self.device = resolve_device(getattr(config, "device", None) or "cpu")
+        try:
+            self.device = resolve_device(getattr(config, "device", None) or "cpu")
+        except ConfigError as e:  # (said as the config's setting, not as mypt train's flag)
+            raise ConfigError(f"GPTDataLoader's config: {e}".replace("--device ", "device=")) from None
         self.seed = int(getattr(config, "seed", 1337))
         self.rank = int(getattr(config, "rank", 0))
         self.tokenizer = tokenizer

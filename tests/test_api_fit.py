@@ -167,3 +167,32 @@ def test_a_loader_built_from_a_dict_or_an_object_trains_with_the_settings_it_hol
     with pytest.raises(ConfigError, match=r"config is a GPTConfig, the model's settings: pass the training settings.*"
                                           r"TrainConfig\(batch_size=12\).*block_size=model.config.block_size"):
         GPTDataLoader(tiny_model(tok).config, tok, tokens=tok.encode_array(TEXT))
+
+
+def test_a_scripts_config_object_trains_with_its_other_names_said_once_and_left_out():
+    """A plain object (a nanoGPT-style script's argparse.Namespace) holds the script's own names
+    beside the settings (out_dir, wandb_log): read for the settings it has, the others said in
+    one warning (a mapping's are refused: it is written as settings). A device it names that
+    this machine lacks is said as the config's setting, not as mypt train's --device flag."""
+    import argparse
+    import warnings
+    from types import SimpleNamespace
+    from unittest import mock
+
+    from mypt.data import GPTDataLoader
+    from test_train_paths import BLOCK, TEXT
+
+    tok = tokenizer()
+    script = argparse.Namespace(batch_size=3, block_size=BLOCK, max_iters=2, eval_interval=2, eval_iters=1,
+                                out_dir="out", wandb_log=False)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        data = GPTDataLoader(script, tok, tokens=tok.encode_array(TEXT))
+    assert [str(w.message) for w in said] == ["GPTDataLoader's config (a Namespace) holds ['out_dir', 'wandb_log'], "
+                                              "which no training setting is: left out (GPT.fit trains without them)"]
+    assert tiny_model(tok).fit(data, log=lambda line: None)["step"] == 2
+    with mock.patch("torch.cuda.is_available", return_value=False), \
+            pytest.raises(ConfigError, match=r"^GPTDataLoader's config: device=cuda: no CUDA GPU is usable here .*; use "
+                                             r"device=cpu, or auto$"):
+        GPTDataLoader(SimpleNamespace(batch_size=3, block_size=BLOCK, device="cuda"), tok,
+                      tokens=tok.encode_array(TEXT))
