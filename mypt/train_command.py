@@ -323,12 +323,14 @@ def _eval_data_changed(saved_config: dict, now: Path | None, now_sum: str | None
             + ": eval_general measures other data from here, under the same name")
 
 
-def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int, saved_dropout: float, dropout: float) -> str:
+def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int, saved_dropout: float, dropout: float,
+                       new_ranks: range = range(0)) -> str:
     """What the resume line adds when flags changed the checkpoint's training settings (a
     resume continues with the flags given over the saved ones), or its model's dropout (the one
     model setting a resume may change): each setting with its saved value, and where the
     learning-rate schedule moved, the rate at this step under each (a larger --max_iters
-    stretches the cosine: the rate goes back up; wsd's stays while at its peak)."""
+    stretches the cosine: the rate goes back up; wsd's stays while at its peak). `new_ranks`:
+    the ranks the checkpoint's run did not have (a resume on more processes)."""
     now = cfg.to_dict()
     # A setting the checkpoint lacks (an older mypt's, before the setting existed) had its default.
     saved = {**TrainConfig().to_dict(), **saved}
@@ -337,8 +339,12 @@ def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int, saved_dropout: 
     if not shown:
         return ""
     values = {**now, "dropout": dropout}
-    # The seed only starts a run: a resumed one draws on from the checkpoint's random state.
-    inert = {"seed": "; no effect: a resume continues the checkpoint's random state"}
+    # The seed starts a run's streams: a resumed one draws on from the checkpoint's random state,
+    # but for a rank it did not save, whose windows and dropout start from the seed (train._joining_seed).
+    span = "" if not new_ranks else f"rank {new_ranks[0]}" if len(new_ranks) == 1 \
+        else f"ranks {new_ranks[0]}-{new_ranks[-1]}"
+    inert = {"seed": f"; it seeds only {span}, new to this resume: the others continue the checkpoint's random "
+                     "state" if new_ranks else "; no effect: a resume continues the checkpoint's random state"}
     line = "; settings changed from the checkpoint's run: " + ", ".join(
         f"{k} {values[k]!r} (was {v!r}{inert.get(k, '')})" for k, v in shown.items())
     if {"batch_size", "eval_iters"} & set(changed):  # (val is eval_iters fixed batches of batch_size windows)
@@ -354,6 +360,13 @@ def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int, saved_dropout: 
     if cfg.optimizer == "muon" and not math.isclose(muon_lr(before, old), muon_lr(after, cfg), rel_tol=1e-9):
         line += f", Muon's {muon_lr(after, cfg):.3g} (the checkpoint's schedule: {muon_lr(before, old):.3g})"
     return line
+
+
+def _new_ranks(state: dict, dist: Dist) -> range:
+    """The ranks a resumed run has that its checkpoint's did not (their streams start from the
+    seed: train._Run.restore); none where the checkpoint saved no window stream."""
+    saved = state.get("sampler_ranks") or ([state["sampler"]] if "sampler" in state else [])
+    return range(len(saved), dist.world_size) if saved else range(0)
 
 
 def _complete(req: RunSettings, resume_state: dict, tokens_per_iter: int, dist: Dist,
@@ -789,7 +802,8 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
         log(f"resuming {req.model_name} from step {resume_state['step']}"
             + _changed_on_resume(saved_training, train_cfg, resume_state["step"],
                                  saved_config.get("model", {}).get("dropout", model.config.dropout),
-                                 model.config.dropout)
+                                 model.config.dropout,
+                                 _new_ranks(resume_state, dist))
             + _data_changed(saved_config.get("dataset_dir"), _data_record(specs), saved_config.get("dataset_sha256"),
                             data_sums, specs)
             + _eval_data_changed(saved_config, req.eval_dataset_dir, eval_sum))

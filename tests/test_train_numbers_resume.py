@@ -10,9 +10,12 @@ import os
 import re
 import shutil
 import signal
+import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from conftest import run
 
 import mypt.train
 from mypt.cli import main
@@ -107,3 +110,18 @@ def test_an_evaluation_a_stop_cut_short_is_the_resumed_runs_first(tmp_path, monk
     out = invoke(*train_args(tmp_path, "--max_iters", "15", "--eval_interval", "7", "--resume"))
     assert re.findall(r"^step (\d+): val", out, re.M) == ["10", "14", "15"], out
     assert rows(tmp_path, "val") == [0, 7, 10, 14, 15]
+
+
+@pytest.mark.slow
+def test_a_resume_on_more_processes_says_the_seed_starts_the_new_ranks_streams(tmp_path):
+    """--seed on a resume seeds the ranks the checkpoint did not save (their windows and dropout):
+    onto two processes from one, rank 1's, which the resume line says (it said 'no effect')."""
+    dataset(tmp_path)
+    args = [str(a) for a in train_args(tmp_path, "--max_iters", "2", "--dropout", "0.1")]
+    invoke(*args)
+    done = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                "mypt.cli", *args[:args.index("--max_iters")], "--max_iters", "4", "--dropout", "0.1", "--seed", "7",
+                "--resume"], tmp_path, timeout=300)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("resuming m"))
+    assert "seed 7 (was 1337; it seeds only rank 1, new to this resume: the others continue the checkpoint's " \
+           "random state)" in line, line
