@@ -20,7 +20,7 @@ from mypt.evaluate import evaluate_dataset, whole_windows
 from mypt.model import load_model
 from mypt.shards import dataset_tokenizer
 from mypt.tokenizer_match import check_tokenizer, prepare_again
-from mypt.verify import check_checksums
+from mypt.verify import check_split
 
 
 def parse_datasets(specs: list[str]) -> dict[str, Path]:
@@ -48,11 +48,11 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
         theirs[name] = dataset_tokenizer(directory)
         check_tokenizer(tokenizer, theirs[name], f"the model {path}", f"--dataset {name}={directory}",
                         prepare_again(path))
-        # The val shards' bytes are those prepared (the loader checks only their sizes, training's
-        # start-up check): one read of the split, hashed at about 1 GB/s (1.1 on a shared 2-core
-        # CPU), where scoring its tokens takes a model far longer (a --max_tokens far below the
-        # split's size makes the read the larger part).
-        check_checksums(directory, "val")
+        # The val shards' bytes are those prepared and their ids the tokenizer's (the loader checks
+        # only their sizes at start-up, and the ids of the windows it reads): one read of the split,
+        # hashed at about 1 GB/s (1.1 on a shared 2-core CPU), where scoring its tokens takes a model
+        # far longer (a --max_tokens far below the split's size makes the read the larger part).
+        check_split(directory, "val", theirs[name].vocab_size)
     results = {}
     for name, directory in datasets.items():
         results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens, tokenizer=theirs[name])

@@ -106,30 +106,20 @@ def verify_dataset(dataset_dir: Path, strict: bool = False) -> Report:
     return report
 
 
-def check_checksums(dataset_dir: Path, split: str) -> None:
-    """Raise ShardError for the first shard of `split` whose bytes are not those dataset_dir's
-    metadata records (its token count, then its sha256): mypt eval's check before it scores a
-    split, whose loss on other bytes would be a number about other data. Costs one read of the
-    split, as verify-dataset's (its id check is left to the pass, which reads every id). A
-    dataset without metadata, or a shard it lists without a sha256 (an older mypt's), has nothing
-    to check against."""
+def check_split(dataset_dir: Path, split: str, vocab_size: int) -> None:
+    """Raise ShardError naming the first problem verify-dataset finds in the shards `split` lists
+    (a missing file, another token count, another sha256, an id >= vocab_size): mypt eval's check
+    before it scores a split, whose loss on other bytes would be a number about other data. One
+    read of the split, verify-dataset's. A dataset without metadata has nothing to check against."""
     d = Path(dataset_dir)
     if not (d / METADATA_FILE).is_file():
         return
-    entries = [e for e in listed_entries(read_metadata(d), split) if e.get("sha256")]
-    hint = (f"HINT: run `mypt verify-dataset {d}`; restore the file (from a backup or `dvc pull`) or prepare the "
-            "dataset again")
-    with progress(sum(e["tokens"] for e in entries), f"sha256 {split}", unit="tok") as bar:
-        for e in entries:
-            path = d / e["file"]
-            if not path.exists():
-                raise ShardError(f"{listed_but_missing(path, e['tokens'])}; {hint}")
-            size = shard_stat(path).st_size
-            if size != e["tokens"] * TOKEN_BYTES:
-                raise ShardError(f"{other_token_count(path, size // TOKEN_BYTES, e['tokens'])}; {hint}")
-            sha = _scan(path, None, True, bar)[0]
-            if sha != e["sha256"]:
-                raise ShardError(f"{_sha_differs(path, sha, e['sha256'])}; {hint}")
+    report = Report(d)
+    _check_files(_listed(d, listed_entries(read_metadata(d), split), report, {}), vocab_size, False, report)
+    if report.problems:
+        more = len(report.problems) - 1
+        raise ShardError(f"{report.problems[0]}{f' (and {more} more)' * bool(more)}; HINT: run `mypt verify-dataset "
+                         f"{d}`; restore the file (from a backup or `dvc pull`) or prepare the dataset again")
 
 
 def _sha_differs(path: Path, sha: str, recorded: str) -> str:
@@ -176,13 +166,7 @@ def _expected(d: Path, meta: dict | None, report: Report) -> dict[Path, tuple[in
             report.problems.append(f"{d / METADATA_FILE}: no {split} section: its shards cannot be verified")
             continue
         entries = meta[split]["shards"]
-        for e in entries:
-            path = d / e["file"]
-            if not path.exists():
-                report.problems.append(listed_but_missing(path, e["tokens"]))
-                expected.pop(path, None)
-            else:
-                expected[path] = (e["tokens"], e.get("sha256"))
+        _listed(d, entries, report, expected)
         listed = sum(e["tokens"] for e in entries)
         if meta[split].get("tokens") != listed:
             report.problems.append(f"{d / METADATA_FILE}: {split}.tokens is {meta[split].get('tokens')!r} but its "
@@ -200,6 +184,20 @@ def _expected(d: Path, meta: dict | None, report: Report) -> dict[Path, tuple[in
         report.warnings += [f"{d / e['file']}: no sha256 in {METADATA_FILE}, where other shards have one (an older "
                             "mypt's shard, appended to since, or an edit by hand): its bytes cannot be verified"
                             for e in entries if not e.get("sha256")]
+    return expected
+
+
+def _listed(d: Path, entries: list[dict], report: Report,
+            expected: dict[Path, tuple[int, str | None] | None]) -> dict[Path, tuple[int, str | None] | None]:
+    """`expected` with each listed shard's (tokens, sha256 or None); a listed shard that is missing
+    is a problem, and not read."""
+    for e in entries:
+        path = d / e["file"]
+        if not path.exists():
+            report.problems.append(listed_but_missing(path, e["tokens"]))
+            expected.pop(path, None)  # (a dangling link: listed by the directory, nothing to read)
+        else:
+            expected[path] = (e["tokens"], e.get("sha256"))
     return expected
 
 

@@ -491,3 +491,29 @@ def test_evaluate_dataset_refuses_what_would_give_a_loss_about_nothing(world):
         evaluate_dataset(str(world / "ck" / "m"), world / "ds")
     train = evaluate_dataset(model, world / "ds", split="train", max_tokens=64, tokenizer=tok)
     assert train["tokens"] == 64 and train["loss"] > 0
+
+
+def test_eval_refuses_a_val_shard_with_an_id_outside_the_vocabulary_before_scoring_any(w):
+    """A val shard whose bytes match its sha256 but hold an id the tokenizer does not give (a
+    dataset's metadata edited to match, or one from elsewhere) is refused by the check that reads
+    the split before any dataset is scored, verify-dataset's id check on the same read; the pass
+    found it only where it read it, after scoring the datasets before."""
+    import hashlib
+
+    import numpy as np
+
+    shutil.copytree(w / "ds", w / "bad")
+    [shard] = (w / "bad" / "val").glob("shard_*.bin")
+    tokens = np.fromfile(shard, dtype="<u4")
+    tokens[-1] = 10**6
+    tokens.tofile(shard)
+    meta_path = w / "bad" / "dataset_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    [entry] = meta["val"]["shards"]
+    entry["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+    result = invoke("eval", "--model_name", "ck/m", "--dataset", "ds", "--dataset", "bad", "--device", "cpu")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"{Path('bad') / 'val' / shard.name}: 1 token id(s) >= vocab_size" in result.output and \
+        "first: id 1000000" in result.output and "mypt verify-dataset bad" in result.output, result.output
+    assert "ds: loss" not in result.output, result.output
