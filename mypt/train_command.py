@@ -82,21 +82,23 @@ def _tokenizer_for(req: RunSettings, specs: list[DatasetSpec], log: Callable[[st
 
 
 def run_training(req: RunSettings, overrides: dict | None = None, log: Callable[[str], None] = print,
-                 read_text: ReadText | None = None) -> dict:
+                 read_text: ReadText | None = None, refuse_unfinished_init: bool = False) -> dict:
     """Build everything `mypt train` needs from `req`, then fit. `overrides`: model and
     training settings from flags (they win over the config file's). `read_text`: how
     --input_file is read (mypt.input_text.read_input_text); without it --input_file is refused.
+    `refuse_unfinished_init`: a new run from a checkpoint whose run stopped short of its
+    max_iters is refused (the adapt stage's), not only warned of (see _unfinished_init).
     Returns fit's result. Under torchrun, a rank that fails before the process group forms
     tells the others, which stop with its error instead of waiting for it."""
     try:
-        return _checked_run(req, overrides, log, read_text)
+        return _checked_run(req, overrides, log, read_text, refuse_unfinished_init)
     except Exception as e:
         tell_ranks_start_failed(e)
         raise
 
 
 def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], None],
-                 read_text: ReadText | None) -> dict:
+                 read_text: ReadText | None, refuse_unfinished_init: bool) -> dict:
     if bool(req.dataset_dir) == (req.input_file is not None):
         raise ConfigError("give exactly one of --dataset_dir (a prepared dataset, or several for a mixture) or "
                           "--input_file (one text file)" + _resumed_data_hint(req))
@@ -135,7 +137,7 @@ def _checked_run(req: RunSettings, overrides: dict | None, log: Callable[[str], 
                 locks.enter_context(output_lock(Path(req.metrics_dir), "--metrics_dir"))
                 found = check_metrics_dir(req.metrics_dir, checkpoint_dir=ckpt_dir, dvclive="dvclive" in req.loggers,
                                           resume=req.resume, model=req.model_name, loggers=req.loggers)
-        return _run_training(req, specs, ckpt_dir, overrides, log, read_text, found)
+        return _run_training(req, specs, ckpt_dir, overrides, log, read_text, found, refuse_unfinished_init)
 
 
 def _auto_resumed(req: RunSettings, ckpt_dir: Path, log: Callable[[str], None]) -> RunSettings:
@@ -568,6 +570,25 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
                        for k, (_, ckpt) in differ.items()))
 
 
+def _unfinished_init(req: RunSettings, cfgs: _Configs) -> str | None:
+    """What a new run from a mypt checkpoint (--init_from_model) says of one whose run stopped
+    short of its max_iters (Ctrl-C, SIGTERM, a crash after a periodic save, or a run still
+    training), or None: the adapt stage adapted such a half-trained base, saying only `init from
+    checkpoints/base (step 21)`. A resume continues its own run, whose start was checked; what
+    cannot be read (no training state, a damaged one) is the weights' load to judge."""
+    if cfgs.init is None or cfgs.hf or req.resume:
+        return None
+    planned = cfgs.saved.get("training", {}).get("max_iters") if isinstance(cfgs.saved, dict) else None
+    try:
+        step = checkpoint.read_training_state(cfgs.init, cfgs.saved).get("step")
+    except (CheckpointError, OSError):
+        return None
+    if not (isinstance(step, int) and isinstance(planned, int) and step < planned):
+        return None
+    return (f"--init_from_model {req.init_from_model}: trained to step {step} of the {planned} its run planned "
+            f"(--max_iters in {cfgs.init / checkpoint.CONFIG_FILE}): that run stopped early, or still trains")
+
+
 def init_line(init: Path, hf: bool, rows: int | None, vocab_size: int) -> str:
     """What a new run from other weights (--init_from_model) says of them: the directory, for a
     Hugging Face one the rows of a padded vocabulary left out (`rows` its config's, `vocab_size`
@@ -617,7 +638,8 @@ def _build_loaders(req: RunSettings, specs: list[DatasetSpec], tokenizer: Tokeni
 
 
 def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, overrides: dict | None,
-                  log: Callable[[str], None], read_text: ReadText | None, found: MetricsDir | None) -> dict:
+                  log: Callable[[str], None], read_text: ReadText | None, found: MetricsDir | None,
+                  refuse_unfinished_init: bool) -> dict:
     # A trained model is the user's work: replaced only when asked (also one a killed save left
     # as .NAME.old: put back first). Every rank checks before setup_distributed, so none can
     # have saved yet.
@@ -633,8 +655,15 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")
     tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None), read_text)
     cfgs = _resolve_configs(req, tokenizer, overrides, ckpt_dir)
+    unfinished = _unfinished_init(req, cfgs)
+    if unfinished and refuse_unfinished_init:
+        raise ConfigError(f"{unfinished}. Finish it first: `dvc repro train` for the pipeline's base (DVC trains it "
+                          "again), or its own command again with --resume (`mypt train --model_name NAME ... "
+                          "--resume`, then `dvc commit` its stage); or pass --allow_unfinished_init (params.yaml: "
+                          "`allow_unfinished_init: true` in this stage's section) to start from it as it is")
     if _rank0():
-        for line in [*unused_flags(overrides or {}, cfgs), restart_warning()]:
+        for line in [*unused_flags(overrides or {}, cfgs), restart_warning(),
+                     unfinished and f"warning: {unfinished}: this run starts from its weights as they are"]:
             if line:
                 log(line)
     data_sums = _data_sums(specs)  # (recorded in every save; compared on resume and between ranks)
@@ -836,9 +865,10 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
             torch.distributed.destroy_process_group()
 
 
-def run_from_flags(flags: dict, log: Callable[[str], None] = print, read_text: ReadText | None = None) -> dict:
+def run_from_flags(flags: dict, log: Callable[[str], None] = print, read_text: ReadText | None = None,
+                   refuse_unfinished_init: bool = False) -> dict:
     """`mypt train` and the train stage: parsed flags -> the request and the setting
     overrides -> run_training."""
     request = RunSettings.from_flags(flags)
     overrides = {k: v for k, v in flags.items() if k not in RunSettings.field_names()}
-    return run_training(request, overrides, log, read_text)
+    return run_training(request, overrides, log, read_text, refuse_unfinished_init)

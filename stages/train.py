@@ -1,7 +1,6 @@
 """Stage train (and adapt): mypt train; --metrics_dir gets the run's dvclive metrics and
 loss plots while it trains, --metrics the run's headline numbers when it ends."""
 
-import json
 import os
 import sys
 import time
@@ -30,13 +29,11 @@ def main(metrics, allow_unfinished_init, **flags):
     """Train MODEL_NAME with all of `mypt train`'s flags."""
     started = time.monotonic()
     with gc_paused():  # until the run is built (torch's imports, the checks' first): see mypt.gc_pause
-        if not allow_unfinished_init:
-            _check_init_finished(flags)
         if metrics is not None:
             _check_metrics_path(metrics, flags)
         from mypt.train_command import run_from_flags
 
-        result = run_from_flags(flags, log=click.echo)
+        result = run_from_flags(flags, log=click.echo, refuse_unfinished_init=not allow_unfinished_init)
     if metrics is not None and int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes
         _write_metrics(metrics, result, time.monotonic() - started)
 
@@ -70,33 +67,6 @@ def _init_dir(flags: dict) -> Path:
 
     init = flags["init_from_model"]
     return hf_dir(init) or (Path(init) if Path(init).is_dir() else Path(flags["checkpoints_dir"]) / init)
-
-
-def _check_init_finished(flags: dict) -> None:
-    """An --init_from_model checkpoint of mypt's must be trained to its run's --max_iters. The
-    adapt stage starts from the base's checkpoint, which a base run stopped early (Ctrl-C, SIGTERM,
-    a crash after a periodic save) leaves in the workspace: `dvc repro -s adapt`, or the stage run
-    by hand, adapted a half-trained base, saying only `init from checkpoints/base (step 21)`. A
-    resume continues its own run, whose start was checked. What cannot be read here (no training
-    state, a damaged file, a Hugging Face model) is the run's own load to judge and say."""
-    if not flags.get("init_from_model") or flags.get("resume") or flags.get("auto_resume"):
-        return
-    init = _init_dir(flags)
-    try:
-        planned = json.loads((init / "config.json").read_text(encoding="utf-8"))["training"]["max_iters"]
-        step = json.loads((init / "training_state.json").read_text(encoding="utf-8"))["step"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if isinstance(step, int) and isinstance(planned, int) and step < planned:
-        from mypt.errors import ConfigError
-
-        raise ConfigError(
-            f"--init_from_model {flags['init_from_model']}: trained to step {step} of the {planned} its run planned "
-            f"(--max_iters in {init / 'config.json'}): that run stopped early, or still trains. Finish it first: "
-            "`dvc repro train` for the pipeline's base (DVC trains it again), or its own command again with "
-            "--resume (`mypt train --model_name NAME ... --resume`, then `dvc commit` its stage); or pass "
-            "--allow_unfinished_init (params.yaml: `allow_unfinished_init: true` in this stage's section) to "
-            "start from it as it is")
 
 
 def _write_metrics(path: Path, result: dict, seconds: float) -> None:

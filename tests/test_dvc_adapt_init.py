@@ -65,3 +65,30 @@ def test_params_yaml_allows_it_in_the_adapt_section(tmp_path, monkeypatch, allow
     _, cmds = rendered(tmp_path, lambda p: p["adapt"].update(allow_unfinished_init=allow))
     monkeypatch.chdir(tmp_path)
     assert parse(cmds["adapt"])[1].params["allow_unfinished_init"] is allow
+
+
+@pytest.mark.slow
+def test_an_unfinished_base_is_refused_under_auto_resume_and_warned_of_by_mypt_train(tmp_path):
+    """The stage's --auto_resume with no checkpoint of its own yet is a new run from the base:
+    refused as one (it was let through whenever --auto_resume was given). `mypt train
+    --init_from_model` of such a base says so in a warning, and trains."""
+    (tmp_path / "c.txt").write_text("".join(f"Line {i} of the text, said the king {i * 3}.\n" for i in range(400)))
+    mypt_cli("prepare-dataset", "--input_files", "c.txt", "--out_dir", "ds", "--tokenization", "char",
+             "--tokens_per_shard", "4000", "--workers", "1", cwd=tmp_path)
+    mypt_cli("train", "--dataset_dir", "ds", "--model_name", "base", *TINY, "--max_iters", "2", cwd=tmp_path)
+    # A base of 2 steps of the 8 its run planned, as a stop leaves it (its config.json's planned steps raised).
+    config_file = tmp_path / "checkpoints/base/config.json"
+    config = json.loads(config_file.read_text())
+    config["training"]["max_iters"] = 8
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
+    adapt = [*STAGE, "--dataset_dir", "ds", "--model_name", "adapted", "--init_from_model", "checkpoints/base",
+             *TINY, "--max_iters", "1", "--auto_resume"]
+    refused = subprocess.run(adapt, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "trained to step 2 of the 8 its run planned" in refused.stderr, \
+        refused.stdout + refused.stderr
+    assert not (tmp_path / "checkpoints/adapted").exists()
+    warned = mypt_cli("train", "--dataset_dir", "ds", "--model_name", "a2", "--init_from_model", "checkpoints/base",
+                      *TINY, "--max_iters", "1", cwd=tmp_path)
+    assert "warning: --init_from_model checkpoints/base: trained to step 2 of the 8 its run planned" in warned.stdout, \
+        warned.stdout
+    assert (tmp_path / "checkpoints/a2/model.safetensors").is_file()
