@@ -16,6 +16,7 @@ from test_dvc_params import stage_main
 
 import mypt.shards
 import mypt.steps.shard
+import mypt.steps.split
 import mypt.text
 from mypt.cli import main
 from mypt.data import GPTDataLoader, LoaderConfig
@@ -42,6 +43,7 @@ def test_shards_past_the_names_padding_keep_the_corpus_order(tmp_path, monkeypat
     unpadded = lambda index: f"shard_{index}.bin"  # noqa: E731
     monkeypatch.setattr(mypt.shards, "shard_name", unpadded)
     monkeypatch.setattr(mypt.steps.shard, "shard_name", unpadded)
+    monkeypatch.setattr(mypt.steps.split, "shard_name", unpadded)  # (its check of the shard step's names)
     Path("corpus").mkdir()
     Path("corpus/a.txt").write_text("".join(f"Line {i} of the text.\n" for i in range(40)))
     invoke(stage_main("stages/clean.py"), "--input_files", "corpus", "--out_dir", "clean", "--stats", "s1.json")
@@ -240,3 +242,37 @@ def test_hashed_blocks_past_the_names_padding_are_read_in_block_order(tmp_path, 
     assert chained == read_back and read_back["stats"]["dedup"]["duplicate_lines_dropped"] > 50
     for s in read_back["sources"]:
         assert (tmp_path / "dedup_chained" / s["file"]).read_bytes() == (tmp_path / "dedup" / s["file"]).read_bytes()
+
+
+def test_the_split_stage_refuses_shards_other_than_those_its_manifest_lists(tmp_path, monkeypatch):
+    """The split stage read whatever shard files the shard step's output held: a stray shard's
+    tokens were left out unsaid (the split reads the manifest's token count), a missing one
+    shifted every later token onto other documents. Both are refused, naming the directory, the
+    counts and the fix."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    Path("corpus").mkdir()
+    Path("corpus/a.txt").write_text("".join(f"Line {i} of the text.\n" for i in range(40)))
+    invoke(stage_main("stages/clean.py"), "--input_files", "corpus", "--out_dir", "clean", "--stats", "s1.json")
+    invoke(stage_main("stages/vocab.py"), "--in_dir", "clean", "--out_dir", "vocab", "--tokenization", "char")
+    invoke(stage_main("stages/tokenize_corpus.py"), "--in_dir", "clean", "--tokenizer_dir", "vocab", "--out_dir",
+           "tok", "--stats", "s2.json")
+    invoke(stage_main("stages/shard.py"), "--in_dir", "tok", "--out_dir", "sh", "--tokens_per_shard", "100")
+    tokens = np.fromfile("tok/00000.tokens", dtype=np.uint32).size
+    shards = -(-tokens // 100)
+    assert shards > 3
+    shutil.copytree("sh", "stray")
+    shutil.copyfile("sh/shard_00000.bin", f"stray/shard_{shards:05d}.bin")
+    shutil.copytree("sh", "missing")
+    Path("missing/shard_00001.bin").unlink()
+    for in_dir, have, files, said in (("stray", tokens + 100, shards + 1, f"not listed: shard_{shards:05d}.bin"),
+                                      ("missing", tokens - 100, shards - 1, "missing: shard_00001.bin")):
+        result = CliRunner().invoke(stage_main("stages/split.py"), ["--in_dir", in_dir, "--out_dir", f"ds_{in_dir}",
+                                                                    "--stats", f"s_{in_dir}.json"])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert f"{in_dir}: its shards hold {have:,} tokens in {files} files, but its manifest.json says the shard " \
+               f"step wrote {tokens:,} tokens in {shards}; {said}: " in result.output, result.output
+        assert "run the shard stage again (`dvc repro`" in result.output, result.output
+        assert not Path(f"ds_{in_dir}").exists()
+    invoke(stage_main("stages/split.py"), "--in_dir", "sh", "--out_dir", "ds", "--stats", "s3.json")

@@ -26,8 +26,8 @@ from mypt.io import read_json, staged_dir, write_json
 from mypt.names import METADATA_FILE, STATE_FILE, char_replacement
 from mypt.settings import Settings, seed_setting, setting
 from mypt.shards import (FORMAT_VERSION, SPLITS, TOKENIZER_RECORD, ShardWriter, TokenStream, list_shards, listed_shards,
-                         read_metadata, tokenizer_sha256)
-from mypt.steps import Step, bad_lines_note, read_input
+                         read_metadata, shard_name, tokenizer_sha256)
+from mypt.steps import MANIFEST, Step, bad_lines_note, read_input
 from mypt.tokenizers import Tokenizer
 from mypt.text import skipped_lines
 
@@ -106,7 +106,27 @@ def split(in_dir: Path, out_dir: Path, settings: SplitSettings = SplitSettings()
     and dataset_metadata.json (`manifest`: the shard step's in `in_dir`, where the caller read it)."""
     manifest = manifest or read_input(STEP, in_dir)
     doc_ends = np.fromfile(Path(in_dir) / "documents.bin", dtype=np.uint64)
-    return split_tokens(manifest, TokenStream(list_shards(in_dir)), doc_ends, Path(in_dir), out_dir, settings)
+    return split_tokens(manifest, _shard_stream(Path(in_dir), manifest), doc_ends, Path(in_dir), out_dir, settings)
+
+
+def _shard_stream(in_dir: Path, manifest: dict) -> TokenStream:
+    """The shard step's shards in `in_dir`, refused unless they are the files its manifest says it
+    wrote (ceil(tokens / tokens_per_shard) of them, numbered from 0) and hold its token count: the
+    split reads as many tokens as the manifest's sources hold, so a stray shard's tokens were left
+    out unsaid, and a missing one shifted every later token onto other documents."""
+    files = list_shards(in_dir)
+    stream = TokenStream(files)
+    tokens = sum(s["tokens"] for s in manifest["sources"])
+    names = [shard_name(i) for i in range(-(-tokens // manifest["settings"]["tokens_per_shard"]))]
+    have = [p.name for p in files]
+    if have != names or len(stream) != tokens:
+        stray, missing = [n for n in have if n not in names], [n for n in names if n not in have]
+        said = "".join(f"; {what}: {listed(found, 3)}" for what, found in (("not listed", stray), ("missing", missing))
+                       if found)
+        raise InputError(f"{in_dir}: its shards hold {len(stream):,} tokens in {len(files):,} files, but its "
+                         f"{MANIFEST} says the shard step wrote {tokens:,} tokens in {len(names):,}{said}: the shards "
+                         "are not the ones it wrote; run the shard stage again (`dvc repro`, or stages/shard.py)")
+    return stream
 
 
 def _drawn_units(sources: list[dict], doc_ends: np.ndarray, val_fraction: float, chunk_tokens: int,
