@@ -120,7 +120,8 @@ def _shard_stream(in_dir: Path, manifest: dict) -> TokenStream:
     names = [shard_name(i) for i in range(-(-tokens // manifest["settings"]["tokens_per_shard"]))]
     have = [p.name for p in files]
     if have != names or len(stream) != tokens:
-        stray, missing = [n for n in have if n not in names], [n for n in names if n not in have]
+        listed_names, found = set(names), set(have)  # (sets: a corpus may have 10**5 shards)
+        stray, missing = [n for n in have if n not in listed_names], [n for n in names if n not in found]
         said = "".join(f"; {what}: {listed(found, 3)}" for what, found in (("not listed", stray), ("missing", missing))
                        if found)
         raise InputError(f"{in_dir}: its shards hold {len(stream):,} tokens in {len(files):,} files, but its "
