@@ -42,15 +42,19 @@ BOUNDARY_AHEAD = 256 + BOUNDARY_CONTEXT
 
 RUN_LOOK = 16  # (how far past a newline a RunSkip's `cuts` may look: gpt2's looks one byte; room to spare)
 _RUN_READ = 1 << 20  # (the most a run's search reads at once)
-# A RunSkip's `period` unit: a newline and up to RUN_LOOK - 1 bytes of whitespace after it, repeated 17 times or
-# more (fewer are not looked at). A cut leaves BOUNDARY_AHEAD bytes of the repetition after it: PERIOD_TAIL (16)
-# units or more, and past the rule's windows, which see where the run ends.
-_REPEATED = re.compile(rb"(\n[^\n]{0,%d})\1{16,}" % (RUN_LOOK - 1))
-# How far past where a repetition is found the scan reads at once: its first cut (up to two periods on, of at most
-# MAX_PERIOD units: hf probes no longer ones) and BOUNDARY_AHEAD bytes after it. A longer period's cut is found
-# in a later read.
-MAX_PERIOD = 16
-_PAST_PERIOD = BOUNDARY_AHEAD + 2 * MAX_PERIOD * RUN_LOOK
+
+
+def _repeated(skip: RunSkip) -> re.Pattern:
+    """A RunSkip's `period` unit: a newline and up to RUN_LOOK - 1 bytes of whitespace after it, repeated
+    PERIOD_TAIL + 1 times or more (fewer are not looked at). A cut leaves BOUNDARY_AHEAD bytes of the repetition
+    after it: PERIOD_TAIL units or more, and past the rule's windows, which see where the run ends."""
+    return re.compile(rb"(\n[^\n]{0,%d})\1{%d,}" % (RUN_LOOK - 1, skip.PERIOD_TAIL))  # (re caches it)
+
+
+def _past_period(skip: RunSkip) -> int:
+    """How far past where a repetition is found the scan reads at once: its first cut (up to two periods
+    on, of at most MAX_PERIOD units) and BOUNDARY_AHEAD bytes after it."""
+    return BOUNDARY_AHEAD + 2 * skip.MAX_PERIOD * RUN_LOOK
 
 
 def split_blocks(path: Path, block_bytes: int | None = None, safe=None, f: BinaryIO | None = None
@@ -172,9 +176,9 @@ def _unit_cut(f: BinaryIO, lo: int, hi: int, first: int, skip: RunSkip) -> tuple
     while lo < hi:
         end = after = min(hi, lo + _RUN_READ)
         f.seek(lo)
-        data = f.read(end - lo + _PAST_PERIOD + RUN_LOOK)  # (each unit's cut and the repetition after it)
+        data = f.read(end - lo + _past_period(skip) + RUN_LOOK)  # (each unit's cut and the repetition after it)
         at = 0
-        while (m := _REPEATED.search(data, at)) and lo + m.start() < end:
+        while (m := _repeated(skip).search(data, at)) and lo + m.start() < end:
             unit, found = m.group(1), lo + m.start()
             # (A unit just before it, after where the search began, would have been found first: the repetition
             # starts here, or before that, where the search began or the last repetition took its newline.)

@@ -20,6 +20,9 @@ from mypt.names import CONFIG_FILE, METADATA_FILE, STATE_FILE, is_mypt_config
 # the tokens may differ (a BPE with "\n\n" and "\n\n\n" ends an odd run with the latter). The scan leaves
 # mypt.text.BOUNDARY_AHEAD bytes, 16 units of RUN_LOOK bytes or more.
 PERIOD_TAIL = 16
+# The most units a period may have (RunSkip.period): hf's probe tries no longer ones, and the scan reads two
+# periods of them past where a repetition is found (a longer period's cut is found in a later read).
+MAX_PERIOD = 16
 
 
 class RunSkip(NamedTuple):
@@ -45,6 +48,10 @@ class RunSkip(NamedTuple):
     bound: re.Pattern  # (a run of bytes that some character's UTF-8 holds: no run of `chars` goes past one)
     run: re.Pattern  # (a run of `chars`, in decoded text)
     period: Callable[[bytes, bytes], tuple[int, int] | None] | None = None
+    # (The period's limits, as mypt.text reads them from the rule it is handed: it imports no tokenizer, or
+    # the clean and dedup stages would depend on every tokenizer's module.)
+    PERIOD_TAIL = PERIOD_TAIL
+    MAX_PERIOD = MAX_PERIOD
 
     @classmethod
     def of(cls, chars: str, cuts: re.Pattern | None = None) -> RunSkip:

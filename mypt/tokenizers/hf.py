@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from mypt.errors import TokenizerError
-from mypt.tokenizers.base import PERIOD_TAIL, WHITESPACE, Tokenizer, register
+from mypt.tokenizers.base import MAX_PERIOD, PERIOD_TAIL, WHITESPACE, Tokenizer, register
 from mypt.tokenizers.gpt2 import ascii_safe_boundary, lone_newline_boundary, newline_run_boundary, regex_safe_boundary
 
 # The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
@@ -59,9 +59,7 @@ _PRINTABLE = [chr(c) for c in range(0x21, 0x7F)]
 _SOME_ASCII = list("aZs1.,'!(-_<")
 _OTHER_SCRIPTS = list("éßΩжعאकि\u0301ก中。，「あア한٣３²Ⅻ€©—…\u200b\u200d\x1c\x00\x7f\ufeff\ue000\U0001F600\U00020000")
 _RUNS = [r for w in WHITESPACE for r in ("\n" + w, w + "\n")] + ["\n\n\n", "\r\n\r\n", " \n  \t"]
-# HFTokenizer._run_period's: the most units a period may have (mypt.text.MAX_PERIOD: the scan looks no
-# further), and what the probe puts before a run (then every cut is checked with what is there).
-_MAX_PERIOD = 16
+# What HFTokenizer._run_period's probe puts before a run (then every cut is checked with what is there).
 _PERIOD_CONTEXTS = ("", "x")
 
 
@@ -415,7 +413,7 @@ class HFTokenizer(Tokenizer):
         """RunSkip.period: after how many units (a newline and the whitespace after it, up to the next
         newline), and where in a unit, a run of them may be cut, where `before` precedes the run's
         first unit: the fewest units, and the first character of the unit, that _period_keeps finds
-        (up to _MAX_PERIOD units, probed once a unit after _PERIOD_CONTEXTS), checked with the
+        (up to MAX_PERIOD units, probed once a unit after _PERIOD_CONTEXTS), checked with the
         characters of `before` as every cut is (_checked_cut), counted from the first unit or one of
         the next P - 1 (Llama 3's pattern joins a run of newlines to a "." before it, and BPE ".\\n"
         first); None for none.
@@ -437,7 +435,7 @@ class HFTokenizer(Tokenizer):
         if context is None:
             return None
         if text not in self._periods:
-            self._periods[text] = next(((p, len(text[:at].encode())) for p in range(1, _MAX_PERIOD + 1)
+            self._periods[text] = next(((p, len(text[:at].encode())) for p in range(1, MAX_PERIOD + 1)
                                         for at in range(len(text))
                                         if all(self._period_keeps(text, p, at, c) for c in _PERIOD_CONTEXTS)), None)
         if (period := self._periods[text]) is None:
