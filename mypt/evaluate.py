@@ -15,7 +15,7 @@ from mypt.data import GPTDataLoader, LoaderConfig, no_val_shards
 from mypt.errors import ConfigError
 from mypt.names import SPLITS
 from mypt.precision import autocast
-from mypt.tokenizer_match import describe
+from mypt.tokenizer_match import check_model_tokenizer
 from mypt.tokenizers import Tokenizer
 
 # math.exp overflows (OverflowError) above this many nats: the perplexity is then inf.
@@ -52,12 +52,11 @@ def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int 
         raise ConfigError(f"evaluate_dataset's split {split!r}: a dataset's splits are {' and '.join(SPLITS)}")
     max_tokens = whole_windows(max_tokens, model.config.block_size, "max_tokens")
     device = next(model.parameters()).device
-    whose = "tokenizer=" if tokenizer is not None else f"the dataset {dataset_dir}'s tokenizer"
+    whose = "evaluate_dataset's tokenizer=" if tokenizer is not None else \
+        f"evaluate_dataset: the dataset {dataset_dir}'s tokenizer"
     tokenizer = Tokenizer.load(dataset_dir) if tokenizer is None else tokenizer
-    if model.config.vocab_size != getattr(tokenizer, "vocab_size", None):
-        raise ConfigError(f"evaluate_dataset: the model's vocab_size {model.config.vocab_size} is not that of {whose} "
-                          f"({describe(tokenizer)}): a loss over another vocabulary's ids means nothing; evaluate on a "
-                          "dataset prepared with the model's tokenizer, passed as tokenizer= (load_model(path) "
+    check_model_tokenizer(model, tokenizer, whose, "a loss over another vocabulary's ids means nothing; evaluate on "
+                          "a dataset prepared with the model's tokenizer, passed as tokenizer= (load_model(path) "
                           "returns it)")
     loader = GPTDataLoader(LoaderConfig(batch_size, model.config.block_size, str(device), 0, 0), tokenizer,
                            dataset_dir=dataset_dir, eval_only=split == "val")

@@ -23,6 +23,7 @@ from mypt.config import GenerateSettings
 from mypt.errors import CheckpointError, ConfigError, InputError, TokenizerError, listed
 from mypt.model import GPT, KVCache
 from mypt.settings import SettingError, check_field
+from mypt.tokenizer_match import check_model_tokenizer
 from mypt.tokenizers import Tokenizer
 
 
@@ -274,10 +275,8 @@ def _check_arguments(model: GPT, tokenizer, prompt, **settings) -> None:
     if not isinstance(tokenizer, Tokenizer):
         raise ConfigError(f"generate's tokenizer is a {type(tokenizer).__name__}: pass the model's, the Tokenizer "
                           "that load_model(path) returns with it")
-    vocab = model.config.vocab_size
-    if tokenizer.vocab_size != vocab:
-        raise ConfigError(f"generate's tokenizer ({tokenizer.kind}, {tokenizer.vocab_size} ids) is not the model's "
-                          f"(vocab_size {vocab}): pass the Tokenizer that load_model(path) returns with it")
+    check_model_tokenizer(model, tokenizer, "generate's tokenizer",
+                          "pass the Tokenizer that load_model(path) returns with it")
 
 
 def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,

@@ -24,6 +24,7 @@ from mypt import checkpoint
 from mypt.config import GPTConfig
 from mypt.errors import CheckpointError, listed
 from mypt.names import CONFIG_FILE, TIED, unstored
+from mypt.tokenizer_match import check_model_tokenizer
 from mypt.tokenizers import Tokenizer
 
 _DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -405,9 +406,8 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tok
     cfg = GPTConfig.from_dict(config.get("model"), source)
     # The padded embedding hides a small vocab_size edit from the weights' shapes: compare
     # with the tokenizer too, or generation would sample ids the tokenizer cannot decode.
-    if cfg.vocab_size != tokenizer.vocab_size:
-        raise CheckpointError(f"{source}: vocab_size {cfg.vocab_size} does not match the checkpoint's "
-                              f"tokenizer ({tokenizer.vocab_size}); the checkpoint was edited or damaged")
+    check_model_tokenizer(cfg, tokenizer, f"{source}: the checkpoint's tokenizer",
+                          "the checkpoint was edited or damaged", CheckpointError)
     model = on_meta(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     wrong = [f"{k} {tuple(v.shape)} (config: {expected[k]})" for k, v in weights.items()

@@ -5,7 +5,7 @@ prepare-dataset and append use it too."""
 
 from __future__ import annotations
 
-from mypt.errors import DataError, MyptError
+from mypt.errors import ConfigError, DataError, MyptError
 from mypt.tokenizers import Tokenizer, make_tokenizer, spec_kind
 
 # A tokenizer, or a --tokenization value (`char`, `hf:tok.json`) or the kind a dataset's
@@ -56,3 +56,16 @@ def check_tokenizer(ours: TokenizerOrSpec, theirs: TokenizerOrSpec, ours_from: s
         raise error(f"{theirs_from} is another {kind} tokenizer, with another vocabulary ({describe(theirs)}), "
                     f"than {ours_from} ({describe(ours)}): {hint}")
     raise error(f"{theirs_from} has another vocabulary ({describe(theirs)}) than {ours_from} ({describe(ours)}): {hint}")
+
+
+def check_model_tokenizer(model_or_config: object, tokenizer: object, who: str, hint: str,
+                          error: type[MyptError] = ConfigError) -> None:
+    """Refuse `tokenizer` (what `who` names) unless it is a Tokenizer of the vocab_size of
+    `model_or_config` (a GPT, or its GPTConfig), the one thing a model records of its tokenizer:
+    another gives ids the model's embedding lacks or text it cannot decode, and a loss over
+    another vocabulary's ids means nothing. The message ends with `hint` (how to make them agree)."""
+    vocab = getattr(model_or_config, "config", model_or_config).vocab_size
+    if not isinstance(tokenizer, Tokenizer) or tokenizer.vocab_size != vocab:
+        given = (f"{tokenizer.kind}, {tokenizer.vocab_size} ids" if isinstance(tokenizer, Tokenizer)
+                 else f"a {type(tokenizer).__name__}")
+        raise error(f"{who} ({given}) is not the model's (vocab_size {vocab}): {hint}")

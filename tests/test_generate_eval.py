@@ -482,11 +482,14 @@ def test_evaluate_dataset_refuses_what_would_give_a_loss_about_nothing(world):
     from mypt.model import load_model
 
     model, tok, _ = load_model(world / "ck" / "m")
-    with pytest.raises(ConfigError, match=r"the model's vocab_size \d+ is not that of the dataset .*other's tokenizer "
-                                          r"\(char, \d+ tokens\): a loss over another vocabulary's ids means nothing"):
+    with pytest.raises(ConfigError, match=r"evaluate_dataset: the dataset .*other's tokenizer \(char, \d+ ids\) is not "
+                                          r"the model's \(vocab_size \d+\): a loss over another vocabulary's ids means "
+                                          "nothing"):
         evaluate_dataset(model, world / "other")
     with pytest.raises(DataError, match=r"the dataset .*other is another char tokenizer"):
         evaluate_dataset(model, world / "other", tokenizer=tok)
+    with pytest.raises(ConfigError, match=r"evaluate_dataset's tokenizer= \(a int\) is not the model's"):
+        evaluate_dataset(model, world / "ds", tokenizer=5)  # (an AttributeError)
     with pytest.raises(ConfigError, match=r"evaluate_dataset's split 'test': a dataset's splits are train and val"):
         evaluate_dataset(model, world / "ds", split="test")
     with pytest.raises(ConfigError, match=r"evaluate_dataset's model is a str: pass a GPT"):
