@@ -98,6 +98,37 @@ def run_in_session(cmd: list, cwd: Path, timeout: float, **popen_kwargs) -> subp
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def by_hand_env(rank: int, port: int, world: int = 2) -> dict[str, str]:
+    """The environment of rank `rank` of `world` launched without torchrun (RANK, WORLD_SIZE,
+    MASTER_ADDR and MASTER_PORT set, as a cluster's script or a user at two terminals does),
+    rank 0 at 127.0.0.1:`port`; torchrun's own variables left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
+    return {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port)}
+
+
+@contextlib.contextmanager
+def ranks_by_hand(commands: list[list], cwd: Path, logs: Path | None = None):
+    """commands[r] started as rank r of len(commands), launched without torchrun (by_hand_env, on
+    a free port), each in its own session (own_session): yields their processes, killed if still
+    running as the block ends. Output: piped (stdout and stderr apart), or with `logs` rank r's
+    both into logs/rankR.out."""
+    port = free_port()
+    with contextlib.ExitStack() as ranks:
+        output = [dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE) if logs is None else
+                  dict(stdout=ranks.enter_context((logs / f"rank{rank}.out").open("w")), stderr=subprocess.STDOUT)
+                  for rank in range(len(commands))]
+        yield [ranks.enter_context(own_session(cmd, cwd=cwd, text=True, env=by_hand_env(rank, port, len(commands)),
+                                               **output[rank])) for rank, cmd in enumerate(commands)]
+
+
+def char_dataset(root: Path) -> Path:
+    """root/ds: a small dataset of char tokens (two sentences, 300 times each), prepared by mypt."""
+    (root / "corpus.txt").write_text("\n".join(["the cat sat on the mat", "a dog ran to the log"] * 300))
+    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char", cwd=root)
+    return root / "ds"
+
+
 def free_port() -> int:
     """A local TCP port nothing listens on (once the probe socket is closed), for a server the
     test starts later (a gloo group, torchrun's rendezvous, an HTTP server: none takes a socket

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import free_port, mypt_cli, own_session, run_in_session
+from conftest import char_dataset, ranks_by_hand, run_in_session
 
 from mypt.cli import main
 
@@ -65,10 +65,7 @@ def test_under_torchrun_with_one_process_the_command_runs(tmp_path, monkeypatch)
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("said-once")
-    (root / "corpus.txt").write_text("\n".join(["the cat sat on the mat", "a dog ran to the log"] * 300))
-    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char", cwd=root)
-    return root / "ds"
+    return char_dataset(tmp_path_factory.mktemp("said-once"))
 
 
 def two_ranks(args: list[str], cwd: Path, rank1: list[str] = ()) -> subprocess.CompletedProcess:
@@ -119,18 +116,11 @@ def test_ranks_of_a_node_that_stop_alike_say_it_once(dataset, tmp_path, case):
 
 
 def by_hand(args: list[str], cwd: Path, rank1: list[str] = ()) -> list[subprocess.CompletedProcess]:
-    """Two ranks of `mypt train ARGS` launched without torchrun (RANK, WORLD_SIZE, MASTER_ADDR and
-    MASTER_PORT set, as a cluster's script or a user at two terminals does), rank 1 given `rank1`
-    on top; each in its own session, killed if it hangs past the timeout."""
-    port = str(free_port())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
-    with contextlib.ExitStack() as ranks:
-        procs = [ranks.enter_context(own_session(
-            [sys.executable, "-m", "mypt.cli", "train", *args, "--model_name", "m", "--config_file", "tiny",
-             "--device", "cpu", "--max_iters", "2", *(rank1 if rank == "1" else [])],
-            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": port})) for rank in ("0", "1")]
+    """Two ranks of `mypt train ARGS` launched without torchrun (conftest.ranks_by_hand), rank 1
+    given `rank1` on top."""
+    cmd = [sys.executable, "-m", "mypt.cli", "train", *args, "--model_name", "m", "--config_file", "tiny",
+           "--device", "cpu", "--max_iters", "2"]
+    with ranks_by_hand([cmd, [*cmd, *rank1]], cwd) as procs:
         outs = [p.communicate(timeout=120) for p in procs]
     return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
