@@ -471,8 +471,9 @@ class RunSettings(Settings):
         10.0, "Under torchrun: how long a rank waits in a collective for the others. A rank that hangs (a stopped "
               "process, a stalled mount, a stuck GPU) ends the run in this time, each rank left saying so, the last "
               "checkpoint kept for --resume (torch's own default: 30 minutes with gloo). It must exceed the longest "
-              "wait of a sound run: rank 0 saving a checkpoint while the others wait (DDP), one rank compiling or "
-              "loading longer than another.", min=0.0, min_open=True)
+              "wait of a sound run in a collective: one rank compiling or loading longer than another. (Under DDP "
+              "the others wait for rank 0's checkpoint write as long as its process lives, however long.)",
+        min=0.0, min_open=True)
     metrics_dir: Path | None = setting(None, "Write the run's metrics here while it trains, through --logger's "
                                              "loggers; dvclive's by default (metrics.json, plots/metrics/*.tsv, "
                                              "plots/images/loss.png): `dvc exp show`, `dvc plots show` and DVC's "

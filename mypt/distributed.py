@@ -12,6 +12,8 @@ import os
 import pickle
 import re
 import socket
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,12 +50,20 @@ def setup_distributed(device: torch.device, timeout_minutes: float | None = None
     if not dist.is_initialized():
         _wait_for_every_rank(world)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if _own_store():  # (the group's keys apart from mypt's, as init_process_group keeps those of a store it makes)
-            dist.init_process_group(backend, store=dist.PrefixStore("default_pg", _start_store()),
+        if _own_store():
+            store = _start_store()
+            # The process group keeps the store's timeout for its own waits (gloo's connections
+            # at its start): its own from here on, not the start's (see _connect_wait_s).
+            store.set_timeout(timeout or dist.default_pg_timeout)
+            # (the group's keys apart from mypt's, as init_process_group keeps those of a store it makes)
+            dist.init_process_group(backend, store=dist.PrefixStore("default_pg", store),
                                     rank=int(os.environ["RANK"]), world_size=world, timeout=timeout)
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
-    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")), timeout)
+    ranks = Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")), timeout)
+    if ranks.is_main:
+        _start_beat(ranks)
+    return ranks
 
 
 # Start-up, before the process group: a rank whose checks fail (its node has no --dataset_dir,
@@ -71,9 +81,13 @@ def setup_distributed(device: torch.device, timeout_minutes: float | None = None
 # (_keep_store_up): the others read it only once their own checks are done.
 _READY, _FAILED, _STOPPED = "mypt/start/ready", "mypt/start/failed", "mypt/start/stopped"
 _START_TIMEOUT_S = 1800
-# How long a rank tries to reach rank 0's store, and rank 0 keeps it up for the ranks that have
-# not yet read a failed start: the ranks start together, so a minute is far past their skew.
+# How long a rank tries to reach rank 0's store under torchrun, which starts the ranks together
+# (see _connect_wait_s), and rank 0 keeps it up for the ranks that have not yet read a failed
+# start: a minute is far past their skew.
 _STORE_WAIT_S = 60
+# How long a rank waits for the start store to answer a claim of its error (_first_on_node): one
+# in a stopped rank 0's process never does, and the rank says its error.
+_STORE_ANSWER_S = 10
 _stopped = False  # this process counted itself among the ranks that know the start failed
 _joined = False  # this process counted itself ready: from then on the others no longer look
 _told = False  # this process told its failure (run_training, then its command, may both try)
@@ -131,13 +145,20 @@ def _start_store():
     if _store is None:
         from torch.distributed import TCPStore
 
-        # (Rank 0's own is up before another rank's checks are done; a minute past that, rank 0 has ended.)
         host = own and os.environ.get("RANK") == "0"
         _store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=host,
-                          wait_for_workers=False, timeout=timedelta(seconds=_STORE_WAIT_S))
+                          wait_for_workers=False, timeout=timedelta(seconds=_connect_wait_s()))
         if host:
             atexit.register(_keep_store_up, _store, int(os.environ["WORLD_SIZE"]))
     return _store
+
+
+def _connect_wait_s() -> int:
+    """How long a rank tries to reach the start store: under torchrun, which started every rank
+    (and hosts its store) together, _STORE_WAIT_S, past which rank 0 has ended; in a launch of
+    its own (a cluster's script, a user at two terminals), as long as it waits for every rank to
+    start (_START_TIMEOUT_S): nothing started rank 0 with it."""
+    return _STORE_WAIT_S if os.environ.get("TORCHELASTIC_RUN_ID") else _START_TIMEOUT_S
 
 
 def _stopping(store) -> None:
@@ -156,8 +177,13 @@ def _keep_store_up(store, world: int) -> None:
     if not store.check([_FAILED]):
         return
     _stopping(store)
-    deadline = time.monotonic() + _STORE_WAIT_S
-    while store.add(_STOPPED, 0) < world and time.monotonic() < deadline:
+    started, told = time.monotonic(), False
+    while (stopped := store.add(_STOPPED, 0)) < world and time.monotonic() < started + _STORE_WAIT_S:
+        if not told and time.monotonic() > started + 2:  # (the others read it at once unless still checking)
+            print(f"rank 0: waiting up to {_STORE_WAIT_S} s for the other ranks to learn why the start failed "
+                  f"({stopped} of {world} have): they read it once their own checks are done", file=sys.stderr,
+                  flush=True)
+            told = True
         time.sleep(0.05)
 
 
@@ -169,8 +195,8 @@ def _first_on_node(line: str) -> bool:
     key = f"mypt/said/{node}/{hashlib.sha256(line.encode()).hexdigest()}"
     try:
         store = _start_store()
-        return store is None or store.compare_set(key, "", me).decode() == me
-    except Exception:  # (the store gone: torchrun or rank 0 ended; say it)
+        return store is None or _answer(lambda: store.compare_set(key, "", me), _STORE_ANSWER_S).decode() == me
+    except Exception:  # (the store gone, torchrun or rank 0 ended, or stopped: say it)
         return True
 
 
@@ -205,7 +231,8 @@ def _wait_for_every_rank(world: int) -> None:
         if not _own_store():
             raise
         # (Outside torchrun nothing started the ranks together: rank 0 may not have been started at all.)
-        unstarted = "" if os.environ.get("TORCHELASTIC_RUN_ID") else f", or was not started within {_STORE_WAIT_S} s"
+        unstarted = "" if os.environ.get("TORCHELASTIC_RUN_ID") else \
+            f", or was not started within {_connect_wait_s() / 60:g} minutes"
         raise ConfigError(f"rank 0 ended before every rank started{unstarted} (its store at "
                           f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}: {error_line(e).splitlines()[0]}): "
                           "see its node's log for why, then start every node again") from None
@@ -320,6 +347,122 @@ def cpu_group(dist: Dist):
 _gloo = None  # (the process group, its gloo group)
 
 
+# The save's wait. Under DDP rank 0 writes a checkpoint alone while the others wait for it: an
+# 84 GB one (a 7B model with AdamW) written to network storage and hashed can take longer than
+# --dist_timeout_minutes, which a collective's wait would end the run at. So the others wait for
+# rank 0's "saved" in the process group's store, not in a collective, for as long as rank 0's
+# process gives a sign of life there every few seconds (_beat, a thread of its own): a rank 0
+# stopped (SIGSTOP) or ended still ends them within the timeout; one whose write hangs in the
+# kernel (a stalled mount) keeps them waiting, which they say once the timeout has passed.
+_saves = 0  # the saves this rank has come to the end of (every rank counts the same ones)
+_beating = False
+
+
+def _key(name: str) -> str:
+    # (Under torchrun --max_restarts: the attempt's own, where a store outlives an attempt.)
+    return f"mypt/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{name}"
+
+
+def _limit_s(dist: Dist) -> float:
+    """The timeout, in seconds: --dist_timeout_minutes, else torch's default (gloo's, the group
+    that agrees on saves: cpu_group)."""
+    import torch.distributed as tdist
+
+    return (dist.timeout or tdist.default_pg_timeout).total_seconds()
+
+
+def _default_store():
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    return _get_default_store()
+
+
+def _start_beat(dist: Dist) -> None:
+    """Rank 0: its sign of life for the ranks that wait for its save (see rank_0_saved), given
+    four times within the timeout, at most every 5 s (a thousand waiting ranks read it: the
+    store is one process)."""
+    global _beating
+    if _beating:
+        return
+    _beating = True
+    store, stop = _default_store(), threading.Event()
+    store.add(_key("alive"), 1)
+    every = min(5.0, _limit_s(dist) / 4)
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                store.add(_key("alive"), 1)
+        except Exception:  # (the store gone: the run ends)
+            pass
+
+    thread = threading.Thread(target=beat, name="mypt-alive", daemon=True)
+    thread.start()
+    atexit.register(lambda: (stop.set(), thread.join(timeout=every + 1)))  # (not inside a store call at exit)
+
+
+def rank_0_saved(dist: Dist) -> None:
+    """Every rank at the end of a save, before the collective on its outcome (mypt.train's
+    _agree_saved): rank 0 says its write is done, and each other rank waits for that in the
+    store, unbounded by --dist_timeout_minutes while rank 0's process gives signs of life (see
+    _start_beat). Raises as a collective that timed out (collective_timed_out) where it gave
+    none within the timeout, as one whose peer ended (peer_lost) where rank 0's store is gone."""
+    global _saves
+    if dist.world_size == 1:
+        return
+    _saves += 1
+    store, saved = _default_store(), _key(f"saved/{_saves}")
+    if dist.is_main:
+        store.set(saved, "1")
+        return
+    limit, started, told = _limit_s(dist), time.monotonic(), False
+    alive, seen, pause = -1, started, 0.01
+    timed_out = RuntimeError(f"{_TIMED_OUT} {limit * 1000:.0f}ms for rank 0's save to end: its process gave no sign "
+                             "of life")
+    while True:
+        try:
+            if _answer(lambda: store.check([saved]), seen + limit - time.monotonic()):
+                return
+            beat = _answer(lambda: store.add(_key("alive"), 0), seen + limit - time.monotonic())
+        except TimeoutError:
+            raise timed_out from None
+        now = time.monotonic()
+        if beat != alive:
+            alive, seen = beat, now
+        elif now - seen > limit:
+            raise timed_out
+        if not told and now - started > limit and dist.local_rank == 0:
+            print(f"rank {dist.rank}: waiting for rank 0 to write the checkpoint, {(now - started) / 60:.1f} "
+                  f"minutes so far, longer than {_limit_words(dist)}: rank 0's process lives, so this rank "
+                  "waits on (slow or stalled writes to the checkpoint's storage)", flush=True)
+            told = True
+        time.sleep(pause)
+        pause = min(1.0, pause * 1.5)  # (a quick save ends within the first few reads)
+
+
+def _answer(read, within: float):
+    """read(), a call to a store, in a thread of its own: its result, or TimeoutError where it has
+    not returned within `within` seconds. A store in a stopped process (rank 0's own, SIGSTOP)
+    never answers, and torch's reads (check, add, compare_set) have no timeout: the thread is left
+    to its read, a daemon, and ends with the process."""
+    out: list = []
+
+    def call() -> None:
+        try:
+            out.append((True, read()))
+        except BaseException as e:  # (torch's DistError: the store gone)
+            out.append((False, e))
+
+    thread = threading.Thread(target=call, name="mypt-store-read", daemon=True)
+    thread.start()
+    thread.join(max(within, 0.0))
+    if not out:
+        raise TimeoutError(f"the store did not answer within {within:.0f} s")
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return value
+
 # The last collectives' work handles, held: a gloo worker thread that drops the last reference
 # to a collective's tensors needs the GIL (torch keeps a tensor's Python object alive while C++
 # holds it), and a gloo group's destructor joins those threads holding the GIL, so a rank whose
@@ -372,6 +515,11 @@ def collective_timed_out(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and _TIMED_OUT in str(e)
 
 
+def _limit_words(dist: Dist) -> str:
+    return "torch's process-group timeout" if dist.timeout is None else \
+        f"--dist_timeout_minutes {dist.timeout.total_seconds() / 60:g}"
+
+
 def lost_rank(e: BaseException, dist: Dist, doing: str, left: str) -> TrainingStopped | None:
     """The one line a rank stops with where a collective of `doing` (what every rank was doing
     together) failed because another rank's process ended or hung past --dist_timeout_minutes:
@@ -388,11 +536,9 @@ def lost_rank(e: BaseException, dist: Dist, doing: str, left: str) -> TrainingSt
                 "that rank's own log may say why (nothing, when a SIGKILL or the system's out-of-memory killer "
                 "ended it)")
     else:
-        limit = "torch's process-group timeout" if dist.timeout is None else \
-            f"--dist_timeout_minutes {dist.timeout.total_seconds() / 60:g}"
-        what = (f"another rank did not take part in {doing} within {limit} ({said}): a rank that hangs (a stopped "
-                "process, a stalled mount, a stuck GPU) holds up every other, so this rank stopped there, saving "
-                "nothing")
+        what = (f"another rank did not take part in {doing} within {_limit_words(dist)} ({said}): a rank that hangs "
+                "(a stopped process, a stalled mount, a stuck GPU) holds up every other, so this rank stopped there, "
+                "saving nothing")
     return TrainingStopped(f"rank {dist.rank}: {what}; {left} (torchrun --max_restarts with --auto_resume does it "
                            "by itself)")
 

@@ -5,15 +5,17 @@ with DDP and with FSDP."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, mypt_cli, own_session
+from conftest import by_hand_env, free_port, mypt_cli, own_session, ranks_by_hand, run_in_session
 
 TEXT = "\n".join(["the cat sat on the mat", "a dog ran to the log", "we see the sea by the tree"] * 400)
 
@@ -172,3 +174,111 @@ def test_a_node_that_refuses_its_data_after_the_group_formed_stops_the_other(dat
         f"Error: rank {1 if 'Vocabulary size' in nodes[0].stdout else 0} could not start: {refused[0]} (so every "
         "rank stops: fix it on that node, then start every node again)"], nodes[0].stderr[-3000:]  # (rank 0 logs)
     assert "Connection closed by peer" not in nodes[0].stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranks launched without torchrun (conftest.ranks_by_hand): the waits that are not a collective's
+
+def with_patch(patch: str, args: list[str]) -> list[str]:
+    """The command of `mypt ARGS` with the Python lines `patch` run first (a fault or a slowness
+    put into one rank)."""
+    return [sys.executable, "-c", f"{patch}\nimport runpy, sys\nsys.argv = ['mypt', *{args!r}]\n"
+                                  "runpy.run_module('mypt.cli', run_name='__main__')\n"]
+
+
+def train_args(dataset: Path, *more: str) -> list[str]:
+    return ["train", "--dataset_dir", str(dataset), "--model_name", "m", "--config_file", "tiny", "--device", "cpu",
+            "--eval_interval", "3", "--eval_iters", "2", *more]
+
+
+# (Until mypt.train's _agree_saved calls mypt.distributed.rank_0_saved first, the ranks wait in
+# the collective: the change is the train.py owner's to make, with this marker's removal.)
+AGREE_SAVED_WAITS = pytest.mark.xfail(strict=True, reason="mypt.train's _agree_saved does not call rank_0_saved")
+
+# Rank 0's save of the first checkpoint takes 10 s: what a large model's takes on slow storage.
+SLOW_SAVE = ("import time, mypt.checkpoint\nreal = mypt.checkpoint.save\nslow = [10]\n"
+             "def save(*a, **k):\n    time.sleep(slow.pop() if slow else 0)\n    return real(*a, **k)\n"
+             "mypt.checkpoint.save = save\n")
+
+
+@AGREE_SAVED_WAITS
+@pytest.mark.slow
+def test_rank_0_saving_longer_than_dist_timeout_minutes_ends_no_rank(dataset, tmp_path):
+    """Under DDP rank 0 writes the checkpoint alone, and the other ranks waited for it in a
+    collective bounded by --dist_timeout_minutes: an 84 GB checkpoint (a 7B model with AdamW) on
+    network storage, slower than the timeout, ended the run at its first save. They wait for
+    rank 0's save while its process lives: a save of 10 s under a timeout of 6 s ends nothing."""
+    args = train_args(dataset, "--max_iters", "4", "--dist_timeout_minutes", "0.1")
+    with ranks_by_hand([with_patch(SLOW_SAVE, args), [sys.executable, "-m", "mypt.cli", *args]], tmp_path,
+                       logs=tmp_path) as procs:
+        for proc in procs:
+            proc.wait(timeout=180)
+    outs = [(tmp_path / f"rank{rank}.out").read_text() for rank in (0, 1)]
+    assert [proc.returncode for proc in procs] == [0, 0], [out[-3000:] for out in outs]
+    assert json.loads((tmp_path / "checkpoints/m/training_state.json").read_text())["step"] == 4
+    assert "step 3: val" in outs[0] and "waiting for rank 0" not in outs[1]  # (LOCAL_RANK 1: rank 0's node)
+
+
+@AGREE_SAVED_WAITS
+@pytest.mark.slow
+def test_rank_0_stopped_in_its_save_ends_the_other_ranks_within_dist_timeout_minutes(dataset, tmp_path):
+    """The other side of that wait: rank 0 stopped (SIGSTOP: no sign of life) as it saves ends
+    the rank waiting for it within --dist_timeout_minutes, in one line naming the timeout."""
+    stop = "import os, signal, mypt.checkpoint\nmypt.checkpoint.save = lambda *a, **k: os.kill(os.getpid(), " \
+           "signal.SIGSTOP)\n"
+    args = train_args(dataset, "--max_iters", "4", "--dist_timeout_minutes", "0.1")
+    with ranks_by_hand([with_patch(stop, args), [sys.executable, "-m", "mypt.cli", *args]], tmp_path,
+                       logs=tmp_path) as procs:
+        procs[1].wait(timeout=180)
+    out = (tmp_path / "rank1.out").read_text()
+    assert procs[1].returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert re.findall(r"^Error: rank 1: another rank did not take part in the vote or save after step 3 within "
+                      r"--dist_timeout_minutes 0.1 \(Timed out waiting 6000ms for rank 0's save to end: .*\): a rank "
+                      r"that hangs .* saving nothing; no checkpoint was written: start the run again$", out, re.M), out[-3000:]
+
+
+# Rank 1 says when it starts to connect to rank 0's store, and gives up on it after 1 s where it
+# waits as long as under torchrun (_STORE_WAIT_S): a launch of its own waits as long as for any
+# rank to start.
+CONNECT_SAID = ("import mypt.distributed, torch.distributed\nreal = torch.distributed.TCPStore\n"
+                "def said(*a, **k):\n    print('connecting', flush=True)\n    return real(*a, **k)\n"
+                "torch.distributed.TCPStore = said\nmypt.distributed._STORE_WAIT_S = 1\n")
+
+
+@pytest.mark.slow
+def test_ranks_launched_by_hand_wait_for_a_rank_0_started_late(dataset, tmp_path):
+    """Launched without torchrun (a cluster's script, a user at two terminals) nothing starts the
+    ranks together: rank 1 waited a minute for rank 0's store, then failed ('rank 0 ... was not
+    started within 60 s'). It waits as long as for every rank to start (30 minutes); here rank 0
+    starts after rank 1's wait, patched to 1 s, would have ended."""
+    port, args = free_port(), train_args(dataset, "--max_iters", "2")
+    with contextlib.ExitStack() as ranks:
+        rank1 = ranks.enter_context(own_session(
+            with_patch(CONNECT_SAID, args), cwd=tmp_path, stdout=(tmp_path / "rank1.out").open("w"),
+            stderr=subprocess.STDOUT, env=by_hand_env(1, port)))
+        deadline = time.monotonic() + 120
+        while "connecting" not in (tmp_path / "rank1.out").read_text() and rank1.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(3)  # (rank 0 later than rank 1's patched wait)
+        rank0 = ranks.enter_context(own_session(
+            [sys.executable, "-m", "mypt.cli", *args], cwd=tmp_path, stdout=(tmp_path / "rank0.out").open("w"),
+            stderr=subprocess.STDOUT, env=by_hand_env(0, port)))
+        for proc in (rank0, rank1):
+            proc.wait(timeout=180)
+    outs = [(tmp_path / f"rank{rank}.out").read_text() for rank in (0, 1)]
+    assert [rank0.returncode, rank1.returncode] == [0, 0], [out[-3000:] for out in outs]
+    assert "step 2: val" in outs[0]
+
+
+@pytest.mark.slow
+def test_a_rank_launched_by_hand_whose_rank_0_never_starts_says_so(dataset, tmp_path):
+    """The bound of that wait, patched to 3 s: rank 1 says rank 0 was not started within it."""
+    patch = "import mypt.distributed\nmypt.distributed._START_TIMEOUT_S = 3\n"
+    done = run_in_session(with_patch(patch, train_args(dataset, "--max_iters", "2")), tmp_path, timeout=120,
+                          env=by_hand_env(1, free_port()))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert re.findall(r"^Error: rank 0 ended before every rank started, or was not started within 0\.05 minutes "
+                      r"\(its store at 127\.0\.0\.1:\d+: .*\): see its node's log for why, then start every node "
+                      r"again$", done.stderr, re.M), done.stderr[-3000:]
+
