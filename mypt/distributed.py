@@ -539,8 +539,10 @@ def lost_rank(e: BaseException, dist: Dist, doing: str, left: str) -> TrainingSt
         what = (f"another rank did not take part in {doing} within {_limit_words(dist)} ({said}): a rank that hangs "
                 "(a stopped process, a stalled mount, a stuck GPU) holds up every other, so this rank stopped there, "
                 "saving nothing")
-    return TrainingStopped(f"rank {dist.rank}: {what}; {left} (torchrun --max_restarts with --auto_resume does it "
-                           "by itself)")
+    # (torchrun's restarts only where torchrun launched the ranks)
+    restarts = " (torchrun --max_restarts with --auto_resume does it by itself)" \
+        if os.environ.get("TORCHELASTIC_RUN_ID") else ""
+    return TrainingStopped(f"rank {dist.rank}: {what}; {left}{restarts}")
 
 
 @contextlib.contextmanager
@@ -551,7 +553,8 @@ def before_training(dist: Dist, doing: str) -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
-        error = lost_rank(e, dist, doing, "nothing was trained yet: start the run again")
+        # (The same command: a resume's --resume kept, a fresh run's without --overwrite, nothing was written.)
+        error = lost_rank(e, dist, doing, "nothing was trained yet: run the same command again")
         if error is None:
             raise
         raise error from None

@@ -282,3 +282,21 @@ def test_a_rank_launched_by_hand_whose_rank_0_never_starts_says_so(dataset, tmp_
                       r"\(its store at 127\.0\.0\.1:\d+: .*\): see its node's log for why, then start every node "
                       r"again$", done.stderr, re.M), done.stderr[-3000:]
 
+
+@pytest.mark.parametrize("torchrun", [False, True])
+def test_a_rank_lost_before_step_1_says_to_run_the_same_command_again(monkeypatch, torchrun):
+    """Before step 1 nothing was written: the same command (a resume's --resume kept) starts it
+    again, and torchrun's restarts are named only where torchrun launched the ranks."""
+    from mypt.distributed import Dist, before_training
+    from mypt.errors import TrainingStopped
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    if torchrun:
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    with pytest.raises(TrainingStopped) as stopped:
+        with before_training(Dist(rank=1, world_size=2), "DDP's start"):
+            raise RuntimeError("Connection closed by peer [127.0.0.1]:4000")
+    said = str(stopped.value)
+    assert said.startswith("rank 1: another rank's process ended during DDP's start (Connection closed by peer "), said
+    assert said.endswith("; nothing was trained yet: run the same command again" + (
+        " (torchrun --max_restarts with --auto_resume does it by itself)" if torchrun else "")), said
