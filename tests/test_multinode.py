@@ -234,7 +234,8 @@ def test_rank_0_stopped_in_its_save_ends_the_other_ranks_within_dist_timeout_min
     assert procs[1].returncode == 1 and "Traceback" not in out, out[-3000:]
     assert re.findall(r"^Error: rank 1: another rank did not take part in the vote or save after step 3 within "
                       r"--dist_timeout_minutes 0.1 \(Timed out waiting 6000ms for rank 0's save to end: .*\): a rank "
-                      r"that hangs .* saving nothing; no checkpoint was written: start the run again$", out, re.M), out[-3000:]
+                      r"that hangs .* saving nothing; no checkpoint was written: start the run again$", out, re.M), \
+        out[-3000:]
 
 
 # Rank 1 says when it starts to connect to rank 0's store, and gives up on it after 1 s where it
