@@ -26,8 +26,8 @@ from mypt import checkpoint
 from mypt.config import GPTConfig, TrainConfig
 from mypt.data import RESUME_STREAM, loader_config
 from mypt.dataset_spec import NAME
-from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, lost_rank, sync_gradients,
-                              unwrap)
+from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, lost_rank, rank_0_saved,
+                              sync_gradients, unwrap)
 from mypt.errors import (ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, listed,
                          os_error_message)
 from mypt.evaluate import evaluate_all
@@ -617,6 +617,7 @@ class _Run:
         (a file in the way) as it is (under DDP a TrainingStopped with its message)."""
         mine = None if error is None else (isinstance(error, OSError),
                                            os_error_message(error) if isinstance(error, OSError) else str(error))
+        rank_0_saved(self.dist)  # (rank 0's write, waited for while its process lives: not bounded by the timeout)
         failed = [(rank, x) for rank, x in enumerate(all_ranks(mine, self.cpu_group)) if x is not None]
         if not failed:
             return

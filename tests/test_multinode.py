@@ -191,17 +191,12 @@ def train_args(dataset: Path, *more: str) -> list[str]:
             "--eval_interval", "3", "--eval_iters", "2", *more]
 
 
-# (Until mypt.train's _agree_saved calls mypt.distributed.rank_0_saved first, the ranks wait in
-# the collective: the change is the train.py owner's to make, with this marker's removal.)
-AGREE_SAVED_WAITS = pytest.mark.xfail(strict=True, reason="mypt.train's _agree_saved does not call rank_0_saved")
-
 # Rank 0's save of the first checkpoint takes 10 s: what a large model's takes on slow storage.
 SLOW_SAVE = ("import time, mypt.checkpoint\nreal = mypt.checkpoint.save\nslow = [10]\n"
              "def save(*a, **k):\n    time.sleep(slow.pop() if slow else 0)\n    return real(*a, **k)\n"
              "mypt.checkpoint.save = save\n")
 
 
-@AGREE_SAVED_WAITS
 @pytest.mark.slow
 def test_rank_0_saving_longer_than_dist_timeout_minutes_ends_no_rank(dataset, tmp_path):
     """Under DDP rank 0 writes the checkpoint alone, and the other ranks waited for it in a
@@ -219,7 +214,6 @@ def test_rank_0_saving_longer_than_dist_timeout_minutes_ends_no_rank(dataset, tm
     assert "step 3: val" in outs[0] and "waiting for rank 0" not in outs[1]  # (LOCAL_RANK 1: rank 0's node)
 
 
-@AGREE_SAVED_WAITS
 @pytest.mark.slow
 def test_rank_0_stopped_in_its_save_ends_the_other_ranks_within_dist_timeout_minutes(dataset, tmp_path):
     """The other side of that wait: rank 0 stopped (SIGSTOP: no sign of life) as it saves ends

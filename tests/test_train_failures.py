@@ -104,29 +104,20 @@ def test_a_rank_that_hangs_ends_the_run_within_dist_timeout_minutes_keeping_its_
     waiting in their collective for torch's timeout, 30 minutes with gloo. gloo gives up after
     --dist_timeout_minutes (the process group's timeout, and the new group's for the votes under
     NCCL): the rank left says so in one line, the last checkpoint intact, and --resume continues it."""
-    import contextlib
-    import os
     import re
     import signal
     import subprocess
     import sys
     import time
 
-    from conftest import free_port, mypt_cli, own_session
+    from conftest import char_dataset, ranks_by_hand
 
-    (tmp_path / "corpus.txt").write_text("\n".join(["the cat sat on the mat", "a dog ran to the log"] * 300))
-    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char",
-             cwd=tmp_path)
+    char_dataset(tmp_path)
     args = [sys.executable, "-m", "mypt.cli", "train", "--dataset_dir", "ds", "--model_name", "m", "--config_file",
-             "tiny", "--device", "cpu", "--eval_interval", "3", "--eval_iters", "2"]
-    port, env = str(free_port()), {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
+            "tiny", "--device", "cpu", "--eval_interval", "3", "--eval_iters", "2"]
     # (15 s: far past how far two sound ranks drift apart on a loaded machine, so only the stop times out)
-    with contextlib.ExitStack() as ranks:
-        procs = [ranks.enter_context(own_session(
-            [*args, "--max_iters", "100000", "--dist_timeout_minutes", "0.25"], cwd=tmp_path,
-            stdout=(tmp_path / f"rank{rank}.out").open("w"), stderr=subprocess.STDOUT, text=True,
-            env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": port})) for rank in ("0", "1")]
+    with ranks_by_hand([[*args, "--max_iters", "100000", "--dist_timeout_minutes", "0.25"]] * 2, tmp_path,
+                       logs=tmp_path) as procs:
         deadline = time.monotonic() + 120
         # (The checkpoint's file, not the line `step 3: val`: its save comes after, and needs rank 1.)
         while not (tmp_path / "checkpoints/m/training_state.json").is_file() and procs[0].poll() is None:
@@ -165,17 +156,12 @@ def test_a_rank_lost_before_the_first_step_ends_the_others_with_one_line(at, sig
     reads its settings for the ranks' check, or restores the checkpoint while rank 0 does) left
     rank 0 with 40 lines of a collective's traceback: it says so in one line, as in training, and
     the checkpoint it was resuming is untouched."""
-    import contextlib
-    import os
     import re
-    import subprocess
     import sys
 
-    from conftest import free_port, mypt_cli, own_session, tree_bytes
+    from conftest import char_dataset, mypt_cli, ranks_by_hand, tree_bytes
 
-    (tmp_path / "corpus.txt").write_text("\n".join(["the cat sat on the mat", "a dog ran to the log"] * 300))
-    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char",
-             cwd=tmp_path)
+    char_dataset(tmp_path)
     args = ["train", "--dataset_dir", "ds", "--model_name", "m", "--config_file", "tiny", "--device", "cpu",
             "--eval_interval", "3", "--eval_iters", "2", "--max_iters", "3"]
     if resume:
@@ -190,18 +176,12 @@ def test_a_rank_lost_before_the_first_step_ends_the_others_with_one_line(at, sig
              f"def at(*a, **k):\n    os.kill(os.getpid(), signal.{signal_name})\n    return real(*a, **k)\n"
              f"setattr(module, {name!r}, at)\nsys.argv = ['mypt', *{args!r}]\n"
              "runpy.run_module('mypt.cli', run_name='__main__')\n")
-    port, env = str(free_port()), {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
-    with contextlib.ExitStack() as ranks:
-        procs = [ranks.enter_context(own_session(
-            [sys.executable, *(["-m", "mypt.cli", *args] if rank == "0" else ["-c", fault])],
-            cwd=tmp_path, stdout=(tmp_path / f"rank{rank}.out").open("w"), stderr=subprocess.STDOUT, text=True,
-            env={**env, "RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": port})) for rank in ("0", "1")]
+    with ranks_by_hand([[sys.executable, "-m", "mypt.cli", *args], [sys.executable, "-c", fault]], tmp_path,
+                       logs=tmp_path) as procs:
         procs[0].wait(timeout=120)
     out = (tmp_path / "rank0.out").read_text()
     assert procs[0].returncode == 1 and "Traceback" not in out, out[-3000:]
     line = re.findall(r"^Error: rank 0: another rank" + said.format(doing=doing) + r".*; nothing was trained yet: "
-                      r"start the run again \(torchrun --max_restarts with --auto_resume does it by itself\)$", out,
-                      re.M)
+                      r"run the same command again$", out, re.M)  # (launched without torchrun: no --max_restarts)
     assert len(line) == 1, out[-3000:]
     assert tree_bytes(tmp_path / "checkpoints/m") == before  # (a fresh run's: none)
