@@ -35,5 +35,5 @@ def test_one_process_trains_on_the_gpu_device_names(monkeypatch):
     chosen = []
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert [_setup_device(TrainConfig(device=name))[0] for name in ("cuda:1", "cuda", "cuda:0")] == \
+    assert [_setup_device(TrainConfig(device=name), 10.0)[0] for name in ("cuda:1", "cuda", "cuda:0")] == \
         [torch.device("cuda", 1), torch.device("cuda", 0), torch.device("cuda", 0)] == chosen
