@@ -65,7 +65,8 @@ def no_val_shards(dataset_dir: Path) -> MyptError:
         return error
     return DataError(f"No val shards found in {Path(dataset_dir) / 'val'} (evaluation reads only the val split); "
                      f"HINT: prepare the dataset with --val_fraction > 0, e.g. `mypt prepare-dataset --input_files ... "
-                     f"--out_dir {dataset_dir} --val_fraction 0.1`")
+                     f"--out_dir {dataset_dir} --val_fraction 0.1` (in the DVC pipeline: split's val_fraction in "
+                     "params.yaml)")
 
 
 @dataclass

@@ -657,8 +657,9 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     cfgs = _resolve_configs(req, tokenizer, overrides, ckpt_dir)
     unfinished = _unfinished_init(req, cfgs)
     if unfinished and refuse_unfinished_init:
-        raise ConfigError(f"{unfinished}. Finish it first: `dvc repro train` for the pipeline's base (DVC trains it "
-                          "again), or its own command again with --resume (`mypt train --model_name NAME ... "
+        raise ConfigError(f"{unfinished}. Finish it first: `dvc repro -f train` for the pipeline's base (DVC trains "
+                          "it again; without -f, a base committed unfinished comes back from DVC's run cache), or "
+                          "its own command again with --resume (`mypt train --model_name NAME ... "
                           "--resume`, then `dvc commit` its stage); or pass --allow_unfinished_init (params.yaml: "
                           "`allow_unfinished_init: true` in this stage's section) to start from it as it is")
     if _rank0():

@@ -64,7 +64,8 @@ class Report:
                        f"{self.dataset_dir}{extra}{warned}")
         else:
             out.append(f"FAILED: {len(self.problems)} problem{'s' * (len(self.problems) != 1)} in {self.dataset_dir}; "
-                       "HINT: restore the named files (from a backup or `dvc pull`) or prepare the dataset again")
+                       "HINT: restore the named files (from a backup, `dvc checkout -f` or `dvc pull` of the dataset in a DVC "
+                       "pipeline) or prepare the dataset again")
         return out
 
 
@@ -119,7 +120,8 @@ def check_split(dataset_dir: Path, split: str, vocab_size: int) -> None:
     if report.problems:
         more = len(report.problems) - 1
         raise ShardError(f"{report.problems[0]}{f' (and {more} more)' * bool(more)}; HINT: run `mypt verify-dataset "
-                         f"{d}`; restore the file (from a backup or `dvc pull`) or prepare the dataset again")
+                         f"{d}`; restore the file (from a backup, `dvc checkout -f {d}` or `dvc pull` in a DVC "
+                         "pipeline) or prepare the dataset again")
 
 
 def _sha_differs(path: Path, sha: str, recorded: str) -> str:

@@ -47,7 +47,7 @@ def test_adapting_a_base_whose_run_stopped_early_is_refused_unless_allowed(tmp_p
     refused = subprocess.run(adapt, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert f"trained to step {step} of the 100000 its run planned" in refused.stderr, refused.stderr
-    assert "`dvc repro train`" in refused.stderr and "--resume" in refused.stderr
+    assert "`dvc repro -f train`" in refused.stderr and "--resume" in refused.stderr
     assert "--allow_unfinished_init" in refused.stderr
     assert not (tmp_path / "checkpoints/adapted").exists() and not (tmp_path / "adapted.json").exists()
 
