@@ -74,6 +74,7 @@ from mypt.data import GPTDataLoader  # noqa: E402
 from mypt.generate import sample_tokens  # noqa: E402
 from mypt.model import GPT, GPTConfig  # noqa: E402
 from mypt.shards import ShardWriter  # noqa: E402
+from mypt.tokenizers import Tokenizer  # noqa: E402
 from mypt.train import PEAK_FLOPS, TrainConfig, configure_optimizer, fit, mfu  # noqa: E402
 
 SECTIONS = ("fit124", "profile", "gen", "mem150", "modern150", "preset750", "m350", "levers", "autotune")
@@ -421,10 +422,11 @@ class Suite:
         return True, ""
 
 
-def tokenizer_stand_in(vocab: int):
-    """GPTDataLoader only reads `kind` and `vocab_size` (the datasets here have no metadata):
-    no GPT-2 vocabulary file needed."""
-    return SimpleNamespace(kind="gpt2", vocab_size=vocab, eot_id=vocab - 1)
+def tokenizer_stand_in(vocab: int) -> Tokenizer:
+    """A Tokenizer of `vocab` ids for GPTDataLoader, which checks only the ids against it (the
+    datasets here have no metadata): a char vocabulary of that size, no GPT-2 vocabulary file
+    needed (characters from U+10000 on: no surrogate among them)."""
+    return Tokenizer("char", chars="".join(chr(0x10000 + i) for i in range(vocab)))
 
 
 def loader_for(plan: Plan, batch: int, block: int, tokens=None, dataset_dir=None) -> GPTDataLoader:
