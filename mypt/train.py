@@ -355,6 +355,9 @@ class _Run:
             self._log_start()
         self.cpu_group = cpu_group(dist)
         self.saved_at, self.t_saved = (self.step if self.resume_state else None), time.monotonic()
+        # The last checkpoint on disk as this rank knows it, for the messages: rank 0 knows its
+        # whole-model write before the ranks agree on the save (a rank lost in that agreement).
+        self.on_disk = self.saved_at
         self.sampler_before_batch = self.loader.state_dict()  # what a resumed run must restore to draw this batch
         try:
             self.x, self.y = self.loader.get_batch("train")
@@ -601,12 +604,15 @@ class _Run:
                                 rng_ranks=rngs, group=self.cpu_group)
             except (OSError, MyptError) as e:
                 error = e
+            if error is None and not is_sharded(self.raw):
+                self.on_disk = at_step
             warning = slow_save_warning(time.monotonic() - started, self.last_step_s, self.warned_slow_save)
             if warning and error is None and self.dist.is_main:
                 self.log(warning)
                 self.warned_slow_save = True
         self._agree_saved(error)
-        self.saved_at, self.t_saved = at_step, started  # (once written: _last names only what is on disk)
+        self.saved_at = self.on_disk = at_step  # (every rank's, once all agree it is written)
+        self.t_saved = started
 
     def _agree_saved(self, error: Exception | None) -> None:
         """Every rank learns whether the save failed on any (`error`: this rank's), and raises
@@ -666,14 +672,14 @@ class _Run:
         """Where the run's last checkpoint is, if it saved one."""
         if self.checkpoint_dir is None:
             return "no checkpoint_dir was given, nothing was saved"
-        if self.saved_at is None:
+        if self.on_disk is None:
             return "no checkpoint was written"
-        return f"the last checkpoint (step {self.saved_at}) is in {self.checkpoint_dir}"
+        return f"the last checkpoint (step {self.on_disk}) is in {self.checkpoint_dir}"
 
     def _go_on(self) -> str:
         """How the run goes on: from its last checkpoint, or from the start where it saved none
         (--resume would find nothing to continue from)."""
-        return "start the run again" if self.saved_at is None or self.checkpoint_dir is None else \
+        return "start the run again" if self.on_disk is None or self.checkpoint_dir is None else \
             "continue from it with --resume"
 
     def _kept_state(self, at_step: int) -> str:

@@ -232,6 +232,25 @@ def test_rank_0_stopped_in_its_save_ends_the_other_ranks_within_dist_timeout_min
         out[-3000:]
 
 
+@pytest.mark.slow
+def test_a_rank_lost_as_the_ranks_agree_on_a_save_leaves_rank_0_naming_the_checkpoint_it_wrote(dataset, tmp_path):
+    """Rank 1 stopped as the ranks agree on the step-3 save, after rank 0 wrote it whole: rank 0
+    ends within --dist_timeout_minutes naming that checkpoint and --resume, not 'no checkpoint was
+    written: start the run again' (which would send a user back to step 0)."""
+    stop = "import os, signal, mypt.train\nmypt.train.rank_0_saved = lambda dist: os.kill(os.getpid(), " \
+           "signal.SIGSTOP)\n"
+    args = train_args(dataset, "--max_iters", "4", "--dist_timeout_minutes", "0.25")
+    with ranks_by_hand([[sys.executable, "-m", "mypt.cli", *args], with_patch(stop, args)], tmp_path,
+                       logs=tmp_path) as procs:
+        procs[0].wait(timeout=180)
+    out = (tmp_path / "rank0.out").read_text()
+    assert procs[0].returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert re.findall(r"^Error: rank 0: another rank did not take part in the vote or save after step 3 within "
+                      r"--dist_timeout_minutes 0.25 .* the last checkpoint \(step 3\) is in checkpoints/m: continue "
+                      r"from it with --resume$", out, re.M), out[-3000:]
+    assert json.loads((tmp_path / "checkpoints/m/training_state.json").read_text())["step"] == 3
+
+
 # Rank 1 says when it starts to connect to rank 0's store, and gives up on it after 1 s where it
 # waits as long as under torchrun (_STORE_WAIT_S): a launch of its own waits as long as for any
 # rank to start.
