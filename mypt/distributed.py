@@ -406,14 +406,17 @@ def rank_0_saved(dist: Dist) -> None:
     _agree_saved): rank 0 says its write is done, and each other rank waits for that in the
     store, unbounded by --dist_timeout_minutes while rank 0's process gives signs of life (see
     _start_beat). Raises as a collective that timed out (collective_timed_out) where it gave
-    none within the timeout, as one whose peer ended (peer_lost) where rank 0's store is gone."""
+    none within the timeout. A store that is gone (torchrun's agent killed: the ranks live on,
+    stopping at a checkpoint) leaves the outcome to the collective that follows, which also says
+    a rank 0 that ended."""
     global _saves
     if dist.world_size == 1:
         return
     _saves += 1
     store, saved = _default_store(), _key(f"saved/{_saves}")
     if dist.is_main:
-        store.set(saved, "1")
+        with contextlib.suppress(Exception):  # (the store gone: see above)
+            store.set(saved, "1")
         return
     limit, started, told = _limit_s(dist), time.monotonic(), False
     alive, seen, pause = -1, started, 0.01
@@ -426,12 +429,14 @@ def rank_0_saved(dist: Dist) -> None:
             beat = _answer(lambda: store.add(_key("alive"), 0), seen + limit - time.monotonic())
         except TimeoutError:
             raise timed_out from None
+        except Exception:  # (the store gone: see above)
+            return
         now = time.monotonic()
         if beat != alive:
             alive, seen = beat, now
         elif now - seen > limit:
             raise timed_out
-        if not told and now - started > limit and dist.local_rank == 0:
+        if not told and now - started > limit and (dist.local_rank == 0 or dist.rank == 1):  # (once a node)
             print(f"rank {dist.rank}: waiting for rank 0 to write the checkpoint, {(now - started) / 60:.1f} "
                   f"minutes so far, longer than {_limit_words(dist)}: rank 0's process lives, so this rank "
                   "waits on (slow or stalled writes to the checkpoint's storage)", flush=True)
