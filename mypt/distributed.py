@@ -92,6 +92,7 @@ _stopped = False  # this process counted itself among the ranks that know the st
 _joined = False  # this process counted itself ready: from then on the others no longer look
 _told = False  # this process told its failure (run_training, then its command, may both try)
 _store = None  # this process's client of the start store, once it has one (None: not yet, or none there)
+_unreachable = None  # why the start store could not be reached, once tried (a second try would wait as long again)
 _says: bool | None = None  # whether this rank says its error, where deciding it came with telling or learning it
 
 
@@ -134,20 +135,26 @@ def has_start_store() -> bool:
     return "MASTER_ADDR" in os.environ and (_own_store() or agent)
 
 
-def _start_store():
+def _start_store(wait_s: int | None = None):
     """A client of the store the ranks meet in before the process group (rank 0's own: the
     store itself), or None where there is none (torchrun --max_restarts with its agent's store:
-    see has_start_store)."""
-    global _store
+    see has_start_store). `wait_s`: how long to try to reach it (default _connect_wait_s)."""
+    global _store, _unreachable
     own = _own_store()
     if not has_start_store():
         return None
+    if _unreachable is not None:
+        raise _unreachable
     if _store is None:
         from torch.distributed import TCPStore
 
         host = own and os.environ.get("RANK") == "0"
-        _store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=host,
-                          wait_for_workers=False, timeout=timedelta(seconds=_connect_wait_s()))
+        try:
+            _store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=host,
+                              wait_for_workers=False, timeout=timedelta(seconds=wait_s or _connect_wait_s()))
+        except Exception as e:
+            _unreachable = e
+            raise
         if host:
             atexit.register(_keep_store_up, _store, int(os.environ["WORLD_SIZE"]))
     return _store
@@ -194,7 +201,7 @@ def _first_on_node(line: str) -> bool:
     node = os.environ.get("GROUP_RANK") or socket.gethostname()  # (torchrun's number of the node, else its name)
     key = f"mypt/said/{node}/{hashlib.sha256(line.encode()).hexdigest()}"
     try:
-        store = _start_store()
+        store = _start_store(_STORE_WAIT_S)  # (a rank telling its own error: see tell_ranks_start_failed)
         return store is None or _answer(lambda: store.compare_set(key, "", me), _STORE_ANSWER_S).decode() == me
     except Exception:  # (the store gone, torchrun or rank 0 ended, or stopped: say it)
         return True
@@ -275,7 +282,9 @@ def tell_ranks_start_failed(error: BaseException) -> None:
         return
     _told = True
     try:
-        store = _start_store()
+        # (Only _STORE_WAIT_S to reach rank 0's store: its connect takes no Ctrl-C, and a rank
+        # refused by its own flags, with no rank 0 started, said nothing for 30 minutes.)
+        store = _start_store(_STORE_WAIT_S)
         if store is not None:
             line = error_line(error)
             _says = _first_on_node(line)  # (before the others can learn it: this rank says it on its node)

@@ -252,6 +252,20 @@ def test_a_rank_lost_as_the_ranks_agree_on_a_save_leaves_rank_0_naming_the_check
     assert json.loads((tmp_path / "checkpoints/m/training_state.json").read_text())["step"] == 3
 
 
+@pytest.mark.slow
+def test_a_rank_launched_by_hand_refused_by_its_flags_says_so_without_a_rank_0(tmp_path):
+    """A rank refused by its own flags tells the others in rank 0's store first: with no rank 0
+    started (a typo at one terminal), it tried to reach the store for the 30 minutes a start may
+    take, in a connect that takes no Ctrl-C, saying nothing. It tries only _STORE_WAIT_S (patched
+    to 2 s here), then says its error."""
+    patch = "import mypt.distributed\nmypt.distributed._STORE_WAIT_S = 2\n"
+    rank1 = subprocess.run(with_patch(patch, ["train", "--dataset_dir", str(tmp_path / "nothere"), "--model_name",
+                                              "m", "--device", "cpu"]),
+                           cwd=tmp_path, env=by_hand_env(1, free_port()), capture_output=True, text=True, timeout=60)
+    assert rank1.returncode == 1 and re.search(r"^Error: --dataset_dir .*nothere: no directory", rank1.stderr,
+                                               re.M), rank1.stderr[-2000:]
+
+
 # Rank 1 says when it starts to connect to rank 0's store, and gives up on it after 1 s where it
 # waits as long as under torchrun (_STORE_WAIT_S): a launch of its own waits as long as for any
 # rank to start.
