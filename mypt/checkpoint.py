@@ -491,16 +491,18 @@ def _holds_shards(path: Path) -> bool:
     return any(any(path.glob(pattern)) for pattern in DCP_FILES)
 
 
-def read_training_state(path: Path, config: dict | None = None) -> dict:
+def read_training_state(path: Path, config: dict | None = None, tensors: bool = True) -> dict:
     """training_state.json of a checkpoint (step, sampler, history, the optimizer's JSON part,
     `autocast`: the dtype the run trained in, see _trained_in), checked against its sha256
-    (training_state.safetensors too). `config`: its read_config, where the caller has it."""
+    (with `tensors`, training_state.safetensors too: the optimizer's state, twice the weights
+    under AdamW, for a caller that reads only the step need not be hashed). `config`: its
+    read_config, where the caller has it."""
     path = Path(path)
     if not (path / "training_state.json").is_file():
         raise CheckpointError(f"{path} has no training state to resume from (training_state.json); "
                               "start a new run, or use --init_from_model to start from its weights")
     config = read_config(path) if config is None else config
-    verify(path, config, ("training_state.json", "training_state.safetensors"))
+    verify(path, config, ("training_state.json", "training_state.safetensors") if tensors else ("training_state.json",))
     state = _read_json_object(path / "training_state.json")
     if not isinstance(state.get("step"), int) or not isinstance(state.get("optimizer"), dict):
         raise CheckpointError(f"{path / 'training_state.json'}: no integer 'step' and 'optimizer' object; the "

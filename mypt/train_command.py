@@ -573,14 +573,15 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
 def _unfinished_init(req: RunSettings, cfgs: _Configs) -> str | None:
     """What a new run from a mypt checkpoint (--init_from_model) says of one whose run stopped
     short of its max_iters (Ctrl-C, SIGTERM, a crash after a periodic save, or a run still
-    training), or None: the adapt stage adapted such a half-trained base, saying only `init from
+    training), or None: an adaptation of a half-trained base would say only `init from
     checkpoints/base (step 21)`. A resume continues its own run, whose start was checked; what
-    cannot be read (no training state, a damaged one) is the weights' load to judge."""
+    cannot be read (no training state, a damaged one) is the weights' load to judge. Only the
+    step is read: the optimizer's state (gigabytes) is not hashed."""
     if cfgs.init is None or cfgs.hf or req.resume:
         return None
     planned = cfgs.saved.get("training", {}).get("max_iters") if isinstance(cfgs.saved, dict) else None
     try:
-        step = checkpoint.read_training_state(cfgs.init, cfgs.saved).get("step")
+        step = checkpoint.read_training_state(cfgs.init, cfgs.saved, tensors=False).get("step")
     except (CheckpointError, OSError):
         return None
     if not (isinstance(step, int) and isinstance(planned, int) and step < planned):

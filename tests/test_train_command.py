@@ -263,3 +263,23 @@ def test_a_resume_reads_its_checkpoints_config_once_beside_what_loading_it_reads
     result = CliRunner().invoke(main, [*flags, "--resume"])  # (trained to --max_iters already: said, nothing saved)
     assert result.exit_code == 0 and "already trained to --max_iters 2" in result.output, result.output
     assert opens == {"config": loaded + 1}
+
+
+def test_a_run_from_a_checkpoint_hashes_none_of_its_optimizer_state(tmp_path, count_opens):
+    """--init_from_model reads the base's step (whether its run finished) from training_state.json:
+    the optimizer's state beside it, twice the weights under AdamW (56 GB for a 7B base), is
+    neither read nor hashed (each rank read it whole)."""
+    from click.testing import CliRunner
+
+    from mypt.cli import main
+
+    (tmp_path / "t.txt").write_text("some text to learn from\n" * 40)
+    common = ["--input_file", str(tmp_path / "t.txt"), "--tokenization", "char", "--config_file", "tiny",
+              "--checkpoints_dir", str(tmp_path / "ck"), "--device", "cpu", "--eval_iters", "1", "--batch_size", "2"]
+    assert CliRunner().invoke(main, ["train", *common, "--model_name", "base", "--max_iters", "2"]).exit_code == 0
+    state = tmp_path / "ck" / "base" / "training_state.safetensors"
+    opens = count_opens(lambda path, mode: "state" if path == state else None)
+    result = CliRunner().invoke(main, ["train", *common, "--model_name", "next", "--init_from_model", "base",
+                                       "--max_iters", "1"])
+    assert result.exit_code == 0 and "init from" in result.output, result.output
+    assert opens == {}
