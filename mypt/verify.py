@@ -64,8 +64,8 @@ class Report:
                        f"{self.dataset_dir}{extra}{warned}")
         else:
             out.append(f"FAILED: {len(self.problems)} problem{'s' * (len(self.problems) != 1)} in {self.dataset_dir}; "
-                       "HINT: restore the named files (from a backup, `dvc checkout -f` or `dvc pull` of the dataset in a DVC "
-                       "pipeline) or prepare the dataset again")
+                       "HINT: restore the named files (from a backup, `dvc checkout -f` or `dvc pull` of the dataset "
+                       "in a DVC pipeline) or prepare the dataset again")
         return out
 
 

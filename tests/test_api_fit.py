@@ -192,7 +192,8 @@ def test_a_scripts_config_object_trains_with_its_other_names_said_once_and_left_
                                               "which no training setting is: left out (GPT.fit trains without them)"]
     assert tiny_model(tok).fit(data, log=lambda line: None)["step"] == 2
     with mock.patch("torch.cuda.is_available", return_value=False), \
-            pytest.raises(ConfigError, match=r"^GPTDataLoader's config: device=cuda: no CUDA GPU is usable here .*; use "
-                                             r"device=cpu, or auto$"):
+            pytest.raises(ConfigError,
+                          match=r"^GPTDataLoader's config: device=cuda: no CUDA GPU is usable here .*; use "
+                                r"device=cpu, or auto$"):
         GPTDataLoader(SimpleNamespace(batch_size=3, block_size=BLOCK, device="cuda"), tok,
                       tokens=tok.encode_array(TEXT))

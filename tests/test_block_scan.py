@@ -170,7 +170,8 @@ def test_a_runs_end_is_where_its_characters_end_decoded_one_at_a_time():
 
 # Lines of whitespace as RunSkip.period's units see them: a newline, then the line's whitespace.
 UNITS = ["\n", "\n\r", "\n ", "\n\t", "\n\u3000", "\n\xa0", "\n  ", "\n\x85", "\n\u2028", "\n \t"]
-AROUND = ["", "a", "word", ".", "中文", "。", " ", "\t", "\r", "\xa0", "\u3000", "x y", "'s", "1", "\U0001F600", "    "]
+AROUND = ["", "a", "word", ".", "中文", "。", " ", "\t", "\r", "\xa0", "\u3000", "x y", "'s", "1", "\U0001F600",
+          "    "]
 ALL_CHARS = "".join(sorted(set("".join(UNITS + AROUND) + "end")))  # (a char vocabulary for them)
 
 

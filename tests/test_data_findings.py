@@ -33,6 +33,18 @@ def invoke(command, *args) -> str:
     return result.output
 
 
+def shards_of_a_corpus(tokens_per_shard: int) -> None:
+    """corpus/a.txt (40 lines) through the clean, vocab, tokenize and shard stages, in the current
+    directory: the shard step's output in sh/ (tokenized in tok/)."""
+    Path("corpus").mkdir()
+    Path("corpus/a.txt").write_text("".join(f"Line {i} of the text.\n" for i in range(40)))
+    invoke(stage_main("stages/clean.py"), "--input_files", "corpus", "--out_dir", "clean", "--stats", "s1.json")
+    invoke(stage_main("stages/vocab.py"), "--in_dir", "clean", "--out_dir", "vocab", "--tokenization", "char")
+    invoke(stage_main("stages/tokenize_corpus.py"), "--in_dir", "clean", "--tokenizer_dir", "vocab", "--out_dir",
+           "tok", "--stats", "s2.json")
+    invoke(stage_main("stages/shard.py"), "--in_dir", "tok", "--out_dir", "sh", "--tokens_per_shard",
+           str(tokens_per_shard))
+
 def test_shards_past_the_names_padding_keep_the_corpus_order(tmp_path, monkeypatch):
     """shard_name pads to 5 digits, so shard_100000.bin sorts between shard_10000.bin and
     shard_10001.bin as text: the split stage read the shard step's output in that order and
@@ -44,13 +56,7 @@ def test_shards_past_the_names_padding_keep_the_corpus_order(tmp_path, monkeypat
     monkeypatch.setattr(mypt.shards, "shard_name", unpadded)
     monkeypatch.setattr(mypt.steps.shard, "shard_name", unpadded)
     monkeypatch.setattr(mypt.steps.split, "shard_name", unpadded)  # (its check of the shard step's names)
-    Path("corpus").mkdir()
-    Path("corpus/a.txt").write_text("".join(f"Line {i} of the text.\n" for i in range(40)))
-    invoke(stage_main("stages/clean.py"), "--input_files", "corpus", "--out_dir", "clean", "--stats", "s1.json")
-    invoke(stage_main("stages/vocab.py"), "--in_dir", "clean", "--out_dir", "vocab", "--tokenization", "char")
-    invoke(stage_main("stages/tokenize_corpus.py"), "--in_dir", "clean", "--tokenizer_dir", "vocab", "--out_dir",
-           "tok", "--stats", "s2.json")
-    invoke(stage_main("stages/shard.py"), "--in_dir", "tok", "--out_dir", "sh", "--tokens_per_shard", "7")
+    shards_of_a_corpus(7)
     corpus = np.fromfile("tok/00000.tokens", dtype=np.uint32)
     assert Path("sh/shard_12.bin").is_file() and corpus.size > 12 * 7
     invoke(stage_main("stages/split.py"), "--in_dir", "sh", "--out_dir", "ds", "--stats", "s3.json",
@@ -252,13 +258,7 @@ def test_the_split_stage_refuses_shards_other_than_those_its_manifest_lists(tmp_
     import shutil
 
     monkeypatch.chdir(tmp_path)
-    Path("corpus").mkdir()
-    Path("corpus/a.txt").write_text("".join(f"Line {i} of the text.\n" for i in range(40)))
-    invoke(stage_main("stages/clean.py"), "--input_files", "corpus", "--out_dir", "clean", "--stats", "s1.json")
-    invoke(stage_main("stages/vocab.py"), "--in_dir", "clean", "--out_dir", "vocab", "--tokenization", "char")
-    invoke(stage_main("stages/tokenize_corpus.py"), "--in_dir", "clean", "--tokenizer_dir", "vocab", "--out_dir",
-           "tok", "--stats", "s2.json")
-    invoke(stage_main("stages/shard.py"), "--in_dir", "tok", "--out_dir", "sh", "--tokens_per_shard", "100")
+    shards_of_a_corpus(100)
     tokens = np.fromfile("tok/00000.tokens", dtype=np.uint32).size
     shards = -(-tokens // 100)
     assert shards > 3
