@@ -824,9 +824,12 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     # (A run stopped in its last step, its final evaluation skipped, is not complete: it evaluates and saves.)
     if resume_state and not _steps_left(resume_state["step"], train_cfg.max_iters, ckpt_dir, req.auto_resume) \
             and evaluated_at(resume_state.get("history", []), resume_state["step"]):
-        if req.metrics_dir is not None and dist.is_main:  # a killed run's rows past the checkpoint go
-            open_tracker(req.loggers, req.metrics_dir, req.model_name, resume=True,
-                         resume_step=resume_state["step"], found=found).close()
+        # A killed run's rows past the checkpoint go, from the loggers that keep them in files (a
+        # remote run, MLflow's or W&B's, is not reopened on each resubmission of a finished job).
+        cut = tuple(name for name in req.loggers if name in ("dvclive", "tensorboard"))
+        if req.metrics_dir is not None and dist.is_main and cut:
+            open_tracker(cut, req.metrics_dir, req.model_name, resume=True, resume_step=resume_state["step"],
+                         found=found).close()
         return _complete(req, resume_state, tokens_per_step(loader, train_cfg, dist), dist, log)
     eval_sum = sha256_file(Path(req.eval_dataset_dir) / METADATA_FILE) if req.eval_dataset_dir is not None else None
     if resume_state and dist.is_main:

@@ -89,6 +89,28 @@ def test_a_resume_that_finds_the_run_complete_cuts_back_a_killed_runs_rows(tmp_p
         (tmp_path / "live/plots/metrics/val.tsv").read_text().splitlines()[1:]), latest
 
 
+@pytest.mark.slow
+def test_a_resume_that_finds_the_run_complete_opens_no_remote_logger(tmp_path, monkeypatch):
+    """The complete run's resume cuts back dvclive's rows but does not open its MLflow run again
+    (a network round trip, or a wait offline, on each resubmission of a finished job)."""
+    import mypt.logger_clients
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    real, opened = mypt.logger_clients.CLIENTS["mlflow"], []
+
+    def counted(*args, **kwargs):
+        opened.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setitem(mypt.logger_clients.CLIENTS, "mlflow", counted)
+    dataset(tmp_path)
+    invoke(*train_args(tmp_path, "--max_iters", "5", "--logger", "dvclive,mlflow"))
+    assert len(opened) == 1
+    out = invoke(*train_args(tmp_path, "--max_iters", "5", "--resume", "--logger", "dvclive,mlflow"))
+    assert "nothing to do" in out and len(opened) == 1
+
+
 def test_an_evaluation_a_stop_cut_short_is_the_resumed_runs_first(tmp_path, monkeypatch):
     """A SIGTERM during the evaluation of the last step (10) cuts it short and saves step 10; the
     stop says --resume evaluates it first, and so it does with a larger --max_iters, though 10
