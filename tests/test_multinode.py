@@ -215,18 +215,26 @@ def test_rank_0_saving_longer_than_dist_timeout_minutes_ends_no_rank(dataset, tm
     assert "step 3: val" in outs[0] and outs[1].count("waiting for rank 0 to write the checkpoint") == 1
 
 
+def other_rank_when_one_stops(stopped: int, module: str, name: str, dataset: Path, tmp_path: Path) -> str:
+    """Two ranks train to step 4 under a 15 s --dist_timeout_minutes; rank `stopped` stops itself
+    (SIGSTOP: no sign of life) as it calls module.name. The other rank's output, once it ended
+    with status 1 and no traceback."""
+    stop = f"import os, signal, {module}\n{module}.{name} = lambda *a, **k: os.kill(os.getpid(), signal.SIGSTOP)\n"
+    args = train_args(dataset, "--max_iters", "4", "--dist_timeout_minutes", "0.25")
+    plain, other = [sys.executable, "-m", "mypt.cli", *args], 1 - stopped
+    with ranks_by_hand([with_patch(stop, args) if rank == stopped else plain for rank in (0, 1)], tmp_path,
+                       logs=tmp_path) as procs:
+        procs[other].wait(timeout=180)
+    out = (tmp_path / f"rank{other}.out").read_text()
+    assert procs[other].returncode == 1 and "Traceback" not in out, out[-3000:]
+    return out
+
+
 @pytest.mark.slow
 def test_rank_0_stopped_in_its_save_ends_the_other_ranks_within_dist_timeout_minutes(dataset, tmp_path):
     """The other side of that wait: rank 0 stopped (SIGSTOP: no sign of life) as it saves ends
     the rank waiting for it within --dist_timeout_minutes, in one line naming the timeout."""
-    stop = "import os, signal, mypt.checkpoint\nmypt.checkpoint.save = lambda *a, **k: os.kill(os.getpid(), " \
-           "signal.SIGSTOP)\n"
-    args = train_args(dataset, "--max_iters", "4", "--dist_timeout_minutes", "0.25")
-    with ranks_by_hand([with_patch(stop, args), [sys.executable, "-m", "mypt.cli", *args]], tmp_path,
-                       logs=tmp_path) as procs:
-        procs[1].wait(timeout=180)
-    out = (tmp_path / "rank1.out").read_text()
-    assert procs[1].returncode == 1 and "Traceback" not in out, out[-3000:]
+    out = other_rank_when_one_stops(0, "mypt.checkpoint", "save", dataset, tmp_path)
     assert re.findall(r"^Error: rank 1: another rank did not take part in the vote or save after step 3 within "
                       r"--dist_timeout_minutes 0.25 \(Timed out waiting 15000ms for rank 0's save to end: .*\): a rank "
                       r"that hangs .* saving nothing; no checkpoint was written: start the run again$", out, re.M), \
@@ -238,14 +246,7 @@ def test_a_rank_lost_as_the_ranks_agree_on_a_save_leaves_rank_0_naming_the_check
     """Rank 1 stopped as the ranks agree on the step-3 save, after rank 0 wrote it whole: rank 0
     ends within --dist_timeout_minutes naming that checkpoint and --resume, not 'no checkpoint was
     written: start the run again' (which would send a user back to step 0)."""
-    stop = "import os, signal, mypt.train\nmypt.train.rank_0_saved = lambda dist: os.kill(os.getpid(), " \
-           "signal.SIGSTOP)\n"
-    args = train_args(dataset, "--max_iters", "4", "--dist_timeout_minutes", "0.25")
-    with ranks_by_hand([[sys.executable, "-m", "mypt.cli", *args], with_patch(stop, args)], tmp_path,
-                       logs=tmp_path) as procs:
-        procs[0].wait(timeout=180)
-    out = (tmp_path / "rank0.out").read_text()
-    assert procs[0].returncode == 1 and "Traceback" not in out, out[-3000:]
+    out = other_rank_when_one_stops(1, "mypt.train", "rank_0_saved", dataset, tmp_path)
     assert re.findall(r"^Error: rank 0: another rank did not take part in the vote or save after step 3 within "
                       r"--dist_timeout_minutes 0.25 .* the last checkpoint \(step 3\) is in checkpoints/m: continue "
                       r"from it with --resume$", out, re.M), out[-3000:]
