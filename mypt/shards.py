@@ -38,6 +38,19 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.bin"
 
 
+MAX_SHARDS = 10**6  # (a record that says more is damaged: 10T tokens at the default shard size)
+
+
+def shard_names(tokens: int, tokens_per_shard: int) -> list[str]:
+    """The files ShardWriter writes a stream of `tokens` as: full shards of tokens_per_shard
+    tokens, then the rest, ceil(tokens / tokens_per_shard) of them numbered from 0. ValueError
+    for a count past MAX_SHARDS (a damaged record)."""
+    count = -(-int(tokens) // int(tokens_per_shard))
+    if not 0 <= count <= MAX_SHARDS:
+        raise ValueError(f"{count} shards")
+    return [shard_name(i) for i in range(count)]
+
+
 class ShardWriter:
     """Writes a token stream as consecutive shards of `tokens_per_shard` tokens.
 

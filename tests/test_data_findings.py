@@ -15,8 +15,6 @@ from click.testing import CliRunner
 from test_dvc_params import stage_main
 
 import mypt.shards
-import mypt.steps.shard
-import mypt.steps.split
 import mypt.text
 from mypt.cli import main
 from mypt.data import GPTDataLoader, LoaderConfig
@@ -53,9 +51,7 @@ def test_shards_past_the_names_padding_keep_the_corpus_order(tmp_path, monkeypat
     The split stage and the loader read shards by index."""
     monkeypatch.chdir(tmp_path)
     unpadded = lambda index: f"shard_{index}.bin"  # noqa: E731
-    monkeypatch.setattr(mypt.shards, "shard_name", unpadded)
-    monkeypatch.setattr(mypt.steps.shard, "shard_name", unpadded)
-    monkeypatch.setattr(mypt.steps.split, "shard_name", unpadded)  # (its check of the shard step's names)
+    monkeypatch.setattr(mypt.shards, "shard_name", unpadded)  # (the shard and split steps name shards through it)
     shards_of_a_corpus(7)
     corpus = np.fromfile("tok/00000.tokens", dtype=np.uint32)
     assert Path("sh/shard_12.bin").is_file() and corpus.size > 12 * 7

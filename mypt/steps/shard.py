@@ -11,19 +11,16 @@ import numpy as np
 from mypt.io import atomic_file, staged_dir, write_json
 from mypt.names import STATE_FILE
 from mypt.settings import Settings, setting
-from mypt.shards import ShardWriter, TokenStream, shard_name
+from mypt.shards import ShardWriter, TokenStream, shard_names
 from mypt.steps import MANIFEST, Step, part_file, read_input, step_files
 
 STEP = Step("shard", reads=("tokenize",))
-MAX_SHARDS = 10**6  # (a manifest that says more is damaged: 10T tokens at the default shard size)
 
 
 def _shard_files(manifest: dict) -> list[str]:
     """Full shards of tokens_per_shard tokens, then the rest: ceil(tokens / tokens_per_shard)."""
-    count = -(-sum(int(s["tokens"]) for s in manifest["sources"]) // int(manifest["settings"]["tokens_per_shard"]))
-    if not 0 <= count <= MAX_SHARDS:
-        raise ValueError(f"{count} shards")
-    return ["documents.bin", STATE_FILE, *map(shard_name, range(count))]
+    tokens = sum(int(s["tokens"]) for s in manifest["sources"])
+    return ["documents.bin", STATE_FILE, *shard_names(tokens, manifest["settings"]["tokens_per_shard"])]
 
 
 WRITTEN = step_files(STEP, _shard_files)

@@ -26,7 +26,7 @@ from mypt.io import read_json, staged_dir, write_json
 from mypt.names import METADATA_FILE, STATE_FILE, char_replacement
 from mypt.settings import Settings, seed_setting, setting
 from mypt.shards import (FORMAT_VERSION, SPLITS, TOKENIZER_RECORD, ShardWriter, TokenStream, list_shards, listed_shards,
-                         read_metadata, shard_name, tokenizer_sha256)
+                         read_metadata, shard_names, tokenizer_sha256)
 from mypt.steps import MANIFEST, Step, bad_lines_note, read_input
 from mypt.tokenizers import Tokenizer
 from mypt.text import skipped_lines
@@ -117,7 +117,10 @@ def _shard_stream(in_dir: Path, manifest: dict) -> TokenStream:
     files = list_shards(in_dir)
     stream = TokenStream(files)
     tokens = sum(s["tokens"] for s in manifest["sources"])
-    names = [shard_name(i) for i in range(-(-tokens // manifest["settings"]["tokens_per_shard"]))]
+    try:
+        names = shard_names(tokens, manifest["settings"]["tokens_per_shard"])
+    except ValueError as e:
+        raise InputError(f"{in_dir}: its {MANIFEST} does not say what the shard step wrote ({e})") from None
     have = [p.name for p in files]
     if have != names or len(stream) != tokens:
         listed_names, found = set(names), set(have)  # (sets: a corpus may have 10**5 shards)
