@@ -189,10 +189,10 @@ class GPTDataLoader:
         if self.block_size < 1:
             raise ConfigError(f"GPTDataLoader: block_size must be at least 1 (the tokens of each sequence), got "
                               f"{block_size}")
-        try:
-            self.device = resolve_device(getattr(config, "device", None) or "cpu")
-        except ConfigError as e:  # (said as the config's setting, not as mypt train's flag)
-            raise ConfigError(f"GPTDataLoader's config: {e}".replace("--device ", "device=")) from None
+        try:  # (said as the config's setting, not as mypt train's flag)
+            self.device = resolve_device(getattr(config, "device", None) or "cpu", said="device=")
+        except ConfigError as e:
+            raise ConfigError(f"GPTDataLoader's config: {e}") from None
         self.seed = int(getattr(config, "seed", 1337))
         self.rank = int(getattr(config, "rank", 0))
         self.tokenizer = tokenizer
