@@ -72,6 +72,12 @@ def evaluated_at(history: list[dict], step: int) -> bool:
     return bool(history) and history[-1]["step"] == step and "train_loss" not in history[-1]
 
 
+def saved_streams(state: dict) -> list:
+    """The window streams a checkpoint's training state saved, one a rank (an older mypt's: the
+    one sampler; none where it saved none)."""
+    return state.get("sampler_ranks") or ([state["sampler"]] if "sampler" in state else [])
+
+
 def get_lr(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then the decay to min_lr at lr_decay_iters (cosine; or wsd: the peak
     held, then linear over the last decay_fraction), then flat."""
@@ -337,7 +343,7 @@ class _Run:
         # the saving run did not have (a resume on more processes) starts streams of its own
         # keyed by the step: its seed's from step 0 may have been drawn already, by a run before
         # that one.
-        saved = state.get("sampler_ranks") or ([state["sampler"]] if "sampler" in state else [])
+        saved = saved_streams(state)
         if dist.rank < len(saved):
             self.loader.load_state_dict(saved[dist.rank])
         elif saved:  # (its RNG state too: the checkpoint holds none of it, see checkpoint._rank_rng)

@@ -38,7 +38,8 @@ from mypt.tokenizers import Tokenizer, make_tokenizer, tokenizer_class
 from mypt.loggers import check_installed
 from mypt.optim import apply_hyperparameters, check_resumable, configure_optimizer, muon_lr
 from mypt.tracking import MetricsDir, check_metrics_dir, check_metrics_path, open_tracker
-from mypt.train import compiled as compiled_for_training, evaluated_at, fit, get_lr, tokens_per_step, trained_tokens
+from mypt.train import (compiled as compiled_for_training, evaluated_at, fit, get_lr, saved_streams, tokens_per_step,
+                        trained_tokens)
 
 # What the train stages read besides code: the presets --config_file names (a preset edited
 # reruns them; scripts/dvc_deps.py lists this directory in their deps).
@@ -367,7 +368,7 @@ def _changed_on_resume(saved: dict, cfg: TrainConfig, step: int, saved_dropout: 
 def _new_ranks(state: dict, dist: Dist) -> range:
     """The ranks a resumed run has that its checkpoint's did not (their streams start from the
     seed: train._Run.restore); none where the checkpoint saved no window stream."""
-    saved = state.get("sampler_ranks") or ([state["sampler"]] if "sampler" in state else [])
+    saved = saved_streams(state)
     return range(len(saved), dist.world_size) if saved else range(0)
 
 
