@@ -18,7 +18,6 @@ import functools
 import multiprocessing
 import os
 import pickle
-import sys
 import tempfile
 import threading
 import time
@@ -29,19 +28,13 @@ from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
 
-from tqdm import tqdm
-
 from mypt.errors import MyptError
+from mypt.progress import progress
 from mypt.shared_value import with_shared
 from mypt.signals import stops_held
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def progress(total: int | None, desc: str, unit: str = "block") -> tqdm:
-    # Shown on a terminal, silent in logs and tests (tqdm's disable=None).
-    return tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr, leave=False)
 
 
 class Parallelism(Protocol):

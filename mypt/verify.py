@@ -28,7 +28,7 @@ import numpy as np
 
 from mypt.errors import MyptError, ShardError
 from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
-from mypt.parallel import progress
+from mypt.progress import progress
 from mypt.shards import (DTYPE, TOKEN_BYTES, check_tokenizer_record, list_shards, listed_but_missing, listed_entries,
                          not_whole_tokens, open_shard, other_token_count, read_metadata, shard_stat)
 from mypt.tokenizers import Tokenizer
