@@ -24,6 +24,7 @@ import json
 import numbers
 import os
 import reprlib
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def loader_config(config, who: str = "GPTDataLoader", device: str = "cpu") -> Tr
                                                                           if near else ""))
         if not isinstance(config, Mapping):
             warnings.warn(f"{said}: left out (GPT.fit trains without {'them' if len(unknown) > 1 else 'it'})",
-                          stacklevel=3)
+                          stacklevel=_callers_level())
         else:
             raise ConfigError(f"{said}: GPT.fit would train without {'them' if len(unknown) > 1 else 'it'}; pass a "
                               "TrainConfig, or settings named as its fields (TrainConfig.field_names()), block_size "
@@ -126,6 +127,17 @@ def loader_config(config, who: str = "GPTDataLoader", device: str = "cpu") -> Tr
         if name in values:
             setattr(cfg, name, values[name])
     return cfg
+
+
+def _callers_level() -> int:
+    """The warnings.warn stacklevel, for its caller, of the first frame outside mypt: the user's
+    line, however deep in mypt the warning is said (GPTDataLoader(...) is 2 frames above it,
+    model.fit(...) 5; Python 3.12's skip_file_prefixes does this, and mypt runs on 3.10)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1  # (level 1: this function's caller, which calls warnings.warn)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_batch_size(batch_size: int) -> None:

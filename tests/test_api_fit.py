@@ -197,3 +197,23 @@ def test_a_scripts_config_object_trains_with_its_other_names_said_once_and_left_
                                 r"device=cpu, or auto$"):
         GPTDataLoader(SimpleNamespace(batch_size=3, block_size=BLOCK, device="cuda"), tok,
                       tokens=tok.encode_array(TEXT))
+
+
+def test_a_config_objects_left_out_name_is_warned_of_at_the_users_line():
+    """The warning of a plain config object's name that no setting is (max_iter) points at the
+    line that passed it, GPTDataLoader(...) or model.fit(...), not into mypt (fit's said
+    train.py's line): a user's warnings filter by module, and the report, find it there."""
+    import warnings
+    from types import SimpleNamespace
+
+    from mypt.data import GPTDataLoader
+    from test_train_paths import BLOCK, TEXT
+
+    tok = tokenizer()
+    script = SimpleNamespace(batch_size=3, block_size=BLOCK, max_iters=2, eval_interval=2, eval_iters=1, max_iter=5)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        data = GPTDataLoader(script, tok, tokens=tok.encode_array(TEXT))
+        tiny_model(tok).fit(data, config=script, log=lambda line: None)
+    assert [(w.filename, "max_iter -> max_iters" in str(w.message)) for w in said] == [(__file__, True)] * 2, \
+        [(w.filename, w.lineno, str(w.message)) for w in said]
