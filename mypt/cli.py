@@ -8,18 +8,19 @@ generated from their definitions (mypt.settings); mypt's errors print as one lin
 
 from __future__ import annotations
 
-from mypt.signals import ctrl_c_says_aborted
+from mypt.signals import ctrl_c_says_aborted_while
 
 # First, as the `mypt` console script imports this module: a Ctrl-C while the modules below load
-# says Aborted!, not a traceback.
-ctrl_c_says_aborted()
-from pathlib import Path
+# says Aborted!, not a traceback; only while they load, as importing this module as a library
+# changes no interpreter hook.
+with ctrl_c_says_aborted_while():
+    from pathlib import Path
 
-import click
+    import click
 
-from mypt.config import EvalSettings, ExportSettings, GenerateSettings, train_options
-from mypt.options import GreedyCommand, MyptGroup, input_files_option, option, settings_options
-from mypt.rank_command import RankCommand
+    from mypt.config import EvalSettings, ExportSettings, GenerateSettings, train_options
+    from mypt.options import GreedyCommand, MyptGroup, input_files_option, option, settings_options
+    from mypt.rank_command import RankCommand
 
 
 @click.group(cls=MyptGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -148,8 +148,8 @@ def stops_held(mask: bool = False) -> Iterator[None]:
 
 
 def ctrl_c_says_aborted() -> None:
-    """Called first by a command's entry point (each stage script, mypt.cli for the `mypt` console
-    script), before the imports that take its first 0.1 to 1 s (torch's, numpy's): a Ctrl-C there,
+    """Called first by a command's entry point (each stage script; mypt.cli, the `mypt` console
+    script's, through ctrl_c_says_aborted_while), before the imports that take its first 0.1 to 1 s (torch's, numpy's): a Ctrl-C there,
     before click's main can take it, would print a traceback of whatever import it cut. It says
     click's Aborted! instead; the process still ends as an uncaught Ctrl-C ends Python (killed by SIGINT:
     130 in a shell, which stops a script that ran it). Only a KeyboardInterrupt that nothing
@@ -161,6 +161,26 @@ def ctrl_c_says_aborted() -> None:
 
 
 _previous_hook: dict = {}
+
+
+@contextlib.contextmanager
+def ctrl_c_says_aborted_while() -> Iterator[None]:
+    """ctrl_c_says_aborted for the imports of a module that is a command's entry point and a
+    library too (mypt.cli: the `mypt` console script imports it, and so may anyone): the hook
+    only while the block runs, so that importing the module leaves the interpreter's hooks as
+    they were. A Ctrl-C that ends the block leaves it in place, for the interpreter's end to say
+    Aborted!. The few instructions between the block's end and click's main are not covered."""
+    previous = sys.excepthook
+    ctrl_c_says_aborted()
+    interrupted = False
+    try:
+        yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if not interrupted and sys.excepthook is _say_aborted:
+            sys.excepthook = previous
 
 
 def _say_aborted(kind: type[BaseException], value: BaseException, tb) -> None:

@@ -53,3 +53,19 @@ def test_a_ctrl_c_while_a_command_starts_says_aborted_not_a_traceback(tmp_path, 
                          text=True, timeout=120, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert (run.returncode, run.stdout, run.stderr) == (-signal.SIGINT, "", "\nAborted!\n"), run.stderr
     assert [p.name for p in tmp_path.iterdir()] == [script.name]
+
+
+def test_importing_mypt_as_a_library_leaves_the_interpreters_hooks_as_they_were():
+    """mypt.cli, the `mypt` console script's module, set sys.excepthook when imported (its
+    Aborted! for a Ctrl-C while the command's modules load): a program that imports mypt or
+    mypt.cli as a library found its uncaught exceptions going through mypt's hook. The hook is
+    set only while mypt.cli's own imports run (the test above: a Ctrl-C there still says Aborted!)."""
+    check = ("import signal, sys, threading\n"
+             "hooks = lambda: (sys.excepthook, threading.excepthook, sys.unraisablehook, "
+             "signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))\n"
+             "before = hooks()\n"
+             "import mypt, mypt.cli\n"
+             "assert mypt.cli.main is not None\n"
+             "print([a is b for a, b in zip(before, hooks())], sys.excepthook is sys.__excepthook__)\n")
+    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout) == (0, "[True, True, True, True, True] True\n"), run.stderr
