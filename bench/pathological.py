@@ -19,7 +19,8 @@ Prints:
       hf: CJK lines, indented lines (train-tokenizer's tokenizer: only a newline between two
           printable ASCII characters was a cut point: one block, 3.76 GB for 16 MiB of CJK);
       gpt2: MEMORY_MB MiB of spaces inside one line (--no_filter; one tiktoken piece, ~40 bytes a
-          byte), lines indented deeper than the 256 bytes the block rule sees (one block), lines
+          byte; with hf one encode, 963 MiB for 4 MiB, until HFTokenizer._run_cuts cut the run at its
+          period: 114 MiB), lines indented deeper than the 256 bytes the block rule sees (one block), lines
           of U+00A0 (--no_normalize --no_filter --no_dedup: one run of whitespace, one block);
       blank lines (a run of MEMORY_MB MiB of newlines between two lines) with gpt2 and hf, and lines
           of U+3000 with hf (--no_normalize --no_filter --no_dedup): no rule cuts inside such a run,
@@ -198,6 +199,7 @@ def memory_inputs(tmp: Path, mb: int) -> list[tuple[str, Path, list[str]]]:
     assert done.returncode == 0, done.stderr
     hf = ["--tokenization", f"hf:{tok}"]
     return [("gpt2 ordinary lines", plain, []), ("gpt2 spaces in one line", spaces, ["--no_filter"]),
+            ("hf spaces in one line", spaces, ["--no_filter", *hf]),
             ("gpt2 indents of 300-600", deep, ["--no_dedup"]),
             ("gpt2 U+00A0 lines", nbsp, ["--no_normalize", "--no_filter", "--no_dedup"]),
             ("hf ordinary lines", plain, hf), ("hf CJK lines", cjk, ["--no_dedup", *hf]),

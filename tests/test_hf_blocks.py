@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import read_tokens
-from test_block_scan import period_cuts_keep_ids
+from test_block_scan import AROUND, period_cuts_keep_ids
 from test_tokenize_blocks import cjk_lines, crlf_lines, deep_indents, indented_lines, paragraphs, random_text
 
 import mypt.steps.tokenize as tokenize_step
+import mypt.tokenizers.hf as hf_module
 from mypt.cli import main
 from mypt.text import split_blocks
 from mypt.tokenizers import gpt2
@@ -323,3 +324,70 @@ def test_prepare_dataset_keeps_the_ids_of_added_tokens_after_indents(with_added,
 def test_newline_run_boundary_cuts_after_a_runs_last_newline(before, after, at):
     """After the last \\r or \\n of a run whose end `after` shows; nowhere else."""
     assert gpt2.newline_run_boundary(before, after) == at
+
+
+# The characters of the runs inside a line that _run_cuts cuts (one whitespace character repeated).
+RUN_CHARS = [" ", "\t", "\u3000", "\xa0", "\n", "\r", "\x85", "\u2028"]
+ALL_KINDS = ["train-tokenizer", "llama3 pattern", "added token of spaces", "nfkc, whitespace split, word-level",
+             "bert pre-tokenizer, wordpiece", "metaspace"]
+
+
+@pytest.mark.parametrize("kind", [k if k in ("train-tokenizer", "metaspace") else pytest.param(k, marks=SLOW)
+                                  for k in ALL_KINDS])
+def test_long_runs_of_one_whitespace_character_encoded_in_parts_keep_the_ids(made, kind, monkeypatch):
+    """A run of one whitespace character inside a text, 2 * LONG_RUN or more, is encoded in parts cut at
+    its probed period (HFTokenizer._run_cuts): the ids of the library's encode of the whole text, for runs
+    of each character between random text, LONG_RUN drawn small (every cut point a different count of
+    units from the run's start, and from its end)."""
+    tok, _ = made[kind]
+    whole = tokenizers.Tokenizer.from_str(tok.tokenizer_json)
+    rng, cut = random.Random(kind), 0
+    for i in range(160):
+        monkeypatch.setattr(hf_module, "LONG_RUN", rng.randint(16, 80))
+        char = RUN_CHARS[i % len(RUN_CHARS)]
+        before = "".join(rng.choice(AROUND) for _ in range(rng.randint(0, 3)))
+        after = "".join(rng.choice(AROUND) for _ in range(rng.randint(0, 3)))
+        text = before + char * rng.randint(1, 1500) + after
+        assert tok.encode(text) == whole.encode(text, add_special_tokens=False).ids, (kind, before, char, after)
+        cut += len(tok._run_cuts(text))
+    assert cut > (200 if kind == "metaspace" else 2000), cut  # (metaspace: some characters have no period)
+
+
+class _Encodes:
+    """A tokenizers.Tokenizer that records the length of each text it encodes (its other attributes its own)."""
+
+    def __init__(self, real, lengths: list[int]):
+        object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "lengths", lengths)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._real, name, value)
+
+    def encode(self, text, *args, **kwargs):
+        self.lengths.append(len(text))
+        return self._real.encode(text, *args, **kwargs)
+
+
+def test_prepare_dataset_encodes_a_long_run_of_spaces_inside_a_line_in_parts(made, tmp_path, monkeypatch):
+    """A line with a run of spaces (tabs, U+3000) between words, --no_filter: one block, which the
+    library encoded at once however long (4 MiB of spaces: +598 MiB peak). Each encode holds a few
+    LONG_RUN characters at most, and the dataset's ids are the library's for the whole text."""
+    tok, _ = made["train-tokenizer"]
+    (tmp_path / "tok.json").write_text(tok.tokenizer_json)
+    monkeypatch.setattr(hf_module, "LONG_RUN", 1000, raising=False)  # (a module without it: no cuts)
+    lengths: list[int] = []
+    real = hf_module._for_mypt
+    monkeypatch.setattr(hf_module, "_for_mypt", lambda *args: _Encodes(real(*args), lengths))
+    text = "A line with runs:" + " " * 20_000 + "then tabs" + "\t" * 9_000 + "and U+3000" + "\u3000" * 7_000 + \
+        "inside it.\nNext line.\n"
+    (tmp_path / "in.txt").write_bytes(text.encode())
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "in.txt"), "--out_dir",
+                                       str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1", "--no_filter",
+                                       "--tokenization", f"hf:{tmp_path / 'tok.json'}"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    whole = tokenizers.Tokenizer.from_str(tok.tokenizer_json).encode(text, add_special_tokens=False).ids
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == whole + [tok.eot_id]
+    assert lengths and max(lengths) < 3 * 1000 + 100, max(lengths)

@@ -11,7 +11,8 @@ wrote.
   None when it has none (then documents end with a newline, as with char: a warning says so
   when `--tokenization hf:PATH` names such a file, and one that cannot encode a newline
   either is refused, since its documents would have no boundary at all).
-- Blocks: see `cut_rule`.
+- Blocks: see `cut_rule`; a long run of one whitespace character inside a text is encoded in
+  parts cut at its period (`_run_cuts`).
 
 tokenizers is optional: `pip install 'mypt[hf]'`.
 """
@@ -20,14 +21,15 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from mypt.errors import TokenizerError
-from mypt.tokenizers.base import MAX_PERIOD, PERIOD_TAIL, WHITESPACE, Tokenizer, register
+from mypt.tokenizers.base import MAX_PERIOD, PERIOD_TAIL, WHITESPACE, Tokenizer, register, whitespace_runs
 from mypt.tokenizers.gpt2 import ascii_safe_boundary, lone_newline_boundary, newline_run_boundary, regex_safe_boundary
 
 # The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
@@ -61,6 +63,17 @@ _OTHER_SCRIPTS = list("éßΩжعאकि\u0301ก中。，「あア한٣３²�
 _RUNS = [r for w in WHITESPACE for r in ("\n" + w, w + "\n")] + ["\n\n\n", "\r\n\r\n", " \n  \t"]
 # What HFTokenizer._run_period's probe puts before a run (then every cut is checked with what is there).
 _PERIOD_CONTEXTS = ("", "x")
+# A run of one whitespace character inside a text (spaces, tabs, U+3000 in a line: split_blocks cuts only
+# near newlines, so such a run is in one block however long) of this many characters or more is encoded in
+# parts of about LONG_RUN, cut at the run's probed period (HFTokenizer._run_cuts): the library holds about
+# 200 bytes a character of what it encodes at once (4 MiB of spaces in a line: 963 MiB peak, in parts 114).
+LONG_RUN = 1 << 16
+
+
+@functools.cache
+def _repeated(char: str) -> re.Pattern:
+    # (one character repeated: re's loop at C speed, no stack; "(\\s)\\1*" held 80 bytes a character)
+    return re.compile(re.escape(char) + "+")
 
 
 def require_tokenizers():
@@ -409,13 +422,14 @@ class HFTokenizer(Tokenizer):
             return None
         return at if self._keeps(left, right) else None
 
-    def _run_period(self, unit: bytes, before: bytes) -> tuple[int, int] | None:
+    def _run_period(self, unit: bytes, before: bytes, after: str = "x") -> tuple[int, int] | None:
         """RunSkip.period: after how many units (a newline and the whitespace after it, up to the next
-        newline), and where in a unit, a run of them may be cut, where `before` precedes the run's
-        first unit: the fewest units, and the first character of the unit, that _period_keeps finds
-        (up to MAX_PERIOD units, probed once a unit after _PERIOD_CONTEXTS), checked with the
-        characters of `before` as every cut is (_checked_cut), counted from the first unit or one of
-        the next P - 1 (Llama 3's pattern joins a run of newlines to a "." before it, and BPE ".\\n"
+        newline; or, for _run_cuts, one whitespace character), and where in a unit, a run of them may be
+        cut, where `before` precedes the run's first unit: the fewest units, and the first character of
+        the unit, that _period_keeps finds (up to MAX_PERIOD units, probed once a unit after
+        _PERIOD_CONTEXTS), checked with the characters of `before` as every cut is (_checked_cut), and
+        with `after` after the run (the scan does not see it: "x"), counted from the first unit or one
+        of the next P - 1 (Llama 3's pattern joins a run of newlines to a "." before it, and BPE ".\\n"
         first); None for none.
 
         Why a period exists: the pre-tokenizer makes the run one piece, or pieces of one pattern
@@ -440,17 +454,17 @@ class HFTokenizer(Tokenizer):
                                         if all(self._period_keeps(text, p, at, c) for c in _PERIOD_CONTEXTS)), None)
         if (period := self._periods[text]) is None:
             return None
-        if (text, context) not in self._period_checks:
+        if (key := (text, context, after)) not in self._period_checks:
             if len(self._period_checks) > 4096:  # (a bound: runs after thousands of different contexts)
                 self._period_checks.clear()
             at = len(unit[:period[1]].decode())
-            self._period_checks[text, context] = next(
+            self._period_checks[key] = next(
                 ((period[0], period[1] + shift * len(unit)) for shift in range(period[0])
-                 if self._period_keeps(text, period[0], at, context, shift)), None)
-        return self._period_checks[text, context]
+                 if self._period_keeps(text, period[0], at, context, shift, after)), None)
+        return self._period_checks[key]
 
-    def _period_keeps(self, unit: str, period: int, at: int, before: str, shift: int = 0) -> bool:
-        """Whether `before` and a run of `unit`, then a character, cut `at` characters into a unit after
+    def _period_keeps(self, unit: str, period: int, at: int, before: str, shift: int = 0, after: str = "x") -> bool:
+        """Whether `before` and a run of `unit`, then `after`, cut `at` characters into a unit after
         `shift` units and a multiple of `period`, keeps its ids: for each count of units before the cut
         up to three periods and twice the longest token of the run, and each count after it from
         PERIOD_TAIL on by as many (every place the cut's count has in the pattern)."""
@@ -459,28 +473,60 @@ class HFTokenizer(Tokenizer):
         longest = max((b - a for a, b in run), default=0) // len(unit) + 1  # (in units, rounded up)
         reach = max(3 * period, 2 * longest + period)
         head, tail = unit[:at], unit[at:]
-        return all(ids(before + unit * k + head) + ids(tail + unit * t + "x") == ids(before + unit * (k + t + 1) + "x")
+        return all(ids(before + unit * k + head) + ids(tail + unit * t + after) ==
+                   ids(before + unit * (k + t + 1) + after)
                    for k in range(period + shift, reach + shift + 1, period)
                    for t in range(PERIOD_TAIL, PERIOD_TAIL + reach + 1))
 
+    def _run_cuts(self, text: str) -> list[int]:
+        """Offsets in `text`, about LONG_RUN characters apart, inside runs of one whitespace character of
+        2 * LONG_RUN or more, where the run's period (_run_period: probed on the character as a unit,
+        checked with the 8 bytes before the run and the character after it) lets it be cut, LONG_RUN
+        characters or more before the run's end; none in a run without a period (a pre-tokenizer or
+        model that joins the whole run: one encode)."""
+        cuts: list[int] = []
+        for start, end in whitespace_runs(text, 2 * LONG_RUN):
+            b = start
+            while b < end:
+                a, b = b, _repeated(text[b]).match(text, b, end).end()
+                if b - a < 2 * LONG_RUN:
+                    continue
+                unit = text[a].encode()
+                period = self._run_period(unit, text[max(a - 8, 0):a].encode()[-8:], text[b:b + 1])
+                if period is None:
+                    continue
+                step, first = period[0], a + period[1] // len(unit)  # (a cut at `first` + a multiple of `step`)
+                cut = a
+                while (cut := first + -(-(cut + LONG_RUN - first) // step) * step) <= b - LONG_RUN:
+                    cuts.append(cut)
+        return cuts
+
+    def _encodings(self, text: str) -> Iterator[tuple[int, object]]:
+        """(offset, the library's Encoding) of each part of `text` cut at _run_cuts, one held at a time."""
+        bounds = [0, *self._run_cuts(text), len(text)]
+        for a, b in zip(bounds, bounds[1:]):
+            yield a, self._encoder.encode(text[a:b] if len(bounds) > 2 else text, add_special_tokens=False)
+
     def encode_array(self, text: str) -> np.ndarray:
-        return np.asarray(self._encoder.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+        parts = [np.asarray(enc.ids, dtype=np.uint32) for _, enc in self._encodings(text)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def encode_lossy(self, text: str) -> tuple[np.ndarray, dict[str, int]]:
         """The ids, and the count of each piece of `text` the vocabulary lacks, which became its
         unknown token (a word-level vocabulary's rare words: the model sees them all as one)."""
-        enc = self._encoder.encode(text, add_special_tokens=False)
-        ids = np.asarray(enc.ids, dtype=np.uint32)
-        if self._unk is None or not (ids == self._unk).any():
-            return ids, {}
-        counts: dict[str, int] = {}
+        parts, counts = [], {}
         unk = self.unknown_token
-        for i, (a, b) in zip(enc.ids, enc.offsets):
-            # (the unknown token's own text is no unknown piece: a char export's stand-in is a
-            # character of the vocabulary, ' ' or '?', that every space or '?' encodes as)
-            if i == self._unk and text[a:b] != unk:
-                counts[text[a:b]] = counts.get(text[a:b], 0) + 1
-        return ids, counts
+        for offset, enc in self._encodings(text):
+            parts.append(ids := np.asarray(enc.ids, dtype=np.uint32))
+            if self._unk is None or not (ids == self._unk).any():
+                continue
+            for i, (a, b) in zip(enc.ids, enc.offsets):
+                # (the unknown token's own text is no unknown piece: a char export's stand-in is a
+                # character of the vocabulary, ' ' or '?', that every space or '?' encodes as)
+                piece = text[offset + a:offset + b]
+                if i == self._unk and piece != unk:
+                    counts[piece] = counts.get(piece, 0) + 1
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), counts
 
     @property
     def unknown_token(self) -> str | None:
