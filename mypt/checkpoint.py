@@ -302,17 +302,22 @@ def _dcp_files(path: Path, under: Path | None = None) -> list[str]:
     return sorted(p.relative_to(path).as_posix() for p in under.rglob("*") if p.is_file()) if under.is_dir() else []
 
 
+def _dcp_where(path: Path, config: dict, part: str) -> Path:
+    """The directory of dcp/ that holds `part`, by config.json's records (dcp/ itself in a
+    checkpoint saved before the parts were apart), unchecked."""
+    split = any(k.startswith(f"{DCP_DIR}/{part}/") for k in config.get("sha256", {}))
+    return path / DCP_DIR / part if split else path / DCP_DIR
+
+
 def _dcp_part(path: Path, config: dict, part: str) -> Path:
     """The directory of dcp/ that holds `part` (fsdp.WEIGHTS or fsdp.OPTIMIZER; dcp/ itself in a
     checkpoint saved before they were apart: config.json's sha256 says which), after checking
     that it holds exactly the files config.json records there, each with its sha256: every file
     there is read as a shard, so one added or left out would change the weights silently. Only
     that part is read and hashed."""
-    sums = config.get("sha256", {})
-    split = any(k.startswith(f"{DCP_DIR}/{part}/") for k in sums)
-    where = path / DCP_DIR / part if split else path / DCP_DIR
+    where = _dcp_where(path, config, part)
     prefix = where.relative_to(path).as_posix() + "/"
-    recorded = sorted(k for k in sums if k.startswith(prefix))
+    recorded = sorted(k for k in config.get("sha256", {}) if k.startswith(prefix))
     found = _dcp_files(path, where)
     extra, missing = sorted(set(found) - set(recorded)), sorted(set(recorded) - set(found))
     if recorded and extra and not missing:  # (one the user put there since the save, e.g. an rsync's temporary)
@@ -453,29 +458,41 @@ def _identity(path: Path) -> int | None:
     return None
 
 
+def weights_source(path: Path, config: dict) -> Path:
+    """Where a checkpoint's weights are, the one rule that read_weights reads them by and that
+    messages about them name them by: model.safetensors, or a sharded (FSDP) save's shards,
+    dcp/model/ (dcp/ itself in a checkpoint saved before the parts were apart: `config`, its
+    config.json, records which). Only looked up: read_weights checks them."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file() or not _holds_shards(path):
+        return path / "model.safetensors"
+    from mypt.fsdp import WEIGHTS
+
+    return _dcp_where(path, config, WEIGHTS)
+
+
 def _read_weights(path: Path) -> tuple[dict, dict]:
-    pickles = [p.name for p in path.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt")]
-    if not (path / "model.safetensors").is_file() and _holds_shards(path):
-        return _read_sharded_weights(path)
-    if not (path / "model.safetensors").is_file():
+    if not holds_model(path):
+        pickles = [p.name for p in path.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt")]
         hint = f" (found {pickles}: pickles are refused, they can run code)" if pickles else ""
         raise CheckpointError(f"{path} holds no model.safetensors{hint}")
     config = read_config(path)
+    if weights_source(path, config) != path / "model.safetensors":
+        return config, _read_sharded_weights(path, config)
     verify(path, config, ("model.safetensors", STATE_FILE))
     return config, _load_safetensors(path / "model.safetensors")
 
 
-def _read_sharded_weights(path: Path) -> tuple[dict, dict]:
+def _read_sharded_weights(path: Path, config: dict) -> dict:
     """A sharded (FSDP) checkpoint's weights, whole."""
     from torch.distributed.checkpoint.api import CheckpointException
 
     from mypt.fsdp import WEIGHTS, read_full
 
-    config = read_config(path)
     verify(path, config, (STATE_FILE,))
     where = _dcp_part(path, config, WEIGHTS)
     try:
-        return config, read_full(where)
+        return read_full(where)
     except (SafetensorError, CheckpointException, RuntimeError) as e:
         raise CheckpointError(f"{where}: its shards cannot be read as one model ({str(e).splitlines()[0]}); "
                               "the checkpoint was changed or damaged: use another one, or train again") from None

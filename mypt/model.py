@@ -402,7 +402,7 @@ class GPT(nn.Module):
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer, dict]:
     """The model (on `device`), its tokenizer and config.json of a checkpoint directory."""
     config, weights, tokenizer = checkpoint.read_weights(path)
-    source, where = f"{Path(path) / CONFIG_FILE}", _weights_source(path)
+    source, where = f"{Path(path) / CONFIG_FILE}", checkpoint.weights_source(path, config)
     cfg = GPTConfig.from_dict(config.get("model"), source)
     # The padded embedding hides a small vocab_size edit from the weights' shapes: compare
     # with the tokenizer too, or generation would sample ids the tokenizer cannot decode.
@@ -447,18 +447,6 @@ def holding(model: GPT, weights: dict[str, torch.Tensor], source: str) -> GPT:
     if left:
         raise CheckpointError(f"{source}: no weights for {listed(left, 3)}; the checkpoint was edited or damaged")
     return model
-
-
-def _weights_source(path: Path) -> Path:
-    """Where checkpoint.read_weights read a checkpoint's weights: model.safetensors, or a sharded
-    (FSDP) save's shards, dcp/model/ (dcp/ itself where the save put the weights there)."""
-    from mypt.fsdp import WEIGHTS
-
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path / "model.safetensors"
-    split = path / checkpoint.DCP_DIR / WEIGHTS
-    return split if split.is_dir() else path / checkpoint.DCP_DIR
 
 
 def check_finite(weights: dict[str, torch.Tensor], source: str) -> None:

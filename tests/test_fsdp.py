@@ -441,3 +441,31 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
     assert sorted(os.listdir(ckpt / "dcp")) == ["NOTES.txt", "model", "optim"]
     assert (ckpt / "dcp" / "NOTES.txt").read_text() == "my notes"
     assert json.loads((ckpt / "training_state.json").read_text())["step"] == 16
+
+
+def test_a_sharded_checkpoints_weights_are_named_where_they_were_read(tmp_path):
+    """load_model's messages about the weights name the place read_weights read them from, by
+    one rule (checkpoint.weights_source): a sharded checkpoint of the earlier layout (its shards
+    in dcp/ itself) with an empty dcp/model/ beside them, as a user may leave one, was read from
+    dcp/ but its NaN weights were blamed on dcp/model/."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    from mypt.fsdp import MODEL
+
+    tok, ckpt = tokenizer(), tmp_path / "old"
+    fit(tiny_model(tok), loader(tok), config=config(max_iters=1, eval_interval=1), checkpoint_dir=ckpt,
+        tokenizer=tok, log=quiet)
+    _, weights, _ = checkpoint.read_weights(ckpt)
+    name = sorted(weights)[0]
+    weights[name].view(-1)[0] = float("nan")
+    dcp.save({f"{MODEL}.{k}": v for k, v in weights.items()},
+             storage_writer=HuggingFaceStorageWriter(str(ckpt / "dcp"), save_distributed=True), no_dist=True)
+    (ckpt / "model.safetensors").unlink()
+    (ckpt / "dcp" / "model").mkdir()
+    config_json = json.loads((ckpt / "config.json").read_text())
+    del config_json["sha256"]["model.safetensors"]
+    config_json["sha256"].update({f"dcp/{p.name}": sha256_file(p) for p in (ckpt / "dcp").glob("*") if p.is_file()})
+    (ckpt / "config.json").write_text(json.dumps(config_json))
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(ckpt / 'dcp'))}: {re.escape(name)} holds 1 NaN"):
+        load_model(ckpt)
