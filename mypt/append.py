@@ -30,11 +30,11 @@ from mypt.lock import output_lock
 from mypt.names import WORK_MARK
 from mypt.dataset_dir import recover_dataset, restore_appended
 from mypt.prepare import PrepareSettings, load_tokenizer_from, prepare_steps
-from mypt.readers import input_bytes, input_sha256, resolve_inputs
+from mypt.readers import KnownSources, resolve_inputs
 from mypt.shards import (METADATA_FILE, SPLITS, TOKENIZER_RECORD, check_listed, list_shards, listed_entries,
                          read_metadata, shard_name, shard_tokens, unlisted_shards)
 from mypt.steps.split import DATASET_FILES, SKIPPED_KEYS
-from mypt.text import display_name, recorded_as, source_place
+from mypt.text import display_name
 from mypt.settings import flag_name, is_recorded
 from mypt.tokenizer_match import check_tokenizer
 from mypt.tokenizers import spec_kind
@@ -124,24 +124,16 @@ def _check_no_links(dataset_dir: Path, meta: dict, flag: str) -> None:
 
 
 def _check_not_in(inputs: list[Path], old: dict, dataset_dir: Path, flag: str) -> None:
-    """Refuse an input already in the dataset (`old`: its metadata): one of the same size and
-    sha256 as a source, whatever its name or the working directory of either run. A source an
-    older mypt recorded without its sha256 is known by name and size, its name relative to the
-    working directory of its run (not recorded): likely this one, or one above the dataset."""
-    by_bytes = {(s["bytes"], s["sha256"]): s["name"] for s in old["sources"] if s.get("sha256")}
-    sizes = {size for size, _ in by_bytes}
-    bases = [Path.cwd(), *dataset_dir.absolute().parents]
-    by_name = {(place, s["bytes"]): s["name"] for s in old["sources"] if not s.get("sha256")
-               for place in recorded_as(s["name"], bases)}
+    """Refuse an input already in the dataset (`old`: its metadata): readers.KnownSources, the
+    names of a source recorded without a hash relative to the working directory of its run (not
+    recorded): likely this one, or one above the dataset."""
+    known = KnownSources(old["sources"], [Path.cwd(), *dataset_dir.absolute().parents])
     for path in inputs:
-        size = input_bytes(path)
-        same = by_bytes.get((size, input_sha256(path))) if size in sizes else None  # (hashed only where it may match)
-        how = "the same bytes"
-        if same is None:
-            same, how = by_name.get((source_place(path), size)), "same name and size"
-        if same is not None:
+        found = known.find(path)
+        if found is not None:
             raise InputError(f"--input_files {display_name(path)} is already in {flag} {dataset_dir} (its source "
-                             f"{same!r}: {how}): appending it again would repeat its text; leave it out")
+                             f"{old['sources'][found[0]]['name']!r}: {found[1]}): appending it again would repeat "
+                             "its text; leave it out")
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:

@@ -356,3 +356,42 @@ def test_without_hard_links_a_users_file_keeps_its_permissions_and_time(dataset,
     cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "b.txt", 1)), "--append_to", str(dataset))
     assert notes.read_text() == "mine alone\n"
     assert (notes.stat().st_mode & 0o777, notes.stat().st_mtime) == (0o600, 1_000_000_000)
+
+
+def test_each_source_records_the_hash_of_its_pieces_which_append_compares(tmp_path, monkeypatch):
+    """`sources[].sha256_pieces` is the sha256 of the sha256 digests of the input's PIECE_BYTES
+    pieces (mypt.source_hash), hashed by the clean step's blocks; an append of the same bytes
+    under another name is recognised by it. A dataset of an older mypt records a plain sha256
+    under `sha256`: its sources are recognised by that."""
+    import hashlib
+
+    import mypt.readers.base
+    import mypt.text
+
+    piece = 1000  # small pieces and blocks (in this process: --workers 1), so that several blocks hash several pieces
+    monkeypatch.setattr(mypt.readers.base, "PIECE_BYTES", piece)
+    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 2500)
+    first = corpus(tmp_path / "in" / "first.txt", 0)
+    data = first.read_bytes()
+    assert len(data) > 4 * 2500 and len(data) % piece  # blocks, and a short last piece
+    cli("prepare-dataset", "--input_files", str(first), "--out_dir", str(tmp_path / "ds"), "--workers", "1",
+        *SETTINGS)
+    meta = json.loads((tmp_path / "ds" / "dataset_metadata.json").read_text())
+    pieces = b"".join(hashlib.sha256(data[i:i + piece]).digest() for i in range(0, len(data), piece))
+    assert meta["sources"][0]["sha256_pieces"] == hashlib.sha256(pieces).hexdigest()
+    assert "sha256" not in meta["sources"][0]
+    moved = tmp_path / "elsewhere" / "renamed.txt"
+    moved.parent.mkdir()
+    moved.write_bytes(data)
+    before = tree_bytes(tmp_path / "ds")
+    out = cli("prepare-dataset", "--input_files", str(moved), "--append_to", str(tmp_path / "ds"), ok=False)
+    assert "already in --append_to" in out.output and "the same bytes" in out.output
+    # As an older mypt recorded it: the plain sha256 of the bytes, still recognised.
+    source = meta["sources"][0]
+    del source["sha256_pieces"]
+    source["sha256"] = hashlib.sha256(data).hexdigest()
+    (tmp_path / "ds" / "dataset_metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    out = cli("prepare-dataset", "--input_files", str(moved), "--append_to", str(tmp_path / "ds"), ok=False)
+    assert "already in --append_to" in out.output and "the same bytes" in out.output
+    assert {k: v for k, v in tree_bytes(tmp_path / "ds").items() if "metadata" not in k} == \
+        {k: v for k, v in before.items() if "metadata" not in k}

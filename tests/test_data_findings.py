@@ -205,7 +205,7 @@ def test_append_knows_an_input_by_its_bytes_not_the_directory_its_name_was_recor
     monkeypatch.chdir(tmp_path / "cwdA")
     assert run_cli("prepare-dataset", "--input_files", "a.txt", "--out_dir", "../dsA", *settings).exit_code == 0
     meta = read_json(tmp_path / "dsA" / METADATA_FILE)
-    assert [s["name"] for s in meta["sources"]] == ["a.txt"] and len(meta["sources"][0]["sha256"]) == 64
+    assert [s["name"] for s in meta["sources"]] == ["a.txt"] and len(meta["sources"][0]["sha256_pieces"]) == 64
     monkeypatch.chdir(tmp_path)
     result = run_cli("prepare-dataset", "--input_files", "cwdA/a.txt", "--append_to", "dsA")
     assert result.exit_code == 1 and "cwdA/a.txt is already in --append_to dsA (its source 'a.txt': the same " \

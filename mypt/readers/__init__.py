@@ -30,7 +30,8 @@ from mypt.errors import InputError, listed
 from mypt.io import file_kind
 from mypt.readers.arrow import DICT, STATE, SavedDatasetReader, is_saved_dataset, refuse_dataset_dict
 from mypt.readers.base import COMPRESSIONS, READERS, Reader, lookup_error, why_unreadable
-from mypt.text import WALK_SKIPS, DecodeCounter, display_name, text_name, wide_text_hint
+from mypt.source_hash import SOURCE_HASH, SOURCE_HASHES, recorded_hash
+from mypt.text import WALK_SKIPS, DecodeCounter, display_name, recorded_as, source_place, text_name, wide_text_hint
 
 
 def suffixes(walked: bool = False) -> list[str]:
@@ -403,9 +404,45 @@ def input_bytes(path: Path) -> int:
     return _stored(path).current_stamp().size
 
 
-def input_sha256(path: Path) -> str:
-    """The sha256 an input's source records (metadata `sources[].sha256`: Reader.content_sha256)."""
-    return _stored(path).content_sha256()
+def input_hash(path: Path, key: str = SOURCE_HASH) -> str:
+    """The hash `key` (mypt.source_hash.SOURCE_HASHES) of an input, as a source records it: the
+    pieces' (Reader.content_sha256), or an older mypt's plain sha256 (Reader.plain_sha256)."""
+    reader = _stored(path)
+    reader.stamp = reader.current_stamp()  # the bytes hashed are checked unchanged after
+    return reader.content_sha256() if key == SOURCE_HASH else reader.plain_sha256()
+
+
+class KnownSources:
+    """Which source of a dataset (its metadata's `sources`) an input is: the one of its size and
+    recorded hash, whatever the names or the working directory of either run (the input is hashed
+    only where a source of its size records one); a source an older mypt recorded without a hash
+    by its name, relative to the working directory of its run (not recorded: one of `bases`), and size."""
+
+    def __init__(self, sources: list[dict], bases: Iterable[Path]):
+        self.sources = sources
+        self._by_hash: dict[tuple[int, str, str], list[int]] = {}
+        self._by_place: dict[tuple[str, int], list[int]] = {}
+        self._hashed: set[tuple[int, str]] = set()  # (size, key): where an input of that size is hashed
+        bases = list(bases)
+        for i, s in enumerate(sources):
+            recorded = recorded_hash(s)
+            if recorded is not None:
+                self._by_hash.setdefault((s["bytes"], *recorded), []).append(i)
+                self._hashed.add((s["bytes"], recorded[0]))
+            else:
+                for place in recorded_as(s["name"], bases):
+                    self._by_place.setdefault((place, s["bytes"]), []).append(i)
+
+    def find(self, path: Path, taken: Set[int] = frozenset()) -> tuple[int, str] | None:
+        """(index, how it matched) of the first source not in `taken` that `path` is, else None."""
+        size = input_bytes(path)
+        for key in SOURCE_HASHES:
+            if (size, key) in self._hashed:
+                found = [i for i in self._by_hash.get((size, key, input_hash(path, key)), ()) if i not in taken]
+                if found:
+                    return found[0], "the same bytes"
+        found = [i for i in self._by_place.get((source_place(path), size), ()) if i not in taken]
+        return (found[0], "same name and size") if found else None
 
 
 def _stored(path: Path) -> Reader:

@@ -20,6 +20,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 from mypt.errors import InputError, os_error_message
 from mypt.io import file_kind, open_regular, shortened
+from mypt.source_hash import PIECE_BYTES, pieces_sha256
 import mypt.text
 from mypt.text import DecodeCounter, LongLine, display_name, line_pieces, split_blocks, text_name, wide_encoding
 
@@ -330,10 +331,48 @@ class Reader:
         """The files block [start, end) reads: checked after it (check_unchanged)."""
         return [self.path]
 
+    def piece_count(self) -> int:
+        """How many PIECE_BYTES pieces the input's stored bytes make (the last one may be short)."""
+        return -(-(self.stamp or self.current_stamp()).size // PIECE_BYTES)
+
+    def piece_digests(self, first: int, last: int) -> list[bytes]:
+        """The sha256 digests of pieces [first, last) of the input's bytes as stored (its files
+        in turn: a saved dataset's state.json, then its Arrow files), checked unchanged after."""
+        stamp = self.stamp or self.current_stamp()
+        start, end = first * PIECE_BYTES, min(last * PIECE_BYTES, stamp.size)
+        digests, digest, filled, at, read = [], hashlib.sha256(), 0, 0, []
+        try:
+            for f in stamp.files:
+                lo, hi = max(start, at), min(end, at + f.size)
+                at += f.size
+                if lo >= hi:
+                    continue
+                read.append(Path(f.path))
+                with self.open_file(Path(f.path)) as raw:
+                    raw.seek(lo - (at - f.size))
+                    while lo < hi and (chunk := raw.read(min(hi - lo, PIECE_BYTES - filled, 1 << 20))):
+                        digest.update(chunk)
+                        lo, filled = lo + len(chunk), filled + len(chunk)
+                        if filled == PIECE_BYTES:
+                            digests.append(digest.digest())
+                            digest, filled = hashlib.sha256(), 0
+        except self.read_errors() as e:
+            raise self.damaged(e) from None
+        if filled:  # the input's last piece, short
+            digests.append(digest.digest())
+        if read:  # the bytes hashed are those of the size recorded (a file cut short too)
+            self.check_unchanged(read)
+        return digests
+
     def content_sha256(self) -> str:
-        """The sha256 of the input's bytes as stored (its files in turn: a saved dataset's
-        state.json, then its Arrow files): what it is wherever it lies, which a dataset records
-        of each source (no path: a dataset moves between machines) and --append_to compares."""
+        """The hash a dataset records of each source (`sources[].sha256_pieces`: mypt.source_hash) and
+        --append_to compares: what the input's bytes are wherever it lies (no path: a dataset moves
+        between machines), read in one pass here; the clean step spreads the pieces over its blocks."""
+        return pieces_sha256(self.piece_digests(0, self.piece_count()))
+
+    def plain_sha256(self) -> str:
+        """The sha256 of the input's stored bytes (its files in turn): what a source of a dataset
+        an older mypt prepared records under `sha256`, compared by --append_to and prepare-dataset."""
         digest = hashlib.sha256()
         try:
             for f in (self.stamp or self.current_stamp()).files:
@@ -342,7 +381,7 @@ class Reader:
                         digest.update(chunk)
         except self.read_errors() as e:
             raise self.damaged(e) from None
-        self.check_unchanged()  # the bytes hashed are those of the size recorded
+        self.check_unchanged()
         return digest.hexdigest()
 
     def read_errors(self) -> tuple[type[BaseException], ...]:

@@ -13,6 +13,7 @@ from mypt.parallel import merge_counts, parallel_map
 from mypt.readers import (Reader, TextSeen, WalkSkipped, counter_names, named, no_text_error, read_texts,
                           text_sources)
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
+from mypt.source_hash import SOURCE_HASH, pieces_sha256
 from mypt.steps import MANIFEST, SOURCE_FILES, Step, source_files, step_files
 from mypt.normalize import LineFilter, clean_lines
 from mypt.text import DecodeCounter, display_name, doc_text, text_name
@@ -71,14 +72,13 @@ class SinkFactory(Protocol):
         done): its source, one document, holds no text. Forget what its sink saw."""
 
 
-def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, bool], str | None]:
+def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, bool], list[bytes]]:
     """Clean one block into `out`, showing what it writes to the sink of `sink` when given;
     returns the counts, the block's first bad record, whether the reader gave text that is
     not blank and whether some of it was kept (an empty input is told apart from a filtered
-    one, and a corpus of blank lines from one with text), and with `digest` (a source's first
-    block), the sha256 of the whole input (Reader.content_sha256: read once more, in this task
-    while other workers clean the source's other blocks)."""
-    reader, start, end, normalize, max_line_chars, out, sink, index, source_file, digest = task
+    one, and a corpus of blank lines from one with text), and the digests of the input's
+    pieces `pieces` (a range: its share of the source's hash, Reader.piece_digests)."""
+    reader, start, end, normalize, max_line_chars, out, sink, index, source_file, pieces = task
     kept_text = False
     line_filter = LineFilter(max_line_chars) if max_line_chars else None
     stats = Counter(lines_out=0, documents_in=0, documents_out=0, documents_emptied=0, bad_json_lines=0)
@@ -115,7 +115,7 @@ def _clean_block(task) -> tuple[Counter, tuple[int, str] | None, tuple[bool, boo
     stats["invalid_utf8_bytes_replaced"] += decoder.replaced
     for reason, n in drops.items():
         stats[f"dropped_{reason}"] += n
-    return stats, reader.first_bad, (seen.any, kept_text), reader.content_sha256() if digest else None
+    return stats, reader.first_bad, (seen.any, kept_text), reader.piece_digests(pieces.start, pieces.stop)
 
 
 def _drop(parts: list[Path], blocks: range, results: list, stats: Counter, sink: SinkFactory | None) -> None:
@@ -162,16 +162,21 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
         sources, tasks = [], []
         for reader in readers:
             jsonl = not reader.one_document
-            # The size is checked after every block. The sha256 (of the first block's task): what
-            # --append_to knows the input by, whatever its name and the working directory of either run.
+            # The size is checked after every block. The hash (SOURCE_HASH): what --append_to and
+            # prepare-dataset know the input by, whatever its name and the working directory of either run.
             source = {"name": display_name(reader.path), "file": _source_file(len(sources), reader.path, jsonl),
                       "jsonl": jsonl, "bytes": reader.stamp.size}
             sources.append(source)
             blocks = reader.checked_blocks()
             source["_tasks"] = range(len(tasks), len(tasks) + len(blocks))
             source["_parts"] = [stage / f".part_{len(tasks) + i:06d}" for i in range(len(blocks))]
+            # Block i of n hashes pieces [i * p // n, (i + 1) * p // n): a text block's share of the
+            # bytes, which it has just read (blocks and pieces are both about 4 MiB), so each task
+            # hashes about its own bytes, not the first block's task all of them.
+            n, p = len(blocks), reader.piece_count()
             tasks += [(reader, s, e, settings.normalize, max_line_chars, part, sink, len(tasks) + i, source["file"],
-                       i == 0) for i, ((s, e), part) in enumerate(zip(blocks, source["_parts"]))]
+                       range(i * p // n, (i + 1) * p // n))
+                      for i, ((s, e), part) in enumerate(zip(blocks, source["_parts"]))]
         results = parallel_map(_clean_block, tasks, settings, "clean")
         stats = merge_counts(counts for counts, *_ in results)
         # The first bad record in corpus order: blocks come back in task order, so whatever
@@ -181,7 +186,7 @@ def clean(input_files: list[str], out_dir: Path, settings: CleanSettings = Clean
         for source in sources:
             blocks, parts = source.pop("_tasks"), source.pop("_parts")
             if blocks:
-                source["sha256"] = results[blocks[0]][3]
+                source[SOURCE_HASH] = pieces_sha256(d for t in blocks for d in results[t][3])
             # A .txt source is one document in blocks (no block alone can tell): one left no line
             # with text (blank lines only, as written or once filtered) is no document, as an
             # empty file is and a .jsonl document of blank lines is; written empty, not as a

@@ -25,6 +25,7 @@ from mypt.errors import InputError, listed
 from mypt.io import read_json, staged_dir, write_json
 from mypt.names import METADATA_FILE, STATE_FILE, char_replacement
 from mypt.settings import Settings, seed_setting, setting
+from mypt.source_hash import SOURCE_HASHES
 from mypt.shards import (FORMAT_VERSION, SPLITS, TOKENIZER_RECORD, ShardWriter, TokenStream, list_shards, listed_shards,
                          read_metadata, shard_names, tokenizer_sha256)
 from mypt.steps import MANIFEST, Step, bad_lines_note, read_input
@@ -185,7 +186,7 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
             if b > a and u_end[b - 1] > u_start[a]:  # runs of units on the same side
                 runs.append((int(u_start[a]), int(u_end[b - 1]), bool(val[a])))
         val_tokens = int((u_end - u_start)[val].sum())
-        sources.append({"name": s["name"], "bytes": s["bytes"], **({"sha256": s["sha256"]} if "sha256" in s else {}),
+        sources.append({"name": s["name"], "bytes": s["bytes"], **{k: s[k] for k in SOURCE_HASHES if k in s},
                         "documents": s["documents"], "tokens": s["tokens"],
                         "train_tokens": s["tokens"] - val_tokens, "val_tokens": val_tokens})
     train_tokens = sum(s["train_tokens"] for s in sources)
