@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from mypt.io import check_movable, check_replaceable, check_written, make_own_di
 from mypt.lock import output_lock
 from mypt.names import EXPORT_RECORD
 from mypt.parallel import engine_session, shared_pool
-from mypt.readers import input_bytes, resolve_inputs
+from mypt.readers import KnownSources, input_bytes, resolve_inputs
 from mypt.dataset_dir import check_same_dataset, recover_dataset, work_dir
 from mypt.shards import METADATA_FILE, dataset_tokenizer, read_metadata
 from mypt.steps.clean import CleanSettings, clean
@@ -64,25 +65,34 @@ class PrepareSettings:
 
 
 def check_out_dir(out_dir: Path, settings: PrepareSettings, paths: list[Path], overwrite: bool) -> None:
-    """Refuse to replace a different dataset unless told to overwrite. Where an output may go
-    at all (never over the inputs, the current or home directory, or foreign files, even
-    with --overwrite) is io.check_replaceable's rule, checked before this."""
+    """Refuse to replace a different dataset unless told to overwrite: other settings, or other
+    sources (each input known by its size and recorded hash, readers.KnownSources: a file of
+    the same name with other bytes is another source, the same bytes under another name the
+    same). Where an output may go at all (never over the inputs, the current or home
+    directory, or foreign files, even with --overwrite) is io.check_replaceable's rule,
+    checked before this."""
     out_dir = Path(out_dir)
     if overwrite or not (out_dir / METADATA_FILE).is_file():
         return
     old = read_metadata(out_dir)
-    # Each source by its place (text.recorded_as: as --append_to compares them), the names
-    # recorded in this working directory.
-    new_sources = {(source_place(p), input_bytes(p)) for p in paths}
-    here = [Path.cwd()]
-    old_sources = [(place, s["bytes"]) for s in old["sources"] for place in recorded_as(s["name"], here)] + \
-        [(place, None) for n in old.get("skipped_binary_files", []) for place in recorded_as(n, here)]
     new_settings = settings.recorded()
     # A dataset records the kind (hf), the flag may name its file (hf:tok.json).
     new_settings["tokenization"] = spec_kind(new_settings["tokenization"])
-    same_sources = sorted(n for n, _ in old_sources) == sorted(n for n, _ in new_sources) \
-        and all(b is None or (n, b) in new_sources for n, b in old_sources)
-    check_same_dataset(out_dir, old, same_sources, new_settings)
+    # The settings first, and the sizes: a dataset they tell apart is refused before any input is hashed.
+    sizes = Counter(input_bytes(p) for p in paths)
+    check_same_dataset(out_dir, old, not Counter(s["bytes"] for s in old["sources"]) - sizes, new_settings)
+    # Names recorded in this working directory; skipped binary files are recorded by name only.
+    here = [Path.cwd()]
+    known, taken, rest = KnownSources(old["sources"], here), set(), []
+    for path in paths:
+        found = known.find(path, taken)
+        if found is None:
+            rest.append(source_place(path))
+        else:
+            taken.add(found[0])
+    binary = [place for n in old.get("skipped_binary_files", []) for place in recorded_as(n, here)]
+    check_same_dataset(out_dir, old, len(taken) == len(old["sources"]) and sorted(rest) == sorted(binary),
+                       new_settings)
 
 
 def prepare_dataset(input_files: list[str], out_dir: Path, settings: PrepareSettings = PrepareSettings(), *,

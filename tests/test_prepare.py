@@ -388,3 +388,26 @@ def test_a_lone_surrogate_escape_in_jsonl_is_replaced_and_counted(tmp_path):
     result = CliRunner().invoke(main, ["train-tokenizer", "--input_files", str(src), "--vocab_size", "280", "--out",
                                        str(tmp_path / "tok.json")])
     assert result.exit_code == 0, result.output
+
+
+def test_out_dir_knows_its_inputs_by_their_bytes_not_their_names(tmp_path, monkeypatch):
+    """prepare-dataset over a dataset it made: a file of the same name and size whose bytes
+    changed is another input (refused without --overwrite, the dataset untouched), and the
+    same bytes under another name are the same input (the dataset is rebuilt as it was)."""
+    monkeypatch.chdir(tmp_path)
+    text = "".join(f"The line number {i} of the text.\n" for i in range(200))
+    Path("a.txt").write_text(text)
+    settings = ["--tokenization", "char", "--val_fraction", "0.1"]
+    prepare("--input_files", "a.txt", "--out_dir", "ds", *settings)
+    before = tree_bytes(tmp_path / "ds")
+    Path("a.txt").write_text(text.replace("line", "LINE"))  # the same size, other bytes
+    result = prepare("--input_files", "a.txt", "--out_dir", "ds", *settings, expect_ok=False)
+    assert result.exit_code == 1 and "already holds a different dataset" in result.output, result.output
+    assert tree_bytes(tmp_path / "ds") == before
+    Path("a.txt").unlink()
+    Path("moved").mkdir()
+    Path("moved/b.txt").write_text(text)
+    prepare("--input_files", "moved/b.txt", "--out_dir", "ds", *settings)
+    after = tree_bytes(tmp_path / "ds")
+    assert {k: v for k, v in after.items() if "metadata" not in k} == \
+        {k: v for k, v in before.items() if "metadata" not in k}
