@@ -571,40 +571,43 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
                        for k, (_, ckpt) in differ.items()))
 
 
-def _unfinished_init(req: RunSettings, cfgs: _Configs) -> str | None:
-    """What a new run from a mypt checkpoint (--init_from_model) says of one whose run stopped
-    short of its max_iters (Ctrl-C, SIGTERM, a crash after a periodic save, or a run still
-    training), or None: an adaptation of a half-trained base would say only `init from
-    checkpoints/base (step 21)`. A resume continues its own run, whose start was checked; what
-    cannot be read (no training state, a damaged one) is the weights' load to judge. Only the
-    step is read: the optimizer's state (gigabytes) is not hashed."""
+def _init_state(req: RunSettings, cfgs: _Configs) -> dict | None:
+    """training_state.json of the mypt checkpoint a new run starts from (--init_from_model),
+    read once for what the run says of it (_unfinished_init, init_line), or None: no such
+    checkpoint (hf:, a resume, which continues its own run, whose start was checked), or one
+    whose state cannot be read (none, a damaged one: the weights' load judges the checkpoint).
+    Only the JSON part: the optimizer's state beside it (gigabytes) is not hashed. Read on every
+    rank, as the refusal it may lead to is each rank's before the ranks meet."""
     if cfgs.init is None or cfgs.hf or req.resume:
         return None
-    planned = cfgs.saved.get("training", {}).get("max_iters") if isinstance(cfgs.saved, dict) else None
     try:
-        step = checkpoint.read_training_state(cfgs.init, cfgs.saved, tensors=False).get("step")
+        return checkpoint.read_training_state(cfgs.init, cfgs.saved, tensors=False)
     except (CheckpointError, OSError):
         return None
+
+
+def _unfinished_init(req: RunSettings, cfgs: _Configs, state: dict | None) -> str | None:
+    """What a new run from a mypt checkpoint (--init_from_model; `state`: its _init_state) says
+    of one whose run stopped short of its max_iters (Ctrl-C, SIGTERM, a crash after a periodic
+    save, or a run still training), or None: an adaptation of a half-trained base would say
+    only `init from checkpoints/base (step 21)`."""
+    planned = cfgs.saved.get("training", {}).get("max_iters") if isinstance(cfgs.saved, dict) else None
+    step = state.get("step") if state is not None else None
     if not (isinstance(step, int) and isinstance(planned, int) and step < planned):
         return None
     return (f"--init_from_model {req.init_from_model}: trained to step {step} of the {planned} its run planned "
             f"(--max_iters in {cfgs.init / checkpoint.CONFIG_FILE}): that run stopped early, or still trains")
 
 
-def init_line(init: Path, hf: bool, rows: int | None, vocab_size: int) -> str:
+def init_line(init: Path, hf: bool, rows: int | None, vocab_size: int, state: dict | None) -> str:
     """What a new run from other weights (--init_from_model) says of them: the directory, for a
     Hugging Face one the rows of a padded vocabulary left out (`rows` its config's, `vocab_size`
     the tokenizer's ids), and for a mypt checkpoint its step and the val loss evaluated there
-    (training_state.json, when the checkpoint has one; the weights were checked as they loaded,
-    this is only a report)."""
+    (`state`: its training_state.json, _init_state's; this is only a report)."""
     if hf:  # (its config was read: rows is its vocab_size)
         return f"init from hf:{init}" + (f" ({rows - vocab_size} embedding rows past the tokenizer's {vocab_size:,} "
                                          "ids left out: padding no id reaches)" if rows > vocab_size else "")
-    try:
-        state = json.loads((init / "training_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        state = None
-    step = state.get("step") if isinstance(state, dict) else None
+    step = state.get("step") if state is not None else None
     if not isinstance(step, int):
         return f"init from {init}"
     history = state.get("history") if isinstance(state.get("history"), list) else []
@@ -657,7 +660,8 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
                           f"to continue it, --overwrite to replace it, or choose a new --model_name")
     tokenizer = _tokenizer_for(req, specs, log if _rank0() else (lambda line: None), read_text)
     cfgs = _resolve_configs(req, tokenizer, overrides, ckpt_dir)
-    unfinished = _unfinished_init(req, cfgs)
+    init_state = _init_state(req, cfgs)
+    unfinished = _unfinished_init(req, cfgs, init_state)
     if unfinished and refuse_unfinished_init:
         raise ConfigError(f"{unfinished}. Finish it first: `dvc repro -f train` for the pipeline's base (DVC trains "
                           "it again; without -f, a base committed unfinished comes back from DVC's run cache), or "
@@ -682,7 +686,7 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
         model = _build_model(req, cfgs, tokenizer, device)
     _rank_streams(cfgs.train, dist)
     if cfgs.init is not None and not req.resume and dist.is_main:
-        log(init_line(cfgs.init, cfgs.hf, cfgs.init_rows, model.config.vocab_size))
+        log(init_line(cfgs.init, cfgs.hf, cfgs.init_rows, model.config.vocab_size, init_state))
         if cfgs.window is not None and model.config.block_size > cfgs.window:
             log(f"warning: --block_size {model.config.block_size} is past the sliding window of hf:{cfgs.init} "
                 f"({cfgs.window} tokens): mypt attends over the whole context, where the model attended over the "

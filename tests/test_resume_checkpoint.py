@@ -130,3 +130,15 @@ def test_a_link_where_a_save_makes_a_folder_is_refused_before_training(tmp_path,
         assert result.exit_code == 1 and f"{ckpt / link} is a link, where a save of the checkpoint makes a folder" \
             in result.output and "step 1" not in result.output, result.output
         assert {p: p.read_bytes() for p in ckpt.iterdir() if p.is_file()} == before
+
+
+def test_a_run_from_a_checkpoint_reads_its_training_state_once_for_what_it_says(tmp_path, count_opens):
+    """--init_from_model reads the base's training_state.json once for what the run says of it
+    (whether the base's run finished; its step and val loss in the `init from` line), where each
+    said it from a reading of its own."""
+    _train(tmp_path, max_iters=2)
+    base = tmp_path / "ck" / "m"
+    opens = count_opens(lambda path, mode: "state" if path == base / "training_state.json" else None)
+    result = CliRunner().invoke(main, [*_flags(tmp_path, 1), "--model_name", "next", "--init_from_model", str(base)])
+    assert result.exit_code == 0 and f"init from {base} (step 2, val " in result.output, result.output
+    assert opens == {"state": 2}  # one checked reading: its sha256, then its JSON
