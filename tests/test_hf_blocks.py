@@ -2,7 +2,8 @@
 ids of the blocks encoded apart must be those of the whole text, for every kind of tokenizer:
 train-tokenizer's (GPT-2's ByteLevel pattern: any script, blank lines, indents, CRLF), Llama 3's
 pattern (after the last newline of a run of whitespace), one with an ordinary
-added token of spaces (no cuts inside runs), word-level ones, and Metaspace (never cut).
+added token of spaces (no cuts inside runs), word-level ones, and Metaspace (before a space after a
+newline; with split false, never cut).
 CJK or indented text with an hf tokenizer was one block for the whole file (16 MiB of CJK lines:
 3.76 GB peak RSS)."""
 
@@ -89,7 +90,13 @@ def made(tmp_path_factory) -> dict[str, tuple[HFTokenizer, object]]:
                 vocab_size=600, special_tokens=["[UNK]"], show_progress=False), pt.BertPreTokenizer(),
                     tk.normalizers.Lowercase()), gpt2.regex_safe_boundary),
         "metaspace": (trained(tk.models.BPE(unk_token="<unk>"), tk.trainers.BpeTrainer(
-            vocab_size=300, special_tokens=["<unk>"], show_progress=False), pt.Metaspace()), None),
+            vocab_size=300, special_tokens=["<unk>", "</s>"], show_progress=False), pt.Metaspace()),
+            hf_module.space_boundary),
+        "unigram, metaspace first": (trained(tk.models.Unigram(), tk.trainers.UnigramTrainer(
+            vocab_size=300, special_tokens=["<unk>", "</s>"], unk_token="<unk>", show_progress=False),
+            pt.Metaspace(prepend_scheme="first")), hf_module.space_boundary),
+        "metaspace, split false": (trained(tk.models.BPE(unk_token="<unk>"), tk.trainers.BpeTrainer(
+            vocab_size=300, special_tokens=["<unk>", "</s>"], show_progress=False), pt.Metaspace(split=False)), None),
     }
 
 
@@ -105,7 +112,8 @@ SLOW = pytest.mark.slow  # (a fuzz a kind: two kinds in the quick loop, every ki
 @pytest.mark.parametrize("kind", ["train-tokenizer", pytest.param("llama3 pattern", marks=SLOW),
                                   pytest.param("added token of spaces", marks=SLOW),
                                   pytest.param("nfkc, whitespace split, word-level", marks=SLOW),
-                                  pytest.param("bert pre-tokenizer, wordpiece", marks=SLOW), "metaspace"])
+                                  pytest.param("bert pre-tokenizer, wordpiece", marks=SLOW), "metaspace",
+                                  pytest.param("unigram, metaspace first", marks=SLOW), "metaspace, split false"])
 def test_hf_blocks_give_the_whole_texts_ids(made, kind, tmp_path):
     tok, rule = made[kind]
     assert tok.cut_rule() is rule
@@ -329,7 +337,7 @@ def test_newline_run_boundary_cuts_after_a_runs_last_newline(before, after, at):
 # The characters of the runs inside a line that _run_cuts cuts (one whitespace character repeated).
 RUN_CHARS = [" ", "\t", "\u3000", "\xa0", "\n", "\r", "\x85", "\u2028"]
 ALL_KINDS = ["train-tokenizer", "llama3 pattern", "added token of spaces", "nfkc, whitespace split, word-level",
-             "bert pre-tokenizer, wordpiece", "metaspace"]
+             "bert pre-tokenizer, wordpiece", "metaspace", "unigram, metaspace first", "metaspace, split false"]
 
 
 @pytest.mark.parametrize("kind", [k if k in ("train-tokenizer", "metaspace") else pytest.param(k, marks=SLOW)
@@ -350,7 +358,7 @@ def test_long_runs_of_one_whitespace_character_encoded_in_parts_keep_the_ids(mad
         text = before + char * rng.randint(1, 1500) + after
         assert tok.encode(text) == whole.encode(text, add_special_tokens=False).ids, (kind, before, char, after)
         cut += len(tok._run_cuts(text))
-    assert cut > (200 if kind == "metaspace" else 2000), cut  # (metaspace: some characters have no period)
+    assert cut > (200 if "metaspace" in kind else 2000), cut  # (metaspace: some characters have no period)
 
 
 class _Encodes:
@@ -391,3 +399,44 @@ def test_prepare_dataset_encodes_a_long_run_of_spaces_inside_a_line_in_parts(mad
     whole = tokenizers.Tokenizer.from_str(tok.tokenizer_json).encode(text, add_special_tokens=False).ids
     assert read_tokens(tmp_path / "ds" / "train").tolist() == whole + [tok.eot_id]
     assert lengths and max(lengths) < 3 * 1000 + 100, max(lengths)
+
+
+def _prepare(tmp_path, text: str, tok: HFTokenizer, *flags: str):
+    """prepare-dataset of `text` as one .txt file with `tok` (no normalization, filter or dedup)."""
+    (tmp_path / "tok.json").write_text(tok.tokenizer_json)
+    (tmp_path / "in.txt").write_bytes(text.encode())
+    result = CliRunner().invoke(main, ["prepare-dataset", "--input_files", str(tmp_path / "in.txt"), "--out_dir",
+                                       str(tmp_path / "ds"), "--val_fraction", "0", "--workers", "1",
+                                       "--no_normalize", "--no_filter", "--no_dedup", *flags, "--tokenization",
+                                       f"hf:{tmp_path / 'tok.json'}"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+@pytest.mark.parametrize("kind", ["metaspace", "unigram, metaspace first"])
+def test_prepare_dataset_cuts_a_txt_source_before_spaces_with_a_metaspace_tokenizer(made, kind, tmp_path,
+                                                                                   monkeypatch):
+    """A SentencePiece-style tokenizer (Metaspace: a newline is part of the words beside it) encoded each
+    .txt file whole, one block however big (memory of its size, ~200 bytes a byte): cut just before the
+    first space after a newline, where Metaspace splits, with the whole text's ids."""
+    tok, _ = made[kind]
+    rng = random.Random(6)
+    text = paragraphs(rng, 100) + cjk_lines(rng, 50) + indented_lines(rng, 100) + "\n\n\n" * 300 + paragraphs(rng, 50)
+    counts = counted_blocks(monkeypatch, 512)
+    result = _prepare(tmp_path, text, tok)
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == tok.encode(text) + [tok.eot_id]
+    assert counts and counts[0] > len(text.encode()) // 1024, counts
+    assert "encoded whole" not in result.output
+
+
+def test_a_txt_source_no_cut_keeps_the_ids_of_is_said_with_its_size(made, tmp_path, monkeypatch):
+    """A Metaspace that splits nowhere (split false: the text is one word) has no safe cut: each .txt
+    file is one block, said before it is encoded, in one line naming the file and its size."""
+    tok, _ = made["metaspace, split false"]
+    text = paragraphs(random.Random(7), 100)
+    counts = counted_blocks(monkeypatch, 512)
+    result = _prepare(tmp_path, text, tok)
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == tok.encode(text) + [tok.eot_id]
+    assert counts == [1], counts
+    said = [line for line in result.output.splitlines() if "encoded whole" in line]
+    assert len(said) == 1 and "in.txt" in said[0] and f"({len(text.encode()) / 2**20:,.1f} MiB)" in said[0], said

@@ -19,7 +19,7 @@ from mypt.cli import main
 from mypt.generate import generate
 from mypt.model import GPT, GPTConfig
 from mypt.tokenizers import Tokenizer, make_tokenizer
-from mypt.tokenizers.hf import HFTokenizer
+from mypt.tokenizers.hf import HFTokenizer, space_boundary
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -104,8 +104,9 @@ def test_prepare_gives_the_tokenizers_ids_whatever_the_blocks_and_workers(traine
     invoke("prepare-dataset", "--input_files", str(corpus), "--out_dir", str(tmp_path / "one"), *common)
 
 
-def test_a_tokenizer_that_marks_the_start_of_a_text_is_never_cut(tmp_path, monkeypatch):
-    """Metaspace (sentencepiece style) prepends ▁ to a text: a cut would add one at every block."""
+def test_a_tokenizer_that_marks_the_start_of_a_text_is_cut_only_before_a_space(tmp_path, monkeypatch):
+    """Metaspace (sentencepiece style) prepends ▁ to a text that does not start with one: a cut at a
+    newline would add one at every block; a cut before a space (▁ already there) keeps the ids."""
     hf = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
     hf.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(prepend_scheme="first")
     hf.decoder = tokenizers.decoders.Metaspace(prepend_scheme="first")
@@ -114,11 +115,12 @@ def test_a_tokenizer_that_marks_the_start_of_a_text_is_never_cut(tmp_path, monke
     hf.train_from_iterator([text], trainer)
     hf.save(str(tmp_path / "sp.json"))
     (tmp_path / "doc.txt").write_text(text, encoding="utf-8")
-    monkeypatch.setattr(mypt.text, "BLOCK_BYTES", 256)
+    monkeypatch.setattr(HFTokenizer, "block_bytes", 256)
     invoke("prepare-dataset", "--input_files", str(tmp_path / "doc.txt"), "--out_dir", str(tmp_path / "ds"),
            "--tokenization", f"hf:{tmp_path / 'sp.json'}", "--no_dedup", "--val_fraction", "0")
     tok = Tokenizer.load(tmp_path / "ds")
-    assert tok.eot_id == hf.token_to_id("</s>") and tok.cut_rule() is None
+    assert tok.eot_id == hf.token_to_id("</s>") and tok.cut_rule() is space_boundary
+    assert len(mypt.text.split_blocks(tmp_path / "doc.txt", 256, safe=tok.block_boundary)) > 30
     assert read_tokens(tmp_path / "ds" / "train").tolist() == hf.encode(text, add_special_tokens=False).ids + [1]
 
 

@@ -6,6 +6,7 @@ per source. A kind with an end-of-text id appends it after every document.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from mypt.parallel import merge_counts, parallel_map
 from mypt.settings import Settings, engine_setting, ray_address_setting, setting, workers_setting
 from mypt.shards import DTYPE
 from mypt.steps import MANIFEST, Step, part_file, read_input, step_files
-from mypt.text import block_docs, block_text, split_blocks
+from mypt.text import BLOCK_BYTES, block_docs, block_text, split_blocks
 from mypt.tokenizers import Tokenizer, check_spec, spec_forms, spec_help
 
 STEP = Step("tokenize", reads=("clean", "dedup"))
@@ -84,6 +85,16 @@ def _tokenize_block(task, tok: Tokenizer) -> tuple[int, dict]:
     return n, dict(replaced)
 
 
+def _whole_file_warning(name: str, size: int, tokenizer: Tokenizer) -> str:
+    """The line said, before encoding, of a .txt source encoded whole: its tokenizer cuts a document
+    nowhere (an hf pre-tokenizer that splits no text, or none at newlines or spaces: a Metaspace with
+    split false), and an hf encoding holds about 200 bytes a byte (4 MiB of text: ~800 MB)."""
+    return (f"warning: {name} ({size / 2**20:,.1f} MiB) is encoded whole, in one process: the {tokenizer.kind} "
+            f"tokenizer has no place where a .txt document may be cut without changing its ids (its pre-tokenizer "
+            f"splits no newline or space apart), and holds about {size * 200 / 1e9:,.1f} GB for it; a corpus as "
+            "JSONL (a document a line) or one file per document is encoded a document at a time")
+
+
 def _join_ends(doc_parts: list[Path], dest: Path) -> int:
     """A source's document ends, its blocks' parts joined into `dest`, counted from the source's
     first token (each block counts from its own: its ends move by the tokens of the blocks before
@@ -114,6 +125,9 @@ def tokenize(in_dir: Path, out_dir: Path, tokenizer: Tokenizer,
             path = Path(in_dir) / s["file"]
             # A .txt source is one document that blocks cut: only where the encoding allows.
             safe = tokenizer.block_boundary if not s["jsonl"] else None
+            if getattr(safe, "cuts_nowhere", False) and (size := path.stat().st_size) > \
+                    (tokenizer.block_bytes or BLOCK_BYTES):
+                print(_whole_file_warning(s["name"], size, tokenizer), file=sys.stderr)
             parts.append([])
             for a, b in split_blocks(path, tokenizer.block_bytes, safe=safe):
                 tok_part, doc_part = stage / f".t_{len(tasks):06d}", stage / f".d_{len(tasks):06d}"  # (.d_: .jsonl's)

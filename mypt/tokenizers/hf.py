@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from mypt.errors import TokenizerError
-from mypt.tokenizers.base import MAX_PERIOD, PERIOD_TAIL, WHITESPACE, Tokenizer, register, whitespace_runs
+from mypt.tokenizers.base import MAX_PERIOD, PERIOD_TAIL, WHITESPACE, RunSkip, Tokenizer, register, whitespace_runs
 from mypt.tokenizers.gpt2 import ascii_safe_boundary, lone_newline_boundary, newline_run_boundary, regex_safe_boundary
 
 # The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
@@ -143,6 +143,20 @@ def _never(before: bytes, after: bytes) -> None:
 
 
 _never.cuts_nowhere = True  # (split_blocks: one block, without scanning the file's newlines)
+
+
+def space_boundary(before: bytes, after: bytes) -> int | None:
+    """Just before the first space of `after` (the line after a newline; split_blocks' window), else None:
+    "one\\ntwo" | " three". For a pre-tokenizer that splits before each space and nowhere else, whatever
+    the characters around it: Metaspace (SentencePiece style: "▁" for a space, a piece from each "▁" on),
+    which joins a newline to the words beside it ("▁c\\nd"), so no cut at a newline keeps its pieces, and
+    adds its "▁" to the start of a text only where none is there (hf's probe proves it per tokenizer)."""
+    at = after.find(b" ")
+    return at if at >= 0 else None
+
+
+# (No space in a run of the other whitespace characters: space_boundary cuts nowhere inside one.)
+space_boundary.run_skip = RunSkip.of(WHITESPACE.replace(" ", ""))
 
 
 _CONTINUATION = bytes(range(0x80, 0xC0))  # (UTF-8 bytes inside a character)
@@ -331,8 +345,9 @@ class HFTokenizer(Tokenizer):
         pattern, as train-tokenizer's ByteLevel is), gpt2.newline_run_boundary (after the last
         newline of a run: Llama 3's pattern), gpt2.lone_newline_boundary (a newline between
         two characters that are not whitespace, any script), or
-        gpt2.ascii_safe_boundary (such a newline between printable ASCII ones); None for nowhere.
-        Any cut at all needs:
+        gpt2.ascii_safe_boundary (such a newline between printable ASCII ones); or, where no newline
+        rule holds, space_boundary (before a space after a newline: a Metaspace that splits, _space_rule);
+        None for nowhere. Any cut at all needs:
 
         - the normalizer acts on each character alone (LOCAL_NORMALIZERS, or none) and leaves
           the newline a newline;
@@ -342,10 +357,10 @@ class HFTokenizer(Tokenizer):
         - the pre-tokenizer splits there (_keeps): for every pair of the probe's characters c, d,
           `x c\\n d y` normalized pre-tokenizes to the pieces of `x c\\n` followed by those of
           `d y`, and for the runs, `c W d y` to those of `c W[:-1]` then `W[-1] d y` (or, for
-          newline_run_boundary, of `c W` to its last newline then the rest) (Metaspace, which
-          marks the start of a text, and no pre-tokenizer at all, which makes the text one word,
-          split nowhere); where added tokens are split out, also with one of them just before or
-          after the whitespace at the cut (GPT-2's pattern: no cut inside runs then).
+          newline_run_boundary, of `c W` to its last newline then the rest) (Metaspace joins a newline
+          to the words beside it; no pre-tokenizer at all, or a Metaspace with split false, makes the
+          text one word, split nowhere); where added tokens are split out, also with one of them just
+          before or after the whitespace at the cut (GPT-2's pattern: no cut inside runs then).
 
         The model (BPE, Unigram, WordPiece, WordLevel) encodes each piece alone, so equal pieces
         give equal ids. The probe's characters stand for their kind; every cut is checked again
@@ -368,7 +383,7 @@ class HFTokenizer(Tokenizer):
         # (Pre-tokenized once a string: the probe's pairs ask the same strings about three times each.)
         keeps = functools.partial(self._keeps, pieces=functools.cache(self._pieces))
         if not all(keeps(f"x {c}\n", f"{d} y") for c in _PRINTABLE for d in _PRINTABLE):
-            return None
+            return self._space_rule(ordinary, keeps)
         others = [(c, d) for c in _OTHER_SCRIPTS for d in _SOME_ASCII + _OTHER_SCRIPTS] + \
             [(c, d) for c in _SOME_ASCII for d in _OTHER_SCRIPTS]
         if not all(keeps(f"x {c}\n", f"{d} y") for c, d in others):
@@ -383,6 +398,20 @@ class HFTokenizer(Tokenizer):
         if all(keeps(c + w, f"{rest}{d} y") for c in "x." for w, rest in cuts if "\r" not in rest for d in ends):
             return newline_run_boundary
         return lone_newline_boundary
+
+    def _space_rule(self, ordinary: list[dict], keeps) -> object | None:
+        """space_boundary where the pre-tokenizer keeps its cuts (a Metaspace that splits: SentencePiece
+        style), else None: no ordinary added token holds or strips whitespace, and for every pair of the
+        probe's characters c, d, `x c` + W then ` d y` (or `  d y`, ` \\nd y`) pre-tokenizes to the pieces of
+        each side, W none, a space or a newline."""
+        if any(t.get("rstrip") or any(w in t.get("content", "") for w in WHITESPACE) for t in ordinary):
+            return None
+        some = _SOME_ASCII + _OTHER_SCRIPTS
+        if all(keeps(f"x {c}", f" {d} y") for c in _PRINTABLE for d in _PRINTABLE) and \
+                all(keeps(f"x {c}{w}", f"{right}{d} y") for c in some for d in some for w in ("", " ", "\n")
+                    for right in (" ", "  ", " \n")):
+            return space_boundary
+        return None
 
     def _pieces(self, text: str) -> list[str]:
         """The pre-tokenizer's pieces of `text`, normalized."""
