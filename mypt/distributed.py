@@ -149,15 +149,36 @@ def _start_store(wait_s: int | None = None):
         from torch.distributed import TCPStore
 
         host = own and os.environ.get("RANK") == "0"
+        address, port, wait_s = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), wait_s or _connect_wait_s()
         try:
-            _store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=host,
-                              wait_for_workers=False, timeout=timedelta(seconds=wait_s or _connect_wait_s()))
+            if not host:
+                _reach(address, port, wait_s)
+            _store = TCPStore(address, port, is_master=host, wait_for_workers=False, timeout=timedelta(seconds=wait_s))
         except Exception as e:
             _unreachable = e
             raise
         if host:
             atexit.register(_keep_store_up, _store, int(os.environ["WORLD_SIZE"]))
     return _store
+
+
+def _reach(address: str, port: int, wait_s: float) -> None:
+    """Wait until something listens at address:port (rank 0's store, or torchrun's), up to
+    `wait_s`, in short tries from Python: TCPStore's own connect retries in C++ for its whole
+    timeout (30 minutes in a launch by hand) and runs no signal handler meanwhile, so a Ctrl-C
+    or a SIGTERM at a rank whose rank 0 was never started did nothing for that long. Raises as
+    TCPStore does (torch's DistNetworkError) where nothing answered."""
+    from torch.distributed import DistNetworkError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=min(1.0, wait_s)):
+                return  # (TCPStore then connects at once; a probe's closed connection is nothing to the store)
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise DistNetworkError(f"no answer within {wait_s:g} s ({e.strerror or e})") from None
+        time.sleep(0.5)  # (a Ctrl-C here, or in the connect, raises KeyboardInterrupt: click's Aborted!)
 
 
 def _connect_wait_s() -> int:
@@ -282,8 +303,8 @@ def tell_ranks_start_failed(error: BaseException) -> None:
         return
     _told = True
     try:
-        # (Only _STORE_WAIT_S to reach rank 0's store: its connect takes no Ctrl-C, and a rank
-        # refused by its own flags, with no rank 0 started, said nothing for 30 minutes.)
+        # (Only _STORE_WAIT_S to reach rank 0's store: a rank refused by its own flags, with no
+        # rank 0 started, would say nothing for 30 minutes.)
         store = _start_store(_STORE_WAIT_S)
         if store is not None:
             line = error_line(error)

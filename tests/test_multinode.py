@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -267,12 +268,25 @@ def test_a_rank_launched_by_hand_refused_by_its_flags_says_so_without_a_rank_0(t
                                                re.M), rank1.stderr[-2000:]
 
 
-# Rank 1 says when it starts to connect to rank 0's store, and gives up on it after 1 s where it
+# Rank 1 says when it starts to reach rank 0's store, and gives up on it after 1 s where it
 # waits as long as under torchrun (_STORE_WAIT_S): a launch of its own waits as long as for any
 # rank to start.
-CONNECT_SAID = ("import mypt.distributed, torch.distributed\nreal = torch.distributed.TCPStore\n"
+CONNECT_SAID = ("import mypt.distributed\nreal = mypt.distributed._start_store\n"
                 "def said(*a, **k):\n    print('connecting', flush=True)\n    return real(*a, **k)\n"
-                "torch.distributed.TCPStore = said\nmypt.distributed._STORE_WAIT_S = 1\n")
+                "mypt.distributed._start_store = said\nmypt.distributed._STORE_WAIT_S = 1\n")
+
+
+@contextlib.contextmanager
+def rank_1_connecting(args: list[str], tmp_path: Path, port: int):
+    """Rank 1 of `mypt ARGS` launched by hand, once it reaches for rank 0's store (killed if still
+    running as the block ends); its output in tmp_path/rank1.out."""
+    with own_session(with_patch(CONNECT_SAID, args), cwd=tmp_path, stdout=(tmp_path / "rank1.out").open("w"),
+                     stderr=subprocess.STDOUT, env=by_hand_env(1, port)) as rank1:
+        deadline = time.monotonic() + 120
+        while "connecting" not in (tmp_path / "rank1.out").read_text() and rank1.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        yield rank1
 
 
 @pytest.mark.slow
@@ -282,23 +296,30 @@ def test_ranks_launched_by_hand_wait_for_a_rank_0_started_late(dataset, tmp_path
     started within 60 s'). It waits as long as for every rank to start (30 minutes); here rank 0
     starts after rank 1's wait, patched to 1 s, would have ended."""
     port, args = free_port(), train_args(dataset, "--max_iters", "2")
-    with contextlib.ExitStack() as ranks:
-        rank1 = ranks.enter_context(own_session(
-            with_patch(CONNECT_SAID, args), cwd=tmp_path, stdout=(tmp_path / "rank1.out").open("w"),
-            stderr=subprocess.STDOUT, env=by_hand_env(1, port)))
-        deadline = time.monotonic() + 120
-        while "connecting" not in (tmp_path / "rank1.out").read_text() and rank1.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    with rank_1_connecting(args, tmp_path, port) as rank1:
         time.sleep(3)  # (rank 0 later than rank 1's patched wait)
-        rank0 = ranks.enter_context(own_session(
-            [sys.executable, "-m", "mypt.cli", *args], cwd=tmp_path, stdout=(tmp_path / "rank0.out").open("w"),
-            stderr=subprocess.STDOUT, env=by_hand_env(0, port)))
-        for proc in (rank0, rank1):
-            proc.wait(timeout=180)
+        with own_session([sys.executable, "-m", "mypt.cli", *args], cwd=tmp_path,
+                         stdout=(tmp_path / "rank0.out").open("w"), stderr=subprocess.STDOUT,
+                         env=by_hand_env(0, port)) as rank0:
+            for proc in (rank0, rank1):
+                proc.wait(timeout=180)
     outs = [(tmp_path / f"rank{rank}.out").read_text() for rank in (0, 1)]
     assert [rank0.returncode, rank1.returncode] == [0, 0], [out[-3000:] for out in outs]
     assert "step 2: val" in outs[0]
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_ends_a_rank_launched_by_hand_waiting_for_its_rank_0(dataset, tmp_path):
+    """A rank launched by hand waits up to 30 minutes for rank 0's store: in TCPStore's connect,
+    which runs no signal handler, a Ctrl-C did nothing for that long. It says Aborted! at once."""
+    with rank_1_connecting(train_args(dataset, "--max_iters", "2"), tmp_path, free_port()) as rank1:
+        time.sleep(1)  # (into the connect)
+        rank1.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            rank1.wait(timeout=15)
+        out = (tmp_path / "rank1.out").read_text()
+        assert rank1.returncode not in (None, 0), out[-3000:]
+    assert out.rstrip().endswith("Aborted!") and "Traceback" not in out, out[-3000:]
 
 
 @pytest.mark.slow
