@@ -381,11 +381,44 @@ _gloo = None  # (the process group, its gloo group)
 # 84 GB one (a 7B model with AdamW) written to network storage and hashed can take longer than
 # --dist_timeout_minutes, which a collective's wait would end the run at. So the others wait for
 # rank 0's "saved" in the process group's store, not in a collective, for as long as rank 0's
-# process gives a sign of life there every few seconds (_beat, a thread of its own): a rank 0
-# stopped (SIGSTOP) or ended still ends them within the timeout; one whose write hangs in the
-# kernel (a stalled mount) keeps them waiting, which they say once the timeout has passed.
+# save makes progress: a thread of rank 0's (_beat) counts in the store every few seconds while
+# the thread writing the checkpoint (saving) has read or written a byte since it last looked, and
+# outside a save. A rank 0 stopped (SIGSTOP) or ended, or whose write hangs (a stalled mount, a
+# stuck GPU copy: its process lives on), ends them within the timeout; a save that goes on writing,
+# however slowly, ends nothing. Its steps that read and write nothing (the weights copied to CPU
+# memory, seconds even for a 7B model) must stay within the timeout. Where the bytes cannot be
+# counted (no /proc: macOS), any sign of rank 0's process is taken as progress.
 _saves = 0  # the saves this rank has come to the end of (every rank counts the same ones)
 _beating = False
+_writer: int | None = None  # the native id of the thread writing a checkpoint (saving), while it does
+
+
+@contextlib.contextmanager
+def saving() -> Iterator[None]:
+    """The block in which this thread writes a checkpoint: on rank 0, while it runs, the ranks
+    waiting for the save (rank_0_saved) get a sign of progress only when the block has read or
+    written since the last one."""
+    global _writer
+    _writer = threading.get_native_id()
+    try:
+        yield
+    finally:
+        _writer = None
+
+
+def _bytes_moved(thread: int) -> int | None:
+    """The bytes `thread` (a native id) has read and written (read/write calls: a file's, served
+    from the page cache too), plus those this process has had read from or written to storage (a
+    writer thread of torch's among them): /proc's counts, None where there are none. Not the
+    process's read/write calls: its store's server answers the waiting ranks through them."""
+    try:
+        with open(f"/proc/self/task/{thread}/io") as f:
+            mine = dict(line.split(": ") for line in f.read().splitlines())
+        with open("/proc/self/io") as f:
+            process = dict(line.split(": ") for line in f.read().splitlines())
+        return int(mine["rchar"]) + int(mine["wchar"]) + int(process["read_bytes"]) + int(process["write_bytes"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _key(name: str) -> str:
@@ -408,9 +441,9 @@ def _default_store():
 
 
 def _start_beat(dist: Dist) -> None:
-    """Rank 0: its sign of life for the ranks that wait for its save (see rank_0_saved), given
-    four times within the timeout, at most every 5 s (a thousand waiting ranks read it: the
-    store is one process)."""
+    """Rank 0: its sign of progress for the ranks that wait for its save (see rank_0_saved),
+    looked for four times within the timeout, at most every 5 s (a thousand waiting ranks read
+    it: the store is one process)."""
     global _beating
     if _beating:
         return
@@ -420,9 +453,14 @@ def _start_beat(dist: Dist) -> None:
     every = min(5.0, _limit_s(dist) / 4)
 
     def beat() -> None:
+        last = None  # (the writer's bytes when last looked)
         try:
             while not stop.wait(every):
-                store.add(_key("alive"), 1)
+                writer = _writer
+                moved = None if writer is None else _bytes_moved(writer)
+                if moved is None or moved != last:
+                    store.add(_key("alive"), 1)
+                last = moved
         except Exception:  # (the store gone: the run ends)
             pass
 
@@ -434,9 +472,9 @@ def _start_beat(dist: Dist) -> None:
 def rank_0_saved(dist: Dist) -> None:
     """Every rank at the end of a save, before the collective on its outcome (mypt.train's
     _agree_saved): rank 0 says its write is done, and each other rank waits for that in the
-    store, unbounded by --dist_timeout_minutes while rank 0's process gives signs of life (see
-    _start_beat). Raises as a collective that timed out (collective_timed_out) where it gave
-    none within the timeout. A store that is gone (torchrun's agent killed: the ranks live on,
+    store, unbounded by --dist_timeout_minutes while rank 0's save reads or writes (see
+    _start_beat). Raises as a collective that timed out (collective_timed_out) where it did
+    neither within the timeout. A store that is gone (torchrun's agent killed: the ranks live on,
     stopping at a checkpoint) leaves the outcome to the collective that follows, which also says
     a rank 0 that ended."""
     global _saves
@@ -450,8 +488,8 @@ def rank_0_saved(dist: Dist) -> None:
         return
     limit, started, told = _limit_s(dist), time.monotonic(), False
     alive, seen, pause = -1, started, 0.01
-    timed_out = RuntimeError(f"{_TIMED_OUT} {limit * 1000:.0f}ms for rank 0's save to end: its process gave no sign "
-                             "of life")
+    timed_out = RuntimeError(f"{_TIMED_OUT} {limit * 1000:.0f}ms for rank 0's save to end: it read or wrote "
+                             "nothing in that time, or its process stopped")
     while True:
         try:
             if _answer(lambda: store.check([saved]), seen + limit - time.monotonic()):
@@ -468,8 +506,8 @@ def rank_0_saved(dist: Dist) -> None:
             raise timed_out
         if not told and now - started > limit and (dist.local_rank == 0 or dist.rank == 1):  # (once a node)
             print(f"rank {dist.rank}: waiting for rank 0 to write the checkpoint, {(now - started) / 60:.1f} "
-                  f"minutes so far, longer than {_limit_words(dist)}: rank 0's process lives, so this rank "
-                  "waits on (slow or stalled writes to the checkpoint's storage)", flush=True)
+                  f"minutes so far, longer than {_limit_words(dist)}: rank 0's save is still writing, so this "
+                  "rank waits on (slow writes to the checkpoint's storage)", flush=True)
             told = True
         time.sleep(pause)
         pause = min(1.0, pause * 1.5)  # (a quick save ends within the first few reads)

@@ -27,7 +27,7 @@ from mypt.config import GPTConfig, TrainConfig
 from mypt.data import RESUME_STREAM, loader_config
 from mypt.dataset_spec import NAME
 from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, lost_rank, rank_0_saved,
-                              sync_gradients, unwrap)
+                              saving, sync_gradients, unwrap)
 from mypt.errors import (ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, listed,
                          os_error_message)
 from mypt.evaluate import evaluate_all
@@ -602,12 +602,12 @@ class _Run:
                 extra["scaler"] = self.scaler.state_dict()
             if self.eval_cut is not None:  # (the evaluation of this step, which --resume then runs first)
                 extra["evaluate_first"] = True
+            state = {"step": at_step, "sampler": self.sampler_before_batch, "history": self.history,
+                     "tokens": self.tokens, "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra}
             try:
-                checkpoint.save(self.checkpoint_dir, self.raw, self.tokenizer, self.checkpoint_extra or {},
-                                self.optimizer, {"step": at_step, "sampler": self.sampler_before_batch,
-                                                 "history": self.history, "tokens": self.tokens,
-                                                 "best_val": self.best_val, "autocast": dtype_name(self.amp), **extra},
-                                rng_ranks=rngs, group=self.cpu_group)
+                with saving():  # (the others wait for rank 0's write while it reads or writes: rank_0_saved)
+                    checkpoint.save(self.checkpoint_dir, self.raw, self.tokenizer, self.checkpoint_extra or {},
+                                    self.optimizer, state, rng_ranks=rngs, group=self.cpu_group)
             except (OSError, MyptError) as e:
                 error = e
             if error is None and not is_sharded(self.raw):
@@ -629,7 +629,7 @@ class _Run:
         (a file in the way) as it is (under DDP a TrainingStopped with its message)."""
         mine = None if error is None else (isinstance(error, OSError),
                                            os_error_message(error) if isinstance(error, OSError) else str(error))
-        rank_0_saved(self.dist)  # (rank 0's write, waited for while its process lives: not bounded by the timeout)
+        rank_0_saved(self.dist)  # (rank 0's write, waited for while it reads or writes: not bounded by the timeout)
         failed = [(rank, x) for rank, x in enumerate(all_ranks(mine, self.cpu_group)) if x is not None]
         if not failed:
             return

@@ -192,9 +192,12 @@ def train_args(dataset: Path, *more: str) -> list[str]:
             "--eval_interval", "3", "--eval_iters", "2", *more]
 
 
-# Rank 0's save of the first checkpoint takes 20 s: what a large model's takes on slow storage.
+# Rank 0's save of the first checkpoint takes 20 s, writing a byte a second: what a large model's
+# takes on slow storage.
 SLOW_SAVE = ("import time, mypt.checkpoint\nreal = mypt.checkpoint.save\nslow = [20]\n"
-             "def save(*a, **k):\n    time.sleep(slow.pop() if slow else 0)\n    return real(*a, **k)\n"
+             "def save(*a, **k):\n    end = time.monotonic() + (slow.pop() if slow else 0)\n"
+             "    with open('slow-disk', 'ab', buffering=0) as disk:\n        while time.monotonic() < end:\n"
+             "            disk.write(b'.')\n            time.sleep(1)\n    return real(*a, **k)\n"
              "mypt.checkpoint.save = save\n")
 
 
@@ -203,8 +206,8 @@ def test_rank_0_saving_longer_than_dist_timeout_minutes_ends_no_rank(dataset, tm
     """Under DDP rank 0 writes the checkpoint alone, and the other ranks waited for it in a
     collective bounded by --dist_timeout_minutes: an 84 GB checkpoint (a 7B model with AdamW) on
     network storage, slower than the timeout, ended the run at its first save. They wait for
-    rank 0's save while its process lives: a save of 20 s under a timeout of 15 s ends nothing
-    (15 s: far past how far two sound ranks drift apart on a loaded machine)."""
+    rank 0's save while it writes: a save of 20 s under a timeout of 15 s ends nothing (15 s: far
+    past how far two sound ranks drift apart on a loaded machine)."""
     args = train_args(dataset, "--max_iters", "4", "--dist_timeout_minutes", "0.25")
     with ranks_by_hand([with_patch(SLOW_SAVE, args), [sys.executable, "-m", "mypt.cli", *args]], tmp_path,
                        logs=tmp_path) as procs:
@@ -216,14 +219,17 @@ def test_rank_0_saving_longer_than_dist_timeout_minutes_ends_no_rank(dataset, tm
     assert "step 3: val" in outs[0] and outs[1].count("waiting for rank 0 to write the checkpoint") == 1
 
 
-def other_rank_when_one_stops(stopped: int, module: str, name: str, dataset: Path, tmp_path: Path) -> str:
-    """Two ranks train to step 4 under a 15 s --dist_timeout_minutes; rank `stopped` stops itself
-    (SIGSTOP: no sign of life) as it calls module.name. The other rank's output, once it ended
-    with status 1 and no traceback."""
-    stop = f"import os, signal, {module}\n{module}.{name} = lambda *a, **k: os.kill(os.getpid(), signal.SIGSTOP)\n"
+def stopped_in(module: str, name: str) -> str:
+    """The patch that stops a rank (SIGSTOP: no sign of life) as it calls module.name."""
+    return f"import os, signal, {module}\n{module}.{name} = lambda *a, **k: os.kill(os.getpid(), signal.SIGSTOP)\n"
+
+
+def other_rank_when_one_stops(stopped: int, patch: str, dataset: Path, tmp_path: Path) -> str:
+    """Two ranks train to step 4 under a 15 s --dist_timeout_minutes; rank `stopped` runs with
+    `patch`, which stops it. The other rank's output, once it ended with status 1 and no traceback."""
     args = train_args(dataset, "--max_iters", "4", "--dist_timeout_minutes", "0.25")
     plain, other = [sys.executable, "-m", "mypt.cli", *args], 1 - stopped
-    with ranks_by_hand([with_patch(stop, args) if rank == stopped else plain for rank in (0, 1)], tmp_path,
+    with ranks_by_hand([with_patch(patch, args) if rank == stopped else plain for rank in (0, 1)], tmp_path,
                        logs=tmp_path) as procs:
         procs[other].wait(timeout=180)
     out = (tmp_path / f"rank{other}.out").read_text()
@@ -231,15 +237,22 @@ def other_rank_when_one_stops(stopped: int, module: str, name: str, dataset: Pat
     return out
 
 
+# Rank 0's save waits for good in its main thread, reading and writing nothing, while its other
+# threads live on: a write stuck in the kernel on a stalled mount, or a stuck GPU copy.
+STALLED_SAVE = "import threading, mypt.checkpoint\nmypt.checkpoint.save = lambda *a, **k: threading.Event().wait()\n"
+
+
 @pytest.mark.slow
-def test_rank_0_stopped_in_its_save_ends_the_other_ranks_within_dist_timeout_minutes(dataset, tmp_path):
-    """The other side of that wait: rank 0 stopped (SIGSTOP: no sign of life) as it saves ends
-    the rank waiting for it within --dist_timeout_minutes, in one line naming the timeout."""
-    out = other_rank_when_one_stops(0, "mypt.checkpoint", "save", dataset, tmp_path)
+@pytest.mark.parametrize("patch", [stopped_in("mypt.checkpoint", "save"), STALLED_SAVE], ids=["stopped", "stalled"])
+def test_rank_0_stopped_in_its_save_ends_the_other_ranks_within_dist_timeout_minutes(dataset, tmp_path, patch):
+    """The other side of that wait: rank 0 stopped (SIGSTOP: no sign of life) as it saves, or
+    whose save stalls with its process alive (the rank waiting for it waited for good), ends the
+    rank waiting for it within --dist_timeout_minutes, in one line naming the timeout."""
+    out = other_rank_when_one_stops(0, patch, dataset, tmp_path)
     assert re.findall(r"^Error: rank 1: another rank did not take part in the vote or save after step 3 within "
-                      r"--dist_timeout_minutes 0.25 \(Timed out waiting 15000ms for rank 0's save to end: .*\): a rank "
-                      r"that hangs .* saving nothing; no checkpoint was written: start the run again$", out, re.M), \
-        out[-3000:]
+                      r"--dist_timeout_minutes 0.25 \(Timed out waiting 15000ms for rank 0's save to end: it read or "
+                      r"wrote nothing in that time, or its process stopped\): a rank that hangs .* saving nothing; no "
+                      r"checkpoint was written: start the run again$", out, re.M), out[-3000:]
 
 
 @pytest.mark.slow
@@ -247,7 +260,7 @@ def test_a_rank_lost_as_the_ranks_agree_on_a_save_leaves_rank_0_naming_the_check
     """Rank 1 stopped as the ranks agree on the step-3 save, after rank 0 wrote it whole: rank 0
     ends within --dist_timeout_minutes naming that checkpoint and --resume, not 'no checkpoint was
     written: start the run again' (which would send a user back to step 0)."""
-    out = other_rank_when_one_stops(1, "mypt.train", "rank_0_saved", dataset, tmp_path)
+    out = other_rank_when_one_stops(1, stopped_in("mypt.train", "rank_0_saved"), dataset, tmp_path)
     assert re.findall(r"^Error: rank 0: another rank did not take part in the vote or save after step 3 within "
                       r"--dist_timeout_minutes 0.25 .* the last checkpoint \(step 3\) is in checkpoints/m: continue "
                       r"from it with --resume$", out, re.M), out[-3000:]
