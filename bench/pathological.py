@@ -22,6 +22,11 @@ Prints:
           byte; with hf one encode, 963 MiB for 4 MiB, until HFTokenizer._run_cuts cut the run at its
           period: 114 MiB), lines indented deeper than the 256 bytes the block rule sees (one block), lines
           of U+00A0 (--no_normalize --no_filter --no_dedup: one run of whitespace, one block);
+      a word of MEMORY_MB MiB (--no_filter, which keeps it): base64 (a piece every few characters: gpt2
+          94 MiB, 2.0 s for 4 MiB; hf one encode, 1,178 MiB, until HFTokenizer._piece_cuts cut it where
+          its pre-tokenizer splits: 127 MiB), and random letters (one piece, which no cut keeps: gpt2
+          259 MiB, 8.3 s, and 32 s for 8 MiB, tiktoken's BPE of one piece is quadratic; hf 852 MiB);
+          _piece_cuts cut hf's ordinary lines too (blocks of 512 KiB: 146 MiB, in parts 91);
       blank lines (a run of MEMORY_MB MiB of newlines between two lines) with gpt2 and hf, and lines
           of U+3000 with hf (--no_normalize --no_filter --no_dedup): no rule cuts inside such a run,
           one block until RunSkip.period cut it (64 MiB of newlines: gpt2 592 MiB, 43.8 s; hf 14.2 GB).
@@ -189,6 +194,11 @@ def memory_inputs(tmp: Path, mb: int) -> list[tuple[str, Path, list[str]]]:
     blank.write_text("Words before them.\n" + "\n" * size + "Words after them.\n")
     ideographic = tmp / "ideographic.txt"
     ideographic.write_text("Words before them.\n" + "\u3000\n" * (size // 4) + "Words after them.\n", encoding="utf-8")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    b64 = tmp / "base64.txt"  # (letters, digits and symbols mixed: a piece every few characters)
+    b64.write_text("A line before it.\n" + "".join(rng.choice(alphabet) for _ in range(size)) + "\nAfter it.\n")
+    letters = tmp / "letters.txt"  # (one \p{L}+ piece of `size` characters)
+    letters.write_text("A line before it.\n" + "".join(rng.choice("abcdefghij") for _ in range(size)) + "\nAfter it.\n")
     spaces = tmp / "spaces.txt"
     spaces.write_text("A line with a run of spaces:" + " " * size + "inside it.\n" + words(10) + "\n")
     (tmp / "tok_corpus.txt").write_text(plain.read_text()[:1 << 20] + cjk.read_text()[:1 << 19])
@@ -200,6 +210,8 @@ def memory_inputs(tmp: Path, mb: int) -> list[tuple[str, Path, list[str]]]:
     hf = ["--tokenization", f"hf:{tok}"]
     return [("gpt2 ordinary lines", plain, []), ("gpt2 spaces in one line", spaces, ["--no_filter"]),
             ("hf spaces in one line", spaces, ["--no_filter", *hf]),
+            ("gpt2 base64 word", b64, ["--no_filter"]), ("hf base64 word", b64, ["--no_filter", *hf]),
+            ("gpt2 letters word", letters, ["--no_filter"]), ("hf letters word", letters, ["--no_filter", *hf]),
             ("gpt2 indents of 300-600", deep, ["--no_dedup"]),
             ("gpt2 U+00A0 lines", nbsp, ["--no_normalize", "--no_filter", "--no_dedup"]),
             ("hf ordinary lines", plain, hf), ("hf CJK lines", cjk, ["--no_dedup", *hf]),

@@ -440,3 +440,54 @@ def test_a_txt_source_no_cut_keeps_the_ids_of_is_said_with_its_size(made, tmp_pa
     assert counts == [1], counts
     said = [line for line in result.output.splitlines() if "encoded whole" in line]
     assert len(said) == 1 and "in.txt" in said[0] and f"({len(text.encode()) / 2**20:,.1f} MiB)" in said[0], said
+
+
+def _long_line(rng: random.Random, n: int) -> str:
+    """About `n` characters of base64, words, code, CJK, digits, runs of letters, some lines."""
+    kinds = [lambda: "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+                             for _ in range(rng.randint(1, 60))),
+             lambda: " ".join(rng.choice(["word", "the", "it's", "x1", "foo()", "a.b", "中文", "'ll", "——", "\n",
+                                          ".\n\n", " \n", "\n    "])
+                              for _ in range(rng.randint(1, 20))),
+             lambda: rng.choice(AROUND) * rng.randint(1, 5), lambda: "x" * rng.randint(1, 200),
+             lambda: str(rng.randint(0, 10 ** 12))]
+    parts = []
+    while sum(map(len, parts)) < n:
+        parts.append(rng.choice(kinds)())
+    return "".join(parts)
+
+
+@pytest.mark.parametrize("kind", [k if k in ("train-tokenizer", "metaspace") else pytest.param(k, marks=SLOW)
+                                  for k in ALL_KINDS + ["llama3 pattern, <tok>"]])
+def test_long_lines_encoded_in_parts_at_piece_boundaries_keep_the_ids(made, with_added, kind, monkeypatch):
+    """A long stretch that no run cut shortens (a line of a few MB: base64, minified code; a block) is encoded
+    in parts cut where the pre-tokenizer splits (HFTokenizer._piece_cuts): the ids of the library's encode of
+    the whole text, LONG_RUN and PIECE_SEARCH drawn small (cuts everywhere a boundary may be)."""
+    tok, _ = {**made, **with_added}[kind]
+    whole = tokenizers.Tokenizer.from_str(tok.tokenizer_json)
+    whole.encode_special_tokens = True
+    rng, cut = random.Random(kind), 0
+    for _ in range(40):
+        monkeypatch.setattr(hf_module, "LONG_RUN", rng.randint(80, 300))
+        monkeypatch.setattr(hf_module, "PIECE_SEARCH", rng.randint(1, 64))
+        text = _long_line(rng, rng.randint(500, 3000))
+        assert tok.encode(text) == whole.encode(text, add_special_tokens=False).ids, (kind, text)
+        cut += len(tok._piece_cuts(text, 0, len(text)))
+    assert cut == 0 if "split false" in kind else cut > 100, cut  # (split false: no cut rule, no cut)
+
+
+def test_prepare_dataset_encodes_a_long_base64_line_in_parts(made, tmp_path, monkeypatch):
+    """A line of a few MB without whitespace (base64) under --no_filter was one encode (4 MiB: 1,170 MiB peak
+    with hf): parts of a few LONG_RUN characters at most, the whole text's ids."""
+    tok, _ = made["train-tokenizer"]
+    monkeypatch.setattr(hf_module, "LONG_RUN", 1000, raising=False)  # (a module without it: no cuts)
+    lengths: list[int] = []
+    real = hf_module._for_mypt
+    monkeypatch.setattr(hf_module, "_for_mypt", lambda *args: _Encodes(real(*args), lengths))
+    rng = random.Random(8)
+    text = "Before it.\n" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+                                    for _ in range(30_000)) + "\nAfter it.\n"
+    _prepare(tmp_path, text, tok)
+    whole = tokenizers.Tokenizer.from_str(tok.tokenizer_json).encode(text, add_special_tokens=False).ids
+    assert read_tokens(tmp_path / "ds" / "train").tolist() == whole + [tok.eot_id]
+    assert lengths and max(lengths) < 3 * 1000 + 4096, max(lengths)

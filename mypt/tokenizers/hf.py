@@ -70,6 +70,17 @@ _PERIOD_CONTEXTS = ("", "x")
 LONG_RUN = 1 << 16
 
 
+# How far _piece_cuts looks for a cut past where it wants one, and the characters it parses on each side
+# of one: each start of the PIECE_CONTEXT before it must give a piece boundary there.
+PIECE_SEARCH = 4096
+PIECE_CONTEXT = 64
+
+
+# A run of one kind of character (letters, digits, whitespace, other): where two kinds meet, pre-tokenizers
+# split. Matched at C speed (a loop over the characters of a 4 MiB word took seconds).
+_KIND_RUN = re.compile(r"[^\W\d_]+|\d+|\s+|[^\w\s]+|_+")
+
+
 @functools.cache
 def _repeated(char: str) -> re.Pattern:
     # (one character repeated: re's loop at C speed, no stack; "(\\s)\\1*" held 80 bytes a character)
@@ -530,9 +541,39 @@ class HFTokenizer(Tokenizer):
                     cuts.append(cut)
         return cuts
 
+    def _piece_cuts(self, text: str, lo: int, hi: int) -> list[int]:
+        """Offsets about LONG_RUN characters apart in text[lo:hi], a stretch of 2 * LONG_RUN or more that
+        _run_cuts does not cut (a line of a few MB: base64, minified code, a paragraph), where the
+        pre-tokenizer splits: between two kinds of character (_KIND_RUN), where the pieces of the
+        PIECE_CONTEXT characters on each side, parsed from each of the PIECE_CONTEXT starts before it,
+        are those of each side (_keeps). The model encodes each piece alone; a piece boundary that no
+        start of the parse before it moves is one in the whole text's parse too. Only for a tokenizer
+        with a block rule (cut_rule: a normalizer that acts on each character, no added token that
+        strips or holds a newline); none in a word (a run of letters: one piece, BPE merges across it)."""
+        if self.cut_rule() is None:
+            return []
+        cuts, target = [], lo + LONG_RUN
+        pieces = functools.cache(self._pieces)
+        while target < hi - LONG_RUN:
+            at, stop = target, min(target + PIECE_SEARCH, hi - LONG_RUN)
+            while (at := _KIND_RUN.match(text, at, stop).end()) < stop and \
+                    not all(self._keeps(text[start:at], text[at:at + PIECE_CONTEXT], pieces)
+                            for start in range(at - PIECE_CONTEXT, at)):
+                pass
+            if at >= stop:
+                target += PIECE_SEARCH
+                continue
+            cuts.append(at)
+            target = at + LONG_RUN
+        return cuts
+
     def _encodings(self, text: str) -> Iterator[tuple[int, object]]:
-        """(offset, the library's Encoding) of each part of `text` cut at _run_cuts, one held at a time."""
+        """(offset, the library's Encoding) of each part of `text` cut at _run_cuts and, in the long
+        stretches between, _piece_cuts: one held at a time."""
         bounds = [0, *self._run_cuts(text), len(text)]
+        if len(text) >= 2 * LONG_RUN:
+            bounds = sorted(bounds + [cut for a, b in zip(bounds, bounds[1:]) if b - a >= 2 * LONG_RUN
+                                      for cut in self._piece_cuts(text, a, b)])
         for a, b in zip(bounds, bounds[1:]):
             yield a, self._encoder.encode(text[a:b] if len(bounds) > 2 else text, add_special_tokens=False)
 
