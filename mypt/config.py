@@ -472,7 +472,8 @@ class RunSettings(Settings):
               "process, a stalled mount, a stuck GPU) ends the run in this time, each rank left saying so, the last "
               "checkpoint kept for --resume (torch's own default: 30 minutes with gloo). It must exceed the longest "
               "wait of a sound run in a collective: one rank compiling or loading longer than another. (Under DDP "
-              "the others wait for rank 0's checkpoint write as long as its process lives, however long.)",
+              "the others wait for rank 0's checkpoint write however long, as long as it keeps reading or "
+              "writing: only a stretch of the save with no I/O must fit in this time.)",
         min=0.0, min_open=True)
     metrics_dir: Path | None = setting(None, "Write the run's metrics here while it trains, through --logger's "
                                              "loggers; dvclive's by default (metrics.json, plots/metrics/*.tsv, "
