@@ -408,10 +408,20 @@ def test_a_record_of_the_whole_tokenizer_json_as_mypt_wrote_it_before_still_veri
 
 
 def special_piece_tokenizer(path: Path, model: str) -> Path:
-    """A Unigram (UnigramTrainer's special_tokens, T5's </s>) or WordLevel tokenizer whose own
-    vocabulary holds the special tokens <unk> and </s> as pieces."""
+    """A Unigram (UnigramTrainer's special_tokens, T5's </s>), WordLevel or BPE tokenizer whose own
+    vocabulary holds the special tokens <unk> and </s> as pieces (a BPE trained on text that quotes
+    '</s>', with a pre-tokenizer that keeps it one word: merges that make it; `bpe ignore_merges`: a
+    word found whole in the vocabulary is its id; `bpe ##`: merges of continuing subwords)."""
     texts = [" ".join(random.Random(i).choice(WORDS) for _ in range(12)) + " 1 < 2 / 3 > s" for i in range(300)]
-    if model == "unigram":
+    if model.startswith("bpe"):
+        prefix = {"continuing_subword_prefix": "##"} if model == "bpe ##" else {}
+        hf = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>", ignore_merges=model == "bpe ignore_merges",
+                                                        **prefix))
+        hf.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+        trainer = tokenizers.trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "</s>"], show_progress=False,
+                                                 **prefix)
+        texts = [text + " </s>" for text in texts]
+    elif model == "unigram":
         hf = tokenizers.Tokenizer(tokenizers.models.Unigram())
         hf.pre_tokenizer, hf.decoder = tokenizers.pre_tokenizers.Metaspace(), tokenizers.decoders.Metaspace()
         trainer = tokenizers.trainers.UnigramTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"],
@@ -426,12 +436,12 @@ def special_piece_tokenizer(path: Path, model: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("model", ["unigram", "wordlevel"])
+@pytest.mark.parametrize("model", ["unigram", "wordlevel", "bpe", "bpe ignore_merges", "bpe ##"])
 def test_a_literal_end_of_text_is_ordinary_text_where_the_model_holds_it_as_a_piece(tmp_path, model):
-    """encode_special_tokens keeps the added-token matcher off '</s>', but a Unigram or WordLevel
-    model holds it in its own vocabulary: a document quoting it ended there (the end-of-text id
-    inside it). Now each document holds no end-of-text id but its last; text without it keeps
-    the tokenizer's own ids."""
+    """encode_special_tokens keeps the added-token matcher off '</s>', but a Unigram, WordLevel or BPE
+    model holds it in its own vocabulary (a BPE's merges make it from the characters of a quoted
+    '</s>'): a document quoting it ended there (the end-of-text id inside it). Now each document
+    holds no end-of-text id but its last; text without it keeps the tokenizer's own ids."""
     tok_json = special_piece_tokenizer(tmp_path / "tok.json", model)
     docs = ["the king speak </s> know <unk> fire", "the queen </s>", "</s>", "night crown blood"]
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
@@ -443,6 +453,8 @@ def test_a_literal_end_of_text_is_ordinary_text_where_the_model_holds_it_as_a_pi
     assert (ids == tok.eot_id).sum() == len(docs) and ids[-1] == tok.eot_id
     if model == "unigram":  # its pieces spell it (a word-level vocabulary has it as an unknown word)
         assert tok.decode(ids[ids != tok.eot_id]).count("</s>") == 3
+    if model.startswith("bpe"):  # (its characters' merges short of it: no unknown token)
+        assert tok.unknown_token not in tok.decode(tok.encode("the queen </s>"))
     raw = tokenizers.Tokenizer.from_file(str(tok_json))
     for plain in ("the king and queen walk at night", "<user> the king"):  # (the added token keeps its id)
         assert list(tok.encode(plain)) == raw.encode(plain, add_special_tokens=False).ids

@@ -113,8 +113,8 @@ def _for_mypt(tokenizers, tokenizer_json: str, source: str):
 
 def _ordinary_encoder(tokenizers, hf, config: dict, special: dict[str, int], source: str):
     """A copy of the tokenizer that encodes documents, where the model holds special tokens as
-    pieces of its own vocabulary (a Unigram's or WordLevel's: UnigramTrainer's special_tokens,
-    T5's </s>); None where it holds none. encode_special_tokens keeps only the added-token
+    pieces of its own vocabulary (a Unigram's, WordLevel's or BPE's: UnigramTrainer's special_tokens,
+    T5's </s>, BpeTrainer's); None where it holds none. encode_special_tokens keeps only the added-token
     matcher off them: the model itself still made a literal '</s>' in a document the end-of-text
     id, ending the document there. The copy renames those pieces, and their added tokens, to
     text no document holds (UNMATCHABLE first); ids and every other piece are as they were, so
@@ -124,12 +124,25 @@ def _ordinary_encoder(tokenizers, hf, config: dict, special: dict[str, int], sou
     if model.get("type") == "Unigram" and isinstance(vocab, list):
         held = {i for i in special.values() if i < len(vocab) and vocab[i][0] in special}
         renamed = [[UNMATCHABLE + piece[0], *piece[1:]] if i in held else piece for i, piece in enumerate(vocab)]
-    elif model.get("type") == "WordLevel" and isinstance(vocab, dict):
+    elif model.get("type") in ("WordLevel", "BPE") and isinstance(vocab, dict):
         # (Not its unknown token, which it must hold: a literal '<unk>' is what any unknown word is.)
-        held = {w for w, i in special.items() if vocab.get(w) == i and w != model.get("unk_token")}
+        # (Nor, in a BPE, one of a character: what its merges start from, never what they make.)
+        held = {w for w, i in special.items() if vocab.get(w) == i and w != model.get("unk_token")
+                and (model["type"] == "WordLevel" or len(w) > 1)}
         renamed = {(UNMATCHABLE + w if w in held else w): i for w, i in vocab.items()}
     else:
         return None
+    if model.get("type") == "BPE":
+        # A BPE's merges may make a special token's text from ordinary text (a pre-tokenizer that keeps
+        # '<|endoftext|>' one piece, as WhitespaceSplit does, and merges learned from a corpus holding it),
+        # and with ignore_merges a word of the vocabulary is its id whole: the merges that make it, or join
+        # it to more, go (BPE applies no other to that text), so a literal '<|endoftext|>' in a document is
+        # the ids of its parts, not the end-of-text id. (GPT-2's pattern splits it: no merge makes it, no copy.)
+        prefix, merges = model.get("continuing_subword_prefix") or "", model.get("merges") or []
+        made = {t for m in merges for t in _merged(_merge_parts(m), prefix)}
+        held = held if model.get("ignore_merges") else held & made
+        model = {**model, "merges": [m for m in merges
+                                     if not held & {*_merge_parts(m), *_merged(_merge_parts(m), prefix)}]}
     if not held:
         return None
     names = {vocab[i][0] for i in held} if isinstance(vocab, list) else held
@@ -143,6 +156,19 @@ def _ordinary_encoder(tokenizers, hf, config: dict, special: dict[str, int], sou
     assert all(kept.get(k) == i for k, i in hf.get_vocab(with_added_tokens=True).items() if k not in names), \
         f"{source}: the encoding copy moved an id"
     return copy
+
+
+def _merge_parts(merge) -> tuple[str, ...]:
+    """A BPE merge's two tokens: ["a", "b"], or "a b" (the form of tokenizers before 0.20)."""
+    return tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ", 1))
+
+
+def _merged(parts: tuple[str, ...], prefix: str) -> tuple[str, ...]:
+    """What a merge of `parts` makes: the two joined, the second less its continuing-subword prefix."""
+    if len(parts) != 2:
+        return ()
+    a, b = parts
+    return (a + b, a + b[len(prefix):]) if prefix and b.startswith(prefix) else (a + b,)
 
 
 def _one_line(e: BaseException) -> str:
