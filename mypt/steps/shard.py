@@ -53,8 +53,8 @@ def shard(in_dir: Path, out_dir: Path, settings: ShardSettings = ShardSettings()
     with staged_dir(out_dir, [in_dir], marker=MANIFEST, owned=("shard_*.bin", "documents.bin", STATE_FILE),
                     written=WRITTEN, kind="shard step's output") as stage:
         writer = ShardWriter(stage, settings.tokens_per_shard)
-        for pos in range(0, len(stream), 1 << 24):
-            writer.write(stream.read(pos, min(len(stream), pos + (1 << 24))))
+        for tokens in stream.pieces(0, len(stream)):
+            writer.write(tokens)
         writer.close()
         with atomic_file(stage / "documents.bin") as f:
             f.write(ends.tobytes())

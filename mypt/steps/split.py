@@ -200,8 +200,8 @@ def split_tokens(manifest: dict, stream: TokenStream, doc_ends: np.ndarray, in_d
         train = ShardWriter(stage / "train", tps, checksums=True)
         val = ShardWriter(stage / "val", tps, first_index=math.ceil(train_tokens / tps), checksums=True)
         for start, end, is_val in runs:
-            for pos in range(start, end, 1 << 24):
-                (val if is_val else train).write(stream.read(pos, min(end, pos + (1 << 24))))
+            for tokens in stream.pieces(start, end):
+                (val if is_val else train).write(tokens)
         train_shards, val_shards = train.close(), val.close()
         shutil.copyfile(Path(in_dir) / STATE_FILE, stage / STATE_FILE)
         tok = manifest["tokenizer"]
