@@ -309,12 +309,13 @@ def _dcp_where(path: Path, config: dict, part: str) -> Path:
     return path / DCP_DIR / part if split else path / DCP_DIR
 
 
-def _dcp_part(path: Path, config: dict, part: str) -> Path:
+def _dcp_part(path: Path, config: dict, part: str, hashed: bool = True) -> Path:
     """The directory of dcp/ that holds `part` (fsdp.WEIGHTS or fsdp.OPTIMIZER; dcp/ itself in a
     checkpoint saved before they were apart: config.json's sha256 says which), after checking
     that it holds exactly the files config.json records there, each with its sha256: every file
     there is read as a shard, so one added or left out would change the weights silently. Only
-    that part is read and hashed."""
+    that part is read and hashed (`hashed` False: its sha256 checked by the caller, a sharded
+    resume's ranks a share each: check_shards)."""
     where = _dcp_where(path, config, part)
     prefix = where.relative_to(path).as_posix() + "/"
     recorded = sorted(k for k in config.get("sha256", {}) if k.startswith(prefix))
@@ -330,8 +331,28 @@ def _dcp_part(path: Path, config: dict, part: str) -> Path:
                 f"[{listed(missing, 3)}])")
         raise CheckpointError(f"{path}: its {CONFIG_FILE} {what}: the checkpoint was changed or damaged after it "
                               "was saved; use another checkpoint (or copy it again), or train again")
-    verify(path, config, tuple(found))
+    if hashed:
+        verify(path, config, tuple(found))
     return where
+
+
+def check_shards(path: Path, config: dict, rank: int, ranks: int) -> None:
+    """A sharded resume's check of a sharded checkpoint's files, before any is read: both parts
+    of dcp/ hold the files `config` (its config.json) records (_dcp_part), and of their sha256
+    rank `rank` of `ranks` checks every ranks-th file from its rank-th, so that the ranks hash
+    each file once between them, where every rank hashing every file reads 3 times the weights'
+    bytes under AdamW (84 GB a rank at each resume of a 7B model). A rank that finds one changed
+    raises alone: the caller tells the others (distributed.built_on_every_rank). Nothing to check
+    in a checkpoint whose weights are whole (model.safetensors)."""
+    from mypt.fsdp import OPTIMIZER, WEIGHTS
+
+    path = Path(path)
+    if weights_source(path, config) == path / "model.safetensors":
+        return
+    # (A checkpoint saved before the parts were apart has both in dcp/ itself: its files once.)
+    parts = {_dcp_part(path, config, part, hashed=False) for part in (WEIGHTS, OPTIMIZER)}
+    files = sorted(f for where in parts for f in _dcp_files(path, where))
+    verify(path, config, tuple(files[rank::ranks]))
 
 
 # config.json's own model settings, summed as written: the same weights under another n_head
@@ -426,18 +447,21 @@ def _read_json_object(path: Path) -> dict:
     return read_json(path, CheckpointError, "the checkpoint was edited or damaged")
 
 
-def read_weights(path: Path) -> tuple[dict, dict, Tokenizer]:
+def read_weights(path: Path, shapes_only: bool = False) -> tuple[dict, dict, Tokenizer]:
     """(config.json, weights, tokenizer) of a checkpoint directory, checked against the recorded
     sha256; the model is built by mypt.model.load_model, so this module needs no model code
     (imports flow one way). A save that swaps the directory while it is read (a run saving as
-    generate starts) makes it read the new checkpoint again: all three come from one save."""
+    generate starts) makes it read the new checkpoint again: all three come from one save.
+    `shapes_only`: a sharded checkpoint's weights come as tensors on the meta device (names,
+    shapes, dtypes), their files neither read nor hashed: for a sharded resume, whose ranks hash
+    them (check_shards) and read each its shards (fsdp.fill_shards)."""
     from mypt.tokenizers import Tokenizer
 
     path = Path(path)
     for attempt in range(5):
         before = _identity(path)
         try:
-            config, weights = _read_weights(path)
+            config, weights = _read_weights(path, shapes_only)
             tokenizer = Tokenizer.load(path)
         except (CheckpointError, TokenizerError, OSError):
             if attempt < 4 and _identity(path) != before:
@@ -471,29 +495,29 @@ def weights_source(path: Path, config: dict) -> Path:
     return _dcp_where(path, config, WEIGHTS)
 
 
-def _read_weights(path: Path) -> tuple[dict, dict]:
+def _read_weights(path: Path, shapes_only: bool = False) -> tuple[dict, dict]:
     if not holds_model(path):
         pickles = [p.name for p in path.glob("*") if p.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt")]
         hint = f" (found {pickles}: pickles are refused, they can run code)" if pickles else ""
         raise CheckpointError(f"{path} holds no model.safetensors{hint}")
     config = read_config(path)
     if weights_source(path, config) != path / "model.safetensors":
-        return config, _read_sharded_weights(path, config)
+        return config, _read_sharded_weights(path, config, shapes_only)
     verify(path, config, ("model.safetensors", STATE_FILE))
     return config, _load_safetensors(path / "model.safetensors")
 
 
-def _read_sharded_weights(path: Path, config: dict) -> dict:
-    """A sharded (FSDP) checkpoint's weights, whole."""
+def _read_sharded_weights(path: Path, config: dict, shapes_only: bool = False) -> dict:
+    """A sharded (FSDP) checkpoint's weights, whole (`shapes_only`: on the meta device, unhashed)."""
     from torch.distributed.checkpoint.api import CheckpointException
 
-    from mypt.fsdp import WEIGHTS, read_full
+    from mypt.fsdp import WEIGHTS, read_full, read_shapes
 
     verify(path, config, (STATE_FILE,))
-    where = _dcp_part(path, config, WEIGHTS)
+    where = _dcp_part(path, config, WEIGHTS, hashed=not shapes_only)
     try:
-        return read_full(where)
-    except (SafetensorError, CheckpointException, RuntimeError) as e:
+        return read_shapes(where) if shapes_only else read_full(where)
+    except (SafetensorError, CheckpointException, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{where}: its shards cannot be read as one model ({str(e).splitlines()[0]}); "
                               "the checkpoint was changed or damaged: use another one, or train again") from None
 
@@ -551,19 +575,20 @@ def _trained_in(path: Path, state: dict, config: dict) -> str | None:
 
 
 def load_training_state(path: Path, optimizer, rank: int = 0, model=None, state: dict | None = None,
-                        config: dict | None = None) -> dict:
+                        config: dict | None = None, shards_checked: bool = False) -> dict:
     """Restore optimizer and RNG states (under DDP, `rank`'s own; a rank the checkpoint does not
     record keeps its own, see _rank_rng); returns training_state.json (step, sampler, history).
     `model`: the one the optimizer trains, needed to restore a sharded checkpoint's state (one
     saved under FSDP) or any checkpoint's into a sharded model; its device's GPU stream is the
     one restored (without it, the current GPU's). `state` and `config`: this checkpoint's
     read_training_state and read_config, where the caller has them: each file is then read and
-    hashed once (the optimizer's moments are twice the model's size under AdamW)."""
+    hashed once (the optimizer's moments are twice the model's size under AdamW). `shards_checked`:
+    the optimizer's shards were hashed by check_shards (a sharded resume's ranks, a share each)."""
     path = Path(path)
     state = dict(read_training_state(path, config) if state is None else state)
     tensors = _load_safetensors(path / "training_state.safetensors")
     opt = state.pop("optimizer")
-    _load_optimizer(path, config, opt, tensors, optimizer, model)
+    _load_optimizer(path, config, opt, tensors, optimizer, model, shards_checked)
     mine = _rank_rng(tensors, rank)
     if mine is not None:
         device = _device(unwrap(model)) if model is not None else \
@@ -590,7 +615,8 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _load_optimizer(path: Path, config: dict | None, opt: dict, tensors: dict, optimizer, model) -> None:
+def _load_optimizer(path: Path, config: dict | None, opt: dict, tensors: dict, optimizer, model,
+                    shards_checked: bool = False) -> None:
     """The optimizer's state from dcp/ (a sharded save) or from training_state.safetensors.
     `config`: the checkpoint's read_config, read here where not given."""
     from torch.distributed.checkpoint.api import CheckpointException
@@ -598,7 +624,7 @@ def _load_optimizer(path: Path, config: dict | None, opt: dict, tensors: dict, o
     from mypt.fsdp import OPTIMIZER, is_sharded, load_full_optimizer, load_optimizer
 
     if opt.get(DCP_DIR):
-        where = _dcp_part(path, read_config(path) if config is None else config, OPTIMIZER)
+        where = _dcp_part(path, read_config(path) if config is None else config, OPTIMIZER, hashed=not shards_checked)
         try:
             load_optimizer(where, unwrap(model), optimizer, opt["param_groups"])
         except (SafetensorError, CheckpointException, RuntimeError, KeyError) as e:

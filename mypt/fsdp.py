@@ -49,17 +49,19 @@ def supported() -> bool:
     return "save_distributed" in inspect.signature(HuggingFaceStorageWriter).parameters
 
 
-def shard_model(model: torch.nn.Module, amp: torch.dtype | None, compiled: bool) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, amp: torch.dtype | None, compiled: bool,
+                device: torch.device | None = None) -> torch.nn.Module:
     """Shard `model` (a GPT) in place over every rank: each transformer block, then the root
     (embeddings, final norm, head), so that one block's parameters are gathered at a time.
     Parameters stay float32 in the shards (the optimizer's master copy); under autocast they are
     gathered in its dtype (half the bytes moved) and gradients reduced in float32. `compiled`:
     each block is compiled in place before it is sharded (nn.Module.compile keeps the state_dict
-    keys, which a compiled wrapper would prefix with `_orig_mod.`)."""
+    keys, which a compiled wrapper would prefix with `_orig_mod.`). `device`: where a model
+    built on the meta device is to hold its shards (fill_shards), else its parameters' device."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device if device is None else device
     world = torch.distributed.get_world_size()
     mesh = init_device_mesh(device.type, (world,))
     policy = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32 if amp is not None else None)
@@ -179,6 +181,13 @@ def load_full_optimizer(model: torch.nn.Module, optimizer, state: dict) -> None:
     set_optimizer_state_dict(model, optimizer, whole, options=StateDictOptions(full_state_dict=True))
 
 
+def _slots(directory: Path, device: str) -> dict[str, torch.Tensor]:
+    """{key: an empty tensor of its shape and dtype on `device`} of the weights in `directory`
+    (save_dcp's WEIGHTS directory), keyed as DCP saved them (MODEL + "." + name)."""
+    return {k: torch.empty(tuple(m.size), dtype=m.properties.dtype, device=device)
+            for k, m in _metadata(directory).items() if k.startswith(MODEL + ".")}
+
+
 def read_full(directory: Path) -> dict[str, torch.Tensor]:
     """The weights of a DCP checkpoint (`directory`: save_dcp's WEIGHTS directory) whole, in
     one process (no process group): as model.safetensors holds them (names without the prefix,
@@ -186,10 +195,31 @@ def read_full(directory: Path) -> dict[str, torch.Tensor]:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
-    tensors = _metadata(directory)
-    weights = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in tensors.items()
-               if k.startswith(MODEL + ".")}
+    weights = _slots(directory, "cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         dcp.load(weights, storage_reader=HuggingFaceStorageReader(str(directory)), no_dist=True)
     return {k.removeprefix(MODEL + "."): v for k, v in weights.items()}
+
+
+def read_shapes(directory: Path) -> dict[str, torch.Tensor]:
+    """read_full's names, shapes and dtypes, as tensors on the meta device: only the files'
+    headers are read (fill_shards reads the values, each rank its shards)."""
+    return {k.removeprefix(MODEL + "."): v for k, v in _slots(directory, "meta").items()}
+
+
+def fill_shards(directory: Path, model: torch.nn.Module, device: torch.device) -> None:
+    """Give `model`, built on the meta device and sharded by shard_model, the weights of a
+    save_dcp (`directory`: its WEIGHTS directory): each rank allocates its shards on `device` and
+    reads only them, not the whole weights to shard (N times the bytes over N ranks); a
+    collective, every rank calls it. Every tensor of the state dict is read, or DCP refuses the
+    name the files lack: GPT holds no buffers (its rotary tables are computed in each forward),
+    and its tied embedding is lm_head.weight."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+
+    model.to_empty(device=device)
+    weights = {k: v for k, v in get_model_state_dict(model).items() if k not in unstored(model.config)}
+    dcp.load({MODEL: weights}, storage_reader=HuggingFaceStorageReader(str(directory)))
+    set_model_state_dict(model, weights, options=StateDictOptions(strict=False))

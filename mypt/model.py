@@ -399,9 +399,14 @@ class GPT(nn.Module):
         return fit(self, data_loader, optimizer=optimizer, eval_data_loaders=eval_data_loaders, **kwargs)
 
 
-def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer, dict]:
-    """The model (on `device`), its tokenizer and config.json of a checkpoint directory."""
-    config, weights, tokenizer = checkpoint.read_weights(path)
+def load_model(path: Path, device: str | torch.device = "cpu",
+               shapes_only: bool = False) -> tuple[GPT, Tokenizer, dict]:
+    """The model (on `device`), its tokenizer and config.json of a checkpoint directory.
+    `shapes_only`: a sharded checkpoint's model comes on the meta device, checked against its
+    weights' names and shapes but holding none, its files unhashed (checkpoint.read_weights'):
+    a sharded resume shards it and reads each rank's shards (fsdp.fill_shards); a whole
+    checkpoint's model is read as without it."""
+    config, weights, tokenizer = checkpoint.read_weights(path, shapes_only)
     source, where = f"{Path(path) / CONFIG_FILE}", checkpoint.weights_source(path, config)
     cfg = GPTConfig.from_dict(config.get("model"), source)
     # The padded embedding hides a small vocab_size edit from the weights' shapes: compare
@@ -419,6 +424,8 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, Tok
                               f"missing [{listed(missing, 3)}], unexpected [{listed(unexpected, 3)}]); the "
                               "checkpoint was edited or damaged")
     checkpoint.check_model_settings(path, config)
+    if any(v.is_meta for v in weights.values()):
+        return model, tokenizer, config
     check_finite(weights, f"{where}")
     return holding(model, weights, source).to(device), tokenizer, config
 
@@ -449,16 +456,28 @@ def holding(model: GPT, weights: dict[str, torch.Tensor], source: str) -> GPT:
     return model
 
 
-def check_finite(weights: dict[str, torch.Tensor], source: str) -> None:
-    """Refuse weights holding NaN or inf (a run that diverged, or an edited file): sampling
-    from them fails deep in torch, and their loss is NaN. One sum per tensor (a NaN or inf
-    anywhere makes it non-finite) costs ~0.06 s per 124M parameters; the exact count is taken
-    only for a tensor that fails it."""
+def nonfinite(weights: dict[str, torch.Tensor]) -> dict[str, int]:
+    """{name: how many NaN or infinite values it holds} of the tensors of `weights` that hold any.
+    One sum per tensor (a NaN or inf anywhere makes it non-finite) costs ~0.06 s per 124M
+    parameters; the exact count is taken only for a tensor that fails it."""
+    counts = {}
     for name, t in weights.items():
         if not t.is_floating_point() or bool(torch.sum(t, dtype=torch.float32).isfinite()):
             continue
         bad = int((~torch.isfinite(t)).sum())
         if bad:  # (a finite tensor whose sum overflowed float32 passes)
-            raise CheckpointError(f"{source}: {name} holds {bad:,} NaN or infinite values of {t.numel():,}: the "
-                                  "training run that saved it diverged, or the file was edited; use an earlier "
-                                  "checkpoint of the model, or train it again")
+            counts[name] = bad
+    return counts
+
+
+def check_finite(weights: dict[str, torch.Tensor], source: str, counts: dict[str, int] | None = None) -> None:
+    """Refuse weights holding NaN or inf (a run that diverged, or an edited file): sampling
+    from them fails deep in torch, and their loss is NaN. `counts`: their nonfinite, where the
+    caller has it (a sharded model's, summed over the ranks' shards; `weights` then its
+    DTensors, whose sizes are the whole tensors')."""
+    counts = nonfinite(weights) if counts is None else counts
+    name = next((name for name in weights if counts.get(name)), None)
+    if name is not None:
+        raise CheckpointError(f"{source}: {name} holds {counts[name]:,} NaN or infinite values of "
+                              f"{weights[name].numel():,}: the training run that saved it diverged, or the file was "
+                              "edited; use an earlier checkpoint of the model, or train it again")

@@ -23,12 +23,12 @@ from mypt.device import resolve_device
 from mypt.distributed import (Dist, all_ranks, before_training, built_on_every_rank, cpu_group, has_start_store,
                               restart_warning, setup_distributed, tell_ranks_start_failed)
 from mypt.errors import CheckpointError, ConfigError, DataError, listed
-from mypt.fsdp import shard_model, supported
+from mypt.fsdp import fill_shards, shard_model, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.io import check_dir_path, check_movable, check_replaceable, recover_output, set_aside_hint, sha256_file
 from mypt.lock import lock_path, output_lock
-from mypt.names import METADATA_FILE
-from mypt.model import GPT, load_model
+from mypt.names import METADATA_FILE, unstored
+from mypt.model import GPT, check_finite, load_model, nonfinite
 from mypt.precision import autocast_dtype, dtype_name, run_autocast
 from mypt.settings import as_flag, says_none
 from mypt.shards import dataset_tokenizer, read_metadata
@@ -213,20 +213,61 @@ def new_run_schedule(train_d: dict, overrides: dict) -> dict:
     return {k: v for k, v in train_d.items() if not (derived.get(k) in overrides and k not in overrides)}
 
 
-def _load_start(cfgs: _Configs, device: torch.device, req: RunSettings) -> tuple[GPT, Tokenizer]:
-    """The model a run starts from (--resume, --init_from_model); a checkpoint that cannot be
-    used (damaged, weights not finite: load_model's checks) is named with the flag that chose
-    it, not blamed on the first step's loss. An hf:DIR is imported from its config as the
-    settings read it; a mypt checkpoint's weights are read with the config.json they were
-    saved with (checkpoint.read_weights: a save by another run may replace it meanwhile)."""
+def _load_start(cfgs: _Configs, device: torch.device, req: RunSettings,
+                shapes_only: bool = False) -> tuple[GPT, Tokenizer]:
+    """The model a run starts from (--resume, --init_from_model). An hf:DIR is imported from its
+    config as the settings read it; a mypt checkpoint's weights are read with the config.json
+    they were saved with (checkpoint.read_weights: a save by another run may replace it
+    meanwhile). `shapes_only`: a sharded checkpoint's model comes on the meta device, for a
+    sharded resume to fill (load_model's, _fill_shards)."""
+    with _start_named(req):
+        if cfgs.hf:
+            model, tokenizer, _ = import_hf(cfgs.init, device, cfgs.saved)
+        else:
+            model, tokenizer, _ = load_model(cfgs.init, device, shapes_only)
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def _start_named(req: RunSettings):
+    """A checkpoint the run starts from that cannot be used (damaged, weights not finite:
+    load_model's checks) named with the flag that chose it, not blamed on the first step's loss."""
     try:
-        model, tokenizer, _ = import_hf(cfgs.init, device, cfgs.saved) if cfgs.hf else load_model(cfgs.init, device)
+        yield
     except CheckpointError as e:
         if req.resume:
             raise CheckpointError(f"--resume: {e} (or start a new run from a sound model's weights with "
                                   "--init_from_model)") from None
         raise CheckpointError(f"--init_from_model {req.init_from_model}: {e}") from None
-    return model, tokenizer
+
+
+def _sharded(req: RunSettings, dist: Dist) -> bool:
+    """Whether the run shards its model (--parallel fsdp on several processes)."""
+    return dist.world_size > 1 and req.parallel == "fsdp"
+
+
+def _fill_shards(model: GPT, req: RunSettings, ckpt_dir: Path, config: dict, device: torch.device,
+                 dist: Dist) -> None:
+    """A sharded resume's weights into `model` (built on the meta device, sharded): each rank
+    reads its shards (fsdp.fill_shards), and the ranks refuse NaN or inf together, each counting
+    them in its shards (load_model's check, of the whole tensors)."""
+    from safetensors import SafetensorError
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    where = checkpoint.weights_source(ckpt_dir, config)
+    with _start_named(req):
+        try:
+            fill_shards(where, model, device)
+        except (SafetensorError, CheckpointException) as e:
+            raise CheckpointError(f"{where}: its shards cannot be read into this run's model "
+                                  f"({str(e).splitlines()[0]}); the checkpoint was changed or damaged: use another "
+                                  "one, or train again") from None
+        weights = {k: v for k, v in model.state_dict().items() if k not in unstored(model.config)}
+        counts: dict[str, int] = {}
+        for theirs in all_ranks(nonfinite({k: v.to_local() for k, v in weights.items()}), cpu_group(dist)):
+            for name, bad in theirs.items():
+                counts[name] = counts.get(name, 0) + bad
+        check_finite(weights, str(where), counts)
 
 
 def _steps_left(saved_step: int, max_iters: int, ckpt_dir: Path, auto: bool) -> bool:
@@ -499,13 +540,14 @@ def _rank_streams(train_cfg: TrainConfig, dist: Dist) -> None:
         torch.manual_seed(train_cfg.seed + dist.rank)
 
 
-def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device: torch.device) -> GPT:
+def _build_model(req: RunSettings, cfgs: _Configs, tokenizer: Tokenizer, device: torch.device,
+                 shapes_only: bool = False) -> GPT:
     """A new model, or the one the run starts from, refused when its vocabulary or
-    architecture is not the run's."""
+    architecture is not the run's (`shapes_only`: see _load_start)."""
     if cfgs.init is None:
         return GPT(cfgs.model).to(device)
     init = cfgs.init
-    model, init_tok = _load_start(cfgs, device, req)
+    model, init_tok = _load_start(cfgs, device, req, shapes_only)
     check_tokenizer(tokenizer, init_tok, "this data", str(init), f"prepare the data with --tokenizer_from {init}",
                     ConfigError)
     # What holds no weights may change. --dropout: a new run from these weights (fine-tuning a
@@ -677,13 +719,20 @@ def _run_training(req: RunSettings, specs: list[DatasetSpec], ckpt_dir: Path, ov
     device, dist = _setup_device(cfgs.train, req.dist_timeout_minutes)
     with before_training(dist, "the ranks' check that they have the same settings"):
         _check_ranks_agree(req, cfgs, specs, data_sums, dist, device)
+    # A sharded resume reads each rank's shards of the checkpoint, not the whole (_fill_shards),
+    # and hashes its files a share a rank, every rank told of a changed one before any reads it.
+    sharded_resume = req.resume and _sharded(req, dist)
+    if sharded_resume:
+        with before_training(dist, "the ranks' check of the checkpoint's shards"), \
+                built_on_every_rank(cpu_group(dist)), _start_named(req):
+            checkpoint.check_shards(cfgs.init, cfgs.saved, dist.rank, dist.world_size)
     # The data first: its checks (a window longer than every shard) take a moment, where a
     # model of a mistaken --block_size could take minutes and gigabytes to build. Each rank
     # reads its node's copy of the data and of the starting weights: one may refuse alone.
     with before_training(dist, "the ranks' check that each built its data loaders and model"), \
             built_on_every_rank(cpu_group(dist)):
         loader, eval_loaders = _build_loaders(req, specs, tokenizer, cfgs, device, dist, read_text)
-        model = _build_model(req, cfgs, tokenizer, device)
+        model = _build_model(req, cfgs, tokenizer, device, shapes_only=sharded_resume)
     _rank_streams(cfgs.train, dist)
     if cfgs.init is not None and not req.resume and dist.is_main:
         log(init_line(cfgs.init, cfgs.hf, cfgs.init_rows, model.config.vocab_size, init_state))
@@ -796,7 +845,7 @@ def _shard(model: GPT, cfgs: _Configs, saved: dict | None, device: torch.device,
     if amp == torch.float16:  # a GradScaler sees only its rank's shards: ranks would skip different steps
         raise ConfigError("--parallel fsdp trains in bfloat16 or float32, not float16 (this GPU's --dtype auto): "
                           "pass --dtype float32, or --parallel ddp")
-    shard_model(model, amp, compiled)
+    shard_model(model, amp, compiled, device)
 
 
 def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GPT, tokenizer: Tokenizer, loader,
@@ -807,7 +856,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     check_metrics_dir found in --metrics_dir), then fit."""
     train_cfg = cfgs.train
     compiled = train_cfg.compiles_on(device.type)
-    sharded = dist.world_size > 1 and req.parallel == "fsdp"
+    sharded = _sharded(req, dist)
     if train_cfg.cuda_graphs_on(device.type) and dist.world_size > 1:  # (DDP's and FSDP's collectives are not captured)
         raise ConfigError(f"--cuda_graphs: one process only, this run has {dist.world_size} processes under "
                           "torchrun; pass --no_cuda_graphs")
@@ -815,15 +864,21 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     # verified once: the optimizer's moments, twice the model's size under AdamW, are costly to hash.
     saved_config = cfgs.saved if req.resume else {}
     saved_state = checkpoint.read_training_state(ckpt_dir, saved_config) if req.resume and sharded else None
+    # A sharded resume from a sharded checkpoint: the model on the meta device, its files hashed
+    # by check_shards (_run_training).
+    empty = next(model.parameters()).is_meta
     with before_training(dist, "the restore of the checkpoint" if req.resume else "the model's sharding"):
         if sharded:  # before the optimizer, which then holds the shards
             _shard(model, cfgs, saved_state, device, dist, compiled)
+            if empty:
+                _fill_shards(model, req, ckpt_dir, saved_config, device, dist)
         optimizer = configure_optimizer(model, train_cfg, device)
         saved_training = saved_config.get("training", {})
         if req.resume:
             check_resumable(saved_training, train_cfg, ckpt_dir)
         resume_state = checkpoint.load_training_state(ckpt_dir, optimizer, dist.rank, model, state=saved_state,
-                                                      config=saved_config) if req.resume else None
+                                                      config=saved_config, shards_checked=empty) \
+            if req.resume else None
     if resume_state:
         apply_hyperparameters(optimizer, train_cfg)
     # (A run stopped in its last step, its final evaluation skipped, is not complete: it evaluates and saves.)

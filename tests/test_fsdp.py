@@ -24,7 +24,7 @@ from conftest import mypt_cli, run
 from mypt import checkpoint
 from mypt.config import RunSettings
 from mypt.errors import CheckpointError, ConfigError, InputError, MyptError, TrainingStopped
-from mypt.fsdp import full, shard_model
+from mypt.fsdp import fill_shards, full, shard_model
 from mypt.io import sha256_file
 from mypt.model import GPT, load_model
 from mypt.names import TIED
@@ -55,9 +55,23 @@ def _signal_rank1_at_batch(data, rank: int, call: int) -> None:
     data.get_batch = get_batch_then_signal
 
 
+def _resumed(ckpt: Path, cfg, rank: int) -> tuple:
+    """(model, optimizer, training state) of sharded checkpoint `ckpt` on 2 ranks, as `mypt train
+    --resume --parallel fsdp` restores them: the files hashed a share a rank, the model built on
+    the meta device and sharded, each rank reading its shards of the weights and optimizer."""
+    cpu = torch.device("cpu")
+    checkpoint.check_shards(ckpt, checkpoint.read_config(ckpt), rank, 2)
+    model, _, saved = load_model(ckpt, shapes_only=True)
+    shard_model(model, None, compiled=False, device=cpu)
+    fill_shards(checkpoint.weights_source(ckpt, saved), model, cpu)
+    optimizer = configure_optimizer(model, cfg, cpu)
+    return model, optimizer, checkpoint.load_training_state(ckpt, optimizer, rank, model, config=saved,
+                                                            shards_checked=True)
+
+
 def _fsdp_worker(rank: int, port: int, out: str) -> None:
     dist = _join(rank, port)
-    tok, cpu = tokenizer(), torch.device("cpu")
+    tok = tokenizer()
     # float32 whatever the CPU (auto is bfloat16 where it has AMX); two micro-steps, so that
     # gradients are reduced once per step, and the grad clip (default 1.0) acting on them.
     cfg = config(max_iters=10, eval_interval=5, gradient_accumulation_steps=2, dtype="float32")
@@ -77,11 +91,7 @@ def _fsdp_worker(rank: int, port: int, out: str) -> None:
     except TrainingStopped as e:
         outcome = str(e)
     torch.distributed.barrier()  # every rank has written its shards
-    # As `mypt train --resume --parallel fsdp` does: the weights read whole, then sharded.
-    resumed, _, _ = load_model(Path(out) / "ckpt")
-    shard_model(resumed, None, compiled=False)
-    optimizer = configure_optimizer(resumed, cfg, cpu)
-    state = checkpoint.load_training_state(Path(out) / "ckpt", optimizer, rank, resumed)
+    resumed, optimizer, state = _resumed(Path(out) / "ckpt", cfg, rank)
     fit(resumed, loader(tok, rank), optimizer, config=cfg, resume_state=state, dist=dist, log=quiet)
     same = all(torch.equal(full(v), weights[k]) for k, v in resumed.state_dict().items())
 
@@ -196,7 +206,7 @@ def _count_orthogonalized() -> list[int]:
 
 def _fsdp_muon_worker(rank: int, port: int, out: str) -> None:
     dist = _join(rank, port)
-    tok, cpu = tokenizer(), torch.device("cpu")
+    tok = tokenizer()
     counted = _count_orthogonalized()
     # lr_decay_iters fixed: the run cut at step 4 keeps the whole run's schedule.
     cfg = config(optimizer="muon", max_iters=8, lr_decay_iters=8, eval_interval=4, dtype="float32")
@@ -211,10 +221,7 @@ def _fsdp_muon_worker(rank: int, port: int, out: str) -> None:
     fit(shard_model(_untied(tok), None, compiled=False), loader(tok, rank), config=dataclasses.replace(cfg, max_iters=4),
         checkpoint_dir=Path(out) / "half", tokenizer=tok, checkpoint_extra=extra, dist=dist, log=quiet)
     torch.distributed.barrier()
-    resumed, _, _ = load_model(Path(out) / "half")  # as `mypt train --resume --parallel fsdp` does
-    shard_model(resumed, None, compiled=False)
-    optimizer = configure_optimizer(resumed, cfg, cpu)
-    state = checkpoint.load_training_state(Path(out) / "half", optimizer, rank, resumed)
+    resumed, optimizer, state = _resumed(Path(out) / "half", cfg, rank)
     fit(resumed, loader(tok, rank), optimizer, config=cfg, resume_state=state, dist=dist, log=quiet)
     same = all(torch.equal(full(v), weights[k]) for k, v in resumed.state_dict().items())
     untied = resumed.lm_head.weight is not resumed.transformer.wte.weight
