@@ -450,6 +450,7 @@ def _long_line(rng: random.Random, n: int) -> str:
                                           ".\n\n", " \n", "\n    "])
                               for _ in range(rng.randint(1, 20))),
              lambda: rng.choice(AROUND) * rng.randint(1, 5), lambda: "x" * rng.randint(1, 200),
+             lambda: rng.choice(["<tok>", "<tok>  ", "a<tok>b", "<mask>", "<|endoftext|>"]),
              lambda: str(rng.randint(0, 10 ** 12))]
     parts = []
     while sum(map(len, parts)) < n:
@@ -458,7 +459,8 @@ def _long_line(rng: random.Random, n: int) -> str:
 
 
 @pytest.mark.parametrize("kind", [k if k in ("train-tokenizer", "metaspace") else pytest.param(k, marks=SLOW)
-                                  for k in ALL_KINDS + ["llama3 pattern, <tok>"]])
+                                  for k in ALL_KINDS + ["llama3 pattern, <tok>", "byte-level, <tok>",
+                                                        "byte-level, <tok> rstrip"]])
 def test_long_lines_encoded_in_parts_at_piece_boundaries_keep_the_ids(made, with_added, kind, monkeypatch):
     """A long stretch that no run cut shortens (a line of a few MB: base64, minified code; a block) is encoded
     in parts cut where the pre-tokenizer splits (HFTokenizer._piece_cuts): the ids of the library's encode of

@@ -580,11 +580,19 @@ class HFTokenizer(Tokenizer):
             return []
         cuts, target = [], lo + LONG_RUN
         pieces = functools.cache(self._pieces)
+        # (Ordinary added tokens are split out before the pre-tokenizer, and may strip the whitespace beside
+        # them or match only as a whole word: no cut has one in the characters it looks at.)
+        added = [t.content for t in self._hf.get_added_tokens_decoder().values() if not t.special and t.content]
+
+        def keeps(at: int) -> bool:
+            near = text[at - PIECE_CONTEXT:at + PIECE_CONTEXT]
+            return not any(token in near for token in added) and \
+                all(self._keeps(text[start:at], text[at:at + PIECE_CONTEXT], pieces)
+                    for start in range(at - PIECE_CONTEXT, at))
+
         while target < hi - LONG_RUN:
             at, stop = target, min(target + PIECE_SEARCH, hi - LONG_RUN)
-            while (at := _KIND_RUN.match(text, at, stop).end()) < stop and \
-                    not all(self._keeps(text[start:at], text[at:at + PIECE_CONTEXT], pieces)
-                            for start in range(at - PIECE_CONTEXT, at)):
+            while (at := _KIND_RUN.match(text, at, stop).end()) < stop and not keeps(at):
                 pass
             if at >= stop:
                 target += PIECE_SEARCH
