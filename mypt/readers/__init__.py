@@ -419,7 +419,6 @@ class KnownSources:
     by its name, relative to the working directory of its run (not recorded: one of `bases`), and size."""
 
     def __init__(self, sources: list[dict], bases: Iterable[Path]):
-        self.sources = sources
         self._by_hash: dict[tuple[int, str, str], list[int]] = {}
         self._by_place: dict[tuple[str, int], list[int]] = {}
         self._hashed: set[tuple[int, str]] = set()  # (size, key): where an input of that size is hashed
