@@ -254,6 +254,11 @@ class HFTokenizer(Tokenizer):
         # Whether encode splits added tokens out of the text (special ones it never matches:
         # encode_special_tokens), each stretch between them pre-tokenized alone (_keeps).
         self._splits_out = any(not t.special for t in added.values())
+        # (Those ordinary added tokens: _run_cuts and _piece_cuts cut nowhere near one, whose pieces the
+        # pre-tokenizer's do not show, and _run_cuts nowhere where one strips the whitespace beside it.)
+        ordinary = [t for t in config_dict.get("added_tokens") or [] if not t.get("special") and t.get("content")]
+        self._ordinary_added = [t["content"] for t in ordinary]
+        self._strips = any(t.get("lstrip") or t.get("rstrip") for t in ordinary)
         self._cuts = None  # (cut_rule's rule and block_boundary's check of it: probed once, when first asked)
         # (_run_period's probe, a unit of whitespace each, and its check, a unit and the text before it each:
         # ~100 encodes, and runs after the same text are common)
@@ -549,13 +554,16 @@ class HFTokenizer(Tokenizer):
         2 * LONG_RUN or more, where the run's period (_run_period: probed on the character as a unit,
         checked with the 8 bytes before the run and the character after it) lets it be cut, LONG_RUN
         characters or more before the run's end; none in a run without a period (a pre-tokenizer or
-        model that joins the whole run: one encode)."""
+        model that joins the whole run: one encode), or with an ordinary added token within PIECE_CONTEXT
+        characters (the period's probe sees 8 bytes of what is before), or in any run where one strips
+        the whitespace beside it (lstrip, rstrip: the whole run, after other whitespace too)."""
         cuts: list[int] = []
-        for start, end in whitespace_runs(text, 2 * LONG_RUN):
+        for start, end in whitespace_runs(text, 2 * LONG_RUN) if not self._strips else ():
             b = start
             while b < end:
                 a, b = b, _repeated(text[b]).match(text, b, end).end()
-                if b - a < 2 * LONG_RUN:
+                if b - a < 2 * LONG_RUN or any(token in text[max(a - PIECE_CONTEXT, 0):a] or
+                                               token in text[b:b + PIECE_CONTEXT] for token in self._ordinary_added):
                     continue
                 unit = text[a].encode()
                 period = self._run_period(unit, text[max(a - 8, 0):a].encode()[-8:], text[b:b + 1])
@@ -582,11 +590,9 @@ class HFTokenizer(Tokenizer):
         pieces = functools.cache(self._pieces)
         # (Ordinary added tokens are split out before the pre-tokenizer, and may strip the whitespace beside
         # them or match only as a whole word: no cut has one in the characters it looks at.)
-        added = [t.content for t in self._hf.get_added_tokens_decoder().values() if not t.special and t.content]
-
         def keeps(at: int) -> bool:
             near = text[at - PIECE_CONTEXT:at + PIECE_CONTEXT]
-            return not any(token in near for token in added) and \
+            return not any(token in near for token in self._ordinary_added) and \
                 all(self._keeps(text[start:at], text[at:at + PIECE_CONTEXT], pieces)
                     for start in range(at - PIECE_CONTEXT, at))
 
