@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
+import unicodedata
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -84,14 +85,30 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
 
 
 def as_trained(tokenizer, prompt: str) -> str:
-    """The prompt with line ends as the training text had them: prepare-dataset's normalization
-    (on by default) and train --input_file's reading make every \\r\\n and lone \\r a \\n, so
-    a \\r is a token the model never saw (a Windows editor's --prompt_file ends its lines with
-    them). Kept where the vocabulary shows the corpus had them: a char vocabulary holding \\r
-    (prepared with --no_normalize; a gpt2 or hf vocabulary holds \\r whatever the corpus)."""
-    if "\r" not in prompt or (tokenizer.kind == "char" and _encodes(tokenizer, "\r")):
+    """The prompt as the training text had it, by prepare-dataset's normalization (on by default):
+
+    - line ends: it and train --input_file's reading make every \\r\\n and lone \\r a \\n, so a
+      \\r is a token the model never saw (a Windows editor's --prompt_file ends its lines with
+      them). Kept where the vocabulary shows the corpus had them: a char vocabulary holding \\r
+      (prepared with --no_normalize; a gpt2 or hf vocabulary holds \\r whatever the corpus).
+    - Unicode NFC: a decomposed 'cafe\\u0301' (macOS file names, text copied from some PDFs) is
+      the 'café' the corpus held, one character a char vocabulary knows, where it refused the
+      combining accent; GPT-2 encodes 'the café' as [1169, 40304] and the decomposed form as
+      [1169, 26725, 136, 223], ids the model never saw in that order. Kept as given where a char
+      vocabulary shows a corpus of decomposed text (--no_normalize, or train --input_file, which
+      reads text as it is): it lacks a character of the NFC form and holds those of the prompt.
+      A gpt2 or hf vocabulary encodes any text and cannot show it, and the checkpoint does not
+      record whether its dataset was normalized: their prompts are read as the default prepares
+      text (most text is NFC already, and NFC leaves it as it is)."""
+    if "\r" in prompt and not (tokenizer.kind == "char" and _encodes(tokenizer, "\r")):
+        prompt = prompt.replace("\r\n", "\n").replace("\r", "\n")
+    if prompt.isascii():  # (ASCII is NFC)
         return prompt
-    return prompt.replace("\r\n", "\n").replace("\r", "\n")
+    composed = unicodedata.normalize("NFC", prompt)
+    if composed == prompt or tokenizer.kind == "char" and not _encodes(tokenizer, composed) \
+            and _encodes(tokenizer, prompt):
+        return prompt
+    return composed
 
 
 def _encode_prompt(tokenizer, prompt: str, flag: str) -> list[int]:
@@ -290,8 +307,8 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     that prints a header per sample prints it even when the sample stops at once (a stop
     string or the end-of-text token first), and not when the model fails before that.
     `prompt_flag`: how errors about the prompt name where it came from (`--prompt_file PATH`).
-    The prompt's \\r\\n and \\r are read as the training text's \\n (see as_trained); the
-    texts returned begin with the prompt as given."""
+    The prompt is read as the training text was normalized (\\r\\n and \\r as \\n, Unicode NFC: see
+    as_trained); the texts returned begin with the prompt as given."""
     stop = [stop] if isinstance(stop, str) else list(stop)  # (a str's characters would each be a stop string)
     _check_arguments(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                      top_p=top_p, seed=seed, num_samples=num_samples)

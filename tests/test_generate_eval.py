@@ -454,6 +454,46 @@ def test_a_prompts_carriage_returns_are_the_newlines_training_text_has(w, kinds,
     assert _prompt_ids(raw, "Line 3\r\n", monkeypatch) == list(raw.encode("Line 3\r\n"))
 
 
+def _cli_prompt_ids(monkeypatch, *args: str) -> list[int]:
+    """The ids `mypt generate ARGS` feeds the model for its prompt."""
+    import mypt.generate
+
+    fed, sample = [], mypt.generate.sample_tokens
+    monkeypatch.setattr(mypt.generate, "sample_tokens", lambda model, idx, *a, **k: fed.append(idx[0].tolist())
+                        or sample(model, idx, *a, **k))
+    result = invoke(*args)
+    monkeypatch.setattr(mypt.generate, "sample_tokens", sample)
+    assert result.exit_code == 0, result.output
+    return fed[0]
+
+
+def test_a_prompt_is_read_in_the_unicode_form_the_training_text_has(w, monkeypatch):
+    """prepare-dataset normalizes text to NFC by default: a decomposed prompt ('e' and a
+    combining acute, as macOS writes file names) was refused by a char model whose vocabulary
+    holds 'é' ("the characters ['\u0301'] are not in the model's char vocabulary"), and was fed to
+    a gpt2 model as ids the corpus never held ([26725, 136, 223] for ' café''s [40304]). A char
+    vocabulary of decomposed text (--no_normalize, train --input_file) keeps it as given."""
+    from mypt import checkpoint
+    from mypt.tokenizers import Tokenizer
+    from mypt.tokenizers.gpt2 import GPT2Tokenizer
+
+    composed, decomposed = "the caf\u00e9 ", "the cafe\u0301 "
+    for name, tok in (("nfc", Tokenizer("char", chars=composed + "x\n")), ("g", GPT2Tokenizer()),
+                      ("nfd", Tokenizer("char", chars=decomposed + "x\n"))):
+        checkpoint.save(w / "ck" / name, _random_model(tok), tok, {})
+    for name, read_as in (("nfc", composed), ("nfd", decomposed), ("g", composed)):
+        tok = Tokenizer.load(w / "ck" / name)
+        assert _cli_prompt_ids(monkeypatch, *gen("--prompt", decomposed, model=name)) == list(tok.encode(read_as))
+    (w / "p.txt").write_text(decomposed, encoding="utf-8")
+    assert _cli_prompt_ids(monkeypatch, *gen("--prompt_file", "p.txt", model="g")) == [1169, 40304, 220]
+    greedy = ("--temperature", "0", "--max_new_tokens", "8")
+    nfd = invoke(*gen(*greedy, "--prompt_file", "p.txt", model="nfc"))
+    nfc = invoke(*gen(*greedy, "--prompt", composed, model="nfc"))
+    assert nfd.exit_code == 0 and nfc.exit_code == 0, nfd.output + nfc.output
+    assert nfd.output.startswith("--- sample 1 ---\n" + decomposed)  # shown as given, continued as 'café'
+    assert nfd.output.replace(decomposed, composed, 1) == nfc.output
+
+
 def test_eval_refuses_a_val_shard_whose_bytes_are_not_those_prepared(w):
     """A val shard edited in place (its size unchanged, so the loader's start-up check passes)
     scored a loss on other data; its sha256 is checked before any dataset is evaluated."""
