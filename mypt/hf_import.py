@@ -8,7 +8,7 @@ the window: its block_size is the smaller of the two. The MLP's width (mlp_width
 untied head (tie_embeddings false), the norms' epsilon (norm_eps) and Llama 3's RoPE scaling
 (rope_scaling) come along. What mypt cannot express is refused, naming the config.json key:
 an lm_head.weight other than the embedding where config.json says they are tied, other RoPE
-scalings, sliding-window attention, MLP biases, an output projection's bias other than zeros
+scalings, two RoPE bases (rope_theta and rope_parameters' differ), sliding-window attention, MLP biases, an output projection's bias other than zeros
 (the queries', keys' and values' biases are qkv_bias; which projections have biases follows
 transformers' class of the model_type: ATTENTION_BIASES), another activation,
 GPT-2's other attention scalings. A head_dim other than hidden_size / heads is head_size. A key
@@ -287,6 +287,12 @@ def _llama_model_settings(path: Path, hf: dict) -> dict:
          "an even whole number (rotary positions turn pairs)"),
         ("intermediate_size", hf["intermediate_size"] > 0, "a whole number above 0"),
         ("rope_theta", isinstance(theta, (int, float)) and theta > 1, "a number above 1")) if not ok]
+    # RoPE's base in both places, and two numbers: transformers 5 reads rope_parameters', 4.57 the
+    # top level's, so the same directory computed other logits by the version that loaded it.
+    inner = params.get("rope_theta") if isinstance(params, dict) else None
+    if "rope_theta" in hf and inner is not None and hf["rope_theta"] != inner:
+        wrong.append(f"rope_theta {hf['rope_theta']!r} with rope_parameters' rope_theta {inner!r} (mypt: the same "
+                     "base in both: transformers 4 reads the first, 5 the second)")
     if wrong:
         raise ConfigError(f"{where}: mypt cannot express {', '.join(wrong)}")
     context = hf["max_position_embeddings"] if window is None else min(window, hf["max_position_embeddings"])
@@ -473,6 +479,10 @@ def import_hf(path: Path, device: str | torch.device = "cpu", config: dict | Non
         raise CheckpointError(f"{source}: holds {listed(unused, 3)}, which the model has no place for: mypt imports "
                               "the weights of a float model only (a quantized one's scales, such as weight_scale or "
                               "SCB, are such tensors); give the model's unquantized weights, of its own layers")
+    if not cfg.tie_embeddings and "lm_head.weight" not in loaded:
+        raise CheckpointError(f"{source} has no lm_head.weight: {_untied_why(hf)}, so the head is a tensor of its "
+                              "own; if it is the embedding (a tied model's file has no lm_head.weight), set "
+                              "\"tie_word_embeddings\": true in config.json")
     state = _llama_state(loaded, cfg, source, attention_biases(hf)[1]) if cfg.position == "rope" \
         else _gpt2_state(loaded, params, source)
     head, embedding = loaded.get("lm_head.weight"), state["transformer.wte.weight"]
@@ -482,18 +492,30 @@ def import_hf(path: Path, device: str | torch.device = "cpu", config: dict | Non
         # its author's; mypt refuses it.
         raise CheckpointError(f"{source}: lm_head.weight differs from the embedding, and config.json says they are "
                               "tied (tie_word_embeddings): set it false if the head is its own")
+    file_names = dict(llama_names(cfg)) if cfg.position == "rope" else {}
     for name, param in params.items():
         t = state[name]
-        if name in VOCAB_ROWS and t.dim() == 2 and t.shape[0] == rows:
-            # The rows of the tokenizer's ids, padded to mypt's multiple of 64 (no logits for
-            # those ids); another shape is refused below.
+        # What config.json says, in its own numbers: a table of vocab_size rows (mypt pads it below).
+        want = (rows, *param.shape[1:]) if name in VOCAB_ROWS else tuple(param.shape)
+        if tuple(t.shape) != want:  # (named as the file names it; q, k and v stacked as mypt holds them)
+            key = " + ".join(file_names.get(name, [name.removeprefix("transformer.")]))
+            rows_wrong = name in VOCAB_ROWS and t.dim() == 2 and t.shape[0] != rows
+            raise CheckpointError(f"{source}: {key} has shape {tuple(t.shape)}, config.json says {want}"
+                                  + (f" (its vocab_size {rows}): give the config.json saved with these weights, "
+                                     f"or set vocab_size to their {t.shape[0]} rows" if rows_wrong else ""))
+        if name in VOCAB_ROWS:
+            # The rows of the tokenizer's ids, padded to mypt's multiple of 64 (no logits for those ids).
             t = torch.cat([t[:cfg.vocab_size], torch.zeros(param.shape[0] - cfg.vocab_size, t.shape[1])])
-        if t.shape != param.shape:
-            key = name.removeprefix("transformer.")
-            raise CheckpointError(f"{source}: {key} has shape {tuple(t.shape)}, config.json "
-                                  f"says {tuple(param.shape)}")
         state[name] = t.contiguous()
     return holding(model, state, f"{source}").to(device), tokenizer, config
+
+
+def _untied_why(hf: dict) -> str:
+    """The config.json key and value that make a model's head its own (untied), for a message."""
+    if "tie_word_embeddings" in hf:
+        return f"config.json says tie_word_embeddings {json.dumps(hf['tie_word_embeddings'])}"
+    return (f"config.json has no tie_word_embeddings, which for model_type {hf['model_type']} is false "
+            "(transformers' default)")
 
 
 def hf_model_tokenizer(path: Path, flag: str) -> Tokenizer:

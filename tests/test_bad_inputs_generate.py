@@ -147,8 +147,13 @@ CASES = [
     Case("hf_weights_not_safetensors", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
          ["hf:exp", "model.safetensors", "not a readable safetensors file"], out="ck/n",
          setup=hf_export(lambda d: (d / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad}"))),
+    # (the config's own number: mypt's table padded to a multiple of 64 was the number shown)
     Case("hf_vocab_size_edited", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
-         ["hf:exp", "wte.weight"], out="ck/n", setup=edit_hf_config(lambda c: c.update(vocab_size=c["vocab_size"] + 1))),
+         ["hf:exp", "wte.weight has shape (", "(its vocab_size ", "or set vocab_size to their "], out="ck/n",
+         setup=edit_hf_config(lambda c: c.update(vocab_size=c["vocab_size"] + 1))),
+    Case("hf_untied_without_a_head", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
+         ["hf:exp", "model.safetensors has no lm_head.weight: config.json says tie_word_embeddings false",
+          '"tie_word_embeddings": true'], out="ck/n", setup=edit_hf_config(lambda c: c.update(tie_word_embeddings=False))),
     # -- a damaged tokenizer_state.json (a dataset's: no checksum guards it) ----------------
     Case("tokenizer_state_chars_a_list", ev(), ["ds/tokenizer_state.json", "chars", "[1, 2]"],
          setup=edit_json("ds/tokenizer_state.json", lambda t: t.update(chars=[1, 2]))),

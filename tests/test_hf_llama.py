@@ -161,6 +161,10 @@ def llama_dir(tmp_path_factory) -> Path:
                           "high_freq_factor": 4, "original_max_position_embeddings": 8}}, "'factor': '8'"),
     ({"model_type": "qwen3", "layer_types": ["sliding_attention"]}, "layer_types ['sliding_attention'] (mypt: "
                                                                      "full_attention in every layer)"),
+    # Two bases: transformers 5 reads rope_parameters' (10000 was imported unsaid), 4.57 the top level's.
+    ({"rope_theta": 500.0, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}},
+     "rope_theta 500.0 with rope_parameters' rope_theta 10000.0 (mypt: the same base in both: transformers 4 reads "
+     "the first, 5 the second)"),
 ])
 def test_import_refuses_what_mypt_cannot_express_naming_the_key(llama_dir, tmp_path, edit, named):
     """(An edit to None removes the key.)"""
@@ -241,6 +245,38 @@ def test_a_llama_lm_head_other_than_the_embedding_is_refused(llama_dir, tmp_path
     save_file({**weights, "lm_head.weight": embedding + 1}, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"model.safetensors: lm_head.weight differs from the embedding"):
         import_hf(tmp_path)
+
+
+@pytest.mark.parametrize("edit, named", [
+    ({"tie_word_embeddings": False}, "config.json says tie_word_embeddings false, so the head is a tensor of its own"),
+    ({"tie_word_embeddings": None}, "config.json has no tie_word_embeddings, which for model_type llama is false "
+                                    "(transformers' default), so the head is a tensor of its own"),
+])
+def test_an_untied_head_missing_from_the_file_names_the_config_key_that_unties_it(llama_dir, tmp_path, edit, named):
+    """A tied model's file with a config.json that unties it (by the key, or by leaving it out:
+    transformers' default) said only "model.safetensors has no lm_head.weight"."""
+    config = json.loads((llama_dir / "config.json").read_text(encoding="utf-8"))
+    config = {k: v for k, v in {**config, **edit}.items() if v is not None}
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (tmp_path / "model.safetensors").symlink_to(llama_dir / "model.safetensors")
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(tmp_path)
+    with pytest.raises(CheckpointError, match="model.safetensors has no lm_head.weight: ") as error:
+        import_hf(tmp_path)
+    assert named in str(error.value) and '"tie_word_embeddings": true' in str(error.value)
+
+
+def test_a_vocab_size_other_than_the_weights_rows_names_the_key_and_its_number(llama_dir, tmp_path):
+    """config.json's vocab_size 65 over weights of 64 rows: the message said (128, 48), mypt's
+    table padded to a multiple of 64, a number in neither file."""
+    config = json.loads((llama_dir / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "config.json").write_text(json.dumps({**config, "vocab_size": 65}), encoding="utf-8")
+    (tmp_path / "model.safetensors").symlink_to(llama_dir / "model.safetensors")
+    CharTokenizer(chars=[chr(0x41 + i) for i in range(64)]).save(tmp_path)
+    with pytest.raises(CheckpointError) as error:
+        import_hf(tmp_path)
+    assert str(error.value).endswith("model.safetensors: model.embed_tokens.weight has shape (64, 48), config.json "
+                                     "says (65, 48) (its vocab_size 65): give the config.json saved with these "
+                                     "weights, or set vocab_size to their 64 rows")
 
 
 def quantized(llama_dir: Path, path: Path, method: str | None, kind: str) -> Path:
