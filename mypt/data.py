@@ -40,7 +40,7 @@ from mypt.device import resolve_device
 from mypt.errors import ConfigError, DataError, MyptError
 from mypt.names import MANIFEST, STATE_FILE
 from mypt.shards import (METADATA_FILE, SPLITS, TOKEN_BYTES, ShardFiles, check_listed, check_tokenizer_record,
-                         list_shards, listed_entries, not_a_dataset, read_metadata)
+                         dataset_metadata, list_shards, listed_entries, not_a_dataset)
 from mypt.tokenizer_match import check_tokenizer, prepare_again
 from mypt.tokenizers import Tokenizer
 
@@ -177,11 +177,14 @@ class GPTDataLoader:
     with it. `block_size=` (the model's context length) wins over `config.block_size`; one of
     them is needed (TrainConfig has no block_size field: the model's is GPTConfig.block_size).
     Either `dataset_dir` (a prepared dataset) or `tokens` (a uint32 array, split 90/10 like
-    nanoGPT) must be given. `eval_only=True` needs only the val split.
+    nanoGPT) must be given. `eval_only=True` needs only the val split. `meta=`: dataset_dir's
+    metadata where the caller has read it (mypt.shards.dataset_metadata), so that what it checked
+    and what the loader reads are one version of it; else read here.
     """
 
     def __init__(self, config, tokenizer: Tokenizer, dataset_dir: str | os.PathLike | None = None,
-                 eval_only: bool = False, tokens: np.ndarray | None = None, block_size: int | None = None):
+                 eval_only: bool = False, tokens: np.ndarray | None = None, block_size: int | None = None,
+                 meta: dict | None = None):
         self.config = config = loader_config(config)
         self.batch_size = int(config.batch_size)
         _check_batch_size(self.batch_size)  # (a field assigned after TrainConfig(...) was not checked)
@@ -213,7 +216,7 @@ class GPTDataLoader:
         self.splits: dict[str, _Split] = {}
         self._files = ShardFiles()
         if self.dataset_dir is not None:
-            self._open_dataset()
+            self._open_dataset(meta)
         elif tokens is not None:
             self._from_tokens(self._token_ids(tokens))
         else:
@@ -267,7 +270,7 @@ class GPTDataLoader:
                             "pass the dataset's own, Tokenizer.load(dataset_dir), or prepare it again with this one "
                             "(prepare-dataset --tokenizer_from)")
 
-    def _open_dataset(self) -> None:
+    def _open_dataset(self, meta: dict | None) -> None:
         d = self.dataset_dir
         if not d.is_dir():
             if d.exists():
@@ -275,13 +278,13 @@ class GPTDataLoader:
                                 f"`mypt prepare-dataset --input_files {d} --out_dir DIR`")
             raise DataError(f"dataset directory {d} does not exist; HINT: prepare it with "
                             f"`mypt prepare-dataset --input_files ... --out_dir {d}`")
-        if not (d / METADATA_FILE).is_file() and not (d / ("val" if self.eval_only else "train")).is_dir():
+        meta = dataset_metadata(d) if meta is None else meta
+        if meta is None and not (d / ("val" if self.eval_only else "train")).is_dir():
             if (d / MANIFEST).is_file():  # a pipeline step's output (data/shards/NAME): never write over it
                 raise DataError(f"{d} is not a dataset (no {METADATA_FILE}): it holds a pipeline step's output "
                                 f"({d / MANIFEST}); pass the split stage's output (data/datasets/NAME) or a "
                                 "directory `mypt prepare-dataset` wrote")
             raise no_val_shards(d) if self.eval_only else no_training_shards(d)
-        meta = read_metadata(d) if (d / METADATA_FILE).is_file() else None
         self._check_tokenizer(d, meta)
         opened = {}
         # val first: where not every shard can stay open, val's are held (an append renames them).

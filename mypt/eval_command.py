@@ -18,7 +18,7 @@ from mypt.device import resolve_device
 from mypt.errors import TrainingDiverged
 from mypt.evaluate import evaluate_dataset, whole_windows
 from mypt.model import load_model
-from mypt.shards import dataset_tokenizer
+from mypt.shards import dataset_metadata, dataset_tokenizer
 from mypt.tokenizer_match import check_tokenizer, prepare_again
 from mypt.verify import check_split
 
@@ -43,19 +43,23 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     model, tokenizer, _ = load_model(path, resolve_device(settings.device))
     max_tokens = whole_windows(settings.max_tokens, model.config.block_size)
     log(f"model: {path}")  # the directory --model_name resolved to (a name, or a path)
-    theirs = {}
+    theirs, metas = {}, {}
     for name, directory in datasets.items():  # all before any evaluation: the last may be the one refused
-        theirs[name] = dataset_tokenizer(directory)
+        # The metadata read once: the tokenizer's record, the split's check and its pass go by one
+        # version of it (a dataset replaced in between is never checked by one and scored by another).
+        metas[name] = dataset_metadata(directory)
+        theirs[name] = dataset_tokenizer(directory, metas[name])
         check_tokenizer(tokenizer, theirs[name], f"the model {path}", f"--dataset {name}={directory}",
                         prepare_again(path))
         # The val shards' bytes are those prepared and their ids the tokenizer's (the loader checks
         # only their sizes at start-up, and the ids of the windows it reads): one read of the split,
         # hashed at about 1 GB/s (1.1 on a shared 2-core CPU), where scoring its tokens takes a model
         # far longer (a --max_tokens far below the split's size makes the read the larger part).
-        check_split(directory, "val", theirs[name].vocab_size)
+        check_split(directory, "val", theirs[name].vocab_size, metas[name])
     results = {}
     for name, directory in datasets.items():
-        results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens, tokenizer=theirs[name])
+        results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens, tokenizer=theirs[name],
+                                             meta=metas[name])
         if not math.isfinite(r["loss"]):
             raise _diverged(path, name, directory, str(r["loss"]))
         if not math.isfinite(r["perplexity"]):  # a finite loss above ~709.8 nats: exp overflows

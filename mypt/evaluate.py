@@ -38,13 +38,14 @@ def whole_windows(max_tokens: int | None, block_size: int, name: str = "--max_to
 
 @torch.no_grad()
 def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int = 32, max_tokens: int | None = None,
-                     split: str = "val", tokenizer: Tokenizer | None = None) -> dict:
+                     split: str = "val", tokenizer: Tokenizer | None = None, meta: dict | None = None) -> dict:
     """Loss and perplexity of `model` over a dataset split, every window once, in order:
     the same numbers every run. Returns {"loss", "perplexity", "tokens"} (perplexity inf for
     a loss too large for math.exp). `tokenizer`: the model's (load_model returns it), refused
     unless the dataset holds its ids, as training refuses it; by default the dataset's own,
     refused where its vocabulary's size is not the model's (a loss over ids of another
-    vocabulary is a number about nothing)."""
+    vocabulary is a number about nothing). `meta`: the dataset's metadata where the caller has
+    read it (mypt.shards.dataset_metadata: eval checks the split by it first), else read here."""
     if not isinstance(getattr(model, "config", None), GPTConfig):
         raise ConfigError(f"evaluate_dataset's model is a {type(model).__name__}: pass a GPT, the model "
                           "load_model(path) returns")
@@ -59,7 +60,7 @@ def evaluate_dataset(model: torch.nn.Module, dataset_dir: Path, batch_size: int 
                           "a dataset prepared with the model's tokenizer, passed as tokenizer= (load_model(path) "
                           "returns it)")
     loader = GPTDataLoader(LoaderConfig(batch_size, model.config.block_size, str(device), 0, 0), tokenizer,
-                           dataset_dir=dataset_dir, eval_only=split == "val")
+                           dataset_dir=dataset_dir, eval_only=split == "val", meta=meta)
     if split not in loader.splits:  # (a train split is always there: the loader refuses a dataset without)
         loader.close()
         raise no_val_shards(Path(dataset_dir))

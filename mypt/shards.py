@@ -261,6 +261,13 @@ def read_metadata(dataset_dir: Path, flag: str | None = None) -> dict:
     return meta
 
 
+def dataset_metadata(dataset_dir: Path) -> dict | None:
+    """The dataset's metadata (read_metadata), or None where it has none (a folder of shards
+    without one: the loader reads what is on disk). Read once by a command that checks a dataset
+    and then reads it (eval), and passed on as `meta=`, so both see one version of it."""
+    return read_metadata(dataset_dir) if (Path(dataset_dir) / METADATA_FILE).is_file() else None
+
+
 def _is_count(value, minimum: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
@@ -333,14 +340,16 @@ def _sha256(identity: dict) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def dataset_tokenizer(dataset_dir: Path) -> Tokenizer:
+def dataset_tokenizer(dataset_dir: Path, meta: dict | None = None) -> Tokenizer:
     """A dataset's tokenizer (its tokenizer_state.json), refused unless it is the one its
     metadata records (check_tokenizer_record): what every command that reads a dataset's
     tokenizer loads it with, so an edited one is named as such before it is compared with
-    anything else (a mixture's other dataset, a model's tokenizer)."""
+    anything else (a mixture's other dataset, a model's tokenizer). `meta`: the metadata where
+    the caller has read it (dataset_metadata); else read here."""
     tokenizer = Tokenizer.load(dataset_dir)
-    if (Path(dataset_dir) / METADATA_FILE).is_file():
-        check_tokenizer_record(dataset_dir, read_metadata(dataset_dir), tokenizer)
+    meta = dataset_metadata(dataset_dir) if meta is None else meta
+    if meta is not None:
+        check_tokenizer_record(dataset_dir, meta, tokenizer)
     return tokenizer
 
 

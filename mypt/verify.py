@@ -29,8 +29,8 @@ import numpy as np
 from mypt.errors import MyptError, ShardError
 from mypt.names import METADATA_FILE, SPLITS, STATE_FILE
 from mypt.progress import progress
-from mypt.shards import (DTYPE, TOKEN_BYTES, check_tokenizer_record, list_shards, listed_but_missing, listed_entries,
-                         not_whole_tokens, open_shard, other_token_count, read_metadata, shard_stat)
+from mypt.shards import (DTYPE, TOKEN_BYTES, check_tokenizer_record, dataset_metadata, list_shards, listed_but_missing,
+                         listed_entries, not_whole_tokens, open_shard, other_token_count, read_metadata, shard_stat)
 from mypt.tokenizers import Tokenizer
 
 CHUNK_TOKENS = 1 << 22  # 16 MiB per read
@@ -107,16 +107,19 @@ def verify_dataset(dataset_dir: Path, strict: bool = False) -> Report:
     return report
 
 
-def check_split(dataset_dir: Path, split: str, vocab_size: int) -> None:
+def check_split(dataset_dir: Path, split: str, vocab_size: int, meta: dict | None = None) -> None:
     """Raise ShardError naming the first problem verify-dataset finds in the shards `split` lists
     (a missing file, another token count, another sha256, an id >= vocab_size): mypt eval's check
     before it scores a split, whose loss on other bytes would be a number about other data. One
-    read of the split, verify-dataset's. A dataset without metadata has nothing to check against."""
+    read of the split, verify-dataset's. A dataset without metadata has nothing to check against.
+    `meta`: the metadata where the caller has read it (shards.dataset_metadata), the one its pass
+    over the split then reads by; else read here."""
     d = Path(dataset_dir)
-    if not (d / METADATA_FILE).is_file():
+    meta = dataset_metadata(d) if meta is None else meta
+    if meta is None:
         return
     report = Report(d)
-    _check_files(_listed(d, listed_entries(read_metadata(d), split), report, {}), vocab_size, False, report)
+    _check_files(_listed(d, listed_entries(meta, split), report, {}), vocab_size, False, report)
     if report.problems:
         more = len(report.problems) - 1
         raise ShardError(f"{report.problems[0]}{f' (and {more} more)' * bool(more)}; HINT: run `mypt verify-dataset "
