@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import os
 import re
 import select
@@ -259,9 +260,34 @@ class CheckedType(click.ParamType):
         if gives_none(self.field, value):  # (kept as the word: None would read as an unset flag)
             return self.field.metadata["none_text"]
         try:
-            return self.check(value)
+            checked = self.check(value)
         except MyptError as e:
             self.fail(str(e), param, ctx)
+        if _nan_in_range(self.field, checked):
+            self.fail(f"{value} is not a number", param, ctx)
+        return checked
+
+
+def _nan_in_range(field: dataclasses.Field, value: Any) -> bool:
+    """Whether `value` is a NaN given to a bounded setting. Every comparison with NaN is false, so
+    it passed click's range check and the settings' finite rule refused it: an error of another
+    style (exit status 1) than any other value out of range (click's usage error, exit status 2)."""
+    m = field.metadata
+    return isinstance(value, float) and math.isnan(value) and (m.get("min") is not None or m.get("max") is not None)
+
+
+class FloatInRange(click.FloatRange):
+    """click's FloatRange with NaN refused as a value out of the range (_nan_in_range)."""
+
+    def __init__(self, field: dataclasses.Field, **bounds):
+        super().__init__(**bounds)
+        self.field = field
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if _nan_in_range(self.field, number):
+            self.fail(f"{number} is not in the range {self._describe_range()}.", param, ctx)
+        return number
 
 
 class WholeNumber(click.IntRange):
@@ -297,7 +323,7 @@ def _click_type(f: dataclasses.Field, base: type) -> Any:
     if base is int:
         return WholeNumber(**bounds, min_open=m["min_open"], max_open=m["max_open"])
     if base is float:
-        return click.FloatRange(**bounds, min_open=m["min_open"], max_open=m["max_open"]) \
+        return FloatInRange(f, **bounds, min_open=m["min_open"], max_open=m["max_open"]) \
             if any(v is not None for v in bounds.values()) else float
     if base is Path:
         exists = m.get("exists")
