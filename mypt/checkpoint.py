@@ -42,8 +42,8 @@ from safetensors.torch import load_file, save_file
 from mypt.distributed import all_ranks, unwrap
 from mypt.errors import (BusyError, CheckpointError, ConfigError, InputError, MyptError, TokenizerError, listed,
                          os_error_message, safetensors_os_error)
-from mypt.io import (atomic_write_text, check_written, is_own, not_own_message, old_dir, output_target, read_json,
-                     recover_staged, sha256_file, staged_dir, umask_mode)
+from mypt.io import (atomic_write_text, check_written, is_own, not_own_message, old_dir, output_target, parse_json,
+                     read_json, recover_staged, sha256_file, staged_dir, umask_mode)
 from mypt.lock import output_lock
 from mypt.names import CONFIG_FILE, STATE_FILE, is_mypt_config, unstored
 
@@ -379,15 +379,28 @@ def check_model_settings(path: Path, config: dict) -> None:
 def verify(path: Path, config: dict, names: tuple[str, ...]) -> None:
     """Check `names` of checkpoint `path` against the sha256 its config.json records (a
     checkpoint written before checksums has none: nothing to check)."""
-    sums = config.get("sha256")
-    if not isinstance(sums, dict):
-        return
     for name in names:
-        want = sums.get(name)
+        want = _recorded_sum(config, name)
         if want is not None and (path / name).is_file() and sha256_file(path / name) != want:
-            raise CheckpointError(f"{path / name} does not match the sha256 its {CONFIG_FILE} records: the file "
-                                  "was changed or damaged after it was saved; use another checkpoint (or copy "
-                                  "it again), or train again")
+            raise _changed(path / name)
+
+
+def verify_bytes(path: Path, config: dict, name: str, raw: bytes) -> None:
+    """verify of file `name` of checkpoint `path` from its bytes `raw`, read by the caller: what is
+    checked and what is then parsed are one reading."""
+    want = _recorded_sum(config, name)
+    if want is not None and hashlib.sha256(raw).hexdigest() != want:
+        raise _changed(path / name)
+
+
+def _recorded_sum(config: dict, name: str) -> str | None:
+    sums = config.get("sha256")
+    return sums.get(name) if isinstance(sums, dict) else None
+
+
+def _changed(file: Path) -> CheckpointError:
+    return CheckpointError(f"{file} does not match the sha256 its {CONFIG_FILE} records: the file was changed or "
+                           "damaged after it was saved; use another checkpoint (or copy it again), or train again")
 
 
 def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
@@ -443,8 +456,10 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def _read_json_object(path: Path) -> dict:
-    return read_json(path, CheckpointError, "the checkpoint was edited or damaged")
+def _read_json_object(path: Path, raw: bytes | None = None) -> dict:
+    """read_json of a checkpoint's file, or of its bytes `raw` where the caller has read them."""
+    hint = "the checkpoint was edited or damaged"
+    return read_json(path, CheckpointError, hint) if raw is None else parse_json(raw, path, CheckpointError, hint)
 
 
 def read_weights(path: Path, shapes_only: bool = False) -> tuple[dict, dict, Tokenizer]:
@@ -543,8 +558,11 @@ def read_training_state(path: Path, config: dict | None = None, tensors: bool = 
         raise CheckpointError(f"{path} has no training state to resume from (training_state.json); "
                               "start a new run, or use --init_from_model to start from its weights")
     config = read_config(path) if config is None else config
-    verify(path, config, ("training_state.json", "training_state.safetensors") if tensors else ("training_state.json",))
-    state = _read_json_object(path / "training_state.json")
+    raw = (path / "training_state.json").read_bytes()  # hashed and parsed: one reading
+    verify_bytes(path, config, "training_state.json", raw)
+    if tensors:
+        verify(path, config, ("training_state.safetensors",))
+    state = _read_json_object(path / "training_state.json", raw)
     if not isinstance(state.get("step"), int) or not isinstance(state.get("optimizer"), dict):
         raise CheckpointError(f"{path / 'training_state.json'}: no integer 'step' and 'optimizer' object; the "
                               "checkpoint was edited or damaged: start a new run, or --init_from_model to keep its "

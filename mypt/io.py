@@ -159,9 +159,16 @@ def read_json(path: Path, error: type[MyptError] = InputError,
               hint: str = "the file is damaged: prepare that directory again") -> dict:
     """A JSON object mypt wrote; a damaged or foreign file is an `error` naming it, then `hint`
     (what the user does about it)."""
+    with open(path, "rb") as f:
+        return parse_json(f.read(), path, error, hint)
+
+
+def parse_json(raw: bytes, path: Path, error: type[MyptError] = InputError,
+               hint: str = "the file is damaged: prepare that directory again") -> dict:
+    """read_json of bytes the caller has read from `path` (and hashed: one reading of a file
+    whose sha256 is recorded, checked and parsed as the same bytes)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise error(f"{path}: not valid JSON ({e}); {hint}") from None
     except RecursionError:  # (arrays nested thousands deep: json's parser recurses)
