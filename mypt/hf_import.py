@@ -8,7 +8,8 @@ the window: its block_size is the smaller of the two. The MLP's width (mlp_width
 untied head (tie_embeddings false), the norms' epsilon (norm_eps) and Llama 3's RoPE scaling
 (rope_scaling) come along. What mypt cannot express is refused, naming the config.json key:
 an lm_head.weight other than the embedding where config.json says they are tied, other RoPE
-scalings, two RoPE bases (rope_theta and rope_parameters' differ), sliding-window attention, MLP biases, an output projection's bias other than zeros
+scalings, two RoPE bases (rope_theta and rope_parameters' differ), sliding-window attention,
+MLP biases, an output projection's bias other than zeros
 (the queries', keys' and values' biases are qkv_bias; which projections have biases follows
 transformers' class of the model_type: ATTENTION_BIASES), another activation,
 GPT-2's other attention scalings. A head_dim other than hidden_size / heads is head_size. A key

@@ -153,7 +153,8 @@ CASES = [
          setup=edit_hf_config(lambda c: c.update(vocab_size=c["vocab_size"] + 1))),
     Case("hf_untied_without_a_head", train("--dataset_dir", "ds", "--init_from_model", "hf:exp"),
          ["hf:exp", "model.safetensors has no lm_head.weight: config.json says tie_word_embeddings false",
-          '"tie_word_embeddings": true'], out="ck/n", setup=edit_hf_config(lambda c: c.update(tie_word_embeddings=False))),
+          '"tie_word_embeddings": true'], out="ck/n",
+         setup=edit_hf_config(lambda c: c.update(tie_word_embeddings=False))),
     # -- a damaged tokenizer_state.json (a dataset's: no checksum guards it) ----------------
     Case("tokenizer_state_chars_a_list", ev(), ["ds/tokenizer_state.json", "chars", "[1, 2]"],
          setup=edit_json("ds/tokenizer_state.json", lambda t: t.update(chars=[1, 2]))),
