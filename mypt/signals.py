@@ -149,9 +149,10 @@ def stops_held(mask: bool = False) -> Iterator[None]:
 
 def ctrl_c_says_aborted() -> None:
     """Called first by a command's entry point (each stage script; mypt.cli, the `mypt` console
-    script's, through ctrl_c_says_aborted_while), before the imports that take its first 0.1 to 1 s (torch's, numpy's): a Ctrl-C there,
-    before click's main can take it, would print a traceback of whatever import it cut. It says
-    click's Aborted! instead; the process still ends as an uncaught Ctrl-C ends Python (killed by SIGINT:
+    script's, through ctrl_c_says_aborted_while), before the imports that take its first 0.1 to
+    1 s (torch's, numpy's): a Ctrl-C there, before click's main can take it, would print a
+    traceback of whatever import it cut. It says click's Aborted! instead; the process still ends
+    as an uncaught Ctrl-C ends Python (killed by SIGINT:
     130 in a shell, which stops a script that ran it). Only a KeyboardInterrupt that nothing
     caught reaches sys.excepthook: once click's main runs, click takes it (Aborted!, status 1).
     Every other exception goes to the hook that was there."""
