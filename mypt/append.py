@@ -17,13 +17,14 @@ before anything else (dataset_dir.recover_dataset).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 from pathlib import Path
 from typing import Iterable
 
-from mypt.errors import InputError, listed, os_error_message
+from mypt.errors import InputError, OutputInPlace, listed, os_error_message
 from mypt.io import (append_dir, check_movable, check_replaceable, is_own, keep_dir_attributes, loops, make_own_dir,
                      partial_dir, remove_own, remove_work, unmark, write_json)
 from mypt.lock import output_lock
@@ -275,16 +276,19 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             except BaseException:
                 os.replace(work / "old", dataset_dir)
                 raise
-            unmark(dataset_dir)  # after the rename, as io._swap does
             try:
+                unmark(dataset_dir)  # after the rename, as io._settle does
                 _move_added(work / "old", dataset_dir, _own_names(old))
             except OSError as e:
-                unmark(work)  # it holds the user's file now: never removed as mypt's (remove_own refuses it)
-                raise InputError(f"{flag} {dataset_dir} is grown, but what you added to it while the append ran is "
-                                 f"still in {work / 'old'} ({os_error_message(e)}): move it into {dataset_dir} by "
-                                 f"hand, then remove {work}") from None
-            # Never to be put back now (restore_appended): the old dataset's names, being removed.
-            os.replace(work / "old", work / "replaced")
+                unmark(work)  # it may hold the user's file now: never removed as mypt's (remove_own refuses it)
+                raise OutputInPlace(f"{flag} {dataset_dir} is grown, but what you added to it while the append ran "
+                                    f"is still in {work / 'old'} ({os_error_message(e)}): move it into {dataset_dir} "
+                                    f"by hand, then remove {work}") from None
+            # Never to be put back now (restore_appended): the old dataset's names, being removed. Refused
+            # (an I/O error), the append is done all the same: `finally` removes old/ with the work
+            # directory, else the next writer does (recover_dataset: the staging is gone).
+            with contextlib.suppress(OSError):
+                os.replace(work / "old", work / "replaced")
         finally:
             # Interrupted between the two renames (Ctrl-C, SIGTERM, a failed restore): put the old
             # dataset back before anything is removed. After the swap, work/old holds only old

@@ -63,6 +63,12 @@ class TrainingStopped(MyptError):
         self.signalled = signalled
 
 
+class OutputInPlace(MyptError):
+    """A write whose new output is in place, whole, that failed after its swap (io.staged_dir,
+    an append): the user's files of the previous output are still set aside, where the message
+    says. The caller must not say the output was not written."""
+
+
 class BusyError(MyptError):
     """An output (a dataset directory, a checkpoint) that another mypt process is writing."""
 

@@ -20,7 +20,8 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
-from mypt.errors import InputError, MyptError, file_in_the_way, listed, named_os_error, os_error_message
+from mypt.errors import (InputError, MyptError, OutputInPlace, file_in_the_way, listed, named_os_error,
+                         os_error_message)
 from mypt.names import WORK_MARK, sibling
 from mypt.signals import stops_held
 
@@ -759,8 +760,7 @@ def _carry_over(carry: Path, final: Path, owned: tuple[str, ...]) -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(carry / rel, dest)
     except OSError as e:
-        raise InputError(f"{final} is in place, but the files you added to it are still in {carry} "
-                         f"({os_error_message(e)}): move them into {final.name} by hand") from None
+        raise InputError(_not_carried(final, carry, os_error_message(e))) from None
     if both:
         raise InputError(f"{listed(both, 5)} {'is' if len(both) == 1 else 'are'} both in {final} and in "
                          f"{carry} (the previous output, whose other files you added were moved back): keep "
@@ -897,11 +897,39 @@ def staged_dir(final: Path, inputs: Iterable[os.PathLike | str] = (), marker: st
             except BaseException:
                 remove_work(staging, ignore_errors=True)
                 raise
-            if carry_dir(final).is_dir():  # a run killed mid-carry, whose output was removed since
-                _carry_over(carry_dir(final), final, owned)
-            if old_dir(final).exists():
-                os.replace(old_dir(final), carry_dir(final))
-                _carry_over(carry_dir(final), final, owned)
+            _settle(final, owned)
+
+
+def _settle(final: Path, owned: tuple[str, ...]) -> None:
+    """A swap's steps once the new output is in place: its mark removed (a kill in between leaves
+    a complete output with a stray mark, which user_entries counts as mypt's, never an unmarked
+    `.NAME.partial` that the next run refuses), the user's files of the previous output carried
+    into it. A failure here (a full disk, an I/O error) is an OutputInPlace: the output is whole,
+    and the message says where the user's files wait; the next writer of the output moves them in
+    (recover_staged)."""
+    old, carry = old_dir(final), carry_dir(final)
+    try:
+        unmark(final)
+        if carry.is_dir():  # a run killed mid-carry, whose output was removed since
+            _carry_over(carry, final, owned)
+        if old.exists():
+            os.replace(old, carry)
+            _carry_over(carry, final, owned)
+    except InputError as e:  # _carry_over's, naming what is left where
+        raise OutputInPlace(str(e)) from None
+    except OSError as e:
+        aside = next((p for p in (old, carry) if os.path.lexists(p)), None)
+        raise OutputInPlace(_not_carried(final, aside, os_error_message(e))) from None
+
+
+def _not_carried(final: Path, aside: Path | None, cause: str) -> str:
+    """What a failure after a swap left: the new output in place, and the user's files of the previous
+    one in `aside` (None: only the output's work mark)."""
+    if aside is None:
+        return (f"{final} is in place, whole, but its work mark {WORK_MARK} is left in it ({cause}): the next write of "
+                f"{final.name} removes it")
+    return (f"{final} is in place, whole, but the files you added to it are still in {aside} ({cause}): the next "
+            f"write of {final.name} moves them in, or move them into {final} by hand")
 
 
 def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...], flag: str, marker: str | None) -> None:
@@ -971,7 +999,7 @@ def keep_dir_attributes(previous: Path, new: Path, times: bool = False) -> None:
 def _swap(final: Path, staging: Path) -> None:
     """The previous output is moved aside, not deleted, until the new one is in place: a
     rename refused (read-only, busy) leaves it as it was. The new output keeps the previous
-    one's permissions and group."""
+    one's permissions and group, and its staging's mark (_settle removes it)."""
     old = old_dir(final)
     if os.path.isdir(final):
         keep_dir_attributes(final, staging)
@@ -989,9 +1017,6 @@ def _swap(final: Path, staging: Path) -> None:
             os.replace(old, final)
             unmark(final)
         raise
-    # After the rename: a kill in between leaves a complete output with a stray mark (which
-    # user_entries counts as mypt's), never an unmarked `.NAME.partial` that the next run refuses.
-    unmark(final)
 
 
 def _renamed(e: OSError, staging: Path, final: Path) -> OSError:

@@ -28,7 +28,7 @@ from mypt.data import RESUME_STREAM, loader_config
 from mypt.dataset_spec import NAME
 from mypt.distributed import (Dist, all_ranks, any_rank, cpu_group, failed_and_mean, lost_rank, rank_0_saved,
                               saving, sync_gradients, unwrap)
-from mypt.errors import (ConfigError, MyptError, TrainingDiverged, TrainingStopped, error_line, listed,
+from mypt.errors import (ConfigError, MyptError, OutputInPlace, TrainingDiverged, TrainingStopped, error_line, listed,
                          os_error_message)
 from mypt.evaluate import evaluate_all
 from mypt.fsdp import full, is_sharded
@@ -608,6 +608,8 @@ class _Run:
                 with saving():  # (the others wait for rank 0's write while it reads or writes: rank_0_saved)
                     checkpoint.save(self.checkpoint_dir, self.raw, self.tokenizer, self.checkpoint_extra or {},
                                     self.optimizer, state, rng_ranks=rngs, group=self.cpu_group)
+            except OutputInPlace as e:  # saved, whole: only the user's files of the last one wait aside
+                self.log(f"warning: the checkpoint of step {at_step} is saved; {e}")
             except (OSError, MyptError) as e:
                 error = e
             if error is None and not is_sharded(self.raw):
