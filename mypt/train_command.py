@@ -600,13 +600,19 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
     nones = GPTConfig.none_texts()  # (a setting's None a flag can give: --rope_scaling none)
 
     def said(k: str, v) -> str:
+        if isinstance(v, bool):  # as the flag a user types (--no_qk_norm), wherever the value came from
+            return as_flag(k, v) + ("" if k in cfgs.flag_names else f" {cfgs.origins.get(k, '(the default)')}")
         if k in cfgs.flag_names:
             return f"--{k} {nones[k] if v is None and k in nones else repr(v)}"
         return f"{k} {v!r} (following {_FOLLOWING[k]})" if k in _FOLLOWING and k not in given \
             else f"{k} {v!r} {cfgs.origins.get(k, '(the default)')}"
 
+    def theirs_said(k: str, v) -> str:
+        return as_flag(k, v) if isinstance(v, bool) else repr(v)
+
     return (f"{init} has another architecture than this run's settings: "
-            + ", ".join(f"{said(k, mine)} (the checkpoint: {ckpt!r})" for k, (mine, ckpt) in differ.items())
+            + ", ".join(f"{said(k, mine)} (the checkpoint: {theirs_said(k, ckpt)})"
+                        for k, (mine, ckpt) in differ.items())
             + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
             + " ".join(as_flag(k, ckpt, whole=True) if ckpt is not None
                        else f"--{k} {nones[k]}" if k in nones else f"default --{k} (no flag)"

@@ -142,3 +142,21 @@ def test_a_run_from_a_checkpoint_reads_its_training_state_once_for_what_it_says(
     result = CliRunner().invoke(main, [*_flags(tmp_path, 1), "--model_name", "next", "--init_from_model", str(base)])
     assert result.exit_code == 0 and f"init from {base} (step 2, val " in result.output, result.output
     assert opens == {"state": 1}  # one checked reading: its sha256 and its JSON from the same bytes
+
+
+def test_a_resume_with_another_boolean_model_setting_names_it_as_its_flag(tmp_path):
+    """A refused resume says a boolean model setting as the flag a user types (--no_qk_norm), for
+    this run and for the checkpoint, as `mypt train --help` spells it, not its Python value
+    (`--qk_norm False (the checkpoint: True)`), given as a flag or in a --config_file."""
+    _train(tmp_path, "--qk_norm")
+    ckpt = tmp_path / "ck" / "m"
+    (tmp_path / "c.json").write_text(json.dumps({"model": {"qk_norm": False}}))
+    for flags, said in ((["--no_qk_norm", "--bias"],
+                         f"{ckpt} has another architecture than this run's settings: --bias (the checkpoint: "
+                         "--no_bias), --no_qk_norm (the checkpoint: --qk_norm); leave --config_file and the model "
+                         "flags out to keep the checkpoint's, or pass its --no_bias --qk_norm"),
+                        (["--config_file", str(tmp_path / "c.json")],
+                         f"--no_qk_norm in --config_file {tmp_path / 'c.json'} (the checkpoint: --qk_norm)")):
+        result = CliRunner().invoke(main, [*_flags(tmp_path, 4), "--resume", *flags])
+        assert result.exit_code == 1 and said in result.output, result.output
+        assert "True" not in result.output and "False" not in result.output, result.output
