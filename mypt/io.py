@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import stat
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
@@ -750,17 +751,23 @@ def _carry_over(carry: Path, final: Path, owned: tuple[str, ...]) -> None:
     rest in `carry`, and the next staged_dir of the same output finishes the move. A user's
     entry that is in both (a file the user made again meanwhile) is never overwritten: it is
     left in `carry`, named in the error."""
-    both = []
+    both, stuck = [], []
     try:
         for rel in user_entries(carry, owned):
             dest = final / rel
             if os.path.lexists(dest):
                 both.append(rel)
                 continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(carry / rel, dest)
-    except OSError as e:
+            try:  # each entry that can move is moved: one that cannot (an immutable file) keeps no other back
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(carry / rel, dest)
+            except OSError as e:
+                stuck.append((rel, os_error_message(e)))
+    except OSError as e:  # (the walk itself)
         raise InputError(_not_carried(final, carry, os_error_message(e))) from None
+    if stuck:
+        raise InputError(_not_carried(final, carry, listed([cause for _, cause in stuck], 2, "; "),
+                                      [rel for rel, _ in stuck]))
     if both:
         raise InputError(f"{listed(both, 5)} {'is' if len(both) == 1 else 'are'} both in {final} and in "
                          f"{carry} (the previous output, whose other files you added were moved back): keep "
@@ -783,6 +790,45 @@ def _unmovable(previous: Path, users: list[str]) -> list[str]:
     places = [previous] + [previous / rel for rel in users
                            if (previous / rel).is_dir() and not (previous / rel).is_symlink()]
     return [str(p) for p in places if not os.access(p, os.W_OK)] + _mounts_in(previous)
+
+
+# Linux's FS_IOC_GETFLAGS, and its flags that forbid a rename, to root too: FS_IMMUTABLE_FL
+# (chattr +i) and FS_APPEND_FL (chattr +a; on a folder, no entry may leave it).
+_GETFLAGS, _PINNED = 0x80086601, 0x10 | 0x20
+
+
+def _pinned(previous: Path, users: list[str]) -> list[str]:
+    """Of the user's entries of `previous` (`users`), the folders they are moved out of and
+    `previous` itself, those immutable or append-only: a carry-over would stop at them (os.access
+    on a file says nothing of it: a read-only file moves; root may write any)."""
+    if not users or not os.path.lexists(previous):
+        return []
+    places = dict.fromkeys([previous, *(previous / rel for rel in users),
+                            *(previous / os.path.dirname(rel) for rel in users if "/" in rel)])
+    return [str(p) for p in places if _flags(p) & _PINNED]
+
+
+def _flags(path: Path) -> int:
+    """The file's flags (chattr's on Linux, chflags' elsewhere), 0 where none can be read: a
+    link, a FIFO or device (opening one to ask could block or act), a file it cannot open."""
+    st = os.lstat(path)
+    if hasattr(st, "st_flags"):  # BSD, macOS: chflags uchg, uappnd and their system forms
+        return _PINNED if st.st_flags & (stat.UF_IMMUTABLE | stat.UF_APPEND | stat.SF_IMMUTABLE
+                                         | stat.SF_APPEND) else 0
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return 0
+    import fcntl  # (POSIX only)
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, _GETFLAGS, bytes(8))[:4], sys.byteorder)  # (the kernel writes an int)
+    except OSError:  # a file system without such flags (tmpfs has some; NFS none)
+        return 0
+    finally:
+        os.close(fd)
 
 
 def _mounts_in(directory: Path) -> list[str]:
@@ -922,14 +968,17 @@ def _settle(final: Path, owned: tuple[str, ...]) -> None:
         raise OutputInPlace(_not_carried(final, aside, os_error_message(e))) from None
 
 
-def _not_carried(final: Path, aside: Path | None, cause: str) -> str:
+def _not_carried(final: Path, aside: Path | None, cause: str, names: list[str] | None = None) -> str:
     """What a failure after a swap left: the new output in place, and the user's files of the previous
-    one in `aside` (None: only the output's work mark)."""
+    one in `aside` (None: only the output's work mark); `names`: those that could not be moved (the others
+    were), where known."""
     if aside is None:
         return (f"{final} is in place, whole, but its work mark {WORK_MARK} is left in it ({cause}): the next write of "
                 f"{final.name} removes it")
-    return (f"{final} is in place, whole, but the files you added to it are still in {aside} ({cause}): the next "
-            f"write of {final.name} moves them in, or move them into {final} by hand")
+    what = "the files you added to it are" if names is None else \
+        f"{listed(names, 3)} of the files you added to it {'is' if len(names) == 1 else 'are'}"
+    return (f"{final} is in place, whole, but {what} still in {aside} ({cause}): the next write of {final.name} tries "
+            f"again to move them in; or move them into {final} by hand")
 
 
 def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...], flag: str, marker: str | None) -> None:
@@ -975,6 +1024,11 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
             f"give a folder inside it, e.g. {final / 'out'}"
         raise InputError(f"{flag} {final} is a mount point: mypt puts a new output in place by renaming the old "
                          f"one aside, which a mount point refuses; {inside}")
+    pinned = _pinned(final, users)
+    if pinned:
+        raise InputError(f"{listed(pinned, 3)}: immutable or append-only (chattr +i or +a), so mypt cannot move your "
+                         f"files into its new output: refused, nothing changed; clear the flag (chattr -i -a), move it "
+                         f"out of {final}, or choose another output")
     if stuck:
         raise InputError(f"{listed(stuck, 3)}: read-only or a mount point, so mypt cannot put its new output in "
                          "place and keep your files: refused, nothing changed; make it writable (chmod u+w), unmount "

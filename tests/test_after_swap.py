@@ -8,12 +8,15 @@ import contextlib
 import errno
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import tree_bytes
 
 from mypt.cli import main
+from mypt.io import mark_own
 
 TINY = ["--config_file", "tiny", "--device", "cpu", "--eval_iters", "1"]
 
@@ -88,3 +91,43 @@ def test_a_save_failing_after_its_swap_is_saved_and_training_says_so(corpus):
     assert Path("checkpoints/.m.old/NOTES.md").read_text() == "mine"
     cli(*train, "--max_iters", "3", "--resume")  # its first save moves the user's file in
     assert Path("checkpoints/m/NOTES.md").read_text() == "mine" and not Path("checkpoints/.m.old").exists()
+
+
+@contextlib.contextmanager
+def immutable(path: Path):
+    """`path` made immutable (chattr +i: no one, root neither, may rename it) within the block."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        pytest.skip("no chattr +i here (not root, or a file system without the flag)")
+    try:
+        yield
+    finally:  # wherever the file went (a failed run may have moved it), else pytest cannot remove it
+        subprocess.run(["chattr", "-R", "-i", "."], capture_output=True)
+
+
+def test_an_immutable_file_of_yours_in_an_output_is_refused_before_the_work(corpus):
+    prepare()
+    Path("ds/notes.txt").write_text("mine")
+    Path("ds/sub").mkdir()
+    Path("ds/sub/x.txt").write_text("mine too")
+    before = tree_bytes(Path("ds"))
+    with immutable(Path("ds/notes.txt")):
+        out = prepare("--overwrite", ok=False)
+        assert "ds/notes.txt: immutable or append-only (chattr +i or +a)" in out and "nothing changed" in out, out
+        assert tree_bytes(Path("ds")) == before and sorted(os.listdir()) == ["corpus.txt", "ds", "more.txt"]
+
+
+def test_a_carry_over_moves_every_file_that_can_move_and_names_the_one_that_cannot(corpus):
+    """A killed swap's `.ds.carry` (the previous output, marked) holding an immutable file and a
+    folder: the next writer moves the folder in, and names the file it could not move."""
+    prepare()
+    carry = Path(".ds.carry")
+    (carry / "sub").mkdir(parents=True)
+    (carry / "notes.txt").write_text("mine")
+    (carry / "sub" / "x.txt").write_text("mine too")
+    mark_own(carry)
+    with immutable(carry / "notes.txt"):
+        out = prepare("--overwrite", ok=False)
+        assert "notes.txt of the files you added to it is still in .ds.carry" in out, out
+        assert Path("ds/sub/x.txt").read_text() == "mine too" and not (carry / "sub").exists()
+    prepare("--overwrite")  # (the flag cleared) the next writer moves the file in
+    assert Path("ds/notes.txt").read_text() == "mine" and not carry.exists()
