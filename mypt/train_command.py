@@ -835,9 +835,13 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
                 if k not in of_paths or of.get(k) is None:
                     return f"{of.get(k)!r}"
                 return f"{of_paths[k]!r}" + (" (its contents)" if of is theirs else ", compared by content")
+
+            def item(k: str) -> str:
+                if k.startswith("--") and isinstance(theirs.get(k), bool):  # as typed: --qk_norm, --no_qk_norm
+                    return f"{as_flag(k[2:], theirs[k])} (rank 0: {as_flag(k[2:], first[k])})"
+                return f"{k} {shown(k, theirs, their_paths)} (rank 0: {shown(k, first, first_paths)})"
             raise ConfigError(f"rank {rank} was started with other settings than rank 0: "
-                              + listed([f"{k} {shown(k, theirs, their_paths)} (rank 0: "
-                                        f"{shown(k, first, first_paths)})" for k in differ], 5) + f"; {hint}")
+                              + listed([item(k) for k in differ], 5) + f"; {hint}")
 
 
 def _shard(model: GPT, cfgs: _Configs, saved: dict | None, device: torch.device, dist: Dist, compiled: bool) -> None:

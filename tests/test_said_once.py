@@ -154,3 +154,14 @@ def test_ranks_launched_without_torchrun_stop_together_when_one_cannot_start(dat
     assert len(errors) == 1 and line in errors[0], [rank.stderr[-2000:] for rank in ranks]
     assert "Traceback" not in ranks[0].stderr + ranks[1].stderr
     assert case == "a locked checkpoint" or not (tmp_path / "checkpoints" / "m").exists()
+
+
+@pytest.mark.slow
+def test_a_rank_started_with_another_boolean_flag_is_told_it_as_typed(dataset, tmp_path):
+    """A boolean setting that differs between the ranks is said as the flags given (--qk_norm,
+    --no_qk_norm), not as its Python value (`--qk_norm True (rank 0: False)`)."""
+    done = two_ranks(["--dataset_dir", str(dataset)], tmp_path, rank1=["--qk_norm"])
+    assert done.returncode != 0
+    assert said(done) == ["Error: rank 1 was started with other settings than rank 0: --qk_norm (rank 0: "
+                          "--no_qk_norm); start every node with the same mypt train command and flags"], \
+        done.stderr[-3000:]
