@@ -32,8 +32,9 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from mypt.errors import InputError, listed
+from mypt.errors import InputError, MyptError, listed, os_error_message
 from mypt.checkpoint import holds_mypt_config
 from mypt.io import atomic_write_text, check_dir_path, check_replaceable
 from mypt.names import METADATA_FILE
@@ -453,10 +454,26 @@ class LiveMetrics:
         self.live.next_step()  # writes metrics.json (its step += 1 is overwritten by the next call)
 
     def close(self, failed: bool = False) -> None:  # dvclive has no failed state: `failed` is the loggers' API
-        curves = {name: self.curve(name) for name in self._loss_names()}
-        write_loss_png({k: v for k, v in curves.items() if v}, self.directory / "plots" / "images" / "loss.png",
-                       self.title)
-        self.live.end()
+        """Draw the loss PNG and end dvclive's run; one that cannot be written (a full disk)
+        raises MetricsUnfinished, saying which (the plot alone: metrics.json and the curves are
+        whole), once dvclive's run is ended all the same."""
+        plot = ended = None
+        try:
+            curves = {name: self.curve(name) for name in self._loss_names()}
+            write_loss_png({k: v for k, v in curves.items() if v}, self.directory / LOSS_PNG, self.title)
+        except OSError as e:
+            plot = os_error_message(e)
+        try:
+            self.live.end()
+        except OSError as e:
+            ended = os_error_message(e)
+        if ended is not None:
+            also = f", and the loss plot was not drawn ({plot})" if plot else ""
+            raise MetricsUnfinished(f"in {self.directory} dvclive's run did not end ({ended}): its {METRICS_JSON} may "
+                                    f"lack the last values{also}")
+        if plot is not None:
+            raise MetricsUnfinished(f"in {self.directory} the loss plot was not drawn ({plot}); {METRICS_JSON} and the "
+                                    "curves (plots/metrics/*.tsv) are whole")
 
     def curve(self, name: str) -> list[tuple[int, float]]:
         """(step, value) of a logged metric, by step; a resumed run's repeated steps keep
@@ -468,30 +485,47 @@ class LiveMetrics:
         return ["train_loss", "val", *found]
 
 
-class Tracker:
-    """fit's `on_metrics`: each call handed to every logger, in --logger's order."""
+class MetricsUnfinished(MyptError):
+    """A logger's last files that could not be written as the run ended (LiveMetrics.close)."""
 
-    def __init__(self, loggers: list):
-        self.loggers = loggers
+
+class Tracker:
+    """fit's `on_metrics`: each call handed to every logger, in --logger's order. `log`: where
+    a warning goes (training's log)."""
+
+    def __init__(self, loggers: list, log: Callable[[str], None] = print):
+        self.loggers, self.log = loggers, log
 
     def __call__(self, step: int, values: dict) -> None:
         for logger in self.loggers:
             logger(step, values)
 
     def close(self, failed: bool = False) -> None:
-        """Close every logger, even after one fails to (its error is raised then)."""
+        """Close every logger, even after one fails to (its error is raised then). The run's
+        last metrics files unwritten (MetricsUnfinished) are a warning: a run that completed,
+        its last checkpoint saved, is not failed for its plot (a DVC stage that fails loses its
+        outputs, the checkpoint among them); one that failed keeps its own error."""
+        def closing(logger) -> None:
+            try:
+                logger.close(failed)
+            except MetricsUnfinished as e:
+                done = "the run stopped" if failed else "training completed and its last checkpoint is saved"
+                self.log(f"warning: {done}, but {e}")
+
         with ExitStack() as stack:
             for logger in reversed(self.loggers):
-                stack.callback(logger.close, failed)
+                stack.callback(closing, logger)
 
 
 def open_tracker(names: tuple[str, ...], directory: Path, run_name: str, resume: bool = False,
-                 resume_step: int | None = None, found: MetricsDir | None = None) -> Tracker:
+                 resume_step: int | None = None, found: MetricsDir | None = None,
+                 log: Callable[[str], None] = print) -> Tracker:
     """The loggers `names` (mypt.loggers.LOGGERS) writing to `directory`, a run called
     `run_name`. `resume` continues each logger's run from `resume_step`, the checkpoint's step:
     the resumed run logs the steps after it, each once. `found`: what check_metrics_dir found
     in `directory` for this run (checked here where not given, before any logger opens: a
-    refusal changes nothing). A logger that fails to open closes those opened before it."""
+    refusal changes nothing). A logger that fails to open closes those opened before it. `log`:
+    where the tracker's warnings go."""
     if found is None:
         found = check_metrics_dir(directory, dvclive="dvclive" in names, resume=resume, model=run_name, loggers=names)
     opened: list = []
@@ -505,6 +539,6 @@ def open_tracker(names: tuple[str, ...], directory: Path, run_name: str, resume:
                 record = {"record": found.records[name]} if name in RECORDS else {}
                 opened.append(CLIENTS[name](Path(directory), run_name, resume, resume_step, **record))
     except BaseException:
-        Tracker(opened).close(failed=True)
+        Tracker(opened, log).close(failed=True)
         raise
-    return Tracker(opened)
+    return Tracker(opened, log)

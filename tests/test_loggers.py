@@ -273,3 +273,30 @@ def test_a_run_record_no_run_of_this_model_wrote_is_refused_and_kept(name, recor
     assert "step 0" not in done.output and "Traceback" not in done.output
     assert sorted(p.name for p in live.iterdir()) == [f"{name}_run.json"]
     assert (live / f"{name}_run.json").read_text() == record
+
+
+@pytest.mark.slow
+def test_a_finished_run_whose_loss_plot_cannot_be_written_warns_and_exits_0(corpus, tmp_path, monkeypatch):
+    """A full disk as the run's last file, the loss PNG, is written: training completed and its
+    checkpoint is saved, so the command says so in a warning and succeeds (a failed DVC stage loses
+    its outputs, the checkpoint among them); metrics.json is ended all the same."""
+    import errno
+
+    monkeypatch.chdir(tmp_path)
+    real = os.replace
+
+    def full_disk(src, dst, *args, **kwargs):
+        if str(dst).endswith("loss.png"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "replace", full_disk)
+    done = CliRunner().invoke(main, ["train", "--input_file", str(corpus), "--tokenization", "char", "--model_name",
+                                     "m", "--config_file", "tiny", "--device=cpu", "--max_iters=2", "--eval_interval=1",
+                                     "--eval_iters=1", "--metrics_dir", "runs/m"])
+    assert done.exit_code == 0, done.output
+    assert ("warning: training completed and its last checkpoint is saved, but in runs/m the loss plot was not drawn "
+            "(cannot write runs/m/plots/images/loss.png: No space left on device") in done.output, done.output
+    assert "metrics.json and the curves (plots/metrics/*.tsv) are whole" in done.output
+    assert json.loads(Path("checkpoints/m/training_state.json").read_text())["step"] == 2
+    assert json.loads(Path("runs/m/metrics.json").read_text())["step"] == 2
+    assert not Path("runs/m/plots/images/loss.png").exists()
