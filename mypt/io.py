@@ -67,6 +67,37 @@ def write_reports(reports: dict[Path, object]) -> None:
             f.flush()
 
 
+@contextlib.contextmanager
+def report_set_aside(report: Path, output: Path) -> Iterator[None]:
+    """A stage's report (`--stats`) of its previous output, set aside while the block replaces
+    `output` (its --out_dir): held in memory, the file removed, so that a kill (or a full disk)
+    between the output's swap and the new report's write leaves no report, never the previous
+    one beside the new output. Where the block fails with the output as it was (a refusal, an
+    error in the work), it is put back. The caller writes the new report after the block."""
+    if not os.path.isfile(report) or os.path.islink(report):  # (check_report_paths refused a link)
+        yield
+        return
+    data, mode, before = Path(report).read_bytes(), stat.S_IMODE(os.stat(report).st_mode), _identity(output)
+    os.unlink(report)
+    try:
+        yield
+    except BaseException:
+        if _identity(output) == before:  # (a swapped output keeps no earlier report: see above)
+            atomic_write_bytes(report, data)
+            os.chmod(report, mode)
+        raise
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which directory `path` is (its target's device and inode), None where there is none: a
+    swap puts another in its place."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 # A part of a report's shape (check_report_paths): a name the run chose (a corpus, a token).
 ANY_NAME = re.compile(r".*", re.DOTALL)
 
@@ -811,7 +842,10 @@ def _pinned(previous: Path, users: list[str]) -> list[str]:
 def _flags(path: Path) -> int:
     """The file's flags (chattr's on Linux, chflags' elsewhere), 0 where none can be read: a
     link, a FIFO or device (opening one to ask could block or act), a file it cannot open."""
-    st = os.lstat(path)
+    try:
+        st = os.lstat(path)
+    except OSError:  # (gone meanwhile: nothing to move)
+        return 0
     if hasattr(st, "st_flags"):  # BSD, macOS: chflags uchg, uappnd and their system forms
         return _PINNED if st.st_flags & (stat.UF_IMMUTABLE | stat.UF_APPEND | stat.SF_IMMUTABLE
                                          | stat.SF_APPEND) else 0

@@ -8,7 +8,7 @@ from mypt.signals import ctrl_c_says_aborted
 
 ctrl_c_says_aborted()  # first: a Ctrl-C while the modules below load says Aborted!, not a traceback
 import click
-from mypt.io import check_report_paths, write_json
+from mypt.io import check_report_paths, report_set_aside, write_json
 from mypt.options import GreedyCommand, input_files_option, option, settings_options
 from mypt.readers import formats_help, named_paths
 from mypt.steps import bad_lines_note
@@ -27,7 +27,8 @@ def main(input_files, out_dir, stats, **flags) -> None:
     # A previous report of this stage holds the clean counts' names only (an older mypt's, some of them).
     check_report_paths({"--stats": (stats, dict.fromkeys(COUNTERS, int))},
                        [("--out_dir", out_dir), *(("--input_files", p) for p in inputs)])
-    manifest = clean(list(input_files), out_dir, CleanSettings.from_flags(flags))
+    with report_set_aside(stats, out_dir):  # (never the previous report beside a new output)
+        manifest = clean(list(input_files), out_dir, CleanSettings.from_flags(flags))
     write_json(stats, manifest["stats"]["clean"])
     if note := bad_lines_note(manifest):
         click.echo(note)

@@ -8,7 +8,7 @@ from mypt.signals import ctrl_c_says_aborted
 
 ctrl_c_says_aborted()  # first: a Ctrl-C while the modules below load says Aborted!, not a traceback
 import click
-from mypt.io import check_report_paths, write_json
+from mypt.io import check_report_paths, report_set_aside, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.dedup import COUNTERS, DedupSettings, dedup
 
@@ -23,7 +23,8 @@ def main(in_dir, out_dir, stats, **flags) -> None:
     # A previous report of this stage holds the dedup counts' names only (an older mypt's, some of them).
     check_report_paths({"--stats": (stats, dict.fromkeys(COUNTERS, int))}, [("--in_dir", in_dir),
                                                                              ("--out_dir", out_dir)])
-    manifest = dedup(in_dir, out_dir, DedupSettings.from_flags(flags))
+    with report_set_aside(stats, out_dir):  # (never the previous report beside a new output)
+        manifest = dedup(in_dir, out_dir, DedupSettings.from_flags(flags))
     write_json(stats, manifest["stats"].get("dedup", {}))  # (off: no counts, as prepare-dataset --no_dedup)
 
 

@@ -9,7 +9,7 @@ from mypt.signals import ctrl_c_says_aborted
 ctrl_c_says_aborted()  # first: a Ctrl-C while the modules below load says Aborted!, not a traceback
 import click
 from mypt.dataset_dir import split_stage
-from mypt.io import check_report_paths, write_json
+from mypt.io import check_report_paths, report_set_aside, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.split import COUNTERS, SplitSettings, summary_lines
 
@@ -29,7 +29,8 @@ def main(in_dir, out_dir, stats, overwrite, **flags) -> None:
     # A previous report of this stage holds the split counts' names and its shard counts only.
     shape = dict.fromkeys([*COUNTERS, *SHARD_COUNTS], int)
     check_report_paths({"--stats": (stats, shape)}, [("--in_dir", in_dir), ("--out_dir", out_dir)])
-    meta = split_stage(in_dir, out_dir, SplitSettings.from_flags(flags), overwrite)
+    with report_set_aside(stats, out_dir):  # (never the previous report beside a new output)
+        meta = split_stage(in_dir, out_dir, SplitSettings.from_flags(flags), overwrite)
     write_json(stats, {**meta["stats"]["split"], **{name: len(meta[split]["shards"])
                                                     for name, split in SHARD_COUNTS.items()}})
     for line in summary_lines(meta, out_dir):

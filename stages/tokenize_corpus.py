@@ -12,7 +12,7 @@ from mypt.signals import ctrl_c_says_aborted
 
 ctrl_c_says_aborted()  # first: a Ctrl-C while the modules below load says Aborted!, not a traceback
 import click
-from mypt.io import ANY_NAME, check_report_paths, write_json
+from mypt.io import ANY_NAME, check_report_paths, report_set_aside, write_json
 from mypt.options import MyptCommand, option, settings_options
 from mypt.steps.tokenize import COUNTERS, TokenizeSettings, tokenize
 from mypt.tokenizers import Tokenizer
@@ -31,7 +31,8 @@ def main(in_dir, tokenizer_dir, out_dir, stats, **flags) -> None:
     shape = {"unknown_token_counts": {ANY_NAME: int}, **dict.fromkeys(COUNTERS, int)}
     check_report_paths({"--stats": (stats, shape)}, [("--in_dir", in_dir), ("--tokenizer_dir", tokenizer_dir),
                                                      ("--out_dir", out_dir)])
-    manifest = tokenize(in_dir, out_dir, Tokenizer.load(tokenizer_dir), TokenizeSettings.from_flags(flags))
+    with report_set_aside(stats, out_dir):  # (never the previous report beside a new output)
+        manifest = tokenize(in_dir, out_dir, Tokenizer.load(tokenizer_dir), TokenizeSettings.from_flags(flags))
     # Which characters were replaced stays in the dataset metadata; metrics keep numbers.
     write_json(stats, {k: v for k, v in manifest["stats"]["tokenize"].items() if k != "replaced_char_counts"})
 
