@@ -101,6 +101,7 @@ def _take(lock: Path, output: Path, flag: str) -> int:
     killed run left is replaced by this one, atomically."""
     # pid and a random part: a pod's pid is the same run after run, and another pod's may be too.
     own = sibling(output.resolve(), f"lock-{os.getpid()}-{secrets.token_hex(4)}")
+    _remove_dead_takers(output.resolve())
     fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with naming(lock):  # (a full disk: said of the lock beside the output, not of "a file")
@@ -146,6 +147,50 @@ def _take(lock: Path, output: Path, flag: str) -> int:
         raise
     finally:
         own.unlink(missing_ok=True)  # linked: the lock's second name; replaced: gone already
+
+
+def _remove_dead_takers(output: Path) -> None:
+    """Remove the files `.NAME.lock-PID-HEX` (_take's own name, for a moment) that a run killed
+    while it took the lock left beside `output`, for ever otherwise: only a name _take makes for
+    this output, a regular file empty or holding that pid's lock line, whose pid is no process
+    of this host and which no process holds locked (another host's run, taking the lock on a
+    shared disk, holds its own locked). Best effort: one that cannot be removed stays."""
+    try:
+        entries = list(os.scandir(output.parent))
+    except OSError:
+        return
+    for entry in entries:
+        m = re.search(r"lock-(\d+)-([0-9a-f]{8})$", entry.name)
+        if not m or sibling(output, f"lock-{m[1]}-{m[2]}").name != entry.name or not _dead(int(m[1])):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            content = os.pread(fd, 64, 0)
+            if stat.S_ISREG(os.fstat(fd).st_mode) and content in (b"", f"mypt lock of pid {m[1]}\n".encode()) \
+                    and not _locked_elsewhere(fd):
+                os.unlink(entry.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _dead(pid: int) -> bool:
+    """Whether no process of this host has the id `pid`."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OverflowError:  # (an id no process can have)
+        return True
+    except PermissionError:  # another user's
+        return False
+    return False
 
 
 def _make_in_place(lock: Path, output: Path, flag: str) -> int | None:

@@ -1395,3 +1395,18 @@ def test_an_output_whose_path_leads_back_to_a_literal_tilde_is_refused(tmp_path,
         r.output
     assert not Path("~").exists()
 
+
+
+def test_a_lock_file_a_run_killed_while_taking_the_lock_left_is_removed_by_the_next(corpus):
+    """A run killed while it took the lock left its own name of the lock file (`.ds.lock-PID-HEX`)
+    beside the output for ever. The next writer removes it where that pid is no process here, and
+    only such a file: a live process's, and a user's file of a like name, stay."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # (a pid no process has now)
+    left = {f".ds.lock-{gone.pid}-0a1b2c3d": f"mypt lock of pid {gone.pid}\n", f".ds.lock-{gone.pid}-00ff00ff": ""}
+    kept = {f".ds.lock-{os.getppid()}-0a1b2c3d": f"mypt lock of pid {os.getppid()}\n",  # a live process's
+            f".ds.lock-{gone.pid}-notes": "mine\n", f".ds.lock-{gone.pid}-0a1b2c3e": "my notes\n"}
+    for name, text in {**left, **kept}.items():
+        Path(name).write_text(text)
+    prepare("ds")
+    assert sorted(p.name for p in Path.cwd().iterdir() if p.name.startswith(".ds.")) == sorted(kept)
