@@ -383,11 +383,16 @@ _gloo = None  # (the process group, its gloo group)
 # rank 0's "saved" in the process group's store, not in a collective, for as long as rank 0's
 # save makes progress: a thread of rank 0's (_beat) counts in the store every few seconds while
 # the thread writing the checkpoint (saving) has read or written a byte since it last looked, and
-# outside a save. A rank 0 stopped (SIGSTOP) or ended, or whose write hangs (a stalled mount, a
-# stuck GPU copy: its process lives on), ends them within the timeout; a save that goes on writing,
-# however slowly, ends nothing. Its steps that read and write nothing (the weights copied to CPU
-# memory, seconds even for a 7B model) must stay within the timeout. Where the bytes cannot be
-# counted (no /proc: macOS), any sign of rank 0's process is taken as progress.
+# outside a save, and while that thread is inside a read, write, close or fsync (_in_io_call):
+# /proc counts a call's bytes only as it returns, and one call can be long in a sound save
+# (safetensors writes each tensor in one write(), minutes for a large one on slow storage; a close
+# on NFS or a FUSE mount such as gcsfuse or s3fs sends the whole file then). A rank 0 stopped
+# (SIGSTOP) or ended, or whose save waits outside such calls (a stuck GPU copy, a futex: its
+# process lives on), ends them within the timeout; one inside such calls with no byte counted for
+# _IN_CALL_TIMEOUTS timeouts (a write stuck on a hung mount) ends them one timeout later; a save
+# that goes on writing, however slowly, ends nothing. Its steps that read and write nothing (the
+# weights copied to CPU memory, seconds even for a 7B model) must stay within the timeout. Where
+# the bytes cannot be counted (no /proc: macOS), any sign of rank 0's process is taken as progress.
 _saves = 0  # the saves this rank has come to the end of (every rank counts the same ones)
 _beating = False
 _writer: int | None = None  # the native id of the thread writing a checkpoint (saving), while it does
@@ -397,7 +402,7 @@ _writer: int | None = None  # the native id of the thread writing a checkpoint (
 def saving() -> Iterator[None]:
     """The block in which this thread writes a checkpoint: on rank 0, while it runs, the ranks
     waiting for the save (rank_0_saved) get a sign of progress only when the block has read or
-    written since the last one."""
+    written since the last one, or is inside a read, write or close (bounded: _IN_CALL_TIMEOUTS)."""
     global _writer
     _writer = threading.get_native_id()
     try:
@@ -419,6 +424,28 @@ def _bytes_moved(thread: int) -> int | None:
         return int(mine["rchar"]) + int(mine["wchar"]) + int(process["read_bytes"]) + int(process["write_bytes"])
     except (OSError, KeyError, ValueError):
         return None
+
+
+# The system calls, by number, in which a save's thread is writing though its bytes stand still:
+# read, write, open, close, pread64, pwrite64, readv, writev, fsync, fdatasync, openat (Linux's
+# tables: x86_64's, and the generic one aarch64 uses). Not futex or poll: a thread waiting on
+# another (a stuck GPU copy, threading's waits) is no write. Another machine: none (bytes only).
+_IO_CALLS = {"x86_64": {0, 1, 2, 3, 17, 18, 19, 20, 74, 75, 257},
+             "aarch64": {63, 64, 57, 67, 68, 65, 66, 82, 83, 56}}
+# How many --dist_timeout_minutes a save's thread may spend inside those calls with no byte counted
+# (a close sending 56 GB to NFS at 100 MB/s: 9 minutes), before it is taken as stuck (a hung mount):
+# an hour at the default 10, after which the waiting ranks end one timeout later.
+_IN_CALL_TIMEOUTS = 6
+
+
+def _in_io_call(thread: int) -> bool:
+    """Whether `thread` (a native id) is inside one of _IO_CALLS: the number that starts its /proc
+    syscall file ('running' in user space, -1 blocked outside a call). False where /proc cannot say."""
+    try:
+        with open(f"/proc/self/task/{thread}/syscall") as f:
+            return int(f.read().split()[0]) in _IO_CALLS.get(os.uname().machine, ())
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def _key(name: str) -> str:
@@ -450,17 +477,19 @@ def _start_beat(dist: Dist) -> None:
     _beating = True
     store, stop = _default_store(), threading.Event()
     store.add(_key("alive"), 1)
-    every = min(5.0, _limit_s(dist) / 4)
+    every, in_call = min(5.0, _limit_s(dist) / 4), _limit_s(dist) * _IN_CALL_TIMEOUTS
 
     def beat() -> None:
-        last = None  # (the writer's bytes when last looked)
+        last, since = None, time.monotonic()  # (the writer's bytes when last looked, and since when)
         try:
             while not stop.wait(every):
                 writer = _writer
                 moved = None if writer is None else _bytes_moved(writer)
                 if moved is None or moved != last:
+                    last, since = moved, time.monotonic()
                     store.add(_key("alive"), 1)
-                last = moved
+                elif time.monotonic() - since < in_call and _in_io_call(writer):
+                    store.add(_key("alive"), 1)
         except Exception:  # (the store gone: the run ends)
             pass
 
@@ -472,11 +501,11 @@ def _start_beat(dist: Dist) -> None:
 def rank_0_saved(dist: Dist) -> None:
     """Every rank at the end of a save, before the collective on its outcome (mypt.train's
     _agree_saved): rank 0 says its write is done, and each other rank waits for that in the
-    store, unbounded by --dist_timeout_minutes while rank 0's save reads or writes (see
-    _start_beat). Raises as a collective that timed out (collective_timed_out) where it did
-    neither within the timeout. A store that is gone (torchrun's agent killed: the ranks live on,
-    stopping at a checkpoint) leaves the outcome to the collective that follows, which also says
-    a rank 0 that ended."""
+    store, unbounded by --dist_timeout_minutes while rank 0's save reads or writes, or is inside
+    a read, write or close for up to _IN_CALL_TIMEOUTS timeouts (see _start_beat). Raises as a
+    collective that timed out (collective_timed_out) where it did neither within the timeout. A
+    store that is gone (torchrun's agent killed: the ranks live on, stopping at a checkpoint)
+    leaves the outcome to the collective that follows, which also says a rank 0 that ended."""
     global _saves
     if dist.world_size == 1:
         return
@@ -489,7 +518,8 @@ def rank_0_saved(dist: Dist) -> None:
     limit, started, told = _limit_s(dist), time.monotonic(), False
     alive, seen, pause = -1, started, 0.01
     timed_out = RuntimeError(f"{_TIMED_OUT} {limit * 1000:.0f}ms for rank 0's save to end: it read or wrote "
-                             "nothing in that time, or its process stopped")
+                             f"nothing in that time (nor in {_IN_CALL_TIMEOUTS}x that inside a write or close), or "
+                             "its process stopped")  # (lost_rank keeps 160 characters of it)
     while True:
         try:
             if _answer(lambda: store.check([saved]), seen + limit - time.monotonic()):

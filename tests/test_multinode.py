@@ -201,15 +201,28 @@ SLOW_SAVE = ("import time, mypt.checkpoint\nreal = mypt.checkpoint.save\nslow = 
              "mypt.checkpoint.save = save\n")
 
 
+# Rank 0's save of the first checkpoint starts with one write() of 1 MiB into a pipe drained only
+# after 20 s: a call whose bytes /proc counts only as it returns (safetensors writes a tensor in
+# one write(); a close on NFS or a FUSE mount sends the whole file).
+LONG_WRITE = ("import os, threading, time, mypt.checkpoint\nreal = mypt.checkpoint.save\nslow = [20]\n"
+              "def drain(pipe, after):\n    time.sleep(after)\n    while os.read(pipe, 1 << 20):\n        pass\n"
+              "def save(*a, **k):\n    if slow:\n        r, w = os.pipe()\n"
+              "        threading.Thread(target=drain, args=(r, slow.pop()), daemon=True).start()\n"
+              "        os.write(w, b'.' * (1 << 20))\n        os.close(w)\n    return real(*a, **k)\n"
+              "mypt.checkpoint.save = save\n")
+
+
 @pytest.mark.slow
-def test_rank_0_saving_longer_than_dist_timeout_minutes_ends_no_rank(dataset, tmp_path):
+@pytest.mark.parametrize("patch", [SLOW_SAVE, LONG_WRITE], ids=["slow writes", "one long write"])
+def test_rank_0_saving_longer_than_dist_timeout_minutes_ends_no_rank(dataset, tmp_path, patch):
     """Under DDP rank 0 writes the checkpoint alone, and the other ranks waited for it in a
     collective bounded by --dist_timeout_minutes: an 84 GB checkpoint (a 7B model with AdamW) on
     network storage, slower than the timeout, ended the run at its first save. They wait for
     rank 0's save while it writes: a save of 20 s under a timeout of 15 s ends nothing (15 s: far
-    past how far two sound ranks drift apart on a loaded machine)."""
+    past how far two sound ranks drift apart on a loaded machine), whether it writes a byte a
+    second or spends the 20 s inside one write() whose bytes are counted only as it returns."""
     args = train_args(dataset, "--max_iters", "4", "--dist_timeout_minutes", "0.25")
-    with ranks_by_hand([with_patch(SLOW_SAVE, args), [sys.executable, "-m", "mypt.cli", *args]], tmp_path,
+    with ranks_by_hand([with_patch(patch, args), [sys.executable, "-m", "mypt.cli", *args]], tmp_path,
                        logs=tmp_path) as procs:
         for proc in procs:
             proc.wait(timeout=180)
@@ -238,21 +251,29 @@ def other_rank_when_one_stops(stopped: int, patch: str, dataset: Path, tmp_path:
 
 
 # Rank 0's save waits for good in its main thread, reading and writing nothing, while its other
-# threads live on: a write stuck in the kernel on a stalled mount, or a stuck GPU copy.
+# threads live on (a futex wait, outside any read or write call): a stuck GPU copy.
 STALLED_SAVE = "import threading, mypt.checkpoint\nmypt.checkpoint.save = lambda *a, **k: threading.Event().wait()\n"
+# Rank 0's save stuck for good inside one write() (a pipe never drained: a hung mount), with the
+# time a write may take unseen cut from 6 timeouts to 1 (an hour and 10 minutes by default).
+STUCK_WRITE = ("import os, mypt.checkpoint, mypt.distributed\nmypt.distributed._IN_CALL_TIMEOUTS = 1\n"
+               "def save(*a, **k):\n    r, w = os.pipe()\n    os.write(w, b'.' * (1 << 20))\n"
+               "mypt.checkpoint.save = save\n")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("patch", [stopped_in("mypt.checkpoint", "save"), STALLED_SAVE], ids=["stopped", "stalled"])
+@pytest.mark.parametrize("patch", [stopped_in("mypt.checkpoint", "save"), STALLED_SAVE, STUCK_WRITE],
+                         ids=["stopped", "stalled", "stuck in a write"])
 def test_rank_0_stopped_in_its_save_ends_the_other_ranks_within_dist_timeout_minutes(dataset, tmp_path, patch):
     """The other side of that wait: rank 0 stopped (SIGSTOP: no sign of life) as it saves, or
     whose save stalls with its process alive (the rank waiting for it waited for good), ends the
-    rank waiting for it within --dist_timeout_minutes, in one line naming the timeout."""
+    rank waiting for it within --dist_timeout_minutes, in one line naming the timeout; one stuck
+    inside a write() ends it too, _IN_CALL_TIMEOUTS timeouts later."""
     out = other_rank_when_one_stops(0, patch, dataset, tmp_path)
     assert re.findall(r"^Error: rank 1: another rank did not take part in the vote or save after step 3 within "
                       r"--dist_timeout_minutes 0.25 \(Timed out waiting 15000ms for rank 0's save to end: it read or "
-                      r"wrote nothing in that time, or its process stopped\): a rank that hangs .* saving nothing; no "
-                      r"checkpoint was written: start the run again$", out, re.M), out[-3000:]
+                      r"wrote nothing in that time \(nor in [16]x that inside a write or close\), or its process "
+                      r"stopped\): a rank that hangs .* saving nothing; no checkpoint was written: start the run "
+                      r"again$", out, re.M), out[-3000:]
 
 
 @pytest.mark.slow
