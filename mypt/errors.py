@@ -115,6 +115,11 @@ def os_error_message(e: OSError) -> str:
     reason = e.strerror or (os.strerror(e.errno) if e.errno else str(e))
     path = e.filename if e.filename is not None else "a file"
     if e.errno is None and _short_write(e):  # numpy's tofile: "N requested and M written", no errno
+        # Under a file-size limit numpy says no EFBIG, and the file, removed since, cannot say its size: both named.
+        if (limit := _size_limit()) is not None:
+            return (f"cannot write {path}: a write cut short ({reason}): the file reached this process's file-size "
+                    f"limit (ulimit -f: {limit:,} bytes), or the disk is full; raise the limit (ulimit -f "
+                    "unlimited), free some space, or choose an output on another disk")
         return (f"cannot write {path}: a write cut short ({reason}): the disk is likely full; free some space, or "
                 "choose an output on another disk")
     if e.errno is None and _numpy_no_space(e):  # numpy's tofile, where its fallocate found the disk full
@@ -127,6 +132,16 @@ def os_error_message(e: OSError) -> str:
     paths = f"{path} -> {e.filename2}" if e.filename2 is not None else str(path)
     hint = _OS_HINTS.get(e.errno)
     return f"{verb} {paths}: {reason}" + (f"; {hint}" if hint else "")
+
+
+def _size_limit() -> int | None:
+    """The process's file-size limit (ulimit -f; RLIMIT_FSIZE) in bytes, None where there is none."""
+    try:
+        import resource
+    except ImportError:  # (not POSIX)
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _short_write(e: OSError) -> bool:

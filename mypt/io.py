@@ -432,7 +432,7 @@ def remove_work(path: Path, ignore_errors: bool = False) -> None:
         for entry in os.scandir(path):
             if entry.name != WORK_MARK:
                 if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
+                    _rmtree(entry.path)
                 else:
                     os.unlink(entry.path)
         unmark(path)
@@ -446,6 +446,20 @@ def remove_work(path: Path, ignore_errors: bool = False) -> None:
     except OSError:
         if not ignore_errors:
             raise
+
+
+def _rmtree(path: str) -> None:
+    """shutil.rmtree, its error naming the file by its full path (shutil's names the bare entry:
+    it works through folder descriptors)."""
+    def named(func, where, exc) -> None:
+        exc = exc[1] if isinstance(exc, tuple) else exc  # (onerror's exc_info before Python 3.12)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, os.fspath(where)) from exc
+        raise exc
+    if sys.version_info >= (3, 12):  # (onerror is deprecated there)
+        shutil.rmtree(path, onexc=named)
+    else:
+        shutil.rmtree(path, onerror=named)
 
 
 def remove_own(path: Path, flag: str, aside_of: Path | None = None) -> None:
