@@ -473,7 +473,10 @@ class RunSettings(Settings):
               "checkpoint kept for --resume (torch's own default: 30 minutes with gloo). It must exceed the longest "
               "wait of a sound run in a collective: one rank compiling or loading longer than another. (Under DDP "
               "the others wait for rank 0's checkpoint write however long, as long as it keeps reading or "
-              "writing: only a stretch of the save with no I/O must fit in this time.)",
+              "writing: only a stretch of the save with no I/O must fit in this time. One read, write or close "
+              "call that takes long (a large tensor written to slow storage, a file flushed at close on NFS or a "
+              "FUSE mount) counts as I/O for up to 6 times this; a save stuck in such a call (a hung mount) ends "
+              "the run one timeout later.)",
         min=0.0, min_open=True)
     metrics_dir: Path | None = setting(None, "Write the run's metrics here while it trains, through --logger's "
                                              "loggers; dvclive's by default (metrics.json, plots/metrics/*.tsv, "
