@@ -187,7 +187,8 @@ def _unit_cut(f: BinaryIO, lo: int, hi: int, first: int, skip: RunSkip) -> tuple
                 at = m.end()  # (too short for a cut: the period, which may cost an hf probe, not asked)
                 continue
             f.seek(max(start - BOUNDARY_CONTEXT, first))
-            period = skip.period(unit, f.read(start - max(start - BOUNDARY_CONTEXT, first)))
+            period = skip.period(unit, f.read(start - max(start - BOUNDARY_CONTEXT, first)),
+                                 start - BOUNDARY_CONTEXT <= first)
             if period:
                 step, into = period[0] * len(unit), period[1]
                 cut = start + into + step * max(1, -(-(lo - start - into) // step))  # (the first at `lo` or after)

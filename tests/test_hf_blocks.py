@@ -340,17 +340,93 @@ ALL_KINDS = ["train-tokenizer", "llama3 pattern", "added token of spaces", "nfkc
              "bert pre-tokenizer, wordpiece", "metaspace", "unigram, metaspace first", "metaspace, split false"]
 
 
-@pytest.mark.parametrize("kind", [k if k in ("train-tokenizer", "metaspace") else pytest.param(k, marks=SLOW)
-                                  for k in ALL_KINDS + ["byte-level, <tok>", "byte-level, <tok> rstrip"]])
-def test_long_runs_of_one_whitespace_character_encoded_in_parts_keep_the_ids(made, with_added, kind, monkeypatch):
+def _joined_kinds() -> dict[str, HFTokenizer]:
+    """Hand-made BPEs whose merges pair a letter or a tab with the whitespace after it, by rank "aa", "\\t\\t",
+    "a" + W and "\\t" + W, then W + W for each whitespace character W, with a pre-tokenizer that joins a run to
+    what is before it: none, ByteLevel without its pattern, Metaspace (all but spaces), GPT-2's pattern (to
+    the whitespace before it). BPE pairs such a run's characters as the parity of that text's length says."""
+    pt, tk = tokenizers.pre_tokenizers, tokenizers
+
+    def bpe(pre, byte_level: bool) -> HFTokenizer:
+        if byte_level:
+            alphabet, ws = pt.ByteLevel.alphabet(), {" ": "Ġ", "\t": "ĉ", "\n": "Ċ", "\r": "č"}
+        else:
+            alphabet, ws = set("".join(AROUND + RUN_CHARS) + "axy<tok>▁"), {w: w for w in RUN_CHARS}
+        tab, spaces = ws["\t"], ws.values()
+        merges = [("a", "a"), (tab, tab)] + [(c, w) for c in ("a", tab) for w in spaces if w != c] + \
+            [(w, w) for w in spaces if w != tab]
+        vocab = {c: i for i, c in enumerate(sorted(alphabet) + ["<unk>"])}
+        for a, b in merges:
+            vocab.setdefault(a + b, len(vocab))
+        hf = tk.Tokenizer(tk.models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
+        if pre is not None:
+            hf.pre_tokenizer = pre
+        hf.add_special_tokens(["<|endoftext|>"])
+        return HFTokenizer(tokenizer_json=hf.to_str())
+
+    return {"joined: no pre-tokenizer": bpe(None, False),
+            "joined: byte-level, no pattern": bpe(pt.ByteLevel(add_prefix_space=False, use_regex=False), True),
+            "joined: metaspace never": bpe(pt.Metaspace(prepend_scheme="never"), False),
+            "joined: byte-level": bpe(pt.ByteLevel(add_prefix_space=False), True)}
+
+
+@pytest.fixture(scope="module")
+def joined():
+    return _joined_kinds()
+
+
+@pytest.mark.parametrize("kind, lead, char", [("joined: no pre-tokenizer", "a", " "),
+                                              ("joined: byte-level, no pattern", "a", " "),
+                                              ("joined: metaspace never", "a", "\t"),
+                                              ("joined: byte-level", "\t", " ")])
+def test_a_run_joined_to_the_text_before_it_is_cut_only_where_that_text_cannot_change_its_ids(
+        joined, kind, lead, char, monkeypatch):
+    """A run of one whitespace character in one piece with what is before it: 9 or 11 a's (or tabs) before it
+    pair the run otherwise than 8 or 10, which look the same in the 8 bytes its period's check saw (cut: other
+    ids). Cut only where that piece starts where no text before it moves it; the library's ids of the whole."""
+    tok = joined[kind]
+    whole = tokenizers.Tokenizer.from_str(tok.tokenizer_json)
+    monkeypatch.setattr(hf_module, "LONG_RUN", 16)
+    for m in range(1, 20):
+        for n in (100, 101):
+            text = "x " + lead * m + char * n + "x"
+            assert tok.encode(text) == whole.encode(text, add_special_tokens=False).ids, (kind, m, n)
+
+
+@pytest.mark.parametrize("kind, lead", [("joined: metaspace never", "a"), ("joined: byte-level", "\t")])
+def test_blank_lines_joined_to_the_text_before_them_are_cut_only_where_that_text_cannot_change_their_ids(
+        joined, kind, lead, tmp_path):
+    """Blank lines after a word (Metaspace, which joins a newline to it) or after tabs (GPT-2's pattern: one
+    piece of whitespace), of each count 8-11: uncut, the whole text's ids; the blank lines after " y", whose
+    piece starts at its space (Metaspace) or after it, are cut at their period."""
+    tok, path = joined[kind], tmp_path / "t.txt"
+    for m in (8, 9, 10, 11):
+        text = "x " + lead * m + "\n" * 3000 + " y" + "\n" * 3000 + " y\n"
+        path.write_bytes(text.encode())
+        blocks = split_blocks(path, 64, safe=tok.block_boundary)
+        data = path.read_bytes()
+        assert np.concatenate([tok.encode_array(data[a:b].decode()) for a, b in blocks]).tolist() == \
+            tok.encode(text), (kind, m)
+        assert len(blocks) > 3000 // 100, len(blocks)
+
+
+@pytest.mark.parametrize("kind", [k if k in ("train-tokenizer", "metaspace", "joined: byte-level")
+                                  else pytest.param(k, marks=SLOW)
+                                  for k in ALL_KINDS + ["byte-level, <tok>", "byte-level, <tok> rstrip",
+                                                        "joined: no pre-tokenizer", "joined: byte-level, no pattern",
+                                                        "joined: metaspace never", "joined: byte-level"]])
+def test_long_runs_of_one_whitespace_character_encoded_in_parts_keep_the_ids(made, with_added, joined, kind,
+                                                                             monkeypatch):
     """A run of one whitespace character inside a text, 2 * LONG_RUN or more, is encoded in parts cut at
     its probed period (HFTokenizer._run_cuts): the ids of the library's encode of the whole text, for runs
     of each character between random text, LONG_RUN drawn small (every cut point a different count of
     units from the run's start, and from its end)."""
-    tok, _ = {**made, **with_added}[kind]
+    tok = {**made, **with_added}[kind][0] if kind in made or kind in with_added else joined[kind]
     whole = tokenizers.Tokenizer.from_str(tok.tokenizer_json)
     rng, cut = random.Random(kind), 0
-    around = AROUND + ["<tok>", "<tok>\t", "\t<tok>"]
+    # (and a's or tabs before a run, more than the 8 bytes a check of its period saw, and the 64 characters
+    # _run_cuts sees)
+    around = AROUND + ["<tok>", "<tok>\t", "\t<tok>", "a" * 9, "a" * 11, "\t" * 9, "a" * 70, "\t" * 71]
     for i in range(160):
         monkeypatch.setattr(hf_module, "LONG_RUN", rng.randint(16, 80))
         char = RUN_CHARS[i % len(RUN_CHARS)]
@@ -359,8 +435,10 @@ def test_long_runs_of_one_whitespace_character_encoded_in_parts_keep_the_ids(mad
         text = before + char * rng.randint(1, 1500) + after
         assert tok.encode(text) == whole.encode(text, add_special_tokens=False).ids, (kind, before, char, after)
         cut += len(tok._run_cuts(text))
-    # (metaspace: some characters have no period; rstrip: no cut)
-    assert cut == 0 if "rstrip" in kind else cut > (200 if "metaspace" in kind else 1000), cut
+    # (metaspace: some characters have no period; rstrip: no cut; no pre-tokenizer: none but where _run_cuts sees
+    # all the text before the run)
+    assert cut == 0 if "rstrip" in kind else \
+        cut > (200 if "metaspace" in kind else 500 if "no pre-tokenizer" in kind else 1000), cut
 
 
 class _Encodes:

@@ -34,20 +34,20 @@ class RunSkip(NamedTuple):
     finds the run's end once (run_end), and asks the rule again only at the newlines whose window
     sees it: a run of many lines costs one search, not a question a newline.
 
-    `period(unit, before)`, where the kind has one, lets the scan cut inside a run that no rule cuts
+    `period(unit, before, opens)`, where the kind has one, lets the scan cut inside a run that no rule cuts
     (blank lines): `unit` is a newline and the whitespace after it up to the next newline (b"\n" for
     blank lines, b"\n\r" for CRLF ones), repeated from a byte of the text (or of the block) that
-    `before` (at most 8 bytes) precedes; it returns (P, at) where cutting `at` bytes after the start
-    (the newline) of every P-th unit from there keeps the ids (`at` may pass a unit: the tokens' pattern
-    may start a unit or more in), when PERIOD_TAIL units or more of the repetition follow the cut
-    (None: nowhere)."""
+    `before` (at most 8 bytes; with `opens` true, all of the block before it) precedes; it returns (P, at)
+    where cutting `at` bytes after the start (the newline) of every P-th unit from there keeps the ids (`at`
+    may pass a unit: the tokens' pattern may start a unit or more in), when PERIOD_TAIL units or more of the
+    repetition follow the cut (None: nowhere)."""
 
     chars: str
     cuts: re.Pattern | None
     starts: frozenset[int]  # (the first bytes of the characters: a window starting with another is no run's)
     bound: re.Pattern  # (a run of bytes that some character's UTF-8 holds: no run of `chars` goes past one)
     run: re.Pattern  # (a run of `chars`, in decoded text)
-    period: Callable[[bytes, bytes], tuple[int, int] | None] | None = None
+    period: Callable[[bytes, bytes, bool], tuple[int, int] | None] | None = None
     # (The period's limits, as mypt.text reads them from the rule it is handed: it imports no tokenizer, or
     # the clean and dedup stages would depend on every tokenizer's module.)
     PERIOD_TAIL = PERIOD_TAIL

@@ -223,7 +223,7 @@ for _rule in (regex_safe_boundary, lone_newline_boundary, newline_run_boundary, 
 del _rule
 
 
-def blank_lines_period(unit: bytes, before: bytes) -> tuple[int, int] | None:
+def blank_lines_period(unit: bytes, before: bytes, opens: bool = False) -> tuple[int, int] | None:
     """gpt2's RunSkip.period: blank lines (`unit` b"\\n") may be cut before every second newline of
     their run, whatever precedes it (`before`); no other run (gpt2_safe_boundary's `cuts` find a cut
     in those of any other line of whitespace). A run of newlines followed by a character is a piece

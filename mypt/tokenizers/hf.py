@@ -493,7 +493,7 @@ class HFTokenizer(Tokenizer):
             return None
         return at if self._keeps(left, right) else None
 
-    def _run_period(self, unit: bytes, before: bytes, after: str = "x") -> tuple[int, int] | None:
+    def _run_period(self, unit: bytes, before: bytes, opens: bool = False, after: str = "x") -> tuple[int, int] | None:
         """RunSkip.period: after how many units (a newline and the whitespace after it, up to the next
         newline; or, for _run_cuts, one whitespace character), and where in a unit, a run of them may be
         cut, where `before` precedes the run's first unit: the fewest units, and the first character of
@@ -501,7 +501,8 @@ class HFTokenizer(Tokenizer):
         _PERIOD_CONTEXTS), checked with the characters of `before` as every cut is (_checked_cut), and
         with `after` after the run (the scan does not see it: "x"), counted from the first unit or one
         of the next P - 1 (Llama 3's pattern joins a run of newlines to a "." before it, and BPE ".\\n"
-        first); None for none.
+        first); None for none, and where the piece that holds the run's start may start before `before`
+        (_piece_starts_in; `opens`: `before` is all of the text or block before the run).
 
         Why a period exists: the pre-tokenizer makes the run one piece, or pieces of one pattern
         (GPT-2's `\\s+(?!\\S)` takes it all but its last character, and at the end of a text all of it,
@@ -525,14 +526,29 @@ class HFTokenizer(Tokenizer):
                                         if all(self._period_keeps(text, p, at, c) for c in _PERIOD_CONTEXTS)), None)
         if (period := self._periods[text]) is None:
             return None
-        if (key := (text, context, after)) not in self._period_checks:
+        if (key := (text, context, opens, after)) not in self._period_checks:
             if len(self._period_checks) > 4096:  # (a bound: runs after thousands of different contexts)
                 self._period_checks.clear()
             at = len(unit[:period[1]].decode())
             self._period_checks[key] = next(
                 ((period[0], period[1] + shift * len(unit)) for shift in range(period[0])
-                 if self._period_keeps(text, period[0], at, context, shift, after)), None)
+                 if self._period_keeps(text, period[0], at, context, shift, after)), None) \
+                if self._piece_starts_in(context, opens, text) else None
         return self._period_checks[key]
+
+    def _piece_starts_in(self, context: str, opens: bool, unit: str) -> bool:
+        """Whether the pre-tokenizer's piece that holds the start of a run of `unit` after `context` starts
+        at the run or inside `context` (or at its start, where it `opens` the text or block), where every
+        parse of `context` from a start before it splits (_keeps, as _piece_cuts asks): then the run's ids
+        depend on `context` from there on only, which the period's check holds. Else that piece may begin
+        further back (a word joined to the run: no pre-tokenizer, ByteLevel without its pattern, Metaspace
+        before a tab or a newline), and BPE pairs the run's units leftmost first from the piece's start: with
+        merges "aa", "a ", "  ", 9 a's before 200,000 spaces pair them otherwise than 8 a's."""
+        if self._hf.pre_tokenizer is None:  # (the text is one piece: known whole only where `context` opens it)
+            return opens
+        pieces, right = functools.cache(self._pieces), unit * PIECE_CONTEXT + "x"
+        return any(all(self._keeps(context[start:at], context[at:] + right, pieces) for start in range(at))
+                   for at in range(len(context), -1 if opens else 0, -1))
 
     def _period_keeps(self, unit: str, period: int, at: int, before: str, shift: int = 0, after: str = "x") -> bool:
         """Whether `before` and a run of `unit`, then `after`, cut `at` characters into a unit after
@@ -552,11 +568,12 @@ class HFTokenizer(Tokenizer):
     def _run_cuts(self, text: str) -> list[int]:
         """Offsets in `text`, about LONG_RUN characters apart, inside runs of one whitespace character of
         2 * LONG_RUN or more, where the run's period (_run_period: probed on the character as a unit,
-        checked with the 8 bytes before the run and the character after it) lets it be cut, LONG_RUN
-        characters or more before the run's end; none in a run without a period (a pre-tokenizer or
-        model that joins the whole run: one encode), or with an ordinary added token within PIECE_CONTEXT
-        characters (the period's probe sees 8 bytes of what is before), or in any run where one strips
-        the whitespace beside it (lstrip, rstrip: the whole run, after other whitespace too)."""
+        checked with the PIECE_CONTEXT characters before the run and the one after it) lets it be cut,
+        LONG_RUN characters or more before the run's end; none in a run without a period (a pre-tokenizer
+        or model that joins the whole run: one encode), or with an ordinary added token within PIECE_CONTEXT
+        characters (the pre-tokenizer's pieces, which the check compares, do not show one), or in any run
+        where one strips the whitespace beside it (lstrip, rstrip: the whole run, after other whitespace
+        too)."""
         cuts: list[int] = []
         for start, end in whitespace_runs(text, 2 * LONG_RUN) if not self._strips else ():
             b = start
@@ -566,7 +583,8 @@ class HFTokenizer(Tokenizer):
                                                token in text[b:b + PIECE_CONTEXT] for token in self._ordinary_added):
                     continue
                 unit = text[a].encode()
-                period = self._run_period(unit, text[max(a - 8, 0):a].encode()[-8:], text[b:b + 1])
+                period = self._run_period(unit, text[max(a - PIECE_CONTEXT, 0):a].encode(), a <= PIECE_CONTEXT,
+                                          text[b:b + 1])
                 if period is None:
                     continue
                 step, first = period[0], a + period[1] // len(unit)  # (a cut at `first` + a multiple of `step`)
