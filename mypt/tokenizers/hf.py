@@ -493,16 +493,18 @@ class HFTokenizer(Tokenizer):
             return None
         return at if self._keeps(left, right) else None
 
-    def _run_period(self, unit: bytes, before: bytes, opens: bool = False, after: str = "x") -> tuple[int, int] | None:
+    def _run_period(self, unit: bytes, before: bytes, opens: bool = False) -> tuple[int, int] | None:
         """RunSkip.period: after how many units (a newline and the whitespace after it, up to the next
         newline; or, for _run_cuts, one whitespace character), and where in a unit, a run of them may be
         cut, where `before` precedes the run's first unit: the fewest units, and the first character of
         the unit, that _period_keeps finds (up to MAX_PERIOD units, probed once a unit after
         _PERIOD_CONTEXTS), checked with the characters of `before` as every cut is (_checked_cut), and
-        with `after` after the run (the scan does not see it: "x"), counted from the first unit or one
-        of the next P - 1 (Llama 3's pattern joins a run of newlines to a "." before it, and BPE ".\\n"
-        first); None for none, and where the piece that holds the run's start may start before `before`
-        (_piece_starts_in; `opens`: `before` is all of the text or block before the run).
+        "x" after the run (what follows a run changes only the tokens near its end, and a cut leaves
+        PERIOD_TAIL units or more after it, of counts the check tries at every place in the pattern),
+        counted from the first unit or one of the next P - 1 (Llama 3's pattern joins a run of newlines to
+        a "." before it, and BPE ".\\n" first); None for none, and where the piece that holds the run's
+        start may start before `before` (_piece_starts_in; `opens`: `before` is all of the text or block
+        before the run).
 
         Why a period exists: the pre-tokenizer makes the run one piece, or pieces of one pattern
         (GPT-2's `\\s+(?!\\S)` takes it all but its last character, and at the end of a text all of it,
@@ -526,13 +528,13 @@ class HFTokenizer(Tokenizer):
                                         if all(self._period_keeps(text, p, at, c) for c in _PERIOD_CONTEXTS)), None)
         if (period := self._periods[text]) is None:
             return None
-        if (key := (text, context, opens, after)) not in self._period_checks:
+        if (key := (text, context, opens)) not in self._period_checks:
             if len(self._period_checks) > 4096:  # (a bound: runs after thousands of different contexts)
                 self._period_checks.clear()
             at = len(unit[:period[1]].decode())
             self._period_checks[key] = next(
                 ((period[0], period[1] + shift * len(unit)) for shift in range(period[0])
-                 if self._period_keeps(text, period[0], at, context, shift, after)), None) \
+                 if self._period_keeps(text, period[0], at, context, shift)), None) \
                 if self._piece_starts_in(context, opens, text) else None
         return self._period_checks[key]
 
@@ -550,8 +552,8 @@ class HFTokenizer(Tokenizer):
         return any(all(self._keeps(context[start:at], context[at:] + right, pieces) for start in range(at))
                    for at in range(len(context), -1 if opens else 0, -1))
 
-    def _period_keeps(self, unit: str, period: int, at: int, before: str, shift: int = 0, after: str = "x") -> bool:
-        """Whether `before` and a run of `unit`, then `after`, cut `at` characters into a unit after
+    def _period_keeps(self, unit: str, period: int, at: int, before: str, shift: int = 0) -> bool:
+        """Whether `before` and a run of `unit`, then "x", cut `at` characters into a unit after
         `shift` units and a multiple of `period`, keeps its ids: for each count of units before the cut
         up to three periods and twice the longest token of the run, and each count after it from
         PERIOD_TAIL on by as many (every place the cut's count has in the pattern)."""
@@ -560,20 +562,19 @@ class HFTokenizer(Tokenizer):
         longest = max((b - a for a, b in run), default=0) // len(unit) + 1  # (in units, rounded up)
         reach = max(3 * period, 2 * longest + period)
         head, tail = unit[:at], unit[at:]
-        return all(ids(before + unit * k + head) + ids(tail + unit * t + after) ==
-                   ids(before + unit * (k + t + 1) + after)
+        return all(ids(before + unit * k + head) + ids(tail + unit * t + "x") ==
+                   ids(before + unit * (k + t + 1) + "x")
                    for k in range(period + shift, reach + shift + 1, period)
                    for t in range(PERIOD_TAIL, PERIOD_TAIL + reach + 1))
 
     def _run_cuts(self, text: str) -> list[int]:
         """Offsets in `text`, about LONG_RUN characters apart, inside runs of one whitespace character of
         2 * LONG_RUN or more, where the run's period (_run_period: probed on the character as a unit,
-        checked with the PIECE_CONTEXT characters before the run and the one after it) lets it be cut,
-        LONG_RUN characters or more before the run's end; none in a run without a period (a pre-tokenizer
-        or model that joins the whole run: one encode), or with an ordinary added token within PIECE_CONTEXT
-        characters (the pre-tokenizer's pieces, which the check compares, do not show one), or in any run
-        where one strips the whitespace beside it (lstrip, rstrip: the whole run, after other whitespace
-        too)."""
+        checked with the PIECE_CONTEXT characters before the run) lets it be cut, LONG_RUN characters or
+        more before the run's end; none in a run without a period (a pre-tokenizer or model that joins the
+        whole run: one encode), or with an ordinary added token within PIECE_CONTEXT characters (the
+        pre-tokenizer's pieces, which the check compares, do not show one), or in any run where one strips
+        the whitespace beside it (lstrip, rstrip: the whole run, after other whitespace too)."""
         cuts: list[int] = []
         for start, end in whitespace_runs(text, 2 * LONG_RUN) if not self._strips else ():
             b = start
@@ -583,8 +584,7 @@ class HFTokenizer(Tokenizer):
                                                token in text[b:b + PIECE_CONTEXT] for token in self._ordinary_added):
                     continue
                 unit = text[a].encode()
-                period = self._run_period(unit, text[max(a - PIECE_CONTEXT, 0):a].encode(), a <= PIECE_CONTEXT,
-                                          text[b:b + 1])
+                period = self._run_period(unit, text[max(a - PIECE_CONTEXT, 0):a].encode(), a <= PIECE_CONTEXT)
                 if period is None:
                     continue
                 step, first = period[0], a + period[1] // len(unit)  # (a cut at `first` + a multiple of `step`)
