@@ -29,7 +29,7 @@ BLOCK_BYTES = 4 << 20  # 4 MiB: big enough to amortize per-block work, small eno
 # The longest line (a JSONL record: a whole document) a reader holds in memory; a worker's peak is
 # a few times this. Books are a few MiB as one line, the longest documents of common web and code
 # corpora tens of MiB; a longer line is dropped as it is read (the line filter would drop it) or
-# refused (line_pieces), never held: a 2 GiB file without a newline took 8 GiB.
+# refused (line_pieces), never held: a 2 GiB file without a newline would take 8 GiB.
 MAX_LINE_BYTES = 64 << 20
 
 
@@ -267,7 +267,7 @@ def line_pieces(f: BinaryIO, size: int | None = None, *, piece: int | None = Non
     memory is bounded whatever the lines.
 
     A line ends at b"\\n", and with `cr` at a lone b"\\r" too (old Mac text: normalization
-    makes it a newline; a file of \\r only was one 256 MiB line, 22 GiB of line lists). A line
+    makes it a newline; else a file of \\r only is one 256 MiB line, 22 GiB of line lists). A line
     longer than a piece is a piece alone; one of more than MAX_LINE_BYTES (its end not
     counted) is never held: it is read on to its end, then dropped (`dropped` is called) or,
     without `dropped`, a LongLine.

@@ -128,6 +128,12 @@ def split_at(text: str, cuts: Iterable[int]) -> list[str]:
     return [text[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+def concatenated(parts: list[np.ndarray]) -> np.ndarray:
+    """The ids of the parts of a text encoded apart, as one array: a text of one part (most) as it is, not
+    copied."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def register(cls: type["Tokenizer"]) -> type["Tokenizer"]:
     TOKENIZERS[cls.kind] = cls
     return cls

@@ -18,8 +18,8 @@ import numpy as np
 from mypt.errors import TokenizerError
 from mypt.io import cache_dir
 from mypt.names import r50k_path
-from mypt.tokenizers.base import (WHITESPACE, WHITESPACE_SET, RunSkip, Tokenizer, register, split_at,
-                                  whitespace_runs)
+from mypt.tokenizers.base import (WHITESPACE, WHITESPACE_SET, RunSkip, Tokenizer, concatenated, register,
+                                  split_at, whitespace_runs)
 
 GPT2_EOT = 50256
 GPT2_VOCAB_SIZE = 50257
@@ -114,7 +114,7 @@ def _run_boundary(before: bytes, after: bytes):
     (decoded as whitespace to its end, or up to a character the window cuts off)."""
     if not after.lstrip(_ASCII_SPACE_BYTES):
         # The run's end is not seen (inside blank lines: a newline each, so tested at C speed first;
-        # scanned byte by byte below, 16 MiB of blank lines took 230 s).
+        # scanned byte by byte below, 16 MiB of blank lines take 230 s).
         return _UNSEEN
     at, last = 0, 0  # (the byte offset in `after` of the next character; the size of the last whitespace one)
     while at < len(after):
@@ -274,7 +274,7 @@ class GPT2Tokenizer(Tokenizer):
         ends in W[:-1], needs no backtracking.
 
         A long W[:-1] is one piece, which tiktoken holds at ~40 bytes a byte (one of 16 MiB of
-        newlines took 900 MB); it is cut too (_run_cuts), in parts of LONG_RUN characters or more,
+        newlines: 900 MB); it is cut too (_run_cuts), in parts of LONG_RUN characters or more,
         each alone one piece of whitespace, where BPE gives the parts the ids it gives the whole."""
         cuts = []
         for start, end in whitespace_runs(text, LONG_RUN):
@@ -283,7 +283,7 @@ class GPT2Tokenizer(Tokenizer):
             if piece_end < end:
                 cuts.append(piece_end)
         parts = [self._encode(part) for part in split_at(text, cuts)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return concatenated(parts)
 
     @staticmethod
     def _run_cuts(text: str, start: int, end: int) -> list[int]:
@@ -299,7 +299,7 @@ class GPT2Tokenizer(Tokenizer):
         cuts, at, stop = [], start, start  # (at: the last cut, or the piece's start)
         while (target := at + LONG_RUN) < end:
             # The newlines that reach `target`: from `first` (after another character, or at `at`) to `stop`
-            # (found once for each run of newlines: a search each time took 16 MiB of them quadratic time).
+            # (found once for each run of newlines: a search at each target is quadratic in the run's length).
             first = at + len(text[at:target].rstrip("\n"))
             if stop <= target:
                 other = _NOT_NEWLINE.search(text, target, end)

@@ -29,7 +29,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from mypt.errors import TokenizerError
-from mypt.tokenizers.base import MAX_PERIOD, PERIOD_TAIL, WHITESPACE, RunSkip, Tokenizer, register, whitespace_runs
+from mypt.tokenizers.base import (MAX_PERIOD, PERIOD_TAIL, WHITESPACE, RunSkip, Tokenizer, concatenated, register,
+                                  whitespace_runs)
 from mypt.tokenizers.gpt2 import ascii_safe_boundary, lone_newline_boundary, newline_run_boundary, regex_safe_boundary
 
 # The end-of-text token, by preference: GPT-2/NeoX, sentencepiece-style (Llama 2, T5),
@@ -77,13 +78,14 @@ PIECE_CONTEXT = 64
 
 
 # A run of one kind of character (letters, digits, whitespace, other): where two kinds meet, pre-tokenizers
-# split. Matched at C speed (a loop over the characters of a 4 MiB word took seconds).
+# split. Matched at C speed: a Python loop over a word's characters costs seconds for 4 MiB.
 _KIND_RUN = re.compile(r"[^\W\d_]+|\d+|\s+|[^\w\s]+|_+")
 
 
 @functools.cache
 def _repeated(char: str) -> re.Pattern:
-    # (one character repeated: re's loop at C speed, no stack; "(\\s)\\1*" held 80 bytes a character)
+    # (one character repeated: re's loop at C speed, keeping no backtracking stack, which a group and its
+    # backreference, "(\\s)\\1*", keep at about 80 bytes a character)
     return re.compile(re.escape(char) + "+")
 
 
@@ -98,7 +100,7 @@ def require_tokenizers():
 def _for_mypt(tokenizers, tokenizer_json: str, source: str):
     """The tokenizers.Tokenizer of `tokenizer_json`, set to encode as mypt does: a literal special
     token in a document is ordinary text, no truncation, no padding (ENCODE_SETTINGS), and no
-    BPE dropout (random ids: two preparations of one corpus gave other shards)."""
+    BPE dropout (random ids: two preparations of one corpus would give other shards)."""
     try:
         hf = tokenizers.Tokenizer.from_str(tokenizer_json)
     except Exception as e:  # the Rust side raises a bare Exception for a file it cannot parse
@@ -115,7 +117,7 @@ def _ordinary_encoder(tokenizers, hf, config: dict, special: dict[str, int], sou
     """A copy of the tokenizer that encodes documents, where the model holds special tokens as
     pieces of its own vocabulary (a Unigram's, WordLevel's or BPE's: UnigramTrainer's special_tokens,
     T5's </s>, BpeTrainer's); None where it holds none. encode_special_tokens keeps only the added-token
-    matcher off them: the model itself still made a literal '</s>' in a document the end-of-text
+    matcher off them: the model itself makes a literal '</s>' in a document the end-of-text
     id, ending the document there. The copy renames those pieces, and their added tokens, to
     text no document holds (UNMATCHABLE first); ids and every other piece are as they were, so
     text without them encodes to the same ids, and decoding stays the tokenizer's own."""
@@ -225,7 +227,7 @@ class HFTokenizer(Tokenizer):
     kind = "hf"
     argument = "PATH"
     description = "a tokenizers tokenizer.json, e.g. from mypt train-tokenizer"
-    # The library's Encoding holds offsets, token strings and alignments: a 4 MiB block took about
+    # The library's Encoding holds offsets, token strings and alignments: a 4 MiB block takes about
     # 1 GB in a worker (50x the gpt2 kind's), 512 KiB about an eighth of that.
     block_bytes = 512 << 10
 
@@ -418,6 +420,9 @@ class HFTokenizer(Tokenizer):
         ordinary = [t for t in cfg.get("added_tokens") or [] if not t.get("special")]
         if any(t.get("lstrip") or "\n" in t.get("content", "") for t in ordinary):
             return None
+        # (an ordinary added token that strips the whitespace after it or holds some: no cut inside a run, nor
+        # before a space)
+        spaced = any(t.get("rstrip") or any(w in t.get("content", "") for w in WHITESPACE) for t in ordinary)
         norm = self._hf.normalizer
         if self._hf.pre_tokenizer is None or (norm is not None and norm.normalize_str("\n") != "\n"):
             return None  # (Nmt, BertNormalizer, ByteLevel make it a space or 'Ċ': the cut is at no newline)
@@ -425,12 +430,12 @@ class HFTokenizer(Tokenizer):
         # (Pre-tokenized once a string: the probe's pairs ask the same strings about three times each.)
         keeps = functools.partial(self._keeps, pieces=functools.cache(self._pieces))
         if not all(keeps(f"x {c}\n", f"{d} y") for c in _PRINTABLE for d in _PRINTABLE):
-            return self._space_rule(ordinary, keeps)
+            return None if spaced else self._space_rule(keeps)
         others = [(c, d) for c in _OTHER_SCRIPTS for d in _SOME_ASCII + _OTHER_SCRIPTS] + \
             [(c, d) for c in _SOME_ASCII for d in _OTHER_SCRIPTS]
         if not all(keeps(f"x {c}\n", f"{d} y") for c, d in others):
             return ascii_safe_boundary
-        if any(t.get("rstrip") or any(w in t.get("content", "") for w in WHITESPACE) for t in ordinary):
+        if spaced:
             return lone_newline_boundary
         ends = _SOME_ASCII + _OTHER_SCRIPTS[::3]
         if all(keeps(c + run[:-1], f"{run[-1]}{d} y") for c in "x." for run in _RUNS for d in ends):
@@ -441,13 +446,10 @@ class HFTokenizer(Tokenizer):
             return newline_run_boundary
         return lone_newline_boundary
 
-    def _space_rule(self, ordinary: list[dict], keeps) -> object | None:
+    def _space_rule(self, keeps) -> object | None:
         """space_boundary where the pre-tokenizer keeps its cuts (a Metaspace that splits: SentencePiece
-        style), else None: no ordinary added token holds or strips whitespace, and for every pair of the
-        probe's characters c, d, `x c` + W then ` d y` (or `  d y`, ` \\nd y`) pre-tokenizes to the pieces of
-        each side, W none, a space or a newline."""
-        if any(t.get("rstrip") or any(w in t.get("content", "") for w in WHITESPACE) for t in ordinary):
-            return None
+        style), else None: for every pair of the probe's characters c, d, `x c` + W then ` d y` (or `  d y`,
+        ` \\nd y`) pre-tokenizes to the pieces of each side, W none, a space or a newline."""
         some = _SOME_ASCII + _OTHER_SCRIPTS
         if all(keeps(f"x {c}", f" {d} y") for c in _PRINTABLE for d in _PRINTABLE) and \
                 all(keeps(f"x {c}{w}", f"{right}{d} y") for c in some for d in some for w in ("", " ", "\n")
@@ -637,7 +639,7 @@ class HFTokenizer(Tokenizer):
 
     def encode_array(self, text: str) -> np.ndarray:
         parts = [np.asarray(enc.ids, dtype=np.uint32) for _, enc in self._encodings(text)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return concatenated(parts)
 
     def encode_lossy(self, text: str) -> tuple[np.ndarray, dict[str, int]]:
         """The ids, and the count of each piece of `text` the vocabulary lacks, which became its
@@ -654,7 +656,7 @@ class HFTokenizer(Tokenizer):
                 piece = text[offset + a:offset + b]
                 if i == self._unk and piece != unk:
                     counts[piece] = counts.get(piece, 0) + 1
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), counts
+        return concatenated(parts), counts
 
     @property
     def unknown_token(self) -> str | None:
