@@ -255,6 +255,9 @@ def _added_token_kinds() -> dict[str, tuple[HFTokenizer, object]]:
         "byte-level, <tok>": (trained(byte_level, tok), gpt2.lone_newline_boundary),
         "byte-level, <tok> rstrip": (trained(byte_level, tk.AddedToken("<tok>", rstrip=True)),
                                      gpt2.lone_newline_boundary),
+        # (tokens of letters and digits, or of letters, "_" and "<>": where their kinds meet _piece_cuts would cut)
+        "byte-level, ab12 and <tool_call>": (trained(byte_level, tk.AddedToken("ab12"), tk.AddedToken("<tool_call>")),
+                                             gpt2.lone_newline_boundary),
         "llama3 pattern, <tok>": (trained(llama3, tok), gpt2.newline_run_boundary),
         "byte-level, special <mask> lstrip": (trained(byte_level, mask), gpt2.regex_safe_boundary),
         "whitespace split, word-level, <tok>": (trained(pt.WhitespaceSplit(), tok, model=tk.models.WordLevel(
@@ -530,7 +533,8 @@ def _long_line(rng: random.Random, n: int) -> str:
                                           ".\n\n", " \n", "\n    "])
                               for _ in range(rng.randint(1, 20))),
              lambda: rng.choice(AROUND) * rng.randint(1, 5), lambda: "x" * rng.randint(1, 200),
-             lambda: rng.choice(["<tok>", "<tok>  ", "a<tok>b", "<mask>", "<|endoftext|>"]),
+             lambda: rng.choice(["<tok>", "<tok>  ", "a<tok>b", "<mask>", "<|endoftext|>", "ab12", "xab12ab123",
+                                 "<tool_call>", "</tool_call>1", "a_<tool_call>_b"]),
              lambda: str(rng.randint(0, 10 ** 12))]
     parts = []
     while sum(map(len, parts)) < n:
@@ -538,9 +542,11 @@ def _long_line(rng: random.Random, n: int) -> str:
     return "".join(parts)
 
 
-@pytest.mark.parametrize("kind", [k if k in ("train-tokenizer", "metaspace") else pytest.param(k, marks=SLOW)
+@pytest.mark.parametrize("kind", [k if k in ("train-tokenizer", "metaspace", "byte-level, ab12 and <tool_call>")
+                                  else pytest.param(k, marks=SLOW)
                                   for k in ALL_KINDS + ["llama3 pattern, <tok>", "byte-level, <tok>",
-                                                        "byte-level, <tok> rstrip"]])
+                                                        "byte-level, <tok> rstrip",
+                                                        "byte-level, ab12 and <tool_call>"]])
 def test_long_lines_encoded_in_parts_at_piece_boundaries_keep_the_ids(made, with_added, kind, monkeypatch):
     """A long stretch that no run cut shortens (a line of a few MB: base64, minified code; a block) is encoded
     in parts cut where the pre-tokenizer splits (HFTokenizer._piece_cuts): the ids of the library's encode of
