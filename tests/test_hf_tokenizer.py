@@ -408,7 +408,7 @@ def test_a_record_of_the_whole_tokenizer_json_as_mypt_wrote_it_before_still_veri
 
 
 def special_piece_tokenizer(path: Path, model: str) -> Path:
-    """A Unigram (UnigramTrainer's special_tokens, T5's </s>), WordLevel or BPE tokenizer whose own
+    """A Unigram (UnigramTrainer's special_tokens, T5's </s>), WordLevel, WordPiece or BPE tokenizer whose own
     vocabulary holds the special tokens <unk> and </s> as pieces (a BPE trained on text that quotes
     '</s>', with a pre-tokenizer that keeps it one word: merges that make it; `bpe ignore_merges`: a
     word found whole in the vocabulary is its id; `bpe ##`: merges of continuing subwords)."""
@@ -426,6 +426,11 @@ def special_piece_tokenizer(path: Path, model: str) -> Path:
         hf.pre_tokenizer, hf.decoder = tokenizers.pre_tokenizers.Metaspace(), tokenizers.decoders.Metaspace()
         trainer = tokenizers.trainers.UnigramTrainer(vocab_size=120, special_tokens=["<unk>", "</s>"],
                                                      unk_token="<unk>")
+    elif model == "wordpiece":  # (WhitespaceSplit keeps '</s>' one word, which the vocabulary holds whole)
+        hf = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="<unk>"))
+        hf.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+        trainer = tokenizers.trainers.WordPieceTrainer(vocab_size=200, special_tokens=["<unk>", "</s>"],
+                                                       show_progress=False)
     else:
         hf = tokenizers.Tokenizer(tokenizers.models.WordLevel(unk_token="<unk>"))
         hf.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
@@ -436,10 +441,10 @@ def special_piece_tokenizer(path: Path, model: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("model", ["unigram", "wordlevel", "bpe", "bpe ignore_merges", "bpe ##"])
+@pytest.mark.parametrize("model", ["unigram", "wordlevel", "wordpiece", "bpe", "bpe ignore_merges", "bpe ##"])
 def test_a_literal_end_of_text_is_ordinary_text_where_the_model_holds_it_as_a_piece(tmp_path, model):
-    """encode_special_tokens keeps the added-token matcher off '</s>', but a Unigram, WordLevel or BPE
-    model holds it in its own vocabulary (a BPE's merges make it from the characters of a quoted
+    """encode_special_tokens keeps the added-token matcher off '</s>', but a Unigram, WordLevel, WordPiece or
+    BPE model holds it in its own vocabulary (a BPE's merges make it from the characters of a quoted
     '</s>'): a document quoting it ended there (the end-of-text id inside it). Now each document
     holds no end-of-text id but its last; text without it keeps the tokenizer's own ids."""
     tok_json = special_piece_tokenizer(tmp_path / "tok.json", model)

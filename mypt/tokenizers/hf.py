@@ -115,8 +115,8 @@ def _for_mypt(tokenizers, tokenizer_json: str, source: str):
 
 def _ordinary_encoder(tokenizers, hf, config: dict, special: dict[str, int], source: str):
     """A copy of the tokenizer that encodes documents, where the model holds special tokens as
-    pieces of its own vocabulary (a Unigram's, WordLevel's or BPE's: UnigramTrainer's special_tokens,
-    T5's </s>, BpeTrainer's); None where it holds none. encode_special_tokens keeps only the added-token
+    pieces of its own vocabulary (a Unigram's, WordLevel's, WordPiece's or BPE's: UnigramTrainer's
+    special_tokens, T5's </s>, WordPieceTrainer's, BpeTrainer's); None where it holds none. encode_special_tokens keeps only the added-token
     matcher off them: the model itself makes a literal '</s>' in a document the end-of-text
     id, ending the document there. The copy renames those pieces, and their added tokens, to
     text no document holds (UNMATCHABLE first); ids and every other piece are as they were, so
@@ -126,9 +126,9 @@ def _ordinary_encoder(tokenizers, hf, config: dict, special: dict[str, int], sou
     if model.get("type") == "Unigram" and isinstance(vocab, list):
         held = {i for i in special.values() if i < len(vocab) and vocab[i][0] in special}
         renamed = [[UNMATCHABLE + piece[0], *piece[1:]] if i in held else piece for i, piece in enumerate(vocab)]
-    elif model.get("type") in ("WordLevel", "BPE") and isinstance(vocab, dict):
+    elif model.get("type") in ("WordLevel", "WordPiece", "BPE") and isinstance(vocab, dict):
         # (Not its unknown token, which it must hold: a literal '<unk>' is what any unknown word is.)
-        # (Nor, in a BPE, one of a character: what its merges start from, never what they make.)
+        # (Nor, in a BPE or WordPiece, one of a character: what their words are made of.)
         held = {w for w, i in special.items() if vocab.get(w) == i and w != model.get("unk_token")
                 and (model["type"] == "WordLevel" or len(w) > 1)}
         renamed = {(UNMATCHABLE + w if w in held else w): i for w, i in vocab.items()}
