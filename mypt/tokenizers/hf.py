@@ -260,6 +260,11 @@ class HFTokenizer(Tokenizer):
         # pre-tokenizer's do not show, and _run_cuts nowhere where one strips the whitespace beside it.)
         ordinary = [t for t in config_dict.get("added_tokens") or [] if not t.get("special") and t.get("content")]
         self._ordinary_added = [t["content"] for t in ordinary]
+        # (and those matched in the normalized text, as the normalizer makes them: Lowercase's '<tok>' is
+        # matched in '<TOK>', NFKC's in '＜tok＞')
+        norm = hf.normalizer
+        self._normalized_added = [norm.normalize_str(t["content"]) for t in ordinary
+                                  if norm is not None and t.get("normalized", True)]
         self._strips = any(t.get("lstrip") or t.get("rstrip") for t in ordinary)
         self._cuts = None  # (cut_rule's rule and block_boundary's check of it: probed once, when first asked)
         # (_run_period's probe, a unit of whitespace each, and its check, a unit and the text before it each:
@@ -569,6 +574,25 @@ class HFTokenizer(Tokenizer):
                    for k in range(period + shift, reach + shift + 1, period)
                    for t in range(PERIOD_TAIL, PERIOD_TAIL + reach + 1))
 
+    def _added_near(self, text: str, a: int, b: int) -> bool:
+        """Whether an ordinary added token may be matched in the PIECE_CONTEXT characters before text[a:b] or
+        after it (a == b: across a cut there), as written or, for one matched after the normalizer, in the
+        normalized text; where the normalizer drops characters (StripAccents' marks, BertNormalizer's
+        controls) so that either side normalizes to less than the longest such token, yes."""
+        reach = PIECE_CONTEXT + max(map(len, self._ordinary_added), default=0)
+        left, right = text[max(a - reach, 0):a], text[b:b + reach]
+        sides = (left + right,) if a == b else (left, right)
+        if any(token in side for token in self._ordinary_added for side in sides):
+            return True
+        if not self._normalized_added:
+            return False
+        norm, longest = self._hf.normalizer.normalize_str, max(map(len, self._normalized_added))
+        nl, nr = norm(left), norm(right)
+        if (len(nl) < longest and a > reach) or (len(nr) < longest and b + reach < len(text)):
+            return True
+        sides = (nl + nr, norm(left + right)) if a == b else (nl, nr)
+        return any(token in side for token in self._normalized_added for side in sides)
+
     def _run_cuts(self, text: str) -> list[int]:
         """Offsets in `text`, about LONG_RUN characters apart, inside runs of one whitespace character of
         2 * LONG_RUN or more, where the run's period (_run_period: probed on the character as a unit,
@@ -582,8 +606,7 @@ class HFTokenizer(Tokenizer):
             b = start
             while b < end:
                 a, b = b, _repeated(text[b]).match(text, b, end).end()
-                if b - a < 2 * LONG_RUN or any(token in text[max(a - PIECE_CONTEXT, 0):a] or
-                                               token in text[b:b + PIECE_CONTEXT] for token in self._ordinary_added):
+                if b - a < 2 * LONG_RUN or self._added_near(text, a, b):
                     continue
                 unit = text[a].encode()
                 period = self._run_period(unit, text[max(a - PIECE_CONTEXT, 0):a].encode(), a <= PIECE_CONTEXT)
@@ -611,8 +634,7 @@ class HFTokenizer(Tokenizer):
         # (Ordinary added tokens are split out before the pre-tokenizer, and may strip the whitespace beside
         # them or match only as a whole word: no cut has one in the characters it looks at.)
         def keeps(at: int) -> bool:
-            near = text[at - PIECE_CONTEXT:at + PIECE_CONTEXT]
-            return not any(token in near for token in self._ordinary_added) and \
+            return not self._added_near(text, at, at) and \
                 all(self._keeps(text[start:at], text[at:at + PIECE_CONTEXT], pieces)
                     for start in range(at - PIECE_CONTEXT, at))
 

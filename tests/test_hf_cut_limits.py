@@ -1,0 +1,54 @@
+"""Where an hf tokenizer's text is cut into parts encoded apart (HFTokenizer._piece_cuts inside a long line,
+_run_cuts inside a long run of one whitespace character, cut_rule's blocks), the parts' ids joined must be
+the library's ids of the whole text. Each case here is a tokenizer that an earlier cut rule got wrong: an
+ordinary added token matched in the normalized text, and pre-tokenizers whose pieces reach further than
+the characters a cut's check looks at."""
+
+from __future__ import annotations
+
+import pytest
+
+import mypt.tokenizers.hf as hf_module
+from mypt.text import split_blocks
+from mypt.tokenizers.hf import HFTokenizer
+
+tokenizers = pytest.importorskip("tokenizers")
+pt = tokenizers.pre_tokenizers
+
+LONG = 300  # (LONG_RUN in these tests: cuts about every 300 characters)
+
+
+def byte_level(merges=(), pre_tokenizer=None, normalizer=None, added=()) -> tuple[HFTokenizer, object]:
+    """(mypt's tokenizer, the library's, set as mypt encodes) of a byte-level BPE with `merges`, an
+    end-of-text token and the ordinary added tokens `added` (add_tokens: matched after the normalizer)."""
+    alphabet = sorted(pt.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)} | {a + b: len(alphabet) + i for i, (a, b) in enumerate(merges)}
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=list(merges)))
+    hf.pre_tokenizer = pre_tokenizer or pt.ByteLevel(add_prefix_space=False)
+    hf.decoder = tokenizers.decoders.ByteLevel()
+    if normalizer is not None:
+        hf.normalizer = normalizer
+    hf.add_special_tokens(["<|endoftext|>"])
+    hf.add_tokens(list(added))
+    whole = tokenizers.Tokenizer.from_str(hf.to_str())
+    whole.encode_special_tokens = True
+    return HFTokenizer(tokenizer_json=hf.to_str()), whole
+
+
+@pytest.mark.parametrize("normalizer, written", [
+    (tokenizers.normalizers.Lowercase(), "<TOK>"), (tokenizers.normalizers.Lowercase(), "<Tok>"),
+    (tokenizers.normalizers.NFKC(), "＜tok＞"), (tokenizers.normalizers.StripAccents(), "<to" + "\u0301" * 100 + "k>")],
+    ids=["Lowercase <TOK>", "Lowercase <Tok>", "NFKC", "StripAccents, 100 marks"])
+def test_no_cut_where_an_added_token_is_matched_after_the_normalizer(normalizer, written, monkeypatch):
+    """An ordinary added token (add_tokens: normalized) is matched in the normalized text: Lowercase
+    makes '<TOK>' the token '<tok>', NFKC '＜tok＞', StripAccents drops the marks inside '<to\u0301...k>',
+    more of them than a cut's check looks at. A piece cut inside such a token (where letters meet '>', or
+    marks) or a run cut beside it gave other ids than the whole text's."""
+    monkeypatch.setattr(hf_module, "LONG_RUN", LONG)
+    tok, whole = byte_level(normalizer=normalizer, added=["<tok>"])
+    line = "ab" * (LONG // 2 - 1) + "q" + written + "zz" + "ab" * (LONG // 2 + 100)
+    runs = "x" + written + " " * (2 * LONG + 11) + "y" + " " * (2 * LONG + 11) + written + "y\n"
+    for text in (line, runs, (line + " ") * 3, "<tok>" + line):
+        assert tok.encode(text) == whole.encode(text, add_special_tokens=False).ids, text
+    other = line.replace(written, "<tik>")  # (no token there: cut as before)
+    assert tok._piece_cuts(other, 0, len(other)) and tok.encode(other) == whole.encode(other).ids
