@@ -52,3 +52,39 @@ def test_no_cut_where_an_added_token_is_matched_after_the_normalizer(normalizer,
         assert tok.encode(text) == whole.encode(text, add_special_tokens=False).ids, text
     other = line.replace(written, "<tik>")  # (no token there: cut as before)
     assert tok._piece_cuts(other, 0, len(other)) and tok.encode(other) == whole.encode(other).ids
+
+
+def _split(pattern: str) -> object:
+    """A Split of `pattern` before a byte-level mapping without GPT-2's pattern (the Split's pieces are the
+    pieces)."""
+    return pt.Sequence([pt.Split(tokenizers.Regex(pattern), behavior="isolated"),
+                        pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+def test_no_cut_with_a_split_pattern_whose_pieces_reach_further_than_a_cut_looks(tmp_path, monkeypatch):
+    """A Split regex of a code tokenizer keeps a string literal, or a comment across lines, one piece of
+    any length: a piece cut inside a 202-character literal (the 64 characters before it show none), a block
+    cut at a newline inside a comment (the 8 bytes before it show none), and a run cut that looked at one
+    character after the run (' +(?=ab)' joins the spaces before 'ab') gave other ids than the whole text's.
+    Such a pattern's text is encoded whole; the known patterns (GPT-2's, Llama 3's, ...) keep their cuts."""
+    monkeypatch.setattr(hf_module, "LONG_RUN", LONG)
+    literal, _ = byte_level([("a", "1")], _split(r'"[^"\n]*"|\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+|\s+'))
+    comment, _ = byte_level([("Ċ", "b")], _split(r"/\*[\s\S]*?\*/|\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+|\s+"))
+    ahead, _ = byte_level([("Ġ", "Ġ")], _split(r" +(?=ab)|\s|\S+"))
+    lines = "int x;\n" * 20 + "/* note\n" + "b a\n" * 200 + "*/\n" + "y = 1;\n" * 20
+    cases = [(literal, "k9+" * (LONG // 3 - 40) + 'x = "' + "a1" * 100 + '";' + "k9+" * (LONG // 3 + 100)),
+             (comment, lines), (ahead, "x" + " " * (2 * LONG + 11) + "ab\n")]
+    for tok, text in cases:
+        whole = tokenizers.Tokenizer.from_str(tok.tokenizer_json)
+        assert tok.encode(text) == whole.encode(text).ids
+        (tmp_path / "in.txt").write_text(text, encoding="utf-8")
+        data = text.encode()
+        blocks = split_blocks(tmp_path / "in.txt", 256, safe=tok.block_boundary)
+        assert [i for a, b in blocks for i in whole.encode(data[a:b].decode()).ids] == whole.encode(text).ids
+    known, _ = byte_level([("a", "1")], _split(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+"
+                                               r"|\s+(?!\S)|\s+"))  # (GPT-2's pattern)
+    for tok, text in [(known, cases[0][1]), (known, "x" + " " * (2 * LONG + 11) + "y\n")]:
+        assert tok._piece_cuts(text, 0, len(text)) or tok._run_cuts(text)
+        assert tok.encode(text) == tokenizers.Tokenizer.from_str(tok.tokenizer_json).encode(text).ids
+    (tmp_path / "in.txt").write_text(lines, encoding="utf-8")
+    assert len(split_blocks(tmp_path / "in.txt", 256, safe=known.block_boundary)) > 1

@@ -77,6 +77,48 @@ PIECE_SEARCH = 4096
 PIECE_CONTEXT = 64
 
 
+# The pre-tokenizers whose pieces end where they would from any start near their end, so that a check of the
+# characters near a cut (PIECE_CONTEXT; a block's few bytes) sees every piece boundary the whole text's parse
+# has there: the library's own kinds, and Split with one of these patterns (GPT-2's; Llama 3's and cl100k's;
+# Qwen2's and Qwen3.5's; o200k's; mypt's char export's one character), each piece a run of one class of
+# character or a few fixed characters. Another Split regex may hold a piece of any length ('"[^"\n]*"': a
+# string literal of 202 characters; a comment across lines), whose start no check near a cut sees: no cut.
+# Nor for FixedLength (pieces counted from the text's start) or UnicodeScripts (one script's letters joined
+# across a run of spaces of any length).
+_BOUNDED_KINDS = {"BertPreTokenizer", "ByteLevel", "CharDelimiterSplit", "Digits", "Metaspace", "Punctuation",
+                  "Whitespace", "WhitespaceSplit"}
+_BOUNDED_SPLITS = {
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+",
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)"
+    r"|\s+",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+",
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    r"[\s\S]",
+}
+
+
+def _bounded(pre: dict | None) -> bool:
+    """Whether the pre-tokenizer `pre` (a tokenizer.json's) is one of _BOUNDED_KINDS, or a Split of one of
+    _BOUNDED_SPLITS or of one character, or a Sequence of such; true for none (the text is one piece, which
+    the cuts' checks see)."""
+    if pre is None:
+        return True
+    if pre.get("type") == "Sequence":
+        return all(_bounded(p) for p in pre.get("pretokenizers") or [])
+    if pre.get("type") == "Split":
+        pattern = pre.get("pattern") or {}
+        return not pre.get("invert") and (pattern.get("Regex") in _BOUNDED_SPLITS or
+                                          len(pattern.get("String") or "") == 1)
+    return pre.get("type") in _BOUNDED_KINDS
+
+
 # A run of one kind of character (letters, digits, whitespace, other): where two kinds meet, pre-tokenizers
 # split. Matched at C speed: a Python loop over a word's characters costs seconds for 4 MiB.
 _KIND_RUN = re.compile(r"[^\W\d_]+|\d+|\s+|[^\w\s]+|_+")
@@ -116,9 +158,9 @@ def _for_mypt(tokenizers, tokenizer_json: str, source: str):
 def _ordinary_encoder(tokenizers, hf, config: dict, special: dict[str, int], source: str):
     """A copy of the tokenizer that encodes documents, where the model holds special tokens as
     pieces of its own vocabulary (a Unigram's, WordLevel's, WordPiece's or BPE's: UnigramTrainer's
-    special_tokens, T5's </s>, WordPieceTrainer's, BpeTrainer's); None where it holds none. encode_special_tokens keeps only the added-token
-    matcher off them: the model itself makes a literal '</s>' in a document the end-of-text
-    id, ending the document there. The copy renames those pieces, and their added tokens, to
+    special_tokens, T5's </s>, WordPieceTrainer's, BpeTrainer's); None where it holds none.
+    encode_special_tokens keeps only the added-token matcher off them: the model itself makes a
+    literal '</s>' in a document the end-of-text id, ending the document there. The copy renames those pieces, and their added tokens, to
     text no document holds (UNMATCHABLE first); ids and every other piece are as they were, so
     text without them encodes to the same ids, and decoding stays the tokenizer's own."""
     model = config.get("model") or {}
@@ -431,6 +473,8 @@ class HFTokenizer(Tokenizer):
         norm = self._hf.normalizer
         if self._hf.pre_tokenizer is None or (norm is not None and norm.normalize_str("\n") != "\n"):
             return None  # (Nmt, BertNormalizer, ByteLevel make it a space or 'Ċ': the cut is at no newline)
+        if not _bounded(cfg.get("pre_tokenizer")):
+            return None
 
         # (Pre-tokenized once a string: the probe's pairs ask the same strings about three times each.)
         keeps = functools.partial(self._keeps, pieces=functools.cache(self._pieces))
@@ -602,7 +646,9 @@ class HFTokenizer(Tokenizer):
         pre-tokenizer's pieces, which the check compares, do not show one), or in any run where one strips
         the whitespace beside it (lstrip, rstrip: the whole run, after other whitespace too)."""
         cuts: list[int] = []
-        for start, end in whitespace_runs(text, 2 * LONG_RUN) if not self._strips else ():
+        if self._strips or not _bounded(self._config.get("pre_tokenizer")):
+            return cuts
+        for start, end in whitespace_runs(text, 2 * LONG_RUN):
             b = start
             while b < end:
                 a, b = b, _repeated(text[b]).match(text, b, end).end()
