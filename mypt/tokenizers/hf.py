@@ -442,6 +442,8 @@ class HFTokenizer(Tokenizer):
 
         - the normalizer acts on each character alone (LOCAL_NORMALIZERS, or none) and leaves
           the newline a newline;
+        - the pre-tokenizer's pieces end where they would from any start near their end (_bounded: not a
+          Split regex that keeps a string literal or a comment one piece);
         - no ordinary added token could span or absorb the cut (none with `lstrip`, none holding
           a newline; for cuts in runs of more than a newline, none with `rstrip` either and none
           holding whitespace; special ones are never matched, encode_special_tokens);
@@ -672,7 +674,8 @@ class HFTokenizer(Tokenizer):
         are those of each side (_keeps). The model encodes each piece alone; a piece boundary that no
         start of the parse before it moves is one in the whole text's parse too. Only for a tokenizer
         with a block rule (cut_rule: a normalizer that acts on each character, no added token that
-        strips or holds a newline); none in a word (a run of letters: one piece, BPE merges across it)."""
+        strips or holds a newline, a pre-tokenizer _bounded); none in a word (a run of letters: one piece,
+        BPE merges across it)."""
         if self.cut_rule() is None:
             return []
         cuts, target = [], lo + LONG_RUN
