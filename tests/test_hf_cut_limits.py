@@ -88,3 +88,16 @@ def test_no_cut_with_a_split_pattern_whose_pieces_reach_further_than_a_cut_looks
         assert tok.encode(text) == tokenizers.Tokenizer.from_str(tok.tokenizer_json).encode(text).ids
     (tmp_path / "in.txt").write_text(lines, encoding="utf-8")
     assert len(split_blocks(tmp_path / "in.txt", 256, safe=known.block_boundary)) > 1
+
+
+def test_pre_tokenizers_that_remember_text_far_back_are_not_cut():
+    """FixedLength counts its pieces from the text's start, and UnicodeScripts joins one script's letters
+    across a run of spaces of any length: no cut rule (a block's check sees a few bytes). UnicodeScripts
+    after WhitespaceSplit or ByteLevel, which leave no space in its pieces, keeps its cuts."""
+    def rule(*members):
+        tok, _ = byte_level(pre_tokenizer=pt.Sequence(list(members)))
+        return tok.cut_rule()
+
+    assert rule(pt.FixedLength(4)) is None and rule(pt.UnicodeScripts()) is None
+    assert rule(pt.WhitespaceSplit(), pt.UnicodeScripts()) is not None
+    assert rule(pt.ByteLevel(add_prefix_space=False), pt.UnicodeScripts()) is not None

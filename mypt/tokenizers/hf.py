@@ -83,10 +83,11 @@ PIECE_CONTEXT = 64
 # Qwen2's and Qwen3.5's; o200k's; mypt's char export's one character), each piece a run of one class of
 # character or a few fixed characters. Another Split regex may hold a piece of any length ('"[^"\n]*"': a
 # string literal of 202 characters; a comment across lines), whose start no check near a cut sees: no cut.
-# Nor for FixedLength (pieces counted from the text's start) or UnicodeScripts (one script's letters joined
-# across a run of spaces of any length).
+# Nor for FixedLength (pieces counted from the text's start), or UnicodeScripts (one script's letters joined
+# across a run of spaces of any length) but after one of _SPACELESS, which leaves no space in its pieces.
 _BOUNDED_KINDS = {"BertPreTokenizer", "ByteLevel", "CharDelimiterSplit", "Digits", "Metaspace", "Punctuation",
                   "Whitespace", "WhitespaceSplit"}
+_SPACELESS = {"BertPreTokenizer", "ByteLevel", "Whitespace", "WhitespaceSplit"}
 _BOUNDED_SPLITS = {
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
@@ -104,14 +105,18 @@ _BOUNDED_SPLITS = {
 }
 
 
-def _bounded(pre: dict | None) -> bool:
+def _bounded(pre: dict | None, spaceless: bool = False) -> bool:
     """Whether the pre-tokenizer `pre` (a tokenizer.json's) is one of _BOUNDED_KINDS, or a Split of one of
-    _BOUNDED_SPLITS or of one character, or a Sequence of such; true for none (the text is one piece, which
-    the cuts' checks see)."""
+    _BOUNDED_SPLITS or of one character, or a Sequence of such (UnicodeScripts after one of _SPACELESS:
+    `spaceless`); true for none (the text is one piece, which the cuts' checks see)."""
     if pre is None:
         return True
     if pre.get("type") == "Sequence":
-        return all(_bounded(p) for p in pre.get("pretokenizers") or [])
+        members = pre.get("pretokenizers") or []
+        return all(_bounded(p, spaceless or any(q.get("type") in _SPACELESS for q in members[:i]))
+                   for i, p in enumerate(members))
+    if pre.get("type") == "UnicodeScripts":
+        return spaceless
     if pre.get("type") == "Split":
         pattern = pre.get("pattern") or {}
         return not pre.get("invert") and (pattern.get("Regex") in _BOUNDED_SPLITS or
