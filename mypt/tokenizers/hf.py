@@ -165,9 +165,10 @@ def _ordinary_encoder(tokenizers, hf, config: dict, special: dict[str, int], sou
     pieces of its own vocabulary (a Unigram's, WordLevel's, WordPiece's or BPE's: UnigramTrainer's
     special_tokens, T5's </s>, WordPieceTrainer's, BpeTrainer's); None where it holds none.
     encode_special_tokens keeps only the added-token matcher off them: the model itself makes a
-    literal '</s>' in a document the end-of-text id, ending the document there. The copy renames those pieces, and their added tokens, to
-    text no document holds (UNMATCHABLE first); ids and every other piece are as they were, so
-    text without them encodes to the same ids, and decoding stays the tokenizer's own."""
+    literal '</s>' in a document the end-of-text id, ending the document there. The copy renames
+    those pieces, and their added tokens, to text no document holds (UNMATCHABLE first); ids and
+    every other piece are as they were, so text without them encodes to the same ids, and decoding
+    stays the tokenizer's own."""
     model = config.get("model") or {}
     vocab = model.get("vocab")
     if model.get("type") == "Unigram" and isinstance(vocab, list):
