@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -346,13 +347,17 @@ def test_ranks_launched_by_hand_wait_for_a_rank_0_started_late(dataset, tmp_path
 def test_a_ctrl_c_ends_a_rank_launched_by_hand_waiting_for_its_rank_0(dataset, tmp_path):
     """A rank launched by hand waits up to 30 minutes for rank 0's store: in TCPStore's connect,
     which runs no signal handler, a Ctrl-C did nothing for that long. It says Aborted! at once."""
-    with rank_1_connecting(train_args(dataset, "--max_iters", "2"), tmp_path, free_port()) as rank1:
-        time.sleep(1)  # (into the connect)
-        rank1.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            rank1.wait(timeout=15)
-        out = (tmp_path / "rank1.out").read_text()
-        assert rank1.returncode not in (None, 0), out[-3000:]
+    # The port held bound, never listening: a connect to it is refused, and no other test's store
+    # can take it meanwhile (rank 1 would then connect to that store and wait in C++).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", free_port()))
+        with rank_1_connecting(train_args(dataset, "--max_iters", "2"), tmp_path, held.getsockname()[1]) as rank1:
+            time.sleep(5)  # (into the connect: TCPStore takes a Ctrl-C in its first tries)
+            rank1.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                rank1.wait(timeout=30)
+            out = (tmp_path / "rank1.out").read_text()
+            assert rank1.returncode not in (None, 0), out[-3000:]
     assert out.rstrip().endswith("Aborted!") and "Traceback" not in out, out[-3000:]
 
 
