@@ -77,6 +77,12 @@ def mypt_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedP
     return run([sys.executable, "-m", "mypt.cli", *args], cwd=cwd, check=check)
 
 
+def torchrun(args: list[str], cwd: Path, ranks: int = 2, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """`mypt ARGS` as `ranks` CPU processes under torchrun (--standalone)."""
+    return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+                "-m", "mypt.cli", *args], cwd, check=check, **kw)
+
+
 @contextlib.contextmanager
 def own_session(cmd: list, **popen_kwargs):
     """subprocess.Popen(cmd, **popen_kwargs) in its own session, the whole group killed if it still runs as the
@@ -122,9 +128,10 @@ def ranks_by_hand(commands: list[list], cwd: Path, logs: Path | None = None):
                                                **output[rank])) for rank, cmd in enumerate(commands)]
 
 
-def char_dataset(root: Path) -> Path:
-    """root/ds: a small dataset of char tokens (two sentences, 300 times each), prepared by mypt."""
-    (root / "corpus.txt").write_text("\n".join(["the cat sat on the mat", "a dog ran to the log"] * 300))
+def char_dataset(root: Path, text: str | None = None) -> Path:
+    """root/ds: a small dataset of char tokens prepared by mypt from `text` (by default two
+    sentences, 300 times each)."""
+    (root / "corpus.txt").write_text(text or "\n".join(["the cat sat on the mat", "a dog ran to the log"] * 300))
     mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char", cwd=root)
     return root / "ds"
 

@@ -12,15 +12,13 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from conftest import mypt_cli, run
+from conftest import mypt_cli, torchrun
 from mypt import checkpoint
 from mypt.config import RunSettings
 from mypt.errors import CheckpointError, ConfigError, InputError, MyptError, TrainingStopped
@@ -316,11 +314,6 @@ if "LOCAL_RANK" in os.environ:
 """
 
 
-def torchrun(args: list[str], cwd: Path, ranks: int = 2) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
-                "-m", "mypt.cli", *args], cwd)
-
-
 @pytest.mark.slow
 def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_eval_export(tmp_path):
     (tmp_path / "corpus.txt").write_text(TEXT)
@@ -440,8 +433,7 @@ def test_fsdp_checkpoint_resumes_on_one_process_and_two_and_is_read_by_generate_
     (tmp_path / "hook" / "sitecustomize.py").write_text(OPEN_COUNTER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "hook"), os.environ.get("PYTHONPATH", "")]),
            "COUNT_DIR": str(counts)}
-    two = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mypt.cli",
-               *train, "--resume", "--max_iters", "16", "--parallel", "fsdp"], tmp_path, env=env).stdout
+    two = torchrun([*train, "--resume", "--max_iters", "16", "--parallel", "fsdp"], tmp_path, env=env).stdout
     assert "resuming f from step 12" in two and "step 16: val" in two
     assert sorted(int(f.read_text()) for f in counts.iterdir()) == [1, 2]
     assert (ckpt / "dcp/model").is_dir() and not (ckpt / "model.safetensors").exists()

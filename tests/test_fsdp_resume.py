@@ -7,14 +7,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import mypt_cli, run
+from conftest import char_dataset, torchrun
 from mypt import checkpoint
 from mypt.io import sha256_file
 
@@ -30,16 +29,9 @@ def _bench():
     return module
 
 
-def torchrun(args: list[str], cwd: Path, check: bool = True, **kw):
-    return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                "mypt.cli", *args], cwd, check=check, **kw)
-
-
 @pytest.mark.slow
 def test_a_sharded_resume_reads_each_ranks_share_and_ends_where_an_uninterrupted_run_does(tmp_path):
-    (tmp_path / "corpus.txt").write_text(TEXT)
-    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char",
-             cwd=tmp_path)
+    char_dataset(tmp_path, TEXT)
     # (--lr_decay_iters fixed: the schedule of a run to 4 and of one to 6 alike.)
     train = ["train", "--dataset_dir", "ds", "--config_file", "tiny", "--eval_interval", "2", "--lr_decay_iters", "6",
              "--device", "cpu", "--dtype", "float32", "--parallel", "fsdp"]
@@ -75,9 +67,7 @@ def test_a_sharded_resume_reads_each_ranks_share_and_ends_where_an_uninterrupted
 
 @pytest.mark.slow
 def test_a_sharded_resume_refuses_a_changed_shard_or_nan_weights_on_every_rank(tmp_path):
-    (tmp_path / "corpus.txt").write_text(TEXT)
-    mypt_cli("prepare-dataset", "--input_files", "corpus.txt", "--out_dir", "ds", "--tokenization", "char",
-             cwd=tmp_path)
+    char_dataset(tmp_path, TEXT)
     train = ["train", "--dataset_dir", "ds", "--config_file", "tiny", "--eval_interval", "2", "--device", "cpu",
              "--dtype", "float32", "--parallel", "fsdp"]
     torchrun([*train, "--model_name", "flipped", "--max_iters", "2"], tmp_path)
