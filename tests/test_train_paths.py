@@ -419,8 +419,8 @@ def test_a_resume_reads_and_hashes_each_checkpoint_file_once(tmp_path, monkeypat
     saved = checkpoint.read_training_state(ckpt, saved_config)
     state = checkpoint.load_training_state(ckpt, optimizer, 0, model, state=saved, config=saved_config)
     monkeypatch.undo()
-    # (training_state.json: hashed, then parsed; safetensors' own read of its file is not Python's open)
-    assert opens == {"config.json": 1, "training_state.json": 2, "training_state.safetensors": 1}
+    # (training_state.json: its bytes hashed and parsed; safetensors' own read of its file is not Python's open)
+    assert opens == {"config.json": 1, "training_state.json": 1, "training_state.safetensors": 1}
     assert state["step"] == 2 and "optimizer" not in state and "optimizer" in saved  # (the caller's left whole)
     assert optimizer.state_dict()["state"]  # the moments restored
 
