@@ -95,18 +95,13 @@ def _refuse_foreign(lock: Path, output: Path, flag: str) -> None:
 
 
 def _take(lock: Path, output: Path, flag: str) -> int:
-    """Make `lock` this process's and return its held fd. The lock file is written (the pid) and
-    locked under a name of this process's, then linked to the lock's name: a lock file is never
+    """Make `lock` this process's and return its held fd. The lock file is locked and written (the
+    pid) under a name of this process's (_own_file), then linked to the lock's name: a lock file is never
     seen empty, so an empty file there is a user's (refused, kept). A lock file a finished or
     killed run left is replaced by this one, atomically."""
-    # pid and a random part: a pod's pid is the same run after run, and another pod's may be too.
-    own = sibling(output.resolve(), f"lock-{os.getpid()}-{secrets.token_hex(4)}")
     _remove_dead_takers(output.resolve())
-    fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    own, fd = _own_file(output, lock)
     try:
-        with naming(lock):  # (a full disk: said of the lock beside the output, not of "a file")
-            os.pwrite(fd, _content(), 0)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a flock is the file's: it holds under the lock's name
         while True:
             _refuse_foreign(lock, output, flag)
             try:
@@ -114,6 +109,11 @@ def _take(lock: Path, output: Path, flag: str) -> int:
                 return fd
             except FileExistsError:
                 pass
+            except FileNotFoundError:  # own removed meanwhile (a user, or a reaper that misjudged it): a fresh one
+                os.close(fd)
+                fd = -1
+                own, fd = _own_file(output, lock)
+                continue
             except OSError as e:  # a filesystem without hard links (exFAT, some FUSE): made in place
                 if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
                     raise
@@ -138,15 +138,44 @@ def _take(lock: Path, output: Path, flag: str) -> int:
                 except FileNotFoundError:
                     same_file = False
                 if same_file and not _foreign(os.pread(old, 64, 0)):
-                    os.replace(own, lock)
-                    return fd
+                    try:
+                        os.replace(own, lock)
+                        return fd
+                    except FileNotFoundError:  # own removed meanwhile, as above
+                        os.close(fd)
+                        fd = -1
+                        own, fd = _own_file(output, lock)
             finally:
                 os.close(old)
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
     finally:
         own.unlink(missing_ok=True)  # linked: the lock's second name; replaced: gone already
+
+
+def _own_file(output: Path, lock: Path) -> tuple[Path, int]:
+    """This process's name of the lock file, made, locked and written (the pid), and its fd. Locked the moment it is
+    made, before the write (slow on a network disk): a taker on another host or in another pid namespace, whose pid
+    _dead cannot see, holds it locked from its first moment, so _remove_dead_takers leaves it."""
+    # pid and a random part: a pod's pid is the same run after run, and another pod's may be too.
+    own = sibling(output.resolve(), f"lock-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a flock is the file's: it holds under the lock's name
+        with naming(lock):  # (a full disk: said of the lock beside the output, not of "a file")
+            os.pwrite(fd, _content(), 0)
+    except BaseException:
+        os.close(fd)
+        own.unlink(missing_ok=True)
+        raise
+    return own, fd
+
+
+# A taker's own name older than this (by its mtime) is a killed run's: a live taker holds it for moments. Younger,
+# it may be a live taker's not yet locked (os.open and flock are two calls), whose pid _dead cannot see.
+DEAD_TAKER_AGE_S = 60
 
 
 def _remove_dead_takers(output: Path) -> None:
@@ -154,7 +183,8 @@ def _remove_dead_takers(output: Path) -> None:
     while it took the lock left beside `output`, for ever otherwise: only a name _take makes for
     this output, a regular file empty or holding that pid's lock line, whose pid is no process
     of this host and which no process holds locked (another host's run, taking the lock on a
-    shared disk, holds its own locked). Best effort: one that cannot be removed stays."""
+    shared disk, holds its own locked) and which is older than DEAD_TAKER_AGE_S. Best effort: one that cannot be
+    removed stays."""
     try:
         entries = list(os.scandir(output.parent))
     except OSError:
@@ -162,6 +192,11 @@ def _remove_dead_takers(output: Path) -> None:
     for entry in entries:
         m = re.search(r"lock-(\d+)-([0-9a-f]{8})$", entry.name)
         if not m or sibling(output, f"lock-{m[1]}-{m[2]}").name != entry.name or not _dead(int(m[1])):
+            continue
+        try:
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < DEAD_TAKER_AGE_S:
+                continue
+        except OSError:
             continue
         try:
             fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

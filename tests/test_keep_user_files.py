@@ -1400,13 +1400,39 @@ def test_an_output_whose_path_leads_back_to_a_literal_tilde_is_refused(tmp_path,
 def test_a_lock_file_a_run_killed_while_taking_the_lock_left_is_removed_by_the_next(corpus):
     """A run killed while it took the lock left its own name of the lock file (`.ds.lock-PID-HEX`)
     beside the output for ever. The next writer removes it where that pid is no process here, and
-    only such a file: a live process's, and a user's file of a like name, stay."""
+    only such a file, older than a minute: a live process's, and a user's file of a like name, stay, and so does a
+    fresh one: a taker whose pid is not on this host (another pod on a shared disk) in the moment between making
+    its file and locking it (it lost its file, and failed with a raw FileNotFoundError)."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # (a pid no process has now)
     left = {f".ds.lock-{gone.pid}-0a1b2c3d": f"mypt lock of pid {gone.pid}\n", f".ds.lock-{gone.pid}-00ff00ff": ""}
     kept = {f".ds.lock-{os.getppid()}-0a1b2c3d": f"mypt lock of pid {os.getppid()}\n",  # a live process's
-            f".ds.lock-{gone.pid}-notes": "mine\n", f".ds.lock-{gone.pid}-0a1b2c3e": "my notes\n"}
+            f".ds.lock-{gone.pid}-notes": "mine\n", f".ds.lock-{gone.pid}-0a1b2c3e": "my notes\n",
+            f".ds.lock-{gone.pid}-1a2b3c4d": ""}  # (made just now, not yet locked)
     for name, text in {**left, **kept}.items():
         Path(name).write_text(text)
+        if not name.endswith("1a2b3c4d"):
+            os.utime(name, (time.time() - 3600, time.time() - 3600))
     prepare("ds")
     assert sorted(p.name for p in Path.cwd().iterdir() if p.name.startswith(".ds.")) == sorted(kept)
+
+
+def test_a_taker_whose_own_lock_file_is_removed_before_it_links_it_takes_the_lock_with_a_fresh_one(tmp_path,
+                                                                                                  monkeypatch):
+    """A taker's own name of the lock file (`.ds.lock-PID-HEX`), removed in the moment before it is linked to
+    `.ds.lock` (a user, another host's reaper): the taker makes a fresh one and takes the lock, where it failed
+    with a raw FileNotFoundError naming `.ds.lock-PID-HEX -> .ds.lock`."""
+    from mypt.lock import lock_path, output_lock
+
+    real_link, removed = os.link, []
+
+    def link(src, dst, *a, **k):
+        if not removed:
+            removed.append(src)
+            os.unlink(src)
+        return real_link(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "link", link)
+    with output_lock(tmp_path / "ds", "--out_dir"):
+        assert lock_path(tmp_path / "ds").read_text() == f"mypt lock of pid {os.getpid()}\n"
+    assert removed and sorted(p.name for p in tmp_path.iterdir()) == []
