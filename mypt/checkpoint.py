@@ -2,7 +2,8 @@
 
     model.safetensors          weights (a tied embedding stored once, as lm_head.weight)
     config.json                model and training configs, provenance (init_from_model; dataset_dir and
-                               its dataset_metadata.json sha256, named by a resume on other data)
+                               its dataset_metadata.json sha256, named by a resume on other data;
+                               text_nfc: whether that text was NFC, how generate reads a prompt)
     tokenizer_state.json       the tokenizer, so generation needs nothing else
     training_state.safetensors optimizer moments and RNG states (tensors)
     training_state.json        step, sampler state (per rank under DDP), GradScaler state

@@ -200,7 +200,7 @@ def generate_cmd(**flags):
     s = GenerateSettings.from_flags(flags)
     prompt = read_prompt(s.prompt, s.prompt_file)  # before the model loads: a bad file fails at once
     path = checkpoint.resolve(s.model_name, s.checkpoints_dir)
-    model, tokenizer, _ = load_model(path, resolve_device(s.device))
+    model, tokenizer, config = load_model(path, resolve_device(s.device))
     current = [-1]
 
     def show(sample: int, piece: str) -> None:
@@ -212,7 +212,8 @@ def generate_cmd(**flags):
     try:
         generate(model, tokenizer, prompt, s.max_new_tokens, s.temperature, s.top_k or None, s.top_p, s.seed,
                  s.num_samples, show, stop=s.stop,
-                 prompt_flag=f"--prompt_file {s.prompt_file}" if s.prompt_file is not None else "--prompt")
+                 prompt_flag=f"--prompt_file {s.prompt_file}" if s.prompt_file is not None else "--prompt",
+                 text_nfc=config.get("text_nfc"))
     finally:  # end the streamed line: an error after some text is then a line of its own
         if current[0] >= 0:
             click.echo()

@@ -84,7 +84,7 @@ def read_prompt(prompt: str, prompt_file: Path | None) -> str:
                          f"{e.start}); save the file as UTF-8") from None
 
 
-def as_trained(tokenizer, prompt: str) -> str:
+def as_trained(tokenizer, prompt: str, text_nfc: bool | None = None) -> str:
     """The prompt as the training text had it, by prepare-dataset's normalization (on by default):
 
     - line ends: it and train --input_file's reading make every \\r\\n and lone \\r a \\n, so a
@@ -94,21 +94,22 @@ def as_trained(tokenizer, prompt: str) -> str:
     - Unicode NFC: a decomposed 'cafe\\u0301' (macOS file names, text copied from some PDFs) is
       the 'café' the corpus held, one character a char vocabulary knows, where it refused the
       combining accent; GPT-2 encodes 'the café' as [1169, 40304] and the decomposed form as
-      [1169, 26725, 136, 223], ids the model never saw in that order. Kept as given where a char
-      vocabulary shows a corpus of decomposed text (--no_normalize, or train --input_file, which
-      reads text as it is): it lacks a character of the NFC form and holds those of the prompt.
-      A gpt2 or hf vocabulary encodes any text and cannot show it, and the checkpoint does not
-      record whether its dataset was normalized: their prompts are read as the default prepares
-      text (most text is NFC already, and NFC leaves it as it is)."""
+      [1169, 26725, 136, 223], ids the model never saw in that order. Applied where the
+      checkpoint records its text was NFC (`text_nfc`, its config.json's: prepare-dataset's
+      normalize). Kept as given where it records the text was not (--no_normalize, train
+      --input_file, which reads text as it is): NFC rewrites more than accents (U+F91D as
+      U+6B04, the ohm sign as omega, conjoining jamo as syllables), other ids than the model
+      learned. Unrecorded (None: a checkpoint saved without it), a char vocabulary decides: kept
+      where it lacks a character of the NFC form and holds those of the prompt; a gpt2 or hf
+      vocabulary encodes any text and cannot show it: kept as given, never rewritten unasked."""
     if "\r" in prompt and not (tokenizer.kind == "char" and _encodes(tokenizer, "\r")):
         prompt = prompt.replace("\r\n", "\n").replace("\r", "\n")
-    if prompt.isascii():  # (ASCII is NFC)
+    if prompt.isascii() or text_nfc is False:  # (ASCII is NFC)
         return prompt
     composed = unicodedata.normalize("NFC", prompt)
-    if composed == prompt or tokenizer.kind == "char" and not _encodes(tokenizer, composed) \
-            and _encodes(tokenizer, prompt):
-        return prompt
-    return composed
+    if tokenizer.kind == "char":
+        return prompt if not _encodes(tokenizer, composed) and _encodes(tokenizer, prompt) else composed
+    return composed if text_nfc else prompt
 
 
 def _encode_prompt(tokenizer, prompt: str, flag: str) -> list[int]:
@@ -299,7 +300,7 @@ def _check_arguments(model: GPT, tokenizer, prompt, **settings) -> None:
 def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,
              top_k: int | None = 200, top_p: float | None = None, seed: int | None = 1337, num_samples: int = 1,
              on_text: Callable[[int, str], None] | None = None, use_cache: bool = True,
-             stop: Sequence[str] = (), prompt_flag: str = "--prompt") -> list[str]:
+             stop: Sequence[str] = (), prompt_flag: str = "--prompt", text_nfc: bool | None = None) -> list[str]:
     """Sample `num_samples` continuations of `prompt`; `on_text(sample, piece)` receives text
     as it is produced (streaming). A sample ends at the end-of-text token, at the first of the
     `stop` strings (not included; one str is one stop string) or after max_new_tokens. Returns the full texts, prompt
@@ -307,15 +308,16 @@ def generate(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200, temp
     that prints a header per sample prints it even when the sample stops at once (a stop
     string or the end-of-text token first), and not when the model fails before that.
     `prompt_flag`: how errors about the prompt name where it came from (`--prompt_file PATH`).
-    The prompt is read as the training text was normalized (\\r\\n and \\r as \\n, Unicode NFC: see
-    as_trained); the texts returned begin with the prompt as given."""
+    The prompt is read as the training text was normalized (\\r\\n and \\r as \\n, Unicode NFC where
+    `text_nfc`, the checkpoint config.json's record of it, says so: see as_trained); the texts
+    returned begin with the prompt as given."""
     stop = [stop] if isinstance(stop, str) else list(stop)  # (a str's characters would each be a stop string)
     _check_arguments(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                      top_p=top_p, seed=seed, num_samples=num_samples)
     device = next(model.parameters()).device
     for s in stop:
         check_text(s, "--stop")
-    ids = _encode_prompt(tokenizer, as_trained(tokenizer, prompt), prompt_flag) if prompt else []
+    ids = _encode_prompt(tokenizer, as_trained(tokenizer, prompt, text_nfc), prompt_flag) if prompt else []
     # What is shown: the prompt as written, then the text that decoding its ids and the new ones
     # together gives past the decoded prompt (TextStream's context). A byte-level tokenizer
     # decodes the prompt to itself; a sentencepiece-style (Metaspace) or normalizing one may not

@@ -307,6 +307,17 @@ def _data_record(specs: list[DatasetSpec]) -> str | list[str] | None:
     return str(specs[0].path) if len(specs) == 1 else [f"{s.name}={s.path}:{s.weight:g}" for s in specs] or None
 
 
+def _text_nfc(specs: list[DatasetSpec]) -> bool | None:
+    """Whether the text trained on was Unicode NFC, for generate to read a prompt as it
+    (generate.as_trained): prepare-dataset's normalize setting, True where every dataset had it,
+    False where one had not (--no_normalize: the model saw text as it came); None where a
+    dataset's metadata does not record it. --input_file (no specs) reads text as it is: False."""
+    if not specs:
+        return False
+    said = [read_metadata(s.path, "--dataset_dir").get("settings", {}).get("normalize") for s in specs]
+    return False if False in said else True if all(v is True for v in said) else None
+
+
 def _data_sums(specs: list[DatasetSpec]) -> list[str]:
     """The sha256 of each dataset's metadata (its shards, sizes and sums): a dataset prepared
     again at the same path has other metadata unless its tokens are the same."""
@@ -920,7 +931,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     extra = {"training": train_cfg.to_dict(), "config_source": cfgs.source,
              # provenance: where the weights first came from (kept across --resume)
              "init_from_model": (cfgs.saved_init if req.resume else str(cfgs.init) if cfgs.init is not None else None),
-             "dataset_dir": _data_record(specs), "dataset_sha256": data_sums,
+             "dataset_dir": _data_record(specs), "dataset_sha256": data_sums, "text_nfc": _text_nfc(specs),
              "eval_dataset_dir": req.eval_dataset_dir and str(req.eval_dataset_dir), "eval_dataset_sha256": eval_sum}
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -472,16 +473,18 @@ def test_a_prompt_is_read_in_the_unicode_form_the_training_text_has(w, monkeypat
     combining acute, as macOS writes file names) was refused by a char model whose vocabulary
     holds 'é' ("the characters ['\u0301'] are not in the model's char vocabulary"), and was fed to
     a gpt2 model as ids the corpus never held ([26725, 136, 223] for ' café''s [40304]). A char
-    vocabulary of decomposed text (--no_normalize, train --input_file) keeps it as given."""
+    vocabulary of decomposed text (--no_normalize, train --input_file) keeps it as given; a gpt2
+    checkpoint that does not record its text's form (text_nfc) too."""
     from mypt import checkpoint
     from mypt.tokenizers import Tokenizer
     from mypt.tokenizers.gpt2 import GPT2Tokenizer
 
     composed, decomposed = "the caf\u00e9 ", "the cafe\u0301 "
-    for name, tok in (("nfc", Tokenizer("char", chars=composed + "x\n")), ("g", GPT2Tokenizer()),
-                      ("nfd", Tokenizer("char", chars=decomposed + "x\n"))):
-        checkpoint.save(w / "ck" / name, _random_model(tok), tok, {})
-    for name, read_as in (("nfc", composed), ("nfd", decomposed), ("g", composed)):
+    for name, tok, extra in (("nfc", Tokenizer("char", chars=composed + "x\n"), {}),
+                             ("g", GPT2Tokenizer(), {"text_nfc": True}), ("g0", GPT2Tokenizer(), {}),
+                             ("nfd", Tokenizer("char", chars=decomposed + "x\n"), {})):
+        checkpoint.save(w / "ck" / name, _random_model(tok), tok, extra)
+    for name, read_as in (("nfc", composed), ("nfd", decomposed), ("g", composed), ("g0", decomposed)):
         tok = Tokenizer.load(w / "ck" / name)
         assert _cli_prompt_ids(monkeypatch, *gen("--prompt", decomposed, model=name)) == list(tok.encode(read_as))
     (w / "p.txt").write_text(decomposed, encoding="utf-8")
@@ -492,6 +495,31 @@ def test_a_prompt_is_read_in_the_unicode_form_the_training_text_has(w, monkeypat
     assert nfd.exit_code == 0 and nfc.exit_code == 0, nfd.output + nfc.output
     assert nfd.output.startswith("--- sample 1 ---\n" + decomposed)  # shown as given, continued as 'café'
     assert nfd.output.replace(decomposed, composed, 1) == nfc.output
+
+
+@pytest.mark.slow
+def test_a_prompt_is_read_as_the_models_training_text_was_normalized(w, monkeypatch):
+    """train records whether its text was Unicode NFC (config.json's text_nfc), and generate
+    reads a gpt2 model's prompt by it: a model of --input_file (read as is) or of a
+    --no_normalize dataset keeps a decomposed prompt as given, where NFC gave it ids of other
+    text (U+F91D as U+6B04, the ohm sign as omega); a model of a normalized dataset NFCs it."""
+    from mypt.tokenizers.gpt2 import GPT2Tokenizer
+
+    prompt = "the cafe\u0301 \uf91d \u2126 "
+    Path("nfd.txt").write_text(prompt * 200, encoding="utf-8")
+    for out, flags in (("gn", []), ("graw", ["--no_normalize"])):
+        r = invoke("prepare-dataset", "--input_files", "nfd.txt", "--out_dir", out, "--tokenization", "gpt2",
+                   *flags)
+        assert r.exit_code == 0, r.output
+    for model, data, nfc in (("file", ["--input_file", "nfd.txt"], False), ("raw", ["--dataset_dir", "graw"], False),
+                             ("norm", ["--dataset_dir", "gn"], True)):
+        r = invoke("train", "--model_name", model, "--checkpoints_dir", "ck", "--config_file", "tiny", "--device",
+                   "cpu", "--max_iters", "1", "--eval_interval", "1", "--eval_iters", "1", *data)
+        assert r.exit_code == 0, r.output
+        assert json.loads((w / "ck" / model / "config.json").read_text())["text_nfc"] is nfc
+        read_as = unicodedata.normalize("NFC", prompt) if nfc else prompt
+        assert _cli_prompt_ids(monkeypatch, *gen("--prompt", prompt, model=model)) == \
+            list(GPT2Tokenizer().encode(read_as)), model
 
 
 def test_eval_refuses_a_val_shard_whose_bytes_are_not_those_prepared(w):
