@@ -26,7 +26,7 @@ from typing import Iterable
 
 from mypt.errors import InputError, OutputInPlace, listed, os_error_message
 from mypt.io import (append_dir, check_movable, check_replaceable, is_own, keep_dir_attributes, loops, make_own_dir,
-                     partial_dir, remove_own, remove_work, unmark, write_json)
+                     not_carried, partial_dir, remove_own, remove_work, unmark, write_json)
 from mypt.lock import output_lock
 from mypt.names import WORK_MARK
 from mypt.dataset_dir import recover_dataset, restore_appended
@@ -163,20 +163,29 @@ def _own_names(meta: dict) -> set[str]:
     return {METADATA_FILE, WORK_MARK} | {e["file"] for split in SPLITS for e in meta[split]["shards"]}
 
 
-def _move_added(old_dir: Path, grown: Path, own: set[str]) -> None:
-    """Move into the grown dataset what the user added to the old one (`old_dir`, swapped out)
-    while _build copied it, after its walk: left there, it would be removed with the old
-    dataset's names. What _build brought along (the same path in both) stays as it is."""
+def _added(old_dir: Path, grown: Path, own: set[str]) -> list[str]:
+    """What the user added to the old dataset (`old_dir`, swapped out) while _build copied it, after its walk (paths
+    relative to it): what the grown dataset lacks. What _build brought along (the same path in both) is not."""
+    found = []
+
     def walk(prefix: str) -> None:
         for entry in sorted(os.scandir(old_dir / prefix), key=lambda e: e.name):
             rel, there = prefix + entry.name, grown / (prefix + entry.name)
             if rel in own:
                 continue
             if not os.path.lexists(there):
-                os.replace(entry.path, there)
+                found.append(rel)
             elif entry.is_dir(follow_symlinks=False) and there.is_dir() and not there.is_symlink():
                 walk(rel + "/")
     walk("")
+    return found
+
+
+def _move_added(old_dir: Path, grown: Path, own: set[str]) -> None:
+    """Move into the grown dataset what the user added to the old one meanwhile (_added): left
+    there, it would be removed with the old dataset's names."""
+    for rel in _added(old_dir, grown, own):
+        os.replace(old_dir / rel, grown / rel)
 
 
 def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) -> dict:
@@ -231,6 +240,24 @@ def _build(dataset_dir: Path, old: dict, new_dir: Path, new: dict, stage: Path) 
     return meta
 
 
+def _left_added(work: Path, grown: Path, own: set[str], flag: str, e: OSError) -> None:
+    """The error of an append whose grown dataset is in place but whose user's files added meanwhile (_added) could
+    not all be moved in: named, with where they are (`work`/old, which holds the old dataset's files too)."""
+    try:
+        left = _added(work / "old", grown, own)
+    except OSError:  # (the walk itself: named as a whole)
+        left = None
+    if left == []:  # (all moved: work holds mypt's files alone, removed as such)
+        return
+    unmark(work)  # it holds the user's files: never removed as mypt's (remove_own refuses it)
+    what = "the files you added to it while the append ran are" if left is None else \
+        f"{listed(left, 5)}, which you added to it while the append ran, {'is' if len(left) == 1 else 'are'}"
+    raise OutputInPlace(f"{flag} {grown} is grown, but {what} still in {work / 'old'} ({os_error_message(e)}), "
+                        f"beside the old dataset's own files: move {'it' if left and len(left) == 1 else 'them'} "
+                        f"into {grown} by hand (only {'it' if left and len(left) == 1 else 'them'}), then remove "
+                        f"{work}") from None
+
+
 def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareSettings = PrepareSettings(), *,
                    inherit: Iterable[str] = INHERITED, flag: str = "--append_to") -> dict:
     """Prepare `input_files` and add them to the dataset `dataset_dir` (see the module docstring).
@@ -278,12 +305,15 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
                 raise
             try:
                 unmark(dataset_dir)  # after the rename, as io._settle does
+                unmarked = None
+            except OSError as e:  # said once the user's files are moved in; work stays marked, removed below
+                unmarked = e
+            try:
                 _move_added(work / "old", dataset_dir, _own_names(old))
             except OSError as e:
-                unmark(work)  # it may hold the user's file now: never removed as mypt's (remove_own refuses it)
-                raise OutputInPlace(f"{flag} {dataset_dir} is grown, but what you added to it while the append ran "
-                                    f"is still in {work / 'old'} ({os_error_message(e)}): move it into {dataset_dir} "
-                                    f"by hand, then remove {work}") from None
+                _left_added(work, dataset_dir, _own_names(old), flag, e)
+            if unmarked is not None:
+                raise OutputInPlace(f"{flag}: " + not_carried(dataset_dir, None, os_error_message(unmarked)))
             # Never to be put back now (restore_appended): the old dataset's names, being removed. Refused
             # (an I/O error), the append is done all the same: `finally` removes old/ with the work
             # directory, else the next writer does (recover_dataset: the staging is gone).

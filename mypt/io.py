@@ -809,9 +809,9 @@ def _carry_over(carry: Path, final: Path, owned: tuple[str, ...]) -> None:
             except OSError as e:
                 stuck.append((rel, os_error_message(e)))
     except OSError as e:  # (the walk itself)
-        raise InputError(_not_carried(final, carry, os_error_message(e))) from None
+        raise InputError(not_carried(final, carry, os_error_message(e))) from None
     if stuck:
-        raise InputError(_not_carried(final, carry, listed([cause for _, cause in stuck], 2, "; "),
+        raise InputError(not_carried(final, carry, listed([cause for _, cause in stuck], 2, "; "),
                                       [rel for rel, _ in stuck]))
     if both:
         raise InputError(f"{listed(both, 5)} {'is' if len(both) == 1 else 'are'} both in {final} and in "
@@ -1013,10 +1013,10 @@ def _settle(final: Path, owned: tuple[str, ...]) -> None:
         raise OutputInPlace(str(e)) from None
     except OSError as e:
         aside = next((p for p in (old, carry) if os.path.lexists(p)), None)
-        raise OutputInPlace(_not_carried(final, aside, os_error_message(e))) from None
+        raise OutputInPlace(not_carried(final, aside, os_error_message(e))) from None
 
 
-def _not_carried(final: Path, aside: Path | None, cause: str, names: list[str] | None = None) -> str:
+def not_carried(final: Path, aside: Path | None, cause: str, names: list[str] | None = None) -> str:
     """What a failure after a swap left: the new output in place, and the user's files of the previous
     one in `aside` (None: only the output's work mark); `names`: those that could not be moved (the others
     were), where known."""

@@ -15,6 +15,7 @@ from conftest import read_tokens, tree_bytes
 import mypt.append
 from mypt.cli import main
 from mypt.io import make_own_dir, mark_own, partial_dir
+from mypt.names import WORK_MARK
 
 # Both corpora use the same characters, so the char vocabulary of the first holds the second.
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -332,12 +333,38 @@ def test_a_file_added_meanwhile_that_cannot_be_moved_is_kept_and_named(dataset, 
     more = str(corpus(tmp_path / "in" / "second.txt", 1))
     out = cli("prepare-dataset", "--input_files", more, "--append_to", str(dataset), ok=False).output
     aside = dataset.parent / f".{dataset.name}.append"
-    assert f"is grown, but what you added to it while the append ran is still in {aside / 'old'}" in out, out
+    # Named alone: old/ holds the whole old dataset too, its metadata among them, which moved in would undo the append.
+    assert f"is grown, but written_meanwhile.txt, which you added to it while the append ran, is still in " \
+           f"{aside / 'old'}" in out and "move it into" in out and "(only it)" in out, out
     assert (aside / "old" / "written_meanwhile.txt").read_text() == "mine\n"
     monkeypatch.undo()
     out = cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "third.txt", 2)), "--append_to",
               str(dataset), ok=False).output
     assert "did not make this folder" in out and (aside / "old" / "written_meanwhile.txt").is_file(), out
+
+
+def test_a_work_mark_left_in_the_grown_dataset_is_said_alone_and_removed_by_the_next_append(dataset, tmp_path,
+                                                                                            monkeypatch):
+    """The grown dataset's work mark that cannot be removed (a full disk, an I/O error) is all that is left: said so,
+    and the append's work folder (which holds the whole old dataset) removed. The message said the files added
+    meanwhile were in `.ds.append/old` and to move them in by hand (the old metadata over the grown one's), and
+    the next --append_to was refused until `.ds.append` was removed by hand."""
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if Path(path) == dataset / WORK_MARK and (tmp_path / ".ds.append" / "old").is_dir():  # (after the swap)
+            raise OSError(28, "No space left on device", str(path))
+        return real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+    out = cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "second.txt", 1)), "--append_to",
+              str(dataset), ok=False).output
+    monkeypatch.undo()
+    assert f"{dataset} is in place, whole, but its work mark {WORK_MARK} is left in it" in out, out
+    assert "by hand" not in out and leftovers(dataset) == [], out
+    cli("prepare-dataset", "--input_files", str(corpus(tmp_path / "in" / "third.txt", 2)), "--append_to",
+        str(dataset))
+    assert not (dataset / WORK_MARK).exists() and leftovers(dataset) == []
+    assert cli("verify-dataset", str(dataset)).output.startswith("OK:")
 
 
 def test_without_hard_links_a_users_file_keeps_its_permissions_and_time(dataset, tmp_path, monkeypatch):
