@@ -8,6 +8,7 @@ and the command would succeed."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +16,7 @@ from mypt import checkpoint
 from mypt.config import EvalSettings
 from mypt.dataset_spec import parse_dataset_specs
 from mypt.device import resolve_device
-from mypt.errors import TrainingDiverged
+from mypt.errors import DataError, TrainingDiverged
 from mypt.evaluate import evaluate_dataset, whole_windows
 from mypt.model import load_model
 from mypt.shards import dataset_metadata, dataset_tokenizer
@@ -36,6 +37,25 @@ def _diverged(path: Path, name: str, directory: Path, loss: str) -> TrainingDive
                             "checkpoint of the model, or on another --device")
 
 
+def _identity(directory: Path) -> tuple:
+    """What a swap of the dataset changes: (device, inode) of its directory (prepare-dataset
+    --overwrite and --append_to rename a new one into place) and of its val folder, with the
+    folder's mtime (a shard renamed into it by hand). None for a folder that is not there."""
+    def ids(path: Path, *times: str) -> tuple | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino, *(getattr(st, t) for t in times))
+    return ids(directory), ids(directory / "val", "st_mtime_ns")
+
+
+def _replaced(name: str, directory: Path) -> DataError:
+    return DataError(f"--dataset {name}={directory}: the dataset was replaced while eval ran (its directory or its "
+                     "val folder is another than when its metadata was read: a prepare-dataset --overwrite or "
+                     "--append_to of it?), so its loss would be of other data than was checked; run eval again")
+
+
 def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
                    log: Callable[[str], None] = print) -> dict:
     """{name: {loss, perplexity, tokens}} of settings.model_name on each dataset's val split."""
@@ -43,10 +63,11 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     model, tokenizer, _ = load_model(path, resolve_device(settings.device))
     max_tokens = whole_windows(settings.max_tokens, model.config.block_size)
     log(f"model: {path}")  # the directory --model_name resolved to (a name, or a path)
-    theirs, metas = {}, {}
+    theirs, metas, identities = {}, {}, {}
     for name, directory in datasets.items():  # all before any evaluation: the last may be the one refused
         # The metadata read once: the tokenizer's record, the split's check and its pass go by one
         # version of it (a dataset replaced in between is never checked by one and scored by another).
+        identities[name] = _identity(directory)  # taken first: metadata read after a swap is of the new one
         metas[name] = dataset_metadata(directory)
         theirs[name] = dataset_tokenizer(directory, metas[name])
         check_tokenizer(tokenizer, theirs[name], f"the model {path}", f"--dataset {name}={directory}",
@@ -60,6 +81,13 @@ def evaluate_model(settings: EvalSettings, datasets: dict[str, Path],
     for name, directory in datasets.items():
         results[name] = r = evaluate_dataset(model, directory, settings.batch_size, max_tokens, tokenizer=theirs[name],
                                              meta=metas[name])
+        # The check read the shards by path and the loader opened them again: the same files only where
+        # the folders they were found in are still the ones the metadata was read from once the loader
+        # has opened its files. A swap never puts the old directory back, so asked after the pass, this
+        # tells whether one came before the loader opened them (or after: refused too, though the pass
+        # read the checked files, held open).
+        if _identity(directory) != identities[name]:
+            raise _replaced(name, directory)
         if not math.isfinite(r["loss"]):
             raise _diverged(path, name, directory, str(r["loss"]))
         if not math.isfinite(r["perplexity"]):  # a finite loss above ~709.8 nats: exp overflows
