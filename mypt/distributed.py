@@ -427,11 +427,16 @@ def _bytes_moved(thread: int) -> int | None:
 
 
 # The system calls, by number, in which a save's thread is writing though its bytes stand still:
-# read, write, open, close, pread64, pwrite64, readv, writev, fsync, fdatasync, openat (Linux's
-# tables: x86_64's, and the generic one aarch64 uses). Not futex or poll: a thread waiting on
-# another (a stuck GPU copy, threading's waits) is no write. Another machine: none (bytes only).
-_IO_CALLS = {"x86_64": {0, 1, 2, 3, 17, 18, 19, 20, 74, 75, 257},
-             "aarch64": {63, 64, 57, 67, 68, 65, 66, 82, 83, 56}}
+# read, write, open, close, pread64, pwrite64, readv, writev, fsync, fdatasync, openat, and the
+# ways a library moves bytes or sizes a file without them: sendfile, copy_file_range, preadv,
+# pwritev, preadv2, pwritev2, fallocate, ftruncate, msync (an mmap's flush). Linux's tables:
+# x86_64's (asm/unistd_64.h), and the generic one aarch64 uses (asm-generic/unistd.h). Not futex
+# or poll: a thread waiting on another (a stuck GPU copy, threading's waits) is no write. Another
+# machine: none (bytes only).
+_IO_CALLS = {"x86_64": {0, 1, 2, 3, 17, 18, 19, 20, 74, 75, 257,
+                        40, 326, 295, 296, 327, 328, 285, 77, 26},
+             "aarch64": {63, 64, 57, 67, 68, 65, 66, 82, 83, 56,
+                         71, 285, 69, 70, 286, 287, 47, 46, 227}}
 # How many --dist_timeout_minutes a save's thread may spend inside those calls with no byte counted
 # (a close sending 56 GB to NFS at 100 MB/s: 9 minutes), before it is taken as stuck (a hung mount):
 # an hour at the default 10, after which the waiting ranks end one timeout later.
