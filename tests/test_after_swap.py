@@ -72,7 +72,8 @@ def test_an_append_failing_after_its_swap_says_the_dataset_is_grown(corpus):
     swapped = Path(".ds.append/old")  # (the mark of the grown dataset, once it is renamed into place)
     with full_disk_on("unlink", lambda path, *_: path == "ds/.mypt-work" and swapped.is_dir()):
         out = cli("prepare-dataset", "--input_files", "more.txt", "--append_to", "ds", "--workers", "1", ok=False)
-    assert "--append_to ds is grown, but" in out, out
+    assert "--append_to ds is grown: ds is in place, whole, but its work mark" in out and "by hand" not in out, out
+    assert not Path(".ds.append").exists()  # (the old dataset's files, mypt's: removed, never the user's to move)
     meta = json.loads(Path("ds/dataset_metadata.json").read_text())
     assert [s["name"] for s in meta["sources"]] == ["corpus.txt", "more.txt"]
 
