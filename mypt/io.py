@@ -69,33 +69,29 @@ def write_reports(reports: dict[Path, object]) -> None:
 
 @contextlib.contextmanager
 def report_set_aside(report: Path, output: Path) -> Iterator[None]:
-    """A stage's report (`--stats`) of its previous output, set aside while the block replaces
-    `output` (its --out_dir): held in memory, the file removed, so that a kill (or a full disk)
-    between the output's swap and the new report's write leaves no report, never the previous
-    one beside the new output. Where the block fails with the output as it was (a refusal, an
-    error in the work), it is put back. The caller writes the new report after the block."""
-    if not os.path.isfile(report) or os.path.islink(report):  # (check_report_paths refused a link)
-        yield
-        return
-    data, mode, before = Path(report).read_bytes(), stat.S_IMODE(os.stat(report).st_mode), _identity(output)
-    os.unlink(report)
+    """A stage's report (`--stats`) of its previous output, removed by the block's swap of `output` (its --out_dir)
+    between its renames (_swap): a kill (or a full disk) between the swap and the new report's write leaves no report,
+    never the previous one beside the new output; one before the swap (hours of work: a kill, the OOM killer, a
+    refusal) leaves the report beside its output, as it was. The caller writes the new report after the block."""
+    key, report = os.path.realpath(output), Path(report).absolute()
+    _reports_aside.setdefault(key, []).append(report)
     try:
         yield
-    except BaseException:
-        if _identity(output) == before:  # (a swapped output keeps no earlier report: see above)
-            atomic_write_bytes(report, data)
-            os.chmod(report, mode)
-        raise
+    finally:
+        _reports_aside[key].remove(report)
+        if not _reports_aside[key]:
+            del _reports_aside[key]
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """Which directory `path` is (its target's device and inode), None where there is none: a
-    swap puts another in its place."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+# The reports of an output (by its real path) that a swap of it removes (report_set_aside).
+_reports_aside: dict[str, list[Path]] = {}
+
+
+def _drop_reports(final: Path) -> None:
+    """Remove the reports set aside for `final` (report_set_aside), a link's name, not its target (check_report_paths
+    refused a link)."""
+    for report in _reports_aside.get(os.path.realpath(final), []):
+        Path(report).unlink(missing_ok=True)
 
 
 # A part of a report's shape (check_report_paths): a name the run chose (a corpus, a token).
@@ -1113,6 +1109,9 @@ def _swap(final: Path, staging: Path) -> None:
             unmark(final)  # left as it was
             raise
     try:
+        # Between the renames: a kill before it leaves the previous output aside, which the next run puts back, with
+        # its report; after it, neither output has the previous output's report beside it.
+        _drop_reports(final)
         os.replace(staging, final)
     except BaseException:
         if old.exists():

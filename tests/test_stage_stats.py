@@ -67,3 +67,21 @@ def test_a_stage_that_refuses_leaves_its_report_as_it_was(stages):
     result = stages["split"]("--val_fraction", "0.3")  # another split: refused without --overwrite
     assert result.exit_code == 1 and "pass --overwrite" in result.output, result.output
     assert Path("split_stats.json").read_bytes() == before
+
+
+def test_a_stage_killed_during_its_work_leaves_its_report_beside_its_output(stages, monkeypatch):
+    """Until the swap, the previous output and its report stay on disk as they were: the report was removed when
+    the work began and held in memory, so a kill in the (hours-long) work (SIGKILL, the OOM killer, a preemption)
+    left the previous output without its report."""
+    import mypt.io
+
+    for run in stages.values():
+        assert run().exit_code == 0
+    before, real, seen = Path("clean_stats.json").read_bytes(), mypt.io.make_own_dir, []
+
+    def work_begins(path):  # (where a kill in the work finds the disk)
+        seen.append(Path("clean_stats.json").read_bytes() if Path("clean_stats.json").exists() else None)
+        return real(path)
+    monkeypatch.setattr(mypt.io, "make_own_dir", work_begins)
+    assert stages["clean"]("--max_line_chars", "47").exit_code == 0
+    assert seen == [before] and Path("clean_stats.json").read_bytes() != before
