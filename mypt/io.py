@@ -849,6 +849,15 @@ def _pinned(previous: Path, users: list[str]) -> list[str]:
     return [str(p) for p in places if _flags(p) & _PINNED]
 
 
+def _pinned_own(previous: Path, own: list[str]) -> list[str]:
+    """Of the output's own files of `previous` (`own`), and the folders they are in, those immutable or append-only:
+    the removal of the previous output, once replaced, would stop at them (silently: it is done after the output is
+    in place, best effort)."""
+    places = dict.fromkeys([*(previous / os.path.dirname(rel) for rel in own if "/" in rel), *(previous / rel
+                                                                                              for rel in own)])
+    return [str(p) for p in places if _flags(p) & _PINNED]
+
+
 def _flags(path: Path) -> int:
     """The file's flags (chattr's on Linux, chflags' elsewhere), 0 where none can be read: a
     link, a FIFO or device (opening one to ask could block or act), a file it cannot open."""
@@ -1050,7 +1059,7 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
     prepare-dataset, --append_to and training at their start, before the work or the first save
     would stop."""
     final, owned = output_target(Path(final)), tuple(owned)
-    users = user_entries(final, owned)  # (one walk for both checks; none where there is no folder)
+    own, users = _entries(final, owned)  # (one walk for the checks; none where there is no folder)
     misplaced = _misplaced(final, users, owned)
     if misplaced:
         rel = misplaced[0]
@@ -1073,6 +1082,12 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
         raise InputError(f"{listed(pinned, 3)}: immutable or append-only (chattr +i or +a), so mypt cannot move your "
                          f"files into its new output: refused, nothing changed; clear the flag (chattr -i -a), move it "
                          f"out of {final}, or choose another output")
+    pinned = _pinned_own(final, own)
+    if pinned:
+        raise InputError(f"{listed(pinned, 3)}: immutable or append-only (chattr +i or +a), so mypt cannot remove the "
+                         f"previous output's files once the new one replaces it (they would stay beside it, in "
+                         f"{carry_dir(final).name}): refused, nothing changed; clear the flag (chattr -i -a), or choose "
+                         "another output")
     if stuck:
         raise InputError(f"{listed(stuck, 3)}: read-only or a mount point, so mypt cannot put its new output in "
                          "place and keep your files: refused, nothing changed; make it writable (chmod u+w), unmount "

@@ -117,6 +117,19 @@ def test_an_immutable_file_of_yours_in_an_output_is_refused_before_the_work(corp
         assert tree_bytes(Path("ds")) == before and sorted(os.listdir()) == ["corpus.txt", "ds", "more.txt"]
 
 
+def test_an_immutable_file_of_mypts_in_an_output_is_refused_before_the_work(corpus):
+    """An immutable file of the output's own (its metadata): the new output went in place, the previous one could
+    not be removed, and the run exited 0 leaving `.ds.carry` (the whole previous dataset) beside it, at every
+    later write too."""
+    prepare()
+    before = tree_bytes(Path("ds"))
+    with immutable(Path("ds/dataset_metadata.json")):
+        out = prepare("--overwrite", ok=False)
+        assert "ds/dataset_metadata.json: immutable or append-only (chattr +i or +a)" in out \
+            and "nothing changed" in out, out
+        assert tree_bytes(Path("ds")) == before and sorted(os.listdir()) == ["corpus.txt", "ds", "more.txt"]
+
+
 def test_a_carry_over_moves_every_file_that_can_move_and_names_the_one_that_cannot(corpus):
     """A killed swap's `.ds.carry` (the previous output, marked) holding an immutable file and a
     folder: the next writer moves the folder in, and names the file it could not move."""
