@@ -263,21 +263,31 @@ class CheckedType(click.ParamType):
             checked = self.check(value)
         except MyptError as e:
             self.fail(str(e), param, ctx)
-        if _nan_in_range(self.field, checked):
-            self.fail(f"{value} is not a number", param, ctx)
+        refused = _not_finite_in_range(self.field, checked)
+        if refused:
+            self.fail(refused, param, ctx)
         return checked
 
 
-def _nan_in_range(field: dataclasses.Field, value: Any) -> bool:
-    """Whether `value` is a NaN given to a bounded setting. Every comparison with NaN is false, so
-    it passed click's range check and the settings' finite rule refused it: an error of another
-    style (exit status 1) than any other value out of range (click's usage error, exit status 2)."""
+def _not_finite_in_range(field: dataclasses.Field, value: Any) -> str | None:
+    """Why a NaN or an infinity given to a bounded setting is refused, else None. Every comparison
+    with NaN is false, and inf passes a range with no upper bound (--learning_rate inf): both
+    passed click's range check and reached the settings' finite rule, an error of another style
+    (exit status 1, after the vocabulary loaded) than any other value out of range (click's usage
+    error, exit status 2)."""
     m = field.metadata
-    return isinstance(value, float) and math.isnan(value) and (m.get("min") is not None or m.get("max") is not None)
+    lo, hi = m.get("min"), m.get("max")
+    if not isinstance(value, float) or math.isfinite(value) or (lo is None and hi is None):
+        return None
+    below, above = ("<" if m.get("min_open") else "<="), ("<" if m.get("max_open") else "<=")
+    bounds = f"{lo}{below}x{above}{hi}" if lo is not None and hi is not None \
+        else f"x{below.replace('<', '>')}{lo}" if lo is not None else f"x{above}{hi}"
+    return f"{value} is not a finite number in the range {bounds}"
 
 
 class FloatInRange(click.FloatRange):
-    """click's FloatRange with NaN refused as a value out of the range (_nan_in_range)."""
+    """click's FloatRange with NaN and the infinities refused as values out of the range
+    (_not_finite_in_range)."""
 
     def __init__(self, field: dataclasses.Field, **bounds):
         super().__init__(**bounds)
@@ -285,8 +295,9 @@ class FloatInRange(click.FloatRange):
 
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
-        if _nan_in_range(self.field, number):
-            self.fail(f"{number} is not in the range {self._describe_range()}.", param, ctx)
+        refused = _not_finite_in_range(self.field, number)
+        if refused:
+            self.fail(refused, param, ctx)
         return number
 
 

@@ -233,4 +233,4 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     result = CliRunner().invoke(main, ["generate", "--model_name", str(tmp_path / "nope"), "--device", "cpu"])
     assert result.exit_code == 1 and "Traceback" not in result.output and "nope" in result.output
     result = CliRunner().invoke(main, ["generate", "--model_name", "x", "--temperature", "nan"])
-    assert result.exit_code == 2 and "'--temperature': nan is not a number" in result.output
+    assert result.exit_code == 2 and "'--temperature': nan is not a finite number in the range x>=0.0" in result.output

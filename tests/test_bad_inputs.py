@@ -206,8 +206,10 @@ CASES = [
     # -- generate ---------------------------------------------------------------------------
     Case("prompt_outside_vocab", gen("--prompt", "Zé€"), ["--prompt", "'Z'", "'é'", "'€'", "vocabulary"]),
     # (NaN passes every comparison of a range check: a usage error as any value out of range)
-    Case("temperature_nan", gen("--temperature", "nan"), ["'--temperature': nan is not a number"], code=2),
-    Case("top_p_nan", gen("--top_p", "nan"), ["'--top_p'", "nan is not in the range 0.0<x<=1.0"], code=2),
+    Case("temperature_nan", gen("--temperature", "nan"),
+         ["'--temperature': nan is not a finite number in the range x>=0.0"], code=2),
+    Case("top_p_nan", gen("--top_p", "nan"), ["'--top_p'", "nan is not a finite number in the range 0.0<x<=1.0"],
+         code=2),
     Case("temperature_negative", gen("--temperature", "-1"), ["--temperature", "-1"], code=2),
     Case("top_k_negative", gen("--top_k", "-1"), ["--top_k", "-1"], code=2),
     Case("top_p_zero", gen("--top_p", "0"), ["--top_p", "0"], code=2),

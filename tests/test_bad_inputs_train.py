@@ -135,7 +135,9 @@ CASES = [
          ["heads.json: model setting n_embd (33)"], out="ck",
          setup=lambda w: (w / "heads.json").write_text(json.dumps({"model": {"n_embd": 33, "n_head": 2}}))),
     Case("learning_rate_nan_flag", train("--dataset_dir", "ds", "--learning_rate", "nan"),
-         ["'--learning_rate'", "nan is not in the range"], out="ck", code=2),
+         ["'--learning_rate'", "nan is not a finite number in the range x>0.0"], out="ck", code=2),
+    Case("learning_rate_inf_flag", train("--dataset_dir", "ds", "--learning_rate", "inf"),
+         ["'--learning_rate'", "inf is not a finite number in the range x>0.0"], out="ck", code=2),
     # -- windows longer than the shards: the remedy depends on the whole split's length -------
     Case("block_longer_than_shards", train("--dataset_dir", "ds0", "--block_size", "2500"),
          ["ds0/train: no shard holds block_size+1 = 2501", "larger --tokens_per_shard", "--block_size"], out="ck",
