@@ -309,6 +309,13 @@ def as_flag(name: str, value: Any, whole: bool = False) -> str:
     return f"--{name} {text}"
 
 
+def flags_differ(name: str, value: bool, other: bool, whose: str, where: str = "") -> str:
+    """A boolean setting that differs from `whose`, both as the flag a user types, not as Python's
+    True and False (`--qk_norm False`: no such flag): '--no_qk_norm (rank 0: --qk_norm)'.
+    `where`: where `value` came from, said after its flag (' in --config_file c.json')."""
+    return f"{as_flag(name, value)}{where} ({whose}: {as_flag(name, other)})"
+
+
 def device_setting() -> Any:
     """The `device` field of training, evaluation and generation."""
     return setting("auto", "auto (cuda when available, else mps on Apple silicon, else cpu), cpu, cuda, "

@@ -30,7 +30,7 @@ from mypt.lock import lock_path, output_lock
 from mypt.names import METADATA_FILE, unstored
 from mypt.model import GPT, check_finite, load_model, nonfinite
 from mypt.precision import autocast_dtype, dtype_name, run_autocast
-from mypt.settings import as_flag, says_none
+from mypt.settings import as_flag, flags_differ, says_none
 from mypt.shards import dataset_tokenizer, read_metadata
 from mypt.gc_pause import resume_gc
 from mypt.tokenizer_match import check_tokenizer, prepare_again
@@ -611,19 +611,19 @@ def _another_architecture(init: Path, theirs_cfg: GPTConfig, cfgs: _Configs, fre
     nones = GPTConfig.none_texts()  # (a setting's None a flag can give: --rope_scaling none)
 
     def said(k: str, v) -> str:
-        if isinstance(v, bool):  # as the flag a user types (--no_qk_norm), wherever the value came from
-            return as_flag(k, v) + ("" if k in cfgs.flag_names else f" {cfgs.origins.get(k, '(the default)')}")
         if k in cfgs.flag_names:
             return f"--{k} {nones[k] if v is None and k in nones else repr(v)}"
         return f"{k} {v!r} (following {_FOLLOWING[k]})" if k in _FOLLOWING and k not in given \
             else f"{k} {v!r} {cfgs.origins.get(k, '(the default)')}"
 
-    def theirs_said(k: str, v) -> str:
-        return as_flag(k, v) if isinstance(v, bool) else repr(v)
+    def item(k: str, v, ckpt) -> str:
+        if isinstance(v, bool) and isinstance(ckpt, bool):  # as typed, wherever the value came from
+            return flags_differ(k, v, ckpt, "the checkpoint",
+                                "" if k in cfgs.flag_names else f" {cfgs.origins.get(k, '(the default)')}")
+        return f"{said(k, v)} (the checkpoint: {ckpt!r})"
 
     return (f"{init} has another architecture than this run's settings: "
-            + ", ".join(f"{said(k, mine)} (the checkpoint: {theirs_said(k, ckpt)})"
-                        for k, (mine, ckpt) in differ.items())
+            + ", ".join(item(k, mine, ckpt) for k, (mine, ckpt) in differ.items())
             + "; leave --config_file and the model flags out to keep the checkpoint's, or pass its "
             + " ".join(as_flag(k, ckpt, whole=True) if ckpt is not None
                        else f"--{k} {nones[k]}" if k in nones else f"default --{k} (no flag)"
@@ -848,8 +848,8 @@ def _check_ranks_agree(req: RunSettings, cfgs: _Configs, specs: list[DatasetSpec
                 return f"{of_paths[k]!r}" + (" (its contents)" if of is theirs else ", compared by content")
 
             def item(k: str) -> str:
-                if k.startswith("--") and isinstance(theirs.get(k), bool):  # as typed: --qk_norm, --no_qk_norm
-                    return f"{as_flag(k[2:], theirs[k])} (rank 0: {as_flag(k[2:], first[k])})"
+                if k.startswith("--") and isinstance(theirs.get(k), bool) and isinstance(first.get(k), bool):
+                    return flags_differ(k[2:], theirs[k], first[k], "rank 0")
                 return f"{k} {shown(k, theirs, their_paths)} (rank 0: {shown(k, first, first_paths)})"
             raise ConfigError(f"rank {rank} was started with other settings than rank 0: "
                               + listed([item(k) for k in differ], 5) + f"; {hint}")
