@@ -805,7 +805,7 @@ def _carry_over(carry: Path, final: Path, owned: tuple[str, ...]) -> None:
             except OSError as e:
                 stuck.append((rel, os_error_message(e)))
     except OSError as e:  # (the walk itself)
-        raise InputError(not_carried(final, carry, os_error_message(e))) from None
+        raise InputError(not_carried(final, carry, os_error_message(e), owned=owned)) from None
     if stuck:
         raise InputError(not_carried(final, carry, listed([cause for _, cause in stuck], 2, "; "),
                                       [rel for rel, _ in stuck]))
@@ -1018,20 +1018,33 @@ def _settle(final: Path, owned: tuple[str, ...]) -> None:
         raise OutputInPlace(str(e)) from None
     except OSError as e:
         aside = next((p for p in (old, carry) if os.path.lexists(p)), None)
-        raise OutputInPlace(not_carried(final, aside, os_error_message(e))) from None
+        raise OutputInPlace(not_carried(final, aside, os_error_message(e), owned=owned)) from None
 
 
-def not_carried(final: Path, aside: Path | None, cause: str, names: list[str] | None = None) -> str:
-    """What a failure after a swap left: the new output in place, and the user's files of the previous
-    one in `aside` (None: only the output's work mark); `names`: those that could not be moved (the others
-    were), where known."""
+def not_carried(final: Path, aside: Path | None, cause: str, names: list[str] | None = None,
+                owned: tuple[str, ...] = ()) -> str:
+    """What a failure after a swap left: the new output in place, and the previous one, or what is left of it, in
+    `aside` (None: only the output's work mark); `names`: the user's files that could not be moved (the others
+    were), where known, else those in `aside` by the output's patterns `owned` (none: the previous output alone,
+    which the next write removes)."""
     if aside is None:
         return (f"{final} is in place, whole, but its work mark {WORK_MARK} is left in it ({cause}): the next write of "
                 f"{final.name} removes it")
-    what = "the files you added to it are" if names is None else \
-        f"{listed(names, 3)} of the files you added to it {'is' if len(names) == 1 else 'are'}"
-    return (f"{final} is in place, whole, but {what} still in {aside} ({cause}): the next write of {final.name} tries "
-            f"again to move them in; or move them into {final} by hand")
+    if names is not None:
+        what = f"{listed(names, 3)} of the files you added to it {'is' if len(names) == 1 else 'are'}"
+    else:
+        try:
+            users = user_entries(aside, owned)
+        except OSError:  # (the folder cannot be read: said as a whole)
+            users = None
+        if users == []:
+            return (f"{final} is in place, whole, but its previous version is still in {aside} ({cause}), with no "
+                    f"file of yours in it: the next write of {final.name} removes it; or remove it by hand")
+        what = "the files you added to it are" if users is None else \
+            f"the files you added to it ({listed(users, 3)}) are"
+    return (f"{final} is in place, whole, but {what} still in {aside} ({cause}), with the previous output's own "
+            f"files: the next write of {final.name} tries again to move them in; or move them (only them) into "
+            f"{final} by hand")
 
 
 def _check_swappable(final: Path, staging: Path, owned: tuple[str, ...], flag: str, marker: str | None) -> None:

@@ -60,11 +60,24 @@ def test_prepare_overwrite_failing_after_its_swap_says_the_dataset_is_in_place(c
     Path("corpus.txt").write_text(Path("corpus.txt").read_text() + Path("more.txt").read_text())
     with full_disk_on("replace", lambda src, dst="": src.endswith(".ds.old") and dst.endswith(".ds.carry")):
         out = prepare("--overwrite", ok=False)
-    assert "ds is in place, whole, but the files you added to it are still in .ds.old" in out, out
+    assert "ds is in place, whole, but the files you added to it (NOTES.md) are still in .ds.old" in out, out
     cli("verify-dataset", "ds")  # the new dataset, whole
     assert json.loads(Path("ds/dataset_metadata.json").read_text())["total_tokens"] > 17_000  # (12,152 before)
     prepare("--overwrite")  # the next writer moves the user's file in
     assert Path("ds/NOTES.md").read_text() == "mine" and not Path(".ds.old").exists()
+
+
+def test_a_failure_after_a_swap_of_an_output_you_added_nothing_to_says_so(corpus):
+    """The previous output set aside, holding no file of the user's: said so, where the message said "the files you
+    added to it are still in .ds.old" (none: .ds.old is the whole previous dataset, for the user to move in)."""
+    prepare()
+    Path("corpus.txt").write_text(Path("corpus.txt").read_text() + Path("more.txt").read_text())
+    with full_disk_on("replace", lambda src, dst="": src.endswith(".ds.old") and dst.endswith(".ds.carry")):
+        out = prepare("--overwrite", ok=False)
+    assert "ds is in place, whole, but its previous version is still in .ds.old" in out and "with no file of yours" \
+        in out and "you added" not in out, out
+    prepare("--overwrite")  # the next writer removes it
+    assert sorted(os.listdir()) == ["corpus.txt", "ds", "more.txt"]
 
 
 def test_an_append_failing_after_its_swap_says_the_dataset_is_grown(corpus):
