@@ -313,7 +313,8 @@ def append_dataset(input_files: list[str], dataset_dir: Path, settings: PrepareS
             except OSError as e:
                 _left_added(work, dataset_dir, _own_names(old), flag, e)
             if unmarked is not None:
-                raise OutputInPlace(f"{flag} {dataset_dir} is grown: " + not_carried(dataset_dir, None, os_error_message(unmarked)))
+                raise OutputInPlace(f"{flag} {dataset_dir} is grown: "
+                                    + not_carried(dataset_dir, None, os_error_message(unmarked)))
             # Never to be put back now (restore_appended): the old dataset's names, being removed. Refused
             # (an I/O error), the append is done all the same: `finally` removes old/ with the work
             # directory, else the next writer does (recover_dataset: the staging is gone).

@@ -1099,8 +1099,8 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
     if pinned:
         raise InputError(f"{listed(pinned, 3)}: immutable or append-only (chattr +i or +a), so mypt cannot remove the "
                          f"previous output's files once the new one replaces it (they would stay beside it, in "
-                         f"{carry_dir(final).name}): refused, nothing changed; clear the flag (chattr -i -a), or choose "
-                         "another output")
+                         f"{carry_dir(final).name}): refused, nothing changed; clear the flag (chattr -i -a), or "
+                         "choose another output")
     if stuck:
         raise InputError(f"{listed(stuck, 3)}: read-only or a mount point, so mypt cannot put its new output in "
                          "place and keep your files: refused, nothing changed; make it writable (chmod u+w), unmount "
