@@ -107,6 +107,8 @@ def as_trained(tokenizer, prompt: str, text_nfc: bool | None = None) -> str:
     if prompt.isascii() or text_nfc is False:  # (ASCII is NFC)
         return prompt
     composed = unicodedata.normalize("NFC", prompt)
+    if composed == prompt:  # (and a prompt check_text refuses, not valid UTF-8, reaches it unencoded)
+        return prompt
     if tokenizer.kind == "char":
         return prompt if not _encodes(tokenizer, composed) and _encodes(tokenizer, prompt) else composed
     return composed if text_nfc else prompt
