@@ -44,7 +44,7 @@ def _identity(directory: Path) -> tuple:
     def ids(path: Path, *times: str) -> tuple | None:
         try:
             st = os.stat(path)
-        except FileNotFoundError:
+        except OSError:  # (not there, or not a folder: the checks that follow name it)
             return None
         return (st.st_dev, st.st_ino, *(getattr(st, t) for t in times))
     return ids(directory), ids(directory / "val", "st_mtime_ns")
