@@ -910,7 +910,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
         cut = tuple(name for name in req.loggers if name in ("dvclive", "tensorboard"))
         if req.metrics_dir is not None and dist.is_main and cut:
             open_tracker(cut, req.metrics_dir, req.model_name, resume=True, resume_step=resume_state["step"],
-                         found=found).close()
+                         found=found, log=log).close()
         return _complete(req, resume_state, tokens_per_step(loader, train_cfg, dist), dist, log)
     eval_sum = sha256_file(Path(req.eval_dataset_dir) / METADATA_FILE) if req.eval_dataset_dir is not None else None
     if resume_state and dist.is_main:
@@ -936,7 +936,7 @@ def _train(req: RunSettings, specs: list[DatasetSpec], cfgs: _Configs, model: GP
     tracker = None
     if req.metrics_dir is not None and dist.is_main:  # after every check: dvclive clears the directory
         tracker = open_tracker(req.loggers, req.metrics_dir, req.model_name, resume=req.resume,
-                               resume_step=resume_state["step"] if resume_state else None, found=found)
+                               resume_step=resume_state["step"] if resume_state else None, found=found, log=log)
     resume_gc()  # the run is built: the collector walks only what training allocates (mypt.gc_pause)
     failed = True
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import char_dataset
 from mypt.cli import main
 from mypt.config import RunSettings
 from mypt.errors import ConfigError, InputError
@@ -300,3 +301,12 @@ def test_a_finished_run_whose_loss_plot_cannot_be_written_warns_and_exits_0(corp
     assert json.loads(Path("checkpoints/m/training_state.json").read_text())["step"] == 2
     assert json.loads(Path("runs/m/metrics.json").read_text())["step"] == 2
     assert not Path("runs/m/plots/images/loss.png").exists()
+
+    # Through the Python API the warning is the caller's log line, as training's other lines are.
+    from mypt.train_command import run_from_flags
+
+    lines = []
+    run_from_flags({"dataset_dir": (str(char_dataset(tmp_path)),), "model_name": "api", "config_file": "tiny",
+                    "device": "cpu", "max_iters": 2, "eval_interval": 1, "eval_iters": 1, "metrics_dir": Path("runs/api")},
+                   log=lines.append)
+    assert any(line.startswith("warning: training completed") for line in lines), lines
