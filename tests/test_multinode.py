@@ -315,8 +315,10 @@ CONNECT_SAID = ("import mypt.distributed\nreal = mypt.distributed._start_store\n
 def rank_1_connecting(args: list[str], tmp_path: Path, port: int):
     """Rank 1 of `mypt ARGS` launched by hand, once it reaches for rank 0's store (killed if still
     running as the block ends); its output in tmp_path/rank1.out."""
+    # (SIGINT as a terminal leaves it: a test run in the background of a shell has it ignored, inherited)
     with own_session(with_patch(CONNECT_SAID, args), cwd=tmp_path, stdout=(tmp_path / "rank1.out").open("w"),
-                     stderr=subprocess.STDOUT, env=by_hand_env(1, port)) as rank1:
+                     stderr=subprocess.STDOUT, env=by_hand_env(1, port),
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as rank1:
         deadline = time.monotonic() + 120
         while "connecting" not in (tmp_path / "rank1.out").read_text() and rank1.poll() is None:
             assert time.monotonic() < deadline
