@@ -654,7 +654,7 @@ def test_torchrun_max_restarts_with_auto_resume_continues_after_a_rank_dies(demo
     assert re.search(r"Error: rank \d: another rank's process ended during (?:step \d+|the evaluation of step \d+|the "
                      r"vote or save after step \d+) \(.*\): this rank stopped there, saving nothing; that rank's own "
                      r"log may say why .*; the last checkpoint \(step \d+\) is in .*: continue from it with --resume",
-                     text), text[-3000:]
+                     text), "\n".join(line for line in text.splitlines() if not line.startswith(("iter ", "step ")))
     assert json.loads((tmp_path / "checkpoints/m/training_state.json").read_text())["step"] == 60
 
 
