@@ -307,6 +307,6 @@ def test_a_finished_run_whose_loss_plot_cannot_be_written_warns_and_exits_0(corp
 
     lines = []
     run_from_flags({"dataset_dir": (str(char_dataset(tmp_path)),), "model_name": "api", "config_file": "tiny",
-                    "device": "cpu", "max_iters": 2, "eval_interval": 1, "eval_iters": 1, "metrics_dir": Path("runs/api")},
-                   log=lines.append)
+                    "device": "cpu", "max_iters": 2, "eval_interval": 1, "eval_iters": 1,
+                    "metrics_dir": Path("runs/api")}, log=lines.append)
     assert any(line.startswith("warning: training completed") for line in lines), lines

@@ -91,8 +91,9 @@ def _whole_file_warning(name: str, size: int, tokenizer: Tokenizer) -> str:
     split false), and an hf encoding holds about 200 bytes a byte (4 MiB of text: ~800 MB)."""
     return (f"warning: {name} ({size / 2**20:,.1f} MiB) is encoded whole, in one process: the {tokenizer.kind} "
             f"tokenizer has no place where a .txt document may be cut without changing its ids (its pre-tokenizer "
-            f"splits no newline or space apart, or is a Split regex mypt does not know), and holds about {size * 200 / 1e9:,.1f} GB for it; a corpus as "
-            "JSONL (a document a line) or one file per document is encoded a document at a time")
+            f"splits no newline or space apart, or is a Split regex mypt does not know), and holds about "
+            f"{size * 200 / 1e9:,.1f} GB for it; a corpus as JSONL (a document a line) or one file per document is "
+            "encoded a document at a time")
 
 
 def _join_ends(doc_parts: list[Path], dest: Path) -> int:
