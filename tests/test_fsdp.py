@@ -303,12 +303,14 @@ def test_muon_step_on_shards_is_the_step_on_whole_matrices_each_rank_orthogonali
     assert r0["orthogonalized"] == [1, 1, 1] and r1["orthogonalized"] == [5, 5, 5]
 
 
-# A rank's count of opens of training_state.safetensors, written to $COUNT_DIR/PID at its exit.
+# A rank's count of opens of training_state.safetensors to read it (Python's open, whose mode the
+# audit event gives: os.open's, None, is the check of a file's flags before a save), written to
+# $COUNT_DIR/PID at its exit.
 OPEN_COUNTER = """
 import atexit, os, sys
 opens = []
 sys.addaudithook(lambda event, args: opens.append(1) if event == "open" and isinstance(args[0], (str, os.PathLike))
-                 and os.fspath(args[0]).endswith("training_state.safetensors") else None)
+                 and args[1] is not None and os.fspath(args[0]).endswith("training_state.safetensors") else None)
 if "LOCAL_RANK" in os.environ:
     atexit.register(lambda: open(os.path.join(os.environ["COUNT_DIR"], str(os.getpid())), "w").write(str(len(opens))))
 """
