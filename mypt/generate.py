@@ -92,8 +92,8 @@ def as_trained(tokenizer, prompt: str, text_nfc: bool | None = None) -> str:
       them). Kept where the vocabulary shows the corpus had them: a char vocabulary holding \\r
       (prepared with --no_normalize; a gpt2 or hf vocabulary holds \\r whatever the corpus).
     - Unicode NFC: a decomposed 'cafe\\u0301' (macOS file names, text copied from some PDFs) is
-      the 'café' the corpus held, one character a char vocabulary knows, where it refused the
-      combining accent; GPT-2 encodes 'the café' as [1169, 40304] and the decomposed form as
+      the 'café' the corpus held, one character a char vocabulary knows (the combining accent
+      alone it may not); GPT-2 encodes 'the café' as [1169, 40304] and the decomposed form as
       [1169, 26725, 136, 223], ids the model never saw in that order. Applied where the
       checkpoint records its text was NFC (`text_nfc`, its config.json's: prepare-dataset's
       normalize). Kept as given where it records the text was not (--no_normalize, train

@@ -204,7 +204,7 @@ def _remove_dead_takers(output: Path) -> None:
             continue
         try:
             content = os.pread(fd, 64, 0)
-            if stat.S_ISREG(os.fstat(fd).st_mode) and content in (b"", f"mypt lock of pid {m[1]}\n".encode()) \
+            if stat.S_ISREG(os.fstat(fd).st_mode) and (content == b"" or _holder(content) == m[1]) \
                     and not _locked_elsewhere(fd):
                 os.unlink(entry.path)
         except OSError:
