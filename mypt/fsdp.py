@@ -76,10 +76,17 @@ def shard_model(model: torch.nn.Module, amp: torch.dtype | None, compiled: bool,
 def _state_dicts(model: torch.nn.Module, optimizer) -> tuple[dict, dict]:
     """(model state dict, optimizer state dict) keyed by parameter names, sharded as the model
     is (whole for a model that is not sharded)."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    weights = {k: v for k, v in get_model_state_dict(model).items() if k not in unstored(model.config)}
-    return weights, get_optimizer_state_dict(model, optimizer)
+    return stored_weights(model), get_optimizer_state_dict(model, optimizer)
+
+
+def stored_weights(model: torch.nn.Module) -> dict:
+    """The model's state dict as a checkpoint stores it (sharded as the model is): without the
+    names it does not store (unstored: a tied head)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return {k: v for k, v in get_model_state_dict(model).items() if k not in unstored(model.config)}
 
 
 def save_dcp(directory: Path, model: torch.nn.Module, optimizer) -> list[dict]:
@@ -217,9 +224,9 @@ def fill_shards(directory: Path, model: torch.nn.Module, device: torch.device) -
     and its tied embedding is lm_head.weight."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageReader
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     model.to_empty(device=device)
-    weights = {k: v for k, v in get_model_state_dict(model).items() if k not in unstored(model.config)}
+    weights = stored_weights(model)
     dcp.load({MODEL: weights}, storage_reader=HuggingFaceStorageReader(str(directory)))
     set_model_state_dict(model, weights, options=StateDictOptions(strict=False))

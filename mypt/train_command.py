@@ -23,11 +23,11 @@ from mypt.device import resolve_device
 from mypt.distributed import (Dist, all_ranks, before_training, built_on_every_rank, cpu_group, has_start_store,
                               restart_warning, setup_distributed, tell_ranks_start_failed)
 from mypt.errors import CheckpointError, ConfigError, DataError, listed
-from mypt.fsdp import fill_shards, shard_model, supported
+from mypt.fsdp import fill_shards, shard_model, stored_weights, supported
 from mypt.hf_import import hf_dir, import_hf, read_hf_config
 from mypt.io import check_dir_path, check_movable, check_replaceable, recover_output, set_aside_hint, sha256_file
 from mypt.lock import lock_path, output_lock
-from mypt.names import METADATA_FILE, unstored
+from mypt.names import METADATA_FILE
 from mypt.model import GPT, check_finite, load_model, nonfinite
 from mypt.precision import autocast_dtype, dtype_name, run_autocast
 from mypt.settings import as_flag, flags_differ, says_none
@@ -262,7 +262,7 @@ def _fill_shards(model: GPT, req: RunSettings, ckpt_dir: Path, config: dict, dev
             raise CheckpointError(f"{where}: its shards cannot be read into this run's model "
                                   f"({str(e).splitlines()[0]}); the checkpoint was changed or damaged: use another "
                                   "one, or train again") from None
-        weights = {k: v for k, v in model.state_dict().items() if k not in unstored(model.config)}
+        weights = stored_weights(model)
         counts: dict[str, int] = {}
         for theirs in all_ranks(nonfinite({k: v.to_local() for k, v in weights.items()}), cpu_group(dist)):
             for name, bad in theirs.items():
