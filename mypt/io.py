@@ -838,23 +838,15 @@ def _unmovable(previous: Path, users: list[str]) -> list[str]:
 _GETFLAGS, _PINNED = 0x80086601, 0x10 | 0x20
 
 
-def _pinned(previous: Path, users: list[str]) -> list[str]:
-    """Of the user's entries of `previous` (`users`), the folders they are moved out of and
-    `previous` itself, those immutable or append-only: a carry-over would stop at them (os.access
-    on a file says nothing of it: a read-only file moves; root may write any)."""
-    if not users or not os.path.lexists(previous):
+def _pinned(previous: Path, rels: list[str], itself: bool = False) -> list[str]:
+    """Of the entries `rels` of `previous`, the folders they are in and (`itself`) `previous`, those
+    immutable or append-only: a carry-over of the user's entries, or the removal of the previous
+    output's own once replaced (best effort, silent), would stop at them (os.access on a file says
+    nothing of it: a read-only file moves; root may write any)."""
+    if not rels or not os.path.lexists(previous):
         return []
-    places = dict.fromkeys([previous, *(previous / rel for rel in users),
-                            *(previous / os.path.dirname(rel) for rel in users if "/" in rel)])
-    return [str(p) for p in places if _flags(p) & _PINNED]
-
-
-def _pinned_own(previous: Path, own: list[str]) -> list[str]:
-    """Of the output's own files of `previous` (`own`), and the folders they are in, those immutable or append-only:
-    the removal of the previous output, once replaced, would stop at them (silently: it is done after the output is
-    in place, best effort)."""
-    places = dict.fromkeys([*(previous / os.path.dirname(rel) for rel in own if "/" in rel), *(previous / rel
-                                                                                              for rel in own)])
+    places = dict.fromkeys([*([previous] if itself else []), *(previous / rel for rel in rels),
+                            *(previous / os.path.dirname(rel) for rel in rels if "/" in rel)])
     return [str(p) for p in places if _flags(p) & _PINNED]
 
 
@@ -1090,12 +1082,12 @@ def check_movable(final: Path, owned: Iterable[str], flag: str = "--out_dir") ->
             f"give a folder inside it, e.g. {final / 'out'}"
         raise InputError(f"{flag} {final} is a mount point: mypt puts a new output in place by renaming the old "
                          f"one aside, which a mount point refuses; {inside}")
-    pinned = _pinned(final, users)
+    pinned = _pinned(final, users, itself=True)
     if pinned:
         raise InputError(f"{listed(pinned, 3)}: immutable or append-only (chattr +i or +a), so mypt cannot move your "
                          f"files into its new output: refused, nothing changed; clear the flag (chattr -i -a), move it "
                          f"out of {final}, or choose another output")
-    pinned = _pinned_own(final, own)
+    pinned = _pinned(final, own)
     if pinned:
         raise InputError(f"{listed(pinned, 3)}: immutable or append-only (chattr +i or +a), so mypt cannot remove the "
                          f"previous output's files once the new one replaces it (they would stay beside it, in "
