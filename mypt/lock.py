@@ -101,6 +101,13 @@ def _take(lock: Path, output: Path, flag: str) -> int:
     killed run left is replaced by this one, atomically."""
     _remove_dead_takers(output.resolve())
     own, fd = _own_file(output, lock)
+
+    def renew() -> None:  # own removed before it took the lock's name: a fresh one
+        nonlocal own, fd
+        os.close(fd)
+        fd = -1  # (closed: the error path below closes only an open one)
+        own, fd = _own_file(output, lock)
+
     try:
         while True:
             _refuse_foreign(lock, output, flag)
@@ -110,9 +117,7 @@ def _take(lock: Path, output: Path, flag: str) -> int:
             except FileExistsError:
                 pass
             except FileNotFoundError:  # own removed meanwhile (a user, or a reaper that misjudged it): a fresh one
-                os.close(fd)
-                fd = -1
-                own, fd = _own_file(output, lock)
+                renew()
                 continue
             except OSError as e:  # a filesystem without hard links (exFAT, some FUSE): made in place
                 if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
@@ -142,9 +147,7 @@ def _take(lock: Path, output: Path, flag: str) -> int:
                         os.replace(own, lock)
                         return fd
                     except FileNotFoundError:  # own removed meanwhile, as above
-                        os.close(fd)
-                        fd = -1
-                        own, fd = _own_file(output, lock)
+                        renew()
             finally:
                 os.close(old)
     except BaseException:
