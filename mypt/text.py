@@ -173,12 +173,13 @@ def _unit_cut(f: BinaryIO, lo: int, hi: int, first: int, skip: RunSkip) -> tuple
     multiple of them from where the repetition starts in the block that starts at `first` (and the
     bytes into a unit the period says), BOUNDARY_AHEAD bytes or more before the repetition ends. Else
     (None, where a later search goes on: a repetition that may hold a cut past `hi`, or `hi` or after)."""
+    repeated, past = _repeated(skip), _past_period(skip)
     while lo < hi:
         end = after = min(hi, lo + _RUN_READ)
         f.seek(lo)
-        data = f.read(end - lo + _past_period(skip) + RUN_LOOK)  # (each unit's cut and the repetition after it)
+        data = f.read(end - lo + past + RUN_LOOK)  # (each unit's cut and the repetition after it)
         at = 0
-        while (m := _repeated(skip).search(data, at)) and lo + m.start() < end:
+        while (m := repeated.search(data, at)) and lo + m.start() < end:
             unit, found = m.group(1), lo + m.start()
             # (A unit just before it, after where the search began, would have been found first: the repetition
             # starts here, or before that, where the search began or the last repetition took its newline.)

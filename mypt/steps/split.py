@@ -126,8 +126,8 @@ def _shard_stream(in_dir: Path, manifest: dict) -> TokenStream:
     if have != names or len(stream) != tokens:
         listed_names, found = set(names), set(have)  # (sets: a corpus may have 10**5 shards)
         stray, missing = [n for n in have if n not in listed_names], [n for n in names if n not in found]
-        said = "".join(f"; {what}: {listed(found, 3)}" for what, found in (("not listed", stray), ("missing", missing))
-                       if found)
+        said = "".join(f"; {what}: {listed(which, 3)}" for what, which in (("not listed", stray), ("missing", missing))
+                       if which)
         raise InputError(f"{in_dir}: its shards hold {len(stream):,} tokens in {len(files):,} files, but its "
                          f"{MANIFEST} says the shard step wrote {tokens:,} tokens in {len(names):,}{said}: the shards "
                          "are not the ones it wrote; run the shard stage again (`dvc repro`, or stages/shard.py)")
